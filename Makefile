@@ -1,0 +1,37 @@
+# Every target installs what it needs first (uv, then the locked dependencies), so each works
+# on a fresh machine. uv comes from PATH, else it is installed into .tools/ (no root needed).
+SHELL := /bin/bash
+PORT ?= 8000
+export PORT
+
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+
+.PHONY: run test lint migrate bench sync format
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+sync: $(UV)
+	$(UV) sync --locked
+
+run: sync
+	$(UV) run --locked python -m app serve --port $(PORT)
+
+migrate: sync
+	$(UV) run --locked python -m app migrate
+
+test: sync
+	$(UV) run --locked pytest
+
+lint: sync
+	$(UV) run --locked ruff check .
+	$(UV) run --locked ruff format --check .
+	$(UV) run --locked mypy .
+
+format: sync
+	$(UV) run --locked ruff check --fix .
+	$(UV) run --locked ruff format .
+
+bench: sync
+	$(UV) run --locked python -m bench

@@ -1,0 +1,61 @@
+"""Command line: `python -m app serve` (API + workers) and `python -m app migrate`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import typer
+import uvicorn
+
+from app.config import get_settings
+from utils.logging import configure_logging
+
+cli = typer.Typer(add_completion=False, help="Assay: test and evaluate LLM applications.")
+
+
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", envvar="ASSAY_HOST", help="Address to bind"),
+    port: int = typer.Option(8000, envvar="PORT", help="Port to listen on"),
+    forwarded_allow_ips: str = typer.Option(
+        "127.0.0.1",
+        envvar="ASSAY_FORWARDED_ALLOW_IPS",
+        help="Proxies trusted for X-Forwarded-For/Proto (comma-separated, or *)",
+    ),
+) -> None:
+    """Start the database (embedded unless configured), migrate, and serve the API."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema to the latest revision and exit."""
+    from database.setup import DatabaseUrls, resolve_urls
+    from database.migrate import migrate as run_migrations
+
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def run() -> None:
+        urls: DatabaseUrls = await resolve_urls(settings)
+        await run_migrations(urls.owner, urls.runtime_role)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli()

@@ -1,0 +1,104 @@
+"""One Settings object for the whole service, read from the environment (prefix ASSAY_)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "dev"})
+MIN_SECRET_LENGTH = 32
+
+
+class InsecureSecretKey(RuntimeError):
+    """Raised at start when a production deployment has no real secret key."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASSAY_", env_file=".env", extra="ignore")
+
+    # Database. With no database_url, an embedded PostgreSQL is started under data_dir.
+    database_url: str | None = None
+    migration_database_url: str | None = None
+    data_dir: Path = Path(".assay")
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    migrate_on_start: bool = True
+
+    # Security.
+    secret_key: str | None = None
+    access_token_minutes: int = Field(default=15, ge=1)
+    refresh_token_days: int = Field(default=30, ge=1)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    password_hash_threads: int = Field(default=4, ge=1)
+    auth_rate_limit: str = "10/minute"
+    redis_url: str | None = None
+    max_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    # Logging.
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """Development mode: the database is the embedded PostgreSQL under data_dir."""
+        return self.database_url is None
+
+    @property
+    def owner_database_url(self) -> str | None:
+        return self.migration_database_url or self.database_url
+
+    def resolve_secret_key(self) -> str:
+        """The signing key: configured, or (embedded mode only) generated once under data_dir."""
+        key = self.secret_key
+        if key is not None and key.strip().lower() not in PLACEHOLDER_SECRETS:
+            if len(key) < MIN_SECRET_LENGTH:
+                raise InsecureSecretKey(
+                    f"ASSAY_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters"
+                )
+            return key
+        if not self.embedded:
+            raise InsecureSecretKey(
+                "ASSAY_SECRET_KEY is missing or a placeholder; set a random value of at least "
+                f"{MIN_SECRET_LENGTH} characters (for example: openssl rand -hex 32)"
+            )
+        return _development_secret(self.data_dir)
+
+
+def _development_secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # Write aside, then link into place: link fails when another process won the race,
+    # and a reader never sees a half-written file.
+    draft = data_dir / f".secret_key.{os.getpid()}"
+    draft.write_text(key, encoding="utf-8")
+    draft.chmod(0o600)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        key = path.read_text().strip()
+    finally:
+        draft.unlink()
+    return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

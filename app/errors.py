@@ -1,0 +1,147 @@
+"""Domain exceptions and the one handler that renders every error as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger(__name__)
+
+
+class AssayError(Exception):
+    status: int = 500
+    title: str | None = None
+    # Most failures roll the transaction back; a few must persist what they did first
+    # (revoking a session on refresh-token replay), and say so here.
+    keep_changes: bool = False
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = dict(headers) if headers else None
+
+
+class InvalidInput(AssayError):
+    """The request is well-formed but a field's value is not acceptable."""
+
+    status = 422
+
+    def __init__(self, detail: str, *, field: str | None = None, **kwargs: Any) -> None:
+        if field is not None and "errors" not in kwargs:
+            kwargs["errors"] = [{"field": field, "message": detail}]
+        super().__init__(detail, **kwargs)
+
+
+class BadRequest(AssayError):
+    status = 400
+
+
+class Unauthorized(AssayError):
+    status = 401
+
+    def __init__(self, detail: str = "Authentication required", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": 'Bearer realm="assay"'})
+        super().__init__(detail, **kwargs)
+
+
+class Forbidden(AssayError):
+    status = 403
+
+
+class NotFound(AssayError):
+    status = 404
+
+
+class Conflict(AssayError):
+    status = 409
+
+
+class PayloadTooLarge(AssayError):
+    status = 413
+
+
+class UnsupportedMediaType(AssayError):
+    status = 415
+
+
+class RateLimited(AssayError):
+    status = 429
+
+
+def problem(
+    request: Request,
+    status: int,
+    detail: str | None,
+    *,
+    title: str | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": request.scope.get("state", {}).get("request_id"),
+    }
+    if errors:
+        body["errors"] = list(errors)
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON)
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def _assay_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AssayError)
+    return problem(
+        request, exc.status, exc.detail, title=exc.title, errors=exc.errors, headers=exc.headers
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    raw = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in raw):
+        return problem(request, 400, "The request body is not valid JSON")
+    errors = [
+        {"field": _field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
+        for error in raw
+    ]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+    return problem(request, 422, f"Invalid request: {summary}", errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return problem(request, 500, "An unexpected error occurred; the request id identifies it")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers on an app (sub-apps do not inherit them, so each app calls this)."""
+    app.add_exception_handler(AssayError, _assay_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,49 @@
+"""What one process holds for its lifetime besides the database: set up in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from app.config import Settings
+from utils.auth import PasswordHasher
+from utils.ratelimit import RateLimiter
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    secret_key: str
+    hasher: PasswordHasher
+    rate_limiter: RateLimiter
+
+    @property
+    def access_token_lifetime(self) -> timedelta:
+        return timedelta(minutes=self.settings.access_token_minutes)
+
+    @property
+    def refresh_token_lifetime(self) -> timedelta:
+        return timedelta(days=self.settings.refresh_token_days)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Runtime:
+        return cls(
+            settings=settings,
+            secret_key=settings.resolve_secret_key(),
+            hasher=PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
+            rate_limiter=RateLimiter(settings.redis_url),
+        )
+
+
+_runtime: Runtime | None = None
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def get_runtime() -> Runtime:
+    if _runtime is None:
+        raise RuntimeError("the runtime is not initialised (is the app's lifespan running?)")
+    return _runtime

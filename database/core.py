@@ -1,0 +1,124 @@
+"""Database core: engine and session factory, declarative Base, tenant context."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from uuid6 import uuid7
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> uuid.UUID:
+    """Time-ordered UUID (v7): index-friendly primary keys that sort by creation."""
+    return uuid.UUID(bytes=uuid7().bytes)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class IdMixin:
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+
+
+class TimestampMixin:
+    # Fetch server-generated timestamps with RETURNING, never by a lazy load later.
+    __mapper_args__ = {"eager_defaults": True}
+
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class Database:
+    """The runtime engine (connecting as the non-privileged runtime role) and its sessions."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.sessionmaker = sessionmaker or async_sessionmaker(
+            engine, expire_on_commit=False, autoflush=False
+        )
+
+    @classmethod
+    def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Database:
+        return cls(
+            create_async_engine(
+                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+            )
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """The single commit point: commit when the block ends, roll back on any exception."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+_database: Database | None = None
+
+
+def set_database(database: Database | None) -> None:
+    global _database
+    _database = database
+
+
+def get_database() -> Database:
+    if _database is None:
+        raise RuntimeError("the database is not initialised (is the app's lifespan running?)")
+    return _database
+
+
+async def set_tenant(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID | None,
+    user_id: uuid.UUID | None = None,
+) -> None:
+    """Scope the current transaction to one organization (and user) for row-level security.
+
+    Both settings are transaction-local and always written, so nothing carries over from an
+    earlier transaction on the same pooled connection. Unset means no tenant rows at all.
+    """
+    await session.execute(
+        text(
+            "SELECT set_config('app.organization_id', :org, true),"
+            " set_config('app.user_id', :user, true)"
+        ),
+        {
+            "org": str(organization_id) if organization_id else "",
+            "user": str(user_id) if user_id else "",
+        },
+    )

@@ -1,0 +1,97 @@
+"""Schema migrations, run at start-up and by `make migrate`, under an advisory lock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Any constant shared by all processes: concurrent starts queue on it and migrate once.
+MIGRATION_LOCK_KEY = 7_415_889_301
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class MigrationOutcome:
+    before: str | None
+    after: str | None
+
+    @property
+    def applied(self) -> bool:
+        return self.before != self.after
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade(connection: Connection, runtime_role: str | None) -> MigrationOutcome:
+    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    before = current_revision(connection)
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    config.attributes["runtime_role"] = runtime_role
+    command.upgrade(config, "head")
+    return MigrationOutcome(before=before, after=current_revision(connection))
+
+
+async def migrate(owner_url: str, runtime_role: str | None) -> MigrationOutcome:
+    """Bring the schema to head in one transaction and give the runtime role its access."""
+    engine = create_async_engine(owner_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            outcome = await connection.run_sync(_upgrade, runtime_role)
+    finally:
+        await engine.dispose()
+    if outcome.applied:
+        log.info("migrations applied", before=outcome.before, after=outcome.after)
+    else:
+        log.info("database schema is current", revision=outcome.after)
+    return outcome
+
+
+async def applied_revision(connection: AsyncConnection) -> str | None:
+    return await connection.run_sync(current_revision)
+
+
+@dataclass(frozen=True)
+class RoleRights:
+    name: str
+    superuser: bool
+    bypass_rls: bool
+    owned_tables: int
+
+
+async def runtime_role_rights(connection: AsyncConnection) -> RoleRights:
+    """What the connected role may do that would let it past row-level security."""
+    row = (
+        await connection.execute(
+            text(
+                "SELECT r.rolname, r.rolsuper, r.rolbypassrls,"
+                " (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public'"
+                "   AND pg_has_role(current_user, t.tableowner, 'USAGE'))"
+                " FROM pg_roles r WHERE r.rolname = current_user"
+            )
+        )
+    ).one()
+    return RoleRights(name=row[0], superuser=row[1], bypass_rls=row[2], owned_tables=row[3])

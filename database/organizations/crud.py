@@ -1,0 +1,192 @@
+"""Queries of organizations, memberships and API keys. Flush, never commit."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict
+from database.organizations.models import ApiKey, Membership, Organization
+from database.users.models import User
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class ApiKeyLookup:
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    role: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+# --- organizations --------------------------------------------------------------------------
+
+
+async def create_organization(
+    session: AsyncSession, organization: Organization
+) -> Organization:
+    session.add(organization)
+    await session.flush()
+    return organization
+
+
+async def get_organization(
+    session: AsyncSession, organization_id: uuid.UUID
+) -> Organization | None:
+    return await session.get(Organization, organization_id)
+
+
+async def list_user_organizations(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, offset: int
+) -> tuple[list[tuple[Organization, str]], int]:
+    query = (
+        select(Organization, Membership.role)
+        .join(Membership, Membership.organization_id == Organization.id)
+        .where(Membership.user_id == user_id)
+    )
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = await session.execute(
+        query.order_by(Organization.created_at, Organization.id).limit(limit).offset(offset)
+    )
+    return [(org, role) for org, role in rows.all()], total or 0
+
+
+async def delete_organization(session: AsyncSession, organization: Organization) -> None:
+    await session.delete(organization)
+    await session.flush()
+
+
+# --- memberships ----------------------------------------------------------------------------
+
+
+async def add_membership(
+    session: AsyncSession, *, organization_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> Membership:
+    membership = Membership(organization_id=organization_id, user_id=user_id, role=role)
+    session.add(membership)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("This user is already a member of the organization") from exc
+    return membership
+
+
+async def get_membership(
+    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
+) -> Membership | None:
+    return await session.scalar(
+        select(Membership).where(
+            Membership.organization_id == organization_id, Membership.user_id == user_id
+        )
+    )
+
+
+async def first_membership(session: AsyncSession, user_id: uuid.UUID) -> Membership | None:
+    """The user's oldest membership: the organization a login lands in."""
+    return await session.scalar(
+        select(Membership)
+        .where(Membership.user_id == user_id)
+        .order_by(Membership.created_at, Membership.id)
+        .limit(1)
+    )
+
+
+async def list_members(
+    session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
+) -> tuple[list[tuple[Membership, User]], int]:
+    where = Membership.organization_id == organization_id
+    total = await session.scalar(select(func.count()).select_from(Membership).where(where))
+    rows = await session.execute(
+        select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .where(where)
+        .order_by(Membership.created_at, Membership.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [(m, u) for m, u in rows.all()], total or 0
+
+
+async def count_owners(session: AsyncSession, organization_id: uuid.UUID) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.organization_id == organization_id, Membership.role == "owner")
+    )
+    return count or 0
+
+
+async def remove_membership(session: AsyncSession, membership: Membership) -> None:
+    await session.delete(membership)
+    await session.flush()
+
+
+# --- API keys -------------------------------------------------------------------------------
+
+
+async def create_api_key(session: AsyncSession, api_key: ApiKey) -> ApiKey:
+    session.add(api_key)
+    await session.flush()
+    return api_key
+
+
+async def list_api_keys(
+    session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
+) -> tuple[list[ApiKey], int]:
+    where = ApiKey.organization_id == organization_id
+    total = await session.scalar(select(func.count()).select_from(ApiKey).where(where))
+    rows = await session.scalars(
+        select(ApiKey).where(where).order_by(ApiKey.created_at.desc(), ApiKey.id).limit(limit).offset(offset)
+    )
+    return list(rows.all()), total or 0
+
+
+async def get_api_key(
+    session: AsyncSession, organization_id: uuid.UUID, key_id: uuid.UUID
+) -> ApiKey | None:
+    return await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == organization_id)
+    )
+
+
+async def find_api_key(session: AsyncSession, key_hash: str) -> ApiKeyLookup | None:
+    """Looks a key up by its hash before any tenant is known (a SECURITY DEFINER function)."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT id, organization_id, role, expires_at, revoked_at"
+                " FROM assay_auth_api_key(:hash)"
+            ),
+            {"hash": key_hash},
+        )
+    ).first()
+    return ApiKeyLookup(*row) if row else None
+
+
+async def touch_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
+    """Records use, at most once a minute per key, so busy keys don't write on every call."""
+    await session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            (ApiKey.last_used_at.is_(None))
+            | (ApiKey.last_used_at < func.now() - LAST_USED_RESOLUTION),
+        )
+        .values(last_used_at=func.now())
+    )
+
+
+
+async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+    )

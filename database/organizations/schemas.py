@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import EmailStr, Field, field_validator
+
+from utils.auth import Role
+from utils.schemas import InputModel, Name, OutputModel
+
+ApiKeyRole = Literal["admin", "member", "viewer"]
+
+
+class OrganizationCreate(InputModel):
+    name: Name
+
+
+class OrganizationUpdate(InputModel):
+    name: Name | None = None
+
+
+class OrganizationRead(OutputModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class MyOrganizationRead(OrganizationRead):
+    role: Role = Field(description="Your role in this organization")
+
+
+class MemberCreate(InputModel):
+    email: EmailStr = Field(max_length=320)
+    role: Role = Role.member
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class MemberUpdate(InputModel):
+    role: Role
+
+
+class MemberRead(OutputModel):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    role: Role
+    created_at: datetime
+
+
+class OwnershipTransfer(InputModel):
+    user_id: uuid.UUID = Field(description="The member who becomes an owner; you become an admin")
+
+
+class ApiKeyCreate(InputModel):
+    name: Name
+    role: ApiKeyRole = "member"
+    expires_at: datetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_future(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("must include a timezone")
+        if value <= datetime.now(UTC):
+            raise ValueError("must be in the future")
+        return value
+
+
+class ApiKeyRead(OutputModel):
+    id: uuid.UUID
+    name: str
+    role: ApiKeyRole
+    display_prefix: str = Field(description="The key's first characters, to recognise it")
+    created_by: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyRead):
+    key: str = Field(description="The secret. Shown once; only its hash is stored.")

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import EmailStr, Field, StringConstraints, field_validator, model_validator
+
+from database.organizations.schemas import OrganizationRead
+from utils.auth import PASSWORD_RULE, Role, password_problem
+from utils.schemas import InputModel, Name, OutputModel
+
+Password = Annotated[str, StringConstraints(max_length=200), Field(description=PASSWORD_RULE)]
+OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+def _normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+class RegisterRequest(InputModel):
+    email: EmailStr = Field(max_length=320)
+    password: Password
+    name: Name
+    organization_name: Name | None = None
+
+    _email = field_validator("email")(_normalise_email)
+
+    @model_validator(mode="after")
+    def _strong_password(self) -> RegisterRequest:
+        problem = password_problem(self.password, self.email)
+        if problem:
+            raise ValueError(f"password {problem}")
+        return self
+
+
+class TokenPair(OutputModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires")
+
+
+class UserRead(OutputModel):
+    id: uuid.UUID
+    email: str
+    name: str
+    created_at: datetime
+
+
+class RegisterResponse(TokenPair):
+    user: UserRead
+    organization: OrganizationRead
+
+
+class RefreshRequest(InputModel):
+    refresh_token: OpaqueToken
+
+
+class LogoutRequest(InputModel):
+    refresh_token: OpaqueToken | None = None
+
+
+class SwitchOrganizationRequest(InputModel):
+    organization_id: uuid.UUID
+
+
+class MeRead(UserRead):
+    organization_id: uuid.UUID
+    role: Role
+
+
+class UserUpdate(InputModel):
+    name: Name | None = None
+    password: Password | None = None
+    current_password: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _password_change_needs_current(self) -> UserUpdate:
+        if self.password is not None:
+            if not self.current_password:
+                raise ValueError("current_password is required to change the password")
+            problem = password_problem(self.password)
+            if problem:
+                raise ValueError(f"password {problem}")
+        return self

@@ -1,0 +1,190 @@
+"""Authentication flows: register, login, token refresh and rotation, logout, switching org."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.runtime import Runtime
+from database.core import new_id, set_tenant
+from database.organizations import crud as org_crud
+from database.organizations.models import Organization
+from database.users import crud
+from database.users.models import AuthSession, User
+from database.organizations.schemas import OrganizationRead
+from database.users.schemas import RegisterRequest, RegisterResponse, TokenPair, UserRead
+from utils.auth import (
+    InvalidToken,
+    Principal,
+    Role,
+    decode_access_token,
+    hash_secret,
+    issue_access_token,
+    new_refresh_token,
+)
+
+BAD_CREDENTIALS = "Incorrect email or password"
+
+
+class RefreshTokenReplayed(Unauthorized):
+    """A spent refresh token came back: the whole login session is revoked, and that sticks."""
+
+    keep_changes = True
+
+
+async def register(
+    session: AsyncSession, runtime: Runtime, request: RegisterRequest
+) -> RegisterResponse:
+    user_id, organization_id = new_id(), new_id()
+    await set_tenant(session, organization_id=organization_id, user_id=user_id)
+    password_hash = await runtime.hasher.hash(request.password)
+    user = await crud.create_user(
+        session, User(id=user_id, email=request.email, name=request.name, password_hash=password_hash)
+    )
+    organization = await org_crud.create_organization(
+        session,
+        Organization(id=organization_id, name=request.organization_name or f"{request.name}'s organization"),
+    )
+    await org_crud.add_membership(
+        session, organization_id=organization_id, user_id=user_id, role=Role.owner
+    )
+    tokens = await _issue_tokens(session, runtime, user_id, organization_id, Role.owner)
+    return RegisterResponse(
+        **tokens.model_dump(),
+        user=UserRead.model_validate(user),
+        organization=OrganizationRead.model_validate(organization),
+    )
+
+
+async def login(session: AsyncSession, runtime: Runtime, email: str, password: str) -> TokenPair:
+    candidate = await crud.find_login_candidate(session, email.strip().lower())
+    ok = await runtime.hasher.verify(password, candidate.password_hash if candidate else None)
+    if candidate is None or not ok or not candidate.is_active:
+        raise Unauthorized(BAD_CREDENTIALS)
+    await set_tenant(session, organization_id=None, user_id=candidate.id)
+    membership = await org_crud.first_membership(session, candidate.id)
+    if membership is None:
+        raise Forbidden("This account belongs to no organization")
+    await set_tenant(session, organization_id=membership.organization_id, user_id=candidate.id)
+    return await _issue_tokens(
+        session, runtime, candidate.id, membership.organization_id, Role(membership.role)
+    )
+
+
+async def refresh(session: AsyncSession, runtime: Runtime, refresh_token: str) -> TokenPair:
+    found = await crud.find_refresh_token(session, hash_secret(refresh_token))
+    if found is None or found.session_revoked_at is not None:
+        raise Unauthorized("The refresh token is not valid")
+    await set_tenant(session, organization_id=found.organization_id, user_id=found.user_id)
+    if found.used_at is None and found.expires_at <= datetime.now(UTC):
+        raise Unauthorized("The refresh token has expired")
+    if found.used_at is not None or not await crud.mark_refresh_token_used(session, found.id):
+        await crud.revoke_auth_session(session, found.session_id)
+        raise RefreshTokenReplayed(
+            "This refresh token was already used; the session has been revoked for safety"
+        )
+    role = await crud.get_session_role(session, found.session_id)
+    if role is None or not role[1]:
+        raise Unauthorized("The session has ended")
+    auth_session = await crud.get_auth_session(session, found.session_id)
+    assert auth_session is not None
+    return await _token_pair(session, runtime, auth_session, Role(role[0]))
+
+
+async def logout(
+    session: AsyncSession,
+    runtime: Runtime,
+    *,
+    refresh_token: str | None,
+    principal: Principal | None,
+) -> None:
+    if refresh_token is not None:
+        found = await crud.find_refresh_token(session, hash_secret(refresh_token))
+        if found is None:
+            raise Unauthorized("The refresh token is not valid")
+        await set_tenant(session, organization_id=found.organization_id, user_id=found.user_id)
+        await crud.revoke_auth_session(session, found.session_id)
+        return
+    if principal is None or principal.session_id is None:
+        raise Unauthorized("Send the refresh token, or an access token, of the session to end")
+    await crud.revoke_auth_session(session, principal.session_id)
+
+
+async def switch_organization(
+    session: AsyncSession, runtime: Runtime, principal: Principal, organization_id: uuid.UUID
+) -> TokenPair:
+    user_id = principal.require_user()
+    await set_tenant(session, organization_id=organization_id, user_id=user_id)
+    membership = await org_crud.get_membership(session, organization_id, user_id)
+    if membership is None:
+        raise NotFound("Organization not found")
+    return await _issue_tokens(session, runtime, user_id, organization_id, Role(membership.role))
+
+
+async def authenticate_access_token(
+    session: AsyncSession, runtime: Runtime, token: str
+) -> Principal:
+    try:
+        claims = decode_access_token(token, secret=runtime.secret_key)
+    except InvalidToken as exc:
+        raise Unauthorized(str(exc)) from exc
+    await set_tenant(session, organization_id=claims.organization_id, user_id=claims.user_id)
+    current = await crud.get_session_role(session, claims.session_id)
+    if current is None or not current[1]:
+        raise Unauthorized("The session has ended; log in again")
+    return Principal(
+        organization_id=claims.organization_id,
+        role=Role(current[0]),
+        user_id=claims.user_id,
+        session_id=claims.session_id,
+    )
+
+
+async def change_password(
+    session: AsyncSession, runtime: Runtime, principal: Principal, user: User, current: str, new: str
+) -> None:
+    if not await runtime.hasher.verify(current, user.password_hash):
+        raise Forbidden("current_password is not correct")
+    user.password_hash = await runtime.hasher.hash(new)
+    await crud.revoke_user_sessions(session, user.id, except_session=principal.session_id)
+
+
+async def _issue_tokens(
+    session: AsyncSession,
+    runtime: Runtime,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    role: Role,
+) -> TokenPair:
+    auth_session = await crud.create_auth_session(
+        session, user_id=user_id, organization_id=organization_id
+    )
+    return await _token_pair(session, runtime, auth_session, role)
+
+
+async def _token_pair(
+    session: AsyncSession, runtime: Runtime, auth_session: AuthSession, role: Role
+) -> TokenPair:
+    refresh_token = new_refresh_token()
+    await crud.add_refresh_token(
+        session,
+        auth_session=auth_session,
+        token_hash=hash_secret(refresh_token),
+        expires_at=datetime.now(UTC) + runtime.refresh_token_lifetime,
+    )
+    access_token = issue_access_token(
+        secret=runtime.secret_key,
+        user_id=auth_session.user_id,
+        organization_id=auth_session.organization_id,
+        role=role,
+        session_id=auth_session.id,
+        lifetime=runtime.access_token_lifetime,
+    )
+    return TokenPair(
+        access_token=access_token,
+        refresh_token=refresh_token,
+        expires_in=int(runtime.access_token_lifetime.total_seconds()),
+    )

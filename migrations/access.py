@@ -1,0 +1,33 @@
+"""Roles and grants that every migration run leaves in place.
+
+`assay_app` is the group role holding the runtime's table privileges; the login role that the
+service connects with (the user of ASSAY_DATABASE_URL) is made a member of it. Re-granting on
+every run covers tables added by later migrations.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, text
+
+APP_ROLE = "assay_app"
+
+
+def grant_runtime_access(connection: Connection, runtime_role: str | None) -> None:
+    connection.execute(
+        text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE}")
+    )
+    connection.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}"))
+    # The runtime may read which revision is applied (for /health), never change it.
+    connection.execute(text(f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {APP_ROLE}"))
+    if runtime_role is None:
+        return
+    owner = connection.execute(text("SELECT current_user")).scalar_one()
+    if runtime_role == owner:
+        return
+    quoted = connection.dialect.identifier_preparer.quote(runtime_role)
+    exists = connection.execute(
+        text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": runtime_role}
+    ).scalar()
+    if not exists:
+        connection.execute(text(f"CREATE ROLE {quoted} LOGIN NOSUPERUSER NOBYPASSRLS"))
+    connection.execute(text(f"GRANT {APP_ROLE} TO {quoted}"))

@@ -1,0 +1,33 @@
+"""Row-level security building blocks for migrations.
+
+Every table carrying organization_id gets `enable_tenant_rls`: ENABLE + FORCE and a policy that
+admits only rows of the organization set for the current transaction. With nothing set the
+policy matches no row: the wall fails closed.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+AUTH_ROLE = "assay_auth"
+CURRENT_ORGANIZATION = "assay_current_organization()"
+CURRENT_USER = "assay_current_user()"
+
+
+def enable_rls(table: str) -> None:
+    op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+    op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+
+
+def enable_tenant_rls(table: str) -> None:
+    enable_rls(table)
+    condition = f"organization_id = {CURRENT_ORGANIZATION}"
+    op.execute(
+        f"CREATE POLICY tenant_isolation ON {table} USING ({condition}) WITH CHECK ({condition})"
+    )
+
+
+def allow_auth_lookup(table: str) -> None:
+    """Let the credential-lookup functions (owned by assay_auth) read this table, and no one else."""
+    op.execute(f"GRANT SELECT ON {table} TO {AUTH_ROLE}")
+    op.execute(f"CREATE POLICY auth_lookup ON {table} FOR SELECT TO {AUTH_ROLE} USING (true)")

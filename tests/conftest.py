@@ -1,0 +1,120 @@
+"""Test harness: one real PostgreSQL per session (embedded, or ASSAY_TEST_DATABASE_URL),
+migrated with Alembic; every test runs in a transaction that is rolled back at its end."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+# Settings are read from the environment: fix them before any app module is imported.
+_DATA_DIR = Path(tempfile.mkdtemp(prefix="assay-test-"))
+atexit.register(shutil.rmtree, _DATA_DIR, ignore_errors=True)
+os.environ.update(
+    {
+        "ASSAY_DATA_DIR": str(_DATA_DIR),
+        "ASSAY_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+        "ASSAY_BCRYPT_ROUNDS": "4",  # cost 12 is the default; tests check it separately
+        "ASSAY_AUTH_RATE_LIMIT": "1000/minute",
+    }
+)
+os.environ.pop("ASSAY_DATABASE_URL", None)
+os.environ.pop("ASSAY_MIGRATION_DATABASE_URL", None)
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine  # noqa: E402
+
+from app.config import Settings, get_settings  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.runtime import Runtime, set_runtime  # noqa: E402
+from database import embedded  # noqa: E402
+from database.core import Database, set_database  # noqa: E402
+from database.migrate import migrate  # noqa: E402
+from database.setup import DatabaseUrls  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+async def database_urls() -> DatabaseUrls:
+    runtime_url = os.environ.get("ASSAY_TEST_DATABASE_URL")
+    if runtime_url:
+        owner_url = os.environ.get("ASSAY_TEST_MIGRATION_DATABASE_URL", runtime_url)
+        urls = DatabaseUrls(runtime=runtime_url, owner=owner_url)
+    else:
+        server = await embedded.start_embedded(_DATA_DIR / "db", cleanup_mode="delete")
+        urls = DatabaseUrls(
+            runtime=server.url(embedded.RUNTIME_ROLE), owner=server.url(embedded.OWNER_ROLE)
+        )
+    await migrate(urls.owner, urls.runtime_role)
+    return urls
+
+
+@pytest.fixture(scope="session")
+async def runtime_engine(database_urls: DatabaseUrls) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_urls.runtime, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def owner_engine(database_urls: DatabaseUrls) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_urls.owner, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Runtime:
+    return Runtime.from_settings(settings)
+
+
+@pytest.fixture
+async def database(runtime_engine: AsyncEngine, runtime: Runtime) -> AsyncIterator[Database]:
+    """The app's database for one test: every commit lands in a savepoint, all rolled back."""
+    async with runtime_engine.connect() as connection:
+        transaction = await connection.begin()
+        sessions = async_sessionmaker(
+            bind=connection,
+            expire_on_commit=False,
+            autoflush=False,
+            join_transaction_mode="create_savepoint",
+        )
+        db = Database(runtime_engine, sessions)
+        set_database(db)
+        set_runtime(runtime)
+        await runtime.rate_limiter.reset()
+        try:
+            yield db
+        finally:
+            set_database(None)
+            await transaction.rollback()
+
+
+@pytest.fixture
+async def committed_database(runtime_engine: AsyncEngine, runtime: Runtime) -> AsyncIterator[Database]:
+    """For tests that must see data from other connections: real commits (clean up after!)."""
+    db = Database(runtime_engine)
+    set_database(db)
+    set_runtime(runtime)
+    yield db
+    set_database(None)
+
+
+@pytest.fixture(scope="session")
+def app():  # type: ignore[no-untyped-def]
+    return create_app()
+
+
+@pytest.fixture
+async def client(app, database: Database) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as http:
+        yield http

@@ -1,0 +1,109 @@
+"""Small async helpers that create test data through the HTTP API."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass
+
+import httpx
+
+PASSWORD = "correct-horse-42"
+_counter = itertools.count()
+
+
+@dataclass
+class Account:
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{next(_counter)}-{uuid.uuid4().hex[:8]}@example.com"
+
+
+async def register(
+    client: httpx.AsyncClient,
+    *,
+    email: str | None = None,
+    name: str = "Test User",
+    organization_name: str | None = None,
+) -> Account:
+    body = {"email": email or unique_email(), "password": PASSWORD, "name": name}
+    if organization_name:
+        body["organization_name"] = organization_name
+    response = await client.post("/api/v1/auth/register", json=body)
+    assert response.status_code == 201, response.text
+    data = response.json()
+    return Account(
+        user_id=uuid.UUID(data["user"]["id"]),
+        organization_id=uuid.UUID(data["organization"]["id"]),
+        email=data["user"]["email"],
+        access_token=data["access_token"],
+        refresh_token=data["refresh_token"],
+    )
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
+    return await client.post(
+        "/api/v1/auth/login", data={"username": email, "password": password}
+    )
+
+
+async def add_member(
+    client: httpx.AsyncClient, owner: Account, role: str, *, name: str = "Member"
+) -> Account:
+    """Registers a new user and adds them to owner's organization with `role`; returns them
+    acting in that organization."""
+    person = await register(client, name=name)
+    response = await client.post(
+        f"/api/v1/organizations/{owner.organization_id}/members",
+        json={"email": person.email, "role": role},
+        headers=owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    switched = await client.post(
+        "/api/v1/auth/switch-organization",
+        json={"organization_id": str(owner.organization_id)},
+        headers=person.headers,
+    )
+    assert switched.status_code == 200, switched.text
+    tokens = switched.json()
+    return Account(
+        user_id=person.user_id,
+        organization_id=owner.organization_id,
+        email=person.email,
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+    )
+
+
+async def create_api_key(
+    client: httpx.AsyncClient, owner: Account, role: str = "member", **extra: object
+) -> dict:
+    response = await client.post(
+        f"/api/v1/organizations/{owner.organization_id}/api-keys",
+        json={"name": f"{role} key", "role": role, **extra},
+        headers=owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def assert_problem(response: httpx.Response, status: int, *, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status
+    assert body["request_id"] == response.headers["x-request-id"]
+    if field is not None:
+        fields = [error["field"] for error in body.get("errors", [])]
+        assert any(f == field or f.endswith(f".{field}") for f in fields), fields
+    return body

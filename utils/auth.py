@@ -1,0 +1,191 @@
+"""Credentials: password hashing, access tokens (JWT), API keys and refresh tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import anyio
+import bcrypt
+import jwt
+
+from app.errors import Forbidden
+
+JWT_ALGORITHM = "HS256"
+API_KEY_PREFIX = "assay_"
+REFRESH_TOKEN_PREFIX = "assay_rt_"
+
+
+class Role(StrEnum):
+    viewer = "viewer"
+    member = "member"
+    admin = "admin"
+    owner = "owner"
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def at_least(self, other: Role) -> bool:
+        return self.rank >= other.rank
+
+
+_ROLE_RANK = {Role.viewer: 0, Role.member: 1, Role.admin: 2, Role.owner: 3}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user through a login session, or an API key. Always one organization."""
+
+    organization_id: uuid.UUID
+    role: Role
+    user_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
+
+    def require_user(self) -> uuid.UUID:
+        if self.user_id is None:
+            raise Forbidden("This needs a user's access token; API keys act for an organization")
+        return self.user_id
+
+
+# --- passwords ------------------------------------------------------------------------------
+
+PASSWORD_MIN_LENGTH = 10
+PASSWORD_MAX_BYTES = 72  # bcrypt reads no further than 72 bytes
+PASSWORD_RULE = (
+    f"at least {PASSWORD_MIN_LENGTH} characters, at most {PASSWORD_MAX_BYTES} bytes, "
+    "with at least one letter and one digit or symbol, and not containing the email's name part"
+)
+
+
+def password_problem(password: str, email: str | None = None) -> str | None:
+    """Why a password is too weak, or None when it is acceptable."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        return f"must be at least {PASSWORD_MIN_LENGTH} characters"
+    if len(password.encode()) > PASSWORD_MAX_BYTES:
+        return f"must be at most {PASSWORD_MAX_BYTES} bytes"
+    if not any(ch.isalpha() for ch in password):
+        return "must contain at least one letter"
+    if all(ch.isalpha() for ch in password):
+        return "must contain at least one digit or symbol"
+    if len(set(password)) < 4:
+        return "must not repeat the same few characters"
+    local_part = (email or "").split("@")[0].lower()
+    if len(local_part) >= 4 and local_part in password.lower():
+        return "must not contain the email address"
+    return None
+
+
+class PasswordHasher:
+    """bcrypt in a bounded thread pool, so hashing never blocks the event loop."""
+
+    def __init__(self, rounds: int, threads: int) -> None:
+        self.rounds = rounds
+        self._limiter = anyio.CapacityLimiter(threads)
+        # Verifying against this keeps unknown-email logins as slow as known ones.
+        self._dummy_hash = bcrypt.hashpw(b"timing-equaliser", bcrypt.gensalt(rounds)).decode()
+
+    async def hash(self, password: str) -> str:
+        def work() -> str:
+            return bcrypt.hashpw(password.encode(), bcrypt.gensalt(self.rounds)).decode()
+
+        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        target = password_hash or self._dummy_hash
+
+        def work() -> bool:
+            try:
+                return bcrypt.checkpw(password.encode(), target.encode())
+            except ValueError:
+                return False
+
+        ok = await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        return ok and password_hash is not None
+
+
+# --- access tokens --------------------------------------------------------------------------
+
+
+class InvalidToken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    organization_id: uuid.UUID
+    role: Role
+    session_id: uuid.UUID
+    jti: str
+
+
+def issue_access_token(
+    *,
+    secret: str,
+    user_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    role: Role,
+    session_id: uuid.UUID,
+    lifetime: timedelta,
+) -> str:
+    now = datetime.now(UTC)
+    payload = {
+        "sub": str(user_id),
+        "org_id": str(organization_id),
+        "role": role.value,
+        "sid": str(session_id),
+        "typ": "access",
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": secrets.token_urlsafe(16),
+    }
+    return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM)
+
+
+def decode_access_token(token: str, *, secret: str) -> AccessClaims:
+    try:
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["sub", "org_id", "role", "sid", "exp", "jti"]},
+        )
+        if payload.get("typ") != "access":
+            raise InvalidToken("not an access token")
+        return AccessClaims(
+            user_id=uuid.UUID(payload["sub"]),
+            organization_id=uuid.UUID(payload["org_id"]),
+            role=Role(payload["role"]),
+            session_id=uuid.UUID(payload["sid"]),
+            jti=payload["jti"],
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("the access token has expired") from exc
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidToken("the access token is invalid") from exc
+
+
+# --- opaque secrets (API keys, refresh tokens) ------------------------------------------------
+
+
+def hash_secret(value: str) -> str:
+    """SHA-256 of a high-entropy secret: enough for random tokens, and fast to look up."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_refresh_token() -> str:
+    return REFRESH_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_api_key(value: str) -> bool:
+    return value.startswith(API_KEY_PREFIX) and not value.startswith(REFRESH_TOKEN_PREFIX)

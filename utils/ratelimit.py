@@ -1,0 +1,40 @@
+"""Rate limiting on the `limits` library's asyncio API (the engine under slowapi).
+
+slowapi's decorator checks limits synchronously after the body is parsed; a dependency using
+the async strategies runs first on the request path and never blocks the loop, with Redis too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.storage import storage_from_string
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from app.errors import RateLimited
+
+
+class RateLimiter:
+    def __init__(self, redis_url: str | None = None) -> None:
+        uri = f"async+{redis_url}" if redis_url else "async+memory://"
+        self._storage: Storage = storage_from_string(uri)
+        self._strategy = MovingWindowRateLimiter(self._storage)
+        self._parsed: dict[str, RateLimitItem] = {}
+
+    async def hit(self, scope: str, key: str, limit: str) -> None:
+        """Count one request of `key` against `limit` (e.g. "10/minute"); 429 when over."""
+        item = self._parsed.get(limit) or self._parsed.setdefault(limit, parse(limit))
+        if await self._strategy.hit(item, scope, key):
+            return
+        reset_at, _remaining = await self._strategy.get_window_stats(item, scope, key)
+        retry_after = max(1, math.ceil(reset_at - time.time()))
+        raise RateLimited(
+            f"Too many requests; limit is {limit}. Retry in {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    async def reset(self) -> None:
+        await self._storage.reset()
