@@ -43,8 +43,8 @@ def serve(
 @cli.command()
 def migrate() -> None:
     """Bring the database schema to the latest revision and exit."""
-    from database.setup import DatabaseUrls, resolve_urls
     from database.migrate import migrate as run_migrations
+    from database.setup import DatabaseUrls, resolve_urls
 
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)

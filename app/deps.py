@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any
 from datetime import UTC, datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -52,7 +52,9 @@ async def authenticate_api_key(session: AsyncSession, key: str) -> Principal:
         raise Unauthorized("The API key has expired")
     await set_tenant(session, organization_id=found.organization_id)
     await org_crud.touch_api_key(session, found.id)
-    return Principal(organization_id=found.organization_id, role=Role(found.role), api_key_id=found.id)
+    return Principal(
+        organization_id=found.organization_id, role=Role(found.role), api_key_id=found.id
+    )
 
 
 async def _optional_principal(
@@ -85,7 +87,9 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 def require_role(role: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
     async def check(principal: CurrentPrincipal) -> Principal:
         if not principal.role.at_least(role):
-            raise Forbidden(f"This needs the {role.value} role or higher; you are {principal.role.value}")
+            raise Forbidden(
+                f"This needs the {role.value} role or higher; you are {principal.role.value}"
+            )
         return principal
 
     return check

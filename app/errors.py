@@ -102,7 +102,9 @@ def problem(
     }
     if errors:
         body["errors"] = list(errors)
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON)
+    return JSONResponse(
+        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON
+    )
 
 
 def _field_path(loc: Sequence[int | str]) -> str:

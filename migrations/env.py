@@ -16,7 +16,6 @@ from migrations.access import grant_runtime_access
 config = context.config
 
 
-
 def run_migrations(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)
     with context.begin_transaction():

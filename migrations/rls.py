@@ -28,6 +28,6 @@ def enable_tenant_rls(table: str) -> None:
 
 
 def allow_auth_lookup(table: str) -> None:
-    """Let the credential-lookup functions (owned by assay_auth) read this table, and no one else."""
+    """Let the credential lookups (functions owned by assay_auth) read this table; no one else."""
     op.execute(f"GRANT SELECT ON {table} TO {AUTH_ROLE}")
     op.execute(f"CREATE POLICY auth_lookup ON {table} FOR SELECT TO {AUTH_ROLE} USING (true)")

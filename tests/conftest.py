@@ -26,7 +26,9 @@ os.environ.pop("ASSAY_MIGRATION_DATABASE_URL", None)
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 from app.config import Settings, get_settings  # noqa: E402
 from app.main import create_app  # noqa: E402
@@ -86,6 +88,7 @@ async def database(runtime_engine: AsyncEngine, runtime: Runtime) -> AsyncIterat
             expire_on_commit=False,
             autoflush=False,
             join_transaction_mode="create_savepoint",
+            sync_session_class=_TenantlessSession,
         )
         db = Database(runtime_engine, sessions)
         set_database(db)
@@ -98,8 +101,25 @@ async def database(runtime_engine: AsyncEngine, runtime: Runtime) -> AsyncIterat
             await transaction.rollback()
 
 
+class _TenantlessSession(Session):
+    """Production transactions start with no tenant; so does each request here, although all
+    of a test's requests share one outer transaction (where set_config would linger)."""
+
+
+@event.listens_for(_TenantlessSession, "after_begin")
+def _start_without_tenant(session, transaction, connection):
+    connection.execute(
+        text(
+            "SELECT set_config('app.organization_id', '', true),"
+            " set_config('app.user_id', '', true)"
+        )
+    )
+
+
 @pytest.fixture
-async def committed_database(runtime_engine: AsyncEngine, runtime: Runtime) -> AsyncIterator[Database]:
+async def committed_database(
+    runtime_engine: AsyncEngine, runtime: Runtime
+) -> AsyncIterator[Database]:
     """For tests that must see data from other connections: real commits (clean up after!)."""
     db = Database(runtime_engine)
     set_database(db)
@@ -109,12 +129,12 @@ async def committed_database(runtime_engine: AsyncEngine, runtime: Runtime) -> A
 
 
 @pytest.fixture(scope="session")
-def app():  # type: ignore[no-untyped-def]
+def app():
     return create_app()
 
 
 @pytest.fixture
-async def client(app, database: Database) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def client(app, database: Database) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as http:
         yield http

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.core import Database, set_tenant
 
 PASSWORD = "correct-horse-42"
 _counter = itertools.count()
@@ -52,9 +57,7 @@ async def register(
 
 
 async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
-    return await client.post(
-        "/api/v1/auth/login", data={"username": email, "password": password}
-    )
+    return await client.post("/api/v1/auth/login", data={"username": email, "password": password})
 
 
 async def add_member(
@@ -107,3 +110,38 @@ def assert_problem(response: httpx.Response, status: int, *, field: str | None =
         fields = [error["field"] for error in body.get("errors", [])]
         assert any(f == field or f.endswith(f".{field}") for f in fields), fields
     return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    """Headers sending `token` (an access token or an API key) as a bearer credential."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def switch(
+    client: httpx.AsyncClient, account: Account, organization_id: uuid.UUID
+) -> Account:
+    """`account` acting in another of their organizations (a fresh login session there)."""
+    response = await client.post(
+        "/api/v1/auth/switch-organization",
+        json={"organization_id": str(organization_id)},
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    return Account(
+        user_id=account.user_id,
+        organization_id=organization_id,
+        email=account.email,
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+    )
+
+
+@asynccontextmanager
+async def tenant_session(
+    database: Database, organization_id: uuid.UUID, user_id: uuid.UUID | None = None
+) -> AsyncIterator[AsyncSession]:
+    """A committed transaction on the test database, scoped to one tenant (row-level security)."""
+    async with database.transaction() as session:
+        await set_tenant(session, organization_id=organization_id, user_id=user_id)
+        yield session

@@ -10,9 +10,9 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from app.errors import RateLimited
 
@@ -20,7 +20,9 @@ from app.errors import RateLimited
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         uri = f"async+{redis_url}" if redis_url else "async+memory://"
-        self._storage: Storage = storage_from_string(uri)
+        storage = storage_from_string(uri)
+        assert isinstance(storage, Storage), "an async+ storage URI gives an asyncio storage"
+        self._storage = storage
         self._strategy = MovingWindowRateLimiter(self._storage)
         self._parsed: dict[str, RateLimitItem] = {}
 

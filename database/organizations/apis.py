@@ -196,4 +196,3 @@ async def revoke_api_key(
     key_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: Admin
 ) -> None:
     await service.revoke_api_key(session, principal, key_id)
-

@@ -29,9 +29,7 @@ class ApiKeyLookup:
 # --- organizations --------------------------------------------------------------------------
 
 
-async def create_organization(
-    session: AsyncSession, organization: Organization
-) -> Organization:
+async def create_organization(session: AsyncSession, organization: Organization) -> Organization:
     session.add(organization)
     await session.flush()
     return organization
@@ -115,12 +113,13 @@ async def list_members(
 
 
 async def count_owners(session: AsyncSession, organization_id: uuid.UUID) -> int:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(Membership)
+    """Counts owners, locking their rows so two concurrent demotions can't leave none."""
+    owners = await session.scalars(
+        select(Membership.id)
         .where(Membership.organization_id == organization_id, Membership.role == "owner")
+        .with_for_update()
     )
-    return count or 0
+    return len(owners.all())
 
 
 async def remove_membership(session: AsyncSession, membership: Membership) -> None:
@@ -143,7 +142,11 @@ async def list_api_keys(
     where = ApiKey.organization_id == organization_id
     total = await session.scalar(select(func.count()).select_from(ApiKey).where(where))
     rows = await session.scalars(
-        select(ApiKey).where(where).order_by(ApiKey.created_at.desc(), ApiKey.id).limit(limit).offset(offset)
+        select(ApiKey)
+        .where(where)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id)
+        .limit(limit)
+        .offset(offset)
     )
     return list(rows.all()), total or 0
 
@@ -181,7 +184,6 @@ async def touch_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
         )
         .values(last_used_at=func.now())
     )
-
 
 
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:

@@ -100,7 +100,11 @@ async def remove_member(session: AsyncSession, principal: Principal, user_id: uu
     if membership.role == Role.owner:
         await _keep_an_owner(session, principal)
     await crud.remove_membership(session, membership)
+    # Login sessions are visible only to their own user (row-level security): end the removed
+    # user's sessions in this organization as them, then act as the caller again.
+    await set_tenant(session, organization_id=principal.organization_id, user_id=user_id)
     await user_crud.revoke_user_sessions(session, user_id)
+    await set_tenant(session, organization_id=principal.organization_id, user_id=principal.user_id)
 
 
 async def transfer_ownership(
@@ -125,9 +129,7 @@ def _check_may_grant(principal: Principal, role: Role) -> None:
 
 async def _keep_an_owner(session: AsyncSession, principal: Principal) -> None:
     if await crud.count_owners(session, principal.organization_id) <= 1:
-        raise Conflict(
-            "An organization needs at least one owner; hand ownership over first"
-        )
+        raise Conflict("An organization needs at least one owner; hand ownership over first")
 
 
 async def _get_member(

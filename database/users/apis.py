@@ -28,7 +28,9 @@ users_router = APIRouter(prefix="/users", tags=["users"])
     dependencies=[Depends(auth_rate_limit)],
     summary="Create an account and an organization you own",
 )
-async def register(body: RegisterRequest, session: DbSession, runtime: RuntimeDep) -> RegisterResponse:
+async def register(
+    body: RegisterRequest, session: DbSession, runtime: RuntimeDep
+) -> RegisterResponse:
     return await service.register(session, runtime, body)
 
 

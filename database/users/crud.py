@@ -71,9 +71,7 @@ async def create_auth_session(
     return auth_session
 
 
-async def get_session_role(
-    session: AsyncSession, session_id: uuid.UUID
-) -> tuple[str, bool] | None:
+async def get_session_role(session: AsyncSession, session_id: uuid.UUID) -> tuple[str, bool] | None:
     """The caller's current role and whether the user is active, for a live login session.
 
     Reading the membership on each request makes a demotion or removal effective at once,
@@ -101,6 +99,14 @@ async def revoke_auth_session(session: AsyncSession, session_id: uuid.UUID) -> N
         .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
+
+
+async def user_organization_ids(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """The organizations the user belongs to (their own memberships are visible to them)."""
+    rows = await session.scalars(
+        select(Membership.organization_id).where(Membership.user_id == user_id)
+    )
+    return list(rows.all())
 
 
 async def revoke_user_sessions(

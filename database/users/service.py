@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Forbidden, NotFound, Unauthorized
+from app.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from app.runtime import Runtime
 from database.core import new_id, set_tenant
 from database.organizations import crud as org_crud
 from database.organizations.models import Organization
+from database.organizations.schemas import OrganizationRead
 from database.users import crud
 from database.users.models import AuthSession, User
-from database.organizations.schemas import OrganizationRead
 from database.users.schemas import RegisterRequest, RegisterResponse, TokenPair, UserRead
 from utils.auth import (
     InvalidToken,
@@ -24,6 +24,7 @@ from utils.auth import (
     hash_secret,
     issue_access_token,
     new_refresh_token,
+    password_problem,
 )
 
 BAD_CREDENTIALS = "Incorrect email or password"
@@ -42,11 +43,14 @@ async def register(
     await set_tenant(session, organization_id=organization_id, user_id=user_id)
     password_hash = await runtime.hasher.hash(request.password)
     user = await crud.create_user(
-        session, User(id=user_id, email=request.email, name=request.name, password_hash=password_hash)
+        session,
+        User(id=user_id, email=request.email, name=request.name, password_hash=password_hash),
     )
     organization = await org_crud.create_organization(
         session,
-        Organization(id=organization_id, name=request.organization_name or f"{request.name}'s organization"),
+        Organization(
+            id=organization_id, name=request.organization_name or f"{request.name}'s organization"
+        ),
     )
     await org_crud.add_membership(
         session, organization_id=organization_id, user_id=user_id, role=Role.owner
@@ -144,12 +148,25 @@ async def authenticate_access_token(
 
 
 async def change_password(
-    session: AsyncSession, runtime: Runtime, principal: Principal, user: User, current: str, new: str
+    session: AsyncSession,
+    runtime: Runtime,
+    principal: Principal,
+    user: User,
+    current: str,
+    new: str,
 ) -> None:
+    problem = password_problem(new, user.email)  # the schema could not know the email
+    if problem:
+        raise InvalidInput(f"password {problem}", field="password")
     if not await runtime.hasher.verify(current, user.password_hash):
         raise Forbidden("current_password is not correct")
     user.password_hash = await runtime.hasher.hash(new)
-    await crud.revoke_user_sessions(session, user.id, except_session=principal.session_id)
+    # Sessions are visible one organization at a time (row-level security): end the other
+    # sessions in each of the user's organizations, then act in the current one again.
+    for organization_id in await crud.user_organization_ids(session, user.id):
+        await set_tenant(session, organization_id=organization_id, user_id=user.id)
+        await crud.revoke_user_sessions(session, user.id, except_session=principal.session_id)
+    await set_tenant(session, organization_id=principal.organization_id, user_id=user.id)
 
 
 async def _issue_tokens(

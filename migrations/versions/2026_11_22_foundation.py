@@ -98,7 +98,11 @@ def _tables() -> None:
             index=True,
         ),
         sa.Column(
-            "user_id", UUID, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
+            "user_id",
+            UUID,
+            sa.ForeignKey("users.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
         ),
         sa.Column("role", sa.String(16), nullable=False),
         *_timestamps(),
@@ -202,10 +206,8 @@ def _policies() -> None:
 
     for table in ("auth_sessions", "refresh_tokens"):
         enable_rls(table)
-        condition = f"organization_id = {org} AND user_id = {user}"
-        op.execute(
-            f"CREATE POLICY tenant_isolation ON {table} USING ({condition}) WITH CHECK ({condition})"
-        )
+        own = f"organization_id = {org} AND user_id = {user}"
+        op.execute(f"CREATE POLICY tenant_isolation ON {table} USING ({own}) WITH CHECK ({own})")
         allow_auth_lookup(table)
 
 

@@ -224,7 +224,7 @@ async def test_logout_without_credentials_is_401(client):
     assert_problem(await client.post("/api/v1/auth/logout"), 401)
 
 
-def _token(runtime: Runtime, account, **overrides):  # type: ignore[no-untyped-def]
+def _token(runtime: Runtime, account, **overrides):
     claims = jwt.decode(account.access_token, runtime.secret_key, algorithms=["HS256"])
     claims.update(overrides)
     return claims
@@ -240,7 +240,7 @@ async def test_expired_access_token_is_401(client, runtime):
 
 async def test_tampered_token_is_401(client, runtime):
     account = await register(client)
-    header, payload, signature = account.access_token.split(".")
+    header, _payload, signature = account.access_token.split(".")
     forged_claims = _token(runtime, account, role="owner", org_id=str(uuid.uuid4()))
     forged_payload = jwt.encode(forged_claims, "x" * 32, algorithm="HS256").split(".")[1]
     token = ".".join([header, forged_payload, signature])
@@ -250,7 +250,7 @@ async def test_tampered_token_is_401(client, runtime):
 
 async def test_alg_none_token_is_401(client, runtime):
     account = await register(client)
-    token = jwt.encode(_token(runtime, account), key=None, algorithm="none")
+    token = jwt.encode(_token(runtime, account), key="", algorithm="none")
     response = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {token}"})
     assert_problem(response, 401)
 

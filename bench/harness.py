@@ -1,0 +1,49 @@
+"""A throw-away embedded database and the app wired to it, for benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from app.config import Settings
+from app.main import create_app
+from app.runtime import Runtime, set_runtime
+from database import embedded
+from database.core import Database, set_database
+from database.migrate import migrate
+
+
+@asynccontextmanager
+async def bench_app(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
+    data_dir = Path(tempfile.mkdtemp(prefix="assay-bench-"))
+    os.environ["ASSAY_DATA_DIR"] = str(data_dir)
+    settings = Settings(data_dir=data_dir, log_level="WARNING", **overrides)  # type: ignore[arg-type]
+    server = await embedded.start_embedded(data_dir / "db", cleanup_mode="delete")
+    await migrate(server.url(embedded.OWNER_ROLE), embedded.RUNTIME_ROLE)
+    database = Database.connect(server.url(embedded.RUNTIME_ROLE))
+    set_database(database)
+    set_runtime(Runtime.from_settings(settings))
+    transport = httpx.ASGITransport(app=create_app(settings))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            yield client
+    finally:
+        await database.dispose()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def rate(count: int, call: Callable[[], Awaitable[object]]) -> float:
+    """Calls per second over `count` sequential calls (after a short warm-up)."""
+    for _ in range(min(20, count)):
+        await call()
+    started = time.perf_counter()
+    for _ in range(count):
+        await call()
+    return count / (time.perf_counter() - started)

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from app.config import InsecureSecretKey, Settings
+
+
+def test_production_without_secret_key_is_refused(tmp_path):
+    settings = Settings(
+        database_url="postgresql://app@db/assay", data_dir=tmp_path, secret_key=None
+    )
+    with pytest.raises(InsecureSecretKey, match="ASSAY_SECRET_KEY"):
+        settings.resolve_secret_key()
+
+
+@pytest.mark.parametrize("placeholder", ["changeme", "secret", "", "CHANGEME"])
+def test_production_with_placeholder_secret_is_refused(tmp_path, placeholder):
+    settings = Settings(
+        database_url="postgresql://app@db/assay", data_dir=tmp_path, secret_key=placeholder
+    )
+    with pytest.raises(InsecureSecretKey):
+        settings.resolve_secret_key()
+
+
+def test_short_secret_is_refused_everywhere(tmp_path):
+    with pytest.raises(InsecureSecretKey, match="at least 32"):
+        Settings(data_dir=tmp_path, secret_key="short-but-not-placeholder").resolve_secret_key()
+
+
+def test_development_generates_one_key_and_keeps_it(tmp_path):
+    first = Settings(data_dir=tmp_path, secret_key=None).resolve_secret_key()
+    second = Settings(data_dir=tmp_path, secret_key=None).resolve_secret_key()
+    assert first == second
+    assert len(first) >= 32
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_configured_secret_is_used(tmp_path):
+    key = "k" * 40
+    assert Settings(data_dir=tmp_path, secret_key=key).resolve_secret_key() == key
+
+
+def test_cors_origins_accept_a_comma_separated_list(monkeypatch):
+    monkeypatch.setenv("ASSAY_CORS_ORIGINS", "https://a.example, https://b.example")
+    assert Settings().cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_migration_url_defaults_to_the_runtime_url():
+    settings = Settings(database_url="postgresql://app@db/assay")
+    assert settings.owner_database_url == "postgresql://app@db/assay"
+    assert not settings.embedded

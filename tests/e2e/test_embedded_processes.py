@@ -1,0 +1,71 @@
+"""Real processes on one data dir: one embedded server, one migration, one signing key."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.e2e.servers import server_env, start_server
+from tests.helpers import PASSWORD
+
+pytestmark = pytest.mark.slow
+
+
+def _events(log: str) -> list[str]:
+    events = []
+    for line in log.splitlines():
+        try:
+            events.append(json.loads(line).get("event", ""))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def test_two_processes_on_one_data_dir_share_server_and_migrate_once(tmp_path):
+    data_dir = tmp_path / "data"
+    env = server_env(data_dir)
+    servers = [start_server(env, tmp_path / f"server-{i}.log") for i in range(2)]
+    try:
+        for server in servers:
+            health = server.wait_healthy().json()
+            assert health["database"] == "ok"
+            assert health["migration_revision"] == health["migration_head"]
+
+        events = [_events(server.log()) for server in servers]
+        applied = sum(e.count("migrations applied") for e in events)
+        current = sum(e.count("database schema is current") for e in events)
+        assert (applied, current) == (1, 1), [server.log() for server in servers]
+
+        # One shared database and one generated signing key: a token from one works on the other.
+        first, second = servers
+        registered = httpx.post(
+            f"{first.url}/api/v1/auth/register",
+            json={"email": "shared@example.com", "password": PASSWORD, "name": "Shared"},
+            timeout=10,
+        )
+        assert registered.status_code == 201, registered.text
+        token = registered.json()["access_token"]
+        me = httpx.get(
+            f"{second.url}/api/v1/users/me",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert me.status_code == 200, me.text
+        assert me.json()["email"] == "shared@example.com"
+        assert (data_dir / "secret_key").stat().st_mode & 0o077 == 0
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_production_mode_refuses_to_start_without_a_secret_key(tmp_path):
+    env = server_env(tmp_path / "data", ASSAY_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    server = start_server(env, tmp_path / "server.log")
+    try:
+        code = server.process.wait(60)
+    finally:
+        server.stop()
+    assert code != 0
+    assert "ASSAY_SECRET_KEY" in server.log()

@@ -1,0 +1,165 @@
+"""The database wall: the runtime role, the catalog, and what an unscoped connection sees."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from database.setup import DatabaseUrls
+from tests.helpers import Account, register
+
+
+def _asyncpg_kwargs(url: str) -> dict:
+    parsed = make_url(url)
+    return {
+        "user": parsed.username,
+        "password": parsed.password,
+        "database": parsed.database,
+        "host": parsed.query.get("host") or parsed.host,
+        "port": parsed.port,
+    }
+
+
+@pytest.fixture
+async def raw_runtime(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection as the runtime role: no ORM, no tenant set."""
+    conn = await asyncpg.connect(**_asyncpg_kwargs(database_urls.runtime))
+    yield conn
+    await conn.close()
+
+
+async def _rls_tables(owner_engine: AsyncEngine) -> list[str]:
+    async with owner_engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relrowsecurity"
+                " ORDER BY 1"
+            )
+        )
+        return [row[0] for row in rows]
+
+
+@pytest.fixture
+async def committed_accounts(committed_database, app, owner_engine) -> AsyncIterator[list[Account]]:
+    """Two organizations' worth of data committed for real, removed afterwards."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
+        accounts = [await register(client), await register(client)]
+        for account in accounts:
+            key = await client.post(
+                f"/api/v1/organizations/{account.organization_id}/api-keys",
+                json={"name": "k", "role": "viewer"},
+                headers=account.headers,
+            )
+            assert key.status_code == 201
+    yield accounts
+    async with owner_engine.begin() as conn:
+        for account in accounts:
+            await conn.execute(
+                text("DELETE FROM organizations WHERE id = :id"), {"id": account.organization_id}
+            )
+            await conn.execute(text("DELETE FROM users WHERE id = :id"), {"id": account.user_id})
+
+
+async def test_runtime_role_has_no_way_around_rls(raw_runtime, owner_engine):
+    role = await raw_runtime.fetchrow(
+        "SELECT rolname, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb"
+        " FROM pg_roles WHERE rolname = current_user"
+    )
+    assert role["rolsuper"] is False
+    assert role["rolbypassrls"] is False
+    assert role["rolcreaterole"] is False
+    # Neither it nor any role it can act as owns a table.
+    owned = await raw_runtime.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        " AND pg_has_role(current_user, tableowner, 'USAGE')"
+    )
+    assert owned == []
+    # No role it belongs to is privileged either.
+    privileged = await raw_runtime.fetch(
+        "SELECT rolname FROM pg_roles WHERE pg_has_role(current_user, oid, 'USAGE')"
+        " AND (rolsuper OR rolbypassrls)"
+    )
+    assert privileged == []
+
+
+async def test_every_table_with_organization_id_is_forced_under_rls(owner_engine):
+    """Walks the catalog, so a table added by any later migration is checked too."""
+    async with owner_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    """
+                    SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+                           (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies,
+                           (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
+                              AND pg_get_expr(p.polqual, p.polrelid)
+                                  LIKE '%assay_current_organization()%') AS tenant_policies
+                    FROM pg_class c
+                    JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+                      AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                                  AND a.attname = 'organization_id' AND NOT a.attisdropped)
+                    """
+                )
+            )
+        ).all()
+    assert rows, "expected tenant tables"
+    unprotected = [
+        row.relname
+        for row in rows
+        if not (row.relrowsecurity and row.relforcerowsecurity and row.tenant_policies)
+    ]
+    assert unprotected == []
+
+
+async def test_unscoped_runtime_connection_sees_zero_rows_everywhere(
+    committed_accounts, raw_runtime, owner_engine
+):
+    tables = await _rls_tables(owner_engine)
+    assert {"users", "organizations", "memberships", "api_keys", "refresh_tokens"} <= set(tables)
+    async with owner_engine.connect() as conn:
+        for table in tables:
+            total = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            assert total > 0, f"{table} should hold committed rows for this check to mean much"
+    for table in tables:
+        assert await raw_runtime.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+
+
+async def test_a_tenant_sees_only_its_own_rows(committed_accounts, raw_runtime, owner_engine):
+    first, second = committed_accounts
+    async with raw_runtime.transaction():
+        await raw_runtime.execute(
+            "SELECT set_config('app.organization_id', $1, true)", str(first.organization_id)
+        )
+        keys = await raw_runtime.fetch("SELECT organization_id FROM api_keys")
+        memberships = await raw_runtime.fetch("SELECT organization_id FROM memberships")
+        assert {row[0] for row in keys} == {first.organization_id}
+        assert {row[0] for row in memberships} == {first.organization_id}
+        # Writing into another tenant is refused by the policy's WITH CHECK.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await raw_runtime.execute(
+                "UPDATE api_keys SET organization_id = $1", second.organization_id
+            )
+
+
+async def test_runtime_role_cannot_rewrite_migration_history(raw_runtime):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await raw_runtime.execute("DELETE FROM alembic_version")
+
+
+async def test_credential_lookup_functions_reveal_only_the_asked_row(
+    committed_accounts, raw_runtime
+):
+    first, _ = committed_accounts
+    rows = await raw_runtime.fetch("SELECT * FROM assay_auth_user_by_email($1)", first.email)
+    assert [row["id"] for row in rows] == [first.user_id]
+    assert await raw_runtime.fetch("SELECT * FROM assay_auth_api_key($1)", "no-such-hash") == []
