@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PORT ?= 8000
 export PORT
 # Use the operating system's certificate store (works behind TLS-inspecting proxies too).
-export UV_NATIVE_TLS ?= 1
+export UV_SYSTEM_CERTS ?= 1
 
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
