@@ -14,6 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.core import Database, set_tenant
 
 PASSWORD = "correct-horse-42"
+# (password, a phrase of the reason it is refused)
+WEAK_PASSWORDS = [
+    ("short-1", "at least 10"),
+    ("onlyletterslong", "digit or symbol"),
+    ("1234567890!!", "letter"),
+    ("aaaa1aaaa1aaaa1", "repeat"),
+    ("x" * 70 + "é1", "72 bytes"),
+]
 _counter = itertools.count()
 
 

@@ -60,12 +60,11 @@ async def refresh(body: RefreshRequest, session: DbSession, runtime: RuntimeDep)
 )
 async def logout(
     session: DbSession,
-    runtime: RuntimeDep,
     principal: OptionalPrincipal,
     body: LogoutRequest | None = None,
 ) -> None:
     await service.logout(
-        session, runtime, refresh_token=body.refresh_token if body else None, principal=principal
+        session, refresh_token=body.refresh_token if body else None, principal=principal
     )
 
 

@@ -100,7 +100,6 @@ async def refresh(session: AsyncSession, runtime: Runtime, refresh_token: str) -
 
 async def logout(
     session: AsyncSession,
-    runtime: Runtime,
     *,
     refresh_token: str | None,
     principal: Principal | None,
