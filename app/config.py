@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     max_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = []
+    allow_private_networks: bool = False
+    import_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
     # Logging.
     log_format: Literal["console", "json"] = "console"

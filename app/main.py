@@ -16,8 +16,13 @@ from app.public import create_public_app
 from app.runtime import Runtime, set_runtime
 from database.core import Database, set_database
 from database.migrate import runtime_role_rights
+from database.models.apis import router as models_router
 from database.organizations.apis import router as organizations_router
+from database.projects.apis import router as projects_router
+from database.prompts.apis import router as prompts_router
 from database.setup import prepare_database
+from database.test_sets.apis import router as test_sets_router
+from database.tests.apis import router as tests_router
 from database.users.apis import auth_router, users_router
 from utils.logging import configure_logging
 from utils.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
@@ -71,6 +76,8 @@ def api_router() -> APIRouter:
     api.include_router(auth_router)
     api.include_router(users_router)
     api.include_router(organizations_router)
+    for router in (projects_router, tests_router, test_sets_router, prompts_router, models_router):
+        api.include_router(router)
     return api
 
 
@@ -86,7 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     # Added innermost first: the request meets them in the reverse order.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=max(settings.max_body_bytes, settings.import_max_bytes + 64 * 1024),
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:
         app.add_middleware(

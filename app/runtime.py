@@ -8,6 +8,7 @@ from datetime import timedelta
 from app.config import Settings
 from utils.auth import PasswordHasher
 from utils.ratelimit import RateLimiter
+from utils.secrets import SecretBox
 
 
 @dataclass
@@ -16,6 +17,7 @@ class Runtime:
     secret_key: str
     hasher: PasswordHasher
     rate_limiter: RateLimiter
+    secret_box: SecretBox
 
     @property
     def access_token_lifetime(self) -> timedelta:
@@ -27,9 +29,11 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
+        secret_key = settings.resolve_secret_key()
         return cls(
             settings=settings,
-            secret_key=settings.resolve_secret_key(),
+            secret_key=secret_key,
+            secret_box=SecretBox(secret_key),
             hasher=PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
             rate_limiter=RateLimiter(settings.redis_url),
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 from sqlalchemy import Connection, text
 
 APP_ROLE = "assay_app"
+# Snapshots that history depends on: rows may be added (and go with their parent), never edited.
+IMMUTABLE_TABLES = ("test_set_versions", "test_set_version_cases", "prompt_versions")
 
 
 def grant_runtime_access(connection: Connection, runtime_role: str | None) -> None:
@@ -19,6 +21,9 @@ def grant_runtime_access(connection: Connection, runtime_role: str | None) -> No
     connection.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE}"))
     # The runtime may read which revision is applied (for /health), never change it.
     connection.execute(text(f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {APP_ROLE}"))
+    for table in IMMUTABLE_TABLES:
+        if connection.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
+            connection.execute(text(f"REVOKE UPDATE ON {table} FROM {APP_ROLE}"))
     if runtime_role is None:
         return
     owner = connection.execute(text("SELECT current_user")).scalar_one()

@@ -45,6 +45,27 @@ async def _rls_tables(owner_engine: AsyncEngine) -> list[str]:
         return [row[0] for row in rows]
 
 
+async def _fill_test_library(client, account: Account) -> None:  # type: ignore[no-untyped-def]
+    """A row in every table of the test library, so the zero-rows check covers them."""
+
+    async def post(path: str, body: dict) -> dict:
+        response = await client.post(path, json=body, headers=account.headers)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    model = await post("/api/v1/models", {"name": "demo", "provider": "demo"})
+    project = await post("/api/v1/projects", {"name": "p", "default_target_model_id": model["id"]})
+    test = await post("/api/v1/tests", {"project_id": project["id"], "input": "hello"})
+    test_set = await post(
+        "/api/v1/test-sets", {"project_id": project["id"], "name": "s", "test_ids": [test["id"]]}
+    )
+    await post(f"/api/v1/test-sets/{test_set['id']}/versions", {})
+    await post(
+        "/api/v1/prompts",
+        {"project_id": project["id"], "name": "p", "template": "{{ input }}", "labels": ["prod"]},
+    )
+
+
 @pytest.fixture
 async def committed_accounts(committed_database, app, owner_engine) -> AsyncIterator[list[Account]]:
     """Two organizations' worth of data committed for real, removed afterwards."""
@@ -60,6 +81,7 @@ async def committed_accounts(committed_database, app, owner_engine) -> AsyncIter
                 headers=account.headers,
             )
             assert key.status_code == 201
+            await _fill_test_library(client, account)
     yield accounts
     async with owner_engine.begin() as conn:
         for account in accounts:
@@ -163,3 +185,15 @@ async def test_credential_lookup_functions_reveal_only_the_asked_row(
     rows = await raw_runtime.fetch("SELECT * FROM assay_auth_user_by_email($1)", first.email)
     assert [row["id"] for row in rows] == [first.user_id]
     assert await raw_runtime.fetch("SELECT * FROM assay_auth_api_key($1)", "no-such-hash") == []
+
+
+@pytest.mark.parametrize(
+    "table", ["test_set_versions", "test_set_version_cases", "prompt_versions"]
+)
+async def test_published_versions_cannot_be_edited_by_the_runtime(raw_runtime, table):
+    column = {"test_set_versions": "note", "test_set_version_cases": "position"}.get(
+        table, "template"
+    )
+    value = "1" if column == "position" else "'rewritten'"
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await raw_runtime.execute(f"UPDATE {table} SET {column} = {value}")

@@ -1,0 +1,320 @@
+"""Calling what is under test (or judging): provider models through pydantic-ai, a team's own
+HTTP endpoint through httpx, or the offline demo provider.
+
+Every call has a timeout; failures become a `TargetError` with a kind the executor can act on
+(retry a rate limit or a server error, count a timeout) and a message in plain words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from jsonpath_ng.ext import parse as parse_jsonpath
+from pydantic_ai import exceptions as ai_errors
+from pydantic_ai.direct import model_request
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    UserPromptPart,
+)
+from pydantic_ai.models import Model
+from pydantic_ai.settings import ModelSettings
+
+from app.errors import InvalidInput
+from database.models.service import TargetConfig
+from utils.ssrf import check_url
+from utils.templates import render
+
+ErrorKind = Literal[
+    "timeout",
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "auth_error",
+    "connection_error",
+    "invalid_response",
+    "configuration_error",
+]
+
+
+@dataclass(frozen=True)
+class TargetRequest:
+    input: str | None = None
+    messages: list[dict[str, str]] | None = None
+    system_prompt: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def chat(self) -> list[dict[str, str]]:
+        """The conversation to send: the messages, then the input as the last user turn."""
+        turns = list(self.messages or [])
+        if self.input is not None:
+            turns.append({"role": "user", "content": self.input})
+        return turns
+
+
+@dataclass(frozen=True)
+class TargetReply:
+    output: str
+    latency_ms: float
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class TargetError(Exception):
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+async def call_target(
+    config: TargetConfig,
+    request: TargetRequest,
+    *,
+    allow_private_networks: bool,
+    time_limit: float | None = None,
+) -> TargetReply:
+    seconds = time_limit or config.timeout_seconds
+    started = time.perf_counter()
+    try:
+        if config.provider == "demo":
+            output, usage = demo_reply(request), None
+        elif config.provider == "http":
+            output, usage = await _call_http(config, request, seconds, allow_private_networks)
+        else:
+            output, usage = await _call_model(config, request, seconds, allow_private_networks)
+    except InvalidInput as exc:  # the SSRF guard or the request template refused
+        raise TargetError("configuration_error", exc.detail) from exc
+    latency_ms = (time.perf_counter() - started) * 1000
+    input_tokens, output_tokens = usage or (None, None)
+    return TargetReply(output, latency_ms, input_tokens, output_tokens)
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+def demo_reply(request: TargetRequest) -> str:
+    """The offline demo provider: deterministic canned text, clearly labelled as such."""
+    turns = request.chat()
+    last = turns[-1]["content"] if turns else ""
+    digest = hashlib.sha256(last.encode()).hexdigest()[:8]
+    return f"[demo] You said: {last.strip()[:500]} (reply {digest})"
+
+
+# --- provider models through pydantic-ai ---------------------------------------------------
+
+
+def _model(config: TargetConfig, timeout: float) -> Model:
+    """A pydantic-ai model whose SDK neither retries nor waits longer than `timeout`."""
+    name = config.model or ""
+    provider = config.provider
+    if provider in ("openai", "openai-compatible"):
+        from openai import AsyncOpenAI
+        from pydantic_ai.models.openai import OpenAIChatModel
+        from pydantic_ai.providers.openai import OpenAIProvider
+
+        client = AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=config.api_key or "not-needed",
+            max_retries=0,
+            timeout=timeout,
+        )
+        return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
+    if provider == "anthropic":
+        from anthropic import AsyncAnthropic
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
+        anthropic = AsyncAnthropic(
+            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=timeout
+        )
+        return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=anthropic))
+    if provider == "groq":
+        from groq import AsyncGroq
+        from pydantic_ai.models.groq import GroqModel
+        from pydantic_ai.providers.groq import GroqProvider
+
+        groq = AsyncGroq(
+            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=timeout
+        )
+        return GroqModel(name, provider=GroqProvider(groq_client=groq))
+    if provider == "google":
+        from pydantic_ai.models.google import GoogleModel
+        from pydantic_ai.providers.google import GoogleProvider
+
+        return GoogleModel(
+            name, provider=GoogleProvider(api_key=config.api_key, base_url=config.base_url)
+        )
+    if provider == "mistral":
+        from pydantic_ai.models.mistral import MistralModel
+        from pydantic_ai.providers.mistral import MistralProvider
+
+        return MistralModel(
+            name, provider=MistralProvider(api_key=config.api_key, base_url=config.base_url)
+        )
+    raise TargetError("configuration_error", f"unknown provider {provider!r}")
+
+
+def _messages(request: TargetRequest) -> list[ModelMessage]:
+    history: list[ModelMessage] = []
+    parts: list[SystemPromptPart | UserPromptPart] = []
+    if request.system_prompt:
+        parts.append(SystemPromptPart(request.system_prompt))
+    for turn in request.chat():
+        role, content = turn["role"], turn["content"]
+        if role == "system":
+            parts.append(SystemPromptPart(content))
+        elif role == "assistant":
+            if parts:
+                history.append(ModelRequest(parts=parts))
+                parts = []
+            history.append(ModelResponse(parts=[TextPart(content)]))
+        else:
+            parts.append(UserPromptPart(content))
+    if parts:
+        history.append(ModelRequest(parts=parts))
+    return history
+
+
+def _settings(config: TargetConfig, request: TargetRequest, timeout: float) -> ModelSettings:
+    params = {**config.parameters, **request.parameters}
+    settings: dict[str, Any] = {"timeout": timeout}
+    for key in (
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    ):
+        if params.get(key) is not None:
+            settings[key] = params[key]
+    if params.get("stop"):
+        settings["stop_sequences"] = params["stop"]
+    return ModelSettings(**settings)  # type: ignore[typeddict-item]
+
+
+async def _call_model(
+    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+) -> tuple[str, tuple[int | None, int | None]]:
+    if config.base_url:
+        await check_url(
+            config.base_url, field="base_url", allow_private=allow_private, require_resolution=True
+        )
+    try:
+        response = await model_request(
+            _model(config, seconds),
+            _messages(request),
+            model_settings=_settings(config, request, seconds),
+        )
+    except ai_errors.ModelHTTPError as exc:
+        raise _http_error(exc.status_code, _error_text(exc.body), exc.headers) from exc
+    except ai_errors.ModelTimeoutError as exc:
+        raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
+    except ai_errors.ModelConnectionError as exc:
+        raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+    except (ai_errors.UnexpectedModelBehavior, ai_errors.ModelAPIError) as exc:
+        raise TargetError(
+            "invalid_response", f"the provider's answer was not usable: {exc}"
+        ) from exc
+    text = "".join(part.content for part in response.parts if isinstance(part, TextPart))
+    usage = response.usage
+    return text, (usage.input_tokens, usage.output_tokens)
+
+
+def _error_text(body: object) -> str:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        return json.dumps(body)[:500]
+    return str(body)[:500] if body else ""
+
+
+def _http_error(status: int, detail: str, headers: dict[str, str] | None) -> TargetError:
+    retry_after = _retry_after((headers or {}).get("retry-after"))
+    kind: ErrorKind
+    if status == 429:
+        kind = "rate_limited"
+    elif status in (401, 403):
+        kind = "auth_error"
+    elif status >= 500:
+        kind = "server_error"
+    else:
+        kind = "client_error"
+    phrase = httpx.codes.get_reason_phrase(status)
+    message = f"the endpoint answered {status} {phrase}" + (f": {detail}" if detail else "")
+    return TargetError(kind, message, status=status, retry_after=retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+# --- a team's HTTP endpoint -----------------------------------------------------------------
+
+
+async def _call_http(
+    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+) -> tuple[str, None]:
+    assert config.base_url and config.body_template and config.response_path
+    await check_url(
+        config.base_url, field="http.url", allow_private=allow_private, require_resolution=True
+    )
+    body = render(
+        config.body_template,
+        {"input": request.input or "", "messages": request.chat(), "variables": request.variables},
+        field="http.body_template",
+    )
+    headers = {"Content-Type": "application/json", **config.http_headers}
+    method = config.http_method or "POST"
+    try:
+        async with httpx.AsyncClient(timeout=seconds, follow_redirects=False) as client:
+            response = await client.request(
+                method, config.base_url, content=body if method != "GET" else None, headers=headers
+            )
+    except httpx.TimeoutException as exc:
+        raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
+    except httpx.HTTPError as exc:
+        raise TargetError("connection_error", f"could not reach the endpoint: {exc!r}") from exc
+    if response.status_code >= 400:
+        raise _http_error(response.status_code, response.text[:300], dict(response.headers))
+    try:
+        document = response.json()
+    except ValueError as exc:
+        raise TargetError("invalid_response", "the endpoint did not answer with JSON") from exc
+    matches = parse_jsonpath(config.response_path).find(document)
+    if not matches:
+        raise TargetError(
+            "invalid_response", f"nothing at {config.response_path} in the endpoint's answer"
+        )
+    value = matches[0].value
+    return (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)), None

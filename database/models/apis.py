@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from app.deps import DbSession, Member, RuntimeDep, Viewer
+from app.engine.targets import TargetError, TargetRequest, call_target
+from database.models import crud, service
+from database.models.schemas import (
+    ConnectionTestRequest,
+    ConnectionTestResult,
+    ModelConfigCreate,
+    ModelConfigRead,
+    ModelConfigUpdate,
+    Provider,
+)
+from utils.pagination import Page, Pagination
+
+router = APIRouter(prefix="/models", tags=["models"])
+CONNECTION_TEST_TIMEOUT = 15.0
+
+
+@router.get("", summary="Model configurations (targets and judges)")
+async def list_models(
+    session: DbSession,
+    _: Viewer,
+    page: Pagination,
+    provider: Annotated[Provider | None, Query()] = None,
+) -> Page[ModelConfigRead]:
+    rows, total = await crud.list_models(
+        session, provider=provider, limit=page.limit, offset=page.offset
+    )
+    items = [service.to_read(row) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_model(
+    body: ModelConfigCreate, session: DbSession, runtime: RuntimeDep, principal: Member
+) -> ModelConfigRead:
+    return service.to_read(await service.create_model(session, runtime, principal, body))
+
+
+@router.get("/{model_id}")
+async def read_model(model_id: uuid.UUID, session: DbSession, _: Viewer) -> ModelConfigRead:
+    return service.to_read(await service.get_model_or_404(session, model_id))
+
+
+@router.patch("/{model_id}")
+async def update_model(
+    model_id: uuid.UUID,
+    body: ModelConfigUpdate,
+    session: DbSession,
+    runtime: RuntimeDep,
+    _: Member,
+) -> ModelConfigRead:
+    config = await service.get_model_or_404(session, model_id)
+    return service.to_read(await service.update_model(session, runtime, config, body))
+
+
+@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_model(model_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    config = await service.get_model_or_404(session, model_id)
+    await crud.delete_model(session, config)
+
+
+@router.post(
+    "/{model_id}/test-connection",
+    summary="Make one real call with a short timeout; report latency and reply, or the error",
+)
+async def test_connection(
+    model_id: uuid.UUID,
+    session: DbSession,
+    runtime: RuntimeDep,
+    _: Member,
+    body: ConnectionTestRequest | None = None,
+) -> ConnectionTestResult:
+    config = service.resolve(await service.get_model_or_404(session, model_id), runtime.secret_box)
+    request = TargetRequest(input=(body or ConnectionTestRequest()).input)
+    try:
+        reply = await call_target(
+            config,
+            request,
+            allow_private_networks=runtime.settings.allow_private_networks,
+            time_limit=min(config.timeout_seconds, CONNECTION_TEST_TIMEOUT),
+        )
+    except TargetError as exc:
+        return ConnectionTestResult(ok=False, latency_ms=None, reply=None, error=exc.message)
+    return ConnectionTestResult(
+        ok=True,
+        latency_ms=round(reply.latency_ms, 1),
+        reply=reply.output,
+        error=None,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+    )

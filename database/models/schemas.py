@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, StringConstraints, field_validator
+
+from utils.schemas import InputModel, Name, OutputModel
+
+Provider = Literal[
+    "openai", "anthropic", "google", "groq", "mistral", "openai-compatible", "http", "demo"
+]
+HOSTED_PROVIDERS = frozenset({"openai", "anthropic", "google", "groq", "mistral"})
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH"]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,100}$")]
+Price = Annotated[Decimal, Field(ge=0, le=100_000, decimal_places=6)]
+
+DEFAULT_BODY_TEMPLATE = '{"input": {{ input | tojson }}}'
+
+
+class ModelParameters(InputModel):
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    seed: int | None = None
+    stop: list[Annotated[str, StringConstraints(max_length=100)]] | None = Field(
+        default=None, max_length=8
+    )
+
+
+class HttpTarget(InputModel):
+    """A team's own LLM application reached over HTTP."""
+
+    url: Url
+    method: HttpMethod = "POST"
+    headers: dict[HeaderName, Annotated[str, StringConstraints(max_length=4000)]] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Sent with every call; stored encrypted, shown masked",
+    )
+    body_template: Annotated[str, StringConstraints(max_length=100_000)] = Field(
+        default=DEFAULT_BODY_TEMPLATE,
+        description="Jinja2 (sandboxed) with {{ input }}, {{ messages }}, {{ variables }}",
+    )
+    response_path: Annotated[str, StringConstraints(min_length=1, max_length=1000)] = Field(
+        description="JSONPath to the output in the response, e.g. $.choices[0].text"
+    )
+
+
+class ModelConfigCreate(InputModel):
+    name: Name
+    provider: Provider
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    base_url: Url | None = Field(default=None, description="For openai-compatible providers")
+    api_key: SecretStr | None = Field(
+        default=None, max_length=4000, description="Write-only; stored encrypted"
+    )
+    parameters: ModelParameters = Field(default_factory=ModelParameters)
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    input_price_per_mtok: Price | None = Field(default=None, description="USD per 1M input tokens")
+    output_price_per_mtok: Price | None = None
+    http: HttpTarget | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class ModelConfigUpdate(InputModel):
+    name: Name | None = None
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    base_url: Url | None = None
+    api_key: SecretStr | None = Field(
+        default=None, max_length=4000, description="A new key; null removes the stored one"
+    )
+    parameters: ModelParameters | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0, le=600)
+    requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    input_price_per_mtok: Price | None = None
+    output_price_per_mtok: Price | None = None
+    http: HttpTarget | None = None
+
+
+class HttpTargetRead(OutputModel):
+    url: str
+    method: str
+    headers: dict[str, str] = Field(description="Header names with masked values")
+    body_template: str
+    response_path: str
+
+
+class ModelConfigRead(OutputModel):
+    id: uuid.UUID
+    name: str
+    provider: Provider
+    model: str | None
+    base_url: str | None
+    api_key: str | None = Field(description="Masked, e.g. sk-…abcd; never the key")
+    parameters: dict[str, object]
+    timeout_seconds: float
+    requests_per_minute: int | None
+    input_price_per_mtok: Decimal | None
+    output_price_per_mtok: Decimal | None
+    http: HttpTargetRead | None
+    demo: bool = Field(description="True for the offline demo provider: replies are canned")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectionTestRequest(InputModel):
+    input: Annotated[str, StringConstraints(min_length=1, max_length=4000)] = (
+        "Reply with the single word: pong"
+    )
+
+
+class ConnectionTestResult(OutputModel):
+    ok: bool
+    latency_ms: float | None
+    reply: str | None
+    error: str | None = Field(description="The provider's error in plain words")
+    input_tokens: int | None = None
+    output_tokens: int | None = None

@@ -1,0 +1,257 @@
+"""Model configurations: per-provider rules, the SSRF guard, encrypted secrets, masked reads."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from jsonpath_ng.exceptions import JsonPathParserError
+from jsonpath_ng.ext import parse as parse_jsonpath
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import InvalidInput, NotFound
+from app.runtime import Runtime
+from database.models import crud
+from database.models.models import ModelConfig
+from database.models.schemas import (
+    HOSTED_PROVIDERS,
+    HttpTarget,
+    HttpTargetRead,
+    ModelConfigCreate,
+    ModelConfigRead,
+    ModelConfigUpdate,
+)
+from utils.auth import Principal
+from utils.secrets import SecretBox, mask
+from utils.ssrf import check_url
+from utils.templates import check_template
+
+DEMO_MODEL = "demo"
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """A model configuration with its secrets decrypted: what the engine calls. Never logged."""
+
+    id: uuid.UUID
+    name: str
+    provider: str
+    model: str | None
+    base_url: str | None
+    api_key: str | None = field(repr=False)
+    parameters: dict[str, Any]
+    timeout_seconds: float
+    requests_per_minute: int | None
+    input_price_per_mtok: Decimal | None
+    output_price_per_mtok: Decimal | None
+    http_method: str | None = None
+    http_headers: dict[str, str] = field(default_factory=dict, repr=False)
+    body_template: str | None = None
+    response_path: str | None = None
+
+
+async def get_model_or_404(session: AsyncSession, model_id: uuid.UUID) -> ModelConfig:
+    config = await crud.get_model(session, model_id)
+    if config is None:
+        raise NotFound("Model configuration not found")
+    return config
+
+
+def check_jsonpath(expression: str, *, field: str) -> None:
+    try:
+        parse_jsonpath(expression)
+    except (JsonPathParserError, Exception) as exc:  # the parser raises several kinds
+        raise InvalidInput(f"not a valid JSONPath: {exc}", field=field) from exc
+
+
+async def _check(runtime: Runtime, provider: str, values: dict[str, Any], has_key: bool) -> None:
+    """The rules of each provider, on the configuration as it will be saved."""
+    allow_private = runtime.settings.allow_private_networks
+    http: dict[str, Any] | None = values.get("http")
+    needs_model = provider in HOSTED_PROVIDERS or provider == "openai-compatible"
+    if needs_model and not values.get("model"):
+        raise InvalidInput(f"is required for the {provider} provider", field="model")
+    if provider in HOSTED_PROVIDERS and not has_key:
+        raise InvalidInput(f"is required for the {provider} provider", field="api_key")
+    if provider == "openai-compatible" and not values.get("base_url"):
+        raise InvalidInput("is required for openai-compatible providers", field="base_url")
+    if provider == "http":
+        if http is None:
+            raise InvalidInput("is required for the http provider", field="http")
+        await check_url(
+            http["url"], field="http.url", allow_private=allow_private, require_resolution=False
+        )
+        check_template(http["body_template"], field="http.body_template")
+        check_jsonpath(http["response_path"], field="http.response_path")
+    elif http is not None:
+        raise InvalidInput("is only for the http provider", field="http")
+    if values.get("base_url"):
+        if provider in ("http", "demo"):
+            raise InvalidInput(f"is not used by the {provider} provider", field="base_url")
+        await check_url(
+            values["base_url"],
+            field="base_url",
+            allow_private=allow_private,
+            require_resolution=False,
+        )
+
+
+def _store_secrets(config: ModelConfig, box: SecretBox, values: dict[str, Any]) -> None:
+    if "api_key" in values:
+        key = values["api_key"]
+        config.api_key_encrypted = box.encrypt(key) if key else None
+        config.api_key_hint = mask(key) if key else None
+    if "http" in values:
+        http = values["http"]
+        if http is None:
+            config.base_url = None
+            config.http_method = config.body_template = config.response_path = None
+            config.http_headers_encrypted = None
+            config.http_header_names = None
+            return
+        config.base_url = http["url"]
+        config.http_method = http["method"]
+        config.body_template = http["body_template"]
+        config.response_path = http["response_path"]
+        headers = http["headers"]
+        config.http_headers_encrypted = box.encrypt(json.dumps(headers)) if headers else None
+        config.http_header_names = sorted(headers)
+
+
+def _plain_values(
+    body: ModelConfigCreate | ModelConfigUpdate, *, exclude_unset: bool
+) -> dict[str, Any]:
+    values = body.model_dump(exclude_unset=exclude_unset, exclude={"api_key"})
+    if "parameters" in values and values["parameters"] is not None:
+        values["parameters"] = {k: v for k, v in values["parameters"].items() if v is not None}
+    if "api_key" in body.model_fields_set or (not exclude_unset and body.api_key is not None):
+        values["api_key"] = body.api_key.get_secret_value().strip() if body.api_key else None
+    return values
+
+
+COLUMNS = (
+    "name",
+    "model",
+    "parameters",
+    "timeout_seconds",
+    "requests_per_minute",
+    "input_price_per_mtok",
+    "output_price_per_mtok",
+)
+
+
+async def create_model(
+    session: AsyncSession, runtime: Runtime, principal: Principal, body: ModelConfigCreate
+) -> ModelConfig:
+    values = _plain_values(body, exclude_unset=False)
+    await _check(runtime, body.provider, values, has_key=body.api_key is not None)
+    config = ModelConfig(
+        organization_id=principal.organization_id,
+        provider=body.provider,
+        base_url=body.base_url,
+        **{column: values[column] for column in COLUMNS},
+    )
+    if body.provider == "demo" and not config.model:
+        config.model = DEMO_MODEL
+    _store_secrets(config, runtime.secret_box, values)
+    return await crud.create_model(session, config)
+
+
+async def update_model(
+    session: AsyncSession, runtime: Runtime, config: ModelConfig, body: ModelConfigUpdate
+) -> ModelConfig:
+    changes = _plain_values(body, exclude_unset=True)
+    for required in ("name", "timeout_seconds", "parameters"):
+        if required in changes and changes[required] is None:
+            raise InvalidInput("must not be null", field=required)
+    merged = {
+        "model": config.model,
+        "base_url": config.base_url if config.provider != "http" else None,
+        "http": _current_http(config, runtime.secret_box),
+        **changes,
+    }
+    has_key = (
+        changes.get("api_key") is not None
+        if "api_key" in changes
+        else bool(config.api_key_encrypted)
+    )
+    await _check(runtime, config.provider, merged, has_key=has_key)
+    for column in COLUMNS:
+        if column in changes:
+            setattr(config, column, changes[column])
+    if "base_url" in changes:
+        config.base_url = changes["base_url"]
+    _store_secrets(config, runtime.secret_box, changes)
+    await crud.save_model(session)
+    return config
+
+
+def _headers(config: ModelConfig, box: SecretBox) -> dict[str, str]:
+    if not config.http_headers_encrypted:
+        return {}
+    return dict(json.loads(box.decrypt(config.http_headers_encrypted)))
+
+
+def _current_http(config: ModelConfig, box: SecretBox) -> dict[str, Any] | None:
+    if config.provider != "http" or config.base_url is None:
+        return None
+    return HttpTarget(
+        url=config.base_url,
+        method=config.http_method or "POST",
+        headers=_headers(config, box),
+        body_template=config.body_template or "",
+        response_path=config.response_path or "$",
+    ).model_dump()
+
+
+def to_read(config: ModelConfig) -> ModelConfigRead:
+    http = None
+    if config.provider == "http" and config.base_url:
+        http = HttpTargetRead(
+            url=config.base_url,
+            method=config.http_method or "POST",
+            headers={name: "…" for name in config.http_header_names or []},
+            body_template=config.body_template or "",
+            response_path=config.response_path or "",
+        )
+    return ModelConfigRead(
+        id=config.id,
+        name=config.name,
+        provider=config.provider,
+        model=config.model,
+        base_url=config.base_url if config.provider != "http" else None,
+        api_key=config.api_key_hint,
+        parameters=config.parameters,
+        timeout_seconds=config.timeout_seconds,
+        requests_per_minute=config.requests_per_minute,
+        input_price_per_mtok=config.input_price_per_mtok,
+        output_price_per_mtok=config.output_price_per_mtok,
+        http=http,
+        demo=config.provider == "demo",
+        created_at=config.created_at,
+        updated_at=config.updated_at,
+    )
+
+
+def resolve(config: ModelConfig, box: SecretBox) -> TargetConfig:
+    """Decrypts what the engine needs to call this model."""
+    return TargetConfig(
+        id=config.id,
+        name=config.name,
+        provider=config.provider,
+        model=config.model,
+        base_url=config.base_url,
+        api_key=box.decrypt(config.api_key_encrypted) if config.api_key_encrypted else None,
+        parameters=dict(config.parameters),
+        timeout_seconds=config.timeout_seconds,
+        requests_per_minute=config.requests_per_minute,
+        input_price_per_mtok=config.input_price_per_mtok,
+        output_price_per_mtok=config.output_price_per_mtok,
+        http_method=config.http_method,
+        http_headers=_headers(config, box),
+        body_template=config.body_template,
+        response_path=config.response_path,
+    )

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from database.core import Base, IdMixin, TimestampMixin
+
+
+class Project(IdMixin, TimestampMixin, Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    default_target_model_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_configs.id", ondelete="SET NULL")
+    )
+    default_judge_model_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_configs.id", ondelete="SET NULL")
+    )

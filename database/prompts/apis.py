@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from app.deps import DbSession, Member, Viewer
+from app.errors import InvalidInput, NotFound
+from database.prompts import crud, service
+from database.prompts.schemas import (
+    LABEL_RULE,
+    LabelName,
+    LabelSet,
+    PromptCreate,
+    PromptRead,
+    PromptUpdate,
+    PromptVersionCreate,
+    PromptVersionRead,
+    RenderRequest,
+    RenderResult,
+)
+from utils.crud import apply_update
+from utils.pagination import Page, Pagination
+
+router = APIRouter(prefix="/prompts", tags=["prompts"])
+Label = Annotated[LabelName, Path(description=LABEL_RULE)]
+
+
+async def _one(session: DbSession, prompt_id: uuid.UUID) -> PromptRead:
+    prompt = await service.get_prompt_or_404(session, prompt_id)
+    return (await service.to_reads(session, [prompt]))[0]
+
+
+@router.get("")
+async def list_prompts(
+    session: DbSession,
+    _: Viewer,
+    page: Pagination,
+    project_id: uuid.UUID | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
+) -> Page[PromptRead]:
+    rows, total = await crud.list_prompts(
+        session, project_id=project_id, q=q, limit=page.limit, offset=page.offset
+    )
+    items = await service.to_reads(session, rows)
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a prompt and its version 1")
+async def create_prompt(body: PromptCreate, session: DbSession, principal: Member) -> PromptRead:
+    prompt = await service.create_prompt(session, principal, body)
+    return (await service.to_reads(session, [prompt]))[0]
+
+
+@router.get("/{prompt_id}")
+async def read_prompt(prompt_id: uuid.UUID, session: DbSession, _: Viewer) -> PromptRead:
+    return await _one(session, prompt_id)
+
+
+@router.patch("/{prompt_id}")
+async def update_prompt(
+    prompt_id: uuid.UUID, body: PromptUpdate, session: DbSession, _: Member
+) -> PromptRead:
+    prompt = await service.get_prompt_or_404(session, prompt_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is None:
+        raise InvalidInput("must not be null", field="name")
+    apply_update(prompt, changes)
+    await crud.save_prompt(session)
+    return await _one(session, prompt_id)
+
+
+@router.delete("/{prompt_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_prompt(prompt_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    await crud.delete_prompt(session, await service.get_prompt_or_404(session, prompt_id))
+
+
+@router.get("/{prompt_id}/versions")
+async def list_versions(
+    prompt_id: uuid.UUID, session: DbSession, _: Viewer, page: Pagination
+) -> Page[PromptVersionRead]:
+    prompt = await service.get_prompt_or_404(session, prompt_id)
+    rows, total = await crud.list_versions(session, prompt.id, limit=page.limit, offset=page.offset)
+    items = [await service.version_read(session, row) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post(
+    "/{prompt_id}/versions",
+    status_code=status.HTTP_201_CREATED,
+    summary="Save a new immutable version (numbered after the latest)",
+)
+async def create_version(
+    prompt_id: uuid.UUID, body: PromptVersionCreate, session: DbSession, _: Member
+) -> PromptVersionRead:
+    prompt = await service.get_prompt_or_404(session, prompt_id, for_update=True)
+    return await service.version_read(session, await service.add_version(session, prompt, body))
+
+
+@router.get("/{prompt_id}/versions/{ref}", summary="A version by number, by label, or `latest`")
+async def read_version(
+    prompt_id: uuid.UUID,
+    ref: Annotated[str, Path(max_length=100)],
+    session: DbSession,
+    _: Viewer,
+) -> PromptVersionRead:
+    prompt = await service.get_prompt_or_404(session, prompt_id)
+    return await service.version_read(session, await service.resolve_version(session, prompt, ref))
+
+
+@router.put("/{prompt_id}/labels/{label}", summary="Point a label at a version (moves it)")
+async def set_label(
+    prompt_id: uuid.UUID, label: Label, body: LabelSet, session: DbSession, _: Member
+) -> PromptRead:
+    prompt = await service.get_prompt_or_404(session, prompt_id, for_update=True)
+    if label == service.LATEST:
+        raise InvalidInput("`latest` is reserved", field="label")
+    await service.set_label(session, prompt, label, body.version)
+    return await _one(session, prompt_id)
+
+
+@router.delete("/{prompt_id}/labels/{label}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_label(prompt_id: uuid.UUID, label: Label, session: DbSession, _: Member) -> None:
+    prompt = await service.get_prompt_or_404(session, prompt_id)
+    if not await crud.delete_label(session, prompt.id, label):
+        raise NotFound("Label not found")
+
+
+@router.post("/{prompt_id}/render", summary="Render a version with variables")
+async def render_prompt(
+    prompt_id: uuid.UUID, body: RenderRequest, session: DbSession, _: Viewer
+) -> RenderResult:
+    prompt = await service.get_prompt_or_404(session, prompt_id)
+    version = await service.resolve_version(session, prompt, body.version)
+    return service.render_version(version, body.variables)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints
+
+from database.models.schemas import ModelParameters
+from utils.schemas import InputModel, Name, OutputModel
+
+Template = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+LabelName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", strip_whitespace=True)
+]
+LABEL_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit, 100 at most"
+
+
+class PromptVersionCreate(InputModel):
+    template: Template = Field(description="Jinja2 (sandboxed, strict): {{ input }}, variables")
+    system_prompt: Annotated[str, StringConstraints(max_length=100_000)] | None = None
+    parameters: ModelParameters = Field(default_factory=ModelParameters)
+    note: str | None = Field(default=None, max_length=2000)
+    labels: list[LabelName] = Field(
+        default_factory=list, max_length=20, description=f"Point these labels here ({LABEL_RULE})"
+    )
+
+
+class PromptCreate(PromptVersionCreate):
+    project_id: uuid.UUID
+    name: Name
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class PromptUpdate(InputModel):
+    name: Name | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class PromptVersionRead(OutputModel):
+    id: uuid.UUID
+    prompt_id: uuid.UUID
+    number: int
+    template: str
+    system_prompt: str | None
+    parameters: dict[str, Any]
+    note: str | None
+    labels: list[str]
+    created_at: datetime
+
+
+class PromptRead(OutputModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    name: str
+    description: str | None
+    latest_version: int | None
+    labels: dict[str, int] = Field(description="Label name -> version number")
+    created_at: datetime
+    updated_at: datetime
+
+
+class LabelSet(InputModel):
+    version: int = Field(ge=1, description="The version number the label points at")
+
+
+class RenderRequest(InputModel):
+    variables: dict[str, Any] = Field(default_factory=dict)
+    version: str | int = Field(default="latest", description="A number, a label, or latest")
+
+
+class RenderResult(OutputModel):
+    version: int
+    text: str
+    system_prompt: str | None

@@ -1,0 +1,154 @@
+"""Prompts: immutable numbered versions, movable labels, sandboxed rendering."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import InvalidInput, NotFound
+from database.projects.service import require_project
+from database.prompts import crud
+from database.prompts.models import Prompt, PromptVersion
+from database.prompts.schemas import (
+    PromptCreate,
+    PromptRead,
+    PromptVersionCreate,
+    PromptVersionRead,
+    RenderResult,
+)
+from utils.auth import Principal
+from utils.templates import check_template, render
+
+LATEST = "latest"
+
+
+async def get_prompt_or_404(
+    session: AsyncSession, prompt_id: uuid.UUID, *, for_update: bool = False
+) -> Prompt:
+    prompt = await crud.get_prompt(session, prompt_id, for_update=for_update)
+    if prompt is None:
+        raise NotFound("Prompt not found")
+    return prompt
+
+
+async def to_reads(session: AsyncSession, prompts: Sequence[Prompt]) -> list[PromptRead]:
+    ids = [p.id for p in prompts]
+    latest = await crud.latest_numbers(session, ids)
+    labels: dict[uuid.UUID, dict[str, int]] = {i: {} for i in ids}
+    for prompt_id, name, number in await crud.labels(session, ids):
+        labels[prompt_id][name] = number
+    return [
+        PromptRead(
+            id=p.id,
+            project_id=p.project_id,
+            name=p.name,
+            description=p.description,
+            latest_version=latest.get(p.id),
+            labels=labels[p.id],
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+        )
+        for p in prompts
+    ]
+
+
+async def version_read(session: AsyncSession, version: PromptVersion) -> PromptVersionRead:
+    names = [
+        name
+        for _, name, number in await crud.labels(session, [version.prompt_id])
+        if number == version.number
+    ]
+    return PromptVersionRead(
+        id=version.id,
+        prompt_id=version.prompt_id,
+        number=version.number,
+        template=version.template,
+        system_prompt=version.system_prompt,
+        parameters=version.parameters,
+        note=version.note,
+        labels=names,
+        created_at=version.created_at,
+    )
+
+
+def _check_templates(body: PromptVersionCreate) -> None:
+    check_template(body.template, field="template")
+    if body.system_prompt:
+        check_template(body.system_prompt, field="system_prompt")
+
+
+async def create_prompt(session: AsyncSession, principal: Principal, body: PromptCreate) -> Prompt:
+    await require_project(session, body.project_id, field="project_id")
+    _check_templates(body)
+    prompt = await crud.create_prompt(
+        session,
+        Prompt(
+            organization_id=principal.organization_id,
+            project_id=body.project_id,
+            name=body.name,
+            description=body.description,
+        ),
+    )
+    await _add_version(session, prompt, body, number=1)
+    return prompt
+
+
+async def add_version(
+    session: AsyncSession, prompt: Prompt, body: PromptVersionCreate
+) -> PromptVersion:
+    """Next number under the prompt's row lock, so concurrent saves never collide."""
+    _check_templates(body)
+    latest = (await crud.latest_numbers(session, [prompt.id])).get(prompt.id, 0)
+    return await _add_version(session, prompt, body, number=latest + 1)
+
+
+async def _add_version(
+    session: AsyncSession, prompt: Prompt, body: PromptVersionCreate, *, number: int
+) -> PromptVersion:
+    version = await crud.add_version(
+        session,
+        PromptVersion(
+            organization_id=prompt.organization_id,
+            prompt_id=prompt.id,
+            number=number,
+            template=body.template,
+            system_prompt=body.system_prompt,
+            parameters=body.parameters.model_dump(exclude_none=True),
+            note=body.note,
+        ),
+    )
+    for label in dict.fromkeys(body.labels):
+        await crud.set_label(session, prompt, label, version)
+    return version
+
+
+async def resolve_version(session: AsyncSession, prompt: Prompt, ref: str | int) -> PromptVersion:
+    """A version by number, by label, or the latest."""
+    text = str(ref).strip()
+    if text.isdigit():
+        version = await crud.get_version(session, prompt.id, int(text))
+    elif text == LATEST:
+        latest = (await crud.latest_numbers(session, [prompt.id])).get(prompt.id)
+        version = await crud.get_version(session, prompt.id, latest) if latest else None
+    else:
+        version = await crud.version_for_label(session, prompt.id, text)
+    if version is None:
+        raise NotFound(f"Prompt version {text!r} not found")
+    return version
+
+
+async def set_label(session: AsyncSession, prompt: Prompt, name: str, number: int) -> None:
+    version = await crud.get_version(session, prompt.id, number)
+    if version is None:
+        raise InvalidInput(f"version {number} does not exist", field="version")
+    await crud.set_label(session, prompt, name, version)
+
+
+def render_version(version: PromptVersion, variables: dict[str, Any]) -> RenderResult:
+    system = render(version.system_prompt, variables) if version.system_prompt else None
+    return RenderResult(
+        version=version.number, text=render(version.template, variables), system_prompt=system
+    )

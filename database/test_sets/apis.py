@@ -1,0 +1,263 @@
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response, status
+from starlette.datastructures import UploadFile
+
+from app.deps import DbSession, Member, RuntimeDep, Viewer
+from app.errors import InvalidInput, PayloadTooLarge
+from database.test_sets import crud, service
+from database.test_sets.io import detect_format
+from database.test_sets.schemas import (
+    ImportResult,
+    MembersAdd,
+    MembersChanged,
+    MembersReplace,
+    TestSetCreate,
+    TestSetRead,
+    TestSetUpdate,
+    VersionCaseRead,
+    VersionCreate,
+    VersionRead,
+)
+from utils.crud import apply_update
+from utils.pagination import Page, Pagination
+
+router = APIRouter(prefix="/test-sets", tags=["test sets"])
+
+EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
+IMPORT_BODY = {
+    "requestBody": {
+        "description": "The file: as multipart/form-data (field `file`) or as the raw body "
+        "with Content-Type text/csv, application/json or application/x-ndjson.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "text/csv": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+        },
+        "required": True,
+    }
+}
+
+
+async def _one(session: DbSession, test_set_id: uuid.UUID) -> TestSetRead:
+    return (
+        await service.to_reads(session, [await service.get_test_set_or_404(session, test_set_id)])
+    )[0]
+
+
+@router.get("")
+async def list_test_sets(
+    session: DbSession, _: Viewer, page: Pagination, project_id: uuid.UUID | None = None
+) -> Page[TestSetRead]:
+    rows, total = await crud.list_test_sets(
+        session, project_id=project_id, limit=page.limit, offset=page.offset
+    )
+    items = await service.to_reads(session, rows)
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_test_set(
+    body: TestSetCreate, session: DbSession, principal: Member
+) -> TestSetRead:
+    test_set = await service.create_test_set(session, principal, body)
+    return (await service.to_reads(session, [test_set]))[0]
+
+
+@router.get("/{test_set_id}")
+async def read_test_set(test_set_id: uuid.UUID, session: DbSession, _: Viewer) -> TestSetRead:
+    return await _one(session, test_set_id)
+
+
+@router.patch("/{test_set_id}")
+async def update_test_set(
+    test_set_id: uuid.UUID, body: TestSetUpdate, session: DbSession, _: Member
+) -> TestSetRead:
+    test_set = await service.get_test_set_or_404(session, test_set_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is None:
+        raise InvalidInput("must not be null", field="name")
+    apply_update(test_set, changes)
+    await crud.save_test_set(session)
+    return await _one(session, test_set_id)
+
+
+@router.delete("/{test_set_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_test_set(test_set_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    await crud.delete_test_set(session, await service.get_test_set_or_404(session, test_set_id))
+
+
+# --- membership -----------------------------------------------------------------------------
+
+
+@router.post("/{test_set_id}/tests", summary="Append tests (already present ones are skipped)")
+async def add_tests(
+    test_set_id: uuid.UUID, body: MembersAdd, session: DbSession, _: Member
+) -> MembersChanged:
+    test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
+    added = await service.append_members(session, test_set, body.test_ids)
+    return MembersChanged(test_count=len(await crud.member_ids(session, test_set.id)), added=added)
+
+
+@router.put("/{test_set_id}/tests", summary="Replace the membership and its order")
+async def replace_tests(
+    test_set_id: uuid.UUID, body: MembersReplace, session: DbSession, _: Member
+) -> MembersChanged:
+    test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
+    await service.replace_members(session, test_set, body.test_ids)
+    return MembersChanged(test_count=len(body.test_ids), added=len(body.test_ids))
+
+
+@router.delete("/{test_set_id}/tests/{test_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def remove_test(
+    test_set_id: uuid.UUID, test_id: uuid.UUID, session: DbSession, _: Member
+) -> None:
+    test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
+    await service.remove_member(session, test_set, test_id)
+
+
+# --- versions -------------------------------------------------------------------------------
+
+
+@router.post(
+    "/{test_set_id}/versions",
+    summary="Publish: snapshot the current cases (returns the latest version if unchanged)",
+    responses={200: {"description": "Nothing changed: the latest version"}},
+    status_code=status.HTTP_201_CREATED,
+)
+async def publish_version(
+    test_set_id: uuid.UUID,
+    session: DbSession,
+    _: Member,
+    response: Response,
+    body: VersionCreate | None = None,
+) -> VersionRead:
+    test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
+    version, created = await service.publish(session, test_set, body.note if body else None)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return VersionRead.model_validate(version)
+
+
+@router.get("/{test_set_id}/versions")
+async def list_versions(
+    test_set_id: uuid.UUID, session: DbSession, _: Viewer, page: Pagination
+) -> Page[VersionRead]:
+    test_set = await service.get_test_set_or_404(session, test_set_id)
+    rows, total = await crud.list_versions(
+        session, test_set.id, limit=page.limit, offset=page.offset
+    )
+    items = [VersionRead.model_validate(row) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{test_set_id}/versions/{number}")
+async def read_version(
+    test_set_id: uuid.UUID, number: int, session: DbSession, _: Viewer
+) -> VersionRead:
+    test_set = await service.get_test_set_or_404(session, test_set_id)
+    return VersionRead.model_validate(await service.get_version_or_404(session, test_set, number))
+
+
+@router.get("/{test_set_id}/versions/{number}/cases")
+async def list_version_cases(
+    test_set_id: uuid.UUID, number: int, session: DbSession, _: Viewer, page: Pagination
+) -> Page[VersionCaseRead]:
+    test_set = await service.get_test_set_or_404(session, test_set_id)
+    version = await service.get_version_or_404(session, test_set, number)
+    rows, total = await crud.list_version_cases(
+        session, version.id, limit=page.limit, offset=page.offset
+    )
+    items = [VersionCaseRead.model_validate(row) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+# --- import and export ----------------------------------------------------------------------
+
+
+async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None, str | None]:
+    """The uploaded file's bytes, name and content type; 413 past `limit` bytes."""
+    content_type = request.headers.get("content-type")
+    too_large = PayloadTooLarge(f"The file is larger than the import limit of {limit} bytes")
+    if content_type and content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("send the file in a form field named `file`", field="file")
+        if upload.size is not None and upload.size > limit:
+            raise too_large
+        content = await upload.read(limit + 1)
+        if len(content) > limit:
+            raise too_large
+        return content, upload.filename, upload.content_type
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks), None, content_type
+
+
+@router.post(
+    "/{test_set_id}/import",
+    status_code=status.HTTP_201_CREATED,
+    summary="Import tests from CSV, JSON or JSONL: all rows or none",
+    description="Columns map by name (`input`/`prompt`/`question`, `expected_output`/"
+    "`expected`/`answer`, `context`, `behavior`, `category`, `topic`, `tags`; any other "
+    "column goes to `metadata`). A file with any bad row imports nothing and answers 422 "
+    "listing every bad row by line, field and reason.",
+    openapi_extra=IMPORT_BODY,
+)
+async def import_tests(
+    test_set_id: uuid.UUID,
+    request: Request,
+    session: DbSession,
+    runtime: RuntimeDep,
+    principal: Member,
+    format: Annotated[
+        Literal["csv", "json", "jsonl"] | None, Query(description="Else from the content type")
+    ] = None,
+) -> ImportResult:
+    test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
+    content, filename, content_type = await _read_upload(request, runtime.settings.import_max_bytes)
+    fmt = detect_format(filename, content_type, format)
+    imported = await service.import_cases(session, principal, test_set, content, fmt)
+    return ImportResult(
+        imported=imported, test_count=len(await crud.member_ids(session, test_set.id))
+    )
+
+
+@router.get(
+    "/{test_set_id}/export",
+    summary="Export the set's cases (current, or a published version)",
+    response_class=Response,
+    responses={200: {"content": {media: {} for media in EXPORT_TYPES.values()}}},
+)
+async def export_tests(
+    test_set_id: uuid.UUID,
+    session: DbSession,
+    _: Viewer,
+    format: Literal["csv", "json", "jsonl"] = "json",
+    version: Annotated[int | None, Query(ge=1, description="A published version")] = None,
+) -> Response:
+    test_set = await service.get_test_set_or_404(session, test_set_id)
+    content = await service.export(session, test_set, format, version_number=version)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", test_set.name).strip("-") or "test-set"
+    suffix = f"-v{version}" if version else ""
+    return Response(
+        content,
+        media_type=EXPORT_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{stem}{suffix}.{format}"'},
+    )

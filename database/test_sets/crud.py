@@ -1,0 +1,207 @@
+"""Queries of test sets, their membership and their versions. Flush, never commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.test_sets.models import TestSet, TestSetMember, TestSetVersion, TestSetVersionCase
+from database.tests.models import TestCase
+from utils.crud import flush_unique, paginate
+
+DUPLICATE_NAME = "A test set with this name already exists in the project"
+BATCH = 1000
+
+
+async def create_test_set(session: AsyncSession, test_set: TestSet) -> TestSet:
+    session.add(test_set)
+    await flush_unique(session, DUPLICATE_NAME)
+    return test_set
+
+
+async def get_test_set(
+    session: AsyncSession, test_set_id: uuid.UUID, *, for_update: bool = False
+) -> TestSet | None:
+    query = select(TestSet).where(TestSet.id == test_set_id)
+    if for_update:
+        query = query.with_for_update()
+    return await session.scalar(query)
+
+
+async def list_test_sets(
+    session: AsyncSession, *, project_id: uuid.UUID | None, limit: int, offset: int
+) -> tuple[list[TestSet], int]:
+    query = select(TestSet).order_by(TestSet.created_at, TestSet.id)
+    if project_id is not None:
+        query = query.where(TestSet.project_id == project_id)
+    return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def save_test_set(session: AsyncSession) -> None:
+    await flush_unique(session, DUPLICATE_NAME)
+
+
+async def delete_test_set(session: AsyncSession, test_set: TestSet) -> None:
+    await session.delete(test_set)
+    await session.flush()
+
+
+async def counts(
+    session: AsyncSession, test_set_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[int, int | None]]:
+    """(test count, latest version number) of each set."""
+    members = dict(
+        (
+            await session.execute(
+                select(TestSetMember.test_set_id, func.count())
+                .where(TestSetMember.test_set_id.in_(test_set_ids))
+                .group_by(TestSetMember.test_set_id)
+            )
+        ).all()
+    )
+    versions = dict(
+        (
+            await session.execute(
+                select(TestSetVersion.test_set_id, func.max(TestSetVersion.number))
+                .where(TestSetVersion.test_set_id.in_(test_set_ids))
+                .group_by(TestSetVersion.test_set_id)
+            )
+        ).all()
+    )
+    return {i: (members.get(i, 0), versions.get(i)) for i in test_set_ids}
+
+
+# --- membership -----------------------------------------------------------------------------
+
+
+async def member_ids(session: AsyncSession, test_set_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await session.scalars(
+        select(TestSetMember.test_id)
+        .where(TestSetMember.test_set_id == test_set_id)
+        .order_by(TestSetMember.position, TestSetMember.test_id)
+    )
+    return list(rows.all())
+
+
+async def max_position(session: AsyncSession, test_set_id: uuid.UUID) -> int:
+    value = await session.scalar(
+        select(func.max(TestSetMember.position)).where(TestSetMember.test_set_id == test_set_id)
+    )
+    return -1 if value is None else value
+
+
+async def insert_members(
+    session: AsyncSession,
+    *,
+    test_set: TestSet,
+    test_ids: Sequence[uuid.UUID],
+    first_position: int,
+) -> None:
+    rows = [
+        {
+            "test_set_id": test_set.id,
+            "test_id": test_id,
+            "organization_id": test_set.organization_id,
+            "position": first_position + index,
+        }
+        for index, test_id in enumerate(test_ids)
+    ]
+    for start in range(0, len(rows), BATCH):
+        await session.execute(insert(TestSetMember), rows[start : start + BATCH])
+
+
+async def clear_members(session: AsyncSession, test_set_id: uuid.UUID) -> None:
+    await session.execute(delete(TestSetMember).where(TestSetMember.test_set_id == test_set_id))
+
+
+async def remove_member(session: AsyncSession, test_set_id: uuid.UUID, test_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        delete(TestSetMember)
+        .where(TestSetMember.test_set_id == test_set_id, TestSetMember.test_id == test_id)
+        .returning(TestSetMember.test_id)
+    )
+    return result.first() is not None
+
+
+async def member_tests(session: AsyncSession, test_set_id: uuid.UUID) -> list[TestCase]:
+    rows = await session.scalars(
+        select(TestCase)
+        .join(TestSetMember, TestSetMember.test_id == TestCase.id)
+        .where(TestSetMember.test_set_id == test_set_id)
+        .order_by(TestSetMember.position, TestCase.id)
+    )
+    return list(rows.all())
+
+
+# --- versions -------------------------------------------------------------------------------
+
+
+async def latest_version(session: AsyncSession, test_set_id: uuid.UUID) -> TestSetVersion | None:
+    return await session.scalar(
+        select(TestSetVersion)
+        .where(TestSetVersion.test_set_id == test_set_id)
+        .order_by(TestSetVersion.number.desc())
+        .limit(1)
+    )
+
+
+async def get_version(
+    session: AsyncSession, test_set_id: uuid.UUID, number: int
+) -> TestSetVersion | None:
+    return await session.scalar(
+        select(TestSetVersion).where(
+            TestSetVersion.test_set_id == test_set_id, TestSetVersion.number == number
+        )
+    )
+
+
+async def list_versions(
+    session: AsyncSession, test_set_id: uuid.UUID, *, limit: int, offset: int
+) -> tuple[list[TestSetVersion], int]:
+    query = (
+        select(TestSetVersion)
+        .where(TestSetVersion.test_set_id == test_set_id)
+        .order_by(TestSetVersion.number.desc())
+    )
+    return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def create_version(
+    session: AsyncSession,
+    version: TestSetVersion,
+    cases: Sequence[tuple[uuid.UUID | None, dict[str, Any]]],
+) -> TestSetVersion:
+    session.add(version)
+    await session.flush()
+    rows = [
+        {
+            "version_id": version.id,
+            "position": position,
+            "organization_id": version.organization_id,
+            "test_id": test_id,
+            "case": case,
+        }
+        for position, (test_id, case) in enumerate(cases)
+    ]
+    for start in range(0, len(rows), BATCH):
+        await session.execute(insert(TestSetVersionCase), rows[start : start + BATCH])
+    return version
+
+
+async def list_version_cases(
+    session: AsyncSession, version_id: uuid.UUID, *, limit: int | None, offset: int
+) -> tuple[list[TestSetVersionCase], int]:
+    query = (
+        select(TestSetVersionCase)
+        .where(TestSetVersionCase.version_id == version_id)
+        .order_by(TestSetVersionCase.position)
+    )
+    if limit is None:
+        rows = await session.scalars(query)
+        items = list(rows.all())
+        return items, len(items)
+    return await paginate(session, query, limit=limit, offset=offset)

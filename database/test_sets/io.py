@@ -1,0 +1,403 @@
+"""Import and export of a test set's cases as CSV, JSON and JSONL (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal, TypeAlias
+
+from pydantic import ValidationError
+
+from app.errors import InvalidInput, UnsupportedMediaType
+from database.tests.schemas import TestCaseFields
+
+Format = Literal["csv", "json", "jsonl"]
+# Where a record starts ({"line": n}, plus "item" in JSON) and either its fields or its errors.
+Row: TypeAlias = tuple[dict[str, Any], dict[str, Any] | list[dict[str, Any]]]
+
+MAX_CASES = 100_000
+# A file full of bad rows must not turn into a multi-megabyte error response.
+MAX_REPORTED_ERRORS = 1000
+
+_NAMES: dict[str, Format] = {"csv": "csv", "json": "json", "jsonl": "jsonl", "ndjson": "jsonl"}
+_CONTENT_TYPES: dict[str, Format] = {
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "application/json": "json",
+    "application/x-ndjson": "jsonl",
+    "application/ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/x-jsonlines": "jsonl",
+}
+_EXTENSIONS: dict[str, Format] = {
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+_ACCEPTED = (
+    "send CSV (text/csv, .csv), JSON (application/json, .json) or JSONL "
+    "(application/x-ndjson, .jsonl, .ndjson), or name the format: csv, json or jsonl"
+)
+
+_ALIASES = {
+    **dict.fromkeys(["input", "prompt", "question", "query"], "input"),
+    **dict.fromkeys(
+        ["expected_output", "expected", "answer", "ideal", "reference", "target"],
+        "expected_output",
+    ),
+    **dict.fromkeys(["context", "contexts", "passages"], "context"),
+    **dict.fromkeys(["behavior", "behaviour"], "behavior"),
+    **dict.fromkeys(["variables", "vars"], "variables"),
+    **{name: name for name in ["category", "topic", "tags", "messages", "metadata"]},
+}
+_JSON_CELLS = {"messages", "variables", "metadata"}
+CSV_COLUMNS = [
+    "input",
+    "expected_output",
+    "context",
+    "behavior",
+    "category",
+    "topic",
+    "tags",
+    "messages",
+    "variables",
+    "metadata",
+]
+
+# Cells a spreadsheet would run as a formula get a leading quote on export. Matching any run of
+# quotes before the trigger (and removing exactly one on import) keeps values that already start
+# with "'=" intact through a round trip.
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_QUOTED_FORMULA = re.compile(r"'+[=+\-@\t\r]")
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def detect_format(filename: str | None, content_type: str | None, explicit: str | None) -> Format:
+    """The upload's format: the explicit choice, else a known content type, else the extension."""
+    if explicit:
+        name = explicit.strip().lower().lstrip(".")
+        if name in _NAMES:
+            return _NAMES[name]
+        raise UnsupportedMediaType(f"Unknown format {explicit!r}; {_ACCEPTED}")
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media in _CONTENT_TYPES:
+        return _CONTENT_TYPES[media]
+    # Browsers send text/plain, application/octet-stream or even application/vnd.ms-excel for
+    # these files, so any other content type falls back to the extension.
+    if filename and "." in filename:
+        extension = filename[filename.rfind(".") :].strip().lower()
+        if extension in _EXTENSIONS:
+            return _EXTENSIONS[extension]
+    raise UnsupportedMediaType(f"Unsupported file type; {_ACCEPTED}")
+
+
+def parse_cases(content: bytes, fmt: Format, *, max_cases: int = MAX_CASES) -> list[TestCaseFields]:
+    """Parse and validate every case; raise one InvalidInput listing all bad rows."""
+    text = _decode(content)
+    rows: Iterable[Row]
+    if fmt == "csv":
+        rows = _csv_rows(text)
+    elif fmt == "jsonl":
+        rows = _jsonl_rows(text)
+    else:
+        rows = _json_rows(text)
+    cases: list[TestCaseFields] = []
+    errors: list[dict[str, Any]] = []
+    total_errors = 0
+    for count, (where, data) in enumerate(rows, start=1):
+        if count > max_cases:
+            raise InvalidInput(f"Too many test cases: at most {max_cases} per import")
+        if isinstance(data, dict):
+            try:
+                cases.append(TestCaseFields.model_validate(data))
+                continue
+            except ValidationError as exc:
+                # The only model-level rule is "input or messages", so it points at input.
+                data = [
+                    {
+                        **where,
+                        "field": ".".join(str(part) for part in error["loc"]) or "input",
+                        "message": error["msg"],
+                    }
+                    for error in exc.errors(include_url=False)
+                ]
+        total_errors += len(data)
+        errors.extend(data[: MAX_REPORTED_ERRORS - len(errors)])
+    if errors:
+        more = f" (the first {len(errors)} listed)" if total_errors > len(errors) else ""
+        first = errors[0]
+        raise InvalidInput(
+            f"{total_errors} invalid value(s) in the file{more}; the first, at line "
+            f"{first['line']}: {first['message']}",
+            errors=errors,
+        )
+    if not cases:
+        raise InvalidInput("The file contains no test cases")
+    return cases
+
+
+def export_cases(cases: list[TestCaseFields], fmt: Format) -> bytes:
+    """Serialise cases; parse_cases reads the result back to equal cases."""
+    dumped = [case.model_dump(mode="json") for case in cases]
+    if fmt == "json":
+        return json.dumps(dumped, ensure_ascii=False, indent=2).encode()
+    if fmt == "jsonl":
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in dumped).encode()
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for row in dumped:
+        writer.writerow([_export_cell(row[column]) for column in CSV_COLUMNS])
+    return buffer.getvalue().encode()
+
+
+def _decode(content: bytes) -> str:
+    bom = content.startswith(b"\xef\xbb\xbf")
+    body = content[3:] if bom else content
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + (3 if bom else 0)
+        line = content.count(b"\n", 0, offset) + 1
+        raise InvalidInput(
+            f"The file is not UTF-8 text: invalid byte at offset {offset} (line {line})",
+            errors=[{"line": line, "offset": offset, "message": "not UTF-8 text"}],
+        ) from None
+
+
+def _export_cell(value: Any) -> str:
+    if value is None or value == [] or value == {}:
+        return ""
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False)
+    return "'" + value if _FORMULA.match(value) else value
+
+
+def _import_cell(cell: str) -> str:
+    return cell[1:] if _QUOTED_FORMULA.match(cell) else cell
+
+
+def _field_name(key: str) -> str | None:
+    return _ALIASES.get(key.strip().lower().replace(" ", "_").replace("-", "_"))
+
+
+def _split_text_list(field: str, text: str) -> list[str]:
+    parts = re.split(r"[|,]", text) if field == "tags" else text.split("|")
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _csv_value(field: str, cell: str) -> Any:
+    if field in _JSON_CELLS:
+        try:
+            return json.loads(cell)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if field in ("context", "tags"):
+        if cell.lstrip().startswith("["):
+            try:
+                value = json.loads(cell)
+            except json.JSONDecodeError:
+                value = None  # text that merely starts with "[", such as "[1] a citation"
+            if isinstance(value, list):
+                return value
+        return _split_text_list(field, cell)
+    return cell
+
+
+def _with_extras(data: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
+    if extras:
+        metadata = data.get("metadata")
+        if metadata is None:
+            data["metadata"] = extras
+        elif isinstance(metadata, dict):
+            data["metadata"] = {**metadata, **extras}
+    return data
+
+
+def _csv_rows(text: str) -> Iterator[Row]:
+    # newline="" lets the csv module see \r\n inside quoted cells, and line_num then counts
+    # physical lines, so a record starts one line after where the previous one ended.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise InvalidInput(f"Malformed CSV header: {exc}", errors=[_at(1, str(exc))]) from None
+    if header is None:
+        return
+    columns: list[tuple[str, str] | None] = []  # (field or "extra", name) per column
+    seen: dict[tuple[str, str], str] = {}
+    for raw in header:
+        name = raw.strip()
+        field = _field_name(name) if name else None
+        column = ("field", field) if field else ("extra", name) if name else None
+        if column in seen:
+            message = f"columns {seen[column]!r} and {name!r} both give {column[1]!r}"
+            raise InvalidInput(f"Invalid CSV header: {message}", errors=[_at(1, message)])
+        if column:
+            seen[column] = name
+        columns.append(column)
+    if ("field", "input") not in seen and ("field", "messages") not in seen:
+        message = f"no input (or prompt, question, messages) column among {header}"
+        raise InvalidInput(f"Invalid CSV header: {message}", errors=[_at(1, message)])
+
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:
+            yield {"line": start}, [_at(start, f"malformed CSV: {exc}")]
+            return
+        if row is None:
+            return
+        line, start = start, reader.line_num + 1
+        data: dict[str, Any] = {}
+        extras: dict[str, Any] = {}
+        bad: list[dict[str, Any]] = []
+        for index, raw_cell in enumerate(row):
+            cell = _import_cell(raw_cell)
+            if not cell.strip():
+                continue
+            column = columns[index] if index < len(columns) else None
+            if column is None:
+                bad.append(_at(line, "a value in a column without a header", f"column {index + 1}"))
+            elif column[0] == "extra":
+                extras[column[1]] = cell
+            else:
+                try:
+                    data[column[1]] = _csv_value(column[1], cell)
+                except ValueError as exc:
+                    bad.append(_at(line, str(exc), column[1]))
+        if bad:
+            yield {"line": line}, bad
+        elif data or extras:  # a row of empty cells is a blank line
+            yield {"line": line}, _with_extras(data, extras)
+
+
+def _object_fields(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object, got {type(value).__name__}")
+    data: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    for key, item in value.items():
+        field = _field_name(key)
+        if item is None:
+            continue
+        if field is None:
+            extras[key] = item
+        elif field in data:
+            raise ValueError(f"two keys give {field!r}")
+        elif field == "context" and isinstance(item, str):
+            data[field] = [item]
+        elif field == "tags" and isinstance(item, str):
+            data[field] = _split_text_list(field, item)
+        else:
+            data[field] = item
+    return _with_extras(data, extras)
+
+
+def _jsonl_rows(text: str) -> Iterator[Row]:
+    # split("\n"), not splitlines(): the latter also breaks at U+2028 and other characters that
+    # JSON strings may contain unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield {"line": number}, _object_fields(json.loads(line))
+        except json.JSONDecodeError as exc:
+            yield {"line": number}, [_at(number, f"invalid JSON: {exc.msg} at column {exc.colno}")]
+        except ValueError as exc:
+            yield {"line": number}, [_at(number, str(exc))]
+
+
+def _json_rows(text: str) -> Iterator[Row]:
+    try:
+        items = _json_items(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"Invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+            errors=[_at(exc.lineno, exc.msg)],
+        ) from None
+    line, counted = 1, 0
+    for index, (position, value) in enumerate(items, start=1):
+        line += text.count("\n", counted, position)
+        counted = position
+        where = {"line": line, "item": index}
+        try:
+            yield where, _object_fields(value)
+        except ValueError as exc:
+            yield where, [{**where, "field": None, "message": str(exc)}]
+
+
+def _skip(text: str, position: int) -> int:
+    match = _JSON_WS.match(text, position)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _json_items(text: str) -> list[tuple[int, Any]]:
+    """The cases of a JSON document with where each starts, decoding the document only once."""
+    position = _skip(text, 0)
+    if position == len(text):
+        return []
+    if text.startswith("[", position):
+        items, position = _json_array(text, position)
+    elif text.startswith("{", position):
+        items, position = _json_wrapper(text, position)
+    else:
+        raise InvalidInput("JSON must be an array of test cases or an object with a 'tests' array")
+    if _skip(text, position) != len(text):
+        raise json.JSONDecodeError("Extra data", text, _skip(text, position))
+    return items
+
+
+def _json_array(text: str, position: int) -> tuple[list[tuple[int, Any]], int]:
+    items: list[tuple[int, Any]] = []
+    position = _skip(text, position + 1)
+    if text.startswith("]", position):
+        return items, position + 1
+    while True:
+        value, end = _DECODER.raw_decode(text, position)
+        items.append((position, value))
+        position = _skip(text, end)
+        if text.startswith("]", position):
+            return items, position + 1
+        if not text.startswith(",", position):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
+        position = _skip(text, position + 1)
+
+
+def _json_wrapper(text: str, position: int) -> tuple[list[tuple[int, Any]], int]:
+    """An object whose "tests" (or "cases") member holds the array; other members are skipped."""
+    items: list[tuple[int, Any]] | None = None
+    position = _skip(text, position + 1)
+    while not text.startswith("}", position):  # "{}" ends here; a trailing comma cannot
+        if not text.startswith('"', position):
+            raise json.JSONDecodeError("Expecting property name", text, position)
+        key, position = _DECODER.raw_decode(text, position)
+        position = _skip(text, position)
+        if not text.startswith(":", position):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, position)
+        position = _skip(text, position + 1)
+        if items is None and key.lower() in ("tests", "cases") and text.startswith("[", position):
+            items, position = _json_array(text, position)
+        else:
+            _, position = _DECODER.raw_decode(text, position)
+        position = _skip(text, position)
+        if text.startswith(",", position):
+            position = _skip(text, position + 1)
+            if not text.startswith('"', position):
+                raise json.JSONDecodeError("Expecting property name", text, position)
+        elif not text.startswith("}", position):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
+    if items is None:
+        raise InvalidInput("A JSON object must hold the test cases in a 'tests' array")
+    return items, position + 1
+
+
+def _at(line: int, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"line": line, "field": field, "message": message}

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from database.core import Base, IdMixin, TimestampMixin
+
+
+class TestSet(IdMixin, TimestampMixin, Base):
+    __tablename__ = "test_sets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __test__ = False
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class TestSetMember(Base):
+    """A test's place in a set; positions order the set (gaps are allowed)."""
+
+    __tablename__ = "test_set_members"
+    __test__ = False
+
+    test_set_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("test_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    test_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tests.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class TestSetVersion(IdMixin, Base):
+    """An immutable snapshot of a set's cases (the runtime role may not UPDATE it)."""
+
+    __tablename__ = "test_set_versions"
+    __table_args__ = (UniqueConstraint("test_set_id", "number"),)
+    __test__ = False
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    test_set_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("test_sets.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    case_count: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
+
+
+class TestSetVersionCase(Base):
+    __tablename__ = "test_set_version_cases"
+    __test__ = False
+
+    version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("test_set_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    test_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tests.id", ondelete="SET NULL"), index=True
+    )
+    case: Mapped[dict[str, Any]] = mapped_column(JSONB)

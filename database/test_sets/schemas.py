@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from utils.schemas import InputModel, Name, OutputModel
+
+MAX_MEMBERS_PER_CALL = 10_000
+
+
+class TestSetCreate(InputModel):
+    project_id: uuid.UUID
+    name: Name
+    description: str | None = Field(default=None, max_length=10_000)
+    test_ids: list[uuid.UUID] = Field(
+        default_factory=list, max_length=MAX_MEMBERS_PER_CALL, description="Initial tests, in order"
+    )
+
+
+class TestSetUpdate(InputModel):
+    name: Name | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class TestSetRead(OutputModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    name: str
+    description: str | None
+    test_count: int
+    latest_version: int | None = Field(description="Number of the newest published version")
+    created_at: datetime
+    updated_at: datetime
+
+
+class MembersAdd(InputModel):
+    test_ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_MEMBERS_PER_CALL)
+
+
+class MembersReplace(InputModel):
+    test_ids: list[uuid.UUID] = Field(
+        max_length=MAX_MEMBERS_PER_CALL, description="The whole membership, in order"
+    )
+
+
+class MembersChanged(OutputModel):
+    test_count: int
+    added: int = 0
+
+
+class VersionCreate(InputModel):
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class VersionRead(OutputModel):
+    id: uuid.UUID
+    test_set_id: uuid.UUID
+    number: int
+    content_hash: str
+    case_count: int
+    note: str | None
+    created_at: datetime
+
+
+class VersionCaseRead(OutputModel):
+    position: int
+    test_id: uuid.UUID | None
+    case: dict[str, Any]
+
+
+class ImportResult(OutputModel):
+    imported: int
+    test_count: int = Field(description="Tests in the set after the import")

@@ -1,0 +1,199 @@
+"""Test sets: ordered membership, immutable versions, import and export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import InvalidInput, NotFound
+from database.projects.service import require_project
+from database.test_sets import crud
+from database.test_sets.io import Format, export_cases, parse_cases
+from database.test_sets.models import TestSet, TestSetVersion
+from database.test_sets.schemas import TestSetCreate, TestSetRead
+from database.tests import crud as test_crud
+from database.tests.schemas import TestCaseFields
+from utils.auth import Principal
+
+
+async def get_test_set_or_404(
+    session: AsyncSession, test_set_id: uuid.UUID, *, for_update: bool = False
+) -> TestSet:
+    test_set = await crud.get_test_set(session, test_set_id, for_update=for_update)
+    if test_set is None:
+        raise NotFound("Test set not found")
+    return test_set
+
+
+async def require_test_set(session: AsyncSession, test_set_id: uuid.UUID, *, field: str) -> TestSet:
+    """A test set named in a request body: unknown (or another organization's) is a 422."""
+    test_set = await crud.get_test_set(session, test_set_id, for_update=True)
+    if test_set is None:
+        raise InvalidInput("no such test set", field=field)
+    return test_set
+
+
+async def to_reads(session: AsyncSession, test_sets: Sequence[TestSet]) -> list[TestSetRead]:
+    counts = await crud.counts(session, [s.id for s in test_sets])
+    return [
+        TestSetRead(
+            id=s.id,
+            project_id=s.project_id,
+            name=s.name,
+            description=s.description,
+            test_count=counts[s.id][0],
+            latest_version=counts[s.id][1],
+            created_at=s.created_at,
+            updated_at=s.updated_at,
+        )
+        for s in test_sets
+    ]
+
+
+async def create_test_set(
+    session: AsyncSession, principal: Principal, body: TestSetCreate
+) -> TestSet:
+    await require_project(session, body.project_id, field="project_id")
+    test_set = await crud.create_test_set(
+        session,
+        TestSet(
+            organization_id=principal.organization_id,
+            project_id=body.project_id,
+            name=body.name,
+            description=body.description,
+        ),
+    )
+    if body.test_ids:
+        await _check_tests(session, test_set, body.test_ids)
+        await crud.insert_members(
+            session, test_set=test_set, test_ids=body.test_ids, first_position=0
+        )
+    return test_set
+
+
+# --- membership -----------------------------------------------------------------------------
+
+
+async def _check_tests(
+    session: AsyncSession, test_set: TestSet, test_ids: Sequence[uuid.UUID]
+) -> None:
+    """Every id must be a test of the set's project (another organization's is unknown)."""
+    if len(set(test_ids)) != len(test_ids):
+        raise InvalidInput("lists a test more than once", field="test_ids")
+    found = await test_crud.existing_test_ids(session, test_ids, project_id=test_set.project_id)
+    missing = [str(test_id) for test_id in test_ids if test_id not in found]
+    if missing:
+        raise InvalidInput(
+            f"{len(missing)} test id(s) are not tests of this set's project: "
+            + ", ".join(missing[:20]),
+            errors=[
+                {"field": "test_ids", "message": "unknown test", "value": m} for m in missing[:100]
+            ],
+        )
+
+
+async def append_members(
+    session: AsyncSession, test_set: TestSet, test_ids: Sequence[uuid.UUID]
+) -> int:
+    """Appends tests not yet in the set, in the given order; returns how many were added."""
+    present = set(await crud.member_ids(session, test_set.id))
+    new = [test_id for test_id in dict.fromkeys(test_ids) if test_id not in present]
+    if new:
+        await _check_tests(session, test_set, new)
+        first = await crud.max_position(session, test_set.id) + 1
+        await crud.insert_members(session, test_set=test_set, test_ids=new, first_position=first)
+    return len(new)
+
+
+async def replace_members(
+    session: AsyncSession, test_set: TestSet, test_ids: Sequence[uuid.UUID]
+) -> None:
+    await _check_tests(session, test_set, test_ids)
+    await crud.clear_members(session, test_set.id)
+    await crud.insert_members(session, test_set=test_set, test_ids=test_ids, first_position=0)
+
+
+async def remove_member(session: AsyncSession, test_set: TestSet, test_id: uuid.UUID) -> None:
+    if not await crud.remove_member(session, test_set.id, test_id):
+        raise NotFound("This test is not in the test set")
+
+
+# --- versions -------------------------------------------------------------------------------
+
+
+def content_hash(cases: Sequence[dict[str, Any]]) -> str:
+    canonical = json.dumps(cases, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def current_cases(
+    session: AsyncSession, test_set: TestSet
+) -> list[tuple[uuid.UUID | None, dict[str, Any]]]:
+    tests = await crud.member_tests(session, test_set.id)
+    return [(test.id, test_crud.case_fields(test)) for test in tests]
+
+
+async def publish(
+    session: AsyncSession, test_set: TestSet, note: str | None = None
+) -> tuple[TestSetVersion, bool]:
+    """The version holding the set's current cases: made now if they changed since the last
+    one. Returns it and whether it is new. Callers hold the set's row lock (for_update)."""
+    cases = await current_cases(session, test_set)
+    digest = content_hash([case for _, case in cases])
+    latest = await crud.latest_version(session, test_set.id)
+    if latest is not None and latest.content_hash == digest:
+        return latest, False
+    version = TestSetVersion(
+        organization_id=test_set.organization_id,
+        test_set_id=test_set.id,
+        number=(latest.number + 1) if latest else 1,
+        content_hash=digest,
+        case_count=len(cases),
+        note=note,
+    )
+    return await crud.create_version(session, version, cases), True
+
+
+async def get_version_or_404(
+    session: AsyncSession, test_set: TestSet, number: int
+) -> TestSetVersion:
+    version = await crud.get_version(session, test_set.id, number)
+    if version is None:
+        raise NotFound("Version not found")
+    return version
+
+
+# --- import and export ----------------------------------------------------------------------
+
+
+async def import_cases(
+    session: AsyncSession, principal: Principal, test_set: TestSet, content: bytes, fmt: Format
+) -> int:
+    """All or nothing: parse and validate every row first, then write in one transaction."""
+    cases = parse_cases(content, fmt)
+    ids = await test_crud.insert_tests(
+        session,
+        organization_id=principal.organization_id,
+        project_id=test_set.project_id,
+        cases=[case.model_dump(mode="json") for case in cases],
+    )
+    first = await crud.max_position(session, test_set.id) + 1
+    await crud.insert_members(session, test_set=test_set, test_ids=ids, first_position=first)
+    return len(ids)
+
+
+async def export(
+    session: AsyncSession, test_set: TestSet, fmt: Format, *, version_number: int | None
+) -> bytes:
+    if version_number is None:
+        cases = [case for _, case in await current_cases(session, test_set)]
+    else:
+        version = await get_version_or_404(session, test_set, version_number)
+        rows, _ = await crud.list_version_cases(session, version.id, limit=None, offset=0)
+        cases = [row.case for row in rows]
+    return export_cases([TestCaseFields.model_validate(case) for case in cases], fmt)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel
+
+from app.deps import DbSession, Member, Viewer
+from database.tests import crud, service
+from database.tests.crud import TestFilters, TestSort
+from database.tests.schemas import TestBulkCreate, TestCreate, TestRead, TestUpdate
+from utils.pagination import Page, Pagination
+
+router = APIRouter(prefix="/tests", tags=["tests"])
+Filter = Annotated[str | None, Query(max_length=200)]
+
+
+class BulkCreated(BaseModel):
+    created: int
+    ids: list[uuid.UUID]
+
+
+@router.get("", summary="Tests, filtered, sorted and paginated")
+async def list_tests(
+    session: DbSession,
+    _: Viewer,
+    page: Pagination,
+    project_id: uuid.UUID | None = None,
+    test_set_id: uuid.UUID | None = None,
+    behavior: Filter = None,
+    category: Filter = None,
+    topic: Filter = None,
+    tag: Annotated[list[str], Query(description="Has every given tag")] = [],  # noqa: B006
+    q: Annotated[str | None, Query(max_length=500, description="Text in input or expected")] = None,
+    sort: Annotated[
+        TestSort, Query(description="`position` (set order) needs test_set_id")
+    ] = "created_at",
+) -> Page[TestRead]:
+    if sort == "position" and test_set_id is None:
+        sort = "created_at"
+    filters = TestFilters(
+        project_id=project_id,
+        test_set_id=test_set_id,
+        behavior=behavior,
+        category=category,
+        topic=topic,
+        tags=tag,
+        q=q,
+    )
+    rows, total = await crud.list_tests(
+        session, filters, sort=sort, limit=page.limit, offset=page.offset
+    )
+    items = [TestRead.model_validate(row) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_test(body: TestCreate, session: DbSession, principal: Member) -> TestRead:
+    return TestRead.model_validate(await service.create_test(session, principal, body))
+
+
+@router.post(
+    "/bulk",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create up to 1,000 tests in one transaction (all or nothing)",
+)
+async def create_tests_bulk(
+    body: TestBulkCreate, session: DbSession, principal: Member
+) -> BulkCreated:
+    ids = await service.create_bulk(session, principal, body)
+    return BulkCreated(created=len(ids), ids=ids)
+
+
+@router.get("/{test_id}")
+async def read_test(test_id: uuid.UUID, session: DbSession, _: Viewer) -> TestRead:
+    return TestRead.model_validate(await service.get_test_or_404(session, test_id))
+
+
+@router.patch("/{test_id}", summary="Edit a test (published test-set versions keep the old text)")
+async def update_test(
+    test_id: uuid.UUID, body: TestUpdate, session: DbSession, _: Member
+) -> TestRead:
+    test = await service.get_test_or_404(session, test_id)
+    return TestRead.model_validate(await service.update_test(session, test, body))
+
+
+@router.delete("/{test_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_test(test_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    test = await service.get_test_or_404(session, test_id)
+    await crud.delete_test(session, test)

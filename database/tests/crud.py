@@ -1,0 +1,145 @@
+"""Queries of tests (test cases). Flush, never commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Select, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.core import new_id
+from database.test_sets.models import TestSetMember
+from database.tests.models import TestCase
+from utils.crud import paginate
+
+TestSort = Literal["created_at", "-created_at", "topic", "category", "behavior", "position"]
+
+
+@dataclass(frozen=True)
+class TestFilters:
+    __test__ = False
+
+    project_id: uuid.UUID | None = None
+    test_set_id: uuid.UUID | None = None
+    behavior: str | None = None
+    category: str | None = None
+    topic: str | None = None
+    tags: Sequence[str] = ()
+    q: str | None = None
+
+
+def _filtered(filters: TestFilters, sort: TestSort) -> Select[Any]:
+    query = select(TestCase)
+    if filters.test_set_id is not None:
+        query = query.join(TestSetMember, TestSetMember.test_id == TestCase.id).where(
+            TestSetMember.test_set_id == filters.test_set_id
+        )
+    for column, value in (
+        (TestCase.project_id, filters.project_id),
+        (TestCase.behavior, filters.behavior),
+        (TestCase.category, filters.category),
+        (TestCase.topic, filters.topic),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.tags:
+        query = query.where(TestCase.tags.contains(list(filters.tags)))
+    if filters.q:
+        query = query.where(
+            or_(
+                TestCase.input.icontains(filters.q, autoescape=True),
+                TestCase.expected_output.icontains(filters.q, autoescape=True),
+            )
+        )
+    order = {
+        "created_at": (TestCase.created_at, TestCase.id),
+        "-created_at": (TestCase.created_at.desc(), TestCase.id.desc()),
+        "topic": (TestCase.topic, TestCase.id),
+        "category": (TestCase.category, TestCase.id),
+        "behavior": (TestCase.behavior, TestCase.id),
+        "position": (TestSetMember.position, TestCase.id),
+    }[sort]
+    return query.order_by(*order)
+
+
+async def list_tests(
+    session: AsyncSession, filters: TestFilters, *, sort: TestSort, limit: int, offset: int
+) -> tuple[list[TestCase], int]:
+    return await paginate(session, _filtered(filters, sort), limit=limit, offset=offset)
+
+
+async def get_test(session: AsyncSession, test_id: uuid.UUID) -> TestCase | None:
+    return await session.get(TestCase, test_id)
+
+
+async def create_test(session: AsyncSession, test: TestCase) -> TestCase:
+    session.add(test)
+    await session.flush()
+    return test
+
+
+async def insert_tests(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    project_id: uuid.UUID,
+    cases: Sequence[dict[str, Any]],
+) -> list[uuid.UUID]:
+    """Inserts many tests in batched statements; returns their ids in input order."""
+    ids = [new_id() for _ in cases]
+    rows = [
+        {
+            "id": test_id,
+            "organization_id": organization_id,
+            "project_id": project_id,
+            **_columns(case),
+        }
+        for test_id, case in zip(ids, cases, strict=True)
+    ]
+    for start in range(0, len(rows), 1000):
+        await session.execute(insert(TestCase), rows[start : start + 1000])
+    return ids
+
+
+def case_fields(test: TestCase) -> dict[str, Any]:
+    """The case as TestCaseFields would dump it (what snapshots and exports hold)."""
+    return {
+        "input": test.input,
+        "messages": test.messages,
+        "expected_output": test.expected_output,
+        "context": list(test.context or []),
+        "behavior": test.behavior,
+        "category": test.category,
+        "topic": test.topic,
+        "tags": list(test.tags or []),
+        "variables": dict(test.variables or {}),
+        "metadata": dict(test.meta or {}),
+    }
+
+
+def _columns(case: dict[str, Any]) -> dict[str, Any]:
+    """A case's fields as column values (`metadata` lives in the `meta` attribute)."""
+    values = dict(case)
+    values["meta"] = values.pop("metadata", {}) or {}
+    return values
+
+
+async def existing_test_ids(
+    session: AsyncSession, test_ids: Sequence[uuid.UUID], *, project_id: uuid.UUID
+) -> set[uuid.UUID]:
+    rows = await session.scalars(
+        select(TestCase.id).where(TestCase.id.in_(test_ids), TestCase.project_id == project_id)
+    )
+    return set(rows.all())
+
+
+async def delete_test(session: AsyncSession, test: TestCase) -> None:
+    await session.delete(test)
+    await session.flush()
+
+
+async def save_test(session: AsyncSession) -> None:
+    await session.flush()

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from database.core import Base, IdMixin, TimestampMixin
+
+
+class TestCase(IdMixin, TimestampMixin, Base):
+    """A test: one input (or chat) with what is expected of the answer."""
+
+    __tablename__ = "tests"
+    __table_args__ = (
+        CheckConstraint("input IS NOT NULL OR messages IS NOT NULL", name="has_input"),
+        Index("ix_tests_tags", "tags", postgresql_using="gin"),
+        Index("ix_tests_project_id_created_at", "project_id", "created_at"),
+    )
+    __test__ = False  # not a pytest class
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    input: Mapped[str | None] = mapped_column(Text)
+    messages: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    expected_output: Mapped[str | None] = mapped_column(Text)
+    context: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    behavior: Mapped[str | None] = mapped_column(String(200), index=True)
+    category: Mapped[str | None] = mapped_column(String(200), index=True)
+    topic: Mapped[str | None] = mapped_column(String(200), index=True)
+    tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list)
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)

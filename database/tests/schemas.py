@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from utils.schemas import InputModel, OutputModel
+
+MAX_TEXT = 100_000
+Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+
+
+class ChatMessage(InputModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: LongText
+
+
+class TestCaseFields(InputModel):
+    """What a test case is made of; shared by create, bulk, import and version snapshots."""
+
+    input: LongText | None = Field(default=None, description="The prompt text")
+    messages: list[ChatMessage] | None = Field(
+        default=None, max_length=200, description="A chat, instead of (or besides) input"
+    )
+    expected_output: LongText | None = None
+    context: list[LongText] = Field(
+        default_factory=list, max_length=100, description="Passages for grounding checks"
+    )
+    behavior: Label | None = None
+    category: Label | None = None
+    topic: Label | None = None
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="Values for the prompt template"
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _has_input(self) -> TestCaseFields:
+        if self.input is None and not self.messages:
+            raise ValueError("a test needs input or messages")
+        return self
+
+
+class TestCreate(TestCaseFields):
+    project_id: uuid.UUID
+
+
+class TestUpdate(InputModel):
+    input: LongText | None = None
+    messages: list[ChatMessage] | None = Field(default=None, max_length=200)
+    expected_output: LongText | None = None
+    context: list[LongText] | None = Field(default=None, max_length=100)
+    behavior: Label | None = None
+    category: Label | None = None
+    topic: Label | None = None
+    tags: list[Tag] | None = Field(default=None, max_length=50)
+    variables: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class TestRead(OutputModel):
+    id: uuid.UUID
+    project_id: uuid.UUID
+    input: str | None
+    messages: list[dict[str, Any]] | None
+    expected_output: str | None
+    context: list[str]
+    behavior: str | None
+    category: str | None
+    topic: str | None
+    tags: list[str]
+    variables: dict[str, Any]
+    metadata: dict[str, Any] = Field(validation_alias="meta")
+    created_at: datetime
+    updated_at: datetime
+
+
+MAX_BULK = 1000
+
+
+class TestBulkCreate(InputModel):
+    project_id: uuid.UUID
+    test_set_id: uuid.UUID | None = Field(
+        default=None, description="Also append the new tests to this test set"
+    )
+    tests: list[TestCaseFields] = Field(min_length=1, max_length=MAX_BULK)

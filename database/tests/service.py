@@ -1,0 +1,79 @@
+"""Tests: creation one by one or in bulk; a case's fields as stored."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import InvalidInput, NotFound
+from database.projects.service import require_project
+from database.test_sets import service as test_set_service
+from database.tests import crud
+from database.tests.models import TestCase
+from database.tests.schemas import TestBulkCreate, TestCaseFields, TestCreate, TestUpdate
+from utils.auth import Principal
+from utils.crud import apply_update
+
+NOT_NULL = ("context", "tags", "variables", "metadata")
+
+
+async def get_test_or_404(session: AsyncSession, test_id: uuid.UUID) -> TestCase:
+    test = await crud.get_test(session, test_id)
+    if test is None:
+        raise NotFound("Test not found")
+    return test
+
+
+async def create_test(session: AsyncSession, principal: Principal, body: TestCreate) -> TestCase:
+    await require_project(session, body.project_id, field="project_id")
+    fields = body.model_dump(mode="json", exclude={"project_id"})
+    meta = fields.pop("metadata")
+    return await crud.create_test(
+        session,
+        TestCase(
+            organization_id=principal.organization_id,
+            project_id=body.project_id,
+            meta=meta,
+            **fields,
+        ),
+    )
+
+
+async def create_bulk(
+    session: AsyncSession, principal: Principal, body: TestBulkCreate
+) -> list[uuid.UUID]:
+    await require_project(session, body.project_id, field="project_id")
+    test_set = None
+    if body.test_set_id is not None:
+        test_set = await test_set_service.require_test_set(
+            session, body.test_set_id, field="test_set_id"
+        )
+        if test_set.project_id != body.project_id:
+            raise InvalidInput("belongs to another project", field="test_set_id")
+    ids = await crud.insert_tests(
+        session,
+        organization_id=principal.organization_id,
+        project_id=body.project_id,
+        cases=[case.model_dump(mode="json") for case in body.tests],
+    )
+    if test_set is not None:
+        await test_set_service.append_members(session, test_set, ids)
+    return ids
+
+
+async def update_test(session: AsyncSession, test: TestCase, body: TestUpdate) -> TestCase:
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    for name in NOT_NULL:
+        if name in changes and changes[name] is None:
+            raise InvalidInput("must not be null", field=name)
+    merged = {**crud.case_fields(test), **changes}
+    try:
+        TestCaseFields.model_validate(merged)
+    except ValueError as exc:
+        raise InvalidInput(f"the test would have no input: {exc}", field="input") from exc
+    if "metadata" in changes:
+        changes["meta"] = changes.pop("metadata")
+    apply_update(test, changes)
+    await crud.save_test(session)
+    return test
