@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     allow_private_networks: bool = False
     import_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
+    # Runs and workers.
+    workers: int = Field(
+        default=4, ge=0, description="Jobs this process runs at once; 0 = API only"
+    )
+    max_run_concurrency: int = Field(default=100, ge=1)
+    run_chunk_size: int = Field(default=500, ge=1)
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    worker_drain_seconds: float = Field(default=10.0, ge=0)
+
     # Logging.
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"

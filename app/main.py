@@ -15,15 +15,20 @@ from app.errors import install_error_handlers
 from app.public import create_public_app
 from app.runtime import Runtime, set_runtime
 from database.core import Database, set_database
+from database.evaluations.apis import router as metrics_router
+from database.evaluations.apis import test_set_router as test_set_metrics_router
 from database.migrate import runtime_role_rights
 from database.models.apis import router as models_router
 from database.organizations.apis import router as organizations_router
 from database.projects.apis import router as projects_router
 from database.prompts.apis import router as prompts_router
+from database.results.apis import results_router
+from database.results.apis import router as runs_router
 from database.setup import prepare_database
 from database.test_sets.apis import router as test_sets_router
 from database.tests.apis import router as tests_router
 from database.users.apis import auth_router, users_router
+from tasks.pool import start_workers
 from utils.logging import configure_logging
 from utils.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
 
@@ -61,10 +66,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await check_runtime_role(database)
     set_database(database)
     set_runtime(runtime)
-    log.info("assay started", embedded_database=settings.embedded)
+    workers = start_workers(settings, database, urls.runtime)
+    if workers is not None:
+        await workers.start()
+    log.info("assay started", embedded_database=settings.embedded, workers=settings.workers)
     try:
         yield
     finally:
+        if workers is not None:
+            await workers.stop(settings.worker_drain_seconds)
         set_runtime(None)
         set_database(None)
         await database.dispose()
@@ -76,7 +86,17 @@ def api_router() -> APIRouter:
     api.include_router(auth_router)
     api.include_router(users_router)
     api.include_router(organizations_router)
-    for router in (projects_router, tests_router, test_sets_router, prompts_router, models_router):
+    for router in (
+        projects_router,
+        tests_router,
+        test_sets_router,
+        test_set_metrics_router,
+        prompts_router,
+        models_router,
+        metrics_router,
+        runs_router,
+        results_router,
+    ):
         api.include_router(router)
     return api
 

@@ -42,6 +42,7 @@ ErrorKind = Literal[
     "connection_error",
     "invalid_response",
     "configuration_error",
+    "circuit_open",
 ]
 
 

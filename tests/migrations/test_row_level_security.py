@@ -45,7 +45,7 @@ async def _rls_tables(owner_engine: AsyncEngine) -> list[str]:
         return [row[0] for row in rows]
 
 
-async def _fill_test_library(client, account: Account) -> None:  # type: ignore[no-untyped-def]
+async def _fill_test_library(client, account: Account) -> None:
     """A row in every table of the test library, so the zero-rows check covers them."""
 
     async def post(path: str, body: dict) -> dict:

@@ -1,0 +1,467 @@
+"""The executor of a run: job handlers that fan a run's cases out under its concurrency,
+call the target, score every metric, and write results in small batches.
+
+A run starts with `run.start`, which splits it into `run.chunk` jobs; several workers (and
+processes) share the chunks. Each result is unique per (run, case position, repetition): a
+chunk resumed after a crash only does the cases with no result yet, and a duplicate write is
+skipped, never doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from genai_prices import Usage, calc_price
+
+from app.engine.gate import Gate, call_through, gate_for
+from app.engine.scorers import JudgeVerdict, MetricSpec, Observation, Verdict, score
+from app.engine.targets import TargetError, TargetReply, TargetRequest, call_target
+from app.errors import InvalidInput
+from app.runtime import get_runtime
+from database.core import new_id
+from database.models import crud as model_crud
+from database.models.service import TargetConfig, resolve
+from database.prompts import crud as prompt_crud
+from database.results import crud
+from database.results.models import TERMINAL, Run
+from database.test_sets.models import TestSetVersionCase
+from tasks import queue
+from tasks.worker import JobContext
+from utils.templates import render
+
+log = structlog.get_logger(__name__)
+
+CHUNK_JOB = "run.chunk"
+MAX_PARALLEL_CHUNKS = 4
+FLUSH_SECONDS = 0.25
+FLUSH_ROWS = 100
+PRICE_PROVIDERS = {"openai", "anthropic", "google", "groq", "mistral"}
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+async def start_run(ctx: JobContext) -> None:
+    """`run.start`: mark the run running and queue its chunks (idempotent)."""
+    run_id = uuid.UUID(ctx.job.payload["run_id"])
+    settings = get_runtime().settings
+    async with ctx.transaction() as session:
+        run = await crud.get_run(session, run_id, for_update=True)
+        if run is None or run.status in TERMINAL:
+            return
+        await crud.set_status(session, run.id, "running")
+        positions = run.case_positions or await crud.version_positions(
+            session, run.test_set_version_id
+        )
+        size = max(1, settings.run_chunk_size // run.repetitions)
+        chunks = [positions[i : i + size] for i in range(0, len(positions), size)]
+        for index, chunk in enumerate(chunks):
+            await queue.enqueue(
+                session,
+                organization_id=run.organization_id,
+                kind=CHUNK_JOB,
+                payload={"run_id": str(run.id), "positions": chunk, "chunks": len(chunks)},
+                idempotency_key=f"run:{run.id}:chunk:{index}",
+            )
+
+
+async def run_chunk(ctx: JobContext) -> None:
+    """`run.chunk`: execute the chunk's cases that have no result yet, then maybe finish."""
+    run_id = uuid.UUID(ctx.job.payload["run_id"])
+    positions: list[int] = ctx.job.payload["positions"]
+    async with ctx.transaction() as session:
+        run = await crud.get_run(session, run_id)
+        if run is None or run.status in TERMINAL:
+            return
+        done = await crud.done_keys(session, run.id, positions)
+        cases = await crud.version_cases(session, run.test_set_version_id, positions)
+        plan = await _plan(session, run)
+    work = [
+        (case, repetition)
+        for case in cases
+        for repetition in range(run.repetitions)
+        if (case.position, repetition) not in done
+    ]
+    parallel = min(int(ctx.job.payload.get("chunks", 1)), MAX_PARALLEL_CHUNKS)
+    concurrency = max(1, math.ceil(run.concurrency / parallel))
+    await _execute(ctx, run, plan, work, concurrency)
+    async with ctx.transaction() as session:
+        if await crud.count_results(session, run.id) >= run.total:
+            await crud.set_status(session, run.id, "completed")
+
+
+async def mark_run_failed(ctx: JobContext, error: str) -> None:
+    """A run's job gave up for good: the run ends as failed rather than running forever."""
+    run_id = uuid.UUID(ctx.job.payload["run_id"])
+    async with ctx.transaction() as session:
+        await crud.set_status(session, run_id, "failed", error=error[:2000])
+
+
+# --- what a run needs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: TargetConfig
+    judges: dict[str, TargetConfig]
+    metrics: list[MetricSpec]
+    template: str | None
+    system_prompt: str | None
+    prompt_parameters: dict[str, Any]
+    allow_private: bool
+
+
+async def _plan(session: Any, run: Run) -> Plan:
+    runtime = get_runtime()
+    target_row = (
+        await model_crud.get_model(session, run.target_model_id) if run.target_model_id else None
+    )
+    if target_row is None:
+        raise RuntimeError("the run's target model configuration was deleted")
+    metrics = [MetricSpec(**spec) for spec in run.metrics]
+    judges: dict[str, TargetConfig] = {}
+    for spec in metrics:
+        if spec.judge_model_id and spec.judge_model_id not in judges:
+            row = await model_crud.get_model(session, uuid.UUID(spec.judge_model_id))
+            if row is not None:
+                judges[spec.judge_model_id] = resolve(row, runtime.secret_box)
+    version = (
+        await prompt_crud.get_version_by_id(session, run.prompt_version_id)
+        if run.prompt_version_id
+        else None
+    )
+    return Plan(
+        target=resolve(target_row, runtime.secret_box),
+        judges=judges,
+        metrics=metrics,
+        template=version.template if version else None,
+        system_prompt=version.system_prompt if version else None,
+        prompt_parameters=dict(version.parameters) if version else {},
+        allow_private=runtime.settings.allow_private_networks,
+    )
+
+
+# --- execution ------------------------------------------------------------------------------
+
+
+class _Cancelled(Exception):
+    pass
+
+
+async def _execute(
+    ctx: JobContext,
+    run: Run,
+    plan: Plan,
+    work: list[tuple[TestSetVersionCase, int]],
+    concurrency: int,
+) -> None:
+    writer = _Writer(ctx, run)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(case: TestSetVersionCase, repetition: int) -> None:
+        async with semaphore:
+            if writer.cancelled:
+                return
+            rows = await _process(ctx, run, plan, case, repetition)
+            await writer.add(*rows)
+
+    flusher = asyncio.create_task(writer.flush_periodically())
+    tasks = [asyncio.create_task(one(case, repetition)) for case, repetition in work]
+    try:
+        watcher: asyncio.Task[Any] = asyncio.create_task(writer.cancelled_event.wait())
+        pending: set[asyncio.Task[Any]] = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(
+                pending | {watcher}, return_when=asyncio.FIRST_COMPLETED
+            )
+            pending.discard(watcher)
+            if watcher in done:
+                break  # cancelled: the finally below stops what is in flight
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    raise error
+        watcher.cancel()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+    await writer.flush()
+
+
+class _Writer:
+    """Buffers results and writes them in one transaction per batch (and notices cancels)."""
+
+    def __init__(self, ctx: JobContext, run: Run) -> None:
+        self.ctx = ctx
+        self.run = run
+        self.rows: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        self.cancelled_event = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancelled_event.is_set()
+
+    async def add(self, result: dict[str, Any], evaluations: list[dict[str, Any]]) -> None:
+        self.rows.append((result, evaluations))
+        if len(self.rows) >= FLUSH_ROWS:
+            await self.flush()
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch, self.rows = self.rows, []
+            async with self.ctx.transaction() as session:
+                if batch:
+                    await crud.insert_results(session, [r for r, _ in batch], [e for _, e in batch])
+                status = await crud.run_status(session, self.run.id)
+            if status in TERMINAL:
+                self.cancelled_event.set()
+
+
+def _request(case: dict[str, Any], plan: Plan) -> TargetRequest:
+    variables = dict(case.get("variables") or {})
+    text = case.get("input")
+    if plan.template is not None:
+        context = {**variables, "input": text or "", "messages": case.get("messages") or []}
+        text = render(plan.template, context, field="prompt")
+    system = (
+        render(plan.system_prompt, {**variables, "input": text or ""})
+        if plan.system_prompt
+        else None
+    )
+    return TargetRequest(
+        input=text,
+        messages=case.get("messages"),
+        system_prompt=system,
+        variables=variables,
+        parameters=plan.prompt_parameters,
+    )
+
+
+async def _process(
+    ctx: JobContext, run: Run, plan: Plan, case_row: TestSetVersionCase, repetition: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    case = case_row.case
+    result: dict[str, Any] = {
+        "id": new_id(),
+        "organization_id": run.organization_id,
+        "run_id": run.id,
+        "position": case_row.position,
+        "repetition": repetition,
+        "test_id": case_row.test_id,
+        "cached": False,
+    }
+    try:
+        request = _request(case, plan)
+    except InvalidInput as exc:
+        return _errored(result, {"text": case.get("input")}, "prompt_error", exc.detail), []
+    result["input"] = {
+        key: value
+        for key, value in (
+            ("text", request.input),
+            ("messages", request.messages),
+            ("system", request.system_prompt),
+        )
+        if value
+    }
+    try:
+        reply, cached = await _answer(ctx, run, plan, request)
+    except TargetError as error:
+        return _errored(result, result["input"], error.kind, error.message), []
+    cost = _cost(plan.target, reply)
+    result.update(
+        output=reply.output,
+        latency_ms=round(reply.latency_ms, 2),
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        cost=cost,
+        cached=cached,
+    )
+    observation = Observation(
+        output=reply.output,
+        input=request.input or json.dumps(request.messages or []),
+        expected=case.get("expected_output"),
+        context=list(case.get("context") or []),
+        latency_ms=reply.latency_ms,
+        cost=cost,
+        tokens=(reply.input_tokens or 0) + (reply.output_tokens or 0)
+        if reply.output_tokens is not None
+        else None,
+    )
+    verdicts = await asyncio.gather(
+        *(score(spec, observation, _judge(plan, spec)) for spec in plan.metrics)
+    )
+    evaluations = [
+        {
+            "id": new_id(),
+            "organization_id": run.organization_id,
+            "run_id": run.id,
+            "metric_id": uuid.UUID(spec.id) if spec.id else None,
+            "metric_name": spec.name,
+            "metric_type": spec.type,
+            "score": verdict.score,
+            "passed": verdict.passed,
+            "reason": verdict.reason[:4000],
+            "error": verdict.error,
+            "input_tokens": verdict.input_tokens,
+            "output_tokens": verdict.output_tokens,
+            "cost": verdict.cost,
+        }
+        for spec, verdict in zip(plan.metrics, verdicts, strict=True)
+    ]
+    failed_metric = next((e for e in evaluations if e["error"]), None)
+    if failed_metric is not None:
+        result.update(
+            status="errored",
+            error_type="evaluation_error",
+            error_message=f"{failed_metric['metric_name']}: {failed_metric['error']}",
+        )
+    else:
+        result["status"] = "passed" if all(e["passed"] for e in evaluations) else "failed"
+    return result, evaluations
+
+
+def _errored(
+    result: dict[str, Any], sent: dict[str, Any], kind: str, message: str
+) -> dict[str, Any]:
+    result.update(input=sent, status="errored", error_type=kind, error_message=message[:4000])
+    return result
+
+
+async def _call(run: Run, config: TargetConfig, request: TargetRequest, plan: Plan) -> TargetReply:
+    gate: Gate = gate_for(config.id, config.requests_per_minute)
+    return await call_through(
+        gate,
+        lambda: call_target(
+            config,
+            request,
+            allow_private_networks=plan.allow_private,
+            time_limit=run.timeout_seconds,
+        ),
+    )
+
+
+async def _answer(
+    ctx: JobContext, run: Run, plan: Plan, request: TargetRequest
+) -> tuple[TargetReply, bool]:
+    if not run.use_cache:
+        return await _call(run, plan.target, request, plan), False
+    key = _cache_key(plan.target, request)
+    async with ctx.transaction() as session:
+        hit = await crud.cached_response(session, key)
+    if hit is not None:
+        return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens), True
+    reply = await _call(run, plan.target, request, plan)
+    async with ctx.transaction() as session:
+        await crud.store_response(
+            session,
+            {
+                "organization_id": run.organization_id,
+                "key": key,
+                "output": reply.output,
+                "input_tokens": reply.input_tokens,
+                "output_tokens": reply.output_tokens,
+            },
+        )
+    return reply, False
+
+
+def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
+    material = {
+        "provider": config.provider,
+        "model": config.model,
+        "base_url": config.base_url,
+        "parameters": {**config.parameters, **request.parameters},
+        "body_template": config.body_template,
+        "input": request.input,
+        "messages": request.messages,
+        "system": request.system_prompt,
+        "variables": request.variables if config.provider == "http" else None,
+    }
+    encoded = json.dumps(material, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _cost(config: TargetConfig, reply: TargetReply) -> float | None:
+    if reply.input_tokens is None or reply.output_tokens is None:
+        return None
+    if config.input_price_per_mtok is not None or config.output_price_per_mtok is not None:
+        per_input = config.input_price_per_mtok or Decimal(0)
+        per_output = config.output_price_per_mtok or Decimal(0)
+        return float(
+            (per_input * reply.input_tokens + per_output * reply.output_tokens) / Decimal(1_000_000)
+        )
+    if config.provider not in PRICE_PROVIDERS or not config.model:
+        return None
+    try:
+        price = calc_price(
+            Usage(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens),
+            model_ref=config.model,
+            provider_id=config.provider,
+        )
+    except LookupError:
+        return None
+    return float(price.total_price)
+
+
+def _judge(plan: Plan, spec: MetricSpec) -> Any:
+    config = plan.judges.get(spec.judge_model_id or "")
+    if config is None:
+        return None
+
+    async def judge(prompt: str) -> Verdict:
+        request = TargetRequest(input=prompt, parameters={"temperature": 0})
+        try:
+            reply = await call_through(
+                gate_for(config.id, config.requests_per_minute),
+                lambda: call_target(config, request, allow_private_networks=plan.allow_private),
+            )
+        except TargetError as error:
+            return Verdict(
+                score=0.0, reason=error.message, error=f"judge call failed: {error.message}"
+            )
+        cost = _cost(config, reply)
+        try:
+            verdict = JudgeVerdict.model_validate_json(_json_object(reply.output))
+        except ValueError:
+            return Verdict(
+                score=0.0,
+                reason=reply.output[:500],
+                error="the judge did not answer with a score between 0 and 1 and a reason",
+                input_tokens=reply.input_tokens,
+                output_tokens=reply.output_tokens,
+                cost=cost,
+            )
+        return Verdict(
+            score=verdict.score,
+            reason=verdict.reason,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cost=cost,
+        )
+
+    return judge
+
+
+def _json_object(text: str) -> str:
+    """The JSON object in a judge's reply (models wrap it in prose or code fences)."""
+    start, end = text.find("{"), text.rfind("}")
+    return text[start : end + 1] if 0 <= start < end else text

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from app.deps import DbSession, Member, Viewer
+from database.evaluations import crud, service
+from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
+from database.test_sets.service import get_test_set_or_404
+from utils.pagination import Page, Pagination
+
+router = APIRouter(prefix="/metrics", tags=["metrics"])
+test_set_router = APIRouter(prefix="/test-sets", tags=["metrics"])
+
+
+@router.get("", summary="Metric definitions (evaluators)")
+async def list_metrics(
+    session: DbSession, _: Viewer, page: Pagination, project_id: uuid.UUID | None = None
+) -> Page[MetricRead]:
+    rows, total = await crud.list_metrics(
+        session, project_id=project_id, limit=page.limit, offset=page.offset
+    )
+    items = [service.to_read(row) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_metric(body: MetricCreate, session: DbSession, principal: Member) -> MetricRead:
+    return service.to_read(await service.create_metric(session, principal, body))
+
+
+@router.get("/{metric_id}")
+async def read_metric(metric_id: uuid.UUID, session: DbSession, _: Viewer) -> MetricRead:
+    return service.to_read(await service.get_metric_or_404(session, metric_id))
+
+
+@router.patch("/{metric_id}", summary="Edit a metric (runs already started keep their copy)")
+async def update_metric(
+    metric_id: uuid.UUID, body: MetricUpdate, session: DbSession, _: Member
+) -> MetricRead:
+    metric = await service.get_metric_or_404(session, metric_id)
+    return service.to_read(await service.update_metric(session, metric, body))
+
+
+@router.delete("/{metric_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_metric(metric_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    await crud.delete_metric(session, await service.get_metric_or_404(session, metric_id))
+
+
+@test_set_router.get("/{test_set_id}/metrics", summary="A test set's default metrics")
+async def read_test_set_metrics(
+    test_set_id: uuid.UUID, session: DbSession, _: Viewer
+) -> list[MetricRead]:
+    test_set = await get_test_set_or_404(session, test_set_id)
+    metrics = await crud.get_metrics(session, await crud.test_set_metric_ids(session, test_set.id))
+    return [service.to_read(metric) for metric in metrics]
+
+
+@test_set_router.put("/{test_set_id}/metrics", summary="Set a test set's default metrics")
+async def replace_test_set_metrics(
+    test_set_id: uuid.UUID, body: TestSetMetrics, session: DbSession, _: Member
+) -> list[MetricRead]:
+    test_set = await get_test_set_or_404(session, test_set_id)
+    metrics = await service.set_test_set_metrics(session, test_set, body.metric_ids)
+    return [service.to_read(metric) for metric in metrics]

@@ -1,0 +1,80 @@
+"""Queries of metric definitions and a test set's default metrics. Flush, never commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.evaluations.models import Metric, TestSetMetric
+from utils.crud import flush_unique, paginate
+
+DUPLICATE_NAME = "A metric with this name already exists in the project"
+
+
+async def create_metric(session: AsyncSession, metric: Metric) -> Metric:
+    session.add(metric)
+    await flush_unique(session, DUPLICATE_NAME)
+    return metric
+
+
+async def get_metric(session: AsyncSession, metric_id: uuid.UUID) -> Metric | None:
+    return await session.get(Metric, metric_id)
+
+
+async def get_metrics(session: AsyncSession, metric_ids: Sequence[uuid.UUID]) -> list[Metric]:
+    rows = await session.scalars(select(Metric).where(Metric.id.in_(metric_ids)))
+    by_id = {metric.id: metric for metric in rows.all()}
+    return [by_id[i] for i in metric_ids if i in by_id]
+
+
+async def list_metrics(
+    session: AsyncSession, *, project_id: uuid.UUID | None, limit: int, offset: int
+) -> tuple[list[Metric], int]:
+    query = select(Metric).order_by(Metric.name, Metric.id)
+    if project_id is not None:
+        query = query.where(Metric.project_id == project_id)
+    return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def save_metric(session: AsyncSession) -> None:
+    await flush_unique(session, DUPLICATE_NAME)
+
+
+async def delete_metric(session: AsyncSession, metric: Metric) -> None:
+    await session.delete(metric)
+    await session.flush()
+
+
+async def test_set_metric_ids(session: AsyncSession, test_set_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await session.scalars(
+        select(TestSetMetric.metric_id)
+        .where(TestSetMetric.test_set_id == test_set_id)
+        .order_by(TestSetMetric.position)
+    )
+    return list(rows.all())
+
+
+async def replace_test_set_metrics(
+    session: AsyncSession,
+    *,
+    test_set_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    metric_ids: Sequence[uuid.UUID],
+) -> None:
+    await session.execute(delete(TestSetMetric).where(TestSetMetric.test_set_id == test_set_id))
+    if metric_ids:
+        await session.execute(
+            insert(TestSetMetric),
+            [
+                {
+                    "test_set_id": test_set_id,
+                    "metric_id": metric_id,
+                    "organization_id": organization_id,
+                    "position": position,
+                }
+                for position, metric_id in enumerate(metric_ids)
+            ],
+        )

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from database.core import Base, IdMixin, TimestampMixin
+
+
+class Metric(IdMixin, TimestampMixin, Base):
+    """A metric definition (evaluator): a check or a judge, with its pass threshold."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (
+        UniqueConstraint("project_id", "name"),
+        CheckConstraint("operator IN ('>=', '>', '<=', '<', '==')", name="operator"),
+    )
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    threshold: Mapped[float] = mapped_column(Float)
+    operator: Mapped[str] = mapped_column(String(2), default=">=")
+    negate: Mapped[bool] = mapped_column(Boolean, default=False)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    judge_model_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_configs.id", ondelete="SET NULL")
+    )
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class TestSetMetric(Base):
+    """A test set's default metrics, in order."""
+
+    __tablename__ = "test_set_metrics"
+    __test__ = False
+
+    test_set_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("test_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    metric_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("metrics.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.deps import DbSession, Member, RuntimeDep, Viewer
+from app.errors import NotFound
+from database.results import crud, service
+from database.results.schemas import (
+    EvaluationRead,
+    ResultRead,
+    ResultStatus,
+    RunCreate,
+    RunRead,
+    RunStatus,
+    RunSummary,
+)
+from utils.pagination import Page, Pagination
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+results_router = APIRouter(prefix="/results", tags=["runs"])
+EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "junit": "application/xml"}
+
+
+async def _read(session: DbSession, run_id: uuid.UUID) -> RunRead:
+    run = await service.get_run_or_404(session, run_id)
+    return (await service.to_reads(session, [run]))[0]
+
+
+@router.get("")
+async def list_runs(
+    session: DbSession,
+    _: Viewer,
+    page: Pagination,
+    project_id: uuid.UUID | None = None,
+    test_set_id: uuid.UUID | None = None,
+    status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
+) -> Page[RunRead]:
+    rows, total = await crud.list_runs(
+        session,
+        project_id=project_id,
+        test_set_id=test_set_id,
+        status=status_filter,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page(
+        items=await service.to_reads(session, rows),
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start a run: pins the test set's current version and queues the work",
+)
+async def create_run(
+    body: RunCreate, session: DbSession, runtime: RuntimeDep, principal: Member
+) -> RunRead:
+    run = await service.create_run(session, runtime, principal, body)
+    return (await service.to_reads(session, [run]))[0]
+
+
+@router.get("/{run_id}")
+async def read_run(run_id: uuid.UUID, session: DbSession, _: Viewer) -> RunRead:
+    return await _read(session, run_id)
+
+
+@router.post("/{run_id}/cancel", summary="Stop a queued or running run (within seconds)")
+async def cancel_run(run_id: uuid.UUID, session: DbSession, _: Member) -> RunRead:
+    run = await service.get_run_or_404(session, run_id, for_update=True)
+    await service.cancel_run(session, run)
+    return await _read(session, run_id)
+
+
+@router.post(
+    "/{run_id}/rerun",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Run the failed and errored cases again, as a new run linked to this one",
+)
+async def rerun(run_id: uuid.UUID, session: DbSession, principal: Member) -> RunRead:
+    run = await service.get_run_or_404(session, run_id)
+    child = await service.rerun(session, principal, run)
+    return (await service.to_reads(session, [child]))[0]
+
+
+@router.get("/{run_id}/results")
+async def list_results(
+    run_id: uuid.UUID,
+    session: DbSession,
+    _: Viewer,
+    page: Pagination,
+    status_filter: Annotated[ResultStatus | None, Query(alias="status")] = None,
+) -> Page[ResultRead]:
+    run = await service.get_run_or_404(session, run_id)
+    rows, total = await crud.list_results(
+        session, run.id, status=status_filter, limit=page.limit, offset=page.offset
+    )
+    return Page(
+        items=await service.result_reads(session, rows),
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{run_id}/summary")
+async def run_summary(run_id: uuid.UUID, session: DbSession, _: Viewer) -> RunSummary:
+    return await service.summary(session, await service.get_run_or_404(session, run_id))
+
+
+@router.get(
+    "/{run_id}/export",
+    response_class=Response,
+    responses={200: {"content": {media: {} for media in EXPORT_TYPES.values()}}},
+    summary="Results as CSV, JSON or JUnit XML (for CI systems)",
+)
+async def export_run(
+    run_id: uuid.UUID,
+    session: DbSession,
+    _: Viewer,
+    format: Literal["csv", "json", "junit"] = "json",
+) -> Response:
+    run = await service.get_run_or_404(session, run_id)
+    results = await service.result_reads(session, await crud.all_results(session, run.id))
+    extension = "xml" if format == "junit" else format
+    return Response(
+        service.export_results(run, results, format),
+        media_type=EXPORT_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="run-{run.id}.{extension}"'},
+    )
+
+
+@results_router.get("/{result_id}")
+async def read_result(result_id: uuid.UUID, session: DbSession, _: Viewer) -> ResultRead:
+    result = await crud.get_result(session, result_id)
+    if result is None:
+        raise NotFound("Result not found")
+    return (await service.result_reads(session, [result]))[0]
+
+
+@results_router.get("/{result_id}/evaluations")
+async def read_evaluations(
+    result_id: uuid.UUID, session: DbSession, _: Viewer
+) -> list[EvaluationRead]:
+    result = await crud.get_result(session, result_id)
+    if result is None:
+        raise NotFound("Result not found")
+    evaluations = await crud.evaluations_of(session, [result.id])
+    return [EvaluationRead.model_validate(e) for e in evaluations[result.id]]

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from database.core import Base, IdMixin, TimestampMixin
+
+RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+class Run(IdMixin, TimestampMixin, Base):
+    """A test set version run against a target, scored by metrics, `repetitions` times."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'completed', 'failed', 'cancelled')", name="status"
+        ),
+        Index("ix_runs_project_id_created_at", "project_id", "created_at"),
+    )
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    test_set_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("test_sets.id", ondelete="SET NULL"), index=True
+    )
+    test_set_version_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("test_set_versions.id", ondelete="CASCADE")
+    )
+    target_model_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_configs.id", ondelete="SET NULL")
+    )
+    prompt_version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("prompt_versions.id", ondelete="SET NULL")
+    )
+    parent_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    name: Mapped[str | None] = mapped_column(String(200))
+    metrics: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    # Positions of the version's cases this run executes (None = all); a rerun lists some.
+    case_positions: Mapped[list[int] | None] = mapped_column(JSONB)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    repetitions: Mapped[int] = mapped_column(Integer, default=1)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    use_cache: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Result(IdMixin, Base):
+    """One execution of one case: unique per (run, case position, repetition)."""
+
+    __tablename__ = "results"
+    __table_args__ = (
+        UniqueConstraint("run_id", "position", "repetition"),
+        CheckConstraint("status IN ('passed', 'failed', 'errored')", name="status"),
+    )
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    repetition: Mapped[int] = mapped_column(Integer, default=0)
+    test_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tests.id", ondelete="SET NULL"))
+    input: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    output: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Evaluation(IdMixin, Base):
+    """One metric's verdict on one result (a judge's own tokens and cost included)."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("result_id", "metric_name"),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    result_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    metric_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("metrics.id", ondelete="SET NULL")
+    )
+    metric_name: Mapped[str] = mapped_column(String(200))
+    metric_type: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)
+
+
+class CachedResponse(Base):
+    """The opt-in response cache, keyed by a hash of the rendered request."""
+
+    __tablename__ = "response_cache"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    output: Mapped[str] = mapped_column(Text)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

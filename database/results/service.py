@@ -1,0 +1,370 @@
+"""Runs: creation (pinning a version, freezing metrics), cancel, rerun, reads and summaries."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from xml.etree import ElementTree
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, InvalidInput, NotFound
+from app.runtime import Runtime
+from database.evaluations import crud as metric_crud
+from database.evaluations.schemas import is_judge
+from database.models import crud as model_crud
+from database.projects import crud as project_crud
+from database.prompts import crud as prompt_crud
+from database.prompts import service as prompt_service
+from database.results import crud
+from database.results.models import TERMINAL, Result, Run
+from database.results.schemas import (
+    EvaluationRead,
+    GroupSummary,
+    MetricSummary,
+    ResultRead,
+    RunCounts,
+    RunCreate,
+    RunRead,
+    RunSummary,
+)
+from database.test_sets import service as test_set_service
+from tasks import queue
+from utils.auth import Principal
+
+START_JOB = "run.start"
+
+
+async def get_run_or_404(
+    session: AsyncSession, run_id: uuid.UUID, *, for_update: bool = False
+) -> Run:
+    run = await crud.get_run(session, run_id, for_update=for_update)
+    if run is None:
+        raise NotFound("Run not found")
+    return run
+
+
+async def _frozen_metrics(
+    session: AsyncSession,
+    metric_ids: Sequence[uuid.UUID],
+    *,
+    project_id: uuid.UUID,
+    judge: uuid.UUID | None,
+) -> list[dict[str, Any]]:
+    metrics = await metric_crud.get_metrics(session, metric_ids)
+    known = {m.id for m in metrics if m.project_id == project_id}
+    unknown = [str(i) for i in metric_ids if i not in known]
+    if unknown:
+        raise InvalidInput(f"not metrics of this project: {', '.join(unknown)}", field="metric_ids")
+    frozen = []
+    for metric in metrics:
+        judge_id = metric.judge_model_id or judge
+        if is_judge(metric.type) and judge_id is None:
+            raise InvalidInput(
+                f"metric {metric.name!r} needs a judge: set its judge_model_id or the project's "
+                "default judge",
+                field="metric_ids",
+            )
+        frozen.append(
+            {
+                "id": str(metric.id),
+                "name": metric.name,
+                "type": metric.type,
+                "parameters": metric.parameters,
+                "threshold": metric.threshold,
+                "operator": metric.operator,
+                "negate": metric.negate,
+                "weight": metric.weight,
+                "judge_model_id": str(judge_id) if judge_id and is_judge(metric.type) else None,
+            }
+        )
+    return frozen
+
+
+async def create_run(
+    session: AsyncSession, runtime: Runtime, principal: Principal, body: RunCreate
+) -> Run:
+    if body.concurrency > runtime.settings.max_run_concurrency:
+        raise InvalidInput(
+            f"must be at most {runtime.settings.max_run_concurrency}", field="concurrency"
+        )
+    test_set = await test_set_service.require_test_set(
+        session, body.test_set_id, field="test_set_id"
+    )
+    project = await project_crud.get_project(session, test_set.project_id)
+    assert project is not None
+    target_id = body.target_model_id or project.default_target_model_id
+    if target_id is None:
+        raise InvalidInput(
+            "is required: the project has no default target", field="target_model_id"
+        )
+    if await model_crud.get_model(session, target_id) is None:
+        raise InvalidInput("no such model configuration", field="target_model_id")
+    prompt_version_id = None
+    if body.prompt_id is not None:
+        prompt = await prompt_crud.get_prompt(session, body.prompt_id)
+        if prompt is None or prompt.project_id != project.id:
+            raise InvalidInput("no such prompt in the test set's project", field="prompt_id")
+        try:
+            prompt_version = await prompt_service.resolve_version(
+                session, prompt, body.prompt_version
+            )
+        except NotFound as exc:
+            raise InvalidInput(exc.detail, field="prompt_version") from exc
+        prompt_version_id = prompt_version.id
+    metric_ids = (
+        body.metric_ids
+        if body.metric_ids is not None
+        else await metric_crud.test_set_metric_ids(session, test_set.id)
+    )
+    metrics = await _frozen_metrics(
+        session, metric_ids, project_id=project.id, judge=project.default_judge_model_id
+    )
+    version, _ = await test_set_service.publish(session, test_set)
+    if version.case_count == 0:
+        raise InvalidInput("the test set has no tests", field="test_set_id")
+    run = await crud.create_run(
+        session,
+        Run(
+            organization_id=principal.organization_id,
+            project_id=project.id,
+            test_set_id=test_set.id,
+            test_set_version_id=version.id,
+            target_model_id=target_id,
+            prompt_version_id=prompt_version_id,
+            name=body.name,
+            metrics=metrics,
+            concurrency=body.concurrency,
+            repetitions=body.repetitions,
+            timeout_seconds=body.timeout_seconds,
+            use_cache=body.use_cache,
+            status="queued",
+            total=version.case_count * body.repetitions,
+        ),
+    )
+    await _enqueue_start(session, run)
+    return run
+
+
+async def _enqueue_start(session: AsyncSession, run: Run) -> None:
+    await queue.enqueue(
+        session,
+        organization_id=run.organization_id,
+        kind=START_JOB,
+        payload={"run_id": str(run.id)},
+        idempotency_key=f"run:{run.id}:start",
+    )
+
+
+async def cancel_run(session: AsyncSession, run: Run) -> Run:
+    if run.status in TERMINAL:
+        raise Conflict(f"The run has already ended ({run.status})")
+    await crud.set_status(session, run.id, "cancelled")
+    return await get_run_or_404(session, run.id)
+
+
+async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
+    if run.status not in TERMINAL:
+        raise Conflict("The run has not ended yet; cancel it or wait")
+    positions = await crud.positions_to_rerun(session, run.id)
+    if not positions:
+        raise Conflict("Nothing to rerun: no case failed or errored")
+    child = await crud.create_run(
+        session,
+        Run(
+            organization_id=principal.organization_id,
+            project_id=run.project_id,
+            test_set_id=run.test_set_id,
+            test_set_version_id=run.test_set_version_id,
+            target_model_id=run.target_model_id,
+            prompt_version_id=run.prompt_version_id,
+            parent_run_id=run.id,
+            name=f"{run.name or 'run'} (rerun)",
+            metrics=run.metrics,
+            case_positions=positions,
+            concurrency=run.concurrency,
+            repetitions=run.repetitions,
+            timeout_seconds=run.timeout_seconds,
+            use_cache=False,
+            status="queued",
+            total=len(positions) * run.repetitions,
+        ),
+    )
+    await _enqueue_start(session, child)
+    return child
+
+
+async def to_reads(session: AsyncSession, runs: Sequence[Run]) -> list[RunRead]:
+    counts = await crud.counts(session, [r.id for r in runs])
+    numbers = await crud.version_numbers(session, [r.test_set_version_id for r in runs])
+    reads = []
+    for run in runs:
+        done, passed, failed, errored = counts[run.id]
+        reads.append(
+            RunRead(
+                id=run.id,
+                project_id=run.project_id,
+                name=run.name,
+                status=run.status,
+                test_set_id=run.test_set_id,
+                test_set_version_id=run.test_set_version_id,
+                test_set_version=numbers.get(run.test_set_version_id, 0),
+                target_model_id=run.target_model_id,
+                prompt_version_id=run.prompt_version_id,
+                parent_run_id=run.parent_run_id,
+                metrics=run.metrics,
+                concurrency=run.concurrency,
+                repetitions=run.repetitions,
+                timeout_seconds=run.timeout_seconds,
+                use_cache=run.use_cache,
+                counts=RunCounts(
+                    total=run.total, done=done, passed=passed, failed=failed, errored=errored
+                ),
+                error=run.error,
+                created_at=run.created_at,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+            )
+        )
+    return reads
+
+
+async def result_reads(session: AsyncSession, results: Sequence[Result]) -> list[ResultRead]:
+    evaluations = await crud.evaluations_of(session, [r.id for r in results])
+    return [
+        ResultRead.model_validate(result).model_copy(
+            update={
+                "evaluations": [EvaluationRead.model_validate(e) for e in evaluations[result.id]]
+            }
+        )
+        for result in results
+    ]
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+async def summary(session: AsyncSession, run: Run) -> RunSummary:
+    read = (await to_reads(session, [run]))[0]
+    stats = await crud.result_stats(session, run.id)
+    metric_rows = await crud.metric_stats(session, run.id)
+    groups = {
+        field: [
+            GroupSummary(value=value, results=count, pass_rate=_round(rate))
+            for value, count, rate in await crud.group_stats(session, run, field)
+        ]
+        for field in ("behavior", "category", "topic")
+    }
+    judge_costs = [row[5] for row in metric_rows if row[5] is not None]
+    return RunSummary(
+        run_id=run.id,
+        status=read.status,
+        counts=read.counts,
+        pass_rate=_rate(read.counts.passed, read.counts.done),
+        metrics=[
+            MetricSummary(
+                name=name, type=kind, mean_score=_round(mean), pass_rate=_round(rate), evaluated=n
+            )
+            for name, kind, mean, rate, n, _cost in metric_rows
+        ],
+        latency_ms={key: _round(stats[key]) for key in ("p50", "p95", "p99", "mean")},
+        tokens={"input": stats["input_tokens"], "output": stats["output_tokens"]},
+        cost=_round(stats["cost"], 6),
+        judge_cost=_round(sum(judge_costs), 6) if judge_costs else None,
+        errors=await crud.error_counts(session, run.id),
+        by_behavior=groups["behavior"],
+        by_category=groups["category"],
+        by_topic=groups["topic"],
+    )
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return round(float(value), digits) if value is not None else None
+
+
+# --- export ---------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = (
+    "position",
+    "repetition",
+    "test_id",
+    "status",
+    "input",
+    "output",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "error_type",
+    "error_message",
+)
+
+
+def _input_text(value: dict[str, Any]) -> str:
+    return value.get("text") or json.dumps(value.get("messages") or value, ensure_ascii=False)
+
+
+def export_results(run: Run, results: Sequence[ResultRead], fmt: str) -> bytes:
+    if fmt == "json":
+        return json.dumps(
+            [r.model_dump(mode="json") for r in results], ensure_ascii=False, indent=2
+        ).encode()
+    if fmt == "csv":
+        metric_names = sorted({e.metric_name for r in results for e in r.evaluations})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([*EXPORT_COLUMNS, *(f"score:{n}" for n in metric_names)])
+        for r in results:
+            scores = {e.metric_name: e.score for e in r.evaluations}
+            row = r.model_dump(mode="json")
+            row["input"] = _input_text(r.input)
+            writer.writerow(
+                [_cell(row[c]) for c in EXPORT_COLUMNS] + [scores.get(n, "") for n in metric_names]
+            )
+        return buffer.getvalue().encode()
+    return _junit(run, results)
+
+
+def _cell(value: Any) -> Any:
+    """Spreadsheet formula cells are neutralised, as in test-set exports."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return "" if value is None else value
+
+
+def _junit(run: Run, results: Sequence[ResultRead]) -> bytes:
+    suite = ElementTree.Element(
+        "testsuite",
+        name=run.name or f"assay run {run.id}",
+        tests=str(len(results)),
+        failures=str(sum(r.status == "failed" for r in results)),
+        errors=str(sum(r.status == "errored" for r in results)),
+        time=f"{sum((r.latency_ms or 0) for r in results) / 1000:.3f}",
+    )
+    for r in results:
+        case = ElementTree.SubElement(
+            suite,
+            "testcase",
+            classname=f"assay.{run.id}",
+            name=f"case {r.position}" + (f" #{r.repetition + 1}" if run.repetitions > 1 else ""),
+            time=f"{(r.latency_ms or 0) / 1000:.3f}",
+        )
+        if r.status == "failed":
+            failed = [e for e in r.evaluations if not e.passed]
+            failure = ElementTree.SubElement(
+                case, "failure", message="; ".join(f"{e.metric_name}: {e.reason}" for e in failed)
+            )
+            failure.text = r.output or ""
+        elif r.status == "errored":
+            error = ElementTree.SubElement(
+                case, "error", message=r.error_message or "", type=r.error_type or "error"
+            )
+            error.text = r.error_message or ""
+        output = ElementTree.SubElement(case, "system-out")
+        output.text = r.output or ""
+    return ElementTree.tostring(suite, encoding="utf-8", xml_declaration=True)

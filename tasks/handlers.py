@@ -1,0 +1,18 @@
+"""Job kinds and their handlers."""
+
+from __future__ import annotations
+
+from app.engine import executor
+from database.results.service import START_JOB
+from tasks.worker import Handler, JobContext
+
+HANDLERS: dict[str, Handler] = {
+    START_JOB: executor.start_run,
+    executor.CHUNK_JOB: executor.run_chunk,
+}
+
+
+async def on_dead(ctx: JobContext, error: str) -> None:
+    """A job gave up for good: end what depended on it."""
+    if ctx.job.kind in HANDLERS and "run_id" in ctx.job.payload:
+        await executor.mark_run_failed(ctx, error)

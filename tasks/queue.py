@@ -1,0 +1,143 @@
+"""The durable job queue in PostgreSQL.
+
+- Enqueue inside the caller's transaction: a job exists only if the caller's data does.
+- Workers claim batches with FOR UPDATE SKIP LOCKED (through a SECURITY DEFINER function, as
+  claiming looks across organizations) and hold a lease they renew by heartbeat; an expired
+  lease makes the job claimable again (its worker died).
+- Failures retry with exponential backoff and jitter; after the last attempt a job is `dead`
+  with its last error. NOTIFY carries ids only and only wakes workers.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.core import new_id
+from tasks.models import Job
+
+CHANNEL = "assay_jobs"
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    kind: str,
+    payload: dict[str, Any],
+    idempotency_key: str | None = None,
+    max_attempts: int = 5,
+    delay: timedelta | None = None,
+) -> uuid.UUID | None:
+    """Adds a job in the caller's transaction; None when the idempotency key was used before."""
+    job_id = new_id()
+    values: dict[str, Any] = {
+        "id": job_id,
+        "organization_id": organization_id,
+        "kind": kind,
+        "payload": payload,
+        "idempotency_key": idempotency_key,
+        "max_attempts": max_attempts,
+    }
+    if delay is not None:
+        values["run_after"] = func.now() + delay
+    inserted = await session.execute(
+        insert(Job)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[Job.idempotency_key])
+        .returning(Job.id)
+    )
+    if inserted.first() is None:
+        return None
+    # Delivered at commit, and only then: a rolled-back enqueue wakes no one.
+    await session.execute(
+        text("SELECT pg_notify(:channel, :id)"), {"channel": CHANNEL, "id": str(job_id)}
+    )
+    return job_id
+
+
+async def claim(
+    session: AsyncSession, *, worker: str, limit: int, lease: timedelta
+) -> list[ClaimedJob]:
+    rows = await session.execute(
+        text(
+            "SELECT id, organization_id, kind, payload, attempts, max_attempts"
+            " FROM assay_queue_claim(:worker, :limit, :lease)"
+        ),
+        {"worker": worker, "limit": limit, "lease": lease.total_seconds()},
+    )
+    return [ClaimedJob(*row) for row in rows.all()]
+
+
+async def heartbeat(
+    session: AsyncSession, *, worker: str, job_ids: list[uuid.UUID], lease: timedelta
+) -> set[uuid.UUID]:
+    """Extends the leases still held; returns their ids (a missing id was lost)."""
+    rows = await session.execute(
+        text("SELECT assay_queue_heartbeat(:worker, :ids, :lease)"),
+        {"worker": worker, "ids": job_ids, "lease": lease.total_seconds()},
+    )
+    return {row[0] for row in rows.all() if row[0] is not None}
+
+
+async def release(session: AsyncSession, *, worker: str, job_ids: list[uuid.UUID]) -> None:
+    """Hands unfinished jobs back at shutdown, so another worker starts them at once."""
+    await session.execute(
+        text("SELECT assay_queue_release(:worker, :ids)"), {"worker": worker, "ids": job_ids}
+    )
+
+
+async def complete(session: AsyncSession, *, worker: str, job_id: uuid.UUID) -> None:
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker)
+        .values(status="done", locked_by=None, locked_until=None, finished_at=func.now())
+    )
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next attempt: exponential, capped, with jitter against herds."""
+    ideal = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    return ideal * random.uniform(0.5, 1.5)
+
+
+async def fail(session: AsyncSession, *, worker: str, job: ClaimedJob, error: str) -> str:
+    """Schedules a retry, or parks the job as dead after its last attempt. Returns the status."""
+    dead = job.attempts >= job.max_attempts
+    values: dict[str, Any] = {
+        "locked_by": None,
+        "locked_until": None,
+        "last_error": error[:4000],
+        "status": "dead" if dead else "queued",
+    }
+    if dead:
+        values["finished_at"] = func.now()
+    else:
+        values["run_after"] = func.now() + timedelta(seconds=backoff(job.attempts))
+    await session.execute(
+        update(Job).where(Job.id == job.id, Job.locked_by == worker).values(**values)
+    )
+    return values["status"]
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
+    return await session.scalar(select(Job).where(Job.id == job_id))

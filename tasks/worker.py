@@ -1,0 +1,201 @@
+"""The worker pool: an asyncio daemon started in the lifespan (or alone, `python -m tasks`).
+
+It claims jobs when woken by NOTIFY or every few seconds (lost wake-ups), runs up to
+`concurrency` at once, renews their leases, and hands unfinished ones back when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.core import Database, asyncpg_connect_args, set_tenant
+from tasks import queue
+from tasks.queue import ClaimedJob
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS = 2.0
+LEASE = timedelta(seconds=30)
+RECONNECT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job: ClaimedJob
+    database: Database
+    worker: str
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A transaction scoped to the job's organization: RLS applies to workers too."""
+        async with self.database.transaction() as session:
+            await set_tenant(session, organization_id=self.job.organization_id)
+            yield session
+
+
+Handler = Callable[[JobContext], Awaitable[None]]
+DeadHandler = Callable[[JobContext, str], Awaitable[None]]
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        database: Database,
+        handlers: dict[str, Handler],
+        *,
+        concurrency: int,
+        listen_url: str,
+        on_dead: DeadHandler | None = None,
+        poll_seconds: float = POLL_SECONDS,
+        lease: timedelta = LEASE,
+    ) -> None:
+        self.database = database
+        self.handlers = handlers
+        self.on_dead = on_dead
+        self.concurrency = concurrency
+        self.listen_url = listen_url
+        self.poll_seconds = poll_seconds
+        self.lease = lease
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._daemons: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._daemons = [
+            asyncio.create_task(self._listen(), name="worker-listen"),
+            asyncio.create_task(self._claim_loop(), name="worker-claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
+        ]
+        log.info("workers started", worker=self.name, concurrency=self.concurrency)
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Stop claiming, let running jobs finish for a while, then hand the rest back."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=drain_seconds)
+        unfinished = list(self._running)
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        for daemon in self._daemons:
+            daemon.cancel()
+        await asyncio.gather(*self._daemons, return_exceptions=True)
+        if unfinished:
+            with contextlib.suppress(Exception):
+                async with self.database.transaction() as session:
+                    await queue.release(session, worker=self.name, job_ids=unfinished)
+        log.info("workers stopped", worker=self.name, handed_back=len(unfinished))
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    # --- loops --------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """One LISTEN connection; on loss, reconnect (the poll covers the gap)."""
+        while not self._stopping:
+            connection: asyncpg.Connection | None = None
+            try:
+                connection = await asyncpg.connect(**asyncpg_connect_args(self.listen_url))
+                lost = asyncio.Event()
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await connection.add_listener(queue.CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # catch up on anything enqueued while we were away
+                await lost.wait()
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("job listener disconnected", error=str(exc))
+            finally:
+                if connection is not None and not connection.is_closed():
+                    with contextlib.suppress(Exception):
+                        await connection.close(timeout=2)
+            await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            claimed: list[ClaimedJob] = []
+            if free > 0:
+                try:
+                    async with self.database.transaction() as session:
+                        claimed = await queue.claim(
+                            session, worker=self.name, limit=free, lease=self.lease
+                        )
+                except Exception as exc:  # the database may be restarting: keep polling
+                    log.warning("claiming jobs failed", error=str(exc))
+            for job in claimed:
+                task = asyncio.create_task(self._run(job), name=f"job-{job.kind}-{job.id}")
+                self._running[job.id] = task
+            if claimed and len(claimed) == free:
+                continue  # there may be more waiting
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), timeout=self.poll_seconds * random.uniform(0.8, 1.2)
+                )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.lease.total_seconds() / 3
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            held = list(self._running)
+            if not held:
+                continue
+            try:
+                async with self.database.transaction() as session:
+                    kept = await queue.heartbeat(
+                        session, worker=self.name, job_ids=held, lease=self.lease
+                    )
+            except Exception as exc:
+                log.warning("heartbeat failed", error=str(exc))
+                continue
+            for job_id in set(held) - kept:
+                # Another worker has taken it over (our lease ran out): stop our copy.
+                task = self._running.get(job_id)
+                if task is not None:
+                    log.warning("lease lost; abandoning job", job_id=str(job_id))
+                    task.cancel()
+
+    async def _run(self, job: ClaimedJob) -> None:
+        bound = log.bind(job_id=str(job.id), kind=job.kind, attempt=job.attempts)
+        context = JobContext(job=job, database=self.database, worker=self.name)
+        try:
+            handler = self.handlers.get(job.kind)
+            if handler is None:
+                raise LookupError(f"no handler for job kind {job.kind!r}")
+            if job.attempts > job.max_attempts:
+                raise RuntimeError(f"gave up after {job.max_attempts} attempts")
+            await handler(context)
+            async with self.database.transaction() as session:
+                await set_tenant(session, organization_id=job.organization_id)
+                await queue.complete(session, worker=self.name, job_id=job.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            bound.exception("job failed")
+            error = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                async with self.database.transaction() as session:
+                    await set_tenant(session, organization_id=job.organization_id)
+                    status = await queue.fail(session, worker=self.name, job=job, error=error)
+                bound.info("job will retry" if status == "queued" else "job is dead")
+                if status == "dead" and self.on_dead is not None:
+                    await self.on_dead(context, error)
+        finally:
+            self._running.pop(job.id, None)
+            self._wake.set()
