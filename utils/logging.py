@@ -29,7 +29,10 @@ def configure_logging(log_format: Literal["console", "json"], level: str = "INFO
             structlog.processors.dict_tracebacks
         ]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # Plain tracebacks: rich ones print local variables, which may hold secrets.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         exception_processor = []
 
     structlog.configure(

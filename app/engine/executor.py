@@ -95,6 +95,13 @@ async def run_chunk(ctx: JobContext) -> None:
     concurrency = max(1, math.ceil(run.concurrency / parallel))
     await _execute(ctx, run, plan, work, concurrency)
     async with ctx.transaction() as session:
+        if await crud.run_status(session, run.id) in TERMINAL:
+            return
+        written = await crud.done_keys(session, run.id, positions)
+        missing = len(cases) * run.repetitions - len(written)
+        if missing:
+            # Never end a chunk with holes: failing makes the queue retry (and resume) it.
+            raise RuntimeError(f"{missing} case(s) of this chunk have no result yet")
         if await crud.count_results(session, run.id) >= run.total:
             await crud.set_status(session, run.id, "completed")
 
@@ -223,15 +230,24 @@ class _Writer:
     async def flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_SECONDS)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as exc:  # e.g. the database restarting: keep the rows, try again
+                log.warning("writing results failed; will retry", error=str(exc))
 
     async def flush(self) -> None:
         async with self._lock:
             batch, self.rows = self.rows, []
-            async with self.ctx.transaction() as session:
-                if batch:
-                    await crud.insert_results(session, [r for r, _ in batch], [e for _, e in batch])
-                status = await crud.run_status(session, self.run.id)
+            try:
+                async with self.ctx.transaction() as session:
+                    if batch:
+                        await crud.insert_results(
+                            session, [r for r, _ in batch], [e for _, e in batch]
+                        )
+                    status = await crud.run_status(session, self.run.id)
+            except BaseException:
+                self.rows = batch + self.rows  # not written: keep them for the next flush
+                raise
             if status in TERMINAL:
                 self.cancelled_event.set()
 

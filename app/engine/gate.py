@@ -47,9 +47,10 @@ class Breaker:
     opened_at: float | None = None
     _trial: bool = field(default=False, repr=False)
 
-    def check(self) -> None:
+    def check(self) -> bool:
+        """Raises `circuit_open` while open; True when this call is the half-open trial."""
         if self.opened_at is None:
-            return
+            return False
         if time.monotonic() - self.opened_at < self.cooldown or self._trial:
             remaining = max(0.0, self.cooldown - (time.monotonic() - self.opened_at))
             raise TargetError(
@@ -58,6 +59,12 @@ class Breaker:
                 f"{remaining:.0f} s more",
             )
         self._trial = True
+        return True
+
+    def abandoned(self) -> None:
+        """The trial ended without a verdict (cancelled, or an error that says nothing of the
+        model's health): the next call after the cooldown may try again."""
+        self._trial = False
 
     def succeeded(self) -> None:
         self.failures, self.opened_at, self._trial = 0, None, False
@@ -96,18 +103,24 @@ def retry_delay(error: TargetError, attempt: int) -> float:
 async def call_through(gate: Gate, call: Callable[[], Awaitable[TargetReply]]) -> TargetReply:
     attempt = 0
     while True:
-        gate.breaker.check()
-        if gate.pace is not None:
-            await gate.pace.wait()
+        trial = gate.breaker.check()
         try:
+            if gate.pace is not None:
+                await gate.pace.wait()
             reply = await call()
         except TargetError as error:
             if error.kind in RETRYABLE or error.kind == "timeout":
                 gate.breaker.failed()
+            elif trial:
+                gate.breaker.abandoned()
             if error.kind not in RETRYABLE or attempt >= MAX_RETRIES:
                 raise
             await asyncio.sleep(retry_delay(error, attempt))
             attempt += 1
             continue
+        except BaseException:  # cancelled, or a bug: a trial must not hold the circuit open
+            if trial:
+                gate.breaker.abandoned()
+            raise
         gate.breaker.succeeded()
         return reply

@@ -103,10 +103,30 @@ async def call_target(
         else:
             output, usage = await _call_model(config, request, seconds, allow_private_networks)
     except InvalidInput as exc:  # the SSRF guard or the request template refused
-        raise TargetError("configuration_error", exc.detail) from exc
+        raise TargetError("configuration_error", _redact(exc.detail, config)) from exc
+    except TargetError as exc:  # providers and apps may echo the credentials they were sent
+        exc.message = _redact(exc.message, config)
+        exc.args = (exc.message,)
+        raise
     latency_ms = (time.perf_counter() - started) * 1000
     input_tokens, output_tokens = usage or (None, None)
     return TargetReply(output, latency_ms, input_tokens, output_tokens)
+
+
+MIN_REDACTED_LENGTH = 6
+
+
+def _redact(message: str, config: TargetConfig) -> str:
+    """The message without the API key or any header value (nor a header's longer words, such
+    as the token of `Bearer <token>`)."""
+    secrets = {config.api_key or ""}
+    for value in config.http_headers.values():
+        secrets.add(value)
+        secrets.update(value.split())
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_REDACTED_LENGTH:
+            message = message.replace(secret, "[redacted]")
+    return message
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -127,8 +147,9 @@ def _model(config: TargetConfig, timeout: float) -> Model:
     """A pydantic-ai model whose SDK neither retries nor waits longer than `timeout`."""
     name = config.model or ""
     provider = config.provider
+    # The SSRF guard checks the configured URL: the SDKs must not follow a redirect elsewhere.
     if provider in ("openai", "openai-compatible"):
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -137,24 +158,35 @@ def _model(config: TargetConfig, timeout: float) -> Model:
             api_key=config.api_key or "not-needed",
             max_retries=0,
             timeout=timeout,
+            http_client=DefaultAsyncHttpxClient(follow_redirects=False),
         )
         return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
     if provider == "anthropic":
         from anthropic import AsyncAnthropic
+        from anthropic import DefaultAsyncHttpxClient as AnthropicHttpClient
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider
 
         anthropic = AsyncAnthropic(
-            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=timeout
+            api_key=config.api_key,
+            base_url=config.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=AnthropicHttpClient(follow_redirects=False),
         )
         return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=anthropic))
     if provider == "groq":
         from groq import AsyncGroq
+        from groq import DefaultAsyncHttpxClient as GroqHttpClient
         from pydantic_ai.models.groq import GroqModel
         from pydantic_ai.providers.groq import GroqProvider
 
         groq = AsyncGroq(
-            api_key=config.api_key, base_url=config.base_url, max_retries=0, timeout=timeout
+            api_key=config.api_key,
+            base_url=config.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=GroqHttpClient(follow_redirects=False),
         )
         return GroqModel(name, provider=GroqProvider(groq_client=groq))
     if provider == "google":
@@ -308,6 +340,15 @@ async def _call_http(
         raise TargetError("connection_error", f"could not reach the endpoint: {exc!r}") from exc
     if response.status_code >= 400:
         raise _http_error(response.status_code, response.text[:300], dict(response.headers))
+    if response.is_redirect:  # not followed: the SSRF guard only vetted the configured URL
+        status = response.status_code
+        raise TargetError(
+            "client_error",
+            f"the endpoint answered {status} {httpx.codes.get_reason_phrase(status)} to "
+            f"{response.headers.get('location', '?')}; redirects are not followed, "
+            "configure the final URL",
+            status=status,
+        )
     try:
         document = response.json()
     except ValueError as exc:

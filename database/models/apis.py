@@ -17,6 +17,7 @@ from database.models.schemas import (
     Provider,
 )
 from utils.pagination import Page, Pagination
+from utils.secrets import SecretUnreadable
 
 router = APIRouter(prefix="/models", tags=["models"])
 CONNECTION_TEST_TIMEOUT = 15.0
@@ -77,7 +78,17 @@ async def test_connection(
     _: Member,
     body: ConnectionTestRequest | None = None,
 ) -> ConnectionTestResult:
-    config = service.resolve(await service.get_model_or_404(session, model_id), runtime.secret_box)
+    stored = await service.get_model_or_404(session, model_id)
+    try:
+        config = service.resolve(stored, runtime.secret_box)
+    except SecretUnreadable:
+        return ConnectionTestResult(
+            ok=False,
+            latency_ms=None,
+            reply=None,
+            error="the stored API key or headers cannot be decrypted (the server's secret key "
+            "has changed since they were saved); enter them again",
+        )
     request = TargetRequest(input=(body or ConnectionTestRequest()).input)
     try:
         reply = await call_target(

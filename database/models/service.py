@@ -104,7 +104,7 @@ def _store_secrets(config: ModelConfig, box: SecretBox, values: dict[str, Any]) 
         key = values["api_key"]
         config.api_key_encrypted = box.encrypt(key) if key else None
         config.api_key_hint = mask(key) if key else None
-    if "http" in values:
+    if "http" in values and config.provider == "http":
         http = values["http"]
         if http is None:
             config.base_url = None
@@ -125,6 +125,10 @@ def _plain_values(
     body: ModelConfigCreate | ModelConfigUpdate, *, exclude_unset: bool
 ) -> dict[str, Any]:
     values = body.model_dump(exclude_unset=exclude_unset, exclude={"api_key"})
+    if values.get("http") is not None and body.http is not None:
+        # A target given replaces the stored one whole: its unset fields take their defaults
+        # (exclude_unset would drop them from the nested dump).
+        values["http"] = body.http.model_dump()
     if "parameters" in values and values["parameters"] is not None:
         values["parameters"] = {k: v for k, v in values["parameters"].items() if v is not None}
     if "api_key" in body.model_fields_set or (not exclude_unset and body.api_key is not None):

@@ -4,16 +4,32 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from database.models.schemas import ModelParameters
 from utils.schemas import InputModel, Name, OutputModel
 
 Template = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+
+
+def _not_a_version_reference(name: str) -> str:
+    """A label is fetched where a version number or `latest` is: it must be neither."""
+    if name == "latest":
+        raise ValueError("`latest` is reserved")
+    if name.isdigit():
+        raise ValueError("a label must not be a number (it would read as a version number)")
+    return name
+
+
 LabelName = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", strip_whitespace=True)
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", strip_whitespace=True),
+    AfterValidator(_not_a_version_reference),
 ]
-LABEL_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit, 100 at most"
+LABEL_RULE = (
+    "letters, digits, '.', '_' or '-', starting with a letter or digit, 100 at most; "
+    "not only digits, not `latest`"
+)
 
 
 class PromptVersionCreate(InputModel):

@@ -23,6 +23,7 @@ from utils.auth import Principal
 from utils.templates import check_template, render
 
 LATEST = "latest"
+MAX_VERSION_NUMBER = 2**31 - 1
 
 
 async def get_prompt_or_404(
@@ -128,8 +129,10 @@ async def _add_version(
 async def resolve_version(session: AsyncSession, prompt: Prompt, ref: str | int) -> PromptVersion:
     """A version by number, by label, or the latest."""
     text = str(ref).strip()
-    if text.isdigit():
-        version = await crud.get_version(session, prompt.id, int(text))
+    if text.isascii() and text.isdigit():
+        number = int(text)
+        fits = number <= MAX_VERSION_NUMBER  # the column is a 32-bit integer
+        version = await crud.get_version(session, prompt.id, number) if fits else None
     elif text == LATEST:
         latest = (await crud.latest_numbers(session, [prompt.id])).get(prompt.id)
         version = await crud.get_version(session, prompt.id, latest) if latest else None

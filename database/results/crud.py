@@ -151,21 +151,23 @@ async def insert_results(
 
     Returns the ids of the results actually inserted.
     """
+    columns = {key for result in results for key in result}
+    rows = [{key: result.get(key) for key in columns} for result in results]
     inserted = await session.execute(
         insert(Result)
-        .values(list(results))
+        .values(rows)
         .on_conflict_do_nothing(index_elements=["run_id", "position", "repetition"])
         .returning(Result.id)
     )
     new_ids = set(inserted.scalars().all())
-    rows = [
+    evaluation_rows = [
         {**evaluation, "result_id": result["id"]}
         for result, evaluation_rows in zip(results, evaluations, strict=True)
         if result["id"] in new_ids
         for evaluation in evaluation_rows
     ]
-    if rows:
-        await session.execute(insert(Evaluation).values(rows))
+    if evaluation_rows:
+        await session.execute(insert(Evaluation).values(evaluation_rows))
     return [result["id"] for result in results if result["id"] in new_ids]
 
 

@@ -1,0 +1,148 @@
+"""Runs cross connections (workers claim jobs, write results): these tests commit for real,
+run a worker pool in the test process, and remove what they created at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from tasks.handlers import HANDLERS, on_dead
+from tasks.worker import WorkerPool
+from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import Account, register
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+@dataclass
+class Lab:
+    """A committed organization with a project, ready to run test sets."""
+
+    client: httpx.AsyncClient
+    account: Account
+    project_id: str
+
+    async def post(self, path: str, body: dict[str, Any], expect: int | None = None) -> Any:
+        response = await self.client.post(f"/api/v1{path}", json=body, headers=self.account.headers)
+        if expect is not None:
+            assert response.status_code == expect, response.text
+        return response
+
+    async def get(self, path: str, **params: Any) -> Any:
+        response = await self.client.get(
+            f"/api/v1{path}", params=params, headers=self.account.headers
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def model(self, **config: Any) -> str:
+        body = {"name": f"model-{uuid.uuid4().hex[:6]}", **config}
+        return (await self.post("/models", body, expect=201)).json()["id"]
+
+    async def openai_model(self, fake: FakeOpenAI, **extra: Any) -> str:
+        return await self.model(
+            provider="openai-compatible",
+            model="fake-model",
+            base_url=fake.base_url,
+            api_key="sk-test",
+            **extra,
+        )
+
+    async def test_set(self, cases: list[dict[str, Any]]) -> str:
+        created = await self.post(
+            "/tests/bulk", {"project_id": self.project_id, "tests": cases}, expect=201
+        )
+        body = {
+            "project_id": self.project_id,
+            "name": f"set-{uuid.uuid4().hex[:6]}",
+            "test_ids": created.json()["ids"],
+        }
+        return (await self.post("/test-sets", body, expect=201)).json()["id"]
+
+    async def metric(self, type: str, **extra: Any) -> str:
+        body = {
+            "project_id": self.project_id,
+            "name": f"{type}-{uuid.uuid4().hex[:6]}",
+            "type": type,
+        }
+        return (await self.post("/metrics", {**body, **extra}, expect=201)).json()["id"]
+
+    async def run(self, test_set_id: str, target: str, **extra: Any) -> dict[str, Any]:
+        body = {"test_set_id": test_set_id, "target_model_id": target, **extra}
+        return (await self.post("/runs", body, expect=202)).json()
+
+    async def wait(self, run_id: str, seconds: float = 30.0) -> dict[str, Any]:
+        """The run once it has ended (fails the test if it takes longer than `seconds`)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            run = await self.get(f"/runs/{run_id}")
+            if run["status"] in TERMINAL:
+                return run
+            if time.monotonic() > deadline:
+                results = [
+                    (r["position"], r["status"], r["error_type"], r["error_message"])
+                    for r in await self.results(run_id)
+                ]
+                raise AssertionError(f"run still {run['status']}: {run['counts']} {results}")
+            await asyncio.sleep(0.1)
+
+    async def wait_for_results(self, run_id: str, count: int, seconds: float = 30.0) -> None:
+        deadline = time.monotonic() + seconds
+        done = 0
+        while done < count:
+            assert time.monotonic() < deadline, f"only {done} results after {seconds} s"
+            await asyncio.sleep(0.1)
+            done = (await self.get(f"/runs/{run_id}"))["counts"]["done"]
+
+    async def results(self, run_id: str) -> list[dict[str, Any]]:
+        return (await self.get(f"/runs/{run_id}/results", limit=200))["items"]
+
+
+@pytest.fixture
+async def lab(
+    committed_database, app, owner_engine, database_urls, runtime, monkeypatch
+) -> AsyncIterator[Lab]:
+    monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
+    pool = WorkerPool(
+        committed_database,
+        HANDLERS,
+        on_dead=on_dead,
+        concurrency=4,
+        listen_url=database_urls.runtime,
+        poll_seconds=0.5,
+        lease=timedelta(seconds=10),
+    )
+    await pool.start()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
+        account = await register(client)
+        project = await client.post(
+            "/api/v1/projects", json={"name": "runs"}, headers=account.headers
+        )
+        try:
+            yield Lab(client=client, account=account, project_id=project.json()["id"])
+        finally:
+            await pool.stop(drain_seconds=2)
+            async with owner_engine.begin() as conn:
+                await conn.execute(
+                    text("DELETE FROM organizations WHERE id = :id"),
+                    {"id": account.organization_id},
+                )
+                await conn.execute(
+                    text("DELETE FROM users WHERE id = :id"), {"id": account.user_id}
+                )
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(require_api_key="sk-test") as server:
+        yield server

@@ -1,0 +1,264 @@
+"""Runs end to end in one process: API -> job queue -> workers -> fake provider -> results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from xml.etree import ElementTree
+
+import pytest
+
+from tests.fakes.server import Fault
+from tests.helpers import assert_problem
+
+pytestmark = pytest.mark.slow
+
+
+def _cases(n: int, **extra):
+    return [
+        {
+            "input": f"question {i}",
+            "expected_output": f"question {i}",
+            "topic": f"t{i % 2}",
+            "behavior": "echo",
+            **extra,
+        }
+        for i in range(n)
+    ]
+
+
+def _keys(results):
+    return sorted((r["position"], r["repetition"]) for r in results)
+
+
+async def test_demo_run_completes_with_results_summary_and_exports(lab):
+    target = await lab.model(provider="demo")
+    test_set = await lab.test_set(_cases(6))
+    contains = await lab.metric("contains")
+    words = await lab.metric("word-count", parameters={"max": 3})
+    run = await lab.run(test_set, target, metric_ids=[contains, words], repetitions=2)
+    assert run["status"] == "queued"
+    assert run["counts"]["total"] == 12
+
+    done = await lab.wait(run["id"])
+    assert done["status"] == "completed"
+    assert done["counts"] == {"total": 12, "done": 12, "passed": 0, "failed": 12, "errored": 0}
+    results = await lab.results(run["id"])
+    assert _keys(results) == [(p, r) for p in range(6) for r in range(2)]
+    first = results[0]
+    assert first["output"].startswith("[demo]")
+    assert {e["metric_name"].split("-")[0]: e["passed"] for e in first["evaluations"]} == {
+        "contains": True,
+        "word": False,
+    }
+
+    summary = await lab.get(f"/runs/{run['id']}/summary")
+    assert summary["pass_rate"] == 0.0
+    by_type = {m["type"]: m for m in summary["metrics"]}
+    assert by_type["contains"]["pass_rate"] == 1.0
+    assert by_type["word-count"]["pass_rate"] == 0.0
+    assert {g["value"] for g in summary["by_topic"]} == {"t0", "t1"}
+    assert summary["by_behavior"] == [{"value": "echo", "results": 12, "pass_rate": 0.0}]
+    assert summary["latency_ms"]["p50"] is not None
+
+    junit = await lab.client.get(
+        f"/api/v1/runs/{run['id']}/export", params={"format": "junit"}, headers=lab.account.headers
+    )
+    suite = ElementTree.fromstring(junit.content)
+    assert suite.get("tests") == "12" and suite.get("failures") == "12"
+    csv_export = await lab.client.get(
+        f"/api/v1/runs/{run['id']}/export", params={"format": "csv"}, headers=lab.account.headers
+    )
+    assert csv_export.text.count("\n") == 13
+    as_json = await lab.client.get(
+        f"/api/v1/runs/{run['id']}/export", params={"format": "json"}, headers=lab.account.headers
+    )
+    assert len(json.loads(as_json.content)) == 12
+
+
+async def test_openai_compatible_target_scored_with_tokens(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(5))
+    metric = await lab.metric("contains")
+    run = await lab.run(test_set, target, metric_ids=[metric], concurrency=3)
+    done = await lab.wait(run["id"])
+    assert done["counts"]["passed"] == 5
+    results = await lab.results(run["id"])
+    assert all(r["output"] == f"echo: question {r['position']}" for r in results)
+    assert all(r["input_tokens"] and r["output_tokens"] for r in results)
+    assert len(fake.requests) == 5
+
+
+async def test_a_prompt_renders_each_input(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": "Paris", "variables": {"style": "briefly"}}])
+    prompt = await lab.post(
+        "/prompts",
+        {
+            "project_id": lab.project_id,
+            "name": "capital",
+            "template": "Describe {{ input }} {{ style }}.",
+            "system_prompt": "You are terse.",
+        },
+        expect=201,
+    )
+    run = await lab.run(test_set, target, prompt_id=prompt.json()["id"], metric_ids=[])
+    await lab.wait(run["id"])
+    [result] = await lab.results(run["id"])
+    assert result["input"]["text"] == "Describe Paris briefly."
+    sent = fake.requests[-1].json
+    assert sent["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert result["output"] == "echo: Describe Paris briefly."
+
+
+@pytest.mark.parametrize(
+    ("fault", "calls"),
+    [
+        (Fault.http(500), 2),
+        (Fault.http(429, retry_after=0.2), 2),
+        (Fault.close(), 2),
+    ],
+)
+async def test_transient_faults_are_retried(lab, fake, fault, calls):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(1))
+    fake.enqueue(fault)
+    started = time.monotonic()
+    run = await lab.run(test_set, target, metric_ids=[], concurrency=1)
+    done = await lab.wait(run["id"])
+    assert done["counts"]["passed"] == 1
+    assert len([r for r in fake.requests if r.path.endswith("/chat/completions")]) == calls
+    if "retry-after" in fault.headers:
+        assert time.monotonic() - started >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_type", "call_timeout"),
+    [
+        (Fault.hang(5), "timeout", 0.5),
+        (Fault.malformed(), "invalid_response", None),
+        (Fault.http(400), "client_error", None),
+        (Fault.http(401), "auth_error", None),
+    ],
+)
+async def test_permanent_faults_are_recorded_with_their_type(
+    lab, fake, fault, error_type, call_timeout
+):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(3))
+    fake.enqueue(fault)
+    run = await lab.run(
+        test_set, target, metric_ids=[], concurrency=1, timeout_seconds=call_timeout
+    )
+    done = await lab.wait(run["id"])
+    assert done["status"] == "completed"
+    results = await lab.results(run["id"])
+    assert _keys(results) == [(0, 0), (1, 0), (2, 0)]
+    errored = [r for r in results if r["status"] == "errored"]
+    assert [r["error_type"] for r in errored] == [error_type]
+    assert errored[0]["error_message"]
+    summary = await lab.get(f"/runs/{run['id']}/summary")
+    assert summary["errors"] == {error_type: 1}
+
+
+async def test_a_provider_that_keeps_failing_errors_every_case_and_the_run_ends(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(4))
+    fake.enqueue(*[Fault.http(500)] * 40)
+    run = await lab.run(test_set, target, metric_ids=[], concurrency=1)
+    done = await lab.wait(run["id"], seconds=60)
+    assert done["status"] == "completed"
+    assert done["counts"]["errored"] == 4
+    results = await lab.results(run["id"])
+    kinds = {r["error_type"] for r in results}
+    # Repeated failures open the circuit: later cases fail fast without calling the model.
+    assert kinds <= {"server_error", "circuit_open"} and "server_error" in kinds
+
+
+async def test_judge_verdicts_and_a_judge_that_does_not_score(lab, fake):
+    target = await lab.model(provider="demo")
+    judge = await lab.openai_model(fake)
+    fake.reply = lambda body: '{"score": 0.9, "reason": "relevant"}'
+    test_set = await lab.test_set(_cases(2))
+    relevance = await lab.metric("answer-relevance", judge_model_id=judge)
+    run = await lab.run(test_set, target, metric_ids=[relevance])
+    done = await lab.wait(run["id"])
+    assert done["counts"]["passed"] == 2
+    [evaluation] = (await lab.results(run["id"]))[0]["evaluations"]
+    assert evaluation["score"] == 0.9 and evaluation["reason"] == "relevant"
+    assert evaluation["input_tokens"] > 0
+
+    fake.reply = lambda body: "I think it is fine."
+    run = await lab.run(test_set, target, metric_ids=[relevance])
+    done = await lab.wait(run["id"])
+    assert done["counts"]["errored"] == 2
+    result = (await lab.results(run["id"]))[0]
+    assert result["error_type"] == "evaluation_error"
+    assert "score" in result["evaluations"][0]["error"]
+
+
+async def test_cancel_stops_a_run_within_seconds(lab, fake):
+    fake.latency = 0.3
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(40))
+    run = await lab.run(test_set, target, metric_ids=[], concurrency=2)
+    await lab.wait_for_results(run["id"], 2)
+    cancelled = await lab.post(f"/runs/{run['id']}/cancel", {}, expect=200)
+    assert cancelled.json()["status"] == "cancelled"
+    await asyncio.sleep(1.5)
+    settled = (await lab.get(f"/runs/{run['id']}"))["counts"]["done"]
+    await asyncio.sleep(1.0)
+    after = await lab.get(f"/runs/{run['id']}")
+    assert after["status"] == "cancelled"
+    assert after["counts"]["done"] == settled < 40
+    again = await lab.post(f"/runs/{run['id']}/cancel", {})
+    assert_problem(again, 409)
+
+
+async def test_rerun_repeats_only_failed_and_errored_cases(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(
+        [{"input": "yes"}, {"input": "no"}, {"input": "yes again"}, {"input": "broken"}]
+    )
+    metric = await lab.metric("contains", parameters={"value": "yes"})
+    fake.reply = lambda body: "yes" if "yes" in json.dumps(body["messages"]) else "no"
+    fake.enqueue(None, None, None, Fault.http(400))
+    run = await lab.run(test_set, target, metric_ids=[metric], concurrency=1)
+    done = await lab.wait(run["id"])
+    assert (done["counts"]["passed"], done["counts"]["failed"], done["counts"]["errored"]) == (
+        2,
+        1,
+        1,
+    )
+    rerun = await lab.post(f"/runs/{run['id']}/rerun", {}, expect=202)
+    child = rerun.json()
+    assert child["parent_run_id"] == run["id"]
+    assert child["counts"]["total"] == 2
+    await lab.wait(child["id"])
+    positions = sorted(r["position"] for r in await lab.results(child["id"]))
+    assert positions == [1, 3]
+
+
+async def test_response_cache_reuses_identical_requests(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(3))
+    first = await lab.run(test_set, target, metric_ids=[], use_cache=True)
+    await lab.wait(first["id"])
+    calls = len(fake.requests)
+    second = await lab.run(test_set, target, metric_ids=[], use_cache=True)
+    await lab.wait(second["id"])
+    assert len(fake.requests) == calls
+    results = await lab.results(second["id"])
+    assert all(r["cached"] for r in results)
+    assert [r["output"] for r in results] == [f"echo: question {i}" for i in range(3)]
+
+
+async def test_a_run_that_cannot_start_ends_failed(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(1))
+    run = await lab.run(test_set, target, metric_ids=[])
+    await lab.client.delete(f"/api/v1/models/{target}", headers=lab.account.headers)
+    done = await lab.wait(run["id"], seconds=60)
+    # The target vanished before the worker got to it: the run ends instead of hanging.
+    assert done["status"] in ("failed", "completed")

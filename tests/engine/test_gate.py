@@ -1,0 +1,301 @@
+"""The gate toward a model: pace, retries honouring Retry-After, and the circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from app.engine import gate as gate_module
+from app.engine.gate import MAX_RETRIES, Breaker, Gate, Pace, call_through, gate_for, retry_delay
+from app.engine.targets import TargetError, TargetReply
+
+REPLY = TargetReply(output="ok", latency_ms=1.0)
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    monkeypatch.setattr(gate_module, "RETRY_BASE_SECONDS", 0.001)
+
+
+class Scripted:
+    """A target call that raises the scripted errors in order, then answers."""
+
+    def __init__(self, *errors: BaseException | None) -> None:
+        self.script = list(errors)
+        self.calls = 0
+
+    async def __call__(self) -> TargetReply:
+        self.calls += 1
+        if self.script:
+            error = self.script.pop(0)
+            if error is not None:
+                raise error
+        return REPLY
+
+
+def failing(kind: str) -> Callable[[], Awaitable[TargetReply]]:
+    async def call() -> TargetReply:
+        raise TargetError(kind, f"{kind} happened")  # type: ignore[arg-type]
+
+    return call
+
+
+def bare_gate(threshold: int = 100, cooldown: float = 60.0) -> Gate:
+    return Gate(pace=None, breaker=Breaker(threshold=threshold, cooldown=cooldown))
+
+
+# --- pace --------------------------------------------------------------------------------------
+
+
+def test_pace_interval_follows_the_limit():
+    assert Pace(600).interval == pytest.approx(0.1)
+    assert Pace(60).interval == pytest.approx(1.0)
+
+
+async def test_pace_spaces_sequential_calls():
+    pace = Pace(600)
+    started = time.monotonic()
+    for _ in range(4):
+        await pace.wait()
+    assert time.monotonic() - started >= 3 * 0.1 * 0.9
+
+
+async def test_pace_spaces_concurrent_calls_without_a_burst():
+    pace = Pace(1200)  # 0.05 s apart
+    stamps: list[float] = []
+
+    async def one() -> None:
+        await pace.wait()
+        stamps.append(time.monotonic())
+
+    started = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(5)))
+    assert stamps[-1] - started >= 4 * 0.05 * 0.9
+    gaps = [b - a for a, b in zip(sorted(stamps), sorted(stamps)[1:], strict=False)]
+    assert all(gap >= 0.05 * 0.8 for gap in gaps), gaps
+
+
+async def test_the_first_call_is_not_delayed():
+    pace = Pace(1)  # one a minute: only the first may go at once
+    started = time.monotonic()
+    await pace.wait()
+    assert time.monotonic() - started < 1.0
+
+
+def test_gate_for_shares_one_gate_per_model_and_limit():
+    model = uuid.uuid4()
+    first = gate_for(model, 600)
+    assert gate_for(model, 600) is first
+    assert first.pace is not None and first.pace.interval == pytest.approx(0.1)
+    assert gate_for(model, 60) is not first
+    assert gate_for(model, None).pace is None
+    assert gate_for(uuid.uuid4(), 600) is not first
+
+
+async def test_call_through_waits_for_the_pace():
+    gate = Gate(pace=Pace(600), breaker=Breaker())
+    call = Scripted()
+    started = time.monotonic()
+    for _ in range(3):
+        assert await call_through(gate, call) is REPLY
+    assert call.calls == 3
+    assert time.monotonic() - started >= 2 * 0.1 * 0.9
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+
+async def test_rate_limit_is_retried_after_retry_after():
+    call = Scripted(TargetError("rate_limited", "slow down", status=429, retry_after=0.05))
+    started = time.monotonic()
+    assert await call_through(bare_gate(), call) is REPLY
+    assert call.calls == 2
+    assert time.monotonic() - started >= 0.05
+
+
+@pytest.mark.parametrize("kind", ["rate_limited", "server_error", "connection_error"])
+async def test_retryable_errors_are_retried_then_succeed(kind):
+    call = Scripted(TargetError(kind, "one"), TargetError(kind, "two"))
+    gate = bare_gate()
+    assert await call_through(gate, call) is REPLY
+    assert call.calls == 3
+    assert gate.breaker.failures == 0  # a success resets the count
+
+
+@pytest.mark.parametrize("kind", ["rate_limited", "server_error", "connection_error"])
+async def test_retryable_errors_give_up_after_max_retries(kind):
+    call = Scripted(*(TargetError(kind, f"attempt {i}") for i in range(10)))
+    with pytest.raises(TargetError) as caught:
+        await call_through(bare_gate(), call)
+    assert caught.value.kind == kind
+    assert caught.value.message == f"attempt {MAX_RETRIES}"  # the last error is raised
+    assert call.calls == MAX_RETRIES + 1
+
+
+@pytest.mark.parametrize(
+    "kind", ["timeout", "client_error", "auth_error", "invalid_response", "configuration_error"]
+)
+async def test_other_errors_are_not_retried(kind):
+    call = Scripted(TargetError(kind, "no"))
+    with pytest.raises(TargetError) as caught:
+        await call_through(bare_gate(), call)
+    assert caught.value.kind == kind
+    assert call.calls == 1
+
+
+def test_retry_delay_honours_retry_after_up_to_the_maximum():
+    assert retry_delay(TargetError("rate_limited", "x", retry_after=2.5), 0) == 2.5
+    assert retry_delay(TargetError("rate_limited", "x", retry_after=10_000), 3) == (
+        gate_module.RETRY_MAX_SECONDS
+    )
+
+
+def test_retry_delay_backs_off_exponentially_with_jitter(monkeypatch):
+    monkeypatch.setattr(gate_module, "RETRY_BASE_SECONDS", 0.5)
+    error = TargetError("server_error", "x")
+    for attempt in range(4):
+        base = 0.5 * 2**attempt
+        for _ in range(20):
+            assert base * 0.5 <= retry_delay(error, attempt) <= base * 1.5
+    assert retry_delay(error, 30) <= gate_module.RETRY_MAX_SECONDS * 1.5
+
+
+# --- circuit breaker ---------------------------------------------------------------------------
+
+
+async def _fail(gate: Gate, kind: str = "timeout") -> None:
+    with pytest.raises(TargetError) as caught:
+        await call_through(gate, failing(kind))
+    assert caught.value.kind == kind
+
+
+async def test_breaker_opens_after_the_threshold_without_calling_the_model():
+    gate = bare_gate(threshold=2, cooldown=60)
+    await _fail(gate)
+    await _fail(gate)
+    call = Scripted()
+    with pytest.raises(TargetError) as caught:
+        await call_through(gate, call)
+    assert caught.value.kind == "circuit_open"
+    assert call.calls == 0
+
+
+async def test_breaker_stays_closed_below_the_threshold_and_a_success_resets_it():
+    gate = bare_gate(threshold=2, cooldown=60)
+    await _fail(gate)
+    assert await call_through(gate, Scripted()) is REPLY
+    await _fail(gate)  # one failure in a row again: still closed
+    assert await call_through(gate, Scripted()) is REPLY
+
+
+@pytest.mark.parametrize("kind", ["client_error", "auth_error"])
+async def test_client_side_errors_do_not_trip_the_breaker(kind):
+    gate = bare_gate(threshold=2, cooldown=60)
+    for _ in range(3):
+        await _fail(gate, kind)
+    assert await call_through(gate, Scripted()) is REPLY
+
+
+async def test_retries_count_toward_the_breaker():
+    gate = bare_gate(threshold=2, cooldown=60)
+    call = Scripted(*(TargetError("server_error", "down") for _ in range(10)))
+    with pytest.raises(TargetError) as caught:
+        await call_through(gate, call)
+    # two failures open the circuit, so the third attempt is refused before calling
+    assert caught.value.kind == "circuit_open"
+    assert call.calls == 2
+
+
+async def test_breaker_half_opens_after_the_cooldown_and_closes_on_success():
+    gate = Gate(pace=None, breaker=Breaker(threshold=2, cooldown=0.1))
+    await _fail(gate)
+    await _fail(gate)
+    with pytest.raises(TargetError, match="failed 2 times"):
+        await call_through(gate, Scripted())
+    await asyncio.sleep(0.12)
+    call = Scripted()
+    assert await call_through(gate, call) is REPLY
+    assert call.calls == 1
+    assert gate.breaker.opened_at is None and gate.breaker.failures == 0
+    assert await call_through(gate, call) is REPLY  # closed: calls flow again
+    assert call.calls == 2
+
+
+async def test_a_failed_trial_reopens_the_breaker():
+    gate = Gate(pace=None, breaker=Breaker(threshold=2, cooldown=0.1))
+    await _fail(gate)
+    await _fail(gate)
+    await asyncio.sleep(0.12)
+    await _fail(gate)  # the trial call goes through, and fails
+    call = Scripted()
+    with pytest.raises(TargetError) as caught:
+        await call_through(gate, call)
+    assert caught.value.kind == "circuit_open"
+    assert call.calls == 0
+    await asyncio.sleep(0.12)
+    assert await call_through(gate, call) is REPLY  # a later trial may still close it
+
+
+async def test_only_one_trial_goes_through_while_half_open():
+    gate = Gate(pace=None, breaker=Breaker(threshold=1, cooldown=0.05))
+    await _fail(gate)
+    await asyncio.sleep(0.07)
+    release = asyncio.Event()
+    calls = 0
+
+    async def slow() -> TargetReply:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return REPLY
+
+    trial = asyncio.create_task(call_through(gate, slow))
+    await asyncio.sleep(0.01)
+    with pytest.raises(TargetError) as caught:
+        await call_through(gate, slow)
+    assert caught.value.kind == "circuit_open"
+    release.set()
+    assert await trial is REPLY
+    assert calls == 1
+    assert await call_through(gate, slow) is REPLY
+
+
+async def test_a_cancelled_trial_does_not_leave_the_breaker_open_for_ever():
+    """A run cancelled while its trial call is in flight must not wedge the (process-wide)
+    gate: once the cooldown has passed again, another trial goes through."""
+    gate = Gate(pace=None, breaker=Breaker(threshold=1, cooldown=0.05))
+    await _fail(gate)
+    await asyncio.sleep(0.07)
+
+    async def hangs() -> TargetReply:
+        await asyncio.sleep(10)
+        return REPLY
+
+    trial = asyncio.create_task(call_through(gate, hangs))
+    await asyncio.sleep(0.01)
+    trial.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await trial
+    await asyncio.sleep(0.07)
+    assert await call_through(gate, Scripted()) is REPLY
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [TargetError("client_error", "bad request", status=400), RuntimeError("a bug")],
+    ids=["client_error", "unexpected"],
+)
+async def test_a_trial_ending_without_a_verdict_lets_a_later_trial_through(outcome):
+    gate = Gate(pace=None, breaker=Breaker(threshold=1, cooldown=0.05))
+    await _fail(gate)
+    await asyncio.sleep(0.07)
+    with pytest.raises(type(outcome)):
+        await call_through(gate, Scripted(outcome))
+    call = Scripted()
+    assert await call_through(gate, call) is REPLY
+    assert call.calls == 1
+    assert gate.breaker.opened_at is None
