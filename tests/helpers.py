@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -153,3 +153,55 @@ async def tenant_session(
     async with database.transaction() as session:
         await set_tenant(session, organization_id=organization_id, user_id=user_id)
         yield session
+
+
+# --- the test library (projects, tests, test sets, model configurations) ----------------------
+
+
+def unique_name(prefix: str = "item") -> str:
+    return f"{prefix} {next(_counter)}-{uuid.uuid4().hex[:6]}"
+
+
+async def create_model(client: httpx.AsyncClient, account: Account, **extra: object) -> dict:
+    """A model configuration of the offline `demo` provider."""
+    body = {"name": unique_name("model"), "provider": "demo", **extra}
+    response = await client.post("/api/v1/models", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def create_project(client: httpx.AsyncClient, account: Account, **extra: object) -> dict:
+    body = {"name": unique_name("project"), **extra}
+    response = await client.post("/api/v1/projects", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def create_test(
+    client: httpx.AsyncClient, account: Account, project_id: str, **fields: object
+) -> dict:
+    """A test of `project_id`; `input` defaults to a unique prompt unless messages are given."""
+    body: dict[str, object] = {"project_id": project_id, **fields}
+    if "input" not in body and "messages" not in body:
+        body["input"] = unique_name("What is")
+    response = await client.post("/api/v1/tests", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def create_test_set(
+    client: httpx.AsyncClient,
+    account: Account,
+    project_id: str,
+    test_ids: Sequence[str] = (),
+    **extra: object,
+) -> dict:
+    body = {
+        "project_id": project_id,
+        "name": unique_name("set"),
+        "test_ids": list(test_ids),
+        **extra,
+    }
+    response = await client.post("/api/v1/test-sets", json=body, headers=account.headers)
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -4,7 +4,7 @@ import re
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from starlette.datastructures import UploadFile
 
 from app.deps import DbSession, Member, RuntimeDep, Viewer
@@ -27,6 +27,9 @@ from utils.crud import apply_update
 from utils.pagination import Page, Pagination
 
 router = APIRouter(prefix="/test-sets", tags=["test sets"])
+# Version numbers are int4 columns: a larger number would fail in the driver (a 500), not 404.
+MAX_VERSION = 2**31 - 1
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
 IMPORT_BODY = {
@@ -164,7 +167,7 @@ async def list_versions(
 
 @router.get("/{test_set_id}/versions/{number}")
 async def read_version(
-    test_set_id: uuid.UUID, number: int, session: DbSession, _: Viewer
+    test_set_id: uuid.UUID, number: VersionNumber, session: DbSession, _: Viewer
 ) -> VersionRead:
     test_set = await service.get_test_set_or_404(session, test_set_id)
     return VersionRead.model_validate(await service.get_version_or_404(session, test_set, number))
@@ -172,7 +175,7 @@ async def read_version(
 
 @router.get("/{test_set_id}/versions/{number}/cases")
 async def list_version_cases(
-    test_set_id: uuid.UUID, number: int, session: DbSession, _: Viewer, page: Pagination
+    test_set_id: uuid.UUID, number: VersionNumber, session: DbSession, _: Viewer, page: Pagination
 ) -> Page[VersionCaseRead]:
     test_set = await service.get_test_set_or_404(session, test_set_id)
     version = await service.get_version_or_404(session, test_set, number)
@@ -250,7 +253,9 @@ async def export_tests(
     session: DbSession,
     _: Viewer,
     format: Literal["csv", "json", "jsonl"] = "json",
-    version: Annotated[int | None, Query(ge=1, description="A published version")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="A published version")
+    ] = None,
 ) -> Response:
     test_set = await service.get_test_set_or_404(session, test_set_id)
     content = await service.export(session, test_set, format, version_number=version)

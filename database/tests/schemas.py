@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
 from utils.schemas import InputModel, OutputModel
 
@@ -12,6 +12,15 @@ MAX_TEXT = 100_000
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
 LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+
+
+def _blank_to_none(value: object) -> object:
+    """Blank text is no text: an empty input or expected output would be an empty CSV cell on
+    export, so it could not round-trip (an empty input made the whole row vanish)."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+OptionalText = Annotated[LongText | None, BeforeValidator(_blank_to_none)]
 
 
 class ChatMessage(InputModel):
@@ -22,11 +31,11 @@ class ChatMessage(InputModel):
 class TestCaseFields(InputModel):
     """What a test case is made of; shared by create, bulk, import and version snapshots."""
 
-    input: LongText | None = Field(default=None, description="The prompt text")
+    input: OptionalText = Field(default=None, description="The prompt text")
     messages: list[ChatMessage] | None = Field(
         default=None, max_length=200, description="A chat, instead of (or besides) input"
     )
-    expected_output: LongText | None = None
+    expected_output: OptionalText = None
     context: list[LongText] = Field(
         default_factory=list, max_length=100, description="Passages for grounding checks"
     )
@@ -51,9 +60,9 @@ class TestCreate(TestCaseFields):
 
 
 class TestUpdate(InputModel):
-    input: LongText | None = None
+    input: OptionalText = None
     messages: list[ChatMessage] | None = Field(default=None, max_length=200)
-    expected_output: LongText | None = None
+    expected_output: OptionalText = None
     context: list[LongText] | None = Field(default=None, max_length=100)
     behavior: Label | None = None
     category: Label | None = None
