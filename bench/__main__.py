@@ -5,15 +5,15 @@ Machines here are shared and noisy, so absolute numbers matter less than ratios.
 
 from __future__ import annotations
 
-import asyncio
-
-from bench import auth_overhead
+from bench import auth_overhead, run_throughput
 
 
 async def main() -> None:
-    for bench in (auth_overhead,):
+    for bench in (run_throughput, auth_overhead):
         await bench.run()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import uvloop
+
+    uvloop.run(main())  # the loop uvicorn serves with

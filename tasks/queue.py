@@ -116,12 +116,14 @@ async def complete(session: AsyncSession, *, worker: str, job_id: uuid.UUID) -> 
 
 def backoff(attempts: int) -> float:
     """Seconds before the next attempt: exponential, capped, with jitter against herds."""
-    ideal = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    exponent = min(max(0, attempts - 1), 64)  # 2**1025 would overflow a float
+    ideal = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**exponent)
     return ideal * random.uniform(0.5, 1.5)
 
 
 async def fail(session: AsyncSession, *, worker: str, job: ClaimedJob, error: str) -> str:
-    """Schedules a retry, or parks the job as dead after its last attempt. Returns the status."""
+    """Schedules a retry, or parks the job as dead after its last attempt. Returns the status,
+    or "lost" when `worker` no longer holds the job (its lease ran out and another took it)."""
     dead = job.attempts >= job.max_attempts
     values: dict[str, Any] = {
         "locked_by": None,
@@ -133,9 +135,14 @@ async def fail(session: AsyncSession, *, worker: str, job: ClaimedJob, error: st
         values["finished_at"] = func.now()
     else:
         values["run_after"] = func.now() + timedelta(seconds=backoff(job.attempts))
-    await session.execute(
-        update(Job).where(Job.id == job.id, Job.locked_by == worker).values(**values)
+    updated = await session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.locked_by == worker)
+        .values(**values)
+        .returning(Job.id)
     )
+    if updated.first() is None:
+        return "lost"
     return values["status"]
 
 

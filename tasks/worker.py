@@ -128,6 +128,9 @@ class WorkerPool:
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            # Clear before claiming, not after: a wake-up arriving during the claim (a job
+            # committed too late for it to see) must start another round, not wait for a poll.
+            self._wake.clear()
             free = self.concurrency - len(self._running)
             claimed: list[ClaimedJob] = []
             if free > 0:
@@ -143,7 +146,6 @@ class WorkerPool:
                 self._running[job.id] = task
             if claimed and len(claimed) == free:
                 continue  # there may be more waiting
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._wake.wait(), timeout=self.poll_seconds * random.uniform(0.8, 1.2)
@@ -151,7 +153,7 @@ class WorkerPool:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease.total_seconds() / 3
-        while not self._stopping:
+        while True:  # also while stop() drains: it cancels this loop once the jobs are done
             await asyncio.sleep(interval)
             held = list(self._running)
             if not held:
@@ -193,7 +195,10 @@ class WorkerPool:
                 async with self.database.transaction() as session:
                     await set_tenant(session, organization_id=job.organization_id)
                     status = await queue.fail(session, worker=self.name, job=job, error=error)
-                bound.info("job will retry" if status == "queued" else "job is dead")
+                if status == "lost":  # another worker holds it now: not ours to record
+                    bound.warning("lease lost; failure not recorded")
+                else:
+                    bound.info("job will retry" if status == "queued" else "job is dead")
                 if status == "dead" and self.on_dead is not None:
                     await self.on_dead(context, error)
         finally:

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 T = TypeVar("T")
 MAX_PAGE_SIZE = 200
+MAX_OFFSET = 10_000_000
 
 
 class PageParams(BaseModel):
@@ -16,7 +17,7 @@ class PageParams(BaseModel):
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

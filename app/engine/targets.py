@@ -7,9 +7,11 @@ Every call has a timeout; failures become a `TargetError` with a kind the execut
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -143,22 +145,49 @@ def demo_reply(request: TargetRequest) -> str:
 # --- provider models through pydantic-ai ---------------------------------------------------
 
 
+MODEL_CACHE_SIZE = 256
+_models: OrderedDict[tuple[object, ...], Model] = OrderedDict()
+
+
+def _cached_model(config: TargetConfig, timeout: float) -> Model:
+    """One model (with its SDK client and connection pool) per configuration, reused across
+    calls: building a client (TLS context, connection pool) costs more than a fast call."""
+    key = (
+        asyncio.get_running_loop(),  # clients belong to the loop they were made on
+        config.id,
+        config.provider,
+        config.model,
+        config.base_url,
+        hashlib.sha256((config.api_key or "").encode()).hexdigest(),
+        timeout,
+    )
+    model = _models.get(key)
+    if model is None:
+        model = _models[key] = _model(config, timeout)
+        while len(_models) > MODEL_CACHE_SIZE:
+            _models.popitem(last=False)
+    else:
+        _models.move_to_end(key)
+    return model
+
+
 def _model(config: TargetConfig, timeout: float) -> Model:
     """A pydantic-ai model whose SDK neither retries nor waits longer than `timeout`."""
     name = config.model or ""
     provider = config.provider
     # The SSRF guard checks the configured URL: the SDKs must not follow a redirect elsewhere.
     if provider in ("openai", "openai-compatible"):
-        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+        from openai import AsyncOpenAI, DefaultAioHttpClient
         from pydantic_ai.models.openai import OpenAIChatModel
         from pydantic_ai.providers.openai import OpenAIProvider
 
+        # aiohttp underneath: httpx's pool slows down with many open connections (3x at 50).
         client = AsyncOpenAI(
             base_url=config.base_url,
             api_key=config.api_key or "not-needed",
             max_retries=0,
             timeout=timeout,
-            http_client=DefaultAsyncHttpxClient(follow_redirects=False),
+            http_client=DefaultAioHttpClient(follow_redirects=False),
         )
         return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
     if provider == "anthropic":
@@ -254,13 +283,15 @@ async def _call_model(
         )
     try:
         response = await model_request(
-            _model(config, seconds),
+            _cached_model(config, seconds),
             _messages(request),
             model_settings=_settings(config, request, seconds),
         )
     except ai_errors.ModelHTTPError as exc:
         raise _http_error(exc.status_code, _error_text(exc.body), exc.headers) from exc
     except ai_errors.ModelTimeoutError as exc:
+        if _refused(exc):
+            raise TargetError("connection_error", "could not connect to the provider") from exc
         raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
     except ai_errors.ModelConnectionError as exc:
         raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
@@ -271,6 +302,16 @@ async def _call_model(
     text = "".join(part.content for part in response.parts if isinstance(part, TextPart))
     usage = response.usage
     return text, (usage.input_tokens, usage.output_tokens)
+
+
+def _refused(exc: BaseException) -> bool:
+    """aiohttp reports a refused connection as a connect timeout; tell the two apart."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "Connect call failed" in str(seen) or "Cannot connect to host" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _error_text(body: object) -> str:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal_column, select, update
+from sqlalchemy import Float, Table, and_, case, cast, func, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -142,6 +142,12 @@ async def count_results(session: AsyncSession, run_id: uuid.UUID) -> int:
     return await session.scalar(select(func.count()).where(Result.run_id == run_id)) or 0
 
 
+RESULTS: Table = Result.__table__  # type: ignore[assignment]
+EVALUATIONS: Table = Evaluation.__table__  # type: ignore[assignment]
+RESULT_COLUMNS = [c.key for c in RESULTS.columns if c.key != "created_at"]
+EVALUATION_COLUMNS = [c.key for c in EVALUATIONS.columns]
+
+
 async def insert_results(
     session: AsyncSession,
     results: Sequence[dict[str, Any]],
@@ -151,23 +157,26 @@ async def insert_results(
 
     Returns the ids of the results actually inserted.
     """
-    columns = {key for result in results for key in result}
-    rows = [{key: result.get(key) for key in columns} for result in results]
+    rows = [{column: result.get(column) for column in RESULT_COLUMNS} for result in results]
+    # executemany with a fixed column list: one cached statement, batched by the driver.
     inserted = await session.execute(
-        insert(Result)
-        .values(rows)
+        insert(RESULTS)
         .on_conflict_do_nothing(index_elements=["run_id", "position", "repetition"])
-        .returning(Result.id)
+        .returning(RESULTS.c.id),
+        rows,
     )
     new_ids = set(inserted.scalars().all())
     evaluation_rows = [
-        {**evaluation, "result_id": result["id"]}
+        {
+            column: {**evaluation, "result_id": result["id"]}.get(column)
+            for column in EVALUATION_COLUMNS
+        }
         for result, evaluation_rows in zip(results, evaluations, strict=True)
         if result["id"] in new_ids
         for evaluation in evaluation_rows
     ]
     if evaluation_rows:
-        await session.execute(insert(Evaluation).values(evaluation_rows))
+        await session.execute(insert(EVALUATIONS), evaluation_rows)
     return [result["id"] for result in results if result["id"] in new_ids]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -11,6 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from database.setup import DatabaseUrls
+from tasks.handlers import HANDLERS
+from tasks.worker import WorkerPool
 from tests.helpers import Account, register
 
 
@@ -45,12 +48,13 @@ async def _rls_tables(owner_engine: AsyncEngine) -> list[str]:
         return [row[0] for row in rows]
 
 
-async def _fill_test_library(client, account: Account) -> None:
-    """A row in every table of the test library, so the zero-rows check covers them."""
+async def _fill_every_table(client, account: Account) -> None:
+    """A row in every tenant table (a finished run included), so the zero-rows check has rows
+    to hide."""
 
     async def post(path: str, body: dict) -> dict:
         response = await client.post(path, json=body, headers=account.headers)
-        assert response.status_code in (200, 201), response.text
+        assert response.status_code in (200, 201, 202), response.text
         return response.json()
 
     model = await post("/api/v1/models", {"name": "demo", "provider": "demo"})
@@ -64,14 +68,40 @@ async def _fill_test_library(client, account: Account) -> None:
         "/api/v1/prompts",
         {"project_id": project["id"], "name": "p", "template": "{{ input }}", "labels": ["prod"]},
     )
+    metric = await post(
+        "/api/v1/metrics", {"project_id": project["id"], "name": "m", "type": "is-json"}
+    )
+    response = await client.put(
+        f"/api/v1/test-sets/{test_set['id']}/metrics",
+        json={"metric_ids": [metric["id"]]},
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text
+    run = await post("/api/v1/runs", {"test_set_id": test_set["id"], "use_cache": True})
+    for _ in range(300):
+        current = await client.get(f"/api/v1/runs/{run['id']}", headers=account.headers)
+        if current.json()["status"] == "completed":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the run did not complete: {current.json()}")
 
 
 @pytest.fixture
-async def committed_accounts(committed_database, app, owner_engine) -> AsyncIterator[list[Account]]:
+async def committed_accounts(
+    committed_database, app, owner_engine, database_urls
+) -> AsyncIterator[list[Account]]:
     """Two organizations' worth of data committed for real, removed afterwards."""
     import httpx
 
+    pool = WorkerPool(
+        committed_database,
+        HANDLERS,
+        concurrency=2,
+        listen_url=database_urls.runtime,
+        poll_seconds=0.2,
+    )
     transport = httpx.ASGITransport(app=app)
+    await pool.start()
     async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
         accounts = [await register(client), await register(client)]
         for account in accounts:
@@ -81,7 +111,8 @@ async def committed_accounts(committed_database, app, owner_engine) -> AsyncIter
                 headers=account.headers,
             )
             assert key.status_code == 201
-            await _fill_test_library(client, account)
+            await _fill_every_table(client, account)
+    await pool.stop(drain_seconds=1)
     yield accounts
     async with owner_engine.begin() as conn:
         for account in accounts:

@@ -121,11 +121,6 @@ async def test_bad_create_bodies_name_the_field(client, body, field):
     assert_problem(response, 422, field=field)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a NUL character reaches PostgreSQL and answers 500; request schemas "
-    "(utils/schemas.py InputModel / Name) should refuse it with a 422",
-)
 async def test_nul_character_in_name_is_refused_with_422(client):
     owner = await register(client)
     response = await client.post(PROJECTS, json={"name": "a\x00b"}, headers=owner.headers)

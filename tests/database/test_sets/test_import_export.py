@@ -272,11 +272,6 @@ async def test_undecodable_empty_or_unsupported_files(
     assert await _counts(client, owner, test_set) == (1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a NUL character reaches PostgreSQL and answers 500; the case schema (utils/schemas.py "
-    "InputModel) should refuse it so the row is listed in a 422",
-)
 @pytest.mark.parametrize(
     ("content", "content_type"),
     [

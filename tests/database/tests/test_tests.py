@@ -214,11 +214,6 @@ async def test_project_must_be_one_of_this_organization(client):
     assert (await _list(client, stranger))["total"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NUL characters reach PostgreSQL (text and jsonb refuse them) and answer 500; "
-    "request schemas (utils/schemas.py InputModel) should refuse them with a 422",
-)
 @pytest.mark.parametrize(
     "fields",
     [
@@ -326,15 +321,7 @@ async def test_list_sorts_and_paginates_with_total(client):
         ({"limit": 0}, "limit"),
         ({"limit": 201}, "limit"),
         ({"offset": -1}, "offset"),
-        pytest.param(
-            {"offset": 10**20},
-            "offset",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="utils/pagination.py page_params has no upper bound on offset: past int64 "
-                "the driver fails and the answer is 500",
-            ),
-        ),
+        ({"offset": 10**20}, "offset"),
         ({"project_id": "nope"}, "project_id"),
         ({"topic": "t" * 201}, "topic"),
         ({"q": "q" * 501}, "q"),

@@ -1,0 +1,156 @@
+"""Run throughput, end to end: POST /runs -> job queue -> workers -> provider -> scored
+results in PostgreSQL -> run completed. 1,000 cases, two deterministic metrics.
+
+(a) a provider answering in a fixed 50 ms, concurrency 50: wall time against the ideal
+    (cases x latency / concurrency);
+(b) an instant provider: cases per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from bench.harness import bench_app
+from database.core import get_database
+from tasks.handlers import HANDLERS, on_dead
+from tasks.worker import WorkerPool
+
+CASES = 1000
+CONCURRENCY = 50
+LATENCY = 0.05
+PASSWORD = "bench-password-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def provider(latency: float) -> AsyncIterator[str]:
+    port = _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.fake_provider", "--port", str(port), "--latency", str(latency)
+    )
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(100):
+                try:
+                    await client.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={})
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+
+
+async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
+    registered = await client.post(
+        "/api/v1/auth/register",
+        json={"email": "runner@example.com", "password": PASSWORD, "name": "Bench"},
+    )
+    client.headers["Authorization"] = f"Bearer {registered.json()['access_token']}"
+    project = (await client.post("/api/v1/projects", json={"name": "bench"})).json()
+    ids: list[str] = []
+    for start in range(0, CASES, 1000):
+        cases = [
+            {"input": f"case {i}", "expected_output": f"case {i}"}
+            for i in range(start, min(CASES, start + 1000))
+        ]
+        created = await client.post(
+            "/api/v1/tests/bulk", json={"project_id": project["id"], "tests": cases}
+        )
+        ids += created.json()["ids"]
+    test_set = await client.post(
+        "/api/v1/test-sets", json={"project_id": project["id"], "name": "bench", "test_ids": ids}
+    )
+    metrics = []
+    for body in (
+        {"name": "contains", "type": "contains"},
+        {"name": "short", "type": "word-count", "parameters": {"max": 10}},
+    ):
+        created = await client.post("/api/v1/metrics", json={"project_id": project["id"], **body})
+        metrics.append(created.json()["id"])
+    return {"project": project["id"], "test_set": test_set.json()["id"], "metrics": metrics}
+
+
+async def _timed_run(
+    client: httpx.AsyncClient, setup: dict[str, Any], base_url: str, name: str
+) -> float:
+    model = await client.post(
+        "/api/v1/models",
+        json={
+            "name": name,
+            "provider": "openai-compatible",
+            "model": "bench-model",
+            "base_url": base_url,
+            "api_key": "sk-bench",
+        },
+    )
+    started = time.perf_counter()
+    run = await client.post(
+        "/api/v1/runs",
+        json={
+            "test_set_id": setup["test_set"],
+            "target_model_id": model.json()["id"],
+            "metric_ids": setup["metrics"],
+            "concurrency": CONCURRENCY,
+        },
+    )
+    run_id = run.json()["id"]
+    while True:
+        current = (await client.get(f"/api/v1/runs/{run_id}")).json()
+        if current["status"] in ("completed", "failed", "cancelled"):
+            break
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    assert current["status"] == "completed", current
+    assert current["counts"]["done"] == CASES, current["counts"]
+    assert current["counts"]["errored"] == 0, current["counts"]
+    return elapsed
+
+
+async def run() -> None:
+    async with bench_app(
+        bcrypt_rounds=4, allow_private_networks=True, workers=2, max_run_concurrency=CONCURRENCY
+    ) as client:
+        pool = WorkerPool(
+            get_database(),
+            HANDLERS,
+            on_dead=on_dead,
+            concurrency=2,
+            listen_url=str(get_database().engine.url.render_as_string(hide_password=False)),
+            lease=timedelta(seconds=30),
+        )
+        await pool.start()
+        try:
+            setup = await _setup(client)
+            async with provider(LATENCY) as slow:
+                await _timed_run(client, setup, slow, "warm-up")
+                slow_seconds = await _timed_run(client, setup, slow, "slow")
+            async with provider(0.0) as instant:
+                instant_seconds = await _timed_run(client, setup, instant, "instant")
+        finally:
+            await pool.stop()
+    ideal = CASES * LATENCY / CONCURRENCY
+    print(f"run throughput ({CASES} cases, 2 metrics, concurrency {CONCURRENCY}, app + database)")
+    print(
+        f"  (a) 50 ms provider: {slow_seconds:6.2f} s vs ideal {ideal:.2f} s"
+        f"  = {slow_seconds / ideal:.2f}x ideal (goal <= 1.5x)"
+    )
+    print(
+        f"  (b) instant provider: {instant_seconds:6.2f} s = {CASES / instant_seconds:6.0f} cases/s"
+        " (goal >= 500)"
+    )

@@ -1,0 +1,566 @@
+"""The worker pool against a real database: woken by NOTIFY (also during a claim, and after its
+listener reconnects), retries and dead jobs, the concurrency limit, tenant-scoped handler
+transactions, draining on stop, lease renewal and loss, and taking over a dead worker's jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, text, update
+
+from database.core import Database
+from database.setup import DatabaseUrls
+from tasks import queue, worker
+from tasks.models import Job
+from tasks.worker import DeadHandler, Handler, JobContext, WorkerPool
+from tests.helpers import Account, tenant_session
+from tests.tasks.conftest import (
+    enqueue_jobs,
+    load_job,
+    new_kind,
+    wait_for_status,
+    wait_until,
+)
+
+LISTEN_QUERY = f'LISTEN "{queue.CHANNEL}"'
+
+
+@contextlib.asynccontextmanager
+async def running_pool(
+    database: Database,
+    database_urls: DatabaseUrls,
+    handlers: dict[str, Handler],
+    *,
+    concurrency: int = 2,
+    poll_seconds: float = 30.0,
+    lease: timedelta = timedelta(seconds=10),
+    on_dead: DeadHandler | None = None,
+    drain_seconds: float = 2.0,
+) -> AsyncIterator[WorkerPool]:
+    pool = WorkerPool(
+        database,
+        handlers,
+        concurrency=concurrency,
+        listen_url=database_urls.runtime,
+        on_dead=on_dead,
+        poll_seconds=poll_seconds,
+        lease=lease,
+    )
+    listening = await _listeners(database)
+    await pool.start()
+    try:
+        # The pool's LISTEN connection is up: from now on a commit wakes it.
+        await wait_until(lambda: _more_listeners(database, listening), within=10)
+        yield pool
+    finally:
+        await pool.stop(drain_seconds=drain_seconds)
+
+
+async def _listeners(database: Database) -> int:
+    """Connections of the runtime role that LISTEN on the queue's channel."""
+    async with database.engine.connect() as conn:
+        count = await conn.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE query = :query"),
+            {"query": LISTEN_QUERY},
+        )
+    return int(count or 0)
+
+
+async def _more_listeners(database: Database, than: int) -> bool:
+    return await _listeners(database) > than
+
+
+# --- running jobs -----------------------------------------------------------------------------
+
+
+async def test_a_committed_job_runs_at_once_woken_by_notify(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+    ran: list[JobContext] = []
+    done = asyncio.Event()
+
+    async def handler(ctx: JobContext) -> None:
+        ran.append(ctx)
+        done.set()
+
+    async with running_pool(committed_database, database_urls, {kind: handler}) as pool:
+        await asyncio.sleep(0.2)  # the pool is idle, waiting out a 30 s poll
+        started = time.monotonic()
+        [job_id] = await enqueue_jobs(committed_database, account, kind)
+        await asyncio.wait_for(done.wait(), timeout=5)
+        # Well before the poll (30 s, give or take a fifth): NOTIFY woke the pool.
+        assert time.monotonic() - started < 5
+        await wait_for_status(committed_database, account, [job_id], "done")
+
+    [ctx] = ran
+    assert (ctx.job.id, ctx.job.kind, ctx.job.payload, ctx.job.attempts) == (
+        job_id,
+        kind,
+        {"n": 0},
+        1,
+    )
+    assert ctx.job.organization_id == account.organization_id
+    assert ctx.worker == pool.name
+    job = await load_job(committed_database, account, job_id)
+    assert (job.status, job.attempts, job.locked_by, job.last_error) == ("done", 1, None, None)
+    assert job.finished_at is not None
+
+
+async def test_a_wake_up_arriving_during_a_claim_is_not_lost(
+    committed_database: Database,
+    accounts: list[Account],
+    database_urls: DatabaseUrls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job committed while the pool is claiming (too late for that claim to see) must not
+    wait for the next poll: its NOTIFY arrived while the pool was busy, not lost."""
+    account = accounts[0]
+    kind = new_kind()
+    done = asyncio.Event()
+    injected: list[uuid.UUID] = []
+    real_claim = queue.claim
+    listening = await _listeners(committed_database)
+
+    async def handler(ctx: JobContext) -> None:
+        done.set()
+
+    async def claim_racing_an_enqueue(session: Any, **options: Any) -> list[queue.ClaimedJob]:
+        claimed = await real_claim(session, **options)
+        if not injected:
+            await wait_until(lambda: _more_listeners(committed_database, listening), within=10)
+            await asyncio.sleep(0.2)  # the listener is settled
+            injected.extend(await enqueue_jobs(committed_database, account, kind))
+            await asyncio.sleep(0.3)  # its NOTIFY reaches the pool while this claim is open
+        return claimed
+
+    monkeypatch.setattr(queue, "claim", claim_racing_an_enqueue)
+    async with running_pool(committed_database, database_urls, {kind: handler}):
+        await asyncio.wait_for(done.wait(), timeout=5)  # the poll would take 24 s or more
+        await wait_for_status(committed_database, account, injected, "done")
+
+
+async def test_a_failing_job_is_retried_then_dead_and_on_dead_is_told(
+    committed_database: Database,
+    accounts: list[Account],
+    database_urls: DatabaseUrls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+    monkeypatch.setattr(queue, "backoff", lambda attempts: 0.05)  # retry (almost) at once
+    attempts: list[int] = []
+    dead: list[tuple[uuid.UUID, str, str]] = []
+
+    async def handler(ctx: JobContext) -> None:
+        attempts.append(ctx.job.attempts)
+        raise ValueError(f"boom {ctx.job.attempts}")
+
+    async def on_dead(ctx: JobContext, error: str) -> None:
+        dead.append((ctx.job.id, ctx.job.kind, error))
+
+    async with running_pool(
+        committed_database, database_urls, {kind: handler}, poll_seconds=0.1, on_dead=on_dead
+    ):
+        [job_id] = await enqueue_jobs(committed_database, account, kind, max_attempts=3)
+
+        async def told() -> bool:
+            return bool(dead)
+
+        await wait_until(told, within=10)
+        await asyncio.sleep(0.3)  # nothing more happens to a dead job
+
+    assert attempts == [1, 2, 3]
+    assert dead == [(job_id, kind, "ValueError: boom 3")]
+    job = await load_job(committed_database, account, job_id)
+    assert (job.status, job.attempts, job.last_error) == ("dead", 3, "ValueError: boom 3")
+    assert job.locked_by is None and job.finished_at is not None
+
+
+async def test_a_job_of_an_unknown_kind_dies_with_a_clear_error(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+    dead: list[str] = []
+
+    async def on_dead(ctx: JobContext, error: str) -> None:
+        dead.append(error)
+
+    async with running_pool(committed_database, database_urls, {}, on_dead=on_dead):
+        [job_id] = await enqueue_jobs(committed_database, account, kind, max_attempts=1)
+        await wait_for_status(committed_database, account, [job_id], "dead")
+    assert dead == [f"LookupError: no handler for job kind {kind!r}"]
+    assert (await load_job(committed_database, account, job_id)).last_error == dead[0]
+
+
+async def test_no_more_than_concurrency_jobs_run_at_once(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+    running = 0
+    most = 0
+    finished: list[uuid.UUID] = []
+
+    async def handler(ctx: JobContext) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.1)
+        finally:
+            running -= 1
+        finished.append(ctx.job.id)
+
+    async with running_pool(
+        committed_database, database_urls, {kind: handler}, concurrency=3
+    ) as pool:
+        ids = await enqueue_jobs(committed_database, account, kind, 10)
+
+        async def all_finished() -> bool:
+            assert pool.busy <= 3
+            return len(finished) == len(ids)
+
+        await wait_until(all_finished, within=10, interval=0.01)
+        await wait_for_status(committed_database, account, ids, "done")
+    assert most == 3
+    assert sorted(finished) == sorted(ids)
+
+
+async def test_a_handlers_transaction_is_scoped_to_its_organization(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    kind = new_kind()
+    seen: dict[uuid.UUID, tuple[uuid.UUID, set[uuid.UUID], set[uuid.UUID]]] = {}
+    both_running = asyncio.Barrier(2)
+
+    async def handler(ctx: JobContext) -> None:
+        # Both organizations have a running job right now; each handler sees its own only.
+        await asyncio.wait_for(both_running.wait(), timeout=5)
+        async with ctx.transaction() as session:
+            tenant = await session.scalar(text("SELECT current_setting('app.organization_id')"))
+            rows = (await session.execute(text("SELECT id, organization_id FROM jobs"))).all()
+        seen[ctx.job.id] = (uuid.UUID(tenant), {row[1] for row in rows}, {row[0] for row in rows})
+
+    first, second = accounts
+    async with running_pool(committed_database, database_urls, {kind: handler}, concurrency=2):
+        [first_job] = await enqueue_jobs(committed_database, first, kind)
+        [second_job] = await enqueue_jobs(committed_database, second, kind)
+        await wait_for_status(committed_database, first, [first_job], "done")
+        await wait_for_status(committed_database, second, [second_job], "done")
+
+    assert seen[first_job] == (first.organization_id, {first.organization_id}, {first_job})
+    assert seen[second_job] == (second.organization_id, {second.organization_id}, {second_job})
+
+
+# --- stopping ---------------------------------------------------------------------------------
+
+
+async def test_stop_drains_then_hands_back_unfinished_jobs(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    quick_kind, slow_kind = new_kind(), new_kind()
+    quick_started, slow_started, slow_cancelled = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    quick_finished = asyncio.Event()
+
+    async def quick(ctx: JobContext) -> None:
+        quick_started.set()
+        await asyncio.sleep(0.3)
+        quick_finished.set()
+
+    async def slow(ctx: JobContext) -> None:
+        slow_started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            slow_cancelled.set()
+            raise
+
+    pool = WorkerPool(
+        committed_database,
+        {quick_kind: quick, slow_kind: slow},
+        concurrency=2,
+        listen_url=database_urls.runtime,
+        poll_seconds=0.1,
+    )
+    await pool.start()
+    try:
+        [quick_id] = await enqueue_jobs(committed_database, account, quick_kind)
+        [slow_id] = await enqueue_jobs(committed_database, account, slow_kind)
+        await asyncio.wait_for(quick_started.wait(), timeout=5)
+        await asyncio.wait_for(slow_started.wait(), timeout=5)
+
+        started = time.monotonic()
+        await asyncio.wait_for(pool.stop(drain_seconds=1.0), timeout=10)
+        elapsed = time.monotonic() - started
+    finally:
+        await pool.stop(drain_seconds=0)
+
+    assert 0.9 <= elapsed < 5, elapsed  # waited out the drain for the slow job, no longer
+    assert quick_finished.is_set() and slow_cancelled.is_set()
+    assert pool.busy == 0
+    assert (await load_job(committed_database, account, quick_id)).status == "done"
+    slow_job = await load_job(committed_database, account, slow_id)
+    assert (slow_job.status, slow_job.attempts) == ("queued", 0)
+    assert slow_job.locked_by is None and slow_job.locked_until is None
+    # Another worker may start it at once.
+    async with committed_database.transaction() as session:
+        claimed = await queue.claim(session, worker="next", limit=10, lease=timedelta(seconds=60))
+    assert [(job.id, job.attempts) for job in claimed] == [(slow_id, 1)]
+
+
+async def test_stop_returns_as_soon_as_running_jobs_finish(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+    started = asyncio.Event()
+
+    async def handler(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+
+    pool = WorkerPool(
+        committed_database, {kind: handler}, concurrency=1, listen_url=database_urls.runtime
+    )
+    await pool.start()
+    try:
+        [job_id] = await enqueue_jobs(committed_database, account, kind)
+        await asyncio.wait_for(started.wait(), timeout=5)
+        began = time.monotonic()
+        await asyncio.wait_for(pool.stop(drain_seconds=10), timeout=15)
+        assert time.monotonic() - began < 3
+    finally:
+        await pool.stop(drain_seconds=0)
+    job = await load_job(committed_database, account, job_id)
+    assert (job.status, job.attempts) == ("done", 1)
+
+
+# --- leases -----------------------------------------------------------------------------------
+
+
+async def test_the_job_of_a_dead_worker_is_taken_over_once_its_lease_expires(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+    ran: list[tuple[float, JobContext]] = []
+
+    async def handler(ctx: JobContext) -> None:
+        ran.append((time.monotonic(), ctx))
+
+    [job_id] = await enqueue_jobs(committed_database, account, kind)
+    async with committed_database.transaction() as session:
+        [claimed] = await queue.claim(
+            session, worker="died-mid-job", limit=1, lease=timedelta(seconds=0.8)
+        )
+    claimed_at = time.monotonic()
+    assert claimed.id == job_id
+
+    async with running_pool(
+        committed_database,
+        database_urls,
+        {kind: handler},
+        poll_seconds=0.1,
+        lease=timedelta(seconds=2),
+    ) as pool:
+        await wait_for_status(committed_database, account, [job_id], "done", within=10)
+
+    [(ran_at, ctx)] = ran
+    assert ran_at - claimed_at >= 0.7, "taken while the dead worker's lease still held"
+    assert (ctx.job.id, ctx.job.attempts, ctx.worker) == (job_id, 2, pool.name)
+    job = await load_job(committed_database, account, job_id)
+    assert (job.status, job.attempts) == ("done", 2)
+
+
+async def test_heartbeats_keep_a_long_job_from_being_taken_over(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+    started = asyncio.Event()
+    runs = 0
+
+    async def handler(ctx: JobContext) -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await asyncio.sleep(1.5)  # well past the 0.6 s lease: only heartbeats keep it
+
+    async with running_pool(
+        committed_database, database_urls, {kind: handler}, lease=timedelta(seconds=0.6)
+    ):
+        [job_id] = await enqueue_jobs(committed_database, account, kind)
+        await asyncio.wait_for(started.wait(), timeout=5)
+        stolen: list[queue.ClaimedJob] = []
+        deadline = time.monotonic() + 1.4
+        while time.monotonic() < deadline:
+            async with committed_database.transaction() as session:
+                stolen += await queue.claim(
+                    session, worker="thief", limit=10, lease=timedelta(seconds=60)
+                )
+            await asyncio.sleep(0.1)
+        assert stolen == []
+        await wait_for_status(committed_database, account, [job_id], "done")
+    assert runs == 1
+    assert (await load_job(committed_database, account, job_id)).attempts == 1
+
+
+async def test_a_job_whose_lease_was_lost_is_abandoned(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handler(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with running_pool(
+        committed_database, database_urls, {kind: handler}, lease=timedelta(seconds=0.6)
+    ) as pool:
+        [job_id] = await enqueue_jobs(committed_database, account, kind)
+        await asyncio.wait_for(started.wait(), timeout=5)
+        # Another worker has taken the job over (as after a long pause of this one).
+        async with tenant_session(committed_database, account.organization_id) as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(locked_by="new-owner", locked_until=func.now() + timedelta(seconds=60))
+            )
+        await asyncio.wait_for(cancelled.wait(), timeout=5)  # the next heartbeat notices
+
+        async def idle() -> bool:
+            return pool.busy == 0
+
+        await wait_until(idle)
+    # The pool neither completed nor failed the job it no longer holds.
+    job = await load_job(committed_database, account, job_id)
+    assert (job.status, job.locked_by, job.last_error) == ("running", "new-owner", None)
+
+
+async def test_a_job_failing_after_its_lease_was_lost_is_not_declared_dead(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    """The handler fails on its last attempt, but another worker holds the job by then: the
+    failure is not this worker's to record, and on_dead (which ends a run) must not be told."""
+    account = accounts[0]
+    kind = new_kind()
+    dead: list[str] = []
+    failed = asyncio.Event()
+
+    async def handler(ctx: JobContext) -> None:
+        async with tenant_session(committed_database, account.organization_id) as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id == ctx.job.id)
+                .values(locked_by="new-owner", locked_until=func.now() + timedelta(seconds=60))
+            )
+        failed.set()
+        raise ValueError("lost the race")
+
+    async def on_dead(ctx: JobContext, error: str) -> None:
+        dead.append(error)
+
+    async with running_pool(
+        committed_database, database_urls, {kind: handler}, on_dead=on_dead
+    ) as pool:
+        [job_id] = await enqueue_jobs(committed_database, account, kind, max_attempts=1)
+        await asyncio.wait_for(failed.wait(), timeout=5)
+
+        async def idle() -> bool:
+            return pool.busy == 0
+
+        await wait_until(idle)
+        await asyncio.sleep(0.2)
+    assert dead == []
+    job = await load_job(committed_database, account, job_id)
+    assert (job.status, job.locked_by, job.last_error) == ("running", "new-owner", None)
+
+
+async def test_leases_are_renewed_while_stop_drains(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    """A drain longer than the lease must not let another worker start the job meanwhile."""
+    account = accounts[0]
+    kind = new_kind()
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def handler(ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(1.5)  # well past the 0.6 s lease
+        finished.set()
+
+    pool = WorkerPool(
+        committed_database,
+        {kind: handler},
+        concurrency=1,
+        listen_url=database_urls.runtime,
+        lease=timedelta(seconds=0.6),
+    )
+    await pool.start()
+    stolen: list[queue.ClaimedJob] = []
+    try:
+        [job_id] = await enqueue_jobs(committed_database, account, kind)
+        await asyncio.wait_for(started.wait(), timeout=5)
+        stopping = asyncio.create_task(pool.stop(drain_seconds=5))
+        while not stopping.done():
+            async with committed_database.transaction() as session:
+                stolen += await queue.claim(
+                    session, worker="thief", limit=10, lease=timedelta(seconds=60)
+                )
+            await asyncio.sleep(0.1)
+        await stopping
+    finally:
+        await pool.stop(drain_seconds=0)
+    assert stolen == []
+    assert finished.is_set()
+    job = await load_job(committed_database, account, job_id)
+    assert (job.status, job.attempts) == ("done", 1)
+
+
+async def test_the_listener_reconnects_and_catches_up(
+    committed_database: Database,
+    accounts: list[Account],
+    database_urls: DatabaseUrls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The LISTEN connection dies: the pool reconnects and runs what was enqueued meanwhile
+    at once, not at the next poll."""
+    account = accounts[0]
+    kind = new_kind()
+    done = asyncio.Event()
+    monkeypatch.setattr(worker, "RECONNECT_SECONDS", 0.5)
+
+    async def handler(ctx: JobContext) -> None:
+        done.set()
+
+    async with running_pool(committed_database, database_urls, {kind: handler}) as pool:
+        async with committed_database.engine.connect() as conn:
+            killed = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE query = :query AND pid <> pg_backend_pid()"
+                ),
+                {"query": LISTEN_QUERY},
+            )
+        assert killed == 1
+        [job_id] = await enqueue_jobs(committed_database, account, kind)  # nobody listening
+        await asyncio.wait_for(done.wait(), timeout=5)  # the poll would take 24 s or more
+        await wait_for_status(committed_database, account, [job_id], "done")
+        assert pool.busy == 0
