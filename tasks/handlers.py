@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.engine import executor
 from database.results.service import START_JOB
 from tasks.worker import Handler, JobContext
@@ -12,7 +14,7 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-async def on_dead(ctx: JobContext, error: str) -> None:
-    """A job gave up for good: end what depended on it."""
+async def on_dead(ctx: JobContext, session: AsyncSession, error: str) -> None:
+    """A job gave up for good: end what depended on it (in the transaction that buried it)."""
     if ctx.job.kind in HANDLERS and "run_id" in ctx.job.payload:
-        await executor.mark_run_failed(ctx, error)
+        await executor.mark_run_failed(ctx, session, error)

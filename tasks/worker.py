@@ -46,7 +46,7 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], Awaitable[None]]
-DeadHandler = Callable[[JobContext, str], Awaitable[None]]
+DeadHandler = Callable[[JobContext, AsyncSession, str], Awaitable[None]]
 
 
 class WorkerPool:
@@ -195,12 +195,13 @@ class WorkerPool:
                 async with self.database.transaction() as session:
                     await set_tenant(session, organization_id=job.organization_id)
                     status = await queue.fail(session, worker=self.name, job=job, error=error)
+                    if status == "dead" and self.on_dead is not None:
+                        # In the same transaction: a dead job and its consequence commit together.
+                        await self.on_dead(context, session, error)
                 if status == "lost":  # another worker holds it now: not ours to record
                     bound.warning("lease lost; failure not recorded")
                 else:
                     bound.info("job will retry" if status == "queued" else "job is dead")
-                if status == "dead" and self.on_dead is not None:
-                    await self.on_dead(context, error)
         finally:
             self._running.pop(job.id, None)
             self._wake.set()

@@ -25,8 +25,11 @@ def configure_logging(log_format: Literal["console", "json"], level: str = "INFO
     renderer: structlog.types.Processor
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
+        # Without local variables: they may hold passwords, tokens or provider keys.
         exception_processor: list[structlog.types.Processor] = [
-            structlog.processors.dict_tracebacks
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
         ]
     else:
         # Plain tracebacks: rich ones print local variables, which may hold secrets.

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 from genai_prices import Usage, calc_price
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine.gate import Gate, call_through, gate_for
 from app.engine.scorers import JudgeVerdict, MetricSpec, Observation, Verdict, score
@@ -106,11 +107,10 @@ async def run_chunk(ctx: JobContext) -> None:
             await crud.set_status(session, run.id, "completed")
 
 
-async def mark_run_failed(ctx: JobContext, error: str) -> None:
+async def mark_run_failed(ctx: JobContext, session: AsyncSession, error: str) -> None:
     """A run's job gave up for good: the run ends as failed rather than running forever."""
     run_id = uuid.UUID(ctx.job.payload["run_id"])
-    async with ctx.transaction() as session:
-        await crud.set_status(session, run_id, "failed", error=error[:2000])
+    await crud.set_status(session, run_id, "failed", error=error[:2000])
 
 
 # --- what a run needs -----------------------------------------------------------------------
@@ -304,7 +304,7 @@ async def _process(
         return _errored(result, result["input"], error.kind, error.message), []
     cost = _cost(plan.target, reply)
     result.update(
-        output=reply.output,
+        output=storable(reply.output),
         latency_ms=round(reply.latency_ms, 2),
         input_tokens=reply.input_tokens,
         output_tokens=reply.output_tokens,
@@ -335,7 +335,7 @@ async def _process(
             "metric_type": spec.type,
             "score": verdict.score,
             "passed": verdict.passed,
-            "reason": verdict.reason[:4000],
+            "reason": storable(verdict.reason[:4000]),
             "error": verdict.error,
             "input_tokens": verdict.input_tokens,
             "output_tokens": verdict.output_tokens,
@@ -348,7 +348,7 @@ async def _process(
         result.update(
             status="errored",
             error_type="evaluation_error",
-            error_message=f"{failed_metric['metric_name']}: {failed_metric['error']}",
+            error_message=storable(f"{failed_metric['metric_name']}: {failed_metric['error']}"),
         )
     else:
         result["status"] = "passed" if all(e["passed"] for e in evaluations) else "failed"
@@ -358,7 +358,9 @@ async def _process(
 def _errored(
     result: dict[str, Any], sent: dict[str, Any], kind: str, message: str
 ) -> dict[str, Any]:
-    result.update(input=sent, status="errored", error_type=kind, error_message=message[:4000])
+    result.update(
+        input=sent, status="errored", error_type=kind, error_message=storable(message[:4000])
+    )
     return result
 
 
@@ -392,12 +394,17 @@ async def _answer(
             {
                 "organization_id": run.organization_id,
                 "key": key,
-                "output": reply.output,
+                "output": storable(reply.output),
                 "input_tokens": reply.input_tokens,
                 "output_tokens": reply.output_tokens,
             },
         )
     return reply, False
+
+
+def storable(text: str) -> str:
+    """PostgreSQL cannot store NUL in text: one in a model's answer must not sink the batch."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _cache_key(config: TargetConfig, request: TargetRequest) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from app.engine.targets import TargetError, TargetReply
 
 RETRYABLE = frozenset({"rate_limited", "server_error", "connection_error"})
+# A 429 is the provider pacing us, not failing: it is retried but does not open the circuit.
+BREAKER_KINDS = frozenset({"server_error", "connection_error", "timeout"})
 MAX_RETRIES = 3
 RETRY_BASE_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
@@ -109,7 +111,7 @@ async def call_through(gate: Gate, call: Callable[[], Awaitable[TargetReply]]) -
                 await gate.pace.wait()
             reply = await call()
         except TargetError as error:
-            if error.kind in RETRYABLE or error.kind == "timeout":
+            if error.kind in BREAKER_KINDS:
                 gate.breaker.failed()
             elif trial:
                 gate.breaker.abandoned()

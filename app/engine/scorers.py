@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import operator
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import regex
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz
+
+REGEX_SECONDS = 0.5
+MAX_SCORED_CHARS = 200_000
 
 COMPARATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -114,8 +117,14 @@ def _list_check(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
 def _regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     flags = 0
     for flag in spec.parameters.get("flags", []):
-        flags |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}[flag]
-    match = re.search(spec.parameters["pattern"], obs.output, flags)
+        flags |= {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}[flag]
+    try:
+        # A time limit: a pathological pattern must not stall the event loop of every tenant.
+        match = regex.search(
+            spec.parameters["pattern"], obs.output[:MAX_SCORED_CHARS], flags, timeout=REGEX_SECONDS
+        )
+    except TimeoutError as exc:
+        raise ScoringError(f"the pattern took longer than {REGEX_SECONDS} s; simplify it") from exc
     return _binary(match is not None, "pattern matches", "pattern does not match")
 
 

@@ -72,6 +72,9 @@ class TargetReply:
     output_tokens: int | None = None
 
 
+DEADLINE_GRACE_SECONDS = 1.0
+
+
 class TargetError(Exception):
     def __init__(
         self,
@@ -98,12 +101,11 @@ async def call_target(
     seconds = time_limit or config.timeout_seconds
     started = time.perf_counter()
     try:
-        if config.provider == "demo":
-            output, usage = demo_reply(request), None
-        elif config.provider == "http":
-            output, usage = await _call_http(config, request, seconds, allow_private_networks)
-        else:
-            output, usage = await _call_model(config, request, seconds, allow_private_networks)
+        # An overall deadline: the clients' timeouts are per phase and restart on every byte.
+        async with asyncio.timeout(seconds + DEADLINE_GRACE_SECONDS):
+            output, usage = await _dispatch(config, request, seconds, allow_private_networks)
+    except TimeoutError as exc:
+        raise TargetError("timeout", f"no complete answer within {seconds:g} s") from exc
     except InvalidInput as exc:  # the SSRF guard or the request template refused
         raise TargetError("configuration_error", _redact(exc.detail, config)) from exc
     except TargetError as exc:  # providers and apps may echo the credentials they were sent
@@ -113,6 +115,19 @@ async def call_target(
     latency_ms = (time.perf_counter() - started) * 1000
     input_tokens, output_tokens = usage or (None, None)
     return TargetReply(output, latency_ms, input_tokens, output_tokens)
+
+
+Usage = tuple[int | None, int | None]
+
+
+async def _dispatch(
+    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+) -> tuple[str, Usage | None]:
+    if config.provider == "demo":
+        return demo_reply(request), None
+    if config.provider == "http":
+        return await _call_http(config, request, seconds, allow_private)
+    return await _call_model(config, request, seconds, allow_private)
 
 
 MIN_REDACTED_LENGTH = 6
@@ -281,6 +296,7 @@ async def _call_model(
         await check_url(
             config.base_url, field="base_url", allow_private=allow_private, require_resolution=True
         )
+    started = time.perf_counter()
     try:
         response = await model_request(
             _cached_model(config, seconds),
@@ -290,8 +306,10 @@ async def _call_model(
     except ai_errors.ModelHTTPError as exc:
         raise _http_error(exc.status_code, _error_text(exc.body), exc.headers) from exc
     except ai_errors.ModelTimeoutError as exc:
-        if _refused(exc):
-            raise TargetError("connection_error", "could not connect to the provider") from exc
+        # The aiohttp transport reports refused and dropped connections as timeouts too: one
+        # that comes before the time limit is a connection failure.
+        if time.perf_counter() - started < seconds * 0.9:
+            raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
         raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
     except ai_errors.ModelConnectionError as exc:
         raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
@@ -302,16 +320,6 @@ async def _call_model(
     text = "".join(part.content for part in response.parts if isinstance(part, TextPart))
     usage = response.usage
     return text, (usage.input_tokens, usage.output_tokens)
-
-
-def _refused(exc: BaseException) -> bool:
-    """aiohttp reports a refused connection as a connect timeout; tell the two apart."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if "Connect call failed" in str(seen) or "Cannot connect to host" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _error_text(body: object) -> str:

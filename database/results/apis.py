@@ -127,7 +127,9 @@ async def export_run(
     format: Literal["csv", "json", "junit"] = "json",
 ) -> Response:
     run = await service.get_run_or_404(session, run_id)
-    results = await service.result_reads(session, await crud.all_results(session, run.id))
+    results = await service.result_reads(
+        session, await crud.all_results(session, run.id), whole_run=run.id
+    )
     extension = "xml" if format == "junit" else format
     return Response(
         service.export_results(run, results, format),

@@ -233,12 +233,21 @@ async def to_reads(session: AsyncSession, runs: Sequence[Run]) -> list[RunRead]:
     return reads
 
 
-async def result_reads(session: AsyncSession, results: Sequence[Result]) -> list[ResultRead]:
-    evaluations = await crud.evaluations_of(session, [r.id for r in results])
+async def result_reads(
+    session: AsyncSession, results: Sequence[Result], *, whole_run: uuid.UUID | None = None
+) -> list[ResultRead]:
+    """Results with their evaluations; `whole_run` fetches them by run, not by id list (a
+    large run's ids would exceed the driver's limit on query parameters)."""
+    if whole_run is not None:
+        evaluations = await crud.run_evaluations(session, whole_run)
+    else:
+        evaluations = await crud.evaluations_of(session, [r.id for r in results])
     return [
         ResultRead.model_validate(result).model_copy(
             update={
-                "evaluations": [EvaluationRead.model_validate(e) for e in evaluations[result.id]]
+                "evaluations": [
+                    EvaluationRead.model_validate(e) for e in evaluations.get(result.id, [])
+                ]
             }
         )
         for result in results

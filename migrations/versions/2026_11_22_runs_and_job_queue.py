@@ -30,16 +30,21 @@ QUEUE_FUNCTIONS = {
         RETURNS TABLE (id uuid, organization_id uuid, kind text, payload jsonb,
                        attempts integer, max_attempts integer)
         AS $$
+          -- A MATERIALIZED CTE is evaluated once: a LIMIT ... SKIP LOCKED subquery inside
+          -- UPDATE ... FROM/IN may be rescanned by the planner and claim more than p_limit.
+          WITH picked AS MATERIALIZED (
+            SELECT c.id FROM jobs c
+             WHERE (c.status = 'queued' AND c.run_after <= now())
+                OR (c.status = 'running' AND c.locked_until < now())
+             ORDER BY c.run_after
+             LIMIT p_limit
+             FOR UPDATE SKIP LOCKED
+          )
           UPDATE jobs j
              SET status = 'running', locked_by = p_worker,
                  locked_until = now() + make_interval(secs => p_lease),
                  attempts = j.attempts + 1, updated_at = now()
-            FROM (SELECT c.id FROM jobs c
-                   WHERE (c.status = 'queued' AND c.run_after <= now())
-                      OR (c.status = 'running' AND c.locked_until < now())
-                   ORDER BY c.run_after
-                   LIMIT p_limit
-                   FOR UPDATE SKIP LOCKED) picked
+            FROM picked
            WHERE j.id = picked.id
           RETURNING j.id, j.organization_id, j.kind, j.payload, j.attempts, j.max_attempts
         $$ LANGUAGE sql VOLATILE""",

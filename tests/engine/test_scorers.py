@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -311,4 +312,13 @@ async def test_a_judge_error_passes_through_without_a_decision():
     metric = MetricSpec(name="m", type="refusal", parameters={}, threshold=0.5, negate=True)
     verdict = await score(metric, obs("x"), FakeJudge(failed))
     assert verdict.error == "judge call failed: timeout"
+    assert verdict.passed is False
+
+
+async def test_a_pathological_regex_is_stopped_not_left_to_stall_the_loop():
+    spec = MetricSpec(name="r", type="regex", parameters={"pattern": r"^(\w+\s?)*$"}, threshold=1.0)
+    started = time.perf_counter()
+    verdict = await score(spec, Observation(output="a" * 20_000 + "!", input="x"), None)
+    assert time.perf_counter() - started < 5
+    assert verdict.error is not None and "longer" in verdict.error
     assert verdict.passed is False

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Database
 from database.setup import DatabaseUrls
@@ -164,7 +165,7 @@ async def test_a_failing_job_is_retried_then_dead_and_on_dead_is_told(
         attempts.append(ctx.job.attempts)
         raise ValueError(f"boom {ctx.job.attempts}")
 
-    async def on_dead(ctx: JobContext, error: str) -> None:
+    async def on_dead(ctx: JobContext, session: AsyncSession, error: str) -> None:
         dead.append((ctx.job.id, ctx.job.kind, error))
 
     async with running_pool(
@@ -192,7 +193,7 @@ async def test_a_job_of_an_unknown_kind_dies_with_a_clear_error(
     kind = new_kind()
     dead: list[str] = []
 
-    async def on_dead(ctx: JobContext, error: str) -> None:
+    async def on_dead(ctx: JobContext, session: AsyncSession, error: str) -> None:
         dead.append(error)
 
     async with running_pool(committed_database, database_urls, {}, on_dead=on_dead):
@@ -474,7 +475,7 @@ async def test_a_job_failing_after_its_lease_was_lost_is_not_declared_dead(
         failed.set()
         raise ValueError("lost the race")
 
-    async def on_dead(ctx: JobContext, error: str) -> None:
+    async def on_dead(ctx: JobContext, session: AsyncSession, error: str) -> None:
         dead.append(error)
 
     async with running_pool(

@@ -262,3 +262,13 @@ async def test_a_run_that_cannot_start_ends_failed(lab, fake):
     done = await lab.wait(run["id"], seconds=60)
     # The target vanished before the worker got to it: the run ends instead of hanging.
     assert done["status"] in ("failed", "completed")
+
+
+async def test_a_nul_character_in_an_answer_is_stored_not_fatal(lab, fake):
+    target = await lab.openai_model(fake)
+    fake.reply = lambda body: "before\x00after"
+    test_set = await lab.test_set(_cases(2))
+    run = await lab.run(test_set, target, metric_ids=[])
+    done = await lab.wait(run["id"])
+    assert done["status"] == "completed" and done["counts"]["passed"] == 2
+    assert {r["output"] for r in await lab.results(run["id"])} == {"before\ufffdafter"}
