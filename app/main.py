@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import health
 from app.config import Settings, get_settings
+from app.engine.openai_wire import close_sessions
 from app.errors import install_error_handlers
 from app.public import create_public_app
 from app.runtime import Runtime, set_runtime
@@ -75,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if workers is not None:
             await workers.stop(settings.worker_drain_seconds)
+        await close_sessions()
         set_runtime(None)
         set_database(None)
         await database.dispose()

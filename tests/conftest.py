@@ -138,3 +138,12 @@ async def client(app, database: Database) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as http:
         yield http
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _close_provider_sessions() -> AsyncIterator[None]:
+    """The engine shares one HTTP session per event loop; close it with the test loop."""
+    yield
+    from app.engine.openai_wire import close_sessions
+
+    await close_sessions()

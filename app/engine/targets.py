@@ -30,6 +30,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 
+from app.engine import openai_wire
 from app.errors import InvalidInput
 from database.models.service import TargetConfig
 from utils.ssrf import check_url
@@ -127,7 +128,41 @@ async def _dispatch(
         return demo_reply(request), None
     if config.provider == "http":
         return await _call_http(config, request, seconds, allow_private)
+    if config.provider in ("openai", "openai-compatible"):
+        return await _call_openai_wire(config, request, seconds, allow_private)
     return await _call_model(config, request, seconds, allow_private)
+
+
+async def _call_openai_wire(
+    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+) -> tuple[str, Usage]:
+    if config.base_url:
+        await check_url(
+            config.base_url, field="base_url", allow_private=allow_private, require_resolution=True
+        )
+    messages = (
+        [{"role": "system", "content": request.system_prompt}] if request.system_prompt else []
+    )
+    messages += [
+        {"role": "user" if turn["role"] == "tool" else turn["role"], "content": turn["content"]}
+        for turn in request.chat()
+    ]
+    body = openai_wire.payload(
+        config.model or "", messages, {**config.parameters, **request.parameters}
+    )
+    try:
+        text, input_tokens, output_tokens = await openai_wire.chat(
+            base_url=config.base_url, api_key=config.api_key, body=body, seconds=seconds
+        )
+    except openai_wire.WireError as exc:
+        raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]
+    except openai_wire.WireStatus as exc:
+        raise _http_error(exc.status, exc.detail, exc.headers) from exc
+    except ValueError as exc:
+        raise TargetError(
+            "invalid_response", f"the provider's answer was not usable: {exc}"
+        ) from exc
+    return text, (input_tokens, output_tokens)
 
 
 MIN_REDACTED_LENGTH = 6
