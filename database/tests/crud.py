@@ -104,8 +104,9 @@ async def insert_tests(
     return ids
 
 
-def case_fields(test: TestCase) -> dict[str, Any]:
-    """The case as TestCaseFields would dump it (what snapshots and exports hold)."""
+def case_fields(test: Any) -> dict[str, Any]:
+    """The case as TestCaseFields would dump it (what snapshots and exports hold), from a
+    TestCase or a row with the same attribute names."""
     return {
         "input": test.input,
         "messages": test.messages,
