@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import health
 from app.config import Settings, get_settings
-from app.engine.openai_wire import close_sessions
+from app.engine.transport import close_sessions
 from app.errors import install_error_handlers
 from app.public import create_public_app
 from app.runtime import Runtime, set_runtime

@@ -144,6 +144,6 @@ async def client(app, database: Database) -> AsyncIterator[httpx.AsyncClient]:
 async def _close_provider_sessions() -> AsyncIterator[None]:
     """The engine shares one HTTP session per event loop; close it with the test loop."""
     yield
-    from app.engine.openai_wire import close_sessions
+    from app.engine.transport import close_sessions
 
     await close_sessions()

@@ -3,32 +3,19 @@ vLLM, LiteLLM, ...), spoken directly over one shared aiohttp session per event l
 
 Measured here at concurrency 50, the official SDK (through pydantic-ai) costs about 3-4 ms of
 CPU per call on top of the HTTP exchange, which alone takes about 0.5 ms: a run's throughput
-is bounded by that overhead, so this most common path skips it. Other providers still go
-through pydantic-ai.
+is bounded by that overhead, so this most common path skips it (see app/engine/transport.py).
+Other providers still go through pydantic-ai.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 
-import aiohttp
+from app.engine import transport
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 PARAMETERS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")
-
-_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
-
-
-class WireError(Exception):
-    """A failure before any HTTP status: kind is `timeout` or `connection_error`."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class WireStatus(Exception):
@@ -39,22 +26,6 @@ class WireStatus(Exception):
         self.status = status
         self.detail = detail
         self.headers = headers
-
-
-def _session() -> aiohttp.ClientSession:
-    loop = asyncio.get_running_loop()
-    session = _sessions.get(loop)
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        session = _sessions[loop] = aiohttp.ClientSession(connector=connector)
-    return session
-
-
-async def close_sessions() -> None:
-    """Closes this loop's session (at shutdown)."""
-    session = _sessions.pop(asyncio.get_running_loop(), None)
-    if session is not None:
-        await session.close()
 
 
 def payload(
@@ -81,25 +52,9 @@ async def chat(
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    started = time.perf_counter()
-    try:
-        async with (
-            asyncio.timeout(seconds),
-            _session().post(
-                url, data=json.dumps(body), headers=headers, allow_redirects=False
-            ) as response,
-        ):
-            raw = await _read_capped(response)
-            status, reply_headers = (
-                response.status,
-                {key.lower(): value for key, value in response.headers.items()},
-            )
-    except TimeoutError as exc:
-        if time.perf_counter() - started < seconds * 0.9:
-            raise WireError("connection_error", "the connection failed") from exc
-        raise WireError("timeout", f"no answer within {seconds:g} s") from exc
-    except aiohttp.ClientError as exc:
-        raise WireError("connection_error", f"could not reach the provider: {exc}") from exc
+    status, reply_headers, raw = await transport.send(
+        "POST", url, body=json.dumps(body), headers=headers, seconds=seconds
+    )
     if 300 <= status < 400:
         raise WireStatus(status, "the endpoint redirected; redirects are not followed", {})
     if status >= 400:
@@ -111,16 +66,6 @@ async def chat(
         raise ValueError("the provider's answer is not a chat completion") from exc
     usage = document.get("usage") or {}
     return _text(message.get("content")), usage.get("prompt_tokens"), usage.get("completion_tokens")
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    chunks, size = [], 0
-    async for chunk in response.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise aiohttp.ClientPayloadError(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _text(content: Any) -> str:

@@ -30,7 +30,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 
-from app.engine import openai_wire
+from app.engine import openai_wire, transport
 from app.errors import InvalidInput
 from database.models.service import TargetConfig
 from utils.ssrf import check_url
@@ -154,7 +154,7 @@ async def _call_openai_wire(
         text, input_tokens, output_tokens = await openai_wire.chat(
             base_url=config.base_url, api_key=config.api_key, body=body, seconds=seconds
         )
-    except openai_wire.WireError as exc:
+    except transport.TransportError as exc:
         raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]
     except openai_wire.WireStatus as exc:
         raise _http_error(exc.status, exc.detail, exc.headers) from exc
@@ -414,27 +414,28 @@ async def _call_http(
     headers = {"Content-Type": "application/json", **config.http_headers}
     method = config.http_method or "POST"
     try:
-        async with httpx.AsyncClient(timeout=seconds, follow_redirects=False) as client:
-            response = await client.request(
-                method, config.base_url, content=body if method != "GET" else None, headers=headers
-            )
-    except httpx.TimeoutException as exc:
-        raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
-    except httpx.HTTPError as exc:
-        raise TargetError("connection_error", f"could not reach the endpoint: {exc!r}") from exc
-    if response.status_code >= 400:
-        raise _http_error(response.status_code, response.text[:300], dict(response.headers))
-    if response.is_redirect:  # not followed: the SSRF guard only vetted the configured URL
-        status = response.status_code
+        status, reply_headers, raw = await transport.send(
+            method,
+            config.base_url,
+            body=body if method != "GET" else None,
+            headers=headers,
+            seconds=seconds,
+        )
+    except transport.TransportError as exc:
+        raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]
+    if status >= 400:
+        detail = raw[:300].decode(errors="replace")
+        raise _http_error(status, detail, reply_headers)
+    if 300 <= status < 400:  # not followed: the SSRF guard only vetted the configured URL
         raise TargetError(
             "client_error",
             f"the endpoint answered {status} {httpx.codes.get_reason_phrase(status)} to "
-            f"{response.headers.get('location', '?')}; redirects are not followed, "
+            f"{reply_headers.get('location', '?')}; redirects are not followed, "
             "configure the final URL",
             status=status,
         )
     try:
-        document = response.json()
+        document = json.loads(raw)
     except ValueError as exc:
         raise TargetError("invalid_response", "the endpoint did not answer with JSON") from exc
     matches = parse_jsonpath(config.response_path).find(document)

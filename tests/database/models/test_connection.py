@@ -473,3 +473,24 @@ async def test_redirects_are_not_followed(client, owner, fake, team_app, provide
     assert "307" in result["error"]
     assert len(team_app.requests) == 1
     assert fake.requests == []
+
+
+@pytest.mark.usefixtures("private")
+async def test_an_oversized_answer_is_refused_not_buffered(client, owner, monkeypatch):
+    from app.engine import transport
+
+    monkeypatch.setattr(transport, "MAX_RESPONSE_BYTES", 64 * 1024)
+    with FakeHttpApp(reply=lambda body: {"data": {"answer": "x" * 200_000}}) as app:
+        model = await client.post(
+            "/api/v1/models",
+            json={
+                "name": "big",
+                "provider": "http",
+                "http": {"url": f"{app.url}/chat", "response_path": "$.data.answer"},
+            },
+            headers=owner.headers,
+        )
+        assert model.status_code == 201, model.text
+        result = await check(client, owner, model.json()["id"])
+    assert result["ok"] is False
+    assert "larger than" in result["error"]
