@@ -8,7 +8,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict
+from app.errors import Conflict, InvalidInput
 
 
 async def paginate(
@@ -28,6 +28,13 @@ async def flush_unique(session: AsyncSession, message: str) -> None:
         if getattr(exc.orig, "sqlstate", None) == "23505" or "unique" in str(exc.orig).lower():
             raise Conflict(message) from exc
         raise
+
+
+def refuse_nulls(changes: dict[str, Any], *fields: str) -> None:
+    """A partial update may leave these fields out, but may not set them to null."""
+    for field in fields:
+        if field in changes and changes[field] is None:
+            raise InvalidInput("must not be null", field=field)
 
 
 def apply_update(row: Any, changes: dict[str, Any]) -> None:

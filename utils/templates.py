@@ -104,7 +104,3 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
         raise InvalidInput(f"template not allowed: {exc}", field="template") from exc
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise InvalidInput(f"template failed to render: {exc}", field="template") from exc
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)

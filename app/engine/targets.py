@@ -226,20 +226,6 @@ def _model(config: TargetConfig, timeout: float) -> Model:
     name = config.model or ""
     provider = config.provider
     # The SSRF guard checks the configured URL: the SDKs must not follow a redirect elsewhere.
-    if provider in ("openai", "openai-compatible"):
-        from openai import AsyncOpenAI, DefaultAioHttpClient
-        from pydantic_ai.models.openai import OpenAIChatModel
-        from pydantic_ai.providers.openai import OpenAIProvider
-
-        # aiohttp underneath: httpx's pool slows down with many open connections (3x at 50).
-        client = AsyncOpenAI(
-            base_url=config.base_url,
-            api_key=config.api_key or "not-needed",
-            max_retries=0,
-            timeout=timeout,
-            http_client=DefaultAioHttpClient(follow_redirects=False),
-        )
-        return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
     if provider == "anthropic":
         from anthropic import AsyncAnthropic
         from anthropic import DefaultAsyncHttpxClient as AnthropicHttpClient

@@ -22,7 +22,7 @@ from database.models import crud as model_crud
 from database.projects.service import require_project
 from database.test_sets.models import TestSet
 from utils.auth import Principal
-from utils.crud import apply_update
+from utils.crud import apply_update, refuse_nulls
 
 
 def to_read(metric: Metric) -> MetricRead:
@@ -68,9 +68,7 @@ async def create_metric(session: AsyncSession, principal: Principal, body: Metri
 
 async def update_metric(session: AsyncSession, metric: Metric, body: MetricUpdate) -> Metric:
     changes = body.model_dump(exclude_unset=True)
-    for required in ("name", "parameters", "threshold", "operator", "negate", "weight"):
-        if required in changes and changes[required] is None:
-            raise InvalidInput("must not be null", field=required)
+    refuse_nulls(changes, "name", "parameters", "threshold", "operator", "negate", "weight")
     if "parameters" in changes:
         try:
             changes["parameters"] = validate_parameters(metric.type, changes["parameters"])

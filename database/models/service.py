@@ -25,6 +25,7 @@ from database.models.schemas import (
     ModelConfigUpdate,
 )
 from utils.auth import Principal
+from utils.crud import refuse_nulls
 from utils.secrets import SecretBox, mask
 from utils.ssrf import check_url
 from utils.templates import check_template
@@ -168,9 +169,7 @@ async def update_model(
     session: AsyncSession, runtime: Runtime, config: ModelConfig, body: ModelConfigUpdate
 ) -> ModelConfig:
     changes = _plain_values(body, exclude_unset=True)
-    for required in ("name", "timeout_seconds", "parameters"):
-        if required in changes and changes[required] is None:
-            raise InvalidInput("must not be null", field=required)
+    refuse_nulls(changes, "name", "timeout_seconds", "parameters")
     merged = {
         "model": config.model,
         "base_url": config.base_url if config.provider != "http" else None,

@@ -12,7 +12,7 @@ from database.projects import crud
 from database.projects.models import Project
 from database.projects.schemas import ProjectCreate, ProjectUpdate
 from utils.auth import Principal
-from utils.crud import apply_update
+from utils.crud import apply_update, refuse_nulls
 
 MODEL_FIELDS = ("default_target_model_id", "default_judge_model_id")
 
@@ -53,8 +53,7 @@ async def create_project(
 
 async def update_project(session: AsyncSession, project: Project, body: ProjectUpdate) -> Project:
     changes = body.model_dump(exclude_unset=True)
-    if "name" in changes and changes["name"] is None:
-        raise InvalidInput("must not be null", field="name")
+    refuse_nulls(changes, "name")
     await _check_models(session, changes)
     apply_update(project, changes)
     await crud.save_project(session)

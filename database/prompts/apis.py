@@ -20,7 +20,7 @@ from database.prompts.schemas import (
     RenderRequest,
     RenderResult,
 )
-from utils.crud import apply_update
+from utils.crud import apply_update, refuse_nulls
 from utils.pagination import Page, Pagination
 
 router = APIRouter(prefix="/prompts", tags=["prompts"])
@@ -64,8 +64,7 @@ async def update_prompt(
 ) -> PromptRead:
     prompt = await service.get_prompt_or_404(session, prompt_id)
     changes = body.model_dump(exclude_unset=True)
-    if "name" in changes and changes["name"] is None:
-        raise InvalidInput("must not be null", field="name")
+    refuse_nulls(changes, "name")
     apply_update(prompt, changes)
     await crud.save_prompt(session)
     return await _one(session, prompt_id)

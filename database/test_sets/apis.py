@@ -23,7 +23,7 @@ from database.test_sets.schemas import (
     VersionCreate,
     VersionRead,
 )
-from utils.crud import apply_update
+from utils.crud import apply_update, refuse_nulls
 from utils.pagination import Page, Pagination
 
 router = APIRouter(prefix="/test-sets", tags=["test sets"])
@@ -89,8 +89,7 @@ async def update_test_set(
 ) -> TestSetRead:
     test_set = await service.get_test_set_or_404(session, test_set_id)
     changes = body.model_dump(exclude_unset=True)
-    if "name" in changes and changes["name"] is None:
-        raise InvalidInput("must not be null", field="name")
+    refuse_nulls(changes, "name")
     apply_update(test_set, changes)
     await crud.save_test_set(session)
     return await _one(session, test_set_id)
@@ -110,7 +109,7 @@ async def add_tests(
 ) -> MembersChanged:
     test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
     added = await service.append_members(session, test_set, body.test_ids)
-    return MembersChanged(test_count=len(await crud.member_ids(session, test_set.id)), added=added)
+    return MembersChanged(test_count=await crud.count_members(session, test_set.id), added=added)
 
 
 @router.put("/{test_set_id}/tests", summary="Replace the membership and its order")
@@ -238,7 +237,7 @@ async def import_tests(
     fmt = detect_format(filename, content_type, format)
     imported = await service.import_cases(session, principal, test_set, content, fmt)
     return ImportResult(
-        imported=imported, test_count=len(await crud.member_ids(session, test_set.id))
+        imported=imported, test_count=await crud.count_members(session, test_set.id)
     )
 
 

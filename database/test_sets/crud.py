@@ -87,6 +87,13 @@ async def member_ids(session: AsyncSession, test_set_id: uuid.UUID) -> list[uuid
     return list(rows.all())
 
 
+async def count_members(session: AsyncSession, test_set_id: uuid.UUID) -> int:
+    counted = await session.scalar(
+        select(func.count()).where(TestSetMember.test_set_id == test_set_id)
+    )
+    return counted or 0
+
+
 async def max_position(session: AsyncSession, test_set_id: uuid.UUID) -> int:
     value = await session.scalar(
         select(func.max(TestSetMember.position)).where(TestSetMember.test_set_id == test_set_id)

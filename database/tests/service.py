@@ -13,7 +13,7 @@ from database.tests import crud
 from database.tests.models import TestCase
 from database.tests.schemas import TestBulkCreate, TestCaseFields, TestCreate, TestUpdate
 from utils.auth import Principal
-from utils.crud import apply_update
+from utils.crud import apply_update, refuse_nulls
 
 NOT_NULL = ("context", "tags", "variables", "metadata")
 
@@ -64,9 +64,7 @@ async def create_bulk(
 
 async def update_test(session: AsyncSession, test: TestCase, body: TestUpdate) -> TestCase:
     changes = body.model_dump(mode="json", exclude_unset=True)
-    for name in NOT_NULL:
-        if name in changes and changes[name] is None:
-            raise InvalidInput("must not be null", field=name)
+    refuse_nulls(changes, *NOT_NULL)
     merged = {**crud.case_fields(test), **changes}
     try:
         TestCaseFields.model_validate(merged)

@@ -8,30 +8,19 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from database.core import asyncpg_connect_args
 from database.setup import DatabaseUrls
 from tasks.handlers import HANDLERS
 from tasks.worker import WorkerPool
 from tests.helpers import Account, register
 
 
-def _asyncpg_kwargs(url: str) -> dict:
-    parsed = make_url(url)
-    return {
-        "user": parsed.username,
-        "password": parsed.password,
-        "database": parsed.database,
-        "host": parsed.query.get("host") or parsed.host,
-        "port": parsed.port,
-    }
-
-
 @pytest.fixture
 async def raw_runtime(database_urls: DatabaseUrls) -> AsyncIterator[asyncpg.Connection]:
     """A plain connection as the runtime role: no ORM, no tenant set."""
-    conn = await asyncpg.connect(**_asyncpg_kwargs(database_urls.runtime))
+    conn = await asyncpg.connect(**asyncpg_connect_args(database_urls.runtime))
     yield conn
     await conn.close()
 
