@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     max_run_concurrency: int = Field(default=100, ge=1)
     run_chunk_size: int = Field(default=500, ge=1)
     job_lease_seconds: float = Field(default=30.0, gt=0)
+    # Live streams (/public/runs/{id}/events).
+    stream_token_minutes: int = Field(default=60, ge=1)
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    sse_send_timeout_seconds: float = Field(default=10.0, gt=0)
+    sse_max_lifetime_seconds: float = Field(default=1800.0, gt=0)
+    sse_retry_ms: int = Field(default=2000, ge=0)
+    sse_buffer_events: int = Field(default=1000, ge=10)
     worker_drain_seconds: float = Field(default=10.0, ge=0)
 
     # Logging.

@@ -14,7 +14,7 @@ from app.config import Settings, get_settings
 from app.engine.transport import close_sessions
 from app.errors import install_error_handlers
 from app.public import create_public_app
-from app.runtime import Runtime, set_runtime
+from app.runtime import Runtime, set_runtime, tune_garbage_collector
 from database.core import Database, set_database
 from database.evaluations.apis import router as metrics_router
 from database.evaluations.apis import test_set_router as test_set_metrics_router
@@ -29,6 +29,7 @@ from database.setup import prepare_database
 from database.test_sets.apis import router as test_sets_router
 from database.tests.apis import router as tests_router
 from database.users.apis import auth_router, users_router
+from notifications.service import Notifications, set_notifications
 from tasks.pool import start_workers
 from utils.logging import configure_logging
 from utils.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
@@ -67,15 +68,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await check_runtime_role(database)
     set_database(database)
     set_runtime(runtime)
-    workers = start_workers(settings, database, urls.runtime)
+    notifications = Notifications(database, urls.runtime)
+    workers = start_workers(settings, database, notifications.listener)
+    await notifications.start()
+    set_notifications(notifications)
     if workers is not None:
         await workers.start()
+    tune_garbage_collector()
     log.info("assay started", embedded_database=settings.embedded, workers=settings.workers)
     try:
         yield
     finally:
         if workers is not None:
             await workers.stop(settings.worker_drain_seconds)
+        set_notifications(None)
+        await notifications.stop()
         await close_sessions()
         set_runtime(None)
         set_database(None)

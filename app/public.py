@@ -6,10 +6,58 @@ same problem+json handlers: sub-apps do not inherit the parent's.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
+import uuid
+from pathlib import Path
+from typing import Annotated
 
-from app.errors import install_error_handlers
+from fastapi import FastAPI, Header, Query, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, HTMLResponse
+from sse_starlette import EventSourceResponse
+
+from app.deps import DbSession, OptionalPrincipal, RuntimeDep
+from app.errors import InvalidInput, NotFound, Unauthorized, install_error_handlers
+from app.runtime import Runtime
+from database.core import get_database, set_tenant
+from database.results import crud
+from database.results.models import TERMINAL, Run
+from notifications.service import get_notifications
+from notifications.stream import StreamLimits, run_stream
+from utils.auth import InvalidToken, Principal, decode_stream_token
+
+STATIC = Path(__file__).parent / "static"
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+    " base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+EVENTS_DESCRIPTION = """
+Server-Sent Events of one run. Authenticate with `?token=` (from
+`POST /api/v1/runs/{id}/stream-token`) or an `Authorization` header (access token or API key).
+
+Every stored event has an `id:` (the run's event sequence, 1, 2, 3 ...). Reconnect with
+`Last-Event-ID` (EventSource does it for you) to get exactly the events after it: the replay
+from the database and the live part join without a gap or a duplicate. When the run has ended
+and nothing is left after `Last-Event-ID`, the answer is 204 (EventSource then stops).
+
+Events (`event:` name, then the JSON in `data:`):
+
+- `run.started`: `{status, total, concurrency, repetitions, metrics: [{name, type}]}`
+- `result.recorded`: `{result_id, position, repetition, test_id, status, output,
+  output_truncated, latency_ms, input_tokens, output_tokens, cost, cached, error_type,
+  error_message, evaluations: [{metric, type, score, passed, reason, error}]}` (the output is
+  cut at 4,000 characters; the whole text is in the result)
+- `run.progress`: `{total, done, passed, failed, errored}`, after each batch of results
+- `run.finished`: `{status: completed | failed, total, done, passed, failed, errored, error?}`
+- `run.cancelled`: `{status: cancelled, total, done, passed, failed, errored}`
+- `output.delta`: `{position, repetition, text}`: streamed text of the target (models set to
+  `stream`), live only, never replayed; its `id:` is the last stored event's
+- `evaluation.delta`: `{position, repetition, metric, text}`: the same for a judge
+
+The stream ends after `run.finished` or `run.cancelled`. A comment line is sent every 15 s as
+a heartbeat. A connection lives at most 30 minutes (then the client reconnects after the
+`retry:` delay); a client too slow to keep up is disconnected the same way.
+"""
 
 
 def create_public_app() -> FastAPI:
@@ -21,7 +69,112 @@ def create_public_app() -> FastAPI:
     )
     # Stream credentials travel in the URL (EventSource cannot set headers), never in cookies.
     public.add_middleware(
-        CORSMiddleware, allow_origins=["*"], allow_methods=["GET"], allow_credentials=False
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET"],
+        allow_headers=["Authorization", "Last-Event-ID"],
+        allow_credentials=False,
     )
     install_error_handlers(public)
+
+    @public.get(
+        "/runs/{run_id}/events",
+        summary="A run's events, live (Server-Sent Events)",
+        description=EVENTS_DESCRIPTION,
+        response_class=EventSourceResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+            204: {"description": "The run has ended and no event is left after Last-Event-ID"},
+        },
+    )
+    async def run_events(
+        run_id: uuid.UUID,
+        session: DbSession,
+        runtime: RuntimeDep,
+        principal: OptionalPrincipal,
+        token: Annotated[str | None, Query(description="A stream token of this run")] = None,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    ) -> Response:
+        run = await _authorized_run(session, runtime, principal, run_id, token)
+        after = _last_event_id(last_event_id)
+        if run.status in TERMINAL and after >= run.event_seq:
+            return Response(status_code=204)
+        settings = runtime.settings
+        stream = run_stream(
+            get_database(),
+            get_notifications().hub,
+            run_id=run.id,
+            organization_id=run.organization_id,
+            after=after,
+            committed=run.event_seq,
+            limits=StreamLimits(settings.sse_max_lifetime_seconds, settings.sse_retry_ms),
+        )
+        return EventSourceResponse(
+            stream,
+            ping=settings.sse_heartbeat_seconds,
+            send_timeout=settings.sse_send_timeout_seconds,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @public.get(
+        "/runs/{run_id}",
+        summary="The live run page (open it with ?token=)",
+        response_class=HTMLResponse,
+    )
+    async def run_page(
+        run_id: uuid.UUID,
+        session: DbSession,
+        runtime: RuntimeDep,
+        principal: OptionalPrincipal,
+        token: Annotated[str | None, Query(description="A stream token of this run")] = None,
+    ) -> Response:
+        await _authorized_run(session, runtime, principal, run_id, token)
+        page = FileResponse(STATIC / "live_run.html", media_type="text/html")
+        page.headers["Content-Security-Policy"] = PAGE_POLICY
+        page.headers["Cache-Control"] = "no-store"
+        return page
+
+    @public.get("/static/{name}", include_in_schema=False)
+    async def static_file(name: str) -> Response:
+        path = STATIC / name
+        if name not in STATIC_FILES or not path.is_file():
+            raise NotFound("No such file")
+        return FileResponse(path, media_type=STATIC_FILES[name])
+
     return public
+
+
+STATIC_FILES = {"live_run.js": "text/javascript", "live_run.css": "text/css"}
+
+
+async def _authorized_run(
+    session: DbSession,
+    runtime: Runtime,
+    principal: Principal | None,
+    run_id: uuid.UUID,
+    token: str | None,
+) -> Run:
+    """The run, if the caller may watch it: a stream token of this very run (401 otherwise),
+    or a principal of its organization (404 for another's)."""
+    if token is not None:
+        try:
+            claims = decode_stream_token(token, secret=runtime.secret_key)
+        except InvalidToken as exc:
+            raise Unauthorized(str(exc).capitalize()) from exc
+        if claims.run_id != run_id:
+            raise Unauthorized("The stream token is for another run")
+        await set_tenant(session, organization_id=claims.organization_id)
+    elif principal is None:
+        raise Unauthorized("A stream token (?token=) or an Authorization header is needed")
+    run = await crud.get_run(session, run_id)
+    if run is None:
+        raise NotFound("Run not found")
+    return run
+
+
+def _last_event_id(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidInput("must be the id of an event of this stream", field="Last-Event-ID")
+    return int(value)

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 
 from app.config import Settings
+from app.engine.transport import close_sessions
 from app.main import create_app
-from app.runtime import Runtime, set_runtime
+from app.runtime import Runtime, set_runtime, tune_garbage_collector
 from database import embedded
 from database.core import Database, set_database
 from database.migrate import migrate
@@ -31,10 +32,12 @@ async def bench_app(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     set_database(database)
     set_runtime(Runtime.from_settings(settings))
     transport = httpx.ASGITransport(app=create_app(settings))
+    tune_garbage_collector()  # as the lifespan does once a server has started
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             yield client
     finally:
+        await close_sessions()
         await database.dispose()
         shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -11,7 +11,12 @@ from sqlalchemy import Connection, text
 
 APP_ROLE = "assay_app"
 # Snapshots that history depends on: rows may be added (and go with their parent), never edited.
-IMMUTABLE_TABLES = ("test_set_versions", "test_set_version_cases", "prompt_versions")
+IMMUTABLE_TABLES = (
+    "test_set_versions",
+    "test_set_version_cases",
+    "prompt_versions",
+    "run_events",
+)
 
 
 def grant_runtime_access(connection: Connection, runtime_role: str | None) -> None:

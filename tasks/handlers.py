@@ -5,12 +5,11 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine import executor
-from database.results.service import START_JOB
+from database.results.service import CHUNK_JOB
 from tasks.worker import Handler, JobContext
 
 HANDLERS: dict[str, Handler] = {
-    START_JOB: executor.start_run,
-    executor.CHUNK_JOB: executor.run_chunk,
+    CHUNK_JOB: executor.run_chunk,
 }
 
 

@@ -1,7 +1,8 @@
 """The worker pool: an asyncio daemon started in the lifespan (or alone, `python -m tasks`).
 
-It claims jobs when woken by NOTIFY or every few seconds (lost wake-ups), runs up to
-`concurrency` at once, renews their leases, and hands unfinished ones back when it stops.
+It claims jobs when woken by NOTIFY (through the process's shared listener) or every few
+seconds (lost wake-ups), runs up to `concurrency` at once, renews their leases, and hands
+unfinished ones back when it stops.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Database, asyncpg_connect_args, set_tenant
+from database.core import Database, set_tenant
+from notifications.listener import Listener
 from tasks import queue
 from tasks.queue import ClaimedJob
 
@@ -28,7 +29,6 @@ log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 2.0
 LEASE = timedelta(seconds=30)
-RECONNECT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class WorkerPool:
         handlers: dict[str, Handler],
         *,
         concurrency: int,
-        listen_url: str,
+        listener: Listener | None = None,
+        listen_url: str | None = None,
         on_dead: DeadHandler | None = None,
         poll_seconds: float = POLL_SECONDS,
         lease: timedelta = LEASE,
@@ -65,7 +66,18 @@ class WorkerPool:
         self.handlers = handlers
         self.on_dead = on_dead
         self.concurrency = concurrency
-        self.listen_url = listen_url
+        # The process's shared listener, or (given only a URL) one of the pool's own.
+        if listener is None:
+            if listen_url is None:
+                raise ValueError("a listener or a listen_url is needed")
+            listener = Listener(listen_url)
+            self._own_listener = True
+        else:
+            self._own_listener = False
+        self.listener = listener
+        listener.on(queue.CHANNEL, lambda _payload: self._wake.set())
+        # After a reconnect, claim at once: jobs may have been enqueued while we were away.
+        listener.on_reconnect(lambda: self._wake.set())
         self.poll_seconds = poll_seconds
         self.lease = lease
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -75,8 +87,9 @@ class WorkerPool:
         self._daemons: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        if self._own_listener:
+            await self.listener.start()
         self._daemons = [
-            asyncio.create_task(self._listen(), name="worker-listen"),
             asyncio.create_task(self._claim_loop(), name="worker-claim"),
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
         ]
@@ -95,6 +108,8 @@ class WorkerPool:
         for daemon in self._daemons:
             daemon.cancel()
         await asyncio.gather(*self._daemons, return_exceptions=True)
+        if self._own_listener:
+            await self.listener.stop()
         if unfinished:
             with contextlib.suppress(Exception):
                 async with self.database.transaction() as session:
@@ -106,25 +121,6 @@ class WorkerPool:
         return len(self._running)
 
     # --- loops --------------------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        """One LISTEN connection; on loss, reconnect (the poll covers the gap)."""
-        while not self._stopping:
-            connection: asyncpg.Connection | None = None
-            try:
-                connection = await asyncpg.connect(**asyncpg_connect_args(self.listen_url))
-                lost = asyncio.Event()
-                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await connection.add_listener(queue.CHANNEL, lambda *_: self._wake.set())
-                self._wake.set()  # catch up on anything enqueued while we were away
-                await lost.wait()
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                log.warning("job listener disconnected", error=str(exc))
-            finally:
-                if connection is not None and not connection.is_closed():
-                    with contextlib.suppress(Exception):
-                        await connection.close(timeout=2)
-            await asyncio.sleep(RECONNECT_SECONDS)
 
     async def _claim_loop(self) -> None:
         while not self._stopping:

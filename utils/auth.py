@@ -171,6 +171,52 @@ def decode_access_token(token: str, *, secret: str) -> AccessClaims:
         raise InvalidToken("the access token is invalid") from exc
 
 
+# --- stream tokens: one run's live events, for clients that cannot send headers -------------
+
+
+@dataclass(frozen=True)
+class StreamClaims:
+    run_id: uuid.UUID
+    organization_id: uuid.UUID
+    expires_at: datetime
+
+
+def issue_stream_token(
+    *, secret: str, run_id: uuid.UUID, organization_id: uuid.UUID, lifetime: timedelta
+) -> tuple[str, datetime]:
+    now = datetime.now(UTC)
+    expires = now + lifetime
+    payload = {
+        "run": str(run_id),
+        "org_id": str(organization_id),
+        "typ": "stream",
+        "iat": now,
+        "exp": expires,
+    }
+    return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM), expires
+
+
+def decode_stream_token(token: str, *, secret: str) -> StreamClaims:
+    try:
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["run", "org_id", "exp"]},
+        )
+        if payload.get("typ") != "stream":
+            raise InvalidToken("not a stream token")
+        return StreamClaims(
+            run_id=uuid.UUID(payload["run"]),
+            organization_id=uuid.UUID(payload["org_id"]),
+            expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("the stream token has expired") from exc
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidToken("the stream token is invalid") from exc
+
+
 # --- opaque secrets (API keys, refresh tokens) ------------------------------------------------
 
 

@@ -1,10 +1,10 @@
 """The executor of a run: job handlers that fan a run's cases out under its concurrency,
 call the target, score every metric, and write results in small batches.
 
-A run starts with `run.start`, which splits it into `run.chunk` jobs; several workers (and
-processes) share the chunks. Each result is unique per (run, case position, repetition): a
-chunk resumed after a crash only does the cases with no result yet, and a duplicate write is
-skipped, never doubled.
+A run is queued as `run.chunk` jobs (see `database.results.service`); several workers (and
+processes) share the chunks, and the first chunk to start marks the run running. Each result
+is unique per (run, case position, repetition): a chunk resumed after a crash only does the
+cases with no result yet, and a duplicate write is skipped, never doubled.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -24,7 +25,14 @@ from genai_prices import Usage, calc_price
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine.gate import Gate, call_through, gate_for
-from app.engine.scorers import JudgeVerdict, MetricSpec, Observation, Verdict, score
+from app.engine.scorers import (
+    DETERMINISTIC,
+    JudgeVerdict,
+    MetricSpec,
+    Observation,
+    Verdict,
+    score,
+)
 from app.engine.targets import TargetError, TargetReply, TargetRequest, call_target
 from app.errors import InvalidInput
 from app.runtime import get_runtime
@@ -35,13 +43,13 @@ from database.prompts import crud as prompt_crud
 from database.results import crud
 from database.results.models import TERMINAL, Run
 from database.test_sets.models import TestSetVersionCase
-from tasks import queue
+from notifications import run_events
+from notifications.service import current_publisher
 from tasks.worker import JobContext
 from utils.templates import render
 
 log = structlog.get_logger(__name__)
 
-CHUNK_JOB = "run.chunk"
 MAX_PARALLEL_CHUNKS = 4
 FLUSH_SECONDS = 0.25
 FLUSH_ROWS = 100
@@ -49,30 +57,6 @@ PRICE_PROVIDERS = {"openai", "anthropic", "google", "groq", "mistral"}
 
 
 # --- jobs -----------------------------------------------------------------------------------
-
-
-async def start_run(ctx: JobContext) -> None:
-    """`run.start`: mark the run running and queue its chunks (idempotent)."""
-    run_id = uuid.UUID(ctx.job.payload["run_id"])
-    settings = get_runtime().settings
-    async with ctx.transaction() as session:
-        run = await crud.get_run(session, run_id, for_update=True)
-        if run is None or run.status in TERMINAL:
-            return
-        await crud.set_status(session, run.id, "running")
-        positions = run.case_positions or await crud.version_positions(
-            session, run.test_set_version_id
-        )
-        size = max(1, settings.run_chunk_size // run.repetitions)
-        chunks = [positions[i : i + size] for i in range(0, len(positions), size)]
-        for index, chunk in enumerate(chunks):
-            await queue.enqueue(
-                session,
-                organization_id=run.organization_id,
-                kind=CHUNK_JOB,
-                payload={"run_id": str(run.id), "positions": chunk, "chunks": len(chunks)},
-                idempotency_key=f"run:{run.id}:chunk:{index}",
-            )
 
 
 async def run_chunk(ctx: JobContext) -> None:
@@ -83,6 +67,10 @@ async def run_chunk(ctx: JobContext) -> None:
         run = await crud.get_run(session, run_id)
         if run is None or run.status in TERMINAL:
             return
+        if run.status == "queued" and await crud.set_status(
+            session, run.id, "running", only_from=("queued",)
+        ):
+            await run_events.record(session, run, [run_events.started(run)])
         done = await crud.done_keys(session, run.id, positions)
         cases = await crud.version_cases(session, run.test_set_version_id, positions)
         plan = await _plan(session, run)
@@ -103,14 +91,18 @@ async def run_chunk(ctx: JobContext) -> None:
         if missing:
             # Never end a chunk with holes: failing makes the queue retry (and resume) it.
             raise RuntimeError(f"{missing} case(s) of this chunk have no result yet")
-        if await crud.count_results(session, run.id) >= run.total:
-            await crud.set_status(session, run.id, "completed")
+        if await crud.count_results(session, run.id) >= run.total and await crud.set_status(
+            session, run.id, "completed"
+        ):
+            await run_events.record_end(session, run, "completed")
 
 
 async def mark_run_failed(ctx: JobContext, session: AsyncSession, error: str) -> None:
     """A run's job gave up for good: the run ends as failed rather than running forever."""
     run_id = uuid.UUID(ctx.job.payload["run_id"])
-    await crud.set_status(session, run_id, "failed", error=error[:2000])
+    run = await crud.get_run(session, run_id)
+    if run is not None and await crud.set_status(session, run_id, "failed", error=error[:2000]):
+        await run_events.record_end(session, run, "failed", error=error[:2000])
 
 
 # --- what a run needs -----------------------------------------------------------------------
@@ -172,17 +164,19 @@ async def _execute(
     concurrency: int,
 ) -> None:
     writer = _Writer(ctx, run)
-    semaphore = asyncio.Semaphore(concurrency)
+    queued = iter(work)
 
-    async def one(case: TestSetVersionCase, repetition: int) -> None:
-        async with semaphore:
+    async def lane() -> None:
+        # `concurrency` lanes share one iterator (next() never yields, so each case is taken
+        # once): cheaper than a task per case queued on a semaphore.
+        for case, repetition in queued:
             if writer.cancelled:
                 return
             rows = await _process(ctx, run, plan, case, repetition)
             await writer.add(*rows)
 
     flusher = asyncio.create_task(writer.flush_periodically())
-    tasks = [asyncio.create_task(one(case, repetition)) for case, repetition in work]
+    tasks = [asyncio.create_task(lane()) for _ in range(min(concurrency, len(work)))]
     try:
         watcher: asyncio.Task[Any] = asyncio.create_task(writer.cancelled_event.wait())
         pending: set[asyncio.Task[Any]] = set(tasks)
@@ -240,16 +234,30 @@ class _Writer:
             batch, self.rows = self.rows, []
             try:
                 async with self.ctx.transaction() as session:
-                    if batch:
-                        await crud.insert_results(
-                            session, [r for r, _ in batch], [e for _, e in batch]
-                        )
-                    status = await crud.run_status(session, self.run.id)
+                    # The run's row lock first: writers of one run take turns, so the counts
+                    # in each progress event include every result committed before it.
+                    status = await crud.lock_run(session, self.run.id)
+                    if batch and status not in TERMINAL:
+                        await self._write(session, batch)
             except BaseException:
                 self.rows = batch + self.rows  # not written: keep them for the next flush
                 raise
             if status in TERMINAL:
-                self.cancelled_event.set()
+                self.cancelled_event.set()  # cancelled (or ended elsewhere): stop, write no more
+
+    async def _write(
+        self, session: AsyncSession, batch: list[tuple[dict[str, Any], list[dict[str, Any]]]]
+    ) -> None:
+        inserted = set(
+            await crud.insert_results(session, [r for r, _ in batch], [e for _, e in batch])
+        )
+        recorded = [
+            run_events.result_recorded(result, evaluations)
+            for result, evaluations in batch
+            if result["id"] in inserted
+        ]
+        if recorded:
+            await run_events.record_progress(session, self.run, recorded)
 
 
 def _request(case: dict[str, Any], plan: Plan) -> TargetRequest:
@@ -298,8 +306,9 @@ async def _process(
         )
         if value
     }
+    on_delta = _delta_sink(run, run_events.delta_target(case_row.position, repetition))
     try:
-        reply, cached = await _answer(ctx, run, plan, request)
+        reply, cached = await _answer(ctx, run, plan, request, on_delta)
     except TargetError as error:
         return _errored(result, result["input"], error.kind, error.message), []
     cost = _cost(plan.target, reply)
@@ -322,9 +331,7 @@ async def _process(
         if reply.output_tokens is not None
         else None,
     )
-    verdicts = await asyncio.gather(
-        *(score(spec, observation, _judge(plan, spec)) for spec in plan.metrics)
-    )
+    verdicts = await _score_all(run, plan, observation, (case_row.position, repetition))
     evaluations = [
         {
             "id": new_id(),
@@ -355,6 +362,30 @@ async def _process(
     return result, evaluations
 
 
+async def _score_all(
+    run: Run, plan: Plan, observation: Observation, case: tuple[int, int]
+) -> list[Verdict]:
+    """Deterministic metrics inline (no task: no wait for the loop's next turn), judges
+    concurrently."""
+    verdicts: dict[int, Verdict] = {}
+    judged: list[int] = []
+    for index, spec in enumerate(plan.metrics):
+        if spec.type in DETERMINISTIC:
+            verdicts[index] = await score(spec, observation, None)
+        else:
+            judged.append(index)
+    if judged:
+        specs = [plan.metrics[index] for index in judged]
+        answers = await asyncio.gather(
+            *(
+                score(s, observation, _judge(plan, s, _delta_sink(run, _judge_key(case, s))))
+                for s in specs
+            )
+        )
+        verdicts.update(zip(judged, answers, strict=True))
+    return [verdicts[index] for index in range(len(plan.metrics))]
+
+
 def _errored(
     result: dict[str, Any], sent: dict[str, Any], kind: str, message: str
 ) -> dict[str, Any]:
@@ -364,7 +395,13 @@ def _errored(
     return result
 
 
-async def _call(run: Run, config: TargetConfig, request: TargetRequest, plan: Plan) -> TargetReply:
+async def _call(
+    run: Run,
+    config: TargetConfig,
+    request: TargetRequest,
+    plan: Plan,
+    on_delta: Callable[[str], None] | None,
+) -> TargetReply:
     gate: Gate = gate_for(config.id, config.requests_per_minute)
     return await call_through(
         gate,
@@ -373,21 +410,38 @@ async def _call(run: Run, config: TargetConfig, request: TargetRequest, plan: Pl
             request,
             allow_private_networks=plan.allow_private,
             time_limit=run.timeout_seconds,
+            on_delta=on_delta,
         ),
     )
 
 
+def _delta_sink(run: Run, key: dict[str, Any]) -> Callable[[str], None] | None:
+    """Hands streamed text to this process's publisher (live only: never stored)."""
+    publisher = current_publisher()
+    if publisher is None:
+        return None
+    return lambda text: publisher.delta(run.id, {**key, "text": text})
+
+
+def _judge_key(case: tuple[int, int], spec: MetricSpec) -> dict[str, Any]:
+    return run_events.delta_judge(case[0], case[1], spec.name)
+
+
 async def _answer(
-    ctx: JobContext, run: Run, plan: Plan, request: TargetRequest
+    ctx: JobContext,
+    run: Run,
+    plan: Plan,
+    request: TargetRequest,
+    on_delta: Callable[[str], None] | None,
 ) -> tuple[TargetReply, bool]:
     if not run.use_cache:
-        return await _call(run, plan.target, request, plan), False
+        return await _call(run, plan.target, request, plan, on_delta), False
     key = _cache_key(plan.target, request)
     async with ctx.transaction() as session:
         hit = await crud.cached_response(session, key)
     if hit is not None:
         return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens), True
-    reply = await _call(run, plan.target, request, plan)
+    reply = await _call(run, plan.target, request, plan, on_delta)
     async with ctx.transaction() as session:
         await crud.store_response(
             session,
@@ -445,7 +499,7 @@ def _cost(config: TargetConfig, reply: TargetReply) -> float | None:
     return float(price.total_price)
 
 
-def _judge(plan: Plan, spec: MetricSpec) -> Any:
+def _judge(plan: Plan, spec: MetricSpec, on_delta: Callable[[str], None] | None) -> Any:
     config = plan.judges.get(spec.judge_model_id or "")
     if config is None:
         return None
@@ -455,7 +509,9 @@ def _judge(plan: Plan, spec: MetricSpec) -> Any:
         try:
             reply = await call_through(
                 gate_for(config.id, config.requests_per_minute),
-                lambda: call_target(config, request, allow_private_networks=plan.allow_private),
+                lambda: call_target(
+                    config, request, allow_private_networks=plan.allow_private, on_delta=on_delta
+                ),
             )
         except TargetError as error:
             return Verdict(

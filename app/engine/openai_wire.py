@@ -10,6 +10,7 @@ Other providers still go through pydantic-ai.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from app.engine import transport
@@ -46,26 +47,80 @@ async def chat(
     api_key: str | None,
     body: dict[str, Any],
     seconds: float,
+    on_delta: Callable[[str], None] | None = None,
 ) -> tuple[str, int | None, int | None]:
-    """One chat completion: (text, input tokens, output tokens)."""
+    """One chat completion: (text, input tokens, output tokens). With `on_delta`, the answer
+    is requested as a stream and each piece of text is handed over as it arrives."""
     url = (base_url or OPENAI_BASE_URL).rstrip("/") + "/chat/completions"
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
+    stream = _Stream(on_delta) if on_delta is not None else None
+    if stream is not None:
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     status, reply_headers, raw = await transport.send(
-        "POST", url, body=json.dumps(body), headers=headers, seconds=seconds
+        "POST",
+        url,
+        body=json.dumps(body),
+        headers=headers,
+        seconds=seconds,
+        on_line=stream.line if stream is not None else None,
     )
     if 300 <= status < 400:
         raise WireStatus(status, "the endpoint redirected; redirects are not followed", {})
     if status >= 400:
         raise WireStatus(status, _error_detail(raw), reply_headers)
-    try:
+    if stream is not None and stream.started:
+        return stream.result()
+    try:  # a whole answer (also from a server that ignored the request to stream)
         document = json.loads(raw)
         message = document["choices"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ValueError("the provider's answer is not a chat completion") from exc
     usage = document.get("usage") or {}
     return _text(message.get("content")), usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+
+class _Stream:
+    """Reads a streamed chat completion (server-sent events of chunks, then `[DONE]`)."""
+
+    def __init__(self, on_delta: Callable[[str], None]) -> None:
+        self.on_delta = on_delta
+        self.parts: list[str] = []
+        self.usage: dict[str, Any] = {}
+        self.started = False
+        self.done = False
+
+    def line(self, line: bytes) -> None:
+        self.started = True
+        if not line.startswith(b"data:"):
+            return  # comments, event names, blank separators
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise ValueError("a streamed chunk is not JSON") from exc
+        if not isinstance(chunk, dict):
+            raise ValueError("a streamed chunk is not a JSON object")
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            piece = _text((choice.get("delta") or {}).get("content"))
+            if piece:
+                self.parts.append(piece)
+                self.on_delta(piece)
+
+    def result(self) -> tuple[str, int | None, int | None]:
+        if not self.done:
+            raise ValueError("the stream ended before [DONE]")
+        return (
+            "".join(self.parts),
+            self.usage.get("prompt_tokens"),
+            self.usage.get("completion_tokens"),
+        )
 
 
 def _text(content: Any) -> str:

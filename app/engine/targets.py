@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -98,13 +99,19 @@ async def call_target(
     *,
     allow_private_networks: bool,
     time_limit: float | None = None,
+    on_delta: Callable[[str], None] | None = None,
 ) -> TargetReply:
+    """Calls the target once. With `on_delta` and a configuration that streams, pieces of the
+    answer are handed over as they arrive (the reply still holds the whole text)."""
     seconds = time_limit or config.timeout_seconds
     started = time.perf_counter()
     try:
         # An overall deadline: the clients' timeouts are per phase and restart on every byte.
         async with asyncio.timeout(seconds + DEADLINE_GRACE_SECONDS):
-            output, usage = await _dispatch(config, request, seconds, allow_private_networks)
+            streamed = on_delta if config.stream else None
+            output, usage = await _dispatch(
+                config, request, seconds, allow_private_networks, streamed
+            )
     except TimeoutError as exc:
         raise TargetError("timeout", f"no complete answer within {seconds:g} s") from exc
     except InvalidInput as exc:  # the SSRF guard or the request template refused
@@ -122,19 +129,27 @@ Usage = tuple[int | None, int | None]
 
 
 async def _dispatch(
-    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+    config: TargetConfig,
+    request: TargetRequest,
+    seconds: float,
+    allow_private: bool,
+    on_delta: Callable[[str], None] | None,
 ) -> tuple[str, Usage | None]:
     if config.provider == "demo":
         return demo_reply(request), None
     if config.provider == "http":
         return await _call_http(config, request, seconds, allow_private)
     if config.provider in ("openai", "openai-compatible"):
-        return await _call_openai_wire(config, request, seconds, allow_private)
+        return await _call_openai_wire(config, request, seconds, allow_private, on_delta)
     return await _call_model(config, request, seconds, allow_private)
 
 
 async def _call_openai_wire(
-    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+    config: TargetConfig,
+    request: TargetRequest,
+    seconds: float,
+    allow_private: bool,
+    on_delta: Callable[[str], None] | None = None,
 ) -> tuple[str, Usage]:
     if config.base_url:
         await check_url(
@@ -152,7 +167,11 @@ async def _call_openai_wire(
     )
     try:
         text, input_tokens, output_tokens = await openai_wire.chat(
-            base_url=config.base_url, api_key=config.api_key, body=body, seconds=seconds
+            base_url=config.base_url,
+            api_key=config.api_key,
+            body=body,
+            seconds=seconds,
+            on_delta=on_delta,
         )
     except transport.TransportError as exc:
         raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]

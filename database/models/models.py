@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -56,6 +57,8 @@ class ModelConfig(IdMixin, TimestampMixin, Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     timeout_seconds: Mapped[float] = mapped_column(Float, default=60.0)
     requests_per_minute: Mapped[int | None] = mapped_column(Integer)
+    # Ask for a streamed answer (OpenAI wire format): live output.delta / evaluation.delta.
+    stream: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     input_price_per_mtok: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     output_price_per_mtok: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -63,6 +63,11 @@ class ModelConfigCreate(InputModel):
     parameters: ModelParameters = Field(default_factory=ModelParameters)
     timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    stream: bool = Field(
+        default=False,
+        description="Request streamed answers (openai and openai-compatible): a run's live"
+        " stream then carries output.delta (target) or evaluation.delta (judge) events",
+    )
     input_price_per_mtok: Price | None = Field(default=None, description="USD per 1M input tokens")
     output_price_per_mtok: Price | None = None
     http: HttpTarget | None = None
@@ -85,6 +90,7 @@ class ModelConfigUpdate(InputModel):
     parameters: ModelParameters | None = None
     timeout_seconds: float | None = Field(default=None, gt=0, le=600)
     requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    stream: bool | None = None
     input_price_per_mtok: Price | None = None
     output_price_per_mtok: Price | None = None
     http: HttpTarget | None = None
@@ -108,6 +114,7 @@ class ModelConfigRead(OutputModel):
     parameters: dict[str, object]
     timeout_seconds: float
     requests_per_minute: int | None
+    stream: bool
     input_price_per_mtok: Decimal | None
     output_price_per_mtok: Decimal | None
     http: HttpTargetRead | None

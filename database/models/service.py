@@ -52,6 +52,7 @@ class TargetConfig:
     http_headers: dict[str, str] = field(default_factory=dict, repr=False)
     body_template: str | None = None
     response_path: str | None = None
+    stream: bool = False
 
 
 async def get_model_or_404(session: AsyncSession, model_id: uuid.UUID) -> ModelConfig:
@@ -143,9 +144,21 @@ COLUMNS = (
     "parameters",
     "timeout_seconds",
     "requests_per_minute",
+    "stream",
     "input_price_per_mtok",
     "output_price_per_mtok",
 )
+
+
+STREAMING_PROVIDERS = ("openai", "openai-compatible")
+
+
+def _check_stream(provider: str, stream: object) -> None:
+    if stream and provider not in STREAMING_PROVIDERS:
+        raise InvalidInput(
+            f"streaming is supported for {' and '.join(STREAMING_PROVIDERS)} providers",
+            field="stream",
+        )
 
 
 async def create_model(
@@ -153,6 +166,7 @@ async def create_model(
 ) -> ModelConfig:
     values = _plain_values(body, exclude_unset=False)
     await _check(runtime, body.provider, values, has_key=body.api_key is not None)
+    _check_stream(body.provider, values.get("stream"))
     config = ModelConfig(
         organization_id=principal.organization_id,
         provider=body.provider,
@@ -169,7 +183,8 @@ async def update_model(
     session: AsyncSession, runtime: Runtime, config: ModelConfig, body: ModelConfigUpdate
 ) -> ModelConfig:
     changes = _plain_values(body, exclude_unset=True)
-    refuse_nulls(changes, "name", "timeout_seconds", "parameters")
+    refuse_nulls(changes, "name", "timeout_seconds", "parameters", "stream")
+    _check_stream(config.provider, changes.get("stream"))
     merged = {
         "model": config.model,
         "base_url": config.base_url if config.provider != "http" else None,
@@ -230,6 +245,7 @@ def to_read(config: ModelConfig) -> ModelConfigRead:
         parameters=config.parameters,
         timeout_seconds=config.timeout_seconds,
         requests_per_minute=config.requests_per_minute,
+        stream=config.stream,
         input_price_per_mtok=config.input_price_per_mtok,
         output_price_per_mtok=config.output_price_per_mtok,
         http=http,
@@ -257,4 +273,5 @@ def resolve(config: ModelConfig, box: SecretBox) -> TargetConfig:
         http_headers=_headers(config, box),
         body_template=config.body_template,
         response_path=config.response_path,
+        stream=config.stream,
     )

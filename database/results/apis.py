@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
@@ -16,7 +17,9 @@ from database.results.schemas import (
     RunRead,
     RunStatus,
     RunSummary,
+    StreamToken,
 )
+from utils.auth import issue_stream_token
 from utils.pagination import Page, Pagination
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -106,6 +109,28 @@ async def list_results(
         total=total,
         limit=page.limit,
         offset=page.offset,
+    )
+
+
+@router.post(
+    "/{run_id}/stream-token",
+    summary="A short-lived token for this run's live stream and page (as ?token=)",
+)
+async def stream_token(
+    run_id: uuid.UUID, session: DbSession, principal: Viewer, runtime: RuntimeDep
+) -> StreamToken:
+    run = await service.get_run_or_404(session, run_id)
+    token, expires_at = issue_stream_token(
+        secret=runtime.secret_key,
+        run_id=run.id,
+        organization_id=principal.organization_id,
+        lifetime=timedelta(minutes=runtime.settings.stream_token_minutes),
+    )
+    return StreamToken(
+        token=token,
+        expires_at=expires_at,
+        events_url=f"/public/runs/{run.id}/events?token={token}",
+        page_url=f"/public/runs/{run.id}?token={token}",
     )
 
 

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Float, Table, and_, case, cast, func, literal_column, select, update
+from sqlalchemy import (
+    ARRAY,
+    BindParameter,
+    Float,
+    Integer,
+    Table,
+    TextClause,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +48,11 @@ async def get_run(
     if for_update:
         query = query.with_for_update()
     return await session.scalar(query)
+
+
+async def lock_run(session: AsyncSession, run_id: uuid.UUID) -> str | None:
+    """Takes the run's row lock (until commit) and returns its status."""
+    return await session.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
 
 
 async def run_status(session: AsyncSession, run_id: uuid.UUID) -> str | None:
@@ -83,9 +108,15 @@ async def counts(
 
 
 async def set_status(
-    session: AsyncSession, run_id: uuid.UUID, status: str, *, error: str | None = None
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    status: str,
+    *,
+    error: str | None = None,
+    only_from: Sequence[str] | None = None,
 ) -> bool:
-    """Moves a run that is not yet finished to `status`; False when it had already ended."""
+    """Moves a run that is not yet finished (or is in one of `only_from`) to `status`; False
+    when it was not."""
     values: dict[str, Any] = {"status": status}
     if status == "running":
         values["started_at"] = func.coalesce(Run.started_at, func.now())
@@ -95,7 +126,10 @@ async def set_status(
         values["error"] = error
     changed = await session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status.not_in(TERMINAL))
+        .where(
+            Run.id == run_id,
+            Run.status.in_(only_from) if only_from else Run.status.not_in(TERMINAL),
+        )
         .values(**values)
         .returning(Run.id)
     )
@@ -105,13 +139,19 @@ async def set_status(
 # --- cases and results ----------------------------------------------------------------------
 
 
+def _int_array(values: Sequence[int]) -> BindParameter[Any]:
+    # One array parameter, not an IN list of thousands: one prepared statement for any size.
+    return bindparam("positions", list(values), type_=ARRAY(Integer()))
+
+
 async def version_cases(
     session: AsyncSession, version_id: uuid.UUID, positions: Sequence[int]
 ) -> list[TestSetVersionCase]:
     rows = await session.scalars(
         select(TestSetVersionCase)
         .where(
-            TestSetVersionCase.version_id == version_id, TestSetVersionCase.position.in_(positions)
+            TestSetVersionCase.version_id == version_id,
+            TestSetVersionCase.position == any_(_int_array(positions)),
         )
         .order_by(TestSetVersionCase.position)
     )
@@ -132,7 +172,7 @@ async def done_keys(
 ) -> set[tuple[int, int]]:
     rows = await session.execute(
         select(Result.position, Result.repetition).where(
-            Result.run_id == run_id, Result.position.in_(positions)
+            Result.run_id == run_id, Result.position == any_(_int_array(positions))
         )
     )
     return {(position, repetition) for position, repetition in rows.all()}
@@ -148,6 +188,48 @@ RESULT_COLUMNS = [c.key for c in RESULTS.columns if c.key != "created_at"]
 EVALUATION_COLUMNS = [c.key for c in EVALUATIONS.columns]
 
 
+def _unnest_insert(table: Table, columns: list[str], suffix: str = "") -> TextClause:
+    """INSERT ... SELECT FROM unnest(one array per column): a whole batch is one statement
+    with one parameter per column, prepared once, instead of a parameter set per row."""
+    dialect = postgresql.dialect()
+    arrays, values = [], []
+    for name in columns:
+        sql_type = table.c[name].type.compile(dialect=dialect)
+        is_json = sql_type in ("JSON", "JSONB")
+        arrays.append(f"CAST(:{name} AS {'TEXT' if is_json else sql_type}[])")
+        values.append(f"u.{name}::{sql_type}" if is_json else f"u.{name}")
+    return text(
+        f"INSERT INTO {table.name} ({', '.join(columns)})"
+        f" SELECT {', '.join(values)} FROM unnest({', '.join(arrays)}) AS u({', '.join(columns)})"
+        f" {suffix}"
+    )
+
+
+@functools.cache
+def _insert_statements() -> tuple[TextClause, TextClause]:
+    # Built on first use: foreign-key column types resolve once all tables are registered.
+    return (
+        _unnest_insert(
+            RESULTS,
+            RESULT_COLUMNS,
+            "ON CONFLICT (run_id, position, repetition) DO NOTHING RETURNING id",
+        ),
+        _unnest_insert(EVALUATIONS, EVALUATION_COLUMNS),
+    )
+
+
+def _columns(rows: Sequence[dict[str, Any]], columns: list[str]) -> dict[str, list[Any]]:
+    return {
+        column: [
+            json.dumps(row[column], ensure_ascii=False)
+            if isinstance(row.get(column), dict)
+            else row.get(column)
+            for row in rows
+        ]
+        for column in columns
+    }
+
+
 async def insert_results(
     session: AsyncSession,
     results: Sequence[dict[str, Any]],
@@ -157,26 +239,19 @@ async def insert_results(
 
     Returns the ids of the results actually inserted.
     """
-    rows = [{column: result.get(column) for column in RESULT_COLUMNS} for result in results]
-    # executemany with a fixed column list: one cached statement, batched by the driver.
-    inserted = await session.execute(
-        insert(RESULTS)
-        .on_conflict_do_nothing(index_elements=["run_id", "position", "repetition"])
-        .returning(RESULTS.c.id),
-        rows,
-    )
+    if not results:
+        return []
+    insert_results_sql, insert_evaluations_sql = _insert_statements()
+    inserted = await session.execute(insert_results_sql, _columns(results, RESULT_COLUMNS))
     new_ids = set(inserted.scalars().all())
     evaluation_rows = [
-        {
-            column: {**evaluation, "result_id": result["id"]}.get(column)
-            for column in EVALUATION_COLUMNS
-        }
-        for result, evaluation_rows in zip(results, evaluations, strict=True)
+        {**evaluation, "result_id": result["id"]}
+        for result, rows in zip(results, evaluations, strict=True)
         if result["id"] in new_ids
-        for evaluation in evaluation_rows
+        for evaluation in rows
     ]
     if evaluation_rows:
-        await session.execute(insert(EVALUATIONS), evaluation_rows)
+        await session.execute(insert_evaluations_sql, _columns(evaluation_rows, EVALUATION_COLUMNS))
     return [result["id"] for result in results if result["id"] in new_ids]
 
 

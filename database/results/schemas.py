@@ -124,3 +124,10 @@ class RunSummary(OutputModel):
     by_behavior: list[GroupSummary]
     by_category: list[GroupSummary]
     by_topic: list[GroupSummary]
+
+
+class StreamToken(OutputModel):
+    token: str = Field(description="Accepted as ?token= by this run's stream and page only")
+    expires_at: datetime
+    events_url: str = Field(description="Server-Sent Events: GET it with EventSource")
+    page_url: str = Field(description="The live run page")

@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, InvalidInput, NotFound
-from app.runtime import Runtime
+from app.runtime import Runtime, get_runtime
 from database.evaluations import crud as metric_crud
 from database.evaluations.schemas import is_judge
 from database.models import crud as model_crud
@@ -33,10 +33,11 @@ from database.results.schemas import (
     RunSummary,
 )
 from database.test_sets import service as test_set_service
+from notifications import run_events
 from tasks import queue
 from utils.auth import Principal
 
-START_JOB = "run.start"
+CHUNK_JOB = "run.chunk"
 
 
 async def get_run_or_404(
@@ -146,24 +147,30 @@ async def create_run(
             total=version.case_count * body.repetitions,
         ),
     )
-    await _enqueue_start(session, run)
+    await _enqueue_chunks(session, run, range(version.case_count))
     return run
 
 
-async def _enqueue_start(session: AsyncSession, run: Run) -> None:
-    await queue.enqueue(
-        session,
-        organization_id=run.organization_id,
-        kind=START_JOB,
-        payload={"run_id": str(run.id)},
-        idempotency_key=f"run:{run.id}:start",
-    )
+async def _enqueue_chunks(session: AsyncSession, run: Run, positions: Sequence[int]) -> None:
+    """Queues the run as chunk jobs, in the request's transaction: workers and processes share
+    the chunks, and the first to start marks the run running."""
+    size = max(1, get_runtime().settings.run_chunk_size // run.repetitions)
+    chunks = [list(positions[i : i + size]) for i in range(0, len(positions), size)]
+    for index, chunk in enumerate(chunks):
+        await queue.enqueue(
+            session,
+            organization_id=run.organization_id,
+            kind=CHUNK_JOB,
+            payload={"run_id": str(run.id), "positions": chunk, "chunks": len(chunks)},
+            idempotency_key=f"run:{run.id}:chunk:{index}",
+        )
 
 
 async def cancel_run(session: AsyncSession, run: Run) -> Run:
     if run.status in TERMINAL:
         raise Conflict(f"The run has already ended ({run.status})")
-    await crud.set_status(session, run.id, "cancelled")
+    if await crud.set_status(session, run.id, "cancelled"):
+        await run_events.record_end(session, run, "cancelled")
     return await get_run_or_404(session, run.id)
 
 
@@ -194,7 +201,7 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
             total=len(positions) * run.repetitions,
         ),
     )
-    await _enqueue_start(session, child)
+    await _enqueue_chunks(session, child, positions)
     return child
 
 

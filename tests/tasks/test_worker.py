@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Database
 from database.setup import DatabaseUrls
-from tasks import queue, worker
+from notifications import listener
+from tasks import queue
 from tasks.models import Job
 from tasks.worker import DeadHandler, Handler, JobContext, WorkerPool
 from tests.helpers import Account, tenant_session
@@ -546,7 +547,7 @@ async def test_the_listener_reconnects_and_catches_up(
     account = accounts[0]
     kind = new_kind()
     done = asyncio.Event()
-    monkeypatch.setattr(worker, "RECONNECT_SECONDS", 0.5)
+    monkeypatch.setattr(listener, "RECONNECT_SECONDS", 0.5)
 
     async def handler(ctx: JobContext) -> None:
         done.set()

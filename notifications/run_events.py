@@ -1,0 +1,95 @@
+"""The payloads of run events (documented for clients in app/public.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.results import crud
+from database.results.models import Run
+from notifications import events
+
+PREVIEW_CHARS = 4000  # of an output in an event; the whole text is in the result
+REASON_CHARS = 1000
+
+Event = tuple[str, dict[str, Any]]
+
+
+async def counts(session: AsyncSession, run: Run) -> dict[str, Any]:
+    done, passed, failed, errored = (await crud.counts(session, [run.id]))[run.id]
+    return {
+        "total": run.total,
+        "done": done,
+        "passed": passed,
+        "failed": failed,
+        "errored": errored,
+    }
+
+
+def started(run: Run) -> Event:
+    return events.RUN_STARTED, {
+        "status": "running",
+        "total": run.total,
+        "concurrency": run.concurrency,
+        "repetitions": run.repetitions,
+        "metrics": [{"name": m["name"], "type": m["type"]} for m in run.metrics],
+    }
+
+
+def result_recorded(result: dict[str, Any], evaluations: list[dict[str, Any]]) -> Event:
+    output = result.get("output")
+    return events.RESULT_RECORDED, {
+        "result_id": str(result["id"]),
+        "position": result["position"],
+        "repetition": result["repetition"],
+        "test_id": str(result["test_id"]) if result.get("test_id") else None,
+        "status": result["status"],
+        "output": output[:PREVIEW_CHARS] if output is not None else None,
+        "output_truncated": output is not None and len(output) > PREVIEW_CHARS,
+        "latency_ms": result.get("latency_ms"),
+        "input_tokens": result.get("input_tokens"),
+        "output_tokens": result.get("output_tokens"),
+        "cost": result.get("cost"),
+        "cached": result.get("cached", False),
+        "error_type": result.get("error_type"),
+        "error_message": result.get("error_message"),
+        "evaluations": [
+            {
+                "metric": e["metric_name"],
+                "type": e["metric_type"],
+                "score": e["score"],
+                "passed": e["passed"],
+                "reason": (e.get("reason") or "")[:REASON_CHARS],
+                "error": e.get("error"),
+            }
+            for e in evaluations
+        ],
+    }
+
+
+async def record(session: AsyncSession, run: Run, changes: list[Event]) -> None:
+    await events.record(session, run_id=run.id, organization_id=run.organization_id, events=changes)
+
+
+async def record_progress(session: AsyncSession, run: Run, changes: list[Event]) -> None:
+    """The changes and, after them, the run's counts as they now stand."""
+    await record(session, run, [*changes, (events.RUN_PROGRESS, await counts(session, run))])
+
+
+async def record_end(
+    session: AsyncSession, run: Run, status: str, *, error: str | None = None
+) -> None:
+    data: dict[str, Any] = {"status": status, **await counts(session, run)}
+    if error is not None:
+        data["error"] = error
+    kind = events.RUN_CANCELLED if status == "cancelled" else events.RUN_FINISHED
+    await record(session, run, [(kind, data)])
+
+
+def delta_target(position: int, repetition: int) -> dict[str, Any]:
+    return {"type": events.OUTPUT_DELTA, "position": position, "repetition": repetition}
+
+
+def delta_judge(position: int, repetition: int, metric: str) -> dict[str, Any]:
+    return {**delta_target(position, repetition), "type": events.EVALUATION_DELTA, "metric": metric}

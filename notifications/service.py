@@ -1,0 +1,49 @@
+"""The process's notification parts, started and stopped together in the lifespan."""
+
+from __future__ import annotations
+
+from database.core import Database
+from notifications import events
+from notifications.hub import Hub
+from notifications.listener import Listener
+from notifications.publisher import Publisher
+
+
+class Notifications:
+    """One LISTEN connection (shared with the worker pool), the publisher of this process's
+    commits, and the hub of its stream subscribers."""
+
+    def __init__(self, database: Database, listen_url: str) -> None:
+        self.listener = Listener(listen_url)
+        self.publisher = Publisher(database)
+        self.hub = Hub(database, self.listener)
+
+    async def start(self) -> None:
+        """Call once every user of the listener has registered its channels."""
+        events.install_publisher(self.publisher.runs_changed)
+        await self.publisher.start()
+        await self.hub.start()
+        await self.listener.start()
+
+    async def stop(self) -> None:
+        await self.listener.stop()
+        await self.hub.stop()
+        events.install_publisher(None)
+        await self.publisher.stop()
+
+
+_current: list[Notifications] = []
+
+
+def set_notifications(notifications: Notifications | None) -> None:
+    _current[:] = [notifications] if notifications is not None else []
+
+
+def get_notifications() -> Notifications:
+    if not _current:
+        raise RuntimeError("notifications are not started in this process")
+    return _current[0]
+
+
+def current_publisher() -> Publisher | None:
+    return _current[0].publisher if _current else None

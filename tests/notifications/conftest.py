@@ -1,0 +1,136 @@
+"""Live streams need real HTTP (the ASGI test transport buffers whole responses): a uvicorn
+server runs in the test's event loop on loopback, with this process's notifications (one
+LISTEN connection, publisher, hub) and a worker pool, as the lifespan would start them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+
+from notifications.service import Notifications, set_notifications
+from tasks.handlers import HANDLERS, on_dead
+from tasks.worker import WorkerPool
+from tests.database.results.conftest import Lab
+from tests.helpers import register
+
+
+@dataclass
+class Event:
+    """One parsed server-sent event (or comment)."""
+
+    id: str | None = None
+    event: str | None = None
+    data: Any = None
+    comments: list[str] = field(default_factory=list)
+    retry: int | None = None
+
+
+async def read_events(response: httpx.Response) -> AsyncIterator[Event]:
+    """Parses an SSE body as it arrives; yields each event (comments and retry included)."""
+    current = Event()
+    lines: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if lines or current.comments or current.retry is not None or current.id is not None:
+                current.data = json.loads("\n".join(lines)) if lines else None
+                yield current
+            current, lines = Event(), []
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "":
+            current.comments.append(value)
+        elif name == "id":
+            current.id = value
+        elif name == "event":
+            current.event = value
+        elif name == "data":
+            lines.append(value)
+        elif name == "retry":
+            current.retry = int(value)
+
+
+@dataclass
+class Live(Lab):
+    base_url: str = ""
+    notifications: Notifications | None = None
+
+    def events_url(self, run_id: str) -> str:
+        return f"/public/runs/{run_id}/events"
+
+    async def stream_token(self, run_id: str) -> str:
+        response = await self.post(f"/runs/{run_id}/stream-token", {}, expect=200)
+        return str(response.json()["token"])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def live(
+    committed_database, app, owner_engine, database_urls, runtime, monkeypatch
+) -> AsyncIterator[Live]:
+    monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
+    monkeypatch.setattr(runtime.settings, "sse_heartbeat_seconds", 0.5)
+    notifications = Notifications(committed_database, database_urls.runtime)
+    notifications.hub.poll_seconds = 0.5
+    pool = WorkerPool(
+        committed_database,
+        HANDLERS,
+        on_dead=on_dead,
+        concurrency=4,
+        listener=notifications.listener,
+        poll_seconds=0.5,
+        lease=timedelta(seconds=10),
+    )
+    await notifications.start()
+    set_notifications(notifications)
+    await pool.start()
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
+        await asyncio.sleep(0.02)
+    base_url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        account = await register(client)
+        project = await client.post(
+            "/api/v1/projects", json={"name": "live"}, headers=account.headers
+        )
+        try:
+            yield Live(
+                client=client,
+                account=account,
+                project_id=project.json()["id"],
+                base_url=base_url,
+                notifications=notifications,
+            )
+        finally:
+            server.should_exit = True
+            await serving
+            await pool.stop(drain_seconds=2)
+            set_notifications(None)
+            await notifications.stop()
+            async with owner_engine.begin() as conn:
+                await conn.execute(
+                    text("DELETE FROM organizations WHERE id = :id"),
+                    {"id": account.organization_id},
+                )
+                await conn.execute(
+                    text("DELETE FROM users WHERE id = :id"), {"id": account.user_id}
+                )
