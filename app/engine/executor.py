@@ -173,7 +173,7 @@ async def _execute(
             if writer.cancelled:
                 return
             rows = await _process(ctx, run, plan, case, repetition)
-            await writer.add(*rows)
+            writer.add(*rows)
 
     flusher = asyncio.create_task(writer.flush_periodically())
     tasks = [asyncio.create_task(lane()) for _ in range(min(concurrency, len(work)))]
@@ -210,20 +210,26 @@ class _Writer:
         self.run = run
         self.rows: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         self.cancelled_event = asyncio.Event()
+        self._batch_full = asyncio.Event()
         self._lock = asyncio.Lock()
 
     @property
     def cancelled(self) -> bool:
         return self.cancelled_event.is_set()
 
-    async def add(self, result: dict[str, Any], evaluations: list[dict[str, Any]]) -> None:
+    def add(self, result: dict[str, Any], evaluations: list[dict[str, Any]]) -> None:
+        # Never waits for the database: a full batch wakes the flusher, and the lane moves on
+        # to its next case (a lane writing a batch itself would idle for the round trip).
         self.rows.append((result, evaluations))
         if len(self.rows) >= FLUSH_ROWS:
-            await self.flush()
+            self._batch_full.set()
 
     async def flush_periodically(self) -> None:
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._batch_full.wait()
+            self._batch_full.clear()
             try:
                 await self.flush()
             except Exception as exc:  # e.g. the database restarting: keep the rows, try again
