@@ -13,7 +13,6 @@ from typing import Annotated
 from fastapi import FastAPI, Header, Query, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
-from sse_starlette import EventSourceResponse
 
 from app.deps import DbSession, OptionalPrincipal, RuntimeDep
 from app.errors import InvalidInput, NotFound, Unauthorized, install_error_handlers
@@ -21,8 +20,9 @@ from app.runtime import Runtime
 from database.core import get_database, set_tenant
 from database.results import crud
 from database.results.models import TERMINAL, Run
+from notifications.hub import StreamLimits
 from notifications.service import get_notifications
-from notifications.stream import StreamLimits, run_stream
+from notifications.stream import EventStream
 from utils.auth import InvalidToken, Principal, decode_stream_token
 
 STATIC = Path(__file__).parent / "static"
@@ -81,7 +81,7 @@ def create_public_app() -> FastAPI:
         "/runs/{run_id}/events",
         summary="A run's events, live (Server-Sent Events)",
         description=EVENTS_DESCRIPTION,
-        response_class=EventSourceResponse,
+        response_class=EventStream,
         responses={
             200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
             204: {"description": "The run has ended and no event is left after Last-Event-ID"},
@@ -100,20 +100,19 @@ def create_public_app() -> FastAPI:
         if run.status in TERMINAL and after >= run.event_seq:
             return Response(status_code=204)
         settings = runtime.settings
-        stream = run_stream(
+        return EventStream(
             get_database(),
             get_notifications().hub,
             run_id=run.id,
             organization_id=run.organization_id,
             after=after,
             committed=run.event_seq,
-            limits=StreamLimits(settings.sse_max_lifetime_seconds, settings.sse_retry_ms),
-        )
-        return EventSourceResponse(
-            stream,
-            ping=settings.sse_heartbeat_seconds,
-            send_timeout=settings.sse_send_timeout_seconds,
-            headers={"Cache-Control": "no-store"},
+            limits=StreamLimits(
+                heartbeat_seconds=settings.sse_heartbeat_seconds,
+                send_timeout_seconds=settings.sse_send_timeout_seconds,
+                max_lifetime_seconds=settings.sse_max_lifetime_seconds,
+            ),
+            retry_ms=settings.sse_retry_ms,
         )
 
     @public.get(

@@ -42,6 +42,20 @@ async def bench_app(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@asynccontextmanager
+async def bench_database() -> AsyncIterator[tuple[Path, str, str]]:
+    """A throw-away embedded database, migrated: (data dir, owner URL, runtime URL), for a
+    server started in another process (external database mode)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="assay-bench-"))
+    try:
+        server = await embedded.start_embedded(data_dir / "db", cleanup_mode="delete")
+        owner, runtime = server.url(embedded.OWNER_ROLE), server.url(embedded.RUNTIME_ROLE)
+        await migrate(owner, embedded.RUNTIME_ROLE)
+        yield data_dir, owner, runtime
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 async def rate(count: int, call: Callable[[], Awaitable[object]]) -> float:
     """Calls per second over `count` sequential calls (after a short warm-up)."""
     for _ in range(min(20, count)):

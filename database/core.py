@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from uuid6 import uuid7
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -28,9 +29,28 @@ NAMING_CONVENTION = {
 }
 
 
+_last_id = 0
+
+
 def new_id() -> uuid.UUID:
-    """Time-ordered UUID (v7): index-friendly primary keys that sort by creation."""
-    return uuid.UUID(bytes=uuid7().bytes)
+    """Time-ordered UUID (v7, RFC 9562): index-friendly primary keys that sort by creation.
+
+    48 bits of Unix milliseconds, then random bits; within one millisecond each id is the
+    previous one plus one, so ids made by this process are strictly increasing. (A run makes
+    several ids per case: this costs a quarter of a general-purpose implementation's time.)
+    """
+    global _last_id
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & _VERSION_MASK) | _VERSION_BITS
+    if value <= _last_id:
+        value = _last_id + 1
+    _last_id = value
+    return uuid.UUID(int=value)
+
+
+# Version 7 in bits 76-79, variant 0b10 in bits 62-63.
+_VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
+_VERSION_BITS = (0x7 << 76) | (0x2 << 62)
 
 
 class Base(DeclarativeBase):

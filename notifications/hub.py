@@ -5,6 +5,7 @@ periodic poll that covers lost ones, or a reconnect of the listener) makes it re
 newer events once, for all its subscribers, and offer each to every subscriber's bounded
 buffer. A subscriber whose buffer is full is dropped: its stream ends and the client
 reconnects with Last-Event-ID, so a slow reader never slows the run or the other readers.
+The hub's clock also keeps every stream's heartbeat, lifetime and send timeout.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 BUFFER = 1000  # items per subscriber
 POLL_SECONDS = 2.0
+TICK_SECONDS = 0.25
 FETCH_LIMIT = 500
 
 
@@ -50,37 +52,103 @@ def encode_delta(kind: str, data: Any) -> Item:
     return Item(0, kind, f"event: {kind}\ndata: {body}\n\n".encode())
 
 
-class Dropped(Exception):
-    """The subscriber fell behind and was dropped: end the stream, the client reconnects."""
+class StreamEnd(Exception):
+    """The stream must end: `reason` is a comment for the client, which then reconnects."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+TOO_SLOW = "too far behind; reconnect with Last-Event-ID"
+LIFETIME = "connection lifetime reached; reconnect with Last-Event-ID"
+SEND_TIMEOUT = "send timeout"
+HEARTBEAT = Item(-1, "heartbeat", b": ping\n\n")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    heartbeat_seconds: float
+    send_timeout_seconds: float
+    max_lifetime_seconds: float
 
 
 class Subscriber:
-    __slots__ = ("_ready", "dropped", "items", "limit", "run_id")
+    """One stream's buffer and clock. Small on purpose (thousands are open at once): a list
+    and one future instead of a deque and an Event, and no timer of its own: the hub's clock
+    adds heartbeats, ends streams at their lifetime, and aborts sends that hang."""
 
-    def __init__(self, run_id: uuid.UUID, limit: int) -> None:
+    __slots__ = (
+        "_waiter",
+        "deadline",
+        "ending",
+        "items",
+        "last_write",
+        "limit",
+        "limits",
+        "run_id",
+        "sending_since",
+        "task",
+    )
+
+    def __init__(self, run_id: uuid.UUID, limit: int, limits: StreamLimits) -> None:
+        now = time.monotonic()
         self.run_id = run_id
         self.limit = limit
-        self.items: deque[Item] = deque()
-        self.dropped = False
-        self._ready = asyncio.Event()
+        self.limits = limits
+        self.items: list[Item] = []
+        self.ending: str | None = None
+        self.deadline = now + limits.max_lifetime_seconds
+        self.last_write = now
+        self.sending_since = 0.0
+        self.task: asyncio.Task[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, item: Item) -> bool:
+        if self.ending is not None:
+            return False
         if len(self.items) >= self.limit:
-            self.dropped = True
-            self._ready.set()
+            self.end(TOO_SLOW)
             return False
         self.items.append(item)
-        self._ready.set()
+        self._wake()
         return True
 
-    async def next(self) -> Item:
-        """The next item, waiting as long as needed (callers bound it with a timeout)."""
+    def end(self, reason: str) -> None:
+        """The stream ends once what is buffered has been sent."""
+        if self.ending is None:
+            self.ending = reason
+        self._wake()
+
+    async def next_batch(self) -> list[Item]:
+        """Everything buffered (waiting for something if nothing is); StreamEnd once ended."""
         while not self.items:
-            if self.dropped:
-                raise Dropped
-            self._ready.clear()
-            await self._ready.wait()
-        return self.items.popleft()
+            if self.ending is not None:
+                raise StreamEnd(self.ending)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        batch, self.items = self.items, []
+        return batch
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def tick(self, now: float) -> None:
+        if self.sending_since and now - self.sending_since > self.limits.send_timeout_seconds:
+            if self.task is not None and self.ending != SEND_TIMEOUT:
+                self.ending = SEND_TIMEOUT  # the client takes nothing: give up on it
+                self.task.cancel()
+            return
+        if now >= self.deadline:
+            self.end(LIFETIME)
+        elif now - self.last_write >= self.limits.heartbeat_seconds and not self.items:
+            self.last_write = now
+            self.offer(HEARTBEAT)
 
 
 @dataclass(eq=False)
@@ -100,13 +168,16 @@ class Hub:
         *,
         buffer: int = BUFFER,
         poll_seconds: float = POLL_SECONDS,
+        tick_seconds: float = TICK_SECONDS,
     ) -> None:
         self.database = database
         self.buffer = buffer
         self.poll_seconds = poll_seconds
+        self.tick_seconds = tick_seconds
         self._feeds: dict[uuid.UUID, _Feed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
+        self._clock: asyncio.Task[None] | None = None
         listener.on(EVENTS_CHANNEL, self._on_events)
         listener.on(DELTAS_CHANNEL, self._on_deltas)
         listener.on_reconnect(self._catch_up)
@@ -121,26 +192,33 @@ class Hub:
 
     async def start(self) -> None:
         self._poller = asyncio.create_task(self._poll(), name="hub-poll")
+        self._clock = asyncio.create_task(self._tick(), name="hub-clock")
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *([self._poller] if self._poller else [])]
+        daemons = [task for task in (self._poller, self._clock) if task is not None]
+        tasks = [*self._tasks, *daemons]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._poller = None
+        self._poller = self._clock = None
         for feed in self._feeds.values():
             for subscriber in feed.subscribers:
-                subscriber.dropped = True
-                subscriber._ready.set()
+                subscriber.end("the server is shutting down; reconnect with Last-Event-ID")
         self._feeds.clear()
 
-    def subscribe(self, run_id: uuid.UUID, organization_id: uuid.UUID, seen: int) -> Subscriber:
+    def subscribe(
+        self,
+        run_id: uuid.UUID,
+        organization_id: uuid.UUID,
+        seen: int,
+        limits: StreamLimits,
+    ) -> Subscriber:
         """From now on, events of the run after `seen` (the last seq committed when the caller
         looked) reach the subscriber; the caller replays what came before from the table."""
         feed = self._feeds.get(run_id)
         if feed is None:
             feed = self._feeds[run_id] = _Feed(organization_id, seen)
-        subscriber = Subscriber(run_id, self.buffer)
+        subscriber = Subscriber(run_id, self.buffer, limits)
         feed.subscribers.add(subscriber)
         if seen > feed.last_seq:
             self._fetch_soon(run_id, feed)
@@ -184,6 +262,15 @@ class Hub:
             await asyncio.sleep(self.poll_seconds)
             self._catch_up()
 
+    async def _tick(self) -> None:
+        """One clock for every stream: heartbeats, lifetimes and hung sends."""
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            now = time.monotonic()
+            for feed in list(self._feeds.values()):
+                for subscriber in list(feed.subscribers):
+                    subscriber.tick(now)
+
     # --- reading and fan-out ------------------------------------------------------------
 
     def _fetch_soon(self, run_id: uuid.UUID, feed: _Feed) -> None:
@@ -220,4 +307,5 @@ class Hub:
         for subscriber in list(feed.subscribers):
             if not subscriber.offer(item):
                 feed.subscribers.discard(subscriber)
-                log.info("slow stream subscriber dropped", run_id=str(subscriber.run_id))
+                if subscriber.ending == TOO_SLOW:
+                    log.info("slow stream subscriber dropped", run_id=str(subscriber.run_id))

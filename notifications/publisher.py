@@ -97,20 +97,25 @@ class Publisher:
 
     async def _send_due(self, now: float) -> None:
         runs = [run for run, due in self._events_due.items() if due <= now]
-        delta_runs = [run for run, due in self._deltas_due.items() if due <= now]
+        # A run's pending deltas go with its events, and before them (one transaction's
+        # NOTIFYs arrive in order): the last tokens of an answer never trail its result.
+        with_events = set(runs)
+        delta_runs = [
+            run for run, due in self._deltas_due.items() if due <= now or run in with_events
+        ]
         if not runs and not delta_runs:
             return
         channels: list[str] = []
         payloads: list[str] = []
-        for run in runs:
-            del self._events_due[run]
-            channels.append(EVENTS_CHANNEL)
-            payloads.append(str(run))
         for run in delta_runs:
             del self._deltas_due[run]
             for payload in _delta_payloads(run, self._deltas.pop(run, [])):
                 channels.append(DELTAS_CHANNEL)
                 payloads.append(payload)
+        for run in runs:
+            del self._events_due[run]
+            channels.append(EVENTS_CHANNEL)
+            payloads.append(str(run))
         sent_at = time.monotonic()
         for run in runs:
             self._last_sent[(EVENTS_CHANNEL, run)] = sent_at
