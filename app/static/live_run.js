@@ -53,10 +53,13 @@
       row.className = "running";
       rows.set(key, row);
       const body = $("results").tBodies[0];
-      const after = Array.from(body.rows).find((other) => {
+      const comesAfter = (other) => {
         const [p, r] = other.dataset.key.split(":").map(Number);
         return p > position || (p === position && r > repetition);
-      });
+      };
+      // Results mostly arrive in order: append unless the last row belongs after this one.
+      const last = body.rows[body.rows.length - 1];
+      const after = last && comesAfter(last) ? Array.from(body.rows).find(comesAfter) : null;
       body.insertBefore(row, after || null);
     }
     return row;
