@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from types import FrameType
 
 import typer
 import uvicorn
 
 from app.config import get_settings
+from notifications.service import end_streams
 from utils.logging import configure_logging
 
 cli = typer.Typer(add_completion=False, help="Assay: test and evaluate LLM applications.")
@@ -27,7 +30,7 @@ def serve(
     """Start the database (embedded unless configured), migrate, and serve the API."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.run(
+    config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
         host=host,
@@ -35,9 +38,19 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
         log_config=None,
-        access_log=False,
+        access_log=False,  # our request log omits query strings (stream tokens travel there)
         timeout_graceful_shutdown=30,
     )
+    _Server(config).run()
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn waits for open connections before the lifespan ends: live streams (which
+        # last up to ASSAY_SSE_MAX_LIFETIME_SECONDS) must end first, or shutdown would wait.
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_soon_threadsafe(end_streams)
+        super().handle_exit(sig, frame)
 
 
 @cli.command()

@@ -68,7 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await check_runtime_role(database)
     set_database(database)
     set_runtime(runtime)
-    notifications = Notifications(database, urls.runtime)
+    notifications = Notifications(database, urls.runtime, stream_buffer=settings.sse_buffer_events)
     workers = start_workers(settings, database, notifications.listener)
     await notifications.start()
     set_notifications(notifications)

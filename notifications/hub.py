@@ -63,6 +63,7 @@ class StreamEnd(Exception):
 TOO_SLOW = "too far behind; reconnect with Last-Event-ID"
 LIFETIME = "connection lifetime reached; reconnect with Last-Event-ID"
 SEND_TIMEOUT = "send timeout"
+SHUTDOWN = "the server is shutting down; reconnect with Last-Event-ID"
 HEARTBEAT = Item(-1, "heartbeat", b": ping\n\n")
 
 
@@ -83,6 +84,7 @@ class Subscriber:
         "deadline",
         "ending",
         "items",
+        "known",
         "last_write",
         "limit",
         "limits",
@@ -97,6 +99,7 @@ class Subscriber:
         self.limit = limit
         self.limits = limits
         self.items: list[Item] = []
+        self.known = 0  # the last seq committed when subscribing: the replay covers up to it
         self.ending: str | None = None
         self.deadline = now + limits.max_lifetime_seconds
         self.last_write = now
@@ -201,9 +204,7 @@ class Hub:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._poller = self._clock = None
-        for feed in self._feeds.values():
-            for subscriber in feed.subscribers:
-                subscriber.end("the server is shutting down; reconnect with Last-Event-ID")
+        self.end_all(SHUTDOWN)
         self._feeds.clear()
 
     def subscribe(
@@ -219,10 +220,18 @@ class Hub:
         if feed is None:
             feed = self._feeds[run_id] = _Feed(organization_id, seen)
         subscriber = Subscriber(run_id, self.buffer, limits)
+        # What the hub has already delivered to others, this one gets from the replay.
+        subscriber.known = max(seen, feed.last_seq)
         feed.subscribers.add(subscriber)
         if seen > feed.last_seq:
             self._fetch_soon(run_id, feed)
         return subscriber
+
+    def end_all(self, reason: str) -> None:
+        """Ends every stream (after what is buffered): the server is going away."""
+        for feed in self._feeds.values():
+            for subscriber in feed.subscribers:
+                subscriber.end(reason)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         feed = self._feeds.get(subscriber.run_id)
@@ -304,8 +313,8 @@ class Hub:
                 del self._feeds[run_id]
 
     def _offer(self, feed: _Feed, item: Item) -> None:
-        for subscriber in list(feed.subscribers):
-            if not subscriber.offer(item):
-                feed.subscribers.discard(subscriber)
-                if subscriber.ending == TOO_SLOW:
-                    log.info("slow stream subscriber dropped", run_id=str(subscriber.run_id))
+        # An ended subscriber stays in the feed until its stream unsubscribes: the clock must
+        # still see it (a send that hangs is only given up by the clock).
+        for subscriber in feed.subscribers:
+            if subscriber.ending is None and not subscriber.offer(item):
+                log.info("slow stream subscriber dropped", run_id=str(subscriber.run_id))

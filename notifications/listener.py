@@ -18,6 +18,7 @@ from database.core import asyncpg_connect_args
 log = structlog.get_logger(__name__)
 
 RECONNECT_SECONDS = 1.0
+CHECK_SECONDS = 15.0
 
 
 class Listener:
@@ -47,6 +48,16 @@ class Listener:
                 await self._task
             self._task = None
 
+    async def _watch(self, connection: asyncpg.Connection, lost: asyncio.Event) -> None:
+        """Returns when the connection is lost. A silently dropped TCP connection never says
+        so: a query every `CHECK_SECONDS` finds out."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECK_SECONDS):
+                    await lost.wait()
+                    return
+            await connection.fetchval("SELECT 1", timeout=CHECK_SECONDS)
+
     def _dispatch(self, channel: str, payload: str) -> None:
         for callback in self._channels.get(channel, ()):
             try:
@@ -67,9 +78,12 @@ class Listener:
                     )
                 self.connected.set()
                 for callback in self._reconnected:
-                    callback()
-                await lost.wait()
-            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                    try:
+                        callback()
+                    except Exception:
+                        log.exception("reconnect callback failed")
+                await self._watch(connection, lost)
+            except Exception as exc:  # whatever broke, reconnect: the process depends on it
                 log.warning("notification listener disconnected", error=str(exc))
             finally:
                 self.connected.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from database.core import Database
 from notifications import events
-from notifications.hub import Hub
+from notifications.hub import BUFFER, SHUTDOWN, Hub
 from notifications.listener import Listener
 from notifications.publisher import Publisher
 
@@ -13,10 +13,10 @@ class Notifications:
     """One LISTEN connection (shared with the worker pool), the publisher of this process's
     commits, and the hub of its stream subscribers."""
 
-    def __init__(self, database: Database, listen_url: str) -> None:
+    def __init__(self, database: Database, listen_url: str, *, stream_buffer: int = BUFFER) -> None:
         self.listener = Listener(listen_url)
         self.publisher = Publisher(database)
-        self.hub = Hub(database, self.listener)
+        self.hub = Hub(database, self.listener, buffer=stream_buffer)
 
     async def start(self) -> None:
         """Call once every user of the listener has registered its channels."""
@@ -47,3 +47,10 @@ def get_notifications() -> Notifications:
 
 def current_publisher() -> Publisher | None:
     return _current[0].publisher if _current else None
+
+
+def end_streams() -> None:
+    """The server is stopping: end the open streams now (their clients reconnect elsewhere)
+    rather than hold the shutdown until each stream's lifetime runs out."""
+    if _current:
+        _current[0].hub.end_all(SHUTDOWN)

@@ -96,7 +96,7 @@ class EventStream(Response):
     async def _chunks(self, subscriber: Subscriber) -> AsyncIterator[bytes]:
         yield f"retry: {self.retry_ms}\n\n".encode()
         sent = self.after
-        if sent < self.committed:
+        if sent < subscriber.known:
             async for page in self._replay(sent, None):
                 yield b"".join(item.encoded for item in page)
                 sent = page[-1].seq

@@ -5,11 +5,12 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine import executor
-from database.results.service import CHUNK_JOB
+from database.results.service import CHUNK_JOB, LEGACY_START_JOB
 from tasks.worker import Handler, JobContext
 
 HANDLERS: dict[str, Handler] = {
     CHUNK_JOB: executor.run_chunk,
+    LEGACY_START_JOB: executor.start_legacy_run,
 }
 
 

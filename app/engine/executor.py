@@ -42,6 +42,7 @@ from database.models.service import TargetConfig, resolve
 from database.prompts import crud as prompt_crud
 from database.results import crud
 from database.results.models import TERMINAL, Run
+from database.results.service import enqueue_chunks
 from database.test_sets.models import TestSetVersionCase
 from notifications import run_events
 from notifications.service import current_publisher
@@ -57,6 +58,17 @@ PRICE_PROVIDERS = {"openai", "anthropic", "google", "groq", "mistral"}
 
 
 # --- jobs -----------------------------------------------------------------------------------
+
+
+async def start_legacy_run(ctx: JobContext) -> None:
+    """`run.start`, as queued before POST /runs queued the chunks itself: queue them now."""
+    run_id = uuid.UUID(ctx.job.payload["run_id"])
+    async with ctx.transaction() as session:
+        run = await crud.get_run(session, run_id, for_update=True)
+        if run is None or run.status in TERMINAL:
+            return
+        positions = run.case_positions or range(run.total // run.repetitions)
+        await enqueue_chunks(session, run, positions)
 
 
 async def run_chunk(ctx: JobContext) -> None:
@@ -177,8 +189,8 @@ async def _execute(
 
     flusher = asyncio.create_task(writer.flush_periodically())
     tasks = [asyncio.create_task(lane()) for _ in range(min(concurrency, len(work)))]
+    watcher: asyncio.Task[Any] = asyncio.create_task(writer.cancelled_event.wait())
     try:
-        watcher: asyncio.Task[Any] = asyncio.create_task(writer.cancelled_event.wait())
         pending: set[asyncio.Task[Any]] = set(tasks)
         while pending:
             done, pending = await asyncio.wait(
@@ -191,8 +203,8 @@ async def _execute(
                 error = task.exception()
                 if error is not None:
                     raise error
-        watcher.cancel()
     finally:
+        watcher.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -38,6 +38,7 @@ from tasks import queue
 from utils.auth import Principal
 
 CHUNK_JOB = "run.chunk"
+LEGACY_START_JOB = "run.start"  # queued by earlier versions; see executor.start_legacy_run
 
 
 async def get_run_or_404(
@@ -147,11 +148,11 @@ async def create_run(
             total=version.case_count * body.repetitions,
         ),
     )
-    await _enqueue_chunks(session, run, range(version.case_count))
+    await enqueue_chunks(session, run, range(version.case_count))
     return run
 
 
-async def _enqueue_chunks(session: AsyncSession, run: Run, positions: Sequence[int]) -> None:
+async def enqueue_chunks(session: AsyncSession, run: Run, positions: Sequence[int]) -> None:
     """Queues the run as chunk jobs, in the request's transaction: workers and processes share
     the chunks, and the first to start marks the run running."""
     size = max(1, get_runtime().settings.run_chunk_size // run.repetitions)
@@ -201,7 +202,7 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
             total=len(positions) * run.repetitions,
         ),
     )
-    await _enqueue_chunks(session, child, positions)
+    await enqueue_chunks(session, child, positions)
     return child
 
 

@@ -72,10 +72,11 @@ async def test_a_subscriber_that_never_reads_is_dropped_alone(live: Live, own_hu
         assert sum(item.type == "result.recorded" for item in items) == cases
     assert [i.encoded for i in got] == [i.encoded for i in got_other]
 
-    # The idle one was dropped when its 4th item came: removed from the hub, its buffered
-    # items still readable, then the stream's end.
+    # The idle one was dropped when its 4th item came: offered nothing more, its buffered
+    # items still readable, then the stream's end (it stays known to the hub's clock until
+    # its stream unsubscribes).
     assert idle.ending == TOO_SLOW
-    assert hub.subscriber_count == 2
+    assert hub.subscriber_count == 3
     buffered = await idle.next_batch()
     assert buffered == got[:3]
     with pytest.raises(StreamEnd):
@@ -258,3 +259,55 @@ async def test_a_publisher_sends_one_notify_per_run_per_interval(
     events = [e for m in deltas for e in m["events"]]
     assert all(e["position"] == 0 and e["type"] == "output.delta" for e in events)
     assert len(events) == len(deltas)  # one answer's tokens travel as one delta per NOTIFY
+
+
+async def _wait_for_events(hub: Hub, subscriber: Subscriber, count: int) -> list[Item]:
+    items: list[Item] = []
+    async with asyncio.timeout(30):
+        while len(items) < count:
+            items += [item for item in await subscriber.next_batch() if item.seq > 0]
+    return items
+
+
+async def test_a_late_subscriber_replays_what_the_hub_already_delivered(
+    live: Live, own_hub: Hub
+) -> None:
+    """The hub has delivered events 1..n to a first subscriber; a second one whose caller
+    looked before those events (a stale `seen`) is told to replay up to n: the hub will not
+    offer it those again, and nothing may fall between the two."""
+    target = await live.model(provider="demo")
+    test_set = await live.test_set([{"input": f"q{i}"} for i in range(5)])
+    run = await live.run(test_set, target, metric_ids=[])
+    run_id = uuid.UUID(run["id"])
+    org = live.account.organization_id
+    first = own_hub.subscribe(run_id, org, 0, LIMITS)
+    delivered = await _wait_for_events(own_hub, first, 3)
+    late = own_hub.subscribe(run_id, org, 0, LIMITS)  # looked at seq 0, long ago
+    assert late.known >= delivered[-1].seq
+    own_hub.unsubscribe(first)
+    own_hub.unsubscribe(late)
+
+
+async def test_the_clock_still_gives_up_on_a_dropped_stream_stuck_in_a_send(
+    live: Live, own_hub: Hub
+) -> None:
+    """A stream dropped as too slow whose send hangs (the client takes nothing) must still
+    be cancelled by the send timeout: dropping must not hide it from the hub's clock."""
+    target = await live.model(provider="demo")
+    test_set = await live.test_set([{"input": f"q{i}"} for i in range(12)])
+    org = live.account.organization_id
+    own_hub.buffer = 2
+    run = await live.run(test_set, target, metric_ids=[])
+    limits = StreamLimits(heartbeat_seconds=600, send_timeout_seconds=0.3, max_lifetime_seconds=600)
+    stuck = own_hub.subscribe(uuid.UUID(run["id"]), org, 0, limits)
+    async with asyncio.timeout(30):
+        while stuck.ending != TOO_SLOW:  # noqa: ASYNC110 (the hub offers no event for it)
+            await asyncio.sleep(0.05)
+    # Dropped; now its stream is stuck writing what it had buffered.
+    hung_send = asyncio.create_task(asyncio.sleep(60))  # stands for a write nobody reads
+    stuck.task = hung_send
+    stuck.sending_since = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await hung_send
+    own_hub.unsubscribe(stuck)
