@@ -50,8 +50,9 @@ Events (`event:` name, then the JSON in `data:`):
 - `run.progress`: `{total, done, passed, failed, errored}`, after each batch of results
 - `run.finished`: `{status: completed | failed, total, done, passed, failed, errored, error?}`
 - `run.cancelled`: `{status: cancelled, total, done, passed, failed, errored}`
-- `output.delta`: `{position, repetition, text}`: streamed text of the target (models set to
-  `stream`), live only, never replayed; its `id:` is the last stored event's
+- `output.delta`: `{position, repetition, text, reset?}`: streamed text of the target (models
+  set to `stream`), live only, never replayed; its `id:` is the last stored event's. With
+  `reset: true` the call was retried: drop the text received so far for that case
 - `evaluation.delta`: `{position, repetition, metric, text}`: the same for a judge
 
 The stream ends after `run.finished` or `run.cancelled`. A comment line is sent every 15 s as

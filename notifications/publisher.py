@@ -57,6 +57,8 @@ class Publisher:
 
     def delta(self, run_id: uuid.UUID, event: dict[str, Any]) -> None:
         pending = self._deltas.setdefault(run_id, [])
+        if event.get("reset"):  # a retried attempt: what is pending for it is void
+            pending[:] = [other for other in pending if not _same_stream(other, event)]
         last = pending[-1] if pending else None
         if last is not None and _same_stream(last, event):
             last["text"] += event["text"]  # tokens of one answer travel together

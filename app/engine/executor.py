@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -45,6 +45,7 @@ from database.results.models import TERMINAL, Run
 from database.results.service import enqueue_chunks
 from database.test_sets.models import TestSetVersionCase
 from notifications import run_events
+from notifications.publisher import Publisher
 from notifications.service import current_publisher
 from tasks.worker import JobContext
 from utils.templates import render
@@ -423,22 +424,54 @@ async def _call(
     gate: Gate = gate_for(config.id, config.requests_per_minute)
     return await call_through(
         gate,
-        lambda: call_target(
-            config,
-            request,
-            allow_private_networks=plan.allow_private,
-            time_limit=run.timeout_seconds,
-            on_delta=on_delta,
+        _per_attempt(
+            on_delta,
+            lambda: call_target(
+                config,
+                request,
+                allow_private_networks=plan.allow_private,
+                time_limit=run.timeout_seconds,
+                on_delta=on_delta,
+            ),
         ),
     )
 
 
-def _delta_sink(run: Run, key: dict[str, Any]) -> Callable[[str], None] | None:
-    """Hands streamed text to this process's publisher (live only: never stored)."""
+def _per_attempt(
+    on_delta: Callable[[str], None] | None, call: Callable[[], Awaitable[TargetReply]]
+) -> Callable[[], Awaitable[TargetReply]]:
+    """The call as made for each attempt: a retried streamed call first resets the text."""
+
+    def attempt() -> Awaitable[TargetReply]:
+        if isinstance(on_delta, _DeltaSink):
+            on_delta.new_attempt()
+        return call()
+
+    return attempt
+
+
+class _DeltaSink:
+    """Hands streamed text to this process's publisher (live only: never stored). A retried
+    call first sends a reset: what a failed attempt streamed is not part of the answer."""
+
+    def __init__(self, publisher: Publisher, run_id: uuid.UUID, key: dict[str, Any]) -> None:
+        self.publisher = publisher
+        self.run_id = run_id
+        self.key = key
+        self.attempts = 0
+
+    def __call__(self, text: str) -> None:
+        self.publisher.delta(self.run_id, {**self.key, "text": text})
+
+    def new_attempt(self) -> None:
+        if self.attempts:
+            self.publisher.delta(self.run_id, {**self.key, "text": "", "reset": True})
+        self.attempts += 1
+
+
+def _delta_sink(run: Run, key: dict[str, Any]) -> _DeltaSink | None:
     publisher = current_publisher()
-    if publisher is None:
-        return None
-    return lambda text: publisher.delta(run.id, {**key, "text": text})
+    return _DeltaSink(publisher, run.id, key) if publisher is not None else None
 
 
 def _judge_key(case: tuple[int, int], spec: MetricSpec) -> dict[str, Any]:
@@ -524,13 +557,14 @@ def _judge(plan: Plan, spec: MetricSpec, on_delta: Callable[[str], None] | None)
 
     async def judge(prompt: str) -> Verdict:
         request = TargetRequest(input=prompt, parameters={"temperature": 0})
+        call = _per_attempt(
+            on_delta,
+            lambda: call_target(
+                config, request, allow_private_networks=plan.allow_private, on_delta=on_delta
+            ),
+        )
         try:
-            reply = await call_through(
-                gate_for(config.id, config.requests_per_minute),
-                lambda: call_target(
-                    config, request, allow_private_networks=plan.allow_private, on_delta=on_delta
-                ),
-            )
+            reply = await call_through(gate_for(config.id, config.requests_per_minute), call)
         except TargetError as error:
             return Verdict(
                 score=0.0, reason=error.message, error=f"judge call failed: {error.message}"

@@ -111,7 +111,9 @@
   function onDelta(data) {
     const row = rowFor(data.position, data.repetition);
     if (row.dataset.final === "1") return;
-    row.querySelector(".output").textContent += data.text;
+    const output = row.querySelector(".output");
+    if (data.reset) output.textContent = ""; // the call was retried: start over
+    output.textContent += data.text;
   }
 
   function onEnd(data) {

@@ -14,6 +14,7 @@ import httpx
 from starlette.requests import Request
 
 from tests.fakes.openai_server import FakeOpenAI, RecordedRequest
+from tests.fakes.server import Fault
 from tests.helpers import assert_problem
 from tests.notifications.conftest import Event, Live, read_events
 
@@ -233,3 +234,30 @@ async def test_a_server_that_ignores_stream_still_answers(live: Live) -> None:
     assert done["counts"]["passed"] == 1
     [result] = await live.results(run["id"])
     assert result["status"] == "passed" and result["output"] == "echo: hello"
+
+
+async def test_a_retried_streamed_call_starts_its_text_over(live: Live) -> None:
+    """The first call fails (503) and is retried: before the retry's tokens comes a delta with
+    `reset: true`, and the text after the last reset is exactly the recorded output."""
+    await _listening(live)
+    with (
+        GatedOpenAI(
+            require_api_key="sk-test",
+            chunk_delay=0.03,
+            reply=lambda body: f"{body['messages'][-1]['content']}: {WORDS}",
+        ) as fake,
+        FakeOpenAI(require_api_key="sk-test", latency=1.0, reply=lambda b: VERDICT) as slow,
+    ):
+        fake.enqueue(Fault.http(503))
+        target = await live.openai_model(fake, stream=True)
+        test_set = await live.test_set([{"input": "q0", "expected_output": "q0"}])
+        metrics = [await _slow_judge_metric(live, slow)]
+        run = await live.run(test_set, target, metric_ids=metrics, concurrency=1)
+        seen = await _watch(live, run["id"], fake)
+    deltas = [e.data for e in seen if e.event == "output.delta"]
+    resets = [index for index, delta in enumerate(deltas) if delta.get("reset")]
+    assert resets, deltas
+    after_reset = "".join(delta["text"] for delta in deltas[resets[-1] :])
+    recorded = next(e.data for e in seen if e.event == "result.recorded")
+    assert recorded["status"] == "passed"
+    assert after_reset == recorded["output"] == f"q0: {WORDS}"
