@@ -9,6 +9,7 @@ results in PostgreSQL -> run completed. 1,000 cases, two deterministic metrics.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import statistics
 import sys
@@ -19,6 +20,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 
@@ -113,6 +115,27 @@ async def status_reader(organization_id: str) -> AsyncIterator[Callable[[str], A
         await connection.close()
 
 
+async def _bare_calls(base_url: str) -> float:
+    """The floor, same provider, same moment: the 1,000 chat completions alone from one
+    aiohttp session at the same concurrency (no queue, no scoring, no database)."""
+    body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": "x"}]})
+    queued = iter(range(CASES))
+    async with aiohttp.ClientSession() as session:
+
+        async def lane() -> None:
+            for _ in queued:
+                async with session.post(
+                    f"{base_url}/chat/completions",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                ) as response:
+                    json.loads(await response.read())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(CONCURRENCY)))
+        return time.perf_counter() - started
+
+
 async def _timed_run(
     client: httpx.AsyncClient, setup: dict[str, Any], base_url: str, name: str
 ) -> float:
@@ -168,6 +191,7 @@ async def run() -> None:
                 slow_runs = [
                     await _timed_run(client, setup, slow, f"slow {i}") for i in range(REPEATS)
                 ]
+                floor_runs = [await _bare_calls(slow) for _ in range(REPEATS)]
             async with provider(0.0) as instant:
                 instant_runs = [
                     await _timed_run(client, setup, instant, f"instant {i}") for i in range(REPEATS)
@@ -176,6 +200,7 @@ async def run() -> None:
             await pool.stop()
     ideal = CASES * LATENCY / CONCURRENCY
     slow_ratios = sorted(seconds / ideal for seconds in slow_runs)
+    floor = statistics.median(floor_runs)
     rates = sorted(CASES / seconds for seconds in instant_runs)
     print(
         f"run throughput ({CASES} cases, 2 metrics, concurrency {CONCURRENCY}, app + database;"
@@ -184,6 +209,11 @@ async def run() -> None:
     print(
         f"  (a) 50 ms provider: {statistics.median(slow_ratios):.2f}x the ideal {ideal:.2f} s"
         f"  [{slow_ratios[0]:.2f}-{slow_ratios[-1]:.2f}]  (goal <= 1.5x)"
+    )
+    print(
+        f"      baseline, the same calls alone (one aiohttp session, no queue, no database):"
+        f" {floor / ideal:.2f}x the ideal; Assay takes {statistics.median(slow_runs) / floor:.2f}x"
+        " the baseline"
     )
     print(
         f"  (b) instant provider: {statistics.median(rates):.0f} cases/s"
