@@ -43,7 +43,6 @@ from database.prompts import crud as prompt_crud
 from database.results import crud
 from database.results.models import TERMINAL, Run
 from database.results.service import enqueue_chunks
-from database.test_sets.models import TestSetVersionCase
 from notifications import run_events
 from notifications.publisher import Publisher
 from notifications.service import current_publisher
@@ -173,7 +172,7 @@ async def _execute(
     ctx: JobContext,
     run: Run,
     plan: Plan,
-    work: list[tuple[TestSetVersionCase, int]],
+    work: list[tuple[crud.VersionCase, int]],
     concurrency: int,
 ) -> None:
     writer = _Writer(ctx, run)
@@ -300,7 +299,7 @@ def _request(case: dict[str, Any], plan: Plan) -> TargetRequest:
 
 
 async def _process(
-    ctx: JobContext, run: Run, plan: Plan, case_row: TestSetVersionCase, repetition: int
+    ctx: JobContext, run: Run, plan: Plan, case_row: crud.VersionCase, repetition: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     case = case_row.case
     result: dict[str, Any] = {

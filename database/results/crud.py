@@ -6,6 +6,7 @@ import functools
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -144,27 +145,27 @@ def _int_array(values: Sequence[int]) -> BindParameter[Any]:
     return bindparam("positions", list(values), type_=ARRAY(Integer()))
 
 
+@dataclass(frozen=True, slots=True)
+class VersionCase:
+    """A case of a pinned version, as a run executes it (plain values: chunks read hundreds)."""
+
+    position: int
+    test_id: uuid.UUID | None
+    case: dict[str, Any]
+
+
 async def version_cases(
     session: AsyncSession, version_id: uuid.UUID, positions: Sequence[int]
-) -> list[TestSetVersionCase]:
-    rows = await session.scalars(
-        select(TestSetVersionCase)
+) -> list[VersionCase]:
+    rows = await session.execute(
+        select(TestSetVersionCase.position, TestSetVersionCase.test_id, TestSetVersionCase.case)
         .where(
             TestSetVersionCase.version_id == version_id,
             TestSetVersionCase.position == any_(_int_array(positions)),
         )
         .order_by(TestSetVersionCase.position)
     )
-    return list(rows.all())
-
-
-async def version_positions(session: AsyncSession, version_id: uuid.UUID) -> list[int]:
-    rows = await session.scalars(
-        select(TestSetVersionCase.position)
-        .where(TestSetVersionCase.version_id == version_id)
-        .order_by(TestSetVersionCase.position)
-    )
-    return list(rows.all())
+    return [VersionCase(*row) for row in rows.all()]
 
 
 async def done_keys(
