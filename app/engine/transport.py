@@ -30,7 +30,13 @@ def _session() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         # No aiohttp timer: every exchange runs under the caller's asyncio.timeout below.
         timeout = aiohttp.ClientTimeout(total=None)
-        session = _sessions[loop] = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        session = _sessions[loop] = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            # The session is shared by every organization's calls: a cookie one endpoint sets
+            # must never travel with another's request.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
     return session
 
 
