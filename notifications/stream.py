@@ -105,8 +105,8 @@ class EventStream(Response):
         while True:
             try:
                 batch = await subscriber.next_batch()
-            except StreamEnd as end:
-                yield f": {end.reason}\n\n".encode()
+            except StreamEnd as end:  # the client is to come back: say when, and why
+                yield f"retry: {self.retry_ms}\n: {end.reason}\n\n".encode()
                 return
             parts: list[bytes] = []
             for item in batch:

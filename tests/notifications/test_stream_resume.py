@@ -275,6 +275,7 @@ async def test_a_stream_ends_itself_at_its_lifetime(
         assert stream.items[0].retry == runtime.settings.sse_retry_ms
         assert stream.items[-1].event is None
         assert any("lifetime" in c for c in stream.items[-1].comments)
+        assert stream.items[-1].retry == runtime.settings.sse_retry_ms  # the retry: hint
         assert all(e.event not in TERMINAL_EVENTS for e in stream.events)
         # what it had is what was stored, and the client may come back for the rest
         assert stream.events[0].event == "run.started"
