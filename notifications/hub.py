@@ -35,7 +35,8 @@ FETCH_LIMIT = 500
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """A stored event (seq > 0) or a live delta (seq 0), encoded once for every subscriber."""
+    """A stored event (seq > 0), a live delta (seq 0) or a heartbeat (seq -1), encoded once
+    for every subscriber."""
 
     seq: int
     type: str
