@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import event, select, text
@@ -82,18 +82,19 @@ async def events_after(
 
 # --- after commit: hand the run ids to this process's publisher ------------------------------
 
-_publish: list[Any] = []  # the installed callback, if any: (run ids) -> None
+_publish: Callable[[set[uuid.UUID]], None] | None = None
 
 
-def install_publisher(callback: Any) -> None:
-    _publish[:] = [callback] if callback is not None else []
+def install_publisher(callback: Callable[[set[uuid.UUID]], None] | None) -> None:
+    global _publish
+    _publish = callback
 
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     runs = session.info.pop(_PENDING_KEY, None)
-    if runs and _publish:
-        _publish[0](runs)
+    if runs and _publish is not None:
+        _publish(runs)
 
 
 @event.listens_for(Session, "after_rollback")

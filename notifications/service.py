@@ -32,25 +32,26 @@ class Notifications:
         await self.publisher.stop()
 
 
-_current: list[Notifications] = []
+_current: Notifications | None = None
 
 
 def set_notifications(notifications: Notifications | None) -> None:
-    _current[:] = [notifications] if notifications is not None else []
+    global _current
+    _current = notifications
 
 
 def get_notifications() -> Notifications:
-    if not _current:
+    if _current is None:
         raise RuntimeError("notifications are not started in this process")
-    return _current[0]
+    return _current
 
 
 def current_publisher() -> Publisher | None:
-    return _current[0].publisher if _current else None
+    return _current.publisher if _current is not None else None
 
 
 def end_streams() -> None:
     """The server is stopping: end the open streams now (their clients reconnect elsewhere)
     rather than hold the shutdown until each stream's lifetime runs out."""
-    if _current:
-        _current[0].hub.end_all(SHUTDOWN)
+    if _current is not None:
+        _current.hub.end_all(SHUTDOWN)

@@ -10,8 +10,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,3 +93,60 @@ def start_server(env: dict[str, str], log_path: Path) -> Server:
         text=True,
     )
     return Server(port=port, process=process, log_path=log_path, _log=handle)
+
+
+def live_env(data_dir: Path, workers: int) -> dict[str, str]:
+    return server_env(
+        data_dir,
+        ASSAY_ALLOW_PRIVATE_NETWORKS="true",
+        ASSAY_WORKERS=str(workers),
+    )
+
+
+async def create_run(
+    api: httpx.AsyncClient, fake: FakeOpenAI, *, cases: int, concurrency: int
+) -> dict[str, Any]:
+    """Registers a user (the client keeps its access token) and starts a run of `cases` cases
+    with one `contains` metric that every echoed answer passes."""
+    registered = await api.post(
+        "/auth/register",
+        json={"email": "live@example.com", "password": PASSWORD, "name": "Live"},
+    )
+    assert registered.status_code == 201, registered.text
+    api.headers["Authorization"] = f"Bearer {registered.json()['access_token']}"
+    model = await api.post(
+        "/models",
+        json={
+            "name": "fake",
+            "provider": "openai-compatible",
+            "model": "fake-model",
+            "base_url": fake.base_url,
+            "api_key": "sk-test",
+        },
+    )
+    assert model.status_code == 201, model.text
+    project = await api.post("/projects", json={"name": "live"})
+    assert project.status_code == 201, project.text
+    project_id = project.json()["id"]
+    tests = [{"input": f"case {i}", "expected_output": f"case {i}"} for i in range(cases)]
+    ids = await api.post("/tests/bulk", json={"project_id": project_id, "tests": tests})
+    assert ids.status_code in (200, 201), ids.text
+    test_set = await api.post(
+        "/test-sets", json={"project_id": project_id, "name": "s", "test_ids": ids.json()["ids"]}
+    )
+    assert test_set.status_code == 201, test_set.text
+    metric = await api.post(
+        "/metrics", json={"project_id": project_id, "name": "m", "type": "contains"}
+    )
+    assert metric.status_code == 201, metric.text
+    run = await api.post(
+        "/runs",
+        json={
+            "test_set_id": test_set.json()["id"],
+            "target_model_id": model.json()["id"],
+            "metric_ids": [metric.json()["id"]],
+            "concurrency": concurrency,
+        },
+    )
+    assert run.status_code == 202, run.text
+    return dict(run.json())

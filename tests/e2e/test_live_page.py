@@ -19,8 +19,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.e2e.servers import free_port, start_server
-from tests.e2e.test_live_events import create_run, live_env
+from tests.e2e.servers import create_run, free_port, live_env, start_server
 from tests.fakes.openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.slow

@@ -16,9 +16,8 @@ import pytest
 
 from database import embedded
 from database.core import asyncpg_connect_args
-from tests.e2e.servers import Server, server_env, start_server
+from tests.e2e.servers import Server, create_run, server_env, start_server
 from tests.fakes.openai_server import FakeOpenAI
-from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.slow
 
@@ -34,46 +33,6 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
         ASSAY_WORKERS="2",
         **extra,
     )
-
-
-async def _start_run(api: httpx.AsyncClient, fake: FakeOpenAI, concurrency: int) -> dict[str, Any]:
-    registered = await api.post(
-        "/auth/register",
-        json={"email": "runner@example.com", "password": PASSWORD, "name": "Runner"},
-    )
-    assert registered.status_code == 201, registered.text
-    api.headers["Authorization"] = f"Bearer {registered.json()['access_token']}"
-    model = await api.post(
-        "/models",
-        json={
-            "name": "fake",
-            "provider": "openai-compatible",
-            "model": "fake-model",
-            "base_url": fake.base_url,
-            "api_key": "sk-test",
-        },
-    )
-    assert model.status_code == 201, model.text
-    project = (await api.post("/projects", json={"name": "p"})).json()
-    cases = [{"input": f"case {i}", "expected_output": f"case {i}"} for i in range(CASES)]
-    ids = (await api.post("/tests/bulk", json={"project_id": project["id"], "tests": cases})).json()
-    test_set = await api.post(
-        "/test-sets", json={"project_id": project["id"], "name": "s", "test_ids": ids["ids"]}
-    )
-    metric = await api.post(
-        "/metrics", json={"project_id": project["id"], "name": "m", "type": "contains"}
-    )
-    run = await api.post(
-        "/runs",
-        json={
-            "test_set_id": test_set.json()["id"],
-            "target_model_id": model.json()["id"],
-            "metric_ids": [metric.json()["id"]],
-            "concurrency": concurrency,
-        },
-    )
-    assert run.status_code == 202, run.text
-    return run.json()
 
 
 async def _progress(api: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
@@ -114,7 +73,7 @@ async def test_sigkilled_worker_process_is_taken_over_with_one_result_per_case(t
             for server in servers:
                 await asyncio.to_thread(server.wait_healthy)
             async with httpx.AsyncClient(base_url=f"{servers[0].url}/api/v1", timeout=30) as api:
-                run = await _start_run(api, fake, concurrency=8)
+                run = await create_run(api, fake, cases=CASES, concurrency=8)
                 await _until(api, run["id"], lambda r: r["counts"]["done"] >= 20, 60)
 
                 owner = await asyncpg.connect(**_owner_args(data_dir))
@@ -173,7 +132,7 @@ async def test_database_restart_under_a_running_run(tmp_path):
         try:
             await asyncio.to_thread(server.wait_healthy)
             async with httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=30) as api:
-                run = await _start_run(api, fake, concurrency=4)
+                run = await create_run(api, fake, cases=CASES, concurrency=4)
                 await _until(api, run["id"], lambda r: r["counts"]["done"] >= 20, 60)
                 await asyncio.to_thread(_restart_database, data_dir)
                 done = await _until_reachable(api, run["id"], 120)
