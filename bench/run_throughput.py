@@ -20,10 +20,10 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 import asyncpg
 import httpx
 
+from app.engine import transport
 from bench.harness import bench_app
 from database.core import asyncpg_connect_args, get_database
 from tasks.handlers import HANDLERS, on_dead
@@ -116,24 +116,22 @@ async def status_reader(organization_id: str) -> AsyncIterator[Callable[[str], A
 
 
 async def _bare_calls(base_url: str) -> float:
-    """The floor, same provider, same moment: the 1,000 chat completions alone from one
-    aiohttp session at the same concurrency (no queue, no scoring, no database)."""
+    """The floor, same provider, same moment: the 1,000 chat completions alone through the
+    engine's own HTTP transport at the same concurrency (no queue, no scoring, no database)."""
     body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": "x"}]})
+    headers = {"Content-Type": "application/json"}
     queued = iter(range(CASES))
-    async with aiohttp.ClientSession() as session:
 
-        async def lane() -> None:
-            for _ in queued:
-                async with session.post(
-                    f"{base_url}/chat/completions",
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                ) as response:
-                    json.loads(await response.read())
+    async def lane() -> None:
+        for _ in queued:
+            _, _, raw = await transport.send(
+                "POST", f"{base_url}/chat/completions", body=body, headers=headers, seconds=30
+            )
+            json.loads(raw)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(lane() for _ in range(CONCURRENCY)))
-        return time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(CONCURRENCY)))
+    return time.perf_counter() - started
 
 
 async def _timed_run(
@@ -211,7 +209,7 @@ async def run() -> None:
         f"  [{slow_ratios[0]:.2f}-{slow_ratios[-1]:.2f}]  (goal <= 1.5x)"
     )
     print(
-        f"      baseline, the same calls alone (one aiohttp session, no queue, no database):"
+        f"      baseline, the same calls alone (the engine's HTTP client, no queue, no database):"
         f" {floor / ideal:.2f}x the ideal; Assay takes {statistics.median(slow_runs) / floor:.2f}x"
         " the baseline"
     )

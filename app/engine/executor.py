@@ -83,6 +83,9 @@ async def run_chunk(ctx: JobContext) -> None:
             session, run.id, "running", only_from=("queued",)
         ):
             await run_events.record(session, run, [run_events.started(run)])
+    # Kept apart from the status change: a chunk starting at the same moment waits for that
+    # row lock, and it is held only for the short transaction above.
+    async with ctx.transaction() as session:
         done = await crud.done_keys(session, run.id, positions)
         cases = await crud.version_cases(session, run.test_set_version_id, positions)
         plan = await _plan(session, run)
@@ -94,19 +97,11 @@ async def run_chunk(ctx: JobContext) -> None:
     ]
     parallel = min(int(ctx.job.payload.get("chunks", 1)), MAX_PARALLEL_CHUNKS)
     concurrency = max(1, math.ceil(run.concurrency / parallel))
-    await _execute(ctx, run, plan, work, concurrency)
-    async with ctx.transaction() as session:
-        if await crud.run_status(session, run.id) in TERMINAL:
-            return
-        written = await crud.done_keys(session, run.id, positions)
-        missing = len(cases) * run.repetitions - len(written)
-        if missing:
-            # Never end a chunk with holes: failing makes the queue retry (and resume) it.
-            raise RuntimeError(f"{missing} case(s) of this chunk have no result yet")
-        if await crud.count_results(session, run.id) >= run.total and await crud.set_status(
-            session, run.id, "completed"
-        ):
-            await run_events.record_end(session, run, "completed")
+    writer = _Writer(ctx, run, positions, expected=len(cases) * run.repetitions)
+    await _execute(ctx, run, plan, work, concurrency, writer)
+    if writer.missing:
+        # Never end a chunk with holes: failing makes the queue retry (and resume) it.
+        raise RuntimeError(f"{writer.missing} case(s) of this chunk have no result yet")
 
 
 async def mark_run_failed(ctx: JobContext, session: AsyncSession, error: str) -> None:
@@ -174,8 +169,8 @@ async def _execute(
     plan: Plan,
     work: list[tuple[crud.VersionCase, int]],
     concurrency: int,
+    writer: _Writer,
 ) -> None:
-    writer = _Writer(ctx, run)
     queued = iter(work)
 
     async def lane() -> None:
@@ -211,15 +206,20 @@ async def _execute(
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
-    await writer.flush()
+    await writer.flush(last=True)
 
 
 class _Writer:
-    """Buffers results and writes them in one transaction per batch (and notices cancels)."""
+    """Buffers a chunk's results and writes them in one transaction per batch (and notices
+    cancels). The last batch is written with the chunk's closing checks, in one transaction:
+    the run completes with the write of its last results."""
 
-    def __init__(self, ctx: JobContext, run: Run) -> None:
+    def __init__(self, ctx: JobContext, run: Run, positions: list[int], *, expected: int) -> None:
         self.ctx = ctx
         self.run = run
+        self.positions = positions
+        self.expected = expected
+        self.missing = 0
         self.rows: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         self.cancelled_event = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -247,7 +247,7 @@ class _Writer:
             except Exception as exc:  # e.g. the database restarting: keep the rows, try again
                 log.warning("writing results failed; will retry", error=str(exc))
 
-    async def flush(self) -> None:
+    async def flush(self, *, last: bool = False) -> None:
         async with self._lock:
             batch, self.rows = self.rows, []
             try:
@@ -255,13 +255,27 @@ class _Writer:
                     # The run's row lock first: writers of one run take turns, so the counts
                     # in each progress event include every result committed before it.
                     status = await crud.lock_run(session, self.run.id)
-                    if batch and status not in TERMINAL:
-                        await self._write(session, batch)
+                    if status not in TERMINAL:
+                        if batch:
+                            await self._write(session, batch)
+                        if last:
+                            await self._close_chunk(session)
             except BaseException:
                 self.rows = batch + self.rows  # not written: keep them for the next flush
                 raise
             if status in TERMINAL:
                 self.cancelled_event.set()  # cancelled (or ended elsewhere): stop, write no more
+
+    async def _close_chunk(self, session: AsyncSession) -> None:
+        """Counts what the chunk is missing and, when the whole run is written, completes it."""
+        written = await crud.count_results(session, self.run.id, self.positions)
+        self.missing = self.expected - written
+        if (
+            not self.missing
+            and await crud.count_results(session, self.run.id) >= self.run.total
+            and await crud.set_status(session, self.run.id, "completed")
+        ):
+            await run_events.record_end(session, self.run, "completed")
 
     async def _write(
         self, session: AsyncSession, batch: list[tuple[dict[str, Any], list[dict[str, Any]]]]

@@ -1,5 +1,5 @@
 """OpenAI's chat-completions wire format (OpenAI, and every OpenAI-compatible server: Ollama,
-vLLM, LiteLLM, ...), spoken directly over one shared aiohttp session per event loop.
+vLLM, LiteLLM, ...), spoken directly over the engine's shared HTTP client (transport.py).
 
 Measured here at concurrency 50, the official SDK (through pydantic-ai) costs about 3-4 ms of
 CPU per call on top of the HTTP exchange, which alone takes about 0.5 ms: a run's throughput

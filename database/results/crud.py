@@ -179,8 +179,14 @@ async def done_keys(
     return {(position, repetition) for position, repetition in rows.all()}
 
 
-async def count_results(session: AsyncSession, run_id: uuid.UUID) -> int:
-    return await session.scalar(select(func.count()).where(Result.run_id == run_id)) or 0
+async def count_results(
+    session: AsyncSession, run_id: uuid.UUID, positions: Sequence[int] | None = None
+) -> int:
+    """The run's results (those at `positions` only, when given)."""
+    query = select(func.count()).where(Result.run_id == run_id)
+    if positions is not None:
+        query = query.where(Result.position == any_(_int_array(positions)))
+    return await session.scalar(query) or 0
 
 
 RESULTS: Table = Result.__table__  # type: ignore[assignment]

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ARRAY, Uuid, any_, bindparam, delete, func, insert, select
+from sqlalchemy import ARRAY, Uuid, any_, bindparam, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.test_sets.models import TestSet, TestSetMember, TestSetVersion, TestSetVersionCase
@@ -167,6 +167,28 @@ async def member_tests(session: AsyncSession, test_set_id: uuid.UUID) -> list[An
 
 
 # --- versions -------------------------------------------------------------------------------
+
+
+async def revisions(session: AsyncSession, test_set_id: uuid.UUID) -> tuple[int, int | None]:
+    """(content revision, published revision) as they stand now in this transaction (the
+    triggers that bump the first may have run since the set was loaded)."""
+    row = (
+        await session.execute(
+            select(TestSet.content_revision, TestSet.published_revision).where(
+                TestSet.id == test_set_id
+            )
+        )
+    ).one()
+    return row[0], row[1]
+
+
+async def mark_published(session: AsyncSession, test_set_id: uuid.UUID, revision: int) -> None:
+    """Records that the set's latest version holds its cases as of `revision` (a plain UPDATE:
+    publishing is not an edit of the set, so `updated_at` stays)."""
+    await session.execute(
+        text("UPDATE test_sets SET published_revision = :revision WHERE id = :id"),
+        {"revision": revision, "id": test_set_id},
+    )
 
 
 async def latest_version(session: AsyncSession, test_set_id: uuid.UUID) -> TestSetVersion | None:

@@ -4,7 +4,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,6 +33,10 @@ class TestSet(IdMixin, TimestampMixin, Base):
     )
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
+    # Bumped by database triggers on any change to the set's members or their tests;
+    # `published_revision` is the revision its latest version is known to hold.
+    content_revision: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    published_revision: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class TestSetMember(Base):

@@ -142,10 +142,17 @@ async def publish(
     session: AsyncSession, test_set: TestSet, note: str | None = None
 ) -> tuple[TestSetVersion, bool]:
     """The version holding the set's current cases: made now if they changed since the last
-    one. Returns it and whether it is new. Callers hold the set's row lock (for_update)."""
+    one. Returns it and whether it is new. Callers hold the set's row lock (for_update).
+
+    An unchanged set (its content revision is the one last published) is answered without
+    reading its cases: a run of a large set starts at once."""
+    revision, published = await crud.revisions(session, test_set.id)
+    latest = await crud.latest_version(session, test_set.id)
+    if latest is not None and revision == published:
+        return latest, False
     cases = await current_cases(session, test_set)
     digest = content_hash([case for _, case in cases])
-    latest = await crud.latest_version(session, test_set.id)
+    await crud.mark_published(session, test_set.id, revision)
     if latest is not None and latest.content_hash == digest:
         return latest, False
     version = TestSetVersion(

@@ -4,6 +4,7 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.helpers import (
     Account,
@@ -13,6 +14,7 @@ from tests.helpers import (
     create_test,
     create_test_set,
     register,
+    tenant_session,
 )
 
 SETS = "/api/v1/test-sets"
@@ -362,7 +364,7 @@ async def test_publish_snapshots_and_an_unchanged_set_returns_the_latest(client)
     assert cases[1]["case"]["tags"] == ["x"]
 
 
-@pytest.mark.parametrize("change", ["edit", "reorder", "add", "remove"])
+@pytest.mark.parametrize("change", ["edit", "reorder", "add", "remove", "delete", "import"])
 async def test_any_change_makes_a_new_version(client, change):
     owner = await register(client)
     project = await create_project(client, owner)
@@ -378,13 +380,61 @@ async def test_any_change_makes_a_new_version(client, change):
     elif change == "add":
         extra = (await create_test(client, owner, project["id"]))["id"]
         await client.post(url, json={"test_ids": [extra]}, headers=owner.headers)
-    else:
+    elif change == "remove":
         await client.delete(f"{url}/{b}", headers=owner.headers)
+    elif change == "delete":  # the test itself: its membership goes with it
+        await client.delete(f"/api/v1/tests/{b}", headers=owner.headers)
+    else:
+        imported = await client.post(
+            f"{SETS}/{test_set['id']}/import",
+            content=b'[{"input": "imported"}]',
+            params={"format": "json"},
+            headers={**owner.headers, "Content-Type": "application/json"},
+        )
+        assert imported.status_code == 201, imported.text
 
     second = await _publish(client, owner, test_set["id"], 201)
     assert second["number"] == 2
     assert second["content_hash"] != first["content_hash"]
-    assert second["case_count"] == {"add": 3, "remove": 1}.get(change, 2)
+    assert second["case_count"] == {"add": 3, "import": 3, "remove": 1, "delete": 1}.get(change, 2)
+    again = await _publish(client, owner, test_set["id"], 200)
+    assert again == second
+
+
+async def _revisions(database, account: Account, test_set_id: str) -> tuple[int, int | None]:
+    async with tenant_session(database, account.organization_id) as session:
+        row = await session.execute(
+            text("SELECT content_revision, published_revision FROM test_sets WHERE id = :id"),
+            {"id": test_set_id},
+        )
+        return tuple(row.one())
+
+
+async def test_an_unchanged_set_is_known_current_without_reading_its_cases(client, database):
+    """Publishing records the revision its version holds; every change to the set's cases
+    (through any path) moves the revision on, and nothing else does."""
+    owner = await register(client)
+    project = await create_project(client, owner)
+    a, b, outsider = await _tests(client, owner, project["id"], 3)
+    test_set = await create_test_set(client, owner, project["id"], [a, b])
+    other_set = await create_test_set(client, owner, project["id"], [outsider])
+    await _publish(client, owner, test_set["id"], 201)
+    revision, published = await _revisions(database, owner, test_set["id"])
+    assert published == revision
+
+    # Changes elsewhere, and edits of the set itself that are not its cases, keep it current.
+    await client.patch(f"/api/v1/tests/{outsider}", json={"topic": "x"}, headers=owner.headers)
+    await client.patch(f"{SETS}/{test_set['id']}", json={"name": "renamed"}, headers=owner.headers)
+    await _publish(client, owner, other_set["id"], 201)
+    assert await _revisions(database, owner, test_set["id"]) == (revision, published)
+
+    # A member's edit moves it on: the next publish reads the cases and makes version 2.
+    await client.patch(f"/api/v1/tests/{a}", json={"topic": "y"}, headers=owner.headers)
+    moved, _ = await _revisions(database, owner, test_set["id"])
+    assert moved > revision
+    second = await _publish(client, owner, test_set["id"], 201)
+    assert second["number"] == 2
+    assert await _revisions(database, owner, test_set["id"]) == (moved, moved)
 
 
 async def test_editing_or_deleting_a_test_never_rewrites_a_version(client):
