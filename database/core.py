@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from utils import fastjson
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -90,7 +92,12 @@ class Database:
     def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Database:
         return cls(
             create_async_engine(
-                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_pre_ping=True,
+                json_serializer=fastjson.dumps,
+                json_deserializer=fastjson.loads,
             )
         )
 

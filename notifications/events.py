@@ -7,7 +7,6 @@ order and a reader that has seen seq N has seen everything before it.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from notifications.models import RunEvent
+from utils import fastjson
 
 # Event types. A stream ends after a terminal one.
 RUN_STARTED = "run.started"
@@ -61,7 +61,7 @@ async def record(
             "organization_id": organization_id,
             "seqs": list(range(first, last + 1)),
             "types": [kind for kind, _ in events],
-            "datas": [json.dumps(data, ensure_ascii=False, default=str) for _, data in events],
+            "datas": [fastjson.dumps(data, default=str) for _, data in events],
         },
     )
     session.info.setdefault(_PENDING_KEY, set()).add(run_id)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.engine import transport
+from utils import fastjson
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 PARAMETERS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")
@@ -61,7 +62,7 @@ async def chat(
     status, reply_headers, raw = await transport.send(
         "POST",
         url,
-        body=json.dumps(body),
+        body=fastjson.dumps_bytes(body),
         headers=headers,
         seconds=seconds,
         on_line=stream.line if stream is not None else None,
@@ -73,7 +74,7 @@ async def chat(
     if stream is not None and stream.started:
         return stream.result()
     try:  # a whole answer (also from a server that ignored the request to stream)
-        document = json.loads(raw)
+        document = fastjson.loads(raw)
         message = document["choices"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ValueError("the provider's answer is not a chat completion") from exc
@@ -100,7 +101,7 @@ class _Stream:
             self.done = True
             return
         try:
-            chunk = json.loads(data)
+            chunk = fastjson.loads(data)
         except ValueError as exc:
             raise ValueError("a streamed chunk is not JSON") from exc
         if not isinstance(chunk, dict):

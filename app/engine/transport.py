@@ -59,7 +59,7 @@ async def send(
     method: str,
     url: str,
     *,
-    body: str | None,
+    body: str | bytes | None,
     headers: dict[str, str],
     seconds: float,
     on_line: Callable[[bytes], None] | None = None,
@@ -70,7 +70,9 @@ async def send(
     started = time.perf_counter()
     # The client's own deadline (covering the body too) costs this thread no timer.
     builder = _client().request(method, url).headers(headers).timeout(timedelta(seconds=seconds))
-    if body is not None:
+    if isinstance(body, bytes):
+        builder = builder.body_bytes(body)
+    elif body is not None:
         builder = builder.body_text(body)
     if on_line is not None:
         # By default the client buffers 64 KB of the body before handing over anything:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results.models import TERMINAL, CachedResponse, Evaluation, Result, Run
 from database.test_sets.models import TestSetVersion, TestSetVersionCase
+from utils import fastjson
 from utils.crud import paginate
 
 
@@ -228,9 +228,7 @@ def _insert_statements() -> tuple[TextClause, TextClause]:
 def _columns(rows: Sequence[dict[str, Any]], columns: list[str]) -> dict[str, list[Any]]:
     return {
         column: [
-            json.dumps(row[column], ensure_ascii=False)
-            if isinstance(row.get(column), dict)
-            else row.get(column)
+            fastjson.dumps(row[column]) if isinstance(row.get(column), dict) else row.get(column)
             for row in rows
         ]
         for column in columns

@@ -1,0 +1,33 @@
+"""JSON on the hot paths (provider answers, stored results and events), through orjson: about
+five times faster than the standard library, which a run spends a share of its CPU in.
+
+Text is UTF-8 throughout. A value orjson refuses (an integer beyond 64 bits, say, in a
+user's metadata) falls back to the standard library rather than failing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def dumps_bytes(value: Any, *, default: Callable[[Any], Any] | None = None) -> bytes:
+    try:
+        return orjson.dumps(value, default=default, option=_OPTIONS)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, default=default).encode()
+
+
+def dumps(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
+    return dumps_bytes(value, default=default).decode()
+
+
+def loads(document: bytes | str) -> Any:
+    """Parses a document; raises ValueError (orjson's JSONDecodeError is one) when it is not
+    JSON."""
+    return orjson.loads(document)
