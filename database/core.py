@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -75,6 +76,20 @@ class TimestampMixin:
     )
 
 
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+    """The service's engine (tests build theirs here too, so they run the same codecs)."""
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        json_serializer=fastjson.dumps,
+        # Reads stay on the standard library: orjson reads an integer beyond 64 bits as a
+        # float, and a user's JSON must come back exactly as it was stored.
+        json_deserializer=json.loads,
+    )
+
+
 class Database:
     """The runtime engine (connecting as the non-privileged runtime role) and its sessions."""
 
@@ -90,16 +105,7 @@ class Database:
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Database:
-        return cls(
-            create_async_engine(
-                url,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_pre_ping=True,
-                json_serializer=fastjson.dumps,
-                json_deserializer=fastjson.loads,
-            )
-        )
+        return cls(make_engine(url, pool_size=pool_size, max_overflow=max_overflow))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

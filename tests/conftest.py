@@ -27,14 +27,14 @@ os.environ.pop("ASSAY_MIGRATION_DATABASE_URL", None)
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from app.config import Settings, get_settings  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.runtime import Runtime, set_runtime  # noqa: E402
 from database import embedded  # noqa: E402
-from database.core import Database, set_database  # noqa: E402
+from database.core import Database, make_engine, set_database  # noqa: E402
 from database.migrate import migrate  # noqa: E402
 from database.setup import DatabaseUrls  # noqa: E402
 
@@ -61,14 +61,14 @@ async def database_urls() -> DatabaseUrls:
 
 @pytest.fixture(scope="session")
 async def runtime_engine(database_urls: DatabaseUrls) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_urls.runtime, pool_size=5)
+    engine = make_engine(database_urls.runtime, pool_size=5)
     yield engine
     await engine.dispose()
 
 
 @pytest.fixture(scope="session")
 async def owner_engine(database_urls: DatabaseUrls) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_urls.owner, pool_size=2)
+    engine = make_engine(database_urls.owner, pool_size=2)
     yield engine
     await engine.dispose()
 

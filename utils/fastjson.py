@@ -29,5 +29,6 @@ def dumps(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
 
 def loads(document: bytes | str) -> Any:
     """Parses a document; raises ValueError (orjson's JSONDecodeError is one) when it is not
-    JSON."""
+    JSON. An integer beyond 64 bits comes back as a float: for providers' answers only, never
+    for a user's stored JSON."""
     return orjson.loads(document)

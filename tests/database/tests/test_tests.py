@@ -500,3 +500,18 @@ async def test_another_organizations_test_is_not_found(client):
     ):
         assert_problem(response, 404)
     assert (await client.get(url, headers=owner.headers)).json()["input"] == "mine"
+
+
+async def test_values_beyond_64_bit_integers_are_kept_exactly(client):
+    """JSON columns are written through orjson, which refuses integers beyond 64 bits: such a
+    value in a user's metadata or variables must still round-trip, not fail the request."""
+    owner = await register(client)
+    project = await create_project(client, owner)
+    huge = 2**70 + 1
+    created = await create_test(
+        client, owner, project["id"], metadata={"ticket": huge}, variables={"n": -huge}
+    )
+    read = await client.get(f"/api/v1/tests/{created['id']}", headers=owner.headers)
+    assert read.status_code == 200, read.text
+    assert read.json()["metadata"] == {"ticket": huge}
+    assert read.json()["variables"] == {"n": -huge}
