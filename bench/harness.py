@@ -6,8 +6,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -64,3 +64,37 @@ async def rate(count: int, call: Callable[[], Awaitable[object]]) -> float:
     for _ in range(count):
         await call()
     return count / (time.perf_counter() - started)
+
+
+class StolenTime:
+    """The share of the machine's CPU time the hypervisor took for other guests (the `steal`
+    column of /proc/stat) while measuring: on a shared virtual machine, the figures only mean
+    what they say when it is low. None where /proc/stat is not available."""
+
+    def __init__(self) -> None:
+        self.stolen = 0
+        self.total = 0
+
+    @staticmethod
+    def _sample() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as stat:
+                fields = [int(value) for value in stat.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        return fields[7], sum(fields)
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        before = self._sample()
+        try:
+            yield
+        finally:
+            after = self._sample()
+            if before is not None and after is not None:
+                self.stolen += after[0] - before[0]
+                self.total += after[1] - before[1]
+
+    @property
+    def share(self) -> float | None:
+        return self.stolen / self.total if self.total else None

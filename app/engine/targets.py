@@ -8,6 +8,7 @@ Every call has a timeout; failures become a `TargetError` with a kind the execut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -75,6 +76,7 @@ class TargetReply:
 
 
 DEADLINE_GRACE_SECONDS = 1.0
+OWN_TRANSPORT = frozenset({"openai", "openai-compatible", "http"})
 
 
 class TargetError(Exception):
@@ -105,9 +107,15 @@ async def call_target(
     answer are handed over as they arrive (the reply still holds the whole text)."""
     seconds = time_limit or config.timeout_seconds
     started = time.perf_counter()
+    # An overall deadline for the SDK clients, whose timeouts are per phase and restart on
+    # every byte. The engine's own HTTP client already holds each exchange to `seconds`.
+    deadline = (
+        contextlib.nullcontext()
+        if config.provider in OWN_TRANSPORT
+        else asyncio.timeout(seconds + DEADLINE_GRACE_SECONDS)
+    )
     try:
-        # An overall deadline: the clients' timeouts are per phase and restart on every byte.
-        async with asyncio.timeout(seconds + DEADLINE_GRACE_SECONDS):
+        async with deadline:
             streamed = on_delta if config.stream else None
             output, usage = await _dispatch(
                 config, request, seconds, allow_private_networks, streamed
