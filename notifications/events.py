@@ -36,9 +36,9 @@ _ALLOCATE = text(
 )
 _INSERT = text(
     "INSERT INTO run_events (run_id, seq, organization_id, type, data)"
-    " SELECT :run_id, u.seq, :organization_id, u.type, u.data::jsonb"
-    " FROM unnest(CAST(:seqs AS BIGINT[]), CAST(:types AS VARCHAR(32)[]), CAST(:datas AS TEXT[]))"
-    " AS u(seq, type, data)"
+    " SELECT :run_id, e.seq, :organization_id, e.type, e.data"
+    " FROM jsonb_to_recordset(CAST(:events AS JSONB))"
+    " AS e(seq BIGINT, type VARCHAR(32), data JSONB)"
 )
 
 
@@ -59,9 +59,13 @@ async def record(
         {
             "run_id": run_id,
             "organization_id": organization_id,
-            "seqs": list(range(first, last + 1)),
-            "types": [kind for kind, _ in events],
-            "datas": [fastjson.dumps(data, default=str) for _, data in events],
+            "events": fastjson.dumps(
+                [
+                    {"seq": seq, "type": kind, "data": data}
+                    for seq, (kind, data) in enumerate(events, start=first)
+                ],
+                default=str,
+            ),
         },
     )
     session.info.setdefault(_PENDING_KEY, set()).add(run_id)

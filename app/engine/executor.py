@@ -54,6 +54,7 @@ log = structlog.get_logger(__name__)
 MAX_PARALLEL_CHUNKS = 4
 FLUSH_SECONDS = 0.25
 FLUSH_ROWS = 100
+FLUSHER_STOP_SECONDS = 10.0
 PRICE_PROVIDERS = {"openai", "anthropic", "google", "groq", "mistral"}
 
 
@@ -203,7 +204,11 @@ async def _execute(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        flusher.cancel()
+        # A write in progress is let finish: cancelling it mid-statement would cost its
+        # database connection (the pool discards a connection in an unknown state).
+        writer.stop()
+        if not (await asyncio.wait({flusher}, timeout=FLUSHER_STOP_SECONDS))[0]:
+            flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
     await writer.flush(last=True)
@@ -220,6 +225,7 @@ class _Writer:
         self.positions = positions
         self.expected = expected
         self.missing = 0
+        self._stopping = False
         self.rows: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         self.cancelled_event = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -236,12 +242,19 @@ class _Writer:
         if len(self.rows) >= FLUSH_ROWS:
             self._batch_full.set()
 
+    def stop(self) -> None:
+        """Ends flush_periodically (after a write in progress); the chunk writes the rest."""
+        self._stopping = True
+        self._batch_full.set()
+
     async def flush_periodically(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_SECONDS):
                     await self._batch_full.wait()
             self._batch_full.clear()
+            if self._stopping:
+                return
             try:
                 await self.flush()
             except Exception as exc:  # e.g. the database restarting: keep the rows, try again

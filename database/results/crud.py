@@ -195,20 +195,17 @@ RESULT_COLUMNS = [c.key for c in RESULTS.columns if c.key != "created_at"]
 EVALUATION_COLUMNS = [c.key for c in EVALUATIONS.columns]
 
 
-def _unnest_insert(table: Table, columns: list[str], suffix: str = "") -> TextClause:
-    """INSERT ... SELECT FROM unnest(one array per column): a whole batch is one statement
-    with one parameter per column, prepared once, instead of a parameter set per row."""
+def _recordset_insert(table: Table, columns: list[str], suffix: str = "") -> TextClause:
+    """INSERT ... SELECT FROM jsonb_to_recordset(one JSON array of the rows): a whole batch is
+    one statement with one parameter, prepared once. Encoding a batch as one JSON document is
+    a single C call here, and PostgreSQL unpacks it on its own core, where per-column arrays
+    cost this process about a tenth of its time in a run."""
     dialect = postgresql.dialect()
-    arrays, values = [], []
-    for name in columns:
-        sql_type = table.c[name].type.compile(dialect=dialect)
-        is_json = sql_type in ("JSON", "JSONB")
-        arrays.append(f"CAST(:{name} AS {'TEXT' if is_json else sql_type}[])")
-        values.append(f"u.{name}::{sql_type}" if is_json else f"u.{name}")
+    names = ", ".join(columns)
+    types = ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in columns)
     return text(
-        f"INSERT INTO {table.name} ({', '.join(columns)})"
-        f" SELECT {', '.join(values)} FROM unnest({', '.join(arrays)}) AS u({', '.join(columns)})"
-        f" {suffix}"
+        f"INSERT INTO {table.name} ({names}) SELECT {names}"
+        f" FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({types}) {suffix}"
     )
 
 
@@ -216,23 +213,19 @@ def _unnest_insert(table: Table, columns: list[str], suffix: str = "") -> TextCl
 def _insert_statements() -> tuple[TextClause, TextClause]:
     # Built on first use: foreign-key column types resolve once all tables are registered.
     return (
-        _unnest_insert(
+        _recordset_insert(
             RESULTS,
             RESULT_COLUMNS,
             "ON CONFLICT (run_id, position, repetition) DO NOTHING RETURNING id",
         ),
-        _unnest_insert(EVALUATIONS, EVALUATION_COLUMNS),
+        _recordset_insert(EVALUATIONS, EVALUATION_COLUMNS),
     )
 
 
-def _columns(rows: Sequence[dict[str, Any]], columns: list[str]) -> dict[str, list[Any]]:
-    return {
-        column: [
-            fastjson.dumps(row[column]) if isinstance(row.get(column), dict) else row.get(column)
-            for row in rows
-        ]
-        for column in columns
-    }
+def _rows(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """The batch as the statement's one parameter (keys that are not columns are ignored,
+    and a missing one is NULL)."""
+    return {"rows": fastjson.dumps(rows, default=str)}
 
 
 async def insert_results(
@@ -247,7 +240,7 @@ async def insert_results(
     if not results:
         return []
     insert_results_sql, insert_evaluations_sql = _insert_statements()
-    inserted = await session.execute(insert_results_sql, _columns(results, RESULT_COLUMNS))
+    inserted = await session.execute(insert_results_sql, _rows(results))
     new_ids = set(inserted.scalars().all())
     evaluation_rows = [
         {**evaluation, "result_id": result["id"]}
@@ -256,7 +249,7 @@ async def insert_results(
         for evaluation in rows
     ]
     if evaluation_rows:
-        await session.execute(insert_evaluations_sql, _columns(evaluation_rows, EVALUATION_COLUMNS))
+        await session.execute(insert_evaluations_sql, _rows(evaluation_rows))
     return [result["id"] for result in results if result["id"] in new_ids]
 
 

@@ -8,7 +8,9 @@ import time
 from xml.etree import ElementTree
 
 import pytest
+from sqlalchemy import event
 
+from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem
 
@@ -272,3 +274,29 @@ async def test_a_nul_character_in_an_answer_is_stored_not_fatal(lab, fake):
     done = await lab.wait(run["id"])
     assert done["status"] == "completed" and done["counts"]["passed"] == 2
     assert {r["output"] for r in await lab.results(run["id"])} == {"before\ufffdafter"}
+
+
+async def test_a_run_keeps_its_database_connections(lab, committed_database, runtime, monkeypatch):
+    """Chunks end while their periodic write may be in progress; cancelling that write
+    mid-statement made the pool discard the connection, so every chunk's end cost a new one
+    (a connect, then type introspection, in the run's last moments)."""
+    monkeypatch.setattr(runtime.settings, "run_chunk_size", 100)
+    discarded: list[object] = []
+
+    def on_invalidate(*args: object) -> None:
+        discarded.append(args)
+
+    pool = committed_database.engine.sync_engine.pool
+    event.listen(pool, "invalidate", on_invalidate)
+    try:
+        with FakeOpenAI(latency=0.005) as fake:
+            target = await lab.openai_model(fake)
+            test_set = await lab.test_set(_cases(400))
+            metric = await lab.metric("contains")
+            run = await lab.run(test_set, target, metric_ids=[metric], concurrency=40)
+            done = await lab.wait(run["id"], seconds=60)
+    finally:
+        event.remove(pool, "invalidate", on_invalidate)
+    assert done["status"] == "completed", done
+    assert done["counts"]["done"] == 400
+    assert discarded == []
