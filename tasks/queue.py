@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -68,11 +69,51 @@ async def enqueue(
     )
     if inserted.first() is None:
         return None
+    await _wake_workers(session, job_id)
+    return job_id
+
+
+async def enqueue_many(
+    session: AsyncSession,
+    *,
+    organization_id: uuid.UUID,
+    kind: str,
+    jobs: Sequence[tuple[dict[str, Any], str | None]],
+    max_attempts: int = 5,
+) -> list[uuid.UUID]:
+    """Adds jobs of one kind, given as (payload, idempotency key), in one statement, and wakes
+    the workers once (each process's pool claims on, job after job, while it has room).
+    Returns the ids of the jobs added (a used idempotency key adds none)."""
+    if not jobs:
+        return []
+    rows = [
+        {
+            "id": new_id(),
+            "organization_id": organization_id,
+            "kind": kind,
+            "payload": payload,
+            "idempotency_key": key,
+            "max_attempts": max_attempts,
+        }
+        for payload, key in jobs
+    ]
+    inserted = await session.execute(
+        insert(Job)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[Job.idempotency_key])
+        .returning(Job.id)
+    )
+    ids = list(inserted.scalars().all())
+    if ids:
+        await _wake_workers(session, ids[0])
+    return ids
+
+
+async def _wake_workers(session: AsyncSession, job_id: uuid.UUID) -> None:
     # Delivered at commit, and only then: a rolled-back enqueue wakes no one.
     await session.execute(
         text("SELECT pg_notify(:channel, :id)"), {"channel": CHANNEL, "id": str(job_id)}
     )
-    return job_id
 
 
 async def claim(

@@ -157,14 +157,18 @@ async def enqueue_chunks(session: AsyncSession, run: Run, positions: Sequence[in
     the chunks, and the first to start marks the run running."""
     size = max(1, get_runtime().settings.run_chunk_size // run.repetitions)
     chunks = [list(positions[i : i + size]) for i in range(0, len(positions), size)]
-    for index, chunk in enumerate(chunks):
-        await queue.enqueue(
-            session,
-            organization_id=run.organization_id,
-            kind=CHUNK_JOB,
-            payload={"run_id": str(run.id), "positions": chunk, "chunks": len(chunks)},
-            idempotency_key=f"run:{run.id}:chunk:{index}",
-        )
+    await queue.enqueue_many(
+        session,
+        organization_id=run.organization_id,
+        kind=CHUNK_JOB,
+        jobs=[
+            (
+                {"run_id": str(run.id), "positions": chunk, "chunks": len(chunks)},
+                f"run:{run.id}:chunk:{index}",
+            )
+            for index, chunk in enumerate(chunks)
+        ],
+    )
 
 
 async def cancel_run(session: AsyncSession, run: Run) -> Run:

@@ -139,6 +139,30 @@ async def test_an_idempotency_key_admits_one_job_only(
     assert await count_of_kind(committed_database, account, kind) == 3
 
 
+async def test_enqueue_many_adds_all_at_once_and_skips_used_keys(
+    committed_database: Database, accounts: list[Account]
+) -> None:
+    """A run's chunks go in as one statement: every job is added but one whose key is used
+    already, and a repeat of the whole batch adds nothing."""
+    account = accounts[0]
+    kind = new_kind()
+    prefix = f"batch-{uuid.uuid4().hex}-"
+    await enqueue_jobs(committed_database, account, kind, idempotency_key=prefix + "1")
+    jobs = [({"n": n}, f"{prefix}{n}") for n in range(4)]
+
+    async def enqueue_batch() -> list[uuid.UUID]:
+        async with tenant_session(committed_database, account.organization_id) as session:
+            return await queue.enqueue_many(
+                session, organization_id=account.organization_id, kind=kind, jobs=jobs
+            )
+
+    added = await enqueue_batch()
+    payloads = [(await load_job(committed_database, account, job_id)).payload for job_id in added]
+    assert sorted(p["n"] for p in payloads) == [0, 2, 3]
+    assert await enqueue_batch() == []
+    assert await count_of_kind(committed_database, account, kind) == 4
+
+
 async def test_enqueue_cannot_write_into_another_organization(
     committed_database: Database, accounts: list[Account]
 ) -> None:
