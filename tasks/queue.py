@@ -50,27 +50,15 @@ async def enqueue(
     delay: timedelta | None = None,
 ) -> uuid.UUID | None:
     """Adds a job in the caller's transaction; None when the idempotency key was used before."""
-    job_id = new_id()
-    values: dict[str, Any] = {
-        "id": job_id,
-        "organization_id": organization_id,
-        "kind": kind,
-        "payload": payload,
-        "idempotency_key": idempotency_key,
-        "max_attempts": max_attempts,
-    }
-    if delay is not None:
-        values["run_after"] = func.now() + delay
-    inserted = await session.execute(
-        insert(Job)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[Job.idempotency_key])
-        .returning(Job.id)
+    added = await enqueue_many(
+        session,
+        organization_id=organization_id,
+        kind=kind,
+        jobs=[(payload, idempotency_key)],
+        max_attempts=max_attempts,
+        delay=delay,
     )
-    if inserted.first() is None:
-        return None
-    await _wake_workers(session, job_id)
-    return job_id
+    return added[0] if added else None
 
 
 async def enqueue_many(
@@ -80,10 +68,11 @@ async def enqueue_many(
     kind: str,
     jobs: Sequence[tuple[dict[str, Any], str | None]],
     max_attempts: int = 5,
+    delay: timedelta | None = None,
 ) -> list[uuid.UUID]:
-    """Adds jobs of one kind, given as (payload, idempotency key), in one statement, and wakes
-    the workers once (each process's pool claims on, job after job, while it has room).
-    Returns the ids of the jobs added (a used idempotency key adds none)."""
+    """Adds jobs of one kind, given as (payload, idempotency key), in the caller's transaction
+    and in one statement, and wakes the workers once (each process's pool claims on, job after
+    job, while it has room). Returns the ids of the jobs added (a used key adds none)."""
     if not jobs:
         return []
     rows = [
@@ -94,6 +83,7 @@ async def enqueue_many(
             "payload": payload,
             "idempotency_key": key,
             "max_attempts": max_attempts,
+            **({"run_after": func.now() + delay} if delay is not None else {}),
         }
         for payload, key in jobs
     ]
