@@ -354,7 +354,7 @@ async def _call_model(
     except ai_errors.ModelHTTPError as exc:
         raise _http_error(exc.status_code, _error_text(exc.body), exc.headers) from exc
     except ai_errors.ModelTimeoutError as exc:
-        # The aiohttp transport reports refused and dropped connections as timeouts too: one
+        # The SDK clients report refused and dropped connections as timeouts too: one
         # that comes before the time limit is a connection failure.
         if time.perf_counter() - started < seconds * 0.9:
             raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc

@@ -7,7 +7,7 @@ from tests.fakes.http_app import FakeHttpApp, Fault
 
 
 async def test_a_cookie_set_by_one_answer_is_never_sent_again() -> None:
-    """One aiohttp session serves every organization's calls: an endpoint's Set-Cookie must
+    """One HTTP client serves every organization's calls: an endpoint's Set-Cookie must
     not ride along with the next request to that host (another tenant's, perhaps)."""
     with FakeHttpApp() as app:
         app.enqueue(
