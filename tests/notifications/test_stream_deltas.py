@@ -8,6 +8,8 @@ import dataclasses
 import threading
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -103,8 +105,10 @@ def _check_delta_ids(seen: list[Event], kind: str) -> None:
     assert deltas > 0
 
 
-async def test_a_streaming_target_sends_output_deltas_live_only(live: Live) -> None:
-    await _listening(live)
+@contextmanager
+def _streaming_target_and_slow_judge() -> Iterator[tuple[GatedOpenAI, FakeOpenAI]]:
+    """A target that streams `<input>: WORDS` a token at a time, and a judge that takes a
+    second to answer (so the run outlives its last tokens)."""
     with (
         GatedOpenAI(
             require_api_key="sk-test",
@@ -113,6 +117,12 @@ async def test_a_streaming_target_sends_output_deltas_live_only(live: Live) -> N
         ) as fake,
         FakeOpenAI(require_api_key="sk-test", latency=1.0, reply=lambda b: VERDICT) as slow,
     ):
+        yield fake, slow
+
+
+async def test_a_streaming_target_sends_output_deltas_live_only(live: Live) -> None:
+    await _listening(live)
+    with _streaming_target_and_slow_judge() as (fake, slow):
         target = await live.openai_model(fake, stream=True)
         cases = 3
         test_set = await live.test_set(
@@ -240,14 +250,7 @@ async def test_a_retried_streamed_call_starts_its_text_over(live: Live) -> None:
     """The first call fails (503) and is retried: before the retry's tokens comes a delta with
     `reset: true`, and the text after the last reset is exactly the recorded output."""
     await _listening(live)
-    with (
-        GatedOpenAI(
-            require_api_key="sk-test",
-            chunk_delay=0.03,
-            reply=lambda body: f"{body['messages'][-1]['content']}: {WORDS}",
-        ) as fake,
-        FakeOpenAI(require_api_key="sk-test", latency=1.0, reply=lambda b: VERDICT) as slow,
-    ):
+    with _streaming_target_and_slow_judge() as (fake, slow):
         fake.enqueue(Fault.http(503))
         target = await live.openai_model(fake, stream=True)
         test_set = await live.test_set([{"input": "q0", "expected_output": "q0"}])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +40,10 @@ async def read_stream(
     *,
     last_event_id: str | None = None,
     stop_after: int | None = None,
+    on_event: Callable[[list[Event]], Awaitable[None]] | None = None,
 ) -> Stream:
-    """Opens the run's stream; reads to its end, or `stop_after` named events and closes."""
+    """Opens the run's stream; reads to its end, or `stop_after` named events and closes.
+    `on_event` is called with the named events so far after each one arrives."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
     async with (
         httpx.AsyncClient(base_url=live.base_url, timeout=30) as client,
@@ -58,6 +61,8 @@ async def read_stream(
                 stream.comments.extend(event.comments)
                 if event.event is not None:
                     stream.events.append(event)
+                    if on_event is not None:
+                        await on_event(stream.events)
                     if stop_after is not None and len(stream.events) >= stop_after:
                         return stream
             stream.ended = True
@@ -315,22 +320,15 @@ async def test_a_stream_open_during_cancel_ends_with_run_cancelled(
 ) -> None:
     with FakeOpenAI(require_api_key="sk-test", latency=0.2) as fake:
         run_id, token = await start_run(live, fake, 20)
-        seen: list[Event] = []
-        ended = False
-        async with (
-            httpx.AsyncClient(base_url=live.base_url, timeout=30) as client,
-            client.stream("GET", live.events_url(run_id), params={"token": token}) as response,
-        ):
-            assert response.status_code == 200
-            async with asyncio.timeout(READ_SECONDS):
-                async for event in read_events(response):
-                    if event.event is None:
-                        continue
-                    seen.append(event)
-                    if event.event == "result.recorded" and len(seen) <= 3:
-                        await live.post(f"/runs/{run_id}/cancel", {}, expect=200)
-                ended = True
-        assert ended
+
+        async def cancel_early(seen: list[Event]) -> None:
+            if seen[-1].event == "result.recorded" and len(seen) <= 3:
+                await live.post(f"/runs/{run_id}/cancel", {}, expect=200)
+
+        stream = await read_stream(live, run_id, token, on_event=cancel_early)
+        assert stream.status == 200
+        assert stream.ended
+        seen = stream.events
         assert seen[-1].event == "run.cancelled"
         got = as_tuples(seen)
         assert [seq for seq, _, _ in got] == list(range(1, len(got) + 1))
@@ -365,34 +363,27 @@ async def test_the_stream_survives_the_listener_losing_its_connection(
     assert before
     with FakeOpenAI(require_api_key="sk-test", latency=0.1) as fake:
         run_id, token = await start_run(live, fake, 15)
-        seen: list[Event] = []
-        after_kill = 0
-        killed = False
-        async with (
-            httpx.AsyncClient(base_url=live.base_url, timeout=30) as client,
-            client.stream("GET", live.events_url(run_id), params={"token": token}) as response,
-        ):
-            assert response.status_code == 200
-            async with asyncio.timeout(READ_SECONDS):
-                async for event in read_events(response):
-                    if event.event is None:
-                        continue
-                    seen.append(event)
-                    if killed:
-                        after_kill += 1
-                    elif len(seen) >= 3:
-                        async with owner_engine.connect() as conn:
-                            count = await conn.scalar(
-                                text(
-                                    "SELECT count(pg_terminate_backend(pid))"
-                                    " FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
-                                    " AND pid <> pg_backend_pid()"
-                                )
-                            )
-                        assert count and count >= 1
-                        killed = True
-        assert killed
-        assert after_kill > 0
+        killed_at: list[int] = []  # how many events had arrived when the listener was killed
+
+        async def kill_listener(seen: list[Event]) -> None:
+            if killed_at or len(seen) < 3:
+                return
+            async with owner_engine.connect() as conn:
+                count = await conn.scalar(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid))"
+                        " FROM pg_stat_activity WHERE query LIKE 'LISTEN%'"
+                        " AND pid <> pg_backend_pid()"
+                    )
+                )
+            assert count and count >= 1
+            killed_at.append(len(seen))
+
+        stream = await read_stream(live, run_id, token, on_event=kill_listener)
+        assert stream.status == 200
+        seen = stream.events
+        assert killed_at
+        assert len(seen) > killed_at[0]  # events arrived after the kill
         assert_complete(seen, await stored_events(owner_engine, run_id), 15)
         assert seen[-1].event == "run.finished"
         now = await listen_pids(owner_engine)
