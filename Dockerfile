@@ -20,6 +20,7 @@ COPY app ./app
 COPY database ./database
 COPY migrations ./migrations
 COPY notifications ./notifications
+COPY providers ./providers
 COPY tasks ./tasks
 COPY utils ./utils
 COPY alembic.ini ./

@@ -30,6 +30,7 @@ lint: sync
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy .
+	$(UV) run --locked lint-imports
 
 format: sync
 	$(UV) run --locked ruff check --fix .

@@ -1,17 +1,23 @@
-"""Command line: `python -m app serve` (API + workers) and `python -m app migrate`."""
+"""Command line: `python -m app serve` (API + workers), `python -m app worker` (workers only)
+and `python -m app migrate`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import signal
 from types import FrameType
 
 import typer
 import uvicorn
+import uvloop
 
-from app.config import get_settings
+from app.bootstrap import running_process
+from database.migrate import migrate as run_migrations
+from database.setup import resolve_urls
 from notifications.service import end_streams
+from utils.config import get_settings
 from utils.logging import configure_logging
 
 cli = typer.Typer(add_completion=False, help="Assay: test and evaluate LLM applications.")
@@ -54,16 +60,30 @@ class _Server(uvicorn.Server):
 
 
 @cli.command()
-def migrate() -> None:
-    """Bring the database schema to the latest revision and exit."""
-    from database.migrate import migrate as run_migrations
-    from database.setup import DatabaseUrls, resolve_urls
-
+def worker() -> None:
+    """Run jobs only (no HTTP), for run capacity apart from the API; stops on SIGTERM/SIGINT."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
 
     async def run() -> None:
-        urls: DatabaseUrls = await resolve_urls(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with running_process(settings, workers=max(1, settings.workers)):
+            await stop.wait()
+
+    uvloop.run(run())  # the loop uvicorn serves with
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema to the latest revision and exit."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def run() -> None:
+        urls = await resolve_urls(settings)
         await run_migrations(urls.owner, urls.runtime_role)
 
     asyncio.run(run())

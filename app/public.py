@@ -10,20 +10,20 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, Header, Query, Response
+from fastapi import FastAPI, Header, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
 
-from app.deps import DbSession, OptionalPrincipal, RuntimeDep
-from app.errors import InvalidInput, NotFound, Unauthorized, install_error_handlers
-from app.runtime import Runtime
-from database.core import get_database, set_tenant
+from app.errors import install_error_handlers
+from database.core import get_database
+from database.deps import DbSession, RuntimeDep, RunWatcher
 from database.results import crud
+from database.results.events import TERMINAL_EVENTS
 from database.results.models import TERMINAL, Run
 from notifications.hub import StreamLimits
 from notifications.service import get_notifications
 from notifications.stream import EventStream
-from utils.auth import InvalidToken, Principal, decode_stream_token
+from utils.errors import InvalidInput, NotFound
 
 STATIC = Path(__file__).parent / "static"
 PAGE_POLICY = (
@@ -92,11 +92,10 @@ def create_public_app() -> FastAPI:
         run_id: uuid.UUID,
         session: DbSession,
         runtime: RuntimeDep,
-        principal: OptionalPrincipal,
-        token: Annotated[str | None, Query(description="A stream token of this run")] = None,
+        _: RunWatcher,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> Response:
-        run = await _authorized_run(session, runtime, principal, run_id, token)
+        run = await _run(session, run_id)
         after = _last_event_id(last_event_id)
         if run.status in TERMINAL and after >= run.event_seq:
             return Response(status_code=204)
@@ -114,6 +113,7 @@ def create_public_app() -> FastAPI:
                 max_lifetime_seconds=settings.sse_max_lifetime_seconds,
             ),
             retry_ms=settings.sse_retry_ms,
+            terminal=TERMINAL_EVENTS,
         )
 
     @public.get(
@@ -121,14 +121,8 @@ def create_public_app() -> FastAPI:
         summary="The live run page (open it with ?token=)",
         response_class=HTMLResponse,
     )
-    async def run_page(
-        run_id: uuid.UUID,
-        session: DbSession,
-        runtime: RuntimeDep,
-        principal: OptionalPrincipal,
-        token: Annotated[str | None, Query(description="A stream token of this run")] = None,
-    ) -> Response:
-        await _authorized_run(session, runtime, principal, run_id, token)
+    async def run_page(run_id: uuid.UUID, session: DbSession, _: RunWatcher) -> Response:
+        await _run(session, run_id)
         page = FileResponse(STATIC / "live_run.html", media_type="text/html")
         page.headers["Content-Security-Policy"] = PAGE_POLICY
         page.headers["Cache-Control"] = "no-store"
@@ -147,25 +141,8 @@ def create_public_app() -> FastAPI:
 STATIC_FILES = {"live_run.js": "text/javascript", "live_run.css": "text/css"}
 
 
-async def _authorized_run(
-    session: DbSession,
-    runtime: Runtime,
-    principal: Principal | None,
-    run_id: uuid.UUID,
-    token: str | None,
-) -> Run:
-    """The run, if the caller may watch it: a stream token of this very run (401 otherwise),
-    or a principal of its organization (404 for another's)."""
-    if token is not None:
-        try:
-            claims = decode_stream_token(token, secret=runtime.secret_key)
-        except InvalidToken as exc:
-            raise Unauthorized(str(exc).capitalize()) from exc
-        if claims.run_id != run_id:
-            raise Unauthorized("The stream token is for another run")
-        await set_tenant(session, organization_id=claims.organization_id)
-    elif principal is None:
-        raise Unauthorized("A stream token (?token=) or an Authorization header is needed")
+async def _run(session: DbSession, run_id: uuid.UUID) -> Run:
+    """The run, for a caller its RunWatcher check let through (another's run is a 404)."""
     run = await crud.get_run(session, run_id)
     if run is None:
         raise NotFound("Run not found")

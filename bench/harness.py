@@ -12,13 +12,14 @@ from pathlib import Path
 
 import httpx
 
-from app.config import Settings
-from app.engine.transport import close_sessions
+from app.bootstrap import tune_garbage_collector
 from app.main import create_app
-from app.runtime import Runtime, set_runtime, tune_garbage_collector
 from database import embedded
 from database.core import Database, set_database
 from database.migrate import migrate
+from utils.config import Settings
+from utils.runtime import Runtime, set_runtime
+from utils.transport import close_sessions
 
 
 @asynccontextmanager

@@ -20,14 +20,13 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 
-from app.engine import transport
+from app.engine.jobs import HANDLERS, on_dead
 from bench.harness import StolenTime, bench_app
-from database.core import asyncpg_connect_args, get_database
-from tasks.handlers import HANDLERS, on_dead
+from database.core import Tenant, get_database
 from tasks.worker import WorkerPool
+from utils import transport
 
 CASES = 1000
 CONCURRENCY = 50
@@ -100,19 +99,20 @@ async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
 
 @asynccontextmanager
 async def status_reader(organization_id: str) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
-    """Reads a run's status over one raw connection: polling through the API (or the ORM)
-    every few milliseconds would itself take a share of the CPU being measured."""
-    url = get_database().engine.url.render_as_string(hide_password=False)
-    connection = await asyncpg.connect(**asyncpg_connect_args(url))
-    await connection.execute("SELECT set_config('app.organization_id', $1, false)", organization_id)
+    """Reads a run's status on one driver connection, in a transaction of the organization:
+    polling through the API (or the ORM) every few milliseconds would itself take a share of
+    the CPU being measured."""
+    async with get_database().transaction(Tenant(uuid.UUID(organization_id))) as session:
+        raw = await (await session.connection()).get_raw_connection()
+        connection = raw.driver_connection
+        assert connection is not None
 
-    async def status(run_id: str) -> str:
-        return await connection.fetchval("SELECT status FROM runs WHERE id = $1", uuid.UUID(run_id))
+        async def status(run_id: str) -> str:
+            return await connection.fetchval(
+                "SELECT status FROM runs WHERE id = $1", uuid.UUID(run_id)
+            )
 
-    try:
         yield status
-    finally:
-        await connection.close()
 
 
 async def _bare_calls(base_url: str) -> float:

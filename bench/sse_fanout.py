@@ -2,7 +2,7 @@
 
 The server is `python -m app serve` (uvicorn, uvloop, httptools) in a process of its own, on a
 throw-away embedded database; the subscribers live in another process (bench.sse_clients).
-This process commits the run's events one at a time (notifications.events.record, then the
+This process commits the run's events one at a time (results.crud.record_events, then the
 publisher's NOTIFY, as a worker would) and keeps each commit's wall-clock time.
 
 - memory per stream: the server's RSS with every stream connected and live, less its RSS at
@@ -32,9 +32,10 @@ from typing import Any
 import httpx
 
 from bench.harness import bench_database
-from database.core import Database, set_tenant
-from notifications import events
-from notifications.publisher import Publisher
+from database.core import Database, Tenant
+from database.results import crud as results_crud
+from database.results.events import RESULT_RECORDED
+from notifications.publisher import Publisher, install_publisher
 
 STREAMS = 2000
 EVENTS = 30
@@ -166,13 +167,12 @@ async def _publish(
             "latency_ms": 812,
             "evaluations": [{"metric": "contains", "score": 1.0, "passed": True}],
         }
-        async with database.transaction() as session:
-            await set_tenant(session, organization_id=organization_id)
-            seq = await events.record(
+        async with database.transaction(Tenant(organization_id)) as session:
+            seq = await results_crud.record_events(
                 session,
                 run_id=run_id,
                 organization_id=organization_id,
-                events=[(events.RESULT_RECORDED, data)],
+                events=[(RESULT_RECORDED, data)],
             )
         commits[seq] = time.time()  # the after-commit hook has handed the run to the publisher
         await asyncio.sleep(SPACING)
@@ -258,7 +258,7 @@ async def run() -> None:
         database = Database.connect(runtime)
         publisher = Publisher(database)
         await publisher.start()
-        events.install_publisher(publisher.runs_changed)
+        install_publisher(publisher.runs_changed)
         try:
             async with _server(data_dir, owner, runtime) as (pid, base_url):
                 port = int(base_url.rsplit(":", 1)[1])
@@ -286,7 +286,7 @@ async def run() -> None:
                 )
                 latencies, missing = _latencies(got, commits)
         finally:
-            events.install_publisher(None)
+            install_publisher(None)
             await publisher.stop()
             await database.dispose()
     per_stream = (loaded - at_rest) / STREAMS

@@ -1,4 +1,12 @@
-"""Database core: engine and session factory, declarative Base, tenant context."""
+"""Database core: engine and session factory, declarative Base, and the tenant.
+
+Row-level security decides what a transaction sees from `app.organization_id` (and
+`app.user_id`), set per transaction. This module is the only code that sets them: open a
+transaction for a tenant with `Database.transaction(tenant)`; the code that establishes who a
+request is (authentication, and the flows that create or choose an organization) scopes the
+request's transaction with `enter_tenant` or, for a moment, `acting_as`. A test holds every
+other module to that.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -90,6 +99,50 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """Who a transaction acts for: an organization, and a user where the policies look at one
+    (their own account, memberships and login sessions). `None` matches no tenant row."""
+
+    organization_id: uuid.UUID | None
+    user_id: uuid.UUID | None = None
+
+
+NO_TENANT = Tenant(organization_id=None)
+_TENANT = "assay_tenant"  # session.info key: the tenant the open transaction acts for
+
+_SET_TENANT = text(
+    "SELECT set_config('app.organization_id', :org, true), set_config('app.user_id', :user, true)"
+)
+
+
+async def enter_tenant(session: AsyncSession, tenant: Tenant) -> None:
+    """Scopes the session's open transaction to `tenant` for row-level security.
+
+    Both settings are transaction-local and always written, so nothing carries over from an
+    earlier transaction on the same pooled connection.
+    """
+    await session.execute(
+        _SET_TENANT,
+        {
+            "org": str(tenant.organization_id) if tenant.organization_id else "",
+            "user": str(tenant.user_id) if tenant.user_id else "",
+        },
+    )
+    session.info[_TENANT] = tenant
+
+
+@asynccontextmanager
+async def acting_as(session: AsyncSession, tenant: Tenant) -> AsyncIterator[None]:
+    """Acts for `tenant` during the block (a new organization being made, another user's login
+    sessions being ended), then for the tenant before it again. A block that fails is not
+    followed by anything: the whole transaction rolls back."""
+    before: Tenant = session.info.get(_TENANT, NO_TENANT)
+    await enter_tenant(session, tenant)
+    yield
+    await enter_tenant(session, before)
+
+
 class Database:
     """The runtime engine (connecting as the non-privileged runtime role) and its sessions."""
 
@@ -108,10 +161,13 @@ class Database:
         return cls(make_engine(url, pool_size=pool_size, max_overflow=max_overflow))
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """The single commit point: commit when the block ends, roll back on any exception."""
+    async def transaction(self, tenant: Tenant | None = None) -> AsyncIterator[AsyncSession]:
+        """A transaction scoped to `tenant` (none: no tenant rows at all). The single commit
+        point: commit when the block ends, roll back on any exception."""
         async with self.sessionmaker() as session:
             try:
+                if tenant is not None:
+                    await enter_tenant(session, tenant)
                 yield session
                 await session.commit()
             except BaseException:
@@ -147,26 +203,3 @@ def get_database() -> Database:
     if _database is None:
         raise RuntimeError("the database is not initialised (is the app's lifespan running?)")
     return _database
-
-
-async def set_tenant(
-    session: AsyncSession,
-    *,
-    organization_id: uuid.UUID | None,
-    user_id: uuid.UUID | None = None,
-) -> None:
-    """Scope the current transaction to one organization (and user) for row-level security.
-
-    Both settings are transaction-local and always written, so nothing carries over from an
-    earlier transaction on the same pooled connection. Unset means no tenant rows at all.
-    """
-    await session.execute(
-        text(
-            "SELECT set_config('app.organization_id', :org, true),"
-            " set_config('app.user_id', :user, true)"
-        ),
-        {
-            "org": str(organization_id) if organization_id else "",
-            "user": str(user_id) if user_id else "",
-        },
-    )

@@ -47,22 +47,25 @@ def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _upgrade(connection: Connection, runtime_role: str | None) -> MigrationOutcome:
+def _upgrade(connection: Connection, runtime_role: str | None, revision: str) -> MigrationOutcome:
     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     before = current_revision(connection)
     config = alembic_config()
     config.attributes["connection"] = connection
     config.attributes["runtime_role"] = runtime_role
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
     return MigrationOutcome(before=before, after=current_revision(connection))
 
 
-async def migrate(owner_url: str, runtime_role: str | None) -> MigrationOutcome:
-    """Bring the schema to head in one transaction and give the runtime role its access."""
+async def migrate(
+    owner_url: str, runtime_role: str | None, *, revision: str = "head"
+) -> MigrationOutcome:
+    """Bring the schema to `revision` (the latest by default) in one transaction and give the
+    runtime role its access."""
     engine = create_async_engine(owner_url, poolclass=NullPool)
     try:
         async with engine.begin() as connection:
-            outcome = await connection.run_sync(_upgrade, runtime_role)
+            outcome = await connection.run_sync(_upgrade, runtime_role, revision)
     finally:
         await engine.dispose()
     if outcome.applied:

@@ -9,5 +9,4 @@ from database.results import models as results  # noqa: F401
 from database.test_sets import models as test_sets  # noqa: F401
 from database.tests import models as tests  # noqa: F401
 from database.users import models as users  # noqa: F401
-from notifications import models as run_events  # noqa: F401
 from tasks import models as jobs  # noqa: F401

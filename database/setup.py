@@ -1,14 +1,19 @@
-"""Where the database is and getting it ready: embedded or configured, then migrated."""
+"""Where the database is and getting it ready: embedded or configured, migrated, and connected
+to as a role that row-level security applies to."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
 from sqlalchemy.engine import make_url
 
-from app.config import Settings, get_settings
 from database import embedded
-from database.migrate import MigrationOutcome, migrate
+from database.core import Database
+from database.migrate import MigrationOutcome, migrate, runtime_role_rights
+from utils.config import Settings, get_settings
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,23 @@ async def prepare_database(
     if settings.migrate_on_start:
         outcome = await migrate(urls.owner, urls.runtime_role)
     return urls, outcome
+
+
+class UnsafeDatabaseRole(RuntimeError):
+    """The runtime role could read past row-level security; refusing to serve."""
+
+
+async def check_runtime_role(database: Database) -> None:
+    async with database.engine.connect() as connection:
+        rights = await runtime_role_rights(connection)
+    if rights.superuser or rights.bypass_rls:
+        raise UnsafeDatabaseRole(
+            f"ASSAY_DATABASE_URL connects as {rights.name!r}, which is a superuser or has "
+            "BYPASSRLS: row-level security would not apply. Use a plain role and put the owner "
+            "in ASSAY_MIGRATION_DATABASE_URL."
+        )
+    if rights.owned_tables:
+        log.warning(
+            "the runtime role owns the tables; prefer a separate migration role",
+            role=rights.name,
+        )

@@ -15,13 +15,14 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Database, set_tenant
-from notifications import events
+from database.core import Database, Tenant
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL
 
@@ -31,6 +32,21 @@ BUFFER = 1000  # items per subscriber
 POLL_SECONDS = 2.0
 TICK_SECONDS = 0.25
 FETCH_LIMIT = 500
+
+
+class StoredEvent(Protocol):
+    seq: int
+    type: str
+    data: Any
+
+
+class EventReader(Protocol):
+    """Reads a run's stored events after a seq, in order: the runs entity's log, handed to the
+    hub (and its streams) by the process that builds them."""
+
+    def __call__(
+        self, session: AsyncSession, run_id: uuid.UUID, after: int, *, limit: int
+    ) -> Awaitable[Sequence[StoredEvent]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +186,13 @@ class Hub:
         database: Database,
         listener: Listener,
         *,
+        read_events: EventReader,
         buffer: int = BUFFER,
         poll_seconds: float = POLL_SECONDS,
         tick_seconds: float = TICK_SECONDS,
     ) -> None:
         self.database = database
+        self.read_events = read_events
         self.buffer = buffer
         self.poll_seconds = poll_seconds
         self.tick_seconds = tick_seconds
@@ -260,8 +278,9 @@ class Hub:
         if feed is None:
             return
         for delta in message.get("events", ()):
-            item = encode_delta(str(delta.pop("type", events.OUTPUT_DELTA)), delta)
-            self._offer(feed, item)
+            kind = delta.pop("type", None)
+            if isinstance(kind, str):
+                self._offer(feed, encode_delta(kind, delta))
 
     def _catch_up(self) -> None:
         for run_id, feed in list(self._feeds.items()):
@@ -296,11 +315,8 @@ class Hub:
         try:
             while True:
                 feed.again = False
-                async with self.database.transaction() as session:
-                    await set_tenant(session, organization_id=feed.organization_id)
-                    rows = await events.events_after(
-                        session, run_id, feed.last_seq, limit=FETCH_LIMIT
-                    )
+                async with self.database.transaction(Tenant(feed.organization_id)) as session:
+                    rows = await self.read_events(session, run_id, feed.last_seq, limit=FETCH_LIMIT)
                 for row in rows:
                     feed.last_seq = row.seq
                     self._offer(feed, encode_event(row.seq, row.type, row.data))

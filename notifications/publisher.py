@@ -2,7 +2,8 @@
 `interval` seconds from this process), and live-only deltas on `assay_run_deltas`.
 
 A NOTIFY only says "look": listeners read the events themselves from `run_events`, so a lost
-notification delays an event (until the hub's next poll), never loses it.
+notification delays an event (until the hub's next poll), never loses it. Whoever records a
+run's events in a transaction calls `publish_after_commit`; the NOTIFY follows the commit.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
+from sqlalchemy import event as orm_event
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from database.core import Database
 
@@ -32,6 +36,35 @@ _NOTIFY = text(
     "SELECT pg_notify(u.channel, u.payload)"
     " FROM unnest(CAST(:channels AS TEXT[]), CAST(:payloads AS TEXT[])) AS u(channel, payload)"
 )
+
+
+# --- after commit: hand the changed runs to this process's publisher --------------------------
+
+_PENDING_KEY = "assay_notify_runs"
+_publish: Callable[[set[uuid.UUID]], None] | None = None
+
+
+def install_publisher(callback: Callable[[set[uuid.UUID]], None] | None) -> None:
+    global _publish
+    _publish = callback
+
+
+def publish_after_commit(session: AsyncSession, run_id: uuid.UUID) -> None:
+    """The run's new events are announced once this transaction commits (never if it rolls
+    back)."""
+    session.info.setdefault(_PENDING_KEY, set()).add(run_id)
+
+
+@orm_event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    runs = session.info.pop(_PENDING_KEY, None)
+    if runs and _publish is not None:
+        _publish(runs)
+
+
+@orm_event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
 
 
 class Publisher:

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 from database.core import Database
-from notifications import events
-from notifications.hub import BUFFER, SHUTDOWN, Hub
+from notifications.hub import BUFFER, SHUTDOWN, EventReader, Hub
 from notifications.listener import Listener
-from notifications.publisher import Publisher
+from notifications.publisher import Publisher, install_publisher
 
 
 class Notifications:
     """One LISTEN connection (shared with the worker pool), the publisher of this process's
     commits, and the hub of its stream subscribers."""
 
-    def __init__(self, database: Database, listen_url: str, *, stream_buffer: int = BUFFER) -> None:
+    def __init__(
+        self,
+        database: Database,
+        listen_url: str,
+        *,
+        read_events: EventReader,
+        stream_buffer: int = BUFFER,
+    ) -> None:
         self.listener = Listener(listen_url)
         self.publisher = Publisher(database)
-        self.hub = Hub(database, self.listener, buffer=stream_buffer)
+        self.hub = Hub(database, self.listener, read_events=read_events, buffer=stream_buffer)
 
     async def start(self) -> None:
         """Call once every user of the listener has registered its channels."""
-        events.install_publisher(self.publisher.runs_changed)
+        install_publisher(self.publisher.runs_changed)
         await self.publisher.start()
         await self.hub.start()
         await self.listener.start()
@@ -28,7 +34,7 @@ class Notifications:
     async def stop(self) -> None:
         await self.listener.stop()
         await self.hub.stop()
-        events.install_publisher(None)
+        install_publisher(None)
         await self.publisher.stop()
 
 

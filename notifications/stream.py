@@ -21,8 +21,7 @@ from collections.abc import AsyncIterator
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from database.core import Database, set_tenant
-from notifications import events
+from database.core import Database, Tenant
 from notifications.hub import (
     SEND_TIMEOUT,
     Hub,
@@ -55,8 +54,10 @@ class EventStream(Response):
         committed: int,
         limits: StreamLimits,
         retry_ms: int,
+        terminal: frozenset[str],
     ) -> None:
-        """`after`: the last seq the client has; `committed`: the run's last seq when checked."""
+        """`after`: the last seq the client has; `committed`: the run's last seq when checked;
+        `terminal`: the event types after which the stream ends."""
         self.status_code = 200
         self.background = None
         self.raw_headers = list(HEADERS)
@@ -68,6 +69,7 @@ class EventStream(Response):
         self.committed = committed
         self.limits = limits
         self.retry_ms = retry_ms
+        self.terminal = terminal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         subscriber = self.hub.subscribe(
@@ -100,7 +102,7 @@ class EventStream(Response):
             async for page in self._replay(sent, None):
                 yield b"".join(item.encoded for item in page)
                 sent = page[-1].seq
-                if page[-1].type in events.TERMINAL_EVENTS:
+                if page[-1].type in self.terminal:
                     return
         while True:
             try:
@@ -121,7 +123,7 @@ class EventStream(Response):
                             sent = page[-1].seq
                     parts.append(item.encoded)
                     sent = item.seq
-                    if item.type in events.TERMINAL_EVENTS:
+                    if item.type in self.terminal:
                         yield b"".join(parts)
                         return
             if parts:
@@ -130,9 +132,8 @@ class EventStream(Response):
     async def _replay(self, after: int, before: int | None) -> AsyncIterator[list[Item]]:
         """Stored events after `after` (and before `before`), a page per short transaction."""
         while True:
-            async with self.database.transaction() as session:
-                await set_tenant(session, organization_id=self.organization_id)
-                rows = await events.events_after(session, self.run_id, after, limit=REPLAY_PAGE)
+            async with self.database.transaction(Tenant(self.organization_id)) as session:
+                rows = await self.hub.read_events(session, self.run_id, after, limit=REPLAY_PAGE)
             page = [
                 encode_event(row.seq, row.type, row.data)
                 for row in rows

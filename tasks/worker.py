@@ -1,8 +1,9 @@
-"""The worker pool: an asyncio daemon started in the lifespan (or alone, `python -m tasks`).
+"""The worker pool: an asyncio daemon started by the process bootstrap (API or worker-only).
 
 It claims jobs when woken by NOTIFY (through the process's shared listener) or every few
 seconds (lost wake-ups), runs up to `concurrency` at once, renews their leases, and hands
-unfinished ones back when it stops.
+unfinished ones back when it stops. What a job kind does is not its business: the process
+that builds the pool gives it the handlers.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Database, set_tenant
+from database.core import Database, Tenant
 from notifications.listener import Listener
 from tasks import queue
 from tasks.queue import ClaimedJob
@@ -37,12 +40,17 @@ class JobContext:
     database: Database
     worker: str
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    @property
+    def kind(self) -> str:
+        return self.job.kind
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.job.payload
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A transaction scoped to the job's organization: RLS applies to workers too."""
-        async with self.database.transaction() as session:
-            await set_tenant(session, organization_id=self.job.organization_id)
-            yield session
+        return self.database.transaction(Tenant(self.job.organization_id))
 
 
 Handler = Callable[[JobContext], Awaitable[None]]
@@ -179,8 +187,7 @@ class WorkerPool:
             if job.attempts > job.max_attempts:
                 raise RuntimeError(f"gave up after {job.max_attempts} attempts")
             await handler(context)
-            async with self.database.transaction() as session:
-                await set_tenant(session, organization_id=job.organization_id)
+            async with context.transaction() as session:
                 await queue.complete(session, worker=self.name, job_id=job.id)
         except asyncio.CancelledError:
             raise
@@ -188,8 +195,7 @@ class WorkerPool:
             bound.exception("job failed")
             error = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
-                async with self.database.transaction() as session:
-                    await set_tenant(session, organization_id=job.organization_id)
+                async with context.transaction() as session:
                     status = await queue.fail(session, worker=self.name, job=job, error=error)
                     if status == "dead" and self.on_dead is not None:
                         # In the same transaction: a dead job and its consequence commit together.

@@ -30,13 +30,13 @@ from sqlalchemy import event, text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from app.config import Settings, get_settings  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.runtime import Runtime, set_runtime  # noqa: E402
 from database import embedded  # noqa: E402
 from database.core import Database, make_engine, set_database  # noqa: E402
 from database.migrate import migrate  # noqa: E402
 from database.setup import DatabaseUrls  # noqa: E402
+from utils.config import Settings, get_settings  # noqa: E402
+from utils.runtime import Runtime, set_runtime  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -144,6 +144,6 @@ async def client(app, database: Database) -> AsyncIterator[httpx.AsyncClient]:
 async def _close_provider_sessions() -> AsyncIterator[None]:
     """The engine shares one HTTP session per event loop; close it with the test loop."""
     yield
-    from app.engine.transport import close_sessions
+    from utils.transport import close_sessions
 
     await close_sessions()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Database, set_tenant
+from database.core import Database, Tenant
 
 PASSWORD = "correct-horse-42"
 # (password, a phrase of the reason it is refused)
@@ -150,8 +150,7 @@ async def tenant_session(
     database: Database, organization_id: uuid.UUID, user_id: uuid.UUID | None = None
 ) -> AsyncIterator[AsyncSession]:
     """A committed transaction on the test database, scoped to one tenant (row-level security)."""
-    async with database.transaction() as session:
-        await set_tenant(session, organization_id=organization_id, user_id=user_id)
+    async with database.transaction(Tenant(organization_id, user_id)) as session:
         yield session
 
 

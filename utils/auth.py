@@ -13,7 +13,7 @@ import anyio
 import bcrypt
 import jwt
 
-from app.errors import Forbidden
+from utils.errors import Forbidden
 
 JWT_ALGORITHM = "HS256"
 API_KEY_PREFIX = "assay_"

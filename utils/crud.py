@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import (
+    ARRAY,
+    BindParameter,
+    Integer,
+    Select,
+    Table,
+    TextClause,
+    bindparam,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, InvalidInput
+from utils import fastjson
+from utils.errors import Conflict, InvalidInput
 
 
 async def paginate(
@@ -40,3 +54,28 @@ def refuse_nulls(changes: dict[str, Any], *fields: str) -> None:
 def apply_update(row: Any, changes: dict[str, Any]) -> None:
     for field, value in changes.items():
         setattr(row, field, value)
+
+
+def int_array(name: str, values: Sequence[int]) -> BindParameter[Any]:
+    """One array parameter, not an IN list of thousands: one prepared statement for any size."""
+    return bindparam(name, list(values), type_=ARRAY(Integer()))
+
+
+def recordset_insert(table: Table, columns: list[str], suffix: str = "") -> TextClause:
+    """INSERT ... SELECT FROM jsonb_to_recordset(one JSON array of the rows): a whole batch is
+    one statement with one parameter (`:rows`, see `json_rows`), prepared once. Encoding a batch
+    as one JSON document is a single C call here, and PostgreSQL unpacks it on its own core,
+    where per-column arrays cost this process about a tenth of its time in a run."""
+    dialect = postgresql.dialect()
+    names = ", ".join(columns)
+    types = ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in columns)
+    return text(
+        f"INSERT INTO {table.name} ({names}) SELECT {names}"
+        f" FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({types}) {suffix}"
+    )
+
+
+def json_rows(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """A batch as a recordset insert's one parameter (keys that are not columns are ignored,
+    and a missing one is NULL)."""
+    return {"rows": fastjson.dumps(rows, default=str)}

@@ -14,7 +14,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from app.errors import RateLimited
+from utils.errors import RateLimited
 
 
 class RateLimiter:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
 
@@ -25,6 +25,7 @@ class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+T = TypeVar("T")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 
 
@@ -36,3 +37,12 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nul(item) for item in value)
     return False
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, with the total the list holds."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int

@@ -12,7 +12,7 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-from app.errors import InvalidInput
+from utils.errors import InvalidInput
 
 DNS_TIMEOUT = 5.0
 

@@ -10,7 +10,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedErr
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from app.errors import InvalidInput
+from utils.errors import InvalidInput
 
 MAX_TEMPLATE_LENGTH = 100_000
 MAX_REPEATED_LENGTH = 1_000_000  # items or characters that `*` may build

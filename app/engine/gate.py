@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from app.engine.targets import TargetError, TargetReply
+from providers.targets import TargetError, TargetReply
 
 RETRYABLE = frozenset({"rate_limited", "server_error", "connection_error"})
 # A 429 is the provider pacing us, not failing: it is retried but does not open the circuit.

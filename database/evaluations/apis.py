@@ -4,11 +4,11 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from app.deps import DbSession, Member, Viewer
+from database.deps import DbSession, Member, Pagination, Viewer
 from database.evaluations import crud, service
 from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
 from database.test_sets.service import get_test_set_or_404
-from utils.pagination import Page, Pagination
+from utils.schemas import Page
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
 test_set_router = APIRouter(prefix="/test-sets", tags=["metrics"])

@@ -1,15 +1,18 @@
-"""Queries of metric definitions and a test set's default metrics. Flush, never commit."""
+"""Queries of metric definitions, a test set's default metrics, and the evaluations (one
+metric's verdict on one result). Flush, never commit."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Float, Table, TextClause, case, cast, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.evaluations.models import Metric, TestSetMetric
-from utils.crud import flush_unique, paginate
+from database.evaluations.models import Evaluation, Metric, TestSetMetric
+from utils.crud import flush_unique, json_rows, paginate, recordset_insert
 
 DUPLICATE_NAME = "A metric with this name already exists in the project"
 
@@ -78,3 +81,68 @@ async def replace_test_set_metrics(
                 for position, metric_id in enumerate(metric_ids)
             ],
         )
+
+
+# --- evaluations ----------------------------------------------------------------------------
+
+EVALUATIONS: Table = Evaluation.__table__  # type: ignore[assignment]
+
+
+@functools.cache
+def _insert_evaluations() -> TextClause:
+    # Built on first use: foreign-key column types resolve once all tables are registered.
+    return recordset_insert(EVALUATIONS, [c.key for c in EVALUATIONS.columns])
+
+
+async def insert_evaluations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Writes evaluations in one statement (rows as the executor builds them)."""
+    if rows:
+        await session.execute(_insert_evaluations(), json_rows(rows))
+
+
+async def evaluations_of(
+    session: AsyncSession, result_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Evaluation]]:
+    rows = await session.scalars(
+        select(Evaluation)
+        .where(Evaluation.result_id.in_(result_ids))
+        .order_by(Evaluation.metric_name)
+    )
+    grouped: dict[uuid.UUID, list[Evaluation]] = {i: [] for i in result_ids}
+    for evaluation in rows.all():
+        grouped[evaluation.result_id].append(evaluation)
+    return grouped
+
+
+async def run_evaluations(
+    session: AsyncSession, run_id: uuid.UUID
+) -> dict[uuid.UUID, list[Evaluation]]:
+    """Every evaluation of a run, by result (one query, whatever the run's size)."""
+    rows = await session.scalars(
+        select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.metric_name)
+    )
+    grouped: dict[uuid.UUID, list[Evaluation]] = {}
+    for evaluation in rows.all():
+        grouped.setdefault(evaluation.result_id, []).append(evaluation)
+    return grouped
+
+
+async def metric_stats(
+    session: AsyncSession, run_id: uuid.UUID
+) -> list[tuple[str, str, float | None, float | None, int, float | None]]:
+    """(name, type, mean score, pass rate, evaluated, judge cost) per metric of a run."""
+    scored = Evaluation.error.is_(None)
+    rows = await session.execute(
+        select(
+            Evaluation.metric_name,
+            Evaluation.metric_type,
+            func.avg(Evaluation.score).filter(scored),
+            func.avg(cast(case((Evaluation.passed, 1), else_=0), Float)).filter(scored),
+            func.count().filter(scored),
+            func.sum(Evaluation.cost),
+        )
+        .where(Evaluation.run_id == run_id)
+        .group_by(Evaluation.metric_name, Evaluation.metric_type)
+        .order_by(Evaluation.metric_name)
+    )
+    return [tuple(row) for row in rows.all()]

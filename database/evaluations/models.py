@@ -63,3 +63,28 @@ class TestSetMetric(Base):
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
     position: Mapped[int] = mapped_column(Integer)
+
+
+class Evaluation(IdMixin, Base):
+    """One metric's verdict on one result (a judge's own tokens and cost included)."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("result_id", "metric_name"),)
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    result_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
+    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    metric_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("metrics.id", ondelete="SET NULL")
+    )
+    metric_name: Mapped[str] = mapped_column(String(200))
+    metric_type: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)

@@ -8,21 +8,16 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidInput, NotFound
 from database.evaluations import crud
+from database.evaluations.catalogue import is_judge, validate_parameters
 from database.evaluations.models import Metric
-from database.evaluations.schemas import (
-    MetricCreate,
-    MetricRead,
-    MetricUpdate,
-    is_judge,
-    validate_parameters,
-)
+from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate
 from database.models import crud as model_crud
 from database.projects.service import require_project
 from database.test_sets.models import TestSet
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
+from utils.errors import InvalidInput, NotFound
 
 
 def to_read(metric: Metric) -> MetricRead:

@@ -5,8 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.deps import DbSession, Member, RuntimeDep, Viewer
-from app.engine.targets import TargetError, TargetRequest, call_target
+from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.models import crud, service
 from database.models.schemas import (
     ConnectionTestRequest,
@@ -16,7 +15,8 @@ from database.models.schemas import (
     ModelConfigUpdate,
     Provider,
 )
-from utils.pagination import Page, Pagination
+from providers.targets import TargetError, TargetRequest, call_target
+from utils.schemas import Page
 from utils.secrets import SecretUnreadable
 
 router = APIRouter(prefix="/models", tags=["models"])

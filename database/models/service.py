@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from jsonpath_ng.exceptions import JsonPathParserError
 from jsonpath_ng.ext import parse as parse_jsonpath
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidInput, NotFound
-from app.runtime import Runtime
 from database.models import crud
 from database.models.models import ModelConfig
 from database.models.schemas import (
@@ -24,35 +20,16 @@ from database.models.schemas import (
     ModelConfigRead,
     ModelConfigUpdate,
 )
+from providers.config import TargetConfig
 from utils.auth import Principal
 from utils.crud import refuse_nulls
+from utils.errors import InvalidInput, NotFound
+from utils.runtime import Runtime
 from utils.secrets import SecretBox, mask
 from utils.ssrf import check_url
 from utils.templates import check_template
 
 DEMO_MODEL = "demo"
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    """A model configuration with its secrets decrypted: what the engine calls. Never logged."""
-
-    id: uuid.UUID
-    name: str
-    provider: str
-    model: str | None
-    base_url: str | None
-    api_key: str | None = field(repr=False)
-    parameters: dict[str, Any]
-    timeout_seconds: float
-    requests_per_minute: int | None
-    input_price_per_mtok: Decimal | None
-    output_price_per_mtok: Decimal | None
-    http_method: str | None = None
-    http_headers: dict[str, str] = field(default_factory=dict, repr=False)
-    body_template: str | None = None
-    response_path: str | None = None
-    stream: bool = False
 
 
 async def get_model_or_404(session: AsyncSession, model_id: uuid.UUID) -> ModelConfig:

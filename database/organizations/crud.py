@@ -10,9 +10,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict
 from database.organizations.models import ApiKey, Membership, Organization
-from database.users.models import User
+from utils.errors import Conflict
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -56,6 +55,10 @@ async def list_user_organizations(
     return [(org, role) for org, role in rows.all()], total or 0
 
 
+async def save_organization(session: AsyncSession) -> None:
+    await session.flush()
+
+
 async def delete_organization(session: AsyncSession, organization: Organization) -> None:
     await session.delete(organization)
     await session.flush()
@@ -96,22 +99,6 @@ async def first_membership(session: AsyncSession, user_id: uuid.UUID) -> Members
     )
 
 
-async def list_members(
-    session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
-) -> tuple[list[tuple[Membership, User]], int]:
-    where = Membership.organization_id == organization_id
-    total = await session.scalar(select(func.count()).select_from(Membership).where(where))
-    rows = await session.execute(
-        select(Membership, User)
-        .join(User, User.id == Membership.user_id)
-        .where(where)
-        .order_by(Membership.created_at, Membership.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    return [(m, u) for m, u in rows.all()], total or 0
-
-
 async def count_owners(session: AsyncSession, organization_id: uuid.UUID) -> int:
     """Counts owners, locking their rows so two concurrent demotions can't leave none."""
     owners = await session.scalars(
@@ -120,6 +107,10 @@ async def count_owners(session: AsyncSession, organization_id: uuid.UUID) -> int
         .with_for_update()
     )
     return len(owners.all())
+
+
+async def save_membership(session: AsyncSession) -> None:
+    await session.flush()
 
 
 async def remove_membership(session: AsyncSession, membership: Membership) -> None:

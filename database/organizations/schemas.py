@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import EmailStr, Field, field_validator
+from pydantic import Field, field_validator
 
 from utils.auth import Role
 from utils.schemas import InputModel, Name, OutputModel
@@ -29,32 +29,6 @@ class OrganizationRead(OutputModel):
 
 class MyOrganizationRead(OrganizationRead):
     role: Role = Field(description="Your role in this organization")
-
-
-class MemberCreate(InputModel):
-    email: EmailStr = Field(max_length=320)
-    role: Role = Role.member
-
-    @field_validator("email")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
-
-
-class MemberUpdate(InputModel):
-    role: Role
-
-
-class MemberRead(OutputModel):
-    user_id: uuid.UUID
-    email: str
-    name: str
-    role: Role
-    created_at: datetime
-
-
-class OwnershipTransfer(InputModel):
-    user_id: uuid.UUID = Field(description="The member who becomes an owner; you become an admin")
 
 
 class ApiKeyCreate(InputModel):

@@ -5,10 +5,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.deps import DbSession, Member, Viewer
+from database.deps import DbSession, Member, Pagination, Viewer
 from database.projects import crud, service
 from database.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
-from utils.pagination import Page, Pagination
+from utils.schemas import Page
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 

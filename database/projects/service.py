@@ -6,13 +6,13 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidInput, NotFound
 from database.models import crud as model_crud
 from database.projects import crud
 from database.projects.models import Project
 from database.projects.schemas import ProjectCreate, ProjectUpdate
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
+from utils.errors import InvalidInput, NotFound
 
 MODEL_FIELDS = ("default_target_model_id", "default_judge_model_id")
 

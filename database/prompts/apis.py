@@ -5,8 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from app.deps import DbSession, Member, Viewer
-from app.errors import InvalidInput, NotFound
+from database.deps import DbSession, Member, Pagination, Viewer
 from database.prompts import crud, service
 from database.prompts.schemas import (
     LABEL_RULE,
@@ -21,7 +20,8 @@ from database.prompts.schemas import (
     RenderResult,
 )
 from utils.crud import apply_update, refuse_nulls
-from utils.pagination import Page, Pagination
+from utils.errors import InvalidInput, NotFound
+from utils.schemas import Page
 
 router = APIRouter(prefix="/prompts", tags=["prompts"])
 Label = Annotated[LabelName, Path(description=LABEL_RULE)]

@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidInput, NotFound
 from database.projects.service import require_project
 from database.prompts import crud
 from database.prompts.models import Prompt, PromptVersion
@@ -20,6 +19,7 @@ from database.prompts.schemas import (
     RenderResult,
 )
 from utils.auth import Principal
+from utils.errors import InvalidInput, NotFound
 from utils.templates import check_template, render
 
 LATEST = "latest"

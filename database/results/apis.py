@@ -1,16 +1,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.deps import DbSession, Member, RuntimeDep, Viewer
-from app.errors import NotFound
+from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
+from database.evaluations.schemas import EvaluationRead
 from database.results import crud, service
 from database.results.schemas import (
-    EvaluationRead,
     ResultRead,
     ResultStatus,
     RunCreate,
@@ -19,8 +17,7 @@ from database.results.schemas import (
     RunSummary,
     StreamToken,
 )
-from utils.auth import issue_stream_token
-from utils.pagination import Page, Pagination
+from utils.schemas import Page
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 results_router = APIRouter(prefix="/results", tags=["runs"])
@@ -120,18 +117,7 @@ async def stream_token(
     run_id: uuid.UUID, session: DbSession, principal: Viewer, runtime: RuntimeDep
 ) -> StreamToken:
     run = await service.get_run_or_404(session, run_id)
-    token, expires_at = issue_stream_token(
-        secret=runtime.secret_key,
-        run_id=run.id,
-        organization_id=principal.organization_id,
-        lifetime=timedelta(minutes=runtime.settings.stream_token_minutes),
-    )
-    return StreamToken(
-        token=token,
-        expires_at=expires_at,
-        events_url=f"/public/runs/{run.id}/events?token={token}",
-        page_url=f"/public/runs/{run.id}?token={token}",
-    )
+    return service.stream_token(runtime, principal, run)
 
 
 @router.get("/{run_id}/summary")
@@ -152,12 +138,9 @@ async def export_run(
     format: Literal["csv", "json", "junit"] = "json",
 ) -> Response:
     run = await service.get_run_or_404(session, run_id)
-    results = await service.result_reads(
-        session, await crud.all_results(session, run.id), whole_run=run.id
-    )
     extension = "xml" if format == "junit" else format
     return Response(
-        service.export_results(run, results, format),
+        await service.export_run(session, run, format),
         media_type=EXPORT_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="run-{run.id}.{extension}"'},
     )
@@ -165,18 +148,11 @@ async def export_run(
 
 @results_router.get("/{result_id}")
 async def read_result(result_id: uuid.UUID, session: DbSession, _: Viewer) -> ResultRead:
-    result = await crud.get_result(session, result_id)
-    if result is None:
-        raise NotFound("Result not found")
-    return (await service.result_reads(session, [result]))[0]
+    return await service.read_result(session, result_id)
 
 
 @results_router.get("/{result_id}/evaluations")
 async def read_evaluations(
     result_id: uuid.UUID, session: DbSession, _: Viewer
 ) -> list[EvaluationRead]:
-    result = await crud.get_result(session, result_id)
-    if result is None:
-        raise NotFound("Result not found")
-    evaluations = await crud.evaluations_of(session, [result.id])
-    return [EvaluationRead.model_validate(e) for e in evaluations[result.id]]
+    return (await service.read_result(session, result_id)).evaluations

@@ -1,23 +1,18 @@
-"""Queries of runs, results, evaluations and the response cache. Flush, never commit."""
+"""Queries of runs, their results and events, and the response cache. Flush, never commit."""
 
 from __future__ import annotations
 
 import functools
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
-    BindParameter,
     Float,
-    Integer,
     Table,
     TextClause,
     and_,
     any_,
-    bindparam,
     case,
     cast,
     func,
@@ -26,14 +21,14 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.results.models import TERMINAL, CachedResponse, Evaluation, Result, Run
-from database.test_sets.models import TestSetVersion, TestSetVersionCase
+from database.results.models import TERMINAL, CachedResponse, Result, Run, RunEvent
+from database.test_sets.models import TestSetVersionCase
+from notifications.publisher import publish_after_commit
 from utils import fastjson
-from utils.crud import paginate
+from utils.crud import int_array, json_rows, paginate, recordset_insert
 
 
 async def create_run(session: AsyncSession, run: Run) -> Run:
@@ -56,10 +51,6 @@ async def lock_run(session: AsyncSession, run_id: uuid.UUID) -> str | None:
     return await session.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
 
 
-async def run_status(session: AsyncSession, run_id: uuid.UUID) -> str | None:
-    return await session.scalar(select(Run.status).where(Run.id == run_id))
-
-
 async def list_runs(
     session: AsyncSession,
     *,
@@ -78,15 +69,6 @@ async def list_runs(
         if value is not None:
             query = query.where(column == value)
     return await paginate(session, query, limit=limit, offset=offset)
-
-
-async def version_numbers(
-    session: AsyncSession, version_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, int]:
-    rows = await session.execute(
-        select(TestSetVersion.id, TestSetVersion.number).where(TestSetVersion.id.in_(version_ids))
-    )
-    return {version_id: number for version_id, number in rows.all()}
 
 
 async def counts(
@@ -140,40 +122,12 @@ async def set_status(
 # --- cases and results ----------------------------------------------------------------------
 
 
-def _int_array(values: Sequence[int]) -> BindParameter[Any]:
-    # One array parameter, not an IN list of thousands: one prepared statement for any size.
-    return bindparam("positions", list(values), type_=ARRAY(Integer()))
-
-
-@dataclass(frozen=True, slots=True)
-class VersionCase:
-    """A case of a pinned version, as a run executes it (plain values: chunks read hundreds)."""
-
-    position: int
-    test_id: uuid.UUID | None
-    case: dict[str, Any]
-
-
-async def version_cases(
-    session: AsyncSession, version_id: uuid.UUID, positions: Sequence[int]
-) -> list[VersionCase]:
-    rows = await session.execute(
-        select(TestSetVersionCase.position, TestSetVersionCase.test_id, TestSetVersionCase.case)
-        .where(
-            TestSetVersionCase.version_id == version_id,
-            TestSetVersionCase.position == any_(_int_array(positions)),
-        )
-        .order_by(TestSetVersionCase.position)
-    )
-    return [VersionCase(*row) for row in rows.all()]
-
-
 async def done_keys(
     session: AsyncSession, run_id: uuid.UUID, positions: Sequence[int]
 ) -> set[tuple[int, int]]:
     rows = await session.execute(
         select(Result.position, Result.repetition).where(
-            Result.run_id == run_id, Result.position == any_(_int_array(positions))
+            Result.run_id == run_id, Result.position == any_(int_array("positions", positions))
         )
     )
     return {(position, repetition) for position, repetition in rows.all()}
@@ -185,72 +139,33 @@ async def count_results(
     """The run's results (those at `positions` only, when given)."""
     query = select(func.count()).where(Result.run_id == run_id)
     if positions is not None:
-        query = query.where(Result.position == any_(_int_array(positions)))
+        query = query.where(Result.position == any_(int_array("positions", positions)))
     return await session.scalar(query) or 0
 
 
 RESULTS: Table = Result.__table__  # type: ignore[assignment]
-EVALUATIONS: Table = Evaluation.__table__  # type: ignore[assignment]
 RESULT_COLUMNS = [c.key for c in RESULTS.columns if c.key != "created_at"]
-EVALUATION_COLUMNS = [c.key for c in EVALUATIONS.columns]
-
-
-def _recordset_insert(table: Table, columns: list[str], suffix: str = "") -> TextClause:
-    """INSERT ... SELECT FROM jsonb_to_recordset(one JSON array of the rows): a whole batch is
-    one statement with one parameter, prepared once. Encoding a batch as one JSON document is
-    a single C call here, and PostgreSQL unpacks it on its own core, where per-column arrays
-    cost this process about a tenth of its time in a run."""
-    dialect = postgresql.dialect()
-    names = ", ".join(columns)
-    types = ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in columns)
-    return text(
-        f"INSERT INTO {table.name} ({names}) SELECT {names}"
-        f" FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({types}) {suffix}"
-    )
 
 
 @functools.cache
-def _insert_statements() -> tuple[TextClause, TextClause]:
+def _insert_results() -> TextClause:
     # Built on first use: foreign-key column types resolve once all tables are registered.
-    return (
-        _recordset_insert(
-            RESULTS,
-            RESULT_COLUMNS,
-            "ON CONFLICT (run_id, position, repetition) DO NOTHING RETURNING id",
-        ),
-        _recordset_insert(EVALUATIONS, EVALUATION_COLUMNS),
+    return recordset_insert(
+        RESULTS,
+        RESULT_COLUMNS,
+        "ON CONFLICT (run_id, position, repetition) DO NOTHING RETURNING id",
     )
 
 
-def _rows(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """The batch as the statement's one parameter (keys that are not columns are ignored,
-    and a missing one is NULL)."""
-    return {"rows": fastjson.dumps(rows, default=str)}
-
-
 async def insert_results(
-    session: AsyncSession,
-    results: Sequence[dict[str, Any]],
-    evaluations: Sequence[Sequence[dict[str, Any]]],
-) -> list[uuid.UUID]:
-    """Writes results (skipping any already written: resumed work) and their evaluations.
-
-    Returns the ids of the results actually inserted.
-    """
+    session: AsyncSession, results: Sequence[dict[str, Any]]
+) -> set[uuid.UUID]:
+    """Writes results, skipping any already written (resumed work); returns the ids of those
+    actually inserted."""
     if not results:
-        return []
-    insert_results_sql, insert_evaluations_sql = _insert_statements()
-    inserted = await session.execute(insert_results_sql, _rows(results))
-    new_ids = set(inserted.scalars().all())
-    evaluation_rows = [
-        {**evaluation, "result_id": result["id"]}
-        for result, rows in zip(results, evaluations, strict=True)
-        if result["id"] in new_ids
-        for evaluation in rows
-    ]
-    if evaluation_rows:
-        await session.execute(insert_evaluations_sql, _rows(evaluation_rows))
-    return [result["id"] for result in results if result["id"] in new_ids]
+        return set()
+    inserted = await session.execute(_insert_results(), json_rows(results))
+    return set(inserted.scalars().all())
 
 
 async def list_results(
@@ -273,33 +188,6 @@ async def all_results(session: AsyncSession, run_id: uuid.UUID) -> list[Result]:
 
 async def get_result(session: AsyncSession, result_id: uuid.UUID) -> Result | None:
     return await session.get(Result, result_id)
-
-
-async def evaluations_of(
-    session: AsyncSession, result_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[Evaluation]]:
-    rows = await session.scalars(
-        select(Evaluation)
-        .where(Evaluation.result_id.in_(result_ids))
-        .order_by(Evaluation.metric_name)
-    )
-    grouped: dict[uuid.UUID, list[Evaluation]] = {i: [] for i in result_ids}
-    for evaluation in rows.all():
-        grouped[evaluation.result_id].append(evaluation)
-    return grouped
-
-
-async def run_evaluations(
-    session: AsyncSession, run_id: uuid.UUID
-) -> dict[uuid.UUID, list[Evaluation]]:
-    """Every evaluation of a run, by result (one query, whatever the run's size)."""
-    rows = await session.scalars(
-        select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.metric_name)
-    )
-    grouped: dict[uuid.UUID, list[Evaluation]] = {}
-    for evaluation in rows.all():
-        grouped.setdefault(evaluation.result_id, []).append(evaluation)
-    return grouped
 
 
 async def positions_to_rerun(session: AsyncSession, run_id: uuid.UUID) -> list[int]:
@@ -349,27 +237,6 @@ async def error_counts(session: AsyncSession, run_id: uuid.UUID) -> dict[str, in
     return {kind: count for kind, count in rows.all()}
 
 
-async def metric_stats(
-    session: AsyncSession, run_id: uuid.UUID
-) -> list[tuple[str, str, float | None, float | None, int, float | None]]:
-    """(name, type, mean score, pass rate, evaluated, judge cost) per metric."""
-    scored = Evaluation.error.is_(None)
-    rows = await session.execute(
-        select(
-            Evaluation.metric_name,
-            Evaluation.metric_type,
-            func.avg(Evaluation.score).filter(scored),
-            func.avg(cast(case((Evaluation.passed, 1), else_=0), Float)).filter(scored),
-            func.count().filter(scored),
-            func.sum(Evaluation.cost),
-        )
-        .where(Evaluation.run_id == run_id)
-        .group_by(Evaluation.metric_name, Evaluation.metric_type)
-        .order_by(Evaluation.metric_name)
-    )
-    return [tuple(row) for row in rows.all()]
-
-
 async def group_stats(
     session: AsyncSession, run: Run, field: str
 ) -> list[tuple[str | None, int, float | None]]:
@@ -410,3 +277,63 @@ async def store_response(session: AsyncSession, row: dict[str, Any]) -> None:
         .values(**row)
         .on_conflict_do_nothing(index_elements=["organization_id", "key"])
     )
+
+
+# --- run events -----------------------------------------------------------------------------
+
+# `seq` values come from `runs.event_seq`, incremented by an UPDATE that holds the run's row
+# lock until commit: two writers of one run take turns, so a run's events become visible in
+# `seq` order and a reader that has seen seq N has seen everything before it.
+_ALLOCATE = text(
+    "UPDATE runs SET event_seq = event_seq + :count WHERE id = :run_id RETURNING event_seq"
+)
+_INSERT_EVENTS = text(
+    "INSERT INTO run_events (run_id, seq, organization_id, type, data)"
+    " SELECT :run_id, e.seq, :organization_id, e.type, e.data"
+    " FROM jsonb_to_recordset(CAST(:events AS JSONB))"
+    " AS e(seq BIGINT, type VARCHAR(32), data JSONB)"
+)
+
+
+async def record_events(
+    session: AsyncSession,
+    *,
+    run_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    events: Sequence[tuple[str, dict[str, Any]]],
+) -> int:
+    """Appends events to the run's log, in the transaction that makes the change; returns the
+    last seq. The NOTIFY that wakes the streams follows the commit."""
+    if not events:
+        return 0
+    last = (await session.execute(_ALLOCATE, {"count": len(events), "run_id": run_id})).scalar_one()
+    first = last - len(events) + 1
+    await session.execute(
+        _INSERT_EVENTS,
+        {
+            "run_id": run_id,
+            "organization_id": organization_id,
+            "events": fastjson.dumps(
+                [
+                    {"seq": seq, "type": kind, "data": data}
+                    for seq, (kind, data) in enumerate(events, start=first)
+                ],
+                default=str,
+            ),
+        },
+    )
+    publish_after_commit(session, run_id)
+    return int(last)
+
+
+async def events_after(
+    session: AsyncSession, run_id: uuid.UUID, after: int, *, limit: int
+) -> list[RunEvent]:
+    """The run's stored events after seq `after`, in order (the streams' reader)."""
+    rows = await session.scalars(
+        select(RunEvent)
+        .where(RunEvent.run_id == run_id, RunEvent.seq > after)
+        .order_by(RunEvent.seq)
+        .limit(limit)
+    )
+    return list(rows.all())

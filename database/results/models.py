@@ -23,7 +23,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from database.core import Base, IdMixin, TimestampMixin
 
-RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 
@@ -70,7 +69,7 @@ class Run(IdMixin, TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The last run event's seq (see notifications.models.RunEvent): committed with the event.
+    # The last run event's seq (see RunEvent below): committed with the event.
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
@@ -103,31 +102,6 @@ class Result(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class Evaluation(IdMixin, Base):
-    """One metric's verdict on one result (a judge's own tokens and cost included)."""
-
-    __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("result_id", "metric_name"),)
-
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
-    )
-    result_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
-    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    metric_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("metrics.id", ondelete="SET NULL")
-    )
-    metric_name: Mapped[str] = mapped_column(String(200))
-    metric_type: Mapped[str] = mapped_column(String(32))
-    score: Mapped[float] = mapped_column(Float)
-    passed: Mapped[bool] = mapped_column(Boolean)
-    reason: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
-    input_tokens: Mapped[int | None] = mapped_column(Integer)
-    output_tokens: Mapped[int | None] = mapped_column(Integer)
-    cost: Mapped[float | None] = mapped_column(Float)
-
-
 class CachedResponse(Base):
     """The opt-in response cache, keyed by a hash of the rendered request."""
 
@@ -140,4 +114,22 @@ class CachedResponse(Base):
     output: Mapped[str] = mapped_column(Text)
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RunEvent(Base):
+    """One event of one run. `seq` counts from 1 per run with no gaps: it is allocated from
+    `runs.event_seq` under the run's row lock, so events commit in `seq` order."""
+
+    __tablename__ = "run_events"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

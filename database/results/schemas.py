@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from database.evaluations.schemas import EvaluationRead
 from utils.schemas import InputModel, OutputModel
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -60,20 +61,6 @@ class RunRead(OutputModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-
-
-class EvaluationRead(OutputModel):
-    id: uuid.UUID
-    metric_id: uuid.UUID | None
-    metric_name: str
-    metric_type: str
-    score: float
-    passed: bool
-    reason: str | None
-    error: str | None
-    input_tokens: int | None
-    output_tokens: int | None
-    cost: float | None
 
 
 class ResultRead(OutputModel):

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
-from xml.etree import ElementTree
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict, InvalidInput, NotFound
-from app.runtime import Runtime, get_runtime
-from database.evaluations import crud as metric_crud
-from database.evaluations.schemas import is_judge
+from database.evaluations import crud as evaluation_crud
+from database.evaluations.catalogue import is_judge
+from database.evaluations.schemas import EvaluationRead
 from database.models import crud as model_crud
 from database.projects import crud as project_crud
 from database.prompts import crud as prompt_crud
 from database.prompts import service as prompt_service
-from database.results import crud
+from database.results import crud, events
+from database.results.export import export_results
 from database.results.models import TERMINAL, Result, Run
 from database.results.schemas import (
-    EvaluationRead,
     GroupSummary,
     MetricSummary,
     ResultRead,
@@ -31,14 +27,16 @@ from database.results.schemas import (
     RunCreate,
     RunRead,
     RunSummary,
+    StreamToken,
 )
+from database.test_sets import crud as test_set_crud
 from database.test_sets import service as test_set_service
-from notifications import run_events
 from tasks import queue
-from utils.auth import Principal
+from utils.auth import Principal, issue_stream_token
+from utils.errors import Conflict, InvalidInput, NotFound
+from utils.runtime import Runtime, get_runtime
 
-CHUNK_JOB = "run.chunk"
-LEGACY_START_JOB = "run.start"  # queued by earlier versions; see executor.start_legacy_run
+CHUNK_JOB = "run.chunk"  # a run is queued as chunks of its cases; the engine's handler runs them
 
 
 async def get_run_or_404(
@@ -57,7 +55,7 @@ async def _frozen_metrics(
     project_id: uuid.UUID,
     judge: uuid.UUID | None,
 ) -> list[dict[str, Any]]:
-    metrics = await metric_crud.get_metrics(session, metric_ids)
+    metrics = await evaluation_crud.get_metrics(session, metric_ids)
     known = {m.id for m in metrics if m.project_id == project_id}
     unknown = [str(i) for i in metric_ids if i not in known]
     if unknown:
@@ -121,7 +119,7 @@ async def create_run(
     metric_ids = (
         body.metric_ids
         if body.metric_ids is not None
-        else await metric_crud.test_set_metric_ids(session, test_set.id)
+        else await evaluation_crud.test_set_metric_ids(session, test_set.id)
     )
     metrics = await _frozen_metrics(
         session, metric_ids, project_id=project.id, judge=project.default_judge_model_id
@@ -175,7 +173,7 @@ async def cancel_run(session: AsyncSession, run: Run) -> Run:
     if run.status in TERMINAL:
         raise Conflict(f"The run has already ended ({run.status})")
     if await crud.set_status(session, run.id, "cancelled"):
-        await run_events.record_end(session, run, "cancelled")
+        await events.record_end(session, run, "cancelled")
     return await get_run_or_404(session, run.id)
 
 
@@ -212,7 +210,7 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
 
 async def to_reads(session: AsyncSession, runs: Sequence[Run]) -> list[RunRead]:
     counts = await crud.counts(session, [r.id for r in runs])
-    numbers = await crud.version_numbers(session, [r.test_set_version_id for r in runs])
+    numbers = await test_set_crud.version_numbers(session, [r.test_set_version_id for r in runs])
     reads = []
     for run in runs:
         done, passed, failed, errored = counts[run.id]
@@ -251,9 +249,9 @@ async def result_reads(
     """Results with their evaluations; `whole_run` fetches them by run, not by id list (a
     large run's ids would exceed the driver's limit on query parameters)."""
     if whole_run is not None:
-        evaluations = await crud.run_evaluations(session, whole_run)
+        evaluations = await evaluation_crud.run_evaluations(session, whole_run)
     else:
-        evaluations = await crud.evaluations_of(session, [r.id for r in results])
+        evaluations = await evaluation_crud.evaluations_of(session, [r.id for r in results])
     return [
         ResultRead.model_validate(result).model_copy(
             update={
@@ -266,6 +264,13 @@ async def result_reads(
     ]
 
 
+async def read_result(session: AsyncSession, result_id: uuid.UUID) -> ResultRead:
+    result = await crud.get_result(session, result_id)
+    if result is None:
+        raise NotFound("Result not found")
+    return (await result_reads(session, [result]))[0]
+
+
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -273,7 +278,7 @@ def _rate(part: int, whole: int) -> float | None:
 async def summary(session: AsyncSession, run: Run) -> RunSummary:
     read = (await to_reads(session, [run]))[0]
     stats = await crud.result_stats(session, run.id)
-    metric_rows = await crud.metric_stats(session, run.id)
+    metric_rows = await evaluation_crud.metric_stats(session, run.id)
     groups = {
         field: [
             GroupSummary(value=value, results=count, pass_rate=_round(rate))
@@ -308,84 +313,83 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return round(float(value), digits) if value is not None else None
 
 
-# --- export ---------------------------------------------------------------------------------
-
-EXPORT_COLUMNS = (
-    "position",
-    "repetition",
-    "test_id",
-    "status",
-    "input",
-    "output",
-    "latency_ms",
-    "input_tokens",
-    "output_tokens",
-    "cost",
-    "error_type",
-    "error_message",
-)
+# --- streams and exports --------------------------------------------------------------------
 
 
-def _input_text(value: dict[str, Any]) -> str:
-    return value.get("text") or json.dumps(value.get("messages") or value, ensure_ascii=False)
-
-
-def export_results(run: Run, results: Sequence[ResultRead], fmt: str) -> bytes:
-    if fmt == "json":
-        return json.dumps(
-            [r.model_dump(mode="json") for r in results], ensure_ascii=False, indent=2
-        ).encode()
-    if fmt == "csv":
-        metric_names = sorted({e.metric_name for r in results for e in r.evaluations})
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow([*EXPORT_COLUMNS, *(f"score:{n}" for n in metric_names)])
-        for r in results:
-            scores = {e.metric_name: e.score for e in r.evaluations}
-            row = r.model_dump(mode="json")
-            row["input"] = _input_text(r.input)
-            writer.writerow(
-                [_cell(row[c]) for c in EXPORT_COLUMNS] + [scores.get(n, "") for n in metric_names]
-            )
-        return buffer.getvalue().encode()
-    return _junit(run, results)
-
-
-def _cell(value: Any) -> Any:
-    """Spreadsheet formula cells are neutralised, as in test-set exports."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
-
-
-def _junit(run: Run, results: Sequence[ResultRead]) -> bytes:
-    suite = ElementTree.Element(
-        "testsuite",
-        name=run.name or f"assay run {run.id}",
-        tests=str(len(results)),
-        failures=str(sum(r.status == "failed" for r in results)),
-        errors=str(sum(r.status == "errored" for r in results)),
-        time=f"{sum((r.latency_ms or 0) for r in results) / 1000:.3f}",
+def stream_token(runtime: Runtime, principal: Principal, run: Run) -> StreamToken:
+    token, expires_at = issue_stream_token(
+        secret=runtime.secret_key,
+        run_id=run.id,
+        organization_id=principal.organization_id,
+        lifetime=timedelta(minutes=runtime.settings.stream_token_minutes),
     )
-    for r in results:
-        case = ElementTree.SubElement(
-            suite,
-            "testcase",
-            classname=f"assay.{run.id}",
-            name=f"case {r.position}" + (f" #{r.repetition + 1}" if run.repetitions > 1 else ""),
-            time=f"{(r.latency_ms or 0) / 1000:.3f}",
-        )
-        if r.status == "failed":
-            failed = [e for e in r.evaluations if not e.passed]
-            failure = ElementTree.SubElement(
-                case, "failure", message="; ".join(f"{e.metric_name}: {e.reason}" for e in failed)
-            )
-            failure.text = r.output or ""
-        elif r.status == "errored":
-            error = ElementTree.SubElement(
-                case, "error", message=r.error_message or "", type=r.error_type or "error"
-            )
-            error.text = r.error_message or ""
-        output = ElementTree.SubElement(case, "system-out")
-        output.text = r.output or ""
-    return ElementTree.tostring(suite, encoding="utf-8", xml_declaration=True)
+    return StreamToken(
+        token=token,
+        expires_at=expires_at,
+        events_url=f"/public/runs/{run.id}/events?token={token}",
+        page_url=f"/public/runs/{run.id}?token={token}",
+    )
+
+
+async def export_run(session: AsyncSession, run: Run, fmt: str) -> bytes:
+    results = await result_reads(session, await crud.all_results(session, run.id), whole_run=run.id)
+    return export_results(run, results, fmt)
+
+
+# --- execution: what the engine records as it runs a run's chunks ---------------------------
+
+
+async def start_chunk(session: AsyncSession, run: Run) -> None:
+    """A chunk starts: the first one marks a queued run running."""
+    if run.status == "queued" and await crud.set_status(
+        session, run.id, "running", only_from=("queued",)
+    ):
+        await events.record(session, run, [events.started(run)])
+
+
+async def record_batch(
+    session: AsyncSession,
+    run: Run,
+    batch: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]],
+) -> None:
+    """Results with their evaluations (a result already written, by an earlier attempt at the
+    chunk, is skipped with its evaluations), then their events and the run's counts."""
+    inserted = await crud.insert_results(session, [result for result, _ in batch])
+    await evaluation_crud.insert_evaluations(
+        session,
+        [
+            {**evaluation, "result_id": result["id"]}
+            for result, evaluations in batch
+            if result["id"] in inserted
+            for evaluation in evaluations
+        ],
+    )
+    recorded = [
+        events.result_recorded(result, evaluations)
+        for result, evaluations in batch
+        if result["id"] in inserted
+    ]
+    if recorded:
+        await events.record_progress(session, run, recorded)
+
+
+async def close_chunk(
+    session: AsyncSession, run: Run, positions: Sequence[int], *, expected: int
+) -> int:
+    """How many results the chunk still misses; with none missing anywhere, the run
+    completes (in this same transaction)."""
+    missing = expected - await crud.count_results(session, run.id, positions)
+    if (
+        not missing
+        and await crud.count_results(session, run.id) >= run.total
+        and await crud.set_status(session, run.id, "completed")
+    ):
+        await events.record_end(session, run, "completed")
+    return missing
+
+
+async def fail_run(session: AsyncSession, run_id: uuid.UUID, error: str) -> None:
+    """The run's work gave up for good: it ends as failed rather than running forever."""
+    run = await crud.get_run(session, run_id)
+    if run is not None and await crud.set_status(session, run_id, "failed", error=error[:2000]):
+        await events.record_end(session, run, "failed", error=error[:2000])

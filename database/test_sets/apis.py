@@ -7,8 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from starlette.datastructures import UploadFile
 
-from app.deps import DbSession, Member, RuntimeDep, Viewer
-from app.errors import InvalidInput, PayloadTooLarge
+from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.test_sets import crud, service
 from database.test_sets.io import detect_format
 from database.test_sets.schemas import (
@@ -23,10 +22,13 @@ from database.test_sets.schemas import (
     VersionCreate,
     VersionRead,
 )
-from utils.crud import apply_update, refuse_nulls
-from utils.pagination import Page, Pagination
+from database.tests.schemas import BulkCreated, TestBulkCreate
+from utils.errors import InvalidInput, PayloadTooLarge
+from utils.schemas import Page
 
 router = APIRouter(prefix="/test-sets", tags=["test sets"])
+# Creating tests in bulk may add them to a set: the route is under /tests, its logic is here.
+tests_router = APIRouter(prefix="/tests", tags=["tests"])
 # Version numbers are int4 columns: a larger number would fail in the driver (a 500), not 404.
 MAX_VERSION = 2**31 - 1
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
@@ -88,16 +90,25 @@ async def update_test_set(
     test_set_id: uuid.UUID, body: TestSetUpdate, session: DbSession, _: Member
 ) -> TestSetRead:
     test_set = await service.get_test_set_or_404(session, test_set_id)
-    changes = body.model_dump(exclude_unset=True)
-    refuse_nulls(changes, "name")
-    apply_update(test_set, changes)
-    await crud.save_test_set(session)
+    await service.update_test_set(session, test_set, body)
     return await _one(session, test_set_id)
 
 
 @router.delete("/{test_set_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_test_set(test_set_id: uuid.UUID, session: DbSession, _: Member) -> None:
     await crud.delete_test_set(session, await service.get_test_set_or_404(session, test_set_id))
+
+
+@tests_router.post(
+    "/bulk",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create up to 1,000 tests in one transaction (all or nothing)",
+)
+async def create_tests_bulk(
+    body: TestBulkCreate, session: DbSession, principal: Member
+) -> BulkCreated:
+    ids = await service.create_tests_bulk(session, principal, body)
+    return BulkCreated(created=len(ids), ids=ids)
 
 
 # --- membership -----------------------------------------------------------------------------

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ARRAY, Uuid, any_, bindparam, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.test_sets.models import TestSet, TestSetMember, TestSetVersion, TestSetVersionCase
-from database.tests.models import TestCase
-from utils.crud import flush_unique, paginate
+from database.test_sets.models import TestSet, TestSetVersion, TestSetVersionCase
+from database.tests.models import TestCase, TestSetMember
+from utils.crud import flush_unique, int_array, paginate
 
 DUPLICATE_NAME = "A test set with this name already exists in the project"
 BATCH = 1000
@@ -256,3 +257,36 @@ async def list_version_cases(
         items = list(rows.all())
         return items, len(items)
     return await paginate(session, query, limit=limit, offset=offset)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionCase:
+    """A case of a pinned version, as a run executes it (plain values: chunks read hundreds)."""
+
+    position: int
+    test_id: uuid.UUID | None
+    case: dict[str, Any]
+
+
+async def version_cases(
+    session: AsyncSession, version_id: uuid.UUID, positions: Sequence[int]
+) -> list[VersionCase]:
+    """The version's cases at `positions`, in order."""
+    rows = await session.execute(
+        select(TestSetVersionCase.position, TestSetVersionCase.test_id, TestSetVersionCase.case)
+        .where(
+            TestSetVersionCase.version_id == version_id,
+            TestSetVersionCase.position == any_(int_array("positions", positions)),
+        )
+        .order_by(TestSetVersionCase.position)
+    )
+    return [VersionCase(*row) for row in rows.all()]
+
+
+async def version_numbers(
+    session: AsyncSession, version_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    rows = await session.execute(
+        select(TestSetVersion.id, TestSetVersion.number).where(TestSetVersion.id.in_(version_ids))
+    )
+    return {version_id: number for version_id, number in rows.all()}

@@ -11,8 +11,9 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import ValidationError
 
-from app.errors import InvalidInput, UnsupportedMediaType
 from database.tests.schemas import TestCaseFields
+from utils.csv_cells import guard_formula, unguard_formula
+from utils.errors import InvalidInput, UnsupportedMediaType
 
 Format = Literal["csv", "json", "jsonl"]
 # Where a record starts ({"line": n}, plus "item" in JSON) and either its fields or its errors.
@@ -68,11 +69,6 @@ CSV_COLUMNS = [
     "metadata",
 ]
 
-# Cells a spreadsheet would run as a formula get a leading quote on export. Matching any run of
-# quotes before the trigger (and removing exactly one on import) keeps values that already start
-# with "'=" intact through a round trip.
-_FORMULA = re.compile(r"'*[=+\-@\t\r]")
-_QUOTED_FORMULA = re.compile(r"'+[=+\-@\t\r]")
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
@@ -175,11 +171,7 @@ def _export_cell(value: Any) -> str:
         return ""
     if not isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False)
-    return "'" + value if _FORMULA.match(value) else value
-
-
-def _import_cell(cell: str) -> str:
-    return cell[1:] if _QUOTED_FORMULA.match(cell) else cell
+    return guard_formula(value)
 
 
 def _field_name(key: str) -> str | None:
@@ -259,7 +251,7 @@ def _csv_rows(text: str) -> Iterator[Row]:
         extras: dict[str, Any] = {}
         bad: list[dict[str, Any]] = []
         for index, raw_cell in enumerate(row):
-            cell = _import_cell(raw_cell)
+            cell = unguard_formula(raw_cell)
             if not cell.strip():
                 continue
             column = columns[index] if index < len(columns) else None

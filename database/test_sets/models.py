@@ -39,24 +39,6 @@ class TestSet(IdMixin, TimestampMixin, Base):
     published_revision: Mapped[int | None] = mapped_column(BigInteger)
 
 
-class TestSetMember(Base):
-    """A test's place in a set; positions order the set (gaps are allowed)."""
-
-    __tablename__ = "test_set_members"
-    __test__ = False
-
-    test_set_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("test_sets.id", ondelete="CASCADE"), primary_key=True
-    )
-    test_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("tests.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
-    )
-    position: Mapped[int] = mapped_column(Integer)
-
-
 class TestSetVersion(IdMixin, Base):
     """An immutable snapshot of a set's cases (the runtime role may not UPDATE it)."""
 

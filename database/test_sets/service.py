@@ -10,15 +10,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidInput, NotFound
 from database.projects.service import require_project
 from database.test_sets import crud
 from database.test_sets.io import Format, export_cases, parse_cases
 from database.test_sets.models import TestSet, TestSetVersion
-from database.test_sets.schemas import TestSetCreate, TestSetRead
+from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
 from database.tests import crud as test_crud
-from database.tests.schemas import TestCaseFields
+from database.tests.schemas import TestBulkCreate, TestCaseFields
 from utils.auth import Principal
+from utils.crud import apply_update, refuse_nulls
+from utils.errors import InvalidInput, NotFound
 
 
 async def get_test_set_or_404(
@@ -74,6 +75,34 @@ async def create_test_set(
             session, test_set=test_set, test_ids=body.test_ids, first_position=0
         )
     return test_set
+
+
+async def update_test_set(session: AsyncSession, test_set: TestSet, body: TestSetUpdate) -> None:
+    changes = body.model_dump(exclude_unset=True)
+    refuse_nulls(changes, "name")
+    apply_update(test_set, changes)
+    await crud.save_test_set(session)
+
+
+async def create_tests_bulk(
+    session: AsyncSession, principal: Principal, body: TestBulkCreate
+) -> list[uuid.UUID]:
+    """Creates tests in one go and, given a set of the same project, appends them to it."""
+    await require_project(session, body.project_id, field="project_id")
+    test_set = None
+    if body.test_set_id is not None:
+        test_set = await require_test_set(session, body.test_set_id, field="test_set_id")
+        if test_set.project_id != body.project_id:
+            raise InvalidInput("belongs to another project", field="test_set_id")
+    ids = await test_crud.insert_tests(
+        session,
+        organization_id=principal.organization_id,
+        project_id=body.project_id,
+        cases=[case.model_dump(mode="json") for case in body.tests],
+    )
+    if test_set is not None:
+        await append_members(session, test_set, ids)
+    return ids
 
 
 # --- membership -----------------------------------------------------------------------------

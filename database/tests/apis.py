@@ -4,21 +4,15 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel
 
-from app.deps import DbSession, Member, Viewer
+from database.deps import DbSession, Member, Pagination, Viewer
 from database.tests import crud, service
 from database.tests.crud import TestFilters, TestSort
-from database.tests.schemas import TestBulkCreate, TestCreate, TestRead, TestUpdate
-from utils.pagination import Page, Pagination
+from database.tests.schemas import TestCreate, TestRead, TestUpdate
+from utils.schemas import Page
 
 router = APIRouter(prefix="/tests", tags=["tests"])
 Filter = Annotated[str | None, Query(max_length=200)]
-
-
-class BulkCreated(BaseModel):
-    created: int
-    ids: list[uuid.UUID]
 
 
 @router.get("", summary="Tests, filtered, sorted and paginated")
@@ -58,18 +52,6 @@ async def list_tests(
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_test(body: TestCreate, session: DbSession, principal: Member) -> TestRead:
     return TestRead.model_validate(await service.create_test(session, principal, body))
-
-
-@router.post(
-    "/bulk",
-    status_code=status.HTTP_201_CREATED,
-    summary="Create up to 1,000 tests in one transaction (all or nothing)",
-)
-async def create_tests_bulk(
-    body: TestBulkCreate, session: DbSession, principal: Member
-) -> BulkCreated:
-    ids = await service.create_bulk(session, principal, body)
-    return BulkCreated(created=len(ids), ids=ids)
 
 
 @router.get("/{test_id}")

@@ -11,8 +11,7 @@ from sqlalchemy import Select, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import new_id
-from database.test_sets.models import TestSetMember
-from database.tests.models import TestCase
+from database.tests.models import TestCase, TestSetMember
 from utils.crud import paginate
 
 TestSort = Literal["created_at", "-created_at", "topic", "category", "behavior", "position"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -35,3 +35,25 @@ class TestCase(IdMixin, TimestampMixin, Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list)
     variables: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+
+
+class TestSetMember(Base):
+    """A test's place in a set; positions order the set (gaps are allowed).
+
+    Declared with the tests, so that listing tests can filter and sort by set without the
+    tests knowing test sets; the set's membership queries are test_sets' (test sets are built
+    on tests, never the other way round)."""
+
+    __tablename__ = "test_set_members"
+    __test__ = False
+
+    test_set_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("test_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    test_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tests.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)

@@ -98,3 +98,8 @@ class TestBulkCreate(InputModel):
         default=None, description="Also append the new tests to this test set"
     )
     tests: list[TestCaseFields] = Field(min_length=1, max_length=MAX_BULK)
+
+
+class BulkCreated(OutputModel):
+    created: int
+    ids: list[uuid.UUID]

@@ -1,4 +1,4 @@
-"""Tests: creation one by one or in bulk; a case's fields as stored."""
+"""Tests: creation and edits (bulk creation, which may add to a set, is test_sets')."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import InvalidInput, NotFound
 from database.projects.service import require_project
-from database.test_sets import service as test_set_service
 from database.tests import crud
 from database.tests.models import TestCase
-from database.tests.schemas import TestBulkCreate, TestCaseFields, TestCreate, TestUpdate
+from database.tests.schemas import TestCaseFields, TestCreate, TestUpdate
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
+from utils.errors import InvalidInput, NotFound
 
 NOT_NULL = ("context", "tags", "variables", "metadata")
 
@@ -38,28 +37,6 @@ async def create_test(session: AsyncSession, principal: Principal, body: TestCre
             **fields,
         ),
     )
-
-
-async def create_bulk(
-    session: AsyncSession, principal: Principal, body: TestBulkCreate
-) -> list[uuid.UUID]:
-    await require_project(session, body.project_id, field="project_id")
-    test_set = None
-    if body.test_set_id is not None:
-        test_set = await test_set_service.require_test_set(
-            session, body.test_set_id, field="test_set_id"
-        )
-        if test_set.project_id != body.project_id:
-            raise InvalidInput("belongs to another project", field="test_set_id")
-    ids = await crud.insert_tests(
-        session,
-        organization_id=principal.organization_id,
-        project_id=body.project_id,
-        cases=[case.model_dump(mode="json") for case in body.tests],
-    )
-    if test_set is not None:
-        await test_set_service.append_members(session, test_set, ids)
-    return ids
 
 
 async def update_test(session: AsyncSession, test: TestCase, body: TestUpdate) -> TestCase:

@@ -1,15 +1,30 @@
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, status
 
-from app.deps import CurrentPrincipal, DbSession, OptionalPrincipal, RuntimeDep, auth_rate_limit
-from app.errors import NotFound
-from database.users import crud, service
+from database.deps import (
+    Admin,
+    CurrentOrganization,
+    CurrentPrincipal,
+    DbSession,
+    OptionalPrincipal,
+    Owner,
+    Pagination,
+    RuntimeDep,
+    Viewer,
+    auth_rate_limit,
+)
+from database.users import members, service
 from database.users.schemas import (
     LogoutRequest,
+    MemberCreate,
+    MemberRead,
+    MemberUpdate,
     MeRead,
+    OwnershipTransfer,
     RefreshRequest,
     RegisterRequest,
     RegisterResponse,
@@ -17,9 +32,11 @@ from database.users.schemas import (
     TokenPair,
     UserUpdate,
 )
+from utils.schemas import Page
 
 auth_router = APIRouter(prefix="/auth", tags=["auth"])
 users_router = APIRouter(prefix="/users", tags=["users"])
+members_router = APIRouter(prefix="/organizations", tags=["organizations"])
 
 
 @auth_router.post(
@@ -80,32 +97,64 @@ async def switch_organization(
 
 @users_router.get("/me")
 async def read_me(session: DbSession, principal: CurrentPrincipal) -> MeRead:
-    user = await crud.get_user(session, principal.require_user())
-    if user is None:
-        raise NotFound("User not found")
-    return MeRead(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        created_at=user.created_at,
-        organization_id=principal.organization_id,
-        role=principal.role,
-    )
+    return await service.read_me(session, principal)
 
 
 @users_router.patch("/me", summary="Change your name or password")
 async def update_me(
     body: UserUpdate, session: DbSession, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> MeRead:
-    user = await crud.get_user(session, principal.require_user())
-    if user is None:
-        raise NotFound("User not found")
-    if body.name is not None:
-        user.name = body.name
-    if body.password is not None:
-        assert body.current_password is not None
-        await service.change_password(
-            session, runtime, principal, user, body.current_password, body.password
-        )
-    await session.flush()
-    return await read_me(session, principal)
+    return await service.update_me(session, runtime, principal, body)
+
+
+# --- members of an organization -------------------------------------------------------------
+
+
+@members_router.post("/{organization_id}/transfer-ownership", summary="Hand the organization over")
+async def transfer_ownership(
+    body: OwnershipTransfer, _: CurrentOrganization, session: DbSession, principal: Owner
+) -> list[MemberRead]:
+    return await members.transfer_ownership(session, principal, body.user_id)
+
+
+@members_router.get("/{organization_id}/members")
+async def list_members(
+    organization_id: CurrentOrganization, session: DbSession, _: Viewer, page: Pagination
+) -> Page[MemberRead]:
+    items, total = await members.list_members(
+        session, organization_id, limit=page.limit, offset=page.offset
+    )
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@members_router.post(
+    "/{organization_id}/members",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a registered user by email",
+)
+async def add_member(
+    body: MemberCreate, _: CurrentOrganization, session: DbSession, principal: Admin
+) -> MemberRead:
+    return await members.add_member(session, principal, body.email, body.role)
+
+
+@members_router.patch("/{organization_id}/members/{user_id}")
+async def update_member(
+    user_id: uuid.UUID,
+    body: MemberUpdate,
+    _: CurrentOrganization,
+    session: DbSession,
+    principal: Admin,
+) -> MemberRead:
+    return await members.change_member_role(session, principal, user_id, body.role)
+
+
+@members_router.delete(
+    "/{organization_id}/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a member (admins), or leave (anyone, for themselves)",
+)
+async def remove_member(
+    user_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: CurrentPrincipal
+) -> None:
+    await members.remove_member(session, principal, user_id)

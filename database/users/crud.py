@@ -10,9 +10,9 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Conflict
 from database.organizations.models import Membership
 from database.users.models import AuthSession, RefreshToken, User
+from utils.errors import Conflict
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,10 @@ async def create_user(session: AsyncSession, user: User) -> User:
     except IntegrityError as exc:
         raise Conflict("A user with this email already exists") from exc
     return user
+
+
+async def save_user(session: AsyncSession) -> None:
+    await session.flush()
 
 
 async def create_auth_session(
@@ -166,3 +170,22 @@ async def mark_refresh_token_used(session: AsyncSession, token_id: uuid.UUID) ->
 
 async def get_auth_session(session: AsyncSession, session_id: uuid.UUID) -> AuthSession | None:
     return await session.get(AuthSession, session_id)
+
+
+# --- members of an organization (memberships, with the users they are) ----------------------
+
+
+async def list_members(
+    session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
+) -> tuple[list[tuple[Membership, User]], int]:
+    where = Membership.organization_id == organization_id
+    total = await session.scalar(select(func.count()).select_from(Membership).where(where))
+    rows = await session.execute(
+        select(Membership, User)
+        .join(User, User.id == Membership.user_id)
+        .where(where)
+        .order_by(Membership.created_at, Membership.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [(m, u) for m, u in rows.all()], total or 0

@@ -84,3 +84,32 @@ class UserUpdate(InputModel):
             if problem:
                 raise ValueError(f"password {problem}")
         return self
+
+
+# --- members of an organization -------------------------------------------------------------
+
+
+class MemberCreate(InputModel):
+    email: EmailStr = Field(max_length=320)
+    role: Role = Role.member
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class MemberUpdate(InputModel):
+    role: Role
+
+
+class MemberRead(OutputModel):
+    user_id: uuid.UUID
+    email: str
+    name: str
+    role: Role
+    created_at: datetime
+
+
+class OwnershipTransfer(InputModel):
+    user_id: uuid.UUID = Field(description="The member who becomes an owner; you become an admin")

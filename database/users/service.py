@@ -1,4 +1,5 @@
-"""Authentication flows: register, login, token refresh and rotation, logout, switching org."""
+"""Authentication: register, login, token refresh and rotation, logout, switching organization,
+and the check of every request's credential; your own account."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-from app.runtime import Runtime
-from database.core import new_id, set_tenant
+from database.core import Tenant, acting_as, enter_tenant, new_id
 from database.organizations import crud as org_crud
+from database.organizations import service as org_service
 from database.organizations.models import Organization
 from database.organizations.schemas import OrganizationRead
 from database.users import crud
 from database.users.models import AuthSession, User
-from database.users.schemas import RegisterRequest, RegisterResponse, TokenPair, UserRead
+from database.users.schemas import (
+    MeRead,
+    RegisterRequest,
+    RegisterResponse,
+    TokenPair,
+    UserRead,
+    UserUpdate,
+)
 from utils.auth import (
     InvalidToken,
     Principal,
@@ -23,9 +30,12 @@ from utils.auth import (
     decode_access_token,
     hash_secret,
     issue_access_token,
+    looks_like_api_key,
     new_refresh_token,
     password_problem,
 )
+from utils.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from utils.runtime import Runtime
 
 BAD_CREDENTIALS = "Incorrect email or password"
 
@@ -40,7 +50,7 @@ async def register(
     session: AsyncSession, runtime: Runtime, request: RegisterRequest
 ) -> RegisterResponse:
     user_id, organization_id = new_id(), new_id()
-    await set_tenant(session, organization_id=organization_id, user_id=user_id)
+    await enter_tenant(session, Tenant(organization_id, user_id))
     password_hash = await runtime.hasher.hash(request.password)
     user = await crud.create_user(
         session,
@@ -68,11 +78,11 @@ async def login(session: AsyncSession, runtime: Runtime, email: str, password: s
     ok = await runtime.hasher.verify(password, candidate.password_hash if candidate else None)
     if candidate is None or not ok or not candidate.is_active:
         raise Unauthorized(BAD_CREDENTIALS)
-    await set_tenant(session, organization_id=None, user_id=candidate.id)
+    await enter_tenant(session, Tenant(None, candidate.id))
     membership = await org_crud.first_membership(session, candidate.id)
     if membership is None:
         raise Forbidden("This account belongs to no organization")
-    await set_tenant(session, organization_id=membership.organization_id, user_id=candidate.id)
+    await enter_tenant(session, Tenant(membership.organization_id, candidate.id))
     return await _issue_tokens(
         session, runtime, candidate.id, membership.organization_id, Role(membership.role)
     )
@@ -82,7 +92,7 @@ async def refresh(session: AsyncSession, runtime: Runtime, refresh_token: str) -
     found = await crud.find_refresh_token(session, hash_secret(refresh_token))
     if found is None or found.session_revoked_at is not None:
         raise Unauthorized("The refresh token is not valid")
-    await set_tenant(session, organization_id=found.organization_id, user_id=found.user_id)
+    await enter_tenant(session, Tenant(found.organization_id, found.user_id))
     if found.used_at is None and found.expires_at <= datetime.now(UTC):
         raise Unauthorized("The refresh token has expired")
     if found.used_at is not None or not await crud.mark_refresh_token_used(session, found.id):
@@ -108,7 +118,7 @@ async def logout(
         found = await crud.find_refresh_token(session, hash_secret(refresh_token))
         if found is None:
             raise Unauthorized("The refresh token is not valid")
-        await set_tenant(session, organization_id=found.organization_id, user_id=found.user_id)
+        await enter_tenant(session, Tenant(found.organization_id, found.user_id))
         await crud.revoke_auth_session(session, found.session_id)
         return
     if principal is None or principal.session_id is None:
@@ -120,11 +130,25 @@ async def switch_organization(
     session: AsyncSession, runtime: Runtime, principal: Principal, organization_id: uuid.UUID
 ) -> TokenPair:
     user_id = principal.require_user()
-    await set_tenant(session, organization_id=organization_id, user_id=user_id)
+    await enter_tenant(session, Tenant(organization_id, user_id))
     membership = await org_crud.get_membership(session, organization_id, user_id)
     if membership is None:
         raise NotFound("Organization not found")
     return await _issue_tokens(session, runtime, user_id, organization_id, Role(membership.role))
+
+
+async def authenticate(
+    session: AsyncSession, runtime: Runtime, *, bearer: str | None, api_key: str | None
+) -> Principal | None:
+    """Who the request's credential belongs to (see database.deps.Authenticator): an API key
+    (X-API-Key, or as the bearer token), else an access token."""
+    if api_key:
+        return await org_service.authenticate_api_key(session, api_key)
+    if bearer is None:
+        return None
+    if looks_like_api_key(bearer):
+        return await org_service.authenticate_api_key(session, bearer)
+    return await authenticate_access_token(session, runtime, bearer)
 
 
 async def authenticate_access_token(
@@ -134,7 +158,7 @@ async def authenticate_access_token(
         claims = decode_access_token(token, secret=runtime.secret_key)
     except InvalidToken as exc:
         raise Unauthorized(str(exc)) from exc
-    await set_tenant(session, organization_id=claims.organization_id, user_id=claims.user_id)
+    await enter_tenant(session, Tenant(claims.organization_id, claims.user_id))
     current = await crud.get_session_role(session, claims.session_id)
     if current is None or not current[1]:
         raise Unauthorized("The session has ended; log in again")
@@ -163,9 +187,8 @@ async def change_password(
     # Sessions are visible one organization at a time (row-level security): end the other
     # sessions in each of the user's organizations, then act in the current one again.
     for organization_id in await crud.user_organization_ids(session, user.id):
-        await set_tenant(session, organization_id=organization_id, user_id=user.id)
-        await crud.revoke_user_sessions(session, user.id, except_session=principal.session_id)
-    await set_tenant(session, organization_id=principal.organization_id, user_id=user.id)
+        async with acting_as(session, Tenant(organization_id, user.id)):
+            await crud.revoke_user_sessions(session, user.id, except_session=principal.session_id)
 
 
 async def _issue_tokens(
@@ -204,3 +227,37 @@ async def _token_pair(
         refresh_token=refresh_token,
         expires_in=int(runtime.access_token_lifetime.total_seconds()),
     )
+
+
+# --- your own account -----------------------------------------------------------------------
+
+
+async def read_me(session: AsyncSession, principal: Principal) -> MeRead:
+    user = await crud.get_user(session, principal.require_user())
+    if user is None:
+        raise NotFound("User not found")
+    return MeRead(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        created_at=user.created_at,
+        organization_id=principal.organization_id,
+        role=principal.role,
+    )
+
+
+async def update_me(
+    session: AsyncSession, runtime: Runtime, principal: Principal, body: UserUpdate
+) -> MeRead:
+    user = await crud.get_user(session, principal.require_user())
+    if user is None:
+        raise NotFound("User not found")
+    if body.name is not None:
+        user.name = body.name
+    if body.password is not None:
+        assert body.current_password is not None
+        await change_password(
+            session, runtime, principal, user, body.current_password, body.password
+        )
+    await crud.save_user(session)
+    return await read_me(session, principal)

@@ -146,8 +146,8 @@ async def test_every_log_line_of_a_request_carries_its_id(app, database, capsys)
 
 
 async def test_cors_allows_configured_origins_only(database):
-    from app.config import Settings
     from app.main import create_app
+    from utils.config import Settings
 
     app = create_app(Settings(cors_origins=["https://dash.example"]))
     transport = httpx.ASGITransport(app=app)

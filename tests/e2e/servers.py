@@ -95,6 +95,19 @@ def start_server(env: dict[str, str], log_path: Path) -> Server:
     return Server(port=port, process=process, log_path=log_path, _log=handle)
 
 
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[str]:
+    """A worker-only process (`python -m app worker`): no HTTP, so no health to poll."""
+    handle = open(log_path, "w")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def live_env(data_dir: Path, workers: int) -> dict[str, str]:
     return server_env(
         data_dir,

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.engine.jobs import HANDLERS
 from database.core import asyncpg_connect_args
 from database.setup import DatabaseUrls
-from tasks.handlers import HANDLERS
 from tasks.worker import WorkerPool
 from tests.helpers import Account, register
 

@@ -17,8 +17,9 @@ import pytest
 import uvicorn
 from sqlalchemy import text
 
+from app.engine.jobs import HANDLERS, on_dead
+from database.results import crud as results_crud
 from notifications.service import Notifications, set_notifications
-from tasks.handlers import HANDLERS, on_dead
 from tasks.worker import WorkerPool
 from tests.database.results.conftest import Lab
 from tests.helpers import register
@@ -85,7 +86,9 @@ async def live(
 ) -> AsyncIterator[Live]:
     monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
     monkeypatch.setattr(runtime.settings, "sse_heartbeat_seconds", 0.5)
-    notifications = Notifications(committed_database, database_urls.runtime)
+    notifications = Notifications(
+        committed_database, database_urls.runtime, read_events=results_crud.events_after
+    )
     notifications.hub.poll_seconds = 0.5
     pool = WorkerPool(
         committed_database,

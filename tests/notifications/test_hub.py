@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from database.core import asyncpg_connect_args
+from database.results import crud as results_crud
 from notifications.hub import TOO_SLOW, Hub, Item, StreamEnd, StreamLimits, Subscriber
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL, Publisher
@@ -25,7 +26,13 @@ from tests.notifications.conftest import Event, Live, read_events
 async def own_hub(live: Live, committed_database, database_urls) -> AsyncIterator[Hub]:
     """A hub of the test's own, on its own LISTEN connection (the live fixture publishes)."""
     listener = Listener(database_urls.runtime, reconnect_seconds=0.2)
-    hub = Hub(committed_database, listener, buffer=1000, poll_seconds=0.3)
+    hub = Hub(
+        committed_database,
+        listener,
+        read_events=results_crud.events_after,
+        buffer=1000,
+        poll_seconds=0.3,
+    )
     await hub.start()
     await listener.start()
     try:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from database.evaluations.schemas import validate_parameters
+from database.evaluations.catalogue import validate_parameters
 from tests.helpers import (
     Account,
     add_member,

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.runtime import Runtime
 from tests.fakes.http_app import FakeHttpApp
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
 from tests.helpers import Account, assert_problem, register, tenant_session
 from utils import ssrf
+from utils.runtime import Runtime
 from utils.secrets import SecretBox
 
 MODELS = "/api/v1/models"
@@ -477,7 +477,7 @@ async def test_redirects_are_not_followed(client, owner, fake, team_app, provide
 
 @pytest.mark.usefixtures("private")
 async def test_an_oversized_answer_is_refused_not_buffered(client, owner, monkeypatch):
-    from app.engine import transport
+    from utils import transport
 
     monkeypatch.setattr(transport, "MAX_RESPONSE_BYTES", 64 * 1024)
     with FakeHttpApp(reply=lambda body: {"data": {"answer": "x" * 200_000}}) as app:

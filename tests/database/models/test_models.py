@@ -12,8 +12,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.runtime import Runtime
 from tests.helpers import Account, add_member, assert_problem, register, tenant_session
+from utils.runtime import Runtime
 
 MODELS = "/api/v1/models"
 API_KEY = "sk-live-7Hq2x9Wm4Pz8Rk3Nv6Bt1Yc5Ja0Lf-abcd"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tasks.handlers import HANDLERS, on_dead
+from app.engine.jobs import HANDLERS, on_dead
 from tasks.worker import WorkerPool
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import Account, register

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from app.errors import InvalidInput, UnsupportedMediaType
 from database.test_sets.io import CSV_COLUMNS, detect_format, export_cases, parse_cases
 from database.tests.schemas import TestCaseFields as Case
+from utils.errors import InvalidInput, UnsupportedMediaType
 
 
 def invalid(content: bytes | str, fmt: str, **kwargs: int) -> InvalidInput:

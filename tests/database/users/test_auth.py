@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from app.runtime import Runtime
 from tests.helpers import PASSWORD, WEAK_PASSWORDS, assert_problem, login, register, unique_email
 from utils.auth import PasswordHasher
+from utils.runtime import Runtime
 
 REGISTER = "/api/v1/auth/register"
 
@@ -317,7 +317,7 @@ async def test_login_and_register_are_rate_limited_per_address(client, runtime, 
 
 
 async def test_bcrypt_cost_defaults_to_12():
-    from app.config import Settings
+    from utils.config import Settings
 
     assert Settings.model_fields["bcrypt_rounds"].default == 12
     hasher = PasswordHasher(rounds=12, threads=1)

@@ -10,7 +10,10 @@ from typing import ClassVar
 import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import problem
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -131,10 +134,6 @@ class BodySizeLimitMiddleware:
         return f"The request body is larger than the limit of {self.max_bytes} bytes"
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        from starlette.requests import Request
-
-        from app.errors import problem
-
         response = problem(Request(scope), 413, self._detail())
         await response(scope, _no_receive, send)
 

@@ -1,9 +1,9 @@
 """OpenAI's chat-completions wire format (OpenAI, and every OpenAI-compatible server: Ollama,
-vLLM, LiteLLM, ...), spoken directly over the engine's shared HTTP client (transport.py).
+vLLM, LiteLLM, ...), spoken directly over the shared outbound HTTP client (utils/transport.py).
 
 Measured here at concurrency 50, the official SDK (through pydantic-ai) costs about 3-4 ms of
 CPU per call on top of the HTTP exchange, which alone takes about 0.5 ms: a run's throughput
-is bounded by that overhead, so this most common path skips it (see app/engine/transport.py).
+is bounded by that overhead, so this most common path skips it (see utils/transport.py).
 Other providers still go through pydantic-ai.
 """
 
@@ -13,8 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from app.engine import transport
-from utils import fastjson
+from utils import fastjson, transport
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 PARAMETERS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")

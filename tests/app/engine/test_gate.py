@@ -11,7 +11,7 @@ import pytest
 
 from app.engine import gate as gate_module
 from app.engine.gate import MAX_RETRIES, Breaker, Gate, Pace, call_through, gate_for, retry_delay
-from app.engine.targets import TargetError, TargetReply
+from providers.targets import TargetError, TargetReply
 
 REPLY = TargetReply(output="ok", latency_ms=1.0)
 

@@ -1,4 +1,5 @@
-"""The payloads of run events (documented for clients in app/public.py)."""
+"""A run's events: their types and payloads (documented for clients in app/public.py), recorded
+in the transaction that makes each change (see crud.record_events)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results import crud
 from database.results.models import Run
-from notifications import events
+
+# Event types. A stream ends after a terminal one.
+RUN_STARTED = "run.started"
+RESULT_RECORDED = "result.recorded"
+RUN_PROGRESS = "run.progress"
+RUN_FINISHED = "run.finished"
+RUN_CANCELLED = "run.cancelled"
+TERMINAL_EVENTS = frozenset({RUN_FINISHED, RUN_CANCELLED})
+# Live only, never stored.
+OUTPUT_DELTA = "output.delta"
+EVALUATION_DELTA = "evaluation.delta"
 
 PREVIEW_CHARS = 4000  # of an output in an event; the whole text is in the result
 REASON_CHARS = 1000
@@ -28,7 +39,7 @@ async def counts(session: AsyncSession, run: Run) -> dict[str, Any]:
 
 
 def started(run: Run) -> Event:
-    return events.RUN_STARTED, {
+    return RUN_STARTED, {
         "status": "running",
         "total": run.total,
         "concurrency": run.concurrency,
@@ -39,7 +50,7 @@ def started(run: Run) -> Event:
 
 def result_recorded(result: dict[str, Any], evaluations: list[dict[str, Any]]) -> Event:
     output = result.get("output")
-    return events.RESULT_RECORDED, {
+    return RESULT_RECORDED, {
         "result_id": str(result["id"]),
         "position": result["position"],
         "repetition": result["repetition"],
@@ -69,12 +80,14 @@ def result_recorded(result: dict[str, Any], evaluations: list[dict[str, Any]]) -
 
 
 async def record(session: AsyncSession, run: Run, changes: list[Event]) -> None:
-    await events.record(session, run_id=run.id, organization_id=run.organization_id, events=changes)
+    await crud.record_events(
+        session, run_id=run.id, organization_id=run.organization_id, events=changes
+    )
 
 
 async def record_progress(session: AsyncSession, run: Run, changes: list[Event]) -> None:
     """The changes and, after them, the run's counts as they now stand."""
-    await record(session, run, [*changes, (events.RUN_PROGRESS, await counts(session, run))])
+    await record(session, run, [*changes, (RUN_PROGRESS, await counts(session, run))])
 
 
 async def record_end(
@@ -83,13 +96,13 @@ async def record_end(
     data: dict[str, Any] = {"status": status, **await counts(session, run)}
     if error is not None:
         data["error"] = error
-    kind = events.RUN_CANCELLED if status == "cancelled" else events.RUN_FINISHED
+    kind = RUN_CANCELLED if status == "cancelled" else RUN_FINISHED
     await record(session, run, [(kind, data)])
 
 
 def delta_target(position: int, repetition: int) -> dict[str, Any]:
-    return {"type": events.OUTPUT_DELTA, "position": position, "repetition": repetition}
+    return {"type": OUTPUT_DELTA, "position": position, "repetition": repetition}
 
 
 def delta_judge(position: int, repetition: int, metric: str) -> dict[str, Any]:
-    return {**delta_target(position, repetition), "type": events.EVALUATION_DELTA, "metric": metric}
+    return {**delta_target(position, repetition), "type": EVALUATION_DELTA, "metric": metric}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import InsecureSecretKey, Settings
+from utils.config import InsecureSecretKey, Settings
 
 
 def test_production_without_secret_key_is_refused(tmp_path):

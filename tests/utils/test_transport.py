@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.engine import transport
 from tests.fakes.http_app import FakeHttpApp, Fault
+from utils import transport
 
 
 async def test_a_cookie_set_by_one_answer_is_never_sent_again() -> None:

@@ -1,0 +1,87 @@
+"""One process's life, shared by the API (`python -m app serve`) and a worker-only process
+(`python -m app worker`): start, migrate, check the runtime role, build the notification parts
+and the worker pool, and stop them in reverse order."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import structlog
+
+from app.engine.jobs import HANDLERS, on_dead
+from database.core import Database, set_database
+from database.results import crud as results_crud
+from database.setup import check_runtime_role, prepare_database
+from notifications.service import Notifications, set_notifications
+from tasks.worker import WorkerPool
+from utils.config import Settings
+from utils.runtime import Runtime, set_runtime
+from utils.transport import close_sessions
+
+log = structlog.get_logger(__name__)
+
+
+@asynccontextmanager
+async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[None]:
+    """The process's database, runtime, notifications and (with `workers` > 0) worker pool,
+    for the duration of the block."""
+    runtime = Runtime.from_settings(settings)
+    urls, _ = await prepare_database(settings)
+    database = Database.connect(
+        urls.runtime, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
+    try:
+        await check_runtime_role(database)
+        set_database(database)
+        set_runtime(runtime)
+        notifications = Notifications(
+            database,
+            urls.runtime,
+            read_events=results_crud.events_after,
+            stream_buffer=settings.sse_buffer_events,
+        )
+        pool = (
+            WorkerPool(
+                database,
+                HANDLERS,
+                on_dead=on_dead,
+                concurrency=workers,
+                listener=notifications.listener,
+                lease=timedelta(seconds=settings.job_lease_seconds),
+            )
+            if workers
+            else None
+        )
+        await notifications.start()
+        set_notifications(notifications)
+        try:
+            if pool is not None:
+                await pool.start()
+            tune_garbage_collector()
+            log.info("assay started", embedded_database=settings.embedded, workers=workers)
+            yield
+        finally:
+            if pool is not None:
+                await pool.stop(settings.worker_drain_seconds)
+            set_notifications(None)
+            await notifications.stop()
+            await close_sessions()
+            set_runtime(None)
+    finally:
+        set_database(None)
+        await database.dispose()
+        log.info("assay stopped")
+
+
+def tune_garbage_collector() -> None:
+    """Called once start-up is done. Everything loaded so far (modules, the app, ORM mappers)
+    lives as long as the process: freezing it spares every collection from walking it again.
+    A run allocates many short-lived objects; collecting the young generation every 20,000
+    allocations instead of 700 keeps collections from taking a visible share of the CPU
+    (measured by `make bench`: about a third more cases per second)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)

@@ -1,0 +1,240 @@
+"""One case of a run, once: render the request, get the answer (or the cached one), score every
+metric, and return the result row with its evaluation rows (written later, in batches)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from app.engine.calls import DeltaSink, call_model, cost, delta_sink
+from app.engine.context import JobContext
+from app.engine.judges import judge_for
+from app.engine.plan import Plan
+from database.core import new_id
+from database.evaluations.catalogue import CATALOGUE, score
+from database.evaluations.scoring import MetricSpec, Observation, Verdict
+from database.results import crud, events
+from database.results.models import Run
+from database.test_sets.crud import VersionCase
+from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
+from utils.errors import InvalidInput
+from utils.templates import render
+
+Row = dict[str, Any]
+
+
+async def run_case(
+    ctx: JobContext, run: Run, plan: Plan, case: VersionCase, repetition: int
+) -> tuple[Row, list[Row]]:
+    result = _new_result(run, case, repetition)
+    try:
+        request = _request(case.case, plan)
+    except InvalidInput as exc:
+        sent = {"text": case.case.get("input")}
+        return _errored(result, sent, "prompt_error", exc.detail), []
+    result["input"] = _sent(request)
+    live = delta_sink(run.id, events.delta_target(case.position, repetition))
+    try:
+        reply, cached = await _answer(ctx, run, plan, request, live)
+    except TargetError as error:
+        return _errored(result, result["input"], error.kind, error.message), []
+    price = cost(plan.target, reply)
+    result.update(
+        output=storable(reply.output),
+        latency_ms=round(reply.latency_ms, 2),
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        cost=price,
+        cached=cached,
+    )
+    observation = _observation(case.case, request, reply, price)
+    verdicts = await _score_all(run, plan, observation, (case.position, repetition))
+    evaluations = _evaluation_rows(run, plan.metrics, verdicts)
+    return _settled(result, evaluations), evaluations
+
+
+def _new_result(run: Run, case: VersionCase, repetition: int) -> Row:
+    return {
+        "id": new_id(),
+        "organization_id": run.organization_id,
+        "run_id": run.id,
+        "position": case.position,
+        "repetition": repetition,
+        "test_id": case.test_id,
+        "cached": False,
+    }
+
+
+def _request(case: dict[str, Any], plan: Plan) -> TargetRequest:
+    """The case as sent: its input through the prompt version's template, if any."""
+    variables = dict(case.get("variables") or {})
+    text = case.get("input")
+    if plan.template is not None:
+        context = {**variables, "input": text or "", "messages": case.get("messages") or []}
+        text = render(plan.template, context, field="prompt")
+    system = (
+        render(plan.system_prompt, {**variables, "input": text or ""})
+        if plan.system_prompt
+        else None
+    )
+    return TargetRequest(
+        input=text,
+        messages=case.get("messages"),
+        system_prompt=system,
+        variables=variables,
+        parameters=plan.prompt_parameters,
+    )
+
+
+def _sent(request: TargetRequest) -> dict[str, Any]:
+    """What the result stores of the request."""
+    sent = (
+        ("text", request.input),
+        ("messages", request.messages),
+        ("system", request.system_prompt),
+    )
+    return {key: value for key, value in sent if value}
+
+
+async def _answer(
+    ctx: JobContext, run: Run, plan: Plan, request: TargetRequest, live: DeltaSink | None
+) -> tuple[TargetReply, bool]:
+    """The target's answer and whether it came from the response cache (opt-in per run)."""
+
+    async def ask() -> TargetReply:
+        return await call_model(
+            plan.target,
+            request,
+            allow_private=plan.allow_private,
+            time_limit=run.timeout_seconds,
+            on_delta=live,
+        )
+
+    if not run.use_cache:
+        return await ask(), False
+    key = _cache_key(plan.target, request)
+    async with ctx.transaction() as session:
+        hit = await crud.cached_response(session, key)
+    if hit is not None:
+        return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens), True
+    reply = await ask()
+    async with ctx.transaction() as session:
+        await crud.store_response(
+            session,
+            {
+                "organization_id": run.organization_id,
+                "key": key,
+                "output": storable(reply.output),
+                "input_tokens": reply.input_tokens,
+                "output_tokens": reply.output_tokens,
+            },
+        )
+    return reply, False
+
+
+def _observation(
+    case: dict[str, Any], request: TargetRequest, reply: TargetReply, price: float | None
+) -> Observation:
+    return Observation(
+        output=reply.output,
+        input=request.input or json.dumps(request.messages or []),
+        expected=case.get("expected_output"),
+        context=list(case.get("context") or []),
+        latency_ms=reply.latency_ms,
+        cost=price,
+        tokens=(reply.input_tokens or 0) + (reply.output_tokens or 0)
+        if reply.output_tokens is not None
+        else None,
+    )
+
+
+async def _score_all(
+    run: Run, plan: Plan, observation: Observation, case: tuple[int, int]
+) -> list[Verdict]:
+    """Checks inline (no task: no wait for the loop's next turn), judges concurrently."""
+    verdicts: dict[int, Verdict] = {}
+    judged: list[int] = []
+    for index, spec in enumerate(plan.metrics):
+        if CATALOGUE[spec.type].judged:
+            judged.append(index)
+        else:
+            verdicts[index] = await score(spec, observation, None)
+    if judged:
+        answers = await asyncio.gather(
+            *(_judged(run, plan, plan.metrics[index], observation, case) for index in judged)
+        )
+        verdicts.update(zip(judged, answers, strict=True))
+    return [verdicts[index] for index in range(len(plan.metrics))]
+
+
+async def _judged(
+    run: Run, plan: Plan, spec: MetricSpec, observation: Observation, case: tuple[int, int]
+) -> Verdict:
+    live = delta_sink(run.id, events.delta_judge(case[0], case[1], spec.name))
+    return await score(spec, observation, judge_for(plan, spec, live))
+
+
+def _evaluation_rows(run: Run, metrics: list[MetricSpec], verdicts: list[Verdict]) -> list[Row]:
+    return [
+        {
+            "id": new_id(),
+            "organization_id": run.organization_id,
+            "run_id": run.id,
+            "metric_id": uuid.UUID(spec.id) if spec.id else None,
+            "metric_name": spec.name,
+            "metric_type": spec.type,
+            "score": verdict.score,
+            "passed": verdict.passed,
+            "reason": storable(verdict.reason[:4000]),
+            "error": verdict.error,
+            "input_tokens": verdict.input_tokens,
+            "output_tokens": verdict.output_tokens,
+            "cost": verdict.cost,
+        }
+        for spec, verdict in zip(metrics, verdicts, strict=True)
+    ]
+
+
+def _settled(result: Row, evaluations: list[Row]) -> Row:
+    """Passed when every metric passed; errored when a metric could not score."""
+    failed_metric = next((e for e in evaluations if e["error"]), None)
+    if failed_metric is not None:
+        result.update(
+            status="errored",
+            error_type="evaluation_error",
+            error_message=storable(f"{failed_metric['metric_name']}: {failed_metric['error']}"),
+        )
+    else:
+        result["status"] = "passed" if all(e["passed"] for e in evaluations) else "failed"
+    return result
+
+
+def _errored(result: Row, sent: dict[str, Any], kind: str, message: str) -> Row:
+    result.update(
+        input=sent, status="errored", error_type=kind, error_message=storable(message[:4000])
+    )
+    return result
+
+
+def storable(text: str) -> str:
+    """PostgreSQL cannot store NUL in text: one in a model's answer must not sink the batch."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
+    material = {
+        "provider": config.provider,
+        "model": config.model,
+        "base_url": config.base_url,
+        "parameters": {**config.parameters, **request.parameters},
+        "body_template": config.body_template,
+        "input": request.input,
+        "messages": request.messages,
+        "system": request.system_prompt,
+        "variables": request.variables if config.provider == "http" else None,
+    }
+    encoded = json.dumps(material, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()

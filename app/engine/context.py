@@ -1,0 +1,20 @@
+"""What the engine needs of the job it runs (`tasks.worker.JobContext` is one)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+class JobContext(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A transaction acting for the job's organization."""
+        ...

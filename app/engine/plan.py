@@ -1,0 +1,59 @@
+"""What a run needs to execute its cases, read once per chunk: the target and judges with their
+secrets decrypted, the frozen metrics, and the prompt version's template."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.evaluations.scoring import MetricSpec
+from database.models import crud as model_crud
+from database.models.service import resolve
+from database.prompts import crud as prompt_crud
+from database.results.models import Run
+from providers.targets import TargetConfig
+from utils.runtime import get_runtime
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: TargetConfig
+    judges: dict[str, TargetConfig]
+    metrics: list[MetricSpec]
+    template: str | None
+    system_prompt: str | None
+    prompt_parameters: dict[str, Any]
+    allow_private: bool
+
+
+async def make_plan(session: AsyncSession, run: Run) -> Plan:
+    runtime = get_runtime()
+    target_row = (
+        await model_crud.get_model(session, run.target_model_id) if run.target_model_id else None
+    )
+    if target_row is None:
+        raise RuntimeError("the run's target model configuration was deleted")
+    metrics = [MetricSpec(**spec) for spec in run.metrics]
+    judges: dict[str, TargetConfig] = {}
+    for spec in metrics:
+        if spec.judge_model_id and spec.judge_model_id not in judges:
+            row = await model_crud.get_model(session, uuid.UUID(spec.judge_model_id))
+            if row is not None:
+                judges[spec.judge_model_id] = resolve(row, runtime.secret_box)
+    version = (
+        await prompt_crud.get_version_by_id(session, run.prompt_version_id)
+        if run.prompt_version_id
+        else None
+    )
+    return Plan(
+        target=resolve(target_row, runtime.secret_box),
+        judges=judges,
+        metrics=metrics,
+        template=version.template if version else None,
+        system_prompt=version.system_prompt if version else None,
+        prompt_parameters=dict(version.parameters) if version else {},
+        allow_private=runtime.settings.allow_private_networks,
+    )

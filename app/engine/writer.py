@@ -1,0 +1,86 @@
+"""A chunk's writer: buffers results and writes them in one transaction per batch, noticing a
+cancel; the last batch is written with the chunk's closing checks, so the run completes with
+the write of its last results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from app.engine.context import JobContext
+from database.results import crud, service
+from database.results.models import TERMINAL, Run
+
+log = structlog.get_logger(__name__)
+
+FLUSH_SECONDS = 0.25
+FLUSH_ROWS = 100
+
+Batch = list[tuple[dict[str, Any], list[dict[str, Any]]]]
+
+
+class ChunkWriter:
+    def __init__(self, ctx: JobContext, run: Run, positions: list[int], *, expected: int) -> None:
+        self.ctx = ctx
+        self.run = run
+        self.positions = positions
+        self.expected = expected
+        self.missing = 0
+        self._stopping = False
+        self.rows: Batch = []
+        self.cancelled_event = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancelled_event.is_set()
+
+    def add(self, result: dict[str, Any], evaluations: list[dict[str, Any]]) -> None:
+        # Never waits for the database: a full batch wakes the flusher, and the lane moves on
+        # to its next case (a lane writing a batch itself would idle for the round trip).
+        self.rows.append((result, evaluations))
+        if len(self.rows) >= FLUSH_ROWS:
+            self._batch_full.set()
+
+    def stop(self) -> None:
+        """Ends flush_periodically (after a write in progress); the chunk writes the rest."""
+        self._stopping = True
+        self._batch_full.set()
+
+    async def flush_periodically(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    await self._batch_full.wait()
+            self._batch_full.clear()
+            if self._stopping:
+                return
+            try:
+                await self.flush()
+            except Exception as exc:  # e.g. the database restarting: keep the rows, try again
+                log.warning("writing results failed; will retry", error=str(exc))
+
+    async def flush(self, *, last: bool = False) -> None:
+        async with self._lock:
+            batch, self.rows = self.rows, []
+            try:
+                async with self.ctx.transaction() as session:
+                    # The run's row lock first: writers of one run take turns, so the counts
+                    # in each progress event include every result committed before it.
+                    status = await crud.lock_run(session, self.run.id)
+                    if status not in TERMINAL:
+                        if batch:
+                            await service.record_batch(session, self.run, batch)
+                        if last:
+                            self.missing = await service.close_chunk(
+                                session, self.run, self.positions, expected=self.expected
+                            )
+            except BaseException:
+                self.rows = batch + self.rows  # not written: keep them for the next flush
+                raise
+            if status in TERMINAL:
+                self.cancelled_event.set()  # cancelled (or ended elsewhere): stop, write no more

@@ -1,0 +1,182 @@
+"""Request dependencies: the request's one transaction, who is calling, role checks, paging.
+
+Every entity's router uses them, so they sit below the entities. Who a credential belongs to is
+the `users` entity's business (a login session's access token, an organization's API key): the
+composition root hands that check over with `install_authenticator`, as it hands the worker
+pool its job handlers. Once the caller is known, the request's transaction acts for its
+organization (row-level security) before any router code runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.core import Tenant, enter_tenant, get_database
+from utils.auth import InvalidToken, Principal, Role, decode_stream_token
+from utils.errors import AssayError, Forbidden, NotFound, Unauthorized
+from utils.runtime import Runtime, get_runtime
+
+
+async def _db_session() -> AsyncIterator[AsyncSession]:
+    """The request's one transaction: committed when the handler returns, else rolled back."""
+    async with get_database().sessionmaker() as session:
+        try:
+            yield session
+        except AssayError as exc:
+            if exc.keep_changes:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+# scope="function": commit before the response is sent, so a failed commit is an error reply.
+DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+# --- who is calling -------------------------------------------------------------------------
+
+
+class Authenticator(Protocol):
+    """Checks the credential sent (an access token, or an API key by either header) and
+    returns who it belongs to, with the transaction already acting for them; None when no
+    credential was sent. Raises Unauthorized for a credential that is not valid."""
+
+    def __call__(
+        self, session: AsyncSession, runtime: Runtime, *, bearer: str | None, api_key: str | None
+    ) -> Awaitable[Principal | None]: ...
+
+
+_authenticator: Authenticator | None = None
+
+
+def install_authenticator(authenticator: Authenticator) -> None:
+    global _authenticator
+    _authenticator = authenticator
+
+
+_bearer = HTTPBearer(auto_error=False, description="An access token (JWT) or an API key")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+
+async def _optional_principal(
+    session: DbSession,
+    runtime: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    api_key: Annotated[str | None, Security(_api_key_header)],
+) -> Principal | None:
+    if bearer is None and not api_key:
+        return None
+    if _authenticator is None:
+        raise RuntimeError("no authenticator is installed (see app.main.create_app)")
+    return await _authenticator(
+        session, runtime, bearer=bearer.credentials if bearer else None, api_key=api_key
+    )
+
+
+async def _principal(
+    principal: Annotated[Principal | None, Depends(_optional_principal)],
+) -> Principal:
+    if principal is None:
+        raise Unauthorized()
+    return principal
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(_optional_principal)]
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+
+def require_role(role: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    async def check(principal: CurrentPrincipal) -> Principal:
+        if not principal.role.at_least(role):
+            raise Forbidden(
+                f"This needs the {role.value} role or higher; you are {principal.role.value}"
+            )
+        return principal
+
+    return check
+
+
+Viewer = Annotated[Principal, Depends(require_role(Role.viewer))]
+Member = Annotated[Principal, Depends(require_role(Role.member))]
+Admin = Annotated[Principal, Depends(require_role(Role.admin))]
+Owner = Annotated[Principal, Depends(require_role(Role.owner))]
+
+
+async def _run_watcher(
+    run_id: uuid.UUID,
+    session: DbSession,
+    runtime: RuntimeDep,
+    principal: OptionalPrincipal,
+    token: Annotated[str | None, Query(description="A stream token of this run")] = None,
+) -> Principal:
+    """Who may watch the run: a stream token of this very run (401 otherwise), or a caller of
+    the run's organization (whose check is the run's own 404)."""
+    if token is not None:
+        try:
+            claims = decode_stream_token(token, secret=runtime.secret_key)
+        except InvalidToken as exc:
+            raise Unauthorized(str(exc).capitalize()) from exc
+        if claims.run_id != run_id:
+            raise Unauthorized("The stream token is for another run")
+        await enter_tenant(session, Tenant(claims.organization_id))
+        return Principal(organization_id=claims.organization_id, role=Role.viewer)
+    if principal is None:
+        raise Unauthorized("A stream token (?token=) or an Authorization header is needed")
+    return principal
+
+
+RunWatcher = Annotated[Principal, Depends(_run_watcher)]
+
+
+def _current_organization(organization_id: uuid.UUID, principal: CurrentPrincipal) -> uuid.UUID:
+    """Organization routes act on the organization of the credential; any other id is a 404.
+
+    To act on another of your organizations, switch to it (POST /auth/switch-organization).
+    """
+    if organization_id != principal.organization_id:
+        raise NotFound("Organization not found")
+    return organization_id
+
+
+CurrentOrganization = Annotated[uuid.UUID, Depends(_current_organization)]
+
+
+async def auth_rate_limit(request: Request, runtime: RuntimeDep) -> None:
+    """Per client address, for the endpoints that take passwords."""
+    client = request.client.host if request.client else "unknown"
+    await runtime.rate_limiter.hit("auth", client, runtime.settings.auth_rate_limit)
+
+
+# --- paging ---------------------------------------------------------------------------------
+
+MAX_PAGE_SIZE = 200
+MAX_OFFSET = 10_000_000
+
+
+class PageParams(BaseModel):
+    limit: int = 50
+    offset: int = 0
+
+
+def _page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+Pagination = Annotated[PageParams, Depends(_page_params)]

@@ -1,0 +1,163 @@
+"""The metric catalogue: every metric type, declared once.
+
+A declaration says what the type is called, whether it is a deterministic check or an LLM
+judge, its typed parameters, its default threshold and operator, and how it scores. The API's
+schema and its OpenAPI description, the validation of a metric's parameters, and the run
+engine all read these declarations, and nothing else lists the types: a new metric type is a
+new `MetricType` below (with its scorer in checks.py or judges.py) and its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from database.evaluations import checks, judges
+from database.evaluations.scoring import (
+    Check,
+    Instructions,
+    Judge,
+    MetricSpec,
+    NoParameters,
+    Observation,
+    Operator,
+    ScoringError,
+    Verdict,
+    decide,
+)
+from utils.schemas import InputModel
+
+
+@dataclass(frozen=True)
+class MetricType:
+    name: str
+    kind: Literal["check", "judge"]
+    parameters: type[InputModel]
+    summary: str
+    threshold: float = 1.0
+    operator: Operator = ">="
+    check: Check | None = None  # a check's scorer
+    instructions: Instructions | None = None  # what a judge is asked
+
+    def __post_init__(self) -> None:
+        scorer = self.check if self.kind == "check" else self.instructions
+        other = self.instructions if self.kind == "check" else self.check
+        if scorer is None or other is not None:
+            raise TypeError(f"metric type {self.name}: a {self.kind} needs its own scorer only")
+
+    @property
+    def judged(self) -> bool:
+        return self.kind == "judge"
+
+
+def _check(
+    name: str, parameters: type[InputModel], check: Check, summary: str, **kw: Any
+) -> MetricType:
+    return MetricType(name, "check", parameters, summary, check=check, **kw)
+
+
+def _judge(name: str, parameters: type[InputModel], asks: Instructions, summary: str) -> MetricType:
+    return MetricType(name, "judge", parameters, summary, threshold=0.5, instructions=asks)
+
+
+_TYPES: tuple[MetricType, ...] = (
+    _check("equals", checks.ExpectedText, checks.equals, "The output equals the reference"),
+    _check("contains", checks.ExpectedText, checks.contains, "The output contains the reference"),
+    _check("icontains", checks.ExpectedText, checks.icontains, "Contains the reference, any case"),
+    _check("starts-with", checks.ExpectedText, checks.starts_with, "Starts with the reference"),
+    _check("contains-any", checks.TextList, checks.contains_any, "Contains one of the values"),
+    _check(
+        "contains-all",
+        checks.TextList,
+        checks.contains_all,
+        "Contains every value (the score is the share found)",
+    ),
+    _check("regex", checks.RegexParameters, checks.matches_regex, "Matches a regular expression"),
+    _check("is-json", NoParameters, checks.is_json, "The output is JSON"),
+    _check(
+        "json-schema",
+        checks.JsonSchemaParameters,
+        checks.matches_json_schema,
+        "The output is JSON valid against a schema",
+    ),
+    _check(
+        "similarity",
+        checks.ExpectedText,
+        checks.similarity,
+        "Edit-distance similarity to the reference, 0 to 1",
+        threshold=0.8,
+    ),
+    _check("max-latency", checks.MaxLatency, checks.max_latency, "The call took at most `ms`"),
+    _check("max-cost", checks.MaxCost, checks.max_cost, "The call cost at most `usd`"),
+    _check("max-tokens", checks.MaxTokens, checks.max_tokens, "At most `tokens` in and out"),
+    _check("word-count", checks.WordCount, checks.word_count, "Words between `min` and `max`"),
+    _judge("llm-rubric", judges.Rubric, judges.rubric, "A judge scores your criteria (G-Eval)"),
+    _judge(
+        "answer-relevance",
+        NoParameters,
+        judges.answer_relevance,
+        "A judge scores how well the answer addresses the input",
+    ),
+    _judge(
+        "faithfulness",
+        NoParameters,
+        judges.faithfulness,
+        "A judge scores the share of claims the test's context supports",
+    ),
+    _judge("refusal", NoParameters, judges.refusal, "A judge says whether the answer refused"),
+)
+
+CATALOGUE: Mapping[str, MetricType] = MappingProxyType({t.name: t for t in _TYPES})
+if len(CATALOGUE) != len(_TYPES):
+    raise TypeError("a metric type is declared twice")
+
+
+def is_judge(metric_type: str) -> bool:
+    return CATALOGUE[metric_type].judged
+
+
+def validate_parameters(metric_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a metric type, checked; errors name `parameters.<field>`."""
+    model = CATALOGUE[metric_type].parameters
+    try:
+        return model.model_validate(parameters).model_dump(by_alias=True, exclude_none=True)
+    except ValidationError as exc:
+        details = [
+            InitErrorDetails(
+                type=PydanticCustomError("parameters", "{message}", {"message": error["msg"]}),
+                loc=("parameters", *error["loc"]),
+                input=error.get("input"),
+            )
+            for error in exc.errors()
+        ]
+        raise ValidationError.from_exception_data("MetricCreate", details) from None
+
+
+def judge_prompt(spec: MetricSpec, obs: Observation) -> str:
+    """What the judge of a judge type is asked about one observation."""
+    instructions = CATALOGUE[spec.type].instructions
+    assert instructions is not None, f"{spec.type} is not a judge"
+    return instructions(spec, obs)
+
+
+async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verdict:
+    """One metric on one observation. Errors become a verdict with `error` set, not raised."""
+    metric_type = CATALOGUE[spec.type]
+    try:
+        if metric_type.check is not None:
+            value, reason = metric_type.check(spec, obs)
+            verdict = Verdict(score=value, reason=reason)
+        else:
+            if judge is None:
+                raise ScoringError("no judge model: set judge_model_id or the project's default")
+            verdict = await judge(judge_prompt(spec, obs))
+    except ScoringError as exc:
+        return Verdict(score=0.0, reason=str(exc), error=str(exc))
+    if verdict.error is None:
+        verdict.passed = decide(spec, verdict.score)
+    return verdict

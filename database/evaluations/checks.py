@@ -1,0 +1,221 @@
+"""Deterministic checks: each one's parameters and its scorer (declared in catalogue.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+import jsonschema
+import regex
+from pydantic import Field, StringConstraints, field_validator, model_validator
+from rapidfuzz import fuzz
+
+from database.evaluations.scoring import MetricSpec, Observation, ScoringError
+from utils.schemas import InputModel
+
+REGEX_SECONDS = 0.5
+MAX_SCORED_CHARS = 200_000
+Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+
+
+# --- parameters -----------------------------------------------------------------------------
+
+
+class ExpectedText(InputModel):
+    """Compare with `value`, or with the test's expected_output when no value is given."""
+
+    value: Text | None = None
+    case_sensitive: bool = True
+
+
+class TextList(InputModel):
+    values: list[Text] = Field(min_length=1, max_length=200)
+    case_sensitive: bool = True
+
+
+class RegexParameters(InputModel):
+    pattern: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    flags: list[Literal["i", "m", "s"]] = Field(default_factory=list)
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class JsonSchemaParameters(InputModel):
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+    @field_validator("json_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON schema: {exc.message}") from exc
+        return value
+
+
+class MaxLatency(InputModel):
+    ms: float = Field(gt=0)
+
+
+class MaxCost(InputModel):
+    usd: float = Field(gt=0)
+
+
+class MaxTokens(InputModel):
+    tokens: int = Field(gt=0)
+
+
+class WordCount(InputModel):
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> WordCount:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+# --- scorers --------------------------------------------------------------------------------
+
+
+def _binary(ok: bool, reason_ok: str, reason_fail: str) -> tuple[float, str]:
+    return (1.0, reason_ok) if ok else (0.0, reason_fail)
+
+
+def _reference(spec: MetricSpec, obs: Observation) -> str:
+    value = spec.parameters.get("value", obs.expected)
+    if value is None:
+        raise ScoringError("no value to compare with: set parameters.value or expected_output")
+    return str(value)
+
+
+def _fold(text: str, spec: MetricSpec, *, force: bool = False) -> str:
+    return text.casefold() if force or not spec.parameters.get("case_sensitive", True) else text
+
+
+def _output_and_reference(
+    spec: MetricSpec, obs: Observation, *, insensitive: bool = False
+) -> tuple[str, str]:
+    """Both stripped, and folded when the check ignores case."""
+    reference = _reference(spec, obs)
+    return (
+        _fold(obs.output.strip(), spec, force=insensitive),
+        _fold(reference.strip(), spec, force=insensitive),
+    )
+
+
+def equals(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    output, wanted = _output_and_reference(spec, obs)
+    return _binary(output == wanted, "output equals the reference", "output differs")
+
+
+def starts_with(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    output, wanted = _output_and_reference(spec, obs)
+    return _binary(output.startswith(wanted), "starts as expected", "does not start so")
+
+
+def contains(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    output, wanted = _output_and_reference(spec, obs)
+    return _binary(wanted in output, "contains the reference", "reference not found")
+
+
+def icontains(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    output, wanted = _output_and_reference(spec, obs, insensitive=True)
+    return _binary(wanted in output, "contains the reference", "reference not found")
+
+
+def _found(spec: MetricSpec, obs: Observation) -> tuple[list[str], list[str]]:
+    """(the values found in the output, all the values), folded as the check says."""
+    output = _fold(obs.output, spec)
+    values = [_fold(v, spec) for v in spec.parameters["values"]]
+    return [v for v in values if v in output], values
+
+
+def contains_any(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    found, _ = _found(spec, obs)
+    return _binary(bool(found), f"found {found[0]!r}" if found else "", "none found")
+
+
+def contains_all(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    found, values = _found(spec, obs)
+    missing = [v for v in values if v not in found]
+    return len(found) / len(values), ("all found" if not missing else f"missing {missing[:5]}")
+
+
+def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    flags = 0
+    for flag in spec.parameters.get("flags", []):
+        flags |= {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}[flag]
+    try:
+        # A time limit: a pathological pattern must not stall the event loop of every tenant.
+        match = regex.search(
+            spec.parameters["pattern"], obs.output[:MAX_SCORED_CHARS], flags, timeout=REGEX_SECONDS
+        )
+    except TimeoutError as exc:
+        raise ScoringError(f"the pattern took longer than {REGEX_SECONDS} s; simplify it") from exc
+    return _binary(match is not None, "pattern matches", "pattern does not match")
+
+
+def is_json(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    try:
+        json.loads(obs.output)
+    except ValueError as exc:
+        return 0.0, f"not JSON: {exc}"
+    return 1.0, "valid JSON"
+
+
+def matches_json_schema(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    try:
+        document = json.loads(obs.output)
+    except ValueError as exc:
+        return 0.0, f"not JSON: {exc}"
+    schema = spec.parameters["schema"]
+    errors = list(jsonschema.validators.validator_for(schema)(schema).iter_errors(document))
+    if errors:
+        return 0.0, f"does not match the schema: {errors[0].message}"
+    return 1.0, "matches the schema"
+
+
+def similarity(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    reference = _reference(spec, obs)
+    ratio = fuzz.ratio(_fold(obs.output.strip(), spec), _fold(reference.strip(), spec)) / 100
+    return ratio, f"edit-distance similarity {ratio:.2f}"
+
+
+def max_latency(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    limit = spec.parameters["ms"]
+    return _binary(
+        obs.latency_ms <= limit, f"{obs.latency_ms:.0f} ms", f"{obs.latency_ms:.0f} ms > {limit}"
+    )
+
+
+def max_cost(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    if obs.cost is None:
+        raise ScoringError("the cost of this call is unknown (no price for the model)")
+    limit = spec.parameters["usd"]
+    return _binary(obs.cost <= limit, f"${obs.cost:.6f}", f"${obs.cost:.6f} > ${limit}")
+
+
+def max_tokens(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    if obs.tokens is None:
+        raise ScoringError("the target reported no token usage")
+    limit = spec.parameters["tokens"]
+    return _binary(obs.tokens <= limit, f"{obs.tokens} tokens", f"{obs.tokens} > {limit} tokens")
+
+
+def word_count(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
+    words = len(obs.output.split())
+    low, high = spec.parameters.get("min"), spec.parameters.get("max")
+    ok = (low is None or words >= low) and (high is None or words <= high)
+    return _binary(ok, f"{words} words", f"{words} words, outside [{low}, {high}]")

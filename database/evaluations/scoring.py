@@ -1,0 +1,88 @@
+"""What scoring speaks of: a metric as a run froze it, what is scored, and the verdict."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from utils.schemas import InputModel
+
+Operator = Literal[">=", ">", "<=", "<", "=="]
+COMPARATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric as a run froze it at start: later edits of the definition don't change runs."""
+
+    name: str
+    type: str
+    parameters: dict[str, Any]
+    threshold: float
+    operator: str = ">="
+    negate: bool = False
+    weight: float = 1.0
+    id: str | None = None
+    judge_model_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What is scored: the case and what the target answered."""
+
+    output: str
+    input: str
+    expected: str | None = None
+    context: list[str] = field(default_factory=list)
+    latency_ms: float = 0.0
+    cost: float | None = None
+    tokens: int | None = None
+
+
+@dataclass
+class Verdict:
+    score: float
+    reason: str
+    passed: bool = False
+    error: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: float | None = None
+
+
+class JudgeVerdict(BaseModel):
+    """What a judge must answer."""
+
+    score: float = Field(ge=0, le=1, description="0 = fails the criteria, 1 = fully meets them")
+    reason: str = Field(max_length=4000, description="One or two sentences of justification")
+
+
+class ScoringError(Exception):
+    """The metric cannot score this observation (the verdict carries the reason as an error)."""
+
+
+class NoParameters(InputModel):
+    pass
+
+
+# A deterministic check: the score and the reason for it.
+Check = Callable[[MetricSpec, Observation], tuple[float, str]]
+# What a judge is asked, for one observation.
+Instructions = Callable[[MetricSpec, Observation], str]
+# A judge: asks a model and returns its verdict (the engine's; see app/engine/judges.py).
+Judge = Callable[[str], Awaitable[Verdict]]
+
+
+def decide(spec: MetricSpec, score: float) -> bool:
+    passed = COMPARATORS[spec.operator](score, spec.threshold)
+    return not passed if spec.negate else passed

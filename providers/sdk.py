@@ -1,0 +1,174 @@
+"""Provider models through pydantic-ai (Anthropic, Google, Groq, Mistral): one cached model
+and SDK client per configuration, no SDK retries, the SDK's timeouts held to the call's."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Any
+
+from pydantic_ai import exceptions as ai_errors
+from pydantic_ai.direct import model_request
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    UserPromptPart,
+)
+from pydantic_ai.models import Model
+from pydantic_ai.settings import ModelSettings
+
+from providers.config import TargetConfig, TargetRequest
+from providers.errors import TargetError, error_text, http_error
+from utils.ssrf import check_url
+
+MODEL_CACHE_SIZE = 256
+_models: OrderedDict[tuple[object, ...], Model] = OrderedDict()
+
+
+def _cached_model(config: TargetConfig, timeout: float) -> Model:
+    """One model (with its SDK client and connection pool) per configuration, reused across
+    calls: building a client (TLS context, connection pool) costs more than a fast call."""
+    key = (
+        asyncio.get_running_loop(),  # clients belong to the loop they were made on
+        config.id,
+        config.provider,
+        config.model,
+        config.base_url,
+        hashlib.sha256((config.api_key or "").encode()).hexdigest(),
+        timeout,
+    )
+    model = _models.get(key)
+    if model is None:
+        model = _models[key] = _model(config, timeout)
+        while len(_models) > MODEL_CACHE_SIZE:
+            _models.popitem(last=False)
+    else:
+        _models.move_to_end(key)
+    return model
+
+
+def _model(config: TargetConfig, timeout: float) -> Model:
+    """A pydantic-ai model whose SDK neither retries nor waits longer than `timeout`."""
+    name = config.model or ""
+    provider = config.provider
+    # The SSRF guard checks the configured URL: the SDKs must not follow a redirect elsewhere.
+    if provider == "anthropic":
+        from anthropic import AsyncAnthropic
+        from anthropic import DefaultAsyncHttpxClient as AnthropicHttpClient
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+
+        anthropic = AsyncAnthropic(
+            api_key=config.api_key,
+            base_url=config.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=AnthropicHttpClient(follow_redirects=False),
+        )
+        return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=anthropic))
+    if provider == "groq":
+        from groq import AsyncGroq
+        from groq import DefaultAsyncHttpxClient as GroqHttpClient
+        from pydantic_ai.models.groq import GroqModel
+        from pydantic_ai.providers.groq import GroqProvider
+
+        groq = AsyncGroq(
+            api_key=config.api_key,
+            base_url=config.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=GroqHttpClient(follow_redirects=False),
+        )
+        return GroqModel(name, provider=GroqProvider(groq_client=groq))
+    if provider == "google":
+        from pydantic_ai.models.google import GoogleModel
+        from pydantic_ai.providers.google import GoogleProvider
+
+        return GoogleModel(
+            name, provider=GoogleProvider(api_key=config.api_key, base_url=config.base_url)
+        )
+    if provider == "mistral":
+        from pydantic_ai.models.mistral import MistralModel
+        from pydantic_ai.providers.mistral import MistralProvider
+
+        return MistralModel(
+            name, provider=MistralProvider(api_key=config.api_key, base_url=config.base_url)
+        )
+    raise TargetError("configuration_error", f"unknown provider {provider!r}")
+
+
+def _messages(request: TargetRequest) -> list[ModelMessage]:
+    history: list[ModelMessage] = []
+    parts: list[SystemPromptPart | UserPromptPart] = []
+    if request.system_prompt:
+        parts.append(SystemPromptPart(request.system_prompt))
+    for turn in request.chat():
+        role, content = turn["role"], turn["content"]
+        if role == "system":
+            parts.append(SystemPromptPart(content))
+        elif role == "assistant":
+            if parts:
+                history.append(ModelRequest(parts=parts))
+                parts = []
+            history.append(ModelResponse(parts=[TextPart(content)]))
+        else:
+            parts.append(UserPromptPart(content))
+    if parts:
+        history.append(ModelRequest(parts=parts))
+    return history
+
+
+def _settings(config: TargetConfig, request: TargetRequest, timeout: float) -> ModelSettings:
+    params = {**config.parameters, **request.parameters}
+    settings: dict[str, Any] = {"timeout": timeout}
+    for key in (
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+    ):
+        if params.get(key) is not None:
+            settings[key] = params[key]
+    if params.get("stop"):
+        settings["stop_sequences"] = params["stop"]
+    return ModelSettings(**settings)  # type: ignore[typeddict-item]
+
+
+async def call_model(
+    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+) -> tuple[str, tuple[int | None, int | None]]:
+    if config.base_url:
+        await check_url(
+            config.base_url, field="base_url", allow_private=allow_private, require_resolution=True
+        )
+    started = time.perf_counter()
+    try:
+        response = await model_request(
+            _cached_model(config, seconds),
+            _messages(request),
+            model_settings=_settings(config, request, seconds),
+        )
+    except ai_errors.ModelHTTPError as exc:
+        raise http_error(exc.status_code, error_text(exc.body), exc.headers) from exc
+    except ai_errors.ModelTimeoutError as exc:
+        # The SDK clients report refused and dropped connections as timeouts too: one
+        # that comes before the time limit is a connection failure.
+        if time.perf_counter() - started < seconds * 0.9:
+            raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+        raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
+    except ai_errors.ModelConnectionError as exc:
+        raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+    except (ai_errors.UnexpectedModelBehavior, ai_errors.ModelAPIError) as exc:
+        raise TargetError(
+            "invalid_response", f"the provider's answer was not usable: {exc}"
+        ) from exc
+    text = "".join(part.content for part in response.parts if isinstance(part, TextPart))
+    usage = response.usage
+    return text, (usage.input_tokens, usage.output_tokens)

@@ -1,0 +1,206 @@
+"""Calling what is under test (or judging): provider models through pydantic-ai, the OpenAI wire
+format, a team's own HTTP endpoint, or the offline demo provider.
+
+Every call has a timeout; failures become a `TargetError` with a kind the executor can act on
+(retry a rate limit or a server error, count a timeout) and a message in plain words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable
+
+import httpx
+from jsonpath_ng.ext import parse as parse_jsonpath
+
+from providers import openai_wire, sdk
+from providers.config import TargetConfig, TargetReply, TargetRequest
+from providers.errors import TargetError, http_error
+from utils import transport
+from utils.errors import InvalidInput
+from utils.ssrf import check_url
+from utils.templates import render
+
+__all__ = ["TargetConfig", "TargetError", "TargetReply", "TargetRequest", "call_target"]
+
+DEADLINE_GRACE_SECONDS = 1.0
+OWN_TRANSPORT = frozenset({"openai", "openai-compatible", "http"})
+
+
+async def call_target(
+    config: TargetConfig,
+    request: TargetRequest,
+    *,
+    allow_private_networks: bool,
+    time_limit: float | None = None,
+    on_delta: Callable[[str], None] | None = None,
+) -> TargetReply:
+    """Calls the target once. With `on_delta` and a configuration that streams, pieces of the
+    answer are handed over as they arrive (the reply still holds the whole text)."""
+    seconds = time_limit or config.timeout_seconds
+    started = time.perf_counter()
+    # An overall deadline for the SDK clients, whose timeouts are per phase and restart on
+    # every byte. The engine's own HTTP client already holds each exchange to `seconds`.
+    deadline = (
+        contextlib.nullcontext()
+        if config.provider in OWN_TRANSPORT
+        else asyncio.timeout(seconds + DEADLINE_GRACE_SECONDS)
+    )
+    try:
+        async with deadline:
+            streamed = on_delta if config.stream else None
+            output, usage = await _dispatch(
+                config, request, seconds, allow_private_networks, streamed
+            )
+    except TimeoutError as exc:
+        raise TargetError("timeout", f"no complete answer within {seconds:g} s") from exc
+    except InvalidInput as exc:  # the SSRF guard or the request template refused
+        raise TargetError("configuration_error", _redact(exc.detail, config)) from exc
+    except TargetError as exc:  # providers and apps may echo the credentials they were sent
+        exc.message = _redact(exc.message, config)
+        exc.args = (exc.message,)
+        raise
+    latency_ms = (time.perf_counter() - started) * 1000
+    input_tokens, output_tokens = usage or (None, None)
+    return TargetReply(output, latency_ms, input_tokens, output_tokens)
+
+
+Usage = tuple[int | None, int | None]
+
+
+async def _dispatch(
+    config: TargetConfig,
+    request: TargetRequest,
+    seconds: float,
+    allow_private: bool,
+    on_delta: Callable[[str], None] | None,
+) -> tuple[str, Usage | None]:
+    if config.provider == "demo":
+        return demo_reply(request), None
+    if config.provider == "http":
+        return await _call_http(config, request, seconds, allow_private)
+    if config.provider in ("openai", "openai-compatible"):
+        return await _call_openai_wire(config, request, seconds, allow_private, on_delta)
+    return await sdk.call_model(config, request, seconds, allow_private)
+
+
+async def _call_openai_wire(
+    config: TargetConfig,
+    request: TargetRequest,
+    seconds: float,
+    allow_private: bool,
+    on_delta: Callable[[str], None] | None = None,
+) -> tuple[str, Usage]:
+    if config.base_url:
+        await check_url(
+            config.base_url, field="base_url", allow_private=allow_private, require_resolution=True
+        )
+    messages = (
+        [{"role": "system", "content": request.system_prompt}] if request.system_prompt else []
+    )
+    messages += [
+        {"role": "user" if turn["role"] == "tool" else turn["role"], "content": turn["content"]}
+        for turn in request.chat()
+    ]
+    body = openai_wire.payload(
+        config.model or "", messages, {**config.parameters, **request.parameters}
+    )
+    try:
+        text, input_tokens, output_tokens = await openai_wire.chat(
+            base_url=config.base_url,
+            api_key=config.api_key,
+            body=body,
+            seconds=seconds,
+            on_delta=on_delta,
+        )
+    except transport.TransportError as exc:
+        raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]
+    except openai_wire.WireStatus as exc:
+        raise http_error(exc.status, exc.detail, exc.headers) from exc
+    except ValueError as exc:
+        raise TargetError(
+            "invalid_response", f"the provider's answer was not usable: {exc}"
+        ) from exc
+    return text, (input_tokens, output_tokens)
+
+
+MIN_REDACTED_LENGTH = 6
+
+
+def _redact(message: str, config: TargetConfig) -> str:
+    """The message without the API key or any header value (nor a header's longer words, such
+    as the token of `Bearer <token>`)."""
+    secrets = {config.api_key or ""}
+    for value in config.http_headers.values():
+        secrets.add(value)
+        secrets.update(value.split())
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_REDACTED_LENGTH:
+            message = message.replace(secret, "[redacted]")
+    return message
+
+
+# --- demo ----------------------------------------------------------------------------------
+
+
+def demo_reply(request: TargetRequest) -> str:
+    """The offline demo provider: deterministic canned text, clearly labelled as such."""
+    turns = request.chat()
+    last = turns[-1]["content"] if turns else ""
+    digest = hashlib.sha256(last.encode()).hexdigest()[:8]
+    return f"[demo] You said: {last.strip()[:500]} (reply {digest})"
+
+
+# --- a team's HTTP endpoint -----------------------------------------------------------------
+
+
+async def _call_http(
+    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+) -> tuple[str, None]:
+    assert config.base_url and config.body_template and config.response_path
+    await check_url(
+        config.base_url, field="http.url", allow_private=allow_private, require_resolution=True
+    )
+    body = render(
+        config.body_template,
+        {"input": request.input or "", "messages": request.chat(), "variables": request.variables},
+        field="http.body_template",
+    )
+    headers = {"Content-Type": "application/json", **config.http_headers}
+    method = config.http_method or "POST"
+    try:
+        status, reply_headers, raw = await transport.send(
+            method,
+            config.base_url,
+            body=body if method != "GET" else None,
+            headers=headers,
+            seconds=seconds,
+        )
+    except transport.TransportError as exc:
+        raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]
+    if status >= 400:
+        detail = raw[:300].decode(errors="replace")
+        raise http_error(status, detail, reply_headers)
+    if 300 <= status < 400:  # not followed: the SSRF guard only vetted the configured URL
+        raise TargetError(
+            "client_error",
+            f"the endpoint answered {status} {httpx.codes.get_reason_phrase(status)} to "
+            f"{reply_headers.get('location', '?')}; redirects are not followed, "
+            "configure the final URL",
+            status=status,
+        )
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise TargetError("invalid_response", "the endpoint did not answer with JSON") from exc
+    matches = parse_jsonpath(config.response_path).find(document)
+    if not matches:
+        raise TargetError(
+            "invalid_response", f"nothing at {config.response_path} in the endpoint's answer"
+        )
+    value = matches[0].value
+    return (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)), None

@@ -1,0 +1,97 @@
+"""The metric catalogue: each type declared once, and every reader derived from it (the API's
+schema and OpenAPI, the validation of parameters, the engine's scoring)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from database.evaluations.catalogue import CATALOGUE, MetricType, score
+from database.evaluations.checks import ExpectedText
+from database.evaluations.scoring import MetricSpec, Observation, Verdict
+from tests.database.evaluations.test_metrics import VALID, _fields, _post
+from tests.helpers import create_project, register
+
+ROOT = Path(__file__).resolve().parents[3]
+CATALOGUE_MODULE = "database/evaluations/catalogue.py"
+# The service's own code (the benchmarks are clients of its API, as the tests are).
+SOURCE_PACKAGES = ("app", "database", "notifications", "providers", "tasks", "utils")
+
+
+def test_the_metric_types_are_named_in_the_catalogue_and_nowhere_else():
+    names = set(CATALOGUE)
+    naming = {
+        str(path.relative_to(ROOT))
+        for package in SOURCE_PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in names
+    }
+    assert naming == {CATALOGUE_MODULE}
+
+
+def test_every_declared_type_has_its_tests():
+    assert set(VALID) == set(CATALOGUE)
+
+
+def test_a_declaration_has_the_scorer_of_its_kind_and_no_other():
+    for metric_type in CATALOGUE.values():
+        assert (metric_type.check is not None) is (metric_type.kind == "check")
+        assert (metric_type.instructions is not None) is (metric_type.kind == "judge")
+    with pytest.raises(TypeError):
+        MetricType("half", "judge", ExpectedText, "a judge with a check", check=lambda *_: (1, ""))
+
+
+async def test_the_api_schema_lists_the_catalogue(client):
+    spec = (await client.get("/openapi.json")).json()
+    create = spec["components"]["schemas"]["MetricCreate"]["properties"]
+    assert create["type"]["enum"] == list(CATALOGUE)
+    by_type = create["parameters"]["x-parameters-by-type"]
+    assert by_type == {name: t.parameters.__name__ for name, t in CATALOGUE.items()}
+    assert {schema["title"] for schema in create["parameters"]["anyOf"]} == set(by_type.values())
+
+
+@pytest.mark.parametrize("metric_type", list(CATALOGUE))
+async def test_each_type_is_validated_and_defaulted_by_its_declaration(client, metric_type):
+    declared = CATALOGUE[metric_type]
+    owner = await register(client)
+    project = await create_project(client, owner)
+    unknown = await _post(
+        client, owner, project["id"], type=metric_type, parameters={"no_such_parameter": 1}
+    )
+    assert unknown.status_code == 422
+    assert "body.parameters.no_such_parameter" in _fields(unknown.json())
+    created = await _post(client, owner, project["id"], type=metric_type, parameters={})
+    if created.status_code == 201:  # a type whose parameters are all optional
+        metric = created.json()
+        assert (metric["threshold"], metric["operator"]) == (declared.threshold, declared.operator)
+        assert metric["judge"] is declared.judged
+
+
+class RecordingJudge:
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    async def __call__(self, prompt: str) -> Verdict:
+        self.prompts.append(prompt)
+        return Verdict(score=1.0, reason="fine")
+
+
+@pytest.mark.parametrize("metric_type", list(CATALOGUE))
+async def test_the_engine_scores_each_type_by_its_declaration(metric_type):
+    declared = CATALOGUE[metric_type]
+    parameters = declared.parameters.model_validate(VALID[metric_type][0]).model_dump(
+        by_alias=True, exclude_none=True
+    )
+    spec = MetricSpec(
+        name=metric_type, type=metric_type, parameters=parameters, threshold=declared.threshold
+    )
+    observation = Observation(
+        output='{"a": 1}', input="q", expected="x", context=["c"], cost=0.001, tokens=3
+    )
+    judge = RecordingJudge()
+    verdict = await score(spec, observation, judge)
+    assert verdict.error is None, verdict
+    assert len(judge.prompts) == (1 if declared.judged else 0)
