@@ -15,12 +15,9 @@ from database.models.schemas import (
     ModelConfigUpdate,
     Provider,
 )
-from providers.targets import TargetError, TargetRequest, call_target
 from utils.schemas import Page
-from utils.secrets import SecretUnreadable
 
 router = APIRouter(prefix="/models", tags=["models"])
-CONNECTION_TEST_TIMEOUT = 15.0
 
 
 @router.get("", summary="Model configurations (targets and judges)")
@@ -79,31 +76,4 @@ async def test_connection(
     body: ConnectionTestRequest | None = None,
 ) -> ConnectionTestResult:
     stored = await service.get_model_or_404(session, model_id)
-    try:
-        config = service.resolve(stored, runtime.secret_box)
-    except SecretUnreadable:
-        return ConnectionTestResult(
-            ok=False,
-            latency_ms=None,
-            reply=None,
-            error="the stored API key or headers cannot be decrypted (the server's secret key "
-            "has changed since they were saved); enter them again",
-        )
-    request = TargetRequest(input=(body or ConnectionTestRequest()).input)
-    try:
-        reply = await call_target(
-            config,
-            request,
-            allow_private_networks=runtime.settings.allow_private_networks,
-            time_limit=min(config.timeout_seconds, CONNECTION_TEST_TIMEOUT),
-        )
-    except TargetError as exc:
-        return ConnectionTestResult(ok=False, latency_ms=None, reply=None, error=exc.message)
-    return ConnectionTestResult(
-        ok=True,
-        latency_ms=round(reply.latency_ms, 1),
-        reply=reply.output,
-        error=None,
-        input_tokens=reply.input_tokens,
-        output_tokens=reply.output_tokens,
-    )
+    return await service.test_connection(runtime, stored, body or ConnectionTestRequest())

@@ -14,22 +14,25 @@ from database.models import crud
 from database.models.models import ModelConfig
 from database.models.schemas import (
     HOSTED_PROVIDERS,
+    ConnectionTestRequest,
+    ConnectionTestResult,
     HttpTarget,
     HttpTargetRead,
     ModelConfigCreate,
     ModelConfigRead,
     ModelConfigUpdate,
 )
-from providers.config import TargetConfig
+from providers.targets import TargetConfig, TargetError, TargetRequest, call_target
 from utils.auth import Principal
 from utils.crud import refuse_nulls
 from utils.errors import InvalidInput, NotFound
 from utils.runtime import Runtime
-from utils.secrets import SecretBox, mask
+from utils.secrets import SecretBox, SecretUnreadable, mask
 from utils.ssrf import check_url
 from utils.templates import check_template
 
 DEMO_MODEL = "demo"
+CONNECTION_TEST_TIMEOUT = 15.0
 
 
 async def get_model_or_404(session: AsyncSession, model_id: uuid.UUID) -> ModelConfig:
@@ -251,4 +254,37 @@ def resolve(config: ModelConfig, box: SecretBox) -> TargetConfig:
         body_template=config.body_template,
         response_path=config.response_path,
         stream=config.stream,
+    )
+
+
+async def test_connection(
+    runtime: Runtime, config: ModelConfig, request: ConnectionTestRequest
+) -> ConnectionTestResult:
+    """One real call with a short timeout: its latency and reply, or the error in plain words."""
+    try:
+        target = resolve(config, runtime.secret_box)
+    except SecretUnreadable:
+        return ConnectionTestResult(
+            ok=False,
+            latency_ms=None,
+            reply=None,
+            error="the stored API key or headers cannot be decrypted (the server's secret key "
+            "has changed since they were saved); enter them again",
+        )
+    try:
+        reply = await call_target(
+            target,
+            TargetRequest(input=request.input),
+            allow_private_networks=runtime.settings.allow_private_networks,
+            time_limit=min(target.timeout_seconds, CONNECTION_TEST_TIMEOUT),
+        )
+    except TargetError as exc:
+        return ConnectionTestResult(ok=False, latency_ms=None, reply=None, error=exc.message)
+    return ConnectionTestResult(
+        ok=True,
+        latency_ms=round(reply.latency_ms, 1),
+        reply=reply.output,
+        error=None,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
     )

@@ -19,8 +19,6 @@ from database.prompts.schemas import (
     RenderRequest,
     RenderResult,
 )
-from utils.crud import apply_update, refuse_nulls
-from utils.errors import InvalidInput, NotFound
 from utils.schemas import Page
 
 router = APIRouter(prefix="/prompts", tags=["prompts"])
@@ -63,10 +61,7 @@ async def update_prompt(
     prompt_id: uuid.UUID, body: PromptUpdate, session: DbSession, _: Member
 ) -> PromptRead:
     prompt = await service.get_prompt_or_404(session, prompt_id)
-    changes = body.model_dump(exclude_unset=True)
-    refuse_nulls(changes, "name")
-    apply_update(prompt, changes)
-    await crud.save_prompt(session)
+    await service.update_prompt(session, prompt, body)
     return await _one(session, prompt_id)
 
 
@@ -113,8 +108,6 @@ async def set_label(
     prompt_id: uuid.UUID, label: Label, body: LabelSet, session: DbSession, _: Member
 ) -> PromptRead:
     prompt = await service.get_prompt_or_404(session, prompt_id, for_update=True)
-    if label == service.LATEST:
-        raise InvalidInput("`latest` is reserved", field="label")
     await service.set_label(session, prompt, label, body.version)
     return await _one(session, prompt_id)
 
@@ -122,8 +115,7 @@ async def set_label(
 @router.delete("/{prompt_id}/labels/{label}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_label(prompt_id: uuid.UUID, label: Label, session: DbSession, _: Member) -> None:
     prompt = await service.get_prompt_or_404(session, prompt_id)
-    if not await crud.delete_label(session, prompt.id, label):
-        raise NotFound("Label not found")
+    await service.delete_label(session, prompt, label)
 
 
 @router.post("/{prompt_id}/render", summary="Render a version with variables")

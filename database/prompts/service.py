@@ -14,11 +14,13 @@ from database.prompts.models import Prompt, PromptVersion
 from database.prompts.schemas import (
     PromptCreate,
     PromptRead,
+    PromptUpdate,
     PromptVersionCreate,
     PromptVersionRead,
     RenderResult,
 )
 from utils.auth import Principal
+from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
 from utils.templates import check_template, render
 
@@ -143,11 +145,25 @@ async def resolve_version(session: AsyncSession, prompt: Prompt, ref: str | int)
     return version
 
 
+async def update_prompt(session: AsyncSession, prompt: Prompt, body: PromptUpdate) -> None:
+    changes = body.model_dump(exclude_unset=True)
+    refuse_nulls(changes, "name")
+    apply_update(prompt, changes)
+    await crud.save_prompt(session)
+
+
 async def set_label(session: AsyncSession, prompt: Prompt, name: str, number: int) -> None:
+    if name == LATEST:
+        raise InvalidInput("`latest` is reserved", field="label")
     version = await crud.get_version(session, prompt.id, number)
     if version is None:
         raise InvalidInput(f"version {number} does not exist", field="version")
     await crud.set_label(session, prompt, name, version)
+
+
+async def delete_label(session: AsyncSession, prompt: Prompt, name: str) -> None:
+    if not await crud.delete_label(session, prompt.id, name):
+        raise NotFound("Label not found")
 
 
 def render_version(version: PromptVersion, variables: dict[str, Any]) -> RenderResult:
