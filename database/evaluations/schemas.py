@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, GetJsonSchemaHandler, model_validator
+from pydantic import Field, GetJsonSchemaHandler, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -38,6 +38,13 @@ class MetricCreate(InputModel):
         default=None, description="For judge types; else the project's default judge"
     )
     description: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("operator")
+    @classmethod
+    def _not_null(cls, value: Operator | None) -> Operator:
+        if value is None:  # left out, it is the type's default; sent as null, it is a mistake
+            raise ValueError("must be one of >=, >, <=, <, ==")
+        return value
 
     @model_validator(mode="after")
     def _parameters_of_type(self) -> MetricCreate:

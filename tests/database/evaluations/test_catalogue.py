@@ -95,3 +95,13 @@ async def test_the_engine_scores_each_type_by_its_declaration(metric_type):
     verdict = await score(spec, observation, judge)
     assert verdict.error is None, verdict
     assert len(judge.prompts) == (1 if declared.judged else 0)
+
+
+async def test_an_operator_left_out_is_the_types_default_but_null_is_refused(client):
+    owner = await register(client)
+    project = await create_project(client, owner)
+    refused = await _post(client, owner, project["id"], type="contains", operator=None)
+    assert refused.status_code == 422
+    assert _fields(refused.json()) == ["body.operator"]
+    created = await _post(client, owner, project["id"], type="contains")
+    assert created.json()["operator"] == CATALOGUE["contains"].operator
