@@ -24,7 +24,7 @@ import httpx
 
 from app.engine.jobs import HANDLERS, on_dead
 from bench.harness import StolenTime, bench_app
-from database.core import Tenant, get_database
+from database.core import Database, Tenant, get_database
 from tasks.worker import WorkerPool
 from utils import transport
 
@@ -99,20 +99,25 @@ async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
 
 @asynccontextmanager
 async def status_reader(organization_id: str) -> AsyncIterator[Callable[[str], Awaitable[str]]]:
-    """Reads a run's status on one driver connection, in a transaction of the organization:
-    polling through the API (or the ORM) every few milliseconds would itself take a share of
-    the CPU being measured."""
-    async with get_database().transaction(Tenant(uuid.UUID(organization_id))) as session:
-        raw = await (await session.connection()).get_raw_connection()
-        connection = raw.driver_connection
-        assert connection is not None
+    """Reads a run's status on a driver connection of its own, in a transaction of the run's
+    organization: polling through the API (or the ORM) every few milliseconds would itself take
+    a share of the CPU being measured."""
+    url = get_database().engine.url.render_as_string(hide_password=False)
+    reader = Database.connect(url, pool_size=1, max_overflow=0)  # not one of the app's
+    try:
+        async with reader.transaction(Tenant(uuid.UUID(organization_id))) as session:
+            raw = await (await session.connection()).get_raw_connection()
+            connection = raw.driver_connection
+            assert connection is not None
 
-        async def status(run_id: str) -> str:
-            return await connection.fetchval(
-                "SELECT status FROM runs WHERE id = $1", uuid.UUID(run_id)
-            )
+            async def status(run_id: str) -> str:
+                return await connection.fetchval(
+                    "SELECT status FROM runs WHERE id = $1", uuid.UUID(run_id)
+                )
 
-        yield status
+            yield status
+    finally:
+        await reader.dispose()
 
 
 async def _bare_calls(base_url: str) -> float:

@@ -201,5 +201,5 @@ def set_database(database: Database | None) -> None:
 
 def get_database() -> Database:
     if _database is None:
-        raise RuntimeError("the database is not initialised (is the app's lifespan running?)")
+        raise RuntimeError("the database is not initialised (is the process bootstrap running?)")
     return _database

@@ -78,7 +78,7 @@ class Publisher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    # Called on the event loop (from the after-commit hook, or by the executor); never block.
+    # Called on the event loop (from the after-commit hook, or for a live delta); never block.
 
     def runs_changed(self, run_ids: Iterable[uuid.UUID]) -> None:
         now = time.monotonic()

@@ -1,4 +1,4 @@
-"""The process's notification parts, started and stopped together in the lifespan."""
+"""The process's notification parts, started and stopped together by the process bootstrap."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Calling what is under test (or judging): provider models through pydantic-ai, the OpenAI wire
 format, a team's own HTTP endpoint, or the offline demo provider.
 
-Every call has a timeout; failures become a `TargetError` with a kind the executor can act on
+Every call has a timeout; failures become a `TargetError` with a kind the engine can act on
 (retry a rate limit or a server error, count a timeout) and a message in plain words.
 """
 

@@ -1,4 +1,5 @@
-"""What one process holds for its lifetime besides the database: set up in the lifespan."""
+"""What one process holds for its lifetime besides the database: set up by the process
+bootstrap (app/bootstrap.py)."""
 
 from __future__ import annotations
 
@@ -49,5 +50,5 @@ def set_runtime(runtime: Runtime | None) -> None:
 
 def get_runtime() -> Runtime:
     if _runtime is None:
-        raise RuntimeError("the runtime is not initialised (is the app's lifespan running?)")
+        raise RuntimeError("the runtime is not initialised (is the process bootstrap running?)")
     return _runtime

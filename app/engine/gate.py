@@ -1,4 +1,4 @@
-"""What stands between the executor and a model: a requests-per-minute pace shared by the
+"""What stands between the engine and a model: a requests-per-minute pace shared by the
 process, retries on 429/5xx/connection errors (honouring Retry-After), a circuit breaker."""
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def _insert_evaluations() -> TextClause:
 
 
 async def insert_evaluations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Writes evaluations in one statement (rows as the executor builds them)."""
+    """Writes evaluations in one statement (rows as app/engine/case.py builds them)."""
     if rows:
         await session.execute(_insert_evaluations(), json_rows(rows))
 

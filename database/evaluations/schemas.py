@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, GetJsonSchemaHandler, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from database.evaluations.catalogue import CATALOGUE, validate_parameters
 from database.evaluations.scoring import Operator
@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     MetricTypeName = str
 else:  # the catalogue's types, as the API's enum
     MetricTypeName = Literal[tuple(CATALOGUE)]
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    """As pydantic lists a literal's choices: 'a', 'b' or 'c'."""
+    quoted = [repr(value) for value in values]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 class MetricCreate(InputModel):
@@ -43,7 +49,11 @@ class MetricCreate(InputModel):
     @classmethod
     def _not_null(cls, value: Operator | None) -> Operator:
         if value is None:  # left out, it is the type's default; sent as null, it is a mistake
-            raise ValueError("must be one of >=, >, <=, <, ==")
+            raise PydanticCustomError(
+                "literal_error",
+                "Input should be {expected}",
+                {"expected": _choices(get_args(Operator))},
+            )
         return value
 
     @model_validator(mode="after")
@@ -73,6 +83,14 @@ class MetricCreate(InputModel):
         ]
         parameters["x-parameters-by-type"] = {
             name: metric_type.parameters.__name__ for name, metric_type in CATALOGUE.items()
+        }
+        schema["properties"]["operator"] = {
+            "enum": list(get_args(Operator)),
+            "type": "string",
+            "title": "Operator",
+            "description": "Left out: the type's default ("
+            + ", ".join(sorted({t.operator for t in CATALOGUE.values()}))
+            + ")",
         }
         schema["properties"]["type"]["description"] = "; ".join(
             f"`{name}`: {metric_type.summary}" for name, metric_type in CATALOGUE.items()

@@ -1,8 +1,9 @@
 """legacy run starts: `run.start` jobs still queued from before POST /runs queued a run's chunks
 itself become those `run.chunk` jobs, so no job of a kind that nothing handles any more is left
 
-A run.start job split its run into chunks of ASSAY_RUN_CHUNK_SIZE cases x repetitions; this
-uses the setting's default (500), which only decides how many chunks share the run's cases.
+A run.start job split its run (its case positions, or every case when it lists none) into
+chunks of ASSAY_RUN_CHUNK_SIZE cases x repetitions; this uses the setting's default (500),
+which only decides how many chunks share the run's cases.
 
 Revision ID: 0006_legacy_run_starts
 Revises: 0005_set_revisions
@@ -26,9 +27,10 @@ TABLES = ("jobs", "runs")
 _CHUNK_JOBS = f"""
 WITH legacy AS (
     SELECT r.id AS run_id, r.organization_id, GREATEST(1, {CHUNK_SIZE} / r.repetitions) AS size,
-           CASE WHEN r.case_positions IS NULL
-                THEN ARRAY(SELECT generate_series(0, r.total / r.repetitions - 1))
-                ELSE ARRAY(SELECT jsonb_array_elements_text(r.case_positions)::int)
+           CASE WHEN jsonb_typeof(r.case_positions) = 'array'
+                     AND jsonb_array_length(r.case_positions) > 0
+                THEN ARRAY(SELECT jsonb_array_elements_text(r.case_positions)::int)
+                ELSE ARRAY(SELECT generate_series(0, r.total / r.repetitions - 1))
            END AS positions
     FROM jobs j JOIN runs r ON r.id = (j.payload ->> 'run_id')::uuid
     WHERE j.kind = 'run.start' AND j.status IN ('queued', 'running')

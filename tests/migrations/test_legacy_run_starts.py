@@ -67,7 +67,7 @@ async def _run_with_start_job(
                 {
                     **ids,
                     "run_text": str(ids["run"]),
-                    "positions": json.dumps(case_positions) if case_positions else None,
+                    "positions": None if case_positions is None else json.dumps(case_positions),
                     "repetitions": repetitions,
                     "total": total,
                 },
@@ -86,6 +86,9 @@ async def test_queued_run_starts_become_the_chunk_jobs_of_their_runs(old_databas
     rerun = await _run_with_start_job(
         old_database, total=3, repetitions=1, case_positions=[3, 7, 9]
     )
+    listing_none = await _run_with_start_job(
+        old_database, total=4, repetitions=1, case_positions=[]
+    )
 
     await migrate(old_database.url.render_as_string(hide_password=False), None)
 
@@ -96,10 +99,11 @@ async def test_queued_run_starts_become_the_chunk_jobs_of_their_runs(old_databas
             )
         ).all()
     starts = [job for job in jobs if job.kind == "run.start"]
-    assert [job.status for job in starts] == ["done", "done"]
+    assert [job.status for job in starts] == ["done", "done", "done"]
     for run_id, positions, repetitions in (
         (whole, list(range(600)), 2),
         (rerun, [3, 7, 9], 1),
+        (listing_none, [0, 1, 2, 3], 1),
     ):
         chunks = sorted(
             (
