@@ -13,6 +13,7 @@ from database.organizations import crud as org_crud
 from database.organizations.models import Membership
 from database.organizations.service import check_may_grant, keep_an_owner
 from database.users import crud
+from database.users.models import User
 from database.users.schemas import MemberRead
 from utils.auth import Principal, Role
 from utils.errors import Conflict, Forbidden, NotFound
@@ -22,16 +23,7 @@ async def list_members(
     session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
 ) -> tuple[list[MemberRead], int]:
     rows, total = await crud.list_members(session, organization_id, limit=limit, offset=offset)
-    return [
-        MemberRead(
-            user_id=user.id,
-            email=user.email,
-            name=user.name,
-            role=Role(membership.role),
-            created_at=membership.created_at,
-        )
-        for membership, user in rows
-    ], total
+    return [_as_read(membership, user) for membership, user in rows], total
 
 
 async def add_member(
@@ -103,6 +95,10 @@ async def _get_member(
 async def _member_read(session: AsyncSession, membership: Membership) -> MemberRead:
     user = await crud.get_user(session, membership.user_id)
     assert user is not None
+    return _as_read(membership, user)
+
+
+def _as_read(membership: Membership, user: User) -> MemberRead:
     return MemberRead(
         user_id=user.id,
         email=user.email,
