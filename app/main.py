@@ -21,7 +21,7 @@ from database.models.apis import router as models_router
 from database.organizations.apis import router as organizations_router
 from database.projects.apis import router as projects_router
 from database.prompts.apis import router as prompts_router
-from database.results.apis import results_router
+from database.results.apis import baseline_router, results_router
 from database.results.apis import router as runs_router
 from database.test_sets.apis import router as test_sets_router
 from database.test_sets.apis import tests_router as tests_bulk_router
@@ -56,6 +56,7 @@ def api_router() -> APIRouter:
         metrics_router,
         runs_router,
         results_router,
+        baseline_router,
     ):
         api.include_router(router)
     return api

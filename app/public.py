@@ -48,14 +48,19 @@ Events (`event:` name, then the JSON in `data:`):
   error_message, evaluations: [{metric, type, score, passed, reason, error}]}` (the output is
   cut at 4,000 characters; the whole text is in the result)
 - `run.progress`: `{total, done, passed, failed, errored}`, after each batch of results
-- `run.finished`: `{status: completed | failed, total, done, passed, failed, errored, error?}`
+- `run.finished`: `{status: completed | failed | stopped, total, done, passed, failed, errored,
+  error?}` (`stopped`: the run's budget was reached; `error` says so)
 - `run.cancelled`: `{status: cancelled, total, done, passed, failed, errored}`
+- `run.verdict`: a gated run's gate result, right after `run.finished` or `run.cancelled`:
+  `{status: passed | failed | undecided, reasons, baseline_run_id, comparison}`
 - `output.delta`: `{position, repetition, text, reset?}`: streamed text of the target (models
   set to `stream`), live only, never replayed; its `id:` is the last stored event's. With
   `reset: true` the call was retried: drop the text received so far for that case
 - `evaluation.delta`: `{position, repetition, metric, text}`: the same for a judge
 
-The stream ends after `run.finished` or `run.cancelled`. A comment line is sent every 15 s as
+The stream ends after `run.finished` or `run.cancelled` (after `run.verdict` for a gated run).
+A run given more repetitions once it has ended (`POST /runs/{id}/repeat`) starts again with
+`run.started`; a stream opened afterwards replays both. A comment line is sent every 15 s as
 a heartbeat. A connection lives at most 30 minutes (then the client reconnects after the
 `retry:` delay); a client too slow to keep up is disconnected the same way.
 """

@@ -5,11 +5,11 @@ Machines here are shared and noisy, so absolute numbers matter less than ratios.
 
 from __future__ import annotations
 
-from bench import auth_overhead, run_throughput, sse_fanout
+from bench import auth_overhead, compare_runs, run_throughput, sse_fanout
 
 
 async def main() -> None:
-    for bench in (run_throughput, auth_overhead, sse_fanout):
+    for bench in (run_throughput, compare_runs, auth_overhead, sse_fanout):
         await bench.run()
 
 

@@ -57,7 +57,8 @@ class EventStream(Response):
         terminal: frozenset[str],
     ) -> None:
         """`after`: the last seq the client has; `committed`: the run's last seq when checked;
-        `terminal`: the event types after which the stream ends."""
+        `terminal`: the event types that end the stream when no event follows them in the
+        same batch (a run's end and its verdict are written together)."""
         self.status_code = 200
         self.background = None
         self.raw_headers = list(HEADERS)
@@ -102,8 +103,8 @@ class EventStream(Response):
             async for page in self._replay(sent, None):
                 yield b"".join(item.encoded for item in page)
                 sent = page[-1].seq
-                if page[-1].type in self.terminal:
-                    return
+                if page[-1].type in self.terminal and sent >= subscriber.known:
+                    return  # (a run given more repetitions has events after its first end)
         while True:
             try:
                 batch = await subscriber.next_batch()
@@ -111,6 +112,7 @@ class EventStream(Response):
                 yield f"retry: {self.retry_ms}\n: {end.reason}\n\n".encode()
                 return
             parts: list[bytes] = []
+            ended = False  # the last stored event of the batch is terminal
             for item in batch:
                 if item.seq == -1:  # heartbeat
                     parts.append(item.encoded)
@@ -123,11 +125,11 @@ class EventStream(Response):
                             sent = page[-1].seq
                     parts.append(item.encoded)
                     sent = item.seq
-                    if item.type in self.terminal:
-                        yield b"".join(parts)
-                        return
+                    ended = item.type in self.terminal
             if parts:
                 yield b"".join(parts)
+            if ended:
+                return
 
     async def _replay(self, after: int, before: int | None) -> AsyncIterator[list[Item]]:
         """Stored events after `after` (and before `before`), a page per short transaction."""

@@ -17,7 +17,7 @@ from database.core import new_id
 from database.evaluations.catalogue import CATALOGUE, score
 from database.evaluations.scoring import MetricSpec, Observation, Verdict
 from database.results import crud, events
-from database.results.models import Run
+from database.results.models import Result, Run
 from database.test_sets.crud import VersionCase
 from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
 from utils.errors import InvalidInput
@@ -27,8 +27,14 @@ Row = dict[str, Any]
 
 
 async def run_case(
-    ctx: JobContext, run: Run, plan: Plan, case: VersionCase, repetition: int
+    ctx: JobContext,
+    run: Run,
+    plan: Plan,
+    case: VersionCase,
+    repetition: int,
+    source: Result | None = None,
 ) -> tuple[Row, list[Row]]:
+    """`source`: a rescore's stored result of this case, whose output is scored again."""
     result = _new_result(run, case, repetition)
     try:
         request = _request(case.case, plan)
@@ -38,10 +44,16 @@ async def run_case(
     result["input"] = _sent(request)
     live = delta_sink(run.id, events.delta_target(case.position, repetition))
     try:
-        reply, cached = await _answer(ctx, run, plan, request, live)
-    except TargetError as error:
+        if source is not None:
+            reply, cached, price = _stored(source)
+        elif run.recorded_field is not None:
+            reply, cached, price = _recorded(case.case, run.recorded_field), True, None
+        else:
+            assert plan.target is not None
+            reply, cached = await _answer(ctx, run, plan, plan.target, request, live)
+            price = cost(plan.target, reply)
+    except (TargetError, NoOutput) as error:
         return _errored(result, result["input"], error.kind, error.message), []
-    price = cost(plan.target, reply)
     result.update(
         output=storable(reply.output),
         latency_ms=round(reply.latency_ms, 2),
@@ -99,14 +111,46 @@ def _sent(request: TargetRequest) -> dict[str, Any]:
     return {key: value for key, value in sent if value}
 
 
+class NoOutput(Exception):
+    """A recorded or reused output that is not there."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def _stored(source: Result) -> tuple[TargetReply, bool, float | None]:
+    """A stored result's answer, as it was (an errored one stays errored)."""
+    if source.status == "errored" and source.output is None:
+        raise NoOutput(source.error_type or "error", source.error_message or "")
+    reply = TargetReply(
+        source.output or "", source.latency_ms or 0.0, source.input_tokens, source.output_tokens
+    )
+    return reply, True, source.cost
+
+
+def _recorded(case: dict[str, Any], field: str) -> TargetReply:
+    """The output recorded with the case, in its metadata under `field`."""
+    value = (case.get("metadata") or {}).get(field)
+    if value is None:
+        raise NoOutput("recorded_output_missing", f"the test's metadata has no {field!r}")
+    return TargetReply(value if isinstance(value, str) else json.dumps(value), 0.0, None, None)
+
+
 async def _answer(
-    ctx: JobContext, run: Run, plan: Plan, request: TargetRequest, live: DeltaSink | None
+    ctx: JobContext,
+    run: Run,
+    plan: Plan,
+    target: TargetConfig,
+    request: TargetRequest,
+    live: DeltaSink | None,
 ) -> tuple[TargetReply, bool]:
     """The target's answer and whether it came from the response cache (opt-in per run)."""
 
     async def ask() -> TargetReply:
         return await call_model(
-            plan.target,
+            target,
             request,
             allow_private=plan.allow_private,
             time_limit=run.timeout_seconds,
@@ -115,7 +159,7 @@ async def _answer(
 
     if not run.use_cache:
         return await ask(), False
-    key = _cache_key(plan.target, request)
+    key = _cache_key(target, request)
     async with ctx.transaction() as session:
         hit = await crud.cached_response(session, key)
     if hit is not None:

@@ -22,8 +22,8 @@ from app.engine.case import run_case
 from app.engine.context import JobContext
 from app.engine.plan import Plan, make_plan
 from app.engine.writer import ChunkWriter
-from database.results import crud, service
-from database.results.models import TERMINAL, Run
+from database.results import crud, execution
+from database.results.models import TERMINAL, Result, Run
 from database.test_sets import crud as test_set_crud
 from database.test_sets.crud import VersionCase
 
@@ -39,22 +39,34 @@ async def run_chunk(ctx: JobContext) -> None:
         run = await crud.get_run(session, run_id)
         if run is None or run.status in TERMINAL:
             return
-        await service.start_chunk(session, run)
+        await execution.start_chunk(session, run)
     # Kept apart from the status change: a chunk starting at the same moment waits for that
     # row lock, and it is held only for the short transaction above.
+    repetitions = range(*ctx.payload.get("repetitions", (0, run.repetitions)))
     async with ctx.transaction() as session:
         done = await crud.done_keys(session, run.id, positions)
         cases = await test_set_crud.version_cases(session, run.test_set_version_id, positions)
         plan = await make_plan(session, run)
-    work = [
+        sources = (
+            await crud.source_outputs(session, run.outputs_from_run_id, positions, repetitions)
+            if run.outputs_from_run_id
+            else None
+        )
+    # A rescore does the repetitions its source has; a run, every one of the chunk's.
+    keys = [
         (case, repetition)
         for case in cases
-        for repetition in range(run.repetitions)
+        for repetition in repetitions
+        if sources is None or (case.position, repetition) in sources
+    ]
+    work = [
+        (case, repetition, sources.get((case.position, repetition)) if sources else None)
+        for case, repetition in keys
         if (case.position, repetition) not in done
     ]
     parallel = min(int(ctx.payload.get("chunks", 1)), MAX_PARALLEL_CHUNKS)
     concurrency = max(1, math.ceil(run.concurrency / parallel))
-    writer = ChunkWriter(ctx, run, positions, expected=len(cases) * run.repetitions)
+    writer = ChunkWriter(ctx, run, positions, repetitions, expected=len(keys))
     await _execute(ctx, run, plan, work, concurrency, writer)
     if writer.missing:
         # Never end a chunk with holes: failing makes the queue retry (and resume) it.
@@ -63,14 +75,14 @@ async def run_chunk(ctx: JobContext) -> None:
 
 async def mark_run_failed(ctx: JobContext, session: AsyncSession, error: str) -> None:
     """A run's job gave up for good: the run ends as failed rather than running forever."""
-    await service.fail_run(session, uuid.UUID(ctx.payload["run_id"]), error)
+    await execution.fail_run(session, uuid.UUID(ctx.payload["run_id"]), error)
 
 
 async def _execute(
     ctx: JobContext,
     run: Run,
     plan: Plan,
-    work: list[tuple[VersionCase, int]],
+    work: list[tuple[VersionCase, int, Result | None]],
     concurrency: int,
     writer: ChunkWriter,
 ) -> None:
@@ -79,10 +91,10 @@ async def _execute(
     async def lane() -> None:
         # `concurrency` lanes share one iterator (next() never yields, so each case is taken
         # once): cheaper than a task per case queued on a semaphore.
-        for case, repetition in queued:
-            if writer.cancelled:
+        for case, repetition, source in queued:
+            if writer.cancelled or writer.over_budget:
                 return
-            writer.add(*await run_case(ctx, run, plan, case, repetition))
+            writer.add(*await run_case(ctx, run, plan, case, repetition, source))
 
     flusher = asyncio.create_task(writer.flush_periodically())
     tasks = [asyncio.create_task(lane()) for _ in range(min(concurrency, len(work)))]

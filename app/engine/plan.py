@@ -20,7 +20,7 @@ from utils.runtime import get_runtime
 
 @dataclass(frozen=True)
 class Plan:
-    target: TargetConfig
+    target: TargetConfig | None  # None: the outputs are recorded or reused, not asked for
     judges: dict[str, TargetConfig]
     metrics: list[MetricSpec]
     template: str | None
@@ -31,10 +31,11 @@ class Plan:
 
 async def make_plan(session: AsyncSession, run: Run) -> Plan:
     runtime = get_runtime()
+    calls_target = run.outputs_from_run_id is None and run.recorded_field is None
     target_row = (
         await model_crud.get_model(session, run.target_model_id) if run.target_model_id else None
     )
-    if target_row is None:
+    if target_row is None and calls_target:
         raise RuntimeError("the run's target model configuration was deleted")
     metrics = [MetricSpec(**spec) for spec in run.metrics]
     judges: dict[str, TargetConfig] = {}
@@ -49,7 +50,7 @@ async def make_plan(session: AsyncSession, run: Run) -> Plan:
         else None
     )
     return Plan(
-        target=resolve(target_row, runtime.secret_box),
+        target=resolve(target_row, runtime.secret_box) if target_row and calls_target else None,
         judges=judges,
         metrics=metrics,
         template=version.template if version else None,

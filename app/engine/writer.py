@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from app.engine.context import JobContext
-from database.results import crud, service
+from database.results import crud, execution
 from database.results.models import TERMINAL, Run
 
 log = structlog.get_logger(__name__)
@@ -23,11 +23,23 @@ Batch = list[tuple[dict[str, Any], list[dict[str, Any]]]]
 
 
 class ChunkWriter:
-    def __init__(self, ctx: JobContext, run: Run, positions: list[int], *, expected: int) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        run: Run,
+        positions: list[int],
+        repetitions: range,
+        *,
+        expected: int,
+    ) -> None:
         self.ctx = ctx
         self.run = run
         self.positions = positions
+        self.repetitions = repetitions
         self.expected = expected
+        # What the run had spent when the chunk started, and what this chunk has spent since:
+        # the lanes take no new case once the budget is gone (the database decides the end).
+        self.spent = run.spent or 0.0
         self.missing = 0
         self._stopping = False
         self.rows: Batch = []
@@ -39,11 +51,16 @@ class ChunkWriter:
     def cancelled(self) -> bool:
         return self.cancelled_event.is_set()
 
+    @property
+    def over_budget(self) -> bool:
+        return self.run.max_cost is not None and self.spent >= self.run.max_cost
+
     def add(self, result: dict[str, Any], evaluations: list[dict[str, Any]]) -> None:
         # Never waits for the database: a full batch wakes the flusher, and the lane moves on
         # to its next case (a lane writing a batch itself would idle for the round trip).
         self.rows.append((result, evaluations))
-        if len(self.rows) >= FLUSH_ROWS:
+        self.spent += execution.spending([(result, evaluations)])
+        if len(self.rows) >= FLUSH_ROWS or self.over_budget:
             self._batch_full.set()
 
     def stop(self) -> None:
@@ -72,15 +89,19 @@ class ChunkWriter:
                     # The run's row lock first: writers of one run take turns, so the counts
                     # in each progress event include every result committed before it.
                     status = await crud.lock_run(session, self.run.id)
-                    if status not in TERMINAL:
-                        if batch:
-                            await service.record_batch(session, self.run, batch)
-                        if last:
-                            self.missing = await service.close_chunk(
-                                session, self.run, self.positions, expected=self.expected
-                            )
+                    ended = status in TERMINAL
+                    if not ended and batch:
+                        ended = await execution.record_batch(session, self.run, batch)
+                    if not ended and last:
+                        self.missing = await execution.close_chunk(
+                            session,
+                            self.run,
+                            self.positions,
+                            self.repetitions,
+                            expected=self.expected,
+                        )
             except BaseException:
                 self.rows = batch + self.rows  # not written: keep them for the next flush
                 raise
-            if status in TERMINAL:
+            if ended:
                 self.cancelled_event.set()  # cancelled (or ended elsewhere): stop, write no more

@@ -117,16 +117,31 @@
   }
 
   function onEnd(data) {
+    // The server ends the stream (after a gated run's verdict); reconnecting then gets 204,
+    // which stops EventSource for good.
+    ended = true;
     setStatus(data.status);
     setCounts(data);
-    source.close();
     $("connection").textContent = "";
+  }
+
+  function onVerdict(data) {
+    $("gate").textContent = "gate: " + data.status + ((data.reasons || []).length ? " (" + data.reasons.join("; ") + ")" : "");
+    $("gate").dataset.status = data.status;
+  }
+
+  function onRestart(data) {
+    ended = false; // more repetitions were added to the run
+    $("gate").textContent = "";
+    onStarted(data);
   }
 
   const url = "/public/runs/" + encodeURIComponent(runId) + "/events?token=" + encodeURIComponent(token);
   const source = new EventSource(url);
   const parse = (handler) => (message) => handler(JSON.parse(message.data));
-  source.addEventListener("run.started", parse(onStarted));
+  let ended = false;
+  source.addEventListener("run.started", parse((data) => (ended ? onRestart(data) : onStarted(data))));
+  source.addEventListener("run.verdict", parse(onVerdict));
   source.addEventListener("result.recorded", parse(onResult));
   source.addEventListener("run.progress", parse(setCounts));
   source.addEventListener("run.finished", parse(onEnd));
@@ -134,7 +149,9 @@
   source.addEventListener("output.delta", parse(onDelta));
   source.addEventListener("open", () => { $("connection").textContent = ""; });
   source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) {
+    if (ended) {
+      $("connection").textContent = "";
+    } else if (source.readyState === EventSource.CLOSED) {
       $("connection").textContent = "(stream closed)";
     } else {
       $("connection").textContent = "(reconnecting…)";

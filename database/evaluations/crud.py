@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Float, Table, TextClause, case, cast, delete, func, insert, select
+from sqlalchemy import Table, TextClause, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation, Metric, TestSetMetric
@@ -125,24 +125,3 @@ async def run_evaluations(
     for evaluation in rows.all():
         grouped.setdefault(evaluation.result_id, []).append(evaluation)
     return grouped
-
-
-async def metric_stats(
-    session: AsyncSession, run_id: uuid.UUID
-) -> list[tuple[str, str, float | None, float | None, int, float | None]]:
-    """(name, type, mean score, pass rate, evaluated, judge cost) per metric of a run."""
-    scored = Evaluation.error.is_(None)
-    rows = await session.execute(
-        select(
-            Evaluation.metric_name,
-            Evaluation.metric_type,
-            func.avg(Evaluation.score).filter(scored),
-            func.avg(cast(case((Evaluation.passed, 1), else_=0), Float)).filter(scored),
-            func.count().filter(scored),
-            func.sum(Evaluation.cost),
-        )
-        .where(Evaluation.run_id == run_id)
-        .group_by(Evaluation.metric_name, Evaluation.metric_type)
-        .order_by(Evaluation.metric_name)
-    )
-    return [tuple(row) for row in rows.all()]

@@ -23,3 +23,7 @@ class Project(IdMixin, TimestampMixin, Base):
     default_judge_model_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("model_configs.id", ondelete="SET NULL")
     )
+    # The run a candidate is compared with by default (`baseline=project`).
+    baseline_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL", use_alter=True)
+    )

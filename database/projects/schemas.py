@@ -28,5 +28,8 @@ class ProjectRead(OutputModel):
     description: str | None
     default_target_model_id: uuid.UUID | None
     default_judge_model_id: uuid.UUID | None
+    baseline_run_id: uuid.UUID | None = Field(
+        description="The run candidates are compared with by default (PUT .../baseline)"
+    )
     created_at: datetime
     updated_at: datetime

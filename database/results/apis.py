@@ -7,8 +7,16 @@ from fastapi import APIRouter, Query, Response, status
 
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations.schemas import EvaluationRead
-from database.results import crud, service
+from database.projects.schemas import ProjectRead
+from database.results import crud, figures, follow_ups, reads, service, summaries
+from database.results.comparison import CompareOptions
+from database.results.reads import get_run_or_404, result_reads, run_read, run_reads
 from database.results.schemas import (
+    BaselineSet,
+    CaseRepetitions,
+    Comparison,
+    RepeatCreate,
+    RescoreCreate,
     ResultRead,
     ResultStatus,
     RunCreate,
@@ -21,12 +29,8 @@ from utils.schemas import Page
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 results_router = APIRouter(prefix="/results", tags=["runs"])
+baseline_router = APIRouter(prefix="/projects", tags=["projects"])
 EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "junit": "application/xml"}
-
-
-async def _read(session: DbSession, run_id: uuid.UUID) -> RunRead:
-    run = await service.get_run_or_404(session, run_id)
-    return (await service.to_reads(session, [run]))[0]
 
 
 @router.get("")
@@ -47,7 +51,7 @@ async def list_runs(
         offset=page.offset,
     )
     return Page(
-        items=await service.to_reads(session, rows),
+        items=await run_reads(session, rows),
         total=total,
         limit=page.limit,
         offset=page.offset,
@@ -63,19 +67,19 @@ async def create_run(
     body: RunCreate, session: DbSession, runtime: RuntimeDep, principal: Member
 ) -> RunRead:
     run = await service.create_run(session, runtime, principal, body)
-    return (await service.to_reads(session, [run]))[0]
+    return (await run_reads(session, [run]))[0]
 
 
 @router.get("/{run_id}")
 async def read_run(run_id: uuid.UUID, session: DbSession, _: Viewer) -> RunRead:
-    return await _read(session, run_id)
+    return await run_read(session, run_id)
 
 
 @router.post("/{run_id}/cancel", summary="Stop a queued or running run (within seconds)")
 async def cancel_run(run_id: uuid.UUID, session: DbSession, _: Member) -> RunRead:
-    run = await service.get_run_or_404(session, run_id, for_update=True)
+    run = await get_run_or_404(session, run_id, for_update=True)
     await service.cancel_run(session, run)
-    return await _read(session, run_id)
+    return await run_read(session, run_id)
 
 
 @router.post(
@@ -84,9 +88,87 @@ async def cancel_run(run_id: uuid.UUID, session: DbSession, _: Member) -> RunRea
     summary="Run the failed and errored cases again, as a new run linked to this one",
 )
 async def rerun(run_id: uuid.UUID, session: DbSession, principal: Member) -> RunRead:
-    run = await service.get_run_or_404(session, run_id)
-    child = await service.rerun(session, principal, run)
-    return (await service.to_reads(session, [child]))[0]
+    run = await get_run_or_404(session, run_id)
+    child = await follow_ups.rerun(session, principal, run)
+    return (await run_reads(session, [child]))[0]
+
+
+@router.post(
+    "/{run_id}/repeat",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="More repetitions of a completed run's cases (all, flaky or undecided ones)",
+)
+async def repeat_run(
+    run_id: uuid.UUID, body: RepeatCreate, session: DbSession, _: Member
+) -> RunRead:
+    run = await get_run_or_404(session, run_id, for_update=True)
+    return (await run_reads(session, [await follow_ups.repeat(session, run, body)]))[0]
+
+
+@router.post(
+    "/{run_id}/rescore",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Score this run's stored outputs with other metrics: a new run, no target calls",
+)
+async def rescore_run(
+    run_id: uuid.UUID, body: RescoreCreate, session: DbSession, principal: Member
+) -> RunRead:
+    run = await get_run_or_404(session, run_id)
+    child = await follow_ups.rescore(session, principal, run, body)
+    return (await run_reads(session, [child]))[0]
+
+
+@router.get(
+    "/{run_id}/compare",
+    summary="Is this run better, worse or no different from a baseline? Paired statistics",
+)
+async def compare_runs(
+    run_id: uuid.UUID,
+    session: DbSession,
+    _: Viewer,
+    baseline: Annotated[str, Query(description="A run id, or project for the project's baseline")],
+    include_changed: Annotated[
+        bool, Query(description="Pair tests whose content changed between the versions")
+    ] = False,
+    min_effect: Annotated[
+        float, Query(ge=0, le=1, description="Changes inside ± this are equivalent")
+    ] = 0.02,
+    flips_limit: Annotated[int, Query(ge=0, le=100)] = 20,
+    flips_offset: Annotated[int, Query(ge=0)] = 0,
+) -> Comparison:
+    run = await get_run_or_404(session, run_id)
+    options = CompareOptions(
+        include_changed=include_changed,
+        min_effect=min_effect,
+        flips_limit=flips_limit,
+        flips_offset=flips_offset,
+    )
+    return await service.compare_runs(session, run, baseline, options)
+
+
+@router.get(
+    "/{run_id}/cases",
+    summary="Per case: repetitions, passes, pass@k, pass^k and whether it is flaky",
+)
+async def list_case_repetitions(
+    run_id: uuid.UUID,
+    session: DbSession,
+    _: Viewer,
+    page: Pagination,
+    flaky: Annotated[bool | None, Query(description="Only flaky (or only steady) cases")] = None,
+) -> Page[CaseRepetitions]:
+    run = await get_run_or_404(session, run_id)
+    tallies = await figures.case_tallies(session, run.id)
+    if flaky is not None:
+        tallies = [t for t in tallies if (0 < t.passed < t.scored) == flaky]
+    return Page(
+        items=[
+            summaries.case_repetitions(t) for t in tallies[page.offset : page.offset + page.limit]
+        ],
+        total=len(tallies),
+        limit=page.limit,
+        offset=page.offset,
+    )
 
 
 @router.get("/{run_id}/results")
@@ -97,12 +179,12 @@ async def list_results(
     page: Pagination,
     status_filter: Annotated[ResultStatus | None, Query(alias="status")] = None,
 ) -> Page[ResultRead]:
-    run = await service.get_run_or_404(session, run_id)
+    run = await get_run_or_404(session, run_id)
     rows, total = await crud.list_results(
         session, run.id, status=status_filter, limit=page.limit, offset=page.offset
     )
     return Page(
-        items=await service.result_reads(session, rows),
+        items=await result_reads(session, rows),
         total=total,
         limit=page.limit,
         offset=page.offset,
@@ -116,13 +198,13 @@ async def list_results(
 async def stream_token(
     run_id: uuid.UUID, session: DbSession, principal: Viewer, runtime: RuntimeDep
 ) -> StreamToken:
-    run = await service.get_run_or_404(session, run_id)
+    run = await get_run_or_404(session, run_id)
     return service.stream_token(runtime, principal, run)
 
 
 @router.get("/{run_id}/summary")
 async def run_summary(run_id: uuid.UUID, session: DbSession, _: Viewer) -> RunSummary:
-    return await service.summary(session, await service.get_run_or_404(session, run_id))
+    return await summaries.summary(session, await get_run_or_404(session, run_id))
 
 
 @router.get(
@@ -137,7 +219,7 @@ async def export_run(
     _: Viewer,
     format: Literal["csv", "json", "junit"] = "json",
 ) -> Response:
-    run = await service.get_run_or_404(session, run_id)
+    run = await get_run_or_404(session, run_id)
     extension = "xml" if format == "junit" else format
     return Response(
         await service.export_run(session, run, format),
@@ -148,11 +230,21 @@ async def export_run(
 
 @results_router.get("/{result_id}")
 async def read_result(result_id: uuid.UUID, session: DbSession, _: Viewer) -> ResultRead:
-    return await service.read_result(session, result_id)
+    return await reads.read_result(session, result_id)
 
 
 @results_router.get("/{result_id}/evaluations")
 async def read_evaluations(
     result_id: uuid.UUID, session: DbSession, _: Viewer
 ) -> list[EvaluationRead]:
-    return (await service.read_result(session, result_id)).evaluations
+    return (await reads.read_result(session, result_id)).evaluations
+
+
+@baseline_router.put(
+    "/{project_id}/baseline",
+    summary="Set (or clear) the run that candidates are compared with by default",
+)
+async def set_baseline(
+    project_id: uuid.UUID, body: BaselineSet, session: DbSession, _: Member
+) -> ProjectRead:
+    return ProjectRead.model_validate(await service.set_baseline(session, project_id, body.run_id))

@@ -8,15 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
-    Float,
     Table,
     TextClause,
-    and_,
     any_,
-    case,
-    cast,
     func,
-    literal_column,
     select,
     text,
     update,
@@ -25,7 +20,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results.models import TERMINAL, CachedResponse, Result, Run, RunEvent
-from database.test_sets.models import TestSetVersionCase
 from notifications.publisher import publish_after_commit
 from utils import fastjson
 from utils.crud import int_array, json_rows, paginate, recordset_insert
@@ -134,12 +128,17 @@ async def done_keys(
 
 
 async def count_results(
-    session: AsyncSession, run_id: uuid.UUID, positions: Sequence[int] | None = None
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    positions: Sequence[int] | None = None,
+    repetitions: range | None = None,
 ) -> int:
-    """The run's results (those at `positions` only, when given)."""
+    """The run's results (at `positions` and `repetitions` only, when given)."""
     query = select(func.count()).where(Result.run_id == run_id)
     if positions is not None:
         query = query.where(Result.position == any_(int_array("positions", positions)))
+    if repetitions is not None:
+        query = query.where(Result.repetition.between(repetitions.start, repetitions.stop - 1))
     return await session.scalar(query) or 0
 
 
@@ -198,70 +197,6 @@ async def positions_to_rerun(session: AsyncSession, run_id: uuid.UUID) -> list[i
         .order_by(Result.position)
     )
     return list(rows.all())
-
-
-# --- summary --------------------------------------------------------------------------------
-
-
-async def result_stats(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Any]:
-    row = (
-        await session.execute(
-            select(
-                func.percentile_cont(0.5).within_group(Result.latency_ms),
-                func.percentile_cont(0.95).within_group(Result.latency_ms),
-                func.percentile_cont(0.99).within_group(Result.latency_ms),
-                func.avg(Result.latency_ms),
-                func.coalesce(func.sum(Result.input_tokens), 0),
-                func.coalesce(func.sum(Result.output_tokens), 0),
-                func.sum(Result.cost),
-            ).where(Result.run_id == run_id, Result.status != "errored")
-        )
-    ).one()
-    return {
-        "p50": row[0],
-        "p95": row[1],
-        "p99": row[2],
-        "mean": float(row[3]) if row[3] is not None else None,
-        "input_tokens": int(row[4]),
-        "output_tokens": int(row[5]),
-        "cost": row[6],
-    }
-
-
-async def error_counts(session: AsyncSession, run_id: uuid.UUID) -> dict[str, int]:
-    rows = await session.execute(
-        select(func.coalesce(Result.error_type, "unknown"), func.count())
-        .where(Result.run_id == run_id, Result.status == "errored")
-        .group_by(Result.error_type)
-    )
-    return {kind: count for kind, count in rows.all()}
-
-
-async def group_stats(
-    session: AsyncSession, run: Run, field: str
-) -> list[tuple[str | None, int, float | None]]:
-    """(value, results, pass rate) grouped by a case field (behavior, category, topic)."""
-    value = TestSetVersionCase.case[field].astext
-    scored = Result.status != "errored"
-    rows = await session.execute(
-        select(
-            value,
-            func.count(),
-            func.avg(cast(case((Result.status == "passed", 1), else_=0), Float)).filter(scored),
-        )
-        .select_from(Result)
-        .join(
-            TestSetVersionCase,
-            and_(
-                TestSetVersionCase.version_id == run.test_set_version_id,
-                TestSetVersionCase.position == Result.position,
-            ),
-        )
-        .where(Result.run_id == run.id)
-        .group_by(value)
-        .order_by(literal_column("2").desc())
-    )
-    return [(row[0], row[1], row[2]) for row in rows.all()]
 
 
 # --- response cache -------------------------------------------------------------------------
@@ -337,3 +272,70 @@ async def events_after(
         .limit(limit)
     )
     return list(rows.all())
+
+
+async def set_gate_result(session: AsyncSession, run_id: uuid.UUID, result: dict[str, Any]) -> None:
+    await session.execute(update(Run).where(Run.id == run_id).values(gate_result=result))
+
+
+async def add_spending(session: AsyncSession, run_id: uuid.UUID, amount: float) -> float:
+    """Adds to what the run has spent; returns the new total."""
+    return float(
+        (
+            await session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(spent=Run.spent + amount)
+                .returning(Run.spent)
+            )
+        ).scalar_one()
+    )
+
+
+async def result_positions(session: AsyncSession, run_id: uuid.UUID) -> list[int]:
+    rows = await session.scalars(
+        select(Result.position).where(Result.run_id == run_id).distinct().order_by(Result.position)
+    )
+    return list(rows.all())
+
+
+async def reopen(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    *,
+    repetitions: int,
+    total: int,
+    max_cost: float | None,
+) -> None:
+    """An ended run takes more work: queued again, its end and gate result cleared."""
+    await session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            status="queued",
+            repetitions=repetitions,
+            total=total,
+            max_cost=max_cost,
+            finished_at=None,
+            error=None,
+            gate_result=None,
+        )
+    )
+
+
+async def source_outputs(
+    session: AsyncSession, run_id: uuid.UUID, positions: Sequence[int], repetitions: range
+) -> dict[tuple[int, int], Result]:
+    """A run's results at `positions` and `repetitions`: what a rescore of it scores."""
+    rows = await session.scalars(
+        select(Result).where(
+            Result.run_id == run_id,
+            Result.position == any_(int_array("positions", positions)),
+            Result.repetition.between(repetitions.start, repetitions.stop - 1),
+        )
+    )
+    return {(r.position, r.repetition): r for r in rows.all()}
+
+
+async def run_error(session: AsyncSession, run_id: uuid.UUID) -> str | None:
+    return await session.scalar(select(Run.error).where(Run.id == run_id))

@@ -16,7 +16,9 @@ RESULT_RECORDED = "result.recorded"
 RUN_PROGRESS = "run.progress"
 RUN_FINISHED = "run.finished"
 RUN_CANCELLED = "run.cancelled"
-TERMINAL_EVENTS = frozenset({RUN_FINISHED, RUN_CANCELLED})
+RUN_VERDICT = "run.verdict"  # a gated run's gate result, right after it ends
+# A stream ends after a batch of events whose last is one of these.
+TERMINAL_EVENTS = frozenset({RUN_FINISHED, RUN_CANCELLED, RUN_VERDICT})
 # Live only, never stored.
 OUTPUT_DELTA = "output.delta"
 EVALUATION_DELTA = "evaluation.delta"
@@ -98,6 +100,10 @@ async def record_end(
         data["error"] = error
     kind = RUN_CANCELLED if status == "cancelled" else RUN_FINISHED
     await record(session, run, [(kind, data)])
+
+
+def verdict(gate_result: dict[str, Any]) -> Event:
+    return RUN_VERDICT, gate_result
 
 
 def delta_target(position: int, repetition: int) -> dict[str, Any]:

@@ -61,14 +61,22 @@ def _cell(value: Any) -> Any:
 
 
 def _junit(run: Run, results: Sequence[ResultRead]) -> bytes:
+    gate = run.gate_result
     suite = ElementTree.Element(
         "testsuite",
         name=run.name or f"assay run {run.id}",
-        tests=str(len(results)),
-        failures=str(sum(r.status == "failed" for r in results)),
-        errors=str(sum(r.status == "errored" for r in results)),
+        tests=str(len(results) + (gate is not None)),
+        failures=str(
+            sum(r.status == "failed" for r in results) + ((gate or {}).get("status") == "failed")
+        ),
+        errors=str(
+            sum(r.status == "errored" for r in results)
+            + ((gate or {}).get("status") == "undecided")
+        ),
         time=f"{sum((r.latency_ms or 0) for r in results) / 1000:.3f}",
     )
+    if gate is not None:
+        _gate_case(suite, run, gate)
     for r in results:
         case = ElementTree.SubElement(
             suite,
@@ -91,3 +99,14 @@ def _junit(run: Run, results: Sequence[ResultRead]) -> bytes:
         output = ElementTree.SubElement(case, "system-out")
         output.text = r.output or ""
     return ElementTree.tostring(suite, encoding="utf-8", xml_declaration=True)
+
+
+def _gate_case(suite: ElementTree.Element, run: Run, gate: dict[str, Any]) -> None:
+    """The gate as a test case of its own: failing with its reasons when it failed, in error
+    when it could not decide."""
+    case = ElementTree.SubElement(suite, "testcase", classname=f"assay.{run.id}", name="gate")
+    reasons = "; ".join(gate.get("reasons") or [])
+    if gate.get("status") == "failed":
+        ElementTree.SubElement(case, "failure", message=reasons, type="gate").text = reasons
+    elif gate.get("status") == "undecided":
+        ElementTree.SubElement(case, "error", message=reasons, type="gate").text = reasons

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from database.core import Base, IdMixin, TimestampMixin
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+# `stopped`: ended early by its budget (`max_cost`), the reason in `error`.
+TERMINAL = frozenset({"completed", "failed", "cancelled", "stopped"})
 
 
 class Run(IdMixin, TimestampMixin, Base):
@@ -32,7 +33,8 @@ class Run(IdMixin, TimestampMixin, Base):
     __tablename__ = "runs"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued', 'running', 'completed', 'failed', 'cancelled')", name="status"
+            "status IN ('queued', 'running', 'completed', 'failed', 'cancelled', 'stopped')",
+            name="status",
         ),
         Index("ix_runs_project_id_created_at", "project_id", "created_at"),
     )
@@ -69,6 +71,16 @@ class Run(IdMixin, TimestampMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A rescore's outputs come from this run's results; a recorded run's from the cases.
+    outputs_from_run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL")
+    )
+    recorded_field: Mapped[str | None] = mapped_column(String(200))
+    # What ends the run when it is over (see results/gates.py), and what it said.
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    gate_result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    max_cost: Mapped[float | None] = mapped_column(Float)
+    spent: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # The last run event's seq (see RunEvent below): committed with the event.
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
@@ -79,6 +91,7 @@ class Result(IdMixin, Base):
     __tablename__ = "results"
     __table_args__ = (
         UniqueConstraint("run_id", "position", "repetition"),
+        Index("ix_results_run_id_test_id", "run_id", "test_id"),
         CheckConstraint("status IN ('passed', 'failed', 'errored')", name="status"),
     )
 

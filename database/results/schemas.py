@@ -2,21 +2,70 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from database.evaluations.schemas import EvaluationRead
-from utils.schemas import InputModel, OutputModel
+from utils.schemas import InputModel, Name, OutputModel
 
-RunStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
+RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "stopped"]
 ResultStatus = Literal["passed", "failed", "errored"]
+GateStatus = Literal["passed", "failed", "undecided"]
+PASS_RATE = (
+    "The mean, over cases, of each case's share of passing repetitions; errored repetitions "
+    "are left out (and counted apart), and a case with only errored repetitions is not rated. "
+    "With one repetition per case: passed / (passed + failed)."
+)
+Money = Annotated[float, Field(ge=0, le=1_000_000)]
+
+
+class GateSpec(InputModel):
+    """What decides a run's gate when it ends (see GateResult)."""
+
+    baseline: Literal["project"] | uuid.UUID | None = Field(
+        default=None,
+        description="Compare with the project's baseline run (resolved when the run is created)"
+        " or with a run of the same project; none: floors only",
+    )
+    fail_on: Literal["regression", "never"] | list[Name] = Field(
+        default="regression",
+        description="Fail on a regression overall or of any metric, only of the metrics named,"
+        " or never (floors still apply)",
+    )
+    min_pass_rate: float | None = Field(default=None, ge=0, le=1, description="Floor, overall")
+    min_metric_pass_rates: dict[Name, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, max_length=50, description="Floors per metric, by metric name"
+    )
+    min_effect: float = Field(
+        default=0.02, ge=0, le=1, description="Changes smaller than this are equivalent"
+    )
+    max_error_rate: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Above this share of errored results the gate is undecided",
+    )
+
+
+class GateResult(OutputModel):
+    status: GateStatus
+    reasons: list[str] = Field(description="Why, in words: each failed check or doubt")
+    baseline_run_id: uuid.UUID | None
+    comparison: dict[str, Any] | None = Field(
+        description="Per metric and overall: the verdict of the comparison with the baseline"
+    )
 
 
 class RunCreate(InputModel):
     test_set_id: uuid.UUID = Field(description="Its current version is pinned (made if needed)")
     target_model_id: uuid.UUID | None = Field(
         default=None, description="Else the project's default target"
+    )
+    recorded_output: Name | None = Field(
+        default=None,
+        description="Score outputs you already have instead of calling a target: the key of each"
+        " test's metadata holding its output (an imported file's extra column lands there)",
     )
     prompt_id: uuid.UUID | None = Field(default=None, description="Renders each test's input")
     prompt_version: str | int = Field(default="latest", description="Number, label or latest")
@@ -30,6 +79,33 @@ class RunCreate(InputModel):
     )
     use_cache: bool = Field(default=False, description="Reuse answers to identical requests")
     name: str | None = Field(default=None, max_length=200)
+    max_cost: Money | None = Field(
+        default=None,
+        description="Budget in USD (target and judges): reached, the run takes no new cases and"
+        " ends as stopped",
+    )
+    gate: GateSpec | None = Field(default=None, description="Decided when the run ends")
+
+
+class RepeatCreate(InputModel):
+    repetitions: int = Field(default=1, ge=1, le=100, description="More repetitions per case")
+    cases: Literal["all", "flaky", "undecided"] = Field(
+        default="undecided",
+        description="flaky: mixed outcomes; undecided: flaky, or with an errored repetition",
+    )
+    max_cost: Money | None = Field(default=None, description="Budget of the added work, USD")
+
+
+class RescoreCreate(InputModel):
+    metric_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
+    name: str | None = Field(default=None, max_length=200)
+    concurrency: int | None = Field(default=None, ge=1, description="Else the parent's")
+    max_cost: Money | None = Field(default=None, description="Budget of the judges, USD")
+    gate: GateSpec | None = None
+
+
+class BaselineSet(InputModel):
+    run_id: uuid.UUID | None = Field(description="A finished run of the project; null clears")
 
 
 class RunCounts(OutputModel):
@@ -57,7 +133,13 @@ class RunRead(OutputModel):
     timeout_seconds: float | None
     use_cache: bool
     counts: RunCounts
-    error: str | None
+    error: str | None = Field(description="Why the run failed or stopped")
+    outputs_from_run_id: uuid.UUID | None = Field(description="A rescore: whose outputs")
+    recorded_output: str | None = Field(description="Outputs read from this metadata key")
+    max_cost: float | None
+    spent: float = Field(description="USD spent so far: target and judges")
+    gate: dict[str, Any] | None
+    gate_result: GateResult | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -87,21 +169,47 @@ class MetricSummary(OutputModel):
     name: str
     type: str
     mean_score: float | None
-    pass_rate: float | None
+    pass_rate: float | None = Field(description=PASS_RATE)
     evaluated: int
+    errored: int
 
 
 class GroupSummary(OutputModel):
     value: str | None
     results: int
-    pass_rate: float | None
+    errored: int
+    pass_rate: float | None = Field(description=PASS_RATE)
+
+
+class CaseRepetitions(OutputModel):
+    """One case's repetitions: how many passed, and what that says."""
+
+    position: int
+    test_id: uuid.UUID | None
+    repetitions: int = Field(description="Scored repetitions (errored ones left out)")
+    passed: int
+    errored: int
+    pass_at_k: dict[int, float] = Field(description="Unbiased pass@k for every k up to n")
+    pass_hat_k: dict[int, float] = Field(description="pass^k: all of k attempts pass")
+    flaky: bool = Field(description="Mixed outcomes")
+
+
+class RepetitionSummary(OutputModel):
+    k: int = Field(description="The most repetitions any case has")
+    pass_at_1: float | None = Field(description=PASS_RATE)
+    pass_at_1_ci: tuple[float, float] | None = Field(description="95% bootstrap over cases")
+    pass_at_k: dict[int, float] = Field(description="Mean over cases, for every k")
+    pass_hat_k: dict[int, float]
+    flaky: int
+    flaky_cases: list[CaseRepetitions] = Field(description="The first 100 flaky cases")
 
 
 class RunSummary(OutputModel):
     run_id: uuid.UUID
     status: RunStatus
     counts: RunCounts
-    pass_rate: float | None = Field(description="passed / (passed + failed + errored)")
+    pass_rate: float | None = Field(description=PASS_RATE)
+    error_rate: float | None = Field(description="errored / results")
     metrics: list[MetricSummary]
     latency_ms: dict[str, float | None] = Field(description="p50, p95, p99, mean")
     tokens: dict[str, int]
@@ -111,6 +219,8 @@ class RunSummary(OutputModel):
     by_behavior: list[GroupSummary]
     by_category: list[GroupSummary]
     by_topic: list[GroupSummary]
+    repetitions: RepetitionSummary | None = Field(description="With more than one repetition")
+    gate_result: GateResult | None
 
 
 class StreamToken(OutputModel):
@@ -118,3 +228,104 @@ class StreamToken(OutputModel):
     expires_at: datetime
     events_url: str = Field(description="Server-Sent Events: GET it with EventSource")
     page_url: str = Field(description="The live run page")
+
+
+# --- comparison -----------------------------------------------------------------------------
+
+Verdict = Literal["improved", "regressed", "equivalent", "inconclusive"]
+
+
+class Delta(OutputModel):
+    """Candidate minus baseline over the paired cases, with its bootstrap interval."""
+
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    ci: tuple[float, float] | None = Field(description="95% paired bootstrap over cases")
+
+
+class Tested(Delta):
+    cases: int = Field(description="Paired cases")
+    test: str = Field(description="mcnemar-exact, sign or wilcoxon-signed-rank")
+    p_value: float | None
+    p_adjusted: float | None = Field(description="Holm, across the response's whole family")
+    verdict: Verdict
+    reason: str
+
+
+class MetricComparison(OutputModel):
+    name: str
+    type: str | None
+    pass_rate: Tested
+    score: Tested | None = Field(description="When scores are graded, not only 0 or 1")
+
+
+class SliceComparison(OutputModel):
+    field: Literal["behavior", "category", "topic"]
+    value: str | None
+    pass_rate: Tested
+
+
+class ResultSide(OutputModel):
+    result_id: uuid.UUID
+    status: ResultStatus
+    output: str | None
+    output_truncated: bool
+
+
+class Flip(OutputModel):
+    test_id: uuid.UUID | None
+    direction: Literal["pass_to_fail", "fail_to_pass"]
+    baseline_pass_share: float
+    candidate_pass_share: float
+    baseline: ResultSide | None
+    candidate: ResultSide | None
+
+
+class Flips(OutputModel):
+    pass_to_fail: int
+    fail_to_pass: int
+    items: list[Flip]
+    limit: int
+    offset: int
+
+
+class CaseCounts(OutputModel):
+    paired: int
+    changed: int = Field(description="Content changed between the pinned versions")
+    changed_included: bool
+    only_in_run: int
+    only_in_baseline: int
+    unrated: int = Field(description="Every repetition errored on one side or both")
+    only_in_run_test_ids: list[uuid.UUID | None] = Field(description="The first 100")
+    only_in_baseline_test_ids: list[uuid.UUID | None] = Field(description="The first 100")
+    changed_test_ids: list[uuid.UUID | None] = Field(description="The first 100")
+
+
+class Method(OutputModel):
+    confidence: float
+    resamples: int
+    seed: int
+    min_effect: float
+    alpha: float
+    multiple_comparisons: str
+    family_size: int
+    pass_rate: str = PASS_RATE
+    flips: str
+
+
+class Comparison(OutputModel):
+    run_id: uuid.UUID
+    baseline_run_id: uuid.UUID
+    verdict: Verdict
+    reason: str
+    cases: CaseCounts
+    overall: Tested
+    metrics: list[MetricComparison]
+    slices: list[SliceComparison]
+    cost: Delta = Field(description="Target cost per case, USD")
+    tokens: Delta = Field(description="Target tokens per case")
+    latency_p50_ms: Delta
+    latency_p95_ms: Delta
+    flips: Flips
+    method: Method

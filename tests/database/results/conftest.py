@@ -20,7 +20,7 @@ from tasks.worker import WorkerPool
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import Account, register
 
-TERMINAL = {"completed", "failed", "cancelled"}
+TERMINAL = {"completed", "failed", "cancelled", "stopped"}
 
 
 @dataclass

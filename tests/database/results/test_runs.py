@@ -61,7 +61,9 @@ async def test_demo_run_completes_with_results_summary_and_exports(lab):
     assert by_type["contains"]["pass_rate"] == 1.0
     assert by_type["word-count"]["pass_rate"] == 0.0
     assert {g["value"] for g in summary["by_topic"]} == {"t0", "t1"}
-    assert summary["by_behavior"] == [{"value": "echo", "results": 12, "pass_rate": 0.0}]
+    assert summary["by_behavior"] == [
+        {"value": "echo", "results": 12, "errored": 0, "pass_rate": 0.0}
+    ]
     assert summary["latency_ms"]["p50"] is not None
 
     junit = await lab.client.get(

@@ -1,0 +1,373 @@
+"""Did the candidate run do better or worse than its baseline? Cases paired by test (SQL, in
+pairing.py), each case's value the mean over its repetitions, a paired bootstrap over cases for
+every interval, McNemar's exact test (a sign test, with repetitions) on pass/fail and the
+signed-rank test on graded scores, Holm's correction across every test of the response, and a
+verdict per metric, per slice and overall.
+
+Every figure is candidate minus baseline; for pass rates and scores higher is better."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.results import pairing
+from database.results.models import Run
+from database.results.pairing import MetricCase, PairedCase
+from database.results.schemas import (
+    CaseCounts,
+    Comparison,
+    Delta,
+    Flip,
+    Flips,
+    Method,
+    MetricComparison,
+    ResultSide,
+    SliceComparison,
+)
+from database.results.verdicts import ALPHA, Pending, paired_test, tested
+from utils import statistics as stats
+from utils.errors import InvalidInput
+
+LISTED = 100  # test ids listed of each kind of unpaired or changed case
+SLICE_FIELDS = ("behavior", "category", "topic")
+MAX_SLICES = 50  # values per field, the most common first
+FLIPS_RULE = (
+    "A case passes when at least half of its scored repetitions pass; a flip is a case that "
+    "passes on one side and not on the other."
+)
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    include_changed: bool = False
+    min_effect: float = 0.02
+    flips_limit: int = 20
+    flips_offset: int = 0
+
+
+class _Intervals:
+    """Bootstrap intervals of mean deltas, computed together: the resamples depend only on the
+    seed and the number of cases, so the deltas of as many cases share one resampling."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._groups: dict[int, tuple[list[np.ndarray], list[int]]] = {}
+        self._count = 0
+
+    def add(self, deltas: np.ndarray) -> int:
+        columns, slots = self._groups.setdefault(len(deltas), ([], []))
+        columns.append(deltas)
+        slots.append(self._count)
+        self._count += 1
+        return self._count - 1
+
+    def compute(self) -> list[tuple[float, float] | None]:
+        found: list[tuple[float, float] | None] = [None] * self._count
+        for n, (columns, slots) in self._groups.items():
+            if n == 0:
+                continue
+            bounds = stats.PairedBootstrap(n, seed=self.seed).mean_intervals(
+                np.column_stack(columns)
+            )
+            for slot, (low, high) in zip(slots, bounds, strict=True):
+                found[slot] = (float(low), float(high))
+        return found
+
+
+async def compare(
+    session: AsyncSession, candidate: Run, baseline: Run, options: CompareOptions
+) -> Comparison:
+    async with pairing.whole_run_plans(session):
+        cases = await pairing.paired_cases(session, baseline, candidate)
+        metrics = await pairing.paired_metrics(session, baseline, candidate)
+    if not any(c.baseline is not None and c.candidate is not None for c in cases):
+        raise InvalidInput(
+            f"the runs have no case in common: this run has "
+            f"{sum(c.candidate is not None for c in cases)} case(s), the baseline "
+            f"{sum(c.baseline is not None for c in cases)}",
+            field="baseline",
+        )
+    seed = stats.seed_for(str(baseline.id), str(candidate.id))
+    # The statistics take a few hundred milliseconds for a large run: off the event loop.
+    comparison, rated = await asyncio.to_thread(_analyse, cases, metrics, options, seed)
+    comparison.run_id, comparison.baseline_run_id = candidate.id, baseline.id
+    comparison.flips = await _flips(session, baseline, candidate, rated, options)
+    return comparison
+
+
+def _analyse(
+    cases: list[PairedCase],
+    metric_pairs: dict[str, pairing.MetricPairs],
+    options: CompareOptions,
+    seed: int,
+) -> tuple[Comparison, list[PairedCase]]:
+    both = [c for c in cases if c.baseline is not None and c.candidate is not None]
+    changed = [c for c in both if c.changed]
+    usable = [c for c in both if options.include_changed or not c.changed]
+    rated = [
+        c
+        for c in usable
+        if _share(c, "baseline") is not None and _share(c, "candidate") is not None
+    ]
+    intervals = _Intervals(seed)
+    pending: list[Pending] = []
+
+    def add(label: str, graded: bool, a: np.ndarray, b: np.ndarray) -> int:
+        mask = ~(np.isnan(a) | np.isnan(b))
+        a, b = a[mask], b[mask]
+        slot = intervals.add(b - a)
+        test, p = paired_test(a, b, graded)
+        pending.append(Pending(label, graded, a, b, slot, test, p))
+        return len(pending) - 1
+
+    overall = add("pass rate", False, _shares(rated, "baseline"), _shares(rated, "candidate"))
+    metric_slots = _add_metrics(add, rated, metric_pairs)
+    slice_slots = _add_slices(add, rated)
+    figures = {name: _figures(usable, name) for name in ("cost", "tokens", "latency")}
+    figure_slots = {
+        name: intervals.add(b - a) for name, (a, b) in figures.items() if name != "latency"
+    }
+    bounds = intervals.compute()
+    adjusted = stats.holm([p.p_value for p in pending])
+    results = [
+        tested(p, bounds[p.slot], adjusted[i], options.min_effect) for i, p in enumerate(pending)
+    ]
+    head = results[overall]
+    p50, p95 = _latency_deltas(*figures["latency"], seed)
+    comparison = Comparison(
+        run_id=uuid.UUID(int=0),
+        baseline_run_id=uuid.UUID(int=0),
+        verdict=head.verdict,
+        reason=head.reason,
+        cases=_case_counts(cases, changed, usable, rated, options),
+        overall=head,
+        metrics=[
+            MetricComparison(
+                name=name,
+                type=kind,
+                pass_rate=results[rate],
+                score=results[score] if score is not None else None,
+            )
+            for name, kind, rate, score in metric_slots
+        ],
+        slices=[
+            SliceComparison(field=field, value=value, pass_rate=results[slot])
+            for field, value, slot in slice_slots
+        ],
+        cost=_mean_delta(*figures["cost"], bounds[figure_slots["cost"]]),
+        tokens=_mean_delta(*figures["tokens"], bounds[figure_slots["tokens"]]),
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+        flips=Flips(pass_to_fail=0, fail_to_pass=0, items=[], limit=0, offset=0),
+        method=Method(
+            confidence=stats.CONFIDENCE,
+            resamples=stats.RESAMPLES,
+            seed=seed,
+            min_effect=options.min_effect,
+            alpha=ALPHA,
+            multiple_comparisons="holm",
+            family_size=sum(not math.isnan(p.p_value) for p in pending),
+            flips=FLIPS_RULE,
+        ),
+    )
+    return comparison, rated
+
+
+# --- what is compared -----------------------------------------------------------------------
+
+Add = Callable[[str, bool, np.ndarray, np.ndarray], int]
+
+
+def _share(case: PairedCase, side: str) -> float | None:
+    found = getattr(case, side)
+    return found.share if found is not None else None
+
+
+def _shares(cases: Sequence[PairedCase], side: str) -> np.ndarray:
+    return np.array([_share(c, side) for c in cases], dtype=float)
+
+
+def _add_metrics(
+    add: Add, cases: Sequence[PairedCase], metrics: dict[str, pairing.MetricPairs]
+) -> list[tuple[str, str | None, int, int | None]]:
+    """The metrics both runs have, in name order: pass shares, and scores when graded."""
+    slots = []
+    for name in sorted(metrics):
+        pairs = metrics[name]
+        if not pairs.baseline or not pairs.candidate:
+            continue
+
+        def column(side: dict[str, MetricCase], value: Callable[[MetricCase], float | None]):
+            return np.array(
+                [
+                    value(side[c.key]) if c.key in side and side[c.key].scored else math.nan
+                    for c in cases
+                ],
+                dtype=float,
+            )
+
+        share = lambda m: m.passed / m.scored  # noqa: E731
+        rate = add(
+            f"{name} pass rate",
+            False,
+            column(pairs.baseline, share),
+            column(pairs.candidate, share),
+        )
+        graded = not all(
+            m.binary for side in (pairs.baseline, pairs.candidate) for m in side.values()
+        )
+        score_slot = None
+        if graded:
+            score = lambda m: m.score  # noqa: E731
+            score_slot = add(
+                f"{name} mean score",
+                True,
+                column(pairs.baseline, score),
+                column(pairs.candidate, score),
+            )
+        slots.append((name, pairs.type, rate, score_slot))
+    return slots
+
+
+def _add_slices(add: Add, cases: Sequence[PairedCase]) -> list[tuple[str, str | None, int]]:
+    slots = []
+    for field in SLICE_FIELDS:
+        values = [getattr(c, field) for c in cases]
+        counted: dict[str | None, int] = {}
+        for value in values:
+            counted[value] = counted.get(value, 0) + 1
+        if set(counted) == {None}:
+            continue
+        for value in sorted(counted, key=lambda v: (-counted[v], v or ""))[:MAX_SLICES]:
+            members = [c for c, v in zip(cases, values, strict=True) if v == value]
+            slot = add(
+                f"{field} {value!r} pass rate",
+                False,
+                _shares(members, "baseline"),
+                _shares(members, "candidate"),
+            )
+            slots.append((field, value, slot))
+    return slots
+
+
+# --- what else changed ----------------------------------------------------------------------
+
+
+def _case_counts(
+    cases: Sequence[PairedCase],
+    changed: Sequence[PairedCase],
+    usable: Sequence[PairedCase],
+    rated: Sequence[PairedCase],
+    options: CompareOptions,
+) -> CaseCounts:
+    only_run = [c.test_id for c in cases if c.baseline is None]
+    only_baseline = [c.test_id for c in cases if c.candidate is None]
+    return CaseCounts(
+        paired=len(rated),
+        changed=len(changed),
+        changed_included=options.include_changed,
+        only_in_run=len(only_run),
+        only_in_baseline=len(only_baseline),
+        unrated=len(usable) - len(rated),
+        only_in_run_test_ids=only_run[:LISTED],
+        only_in_baseline_test_ids=only_baseline[:LISTED],
+        changed_test_ids=[c.test_id for c in changed][:LISTED],
+    )
+
+
+def _figures(cases: Sequence[PairedCase], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A per-case figure (cost, tokens, latency) of both sides, where both have it."""
+    pairs = [
+        (getattr(c.baseline, name), getattr(c.candidate, name))
+        for c in cases
+        if c.baseline is not None and c.candidate is not None
+    ]
+    found = np.array([p for p in pairs if p[0] is not None and p[1] is not None], dtype=float)
+    found = found.reshape(-1, 2)
+    return found[:, 0], found[:, 1]
+
+
+def _delta(base: float, cand: float, bounds: Sequence[float] | None, digits: int = 6) -> Delta:
+    return Delta(
+        baseline=round(base, digits),
+        candidate=round(cand, digits),
+        delta=round(cand - base, digits),
+        ci=(round(float(bounds[0]), digits), round(float(bounds[1]), digits))
+        if bounds is not None
+        else None,
+    )
+
+
+def _mean_delta(a: np.ndarray, b: np.ndarray, bounds: tuple[float, float] | None) -> Delta:
+    if not len(a):
+        return Delta(baseline=None, candidate=None, delta=None, ci=None)
+    return _delta(float(a.mean()), float(b.mean()), bounds)
+
+
+def _latency_deltas(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[Delta, Delta]:
+    """The p50 and p95 of per-case latency, both sides, with paired bootstrap intervals."""
+    if not len(a):
+        empty = Delta(baseline=None, candidate=None, delta=None, ci=None)
+        return empty, empty
+    quantiles = (0.5, 0.95)
+    bounds = stats.PairedBootstrap(len(a), seed=seed).quantile_delta_intervals(a, b, quantiles)
+    p50, p95 = (
+        _delta(stats.quantile(a, q), stats.quantile(b, q), found, digits=2)
+        for q, found in zip(quantiles, bounds, strict=True)
+    )
+    return p50, p95
+
+
+async def _flips(
+    session: AsyncSession,
+    baseline: Run,
+    candidate: Run,
+    rated: Sequence[PairedCase],
+    options: CompareOptions,
+) -> Flips:
+    flipped = []
+    for case in rated:
+        base, cand = _share(case, "baseline"), _share(case, "candidate")
+        assert base is not None and cand is not None
+        if (base >= 0.5) != (cand >= 0.5):
+            flipped.append((case, base, cand))
+    page = flipped[options.flips_offset : options.flips_offset + options.flips_limit]
+    outputs = await pairing.flip_outputs(
+        session, baseline, candidate, [(case.key, base >= 0.5) for case, base, _ in page]
+    )
+
+    def side(key: str, is_candidate: bool) -> ResultSide | None:
+        found = outputs.get((key, is_candidate))
+        if found is None:
+            return None
+        return ResultSide(
+            result_id=found.result_id,
+            status=found.status,
+            output=found.output,
+            output_truncated=found.truncated,
+        )
+
+    return Flips(
+        pass_to_fail=sum(base >= 0.5 for _, base, _ in flipped),
+        fail_to_pass=sum(base < 0.5 for _, base, _ in flipped),
+        items=[
+            Flip(
+                test_id=case.test_id,
+                direction="pass_to_fail" if base >= 0.5 else "fail_to_pass",
+                baseline_pass_share=round(base, 6),
+                candidate_pass_share=round(cand, 6),
+                baseline=side(case.key, False),
+                candidate=side(case.key, True),
+            )
+            for case, base, cand in page
+        ],
+        limit=options.flips_limit,
+        offset=options.flips_offset,
+    )

@@ -1,0 +1,127 @@
+"""Work on a run that has ended: rerun its failed cases (a new run), give it more repetitions
+(the same run, reopened), or rescore its outputs with other metrics (a new run that calls no
+target)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.projects import crud as project_crud
+from database.results import crud, figures, gates
+from database.results.models import TERMINAL, Run
+from database.results.schemas import RepeatCreate, RescoreCreate
+from database.results.service import enqueue_chunks, frozen_metrics
+from utils.auth import Principal
+from utils.errors import Conflict
+
+
+def _ended(run: Run, action: str) -> None:
+    if run.status not in TERMINAL:
+        raise Conflict(f"The run is {run.status}: {action} it once it has ended")
+
+
+def _child(principal: Principal, parent: Run, positions: list[int], **own: Any) -> Run:
+    """A new run of some of `parent`'s cases, on the same version, target and prompt."""
+    return Run(
+        organization_id=principal.organization_id,
+        project_id=parent.project_id,
+        test_set_id=parent.test_set_id,
+        test_set_version_id=parent.test_set_version_id,
+        target_model_id=parent.target_model_id,
+        prompt_version_id=parent.prompt_version_id,
+        parent_run_id=parent.id,
+        case_positions=positions,
+        repetitions=parent.repetitions,
+        timeout_seconds=parent.timeout_seconds,
+        use_cache=False,
+        status="queued",
+        **own,
+    )
+
+
+async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
+    _ended(run, "rerun")
+    positions = await crud.positions_to_rerun(session, run.id)
+    if not positions:
+        raise Conflict("Nothing to rerun: no case failed or errored")
+    child = await crud.create_run(
+        session,
+        _child(
+            principal,
+            run,
+            positions,
+            recorded_field=run.recorded_field,
+            name=f"{run.name or 'run'} (rerun)",
+            metrics=run.metrics,
+            concurrency=run.concurrency,
+            total=len(positions) * run.repetitions,
+        ),
+    )
+    await enqueue_chunks(session, child, positions, range(run.repetitions))
+    return child
+
+
+async def repeat(session: AsyncSession, run: Run, body: RepeatCreate) -> Run:
+    """More repetitions of some of a completed run's cases: the run reopens, and its summary,
+    gate and comparisons count them once they are in."""
+    _ended(run, "repeat")
+    if run.status != "completed":
+        raise Conflict(f"Only a completed run can be given more repetitions: this one {run.status}")
+    if run.outputs_from_run_id is not None:
+        raise Conflict("A rescore reuses another run's outputs: repeat that run instead")
+    tallies = await figures.case_tallies(session, run.id)
+    if body.cases == "flaky":
+        chosen = [t for t in tallies if 0 < t.passed < t.scored]
+    elif body.cases == "undecided":
+        chosen = [t for t in tallies if 0 < t.passed < t.scored or t.errored or not t.scored]
+    else:
+        chosen = tallies
+    if not chosen:
+        raise Conflict(f"Nothing to repeat: the run has no {body.cases} case")
+    added = range(run.repetitions, run.repetitions + body.repetitions)
+    await crud.reopen(
+        session,
+        run.id,
+        repetitions=added.stop,
+        total=run.total + len(chosen) * body.repetitions,
+        max_cost=run.spent + body.max_cost if body.max_cost is not None else None,
+    )
+    run = await crud.get_run(session, run.id)  # type: ignore[assignment]
+    await enqueue_chunks(session, run, [t.position for t in chosen], added)
+    return run
+
+
+async def rescore(
+    session: AsyncSession, principal: Principal, run: Run, body: RescoreCreate
+) -> Run:
+    """A new run, linked to this one, scoring its stored outputs with `metric_ids`: the target
+    is not called; judges are."""
+    _ended(run, "rescore")
+    positions = await crud.result_positions(session, run.id)
+    if not positions:
+        raise Conflict("Nothing to rescore: the run has no result")
+    project = await project_crud.get_project(session, run.project_id)
+    assert project is not None
+    metrics = await frozen_metrics(
+        session, body.metric_ids, project_id=project.id, judge=project.default_judge_model_id
+    )
+    gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
+    child = await crud.create_run(
+        session,
+        _child(
+            principal,
+            run,
+            positions,
+            outputs_from_run_id=run.id,
+            name=body.name or f"{run.name or 'run'} (rescored)",
+            metrics=metrics,
+            concurrency=body.concurrency or run.concurrency,
+            gate=gate,
+            max_cost=body.max_cost,
+            total=await crud.count_results(session, run.id),
+        ),
+    )
+    await enqueue_chunks(session, child, positions, range(run.repetitions))
+    return child

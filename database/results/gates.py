@@ -1,0 +1,177 @@
+"""A run's gate: checked when the run is created (its baseline resolved and finished, the
+metrics it names the run's own), decided when the run ends, in the transaction that ends it.
+
+`passed`, `failed` (a regression where `fail_on` asks, or a floor missed) or `undecided` (the
+run did not complete, too many errored results, or a comparison the gate needs inconclusive).
+A run that did not complete is undecided whatever else; otherwise a floor missed or a
+regression fails the gate whatever else is in doubt."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.projects.models import Project
+from database.results import crud, events, figures
+from database.results.comparison import CompareOptions, compare
+from database.results.models import TERMINAL, Run
+from database.results.schemas import Comparison, GateResult, GateSpec
+from utils.errors import Conflict, InvalidInput, NotFound
+
+
+async def finished_baseline(
+    session: AsyncSession, project_id: uuid.UUID, baseline_id: uuid.UUID
+) -> Run:
+    """A run of the project that has ended (404 elsewhere, 409 while it runs)."""
+    baseline = await crud.get_run(session, baseline_id)
+    if baseline is None or baseline.project_id != project_id:
+        raise NotFound("Baseline run not found in this project")
+    if baseline.status not in TERMINAL:
+        raise Conflict(f"The baseline run has not finished: it is {baseline.status}")
+    return baseline
+
+
+async def prepare(
+    session: AsyncSession, project: Project, spec: GateSpec, metrics: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The gate as the run stores it, its baseline resolved now: a later change of the
+    project's baseline does not move a gate already set."""
+    names = {metric["name"] for metric in metrics}
+    named = spec.fail_on if isinstance(spec.fail_on, list) else []
+    for field, listed in (
+        ("fail_on", named),
+        ("min_metric_pass_rates", spec.min_metric_pass_rates),
+    ):
+        unknown = sorted(set(listed) - names)
+        if unknown:
+            raise InvalidInput(
+                f"not metrics of this run: {', '.join(unknown)}", field=f"gate.{field}"
+            )
+    baseline_id: uuid.UUID | None = None
+    if spec.baseline == "project":
+        baseline_id = project.baseline_run_id
+    elif spec.baseline is not None:
+        baseline_id = spec.baseline
+    if baseline_id is not None:
+        await finished_baseline(session, project.id, baseline_id)
+    return {
+        **spec.model_dump(mode="json"),
+        "baseline_run_id": str(baseline_id) if baseline_id else None,
+    }
+
+
+async def end_run(
+    session: AsyncSession, run: Run, status: str, *, error: str | None = None
+) -> bool:
+    """Ends a run that has not ended yet: its status, the end event and, with a gate, the
+    gate's result and a `run.verdict` event right after. False when it had already ended."""
+    if not await crud.set_status(session, run.id, status, error=error):
+        return False
+    await events.record_end(session, run, status, error=error)
+    if run.gate is not None:
+        result = await decide(session, run, status)
+        await crud.set_gate_result(session, run.id, result.model_dump(mode="json"))
+        await events.record(session, run, [events.verdict(result.model_dump(mode="json"))])
+    return True
+
+
+async def decide(session: AsyncSession, run: Run, status: str) -> GateResult:
+    gate = run.gate or {}
+    baseline_id = gate.get("baseline_run_id")
+    failed: list[str] = []
+    doubts: list[str] = []
+    if status != "completed":  # a part of a run says nothing final about the whole
+        error = await crud.run_error(session, run.id)
+        return GateResult(
+            status="undecided",
+            reasons=[f"the run did not complete: it {status}" + (f" ({error})" if error else "")],
+            baseline_run_id=uuid.UUID(baseline_id) if baseline_id else None,
+            comparison=None,
+        )
+    rate, errored, results = await figures.pass_rate(session, run.id)
+    if results and errored / results > gate.get("max_error_rate", 0.1):
+        doubts.append(
+            f"{errored} of {results} results errored, above the allowed share of "
+            f"{gate.get('max_error_rate', 0.1):.0%}"
+        )
+    floor = gate.get("min_pass_rate")
+    if floor is not None:
+        if rate is None:
+            doubts.append("no case could be rated against the pass-rate floor")
+        elif rate < floor:
+            failed.append(f"pass rate {rate:.1%} is below the floor of {floor:.1%}")
+    metric_rates = {m.name: m.pass_rate for m in await figures.metrics(session, run.id)}
+    for name, minimum in (gate.get("min_metric_pass_rates") or {}).items():
+        found = metric_rates.get(name)
+        if found is None:
+            doubts.append(f"{name}: no evaluation to hold against its floor")
+        elif found < minimum:
+            failed.append(f"{name} pass rate {found:.1%} is below its floor of {minimum:.1%}")
+    comparison = None
+    notes: list[str] = []
+    if baseline_id is not None:
+        comparison = await _compared(session, run, uuid.UUID(baseline_id), gate, failed, doubts)
+    elif gate.get("baseline") == "project":
+        # Nothing to compare with (a project's first gated run): the floors decide, and with
+        # none the regression the gate asks about cannot be ruled out.
+        note = "the project had no baseline run when this run was created: nothing compared"
+        has_floors = floor is not None or bool(gate.get("min_metric_pass_rates"))
+        wants_comparison = gate.get("fail_on", "regression") != "never"
+        (doubts if wants_comparison and not has_floors else notes).append(note)
+    status = "failed" if failed else "undecided" if doubts else "passed"
+    return GateResult(
+        status=status,
+        reasons=failed + doubts + notes,
+        baseline_run_id=uuid.UUID(baseline_id) if baseline_id else None,
+        comparison=comparison,
+    )
+
+
+async def _compared(
+    session: AsyncSession,
+    run: Run,
+    baseline_id: uuid.UUID,
+    gate: dict[str, Any],
+    failed: list[str],
+    doubts: list[str],
+) -> dict[str, Any] | None:
+    baseline = await crud.get_run(session, baseline_id)
+    if baseline is None:
+        doubts.append("the baseline run no longer exists")
+        return None
+    try:
+        found: Comparison = await compare(
+            session, run, baseline, CompareOptions(min_effect=gate.get("min_effect", 0.02))
+        )
+    except InvalidInput as exc:
+        doubts.append(f"no comparison with the baseline: {exc.detail}")
+        return None
+    fail_on = gate.get("fail_on", "regression")
+    required: dict[str, tuple[str, str]] = {}
+    if fail_on == "regression":
+        required["overall"] = (found.overall.verdict, found.overall.reason)
+    for metric in found.metrics:
+        if fail_on == "regression" or (isinstance(fail_on, list) and metric.name in fail_on):
+            required[metric.name] = (metric.pass_rate.verdict, metric.pass_rate.reason)
+    if isinstance(fail_on, list):
+        compared = {m.name for m in found.metrics}
+        doubts.extend(
+            f"{name}: not compared (the baseline has no such metric)"
+            for name in fail_on
+            if name not in compared
+        )
+    for verdict, reason in required.values():
+        if verdict == "regressed":
+            failed.append(reason)
+        elif verdict == "inconclusive":
+            doubts.append(reason)
+    return {
+        "verdict": found.verdict,
+        "overall": {"verdict": found.overall.verdict, "reason": found.overall.reason},
+        "metrics": {
+            m.name: {"verdict": m.pass_rate.verdict, "reason": m.pass_rate.reason}
+            for m in found.metrics
+        },
+    }

@@ -1,0 +1,244 @@
+"""Two runs' cases side by side, paired in SQL: per case (a test, whatever its position in
+either pinned version), each run's repetitions aggregated next to the data, joined by test.
+
+A case's *key* is its test id; a result whose test was deleted keys by its position when both
+runs pinned the same version, and pairs with nothing otherwise."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.results.models import Run
+
+_KEY = (
+    "coalesce(r.test_id::text, CASE WHEN :same_version THEN 'position:' || r.position"
+    " ELSE r.run_id::text || ':' || r.position END)"
+)
+# The same, of rows grouped by (run_id, position): a test has one position in a version, so
+# grouping by the integer position (faster than by the text key) groups by case.
+_GROUPED_KEY = _KEY.replace("r.test_id", "min(r.test_id::text)::uuid")
+
+_CASES = text(f"""
+WITH agg AS (
+    SELECT r.run_id, {_GROUPED_KEY} AS key, min(r.test_id::text) AS test_id, r.position,
+           count(*) FILTER (WHERE r.status <> 'errored') AS scored,
+           count(*) FILTER (WHERE r.status = 'passed') AS passed,
+           count(*) FILTER (WHERE r.status = 'errored') AS errored,
+           avg(r.latency_ms) FILTER (WHERE r.status <> 'errored') AS latency,
+           avg(r.cost) FILTER (WHERE r.status <> 'errored') AS cost,
+           avg(coalesce(r.input_tokens, 0) + r.output_tokens)
+               FILTER (WHERE r.status <> 'errored') AS tokens
+    FROM results r WHERE r.run_id IN (:baseline, :candidate)
+    GROUP BY r.run_id, r.position
+), a AS (SELECT * FROM agg WHERE run_id = :baseline),
+   b AS (SELECT * FROM agg WHERE run_id = :candidate)
+SELECT coalesce(b.key, a.key), coalesce(b.test_id, a.test_id),
+       a.scored, a.passed, a.errored, b.scored, b.passed, b.errored,
+       a.latency, b.latency, a.cost, b.cost, a.tokens, b.tokens, a.position, b.position
+FROM a FULL JOIN b ON a.key = b.key
+ORDER BY coalesce(b.position, a.position), 1
+""")
+# What a case is and how it is sliced, per pinned version (joined by position in Python: a
+# planner misjudging the aggregates above would otherwise probe these row by row).
+_VERSION_CASES = text("""
+SELECT version_id, position, "case" ->> 'behavior', "case" ->> 'category', "case" ->> 'topic',
+       md5("case"::text)
+FROM test_set_version_cases WHERE version_id IN (:baseline_version, :candidate_version)
+""")
+
+_METRICS = text(f"""
+SELECT r.run_id = :candidate, {_GROUPED_KEY}, e.metric_name, min(e.metric_type),
+       count(*) FILTER (WHERE e.error IS NULL),
+       count(*) FILTER (WHERE e.error IS NULL AND e.passed),
+       avg(e.score) FILTER (WHERE e.error IS NULL),
+       coalesce(bool_and(e.score IN (0, 1)) FILTER (WHERE e.error IS NULL), true)
+FROM evaluations e JOIN results r ON r.id = e.result_id
+WHERE e.run_id IN (:baseline, :candidate)
+GROUP BY r.run_id, r.position, e.metric_name
+""")
+
+_FLIP_OUTPUTS = text(f"""
+WITH wanted AS (
+    SELECT * FROM unnest(CAST(:keys AS TEXT[]), CAST(:baseline_passes AS BOOLEAN[]))
+        AS w(key, baseline_passes)
+)
+SELECT DISTINCT ON (r.run_id, w.key) r.run_id = :candidate, w.key, r.id, r.status,
+       left(r.output, :chars), length(r.output) > :chars
+FROM results r JOIN wanted w ON {_KEY} = w.key
+WHERE r.run_id IN (:baseline, :candidate) AND r.status <> 'errored'
+ORDER BY r.run_id, w.key,
+         ((r.status = 'passed') = (w.baseline_passes = (r.run_id = :baseline))) DESC,
+         r.repetition
+""")
+
+OUTPUT_CHARS = 4000
+
+
+@asynccontextmanager
+async def whole_run_plans(session: AsyncSession) -> AsyncIterator[None]:
+    """For reads that take whole runs, in this transaction only: hash joins and sorts in
+    memory. A run is often compared as it ends (its gate), before the planner has statistics
+    of its fresh rows, and would otherwise be probed row by row (seconds, not milliseconds)."""
+    await session.execute(text("SET LOCAL enable_nestloop = off"))
+    await session.execute(text("SET LOCAL work_mem = '64MB'"))
+    yield
+    await session.execute(text("SET LOCAL enable_nestloop TO DEFAULT"))
+    await session.execute(text("SET LOCAL work_mem TO DEFAULT"))
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One run's repetitions of one case."""
+
+    scored: int
+    passed: int
+    errored: int
+    latency: float | None
+    cost: float | None
+    tokens: float | None
+
+    @property
+    def share(self) -> float | None:
+        return self.passed / self.scored if self.scored else None
+
+
+@dataclass(frozen=True, slots=True)
+class PairedCase:
+    key: str
+    test_id: uuid.UUID | None
+    baseline: Side | None
+    candidate: Side | None
+    behavior: str | None
+    category: str | None
+    topic: str | None
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MetricCase:
+    """One metric's evaluations of one case in one run."""
+
+    scored: int
+    passed: int
+    score: float | None
+    binary: bool
+
+
+@dataclass
+class MetricPairs:
+    type: str | None
+    baseline: dict[str, MetricCase]
+    candidate: dict[str, MetricCase]
+
+
+def _params(baseline: Run, candidate: Run) -> dict[str, Any]:
+    return {
+        "baseline": baseline.id,
+        "candidate": candidate.id,
+        "same_version": baseline.test_set_version_id == candidate.test_set_version_id,
+    }
+
+
+def _side(
+    scored: int | None,
+    passed: int,
+    errored: int,
+    latency: Any,
+    cost: Any,
+    tokens: Any,
+) -> Side | None:
+    if scored is None:  # the run has no result of this case
+        return None
+    return Side(
+        scored=scored,
+        passed=passed,
+        errored=errored,
+        latency=float(latency) if latency is not None else None,
+        cost=float(cost) if cost is not None else None,
+        tokens=float(tokens) if tokens is not None else None,
+    )
+
+
+async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> list[PairedCase]:
+    rows = (await session.execute(_CASES, _params(baseline, candidate))).all()
+    versions = await session.execute(
+        _VERSION_CASES,
+        {
+            "baseline_version": baseline.test_set_version_id,
+            "candidate_version": candidate.test_set_version_id,
+        },
+    )
+    described = {(row[0], row[1]): row[2:] for row in versions.all()}
+    cases = []
+    for row in rows:
+        before = described.get((baseline.test_set_version_id, row[14]))
+        after = described.get((candidate.test_set_version_id, row[15]))
+        behavior, category, topic, _ = after or before or (None, None, None, None)
+        cases.append(
+            PairedCase(
+                key=row[0],
+                test_id=uuid.UUID(row[1]) if row[1] else None,
+                baseline=_side(row[2], row[3], row[4], row[8], row[10], row[12]),
+                candidate=_side(row[5], row[6], row[7], row[9], row[11], row[13]),
+                behavior=behavior,
+                category=category,
+                topic=topic,
+                changed=before is not None and after is not None and before[3] != after[3],
+            )
+        )
+    return cases
+
+
+async def paired_metrics(
+    session: AsyncSession, baseline: Run, candidate: Run
+) -> dict[str, MetricPairs]:
+    """Per metric name, each run's evaluations of each case (by key)."""
+    rows = await session.execute(_METRICS, _params(baseline, candidate))
+    metrics: dict[str, MetricPairs] = {}
+    for is_candidate, key, name, kind, scored, passed, score, binary in rows.all():
+        pairs = metrics.setdefault(name, MetricPairs(type=kind, baseline={}, candidate={}))
+        side = pairs.candidate if is_candidate else pairs.baseline
+        side[key] = MetricCase(
+            scored=scored,
+            passed=passed,
+            score=float(score) if score is not None else None,
+            binary=bool(binary),
+        )
+    return metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    result_id: uuid.UUID
+    status: str
+    output: str | None
+    truncated: bool
+
+
+async def flip_outputs(
+    session: AsyncSession, baseline: Run, candidate: Run, flips: Sequence[tuple[str, bool]]
+) -> dict[tuple[str, bool], Output]:
+    """For each (key, baseline passes) flip, one result per side showing its outcome: a passing
+    repetition on the side that passes, a failing one on the other. Keyed (key, is candidate)."""
+    if not flips:
+        return {}
+    rows = await session.execute(
+        _FLIP_OUTPUTS,
+        {
+            **_params(baseline, candidate),
+            "keys": [key for key, _ in flips],
+            "baseline_passes": [passes for _, passes in flips],
+            "chars": OUTPUT_CHARS,
+        },
+    )
+    return {
+        (key, bool(is_candidate)): Output(result_id, status, output, bool(truncated))
+        for is_candidate, key, result_id, status, output, truncated in rows.all()
+    }

@@ -1,0 +1,98 @@
+"""Runs and results as the API shows them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.evaluations import crud as evaluation_crud
+from database.evaluations.schemas import EvaluationRead
+from database.results import crud
+from database.results.models import Result, Run
+from database.results.schemas import GateResult, ResultRead, RunCounts, RunRead
+from database.test_sets import crud as test_set_crud
+from utils.errors import NotFound
+
+
+async def get_run_or_404(
+    session: AsyncSession, run_id: uuid.UUID, *, for_update: bool = False
+) -> Run:
+    run = await crud.get_run(session, run_id, for_update=for_update)
+    if run is None:
+        raise NotFound("Run not found")
+    return run
+
+
+async def run_reads(session: AsyncSession, runs: Sequence[Run]) -> list[RunRead]:
+    counts = await crud.counts(session, [r.id for r in runs])
+    numbers = await test_set_crud.version_numbers(session, [r.test_set_version_id for r in runs])
+    reads = []
+    for run in runs:
+        done, passed, failed, errored = counts[run.id]
+        reads.append(
+            RunRead(
+                id=run.id,
+                project_id=run.project_id,
+                name=run.name,
+                status=run.status,
+                test_set_id=run.test_set_id,
+                test_set_version_id=run.test_set_version_id,
+                test_set_version=numbers.get(run.test_set_version_id, 0),
+                target_model_id=run.target_model_id,
+                prompt_version_id=run.prompt_version_id,
+                parent_run_id=run.parent_run_id,
+                metrics=run.metrics,
+                concurrency=run.concurrency,
+                repetitions=run.repetitions,
+                timeout_seconds=run.timeout_seconds,
+                use_cache=run.use_cache,
+                counts=RunCounts(
+                    total=run.total, done=done, passed=passed, failed=failed, errored=errored
+                ),
+                error=run.error,
+                outputs_from_run_id=run.outputs_from_run_id,
+                recorded_output=run.recorded_field,
+                max_cost=run.max_cost,
+                spent=round(run.spent or 0.0, 6),
+                gate=run.gate,
+                gate_result=GateResult.model_validate(run.gate_result) if run.gate_result else None,
+                created_at=run.created_at,
+                started_at=run.started_at,
+                finished_at=run.finished_at,
+            )
+        )
+    return reads
+
+
+async def run_read(session: AsyncSession, run_id: uuid.UUID) -> RunRead:
+    return (await run_reads(session, [await get_run_or_404(session, run_id)]))[0]
+
+
+async def result_reads(
+    session: AsyncSession, results: Sequence[Result], *, whole_run: uuid.UUID | None = None
+) -> list[ResultRead]:
+    """Results with their evaluations; `whole_run` fetches them by run, not by id list (a
+    large run's ids would exceed the driver's limit on query parameters)."""
+    if whole_run is not None:
+        evaluations = await evaluation_crud.run_evaluations(session, whole_run)
+    else:
+        evaluations = await evaluation_crud.evaluations_of(session, [r.id for r in results])
+    return [
+        ResultRead.model_validate(result).model_copy(
+            update={
+                "evaluations": [
+                    EvaluationRead.model_validate(e) for e in evaluations.get(result.id, [])
+                ]
+            }
+        )
+        for result in results
+    ]
+
+
+async def read_result(session: AsyncSession, result_id: uuid.UUID) -> ResultRead:
+    result = await crud.get_result(session, result_id)
+    if result is None:
+        raise NotFound("Result not found")
+    return (await result_reads(session, [result]))[0]

@@ -1,0 +1,126 @@
+"""A run's summary: counts, the pass rate (one definition: schemas.PASS_RATE), metrics, slices,
+latency, tokens and cost, and with repetitions per case pass@k, pass^k and flakiness."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.results import figures
+from database.results.figures import CaseTally
+from database.results.models import Run
+from database.results.reads import run_reads
+from database.results.schemas import (
+    CaseRepetitions,
+    GateResult,
+    GroupSummary,
+    MetricSummary,
+    RepetitionSummary,
+    RunSummary,
+)
+from utils import statistics as stats
+
+FLAKY_LISTED = 100
+
+
+async def summary(session: AsyncSession, run: Run) -> RunSummary:
+    read = (await run_reads(session, [run]))[0]
+    rate, errored, results = await figures.pass_rate(session, run.id)
+    result_figures = await figures.result_figures(session, run.id)
+    metric_rows = await figures.metrics(session, run.id)
+    groups = {
+        field: [
+            GroupSummary(value=value, results=n, errored=err, pass_rate=_round(group_rate))
+            for value, n, err, group_rate in await figures.groups(session, run, field)
+        ]
+        for field in ("behavior", "category", "topic")
+    }
+    judge_costs = [row.cost for row in metric_rows if row.cost is not None]
+    return RunSummary(
+        run_id=run.id,
+        status=read.status,
+        counts=read.counts,
+        pass_rate=_round(rate),
+        error_rate=_round(errored / results) if results else None,
+        metrics=[
+            MetricSummary(
+                name=row.name,
+                type=row.type,
+                mean_score=_round(row.mean_score),
+                pass_rate=_round(row.pass_rate),
+                evaluated=row.evaluated,
+                errored=row.errored,
+            )
+            for row in metric_rows
+        ],
+        latency_ms={key: _round(result_figures[key]) for key in ("p50", "p95", "p99", "mean")},
+        tokens={"input": result_figures["input_tokens"], "output": result_figures["output_tokens"]},
+        cost=_round(result_figures["cost"], 6),
+        judge_cost=_round(sum(judge_costs), 6) if judge_costs else None,
+        errors=await figures.error_counts(session, run.id),
+        by_behavior=groups["behavior"],
+        by_category=groups["category"],
+        by_topic=groups["topic"],
+        repetitions=await repetition_summary(session, run),
+        gate_result=GateResult.model_validate(run.gate_result) if run.gate_result else None,
+    )
+
+
+def case_repetitions(tally: CaseTally) -> CaseRepetitions:
+    n, c = tally.scored, tally.passed
+    ks = range(1, n + 1)
+    return CaseRepetitions(
+        position=tally.position,
+        test_id=tally.test_id,
+        repetitions=n,
+        passed=c,
+        errored=tally.errored,
+        pass_at_k={k: round(stats.pass_at_k(n, c, k), 6) for k in ks},
+        pass_hat_k={k: round(stats.pass_hat_k(n, c, k), 6) for k in ks},
+        flaky=0 < c < n,
+    )
+
+
+async def repetition_summary(session: AsyncSession, run: Run) -> RepetitionSummary | None:
+    tallies = await figures.case_tallies(session, run.id)
+    if max((t.scored + t.errored for t in tallies), default=0) <= 1:
+        return None
+    return summarise_repetitions(tallies, seed=stats.seed_for(str(run.id)))
+
+
+def summarise_repetitions(tallies: Sequence[CaseTally], *, seed: int) -> RepetitionSummary:
+    rated = [t for t in tallies if t.scored]
+    k = max((t.scored for t in rated), default=0)
+    shares = np.array([t.passed / t.scored for t in rated], dtype=float)
+    interval = None
+    if len(shares):
+        low, high = stats.PairedBootstrap(len(shares), seed=seed).mean_intervals(shares)[0]
+        interval = (round(float(low), 6), round(float(high), 6))
+    curves: dict[str, dict[int, float]] = {"at": {}, "hat": {}}
+    for j in range(1, k + 1):
+        # A case counts for k' when it has at least k' scored repetitions.
+        eligible = [t for t in rated if t.scored >= j]
+        if not eligible:
+            continue
+        curves["at"][j] = round(
+            float(np.mean([stats.pass_at_k(t.scored, t.passed, j) for t in eligible])), 6
+        )
+        curves["hat"][j] = round(
+            float(np.mean([stats.pass_hat_k(t.scored, t.passed, j) for t in eligible])), 6
+        )
+    flaky = [t for t in rated if 0 < t.passed < t.scored]
+    return RepetitionSummary(
+        k=k,
+        pass_at_1=round(float(shares.mean()), 6) if len(shares) else None,
+        pass_at_1_ci=interval,
+        pass_at_k=curves["at"],
+        pass_hat_k=curves["hat"],
+        flaky=len(flaky),
+        flaky_cases=[case_repetitions(t) for t in flaky[:FLAKY_LISTED]],
+    )
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return round(float(value), digits) if value is not None else None

@@ -1,0 +1,129 @@
+"""One paired comparison's test, verdict and reason in words, e.g. "pass rate 71% → 64%,
+-7 points, 95% CI -11 to -3, McNemar p = 0.002 (Holm 0.006): regressed" (with minus signs)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from database.results.schemas import Tested
+from utils import statistics as stats
+
+ALPHA = 0.05
+MINUS = "\N{MINUS SIGN}"
+TEST_NAMES = {
+    "mcnemar-exact": "McNemar",
+    "sign": "sign test",
+    "wilcoxon-signed-rank": "signed-rank",
+}
+
+
+@dataclass
+class Pending:
+    """A comparison waiting for its interval and its place in the Holm family."""
+
+    label: str
+    graded: bool  # a score (signed-rank test) rather than pass shares (sign test)
+    baseline: np.ndarray
+    candidate: np.ndarray
+    slot: int
+    test: str
+    p_value: float
+
+
+def paired_test(baseline: np.ndarray, candidate: np.ndarray, graded: bool) -> tuple[str, float]:
+    """The test's name and its two-sided p-value (NaN with no pair)."""
+    if len(baseline) == 0:
+        return ("wilcoxon-signed-rank" if graded else "sign"), math.nan
+    deltas = candidate - baseline
+    if graded:
+        return "wilcoxon-signed-rank", stats.signed_rank_test(deltas)
+    binary = bool(np.all(np.isin(baseline, (0.0, 1.0))) and np.all(np.isin(candidate, (0.0, 1.0))))
+    p = stats.sign_test(int((deltas > 0).sum()), int((deltas < 0).sum()))
+    return ("mcnemar-exact" if binary else "sign"), p
+
+
+def tested(
+    pending: Pending, ci: tuple[float, float] | None, p_adjusted: float, min_effect: float
+) -> Tested:
+    n = len(pending.baseline)
+    if n == 0 or ci is None:
+        return Tested(
+            baseline=None,
+            candidate=None,
+            delta=None,
+            ci=None,
+            cases=0,
+            test=pending.test,
+            p_value=None,
+            p_adjusted=None,
+            verdict="inconclusive",
+            reason=f"{pending.label}: no paired case to compare",
+        )
+    base, cand = float(pending.baseline.mean()), float(pending.candidate.mean())
+    verdict = stats.verdict(ci[0], ci[1], p_adjusted, min_effect=min_effect, alpha=ALPHA)
+    return Tested(
+        baseline=round(base, 6),
+        candidate=round(cand, 6),
+        delta=round(cand - base, 6),
+        ci=(round(ci[0], 6), round(ci[1], 6)),
+        cases=n,
+        test=pending.test,
+        p_value=_finite(pending.p_value),
+        p_adjusted=_finite(p_adjusted),
+        verdict=verdict,
+        reason=_reason(pending, base, cand, ci, p_adjusted, verdict),
+    )
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _reason(
+    pending: Pending,
+    base: float,
+    cand: float,
+    ci: tuple[float, float],
+    p_adjusted: float,
+    verdict: str,
+) -> str:
+    if pending.graded:
+        change = f"{base:.3g} → {cand:.3g}, {_signed(cand - base, 1, 3)}"
+        interval = f"95% CI {_signed(ci[0], 1, 3)} to {_signed(ci[1], 1, 3)}"
+    else:
+        change = f"{_percent(base)} → {_percent(cand)}, {_signed(cand - base, 100, 1)} points"
+        interval = f"95% CI {_signed(ci[0], 100, 1)} to {_signed(ci[1], 100, 1)}"
+    name = TEST_NAMES.get(pending.test, pending.test)
+    return (
+        f"{pending.label} {change}, {interval}, {name} {_p(pending.p_value)}"
+        f" (Holm {_p(p_adjusted, bare=True)}): {verdict}"
+    )
+
+
+def _percent(value: float) -> str:
+    return f"{_trim(value * 100, 1)}%"
+
+
+def _signed(value: float, scale: float, digits: int) -> str:
+    scaled = value * scale
+    text = _trim(abs(scaled), digits)
+    if text == "0":
+        return "0"
+    return ("+" if scaled > 0 else MINUS) + text
+
+
+def _trim(value: float, digits: int) -> str:
+    text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _p(value: float, *, bare: bool = False) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if value < 0.001:
+        return "< 0.001" if bare else "p < 0.001"
+    shown = f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+    return shown if bare else f"p = {shown}"

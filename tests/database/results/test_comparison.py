@@ -1,0 +1,236 @@
+"""Comparing runs end to end through HTTP against the fake provider: pairing by test, the
+verdicts, slices and flips, and what bad requests get."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.fakes.openai_server import echo_reply
+from tests.fakes.server import Fault
+from tests.helpers import assert_problem, register
+
+pytestmark = pytest.mark.slow
+
+BEHAVIORS = ("answer", "refuse", "summarise")
+
+
+def _flip_aware(body: dict) -> str:
+    """Echoes, except that a request rendered as FLIP gets an answer missing the reference."""
+    return "nothing useful" if "FLIP" in json.dumps(body["messages"]) else echo_reply(body)
+
+
+def _cases(flipped_in: str, flips: int) -> list[dict]:
+    """100 cases per behavior; 10 of each fail on any target (an unreachable reference); the
+    candidate's prompt breaks `flips` more of `flipped_in`'s passing cases."""
+    cases = []
+    for behavior in BEHAVIORS:
+        for i in range(100):
+            breaks = behavior == flipped_in and 10 <= i < 10 + flips
+            cases.append(
+                {
+                    "input": f"{behavior} question {i}",
+                    "expected_output": "never said" if i < 10 else f"{behavior} question {i}",
+                    "behavior": behavior,
+                    "category": "all",
+                    "variables": {"flip": breaks},
+                }
+            )
+    return cases
+
+
+async def _prompt(lab, template: str) -> str:
+    body = {"project_id": lab.project_id, "name": f"p-{uuid.uuid4().hex[:6]}", "template": template}
+    return (await lab.post("/prompts", body, expect=201)).json()["id"]
+
+
+async def _compare(lab, run_id: str, baseline: str, expect: int = 200, **params):
+    response = await lab.client.get(
+        f"/api/v1/runs/{run_id}/compare",
+        params={"baseline": baseline, **params},
+        headers=lab.account.headers,
+    )
+    assert response.status_code == expect, response.text
+    return response
+
+
+async def test_a_candidate_worse_on_one_behavior_is_regressed_there_and_overall(lab, fake):
+    fake.reply = _flip_aware
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases("refuse", 15))
+    contains = await lab.metric("contains")
+    plain = await _prompt(lab, "{{ input }}")
+    broken = await _prompt(lab, "{% if flip %}FLIP{% else %}{{ input }}{% endif %}")
+    common = {"metric_ids": [contains], "concurrency": 20}
+    baseline = await lab.run(test_set, target, prompt_id=plain, **common)
+    candidate = await lab.run(test_set, target, prompt_id=broken, **common)
+    again = await lab.run(test_set, target, prompt_id=plain, **common)
+    for run in (baseline, candidate, again):
+        assert (await lab.wait(run["id"], seconds=90))["status"] == "completed"
+
+    body = (await _compare(lab, candidate["id"], baseline["id"])).json()
+    assert body["verdict"] == "regressed", body["reason"]
+    overall = body["overall"]
+    assert (overall["baseline"], overall["candidate"]) == (0.9, 0.85)
+    assert overall["delta"] == pytest.approx(-0.05)
+    assert overall["ci"][0] < -0.05 < overall["ci"][1] < -0.02
+    assert overall["test"] == "mcnemar-exact"
+    # 15 discordant pairs, all one way: p = 2 * 0.5^15
+    assert overall["p_value"] == pytest.approx(2 * 0.5**15, rel=1e-9)
+    assert overall["p_adjusted"] >= overall["p_value"]
+    assert "90% → 85%" in overall["reason"] and "McNemar" in overall["reason"]
+    assert body["cases"]["paired"] == 300 and body["cases"]["changed"] == 0
+    slices = {(s["field"], s["value"]): s["pass_rate"] for s in body["slices"]}
+    refuse = slices[("behavior", "refuse")]
+    assert refuse["verdict"] == "regressed" and refuse["delta"] == pytest.approx(-0.15)
+    assert slices[("behavior", "answer")]["verdict"] == "equivalent"
+    assert slices[("category", "all")]["verdict"] == "regressed"
+    [metric] = body["metrics"]
+    assert metric["pass_rate"]["verdict"] == "regressed" and metric["score"] is None
+    method = body["method"]
+    assert method["multiple_comparisons"] == "holm" and method["resamples"] == 2000
+    assert method["family_size"] == 1 + 1 + len(BEHAVIORS) + 1  # overall, metric, slices
+    flips = body["flips"]
+    assert (flips["pass_to_fail"], flips["fail_to_pass"]) == (15, 0)
+    first = flips["items"][0]
+    assert first["direction"] == "pass_to_fail"
+    assert first["baseline"]["status"] == "passed" and first["candidate"]["status"] == "failed"
+    assert first["baseline"]["output"].startswith("echo: refuse question")
+    assert first["candidate"]["output"] == "nothing useful"
+    page = await _compare(lab, candidate["id"], baseline["id"], flips_limit=5, flips_offset=10)
+    assert len(page.json()["flips"]["items"]) == 5
+    # The same two runs always give the same answer.
+    assert (await _compare(lab, candidate["id"], baseline["id"])).json() == body
+
+    same = (await _compare(lab, again["id"], baseline["id"])).json()
+    assert same["verdict"] in ("equivalent", "inconclusive")
+    assert all(s["pass_rate"]["verdict"] != "regressed" for s in same["slices"])
+    assert same["flips"]["items"] == [] and same["overall"]["delta"] == 0
+
+    # The project's baseline stands in for a run id.
+    await lab.client.put(
+        f"/api/v1/projects/{lab.project_id}/baseline",
+        json={"run_id": baseline["id"]},
+        headers=lab.account.headers,
+    )
+    assert (await lab.get(f"/projects/{lab.project_id}"))["baseline_run_id"] == baseline["id"]
+    by_project = (await _compare(lab, candidate["id"], "project")).json()
+    assert by_project["baseline_run_id"] == baseline["id"]
+    assert by_project["overall"] == overall
+
+
+async def test_changed_tests_are_left_out_unless_included(lab, fake):
+    target = await lab.openai_model(fake)
+    created = await lab.post(
+        "/tests/bulk",
+        {"project_id": lab.project_id, "tests": [{"input": f"q{i}"} for i in range(4)]},
+        expect=201,
+    )
+    ids = created.json()["ids"]
+    body = {"project_id": lab.project_id, "name": "changing", "test_ids": ids}
+    test_set = (await lab.post("/test-sets", body, expect=201)).json()["id"]
+    contains = await lab.metric("contains", parameters={"value": "q"})
+    first = await lab.run(test_set, target, metric_ids=[contains])
+    await lab.wait(first["id"])
+    edited = await lab.client.patch(
+        f"/api/v1/tests/{ids[0]}", json={"input": "edited"}, headers=lab.account.headers
+    )
+    assert edited.status_code == 200, edited.text
+    second = await lab.run(test_set, target, metric_ids=[contains])
+    await lab.wait(second["id"])
+
+    body = (await _compare(lab, second["id"], first["id"])).json()
+    assert body["cases"]["changed"] == 1 and body["cases"]["paired"] == 3
+    assert body["cases"]["changed_test_ids"] == [ids[0]]
+    included = (await _compare(lab, second["id"], first["id"], include_changed="true")).json()
+    assert included["cases"]["paired"] == 4 and included["cases"]["changed_included"]
+
+
+async def test_bad_comparisons_get_clear_answers(lab, fake):
+    target = await lab.openai_model(fake)
+    set_a = await lab.test_set([{"input": "a"}])
+    set_b = await lab.test_set([{"input": "b"}])
+    run_a = await lab.run(set_a, target, metric_ids=[])
+    run_b = await lab.run(set_b, target, metric_ids=[])
+    for run in (run_a, run_b):
+        await lab.wait(run["id"])
+
+    no_common = assert_problem(await _compare(lab, run_a["id"], run_b["id"], 422), 422)
+    assert "1 case(s), the baseline 1" in no_common["detail"]
+    assert_problem(await _compare(lab, run_a["id"], str(uuid.uuid4()), 404), 404)
+    assert_problem(await _compare(lab, run_a["id"], "latest", 422), 422, field="baseline")
+    no_baseline = assert_problem(await _compare(lab, run_a["id"], "project", 422), 422)
+    assert "no baseline" in no_baseline["detail"]
+
+    other_project = (await lab.post("/projects", {"name": "elsewhere"}, expect=201)).json()["id"]
+    elsewhere = await lab.post(
+        "/tests/bulk", {"project_id": other_project, "tests": [{"input": "a"}]}, expect=201
+    )
+    other_set = await lab.post(
+        "/test-sets",
+        {"project_id": other_project, "name": "x", "test_ids": elsewhere.json()["ids"]},
+        expect=201,
+    )
+    run_c = await lab.run(other_set.json()["id"], target, metric_ids=[])
+    await lab.wait(run_c["id"])
+    assert_problem(await _compare(lab, run_a["id"], run_c["id"], 404), 404)
+
+    stranger = await register(lab.client)
+    foreign = await lab.client.get(
+        f"/api/v1/runs/{run_a['id']}/compare",
+        params={"baseline": run_b["id"]},
+        headers=stranger.headers,
+    )
+    assert_problem(foreign, 404)
+
+    fake.enqueue(Fault.hang(30))
+    running = await lab.run(set_a, target, metric_ids=[])
+    await lab.wait_for_results(run_a["id"], 1)
+    unfinished = assert_problem(await _compare(lab, run_a["id"], running["id"], 409), 409)
+    assert "queued" in unfinished["detail"] or "running" in unfinished["detail"]
+    repeat = await lab.post(f"/runs/{running['id']}/repeat", {"cases": "all"})
+    assert_problem(repeat, 409)
+    baseline_put = await lab.client.put(
+        f"/api/v1/projects/{lab.project_id}/baseline",
+        json={"run_id": running["id"]},
+        headers=lab.account.headers,
+    )
+    assert_problem(baseline_put, 409)
+    await lab.post(f"/runs/{running['id']}/cancel", {}, expect=200)
+
+
+async def test_gates_and_budgets_refuse_bad_input(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": "a"}])
+    contains = await lab.metric("contains", parameters={"value": "a"})
+    for gate, field in (
+        ({"fail_on": ["no-such-metric"]}, "gate.fail_on"),
+        ({"min_metric_pass_rates": {"nope": 0.5}}, "gate.min_metric_pass_rates"),
+        ({"min_pass_rate": 1.5}, "min_pass_rate"),
+    ):
+        response = await lab.post(
+            "/runs",
+            {
+                "test_set_id": test_set,
+                "target_model_id": target,
+                "metric_ids": [contains],
+                "gate": gate,
+            },
+        )
+        assert_problem(response, 422, field=field)
+    negative = await lab.post(
+        "/runs", {"test_set_id": test_set, "target_model_id": target, "max_cost": -1}
+    )
+    assert_problem(negative, 422, field="max_cost")
+    missing = await lab.post(
+        "/runs",
+        {
+            "test_set_id": test_set,
+            "target_model_id": target,
+            "gate": {"baseline": str(uuid.uuid4())},
+        },
+    )
+    assert_problem(missing, 404)
+    assert (await lab.get("/runs", project_id=lab.project_id))["total"] == 0

@@ -1,0 +1,128 @@
+"""A run's gate: decided when the run ends, stored on the run, in its summary and its JUnit
+export; and a project's baseline run."""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree
+
+import pytest
+
+from tests.helpers import assert_problem
+
+pytestmark = pytest.mark.slow
+
+
+def _replies(broken: set[str]):
+    def reply(body: dict) -> str:
+        text = json.dumps(body["messages"])
+        return "no" if any(word in text for word in broken) else "yes"
+
+    return reply
+
+
+async def _setup(lab, fake, n: int = 60):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": f"case {i}"} for i in range(n)])
+    metric = await lab.metric("contains", parameters={"value": "yes"})
+    return target, test_set, metric
+
+
+async def test_a_regression_fails_the_gate_with_its_reasons(lab, fake):
+    target, test_set, metric = await _setup(lab, fake)
+    fake.reply = _replies(set())
+    baseline = await lab.run(test_set, target, metric_ids=[metric])
+    await lab.wait(baseline["id"])
+    await lab.client.put(
+        f"/api/v1/projects/{lab.project_id}/baseline",
+        json={"run_id": baseline["id"]},
+        headers=lab.account.headers,
+    )
+    # A third of the cases now fail.
+    fake.reply = _replies({f'case {i}"' for i in range(0, 60, 3)})
+    gate = {"baseline": "project", "fail_on": "regression", "min_pass_rate": 0.5}
+    candidate = await lab.run(test_set, target, metric_ids=[metric], gate=gate)
+    assert candidate["gate"]["baseline_run_id"] == baseline["id"]
+    done = await lab.wait(candidate["id"])
+    result = done["gate_result"]
+    assert result["status"] == "failed"
+    assert result["baseline_run_id"] == baseline["id"]
+    assert any("regressed" in reason and "100% → 66.7%" in reason for reason in result["reasons"])
+    assert result["comparison"]["overall"]["verdict"] == "regressed"
+    summary = await lab.get(f"/runs/{candidate['id']}/summary")
+    assert summary["gate_result"] == result
+
+    export = await lab.client.get(
+        f"/api/v1/runs/{candidate['id']}/export",
+        params={"format": "junit"},
+        headers=lab.account.headers,
+    )
+    suite = ElementTree.fromstring(export.content)
+    [gate_case] = [c for c in suite.iter("testcase") if c.get("name") == "gate"]
+    failure = gate_case.find("failure")
+    assert failure is not None and "regressed" in failure.get("message", "")
+    assert suite.get("tests") == "61" and suite.get("failures") == str(20 + 1)
+
+
+async def test_floors_and_an_unchanged_candidate(lab, fake):
+    target, test_set, metric = await _setup(lab, fake, n=40)
+    fake.reply = _replies(set())
+    baseline = await lab.run(test_set, target, metric_ids=[metric])
+    await lab.wait(baseline["id"])
+    # Unchanged, with a floor it meets: the comparison is equivalent and the gate passes.
+    same = await lab.run(
+        test_set,
+        target,
+        metric_ids=[metric],
+        gate={"baseline": baseline["id"], "min_pass_rate": 0.9},
+    )
+    result = (await lab.wait(same["id"]))["gate_result"]
+    assert result["status"] == "passed", result
+    assert result["comparison"]["overall"]["verdict"] == "equivalent"
+
+    # No baseline at all and a missed floor: failed, saying which floor.
+    fake.reply = _replies({"case 1"})  # case 1, case 10..19: 11 of 40 fail
+    metric_name = (await lab.get(f"/metrics/{metric}"))["name"]
+    floors = {"fail_on": "never", "min_metric_pass_rates": {metric_name: 0.9}}
+    floored = await lab.run(test_set, target, metric_ids=[metric], gate=floors)
+    result = (await lab.wait(floored["id"]))["gate_result"]
+    assert result["status"] == "failed"
+    assert result["reasons"] == [f"{metric_name} pass rate 72.5% is below its floor of 90.0%"]
+
+    # Regression asked for, but the project has no baseline and there are no floors.
+    undecided = await lab.run(test_set, target, metric_ids=[metric], gate={"baseline": "project"})
+    result = (await lab.wait(undecided["id"]))["gate_result"]
+    assert result["status"] == "undecided"
+    assert "no baseline" in result["reasons"][0]
+
+
+async def test_a_cancelled_gated_run_is_undecided(lab, fake):
+    target, test_set, metric = await _setup(lab, fake, n=30)
+    fake.latency = 0.2
+    run = await lab.run(
+        test_set, target, metric_ids=[metric], concurrency=1, gate={"min_pass_rate": 0.5}
+    )
+    await lab.wait_for_results(run["id"], 1)
+    cancelled = await lab.post(f"/runs/{run['id']}/cancel", {}, expect=200)
+    result = cancelled.json()["gate_result"]
+    assert result["status"] == "undecided"
+    assert "did not complete" in result["reasons"][0]
+
+
+async def test_a_baseline_must_be_a_finished_run_of_the_project(lab, fake):
+    target, test_set, metric = await _setup(lab, fake, n=2)
+    other = (await lab.post("/projects", {"name": "other"}, expect=201)).json()["id"]
+    run = await lab.run(test_set, target, metric_ids=[metric])
+    await lab.wait(run["id"])
+    response = await lab.client.put(
+        f"/api/v1/projects/{other}/baseline",
+        json={"run_id": run["id"]},
+        headers=lab.account.headers,
+    )
+    assert_problem(response, 422, field="run_id")
+    cleared = await lab.client.put(
+        f"/api/v1/projects/{lab.project_id}/baseline",
+        json={"run_id": None},
+        headers=lab.account.headers,
+    )
+    assert cleared.status_code == 200 and cleared.json()["baseline_run_id"] is None

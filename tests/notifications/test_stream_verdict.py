@@ -1,0 +1,57 @@
+"""A gated run's stream carries its verdict right after run.finished, live and replayed; a run
+given more repetitions streams its second round after its first end."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.notifications.conftest import Live, read_events
+
+
+async def _watch(live: Live, run_id: str, **params: str) -> list:
+    token = await live.stream_token(run_id)
+    seen = []
+    async with (
+        httpx.AsyncClient(base_url=live.base_url, timeout=30) as client,
+        client.stream(
+            "GET", live.events_url(run_id), params={"token": token}, headers=params
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for event in read_events(response):
+            if event.event:
+                seen.append(event)
+    return seen
+
+
+async def test_the_verdict_follows_the_end_live_and_replayed(live: Live) -> None:
+    with FakeOpenAI(require_api_key="sk-test", latency=0.02) as fake:
+        target = await live.openai_model(fake)
+        test_set = await live.test_set(
+            [{"input": f"q{i}", "expected_output": f"q{i}"} for i in range(10)]
+        )
+        metric = await live.metric("contains")
+        run = await live.run(
+            test_set, target, metric_ids=[metric], concurrency=2, gate={"min_pass_rate": 0.9}
+        )
+        seen = await _watch(live, run["id"])
+        types = [e.event for e in seen]
+        assert types[-2:] == ["run.finished", "run.verdict"]
+        assert seen[-1].data["status"] == "passed"
+        assert int(seen[-1].id) == int(seen[-2].id) + 1
+
+        replayed = await _watch(live, run["id"], **{"Last-Event-ID": str(int(seen[-3].id))})
+        assert [e.event for e in replayed] == ["run.finished", "run.verdict"]
+
+        repeated = await live.post(
+            f"/runs/{run['id']}/repeat", {"repetitions": 1, "cases": "all"}, expect=202
+        )
+        assert repeated.json()["status"] == "queued"
+        second = await _watch(live, run["id"], **{"Last-Event-ID": seen[-1].id})
+        second_types = [e.event for e in second]
+        assert second_types[0] == "run.started" and second_types[-1] == "run.verdict"
+        assert second_types.count("result.recorded") == 10
+        # Replayed from the start, the stream goes on past the first end.
+        whole = await _watch(live, run["id"])
+        assert [e.event for e in whole].count("run.verdict") == 2

@@ -1,0 +1,296 @@
+"""utils.statistics against reference implementations (statsmodels, scipy, exact fractions,
+naive bootstraps) and, by simulation, the calibration of its intervals and verdicts."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+
+from utils.statistics import (
+    PairedBootstrap,
+    _resample_quantiles,
+    holm,
+    pass_at_k,
+    pass_hat_k,
+    quantile,
+    seed_for,
+    sign_test,
+    signed_rank_test,
+    verdict,
+)
+
+# --- tests on counts and p-values ---------------------------------------------------------
+
+
+def test_sign_test_is_mcnemars_exact_test():
+    discordant = [(b, c) for b in range(31) for c in range(31)]
+    discordant += [(400, 350), (0, 60), (60, 0), (1000, 1000), (512, 430)]
+    for b, c in discordant:
+        expected = mcnemar([[17, b], [c, 5]], exact=True).pvalue
+        assert sign_test(b, c) == pytest.approx(expected, abs=1e-9), (b, c)
+
+
+def test_sign_test_without_discordant_pairs_is_one():
+    assert sign_test(0, 0) == 1.0
+
+
+def test_signed_rank_test_is_scipys_wilcoxon():
+    rng = np.random.default_rng(7)
+    for size in (12, 40, 300):  # exact and normal-approximation paths
+        differences = rng.normal(0.2, 1.0, size)
+        assert signed_rank_test(differences) == pytest.approx(
+            stats.wilcoxon(differences).pvalue, abs=1e-12
+        )
+
+
+def test_signed_rank_test_drops_zero_differences():
+    rng = np.random.default_rng(8)
+    differences = np.round(rng.normal(0.3, 1.0, 40), 1)
+    differences[:6] = 0.0
+    expected = stats.wilcoxon(differences[differences != 0]).pvalue
+    assert signed_rank_test(differences) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("differences", [np.zeros(25), np.zeros(0)])
+def test_signed_rank_test_without_nonzero_differences_is_one(differences):
+    assert signed_rank_test(differences) == 1.0
+
+
+def test_holm_matches_statsmodels():
+    rng = np.random.default_rng(11)
+    vectors = [rng.uniform(0, 0.2, size) for size in (1, 2, 3, 7, 20)]
+    vectors += [rng.uniform(0, 1, 10), np.array([0.01, 0.01, 0.04, 0.5, 0.5])]
+    for p in vectors:
+        expected = multipletests(p, method="holm")[1]
+        np.testing.assert_allclose(holm(list(p)), expected, rtol=0, atol=1e-15)
+
+
+def test_holm_leaves_nan_out_of_the_family():
+    p = [0.01, math.nan, 0.04, 0.03, math.nan]
+    adjusted = holm(p)
+    assert math.isnan(adjusted[1]) and math.isnan(adjusted[4])
+    expected = multipletests([0.01, 0.04, 0.03], method="holm")[1]
+    np.testing.assert_allclose([adjusted[0], adjusted[2], adjusted[3]], expected, atol=1e-15)
+    assert holm([]) == []
+    assert all(math.isnan(x) for x in holm([math.nan, math.nan]))
+
+
+def test_pass_at_k_is_the_unbiased_estimator():
+    for n in range(1, 21):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                expected = 1 - Fraction(math.comb(n - c, k), math.comb(n, k))
+                assert pass_at_k(n, c, k) == pytest.approx(float(expected), abs=1e-12)
+                if n - c < k:
+                    assert pass_at_k(n, c, k) == 1.0
+
+
+def test_pass_hat_k_is_the_unbiased_estimator():
+    for n in range(1, 21):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                expected = Fraction(math.comb(c, k), math.comb(n, k))
+                assert pass_hat_k(n, c, k) == pytest.approx(float(expected), abs=1e-12)
+
+
+@pytest.mark.parametrize("n, c, k", [(5, 2, 0), (5, 2, 6), (5, 6, 1), (5, -1, 1)])
+def test_pass_estimators_refuse_impossible_counts(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+    with pytest.raises(ValueError):
+        pass_hat_k(n, c, k)
+
+
+# --- quantiles, verdicts, seeds ----------------------------------------------------------
+
+
+def test_quantile_is_the_inverted_cdf():
+    assert quantile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.0  # smallest value with share >= 0.5
+    assert quantile([4.0, 1.0, 3.0, 2.0], 0.51) == 3.0
+    assert quantile([4.0, 1.0, 3.0, 2.0], 0.0) == 1.0
+    assert quantile([4.0, 1.0, 3.0, 2.0], 1.0) == 4.0
+    assert math.isnan(quantile([], 0.5))
+
+
+def test_resampled_quantiles_follow_the_same_convention_exactly():
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 4, 7, 10, 20, 33):
+        values = np.round(rng.normal(size=n), 1)  # ties included
+        qs = sorted({0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 1.0, *(j / n for j in range(n + 1))})
+        indices = rng.integers(0, n, size=(50, n))
+        got = _resample_quantiles(indices, values, qs)
+        for r in range(len(indices)):
+            expected = np.quantile(values[indices[r]], qs, method="inverted_cdf")
+            np.testing.assert_array_equal(got[r], expected, err_msg=f"n={n}, row {r}")
+
+
+@pytest.mark.parametrize(
+    "low, high, p, expected",
+    [
+        (-0.01, 0.015, 0.2, "equivalent"),
+        (-0.02, 0.02, 0.001, "equivalent"),  # the bounds are inside
+        (0.01, 0.08, 0.001, "improved"),
+        (-0.08, -0.01, 0.001, "regressed"),
+        (0.01, 0.08, 0.05, "inconclusive"),  # p must be below alpha
+        (-0.01, 0.08, 0.001, "inconclusive"),  # interval crosses zero
+        (-0.03, 0.01, 0.2, "inconclusive"),
+        (math.nan, math.nan, 0.001, "inconclusive"),
+        (0.01, 0.08, math.nan, "inconclusive"),
+    ],
+)
+def test_verdict(low, high, p, expected):
+    assert verdict(low, high, p, min_effect=0.02) == expected
+
+
+def test_seed_for_is_stable_and_order_sensitive():
+    seed = seed_for("run-a", "run-b")
+    # A fixed value: the seed must not change between processes, platforms or releases.
+    assert seed == 5366493654450792890
+    assert 0 <= seed < 2**63
+    assert seed_for("run-b", "run-a") != seed
+    assert seed_for("ab", "") != seed_for("a", "b")
+
+
+# --- the bootstrap -----------------------------------------------------------------------
+
+
+def _naive_mean_interval(values, seed, resamples=2000, confidence=0.95):
+    rng = np.random.default_rng(seed)
+    means = [values[rng.choice(len(values), len(values))].mean() for _ in range(resamples)]
+    tail = (1 - confidence) / 2
+    return np.quantile(means, [tail, 1 - tail])
+
+
+def _naive_quantile_delta_interval(baseline, candidate, q, seed, resamples=2000):
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(resamples):
+        i = rng.choice(len(baseline), len(baseline))
+        deltas.append(
+            np.quantile(candidate[i], q, method="inverted_cdf")
+            - np.quantile(baseline[i], q, method="inverted_cdf")
+        )
+    return np.quantile(deltas, [0.025, 0.975])
+
+
+def test_bootstrap_is_deterministic_for_a_seed():
+    values = np.random.default_rng(1).normal(size=(500, 2))
+    bootstrap = PairedBootstrap(500, seed=42, resamples=700)
+    first = bootstrap.mean_intervals(values)
+    bootstrap.quantile_delta_intervals(values[:, 0], values[:, 1], [0.5])
+    np.testing.assert_array_equal(bootstrap.mean_intervals(values), first)
+    np.testing.assert_array_equal(
+        PairedBootstrap(500, seed=42, resamples=700).mean_intervals(values), first
+    )
+    other = PairedBootstrap(500, seed=43, resamples=700).mean_intervals(values)
+    assert not np.array_equal(other, first)
+
+
+def test_mean_intervals_agree_with_a_naive_bootstrap():
+    values = (np.random.default_rng(2).random(300) < 0.6).astype(float)
+    got = PairedBootstrap(300, seed=3).mean_intervals(values)
+    assert got.shape == (1, 2)
+    expected = _naive_mean_interval(values, seed=4)
+    np.testing.assert_allclose(got[0], expected, atol=0.01)
+
+
+def test_quantile_delta_intervals_agree_with_a_naive_paired_bootstrap():
+    rng = np.random.default_rng(6)
+    baseline = rng.lognormal(0.0, 0.5, 300)
+    candidate = 0.8 * baseline + rng.normal(0.0, 0.05, 300)
+    got = PairedBootstrap(300, seed=7).quantile_delta_intervals(baseline, candidate, [0.5, 0.9])
+    assert got.shape == (2, 2)
+    for row, q in zip(got, [0.5, 0.9], strict=True):
+        expected = _naive_quantile_delta_interval(baseline, candidate, q, seed=8)
+        # Monte Carlo noise only; resampling the two sides apart would be about 2.5x as wide.
+        width = expected[1] - expected[0]
+        np.testing.assert_allclose(row, expected, atol=0.15 * width, err_msg=f"q={q}")
+
+
+def test_columns_are_the_same_as_one_dimensional_calls():
+    values = np.random.default_rng(9).normal(size=(400, 3))
+    bootstrap = PairedBootstrap(400, seed=10, resamples=1001)  # a partial last block
+    together = bootstrap.mean_intervals(values)
+    assert together.shape == (3, 2)
+    for j in range(3):
+        np.testing.assert_allclose(together[j], bootstrap.mean_intervals(values[:, j])[0])
+
+
+def test_bootstrap_of_no_cases_is_nan_and_of_one_case_is_degenerate():
+    empty = PairedBootstrap(0, seed=1)
+    assert np.isnan(empty.mean_intervals(np.zeros((0, 3)))).all()
+    assert empty.mean_intervals(np.zeros((0, 3))).shape == (3, 2)
+    assert np.isnan(empty.mean_intervals(np.zeros(0))).all()
+    assert empty.quantile_delta_intervals([], [], [0.5, 0.9]).shape == (2, 2)
+    assert np.isnan(empty.quantile_delta_intervals([], [], [0.5, 0.9])).all()
+    single = PairedBootstrap(1, seed=1)
+    np.testing.assert_array_equal(single.mean_intervals([4.0]), [[4.0, 4.0]])
+    np.testing.assert_array_equal(single.quantile_delta_intervals([2.0], [5.0], [0.5]), [[3, 3]])
+
+
+def test_bootstrap_refuses_bad_input():
+    bootstrap = PairedBootstrap(3, seed=1)
+    with pytest.raises(ValueError):
+        bootstrap.mean_intervals([1.0, math.nan, 2.0])
+    with pytest.raises(ValueError):
+        bootstrap.mean_intervals(np.zeros(6))
+    with pytest.raises(ValueError):
+        bootstrap.quantile_delta_intervals([1.0, 2.0, 3.0], [1.0, 2.0], [0.5])
+    with pytest.raises(ValueError):
+        bootstrap.quantile_delta_intervals([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.5])
+
+
+# --- calibration by simulation -----------------------------------------------------------
+
+CASES, ATTEMPTS, TRIALS = 200, 3, 400
+
+
+def _case_probabilities(rng, size):
+    """Pass probabilities of cases drawn from a fixed population: 0.1 + 0.8 * Beta(2, 2)."""
+    return 0.1 + 0.8 * rng.beta(2.0, 2.0, size=size)
+
+
+def test_mean_interval_covers_the_true_effect_at_its_confidence():
+    # Each trial draws fresh cases from one population. A case's candidate probability is its
+    # baseline probability plus an effect uniform on [-0.10, -0.02], never leaving [0, 1]
+    # (no clipping), so the population mean of the per-case delta is exactly -0.06: the
+    # quantity the interval on the mean delta of the sampled cases estimates.
+    true_effect = -0.06
+    rng = np.random.default_rng(0)
+    covered = 0
+    for trial in range(TRIALS):
+        baseline_p = _case_probabilities(rng, CASES)
+        candidate_p = baseline_p + rng.uniform(-0.10, -0.02, CASES)
+        deltas = (rng.binomial(ATTEMPTS, candidate_p) - rng.binomial(ATTEMPTS, baseline_p)) / (
+            ATTEMPTS
+        )
+        bootstrap = PairedBootstrap(CASES, seed=trial, resamples=1000)
+        low, high = bootstrap.mean_intervals(deltas)[0]
+        covered += low <= true_effect <= high
+    coverage = covered / TRIALS
+    assert 0.93 <= coverage <= 0.97, f"95% intervals covered the true effect {coverage:.1%}"
+
+
+def test_without_an_effect_few_verdicts_declare_a_change():
+    # Three independent metrics per trial, candidate and baseline from the same distribution:
+    # every 'improved' or 'regressed' is a false declaration.
+    rng = np.random.default_rng(1)
+    declared = 0
+    for trial in range(TRIALS):
+        probabilities = _case_probabilities(rng, (CASES, 3))
+        deltas = (
+            rng.binomial(ATTEMPTS, probabilities) - rng.binomial(ATTEMPTS, probabilities)
+        ) / ATTEMPTS
+        intervals = PairedBootstrap(CASES, seed=trial, resamples=1000).mean_intervals(deltas)
+        p_values = [sign_test(int((d > 0).sum()), int((d < 0).sum())) for d in deltas.T]
+        for (low, high), p_adjusted in zip(intervals, holm(p_values), strict=True):
+            decision = verdict(low, high, p_adjusted, min_effect=0.02)
+            declared += decision in ("improved", "regressed")
+    rate = declared / (TRIALS * 3)
+    assert rate <= 0.05, f"{rate:.1%} of decisions declared a change where there is none"
