@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.projects import crud as project_crud
 from database.results import crud, figures, gates
 from database.results.models import TERMINAL, Run
-from database.results.schemas import RepeatCreate, RescoreCreate
+from database.results.schemas import MAX_REPETITIONS, RepeatCreate, RescoreCreate
 from database.results.service import enqueue_chunks, frozen_metrics
 from utils.auth import Principal
-from utils.errors import Conflict
+from utils.errors import Conflict, InvalidInput
 
 
 def _ended(run: Run, action: str) -> None:
@@ -81,6 +81,12 @@ async def repeat(session: AsyncSession, run: Run, body: RepeatCreate) -> Run:
     if not chosen:
         raise Conflict(f"Nothing to repeat: the run has no {body.cases} case")
     added = range(run.repetitions, run.repetitions + body.repetitions)
+    if added.stop > MAX_REPETITIONS:
+        raise InvalidInput(
+            f"a run has at most {MAX_REPETITIONS} repetitions of a case; this one has "
+            f"{run.repetitions}",
+            field="repetitions",
+        )
     await crud.reopen(
         session,
         run.id,

@@ -18,6 +18,7 @@ PASS_RATE = (
     "With one repetition per case: passed / (passed + failed)."
 )
 Money = Annotated[float, Field(ge=0, le=1_000_000)]
+MAX_REPETITIONS = 100  # per case, in all (a repeat adds to them)
 
 
 class GateSpec(InputModel):
@@ -73,7 +74,7 @@ class RunCreate(InputModel):
         default=None, max_length=50, description="Else the test set's default metrics"
     )
     concurrency: int = Field(default=10, ge=1, description="Cases in flight at once")
-    repetitions: int = Field(default=1, ge=1, le=100)
+    repetitions: int = Field(default=1, ge=1, le=MAX_REPETITIONS)
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=600, description="Per call; else the model's timeout"
     )
@@ -88,7 +89,9 @@ class RunCreate(InputModel):
 
 
 class RepeatCreate(InputModel):
-    repetitions: int = Field(default=1, ge=1, le=100, description="More repetitions per case")
+    repetitions: int = Field(
+        default=1, ge=1, le=MAX_REPETITIONS, description="More repetitions per case"
+    )
     cases: Literal["all", "flaky", "undecided"] = Field(
         default="undecided",
         description="flaky: mixed outcomes; undecided: flaky, or with an errored repetition",

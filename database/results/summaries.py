@@ -3,6 +3,8 @@ latency, tokens and cost, and with repetitions per case pass@k, pass^k and flaki
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -87,7 +89,8 @@ async def repetition_summary(session: AsyncSession, run: Run) -> RepetitionSumma
     tallies = await figures.case_tallies(session, run.id)
     if max((t.scored + t.errored for t in tallies), default=0) <= 1:
         return None
-    return summarise_repetitions(tallies, seed=stats.seed_for(str(run.id)))
+    # (a bootstrap over every case: off the event loop)
+    return await asyncio.to_thread(summarise_repetitions, tallies, seed=stats.seed_for(str(run.id)))
 
 
 def summarise_repetitions(tallies: Sequence[CaseTally], *, seed: int) -> RepetitionSummary:
@@ -98,25 +101,28 @@ def summarise_repetitions(tallies: Sequence[CaseTally], *, seed: int) -> Repetit
     if len(shares):
         low, high = stats.PairedBootstrap(len(shares), seed=seed).mean_intervals(shares)[0]
         interval = (round(float(low), 6), round(float(high), 6))
-    curves: dict[str, dict[int, float]] = {"at": {}, "hat": {}}
+    # Cases with the same (repetitions, passes) share their estimates: at most a few
+    # thousand distinct pairs, whatever the number of cases.
+    tally = Counter((t.scored, t.passed) for t in rated)
+    at: dict[int, float] = {}
+    hat: dict[int, float] = {}
     for j in range(1, k + 1):
-        # A case counts for k' when it has at least k' scored repetitions.
-        eligible = [t for t in rated if t.scored >= j]
-        if not eligible:
-            continue
-        curves["at"][j] = round(
-            float(np.mean([stats.pass_at_k(t.scored, t.passed, j) for t in eligible])), 6
+        # A case counts for k' = j when it has at least j scored repetitions.
+        eligible = {pair: count for pair, count in tally.items() if pair[0] >= j}
+        cases = sum(eligible.values())
+        at[j] = round(
+            sum(c * stats.pass_at_k(n, p, j) for (n, p), c in eligible.items()) / cases, 6
         )
-        curves["hat"][j] = round(
-            float(np.mean([stats.pass_hat_k(t.scored, t.passed, j) for t in eligible])), 6
+        hat[j] = round(
+            sum(c * stats.pass_hat_k(n, p, j) for (n, p), c in eligible.items()) / cases, 6
         )
     flaky = [t for t in rated if 0 < t.passed < t.scored]
     return RepetitionSummary(
         k=k,
         pass_at_1=round(float(shares.mean()), 6) if len(shares) else None,
         pass_at_1_ci=interval,
-        pass_at_k=curves["at"],
-        pass_hat_k=curves["hat"],
+        pass_at_k=at,
+        pass_hat_k=hat,
         flaky=len(flaky),
         flaky_cases=[case_repetitions(t) for t in flaky[:FLAKY_LISTED]],
     )

@@ -107,3 +107,9 @@ async def test_repeat_refuses_what_it_cannot_do(lab, fake):
     steady = await lab.post(f"/runs/{run['id']}/repeat", {"cases": "flaky"})
     assert "no flaky case" in assert_problem(steady, 409)["detail"]
     assert_problem(await lab.post(f"/runs/{run['id']}/repeat", {"repetitions": 0}), 422)
+
+    many = await lab.run(test_set, target, metric_ids=[metric], repetitions=99, concurrency=20)
+    await lab.wait(many["id"])
+    too_many = await lab.post(f"/runs/{many['id']}/repeat", {"repetitions": 2, "cases": "all"})
+    assert "at most 100" in assert_problem(too_many, 422, field="repetitions")["detail"]
+    await lab.post(f"/runs/{many['id']}/repeat", {"repetitions": 1, "cases": "all"}, expect=202)
