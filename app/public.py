@@ -49,7 +49,8 @@ Events (`event:` name, then the JSON in `data:`):
   cut at 4,000 characters; the whole text is in the result)
 - `run.progress`: `{total, done, passed, failed, errored}`, after each batch of results
 - `run.finished`: `{status: completed | failed | stopped, total, done, passed, failed, errored,
-  error?}` (`stopped`: the run's budget was reached; `error` says so)
+  error?, continues?}` (`stopped`: the run's budget was reached; `error` says so;
+  `continues: true`: a `run.verdict` follows)
 - `run.cancelled`: `{status: cancelled, total, done, passed, failed, errored}`
 - `run.verdict`: a gated run's gate result, right after `run.finished` or `run.cancelled`:
   `{status: passed | failed | undecided, reasons, baseline_run_id, comparison}`

@@ -57,11 +57,15 @@ class Item:
     seq: int
     type: str
     encoded: bytes
+    # An event of a terminal type whose data says `"continues": true` does not end a stream:
+    # more of the same change follows (a gated run's verdict after its end).
+    continues: bool = False
 
 
 def encode_event(seq: int, kind: str, data: Any) -> Item:
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return Item(seq, kind, f"id: {seq}\nevent: {kind}\ndata: {body}\n\n".encode())
+    continues = isinstance(data, dict) and data.get("continues") is True
+    return Item(seq, kind, f"id: {seq}\nevent: {kind}\ndata: {body}\n\n".encode(), continues)
 
 
 def encode_delta(kind: str, data: Any) -> Item:

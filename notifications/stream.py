@@ -57,8 +57,8 @@ class EventStream(Response):
         terminal: frozenset[str],
     ) -> None:
         """`after`: the last seq the client has; `committed`: the run's last seq when checked;
-        `terminal`: the event types that end the stream when no event follows them in the
-        same batch (a run's end and its verdict are written together)."""
+        `terminal`: the event types that end the stream (unless their data says `continues`)
+        when no event follows them in the same batch."""
         self.status_code = 200
         self.background = None
         self.raw_headers = list(HEADERS)
@@ -103,7 +103,7 @@ class EventStream(Response):
             async for page in self._replay(sent, None):
                 yield b"".join(item.encoded for item in page)
                 sent = page[-1].seq
-                if page[-1].type in self.terminal and sent >= subscriber.known:
+                if self._ends(page[-1]) and sent >= subscriber.known:
                     return  # (a run given more repetitions has events after its first end)
         while True:
             try:
@@ -125,11 +125,14 @@ class EventStream(Response):
                             sent = page[-1].seq
                     parts.append(item.encoded)
                     sent = item.seq
-                    ended = item.type in self.terminal
+                    ended = self._ends(item)
             if parts:
                 yield b"".join(parts)
             if ended:
                 return
+
+    def _ends(self, item: Item) -> bool:
+        return item.type in self.terminal and not item.continues
 
     async def _replay(self, after: int, before: int | None) -> AsyncIterator[list[Item]]:
         """Stored events after `after` (and before `before`), a page per short transaction."""

@@ -212,16 +212,39 @@ def pass_hat_k(n: int, c: int, k: int) -> float:
     return float(np.prod((c - i) / (n - i)))
 
 
+def cases_to_show_equivalence(min_effect: float, confidence: float = CONFIDENCE) -> int:
+    """The fewest paired cases with which even "no case changed" bounds a change at
+    `min_effect`: the exact binomial bound 1 - ((1 - confidence) / 2) ** (1 / n) on the share
+    of cases that could have changed unseen. Below it, a bootstrap interval can be [0, 0]
+    (nothing varied) and still prove nothing: 183 cases for a margin of 2 points."""
+    if min_effect <= 0:
+        return math.inf  # type: ignore[return-value]
+    if min_effect >= 1:
+        return 1
+    tail = (1.0 - confidence) / 2.0
+    return math.ceil(math.log(tail) / math.log1p(-min_effect))
+
+
 def verdict(
-    low: float, high: float, p_adjusted: float, *, min_effect: float, alpha: float = 0.05
+    low: float,
+    high: float,
+    p_adjusted: float,
+    *,
+    min_effect: float,
+    cases: int,
+    alpha: float = 0.05,
 ) -> Verdict:
-    """From a delta's interval (candidate minus baseline; higher is better) and its adjusted p:
-    'equivalent' when the whole interval lies inside [-min_effect, +min_effect]; else 'improved'
-    when p_adjusted < alpha and low > 0; 'regressed' when p_adjusted < alpha and high < 0; else
-    'inconclusive'. A NaN p or interval is 'inconclusive'."""
+    """From a delta's interval (candidate minus baseline; higher is better), its adjusted p and
+    the number of paired cases: 'equivalent' when the whole interval lies inside
+    [-min_effect, +min_effect] and there are enough cases to show it (see
+    cases_to_show_equivalence), even when significant; else 'improved' when p_adjusted < alpha
+    and low > 0;
+    'regressed' when p_adjusted < alpha and high < 0; else 'inconclusive'. A NaN p or interval
+    is 'inconclusive'."""
     if math.isnan(low) or math.isnan(high) or math.isnan(p_adjusted):
         return "inconclusive"
-    if -min_effect <= low and high <= min_effect:
+    # A change smaller than the margin is no change that matters, however significant.
+    if -min_effect <= low and high <= min_effect and cases >= cases_to_show_equivalence(min_effect):
         return "equivalent"
     if p_adjusted < alpha and low > 0:
         return "improved"

@@ -90,6 +90,8 @@ class ChunkWriter:
                     # in each progress event include every result committed before it.
                     status = await crud.lock_run(session, self.run.id)
                     ended = status in TERMINAL
+                    if ended and batch:
+                        await execution.record_unwritten(session, self.run, batch)
                     if not ended and batch:
                         ended = await execution.record_batch(session, self.run, batch)
                     if not ended and last:

@@ -63,10 +63,8 @@ async def list_runs(
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a run: pins the test set's current version and queues the work",
 )
-async def create_run(
-    body: RunCreate, session: DbSession, runtime: RuntimeDep, principal: Member
-) -> RunRead:
-    run = await service.create_run(session, runtime, principal, body)
+async def create_run(body: RunCreate, session: DbSession, principal: Member) -> RunRead:
+    run = await service.create_run(session, principal, body)
     return (await run_reads(session, [run]))[0]
 
 

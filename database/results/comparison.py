@@ -119,15 +119,17 @@ def _analyse(
     intervals = _Intervals(seed)
     pending: list[Pending] = []
 
-    def add(label: str, graded: bool, a: np.ndarray, b: np.ndarray) -> int:
+    def add(label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str) -> int:
         mask = ~(np.isnan(a) | np.isnan(b))
         a, b = a[mask], b[mask]
         slot = intervals.add(b - a)
         test, p = paired_test(a, b, graded)
-        pending.append(Pending(label, graded, a, b, slot, test, p))
+        pending.append(Pending(label, family, graded, a, b, slot, test, p))
         return len(pending) - 1
 
-    overall = add("pass rate", False, _shares(rated, "baseline"), _shares(rated, "candidate"))
+    overall = add(
+        "pass rate", False, _shares(rated, "baseline"), _shares(rated, "candidate"), PRIMARY
+    )
     metric_slots = _add_metrics(add, rated, metric_pairs)
     slice_slots = _add_slices(add, rated)
     figures = {name: _figures(usable, name) for name in ("cost", "tokens", "latency")}
@@ -135,7 +137,7 @@ def _analyse(
         name: intervals.add(b - a) for name, (a, b) in figures.items() if name != "latency"
     }
     bounds = intervals.compute()
-    adjusted = stats.holm([p.p_value for p in pending])
+    adjusted, family_sizes = _holm_by_family(pending)
     results = [
         tested(p, bounds[p.slot], adjusted[i], options.min_effect) for i, p in enumerate(pending)
     ]
@@ -172,8 +174,8 @@ def _analyse(
             seed=seed,
             min_effect=options.min_effect,
             alpha=ALPHA,
-            multiple_comparisons="holm",
-            family_size=sum(not math.isnan(p.p_value) for p in pending),
+            multiple_comparisons=HOLM,
+            families=family_sizes,
             flips=FLIPS_RULE,
         ),
     )
@@ -182,7 +184,32 @@ def _analyse(
 
 # --- what is compared -----------------------------------------------------------------------
 
-Add = Callable[[str, bool, np.ndarray, np.ndarray], int]
+Add = Callable[[str, bool, np.ndarray, np.ndarray, str], int]
+PRIMARY, EXPLORATORY = "primary", "exploratory"
+HOLM = (
+    "Holm, within each of two families: primary (the overall pass rate and each metric's: what"
+    " a gate decides on) and exploratory (graded scores, slices); identical comparisons count"
+    " once"
+)
+
+
+def _holm_by_family(pending: Sequence[Pending]) -> tuple[list[float], dict[str, int]]:
+    """Holm-adjusted p-values, each family on its own, and each family's size."""
+    adjusted = [math.nan] * len(pending)
+    sizes = {}
+    for family in (PRIMARY, EXPLORATORY):
+        same: dict[bytes, list[int]] = {}
+        for i, p in enumerate(pending):
+            if p.family == family:
+                key = p.test.encode() + p.baseline.tobytes() + b"/" + p.candidate.tobytes()
+                same.setdefault(key, []).append(i)
+        groups = list(same.values())
+        values = stats.holm([pending[group[0]].p_value for group in groups])
+        for group, value in zip(groups, values, strict=True):
+            for i in group:
+                adjusted[i] = value
+        sizes[family] = sum(not math.isnan(v) for v in values)
+    return adjusted, sizes
 
 
 def _share(case: PairedCase, side: str) -> float | None:
@@ -194,64 +221,71 @@ def _shares(cases: Sequence[PairedCase], side: str) -> np.ndarray:
     return np.array([_share(c, side) for c in cases], dtype=float)
 
 
+def _metric_column(
+    cases: Sequence[PairedCase], side: dict[str, MetricCase], graded: bool
+) -> np.ndarray:
+    """Per case, its mean score (graded) or share of passing evaluations; NaN if unscored."""
+    values = []
+    for case in cases:
+        found = side.get(case.key)
+        if found is None or not found.scored:
+            values.append(math.nan)
+        elif graded:
+            values.append(found.score if found.score is not None else math.nan)
+        else:
+            values.append(found.passed / found.scored)
+    return np.array(values, dtype=float)
+
+
 def _add_metrics(
     add: Add, cases: Sequence[PairedCase], metrics: dict[str, pairing.MetricPairs]
 ) -> list[tuple[str, str | None, int, int | None]]:
-    """The metrics both runs have, in name order: pass shares, and scores when graded."""
+    """The metrics both runs have, in name order: pass shares (primary), and scores when
+    graded (exploratory)."""
     slots = []
     for name in sorted(metrics):
         pairs = metrics[name]
         if not pairs.baseline or not pairs.candidate:
             continue
-
-        def column(side: dict[str, MetricCase], value: Callable[[MetricCase], float | None]):
-            return np.array(
-                [
-                    value(side[c.key]) if c.key in side and side[c.key].scored else math.nan
-                    for c in cases
-                ],
-                dtype=float,
-            )
-
-        share = lambda m: m.passed / m.scored  # noqa: E731
         rate = add(
             f"{name} pass rate",
             False,
-            column(pairs.baseline, share),
-            column(pairs.candidate, share),
+            _metric_column(cases, pairs.baseline, graded=False),
+            _metric_column(cases, pairs.candidate, graded=False),
+            PRIMARY,
         )
-        graded = not all(
-            m.binary for side in (pairs.baseline, pairs.candidate) for m in side.values()
-        )
-        score_slot = None
-        if graded:
-            score = lambda m: m.score  # noqa: E731
-            score_slot = add(
+        score = None
+        sides = (pairs.baseline, pairs.candidate)
+        if not all(m.binary for side in sides for m in side.values()):
+            score = add(
                 f"{name} mean score",
                 True,
-                column(pairs.baseline, score),
-                column(pairs.candidate, score),
+                _metric_column(cases, pairs.baseline, graded=True),
+                _metric_column(cases, pairs.candidate, graded=True),
+                EXPLORATORY,
             )
-        slots.append((name, pairs.type, rate, score_slot))
+        slots.append((name, pairs.type, rate, score))
     return slots
 
 
 def _add_slices(add: Add, cases: Sequence[PairedCase]) -> list[tuple[str, str | None, int]]:
+    """The pass rate per behavior, category and topic (exploratory); a field with one value
+    for every case says nothing the overall pass rate does not."""
     slots = []
     for field in SLICE_FIELDS:
-        values = [getattr(c, field) for c in cases]
-        counted: dict[str | None, int] = {}
-        for value in values:
-            counted[value] = counted.get(value, 0) + 1
-        if set(counted) == {None}:
+        groups: dict[str | None, list[PairedCase]] = {}
+        for case in cases:
+            groups.setdefault(getattr(case, field), []).append(case)
+        if len(groups) < 2:
             continue
-        for value in sorted(counted, key=lambda v: (-counted[v], v or ""))[:MAX_SLICES]:
-            members = [c for c, v in zip(cases, values, strict=True) if v == value]
+        for value in sorted(groups, key=lambda v: (-len(groups[v]), v or ""))[:MAX_SLICES]:
+            members = groups[value]
             slot = add(
                 f"{field} {value!r} pass rate",
                 False,
                 _shares(members, "baseline"),
                 _shares(members, "candidate"),
+                EXPLORATORY,
             )
             slots.append((field, value, slot))
     return slots

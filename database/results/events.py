@@ -98,6 +98,8 @@ async def record_end(
     data: dict[str, Any] = {"status": status, **await counts(session, run)}
     if error is not None:
         data["error"] = error
+    if run.gate is not None:
+        data["continues"] = True  # the gate's verdict follows: the stream does not end here
     kind = RUN_CANCELLED if status == "cancelled" else RUN_FINISHED
     await record(session, run, [(kind, data)])
 

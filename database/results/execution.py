@@ -62,6 +62,8 @@ async def record_batch(session: AsyncSession, run: Run, batch: Batch) -> bool:
     if run.max_cost is None or spent < run.max_cost:
         return False
     left = run.total - await crud.count_results(session, run.id)
+    if not left:
+        return False  # the last results are in: the run completes (close_chunk)
     return await end_run(
         session,
         run,
@@ -69,6 +71,14 @@ async def record_batch(session: AsyncSession, run: Run, batch: Batch) -> bool:
         error=f"budget reached: {spent:.4f} USD spent of {run.max_cost:.4f}; "
         f"{left} result(s) not run",
     )
+
+
+async def record_unwritten(session: AsyncSession, run: Run, batch: Batch) -> None:
+    """Results that came in after the run ended are not written, but what they cost was
+    spent: it counts."""
+    cost = spending(batch)
+    if cost:
+        await crud.add_spending(session, run.id, cost)
 
 
 async def close_chunk(

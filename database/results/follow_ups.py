@@ -12,7 +12,7 @@ from database.projects import crud as project_crud
 from database.results import crud, figures, gates
 from database.results.models import TERMINAL, Run
 from database.results.schemas import MAX_REPETITIONS, RepeatCreate, RescoreCreate
-from database.results.service import enqueue_chunks, frozen_metrics
+from database.results.service import check_concurrency, enqueue_chunks, frozen_metrics
 from utils.auth import Principal
 from utils.errors import Conflict, InvalidInput
 
@@ -46,17 +46,22 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
     positions = await crud.positions_to_rerun(session, run.id)
     if not positions:
         raise Conflict("Nothing to rerun: no case failed or errored")
+    # A rescore's rerun scores the same stored outputs again: as many as its source has.
+    source = run.outputs_from_run_id
     child = await crud.create_run(
         session,
         _child(
             principal,
             run,
             positions,
+            outputs_from_run_id=source,
             recorded_field=run.recorded_field,
             name=f"{run.name or 'run'} (rerun)",
             metrics=run.metrics,
             concurrency=run.concurrency,
-            total=len(positions) * run.repetitions,
+            total=await crud.count_results(session, source, positions)
+            if source
+            else len(positions) * run.repetitions,
         ),
     )
     await enqueue_chunks(session, child, positions, range(run.repetitions))
@@ -87,12 +92,19 @@ async def repeat(session: AsyncSession, run: Run, body: RepeatCreate) -> Run:
             f"{run.repetitions}",
             field="repetitions",
         )
+    budget: float | None
+    if body.max_cost is not None:
+        budget = run.spent + body.max_cost
+    elif run.max_cost is not None and run.spent >= run.max_cost:
+        raise Conflict("The run's budget is spent: give the repetitions a max_cost of their own")
+    else:
+        budget = run.max_cost  # what is left of the run's own budget, if it has one
     await crud.reopen(
         session,
         run.id,
         repetitions=added.stop,
         total=run.total + len(chosen) * body.repetitions,
-        max_cost=run.spent + body.max_cost if body.max_cost is not None else None,
+        max_cost=budget,
     )
     run = await crud.get_run(session, run.id)  # type: ignore[assignment]
     await enqueue_chunks(session, run, [t.position for t in chosen], added)
@@ -114,6 +126,7 @@ async def rescore(
         session, body.metric_ids, project_id=project.id, judge=project.default_judge_model_id
     )
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
+    concurrency = check_concurrency(body.concurrency or run.concurrency)
     child = await crud.create_run(
         session,
         _child(
@@ -123,7 +136,7 @@ async def rescore(
             outputs_from_run_id=run.id,
             name=body.name or f"{run.name or 'run'} (rescored)",
             metrics=metrics,
-            concurrency=body.concurrency or run.concurrency,
+            concurrency=concurrency,
             gate=gate,
             max_cost=body.max_cost,
             total=await crud.count_results(session, run.id),

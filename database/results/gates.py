@@ -16,20 +16,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.projects.models import Project
 from database.results import crud, events, figures
 from database.results.comparison import CompareOptions, compare
-from database.results.models import TERMINAL, Run
+from database.results.models import Run
 from database.results.schemas import Comparison, GateResult, GateSpec
-from utils.errors import Conflict, InvalidInput, NotFound
+from utils.errors import Conflict, InvalidInput
 
 
-async def finished_baseline(
-    session: AsyncSession, project_id: uuid.UUID, baseline_id: uuid.UUID
+async def completed_baseline(
+    session: AsyncSession, project_id: uuid.UUID, baseline_id: uuid.UUID, *, field: str
 ) -> Run:
-    """A run of the project that has ended (404 elsewhere, 409 while it runs)."""
+    """A completed run of the project, named in a request's `field` (422 when there is none,
+    409 while it is not completed: a part of a run is no baseline)."""
     baseline = await crud.get_run(session, baseline_id)
     if baseline is None or baseline.project_id != project_id:
-        raise NotFound("Baseline run not found in this project")
-    if baseline.status not in TERMINAL:
-        raise Conflict(f"The baseline run has not finished: it is {baseline.status}")
+        raise InvalidInput("no such run in this project", field=field)
+    if baseline.status != "completed":
+        raise Conflict(f"The baseline run has not completed: it is {baseline.status}")
     return baseline
 
 
@@ -55,7 +56,7 @@ async def prepare(
     elif spec.baseline is not None:
         baseline_id = spec.baseline
     if baseline_id is not None:
-        await finished_baseline(session, project.id, baseline_id)
+        await completed_baseline(session, project.id, baseline_id, field="gate.baseline")
     return {
         **spec.model_dump(mode="json"),
         "baseline_run_id": str(baseline_id) if baseline_id else None,
@@ -138,8 +139,12 @@ async def _compared(
     doubts: list[str],
 ) -> dict[str, Any] | None:
     baseline = await crud.get_run(session, baseline_id)
-    if baseline is None:
-        doubts.append("the baseline run no longer exists")
+    if baseline is None or baseline.status != "completed":
+        doubts.append(
+            "the baseline run no longer exists"
+            if baseline is None
+            else f"the baseline run is {baseline.status}, not completed"
+        )
         return None
     try:
         found: Comparison = await compare(
@@ -149,12 +154,10 @@ async def _compared(
         doubts.append(f"no comparison with the baseline: {exc.detail}")
         return None
     fail_on = gate.get("fail_on", "regression")
-    required: dict[str, tuple[str, str]] = {}
-    if fail_on == "regression":
-        required["overall"] = (found.overall.verdict, found.overall.reason)
+    required = [found.overall] if fail_on == "regression" else []
     for metric in found.metrics:
         if fail_on == "regression" or (isinstance(fail_on, list) and metric.name in fail_on):
-            required[metric.name] = (metric.pass_rate.verdict, metric.pass_rate.reason)
+            required.append(metric.pass_rate)
     if isinstance(fail_on, list):
         compared = {m.name for m in found.metrics}
         doubts.extend(
@@ -162,11 +165,11 @@ async def _compared(
             for name in fail_on
             if name not in compared
         )
-    for verdict, reason in required.values():
-        if verdict == "regressed":
-            failed.append(reason)
-        elif verdict == "inconclusive":
-            doubts.append(reason)
+    for tested in required:
+        if tested.verdict == "regressed":
+            failed.append(tested.reason)
+        elif tested.verdict == "inconclusive":
+            doubts.append(tested.reason)
     return {
         "verdict": found.verdict,
         "overall": {"verdict": found.overall.verdict, "reason": found.overall.reason},

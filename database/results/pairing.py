@@ -47,9 +47,12 @@ ORDER BY coalesce(b.position, a.position), 1
 """)
 # What a case is and how it is sliced, per pinned version (joined by position in Python: a
 # planner misjudging the aggregates above would otherwise probe these row by row).
+# A test has changed when what it sends or expects did: labels, tags and metadata (where
+# recorded outputs live) do not count.
 _VERSION_CASES = text("""
 SELECT version_id, position, "case" ->> 'behavior', "case" ->> 'category', "case" ->> 'topic',
-       md5("case"::text)
+       md5(jsonb_build_array("case" -> 'input', "case" -> 'messages', "case" -> 'variables',
+                             "case" -> 'expected_output', "case" -> 'context')::text)
 FROM test_set_version_cases WHERE version_id IN (:baseline_version, :candidate_version)
 """)
 

@@ -17,7 +17,7 @@ PASS_RATE = (
     "are left out (and counted apart), and a case with only errored repetitions is not rated. "
     "With one repetition per case: passed / (passed + failed)."
 )
-Money = Annotated[float, Field(ge=0, le=1_000_000)]
+Budget = Annotated[float, Field(gt=0, le=1_000_000)]
 MAX_REPETITIONS = 100  # per case, in all (a repeat adds to them)
 
 
@@ -80,7 +80,7 @@ class RunCreate(InputModel):
     )
     use_cache: bool = Field(default=False, description="Reuse answers to identical requests")
     name: str | None = Field(default=None, max_length=200)
-    max_cost: Money | None = Field(
+    max_cost: Budget | None = Field(
         default=None,
         description="Budget in USD (target and judges): reached, the run takes no new cases and"
         " ends as stopped",
@@ -96,14 +96,14 @@ class RepeatCreate(InputModel):
         default="undecided",
         description="flaky: mixed outcomes; undecided: flaky, or with an errored repetition",
     )
-    max_cost: Money | None = Field(default=None, description="Budget of the added work, USD")
+    max_cost: Budget | None = Field(default=None, description="Budget of the added work, USD")
 
 
 class RescoreCreate(InputModel):
     metric_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
     name: str | None = Field(default=None, max_length=200)
     concurrency: int | None = Field(default=None, ge=1, description="Else the parent's")
-    max_cost: Money | None = Field(default=None, description="Budget of the judges, USD")
+    max_cost: Budget | None = Field(default=None, description="Budget of the judges, USD")
     gate: GateSpec | None = None
 
 
@@ -201,8 +201,10 @@ class RepetitionSummary(OutputModel):
     k: int = Field(description="The most repetitions any case has")
     pass_at_1: float | None = Field(description=PASS_RATE)
     pass_at_1_ci: tuple[float, float] | None = Field(description="95% bootstrap over cases")
-    pass_at_k: dict[int, float] = Field(description="Mean over cases, for every k")
-    pass_hat_k: dict[int, float]
+    pass_at_k: dict[int, float] = Field(
+        description="Mean over cases, for every k up to the fewest repetitions a case has"
+    )
+    pass_hat_k: dict[int, float] = Field(description="The same, of pass^k")
     flaky: int
     flaky_cases: list[CaseRepetitions] = Field(description="The first 100 flaky cases")
 
@@ -251,7 +253,7 @@ class Tested(Delta):
     cases: int = Field(description="Paired cases")
     test: str = Field(description="mcnemar-exact, sign or wilcoxon-signed-rank")
     p_value: float | None
-    p_adjusted: float | None = Field(description="Holm, across the response's whole family")
+    p_adjusted: float | None = Field(description="Holm, within its family (see method)")
     verdict: Verdict
     reason: str
 
@@ -312,7 +314,7 @@ class Method(OutputModel):
     min_effect: float
     alpha: float
     multiple_comparisons: str
-    family_size: int
+    families: dict[str, int] = Field(description="The number of distinct tests in each family")
     pass_rate: str = PASS_RATE
     flips: str
 

@@ -69,13 +69,15 @@ async def frozen_metrics(
     return frozen
 
 
-async def create_run(
-    session: AsyncSession, runtime: Runtime, principal: Principal, body: RunCreate
-) -> Run:
-    if body.concurrency > runtime.settings.max_run_concurrency:
-        raise InvalidInput(
-            f"must be at most {runtime.settings.max_run_concurrency}", field="concurrency"
-        )
+def check_concurrency(concurrency: int) -> int:
+    limit = get_runtime().settings.max_run_concurrency
+    if concurrency > limit:
+        raise InvalidInput(f"must be at most {limit}", field="concurrency")
+    return concurrency
+
+
+async def create_run(session: AsyncSession, principal: Principal, body: RunCreate) -> Run:
+    check_concurrency(body.concurrency)
     test_set = await test_set_service.require_test_set(
         session, body.test_set_id, field="test_set_id"
     )
@@ -205,7 +207,13 @@ async def compare_runs(
             baseline_id = uuid.UUID(baseline)
         except ValueError:
             raise InvalidInput("must be a run id or project", field="baseline") from None
-    found = await gates.finished_baseline(session, run.project_id, baseline_id)
+    if baseline_id == run.id:
+        raise InvalidInput("is this run: compare it with another", field="baseline")
+    found = await crud.get_run(session, baseline_id)
+    if found is None or found.project_id != run.project_id:
+        raise NotFound("Baseline run not found in this run's project")
+    if found.status not in TERMINAL:
+        raise Conflict(f"The baseline run has not finished: it is {found.status}")
     return await compare(session, run, found, options)
 
 
@@ -216,11 +224,7 @@ async def set_baseline(
     if project is None:
         raise NotFound("Project not found")
     if run_id is not None:
-        baseline = await crud.get_run(session, run_id)
-        if baseline is None or baseline.project_id != project.id:
-            raise InvalidInput("no such run in this project", field="run_id")
-        if baseline.status not in TERMINAL:
-            raise Conflict(f"The run has not finished: it is {baseline.status}")
+        await gates.completed_baseline(session, project.id, run_id, field="run_id")
     project.baseline_run_id = run_id
     await project_crud.save_project(session)
     return project

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.special import comb
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results import figures
@@ -103,19 +104,18 @@ def summarise_repetitions(tallies: Sequence[CaseTally], *, seed: int) -> Repetit
         interval = (round(float(low), 6), round(float(high), 6))
     # Cases with the same (repetitions, passes) share their estimates: at most a few
     # thousand distinct pairs, whatever the number of cases.
+    # Every case counts for every k reported: up to the fewest repetitions a rated case has
+    # (cases given more repetitions, the flaky ones, would otherwise decide the higher k alone).
+    common = min((t.scored for t in rated), default=0)
     tally = Counter((t.scored, t.passed) for t in rated)
+    pairs = np.array(list(tally), dtype=float).reshape(-1, 2)
+    weights = np.array(list(tally.values()), dtype=float)
     at: dict[int, float] = {}
     hat: dict[int, float] = {}
-    for j in range(1, k + 1):
-        # A case counts for k' = j when it has at least j scored repetitions.
-        eligible = {pair: count for pair, count in tally.items() if pair[0] >= j}
-        cases = sum(eligible.values())
-        at[j] = round(
-            sum(c * stats.pass_at_k(n, p, j) for (n, p), c in eligible.items()) / cases, 6
-        )
-        hat[j] = round(
-            sum(c * stats.pass_hat_k(n, p, j) for (n, p), c in eligible.items()) / cases, 6
-        )
+    for j in range(1, common + 1):
+        n, c = pairs[:, 0], pairs[:, 1]
+        at[j] = round(float(np.average(1 - comb(n - c, j) / comb(n, j), weights=weights)), 6)
+        hat[j] = round(float(np.average(comb(c, j) / comb(n, j), weights=weights)), 6)
     flaky = [t for t in rated if 0 < t.passed < t.scored]
     return RepetitionSummary(
         k=k,

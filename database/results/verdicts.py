@@ -25,6 +25,7 @@ class Pending:
     """A comparison waiting for its interval and its place in the Holm family."""
 
     label: str
+    family: str  # the Holm family it is adjusted in (see comparison.FAMILIES)
     graded: bool  # a score (signed-rank test) rather than pass shares (sign test)
     baseline: np.ndarray
     candidate: np.ndarray
@@ -63,7 +64,7 @@ def tested(
             reason=f"{pending.label}: no paired case to compare",
         )
     base, cand = float(pending.baseline.mean()), float(pending.candidate.mean())
-    verdict = stats.verdict(ci[0], ci[1], p_adjusted, min_effect=min_effect, alpha=ALPHA)
+    verdict = stats.verdict(ci[0], ci[1], p_adjusted, min_effect=min_effect, cases=n, alpha=ALPHA)
     return Tested(
         baseline=round(base, 6),
         candidate=round(cand, 6),
@@ -74,8 +75,19 @@ def tested(
         p_value=_finite(pending.p_value),
         p_adjusted=_finite(p_adjusted),
         verdict=verdict,
-        reason=_reason(pending, base, cand, ci, p_adjusted, verdict),
+        reason=_reason(pending, base, cand, ci, p_adjusted, verdict)
+        + _too_few(verdict, ci, n, min_effect),
     )
+
+
+def _too_few(verdict: str, ci: tuple[float, float], cases: int, min_effect: float) -> str:
+    needed = stats.cases_to_show_equivalence(min_effect)
+    if verdict == "inconclusive" and -min_effect <= ci[0] and ci[1] <= min_effect:
+        return (
+            f" (inside ±{_trim(min_effect * 100, 1)} points, but {cases} case(s) cannot show"
+            f" equivalence: it takes {needed})"
+        )
+    return ""
 
 
 def _finite(value: float) -> float | None:

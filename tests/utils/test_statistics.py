@@ -15,6 +15,7 @@ from statsmodels.stats.multitest import multipletests
 from utils.statistics import (
     PairedBootstrap,
     _resample_quantiles,
+    cases_to_show_equivalence,
     holm,
     pass_at_k,
     pass_hat_k,
@@ -145,7 +146,18 @@ def test_resampled_quantiles_follow_the_same_convention_exactly():
     ],
 )
 def test_verdict(low, high, p, expected):
-    assert verdict(low, high, p, min_effect=0.02) == expected
+    assert verdict(low, high, p, min_effect=0.02, cases=1000) == expected
+
+
+def test_equivalence_needs_enough_cases_to_bound_what_was_not_seen():
+    # With n cases and none changed, the exact 97.5% bound on the share that could change is
+    # 1 - 0.025 ** (1 / n): at most 2 points from 183 cases on, not before.
+    assert cases_to_show_equivalence(0.02) == 183
+    assert 1 - 0.025 ** (1 / 183) <= 0.02 < 1 - 0.025 ** (1 / 182)
+    assert cases_to_show_equivalence(0.10) == 36
+    assert verdict(0.0, 0.0, 1.0, min_effect=0.02, cases=6) == "inconclusive"
+    assert verdict(0.0, 0.0, 1.0, min_effect=0.02, cases=182) == "inconclusive"
+    assert verdict(0.0, 0.0, 1.0, min_effect=0.02, cases=183) == "equivalent"
 
 
 def test_seed_for_is_stable_and_order_sensitive():
@@ -282,6 +294,7 @@ def test_without_an_effect_few_verdicts_declare_a_change():
     # every 'improved' or 'regressed' is a false declaration.
     rng = np.random.default_rng(1)
     declared = 0
+    any_declared = [False] * TRIALS
     for trial in range(TRIALS):
         probabilities = _case_probabilities(rng, (CASES, 3))
         deltas = (
@@ -290,7 +303,29 @@ def test_without_an_effect_few_verdicts_declare_a_change():
         intervals = PairedBootstrap(CASES, seed=trial, resamples=1000).mean_intervals(deltas)
         p_values = [sign_test(int((d > 0).sum()), int((d < 0).sum())) for d in deltas.T]
         for (low, high), p_adjusted in zip(intervals, holm(p_values), strict=True):
-            decision = verdict(low, high, p_adjusted, min_effect=0.02)
-            declared += decision in ("improved", "regressed")
+            decision = verdict(low, high, p_adjusted, min_effect=0.02, cases=CASES)
+            declared_here = decision in ("improved", "regressed")
+            declared += declared_here
+            any_declared[trial] |= declared_here
     rate = declared / (TRIALS * 3)
     assert rate <= 0.05, f"{rate:.1%} of decisions declared a change where there is none"
+    # After Holm, the chance that a trial declares any change at all stays at the nominal rate.
+    family_rate = sum(any_declared) / TRIALS
+    assert family_rate <= 0.05, f"{family_rate:.1%} of trials declared a change"
+
+
+def test_a_change_just_beyond_the_margin_is_rarely_called_equivalent():
+    # The true effect is -3 points, outside the 2-point margin: calling it 'equivalent' is the
+    # error the margin exists to bound.
+    rng = np.random.default_rng(2)
+    equivalent = 0
+    for trial in range(TRIALS):
+        baseline_p = _case_probabilities(rng, 2000)
+        candidate_p = baseline_p - 0.03
+        deltas = (rng.binomial(1, np.clip(candidate_p, 0, 1)) - rng.binomial(1, baseline_p)).astype(
+            float
+        )
+        low, high = PairedBootstrap(2000, seed=trial, resamples=1000).mean_intervals(deltas)[0]
+        p = sign_test(int((deltas > 0).sum()), int((deltas < 0).sum()))
+        equivalent += verdict(low, high, p, min_effect=0.02, cases=2000) == "equivalent"
+    assert equivalent / TRIALS <= 0.05, f"{equivalent / TRIALS:.1%} called equivalent"

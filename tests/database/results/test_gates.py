@@ -65,7 +65,8 @@ async def test_a_regression_fails_the_gate_with_its_reasons(lab, fake):
 
 
 async def test_floors_and_an_unchanged_candidate(lab, fake):
-    target, test_set, metric = await _setup(lab, fake, n=40)
+    # 200 cases: enough to show an unchanged candidate within 2 points (it takes 183).
+    target, test_set, metric = await _setup(lab, fake, n=200)
     fake.reply = _replies(set())
     baseline = await lab.run(test_set, target, metric_ids=[metric])
     await lab.wait(baseline["id"])
@@ -81,19 +82,33 @@ async def test_floors_and_an_unchanged_candidate(lab, fake):
     assert result["comparison"]["overall"]["verdict"] == "equivalent"
 
     # No baseline at all and a missed floor: failed, saying which floor.
-    fake.reply = _replies({"case 1"})  # case 1, case 10..19: 11 of 40 fail
+    fake.reply = _replies({"case 1"})  # case 1, 10-19 and 100-199: 111 of 200 fail
     metric_name = (await lab.get(f"/metrics/{metric}"))["name"]
     floors = {"fail_on": "never", "min_metric_pass_rates": {metric_name: 0.9}}
     floored = await lab.run(test_set, target, metric_ids=[metric], gate=floors)
     result = (await lab.wait(floored["id"]))["gate_result"]
     assert result["status"] == "failed"
-    assert result["reasons"] == [f"{metric_name} pass rate 72.5% is below its floor of 90.0%"]
+    assert result["reasons"] == [f"{metric_name} pass rate 44.5% is below its floor of 90.0%"]
 
     # Regression asked for, but the project has no baseline and there are no floors.
     undecided = await lab.run(test_set, target, metric_ids=[metric], gate={"baseline": "project"})
     result = (await lab.wait(undecided["id"]))["gate_result"]
     assert result["status"] == "undecided"
     assert "no baseline" in result["reasons"][0]
+
+
+async def test_a_small_unchanged_candidate_leaves_a_regression_gate_undecided(lab, fake):
+    """Nothing changed in 20 cases, but 20 cases cannot rule out a change of 2 points."""
+    target, test_set, metric = await _setup(lab, fake, n=20)
+    fake.reply = _replies(set())
+    baseline = await lab.run(test_set, target, metric_ids=[metric])
+    await lab.wait(baseline["id"])
+    candidate = await lab.run(
+        test_set, target, metric_ids=[metric], gate={"baseline": baseline["id"]}
+    )
+    result = (await lab.wait(candidate["id"]))["gate_result"]
+    assert result["status"] == "undecided"
+    assert any("it takes 183" in reason for reason in result["reasons"])
 
 
 async def test_a_cancelled_gated_run_is_undecided(lab, fake):

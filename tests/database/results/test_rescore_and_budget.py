@@ -56,8 +56,23 @@ async def test_rescore_calls_judges_but_never_the_target(lab, fake):
     names = {m["name"] for m in comparison["metrics"]}
     assert len(names) == 1  # only the metric both runs have is compared
 
-    running = await lab.post(f"/runs/{child['id']}/rescore", {"metric_ids": []})
-    assert_problem(running, 422, field="metric_ids")
+    no_metrics = await lab.post(f"/runs/{child['id']}/rescore", {"metric_ids": []})
+    assert_problem(no_metrics, 422, field="metric_ids")
+
+    # A rerun of the rescore's failed cases scores the same stored outputs again.
+    with FakeOpenAI(require_api_key="sk-test") as judge_fake:
+        judge_fake.reply = lambda body: '{"score": 0.95, "reason": "better"}'
+        await lab.client.patch(
+            f"/api/v1/models/{judge}",
+            json={"base_url": judge_fake.base_url},
+            headers=lab.account.headers,
+        )
+        rerun = await lab.post(f"/runs/{child['id']}/rerun", {}, expect=202)
+        assert rerun.json()["outputs_from_run_id"] == run["id"]
+        assert rerun.json()["counts"]["total"] == 20
+        again = await lab.wait(rerun.json()["id"])
+        assert again["counts"]["passed"] == 20
+    assert _target_calls(fake) == calls
 
 
 async def test_recorded_outputs_are_scored_without_a_target(lab, fake):
@@ -100,6 +115,28 @@ async def test_recorded_outputs_are_scored_without_a_target(lab, fake):
         "/runs", {"test_set_id": test_set, "recorded_output": "output", "target_model_id": target}
     )
     assert_problem(both, 422, field="target_model_id")
+
+
+async def test_a_budget_spent_by_the_last_results_still_completes_the_run(lab, fake):
+    # 0.3 USD a call (3 tokens at 100,000 USD per million), three calls, 0.8 USD: the third
+    # result spends the rest, and is the last.
+    target = await lab.openai_model(fake, input_price_per_mtok=100_000, output_price_per_mtok=0)
+    test_set = await lab.test_set([{"input": f"question number {i}"} for i in range(3)])
+    run = await lab.run(test_set, target, metric_ids=[], concurrency=1, max_cost=0.8)
+    done = await lab.wait(run["id"])
+    assert (done["status"], done["counts"]["done"], done["error"]) == ("completed", 3, None)
+    assert done["spent"] == pytest.approx(0.9)
+
+    # More repetitions without a budget of their own: the run's is spent.
+    refused = await lab.post(f"/runs/{run['id']}/repeat", {"cases": "all"})
+    assert "budget is spent" in assert_problem(refused, 409)["detail"]
+    repeated = await lab.post(
+        f"/runs/{run['id']}/repeat", {"cases": "all", "max_cost": 0.5}, expect=202
+    )
+    assert repeated.json()["max_cost"] == pytest.approx(0.9 + 0.5)
+    again = await lab.wait(run["id"])
+    assert (again["status"], again["counts"]["done"]) == ("stopped", 5)
+    assert again["spent"] == pytest.approx(1.5)
 
 
 async def test_a_run_stops_when_its_budget_is_spent(lab, fake):
