@@ -10,32 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.results import pairing
+from database.results import changes, pairing
 from database.results.models import Run
 from database.results.pairing import MetricCase, PairedCase
 from database.results.schemas import (
-    CaseCounts,
     Comparison,
-    Delta,
-    Flip,
-    Flips,
     Method,
     MetricComparison,
-    ResultSide,
     SliceComparison,
 )
 from database.results.verdicts import ALPHA, Pending, paired_test, tested
 from utils import statistics as stats
 from utils.errors import InvalidInput
 
-LISTED = 100  # test ids listed of each kind of unpaired or changed case
 SLICE_FIELDS = ("behavior", "category", "topic")
 MAX_SLICES = 50  # values per field, the most common first
 FLIPS_RULE = (
@@ -96,10 +90,11 @@ async def compare(
         )
     seed = stats.seed_for(str(baseline.id), str(candidate.id))
     # The statistics take a few hundred milliseconds for a large run: off the event loop.
-    comparison, rated = await asyncio.to_thread(_analyse, cases, metrics, options, seed)
-    comparison.run_id, comparison.baseline_run_id = candidate.id, baseline.id
-    comparison.flips = await _flips(session, baseline, candidate, rated, options)
-    return comparison
+    analysed, rated = await asyncio.to_thread(_analyse, cases, metrics, options, seed)
+    flips = await changes.flips(
+        session, baseline, candidate, rated, options.flips_limit, options.flips_offset
+    )
+    return Comparison(run_id=candidate.id, baseline_run_id=baseline.id, flips=flips, **analysed)
 
 
 def _analyse(
@@ -107,14 +102,13 @@ def _analyse(
     metric_pairs: dict[str, pairing.MetricPairs],
     options: CompareOptions,
     seed: int,
-) -> tuple[Comparison, list[PairedCase]]:
+) -> tuple[dict[str, Any], list[PairedCase]]:
+    """Everything of the comparison but the flips' outputs (read afterwards, one page)."""
     both = [c for c in cases if c.baseline is not None and c.candidate is not None]
     changed = [c for c in both if c.changed]
     usable = [c for c in both if options.include_changed or not c.changed]
     rated = [
-        c
-        for c in usable
-        if _share(c, "baseline") is not None and _share(c, "candidate") is not None
+        c for c in usable if c.share("baseline") is not None and c.share("candidate") is not None
     ]
     intervals = _Intervals(seed)
     pending: list[Pending] = []
@@ -132,7 +126,7 @@ def _analyse(
     )
     metric_slots = _add_metrics(add, rated, metric_pairs)
     slice_slots = _add_slices(add, rated)
-    figures = {name: _figures(usable, name) for name in ("cost", "tokens", "latency")}
+    figures = {name: changes.figures(usable, name) for name in ("cost", "tokens", "latency")}
     figure_slots = {
         name: intervals.add(b - a) for name, (a, b) in figures.items() if name != "latency"
     }
@@ -142,13 +136,11 @@ def _analyse(
         tested(p, bounds[p.slot], adjusted[i], options.min_effect) for i, p in enumerate(pending)
     ]
     head = results[overall]
-    p50, p95 = _latency_deltas(*figures["latency"], seed)
-    comparison = Comparison(
-        run_id=uuid.UUID(int=0),
-        baseline_run_id=uuid.UUID(int=0),
+    p50, p95 = changes.latency_deltas(*figures["latency"], seed)
+    analysed = dict(
         verdict=head.verdict,
         reason=head.reason,
-        cases=_case_counts(cases, changed, usable, rated, options),
+        cases=changes.case_counts(cases, changed, usable, rated, options.include_changed),
         overall=head,
         metrics=[
             MetricComparison(
@@ -163,11 +155,10 @@ def _analyse(
             SliceComparison(field=field, value=value, pass_rate=results[slot])
             for field, value, slot in slice_slots
         ],
-        cost=_mean_delta(*figures["cost"], bounds[figure_slots["cost"]]),
-        tokens=_mean_delta(*figures["tokens"], bounds[figure_slots["tokens"]]),
+        cost=changes.mean_delta(*figures["cost"], bounds[figure_slots["cost"]]),
+        tokens=changes.mean_delta(*figures["tokens"], bounds[figure_slots["tokens"]]),
         latency_p50_ms=p50,
         latency_p95_ms=p95,
-        flips=Flips(pass_to_fail=0, fail_to_pass=0, items=[], limit=0, offset=0),
         method=Method(
             confidence=stats.CONFIDENCE,
             resamples=stats.RESAMPLES,
@@ -179,7 +170,7 @@ def _analyse(
             flips=FLIPS_RULE,
         ),
     )
-    return comparison, rated
+    return analysed, rated
 
 
 # --- what is compared -----------------------------------------------------------------------
@@ -212,13 +203,8 @@ def _holm_by_family(pending: Sequence[Pending]) -> tuple[list[float], dict[str, 
     return adjusted, sizes
 
 
-def _share(case: PairedCase, side: str) -> float | None:
-    found = getattr(case, side)
-    return found.share if found is not None else None
-
-
 def _shares(cases: Sequence[PairedCase], side: str) -> np.ndarray:
-    return np.array([_share(c, side) for c in cases], dtype=float)
+    return np.array([c.share(side) for c in cases], dtype=float)
 
 
 def _metric_column(
@@ -289,119 +275,3 @@ def _add_slices(add: Add, cases: Sequence[PairedCase]) -> list[tuple[str, str | 
             )
             slots.append((field, value, slot))
     return slots
-
-
-# --- what else changed ----------------------------------------------------------------------
-
-
-def _case_counts(
-    cases: Sequence[PairedCase],
-    changed: Sequence[PairedCase],
-    usable: Sequence[PairedCase],
-    rated: Sequence[PairedCase],
-    options: CompareOptions,
-) -> CaseCounts:
-    only_run = [c.test_id for c in cases if c.baseline is None]
-    only_baseline = [c.test_id for c in cases if c.candidate is None]
-    return CaseCounts(
-        paired=len(rated),
-        changed=len(changed),
-        changed_included=options.include_changed,
-        only_in_run=len(only_run),
-        only_in_baseline=len(only_baseline),
-        unrated=len(usable) - len(rated),
-        only_in_run_test_ids=only_run[:LISTED],
-        only_in_baseline_test_ids=only_baseline[:LISTED],
-        changed_test_ids=[c.test_id for c in changed][:LISTED],
-    )
-
-
-def _figures(cases: Sequence[PairedCase], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A per-case figure (cost, tokens, latency) of both sides, where both have it."""
-    pairs = [
-        (getattr(c.baseline, name), getattr(c.candidate, name))
-        for c in cases
-        if c.baseline is not None and c.candidate is not None
-    ]
-    found = np.array([p for p in pairs if p[0] is not None and p[1] is not None], dtype=float)
-    found = found.reshape(-1, 2)
-    return found[:, 0], found[:, 1]
-
-
-def _delta(base: float, cand: float, bounds: Sequence[float] | None, digits: int = 6) -> Delta:
-    return Delta(
-        baseline=round(base, digits),
-        candidate=round(cand, digits),
-        delta=round(cand - base, digits),
-        ci=(round(float(bounds[0]), digits), round(float(bounds[1]), digits))
-        if bounds is not None
-        else None,
-    )
-
-
-def _mean_delta(a: np.ndarray, b: np.ndarray, bounds: tuple[float, float] | None) -> Delta:
-    if not len(a):
-        return Delta(baseline=None, candidate=None, delta=None, ci=None)
-    return _delta(float(a.mean()), float(b.mean()), bounds)
-
-
-def _latency_deltas(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[Delta, Delta]:
-    """The p50 and p95 of per-case latency, both sides, with paired bootstrap intervals."""
-    if not len(a):
-        empty = Delta(baseline=None, candidate=None, delta=None, ci=None)
-        return empty, empty
-    quantiles = (0.5, 0.95)
-    bounds = stats.PairedBootstrap(len(a), seed=seed).quantile_delta_intervals(a, b, quantiles)
-    p50, p95 = (
-        _delta(stats.quantile(a, q), stats.quantile(b, q), found, digits=2)
-        for q, found in zip(quantiles, bounds, strict=True)
-    )
-    return p50, p95
-
-
-async def _flips(
-    session: AsyncSession,
-    baseline: Run,
-    candidate: Run,
-    rated: Sequence[PairedCase],
-    options: CompareOptions,
-) -> Flips:
-    flipped = []
-    for case in rated:
-        base, cand = _share(case, "baseline"), _share(case, "candidate")
-        assert base is not None and cand is not None
-        if (base >= 0.5) != (cand >= 0.5):
-            flipped.append((case, base, cand))
-    page = flipped[options.flips_offset : options.flips_offset + options.flips_limit]
-    outputs = await pairing.flip_outputs(
-        session, baseline, candidate, [(case.key, base >= 0.5) for case, base, _ in page]
-    )
-
-    def side(key: str, is_candidate: bool) -> ResultSide | None:
-        found = outputs.get((key, is_candidate))
-        if found is None:
-            return None
-        return ResultSide(
-            result_id=found.result_id,
-            status=found.status,
-            output=found.output,
-            output_truncated=found.truncated,
-        )
-
-    return Flips(
-        pass_to_fail=sum(base >= 0.5 for _, base, _ in flipped),
-        fail_to_pass=sum(base < 0.5 for _, base, _ in flipped),
-        items=[
-            Flip(
-                test_id=case.test_id,
-                direction="pass_to_fail" if base >= 0.5 else "fail_to_pass",
-                baseline_pass_share=round(base, 6),
-                candidate_pass_share=round(cand, 6),
-                baseline=side(case.key, False),
-                candidate=side(case.key, True),
-            )
-            for case, base, cand in page
-        ],
-        limit=options.flips_limit,
-        offset=options.flips_offset,
-    )

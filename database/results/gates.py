@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects.models import Project
@@ -19,6 +20,8 @@ from database.results.comparison import CompareOptions, compare
 from database.results.models import Run
 from database.results.schemas import Comparison, GateResult, GateSpec
 from utils.errors import Conflict, InvalidInput
+
+log = structlog.get_logger(__name__)
 
 
 async def completed_baseline(
@@ -72,7 +75,17 @@ async def end_run(
         return False
     await events.record_end(session, run, status, error=error)
     if run.gate is not None:
-        result = await decide(session, run, status)
+        try:
+            async with session.begin_nested():  # a failed decision leaves the end intact
+                result = await decide(session, run, status)
+        except Exception as exc:  # a gate must never keep a run from ending
+            log.exception("gate not decided", run_id=str(run.id))
+            result = GateResult(
+                status="undecided",
+                reasons=[f"the gate could not be decided ({type(exc).__name__})"],
+                baseline_run_id=None,
+                comparison=None,
+            )
         await crud.set_gate_result(session, run.id, result.model_dump(mode="json"))
         await events.record(session, run, [events.verdict(result.model_dump(mode="json"))])
     return True

@@ -123,6 +123,11 @@ class PairedCase:
     topic: str | None
     changed: bool
 
+    def share(self, side: str) -> float | None:
+        """The share of passing repetitions on one side ("baseline" or "candidate")."""
+        found: Side | None = getattr(self, side)
+        return found.share if found is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class MetricCase:

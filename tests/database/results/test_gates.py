@@ -141,3 +141,20 @@ async def test_a_baseline_must_be_a_finished_run_of_the_project(lab, fake):
         headers=lab.account.headers,
     )
     assert cleared.status_code == 200 and cleared.json()["baseline_run_id"] is None
+
+
+async def test_a_gate_that_cannot_be_decided_does_not_keep_the_run_from_ending(
+    lab, fake, monkeypatch
+):
+    from database.results import gates
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug in deciding")
+
+    monkeypatch.setattr(gates, "decide", broken)
+    target, test_set, metric = await _setup(lab, fake, n=3)
+    run = await lab.run(test_set, target, metric_ids=[metric], gate={"min_pass_rate": 0.5})
+    done = await lab.wait(run["id"])
+    assert done["status"] == "completed" and done["counts"]["done"] == 3
+    assert done["gate_result"]["status"] == "undecided"
+    assert done["gate_result"]["reasons"] == ["the gate could not be decided (RuntimeError)"]
