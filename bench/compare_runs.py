@@ -146,7 +146,7 @@ async def run() -> None:
         f"  GET /runs/{{id}}/compare: {median * 1000:.0f} ms"
         f"  [{min(compare_times) * 1000:.0f}-{max(compare_times) * 1000:.0f}]  (goal < 1,000 ms)"
         f"  verdict {found['verdict']}, {found['method']['resamples']} resamples,"
-        f" family of {found['method']['family_size']}"
+        f" Holm families {found['method']['families']}"
     )
     print(
         f"  baseline, one SQL pass reading both runs per case: {floor_median * 1000:.0f} ms;"

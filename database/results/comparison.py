@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results import changes, pairing
 from database.results.models import Run
-from database.results.pairing import MetricCase, PairedCase
+from database.results.pairing import PairedCase
 from database.results.schemas import (
     Comparison,
     Method,
@@ -80,7 +80,17 @@ async def compare(
 ) -> Comparison:
     async with pairing.whole_run_plans(session):
         cases = await pairing.paired_cases(session, baseline, candidate)
-        metrics = await pairing.paired_metrics(session, baseline, candidate)
+        usable = _usable(cases, options)
+        seed = stats.seed_for(str(baseline.id), str(candidate.id))
+        # The latency quantiles take the longest of the statistics: they are computed (in a
+        # thread) while the metrics are read.
+        latency = asyncio.create_task(
+            asyncio.to_thread(changes.latency_deltas, *changes.figures(usable, "latency"), seed)
+        )
+        try:
+            metrics = await pairing.paired_metrics(session, baseline, candidate)
+        finally:
+            p50, p95 = await latency
     if not any(c.baseline is not None and c.candidate is not None for c in cases):
         raise InvalidInput(
             f"the runs have no case in common: this run has "
@@ -88,25 +98,41 @@ async def compare(
             f"{sum(c.baseline is not None for c in cases)}",
             field="baseline",
         )
-    seed = stats.seed_for(str(baseline.id), str(candidate.id))
     # The statistics take a few hundred milliseconds for a large run: off the event loop.
-    analysed, rated = await asyncio.to_thread(_analyse, cases, metrics, options, seed)
+    analysed, rated = await asyncio.to_thread(_analyse, cases, usable, metrics, seed, options)
     flips = await changes.flips(
         session, baseline, candidate, rated, options.flips_limit, options.flips_offset
     )
-    return Comparison(run_id=candidate.id, baseline_run_id=baseline.id, flips=flips, **analysed)
+    return Comparison(
+        run_id=candidate.id,
+        baseline_run_id=baseline.id,
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+        flips=flips,
+        **analysed,
+    )
+
+
+def _usable(cases: Sequence[PairedCase], options: CompareOptions) -> list[PairedCase]:
+    """The cases both runs have, those whose test changed left out unless asked for."""
+    return [
+        c
+        for c in cases
+        if c.baseline is not None
+        and c.candidate is not None
+        and (options.include_changed or not c.changed)
+    ]
 
 
 def _analyse(
     cases: list[PairedCase],
+    usable: list[PairedCase],
     metric_pairs: dict[str, pairing.MetricPairs],
-    options: CompareOptions,
     seed: int,
+    options: CompareOptions,
 ) -> tuple[dict[str, Any], list[PairedCase]]:
-    """Everything of the comparison but the flips' outputs (read afterwards, one page)."""
-    both = [c for c in cases if c.baseline is not None and c.candidate is not None]
-    changed = [c for c in both if c.changed]
-    usable = [c for c in both if options.include_changed or not c.changed]
+    """Everything of the comparison but latency and the flips' outputs."""
+    changed = [c for c in cases if c.changed]
     rated = [
         c for c in usable if c.share("baseline") is not None and c.share("candidate") is not None
     ]
@@ -126,17 +152,14 @@ def _analyse(
     )
     metric_slots = _add_metrics(add, rated, metric_pairs)
     slice_slots = _add_slices(add, rated)
-    figures = {name: changes.figures(usable, name) for name in ("cost", "tokens", "latency")}
-    figure_slots = {
-        name: intervals.add(b - a) for name, (a, b) in figures.items() if name != "latency"
-    }
+    figures = {name: changes.figures(usable, name) for name in ("cost", "tokens")}
+    figure_slots = {name: intervals.add(b - a) for name, (a, b) in figures.items()}
     bounds = intervals.compute()
     adjusted, family_sizes = _holm_by_family(pending)
     results = [
         tested(p, bounds[p.slot], adjusted[i], options.min_effect) for i, p in enumerate(pending)
     ]
     head = results[overall]
-    p50, p95 = changes.latency_deltas(*figures["latency"], seed)
     analysed = dict(
         verdict=head.verdict,
         reason=head.reason,
@@ -157,8 +180,6 @@ def _analyse(
         ],
         cost=changes.mean_delta(*figures["cost"], bounds[figure_slots["cost"]]),
         tokens=changes.mean_delta(*figures["tokens"], bounds[figure_slots["tokens"]]),
-        latency_p50_ms=p50,
-        latency_p95_ms=p95,
         method=Method(
             confidence=stats.CONFIDENCE,
             resamples=stats.RESAMPLES,
@@ -207,49 +228,24 @@ def _shares(cases: Sequence[PairedCase], side: str) -> np.ndarray:
     return np.array([c.share(side) for c in cases], dtype=float)
 
 
-def _metric_column(
-    cases: Sequence[PairedCase], side: dict[str, MetricCase], graded: bool
-) -> np.ndarray:
-    """Per case, its mean score (graded) or share of passing evaluations; NaN if unscored."""
-    values = []
-    for case in cases:
-        found = side.get(case.key)
-        if found is None or not found.scored:
-            values.append(math.nan)
-        elif graded:
-            values.append(found.score if found.score is not None else math.nan)
-        else:
-            values.append(found.passed / found.scored)
-    return np.array(values, dtype=float)
-
-
 def _add_metrics(
     add: Add, cases: Sequence[PairedCase], metrics: dict[str, pairing.MetricPairs]
 ) -> list[tuple[str, str | None, int, int | None]]:
     """The metrics both runs have, in name order: pass shares (primary), and scores when
     graded (exploratory)."""
+    order = {case.key: i for i, case in enumerate(cases)}
     slots = []
     for name in sorted(metrics):
         pairs = metrics[name]
-        if not pairs.baseline or not pairs.candidate:
+        if pairs.baseline is None or pairs.candidate is None:
             continue
-        rate = add(
-            f"{name} pass rate",
-            False,
-            _metric_column(cases, pairs.baseline, graded=False),
-            _metric_column(cases, pairs.candidate, graded=False),
-            PRIMARY,
-        )
-        score = None
         sides = (pairs.baseline, pairs.candidate)
-        if not all(m.binary for side in sides for m in side.values()):
-            score = add(
-                f"{name} mean score",
-                True,
-                _metric_column(cases, pairs.baseline, graded=True),
-                _metric_column(cases, pairs.candidate, graded=True),
-                EXPLORATORY,
-            )
+        rates = [side.column(order, len(cases), graded=False) for side in sides]
+        rate = add(f"{name} pass rate", False, rates[0], rates[1], PRIMARY)
+        score = None
+        if not all(side.binary for side in sides):
+            scores = [side.column(order, len(cases), graded=True) for side in sides]
+            score = add(f"{name} mean score", True, scores[0], scores[1], EXPLORATORY)
         slots.append((name, pairs.type, rate, score))
     return slots
 

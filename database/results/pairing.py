@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,15 +57,23 @@ SELECT version_id, position, "case" ->> 'behavior', "case" ->> 'category', "case
 FROM test_set_version_cases WHERE version_id IN (:baseline_version, :candidate_version)
 """)
 
+# Per metric and run, one row of columns: the cases' keys, and for each its scored and passing
+# evaluations, and mean score (arrays decode far faster than a row per case).
 _METRICS = text(f"""
-SELECT r.run_id = :candidate, {_GROUPED_KEY}, e.metric_name, min(e.metric_type),
-       count(*) FILTER (WHERE e.error IS NULL),
-       count(*) FILTER (WHERE e.error IS NULL AND e.passed),
-       avg(e.score) FILTER (WHERE e.error IS NULL),
-       coalesce(bool_and(e.score IN (0, 1)) FILTER (WHERE e.error IS NULL), true)
-FROM evaluations e JOIN results r ON r.id = e.result_id
-WHERE e.run_id IN (:baseline, :candidate)
-GROUP BY r.run_id, r.position, e.metric_name
+WITH per_case AS (
+    SELECT r.run_id = :candidate AS is_candidate, {_GROUPED_KEY} AS key,
+           e.metric_name, min(e.metric_type) AS metric_type,
+           count(*) FILTER (WHERE e.error IS NULL) AS scored,
+           count(*) FILTER (WHERE e.error IS NULL AND e.passed) AS passed,
+           avg(e.score) FILTER (WHERE e.error IS NULL) AS score,
+           coalesce(bool_and(e.score IN (0, 1)) FILTER (WHERE e.error IS NULL), true) AS is_binary
+    FROM evaluations e JOIN results r ON r.id = e.result_id
+    WHERE e.run_id IN (:baseline, :candidate) AND r.run_id IN (:baseline, :candidate)
+    GROUP BY r.run_id, r.position, e.metric_name
+)
+SELECT is_candidate, metric_name, min(metric_type), array_agg(key), array_agg(scored),
+       array_agg(passed), array_agg(score), bool_and(is_binary)
+FROM per_case GROUP BY is_candidate, metric_name
 """)
 
 _FLIP_OUTPUTS = text(f"""
@@ -129,21 +138,33 @@ class PairedCase:
         return found.share if found is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class MetricCase:
-    """One metric's evaluations of one case in one run."""
+@dataclass(frozen=True)
+class MetricSide:
+    """One metric's evaluations in one run, as columns over the cases it scored."""
 
-    scored: int
-    passed: int
-    score: float | None
-    binary: bool
+    keys: list[str]
+    scored: np.ndarray
+    passed: np.ndarray
+    score: np.ndarray  # NaN where nothing was scored
+    binary: bool  # every score 0 or 1
+
+    def column(self, order: dict[str, int], size: int, *, graded: bool) -> np.ndarray:
+        """Per case (in `order`), its mean score (graded) or share of passing evaluations;
+        NaN where the metric scored nothing."""
+        values = np.full(size, np.nan)
+        where = np.fromiter((order.get(key, -1) for key in self.keys), dtype=np.int64)
+        found = (where >= 0) & (self.scored > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            own = self.score if graded else self.passed / self.scored
+        values[where[found]] = own[found]
+        return values
 
 
 @dataclass
 class MetricPairs:
     type: str | None
-    baseline: dict[str, MetricCase]
-    candidate: dict[str, MetricCase]
+    baseline: MetricSide | None = None
+    candidate: MetricSide | None = None
 
 
 def _params(baseline: Run, candidate: Run) -> dict[str, Any]:
@@ -207,18 +228,22 @@ async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> 
 async def paired_metrics(
     session: AsyncSession, baseline: Run, candidate: Run
 ) -> dict[str, MetricPairs]:
-    """Per metric name, each run's evaluations of each case (by key)."""
+    """Per metric name, each run's evaluations of its cases (by key)."""
     rows = await session.execute(_METRICS, _params(baseline, candidate))
     metrics: dict[str, MetricPairs] = {}
-    for is_candidate, key, name, kind, scored, passed, score, binary in rows.all():
-        pairs = metrics.setdefault(name, MetricPairs(type=kind, baseline={}, candidate={}))
-        side = pairs.candidate if is_candidate else pairs.baseline
-        side[key] = MetricCase(
-            scored=scored,
-            passed=passed,
-            score=float(score) if score is not None else None,
+    for is_candidate, name, kind, keys, scored, passed, score, binary in rows.all():
+        side = MetricSide(
+            keys=list(keys),
+            scored=np.array(scored, dtype=float),
+            passed=np.array(passed, dtype=float),
+            score=np.array(score, dtype=float),  # (None becomes NaN)
             binary=bool(binary),
         )
+        pairs = metrics.setdefault(name, MetricPairs(type=kind))
+        if is_candidate:
+            pairs.candidate = side
+        else:
+            pairs.baseline = side
     return metrics
 
 
