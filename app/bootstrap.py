@@ -73,6 +73,8 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
     finally:
         set_database(None)
         await database.dispose()
+        if urls.embedded is not None:
+            await urls.embedded.release()  # the last process out stops the embedded server
         log.info("assay stopped")
 
 

@@ -20,6 +20,7 @@ log = structlog.get_logger(__name__)
 class DatabaseUrls:
     runtime: str
     owner: str
+    embedded: embedded.EmbeddedServer | None = None  # to let go of when the process stops
 
     @property
     def runtime_role(self) -> str | None:
@@ -38,7 +39,9 @@ async def resolve_urls(settings: Settings | None = None) -> DatabaseUrls:
     if settings.database_url is None:
         server = await embedded.start_embedded(settings.data_dir)
         return DatabaseUrls(
-            runtime=server.url(embedded.RUNTIME_ROLE), owner=server.url(embedded.OWNER_ROLE)
+            runtime=server.url(embedded.RUNTIME_ROLE),
+            owner=server.url(embedded.OWNER_ROLE),
+            embedded=server,
         )
     owner = settings.owner_database_url or settings.database_url
     return DatabaseUrls(runtime=_async_url(settings.database_url), owner=_async_url(owner))

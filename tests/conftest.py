@@ -147,3 +147,33 @@ async def _close_provider_sessions() -> AsyncIterator[None]:
     from utils.transport import close_sessions
 
     await close_sessions()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No embedded PostgreSQL started by a test outlives the test run (servers started by the
+    processes of end-to-end tests stop with their last process)."""
+    import time
+
+    import psutil
+
+    base = str(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+
+    def leftovers() -> list[str]:
+        found = []
+        for process in psutil.process_iter(["name", "cmdline"]):
+            try:
+                command = " ".join(process.info["cmdline"] or [])
+            except psutil.Error:
+                continue
+            if process.info["name"] == "postgres" and f"-D {base}" in command:
+                found.append(command)
+        return found
+
+    deadline = time.monotonic() + 15
+    while (left := leftovers()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"embedded PostgreSQL servers left running: {left}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import PASSWORD
@@ -163,3 +165,22 @@ async def create_run(
     )
     assert run.status_code == 202, run.text
     return dict(run.json())
+
+
+def postmasters(data_dir: Path) -> list[psutil.Process]:
+    """The embedded PostgreSQL servers running on `data_dir`."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(process.info["cmdline"] or [])
+            if process.info["name"] == "postgres" and f"-D {data_dir}" in command:
+                found.append(process)
+    return found
+
+
+def wait_for_no_postmaster(data_dir: Path, timeout: float = 15) -> list[psutil.Process]:
+    """Waits for the embedded server on `data_dir` to stop; returns those still running."""
+    deadline = time.monotonic() + timeout
+    while (left := postmasters(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left

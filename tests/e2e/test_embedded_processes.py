@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.e2e.servers import server_env, start_server
+from tests.e2e.servers import postmasters, server_env, start_server, wait_for_no_postmaster
 from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.slow
@@ -55,9 +55,43 @@ def test_two_processes_on_one_data_dir_share_server_and_migrate_once(tmp_path):
         assert me.status_code == 200, me.text
         assert me.json()["email"] == "shared@example.com"
         assert (data_dir / "secret_key").stat().st_mode & 0o077 == 0
+        # The first one out leaves the server to the other; the last one out stops it.
+        first.stop()
+        assert postmasters(data_dir), "the server stopped under a process still using it"
+        assert second.wait_healthy().json()["database"] == "ok"
+        second.stop()
+        assert not wait_for_no_postmaster(data_dir), "the last process out left it running"
     finally:
         for server in servers:
             server.stop()
+
+
+def test_sigterm_stops_the_embedded_server(tmp_path):
+    data_dir = tmp_path / "data"
+    server = start_server(server_env(data_dir), tmp_path / "server.log")
+    try:
+        server.wait_healthy()
+        assert postmasters(data_dir)
+    finally:
+        server.stop()  # SIGTERM, as systemd, timeout and IDEs send
+    assert not wait_for_no_postmaster(data_dir), server.log()[-2000:]
+
+
+def test_after_a_sigkill_the_next_start_serves_and_stops_cleanly(tmp_path):
+    data_dir = tmp_path / "data"
+    env = server_env(data_dir)
+    killed = start_server(env, tmp_path / "killed.log")
+    killed.wait_healthy()
+    killed.process.kill()
+    killed.process.wait()
+    assert postmasters(data_dir), "a SIGKILLed owner cannot stop its server"
+    again = start_server(env, tmp_path / "again.log")
+    try:
+        assert again.wait_healthy().json()["database"] == "ok"
+    finally:
+        again.stop()
+    # The dead owner's id was pruned at start: the last live process out stopped the server.
+    assert not wait_for_no_postmaster(data_dir), again.log()[-2000:]
 
 
 def test_production_mode_refuses_to_start_without_a_secret_key(tmp_path):
