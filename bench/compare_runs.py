@@ -73,7 +73,17 @@ async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
         "/api/v1/test-sets", json={"project_id": project["id"], "name": "compare", "test_ids": ids}
     )
     model = await client.post("/api/v1/models", json={"name": "demo", "provider": "demo"})
+    metric = await client.post(  # a run needs one; the results below are written directly
+        "/api/v1/metrics",
+        json={
+            "project_id": project["id"],
+            "name": "any",
+            "type": "word-count",
+            "parameters": {"min": 0},
+        },
+    )
     return {
+        "metric": metric.json()["id"],
         "organization": uuid.UUID(registered.json()["organization"]["id"]),
         "test_set": test_set.json()["id"],
         "model": model.json()["id"],
@@ -87,7 +97,7 @@ async def _run(client: httpx.AsyncClient, setup: dict[str, Any], pass_share: flo
         json={
             "test_set_id": setup["test_set"],
             "target_model_id": setup["model"],
-            "metric_ids": [],
+            "metric_ids": [setup["metric"]],
             "repetitions": REPETITIONS,
         },
     )

@@ -104,6 +104,12 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
     metrics = await frozen_metrics(
         session, metric_ids, project_id=project.id, judge=project.default_judge_model_id
     )
+    if not metrics:  # every case would pass with nothing to fail it: a silent green
+        raise InvalidInput(
+            "a run needs at least one metric to decide pass or fail: name some, or give the "
+            "test set default metrics",
+            field="metric_ids",
+        )
     version, _ = await test_set_service.publish(session, test_set)
     if version.case_count == 0:
         raise InvalidInput("the test set has no tests", field="test_set_id")

@@ -54,7 +54,7 @@ async def test_a_subscriber_that_never_reads_is_dropped_alone(live: Live, own_hu
     test_set = await live.test_set([{"input": f"q{i}"} for i in range(cases)])
     org = live.account.organization_id
     # The run may already be recording: both subscribe from seq 0, the hub reads from there.
-    run = await live.run(test_set, target, metric_ids=[])
+    run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
     run_id = uuid.UUID(run["id"])
     hub.buffer = 3
     idle = hub.subscribe(run_id, org, 0, LIMITS)
@@ -104,7 +104,7 @@ async def _slow_run(live: Live, fake: FakeOpenAI, cases: int) -> dict:
     test_set = await live.test_set(
         [{"input": f"q{i}", "expected_output": f"q{i}"} for i in range(cases)]
     )
-    return await live.run(test_set, target, metric_ids=[], concurrency=4)
+    return await live.run(test_set, target, metric_ids=[await live.any_answer()], concurrency=4)
 
 
 async def _read_all(response: httpx.Response) -> list[Event]:
@@ -199,7 +199,9 @@ async def test_the_publisher_coalesces_notifications_per_run(live: Live, databas
             test_set = await live.test_set(
                 [{"input": f"q{i}", "expected_output": f"q{i}"} for i in range(cases)]
             )
-            run = await live.run(test_set, target, metric_ids=[], concurrency=20)
+            run = await live.run(
+                test_set, target, metric_ids=[await live.any_answer()], concurrency=20
+            )
             done = await live.wait(run["id"], seconds=120)
         await asyncio.sleep(0.5)  # the last NOTIFY follows the last commit
     finally:
@@ -284,7 +286,7 @@ async def test_a_late_subscriber_replays_what_the_hub_already_delivered(
     offer it those again, and nothing may fall between the two."""
     target = await live.model(provider="demo")
     test_set = await live.test_set([{"input": f"q{i}"} for i in range(5)])
-    run = await live.run(test_set, target, metric_ids=[])
+    run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
     run_id = uuid.UUID(run["id"])
     org = live.account.organization_id
     first = own_hub.subscribe(run_id, org, 0, LIMITS)
@@ -304,7 +306,7 @@ async def test_the_clock_still_gives_up_on_a_dropped_stream_stuck_in_a_send(
     test_set = await live.test_set([{"input": f"q{i}"} for i in range(12)])
     org = live.account.organization_id
     own_hub.buffer = 2
-    run = await live.run(test_set, target, metric_ids=[])
+    run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
     limits = StreamLimits(heartbeat_seconds=600, send_timeout_seconds=0.3, max_lifetime_seconds=600)
     stuck = own_hub.subscribe(uuid.UUID(run["id"]), org, 0, limits)
     async with asyncio.timeout(30):

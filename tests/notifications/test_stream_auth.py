@@ -34,7 +34,7 @@ async def stranger(live: Live, owner_engine) -> AsyncIterator[Account]:
 async def _finished_run(live: Live, cases: int = 3) -> dict[str, Any]:
     target = await live.model(provider="demo")
     test_set = await live.test_set([{"input": f"q{i}"} for i in range(cases)])
-    run = await live.run(test_set, target, metric_ids=[])
+    run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
     done = await live.wait(run["id"])
     assert done["status"] == "completed", done
     return done

@@ -41,7 +41,7 @@ async def test_connect_disconnect_cycles_leak_no_tasks_or_subscribers(live: Live
     with FakeOpenAI(require_api_key="sk-test", latency=120) as fake:
         target = await live.openai_model(fake)
         test_set = await live.test_set([{"input": "q", "expected_output": "q"}])
-        run = await live.run(test_set, target, concurrency=1)
+        run = await live.run(test_set, target, metric_ids=[await live.any_answer()], concurrency=1)
         run_id = run["id"]
         token = await live.stream_token(run_id)
         url = live.events_url(run_id)

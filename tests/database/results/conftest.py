@@ -76,6 +76,10 @@ class Lab:
         }
         return (await self.post("/metrics", {**body, **extra}, expect=201)).json()["id"]
 
+    async def any_answer(self) -> str:
+        """A metric every answer passes (a run needs one)."""
+        return await self.metric("word-count", parameters={"min": 0})
+
     async def run(self, test_set_id: str, target: str, **extra: Any) -> dict[str, Any]:
         body = {"test_set_id": test_set_id, "target_model_id": target, **extra}
         return (await self.post("/runs", body, expect=202)).json()

@@ -157,8 +157,8 @@ async def test_bad_comparisons_get_clear_answers(lab, fake):
     target = await lab.openai_model(fake)
     set_a = await lab.test_set([{"input": "a"}])
     set_b = await lab.test_set([{"input": "b"}])
-    run_a = await lab.run(set_a, target, metric_ids=[])
-    run_b = await lab.run(set_b, target, metric_ids=[])
+    run_a = await lab.run(set_a, target, metric_ids=[await lab.any_answer()])
+    run_b = await lab.run(set_b, target, metric_ids=[await lab.any_answer()])
     for run in (run_a, run_b):
         await lab.wait(run["id"])
 
@@ -180,7 +180,17 @@ async def test_bad_comparisons_get_clear_answers(lab, fake):
         {"project_id": other_project, "name": "x", "test_ids": elsewhere.json()["ids"]},
         expect=201,
     )
-    run_c = await lab.run(other_set.json()["id"], target, metric_ids=[])
+    other_metric = await lab.post(
+        "/metrics",
+        {
+            "project_id": other_project,
+            "name": "any",
+            "type": "word-count",
+            "parameters": {"min": 0},
+        },
+        expect=201,
+    )
+    run_c = await lab.run(other_set.json()["id"], target, metric_ids=[other_metric.json()["id"]])
     await lab.wait(run_c["id"])
     assert_problem(await _compare(lab, run_a["id"], run_c["id"], 404), 404)
 
@@ -193,7 +203,7 @@ async def test_bad_comparisons_get_clear_answers(lab, fake):
     assert_problem(foreign, 404)
 
     fake.enqueue(Fault.hang(30))
-    running = await lab.run(set_a, target, metric_ids=[])
+    running = await lab.run(set_a, target, metric_ids=[await lab.any_answer()])
     await lab.wait_for_results(run_a["id"], 1)
     unfinished = assert_problem(await _compare(lab, run_a["id"], running["id"], 409), 409)
     assert "queued" in unfinished["detail"] or "running" in unfinished["detail"]
@@ -217,7 +227,12 @@ async def test_bad_comparisons_get_clear_answers(lab, fake):
     assert "cancelled" in assert_problem(cancelled_put, 409)["detail"]
     gated = await lab.post(
         "/runs",
-        {"test_set_id": set_a, "target_model_id": target, "gate": {"baseline": running["id"]}},
+        {
+            "test_set_id": set_a,
+            "target_model_id": target,
+            "metric_ids": [await lab.any_answer()],
+            "gate": {"baseline": running["id"]},
+        },
     )
     assert_problem(gated, 409)
 
@@ -250,6 +265,7 @@ async def test_gates_and_budgets_refuse_bad_input(lab, fake):
         {
             "test_set_id": test_set,
             "target_model_id": target,
+            "metric_ids": [contains],
             "gate": {"baseline": str(uuid.uuid4())},
         },
     )

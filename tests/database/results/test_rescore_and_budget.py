@@ -122,7 +122,9 @@ async def test_a_budget_spent_by_the_last_results_still_completes_the_run(lab, f
     # result spends the rest, and is the last.
     target = await lab.openai_model(fake, input_price_per_mtok=100_000, output_price_per_mtok=0)
     test_set = await lab.test_set([{"input": f"question number {i}"} for i in range(3)])
-    run = await lab.run(test_set, target, metric_ids=[], concurrency=1, max_cost=0.8)
+    run = await lab.run(
+        test_set, target, metric_ids=[await lab.any_answer()], concurrency=1, max_cost=0.8
+    )
     done = await lab.wait(run["id"])
     assert (done["status"], done["counts"]["done"], done["error"]) == ("completed", 3, None)
     assert done["spent"] == pytest.approx(0.9)
@@ -143,7 +145,9 @@ async def test_a_run_stops_when_its_budget_is_spent(lab, fake):
     # About 10 tokens a call at 100,000 USD per million: some 1 USD a call.
     target = await lab.openai_model(fake, input_price_per_mtok=100_000, output_price_per_mtok=0)
     test_set = await lab.test_set([{"input": f"question number {i}"} for i in range(30)])
-    run = await lab.run(test_set, target, metric_ids=[], concurrency=1, max_cost=2.5)
+    run = await lab.run(
+        test_set, target, metric_ids=[await lab.any_answer()], concurrency=1, max_cost=2.5
+    )
     done = await lab.wait(run["id"], seconds=60)
     assert done["status"] == "stopped"
     assert "budget reached" in done["error"]

@@ -107,7 +107,9 @@ async def test_a_prompt_renders_each_input(lab, fake):
         },
         expect=201,
     )
-    run = await lab.run(test_set, target, prompt_id=prompt.json()["id"], metric_ids=[])
+    run = await lab.run(
+        test_set, target, prompt_id=prompt.json()["id"], metric_ids=[await lab.any_answer()]
+    )
     await lab.wait(run["id"])
     [result] = await lab.results(run["id"])
     assert result["input"]["text"] == "Describe Paris briefly."
@@ -129,7 +131,7 @@ async def test_transient_faults_are_retried(lab, fake, fault, calls):
     test_set = await lab.test_set(_cases(1))
     fake.enqueue(fault)
     started = time.monotonic()
-    run = await lab.run(test_set, target, metric_ids=[], concurrency=1)
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()], concurrency=1)
     done = await lab.wait(run["id"])
     assert done["counts"]["passed"] == 1
     assert len([r for r in fake.requests if r.path.endswith("/chat/completions")]) == calls
@@ -153,7 +155,11 @@ async def test_permanent_faults_are_recorded_with_their_type(
     test_set = await lab.test_set(_cases(3))
     fake.enqueue(fault)
     run = await lab.run(
-        test_set, target, metric_ids=[], concurrency=1, timeout_seconds=call_timeout
+        test_set,
+        target,
+        metric_ids=[await lab.any_answer()],
+        concurrency=1,
+        timeout_seconds=call_timeout,
     )
     done = await lab.wait(run["id"])
     assert done["status"] == "completed"
@@ -170,7 +176,7 @@ async def test_a_provider_that_keeps_failing_errors_every_case_and_the_run_ends(
     target = await lab.openai_model(fake)
     test_set = await lab.test_set(_cases(4))
     fake.enqueue(*[Fault.http(500)] * 40)
-    run = await lab.run(test_set, target, metric_ids=[], concurrency=1)
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()], concurrency=1)
     done = await lab.wait(run["id"], seconds=60)
     assert done["status"] == "completed"
     assert done["counts"]["errored"] == 4
@@ -206,7 +212,7 @@ async def test_cancel_stops_a_run_within_seconds(lab, fake):
     fake.latency = 0.3
     target = await lab.openai_model(fake)
     test_set = await lab.test_set(_cases(40))
-    run = await lab.run(test_set, target, metric_ids=[], concurrency=2)
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()], concurrency=2)
     await lab.wait_for_results(run["id"], 2)
     cancelled = await lab.post(f"/runs/{run['id']}/cancel", {}, expect=200)
     assert cancelled.json()["status"] == "cancelled"
@@ -247,10 +253,10 @@ async def test_rerun_repeats_only_failed_and_errored_cases(lab, fake):
 async def test_response_cache_reuses_identical_requests(lab, fake):
     target = await lab.openai_model(fake)
     test_set = await lab.test_set(_cases(3))
-    first = await lab.run(test_set, target, metric_ids=[], use_cache=True)
+    first = await lab.run(test_set, target, metric_ids=[await lab.any_answer()], use_cache=True)
     await lab.wait(first["id"])
     calls = len(fake.requests)
-    second = await lab.run(test_set, target, metric_ids=[], use_cache=True)
+    second = await lab.run(test_set, target, metric_ids=[await lab.any_answer()], use_cache=True)
     await lab.wait(second["id"])
     assert len(fake.requests) == calls
     results = await lab.results(second["id"])
@@ -261,18 +267,32 @@ async def test_response_cache_reuses_identical_requests(lab, fake):
 async def test_a_run_that_cannot_start_ends_failed(lab, fake):
     target = await lab.openai_model(fake)
     test_set = await lab.test_set(_cases(1))
-    run = await lab.run(test_set, target, metric_ids=[])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
     await lab.client.delete(f"/api/v1/models/{target}", headers=lab.account.headers)
     done = await lab.wait(run["id"], seconds=60)
     # The target vanished before the worker got to it: the run ends instead of hanging.
     assert done["status"] in ("failed", "completed")
 
 
+async def test_a_run_without_a_metric_is_refused_not_silently_green(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(2))
+    response = await lab.post(
+        "/runs", {"test_set_id": test_set, "target_model_id": target, "metric_ids": []}
+    )
+    body = assert_problem(response, 422, field="metric_ids")
+    assert "at least one metric" in body["detail"]
+    # Nor with the set's defaults, when it has none.
+    response = await lab.post("/runs", {"test_set_id": test_set, "target_model_id": target})
+    assert_problem(response, 422, field="metric_ids")
+    assert (await lab.get("/runs", project_id=lab.project_id))["total"] == 0
+
+
 async def test_a_nul_character_in_an_answer_is_stored_not_fatal(lab, fake):
     target = await lab.openai_model(fake)
     fake.reply = lambda body: "before\x00after"
     test_set = await lab.test_set(_cases(2))
-    run = await lab.run(test_set, target, metric_ids=[])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
     done = await lab.wait(run["id"])
     assert done["status"] == "completed" and done["counts"]["passed"] == 2
     assert {r["output"] for r in await lab.results(run["id"])} == {"before\ufffdafter"}
