@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from database.evaluations.catalogue import validate_parameters
+from database.evaluations.catalogue import CATALOGUE, validate_parameters
+from database.evaluations.scoring import MetricSpec, Observation
 from tests.helpers import (
     Account,
     add_member,
@@ -92,6 +93,16 @@ async def test_every_type_is_created_with_valid_parameters_and_its_default_thres
     read = await client.get(f"{METRICS}/{metric['id']}", headers=owner.headers)
     assert read.status_code == 200
     assert read.json() == metric
+
+
+def test_a_regex_is_checked_by_the_engine_that_scores_it():
+    """Unicode classes (\\p{L}) are the scoring engine's: saving one must not refuse it."""
+    assert validate_parameters("regex", {"pattern": r"^\p{L}+$"})["pattern"] == r"^\p{L}+$"
+    spec = MetricSpec(name="r", type="regex", parameters={"pattern": r"^\p{L}+$"}, threshold=1.0)
+    assert CATALOGUE["regex"].check(spec, Observation(output="Ünïcödé", input="")) == (
+        1.0,
+        "pattern matches",
+    )
 
 
 def test_defaults_of_parameters_are_filled_in():

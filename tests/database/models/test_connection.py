@@ -494,3 +494,23 @@ async def test_an_oversized_answer_is_refused_not_buffered(client, owner, monkey
         result = await check(client, owner, model.json()["id"])
     assert result["ok"] is False
     assert "larger than" in result["error"]
+
+
+@pytest.mark.usefixtures("private")
+async def test_http_app_response_path_is_parsed_once(client, owner, team_app, monkeypatch):
+    from providers import targets
+
+    parsed: list[str] = []
+    original = targets.parse_jsonpath
+
+    def counting(path: str):
+        parsed.append(path)
+        return original(path)
+
+    monkeypatch.setattr(targets, "parse_jsonpath", counting)
+    targets._jsonpath.cache_clear()
+    model_id = await http_model(client, owner, team_app)
+    for i in range(3):
+        result = await check(client, owner, model_id, {"input": f"call {i}"})
+        assert result["reply"] == f"echo: call {i}"
+    assert parsed == ["$.data.answer"]
