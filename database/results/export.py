@@ -33,7 +33,10 @@ def _input_text(value: dict[str, Any]) -> str:
     return value.get("text") or json.dumps(value.get("messages") or value, ensure_ascii=False)
 
 
-def export_results(run: Run, results: Sequence[ResultRead], fmt: str) -> bytes:
+def export_results(
+    run: Run, results: Sequence[ResultRead], fmt: str, *, test_set_name: str | None = None
+) -> bytes:
+    """`test_set_name` names the JUnit classname, so CI systems follow a test across runs."""
     if fmt == "json":
         return json.dumps(
             [r.model_dump(mode="json") for r in results], ensure_ascii=False, indent=2
@@ -51,7 +54,7 @@ def export_results(run: Run, results: Sequence[ResultRead], fmt: str) -> bytes:
                 [_cell(row[c]) for c in EXPORT_COLUMNS] + [scores.get(n, "") for n in metric_names]
             )
         return buffer.getvalue().encode()
-    return _junit(run, results)
+    return _junit(run, results, test_set_name)
 
 
 def _cell(value: Any) -> Any:
@@ -60,7 +63,20 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _junit(run: Run, results: Sequence[ResultRead]) -> bytes:
+def _classname(run: Run, test_set_name: str | None) -> str:
+    """The same for every run of a test set (dots would nest it in CI systems' trees)."""
+    name = (test_set_name or f"test set {run.test_set_id}").replace(".", "-")
+    return f"assay.{name}"
+
+
+def _case_name(run: Run, result: ResultRead) -> str:
+    """A test's own id (stable across runs and versions), with its repetition."""
+    name = str(result.test_id) if result.test_id else f"case {result.position}"
+    return name + (f" #{result.repetition + 1}" if run.repetitions > 1 else "")
+
+
+def _junit(run: Run, results: Sequence[ResultRead], test_set_name: str | None) -> bytes:
+    classname = _classname(run, test_set_name)
     gate = run.gate_result
     suite = ElementTree.Element(
         "testsuite",
@@ -76,13 +92,13 @@ def _junit(run: Run, results: Sequence[ResultRead]) -> bytes:
         time=f"{sum((r.latency_ms or 0) for r in results) / 1000:.3f}",
     )
     if gate is not None:
-        _gate_case(suite, run, gate)
+        _gate_case(suite, classname, gate)
     for r in results:
         case = ElementTree.SubElement(
             suite,
             "testcase",
-            classname=f"assay.{run.id}",
-            name=f"case {r.position}" + (f" #{r.repetition + 1}" if run.repetitions > 1 else ""),
+            classname=classname,
+            name=_case_name(run, r),
             time=f"{(r.latency_ms or 0) / 1000:.3f}",
         )
         if r.status == "failed":
@@ -101,10 +117,10 @@ def _junit(run: Run, results: Sequence[ResultRead]) -> bytes:
     return ElementTree.tostring(suite, encoding="utf-8", xml_declaration=True)
 
 
-def _gate_case(suite: ElementTree.Element, run: Run, gate: dict[str, Any]) -> None:
+def _gate_case(suite: ElementTree.Element, classname: str, gate: dict[str, Any]) -> None:
     """The gate as a test case of its own: failing with its reasons when it failed, in error
     when it could not decide."""
-    case = ElementTree.SubElement(suite, "testcase", classname=f"assay.{run.id}", name="gate")
+    case = ElementTree.SubElement(suite, "testcase", classname=classname, name="gate")
     reasons = "; ".join(gate.get("reasons") or [])
     if gate.get("status") == "failed":
         ElementTree.SubElement(case, "failure", message=reasons, type="gate").text = reasons

@@ -23,6 +23,7 @@ from database.results.export import export_results
 from database.results.models import TERMINAL, Run
 from database.results.reads import get_run_or_404, result_reads
 from database.results.schemas import Comparison, RunCreate, StreamToken
+from database.test_sets import crud as test_set_crud
 from database.test_sets import service as test_set_service
 from tasks import queue
 from utils.auth import Principal, issue_stream_token
@@ -256,4 +257,7 @@ def stream_token(runtime: Runtime, principal: Principal, run: Run) -> StreamToke
 
 async def export_run(session: AsyncSession, run: Run, fmt: str) -> bytes:
     results = await result_reads(session, await crud.all_results(session, run.id), whole_run=run.id)
-    return export_results(run, results, fmt)
+    test_set = (
+        await test_set_crud.get_test_set(session, run.test_set_id) if run.test_set_id else None
+    )
+    return export_results(run, results, fmt, test_set_name=test_set.name if test_set else None)

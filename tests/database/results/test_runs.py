@@ -71,6 +71,24 @@ async def test_demo_run_completes_with_results_summary_and_exports(lab):
     )
     suite = ElementTree.fromstring(junit.content)
     assert suite.get("tests") == "12" and suite.get("failures") == "12"
+    # Named by the test set and each test's own id, the same in every run of the set, so CI
+    # systems follow a test's history.
+    set_name = (await lab.get(f"/test-sets/{test_set}"))["name"]
+    cases = [(c.get("classname"), c.get("name")) for c in suite.iter("testcase")]
+    assert {classname for classname, _ in cases} == {f"assay.{set_name}"}
+    assert cases[:2] == [(f"assay.{set_name}", f"{results[0]['test_id']} #{r}") for r in (1, 2)]
+    again = await lab.run(test_set, target, metric_ids=[contains, words], repetitions=2)
+    await lab.wait(again["id"])
+    second = await lab.client.get(
+        f"/api/v1/runs/{again['id']}/export",
+        params={"format": "junit"},
+        headers=lab.account.headers,
+    )
+    second_cases = [
+        (c.get("classname"), c.get("name"))
+        for c in ElementTree.fromstring(second.content).iter("testcase")
+    ]
+    assert second_cases == cases
     csv_export = await lab.client.get(
         f"/api/v1/runs/{run['id']}/export", params={"format": "csv"}, headers=lab.account.headers
     )
