@@ -17,8 +17,11 @@ $(CURDIR)/.tools/bin/uv:
 sync: $(UV)
 	$(UV) sync --locked
 
-run: sync
-	$(UV) run --locked python -m app serve --port $(PORT)
+# The service alone: no development tools, and bytecode compiled once at install (where
+# PYTHONDONTWRITEBYTECODE is set, every start would otherwise compile every module again).
+run: $(UV)
+	$(UV) sync --locked --no-dev --compile-bytecode
+	$(UV) run --locked --no-dev python -m app serve --port $(PORT)
 
 migrate: sync
 	$(UV) run --locked python -m app migrate

@@ -12,6 +12,7 @@ import time
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import ConfigurationError
 from limits.storage import storage_from_string
 
 from utils.errors import RateLimited
@@ -20,7 +21,13 @@ from utils.errors import RateLimited
 class RateLimiter:
     def __init__(self, redis_url: str | None = None) -> None:
         uri = f"async+{redis_url}" if redis_url else "async+memory://"
-        storage = storage_from_string(uri)
+        try:
+            storage = storage_from_string(uri)
+        except ConfigurationError as exc:  # the Redis client is an extra
+            raise RuntimeError(
+                "ASSAY_REDIS_URL needs the Redis client: install Assay with its redis extra"
+                " (`uv sync --extra redis`, or `pip install 'assay[redis]'`)"
+            ) from exc
         assert isinstance(storage, Storage), "an async+ storage URI gives an asyncio storage"
         self._storage = storage
         self._strategy = MovingWindowRateLimiter(self._storage)

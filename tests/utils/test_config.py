@@ -49,3 +49,11 @@ def test_migration_url_defaults_to_the_runtime_url():
     settings = Settings(database_url="postgresql://app@db/assay")
     assert settings.owner_database_url == "postgresql://app@db/assay"
     assert not settings.embedded
+
+
+def test_a_redis_url_gives_a_shared_rate_limit_store():
+    from utils.ratelimit import RateLimiter
+
+    # (no connection is made until the first request counts)
+    assert type(RateLimiter("redis://127.0.0.1:1/0")._storage).__name__ == "RedisStorage"
+    assert type(RateLimiter()._storage).__name__ == "MemoryStorage"

@@ -8,7 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from database.evaluations.catalogue import CATALOGUE, validate_parameters
+from database.evaluations.catalogue import validate_parameters
+from database.evaluations.checks import matches_regex
 from database.evaluations.scoring import MetricSpec, Observation
 from tests.helpers import (
     Account,
@@ -99,7 +100,7 @@ def test_a_regex_is_checked_by_the_engine_that_scores_it():
     """Unicode classes (\\p{L}) are the scoring engine's: saving one must not refuse it."""
     assert validate_parameters("regex", {"pattern": r"^\p{L}+$"})["pattern"] == r"^\p{L}+$"
     spec = MetricSpec(name="r", type="regex", parameters={"pattern": r"^\p{L}+$"}, threshold=1.0)
-    assert CATALOGUE["regex"].check(spec, Observation(output="Ünïcödé", input="")) == (
+    assert matches_regex(spec, Observation(output="Ünïcödé", input="")) == (
         1.0,
         "pattern matches",
     )
