@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from jsonpath_ng.ext import parse as parse_jsonpath
 
-from providers import openai_wire, sdk
+from providers import openai_wire
 from providers.config import TargetConfig, TargetReply, TargetRequest
 from providers.errors import TargetError, http_error
 from utils import transport
@@ -93,6 +93,10 @@ async def _dispatch(
         return await _call_http(config, request, seconds, allow_private)
     if config.provider in ("openai", "openai-compatible"):
         return await _call_openai_wire(config, request, seconds, allow_private, on_delta)
+    # Loaded with the first call through a provider SDK: pydantic-ai and the SDKs take most
+    # of a second to import, and many installs only call OpenAI-compatible endpoints.
+    from providers import sdk
+
     return await sdk.call_model(config, request, seconds, allow_private)
 
 

@@ -14,7 +14,6 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -161,6 +160,8 @@ def sign_test(improved: int, regressed: int) -> float:
         raise ValueError("counts must be >= 0")
     if improved + regressed == 0:
         return 1.0
+    from scipy import stats  # (on first use: scipy.stats takes half a second to import)
+
     return float(stats.binomtest(improved, improved + regressed, 0.5).pvalue)
 
 
@@ -170,6 +171,8 @@ def signed_rank_test(differences: npt.ArrayLike) -> float:
     array = np.asarray(differences, dtype=np.float64)
     if not np.any(array != 0):
         return 1.0
+    from scipy import stats
+
     result = stats.wilcoxon(array, zero_method="wilcox", alternative="two-sided")
     return float(result.pvalue)
 

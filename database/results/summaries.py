@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import comb
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results import figures
@@ -106,6 +105,8 @@ def summarise_repetitions(tallies: Sequence[CaseTally], *, seed: int) -> Repetit
     # thousand distinct pairs, whatever the number of cases.
     # Every case counts for every k reported: up to the fewest repetitions a rated case has
     # (cases given more repetitions, the flaky ones, would otherwise decide the higher k alone).
+    from scipy.special import comb  # (on first use: the process starts without scipy)
+
     common = min((t.scored for t in rated), default=0)
     tally = Counter((t.scored, t.passed) for t in rated)
     pairs = np.array(list(tally), dtype=float).reshape(-1, 2)
