@@ -86,6 +86,7 @@ def create_public_app() -> FastAPI:
 
     @public.get(
         "/runs/{run_id}/events",
+        status_code=200,  # (EventStream takes no status_code: FastAPI's schema needs it here)
         summary="A run's events, live (Server-Sent Events)",
         description=EVENTS_DESCRIPTION,
         response_class=EventStream,
