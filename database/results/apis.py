@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Response, status
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations.schemas import EvaluationRead
 from database.projects.schemas import ProjectRead
-from database.results import crud, figures, follow_ups, reads, service, summaries
+from database.results import crud, follow_ups, reads, service, summaries
 from database.results.comparison import CompareOptions
+from database.results.crud import figures
 from database.results.reads import get_run_or_404, result_reads, run_read, run_reads
 from database.results.schemas import (
     BaselineSet,

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.results import pairing
+from database.results.crud import pairing
+from database.results.crud.pairing import PairedCase
 from database.results.models import Run
-from database.results.pairing import PairedCase
 from database.results.schemas import CaseCounts, Delta, Flip, Flips, ResultSide
 from utils import statistics as stats
 

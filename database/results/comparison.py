@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.results import changes, pairing
+from database.results import changes
+from database.results.crud import pairing
+from database.results.crud.pairing import PairedCase
 from database.results.models import Run
-from database.results.pairing import PairedCase
 from database.results.schemas import (
     Comparison,
     Method,

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects import crud as project_crud
-from database.results import crud, figures, gates
+from database.results import crud, gates
+from database.results.crud import figures
 from database.results.models import TERMINAL, Run
 from database.results.schemas import MAX_REPETITIONS, RepeatCreate, RescoreCreate
 from database.results.service import check_concurrency, enqueue_chunks, frozen_metrics

@@ -15,8 +15,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects.models import Project
-from database.results import crud, events, figures
+from database.results import crud, events
 from database.results.comparison import CompareOptions, compare
+from database.results.crud import figures
 from database.results.models import Run
 from database.results.schemas import Comparison, GateResult, GateSpec
 from utils.errors import Conflict, InvalidInput

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.results import figures
-from database.results.figures import CaseTally
+from database.results.crud import figures
+from database.results.crud.figures import CaseTally
 from database.results.models import Run
 from database.results.reads import run_reads
 from database.results.schemas import (

@@ -1,4 +1,7 @@
-"""Queries of runs, their results and events, and the response cache. Flush, never commit."""
+"""Queries of runs, their results and events, and the response cache. Flush, never commit.
+
+Every query of the entity is here: the summaries' (`figures`) and the comparisons' pairing of
+two runs (`pairing`) in modules of their own, imported where they are used."""
 
 from __future__ import annotations
 
