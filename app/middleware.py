@@ -21,7 +21,13 @@ log = structlog.get_logger("assay.request")
 
 
 class RequestIdMiddleware:
-    """Takes X-Request-ID (or makes one), binds it to every log line, echoes it back."""
+    """Takes X-Request-ID (or makes one), binds it to every log line, echoes it back.
+
+    The id stays bound after the response: an unexpected error is logged by the app's
+    outermost error handler and by the server once this middleware has returned. The server
+    runs each request in a task of its own, whose context ends with it; clearing the context
+    when a request starts covers callers that reuse one context for several requests.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -57,7 +63,6 @@ class RequestIdMiddleware:
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
-            structlog.contextvars.clear_contextvars()
 
 
 class SecurityHeadersMiddleware:
