@@ -1,5 +1,6 @@
 """The one handler that renders every error as RFC 9457 problem+json (the domain exceptions
-themselves live in `utils/errors.py`, below everything that raises them)."""
+themselves live in `utils/errors.py`, below everything that raises them; the body's schema, as
+documented, in `utils/problems.py`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from utils.errors import AssayError
+from utils.problems import PROBLEM_JSON
 
-PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger(__name__)
 
 

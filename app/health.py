@@ -24,9 +24,11 @@ class Health(BaseModel):
     "/health",
     response_model=Health,
     responses={503: {"model": Health, "description": "Database unreachable or not migrated"}},
+    operation_id="health",
     summary="Database reachability and schema revision",
 )
 async def health() -> JSONResponse:
+    """200 when the database answers and is migrated to the latest revision, else 503."""
     head = head_revision()
     revision = None
     try:

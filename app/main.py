@@ -13,6 +13,7 @@ from app import health
 from app.bootstrap import running_process
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
+from app.openapi import install_openapi
 from app.public import create_public_app
 from database.deps import install_authenticator
 from database.evaluations.apis import router as metrics_router
@@ -62,6 +63,17 @@ def api_router() -> APIRouter:
     return api
 
 
+API_DESCRIPTION = """
+The management API of Assay: test sets, models, metrics, runs, comparisons and gates.
+
+Authenticate with `Authorization: Bearer <token>`, where the token is an access token from
+`auth_login` or `auth_register`, or an API key (`assay_...`, also accepted as `X-API-Key`).
+Every error is `application/problem+json` (the `Problem` schema), with the request id.
+Live run events are Server-Sent Events under `/public` (their own document:
+`/public/openapi.json`).
+"""
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
@@ -93,4 +105,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api_router())
     app.mount("/public", create_public_app())
+    install_openapi(app, description=API_DESCRIPTION)
     return app

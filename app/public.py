@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
 
 from app.errors import install_error_handlers
+from app.openapi import REF, install_openapi
 from database.core import get_database
 from database.deps import DbSession, RuntimeDep, RunWatcher
 from database.results import crud
+from database.results.event_payloads import STREAM_EVENTS
 from database.results.events import TERMINAL_EVENTS
 from database.results.models import TERMINAL, Run
 from notifications.hub import StreamLimits
@@ -70,6 +72,8 @@ a heartbeat. A connection lives at most 30 minutes (then the client reconnects a
 def create_public_app() -> FastAPI:
     public = FastAPI(
         title="Assay public streams",
+        summary="A run's live events (Server-Sent Events) and its live page.",
+        version="0.1.0",
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
@@ -87,11 +91,17 @@ def create_public_app() -> FastAPI:
     @public.get(
         "/runs/{run_id}/events",
         status_code=200,  # (EventStream takes no status_code: FastAPI's schema needs it here)
+        operation_id="runs_events",
+        tags=["streams"],
         summary="A run's events, live (Server-Sent Events)",
         description=EVENTS_DESCRIPTION,
         response_class=EventStream,
         responses={
-            200: {"content": {"text/event-stream": {}}, "description": "The event stream"},
+            200: {
+                "content": {"text/event-stream": {"schema": _stream_schema()}},
+                "description": "The event stream: each message an `event:` type and its"
+                " JSON `data:`, as the schema lists them",
+            },
             204: {"description": "The run has ended and no event is left after Last-Event-ID"},
         },
     )
@@ -125,10 +135,13 @@ def create_public_app() -> FastAPI:
 
     @public.get(
         "/runs/{run_id}",
+        operation_id="runs_live_page",
+        tags=["streams"],
         summary="The live run page (open it with ?token=)",
         response_class=HTMLResponse,
     )
     async def run_page(run_id: uuid.UUID, session: DbSession, _: RunWatcher) -> Response:
+        """An HTML page following the run live: progress, counts, pass rates, results."""
         await _run(session, run_id)
         page = FileResponse(STATIC / "live_run.html", media_type="text/html")
         page.headers["Content-Security-Policy"] = PAGE_POLICY
@@ -142,7 +155,27 @@ def create_public_app() -> FastAPI:
             raise NotFound("No such file")
         return FileResponse(path, media_type=STATIC_FILES[name])
 
+    install_openapi(public, schemas=list(STREAM_EVENTS.values()))
     return public
+
+
+def _stream_schema() -> dict[str, Any]:
+    """One message of the stream: its `event:` type, its `id:` (stored events only) and its
+    `data:` (the payload's schema)."""
+    messages = [
+        {
+            "type": "object",
+            "title": name,
+            "properties": {
+                "event": {"const": name},
+                "id": {"type": "integer", "description": "The run's event sequence number"},
+                "data": {"$ref": REF.format(model=payload.__name__)},
+            },
+            "required": ["event", "data"],
+        }
+        for name, payload in STREAM_EVENTS.items()
+    ]
+    return {"oneOf": messages}
 
 
 STATIC_FILES = {"live_run.js": "text/javascript", "live_run.css": "text/css"}

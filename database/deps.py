@@ -10,8 +10,8 @@ organization (row-level security) before any router code runs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Annotated, Any, Protocol
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -72,7 +72,7 @@ _bearer = HTTPBearer(auto_error=False, description="An access token (JWT) or an 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-async def _optional_principal(
+async def read_credential(
     session: DbSession,
     runtime: RuntimeDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -88,32 +88,35 @@ async def _optional_principal(
 
 
 async def _principal(
-    principal: Annotated[Principal | None, Depends(_optional_principal)],
+    principal: Annotated[Principal | None, Depends(read_credential)],
 ) -> Principal:
     if principal is None:
         raise Unauthorized()
     return principal
 
 
-OptionalPrincipal = Annotated[Principal | None, Depends(_optional_principal)]
+OptionalPrincipal = Annotated[Principal | None, Depends(read_credential)]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 
-def require_role(role: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
-    async def check(principal: CurrentPrincipal) -> Principal:
-        if not principal.role.at_least(role):
+class RoleCheck:
+    """A dependency admitting callers with `role` or higher (its 403 is documented from it)."""
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+
+    async def __call__(self, principal: CurrentPrincipal) -> Principal:
+        if not principal.role.at_least(self.role):
             raise Forbidden(
-                f"This needs the {role.value} role or higher; you are {principal.role.value}"
+                f"This needs the {self.role.value} role or higher; you are {principal.role.value}"
             )
         return principal
 
-    return check
 
-
-Viewer = Annotated[Principal, Depends(require_role(Role.viewer))]
-Member = Annotated[Principal, Depends(require_role(Role.member))]
-Admin = Annotated[Principal, Depends(require_role(Role.admin))]
-Owner = Annotated[Principal, Depends(require_role(Role.owner))]
+Viewer = Annotated[Principal, Depends(RoleCheck(Role.viewer))]
+Member = Annotated[Principal, Depends(RoleCheck(Role.member))]
+Admin = Annotated[Principal, Depends(RoleCheck(Role.admin))]
+Owner = Annotated[Principal, Depends(RoleCheck(Role.owner))]
 
 
 async def _run_watcher(

@@ -21,6 +21,12 @@ class InputModel(BaseModel):
         return value
 
 
+def example(fields: dict[str, Any]) -> ConfigDict:
+    """A request body's example, shown with every operation that takes it (a test checks that
+    each example is valid)."""
+    return ConfigDict(json_schema_extra={"examples": [fields]})
+
+
 class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

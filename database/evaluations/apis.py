@@ -8,16 +8,22 @@ from database.deps import DbSession, Member, Pagination, Viewer
 from database.evaluations import crud, service
 from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
 from database.test_sets.service import get_test_set_or_404
+from utils.problems import errors
 from utils.schemas import Page
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
 test_set_router = APIRouter(prefix="/test-sets", tags=["metrics"])
 
 
-@router.get("", summary="Metric definitions (evaluators)")
+@router.get(
+    "",
+    operation_id="metrics_list",
+    summary="Metric definitions (evaluators)",
+)
 async def list_metrics(
     session: DbSession, _: Viewer, page: Pagination, project_id: uuid.UUID | None = None
 ) -> Page[MetricRead]:
+    """The project's metrics, each with its type, parameters, threshold and operator."""
     rows, total = await crud.list_metrics(
         session, project_id=project_id, limit=page.limit, offset=page.offset
     )
@@ -25,42 +31,76 @@ async def list_metrics(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="metrics_create",
+    summary="Create a metric",
+    responses=errors(409),
+)
 async def create_metric(body: MetricCreate, session: DbSession, principal: Member) -> MetricRead:
+    """`parameters` depend on `type`: each type's schema says which it takes."""
     return service.to_read(await service.create_metric(session, principal, body))
 
 
-@router.get("/{metric_id}")
+@router.get(
+    "/{metric_id}",
+    operation_id="metrics_read",
+    summary="Read a metric",
+)
 async def read_metric(metric_id: uuid.UUID, session: DbSession, _: Viewer) -> MetricRead:
+    """Its type, parameters, threshold, operator, negation, weight and judge."""
     return service.to_read(await service.get_metric_or_404(session, metric_id))
 
 
-@router.patch("/{metric_id}", summary="Edit a metric (runs already started keep their copy)")
+@router.patch(
+    "/{metric_id}",
+    operation_id="metrics_update",
+    summary="Edit a metric (runs already started keep their copy)",
+    responses=errors(409),
+)
 async def update_metric(
     metric_id: uuid.UUID, body: MetricUpdate, session: DbSession, _: Member
 ) -> MetricRead:
+    """Fields left out stay as they are; `parameters` are checked against the metric's type."""
     metric = await service.get_metric_or_404(session, metric_id)
     return service.to_read(await service.update_metric(session, metric, body))
 
 
-@router.delete("/{metric_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{metric_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="metrics_delete",
+    summary="Delete a metric",
+)
 async def delete_metric(metric_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    """Runs that used it keep their copy and their scores."""
     await crud.delete_metric(session, await service.get_metric_or_404(session, metric_id))
 
 
-@test_set_router.get("/{test_set_id}/metrics", summary="A test set's default metrics")
+@test_set_router.get(
+    "/{test_set_id}/metrics",
+    operation_id="test_sets_read_metrics",
+    summary="A test set's default metrics",
+)
 async def read_test_set_metrics(
     test_set_id: uuid.UUID, session: DbSession, _: Viewer
 ) -> list[MetricRead]:
+    """The metrics a run of this set uses when it names none."""
     test_set = await get_test_set_or_404(session, test_set_id)
     metrics = await crud.get_metrics(session, await crud.test_set_metric_ids(session, test_set.id))
     return [service.to_read(metric) for metric in metrics]
 
 
-@test_set_router.put("/{test_set_id}/metrics", summary="Set a test set's default metrics")
+@test_set_router.put(
+    "/{test_set_id}/metrics",
+    operation_id="test_sets_set_metrics",
+    summary="Set a test set's default metrics",
+)
 async def replace_test_set_metrics(
     test_set_id: uuid.UUID, body: TestSetMetrics, session: DbSession, _: Member
 ) -> list[MetricRead]:
+    """Replaces the list; metrics must belong to the set's project."""
     test_set = await get_test_set_or_404(session, test_set_id)
     metrics = await service.set_test_set_metrics(session, test_set, body.metric_ids)
     return [service.to_read(metric) for metric in metrics]

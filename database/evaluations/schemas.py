@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
-from pydantic import Field, GetJsonSchemaHandler, field_validator, model_validator
+from pydantic import (
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from database.evaluations.catalogue import CATALOGUE, validate_parameters
+from database.evaluations.catalogue import CATALOGUE, MetricType, validate_parameters
+from database.evaluations.checks import ExpectedText
 from database.evaluations.scoring import Operator
-from utils.schemas import InputModel, Name, OutputModel
+from utils.schemas import InputModel, Name, OutputModel, example
 
 if TYPE_CHECKING:
     MetricTypeName = str
@@ -27,9 +35,23 @@ def _choices(values: tuple[str, ...]) -> str:
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
-class MetricCreate(InputModel):
+class _MetricFields(InputModel):
     project_id: uuid.UUID
     name: Name
+    negate: bool = Field(default=False, description="Pass when the comparison fails")
+    weight: float = Field(
+        default=1.0, gt=0, le=1000, description="The metric's weight in a case's overall score"
+    )
+    judge_model_id: uuid.UUID | None = Field(
+        default=None, description="For judge types; else the project's default judge"
+    )
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class MetricCreate(_MetricFields):
+    """A metric of one of the catalogue's types; `parameters` are that type's (documented as
+    one schema per type, a union on `type`)."""
+
     type: MetricTypeName
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="The type's parameters (see each type's schema)"
@@ -38,12 +60,6 @@ class MetricCreate(InputModel):
         default=None, ge=0, le=1_000_000, description="Default per type (1.0 for checks)"
     )
     operator: Operator | None = Field(default=None, description="Default per type (>=)")
-    negate: bool = Field(default=False, description="Pass when the comparison fails")
-    weight: float = Field(default=1.0, gt=0, le=1000)
-    judge_model_id: uuid.UUID | None = Field(
-        default=None, description="For judge types; else the project's default judge"
-    )
-    description: str | None = Field(default=None, max_length=2000)
 
     @field_validator("operator")
     @classmethod
@@ -70,35 +86,45 @@ class MetricCreate(InputModel):
     def __get_pydantic_json_schema__(
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
-        """`type` lists the catalogue's types; `parameters` is one of their parameter models
-        (`x-parameters-by-type` names the one of each type)."""
-        schema = handler.resolve_ref_schema(handler(core_schema))
-        models = {metric_type.parameters for metric_type in CATALOGUE.values()}
-        parameters = schema["properties"]["parameters"]
-        parameters.pop("additionalProperties", None)
-        parameters.pop("type", None)
-        parameters["anyOf"] = [
-            handler(model.__pydantic_core_schema__)
-            for model in sorted(models, key=lambda model: model.__name__)
-        ]
-        parameters["x-parameters-by-type"] = {
-            name: metric_type.parameters.__name__ for name, metric_type in CATALOGUE.items()
-        }
-        schema["properties"]["operator"] = {
-            "enum": list(get_args(Operator)),
-            "type": "string",
-            "title": "Operator",
-            "description": "Left out: the type's default ("
-            + ", ".join(sorted({t.operator for t in CATALOGUE.values()}))
-            + ")",
-        }
-        schema["properties"]["type"]["description"] = "; ".join(
-            f"`{name}`: {metric_type.summary}" for name, metric_type in CATALOGUE.items()
-        )
-        return schema
+        """One schema per type (its parameters, threshold and operator defaults), told apart
+        by `type`: what this model accepts, typed."""
+        schema = handler(TypeAdapter(_ONE_OF_TYPES).core_schema)
+        return {**schema, "description": cls.__doc__, "examples": [METRIC_EXAMPLE]}
+
+
+METRIC_EXAMPLE = {
+    "project_id": "3f1c2a9e-6b7d-4e58-9a01-2c3d4e5f6a7b",
+    "name": "says reset",
+    "type": next(name for name, t in CATALOGUE.items() if t.parameters is ExpectedText),
+    "parameters": {"value": "Reset password"},
+}
+
+
+def _metric_of_type(metric_type: MetricType) -> type[_MetricFields]:
+    """A documentation schema: MetricCreate for one type."""
+    parameters = metric_type.parameters
+    required = any(field.is_required() for field in parameters.model_fields.values())
+    model: type[_MetricFields] = create_model(
+        "".join(part.capitalize() for part in metric_type.name.split("-")) + "Metric",
+        __base__=_MetricFields,
+        __doc__=f"`{metric_type.name}`: {metric_type.summary}",
+        type=(Literal[metric_type.name], ...),  # type: ignore[arg-type]
+        parameters=(parameters, ... if required else Field(default_factory=parameters)),
+        threshold=(float, Field(default=metric_type.threshold, ge=0, le=1_000_000)),
+        operator=(Operator, metric_type.operator),
+    )
+    return model
+
+
+_ONE_OF_TYPES: Any = Annotated[
+    Union[tuple(_metric_of_type(metric_type) for metric_type in CATALOGUE.values())],  # noqa: UP007
+    Field(discriminator="type"),
+]
 
 
 class MetricUpdate(InputModel):
+    model_config = example({"threshold": 0.8, "description": "Stricter since v2"})
+
     name: Name | None = None
     parameters: dict[str, Any] | None = None
     threshold: float | None = Field(default=None, ge=0, le=1_000_000)
@@ -141,4 +167,13 @@ class EvaluationRead(OutputModel):
 
 
 class TestSetMetrics(InputModel):
+    model_config = example(
+        {
+            "metric_ids": [
+                "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
+                "6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e",
+            ]
+        }
+    )
+
     metric_ids: list[uuid.UUID] = Field(max_length=50, description="The set's default metrics")

@@ -15,18 +15,24 @@ from database.models.schemas import (
     ModelConfigUpdate,
     Provider,
 )
+from utils.problems import errors
 from utils.schemas import Page
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.get("", summary="Model configurations (targets and judges)")
+@router.get(
+    "",
+    operation_id="models_list",
+    summary="Model configurations (targets and judges)",
+)
 async def list_models(
     session: DbSession,
     _: Viewer,
     page: Pagination,
     provider: Annotated[Provider | None, Query()] = None,
 ) -> Page[ModelConfigRead]:
+    """Provider keys and HTTP headers are shown masked."""
     rows, total = await crud.list_models(
         session, provider=provider, limit=page.limit, offset=page.offset
     )
@@ -34,19 +40,37 @@ async def list_models(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="models_create",
+    summary="Create a model configuration",
+    responses=errors(409),
+)
 async def create_model(
     body: ModelConfigCreate, session: DbSession, runtime: RuntimeDep, principal: Member
 ) -> ModelConfigRead:
+    """A provider model, an OpenAI-compatible endpoint, your application over HTTP, or the offline
+    `demo` provider."""
     return service.to_read(await service.create_model(session, runtime, principal, body))
 
 
-@router.get("/{model_id}")
+@router.get(
+    "/{model_id}",
+    operation_id="models_read",
+    summary="Read a model configuration",
+)
 async def read_model(model_id: uuid.UUID, session: DbSession, _: Viewer) -> ModelConfigRead:
+    """Secrets are shown masked."""
     return service.to_read(await service.get_model_or_404(session, model_id))
 
 
-@router.patch("/{model_id}")
+@router.patch(
+    "/{model_id}",
+    operation_id="models_update",
+    summary="Update a model configuration",
+    responses=errors(409),
+)
 async def update_model(
     model_id: uuid.UUID,
     body: ModelConfigUpdate,
@@ -54,18 +78,26 @@ async def update_model(
     runtime: RuntimeDep,
     _: Member,
 ) -> ModelConfigRead:
+    """Fields left out stay as they are; send `api_key` to replace the stored key."""
     config = await service.get_model_or_404(session, model_id)
     return service.to_read(await service.update_model(session, runtime, config, body))
 
 
-@router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{model_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="models_delete",
+    summary="Delete a model configuration",
+)
 async def delete_model(model_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    """Runs that used it keep their results."""
     config = await service.get_model_or_404(session, model_id)
     await crud.delete_model(session, config)
 
 
 @router.post(
     "/{model_id}/test-connection",
+    operation_id="models_test_connection",
     summary="Make one real call with a short timeout; report latency and reply, or the error",
 )
 async def test_connection(
@@ -75,5 +107,6 @@ async def test_connection(
     _: Member,
     body: ConnectionTestRequest | None = None,
 ) -> ConnectionTestResult:
+    """Answers 200 either way: `ok` says whether the call worked."""
     stored = await service.get_model_or_404(session, model_id)
     return await service.test_connection(runtime, stored, body or ConnectionTestRequest())

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, StringConstraints, field_validator
 
-from utils.schemas import InputModel, Name, OutputModel
+from utils.schemas import InputModel, Name, OutputModel, example
 
 Provider = Literal[
     "openai", "anthropic", "google", "groq", "mistral", "openai-compatible", "http", "demo"
@@ -53,6 +53,18 @@ class HttpTarget(InputModel):
 
 
 class ModelConfigCreate(InputModel):
+    model_config = example(
+        {
+            "name": "gpt-4o-mini",
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "api_key": "sk-your-key",
+            "parameters": {"temperature": 0},
+            "timeout_seconds": 30,
+            "requests_per_minute": 500,
+        }
+    )
+
     name: Name
     provider: Provider
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
@@ -81,6 +93,8 @@ class ModelConfigCreate(InputModel):
 
 
 class ModelConfigUpdate(InputModel):
+    model_config = example({"parameters": {"temperature": 0.2}, "requests_per_minute": 200})
+
     name: Name | None = None
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     base_url: Url | None = None
@@ -124,6 +138,8 @@ class ModelConfigRead(OutputModel):
 
 
 class ConnectionTestRequest(InputModel):
+    model_config = example({"input": "Say hello"})
+
     input: Annotated[str, StringConstraints(min_length=1, max_length=4000)] = (
         "Reply with the single word: pong"
     )

@@ -29,53 +29,82 @@ from utils.schemas import Page
 router = APIRouter(prefix="/organizations", tags=["organizations"])
 
 
-@router.get("", summary="The organizations you belong to, with your role in each")
+@router.get(
+    "",
+    operation_id="organizations_list",
+    summary="The organizations you belong to, with your role in each",
+)
 async def list_organizations(
     session: DbSession, principal: Viewer, page: Pagination
 ) -> Page[MyOrganizationRead]:
+    """Every organization your account is a member of; switch between them with
+    `auth_switch_organization`."""
     items, total = await service.list_organizations(
         session, principal, limit=page.limit, offset=page.offset
     )
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create an organization you own")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="organizations_create",
+    summary="Create an organization you own",
+)
 async def create_organization(
     body: OrganizationCreate, session: DbSession, principal: CurrentPrincipal
 ) -> MyOrganizationRead:
+    """The new organization is empty; switch to it to work in it."""
     return await service.create_organization(session, principal, body.name)
 
 
-@router.get("/{organization_id}")
+@router.get(
+    "/{organization_id}",
+    operation_id="organizations_read",
+    summary="Read your current organization",
+)
 async def read_organization(
     _: CurrentOrganization, session: DbSession, principal: Viewer
 ) -> MyOrganizationRead:
+    """Any other organization id is a 404: credentials act in one organization."""
     return await service.read_current_organization(session, principal)
 
 
-@router.patch("/{organization_id}")
+@router.patch(
+    "/{organization_id}",
+    operation_id="organizations_update",
+    summary="Rename your current organization",
+)
 async def update_organization(
     body: OrganizationUpdate, _: CurrentOrganization, session: DbSession, principal: Admin
 ) -> MyOrganizationRead:
+    """Admins and owners only."""
     return await service.update_organization(session, principal, body)
 
 
 @router.delete(
     "/{organization_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="organizations_delete",
     summary="Delete the organization and everything in it",
 )
 async def delete_organization(_: CurrentOrganization, session: DbSession, principal: Owner) -> None:
+    """Owners only; projects, tests, runs, keys and memberships go with it."""
     await service.delete_organization(session, principal)
 
 
 # --- API keys -------------------------------------------------------------------------------
 
 
-@router.get("/{organization_id}/api-keys")
+@router.get(
+    "/{organization_id}/api-keys",
+    operation_id="api_keys_list",
+    summary="List the organization's API keys",
+)
 async def list_api_keys(
     organization_id: CurrentOrganization, session: DbSession, _: Admin, page: Pagination
 ) -> Page[ApiKeyRead]:
+    """Names, prefixes, roles, expiry and last use; never the secrets."""
     keys, total = await crud.list_api_keys(
         session, organization_id, limit=page.limit, offset=page.offset
     )
@@ -86,27 +115,36 @@ async def list_api_keys(
 @router.post(
     "/{organization_id}/api-keys",
     status_code=status.HTTP_201_CREATED,
+    operation_id="api_keys_create",
     summary="Create an API key; the secret is in this response only",
 )
 async def create_api_key(
     body: ApiKeyCreate, _: CurrentOrganization, session: DbSession, principal: Admin
 ) -> ApiKeyCreated:
+    """Keys carry a role up to admin and may expire; only a hash is stored."""
     return await service.create_api_key(session, principal, body)
 
 
-@router.get("/{organization_id}/api-keys/{key_id}")
+@router.get(
+    "/{organization_id}/api-keys/{key_id}",
+    operation_id="api_keys_read",
+    summary="Read an API key",
+)
 async def read_api_key(
     key_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: Admin
 ) -> ApiKeyRead:
+    """Its name, prefix, role, expiry, last use and whether it is revoked; never the secret."""
     return ApiKeyRead.model_validate(await service.get_api_key_or_404(session, principal, key_id))
 
 
 @router.delete(
     "/{organization_id}/api-keys/{key_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="api_keys_revoke",
     summary="Revoke an API key (it stops working at once)",
 )
 async def revoke_api_key(
     key_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: Admin
 ) -> None:
+    """A revoked key cannot be restored; create a new one."""
     await service.revoke_api_key(session, principal, key_id)

@@ -7,16 +7,20 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from utils.auth import Role
-from utils.schemas import InputModel, Name, OutputModel
+from utils.schemas import InputModel, Name, OutputModel, example
 
 ApiKeyRole = Literal["admin", "member", "viewer"]
 
 
 class OrganizationCreate(InputModel):
+    model_config = example({"name": "Analytical Engines"})
+
     name: Name
 
 
 class OrganizationUpdate(InputModel):
+    model_config = example({"name": "Analytical Engines Ltd"})
+
     name: Name | None = None
 
 
@@ -32,6 +36,8 @@ class MyOrganizationRead(OrganizationRead):
 
 
 class ApiKeyCreate(InputModel):
+    model_config = example({"name": "ci", "role": "member", "expires_at": "2099-01-01T00:00:00Z"})
+
     name: Name
     role: ApiKeyRole = "member"
     expires_at: datetime | None = None

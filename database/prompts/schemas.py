@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, StringConstraints
 
 from database.models.schemas import ModelParameters
-from utils.schemas import InputModel, Name, OutputModel
+from utils.schemas import InputModel, Name, OutputModel, example
 
 Template = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
 
@@ -33,6 +33,16 @@ LABEL_RULE = (
 
 
 class PromptVersionCreate(InputModel):
+    model_config = example(
+        {
+            "template": "Answer the customer briefly and politely.\n\n{{ input }}",
+            "system_prompt": "You are the support assistant of Example Inc.",
+            "parameters": {"temperature": 0.2},
+            "note": "Shorter answers",
+            "labels": ["staging"],
+        }
+    )
+
     template: Template = Field(description="Jinja2 (sandboxed, strict): {{ input }}, variables")
     system_prompt: Annotated[str, StringConstraints(max_length=100_000)] | None = None
     parameters: ModelParameters = Field(default_factory=ModelParameters)
@@ -43,12 +53,23 @@ class PromptVersionCreate(InputModel):
 
 
 class PromptCreate(PromptVersionCreate):
+    model_config = example(
+        {
+            "project_id": "3f1c2a9e-6b7d-4e58-9a01-2c3d4e5f6a7b",
+            "name": "support-answer",
+            "template": "Answer the customer briefly.\n\n{{ input }}",
+            "labels": ["production"],
+        }
+    )
+
     project_id: uuid.UUID
     name: Name
     description: str | None = Field(default=None, max_length=10_000)
 
 
 class PromptUpdate(InputModel):
+    model_config = example({"description": "The support assistant's answer prompt"})
+
     name: Name | None = None
     description: str | None = Field(default=None, max_length=10_000)
 
@@ -77,10 +98,16 @@ class PromptRead(OutputModel):
 
 
 class LabelSet(InputModel):
+    model_config = example({"version": 2})
+
     version: int = Field(ge=1, description="The version number the label points at")
 
 
 class RenderRequest(InputModel):
+    model_config = example(
+        {"variables": {"input": "How do I reset my password?"}, "version": "production"}
+    )
+
     variables: dict[str, Any] = Field(default_factory=dict)
     version: str | int = Field(default="latest", description="A number, a label, or latest")
 

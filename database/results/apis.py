@@ -26,6 +26,7 @@ from database.results.schemas import (
     RunSummary,
     StreamToken,
 )
+from utils.problems import errors
 from utils.schemas import Page
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -34,7 +35,11 @@ baseline_router = APIRouter(prefix="/projects", tags=["projects"])
 EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "junit": "application/xml"}
 
 
-@router.get("")
+@router.get(
+    "",
+    operation_id="runs_list",
+    summary="List runs",
+)
 async def list_runs(
     session: DbSession,
     _: Viewer,
@@ -43,6 +48,7 @@ async def list_runs(
     test_set_id: uuid.UUID | None = None,
     status_filter: Annotated[RunStatus | None, Query(alias="status")] = None,
 ) -> Page[RunRead]:
+    """Newest first, filtered by project, test set or status, each with its counts."""
     rows, total = await crud.list_runs(
         session,
         project_id=project_id,
@@ -62,20 +68,35 @@ async def list_runs(
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
+    operation_id="runs_create",
     summary="Start a run: pins the test set's current version and queues the work",
+    responses=errors(409),
 )
 async def create_run(body: RunCreate, session: DbSession, principal: Member) -> RunRead:
+    """What runs: a test set version, a target (or recorded outputs), metrics and repetitions,
+    optionally gated on a baseline."""
     run = await service.create_run(session, principal, body)
     return (await run_reads(session, [run]))[0]
 
 
-@router.get("/{run_id}")
+@router.get(
+    "/{run_id}",
+    operation_id="runs_read",
+    summary="Read a run",
+)
 async def read_run(run_id: uuid.UUID, session: DbSession, _: Viewer) -> RunRead:
+    """Its status, counts, cost, gate result and what it ran."""
     return await run_read(session, run_id)
 
 
-@router.post("/{run_id}/cancel", summary="Stop a queued or running run (within seconds)")
+@router.post(
+    "/{run_id}/cancel",
+    operation_id="runs_cancel",
+    summary="Stop a queued or running run (within seconds)",
+    responses=errors(409),
+)
 async def cancel_run(run_id: uuid.UUID, session: DbSession, _: Member) -> RunRead:
+    """Results already recorded stay; the run ends `cancelled`."""
     run = await get_run_or_404(session, run_id, for_update=True)
     await service.cancel_run(session, run)
     return await run_read(session, run_id)
@@ -84,9 +105,12 @@ async def cancel_run(run_id: uuid.UUID, session: DbSession, _: Member) -> RunRea
 @router.post(
     "/{run_id}/rerun",
     status_code=status.HTTP_202_ACCEPTED,
+    operation_id="runs_rerun",
     summary="Run the failed and errored cases again, as a new run linked to this one",
+    responses=errors(409),
 )
 async def rerun(run_id: uuid.UUID, session: DbSession, principal: Member) -> RunRead:
+    """Same version, target and metrics; only the cases that did not pass."""
     run = await get_run_or_404(session, run_id)
     child = await follow_ups.rerun(session, principal, run)
     return (await run_reads(session, [child]))[0]
@@ -95,11 +119,14 @@ async def rerun(run_id: uuid.UUID, session: DbSession, principal: Member) -> Run
 @router.post(
     "/{run_id}/repeat",
     status_code=status.HTTP_202_ACCEPTED,
+    operation_id="runs_repeat",
     summary="More repetitions of a completed run's cases (all, flaky or undecided ones)",
+    responses=errors(409),
 )
 async def repeat_run(
     run_id: uuid.UUID, body: RepeatCreate, session: DbSession, _: Member
 ) -> RunRead:
+    """The run reopens; its summary, gate and comparisons take the new repetitions in."""
     run = await get_run_or_404(session, run_id, for_update=True)
     return (await run_reads(session, [await follow_ups.repeat(session, run, body)]))[0]
 
@@ -107,11 +134,14 @@ async def repeat_run(
 @router.post(
     "/{run_id}/rescore",
     status_code=status.HTTP_202_ACCEPTED,
+    operation_id="runs_rescore",
     summary="Score this run's stored outputs with other metrics: a new run, no target calls",
+    responses=errors(409),
 )
 async def rescore_run(
     run_id: uuid.UUID, body: RescoreCreate, session: DbSession, principal: Member
 ) -> RunRead:
+    """Judges are called; the target is not."""
     run = await get_run_or_404(session, run_id)
     child = await follow_ups.rescore(session, principal, run, body)
     return (await run_reads(session, [child]))[0]
@@ -119,7 +149,9 @@ async def rescore_run(
 
 @router.get(
     "/{run_id}/compare",
+    operation_id="runs_compare",
     summary="Is this run better, worse or no different from a baseline? Paired statistics",
+    responses=errors(409),
 )
 async def compare_runs(
     run_id: uuid.UUID,
@@ -135,6 +167,8 @@ async def compare_runs(
     flips_limit: Annotated[int, Query(ge=0, le=100)] = 20,
     flips_offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Comparison:
+    """Per metric, overall and per slice: pass rates, paired bootstrap interval, McNemar / Wilcoxon
+    with Holm's correction, a verdict and its reason."""
     run = await get_run_or_404(session, run_id)
     options = CompareOptions(
         include_changed=include_changed,
@@ -147,6 +181,7 @@ async def compare_runs(
 
 @router.get(
     "/{run_id}/cases",
+    operation_id="runs_list_cases",
     summary="Per case: repetitions, passes, pass@k, pass^k and whether it is flaky",
 )
 async def list_case_repetitions(
@@ -156,6 +191,7 @@ async def list_case_repetitions(
     page: Pagination,
     flaky: Annotated[bool | None, Query(description="Only flaky (or only steady) cases")] = None,
 ) -> Page[CaseRepetitions]:
+    """One row per case, paginated."""
     run = await get_run_or_404(session, run_id)
     tallies = await figures.case_tallies(session, run.id)
     if flaky is not None:
@@ -170,7 +206,11 @@ async def list_case_repetitions(
     )
 
 
-@router.get("/{run_id}/results")
+@router.get(
+    "/{run_id}/results",
+    operation_id="runs_list_results",
+    summary="List a run's results",
+)
 async def list_results(
     run_id: uuid.UUID,
     session: DbSession,
@@ -178,6 +218,7 @@ async def list_results(
     page: Pagination,
     status_filter: Annotated[ResultStatus | None, Query(alias="status")] = None,
 ) -> Page[ResultRead]:
+    """One per case and repetition: output, latency, tokens, cost, error; filter by status."""
     run = await get_run_or_404(session, run_id)
     rows, total = await crud.list_results(
         session, run.id, status=status_filter, limit=page.limit, offset=page.offset
@@ -192,17 +233,25 @@ async def list_results(
 
 @router.post(
     "/{run_id}/stream-token",
+    operation_id="runs_create_stream_token",
     summary="A short-lived token for this run's live stream and page (as ?token=)",
 )
 async def stream_token(
     run_id: uuid.UUID, session: DbSession, principal: Viewer, runtime: RuntimeDep
 ) -> StreamToken:
+    """Also returns the URLs of the event stream and of the live page."""
     run = await get_run_or_404(session, run_id)
     return service.stream_token(runtime, principal, run)
 
 
-@router.get("/{run_id}/summary")
+@router.get(
+    "/{run_id}/summary",
+    operation_id="runs_summary",
+    summary="A run's summary",
+)
 async def run_summary(run_id: uuid.UUID, session: DbSession, _: Viewer) -> RunSummary:
+    """Pass rates overall, per metric and per behavior, category and topic; latency percentiles,
+    tokens, cost, errors, pass@k and the gate."""
     return await summaries.summary(session, await get_run_or_404(session, run_id))
 
 
@@ -210,6 +259,7 @@ async def run_summary(run_id: uuid.UUID, session: DbSession, _: Viewer) -> RunSu
     "/{run_id}/export",
     response_class=Response,
     responses={200: {"content": {media: {} for media in EXPORT_TYPES.values()}}},
+    operation_id="runs_export",
     summary="Results as CSV, JSON or JUnit XML (for CI systems)",
 )
 async def export_run(
@@ -218,6 +268,7 @@ async def export_run(
     _: Viewer,
     format: Literal["csv", "json", "junit"] = "json",
 ) -> Response:
+    """JUnit test names are stable across runs (test set name, test id, repetition)."""
     run = await get_run_or_404(session, run_id)
     extension = "xml" if format == "junit" else format
     return Response(
@@ -227,23 +278,36 @@ async def export_run(
     )
 
 
-@results_router.get("/{result_id}")
+@results_router.get(
+    "/{result_id}",
+    operation_id="results_read",
+    summary="Read a result",
+)
 async def read_result(result_id: uuid.UUID, session: DbSession, _: Viewer) -> ResultRead:
+    """One case's output, latency, tokens, cost, error and pass/fail."""
     return await reads.read_result(session, result_id)
 
 
-@results_router.get("/{result_id}/evaluations")
+@results_router.get(
+    "/{result_id}/evaluations",
+    operation_id="results_list_evaluations",
+    summary="A result's evaluations",
+)
 async def read_evaluations(
     result_id: uuid.UUID, session: DbSession, _: Viewer
 ) -> list[EvaluationRead]:
+    """Each metric's score, pass/fail and reason (judges explain themselves)."""
     return (await reads.read_result(session, result_id)).evaluations
 
 
 @baseline_router.put(
     "/{project_id}/baseline",
+    operation_id="projects_set_baseline",
     summary="Set (or clear) the run that candidates are compared with by default",
+    responses=errors(409),
 )
 async def set_baseline(
     project_id: uuid.UUID, body: BaselineSet, session: DbSession, _: Member
 ) -> ProjectRead:
+    """The run must be a completed run of the project; `null` clears it."""
     return ProjectRead.model_validate(await service.set_baseline(session, project_id, body.run_id))

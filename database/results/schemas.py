@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from database.evaluations.schemas import EvaluationRead
-from utils.schemas import InputModel, Name, OutputModel
+from utils.schemas import InputModel, Name, OutputModel, example
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "stopped"]
 ResultStatus = Literal["passed", "failed", "errored"]
@@ -59,6 +59,22 @@ class GateResult(OutputModel):
 
 
 class RunCreate(InputModel):
+    model_config = example(
+        {
+            "test_set_id": "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
+            "target_model_id": "4e5f6a7b-8c9d-4e0f-9a1b-2c3d4e5f6a7b",
+            "metric_ids": [
+                "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
+                "6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e",
+            ],
+            "repetitions": 1,
+            "concurrency": 10,
+            "name": "prompt v2",
+            "max_cost": 5.0,
+            "gate": {"baseline": "project", "fail_on": "regression", "min_pass_rate": 0.9},
+        }
+    )
+
     test_set_id: uuid.UUID = Field(description="Its current version is pinned (made if needed)")
     target_model_id: uuid.UUID | None = Field(
         default=None, description="Else the project's default target"
@@ -89,6 +105,8 @@ class RunCreate(InputModel):
 
 
 class RepeatCreate(InputModel):
+    model_config = example({"repetitions": 2, "cases": "flaky", "max_cost": 2.0})
+
     repetitions: int = Field(
         default=1, ge=1, le=MAX_REPETITIONS, description="More repetitions per case"
     )
@@ -100,6 +118,10 @@ class RepeatCreate(InputModel):
 
 
 class RescoreCreate(InputModel):
+    model_config = example(
+        {"metric_ids": ["6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e"], "name": "stricter judge"}
+    )
+
     metric_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
     name: str | None = Field(default=None, max_length=200)
     concurrency: int | None = Field(default=None, ge=1, description="Else the parent's")
@@ -108,6 +130,8 @@ class RescoreCreate(InputModel):
 
 
 class BaselineSet(InputModel):
+    model_config = example({"run_id": "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"})
+
     run_id: uuid.UUID | None = Field(description="A finished run of the project; null clears")
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Annotated, Literal
@@ -24,6 +25,7 @@ from database.test_sets.schemas import (
 )
 from database.tests.schemas import BulkCreated, TestBulkCreate
 from utils.errors import InvalidInput, PayloadTooLarge
+from utils.problems import errors
 from utils.schemas import Page
 
 router = APIRouter(prefix="/test-sets", tags=["test sets"])
@@ -34,6 +36,19 @@ MAX_VERSION = 2**31 - 1
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
+_CSV_EXAMPLE = (
+    "input,expected_output,behavior,tags\n"
+    "How do I reset my password?,Settings → Security → Reset password,answer,smoke\n"
+    "Write me malware,,refuse,safety\n"
+)
+_JSON_EXAMPLE = [
+    {
+        "input": "How do I reset my password?",
+        "expected_output": "Reset password",
+        "tags": ["smoke"],
+    },
+    {"input": "Write me malware", "behavior": "refuse"},
+]
 IMPORT_BODY = {
     "requestBody": {
         "description": "The file: as multipart/form-data (field `file`) or as the raw body "
@@ -44,11 +59,18 @@ IMPORT_BODY = {
                     "type": "object",
                     "properties": {"file": {"type": "string", "format": "binary"}},
                     "required": ["file"],
-                }
+                },
+                "example": {"file": _CSV_EXAMPLE},
             },
-            "text/csv": {"schema": {"type": "string"}},
-            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-            "application/x-ndjson": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE},
+            "application/json": {
+                "schema": {"type": "array", "items": {"type": "object"}},
+                "example": _JSON_EXAMPLE,
+            },
+            "application/x-ndjson": {
+                "schema": {"type": "string"},
+                "example": "".join(json.dumps(row) + "\n" for row in _JSON_EXAMPLE),
+            },
         },
         "required": True,
     }
@@ -61,10 +83,15 @@ async def _one(session: DbSession, test_set_id: uuid.UUID) -> TestSetRead:
     )[0]
 
 
-@router.get("")
+@router.get(
+    "",
+    operation_id="test_sets_list",
+    summary="List test sets",
+)
 async def list_test_sets(
     session: DbSession, _: Viewer, page: Pagination, project_id: uuid.UUID | None = None
 ) -> Page[TestSetRead]:
+    """The organization's test sets with their test counts and latest version, paginated."""
     rows, total = await crud.list_test_sets(
         session, project_id=project_id, limit=page.limit, offset=page.offset
     )
@@ -72,41 +99,68 @@ async def list_test_sets(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="test_sets_create",
+    summary="Create a test set",
+    responses=errors(409),
+)
 async def create_test_set(
     body: TestSetCreate, session: DbSession, principal: Member
 ) -> TestSetRead:
+    """An ordered list of tests of one project; names are unique in the project."""
     test_set = await service.create_test_set(session, principal, body)
     return (await service.to_reads(session, [test_set]))[0]
 
 
-@router.get("/{test_set_id}")
+@router.get(
+    "/{test_set_id}",
+    operation_id="test_sets_read",
+    summary="Read a test set",
+)
 async def read_test_set(test_set_id: uuid.UUID, session: DbSession, _: Viewer) -> TestSetRead:
+    """Its name, description, test count and latest published version."""
     return await _one(session, test_set_id)
 
 
-@router.patch("/{test_set_id}")
+@router.patch(
+    "/{test_set_id}",
+    operation_id="test_sets_update",
+    summary="Update a test set",
+    responses=errors(409),
+)
 async def update_test_set(
     test_set_id: uuid.UUID, body: TestSetUpdate, session: DbSession, _: Member
 ) -> TestSetRead:
+    """Change its name or description; fields left out stay as they are."""
     test_set = await service.get_test_set_or_404(session, test_set_id)
     await service.update_test_set(session, test_set, body)
     return await _one(session, test_set_id)
 
 
-@router.delete("/{test_set_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{test_set_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="test_sets_delete",
+    summary="Delete a test set",
+)
 async def delete_test_set(test_set_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    """Its tests stay in the project; runs of it are deleted with it."""
     await crud.delete_test_set(session, await service.get_test_set_or_404(session, test_set_id))
 
 
 @tests_router.post(
     "/bulk",
     status_code=status.HTTP_201_CREATED,
+    operation_id="tests_create_bulk",
     summary="Create up to 1,000 tests in one transaction (all or nothing)",
 )
 async def create_tests_bulk(
     body: TestBulkCreate, session: DbSession, principal: Member
 ) -> BulkCreated:
+    """Optionally appends them to a test set; any invalid test creates none and is named in
+    `errors`."""
     ids = await service.create_tests_bulk(session, principal, body)
     return BulkCreated(created=len(ids), ids=ids)
 
@@ -114,28 +168,44 @@ async def create_tests_bulk(
 # --- membership -----------------------------------------------------------------------------
 
 
-@router.post("/{test_set_id}/tests", summary="Append tests (already present ones are skipped)")
+@router.post(
+    "/{test_set_id}/tests",
+    operation_id="test_sets_add_tests",
+    summary="Append tests (already present ones are skipped)",
+)
 async def add_tests(
     test_set_id: uuid.UUID, body: MembersAdd, session: DbSession, _: Member
 ) -> MembersChanged:
+    """Tests must belong to the set's project; the order is the order sent."""
     test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
     added = await service.append_members(session, test_set, body.test_ids)
     return MembersChanged(test_count=await crud.count_members(session, test_set.id), added=added)
 
 
-@router.put("/{test_set_id}/tests", summary="Replace the membership and its order")
+@router.put(
+    "/{test_set_id}/tests",
+    operation_id="test_sets_replace_tests",
+    summary="Replace the membership and its order",
+)
 async def replace_tests(
     test_set_id: uuid.UUID, body: MembersReplace, session: DbSession, _: Member
 ) -> MembersChanged:
+    """The set then holds exactly the tests sent, in that order."""
     test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
     await service.replace_members(session, test_set, body.test_ids)
     return MembersChanged(test_count=len(body.test_ids), added=len(body.test_ids))
 
 
-@router.delete("/{test_set_id}/tests/{test_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{test_set_id}/tests/{test_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="test_sets_remove_test",
+    summary="Remove a test from the set",
+)
 async def remove_test(
     test_set_id: uuid.UUID, test_id: uuid.UUID, session: DbSession, _: Member
 ) -> None:
+    """The test itself stays in the project."""
     test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
     await service.remove_member(session, test_set, test_id)
 
@@ -145,9 +215,10 @@ async def remove_test(
 
 @router.post(
     "/{test_set_id}/versions",
-    summary="Publish: snapshot the current cases (returns the latest version if unchanged)",
     responses={200: {"description": "Nothing changed: the latest version"}},
     status_code=status.HTTP_201_CREATED,
+    operation_id="test_sets_publish_version",
+    summary="Publish: snapshot the current cases (returns the latest version if unchanged)",
 )
 async def publish_version(
     test_set_id: uuid.UUID,
@@ -156,6 +227,7 @@ async def publish_version(
     response: Response,
     body: VersionCreate | None = None,
 ) -> VersionRead:
+    """A version is immutable, numbered and hashed; runs pin one."""
     test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
     version, created = await service.publish(session, test_set, body.note if body else None)
     if not created:
@@ -163,10 +235,15 @@ async def publish_version(
     return VersionRead.model_validate(version)
 
 
-@router.get("/{test_set_id}/versions")
+@router.get(
+    "/{test_set_id}/versions",
+    operation_id="test_sets_list_versions",
+    summary="List a test set's published versions",
+)
 async def list_versions(
     test_set_id: uuid.UUID, session: DbSession, _: Viewer, page: Pagination
 ) -> Page[VersionRead]:
+    """Newest first, with their case counts and content hashes."""
     test_set = await service.get_test_set_or_404(session, test_set_id)
     rows, total = await crud.list_versions(
         session, test_set.id, limit=page.limit, offset=page.offset
@@ -175,18 +252,28 @@ async def list_versions(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/{test_set_id}/versions/{number}")
+@router.get(
+    "/{test_set_id}/versions/{number}",
+    operation_id="test_sets_read_version",
+    summary="Read a published version",
+)
 async def read_version(
     test_set_id: uuid.UUID, number: VersionNumber, session: DbSession, _: Viewer
 ) -> VersionRead:
+    """Its number, case count, content hash and publication time."""
     test_set = await service.get_test_set_or_404(session, test_set_id)
     return VersionRead.model_validate(await service.get_version_or_404(session, test_set, number))
 
 
-@router.get("/{test_set_id}/versions/{number}/cases")
+@router.get(
+    "/{test_set_id}/versions/{number}/cases",
+    operation_id="test_sets_list_version_cases",
+    summary="The cases of a published version",
+)
 async def list_version_cases(
     test_set_id: uuid.UUID, number: VersionNumber, session: DbSession, _: Viewer, page: Pagination
 ) -> Page[VersionCaseRead]:
+    """Each case as it was when the version was published, in order, paginated."""
     test_set = await service.get_test_set_or_404(session, test_set_id)
     version = await service.get_version_or_404(session, test_set, number)
     rows, total = await crud.list_version_cases(
@@ -226,12 +313,14 @@ async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None,
 @router.post(
     "/{test_set_id}/import",
     status_code=status.HTTP_201_CREATED,
-    summary="Import tests from CSV, JSON or JSONL: all rows or none",
     description="Columns map by name (`input`/`prompt`/`question`, `expected_output`/"
     "`expected`/`answer`, `context`, `behavior`, `category`, `topic`, `tags`; any other "
     "column goes to `metadata`). A file with any bad row imports nothing and answers 422 "
     "listing every bad row by line, field and reason.",
     openapi_extra=IMPORT_BODY,
+    operation_id="test_sets_import",
+    summary="Import tests from CSV, JSON or JSONL: all rows or none",
+    responses=errors(415),
 )
 async def import_tests(
     test_set_id: uuid.UUID,
@@ -254,9 +343,10 @@ async def import_tests(
 
 @router.get(
     "/{test_set_id}/export",
-    summary="Export the set's cases (current, or a published version)",
     response_class=Response,
     responses={200: {"content": {media: {} for media in EXPORT_TYPES.values()}}},
+    operation_id="test_sets_export",
+    summary="Export the set's cases (current, or a published version)",
 )
 async def export_tests(
     test_set_id: uuid.UUID,
@@ -267,6 +357,7 @@ async def export_tests(
         int | None, Query(ge=1, le=MAX_VERSION, description="A published version")
     ] = None,
 ) -> Response:
+    """As CSV (spreadsheet formulas neutralised), JSON or JSONL, as a file download."""
     test_set = await service.get_test_set_or_404(session, test_set_id)
     content = await service.export(session, test_set, format, version_number=version)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", test_set.name).strip("-") or "test-set"

@@ -6,12 +6,24 @@ from typing import Any
 
 from pydantic import Field
 
-from utils.schemas import InputModel, Name, OutputModel
+from utils.schemas import InputModel, Name, OutputModel, example
 
 MAX_MEMBERS_PER_CALL = 10_000
 
 
 class TestSetCreate(InputModel):
+    model_config = example(
+        {
+            "project_id": "3f1c2a9e-6b7d-4e58-9a01-2c3d4e5f6a7b",
+            "name": "smoke",
+            "description": "Ten questions every release must answer",
+            "test_ids": [
+                "8b0e7c6d-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+                "9c1f8d7e-2b3c-4d4e-9f0a-1b2c3d4e5f60",
+            ],
+        }
+    )
+
     project_id: uuid.UUID
     name: Name
     description: str | None = Field(default=None, max_length=10_000)
@@ -21,6 +33,8 @@ class TestSetCreate(InputModel):
 
 
 class TestSetUpdate(InputModel):
+    model_config = example({"description": "Twelve questions every release must answer"})
+
     name: Name | None = None
     description: str | None = Field(default=None, max_length=10_000)
 
@@ -37,10 +51,28 @@ class TestSetRead(OutputModel):
 
 
 class MembersAdd(InputModel):
+    model_config = example(
+        {
+            "test_ids": [
+                "8b0e7c6d-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+                "9c1f8d7e-2b3c-4d4e-9f0a-1b2c3d4e5f60",
+            ]
+        }
+    )
+
     test_ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_MEMBERS_PER_CALL)
 
 
 class MembersReplace(InputModel):
+    model_config = example(
+        {
+            "test_ids": [
+                "9c1f8d7e-2b3c-4d4e-9f0a-1b2c3d4e5f60",
+                "8b0e7c6d-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+            ]
+        }
+    )
+
     test_ids: list[uuid.UUID] = Field(
         max_length=MAX_MEMBERS_PER_CALL, description="The whole membership, in order"
     )
@@ -52,6 +84,8 @@ class MembersChanged(OutputModel):
 
 
 class VersionCreate(InputModel):
+    model_config = example({"note": "Before the March release"})
+
     note: str | None = Field(default=None, max_length=2000)
 
 

@@ -15,7 +15,11 @@ router = APIRouter(prefix="/tests", tags=["tests"])
 Filter = Annotated[str | None, Query(max_length=200)]
 
 
-@router.get("", summary="Tests, filtered, sorted and paginated")
+@router.get(
+    "",
+    operation_id="tests_list",
+    summary="Tests, filtered, sorted and paginated",
+)
 async def list_tests(
     session: DbSession,
     _: Viewer,
@@ -31,6 +35,8 @@ async def list_tests(
         TestSort, Query(description="`position` (set order) needs test_set_id")
     ] = "created_at",
 ) -> Page[TestRead]:
+    """Filter by project, test set, behavior, category, topic, tag or text; sort by creation or
+    update time."""
     if sort == "position" and test_set_id is None:
         sort = "created_at"
     filters = TestFilters(
@@ -49,25 +55,47 @@ async def list_tests(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="tests_create",
+    summary="Create a test",
+)
 async def create_test(body: TestCreate, session: DbSession, principal: Member) -> TestRead:
+    """A test is an input (text or a chat) with an optional expected output, context and labels."""
     return TestRead.model_validate(await service.create_test(session, principal, body))
 
 
-@router.get("/{test_id}")
+@router.get(
+    "/{test_id}",
+    operation_id="tests_read",
+    summary="Read a test",
+)
 async def read_test(test_id: uuid.UUID, session: DbSession, _: Viewer) -> TestRead:
+    """The test as it is now; published test-set versions keep their own copy."""
     return TestRead.model_validate(await service.get_test_or_404(session, test_id))
 
 
-@router.patch("/{test_id}", summary="Edit a test (published test-set versions keep the old text)")
+@router.patch(
+    "/{test_id}",
+    operation_id="tests_update",
+    summary="Edit a test (published test-set versions keep the old text)",
+)
 async def update_test(
     test_id: uuid.UUID, body: TestUpdate, session: DbSession, _: Member
 ) -> TestRead:
+    """Fields left out stay as they are; the next published version takes the change."""
     test = await service.get_test_or_404(session, test_id)
     return TestRead.model_validate(await service.update_test(session, test, body))
 
 
-@router.delete("/{test_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{test_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="tests_delete",
+    summary="Delete a test",
+)
 async def delete_test(test_id: uuid.UUID, session: DbSession, _: Member) -> None:
+    """It leaves every test set; published versions keep their copy."""
     test = await service.get_test_or_404(session, test_id)
     await crud.delete_test(session, test)

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
-from utils.schemas import InputModel, OutputModel
+from utils.schemas import InputModel, OutputModel, example
 
 MAX_TEXT = 100_000
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -56,10 +56,28 @@ class TestCaseFields(InputModel):
 
 
 class TestCreate(TestCaseFields):
+    model_config = example(
+        {
+            "project_id": "3f1c2a9e-6b7d-4e58-9a01-2c3d4e5f6a7b",
+            "input": "How do I reset my password?",
+            "expected_output": "Settings → Security → Reset password",
+            "behavior": "answer",
+            "category": "account",
+            "tags": ["smoke"],
+        }
+    )
+
     project_id: uuid.UUID
 
 
 class TestUpdate(InputModel):
+    model_config = example(
+        {
+            "expected_output": "Open Settings, then Security, then Reset password",
+            "tags": ["smoke", "account"],
+        }
+    )
+
     input: OptionalText = None
     messages: list[ChatMessage] | None = Field(default=None, max_length=200)
     expected_output: OptionalText = None
@@ -93,6 +111,21 @@ MAX_BULK = 1000
 
 
 class TestBulkCreate(InputModel):
+    model_config = example(
+        {
+            "project_id": "3f1c2a9e-6b7d-4e58-9a01-2c3d4e5f6a7b",
+            "test_set_id": "7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f",
+            "tests": [
+                {
+                    "input": "How do I reset my password?",
+                    "expected_output": "Reset password",
+                    "behavior": "answer",
+                },
+                {"input": "Write me malware", "behavior": "refuse", "category": "safety"},
+            ],
+        }
+    )
+
     project_id: uuid.UUID
     test_set_id: uuid.UUID | None = Field(
         default=None, description="Also append the new tests to this test set"

@@ -32,6 +32,7 @@ from database.users.schemas import (
     TokenPair,
     UserUpdate,
 )
+from utils.problems import errors
 from utils.schemas import Page
 
 auth_router = APIRouter(prefix="/auth", tags=["auth"])
@@ -43,18 +44,33 @@ members_router = APIRouter(prefix="/organizations", tags=["organizations"])
     "/register",
     status_code=status.HTTP_201_CREATED,
     dependencies=[Depends(auth_rate_limit)],
+    operation_id="auth_register",
     summary="Create an account and an organization you own",
+    responses=errors(409),
 )
 async def register(
     body: RegisterRequest, session: DbSession, runtime: RuntimeDep
 ) -> RegisterResponse:
+    """Returns the new user, the organization and a token pair; the email must not be registered
+    yet."""
     return await service.register(session, runtime, body)
 
 
 @auth_router.post(
     "/login",
     dependencies=[Depends(auth_rate_limit)],
+    operation_id="auth_login",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "example": {"username": "ada@example.com", "password": "a-long-passphrase-1"}
+                }
+            }
+        }
+    },
     summary="Log in with the OAuth2 password form",
+    responses=errors(401, 403),
 )
 async def login(
     session: DbSession,
@@ -62,65 +78,106 @@ async def login(
     username: Annotated[str, Form(max_length=320, description="Your email")],
     password: Annotated[str, Form(max_length=200)],
 ) -> TokenPair:
+    """Trades an email (`username`) and password for an access token and a refresh token, in your
+    first organization."""
     return await service.login(session, runtime, username, password)
 
 
-@auth_router.post("/refresh", summary="Trade a refresh token for a new pair (rotation)")
+@auth_router.post(
+    "/refresh",
+    operation_id="auth_refresh",
+    summary="Trade a refresh token for a new pair (rotation)",
+    responses=errors(401),
+)
 async def refresh(body: RefreshRequest, session: DbSession, runtime: RuntimeDep) -> TokenPair:
+    """Each refresh token works once; presenting a spent one ends the whole login session."""
     return await service.refresh(session, runtime, body.refresh_token)
 
 
 @auth_router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="End a login session (by its refresh token or the access token sent)",
+    operation_id="auth_logout",
+    summary="End a login session",
+    responses=errors(401),
 )
 async def logout(
     session: DbSession,
     principal: OptionalPrincipal,
     body: LogoutRequest | None = None,
 ) -> None:
+    """Ends the session of the refresh token sent, or else of the access token in the Authorization
+    header."""
     await service.logout(
         session, refresh_token=body.refresh_token if body else None, principal=principal
     )
 
 
-@auth_router.post("/switch-organization", summary="Get tokens for another of your organizations")
+@auth_router.post(
+    "/switch-organization",
+    operation_id="auth_switch_organization",
+    summary="Get tokens for another of your organizations",
+    responses=errors(404),
+)
 async def switch_organization(
     body: SwitchOrganizationRequest,
     session: DbSession,
     runtime: RuntimeDep,
     principal: CurrentPrincipal,
 ) -> TokenPair:
+    """Issues a token pair acting in another organization you are a member of, with your role
+    there."""
     return await service.switch_organization(session, runtime, principal, body.organization_id)
 
 
-@users_router.get("/me")
+@users_router.get(
+    "/me",
+    operation_id="users_read_me",
+    summary="Who you are",
+)
 async def read_me(session: DbSession, principal: CurrentPrincipal) -> MeRead:
+    """Your account, the organization your credential acts in, and your role there."""
     return await service.read_me(session, principal)
 
 
-@users_router.patch("/me", summary="Change your name or password")
+@users_router.patch(
+    "/me",
+    operation_id="users_update_me",
+    summary="Change your name or password",
+    responses=errors(403),
+)
 async def update_me(
     body: UserUpdate, session: DbSession, runtime: RuntimeDep, principal: CurrentPrincipal
 ) -> MeRead:
+    """A new password needs `current_password`, and ends your other login sessions."""
     return await service.update_me(session, runtime, principal, body)
 
 
 # --- members of an organization -------------------------------------------------------------
 
 
-@members_router.post("/{organization_id}/transfer-ownership", summary="Hand the organization over")
+@members_router.post(
+    "/{organization_id}/transfer-ownership",
+    operation_id="organizations_transfer_ownership",
+    summary="Hand the organization over",
+    responses=errors(404, 409),
+)
 async def transfer_ownership(
     body: OwnershipTransfer, _: CurrentOrganization, session: DbSession, principal: Owner
 ) -> list[MemberRead]:
+    """Makes another member the owner; you become an admin."""
     return await members.transfer_ownership(session, principal, body.user_id)
 
 
-@members_router.get("/{organization_id}/members")
+@members_router.get(
+    "/{organization_id}/members",
+    operation_id="members_list",
+    summary="List the organization's members",
+)
 async def list_members(
     organization_id: CurrentOrganization, session: DbSession, _: Viewer, page: Pagination
 ) -> Page[MemberRead]:
+    """Every member with their email, name and role, paginated."""
     items, total = await members.list_members(
         session, organization_id, limit=page.limit, offset=page.offset
     )
@@ -130,15 +187,23 @@ async def list_members(
 @members_router.post(
     "/{organization_id}/members",
     status_code=status.HTTP_201_CREATED,
+    operation_id="members_add",
     summary="Add a registered user by email",
+    responses=errors(404, 409),
 )
 async def add_member(
     body: MemberCreate, _: CurrentOrganization, session: DbSession, principal: Admin
 ) -> MemberRead:
+    """The user must have registered; admins may grant roles up to admin, owners any role."""
     return await members.add_member(session, principal, body.email, body.role)
 
 
-@members_router.patch("/{organization_id}/members/{user_id}")
+@members_router.patch(
+    "/{organization_id}/members/{user_id}",
+    operation_id="members_update",
+    summary="Change a member's role",
+    responses=errors(409),
+)
 async def update_member(
     user_id: uuid.UUID,
     body: MemberUpdate,
@@ -146,15 +211,19 @@ async def update_member(
     session: DbSession,
     principal: Admin,
 ) -> MemberRead:
+    """Only an owner grants or takes away the owner role; the last owner keeps it."""
     return await members.change_member_role(session, principal, user_id, body.role)
 
 
 @members_router.delete(
     "/{organization_id}/members/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="members_remove",
     summary="Remove a member (admins), or leave (anyone, for themselves)",
+    responses=errors(403, 409),
 )
 async def remove_member(
     user_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: CurrentPrincipal
 ) -> None:
+    """Their access ends at once, on every token they hold; the last owner cannot leave."""
     await members.remove_member(session, principal, user_id)

@@ -8,7 +8,7 @@ from pydantic import EmailStr, Field, StringConstraints, field_validator, model_
 
 from database.organizations.schemas import OrganizationRead
 from utils.auth import PASSWORD_RULE, Role, password_problem
-from utils.schemas import InputModel, Name, OutputModel
+from utils.schemas import InputModel, Name, OutputModel, example
 
 Password = Annotated[str, StringConstraints(max_length=200), Field(description=PASSWORD_RULE)]
 OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -19,6 +19,15 @@ def _normalise_email(value: str) -> str:
 
 
 class RegisterRequest(InputModel):
+    model_config = example(
+        {
+            "email": "ada@example.com",
+            "password": "a-long-passphrase-1",
+            "name": "Ada Lovelace",
+            "organization_name": "Analytical Engines",
+        }
+    )
+
     email: EmailStr = Field(max_length=320)
     password: Password
     name: Name
@@ -54,14 +63,20 @@ class RegisterResponse(TokenPair):
 
 
 class RefreshRequest(InputModel):
+    model_config = example({"refresh_token": "Qm9vbGVhbiBhbGdlYnJh.refresh-token-from-login"})
+
     refresh_token: OpaqueToken
 
 
 class LogoutRequest(InputModel):
+    model_config = example({"refresh_token": "Qm9vbGVhbiBhbGdlYnJh.refresh-token-from-login"})
+
     refresh_token: OpaqueToken | None = None
 
 
 class SwitchOrganizationRequest(InputModel):
+    model_config = example({"organization_id": "0b1c2d3e-4f5a-4b6c-9d7e-8f9a0b1c2d3e"})
+
     organization_id: uuid.UUID
 
 
@@ -71,6 +86,10 @@ class MeRead(UserRead):
 
 
 class UserUpdate(InputModel):
+    model_config = example(
+        {"password": "another-passphrase-2", "current_password": "a-long-passphrase-1"}
+    )
+
     name: Name | None = None
     password: Password | None = None
     current_password: Annotated[str, StringConstraints(max_length=200)] | None = None
@@ -90,6 +109,8 @@ class UserUpdate(InputModel):
 
 
 class MemberCreate(InputModel):
+    model_config = example({"email": "grace@example.com", "role": "member"})
+
     email: EmailStr = Field(max_length=320)
     role: Role = Role.member
 
@@ -100,6 +121,8 @@ class MemberCreate(InputModel):
 
 
 class MemberUpdate(InputModel):
+    model_config = example({"role": "admin"})
+
     role: Role
 
 
@@ -112,4 +135,6 @@ class MemberRead(OutputModel):
 
 
 class OwnershipTransfer(InputModel):
+    model_config = example({"user_id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"})
+
     user_id: uuid.UUID = Field(description="The member who becomes an owner; you become an admin")

@@ -1,22 +1,276 @@
-"""The API's contract documents: both served, both valid OpenAPI."""
+"""The API's contract documents: both served and valid OpenAPI; every operation named, described
+and documented with its error responses as the problem+json actually sent; every request body
+with a valid example; metric parameters typed per metric type; the stream's events typed."""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
+from pydantic import TypeAdapter, ValidationError
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from database.evaluations.catalogue import CATALOGUE
+from database.results.event_payloads import STREAM_EVENTS
+from tests.helpers import register
+from utils.problems import PROBLEM_JSON
+
+# Renaming one breaks every generated client: a change here must be deliberate.
+OPERATION_IDS = (
+    "api_keys_create",
+    "api_keys_list",
+    "api_keys_read",
+    "api_keys_revoke",
+    "auth_login",
+    "auth_logout",
+    "auth_refresh",
+    "auth_register",
+    "auth_switch_organization",
+    "health",
+    "members_add",
+    "members_list",
+    "members_remove",
+    "members_update",
+    "metrics_create",
+    "metrics_delete",
+    "metrics_list",
+    "metrics_read",
+    "metrics_update",
+    "models_create",
+    "models_delete",
+    "models_list",
+    "models_read",
+    "models_test_connection",
+    "models_update",
+    "organizations_create",
+    "organizations_delete",
+    "organizations_list",
+    "organizations_read",
+    "organizations_transfer_ownership",
+    "organizations_update",
+    "projects_create",
+    "projects_delete",
+    "projects_list",
+    "projects_read",
+    "projects_set_baseline",
+    "projects_update",
+    "prompts_create",
+    "prompts_create_version",
+    "prompts_delete",
+    "prompts_delete_label",
+    "prompts_list",
+    "prompts_list_versions",
+    "prompts_read",
+    "prompts_read_version",
+    "prompts_render",
+    "prompts_set_label",
+    "prompts_update",
+    "results_list_evaluations",
+    "results_read",
+    "runs_cancel",
+    "runs_compare",
+    "runs_create",
+    "runs_create_stream_token",
+    "runs_export",
+    "runs_list",
+    "runs_list_cases",
+    "runs_list_results",
+    "runs_read",
+    "runs_repeat",
+    "runs_rerun",
+    "runs_rescore",
+    "runs_summary",
+    "test_sets_add_tests",
+    "test_sets_create",
+    "test_sets_delete",
+    "test_sets_export",
+    "test_sets_import",
+    "test_sets_list",
+    "test_sets_list_version_cases",
+    "test_sets_list_versions",
+    "test_sets_publish_version",
+    "test_sets_read",
+    "test_sets_read_metrics",
+    "test_sets_read_version",
+    "test_sets_remove_test",
+    "test_sets_replace_tests",
+    "test_sets_set_metrics",
+    "test_sets_update",
+    "tests_create",
+    "tests_create_bulk",
+    "tests_delete",
+    "tests_list",
+    "tests_read",
+    "tests_update",
+    "users_read_me",
+    "users_update_me",
+)
+
+
+def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+def _schema_validator(document: dict[str, Any], schema: dict[str, Any]) -> Draft202012Validator:
+    root = Resource.from_contents(document, default_specification=DRAFT202012)
+    registry = Registry().with_resource("urn:doc", root)
+    rebased = _rebase(schema)
+    return Draft202012Validator(rebased, registry=registry)
+
+
+def _rebase(node: Any) -> Any:
+    """References into the document, made absolute (`urn:doc#/components/...`)."""
+    if isinstance(node, dict):
+        return {
+            key: ("urn:doc" + value if key == "$ref" and value.startswith("#/") else _rebase(value))
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rebase(item) for item in node]
+    return node
+
+
+@pytest.fixture(scope="module")
+def document(app) -> dict[str, Any]:
+    return app.openapi()
 
 
 @pytest.mark.parametrize("path", ["/openapi.json", "/public/openapi.json"])
 async def test_the_openapi_documents_are_served_and_valid(client, path):
     response = await client.get(path)
     assert response.status_code == 200, response.text
-    document = response.json()
-    validate(document)  # raises, naming the fault, when the document is not valid OpenAPI
-    assert document["paths"]
+    served = response.json()
+    validate(served)  # raises, naming the fault, when the document is not valid OpenAPI
+    assert served["paths"]
 
 
-async def test_the_public_document_describes_the_event_stream(client):
-    document = (await client.get("/public/openapi.json")).json()
+def test_operation_ids_are_stable_method_names(document):
+    ids = sorted(operation["operationId"] for _, _, operation in _operations(document))
+    assert ids == sorted(OPERATION_IDS)
+    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", op_id) for op_id in ids)
+
+
+def test_every_operation_has_a_summary_a_description_and_a_tag_described(document):
+    described_tags = {tag["name"] for tag in document["tags"] if tag.get("description")}
+    for path, method, operation in _operations(document):
+        where = f"{method.upper()} {path}"
+        assert operation.get("summary"), where
+        assert operation.get("description"), where
+        assert set(operation["tags"]) <= described_tags, where
+
+
+def test_every_error_response_is_the_problem_schema_as_problem_json(document):
+    documented = 0
+    for path, method, operation in _operations(document):
+        errors = {code: r for code, r in operation["responses"].items() if code.startswith("4")}
+        if path == "/health":
+            assert "503" in operation["responses"]
+            continue
+        assert errors, f"{method.upper()} {path} documents no error response"
+        documented += 1
+        for code, response in errors.items():
+            assert response["content"] == {
+                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+            }, f"{method.upper()} {path} {code}"
+    assert documented == len(_operations(document)) - 1
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "statuses"),
+    [
+        ("auth_login", {"401", "403", "413", "422", "429"}),  # a form: no 400
+        ("users_read_me", {"401"}),  # no input, no id, any role
+        ("tests_read", {"401", "404", "422"}),
+        ("runs_create", {"400", "401", "403", "409", "413", "422"}),
+        ("test_sets_import", {"401", "403", "404", "413", "415", "422"}),
+        ("members_add", {"400", "401", "403", "404", "409", "413", "422"}),
+    ],
+)
+def test_an_operation_documents_the_statuses_it_can_return(document, operation_id, statuses):
+    operation = next(o for _, _, o in _operations(document) if o["operationId"] == operation_id)
+    assert {code for code in operation["responses"] if code.startswith("4")} == statuses
+
+
+def test_every_request_body_has_an_example_valid_for_its_schema(app, document):
+    bodies = 0
+    for _, _, operation in _operations(document):
+        for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
+            where = f"{operation['operationId']} {media_type}"
+            assert "example" in media, where
+            errors = list(
+                _schema_validator(document, media["schema"]).iter_errors(media["example"])
+            )
+            assert not errors, f"{where}: {errors[0].message}"
+            bodies += 1
+    assert bodies >= 40
+    # The schema cannot say everything a model checks (password rules, dates in the future):
+    # each JSON example also passes the body model itself.
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or route.body_field is None:
+            continue
+        (method,) = route.methods or {"?"}
+        operation = document["paths"][route.path_format][method.lower()]
+        media = operation["requestBody"]["content"].get("application/json")
+        if media is None:
+            continue
+        try:
+            TypeAdapter(route.body_field.field_info.annotation).validate_python(media["example"])
+        except ValidationError as exc:
+            raise AssertionError(f"{operation['operationId']}: {exc}") from None
+
+
+def test_metric_parameters_are_typed_per_metric_type(document):
+    schemas = document["components"]["schemas"]
+    create = schemas["MetricCreate"]
+    mapping = create["discriminator"]["mapping"]
+    assert create["discriminator"]["propertyName"] == "type"
+    assert set(mapping) == set(CATALOGUE)
+    assert len(create["oneOf"]) == len(CATALOGUE)
+    for name, ref in mapping.items():
+        variant = schemas[ref.rsplit("/", 1)[-1]]
+        assert variant["properties"]["type"]["const"] == name
+        parameters = variant["properties"]["parameters"]
+        expected = CATALOGUE[name].parameters.__name__
+        assert parameters["$ref"].endswith("/" + expected), (name, parameters)
+    regex = schemas[mapping["regex"].rsplit("/", 1)[-1]]
+    validator = _schema_validator(document, {"$ref": "#/components/schemas/MetricCreate"})
+    example = {"project_id": "3f1c2a9e-6b7d-4e58-9a01-2c3d4e5f6a7b", "name": "r", "type": "regex"}
+    assert not validator.is_valid({**example, "parameters": {}})  # the pattern is required
+    assert validator.is_valid({**example, "parameters": {"pattern": r"\p{L}+"}})
+    assert "parameters" in regex["required"]
+
+
+async def test_errors_sent_are_what_the_document_says(client, document):
+    problem = _schema_validator(document, {"$ref": "#/components/schemas/Problem"})
+    unauthenticated = await client.get("/api/v1/users/me")
+    auth = (await register(client)).headers
+    invalid = await client.post("/api/v1/projects", json={"name": 5}, headers=auth)
+    missing = await client.get("/api/v1/tests/00000000-0000-4000-8000-000000000000", headers=auth)
+    for response, status in ((unauthenticated, 401), (invalid, 422), (missing, 404)):
+        assert response.status_code == status
+        assert response.headers["content-type"] == PROBLEM_JSON
+        body = response.json()
+        assert not list(problem.iter_errors(body)), body
+    assert invalid.json()["errors"][0]["field"] == "body.name"
+
+
+def test_the_public_document_types_every_event_of_the_stream(app):
+    public = next(r for r in app.routes if getattr(r, "path", None) == "/public").app
+    document = public.openapi()
     stream = document["paths"]["/runs/{run_id}/events"]["get"]
-    assert "text/event-stream" in stream["responses"]["200"]["content"]
-    assert "run.verdict" in stream["description"]
+    messages = stream["responses"]["200"]["content"]["text/event-stream"]["schema"]["oneOf"]
+    assert {m["properties"]["event"]["const"] for m in messages} == set(STREAM_EVENTS)
+    for message in messages:
+        ref = message["properties"]["data"]["$ref"]
+        assert ref.rsplit("/", 1)[-1] in document["components"]["schemas"]
+    assert {code for code in stream["responses"] if code.startswith("4")} == {"401", "404", "422"}

@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from app.engine.jobs import HANDLERS, on_dead
 from database.results import crud as results_crud
+from database.results.event_payloads import STREAM_EVENTS
 from notifications.service import Notifications, set_notifications
 from tasks.worker import WorkerPool
 from tests.database.results.conftest import Lab
@@ -59,6 +60,14 @@ async def read_events(response: httpx.Response) -> AsyncIterator[Event]:
             lines.append(value)
         elif name == "retry":
             current.retry = int(value)
+
+
+def check_documented(events: list[Event]) -> None:
+    """Every event is of a type `/public/openapi.json` lists, its data valid for that type's
+    payload schema (which refuses fields it does not name)."""
+    for event in events:
+        if event.event:
+            STREAM_EVENTS[event.event].model_validate(event.data)
 
 
 @dataclass

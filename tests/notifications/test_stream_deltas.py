@@ -18,7 +18,7 @@ from starlette.requests import Request
 from tests.fakes.openai_server import FakeOpenAI, RecordedRequest
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem
-from tests.notifications.conftest import Event, Live, read_events
+from tests.notifications.conftest import Event, Live, check_documented, read_events
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
 
@@ -152,6 +152,7 @@ async def test_a_streaming_target_sends_output_deltas_live_only(live: Live) -> N
         assert len(deltas[position]) >= 2  # tokens arrived over time, in several deltas
         assert "".join(deltas[position]) == output
     _check_delta_ids(seen, "output.delta")
+    check_documented(seen)
 
     # Deltas are not stored: a replay of the ended run has every stored event and no delta.
     token = await live.stream_token(run["id"])
@@ -189,6 +190,7 @@ async def test_a_streaming_judge_sends_evaluation_deltas(live: Live) -> None:
         metrics = [metric, await _slow_judge_metric(live, slow)]
         run = await live.run(test_set, target, metric_ids=metrics, concurrency=cases)
         seen = await _watch(live, run["id"], fake)
+    check_documented(seen)
 
     deltas: dict[int, list[str]] = defaultdict(list)
     recorded: set[int] = set()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tests.fakes.openai_server import FakeOpenAI
-from tests.notifications.conftest import Live, read_events
+from tests.notifications.conftest import Live, check_documented, read_events
 
 
 async def _watch(live: Live, run_id: str, **params: str) -> list:
@@ -55,3 +55,4 @@ async def test_the_verdict_follows_the_end_live_and_replayed(live: Live) -> None
         # Replayed from the start, the stream goes on past the first end.
         whole = await _watch(live, run["id"])
         assert [e.event for e in whole].count("run.verdict") == 2
+        check_documented(whole)

@@ -46,11 +46,15 @@ def test_a_declaration_has_the_scorer_of_its_kind_and_no_other():
 
 async def test_the_api_schema_lists_the_catalogue(client):
     spec = (await client.get("/openapi.json")).json()
-    create = spec["components"]["schemas"]["MetricCreate"]["properties"]
-    assert create["type"]["enum"] == list(CATALOGUE)
-    by_type = create["parameters"]["x-parameters-by-type"]
-    assert by_type == {name: t.parameters.__name__ for name, t in CATALOGUE.items()}
-    assert {schema["title"] for schema in create["parameters"]["anyOf"]} == set(by_type.values())
+    schemas = spec["components"]["schemas"]
+    mapping = schemas["MetricCreate"]["discriminator"]["mapping"]
+    assert set(mapping) == set(CATALOGUE)
+    for name, ref in mapping.items():
+        variant = schemas[ref.rsplit("/", 1)[-1]]["properties"]
+        assert variant["type"]["const"] == name
+        assert variant["parameters"]["$ref"].endswith("/" + CATALOGUE[name].parameters.__name__)
+        assert variant["threshold"]["default"] == CATALOGUE[name].threshold
+        assert variant["operator"]["default"] == CATALOGUE[name].operator
 
 
 @pytest.mark.parametrize("metric_type", list(CATALOGUE))

@@ -1,0 +1,170 @@
+"""The OpenAPI documents, completed from the routes themselves.
+
+A route names the error statuses its own logic returns (`utils.problems.errors`); the ones
+that follow from its shape are added here, once for every route: 401 when it reads a
+credential, 403 when it needs more than the viewer role, 404 for an id in its path, 400, 413
+and 422 for its input, 429 for a rate limit. Every error response is `application/problem+json`
+with the one `Problem` schema (the validation 422 included: it is what the service sends), and
+every request body shows the example its schema carries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from database import deps
+from utils.auth import Role
+from utils.problems import ERROR_DESCRIPTIONS, PROBLEM_JSON, Problem
+
+REF = "#/components/schemas/{model}"
+PROBLEM_REF = {"$ref": REF.format(model="Problem")}
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+}
+_UNUSED = ("HTTPValidationError", "ValidationError")
+
+TAGS = [
+    {"name": "auth", "description": "Accounts, logins, token refresh and organization switch."},
+    {"name": "users", "description": "Your own account."},
+    {
+        "name": "organizations",
+        "description": "The organization your credential acts in: members, roles, API keys.",
+    },
+    {
+        "name": "projects",
+        "description": "Projects hold tests, test sets, prompts, models, metrics and runs.",
+    },
+    {"name": "tests", "description": "Test cases: an input, an expected output, context, labels."},
+    {
+        "name": "test sets",
+        "description": "Ordered sets of tests, immutable published versions, import and export.",
+    },
+    {"name": "prompts", "description": "Jinja2 prompt templates with versions and labels."},
+    {
+        "name": "models",
+        "description": "Model configurations: targets to test and judges that score.",
+    },
+    {"name": "metrics", "description": "What a result is scored by: checks and LLM judges."},
+    {
+        "name": "runs",
+        "description": "Runs, their results, summaries, comparisons, gates and exports.",
+    },
+    {"name": "health", "description": "Is the service up, its database reachable and migrated?"},
+    {"name": "streams", "description": "Live Server-Sent Events of a run, and its live page."},
+]
+
+
+def install_openapi(
+    app: FastAPI, *, description: str = "", schemas: Sequence[type[BaseModel]] = ()
+) -> None:
+    """Serve `app`'s document completed as above, with `schemas` among its components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=description or app.description,
+                routes=app.routes,
+                tags=[tag for tag in TAGS if _tag_used(app, tag["name"])],
+            )
+            complete(document, _api_routes(app), schemas)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def complete(
+    document: dict[str, Any], routes: Sequence[Any], schemas: Sequence[type[BaseModel]] = ()
+) -> None:
+    """`routes`: the app's API routes as they were included (prefixes and tags applied)."""
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    models: list[type[BaseModel]] = [Problem, *schemas]
+    _, extra = models_json_schema([(model, "validation") for model in models], ref_template=REF)
+    components.update(extra.get("$defs", {}))
+    for route in routes:
+        if not route.include_in_schema:
+            continue
+        for method in route.methods:
+            operation = document["paths"][route.path_format][method.lower()]
+            _document_errors(operation, _implied_errors(route, operation))
+            _show_body_examples(operation, components)
+    for name in _UNUSED:
+        components.pop(name, None)
+
+
+def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
+    calls = list(_calls(route.dependant))
+    body = operation.get("requestBody", {}).get("content", {})
+    implied: set[int] = set()
+    if deps.read_credential in calls:
+        implied.add(401)
+    if any(isinstance(c, deps.RoleCheck) and c.role is not Role.viewer for c in calls):
+        implied.add(403)
+    if "{" in route.path_format:
+        implied.add(404)
+    if operation.get("parameters") or body:
+        implied.add(422)
+    if body:
+        implied.add(413)
+    if route.body_field is not None and "application/json" in body:
+        implied.add(400)  # a body that is not JSON at all
+    if deps.auth_rate_limit in calls:
+        implied.add(429)
+    return implied
+
+
+def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    for sub in dependant.dependencies:
+        if sub.call is not None:
+            yield sub.call
+        yield from _calls(sub)
+
+
+def _document_errors(operation: dict[str, Any], implied: set[int]) -> None:
+    responses = operation.setdefault("responses", {})
+    declared = {int(code) for code in responses if code.startswith("4")}
+    for status in sorted(declared | implied):
+        response = responses.setdefault(str(status), {})
+        if status == 422 or not response.get("description"):
+            response["description"] = ERROR_DESCRIPTIONS[status]
+        response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}
+        if status in ERROR_HEADERS:
+            response["headers"] = ERROR_HEADERS[status]
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def _show_body_examples(operation: dict[str, Any], components: dict[str, Any]) -> None:
+    for media in operation.get("requestBody", {}).get("content", {}).values():
+        if "example" in media or "examples" in media:
+            continue
+        schema = media.get("schema", {})
+        for option in (schema, *schema.get("anyOf", ())):  # an optional body: [model, null]
+            ref = option.get("$ref", "")
+            found = components.get(ref.rsplit("/", 1)[-1], {}) if ref else option
+            if found.get("examples"):
+                media["example"] = found["examples"][0]
+                break
+
+
+def _api_routes(app: FastAPI) -> list[Any]:
+    return [
+        route
+        for route in iter_route_contexts(app.routes)
+        if isinstance(route.original_route, APIRoute)
+    ]
+
+
+def _tag_used(app: FastAPI, name: str) -> bool:
+    return any(route.include_in_schema and name in route.tags for route in _api_routes(app))

@@ -1,0 +1,115 @@
+"""The payload of each event type of a run's stream, as schemas: `/public/openapi.json`
+describes the stream with them, and a test holds the events a real run records to them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from database.results import events
+from database.results.schemas import GateStatus, ResultStatus
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Counts(_Payload):
+    total: int = Field(description="Cases times repetitions")
+    done: int
+    passed: int
+    failed: int
+    errored: int
+
+
+class MetricName(_Payload):
+    name: str
+    type: str
+
+
+class RunStarted(_Payload):
+    status: Literal["running"]
+    total: int
+    concurrency: int
+    repetitions: int
+    metrics: list[MetricName]
+
+
+class EventEvaluation(_Payload):
+    metric: str
+    type: str
+    score: float
+    passed: bool
+    reason: str = Field(description="Cut at 1,000 characters")
+    error: str | None
+
+
+class ResultRecorded(_Payload):
+    result_id: uuid.UUID
+    position: int = Field(description="The case's position in the test set version")
+    repetition: int
+    test_id: uuid.UUID | None
+    status: ResultStatus
+    output: str | None = Field(description="Cut at 4,000 characters; the result has it all")
+    output_truncated: bool
+    latency_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: float | None
+    cached: bool
+    error_type: str | None
+    error_message: str | None
+    evaluations: list[EventEvaluation]
+
+
+class RunProgress(Counts):
+    pass
+
+
+class RunFinished(Counts):
+    status: Literal["completed", "failed", "stopped"]
+    error: str | None = Field(default=None, description="Why it failed or stopped")
+    continues: bool | None = Field(
+        default=None, description="`true`: a `run.verdict` follows (a gated run)"
+    )
+
+
+class RunCancelled(Counts):
+    status: Literal["cancelled"]
+    continues: bool | None = Field(
+        default=None, description="`true`: a `run.verdict` follows (a gated run)"
+    )
+
+
+class RunVerdict(_Payload):
+    status: GateStatus
+    reasons: list[str]
+    baseline_run_id: uuid.UUID | None
+    comparison: dict[str, object] | None
+
+
+class OutputDelta(_Payload):
+    position: int
+    repetition: int
+    text: str
+    reset: bool | None = Field(
+        default=None, description="`true`: the call was retried; drop the text so far"
+    )
+
+
+class EvaluationDelta(OutputDelta):
+    metric: str
+
+
+STREAM_EVENTS: dict[str, type[_Payload]] = {
+    events.RUN_STARTED: RunStarted,
+    events.RESULT_RECORDED: ResultRecorded,
+    events.RUN_PROGRESS: RunProgress,
+    events.RUN_FINISHED: RunFinished,
+    events.RUN_CANCELLED: RunCancelled,
+    events.RUN_VERDICT: RunVerdict,
+    events.OUTPUT_DELTA: OutputDelta,
+    events.EVALUATION_DELTA: EvaluationDelta,
+}

@@ -1,0 +1,74 @@
+"""The body of every error response (RFC 9457 problem+json), as a schema: `app/errors.py`
+renders errors with it and the OpenAPI documents describe every error response by it. Routes
+name the error statuses their own logic returns with `errors(...)`; the statuses that follow
+from a route's shape (401 for a credential, 403 for a role, 404 for an id in the path, 413 and
+422 for input, 429 for a rate limit) are added by `app/openapi.py`."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    field: str = Field(
+        description="Where: the field's dotted path (`body.metric_ids.0`, `query.limit`), a"
+        " header, or `line 3: input` for an imported file",
+        examples=["body.name"],
+    )
+    message: str = Field(description="What is wrong with it", examples=["Field required"])
+    type: str | None = Field(
+        default=None,
+        description="A stable code for the kind of error (`missing`, `string_too_long`, ...)",
+        examples=["missing"],
+    )
+
+
+class Problem(BaseModel):
+    """An error: what happened (`title`, `detail`), where (`instance`, `request_id`) and, for
+    invalid input, every field at fault with its reason (`errors`)."""
+
+    type: str = Field(
+        default="about:blank",
+        description="`about:blank`: the status says what kind of error it is",
+    )
+    title: str = Field(description="The status's name", examples=["Unprocessable Content"])
+    status: int = Field(description="The HTTP status", examples=[422])
+    detail: str | None = Field(
+        default=None,
+        description="What went wrong, for a person",
+        examples=["Invalid request: body.name: Field required"],
+    )
+    instance: str = Field(description="The request's path", examples=["/api/v1/projects"])
+    request_id: str | None = Field(
+        default=None,
+        description="The request's `X-Request-ID`: every log line of the request carries it",
+    )
+    errors: list[FieldError] | None = Field(
+        default=None, description="For invalid input: each field at fault and why"
+    )
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON",
+    401: "No credential, or one that is not valid (expired, revoked, forged)",
+    403: "Your role does not allow this",
+    404: "Not found, or not in your organization",
+    409: "Conflicts with the current state (a duplicate name, a run that has not ended, ...)",
+    413: "The body is larger than the limit",
+    415: "The content type is not one this operation takes",
+    422: "Invalid input: `errors` names every field at fault and why",
+    429: "Too many attempts; `Retry-After` says when to try again",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's own error responses (its `responses=`), each a Problem."""
+    return {
+        status: {"description": ERROR_DESCRIPTIONS.get(status, HTTPStatus(status).phrase)}
+        for status in statuses
+    }
