@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import health
 from app.bootstrap import running_process
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
 from app.openapi import install_openapi
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Test and evaluate LLM applications: test sets, runs, scoring, live results.",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served from installed assets, no CDN: install_docs below
         redoc_url=None,
     )
     # Added innermost first: the request meets them in the reverse order.
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     install_authenticator(users_service.authenticate)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(api_router())
     app.mount("/public", create_public_app())
