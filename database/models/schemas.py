@@ -66,23 +66,33 @@ class ModelConfigCreate(InputModel):
     )
 
     name: Name
-    provider: Provider
-    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    provider: Provider = Field(
+        description="`demo` answers offline (no key); `http` calls your own application"
+    )
+    model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="The provider's model name, e.g. gpt-4o-mini"
+    )
     base_url: Url | None = Field(default=None, description="For openai-compatible providers")
     api_key: SecretStr | None = Field(
         default=None, max_length=4000, description="Write-only; stored encrypted"
     )
-    parameters: ModelParameters = Field(default_factory=ModelParameters)
-    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
-    requests_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    parameters: ModelParameters = Field(
+        default_factory=ModelParameters, description="Sent with every call (temperature, ...)"
+    )
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600, description="Per call")
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Calls are paced to stay under it"
+    )
     stream: bool = Field(
         default=False,
         description="Request streamed answers (openai and openai-compatible): a run's live"
         " stream then carries output.delta (target) or evaluation.delta (judge) events",
     )
     input_price_per_mtok: Price | None = Field(default=None, description="USD per 1M input tokens")
-    output_price_per_mtok: Price | None = None
-    http: HttpTarget | None = None
+    output_price_per_mtok: Price | None = Field(
+        default=None, description="USD per 1M output tokens"
+    )
+    http: HttpTarget | None = Field(default=None, description="For the `http` provider")
 
     @field_validator("api_key")
     @classmethod

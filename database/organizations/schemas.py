@@ -39,8 +39,8 @@ class ApiKeyCreate(InputModel):
     model_config = example({"name": "ci", "role": "member", "expires_at": "2099-01-01T00:00:00Z"})
 
     name: Name
-    role: ApiKeyRole = "member"
-    expires_at: datetime | None = None
+    role: ApiKeyRole = Field(default="member", description="What the key may do (never owner)")
+    expires_at: datetime | None = Field(default=None, description="None: until revoked")
 
     @field_validator("expires_at")
     @classmethod

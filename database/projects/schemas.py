@@ -13,8 +13,12 @@ class ProjectCreate(InputModel):
 
     name: Name
     description: str | None = Field(default=None, max_length=10_000)
-    default_target_model_id: uuid.UUID | None = None
-    default_judge_model_id: uuid.UUID | None = None
+    default_target_model_id: uuid.UUID | None = Field(
+        default=None, description="The model runs use when they name none"
+    )
+    default_judge_model_id: uuid.UUID | None = Field(
+        default=None, description="The judge of judge metrics that name none"
+    )
 
 
 class ProjectUpdate(InputModel):

@@ -44,7 +44,9 @@ class PromptVersionCreate(InputModel):
     )
 
     template: Template = Field(description="Jinja2 (sandboxed, strict): {{ input }}, variables")
-    system_prompt: Annotated[str, StringConstraints(max_length=100_000)] | None = None
+    system_prompt: Annotated[str, StringConstraints(max_length=100_000)] | None = Field(
+        default=None, description="Sent as the system message, rendered like the template"
+    )
     parameters: ModelParameters = Field(default_factory=ModelParameters)
     note: str | None = Field(default=None, max_length=2000)
     labels: list[LabelName] = Field(
@@ -108,7 +110,9 @@ class RenderRequest(InputModel):
         {"variables": {"input": "How do I reset my password?"}, "version": "production"}
     )
 
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="Values of the template's variables, by name"
+    )
     version: str | int = Field(default="latest", description="A number, a label, or latest")
 
 

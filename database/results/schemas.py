@@ -90,7 +90,12 @@ class RunCreate(InputModel):
         default=None, max_length=50, description="Else the test set's default metrics"
     )
     concurrency: int = Field(default=10, ge=1, description="Cases in flight at once")
-    repetitions: int = Field(default=1, ge=1, le=MAX_REPETITIONS)
+    repetitions: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_REPETITIONS,
+        description="Times each case runs: with more than one, pass@k and flakiness",
+    )
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=600, description="Per call; else the model's timeout"
     )
@@ -122,11 +127,13 @@ class RescoreCreate(InputModel):
         {"metric_ids": ["6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e"], "name": "stricter judge"}
     )
 
-    metric_ids: list[uuid.UUID] = Field(min_length=1, max_length=50)
+    metric_ids: list[uuid.UUID] = Field(
+        min_length=1, max_length=50, description="The metrics that score the stored outputs"
+    )
     name: str | None = Field(default=None, max_length=200)
     concurrency: int | None = Field(default=None, ge=1, description="Else the parent's")
     max_cost: Budget | None = Field(default=None, description="Budget of the judges, USD")
-    gate: GateSpec | None = None
+    gate: GateSpec | None = Field(default=None, description="Decided when the run ends")
 
 
 class BaselineSet(InputModel):

@@ -35,18 +35,24 @@ class TestCaseFields(InputModel):
     messages: list[ChatMessage] | None = Field(
         default=None, max_length=200, description="A chat, instead of (or besides) input"
     )
-    expected_output: OptionalText = None
+    expected_output: OptionalText = Field(
+        default=None, description="The reference answer metrics compare with"
+    )
     context: list[LongText] = Field(
         default_factory=list, max_length=100, description="Passages for grounding checks"
     )
-    behavior: Label | None = None
-    category: Label | None = None
-    topic: Label | None = None
+    behavior: Label | None = Field(
+        default=None, description="What the answer should do (answer, refuse, ...): a slice"
+    )
+    category: Label | None = Field(default=None, description="A slice of summaries")
+    topic: Label | None = Field(default=None, description="A slice of summaries")
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     variables: dict[str, Any] = Field(
         default_factory=dict, description="Values for the prompt template"
     )
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Anything else; recorded outputs are read from here"
+    )
 
     @model_validator(mode="after")
     def _has_input(self) -> TestCaseFields:
@@ -130,7 +136,9 @@ class TestBulkCreate(InputModel):
     test_set_id: uuid.UUID | None = Field(
         default=None, description="Also append the new tests to this test set"
     )
-    tests: list[TestCaseFields] = Field(min_length=1, max_length=MAX_BULK)
+    tests: list[TestCaseFields] = Field(
+        min_length=1, max_length=MAX_BULK, description="All created, or none"
+    )
 
 
 class BulkCreated(OutputModel):

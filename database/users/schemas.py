@@ -112,7 +112,7 @@ class MemberCreate(InputModel):
     model_config = example({"email": "grace@example.com", "role": "member"})
 
     email: EmailStr = Field(max_length=320)
-    role: Role = Role.member
+    role: Role = Field(default=Role.member, description="viewer, member, admin or owner")
 
     @field_validator("email")
     @classmethod
