@@ -1,19 +1,30 @@
 """`make bench`: benchmarks, each reported against a baseline measured in the same run.
 
 Machines here are shared and noisy, so absolute numbers matter less than ratios.
+`python -m bench fresh_import ...` runs only the benchmarks named.
 """
 
 from __future__ import annotations
 
-from bench import auth_overhead, compare_runs, run_throughput, sse_fanout
+import sys
+
+from bench import auth_overhead, compare_runs, fresh_import, run_throughput, sse_fanout
+
+BENCHES = {
+    bench.__name__.rsplit(".", 1)[-1]: bench
+    for bench in (run_throughput, compare_runs, fresh_import, auth_overhead, sse_fanout)
+}
 
 
-async def main() -> None:
-    for bench in (run_throughput, compare_runs, auth_overhead, sse_fanout):
-        await bench.run()
+async def main(names: list[str]) -> None:
+    for name in names or BENCHES:
+        await BENCHES[name].run()
 
 
 if __name__ == "__main__":
     import uvloop
 
-    uvloop.run(main())  # the loop uvicorn serves with
+    unknown = set(sys.argv[1:]) - set(BENCHES)
+    if unknown:
+        sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(BENCHES)}")
+    uvloop.run(main(sys.argv[1:]))  # the loop uvicorn serves with

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, Uuid, any_, bindparam, delete, func, insert, select, text
+from sqlalchemy import any_, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.test_sets.models import TestSet, TestSetVersion, TestSetVersionCase
 from database.tests.models import TestCase, TestSetMember
-from utils.crud import flush_unique, int_array, paginate
+from utils.crud import custom_plans, flush_unique, int_array, paginate, uuid_array
 
 DUPLICATE_NAME = "A test set with this name already exists in the project"
 BATCH = 1000
@@ -162,8 +162,10 @@ async def member_tests(session: AsyncSession, test_set_id: uuid.UUID) -> list[An
         .order_by(TestSetMember.position, TestSetMember.test_id)
     )
     order = {test_id: index for index, test_id in enumerate(members.scalars())}
-    ids = bindparam("ids", list(order), type_=ARRAY(Uuid))
-    rows = await session.execute(select(*CASE_COLUMNS).where(TestCase.id == any_(ids)))
+    async with custom_plans(session):
+        rows = await session.execute(
+            select(*CASE_COLUMNS).where(TestCase.id == any_(uuid_array("ids", list(order))))
+        )
     return sorted(rows.all(), key=lambda row: order[row.id])
 
 

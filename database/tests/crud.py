@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Select, insert, or_, select
+from sqlalchemy import Select, any_, func, insert, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import new_id
 from database.tests.models import TestCase, TestSetMember
-from utils.crud import paginate
+from utils.crud import custom_plans, paginate, uuid_array
 
 TestSort = Literal["created_at", "-created_at", "topic", "category", "behavior", "position"]
 
@@ -30,12 +31,17 @@ class TestFilters:
     q: str | None = None
 
 
-def _filtered(filters: TestFilters, sort: TestSort) -> Select[Any]:
-    query = select(TestCase)
-    if filters.test_set_id is not None:
-        query = query.join(TestSetMember, TestSetMember.test_id == TestCase.id).where(
-            TestSetMember.test_set_id == filters.test_set_id
-        )
+_ORDER = {
+    "created_at": (TestCase.created_at, TestCase.id),
+    "-created_at": (TestCase.created_at.desc(), TestCase.id.desc()),
+    "topic": (TestCase.topic, TestCase.id),
+    "category": (TestCase.category, TestCase.id),
+    "behavior": (TestCase.behavior, TestCase.id),
+}
+
+
+def _filtered(query: Select[Any], filters: TestFilters) -> Select[Any]:
+    """`query` of tests, narrowed by every filter but the set."""
     for column, value in (
         (TestCase.project_id, filters.project_id),
         (TestCase.behavior, filters.behavior),
@@ -53,21 +59,62 @@ def _filtered(filters: TestFilters, sort: TestSort) -> Select[Any]:
                 TestCase.expected_output.icontains(filters.q, autoescape=True),
             )
         )
-    order = {
-        "created_at": (TestCase.created_at, TestCase.id),
-        "-created_at": (TestCase.created_at.desc(), TestCase.id.desc()),
-        "topic": (TestCase.topic, TestCase.id),
-        "category": (TestCase.category, TestCase.id),
-        "behavior": (TestCase.behavior, TestCase.id),
-        "position": (TestSetMember.position, TestCase.id),
-    }[sort]
-    return query.order_by(*order)
+    return query
+
+
+def _narrowed(filters: TestFilters) -> bool:
+    """Whether a filter other than the set applies."""
+    named = (filters.project_id, filters.behavior, filters.category, filters.topic)
+    return bool(filters.tags or filters.q) or any(value is not None for value in named)
 
 
 async def list_tests(
     session: AsyncSession, filters: TestFilters, *, sort: TestSort, limit: int, offset: int
 ) -> tuple[list[TestCase], int]:
-    return await paginate(session, _filtered(filters, sort), limit=limit, offset=offset)
+    if filters.test_set_id is not None:
+        return await _list_set_tests(session, filters, sort=sort, limit=limit, offset=offset)
+    query = _filtered(select(TestCase), filters).order_by(*_ORDER[sort])
+    return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def _list_set_tests(
+    session: AsyncSession, filters: TestFilters, *, sort: TestSort, limit: int, offset: int
+) -> tuple[list[TestCase], int]:
+    """A set's tests: its members, then their tests by id, each a query of one table.
+
+    Not a join: until autovacuum analyses a new organization's rows (up to a minute after an
+    import), the statistics do not know it, and a join was planned as a nested loop reading the
+    organization's members once per test (10,000 tests: half a minute)."""
+    ids = await _member_ids(session, filters.test_set_id)
+    in_set = TestCase.id == any_(uuid_array("ids", ids))
+    async with custom_plans(session):
+        if sort != "position":
+            query = _filtered(select(TestCase), filters).where(in_set).order_by(*_ORDER[sort])
+            if _narrowed(filters):
+                return await paginate(session, query, limit=limit, offset=offset)
+            rows = await session.scalars(query.limit(limit).offset(offset))
+            return list(rows.all()), len(ids)  # every member is a test the caller can see
+        if _narrowed(filters):
+            matching = await session.scalars(_filtered(select(TestCase.id), filters).where(in_set))
+            kept = set(matching.all())
+            ids = [test_id for test_id in ids if test_id in kept]
+        page = ids[offset : offset + limit]
+        rows = await session.scalars(
+            select(TestCase).where(TestCase.id == any_(uuid_array("page", page)))
+        )
+    found = {test.id: test for test in rows.all()}
+    return [found[test_id] for test_id in page if test_id in found], len(ids)
+
+
+async def _member_ids(session: AsyncSession, test_set_id: uuid.UUID | None) -> list[uuid.UUID]:
+    """The set's test ids in its order, as one array (read far faster than a row each)."""
+    in_order = aggregate_order_by(
+        TestSetMember.test_id, TestSetMember.position, TestSetMember.test_id
+    )
+    ids = await session.scalar(
+        select(func.array_agg(in_order)).where(TestSetMember.test_set_id == test_set_id)
+    )
+    return list(ids or [])
 
 
 async def get_test(session: AsyncSession, test_id: uuid.UUID) -> TestCase | None:

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.results.crud.pairing import whole_run_plans
 from database.results.models import Result, Run
 
 # Per case (position) of one run: scored and passing repetitions, errored ones.
@@ -42,7 +43,7 @@ WITH cases AS (
            count(*) FILTER (WHERE e.error IS NOT NULL) AS errored,
            sum(e.cost) AS cost
     FROM evaluations e JOIN results r ON r.id = e.result_id
-    WHERE e.run_id = :run_id GROUP BY 1, 2, 3
+    WHERE e.run_id = :run_id AND r.run_id = :run_id GROUP BY 1, 2, 3
 )
 SELECT metric_name, metric_type, avg(score / scored) FILTER (WHERE scored > 0),
        avg(passed::float / scored) FILTER (WHERE scored > 0), sum(scored), sum(errored), sum(cost)
@@ -81,14 +82,16 @@ async def groups(
     session: AsyncSession, run: Run, field: str
 ) -> list[tuple[str | None, int, int, float | None]]:
     """(value, results, errored, pass rate) by a case field (behavior, category, topic)."""
-    rows = await session.execute(
-        _GROUPS, {"run_id": run.id, "version_id": run.test_set_version_id, "field": field}
-    )
+    async with whole_run_plans(session):
+        rows = await session.execute(
+            _GROUPS, {"run_id": run.id, "version_id": run.test_set_version_id, "field": field}
+        )
     return [(value, int(n), int(errored), rate) for value, n, errored, rate in rows.all()]
 
 
 async def metrics(session: AsyncSession, run_id: uuid.UUID) -> list[MetricFigures]:
-    rows = await session.execute(_METRICS, {"run_id": run_id})
+    async with whole_run_plans(session):
+        rows = await session.execute(_METRICS, {"run_id": run_id})
     return [
         MetricFigures(name, kind, score, rate, int(n or 0), int(errored or 0), cost)
         for name, kind, score, rate, n, errored, cost in rows.all()

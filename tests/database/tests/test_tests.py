@@ -348,6 +348,29 @@ async def test_list_by_test_set_in_set_order(client):
     assert (await _inputs(client, owner, sort="position"))[:3] == ["a", "b", "c"]
 
 
+async def test_list_by_test_set_filters_sorts_and_pages(client):
+    owner = await register(client)
+    project = await create_project(client, owner)
+    a, b, c, d, e, f = [
+        await create_test(client, owner, project["id"], input=x, topic=("even", "odd")[i % 2])
+        for i, x in enumerate("abcdef")
+    ]
+    await create_test(client, owner, project["id"], input="outside", topic="even")
+    members = [e, b, a, f, c, d]
+    test_set = await create_test_set(client, owner, project["id"], [t["id"] for t in members])
+
+    async def listed(**params: Any) -> tuple[int, list[str]]:
+        page = await _list(client, owner, test_set_id=test_set["id"], **params)
+        return page["total"], [item["input"] for item in page["items"]]
+
+    assert await listed(sort="position", offset=4, limit=2) == (6, ["c", "d"])
+    assert await listed(sort="position", topic="even", offset=1, limit=2) == (3, ["a", "c"])
+    assert await listed(sort="-created_at", topic="even", limit=2) == (3, ["e", "c"])
+    assert await listed(sort="topic", offset=2, limit=2) == (6, ["e", "b"])
+    assert await listed(sort="position", q="zzz") == (0, [])
+    assert await listed(sort="created_at", project_id=str(uuid.uuid4())) == (0, [])
+
+
 async def test_filters_never_reveal_another_organizations_tests(client):
     owner = await register(client)
     stranger = await register(client)

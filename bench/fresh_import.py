@@ -1,0 +1,133 @@
+"""A set's first page right after a 10,000-case CSV import, when the planner's statistics do
+not know the organization yet (autovacuum analyses its rows up to a minute later).
+
+Each repeat: statistics of what exists (another organization's set, and the earlier repeats'),
+then a new organization imports 10,000 cases into a set and at once lists the first page of it
+(in set order, and by creation) and of a 4-test set of its own. Baseline, measured alongside:
+the same requests once the organization is analysed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from bench.harness import StolenTime, bench_app
+from database import embedded
+from database.core import get_database
+
+CASES = 10_000
+REPEATS = 3
+PASSWORD = "bench-password-1"
+TABLES = "tests, test_set_members"
+
+
+def _csv(rows: int) -> bytes:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["input", "expected_output", "topic", "tags"])
+    for i in range(rows):
+        writer.writerow([f"Case {i}: what is {i} + {i}?", str(2 * i), f"topic {i % 50}", "bench"])
+    return buffer.getvalue().encode()
+
+
+async def _analyze() -> None:
+    """As the owner (the runtime role may not), as autovacuum would."""
+    url = get_database().engine.url.set(username=embedded.OWNER_ROLE)
+    owner = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with owner.begin() as connection:
+            await connection.execute(text(f"ANALYZE {TABLES}"))
+    finally:
+        await owner.dispose()
+
+
+async def _organization(client: httpx.AsyncClient, n: int) -> dict[str, Any]:
+    """A new organization with a 4-test set and an empty one."""
+    registered = await client.post(
+        "/api/v1/auth/register",
+        json={"email": f"importer-{n}@example.com", "password": PASSWORD, "name": "Bench"},
+    )
+    headers = {"Authorization": f"Bearer {registered.json()['access_token']}"}
+    project = (await client.post("/api/v1/projects", json={"name": "p"}, headers=headers)).json()
+    few = await client.post(
+        "/api/v1/tests/bulk",
+        json={"project_id": project["id"], "tests": [{"input": f"few {i}"} for i in range(4)]},
+        headers=headers,
+    )
+    sets = []
+    for name, ids in (("small", few.json()["ids"]), ("imported", [])):
+        body = {"project_id": project["id"], "name": name, "test_ids": ids}
+        sets.append((await client.post("/api/v1/test-sets", json=body, headers=headers)).json())
+    return {"headers": headers, "small": sets[0]["id"], "big": sets[1]["id"]}
+
+
+# (label, the organization's set, sort)
+LISTINGS = (
+    (f"the {CASES:,}-test set", "big", "position"),
+    ("the same, by creation", "big", "created_at"),
+    ("a 4-test set", "small", "position"),
+)
+
+
+async def _first_page(
+    client: httpx.AsyncClient, org: dict[str, Any], test_set: str, sort: str
+) -> float:
+    started = time.perf_counter()
+    response = await client.get(
+        "/api/v1/tests",
+        params={"test_set_id": org[test_set], "sort": sort},
+        headers=org["headers"],
+    )
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    return elapsed
+
+
+async def run() -> None:
+    fresh: dict[str, list[float]] = {label: [] for label, _, _ in LISTINGS}
+    analysed: dict[str, list[float]] = {label: [] for label, _, _ in LISTINGS}
+    stolen = StolenTime()
+    async with bench_app(bcrypt_rounds=4) as client:
+        known = await _organization(client, 0)
+        await client.post(
+            f"/api/v1/test-sets/{known['big']}/import",
+            content=_csv(200),
+            headers={**known["headers"], "Content-Type": "text/csv"},
+        )
+        for n in range(1, REPEATS + 1):
+            await _analyze()
+            org = await _organization(client, n)
+            imported = await client.post(
+                f"/api/v1/test-sets/{org['big']}/import",
+                content=_csv(CASES),
+                headers={**org["headers"], "Content-Type": "text/csv"},
+            )
+            assert imported.status_code == 201, imported.text
+            with stolen.measure():
+                for label, test_set, sort in LISTINGS:
+                    fresh[label].append(await _first_page(client, org, test_set, sort))
+                await _analyze()
+                for label, test_set, sort in LISTINGS:
+                    times = [await _first_page(client, org, test_set, sort) for _ in range(5)]
+                    analysed[label].append(statistics.median(times))
+
+    print(
+        f"first page right after a {CASES:,}-case import (GET /tests?test_set_id=…;"
+        f" median of {REPEATS} organizations)"
+    )
+    for label, _, _ in LISTINGS:
+        now, later = statistics.median(fresh[label]), statistics.median(analysed[label])
+        print(
+            f"  {label:22s} {now * 1000:8.1f} ms at once, {later * 1000:6.1f} ms once analysed"
+            f" (baseline): {now / later:.2f}x"
+        )
+    if stolen.share is not None:
+        print(f"  CPU time the hypervisor gave other guests meanwhile: {stolen.share:.0%}")
