@@ -4,6 +4,7 @@ and the worker pool, and stop them in reverse order."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,13 +58,15 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
         )
         await notifications.start()
         set_notifications(notifications)
+        # A full collection takes a fifth of a second: after start-up, not before it.
+        tune = asyncio.get_running_loop().call_later(1.0, tune_garbage_collector)
         try:
             if pool is not None:
                 await pool.start()
-            tune_garbage_collector()
             log.info("assay started", embedded_database=settings.embedded, workers=workers)
             yield
         finally:
+            tune.cancel()
             if pool is not None:
                 await pool.stop(settings.worker_drain_seconds)
             set_notifications(None)

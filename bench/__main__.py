@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from bench import auth_overhead, compare_runs, fresh_import, run_throughput, sse_fanout
+from bench import auth_overhead, compare_runs, fresh_import, run_throughput, sse_fanout, startup
 
 BENCHES = {
     bench.__name__.rsplit(".", 1)[-1]: bench
-    for bench in (run_throughput, compare_runs, fresh_import, auth_overhead, sse_fanout)
+    for bench in (startup, run_throughput, compare_runs, fresh_import, auth_overhead, sse_fanout)
 }
 
 

@@ -87,8 +87,10 @@ class PasswordHasher:
     def __init__(self, rounds: int, threads: int) -> None:
         self.rounds = rounds
         self._limiter = anyio.CapacityLimiter(threads)
-        # Verifying against this keeps unknown-email logins as slow as known ones.
-        self._dummy_hash = bcrypt.hashpw(b"timing-equaliser", bcrypt.gensalt(rounds)).decode()
+        # Verifying against this keeps unknown-email logins as slow as known ones: a hash of
+        # the same cost (checking costs what the cost factor says), made without hashing
+        # anything, so start-up does not spend a hash's time on it.
+        self._dummy_hash = bcrypt.gensalt(rounds).decode() + "." * 31
 
     async def hash(self, password: str) -> str:
         def work() -> str:

@@ -8,8 +8,6 @@ from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any
 
-from genai_prices import Usage, calc_price
-
 from app.engine.gate import call_through, gate_for
 from notifications.publisher import Publisher
 from notifications.service import current_publisher
@@ -79,6 +77,8 @@ def cost(config: TargetConfig, reply: TargetReply) -> float | None:
         )
     if config.provider not in PRICE_PROVIDERS or not config.model:
         return None
+    from genai_prices import Usage, calc_price  # its price table takes a while to load
+
     try:
         price = calc_price(
             Usage(input_tokens=reply.input_tokens, output_tokens=reply.output_tokens),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
@@ -88,7 +89,7 @@ class MetricCreate(_MetricFields):
     ) -> JsonSchemaValue:
         """One schema per type (its parameters, threshold and operator defaults), told apart
         by `type`: what this model accepts, typed."""
-        schema = handler(TypeAdapter(_ONE_OF_TYPES).core_schema)
+        schema = handler(_one_of_types().core_schema)
         return {**schema, "description": cls.__doc__, "examples": [METRIC_EXAMPLE]}
 
 
@@ -116,10 +117,12 @@ def _metric_of_type(metric_type: MetricType) -> type[_MetricFields]:
     return model
 
 
-_ONE_OF_TYPES: Any = Annotated[
-    Union[tuple(_metric_of_type(metric_type) for metric_type in CATALOGUE.values())],  # noqa: UP007
-    Field(discriminator="type"),
-]
+@functools.cache
+def _one_of_types() -> TypeAdapter[Any]:
+    """The per-type schemas, built when a document is (they cost start-up time otherwise)."""
+    variants = tuple(_metric_of_type(metric_type) for metric_type in CATALOGUE.values())
+    one_of: Any = Annotated[Union[variants], Field(discriminator="type")]  # noqa: UP007
+    return TypeAdapter(one_of)
 
 
 class MetricUpdate(InputModel):

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import bcrypt
 import jwt
 import pytest
 
@@ -325,3 +326,13 @@ async def test_bcrypt_cost_defaults_to_12():
     assert hashed.startswith("$2b$12$")
     assert await hasher.verify(PASSWORD, hashed)
     assert not await hasher.verify("wrong-password-1", hashed)
+
+
+async def test_an_unknown_account_is_checked_at_the_full_cost():
+    """A login for an email with no account verifies against a stand-in hash of the same cost,
+    so the answer takes as long as a wrong password does (and never passes)."""
+    hasher = PasswordHasher(rounds=12, threads=1)
+    stand_in = hasher._dummy_hash
+    assert stand_in.startswith("$2b$12$") and len(stand_in) == 60
+    assert bcrypt.checkpw(PASSWORD.encode(), stand_in.encode()) is False  # a valid hash
+    assert not await hasher.verify(PASSWORD, None)
