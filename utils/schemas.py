@@ -14,10 +14,13 @@ class InputModel(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        """PostgreSQL cannot store NUL in text or JSON: refuse it here, naming the field."""
-        if _has_nul(value):
-            raise ValueError("must not contain NUL (\\u0000) characters")
+    def _storable_text(cls, value: Any) -> Any:
+        """PostgreSQL stores UTF-8 text without NUL: refuse anything else here, naming the
+        field, rather than failing at the database (a lone surrogate such as "\\ud800" is valid
+        JSON but no UTF-8)."""
+        problem = _text_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -35,14 +38,23 @@ T = TypeVar("T")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 
 
-def _has_nul(value: Any) -> bool:
+def _text_problem(value: Any) -> str | None:
+    """What makes a value's text unstorable (in keys and items too), or None."""
     if isinstance(value, str):
-        return "\x00" in value
+        if "\x00" in value:
+            return "must not contain NUL (\\u0000) characters"
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "must be valid Unicode text (it has a lone surrogate, such as \\ud800)"
+        return None
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        items = (item for pair in value.items() for item in pair)
+        return next(filter(None, map(_text_problem, items)), None)
     if isinstance(value, list | tuple):
-        return any(_has_nul(item) for item in value)
-    return False
+        return next(filter(None, map(_text_problem, value)), None)
+    return None
 
 
 class Page(BaseModel, Generic[T]):

@@ -70,6 +70,8 @@ class TestCreate(TestCaseFields):
             "behavior": "answer",
             "category": "account",
             "tags": ["smoke"],
+            "variables": {"product": "Example app"},
+            "metadata": {"source": "support tickets"},
         }
     )
 
