@@ -76,9 +76,22 @@ async def custom_plans(session: AsyncSession) -> AsyncIterator[None]:
     `column = ANY(:array)` can be a filter that walks the array for each row; planned for the
     values, the array is hashed. An organization the statistics do not know yet gets that
     filter over all its rows: with 10,000 ids, 10,000 rows by 10,000 elements."""
-    await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    async with local_settings(session, plan_cache_mode="force_custom_plan"):
+        yield
+
+
+@asynccontextmanager
+async def local_settings(session: AsyncSession, **settings: str) -> AsyncIterator[None]:
+    """Server settings (given by this code, never by a request) for the block, in this
+    transaction only, then back to what they were, so blocks nest. When the block raises they
+    stay until the transaction (or the savepoint around the block) ends."""
+    names = ", ".join(f"current_setting('{name}')" for name in settings)
+    before = (await session.execute(text(f"SELECT {names}"))).one()
+    for name, value in settings.items():
+        await session.execute(text(f"SET LOCAL {name} = '{value}'"))
     yield
-    await session.execute(text("SET LOCAL plan_cache_mode TO DEFAULT"))
+    for name, value in zip(settings, before, strict=True):
+        await session.execute(text(f"SET LOCAL {name} = '{value}'"))
 
 
 def recordset_insert(table: Table, columns: list[str], suffix: str = "") -> TextClause:

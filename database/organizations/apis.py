@@ -22,6 +22,7 @@ from database.organizations.schemas import (
     OrganizationCreate,
     OrganizationUpdate,
 )
+from utils.problems import errors
 from utils.schemas import Page
 
 # The members of an organization are users: their routes are the users entity's
@@ -37,8 +38,8 @@ router = APIRouter(prefix="/organizations", tags=["organizations"])
 async def list_organizations(
     session: DbSession, principal: Viewer, page: Pagination
 ) -> Page[MyOrganizationRead]:
-    """Every organization your account is a member of; switch between them with
-    `auth_switch_organization`."""
+    """Every organization your account is a member of (with an API key: the key's own);
+    switch between them with `auth_switch_organization`."""
     items, total = await service.list_organizations(
         session, principal, limit=page.limit, offset=page.offset
     )
@@ -50,6 +51,7 @@ async def list_organizations(
     status_code=status.HTTP_201_CREATED,
     operation_id="organizations_create",
     summary="Create an organization you own",
+    responses=errors(403),  # an API key is no user
 )
 async def create_organization(
     body: OrganizationCreate, session: DbSession, principal: CurrentPrincipal

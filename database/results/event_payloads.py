@@ -42,7 +42,7 @@ class EventEvaluation(_Payload):
     type: str
     score: float
     passed: bool
-    reason: str = Field(description="Cut at 1,000 characters")
+    reason: str = Field(description=f"Cut at {events.REASON_CHARS:,} characters")
     error: str | None
 
 
@@ -52,7 +52,9 @@ class ResultRecorded(_Payload):
     repetition: int
     test_id: uuid.UUID | None
     status: ResultStatus
-    output: str | None = Field(description="Cut at 4,000 characters; the result has it all")
+    output: str | None = Field(
+        description=f"Cut at {events.PREVIEW_CHARS:,} characters; the result has it all"
+    )
     output_truncated: bool
     latency_ms: float | None
     input_tokens: int | None

@@ -139,7 +139,7 @@ class RescoreCreate(InputModel):
 class BaselineSet(InputModel):
     model_config = example({"run_id": "2d3e4f5a-6b7c-4d8e-9f0a-1b2c3d4e5f6a"})
 
-    run_id: uuid.UUID | None = Field(description="A finished run of the project; null clears")
+    run_id: uuid.UUID | None = Field(description="A completed run of the project; null clears")
 
 
 class RunCounts(OutputModel):

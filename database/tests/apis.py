@@ -35,8 +35,8 @@ async def list_tests(
         TestSort, Query(description="`position` (set order) needs test_set_id")
     ] = "created_at",
 ) -> Page[TestRead]:
-    """Filter by project, test set, behavior, category, topic, tag or text; sort by creation or
-    update time."""
+    """Filter by project, test set, behavior, category, topic, tag or text; sort by creation
+    time, topic, category, behavior or position in the set."""
     if sort == "position" and test_set_id is None:
         sort = "created_at"
     filters = TestFilters(

@@ -64,8 +64,7 @@ def _filtered(query: Select[Any], filters: TestFilters) -> Select[Any]:
 
 def _narrowed(filters: TestFilters) -> bool:
     """Whether a filter other than the set applies."""
-    named = (filters.project_id, filters.behavior, filters.category, filters.topic)
-    return bool(filters.tags or filters.q) or any(value is not None for value in named)
+    return _filtered(select(TestCase.id), filters).whereclause is not None
 
 
 async def list_tests(

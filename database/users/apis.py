@@ -117,7 +117,7 @@ async def logout(
     "/switch-organization",
     operation_id="auth_switch_organization",
     summary="Get tokens for another of your organizations",
-    responses=errors(404),
+    responses=errors(403, 404),
 )
 async def switch_organization(
     body: SwitchOrganizationRequest,
@@ -134,6 +134,7 @@ async def switch_organization(
     "/me",
     operation_id="users_read_me",
     summary="Who you are",
+    responses=errors(403),  # an API key is no user
 )
 async def read_me(session: DbSession, principal: CurrentPrincipal) -> MeRead:
     """Your account, the organization your credential acts in, and your role there."""
@@ -144,7 +145,7 @@ async def read_me(session: DbSession, principal: CurrentPrincipal) -> MeRead:
     "/me",
     operation_id="users_update_me",
     summary="Change your name or password",
-    responses=errors(403),
+    responses=errors(403, 429),
 )
 async def update_me(
     body: UserUpdate, session: DbSession, runtime: RuntimeDep, principal: CurrentPrincipal

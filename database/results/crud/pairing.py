@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results.models import Run
+from utils.crud import local_settings
 
 _KEY = (
     "coalesce(r.test_id::text, CASE WHEN :same_version THEN 'position:' || r.position"
@@ -98,11 +99,8 @@ async def whole_run_plans(session: AsyncSession) -> AsyncIterator[None]:
     """For reads that take whole runs, in this transaction only: hash joins and sorts in
     memory. A run is often compared as it ends (its gate), before the planner has statistics
     of its fresh rows, and would otherwise be probed row by row (seconds, not milliseconds)."""
-    await session.execute(text("SET LOCAL enable_nestloop = off"))
-    await session.execute(text("SET LOCAL work_mem = '64MB'"))
-    yield
-    await session.execute(text("SET LOCAL enable_nestloop TO DEFAULT"))
-    await session.execute(text("SET LOCAL work_mem TO DEFAULT"))
+    async with local_settings(session, enable_nestloop="off", work_mem="64MB"):
+        yield
 
 
 @dataclass(frozen=True, slots=True)
