@@ -28,9 +28,10 @@ def serve(
     host: str = typer.Option("127.0.0.1", envvar="ASSAY_HOST", help="Address to bind"),
     port: int = typer.Option(8000, envvar="PORT", help="Port to listen on"),
     forwarded_allow_ips: str = typer.Option(
-        "127.0.0.1",
+        "",
         envvar="ASSAY_FORWARDED_ALLOW_IPS",
-        help="Proxies trusted for X-Forwarded-For/Proto (comma-separated, or *)",
+        help="Proxies trusted for X-Forwarded-For/Proto (comma-separated addresses, or *);"
+        " none by default",
     ),
 ) -> None:
     """Start the database (embedded unless configured), migrate, and serve the API."""

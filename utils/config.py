@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     password_hash_threads: int = Field(default=4, ge=1)
     auth_rate_limit: str = "10/minute"
+    # Per account: failed logins and password changes, and registrations of one email.
+    auth_account_rate_limit: str = "10/hour"
     redis_url: str | None = None
     max_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = []

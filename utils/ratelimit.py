@@ -35,12 +35,24 @@ class RateLimiter:
 
     async def hit(self, scope: str, key: str, limit: str) -> None:
         """Count one request of `key` against `limit` (e.g. "10/minute"); 429 when over."""
-        item = self._parsed.get(limit) or self._parsed.setdefault(limit, parse(limit))
-        if await self._strategy.hit(item, scope, key):
-            return
+        item = self._item(limit)
+        if not await self._strategy.hit(item, scope, key):
+            raise await self._limited(item, scope, key, limit)
+
+    async def check(self, scope: str, key: str, limit: str) -> None:
+        """429 when `key` has used up `limit`, without counting this request (for limits on
+        failures: check first, `hit` once the attempt has failed)."""
+        item = self._item(limit)
+        if not await self._strategy.test(item, scope, key):
+            raise await self._limited(item, scope, key, limit)
+
+    def _item(self, limit: str) -> RateLimitItem:
+        return self._parsed.get(limit) or self._parsed.setdefault(limit, parse(limit))
+
+    async def _limited(self, item: RateLimitItem, scope: str, key: str, limit: str) -> RateLimited:
         reset_at, _remaining = await self._strategy.get_window_stats(item, scope, key)
         retry_after = max(1, math.ceil(reset_at - time.time()))
-        raise RateLimited(
+        return RateLimited(
             f"Too many requests; limit is {limit}. Retry in {retry_after} s.",
             headers={"Retry-After": str(retry_after)},
         )

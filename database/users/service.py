@@ -49,6 +49,8 @@ class RefreshTokenReplayed(Unauthorized):
 async def register(
     session: AsyncSession, runtime: Runtime, request: RegisterRequest
 ) -> RegisterResponse:
+    limit = runtime.settings.auth_account_rate_limit
+    await runtime.rate_limiter.hit("register-email", request.email, limit)
     user_id, organization_id = new_id(), new_id()
     await enter_tenant(session, Tenant(organization_id, user_id))
     password_hash = await runtime.hasher.hash(request.password)
@@ -74,9 +76,14 @@ async def register(
 
 
 async def login(session: AsyncSession, runtime: Runtime, email: str, password: str) -> TokenPair:
-    candidate = await crud.find_login_candidate(session, email.strip().lower())
+    email = email.strip().lower()
+    limit = runtime.settings.auth_account_rate_limit
+    # Failed attempts per account, whatever address they come from; a success costs nothing.
+    await runtime.rate_limiter.check("login-failure", email, limit)
+    candidate = await crud.find_login_candidate(session, email)
     ok = await runtime.hasher.verify(password, candidate.password_hash if candidate else None)
     if candidate is None or not ok or not candidate.is_active:
+        await runtime.rate_limiter.hit("login-failure", email, limit)
         raise Unauthorized(BAD_CREDENTIALS)
     await enter_tenant(session, Tenant(None, candidate.id))
     membership = await org_crud.first_membership(session, candidate.id)
@@ -181,7 +188,10 @@ async def change_password(
     problem = password_problem(new, user.email)  # the schema could not know the email
     if problem:
         raise InvalidInput(f"password {problem}", field="password")
+    limit = runtime.settings.auth_account_rate_limit
+    await runtime.rate_limiter.check("password-failure", str(user.id), limit)
     if not await runtime.hasher.verify(current, user.password_hash):
+        await runtime.rate_limiter.hit("password-failure", str(user.id), limit)
         raise Forbidden("current_password is not correct")
     user.password_hash = await runtime.hasher.hash(new)
     # Sessions are visible one organization at a time (row-level security): end the other
