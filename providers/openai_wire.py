@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from utils import fastjson, transport
+from utils.ssrf import Pin
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 PARAMETERS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")
@@ -48,6 +49,7 @@ async def chat(
     body: dict[str, Any],
     seconds: float,
     on_delta: Callable[[str], None] | None = None,
+    pin: Pin | None = None,
 ) -> tuple[str, int | None, int | None]:
     """One chat completion: (text, input tokens, output tokens). With `on_delta`, the answer
     is requested as a stream and each piece of text is handed over as it arrives."""
@@ -65,6 +67,7 @@ async def chat(
         headers=headers,
         seconds=seconds,
         on_line=stream.line if stream is not None else None,
+        pin=pin,
     )
     if 300 <= status < 400:
         raise WireStatus(status, "the endpoint redirected; redirects are not followed", {})

@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import httpx
 from pydantic_ai import exceptions as ai_errors
 from pydantic_ai.direct import model_request
 from pydantic_ai.messages import (
@@ -24,13 +25,14 @@ from pydantic_ai.settings import ModelSettings
 
 from providers.config import TargetConfig, TargetRequest
 from providers.errors import TargetError, error_text, http_error
-from utils.ssrf import check_url
+from utils.pinned_httpx import pinned_transport
+from utils.ssrf import Pin, vet
 
 MODEL_CACHE_SIZE = 256
 _models: OrderedDict[tuple[object, ...], Model] = OrderedDict()
 
 
-def _cached_model(config: TargetConfig, timeout: float) -> Model:
+def _cached_model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
     """One model (with its SDK client and connection pool) per configuration, reused across
     calls: building a client (TLS context, connection pool) costs more than a fast call."""
     key = (
@@ -41,10 +43,11 @@ def _cached_model(config: TargetConfig, timeout: float) -> Model:
         config.base_url,
         hashlib.sha256((config.api_key or "").encode()).hexdigest(),
         timeout,
+        pin,  # a new answer of the base URL's host: a client connecting there
     )
     model = _models.get(key)
     if model is None:
-        model = _models[key] = _model(config, timeout)
+        model = _models[key] = _model(config, timeout, pin)
         while len(_models) > MODEL_CACHE_SIZE:
             _models.popitem(last=False)
     else:
@@ -52,12 +55,14 @@ def _cached_model(config: TargetConfig, timeout: float) -> Model:
     return model
 
 
-def _model(config: TargetConfig, timeout: float) -> Model:
-    """A pydantic-ai model whose SDK neither retries nor waits longer than `timeout`."""
+def _model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
+    """A pydantic-ai model whose SDK neither retries nor waits longer than `timeout`, and
+    reaches a configured base URL's host at its pinned address only."""
     name = config.model or ""
     provider = config.provider
     # The SSRF guard checks the configured URL: the SDKs must not follow a redirect elsewhere.
     if provider == "anthropic":
+        import httpx2
         from anthropic import AsyncAnthropic
         from anthropic import DefaultAsyncHttpxClient as AnthropicHttpClient
         from pydantic_ai.models.anthropic import AnthropicModel
@@ -68,7 +73,10 @@ def _model(config: TargetConfig, timeout: float) -> Model:
             base_url=config.base_url,
             max_retries=0,
             timeout=timeout,
-            http_client=AnthropicHttpClient(follow_redirects=False),
+            http_client=AnthropicHttpClient(
+                follow_redirects=False,
+                transport=pinned_transport(pin, httpx2) if pin is not None else None,
+            ),
         )
         return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=anthropic))
     if provider == "groq":
@@ -82,7 +90,10 @@ def _model(config: TargetConfig, timeout: float) -> Model:
             base_url=config.base_url,
             max_retries=0,
             timeout=timeout,
-            http_client=GroqHttpClient(follow_redirects=False),
+            http_client=GroqHttpClient(
+                follow_redirects=False,
+                transport=pinned_transport(pin) if pin is not None else None,
+            ),
         )
         return GroqModel(name, provider=GroqProvider(groq_client=groq))
     if provider == "google":
@@ -90,16 +101,31 @@ def _model(config: TargetConfig, timeout: float) -> Model:
         from pydantic_ai.providers.google import GoogleProvider
 
         return GoogleModel(
-            name, provider=GoogleProvider(api_key=config.api_key, base_url=config.base_url)
+            name,
+            provider=GoogleProvider(
+                api_key=config.api_key, base_url=config.base_url, http_client=_client(pin)
+            ),
         )
     if provider == "mistral":
         from pydantic_ai.models.mistral import MistralModel
         from pydantic_ai.providers.mistral import MistralProvider
 
         return MistralModel(
-            name, provider=MistralProvider(api_key=config.api_key, base_url=config.base_url)
+            name,
+            provider=MistralProvider(
+                api_key=config.api_key, base_url=config.base_url, http_client=_client(pin)
+            ),
         )
     raise TargetError("configuration_error", f"unknown provider {provider!r}")
+
+
+def _client(pin: Pin | None) -> httpx.AsyncClient | None:
+    """For the SDKs that take an httpx client: a pinned one (else their own default)."""
+    if pin is None:
+        return None
+    return httpx.AsyncClient(
+        transport=pinned_transport(pin), follow_redirects=False, trust_env=False
+    )
 
 
 def _messages(request: TargetRequest) -> list[ModelMessage]:
@@ -144,14 +170,13 @@ def _settings(config: TargetConfig, request: TargetRequest, timeout: float) -> M
 async def call_model(
     config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
 ) -> tuple[str, tuple[int | None, int | None]]:
+    pin = None
     if config.base_url:
-        await check_url(
-            config.base_url, field="base_url", allow_private=allow_private, require_resolution=True
-        )
+        pin = await vet(config.base_url, field="base_url", allow_private=allow_private)
     started = time.perf_counter()
     try:
         response = await model_request(
-            _cached_model(config, seconds),
+            _cached_model(config, seconds, pin),
             _messages(request),
             model_settings=_settings(config, request, seconds),
         )

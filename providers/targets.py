@@ -24,7 +24,7 @@ from providers.config import TargetConfig, TargetReply, TargetRequest
 from providers.errors import TargetError, http_error
 from utils import transport
 from utils.errors import InvalidInput
-from utils.ssrf import check_url
+from utils.ssrf import vet
 from utils.templates import render
 
 __all__ = ["TargetConfig", "TargetError", "TargetReply", "TargetRequest", "call_target"]
@@ -107,10 +107,9 @@ async def _call_openai_wire(
     allow_private: bool,
     on_delta: Callable[[str], None] | None = None,
 ) -> tuple[str, Usage]:
+    pin = None
     if config.base_url:
-        await check_url(
-            config.base_url, field="base_url", allow_private=allow_private, require_resolution=True
-        )
+        pin = await vet(config.base_url, field="base_url", allow_private=allow_private)
     messages = (
         [{"role": "system", "content": request.system_prompt}] if request.system_prompt else []
     )
@@ -128,6 +127,7 @@ async def _call_openai_wire(
             body=body,
             seconds=seconds,
             on_delta=on_delta,
+            pin=pin,
         )
     except transport.TransportError as exc:
         raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]
@@ -174,9 +174,7 @@ async def _call_http(
     config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
 ) -> tuple[str, None]:
     assert config.base_url and config.body_template and config.response_path
-    await check_url(
-        config.base_url, field="http.url", allow_private=allow_private, require_resolution=True
-    )
+    pin = await vet(config.base_url, field="http.url", allow_private=allow_private)
     body = render(
         config.body_template,
         {"input": request.input or "", "messages": request.chat(), "variables": request.variables},
@@ -191,6 +189,7 @@ async def _call_http(
             body=body if method != "GET" else None,
             headers=headers,
             seconds=seconds,
+            pin=pin,
         )
     except transport.TransportError as exc:
         raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]

@@ -2,7 +2,11 @@
 
 Only http(s) URLs whose host resolves to public addresses pass, unless the operator allows
 private networks (ASSAY_ALLOW_PRIVATE_NETWORKS, e.g. for a local Ollama). Checked when a URL is
-saved and again before every call, since DNS answers can change in between.
+saved and again before every call. The call then connects to the very address checked (`vet`
+returns it, pinned: the HTTP clients keep the Host header and the TLS server name), so a name
+that answers a public address to the check and a private one a moment later (DNS rebinding)
+reaches nothing it should not. IPv6 forms that carry an IPv4 address (mapped, NAT64, 6to4,
+IPv4-compatible) are judged by that address.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from utils.errors import InvalidInput
@@ -21,9 +26,35 @@ class UnsafeUrl(InvalidInput):
     pass
 
 
-def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+@dataclass(frozen=True)
+class Pin:
+    """Where a vetted URL's host is to be reached: the address that was checked."""
+
+    host: str
+    address: str
+    port: int
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address.sixtofour:
+        return address.sixtofour
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_public(address: Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return is_public(embedded)
     return address.is_global and not address.is_multicast
 
 
@@ -44,7 +75,7 @@ def parse_http_url(url: str, *, field: str) -> tuple[str, str]:
     return parts.scheme, host
 
 
-async def resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+async def resolve(host: str) -> list[Address]:
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(DNS_TIMEOUT):
         infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
@@ -52,29 +83,57 @@ async def resolve(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Addre
 
 
 async def check_url(url: str, *, field: str, allow_private: bool, require_resolution: bool) -> None:
-    """Refuse URLs that reach loopback, link-local or private ranges.
+    """Refuse URLs that reach loopback, link-local or private ranges (when a URL is saved).
 
-    `require_resolution=False` (at save time) accepts a host that does not resolve yet; the
-    call-time check, with `True`, refuses it.
+    `require_resolution=False` accepts a host that does not resolve yet; the call-time check
+    (`vet`) refuses it.
     """
-    _, host = parse_http_url(url, field=field)
-    if allow_private:
-        return
     try:
-        addresses = [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-            raise UnsafeUrl("must not point at this machine", field=field) from None
-        try:
-            addresses = await resolve(host)
-        except (OSError, TimeoutError) as exc:
-            if require_resolution:
-                raise UnsafeUrl(f"host {host!r} does not resolve", field=field) from exc
-            return
-    blocked = [str(a) for a in addresses if not _is_public(a)]
+        await vet(url, field=field, allow_private=allow_private)
+    except _Unresolved:
+        if require_resolution:
+            raise
+
+
+class _Unresolved(UnsafeUrl):
+    pass
+
+
+async def vet(url: str, *, field: str, allow_private: bool) -> Pin | None:
+    """Check a URL before a call: the address to connect to, resolved once and checked (None
+    when no pin is needed: the host is an address, or private networks are allowed)."""
+    scheme, host = parse_http_url(url, field=field)
+    if allow_private:
+        return None
+    literal = _literal(host)
+    addresses = [literal] if literal is not None else await _resolved(host, field)
+    blocked = [str(a) for a in addresses if not is_public(a)]
     if blocked:
         raise UnsafeUrl(
             f"must not point at a private, loopback or link-local address ({blocked[0]}); "
             "an operator can allow private networks with ASSAY_ALLOW_PRIVATE_NETWORKS",
             field=field,
         )
+    if literal is not None:
+        return None  # an address: nothing to resolve, nothing to pin
+    port = urlsplit(url).port or (443 if scheme == "https" else 80)
+    return Pin(host=host, address=str(addresses[0]), port=port)
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+async def _resolved(host: str, field: str) -> list[Address]:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        raise UnsafeUrl("must not point at this machine", field=field)
+    try:
+        addresses = await resolve(host)
+    except (OSError, TimeoutError) as exc:
+        raise _Unresolved(f"host {host!r} does not resolve", field=field) from exc
+    if not addresses:
+        raise _Unresolved(f"host {host!r} does not resolve", field=field)
+    return addresses

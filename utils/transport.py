@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -18,9 +19,13 @@ from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import RequestError, RequestTimeoutError
 from pyreqwest.response import Response
 
+from utils.ssrf import Pin
+
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+PINNED_CLIENTS = 256  # per event loop, the least recently used closed beyond it
 
 _clients: dict[asyncio.AbstractEventLoop, Client] = {}
+_pinned: dict[asyncio.AbstractEventLoop, OrderedDict[Pin, Client]] = {}
 
 
 class TransportError(Exception):
@@ -31,27 +36,49 @@ class TransportError(Exception):
         self.kind = kind
 
 
-def _client() -> Client:
+def _builder() -> ClientBuilder:
+    return (
+        ClientBuilder()
+        .follow_redirects(False)
+        # Shared by every organization's calls: a cookie one endpoint sets must never
+        # travel with another's request.
+        .default_cookie_store(False)
+        .no_proxy()
+        .max_connections(None)
+    )
+
+
+def _client(pin: Pin | None) -> Client:
+    """The client for a call: the shared one, or, for a vetted host, one that connects to the
+    checked address only (its own resolution of that host is replaced by the pin)."""
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
+    if pin is None:
+        client = _clients.get(loop)
+        if client is None:
+            client = _clients[loop] = _builder().build()
+        return client
+    pinned = _pinned.setdefault(loop, OrderedDict())
+    client = pinned.get(pin)
     if client is None:
-        client = _clients[loop] = (
-            ClientBuilder()
-            .follow_redirects(False)
-            # Shared by every organization's calls: a cookie one endpoint sets must never
-            # travel with another's request.
-            .default_cookie_store(False)
-            .no_proxy()
-            .max_connections(None)
-            .build()
-        )
+        client = pinned[pin] = _builder().resolve(pin.host, pin.address, pin.port).build()
+        while len(pinned) > PINNED_CLIENTS:
+            _, evicted = pinned.popitem(last=False)
+            _closing.add(task := loop.create_task(evicted.close()))
+            task.add_done_callback(_closing.discard)
+    else:
+        pinned.move_to_end(pin)
     return client
 
 
+_closing: set[asyncio.Task[None]] = set()
+
+
 async def close_sessions() -> None:
-    """Closes this loop's client (at shutdown)."""
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
+    """Closes this loop's clients (at shutdown)."""
+    loop = asyncio.get_running_loop()
+    clients = [*_pinned.pop(loop, {}).values()]
+    shared = _clients.pop(loop, None)
+    for client in [*clients, *([shared] if shared is not None else [])]:
         await client.close()
 
 
@@ -63,13 +90,14 @@ async def send(
     headers: dict[str, str],
     seconds: float,
     on_line: Callable[[bytes], None] | None = None,
+    pin: Pin | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers with lower-case names, body) of one exchange. With `on_line`, a
-    successful event-stream answer is handed over line by line as it arrives (and the body
-    returned is empty)."""
+    """(status, headers with lower-case names, body) of one exchange, connecting to `pin`'s
+    address when given (see utils/ssrf.vet). With `on_line`, a successful event-stream answer
+    is handed over line by line as it arrives (and the body returned is empty)."""
     started = time.perf_counter()
     # The client's own deadline (covering the body too) costs this thread no timer.
-    builder = _client().request(method, url).headers(headers).timeout(timedelta(seconds=seconds))
+    builder = _client(pin).request(method, url).headers(headers).timeout(timedelta(seconds=seconds))
     if isinstance(body, bytes):
         builder = builder.body_bytes(body)
     elif body is not None:

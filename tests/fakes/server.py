@@ -88,7 +88,8 @@ class FakeServer:
 
     def __init__(self, *, latency: float = 0.0) -> None:
         self.latency = latency  # seconds to wait before answering (faults included)
-        self.port = 0
+        self.host = HOST  # another loopback address (127.0.0.2) may be set before start()
+        self.port = 0  # a free one unless set before start()
         self._lock = threading.Lock()
         self._faults: deque[Fault | None] = deque()
         self._requests: list[RecordedRequest] = []
@@ -109,7 +110,7 @@ class FakeServer:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -136,7 +137,7 @@ class FakeServer:
         if self._thread is not None:
             return self
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind((HOST, 0))
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         app = self.build_app()
 

@@ -1,0 +1,145 @@
+"""The SSRF guard: the address checked is the address connected to (DNS rebinding gets
+nowhere), for the shared HTTP client and the SDKs' httpx clients alike; IPv6 forms carrying
+an IPv4 address are judged by it.
+
+This machine has no route to a public address, so a second loopback address (127.0.0.2)
+stands for the public answer: the guard is told it is public, and the rebinding resolver
+answers it to the check and 127.0.0.1 (where a second sink listens on the same port) to any
+later lookup."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+
+import httpx
+import httpx2
+import pytest
+
+from providers.config import TargetConfig, TargetRequest
+from providers.errors import TargetError
+from providers.targets import call_target
+from tests.fakes.openai_server import FakeOpenAI
+from utils import ssrf
+from utils.pinned_httpx import pinned_transport
+from utils.ssrf import Pin
+
+HOST = "llm.rebind.test"
+PUBLIC_STAND_IN = "127.0.0.2"
+
+
+@pytest.fixture
+def sinks() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
+    """(the checked address's server, an internal one on 127.0.0.1, same port)."""
+    checked = FakeOpenAI()
+    checked.host = PUBLIC_STAND_IN
+    checked.start()
+    internal = FakeOpenAI()
+    internal.port = checked.port
+    internal.start()
+    try:
+        yield checked, internal
+    finally:
+        checked.stop()
+        internal.stop()
+
+
+@pytest.fixture
+def rebinding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first lookup answers the stand-in public address, every later one loopback."""
+    lookups: list[str] = []
+
+    async def resolve(host: str) -> list[ssrf.Address]:
+        lookups.append(host)
+        answer = PUBLIC_STAND_IN if len(lookups) == 1 else "127.0.0.1"
+        return [ipaddress.ip_address(answer)]
+
+    real_is_public = ssrf.is_public
+    monkeypatch.setattr(ssrf, "resolve", resolve)
+    monkeypatch.setattr(
+        ssrf,
+        "is_public",
+        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
+    )
+    return lookups
+
+
+def _config(provider: str, url: str) -> TargetConfig:
+    return TargetConfig(
+        id=uuid.uuid4(),
+        name="rebind",
+        provider=provider,
+        model="fake-model",
+        base_url=url,
+        api_key="sk-stored-provider-key",
+        parameters={},
+        timeout_seconds=5,
+        requests_per_minute=None,
+        input_price_per_mtok=Decimal(0),
+        output_price_per_mtok=Decimal(0),
+        body_template='{"messages": {{ messages | tojson }}}' if provider == "http" else None,
+        response_path="$.choices[0].message.content" if provider == "http" else None,
+        http_method="POST" if provider == "http" else None,
+    )
+
+
+@pytest.mark.parametrize("provider", ["openai-compatible", "http"])
+async def test_a_call_connects_to_the_address_that_was_checked(sinks, rebinding, provider):
+    checked, internal = sinks
+    path = "/v1" if provider == "openai-compatible" else "/v1/chat/completions"
+    config = _config(provider, f"http://{HOST}:{checked.port}{path}")
+    reply = await call_target(config, TargetRequest(input="hello"), allow_private_networks=False)
+    assert reply.output
+    assert rebinding == [HOST]  # resolved once, by the guard
+    assert len(checked.requests) == 1
+    assert checked.requests[0].headers["host"] == f"{HOST}:{checked.port}"
+    assert internal.requests == []  # the loopback answer, and the key, went nowhere
+
+
+async def test_a_later_lookup_that_turns_private_is_refused(sinks, rebinding):
+    checked, internal = sinks
+    config = _config("openai-compatible", f"http://{HOST}:{checked.port}/v1")
+    await call_target(config, TargetRequest(input="first"), allow_private_networks=False)
+    with pytest.raises(TargetError) as refused:
+        await call_target(config, TargetRequest(input="again"), allow_private_networks=False)
+    assert refused.value.kind == "configuration_error"
+    assert "127.0.0.1" in str(refused.value)
+    assert len(checked.requests) == 1 and internal.requests == []
+
+
+@pytest.mark.parametrize("http", [httpx, httpx2])
+async def test_the_sdks_clients_reach_the_pinned_address_only(sinks, http):
+    checked, internal = sinks
+    pin = Pin(host=HOST, address=PUBLIC_STAND_IN, port=checked.port)
+    async with http.AsyncClient(transport=pinned_transport(pin, http)) as client:
+        response = await client.get(f"http://{HOST}:{checked.port}/v1/models")
+        assert response.status_code == 200
+        with pytest.raises(http.ConnectError):
+            await client.get(f"http://127.0.0.1:{checked.port}/v1/models")
+    assert [r.headers["host"] for r in checked.requests] == [f"{HOST}:{checked.port}"]
+    assert internal.requests == []
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.216.34", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("169.254.169.254", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped
+        ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("64:ff9b::5db8:d822", True),  # NAT64 of 93.184.216.34
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("2002:a00:1::", False),  # 6to4 of 10.0.0.1
+        ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
+        ("::a9fe:a9fe", False),  # IPv4-compatible 169.254.169.254
+        ("::1", False),
+        ("2606:4700:4700::1111", True),
+    ],
+)
+def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry(address, public):
+    assert ssrf.is_public(ipaddress.ip_address(address)) is public

@@ -1,0 +1,43 @@
+"""An httpx transport that connects to a vetted host's checked address only (see
+utils/ssrf.vet), for the provider SDKs, which bring their own httpx clients: the URL keeps
+its host name for the Host header and TLS (server name and certificate check), the socket
+goes to the pinned address, and any other host is refused.
+
+`http` is httpx or an API-compatible fork of it (the Anthropic SDK uses httpx2)."""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from utils.ssrf import Pin
+
+
+def pinned_transport(pin: Pin, http: ModuleType = httpx) -> Any:
+    return _transport_class(http)(pin, http)
+
+
+@functools.cache
+def _transport_class(http: ModuleType) -> type:
+    class PinnedTransport(http.AsyncBaseTransport):  # type: ignore[name-defined]
+        def __init__(self, pin: Pin, http: ModuleType) -> None:
+            self._pin = pin
+            self._http = http
+            self._inner = http.AsyncHTTPTransport(trust_env=False)
+
+        async def handle_async_request(self, request: Any) -> Any:
+            if request.url.host.lower() != self._pin.host.lower():
+                raise self._http.ConnectError(
+                    f"{request.url.host} is not the host that was checked"
+                )
+            request.url = request.url.copy_with(host=self._pin.address)
+            request.extensions = {**request.extensions, "sni_hostname": self._pin.host}
+            return await self._inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return PinnedTransport
