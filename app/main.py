@@ -102,7 +102,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    install_authenticator(users_service.authenticate)
+    install_authenticator(
+        users_service.authenticate,
+        stream_credential_check=users_service.check_stream_credential,
+    )
     install_docs(app)
     app.include_router(health.router)
     app.include_router(api_router())

@@ -18,8 +18,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Tenant, enter_tenant, get_database
-from utils.auth import InvalidToken, Principal, Role, decode_stream_token
+from database.core import get_database
+from utils.auth import InvalidToken, Principal, Role, StreamClaims, decode_stream_token
 from utils.errors import AssayError, Forbidden, NotFound, Unauthorized
 from utils.runtime import Runtime, get_runtime
 
@@ -60,12 +60,23 @@ class Authenticator(Protocol):
     ) -> Awaitable[Principal | None]: ...
 
 
+class StreamCredentialCheck(Protocol):
+    """Raises Unauthorized unless the credential that issued a stream token (a login session
+    or an API key) is still good; the transaction then acts for the token's organization."""
+
+    def __call__(self, session: AsyncSession, claims: StreamClaims) -> Awaitable[None]: ...
+
+
 _authenticator: Authenticator | None = None
+_stream_credential_check: StreamCredentialCheck | None = None
 
 
-def install_authenticator(authenticator: Authenticator) -> None:
-    global _authenticator
+def install_authenticator(
+    authenticator: Authenticator, *, stream_credential_check: StreamCredentialCheck
+) -> None:
+    global _authenticator, _stream_credential_check
     _authenticator = authenticator
+    _stream_credential_check = stream_credential_check
 
 
 _bearer = HTTPBearer(auto_error=False, description="An access token (JWT) or an API key")
@@ -135,7 +146,9 @@ async def _run_watcher(
             raise Unauthorized(str(exc).capitalize()) from exc
         if claims.run_id != run_id:
             raise Unauthorized("The stream token is for another run")
-        await enter_tenant(session, Tenant(claims.organization_id))
+        if _stream_credential_check is None:
+            raise RuntimeError("no authenticator is installed (see app.main.create_app)")
+        await _stream_credential_check(session, claims)
         return Principal(organization_id=claims.organization_id, role=Role.viewer)
     if principal is None:
         raise Unauthorized("A stream token (?token=) or an Authorization header is needed")

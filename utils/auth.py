@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import anyio
 import bcrypt
@@ -178,23 +179,35 @@ def decode_access_token(token: str, *, secret: str) -> AccessClaims:
 
 @dataclass(frozen=True)
 class StreamClaims:
+    """A run's stream token, with the credential that issued it (a user's login session or an
+    API key): the stream opens only while that credential is still good."""
+
     run_id: uuid.UUID
     organization_id: uuid.UUID
     expires_at: datetime
+    user_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
 
 
 def issue_stream_token(
-    *, secret: str, run_id: uuid.UUID, organization_id: uuid.UUID, lifetime: timedelta
+    *, secret: str, run_id: uuid.UUID, principal: Principal, lifetime: timedelta
 ) -> tuple[str, datetime]:
     now = datetime.now(UTC)
     expires = now + lifetime
-    payload = {
+    payload: dict[str, Any] = {
         "run": str(run_id),
-        "org_id": str(organization_id),
+        "org_id": str(principal.organization_id),
         "typ": "stream",
         "iat": now,
         "exp": expires,
     }
+    if principal.session_id is not None and principal.user_id is not None:
+        payload |= {"sub": str(principal.user_id), "sid": str(principal.session_id)}
+    elif principal.api_key_id is not None:
+        payload["kid"] = str(principal.api_key_id)
+    else:
+        raise ValueError("a stream token is issued by a login session or an API key")
     return jwt.encode(payload, secret, algorithm=JWT_ALGORITHM), expires
 
 
@@ -208,10 +221,15 @@ def decode_stream_token(token: str, *, secret: str) -> StreamClaims:
         )
         if payload.get("typ") != "stream":
             raise InvalidToken("not a stream token")
+        if "sid" not in payload and "kid" not in payload:
+            raise InvalidToken("the stream token names no credential; ask for a new one")
         return StreamClaims(
             run_id=uuid.UUID(payload["run"]),
             organization_id=uuid.UUID(payload["org_id"]),
             expires_at=datetime.fromtimestamp(payload["exp"], UTC),
+            user_id=uuid.UUID(payload["sub"]) if "sid" in payload else None,
+            session_id=uuid.UUID(payload["sid"]) if "sid" in payload else None,
+            api_key_id=uuid.UUID(payload["kid"]) if "kid" in payload else None,
         )
     except jwt.ExpiredSignatureError as exc:
         raise InvalidToken("the stream token has expired") from exc

@@ -183,3 +183,26 @@ async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
+
+
+async def revoke_api_keys_created_by(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """Revokes the live keys a user created in the current organization; how many."""
+    result = await session.execute(
+        update(ApiKey)
+        .where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+        .returning(ApiKey.id)
+    )
+    return len(result.all())
+
+
+async def api_key_is_live(session: AsyncSession, key_id: uuid.UUID) -> bool:
+    """Whether a key of the current organization is neither revoked nor expired."""
+    live = await session.scalar(
+        select(ApiKey.id).where(
+            ApiKey.id == key_id,
+            ApiKey.revoked_at.is_(None),
+            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > func.now()),
+        )
+    )
+    return live is not None

@@ -244,7 +244,7 @@ def stream_token(runtime: Runtime, principal: Principal, run: Run) -> StreamToke
     token, expires_at = issue_stream_token(
         secret=runtime.secret_key,
         run_id=run.id,
-        organization_id=principal.organization_id,
+        principal=principal,
         lifetime=timedelta(minutes=runtime.settings.stream_token_minutes),
     )
     return StreamToken(

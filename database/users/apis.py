@@ -226,5 +226,6 @@ async def update_member(
 async def remove_member(
     user_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: CurrentPrincipal
 ) -> None:
-    """Their access ends at once, on every token they hold; the last owner cannot leave."""
+    """Their access ends at once: sessions, stream tokens and the API keys they created; the
+    last owner cannot leave."""
     await members.remove_member(session, principal, user_id)

@@ -63,8 +63,11 @@ async def remove_member(session: AsyncSession, principal: Principal, user_id: uu
     if membership.role == Role.owner:
         await keep_an_owner(session, principal)
     await org_crud.remove_membership(session, membership)
+    # The keys they created go with them: a key outliving its maker's access would keep what
+    # the organization just took away (a new admin makes new keys for what must go on).
+    await org_crud.revoke_api_keys_created_by(session, user_id)
     # Login sessions are visible only to their own user (row-level security): end the removed
-    # user's sessions in this organization as them.
+    # user's sessions in this organization as them (their stream tokens end with them).
     async with acting_as(session, Tenant(principal.organization_id, user_id)):
         await crud.revoke_user_sessions(session, user_id)
 

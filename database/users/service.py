@@ -27,6 +27,7 @@ from utils.auth import (
     InvalidToken,
     Principal,
     Role,
+    StreamClaims,
     decode_access_token,
     hash_secret,
     issue_access_token,
@@ -156,6 +157,21 @@ async def authenticate(
     if looks_like_api_key(bearer):
         return await org_service.authenticate_api_key(session, bearer)
     return await authenticate_access_token(session, runtime, bearer)
+
+
+async def check_stream_credential(session: AsyncSession, claims: StreamClaims) -> None:
+    """A stream token opens its run's stream only while what issued it is still good: the
+    login session (not ended, its user still a member) or the API key (not revoked or
+    expired). Checked at every opening, so a reconnect after a removal is refused."""
+    if claims.session_id is not None and claims.user_id is not None:
+        await enter_tenant(session, Tenant(claims.organization_id, claims.user_id))
+        current = await crud.get_session_role(session, claims.session_id)
+        if current is None or not current[1]:
+            raise Unauthorized("The session that issued this stream token has ended")
+        return
+    await enter_tenant(session, Tenant(claims.organization_id))
+    if claims.api_key_id is None or not await org_crud.api_key_is_live(session, claims.api_key_id):
+        raise Unauthorized("The API key that issued this stream token is no longer valid")
 
 
 async def authenticate_access_token(

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from tests.helpers import Account, assert_problem, bearer, create_api_key, register
 from tests.notifications.conftest import Event, Live, read_events
-from utils.auth import issue_stream_token
+from utils.auth import Principal, Role, issue_stream_token
 
 
 @pytest.fixture
@@ -156,7 +156,7 @@ async def test_bad_tokens_are_refused_without_echoing_them(live: Live, runtime) 
     expired, _ = issue_stream_token(
         secret=runtime.secret_key,
         run_id=uuid.UUID(run_a["id"]),
-        organization_id=org,
+        principal=Principal(organization_id=org, role=Role.viewer, api_key_id=uuid.uuid4()),
         lifetime=timedelta(seconds=-60),
     )
     response, _ = await _stream(live, run_a["id"], params={"token": expired})
@@ -167,7 +167,7 @@ async def test_bad_tokens_are_refused_without_echoing_them(live: Live, runtime) 
     forged, _ = issue_stream_token(
         secret="not-the-secret-" + "x" * 40,
         run_id=uuid.UUID(run_a["id"]),
-        organization_id=org,
+        principal=Principal(organization_id=org, role=Role.viewer, api_key_id=uuid.uuid4()),
         lifetime=timedelta(minutes=5),
     )
     response, _ = await _stream(live, run_a["id"], params={"token": forged})
