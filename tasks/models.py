@@ -32,6 +32,9 @@ class Job(IdMixin, TimestampMixin, Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    # Taken over from a process that died holding it (its lease ran out): not an attempt.
+    takeovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_takeovers: Mapped[int] = mapped_column(Integer, default=20, server_default="20")
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     locked_by: Mapped[str | None] = mapped_column(String(100))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

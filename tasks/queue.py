@@ -3,7 +3,8 @@
 - Enqueue inside the caller's transaction: a job exists only if the caller's data does.
 - Workers claim batches with FOR UPDATE SKIP LOCKED (through a SECURITY DEFINER function, as
   claiming looks across organizations) and hold a lease they renew by heartbeat; an expired
-  lease makes the job claimable again (its worker died).
+  lease makes the job claimable again (its worker died): a takeover, counted apart from the
+  attempts (a process that dies is no failure of the work), with a cap of its own.
 - Failures retry with exponential backoff and jitter; after the last attempt a job is `dead`
   with its last error. NOTIFY carries ids only and only wakes workers.
 """
@@ -35,8 +36,19 @@ class ClaimedJob:
     organization_id: uuid.UUID
     kind: str
     payload: dict[str, Any]
-    attempts: int
+    attempts: int  # runs whose handler raised, and this one
     max_attempts: int
+    takeovers: int = 0  # times taken over from a process that died holding it
+    max_takeovers: int = 20
+
+    @property
+    def exhausted(self) -> str | None:
+        """Why the job is given up before it runs, if it is."""
+        if self.attempts > self.max_attempts:
+            return f"gave up after {self.max_attempts} attempts"
+        if self.takeovers > self.max_takeovers:
+            return f"gave up: the processes running it died {self.takeovers} times"
+        return None
 
 
 async def enqueue(
@@ -111,8 +123,8 @@ async def claim(
 ) -> list[ClaimedJob]:
     rows = await session.execute(
         text(
-            "SELECT id, organization_id, kind, payload, attempts, max_attempts"
-            " FROM assay_queue_claim(:worker, :limit, :lease)"
+            "SELECT id, organization_id, kind, payload, attempts, max_attempts, takeovers,"
+            " max_takeovers FROM assay_queue_claim(:worker, :limit, :lease)"
         ),
         {"worker": worker, "limit": limit, "lease": lease.total_seconds()},
     )
@@ -155,7 +167,7 @@ def backoff(attempts: int) -> float:
 async def fail(session: AsyncSession, *, worker: str, job: ClaimedJob, error: str) -> str:
     """Schedules a retry, or parks the job as dead after its last attempt. Returns the status,
     or "lost" when `worker` no longer holds the job (its lease ran out and another took it)."""
-    dead = job.attempts >= job.max_attempts
+    dead = job.attempts >= job.max_attempts or job.exhausted is not None
     values: dict[str, Any] = {
         "locked_by": None,
         "locked_until": None,
@@ -175,6 +187,19 @@ async def fail(session: AsyncSession, *, worker: str, job: ClaimedJob, error: st
     if updated.first() is None:
         return "lost"
     return values["status"]
+
+
+async def payloads(
+    session: AsyncSession, kind: str, key_prefix: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """(status, payload) of the caller's jobs of `kind` whose idempotency key starts with
+    `key_prefix`, oldest first."""
+    rows = await session.execute(
+        select(Job.status, Job.payload)
+        .where(Job.kind == kind, Job.idempotency_key.startswith(key_prefix, autoescape=True))
+        .order_by(Job.created_at)
+    )
+    return [(status, payload) for status, payload in rows.all()]
 
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:

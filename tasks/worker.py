@@ -184,8 +184,8 @@ class WorkerPool:
             handler = self.handlers.get(job.kind)
             if handler is None:
                 raise LookupError(f"no handler for job kind {job.kind!r}")
-            if job.attempts > job.max_attempts:
-                raise RuntimeError(f"gave up after {job.max_attempts} attempts")
+            if job.exhausted is not None:
+                raise RuntimeError(job.exhausted)
             await handler(context)
             async with context.transaction() as session:
                 await queue.complete(session, worker=self.name, job_id=job.id)

@@ -147,6 +147,19 @@ async def rescore_run(
     return (await run_reads(session, [child]))[0]
 
 
+@router.post(
+    "/{run_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="runs_resume",
+    summary="Continue a run that ended before completing, with the cases that have no result",
+    responses=errors(409),
+)
+async def resume_run(run_id: uuid.UUID, session: DbSession, _: Member) -> RunRead:
+    """For a failed, cancelled or stopped run: the same run goes on; what it wrote stays."""
+    run = await get_run_or_404(session, run_id, for_update=True)
+    return (await run_reads(session, [await follow_ups.resume(session, run)]))[0]
+
+
 @router.get(
     "/{run_id}/compare",
     operation_id="runs_compare",

@@ -4,6 +4,7 @@ target)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,7 +14,13 @@ from database.results import crud, gates
 from database.results.crud import figures
 from database.results.models import TERMINAL, Run
 from database.results.schemas import MAX_REPETITIONS, RepeatCreate, RescoreCreate
-from database.results.service import check_concurrency, enqueue_chunks, frozen_metrics
+from database.results.service import (
+    CHUNK_JOB,
+    check_concurrency,
+    enqueue_chunks,
+    frozen_metrics,
+)
+from tasks import queue
 from utils.auth import Principal
 from utils.errors import Conflict, InvalidInput
 
@@ -145,3 +152,38 @@ async def rescore(
     )
     await enqueue_chunks(session, child, positions, range(run.repetitions))
     return child
+
+
+async def resume(session: AsyncSession, run: Run) -> Run:
+    """A run that ended before completing (failed, cancelled, or stopped by its budget) goes
+    on: its chunks are queued again and do only the cases that have no result yet; what it
+    wrote stays. (`rerun` is the other thing: failed and errored cases again, as a new run.)"""
+    _ended(run, "resume")
+    if run.status == "completed":
+        raise Conflict("The run has completed: nothing to resume (rerun repeats failed cases)")
+    if run.max_cost is not None and run.spent >= run.max_cost:
+        raise Conflict("The run's budget is spent: there is nothing left to resume it with")
+    planned = await queue.payloads(session, CHUNK_JOB, f"run:{run.id}:")
+    if any(status in ("queued", "running") for status, _ in planned):
+        raise Conflict("The run's work is still stopping: resume it in a few seconds")
+    chunks = list({_chunk_key(payload): payload for _, payload in planned}.values())
+    if not chunks:
+        raise Conflict("Nothing to resume: the run has no planned work")
+    await crud.reopen(
+        session, run.id, repetitions=run.repetitions, total=run.total, max_cost=run.max_cost
+    )
+    resumption = uuid.uuid4().hex[:12]
+    await queue.enqueue_many(
+        session,
+        organization_id=run.organization_id,
+        kind=CHUNK_JOB,
+        jobs=[
+            (payload, f"run:{run.id}:resume:{resumption}:chunk:{index}")
+            for index, payload in enumerate(chunks)
+        ],
+    )
+    return await crud.get_run(session, run.id)  # type: ignore[return-value]
+
+
+def _chunk_key(payload: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return tuple(payload["positions"]), tuple(payload["repetitions"])

@@ -84,6 +84,7 @@ OPERATION_IDS = (
     "runs_repeat",
     "runs_rerun",
     "runs_rescore",
+    "runs_resume",
     "runs_summary",
     "test_sets_add_tests",
     "test_sets_create",

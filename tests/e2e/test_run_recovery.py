@@ -108,6 +108,47 @@ async def test_sigkilled_worker_process_is_taken_over_with_one_result_per_case(t
                 server.stop()
 
 
+async def test_a_run_survives_its_process_killed_five_times_in_a_row(tmp_path):
+    """A crash loop: the process executing the run's one chunk is SIGKILLed five times as the
+    chunk restarts. A takeover is not a failed attempt, so the run still completes, with
+    exactly one result per case."""
+    data_dir = tmp_path / "data"
+    env = {**_env(data_dir), "ASSAY_RUN_CHUNK_SIZE": "1000"}  # one chunk: the same job each time
+    run: dict[str, Any] | None = None
+    auth = ""
+    with FakeOpenAI(require_api_key="sk-test", latency=0.2) as fake:
+        for kill in range(5):
+            server = start_server(env, tmp_path / f"killed-{kill}.log")
+            try:
+                await asyncio.to_thread(server.wait_healthy)
+                async with httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=30) as api:
+                    if run is None:
+                        run = await create_run(api, fake, cases=CASES, concurrency=2)
+                        auth = api.headers["Authorization"]
+                    api.headers["Authorization"] = auth
+                    target = (await _progress(api, run["id"]))["counts"]["done"] + 5
+                    await _until(api, run["id"], lambda r, at=target: r["counts"]["done"] >= at, 60)
+            finally:
+                os.kill(server.process.pid, signal.SIGKILL)
+                server.process.wait(10)
+        assert run is not None
+        server = start_server(env, tmp_path / "last.log")
+        try:
+            await asyncio.to_thread(server.wait_healthy)
+            async with httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=30) as api:
+                api.headers["Authorization"] = auth
+                killed_at = (await _progress(api, run["id"]))["counts"]["done"]
+                assert killed_at < CASES, "the run finished before the last kill: nothing tested"
+                done = await _until(
+                    api, run["id"], lambda r: r["status"] in ("completed", "failed"), 120
+                )
+                assert done["status"] == "completed", (done, server.log()[-3000:])
+                assert done["counts"]["done"] == CASES
+                await _one_result_per_case(api, run["id"])
+        finally:
+            server.stop()
+
+
 def _restart_database(data_dir: Path) -> None:
     """pg_ctl restart of the embedded server (fast mode: open connections are cut)."""
     import pwd

@@ -336,16 +336,42 @@ async def test_a_job_due_in_the_future_is_not_claimed(
     assert (job.status, job.attempts, job.locked_by) == ("queued", 0, None)
 
 
-async def test_each_claim_counts_an_attempt(
+async def test_a_takeover_from_a_dead_worker_is_not_an_attempt(
+    committed_database: Database, accounts: list[Account]
+) -> None:
+    """Work whose process died did not fail: a takeover is counted apart from the attempts,
+    which count only the runs whose handler raised."""
+    account = accounts[0]
+    [job_id] = await enqueue_jobs(committed_database, account, new_kind())
+    short = timedelta(seconds=0.2)
+    for takeover in (0, 1, 2):
+        [claimed] = await _claim_when_free(committed_database, f"worker-{takeover}", short)
+        assert (claimed.id, claimed.attempts, claimed.takeovers) == (job_id, 1, takeover)
+        job = await load_job(committed_database, account, job_id)
+        assert (job.attempts, job.takeovers) == (1, takeover)
+    # A failure of the handler is an attempt: the next claim counts it.
+    async with tenant_session(committed_database, account.organization_id) as session:
+        assert await queue.fail(session, worker="worker-2", job=claimed, error="boom") == "queued"
+    async with tenant_session(committed_database, account.organization_id) as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(run_after=func.now()))
+    [retried] = await _claim_when_free(committed_database, "worker-3", short)
+    assert (retried.attempts, retried.takeovers) == (2, 2)
+
+
+async def test_a_job_whose_processes_keep_dying_is_given_up_after_its_takeovers(
     committed_database: Database, accounts: list[Account]
 ) -> None:
     account = accounts[0]
     [job_id] = await enqueue_jobs(committed_database, account, new_kind())
+    async with tenant_session(committed_database, account.organization_id) as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(max_takeovers=2))
     short = timedelta(seconds=0.2)
-    for attempt in (1, 2, 3):
-        [claimed] = await _claim_when_free(committed_database, f"worker-{attempt}", short)
-        assert claimed.id == job_id and claimed.attempts == attempt
-        assert (await load_job(committed_database, account, job_id)).attempts == attempt
+    for _ in range(4):
+        [claimed] = await _claim_when_free(committed_database, "worker", short)
+    assert claimed.takeovers == 3
+    assert claimed.exhausted == "gave up: the processes running it died 3 times"
+    async with tenant_session(committed_database, account.organization_id) as session:
+        assert await queue.fail(session, worker="worker", job=claimed, error="x") == "dead"
 
 
 async def _claim_when_free(
@@ -372,7 +398,7 @@ async def test_an_expired_lease_makes_the_job_claimable_by_another_worker(
 
     await asyncio.sleep(0.5)
     [again] = await claim(committed_database, "worker-alive", lease=LEASE)
-    assert (again.id, again.attempts) == (job_id, 2)
+    assert (again.id, again.attempts, again.takeovers) == (job_id, 1, 1)
     job = await load_job(committed_database, account, job_id)
     assert (job.status, job.locked_by) == ("running", "worker-alive")
 

@@ -380,9 +380,14 @@ async def test_the_job_of_a_dead_worker_is_taken_over_once_its_lease_expires(
 
     [(ran_at, ctx)] = ran
     assert ran_at - claimed_at >= 0.7, "taken while the dead worker's lease still held"
-    assert (ctx.job.id, ctx.job.attempts, ctx.worker) == (job_id, 2, pool.name)
+    assert (ctx.job.id, ctx.job.attempts, ctx.job.takeovers, ctx.worker) == (
+        job_id,
+        1,
+        1,
+        pool.name,
+    )
     job = await load_job(committed_database, account, job_id)
-    assert (job.status, job.attempts) == ("done", 2)
+    assert (job.status, job.attempts, job.takeovers) == ("done", 1, 1)
 
 
 async def test_heartbeats_keep_a_long_job_from_being_taken_over(
