@@ -26,7 +26,6 @@ TENANT_MODULE = "database/core.py"
 # Authentication: the request's dependencies, and the flows that create or choose the
 # organization a caller acts for (register, login, switching, a new organization, API keys).
 ESTABLISHERS = {
-    "database/deps.py",
     "database/organizations/service.py",
     "database/users/members.py",
     "database/users/service.py",
