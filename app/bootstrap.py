@@ -14,6 +14,7 @@ import structlog
 
 from app.engine.jobs import HANDLERS, on_dead
 from database.core import Database, set_database
+from database.embedded import EmbeddedServer
 from database.results import crud as results_crud
 from database.setup import check_runtime_role, prepare_database
 from notifications.service import Notifications, set_notifications
@@ -23,6 +24,7 @@ from utils.runtime import Runtime, set_runtime
 from utils.transport import close_sessions
 
 log = structlog.get_logger(__name__)
+EMBEDDED_CHECK_SECONDS = 2.0
 
 
 @asynccontextmanager
@@ -58,6 +60,11 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
         )
         await notifications.start()
         set_notifications(notifications)
+        watch = (
+            asyncio.create_task(_keep_running(urls.embedded), name="embedded-postgres")
+            if urls.embedded is not None
+            else None
+        )
         # A full collection takes a fifth of a second: after start-up, not before it.
         tune = asyncio.get_running_loop().call_later(1.0, tune_garbage_collector)
         try:
@@ -67,6 +74,8 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
             yield
         finally:
             tune.cancel()
+            if watch is not None:
+                watch.cancel()
             if pool is not None:
                 await pool.stop(settings.worker_drain_seconds)
             set_notifications(None)
@@ -79,6 +88,23 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
         if urls.embedded is not None:
             await urls.embedded.release()  # the last process out stops the embedded server
         log.info("assay stopped")
+
+
+async def _keep_running(server: EmbeddedServer) -> None:
+    """The embedded PostgreSQL is this process's to keep: when its postmaster dies, start it
+    again (at most once per check) and let the pools reconnect. /health says 503 meanwhile.
+    A configured database is never restarted from here, only reconnected to."""
+    while True:
+        await asyncio.sleep(EMBEDDED_CHECK_SECONDS)
+        try:
+            if await server.ensure_running():
+                log.warning("the embedded PostgreSQL had stopped: started it again")
+        except Exception as exc:  # tried again at the next check
+            log.error(
+                "starting the embedded PostgreSQL again failed",
+                error=str(exc),
+                retry_in_seconds=EMBEDDED_CHECK_SECONDS,
+            )
 
 
 def tune_garbage_collector() -> None:

@@ -41,6 +41,22 @@ class EmbeddedServer:
     def url(self, role: str, database: str = DATABASE_NAME) -> str:
         return f"postgresql+asyncpg://{role}@/{database}?host={quote(str(self.socket_dir))}"
 
+    async def ensure_running(self) -> bool:
+        """Starts the server again if its postmaster has died (under pgserver's inter-process
+        lock: of several processes sharing it, one restarts it); whether it had to."""
+        if self.handle is None:
+            return False
+        return await anyio.to_thread.run_sync(self._ensure_running_blocking)
+
+    def _ensure_running_blocking(self) -> bool:
+        pgserver = _pgserver()
+        with pgserver.postgres_server.PostgresServer._lock:
+            info = pgserver.utils.PostmasterInfo.read_from_pgdata(self.handle.pgdata)
+            if info is not None and info.is_running():
+                return False
+            self.handle.ensure_postgres_running()
+            return True
+
     async def release(self) -> None:
         """This process stops using the server; the last one to let go stops it. Idempotent:
         pgserver's exit hook, running later, then finds nothing left to do."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import httpx
 import pytest
@@ -103,3 +105,37 @@ def test_production_mode_refuses_to_start_without_a_secret_key(tmp_path):
         server.stop()
     assert code != 0
     assert "ASSAY_SECRET_KEY" in server.log()
+
+
+def test_a_dead_embedded_postgres_is_started_again_and_the_service_recovers(tmp_path):
+    data_dir = tmp_path / "data"
+    server = start_server(server_env(data_dir), tmp_path / "server.log")
+    try:
+        server.wait_healthy()
+        [postmaster] = postmasters((data_dir / "pgdata").resolve())
+        postmaster.send_signal(signal.SIGKILL)
+        postmaster.wait(10)
+        statuses = []  # while it is down, /health says so
+        for _ in range(20):
+            statuses.append(httpx.get(f"{server.url}/health", timeout=10).status_code)
+            if statuses[-1] == 503:
+                break
+            time.sleep(0.1)
+        assert 503 in statuses, statuses
+        deadline = time.monotonic() + 60
+        while (health := httpx.get(f"{server.url}/health", timeout=10)).status_code != 200:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.5)
+        [again] = postmasters((data_dir / "pgdata").resolve())
+        assert again.pid != postmaster.pid
+        registered = httpx.post(
+            f"{server.url}/api/v1/auth/register",
+            json={"email": "after@example.com", "password": PASSWORD, "name": "After"},
+            timeout=30,
+        )
+        assert registered.status_code == 201, registered.text
+        assert "the embedded PostgreSQL had stopped: started it again" in _events(server.log())
+        assert health.json()["database"] == "ok"
+    finally:
+        server.stop()
+    assert wait_for_no_postmaster((data_dir / "pgdata").resolve()) == []
