@@ -18,7 +18,7 @@ class InputModel(BaseModel):
         """PostgreSQL stores UTF-8 text without NUL: refuse anything else here, naming the
         field, rather than failing at the database (a lone surrogate such as "\\ud800" is valid
         JSON but no UTF-8)."""
-        problem = _text_problem(value)
+        problem = text_problem(value)
         if problem:
             raise ValueError(problem)
         return value
@@ -38,7 +38,7 @@ T = TypeVar("T")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 
 
-def _text_problem(value: Any) -> str | None:
+def text_problem(value: Any) -> str | None:
     """What makes a value's text unstorable (in keys and items too), or None."""
     if isinstance(value, str):
         if "\x00" in value:
@@ -51,9 +51,9 @@ def _text_problem(value: Any) -> str | None:
         return None
     if isinstance(value, dict):
         items = (item for pair in value.items() for item in pair)
-        return next(filter(None, map(_text_problem, items)), None)
+        return next(filter(None, map(text_problem, items)), None)
     if isinstance(value, list | tuple):
-        return next(filter(None, map(_text_problem, value)), None)
+        return next(filter(None, map(text_problem, value)), None)
     return None
 
 

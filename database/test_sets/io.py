@@ -20,6 +20,7 @@ Format = Literal["csv", "json", "jsonl"]
 Row: TypeAlias = tuple[dict[str, Any], dict[str, Any] | list[dict[str, Any]]]
 
 MAX_CASES = 100_000
+MAX_COLUMNS = 200  # beyond the test's own fields, each column is a metadata key
 # A file full of bad rows must not turn into a multi-megabyte error response.
 MAX_REPORTED_ERRORS = 1000
 
@@ -221,6 +222,9 @@ def _csv_rows(text: str) -> Iterator[Row]:
         raise InvalidInput(f"Malformed CSV header: {exc}", errors=[_at(1, str(exc))]) from None
     if header is None:
         return
+    if len(header) > MAX_COLUMNS:
+        message = f"{len(header)} columns; at most {MAX_COLUMNS}"
+        raise InvalidInput(f"Invalid CSV header: {message}", errors=[_at(1, message)])
     columns: list[tuple[str, str] | None] = []  # (field or "extra", name) per column
     seen: dict[tuple[str, str], str] = {}
     for raw in header:

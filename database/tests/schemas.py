@@ -4,9 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
 
-from utils.schemas import InputModel, OutputModel, example
+from utils import fastjson
+from utils.schemas import InputModel, OutputModel, example, text_problem
 
 MAX_TEXT = 100_000
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -21,6 +22,43 @@ def _blank_to_none(value: object) -> object:
 
 
 OptionalText = Annotated[LongText | None, BeforeValidator(_blank_to_none)]
+
+# A test's free-form objects: bounded, so no one test can make every read of it slow.
+MAX_FREE_FORM_KEYS = 200
+MAX_FREE_FORM_BYTES = 256 * 1024
+MAX_FREE_FORM_DEPTH = 16
+FREE_FORM_RULE = (
+    f"at most {MAX_FREE_FORM_KEYS} keys, {MAX_FREE_FORM_BYTES // 1024} KB as JSON,"
+    f" {MAX_FREE_FORM_DEPTH} levels deep"
+)
+
+
+def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+    problem = text_problem(value)  # before measuring it as JSON, which needs storable text
+    if problem:
+        raise ValueError(problem)
+    if _depth(value) > MAX_FREE_FORM_DEPTH:
+        raise ValueError(f"must be at most {MAX_FREE_FORM_DEPTH} levels deep")
+    if len(fastjson.dumps_bytes(value)) > MAX_FREE_FORM_BYTES:
+        raise ValueError(f"must be at most {MAX_FREE_FORM_BYTES // 1024} KB as JSON")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How many objects and lists nest in `value` (counting stops past the limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > MAX_FREE_FORM_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+FreeForm = Annotated[dict[str, Any], Field(max_length=MAX_FREE_FORM_KEYS), AfterValidator(_bounded)]
 
 
 class ChatMessage(InputModel):
@@ -47,11 +85,13 @@ class TestCaseFields(InputModel):
     category: Label | None = Field(default=None, description="A slice of summaries")
     topic: Label | None = Field(default=None, description="A slice of summaries")
     tags: list[Tag] = Field(default_factory=list, max_length=50)
-    variables: dict[str, Any] = Field(
-        default_factory=dict, description="Values for the prompt template"
+    variables: FreeForm = Field(
+        default_factory=dict,
+        description=f"Values for the prompt template ({FREE_FORM_RULE})",
     )
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Anything else; recorded outputs are read from here"
+    metadata: FreeForm = Field(
+        default_factory=dict,
+        description=f"Anything else; recorded outputs are read from here ({FREE_FORM_RULE})",
     )
 
     @model_validator(mode="after")
@@ -94,8 +134,8 @@ class TestUpdate(InputModel):
     category: Label | None = None
     topic: Label | None = None
     tags: list[Tag] | None = Field(default=None, max_length=50)
-    variables: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    variables: FreeForm | None = None
+    metadata: FreeForm | None = None
 
 
 class TestRead(OutputModel):
