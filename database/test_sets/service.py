@@ -232,4 +232,7 @@ async def export(
         version = await get_version_or_404(session, test_set, version_number)
         rows, _ = await crud.list_version_cases(session, version.id, limit=None, offset=0)
         cases = [row.case for row in rows]
-    return export_cases([TestCaseFields.model_validate(case) for case in cases], fmt)
+    stored = {"stored": True}
+    return export_cases(
+        [TestCaseFields.model_validate(case, context=stored) for case in cases], fmt
+    )

@@ -4,7 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    model_validator,
+)
 
 from utils import fastjson
 from utils.schemas import InputModel, OutputModel, example, text_problem
@@ -33,10 +40,14 @@ FREE_FORM_RULE = (
 )
 
 
-def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    if info.context and info.context.get("stored"):
+        return value  # read back from the database: not judged again by newer limits
     problem = text_problem(value)  # before measuring it as JSON, which needs storable text
     if problem:
         raise ValueError(problem)
+    if len(value) > MAX_FREE_FORM_KEYS:
+        raise ValueError(f"must have at most {MAX_FREE_FORM_KEYS} keys")
     if _depth(value) > MAX_FREE_FORM_DEPTH:
         raise ValueError(f"must be at most {MAX_FREE_FORM_DEPTH} levels deep")
     if len(fastjson.dumps_bytes(value)) > MAX_FREE_FORM_BYTES:
@@ -58,7 +69,11 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-FreeForm = Annotated[dict[str, Any], Field(max_length=MAX_FREE_FORM_KEYS), AfterValidator(_bounded)]
+FreeForm = Annotated[
+    dict[str, Any],
+    Field(json_schema_extra={"maxProperties": MAX_FREE_FORM_KEYS}),
+    AfterValidator(_bounded),
+]
 
 
 class ChatMessage(InputModel):

@@ -4,10 +4,18 @@ limit is a 422 naming the field, before anything is stored."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import update
 
 from database.test_sets.io import MAX_COLUMNS
+from database.tests.models import TestCase
 from database.tests.schemas import MAX_FREE_FORM_BYTES, MAX_FREE_FORM_DEPTH, MAX_FREE_FORM_KEYS
-from tests.helpers import assert_problem, create_project, create_test_set, register
+from tests.helpers import (
+    assert_problem,
+    create_project,
+    create_test_set,
+    register,
+    tenant_session,
+)
 
 
 def _nested(levels: int) -> dict:
@@ -50,3 +58,29 @@ async def test_a_csv_import_wider_than_the_limit_is_refused_by_its_header(client
     body = assert_problem(response, 422)
     assert body["errors"][0]["line"] == 1
     assert f"at most {MAX_COLUMNS}" in body["errors"][0]["message"]
+
+
+async def test_tests_stored_before_the_limits_still_export(client, database):
+    """The limits judge what is sent, not what was stored before they existed."""
+    owner = await register(client)
+    project = await create_project(client, owner)
+    created = await client.post(
+        "/api/v1/tests",
+        json={"project_id": project["id"], "input": "q"},
+        headers=owner.headers,
+    )
+    test_set = await create_test_set(
+        client, owner, project_id=project["id"], test_ids=[created.json()["id"]]
+    )
+    wide = {f"column {i}": "x" for i in range(MAX_FREE_FORM_KEYS * 2)}
+    async with tenant_session(database, owner.organization_id) as session:
+        await session.execute(
+            update(TestCase).where(TestCase.id == created.json()["id"]).values(meta=wide)
+        )
+    exported = await client.get(
+        f"/api/v1/test-sets/{test_set['id']}/export",
+        params={"format": "json"},
+        headers=owner.headers,
+    )
+    assert exported.status_code == 200, exported.text
+    assert len(exported.json()[0]["metadata"]) == MAX_FREE_FORM_KEYS * 2
