@@ -18,6 +18,13 @@ async def _token(live: Live, run_id: str, headers: dict[str, str]) -> str:
     return str(response.json()["token"])
 
 
+async def _finished_run(live: Live) -> dict:
+    target = await live.model(provider="demo")
+    test_set = await live.test_set([{"input": "q"}])
+    run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+    return await live.wait(run["id"])
+
+
 async def _open(live: Live, run_id: str, token: str, **headers: str) -> httpx.Response:
     async with (
         httpx.AsyncClient(base_url=live.base_url, timeout=30) as client,
@@ -64,10 +71,7 @@ async def test_keys_a_removed_admin_created_are_revoked_with_their_stream_tokens
 ) -> None:
     admin = await add_member(live.client, live.account, "admin")
     key = await create_api_key(live.client, admin, "member")
-    target = await live.model(provider="demo")
-    test_set = await live.test_set([{"input": "q"}])
-    run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
-    await live.wait(run["id"])
+    run = await _finished_run(live)
     token = await _token(live, run["id"], bearer(key["key"]))
     assert (await _open(live, run["id"], token)).status_code == 200
 
@@ -88,10 +92,7 @@ async def test_keys_a_removed_admin_created_are_revoked_with_their_stream_tokens
 
 async def test_a_stream_token_of_a_revoked_key_stops_opening(live: Live) -> None:
     key = await create_api_key(live.client, live.account, "viewer")
-    target = await live.model(provider="demo")
-    test_set = await live.test_set([{"input": "q"}])
-    run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
-    await live.wait(run["id"])
+    run = await _finished_run(live)
     token = await _token(live, run["id"], bearer(key["key"]))
     assert (await _open(live, run["id"], token)).status_code == 200
     revoked = await live.client.delete(
