@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from database.core import get_database
 from database.migrate import applied_revision, head_revision
+from database.routing import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 DATABASE_CHECK_TIMEOUT = 5.0
 
 

@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import sys
 
-from bench import auth_overhead, compare_runs, fresh_import, run_throughput, sse_fanout, startup
+from bench import (
+    auth_overhead,
+    compare_runs,
+    export_stream,
+    fresh_import,
+    run_throughput,
+    sse_fanout,
+    startup,
+)
 
 BENCHES = {
     bench.__name__.rsplit(".", 1)[-1]: bench
-    for bench in (startup, run_throughput, compare_runs, fresh_import, auth_overhead, sse_fanout)
+    for bench in (
+        startup,
+        run_throughput,
+        compare_runs,
+        fresh_import,
+        export_stream,
+        auth_overhead,
+        sse_fanout,
+    )
 }
 
 

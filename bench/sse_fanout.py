@@ -57,7 +57,7 @@ def _raise_file_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
@@ -66,7 +66,9 @@ def _rss_bytes(pid: int) -> int:
 
 
 @asynccontextmanager
-async def _server(data_dir: Path, owner: str, runtime: str) -> AsyncIterator[tuple[int, str]]:
+async def serve_on_embedded(
+    data_dir: Path, owner: str, runtime: str
+) -> AsyncIterator[tuple[int, str]]:
     """(pid, base URL) of `python -m app serve` on the given database, API only."""
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
@@ -217,7 +219,7 @@ async def _subscribe(
             raise RuntimeError(f"subscribers: {line}")
         connect_seconds = time.perf_counter() - started
         await asyncio.sleep(1.0)  # let the server settle (replays done, garbage collected)
-        rss = _rss_bytes(server_pid)
+        rss = rss_bytes(server_pid)
         commits: dict[int, float] = await publish()
         clients.stdin.write(b"end\n")
         await clients.stdin.drain()
@@ -260,7 +262,7 @@ async def run() -> None:
         await publisher.start()
         install_publisher(publisher.runs_changed)
         try:
-            async with _server(data_dir, owner, runtime) as (pid, base_url):
+            async with serve_on_embedded(data_dir, owner, runtime) as (pid, base_url):
                 port = int(base_url.rsplit(":", 1)[1])
                 organization_id, (single, fanout) = await _setup(base_url)
 
@@ -275,7 +277,7 @@ async def run() -> None:
                 )
                 base_latencies, base_missing = _latencies(got, commits)
                 await asyncio.sleep(0.5)
-                at_rest = _rss_bytes(pid)
+                at_rest = rss_bytes(pid)
                 got, commits, loaded, connect_seconds = await _subscribe(
                     port,
                     fanout,

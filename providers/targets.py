@@ -25,7 +25,7 @@ from providers.errors import TargetError, http_error
 from utils import transport
 from utils.errors import InvalidInput
 from utils.ssrf import vet
-from utils.templates import render
+from utils.templates import render_off_loop
 
 __all__ = ["TargetConfig", "TargetError", "TargetReply", "TargetRequest", "call_target"]
 
@@ -175,7 +175,7 @@ async def _call_http(
 ) -> tuple[str, None]:
     assert config.base_url and config.body_template and config.response_path
     pin = await vet(config.base_url, field="http.url", allow_private=allow_private)
-    body = render(
+    body = await render_off_loop(
         config.body_template,
         {"input": request.input or "", "messages": request.chat(), "variables": request.variables},
         field="http.body_template",

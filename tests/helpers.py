@@ -68,32 +68,37 @@ async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD)
     return await client.post("/api/v1/auth/login", data={"username": email, "password": password})
 
 
+async def invite(
+    client: httpx.AsyncClient, inviter: Account, email: str, role: str = "member"
+) -> dict:
+    """An invitation to inviter's organization, as created (with its token)."""
+    response = await client.post(
+        f"/api/v1/organizations/{inviter.organization_id}/invitations",
+        json={"email": email, "role": role},
+        headers=inviter.headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def accept_invitation(
+    client: httpx.AsyncClient, account: Account, token: str
+) -> httpx.Response:
+    return await client.post(
+        "/api/v1/auth/accept-invitation", json={"token": token}, headers=account.headers
+    )
+
+
 async def add_member(
     client: httpx.AsyncClient, owner: Account, role: str, *, name: str = "Member"
 ) -> Account:
-    """Registers a new user and adds them to owner's organization with `role`; returns them
-    acting in that organization."""
+    """Registers a new user, invites them to owner's organization with `role` and has them
+    accept; returns them acting in that organization."""
     person = await register(client, name=name)
-    response = await client.post(
-        f"/api/v1/organizations/{owner.organization_id}/members",
-        json={"email": person.email, "role": role},
-        headers=owner.headers,
-    )
-    assert response.status_code == 201, response.text
-    switched = await client.post(
-        "/api/v1/auth/switch-organization",
-        json={"organization_id": str(owner.organization_id)},
-        headers=person.headers,
-    )
-    assert switched.status_code == 200, switched.text
-    tokens = switched.json()
-    return Account(
-        user_id=person.user_id,
-        organization_id=owner.organization_id,
-        email=person.email,
-        access_token=tokens["access_token"],
-        refresh_token=tokens["refresh_token"],
-    )
+    invitation = await invite(client, owner, person.email, role)
+    accepted = await accept_invitation(client, person, invitation["token"])
+    assert accepted.status_code == 200, accepted.text
+    return await switch(client, person, owner.organization_id)
 
 
 async def create_api_key(

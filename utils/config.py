@@ -41,9 +41,17 @@ class Settings(BaseSettings):
     auth_account_rate_limit: str = "10/hour"
     redis_url: str | None = None
     max_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
+    max_json_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = []
     allow_private_networks: bool = False
     import_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # One template render: loop iterations, calls and every 100 characters built are steps.
+    template_max_steps: int = Field(default=100_000, ge=100)
+    template_max_output_chars: int = Field(default=1_000_000, ge=1_000)
+    # Invitations to an organization: how long one can be accepted, and how many an
+    # organization may send in an hour.
+    invitation_hours: int = Field(default=72, ge=1)
+    invitations_per_hour: int = Field(default=50, ge=1)
 
     # Runs and workers.
     workers: int = Field(

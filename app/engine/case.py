@@ -21,7 +21,7 @@ from database.results.models import Result, Run
 from database.test_sets.crud import VersionCase
 from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
 from utils.errors import InvalidInput
-from utils.templates import render
+from utils.templates import TemplateTooCostly, render_off_loop
 
 Row = dict[str, Any]
 
@@ -37,10 +37,11 @@ async def run_case(
     """`source`: a rescore's stored result of this case, whose output is scored again."""
     result = _new_result(run, case, repetition)
     try:
-        request = _request(case.case, plan)
+        request = await _request(case.case, plan)
     except InvalidInput as exc:
         sent = {"text": case.case.get("input")}
-        return _errored(result, sent, "prompt_error", exc.detail), []
+        kind = "configuration_error" if isinstance(exc, TemplateTooCostly) else "prompt_error"
+        return _errored(result, sent, kind, exc.detail), []
     result["input"] = _sent(request)
     live = delta_sink(run.id, events.delta_target(case.position, repetition))
     try:
@@ -80,15 +81,15 @@ def _new_result(run: Run, case: VersionCase, repetition: int) -> Row:
     }
 
 
-def _request(case: dict[str, Any], plan: Plan) -> TargetRequest:
+async def _request(case: dict[str, Any], plan: Plan) -> TargetRequest:
     """The case as sent: its input through the prompt version's template, if any."""
     variables = dict(case.get("variables") or {})
     text = case.get("input")
     if plan.template is not None:
         context = {**variables, "input": text or "", "messages": case.get("messages") or []}
-        text = render(plan.template, context, field="prompt")
+        text = await render_off_loop(plan.template, context, field="prompt")
     system = (
-        render(plan.system_prompt, {**variables, "input": text or ""})
+        await render_off_loop(plan.system_prompt, {**variables, "input": text or ""})
         if plan.system_prompt
         else None
     )

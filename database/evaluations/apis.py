@@ -2,17 +2,18 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from database.deps import DbSession, Member, Pagination, Viewer
 from database.evaluations import crud, service
 from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
+from database.routing import api_router
 from database.test_sets.service import get_test_set_or_404
 from utils.problems import errors
 from utils.schemas import Page
 
-router = APIRouter(prefix="/metrics", tags=["metrics"])
-test_set_router = APIRouter(prefix="/test-sets", tags=["metrics"])
+router = api_router(prefix="/metrics", tags=["metrics"])
+test_set_router = api_router(prefix="/test-sets", tags=["metrics"])
 
 
 @router.get(

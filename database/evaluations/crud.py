@@ -112,16 +112,3 @@ async def evaluations_of(
     for evaluation in rows.all():
         grouped[evaluation.result_id].append(evaluation)
     return grouped
-
-
-async def run_evaluations(
-    session: AsyncSession, run_id: uuid.UUID
-) -> dict[uuid.UUID, list[Evaluation]]:
-    """Every evaluation of a run, by result (one query, whatever the run's size)."""
-    rows = await session.scalars(
-        select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.metric_name)
-    )
-    grouped: dict[uuid.UUID, list[Evaluation]] = {}
-    for evaluation in rows.all():
-        grouped.setdefault(evaluation.result_id, []).append(evaluation)
-    return grouped

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.models import crud, service
@@ -15,10 +15,11 @@ from database.models.schemas import (
     ModelConfigUpdate,
     Provider,
 )
+from database.routing import api_router
 from utils.problems import errors
 from utils.schemas import Page
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = api_router(prefix="/models", tags=["models"])
 
 
 @router.get(

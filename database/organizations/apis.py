@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from database.deps import (
     Admin,
@@ -22,12 +22,13 @@ from database.organizations.schemas import (
     OrganizationCreate,
     OrganizationUpdate,
 )
+from database.routing import api_router
 from utils.problems import errors
 from utils.schemas import Page
 
 # The members of an organization are users: their routes are the users entity's
 # (database/users/apis.py), under this same prefix.
-router = APIRouter(prefix="/organizations", tags=["organizations"])
+router = api_router(prefix="/organizations", tags=["organizations"])
 
 
 @router.get(

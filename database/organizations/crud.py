@@ -1,4 +1,4 @@
-"""Queries of organizations, memberships and API keys. Flush, never commit."""
+"""Queries of organizations, memberships, API keys and invitations. Flush, never commit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.organizations.models import ApiKey, Membership, Organization
+from database.organizations.models import ApiKey, Invitation, Membership, Organization
 from utils.errors import Conflict
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -23,6 +23,14 @@ class ApiKeyLookup:
     role: str
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class InvitationLookup:
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    role: str
 
 
 # --- organizations --------------------------------------------------------------------------
@@ -206,3 +214,96 @@ async def api_key_is_live(session: AsyncSession, key_id: uuid.UUID) -> bool:
         )
     )
     return live is not None
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+_UNANSWERED = (Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+
+
+async def create_invitation(session: AsyncSession, invitation: Invitation) -> Invitation:
+    session.add(invitation)
+    await session.flush()
+    return invitation
+
+
+async def list_invitations(
+    session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
+) -> tuple[list[Invitation], int]:
+    where = Invitation.organization_id == organization_id
+    total = await session.scalar(select(func.count()).select_from(Invitation).where(where))
+    rows = await session.scalars(
+        select(Invitation)
+        .where(where)
+        .order_by(Invitation.created_at.desc(), Invitation.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows.all()), total or 0
+
+
+async def get_invitation(
+    session: AsyncSession, organization_id: uuid.UUID, invitation_id: uuid.UUID
+) -> Invitation | None:
+    return await session.scalar(
+        select(Invitation).where(
+            Invitation.id == invitation_id, Invitation.organization_id == organization_id
+        )
+    )
+
+
+async def find_invitation(session: AsyncSession, token_hash: str) -> InvitationLookup | None:
+    """Looks an invitation up by its token's hash: the invitee is no member of its organization
+    yet, so row-level security hides it from them (a SECURITY DEFINER function)."""
+    row = (
+        await session.execute(
+            text("SELECT id, organization_id, email, role FROM assay_auth_invitation(:hash)"),
+            {"hash": token_hash},
+        )
+    ).first()
+    return InvitationLookup(*row) if row else None
+
+
+async def accept_invitation(
+    session: AsyncSession, invitation_id: uuid.UUID, user_id: uuid.UUID
+) -> bool:
+    """Spends an invitation of the current organization at once; False unless it was pending
+    (neither accepted, revoked nor expired)."""
+    spent = await session.execute(
+        update(Invitation)
+        .where(
+            Invitation.id == invitation_id,
+            *_UNANSWERED,
+            Invitation.expires_at > func.now(),
+        )
+        .values(accepted_at=func.now(), accepted_by=user_id)
+        .returning(Invitation.id)
+    )
+    return spent.first() is not None
+
+
+async def revoke_invitation(
+    session: AsyncSession, organization_id: uuid.UUID, invitation_id: uuid.UUID
+) -> bool:
+    """Revokes an unanswered invitation; False when there is none such (unknown, accepted or
+    revoked already: read it to tell which)."""
+    revoked = await session.execute(
+        update(Invitation)
+        .where(
+            Invitation.id == invitation_id,
+            Invitation.organization_id == organization_id,
+            *_UNANSWERED,
+        )
+        .values(revoked_at=func.now())
+        .returning(Invitation.id)
+    )
+    return revoked.first() is not None
+
+
+async def revoke_invitations_created_by(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Revokes the unanswered invitations a user sent in the current organization."""
+    await session.execute(
+        update(Invitation)
+        .where(Invitation.created_by == user_id, *_UNANSWERED)
+        .values(revoked_at=func.now())
+    )

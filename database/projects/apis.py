@@ -3,15 +3,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
 from database.projects import crud, service
 from database.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
+from database.routing import api_router
 from utils.problems import errors
 from utils.schemas import Page
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = api_router(prefix="/projects", tags=["projects"])
 
 
 @router.get(

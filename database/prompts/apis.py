@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import Path, Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
 from database.prompts import crud, service
@@ -19,10 +19,11 @@ from database.prompts.schemas import (
     RenderRequest,
     RenderResult,
 )
+from database.routing import api_router
 from utils.problems import errors
 from utils.schemas import Page
 
-router = APIRouter(prefix="/prompts", tags=["prompts"])
+router = api_router(prefix="/prompts", tags=["prompts"])
 Label = Annotated[LabelName, Path(description=LABEL_RULE)]
 
 
@@ -182,4 +183,4 @@ async def render_prompt(
     """Strict: a variable the template uses and the request leaves out is a 422 naming it."""
     prompt = await service.get_prompt_or_404(session, prompt_id)
     version = await service.resolve_version(session, prompt, body.version)
-    return service.render_version(version, body.variables)
+    return await service.render_version(version, body.variables)

@@ -22,7 +22,7 @@ from database.prompts.schemas import (
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
-from utils.templates import check_template, render
+from utils.templates import check_template, render_off_loop
 
 LATEST = "latest"
 MAX_VERSION_NUMBER = 2**31 - 1
@@ -166,8 +166,9 @@ async def delete_label(session: AsyncSession, prompt: Prompt, name: str) -> None
         raise NotFound("Label not found")
 
 
-def render_version(version: PromptVersion, variables: dict[str, Any]) -> RenderResult:
-    system = render(version.system_prompt, variables) if version.system_prompt else None
-    return RenderResult(
-        version=version.number, text=render(version.template, variables), system_prompt=system
+async def render_version(version: PromptVersion, variables: dict[str, Any]) -> RenderResult:
+    system = (
+        await render_off_loop(version.system_prompt, variables) if version.system_prompt else None
     )
+    text = await render_off_loop(version.template, variables)
+    return RenderResult(version=version.number, text=text, system_prompt=system)

@@ -3,7 +3,8 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations.schemas import EvaluationRead
@@ -26,12 +27,13 @@ from database.results.schemas import (
     RunSummary,
     StreamToken,
 )
+from database.routing import api_router
 from utils.problems import errors
 from utils.schemas import Page
 
-router = APIRouter(prefix="/runs", tags=["runs"])
-results_router = APIRouter(prefix="/results", tags=["runs"])
-baseline_router = APIRouter(prefix="/projects", tags=["projects"])
+router = api_router(prefix="/runs", tags=["runs"])
+results_router = api_router(prefix="/results", tags=["runs"])
+baseline_router = api_router(prefix="/projects", tags=["projects"])
 EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "junit": "application/xml"}
 
 
@@ -278,14 +280,14 @@ async def run_summary(run_id: uuid.UUID, session: DbSession, _: Viewer) -> RunSu
 async def export_run(
     run_id: uuid.UUID,
     session: DbSession,
-    _: Viewer,
+    principal: Viewer,
     format: Literal["csv", "json", "junit"] = "json",
 ) -> Response:
     """JUnit test names are stable across runs (test set name, test id, repetition)."""
     run = await get_run_or_404(session, run_id)
     extension = "xml" if format == "junit" else format
-    return Response(
-        await service.export_run(session, run, format),
+    return StreamingResponse(
+        await service.export_run(session, principal, run, format),
         media_type=EXPORT_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="run-{run.id}.{extension}"'},
     )

@@ -1,16 +1,18 @@
-"""A run's results as files: CSV (formula cells neutralised), JSON, and JUnit XML for CI."""
+"""A run's results as files: CSV (formula cells neutralised), JSON, and JUnit XML for CI, each
+written a page of results at a time (test_sets.streaming streams them)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 
 from database.results.models import Run
 from database.results.schemas import ResultRead
+from database.test_sets.streaming import csv_text
 from utils.csv_cells import guard_formula
 
 EXPORT_COLUMNS = (
@@ -27,34 +29,24 @@ EXPORT_COLUMNS = (
     "error_type",
     "error_message",
 )
+# Characters XML 1.0 cannot hold, escaped or not (control characters of a model's output, such
+# as a terminal's colour codes): a CI system would refuse the whole file over one of them.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_SUITE_END = b"</testsuite>"
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What JUnit's <testsuite> tells before its cases, counted in the database."""
+
+    results: int
+    failed: int
+    errored: int
+    latency_ms: float
 
 
 def _input_text(value: dict[str, Any]) -> str:
     return value.get("text") or json.dumps(value.get("messages") or value, ensure_ascii=False)
-
-
-def export_results(
-    run: Run, results: Sequence[ResultRead], fmt: str, *, test_set_name: str | None = None
-) -> bytes:
-    """`test_set_name` names the JUnit classname, so CI systems follow a test across runs."""
-    if fmt == "json":
-        return json.dumps(
-            [r.model_dump(mode="json") for r in results], ensure_ascii=False, indent=2
-        ).encode()
-    if fmt == "csv":
-        metric_names = sorted({e.metric_name for r in results for e in r.evaluations})
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow([*EXPORT_COLUMNS, *(f"score:{n}" for n in metric_names)])
-        for r in results:
-            scores = {e.metric_name: e.score for e in r.evaluations}
-            row = r.model_dump(mode="json")
-            row["input"] = _input_text(r.input)
-            writer.writerow(
-                [_cell(row[c]) for c in EXPORT_COLUMNS] + [scores.get(n, "") for n in metric_names]
-            )
-        return buffer.getvalue().encode()
-    return _junit(run, results, test_set_name)
 
 
 def _cell(value: Any) -> Any:
@@ -63,65 +55,101 @@ def _cell(value: Any) -> Any:
     return "" if value is None else value
 
 
+class CsvEncoder:
+    """One row per result; a score column per metric the run's evaluations name."""
+
+    def __init__(self, metric_names: Sequence[str]) -> None:
+        self._metric_names = list(metric_names)
+
+    def head(self) -> bytes:
+        return csv_text([[*EXPORT_COLUMNS, *(f"score:{n}" for n in self._metric_names)]])
+
+    def page(self, results: Sequence[ResultRead]) -> bytes:
+        return csv_text(self._row(r) for r in results)
+
+    def tail(self) -> bytes:
+        return b""
+
+    def _row(self, result: ResultRead) -> list[Any]:
+        scores = {e.metric_name: e.score for e in result.evaluations}
+        row = result.model_dump(mode="json")
+        row["input"] = _input_text(result.input)
+        return [_cell(row[c]) for c in EXPORT_COLUMNS] + [
+            scores.get(n, "") for n in self._metric_names
+        ]
+
+
+def _xml(text: str) -> str:
+    return _NOT_XML.sub("\ufffd", text)
+
+
 def _classname(run: Run, test_set_name: str | None) -> str:
     """The same for every run of a test set (dots would nest it in CI systems' trees)."""
     name = (test_set_name or f"test set {run.test_set_id}").replace(".", "-")
-    return f"assay.{name}"
+    return _xml(f"assay.{name}")
 
 
-def _case_name(run: Run, result: ResultRead) -> str:
-    """A test's own id (stable across runs and versions), with its repetition."""
-    name = str(result.test_id) if result.test_id else f"case {result.position}"
-    return name + (f" #{result.repetition + 1}" if run.repetitions > 1 else "")
+class JunitEncoder:
+    """A <testsuite> whose attributes come from `totals`, the gate as a case of its own, then
+    one <testcase> per result: named by the test's own id (stable across runs and versions)
+    and its repetition, so CI systems follow a test's history.
 
+    A run still being written may gain results between the count and the cases."""
 
-def _junit(run: Run, results: Sequence[ResultRead], test_set_name: str | None) -> bytes:
-    classname = _classname(run, test_set_name)
-    gate = run.gate_result
-    suite = ElementTree.Element(
-        "testsuite",
-        name=run.name or f"assay run {run.id}",
-        tests=str(len(results) + (gate is not None)),
-        failures=str(
-            sum(r.status == "failed" for r in results) + ((gate or {}).get("status") == "failed")
-        ),
-        errors=str(
-            sum(r.status == "errored" for r in results)
-            + ((gate or {}).get("status") == "undecided")
-        ),
-        time=f"{sum((r.latency_ms or 0) for r in results) / 1000:.3f}",
-    )
-    if gate is not None:
-        _gate_case(suite, classname, gate)
-    for r in results:
-        case = ElementTree.SubElement(
-            suite,
-            "testcase",
-            classname=classname,
-            name=_case_name(run, r),
-            time=f"{(r.latency_ms or 0) / 1000:.3f}",
+    def __init__(self, run: Run, totals: Totals, test_set_name: str | None) -> None:
+        self._classname = _classname(run, test_set_name)
+        self._repeated = run.repetitions > 1
+        gate = run.gate_result
+        self._suite = ElementTree.Element(
+            "testsuite",
+            name=_xml(run.name or f"assay run {run.id}"),
+            tests=str(totals.results + (gate is not None)),
+            failures=str(totals.failed + ((gate or {}).get("status") == "failed")),
+            errors=str(totals.errored + ((gate or {}).get("status") == "undecided")),
+            time=f"{totals.latency_ms / 1000:.3f}",
         )
-        if r.status == "failed":
-            failed = [e for e in r.evaluations if not e.passed]
-            failure = ElementTree.SubElement(
-                case, "failure", message="; ".join(f"{e.metric_name}: {e.reason}" for e in failed)
-            )
-            failure.text = r.output or ""
-        elif r.status == "errored":
-            error = ElementTree.SubElement(
-                case, "error", message=r.error_message or "", type=r.error_type or "error"
-            )
-            error.text = r.error_message or ""
-        output = ElementTree.SubElement(case, "system-out")
-        output.text = r.output or ""
-    return ElementTree.tostring(suite, encoding="utf-8", xml_declaration=True)
+        if gate is not None:
+            _gate_case(self._suite, self._classname, gate)
+
+    def head(self) -> bytes:
+        document = ElementTree.tostring(self._suite, encoding="utf-8", xml_declaration=True)
+        if document.endswith(_SUITE_END):
+            return document.removesuffix(_SUITE_END)
+        return document.removesuffix(b" />") + b">"  # no gate case: the suite is empty so far
+
+    def page(self, results: Sequence[ResultRead]) -> bytes:
+        return b"".join(ElementTree.tostring(self._case(r), encoding="utf-8") for r in results)
+
+    def tail(self) -> bytes:
+        return _SUITE_END
+
+    def _case(self, result: ResultRead) -> ElementTree.Element:
+        name = str(result.test_id) if result.test_id else f"case {result.position}"
+        case = ElementTree.Element(
+            "testcase",
+            classname=self._classname,
+            name=name + (f" #{result.repetition + 1}" if self._repeated else ""),
+            time=f"{(result.latency_ms or 0) / 1000:.3f}",
+        )
+        output = _xml(result.output or "")
+        if result.status == "failed":
+            failed = [e for e in result.evaluations if not e.passed]
+            message = "; ".join(f"{e.metric_name}: {e.reason}" for e in failed)
+            ElementTree.SubElement(case, "failure", message=_xml(message)).text = output
+        elif result.status == "errored":
+            error_message = _xml(result.error_message or "")
+            error_type = _xml(result.error_type or "error")
+            error = ElementTree.SubElement(case, "error", message=error_message, type=error_type)
+            error.text = error_message
+        ElementTree.SubElement(case, "system-out").text = output
+        return case
 
 
 def _gate_case(suite: ElementTree.Element, classname: str, gate: dict[str, Any]) -> None:
     """The gate as a test case of its own: failing with its reasons when it failed, in error
     when it could not decide."""
     case = ElementTree.SubElement(suite, "testcase", classname=classname, name="gate")
-    reasons = "; ".join(gate.get("reasons") or [])
+    reasons = _xml("; ".join(gate.get("reasons") or []))
     if gate.get("status") == "failed":
         ElementTree.SubElement(case, "failure", message=reasons, type="gate").text = reasons
     elif gate.get("status") == "undecided":

@@ -70,15 +70,9 @@ async def run_read(session: AsyncSession, run_id: uuid.UUID) -> RunRead:
     return (await run_reads(session, [await get_run_or_404(session, run_id)]))[0]
 
 
-async def result_reads(
-    session: AsyncSession, results: Sequence[Result], *, whole_run: uuid.UUID | None = None
-) -> list[ResultRead]:
-    """Results with their evaluations; `whole_run` fetches them by run, not by id list (a
-    large run's ids would exceed the driver's limit on query parameters)."""
-    if whole_run is not None:
-        evaluations = await evaluation_crud.run_evaluations(session, whole_run)
-    else:
-        evaluations = await evaluation_crud.evaluations_of(session, [r.id for r in results])
+async def result_reads(session: AsyncSession, results: Sequence[Result]) -> list[ResultRead]:
+    """Results with their evaluations (a page of them: the ids are query parameters)."""
+    evaluations = await evaluation_crud.evaluations_of(session, [r.id for r in results])
     return [
         ResultRead.model_validate(result).model_copy(
             update={

@@ -5,10 +5,12 @@ import re
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
+from database.routing import api_router
 from database.test_sets import crud, service
 from database.test_sets.io import detect_format
 from database.test_sets.schemas import (
@@ -28,9 +30,9 @@ from utils.errors import InvalidInput, PayloadTooLarge
 from utils.problems import errors
 from utils.schemas import Page
 
-router = APIRouter(prefix="/test-sets", tags=["test sets"])
+router = api_router(prefix="/test-sets", tags=["test sets"])
 # Creating tests in bulk may add them to a set: the route is under /tests, its logic is here.
-tests_router = APIRouter(prefix="/tests", tags=["tests"])
+tests_router = api_router(prefix="/tests", tags=["tests"])
 # Version numbers are int4 columns: a larger number would fail in the driver (a 500), not 404.
 MAX_VERSION = 2**31 - 1
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
@@ -351,7 +353,7 @@ async def import_tests(
 async def export_tests(
     test_set_id: uuid.UUID,
     session: DbSession,
-    _: Viewer,
+    principal: Viewer,
     format: Literal["csv", "json", "jsonl"] = "json",
     version: Annotated[
         int | None, Query(ge=1, le=MAX_VERSION, description="A published version")
@@ -359,10 +361,10 @@ async def export_tests(
 ) -> Response:
     """As CSV (spreadsheet formulas neutralised), JSON or JSONL, as a file download."""
     test_set = await service.get_test_set_or_404(session, test_set_id)
-    content = await service.export(session, test_set, format, version_number=version)
+    content = await service.export(session, principal, test_set, format, version_number=version)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", test_set.name).strip("-") or "test-set"
     suffix = f"-v{version}" if version else ""
-    return Response(
+    return StreamingResponse(
         content,
         media_type=EXPORT_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="{stem}{suffix}.{format}"'},

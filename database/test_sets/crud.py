@@ -156,12 +156,12 @@ async def member_tests(session: AsyncSession, test_set_id: uuid.UUID) -> list[An
     Members first, then their tests by id: this plan stays linear even when the planner has
     no statistics yet (freshly imported tests), where a join became a quadratic nested loop.
     """
-    members = await session.execute(
-        select(TestSetMember.test_id)
-        .where(TestSetMember.test_set_id == test_set_id)
-        .order_by(TestSetMember.position, TestSetMember.test_id)
-    )
-    order = {test_id: index for index, test_id in enumerate(members.scalars())}
+    return await tests_in_order(session, await member_ids(session, test_set_id))
+
+
+async def tests_in_order(session: AsyncSession, test_ids: Sequence[uuid.UUID]) -> list[Any]:
+    """The tests of `test_ids` (those that still exist), in that order, as plain rows."""
+    order = {test_id: index for index, test_id in enumerate(test_ids)}
     async with custom_plans(session):
         rows = await session.execute(
             select(*CASE_COLUMNS).where(TestCase.id == any_(uuid_array("ids", list(order))))
@@ -247,18 +247,27 @@ async def create_version(
 
 
 async def list_version_cases(
-    session: AsyncSession, version_id: uuid.UUID, *, limit: int | None, offset: int
+    session: AsyncSession, version_id: uuid.UUID, *, limit: int, offset: int
 ) -> tuple[list[TestSetVersionCase], int]:
     query = (
         select(TestSetVersionCase)
         .where(TestSetVersionCase.version_id == version_id)
         .order_by(TestSetVersionCase.position)
     )
-    if limit is None:
-        rows = await session.scalars(query)
-        items = list(rows.all())
-        return items, len(items)
     return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def version_cases_after(
+    session: AsyncSession, version_id: uuid.UUID, position: int, *, limit: int
+) -> list[Any]:
+    """The version's next `limit` cases after `position` (position and case), in order."""
+    rows = await session.execute(
+        select(TestSetVersionCase.position, TestSetVersionCase.case)
+        .where(TestSetVersionCase.version_id == version_id, TestSetVersionCase.position > position)
+        .order_by(TestSetVersionCase.position)
+        .limit(limit)
+    )
+    return list(rows.all())
 
 
 @dataclass(frozen=True, slots=True)

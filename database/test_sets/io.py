@@ -1,16 +1,27 @@
-"""Import and export of a test set's cases as CSV, JSON and JSONL (pure functions, no I/O)."""
+"""Import and export of a test set's cases as CSV, JSON and JSONL (pure functions, no I/O).
+
+An import is parsed whole before anything is written, off the event loop (see the service),
+within limits that bound the work of any one row: its columns, its size and, for JSON, its
+nesting (Python's decoder recurses once per level)."""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeAlias
 
 from pydantic import ValidationError
 
+from database.test_sets.import_bounds import (
+    MeasuredLines,
+    bounded_json,
+    json_items,
+    too_wide,
+    width_complaint,
+)
+from database.test_sets.streaming import JsonArrayEncoder, PageEncoder, csv_text
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import guard_formula, unguard_formula
 from utils.errors import InvalidInput, UnsupportedMediaType
@@ -69,9 +80,6 @@ CSV_COLUMNS = [
     "variables",
     "metadata",
 ]
-
-_JSON_WS = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
 
 
 def detect_format(filename: str | None, content_type: str | None, explicit: str | None) -> Format:
@@ -138,19 +146,43 @@ def parse_cases(content: bytes, fmt: Format, *, max_cases: int = MAX_CASES) -> l
     return cases
 
 
-def export_cases(cases: list[TestCaseFields], fmt: Format) -> bytes:
-    """Serialise cases; parse_cases reads the result back to equal cases."""
-    dumped = [case.model_dump(mode="json") for case in cases]
+def case_encoder(fmt: Format) -> PageEncoder[TestCaseFields]:
+    """Writes cases in `fmt` a page at a time; parse_cases reads the result back to equal cases."""
     if fmt == "json":
-        return json.dumps(dumped, ensure_ascii=False, indent=2).encode()
+        return JsonArrayEncoder()
     if fmt == "jsonl":
-        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in dumped).encode()
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for row in dumped:
-        writer.writerow([_export_cell(row[column]) for column in CSV_COLUMNS])
-    return buffer.getvalue().encode()
+        return _JsonLinesEncoder()
+    return _CsvEncoder()
+
+
+def export_cases(cases: list[TestCaseFields], fmt: Format) -> bytes:
+    """Serialise cases at once (exports of stored sets stream, with case_encoder)."""
+    encoder = case_encoder(fmt)
+    return encoder.head() + encoder.page(cases) + encoder.tail()
+
+
+class _JsonLinesEncoder:
+    def head(self) -> bytes:
+        return b""
+
+    def page(self, cases: Sequence[TestCaseFields]) -> bytes:
+        lines = (json.dumps(case.model_dump(mode="json"), ensure_ascii=False) for case in cases)
+        return "".join(line + "\n" for line in lines).encode()
+
+    def tail(self) -> bytes:
+        return b""
+
+
+class _CsvEncoder:
+    def head(self) -> bytes:
+        return csv_text([CSV_COLUMNS])
+
+    def page(self, cases: Sequence[TestCaseFields]) -> bytes:
+        rows = (case.model_dump(mode="json") for case in cases)
+        return csv_text([_export_cell(row[column]) for column in CSV_COLUMNS] for row in rows)
+
+    def tail(self) -> bytes:
+        return b""
 
 
 def _decode(content: bytes) -> str:
@@ -187,13 +219,13 @@ def _split_text_list(field: str, text: str) -> list[str]:
 def _csv_value(field: str, cell: str) -> Any:
     if field in _JSON_CELLS:
         try:
-            return json.loads(cell)
+            return bounded_json(cell)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
     if field in ("context", "tags"):
         if cell.lstrip().startswith("["):
             try:
-                value = json.loads(cell)
+                value = bounded_json(cell)
             except json.JSONDecodeError:
                 value = None  # text that merely starts with "[", such as "[1] a citation"
             if isinstance(value, list):
@@ -213,9 +245,10 @@ def _with_extras(data: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]
 
 
 def _csv_rows(text: str) -> Iterator[Row]:
-    # newline="" lets the csv module see \r\n inside quoted cells, and line_num then counts
-    # physical lines, so a record starts one line after where the previous one ended.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    # Lines read with newline="" let the csv module see \r\n inside quoted cells, and line_num
+    # then counts physical lines, so a record starts one line after where the previous one ended.
+    lines = MeasuredLines(text)
+    reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
     except csv.Error as exc:
@@ -242,6 +275,7 @@ def _csv_rows(text: str) -> Iterator[Row]:
         raise InvalidInput(f"Invalid CSV header: {message}", errors=[_at(1, message)])
 
     start = reader.line_num + 1
+    lines.take()
     while True:
         try:
             row = next(reader, None)
@@ -251,6 +285,10 @@ def _csv_rows(text: str) -> Iterator[Row]:
         if row is None:
             return
         line, start = start, reader.line_num + 1
+        oversize = width_complaint(lines.take())
+        if oversize:
+            yield {"line": line}, [_at(line, oversize)]
+            continue
         data: dict[str, Any] = {}
         extras: dict[str, Any] = {}
         bad: list[dict[str, Any]] = []
@@ -302,8 +340,12 @@ def _jsonl_rows(text: str) -> Iterator[Row]:
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        oversize = too_wide(line)
+        if oversize:
+            yield {"line": number}, [_at(number, oversize)]
+            continue
         try:
-            yield {"line": number}, _object_fields(json.loads(line))
+            yield {"line": number}, _object_fields(bounded_json(line))
         except json.JSONDecodeError as exc:
             yield {"line": number}, [_at(number, f"invalid JSON: {exc.msg} at column {exc.colno}")]
         except ValueError as exc:
@@ -312,87 +354,24 @@ def _jsonl_rows(text: str) -> Iterator[Row]:
 
 def _json_rows(text: str) -> Iterator[Row]:
     try:
-        items = _json_items(text)
+        items = json_items(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"Invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
             errors=[_at(exc.lineno, exc.msg)],
         ) from None
     line, counted = 1, 0
-    for index, (position, value) in enumerate(items, start=1):
+    for index, (position, end, value) in enumerate(items, start=1):
         line += text.count("\n", counted, position)
         counted = position
         where = {"line": line, "item": index}
         try:
+            oversize = too_wide(text, position, end)
+            if oversize:
+                raise ValueError(oversize)
             yield where, _object_fields(value)
         except ValueError as exc:
             yield where, [{**where, "field": None, "message": str(exc)}]
-
-
-def _skip(text: str, position: int) -> int:
-    match = _JSON_WS.match(text, position)
-    assert match is not None  # the pattern matches the empty string
-    return match.end()
-
-
-def _json_items(text: str) -> list[tuple[int, Any]]:
-    """The cases of a JSON document with where each starts, decoding the document only once."""
-    position = _skip(text, 0)
-    if position == len(text):
-        return []
-    if text.startswith("[", position):
-        items, position = _json_array(text, position)
-    elif text.startswith("{", position):
-        items, position = _json_wrapper(text, position)
-    else:
-        raise InvalidInput("JSON must be an array of test cases or an object with a 'tests' array")
-    if _skip(text, position) != len(text):
-        raise json.JSONDecodeError("Extra data", text, _skip(text, position))
-    return items
-
-
-def _json_array(text: str, position: int) -> tuple[list[tuple[int, Any]], int]:
-    items: list[tuple[int, Any]] = []
-    position = _skip(text, position + 1)
-    if text.startswith("]", position):
-        return items, position + 1
-    while True:
-        value, end = _DECODER.raw_decode(text, position)
-        items.append((position, value))
-        position = _skip(text, end)
-        if text.startswith("]", position):
-            return items, position + 1
-        if not text.startswith(",", position):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
-        position = _skip(text, position + 1)
-
-
-def _json_wrapper(text: str, position: int) -> tuple[list[tuple[int, Any]], int]:
-    """An object whose "tests" (or "cases") member holds the array; other members are skipped."""
-    items: list[tuple[int, Any]] | None = None
-    position = _skip(text, position + 1)
-    while not text.startswith("}", position):  # "{}" ends here; a trailing comma cannot
-        if not text.startswith('"', position):
-            raise json.JSONDecodeError("Expecting property name", text, position)
-        key, position = _DECODER.raw_decode(text, position)
-        position = _skip(text, position)
-        if not text.startswith(":", position):
-            raise json.JSONDecodeError("Expecting ':' delimiter", text, position)
-        position = _skip(text, position + 1)
-        if items is None and key.lower() in ("tests", "cases") and text.startswith("[", position):
-            items, position = _json_array(text, position)
-        else:
-            _, position = _DECODER.raw_decode(text, position)
-        position = _skip(text, position)
-        if text.startswith(",", position):
-            position = _skip(text, position + 1)
-            if not text.startswith('"', position):
-                raise json.JSONDecodeError("Expecting property name", text, position)
-        elif not text.startswith("}", position):
-            raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
-    if items is None:
-        raise InvalidInput("A JSON object must hold the test cases in a 'tests' array")
-    return items, position + 1
 
 
 def _at(line: int, message: str, field: str | None = None) -> dict[str, Any]:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects.service import require_project
 from database.test_sets import crud
-from database.test_sets.io import Format, export_cases, parse_cases
+from database.test_sets.io import Format, case_encoder, parse_cases
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
+from database.test_sets.streaming import PAGE_ROWS, ReadPage, stream_pages
 from database.tests import crud as test_crud
 from database.tests.schemas import TestBulkCreate, TestCaseFields
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
+
+# Imports of every tenant share these threads: parsing a large file (up to the import limit,
+# each row bounded by io's limits) never holds the event loop.
+_IMPORT_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="import")
 
 
 async def get_test_set_or_404(
@@ -211,28 +218,72 @@ async def import_cases(
     session: AsyncSession, principal: Principal, test_set: TestSet, content: bytes, fmt: Format
 ) -> int:
     """All or nothing: parse and validate every row first, then write in one transaction."""
-    cases = parse_cases(content, fmt)
+    cases = await asyncio.get_running_loop().run_in_executor(
+        _IMPORT_THREADS, _parsed_cases, content, fmt
+    )
     ids = await test_crud.insert_tests(
         session,
         organization_id=principal.organization_id,
         project_id=test_set.project_id,
-        cases=[case.model_dump(mode="json") for case in cases],
+        cases=cases,
     )
     first = await crud.max_position(session, test_set.id) + 1
     await crud.insert_members(session, test_set=test_set, test_ids=ids, first_position=first)
     return len(ids)
 
 
+def _parsed_cases(content: bytes, fmt: Format) -> list[dict[str, Any]]:
+    return [case.model_dump(mode="json") for case in parse_cases(content, fmt)]
+
+
 async def export(
-    session: AsyncSession, test_set: TestSet, fmt: Format, *, version_number: int | None
-) -> bytes:
+    session: AsyncSession,
+    principal: Principal,
+    test_set: TestSet,
+    fmt: Format,
+    *,
+    version_number: int | None,
+) -> AsyncIterator[bytes]:
+    """The set's cases (current, or a published version's) as a streamed document. A version
+    that does not exist is a NotFound here, before anything is sent."""
+    read_page: ReadPage[TestCaseFields]
     if version_number is None:
-        cases = [case for _, case in await current_cases(session, test_set)]
+        # The order is read now, ids only; the cases follow a page at a time.
+        read_page = _current_pages(await crud.member_ids(session, test_set.id))
     else:
         version = await get_version_or_404(session, test_set, version_number)
-        rows, _ = await crud.list_version_cases(session, version.id, limit=None, offset=0)
-        cases = [row.case for row in rows]
-    stored = {"stored": True}
-    return export_cases(
-        [TestCaseFields.model_validate(case, context=stored) for case in cases], fmt
-    )
+        read_page = _version_pages(version.id)
+    return stream_pages(principal, read_page, case_encoder(fmt))
+
+
+def _stored(case: dict[str, Any]) -> TestCaseFields:
+    """A stored case as it is exported: the limits judge what is sent, not what was stored."""
+    return TestCaseFields.model_validate(case, context={"stored": True})
+
+
+def _current_pages(test_ids: list[uuid.UUID]) -> ReadPage[TestCaseFields]:
+    start = 0
+
+    async def read(session: AsyncSession) -> list[TestCaseFields] | None:
+        nonlocal start
+        if start >= len(test_ids):
+            return None
+        page = test_ids[start : start + PAGE_ROWS]
+        start += PAGE_ROWS
+        return [_stored(test_crud.case_fields(t)) for t in await crud.tests_in_order(session, page)]
+
+    return read
+
+
+def _version_pages(version_id: uuid.UUID) -> ReadPage[TestCaseFields]:
+    after = -1
+
+    async def read(session: AsyncSession) -> list[TestCaseFields] | None:
+        nonlocal after
+        rows = await crud.version_cases_after(session, version_id, after, limit=PAGE_ROWS)
+        if not rows:
+            return None
+        after = rows[-1].position
+        return [_stored(row.case) for row in rows]
+
+    return read

@@ -3,15 +3,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
+from database.routing import api_router
 from database.tests import crud, service
 from database.tests.crud import TestFilters, TestSort
 from database.tests.schemas import TestCreate, TestRead, TestUpdate
 from utils.schemas import Page
 
-router = APIRouter(prefix="/tests", tags=["tests"])
+router = api_router(prefix="/tests", tags=["tests"])
 Filter = Annotated[str | None, Query(max_length=200)]
 
 

@@ -55,6 +55,14 @@ def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     return value
 
 
+def _few_enough_keys(value: Any, info: ValidationInfo) -> Any:
+    """Before validating each entry: a huge object is refused without being walked."""
+    stored = info.context and info.context.get("stored")
+    if isinstance(value, dict) and len(value) > MAX_FREE_FORM_KEYS and not stored:
+        raise ValueError(f"must have at most {MAX_FREE_FORM_KEYS} keys")
+    return value
+
+
 def _depth(value: Any) -> int:
     """How many objects and lists nest in `value` (counting stops past the limit)."""
     deepest, stack = 0, [(value, 1)]
@@ -72,6 +80,7 @@ def _depth(value: Any) -> int:
 FreeForm = Annotated[
     dict[str, Any],
     Field(json_schema_extra={"maxProperties": MAX_FREE_FORM_KEYS}),
+    BeforeValidator(_few_enough_keys),
     AfterValidator(_bounded),
 ]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, status
+from fastapi import Depends, Form, status
 
 from database.deps import (
     Admin,
@@ -17,10 +17,15 @@ from database.deps import (
     Viewer,
     auth_rate_limit,
 )
+from database.organizations.schemas import MyOrganizationRead
+from database.routing import api_router
 from database.users import members, service
 from database.users.schemas import (
+    InvitationAccept,
+    InvitationCreate,
+    InvitationCreated,
+    InvitationRead,
     LogoutRequest,
-    MemberCreate,
     MemberRead,
     MemberUpdate,
     MeRead,
@@ -35,9 +40,9 @@ from database.users.schemas import (
 from utils.problems import errors
 from utils.schemas import Page
 
-auth_router = APIRouter(prefix="/auth", tags=["auth"])
-users_router = APIRouter(prefix="/users", tags=["users"])
-members_router = APIRouter(prefix="/organizations", tags=["organizations"])
+auth_router = api_router(prefix="/auth", tags=["auth"])
+users_router = api_router(prefix="/users", tags=["users"])
+members_router = api_router(prefix="/organizations", tags=["organizations"])
 
 
 @auth_router.post(
@@ -130,6 +135,24 @@ async def switch_organization(
     return await service.switch_organization(session, runtime, principal, body.organization_id)
 
 
+@auth_router.post(
+    "/accept-invitation",
+    operation_id="invitations_accept",
+    summary="Accept an invitation: join its organization",
+    responses=errors(403, 404, 409),
+)
+async def accept_invitation(
+    body: InvitationAccept, session: DbSession, principal: CurrentPrincipal
+) -> MyOrganizationRead:
+    """Logged in as the account whose email was invited, send the invitation's token (a
+    dashboard link carries it, as in `https://dashboard.example/accept-invitation?token=...`):
+    you become a member with the invited role. The token works once. An unknown, used, revoked
+    or expired token, or another account's invitation, is a 404; being a member already is a
+    409. Returns the organization and your role there; switch to it with
+    `auth_switch_organization`."""
+    return await members.accept_invitation(session, principal, body.token)
+
+
 @users_router.get(
     "/me",
     operation_id="users_read_me",
@@ -185,20 +208,6 @@ async def list_members(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@members_router.post(
-    "/{organization_id}/members",
-    status_code=status.HTTP_201_CREATED,
-    operation_id="members_add",
-    summary="Add a registered user by email",
-    responses=errors(404, 409),
-)
-async def add_member(
-    body: MemberCreate, _: CurrentOrganization, session: DbSession, principal: Admin
-) -> MemberRead:
-    """The user must have registered; admins may grant roles up to admin, owners any role."""
-    return await members.add_member(session, principal, body.email, body.role)
-
-
 @members_router.patch(
     "/{organization_id}/members/{user_id}",
     operation_id="members_update",
@@ -229,3 +238,59 @@ async def remove_member(
     """Their access ends at once: sessions, stream tokens and the API keys they created; the
     last owner cannot leave."""
     await members.remove_member(session, principal, user_id)
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+
+@members_router.get(
+    "/{organization_id}/invitations",
+    operation_id="invitations_list",
+    summary="List the organization's invitations",
+)
+async def list_invitations(
+    organization_id: CurrentOrganization, session: DbSession, _: Admin, page: Pagination
+) -> Page[InvitationRead]:
+    """Unanswered, accepted, revoked and expired invitations, newest first; never their
+    tokens."""
+    items, total = await members.list_invitations(
+        session, organization_id, limit=page.limit, offset=page.offset
+    )
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@members_router.post(
+    "/{organization_id}/invitations",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="invitations_create",
+    summary="Invite someone by email; the token is in this response only",
+    responses=errors(429),
+)
+async def create_invitation(
+    body: InvitationCreate,
+    _: CurrentOrganization,
+    session: DbSession,
+    runtime: RuntimeDep,
+    principal: Admin,
+) -> InvitationCreated:
+    """Send the token to the invitee (a dashboard link carries it); logged in with that email,
+    they accept it with `invitations_accept` before it expires (`ASSAY_INVITATION_HOURS`).
+    The answer is the same whether or not the email has an account. Admins invite with roles
+    up to admin, owners with any role; an organization sends at most
+    `ASSAY_INVITATIONS_PER_HOUR` an hour."""
+    return await members.invite(session, runtime, principal, body)
+
+
+@members_router.delete(
+    "/{organization_id}/invitations/{invitation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="invitations_revoke",
+    summary="Revoke an invitation (its token stops working at once)",
+    responses=errors(409),
+)
+async def revoke_invitation(
+    invitation_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: Admin
+) -> None:
+    """Revoking a revoked or expired invitation is no error; an accepted one is a 409 (remove
+    the member instead)."""
+    await members.revoke_invitation(session, principal, invitation_id)

@@ -1,22 +1,36 @@
-"""The members of an organization: users with a role in it. Who may grant which role and the
-rule that an organization keeps an owner are the organizations entity's; these flows apply them
-to users."""
+"""The members of an organization: users with a role in it, who join by accepting an
+invitation. Who may grant which role and the rule that an organization keeps an owner are the
+organizations entity's; these flows apply them to users."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Tenant, acting_as
 from database.organizations import crud as org_crud
-from database.organizations.models import Membership
+from database.organizations.models import Invitation, Membership
+from database.organizations.schemas import MyOrganizationRead, OrganizationRead
 from database.organizations.service import check_may_grant, keep_an_owner
 from database.users import crud
 from database.users.models import User
-from database.users.schemas import MemberRead
-from utils.auth import Principal, Role
+from database.users.schemas import (
+    InvitationCreate,
+    InvitationCreated,
+    InvitationRead,
+    MemberRead,
+)
+from utils.auth import Principal, Role, hash_secret
 from utils.errors import Conflict, Forbidden, NotFound
+from utils.runtime import Runtime
+
+INVITATION_TOKEN_PREFIX = "assay_inv_"
+# One answer for an unknown, spent, revoked or expired token and for another account's
+# invitation: the answer tells nothing about invitations that are not yours to accept.
+INVITATION_NOT_FOUND = "No invitation for your account has this token (or it has expired)"
 
 
 async def list_members(
@@ -24,19 +38,6 @@ async def list_members(
 ) -> tuple[list[MemberRead], int]:
     rows, total = await crud.list_members(session, organization_id, limit=limit, offset=offset)
     return [_as_read(membership, user) for membership, user in rows], total
-
-
-async def add_member(
-    session: AsyncSession, principal: Principal, email: str, role: Role
-) -> MemberRead:
-    check_may_grant(principal, role)
-    user_id = await crud.find_user_id_by_email(session, email)
-    if user_id is None:
-        raise NotFound("No registered user has this email; they must register first")
-    membership = await org_crud.add_membership(
-        session, organization_id=principal.organization_id, user_id=user_id, role=role
-    )
-    return await _member_read(session, membership)
 
 
 async def change_member_role(
@@ -64,8 +65,10 @@ async def remove_member(session: AsyncSession, principal: Principal, user_id: uu
         await keep_an_owner(session, principal)
     await org_crud.remove_membership(session, membership)
     # The keys they created go with them: a key outliving its maker's access would keep what
-    # the organization just took away (a new admin makes new keys for what must go on).
+    # the organization just took away (a new admin makes new keys for what must go on). So do
+    # their unanswered invitations.
     await org_crud.revoke_api_keys_created_by(session, user_id)
+    await org_crud.revoke_invitations_created_by(session, user_id)
     # Login sessions are visible only to their own user (row-level security): end the removed
     # user's sessions in this organization as them (their stream tokens end with them).
     async with acting_as(session, Tenant(principal.organization_id, user_id)):
@@ -84,6 +87,82 @@ async def transfer_ownership(
     mine.role = Role.admin
     await org_crud.save_membership(session)
     return [await _member_read(session, target), await _member_read(session, mine)]
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+
+async def invite(
+    session: AsyncSession, runtime: Runtime, principal: Principal, body: InvitationCreate
+) -> InvitationCreated:
+    """Whether the email has an account is never looked at here: the answer is the same."""
+    check_may_grant(principal, body.role)
+    settings = runtime.settings
+    await runtime.rate_limiter.hit(
+        "invitations", str(principal.organization_id), f"{settings.invitations_per_hour}/hour"
+    )
+    token = INVITATION_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    invitation = await org_crud.create_invitation(
+        session,
+        Invitation(
+            organization_id=principal.organization_id,
+            email=body.email,
+            role=body.role,
+            token_hash=hash_secret(token),
+            created_by=principal.user_id,
+            expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_hours),
+        ),
+    )
+    return InvitationCreated(**InvitationRead.model_validate(invitation).model_dump(), token=token)
+
+
+async def list_invitations(
+    session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
+) -> tuple[list[InvitationRead], int]:
+    rows, total = await org_crud.list_invitations(
+        session, organization_id, limit=limit, offset=offset
+    )
+    return [InvitationRead.model_validate(row) for row in rows], total
+
+
+async def revoke_invitation(
+    session: AsyncSession, principal: Principal, invitation_id: uuid.UUID
+) -> None:
+    """Revoking twice is no error; revoking an accepted invitation is (remove the member)."""
+    organization_id = principal.organization_id
+    if await org_crud.revoke_invitation(session, organization_id, invitation_id):
+        return
+    invitation = await org_crud.get_invitation(session, organization_id, invitation_id)
+    if invitation is None:
+        raise NotFound("Invitation not found")
+    if invitation.accepted_at is not None:
+        raise Conflict("This invitation was accepted; remove the member instead")
+
+
+async def accept_invitation(
+    session: AsyncSession, principal: Principal, token: str
+) -> MyOrganizationRead:
+    """Joins the invitation's organization with its role, if it is for your account's email."""
+    user_id = principal.require_user()
+    found = await org_crud.find_invitation(session, hash_secret(token))
+    user = await crud.get_user(session, user_id)
+    if found is None or user is None or found.email.lower() != user.email.lower():
+        raise NotFound(INVITATION_NOT_FOUND)
+    # Not a member yet: act in the inviting organization, as yourself, to join it.
+    async with acting_as(session, Tenant(found.organization_id, user_id)):
+        if not await org_crud.accept_invitation(session, found.id, user_id):
+            raise NotFound(INVITATION_NOT_FOUND)
+        if await org_crud.get_membership(session, found.organization_id, user_id) is not None:
+            # The whole request rolls back: the invitation stays unanswered.
+            raise Conflict("You are already a member of this organization")
+        await org_crud.add_membership(
+            session, organization_id=found.organization_id, user_id=user_id, role=found.role
+        )
+        organization = await org_crud.get_organization(session, found.organization_id)
+    assert organization is not None
+    return MyOrganizationRead(
+        **OrganizationRead.model_validate(organization).model_dump(), role=Role(found.role)
+    )
 
 
 async def _get_member(

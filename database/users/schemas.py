@@ -108,18 +108,6 @@ class UserUpdate(InputModel):
 # --- members of an organization -------------------------------------------------------------
 
 
-class MemberCreate(InputModel):
-    model_config = example({"email": "grace@example.com", "role": "member"})
-
-    email: EmailStr = Field(max_length=320)
-    role: Role = Field(default=Role.member, description="viewer, member, admin or owner")
-
-    @field_validator("email")
-    @classmethod
-    def _lower(cls, value: str) -> str:
-        return value.lower()
-
-
 class MemberUpdate(InputModel):
     model_config = example({"role": "admin"})
 
@@ -138,3 +126,43 @@ class OwnershipTransfer(InputModel):
     model_config = example({"user_id": "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"})
 
     user_id: uuid.UUID = Field(description="The member who becomes an owner; you become an admin")
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+INVITATION_TOKEN_EXAMPLE = "assay_inv_Q2hhcmxlcyBCYWJiYWdlIGludml0ZXMgeW91"
+
+
+class InvitationCreate(InputModel):
+    model_config = example({"email": "grace@example.com", "role": "member"})
+
+    email: EmailStr = Field(max_length=320, description="Who may accept (case does not matter)")
+    role: Role = Field(default=Role.member, description="viewer, member, admin or owner")
+
+    _email = field_validator("email")(_normalise_email)
+
+
+class InvitationRead(OutputModel):
+    id: uuid.UUID
+    email: str
+    role: Role
+    created_by: uuid.UUID | None
+    created_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None
+    accepted_by: uuid.UUID | None
+    revoked_at: datetime | None
+
+
+class InvitationCreated(InvitationRead):
+    token: str = Field(
+        description="What the invitee accepts with (`invitations_accept`), usually carried by a"
+        " dashboard link. Shown once; only its hash is stored.",
+        examples=[INVITATION_TOKEN_EXAMPLE],
+    )
+
+
+class InvitationAccept(InputModel):
+    model_config = example({"token": INVITATION_TOKEN_EXAMPLE})
+
+    token: OpaqueToken = Field(description="The token of the invitation, from its link")

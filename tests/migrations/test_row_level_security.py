@@ -46,6 +46,10 @@ async def _fill_every_table(client, account: Account) -> None:
         assert response.status_code in (200, 201, 202), response.text
         return response.json()
 
+    await post(
+        f"/api/v1/organizations/{account.organization_id}/invitations",
+        {"email": f"invitee-{account.user_id}@example.com"},
+    )
     model = await post("/api/v1/models", {"name": "demo", "provider": "demo"})
     project = await post("/api/v1/projects", {"name": "p", "default_target_model_id": model["id"]})
     test = await post("/api/v1/tests", {"project_id": project["id"], "input": "hello"})
@@ -205,6 +209,7 @@ async def test_credential_lookup_functions_reveal_only_the_asked_row(
     rows = await raw_runtime.fetch("SELECT * FROM assay_auth_user_by_email($1)", first.email)
     assert [row["id"] for row in rows] == [first.user_id]
     assert await raw_runtime.fetch("SELECT * FROM assay_auth_api_key($1)", "no-such-hash") == []
+    assert await raw_runtime.fetch("SELECT * FROM assay_auth_invitation($1)", "no-such") == []
 
 
 @pytest.mark.parametrize(

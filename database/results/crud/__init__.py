@@ -17,15 +17,17 @@ from sqlalchemy import (
     func,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.evaluations.models import Evaluation
 from database.results.models import TERMINAL, CachedResponse, Result, Run, RunEvent
 from notifications.publisher import publish_after_commit
 from utils import fastjson
-from utils.crud import int_array, json_rows, paginate, recordset_insert
+from utils.crud import int_array, json_rows, local_settings, paginate, recordset_insert
 
 
 async def create_run(session: AsyncSession, run: Run) -> Run:
@@ -181,11 +183,43 @@ async def list_results(
     return await paginate(session, query, limit=limit, offset=offset)
 
 
-async def all_results(session: AsyncSession, run_id: uuid.UUID) -> list[Result]:
-    rows = await session.scalars(
-        select(Result).where(Result.run_id == run_id).order_by(Result.position, Result.repetition)
-    )
+async def results_after(
+    session: AsyncSession, run_id: uuid.UUID, after: tuple[int, int] | None, *, limit: int
+) -> list[Result]:
+    """The run's next `limit` results after (position, repetition) `after`, in that order."""
+    query = select(Result).where(Result.run_id == run_id)
+    if after is not None:
+        query = query.where(tuple_(Result.position, Result.repetition) > tuple_(*after))
+    # The keyset's own index, read in its order. Before the statistics know the run (as it
+    # ends), a bitmap of all the organization's results would otherwise be built for each page.
+    async with local_settings(session, enable_bitmapscan="off"):
+        rows = await session.scalars(
+            query.order_by(Result.position, Result.repetition).limit(limit)
+        )
     return list(rows.all())
+
+
+async def result_totals(session: AsyncSession, run_id: uuid.UUID) -> tuple[int, int, int, float]:
+    """(results, failed, errored, summed latency in ms) of the run."""
+    row = (
+        await session.execute(
+            select(
+                func.count(),
+                func.count().filter(Result.status == "failed"),
+                func.count().filter(Result.status == "errored"),
+                func.sum(Result.latency_ms),
+            ).where(Result.run_id == run_id)
+        )
+    ).one()
+    return row[0], row[1], row[2], float(row[3] or 0.0)
+
+
+async def metric_names(session: AsyncSession, run_id: uuid.UUID) -> list[str]:
+    """The metrics the run's evaluations name, in Python's order (not the collation's)."""
+    rows = await session.scalars(
+        select(Evaluation.metric_name).where(Evaluation.run_id == run_id).distinct()
+    )
+    return sorted(rows.all())
 
 
 async def get_result(session: AsyncSession, result_id: uuid.UUID) -> Result | None:

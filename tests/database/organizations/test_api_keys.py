@@ -327,7 +327,7 @@ async def test_a_viewer_key_reads_but_cannot_write(client):
     writes = [
         ("PATCH", org_url(org), {"name": "Changed"}),
         ("DELETE", org_url(org), None),
-        ("POST", f"{org_url(org)}/members", {"email": person.email, "role": "viewer"}),
+        ("POST", f"{org_url(org)}/invitations", {"email": person.email, "role": "viewer"}),
         ("PATCH", f"{org_url(org)}/members/{owner.user_id}", {"role": "viewer"}),
         ("DELETE", f"{org_url(org)}/members/{owner.user_id}", None),
         ("POST", keys_url(org), {"name": "more"}),
@@ -473,7 +473,7 @@ async def test_a_key_only_ever_acts_in_its_own_organization(client):
     stranger = await register(client)
     newcomer = await register(client, email=unique_email("newcomer"))
     response = await client.post(
-        f"{org_url(stranger.organization_id)}/members",
+        f"{org_url(stranger.organization_id)}/invitations",
         json={"email": newcomer.email},
         headers=bearer(created["key"]),
     )

@@ -8,10 +8,12 @@ from sqlalchemy import text
 
 from tests.helpers import (
     Account,
+    accept_invitation,
     add_member,
     assert_problem,
     bearer,
     create_api_key,
+    invite,
     login,
     register,
     switch,
@@ -32,13 +34,10 @@ async def _create_org(client: httpx.AsyncClient, account: Account, name: str) ->
 
 
 async def _join(client: httpx.AsyncClient, owner: Account, person: Account, role: str) -> None:
-    """Adds an existing account to owner's organization."""
-    response = await client.post(
-        org_url(owner.organization_id, "/members"),
-        json={"email": person.email, "role": role},
-        headers=owner.headers,
-    )
-    assert response.status_code == 201, response.text
+    """Has an existing account join owner's organization (invited, and accepting)."""
+    invitation = await invite(client, owner, person.email, role)
+    response = await accept_invitation(client, person, invitation["token"])
+    assert response.status_code == 200, response.text
 
 
 # --- list -----------------------------------------------------------------------------------

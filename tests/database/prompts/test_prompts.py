@@ -482,6 +482,11 @@ async def test_the_sandbox_blocks_unsafe_access(client, owner, project_id, templ
         "{{ [0] * 10**9 }}",
         "{{ 7 ** 1000000000 }}",  # (** is left-associative in Jinja)
         "{{ ('ab' * 1000) * 1000 }}",
+        "{% for i in range(100000) %}{% for j in range(2000) %}{% endfor %}{% endfor %}",
+        "{{ 'x'.ljust(200000000) }}",
+        "{{ '%200000000s'|format('x') }}",
+        "{% set ns = namespace(x='x') %}{% for i in range(40) %}{% set ns.x = ns.x ~ ns.x %}"
+        "{% endfor %}",
     ],
 )
 async def test_resource_bombs_are_refused_quickly(client, owner, project_id, template):

@@ -136,6 +136,31 @@ async def test_a_prompt_renders_each_input(lab, fake):
     assert result["output"] == "echo: Describe Paris briefly."
 
 
+async def test_a_prompt_over_its_template_budget_is_a_configuration_error(lab, fake):
+    """Each case records the refusal; the worker goes on to the next case and the run ends."""
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(2))
+    prompt = await lab.post(
+        "/prompts",
+        {
+            "project_id": lab.project_id,
+            "name": "costly",
+            "template": "{% for i in range(100000) %}{% for j in range(2000) %}{% endfor %}"
+            "{% endfor %}{{ input }}",
+        },
+        expect=201,
+    )
+    run = await lab.run(
+        test_set, target, prompt_id=prompt.json()["id"], metric_ids=[await lab.any_answer()]
+    )
+    done = await lab.wait(run["id"])
+    assert done["counts"]["errored"] == 2
+    results = await lab.results(run["id"])
+    assert {r["error_type"] for r in results} == {"configuration_error"}
+    assert all("step budget" in r["error_message"] for r in results)
+    assert fake.requests == []
+
+
 @pytest.mark.parametrize(
     ("fault", "calls"),
     [

@@ -1,0 +1,167 @@
+"""The bounds of one row of an imported file, and JSON read within them: how deeply text
+nests, measured without decoding it, and where each case of a JSON document starts and ends
+(the document decoded only once)."""
+
+from __future__ import annotations
+
+import io
+import json
+import operator
+import re
+from itertools import accumulate, compress, count, islice, repeat
+from typing import Any
+
+from utils.errors import InvalidInput
+
+MAX_ROW_BYTES = 1024 * 1024  # one CSV record, JSONL line or JSON case, as UTF-8
+MAX_NESTING = 32  # levels of arrays and objects in one JSON value (a case, a line, a cell)
+# A case (the object itself is level 1) within the array that holds it, itself within the
+# object that may wrap the array: the depth allowed past a case's own is the document's frame.
+_ARRAY_FRAME, _WRAPPER_FRAME = 1, 2
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+# A string, or an unterminated one to the end of the text: every match succeeds where it
+# starts, so no text is scanned twice (a hostile file of quotes and backslashes included).
+_STRING = re.compile(r'"[^"\\]*+(?:\\.?[^"\\]*+)*+(?:"|\Z)', re.DOTALL)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_BRACKET = re.compile(r"[\[\]{}]")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_DECODER = json.JSONDecoder()
+_NESTING_COMPLAINT = f"nested more than {MAX_NESTING} levels deep"
+
+# One item of a document: where it starts and ends in the text, and its value.
+Item = tuple[int, int, Any]
+
+
+def too_deep(text: str, limit: int) -> int | None:
+    """The line (from 1) where JSON text first nests deeper than `limit` arrays and objects,
+    or None. Brackets inside strings do not count.
+
+    Python's decoder recurses once per level, so text must pass this before it is decoded:
+    every step here is a scan in C, whatever the text holds."""
+    if text.count("[") + text.count("{") <= limit:
+        return None
+    # Strings emptied, not removed: the lines outside them stay where they were.
+    emptied = _STRING.sub('""', text)
+    depths = accumulate(map(_STEP.__getitem__, _NOT_BRACKETS.sub("", emptied)))
+    # Depth moves one level at a time: the first bracket past the limit is the first at limit + 1.
+    index = next(compress(count(), map(operator.eq, depths, repeat(limit + 1))), None)
+    if index is None:
+        return None
+    position = next(islice(_BRACKET.finditer(emptied), index, None)).start()
+    return emptied.count("\n", 0, position) + 1
+
+
+def bounded_json(text: str) -> Any:
+    """The decoded value; ValueError past MAX_NESTING, checked before the decoder recurses."""
+    if too_deep(text, MAX_NESTING) is not None:
+        raise ValueError(_NESTING_COMPLAINT)
+    return json.loads(text)
+
+
+def too_wide(text: str, start: int = 0, end: int | None = None) -> str | None:
+    """Why text[start:end] is too large for one row, if it is (encoded only when it may be)."""
+    length = (len(text) if end is None else end) - start
+    if length * 4 <= MAX_ROW_BYTES:  # at most 4 UTF-8 bytes a character
+        return None
+    return width_complaint(len(text[start:end].encode()))
+
+
+def width_complaint(size: int) -> str | None:
+    return f"the row is {size:,} bytes; at most {MAX_ROW_BYTES:,}" if size > MAX_ROW_BYTES else None
+
+
+class MeasuredLines:
+    """A text's lines for csv.reader, which reads one record's lines at a time: `take` tells
+    how many UTF-8 bytes were read since it was last called."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = io.StringIO(text, newline="")
+        self._size = 0
+
+    def __iter__(self) -> MeasuredLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._size += len(line) if line.isascii() else len(line.encode())
+        return line
+
+    def take(self) -> int:
+        size, self._size = self._size, 0
+        return size
+
+
+def json_items(text: str) -> list[Item]:
+    """The cases of a JSON document (an array, or an object with a "tests" array), each with
+    where it starts and ends. Raises json.JSONDecodeError for bad syntax, InvalidInput for
+    another shape or for a case nesting deeper than MAX_NESTING."""
+    position = _skip(text, 0)
+    if position == len(text):
+        return []
+    if not text.startswith(("[", "{"), position):
+        raise InvalidInput("JSON must be an array of test cases or an object with a 'tests' array")
+    frame = _ARRAY_FRAME if text.startswith("[", position) else _WRAPPER_FRAME
+    line = too_deep(text, MAX_NESTING + frame)
+    if line is not None:
+        raise InvalidInput(
+            f"Invalid JSON at line {line}: {_NESTING_COMPLAINT}",
+            errors=[{"line": line, "field": None, "message": _NESTING_COMPLAINT}],
+        )
+    if frame == _ARRAY_FRAME:
+        items, position = _json_array(text, position)
+    else:
+        items, position = _json_wrapper(text, position)
+    if _skip(text, position) != len(text):
+        raise json.JSONDecodeError("Extra data", text, _skip(text, position))
+    return items
+
+
+def _skip(text: str, position: int) -> int:
+    match = _WHITESPACE.match(text, position)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _json_array(text: str, position: int) -> tuple[list[Item], int]:
+    items: list[Item] = []
+    position = _skip(text, position + 1)
+    if text.startswith("]", position):
+        return items, position + 1
+    while True:
+        value, end = _DECODER.raw_decode(text, position)
+        items.append((position, end, value))
+        position = _skip(text, end)
+        if text.startswith("]", position):
+            return items, position + 1
+        if not text.startswith(",", position):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
+        position = _skip(text, position + 1)
+
+
+def _json_wrapper(text: str, position: int) -> tuple[list[Item], int]:
+    """An object whose "tests" (or "cases") member holds the array; other members are skipped."""
+    items: list[Item] | None = None
+    position = _skip(text, position + 1)
+    while not text.startswith("}", position):  # "{}" ends here; a trailing comma cannot
+        if not text.startswith('"', position):
+            raise json.JSONDecodeError("Expecting property name", text, position)
+        key, position = _DECODER.raw_decode(text, position)
+        position = _skip(text, position)
+        if not text.startswith(":", position):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, position)
+        position = _skip(text, position + 1)
+        if items is None and key.lower() in ("tests", "cases") and text.startswith("[", position):
+            items, position = _json_array(text, position)
+        else:
+            _, position = _DECODER.raw_decode(text, position)
+        position = _skip(text, position)
+        if text.startswith(",", position):
+            position = _skip(text, position + 1)
+            if not text.startswith('"', position):
+                raise json.JSONDecodeError("Expecting property name", text, position)
+        elif not text.startswith("}", position):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
+    if items is None:
+        raise InvalidInput("A JSON object must hold the test cases in a 'tests' array")
+    return items, position + 1

@@ -1,0 +1,95 @@
+"""Exports as streamed bodies, in constant memory whatever their size.
+
+The request's own transaction checks what is asked (a 404, a 422) and reads what the first
+bytes need; it has ended by the time the body is sent. The rows follow a page at a time, each
+page read in a short transaction of its own that acts for the caller (row-level security, as
+the request did), so a slow reader holds no connection between pages. Pages are formatted in a
+worker thread: a page of large outputs never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.core import Tenant, get_database
+from utils.auth import Principal
+
+PAGE_ROWS = 500
+
+Item = TypeVar("Item")
+Item_contra = TypeVar("Item_contra", contravariant=True)
+# Reads the next page (it keeps its own place); None once there are no more.
+ReadPage = Callable[[AsyncSession], Awaitable[Sequence[Item] | None]]
+
+
+class PageEncoder(Protocol[Item_contra]):
+    """A document written in parts: what comes before the rows, each page of rows, the end."""
+
+    def head(self) -> bytes: ...
+
+    def page(self, items: Sequence[Item_contra]) -> bytes: ...
+
+    def tail(self) -> bytes: ...
+
+
+async def stream_pages(
+    principal: Principal, read_page: ReadPage[Item], encoder: PageEncoder[Item]
+) -> AsyncIterator[bytes]:
+    """The document, page by page, read as `principal` (its organization and user)."""
+    tenant = Tenant(principal.organization_id, principal.user_id)
+    if head := encoder.head():
+        yield head
+    while True:
+        async with get_database().transaction(tenant) as session:
+            items = await read_page(session)
+        if items is None:
+            break
+        if items and (chunk := await asyncio.to_thread(encoder.page, items)):
+            yield chunk
+    if tail := encoder.tail():
+        yield tail
+
+
+class JsonArrayEncoder:
+    """A JSON array of models, byte for byte as json.dumps(..., ensure_ascii=False, indent=2)
+    writes the whole list, one element at a time."""
+
+    def __init__(self) -> None:
+        self._started = False
+
+    def head(self) -> bytes:
+        return b""
+
+    def page(self, items: Sequence[BaseModel]) -> bytes:
+        if not items:
+            return b""
+        # An element inside the list is its own dump indented one level more: every newline
+        # of the dump is structure (newlines within strings are escaped).
+        elements = ",\n".join(
+            "  "
+            + json.dumps(item.model_dump(mode="json"), ensure_ascii=False, indent=2).replace(
+                "\n", "\n  "
+            )
+            for item in items
+        )
+        opening = ",\n" if self._started else "[\n"
+        self._started = True
+        return (opening + elements).encode()
+
+    def tail(self) -> bytes:
+        return b"\n]" if self._started else b"[]"
+
+
+def csv_text(rows: Iterable[Sequence[Any]]) -> bytes:
+    """Rows as the csv module's default dialect writes them (CRLF line ends)."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode()
