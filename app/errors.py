@@ -4,6 +4,7 @@ documented, in `utils/problems.py`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -71,7 +72,31 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return problem(request, exc.status_code, str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return problem(request, exc.status_code, str(exc.detail), headers=headers or None)
+
+
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the API document declares for the path. The router answers a 405 with the
+    methods of the first route whose path matched, though other routes serve the same path."""
+    app = request.app
+    table: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = [
+            (
+                re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+                ", ".join(method.upper() for method in _METHODS if method in item),
+            )
+            for path, item in app.openapi()["paths"].items()
+        ]
+        app.state.allowed_methods = table
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    return next((methods for pattern, methods in table if pattern.match(path)), None)
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
