@@ -41,13 +41,12 @@ FREE_FORM_RULE = (
 
 
 def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """After the entries are validated (the key count is checked before them)."""
     if info.context and info.context.get("stored"):
         return value  # read back from the database: not judged again by newer limits
     problem = text_problem(value)  # before measuring it as JSON, which needs storable text
     if problem:
         raise ValueError(problem)
-    if len(value) > MAX_FREE_FORM_KEYS:
-        raise ValueError(f"must have at most {MAX_FREE_FORM_KEYS} keys")
     if _depth(value) > MAX_FREE_FORM_DEPTH:
         raise ValueError(f"must be at most {MAX_FREE_FORM_DEPTH} levels deep")
     if len(fastjson.dumps_bytes(value)) > MAX_FREE_FORM_BYTES:
