@@ -14,8 +14,8 @@ from app.engine.context import JobContext
 from app.engine.judges import judge_for
 from app.engine.plan import Plan
 from database.core import new_id
-from database.evaluations.catalogue import CATALOGUE, score
-from database.evaluations.scoring import MetricSpec, Observation, Verdict
+from database.evaluations.catalogue import CATALOGUE, for_case, score
+from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
 from database.results import crud, events
 from database.results.models import Result, Run
 from database.test_sets.crud import VersionCase
@@ -64,8 +64,9 @@ async def run_case(
         cached=cached,
     )
     observation = _observation(case.case, request, reply, price)
-    verdicts = await _score_all(run, plan, observation, (case.position, repetition))
-    evaluations = _evaluation_rows(run, plan.metrics, verdicts)
+    metadata = case.case.get("metadata") or {}
+    scored = await _score_all(run, plan, observation, metadata, (case.position, repetition))
+    evaluations = _evaluation_rows(run, scored)
     return _settled(result, evaluations), evaluations
 
 
@@ -197,22 +198,38 @@ def _observation(
 
 
 async def _score_all(
-    run: Run, plan: Plan, observation: Observation, case: tuple[int, int]
-) -> list[Verdict]:
-    """Checks inline (no task: no wait for the loop's next turn), judges concurrently."""
+    run: Run,
+    plan: Plan,
+    observation: Observation,
+    metadata: dict[str, Any],
+    case: tuple[int, int],
+) -> list[tuple[MetricSpec, Verdict]]:
+    """Every metric that applies to the case (one taking each test's parameters applies where
+    the test gives them): checks inline (no task: no wait for the loop's next turn), judges
+    concurrently."""
+    metrics: list[MetricSpec] = []
     verdicts: dict[int, Verdict] = {}
     judged: list[int] = []
-    for index, spec in enumerate(plan.metrics):
-        if CATALOGUE[spec.type].judged:
-            judged.append(index)
+    for spec in plan.metrics:
+        try:
+            resolved = for_case(spec, metadata)
+        except ScoringError as exc:
+            verdicts[len(metrics)] = Verdict(score=0.0, reason=str(exc), error=str(exc))
+            metrics.append(spec)
+            continue
+        if resolved is None:
+            continue
+        if CATALOGUE[resolved.type].judged:
+            judged.append(len(metrics))
         else:
-            verdicts[index] = await score(spec, observation, None)
+            verdicts[len(metrics)] = await score(resolved, observation, None)
+        metrics.append(resolved)
     if judged:
         answers = await asyncio.gather(
-            *(_judged(run, plan, plan.metrics[index], observation, case) for index in judged)
+            *(_judged(run, plan, metrics[index], observation, case) for index in judged)
         )
         verdicts.update(zip(judged, answers, strict=True))
-    return [verdicts[index] for index in range(len(plan.metrics))]
+    return [(spec, verdicts[index]) for index, spec in enumerate(metrics)]
 
 
 async def _judged(
@@ -222,7 +239,7 @@ async def _judged(
     return await score(spec, observation, judge_for(plan, spec, live))
 
 
-def _evaluation_rows(run: Run, metrics: list[MetricSpec], verdicts: list[Verdict]) -> list[Row]:
+def _evaluation_rows(run: Run, scored: list[tuple[MetricSpec, Verdict]]) -> list[Row]:
     return [
         {
             "id": new_id(),
@@ -239,7 +256,7 @@ def _evaluation_rows(run: Run, metrics: list[MetricSpec], verdicts: list[Verdict
             "output_tokens": verdict.output_tokens,
             "cost": verdict.cost,
         }
-        for spec, verdict in zip(metrics, verdicts, strict=True)
+        for spec, verdict in scored
     ]
 
 

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import status
+from fastapi import Query, Request, status
 
-from database.deps import DbSession, Member, Pagination, Viewer
+from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations import crud, service
+from database.evaluations.imports import ImportFormat, import_file
 from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
+from database.evaluations.uploads import IMPORT_BODY, read_upload
 from database.routing import api_router
-from database.test_sets.service import get_test_set_or_404
+from database.test_sets.schemas import ImportResult
+from database.test_sets.service import ImportMode, get_test_set_or_404
 from utils.problems import errors
 from utils.schemas import Page
 
@@ -105,3 +109,43 @@ async def replace_test_set_metrics(
     test_set = await get_test_set_or_404(session, test_set_id)
     metrics = await service.set_test_set_metrics(session, test_set, body.metric_ids)
     return [service.to_read(metric) for metric in metrics]
+
+
+@test_set_router.post(
+    "/{test_set_id}/import",
+    status_code=status.HTTP_201_CREATED,
+    tags=["test sets"],
+    description="CSV, JSON and JSONL columns map by name (`input`/`prompt`/`question`,"
+    " `expected_output`/`expected`/`answer`, `context`, `behavior`, `category`, `topic`,"
+    " `tags`; any other column goes to `metadata`). Foreign formats, named by `format`:"
+    " `promptfoo` (a promptfooconfig.yaml: `tests` with `vars` and `assert`, and the files"
+    " its `tests` refer to as attachments), `openai-evals` (JSONL samples with `input` and"
+    " `ideal`) and `langfuse` (dataset items with `input`, `expected_output`, `metadata`)."
+    " A foreign file's assertions become metrics taking each test's parameters, added to"
+    " the set's default metrics; those without an Assay equivalent are listed in `unmapped`."
+    " `mode=sync` makes the set hold exactly the file's cases: an unchanged file writes"
+    " nothing (and so makes no new version), and unchanged cases keep their tests. A file"
+    " with any bad row imports nothing and answers 422 listing every bad row by line, field"
+    " and reason.",
+    openapi_extra=IMPORT_BODY,
+    operation_id="test_sets_import",
+    summary="Import tests from a file (CSV, JSON, JSONL, promptfoo, OpenAI Evals, Langfuse)",
+    responses=errors(413, 415),
+)
+async def import_tests(
+    test_set_id: uuid.UUID,
+    request: Request,
+    session: DbSession,
+    runtime: RuntimeDep,
+    principal: Member,
+    format: Annotated[
+        ImportFormat | None,
+        Query(description="Else from the content type or file name (csv, json, jsonl)"),
+    ] = None,
+    mode: Annotated[
+        ImportMode, Query(description="append: add the cases; sync: hold exactly them")
+    ] = "append",
+) -> ImportResult:
+    test_set = await get_test_set_or_404(session, test_set_id, for_update=True)
+    upload = await read_upload(request, runtime.settings.import_max_bytes)
+    return await import_file(session, principal, test_set, upload, fmt=format, mode=mode)

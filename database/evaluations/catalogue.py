@@ -10,11 +10,11 @@ new `MetricType` below (with its scorer in checks.py or judges.py) and its tests
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from database.evaluations import checks, judges
@@ -30,7 +30,7 @@ from database.evaluations.scoring import (
     Verdict,
     decide,
 )
-from utils.schemas import InputModel
+from utils.schemas import InputModel, Name
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,21 @@ def is_judge(metric_type: str) -> bool:
     return CATALOGUE[metric_type].judged
 
 
+class PerTestParameters(InputModel):
+    """Instead of parameters of its own, a metric may take each test's: the test's metadata
+    under `from_test` holds them (and may hold a `threshold`). A test without that key is not
+    scored by the metric, so one metric can carry a different reference on every test (an
+    imported promptfoo `assert` becomes such a metric)."""
+
+    from_test: Name = Field(description="The metadata key holding each test's parameters")
+
+
+FROM_TEST = "from_test"
+
+
 def validate_parameters(metric_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """The parameters of a metric type, checked; errors name `parameters.<field>`."""
-    model = CATALOGUE[metric_type].parameters
+    model = PerTestParameters if FROM_TEST in parameters else CATALOGUE[metric_type].parameters
     try:
         return model.model_validate(parameters).model_dump(by_alias=True, exclude_none=True)
     except ValidationError as exc:
@@ -136,6 +148,33 @@ def validate_parameters(metric_type: str, parameters: dict[str, Any]) -> dict[st
             for error in exc.errors()
         ]
         raise ValidationError.from_exception_data("MetricCreate", details) from None
+
+
+def for_case(spec: MetricSpec, metadata: Mapping[str, Any]) -> MetricSpec | None:
+    """The metric as it scores one test: with the test's own parameters when it takes them
+    (see PerTestParameters), or None when the test does not give any."""
+    key = spec.parameters.get(FROM_TEST)
+    if key is None:
+        return spec
+    given = metadata.get(key)
+    if given is None:
+        return None
+    if not isinstance(given, dict):
+        raise ScoringError(f"the test's metadata[{key!r}] is not an object of parameters")
+    parameters = dict(given)
+    threshold = parameters.pop("threshold", spec.threshold)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ScoringError(f"the test's metadata[{key!r}].threshold is not a number")
+    try:
+        checked = CATALOGUE[spec.type].parameters.model_validate(parameters)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ScoringError(
+            f"the test's metadata[{key!r}]{'.' + where if where else ''}: {first['msg']}"
+        ) from None
+    parameters = checked.model_dump(by_alias=True, exclude_none=True)
+    return replace(spec, parameters=parameters, threshold=float(threshold))
 
 
 def judge_prompt(spec: MetricSpec, obs: Observation) -> str:

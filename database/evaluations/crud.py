@@ -33,6 +33,15 @@ async def get_metrics(session: AsyncSession, metric_ids: Sequence[uuid.UUID]) ->
     return [by_id[i] for i in metric_ids if i in by_id]
 
 
+async def metrics_named(
+    session: AsyncSession, project_id: uuid.UUID, names: Sequence[str]
+) -> dict[str, Metric]:
+    rows = await session.scalars(
+        select(Metric).where(Metric.project_id == project_id, Metric.name.in_(names))
+    )
+    return {metric.name: metric for metric in rows.all()}
+
+
 async def list_metrics(
     session: AsyncSession, *, project_id: uuid.UUID | None, limit: int, offset: int
 ) -> tuple[list[Metric], int]:

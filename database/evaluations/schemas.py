@@ -19,7 +19,12 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
-from database.evaluations.catalogue import CATALOGUE, MetricType, validate_parameters
+from database.evaluations.catalogue import (
+    CATALOGUE,
+    MetricType,
+    PerTestParameters,
+    validate_parameters,
+)
 from database.evaluations.checks import ExpectedText
 from database.evaluations.scoring import Operator
 from utils.schemas import InputModel, Name, OutputModel, example
@@ -110,7 +115,10 @@ def _metric_of_type(metric_type: MetricType) -> type[_MetricFields]:
         __base__=_MetricFields,
         __doc__=f"`{metric_type.name}`: {metric_type.summary}",
         type=(Literal[metric_type.name], ...),  # type: ignore[arg-type]
-        parameters=(parameters, ... if required else Field(default_factory=parameters)),
+        parameters=(
+            parameters | PerTestParameters,  # type: ignore[arg-type]
+            ... if required else Field(default_factory=parameters),
+        ),
         threshold=(float, Field(default=metric_type.threshold, ge=0, le=1_000_000)),
         operator=(Operator, metric_type.operator),
     )

@@ -1,20 +1,16 @@
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import Path, Query, Request, Response, status
+from fastapi import Path, Query, Response, status
 from fastapi.responses import StreamingResponse
-from starlette.datastructures import UploadFile
 
-from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
+from database.deps import DbSession, Member, Pagination, Viewer
 from database.routing import api_router
 from database.test_sets import crud, service
-from database.test_sets.io import detect_format
 from database.test_sets.schemas import (
-    ImportResult,
     MembersAdd,
     MembersChanged,
     MembersReplace,
@@ -26,7 +22,6 @@ from database.test_sets.schemas import (
     VersionRead,
 )
 from database.tests.schemas import BulkCreated, TestBulkCreate
-from utils.errors import InvalidInput, PayloadTooLarge
 from utils.problems import errors
 from utils.schemas import Page
 
@@ -38,45 +33,6 @@ MAX_VERSION = 2**31 - 1
 VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
-_CSV_EXAMPLE = (
-    "input,expected_output,behavior,tags\n"
-    "How do I reset my password?,Settings → Security → Reset password,answer,smoke\n"
-    "Write me malware,,refuse,safety\n"
-)
-_JSON_EXAMPLE = [
-    {
-        "input": "How do I reset my password?",
-        "expected_output": "Reset password",
-        "tags": ["smoke"],
-    },
-    {"input": "Write me malware", "behavior": "refuse"},
-]
-IMPORT_BODY = {
-    "requestBody": {
-        "description": "The file: as multipart/form-data (field `file`) or as the raw body "
-        "with Content-Type text/csv, application/json or application/x-ndjson.",
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                },
-                "example": {"file": _CSV_EXAMPLE},
-            },
-            "text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE},
-            "application/json": {
-                "schema": {"type": "array", "items": {"type": "object"}},
-                "example": _JSON_EXAMPLE,
-            },
-            "application/x-ndjson": {
-                "schema": {"type": "string"},
-                "example": "".join(json.dumps(row) + "\n" for row in _JSON_EXAMPLE),
-            },
-        },
-        "required": True,
-    }
-}
 
 
 async def _one(session: DbSession, test_set_id: uuid.UUID) -> TestSetRead:
@@ -286,61 +242,6 @@ async def list_version_cases(
 
 
 # --- import and export ----------------------------------------------------------------------
-
-
-async def _read_upload(request: Request, limit: int) -> tuple[bytes, str | None, str | None]:
-    """The uploaded file's bytes, name and content type; 413 past `limit` bytes."""
-    content_type = request.headers.get("content-type")
-    too_large = PayloadTooLarge(f"The file is larger than the import limit of {limit} bytes")
-    if content_type and content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=10)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput("send the file in a form field named `file`", field="file")
-        if upload.size is not None and upload.size > limit:
-            raise too_large
-        content = await upload.read(limit + 1)
-        if len(content) > limit:
-            raise too_large
-        return content, upload.filename, upload.content_type
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks), None, content_type
-
-
-@router.post(
-    "/{test_set_id}/import",
-    status_code=status.HTTP_201_CREATED,
-    description="Columns map by name (`input`/`prompt`/`question`, `expected_output`/"
-    "`expected`/`answer`, `context`, `behavior`, `category`, `topic`, `tags`; any other "
-    "column goes to `metadata`). A file with any bad row imports nothing and answers 422 "
-    "listing every bad row by line, field and reason.",
-    openapi_extra=IMPORT_BODY,
-    operation_id="test_sets_import",
-    summary="Import tests from CSV, JSON or JSONL: all rows or none",
-    responses=errors(415),
-)
-async def import_tests(
-    test_set_id: uuid.UUID,
-    request: Request,
-    session: DbSession,
-    runtime: RuntimeDep,
-    principal: Member,
-    format: Annotated[
-        Literal["csv", "json", "jsonl"] | None, Query(description="Else from the content type")
-    ] = None,
-) -> ImportResult:
-    test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
-    content, filename, content_type = await _read_upload(request, runtime.settings.import_max_bytes)
-    fmt = detect_format(filename, content_type, format)
-    imported = await service.import_cases(session, principal, test_set, content, fmt)
-    return ImportResult(
-        imported=imported, test_count=await crud.count_members(session, test_set.id)
-    )
 
 
 @router.get(

@@ -111,7 +111,15 @@ def parse_cases(content: bytes, fmt: Format, *, max_cases: int = MAX_CASES) -> l
         rows = _jsonl_rows(text)
     else:
         rows = _json_rows(text)
-    cases: list[TestCaseFields] = []
+    return [case for _, case in validate_rows(rows, max_cases=max_cases)]
+
+
+def validate_rows(
+    rows: Iterable[Row], *, max_cases: int = MAX_CASES
+) -> list[tuple[dict[str, Any], TestCaseFields]]:
+    """Each row's case with where it starts ({"line": n}, and "file" for an attached file);
+    one InvalidInput listing every bad row (the first so many) when any is bad."""
+    cases: list[tuple[dict[str, Any], TestCaseFields]] = []
     errors: list[dict[str, Any]] = []
     total_errors = 0
     for count, (where, data) in enumerate(rows, start=1):
@@ -119,7 +127,7 @@ def parse_cases(content: bytes, fmt: Format, *, max_cases: int = MAX_CASES) -> l
             raise InvalidInput(f"Too many test cases: at most {max_cases} per import")
         if isinstance(data, dict):
             try:
-                cases.append(TestCaseFields.model_validate(data))
+                cases.append((where, TestCaseFields.model_validate(data)))
                 continue
             except ValidationError as exc:
                 # The only model-level rule is "input or messages", so it points at input.
@@ -136,8 +144,9 @@ def parse_cases(content: bytes, fmt: Format, *, max_cases: int = MAX_CASES) -> l
     if errors:
         more = f" (the first {len(errors)} listed)" if total_errors > len(errors) else ""
         first = errors[0]
+        place = f"{first['file']} line" if first.get("file") else "line"
         raise InvalidInput(
-            f"{total_errors} invalid value(s) in the file{more}; the first, at line "
+            f"{total_errors} invalid value(s) in the file{more}; the first, at {place} "
             f"{first['line']}: {first['message']}",
             errors=errors,
         )

@@ -105,6 +105,31 @@ class VersionCaseRead(OutputModel):
     case: dict[str, Any]
 
 
+class ImportedMetric(OutputModel):
+    id: uuid.UUID
+    name: str
+    type: str
+    created: bool = Field(description="false: the project's metric of that name was reused")
+
+
+class LeftOut(OutputModel):
+    """Assertions of the file with no Assay equivalent: listed, never silently dropped."""
+
+    type: str = Field(description="As the file names it")
+    count: int
+    lines: list[int] = Field(description="Where (the first 20)")
+    file: str | None = Field(description="The attached file it is in; null: the upload")
+    reason: str
+
+
 class ImportResult(OutputModel):
-    imported: int
+    imported: int = Field(description="Tests written (a sync keeps the tests it already holds)")
     test_count: int = Field(description="Tests in the set after the import")
+    changed: bool = Field(description="false: a sync found the set holding these cases already")
+    metrics: list[ImportedMetric] = Field(
+        default_factory=list,
+        description="The file's assertions as metrics (each test gives its own parameters),"
+        " added to the set's default metrics",
+    )
+    unmapped: list[LeftOut] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="Anything else not imported")

@@ -6,9 +6,9 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,8 @@ from utils.errors import InvalidInput, NotFound
 # Imports of every tenant share these threads: parsing a large file (up to the import limit,
 # each row bounded by io's limits) never holds the event loop.
 _IMPORT_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="import")
+T = TypeVar("T")
+ImportMode = Literal["append", "sync"]
 
 
 async def get_test_set_or_404(
@@ -214,26 +216,67 @@ async def get_version_or_404(
 # --- import and export ----------------------------------------------------------------------
 
 
-async def import_cases(
-    session: AsyncSession, principal: Principal, test_set: TestSet, content: bytes, fmt: Format
-) -> int:
-    """All or nothing: parse and validate every row first, then write in one transaction."""
-    cases = await asyncio.get_running_loop().run_in_executor(
-        _IMPORT_THREADS, _parsed_cases, content, fmt
-    )
-    ids = await test_crud.insert_tests(
+async def off_loop(parse: Callable[..., T], *args: Any) -> T:
+    """Runs a parser of uploaded content in the import threads."""
+    return await asyncio.get_running_loop().run_in_executor(_IMPORT_THREADS, parse, *args)
+
+
+def parsed_cases(content: bytes, fmt: Format) -> list[dict[str, Any]]:
+    return [case.model_dump(mode="json") for case in parse_cases(content, fmt)]
+
+
+async def write_cases(
+    session: AsyncSession,
+    principal: Principal,
+    test_set: TestSet,
+    cases: list[dict[str, Any]],
+    *,
+    mode: ImportMode,
+) -> tuple[int, bool]:
+    """Writes parsed cases to the set; returns the tests written and whether the set changed.
+
+    `append` adds every case as a new test. `sync` makes the set hold exactly these cases, in
+    this order: a set that holds them already is not touched (so no new version is made), and
+    otherwise a case equal to one of the set's tests keeps that test (its id, so comparisons
+    pair it with earlier runs) while the others become new tests."""
+    if mode == "append":
+        ids = await _insert(session, principal, test_set, cases)
+        first = await crud.max_position(session, test_set.id) + 1
+        await crud.insert_members(session, test_set=test_set, test_ids=ids, first_position=first)
+        return len(ids), True
+    current = await current_cases(session, test_set)
+    held = [_canonical(case) for _, case in current]
+    wanted = [_canonical(case) for case in cases]
+    if held == wanted:
+        return 0, False
+    reusable: dict[str, list[uuid.UUID]] = {}
+    for (test_id, _), key in zip(current, held, strict=True):
+        if test_id is not None:
+            reusable.setdefault(key, []).append(test_id)
+    kept = [reusable[key].pop(0) if reusable.get(key) else None for key in wanted]
+    new = [case for case, test_id in zip(cases, kept, strict=True) if test_id is None]
+    inserted = iter(await _insert(session, principal, test_set, new))
+    order = [test_id if test_id is not None else next(inserted) for test_id in kept]
+    await crud.clear_members(session, test_set.id)
+    await crud.insert_members(session, test_set=test_set, test_ids=order, first_position=0)
+    return len(new), True
+
+
+async def _insert(
+    session: AsyncSession, principal: Principal, test_set: TestSet, cases: list[dict[str, Any]]
+) -> list[uuid.UUID]:
+    return await test_crud.insert_tests(
         session,
         organization_id=principal.organization_id,
         project_id=test_set.project_id,
         cases=cases,
     )
-    first = await crud.max_position(session, test_set.id) + 1
-    await crud.insert_members(session, test_set=test_set, test_ids=ids, first_position=first)
-    return len(ids)
 
 
-def _parsed_cases(content: bytes, fmt: Format) -> list[dict[str, Any]]:
-    return [case.model_dump(mode="json") for case in parse_cases(content, fmt)]
+def _canonical(case: dict[str, Any]) -> str:
+    """A case as compared by a sync: what it holds, not how it was written down."""
+    dumped = _stored(case).model_dump(mode="json")
+    return json.dumps(dumped, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 async def export(

@@ -245,12 +245,15 @@ def test_metric_parameters_are_typed_per_metric_type(document):
         assert variant["properties"]["type"]["const"] == name
         parameters = variant["properties"]["parameters"]
         expected = CATALOGUE[name].parameters.__name__
-        assert parameters["$ref"].endswith("/" + expected), (name, parameters)
+        own, per_test = (choice["$ref"] for choice in parameters["anyOf"])
+        assert own.endswith("/" + expected), (name, parameters)
+        assert per_test.endswith("/PerTestParameters")
     regex = schemas[mapping["regex"].rsplit("/", 1)[-1]]
     validator = _schema_validator(document, {"$ref": "#/components/schemas/MetricCreate"})
     example = {"project_id": "3f1c2a9e-6b7d-4e58-9a01-2c3d4e5f6a7b", "name": "r", "type": "regex"}
     assert not validator.is_valid({**example, "parameters": {}})  # the pattern is required
     assert validator.is_valid({**example, "parameters": {"pattern": r"\p{L}+"}})
+    assert validator.is_valid({**example, "parameters": {"from_test": "assert:regex"}})
     assert "parameters" in regex["required"]
 
 

@@ -11,6 +11,8 @@ import pytest
 from database.evaluations.catalogue import CATALOGUE, MetricType, score
 from database.evaluations.checks import ExpectedText
 from database.evaluations.scoring import MetricSpec, Observation, Verdict
+from database.test_sets.foreign import _IDEAL as IDEAL
+from database.test_sets.foreign_assertions import _KINDS as KINDS
 from tests.database.evaluations.test_metrics import VALID, _fields, _post
 from tests.helpers import create_project, register
 
@@ -18,6 +20,12 @@ ROOT = Path(__file__).resolve().parents[3]
 CATALOGUE_MODULE = "database/evaluations/catalogue.py"
 # The service's own code (the benchmarks are clients of its API, as the tests are).
 SOURCE_PACKAGES = ("app", "database", "notifications", "providers", "tasks", "utils")
+# Other tools' assertion types, and the types they translate into (checked below).
+TRANSLATIONS = {
+    "database/test_sets/foreign.py",
+    "database/test_sets/foreign_assertions.py",
+    "database/test_sets/foreign_promptfoo.py",
+}
 
 
 def test_the_metric_types_are_named_in_the_catalogue_and_nowhere_else():
@@ -29,7 +37,13 @@ def test_the_metric_types_are_named_in_the_catalogue_and_nowhere_else():
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Constant) and node.value in names
     }
-    assert naming == {CATALOGUE_MODULE}
+    assert naming - TRANSLATIONS == {CATALOGUE_MODULE}
+
+
+def test_other_tools_assertions_translate_into_catalogue_types():
+    """The import tables of other tools' assertion types name the types they become."""
+    translated = {assay_type for assay_type, _ in KINDS.values()} | {IDEAL.type}
+    assert translated <= set(CATALOGUE)
 
 
 def test_every_declared_type_has_its_tests():
@@ -52,7 +66,9 @@ async def test_the_api_schema_lists_the_catalogue(client):
     for name, ref in mapping.items():
         variant = schemas[ref.rsplit("/", 1)[-1]]["properties"]
         assert variant["type"]["const"] == name
-        assert variant["parameters"]["$ref"].endswith("/" + CATALOGUE[name].parameters.__name__)
+        refs = [choice["$ref"] for choice in variant["parameters"]["anyOf"]]
+        assert refs[0].endswith("/" + CATALOGUE[name].parameters.__name__)
+        assert refs[1].endswith("/PerTestParameters")  # or each test's
         assert variant["threshold"]["default"] == CATALOGUE[name].threshold
         assert variant["operator"]["default"] == CATALOGUE[name].operator
 

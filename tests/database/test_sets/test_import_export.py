@@ -164,7 +164,14 @@ async def test_import_each_format_maps_aliases_and_appends(client, fmt, how):
     else:
         response = await _import_raw(client, owner, test_set["id"], FILES[fmt], MEDIA[fmt])
     assert response.status_code == 201, response.text
-    assert response.json() == {"imported": 2, "test_count": 3}
+    assert response.json() == {
+        "imported": 2,
+        "test_count": 3,
+        "changed": True,
+        "metrics": [],
+        "unmapped": [],
+        "notes": [],
+    }
     cases = (await _cases(client, owner, test_set["id"]))[1:]
     assert [(c["input"], c["expected_output"], c["tags"], c["metadata"]) for c in cases] == EXPECTED
 

@@ -47,7 +47,14 @@ async def test_a_10000_case_csv_imports_in_one_request(client):
     print(f"10,000-case CSV import: {elapsed:.2f} s")
 
     assert response.status_code == 201, response.text
-    assert response.json() == {"imported": CASES, "test_count": CASES}
+    assert response.json() == {
+        "imported": CASES,
+        "test_count": CASES,
+        "changed": True,
+        "metrics": [],
+        "unmapped": [],
+        "notes": [],
+    }
     read = await client.get(f"/api/v1/test-sets/{test_set['id']}", headers=owner.headers)
     assert read.json()["test_count"] == CASES
     last = await client.get(

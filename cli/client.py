@@ -1,0 +1,131 @@
+"""The server as the command sees it: its public REST API, authenticated by an API key, with
+every failure turned into one line a person can act on."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+API = "/api/v1"
+TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+PAGE = 200
+
+
+class CliError(Exception):
+    """A usage or connection error: printed as one line, exit code 3."""
+
+
+class Client:
+    def __init__(self, url: str, api_key: str, *, timeout: httpx.Timeout = TIMEOUT) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "assay-cli"},
+            timeout=timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """`path` under /api/v1; any answer but 2xx raises CliError with the server's reason."""
+        try:
+            response = self._http.request(method, API + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
+        if response.is_success:
+            return response
+        raise CliError(problem_line(response))
+
+    def get(self, path: str, **params: Any) -> Any:
+        clean = {key: value for key, value in params.items() if value is not None}
+        return self.request("GET", path, params=clean).json()
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.request("POST", path, json=body, **kwargs).json()
+
+    def all_pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.get(path, limit=PAGE, offset=len(items), **params)
+            items.extend(page["items"])
+            if not page["items"] or len(items) >= page["total"]:
+                return items
+
+    @contextmanager
+    def stream(self, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed GET under /api/v1 (exports): the body is read by the caller."""
+        try:
+            with self._http.stream("GET", API + path, **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    raise CliError(problem_line(response))
+                yield response
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
+
+    @property
+    def http(self) -> httpx.Client:
+        return self._http
+
+    # --- finding things by name or id ---------------------------------------------------------
+
+    def find(
+        self, kind: str, path: str, wanted: str, *, project_id: str | None = None
+    ) -> dict[str, Any]:
+        """The one `kind` (test set, model, metric, project) with this id or name; a name that
+        matches none or several is a CliError listing the candidates."""
+        if _is_uuid(wanted):
+            try:
+                return dict(self.get(f"{path}/{wanted}"))
+            except CliError:
+                raise CliError(f"no {kind} with id {wanted}") from None
+        candidates = self.all_pages(path, project_id=project_id)
+        matches = [item for item in candidates if item["name"] == wanted]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            names = sorted({item["name"] for item in candidates})
+            listed = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
+            raise CliError(f"no {kind} named {wanted!r}; there are: {listed or 'none'}")
+        listed = ", ".join(f"{item['id']}" for item in matches)
+        raise CliError(f"{len(matches)} {kind}s are named {wanted!r}; name one by id: {listed}")
+
+
+def problem_line(response: httpx.Response) -> str:
+    """A problem+json answer as one line: status, title, and which fields were wrong."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        return f"the server answered {response.status_code} {response.reason_phrase}"
+    line = f"{response.status_code} {problem.get('title', response.reason_phrase)}"
+    if problem.get("detail"):
+        line += f": {problem['detail']}"
+    fields = [
+        f"{error.get('field')}: {error.get('message')}"
+        for error in problem.get("errors") or []
+        if isinstance(error, dict) and error.get("field")
+    ]
+    if fields and not problem.get("detail"):
+        line += " (" + "; ".join(fields[:5]) + ")"
+    if response.status_code == 401:
+        line += " (check the API key: ASSAY_API_KEY, --api-key or `assay login`)"
+    return line
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

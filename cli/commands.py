@@ -1,0 +1,143 @@
+"""The commands besides run and watch: compare, runs list, import, export and login."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cli import config
+from cli.client import Client, CliError
+from cli.files import file_format, import_file
+from cli.outcome import GATE_FAILED, OK, comparison_table
+
+EXPORT_FORMATS = ("csv", "json", "junit")
+
+
+def compare_runs(client: Client, console: Console, run_id: str, baseline: str) -> int:
+    comparison = client.get(f"/runs/{run_id}/compare", baseline=baseline)
+    console.print(comparison_table(comparison))
+    console.print(f"{comparison['verdict']}: {comparison['reason']}", markup=False)
+    return GATE_FAILED if comparison["verdict"] == "regressed" else OK
+
+
+def list_runs(
+    client: Client, console: Console, project: str | None, status: str | None, limit: int
+) -> int:
+    project_id = client.find("project", "/projects", project)["id"] if project else None
+    page = client.get("/runs", project_id=project_id, status=status, limit=limit)
+    table = Table(title=f"Runs ({page['total']} in all)", title_justify="left")
+    for column in ("id", "name", "status", "passed", "failed", "errored", "gate", "created"):
+        table.add_column(column, overflow="fold")
+    for run in page["items"]:
+        counts = run["counts"]
+        gate = (run.get("gate_result") or {}).get("status", "")
+        table.add_row(
+            run["id"],
+            run.get("name") or "",
+            run["status"],
+            str(counts["passed"]),
+            str(counts["failed"]),
+            str(counts["errored"]),
+            gate,
+            run["created_at"][:19].replace("T", " "),
+        )
+    console.print(table)
+    return OK
+
+
+def import_tests(
+    client: Client,
+    console: Console,
+    path: Path,
+    test_set: str,
+    project: str | None,
+    fmt: str | None,
+    create: bool,
+    sync: bool,
+) -> int:
+    project_id = client.find("project", "/projects", project)["id"] if project else None
+    fmt = file_format(path, fmt)
+    created = False
+    try:
+        found = client.find("test set", "/test-sets", test_set, project_id=project_id)
+    except CliError:
+        if not create:
+            raise
+        if project_id is None:
+            project_id = _only_project(client)
+        found = client.post("/test-sets", {"project_id": project_id, "name": test_set})
+        created = True
+    try:
+        result = import_file(client, found["id"], path, fmt, mode="sync" if sync else "append")
+    except CliError:
+        if created:  # all or nothing: no empty set left behind by a file that was refused
+            client.request("DELETE", f"/test-sets/{found['id']}")
+        raise
+    if created:
+        console.print(f"Created test set {test_set!r} ({found['id']})", markup=False)
+    if not result["changed"]:
+        console.print(
+            f"Unchanged: {found['name']!r} already holds these {result['test_count']} tests",
+            markup=False,
+        )
+    else:
+        console.print(
+            f"Imported {result['imported']} tests into {found['name']!r}"
+            f" ({result['test_count']} in the set)",
+            markup=False,
+        )
+    for metric in result.get("metrics") or []:
+        made = "created" if metric["created"] else "reused"
+        console.print(f"  metric {metric['name']!r} ({metric['type']}): {made}", markup=False)
+    for left in result.get("unmapped") or []:
+        where = f" in {left['file']}" if left.get("file") else ""
+        lines = ", ".join(str(line) for line in left["lines"])
+        console.print(
+            f"  not imported: {left['count']} {left['type']!r} assertion(s){where}"
+            f" (lines {lines}): {left['reason']}",
+            markup=False,
+        )
+    for note in result.get("notes") or []:
+        console.print(f"  note: {note}", markup=False)
+    return OK
+
+
+def _only_project(client: Client) -> str:
+    projects = client.get("/projects", limit=2)
+    if projects["total"] != 1:
+        raise CliError("which project should the new test set belong to? pass --project")
+    return str(projects["items"][0]["id"])
+
+
+def export_run(client: Client, run_id: str, fmt: str, output: Path | None) -> int:
+    if fmt not in EXPORT_FORMATS:
+        raise CliError(f"unknown export format {fmt!r}: one of {', '.join(EXPORT_FORMATS)}")
+    with client.stream(f"/runs/{run_id}/export", params={"format": fmt}) as response:
+        if output is None:
+            for chunk in response.iter_bytes():
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            return OK
+        try:
+            with output.open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+        except OSError as exc:
+            raise CliError(f"cannot write {output}: {exc.strerror}") from None
+    return OK
+
+
+def login(console: Console, url: str, api_key: str, profile: str) -> int:
+    if not api_key:
+        raise CliError("an API key is needed (create one in the organization's settings)")
+    client = Client(url, api_key)
+    try:
+        client.get("/projects", limit=1)
+    finally:
+        client.close()
+    path = config.save_profile(profile, url, api_key)
+    console.print(f"Logged in to {url}; profile {profile!r} saved in {path}", markup=False)
+    return OK

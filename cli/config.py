@@ -1,0 +1,106 @@
+"""Where the command finds its server and key (flags, environment, `assay login` profiles) and
+what a repository's `assay.yaml` asks for (checked against its JSON Schema)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from cli.client import CliError
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+REPOSITORY_FILE = "assay.yaml"
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    api_key: str
+
+
+def config_dir() -> Path:
+    if os.environ.get("ASSAY_CONFIG_DIR"):
+        return Path(os.environ["ASSAY_CONFIG_DIR"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "assay"
+
+
+def _profiles_path() -> Path:
+    return config_dir() / "profiles.json"
+
+
+def read_profiles() -> dict[str, dict[str, str]]:
+    path = _profiles_path()
+    if not path.exists():
+        return {}
+    try:
+        profiles = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    return dict(profiles) if isinstance(profiles, dict) else {}
+
+
+def save_profile(name: str, url: str, api_key: str) -> Path:
+    """Writes the profile readable by its owner only (it holds a key)."""
+    path = _profiles_path()
+    profiles = read_profiles()
+    profiles[name] = {"url": url, "api_key": api_key}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(profiles, handle, indent=2)
+    os.chmod(path, 0o600)
+    return path
+
+
+def server(
+    url: str | None, api_key: str | None, profile: str | None, repository_url: str | None = None
+) -> Server:
+    """Flags, then ASSAY_URL / ASSAY_API_KEY, then the repository's `server`, then the
+    profile (`default` unless named)."""
+    chosen = read_profiles().get(profile or os.environ.get("ASSAY_PROFILE") or "default") or {}
+    if profile and not chosen:
+        raise CliError(f"no profile named {profile!r}: create it with `assay login`")
+    found_url = url or os.environ.get("ASSAY_URL") or repository_url or chosen.get("url")
+    found_key = api_key or os.environ.get("ASSAY_API_KEY") or chosen.get("api_key")
+    if not found_key:
+        raise CliError("no API key: set ASSAY_API_KEY, pass --api-key, or run `assay login` once")
+    return Server(url=found_url or DEFAULT_URL, api_key=found_key)
+
+
+# --- assay.yaml ---------------------------------------------------------------------------
+
+
+def schema() -> dict[str, Any]:
+    text = resources.files("cli").joinpath("assay.schema.json").read_text()
+    return dict(json.loads(text))
+
+
+def repository_config(path: Path | None) -> tuple[dict[str, Any], Path | None]:
+    """The repository's config and its folder (files in it are relative to that): the file
+    named, else ./assay.yaml when there is one, else nothing."""
+    if path is None:
+        path = Path(REPOSITORY_FILE)
+        if not path.exists():
+            return {}, None
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CliError(f"{path} is not valid YAML: {exc}") from None
+    validator = jsonschema.Draft202012Validator(schema())
+    problems = sorted(validator.iter_errors(loaded), key=lambda e: list(e.absolute_path))
+    if problems:
+        first = problems[0]
+        where = ".".join(str(part) for part in first.absolute_path) or "(top level)"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CliError(f"{path}: {where}: {first.message}{more}")
+    return dict(loaded), path.parent

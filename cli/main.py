@@ -1,0 +1,276 @@
+"""`assay`: run, follow, gate and report Assay runs from a terminal or a CI job, through the
+public REST API and Server-Sent Events only.
+
+Exit codes: 0 nothing to fail on; 1 the gate failed (a regression, a floor missed, or with
+--fail-on failures a failed case); 2 the run could not be judged (it did not complete: budget
+hit, cancelled, failed; or its gate is undecided: too many errors, an inconclusive comparison);
+3 a usage or connection error; 130 detached by Ctrl-C (the run goes on)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from typer.exceptions import TyperException
+
+from cli import config
+from cli.client import Client, CliError
+from cli.commands import compare_runs, export_run, import_tests, list_runs, login
+from cli.outcome import INTERRUPTED, USAGE, FailOn
+from cli.running import RunOptions, conclude, create_run, from_repository, watch
+
+app = typer.Typer(
+    name="assay",
+    help=__doc__,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="Runs of the organization", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Url = Annotated[
+    str | None, typer.Option("--url", help="Server URL (else ASSAY_URL or the profile)")
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", help="API key (else ASSAY_API_KEY or the profile)")
+]
+Profile = Annotated[str | None, typer.Option("--profile", help="A profile `assay login` wrote")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress; the outcome only")]
+FailOnOption = Annotated[
+    FailOn | None,
+    typer.Option(
+        "--fail-on",
+        help="regression: the gate decides (default); failures: also any failed case; never",
+    ),
+]
+Junit = Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here")]
+JsonReport = Annotated[Path | None, typer.Option("--json", help="Write a JSON report here")]
+
+
+def _console() -> Console:
+    return Console(soft_wrap=True, highlight=False)
+
+
+def _client(url: str | None, api_key: str | None, profile: str | None, **kw: Any) -> Client:
+    found = config.server(url, api_key, profile, **kw)
+    return Client(found.url, found.api_key)
+
+
+@app.command("run")
+def run_command(
+    test_set: Annotated[str | None, typer.Option("--test-set", "-s", help="Name or id")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Sync the set to this file first")
+    ] = None,
+    file_format: Annotated[str | None, typer.Option("--format", help="The file's format")] = None,
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Name or id")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Target model: name or id")
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="Name or id; repeat for more")
+    ] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Name or id")] = None,
+    prompt_version: Annotated[
+        str | None, typer.Option("--prompt-version", help="Number, label or latest")
+    ] = None,
+    repetitions: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1)] = None,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="Budget, USD")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The run's label")] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="project, or a run id to compare with")
+    ] = None,
+    fail_on: FailOnOption = None,
+    min_pass_rate: Annotated[float | None, typer.Option(min=0, max=1, help="Floor")] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Above it: not judged (default 0.1)")
+    ] = None,
+    junit: Junit = None,
+    json_report: JsonReport = None,
+    quiet: Quiet = False,
+    cancel_on_interrupt: Annotated[
+        bool, typer.Option(help="On Ctrl-C, cancel the run (else detach from it)")
+    ] = False,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Else ./assay.yaml if present")
+    ] = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+) -> int:
+    """Start a run, follow it live, print failures and the verdict, write reports."""
+    repository, folder = config.repository_config(config_file)
+    options = from_repository(repository, folder)
+    given: dict[str, Any] = {
+        "test_set": test_set,
+        "project": project,
+        "model": model,
+        "prompt": prompt,
+        "prompt_version": prompt_version,
+        "repetitions": repetitions,
+        "concurrency": concurrency,
+        "max_cost": max_cost,
+        "name": name,
+        "baseline": baseline,
+        "fail_on": fail_on,
+        "min_pass_rate": min_pass_rate,
+        "max_error_rate": max_error_rate,
+        "junit": junit,
+        "json": json_report,
+        "test_set_format": file_format,
+    }
+    for key, value in given.items():
+        if value is not None:
+            setattr(options, key, value)
+    if metric:
+        options.metrics = list(metric)
+    if file is not None:
+        options.test_set_file = file
+    console = _console()
+    client = _client(url, api_key, profile, repository_url=repository.get("server"))
+    run = create_run(client, options, console)
+    if not quiet:
+        console.print(f"Run {run['id']} started: {run['counts']['total']} cases", markup=False)
+    return _follow(client, run, console, options, quiet=quiet, cancel=cancel_on_interrupt)
+
+
+@app.command("watch")
+def watch_command(
+    run_id: Annotated[str, typer.Argument(help="The run's id")],
+    fail_on: FailOnOption = None,
+    junit: Junit = None,
+    json_report: JsonReport = None,
+    quiet: Quiet = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+) -> int:
+    """Follow a run live (from its start) to its end; exit as `assay run` would."""
+    client = _client(url, api_key, profile)
+    run = client.get(f"/runs/{run_id}")
+    options = RunOptions(fail_on=fail_on or "regression", junit=junit, json=json_report)
+    return _follow(client, run, _console(), options, quiet=quiet, cancel=False)
+
+
+def _follow(
+    client: Client,
+    run: dict[str, Any],
+    console: Console,
+    options: RunOptions,
+    *,
+    quiet: bool,
+    cancel: bool,
+) -> int:
+    tally, ended = watch(client, run, console, quiet=quiet, cancel_on_interrupt=cancel)
+    if not ended:
+        return INTERRUPTED
+    return conclude(
+        client,
+        run["id"],
+        tally,
+        console,
+        fail_on=options.fail_on,
+        junit=options.junit,
+        json_report=options.json,
+        quiet=quiet,
+    )
+
+
+@app.command("compare")
+def compare_command(
+    run_id: Annotated[str, typer.Argument(help="The run")],
+    baseline: Annotated[str, typer.Option("--baseline", help="A run id, or project")],
+    url: Url = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+) -> int:
+    """Compare a run with a baseline per metric; exit 1 when it regressed."""
+    return compare_runs(_client(url, api_key, profile), _console(), run_id, baseline)
+
+
+@runs_app.command("list")
+def runs_list_command(
+    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+    url: Url = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+) -> int:
+    """The newest runs, with their counts and gates."""
+    return list_runs(_client(url, api_key, profile), _console(), project, status, limit)
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="CSV, JSON, JSONL, promptfoo config, ...")],
+    test_set: Annotated[str, typer.Option("--test-set", "-s", help="Name or id")],
+    create: Annotated[bool, typer.Option("--create", help="Create the set if missing")] = False,
+    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+    file_format: Annotated[str | None, typer.Option("--format")] = None,
+    sync: Annotated[
+        bool, typer.Option("--sync", help="Make the set hold exactly the file's cases")
+    ] = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+) -> int:
+    """Import a file into a test set: all cases or none."""
+    client = _client(url, api_key, profile)
+    return import_tests(client, _console(), file, test_set, project, file_format, create, sync)
+
+
+@app.command("export")
+def export_command(
+    run_id: Annotated[str, typer.Argument(help="The run")],
+    export_format: Annotated[str, typer.Option("--format", help="csv, json or junit")] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Else stdout")] = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+    profile: Profile = None,
+) -> int:
+    """Export a run's results."""
+    return export_run(_client(url, api_key, profile), run_id, export_format, output)
+
+
+@app.command("login")
+def login_command(
+    url: Annotated[str, typer.Option("--url", prompt="Assay URL")] = config.DEFAULT_URL,
+    api_key: Annotated[str, typer.Option("--api-key", prompt="API key", hide_input=True)] = "",
+    profile: Annotated[str, typer.Option("--profile")] = "default",
+) -> int:
+    """Check a server URL and API key, and save them as a profile (readable by you only)."""
+    return login(_console(), url, api_key, profile)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: every error is one line on stderr, never a traceback."""
+    errors = Console(stderr=True, soft_wrap=True, highlight=False)
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except typer.Abort:
+        errors.print("assay: interrupted", markup=False)
+        sys.exit(INTERRUPTED)
+    except TyperException as exc:  # the command line is wrong (an unknown option, a bad value)
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            errors.print(f"assay: {exc}", markup=False)
+        sys.exit(USAGE)
+    except CliError as exc:
+        errors.print(f"assay: {exc}", markup=False)
+        sys.exit(USAGE)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""How a finished run ends the command: its exit code, and the tables printed for a person
+(the failures, and the comparison with the baseline per metric)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.table import Table
+
+FailOn = Literal["regression", "failures", "never"]
+
+OK, GATE_FAILED, NOT_JUDGED, USAGE = 0, 1, 2, 3
+INTERRUPTED = 130  # detached by Ctrl-C: the run goes on
+SHOWN_FAILURES = 20
+EXCERPT = 80
+_VERDICT_STYLE = {
+    "improved": "green",
+    "regressed": "bold red",
+    "equivalent": "",
+    "inconclusive": "yellow",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    reason: str
+
+
+def outcome(run: dict[str, Any], fail_on: FailOn) -> Outcome:
+    """0: nothing to fail on; 1: the gate failed (a regression or a floor), or with
+    fail_on=failures a case failed; 2: the run cannot be judged (it did not complete, or its
+    gate is undecided: too many errors, an inconclusive comparison)."""
+    status = run["status"]
+    if status != "completed":
+        why = f" ({run['error']})" if run.get("error") else ""
+        return Outcome(NOT_JUDGED, f"the run did not complete: it is {status}{why}")
+    gate = run.get("gate_result")
+    if gate is not None and gate["status"] == "failed":
+        return Outcome(GATE_FAILED, "gate failed: " + "; ".join(gate["reasons"]))
+    if gate is not None and gate["status"] == "undecided":
+        return Outcome(NOT_JUDGED, "gate undecided: " + "; ".join(gate["reasons"]))
+    failed = run["counts"]["failed"]
+    if fail_on == "failures" and failed:
+        return Outcome(GATE_FAILED, f"{failed} case(s) failed")
+    notes = "; ".join(gate["reasons"]) if gate and gate["reasons"] else ""
+    return Outcome(OK, "gate passed" + (f" ({notes})" if notes else "") if gate else "done")
+
+
+def summary_line(run: dict[str, Any]) -> str:
+    counts = run["counts"]
+    rated = counts["passed"] + counts["failed"]
+    rate = f"{counts['passed'] / rated:.1%}" if rated else "n/a"
+    return (
+        f"Run {run['id']} {run['status']}: {counts['passed']} passed, {counts['failed']} failed,"
+        f" {counts['errored']} errored of {counts['total']} (pass rate {rate}),"
+        f" ${run.get('spent') or 0:.4f}"
+    )
+
+
+def failures_table(failures: list[dict[str, Any]], total_failing: int) -> Table | None:
+    """The failed and errored cases seen, by position: why each failed, and what it said."""
+    if not failures:
+        return None
+    table = Table(title="Failures", title_justify="left", show_lines=False)
+    for column in ("#", "test", "status", "why", "output"):
+        table.add_column(column, overflow="fold")
+    for data in sorted(failures, key=lambda d: (d["position"], d["repetition"]))[:SHOWN_FAILURES]:
+        table.add_row(
+            f"{data['position']}" + (f".{data['repetition']}" if data["repetition"] else ""),
+            (data.get("test_id") or "")[-12:],  # time-ordered ids share their start
+            data["status"],
+            _why(data),
+            _excerpt(data.get("output")),
+        )
+    if total_failing > SHOWN_FAILURES:
+        table.caption = f"… and {total_failing - SHOWN_FAILURES} more"
+    return table
+
+
+def comparison_table(comparison: dict[str, Any]) -> Table:
+    """Pass rates per metric against the baseline, with the paired interval and the verdict."""
+    table = Table(
+        title=f"Against baseline {comparison['baseline_run_id']}: {comparison['verdict']}",
+        title_justify="left",
+    )
+    for column in ("metric", "baseline", "this run", "Δ (95% CI)", "p (Holm)", "verdict"):
+        table.add_column(column)
+    rows = [("overall", comparison["overall"])]
+    rows += [(metric["name"], metric["pass_rate"]) for metric in comparison["metrics"]]
+    for name, tested in rows:
+        verdict = tested["verdict"]
+        style = _VERDICT_STYLE.get(verdict, "")
+        table.add_row(
+            name,
+            _share(tested["baseline"]),
+            _share(tested["candidate"]),
+            _delta(tested),
+            "" if tested["p_adjusted"] is None else f"{tested['p_adjusted']:.3g}",
+            f"[{style}]{verdict}[/]" if style else verdict,
+        )
+    return table
+
+
+def print_tables(console: Console, *tables: Table | None) -> None:
+    for table in tables:
+        if table is not None:
+            console.print(table)
+
+
+def _why(data: dict[str, Any]) -> str:
+    if data["status"] == "errored":
+        return f"{data.get('error_type')}: {data.get('error_message') or ''}".strip()
+    failing = [e for e in data.get("evaluations") or [] if not e["passed"]]
+    return "; ".join(f"{e['metric']}: {e['reason']}" for e in failing)[:200]
+
+
+def _excerpt(text: str | None) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= EXCERPT else flat[: EXCERPT - 1] + "…"
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def _delta(tested: dict[str, Any]) -> str:
+    if tested["delta"] is None:
+        return ""
+    text = f"{tested['delta']:+.1%}"
+    if tested.get("ci"):
+        low, high = tested["ci"]
+        text += f" [{low:+.1%}, {high:+.1%}]"
+    return text

@@ -1,0 +1,255 @@
+"""`assay run` and `assay watch`: what to run (flags over assay.yaml, names resolved through the
+API), following the run live, and how it ends (tables, reports, exit code)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cli.client import Client, CliError
+from cli.files import file_format, import_file
+from cli.outcome import (
+    INTERRUPTED,
+    FailOn,
+    comparison_table,
+    failures_table,
+    outcome,
+    print_tables,
+    summary_line,
+)
+from cli.progress import Tally, display_for
+from cli.stream import follow
+
+
+@dataclass
+class RunOptions:
+    """What to run: command-line options over the repository's assay.yaml."""
+
+    project: str | None = None
+    test_set: str | None = None
+    test_set_file: Path | None = None
+    test_set_format: str | None = None
+    model: str | None = None
+    metrics: list[str] = field(default_factory=list)
+    prompt: str | None = None
+    prompt_version: str | int | None = None
+    repetitions: int | None = None
+    concurrency: int | None = None
+    max_cost: float | None = None
+    name: str | None = None
+    baseline: str | None = None
+    fail_on: FailOn = "regression"
+    min_pass_rate: float | None = None
+    max_error_rate: float | None = None
+    min_effect: float | None = None
+    junit: Path | None = None
+    json: Path | None = None
+
+
+def from_repository(config: dict[str, Any], folder: Path | None) -> RunOptions:
+    """assay.yaml as run options (files in it are relative to its folder)."""
+    base = folder or Path()
+    options = RunOptions()
+    test_set = config.get("test_set")
+    if isinstance(test_set, str):
+        options.test_set = test_set
+    elif isinstance(test_set, dict):
+        options.test_set = test_set["name"]
+        if "file" in test_set:
+            options.test_set_file = base / test_set["file"]
+        options.test_set_format = test_set.get("format")
+    gate = config.get("gate") or {}
+    for key in ("project", "model", "prompt", "prompt_version", "repetitions", "concurrency"):
+        setattr(options, key, config.get(key))
+    options.max_cost = config.get("max_cost")
+    options.metrics = list(config.get("metrics") or [])
+    for key in ("baseline", "min_pass_rate", "max_error_rate", "min_effect"):
+        setattr(options, key, gate.get(key))
+    options.fail_on = gate.get("fail_on", "regression")
+    options.junit = base / config["junit"] if "junit" in config else None
+    options.json = base / config["json"] if "json" in config else None
+    return options
+
+
+def create_run(client: Client, options: RunOptions, console: Console) -> dict[str, Any]:
+    if not options.test_set:
+        raise CliError("which test set? pass --test-set NAME or write it in assay.yaml")
+    project_id = (
+        client.find("project", "/projects", options.project)["id"] if options.project else None
+    )
+    test_set = _test_set(client, options, project_id, console)
+    project_id = test_set["project_id"]
+    body: dict[str, Any] = {"test_set_id": test_set["id"]}
+    if options.model:
+        body["target_model_id"] = client.find("model configuration", "/models", options.model)["id"]
+    if options.metrics:
+        body["metric_ids"] = [
+            client.find("metric", "/metrics", name, project_id=project_id)["id"]
+            for name in options.metrics
+        ]
+    if options.prompt:
+        body["prompt_id"] = client.find(
+            "prompt", "/prompts", options.prompt, project_id=project_id
+        )["id"]
+        if options.prompt_version is not None:
+            version = options.prompt_version
+            body["prompt_version"] = int(version) if str(version).isdigit() else version
+    for key in ("repetitions", "concurrency", "max_cost", "name"):
+        if getattr(options, key) is not None:
+            body[key] = getattr(options, key)
+    body["gate"] = _gate(options)
+    return dict(client.post("/runs", body))
+
+
+def _test_set(
+    client: Client, options: RunOptions, project_id: str | None, console: Console
+) -> dict[str, Any]:
+    """The named set; with a file, synced to it first (created in the project if missing)."""
+    assert options.test_set is not None
+    if options.test_set_file is None:
+        return client.find("test set", "/test-sets", options.test_set, project_id=project_id)
+    try:
+        found = client.find("test set", "/test-sets", options.test_set, project_id=project_id)
+    except CliError:
+        if project_id is None:
+            raise CliError(
+                "to create the test set, name its project: --project or assay.yaml"
+            ) from None
+        found = client.post("/test-sets", {"project_id": project_id, "name": options.test_set})
+    path = options.test_set_file
+    fmt = file_format(path, options.test_set_format)
+    result = import_file(client, found["id"], path, fmt, mode="sync")
+    if result["changed"]:
+        console.print(
+            f"Synced {path} to test set {found['name']!r}: {result['test_count']} tests"
+            f" ({result['imported']} new)",
+            markup=False,
+        )
+    for left in result.get("unmapped") or []:
+        console.print(
+            f"Not imported: {left['count']} {left['type']!r} assertion(s): {left['reason']}",
+            markup=False,
+        )
+    return found
+
+
+def _gate(options: RunOptions) -> dict[str, Any]:
+    gate: dict[str, Any] = {"fail_on": "regression" if options.fail_on == "regression" else "never"}
+    if options.baseline:
+        gate["baseline"] = options.baseline
+    for key in ("min_pass_rate", "max_error_rate", "min_effect"):
+        if getattr(options, key) is not None:
+            gate[key] = getattr(options, key)
+    return gate
+
+
+def watch(
+    client: Client,
+    run: dict[str, Any],
+    console: Console,
+    *,
+    quiet: bool,
+    cancel_on_interrupt: bool = False,
+) -> tuple[Tally, bool]:
+    """Follows the run to its end; returns what was counted and whether it ended (False:
+    detached by Ctrl-C, after asking the server to cancel it only when told to)."""
+    tally = Tally(total=run["counts"]["total"])
+    display = display_for(console, quiet=quiet)
+    display.start(run)
+    try:
+
+        def reconnected(_: int) -> None:
+            tally.reconnects += 1
+
+        for event in follow(client, run["id"], on_reconnect=reconnected):
+            if tally.add(event):
+                display.update(tally)
+    except KeyboardInterrupt:
+        display.stop()
+        if cancel_on_interrupt:
+            client.post(f"/runs/{run['id']}/cancel")
+            console.print(f"Asked the server to cancel run {run['id']}.", markup=False)
+        else:
+            console.print(
+                f"Detached: run {run['id']} goes on. Follow it again with: assay watch {run['id']}",
+                markup=False,
+            )
+        return tally, False
+    finally:
+        display.stop()
+    return tally, True
+
+
+def conclude(
+    client: Client,
+    run_id: str,
+    tally: Tally,
+    console: Console,
+    *,
+    fail_on: FailOn,
+    junit: Path | None,
+    json_report: Path | None,
+    quiet: bool,
+) -> int:
+    """Prints how the run went, writes the reports, and returns the exit code."""
+    run = client.get(f"/runs/{run_id}")
+    result = outcome(run, fail_on)
+    comparison = None
+    baseline = (run.get("gate_result") or {}).get("baseline_run_id")
+    if baseline and run["status"] == "completed":
+        comparison = client.get(f"/runs/{run_id}/compare", baseline=baseline)
+    if not quiet:
+        failing = run["counts"]["failed"] + run["counts"]["errored"]
+        print_tables(console, failures_table(tally.failures, failing))
+        if comparison is not None:
+            print_tables(console, comparison_table(comparison))
+    console.print(summary_line(run), markup=False)
+    console.print(
+        f"{_exit_word(result.code)} (exit {result.code}): {result.reason}",
+        markup=False,
+        highlight=False,
+    )
+    if junit is not None:
+        _download(client, f"/runs/{run_id}/export", {"format": "junit"}, junit)
+    if json_report is not None:
+        report = {
+            "run": run,
+            "summary": client.get(f"/runs/{run_id}/summary"),
+            "comparison": comparison,
+            "followed": {
+                "passed": tally.passed,
+                "failed": tally.failed,
+                "errored": tally.errored,
+                "reconnects": tally.reconnects,
+            },
+            "exit_code": result.code,
+            "reason": result.reason,
+        }
+        _write(json_report, json.dumps(report, indent=2).encode())
+    return result.code
+
+
+def _exit_word(code: int) -> str:
+    return {0: "PASSED", 1: "FAILED", 2: "NOT JUDGED", INTERRUPTED: "DETACHED"}.get(code, "ERROR")
+
+
+def _download(client: Client, path: str, params: dict[str, str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with client.stream(path, params=params) as response, target.open("wb") as handle:
+            for chunk in response.iter_bytes():
+                handle.write(chunk)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror}") from None
+
+
+def _write(target: Path, content: bytes) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    except OSError as exc:
+        raise CliError(f"cannot write {target}: {exc.strerror}") from None

@@ -1,0 +1,84 @@
+"""A run's live events over Server-Sent Events, resumed after a dropped connection from the
+last event seen (`Last-Event-ID`), so no event is missed and none is seen twice."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from cli.client import Client, CliError, problem_line
+
+# The server sends a heartbeat every 15 s: a minute of silence is a dead connection.
+READ_TIMEOUT = 60.0
+# How long the stream may stay unreachable before the command gives up (the run goes on).
+GIVE_UP_AFTER = 300.0
+ENDINGS = {"run.finished", "run.cancelled", "run.verdict"}
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+def follow(
+    client: Client,
+    run_id: str,
+    *,
+    on_reconnect: Callable[[int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Event]:
+    """Every event of the run once, in order, up to its last one; reconnects on drops."""
+    last_id = 0
+    failures = 0
+    down_since: float | None = None
+    while True:
+        headers = {"Accept": "text/event-stream"}
+        if last_id:
+            headers["Last-Event-ID"] = str(last_id)
+        try:
+            with client.http.stream(
+                "GET",
+                f"/public/runs/{run_id}/events",
+                headers=headers,
+                timeout=httpx.Timeout(30.0, read=READ_TIMEOUT),
+            ) as response:
+                if response.status_code == 204:  # ended, and nothing after last_id
+                    return
+                if not response.is_success:
+                    response.read()
+                    raise CliError(problem_line(response))
+                down_since, failures = None, 0
+                for sse in EventSource(response).iter_sse():
+                    if not sse.id or int(sse.id) <= last_id:
+                        continue  # a heartbeat, or an event already seen before a reconnect
+                    last_id = int(sse.id)
+                    event = Event(last_id, sse.event, json.loads(sse.data) if sse.data else {})
+                    yield event
+                    if _ends(event):
+                        return
+        except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+            now = time.monotonic()
+            down_since = down_since or now
+            if now - down_since > GIVE_UP_AFTER:
+                raise CliError(
+                    f"lost the run's event stream: {exc or type(exc).__name__}"
+                ) from None
+        failures += 1
+        if on_reconnect is not None:
+            on_reconnect(last_id)
+        sleep(min(0.2 * 2 ** min(failures, 7), 15.0))
+
+
+def _ends(event: Event) -> bool:
+    """The last event of a run: its end (unless a verdict follows), or the verdict."""
+    if event.type == "run.verdict":
+        return True
+    return event.type in ENDINGS and not event.data.get("continues")

@@ -1,0 +1,169 @@
+"""Imports of test files into a set, native (CSV, JSON, JSONL) or foreign (promptfoo,
+OpenAI Evals, Langfuse): the cases go to the set; a foreign file's assertions become metrics
+that take each test's parameters, added to the set's default metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.evaluations import crud
+from database.evaluations.catalogue import CATALOGUE, FROM_TEST
+from database.evaluations.models import Metric
+from database.test_sets import crud as test_set_crud
+from database.test_sets.foreign import Assertion, ForeignFormat, ForeignImport, parse_foreign
+from database.test_sets.io import MAX_REPORTED_ERRORS, detect_format
+from database.test_sets.models import TestSet
+from database.test_sets.schemas import ImportedMetric, ImportResult, LeftOut
+from database.test_sets.service import ImportMode, off_loop, parsed_cases, write_cases
+from utils.auth import Principal
+from utils.errors import Conflict, InvalidInput
+
+ImportFormat = Literal["csv", "json", "jsonl", "promptfoo", "openai-evals", "langfuse"]
+FOREIGN: tuple[str, ...] = get_args(ForeignFormat)
+
+
+@dataclass
+class Upload:
+    content: bytes
+    filename: str | None = None
+    content_type: str | None = None
+    attachments: dict[str, bytes] = field(default_factory=dict)  # by file name
+
+
+async def import_file(
+    session: AsyncSession,
+    principal: Principal,
+    test_set: TestSet,
+    upload: Upload,
+    *,
+    fmt: ImportFormat | None,
+    mode: ImportMode,
+) -> ImportResult:
+    """All or nothing: the file is parsed and checked whole before anything is written."""
+    if fmt is None or fmt not in FOREIGN:
+        if upload.attachments:
+            raise InvalidInput("only a promptfoo config refers to other files", field="file")
+        native = detect_format(upload.filename, upload.content_type, fmt)
+        cases = await off_loop(parsed_cases, upload.content, native)
+        written, changed = await write_cases(session, principal, test_set, cases, mode=mode)
+        return ImportResult(
+            imported=written,
+            test_count=await test_set_crud.count_members(session, test_set.id),
+            changed=changed,
+        )
+    parsed = await off_loop(_parse_checked, upload.content, fmt, upload.attachments)
+    cases = [case.model_dump(mode="json") for case in parsed.cases]
+    written, changed = await write_cases(session, principal, test_set, cases, mode=mode)
+    metrics = await _metrics_for(session, principal, test_set, parsed.assertions)
+    return ImportResult(
+        imported=written,
+        test_count=await test_set_crud.count_members(session, test_set.id),
+        changed=changed,
+        metrics=metrics,
+        unmapped=[LeftOut.model_validate(item, from_attributes=True) for item in parsed.unmapped],
+        notes=parsed.notes,
+    )
+
+
+def _parse_checked(content: bytes, fmt: ForeignFormat, attachments: dict[str, bytes]) -> Any:
+    """The foreign file parsed, and every test's parameters for each assertion checked against
+    its metric type, so a bad one is a 422 by line now rather than an error in every run."""
+    parsed: ForeignImport = parse_foreign(content, fmt, attachments)
+    errors: list[dict[str, Any]] = []
+    for case, line, file in zip(parsed.cases, parsed.lines, parsed.files, strict=True):
+        for assertion in parsed.assertions:
+            given = case.metadata.get(assertion.key)
+            if given is None:
+                continue
+            parameters = {k: v for k, v in given.items() if k != "threshold"}
+            try:
+                CATALOGUE[assertion.type].parameters.model_validate(parameters)
+            except ValidationError as exc:
+                for error in exc.errors(include_url=False):
+                    where = ".".join(str(part) for part in error["loc"])
+                    errors.append(
+                        {
+                            "line": line,
+                            "file": file,
+                            "field": f"assert.{assertion.source}" + (f".{where}" if where else ""),
+                            "message": error["msg"],
+                        }
+                    )
+    if errors:
+        first = errors[0]
+        raise InvalidInput(
+            f"{len(errors)} invalid assertion(s); the first, at line {first['line']}:"
+            f" {first['field']}: {first['message']}",
+            errors=errors[:MAX_REPORTED_ERRORS],
+        )
+    return parsed
+
+
+async def _metrics_for(
+    session: AsyncSession, principal: Principal, test_set: TestSet, assertions: list[Assertion]
+) -> list[ImportedMetric]:
+    """Each assertion's metric: the project's metric of its name when that is the same
+    definition (an import again reuses it), else a new one (under a free name)."""
+    if not assertions:
+        return []
+    project_id = test_set.project_id
+    wanted = [_name_choices(a.name) for a in assertions]
+    existing = await crud.metrics_named(session, project_id, [n for names in wanted for n in names])
+    imported: list[ImportedMetric] = []
+    for assertion, names in zip(assertions, wanted, strict=True):
+        metric = next((existing[n] for n in names if _same(existing.get(n), assertion)), None)
+        created = metric is None
+        if metric is None:
+            name = next((n for n in names if n not in existing), None)
+            if name is None:
+                raise Conflict(f"metrics named {names[0]!r} and its variants exist already")
+            metric = _new_metric(principal, test_set, assertion, name)
+            await crud.create_metric(session, metric)
+            existing[name] = metric
+        imported.append(
+            ImportedMetric(id=metric.id, name=metric.name, type=metric.type, created=created)
+        )
+    present = await crud.test_set_metric_ids(session, test_set.id)
+    added = [m.id for m in imported if m.id not in present]
+    if added:
+        await crud.replace_test_set_metrics(
+            session,
+            test_set_id=test_set.id,
+            organization_id=test_set.organization_id,
+            metric_ids=[*present, *dict.fromkeys(added)],
+        )
+    return imported
+
+
+def _name_choices(name: str) -> list[str]:
+    return [name, f"{name} (imported)", *(f"{name} (imported {n})" for n in range(2, 10))]
+
+
+def _same(metric: Metric | None, assertion: Assertion) -> bool:
+    return (
+        metric is not None
+        and metric.type == assertion.type
+        and metric.parameters == {FROM_TEST: assertion.key}
+        and metric.negate == assertion.negate
+    )
+
+
+def _new_metric(principal: Principal, test_set: TestSet, assertion: Assertion, name: str) -> Metric:
+    metric_type = CATALOGUE[assertion.type]
+    return Metric(
+        organization_id=principal.organization_id,
+        project_id=test_set.project_id,
+        name=name,
+        type=assertion.type,
+        parameters={FROM_TEST: assertion.key},
+        threshold=metric_type.threshold,
+        operator=metric_type.operator,
+        negate=assertion.negate,
+        weight=1.0,
+        description=f"Imported `{assertion.source}` assertions: each test gives its own"
+        f" parameters (metadata {assertion.key!r})",
+    )

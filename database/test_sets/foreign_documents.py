@@ -1,0 +1,226 @@
+"""YAML and JSON documents read within bounds, remembering where each object starts.
+
+YAML aliases let a few lines stand for an enormous value ("billion laughs"), so the composed
+node graph is measured, each node once, before any Python object is constructed: its expanded
+size and its expanded depth (a recursive alias never ends, so it is refused as too deep)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import yaml
+
+from database.test_sets.import_bounds import MAX_NESTING, json_items, too_deep, too_wide
+from utils.errors import InvalidInput
+
+# Where a case starts, in which file (None: the upload itself), and its fields or its errors.
+Row: TypeAlias = tuple[int, str | None, dict[str, Any] | list[dict[str, Any]]]
+
+MAX_YAML_NODES = 1_000_000
+# A case's own levels, within the list that holds it, within the config that holds the list.
+MAX_DOCUMENT_NESTING = MAX_NESTING + 2
+
+
+@dataclass
+class Document:
+    """A parsed file: its value, and where (line, start, end) each of its objects and lists
+    starts, by id (the document holds them all, so no id is reused while it lives)."""
+
+    text: str
+    value: Any
+    file: str | None
+    places: dict[int, tuple[int, int, int]] = field(default_factory=dict)
+    item_lines: dict[int, list[int]] = field(default_factory=dict)  # a list's items' lines
+    value_lines: dict[int, dict[str, int]] = field(default_factory=dict)  # a mapping's values'
+
+    def value_line(self, mapping: dict[str, Any], key: str, default: int) -> int:
+        return self.value_lines.get(id(mapping), {}).get(key) or self.line(
+            mapping.get(key), default
+        )
+
+    def line(self, obj: Any, default: int) -> int:
+        place = self.places.get(id(obj))
+        return place[0] if place else default
+
+    def item_line(self, items: list[Any], index: int, default: int) -> int:
+        lines = self.item_lines.get(id(items))
+        return lines[index] if lines and index < len(lines) else self.line(items[index], default)
+
+    def too_wide(self, obj: Any) -> str | None:
+        place = self.places.get(id(obj))
+        return too_wide(self.text, place[1], place[2]) if place else None
+
+
+def error(line: int, file: str | None, fld: str | None, message: str) -> dict[str, Any]:
+    found: dict[str, Any] = {"line": line, "field": fld, "message": message}
+    if file is not None:
+        found["file"] = file
+    return found
+
+
+def invalid(message: str, line: int, file: str | None, fld: str | None = None) -> InvalidInput:
+    where = f"{file}: " if file else ""
+    return InvalidInput(f"{where}{message} (line {line})", errors=[error(line, file, fld, message)])
+
+
+def load(text: str, file: str | None, kind: str) -> Document:
+    """`kind` is "json", "yaml" or "either" (JSON when it parses as JSON, else YAML)."""
+    if kind == "yaml" or (kind == "either" and not text.lstrip().startswith(("{", "["))):
+        return _load_yaml(text, file)
+    try:
+        return _load_json(text, file)
+    except json.JSONDecodeError as exc:
+        bad_json = invalid(f"Invalid JSON: {exc.msg} at column {exc.colno}", exc.lineno, file)
+    if kind == "json":
+        raise bad_json from None
+    try:
+        return _load_yaml(text, file)  # flow-style YAML, such as {tests: [...]}
+    except InvalidInput:
+        raise bad_json from None
+
+
+def _load_json(text: str, file: str | None) -> Document:
+    deep = too_deep(text, MAX_DOCUMENT_NESTING)
+    if deep is not None:
+        raise invalid(f"nested more than {MAX_DOCUMENT_NESTING} levels deep", deep, file)
+    document = Document(text, json.loads(text), file)
+    value = document.value
+    tests = value.get("tests") if isinstance(value, dict) else value
+    if isinstance(tests, list) and tests:
+        items = json_items(text)  # the same tests, with where each starts and ends
+        if len(items) == len(tests):
+            fresh, lines, line, counted = [], [], 1, 0
+            for start, end, item in items:
+                line += text.count("\n", counted, start)
+                counted = start
+                if isinstance(item, dict | list):
+                    document.places[id(item)] = (line, start, end)
+                fresh.append(item)
+                lines.append(line)
+            document.item_lines[id(fresh)] = lines
+            if isinstance(value, list):
+                document.value = fresh
+            else:
+                value["tests"] = fresh
+    return document
+
+
+def _text_scalar(loader: _Loader, node: yaml.Node) -> Any:
+    return loader.construct_scalar(node)
+
+
+def _key(key: Any) -> str:
+    """A mapping key as JSON has it: 1 is "1", true is "true", null is "null"."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, int | float) and not isinstance(key, bool):
+        return str(key)
+    return json.dumps(key, default=str)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps to JSON's values (dates and binary stay text, keys are strings),
+    refuses nesting past the bound while composing, and records where each object starts."""
+
+    def __init__(self, text: str, file: str | None) -> None:
+        super().__init__(text)
+        self.file = file
+        self.levels = 0
+        self.places: dict[int, tuple[int, int, int]] = {}
+        self.item_lines: dict[int, list[int]] = {}
+        self.value_lines: dict[int, dict[str, int]] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        self.levels += 1
+        try:
+            if self.levels > MAX_DOCUMENT_NESTING:
+                line = self.peek_event().start_mark.line + 1
+                raise invalid(
+                    f"nested more than {MAX_DOCUMENT_NESTING} levels deep", line, self.file
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.levels -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        obj = super().construct_object(node, deep)
+        if isinstance(obj, dict | list) and id(obj) not in self.places:
+            mark, end = node.start_mark, node.end_mark
+            self.places[id(obj)] = (mark.line + 1, mark.index, end.index)
+            if isinstance(node, yaml.SequenceNode):
+                self.item_lines[id(obj)] = [item.start_mark.line + 1 for item in node.value]
+            elif isinstance(node, yaml.MappingNode):
+                self.value_lines[id(obj)] = {
+                    str(key.value): value.start_mark.line + 1
+                    for key, value in node.value
+                    if isinstance(key, yaml.ScalarNode)
+                }
+        return obj
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
+        return {_key(k): v for k, v in super().construct_mapping(node, deep=deep).items()}
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _text_scalar)
+_Loader.add_constructor("tag:yaml.org,2002:binary", _text_scalar)
+_Loader.add_constructor(
+    "tag:yaml.org,2002:set", lambda loader, node: list(loader.construct_mapping(node))
+)
+
+
+def _load_yaml(text: str, file: str | None) -> Document:
+    loader = _Loader(text, file)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return Document(text, None, file)
+        measure(node, file)
+        value = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise invalid(f"Invalid YAML: {exc.problem or exc.context}", line, file) from None
+    except yaml.YAMLError as exc:  # a character YAML does not allow, say
+        raise invalid(f"Invalid YAML: {exc}", 1, file) from None
+    finally:
+        loader.dispose()
+    return Document(text, value, file, loader.places, loader.item_lines, loader.value_lines)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def measure(root: yaml.Node, file: str | None) -> None:
+    """Refuse a graph whose expansion has more than MAX_YAML_NODES nodes or nests deeper than
+    MAX_DOCUMENT_NESTING. Each node is measured once (memoised), so aliases cost nothing."""
+    measured: dict[int, tuple[int, int]] = {}  # id -> (levels, expanded size)
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    deeper = f"the YAML nests (through aliases) more than {MAX_DOCUMENT_NESTING} levels deep"
+    larger = f"the YAML expands (through aliases) to more than {MAX_YAML_NODES:,} values"
+    while stack:
+        node, depth, children_done = stack.pop()
+        if children_done:
+            children = [measured[id(child)] for child in _children(node)]
+            levels = 1 + max((child[0] for child in children), default=0)
+            size = 1 + sum(child[1] for child in children)
+            if size > MAX_YAML_NODES:
+                raise invalid(larger, node.start_mark.line + 1, file)
+            if levels > MAX_DOCUMENT_NESTING:
+                raise invalid(deeper, node.start_mark.line + 1, file)
+            measured[id(node)] = (levels, size)
+        elif id(node) in measured:
+            continue  # an alias of a node measured already
+        elif isinstance(node, yaml.ScalarNode):
+            measured[id(node)] = (0, 1)
+        elif depth > MAX_DOCUMENT_NESTING:  # a recursive alias ends here too
+            raise invalid(deeper, node.start_mark.line + 1, file)
+        else:
+            stack.append((node, depth, True))
+            stack.extend((child, depth + 1, False) for child in _children(node))

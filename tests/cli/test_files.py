@@ -1,0 +1,99 @@
+"""`assay import` and a repository's assay.yaml: files in, synced by content."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.cli.conftest import Lab
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_import_sends_a_promptfoo_config_with_the_files_it_names(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cases.csv").write_text(
+        "question,__expected\nWho wrote Hamlet?,icontains: shakespeare\nSay hi,javascript: 1\n"
+    )
+    config = tmp_path / "promptfooconfig.yaml"
+    config.write_text(
+        "tests:\n"
+        "  - vars: {question: 'Capital of France?'}\n"
+        "    assert: [{type: contains, value: Paris}]\n"
+        "  - file://./data/cases.csv\n"
+    )
+    done = lab.assay(
+        "import", str(config), "--test-set", "imported", "--create", "--project", "cli"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Created test set 'imported'" in done.stdout
+    assert "Imported 3 tests into 'imported' (3 in the set)" in done.stdout
+    assert "metric 'contains' (contains): created" in done.stdout
+    assert "metric 'icontains' (icontains): created" in done.stdout
+    assert "not imported: 1 'javascript' assertion(s) in data/cases.csv (lines 3)" in done.stdout
+
+    missing = lab.assay("import", str(tmp_path / "nope.csv"), "--test-set", "imported")
+    assert missing.returncode == 3
+    assert "cannot read" in missing.stderr
+
+
+def test_assay_yaml_runs_with_no_options_and_syncs_its_file_by_content(
+    lab: Lab, tmp_path: Path
+) -> None:
+    metric = lab.metric("echoes")
+    (tmp_path / "evals").mkdir()
+    cases = tmp_path / "evals" / "cases.jsonl"
+    cases.write_text(
+        "".join(json.dumps({"input": f"q{i}", "expected": f"q{i}"}) + "\n" for i in range(5))
+    )
+    (tmp_path / "assay.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "project": "cli",
+                "test_set": {"name": "from-repo", "file": "evals/cases.jsonl"},
+                "model": lab.model_name,
+                "metrics": [metric["name"]],
+                "gate": {"fail_on": "regression", "min_pass_rate": 0.8},
+                "junit": "reports/junit.xml",
+                "json": "reports/report.json",
+            }
+        )
+    )
+    first = lab.assay("run", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Synced" in first.stdout and "5 tests (5 new)" in first.stdout
+    assert (tmp_path / "reports" / "junit.xml").exists()
+    first_run = json.loads((tmp_path / "reports" / "report.json").read_text())["run"]
+
+    second = lab.assay("run", "-q", cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Synced" not in second.stdout  # unchanged: nothing written
+    second_run = json.loads((tmp_path / "reports" / "report.json").read_text())["run"]
+    assert second_run["test_set_version_id"] == first_run["test_set_version_id"]
+
+    cases.write_text(cases.read_text() + json.dumps({"input": "q5", "expected": "q5"}) + "\n")
+    third = lab.assay("run", "-q", cwd=tmp_path)
+    assert third.returncode == 0, third.stdout + third.stderr
+    third_run = json.loads((tmp_path / "reports" / "report.json").read_text())["run"]
+    assert third_run["test_set_version"] == first_run["test_set_version"] + 1
+    assert third_run["counts"]["total"] == 6
+
+
+def test_a_wrong_assay_yaml_is_exit_3_naming_the_place(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "assay.yaml").write_text("test_set: smoke\ngate:\n  fail_on: sometimes\n")
+    done = lab.assay("run", cwd=tmp_path)
+    assert done.returncode == 3
+    assert "assay.yaml: gate.fail_on: 'sometimes' is not one of" in done.stderr
+
+
+def test_the_documented_example_is_valid_against_the_schema() -> None:
+    schema = json.loads((ROOT / "cli" / "assay.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    example = yaml.safe_load((ROOT / "docs" / "assay.example.yaml").read_text())
+    jsonschema.Draft202012Validator(schema).validate(example)

@@ -1,0 +1,186 @@
+"""`assay run` and `assay watch` end to end: exit codes, reports, output fit for CI logs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+import xmlschema
+
+from tests.cli.conftest import CONTROL, Lab
+from tests.fakes.openai_server import message_text
+
+pytestmark = pytest.mark.slow
+
+JUNIT_SCHEMA = xmlschema.XMLSchema(str(Path(__file__).with_name("junit-10.xsd")))
+
+
+def _cases(report: Path) -> list[ElementTree.Element]:
+    return [
+        c for c in ElementTree.parse(report).getroot().iter("testcase") if c.get("name") != "gate"
+    ]
+
+
+def test_a_passing_gate_exits_0_with_a_valid_junit_report(lab: Lab, tmp_path: Path) -> None:
+    test_set = lab.test_set(12)
+    metric = lab.metric()
+    junit, report = tmp_path / "out" / "junit.xml", tmp_path / "out" / "report.json"
+    args = ["run", "--test-set", test_set["name"], "--model", lab.model_name]
+    args += ["--metric", metric["name"], "--min-pass-rate", "0.9", "--junit", str(junit)]
+    done = lab.assay(*args, "--json", str(report))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASSED (exit 0): gate passed" in done.stdout
+    assert not CONTROL.search(done.stdout + done.stderr), repr(done.stdout)
+    assert "12/12 cases (100%): 12 passed, 0 failed, 0 errored" in done.stdout
+    JUNIT_SCHEMA.validate(str(junit))
+    cases = _cases(junit)
+    assert len(cases) == 12
+    assert all(case.find("failure") is None for case in cases)
+    written = json.loads(report.read_text())
+    assert written["exit_code"] == 0
+    assert written["run"]["counts"]["passed"] == 12
+    assert written["followed"] == {"passed": 12, "failed": 0, "errored": 0, "reconnects": 0}
+
+    # Another run of the same set: the same testcase names, so CI systems follow each test.
+    again = tmp_path / "again.xml"
+    second = lab.assay(*args[:-2], "--junit", str(again), "--quiet")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert sorted(str(c.get("name")) for c in _cases(again)) == sorted(
+        str(c.get("name")) for c in cases
+    )
+    assert {c.get("classname") for c in _cases(again)} == {c.get("classname") for c in cases}
+    assert "cases (" not in second.stdout  # --quiet: no progress lines, the outcome only
+
+
+def test_a_regression_against_the_project_baseline_exits_1(lab: Lab, tmp_path: Path) -> None:
+    test_set = lab.test_set(30)
+    metric = lab.metric("mentions-case")
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    baseline = lab.assay(*args, "--json", str(tmp_path / "baseline.json"))
+    assert baseline.returncode == 0, baseline.stdout + baseline.stderr
+    baseline_id = json.loads((tmp_path / "baseline.json").read_text())["run"]["id"]
+    lab.api.put(f"/projects/{lab.project_id}/baseline", json={"run_id": baseline_id})
+
+    # The candidate answers 25 of 30 cases wrongly: a regression, however it is tested.
+    def worse(request: dict) -> str:
+        text = message_text(request["messages"][-1])
+        return text if text.endswith(("0", "5")) and text != "case 10" else "I cannot help"
+
+    lab.fake.reply = worse
+    candidate = lab.assay(*args, "--baseline", "project", "--junit", str(tmp_path / "j.xml"))
+    assert candidate.returncode == 1, candidate.stdout + candidate.stderr
+    out = candidate.stdout
+    assert "FAILED (exit 1): gate failed" in out
+    assert "regressed" in out
+    assert f"Against baseline {baseline_id}: regressed" in out
+    assert "mentions-case" in out and "Failures" in out
+    assert "reference not found" in out  # why a case failed
+    assert not CONTROL.search(out)
+    JUNIT_SCHEMA.validate(str(tmp_path / "j.xml"))
+    gate = next(
+        c for c in ElementTree.parse(tmp_path / "j.xml").iter("testcase") if c.get("name") == "gate"
+    )
+    assert gate.find("failure") is not None
+    print(out)  # the closing note quotes it
+
+
+def test_a_budget_hit_exits_2(lab: Lab) -> None:
+    test_set = lab.test_set(40)
+    metric = lab.metric()
+    lab.fake.latency = 0.05
+    done = lab.assay(
+        "run",
+        "-s",
+        test_set["name"],
+        "-m",
+        lab.model_name,
+        "--metric",
+        metric["name"],
+        "--max-cost",
+        "0.0005",
+        "--concurrency",
+        "1",
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "NOT JUDGED (exit 2): the run did not complete: it is stopped" in done.stdout
+    assert "budget" in done.stdout
+
+
+def test_failures_fail_the_command_only_when_asked(lab: Lab) -> None:
+    test_set = lab.test_set(4)
+    metric = lab.metric()
+    lab.fake.reply = lambda request: "no"
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    assert lab.assay(*args, "-q").returncode == 0  # no gate asked for: nothing to fail on
+    failing = lab.assay(*args, "--fail-on", "failures", "-q")
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    assert "4 case(s) failed" in failing.stdout
+
+
+def test_a_bad_key_or_url_is_one_line_and_exit_3(lab: Lab) -> None:
+    bad_key = lab.assay("runs", "list", ASSAY_API_KEY="ak_wrong")
+    assert bad_key.returncode == 3
+    assert bad_key.stderr.count("\n") == 1, bad_key.stderr
+    assert "401" in bad_key.stderr and "Traceback" not in bad_key.stderr
+    no_server = lab.assay("runs", "list", ASSAY_URL="http://127.0.0.1:9")
+    assert no_server.returncode == 3
+    assert "cannot reach Assay at http://127.0.0.1:9" in no_server.stderr
+    assert "Traceback" not in no_server.stderr
+    usage = lab.assay("run", "--repetitions", "0")
+    assert usage.returncode == 3
+
+
+def test_names_that_match_nothing_or_several_exit_3_listing_candidates(lab: Lab) -> None:
+    lab.test_set(1, name="alpha")
+    other = lab.post("/projects", {"name": "other"})
+    ids = lab.post("/tests/bulk", {"project_id": other["id"], "tests": [{"input": "x"}]})["ids"]
+    lab.post("/test-sets", {"project_id": other["id"], "name": "alpha", "test_ids": ids})
+    unknown = lab.assay("run", "-s", "beta", "-m", lab.model_name)
+    assert unknown.returncode == 3
+    assert "no test set named 'beta'; there are: alpha" in unknown.stderr
+    several = lab.assay("run", "-s", "alpha", "-m", lab.model_name)
+    assert several.returncode == 3
+    assert "2 test sets are named 'alpha'" in several.stderr
+    narrowed = lab.assay("run", "-s", "alpha", "-p", "other", "-m", "nope")
+    assert narrowed.returncode == 3
+    assert "no model configuration named 'nope'" in narrowed.stderr
+
+
+def test_ctrl_c_detaches_and_the_run_goes_on(lab: Lab) -> None:
+    test_set = lab.test_set(20)
+    metric = lab.metric()
+    lab.fake.latency = 0.2
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    process = lab.popen(*args, "--concurrency", "1")
+    run_id = _started(process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, out + err
+    assert f"assay watch {run_id}" in out
+    assert lab.api.get(f"/runs/{run_id}").json()["status"] in ("queued", "running")
+
+    watched = lab.assay("watch", run_id)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "20/20 cases (100%): 20 passed" in watched.stdout
+
+    cancelled = lab.popen(*args, "--concurrency", "1", "--cancel-on-interrupt")
+    second = _started(cancelled)
+    cancelled.send_signal(signal.SIGINT)
+    cancelled.communicate(timeout=30)
+    deadline = time.monotonic() + 20
+    while lab.api.get(f"/runs/{second}").json()["status"] != "cancelled":
+        assert time.monotonic() < deadline, "the run was not cancelled"
+        time.sleep(0.2)
+
+
+def _started(process) -> str:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("Run "), line + (process.stderr.read() if process.stderr else "")
+    time.sleep(1.0)  # a few cases in
+    return line.split()[1]

@@ -1,0 +1,213 @@
+"""Foreign files through `POST /test-sets/{id}/import?format=...`: cases in, assertions as
+metrics taking each test's parameters, what has no equivalent listed; and `mode=sync`."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.helpers import Account, assert_problem, create_project, create_test_set, register
+
+SETS = "/api/v1/test-sets"
+
+PROMPTFOO = b"""
+prompts:
+  - "Answer briefly: {{question}}"
+providers: [openai:gpt-4o-mini]
+defaultTest:
+  assert:
+    - type: latency
+      threshold: 5000
+tests:
+  - description: capital
+    vars:
+      question: What is the capital of France?
+    assert:
+      - type: icontains
+        value: paris
+      - type: javascript
+        value: output.length < 100
+  - vars:
+      question: "2 + 2?"
+      context: {unit: none, digits: [4]}
+    assert:
+      - type: equals
+        value: "4"
+  - file://more.csv
+"""
+MORE_CSV = b"""question,__expected
+Who wrote Hamlet?,contains: Shakespeare
+Say hi,python: len(output) < 9
+"""
+
+
+async def _setup(client: httpx.AsyncClient) -> tuple[Account, dict, dict]:
+    account = await register(client)
+    project = await create_project(client, account)
+    test_set = await create_test_set(client, account, project["id"])
+    return account, project, test_set
+
+
+async def _import(
+    client: httpx.AsyncClient,
+    account: Account,
+    test_set_id: str,
+    content: bytes,
+    fmt: str,
+    *,
+    mode: str = "append",
+    attachments: dict[str, bytes] | None = None,
+) -> httpx.Response:
+    files = [("file", ("upload", content))]
+    files += [("attachment", (name, data)) for name, data in (attachments or {}).items()]
+    return await client.post(
+        f"{SETS}/{test_set_id}/import",
+        params={"format": fmt, "mode": mode},
+        files=files,
+        headers=account.headers,
+    )
+
+
+async def test_a_promptfoo_config_with_its_csv_becomes_tests_and_metrics(client):
+    account, _, test_set = await _setup(client)
+    response = await _import(
+        client, account, test_set["id"], PROMPTFOO, "promptfoo", attachments={"more.csv": MORE_CSV}
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["imported"] == 4 and body["test_count"] == 4 and body["changed"]
+    metrics = {m["name"]: m for m in body["metrics"]}
+    assert {name: m["type"] for name, m in metrics.items()} == {
+        "icontains": "icontains",
+        "equals": "equals",
+        "contains": "contains",
+        "latency": "max-latency",
+    }
+    assert all(m["created"] for m in metrics.values())
+    left_out = {item["type"]: item for item in body["unmapped"]}
+    assert left_out["javascript"]["count"] == 1 and left_out["javascript"]["file"] is None
+    assert left_out["python"]["file"] == "more.csv" and left_out["python"]["lines"] == [3]
+    assert any("prompt" in note for note in body["notes"])
+
+    defaults = await client.get(f"{SETS}/{test_set['id']}/metrics", headers=account.headers)
+    assert {m["name"] for m in defaults.json()} == set(metrics)
+    stored = (
+        await client.get(f"/api/v1/metrics/{metrics['equals']['id']}", headers=account.headers)
+    ).json()
+    assert stored["parameters"] == {"from_test": "assert:equals"}
+
+    exported = await client.get(f"{SETS}/{test_set['id']}/export", headers=account.headers)
+    cases = exported.json()
+    assert cases[0]["input"] == "What is the capital of France?"
+    assert cases[0]["metadata"]["assert:icontains"] == {"value": "paris"}
+    assert cases[0]["metadata"]["description"] == "capital"
+    assert cases[1]["variables"]["context"] == {"unit": "none", "digits": [4]}
+    assert cases[1]["metadata"]["assert:equals"] == {"value": "4"}
+    assert cases[2]["input"] == "Who wrote Hamlet?"
+    assert cases[2]["metadata"]["assert:contains"] == {"value": "Shakespeare"}
+    assert all(case["metadata"]["assert:latency"] == {"ms": 5000} for case in cases)
+
+    # The same file again: the metrics are the project's already, and reused.
+    again = await _import(
+        client, account, test_set["id"], PROMPTFOO, "promptfoo", attachments={"more.csv": MORE_CSV}
+    )
+    assert again.status_code == 201, again.text
+    assert not any(m["created"] for m in again.json()["metrics"])
+    assert {m["id"] for m in again.json()["metrics"]} == {m["id"] for m in metrics.values()}
+
+
+async def test_a_reference_without_its_file_imports_nothing(client):
+    account, _, test_set = await _setup(client)
+    response = await _import(client, account, test_set["id"], PROMPTFOO, "promptfoo")
+    problem = assert_problem(response, 422)
+    assert "more.csv" in problem["detail"]
+    count = await client.get(f"{SETS}/{test_set['id']}", headers=account.headers)
+    assert count.json()["test_count"] == 0
+
+
+async def test_an_assertion_whose_value_is_not_valid_is_a_422_by_line(client):
+    account, _, test_set = await _setup(client)
+    too_long = "x" * 10_001  # a reference is at most 10,000 characters
+    config = (
+        "tests:\n  - vars: {q: a}\n    assert:\n      - type: contains\n"
+        f"        value: {too_long}\n"
+    )
+    response = await _import(client, account, test_set["id"], config.encode(), "promptfoo")
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["line"] == 4  # the assertion's own line
+    assert "at most 10,000" in problem["errors"][0]["message"]
+
+
+async def test_openai_evals_and_langfuse_through_the_api(client):
+    account, _, test_set = await _setup(client)
+    samples = (
+        json.dumps({"input": [{"role": "user", "content": "2+2?"}], "ideal": ["4", "four"]})
+        + "\n"
+        + json.dumps({"input": "Capital of Peru?", "ideal": "Lima"})
+        + "\n"
+    ).encode()
+    response = await _import(client, account, test_set["id"], samples, "openai-evals")
+    assert response.status_code == 201, response.text
+    assert [m["name"] for m in response.json()["metrics"]] == ["ideal"]
+    items = json.dumps(
+        {"data": [{"id": "i1", "input": {"question": "Why?"}, "expectedOutput": {"a": 1}}]}
+    ).encode()
+    response = await _import(client, account, test_set["id"], items, "langfuse")
+    assert response.status_code == 201, response.text
+    cases = (await client.get(f"{SETS}/{test_set['id']}/export", headers=account.headers)).json()
+    assert cases[0]["messages"] == [{"role": "user", "content": "2+2?"}]
+    assert cases[0]["metadata"]["assert:ideal"] == {"values": ["4", "four"]}
+    assert cases[1]["expected_output"] == "Lima"
+    assert cases[2]["input"] == "Why?"
+    assert json.loads(cases[2]["expected_output"]) == {"a": 1}
+    assert cases[2]["metadata"]["langfuse_id"] == "i1"
+
+
+async def test_sync_writes_nothing_for_an_unchanged_file_and_keeps_unchanged_tests(client):
+    account, _, test_set = await _setup(client)
+    first = b"input,expected_output\none,1\ntwo,2\n"
+    synced = await _import(client, account, test_set["id"], first, "csv", mode="sync")
+    assert synced.json()["changed"] and synced.json()["imported"] == 2
+    published = await client.post(
+        f"{SETS}/{test_set['id']}/versions", json={}, headers=account.headers
+    )
+    assert published.status_code == 201, published.text
+    before = (await client.get(f"{SETS}/{test_set['id']}/export", headers=account.headers)).json()
+
+    unchanged = await _import(client, account, test_set["id"], first, "csv", mode="sync")
+    assert unchanged.status_code == 201
+    assert unchanged.json() | {"metrics": [], "unmapped": [], "notes": []} == {
+        "imported": 0,
+        "test_count": 2,
+        "changed": False,
+        "metrics": [],
+        "unmapped": [],
+        "notes": [],
+    }
+    read = await client.get(f"{SETS}/{test_set['id']}", headers=account.headers)
+    assert read.json()["latest_version"] == 1
+
+    ids_before = await _member_ids(client, account, test_set["id"])
+    changed = await _import(
+        client,
+        account,
+        test_set["id"],
+        b"input,expected_output\nthree,3\none,1\n",
+        "csv",
+        mode="sync",
+    )
+    assert changed.json()["changed"] and changed.json()["imported"] == 1
+    ids_after = await _member_ids(client, account, test_set["id"])
+    assert ids_after[1] == ids_before[0]  # "one" kept its test (and so its history)
+    assert ids_after[0] not in ids_before
+    assert before[0]["input"] == "one"
+
+
+async def _member_ids(client: httpx.AsyncClient, account: Account, test_set_id: str) -> list[str]:
+    version = await client.post(f"{SETS}/{test_set_id}/versions", json={}, headers=account.headers)
+    number = version.json()["number"]
+    cases = await client.get(
+        f"{SETS}/{test_set_id}/versions/{number}/cases", headers=account.headers
+    )
+    return [case["test_id"] for case in cases.json()["items"]]
