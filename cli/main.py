@@ -1,10 +1,5 @@
 """`assay`: run, follow, gate and report Assay runs from a terminal or a CI job, through the
-public REST API and Server-Sent Events only.
-
-Exit codes: 0 nothing to fail on; 1 the gate failed (a regression, a floor missed, or with
---fail-on failures a failed case); 2 the run could not be judged (it did not complete: budget
-hit, cancelled, failed; or its gate is undecided: too many errors, an inconclusive comparison);
-3 a usage or connection error; 130 detached by Ctrl-C (the run goes on)."""
+public REST API and Server-Sent Events only (exit codes: see EXIT_CODES)."""
 
 from __future__ import annotations
 
@@ -23,9 +18,22 @@ from cli.commands import compare_runs, export_run, import_tests, list_runs, logi
 from cli.outcome import INTERRUPTED, USAGE, FailOn
 from cli.running import RunOptions, conclude, create_run, from_repository, watch
 
+EXIT_CODES = """Exit codes:
+
+0: nothing to fail on (the gate passed; with --fail-on failures, no case failed).
+
+1: the gate failed (a regression, a floor missed; with --fail-on failures, a failed case).
+
+2: the run could not be judged (budget reached, cancelled or failed; its gate undecided).
+
+3: a usage or connection error.
+
+130: detached by Ctrl-C (the run goes on)."""
+
 app = typer.Typer(
     name="assay",
-    help=__doc__,
+    help="Run, follow, gate and report Assay runs, from a terminal or a CI job.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

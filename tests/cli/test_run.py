@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -11,7 +15,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from tests.cli.conftest import CONTROL, Lab
+from tests.cli.conftest import ASSAY, CONTROL, Lab
 from tests.fakes.openai_server import message_text
 
 pytestmark = pytest.mark.slow
@@ -184,3 +188,41 @@ def _started(process) -> str:
     assert line.startswith("Run "), line + (process.stderr.read() if process.stderr else "")
     time.sleep(1.0)  # a few cases in
     return line.split()[1]
+
+
+def test_in_a_terminal_the_progress_is_a_redrawn_bar(lab: Lab) -> None:
+    test_set = lab.test_set(10)
+    metric = lab.metric()
+    lab.fake.latency = 0.1
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    coloured = _in_terminal(lab, *args, "--concurrency", "2")
+    assert "━" in coloured and "10/10" in coloured
+    assert "\x1b[" in coloured  # drawn over itself, with colours
+    assert re.search(r"\x1b\[[0-9;]*3[0-7](;[0-9]+)*m", coloured)
+    plain = _in_terminal(lab, *args, NO_COLOR="1")
+    assert "━" in plain
+    assert not re.search(r"\x1b\[[0-9;]*3[0-7](;[0-9]+)*m", plain)  # NO_COLOR: no colours
+
+
+def _in_terminal(lab: Lab, *args: str, **env: str) -> str:
+    """The command's output with a pseudo-terminal as its stdout."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(ASSAY), *args],
+        stdout=follower,
+        stderr=follower,
+        env=lab.env(TERM="xterm-256color", **env),
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert process.wait(60) == 0, b"".join(chunks)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,11 @@ from tests.e2e.servers import ROOT, Server, server_env, start_server
 pytestmark = pytest.mark.slow
 
 QUICKSTART = re.compile(r"<!-- quickstart -->\n```sh\n(.*?)```\n<!-- /quickstart -->", re.S)
+CLI_QUICKSTART = re.compile(
+    r"<!-- cli-quickstart -->\n```sh\n(.*?)```\n<!-- /cli-quickstart -->", re.S
+)
+# The `assay` command, as `uv sync` installs it.
+VENV_BIN = str(Path(sys.executable).parent)
 # What the README's prose announces: 2 of 5 cases pass, and each metric's pass rate.
 CASES, PASSED = 5, 2
 METRIC_PASS_RATES = {"mentions-answer": 0.6, "short": 0.8}
@@ -28,9 +34,13 @@ PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYENV_ROOT", "PYENV_V
 
 
 def _block() -> str:
-    found = QUICKSTART.findall((ROOT / "README.md").read_text())
+    """The quickstart, then the command-line block that continues it in the same shell."""
+    readme = (ROOT / "README.md").read_text()
+    found = QUICKSTART.findall(readme)
     assert len(found) == 1, "README.md must hold exactly one quickstart block"
-    return str(found[0])
+    cli = CLI_QUICKSTART.findall(readme)
+    assert len(cli) == 1, "README.md must hold exactly one cli-quickstart block"
+    return str(found[0]) + "\n" + str(cli[0])
 
 
 def _paste(block: str, server: Server, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -38,6 +48,7 @@ def _paste(block: str, server: Server, cwd: Path) -> subprocess.CompletedProcess
     cwd.mkdir()
     env = {key: os.environ[key] for key in PASSED_ENV if key in os.environ}
     env["PORT"] = str(server.port)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", block],
         cwd=cwd,
@@ -77,7 +88,7 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
         output = _paste(block, server, tmp_path / "first").stdout
 
         imported = json.loads(output.splitlines()[0])
-        assert imported == {"imported": CASES, "test_count": CASES}
+        assert (imported["imported"], imported["test_count"]) == (CASES, CASES)
 
         # Followed live to its end: the stream closed by itself after run.finished.
         events = _events(output)
@@ -132,6 +143,13 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
         )
         assert run.status_code == 200, run.text
         assert run.json()["status"] == "completed"
+
+        # The same run through the `assay` command: its outcome, its report, the list.
+        assert "PASSED (exit 0): gate passed" in output
+        assert f"{PASSED} passed, {CASES - PASSED} failed, 0 errored of {CASES}" in output
+        report = ElementTree.parse(tmp_path / "first" / "assay-junit.xml").getroot()
+        assert len(report.findall("testcase")) == CASES + 1  # and the gate
+        assert re.search(r"^Runs \(2 in all\)", output, re.M), output
 
         # Pasted again on the same server: a new account, a run of its own.
         again = _summary(_paste(block, server, tmp_path / "second").stdout)
