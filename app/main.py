@@ -17,6 +17,7 @@ from app.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, Securit
 from app.openapi import install_openapi
 from app.public import create_public_app
 from database.deps import install_authenticator
+from database.evaluations.apis import import_router as test_set_import_router
 from database.evaluations.apis import router as metrics_router
 from database.evaluations.apis import test_set_router as test_set_metrics_router
 from database.models.apis import router as models_router
@@ -52,6 +53,7 @@ def api_router() -> APIRouter:
         tests_bulk_router,
         tests_router,
         test_sets_router,
+        test_set_import_router,
         test_set_metrics_router,
         prompts_router,
         models_router,

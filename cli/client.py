@@ -19,6 +19,10 @@ class CliError(Exception):
     """A usage or connection error: printed as one line, exit code 3."""
 
 
+class NoMatch(CliError):
+    """A name or id that names nothing (the server answered; nothing was wrong but the name)."""
+
+
 class Client:
     def __init__(self, url: str, api_key: str, *, timeout: httpx.Timeout = TIMEOUT) -> None:
         self.url = url.rstrip("/")
@@ -33,13 +37,16 @@ class Client:
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """`path` under /api/v1; any answer but 2xx raises CliError with the server's reason."""
-        try:
-            response = self._http.request(method, API + path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
+        response = self._send(method, path, **kwargs)
         if response.is_success:
             return response
         raise CliError(problem_line(response))
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, API + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {key: value for key, value in params.items() if value is not None}
@@ -78,12 +85,14 @@ class Client:
         self, kind: str, path: str, wanted: str, *, project_id: str | None = None
     ) -> dict[str, Any]:
         """The one `kind` (test set, model, metric, project) with this id or name; a name that
-        matches none or several is a CliError listing the candidates."""
+        matches none (NoMatch) or several is a CliError listing the candidates."""
         if _is_uuid(wanted):
-            try:
-                return dict(self.get(f"{path}/{wanted}"))
-            except CliError:
-                raise CliError(f"no {kind} with id {wanted}") from None
+            response = self._send("GET", f"{path}/{wanted}")
+            if response.status_code == 404:
+                raise NoMatch(f"no {kind} with id {wanted}")
+            if not response.is_success:
+                raise CliError(problem_line(response))
+            return dict(response.json())
         candidates = self.all_pages(path, project_id=project_id)
         matches = [item for item in candidates if item["name"] == wanted]
         if len(matches) == 1:
@@ -91,7 +100,7 @@ class Client:
         if not matches:
             names = sorted({item["name"] for item in candidates})
             listed = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
-            raise CliError(f"no {kind} named {wanted!r}; there are: {listed or 'none'}")
+            raise NoMatch(f"no {kind} named {wanted!r}; there are: {listed or 'none'}")
         listed = ", ".join(f"{item['id']}" for item in matches)
         raise CliError(f"{len(matches)} {kind}s are named {wanted!r}; name one by id: {listed}")
 

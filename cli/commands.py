@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cli import config
 from cli.client import Client, CliError
-from cli.files import file_format, import_file
+from cli.files import file_format, import_into_set
 from cli.outcome import GATE_FAILED, OK, comparison_table
 
 EXPORT_FORMATS = ("csv", "json", "junit")
@@ -36,7 +37,7 @@ def list_runs(
         gate = (run.get("gate_result") or {}).get("status", "")
         table.add_row(
             run["id"],
-            run.get("name") or "",
+            escape(run.get("name") or ""),
             run["status"],
             str(counts["passed"]),
             str(counts["failed"]),
@@ -59,23 +60,17 @@ def import_tests(
     sync: bool,
 ) -> int:
     project_id = client.find("project", "/projects", project)["id"] if project else None
-    fmt = file_format(path, fmt)
-    created = False
-    try:
-        found = client.find("test set", "/test-sets", test_set, project_id=project_id)
-    except CliError:
-        if not create:
-            raise
-        if project_id is None:
-            project_id = _only_project(client)
-        found = client.post("/test-sets", {"project_id": project_id, "name": test_set})
-        created = True
-    try:
-        result = import_file(client, found["id"], path, fmt, mode="sync" if sync else "append")
-    except CliError:
-        if created:  # all or nothing: no empty set left behind by a file that was refused
-            client.request("DELETE", f"/test-sets/{found['id']}")
-        raise
+    if create and project_id is None:
+        project_id = _only_project(client)
+    found, result, created = import_into_set(
+        client,
+        test_set,
+        project_id,
+        path,
+        file_format(path, fmt),
+        mode="sync" if sync else "append",
+        create=create,
+    )
     if created:
         console.print(f"Created test set {test_set!r} ({found['id']})", markup=False)
     if not result["changed"]:

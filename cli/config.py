@@ -63,16 +63,27 @@ def save_profile(name: str, url: str, api_key: str) -> Path:
 def server(
     url: str | None, api_key: str | None, profile: str | None, repository_url: str | None = None
 ) -> Server:
-    """Flags, then ASSAY_URL / ASSAY_API_KEY, then the repository's `server`, then the
-    profile (`default` unless named)."""
-    chosen = read_profiles().get(profile or os.environ.get("ASSAY_PROFILE") or "default") or {}
+    """The URL: --url, ASSAY_URL, the repository's `server`, the profile's, the default. The
+    key: --api-key, ASSAY_API_KEY, else the profile's, and then only for the profile's own
+    URL: a repository (or a mistyped flag) naming another server never receives it."""
+    name = profile or os.environ.get("ASSAY_PROFILE") or "default"
+    chosen = read_profiles().get(name) or {}
     if profile and not chosen:
         raise CliError(f"no profile named {profile!r}: create it with `assay login`")
     found_url = url or os.environ.get("ASSAY_URL") or repository_url or chosen.get("url")
-    found_key = api_key or os.environ.get("ASSAY_API_KEY") or chosen.get("api_key")
+    found_url = (found_url or DEFAULT_URL).rstrip("/")
+    found_key = api_key or os.environ.get("ASSAY_API_KEY")
+    if not found_key and chosen.get("api_key"):
+        profile_url = (chosen.get("url") or DEFAULT_URL).rstrip("/")
+        if profile_url != found_url:
+            raise CliError(
+                f"the key of profile {name!r} is for {profile_url}, not {found_url}:"
+                " give its key with --api-key or ASSAY_API_KEY"
+            )
+        found_key = chosen["api_key"]
     if not found_key:
         raise CliError("no API key: set ASSAY_API_KEY, pass --api-key, or run `assay login` once")
-    return Server(url=found_url or DEFAULT_URL, api_key=found_key)
+    return Server(url=found_url, api_key=found_key)
 
 
 # --- assay.yaml ---------------------------------------------------------------------------

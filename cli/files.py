@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from cli.client import Client, CliError
+from cli.client import Client, CliError, NoMatch
 
 FORMATS = ("csv", "json", "jsonl", "promptfoo", "openai-evals", "langfuse")
 _BY_EXTENSION = {
@@ -34,6 +34,39 @@ def file_format(path: Path, named: str | None) -> str:
     return found
 
 
+def import_into_set(
+    client: Client,
+    name: str,
+    project_id: str | None,
+    path: Path,
+    fmt: str,
+    *,
+    mode: str,
+    create: bool,
+) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """Imports the file into the named set, created first in the project when missing and
+    `create` (and deleted again if the file is refused: all or nothing). Returns the set, the
+    import's result and whether the set was created."""
+    try:
+        found: dict[str, Any] | None = client.find(
+            "test set", "/test-sets", name, project_id=project_id
+        )
+    except NoMatch:
+        if not create:
+            raise
+        found = None
+    if found is not None:
+        return found, import_file(client, found["id"], path, fmt, mode=mode), False
+    if project_id is None:
+        raise CliError(f"to create the test set {name!r}, name its project (--project)")
+    created = client.post("/test-sets", {"project_id": project_id, "name": name})
+    try:
+        return created, import_file(client, created["id"], path, fmt, mode=mode), True
+    except CliError:
+        client.request("DELETE", f"/test-sets/{created['id']}")
+        raise
+
+
 def import_file(
     client: Client, test_set_id: str, path: Path, fmt: str, *, mode: str = "append"
 ) -> dict[str, Any]:
@@ -43,8 +76,11 @@ def import_file(
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
     files: list[tuple[str, tuple[str, bytes]]] = [("file", (path.name, content))]
     if fmt == "promptfoo":
+        folder = path.parent.resolve()
         for reference in _referenced_files(content):
-            attached = path.parent / reference
+            attached = (folder / reference).resolve()
+            if not attached.is_relative_to(folder):  # a config sends only its own folder's files
+                raise CliError(f"{path.name} refers to {reference}, outside its folder")
             try:
                 files.append(("attachment", (reference, attached.read_bytes())))
             except OSError as exc:
@@ -59,14 +95,16 @@ def import_file(
 
 
 def _referenced_files(content: bytes) -> list[str]:
-    """The local files a promptfoo config's `tests:` names (the server parses the config; the
-    command only needs to know what to send along)."""
+    """The local files a promptfoo config's `tests:` and `defaultTest:` name (the server
+    parses the config; the command only needs to know what to send along)."""
     try:
         config = yaml.safe_load(content)
     except yaml.YAMLError:
         return []  # the server reports the error, with its line
-    tests = config.get("tests") if isinstance(config, dict) else None
-    entries = tests if isinstance(tests, list) else [tests]
+    if not isinstance(config, dict):
+        return []
+    tests = config.get("tests")
+    entries = [*(tests if isinstance(tests, list) else [tests]), config.get("defaultTest")]
     found = []
     for entry in entries:
         if isinstance(entry, str) and "://" not in entry.removeprefix("file://"):

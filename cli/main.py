@@ -3,6 +3,7 @@ public REST API and Server-Sent Events only (exit codes: see EXIT_CODES)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -276,6 +277,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(USAGE)
     except CliError as exc:
         errors.print(f"assay: {exc}", markup=False)
+        sys.exit(USAGE)
+    except Exception as exc:  # a fault of the command: never read as a verdict (exit 1 or 2)
+        if os.environ.get("ASSAY_DEBUG"):
+            raise
+        errors.print(
+            f"assay: unexpected error ({type(exc).__name__}: {exc}); ASSAY_DEBUG=1 shows where",
+            markup=False,
+        )
         sys.exit(USAGE)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 FailOn = Literal["regression", "failures", "never"]
@@ -72,8 +73,8 @@ def failures_table(failures: list[dict[str, Any]], total_failing: int) -> Table 
             f"{data['position']}" + (f".{data['repetition']}" if data["repetition"] else ""),
             (data.get("test_id") or "")[-12:],  # time-ordered ids share their start
             data["status"],
-            _why(data),
-            _excerpt(data.get("output")),
+            escape(_why(data)),  # a model's text is not markup: "[/tmp]" is no closing tag
+            escape(_excerpt(data.get("output"))),
         )
     if total_failing > SHOWN_FAILURES:
         table.caption = f"… and {total_failing - SHOWN_FAILURES} more"
@@ -94,7 +95,7 @@ def comparison_table(comparison: dict[str, Any]) -> Table:
         verdict = tested["verdict"]
         style = _VERDICT_STYLE.get(verdict, "")
         table.add_row(
-            name,
+            escape(name),
             _share(tested["baseline"]),
             _share(tested["candidate"]),
             _delta(tested),

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -83,7 +84,6 @@ class Tally:
 class Display(Protocol):
     def start(self, run: dict[str, Any]) -> None: ...
     def update(self, tally: Tally) -> None: ...
-    def note(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -111,7 +111,13 @@ class BarDisplay:
     def start(self, run: dict[str, Any]) -> None:
         self._progress.start()
         self._task = self._progress.add_task(
-            run.get("name") or "run", total=None, passed=0, failed=0, errored=0, rate=0.0, cost=0.0
+            escape(run.get("name") or "run"),
+            total=None,
+            passed=0,
+            failed=0,
+            errored=0,
+            rate=0.0,
+            cost=0.0,
         )
 
     def update(self, tally: Tally) -> None:
@@ -126,9 +132,6 @@ class BarDisplay:
             rate=tally.rate(),
             cost=tally.cost,
         )
-
-    def note(self, text: str) -> None:
-        self._progress.console.print(text, markup=False, highlight=False)
 
     def stop(self) -> None:
         self._progress.stop()
@@ -156,9 +159,6 @@ class LineDisplay:
             self._emit(tally.line())
             self._last_tenth, self._last_time = tenth, now
 
-    def note(self, text: str) -> None:
-        self._console.print(text, markup=False, highlight=False)
-
     def stop(self) -> None:
         if self._tally is not None:  # where it ended, said once
             self._emit(self._tally.line())
@@ -174,9 +174,6 @@ class QuietDisplay:
         pass
 
     def update(self, tally: Tally) -> None:
-        pass
-
-    def note(self, text: str) -> None:
         pass
 
     def stop(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from cli.client import Client, CliError
-from cli.files import file_format, import_file
+from cli.files import file_format, import_into_set
 from cli.outcome import (
     INTERRUPTED,
     FailOn,
@@ -112,17 +112,11 @@ def _test_set(
     assert options.test_set is not None
     if options.test_set_file is None:
         return client.find("test set", "/test-sets", options.test_set, project_id=project_id)
-    try:
-        found = client.find("test set", "/test-sets", options.test_set, project_id=project_id)
-    except CliError:
-        if project_id is None:
-            raise CliError(
-                "to create the test set, name its project: --project or assay.yaml"
-            ) from None
-        found = client.post("/test-sets", {"project_id": project_id, "name": options.test_set})
     path = options.test_set_file
     fmt = file_format(path, options.test_set_format)
-    result = import_file(client, found["id"], path, fmt, mode="sync")
+    found, result, _ = import_into_set(
+        client, options.test_set, project_id, path, fmt, mode="sync", create=True
+    )
     if result["changed"]:
         console.print(
             f"Synced {path} to test set {found['name']!r}: {result['test_count']} tests"
@@ -138,7 +132,8 @@ def _test_set(
 
 
 def _gate(options: RunOptions) -> dict[str, Any]:
-    gate: dict[str, Any] = {"fail_on": "regression" if options.fail_on == "regression" else "never"}
+    # --fail-on failures fails on regressions too (and then on any failed case as well).
+    gate: dict[str, Any] = {"fail_on": "never" if options.fail_on == "never" else "regression"}
     if options.baseline:
         gate["baseline"] = options.baseline
     for key in ("min_pass_rate", "max_error_rate", "min_effect"):
@@ -201,7 +196,10 @@ def conclude(
     comparison = None
     baseline = (run.get("gate_result") or {}).get("baseline_run_id")
     if baseline and run["status"] == "completed":
-        comparison = client.get(f"/runs/{run_id}/compare", baseline=baseline)
+        try:  # the gate already holds the verdict; the table only shows it in full
+            comparison = client.get(f"/runs/{run_id}/compare", baseline=baseline)
+        except CliError as exc:
+            console.print(f"No comparison table: {exc}", markup=False)
     if not quiet:
         failing = run["counts"]["failed"] + run["counts"]["errored"]
         print_tables(console, failures_table(tally.failures, failing))

@@ -19,6 +19,8 @@ READ_TIMEOUT = 60.0
 # How long the stream may stay unreachable before the command gives up (the run goes on).
 GIVE_UP_AFTER = 300.0
 ENDINGS = {"run.finished", "run.cancelled", "run.verdict"}
+# A server restarting or a proxy in between: retried like a dropped connection.
+RETRIED_STATUSES = {502, 503, 504}
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,14 @@ def follow(
     on_reconnect: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[Event]:
-    """Every event of the run once, in order, up to its last one; reconnects on drops."""
+    """Every event of the run once, in order, to its very end: reconnects after a drop, and
+    after an ending too (a repeated or resumed run goes on past its first end), until the
+    server answers that nothing follows the last event seen (204)."""
     last_id = 0
     failures = 0
     down_since: float | None = None
     while True:
+        ended = False
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = str(last_id)
@@ -52,25 +57,27 @@ def follow(
             ) as response:
                 if response.status_code == 204:  # ended, and nothing after last_id
                     return
-                if not response.is_success:
-                    response.read()
-                    raise CliError(problem_line(response))
-                down_since, failures = None, 0
-                for sse in EventSource(response).iter_sse():
-                    if not sse.id or int(sse.id) <= last_id:
-                        continue  # a heartbeat, or an event already seen before a reconnect
-                    last_id = int(sse.id)
-                    event = Event(last_id, sse.event, json.loads(sse.data) if sse.data else {})
-                    yield event
-                    if _ends(event):
-                        return
-        except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
-            now = time.monotonic()
-            down_since = down_since or now
-            if now - down_since > GIVE_UP_AFTER:
-                raise CliError(
-                    f"lost the run's event stream: {exc or type(exc).__name__}"
-                ) from None
+                if response.status_code not in RETRIED_STATUSES:
+                    if not response.is_success:
+                        response.read()
+                        raise CliError(problem_line(response))
+                    down_since, failures = None, 0
+                    for sse in EventSource(response).iter_sse():
+                        if not sse.id or int(sse.id) <= last_id:
+                            continue  # a heartbeat, or an event seen before a reconnect
+                        last_id = int(sse.id)
+                        data = json.loads(sse.data) if sse.data else {}
+                        event = Event(last_id, sse.event, data)
+                        ended = _ends(event)
+                        yield event
+        except (httpx.TransportError, httpx.RemoteProtocolError):
+            pass
+        if ended:
+            continue  # asks at once whether anything follows the end
+        now = time.monotonic()
+        down_since = down_since or now
+        if now - down_since > GIVE_UP_AFTER:
+            raise CliError(f"lost the run's event stream for {GIVE_UP_AFTER:.0f} s; it goes on")
         failures += 1
         if on_reconnect is not None:
             on_reconnect(last_id)

@@ -261,9 +261,18 @@ def _evaluation_rows(run: Run, scored: list[tuple[MetricSpec, Verdict]]) -> list
 
 
 def _settled(result: Row, evaluations: list[Row]) -> Row:
-    """Passed when every metric passed; errored when a metric could not score."""
+    """Passed when every metric passed; errored when a metric could not score, or when none
+    applies (every metric takes its parameters from tests, and this one gives none): a case
+    nothing judged has not passed."""
     failed_metric = next((e for e in evaluations if e["error"]), None)
-    if failed_metric is not None:
+    if not evaluations:
+        result.update(
+            status="errored",
+            error_type="not_scored",
+            error_message="no metric applies to this test: each of the run's metrics takes its"
+            " parameters from the test's metadata, and this test gives none",
+        )
+    elif failed_metric is not None:
         result.update(
             status="errored",
             error_type="evaluation_error",

@@ -18,6 +18,9 @@ from utils.schemas import Page
 
 router = api_router(prefix="/metrics", tags=["metrics"])
 test_set_router = api_router(prefix="/test-sets", tags=["metrics"])
+# Importing tests into a set is documented with the test sets (its logic is here: it may
+# create metrics, which test_sets sits below).
+import_router = api_router(prefix="/test-sets", tags=["test sets"])
 
 
 @router.get(
@@ -111,10 +114,9 @@ async def replace_test_set_metrics(
     return [service.to_read(metric) for metric in metrics]
 
 
-@test_set_router.post(
+@import_router.post(
     "/{test_set_id}/import",
     status_code=status.HTTP_201_CREATED,
-    tags=["test sets"],
     description="CSV, JSON and JSONL columns map by name (`input`/`prompt`/`question`,"
     " `expected_output`/`expected`/`answer`, `context`, `behavior`, `category`, `topic`,"
     " `tags`; any other column goes to `metadata`). Foreign formats, named by `format`:"
@@ -146,6 +148,6 @@ async def import_tests(
         ImportMode, Query(description="append: add the cases; sync: hold exactly them")
     ] = "append",
 ) -> ImportResult:
+    upload = await read_upload(request, runtime.settings.import_max_bytes)  # before the lock
     test_set = await get_test_set_or_404(session, test_set_id, for_update=True)
-    upload = await read_upload(request, runtime.settings.import_max_bytes)
     return await import_file(session, principal, test_set, upload, fmt=format, mode=mode)

@@ -150,6 +150,9 @@ def validate_parameters(metric_type: str, parameters: dict[str, Any]) -> dict[st
         raise ValidationError.from_exception_data("MetricCreate", details) from None
 
 
+MAX_THRESHOLD = 1_000_000
+
+
 def for_case(spec: MetricSpec, metadata: Mapping[str, Any]) -> MetricSpec | None:
     """The metric as it scores one test: with the test's own parameters when it takes them
     (see PerTestParameters), or None when the test does not give any."""
@@ -159,22 +162,34 @@ def for_case(spec: MetricSpec, metadata: Mapping[str, Any]) -> MetricSpec | None
     given = metadata.get(key)
     if given is None:
         return None
+    parameters, threshold = given_parameters(spec.type, key, given)
+    return replace(
+        spec, parameters=parameters, threshold=spec.threshold if threshold is None else threshold
+    )
+
+
+def given_parameters(metric_type: str, key: str, given: Any) -> tuple[dict[str, Any], float | None]:
+    """A test's parameters for a metric of `metric_type` (under metadata[key]), checked, and
+    its threshold if it sets one; ScoringError saying what is wrong."""
+    where = f"the test's metadata[{key!r}]"
     if not isinstance(given, dict):
-        raise ScoringError(f"the test's metadata[{key!r}] is not an object of parameters")
+        raise ScoringError(f"{where} is not an object of parameters")
     parameters = dict(given)
-    threshold = parameters.pop("threshold", spec.threshold)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ScoringError(f"the test's metadata[{key!r}].threshold is not a number")
+    threshold = parameters.pop("threshold", None)
+    if threshold is not None and (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not 0 <= threshold <= MAX_THRESHOLD  # NaN fails this too
+    ):
+        raise ScoringError(f"{where}.threshold: a number from 0 to {MAX_THRESHOLD:,}")
     try:
-        checked = CATALOGUE[spec.type].parameters.model_validate(parameters)
+        checked = CATALOGUE[metric_type].parameters.model_validate(parameters)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise ScoringError(
-            f"the test's metadata[{key!r}]{'.' + where if where else ''}: {first['msg']}"
-        ) from None
-    parameters = checked.model_dump(by_alias=True, exclude_none=True)
-    return replace(spec, parameters=parameters, threshold=float(threshold))
+        field = ".".join(str(part) for part in first["loc"])
+        raise ScoringError(f"{where}{'.' + field if field else ''}: {first['msg']}") from None
+    dumped = checked.model_dump(by_alias=True, exclude_none=True)
+    return dumped, None if threshold is None else float(threshold)
 
 
 def judge_prompt(spec: MetricSpec, obs: Observation) -> str:

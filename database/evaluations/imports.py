@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations import crud
-from database.evaluations.catalogue import CATALOGUE, FROM_TEST
+from database.evaluations.catalogue import CATALOGUE, FROM_TEST, given_parameters
 from database.evaluations.models import Metric
+from database.evaluations.scoring import ScoringError
 from database.test_sets import crud as test_set_crud
 from database.test_sets.foreign import Assertion, ForeignFormat, ForeignImport, parse_foreign
 from database.test_sets.io import MAX_REPORTED_ERRORS, detect_format
@@ -24,6 +24,8 @@ from utils.errors import Conflict, InvalidInput
 
 ImportFormat = Literal["csv", "json", "jsonl", "promptfoo", "openai-evals", "langfuse"]
 FOREIGN: tuple[str, ...] = get_args(ForeignFormat)
+MAX_METRICS = 50  # a set's default metrics, and a run's
+MAX_NAME = 200
 
 
 @dataclass
@@ -55,8 +57,7 @@ async def import_file(
             test_count=await test_set_crud.count_members(session, test_set.id),
             changed=changed,
         )
-    parsed = await off_loop(_parse_checked, upload.content, fmt, upload.attachments)
-    cases = [case.model_dump(mode="json") for case in parsed.cases]
+    parsed, cases = await off_loop(_parse_checked, upload.content, fmt, upload.attachments)
     written, changed = await write_cases(session, principal, test_set, cases, mode=mode)
     metrics = await _metrics_for(session, principal, test_set, parsed.assertions)
     return ImportResult(
@@ -69,30 +70,32 @@ async def import_file(
     )
 
 
-def _parse_checked(content: bytes, fmt: ForeignFormat, attachments: dict[str, bytes]) -> Any:
-    """The foreign file parsed, and every test's parameters for each assertion checked against
-    its metric type, so a bad one is a 422 by line now rather than an error in every run."""
-    parsed: ForeignImport = parse_foreign(content, fmt, attachments)
+def _parse_checked(
+    content: bytes, fmt: ForeignFormat, attachments: dict[str, bytes]
+) -> tuple[ForeignImport, list[dict[str, Any]]]:
+    """The foreign file parsed, with its cases dumped, and every test's parameters for each
+    assertion checked as a run would, so a bad one is a 422 by line now rather than an error
+    in every run."""
+    parsed = parse_foreign(content, fmt, attachments)
+    if len(parsed.assertions) > MAX_METRICS:
+        raise InvalidInput(
+            f"the file asks for {len(parsed.assertions)} kinds of assertion; at most"
+            f" {MAX_METRICS} (a set's metrics)"
+        )
     errors: list[dict[str, Any]] = []
+    for assertion in parsed.assertions:
+        if len(assertion.name) > MAX_NAME:
+            errors.append({"line": 1, "field": "metric", "message": f"over {MAX_NAME} characters"})
     for case, line, file in zip(parsed.cases, parsed.lines, parsed.files, strict=True):
         for assertion in parsed.assertions:
             given = case.metadata.get(assertion.key)
             if given is None:
                 continue
-            parameters = {k: v for k, v in given.items() if k != "threshold"}
             try:
-                CATALOGUE[assertion.type].parameters.model_validate(parameters)
-            except ValidationError as exc:
-                for error in exc.errors(include_url=False):
-                    where = ".".join(str(part) for part in error["loc"])
-                    errors.append(
-                        {
-                            "line": line,
-                            "file": file,
-                            "field": f"assert.{assertion.source}" + (f".{where}" if where else ""),
-                            "message": error["msg"],
-                        }
-                    )
+                given_parameters(assertion.type, assertion.key, given)
+            except ScoringError as exc:
+                field = f"assert.{assertion.source}"
+                errors.append({"line": line, "file": file, "field": field, "message": str(exc)})
     if errors:
         first = errors[0]
         raise InvalidInput(
@@ -100,7 +103,7 @@ def _parse_checked(content: bytes, fmt: ForeignFormat, attachments: dict[str, by
             f" {first['field']}: {first['message']}",
             errors=errors[:MAX_REPORTED_ERRORS],
         )
-    return parsed
+    return parsed, [case.model_dump(mode="json") for case in parsed.cases]
 
 
 async def _metrics_for(

@@ -81,25 +81,25 @@ async def read_upload(request: Request, limit: int) -> Upload:
                 raise too_large
             chunks.append(chunk)
         return Upload(b"".join(chunks), None, content_type)
-    form = await request.form(max_files=1 + MAX_ATTACHMENTS, max_fields=10)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidInput("send the file in a form field named `file`", field="file")
-    left = limit
+    async with request.form(max_files=1 + MAX_ATTACHMENTS, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("send the file in a form field named `file`", field="file")
+        left = limit
 
-    async def read(part: UploadFile) -> bytes:
-        nonlocal left
-        content = await part.read(left + 1)
-        left -= len(content)
-        if left < 0:
-            raise too_large
-        return content
+        async def read(part: UploadFile) -> bytes:
+            nonlocal left
+            content = await part.read(left + 1)
+            left -= len(content)
+            if left < 0:
+                raise too_large
+            return content
 
-    result = Upload(await read(upload), upload.filename, upload.content_type)
-    for part in form.getlist("attachment"):
-        if not isinstance(part, UploadFile) or not part.filename:
-            raise InvalidInput("an attachment is a file with a name", field="attachment")
-        if part.filename in result.attachments:
-            raise InvalidInput(f"{part.filename!r} is attached twice", field="attachment")
-        result.attachments[part.filename] = await read(part)
+        result = Upload(await read(upload), upload.filename, upload.content_type)
+        for part in form.getlist("attachment"):
+            if not isinstance(part, UploadFile) or not part.filename:
+                raise InvalidInput("an attachment is a file with a name", field="attachment")
+            if part.filename in result.attachments:
+                raise InvalidInput(f"{part.filename!r} is attached twice", field="attachment")
+            result.attachments[part.filename] = await read(part)
     return result

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from database.test_sets.foreign_assertions import Assertion, Unmapped
-from database.test_sets.foreign_documents import MAX_DOCUMENT_NESTING, Row, error
+from database.test_sets.foreign_documents import MAX_DOCUMENT_NESTING, Row, error, invalid
 from database.test_sets.foreign_promptfoo import Promptfoo
 from database.test_sets.import_bounds import bounded_json, json_items, too_deep, too_wide
 from database.test_sets.io import MAX_CASES, _decode, validate_rows
 from database.tests.schemas import TestCaseFields
+from utils import fastjson
 from utils.errors import InvalidInput
 
 __all__ = [
@@ -36,6 +37,7 @@ ForeignFormat = Literal["promptfoo", "openai-evals", "langfuse"]
 FOREIGN_FORMATS: tuple[str, ...] = get_args(ForeignFormat)
 
 _ROLES = ("system", "user", "assistant")
+MAX_EXPANDED_BYTES = 64 * 1024 * 1024
 _IDEAL = Assertion("ideal", "contains-any", False, "assert:ideal", "ideal")
 _IDEAL_NOTE = (
     "ideal: each sample's ideal answers are checked by the metric 'ideal' (contains-any: the"
@@ -109,16 +111,31 @@ def _collect(
     rows: Iterable[Row], max_cases: int
 ) -> tuple[list[TestCaseFields], list[int], list[str | None]]:
     """Validate each case; raise one InvalidInput listing every bad one (the first so many)."""
-    placed = (
-        ({"line": line, **({"file": file} if file is not None else {})}, data)
-        for line, file, data in rows
-    )
-    validated = validate_rows(placed, max_cases=max_cases)
+    validated = validate_rows(_bounded(rows), max_cases=max_cases)
     return (
         [case for _, case in validated],
         [where["line"] for where, _ in validated],
         [where.get("file") for where, _ in validated],
     )
+
+
+def _bounded(rows: Iterable[Row]) -> Iterator[tuple[dict[str, Any], Any]]:
+    """The rows, placed, while the cases they make stay within MAX_EXPANDED_BYTES in all: a
+    config's defaults repeat in every test, and YAML aliases repeat what they name, so a
+    small file can describe far more than it holds."""
+    total = 0
+    for line, file, data in rows:
+        where = {"line": line, **({"file": file} if file is not None else {})}
+        if isinstance(data, dict):
+            total += len(fastjson.dumps_bytes(data))
+            if total > MAX_EXPANDED_BYTES:
+                raise invalid(
+                    f"the cases come to more than {MAX_EXPANDED_BYTES:,} bytes of JSON once"
+                    " defaults and aliases are filled in",
+                    line,
+                    file,
+                )
+        yield where, data
 
 
 def _json_line(text: str) -> Any:

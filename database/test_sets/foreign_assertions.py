@@ -148,22 +148,28 @@ def classify(item: Any, line: int, file: str | None) -> Spec | tuple[str, str]:
     return Spec(source, name, metric_type, kind, negate, value, threshold, line, file)
 
 
-def _render(text: str, variables: Mapping[str, Any]) -> str:
-    """{{ name }} of a var replaced by its value; any other template syntax left as written."""
-
-    def value(match: re.Match[str]) -> str:
-        if match.group(1) not in variables:
-            return match.group(0)
-        found = variables[match.group(1)]
-        return found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
-
-    return _TEMPLATE.sub(value, text)
+def _render(text: str, variables: Mapping[str, Any], limit: int = _MAX_TEXT) -> str:
+    """{{ name }} of a var replaced by its value; any other template syntax left as written.
+    Measured as it is built: past `limit` characters it stops (a ValueError)."""
+    pieces: list[str] = []
+    size, end = 0, 0
+    for match in _TEMPLATE.finditer(text):
+        name = match.group(1)
+        found = variables[name] if name in variables else match.group(0)
+        piece = found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
+        pieces += [text[end : match.start()], piece]
+        size += match.start() - end + len(piece)
+        end = match.end()
+        if size > limit:
+            raise ValueError(f"the value is over {limit:,} characters once its vars are filled in")
+    pieces.append(text[end:])
+    return "".join(pieces)
 
 
 def text(value: Any, variables: Mapping[str, Any], limit: int = _MAX_TEXT) -> str:
     """A value as the text a metric compares with (JSON for anything but a string)."""
     if isinstance(value, str):
-        rendered = _render(value, variables)
+        rendered = _render(value, variables, limit)
     else:
         rendered = json.dumps(value, ensure_ascii=False)
     if not rendered:
@@ -180,7 +186,8 @@ def _values(value: Any, variables: Mapping[str, Any]) -> list[str]:
         if isinstance(listed, list):
             value = listed
         else:
-            value = [part.strip() for part in _render(value, variables).split(",") if part.strip()]
+            rendered = _render(value, variables, _MAX_TEXT * _MAX_VALUES)
+            value = [part.strip() for part in rendered.split(",") if part.strip()]
     if not isinstance(value, list):
         raise ValueError("the values must be a list or comma-separated text")
     if not value or len(value) > _MAX_VALUES:

@@ -19,6 +19,7 @@ from utils.errors import InvalidInput
 Row: TypeAlias = tuple[int, str | None, dict[str, Any] | list[dict[str, Any]]]
 
 MAX_YAML_NODES = 1_000_000
+MAX_YAML_CHARS = 32_000_000  # of text, aliases expanded
 # A case's own levels, within the list that holds it, within the config that holds the list.
 MAX_DOCUMENT_NESTING = MAX_NESTING + 2
 
@@ -200,25 +201,29 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 def measure(root: yaml.Node, file: str | None) -> None:
     """Refuse a graph whose expansion has more than MAX_YAML_NODES nodes or nests deeper than
     MAX_DOCUMENT_NESTING. Each node is measured once (memoised), so aliases cost nothing."""
-    measured: dict[int, tuple[int, int]] = {}  # id -> (levels, expanded size)
+    measured: dict[int, tuple[int, int, int]] = {}  # id -> (levels, expanded size, chars)
     stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
     deeper = f"the YAML nests (through aliases) more than {MAX_DOCUMENT_NESTING} levels deep"
     larger = f"the YAML expands (through aliases) to more than {MAX_YAML_NODES:,} values"
+    longer = f"the YAML expands (through aliases) to more than {MAX_YAML_CHARS:,} characters"
     while stack:
         node, depth, children_done = stack.pop()
         if children_done:
             children = [measured[id(child)] for child in _children(node)]
             levels = 1 + max((child[0] for child in children), default=0)
             size = 1 + sum(child[1] for child in children)
+            chars = sum(child[2] for child in children)
             if size > MAX_YAML_NODES:
                 raise invalid(larger, node.start_mark.line + 1, file)
+            if chars > MAX_YAML_CHARS:
+                raise invalid(longer, node.start_mark.line + 1, file)
             if levels > MAX_DOCUMENT_NESTING:
                 raise invalid(deeper, node.start_mark.line + 1, file)
-            measured[id(node)] = (levels, size)
+            measured[id(node)] = (levels, size, chars)
         elif id(node) in measured:
             continue  # an alias of a node measured already
         elif isinstance(node, yaml.ScalarNode):
-            measured[id(node)] = (0, 1)
+            measured[id(node)] = (0, 1, len(node.value))
         elif depth > MAX_DOCUMENT_NESTING:  # a recursive alias ends here too
             raise invalid(deeper, node.start_mark.line + 1, file)
         else:

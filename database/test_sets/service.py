@@ -245,8 +245,7 @@ async def write_cases(
         await crud.insert_members(session, test_set=test_set, test_ids=ids, first_position=first)
         return len(ids), True
     current = await current_cases(session, test_set)
-    held = [_canonical(case) for _, case in current]
-    wanted = [_canonical(case) for case in cases]
+    held, wanted = await off_loop(_canonical_lists, [case for _, case in current], cases)
     if held == wanted:
         return 0, False
     reusable: dict[str, list[uuid.UUID]] = {}
@@ -271,6 +270,10 @@ async def _insert(
         project_id=test_set.project_id,
         cases=cases,
     )
+
+
+def _canonical_lists(*lists: list[dict[str, Any]]) -> list[list[str]]:
+    return [[_canonical(case) for case in cases] for cases in lists]
 
 
 def _canonical(case: dict[str, Any]) -> str:

@@ -97,7 +97,8 @@ def _name(prefix: str) -> str:
 def cli_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, FakeOpenAI]]:
     root = tmp_path_factory.mktemp("cli")
     with FakeOpenAI(require_api_key="sk-test") as fake:
-        server = start_server(live_env(root / "data", 2), root / "server.log")
+        env = {**live_env(root / "data", 2), "ASSAY_AUTH_RATE_LIMIT": "1000/minute"}
+        server = start_server(env, root / "server.log")
         try:
             server.wait_healthy(120)
             yield server, fake

@@ -226,3 +226,45 @@ def _in_terminal(lab: Lab, *args: str, **env: str) -> str:
     assert process.wait(60) == 0, b"".join(chunks)
     os.close(leader)
     return b"".join(chunks).decode(errors="replace")
+
+
+def test_model_output_is_shown_as_text_never_as_markup(lab: Lab) -> None:
+    test_set = lab.test_set(2)
+    metric = lab.metric()
+    lab.fake.reply = lambda request: "see [/tmp] and [citation needed] [bold]x"
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    done = lab.assay(*args, "--fail-on", "failures")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[citation needed]" in done.stdout and "[/tmp]" in done.stdout
+
+
+def test_watching_a_repeated_run_follows_it_past_its_first_end(lab: Lab) -> None:
+    test_set = lab.test_set(6)
+    metric = lab.metric()
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    report = lab.home / "first.json"
+    assert lab.assay(*args, "--json", str(report), "-q").returncode == 0
+    run_id = json.loads(report.read_text())["run"]["id"]
+    lab.fake.latency = 0.2
+    repeated = lab.api.post(f"/runs/{run_id}/repeat", json={"repetitions": 1, "cases": "all"})
+    assert repeated.status_code == 202, repeated.text
+    watched = lab.assay("watch", run_id, "--json", str(lab.home / "watched.json"))
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    followed = json.loads((lab.home / "watched.json").read_text())["followed"]
+    assert followed["passed"] == 12  # both passes of the six cases, each once
+
+
+def test_a_profile_key_goes_only_to_its_own_server(lab: Lab) -> None:
+    saved = lab.assay("login", "--url", lab.server.url, "--api-key", lab.api_key)
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    profiles = lab.home / "profiles.json"
+    assert oct(profiles.stat().st_mode & 0o777) == "0o600"
+    assert lab.api_key not in saved.stdout + saved.stderr
+    listed = lab.assay("runs", "list", ASSAY_API_KEY="", ASSAY_URL="")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    elsewhere = lab.assay("runs", "list", ASSAY_API_KEY="", ASSAY_URL="http://127.0.0.1:9")
+    assert elsewhere.returncode == 3
+    assert "is for " in elsewhere.stderr and "--api-key" in elsewhere.stderr
+    refused = lab.assay("login", "--url", lab.server.url, "--api-key", "ak_wrong", "--profile", "x")
+    assert refused.returncode == 3
+    assert '"x"' not in profiles.read_text()

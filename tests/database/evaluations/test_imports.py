@@ -211,3 +211,31 @@ async def _member_ids(client: httpx.AsyncClient, account: Account, test_set_id: 
         f"{SETS}/{test_set_id}/versions/{number}/cases", headers=account.headers
     )
     return [case["test_id"] for case in cases.json()["items"]]
+
+
+async def test_a_file_key_that_clashes_with_an_assertion_is_a_422_not_a_crash(client):
+    account, _, test_set = await _setup(client)
+    samples = (
+        json.dumps({"input": "a", "ideal": "b"})
+        + "\n"
+        + json.dumps({"input": "c", "assert:ideal": "not parameters"})
+        + "\n"
+    ).encode()
+    response = await _import(client, account, test_set["id"], samples, "openai-evals")
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["line"] == 2
+    assert "not an object of parameters" in problem["errors"][0]["message"]
+
+
+async def test_an_assertion_threshold_out_of_range_is_a_422(client):
+    account, _, test_set = await _setup(client)
+    config = b"""tests:
+  - vars: {q: a}
+    assert:
+      - {type: llm-rubric, value: ok, threshold: -5}
+"""
+    response = await _import(client, account, test_set["id"], config, "promptfoo")
+    problem = assert_problem(response, 422)
+    assert "threshold" in problem["detail"]
+    count = await client.get(f"{SETS}/{test_set['id']}", headers=account.headers)
+    assert count.json()["test_count"] == 0

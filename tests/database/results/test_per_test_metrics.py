@@ -86,3 +86,30 @@ async def test_per_test_parameters_name_a_key_and_nothing_else(lab):
         },
     )
     assert_problem(response, 422, field="parameters.from_test")
+
+
+async def test_a_case_no_metric_applies_to_is_not_scored_not_passed(lab, fake):
+    target = await lab.openai_model(fake)
+    contains = await lab.metric("contains", parameters={"from_test": "assert:contains"})
+    test_set = await lab.test_set(
+        [{"input": "a", "metadata": {"assert:contains": {"value": "a"}}}, {"input": "b"}]
+    )
+    run = await lab.run(test_set, target, metric_ids=[contains], concurrency=1)
+    await lab.wait(run["id"])
+    results = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
+    assert [r["status"] for r in results] == ["passed", "errored"]
+    assert results[1]["error_type"] == "not_scored"
+    assert results[1]["evaluations"] == []
+
+
+async def test_a_per_test_threshold_must_be_a_number_in_range(lab, fake):
+    target = await lab.openai_model(fake)
+    similar = await lab.metric("similarity", parameters={"from_test": "ref"})
+    test_set = await lab.test_set(
+        [{"input": "abc", "metadata": {"ref": {"value": "abc", "threshold": -5}}}]
+    )
+    run = await lab.run(test_set, target, metric_ids=[similar], concurrency=1)
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    assert result["status"] == "errored"
+    assert "threshold: a number from 0 to 1,000,000" in result["error_message"]

@@ -482,6 +482,24 @@ def test_promptfoo_yaml_alias_bomb_is_refused_quickly() -> None:
     assert located(exc) == [(6, None, None)]  # f: 1,111,111 values
 
 
+def test_promptfoo_text_that_grows_on_expansion_is_refused_before_it_is_built() -> None:
+    """A small file can describe far more than it holds: a long var filled into a value many
+    times, long text behind many aliases, defaults repeated in every test."""
+    big = "x" * 100_000
+    filled = refused(
+        f"tests:\n  - vars: {{a: {big}}}\n    assert:\n      - type: contains\n"
+        f"        value: '{'{{a}}' * 2000}'\n"
+    )
+    assert "over 10,000 characters once its vars are filled in" in filled.detail
+    aliased = refused(f"x: &s {big}\ntests:\n" + "  - vars: {a: *s}\n" * 1000)
+    assert "expands (through aliases) to more than 32,000,000 characters" in aliased.detail
+    defaults = refused(
+        f"defaultTest:\n  vars: {{b: {'y' * 200_000}}}\ntests:\n"
+        + "".join(f"  - vars: {{a: '{i}'}}\n" for i in range(5000))
+    )
+    assert "bytes of JSON once defaults and aliases are filled in" in defaults.detail
+
+
 def test_promptfoo_yaml_recursive_alias_and_deep_nesting_are_refused() -> None:
     assert "levels deep" in refused("a: &a [*a]\ntests: []\n").detail
     deep = refused("tests: " + "[" * 5000 + "]" * 5000 + "\n")
