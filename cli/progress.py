@@ -145,7 +145,7 @@ class LineDisplay:
         self._every = every
         self._last_time = 0.0
         self._last_tenth = -1
-        self._last_line = ""
+        self._last_done = -1
         self._tally: Tally | None = None
 
     def start(self, run: dict[str, Any]) -> None:
@@ -160,13 +160,13 @@ class LineDisplay:
             self._last_tenth, self._last_time = tenth, now
 
     def stop(self) -> None:
-        if self._tally is not None:  # where it ended, said once
-            self._emit(self._tally.line())
+        if self._tally is not None and self._tally.done != self._last_done:
+            self._emit(self._tally.line())  # where it ended, if not said yet
 
     def _emit(self, line: str) -> None:
-        if line != self._last_line:
-            self._console.print(line, markup=False, highlight=False)
-            self._last_line = line
+        assert self._tally is not None
+        self._console.print(line, markup=False, highlight=False)
+        self._last_done = self._tally.done
 
 
 class QuietDisplay:
