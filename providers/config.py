@@ -29,17 +29,38 @@ class TargetConfig:
     body_template: str | None = None
     response_path: str | None = None
     stream: bool = False
+    # Functions the model may call, in the OpenAI tools format:
+    # [{"type": "function", "function": {"name", "description", "parameters": JSON Schema}}]
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls_path: str | None = None  # http: a JSONPath to the answer's tool calls
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for. `arguments` is the decoded JSON object, or the raw
+    text when the model sent something that is not a JSON object (scored as such, not fixed)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
 
 
 @dataclass(frozen=True)
 class TargetRequest:
+    """`messages` are chat messages in the OpenAI shape; within an agent loop they carry the
+    assistant's `tool_calls` ([{"id", "type": "function", "function": {"name", "arguments":
+    JSON text}}]) and the tools' answers ({"role": "tool", "tool_call_id", "content"})."""
+
     input: str | None = None
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     system_prompt: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
 
-    def chat(self) -> list[dict[str, str]]:
+    def chat(self) -> list[dict[str, Any]]:
         """The conversation to send: the messages, then the input as the last user turn."""
         turns = list(self.messages or [])
         if self.input is not None:
@@ -53,3 +74,4 @@ class TargetReply:
     latency_ms: float
     input_tokens: int | None = None
     output_tokens: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()

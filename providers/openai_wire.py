@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from providers.config import ToolCall
+from providers.tool_calls import StreamedCalls, read_calls
 from utils import fastjson, transport
 from utils.ssrf import Pin
 
@@ -30,8 +33,19 @@ class WireStatus(Exception):
         self.headers = headers
 
 
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
 def payload(
-    model: str, messages: list[dict[str, str]], parameters: dict[str, Any]
+    model: str,
+    messages: list[dict[str, Any]],
+    parameters: dict[str, Any],
+    tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "messages": messages}
     for key in PARAMETERS:
@@ -39,6 +53,10 @@ def payload(
             body[key] = parameters[key]
     if parameters.get("stop"):
         body["stop"] = parameters["stop"]
+    if tools:
+        body["tools"] = tools
+        if parameters.get("tool_choice") is not None:
+            body["tool_choice"] = parameters["tool_choice"]
     return body
 
 
@@ -50,8 +68,8 @@ async def chat(
     seconds: float,
     on_delta: Callable[[str], None] | None = None,
     pin: Pin | None = None,
-) -> tuple[str, int | None, int | None]:
-    """One chat completion: (text, input tokens, output tokens). With `on_delta`, the answer
+) -> Completion:
+    """One chat completion: its text, token counts and tool calls. With `on_delta`, the answer
     is requested as a stream and each piece of text is handed over as it arrives."""
     url = (base_url or OPENAI_BASE_URL).rstrip("/") + "/chat/completions"
     headers = {"Content-Type": "application/json"}
@@ -78,10 +96,16 @@ async def chat(
     try:  # a whole answer (also from a server that ignored the request to stream)
         document = fastjson.loads(raw)
         message = document["choices"][0]["message"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        usage = document.get("usage") or {}
+        tool_calls = read_calls(message.get("tool_calls") or (), "the answer")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ValueError("the provider's answer is not a chat completion") from exc
-    usage = document.get("usage") or {}
-    return _text(message.get("content")), usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return Completion(
+        _text(message.get("content")),
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        tool_calls,
+    )
 
 
 class _Stream:
@@ -90,6 +114,7 @@ class _Stream:
     def __init__(self, on_delta: Callable[[str], None]) -> None:
         self.on_delta = on_delta
         self.parts: list[str] = []
+        self.tool_calls = StreamedCalls()
         self.usage: dict[str, Any] = {}
         self.started = False
         self.done = False
@@ -111,18 +136,21 @@ class _Stream:
         if isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
-            piece = _text((choice.get("delta") or {}).get("content"))
+            delta = choice.get("delta") or {}
+            self.tool_calls.add(delta.get("tool_calls"))
+            piece = _text(delta.get("content"))
             if piece:
                 self.parts.append(piece)
                 self.on_delta(piece)
 
-    def result(self) -> tuple[str, int | None, int | None]:
+    def result(self) -> Completion:
         if not self.done:
             raise ValueError("the stream ended before [DONE]")
-        return (
+        return Completion(
             "".join(self.parts),
             self.usage.get("prompt_tokens"),
             self.usage.get("completion_tokens"),
+            self.tool_calls.result(),
         )
 
 

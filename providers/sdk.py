@@ -15,16 +15,22 @@ from pydantic_ai.direct import model_request
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
+    ModelRequestPart,
     ModelResponse,
+    ModelResponsePart,
     SystemPromptPart,
     TextPart,
+    ToolCallPart,
+    ToolReturnPart,
     UserPromptPart,
 )
-from pydantic_ai.models import Model
+from pydantic_ai.models import Model, ModelRequestParameters
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import ToolDefinition
 
-from providers.config import TargetConfig, TargetRequest
+from providers.config import TargetConfig, TargetRequest, ToolCall
 from providers.errors import TargetError, error_text, http_error
+from providers.tool_calls import decode_arguments, function_tools
 from utils.pinned_httpx import pinned_transport
 from utils.ssrf import Pin, vet
 
@@ -129,24 +135,61 @@ def _client(pin: Pin | None) -> httpx.AsyncClient | None:
 
 
 def _messages(request: TargetRequest) -> list[ModelMessage]:
+    """The conversation in pydantic-ai's terms: an agent loop's assistant turns carry their
+    tool calls, and each tool's answer goes back under the name of the call it answers."""
     history: list[ModelMessage] = []
-    parts: list[SystemPromptPart | UserPromptPart] = []
+    parts: list[ModelRequestPart] = []
+    called: dict[str, str] = {}  # call id -> tool name
     if request.system_prompt:
         parts.append(SystemPromptPart(request.system_prompt))
     for turn in request.chat():
-        role, content = turn["role"], turn["content"]
+        role, content = turn["role"], turn.get("content")
         if role == "system":
-            parts.append(SystemPromptPart(content))
+            parts.append(SystemPromptPart(content or ""))
         elif role == "assistant":
             if parts:
                 history.append(ModelRequest(parts=parts))
                 parts = []
-            history.append(ModelResponse(parts=[TextPart(content)]))
+            history.append(ModelResponse(parts=_response_parts(turn, called)))
+        elif role == "tool" and turn.get("tool_call_id"):
+            call_id = str(turn["tool_call_id"])
+            name = called.get(call_id) or turn.get("name") or ""
+            answer = content if content is not None else ""
+            parts.append(ToolReturnPart(tool_name=name, content=answer, tool_call_id=call_id))
         else:
-            parts.append(UserPromptPart(content))
+            parts.append(UserPromptPart(content or ""))
     if parts:
         history.append(ModelRequest(parts=parts))
     return history
+
+
+def _response_parts(turn: dict[str, Any], called: dict[str, str]) -> list[ModelResponsePart]:
+    content = turn.get("content")
+    parts: list[ModelResponsePart] = [TextPart(content)] if content else []
+    for call in turn.get("tool_calls") or ():
+        function = call["function"]
+        called[call["id"]] = function["name"]
+        arguments = function.get("arguments")
+        parts.append(
+            ToolCallPart(tool_name=function["name"], args=arguments, tool_call_id=call["id"])
+        )
+    return parts or [TextPart("")]
+
+
+def _parameters(config: TargetConfig) -> ModelRequestParameters | None:
+    if not config.tools:
+        return None
+    return ModelRequestParameters(
+        function_tools=[
+            ToolDefinition(
+                name=function.name,
+                description=function.description,
+                parameters_json_schema=function.parameters,
+                strict=function.strict,
+            )
+            for function in function_tools(config.tools)
+        ]
+    )
 
 
 def _settings(config: TargetConfig, request: TargetRequest, timeout: float) -> ModelSettings:
@@ -169,7 +212,8 @@ def _settings(config: TargetConfig, request: TargetRequest, timeout: float) -> M
 
 async def call_model(
     config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
-) -> tuple[str, tuple[int | None, int | None]]:
+) -> tuple[str, tuple[int | None, int | None], tuple[ToolCall, ...]]:
+    """One request: (text, (input tokens, output tokens), tool calls)."""
     pin = None
     if config.base_url:
         pin = await vet(config.base_url, field="base_url", allow_private=allow_private)
@@ -179,6 +223,7 @@ async def call_model(
             _cached_model(config, seconds, pin),
             _messages(request),
             model_settings=_settings(config, request, seconds),
+            model_request_parameters=_parameters(config),
         )
     except ai_errors.ModelHTTPError as exc:
         raise http_error(exc.status_code, error_text(exc.body), exc.headers) from exc
@@ -195,5 +240,10 @@ async def call_model(
             "invalid_response", f"the provider's answer was not usable: {exc}"
         ) from exc
     text = "".join(part.content for part in response.parts if isinstance(part, TextPart))
+    tool_calls = tuple(
+        ToolCall(part.tool_call_id, part.tool_name, decode_arguments(part.args))
+        for part in response.parts
+        if isinstance(part, ToolCallPart)
+    )
     usage = response.usage
-    return text, (usage.input_tokens, usage.output_tokens)
+    return text, (usage.input_tokens, usage.output_tokens), tool_calls

@@ -20,14 +20,22 @@ import httpx
 from jsonpath_ng.ext import parse as parse_jsonpath
 
 from providers import openai_wire
-from providers.config import TargetConfig, TargetReply, TargetRequest
+from providers.config import TargetConfig, TargetReply, TargetRequest, ToolCall
 from providers.errors import TargetError, http_error
+from providers.tool_calls import openai_message, read_calls
 from utils import transport
 from utils.errors import InvalidInput
 from utils.ssrf import vet
 from utils.templates import render_off_loop
 
-__all__ = ["TargetConfig", "TargetError", "TargetReply", "TargetRequest", "call_target"]
+__all__ = [
+    "TargetConfig",
+    "TargetError",
+    "TargetReply",
+    "TargetRequest",
+    "ToolCall",
+    "call_target",
+]
 
 DEADLINE_GRACE_SECONDS = 1.0
 OWN_TRANSPORT = frozenset({"openai", "openai-compatible", "http"})
@@ -48,7 +56,9 @@ async def call_target(
     on_delta: Callable[[str], None] | None = None,
 ) -> TargetReply:
     """Calls the target once. With `on_delta` and a configuration that streams, pieces of the
-    answer are handed over as they arrive (the reply still holds the whole text)."""
+    answer are handed over as they arrive (the reply still holds the whole text). The tools of
+    the configuration are offered to the model, and the calls it asks for come back in the
+    reply's `tool_calls` (its text is then often empty)."""
     seconds = time_limit or config.timeout_seconds
     started = time.perf_counter()
     # An overall deadline for the SDK clients, whose timeouts are per phase and restart on
@@ -61,7 +71,7 @@ async def call_target(
     try:
         async with deadline:
             streamed = on_delta if config.stream else None
-            output, usage = await _dispatch(
+            output, usage, tool_calls = await _dispatch(
                 config, request, seconds, allow_private_networks, streamed
             )
     except TimeoutError as exc:
@@ -74,10 +84,11 @@ async def call_target(
         raise
     latency_ms = (time.perf_counter() - started) * 1000
     input_tokens, output_tokens = usage or (None, None)
-    return TargetReply(output, latency_ms, input_tokens, output_tokens)
+    return TargetReply(output, latency_ms, input_tokens, output_tokens, tool_calls)
 
 
 Usage = tuple[int | None, int | None]
+Answer = tuple[str, Usage | None, tuple[ToolCall, ...]]  # text, token counts, tool calls
 
 
 async def _dispatch(
@@ -86,9 +97,9 @@ async def _dispatch(
     seconds: float,
     allow_private: bool,
     on_delta: Callable[[str], None] | None,
-) -> tuple[str, Usage | None]:
+) -> Answer:
     if config.provider == "demo":
-        return demo_reply(request), None
+        return demo_reply(request), None, ()
     if config.provider == "http":
         return await _call_http(config, request, seconds, allow_private)
     if config.provider in ("openai", "openai-compatible"):
@@ -106,22 +117,19 @@ async def _call_openai_wire(
     seconds: float,
     allow_private: bool,
     on_delta: Callable[[str], None] | None = None,
-) -> tuple[str, Usage]:
+) -> Answer:
     pin = None
     if config.base_url:
         pin = await vet(config.base_url, field="base_url", allow_private=allow_private)
     messages = (
         [{"role": "system", "content": request.system_prompt}] if request.system_prompt else []
     )
-    messages += [
-        {"role": "user" if turn["role"] == "tool" else turn["role"], "content": turn["content"]}
-        for turn in request.chat()
-    ]
+    messages += [openai_message(turn) for turn in request.chat()]
     body = openai_wire.payload(
-        config.model or "", messages, {**config.parameters, **request.parameters}
+        config.model or "", messages, {**config.parameters, **request.parameters}, config.tools
     )
     try:
-        text, input_tokens, output_tokens = await openai_wire.chat(
+        completion = await openai_wire.chat(
             base_url=config.base_url,
             api_key=config.api_key,
             body=body,
@@ -137,7 +145,8 @@ async def _call_openai_wire(
         raise TargetError(
             "invalid_response", f"the provider's answer was not usable: {exc}"
         ) from exc
-    return text, (input_tokens, output_tokens)
+    usage = (completion.input_tokens, completion.output_tokens)
+    return completion.text, usage, completion.tool_calls
 
 
 MIN_REDACTED_LENGTH = 6
@@ -162,7 +171,7 @@ def _redact(message: str, config: TargetConfig) -> str:
 def demo_reply(request: TargetRequest) -> str:
     """The offline demo provider: deterministic canned text, clearly labelled as such."""
     turns = request.chat()
-    last = turns[-1]["content"] if turns else ""
+    last = (turns[-1].get("content") or "") if turns else ""
     digest = hashlib.sha256(last.encode()).hexdigest()[:8]
     return f"[demo] You said: {last.strip()[:500]} (reply {digest})"
 
@@ -172,12 +181,17 @@ def demo_reply(request: TargetRequest) -> str:
 
 async def _call_http(
     config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
-) -> tuple[str, None]:
+) -> Answer:
     assert config.base_url and config.body_template and config.response_path
     pin = await vet(config.base_url, field="http.url", allow_private=allow_private)
     body = await render_off_loop(
         config.body_template,
-        {"input": request.input or "", "messages": request.chat(), "variables": request.variables},
+        {
+            "input": request.input or "",
+            "messages": request.chat(),
+            "variables": request.variables,
+            "tools": config.tools,
+        },
         field="http.body_template",
     )
     headers = {"Content-Type": "application/json", **config.http_headers}
@@ -208,10 +222,25 @@ async def _call_http(
         document = json.loads(raw)
     except ValueError as exc:
         raise TargetError("invalid_response", "the endpoint did not answer with JSON") from exc
+    tool_calls = _http_tool_calls(config.tool_calls_path, document)
     matches = _jsonpath(config.response_path).find(document)
+    if tool_calls and (not matches or matches[0].value is None):
+        return "", None, tool_calls  # an answer that only calls tools
     if not matches:
         raise TargetError(
             "invalid_response", f"nothing at {config.response_path} in the endpoint's answer"
         )
     value = matches[0].value
-    return (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)), None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text, None, tool_calls
+
+
+def _http_tool_calls(path: str | None, document: Any) -> tuple[ToolCall, ...]:
+    """The calls at `path`: one list, or each item the path finds. Nothing there (or null) is
+    an answer without tool calls."""
+    if not path:
+        return ()
+    values = [match.value for match in _jsonpath(path).find(document)]
+    if len(values) == 1 and isinstance(values[0], list):
+        values = values[0]
+    return read_calls((value for value in values if value is not None), path)

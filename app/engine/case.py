@@ -7,8 +7,10 @@ import asyncio
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from app.engine import agent
 from app.engine.calls import DeltaSink, call_model, cost, delta_sink
 from app.engine.context import JobContext
 from app.engine.judges import judge_for
@@ -24,6 +26,8 @@ from utils.errors import InvalidInput
 from utils.templates import TemplateTooCostly, render_off_loop
 
 Row = dict[str, Any]
+EventSink = Callable[[events.Event], None]
+DEFAULT_MAX_STEPS = 10  # a run made before runs had their own bound
 
 
 async def run_case(
@@ -33,8 +37,10 @@ async def run_case(
     case: VersionCase,
     repetition: int,
     source: Result | None = None,
+    on_event: EventSink | None = None,
 ) -> tuple[Row, list[Row]]:
-    """`source`: a rescore's stored result of this case, whose output is scored again."""
+    """`source`: a rescore's stored result of this case, whose output (and trajectory) is
+    scored again. `on_event`: where an agent's completed steps go, as they complete."""
     result = _new_result(run, case, repetition)
     try:
         request = await _request(case.case, plan)
@@ -44,15 +50,26 @@ async def run_case(
         return _errored(result, sent, kind, exc.detail), []
     result["input"] = _sent(request)
     live = delta_sink(run.id, events.delta_target(case.position, repetition))
+    trajectory = None
     try:
         if source is not None:
             reply, cached, price = _stored(source)
+            trajectory = source.trajectory
         elif run.recorded_field is not None:
             reply, cached, price = _recorded(case.case, run.recorded_field), True, None
         else:
-            assert plan.target is not None
-            reply, cached = await _answer(ctx, run, plan, plan.target, request, live)
-            price = cost(plan.target, reply)
+            target = plan.target
+            assert target is not None
+            done = await agent.answer(
+                lambda sent: _answer(ctx, run, plan, target, sent, live),
+                request,
+                tools=target.tools,
+                mocks=case.case.get("tool_responses"),
+                max_steps=case.case.get("max_steps") or run.max_steps or DEFAULT_MAX_STEPS,
+                on_step=_step_sink(case, repetition, on_event),
+            )
+            reply, cached, trajectory = done.reply, done.cached, done.trajectory
+            price = cost(target, reply)
     except (TargetError, NoOutput) as error:
         return _errored(result, result["input"], error.kind, error.message), []
     result.update(
@@ -62,12 +79,21 @@ async def run_case(
         output_tokens=reply.output_tokens,
         cost=price,
         cached=cached,
+        trajectory=trajectory,
     )
-    observation = _observation(case.case, request, reply, price)
+    observation = _observation(case.case, request, reply, price, trajectory, plan.tools)
     metadata = case.case.get("metadata") or {}
     scored = await _score_all(run, plan, observation, metadata, (case.position, repetition))
     evaluations = _evaluation_rows(run, scored)
     return _settled(result, evaluations), evaluations
+
+
+def _step_sink(
+    case: VersionCase, repetition: int, on_event: EventSink | None
+) -> agent.StepSink | None:
+    if on_event is None:
+        return None
+    return lambda step: on_event(events.step_completed(case.position, repetition, step))
 
 
 def _new_result(run: Run, case: VersionCase, repetition: int) -> Row:
@@ -127,7 +153,11 @@ def _stored(source: Result) -> tuple[TargetReply, bool, float | None]:
     if source.status == "errored" and source.output is None:
         raise NoOutput(source.error_type or "error", source.error_message or "")
     reply = TargetReply(
-        source.output or "", source.latency_ms or 0.0, source.input_tokens, source.output_tokens
+        source.output or "",
+        source.latency_ms or 0.0,
+        source.input_tokens,
+        source.output_tokens,
+        agent.calls_of(source.trajectory or []),
     )
     return reply, True, source.cost
 
@@ -165,7 +195,8 @@ async def _answer(
     async with ctx.transaction() as session:
         hit = await crud.cached_response(session, key)
     if hit is not None:
-        return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens), True
+        calls = agent.calls_of([{"tool_calls": hit.tool_calls or []}])
+        return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens, calls), True
     reply = await ask()
     async with ctx.transaction() as session:
         await crud.store_response(
@@ -176,13 +207,19 @@ async def _answer(
                 "output": storable(reply.output),
                 "input_tokens": reply.input_tokens,
                 "output_tokens": reply.output_tokens,
+                "tool_calls": [call.as_dict() for call in reply.tool_calls] or None,
             },
         )
     return reply, False
 
 
 def _observation(
-    case: dict[str, Any], request: TargetRequest, reply: TargetReply, price: float | None
+    case: dict[str, Any],
+    request: TargetRequest,
+    reply: TargetReply,
+    price: float | None,
+    trajectory: list[dict[str, Any]] | None,
+    tools: list[dict[str, Any]],
 ) -> Observation:
     return Observation(
         output=reply.output,
@@ -194,6 +231,10 @@ def _observation(
         tokens=(reply.input_tokens or 0) + (reply.output_tokens or 0)
         if reply.output_tokens is not None
         else None,
+        tool_calls=[call.as_dict() for call in reply.tool_calls],
+        trajectory=trajectory or [],
+        expected_tool_calls=case.get("expected_tool_calls"),
+        tools=tools,
     )
 
 
@@ -306,6 +347,7 @@ def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
         "messages": request.messages,
         "system": request.system_prompt,
         "variables": request.variables if config.provider == "http" else None,
+        "tools": config.tools or None,
     }
     encoded = json.dumps(material, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(encoded.encode()).hexdigest()

@@ -94,7 +94,9 @@ async def _execute(
         for case, repetition, source in queued:
             if writer.cancelled or writer.over_budget:
                 return
-            writer.add(*await run_case(ctx, run, plan, case, repetition, source))
+            writer.add(
+                *await run_case(ctx, run, plan, case, repetition, source, on_event=writer.event)
+            )
 
     flusher = asyncio.create_task(writer.flush_periodically())
     tasks = [asyncio.create_task(lane()) for _ in range(min(concurrency, len(work)))]

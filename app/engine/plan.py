@@ -21,6 +21,7 @@ from utils.runtime import get_runtime
 @dataclass(frozen=True)
 class Plan:
     target: TargetConfig | None  # None: the outputs are recorded or reused, not asked for
+    tools: list[dict[str, Any]]  # the target's, also when its outputs are only scored again
     judges: dict[str, TargetConfig]
     metrics: list[MetricSpec]
     template: str | None
@@ -51,6 +52,7 @@ async def make_plan(session: AsyncSession, run: Run) -> Plan:
     )
     return Plan(
         target=resolve(target_row, runtime.secret_box) if target_row and calls_target else None,
+        tools=list(target_row.tools or []) if target_row else [],
         judges=judges,
         metrics=metrics,
         template=version.template if version else None,

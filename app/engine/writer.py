@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from app.engine.context import JobContext
-from database.results import crud, execution
+from database.results import crud, events, execution
 from database.results.models import TERMINAL, Run
 
 log = structlog.get_logger(__name__)
@@ -43,6 +43,7 @@ class ChunkWriter:
         self.missing = 0
         self._stopping = False
         self.rows: Batch = []
+        self.events: list[events.Event] = []  # an agent's steps, written before results
         self.cancelled_event = asyncio.Event()
         self._batch_full = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -62,6 +63,11 @@ class ChunkWriter:
         self.spent += execution.spending([(result, evaluations)])
         if len(self.rows) >= FLUSH_ROWS or self.over_budget:
             self._batch_full.set()
+
+    def event(self, event: events.Event) -> None:
+        """A live event of a case under way (an agent's step): written with the next batch,
+        before any result of that batch, so a case's steps come before its result."""
+        self.events.append(event)
 
     def stop(self) -> None:
         """Ends flush_periodically (after a write in progress); the chunk writes the rest."""
@@ -84,12 +90,15 @@ class ChunkWriter:
     async def flush(self, *, last: bool = False) -> None:
         async with self._lock:
             batch, self.rows = self.rows, []
+            steps, self.events = self.events, []
             try:
                 async with self.ctx.transaction() as session:
                     # The run's row lock first: writers of one run take turns, so the counts
                     # in each progress event include every result committed before it.
                     status = await crud.lock_run(session, self.run.id)
                     ended = status in TERMINAL
+                    if not ended and steps:
+                        await events.record(session, self.run, steps)
                     if ended and batch:
                         await execution.record_unwritten(session, self.run, batch)
                     if not ended and batch:
@@ -104,6 +113,7 @@ class ChunkWriter:
                         )
             except BaseException:
                 self.rows = batch + self.rows  # not written: keep them for the next flush
+                self.events = steps + self.events
                 raise
             if ended:
                 self.cancelled_event.set()  # cancelled (or ended elsewhere): stop, write no more

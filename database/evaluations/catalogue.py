@@ -4,7 +4,8 @@ A declaration says what the type is called, whether it is a deterministic check 
 judge, its typed parameters, its default threshold and operator, and how it scores. The API's
 schema and its OpenAPI description, the validation of a metric's parameters, and the run
 engine all read these declarations, and nothing else lists the types: a new metric type is a
-new `MetricType` below (with its scorer in checks.py or judges.py) and its tests.
+new `MetricType` below (with its scorer in checks.py, agent_checks.py or judges.py) and its
+tests.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from database.evaluations import checks, judges
+from database.evaluations import agent_checks, checks, judges
 from database.evaluations.scoring import (
     Check,
     Instructions,
@@ -110,6 +111,39 @@ _TYPES: tuple[MetricType, ...] = (
         "A judge scores the share of claims the test's context supports",
     ),
     _judge("refusal", NoParameters, judges.refusal, "A judge says whether the answer refused"),
+    # Agents: their tool calls and steps (see agent_checks.py).
+    _check(
+        "tool-call",
+        agent_checks.ToolCallParameters,
+        agent_checks.tool_call,
+        "The agent made the expected tool calls (`name`, or the test's expected_tool_calls); "
+        "the score is the share made",
+    ),
+    _check(
+        "tool-args-schema",
+        NoParameters,
+        agent_checks.tool_args_schema,
+        "Every tool call's arguments are valid against its tool's parameters schema",
+    ),
+    _check(
+        "trajectory",
+        agent_checks.TrajectoryParameters,
+        agent_checks.trajectory,
+        "The sequence of tool calls against the test's expected_tool_calls, by `mode`",
+    ),
+    _check("step-count", agent_checks.StepCount, agent_checks.step_count, "At most `max` steps"),
+    _judge(
+        "task-completion",
+        NoParameters,
+        judges.task_completion,
+        "A judge scores whether the agent achieved the task, over its whole trajectory",
+    ),
+    _judge(
+        "tool-use-rationale",
+        NoParameters,
+        judges.tool_use_rationale,
+        "A judge scores whether the agent's tool calls were needed and well chosen",
+    ),
 )
 
 CATALOGUE: Mapping[str, MetricType] = MappingProxyType({t.name: t for t in _TYPES})

@@ -11,6 +11,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from rapidfuzz import fuzz
 
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
+from utils.json_schemas import check_json_schema
 from utils.schemas import InputModel
 
 REGEX_SECONDS = 0.5
@@ -53,11 +54,7 @@ class JsonSchemaParameters(InputModel):
     @field_validator("json_schema")
     @classmethod
     def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        try:
-            jsonschema.validators.validator_for(value).check_schema(value)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"not a valid JSON schema: {exc.message}") from exc
-        return value
+        return dict(check_json_schema(value))
 
 
 class MaxLatency(InputModel):

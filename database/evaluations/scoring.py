@@ -47,6 +47,14 @@ class Observation:
     latency_ms: float = 0.0
     cost: float | None = None
     tokens: int | None = None
+    # Agents: every tool call in order over all steps ({"id", "name", "arguments"}), the
+    # steps themselves ({"text", "tool_calls", "tool_results": [{"id", "name", "content"}]}),
+    # what the test expects ({"name", "arguments"?, "match": exact|subset|schema}), and the
+    # target's tool definitions (OpenAI tools format).
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+    expected_tool_calls: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

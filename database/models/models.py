@@ -69,3 +69,5 @@ class ModelConfig(IdMixin, TimestampMixin, Base):
     http_header_names: Mapped[list[str] | None] = mapped_column(JSONB)
     body_template: Mapped[str | None] = mapped_column(Text)
     response_path: Mapped[str | None] = mapped_column(Text)
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
+    tool_calls_path: Mapped[str | None] = mapped_column(Text)

@@ -3,11 +3,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, SecretStr, StringConstraints, field_validator
 
+from utils.json_schemas import check_json_schema
 from utils.schemas import InputModel, Name, OutputModel, example
+
+MAX_TOOLS = 128
+ToolName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 Provider = Literal[
     "openai", "anthropic", "google", "groq", "mistral", "openai-compatible", "http", "demo"
@@ -33,6 +37,39 @@ class ModelParameters(InputModel):
     )
 
 
+class FunctionDefinition(InputModel):
+    name: ToolName
+    description: str | None = Field(default=None, max_length=4000)
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="A JSON Schema of the arguments",
+    )
+
+    @field_validator("parameters")
+    @classmethod
+    def _a_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return dict(check_json_schema(value))
+
+
+class ToolDefinition(InputModel):
+    """A function the model may call, in the OpenAI tools format (translated for the other
+    providers)."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+def _named_once(tools: list[ToolDefinition]) -> list[ToolDefinition]:
+    names = [tool.function.name for tool in tools]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"tools named more than once: {', '.join(twice)}")
+    return tools
+
+
+ToolList = Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS), AfterValidator(_named_once)]
+
+
 class HttpTarget(InputModel):
     """A team's own LLM application reached over HTTP."""
 
@@ -49,6 +86,13 @@ class HttpTarget(InputModel):
     )
     response_path: Annotated[str, StringConstraints(min_length=1, max_length=1000)] = Field(
         description="JSONPath to the output in the response, e.g. $.choices[0].text"
+    )
+    tool_calls_path: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = (
+        Field(
+            default=None,
+            description="JSONPath to the answer's tool calls (a list of {name, arguments}),"
+            " e.g. $.tool_calls",
+        )
     )
 
 
@@ -93,6 +137,11 @@ class ModelConfigCreate(InputModel):
         default=None, description="USD per 1M output tokens"
     )
     http: HttpTarget | None = Field(default=None, description="For the `http` provider")
+    tools: ToolList = Field(
+        default_factory=list,
+        description="Functions the model may call (OpenAI tools format); a test's agent loop"
+        " answers them with its mocked tool responses",
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -118,6 +167,7 @@ class ModelConfigUpdate(InputModel):
     input_price_per_mtok: Price | None = None
     output_price_per_mtok: Price | None = None
     http: HttpTarget | None = None
+    tools: ToolList | None = None
 
 
 class HttpTargetRead(OutputModel):
@@ -126,6 +176,7 @@ class HttpTargetRead(OutputModel):
     headers: dict[str, str] = Field(description="Header names with masked values")
     body_template: str
     response_path: str
+    tool_calls_path: str | None = None
 
 
 class ModelConfigRead(OutputModel):
@@ -142,6 +193,7 @@ class ModelConfigRead(OutputModel):
     input_price_per_mtok: Decimal | None
     output_price_per_mtok: Decimal | None
     http: HttpTargetRead | None
+    tools: list[dict[str, object]]
     demo: bool = Field(description="True for the offline demo provider: replies are canned")
     created_at: datetime
     updated_at: datetime

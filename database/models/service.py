@@ -68,6 +68,8 @@ async def _check(runtime: Runtime, provider: str, values: dict[str, Any], has_ke
         )
         check_template(http["body_template"], field="http.body_template")
         check_jsonpath(http["response_path"], field="http.response_path")
+        if http.get("tool_calls_path"):
+            check_jsonpath(http["tool_calls_path"], field="http.tool_calls_path")
     elif http is not None:
         raise InvalidInput("is only for the http provider", field="http")
     if values.get("base_url"):
@@ -91,6 +93,7 @@ def _store_secrets(config: ModelConfig, box: SecretBox, values: dict[str, Any]) 
         if http is None:
             config.base_url = None
             config.http_method = config.body_template = config.response_path = None
+            config.tool_calls_path = None
             config.http_headers_encrypted = None
             config.http_header_names = None
             return
@@ -98,6 +101,7 @@ def _store_secrets(config: ModelConfig, box: SecretBox, values: dict[str, Any]) 
         config.http_method = http["method"]
         config.body_template = http["body_template"]
         config.response_path = http["response_path"]
+        config.tool_calls_path = http.get("tool_calls_path")
         headers = http["headers"]
         config.http_headers_encrypted = box.encrypt(json.dumps(headers)) if headers else None
         config.http_header_names = sorted(headers)
@@ -111,6 +115,8 @@ def _plain_values(
         # A target given replaces the stored one whole: its unset fields take their defaults
         # (exclude_unset would drop them from the nested dump).
         values["http"] = body.http.model_dump()
+    if values.get("tools") is not None:  # as providers take them: no null descriptions
+        values["tools"] = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
     if "parameters" in values and values["parameters"] is not None:
         values["parameters"] = {k: v for k, v in values["parameters"].items() if v is not None}
     if "api_key" in body.model_fields_set or (not exclude_unset and body.api_key is not None):
@@ -127,6 +133,7 @@ COLUMNS = (
     "stream",
     "input_price_per_mtok",
     "output_price_per_mtok",
+    "tools",
 )
 
 
@@ -163,7 +170,7 @@ async def update_model(
     session: AsyncSession, runtime: Runtime, config: ModelConfig, body: ModelConfigUpdate
 ) -> ModelConfig:
     changes = _plain_values(body, exclude_unset=True)
-    refuse_nulls(changes, "name", "timeout_seconds", "parameters", "stream")
+    refuse_nulls(changes, "name", "timeout_seconds", "parameters", "stream", "tools")
     _check_stream(config.provider, changes.get("stream"))
     merged = {
         "model": config.model,
@@ -202,6 +209,7 @@ def _current_http(config: ModelConfig, box: SecretBox) -> dict[str, Any] | None:
         headers=_headers(config, box),
         body_template=config.body_template or "",
         response_path=config.response_path or "$",
+        tool_calls_path=config.tool_calls_path,
     ).model_dump()
 
 
@@ -214,6 +222,7 @@ def to_read(config: ModelConfig) -> ModelConfigRead:
             headers={name: "…" for name in config.http_header_names or []},
             body_template=config.body_template or "",
             response_path=config.response_path or "",
+            tool_calls_path=config.tool_calls_path,
         )
     return ModelConfigRead(
         id=config.id,
@@ -229,6 +238,7 @@ def to_read(config: ModelConfig) -> ModelConfigRead:
         input_price_per_mtok=config.input_price_per_mtok,
         output_price_per_mtok=config.output_price_per_mtok,
         http=http,
+        tools=list(config.tools or []),
         demo=config.provider == "demo",
         created_at=config.created_at,
         updated_at=config.updated_at,
@@ -254,6 +264,8 @@ def resolve(config: ModelConfig, box: SecretBox) -> TargetConfig:
         body_template=config.body_template,
         response_path=config.response_path,
         stream=config.stream,
+        tools=list(config.tools or []),
+        tool_calls_path=config.tool_calls_path,
     )
 
 

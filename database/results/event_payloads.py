@@ -92,6 +92,41 @@ class RunVerdict(_Payload):
     comparison: dict[str, object] | None
 
 
+class StepToolCall(_Payload):
+    id: str
+    name: str
+    arguments: dict[str, object] | str = Field(description="JSON, or the model's raw text")
+
+
+class StepToolResult(_Payload):
+    id: str
+    name: str
+    content: str | None = Field(
+        default=None,
+        description=f"The mocked answer, as text (cut at {events.PREVIEW_CHARS:,} characters)",
+    )
+    error: str | None = Field(default=None, description="Why the call got no answer")
+
+
+class StepCompleted(_Payload):
+    """One model call of an agent's loop (the result's trajectory holds them all, whole)."""
+
+    position: int
+    repetition: int
+    step: int = Field(description="1 for the first call")
+    text: str = Field(description=f"Cut at {events.PREVIEW_CHARS:,} characters")
+    text_truncated: bool
+    tool_calls: list[StepToolCall]
+    tool_results: list[StepToolResult]
+    latency_ms: float
+    input_tokens: int | None
+    output_tokens: int | None
+    error: str | None = Field(default=None, description="A call the test could not answer")
+    stopped: Literal["max_steps"] | None = Field(
+        default=None, description="Still calling tools at the step bound: the loop ended"
+    )
+
+
 class OutputDelta(_Payload):
     position: int
     repetition: int
@@ -112,6 +147,7 @@ STREAM_EVENTS: dict[str, type[_Payload]] = {
     events.RUN_FINISHED: RunFinished,
     events.RUN_CANCELLED: RunCancelled,
     events.RUN_VERDICT: RunVerdict,
+    events.STEP_COMPLETED: StepCompleted,
     events.OUTPUT_DELTA: OutputDelta,
     events.EVALUATION_DELTA: EvaluationDelta,
 }

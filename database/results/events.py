@@ -3,6 +3,7 @@ in the transaction that makes each change (see crud.record_events)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +18,7 @@ RUN_PROGRESS = "run.progress"
 RUN_FINISHED = "run.finished"
 RUN_CANCELLED = "run.cancelled"
 RUN_VERDICT = "run.verdict"  # a gated run's gate result, right after it ends
+STEP_COMPLETED = "step.completed"  # an agent's model call, with its tool calls and results
 # A stream ends after a batch of events whose last is one of these.
 TERMINAL_EVENTS = frozenset({RUN_FINISHED, RUN_CANCELLED, RUN_VERDICT})
 # Live only, never stored.
@@ -79,6 +81,27 @@ def result_recorded(result: dict[str, Any], evaluations: list[dict[str, Any]]) -
             for e in evaluations
         ],
     }
+
+
+def step_completed(position: int, repetition: int, step: dict[str, Any]) -> Event:
+    """One step of an agent, as it completes (its text and the tools' answers previewed)."""
+    text = step.get("text") or ""
+    return STEP_COMPLETED, {
+        "position": position,
+        "repetition": repetition,
+        **step,
+        "text": text[:PREVIEW_CHARS],
+        "text_truncated": len(text) > PREVIEW_CHARS,
+        "tool_results": [_previewed(result) for result in step.get("tool_results") or []],
+    }
+
+
+def _previewed(result: dict[str, Any]) -> dict[str, Any]:
+    content = result.get("content")
+    if content is None:
+        return result
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    return {**result, "content": text[:PREVIEW_CHARS]}
 
 
 async def record(session: AsyncSession, run: Run, changes: list[Event]) -> None:

@@ -43,6 +43,7 @@ def _child(principal: Principal, parent: Run, positions: list[int], **own: Any) 
         case_positions=positions,
         repetitions=parent.repetitions,
         timeout_seconds=parent.timeout_seconds,
+        max_steps=parent.max_steps,
         use_cache=False,
         status="queued",
         **own,

@@ -64,6 +64,7 @@ class Run(IdMixin, TimestampMixin, Base):
     case_positions: Mapped[list[int] | None] = mapped_column(JSONB)
     concurrency: Mapped[int] = mapped_column(Integer)
     repetitions: Mapped[int] = mapped_column(Integer, default=1)
+    max_steps: Mapped[int | None] = mapped_column(Integer)  # an agent's model calls per case
     timeout_seconds: Mapped[float | None] = mapped_column(Float)
     use_cache: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="queued")
@@ -112,6 +113,8 @@ class Result(IdMixin, Base):
     cached: Mapped[bool] = mapped_column(Boolean, default=False)
     error_type: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # An agent's steps ({"text", "tool_calls", "tool_results", ...}); null for one answer.
+    trajectory: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -127,6 +130,7 @@ class CachedResponse(Base):
     output: Mapped[str] = mapped_column(Text)
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -47,6 +47,7 @@ async def run_reads(session: AsyncSession, runs: Sequence[Run]) -> list[RunRead]
                 concurrency=run.concurrency,
                 repetitions=run.repetitions,
                 timeout_seconds=run.timeout_seconds,
+                max_steps=run.max_steps,
                 use_cache=run.use_cache,
                 counts=RunCounts(
                     total=run.total, done=done, passed=passed, failed=failed, errored=errored

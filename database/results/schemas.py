@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from database.evaluations.schemas import EvaluationRead
+from database.tests.agent_fields import MAX_STEPS
 from utils.schemas import InputModel, Name, OutputModel, example
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "stopped"]
@@ -99,6 +100,12 @@ class RunCreate(InputModel):
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=600, description="Per call; else the model's timeout"
     )
+    max_steps: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_STEPS,
+        description="An agent's model calls per case, unless its test sets its own",
+    )
     use_cache: bool = Field(default=False, description="Reuse answers to identical requests")
     name: str | None = Field(default=None, max_length=200)
     max_cost: Budget | None = Field(
@@ -165,6 +172,7 @@ class RunRead(OutputModel):
     concurrency: int
     repetitions: int
     timeout_seconds: float | None
+    max_steps: int | None
     use_cache: bool
     counts: RunCounts
     error: str | None = Field(description="Why the run failed or stopped")
@@ -195,6 +203,11 @@ class ResultRead(OutputModel):
     cached: bool
     error_type: str | None
     error_message: str | None
+    trajectory: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="An agent's steps: each model call's text, tool calls and the mocked"
+        " tools' results",
+    )
     created_at: datetime
     evaluations: list[EvaluationRead] = Field(default_factory=list)
 

@@ -121,6 +121,8 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
     version, _ = await test_set_service.publish(session, test_set)
     if version.case_count == 0:
         raise InvalidInput("the test set has no tests", field="test_set_id")
+    if target_id is not None:
+        await _check_tools(session, version.id, target_id)
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
     run = await crud.create_run(
         session,
@@ -136,6 +138,7 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
             concurrency=body.concurrency,
             repetitions=body.repetitions,
             timeout_seconds=body.timeout_seconds,
+            max_steps=body.max_steps,
             use_cache=body.use_cache and body.recorded_output is None,
             recorded_field=body.recorded_output,
             gate=gate,
@@ -164,6 +167,22 @@ async def _target(session: AsyncSession, body: RunCreate, project: Project) -> u
     if await model_crud.get_model(session, target_id) is None:
         raise InvalidInput("no such model configuration", field="target_model_id")
     return target_id
+
+
+async def _check_tools(session: AsyncSession, version_id: uuid.UUID, target_id: uuid.UUID) -> None:
+    """Every tool the version's cases expect or mock is one the target can call."""
+    target = await model_crud.get_model(session, target_id)
+    assert target is not None
+    known = {tool["function"]["name"] for tool in target.tools or []}
+    named = await test_set_crud.tool_names(session, version_id)
+    unknown = [(position, name) for position, name in named if name not in known]
+    if unknown:
+        names = sorted({name for _, name in unknown})
+        raise InvalidInput(
+            f"the tests name tools the model configuration {target.name!r} does not have:"
+            f" {', '.join(names[:20])} (first at case position {unknown[0][0]})",
+            field="test_set_id",
+        )
 
 
 async def enqueue_chunks(

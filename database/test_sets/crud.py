@@ -147,6 +147,9 @@ CASE_COLUMNS = (
     TestCase.tags,
     TestCase.variables,
     TestCase.meta.label("meta"),
+    TestCase.expected_tool_calls,
+    TestCase.tool_responses,
+    TestCase.max_steps,
 )
 
 
@@ -170,6 +173,24 @@ async def tests_in_order(session: AsyncSession, test_ids: Sequence[uuid.UUID]) -
 
 
 # --- versions -------------------------------------------------------------------------------
+
+
+_TOOL_NAMES = text("""
+SELECT DISTINCT c.position, item ->> 'name'
+FROM test_set_version_cases AS c,
+     jsonb_array_elements(coalesce(c."case" -> 'expected_tool_calls', '[]')
+                          || coalesce(c."case" -> 'tool_responses', '[]')) AS item
+WHERE c.version_id = :version_id
+  AND (c."case" ? 'expected_tool_calls' OR c."case" ? 'tool_responses')
+  AND item ->> 'name' IS NOT NULL
+ORDER BY c.position
+""")
+
+
+async def tool_names(session: AsyncSession, version_id: uuid.UUID) -> list[tuple[int, str]]:
+    """(position, tool name) of every tool a version's cases expect or mock."""
+    rows = await session.execute(_TOOL_NAMES, {"version_id": version_id})
+    return [(position, name) for position, name in rows.all()]
 
 
 async def revisions(session: AsyncSession, test_set_id: uuid.UUID) -> tuple[int, int | None]:

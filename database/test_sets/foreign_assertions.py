@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 import regex
 
 from database.test_sets.import_bounds import bounded_json
+from utils.json_schemas import check_json_schema
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,7 @@ def _schema(value: Any) -> dict[str, Any]:
             value = None
     if not isinstance(value, dict):
         raise ValueError("is-json's value must be a JSON schema (an object)")
-    try:
-        jsonschema.validators.validator_for(value).check_schema(value)
-    except jsonschema.SchemaError as exc:
-        raise ValueError(f"not a valid JSON schema: {exc.message}") from None
-    return value
+    return dict(check_json_schema(value))
 
 
 def classify(item: Any, line: int, file: str | None) -> Spec | tuple[str, str]:

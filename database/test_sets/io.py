@@ -66,8 +66,9 @@ _ALIASES = {
     **dict.fromkeys(["behavior", "behaviour"], "behavior"),
     **dict.fromkeys(["variables", "vars"], "variables"),
     **{name: name for name in ["category", "topic", "tags", "messages", "metadata"]},
+    **{name: name for name in ["expected_tool_calls", "tool_responses", "max_steps"]},
 }
-_JSON_CELLS = {"messages", "variables", "metadata"}
+_JSON_CELLS = {"messages", "variables", "metadata", "expected_tool_calls", "tool_responses"}
 CSV_COLUMNS = [
     "input",
     "expected_output",

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import new_id
+from database.tests.agent_fields import AGENT_FIELDS, without_absent_agent_fields
 from database.tests.models import TestCase, TestSetMember
 from utils.crud import custom_plans, paginate, uuid_array
 
@@ -152,18 +153,21 @@ async def insert_tests(
 def case_fields(test: Any) -> dict[str, Any]:
     """The case as TestCaseFields would dump it (what snapshots and exports hold), from a
     TestCase or a row with the same attribute names."""
-    return {
-        "input": test.input,
-        "messages": test.messages,
-        "expected_output": test.expected_output,
-        "context": list(test.context or []),
-        "behavior": test.behavior,
-        "category": test.category,
-        "topic": test.topic,
-        "tags": list(test.tags or []),
-        "variables": dict(test.variables or {}),
-        "metadata": dict(test.meta or {}),
-    }
+    return without_absent_agent_fields(
+        {
+            "input": test.input,
+            "messages": test.messages,
+            "expected_output": test.expected_output,
+            "context": list(test.context or []),
+            "behavior": test.behavior,
+            "category": test.category,
+            "topic": test.topic,
+            "tags": list(test.tags or []),
+            "variables": dict(test.variables or {}),
+            "metadata": dict(test.meta or {}),
+            **{key: getattr(test, key, None) for key in AGENT_FIELDS},
+        }
+    )
 
 
 def _columns(case: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,11 @@ class TestCase(IdMixin, TimestampMixin, Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list)
     variables: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+    # Agents and conversations (see TestCaseFields); null when the test is a single answer.
+    expected_tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    tool_responses: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    max_steps: Mapped[int | None] = mapped_column(Integer)
+    conversation: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class TestSetMember(Base):

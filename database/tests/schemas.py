@@ -8,11 +8,19 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 
+from database.tests.agent_fields import (
+    ExpectedToolCalls,
+    MaxSteps,
+    ToolResponses,
+    without_absent_agent_fields,
+)
 from utils import fastjson
 from utils.schemas import InputModel, OutputModel, example, text_problem
 
@@ -116,6 +124,13 @@ class TestCaseFields(InputModel):
         default_factory=dict,
         description=f"Anything else; recorded outputs are read from here ({FREE_FORM_RULE})",
     )
+    expected_tool_calls: ExpectedToolCalls = None
+    tool_responses: ToolResponses = None
+    max_steps: MaxSteps = None
+
+    @model_serializer(mode="wrap")
+    def _as_stored(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return without_absent_agent_fields(dump(self))
 
     @model_validator(mode="after")
     def _has_input(self) -> TestCaseFields:
@@ -159,6 +174,9 @@ class TestUpdate(InputModel):
     tags: list[Tag] | None = Field(default=None, max_length=50)
     variables: FreeForm | None = None
     metadata: FreeForm | None = None
+    expected_tool_calls: ExpectedToolCalls = None
+    tool_responses: ToolResponses = None
+    max_steps: MaxSteps = None
 
 
 class TestRead(OutputModel):
@@ -174,6 +192,9 @@ class TestRead(OutputModel):
     tags: list[str]
     variables: dict[str, Any]
     metadata: dict[str, Any] = Field(validation_alias="meta")
+    expected_tool_calls: list[dict[str, Any]] | None = None
+    tool_responses: list[dict[str, Any]] | None = None
+    max_steps: int | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -3,6 +3,8 @@
 with FakeOpenAI() as fake:
     client = AsyncOpenAI(base_url=fake.base_url, api_key="sk-test", max_retries=0)
     fake.enqueue(Fault.http(429, retry_after=1), None, Fault.hang())
+    # answer with tool calls instead of text (streamed: the arguments come in pieces)
+    fake.reply = lambda request: FakeToolCalls([FakeToolCall("get_weather", {"city": "Oslo"})])
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,11 +23,44 @@ from starlette.routing import Route
 
 from tests.fakes.server import FakeServer, Fault, RecordedRequest, count_tokens
 
-__all__ = ["FakeOpenAI", "Fault", "RecordedRequest", "echo_reply", "message_text"]
+__all__ = [
+    "FakeOpenAI",
+    "FakeToolCall",
+    "FakeToolCalls",
+    "Fault",
+    "RecordedRequest",
+    "echo_reply",
+    "message_text",
+]
 
 CREATED = 1_700_000_000  # fixed timestamp: responses are deterministic
+ARGUMENT_PIECE_CHARS = 7  # streamed tool-call arguments arrive in pieces this long
 
-Reply = Callable[[dict[str, Any]], str]
+
+@dataclass(frozen=True)
+class FakeToolCall:
+    """One call the fake model asks for. `arguments` as a str is sent verbatim (it may be
+    broken JSON); `id` defaults to a generated one."""
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    id: str | None = None
+
+    def arguments_text(self) -> str:
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
+class FakeToolCalls:
+    """A reply that calls tools (finish reason "tool_calls"), with optional text beside them."""
+
+    calls: Sequence[FakeToolCall]
+    content: str | None = None
+
+
+Reply = Callable[[dict[str, Any]], str | FakeToolCalls]
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -60,7 +96,7 @@ class FakeOpenAI(FakeServer):
     """`POST /v1/chat/completions` and `GET /v1/models`; point clients at `.base_url`.
 
     Runtime settings (plain attributes): `latency` (seconds before answering), `reply`
-    (request JSON -> reply text), `require_api_key` (when set, requests need
+    (request JSON -> reply text, or `FakeToolCalls`), `require_api_key` (when set, requests need
     `Authorization: Bearer <it>` or get 401), `chunk_delay` (seconds between stream chunks).
     """
 
@@ -126,15 +162,18 @@ class FakeOpenAI(FakeServer):
             )
             return await self.fault_response(request, fault, malformed)
 
-        content = self.reply(body)
+        number = next(self._ids)
+        reply = self.reply(body)
+        content, tool_calls = _content_and_calls(reply, number)
         prompt_tokens = sum(count_tokens(message_text(m)) for m in body.get("messages", []))
-        completion_tokens = count_tokens(content)
+        completion_tokens = count_tokens(
+            " ".join([content or "", *(call["function"]["arguments"] for call in tool_calls)])
+        )
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        number = next(self._ids)
         head = {
             "id": f"chatcmpl-fake-{number}",
             "created": CREATED,
@@ -144,30 +183,65 @@ class FakeOpenAI(FakeServer):
         headers = {"x-request-id": f"req_fake_{number}"}
         if stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            chunks = self._chunks(head, content, usage if include_usage else None)
+            chunks = self._chunks(head, content, tool_calls, usage if include_usage else None)
             return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": content, "refusal": None},
+            "message": message,
             "logprobs": None,
-            "finish_reason": "stop",
+            "finish_reason": "tool_calls" if tool_calls else "stop",
         }
         completion = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
         return JSONResponse(completion, headers=headers)
 
     async def _chunks(
-        self, head: dict[str, Any], content: str, usage: dict[str, int] | None
+        self,
+        head: dict[str, Any],
+        content: str | None,
+        tool_calls: list[dict[str, Any]],
+        usage: dict[str, int] | None,
     ) -> AsyncIterator[str]:
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
             extra = {"usage": None} if usage is not None else {}
             return {**head, "object": "chat.completion.chunk", "choices": [choice], **extra}
 
-        yield _sse(chunk({"role": "assistant", "content": ""}))
-        for piece in re.findall(r"\S+\s*|\s+", content):  # joined, the pieces give `content`
+        yield _sse(chunk({"role": "assistant", "content": "" if content is not None else None}))
+        for piece in re.findall(r"\S+\s*|\s+", content or ""):  # joined, they give `content`
             await self.sleep(self.chunk_delay)
             yield _sse(chunk({"content": piece}))
-        yield _sse(chunk({}, "stop"))
+        for index, call in enumerate(tool_calls):  # as OpenAI: id and name first, then pieces
+            function = call["function"]
+            first = {**call, "index": index, "function": {**function, "arguments": ""}}
+            yield _sse(chunk({"tool_calls": [first]}))
+            text = function["arguments"]
+            for start in range(0, len(text), ARGUMENT_PIECE_CHARS):
+                await self.sleep(self.chunk_delay)
+                piece = text[start : start + ARGUMENT_PIECE_CHARS]
+                yield _sse(
+                    chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                )
+        yield _sse(chunk({}, "tool_calls" if tool_calls else "stop"))
         if usage is not None:
             yield _sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
         yield _sse("[DONE]")
+
+
+def _content_and_calls(
+    reply: str | FakeToolCalls, number: int
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """The message's content and its tool calls in the wire shape."""
+    if isinstance(reply, str):
+        return reply, []
+    calls = [
+        {
+            "id": call.id or f"call_fake_{number}_{index}",
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments_text()},
+        }
+        for index, call in enumerate(reply.calls)
+    ]
+    return reply.content, calls

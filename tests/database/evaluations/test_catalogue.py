@@ -108,8 +108,25 @@ async def test_the_engine_scores_each_type_by_its_declaration(metric_type):
     spec = MetricSpec(
         name=metric_type, type=metric_type, parameters=parameters, threshold=declared.threshold
     )
+    call = {"id": "c1", "name": "search", "arguments": {"q": "x"}}
     observation = Observation(
-        output='{"a": 1}', input="q", expected="x", context=["c"], cost=0.001, tokens=3
+        output='{"a": 1}',
+        input="q",
+        expected="x",
+        context=["c"],
+        cost=0.001,
+        tokens=3,
+        tool_calls=[call],
+        trajectory=[
+            {
+                "text": "",
+                "tool_calls": [call],
+                "tool_results": [{"id": "c1", "name": "search", "content": "found"}],
+            },
+            {"text": '{"a": 1}', "tool_calls": [], "tool_results": []},
+        ],
+        expected_tool_calls=[{"name": "search"}],
+        tools=[{"type": "function", "function": {"name": "search", "parameters": {}}}],
     )
     judge = RecordingJudge()
     verdict = await score(spec, observation, judge)

@@ -45,8 +45,21 @@ VALID: dict[str, tuple[dict[str, Any], float]] = {
     "answer-relevance": ({}, 0.5),
     "faithfulness": ({}, 0.5),
     "refusal": ({}, 0.5),
+    "tool-call": ({"name": "search", "match": "subset", "arguments": {"q": "x"}}, 1.0),
+    "tool-args-schema": ({}, 1.0),
+    "trajectory": ({"mode": "in-order"}, 1.0),
+    "step-count": ({"max": 5}, 1.0),
+    "task-completion": ({}, 0.5),
+    "tool-use-rationale": ({}, 0.5),
 }
-JUDGES = {"llm-rubric", "answer-relevance", "faithfulness", "refusal"}
+JUDGES = {
+    "llm-rubric",
+    "answer-relevance",
+    "faithfulness",
+    "refusal",
+    "task-completion",
+    "tool-use-rationale",
+}
 
 
 async def create_metric(
@@ -110,6 +123,9 @@ def test_defaults_of_parameters_are_filled_in():
     assert validate_parameters("contains", {}) == {"case_sensitive": True}
     assert validate_parameters("regex", {"pattern": "a"}) == {"pattern": "a", "flags": []}
     assert validate_parameters("json-schema", {"schema": SCHEMA}) == {"schema": SCHEMA}
+    assert validate_parameters("tool-call", {}) == {}  # the test's expected_tool_calls
+    assert validate_parameters("tool-call", {"name": "a"}) == {"name": "a"}  # exact match
+    assert validate_parameters("trajectory", {}) == {"mode": "exact"}
 
 
 async def test_explicit_threshold_operator_negate_weight_and_description_are_kept(client):
@@ -154,6 +170,22 @@ async def test_explicit_threshold_operator_negate_weight_and_description_are_kep
         ("is-json", {"strict": True}, "parameters.strict"),
         ("refusal", {"criteria": "x"}, "parameters.criteria"),
         ("similarity", {"value": ""}, "parameters.value"),
+        ("tool-call", {"arguments": {"q": "x"}}, "parameters"),
+        ("tool-call", {"match": "subset"}, "parameters"),
+        ("tool-call", {"name": ""}, "parameters.name"),
+        ("tool-call", {"name": "a", "match": "fuzzy"}, "parameters.match"),
+        ("tool-call", {"name": "a", "arguments": "q=x"}, "parameters.arguments"),
+        (
+            "tool-call",
+            {"name": "a", "match": "schema", "arguments": {"type": 1}},
+            "parameters.arguments",
+        ),
+        ("tool-call", {"name": "a", "arguments": {"q": "x" * 30_000}}, "parameters.arguments"),
+        ("tool-args-schema", {"strict": True}, "parameters.strict"),
+        ("trajectory", {"mode": "in_order"}, "parameters.mode"),
+        ("step-count", {}, "parameters.max"),
+        ("step-count", {"max": 0}, "parameters.max"),
+        ("task-completion", {"criteria": "x"}, "parameters.criteria"),
     ],
 )
 async def test_bad_parameters_are_422_naming_the_parameter(client, metric_type, parameters, field):

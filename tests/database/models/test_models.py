@@ -99,6 +99,7 @@ async def test_create_and_read_each_provider(client, owner, provider):
             "headers": {},
             "body_template": '{"input": {{ input | tojson }}}',
             "response_path": "$.data.answer",
+            "tool_calls_path": None,
         }
     else:
         assert created["http"] is None
@@ -203,6 +204,7 @@ async def test_update_http_target(client, owner):
         "headers": {},  # the new target replaces the old one, headers included
         "body_template": '{"q": {{ input | tojson }}}',
         "response_path": "$.answer",
+        "tool_calls_path": None,
     }
 
 

@@ -1,0 +1,87 @@
+"""What a test of an agent holds besides its input: the tool calls it expects, the tools'
+mocked responses (so the engine can run the agent's loop itself) and its step bound."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, JsonValue, model_validator
+
+from database.models.schemas import ToolName
+from utils import fastjson
+from utils.json_schemas import check_json_schema
+from utils.schemas import InputModel
+
+MAX_STEPS = 50
+MAX_TOOL_ITEMS = 100
+MAX_TOOL_RESPONSES_BYTES = 256 * 1024
+ArgumentMatch = Literal["exact", "subset", "schema"]
+
+
+class ExpectedToolCall(InputModel):
+    """A call the agent should make: its tool, and its arguments as exact values, a subset of
+    them, or a JSON Schema they must satisfy (no arguments: any)."""
+
+    name: ToolName
+    arguments: dict[str, JsonValue] | None = None
+    match: ArgumentMatch = "exact"
+
+    @model_validator(mode="after")
+    def _schema_is_valid(self) -> ExpectedToolCall:
+        if self.match == "schema" and self.arguments is not None:
+            try:
+                check_json_schema(self.arguments)
+            except ValueError as exc:
+                raise ValueError(f"arguments: {exc}") from None
+        return self
+
+
+class ToolResponse(InputModel):
+    """What a mocked tool answers: for calls of `name` (none: any tool without an answer of
+    its own) whose arguments include `arguments` (none: any arguments)."""
+
+    name: ToolName | None = None
+    arguments: dict[str, JsonValue] | None = None
+    response: JsonValue = Field(description="Text, or any JSON, handed back to the model")
+
+
+def _bounded(responses: list[ToolResponse] | None) -> list[ToolResponse] | None:
+    if responses is not None:
+        size = len(fastjson.dumps_bytes([r.model_dump(mode="json") for r in responses]))
+        if size > MAX_TOOL_RESPONSES_BYTES:
+            raise ValueError(f"must be at most {MAX_TOOL_RESPONSES_BYTES // 1024} KB as JSON")
+    return responses
+
+
+ExpectedToolCalls = Annotated[
+    list[ExpectedToolCall] | None,
+    Field(
+        max_length=MAX_TOOL_ITEMS,
+        description="The calls the agent should make, in order (scored by tool-call and"
+        " trajectory)",
+    ),
+]
+ToolResponses = Annotated[
+    list[ToolResponse] | None,
+    Field(
+        max_length=MAX_TOOL_ITEMS,
+        description="Mocked tool answers: with them the engine runs the agent's loop (call,"
+        " answer its tool calls, call again) up to max_steps; without, the first reply's calls"
+        " are recorded as they are",
+    ),
+    AfterValidator(_bounded),
+]
+MaxSteps = Annotated[
+    int | None,
+    Field(ge=1, le=MAX_STEPS, description="Model calls at most (else the run's)"),
+]
+AGENT_FIELDS = ("expected_tool_calls", "tool_responses", "max_steps")
+
+
+def without_absent_agent_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A case as stored and hashed: agent fields only when set, so the cases of plain tests
+    (and their versions' content hashes) read as they did before agents existed."""
+    for key in AGENT_FIELDS:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
