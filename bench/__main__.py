@@ -11,6 +11,7 @@ import sys
 from bench import (
     auth_overhead,
     compare_runs,
+    conversations,
     export_stream,
     fresh_import,
     run_throughput,
@@ -23,6 +24,7 @@ BENCHES = {
     for bench in (
         startup,
         run_throughput,
+        conversations,
         compare_runs,
         fresh_import,
         export_stream,

@@ -8,15 +8,18 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 
 from app.bootstrap import tune_garbage_collector
+from app.engine.jobs import HANDLERS, on_dead
 from app.main import create_app
 from database import embedded
-from database.core import Database, set_database
+from database.core import Database, get_database, set_database
 from database.migrate import migrate
+from tasks.worker import WorkerPool
 from utils.config import Settings
 from utils.runtime import Runtime, set_runtime
 from utils.transport import close_sessions
@@ -41,6 +44,24 @@ async def bench_app(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
         await close_sessions()
         await database.dispose()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def run_workers() -> AsyncIterator[None]:
+    """Two workers in this process, on the benchmark's database, as a server would run."""
+    pool = WorkerPool(
+        get_database(),
+        HANDLERS,
+        on_dead=on_dead,
+        concurrency=2,
+        listen_url=str(get_database().engine.url.render_as_string(hide_password=False)),
+        lease=timedelta(seconds=30),
+    )
+    await pool.start()
+    try:
+        yield
+    finally:
+        await pool.stop()
 
 
 @asynccontextmanager

@@ -17,15 +17,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import httpx
 
-from app.engine.jobs import HANDLERS, on_dead
-from bench.harness import StolenTime, bench_app
+from bench.harness import StolenTime, bench_app, run_workers
 from database.core import Database, Tenant, get_database
-from tasks.worker import WorkerPool
 from utils import transport
 
 CASES = 1000
@@ -175,37 +172,28 @@ async def _timed_run(
 
 
 async def run() -> None:
-    async with bench_app(
-        bcrypt_rounds=4, allow_private_networks=True, workers=2, max_run_concurrency=CONCURRENCY
-    ) as client:
-        pool = WorkerPool(
-            get_database(),
-            HANDLERS,
-            on_dead=on_dead,
-            concurrency=2,
-            listen_url=str(get_database().engine.url.render_as_string(hide_password=False)),
-            lease=timedelta(seconds=30),
-        )
-        await pool.start()
+    async with (
+        bench_app(
+            bcrypt_rounds=4, allow_private_networks=True, workers=2, max_run_concurrency=CONCURRENCY
+        ) as client,
+        run_workers(),
+    ):
         stolen = StolenTime()
-        try:
-            setup = await _setup(client)
-            async with provider(LATENCY) as slow:
-                await _timed_run(client, setup, slow, "warm-up")
-                await _bare_calls(slow)
-                # Each run is paired with a floor run right after it, so that both see the
-                # machine in the same mood.
-                slow_runs, floor_runs = [], []
-                for i in range(REPEATS):
-                    with stolen.measure():
-                        slow_runs.append(await _timed_run(client, setup, slow, f"slow {i}"))
-                    floor_runs.append(await _bare_calls(slow))
-            async with provider(0.0) as instant:
-                instant_runs = [
-                    await _timed_run(client, setup, instant, f"instant {i}") for i in range(REPEATS)
-                ]
-        finally:
-            await pool.stop()
+        setup = await _setup(client)
+        async with provider(LATENCY) as slow:
+            await _timed_run(client, setup, slow, "warm-up")
+            await _bare_calls(slow)
+            # Each run is paired with a floor run right after it, so that both see the
+            # machine in the same mood.
+            slow_runs, floor_runs = [], []
+            for i in range(REPEATS):
+                with stolen.measure():
+                    slow_runs.append(await _timed_run(client, setup, slow, f"slow {i}"))
+                floor_runs.append(await _bare_calls(slow))
+        async with provider(0.0) as instant:
+            instant_runs = [
+                await _timed_run(client, setup, instant, f"instant {i}") for i in range(REPEATS)
+            ]
     ideal = CASES * LATENCY / CONCURRENCY
     slow_ratios = sorted(seconds / ideal for seconds in slow_runs)
     floor_ratios = sorted(seconds / ideal for seconds in floor_runs)

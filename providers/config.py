@@ -33,6 +33,8 @@ class TargetConfig:
     # [{"type": "function", "function": {"name", "description", "parameters": JSON Schema}}]
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_calls_path: str | None = None  # http: a JSONPath to the answer's tool calls
+    # http: a JSONPath to the text piece of each event when the endpoint streams (`stream`)
+    stream_path: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,33 @@
 """Provider models through pydantic-ai (Anthropic, Google, Groq, Mistral): one cached model
-and SDK client per configuration, no SDK retries, the SDK's timeouts held to the call's."""
+and SDK client per configuration, no SDK retries, the SDK's timeouts held to the call's. With
+`on_delta`, the answer is requested as a stream and each piece of its text handed over as it
+arrives; the result is the same as a whole answer's."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 from pydantic_ai import exceptions as ai_errors
-from pydantic_ai.direct import model_request
+from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelRequestPart,
     ModelResponse,
     ModelResponsePart,
+    ModelResponseStreamEvent,
+    PartDeltaEvent,
+    PartStartEvent,
     SystemPromptPart,
     TextPart,
+    TextPartDelta,
     ToolCallPart,
     ToolReturnPart,
     UserPromptPart,
@@ -210,21 +218,58 @@ def _settings(config: TargetConfig, request: TargetRequest, timeout: float) -> M
     return ModelSettings(**settings)  # type: ignore[typeddict-item]
 
 
+Answer = tuple[str, tuple[int | None, int | None], tuple[ToolCall, ...]]
+
+
 async def call_model(
-    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
-) -> tuple[str, tuple[int | None, int | None], tuple[ToolCall, ...]]:
-    """One request: (text, (input tokens, output tokens), tool calls)."""
+    config: TargetConfig,
+    request: TargetRequest,
+    seconds: float,
+    allow_private: bool,
+    on_delta: Callable[[str], None] | None = None,
+) -> Answer:
+    """One request: (text, (input tokens, output tokens), tool calls). With `on_delta`, the
+    answer is streamed and its text handed over piece by piece as it arrives."""
     pin = None
     if config.base_url:
         pin = await vet(config.base_url, field="base_url", allow_private=allow_private)
+    model = _cached_model(config, seconds, pin)
+    messages = _messages(request)
+    settings = _settings(config, request, seconds)
+    parameters = _parameters(config)
+    with _provider_errors(seconds):
+        if on_delta is None:
+            response = await model_request(
+                model, messages, model_settings=settings, model_request_parameters=parameters
+            )
+        else:
+            async with model_request_stream(
+                model, messages, model_settings=settings, model_request_parameters=parameters
+            ) as stream:
+                async for event in stream:
+                    piece = _text_piece(event)
+                    if piece:
+                        on_delta(piece)
+                response = stream.get()
+    return _answer(response)
+
+
+def _text_piece(event: ModelResponseStreamEvent) -> str:
+    """The text an event adds to the answer: a text part's opening content, or a piece of
+    it (thinking and tool calls are not part of the answer's text)."""
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    return ""
+
+
+@contextlib.contextmanager
+def _provider_errors(seconds: float) -> Iterator[None]:
+    """pydantic-ai's errors (opening the request or reading its stream) as `TargetError`s."""
     started = time.perf_counter()
     try:
-        response = await model_request(
-            _cached_model(config, seconds, pin),
-            _messages(request),
-            model_settings=_settings(config, request, seconds),
-            model_request_parameters=_parameters(config),
-        )
+        yield
     except ai_errors.ModelHTTPError as exc:
         raise http_error(exc.status_code, error_text(exc.body), exc.headers) from exc
     except ai_errors.ModelTimeoutError as exc:
@@ -235,10 +280,15 @@ async def call_model(
         raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
     except ai_errors.ModelConnectionError as exc:
         raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+    except ai_errors.ModelRequestTimeout as exc:
+        raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
     except (ai_errors.UnexpectedModelBehavior, ai_errors.ModelAPIError) as exc:
         raise TargetError(
             "invalid_response", f"the provider's answer was not usable: {exc}"
         ) from exc
+
+
+def _answer(response: ModelResponse) -> Answer:
     text = "".join(part.content for part in response.parts if isinstance(part, TextPart))
     tool_calls = tuple(
         ToolCall(part.tool_call_id, part.tool_name, decode_arguments(part.args))

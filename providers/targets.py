@@ -22,6 +22,7 @@ from jsonpath_ng.ext import parse as parse_jsonpath
 from providers import openai_wire
 from providers.config import TargetConfig, TargetReply, TargetRequest, ToolCall
 from providers.errors import TargetError, http_error
+from providers.http_stream import EventStream
 from providers.tool_calls import openai_message, read_calls
 from utils import transport
 from utils.errors import InvalidInput
@@ -47,6 +48,10 @@ def _jsonpath(path: str) -> Any:
     return parse_jsonpath(path)
 
 
+def _values(path: str, document: Any) -> list[Any]:
+    return [match.value for match in _jsonpath(path).find(document)]
+
+
 async def call_target(
     config: TargetConfig,
     request: TargetRequest,
@@ -56,7 +61,9 @@ async def call_target(
     on_delta: Callable[[str], None] | None = None,
 ) -> TargetReply:
     """Calls the target once. With `on_delta` and a configuration that streams, pieces of the
-    answer are handed over as they arrive (the reply still holds the whole text). The tools of
+    answer are handed over as they arrive (the reply still holds the whole text): every
+    provider but demo streams, an http target when it has a `stream_path` (whose events are
+    read even without `on_delta`). The tools of
     the configuration are offered to the model, and the calls it asks for come back in the
     reply's `tool_calls` (its text is then often empty)."""
     seconds = time_limit or config.timeout_seconds
@@ -101,14 +108,17 @@ async def _dispatch(
     if config.provider == "demo":
         return demo_reply(request), None, ()
     if config.provider == "http":
-        return await _call_http(config, request, seconds, allow_private)
+        # An endpoint that streams may speak only events: they are read even when no one
+        # takes the pieces.
+        pieces = on_delta if on_delta is not None else _ignore
+        return await _call_http(config, request, seconds, allow_private, pieces)
     if config.provider in ("openai", "openai-compatible"):
         return await _call_openai_wire(config, request, seconds, allow_private, on_delta)
     # Loaded with the first call through a provider SDK: pydantic-ai and the SDKs take most
     # of a second to import, and many installs only call OpenAI-compatible endpoints.
     from providers import sdk
 
-    return await sdk.call_model(config, request, seconds, allow_private)
+    return await sdk.call_model(config, request, seconds, allow_private, on_delta)
 
 
 async def _call_openai_wire(
@@ -180,8 +190,15 @@ def demo_reply(request: TargetRequest) -> str:
 
 
 async def _call_http(
-    config: TargetConfig, request: TargetRequest, seconds: float, allow_private: bool
+    config: TargetConfig,
+    request: TargetRequest,
+    seconds: float,
+    allow_private: bool,
+    on_delta: Callable[[str], None] | None = None,
 ) -> Answer:
+    """One exchange with the team's endpoint: a JSON answer read at `response_path`, or, when
+    the configuration streams and has a `stream_path`, an event stream whose pieces make the
+    answer."""
     assert config.base_url and config.body_template and config.response_path
     pin = await vet(config.base_url, field="http.url", allow_private=allow_private)
     body = await render_off_loop(
@@ -196,6 +213,11 @@ async def _call_http(
     )
     headers = {"Content-Type": "application/json", **config.http_headers}
     method = config.http_method or "POST"
+    events = None
+    if on_delta is not None and config.stream and config.stream_path:
+        events = _event_stream(config, config.stream_path, on_delta)
+        if not any(name.lower() == "accept" for name in headers):
+            headers["Accept"] = "text/event-stream, application/json;q=0.9"
     try:
         status, reply_headers, raw = await transport.send(
             method,
@@ -203,6 +225,7 @@ async def _call_http(
             body=body if method != "GET" else None,
             headers=headers,
             seconds=seconds,
+            on_line=events.line if events is not None else None,
             pin=pin,
         )
     except transport.TransportError as exc:
@@ -218,7 +241,10 @@ async def _call_http(
             "configure the final URL",
             status=status,
         )
-    try:
+    if events is not None and _is_event_stream(reply_headers):
+        text, tool_calls = events.finish()
+        return text, None, tool_calls
+    try:  # a whole answer (also from an endpoint that does not stream)
         document = json.loads(raw)
     except ValueError as exc:
         raise TargetError("invalid_response", "the endpoint did not answer with JSON") from exc
@@ -240,7 +266,32 @@ def _http_tool_calls(path: str | None, document: Any) -> tuple[ToolCall, ...]:
     an answer without tool calls."""
     if not path:
         return ()
-    values = [match.value for match in _jsonpath(path).find(document)]
+    return read_calls(_call_items(path, document), path)
+
+
+def _call_items(path: str, document: Any) -> list[Any]:
+    values = _values(path, document)
     if len(values) == 1 and isinstance(values[0], list):
         values = values[0]
-    return read_calls((value for value in values if value is not None), path)
+    return [value for value in values if value is not None]
+
+
+def _event_stream(
+    config: TargetConfig, stream_path: str, on_delta: Callable[[str], None]
+) -> EventStream:
+    calls_path = config.tool_calls_path
+    return EventStream(
+        on_delta,
+        stream_path=stream_path,
+        find_piece=functools.partial(_values, stream_path),
+        tool_calls_path=calls_path,
+        find_calls=functools.partial(_call_items, calls_path) if calls_path else None,
+    )
+
+
+def _ignore(piece: str) -> None:
+    pass
+
+
+def _is_event_stream(headers: dict[str, str]) -> bool:
+    return headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app.engine.storable import storable
 from database.evaluations.agent_checks import within
 from providers.config import ToolCall
 from providers.targets import TargetReply, TargetRequest
@@ -50,7 +51,7 @@ async def answer(
         cached_all = cached_all and cached
         step: dict[str, Any] = {
             "step": number,
-            "text": reply.output.replace("\x00", "\ufffd"),  # JSONB holds no NUL
+            "text": storable(reply.output),
             "tool_calls": [call.as_dict() for call in reply.tool_calls],
             "latency_ms": round(reply.latency_ms, 2),
             "input_tokens": reply.input_tokens,
@@ -78,7 +79,7 @@ async def answer(
         ]
         current = replace(request, input=None, messages=history)
     trajectory = steps if known or any(step["tool_calls"] for step in steps) else None
-    return Answer(_combined(replies), cached_all, trajectory)
+    return Answer(combined(replies), cached_all, trajectory)
 
 
 def calls_of(trajectory: list[dict[str, Any]]) -> tuple[ToolCall, ...]:
@@ -90,7 +91,7 @@ def calls_of(trajectory: list[dict[str, Any]]) -> tuple[ToolCall, ...]:
     )
 
 
-def _combined(replies: list[TargetReply]) -> TargetReply:
+def combined(replies: list[TargetReply]) -> TargetReply:
     def total(values: list[int | None]) -> int | None:
         return None if any(value is None for value in values) else sum(v or 0 for v in values)
 

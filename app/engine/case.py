@@ -4,24 +4,25 @@ metric, and return the result row with its evaluation rows (written later, in ba
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from app.engine import agent
-from app.engine.calls import DeltaSink, call_model, cost, delta_sink
+from app.engine import agent, answers
+from app.engine.calls import delta_sink
 from app.engine.context import JobContext
+from app.engine.conversation import SimulatorFailed, is_transcript, steps_of
 from app.engine.judges import judge_for
 from app.engine.plan import Plan
+from app.engine.storable import storable
 from database.core import new_id
 from database.evaluations.catalogue import CATALOGUE, for_case, score
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
-from database.results import crud, events
+from database.results import events
 from database.results.models import Result, Run
 from database.test_sets.crud import VersionCase
-from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
+from providers.targets import TargetError, TargetReply, TargetRequest
 from utils.errors import InvalidInput
 from utils.templates import TemplateTooCostly, render_off_loop
 
@@ -49,6 +50,8 @@ async def run_case(
         kind = "configuration_error" if isinstance(exc, TemplateTooCostly) else "prompt_error"
         return _errored(result, sent, kind, exc.detail), []
     result["input"] = _sent(request)
+    if case.case.get("conversation") is not None:
+        result["input"]["conversation"] = case.case["conversation"]
     live = delta_sink(run.id, events.delta_target(case.position, repetition))
     trajectory = None
     try:
@@ -58,20 +61,15 @@ async def run_case(
         elif run.recorded_field is not None:
             reply, cached, price = _recorded(case.case, run.recorded_field), True, None
         else:
-            target = plan.target
-            assert target is not None
-            done = await agent.answer(
-                lambda sent: _answer(ctx, run, plan, target, sent, live),
-                request,
-                tools=target.tools,
-                mocks=case.case.get("tool_responses"),
-                max_steps=case.case.get("max_steps") or run.max_steps or DEFAULT_MAX_STEPS,
-                on_step=_step_sink(case, repetition, on_event),
+            asked = await answers.ask_target(
+                ctx, run, plan, case, repetition, request, live, on_event
             )
-            reply, cached, trajectory = done.reply, done.cached, done.trajectory
-            price = cost(target, reply)
+            reply, cached, price = asked.reply, asked.cached, asked.price
+            trajectory = asked.trajectory
     except (TargetError, NoOutput) as error:
         return _errored(result, result["input"], error.kind, error.message), []
+    except SimulatorFailed as exc:
+        return _errored(result, result["input"], "simulator_error", str(exc)), []
     result.update(
         output=storable(reply.output),
         latency_ms=round(reply.latency_ms, 2),
@@ -86,14 +84,6 @@ async def run_case(
     scored = await _score_all(run, plan, observation, metadata, (case.position, repetition))
     evaluations = _evaluation_rows(run, scored)
     return _settled(result, evaluations), evaluations
-
-
-def _step_sink(
-    case: VersionCase, repetition: int, on_event: EventSink | None
-) -> agent.StepSink | None:
-    if on_event is None:
-        return None
-    return lambda step: on_event(events.step_completed(case.position, repetition, step))
 
 
 def _new_result(run: Run, case: VersionCase, repetition: int) -> Row:
@@ -170,49 +160,6 @@ def _recorded(case: dict[str, Any], field: str) -> TargetReply:
     return TargetReply(value if isinstance(value, str) else json.dumps(value), 0.0, None, None)
 
 
-async def _answer(
-    ctx: JobContext,
-    run: Run,
-    plan: Plan,
-    target: TargetConfig,
-    request: TargetRequest,
-    live: DeltaSink | None,
-) -> tuple[TargetReply, bool]:
-    """The target's answer and whether it came from the response cache (opt-in per run)."""
-
-    async def ask() -> TargetReply:
-        return await call_model(
-            target,
-            request,
-            allow_private=plan.allow_private,
-            time_limit=run.timeout_seconds,
-            on_delta=live,
-        )
-
-    if not run.use_cache:
-        return await ask(), False
-    key = _cache_key(target, request)
-    async with ctx.transaction() as session:
-        hit = await crud.cached_response(session, key)
-    if hit is not None:
-        calls = agent.calls_of([{"tool_calls": hit.tool_calls or []}])
-        return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens, calls), True
-    reply = await ask()
-    async with ctx.transaction() as session:
-        await crud.store_response(
-            session,
-            {
-                "organization_id": run.organization_id,
-                "key": key,
-                "output": storable(reply.output),
-                "input_tokens": reply.input_tokens,
-                "output_tokens": reply.output_tokens,
-                "tool_calls": [call.as_dict() for call in reply.tool_calls] or None,
-            },
-        )
-    return reply, False
-
-
 def _observation(
     case: dict[str, Any],
     request: TargetRequest,
@@ -221,9 +168,12 @@ def _observation(
     trajectory: list[dict[str, Any]] | None,
     tools: list[dict[str, Any]],
 ) -> Observation:
+    turns = trajectory if trajectory and is_transcript(trajectory) else []
+    simulated = (case.get("conversation") or {}).get("simulated") or {}
+    opening = turns[0]["user"] if turns else None
     return Observation(
         output=reply.output,
-        input=request.input or json.dumps(request.messages or []),
+        input=request.input or opening or json.dumps(request.messages or []),
         expected=case.get("expected_output"),
         context=list(case.get("context") or []),
         latency_ms=reply.latency_ms,
@@ -232,9 +182,12 @@ def _observation(
         if reply.output_tokens is not None
         else None,
         tool_calls=[call.as_dict() for call in reply.tool_calls],
-        trajectory=trajectory or [],
+        trajectory=steps_of(turns) if turns else trajectory or [],
         expected_tool_calls=case.get("expected_tool_calls"),
         tools=tools,
+        turns=turns,
+        goal=simulated.get("goal"),
+        role=request.system_prompt,
     )
 
 
@@ -329,25 +282,3 @@ def _errored(result: Row, sent: dict[str, Any], kind: str, message: str) -> Row:
         input=sent, status="errored", error_type=kind, error_message=storable(message[:4000])
     )
     return result
-
-
-def storable(text: str) -> str:
-    """PostgreSQL cannot store NUL in text: one in a model's answer must not sink the batch."""
-    return text.replace("\x00", "\ufffd")
-
-
-def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
-    material = {
-        "provider": config.provider,
-        "model": config.model,
-        "base_url": config.base_url,
-        "parameters": {**config.parameters, **request.parameters},
-        "body_template": config.body_template,
-        "input": request.input,
-        "messages": request.messages,
-        "system": request.system_prompt,
-        "variables": request.variables if config.provider == "http" else None,
-        "tools": config.tools or None,
-    }
-    encoded = json.dumps(material, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(encoded.encode()).hexdigest()

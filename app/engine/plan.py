@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.evaluations.scoring import MetricSpec
 from database.models import crud as model_crud
 from database.models.service import resolve
+from database.projects import crud as project_crud
 from database.prompts import crud as prompt_crud
 from database.results.models import Run
 from providers.targets import TargetConfig
@@ -22,12 +23,23 @@ from utils.runtime import get_runtime
 class Plan:
     target: TargetConfig | None  # None: the outputs are recorded or reused, not asked for
     tools: list[dict[str, Any]]  # the target's, also when its outputs are only scored again
+    simulator: TargetConfig | None  # plays a conversation's simulated user
     judges: dict[str, TargetConfig]
     metrics: list[MetricSpec]
     template: str | None
     system_prompt: str | None
     prompt_parameters: dict[str, Any]
     allow_private: bool
+
+
+async def _simulator(session: AsyncSession, run: Run) -> TargetConfig | None:
+    """The run's simulator model, else the project's default judge."""
+    model_id = run.simulator_model_id
+    if model_id is None:
+        project = await project_crud.get_project(session, run.project_id)
+        model_id = project.default_judge_model_id if project is not None else None
+    row = await model_crud.get_model(session, model_id) if model_id is not None else None
+    return resolve(row, get_runtime().secret_box) if row is not None else None
 
 
 async def make_plan(session: AsyncSession, run: Run) -> Plan:
@@ -53,6 +65,7 @@ async def make_plan(session: AsyncSession, run: Run) -> Plan:
     return Plan(
         target=resolve(target_row, runtime.secret_box) if target_row and calls_target else None,
         tools=list(target_row.tools or []) if target_row else [],
+        simulator=await _simulator(session, run),
         judges=judges,
         metrics=metrics,
         template=version.template if version else None,

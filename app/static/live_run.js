@@ -48,6 +48,7 @@
       cell(row, "position").textContent = repetition ? position + " (" + repetition + ")" : String(position);
       cell(row, "status").textContent = "running";
       cell(row, "output");
+      cell(row, "activity").appendChild(document.createElement("ol"));
       cell(row, "latency");
       cell(row, "evaluations");
       row.className = "running";
@@ -116,6 +117,35 @@
     output.textContent += data.text;
   }
 
+  // An agent's steps and a conversation's turns, as each completes; keyed by number, so a
+  // replay after a reconnect shows each once.
+  function addActivity(data, key, text) {
+    const list = rowFor(data.position, data.repetition).querySelector(".activity ol");
+    if (list.querySelector('[data-key="' + key + '"]')) return;
+    const item = document.createElement("li");
+    item.dataset.key = key;
+    item.textContent = text;
+    list.appendChild(item);
+  }
+
+  function callsText(calls) {
+    return (calls || []).map((c) => c.name + "(" + JSON.stringify(c.arguments) + ")").join(", ");
+  }
+
+  function onStep(data) {
+    const calls = callsText(data.tool_calls);
+    const said = calls ? "calls " + calls : data.text;
+    const trouble = data.error ? " [" + data.error + "]" : data.stopped ? " [stopped: " + data.stopped + "]" : "";
+    addActivity(data, "step-" + data.step, "step " + data.step + ": " + said + trouble);
+  }
+
+  function onTurn(data) {
+    const calls = callsText(data.tool_calls);
+    const answer = data.text + (calls ? " (calls " + calls + ")" : "");
+    const ended = data.ended ? " [" + data.ended + "]" : "";
+    addActivity(data, "turn-" + data.turn, "turn " + data.turn + ": user: " + data.user + " / assistant: " + answer + ended);
+  }
+
   function onEnd(data) {
     // The server ends the stream (after a gated run's verdict); reconnecting then gets 204,
     // which stops EventSource for good.
@@ -147,6 +177,8 @@
   source.addEventListener("run.finished", parse(onEnd));
   source.addEventListener("run.cancelled", parse(onEnd));
   source.addEventListener("output.delta", parse(onDelta));
+  source.addEventListener("step.completed", parse(onStep));
+  source.addEventListener("turn.completed", parse(onTurn));
   source.addEventListener("open", () => { $("connection").textContent = ""; });
   source.addEventListener("error", () => {
     if (ended) {

@@ -4,21 +4,24 @@ A declaration says what the type is called, whether it is a deterministic check 
 judge, its typed parameters, its default threshold and operator, and how it scores. The API's
 schema and its OpenAPI description, the validation of a metric's parameters, and the run
 engine all read these declarations, and nothing else lists the types: a new metric type is a
-new `MetricType` below (with its scorer in checks.py, agent_checks.py or judges.py) and its
-tests.
+new `MetricType` below (with its scorer in checks.py, agent_checks.py, judges.py or
+conversation_judges.py) and its tests.
+
+Every check also takes `scope`, for conversations: which turns' answers it checks (see SCOPES).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, create_model
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from database.evaluations import agent_checks, checks, judges
+from database.evaluations import agent_checks, checks, conversation_judges, judges
 from database.evaluations.scoring import (
     Check,
     Instructions,
@@ -30,8 +33,22 @@ from database.evaluations.scoring import (
     ScoringError,
     Verdict,
     decide,
+    turn_observations,
 )
 from utils.schemas import InputModel, Name
+
+# Which answers of a conversation a check scores (a test without turns has one: its output).
+SCOPE = "scope"
+Scope = Literal["last", "each", "all", "any"]
+SCOPES = (
+    "Which answers of a conversation are checked: `last` (the default) the last turn's; "
+    "`each` every turn's on its own, the score being the share of turns that pass (the "
+    "metric passes when that share reaches the threshold); `all` every turn's, passing only "
+    "if every turn does (the score is the lowest turn's); `any` every turn's, passing if one "
+    "turn does (the score is the highest turn's). A turn passes by the metric's threshold, "
+    "operator and negate. A test without turns checks its one answer, whatever the scope."
+)
+SHOWN_TURNS = 10  # turn numbers a reason lists
 
 
 @dataclass(frozen=True)
@@ -50,6 +67,8 @@ class MetricType:
         other = self.instructions if self.kind == "check" else self.check
         if scorer is None or other is not None:
             raise TypeError(f"metric type {self.name}: a {self.kind} needs its own scorer only")
+        if SCOPE in self.parameters.model_fields:
+            raise TypeError(f"metric type {self.name}: `{SCOPE}` is every check's, not a type's")
 
     @property
     def judged(self) -> bool:
@@ -144,6 +163,31 @@ _TYPES: tuple[MetricType, ...] = (
         judges.tool_use_rationale,
         "A judge scores whether the agent's tool calls were needed and well chosen",
     ),
+    # Conversations: judged over the whole transcript (see conversation_judges.py).
+    _judge(
+        "goal-completion",
+        NoParameters,
+        conversation_judges.goal_completion,
+        "A judge scores whether the conversation achieved the user's goal",
+    ),
+    _judge(
+        "knowledge-retention",
+        NoParameters,
+        conversation_judges.knowledge_retention,
+        "A judge scores whether the assistant remembers what the user said in earlier turns",
+    ),
+    _judge(
+        "role-adherence",
+        NoParameters,
+        conversation_judges.role_adherence,
+        "A judge scores whether the assistant stays in its role (its system prompt) every turn",
+    ),
+    _judge(
+        "turn-relevance",
+        NoParameters,
+        conversation_judges.turn_relevance,
+        "A judge scores the share of the assistant's turns relevant to the message before",
+    ),
 )
 
 CATALOGUE: Mapping[str, MetricType] = MappingProxyType({t.name: t for t in _TYPES})
@@ -157,9 +201,10 @@ def is_judge(metric_type: str) -> bool:
 
 class PerTestParameters(InputModel):
     """Instead of parameters of its own, a metric may take each test's: the test's metadata
-    under `from_test` holds them (and may hold a `threshold`). A test without that key is not
-    scored by the metric, so one metric can carry a different reference on every test (an
-    imported promptfoo `assert` becomes such a metric)."""
+    under `from_test` holds them (and may hold a `threshold`, and for a check a `scope` that
+    overrides the metric's). A test without that key is not scored by the metric, so one metric
+    can carry a different reference on every test (an imported promptfoo `assert` becomes such
+    a metric)."""
 
     from_test: Name = Field(description="The metadata key holding each test's parameters")
 
@@ -167,21 +212,62 @@ class PerTestParameters(InputModel):
 FROM_TEST = "from_test"
 
 
+@functools.cache
+def _with_scope(model: type[InputModel]) -> type[InputModel]:
+    scoped = create_model(
+        f"{model.__name__}WithScope",
+        __base__=model,
+        __doc__=model.__doc__,
+        scope=(Scope, Field(default="last", description=SCOPES)),
+    )
+    return cast(type[InputModel], scoped)
+
+
+def accepted_parameters(metric_type: str, *, per_test: bool = False) -> type[InputModel]:
+    """What a metric of this type takes as parameters: its type's own (or, `per_test`, where
+    each test's are), and for a check its `scope`."""
+    declared = CATALOGUE[metric_type]
+    model = PerTestParameters if per_test else declared.parameters
+    return model if declared.judged else _with_scope(model)
+
+
+def _checked(metric_type: str, given: dict[str, Any], *, per_test: bool) -> dict[str, Any]:
+    """The parameters validated, defaults filled in; `scope` kept only when given."""
+    checked = accepted_parameters(metric_type, per_test=per_test).model_validate(given)
+    dumped = checked.model_dump(by_alias=True, exclude_none=True)
+    if SCOPE not in given:
+        dumped.pop(SCOPE, None)
+    return dumped
+
+
+def _no_scope(metric_type: str) -> str:
+    return (
+        f"{metric_type} is a judge: it reads the whole conversation, so it takes no scope "
+        "(a scope chooses the turns a check scores)"
+    )
+
+
 def validate_parameters(metric_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """The parameters of a metric type, checked; errors name `parameters.<field>`."""
-    model = PerTestParameters if FROM_TEST in parameters else CATALOGUE[metric_type].parameters
+    given = dict(parameters)
+    refused: list[InitErrorDetails] = []
+    if CATALOGUE[metric_type].judged and SCOPE in given:
+        refused.append(_error((SCOPE,), _no_scope(metric_type), given.pop(SCOPE)))
     try:
-        return model.model_validate(parameters).model_dump(by_alias=True, exclude_none=True)
+        checked = _checked(metric_type, given, per_test=FROM_TEST in given)
     except ValidationError as exc:
-        details = [
-            InitErrorDetails(
-                type=PydanticCustomError("parameters", "{message}", {"message": error["msg"]}),
-                loc=("parameters", *error["loc"]),
-                input=error.get("input"),
-            )
-            for error in exc.errors()
-        ]
-        raise ValidationError.from_exception_data("MetricCreate", details) from None
+        refused += [_error(e["loc"], e["msg"], e.get("input")) for e in exc.errors()]
+    if refused:
+        raise ValidationError.from_exception_data("MetricCreate", refused) from None
+    return checked
+
+
+def _error(loc: tuple[str | int, ...], message: str, given: Any) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError("parameters", "{message}", {"message": message}),
+        loc=("parameters", *loc),
+        input=given,
+    )
 
 
 MAX_THRESHOLD = 1_000_000
@@ -189,7 +275,8 @@ MAX_THRESHOLD = 1_000_000
 
 def for_case(spec: MetricSpec, metadata: Mapping[str, Any]) -> MetricSpec | None:
     """The metric as it scores one test: with the test's own parameters when it takes them
-    (see PerTestParameters), or None when the test does not give any."""
+    (see PerTestParameters; the metric's scope unless the test gives one), or None when the
+    test does not give any."""
     key = spec.parameters.get(FROM_TEST)
     if key is None:
         return spec
@@ -197,6 +284,8 @@ def for_case(spec: MetricSpec, metadata: Mapping[str, Any]) -> MetricSpec | None
     if given is None:
         return None
     parameters, threshold = given_parameters(spec.type, key, given)
+    if SCOPE in spec.parameters:
+        parameters.setdefault(SCOPE, spec.parameters[SCOPE])
     return replace(
         spec, parameters=parameters, threshold=spec.threshold if threshold is None else threshold
     )
@@ -216,14 +305,15 @@ def given_parameters(metric_type: str, key: str, given: Any) -> tuple[dict[str, 
         or not 0 <= threshold <= MAX_THRESHOLD  # NaN fails this too
     ):
         raise ScoringError(f"{where}.threshold: a number from 0 to {MAX_THRESHOLD:,}")
+    if CATALOGUE[metric_type].judged and SCOPE in parameters:
+        raise ScoringError(f"{where}.{SCOPE}: {_no_scope(metric_type)}")
     try:
-        checked = CATALOGUE[metric_type].parameters.model_validate(parameters)
+        checked = _checked(metric_type, parameters, per_test=False)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
         raise ScoringError(f"{where}{'.' + field if field else ''}: {first['msg']}") from None
-    dumped = checked.model_dump(by_alias=True, exclude_none=True)
-    return dumped, None if threshold is None else float(threshold)
+    return checked, None if threshold is None else float(threshold)
 
 
 def judge_prompt(spec: MetricSpec, obs: Observation) -> str:
@@ -238,14 +328,65 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
     metric_type = CATALOGUE[spec.type]
     try:
         if metric_type.check is not None:
-            value, reason = metric_type.check(spec, obs)
-            verdict = Verdict(score=value, reason=reason)
-        else:
-            if judge is None:
-                raise ScoringError("no judge model: set judge_model_id or the project's default")
-            verdict = await judge(judge_prompt(spec, obs))
+            return _check_in_scope(spec, obs, metric_type.check)
+        if judge is None:
+            raise ScoringError("no judge model: set judge_model_id or the project's default")
+        verdict = await judge(judge_prompt(spec, obs))
     except ScoringError as exc:
         return Verdict(score=0.0, reason=str(exc), error=str(exc))
     if verdict.error is None:
         verdict.passed = decide(spec, verdict.score)
     return verdict
+
+
+# --- a check's scope: the turns of a conversation it scores ----------------------------------
+
+
+def _check_in_scope(spec: MetricSpec, obs: Observation, check: Check) -> Verdict:
+    """The check on the answers its scope names; ScoringError (naming the turn) if one fails
+    to score."""
+    parameters = dict(spec.parameters)
+    scope: Scope = parameters.pop(SCOPE, "last")
+    own = replace(spec, parameters=parameters)  # a check sees its type's parameters only
+    if scope == "last" or not obs.turns:
+        value, reason = check(own, obs)
+        return Verdict(score=value, reason=reason, passed=decide(spec, value))
+    turns = turn_observations(obs)
+    scored: list[tuple[float, str, bool]] = []
+    for number, turn in enumerate(turns, 1):
+        try:
+            value, reason = check(own, turn)
+        except ScoringError as exc:
+            raise ScoringError(f"turn {number} of {len(turns)}: {exc}") from None
+        scored.append((value, reason, decide(spec, value)))
+    return _aggregated(scope, spec, scored)
+
+
+def _aggregated(scope: Scope, spec: MetricSpec, scored: list[tuple[float, str, bool]]) -> Verdict:
+    n = len(scored)
+    passing = [i for i, (_, _, passed) in enumerate(scored) if passed]
+    failing = [i for i, (_, _, passed) in enumerate(scored) if not passed]
+    if scope == "any":
+        chosen = passing or failing  # the best turn: one that passes if any does
+        best = max(chosen, key=lambda i: scored[i][0])
+        said = f"{_numbers(passing)} of {n} pass{'es' if len(passing) == 1 else ''}"
+        said = said if passing else f"none of the {n} turns pass"
+        return Verdict(scored[best][0], f"{said}: {scored[best][1]}", passed=bool(passing))
+    if failing:
+        said = f"{_numbers(failing)} of {n} fail{'s' if len(failing) == 1 else ''}"
+        said += f": {scored[failing[0]][1]}"
+    else:
+        said = f"all {n} turns pass"
+    if scope == "each":
+        share = len(passing) / n
+        return Verdict(share, said, passed=share >= spec.threshold)
+    worst = min(failing or passing, key=lambda i: scored[i][0])  # the worst: one that fails
+    if not failing:
+        said += f": {scored[worst][1]}"
+    return Verdict(scored[worst][0], said, passed=not failing)
+
+
+def _numbers(turns: list[int]) -> str:
+    shown = ", ".join(str(i + 1) for i in turns[:SHOWN_TURNS])
+    more = f" and {len(turns) - SHOWN_TURNS} more" if len(turns) > SHOWN_TURNS else ""
+    return f"turn{'s' if len(turns) > 1 else ''} {shown}{more}"

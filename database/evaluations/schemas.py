@@ -22,7 +22,7 @@ from pydantic_core import CoreSchema, PydanticCustomError
 from database.evaluations.catalogue import (
     CATALOGUE,
     MetricType,
-    PerTestParameters,
+    accepted_parameters,
     validate_parameters,
 )
 from database.evaluations.checks import ExpectedText
@@ -107,8 +107,10 @@ METRIC_EXAMPLE = {
 
 
 def _metric_of_type(metric_type: MetricType) -> type[_MetricFields]:
-    """A documentation schema: MetricCreate for one type."""
-    parameters = metric_type.parameters
+    """A documentation schema: MetricCreate for one type (a check's parameters include its
+    `scope`)."""
+    parameters = accepted_parameters(metric_type.name)
+    per_test = accepted_parameters(metric_type.name, per_test=True)
     required = any(field.is_required() for field in parameters.model_fields.values())
     model: type[_MetricFields] = create_model(
         "".join(part.capitalize() for part in metric_type.name.split("-")) + "Metric",
@@ -116,7 +118,7 @@ def _metric_of_type(metric_type: MetricType) -> type[_MetricFields]:
         __doc__=f"`{metric_type.name}`: {metric_type.summary}",
         type=(Literal[metric_type.name], ...),  # type: ignore[arg-type]
         parameters=(
-            parameters | PerTestParameters,  # type: ignore[arg-type]
+            parameters | per_test,  # type: ignore[arg-type]
             ... if required else Field(default_factory=parameters),
         ),
         threshold=(float, Field(default=metric_type.threshold, ge=0, le=1_000_000)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -55,6 +55,12 @@ class Observation:
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     expected_tool_calls: list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
+    # Conversations: every turn in order ({"turn": n, "user": the user's message, "text": the
+    # target's answer, "tool_calls"}), the (simulated) user's goal, and the role the target
+    # was given (its system prompt), when known. `output` is the last turn's answer.
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    goal: str | None = None
+    role: str | None = None
 
 
 @dataclass
@@ -94,3 +100,31 @@ Judge = Callable[[str], Awaitable[Verdict]]
 def decide(spec: MetricSpec, score: float) -> bool:
     passed = COMPARATORS[spec.operator](score, spec.threshold)
     return not passed if spec.negate else passed
+
+
+def turn_observations(obs: Observation) -> list[Observation]:
+    """Each turn of a conversation as one answer to check: the turn's user message, its answer,
+    its tool calls and steps, and its latency and tokens when the turn records them (else the
+    conversation's, as its cost and everything the test gives are)."""
+    observed = []
+    for turn in obs.turns:
+        calls = turn.get("tool_calls") or []
+        text = turn.get("text") or ""
+        latency = turn.get("latency_ms")
+        tokens_in, tokens_out = turn.get("input_tokens"), turn.get("output_tokens")
+        tokens = obs.tokens
+        if isinstance(tokens_in, int) and isinstance(tokens_out, int):
+            tokens = tokens_in + tokens_out
+        observed.append(
+            replace(
+                obs,
+                output=text,
+                input=turn.get("user") or "",
+                tool_calls=calls,
+                trajectory=turn.get("steps") or [{"text": text, "tool_calls": calls}],
+                latency_ms=obs.latency_ms if latency is None else float(latency),
+                tokens=tokens,
+                turns=[],
+            )
+        )
+    return observed

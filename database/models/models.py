@@ -57,7 +57,8 @@ class ModelConfig(IdMixin, TimestampMixin, Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     timeout_seconds: Mapped[float] = mapped_column(Float, default=60.0)
     requests_per_minute: Mapped[int | None] = mapped_column(Integer)
-    # Ask for a streamed answer (OpenAI wire format): live output.delta / evaluation.delta.
+    # Ask for a streamed answer (every provider but demo; http with a stream_path): live
+    # output.delta / evaluation.delta.
     stream: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     input_price_per_mtok: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     output_price_per_mtok: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
@@ -71,3 +72,5 @@ class ModelConfig(IdMixin, TimestampMixin, Base):
     response_path: Mapped[str | None] = mapped_column(Text)
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default="[]")
     tool_calls_path: Mapped[str | None] = mapped_column(Text)
+    # http: a JSONPath to each server-sent event's piece of the answer, when streaming.
+    stream_path: Mapped[str | None] = mapped_column(Text)

@@ -94,6 +94,13 @@ class HttpTarget(InputModel):
             " e.g. $.tool_calls",
         )
     )
+    stream_path: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = Field(
+        default=None,
+        description="With `stream`: the endpoint answers with server-sent events, and this"
+        " JSONPath finds the piece of text in each event's JSON data, e.g. $.delta (events"
+        " without one are skipped, `[DONE]` ends); an answer that is not an event stream is"
+        " read at response_path",
+    )
 
 
 class ModelConfigCreate(InputModel):
@@ -129,8 +136,10 @@ class ModelConfigCreate(InputModel):
     )
     stream: bool = Field(
         default=False,
-        description="Request streamed answers (openai and openai-compatible): a run's live"
-        " stream then carries output.delta (target) or evaluation.delta (judge) events",
+        description="Request streamed answers: openai, openai-compatible, anthropic, google,"
+        " groq and mistral stream their tokens; an http target streams server-sent events when"
+        " it has an http.stream_path. A run's live stream then carries output.delta (target) or"
+        " evaluation.delta (judge) events",
     )
     input_price_per_mtok: Price | None = Field(default=None, description="USD per 1M input tokens")
     output_price_per_mtok: Price | None = Field(
@@ -177,6 +186,7 @@ class HttpTargetRead(OutputModel):
     body_template: str
     response_path: str
     tool_calls_path: str | None = None
+    stream_path: str | None = None
 
 
 class ModelConfigRead(OutputModel):

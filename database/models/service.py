@@ -70,6 +70,8 @@ async def _check(runtime: Runtime, provider: str, values: dict[str, Any], has_ke
         check_jsonpath(http["response_path"], field="http.response_path")
         if http.get("tool_calls_path"):
             check_jsonpath(http["tool_calls_path"], field="http.tool_calls_path")
+        if http.get("stream_path"):
+            check_jsonpath(http["stream_path"], field="http.stream_path")
     elif http is not None:
         raise InvalidInput("is only for the http provider", field="http")
     if values.get("base_url"):
@@ -93,7 +95,7 @@ def _store_secrets(config: ModelConfig, box: SecretBox, values: dict[str, Any]) 
         if http is None:
             config.base_url = None
             config.http_method = config.body_template = config.response_path = None
-            config.tool_calls_path = None
+            config.tool_calls_path = config.stream_path = None
             config.http_headers_encrypted = None
             config.http_header_names = None
             return
@@ -102,6 +104,7 @@ def _store_secrets(config: ModelConfig, box: SecretBox, values: dict[str, Any]) 
         config.body_template = http["body_template"]
         config.response_path = http["response_path"]
         config.tool_calls_path = http.get("tool_calls_path")
+        config.stream_path = http.get("stream_path")
         headers = http["headers"]
         config.http_headers_encrypted = box.encrypt(json.dumps(headers)) if headers else None
         config.http_header_names = sorted(headers)
@@ -137,13 +140,26 @@ COLUMNS = (
 )
 
 
-STREAMING_PROVIDERS = ("openai", "openai-compatible")
+# Providers whose tokens stream as they come; an http target streams server-sent events when
+# it says where each event's piece of text is (its stream_path).
+STREAMING_PROVIDERS = ("openai", "openai-compatible", "anthropic", "google", "groq", "mistral")
 
 
-def _check_stream(provider: str, stream: object) -> None:
-    if stream and provider not in STREAMING_PROVIDERS:
+def _check_stream(provider: str, stream: object, http: dict[str, Any] | None) -> None:
+    """`stream` on the configuration as it will be saved."""
+    if not stream:
+        return
+    if provider == "http":
+        if not (http or {}).get("stream_path"):
+            raise InvalidInput(
+                "an http target streams only with an http.stream_path: the JSONPath to the"
+                " piece of text in each server-sent event's data, e.g. $.delta",
+                field="stream",
+            )
+    elif provider not in STREAMING_PROVIDERS:
         raise InvalidInput(
-            f"streaming is supported for {' and '.join(STREAMING_PROVIDERS)} providers",
+            f"streaming is supported for the {', '.join(STREAMING_PROVIDERS)} providers, and"
+            " for http targets with an http.stream_path",
             field="stream",
         )
 
@@ -153,7 +169,7 @@ async def create_model(
 ) -> ModelConfig:
     values = _plain_values(body, exclude_unset=False)
     await _check(runtime, body.provider, values, has_key=body.api_key is not None)
-    _check_stream(body.provider, values.get("stream"))
+    _check_stream(body.provider, values.get("stream"), values.get("http"))
     config = ModelConfig(
         organization_id=principal.organization_id,
         provider=body.provider,
@@ -171,7 +187,6 @@ async def update_model(
 ) -> ModelConfig:
     changes = _plain_values(body, exclude_unset=True)
     refuse_nulls(changes, "name", "timeout_seconds", "parameters", "stream", "tools")
-    _check_stream(config.provider, changes.get("stream"))
     merged = {
         "model": config.model,
         "base_url": config.base_url if config.provider != "http" else None,
@@ -184,6 +199,7 @@ async def update_model(
         else bool(config.api_key_encrypted)
     )
     await _check(runtime, config.provider, merged, has_key=has_key)
+    _check_stream(config.provider, changes.get("stream", config.stream), merged["http"])
     for column in COLUMNS:
         if column in changes:
             setattr(config, column, changes[column])
@@ -210,6 +226,7 @@ def _current_http(config: ModelConfig, box: SecretBox) -> dict[str, Any] | None:
         body_template=config.body_template or "",
         response_path=config.response_path or "$",
         tool_calls_path=config.tool_calls_path,
+        stream_path=config.stream_path,
     ).model_dump()
 
 
@@ -223,6 +240,7 @@ def to_read(config: ModelConfig) -> ModelConfigRead:
             body_template=config.body_template or "",
             response_path=config.response_path or "",
             tool_calls_path=config.tool_calls_path,
+            stream_path=config.stream_path,
         )
     return ModelConfigRead(
         id=config.id,
@@ -266,6 +284,7 @@ def resolve(config: ModelConfig, box: SecretBox) -> TargetConfig:
         stream=config.stream,
         tools=list(config.tools or []),
         tool_calls_path=config.tool_calls_path,
+        stream_path=config.stream_path,
     )
 
 

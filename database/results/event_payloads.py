@@ -127,6 +127,24 @@ class StepCompleted(_Payload):
     )
 
 
+class TurnCompleted(_Payload):
+    """One turn of a conversation (the result's trajectory holds them all, whole)."""
+
+    position: int
+    repetition: int
+    turn: int = Field(description="1 for the first")
+    user: str = Field(description=f"The user's message, cut at {events.PREVIEW_CHARS:,}")
+    text: str = Field(description=f"The answer, cut at {events.PREVIEW_CHARS:,} characters")
+    tool_calls: list[StepToolCall]
+    steps: int = Field(description="Model calls the answer took (an agent's loop)")
+    latency_ms: float
+    input_tokens: int | None
+    output_tokens: int | None
+    ended: Literal["script_done", "goal_reached", "target_gave_up", "max_turns"] | None = Field(
+        default=None, description="On the last turn: why the conversation ended"
+    )
+
+
 class OutputDelta(_Payload):
     position: int
     repetition: int
@@ -148,6 +166,7 @@ STREAM_EVENTS: dict[str, type[_Payload]] = {
     events.RUN_CANCELLED: RunCancelled,
     events.RUN_VERDICT: RunVerdict,
     events.STEP_COMPLETED: StepCompleted,
+    events.TURN_COMPLETED: TurnCompleted,
     events.OUTPUT_DELTA: OutputDelta,
     events.EVALUATION_DELTA: EvaluationDelta,
 }

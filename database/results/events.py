@@ -19,6 +19,7 @@ RUN_FINISHED = "run.finished"
 RUN_CANCELLED = "run.cancelled"
 RUN_VERDICT = "run.verdict"  # a gated run's gate result, right after it ends
 STEP_COMPLETED = "step.completed"  # an agent's model call, with its tool calls and results
+TURN_COMPLETED = "turn.completed"  # a conversation's turn: the user's message and the answer
 # A stream ends after a batch of events whose last is one of these.
 TERMINAL_EVENTS = frozenset({RUN_FINISHED, RUN_CANCELLED, RUN_VERDICT})
 # Live only, never stored.
@@ -93,6 +94,20 @@ def step_completed(position: int, repetition: int, step: dict[str, Any]) -> Even
         "text": text[:PREVIEW_CHARS],
         "text_truncated": len(text) > PREVIEW_CHARS,
         "tool_results": [_previewed(result) for result in step.get("tool_results") or []],
+    }
+
+
+def turn_completed(position: int, repetition: int, turn: dict[str, Any]) -> Event:
+    """One turn of a conversation, as it completes (its texts previewed; an agent's steps
+    within it are in the result's trajectory)."""
+    shown = {key: value for key, value in turn.items() if key != "steps"}
+    return TURN_COMPLETED, {
+        "position": position,
+        "repetition": repetition,
+        **shown,
+        "user": turn["user"][:PREVIEW_CHARS],
+        "text": turn["text"][:PREVIEW_CHARS],
+        "steps": len(turn.get("steps") or []) or 1,
     }
 
 

@@ -28,6 +28,7 @@ EXPORT_COLUMNS = (
     "cost",
     "error_type",
     "error_message",
+    "trajectory_summary",
 )
 # Characters XML 1.0 cannot hold, escaped or not (control characters of a model's output, such
 # as a terminal's colour codes): a CI system would refuse the whole file over one of them.
@@ -47,6 +48,22 @@ class Totals:
 
 def _input_text(value: dict[str, Any]) -> str:
     return value.get("text") or json.dumps(value.get("messages") or value, ensure_ascii=False)
+
+
+def trajectory_summary(trajectory: list[dict[str, Any]] | None) -> str | None:
+    """An agent's steps or a conversation's turns in one line (the JSON export has them all):
+    how many, the tools called in order, and how it ended."""
+    if not trajectory:
+        return None
+    kind = "turns" if "turn" in trajectory[0] else "steps"
+    calls = [call["name"] for entry in trajectory for call in entry.get("tool_calls") or []]
+    summary = f"{len(trajectory)} {kind}"
+    ended = trajectory[-1].get("ended") or trajectory[-1].get("stopped")
+    if ended:
+        summary += f", ended {ended}"
+    if calls:
+        summary += "; tools: " + ", ".join(calls[:50]) + (" ..." if len(calls) > 50 else "")
+    return summary
 
 
 def _cell(value: Any) -> Any:
@@ -74,6 +91,7 @@ class CsvEncoder:
         scores = {e.metric_name: e.score for e in result.evaluations}
         row = result.model_dump(mode="json")
         row["input"] = _input_text(result.input)
+        row["trajectory_summary"] = trajectory_summary(result.trajectory)
         return [_cell(row[c]) for c in EXPORT_COLUMNS] + [
             scores.get(n, "") for n in self._metric_names
         ]
@@ -132,6 +150,7 @@ class JunitEncoder:
             time=f"{(result.latency_ms or 0) / 1000:.3f}",
         )
         output = _xml(result.output or "")
+        summary = trajectory_summary(result.trajectory)
         if result.status == "failed":
             failed = [e for e in result.evaluations if not e.passed]
             message = "; ".join(f"{e.metric_name}: {e.reason}" for e in failed)
@@ -141,7 +160,8 @@ class JunitEncoder:
             error_type = _xml(result.error_type or "error")
             error = ElementTree.SubElement(case, "error", message=error_message, type=error_type)
             error.text = error_message
-        ElementTree.SubElement(case, "system-out").text = output
+        shown = f"{output}\n\n[{_xml(summary)}]" if summary else output
+        ElementTree.SubElement(case, "system-out").text = shown
         return case
 
 

@@ -44,6 +44,7 @@ def _child(principal: Principal, parent: Run, positions: list[int], **own: Any) 
         repetitions=parent.repetitions,
         timeout_seconds=parent.timeout_seconds,
         max_steps=parent.max_steps,
+        simulator_model_id=parent.simulator_model_id,
         use_cache=False,
         status="queued",
         **own,

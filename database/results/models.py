@@ -65,6 +65,9 @@ class Run(IdMixin, TimestampMixin, Base):
     concurrency: Mapped[int] = mapped_column(Integer)
     repetitions: Mapped[int] = mapped_column(Integer, default=1)
     max_steps: Mapped[int | None] = mapped_column(Integer)  # an agent's model calls per case
+    simulator_model_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_configs.id", ondelete="SET NULL")
+    )
     timeout_seconds: Mapped[float | None] = mapped_column(Float)
     use_cache: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default="queued")

@@ -48,6 +48,7 @@ async def run_reads(session: AsyncSession, runs: Sequence[Run]) -> list[RunRead]
                 repetitions=run.repetitions,
                 timeout_seconds=run.timeout_seconds,
                 max_steps=run.max_steps,
+                simulator_model_id=run.simulator_model_id,
                 use_cache=run.use_cache,
                 counts=RunCounts(
                     total=run.total, done=done, passed=passed, failed=failed, errored=errored

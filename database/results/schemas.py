@@ -100,6 +100,11 @@ class RunCreate(InputModel):
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=600, description="Per call; else the model's timeout"
     )
+    simulator_model_id: uuid.UUID | None = Field(
+        default=None,
+        description="Plays the simulated user of conversation tests; else the project's"
+        " default judge",
+    )
     max_steps: int = Field(
         default=10,
         ge=1,
@@ -173,6 +178,7 @@ class RunRead(OutputModel):
     repetitions: int
     timeout_seconds: float | None
     max_steps: int | None
+    simulator_model_id: uuid.UUID | None
     use_cache: bool
     counts: RunCounts
     error: str | None = Field(description="Why the run failed or stopped")

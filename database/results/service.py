@@ -123,6 +123,9 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
         raise InvalidInput("the test set has no tests", field="test_set_id")
     if target_id is not None:
         await _check_tools(session, version.id, target_id)
+    simulator_id = body.simulator_model_id
+    if simulator_id is not None and await model_crud.get_model(session, simulator_id) is None:
+        raise InvalidInput("no such model configuration", field="simulator_model_id")
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
     run = await crud.create_run(
         session,
@@ -139,6 +142,7 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
             repetitions=body.repetitions,
             timeout_seconds=body.timeout_seconds,
             max_steps=body.max_steps,
+            simulator_model_id=body.simulator_model_id,
             use_cache=body.use_cache and body.recorded_output is None,
             recorded_field=body.recorded_output,
             gate=gate,

@@ -150,6 +150,7 @@ CASE_COLUMNS = (
     TestCase.expected_tool_calls,
     TestCase.tool_responses,
     TestCase.max_steps,
+    TestCase.conversation,
 )
 
 

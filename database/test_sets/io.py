@@ -22,6 +22,7 @@ from database.test_sets.import_bounds import (
     width_complaint,
 )
 from database.test_sets.streaming import JsonArrayEncoder, PageEncoder, csv_text
+from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import guard_formula, unguard_formula
 from utils.errors import InvalidInput, UnsupportedMediaType
@@ -66,9 +67,9 @@ _ALIASES = {
     **dict.fromkeys(["behavior", "behaviour"], "behavior"),
     **dict.fromkeys(["variables", "vars"], "variables"),
     **{name: name for name in ["category", "topic", "tags", "messages", "metadata"]},
-    **{name: name for name in ["expected_tool_calls", "tool_responses", "max_steps"]},
+    **{name: name for name in AGENT_FIELDS},
 }
-_JSON_CELLS = {"messages", "variables", "metadata", "expected_tool_calls", "tool_responses"}
+_JSON_CELLS = {"messages", "variables", "metadata", *AGENT_FIELDS} - {"max_steps"}
 CSV_COLUMNS = [
     "input",
     "expected_output",

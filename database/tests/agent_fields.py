@@ -1,11 +1,12 @@
 """What a test of an agent holds besides its input: the tool calls it expects, the tools'
-mocked responses (so the engine can run the agent's loop itself) and its step bound."""
+mocked responses (so the engine can run the agent's loop itself), its step bound, and the
+conversation it holds (scripted user turns, or a simulated user with a persona and a goal)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, JsonValue, model_validator
+from pydantic import AfterValidator, Field, JsonValue, StringConstraints, model_validator
 
 from database.models.schemas import ToolName
 from utils import fastjson
@@ -75,7 +76,38 @@ MaxSteps = Annotated[
     int | None,
     Field(ge=1, le=MAX_STEPS, description="Model calls at most (else the run's)"),
 ]
-AGENT_FIELDS = ("expected_tool_calls", "tool_responses", "max_steps")
+MAX_TURNS = 50
+TurnText = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+Brief = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class SimulatedUser(InputModel):
+    """A user played by a model (the run's simulator): it talks to the target in its persona
+    until its goal is reached, the target gives up, or max_turns."""
+
+    persona: Brief = Field(description="Who the user is and how they talk")
+    goal: Brief = Field(description="What the user wants; also what goal-completion judges")
+    first_message: TurnText | None = Field(
+        default=None, description="The user's opening line (else the simulator writes it)"
+    )
+    max_turns: int = Field(default=5, ge=1, le=MAX_TURNS)
+
+
+class Conversation(InputModel):
+    """Scripted `turns` (the user's messages, sent one after another with the history kept)
+    or a `simulated` user; exactly one of them."""
+
+    turns: list[TurnText] | None = Field(default=None, min_length=1, max_length=MAX_TURNS)
+    simulated: SimulatedUser | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Conversation:
+        if (self.turns is None) == (self.simulated is None):
+            raise ValueError("give either scripted turns or a simulated user")
+        return self
+
+
+AGENT_FIELDS = ("expected_tool_calls", "tool_responses", "max_steps", "conversation")
 
 
 def without_absent_agent_fields(data: dict[str, Any]) -> dict[str, Any]:

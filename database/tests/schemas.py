@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from database.tests.agent_fields import (
+    Conversation,
     ExpectedToolCalls,
     MaxSteps,
     ToolResponses,
@@ -127,6 +128,9 @@ class TestCaseFields(InputModel):
     expected_tool_calls: ExpectedToolCalls = None
     tool_responses: ToolResponses = None
     max_steps: MaxSteps = None
+    conversation: Conversation | None = Field(
+        default=None, description="A multi-turn test: scripted user turns or a simulated user"
+    )
 
     @model_serializer(mode="wrap")
     def _as_stored(self, dump: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -134,8 +138,8 @@ class TestCaseFields(InputModel):
 
     @model_validator(mode="after")
     def _has_input(self) -> TestCaseFields:
-        if self.input is None and not self.messages:
-            raise ValueError("a test needs input or messages")
+        if self.input is None and not self.messages and self.conversation is None:
+            raise ValueError("a test needs input, messages or a conversation")
         return self
 
 
@@ -177,6 +181,7 @@ class TestUpdate(InputModel):
     expected_tool_calls: ExpectedToolCalls = None
     tool_responses: ToolResponses = None
     max_steps: MaxSteps = None
+    conversation: Conversation | None = None
 
 
 class TestRead(OutputModel):
@@ -195,6 +200,7 @@ class TestRead(OutputModel):
     expected_tool_calls: list[dict[str, Any]] | None = None
     tool_responses: list[dict[str, Any]] | None = None
     max_steps: int | None = None
+    conversation: dict[str, Any] | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from database.evaluations.catalogue import CATALOGUE
+from database.evaluations.catalogue import CATALOGUE, accepted_parameters
 from database.results.event_payloads import STREAM_EVENTS
 from tests.helpers import register
 from utils.problems import PROBLEM_JSON
@@ -244,10 +244,14 @@ def test_metric_parameters_are_typed_per_metric_type(document):
         variant = schemas[ref.rsplit("/", 1)[-1]]
         assert variant["properties"]["type"]["const"] == name
         parameters = variant["properties"]["parameters"]
-        expected = CATALOGUE[name].parameters.__name__
+        expected = accepted_parameters(name)  # a check's parameters, with its scope
         own, per_test = (choice["$ref"] for choice in parameters["anyOf"])
-        assert own.endswith("/" + expected), (name, parameters)
-        assert per_test.endswith("/PerTestParameters")
+        assert own.endswith("/" + expected.__name__), (name, parameters)
+        assert per_test.endswith("/" + accepted_parameters(name, per_test=True).__name__)
+        if CATALOGUE[name].kind == "check":
+            scope = schemas[expected.__name__]["properties"]["scope"]
+            assert scope["enum"] == ["last", "each", "all", "any"]
+            assert scope["default"] == "last" and "each" in scope["description"]
     regex = schemas[mapping["regex"].rsplit("/", 1)[-1]]
     validator = _schema_validator(document, {"$ref": "#/components/schemas/MetricCreate"})
     example = {"project_id": "3f1c2a9e-6b7d-4e58-9a01-2c3d4e5f6a7b", "name": "r", "type": "regex"}
@@ -255,6 +259,14 @@ def test_metric_parameters_are_typed_per_metric_type(document):
     assert validator.is_valid({**example, "parameters": {"pattern": r"\p{L}+"}})
     assert validator.is_valid({**example, "parameters": {"from_test": "assert:regex"}})
     assert "parameters" in regex["required"]
+    # A check's scope, beside its own parameters or each test's; no judge takes one.
+    scoped = {"pattern": "a", "scope": "each"}
+    assert validator.is_valid({**example, "parameters": scoped})
+    assert validator.is_valid({**example, "parameters": {"from_test": "k", "scope": "all"}})
+    assert not validator.is_valid({**example, "parameters": {"pattern": "a", "scope": "most"}})
+    judged = {**example, "type": "turn-relevance"}
+    assert validator.is_valid(judged)
+    assert not validator.is_valid({**judged, "parameters": {"scope": "each"}})
 
 
 async def test_errors_sent_are_what_the_document_says(client, document):

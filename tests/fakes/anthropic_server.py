@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes.openai_server import FakeToolCall, FakeToolCalls
+from tests.fakes.openai_server import ARGUMENT_PIECE_CHARS, FakeToolCall, FakeToolCalls
 from tests.fakes.server import FakeServer, Fault, RecordedRequest, count_tokens
 
 __all__ = [
@@ -105,7 +106,8 @@ class FakeAnthropic(FakeServer):
     """`POST /v1/messages`; point clients at `.url` (the SDK adds `/v1/messages`).
 
     Runtime settings (plain attributes): `latency`, `reply`, `require_api_key` (when set,
-    requests need it as `x-api-key` or `Authorization: Bearer`, or get 401).
+    requests need it as `x-api-key` or `Authorization: Bearer`, or get 401), `chunk_delay`
+    (seconds between two streamed deltas).
     """
 
     def __init__(
@@ -114,10 +116,12 @@ class FakeAnthropic(FakeServer):
         reply: Reply = echo_reply,
         latency: float = 0.0,
         require_api_key: str | None = None,
+        chunk_delay: float = 0.0,
     ) -> None:
         super().__init__(latency=latency)
         self.reply = reply
         self.require_api_key = require_api_key
+        self.chunk_delay = chunk_delay
         self._ids = itertools.count(1)
 
     def build_app(self) -> Starlette:
@@ -178,20 +182,31 @@ class FakeAnthropic(FakeServer):
         return JSONResponse(message, headers=headers)
 
     async def _events(self, message: dict[str, Any]) -> AsyncIterator[str]:
-        """The message as the API streams it: each block opened empty, its text (or its input's
-        JSON) as one delta, then the stop reason and the output tokens."""
+        """The message as the API streams it: each block opened empty, its text word by word
+        (or its input's JSON in pieces), then the stop reason and the output tokens."""
         usage = message["usage"]
         start = {**message, "content": [], "stop_reason": None}
         yield _event("message_start", message={**start, "usage": {**usage, "output_tokens": 1}})
         for index, block in enumerate(message["content"]):
             if block["type"] == "text":
                 opening = {**block, "text": ""}
-                delta = {"type": "text_delta", "text": block["text"]}
+                # Joined, the pieces give the text.
+                pieces = re.findall(r"\S+\s*|\s+", block["text"])
+                deltas = [{"type": "text_delta", "text": piece} for piece in pieces]
             else:
                 opening = {**block, "input": {}}
-                delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+                text = json.dumps(block["input"])
+                deltas = [
+                    {
+                        "type": "input_json_delta",
+                        "partial_json": text[at : at + ARGUMENT_PIECE_CHARS],
+                    }
+                    for at in range(0, len(text), ARGUMENT_PIECE_CHARS)
+                ]
             yield _event("content_block_start", index=index, content_block=opening)
-            yield _event("content_block_delta", index=index, delta=delta)
+            for delta in deltas:
+                await self.sleep(self.chunk_delay)
+                yield _event("content_block_delta", index=index, delta=delta)
             yield _event("content_block_stop", index=index)
         ending = {"stop_reason": message["stop_reason"], "stop_sequence": None}
         yield _event("message_delta", delta=ending, usage={"output_tokens": usage["output_tokens"]})

@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from starlette.requests import Request
 
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI, RecordedRequest
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem
@@ -26,6 +28,19 @@ WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
 class GatedOpenAI(FakeOpenAI):
     """Holds every answer until `gate` is set: the test subscribes to the stream first, so
     that it sees every delta of every case."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate = threading.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        if not self.gate.is_set():
+            await asyncio.to_thread(self.gate.wait, 30)
+        await super().sleep(seconds)
+
+
+class GatedAnthropic(FakeAnthropic):
+    """The Anthropic Messages API (called through pydantic-ai), gated as `GatedOpenAI`."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -70,7 +85,7 @@ async def _listening(live: Live) -> None:
     await asyncio.wait_for(live.notifications.listener.connected.wait(), 10)
 
 
-async def _watch(live: Live, run_id: str, fake: GatedOpenAI) -> list[Event]:
+async def _watch(live: Live, run_id: str, fake: GatedOpenAI | GatedAnthropic) -> list[Event]:
     """Every event of the run from its start; opens the fake's gate once subscribed."""
     token = await live.stream_token(run_id)
     seen: list[Event] = []
@@ -165,15 +180,41 @@ async def test_a_streaming_target_sends_output_deltas_live_only(live: Live) -> N
     assert not any(e.event.endswith(".delta") for e in replay if e.event)
 
 
-async def test_a_streaming_judge_sends_evaluation_deltas(live: Live) -> None:
+@contextmanager
+def _streaming_judge(provider: str) -> Iterator[GatedOpenAI | GatedAnthropic]:
+    """A judge answering VERDICT a token at a time: over the OpenAI wire format, or through
+    pydantic-ai (Anthropic's Messages API)."""
+    fake: GatedOpenAI | GatedAnthropic
+    if provider == "anthropic":
+        fake = GatedAnthropic(require_api_key="sk-test", chunk_delay=0.03, reply=lambda b: VERDICT)
+    else:
+        fake = GatedOpenAI(require_api_key="sk-test", chunk_delay=0.03, reply=lambda b: VERDICT)
+    with fake:
+        yield fake
+
+
+async def _judge_model(live: Live, fake: GatedOpenAI | GatedAnthropic) -> str:
+    if isinstance(fake, GatedAnthropic):
+        return await live.model(
+            provider="anthropic",
+            model="claude-fake-1",
+            base_url=fake.url,
+            api_key="sk-test",
+            stream=True,
+        )
+    return await live.openai_model(fake, stream=True)
+
+
+@pytest.mark.parametrize("provider", ["openai-compatible", "anthropic"])
+async def test_a_streaming_judge_sends_evaluation_deltas(live: Live, provider: str) -> None:
     await _listening(live)
     verdict = VERDICT
     with (
-        GatedOpenAI(require_api_key="sk-test", chunk_delay=0.03, reply=lambda b: verdict) as fake,
+        _streaming_judge(provider) as fake,
         FakeOpenAI(require_api_key="sk-test", latency=1.0, reply=lambda b: verdict) as slow,
     ):
         target = await live.model(provider="demo")
-        judge = await live.openai_model(fake, stream=True)
+        judge = await _judge_model(live, fake)
         name = f"rubric-{uuid.uuid4().hex[:6]}"
         body = {
             "project_id": live.project_id,
@@ -190,6 +231,7 @@ async def test_a_streaming_judge_sends_evaluation_deltas(live: Live) -> None:
         metrics = [metric, await _slow_judge_metric(live, slow)]
         run = await live.run(test_set, target, metric_ids=metrics, concurrency=cases)
         seen = await _watch(live, run["id"], fake)
+        assert all(r.json.get("stream") is True for r in fake.requests if r.json)
     check_documented(seen)
 
     deltas: dict[int, list[str]] = defaultdict(list)
@@ -213,13 +255,14 @@ async def test_a_streaming_judge_sends_evaluation_deltas(live: Live) -> None:
         assert evaluation["score"] == 0.9 and evaluation["reason"] == "relevant and clear enough"
 
 
-async def test_stream_is_refused_for_providers_that_cannot_stream(live: Live) -> None:
+async def test_stream_is_refused_for_configurations_that_cannot_stream(live: Live) -> None:
+    """The demo provider does not stream, nor an http target without a stream_path."""
     for config in (
         {
             "provider": "http",
             "http": {"url": "https://app.example.com/chat", "response_path": "$.answer"},
         },
-        {"provider": "anthropic", "model": "claude-x", "api_key": "sk-ant-test"},
+        {"provider": "demo"},
     ):
         body = {"name": f"model-{uuid.uuid4().hex[:6]}", "stream": True, **config}
         response = await live.post("/models", body)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from database.evaluations.catalogue import CATALOGUE, MetricType, score
+from database.evaluations.catalogue import CATALOGUE, MetricType, accepted_parameters, score
 from database.evaluations.checks import ExpectedText
 from database.evaluations.scoring import MetricSpec, Observation, Verdict
 from database.test_sets.foreign import _IDEAL as IDEAL
@@ -58,6 +58,19 @@ def test_a_declaration_has_the_scorer_of_its_kind_and_no_other():
         MetricType("half", "judge", ExpectedText, "a judge with a check", check=lambda *_: (1, ""))
 
 
+def test_no_type_declares_a_parameter_named_scope_every_check_has_it():
+    class Scoped(ExpectedText):
+        scope: str = "mine"
+
+    with pytest.raises(TypeError, match="scope"):
+        MetricType("scoped", "check", Scoped, "a type of its own scope", check=lambda *_: (1, ""))
+    for name, metric_type in CATALOGUE.items():
+        fields = accepted_parameters(name).model_fields
+        assert fields.keys() - metric_type.parameters.model_fields.keys() == (
+            set() if metric_type.judged else {"scope"}
+        )
+
+
 async def test_the_api_schema_lists_the_catalogue(client):
     spec = (await client.get("/openapi.json")).json()
     schemas = spec["components"]["schemas"]
@@ -67,8 +80,12 @@ async def test_the_api_schema_lists_the_catalogue(client):
         variant = schemas[ref.rsplit("/", 1)[-1]]["properties"]
         assert variant["type"]["const"] == name
         refs = [choice["$ref"] for choice in variant["parameters"]["anyOf"]]
-        assert refs[0].endswith("/" + CATALOGUE[name].parameters.__name__)
-        assert refs[1].endswith("/PerTestParameters")  # or each test's
+        own, per_test = accepted_parameters(name), accepted_parameters(name, per_test=True)
+        assert refs[0].endswith("/" + own.__name__)  # a check's with its scope
+        assert refs[1].endswith("/" + per_test.__name__)  # or each test's
+        for model in (own, per_test):
+            documented = schemas[model.__name__].get("properties", {})
+            assert ("scope" in documented) is (CATALOGUE[name].kind == "check")
         assert variant["threshold"]["default"] == CATALOGUE[name].threshold
         assert variant["operator"]["default"] == CATALOGUE[name].operator
 

@@ -51,6 +51,10 @@ VALID: dict[str, tuple[dict[str, Any], float]] = {
     "step-count": ({"max": 5}, 1.0),
     "task-completion": ({}, 0.5),
     "tool-use-rationale": ({}, 0.5),
+    "goal-completion": ({}, 0.5),
+    "knowledge-retention": ({}, 0.5),
+    "role-adherence": ({}, 0.5),
+    "turn-relevance": ({}, 0.5),
 }
 JUDGES = {
     "llm-rubric",
@@ -59,6 +63,10 @@ JUDGES = {
     "refusal",
     "task-completion",
     "tool-use-rationale",
+    "goal-completion",
+    "knowledge-retention",
+    "role-adherence",
+    "turn-relevance",
 }
 
 
@@ -126,6 +134,36 @@ def test_defaults_of_parameters_are_filled_in():
     assert validate_parameters("tool-call", {}) == {}  # the test's expected_tool_calls
     assert validate_parameters("tool-call", {"name": "a"}) == {"name": "a"}  # exact match
     assert validate_parameters("trajectory", {}) == {"mode": "exact"}
+    # A check's scope is kept as given, and left out when not given (the default: last).
+    assert validate_parameters("contains", {"scope": "each"}) == {
+        "case_sensitive": True,
+        "scope": "each",
+    }
+    assert validate_parameters("is-json", {"scope": "last"}) == {"scope": "last"}
+    assert validate_parameters("is-json", {"from_test": "k", "scope": "any"}) == {
+        "from_test": "k",
+        "scope": "any",
+    }
+
+
+async def test_a_checks_scope_is_stored_with_its_parameters_and_a_judges_refused(client):
+    owner = await register(client)
+    project = await create_project(client, owner)
+    metric = await create_metric(
+        client, owner, project["id"], type="regex", parameters={"pattern": "a", "scope": "each"}
+    )
+    assert metric["parameters"] == {"pattern": "a", "flags": [], "scope": "each"}
+    url = f"{METRICS}/{metric['id']}"
+    patched = await client.patch(
+        url, json={"parameters": {"pattern": "b", "scope": "any"}}, headers=owner.headers
+    )
+    assert patched.json()["parameters"]["scope"] == "any"
+    judged = await _post(
+        client, owner, project["id"], type="turn-relevance", parameters={"scope": "each"}
+    )
+    body = assert_problem(judged, 422)
+    assert _fields(body) == ["body.parameters.scope"]
+    assert "is a judge" in body["errors"][0]["message"]
 
 
 async def test_explicit_threshold_operator_negate_weight_and_description_are_kept(client):
@@ -186,6 +224,13 @@ async def test_explicit_threshold_operator_negate_weight_and_description_are_kep
         ("step-count", {}, "parameters.max"),
         ("step-count", {"max": 0}, "parameters.max"),
         ("task-completion", {"criteria": "x"}, "parameters.criteria"),
+        ("goal-completion", {"goal": "x"}, "parameters.goal"),
+        ("contains", {"scope": "every"}, "parameters.scope"),
+        ("regex", {"pattern": "(", "scope": "each"}, "parameters.pattern"),
+        ("is-json", {"from_test": "k", "scope": "some"}, "parameters.scope"),
+        ("role-adherence", {"scope": "each"}, "parameters.scope"),
+        ("llm-rubric", {"criteria": "x", "scope": "last"}, "parameters.scope"),
+        ("faithfulness", {"from_test": "k", "scope": "all"}, "parameters.scope"),
     ],
 )
 async def test_bad_parameters_are_422_naming_the_parameter(client, metric_type, parameters, field):

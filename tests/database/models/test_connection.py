@@ -261,6 +261,20 @@ async def test_http_app_round_trip(client, owner, team_app):
 
 
 @pytest.mark.usefixtures("private")
+async def test_a_streaming_http_app_answers_with_events(client, owner, team_app):
+    """The configuration as a run calls it: the events are read, their pieces make the reply."""
+    team_app.sse = True
+    model_id = await http_model(
+        client, owner, team_app, http={"stream_path": "$.delta"}, stream=True
+    )
+    result = await check(client, owner, model_id, {"input": "stream this please"})
+    assert result["ok"] is True, result
+    assert result["reply"] == "echo: stream this please"
+    (request,) = team_app.requests
+    assert request.headers["accept"].startswith("text/event-stream")
+
+
+@pytest.mark.usefixtures("private")
 async def test_http_app_with_another_method_and_default_body(client, owner, team_app):
     model_id = await http_model(
         client,

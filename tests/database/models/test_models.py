@@ -100,6 +100,7 @@ async def test_create_and_read_each_provider(client, owner, provider):
             "body_template": '{"input": {{ input | tojson }}}',
             "response_path": "$.data.answer",
             "tool_calls_path": None,
+            "stream_path": None,
         }
     else:
         assert created["http"] is None
@@ -205,6 +206,7 @@ async def test_update_http_target(client, owner):
         "body_template": '{"q": {{ input | tojson }}}',
         "response_path": "$.answer",
         "tool_calls_path": None,
+        "stream_path": None,
     }
 
 
@@ -335,6 +337,8 @@ HTTP_TARGET = PROVIDER_BODIES["http"]["http"]
         ({**HTTP_TARGET, "response_path": "$["}, "http.response_path"),
         ({**HTTP_TARGET, "response_path": "$.data[?(@.x =="}, "http.response_path"),
         ({**HTTP_TARGET, "response_path": ""}, "http.response_path"),
+        ({**HTTP_TARGET, "stream_path": "$["}, "http.stream_path"),
+        ({**HTTP_TARGET, "stream_path": ""}, "http.stream_path"),
         ({"url": "https://app.example.com/chat"}, "http.response_path"),
         ({**HTTP_TARGET, "body_template": '{"q": {{ input }'}, "http.body_template"),
         ({**HTTP_TARGET, "method": "DELETE"}, "http.method"),
@@ -355,6 +359,99 @@ async def test_body_template_syntax_error_names_the_line(client, owner):
     response = await client.post(MODELS, json=model_body("http", http=http), headers=owner.headers)
     body = assert_problem(response, 422, field="http.body_template")
     assert body["errors"][0]["line"] == 3
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+STREAMING_TARGET = {**HTTP_TARGET, "stream_path": "$.delta"}
+
+
+@pytest.mark.parametrize(
+    "provider", ["openai", "openai-compatible", "anthropic", "google", "groq", "mistral"]
+)
+async def test_every_model_provider_may_stream(client, owner, provider):
+    created = await new_model(client, owner, provider, stream=True)
+    assert created["stream"] is True
+    read = await client.get(f"{MODELS}/{created['id']}", headers=owner.headers)
+    assert read.json()["stream"] is True
+    off = await client.patch(
+        f"{MODELS}/{created['id']}", json={"stream": False}, headers=owner.headers
+    )
+    assert off.status_code == 200 and off.json()["stream"] is False
+
+
+async def test_an_http_target_streams_with_a_stream_path(client, owner, database):
+    created = await new_model(client, owner, "http", http=STREAMING_TARGET, stream=True)
+    assert created["stream"] is True
+    assert created["http"]["stream_path"] == "$.delta"
+    read = await client.get(f"{MODELS}/{created['id']}", headers=owner.headers)
+    assert read.json() == created
+    async with tenant_session(database, owner.organization_id) as session:
+        stored = await session.scalar(
+            text("SELECT stream_path FROM model_configs WHERE id = :id"), {"id": created["id"]}
+        )
+    assert stored == "$.delta"
+
+    # Other changes keep it; a new target without a stream path cannot stream.
+    renamed = await client.patch(
+        f"{MODELS}/{created['id']}", json={"name": "renamed"}, headers=owner.headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["http"]["stream_path"] == "$.delta"
+    dropped = await client.patch(
+        f"{MODELS}/{created['id']}", json={"http": HTTP_TARGET}, headers=owner.headers
+    )
+    body = assert_problem(dropped, 422, field="stream")
+    assert "stream_path" in json.dumps(body)
+    # ... unless it stops streaming at the same time.
+    both = await client.patch(
+        f"{MODELS}/{created['id']}",
+        json={"http": HTTP_TARGET, "stream": False},
+        headers=owner.headers,
+    )
+    assert both.status_code == 200, both.text
+    assert (both.json()["stream"], both.json()["http"]["stream_path"]) == (False, None)
+
+
+async def test_an_http_target_without_a_stream_path_cannot_stream(client, owner):
+    refused = await client.post(MODELS, json=model_body("http", stream=True), headers=owner.headers)
+    body = assert_problem(refused, 422, field="stream")
+    assert "http.stream_path" in body["errors"][0]["message"]
+
+    created = await new_model(client, owner, "http")
+    switched = await client.patch(
+        f"{MODELS}/{created['id']}", json={"stream": True}, headers=owner.headers
+    )
+    assert_problem(switched, 422, field="stream")
+    # A stream path given with it is enough.
+    together = await client.patch(
+        f"{MODELS}/{created['id']}",
+        json={"stream": True, "http": STREAMING_TARGET},
+        headers=owner.headers,
+    )
+    assert together.status_code == 200, together.text
+    assert together.json()["stream"] is True
+    assert together.json()["http"]["stream_path"] == "$.delta"
+
+
+async def test_the_demo_provider_does_not_stream(client, owner):
+    refused = await client.post(MODELS, json=model_body("demo", stream=True), headers=owner.headers)
+    assert_problem(refused, 422, field="stream")
+    created = await new_model(client, owner, "demo")
+    switched = await client.patch(
+        f"{MODELS}/{created['id']}", json={"stream": True}, headers=owner.headers
+    )
+    assert_problem(switched, 422, field="stream")
+
+
+async def test_a_stream_path_is_refused_outside_http_and_when_bad(client, owner):
+    created = await new_model(client, owner, "http")
+    bad = await client.patch(
+        f"{MODELS}/{created['id']}",
+        json={"http": {**HTTP_TARGET, "stream_path": "$.delta[?(@ =="}},
+        headers=owner.headers,
+    )
+    assert_problem(bad, 422, field="http.stream_path")
 
 
 # --- the API key: write-only, encrypted, masked --------------------------------------------

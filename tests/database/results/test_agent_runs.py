@@ -258,3 +258,25 @@ async def test_bad_agent_input_is_refused_naming_the_field(lab, fake):
         "/tests", {"project_id": lab.project_id, "input": "x", "tool_responses": huge}
     )
     assert_problem(response, 422, field="tool_responses")
+
+
+async def test_exports_carry_the_trajectory_whole_in_json_and_summed_up_in_csv_and_junit(lab, fake):
+    fake.reply = _agent
+    target = await lab.openai_model(fake, tools=TOOLS)
+    test_set = await lab.test_set([{"input": "Weather?", "tool_responses": MOCKS}])
+    run = await lab.run(test_set, target, metric_ids=[await lab.metric("tool-args-schema")])
+    await lab.wait(run["id"])
+
+    async def export(fmt: str) -> str:
+        response = await lab.client.get(
+            f"/api/v1/runs/{run['id']}/export",
+            params={"format": fmt},
+            headers=lab.account.headers,
+        )
+        assert response.status_code == 200, response.text
+        return response.text
+
+    (exported,) = json.loads(await export("json"))
+    assert [len(step["tool_calls"]) for step in exported["trajectory"]] == [2, 0]
+    assert "2 steps; tools: get_weather, lookup" in await export("csv")
+    assert "[2 steps; tools: get_weather, lookup]" in await export("junit")

@@ -62,6 +62,7 @@ _COLUMNS = (
     "cost",
     "error_type",
     "error_message",
+    "trajectory_summary",  # empty for a plain answer (these results are plain)
 )
 
 
@@ -76,7 +77,7 @@ def _reference(run: Run, results: Sequence[ResultRead], fmt: str, set_name: str 
         writer.writerow([*_COLUMNS, *(f"score:{n}" for n in names)])
         for r in results:
             scores = {e.metric_name: e.score for e in r.evaluations}
-            row = r.model_dump(mode="json")
+            row = r.model_dump(mode="json") | {"trajectory_summary": None}
             row["input"] = r.input.get("text") or json.dumps(
                 r.input.get("messages") or r.input, ensure_ascii=False
             )

@@ -451,7 +451,7 @@ def test_promptfoo_error_in_an_attachment_names_it_first() -> None:
         {
             "line": 2,
             "field": "input",
-            "message": "Value error, a test needs input or messages",
+            "message": "Value error, a test needs input, messages or a conversation",
             "file": "t.csv",
         }
     ]

@@ -162,11 +162,11 @@ async def test_a_test_needs_input_or_messages(client, fields):
     response = await client.post(
         TESTS, json={"project_id": project["id"], **fields}, headers=owner.headers
     )
-    assert "needs input or messages" in assert_problem(response, 422)["detail"]
+    assert "needs input, messages or a conversation" in assert_problem(response, 422)["detail"]
     bulk = await client.post(
         BULK, json={"project_id": project["id"], "tests": [fields]}, headers=owner.headers
     )
-    assert "needs input or messages" in assert_problem(bulk, 422)["detail"]
+    assert "needs input, messages or a conversation" in assert_problem(bulk, 422)["detail"]
     assert (await _list(client, owner))["total"] == 0
 
 

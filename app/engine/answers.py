@@ -1,0 +1,159 @@
+"""The target's answer to one case: one call, an agent's loop over mocked tools, or a whole
+conversation (with a simulated user when the test has one); through the opt-in response
+cache, with an agent's steps and a conversation's turns handed on as they complete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.engine import agent, conversation
+from app.engine.calls import DeltaSink, call_model, cost
+from app.engine.context import JobContext
+from app.engine.plan import Plan
+from app.engine.storable import storable
+from database.results import crud, events
+from database.results.models import Run
+from database.test_sets.crud import VersionCase
+from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
+
+EventSink = Callable[[events.Event], None]
+DEFAULT_MAX_STEPS = 10  # a run made before runs had their own bound
+NO_SIMULATOR = (
+    "the test has a simulated user, and the run no simulator model: set the run's"
+    " simulator_model_id or the project's default judge"
+)
+
+
+@dataclass(frozen=True)
+class Asked:
+    reply: TargetReply
+    cached: bool
+    price: float | None  # the target's, and the simulated user's
+    trajectory: list[dict[str, Any]] | None  # an agent's steps, or a conversation's turns
+
+
+async def ask_target(
+    ctx: JobContext,
+    run: Run,
+    plan: Plan,
+    case: VersionCase,
+    repetition: int,
+    request: TargetRequest,
+    live: DeltaSink | None,
+    on_event: EventSink | None,
+) -> Asked:
+    target = plan.target
+    assert target is not None
+    spent: list[float] = []
+
+    def loop(sent: TargetRequest, on_step: agent.StepSink | None) -> Any:
+        return agent.answer(
+            lambda each: cached_answer(ctx, run, plan, target, each, live),
+            sent,
+            tools=target.tools,
+            mocks=case.case.get("tool_responses"),
+            max_steps=case.case.get("max_steps") or run.max_steps or DEFAULT_MAX_STEPS,
+            on_step=on_step,
+        )
+
+    talk = case.case.get("conversation")
+    if talk is None:
+        done = await loop(request, _sink(events.step_completed, case, repetition, on_event))
+        return Asked(done.reply, done.cached, cost(target, done.reply), done.trajectory)
+
+    simulator = plan.simulator
+    if talk.get("simulated") is not None and simulator is None:
+        raise TargetError("configuration_error", NO_SIMULATOR)
+
+    async def simulate(sent: TargetRequest) -> TargetReply:
+        assert simulator is not None
+        reply, _ = await cached_answer(ctx, run, plan, simulator, sent, None)
+        spent.append(cost(simulator, reply) or 0.0)
+        return reply
+
+    transcript = await conversation.converse(
+        lambda sent: loop(sent, None),
+        request,
+        talk,
+        simulate=simulate,
+        on_turn=_sink(events.turn_completed, case, repetition, on_event),
+    )
+    price = cost(target, transcript.reply)
+    if spent:
+        price = (price or 0.0) + sum(spent)
+    return Asked(transcript.reply, transcript.cached, price, transcript.turns)
+
+
+def _sink(
+    event: Callable[[int, int, dict[str, Any]], events.Event],
+    case: VersionCase,
+    repetition: int,
+    on_event: EventSink | None,
+) -> Callable[[dict[str, Any]], None] | None:
+    if on_event is None:
+        return None
+    return lambda item: on_event(event(case.position, repetition, item))
+
+
+async def cached_answer(
+    ctx: JobContext,
+    run: Run,
+    plan: Plan,
+    target: TargetConfig,
+    request: TargetRequest,
+    live: DeltaSink | None,
+) -> tuple[TargetReply, bool]:
+    """The target's answer and whether it came from the response cache (opt-in per run)."""
+
+    async def ask() -> TargetReply:
+        return await call_model(
+            target,
+            request,
+            allow_private=plan.allow_private,
+            time_limit=run.timeout_seconds,
+            on_delta=live,
+        )
+
+    if not run.use_cache:
+        return await ask(), False
+    key = _cache_key(target, request)
+    async with ctx.transaction() as session:
+        hit = await crud.cached_response(session, key)
+    if hit is not None:
+        calls = agent.calls_of([{"tool_calls": hit.tool_calls or []}])
+        return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens, calls), True
+    reply = await ask()
+    async with ctx.transaction() as session:
+        await crud.store_response(
+            session,
+            {
+                "organization_id": run.organization_id,
+                "key": key,
+                "output": storable(reply.output),
+                "input_tokens": reply.input_tokens,
+                "output_tokens": reply.output_tokens,
+                "tool_calls": [call.as_dict() for call in reply.tool_calls] or None,
+            },
+        )
+    return reply, False
+
+
+def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
+    material = {
+        "provider": config.provider,
+        "model": config.model,
+        "base_url": config.base_url,
+        "parameters": {**config.parameters, **request.parameters},
+        "body_template": config.body_template,
+        "input": request.input,
+        "messages": request.messages,
+        "system": request.system_prompt,
+        "variables": request.variables if config.provider == "http" else None,
+        "tools": config.tools or None,
+    }
+    encoded = json.dumps(material, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()

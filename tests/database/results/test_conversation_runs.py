@@ -1,0 +1,172 @@
+"""Conversations in runs: scripted user turns with the history kept, and simulated users (a
+second fake model playing the user) that reach their goal, or run out of turns; every turn
+stored and streamed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.fakes.openai_server import FakeOpenAI, message_text
+from tests.fakes.server import Fault
+
+
+def _counting(request: dict[str, Any]) -> str:
+    """Says how many user messages it has seen, and repeats the last."""
+    users = [m for m in request["messages"] if m["role"] == "user"]
+    return f"{len(users)} heard; last: {message_text(users[-1])}"
+
+
+def _simulator(*script: dict[str, str]) -> Any:
+    """Answers the simulator's requests with `script` in order (the last one from then on)."""
+    answers = iter(script)
+    last = script[-1]
+
+    def reply(request: dict[str, Any]) -> str:
+        nonlocal last
+        last = next(answers, last)
+        return json.dumps(last)
+
+    return reply
+
+
+@pytest.fixture
+def simulator() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+async def _events(owner_engine, run_id: str, kind: str) -> list[dict[str, Any]]:
+    async with owner_engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT data FROM run_events WHERE run_id = :id AND type = :t ORDER BY seq"),
+            {"id": run_id, "t": kind},
+        )
+        return [data for (data,) in rows.all()]
+
+
+async def test_a_scripted_conversation_of_five_turns_keeps_its_history(lab, fake, owner_engine):
+    fake.reply = _counting
+    target = await lab.openai_model(fake)
+    turns = [f"message {i}" for i in range(1, 6)]
+    test_set = await lab.test_set([{"conversation": {"turns": turns}}])
+    contains = await lab.metric("contains", parameters={"value": "heard", "scope": "all"})
+    run = await lab.run(test_set, target, metric_ids=[contains])
+    done = await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    assert done["counts"]["passed"] == 1, result
+
+    transcript = result["trajectory"]
+    assert [turn["user"] for turn in transcript] == turns
+    assert [turn["text"] for turn in transcript] == [
+        f"{i} heard; last: message {i}" for i in range(1, 6)
+    ]
+    assert transcript[-1]["ended"] == "script_done"
+    assert result["output"] == "5 heard; last: message 5"
+    # Each call carried the whole conversation so far: user, assistant, user, ...
+    sent = [request.json["messages"] for request in fake.requests]
+    assert [len(messages) for messages in sent] == [1, 3, 5, 7, 9]
+    assert [m["role"] for m in sent[-1]] == ["user", "assistant"] * 4 + ["user"]
+    assert sent[-1][3]["content"] == "2 heard; last: message 2"
+
+    streamed = await _events(owner_engine, run["id"], "turn.completed")
+    assert [event["turn"] for event in streamed] == [1, 2, 3, 4, 5]
+    assert streamed[-1]["ended"] == "script_done"
+
+
+async def test_a_simulated_user_reaches_its_goal(lab, fake, simulator):
+    fake.reply = _counting
+    simulator.reply = _simulator(
+        {"status": "continue", "message": "I need a refund"},
+        {"status": "continue", "message": "Order 42"},
+        {"status": "goal_reached", "message": ""},
+    )
+    target = await lab.openai_model(fake)
+    playing = await lab.model(
+        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
+    )
+    conversation = {"simulated": {"persona": "A customer", "goal": "Get a refund"}}
+    test_set = await lab.test_set([{"conversation": conversation}])
+    run = await lab.run(
+        test_set,
+        target,
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        simulator_model_id=playing,
+    )
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    transcript = result["trajectory"]
+    assert [turn["user"] for turn in transcript] == ["I need a refund", "Order 42"]
+    assert transcript[-1]["ended"] == "goal_reached"
+    assert len(fake.requests) == 2 and len(simulator.requests) == 3
+    persona = simulator.requests[0].json["messages"][0]["content"]
+    assert "A customer" in persona and "Get a refund" in persona
+    assert "Order 42" not in json.dumps(simulator.requests[1].json)  # not said yet
+    assert "I need a refund" in json.dumps(simulator.requests[1].json)
+    assert result["input"]["conversation"]["simulated"]["goal"] == "Get a refund"
+
+
+async def test_a_simulated_user_that_never_gets_there_stops_at_max_turns(lab, fake, simulator):
+    simulator.reply = _simulator({"status": "continue", "message": "Still waiting"})
+    target = await lab.openai_model(fake)
+    playing = await lab.model(
+        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
+    )
+    conversation = {
+        "simulated": {
+            "persona": "Impatient",
+            "goal": "A discount",
+            "first_message": "Hi",
+            "max_turns": 3,
+        }
+    }
+    test_set = await lab.test_set([{"conversation": conversation}])
+    run = await lab.run(
+        test_set,
+        target,
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        simulator_model_id=playing,
+    )
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    transcript = result["trajectory"]
+    assert [turn["user"] for turn in transcript] == ["Hi", "Still waiting", "Still waiting"]
+    assert transcript[-1]["ended"] == "max_turns"
+    assert len(simulator.requests) == 2  # the first message was the test's own
+
+
+async def test_a_failing_simulator_errors_the_case_and_the_run_goes_on(lab, fake, simulator):
+    simulator.enqueue(Fault.http(400))
+    target = await lab.openai_model(fake)
+    playing = await lab.model(
+        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
+    )
+    simulated = {"simulated": {"persona": "P", "goal": "G"}}
+    test_set = await lab.test_set([{"conversation": simulated}, {"input": "plain"}])
+    run = await lab.run(
+        test_set,
+        target,
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        simulator_model_id=playing,
+        concurrency=1,
+    )
+    done = await lab.wait(run["id"])
+    assert done["status"] == "completed"
+    first, second = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
+    assert first["status"] == "errored" and first["error_type"] == "simulator_error"
+    assert "simulated user's model failed" in first["error_message"]
+    assert second["status"] == "passed"
+
+
+async def test_without_a_simulator_a_simulated_test_is_a_configuration_error(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"conversation": {"simulated": {"persona": "P", "goal": "G"}}}])
+    run = await lab.run(test_set, target, metric_ids=[await lab.metric("is-json")])
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    assert result["error_type"] == "configuration_error"
+    assert "simulator_model_id" in result["error_message"]
