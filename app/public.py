@@ -49,6 +49,13 @@ Events (`event:` name, then the JSON in `data:`):
   output_truncated, latency_ms, input_tokens, output_tokens, cost, cached, error_type,
   error_message, evaluations: [{metric, type, score, passed, reason, error}]}` (the output is
   cut at 4,000 characters; the whole text is in the result)
+- `step.completed`: `{position, repetition, step, text, text_truncated, tool_calls: [{id, name,
+  arguments}], tool_results: [{id, name, content | error}], latency_ms, input_tokens,
+  output_tokens, error?, stopped?}`: one model call of an agent's loop, before its case's
+  `result.recorded` (`stopped: max_steps`: the loop ended still calling tools)
+- `turn.completed`: `{position, repetition, turn, user, text, tool_calls, steps, latency_ms,
+  input_tokens, output_tokens, ended?}`: one turn of a conversation, before its case's result
+  (`ended`, on a last turn known as such: script_done or max_turns)
 - `run.progress`: `{total, done, passed, failed, errored}`, after each batch of results
 - `run.finished`: `{status: completed | failed | stopped, total, done, passed, failed, errored,
   error?, continues?}` (`stopped`: the run's budget was reached; `error` says so;

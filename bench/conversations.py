@@ -2,9 +2,10 @@
 target for 4 turns, both answering in a fixed 50 ms, at concurrency 50, through the queue,
 the workers, the conversation loop, scoring and PostgreSQL.
 
-Each conversation is 7 model calls one after another (the target answers 4 turns; the
-simulated user writes turns 2 to 4, the first being the test's own), so the ideal wall time
-is conversations x 7 x latency / concurrency. Beside it, the floor: the same chains of 7
+Each conversation is 8 model calls one after another (the target answers 4 turns; the
+simulated user writes turns 2 to 4, the first being the test's own, and has the last word on
+whether its goal was reached), so the ideal wall time is conversations x 8 x latency /
+concurrency. Beside it, the floor: the same chains of 7
 calls made alone through the engine's HTTP client at the same concurrency."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from utils import transport
 
 CONVERSATIONS = 200
 TURNS = 4
-CALLS = 2 * TURNS - 1  # per conversation, one after another
+CALLS = 2 * TURNS  # per conversation, one after another
 CONCURRENCY = 50
 LATENCY = 0.05
 REPEATS = 3

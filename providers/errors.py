@@ -37,6 +37,7 @@ class TargetError(Exception):
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.spent: float | None = None  # set by whoever made calls before this one failed
 
 
 def http_error(status: int, detail: str, headers: dict[str, str] | None) -> TargetError:

@@ -201,11 +201,15 @@ async def _call_http(
     answer."""
     assert config.base_url and config.body_template and config.response_path
     pin = await vet(config.base_url, field="http.url", allow_private=allow_private)
+    chat = request.chat()
+    # Within an agent's loop or a conversation the request is its history: `input` is then
+    # the user's latest message, so a template of {{ input }} alone still says something.
+    latest = next((turn["content"] for turn in reversed(chat) if turn["role"] == "user"), None)
     body = await render_off_loop(
         config.body_template,
         {
-            "input": request.input or "",
-            "messages": request.chat(),
+            "input": request.input or latest or "",
+            "messages": chat,
             "variables": request.variables,
             "tools": config.tools,
         },

@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.engine.storable import storable
+from app.engine.storable import storable, storable_json
 from database.evaluations.agent_checks import within
 from providers.config import ToolCall
 from providers.targets import TargetReply, TargetRequest
+from providers.tool_calls import arguments_text
 
 Ask = Callable[[TargetRequest], Awaitable[tuple[TargetReply, bool]]]
 StepSink = Callable[[dict[str, Any]], None]
@@ -52,7 +53,7 @@ async def answer(
         step: dict[str, Any] = {
             "step": number,
             "text": storable(reply.output),
-            "tool_calls": [call.as_dict() for call in reply.tool_calls],
+            "tool_calls": storable_json([call.as_dict() for call in reply.tool_calls]),
             "latency_ms": round(reply.latency_ms, 2),
             "input_tokens": reply.input_tokens,
             "output_tokens": reply.output_tokens,
@@ -62,8 +63,8 @@ async def answer(
         if goes_on:
             assert mocks is not None
             results = [_mocked(call, mocks, known) for call in reply.tool_calls]
-            step["tool_results"] = results
-            failures = [result["error"] for result in results if "error" in result]
+            step["tool_results"] = storable_json(results)  # what the model is sent: `results`
+            failures = [result["error"] for result in step["tool_results"] if "error" in result]
             if failures:
                 step["error"] = "; ".join(failures)
             if number == max_steps:
@@ -75,7 +76,7 @@ async def answer(
             break
         history += [
             _assistant_turn(reply),
-            *(_tool_turn(result) for result in step["tool_results"]),
+            *(_tool_turn(result) for result in results),
         ]
         current = replace(request, input=None, messages=history)
     trajectory = steps if known or any(step["tool_calls"] for step in steps) else None
@@ -134,9 +135,7 @@ def _assistant_turn(reply: TargetReply) -> dict[str, Any]:
                 "type": "function",
                 "function": {
                     "name": call.name,
-                    "arguments": call.arguments
-                    if isinstance(call.arguments, str)
-                    else json.dumps(call.arguments, ensure_ascii=False),
+                    "arguments": arguments_text(call.arguments),
                 },
             }
             for call in reply.tool_calls

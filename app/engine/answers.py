@@ -7,14 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.engine import agent, conversation
 from app.engine.calls import DeltaSink, call_model, cost
 from app.engine.context import JobContext
 from app.engine.plan import Plan
-from app.engine.storable import storable
+from app.engine.storable import storable, storable_json
 from database.results import crud, events
 from database.results.models import Run
 from database.test_sets.crud import VersionCase
@@ -48,11 +48,18 @@ async def ask_target(
 ) -> Asked:
     target = plan.target
     assert target is not None
-    spent: list[float] = []
+    spent: list[float | None] = []  # each call's price, as it completes
+
+    async def priced(config: TargetConfig, sent: TargetRequest) -> tuple[TargetReply, bool]:
+        reply, cached = await cached_answer(
+            ctx, run, plan, config, sent, live if config is target else None
+        )
+        spent.append(cost(config, reply))
+        return reply, cached
 
     def loop(sent: TargetRequest, on_step: agent.StepSink | None) -> Any:
         return agent.answer(
-            lambda each: cached_answer(ctx, run, plan, target, each, live),
+            lambda each: priced(target, each),
             sent,
             tools=target.tools,
             mocks=case.case.get("tool_responses"),
@@ -60,32 +67,33 @@ async def ask_target(
             on_step=on_step,
         )
 
-    talk = case.case.get("conversation")
-    if talk is None:
-        done = await loop(request, _sink(events.step_completed, case, repetition, on_event))
-        return Asked(done.reply, done.cached, cost(target, done.reply), done.trajectory)
+    def price() -> float | None:
+        return None if not spent or all(p is None for p in spent) else sum(p or 0.0 for p in spent)
 
-    simulator = plan.simulator
-    if talk.get("simulated") is not None and simulator is None:
-        raise TargetError("configuration_error", NO_SIMULATOR)
+    try:
+        talk = case.case.get("conversation")
+        if talk is None:
+            done = await loop(request, _sink(events.step_completed, case, repetition, on_event))
+            return Asked(done.reply, done.cached, price(), done.trajectory)
+        simulator = replace(plan.simulator, tools=[]) if plan.simulator is not None else None
+        if talk.get("simulated") is not None and simulator is None:
+            raise TargetError("configuration_error", NO_SIMULATOR)
 
-    async def simulate(sent: TargetRequest) -> TargetReply:
-        assert simulator is not None
-        reply, _ = await cached_answer(ctx, run, plan, simulator, sent, None)
-        spent.append(cost(simulator, reply) or 0.0)
-        return reply
+        async def simulate(sent: TargetRequest) -> TargetReply:
+            assert simulator is not None
+            return (await priced(simulator, sent))[0]
 
-    transcript = await conversation.converse(
-        lambda sent: loop(sent, None),
-        request,
-        talk,
-        simulate=simulate,
-        on_turn=_sink(events.turn_completed, case, repetition, on_event),
-    )
-    price = cost(target, transcript.reply)
-    if spent:
-        price = (price or 0.0) + sum(spent)
-    return Asked(transcript.reply, transcript.cached, price, transcript.turns)
+        transcript = await conversation.converse(
+            lambda sent: loop(sent, None),
+            request,
+            talk,
+            simulate=simulate,
+            on_turn=_sink(events.turn_completed, case, repetition, on_event),
+        )
+        return Asked(transcript.reply, transcript.cached, price(), transcript.turns)
+    except (TargetError, conversation.SimulatorFailed) as exc:
+        exc.spent = price()  # what the calls before it cost: spent all the same
+        raise
 
 
 def _sink(
@@ -136,7 +144,7 @@ async def cached_answer(
                 "output": storable(reply.output),
                 "input_tokens": reply.input_tokens,
                 "output_tokens": reply.output_tokens,
-                "tool_calls": [call.as_dict() for call in reply.tool_calls] or None,
+                "tool_calls": storable_json([call.as_dict() for call in reply.tool_calls]) or None,
             },
         )
     return reply, False
@@ -149,6 +157,8 @@ def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
         "base_url": config.base_url,
         "parameters": {**config.parameters, **request.parameters},
         "body_template": config.body_template,
+        "response_path": config.response_path,
+        "tool_calls_path": config.tool_calls_path,
         "input": request.input,
         "messages": request.messages,
         "system": request.system_prompt,

@@ -28,7 +28,6 @@ from utils.templates import TemplateTooCostly, render_off_loop
 
 Row = dict[str, Any]
 EventSink = Callable[[events.Event], None]
-DEFAULT_MAX_STEPS = 10  # a run made before runs had their own bound
 
 
 async def run_case(
@@ -67,8 +66,10 @@ async def run_case(
             reply, cached, price = asked.reply, asked.cached, asked.price
             trajectory = asked.trajectory
     except (TargetError, NoOutput) as error:
+        result["cost"] = getattr(error, "spent", None)  # an agent's or a conversation's calls
         return _errored(result, result["input"], error.kind, error.message), []
     except SimulatorFailed as exc:
+        result["cost"] = exc.spent
         return _errored(result, result["input"], "simulator_error", str(exc)), []
     result.update(
         output=storable(reply.output),

@@ -3,6 +3,8 @@ its verdict (a JSON object with a score between 0 and 1 and a reason)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from app.engine.calls import DeltaSink, call_model, cost
 from app.engine.plan import Plan
 from database.evaluations.scoring import JudgeVerdict, MetricSpec, Verdict
@@ -13,7 +15,7 @@ class ModelJudge:
     def __init__(
         self, config: TargetConfig, *, allow_private: bool, on_delta: DeltaSink | None
     ) -> None:
-        self.config = config
+        self.config = replace(config, tools=[])  # a judge answers; it calls no tool
         self.allow_private = allow_private
         self.on_delta = on_delta
 

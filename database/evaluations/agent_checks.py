@@ -21,7 +21,7 @@ from pydantic import AfterValidator, Field, StringConstraints, ValidationError, 
 from pydantic_core.core_schema import ValidationInfo
 
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
-from utils.json_schemas import check_json_schema
+from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema
 from utils.schemas import InputModel
 
 # The calls and the expected calls one metric scores (the comparisons grow as their product).
@@ -66,7 +66,7 @@ class ExpectedCall(InputModel):
 
     @functools.cached_property
     def _schema(self) -> Any:
-        return jsonschema.validators.validator_for(self.arguments)(self.arguments)
+        return bounded_validator(self.arguments)
 
     def matches(self, call: dict[str, Any]) -> bool:
         if call.get("name") != self.name:
@@ -287,10 +287,10 @@ def _tool_schemas(obs: Observation) -> dict[str, Any]:
         schema = function.get("parameters")
         schema = {"type": "object"} if schema is None else schema
         try:
-            validators[function["name"]] = jsonschema.validators.validator_for(schema)(schema)
+            validators[function["name"]] = bounded_validator(schema)
             validators[function["name"]].check_schema(schema)
-        except (jsonschema.SchemaError, TypeError) as exc:
-            why = exc.message if isinstance(exc, jsonschema.SchemaError) else exc
+        except (jsonschema.SchemaError, TypeError, SchemaTooCostly) as exc:
+            why = exc.message if isinstance(exc, jsonschema.SchemaError) else str(exc)
             raise ScoringError(
                 f"tool {function['name']!r}: not a valid JSON schema: {why}"
             ) from None

@@ -35,6 +35,7 @@ from database.evaluations.scoring import (
     decide,
     turn_observations,
 )
+from utils.json_schemas import SchemaTooCostly
 from utils.schemas import InputModel, Name
 
 # Which answers of a conversation a check scores (a test without turns has one: its output).
@@ -332,7 +333,7 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
         if judge is None:
             raise ScoringError("no judge model: set judge_model_id or the project's default")
         verdict = await judge(judge_prompt(spec, obs))
-    except ScoringError as exc:
+    except (ScoringError, SchemaTooCostly) as exc:  # a tenant's schema: bounded, never hung
         return Verdict(score=0.0, reason=str(exc), error=str(exc))
     if verdict.error is None:
         verdict.passed = decide(spec, verdict.score)
@@ -379,7 +380,10 @@ def _aggregated(scope: Scope, spec: MetricSpec, scored: list[tuple[float, str, b
         said = f"all {n} turns pass"
     if scope == "each":
         share = len(passing) / n
-        return Verdict(share, said, passed=share >= spec.threshold)
+        # A ">=" threshold up to 1 reads as the share of turns that must pass; under any
+        # other (a "<=" metric, a threshold past 1) every turn must.
+        as_share = spec.operator == ">=" and 0 < spec.threshold <= 1
+        return Verdict(share, said, passed=share >= spec.threshold if as_share else not failing)
     worst = min(failing or passing, key=lambda i: scored[i][0])  # the worst: one that fails
     if not failing:
         said += f": {scored[worst][1]}"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-import jsonschema
 import regex
 from pydantic import Field, StringConstraints, field_validator, model_validator
 from rapidfuzz import fuzz
 
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
-from utils.json_schemas import check_json_schema
+from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema
 from utils.schemas import InputModel
 
 REGEX_SECONDS = 0.5
@@ -177,7 +176,10 @@ def matches_json_schema(spec: MetricSpec, obs: Observation) -> tuple[float, str]
     except ValueError as exc:
         return 0.0, f"not JSON: {exc}"
     schema = spec.parameters["schema"]
-    errors = list(jsonschema.validators.validator_for(schema)(schema).iter_errors(document))
+    try:
+        errors = list(bounded_validator(schema).iter_errors(document))
+    except SchemaTooCostly as exc:
+        raise ScoringError(str(exc)) from None
     if errors:
         return 0.0, f"does not match the schema: {errors[0].message}"
     return 1.0, "matches the schema"

@@ -82,7 +82,9 @@ class HttpTarget(InputModel):
     )
     body_template: Annotated[str, StringConstraints(max_length=100_000)] = Field(
         default=DEFAULT_BODY_TEMPLATE,
-        description="Jinja2 (sandboxed) with {{ input }}, {{ messages }}, {{ variables }}",
+        description="Jinja2 (sandboxed) with {{ input }} (the user's latest message),"
+        " {{ messages }} (the whole chat: an agent's tool calls and results, a conversation's"
+        " turns), {{ variables }} and {{ tools }}",
     )
     response_path: Annotated[str, StringConstraints(min_length=1, max_length=1000)] = Field(
         description="JSONPath to the output in the response, e.g. $.choices[0].text"

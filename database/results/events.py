@@ -93,7 +93,9 @@ def step_completed(position: int, repetition: int, step: dict[str, Any]) -> Even
         **step,
         "text": text[:PREVIEW_CHARS],
         "text_truncated": len(text) > PREVIEW_CHARS,
+        "tool_calls": [_previewed_call(call) for call in step.get("tool_calls") or []],
         "tool_results": [_previewed(result) for result in step.get("tool_results") or []],
+        **({"error": step["error"][:PREVIEW_CHARS]} if step.get("error") else {}),
     }
 
 
@@ -107,14 +109,24 @@ def turn_completed(position: int, repetition: int, turn: dict[str, Any]) -> Even
         **shown,
         "user": turn["user"][:PREVIEW_CHARS],
         "text": turn["text"][:PREVIEW_CHARS],
+        "tool_calls": [_previewed_call(call) for call in turn.get("tool_calls") or []],
         "steps": len(turn.get("steps") or []) or 1,
     }
 
 
+def _previewed_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call whose arguments are cut, as JSON text, when they are long."""
+    arguments = call["arguments"]
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    if len(text) <= PREVIEW_CHARS:
+        return call
+    return {**call, "arguments": text[:PREVIEW_CHARS]}
+
+
 def _previewed(result: dict[str, Any]) -> dict[str, Any]:
-    content = result.get("content")
-    if content is None:
-        return result
+    if "content" not in result:
+        return {**result, "error": str(result.get("error", ""))[:PREVIEW_CHARS]}
+    content = result["content"]
     text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
     return {**result, "content": text[:PREVIEW_CHARS]}
 

@@ -211,8 +211,9 @@ class ResultRead(OutputModel):
     error_message: str | None
     trajectory: list[dict[str, Any]] | None = Field(
         default=None,
-        description="An agent's steps: each model call's text, tool calls and the mocked"
-        " tools' results",
+        description="An agent's steps (each model call's text, tool calls and the mocked"
+        " tools' results), or a conversation's turns (each user message, answer and tool"
+        " calls, the last saying how it ended); null for a single answer",
     )
     created_at: datetime
     evaluations: list[EvaluationRead] = Field(default_factory=list)

@@ -126,6 +126,13 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
     simulator_id = body.simulator_model_id
     if simulator_id is not None and await model_crud.get_model(session, simulator_id) is None:
         raise InvalidInput("no such model configuration", field="simulator_model_id")
+    simulators = simulator_id or project.default_judge_model_id
+    if simulators is None and await test_set_crud.has_simulated_users(session, version.id):
+        raise InvalidInput(
+            "the test set has simulated users: name a model to play them, or give the project"
+            " a default judge",
+            field="simulator_model_id",
+        )
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
     run = await crud.create_run(
         session,

@@ -188,6 +188,19 @@ ORDER BY c.position
 """)
 
 
+_SIMULATED = text("""
+SELECT EXISTS (
+    SELECT 1 FROM test_set_version_cases
+    WHERE version_id = :version_id
+      AND jsonb_typeof("case" -> 'conversation' -> 'simulated') = 'object'
+)
+""")
+
+
+async def has_simulated_users(session: AsyncSession, version_id: uuid.UUID) -> bool:
+    return bool(await session.scalar(_SIMULATED, {"version_id": version_id}))
+
+
 async def tool_names(session: AsyncSession, version_id: uuid.UUID) -> list[tuple[int, str]]:
     """(position, tool name) of every tool a version's cases expect or mock."""
     rows = await session.execute(_TOOL_NAMES, {"version_id": version_id})

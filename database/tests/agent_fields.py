@@ -16,6 +16,7 @@ from utils.schemas import InputModel
 MAX_STEPS = 50
 MAX_TOOL_ITEMS = 100
 MAX_TOOL_RESPONSES_BYTES = 256 * 1024
+MAX_ARGUMENTS_BYTES = 20_000  # an expectation's arguments (the tool-call metric's own bound)
 ArgumentMatch = Literal["exact", "subset", "schema"]
 
 
@@ -29,6 +30,10 @@ class ExpectedToolCall(InputModel):
 
     @model_validator(mode="after")
     def _schema_is_valid(self) -> ExpectedToolCall:
+        if self.arguments is not None:
+            size = len(fastjson.dumps_bytes(self.arguments))
+            if size > MAX_ARGUMENTS_BYTES:
+                raise ValueError(f"arguments: at most {MAX_ARGUMENTS_BYTES:,} bytes of JSON")
         if self.match == "schema" and self.arguments is not None:
             try:
                 check_json_schema(self.arguments)

@@ -197,10 +197,16 @@ class TestRead(OutputModel):
     tags: list[str]
     variables: dict[str, Any]
     metadata: dict[str, Any] = Field(validation_alias="meta")
-    expected_tool_calls: list[dict[str, Any]] | None = None
-    tool_responses: list[dict[str, Any]] | None = None
-    max_steps: int | None = None
-    conversation: dict[str, Any] | None = None
+    expected_tool_calls: list[dict[str, Any]] | None = Field(
+        default=None, description="The calls the agent should make, in order"
+    )
+    tool_responses: list[dict[str, Any]] | None = Field(
+        default=None, description="Mocked tool answers the engine's agent loop hands back"
+    )
+    max_steps: int | None = Field(default=None, description="Model calls at most")
+    conversation: dict[str, Any] | None = Field(
+        default=None, description="Scripted user turns, or a simulated user"
+    )
     created_at: datetime
     updated_at: datetime
 

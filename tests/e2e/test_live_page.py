@@ -10,9 +10,11 @@ import time
 import httpx
 import pytest
 
+from tests.database.results.test_agent_runs import MOCKS, TOOLS, _agent
 from tests.e2e.browser import DevTools, chromium, find_browser
 from tests.e2e.servers import create_run, live_env, start_server
 from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import PASSWORD
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +120,91 @@ async def _poll_until_final(page: DevTools, fake: FakeOpenAI, seconds: float) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"the page did not finish: {states[-1:] or state}")
         await asyncio.sleep(0.1)
+
+
+ACTIVITY = """(() => {
+  const status = document.getElementById("status");
+  const rows = Array.from(document.querySelectorAll("#results tbody tr"));
+  return {
+    status: status ? status.dataset.status : null,
+    finals: rows.filter((r) => ["passed", "failed", "errored"].includes(r.className)).length,
+    activity: rows.map((r) => Array.from(r.querySelectorAll(".activity li"), (i) => i.textContent)),
+  };
+})()"""
+
+
+async def test_live_page_shows_an_agents_steps_and_a_conversations_turns(tmp_path):
+    binary = find_browser()
+    with FakeOpenAI(require_api_key="sk-test", reply=_agent, latency=0.2) as fake:
+        server = start_server(live_env(tmp_path / "data", 2), tmp_path / "server.log")
+        try:
+            await asyncio.to_thread(server.wait_healthy, 120)
+            async with (
+                chromium(binary, tmp_path / "profile", tmp_path / "chromium.log") as page,
+                httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=30) as api,
+            ):
+                await page.send("Page.enable")
+                await page.send("Runtime.enable")
+                run = await _agent_run(api, fake)
+                issued = await api.post(f"/runs/{run['id']}/stream-token", json={})
+                await page.send(
+                    "Page.navigate", {"url": f"{server.url}{issued.json()['page_url']}"}
+                )
+                deadline = time.monotonic() + 60
+                while True:
+                    state = await page.evaluate(ACTIVITY)
+                    if state and state["status"] == "completed" and state["finals"] == 2:
+                        break
+                    assert time.monotonic() < deadline, state
+                    await asyncio.sleep(0.1)
+        finally:
+            server.stop()
+    agent, talk = state["activity"]
+    assert agent[0].startswith('step 1: calls get_weather({"city":"Paris"}), lookup('), agent
+    assert agent[1].startswith("step 2: It is"), agent
+    assert [line.split(":")[0] for line in talk] == ["turn 1", "turn 2", "turn 3"], talk
+    assert talk[0].startswith("turn 1: user: Hi / assistant: It is"), talk
+    assert talk[-1].endswith("[script_done]"), talk
+
+
+async def _agent_run(api: httpx.AsyncClient, fake: FakeOpenAI) -> dict:
+    """Registers, and starts a run of one agent case and one scripted conversation."""
+    registered = await api.post(
+        "/auth/register",
+        json={"email": "agents@example.com", "password": PASSWORD, "name": "Agents"},
+    )
+    api.headers["Authorization"] = f"Bearer {registered.json()['access_token']}"
+    model = await api.post(
+        "/models",
+        json={
+            "name": "agent",
+            "provider": "openai-compatible",
+            "model": "fake-model",
+            "base_url": fake.base_url,
+            "api_key": "sk-test",
+            "tools": TOOLS,
+        },
+    )
+    assert model.status_code == 201, model.text
+    project = (await api.post("/projects", json={"name": "agents"})).json()
+    tests = [
+        {"input": "Weather?", "tool_responses": MOCKS},
+        {"conversation": {"turns": ["Hi", "And tomorrow?", "Thanks"]}, "tool_responses": MOCKS},
+    ]
+    ids = (await api.post("/tests/bulk", json={"project_id": project["id"], "tests": tests})).json()
+    test_set = await api.post(
+        "/test-sets", json={"project_id": project["id"], "name": "s", "test_ids": ids["ids"]}
+    )
+    metric = await api.post(
+        "/metrics", json={"project_id": project["id"], "name": "m", "type": "tool-args-schema"}
+    )
+    run = await api.post(
+        "/runs",
+        json={
+            "test_set_id": test_set.json()["id"],
+            "target_model_id": model.json()["id"],
+            "metric_ids": [metric.json()["id"]],
+        },
+    )
+    assert run.status_code == 202, run.text
+    return dict(run.json())

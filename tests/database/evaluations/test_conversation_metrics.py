@@ -308,3 +308,23 @@ def test_a_tests_bad_scope_is_an_error_naming_it():
     spec = metric("contains", from_test="k")
     with pytest.raises(ScoringError, match=r"metadata\['k'\]\.scope: Input should be"):
         for_case(spec, {"k": {"value": "x", "scope": "most"}})
+
+
+async def test_each_under_a_threshold_that_is_no_share_needs_every_turn() -> None:
+    """A "<=" metric (passing when the check scores at most 0) over four turns of which one
+    scores 1: three of four turns pass, so the metric does not."""
+    turns = [
+        {"turn": i, "user": "q", "text": text, "tool_calls": []}
+        for i, text in enumerate(["no", "yes", "no", "no"], 1)
+    ]
+    observation = Observation(output="no", input="q", turns=turns)
+    spec = MetricSpec(
+        name="never-yes",
+        type="contains",
+        parameters={"value": "yes", "scope": "each"},
+        threshold=0.0,
+        operator="<=",
+    )
+    verdict = await score(spec, observation, None)
+    assert verdict.score == 0.75
+    assert verdict.passed is False

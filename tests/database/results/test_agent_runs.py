@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeToolCall, FakeToolCalls
+from tests.fakes.server import Fault
 from tests.helpers import assert_problem
 
 TOOLS = [
@@ -280,3 +281,66 @@ async def test_exports_carry_the_trajectory_whole_in_json_and_summed_up_in_csv_a
     assert [len(step["tool_calls"]) for step in exported["trajectory"]] == [2, 0]
     assert "2 steps; tools: get_weather, lookup" in await export("csv")
     assert "[2 steps; tools: get_weather, lookup]" in await export("junit")
+
+
+async def test_a_regression_in_trajectory_fails_the_gate_like_any_other(lab, fake):
+    fake.reply = _agent
+    target = await lab.openai_model(fake, tools=TOOLS)
+    cases = [
+        {"input": f"Weather {i}?", "tool_responses": MOCKS, "expected_tool_calls": EXPECTED}
+        for i in range(12)
+    ]
+    test_set = await lab.test_set(cases)
+    metric = await lab.metric("trajectory", parameters={"mode": "exact"})
+    baseline = await lab.run(test_set, target, metric_ids=[metric])
+    assert (await lab.wait(baseline["id"]))["counts"]["passed"] == 12
+
+    def skips_the_weather(request: dict[str, Any]) -> str | FakeToolCalls:
+        if any(m["role"] == "tool" for m in request["messages"]):
+            return "done"
+        return FakeToolCalls([FakeToolCall("lookup", {"query": "umbrella"})])
+
+    fake.reply = skips_the_weather
+    gated = await lab.run(test_set, target, metric_ids=[metric], gate={"baseline": baseline["id"]})
+    done = await lab.wait(gated["id"])
+    gate = done["gate_result"]
+    assert gate["status"] == "failed", gate
+    assert gate["comparison"]["metrics"][metric_name(done)]["verdict"] == "regressed"
+
+
+def metric_name(run: dict[str, Any]) -> str:
+    (metric,) = run["metrics"]
+    return str(metric["name"])
+
+
+async def test_a_nul_in_a_tool_call_is_stored_not_fatal(lab, fake):
+    """PostgreSQL holds no NUL in JSONB: a model writing one must not sink its batch."""
+    calls = FakeToolCalls([FakeToolCall("lookup", {"query": "a\u0000b"}, id="call\u0000x")])
+    fake.reply = lambda request: "done" if len(request["messages"]) > 1 else calls
+    target = await lab.openai_model(fake, tools=TOOLS)
+    test_set = await lab.test_set([{"input": "Go", "tool_responses": MOCKS}])
+    run = await lab.run(
+        test_set, target, metric_ids=[await lab.metric("tool-args-schema")], use_cache=True
+    )
+    done = await lab.wait(run["id"])
+    assert done["status"] == "completed", done
+    (result,) = await lab.results(run["id"])
+    call = result["trajectory"][0]["tool_calls"][0]
+    assert call["arguments"] == {"query": "a\ufffdb"} and call["id"] == "call\ufffdx"
+    # The model was answered under the id it gave, not the stored one.
+    assert fake.requests[1].json["messages"][-1]["tool_call_id"] == "call\u0000x"
+
+
+async def test_a_loop_that_fails_midway_still_counts_what_it_spent(lab, fake):
+    fake.reply = _agent
+    fake.enqueue(None, Fault.http(400))  # the first step answers; the second is refused
+    target = await lab.openai_model(
+        fake, tools=TOOLS, input_price_per_mtok=1000, output_price_per_mtok=1000
+    )
+    test_set = await lab.test_set([{"input": "Weather?", "tool_responses": MOCKS}])
+    run = await lab.run(test_set, target, metric_ids=[await lab.metric("tool-args-schema")])
+    done = await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    assert result["status"] == "errored" and result["error_type"] == "client_error"
+    assert result["cost"] and result["cost"] > 0  # the first step's call was paid for
+    assert done["spent"] == pytest.approx(result["cost"])

@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from tests.fakes.openai_server import FakeOpenAI, message_text
 from tests.fakes.server import Fault
+from tests.helpers import assert_problem
 
 
 def _counting(request: dict[str, Any]) -> str:
@@ -136,7 +137,31 @@ async def test_a_simulated_user_that_never_gets_there_stops_at_max_turns(lab, fa
     transcript = result["trajectory"]
     assert [turn["user"] for turn in transcript] == ["Hi", "Still waiting", "Still waiting"]
     assert transcript[-1]["ended"] == "max_turns"
-    assert len(simulator.requests) == 2  # the first message was the test's own
+    # Turns 2 and 3, then its last word (the first message was the test's own).
+    assert len(simulator.requests) == 3
+
+
+async def test_a_goal_reached_on_the_last_turn_is_told_from_running_out(lab, fake, simulator):
+    simulator.reply = _simulator(
+        {"status": "continue", "message": "Refund please"},
+        {"status": "goal_reached", "message": ""},
+    )
+    target = await lab.openai_model(fake)
+    playing = await lab.model(
+        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
+    )
+    conversation = {"simulated": {"persona": "P", "goal": "A refund", "max_turns": 1}}
+    test_set = await lab.test_set([{"conversation": conversation}])
+    run = await lab.run(
+        test_set,
+        target,
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        simulator_model_id=playing,
+    )
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    assert [turn["user"] for turn in result["trajectory"]] == ["Refund please"]
+    assert result["trajectory"][-1]["ended"] == "goal_reached"
 
 
 async def test_a_failing_simulator_errors_the_case_and_the_run_goes_on(lab, fake, simulator):
@@ -162,11 +187,41 @@ async def test_a_failing_simulator_errors_the_case_and_the_run_goes_on(lab, fake
     assert second["status"] == "passed"
 
 
-async def test_without_a_simulator_a_simulated_test_is_a_configuration_error(lab, fake):
+async def test_without_a_simulator_a_simulated_test_is_refused(lab, fake, simulator):
     target = await lab.openai_model(fake)
     test_set = await lab.test_set([{"conversation": {"simulated": {"persona": "P", "goal": "G"}}}])
-    run = await lab.run(test_set, target, metric_ids=[await lab.metric("is-json")])
+    metric = await lab.metric("is-json")
+    refused = await lab.post(
+        "/runs", {"test_set_id": test_set, "target_model_id": target, "metric_ids": [metric]}
+    )
+    assert "simulated users" in assert_problem(refused, 422, field="simulator_model_id")["detail"]
+
+    # A simulator deleted once the run was made: each such case is a configuration error.
+    playing = await lab.model(
+        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
+    )
+    run = await lab.run(test_set, target, metric_ids=[metric], simulator_model_id=playing)
+    deleted = await lab.client.delete(f"/api/v1/models/{playing}", headers=lab.account.headers)
+    assert deleted.status_code == 204
     await lab.wait(run["id"])
     (result,) = await lab.results(run["id"])
-    assert result["error_type"] == "configuration_error"
-    assert "simulator_model_id" in result["error_message"]
+    assert result["status"] == "errored"
+
+
+async def test_a_cached_conversation_replays_its_turns(lab, fake):
+    fake.reply = _counting
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"conversation": {"turns": ["one", "two", "three"]}}])
+    metric = await lab.metric("word-count", parameters={"min": 1, "scope": "each"})
+    first = await lab.run(test_set, target, metric_ids=[metric], use_cache=True)
+    await lab.wait(first["id"])
+    again = await lab.run(test_set, target, metric_ids=[metric], use_cache=True)
+    await lab.wait(again["id"])
+    assert len(fake.requests) == 3  # the second run's three turns came from the cache
+    (original,) = await lab.results(first["id"])
+    (replayed,) = await lab.results(again["id"])
+    assert replayed["cached"]
+    assert [t["text"] for t in replayed["trajectory"]] == [
+        t["text"] for t in original["trajectory"]
+    ]
+    assert replayed["status"] == "passed"
