@@ -57,6 +57,14 @@ Handler = Callable[[JobContext], Awaitable[None]]
 DeadHandler = Callable[[JobContext, AsyncSession, str], Awaitable[None]]
 
 
+# The pools started in this process (readiness reports on them).
+_started: set[WorkerPool] = set()
+
+
+def started_pools() -> list[WorkerPool]:
+    return list(_started)
+
+
 class WorkerPool:
     def __init__(
         self,
@@ -101,11 +109,13 @@ class WorkerPool:
             asyncio.create_task(self._claim_loop(), name="worker-claim"),
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
         ]
+        _started.add(self)
         log.info("workers started", worker=self.name, concurrency=self.concurrency)
 
     async def stop(self, drain_seconds: float = 10.0) -> None:
         """Stop claiming, let running jobs finish for a while, then hand the rest back."""
         self._stopping = True
+        _started.discard(self)
         self._wake.set()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=drain_seconds)
@@ -127,6 +137,11 @@ class WorkerPool:
     @property
     def busy(self) -> int:
         return len(self._running)
+
+    @property
+    def running(self) -> bool:
+        """Claiming and renewing leases: neither loop has died."""
+        return bool(self._daemons) and not any(daemon.done() for daemon in self._daemons)
 
     # --- loops --------------------------------------------------------------------------
 

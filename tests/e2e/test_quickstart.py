@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,13 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
     server = start_server(server_env(tmp_path / "data"), tmp_path / "server.log")
     try:
         server.wait_healthy(120)
+        # As an orchestrator asks: live, and ready (LISTEN connection up, workers running).
+        assert httpx.get(f"{server.url}/health/live", timeout=10).json() == {"status": "ok"}
+        deadline = time.monotonic() + 15
+        while (ready := httpx.get(f"{server.url}/health/ready", timeout=10)).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.2)
+        assert (ready.json()["listener"], ready.json()["workers"]) == ("connected", "running")
         output = _paste(block, server, tmp_path / "first").stdout
 
         imported = json.loads(output.splitlines()[0])
