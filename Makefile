@@ -42,6 +42,7 @@ lint: sync
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy .
 	$(UV) run --locked lint-imports
+	$(UV) run --locked hadolint Dockerfile
 
 format: sync
 	$(UV) run --locked ruff check --fix .

