@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from bench.harness import StolenTime, bench_app, run_workers
-from bench.run_throughput import PASSWORD, TERMINAL, provider, status_reader
+from bench.run_throughput import PASSWORD, provider, timed_run
 from utils import transport
 
 CONVERSATIONS = 200
@@ -89,26 +89,16 @@ async def _setup(client: httpx.AsyncClient, base_url: str) -> dict[str, Any]:
 
 
 async def _timed_run(client: httpx.AsyncClient, setup: dict[str, Any]) -> float:
-    started = time.perf_counter()
-    run = await client.post(
-        "/api/v1/runs",
-        json={
-            "test_set_id": setup["test_set"],
-            "target_model_id": setup["target"],
-            "simulator_model_id": setup["simulator"],
-            "metric_ids": [setup["metric"]],
-            "concurrency": CONCURRENCY,
-        },
-    )
-    run_id = run.json()["id"]
-    async with status_reader(setup["organization"]) as status:
-        while await status(run_id) not in TERMINAL:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    current = (await client.get(f"/api/v1/runs/{run_id}")).json()
-    assert current["status"] == "completed", current
+    body = {
+        "test_set_id": setup["test_set"],
+        "target_model_id": setup["target"],
+        "simulator_model_id": setup["simulator"],
+        "metric_ids": [setup["metric"]],
+        "concurrency": CONCURRENCY,
+    }
+    elapsed, current = await timed_run(client, setup["organization"], body)
     assert current["counts"]["passed"] == CONVERSATIONS, current["counts"]
-    results = await client.get(f"/api/v1/runs/{run_id}/results", params={"limit": 1})
+    results = await client.get(f"/api/v1/runs/{current['id']}/results", params={"limit": 1})
     assert len(results.json()["items"][0]["trajectory"]) == TURNS
     return elapsed
 

@@ -136,6 +136,23 @@ async def _bare_calls(base_url: str) -> float:
     return time.perf_counter() - started
 
 
+async def timed_run(
+    client: httpx.AsyncClient, organization_id: str, body: dict[str, Any]
+) -> tuple[float, dict[str, Any]]:
+    """POST /runs with `body`, then wait for its end (read apart from the API, see
+    status_reader): the seconds it took and the run as it ended, completed."""
+    started = time.perf_counter()
+    run = await client.post("/api/v1/runs", json=body)
+    run_id = run.json()["id"]
+    async with status_reader(organization_id) as status:
+        while await status(run_id) not in TERMINAL:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    current = (await client.get(f"/api/v1/runs/{run_id}")).json()
+    assert current["status"] == "completed", current
+    return elapsed, dict(current)
+
+
 async def _timed_run(
     client: httpx.AsyncClient, setup: dict[str, Any], base_url: str, name: str
 ) -> float:
@@ -149,23 +166,13 @@ async def _timed_run(
             "api_key": "sk-bench",
         },
     )
-    started = time.perf_counter()
-    run = await client.post(
-        "/api/v1/runs",
-        json={
-            "test_set_id": setup["test_set"],
-            "target_model_id": model.json()["id"],
-            "metric_ids": setup["metrics"],
-            "concurrency": CONCURRENCY,
-        },
-    )
-    run_id = run.json()["id"]
-    async with status_reader(setup["organization"]) as status:
-        while await status(run_id) not in TERMINAL:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-    elapsed = time.perf_counter() - started
-    current = (await client.get(f"/api/v1/runs/{run_id}")).json()
-    assert current["status"] == "completed", current
+    body = {
+        "test_set_id": setup["test_set"],
+        "target_model_id": model.json()["id"],
+        "metric_ids": setup["metrics"],
+        "concurrency": CONCURRENCY,
+    }
+    elapsed, current = await timed_run(client, setup["organization"], body)
     assert current["counts"]["done"] == CASES, current["counts"]
     assert current["counts"]["errored"] == 0, current["counts"]
     return elapsed

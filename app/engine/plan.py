@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.evaluations.scoring import MetricSpec
 from database.models import crud as model_crud
 from database.models.service import resolve
-from database.projects import crud as project_crud
 from database.prompts import crud as prompt_crud
 from database.results.models import Run
 from providers.targets import TargetConfig
@@ -33,12 +32,10 @@ class Plan:
 
 
 async def _simulator(session: AsyncSession, run: Run) -> TargetConfig | None:
-    """The run's simulator model, else the project's default judge."""
-    model_id = run.simulator_model_id
-    if model_id is None:
-        project = await project_crud.get_project(session, run.project_id)
-        model_id = project.default_judge_model_id if project is not None else None
-    row = await model_crud.get_model(session, model_id) if model_id is not None else None
+    """The model playing the run's simulated users (resolved when the run was made)."""
+    if run.simulator_model_id is None:
+        return None
+    row = await model_crud.get_model(session, run.simulator_model_id)
     return resolve(row, get_runtime().secret_box) if row is not None else None
 
 

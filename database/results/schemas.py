@@ -103,7 +103,7 @@ class RunCreate(InputModel):
     simulator_model_id: uuid.UUID | None = Field(
         default=None,
         description="Plays the simulated user of conversation tests; else the project's"
-        " default judge",
+        " default judge (resolved when the run is made)",
     )
     max_steps: int = Field(
         default=10,

@@ -126,13 +126,16 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
     simulator_id = body.simulator_model_id
     if simulator_id is not None and await model_crud.get_model(session, simulator_id) is None:
         raise InvalidInput("no such model configuration", field="simulator_model_id")
-    simulators = simulator_id or project.default_judge_model_id
-    if simulators is None and await test_set_crud.has_simulated_users(session, version.id):
-        raise InvalidInput(
-            "the test set has simulated users: name a model to play them, or give the project"
-            " a default judge",
-            field="simulator_model_id",
-        )
+    # Resolved now, as a gate's baseline is: the project's default judge plays the simulated
+    # users a run has (its workers then read no project to find out).
+    if simulator_id is None and await test_set_crud.has_simulated_users(session, version.id):
+        simulator_id = project.default_judge_model_id
+        if simulator_id is None:
+            raise InvalidInput(
+                "the test set has simulated users: name a model to play them, or give the"
+                " project a default judge",
+                field="simulator_model_id",
+            )
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
     run = await crud.create_run(
         session,
@@ -149,7 +152,7 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
             repetitions=body.repetitions,
             timeout_seconds=body.timeout_seconds,
             max_steps=body.max_steps,
-            simulator_model_id=body.simulator_model_id,
+            simulator_model_id=simulator_id,
             use_cache=body.use_cache and body.recorded_output is None,
             recorded_field=body.recorded_output,
             gate=gate,
