@@ -69,6 +69,32 @@ class Settings(BaseSettings):
     sse_buffer_events: int = Field(default=1000, ge=10)
     worker_drain_seconds: float = Field(default=10.0, ge=0)
 
+    # Provider secrets are encrypted with these keys (newest first; older ones still decrypt,
+    # for rotation). Development mode generates one under data_dir, as for the secret key.
+    encryption_keys: Annotated[list[str], NoDecode] = []
+
+    # Observability. /metrics answers only to `Authorization: Bearer <metrics_token>`; with no
+    # token it is off. Processes on one host share metrics_dir (prometheus multiprocess mode).
+    metrics_token: str | None = None
+    metrics_dir: Path | None = None
+    # Traces go to an OTLP/HTTP collector when this (or the standard OTEL_EXPORTER_OTLP_*
+    # variables) is set; off otherwise.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "assay"
+
+    # Webhooks.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=20)
+    webhook_secret_overlap_hours: int = Field(default=24, ge=0)
+
+    # Retention, in days ("off" keeps forever). Results are never pruned.
+    retention_run_events_days: Annotated[int | None, NoDecode] = 30
+    retention_jobs_days: Annotated[int | None, NoDecode] = 7
+    retention_dead_jobs_days: Annotated[int | None, NoDecode] = 30
+    retention_sessions_days: Annotated[int | None, NoDecode] = 7
+    retention_invitations_days: Annotated[int | None, NoDecode] = 30
+    maintenance_interval_seconds: float = Field(default=3600.0, gt=0)
+
     # Logging.
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
@@ -78,6 +104,34 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator(
+        "retention_run_events_days",
+        "retention_jobs_days",
+        "retention_dead_jobs_days",
+        "retention_sessions_days",
+        "retention_invitations_days",
+        mode="before",
+    )
+    @classmethod
+    def _days_or_off(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value in {"off", "none", "never", ""}:
+                return None
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError('a whole number of days (at least 1), or "off"')
+            return int(value)
+        if isinstance(value, int) and value < 1:
+            raise ValueError('a whole number of days (at least 1), or "off"')
         return value
 
     @property
