@@ -14,12 +14,14 @@ from datetime import timedelta
 import structlog
 
 from app.engine.jobs import HANDLERS, on_dead
+from app.engine.maintenance import ensure_scheduled
 from database.core import Database, set_database
 from database.embedded import EmbeddedServer
 from database.results import crud as results_crud
 from database.setup import check_runtime_role, prepare_database
 from notifications.service import Notifications, set_notifications
 from tasks.worker import WorkerPool
+from utils import metrics, tracing
 from utils.config import Settings
 from utils.runtime import Runtime, set_runtime
 from utils.transport import close_sessions
@@ -37,11 +39,14 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
     # for I/O it may wait a whole switch interval for the lock, 5 ms by default. At 1 ms a
     # request that wakes it a few dozen times stays quick while renders run.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    metrics.configure(settings.metrics_directory)
+    configure_tracing(settings)
     runtime = Runtime.from_settings(settings)
     urls, _ = await prepare_database(settings)
     database = Database.connect(
         urls.runtime, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
     )
+    tracing.instrument_engine(database.engine)
     try:
         await check_runtime_role(database)
         set_database(database)
@@ -76,6 +81,8 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
         try:
             if pool is not None:
                 await pool.start()
+                # Only a process that runs jobs schedules the pruning: an API-only one never prunes.
+                await ensure_scheduled(database, settings.maintenance_interval_seconds)
             log.info("assay started", embedded_database=settings.embedded, workers=workers)
             yield
         finally:
@@ -93,7 +100,15 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
         await database.dispose()
         if urls.embedded is not None:
             await urls.embedded.release()  # the last process out stops the embedded server
+        metrics.metrics().close()
+        tracing.shutdown()
         log.info("assay stopped")
+
+
+def configure_tracing(settings: Settings) -> None:
+    """Once per process (the app, built first in an API process, may have done it)."""
+    if tracing.provider() is None:
+        tracing.configure(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
 
 
 async def _keep_running(server: EmbeddedServer) -> None:

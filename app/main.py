@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import health
+from app import health, metrics_endpoint
 from app.bootstrap import running_process
 from app.docs import install_docs
 from app.errors import install_error_handlers
@@ -23,6 +23,7 @@ from database.evaluations.apis import test_set_router as test_set_metrics_router
 from database.models.apis import router as models_router
 from database.organizations.apis import router as organizations_router
 from database.projects.apis import router as projects_router
+from database.projects.webhook_apis import router as webhooks_router
 from database.prompts.apis import router as prompts_router
 from database.results.apis import baseline_router, results_router
 from database.results.apis import router as runs_router
@@ -31,6 +32,7 @@ from database.test_sets.apis import tests_router as tests_bulk_router
 from database.tests.apis import router as tests_router
 from database.users import service as users_service
 from database.users.apis import auth_router, members_router, users_router
+from utils import tracing
 from utils.config import Settings, get_settings
 from utils.logging import configure_logging
 
@@ -61,6 +63,7 @@ def api_router() -> APIRouter:
         runs_router,
         results_router,
         baseline_router,
+        webhooks_router,
     ):
         api.include_router(router)
     return api
@@ -80,7 +83,18 @@ Live run events are Server-Sent Events under `/public` (their own document:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    if tracing.provider() is None:
+        tracing.configure(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
     app = FastAPI(
+        # Request spans (route templates, mounted apps included) when tracing is on; our own
+        # Prometheus metrics instead of OpenTelemetry's.
+        telemetry={
+            "tracing": tracing.enabled(),
+            "tracer_provider": tracing.provider(),
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+        },
         title="Assay",
         summary="Test and evaluate LLM applications: test sets, runs, scoring, live results.",
         version="0.1.0",
@@ -110,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_docs(app)
     app.include_router(health.router)
+    app.include_router(metrics_endpoint.router)
     app.include_router(api_router())
     app.mount("/public", create_public_app())
     install_openapi(app, description=API_DESCRIPTION)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem
+from utils.metrics import metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -56,13 +57,34 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
             log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                duration_ms=round(elapsed * 1000, 1),
             )
+            _measure(scope, status, elapsed)
+
+
+def _measure(scope: Scope, status: int, elapsed: float) -> None:
+    """Counts the request under its route's template (never its path: ids would make every
+    request a series of its own); a request no route matched is `unmatched`."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) if route is not None else None
+    if template is None:  # no route, or one of the few that are not the API's (docs)
+        template = "unmatched" if status == 404 else "other"
+    else:
+        # The route knows its path below the prefixes it was included under (/api/v1, the
+        # /public mount): those are the request path's leading segments.
+        segments = scope["path"].split("/")
+        prefix = segments[: len(segments) - template.count("/")]
+        template = "/".join(prefix) + template
+    method = scope["method"]
+    into = metrics()
+    into.http_requests.labels(method, template, str(status)).inc()
+    into.http_duration.labels(method, template).observe(elapsed)
 
 
 class SecurityHeadersMiddleware:

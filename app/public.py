@@ -40,7 +40,8 @@ Server-Sent Events of one run. Authenticate with `?token=` (from
 Every stored event has an `id:` (the run's event sequence, 1, 2, 3 ...). Reconnect with
 `Last-Event-ID` (EventSource does it for you) to get exactly the events after it: the replay
 from the database and the live part join without a gap or a duplicate. When the run has ended
-and nothing is left after `Last-Event-ID`, the answer is 204 (EventSource then stops).
+and nothing is left after `Last-Event-ID` (or retention has pruned its events), the answer is 204
+(EventSource then stops).
 
 Events (`event:` name, then the JSON in `data:`):
 
@@ -121,7 +122,11 @@ def create_public_app() -> FastAPI:
     ) -> Response:
         run = await _run(session, run_id)
         after = _last_event_id(last_event_id)
-        if run.status in TERMINAL and after >= run.event_seq:
+        if run.status in TERMINAL and (
+            after >= run.event_seq
+            # Retention prunes a finished run's events all at once: nothing left to replay.
+            or not await crud.events_after(session, run.id, after, limit=1)
+        ):
             return Response(status_code=204)
         settings = runtime.settings
         return EventStream(

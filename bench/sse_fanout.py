@@ -14,6 +14,7 @@ publisher's NOTIFY, as a worker would) and keeps each commit's wall-clock time.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import resource
@@ -78,6 +79,7 @@ async def serve_on_embedded(
         ASSAY_MIGRATION_DATABASE_URL=owner,
         ASSAY_MIGRATE_ON_START="false",
         ASSAY_SECRET_KEY=secrets.token_urlsafe(48),
+        ASSAY_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
         ASSAY_WORKERS="0",
         ASSAY_BCRYPT_ROUNDS="4",
         ASSAY_LOG_LEVEL="WARNING",

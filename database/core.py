@@ -14,13 +14,13 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy import DateTime, MetaData, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -28,9 +28,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from utils import fastjson
+from utils.metrics import metrics
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -158,7 +159,9 @@ class Database:
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Database:
-        return cls(make_engine(url, pool_size=pool_size, max_overflow=max_overflow))
+        engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+        _measure_pool(engine, pool_size + max_overflow)
+        return cls(engine)
 
     @asynccontextmanager
     async def transaction(self, tenant: Tenant | None = None) -> AsyncIterator[AsyncSession]:
@@ -176,6 +179,37 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        capacity = self.engine.sync_engine.pool.__dict__.pop("_assay_capacity", 0)
+        metrics().db_pool_capacity.dec(capacity)
+
+
+def _measure_pool(engine: AsyncEngine, capacity: int) -> None:
+    pool = engine.sync_engine.pool
+    pool._assay_capacity = capacity  # type: ignore[attr-defined]
+    gauge = metrics().db_pool_in_use
+    metrics().db_pool_capacity.inc(capacity)
+    event.listen(pool, "checkout", lambda *_: gauge.inc())
+    event.listen(pool, "checkin", lambda *_: gauge.dec())
+
+
+_AFTER_COMMIT = "assay_after_commit"
+
+
+def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Calls `callback` once the session's transaction commits (never if it rolls back): for
+    what must only count what was really written, such as metrics."""
+    session.sync_session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    for callback in session.info.pop(_AFTER_COMMIT, ()):
+        callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _rolled_back(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
 
 
 def asyncpg_connect_args(url: str) -> dict[str, Any]:

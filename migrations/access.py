@@ -17,6 +17,9 @@ IMMUTABLE_TABLES = (
     "prompt_versions",
     "run_events",
 )
+# Records that are added and read, never changed or removed (triggers refuse it for every role
+# too; the grant says so for the runtime).
+APPEND_ONLY_TABLES = ("audit_log",)
 
 
 def grant_runtime_access(connection: Connection, runtime_role: str | None) -> None:
@@ -29,6 +32,9 @@ def grant_runtime_access(connection: Connection, runtime_role: str | None) -> No
     for table in IMMUTABLE_TABLES:
         if connection.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
             connection.execute(text(f"REVOKE UPDATE ON {table} FROM {APP_ROLE}"))
+    for table in APPEND_ONLY_TABLES:
+        if connection.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
+            connection.execute(text(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {APP_ROLE}"))
     if runtime_role is None:
         return
     owner = connection.execute(text("SELECT current_user")).scalar_one()
@@ -41,3 +47,19 @@ def grant_runtime_access(connection: Connection, runtime_role: str | None) -> No
     if not exists:
         connection.execute(text(f"CREATE ROLE {quoted} LOGIN NOSUPERUSER NOBYPASSRLS"))
     connection.execute(text(f"GRANT {APP_ROLE} TO {quoted}"))
+
+
+def definer_role(role: str) -> str:
+    """SQL making `role` (once) a no-login role that SECURITY DEFINER functions run as, and
+    letting the migrating user grant to it and hand it functions."""
+    return f"""
+        DO $$
+        BEGIN
+          IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+            CREATE ROLE {role} NOLOGIN NOSUPERUSER NOBYPASSRLS;
+          END IF;
+          IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+            EXECUTE format('GRANT {role} TO %I', current_user);
+          END IF;
+        END $$;
+        """

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.core import Database, Tenant
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL
+from utils.metrics import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -133,6 +134,7 @@ class Subscriber:
             return False
         if len(self.items) >= self.limit:
             self.end(TOO_SLOW)
+            metrics().sse_dropped.inc()
             return False
         self.items.append(item)
         self._wake()
@@ -228,6 +230,7 @@ class Hub:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._poller = self._clock = None
         self.end_all(SHUTDOWN)
+        metrics().sse_subscribers.dec(self.subscriber_count)
         self._feeds.clear()
 
     def subscribe(
@@ -246,6 +249,7 @@ class Hub:
         # What the hub has already delivered to others, this one gets from the replay.
         subscriber.known = max(seen, feed.last_seq)
         feed.subscribers.add(subscriber)
+        metrics().sse_subscribers.inc()
         if seen > feed.last_seq:
             self._fetch_soon(run_id, feed)
         return subscriber
@@ -258,9 +262,10 @@ class Hub:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         feed = self._feeds.get(subscriber.run_id)
-        if feed is None:
+        if feed is None or subscriber not in feed.subscribers:
             return
         feed.subscribers.discard(subscriber)
+        metrics().sse_subscribers.dec()
         if not feed.subscribers and not feed.fetching:
             del self._feeds[subscriber.run_id]
 

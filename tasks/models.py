@@ -21,6 +21,13 @@ class Job(IdMixin, TimestampMixin, Base):
         CheckConstraint("status IN ('queued', 'running', 'done', 'dead')", name="status"),
         Index("ix_jobs_claimable", "run_after", postgresql_where="status = 'queued'"),
         Index("ix_jobs_leases", "locked_until", postgresql_where="status = 'running'"),
+        # Retention finds finished and dead jobs by age.
+        Index(
+            "ix_jobs_finished",
+            "status",
+            "finished_at",
+            postgresql_where="status IN ('done', 'dead')",
+        ),
     )
 
     organization_id: Mapped[uuid.UUID] = mapped_column(

@@ -157,6 +157,15 @@ async def complete(session: AsyncSession, *, worker: str, job_id: uuid.UUID) -> 
     )
 
 
+class RetryLater(Exception):
+    """Raised by a handler whose job should be tried again after `seconds` (its own schedule)
+    rather than the queue's backoff; the last attempt still makes the job dead."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
 def backoff(attempts: int) -> float:
     """Seconds before the next attempt: exponential, capped, with jitter against herds."""
     exponent = min(max(0, attempts - 1), 64)  # 2**1025 would overflow a float
@@ -164,9 +173,17 @@ def backoff(attempts: int) -> float:
     return ideal * random.uniform(0.5, 1.5)
 
 
-async def fail(session: AsyncSession, *, worker: str, job: ClaimedJob, error: str) -> str:
-    """Schedules a retry, or parks the job as dead after its last attempt. Returns the status,
-    or "lost" when `worker` no longer holds the job (its lease ran out and another took it)."""
+async def fail(
+    session: AsyncSession,
+    *,
+    worker: str,
+    job: ClaimedJob,
+    error: str,
+    retry_in: float | None = None,
+) -> str:
+    """Schedules a retry (after `retry_in` seconds, else the backoff), or parks the job as dead
+    after its last attempt. Returns the status, or "lost" when `worker` no longer holds the job
+    (its lease ran out and another took it)."""
     dead = job.attempts >= job.max_attempts or job.exhausted is not None
     values: dict[str, Any] = {
         "locked_by": None,
@@ -177,7 +194,8 @@ async def fail(session: AsyncSession, *, worker: str, job: ClaimedJob, error: st
     if dead:
         values["finished_at"] = func.now()
     else:
-        values["run_after"] = func.now() + timedelta(seconds=backoff(job.attempts))
+        delay = backoff(job.attempts) if retry_in is None else retry_in
+        values["run_after"] = func.now() + timedelta(seconds=delay)
     updated = await session.execute(
         update(Job)
         .where(Job.id == job.id, Job.locked_by == worker)
@@ -204,3 +222,8 @@ async def payloads(
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return await session.scalar(select(Job).where(Job.id == job_id))
+
+
+# The organization of jobs that are no tenant's (maintenance): reserved by the migrations, with
+# no members, so nobody can act for it and the queue's tenant rules hold for its jobs unchanged.
+SYSTEM_ORGANIZATION_ID = uuid.UUID(int=0)

@@ -27,6 +27,7 @@ from database.core import Database, Tenant
 from notifications.listener import Listener
 from tasks import queue
 from tasks.queue import ClaimedJob
+from utils import tracing
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,10 @@ class JobContext:
     @property
     def payload(self) -> dict[str, Any]:
         return self.job.payload
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempts
 
     def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A transaction scoped to the job's organization: RLS applies to workers too."""
@@ -201,7 +206,18 @@ class WorkerPool:
                 raise LookupError(f"no handler for job kind {job.kind!r}")
             if job.exhausted is not None:
                 raise RuntimeError(job.exhausted)
-            await handler(context)
+            attributes = {
+                "assay.job.id": str(job.id),
+                "assay.job.kind": job.kind,
+                "assay.job.attempt": job.attempts,
+                "assay.run_id": job.payload.get("run_id"),
+            }
+            with tracing.span(f"job {job.kind}", attributes) as span:
+                try:
+                    await handler(context)
+                except Exception as exc:
+                    tracing.failed(span, type(exc).__name__, str(exc)[:500])
+                    raise
             async with context.transaction() as session:
                 await queue.complete(session, worker=self.name, job_id=job.id)
         except asyncio.CancelledError:
@@ -211,7 +227,13 @@ class WorkerPool:
             error = f"{type(exc).__name__}: {exc}"
             with contextlib.suppress(Exception):
                 async with context.transaction() as session:
-                    status = await queue.fail(session, worker=self.name, job=job, error=error)
+                    status = await queue.fail(
+                        session,
+                        worker=self.name,
+                        job=job,
+                        error=error,
+                        retry_in=exc.seconds if isinstance(exc, queue.RetryLater) else None,
+                    )
                     if status == "dead" and self.on_dead is not None:
                         # In the same transaction: a dead job and its consequence commit together.
                         await self.on_dead(context, session, error)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,10 +16,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "dev"})
 MIN_SECRET_LENGTH = 32
+# A Fernet key: 32 bytes in url-safe base64, 44 characters of which the last is "=".
+ENCRYPTION_KEY_BYTES = 32
+ENCRYPTION_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}=")
+GENERATE_ENCRYPTION_KEY = (
+    "python -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+)
 
 
 class InsecureSecretKey(RuntimeError):
     """Raised at start when a production deployment has no real secret key."""
+
+
+class InvalidEncryptionKeys(RuntimeError):
+    """Raised at start when ASSAY_ENCRYPTION_KEYS is missing in production or malformed."""
 
 
 class Settings(BaseSettings):
@@ -85,6 +98,9 @@ class Settings(BaseSettings):
     # Webhooks.
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     webhook_max_attempts: int = Field(default=8, ge=1, le=20)
+    # Seconds before each retry of a failed delivery (the last repeats): the Standard Webhooks
+    # schedule, so eight attempts span a day and a quarter of a receiver being down.
+    webhook_retry_seconds: Annotated[list[float], NoDecode] = [5, 300, 1800, 7200, 18000, 36000]
     webhook_secret_overlap_hours: int = Field(default=24, ge=0)
 
     # Retention, in days ("off" keeps forever). Results are never pruned.
@@ -111,6 +127,15 @@ class Settings(BaseSettings):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("webhook_retry_seconds", mode="before")
+    @classmethod
+    def _split_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and (not value or any(float(v) < 0 for v in value)):
+            raise ValueError("a comma-separated list of seconds, none negative")
         return value
 
     @field_validator(
@@ -140,6 +165,14 @@ class Settings(BaseSettings):
         return self.database_url is None
 
     @property
+    def metrics_directory(self) -> Path | None:
+        """Where the host's processes write their metrics: configured, or (embedded mode) under
+        data_dir, which every process of a development setup shares."""
+        if self.metrics_dir is not None:
+            return self.metrics_dir
+        return self.data_dir / "metrics" if self.embedded else None
+
+    @property
     def owner_database_url(self) -> str | None:
         return self.migration_database_url or self.database_url
 
@@ -159,25 +192,67 @@ class Settings(BaseSettings):
             )
         return _development_secret(self.data_dir)
 
+    def resolve_encryption_keys(self) -> list[str]:
+        """The keys of stored secrets, newest first: configured, or (embedded mode only) one
+        generated once under data_dir."""
+        keys = self.encryption_keys
+        for position, key in enumerate(keys, start=1):
+            if not _is_encryption_key(key):
+                # Its position only: the value is a secret, even a malformed one.
+                raise InvalidEncryptionKeys(
+                    f"ASSAY_ENCRYPTION_KEYS: key {position} of {len(keys)} is not a Fernet key"
+                    " (32 random bytes in url-safe base64: 44 characters ending in '=');"
+                    f" generate one with: {GENERATE_ENCRYPTION_KEY}"
+                )
+        if keys:
+            return list(keys)
+        if not self.embedded:
+            raise InvalidEncryptionKeys(
+                "ASSAY_ENCRYPTION_KEYS is not set: stored provider secrets need their own key,"
+                " apart from ASSAY_SECRET_KEY. Generate one with: "
+                f"{GENERATE_ENCRYPTION_KEY} (a comma-separated list, newest first, rotates"
+                " keys; values stored before keep decrypting with ASSAY_SECRET_KEY until"
+                " `python -m app reencrypt-secrets` rewrites them)"
+            )
+        return [_development_encryption_key(self.data_dir)]
+
 
 def _development_secret(data_dir: Path) -> str:
-    path = data_dir / "secret_key"
+    return _generated_once(data_dir / "secret_key", lambda: secrets.token_urlsafe(48))
+
+
+def _development_encryption_key(data_dir: Path) -> str:
+    return _generated_once(data_dir / "encryption_key", _new_encryption_key)
+
+
+def _new_encryption_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(ENCRYPTION_KEY_BYTES)).decode()
+
+
+def _is_encryption_key(key: str) -> bool:
+    return ENCRYPTION_KEY_PATTERN.fullmatch(key) is not None
+
+
+def _generated_once(path: Path, generate: Callable[[], str]) -> str:
+    """The value in `path`, written there first (mode 0600) when missing."""
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = generate()
     # Write aside, then link into place: link fails when another process won the race,
-    # and a reader never sees a half-written file.
-    draft = data_dir / f".secret_key.{os.getpid()}"
-    draft.write_text(key, encoding="utf-8")
-    draft.chmod(0o600)
+    # and a reader never sees a half-written file. The draft is private from its creation.
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(value)
+    draft.chmod(0o600)  # whatever the umask
     try:
         os.link(draft, path)
     except FileExistsError:
-        key = path.read_text().strip()
+        value = path.read_text().strip()
     finally:
         draft.unlink()
-    return key
+    return value
 
 
 @lru_cache

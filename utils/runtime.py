@@ -15,7 +15,7 @@ from utils.secrets import SecretBox
 @dataclass
 class Runtime:
     settings: Settings
-    secret_key: str
+    secret_key: str  # signs tokens, nothing else
     hasher: PasswordHasher
     rate_limiter: RateLimiter
     secret_box: SecretBox
@@ -34,10 +34,16 @@ class Runtime:
         return cls(
             settings=settings,
             secret_key=secret_key,
-            secret_box=SecretBox(secret_key),
+            secret_box=make_secret_box(settings, secret_key),
             hasher=PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
             rate_limiter=RateLimiter(settings.redis_url),
         )
+
+
+def make_secret_box(settings: Settings, secret_key: str) -> SecretBox:
+    """Stored secrets: under the encryption keys, and (for values stored before they existed)
+    the key derived from the signing secret, last."""
+    return SecretBox(settings.resolve_encryption_keys(), legacy_secret_key=secret_key)
 
 
 _runtime: Runtime | None = None

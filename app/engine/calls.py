@@ -3,17 +3,35 @@ circuit breaker), with streamed text handed to the live stream, and priced."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any
+
+from opentelemetry.trace import SpanKind
 
 from app.engine.gate import call_through, gate_for
 from notifications.publisher import Publisher
 from notifications.service import current_publisher
-from providers.targets import TargetConfig, TargetReply, TargetRequest, call_target
+from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest, call_target
+from utils import tracing
+from utils.metrics import metrics
 
 PRICE_PROVIDERS = {"openai", "anthropic", "google", "groq", "mistral"}
+# The kinds of a failed call as the `outcome` label says them (a fixed set).
+OUTCOMES = {
+    "rate_limited": "429",
+    "server_error": "5xx",
+    "timeout": "timeout",
+    "connection_error": "connection_error",
+    "client_error": "4xx",
+    "auth_error": "auth_error",
+    "circuit_open": "circuit_open",
+}
+# The run and result a call is made for, as attributes of its span (set per case).
+call_owner: ContextVar[dict[str, str] | None] = ContextVar("call_owner", default=None)
 
 
 async def call_model(
@@ -29,15 +47,62 @@ async def call_model(
     def attempt() -> Awaitable[TargetReply]:
         if on_delta is not None:
             on_delta.new_attempt()
-        return call_target(
+        return observed(
             config,
-            request,
-            allow_private_networks=allow_private,
-            time_limit=time_limit,
-            on_delta=on_delta,
+            call_target(
+                config,
+                request,
+                allow_private_networks=allow_private,
+                time_limit=time_limit,
+                on_delta=on_delta,
+            ),
         )
 
-    return await call_through(gate_for(config.id, config.requests_per_minute), attempt)
+    gate = gate_for(
+        config.id, config.requests_per_minute, provider=config.provider, model=config.model
+    )
+    return await call_through(gate, attempt)
+
+
+async def observed(config: TargetConfig, call: Awaitable[TargetReply]) -> TargetReply:
+    """One attempt at a call, counted (`assay_provider_*`) and, when tracing, a span in the
+    GenAI semantic conventions with the run and result it was made for."""
+    into = metrics()
+    model = into.model_label(config.model)
+    provider = config.provider
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": config.model,
+        "server.address": config.base_url,
+        **(call_owner.get() or {}),
+    }
+    started = time.perf_counter()
+    with tracing.span(
+        f"chat {config.model or config.name}", attributes, kind=SpanKind.CLIENT
+    ) as span:
+        try:
+            reply = await call
+        except TargetError as error:
+            into.provider_calls.labels(provider, model, OUTCOMES.get(error.kind, "error")).inc()
+            into.provider_duration.labels(provider, model).observe(time.perf_counter() - started)
+            tracing.failed(span, error.kind, error.message)
+            raise
+        into.provider_calls.labels(provider, model, "ok").inc()
+        into.provider_duration.labels(provider, model).observe(time.perf_counter() - started)
+        price = cost(config, reply)
+        if reply.input_tokens:
+            into.provider_tokens.labels(provider, model, "input").inc(reply.input_tokens)
+        if reply.output_tokens:
+            into.provider_tokens.labels(provider, model, "output").inc(reply.output_tokens)
+        if price:
+            into.provider_cost.labels(provider, model).inc(price)
+        if span is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", reply.input_tokens or 0)
+            span.set_attribute("gen_ai.usage.output_tokens", reply.output_tokens or 0)
+            if price is not None:
+                span.set_attribute("assay.cost_usd", price)
+        return reply
 
 
 class DeltaSink:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.engine import agent, answers
-from app.engine.calls import delta_sink
+from app.engine.calls import call_owner, delta_sink
 from app.engine.context import JobContext
 from app.engine.conversation import SimulatorFailed, is_transcript, steps_of
 from app.engine.judges import judge_for
@@ -23,6 +23,7 @@ from database.results import events
 from database.results.models import Result, Run
 from database.test_sets.crud import VersionCase
 from providers.targets import TargetError, TargetReply, TargetRequest
+from utils import tracing
 from utils.errors import InvalidInput
 from utils.templates import TemplateTooCostly, render_off_loop
 
@@ -42,6 +43,33 @@ async def run_case(
     """`source`: a rescore's stored result of this case, whose output (and trajectory) is
     scored again. `on_event`: where an agent's completed steps go, as they complete."""
     result = _new_result(run, case, repetition)
+    owner = {"assay.run_id": str(run.id), "assay.result_id": str(result["id"])}
+    token = call_owner.set(owner)
+    try:
+        with tracing.span(
+            "assay.case",
+            {**owner, "assay.test_id": str(case.test_id), "assay.repetition": repetition},
+        ) as span:
+            row, evaluations = await _run_case(
+                ctx, run, plan, case, repetition, result, source, on_event
+            )
+            if span is not None:
+                span.set_attribute("assay.status", row.get("status") or "")
+            return row, evaluations
+    finally:
+        call_owner.reset(token)
+
+
+async def _run_case(
+    ctx: JobContext,
+    run: Run,
+    plan: Plan,
+    case: VersionCase,
+    repetition: int,
+    result: Row,
+    source: Result | None,
+    on_event: EventSink | None,
+) -> tuple[Row, list[Row]]:
     try:
         request = await _request(case.case, plan)
     except InvalidInput as exc:

@@ -15,6 +15,11 @@ class JobContext(Protocol):
     @property
     def payload(self) -> dict[str, Any]: ...
 
+    @property
+    def attempt(self) -> int:
+        """This attempt's number, 1 for the first."""
+        ...
+
     def transaction(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A transaction acting for the job's organization."""
         ...

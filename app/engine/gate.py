@@ -1,5 +1,15 @@
-"""What stands between the engine and a model: a requests-per-minute pace shared by the
-process, retries on 429/5xx/connection errors (honouring Retry-After), a circuit breaker."""
+"""What stands between the engine and a model: a requests-per-minute pace shared by every
+process on the database (app/engine/pacing.py), retries on 429/5xx/connection errors (honouring
+Retry-After), and a circuit breaker.
+
+The circuit breaker is kept per process, on purpose. Each process learns that a model is down
+within BREAKER_THRESHOLD of its own calls (seconds, at any useful rate), so sharing would save
+a handful of failed calls at most, while it would add a database round trip to every call,
+success or not, to read and update the failure count. And a shared open state is worse when it
+is wrong: one process whose network path to the provider is broken would stop every process,
+and an open state left by a process that died mid-trial would hold them all off for its
+cooldown. Per process, a breaker reflects what that process actually sees.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +20,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from app.engine.pacing import Pacer, SharedPace
 from providers.targets import TargetError, TargetReply
+from utils.metrics import metrics
 
 RETRYABLE = frozenset({"rate_limited", "server_error", "connection_error"})
 # A 429 is the provider pacing us, not failing: it is retried but does not open the circuit.
@@ -22,23 +34,6 @@ BREAKER_THRESHOLD = 5
 BREAKER_COOLDOWN_SECONDS = 30.0
 
 
-class Pace:
-    """Spaces calls evenly to stay under a requests-per-minute limit (no bursts)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.interval = 60.0 / per_minute
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
-
-
 @dataclass
 class Breaker:
     """Opens after consecutive failures; lets one trial call through after the cooldown."""
@@ -48,6 +43,8 @@ class Breaker:
     failures: int = 0
     opened_at: float | None = None
     _trial: bool = field(default=False, repr=False)
+    provider: str = "unknown"  # for the metrics of its state
+    model: str | None = None
 
     def check(self) -> bool:
         """Raises `circuit_open` while open; True when this call is the half-open trial."""
@@ -69,30 +66,44 @@ class Breaker:
         self._trial = False
 
     def succeeded(self) -> None:
+        if self.opened_at is not None:
+            metrics().breakers_open.labels(self.provider).dec()
         self.failures, self.opened_at, self._trial = 0, None, False
 
     def failed(self) -> None:
         self.failures += 1
         self._trial = False
         if self.failures >= self.threshold:
+            if self.opened_at is None:
+                into = metrics()
+                into.breakers_open.labels(self.provider).inc()
+                into.breaker_trips.labels(self.provider, into.model_label(self.model)).inc()
             self.opened_at = time.monotonic()
 
 
 @dataclass
 class Gate:
-    pace: Pace | None
+    pace: Pacer | None
     breaker: Breaker = field(default_factory=Breaker)
 
 
 _gates: dict[tuple[uuid.UUID, int | None], Gate] = {}
 
 
-def gate_for(model_id: uuid.UUID, requests_per_minute: int | None) -> Gate:
-    """One gate per model configuration per process (a changed limit makes a new one)."""
+def gate_for(
+    model_id: uuid.UUID,
+    requests_per_minute: int | None,
+    *,
+    provider: str = "unknown",
+    model: str | None = None,
+) -> Gate:
+    """One gate per model configuration and limit in a process (a changed limit makes a new
+    one); its pace is the schedule every process shares for that model and limit."""
     key = (model_id, requests_per_minute)
     gate = _gates.get(key)
     if gate is None:
-        gate = _gates[key] = Gate(pace=Pace(requests_per_minute) if requests_per_minute else None)
+        pace = SharedPace(model_id, requests_per_minute) if requests_per_minute else None
+        gate = _gates[key] = Gate(pace=pace, breaker=Breaker(provider=provider, model=model))
     return gate
 
 

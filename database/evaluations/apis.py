@@ -10,6 +10,7 @@ from database.evaluations import crud, service
 from database.evaluations.imports import ImportFormat, import_file
 from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
 from database.evaluations.uploads import IMPORT_BODY, read_upload
+from database.organizations.audit import RequestMetaDep, record
 from database.routing import api_router
 from database.test_sets.schemas import ImportResult
 from database.test_sets.service import ImportMode, get_test_set_or_404
@@ -81,9 +82,21 @@ async def update_metric(
     operation_id="metrics_delete",
     summary="Delete a metric",
 )
-async def delete_metric(metric_id: uuid.UUID, session: DbSession, _: Member) -> None:
+async def delete_metric(
+    metric_id: uuid.UUID, session: DbSession, principal: Member, meta: RequestMetaDep
+) -> None:
     """Runs that used it keep their copy and their scores."""
-    await crud.delete_metric(session, await service.get_metric_or_404(session, metric_id))
+    metric = await service.get_metric_or_404(session, metric_id)
+    await crud.delete_metric(session, metric)
+    await record(
+        session,
+        principal,
+        action="metric.deleted",
+        target_type="metric",
+        target_id=metric.id,
+        details={"name": metric.name, "type": metric.type, "project_id": metric.project_id},
+        request_meta=meta,
+    )
 
 
 @test_set_router.get(

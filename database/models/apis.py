@@ -7,6 +7,7 @@ from fastapi import Query, status
 
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.models import crud, service
+from database.models.models import ModelConfig
 from database.models.schemas import (
     ConnectionTestRequest,
     ConnectionTestResult,
@@ -15,6 +16,7 @@ from database.models.schemas import (
     ModelConfigUpdate,
     Provider,
 )
+from database.organizations.audit import RequestMetaDep, record
 from database.routing import api_router
 from utils.problems import errors
 from utils.schemas import Page
@@ -49,11 +51,29 @@ async def list_models(
     responses=errors(409),
 )
 async def create_model(
-    body: ModelConfigCreate, session: DbSession, runtime: RuntimeDep, principal: Member
+    body: ModelConfigCreate,
+    session: DbSession,
+    runtime: RuntimeDep,
+    principal: Member,
+    meta: RequestMetaDep,
 ) -> ModelConfigRead:
     """A provider model, an OpenAI-compatible endpoint, your application over HTTP, or the offline
     `demo` provider."""
-    return service.to_read(await service.create_model(session, runtime, principal, body))
+    config = await service.create_model(session, runtime, principal, body)
+    await record(
+        session,
+        principal,
+        action="model.created",
+        target_type="model",
+        target_id=config.id,
+        details={
+            "name": config.name,
+            "provider": config.provider,
+            "secrets_set": _secret_fields(config),
+        },
+        request_meta=meta,
+    )
+    return service.to_read(config)
 
 
 @router.get(
@@ -77,11 +97,29 @@ async def update_model(
     body: ModelConfigUpdate,
     session: DbSession,
     runtime: RuntimeDep,
-    _: Member,
+    principal: Member,
+    meta: RequestMetaDep,
 ) -> ModelConfigRead:
     """Fields left out stay as they are; send `api_key` to replace the stored key."""
     config = await service.get_model_or_404(session, model_id)
-    return service.to_read(await service.update_model(session, runtime, config, body))
+    before = _secret_fields(config)
+    await service.update_model(session, runtime, config, body)
+    secrets_set, secrets_cleared = _secrets_written(body, before, _secret_fields(config))
+    await record(
+        session,
+        principal,
+        action="model.updated",
+        target_type="model",
+        target_id=config.id,
+        details={
+            "name": config.name,
+            "fields": sorted(body.model_fields_set - {"api_key"}),
+            "secrets_set": secrets_set,
+            "secrets_cleared": secrets_cleared,
+        },
+        request_meta=meta,
+    )
+    return service.to_read(config)
 
 
 @router.delete(
@@ -90,10 +128,21 @@ async def update_model(
     operation_id="models_delete",
     summary="Delete a model configuration",
 )
-async def delete_model(model_id: uuid.UUID, session: DbSession, _: Member) -> None:
+async def delete_model(
+    model_id: uuid.UUID, session: DbSession, principal: Member, meta: RequestMetaDep
+) -> None:
     """Runs that used it keep their results."""
     config = await service.get_model_or_404(session, model_id)
     await crud.delete_model(session, config)
+    await record(
+        session,
+        principal,
+        action="model.deleted",
+        target_type="model",
+        target_id=config.id,
+        details={"name": config.name, "provider": config.provider},
+        request_meta=meta,
+    )
 
 
 @router.post(
@@ -111,3 +160,24 @@ async def test_connection(
     """Answers 200 either way: `ok` says whether the call worked."""
     stored = await service.get_model_or_404(session, model_id)
     return await service.test_connection(runtime, stored, body or ConnectionTestRequest())
+
+
+# --- what the audit log says of secrets: which were written, never their values ---------------
+
+
+def _secret_fields(config: ModelConfig) -> list[str]:
+    """The secret fields a configuration holds: its API key, and each HTTP header by name."""
+    held = ["api_key"] if config.api_key_encrypted else []
+    return held + [f"http.headers.{name}" for name in config.http_header_names or []]
+
+
+def _secrets_written(
+    body: ModelConfigUpdate, before: list[str], after: list[str]
+) -> tuple[list[str], list[str]]:
+    """(set, cleared): a key sent is set; a target sent sets each of its headers (values are
+    never compared); whatever was held and is no longer was cleared."""
+    sent = body.model_fields_set
+    secrets_set = ["api_key"] if "api_key" in sent and body.api_key is not None else []
+    if "http" in sent:
+        secrets_set += [name for name in after if name.startswith("http.headers.")]
+    return secrets_set, [name for name in before if name not in after]

@@ -299,8 +299,8 @@ async def test_connection(
             ok=False,
             latency_ms=None,
             reply=None,
-            error="the stored API key or headers cannot be decrypted (the server's secret key "
-            "has changed since they were saved); enter them again",
+            error="the stored API key or headers cannot be decrypted (they were saved under an "
+            "encryption key this server no longer holds); enter them again",
         )
     try:
         reply = await call_target(

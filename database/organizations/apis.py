@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Annotated
 
-from fastapi import status
+from fastapi import Query, status
 
 from database.deps import (
+    MAX_PAGE_SIZE,
     Admin,
     CurrentOrganization,
     CurrentPrincipal,
@@ -13,11 +16,14 @@ from database.deps import (
     Pagination,
     Viewer,
 )
-from database.organizations import crud, service
+from database.organizations import audit, crud, service
+from database.organizations.audit import RequestMetaDep
+from database.organizations.crud import AuditFilters
 from database.organizations.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyRead,
+    AuditLogPage,
     MyOrganizationRead,
     OrganizationCreate,
     OrganizationUpdate,
@@ -79,10 +85,14 @@ async def read_organization(
     summary="Rename your current organization",
 )
 async def update_organization(
-    body: OrganizationUpdate, _: CurrentOrganization, session: DbSession, principal: Admin
+    body: OrganizationUpdate,
+    _: CurrentOrganization,
+    session: DbSession,
+    principal: Admin,
+    meta: RequestMetaDep,
 ) -> MyOrganizationRead:
     """Admins and owners only."""
-    return await service.update_organization(session, principal, body)
+    return await service.update_organization(session, principal, body, meta)
 
 
 @router.delete(
@@ -91,9 +101,11 @@ async def update_organization(
     operation_id="organizations_delete",
     summary="Delete the organization and everything in it",
 )
-async def delete_organization(_: CurrentOrganization, session: DbSession, principal: Owner) -> None:
+async def delete_organization(
+    _: CurrentOrganization, session: DbSession, principal: Owner, meta: RequestMetaDep
+) -> None:
     """Owners only; projects, tests, runs, keys and memberships go with it."""
-    await service.delete_organization(session, principal)
+    await service.delete_organization(session, principal, meta)
 
 
 # --- API keys -------------------------------------------------------------------------------
@@ -122,10 +134,14 @@ async def list_api_keys(
     summary="Create an API key; the secret is in this response only",
 )
 async def create_api_key(
-    body: ApiKeyCreate, _: CurrentOrganization, session: DbSession, principal: Admin
+    body: ApiKeyCreate,
+    _: CurrentOrganization,
+    session: DbSession,
+    principal: Admin,
+    meta: RequestMetaDep,
 ) -> ApiKeyCreated:
     """Keys carry a role up to admin and may expire; only a hash is stored."""
-    return await service.create_api_key(session, principal, body)
+    return await service.create_api_key(session, principal, body, meta)
 
 
 @router.get(
@@ -147,7 +163,65 @@ async def read_api_key(
     summary="Revoke an API key (it stops working at once)",
 )
 async def revoke_api_key(
-    key_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: Admin
+    key_id: uuid.UUID,
+    _: CurrentOrganization,
+    session: DbSession,
+    principal: Admin,
+    meta: RequestMetaDep,
 ) -> None:
     """A revoked key cannot be restored; create a new one."""
-    await service.revoke_api_key(session, principal, key_id)
+    await service.revoke_api_key(session, principal, key_id, meta)
+
+
+# --- the audit log --------------------------------------------------------------------------
+
+
+@router.get(
+    "/{organization_id}/audit-log",
+    operation_id="audit_log_list",
+    summary="Who changed what, when and from where: the organization's audit log",
+)
+async def list_audit_log(
+    organization_id: CurrentOrganization,
+    session: DbSession,
+    _: Admin,
+    action: Annotated[
+        str | None,
+        Query(
+            pattern=r"^[a-z_]+\.[a-z_]+$",
+            max_length=64,
+            description="Only this action, e.g. member.role_changed",
+        ),
+    ] = None,
+    actor_user_id: Annotated[uuid.UUID | None, Query(description="Only this user's")] = None,
+    actor_api_key_id: Annotated[uuid.UUID | None, Query(description="Only this API key's")] = None,
+    target_type: Annotated[
+        str | None, Query(max_length=32, description="Only changes to this kind, e.g. api_key")
+    ] = None,
+    target_id: Annotated[uuid.UUID | None, Query(description="Only changes to this")] = None,
+    since: Annotated[
+        datetime | None, Query(description="From this moment (inclusive; with a timezone)")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(description="Before this moment (with a timezone)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Entries per page")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page")
+    ] = None,
+) -> AuditLogPage:
+    """Admins and owners. Newest first: membership and role changes, invitations, API keys,
+    model configurations (which secret fields were set or cleared, never their values),
+    deletions, baseline and gate changes, renaming and deleting the organization. Each entry
+    names the actor (a user or an API key), the client's address and user agent, and the
+    request id. Follow `next_cursor` for older entries; `total` counts every match."""
+    filters = AuditFilters(
+        action=action,
+        actor_user_id=actor_user_id,
+        actor_api_key_id=actor_api_key_id,
+        target_type=target_type,
+        target_id=target_id,
+        since=since,
+        until=until,
+    )
+    return await audit.read_log(session, organization_id, filters, cursor=cursor, limit=limit)

@@ -1,16 +1,24 @@
-"""Queries of organizations, memberships, API keys and invitations. Flush, never commit."""
+"""Queries of organizations, memberships, API keys, invitations and the audit log. Flush,
+never commit."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.organizations.models import ApiKey, Invitation, Membership, Organization
+from database.organizations.models import (
+    ApiKey,
+    AuditEntry,
+    Invitation,
+    Membership,
+    Organization,
+)
 from utils.errors import Conflict
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -185,12 +193,15 @@ async def touch_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
     )
 
 
-async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
-    await session.execute(
+async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:
+    """Revokes a live key; False when it was revoked already."""
+    revoked = await session.execute(
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=func.now())
+        .returning(ApiKey.id)
     )
+    return revoked.first() is not None
 
 
 async def revoke_api_keys_created_by(session: AsyncSession, user_id: uuid.UUID) -> int:
@@ -284,9 +295,9 @@ async def accept_invitation(
 
 async def revoke_invitation(
     session: AsyncSession, organization_id: uuid.UUID, invitation_id: uuid.UUID
-) -> bool:
-    """Revokes an unanswered invitation; False when there is none such (unknown, accepted or
-    revoked already: read it to tell which)."""
+) -> InvitationLookup | None:
+    """Revokes an unanswered invitation and returns it; None when there is none such (unknown,
+    accepted or revoked already: read it to tell which)."""
     revoked = await session.execute(
         update(Invitation)
         .where(
@@ -295,9 +306,10 @@ async def revoke_invitation(
             *_UNANSWERED,
         )
         .values(revoked_at=func.now())
-        .returning(Invitation.id)
+        .returning(Invitation.id, Invitation.organization_id, Invitation.email, Invitation.role)
     )
-    return revoked.first() is not None
+    row = revoked.first()
+    return InvitationLookup(*row) if row else None
 
 
 async def revoke_invitations_created_by(session: AsyncSession, user_id: uuid.UUID) -> None:
@@ -307,3 +319,57 @@ async def revoke_invitations_created_by(session: AsyncSession, user_id: uuid.UUI
         .where(Invitation.created_by == user_id, *_UNANSWERED)
         .values(revoked_at=func.now())
     )
+
+
+# --- the audit log --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    action: str | None = None
+    actor_user_id: uuid.UUID | None = None
+    actor_api_key_id: uuid.UUID | None = None
+    target_type: str | None = None
+    target_id: uuid.UUID | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+
+async def add_audit_entry(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Appends an entry (a plain INSERT: the runtime may insert and read audit rows, never
+    update them, so no ORM object is kept to be flushed again)."""
+    await session.execute(insert(AuditEntry).values(**values))
+
+
+async def list_audit_entries(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    filters: AuditFilters,
+    *,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> tuple[list[AuditEntry], int]:
+    """Newest first, after the keyset `before` (the last entry of the previous page); and how
+    many entries match the filters in all."""
+    where = [AuditEntry.organization_id == organization_id]
+    for column, value in (
+        (AuditEntry.action, filters.action),
+        (AuditEntry.actor_user_id, filters.actor_user_id),
+        (AuditEntry.actor_api_key_id, filters.actor_api_key_id),
+        (AuditEntry.target_type, filters.target_type),
+        (AuditEntry.target_id, filters.target_id),
+    ):
+        if value is not None:
+            where.append(column == value)
+    if filters.since is not None:
+        where.append(AuditEntry.created_at >= filters.since)
+    if filters.until is not None:
+        where.append(AuditEntry.created_at < filters.until)
+    total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*where))
+    page = select(AuditEntry).where(*where)
+    if before is not None:
+        page = page.where(tuple_(AuditEntry.created_at, AuditEntry.id) < before)
+    rows = await session.scalars(
+        page.order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit)
+    )
+    return list(rows.all()), total or 0

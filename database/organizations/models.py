@@ -2,11 +2,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.core import Base, IdMixin, TimestampMixin
+from database.core import Base, IdMixin, TimestampMixin, new_id
 
 ROLE_CHECK = "role IN ('owner', 'admin', 'member', 'viewer')"
 
@@ -73,3 +84,46 @@ class Invitation(IdMixin, TimestampMixin, Base):
         ForeignKey("users.id", ondelete="SET NULL")
     )
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """One recorded change: who (a user or an API key), what, to which target, when and from
+    where. Written in the transaction of the change, never changed afterwards (see
+    database/organizations/audit.py)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        CheckConstraint("actor_kind IN ('user', 'api_key')", name="actor_kind"),
+        CheckConstraint(
+            "(actor_kind = 'user') = (actor_user_id IS NOT NULL)"
+            " AND (actor_kind = 'api_key') = (actor_api_key_id IS NOT NULL)",
+            name="actor",
+        ),
+        CheckConstraint(r"action ~ '^[a-z_]+\.[a-z_]+$'", name="action"),
+        Index("ix_audit_log_organization_id_created_at_id", "organization_id", "created_at", "id"),
+        Index(
+            "ix_audit_log_organization_id_target_type_target_id",
+            "organization_id",
+            "target_type",
+            "target_id",
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    # No foreign keys: entries outlive what they name, the organization included.
+    organization_id: Mapped[uuid.UUID]
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_user_id: Mapped[uuid.UUID | None]
+    actor_api_key_id: Mapped[uuid.UUID | None]
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[uuid.UUID | None]
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    ip: Mapped[IPv4Address | IPv6Address | None] = mapped_column(INET)
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    # The moment of writing, not the transaction's start: one transaction's entries keep
+    # their order in time.
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )

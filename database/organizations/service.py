@@ -1,5 +1,6 @@
 """Organization rules beyond CRUD: creating one you own, who may grant which role, keeping an
-owner, and API keys (made, revoked, and checked when a request presents one)."""
+owner, and API keys (made, revoked, and checked when a request presents one). Renaming or
+deleting the organization and making or revoking a key are recorded in the audit log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Tenant, acting_as, enter_tenant, new_id
 from database.organizations import crud
+from database.organizations.audit import RequestMeta, record
 from database.organizations.models import ApiKey, Organization
 from database.organizations.schemas import (
     ApiKeyCreate,
@@ -67,17 +69,40 @@ async def read_current_organization(
 
 
 async def update_organization(
-    session: AsyncSession, principal: Principal, body: OrganizationUpdate
+    session: AsyncSession, principal: Principal, body: OrganizationUpdate, meta: RequestMeta
 ) -> MyOrganizationRead:
     organization = await get_current_organization(session, principal)
-    if body.name is not None:
+    if body.name is not None and body.name != organization.name:
+        renamed = {"from": organization.name, "to": body.name}
         organization.name = body.name
-    await crud.save_organization(session)
+        await crud.save_organization(session)
+        await record(
+            session,
+            principal,
+            action="organization.renamed",
+            target_type="organization",
+            target_id=organization.id,
+            details=renamed,
+            request_meta=meta,
+        )
     return MyOrganizationRead(**_org_fields(organization), role=principal.role)
 
 
-async def delete_organization(session: AsyncSession, principal: Principal) -> None:
-    await crud.delete_organization(session, await get_current_organization(session, principal))
+async def delete_organization(
+    session: AsyncSession, principal: Principal, meta: RequestMeta
+) -> None:
+    """The organization's audit entries outlive it, this deletion's included."""
+    organization = await get_current_organization(session, principal)
+    await crud.delete_organization(session, organization)
+    await record(
+        session,
+        principal,
+        action="organization.deleted",
+        target_type="organization",
+        target_id=organization.id,
+        details={"name": organization.name},
+        request_meta=meta,
+    )
 
 
 def _org_fields(organization: Organization) -> dict[str, object]:
@@ -102,7 +127,7 @@ async def keep_an_owner(session: AsyncSession, principal: Principal) -> None:
 
 
 async def create_api_key(
-    session: AsyncSession, principal: Principal, request: ApiKeyCreate
+    session: AsyncSession, principal: Principal, request: ApiKeyCreate, meta: RequestMeta
 ) -> ApiKeyCreated:
     secret = new_api_key()
     api_key = await crud.create_api_key(
@@ -117,6 +142,15 @@ async def create_api_key(
             expires_at=request.expires_at,
         ),
     )
+    await record(
+        session,
+        principal,
+        action="api_key.created",
+        target_type="api_key",
+        target_id=api_key.id,
+        details={"name": api_key.name, "role": api_key.role, "expires_at": api_key.expires_at},
+        request_meta=meta,
+    )
     return ApiKeyCreated(**ApiKeyRead.model_validate(api_key).model_dump(), key=secret)
 
 
@@ -129,9 +163,22 @@ async def get_api_key_or_404(
     return api_key
 
 
-async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: uuid.UUID) -> None:
+async def revoke_api_key(
+    session: AsyncSession, principal: Principal, key_id: uuid.UUID, meta: RequestMeta
+) -> None:
+    """Revoking a revoked key again is no error, and no new audit entry."""
     api_key = await get_api_key_or_404(session, principal, key_id)
-    await crud.revoke_api_key(session, api_key.id)
+    if not await crud.revoke_api_key(session, api_key.id):
+        return
+    await record(
+        session,
+        principal,
+        action="api_key.revoked",
+        target_type="api_key",
+        target_id=api_key.id,
+        details={"name": api_key.name, "role": api_key.role},
+        request_meta=meta,
+    )
 
 
 async def authenticate_api_key(session: AsyncSession, key: str) -> Principal:

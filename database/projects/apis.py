@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
+from database.organizations.audit import RequestMetaDep, record
 from database.projects import crud, service
 from database.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
 from database.routing import api_router
@@ -75,7 +76,18 @@ async def update_project(
     operation_id="projects_delete",
     summary="Delete the project with its tests, test sets and prompts",
 )
-async def delete_project(project_id: uuid.UUID, session: DbSession, _: Member) -> None:
+async def delete_project(
+    project_id: uuid.UUID, session: DbSession, principal: Member, meta: RequestMetaDep
+) -> None:
     """Everything in the project goes with it; this cannot be undone."""
     project = await service.get_project_or_404(session, project_id)
     await crud.delete_project(session, project)
+    await record(
+        session,
+        principal,
+        action="project.deleted",
+        target_type="project",
+        target_id=project.id,
+        details={"name": project.name},
+        request_meta=meta,
+    )

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Path, Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
+from database.organizations.audit import RequestMetaDep, record
 from database.prompts import crud, service
 from database.prompts.schemas import (
     LABEL_RULE,
@@ -96,9 +97,21 @@ async def update_prompt(
     operation_id="prompts_delete",
     summary="Delete a prompt",
 )
-async def delete_prompt(prompt_id: uuid.UUID, session: DbSession, _: Member) -> None:
+async def delete_prompt(
+    prompt_id: uuid.UUID, session: DbSession, principal: Member, meta: RequestMetaDep
+) -> None:
     """With all its versions and labels."""
-    await crud.delete_prompt(session, await service.get_prompt_or_404(session, prompt_id))
+    prompt = await service.get_prompt_or_404(session, prompt_id)
+    await crud.delete_prompt(session, prompt)
+    await record(
+        session,
+        principal,
+        action="prompt.deleted",
+        target_type="prompt",
+        target_id=prompt.id,
+        details={"name": prompt.name, "project_id": prompt.project_id},
+        request_meta=meta,
+    )
 
 
 @router.get(

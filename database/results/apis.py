@@ -5,13 +5,16 @@ from typing import Annotated, Literal
 
 from fastapi import Query, Response, status
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations.schemas import EvaluationRead
+from database.organizations.audit import RequestMeta, RequestMetaDep, record
 from database.projects.schemas import ProjectRead
 from database.results import crud, follow_ups, reads, service, summaries
 from database.results.comparison import CompareOptions
 from database.results.crud import figures
+from database.results.models import Run
 from database.results.reads import get_run_or_404, result_reads, run_read, run_reads
 from database.results.schemas import (
     BaselineSet,
@@ -28,6 +31,7 @@ from database.results.schemas import (
     StreamToken,
 )
 from database.routing import api_router
+from utils.auth import Principal
 from utils.problems import errors
 from utils.schemas import Page
 
@@ -74,11 +78,30 @@ async def list_runs(
     summary="Start a run: pins the test set's current version and queues the work",
     responses=errors(409),
 )
-async def create_run(body: RunCreate, session: DbSession, principal: Member) -> RunRead:
+async def create_run(
+    body: RunCreate, session: DbSession, principal: Member, meta: RequestMetaDep
+) -> RunRead:
     """What runs: a test set version, a target (or recorded outputs), metrics and repetitions,
     optionally gated on a baseline."""
     run = await service.create_run(session, principal, body)
+    await _record_gate(session, principal, run, meta)
     return (await run_reads(session, [run]))[0]
+
+
+async def _record_gate(
+    session: AsyncSession, principal: Principal, run: Run, meta: RequestMeta
+) -> None:
+    """A run's gate is set when the run is made (and never changed): recorded then."""
+    if run.gate is not None:
+        await record(
+            session,
+            principal,
+            action="run.gate_set",
+            target_type="run",
+            target_id=run.id,
+            details={"project_id": run.project_id, "gate": run.gate},
+            request_meta=meta,
+        )
 
 
 @router.get(
@@ -141,11 +164,16 @@ async def repeat_run(
     responses=errors(409),
 )
 async def rescore_run(
-    run_id: uuid.UUID, body: RescoreCreate, session: DbSession, principal: Member
+    run_id: uuid.UUID,
+    body: RescoreCreate,
+    session: DbSession,
+    principal: Member,
+    meta: RequestMetaDep,
 ) -> RunRead:
     """Judges are called; the target is not."""
     run = await get_run_or_404(session, run_id)
     child = await follow_ups.rescore(session, principal, run, body)
+    await _record_gate(session, principal, child, meta)
     return (await run_reads(session, [child]))[0]
 
 
@@ -322,7 +350,22 @@ async def read_evaluations(
     responses=errors(409),
 )
 async def set_baseline(
-    project_id: uuid.UUID, body: BaselineSet, session: DbSession, _: Member
+    project_id: uuid.UUID,
+    body: BaselineSet,
+    session: DbSession,
+    principal: Member,
+    meta: RequestMetaDep,
 ) -> ProjectRead:
     """The run must be a completed run of the project; `null` clears it."""
-    return ProjectRead.model_validate(await service.set_baseline(session, project_id, body.run_id))
+    project, previous = await service.set_baseline(session, project_id, body.run_id)
+    if previous != project.baseline_run_id:
+        await record(
+            session,
+            principal,
+            action="project.baseline_changed",
+            target_type="project",
+            target_id=project.id,
+            details={"from": previous, "to": project.baseline_run_id},
+            request_meta=meta,
+        )
+    return ProjectRead.model_validate(project)

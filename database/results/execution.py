@@ -9,10 +9,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.core import on_commit
 from database.evaluations import crud as evaluation_crud
 from database.results import crud, events
 from database.results.gates import end_run
 from database.results.models import Run
+from utils.metrics import metrics
 
 Batch = Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]
 
@@ -50,6 +52,7 @@ async def record_batch(session: AsyncSession, run: Run, batch: Batch) -> bool:
         ],
     )
     if written:
+        on_commit(session, lambda: _count_cases(written))
         await events.record_progress(
             session,
             run,
@@ -71,6 +74,12 @@ async def record_batch(session: AsyncSession, run: Run, batch: Batch) -> bool:
         error=f"budget reached: {spent:.4f} USD spent of {run.max_cost:.4f}; "
         f"{left} result(s) not run",
     )
+
+
+def _count_cases(written: Batch) -> None:
+    cases = metrics().cases
+    for result, _ in written:
+        cases.labels(result.get("status") or "unknown").inc()
 
 
 async def record_unwritten(session: AsyncSession, run: Run, batch: Batch) -> None:

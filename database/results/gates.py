@@ -15,7 +15,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects.models import Project
-from database.results import crud, events
+from database.results import crud, events, run_webhooks
 from database.results.comparison import CompareOptions, compare
 from database.results.crud import figures
 from database.results.models import Run
@@ -71,10 +71,12 @@ async def end_run(
     session: AsyncSession, run: Run, status: str, *, error: str | None = None
 ) -> bool:
     """Ends a run that has not ended yet: its status, the end event and, with a gate, the
-    gate's result and a `run.verdict` event right after. False when it had already ended."""
+    gate's result and a `run.verdict` event right after; then the messages to the project's
+    webhooks. False when it had already ended."""
     if not await crud.set_status(session, run.id, status, error=error):
         return False
     await events.record_end(session, run, status, error=error)
+    gate_result = None
     if run.gate is not None:
         try:
             async with session.begin_nested():  # a failed decision leaves the end intact
@@ -87,8 +89,10 @@ async def end_run(
                 baseline_run_id=None,
                 comparison=None,
             )
-        await crud.set_gate_result(session, run.id, result.model_dump(mode="json"))
-        await events.record(session, run, [events.verdict(result.model_dump(mode="json"))])
+        gate_result = result.model_dump(mode="json")
+        await crud.set_gate_result(session, run.id, gate_result)
+        await events.record(session, run, [events.verdict(gate_result)])
+    await run_webhooks.announce_end(session, run, status, error=error, gate_result=gate_result)
     return True
 
 

@@ -266,15 +266,17 @@ async def compare_runs(
 
 async def set_baseline(
     session: AsyncSession, project_id: uuid.UUID, run_id: uuid.UUID | None
-) -> Project:
+) -> tuple[Project, uuid.UUID | None]:
+    """The project with its new baseline, and the baseline it had before."""
     project = await project_crud.get_project(session, project_id)
     if project is None:
         raise NotFound("Project not found")
     if run_id is not None:
         await gates.completed_baseline(session, project.id, run_id, field="run_id")
+    previous = project.baseline_run_id
     project.baseline_run_id = run_id
     await project_crud.save_project(session)
-    return project
+    return project, previous
 
 
 # --- streams and exports --------------------------------------------------------------------

@@ -8,6 +8,7 @@ from fastapi import Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from database.deps import DbSession, Member, Pagination, Viewer
+from database.organizations.audit import RequestMetaDep, record
 from database.routing import api_router
 from database.test_sets import crud, service
 from database.test_sets.schemas import (
@@ -103,9 +104,21 @@ async def update_test_set(
     operation_id="test_sets_delete",
     summary="Delete a test set",
 )
-async def delete_test_set(test_set_id: uuid.UUID, session: DbSession, _: Member) -> None:
+async def delete_test_set(
+    test_set_id: uuid.UUID, session: DbSession, principal: Member, meta: RequestMetaDep
+) -> None:
     """Its tests stay in the project; runs of it are deleted with it."""
-    await crud.delete_test_set(session, await service.get_test_set_or_404(session, test_set_id))
+    test_set = await service.get_test_set_or_404(session, test_set_id)
+    await crud.delete_test_set(session, test_set)
+    await record(
+        session,
+        principal,
+        action="test_set.deleted",
+        target_type="test_set",
+        target_id=test_set.id,
+        details={"name": test_set.name, "project_id": test_set.project_id},
+        request_meta=meta,
+    )
 
 
 @tests_router.post(

@@ -17,6 +17,7 @@ from database.deps import (
     Viewer,
     auth_rate_limit,
 )
+from database.organizations.audit import RequestMetaDep
 from database.organizations.schemas import MyOrganizationRead
 from database.routing import api_router
 from database.users import members, service
@@ -142,7 +143,7 @@ async def switch_organization(
     responses=errors(403, 404, 409),
 )
 async def accept_invitation(
-    body: InvitationAccept, session: DbSession, principal: CurrentPrincipal
+    body: InvitationAccept, session: DbSession, principal: CurrentPrincipal, meta: RequestMetaDep
 ) -> MyOrganizationRead:
     """Logged in as the account whose email was invited, send the invitation's token (a
     dashboard link carries it, as in `https://dashboard.example/accept-invitation?token=...`):
@@ -150,7 +151,7 @@ async def accept_invitation(
     or expired token, or another account's invitation, is a 404; being a member already is a
     409. Returns the organization and your role there; switch to it with
     `auth_switch_organization`."""
-    return await members.accept_invitation(session, principal, body.token)
+    return await members.accept_invitation(session, principal, body.token, meta)
 
 
 @users_router.get(
@@ -187,10 +188,14 @@ async def update_me(
     responses=errors(404, 409),
 )
 async def transfer_ownership(
-    body: OwnershipTransfer, _: CurrentOrganization, session: DbSession, principal: Owner
+    body: OwnershipTransfer,
+    _: CurrentOrganization,
+    session: DbSession,
+    principal: Owner,
+    meta: RequestMetaDep,
 ) -> list[MemberRead]:
     """Makes another member the owner; you become an admin."""
-    return await members.transfer_ownership(session, principal, body.user_id)
+    return await members.transfer_ownership(session, principal, body.user_id, meta)
 
 
 @members_router.get(
@@ -220,9 +225,10 @@ async def update_member(
     _: CurrentOrganization,
     session: DbSession,
     principal: Admin,
+    meta: RequestMetaDep,
 ) -> MemberRead:
     """Only an owner grants or takes away the owner role; the last owner keeps it."""
-    return await members.change_member_role(session, principal, user_id, body.role)
+    return await members.change_member_role(session, principal, user_id, body.role, meta)
 
 
 @members_router.delete(
@@ -233,11 +239,15 @@ async def update_member(
     responses=errors(403, 409),
 )
 async def remove_member(
-    user_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: CurrentPrincipal
+    user_id: uuid.UUID,
+    _: CurrentOrganization,
+    session: DbSession,
+    principal: CurrentPrincipal,
+    meta: RequestMetaDep,
 ) -> None:
     """Their access ends at once: sessions, stream tokens and the API keys they created; the
     last owner cannot leave."""
-    await members.remove_member(session, principal, user_id)
+    await members.remove_member(session, principal, user_id, meta)
 
 
 # --- invitations ----------------------------------------------------------------------------
@@ -272,13 +282,14 @@ async def create_invitation(
     session: DbSession,
     runtime: RuntimeDep,
     principal: Admin,
+    meta: RequestMetaDep,
 ) -> InvitationCreated:
     """Send the token to the invitee (a dashboard link carries it); logged in with that email,
     they accept it with `invitations_accept` before it expires (`ASSAY_INVITATION_HOURS`).
     The answer is the same whether or not the email has an account. Admins invite with roles
     up to admin, owners with any role; an organization sends at most
     `ASSAY_INVITATIONS_PER_HOUR` an hour."""
-    return await members.invite(session, runtime, principal, body)
+    return await members.invite(session, runtime, principal, body, meta)
 
 
 @members_router.delete(
@@ -289,8 +300,12 @@ async def create_invitation(
     responses=errors(409),
 )
 async def revoke_invitation(
-    invitation_id: uuid.UUID, _: CurrentOrganization, session: DbSession, principal: Admin
+    invitation_id: uuid.UUID,
+    _: CurrentOrganization,
+    session: DbSession,
+    principal: Admin,
+    meta: RequestMetaDep,
 ) -> None:
     """Revoking a revoked or expired invitation is no error; an accepted one is a 409 (remove
     the member instead)."""
-    await members.revoke_invitation(session, principal, invitation_id)
+    await members.revoke_invitation(session, principal, invitation_id, meta)

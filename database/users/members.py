@@ -1,6 +1,7 @@
 """The members of an organization: users with a role in it, who join by accepting an
 invitation. Who may grant which role and the rule that an organization keeps an owner are the
-organizations entity's; these flows apply them to users."""
+organizations entity's; these flows apply them to users, and record every change in the
+organization's audit log."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Tenant, acting_as
 from database.organizations import crud as org_crud
+from database.organizations.audit import RequestMeta, record
 from database.organizations.models import Invitation, Membership
 from database.organizations.schemas import MyOrganizationRead, OrganizationRead
 from database.organizations.service import check_may_grant, keep_an_owner
@@ -41,7 +43,7 @@ async def list_members(
 
 
 async def change_member_role(
-    session: AsyncSession, principal: Principal, user_id: uuid.UUID, role: Role
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID, role: Role, meta: RequestMeta
 ) -> MemberRead:
     membership = await _get_member(session, principal, user_id)
     current = Role(membership.role)
@@ -49,12 +51,36 @@ async def change_member_role(
     check_may_grant(principal, role)
     if current is Role.owner and role is not Role.owner:
         await keep_an_owner(session, principal)
-    membership.role = role
-    await org_crud.save_membership(session)
+    if role is not current:
+        membership.role = role
+        await org_crud.save_membership(session)
+        await _role_changed(session, principal, user_id, current, role, meta)
     return await _member_read(session, membership)
 
 
-async def remove_member(session: AsyncSession, principal: Principal, user_id: uuid.UUID) -> None:
+async def _role_changed(
+    session: AsyncSession,
+    principal: Principal,
+    user_id: uuid.UUID,
+    before: Role,
+    after: Role,
+    meta: RequestMeta,
+    **details: object,
+) -> None:
+    await record(
+        session,
+        principal,
+        action="member.role_changed",
+        target_type="member",
+        target_id=user_id,
+        details={"from": before, "to": after, **details},
+        request_meta=meta,
+    )
+
+
+async def remove_member(
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID, meta: RequestMeta
+) -> None:
     membership = await _get_member(session, principal, user_id)
     leaving_self = principal.user_id == user_id
     if not leaving_self:
@@ -67,8 +93,17 @@ async def remove_member(session: AsyncSession, principal: Principal, user_id: uu
     # The keys they created go with them: a key outliving its maker's access would keep what
     # the organization just took away (a new admin makes new keys for what must go on). So do
     # their unanswered invitations.
-    await org_crud.revoke_api_keys_created_by(session, user_id)
+    keys_revoked = await org_crud.revoke_api_keys_created_by(session, user_id)
     await org_crud.revoke_invitations_created_by(session, user_id)
+    await record(
+        session,
+        principal,
+        action="member.removed",
+        target_type="member",
+        target_id=user_id,
+        details={"role": membership.role, "left": leaving_self, "api_keys_revoked": keys_revoked},
+        request_meta=meta,
+    )
     # Login sessions are visible only to their own user (row-level security): end the removed
     # user's sessions in this organization as them (their stream tokens end with them).
     async with acting_as(session, Tenant(principal.organization_id, user_id)):
@@ -76,16 +111,23 @@ async def remove_member(session: AsyncSession, principal: Principal, user_id: uu
 
 
 async def transfer_ownership(
-    session: AsyncSession, principal: Principal, user_id: uuid.UUID
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID, meta: RequestMeta
 ) -> list[MemberRead]:
     me = principal.require_user()
     if user_id == me:
         raise Conflict("You already own this organization")
     target = await _get_member(session, principal, user_id)
     mine = await _get_member(session, principal, me)
-    target.role = Role.owner
-    mine.role = Role.admin
+    changes = [(target, Role.owner), (mine, Role.admin)]
+    before = [Role(membership.role) for membership, _ in changes]
+    for membership, role in changes:
+        membership.role = role
     await org_crud.save_membership(session)
+    for (membership, role), was in zip(changes, before, strict=True):
+        if role is not was:
+            await _role_changed(
+                session, principal, membership.user_id, was, role, meta, via="ownership_transfer"
+            )
     return [await _member_read(session, target), await _member_read(session, mine)]
 
 
@@ -93,7 +135,11 @@ async def transfer_ownership(
 
 
 async def invite(
-    session: AsyncSession, runtime: Runtime, principal: Principal, body: InvitationCreate
+    session: AsyncSession,
+    runtime: Runtime,
+    principal: Principal,
+    body: InvitationCreate,
+    meta: RequestMeta,
 ) -> InvitationCreated:
     """Whether the email has an account is never looked at here: the answer is the same."""
     check_may_grant(principal, body.role)
@@ -113,6 +159,15 @@ async def invite(
             expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_hours),
         ),
     )
+    await record(
+        session,
+        principal,
+        action="invitation.sent",
+        target_type="invitation",
+        target_id=invitation.id,
+        details={"email": invitation.email, "role": invitation.role},
+        request_meta=meta,
+    )
     return InvitationCreated(**InvitationRead.model_validate(invitation).model_dump(), token=token)
 
 
@@ -126,11 +181,21 @@ async def list_invitations(
 
 
 async def revoke_invitation(
-    session: AsyncSession, principal: Principal, invitation_id: uuid.UUID
+    session: AsyncSession, principal: Principal, invitation_id: uuid.UUID, meta: RequestMeta
 ) -> None:
     """Revoking twice is no error; revoking an accepted invitation is (remove the member)."""
     organization_id = principal.organization_id
-    if await org_crud.revoke_invitation(session, organization_id, invitation_id):
+    revoked = await org_crud.revoke_invitation(session, organization_id, invitation_id)
+    if revoked is not None:
+        await record(
+            session,
+            principal,
+            action="invitation.revoked",
+            target_type="invitation",
+            target_id=revoked.id,
+            details={"email": revoked.email, "role": revoked.role},
+            request_meta=meta,
+        )
         return
     invitation = await org_crud.get_invitation(session, organization_id, invitation_id)
     if invitation is None:
@@ -140,7 +205,7 @@ async def revoke_invitation(
 
 
 async def accept_invitation(
-    session: AsyncSession, principal: Principal, token: str
+    session: AsyncSession, principal: Principal, token: str, meta: RequestMeta
 ) -> MyOrganizationRead:
     """Joins the invitation's organization with its role, if it is for your account's email."""
     user_id = principal.require_user()
@@ -157,6 +222,16 @@ async def accept_invitation(
             raise Conflict("You are already a member of this organization")
         await org_crud.add_membership(
             session, organization_id=found.organization_id, user_id=user_id, role=found.role
+        )
+        await record(
+            session,
+            principal,
+            action="invitation.accepted",
+            target_type="invitation",
+            target_id=found.id,
+            details={"email": found.email, "role": found.role, "user_id": user_id},
+            request_meta=meta,
+            organization_id=found.organization_id,
         )
         organization = await org_crud.get_organization(session, found.organization_id)
     assert organization is not None

@@ -1,5 +1,23 @@
 """retention: pruning of finished runs' events, finished jobs, expired sessions and invitations.
 
+Pruning looks across organizations, which the runtime role cannot: one SECURITY DEFINER
+function does it, owned by `assay_maintenance`, a role that may read only the columns the
+cut-offs compare and delete only from the pruned tables (runs are read, never deleted; results,
+tests and everything else are out of its reach). Not the migration owner: FORCE ROW LEVEL
+SECURITY holds a non-superuser owner to the tenant policies, so it would see no rows.
+
+The function takes the cut-off ages in days (NULL: keep that kind forever) and a batch size,
+deletes at most one batch of each kind per call (each call its own short transaction), and
+returns the rows each kind lost. It holds a transaction-level advisory lock while it works: a
+second caller gets no rows back at once, meaning another process is pruning.
+
+The maintenance job is a job of no tenant's: it belongs to a reserved organization that has no
+members (nobody can act for it), so the queue's tenant rules hold for it unchanged and an
+unscoped transaction still sees no job at all.
+
+Two indexes keep each batch from scanning whole tables: finished jobs by their end, refresh
+tokens by their expiry.
+
 Revision ID: 0014_retention
 Revises: 0013_provider_pacing
 Create Date: 2026-12-02
@@ -7,15 +25,180 @@ Create Date: 2026-12-02
 
 from collections.abc import Sequence
 
+from alembic import op
+
+from migrations.access import definer_role
+
 revision: str = "0014_retention"
 down_revision: str | None = "0013_provider_pacing"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+ROLE = "assay_maintenance"
+SYSTEM_ORGANIZATION_ID = "00000000-0000-0000-0000-000000000000"
+SYSTEM_ORGANIZATION_NAME = "Assay maintenance (system)"
+SIGNATURE = (
+    "assay_retention_prune(p_run_events_days integer, p_jobs_days integer,"
+    " p_dead_jobs_days integer, p_sessions_days integer, p_invitations_days integer,"
+    " p_batch integer)"
+)
+DROP_SIGNATURE = "assay_retention_prune(integer, integer, integer, integer, integer, integer)"
+# What the function may read (to compare with the cut-offs) and delete, table by table.
+READS = {
+    "runs": "id, status, finished_at, updated_at",
+    "run_events": "run_id, seq",
+    "jobs": "id, status, finished_at",
+    "refresh_tokens": "id, session_id, expires_at",
+    "auth_sessions": "id, revoked_at, created_at",
+    "invitations": "id, expires_at, accepted_at, revoked_at",
+}
+DELETES = ("run_events", "jobs", "refresh_tokens", "auth_sessions", "invitations")
+BODY = """
+    RETURNS TABLE (category text, pruned bigint)
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = public, pg_temp
+    SET lock_timeout = '10s'
+    AS $$
+    DECLARE
+      batch integer := least(greatest(coalesce(p_batch, 1000), 1), 50000);
+      cutoff timestamptz;
+    BEGIN
+      IF least(p_run_events_days, p_jobs_days, p_dead_jobs_days, p_sessions_days,
+               p_invitations_days) < 1 THEN
+        RAISE EXCEPTION 'retention periods are whole days, at least 1'
+          USING ERRCODE = 'invalid_parameter_value';
+      END IF;
+      -- One pruner at a time across every process; the lock ends with the transaction.
+      IF NOT pg_try_advisory_xact_lock(hashtextextended('assay.retention', 0)) THEN
+        RETURN;
+      END IF;
+
+      -- Events of runs that ended (a run still going keeps its log, however old).
+      category := 'run_events'; pruned := 0;
+      IF p_run_events_days IS NOT NULL THEN
+        cutoff := now() - make_interval(days => p_run_events_days);
+        DELETE FROM run_events e
+         USING (SELECT ev.run_id, ev.seq
+                  FROM runs r JOIN run_events ev ON ev.run_id = r.id
+                 WHERE r.status IN ('completed', 'failed', 'cancelled', 'stopped')
+                   AND coalesce(r.finished_at, r.updated_at) < cutoff
+                 LIMIT batch) doomed
+         WHERE e.run_id = doomed.run_id AND e.seq = doomed.seq;
+        GET DIAGNOSTICS pruned = ROW_COUNT;
+      END IF;
+      RETURN NEXT;
+
+      category := 'jobs'; pruned := 0;
+      IF p_jobs_days IS NOT NULL THEN
+        cutoff := now() - make_interval(days => p_jobs_days);
+        DELETE FROM jobs j
+         WHERE j.id IN (SELECT d.id FROM jobs d
+                         WHERE d.status = 'done' AND d.finished_at < cutoff LIMIT batch);
+        GET DIAGNOSTICS pruned = ROW_COUNT;
+      END IF;
+      RETURN NEXT;
+
+      category := 'dead_jobs'; pruned := 0;
+      IF p_dead_jobs_days IS NOT NULL THEN
+        cutoff := now() - make_interval(days => p_dead_jobs_days);
+        DELETE FROM jobs j
+         WHERE j.id IN (SELECT d.id FROM jobs d
+                         WHERE d.status = 'dead' AND d.finished_at < cutoff LIMIT batch);
+        GET DIAGNOSTICS pruned = ROW_COUNT;
+      END IF;
+      RETURN NEXT;
+
+      -- Refresh tokens past their expiry, then the login sessions that cannot go on: revoked,
+      -- or left without a token. A live session always holds its newest token, so a replayed
+      -- older one of it is still recognised (and revokes the session).
+      category := 'refresh_tokens'; pruned := 0;
+      IF p_sessions_days IS NOT NULL THEN
+        cutoff := now() - make_interval(days => p_sessions_days);
+        DELETE FROM refresh_tokens t
+         WHERE t.id IN (SELECT d.id FROM refresh_tokens d WHERE d.expires_at < cutoff
+                         LIMIT batch);
+        GET DIAGNOSTICS pruned = ROW_COUNT;
+      END IF;
+      RETURN NEXT;
+
+      category := 'auth_sessions'; pruned := 0;
+      IF p_sessions_days IS NOT NULL THEN
+        DELETE FROM auth_sessions s
+         WHERE s.id IN (SELECT d.id FROM auth_sessions d
+                         WHERE d.revoked_at < cutoff
+                            OR (d.created_at < cutoff AND NOT EXISTS (
+                                  SELECT 1 FROM refresh_tokens t WHERE t.session_id = d.id))
+                         LIMIT batch);
+        GET DIAGNOSTICS pruned = ROW_COUNT;
+      END IF;
+      RETURN NEXT;
+
+      -- Invitations that stopped being usable (expired, accepted or revoked) long enough ago.
+      category := 'invitations'; pruned := 0;
+      IF p_invitations_days IS NOT NULL THEN
+        cutoff := now() - make_interval(days => p_invitations_days);
+        DELETE FROM invitations i
+         WHERE i.id IN (SELECT d.id FROM invitations d
+                         WHERE least(d.expires_at, d.accepted_at, d.revoked_at) < cutoff
+                         LIMIT batch);
+        GET DIAGNOSTICS pruned = ROW_COUNT;
+      END IF;
+      RETURN NEXT;
+    END
+    $$"""
+
+
+def _role() -> None:
+    op.execute(definer_role(ROLE))
+    op.execute(f"GRANT USAGE ON SCHEMA public TO {ROLE}")
+    for table, columns in READS.items():
+        op.execute(f"GRANT SELECT ({columns}) ON {table} TO {ROLE}")
+        op.execute(f"CREATE POLICY retention_read ON {table} FOR SELECT TO {ROLE} USING (true)")
+    for table in DELETES:
+        op.execute(f"GRANT DELETE ON {table} TO {ROLE}")
+        op.execute(f"CREATE POLICY retention_delete ON {table} FOR DELETE TO {ROLE} USING (true)")
+
+
+def _system_organization(present: bool) -> None:
+    """FORCE ROW LEVEL SECURITY holds the owner to the tenant policies too: lifted for this
+    one statement (inside the migration's transaction, so no one else sees it lifted)."""
+    op.execute("ALTER TABLE organizations NO FORCE ROW LEVEL SECURITY")
+    if present:
+        op.execute(
+            f"INSERT INTO organizations (id, name) VALUES"
+            f" ('{SYSTEM_ORGANIZATION_ID}', '{SYSTEM_ORGANIZATION_NAME}')"
+            " ON CONFLICT (id) DO NOTHING"
+        )
+    else:  # its jobs go with it
+        op.execute(f"DELETE FROM organizations WHERE id = '{SYSTEM_ORGANIZATION_ID}'")
+    op.execute("ALTER TABLE organizations FORCE ROW LEVEL SECURITY")
+
 
 def upgrade() -> None:
-    pass
+    op.create_index(
+        "ix_jobs_finished",
+        "jobs",
+        ["status", "finished_at"],
+        postgresql_where="status IN ('done', 'dead')",
+    )
+    op.create_index("ix_refresh_tokens_expires_at", "refresh_tokens", ["expires_at"])
+    _role()
+    op.execute(f"CREATE FUNCTION {SIGNATURE} {BODY}")
+    op.execute(f"ALTER FUNCTION {DROP_SIGNATURE} OWNER TO {ROLE}")
+    op.execute(f"REVOKE ALL ON FUNCTION {DROP_SIGNATURE} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {DROP_SIGNATURE} TO assay_app")
+    _system_organization(present=True)
 
 
 def downgrade() -> None:
-    pass
+    # The role stays: roles belong to the whole server, and other databases on it may use it.
+    _system_organization(present=False)
+    op.execute(f"DROP FUNCTION {DROP_SIGNATURE}")
+    for table in DELETES:
+        op.execute(f"DROP POLICY retention_delete ON {table}")
+    for table in READS:
+        op.execute(f"DROP POLICY retention_read ON {table}")
+        op.execute(f"REVOKE ALL ON {table} FROM {ROLE}")
+    op.execute(f"REVOKE USAGE ON SCHEMA public FROM {ROLE}")
+    op.drop_index("ix_refresh_tokens_expires_at", table_name="refresh_tokens")
+    op.drop_index("ix_jobs_finished", table_name="jobs")

@@ -69,6 +69,20 @@ def test_the_stop_grace_outlasts_the_drain() -> None:
         assert _seconds(SERVICES[name]["stop_grace_period"]) > UVICORN_GRACE_SECONDS + drain
 
 
+def test_api_and_workers_share_one_metrics_directory_and_keep_secrets_apart() -> None:
+    """The API's /metrics reports the worker containers' figures only if they write to the
+    directory it reads; provider secrets have their own keys, not the signing secret."""
+    for name in ("api", "worker"):
+        environment = SERVICES[name]["environment"]
+        directory = environment["ASSAY_METRICS_DIR"]
+        assert f"metrics:{directory}" in SERVICES[name]["volumes"], name
+        assert "ASSAY_METRICS_TOKEN" in environment
+        assert environment["ASSAY_ENCRYPTION_KEYS"].startswith("${ASSAY_ENCRYPTION_KEYS:?")
+        assert environment["ASSAY_ENCRYPTION_KEYS"] != environment["ASSAY_SECRET_KEY"]
+    assert COMPOSE["volumes"]["metrics"]["driver_opts"]["type"] == "tmpfs"
+    Settings(metrics_dir=SERVICES["api"]["environment"]["ASSAY_METRICS_DIR"])
+
+
 def test_the_image_is_built_in_stages_with_a_pinned_installer() -> None:
     stages = re.findall(r"^FROM (\S+) AS (\w+)$", DOCKERFILE, re.M)
     assert [name for _, name in stages] == ["build", "runtime"]

@@ -26,6 +26,7 @@ OPERATION_IDS = (
     "api_keys_list",
     "api_keys_read",
     "api_keys_revoke",
+    "audit_log_list",
     "auth_login",
     "auth_logout",
     "auth_refresh",
@@ -115,6 +116,15 @@ OPERATION_IDS = (
     "tests_update",
     "users_read_me",
     "users_update_me",
+    "webhooks_create",
+    "webhooks_delete",
+    "webhooks_list",
+    "webhooks_list_deliveries",
+    "webhooks_read",
+    "webhooks_redeliver",
+    "webhooks_rotate_secret",
+    "webhooks_test",
+    "webhooks_update",
 )
 
 

@@ -16,6 +16,7 @@ from tests.e2e.servers import server_env, start_server
 
 pytestmark = pytest.mark.slow
 SECRET = "production-secret-key-for-the-external-test-0123"
+ENCRYPTION_KEY = "ZXh0ZXJuYWwtZGF0YWJhc2UtdGVzdC1rZXktMDEyMzQ="
 
 
 async def _fresh_database(urls: DatabaseUrls) -> tuple[str, str]:
@@ -33,6 +34,7 @@ async def test_configured_database_with_separate_roles_serves(database_urls, tmp
         ASSAY_DATABASE_URL=runtime_url,
         ASSAY_MIGRATION_DATABASE_URL=owner_url,
         ASSAY_SECRET_KEY=SECRET,
+        ASSAY_ENCRYPTION_KEYS=ENCRYPTION_KEY,
     )
     server = start_server(env, tmp_path / "server.log")
     try:
@@ -46,7 +48,12 @@ async def test_configured_database_with_separate_roles_serves(database_urls, tmp
 
 async def test_a_superuser_runtime_role_is_refused(database_urls, tmp_path):
     _, owner_url = await _fresh_database(database_urls)
-    env = server_env(tmp_path / "data", ASSAY_DATABASE_URL=owner_url, ASSAY_SECRET_KEY=SECRET)
+    env = server_env(
+        tmp_path / "data",
+        ASSAY_DATABASE_URL=owner_url,
+        ASSAY_SECRET_KEY=SECRET,
+        ASSAY_ENCRYPTION_KEYS=ENCRYPTION_KEY,
+    )
     server = start_server(env, tmp_path / "server.log")
     try:
         code = await asyncio.to_thread(server.process.wait, 60)

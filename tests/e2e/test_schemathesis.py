@@ -115,6 +115,13 @@ def _fixtures(server: Server) -> tuple[str, dict[str, str]]:
             assert time.monotonic() < deadline
             time.sleep(0.2)
         result = api.get(f"/runs/{run['id']}/results").json()["items"][0]
+        hooks = f"/projects/{project['id']}/webhooks"
+        webhook = _made(
+            api.post(
+                hooks, json={"url": "https://hooks.example.com/fuzz", "events": ["run.failed"]}
+            )
+        )
+        delivery = _made(api.post(f"{hooks}/{webhook['id']}/test"))
         invitation = _made(
             api.post(
                 f"/organizations/{organization_id}/invitations", json={"email": "x@example.com"}
@@ -141,6 +148,8 @@ def _fixtures(server: Server) -> tuple[str, dict[str, str]]:
         "result_id": result["id"],
         "invitation_id": invitation["id"],
         "key_id": other_key["id"],
+        "webhook_id": webhook["id"],
+        "delivery_id": delivery["id"],
         "user_id": account["user"]["id"],
         "label": "production",
         "version": "1",

@@ -20,6 +20,7 @@ from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL, Publisher
 from tests.fakes.openai_server import FakeOpenAI
 from tests.notifications.conftest import Event, Live, read_events
+from utils.metrics import metrics
 
 
 @pytest.fixture
@@ -56,6 +57,7 @@ async def test_a_subscriber_that_never_reads_is_dropped_alone(live: Live, own_hu
     # The run may already be recording: both subscribe from seq 0, the hub reads from there.
     run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
     run_id = uuid.UUID(run["id"])
+    subscribers_before, dropped_before = _sse_figures()
     hub.buffer = 3
     idle = hub.subscribe(run_id, org, 0, LIMITS)
     hub.buffer = 1000
@@ -84,6 +86,7 @@ async def test_a_subscriber_that_never_reads_is_dropped_alone(live: Live, own_hu
     # its stream unsubscribes).
     assert idle.ending == TOO_SLOW
     assert hub.subscriber_count == 3
+    assert _sse_figures() == (subscribers_before + 3, dropped_before + 1)
     buffered = await idle.next_batch()
     assert buffered == got[:3]
     with pytest.raises(StreamEnd):
@@ -93,6 +96,8 @@ async def test_a_subscriber_that_never_reads_is_dropped_alone(live: Live, own_hu
     hub.unsubscribe(other)
     hub.unsubscribe(idle)  # already gone: harmless
     assert hub.subscriber_count == 0
+    assert _sse_figures() == (subscribers_before, dropped_before + 1)
+
     # The run's feed goes too (once a read in flight, if any, has ended).
     async with asyncio.timeout(10):
         while hub.run_count:  # noqa: ASYNC110 (the hub offers no event to wait on)
@@ -320,3 +325,11 @@ async def test_the_clock_still_gives_up_on_a_dropped_stream_stuck_in_a_send(
         async with asyncio.timeout(5):
             await hung_send
     own_hub.unsubscribe(stuck)
+
+
+def _sse_figures() -> tuple[float, float]:
+    """The process's subscriber gauge and dropped counter, as /metrics reports them."""
+    registry = metrics().registry
+    subscribers = registry.get_sample_value("assay_sse_subscribers") or 0.0
+    dropped = registry.get_sample_value("assay_sse_subscribers_dropped_total") or 0.0
+    return subscribers, dropped

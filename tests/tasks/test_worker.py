@@ -571,3 +571,29 @@ async def test_the_listener_reconnects_and_catches_up(
         await asyncio.wait_for(done.wait(), timeout=5)  # the poll would take 24 s or more
         await wait_for_status(committed_database, account, [job_id], "done")
         assert pool.busy == 0
+
+
+async def test_a_handler_may_choose_when_it_is_retried(
+    committed_database: Database, database_urls: DatabaseUrls, accounts
+) -> None:
+    """RetryLater sets the next attempt's time (a webhook's own schedule), in place of the
+    queue's backoff."""
+    account = accounts[0]
+    kind = new_kind()
+    calls: list[float] = []
+
+    async def handler(ctx: JobContext) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise queue.RetryLater("receiver down", 2.5)
+
+    async with running_pool(committed_database, database_urls, {kind: handler}, poll_seconds=0.1):
+        [job_id] = await enqueue_jobs(committed_database, account, kind, max_attempts=3)
+
+        async def retried() -> bool:
+            return len(calls) == 2
+
+        await wait_until(retried, within=10)
+    assert calls[1] - calls[0] >= 2.4  # the backoff would have said 1.5 s at most
+    job = await load_job(committed_database, account, job_id)
+    assert (job.status, job.attempts) == ("done", 2)

@@ -1,4 +1,5 @@
-"""The gate toward a model: pace, retries honouring Retry-After, and the circuit breaker."""
+"""The gate toward a model: pace, retries honouring Retry-After, and the circuit breaker.
+The schedule shared between processes is tested in test_pacing.py."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from itertools import pairwise
 
 import pytest
 
 from app.engine import gate as gate_module
-from app.engine.gate import MAX_RETRIES, Breaker, Gate, Pace, call_through, gate_for, retry_delay
+from app.engine.gate import MAX_RETRIES, Breaker, Gate, call_through, gate_for, retry_delay
+from app.engine.pacing import Pace, SharedPace
+from database.core import Database
 from providers.targets import TargetError, TargetReply
+from utils.metrics import metrics
 
 REPLY = TargetReply(output="ok", latency_ms=1.0)
 
@@ -90,7 +95,8 @@ def test_gate_for_shares_one_gate_per_model_and_limit():
     model = uuid.uuid4()
     first = gate_for(model, 600)
     assert gate_for(model, 600) is first
-    assert first.pace is not None and first.pace.interval == pytest.approx(0.1)
+    assert isinstance(first.pace, SharedPace)
+    assert first.pace.model_id == model and first.pace.interval == pytest.approx(0.1)
     assert gate_for(model, 60) is not first
     assert gate_for(model, None).pace is None
     assert gate_for(uuid.uuid4(), 600) is not first
@@ -104,6 +110,28 @@ async def test_call_through_waits_for_the_pace():
         assert await call_through(gate, call) is REPLY
     assert call.calls == 3
     assert time.monotonic() - started >= 2 * 0.1 * 0.9
+
+
+async def test_gates_of_two_processes_pace_one_model_together(database: Database):
+    """This process's gate and the pace another process would build for the same model and
+    limit take turns: three calls each go 0.1 s apart, not two at a time."""
+    model = uuid.uuid4()
+    here, elsewhere = gate_for(model, 600), Gate(pace=SharedPace(model, 600))
+    stamps: list[float] = []
+
+    async def calls(gate: Gate) -> None:
+        async def call() -> TargetReply:
+            stamps.append(time.monotonic())
+            return REPLY
+
+        for _ in range(3):
+            assert await call_through(gate, call) is REPLY
+
+    started = time.monotonic()
+    await asyncio.gather(calls(here), calls(elsewhere))
+    assert max(stamps) - started >= 5 * 0.1 * 0.9
+    ordered = sorted(stamps)
+    assert all(b - a >= 0.1 * 0.7 for a, b in pairwise(ordered)), ordered
 
 
 # --- retries -----------------------------------------------------------------------------------
@@ -210,10 +238,23 @@ async def test_retries_count_toward_the_breaker():
     assert call.calls == 2
 
 
+def _breaker_figures(provider: str, model: str) -> tuple[float, float]:
+    """Open circuits and trips as /metrics reports them."""
+    registry = metrics().registry
+    opened = registry.get_sample_value("assay_circuit_breakers_open", {"provider": provider})
+    trips = registry.get_sample_value(
+        "assay_circuit_breaker_trips_total", {"provider": provider, "model": model}
+    )
+    return opened or 0.0, trips or 0.0
+
+
 async def test_breaker_half_opens_after_the_cooldown_and_closes_on_success():
-    gate = Gate(pace=None, breaker=Breaker(threshold=2, cooldown=0.1))
+    breaker = Breaker(threshold=2, cooldown=0.1, provider="groq", model="breaker-model")
+    gate = Gate(pace=None, breaker=breaker)
+    opened, trips = _breaker_figures("groq", "breaker-model")
     await _fail(gate)
     await _fail(gate)
+    assert _breaker_figures("groq", "breaker-model") == (opened + 1, trips + 1)
     with pytest.raises(TargetError, match="failed 2 times"):
         await call_through(gate, Scripted())
     await asyncio.sleep(0.12)
@@ -221,6 +262,7 @@ async def test_breaker_half_opens_after_the_cooldown_and_closes_on_success():
     assert await call_through(gate, call) is REPLY
     assert call.calls == 1
     assert gate.breaker.opened_at is None and gate.breaker.failures == 0
+    assert _breaker_figures("groq", "breaker-model") == (opened, trips + 1)
     assert await call_through(gate, call) is REPLY  # closed: calls flow again
     assert call.calls == 2
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from tests.fakes.http_app import FakeHttpApp
@@ -224,7 +225,7 @@ async def test_a_key_that_cannot_be_decrypted_is_reported_not_a_crash(
     client, owner, fake, database
 ):
     model_id = await compatible_model(client, owner, fake)
-    foreign = SecretBox("another-secret-key-of-sufficient-length-0123456789").encrypt(API_KEY)
+    foreign = SecretBox([Fernet.generate_key().decode()]).encrypt(API_KEY)
     async with tenant_session(database, owner.organization_id) as session:
         await session.execute(
             text("UPDATE model_configs SET api_key_encrypted = :v WHERE id = :id"),

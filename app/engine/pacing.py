@@ -1,0 +1,112 @@
+"""Pacing calls to a model: requests-per-minute as evenly spaced slots (no bursts).
+
+`SharedPace` holds the limit across every process on the database: each call takes the next
+free slot of the model's schedule with one atomic statement (`assay_provider_slot`, see the
+0013_provider_pacing migration), on a connection of the process's pool in autocommit mode, and
+sleeps until that slot with no connection or transaction held. One short statement per
+provider call costs far less than the call itself, so the schedule stays in PostgreSQL even
+when `ASSAY_REDIS_URL` is set: every process that calls providers already has the database,
+and one place for the schedule keeps its spacing exact.
+
+When the database cannot take the slot (restarting, unreachable within a few seconds), the
+process paces that model alone with a local `Pace` rather than failing the call, and asks the
+database again after a while: a provider sees at most the limit per process meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Protocol
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from database.core import Database, get_database
+
+log = structlog.get_logger(__name__)
+
+TAKE_SLOT = text("SELECT assay_provider_slot(:model, :per_minute)")
+# Taking a slot is one short statement; past this the database is not answering.
+SLOT_TIMEOUT_SECONDS = 5.0
+# After a failure, how long the process paces alone before asking the database again (so a
+# hanging database costs one timeout now and then, not one per call).
+SHARED_RETRY_SECONDS = 10.0
+
+
+class Pacer(Protocol):
+    interval: float
+
+    async def wait(self) -> None: ...
+
+
+class Pace:
+    """Spaces this process's calls evenly to stay under a requests-per-minute limit."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.interval = 60.0 / per_minute
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            slot = max(self._next, now)
+            self._next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+def _process_database() -> Database | None:
+    try:
+        return get_database()
+    except RuntimeError:  # a process with no database (a tool, a unit test) has no peers
+        return None
+
+
+class SharedPace:
+    """Spaces the calls of every process sharing the database to one model configuration."""
+
+    def __init__(self, model_id: uuid.UUID, per_minute: int) -> None:
+        self.model_id = model_id
+        self.per_minute = per_minute
+        self.interval = 60.0 / per_minute
+        self._local = Pace(per_minute)
+        self._degraded = False
+        self._retry_at = 0.0
+
+    async def wait(self) -> None:
+        database = _process_database()
+        if database is None or time.monotonic() < self._retry_at:
+            await self._local.wait()
+            return
+        try:
+            async with asyncio.timeout(SLOT_TIMEOUT_SECONDS):
+                delay = await self.take_slot(database)
+        except (SQLAlchemyError, OSError) as exc:  # TimeoutError is an OSError
+            if not self._degraded:
+                log.warning(
+                    "provider pacing falls back to this process alone",
+                    model_config_id=str(self.model_id),
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+                self._degraded = True
+            self._retry_at = time.monotonic() + SHARED_RETRY_SECONDS
+            await self._local.wait()
+            return
+        if self._degraded:
+            log.info("provider pacing is shared again", model_config_id=str(self.model_id))
+            self._degraded = False
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def take_slot(self, database: Database) -> float:
+        """Takes the model's next free slot; returns the seconds until it comes."""
+        async with database.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            delay = await connection.scalar(
+                TAKE_SLOT, {"model": self.model_id, "per_minute": self.per_minute}
+            )
+        return float(delay)

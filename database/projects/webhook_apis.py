@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
+from database.organizations.audit import RequestMeta, RequestMetaDep, record
+from database.projects import webhook_crud as crud
+from database.projects import webhooks as service
+from database.projects.service import get_project_or_404
+from database.projects.webhook_models import Webhook
+from database.projects.webhook_schemas import (
+    DeliveryRead,
+    DeliveryStatus,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookRead,
+    WebhookSecret,
+    WebhookUpdate,
+)
+from database.routing import api_router
+from utils.auth import Principal
+from utils.problems import errors
+from utils.schemas import Page
+
+router = api_router(prefix="/projects/{project_id}/webhooks", tags=["projects"])
+
+
+@router.get(
+    "",
+    operation_id="webhooks_list",
+    summary="List a project's webhooks",
+)
+async def list_webhooks(
+    project_id: uuid.UUID, session: DbSession, _: Viewer, page: Pagination
+) -> Page[WebhookRead]:
+    """Oldest first; secrets are never shown again after they are made."""
+    await get_project_or_404(session, project_id)
+    rows, total = await crud.list_webhooks(
+        session, project_id, limit=page.limit, offset=page.offset
+    )
+    items = [WebhookRead.model_validate(row) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="webhooks_create",
+    summary="Subscribe a URL to the project's run events",
+)
+async def create_webhook(
+    project_id: uuid.UUID,
+    body: WebhookCreate,
+    session: DbSession,
+    runtime: RuntimeDep,
+    principal: Member,
+    meta: RequestMetaDep,
+) -> WebhookCreated:
+    """Messages are signed per the Standard Webhooks specification (`webhook-id`,
+    `webhook-timestamp`, `webhook-signature` headers) with the secret in this response, which
+    is shown this once only."""
+    project = await get_project_or_404(session, project_id)
+    webhook, secret = await service.create_webhook(session, runtime, project, body)
+    await _audit(session, principal, meta, "webhook.created", webhook, _described(webhook))
+    return WebhookCreated(**WebhookRead.model_validate(webhook).model_dump(), secret=secret)
+
+
+@router.get(
+    "/{webhook_id}",
+    operation_id="webhooks_read",
+    summary="Read a webhook",
+)
+async def read_webhook(
+    project_id: uuid.UUID, webhook_id: uuid.UUID, session: DbSession, _: Viewer
+) -> WebhookRead:
+    """Its URL, events and state; never its secret."""
+    return WebhookRead.model_validate(
+        await service.get_webhook_or_404(session, project_id, webhook_id)
+    )
+
+
+@router.patch(
+    "/{webhook_id}",
+    operation_id="webhooks_update",
+    summary="Update a webhook",
+)
+async def update_webhook(
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    body: WebhookUpdate,
+    session: DbSession,
+    runtime: RuntimeDep,
+    principal: Member,
+    meta: RequestMetaDep,
+) -> WebhookRead:
+    """Change its URL, events, description, or disable it (messages still pending for it are
+    then not sent); fields left out stay as they are."""
+    webhook = await service.get_webhook_or_404(session, project_id, webhook_id)
+    updated = await service.update_webhook(session, runtime, webhook, body)
+    changed = sorted(body.model_dump(exclude_unset=True))
+    await _audit(
+        session,
+        principal,
+        meta,
+        "webhook.updated",
+        updated,
+        {**_described(updated), "changed": changed},
+    )
+    return WebhookRead.model_validate(updated)
+
+
+@router.delete(
+    "/{webhook_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="webhooks_delete",
+    summary="Delete a webhook and its delivery log",
+)
+async def delete_webhook(
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    session: DbSession,
+    principal: Member,
+    meta: RequestMetaDep,
+) -> None:
+    """Messages still pending for it are not sent."""
+    webhook = await service.get_webhook_or_404(session, project_id, webhook_id)
+    described = _described(webhook)
+    await crud.delete_webhook(session, webhook)
+    await _audit(session, principal, meta, "webhook.deleted", webhook, described)
+
+
+@router.post(
+    "/{webhook_id}/test",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="webhooks_test",
+    summary="Send the webhook a test message",
+    responses=errors(409),
+)
+async def test_webhook(
+    project_id: uuid.UUID, webhook_id: uuid.UUID, session: DbSession, _: Member
+) -> DeliveryRead:
+    """A `webhook.test` message, queued and sent like any other: follow it in the delivery
+    log."""
+    webhook = await service.get_webhook_or_404(session, project_id, webhook_id)
+    return DeliveryRead.model_validate(await service.send_test(session, webhook))
+
+
+@router.post(
+    "/{webhook_id}/rotate-secret",
+    operation_id="webhooks_rotate_secret",
+    summary="Replace the webhook's signing secret",
+)
+async def rotate_secret(
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    session: DbSession,
+    runtime: RuntimeDep,
+    principal: Member,
+    meta: RequestMetaDep,
+) -> WebhookSecret:
+    """The new secret is shown this once only. For the overlap the operator set
+    (`ASSAY_WEBHOOK_SECRET_OVERLAP_HOURS`) every message carries a signature with each of the
+    two secrets, so a receiver can switch without a gap."""
+    webhook = await service.get_webhook_or_404(session, project_id, webhook_id)
+    secret = await service.rotate_secret(session, runtime, webhook)
+    expires = webhook.previous_secret_expires_at
+    await _audit(
+        session,
+        principal,
+        meta,
+        "webhook.secret_rotated",
+        webhook,
+        {"previous_secret_expires_at": expires.isoformat() if expires else None},
+    )
+    return WebhookSecret(
+        secret=secret, previous_secret_expires_at=webhook.previous_secret_expires_at
+    )
+
+
+@router.get(
+    "/{webhook_id}/deliveries",
+    operation_id="webhooks_list_deliveries",
+    summary="The webhook's delivery log",
+)
+async def list_deliveries(
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    session: DbSession,
+    _: Viewer,
+    page: Pagination,
+    status_filter: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
+    event_type: Annotated[str | None, Query(max_length=32)] = None,
+) -> Page[DeliveryRead]:
+    """Newest first: each message's status, attempts, the receiver's last HTTP status, the
+    last attempt's latency and error."""
+    await service.get_webhook_or_404(session, project_id, webhook_id)
+    rows, total = await crud.list_deliveries(
+        session,
+        webhook_id,
+        status=status_filter,
+        event_type=event_type,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    items = [DeliveryRead.model_validate(row) for row in rows]
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="webhooks_redeliver",
+    summary="Send a delivered or failed message again",
+    responses=errors(409),
+)
+async def redeliver(
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    session: DbSession,
+    _: Member,
+) -> DeliveryRead:
+    """The same message (same `webhook-id`, signed anew), with a full set of attempts."""
+    webhook = await service.get_webhook_or_404(session, project_id, webhook_id)
+    return DeliveryRead.model_validate(await service.redeliver(session, webhook, delivery_id))
+
+
+def _described(webhook: Webhook) -> dict[str, Any]:
+    """What an audit entry says of a webhook (never its secret)."""
+    return {
+        "project_id": str(webhook.project_id),
+        "url": _without_credentials(webhook.url),
+        "events": list(webhook.events),
+        "enabled": webhook.enabled,
+    }
+
+
+async def _audit(
+    session: AsyncSession,
+    principal: Principal,
+    meta: RequestMeta,
+    action: str,
+    webhook: Webhook,
+    details: dict[str, Any],
+) -> None:
+    await record(
+        session,
+        principal,
+        action=action,
+        target_type="webhook",
+        target_id=webhook.id,
+        details=details,
+        request_meta=meta,
+    )
+
+
+def _without_credentials(url: str) -> str:
+    """The URL as an audit entry keeps it: a query or a user part may carry a token."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -1,0 +1,151 @@
+"""Queries of webhooks and their delivery log. Flush, never commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.projects.webhook_models import Webhook, WebhookDelivery
+from utils.crud import paginate
+
+
+async def add_webhook(session: AsyncSession, webhook: Webhook) -> Webhook:
+    session.add(webhook)
+    await session.flush()
+    return webhook
+
+
+async def get_webhook(session: AsyncSession, webhook_id: uuid.UUID) -> Webhook | None:
+    return await session.get(Webhook, webhook_id)
+
+
+async def list_webhooks(
+    session: AsyncSession, project_id: uuid.UUID, *, limit: int, offset: int
+) -> tuple[list[Webhook], int]:
+    query = (
+        select(Webhook)
+        .where(Webhook.project_id == project_id)
+        .order_by(Webhook.created_at, Webhook.id)
+    )
+    return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def enabled_webhooks(session: AsyncSession, project_id: uuid.UUID) -> list[Webhook]:
+    rows = await session.scalars(
+        select(Webhook)
+        .where(Webhook.project_id == project_id, Webhook.enabled)
+        .order_by(Webhook.created_at, Webhook.id)
+    )
+    return list(rows.all())
+
+
+async def save_webhook(session: AsyncSession) -> None:
+    await session.flush()
+
+
+async def delete_webhook(session: AsyncSession, webhook: Webhook) -> None:
+    await session.delete(webhook)  # its delivery log goes with it (ON DELETE CASCADE)
+    await session.flush()
+
+
+# --- the delivery log -----------------------------------------------------------------------
+
+
+async def add_deliveries(
+    session: AsyncSession, deliveries: Sequence[WebhookDelivery]
+) -> Sequence[WebhookDelivery]:
+    session.add_all(deliveries)
+    await session.flush()
+    return deliveries
+
+
+async def get_delivery(session: AsyncSession, delivery_id: uuid.UUID) -> WebhookDelivery | None:
+    return await session.get(WebhookDelivery, delivery_id)
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    webhook_id: uuid.UUID,
+    *,
+    status: str | None,
+    event_type: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[WebhookDelivery], int]:
+    """Newest first."""
+    query = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.webhook_id == webhook_id)
+        .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
+    )
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    if event_type is not None:
+        query = query.where(WebhookDelivery.event_type == event_type)
+    return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def delivery_to_send(
+    session: AsyncSession, delivery_id: uuid.UUID
+) -> tuple[WebhookDelivery, Webhook] | None:
+    """The delivery with its webhook; None when the webhook (and so the delivery) is gone."""
+    row = (
+        await session.execute(
+            select(WebhookDelivery, Webhook)
+            .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+            .where(WebhookDelivery.id == delivery_id)
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def record_attempt(
+    session: AsyncSession,
+    delivery_id: uuid.UUID,
+    *,
+    delivered: bool,
+    status_code: int | None,
+    latency_ms: int,
+    error: str | None,
+) -> None:
+    """Counts one attempt at a pending delivery: delivered, or still pending with its error."""
+    values: dict[str, object] = {
+        "attempts": WebhookDelivery.attempts + 1,
+        "last_status_code": status_code,
+        "latency_ms": latency_ms,
+        "last_error": error,
+        "last_attempt_at": func.now(),
+    }
+    if delivered:
+        values.update(status="delivered", delivered_at=func.now())
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending")
+        .values(**values)
+    )
+
+
+async def fail_delivery(
+    session: AsyncSession, delivery_id: uuid.UUID, error: str, *, keep_last_error: bool = False
+) -> None:
+    """A pending delivery will not be attempted again, for `error` (or, with
+    `keep_last_error`, for what its last attempt recorded, when it recorded something)."""
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending")
+        .values(
+            status="failed",
+            last_error=func.coalesce(WebhookDelivery.last_error, error)
+            if keep_last_error
+            else error,
+        )
+    )
+
+
+async def reopen_delivery(session: AsyncSession, delivery: WebhookDelivery) -> None:
+    delivery.status = "pending"
+    delivery.delivered_at = None
+    await session.flush()

@@ -1,0 +1,208 @@
+"""Project webhooks: the SSRF guard on their URL, their secrets (made here, shown once, stored
+encrypted, rotated with an overlap), and the messages a project's events become: one delivery
+per (event, webhook), each queued as a job in the caller's transaction, so a message exists
+only if the change it tells of does. The job's handler sends it (app/engine/webhooks.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.core import new_id
+from database.projects import webhook_crud as crud
+from database.projects.models import Project
+from database.projects.webhook_models import TEST_EVENT, Webhook, WebhookDelivery
+from database.projects.webhook_schemas import WebhookCreate, WebhookUpdate
+from notifications.webhooks import new_secret
+from tasks import queue
+from utils.crud import apply_update, refuse_nulls
+from utils.errors import Conflict, NotFound
+from utils.runtime import Runtime, get_runtime
+from utils.secrets import SecretBox
+from utils.ssrf import check_url
+
+DELIVERY_JOB = "webhook.deliver"
+
+
+async def get_webhook_or_404(
+    session: AsyncSession, project_id: uuid.UUID, webhook_id: uuid.UUID
+) -> Webhook:
+    webhook = await crud.get_webhook(session, webhook_id)
+    if webhook is None or webhook.project_id != project_id:
+        raise NotFound("Webhook not found")
+    return webhook
+
+
+async def _check_url(runtime: Runtime, url: str) -> None:
+    # A host that does not resolve yet is accepted; every delivery checks the URL again.
+    await check_url(
+        url,
+        field="url",
+        allow_private=runtime.settings.allow_private_networks,
+        require_resolution=False,
+    )
+
+
+async def create_webhook(
+    session: AsyncSession, runtime: Runtime, project: Project, body: WebhookCreate
+) -> tuple[Webhook, str]:
+    """The webhook and its signing secret (which is never shown again)."""
+    await _check_url(runtime, body.url)
+    secret = new_secret()
+    webhook = await crud.add_webhook(
+        session,
+        Webhook(
+            organization_id=project.organization_id,
+            project_id=project.id,
+            **body.model_dump(),
+            secret_encrypted=runtime.secret_box.encrypt(secret),
+        ),
+    )
+    return webhook, secret
+
+
+async def update_webhook(
+    session: AsyncSession, runtime: Runtime, webhook: Webhook, body: WebhookUpdate
+) -> Webhook:
+    changes = body.model_dump(exclude_unset=True)
+    refuse_nulls(changes, "url", "events", "enabled")
+    if "url" in changes:
+        await _check_url(runtime, changes["url"])
+    apply_update(webhook, changes)
+    await crud.save_webhook(session)
+    return webhook
+
+
+async def rotate_secret(session: AsyncSession, runtime: Runtime, webhook: Webhook) -> str:
+    """A new secret; the one it replaces keeps signing for the overlap (a receiver switches
+    without a gap). The secret before that one stops at once."""
+    secret = new_secret()
+    overlap = timedelta(hours=runtime.settings.webhook_secret_overlap_hours)
+    keep = overlap > timedelta(0)
+    webhook.previous_secret_encrypted = webhook.secret_encrypted if keep else None
+    webhook.previous_secret_expires_at = datetime.now(UTC) + overlap if keep else None
+    webhook.secret_encrypted = runtime.secret_box.encrypt(secret)
+    await crud.save_webhook(session)
+    return secret
+
+
+def signing_secrets(webhook: Webhook, box: SecretBox, now: datetime) -> list[str]:
+    """The secrets a message is signed with now: the current one, and the previous one while
+    its overlap lasts. Raises SecretUnreadable when the box cannot open them."""
+    found = [box.decrypt(webhook.secret_encrypted)]
+    expires = webhook.previous_secret_expires_at
+    if webhook.previous_secret_encrypted is not None and expires is not None and expires > now:
+        found.append(box.decrypt(webhook.previous_secret_encrypted))
+    return found
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def message(event_type: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """A message's body (Standard Webhooks): its type, when the event happened, its data."""
+    timestamp = at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"type": event_type, "timestamp": timestamp, "data": data}
+
+
+async def subscribers(session: AsyncSession, project_id: uuid.UUID) -> list[Webhook]:
+    """The project's enabled webhooks."""
+    return await crud.enabled_webhooks(session, project_id)
+
+
+async def publish(
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    webhooks: Sequence[Webhook],
+) -> list[WebhookDelivery]:
+    """Queues each (event type, data) to every one of `webhooks` subscribed to it. Each event
+    is one message: one message id, whichever webhooks it goes to."""
+    at = datetime.now(UTC)
+    deliveries: list[WebhookDelivery] = []
+    for event_type, data in events:
+        body, message_id = message(event_type, data, at), _message_id()
+        deliveries.extend(
+            _delivery(webhook, event_type, message_id, body)
+            for webhook in webhooks
+            if event_type in webhook.events
+        )
+    await _queue(session, organization_id, deliveries)
+    return deliveries
+
+
+async def send_test(session: AsyncSession, webhook: Webhook) -> WebhookDelivery:
+    """A `webhook.test` message, sent the way every other message is."""
+    if not webhook.enabled:
+        raise Conflict("The webhook is disabled: enable it to send it a test")
+    data = {
+        "webhook_id": str(webhook.id),
+        "project_id": str(webhook.project_id),
+        "message": "A test delivery from Assay: the signature verifies with your secret.",
+    }
+    body = message(TEST_EVENT, data, datetime.now(UTC))
+    delivery = _delivery(webhook, TEST_EVENT, _message_id(), body)
+    await _queue(session, webhook.organization_id, [delivery])
+    return delivery
+
+
+async def redeliver(
+    session: AsyncSession, webhook: Webhook, delivery_id: uuid.UUID
+) -> WebhookDelivery:
+    """Sends a delivered or failed message again (the same message id), with a full set of
+    attempts; its attempts so far still count in the log."""
+    delivery = await crud.get_delivery(session, delivery_id)
+    if delivery is None or delivery.webhook_id != webhook.id:
+        raise NotFound("Delivery not found")
+    if delivery.status == "pending":
+        raise Conflict("The delivery is still pending: its attempts are not over")
+    if not webhook.enabled:
+        raise Conflict("The webhook is disabled: enable it to redeliver")
+    await crud.reopen_delivery(session, delivery)
+    await _enqueue(session, webhook.organization_id, [delivery])
+    return delivery
+
+
+def _message_id() -> str:
+    return f"msg_{new_id().hex}"
+
+
+def _delivery(
+    webhook: Webhook, event_type: str, message_id: str, body: dict[str, Any]
+) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=new_id(),
+        organization_id=webhook.organization_id,
+        webhook_id=webhook.id,
+        event_type=event_type,
+        message_id=message_id,
+        payload=body,
+        status="pending",
+        attempts=0,
+    )
+
+
+async def _queue(
+    session: AsyncSession, organization_id: uuid.UUID, deliveries: Sequence[WebhookDelivery]
+) -> None:
+    if deliveries:
+        await crud.add_deliveries(session, deliveries)
+        await _enqueue(session, organization_id, deliveries)
+
+
+async def _enqueue(
+    session: AsyncSession, organization_id: uuid.UUID, deliveries: Sequence[WebhookDelivery]
+) -> None:
+    """One job per delivery. Its payload names the delivery only: what is sent is read when
+    it is sent (a webhook disabled or deleted meanwhile is sent nothing)."""
+    await queue.enqueue_many(
+        session,
+        organization_id=organization_id,
+        kind=DELIVERY_JOB,
+        jobs=[({"delivery_id": str(delivery.id)}, None) for delivery in deliveries],
+        max_attempts=get_runtime().settings.webhook_max_attempts,
+    )

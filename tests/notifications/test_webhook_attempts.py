@@ -1,0 +1,74 @@
+"""One attempt at sending a message, on its own: the SSRF guard at sending time, redirects,
+timeouts and large answers, each a short error for the delivery log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from notifications.webhooks import new_secret, send
+from tests.fakes.webhook_receiver import Fault, WebhookReceiver
+
+
+async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
+    """Nothing is sent where the guard refuses; the URL (it may carry a token) is never in
+    an error."""
+    secret = new_secret()
+    with WebhookReceiver(secrets=[secret]) as receiver:
+
+        async def attempt(url: str = receiver.endpoint, allow_private: bool = True) -> Any:
+            return await send(
+                url,
+                message_id="msg_1",
+                body='{"type":"webhook.test","timestamp":"2026-12-02T00:00:00.000Z","data":{}}',
+                signing_secrets=[secret],
+                sent_at=datetime.now(UTC),
+                seconds=1.0,
+                allow_private=allow_private,
+            )
+
+        refused = await attempt(allow_private=False)
+        assert refused.status_code is None and not refused.delivered
+        assert refused.error.startswith("not sent: the URL must not point at a private")
+        assert receiver.log == []  # the guard refused before any connection
+
+        receiver.enqueue(Fault.http(302, headers={"location": "http://169.254.169.254/"}))
+        moved = await attempt()
+        assert moved.status_code == 302
+        assert moved.error == "answered 302: redirects are not followed, configure the final URL"
+
+        receiver.enqueue(Fault.hang(5))
+        slow = await attempt()
+        assert slow.error == "no answer within 1 s" and 900 <= slow.latency_ms < 3000
+
+        receiver.enqueue(Fault.http(500, "x" * 100_000))
+        large = await attempt()
+        assert large.status_code == 500 and large.error == "answered 500: " + "x" * 200
+
+        tokened = f"{receiver.url}/hooks/assay?token=s3cret"
+        receiver.stop()
+        down = await attempt(url=tokened)
+        assert down.error.startswith("could not connect") and "s3cret" not in down.error
+
+    assert len([r for r in receiver.log if r.outcome == "fault"]) == 3
+
+
+def test_retries_follow_the_standard_webhooks_schedule() -> None:
+    """By default a failed delivery is retried after 5 s, 5 min, 30 min, 2 h, 5 h, then every
+    10 h: eight attempts span more than a day of a receiver being down."""
+    from app.engine.webhooks import retry_delay
+    from utils.config import Settings
+
+    settings = Settings()
+    schedule = settings.webhook_retry_seconds
+    assert schedule == [5, 300, 1800, 7200, 18000, 36000]
+    for attempt, expected in [(1, 5), (2, 300), (5, 18000), (6, 36000), (19, 36000)]:
+        delay = retry_delay(schedule, attempt)
+        assert expected * 0.9 <= delay <= expected * 1.1, (attempt, delay)
+    span = sum(schedule[min(n, len(schedule)) - 1] for n in range(1, settings.webhook_max_attempts))
+    assert span > 24 * 3600
+    assert Settings(webhook_retry_seconds="1, 2.5").webhook_retry_seconds == [1.0, 2.5]
+    with pytest.raises(ValueError, match="none negative"):
+        Settings(webhook_retry_seconds="1,-2")
