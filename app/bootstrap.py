@@ -39,7 +39,10 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
     # for I/O it may wait a whole switch interval for the lock, 5 ms by default. At 1 ms a
     # request that wakes it a few dozen times stays quick while renders run.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    metrics.configure(settings.metrics_directory)
+    metrics.configure(
+        settings.metrics_directory,
+        forget_siblings=settings.metrics_dir is None,  # ours: under data_dir, one per boot
+    )
     configure_tracing(settings)
     runtime = Runtime.from_settings(settings)
     urls, _ = await prepare_database(settings)

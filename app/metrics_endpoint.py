@@ -47,7 +47,10 @@ async def scrape(request: Request) -> Response:
     sent = request.headers.get("authorization", "")
     if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
         raise Unauthorized("A scrape needs `Authorization: Bearer <ASSAY_METRICS_TOKEN>`")
-    return Response(metrics().render(await _database_figures()), media_type=CONTENT_TYPE_LATEST)
+    figures = await _database_figures()
+    # Reading every process's files and rendering them is file work: off the event loop.
+    text = await asyncio.to_thread(metrics().render, figures)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 async def _database_figures() -> list[Metric]:

@@ -11,6 +11,7 @@ import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem
@@ -72,8 +73,10 @@ def _measure(scope: Scope, status: int, elapsed: float) -> None:
     """Counts the request under its route's template (never its path: ids would make every
     request a series of its own); a request no route matched is `unmatched`."""
     route = scope.get("route")
-    template = getattr(route, "path_format", None) if route is not None else None
-    if template is None:  # no route, or one of the few that are not the API's (docs)
+    template = getattr(route, "path_format", None) if isinstance(route, Route) else None
+    # A mount's catch-all, or a path parameter that spans segments, would put the caller's
+    # own path in the label.
+    if template is None or ":path}" in template:
         template = "unmatched" if status == 404 else "other"
     else:
         # The route knows its path below the prefixes it was included under (/api/v1, the

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 
 from utils import fastjson
 from utils.metrics import metrics
@@ -178,8 +178,9 @@ class Database:
                 raise
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        # Read before disposing: dispose() puts a fresh pool in place.
         capacity = self.engine.sync_engine.pool.__dict__.pop("_assay_capacity", 0)
+        await self.engine.dispose()
         metrics().db_pool_capacity.dec(capacity)
 
 
@@ -196,20 +197,43 @@ _AFTER_COMMIT = "assay_after_commit"
 
 
 def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Calls `callback` once the session's transaction commits (never if it rolls back): for
-    what must only count what was really written, such as metrics."""
-    session.sync_session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+    """Calls `callback` once the session's transaction commits (never if it rolls back, nor if
+    the savepoint it was registered in rolls back): for what must only count what was really
+    written, such as metrics."""
+    sync = session.sync_session
+    sync.info.setdefault(_AFTER_COMMIT, []).append((sync.get_nested_transaction(), callback))
 
 
 @event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
-    for callback in session.info.pop(_AFTER_COMMIT, ()):
+    if session.in_nested_transaction():
+        return  # a savepoint released: the transaction around it has yet to commit
+    for _, callback in session.info.pop(_AFTER_COMMIT, ()):
         callback()
 
 
-@event.listens_for(Session, "after_rollback")
-def _rolled_back(session: Session) -> None:
-    session.info.pop(_AFTER_COMMIT, None)
+@event.listens_for(Session, "after_soft_rollback")
+def _savepoint_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    if previous.nested and _AFTER_COMMIT in session.info:
+        session.info[_AFTER_COMMIT] = [
+            (within, callback)
+            for within, callback in session.info[_AFTER_COMMIT]
+            if not _inside(within, previous)
+        ]
+
+
+def _inside(transaction: SessionTransaction | None, savepoint: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is savepoint:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _ended(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # ended without a commit (a commit ran them already)
+        session.info.pop(_AFTER_COMMIT, None)
 
 
 def asyncpg_connect_args(url: str) -> dict[str, Any]:

@@ -89,6 +89,10 @@ class RoleRights:
     superuser: bool
     bypass_rls: bool
     owned_tables: int
+    # Roles that SECURITY DEFINER functions run as, which this one is a member of: their
+    # policies (`USING (true)` across tenants, for the queue, retention, metrics and logins)
+    # would apply to it too.
+    definer_roles: tuple[str, ...] = ()
 
 
 async def runtime_role_rights(connection: AsyncConnection) -> RoleRights:
@@ -98,9 +102,19 @@ async def runtime_role_rights(connection: AsyncConnection) -> RoleRights:
             text(
                 "SELECT r.rolname, r.rolsuper, r.rolbypassrls,"
                 " (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public'"
-                "   AND pg_has_role(current_user, t.tableowner, 'USAGE'))"
+                "   AND pg_has_role(current_user, t.tableowner, 'USAGE')),"
+                " ARRAY(SELECT DISTINCT o.rolname FROM pg_proc p"
+                "   JOIN pg_roles o ON o.oid = p.proowner"
+                "   WHERE p.prosecdef AND o.rolname <> current_user"
+                "   AND pg_has_role(current_user, o.oid, 'MEMBER') ORDER BY o.rolname)"
                 " FROM pg_roles r WHERE r.rolname = current_user"
             )
         )
     ).one()
-    return RoleRights(name=row[0], superuser=row[1], bypass_rls=row[2], owned_tables=row[3])
+    return RoleRights(
+        name=row[0],
+        superuser=row[1],
+        bypass_rls=row[2],
+        owned_tables=row[3],
+        definer_roles=tuple(row[4]),
+    )

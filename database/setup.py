@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from database import embedded
 from database.core import Database
-from database.migrate import MigrationOutcome, migrate, runtime_role_rights
+from database.migrate import MigrationOutcome, RoleRights, migrate, runtime_role_rights
 from utils.config import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -64,12 +64,23 @@ class UnsafeDatabaseRole(RuntimeError):
 
 async def check_runtime_role(database: Database) -> None:
     async with database.engine.connect() as connection:
-        rights = await runtime_role_rights(connection)
+        refuse_unsafe(await runtime_role_rights(connection))
+
+
+def refuse_unsafe(rights: RoleRights) -> None:
+    """Raises when the runtime role could read past row-level security."""
     if rights.superuser or rights.bypass_rls:
         raise UnsafeDatabaseRole(
             f"ASSAY_DATABASE_URL connects as {rights.name!r}, which is a superuser or has "
             "BYPASSRLS: row-level security would not apply. Use a plain role and put the owner "
             "in ASSAY_MIGRATION_DATABASE_URL."
+        )
+    if rights.definer_roles:
+        raise UnsafeDatabaseRole(
+            f"ASSAY_DATABASE_URL connects as {rights.name!r}, a member of "
+            f"{', '.join(rights.definer_roles)}: the cross-organization policies of those roles "
+            "would apply to it. Use a plain runtime role (not the migration owner) and put the "
+            "owner in ASSAY_MIGRATION_DATABASE_URL."
         )
     if rights.owned_tables:
         log.warning(

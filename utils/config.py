@@ -167,10 +167,11 @@ class Settings(BaseSettings):
     @property
     def metrics_directory(self) -> Path | None:
         """Where the host's processes write their metrics: configured, or (embedded mode) under
-        data_dir, which every process of a development setup shares."""
+        data_dir, which every process of a development setup shares, one directory per boot of
+        the machine (the files of processes of an earlier boot are of no use)."""
         if self.metrics_dir is not None:
             return self.metrics_dir
-        return self.data_dir / "metrics" if self.embedded else None
+        return self.data_dir / "metrics" / _boot_id() if self.embedded else None
 
     @property
     def owner_database_url(self) -> str | None:
@@ -253,6 +254,13 @@ def _generated_once(path: Path, generate: Callable[[], str]) -> str:
     finally:
         draft.unlink()
     return value
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or "boot"
+    except OSError:
+        return "boot"
 
 
 @lru_cache

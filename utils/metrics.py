@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 from collections.abc import Iterable
 from pathlib import Path
@@ -166,13 +167,19 @@ class _Fixed:
 _current: Metrics | None = None
 
 
-def configure(directory: Path | None) -> Metrics:
+def configure(directory: Path | None, *, forget_siblings: bool = False) -> Metrics:
     """The process's metrics, written under `directory` (shared with the host's other
-    processes) or kept in memory. Call once at start, before any sample is taken."""
+    processes) or kept in memory. Call once at start, before any sample is taken.
+    `forget_siblings`: the directories beside it are of earlier boots, and go."""
     global _current
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
+        if forget_siblings:
+            for sibling in directory.parent.iterdir():
+                if sibling != directory and sibling.is_dir():
+                    shutil.rmtree(sibling, ignore_errors=True)
         _forget_dead_processes(directory)
+        _forget_own_files(directory)
         os.environ[MULTIPROC_ENV] = str(directory)
         values.ValueClass = values.MultiProcessValue(process_identifier=_identity)
     else:
@@ -198,6 +205,14 @@ def _forget_dead_processes(directory: Path) -> None:
         if pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _forget_own_files(directory: Path) -> None:
+    """Files named like this process are an earlier process's that had the same host name and
+    id (a restarted container is process 1 again): starting from its values would be wrong."""
+    for path in directory.glob(f"*_{_identity()}.db"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _alive(pid: int) -> bool:

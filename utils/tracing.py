@@ -10,17 +10,21 @@ The provider is the process's own, never the global one, so a test can trace int
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 STANDARD_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# Query parameters that carry credentials (a stream token travels as ?token=).
+SECRET_PARAMETERS = re.compile(r"(?i)(^|&)(token|access_token|api_key|key)=[^&]*")
 
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer | None = None
@@ -36,6 +40,7 @@ def configure(
     if exporter is None and not endpoint and not any(os.environ.get(n) for n in STANDARD_ENDPOINTS):
         return None
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(RedactingProcessor())  # first: before any export sees it
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     else:
@@ -48,6 +53,16 @@ def configure(
     _provider = provider
     _tracer = provider.get_tracer("assay")
     return provider
+
+
+class RedactingProcessor(SpanProcessor):
+    """Credentials in a request's query (`url.query`, recorded as the span starts) are
+    replaced before the span can be exported."""
+
+    def on_start(self, span: SdkSpan, parent_context: Any = None) -> None:
+        query = (span.attributes or {}).get("url.query")
+        if isinstance(query, str) and SECRET_PARAMETERS.search(query):
+            span.set_attribute("url.query", SECRET_PARAMETERS.sub(r"\1\2=REDACTED", query))
 
 
 def _traces_url(endpoint: str) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.trace import SpanKind
 
@@ -74,7 +75,7 @@ async def observed(config: TargetConfig, call: Awaitable[TargetReply]) -> Target
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": provider,
         "gen_ai.request.model": config.model,
-        "server.address": config.base_url,
+        "server.address": urlsplit(config.base_url).hostname if config.base_url else None,
         **(call_owner.get() or {}),
     }
     started = time.perf_counter()

@@ -98,12 +98,19 @@ def gate_for(
     model: str | None = None,
 ) -> Gate:
     """One gate per model configuration and limit in a process (a changed limit makes a new
-    one); its pace is the schedule every process shares for that model and limit."""
+    one); its pace is the schedule every process shares for that model and limit. The
+    breaker is the model's, whatever the limit: a new limit takes over the old one's."""
     key = (model_id, requests_per_minute)
     gate = _gates.get(key)
     if gate is None:
+        earlier = [k for k in _gates if k[0] == model_id]
+        breaker = (
+            _gates[earlier[-1]].breaker if earlier else Breaker(provider=provider, model=model)
+        )
+        for old in earlier:
+            del _gates[old]
         pace = SharedPace(model_id, requests_per_minute) if requests_per_minute else None
-        gate = _gates[key] = Gate(pace=pace, breaker=Breaker(provider=provider, model=model))
+        gate = _gates[key] = Gate(pace=pace, breaker=breaker)
     return gate
 
 

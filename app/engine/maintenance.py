@@ -9,7 +9,9 @@ starts; each occurrence adds the next slot's before it prunes, so a failing prun
 the chain.
 
 Pruning crosses organizations, so it goes through `assay_retention_prune`, a SECURITY DEFINER
-function that deletes at most a batch of each kind per call. Each call is its own short
+function that deletes at most a batch of each kind per call: `batch` rows, except run events,
+which go a whole run at a time (runs are added to the batch until their events reach `batch`
+rows, so a live replay never finds part of a run's log). Each call is its own short
 transaction (no prune holds its rows for minutes), and holds an advisory lock while it runs:
 a process that finds the lock taken leaves the work to the one holding it.
 """
@@ -40,6 +42,19 @@ BATCH_ROWS = 5000
 # Rounds of one batch per kind in one occurrence: what is left waits for the next occurrence.
 MAX_ROUNDS = 100
 MAX_ATTEMPTS = 3
+# What the function prunes, and reports in rows removed, by category.
+CATEGORIES = (
+    "run_events",  # of runs that ended, a whole run at a time
+    # Done jobs, and dead ones, each after its own period; never the chunk jobs of a run that
+    # has not completed: resuming it rebuilds its work from them.
+    "jobs",
+    "dead_jobs",
+    # Delivered or failed (never pending), after the finished jobs' period: no period of its own.
+    "webhook_deliveries",
+    "refresh_tokens",
+    "auth_sessions",
+    "invitations",
+)
 SYSTEM_TENANT = Tenant(queue.SYSTEM_ORGANIZATION_ID)
 
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
@@ -55,7 +70,7 @@ class RetentionPolicy:
     """Days each kind is kept after it ended; None keeps it forever."""
 
     run_events_days: int | None = None
-    jobs_days: int | None = None
+    jobs_days: int | None = None  # done jobs, and the webhook delivery log
     dead_jobs_days: int | None = None
     sessions_days: int | None = None
     invitations_days: int | None = None
@@ -73,7 +88,7 @@ class RetentionPolicy:
 
 @dataclass
 class PruneReport:
-    pruned: dict[str, int] = field(default_factory=dict)  # rows removed, by kind
+    pruned: dict[str, int] = field(default_factory=dict)  # rows removed, by category
     rounds: int = 0
     # Another process held the lock: it prunes (from the start, when no round ran here).
     held_elsewhere: bool = False
@@ -110,7 +125,9 @@ async def prune(
     batch: int = BATCH_ROWS,
     max_rounds: int = MAX_ROUNDS,
 ) -> PruneReport:
-    """Batches, each in a transaction of its own, until no kind fills one (or `max_rounds`)."""
+    """Batches, each in a transaction of its own, until no kind fills one (or `max_rounds`).
+    A kind that removed `batch` rows (or more) may have more; one that removed fewer has none
+    left (run events too: their batch ends short of `batch` rows only when no run is left)."""
     report = PruneReport()
     for _ in range(max_rounds):
         async with transaction() as session:
@@ -130,7 +147,7 @@ async def prune(
             "retention pruned",
             rounds=report.rounds,
             stopped_for_another_process=report.held_elsewhere,
-            **report.pruned,
+            **{category: report.pruned.get(category, 0) for category in CATEGORIES},
         )
     return report
 

@@ -52,6 +52,7 @@ async def list_webhooks(
     status_code=status.HTTP_201_CREATED,
     operation_id="webhooks_create",
     summary="Subscribe a URL to the project's run events",
+    responses=errors(409),
 )
 async def create_webhook(
     project_id: uuid.UUID,
@@ -234,7 +235,7 @@ def _described(webhook: Webhook) -> dict[str, Any]:
     """What an audit entry says of a webhook (never its secret)."""
     return {
         "project_id": str(webhook.project_id),
-        "url": _without_credentials(webhook.url),
+        "url": _origin(webhook.url),
         "events": list(webhook.events),
         "enabled": webhook.enabled,
     }
@@ -259,9 +260,9 @@ async def _audit(
     )
 
 
-def _without_credentials(url: str) -> str:
-    """The URL as an audit entry keeps it: a query or a user part may carry a token."""
+def _origin(url: str) -> str:
+    """The URL as an audit entry keeps it: its scheme and host only (a path, query or user part
+    may carry a token, as chat services' incoming-webhook URLs do)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, "", "", ""))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.projects.models import Project
 from database.projects.webhook_models import Webhook, WebhookDelivery
 from utils.crud import paginate
 
@@ -20,6 +21,15 @@ async def add_webhook(session: AsyncSession, webhook: Webhook) -> Webhook:
 
 async def get_webhook(session: AsyncSession, webhook_id: uuid.UUID) -> Webhook | None:
     return await session.get(Webhook, webhook_id)
+
+
+async def count_webhooks(session: AsyncSession, project_id: uuid.UUID) -> int:
+    """How many webhooks the project has, its row locked first: creations take turns."""
+    await session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    total = await session.scalar(
+        select(func.count()).select_from(Webhook).where(Webhook.project_id == project_id)
+    )
+    return int(total or 0)
 
 
 async def list_webhooks(

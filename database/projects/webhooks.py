@@ -26,6 +26,9 @@ from utils.secrets import SecretBox
 from utils.ssrf import check_url
 
 DELIVERY_JOB = "webhook.deliver"
+# Each run's end writes a delivery and a job per subscribed webhook, in the transaction that
+# ends it, and then as many requests go out: a project's fan-out is bounded.
+MAX_WEBHOOKS_PER_PROJECT = 20
 
 
 async def get_webhook_or_404(
@@ -51,6 +54,11 @@ async def create_webhook(
     session: AsyncSession, runtime: Runtime, project: Project, body: WebhookCreate
 ) -> tuple[Webhook, str]:
     """The webhook and its signing secret (which is never shown again)."""
+    if await crud.count_webhooks(session, project.id) >= MAX_WEBHOOKS_PER_PROJECT:
+        raise Conflict(
+            f"The project has {MAX_WEBHOOKS_PER_PROJECT} webhooks, the most it may have:"
+            " delete one first"
+        )
     await _check_url(runtime, body.url)
     secret = new_secret()
     webhook = await crud.add_webhook(

@@ -1,4 +1,5 @@
-"""retention: pruning of finished runs' events, finished jobs, expired sessions and invitations.
+"""retention: pruning of finished runs' events, finished jobs, the webhook delivery log, expired
+sessions and invitations.
 
 Pruning looks across organizations, which the runtime role cannot: one SECURITY DEFINER
 function does it, owned by `assay_maintenance`, a role that may read only the columns the
@@ -8,15 +9,17 @@ SECURITY holds a non-superuser owner to the tenant policies, so it would see no 
 
 The function takes the cut-off ages in days (NULL: keep that kind forever) and a batch size,
 deletes at most one batch of each kind per call (each call its own short transaction), and
-returns the rows each kind lost. It holds a transaction-level advisory lock while it works: a
-second caller gets no rows back at once, meaning another process is pruning.
+returns the rows each kind lost. A batch is `p_batch` rows, except for run events, which go a
+whole run at a time (see the function). It holds a transaction-level advisory lock while it
+works: a second caller gets no rows back at once, meaning another process is pruning.
 
 The maintenance job is a job of no tenant's: it belongs to a reserved organization that has no
 members (nobody can act for it), so the queue's tenant rules hold for it unchanged and an
 unscoped transaction still sees no job at all.
 
 Two indexes keep each batch from scanning whole tables: finished jobs by their end, refresh
-tokens by their expiry.
+tokens by their expiry. The delivery log is scanned: it holds no more than the deliveries of
+one retention period.
 
 Revision ID: 0014_retention
 Revises: 0013_provider_pacing
@@ -46,13 +49,21 @@ DROP_SIGNATURE = "assay_retention_prune(integer, integer, integer, integer, inte
 # What the function may read (to compare with the cut-offs) and delete, table by table.
 READS = {
     "runs": "id, status, finished_at, updated_at",
-    "run_events": "run_id, seq",
-    "jobs": "id, status, finished_at",
+    "run_events": "run_id",
+    "jobs": "id, status, finished_at, kind, payload",
+    "webhook_deliveries": "id, status, created_at, last_attempt_at, delivered_at",
     "refresh_tokens": "id, session_id, expires_at",
     "auth_sessions": "id, revoked_at, created_at",
     "invitations": "id, expires_at, accepted_at, revoked_at",
 }
-DELETES = ("run_events", "jobs", "refresh_tokens", "auth_sessions", "invitations")
+DELETES = (
+    "run_events",
+    "jobs",
+    "webhook_deliveries",
+    "refresh_tokens",
+    "auth_sessions",
+    "invitations",
+)
 BODY = """
     RETURNS TABLE (category text, pruned bigint)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -62,6 +73,10 @@ BODY = """
     DECLARE
       batch integer := least(greatest(coalesce(p_batch, 1000), 1), 50000);
       cutoff timestamptz;
+      ended_run uuid;
+      gone bigint;
+      job_status text;
+      days integer;
     BEGIN
       IF least(p_run_events_days, p_jobs_days, p_dead_jobs_days, p_sessions_days,
                p_invitations_days) < 1 THEN
@@ -73,37 +88,70 @@ BODY = """
         RETURN;
       END IF;
 
-      -- Events of runs that ended (a run still going keeps its log, however old).
+      -- Events of runs that ended (a run still going keeps its log, however old), a whole run
+      -- at a time: a live replay must never find part of a run's log, and a finished run with
+      -- no event left reads as pruned. Runs are taken one by one until their events reach
+      -- the batch's rows, so a batch is at most `batch` runs (each has an event) and at most
+      -- `batch` rows plus the last run's (a run larger than the batch goes alone, whole).
       category := 'run_events'; pruned := 0;
       IF p_run_events_days IS NOT NULL THEN
         cutoff := now() - make_interval(days => p_run_events_days);
-        DELETE FROM run_events e
-         USING (SELECT ev.run_id, ev.seq
-                  FROM runs r JOIN run_events ev ON ev.run_id = r.id
-                 WHERE r.status IN ('completed', 'failed', 'cancelled', 'stopped')
-                   AND coalesce(r.finished_at, r.updated_at) < cutoff
-                 LIMIT batch) doomed
-         WHERE e.run_id = doomed.run_id AND e.seq = doomed.seq;
-        GET DIAGNOSTICS pruned = ROW_COUNT;
+        FOR ended_run IN
+          SELECT r.id FROM runs r
+           WHERE r.status IN ('completed', 'failed', 'cancelled', 'stopped')
+             AND coalesce(r.finished_at, r.updated_at) < cutoff
+             AND EXISTS (SELECT 1 FROM run_events ev WHERE ev.run_id = r.id)
+           LIMIT batch
+        LOOP
+          DELETE FROM run_events e WHERE e.run_id = ended_run;
+          GET DIAGNOSTICS gone = ROW_COUNT;
+          pruned := pruned + gone;
+          EXIT WHEN pruned >= batch;
+        END LOOP;
       END IF;
       RETURN NEXT;
 
-      category := 'jobs'; pruned := 0;
+      -- Finished jobs, then dead ones, each after its own period. A run's chunk jobs are its
+      -- plan: resuming a run that ended without completing (failed, cancelled, stopped)
+      -- rebuilds its work from all of them, so they stay while their run exists and has not
+      -- completed. ('run.chunk' is the results' CHUNK_JOB; CASE: only a chunk job's payload is
+      -- read as naming a run.)
+      FOR category, job_status, days IN
+        VALUES ('jobs', 'done', p_jobs_days), ('dead_jobs', 'dead', p_dead_jobs_days)
+      LOOP
+        pruned := 0;
+        IF days IS NOT NULL THEN
+          cutoff := now() - make_interval(days => days);
+          DELETE FROM jobs j
+           WHERE j.id IN (
+             SELECT d.id FROM jobs d
+              WHERE d.status = job_status AND d.finished_at < cutoff
+                AND NOT CASE WHEN d.kind = 'run.chunk' THEN EXISTS (
+                      SELECT 1 FROM runs r
+                       WHERE r.id = CAST(d.payload->>'run_id' AS uuid)
+                         AND r.status <> 'completed')
+                    ELSE false END
+              LIMIT batch);
+          GET DIAGNOSTICS pruned = ROW_COUNT;
+        END IF;
+        RETURN NEXT;
+      END LOOP;
+
+      -- The webhook delivery log: deliveries that are over (delivered, or failed for good) go
+      -- after the finished jobs' period, p_jobs_days (a delivery is the record of finished
+      -- jobs: it has no period of its own), counted from their last attempt; pending ones
+      -- are never pruned, however old. A redelivery makes one pending again: the status is
+      -- checked again on the row being deleted.
+      category := 'webhook_deliveries'; pruned := 0;
       IF p_jobs_days IS NOT NULL THEN
         cutoff := now() - make_interval(days => p_jobs_days);
-        DELETE FROM jobs j
-         WHERE j.id IN (SELECT d.id FROM jobs d
-                         WHERE d.status = 'done' AND d.finished_at < cutoff LIMIT batch);
-        GET DIAGNOSTICS pruned = ROW_COUNT;
-      END IF;
-      RETURN NEXT;
-
-      category := 'dead_jobs'; pruned := 0;
-      IF p_dead_jobs_days IS NOT NULL THEN
-        cutoff := now() - make_interval(days => p_dead_jobs_days);
-        DELETE FROM jobs j
-         WHERE j.id IN (SELECT d.id FROM jobs d
-                         WHERE d.status = 'dead' AND d.finished_at < cutoff LIMIT batch);
+        DELETE FROM webhook_deliveries w
+         WHERE w.id IN (
+           SELECT d.id FROM webhook_deliveries d
+            WHERE d.status IN ('delivered', 'failed')
+              AND coalesce(d.delivered_at, d.last_attempt_at, d.created_at) < cutoff
+            LIMIT batch)
+           AND w.status IN ('delivered', 'failed');
         GET DIAGNOSTICS pruned = ROW_COUNT;
       END IF;
       RETURN NEXT;

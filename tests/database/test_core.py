@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from database.core import Database, Tenant, acting_as, enter_tenant
+from database.core import Database, Tenant, acting_as, enter_tenant, on_commit
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_PACKAGES = (
@@ -92,3 +92,31 @@ async def test_a_transaction_acts_for_its_tenant_and_acting_as_comes_back(databa
         assert await _settings(session) == ("", str(user))
     async with database.transaction() as session:
         assert await _settings(session) == ("", "")
+
+
+async def test_on_commit_runs_after_a_commit_only(committed_database: Database):
+    """What counts written rows (metrics) runs once the transaction commits: a savepoint
+    rolled back inside it drops what was registered in it, not what came before it; a
+    rolled-back transaction runs nothing."""
+    ran: list[str] = []
+    async with committed_database.transaction() as session:
+        on_commit(session, lambda: ran.append("before the savepoint"))
+        savepoint = await session.begin_nested()
+        on_commit(session, lambda: ran.append("inside the savepoint"))
+        await savepoint.rollback()
+        kept = await session.begin_nested()
+        on_commit(session, lambda: ran.append("in a savepoint kept"))
+        await kept.commit()
+        assert ran == []
+    assert ran == ["before the savepoint", "in a savepoint kept"]
+
+    ran.clear()
+    try:
+        async with committed_database.transaction() as session:
+            on_commit(session, lambda: ran.append("rolled back"))
+            raise RuntimeError("the request failed")
+    except RuntimeError:
+        pass
+    async with committed_database.transaction() as session:
+        pass  # a later transaction on the same pool runs nothing left over
+    assert ran == []

@@ -53,8 +53,8 @@ async def _presence(url: str) -> tuple[int, int, int, int, bool]:
 
 async def test_the_migration_goes_down_and_up_again(own_database, database_urls):
     await migrate(own_database, database_urls.runtime_role, revision=REVISION)
-    # One read and one delete policy per table: 6 read, 5 delete.
-    assert await _presence(own_database) == (1, 1, 11, 2, True)
+    # One read and one delete policy per table: 7 read, 6 delete.
+    assert await _presence(own_database) == (1, 1, 13, 2, True)
 
     engine = create_async_engine(own_database, poolclass=NullPool)
     try:
@@ -65,7 +65,7 @@ async def test_the_migration_goes_down_and_up_again(own_database, database_urls)
     assert await _presence(own_database) == (0, 0, 0, 0, True)
 
     await migrate(own_database, database_urls.runtime_role, revision=REVISION)
-    assert await _presence(own_database) == (1, 1, 11, 2, True)
+    assert await _presence(own_database) == (1, 1, 13, 2, True)
 
 
 async def test_a_period_under_a_day_is_refused(database):
@@ -101,6 +101,21 @@ async def test_the_function_runs_narrowly(owner_engine):
             .scalars()
             .all()
         )
+        # It reads what its cut-offs and its keep rules compare, not what rows carry.
+        readable = (
+            await conn.execute(
+                text(
+                    "SELECT"
+                    " has_column_privilege('assay_maintenance', 'jobs', 'kind', 'SELECT'),"
+                    " has_column_privilege('assay_maintenance', 'jobs', 'payload', 'SELECT'),"
+                    " has_column_privilege('assay_maintenance', 'runs', 'status', 'SELECT'),"
+                    " has_column_privilege('assay_maintenance', 'jobs', 'last_error', 'SELECT'),"
+                    " has_column_privilege('assay_maintenance', 'webhook_deliveries', 'payload',"
+                    "  'SELECT'),"
+                    " has_column_privilege('assay_maintenance', 'runs', 'name', 'SELECT')"
+                )
+            )
+        ).one()
         system_members = (
             await conn.execute(
                 text(
@@ -113,6 +128,14 @@ async def test_the_function_runs_narrowly(owner_engine):
     assert "search_path=public, pg_temp" in function.proconfig
     assert function.runtime and not function.other
     assert not (function.rolsuper or function.rolbypassrls or function.rolcanlogin)
+    assert tuple(readable) == (True, True, True, False, False, False)
     # Results, runs and tests are out of its reach.
-    assert deletable == ["auth_sessions", "invitations", "jobs", "refresh_tokens", "run_events"]
+    assert deletable == [
+        "auth_sessions",
+        "invitations",
+        "jobs",
+        "refresh_tokens",
+        "run_events",
+        "webhook_deliveries",
+    ]
     assert system_members == 0

@@ -1,6 +1,6 @@
 """Retention pruning against real data of two organizations: real runs (their events, results
-and jobs), dead jobs, login sessions and invitations, back-dated by the owner, then pruned
-through `assay_retention_prune` as the runtime role."""
+and jobs), dead jobs, webhook deliveries, login sessions and invitations, back-dated by the
+owner, then pruned through `assay_retention_prune` as the runtime role."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.engine.jobs import HANDLERS, on_dead
-from app.engine.maintenance import RetentionPolicy, prune, prune_batch
+from app.engine.maintenance import CATEGORIES, RetentionPolicy, prune, prune_batch
 from database.core import Database
 from database.setup import DatabaseUrls
 from tasks.worker import WorkerPool
-from tests.helpers import Account, invite, login
+from tests.fakes.webhook_receiver import Fault, WebhookReceiver
+from tests.helpers import Account, create_project, invite, login
 from tests.tasks.conftest import enqueue_jobs, new_kind, wait_for_status, wait_until
 from utils.auth import hash_secret
 
@@ -34,12 +35,16 @@ POLICY = RetentionPolicy(
 PAST = f"now() - interval '{DAYS + 1} days'"  # just past the period
 WITHIN = f"now() - interval '{DAYS - 1} days'"  # just within it
 LONG_AGO = "now() - interval '365 days'"
+# Runs that ended past the period (completed or not); runs that have not completed.
+ENDED_OLD = ("old", "old_elsewhere", "cancelled", "failed")
+UNFINISHED = ("running", "cancelled", "failed")
 
 
 @dataclass
 class World:
     owner: AsyncEngine
-    runs: dict[str, uuid.UUID]  # old (A), old_elsewhere (B), recent (A), running (B)
+    # old, recent, cancelled (A); old_elsewhere, running, failed (B)
+    runs: dict[str, uuid.UUID]
     dead_jobs: dict[str, uuid.UUID]  # old, recent
     sessions: dict[str, uuid.UUID]  # expired_old, revoked_old, expired_recent, ...
     spent_token: uuid.UUID  # rotated away long ago, in the live session
@@ -66,6 +71,17 @@ class World:
 
     async def exists(self, table: str, row_id: uuid.UUID) -> bool:
         return await self.count(f"SELECT count(*) FROM {table} WHERE id = :id", id=row_id) == 1
+
+
+def _workers(database: Database, urls: DatabaseUrls) -> WorkerPool:
+    return WorkerPool(
+        database,
+        HANDLERS,
+        on_dead=on_dead,
+        concurrency=2,
+        listen_url=urls.runtime,
+        poll_seconds=0.2,
+    )
 
 
 async def _post(client: httpx.AsyncClient, account: Account, path: str, body: dict) -> Any:
@@ -136,14 +152,7 @@ async def world(
     """Everything retention looks at, in two organizations, some of it past the period and some
     just within it. Removed with the organizations (and users) by `accounts`."""
     first, second = accounts
-    pool = WorkerPool(
-        committed_database,
-        HANDLERS,
-        on_dead=on_dead,
-        concurrency=2,
-        listen_url=database_urls.runtime,
-        poll_seconds=0.2,
-    )
+    pool = _workers(committed_database, database_urls)
     await pool.start()
     transport = httpx.ASGITransport(app=app)
     try:
@@ -153,8 +162,10 @@ async def world(
             runs = {
                 "old": await _finished_run(client, first, set_a),
                 "recent": await _finished_run(client, first, set_a),
+                "cancelled": await _finished_run(client, first, set_a),
                 "old_elsewhere": await _finished_run(client, second, set_b),
                 "running": await _finished_run(client, second, set_b),
+                "failed": await _finished_run(client, second, set_b),
             }
             dead = await enqueue_jobs(committed_database, first, new_kind(), 2, max_attempts=1)
             await wait_for_status(committed_database, first, dead, "dead")
@@ -195,14 +206,19 @@ async def world(
         )
         spent_token = uuid.UUID(str(spent.scalar_one()))
     statements = [
-        # Runs that ended long ago and just recently; a run still going for a year.
+        # Runs that ended long ago and just recently; a run still going for a year; runs that
+        # ended long ago without completing (a failed run's chunk job is dead).
         f"UPDATE runs SET finished_at = {PAST} WHERE id IN (:old, :old_elsewhere)",
+        f"UPDATE runs SET status = 'cancelled', finished_at = {PAST} WHERE id = :cancelled",
+        f"UPDATE runs SET status = 'failed', finished_at = {PAST} WHERE id = :failed",
+        "UPDATE jobs SET status = 'dead' WHERE CAST(payload->>'run_id' AS uuid) = :failed",
         f"UPDATE runs SET finished_at = {WITHIN} WHERE id = :recent",
         f"UPDATE runs SET status = 'running', finished_at = NULL, started_at = {LONG_AGO},"
         f" updated_at = {LONG_AGO} WHERE id = :running",
         f"UPDATE run_events SET created_at = {LONG_AGO} WHERE run_id = :running",
         f"UPDATE jobs SET finished_at = {PAST}"
-        " WHERE CAST(payload->>'run_id' AS uuid) IN (:old, :old_elsewhere, :running)",
+        " WHERE CAST(payload->>'run_id' AS uuid)"
+        " IN (:old, :old_elsewhere, :running, :cancelled, :failed)",
         f"UPDATE jobs SET finished_at = {WITHIN} WHERE CAST(payload->>'run_id' AS uuid) = :recent",
         f"UPDATE jobs SET finished_at = {PAST} WHERE id = :dead_old",
         f"UPDATE jobs SET finished_at = {WITHIN} WHERE id = :dead_recent",
@@ -244,28 +260,34 @@ async def world(
 
 
 async def test_each_kind_goes_once_past_its_period_and_not_before(world, committed_database):
-    old_events = await world.events("old") + await world.events("old_elsewhere")
-    old_jobs = sum([await world.run_jobs(run) for run in ("old", "old_elsewhere", "running")])
+    events = {run: await world.events(run) for run in world.runs}
+    plans = {run: await world.run_jobs(run) for run in UNFINISHED}
+    old_jobs = await world.run_jobs("old") + await world.run_jobs("old_elsewhere")
 
     report = await prune(committed_database.transaction, POLICY)
 
     assert not report.skipped and report.rounds == 1
+    assert tuple(report.pruned) == CATEGORIES
     assert report.pruned == {
-        "run_events": old_events,
+        "run_events": sum(events[run] for run in ENDED_OLD),
         "jobs": old_jobs,
-        "dead_jobs": 1,
+        "dead_jobs": 1,  # (the failed run's dead chunk job stays: below)
+        "webhook_deliveries": 0,
         "refresh_tokens": 2,  # the expired session's, and the spent one of the live session
         "auth_sessions": 2,  # (the revoked session's token goes with it)
         "invitations": 2,
     }
-    # Events of runs that ended long ago go, in both organizations; recent ones stay.
-    assert await world.events("old") == 0
-    assert await world.events("old_elsewhere") == 0
-    assert await world.events("recent") > 0
-    # Finished jobs: those of the old runs go, the recent run's stay; dead jobs likewise.
+    # Events of runs that ended long ago go, in both organizations, completed or not; those of
+    # a run that ended recently, or is still going, stay.
+    assert {run: await world.events(run) for run in world.runs} == {
+        run: 0 if run in ENDED_OLD else events[run] for run in world.runs
+    }
+    # Finished jobs: those of the old completed runs go, the recent run's stay; a run that has
+    # not completed keeps every chunk job (done or dead): they are its plan. Dead jobs likewise.
     assert await world.run_jobs("old") == 0
     assert await world.run_jobs("old_elsewhere") == 0
     assert await world.run_jobs("recent") > 0
+    assert {run: await world.run_jobs(run) for run in UNFINISHED} == plans
     assert not await world.exists("jobs", world.dead_jobs["old"])
     assert await world.exists("jobs", world.dead_jobs["recent"])
     # Sessions: expired or revoked long ago go; recently expired or revoked, and live, stay.
@@ -351,38 +373,173 @@ async def test_an_off_setting_keeps_its_kind(world, committed_database, setting,
 
 async def test_only_one_prune_works_at_a_time(world, committed_database):
     async def old_events() -> int:
-        return await world.events("old") + await world.events("old_elsewhere")
+        return sum([await world.events(run) for run in ENDED_OLD])
 
     events = await old_events()
     async with committed_database.transaction() as holder:
         # This one holds the lock until its transaction ends...
         first = await prune_batch(holder, POLICY, batch=1)
-        assert first is not None and first["run_events"] == 1
+        assert first is not None and first["run_events"] > 0
         # ...so another process's prune, on another connection, leaves the work to it.
         second = await prune(committed_database.transaction, POLICY)
         assert second.skipped and second.pruned == {}
-    assert await old_events() == events - 1
+    assert await old_events() == events - first["run_events"]
     # Once the holder is done, the next prune does the rest.
     third = await prune(committed_database.transaction, POLICY)
     assert not third.skipped
     assert await old_events() == 0
 
 
-async def test_pruning_goes_in_bounded_batches(world, committed_database):
-    events = await world.events("old") + await world.events("old_elsewhere")
-    assert events > 4
-    async with committed_database.transaction() as session:
-        one = await prune_batch(session, POLICY, batch=2)
-    assert one is not None and max(one.values()) <= 2 and one["run_events"] == 2
+async def test_events_go_a_whole_run_at_a_time_in_bounded_batches(world, committed_database):
+    """A live replay must never find part of a run's log: a batch takes whole runs, until their
+    events reach its size."""
+    before = {run: await world.events(run) for run in world.runs}
+    assert all(before[run] > 2 for run in ENDED_OLD)
 
-    capped = await prune(committed_database.transaction, POLICY, batch=1, max_rounds=2)
-    assert capped.rounds == 2 and capped.pruned["run_events"] == 2
+    async def emptied() -> set[str]:
+        """The runs left with no event, once checked that no run lost only some."""
+        after = {run: await world.events(run) for run in world.runs}
+        assert all(after[run] in (0, before[run]) for run in world.runs), (before, after)
+        return {run for run in world.runs if after[run] == 0}
+
+    # One round of a batch smaller than a run's log: that one run goes, whole; the other kinds
+    # keep to the batch.
+    one = await prune(committed_database.transaction, POLICY, batch=2, max_rounds=1)
+    assert one.rounds == 1
+    [first] = await emptied()
+    assert one.pruned["run_events"] == before[first]
+    assert max(count for kind, count in one.pruned.items() if kind != "run_events") <= 2
+
+    # A batch a little larger than a run's log takes two of them (the logs are of one size).
+    left = [before[run] for run in ENDED_OLD if run != first]
+    assert max(left) < 2 * min(left)
+    async with committed_database.transaction() as session:
+        two = await prune_batch(session, POLICY, batch=max(left) + 1)
+    assert two is not None
+    gone = await emptied()
+    assert len(gone) == 3
+    assert two["run_events"] == sum(before[run] for run in gone - {first})
 
     rest = await prune(committed_database.transaction, POLICY, batch=1)
-    assert rest.rounds > 1
-    assert rest.pruned["run_events"] == events - 4
-    assert await world.events("old") + await world.events("old_elsewhere") == 0
-    assert await world.events("recent") > 0
+    assert rest.rounds > 1  # a full batch calls for another
+    assert await emptied() == set(ENDED_OLD)  # the recent and the running run keep theirs
+
+
+async def test_a_run_that_ended_unfinished_keeps_its_plan_and_resumes(
+    world, committed_database, accounts, app, database_urls
+):
+    """Resuming rebuilds a run's work from its chunk jobs: a prune leaves them to a run that has
+    not completed, so a cancelled or failed run of long ago still resumes, and completes."""
+    plans = {run: await world.run_jobs(run) for run in ("cancelled", "failed")}
+    assert all(plans.values())
+    report = await prune(committed_database.transaction, RetentionPolicy(1, 1, 1, 1, 1))
+    assert report.pruned["jobs"] > 0 and report.pruned["dead_jobs"] > 0
+    assert {run: await world.run_jobs(run) for run in plans} == plans
+    # Each ended a case short: that case is what its resume runs.
+    async with world.owner.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM results WHERE run_id IN (:cancelled, :failed) AND position = 1"),
+            {run: world.runs[run] for run in plans},
+        )
+    assert [await world.results(run) for run in plans] == [1, 1]
+
+    first, second = accounts
+    owners = {"cancelled": first, "failed": second}
+    pool = _workers(committed_database, database_urls)
+    await pool.start()
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
+            for run, account in owners.items():
+                resumed = await _post(client, account, f"/runs/{world.runs[run]}/resume", {})
+                assert resumed["status"] == "queued"
+
+            async def completed() -> bool:
+                for run, account in owners.items():
+                    read = await client.get(
+                        f"/api/v1/runs/{world.runs[run]}", headers=account.headers
+                    )
+                    if read.json()["status"] != "completed":
+                        return False
+                return True
+
+            await wait_until(completed, within=30, interval=0.1)
+    finally:
+        await pool.stop(drain_seconds=1)
+    assert [await world.results(run) for run in plans] == [2, 2]
+
+
+async def _delivery_log(
+    client: httpx.AsyncClient, account: Account, hooks: str, hook_id: str
+) -> dict[str, str]:
+    """The webhook's delivery log through the API: {delivery id: status}."""
+    response = await client.get(f"/api/v1{hooks}/{hook_id}/deliveries", headers=account.headers)
+    assert response.status_code == 200, response.text
+    return {item["id"]: item["status"] for item in response.json()["items"]}
+
+
+async def test_the_delivery_log_loses_what_ended_long_ago_never_what_is_pending(
+    accounts, committed_database, app, owner_engine, database_urls, runtime, monkeypatch
+):
+    monkeypatch.setattr(runtime.settings, "allow_private_networks", True)  # a loopback receiver
+    monkeypatch.setattr(runtime.settings, "webhook_max_attempts", 1)  # a refused message fails
+    first = accounts[0]
+    pool = _workers(committed_database, database_urls)
+    transport = httpx.ASGITransport(app=app)
+    ids: dict[str, str] = {}
+    with WebhookReceiver() as receiver:
+        async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
+            project = await create_project(client, first)
+            hooks = f"/projects/{project['id']}/webhooks"
+            body = {"url": receiver.endpoint, "events": ["run.completed"]}
+            hook = await _post(client, first, hooks, body)
+            receiver.secrets = [hook["secret"]]
+            receiver.enqueue(Fault.http(503))  # the first message is refused
+
+            async def send_test() -> str:
+                return str((await _post(client, first, f"{hooks}/{hook['id']}/test", {}))["id"])
+
+            await pool.start()
+            try:
+                for name in ("failed_old", "delivered_old", "delivered_recent"):
+                    ids[name] = await send_test()
+
+                    async def sent(delivery: str = ids[name]) -> bool:
+                        log = await _delivery_log(client, first, hooks, hook["id"])
+                        return log[delivery] != "pending"
+
+                    await wait_until(sent, within=15, interval=0.1)
+            finally:
+                await pool.stop(drain_seconds=1)
+            ids["pending_old"] = await send_test()  # no worker is left to send it
+            statuses = ("failed", "delivered", "delivered", "pending")
+            assert await _delivery_log(client, first, hooks, hook["id"]) == dict(
+                zip(ids.values(), statuses, strict=True)
+            )
+
+            async with owner_engine.begin() as conn:
+                for statement in (
+                    f"UPDATE webhook_deliveries SET created_at = {LONG_AGO}"
+                    " WHERE id IN (:failed_old, :delivered_old, :delivered_recent, :pending_old)",
+                    f"UPDATE webhook_deliveries SET last_attempt_at = {PAST}"
+                    " WHERE id = :failed_old",
+                    f"UPDATE webhook_deliveries SET last_attempt_at = {PAST}, delivered_at = {PAST}"
+                    " WHERE id = :delivered_old",
+                    # Sent again lately: its age counts from then, not from its first sending.
+                    f"UPDATE webhook_deliveries SET last_attempt_at = {WITHIN},"
+                    f" delivered_at = {WITHIN} WHERE id = :delivered_recent",
+                ):
+                    await conn.execute(text(statement), ids)
+
+            # The log is kept as long as finished jobs are: with those kept forever, so is it.
+            kept = await prune(committed_database.transaction, replace(POLICY, jobs_days=None))
+            assert kept.pruned["webhook_deliveries"] == 0
+            report = await prune(committed_database.transaction, POLICY)
+            assert report.pruned["webhook_deliveries"] == 2
+            assert await _delivery_log(client, first, hooks, hook["id"]) == {
+                ids["delivered_recent"]: "delivered",
+                ids["pending_old"]: "pending",
+            }
 
 
 async def test_a_stream_of_a_pruned_run_ends_at_once(world, committed_database, accounts, app):

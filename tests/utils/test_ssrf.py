@@ -33,12 +33,19 @@ PUBLIC_STAND_IN = "127.0.0.2"
 @pytest.fixture
 def sinks() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
     """(the checked address's server, an internal one on 127.0.0.1, same port)."""
-    checked = FakeOpenAI()
-    checked.host = PUBLIC_STAND_IN
-    checked.start()
-    internal = FakeOpenAI()
-    internal.port = checked.port
-    internal.start()
+    for _ in range(20):  # the port free on the one address may be taken on the other
+        checked = FakeOpenAI()
+        checked.host = PUBLIC_STAND_IN
+        checked.start()
+        internal = FakeOpenAI()
+        internal.port = checked.port
+        try:
+            internal.start()
+            break
+        except OSError:
+            checked.stop()
+    else:
+        raise RuntimeError("no port free on both addresses")
     try:
         yield checked, internal
     finally:

@@ -97,9 +97,14 @@ def test_gate_for_shares_one_gate_per_model_and_limit():
     assert gate_for(model, 600) is first
     assert isinstance(first.pace, SharedPace)
     assert first.pace.model_id == model and first.pace.interval == pytest.approx(0.1)
-    assert gate_for(model, 60) is not first
+    first.breaker.failures = 3
+    changed = gate_for(model, 60)
+    assert changed is not first and changed.pace is not None
+    # The breaker is the model's: a changed limit keeps what it knows of the model's health.
+    assert changed.breaker is first.breaker and changed.breaker.failures == 3
     assert gate_for(model, None).pace is None
     assert gate_for(uuid.uuid4(), 600) is not first
+    assert gate_for(uuid.uuid4(), 600).breaker is not first.breaker
 
 
 async def test_call_through_waits_for_the_pace():

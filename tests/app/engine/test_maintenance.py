@@ -5,6 +5,7 @@ schedules it when it starts, an API-only process never does."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from app.engine.jobs import HANDLERS, on_dead
 from app.engine.maintenance import (
+    CATEGORIES,
     PRUNE_JOB,
     SYSTEM_TENANT,
     ensure_scheduled,
@@ -195,6 +197,15 @@ async def test_a_process_with_workers_schedules_it_and_one_without_never_does(
         assert following.payload["slot"] == current.payload["slot"] + 1
         logs = [(tmp_path / f"worker-{n}.log").read_text() for n in range(2)]
         assert sum(log.count('"retention pruned"') for log in logs) == 1
+        # The line counts every category, the delivery log included.
+        [pruned] = [
+            json.loads(line)
+            for log in logs
+            for line in log.splitlines()
+            if '"retention pruned"' in line
+        ]
+        assert set(CATEGORIES) <= pruned.keys()
+        assert pruned["rounds"] == 1 and not pruned["stopped_for_another_process"]
         assert "retention pruned" not in (tmp_path / "api.log").read_text()
     finally:
         await engine.dispose()

@@ -386,7 +386,10 @@ async def test_webhook_changes_are_recorded_never_the_secret_or_a_url_token(clie
     hooks = f"/api/v1/projects/{project['id']}/webhooks"
     created = await client.post(
         hooks,
-        json={"url": "https://hooks.example.com/in?token=tok-4f9a", "events": ["run.completed"]},
+        json={
+            "url": "https://hooks.example.com/in/T0K-path?token=tok-4f9a",
+            "events": ["run.completed"],
+        },
         headers=owner.headers,
     )
     assert created.status_code == 201, created.text
@@ -414,7 +417,7 @@ async def test_webhook_changes_are_recorded_never_the_secret_or_a_url_token(clie
         assert entry["actor_user_id"] == str(owner.user_id)
     assert entries["webhook.created"]["details"] == {
         "project_id": project["id"],
-        "url": "https://hooks.example.com/in",
+        "url": "https://hooks.example.com",
         "events": ["run.completed"],
         "enabled": True,
     }
@@ -426,5 +429,5 @@ async def test_webhook_changes_are_recorded_never_the_secret_or_a_url_token(clie
             text("SELECT string_agg(details::text, ' ') FROM audit_log WHERE target_type = :t"),
             {"t": "webhook"},
         )
-    for secret in (hook["secret"], rotated.json()["secret"], "tok-4f9a"):
+    for secret in (hook["secret"], rotated.json()["secret"], "tok-4f9a", "T0K-path"):
         assert secret not in stored

@@ -283,3 +283,22 @@ async def test_deleting_a_webhook_deletes_its_log(client):
     assert_problem(await client.get(url, headers=owner.headers), 404)
     assert_problem(await client.get(f"{url}/deliveries", headers=owner.headers), 404)
     assert (await client.get(hooks(project["id"]), headers=owner.headers)).json()["total"] == 0
+
+
+async def test_a_project_has_at_most_twenty_webhooks(client):
+    """Every run's end fans out to each of them: the fan-out is bounded."""
+    from database.projects.webhooks import MAX_WEBHOOKS_PER_PROJECT
+
+    owner = await register(client)
+    project = await create_project(client, owner)
+    other = await create_project(client, owner)
+    for _ in range(MAX_WEBHOOKS_PER_PROJECT):
+        await _webhook(client, owner, project["id"])
+    refused = await client.post(
+        hooks(project["id"]), json={"url": URL, "events": ["run.completed"]}, headers=owner.headers
+    )
+    assert_problem(refused, 409)
+    assert "20 webhooks" in refused.json()["detail"]
+    listed = await client.get(hooks(project["id"]), params={"limit": 50}, headers=owner.headers)
+    assert listed.json()["total"] == MAX_WEBHOOKS_PER_PROJECT
+    await _webhook(client, owner, other["id"])  # per project

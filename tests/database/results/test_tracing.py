@@ -4,6 +4,7 @@ database statements. With no collector configured, tracing is off."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -74,6 +75,7 @@ async def test_a_run_reads_as_a_trace(traced: Lab, exporter, fake: FakeOpenAI) -
         assert attributes["gen_ai.operation.name"] == "chat"
         assert attributes["gen_ai.provider.name"] == "openai-compatible"
         assert attributes["gen_ai.request.model"] == "fake-model"
+        assert attributes["server.address"] == "127.0.0.1"  # the host, never the whole URL
         assert attributes["assay.run_id"] == run["id"]
         result = results[attributes["assay.result_id"]]  # the stored result it produced
         assert attributes["gen_ai.usage.input_tokens"] == result["input_tokens"]
@@ -102,6 +104,17 @@ async def test_a_failed_provider_call_is_an_error_span(traced: Lab, exporter, fa
     assert len(calls) == 1
     assert calls[0].attributes["error.type"] == "client_error"
     assert calls[0].status.status_code.name == "ERROR"
+
+
+async def test_a_stream_token_in_the_query_is_not_exported(traced: Lab, exporter) -> None:
+    token = "st_secret-stream-token-4b1e"
+    response = await traced.client.get(
+        f"/public/runs/{uuid.uuid4()}/events", params={"token": token, "x": "1"}
+    )
+    assert response.status_code in (401, 404)
+    [server] = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert server.attributes["url.query"] == "token=REDACTED&x=1"
+    assert token not in str([dict(s.attributes or {}) for s in exporter.get_finished_spans()])
 
 
 def test_tracing_is_off_without_a_collector(monkeypatch) -> None:
