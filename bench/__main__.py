@@ -14,6 +14,7 @@ from bench import (
     conversations,
     export_stream,
     fresh_import,
+    request_path,
     run_throughput,
     sse_fanout,
     startup,
@@ -29,6 +30,7 @@ BENCHES = {
         fresh_import,
         export_stream,
         auth_overhead,
+        request_path,
         sse_fanout,
     )
 }

@@ -180,17 +180,29 @@ async def find_api_key(session: AsyncSession, key_hash: str) -> ApiKeyLookup | N
     return ApiKeyLookup(*row) if row else None
 
 
-async def touch_api_key(session: AsyncSession, key_id: uuid.UUID) -> None:
-    """Records use, at most once a minute per key, so busy keys don't write on every call."""
-    await session.execute(
+async def touch_api_key(session: AsyncSession, key_id: uuid.UUID) -> float | None:
+    """Records use, at most once per LAST_USED_RESOLUTION per key, so busy keys don't write on
+    every call; the seconds until the key's next use is due to be recorded (whoever recorded
+    the last one), None if the key is not visible."""
+    now = func.statement_timestamp()
+    resolution = LAST_USED_RESOLUTION
+    touched = (
         update(ApiKey)
         .where(
             ApiKey.id == key_id,
-            (ApiKey.last_used_at.is_(None))
-            | (ApiKey.last_used_at < func.now() - LAST_USED_RESOLUTION),
+            ApiKey.last_used_at.is_(None) | (ApiKey.last_used_at < now - resolution),
         )
-        .values(last_used_at=func.now())
+        .values(last_used_at=now)
+        .returning(ApiKey.last_used_at)
+        .cte("touched")
     )
+    # The data-modifying CTE's new value, else the row as it was (another caller's touch).
+    last_used = func.coalesce(
+        select(touched.c.last_used_at).scalar_subquery(),
+        select(ApiKey.last_used_at).where(ApiKey.id == key_id).scalar_subquery(),
+    )
+    remaining = await session.scalar(select(func.extract("epoch", last_used + resolution - now)))
+    return None if remaining is None else float(remaining)
 
 
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:

@@ -4,12 +4,13 @@ deleting the organization and making or revoking a key are recorded in the audit
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Tenant, acting_as, enter_tenant, new_id
+from database.core import Tenant, acting_as, enter_tenant, new_id, on_commit
 from database.organizations import crud
 from database.organizations.audit import RequestMeta, record
 from database.organizations.models import ApiKey, Organization
@@ -181,6 +182,37 @@ async def revoke_api_key(
     )
 
 
+class _KeyUses:
+    """When each API key's next use is due to be recorded, as far as this process knows.
+
+    Its `last_used_at` moves at most once per resolution (the UPDATE's own condition, which
+    holds across processes); remembering when that is spares every other read the statement.
+    Set once the transaction that read the key commits, so a rolled-back request forgets it.
+    """
+
+    MAX_KEYS = 10_000
+
+    def __init__(self) -> None:
+        self._due: dict[uuid.UUID, float] = {}
+
+    def due(self, key_id: uuid.UUID) -> bool:
+        return time.monotonic() >= self._due.get(key_id, 0.0)
+
+    def next_due(self, key_id: uuid.UUID, seconds: float) -> None:
+        now = time.monotonic()
+        if len(self._due) >= self.MAX_KEYS:
+            self._due = {key: at for key, at in self._due.items() if at > now}
+            if len(self._due) >= self.MAX_KEYS:
+                self._due.clear()  # forgetting costs one statement per key, nothing more
+        self._due[key_id] = now + seconds
+
+    def forget(self) -> None:
+        self._due.clear()
+
+
+_key_uses = _KeyUses()
+
+
 async def authenticate_api_key(session: AsyncSession, key: str) -> Principal:
     """The organization and role an API key acts as; the transaction then acts for it."""
     found = await crud.find_api_key(session, hash_secret(key))
@@ -189,7 +221,10 @@ async def authenticate_api_key(session: AsyncSession, key: str) -> Principal:
     if found.expires_at is not None and found.expires_at <= datetime.now(UTC):
         raise Unauthorized("The API key has expired")
     await enter_tenant(session, Tenant(found.organization_id))
-    await crud.touch_api_key(session, found.id)
+    if _key_uses.due(found.id):
+        remaining = await crud.touch_api_key(session, found.id)
+        if remaining is not None:
+            on_commit(session, lambda: _key_uses.next_due(found.id, remaining))
     return Principal(
         organization_id=found.organization_id, role=Role(found.role), api_key_id=found.id
     )

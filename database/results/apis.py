@@ -11,7 +11,7 @@ from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations.schemas import EvaluationRead
 from database.organizations.audit import RequestMeta, RequestMetaDep, record
 from database.projects.schemas import ProjectRead
-from database.results import crud, follow_ups, reads, service, summaries
+from database.results import crud, export, follow_ups, reads, service, summaries
 from database.results.comparison import CompareOptions
 from database.results.crud import figures
 from database.results.models import Run
@@ -315,7 +315,7 @@ async def export_run(
     run = await get_run_or_404(session, run_id)
     extension = "xml" if format == "junit" else format
     return StreamingResponse(
-        await service.export_run(session, principal, run, format),
+        await export.export_run(session, principal, run, format),
         media_type=EXPORT_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="run-{run.id}.{extension}"'},
     )

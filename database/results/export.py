@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
 
+from pydantic import TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.results import crud
+from database.results.crud.export_rows import result_rows_after
 from database.results.models import Run
 from database.results.schemas import ResultRead
-from database.test_sets.streaming import csv_text
+from database.test_sets import crud as test_set_crud
+from database.test_sets.streaming import (
+    PAGE_ROWS,
+    JsonArrayEncoder,
+    PageEncoder,
+    ReadPage,
+    csv_text,
+    stream_pages,
+)
+from utils.auth import Principal
 from utils.csv_cells import guard_formula
 
 EXPORT_COLUMNS = (
@@ -34,6 +49,7 @@ EXPORT_COLUMNS = (
 # as a terminal's colour codes): a CI system would refuse the whole file over one of them.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _SUITE_END = b"</testsuite>"
+_RESULT_PAGE = TypeAdapter(list[ResultRead])
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +190,38 @@ def _gate_case(suite: ElementTree.Element, classname: str, gate: dict[str, Any])
         ElementTree.SubElement(case, "failure", message=reasons, type="gate").text = reasons
     elif gate.get("status") == "undecided":
         ElementTree.SubElement(case, "error", message=reasons, type="gate").text = reasons
+
+
+async def export_run(
+    session: AsyncSession, principal: Principal, run: Run, fmt: str
+) -> AsyncIterator[bytes]:
+    """The run's results as a streamed document: what comes before the rows (CSV's metric
+    columns, JUnit's totals) is read here, in the request's transaction; the results follow a
+    page at a time."""
+    encoder: PageEncoder[ResultRead]
+    if fmt == "csv":
+        encoder = CsvEncoder(await crud.metric_names(session, run.id))
+    elif fmt == "junit":
+        test_set = (
+            await test_set_crud.get_test_set(session, run.test_set_id) if run.test_set_id else None
+        )
+        totals = Totals(*await crud.result_totals(session, run.id))
+        encoder = JunitEncoder(run, totals, test_set.name if test_set else None)
+    else:
+        encoder = JsonArrayEncoder()
+    return stream_pages(principal, result_pages(run.id), encoder)
+
+
+def result_pages(run_id: uuid.UUID) -> ReadPage[ResultRead]:
+    """Reads the run's results a page at a time, in (position, repetition) order."""
+    after: tuple[int, int] | None = None
+
+    async def read(session: AsyncSession) -> list[ResultRead] | None:
+        nonlocal after
+        rows = await result_rows_after(session, run_id, after, limit=PAGE_ROWS)
+        if not rows:
+            return None
+        after = (rows[-1]["position"], rows[-1]["repetition"])
+        return _RESULT_PAGE.validate_python(rows)
+
+    return read

@@ -4,7 +4,7 @@ comparison with a baseline, a project's baseline, stream tokens and exports."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -19,19 +19,11 @@ from database.prompts import crud as prompt_crud
 from database.prompts import service as prompt_service
 from database.results import crud, gates
 from database.results.comparison import CompareOptions, compare
-from database.results.export import CsvEncoder, JunitEncoder, Totals
 from database.results.models import TERMINAL, Run
-from database.results.reads import get_run_or_404, result_reads
-from database.results.schemas import Comparison, ResultRead, RunCreate, StreamToken
+from database.results.reads import get_run_or_404
+from database.results.schemas import Comparison, RunCreate, StreamToken
 from database.test_sets import crud as test_set_crud
 from database.test_sets import service as test_set_service
-from database.test_sets.streaming import (
-    PAGE_ROWS,
-    JsonArrayEncoder,
-    PageEncoder,
-    ReadPage,
-    stream_pages,
-)
 from tasks import queue
 from utils.auth import Principal, issue_stream_token
 from utils.errors import Conflict, InvalidInput, NotFound
@@ -295,36 +287,3 @@ def stream_token(runtime: Runtime, principal: Principal, run: Run) -> StreamToke
         events_url=f"/public/runs/{run.id}/events?token={token}",
         page_url=f"/public/runs/{run.id}?token={token}",
     )
-
-
-async def export_run(
-    session: AsyncSession, principal: Principal, run: Run, fmt: str
-) -> AsyncIterator[bytes]:
-    """The run's results as a streamed document: what comes before the rows (CSV's metric
-    columns, JUnit's totals) is read here, the results follow a page at a time."""
-    encoder: PageEncoder[ResultRead]
-    if fmt == "csv":
-        encoder = CsvEncoder(await crud.metric_names(session, run.id))
-    elif fmt == "junit":
-        test_set = (
-            await test_set_crud.get_test_set(session, run.test_set_id) if run.test_set_id else None
-        )
-        totals = Totals(*await crud.result_totals(session, run.id))
-        encoder = JunitEncoder(run, totals, test_set.name if test_set else None)
-    else:
-        encoder = JsonArrayEncoder()
-    return stream_pages(principal, _result_pages(run.id), encoder)
-
-
-def _result_pages(run_id: uuid.UUID) -> ReadPage[ResultRead]:
-    after: tuple[int, int] | None = None
-
-    async def read(session: AsyncSession) -> list[ResultRead] | None:
-        nonlocal after
-        rows = await crud.results_after(session, run_id, after, limit=PAGE_ROWS)
-        if not rows:
-            return None
-        after = (rows[-1].position, rows[-1].repetition)
-        return await result_reads(session, rows)
-
-    return read

@@ -7,15 +7,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import any_, delete, func, insert, select, text
+from sqlalchemy import Integer, Uuid, any_, bindparam, delete, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.test_sets.models import TestSet, TestSetVersion, TestSetVersionCase
+from database.tests.crud import ROWS_PER_STATEMENT
 from database.tests.models import TestCase, TestSetMember
 from utils.crud import custom_plans, flush_unique, int_array, paginate, uuid_array
 
 DUPLICATE_NAME = "A test set with this name already exists in the project"
-BATCH = 1000
 
 
 async def create_test_set(session: AsyncSession, test_set: TestSet) -> TestSet:
@@ -102,6 +103,19 @@ async def max_position(session: AsyncSession, test_set_id: uuid.UUID) -> int:
     return -1 if value is None else value
 
 
+# Members in one statement, however many: the triggers that bump the set's revision run once.
+_INSERT_MEMBERS = text("""
+INSERT INTO test_set_members (test_set_id, test_id, organization_id, position)
+SELECT :test_set_id, member.test_id, :organization_id, :first_position + member.ordinal - 1
+FROM unnest(:test_ids) WITH ORDINALITY AS member(test_id, ordinal)
+""").bindparams(
+    bindparam("test_set_id", type_=Uuid()),
+    bindparam("organization_id", type_=Uuid()),
+    bindparam("first_position", type_=Integer()),
+    bindparam("test_ids", type_=ARRAY(Uuid())),
+)
+
+
 async def insert_members(
     session: AsyncSession,
     *,
@@ -109,17 +123,17 @@ async def insert_members(
     test_ids: Sequence[uuid.UUID],
     first_position: int,
 ) -> None:
-    rows = [
+    if not test_ids:
+        return
+    await session.execute(
+        _INSERT_MEMBERS,
         {
+            "test_ids": list(test_ids),
             "test_set_id": test_set.id,
-            "test_id": test_id,
             "organization_id": test_set.organization_id,
-            "position": first_position + index,
-        }
-        for index, test_id in enumerate(test_ids)
-    ]
-    for start in range(0, len(rows), BATCH):
-        await session.execute(insert(TestSetMember), rows[start : start + BATCH])
+            "first_position": first_position,
+        },
+    )
 
 
 async def clear_members(session: AsyncSession, test_set_id: uuid.UUID) -> None:
@@ -259,6 +273,19 @@ async def list_versions(
     return await paginate(session, query, limit=limit, offset=offset)
 
 
+# A version's cases, thousands a statement (an executemany sends a statement per row).
+_INSERT_VERSION_CASES = text("""
+INSERT INTO test_set_version_cases (version_id, position, organization_id, test_id, "case")
+SELECT :version_id, (c ->> 'position')::integer, :organization_id, (c ->> 'test_id')::uuid,
+       c -> 'case'
+FROM jsonb_array_elements(:cases) AS c
+""").bindparams(
+    bindparam("version_id", type_=Uuid()),
+    bindparam("organization_id", type_=Uuid()),
+    bindparam("cases", type_=JSONB()),
+)
+
+
 async def create_version(
     session: AsyncSession,
     version: TestSetVersion,
@@ -266,18 +293,23 @@ async def create_version(
 ) -> TestSetVersion:
     session.add(version)
     await session.flush()
-    rows = [
-        {
-            "version_id": version.id,
-            "position": position,
-            "organization_id": version.organization_id,
-            "test_id": test_id,
-            "case": case,
-        }
-        for position, (test_id, case) in enumerate(cases)
-    ]
-    for start in range(0, len(rows), BATCH):
-        await session.execute(insert(TestSetVersionCase), rows[start : start + BATCH])
+    for start in range(0, len(cases), ROWS_PER_STATEMENT):
+        batch = cases[start : start + ROWS_PER_STATEMENT]
+        await session.execute(
+            _INSERT_VERSION_CASES,
+            {
+                "version_id": version.id,
+                "organization_id": version.organization_id,
+                "cases": [
+                    {
+                        "position": start + offset,
+                        "test_id": None if test_id is None else str(test_id),
+                        "case": case,
+                    }
+                    for offset, (test_id, case) in enumerate(batch)
+                ],
+            },
+        )
     return version
 
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Select, any_, func, insert, or_, select
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy import Select, Uuid, any_, bindparam, func, or_, select, text
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import new_id
@@ -127,6 +127,30 @@ async def create_test(session: AsyncSession, test: TestCase) -> TestCase:
     return test
 
 
+# Many tests in one statement, each a JSON object of one document: an executemany sends a
+# statement per row. `->` keeps a JSON null a JSON null, as a bound JSONB value stores it.
+_INSERT_TESTS = text("""
+INSERT INTO tests (id, organization_id, project_id, input, expected_output, behavior, category,
+                   topic, tags, messages, context, variables, metadata, expected_tool_calls,
+                   tool_responses, max_steps, conversation)
+SELECT (c ->> 'id')::uuid, :organization_id, :project_id, c ->> 'input', c ->> 'expected_output',
+       c ->> 'behavior', c ->> 'category', c ->> 'topic',
+       CASE WHEN jsonb_typeof(c -> 'tags') = 'array'
+            THEN ARRAY(SELECT jsonb_array_elements_text(c -> 'tags')) END,
+       c -> 'messages', c -> 'context', c -> 'variables', c -> 'metadata',
+       c -> 'expected_tool_calls', c -> 'tool_responses', (c ->> 'max_steps')::integer,
+       c -> 'conversation'
+FROM jsonb_array_elements(:cases) AS c
+""").bindparams(
+    bindparam("organization_id", type_=Uuid()),
+    bindparam("project_id", type_=Uuid()),
+    bindparam("cases", type_=JSONB()),
+)
+# The columns' defaults (a case that leaves them out), as the model declares them.
+_DEFAULTS: dict[str, Any] = {"context": [], "tags": [], "variables": {}}
+ROWS_PER_STATEMENT = 5000  # bounds the document one statement carries
+
+
 async def insert_tests(
     session: AsyncSession,
     *,
@@ -134,19 +158,30 @@ async def insert_tests(
     project_id: uuid.UUID,
     cases: Sequence[dict[str, Any]],
 ) -> list[uuid.UUID]:
-    """Inserts many tests in batched statements; returns their ids in input order."""
+    """Inserts many tests, a few thousand a statement; returns their ids in input order."""
     ids = [new_id() for _ in cases]
-    rows = [
-        {
-            "id": test_id,
-            "organization_id": organization_id,
-            "project_id": project_id,
-            **_columns(case),
-        }
-        for test_id, case in zip(ids, cases, strict=True)
-    ]
-    for start in range(0, len(rows), 1000):
-        await session.execute(insert(TestCase), rows[start : start + 1000])
+    for start in range(0, len(cases), ROWS_PER_STATEMENT):
+        batch = zip(
+            ids[start : start + ROWS_PER_STATEMENT],
+            cases[start : start + ROWS_PER_STATEMENT],
+            strict=True,
+        )
+        await session.execute(
+            _INSERT_TESTS,
+            {
+                "organization_id": organization_id,
+                "project_id": project_id,
+                "cases": [
+                    {
+                        **_DEFAULTS,
+                        **case,
+                        "metadata": case.get("metadata") or {},
+                        "id": str(test_id),
+                    }
+                    for test_id, case in batch
+                ],
+            },
+        )
     return ids
 
 
@@ -168,13 +203,6 @@ def case_fields(test: Any) -> dict[str, Any]:
             **{key: getattr(test, key, None) for key in AGENT_FIELDS},
         }
     )
-
-
-def _columns(case: dict[str, Any]) -> dict[str, Any]:
-    """A case's fields as column values (`metadata` lives in the `meta` attribute)."""
-    values = dict(case)
-    values["meta"] = values.pop("metadata", {}) or {}
-    return values
 
 
 async def existing_test_ids(

@@ -4,12 +4,13 @@ establishes who a request is may change it within a transaction."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import uuid
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
-from database.core import Database, Tenant, acting_as, enter_tenant, on_commit
+from database.core import Database, Tenant, acting_as, enter_tenant, make_engine, on_commit
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_PACKAGES = (
@@ -23,6 +24,9 @@ SOURCE_PACKAGES = (
     "utils",
 )
 TENANT_MODULE = "database/core.py"
+# The bare asyncpg app bench.request_path measures Assay against: no part of the service, it
+# sets the tenant itself, as it must to do the same work under the same row-level security.
+BASELINE_APP = "bench/raw_app.py"
 # Authentication: the request's dependencies, and the flows that create or choose the
 # organization a caller acts for (register, login, switching, a new organization, API keys).
 ESTABLISHERS = {
@@ -49,7 +53,7 @@ def test_only_the_core_module_sets_the_tenant_setting():
         and isinstance(node.value, str)
         and ("set_config" in node.value or "set_tenant" in node.value)
     }
-    assert setters == {TENANT_MODULE}
+    assert setters == {TENANT_MODULE, BASELINE_APP}
 
 
 def test_only_authentication_changes_the_tenant_of_an_open_transaction():
@@ -120,3 +124,53 @@ async def test_on_commit_runs_after_a_commit_only(committed_database: Database):
     async with committed_database.transaction() as session:
         pass  # a later transaction on the same pool runs nothing left over
     assert ran == []
+
+
+_BACKEND = text("SELECT pg_backend_pid()")
+
+
+async def _backends_in_use(database: Database, count: int) -> set[int]:
+    """Checks `count` connections out at once (so the pool holds that many), their backends."""
+    pids: set[int] = set()
+    gate = asyncio.Barrier(count)
+
+    async def hold() -> None:
+        async with database.transaction() as session:
+            pids.add(await session.scalar(_BACKEND))
+            await gate.wait()
+
+    await asyncio.gather(*(hold() for _ in range(count)))
+    return pids
+
+
+async def test_pooled_connections_the_server_ended_are_replaced_on_use(database_urls, owner_engine):
+    """No round trip checks a connection on checkout: one the server closed while it sat in
+    the pool (terminated here, as a restart or an idle timeout would) is dropped and replaced,
+    and no transaction fails for it."""
+    database = Database(make_engine(database_urls.runtime, pool_size=2, max_overflow=0))
+    statements: list[str] = []
+    event.listen(
+        database.engine.sync_engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_: statements.append(statement),
+    )
+    try:
+        idle = await _backends_in_use(database, 2)
+        async with owner_engine.begin() as connection:
+            ended = await connection.scalar(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
+                    " FROM unnest(CAST(:pids AS int[])) AS pid"
+                ),
+                {"pids": sorted(idle)},
+            )
+        assert ended == 2
+        statements.clear()
+        fresh = await _backends_in_use(database, 2)
+        assert len(fresh) == 2
+        assert not fresh & idle
+        assert statements == [_BACKEND.text, _BACKEND.text]
+        async with database.transaction(Tenant(uuid.uuid4())) as session:
+            assert await session.scalar(_BACKEND) in fresh
+    finally:
+        await database.engine.dispose()

@@ -17,7 +17,7 @@ from sqlalchemy import insert, select, update
 
 from database.core import Database, Tenant, new_id
 from database.evaluations.models import Evaluation
-from database.results import crud, service
+from database.results import crud, export
 from database.results.models import Result, Run
 from database.results.reads import result_reads
 from database.results.schemas import ResultRead
@@ -354,7 +354,7 @@ async def test_the_pages_are_read_as_the_caller(client, database):
         async with database.transaction(Tenant(owner.organization_id)) as session:
             found = await crud.get_run(session, uuid.UUID(run["id"]))
             assert found is not None
-            chunks = await service.export_run(session, principal, found, "json")
+            chunks = await export.export_run(session, principal, found, "json")
         return b"".join([chunk async for chunk in chunks])
 
     as_owner = Principal(organization_id=owner.organization_id, role=Role.viewer)

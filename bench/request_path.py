@@ -1,0 +1,326 @@
+"""The request path: Assay's reads against a bare ASGI + asyncpg app doing the same work.
+
+Both servers run in processes of their own (uvicorn, uvloop, httptools; Assay as
+`python -m app serve`, the baseline as `python -m bench.raw_app`) against one throw-away
+embedded PostgreSQL, as the same runtime role under the same row-level security. One load
+generator drives each in turn with the same concurrency: CONNECTIONS HTTP/1.1 keep-alive
+connections, each sending its next request once the last response is in.
+
+The load generator is this module run as `python -m bench.request_path drive ...`, another
+process, so its CPU is not the server's, and made of raw asyncio protocols: an HTTP client
+library costs more CPU per request than the baseline server itself, and on a two-core machine
+the client would be what is measured.
+
+Per endpoint: requests per second of each side and their ratio, and the server process's CPU
+per request (psutil, user + system), which the machine's noise moves less than the rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from sqlalchemy.engine import make_url
+
+from bench.harness import StolenTime, bench_database
+from bench.sse_fanout import _free_port
+
+CONNECTIONS = 32
+WARMUP_SECONDS = 1.5
+SECONDS = 5.0
+PASSWORD = "bench-password-1"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    path: str
+    credential: str  # "none", "api_key" or "token"
+
+
+ENDPOINTS = (
+    Endpoint("GET /health", "/health", "none"),
+    Endpoint("GET /tests/{id} (API key)", "/api/v1/tests/{test_id}", "api_key"),
+    Endpoint("GET /tests?limit=50 (API key)", "/api/v1/tests?limit=50", "api_key"),
+    Endpoint("GET /users/me (token)", "/api/v1/users/me", "token"),
+)
+
+
+@dataclass(frozen=True)
+class Measured:
+    rate: float  # requests per second
+    cpu_ms: float  # server CPU per request
+    errors: int
+
+
+async def run() -> None:
+    print(f"\nRequest path: Assay vs bare ASGI + asyncpg, {CONNECTIONS} keep-alive connections")
+    stolen = StolenTime()
+    secret = secrets.token_urlsafe(48)
+    async with (
+        bench_database() as (data_dir, owner, runtime),
+        _serve(_assay_command(), _assay_env(data_dir, owner, runtime, secret), data_dir) as assay,
+        _serve(_raw_command(runtime, secret), dict(os.environ), data_dir) as raw,
+    ):
+        credentials = await _setup(assay.url)
+        print(
+            f"{'endpoint':32} {'raw req/s':>10} {'Assay req/s':>12} {'ratio':>6}"
+            f" {'CPU/req raw':>12} {'Assay':>8} {'ratio':>6}"
+        )
+        for endpoint in ENDPOINTS:
+            path = endpoint.path.format(test_id=credentials["test_id"])
+            headers = _headers(endpoint.credential, credentials)
+            with stolen.measure():
+                base = await _drive(raw, path, headers)
+                ours = await _drive(assay, path, headers)
+            print(
+                f"{endpoint.name:32} {base.rate:10.0f} {ours.rate:12.0f}"
+                f" {_ratio(ours.rate, base.rate):>6} {base.cpu_ms:10.2f}ms {ours.cpu_ms:6.2f}ms"
+                f" {_ratio(ours.cpu_ms, base.cpu_ms):>6}"
+                + (
+                    f"  non-200: raw {base.errors}, Assay {ours.errors}"
+                    if base.errors or ours.errors
+                    else ""
+                )
+            )
+    share = stolen.share
+    print(
+        "CPU steal while measuring: "
+        + ("n/a" if share is None else f"{share:.1%}")
+        + " (goal: Assay >= 0.5x the raw req/s on authenticated reads, >= 0.7x on /health,"
+        " <= 2x the CPU per request)"
+    )
+
+
+def _ratio(ours: float, base: float) -> str:
+    return f"{ours / base:.2f}" if base else "n/a"
+
+
+# --- the servers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    pid: int
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _assay_command() -> list[str]:
+    return [sys.executable, "-m", "app", "serve", "--port", "{port}"]
+
+
+def _assay_env(data_dir: Path, owner: str, runtime: str, secret: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
+    env.update(
+        ASSAY_DATA_DIR=str(data_dir),
+        ASSAY_DATABASE_URL=runtime,
+        ASSAY_MIGRATION_DATABASE_URL=owner,
+        ASSAY_MIGRATE_ON_START="false",
+        ASSAY_SECRET_KEY=secret,
+        ASSAY_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        ASSAY_WORKERS="0",
+        ASSAY_BCRYPT_ROUNDS="4",
+        ASSAY_LOG_LEVEL="WARNING",
+        ASSAY_LOG_FORMAT="json",
+    )
+    return env
+
+
+def _raw_command(runtime: str, secret: str) -> list[str]:
+    dsn = make_url(runtime).set(drivername="postgresql").render_as_string(hide_password=False)
+    command = [sys.executable, "-m", "bench.raw_app", "--dsn", dsn, "--secret", secret]
+    return [*command, "--port", "{port}"]
+
+
+@asynccontextmanager
+async def _serve(command: list[str], env: dict[str, str], data_dir: Path) -> AsyncIterator[Server]:
+    port = _free_port()
+    log_path = data_dir / f"server-{port}.log"
+    with open(log_path, "w") as log:  # noqa: ASYNC230 (before the server starts)
+        process = await asyncio.create_subprocess_exec(
+            *[part.format(port=port) for part in command], env=env, stdout=log, stderr=log
+        )
+    server = Server(process.pid, port)
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(1200):  # imports take a while without bytecode caches
+                if process.returncode is not None:
+                    raise RuntimeError(f"server exited: {log_path.read_text()}")
+                try:
+                    if (await client.get(f"{server.url}/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"server not healthy: {log_path.read_text()}")
+        yield server
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 30)
+
+
+async def _setup(base_url: str) -> dict[str, str]:
+    """A user with an organization, 60 tests and a viewer API key, made through Assay's API."""
+    async with httpx.AsyncClient(base_url=f"{base_url}/api/v1", timeout=30) as client:
+
+        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = await client.post(path, json=body)
+            assert response.status_code in (200, 201), (path, response.text)
+            return dict(response.json())
+
+        registered = await post(
+            "/auth/register", {"email": "path@example.com", "password": PASSWORD, "name": "Bench"}
+        )
+        token = registered["access_token"]
+        organization_id = registered["organization"]["id"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        project = await post("/projects", {"name": "request path"})
+        tests = [
+            {"input": f"What is {i} + {i}?", "expected_output": str(2 * i), "tags": ["math"]}
+            for i in range(60)
+        ]
+        ids = (await post("/tests/bulk", {"project_id": project["id"], "tests": tests}))["ids"]
+        key = await post(
+            f"/organizations/{organization_id}/api-keys", {"name": "bench", "role": "viewer"}
+        )
+    return {"token": token, "api_key": key["key"], "test_id": ids[0]}
+
+
+def _headers(credential: str, credentials: dict[str, str]) -> dict[str, str]:
+    if credential == "api_key":
+        return {"X-API-Key": credentials["api_key"]}
+    if credential == "token":
+        return {"Authorization": f"Bearer {credentials['token']}"}
+    return {}
+
+
+async def _drive(server: Server, path: str, headers: dict[str, str]) -> Measured:
+    """Runs the load generator against `server`; the server's CPU is read from the moment it
+    says the warm-up is over to the moment it says it stopped counting."""
+    command = [sys.executable, "-m", "bench.request_path", "drive", "--port", str(server.port)]
+    command += ["--path", path, "--connections", str(CONNECTIONS)]
+    command += ["--warmup", str(WARMUP_SECONDS), "--seconds", str(SECONDS)]
+    for name, value in headers.items():
+        command += ["--header", f"{name}: {value}"]
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert process.stdout is not None
+    measured = psutil.Process(server.pid)
+    assert (await process.stdout.readline()).strip() == b"go"
+    before = measured.cpu_times()
+    assert (await process.stdout.readline()).strip() == b"stop"
+    after = measured.cpu_times()
+    result = json.loads(await process.stdout.readline())
+    await process.wait()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    requests = max(result["requests"], 1)
+    return Measured(
+        rate=result["requests"] / result["seconds"],
+        cpu_ms=cpu * 1000 / requests,
+        errors=result["errors"],
+    )
+
+
+# --- the load generator (another process) -------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: a request, its whole response (Content-Length), the next."""
+
+    def __init__(self, request: bytes, counts: dict[str, int]) -> None:
+        self.request = request
+        self.counts = counts
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        while True:
+            head_end = buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                break
+            head = buffer[:head_end].lower()
+            length = _content_length(head)
+            if len(buffer) < head_end + 4 + length:
+                break
+            self.counts["requests"] += 1
+            if not head.startswith(b"http/1.1 200"):
+                self.counts["errors"] += 1
+            buffer = buffer[head_end + 4 + length :]
+            assert self.transport is not None
+            self.transport.write(self.request)
+        self.buffer = buffer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _content_length(head: bytes) -> int:
+    start = head.find(b"content-length:")
+    if start < 0:
+        return 0
+    end = head.find(b"\r\n", start)
+    return int(head[start + 15 : end if end >= 0 else len(head)])
+
+
+async def _generate(args: argparse.Namespace) -> None:
+    lines = [f"GET {args.path} HTTP/1.1", f"Host: 127.0.0.1:{args.port}", *args.header]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    counts = {"requests": 0, "errors": 0}
+    loop = asyncio.get_running_loop()
+    connections = [
+        (await loop.create_connection(lambda: _Connection(request, counts), "127.0.0.1", args.port))
+        for _ in range(args.connections)
+    ]
+    await asyncio.sleep(args.warmup)
+    print("go", flush=True)
+    counts.update(requests=0, errors=0)
+    started = time.perf_counter()
+    await asyncio.sleep(args.seconds)
+    done, elapsed = dict(counts), time.perf_counter() - started
+    print("stop", flush=True)
+    for transport, _ in connections:
+        transport.close()
+    print(json.dumps({**done, "seconds": elapsed}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["drive"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", required=True)
+    parser.add_argument("--header", action="append", default=[])
+    parser.add_argument("--connections", type=int, default=CONNECTIONS)
+    parser.add_argument("--warmup", type=float, default=WARMUP_SECONDS)
+    parser.add_argument("--seconds", type=float, default=SECONDS)
+    import uvloop
+
+    uvloop.run(_generate(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""A run's results for its export, a page at a time, as plain rows: a large export would spend
+most of its time building ORM objects and reading their attributes back otherwise."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import any_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.evaluations.models import Evaluation
+from database.results.models import Result
+from utils.crud import local_settings, uuid_array
+
+# The fields of ResultRead and EvaluationRead, in their order.
+_RESULT_COLUMNS = (
+    Result.id,
+    Result.run_id,
+    Result.position,
+    Result.repetition,
+    Result.test_id,
+    Result.input,
+    Result.output,
+    Result.status,
+    Result.latency_ms,
+    Result.input_tokens,
+    Result.output_tokens,
+    Result.cost,
+    Result.cached,
+    Result.error_type,
+    Result.error_message,
+    Result.trajectory,
+    Result.created_at,
+)
+_EVALUATION_COLUMNS = (
+    Evaluation.id,
+    Evaluation.metric_id,
+    Evaluation.metric_name,
+    Evaluation.metric_type,
+    Evaluation.score,
+    Evaluation.passed,
+    Evaluation.reason,
+    Evaluation.error,
+    Evaluation.input_tokens,
+    Evaluation.output_tokens,
+    Evaluation.cost,
+)
+
+
+async def result_rows_after(
+    session: AsyncSession, run_id: uuid.UUID, after: tuple[int, int] | None, *, limit: int
+) -> list[dict[str, Any]]:
+    """The run's next `limit` results after (position, repetition) `after`, in that order, each
+    a mapping of ResultRead's fields with its evaluations (ordered by metric name)."""
+    query = select(*_RESULT_COLUMNS).where(Result.run_id == run_id)
+    if after is not None:
+        query = query.where(tuple_(Result.position, Result.repetition) > tuple_(*after))
+    # The keyset's own index, read in its order (a bitmap of all the organization's results
+    # would be built for each page before the statistics know the run); the evaluations'
+    # array of ids planned for its values.
+    async with local_settings(
+        session, enable_bitmapscan="off", plan_cache_mode="force_custom_plan"
+    ):
+        page = await session.execute(
+            query.order_by(Result.position, Result.repetition).limit(limit)
+        )
+        results = [{**row, "evaluations": []} for row in page.mappings()]
+        if not results:
+            return []
+        by_id = {result["id"]: result["evaluations"] for result in results}
+        evaluations = await session.execute(
+            select(Evaluation.result_id, *_EVALUATION_COLUMNS)
+            .where(Evaluation.result_id == any_(uuid_array("ids", list(by_id))))
+            .order_by(Evaluation.metric_name)
+        )
+        for row in evaluations.mappings():
+            evaluation = dict(row)
+            by_id[evaluation.pop("result_id")].append(evaluation)
+    return results
