@@ -10,7 +10,7 @@ from database.evaluations import crud, service
 from database.evaluations.imports import ImportFormat, import_file
 from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
 from database.evaluations.uploads import IMPORT_BODY, read_upload
-from database.organizations.audit import RequestMetaDep, record
+from database.organizations.audit import RequestMetaDep, record_deletion
 from database.routing import api_router
 from database.test_sets.schemas import ImportResult
 from database.test_sets.service import ImportMode, get_test_set_or_404
@@ -88,14 +88,15 @@ async def delete_metric(
     """Runs that used it keep their copy and their scores."""
     metric = await service.get_metric_or_404(session, metric_id)
     await crud.delete_metric(session, metric)
-    await record(
+    await record_deletion(
         session,
         principal,
-        action="metric.deleted",
-        target_type="metric",
-        target_id=metric.id,
-        details={"name": metric.name, "type": metric.type, "project_id": metric.project_id},
-        request_meta=meta,
+        meta,
+        "metric",
+        metric.id,
+        name=metric.name,
+        type=metric.type,
+        project_id=metric.project_id,
     )
 
 

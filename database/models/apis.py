@@ -16,7 +16,7 @@ from database.models.schemas import (
     ModelConfigUpdate,
     Provider,
 )
-from database.organizations.audit import RequestMetaDep, record
+from database.organizations.audit import RequestMetaDep, record, record_deletion
 from database.routing import api_router
 from utils.problems import errors
 from utils.schemas import Page
@@ -134,14 +134,8 @@ async def delete_model(
     """Runs that used it keep their results."""
     config = await service.get_model_or_404(session, model_id)
     await crud.delete_model(session, config)
-    await record(
-        session,
-        principal,
-        action="model.deleted",
-        target_type="model",
-        target_id=config.id,
-        details={"name": config.name, "provider": config.provider},
-        request_meta=meta,
+    await record_deletion(
+        session, principal, meta, "model", config.id, name=config.name, provider=config.provider
     )
 
 

@@ -175,3 +175,23 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return created_at, uuid.UUID(entry_id)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput("is not a cursor this list returned", field="cursor") from exc
+
+
+async def record_deletion(
+    session: AsyncSession,
+    principal: Principal,
+    meta: RequestMeta,
+    target_type: str,
+    target_id: uuid.UUID,
+    **details: Any,
+) -> None:
+    """`<target_type>.deleted`, with what the entry should still say of what is gone."""
+    await record(
+        session,
+        principal,
+        action=f"{target_type}.deleted",
+        target_type=target_type,
+        target_id=target_id,
+        details=details,
+        request_meta=meta,
+    )

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
-from database.organizations.audit import RequestMetaDep, record
+from database.organizations.audit import RequestMetaDep, record_deletion
 from database.projects import crud, service
 from database.projects.schemas import ProjectCreate, ProjectRead, ProjectUpdate
 from database.routing import api_router
@@ -82,12 +82,4 @@ async def delete_project(
     """Everything in the project goes with it; this cannot be undone."""
     project = await service.get_project_or_404(session, project_id)
     await crud.delete_project(session, project)
-    await record(
-        session,
-        principal,
-        action="project.deleted",
-        target_type="project",
-        target_id=project.id,
-        details={"name": project.name},
-        request_meta=meta,
-    )
+    await record_deletion(session, principal, meta, "project", project.id, name=project.name)

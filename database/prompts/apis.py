@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Path, Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
-from database.organizations.audit import RequestMetaDep, record
+from database.organizations.audit import RequestMetaDep, record_deletion
 from database.prompts import crud, service
 from database.prompts.schemas import (
     LABEL_RULE,
@@ -103,14 +103,14 @@ async def delete_prompt(
     """With all its versions and labels."""
     prompt = await service.get_prompt_or_404(session, prompt_id)
     await crud.delete_prompt(session, prompt)
-    await record(
+    await record_deletion(
         session,
         principal,
-        action="prompt.deleted",
-        target_type="prompt",
-        target_id=prompt.id,
-        details={"name": prompt.name, "project_id": prompt.project_id},
-        request_meta=meta,
+        meta,
+        "prompt",
+        prompt.id,
+        name=prompt.name,
+        project_id=prompt.project_id,
     )
 
 

@@ -8,7 +8,7 @@ from fastapi import Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from database.deps import DbSession, Member, Pagination, Viewer
-from database.organizations.audit import RequestMetaDep, record
+from database.organizations.audit import RequestMetaDep, record_deletion
 from database.routing import api_router
 from database.test_sets import crud, service
 from database.test_sets.schemas import (
@@ -110,14 +110,14 @@ async def delete_test_set(
     """Its tests stay in the project; runs of it are deleted with it."""
     test_set = await service.get_test_set_or_404(session, test_set_id)
     await crud.delete_test_set(session, test_set)
-    await record(
+    await record_deletion(
         session,
         principal,
-        action="test_set.deleted",
-        target_type="test_set",
-        target_id=test_set.id,
-        details={"name": test_set.name, "project_id": test_set.project_id},
-        request_meta=meta,
+        meta,
+        "test_set",
+        test_set.id,
+        name=test_set.name,
+        project_id=test_set.project_id,
     )
 
 

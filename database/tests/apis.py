@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
-from database.organizations.audit import RequestMetaDep, record
+from database.organizations.audit import RequestMetaDep, record_deletion
 from database.routing import api_router
 from database.tests import crud, service
 from database.tests.crud import TestFilters, TestSort
@@ -103,12 +103,4 @@ async def delete_test(
     """It leaves every test set; published versions keep their copy."""
     test = await service.get_test_or_404(session, test_id)
     await crud.delete_test(session, test)
-    await record(
-        session,
-        principal,
-        action="test.deleted",
-        target_type="test",
-        target_id=test.id,
-        details={"project_id": test.project_id},
-        request_meta=meta,
-    )
+    await record_deletion(session, principal, meta, "test", test.id, project_id=test.project_id)
