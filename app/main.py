@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import health, metrics_endpoint
@@ -27,6 +27,7 @@ from database.projects.webhook_apis import router as webhooks_router
 from database.prompts.apis import router as prompts_router
 from database.results.apis import baseline_router, results_router
 from database.results.apis import router as runs_router
+from database.routing import include_flat
 from database.test_sets.apis import router as test_sets_router
 from database.test_sets.apis import tests_router as tests_bulk_router
 from database.tests.apis import router as tests_router
@@ -44,29 +45,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-def api_router() -> APIRouter:
-    api = APIRouter(prefix="/api/v1")
-    api.include_router(auth_router)
-    api.include_router(users_router)
-    api.include_router(organizations_router)
-    api.include_router(members_router)
-    for router in (
-        projects_router,
-        tests_bulk_router,
-        tests_router,
-        test_sets_router,
-        test_set_import_router,
-        test_set_metrics_router,
-        prompts_router,
-        models_router,
-        metrics_router,
-        runs_router,
-        results_router,
-        baseline_router,
-        webhooks_router,
-    ):
-        api.include_router(router)
-    return api
+API_PREFIX = "/api/v1"
+API_ROUTERS = (
+    auth_router,
+    users_router,
+    organizations_router,
+    members_router,
+    projects_router,
+    tests_bulk_router,
+    tests_router,
+    test_sets_router,
+    test_set_import_router,
+    test_set_metrics_router,
+    prompts_router,
+    models_router,
+    metrics_router,
+    runs_router,
+    results_router,
+    baseline_router,
+    webhooks_router,
+)
 
 
 API_DESCRIPTION = """
@@ -123,9 +121,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stream_credential_check=users_service.check_stream_credential,
     )
     install_docs(app)
-    app.include_router(health.router)
-    app.include_router(metrics_endpoint.router)
-    app.include_router(api_router())
+    # Flat: every operation is a route of the app itself (see include_flat), in this order.
+    include_flat(app.router, health.router)
+    include_flat(app.router, metrics_endpoint.router)
+    for router in API_ROUTERS:
+        include_flat(app.router, router, prefix=API_PREFIX)
     app.mount("/public", create_public_app())
     install_openapi(app, description=API_DESCRIPTION)
     return app

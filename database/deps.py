@@ -44,7 +44,14 @@ async def _db_session() -> AsyncIterator[AsyncSession]:
 
 # scope="function": commit before the response is sent, so a failed commit is an error reply.
 DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def _runtime() -> Runtime:
+    # async: a plain function dependency would be sent to the thread pool on every request.
+    return get_runtime()
+
+
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 # --- who is calling -------------------------------------------------------------------------
@@ -158,7 +165,9 @@ async def _run_watcher(
 RunWatcher = Annotated[Principal, Depends(_run_watcher)]
 
 
-def _current_organization(organization_id: uuid.UUID, principal: CurrentPrincipal) -> uuid.UUID:
+async def _current_organization(
+    organization_id: uuid.UUID, principal: CurrentPrincipal
+) -> uuid.UUID:
     """Organization routes act on the organization of the credential; any other id is a 404.
 
     To act on another of your organizations, switch to it (POST /auth/switch-organization).
@@ -188,7 +197,7 @@ class PageParams(BaseModel):
     offset: int = 0
 
 
-def _page_params(
+async def _page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page")] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip")] = 0,
 ) -> PageParams:

@@ -62,3 +62,50 @@ class CappedJsonRoute(APIRoute):
 def api_router(**options: Any) -> APIRouter:
     """An `APIRouter` whose routes parse JSON bodies through the cap."""
     return APIRouter(route_class=CappedJsonRoute, **options)
+
+
+def include_flat(target: APIRouter, router: APIRouter, *, prefix: str = "") -> None:
+    """Adds `router`'s operations to `target` as routes of its own, under `prefix`.
+
+    `include_router` keeps an included router as a branch that is matched on every request,
+    twice (to select it, then to handle), once more per level of nesting, with bookkeeping at
+    each candidate; a route added here is one path regex tried in the app's own list, and
+    the OpenAPI document is the same (a route carries its router's prefix, tags, responses
+    and dependencies already).
+    """
+    if router.on_startup or router.on_shutdown:
+        raise ValueError("a router with startup or shutdown handlers must be included")
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            raise TypeError(f"{route!r} is not an APIRoute: include its router instead")
+        target.add_api_route(
+            prefix + route.path,
+            route.endpoint,
+            response_model=route.response_model,
+            status_code=route.status_code,
+            tags=list(route.tags),
+            dependencies=list(route.dependencies),
+            summary=route.summary,
+            description=route.description,
+            response_description=route.response_description,
+            responses=dict(route.responses),
+            deprecated=route.deprecated,
+            methods=set(route.methods or ()),
+            operation_id=route.operation_id,
+            response_model_include=route.response_model_include,
+            response_model_exclude=route.response_model_exclude,
+            response_model_by_alias=route.response_model_by_alias,
+            response_model_exclude_unset=route.response_model_exclude_unset,
+            response_model_exclude_defaults=route.response_model_exclude_defaults,
+            response_model_exclude_none=route.response_model_exclude_none,
+            include_in_schema=route.include_in_schema,
+            response_class=route.response_class,
+            name=route.name,
+            route_class_override=type(route),
+            callbacks=route.callbacks,
+            openapi_extra=route.openapi_extra,
+            generate_unique_id_function=route.generate_unique_id_function,
+            strict_content_type=route.strict_content_type,
+            max_body_size=route.max_body_size,
+            form_limits=route.form_limits,
+        )

@@ -15,13 +15,14 @@ from database.results import crud, export, follow_ups, reads, service, summaries
 from database.results.comparison import CompareOptions
 from database.results.crud import figures
 from database.results.models import Run
-from database.results.reads import get_run_or_404, result_reads, run_read, run_reads
+from database.results.reads import get_run_or_404, run_read, run_reads
 from database.results.schemas import (
     BaselineSet,
     CaseRepetitions,
     Comparison,
     RepeatCreate,
     RescoreCreate,
+    ResultPage,
     ResultRead,
     ResultStatus,
     RunCreate,
@@ -253,6 +254,7 @@ async def list_case_repetitions(
     "/{run_id}/results",
     operation_id="runs_list_results",
     summary="List a run's results",
+    responses=errors(422),
 )
 async def list_results(
     run_id: uuid.UUID,
@@ -260,17 +262,25 @@ async def list_results(
     _: Viewer,
     page: Pagination,
     status_filter: Annotated[ResultStatus | None, Query(alias="status")] = None,
-) -> Page[ResultRead]:
-    """One per case and repetition: output, latency, tokens, cost, error; filter by status."""
-    run = await get_run_or_404(session, run_id)
-    rows, total = await crud.list_results(
-        session, run.id, status=status_filter, limit=page.limit, offset=page.offset
-    )
-    return Page(
-        items=await result_reads(session, rows),
-        total=total,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="`next_cursor` of the previous page (instead of `offset`: the same"
+            " cost at any depth)",
+            examples=["MTIzNHww"],
+        ),
+    ] = None,
+) -> ResultPage:
+    """One per case and repetition: output, latency, tokens, cost, error; filter by status.
+    Follow `next_cursor` to walk a large run."""
+    return await reads.result_page(
+        session,
+        run_id,
+        status=status_filter,
         limit=page.limit,
         offset=page.offset,
+        cursor=cursor,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from collections.abc import Sequence
 
@@ -10,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.evaluations import crud as evaluation_crud
 from database.evaluations.schemas import EvaluationRead
 from database.results import crud
+from database.results.crud.pages import Key, results_page
 from database.results.models import Result, Run
-from database.results.schemas import GateResult, ResultRead, RunCounts, RunRead
+from database.results.schemas import GateResult, ResultPage, ResultRead, RunCounts, RunRead
 from database.test_sets import crud as test_set_crud
-from utils.errors import NotFound
+from utils.errors import InvalidInput, NotFound
 
 
 async def get_run_or_404(
@@ -92,3 +95,47 @@ async def read_result(session: AsyncSession, result_id: uuid.UUID) -> ResultRead
     if result is None:
         raise NotFound("Result not found")
     return (await result_reads(session, [result]))[0]
+
+
+async def result_page(
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    *,
+    status: str | None,
+    limit: int,
+    offset: int,
+    cursor: str | None,
+) -> ResultPage:
+    """A page of the run's results, after `cursor` (a page's `next_cursor`) or `offset`."""
+    if cursor is not None and offset:
+        raise InvalidInput("cannot be combined with offset", field="cursor")
+    run = await get_run_or_404(session, run_id)
+    after = decode_cursor(cursor) if cursor is not None else None
+    rows, total = await results_page(
+        session, run.id, status=status, limit=limit + 1, offset=offset, after=after
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return ResultPage(
+        items=await result_reads(session, page),
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_cursor=encode_cursor((page[-1].position, page[-1].repetition)) if more else None,
+    )
+
+
+# A page ends at a result: the next starts after its key, however many results were added
+# before it since (an offset would shift with each).
+def encode_cursor(key: Key) -> str:
+    return base64.urlsafe_b64encode(f"{key[0]}|{key[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Key:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        position, repetition = (int(part) for part in raw.split("|"))
+        if not (0 <= position < 2**31 and 0 <= repetition < 2**31):
+            raise ValueError("out of range")
+        return position, repetition
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidInput("is not a cursor this list returned", field="cursor") from exc

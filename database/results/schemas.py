@@ -8,7 +8,7 @@ from pydantic import Field
 
 from database.evaluations.schemas import EvaluationRead
 from database.tests.agent_fields import MAX_STEPS
-from utils.schemas import InputModel, Name, OutputModel, example
+from utils.schemas import InputModel, Name, OutputModel, Page, example
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "stopped"]
 ResultStatus = Literal["passed", "failed", "errored"]
@@ -217,6 +217,16 @@ class ResultRead(OutputModel):
     )
     created_at: datetime
     evaluations: list[EvaluationRead] = Field(default_factory=list)
+
+
+class ResultPage(Page[ResultRead]):
+    """One page of a run's results, in case position and repetition order."""
+
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page (same cost at any depth, and no result"
+        " skipped or repeated while results are added); null on the last page",
+        examples=["MTIzNHww"],
+    )
 
 
 class MetricSummary(OutputModel):

@@ -35,9 +35,9 @@ async def summary(session: AsyncSession, run: Run) -> RunSummary:
     groups = {
         field: [
             GroupSummary(value=value, results=n, errored=err, pass_rate=_round(group_rate))
-            for value, n, err, group_rate in await figures.groups(session, run, field)
+            for value, n, err, group_rate in rows
         ]
-        for field in ("behavior", "category", "topic")
+        for field, rows in (await figures.slices(session, run)).items()
     }
     judge_costs = [row.cost for row in metric_rows if row.cost is not None]
     return RunSummary(
@@ -86,6 +86,8 @@ def case_repetitions(tally: CaseTally) -> CaseRepetitions:
 
 
 async def repetition_summary(session: AsyncSession, run: Run) -> RepetitionSummary | None:
+    if not await figures.has_repetitions(session, run.id):
+        return None  # one result per case: nothing to read case by case
     tallies = await figures.case_tallies(session, run.id)
     if max((t.scored + t.errored for t in tallies), default=0) <= 1:
         return None

@@ -1,0 +1,199 @@
+"""Reading a large run: GET /runs/{id}/summary, GET /runs/{id}/compare and pages of GET
+/runs/{id}/results, for runs of 100,000 results with 2 metrics each (goals: summary and compare
+under 1 s, a results page at any depth under 100 ms).
+
+The results and evaluations are written straight into the database (bench.compare_runs'
+evaluations); every case carries a behavior, category and topic, so the summary's slices have
+work to do. Baselines, measured alongside: one plain SQL pass over the rows each endpoint reads,
+and the first page of results (what any later page should cost)."""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from bench.compare_runs import _EVALUATIONS, _FINISH
+from bench.export_stream import _analyze
+from bench.harness import StolenTime, bench_app
+from database import embedded
+from database.core import Tenant, get_database
+
+CASES = 100_000
+PAGE = 100
+DEPTHS = (0, 50_000, 99_900)
+REPEATS = 5
+PASSWORD = "bench-password-1"
+
+# The pinned version's cases, beyond the few created through the API (direct, for speed).
+_VERSION_CASES = text("""
+INSERT INTO test_set_version_cases (version_id, position, organization_id, test_id, "case")
+SELECT :version, p, :organization, NULL,
+       jsonb_build_object('input', 'question ' || p, 'behavior', 'b' || p % 5,
+                          'category', 'c' || p % 12, 'topic', 't' || p % 40)
+FROM generate_series(:first, :cases - 1) AS p
+""")
+_RESULTS = text("""
+INSERT INTO results (id, organization_id, run_id, position, repetition, test_id, input, output,
+                     status, latency_ms, input_tokens, output_tokens, cost, cached)
+SELECT gen_random_uuid(), :organization, :run, p, 0, NULL,
+       jsonb_build_object('text', 'question ' || p), 'answer ' || p,
+       CASE WHEN random() < :pass_share - (p % 10) * 0.02 THEN 'passed' ELSE 'failed' END,
+       40 + random() * 120, 20, 30, 0.00005, false
+FROM generate_series(0, :cases - 1) AS p
+""")
+# Floors: what the summary and the comparison read, once, with nothing computed on top.
+_SUMMARY_FLOOR = text("""
+SELECT r.status, e.metric_name, count(*), avg(e.score), avg(r.latency_ms)
+FROM results r JOIN evaluations e ON e.result_id = r.id
+WHERE r.run_id = :a GROUP BY 1, 2
+""")
+_COMPARE_FLOOR = text("""
+SELECT r.run_id, r.position, count(*), sum((r.status = 'passed')::int), avg(e.score)
+FROM results r JOIN evaluations e ON e.result_id = r.id
+WHERE r.run_id IN (:a, :b) GROUP BY r.run_id, r.position
+""")
+_PAGE_FLOOR = text("""
+SELECT * FROM results WHERE run_id = :a ORDER BY position, repetition LIMIT :limit
+""")
+
+
+async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"/api/v1{path}", json=body)
+    assert response.status_code in (200, 201, 202), (path, response.text)
+    return dict(response.json())
+
+
+async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
+    registered = await _post(
+        client,
+        "/auth/register",
+        {"email": "reads@example.com", "password": PASSWORD, "name": "Bench"},
+    )
+    client.headers["Authorization"] = f"Bearer {registered['access_token']}"
+    project = await _post(client, "/projects", {"name": "reads"})
+    tests = [{"input": f"question {i}"} for i in range(10)]
+    ids = (await _post(client, "/tests/bulk", {"project_id": project["id"], "tests": tests}))["ids"]
+    test_set = await _post(
+        client, "/test-sets", {"project_id": project["id"], "name": "reads", "test_ids": ids}
+    )
+    metric = await _post(
+        client, "/metrics", {"project_id": project["id"], "name": "contains", "type": "contains"}
+    )
+    model = await _post(client, "/models", {"name": "demo", "provider": "demo"})
+    return {
+        "organization": uuid.UUID(registered["organization"]["id"]),
+        "run": {"test_set_id": test_set["id"], "target_model_id": model["id"]}
+        | {"metric_ids": [metric["id"]]},
+        "first": len(ids),
+    }
+
+
+async def _run(client: httpx.AsyncClient, setup: dict[str, Any], pass_share: float) -> str:
+    """A run created through the API (no worker picks it up), its results written in."""
+    run = await _post(client, "/runs", setup["run"])
+    organization, run_id = setup["organization"], uuid.UUID(run["id"])
+    async with get_database().transaction(Tenant(organization)) as session:
+        version = uuid.UUID(run["test_set_version_id"])
+        if setup.pop("first", None) is not None:  # the version's cases, once
+            await session.execute(
+                _VERSION_CASES,
+                {"version": version, "organization": organization, "first": 10, "cases": CASES},
+            )
+        await session.execute(
+            _RESULTS,
+            {"organization": organization, "run": run_id, "cases": CASES, "pass_share": pass_share},
+        )
+        await session.execute(_EVALUATIONS, {"run": run_id})
+        await session.execute(_FINISH, {"run": run_id})
+    return str(run_id)
+
+
+async def _median(call: Callable[[], Awaitable[object]]) -> tuple[float, float, float]:
+    """(median, fastest, slowest) seconds of REPEATS calls, after one warm-up."""
+    await call()
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), min(times), max(times)
+
+
+def _ms(figures: tuple[float, float, float]) -> str:
+    median, low, high = figures
+    return f"{median * 1000:7.1f} ms [{low * 1000:.0f}-{high * 1000:.0f}]"
+
+
+async def run() -> None:
+    stolen = StolenTime()
+    async with bench_app(bcrypt_rounds=4) as client:
+        setup = await _setup(client)
+        baseline = await _run(client, setup, 0.85)
+        candidate = await _run(client, setup, 0.82)
+        organization = setup["organization"]
+        # The statistics autovacuum would gather as a run writes: ANALYZE, as the tables' owner.
+        owner = get_database().engine.url.set(username=embedded.OWNER_ROLE)
+        await _analyze(owner.render_as_string(hide_password=False))
+
+        async def get(path: str, **params: Any) -> dict[str, Any]:
+            response = await client.get(f"/api/v1/runs/{candidate}{path}", params=params)
+            assert response.status_code == 200, response.text
+            return dict(response.json())
+
+        def sql(query: Any, **params: Any) -> Callable[[], Awaitable[None]]:
+            async def call() -> None:
+                async with get_database().transaction(Tenant(organization)) as session:
+                    (await session.execute(query, params)).all()
+
+            return call
+
+        ids = {"a": uuid.UUID(candidate), "b": uuid.UUID(baseline)}
+        figures: dict[str, tuple[float, float, float]] = {}
+        with stolen.measure():
+            figures["summary"] = await _median(lambda: get("/summary"))
+            figures["summary floor"] = await _median(sql(_SUMMARY_FLOOR, a=ids["a"]))
+            figures["compare"] = await _median(lambda: get("/compare", baseline=baseline))
+            figures["compare floor"] = await _median(sql(_COMPARE_FLOOR, **ids))
+            figures["page floor"] = await _median(sql(_PAGE_FLOOR, a=ids["a"], limit=PAGE))
+            for depth in DEPTHS:
+                page = functools.partial(get, "/results", limit=PAGE, offset=depth)
+                figures[f"offset {depth}"] = await _median(page)
+            deep = await get("/results", limit=PAGE, offset=DEPTHS[-1] - PAGE)
+            cursor = deep.get("next_cursor")
+            if cursor is not None:
+                figures[f"cursor {DEPTHS[-1]}"] = await _median(
+                    lambda: get("/results", limit=PAGE, cursor=cursor)
+                )
+    first = figures["offset 0"][0]
+    print(f"reads of a large run ({CASES:,} results, 2 metrics; median of {REPEATS}, range)")
+    for name, floor, goal in (
+        ("summary", "summary floor", 1000),
+        ("compare", "compare floor", 1000),
+    ):
+        print(
+            f"  GET /runs/{{id}}/{name}: {_ms(figures[name])}  (goal < {goal:,} ms);"
+            f" one SQL pass over its rows {_ms(figures[floor])},"
+            f" {figures[name][0] / figures[floor][0]:.1f}x it"
+        )
+    print(f"  results page floor, the first {PAGE} rows in plain SQL: {_ms(figures['page floor'])}")
+    for name, value in figures.items():
+        if name.startswith(("offset", "cursor")):
+            print(
+                f"  GET /runs/{{id}}/results {name:>14}: {_ms(value)}  (goal < 100 ms);"
+                f" {value[0] / first:.1f}x the first page"
+            )
+    if stolen.share is not None:
+        print(f"  CPU time the hypervisor gave other guests meanwhile: {stolen.share:.0%}")
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(run())

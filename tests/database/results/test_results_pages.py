@@ -1,0 +1,123 @@
+"""GET /runs/{id}/results by cursor: pages that follow the (position, repetition) key, with no
+result skipped or repeated, even while results are written between two pages."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from database.core import Database, Tenant
+from database.results import crud
+from tests.database.results.test_export_stream import _run
+from tests.helpers import Account, assert_problem, register
+
+
+def _result(owner: Account, run: dict[str, Any], position: int, repetition: int) -> dict:
+    return {
+        "id": uuid.uuid4(),
+        "organization_id": owner.organization_id,
+        "run_id": uuid.UUID(run["id"]),
+        "position": position,
+        "repetition": repetition,
+        "test_id": uuid.UUID(run["test_ids"][position]),
+        "input": {"text": f"question {position}"},
+        "output": f"answer {position}.{repetition}",
+        "status": "failed" if position % 3 == 0 else "passed",
+        "latency_ms": 10.0,
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cost": None,
+        "cached": False,
+        "error_type": None,
+        "error_message": None,
+        "trajectory": None,
+    }
+
+
+async def _write(database: Database, owner: Account, run: dict, keys: list[tuple[int, int]]):
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        await crud.insert_results(session, [_result(owner, run, p, r) for p, r in keys])
+
+
+async def _page(client: httpx.AsyncClient, owner: Account, run: dict, **params: Any) -> dict:
+    response = await client.get(
+        f"/api/v1/runs/{run['id']}/results", params=params, headers=owner.headers
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def test_cursor_pages_walk_the_run_once_while_results_are_added(client, database):
+    owner = await register(client)
+    run = await _run(client, owner, cases=8, repetitions=2)
+    # Every case's first repetition, and some second ones: the rest arrive during the walk.
+    await _write(database, owner, run, [(p, 0) for p in range(8)] + [(1, 1), (5, 1)])
+    late = [[(0, 1), (6, 1)], [(2, 1), (7, 1)], [(3, 1), (4, 1)]]
+
+    seen: list[tuple[int, int]] = []
+    page = await _page(client, owner, run, limit=3)
+    assert page["total"] == 10
+    while True:
+        seen += [(item["position"], item["repetition"]) for item in page["items"]]
+        if late:
+            await _write(database, owner, run, late.pop(0))
+        if page["next_cursor"] is None:
+            break
+        page = await _page(client, owner, run, limit=3, cursor=page["next_cursor"])
+
+    assert seen == sorted(set(seen))  # in key order, none twice
+    # Everything there at the start, and what was added ahead of the page reached; what was
+    # added behind it is not for this walk (an offset would have shifted and repeated rows).
+    behind = {(0, 1), (2, 1), (3, 1), (4, 1)}
+    assert set(seen) == {(p, r) for p in range(8) for r in range(2)} - behind
+    assert page["total"] == 16
+
+
+async def test_a_page_by_offset_hands_on_a_cursor_and_a_filter_holds_across_pages(client, database):
+    owner = await register(client)
+    run = await _run(client, owner, cases=9, repetitions=1)
+    await _write(database, owner, run, [(p, 0) for p in range(9)])
+
+    by_offset = await _page(client, owner, run, limit=2, offset=2)
+    assert [i["position"] for i in by_offset["items"]] == [2, 3]
+    assert by_offset["offset"] == 2 and by_offset["total"] == 9
+    following = await _page(client, owner, run, limit=2, cursor=by_offset["next_cursor"])
+    assert [i["position"] for i in following["items"]] == [4, 5]
+
+    failed: list[int] = []
+    page = await _page(client, owner, run, limit=1, status="failed")
+    while True:
+        failed += [item["position"] for item in page["items"]]
+        assert page["total"] == 3
+        if page["next_cursor"] is None:
+            break
+        page = await _page(client, owner, run, limit=1, status="failed", cursor=page["next_cursor"])
+    assert failed == [0, 3, 6]
+    last = await _page(client, owner, run, limit=9)
+    assert len(last["items"]) == 9 and last["next_cursor"] is None
+
+
+async def test_a_bad_cursor_is_a_422_naming_cursor(client, database):
+    owner = await register(client)
+    run = await _run(client, owner, cases=2, repetitions=1)
+    path = f"/api/v1/runs/{run['id']}/results"
+    for cursor in ("not a cursor", "MXwy fA", "Zm9v", "LTF8MA", "MXwyfDM", "é"):
+        response = await client.get(path, params={"cursor": cursor}, headers=owner.headers)
+        assert_problem(response, 422, field="cursor")
+    valid = "MHww"  # (0, 0)
+    combined = await client.get(path, params={"cursor": valid, "offset": 5}, headers=owner.headers)
+    assert_problem(combined, 422, field="cursor")
+    assert (
+        await client.get(path, params={"cursor": valid}, headers=owner.headers)
+    ).status_code == 200
+
+
+async def test_another_organizations_run_is_a_404_with_a_cursor(client, database):
+    owner, stranger = await register(client), await register(client)
+    run = await _run(client, owner, cases=2, repetitions=1)
+    response = await client.get(
+        f"/api/v1/runs/{run['id']}/results", params={"cursor": "MHww"}, headers=stranger.headers
+    )
+    assert_problem(response, 404)
