@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -120,3 +121,19 @@ class StolenTime:
     @property
     def share(self) -> float | None:
         return self.stolen / self.total if self.total else None
+
+
+async def wait_healthy(process: asyncio.subprocess.Process, base_url: str, log_path: Path) -> None:
+    """Until the server started as `process` answers /health with 200 (or gives up, with its
+    log)."""
+    async with httpx.AsyncClient() as client:
+        for _ in range(1200):  # imports take a while without bytecode caches
+            if process.returncode is not None:
+                raise RuntimeError(f"server exited: {await asyncio.to_thread(log_path.read_text)}")
+            try:
+                if (await client.get(f"{base_url}/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"server not healthy: {await asyncio.to_thread(log_path.read_text)}")

@@ -35,7 +35,7 @@ import httpx
 import psutil
 from sqlalchemy.engine import make_url
 
-from bench.harness import StolenTime, bench_database
+from bench.harness import StolenTime, bench_database, wait_healthy
 from bench.sse_fanout import _free_port
 
 CONNECTIONS = 32
@@ -159,18 +159,7 @@ async def _serve(command: list[str], env: dict[str, str], data_dir: Path) -> Asy
         )
     server = Server(process.pid, port)
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(1200):  # imports take a while without bytecode caches
-                if process.returncode is not None:
-                    raise RuntimeError(f"server exited: {log_path.read_text()}")
-                try:
-                    if (await client.get(f"{server.url}/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError(f"server not healthy: {log_path.read_text()}")
+        await wait_healthy(process, server.url, log_path)
         yield server
     finally:
         if process.returncode is None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import bench_database
+from bench.harness import bench_database, wait_healthy
 from database.core import Database, Tenant
 from database.results import crud as results_crud
 from database.results.events import RESULT_RECORDED
@@ -100,18 +100,7 @@ async def serve_on_embedded(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(1200):  # imports take a while without bytecode caches
-                if process.returncode is not None:
-                    raise RuntimeError(f"server exited: {log_path.read_text()}")
-                try:
-                    if (await client.get(f"{base_url}/health")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError(f"server not healthy: {log_path.read_text()}")
+        await wait_healthy(process, base_url, log_path)
         yield process.pid, base_url
     finally:
         if process.returncode is None:
