@@ -1,7 +1,9 @@
 """The request path: Assay's reads against a bare ASGI + asyncpg app doing the same work.
 
-Both servers run in processes of their own (uvicorn, uvloop, httptools; Assay as
-`python -m app serve`, the baseline as `python -m bench.raw_app`) against one throw-away
+Every server runs in a process of its own (uvicorn, uvloop, httptools; Assay as
+`python -m app serve`, the baseline as `python -m bench.raw_app`, and as a second baseline the
+same SQL served through FastAPI, `python -m bench.framework_app`: the gap between the two
+baselines is the framework's share, the rest is Assay's own path) against one throw-away
 embedded PostgreSQL, as the same runtime role under the same row-level security. One load
 generator drives each in turn with the same concurrency: CONNECTIONS HTTP/1.1 keep-alive
 connections, each sending its next request once the last response is in.
@@ -73,26 +75,37 @@ async def run() -> None:
     async with (
         bench_database() as (data_dir, owner, runtime),
         _serve(_assay_command(), _assay_env(data_dir, owner, runtime, secret), data_dir) as assay,
-        _serve(_raw_command(runtime, secret), dict(os.environ), data_dir) as raw,
+        _serve(_baseline_command("raw_app", runtime, secret), dict(os.environ), data_dir) as raw,
+        _serve(
+            _baseline_command("framework_app", runtime, secret), dict(os.environ), data_dir
+        ) as framework,
     ):
         credentials = await _setup(assay.url)
+        await asyncio.sleep(1.5)  # Assay tunes its garbage collector a second after start-up
         print(
-            f"{'endpoint':32} {'raw req/s':>10} {'Assay req/s':>12} {'ratio':>6}"
-            f" {'CPU/req raw':>12} {'Assay':>8} {'ratio':>6}"
+            "req/s and server CPU per request of the bare app (raw), the same SQL through FastAPI"
+            " (bench.framework_app), and Assay; ratios are Assay's"
+        )
+        print(
+            f"{'endpoint':30} {'raw':>6} {'FastAPI':>7} {'Assay':>6} {'÷raw':>5}"
+            f" {'CPU raw':>8} {'FastAPI':>7} {'Assay':>6} {'÷raw':>5} {'÷FastAPI':>8}"
         )
         for endpoint in ENDPOINTS:
             path = endpoint.path.format(test_id=credentials["test_id"])
             headers = _headers(endpoint.credential, credentials)
             with stolen.measure():
                 base = await _drive(raw, path, headers)
+                floor = await _drive(framework, path, headers)
                 ours = await _drive(assay, path, headers)
+            errors = {"raw": base.errors, "FastAPI": floor.errors, "Assay": ours.errors}
             print(
-                f"{endpoint.name:32} {base.rate:10.0f} {ours.rate:12.0f}"
-                f" {_ratio(ours.rate, base.rate):>6} {base.cpu_ms:10.2f}ms {ours.cpu_ms:6.2f}ms"
-                f" {_ratio(ours.cpu_ms, base.cpu_ms):>6}"
+                f"{endpoint.name:30} {base.rate:6.0f} {floor.rate:7.0f} {ours.rate:6.0f}"
+                f" {_ratio(ours.rate, base.rate):>5} {base.cpu_ms:6.2f}ms {floor.cpu_ms:5.2f}ms"
+                f" {ours.cpu_ms:4.2f}ms {_ratio(ours.cpu_ms, base.cpu_ms):>5}"
+                f" {_ratio(ours.cpu_ms, floor.cpu_ms):>8}"
                 + (
-                    f"  non-200: raw {base.errors}, Assay {ours.errors}"
-                    if base.errors or ours.errors
+                    "  non-200: " + ", ".join(f"{k} {v}" for k, v in errors.items())
+                    if any(errors.values())
                     else ""
                 )
             )
@@ -143,9 +156,16 @@ def _assay_env(data_dir: Path, owner: str, runtime: str, secret: str) -> dict[st
     return env
 
 
-def _raw_command(runtime: str, secret: str) -> list[str]:
+def _baseline_command(module: str, runtime: str, secret: str) -> list[str]:
     dsn = make_url(runtime).set(drivername="postgresql").render_as_string(hide_password=False)
-    command = [sys.executable, "-m", "bench.raw_app", "--dsn", dsn, "--secret", secret]
+    command = [
+        sys.executable,
+        "-m",
+        f"bench.{module}",
+        "--dsn",
+        dsn,
+        f"--secret={secret}",
+    ]  # it may start with "-"
     return [*command, "--port", "{port}"]
 
 
