@@ -286,13 +286,13 @@ FROM jsonb_array_elements(:cases) AS c
 )
 
 
-async def create_version(
+async def insert_version_cases(
     session: AsyncSession,
     version: TestSetVersion,
     cases: Sequence[tuple[uuid.UUID | None, dict[str, Any]]],
-) -> TestSetVersion:
-    session.add(version)
-    await session.flush()
+    *,
+    first_position: int = 0,
+) -> None:
     for start in range(0, len(cases), ROWS_PER_STATEMENT):
         batch = cases[start : start + ROWS_PER_STATEMENT]
         await session.execute(
@@ -302,7 +302,7 @@ async def create_version(
                 "organization_id": version.organization_id,
                 "cases": [
                     {
-                        "position": start + offset,
+                        "position": first_position + start + offset,
                         "test_id": None if test_id is None else str(test_id),
                         "case": case,
                     }
@@ -310,7 +310,6 @@ async def create_version(
                 ],
             },
         )
-    return version
 
 
 async def list_version_cases(

@@ -165,8 +165,29 @@ async def remove_member(session: AsyncSession, test_set: TestSet, test_id: uuid.
 
 
 def content_hash(cases: Sequence[dict[str, Any]]) -> str:
-    canonical = json.dumps(cases, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    digest = ContentHash()
+    digest.add(cases)
+    return digest.hexdigest()
+
+
+class ContentHash:
+    """The SHA-256 of the cases' canonical JSON list, fed a page at a time: the same digest as
+    hashing the whole list at once."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256(b"[")
+        self.count = 0
+
+    def add(self, cases: Sequence[dict[str, Any]]) -> None:
+        for case in cases:
+            canonical = json.dumps(case, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            self._sha.update((b"," if self.count else b"") + canonical.encode())
+            self.count += 1
+
+    def hexdigest(self) -> str:
+        ended = self._sha.copy()
+        ended.update(b"]")
+        return ended.hexdigest()
 
 
 async def current_cases(
@@ -174,6 +195,15 @@ async def current_cases(
 ) -> list[tuple[uuid.UUID | None, dict[str, Any]]]:
     tests = await crud.member_tests(session, test_set.id)
     return [(test.id, test_crud.case_fields(test)) for test in tests]
+
+
+async def _case_pages(
+    session: AsyncSession, test_ids: Sequence[uuid.UUID]
+) -> AsyncIterator[list[tuple[uuid.UUID | None, dict[str, Any]]]]:
+    for start in range(0, len(test_ids), test_crud.ROWS_PER_STATEMENT):
+        page = test_ids[start : start + test_crud.ROWS_PER_STATEMENT]
+        tests = await crud.tests_in_order(session, page)
+        yield [(test.id, test_crud.case_fields(test)) for test in tests]
 
 
 async def publish(
@@ -188,20 +218,30 @@ async def publish(
     latest = await crud.latest_version(session, test_set.id)
     if latest is not None and revision == published:
         return latest, False
-    cases = await current_cases(session, test_set)
-    digest = content_hash([case for _, case in cases])
     await crud.mark_published(session, test_set.id, revision)
-    if latest is not None and latest.content_hash == digest:
+    # A large set is never held whole: its digest is taken a page at a time, then (versions are
+    # immutable: the row is written whole, before its cases) its cases are copied the same way.
+    member_ids = await crud.member_ids(session, test_set.id)
+    digest = ContentHash()
+    async for cases in _case_pages(session, member_ids):
+        digest.add([case for _, case in cases])
+    if latest is not None and latest.content_hash == digest.hexdigest():
         return latest, False
     version = TestSetVersion(
         organization_id=test_set.organization_id,
         test_set_id=test_set.id,
         number=(latest.number + 1) if latest else 1,
-        content_hash=digest,
-        case_count=len(cases),
+        content_hash=digest.hexdigest(),
+        case_count=digest.count,
         note=note,
     )
-    return await crud.create_version(session, version, cases), True
+    session.add(version)
+    await session.flush()
+    copied = 0
+    async for cases in _case_pages(session, member_ids):
+        await crud.insert_version_cases(session, version, cases, first_position=copied)
+        copied += len(cases)
+    return version, True
 
 
 async def get_version_or_404(
