@@ -17,7 +17,7 @@ from app.engine.jobs import HANDLERS, on_dead
 from app.engine.maintenance import ensure_scheduled
 from database.core import Database, set_database
 from database.embedded import EmbeddedServer
-from database.results import crud as results_crud
+from database.results import events as run_events
 from database.setup import check_runtime_role, prepare_database
 from notifications.service import Notifications, set_notifications
 from tasks.worker import WorkerPool
@@ -57,7 +57,7 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
         notifications = Notifications(
             database,
             urls.runtime,
-            read_events=results_crud.events_after,
+            read_events=run_events.read_after,
             stream_buffer=settings.sse_buffer_events,
         )
         pool = (

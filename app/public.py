@@ -18,7 +18,7 @@ from app.errors import install_error_handlers
 from app.openapi import REF, install_openapi
 from database.core import get_database
 from database.deps import DbSession, RuntimeDep, RunWatcher
-from database.results import crud
+from database.results import crud, events
 from database.results.event_payloads import STREAM_EVENTS
 from database.results.events import TERMINAL_EVENTS
 from database.results.models import TERMINAL, Run
@@ -47,9 +47,10 @@ Events (`event:` name, then the JSON in `data:`):
 
 - `run.started`: `{status, total, concurrency, repetitions, metrics: [{name, type}]}`
 - `result.recorded`: `{result_id, position, repetition, test_id, status, output,
-  output_truncated, latency_ms, input_tokens, output_tokens, cost, cached, error_type,
-  error_message, evaluations: [{metric, type, score, passed, reason, error}]}` (the output is
-  cut at 4,000 characters; the whole text is in the result)
+  output_truncated, latency_ms, input_tokens, output_tokens, cost, cached?, error_type?,
+  error_message?, evaluations: [{metric, score, passed, reason?, error?}]}` (the output is a
+  preview of PREVIEW characters; a reason only where a metric did not pass, cut at REASON; the
+  whole result is `GET /api/v1/results/{result_id}`)
 - `step.completed`: `{position, repetition, step, text, text_truncated, tool_calls: [{id, name,
   arguments}], tool_results: [{id, name, content | error}], latency_ms, input_tokens,
   output_tokens, error?, stopped?}`: one model call of an agent's loop, before its case's
@@ -74,7 +75,9 @@ A run given more repetitions once it has ended (`POST /runs/{id}/repeat`) starts
 `run.started`; a stream opened afterwards replays both. A comment line is sent every 15 s as
 a heartbeat. A connection lives at most 30 minutes (then the client reconnects after the
 `retry:` delay); a client too slow to keep up is disconnected the same way.
-"""
+""".replace("PREVIEW", f"{events.OUTPUT_PREVIEW_CHARS:,}").replace(
+    "REASON", f"{events.REASON_CHARS:,}"
+)
 
 
 def create_public_app() -> FastAPI:

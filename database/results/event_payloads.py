@@ -38,31 +38,49 @@ class RunStarted(_Payload):
 
 
 class EventEvaluation(_Payload):
+    """A metric's verdict on the case (its type is in `run.started`; every reason is in the
+    result's evaluations)."""
+
     metric: str
-    type: str
     score: float
     passed: bool
-    reason: str = Field(description=f"Cut at {events.REASON_CHARS:,} characters")
-    error: str | None
+    reason: str | None = Field(
+        default=None,
+        description="Why the metric did not pass, cut at "
+        f"{events.REASON_CHARS:,} characters; only on a metric that failed or errored",
+    )
+    error: str | None = Field(
+        default=None,
+        description=f"Why the metric could not score, cut at {events.REASON_CHARS:,} characters;"
+        " only when it could not",
+    )
 
 
 class ResultRecorded(_Payload):
+    """What a live row shows of a case's result; the whole result (its output, input and every
+    reason) is `GET /api/v1/results/{result_id}`."""
+
     result_id: uuid.UUID
     position: int = Field(description="The case's position in the test set version")
     repetition: int
     test_id: uuid.UUID | None
     status: ResultStatus
     output: str | None = Field(
-        description=f"Cut at {events.PREVIEW_CHARS:,} characters; the result has it all"
+        description=f"A preview: the first {events.OUTPUT_PREVIEW_CHARS:,} characters"
     )
-    output_truncated: bool
+    output_truncated: bool = Field(description="`true`: the output is longer than its preview")
     latency_ms: float | None
     input_tokens: int | None
     output_tokens: int | None
     cost: float | None
-    cached: bool
-    error_type: str | None
-    error_message: str | None
+    cached: bool = Field(
+        default=False, description="Only when `true`: the output came from the response cache"
+    )
+    error_type: str | None = Field(default=None, description="Only on an errored result")
+    error_message: str | None = Field(
+        default=None,
+        description=f"Only on an errored result, cut at {events.REASON_CHARS:,} characters",
+    )
     evaluations: list[EventEvaluation]
 
 

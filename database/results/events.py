@@ -4,11 +4,14 @@ in the transaction that makes each change (see crud.record_events)."""
 from __future__ import annotations
 
 import json
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results import crud
+from database.results.crud.recorded import Recorded, recorded_results
 from database.results.models import Run
 
 # Event types. A stream ends after a terminal one.
@@ -26,8 +29,13 @@ TERMINAL_EVENTS = frozenset({RUN_FINISHED, RUN_CANCELLED, RUN_VERDICT})
 OUTPUT_DELTA = "output.delta"
 EVALUATION_DELTA = "evaluation.delta"
 
-PREVIEW_CHARS = 4000  # of an output in an event; the whole text is in the result
-REASON_CHARS = 1000
+# A result's event carries what a live row shows; the result has the rest (GET
+# /results/{id}). The log stores it as a reference to the result (see `read_after`); what is
+# sent to every subscriber is kept small: the output as a preview, a reason only where a
+# metric did not pass, optional keys only when set.
+OUTPUT_PREVIEW_CHARS = 500
+REASON_CHARS = 200  # of a failed or errored evaluation's reason, and of an error message
+PREVIEW_CHARS = 4000  # of an agent step's or a conversation turn's texts
 
 Event = tuple[str, dict[str, Any]]
 
@@ -53,35 +61,48 @@ def started(run: Run) -> Event:
     }
 
 
+def result_reference(result_id: uuid.UUID) -> Event:
+    """A result's event as the log stores it: the result, committed in the same transaction,
+    holds the rest, and `read_after` shows it as `result_recorded` does."""
+    return RESULT_RECORDED, {"result_id": str(result_id)}
+
+
 def result_recorded(result: dict[str, Any], evaluations: list[dict[str, Any]]) -> Event:
     output = result.get("output")
-    return RESULT_RECORDED, {
+    data: dict[str, Any] = {
         "result_id": str(result["id"]),
         "position": result["position"],
         "repetition": result["repetition"],
         "test_id": str(result["test_id"]) if result.get("test_id") else None,
         "status": result["status"],
-        "output": output[:PREVIEW_CHARS] if output is not None else None,
-        "output_truncated": output is not None and len(output) > PREVIEW_CHARS,
+        "output": output[:OUTPUT_PREVIEW_CHARS] if output is not None else None,
+        "output_truncated": output is not None and len(output) > OUTPUT_PREVIEW_CHARS,
         "latency_ms": result.get("latency_ms"),
         "input_tokens": result.get("input_tokens"),
         "output_tokens": result.get("output_tokens"),
         "cost": result.get("cost"),
-        "cached": result.get("cached", False),
-        "error_type": result.get("error_type"),
-        "error_message": result.get("error_message"),
-        "evaluations": [
-            {
-                "metric": e["metric_name"],
-                "type": e["metric_type"],
-                "score": e["score"],
-                "passed": e["passed"],
-                "reason": (e.get("reason") or "")[:REASON_CHARS],
-                "error": e.get("error"),
-            }
-            for e in evaluations
-        ],
+        "evaluations": [_evaluation(e) for e in evaluations],
     }
+    if result.get("cached"):
+        data["cached"] = True
+    if result.get("error_type"):
+        data["error_type"] = result["error_type"]
+        data["error_message"] = (result.get("error_message") or "")[:REASON_CHARS]
+    return RESULT_RECORDED, data
+
+
+def _evaluation(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """A metric's verdict: why it did not pass, in short (the result has every reason)."""
+    shown = {
+        "metric": evaluation["metric_name"],
+        "score": evaluation["score"],
+        "passed": evaluation["passed"],
+    }
+    if not evaluation["passed"] or evaluation.get("error"):
+        shown["reason"] = (evaluation.get("reason") or "")[:REASON_CHARS]
+    if evaluation.get("error"):
+        shown["error"] = evaluation["error"][:REASON_CHARS]
+    return shown
 
 
 def step_completed(position: int, repetition: int, step: dict[str, Any]) -> Event:
@@ -129,6 +150,39 @@ def _previewed(result: dict[str, Any]) -> dict[str, Any]:
     content = result["content"]
     text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
     return {**result, "content": text[:PREVIEW_CHARS]}
+
+
+@dataclass(slots=True)
+class ReadEvent:
+    seq: int
+    type: str
+    data: Any
+
+
+async def read_after(
+    session: AsyncSession, run_id: uuid.UUID, after: int, *, limit: int
+) -> list[ReadEvent]:
+    """The run's events after seq `after`, in order, as clients see them: each stored
+    reference to a result shown with that result (the streams' reader)."""
+    rows = await crud.events_after(session, run_id, after, limit=limit)
+    referenced = [uuid.UUID(row.data["result_id"]) for row in rows if _is_reference(row)]
+    found = await recorded_results(session, referenced)
+    return [ReadEvent(row.seq, row.type, _shown(row, found)) for row in rows]
+
+
+def _is_reference(row: Any) -> bool:
+    return (
+        row.type == RESULT_RECORDED
+        and isinstance(row.data, dict)
+        and row.data.keys() == {"result_id"}
+    )
+
+
+def _shown(row: Any, found: dict[uuid.UUID, Recorded]) -> Any:
+    if not _is_reference(row):
+        return row.data
+    recorded = found.get(uuid.UUID(row.data["result_id"]))
+    return row.data if recorded is None else result_recorded(*recorded)[1]
 
 
 async def record(session: AsyncSession, run: Run, changes: list[Event]) -> None:

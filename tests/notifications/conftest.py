@@ -18,7 +18,7 @@ import uvicorn
 from sqlalchemy import text
 
 from app.engine.jobs import HANDLERS, on_dead
-from database.results import crud as results_crud
+from database.results import events as run_events
 from database.results.event_payloads import STREAM_EVENTS
 from notifications.service import Notifications, set_notifications
 from tasks.worker import WorkerPool
@@ -96,7 +96,7 @@ async def live(
     monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
     monkeypatch.setattr(runtime.settings, "sse_heartbeat_seconds", 0.5)
     notifications = Notifications(
-        committed_database, database_urls.runtime, read_events=results_crud.events_after
+        committed_database, database_urls.runtime, read_events=run_events.read_after
     )
     notifications.hub.poll_seconds = 0.5
     pool = WorkerPool(

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from database.core import asyncpg_connect_args
-from database.results import crud as results_crud
+from database.results import events as run_events
 from notifications.hub import TOO_SLOW, Hub, Item, StreamEnd, StreamLimits, Subscriber
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL, Publisher
@@ -30,7 +30,7 @@ async def own_hub(live: Live, committed_database, database_urls) -> AsyncIterato
     hub = Hub(
         committed_database,
         listener,
-        read_events=results_crud.events_after,
+        read_events=run_events.read_after,
         buffer=1000,
         poll_seconds=0.3,
     )

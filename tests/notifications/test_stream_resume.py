@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from database.results import events as run_events
 from tests.fakes.openai_server import FakeOpenAI
 from tests.notifications.conftest import Event, Live, read_events
 
@@ -70,13 +71,11 @@ async def read_stream(
 
 
 async def stored_events(owner_engine: AsyncEngine, run_id: str) -> list[tuple[int, str, Any]]:
-    """The run's events as committed in the table (read as the owner, past tenancy)."""
-    async with owner_engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT seq, type, data FROM run_events WHERE run_id = :id ORDER BY seq"),
-            {"id": uuid.UUID(run_id)},
-        )
-        return [(int(seq), str(kind), data) for seq, kind, data in rows.all()]
+    """The run's events as committed, as the log's reader shows them (read as the owner, past
+    tenancy)."""
+    async with AsyncSession(owner_engine) as session:
+        rows = await run_events.read_after(session, uuid.UUID(run_id), 0, limit=1_000_000)
+    return [(row.seq, row.type, row.data) for row in rows]
 
 
 def as_tuples(events: list[Event]) -> list[tuple[int, str, Any]]:
