@@ -3,10 +3,13 @@ circuit breaker), with streamed text handed to the live stream, and priced."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Awaitable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +21,7 @@ from notifications.publisher import Publisher
 from notifications.service import current_publisher
 from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest, call_target
 from utils import tracing
-from utils.metrics import metrics
+from utils.metrics import Metrics, metrics
 
 PRICE_PROVIDERS = {"openai", "anthropic", "google", "groq", "mistral"}
 # The kinds of a failed call as the `outcome` label says them (a fixed set).
@@ -69,41 +72,75 @@ async def observed(config: TargetConfig, call: Awaitable[TargetReply]) -> Target
     """One attempt at a call, counted (`assay_provider_*`) and, when tracing, a span in the
     GenAI semantic conventions with the run and result it was made for."""
     into = metrics()
-    model = into.model_label(config.model)
-    provider = config.provider
-    attributes = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider,
-        "gen_ai.request.model": config.model,
-        "server.address": urlsplit(config.base_url).hostname if config.base_url else None,
-        **(call_owner.get() or {}),
-    }
+    counted = _counted(into, config.provider, into.model_label(config.model))
     started = time.perf_counter()
-    with tracing.span(
-        f"chat {config.model or config.name}", attributes, kind=SpanKind.CLIENT
+    with (
+        tracing.span(
+            f"chat {config.model or config.name}", _attributes(config), kind=SpanKind.CLIENT
+        )
+        if tracing.enabled()
+        else contextlib.nullcontext()
     ) as span:
         try:
             reply = await call
         except TargetError as error:
-            into.provider_calls.labels(provider, model, OUTCOMES.get(error.kind, "error")).inc()
-            into.provider_duration.labels(provider, model).observe(time.perf_counter() - started)
+            outcome = OUTCOMES.get(error.kind, "error")
+            into.provider_calls.labels(counted.provider, counted.model, outcome).inc()
+            counted.duration.observe(time.perf_counter() - started)
             tracing.failed(span, error.kind, error.message)
             raise
-        into.provider_calls.labels(provider, model, "ok").inc()
-        into.provider_duration.labels(provider, model).observe(time.perf_counter() - started)
+        counted.ok.inc()
+        counted.duration.observe(time.perf_counter() - started)
         price = cost(config, reply)
         if reply.input_tokens:
-            into.provider_tokens.labels(provider, model, "input").inc(reply.input_tokens)
+            counted.input_tokens.inc(reply.input_tokens)
         if reply.output_tokens:
-            into.provider_tokens.labels(provider, model, "output").inc(reply.output_tokens)
+            counted.output_tokens.inc(reply.output_tokens)
         if price:
-            into.provider_cost.labels(provider, model).inc(price)
+            counted.cost.inc(price)
         if span is not None:
             span.set_attribute("gen_ai.usage.input_tokens", reply.input_tokens or 0)
             span.set_attribute("gen_ai.usage.output_tokens", reply.output_tokens or 0)
             if price is not None:
                 span.set_attribute("assay.cost_usd", price)
         return reply
+
+
+def _attributes(config: TargetConfig) -> dict[str, Any]:
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": config.provider,
+        "gen_ai.request.model": config.model,
+        "server.address": urlsplit(config.base_url).hostname if config.base_url else None,
+        **(call_owner.get() or {}),
+    }
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """One model's labelled series, looked up once: a label lookup per series and call costs
+    more than the call's own counting."""
+
+    provider: str
+    model: str
+    ok: Any
+    duration: Any
+    input_tokens: Any
+    output_tokens: Any
+    cost: Any
+
+
+@functools.lru_cache(maxsize=256)
+def _counted(into: Metrics, provider: str, model: str) -> _Counted:
+    return _Counted(
+        provider,
+        model,
+        into.provider_calls.labels(provider, model, "ok"),
+        into.provider_duration.labels(provider, model),
+        into.provider_tokens.labels(provider, model, "input"),
+        into.provider_tokens.labels(provider, model, "output"),
+        into.provider_cost.labels(provider, model),
+    )
 
 
 class DeltaSink:

@@ -4,6 +4,7 @@ metric, and return the result row with its evaluation rows (written later, in ba
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -43,6 +44,8 @@ async def run_case(
     """`source`: a rescore's stored result of this case, whose output (and trajectory) is
     scored again. `on_event`: where an agent's completed steps go, as they complete."""
     result = _new_result(run, case, repetition)
+    if not tracing.enabled():  # the owner is read only as the attributes of spans
+        return await _run_case(ctx, run, plan, case, repetition, result, source, on_event)
     owner = {"assay.run_id": str(run.id), "assay.result_id": str(result["id"])}
     token = call_owner.set(owner)
     try:
@@ -79,7 +82,8 @@ async def _run_case(
     result["input"] = _sent(request)
     if case.case.get("conversation") is not None:
         result["input"]["conversation"] = case.case["conversation"]
-    live = delta_sink(run.id, events.delta_target(case.position, repetition))
+    streams = plan.target is not None and plan.target.stream  # nothing to hand on otherwise
+    live = delta_sink(run.id, events.delta_target(case.position, repetition)) if streams else None
     trajectory = None
     try:
         if source is not None:
@@ -268,7 +272,7 @@ def _evaluation_rows(run: Run, scored: list[tuple[MetricSpec, Verdict]]) -> list
             "id": new_id(),
             "organization_id": run.organization_id,
             "run_id": run.id,
-            "metric_id": uuid.UUID(spec.id) if spec.id else None,
+            "metric_id": _metric_id(spec.id) if spec.id else None,
             "metric_name": spec.name,
             "metric_type": spec.type,
             "score": verdict.score,
@@ -281,6 +285,12 @@ def _evaluation_rows(run: Run, scored: list[tuple[MetricSpec, Verdict]]) -> list
         }
         for spec, verdict in scored
     ]
+
+
+@functools.lru_cache(maxsize=1024)
+def _metric_id(text: str) -> uuid.UUID:
+    """A frozen metric's id, parsed once (every case of a run names the same few)."""
+    return uuid.UUID(text)
 
 
 def _settled(result: Row, evaluations: list[Row]) -> Row:

@@ -17,7 +17,10 @@ from database.results.models import TERMINAL, Run
 log = structlog.get_logger(__name__)
 
 FLUSH_SECONDS = 0.25
-FLUSH_ROWS = 100
+# A batch's transaction costs about the same for 100 rows as for 500 (the run's row lock, its
+# counts, the events' sequence): at a fast provider's pace, larger batches spend a tenth less
+# CPU per case. A slower pace is written every FLUSH_SECONDS whatever the size.
+FLUSH_ROWS = 500
 
 Batch = list[tuple[dict[str, Any], list[dict[str, Any]]]]
 

@@ -4,6 +4,7 @@ what they cost against the run's budget), each chunk's close, and the end."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,20 +44,18 @@ async def record_batch(session: AsyncSession, run: Run, batch: Batch) -> bool:
     spending. True when the batch spent the rest of the run's budget: the run has stopped."""
     inserted = await crud.insert_results(session, [result for result, _ in batch])
     written = [(result, evaluations) for result, evaluations in batch if result["id"] in inserted]
-    await evaluation_crud.insert_evaluations(
-        session,
-        [
-            {**evaluation, "result_id": result["id"]}
-            for result, evaluations in written
-            for evaluation in evaluations
-        ],
-    )
+    rows = []
+    for result, evaluations in written:
+        for evaluation in evaluations:  # the batch's own rows: named in place, not copied
+            evaluation["result_id"] = result["id"]
+            rows.append(evaluation)
+    await evaluation_crud.insert_evaluations(session, rows)
     if written:
         on_commit(session, lambda: _count_cases(written))
         await events.record_progress(
             session,
             run,
-            [events.result_recorded(result, evaluations) for result, evaluations in written],
+            [events.result_reference(result["id"]) for result, _ in written],
         )
     cost = spending(written)
     if not cost:
@@ -78,8 +77,10 @@ async def record_batch(session: AsyncSession, run: Run, batch: Batch) -> bool:
 
 def _count_cases(written: Batch) -> None:
     cases = metrics().cases
-    for result, _ in written:
-        cases.labels(result.get("status") or "unknown").inc()
+    for status, count in Counter(
+        result.get("status") or "unknown" for result, _ in written
+    ).items():
+        cases.labels(status).inc(count)
 
 
 async def record_unwritten(session: AsyncSession, run: Run, batch: Batch) -> None:
