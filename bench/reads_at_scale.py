@@ -5,7 +5,8 @@ under 1 s, a results page at any depth under 100 ms).
 The results and evaluations are written straight into the database (bench.compare_runs'
 evaluations); every case carries a behavior, category and topic, so the summary's slices have
 work to do. Baselines, measured alongside: one plain SQL pass over the rows each endpoint reads,
-and the first page of results (what any later page should cost)."""
+and the first page of results (what any later page should cost); and where compare's time
+goes: its SQL reads alone, and the paired bootstrap alone over as many cases."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import numpy as np
 from sqlalchemy import text
 
 from bench.compare_runs import _EVALUATIONS, _FINISH
@@ -24,6 +26,9 @@ from bench.export_stream import _analyze
 from bench.harness import StolenTime, bench_app
 from database import embedded
 from database.core import Tenant, get_database
+from database.results.crud import pairing
+from database.results.models import Run
+from utils import statistics as stats
 
 CASES = 100_000
 PAGE = 100
@@ -115,6 +120,38 @@ async def _run(client: httpx.AsyncClient, setup: dict[str, Any], pass_share: flo
     return str(run_id)
 
 
+def _pairing_reads(
+    organization: uuid.UUID, ids: dict[str, uuid.UUID]
+) -> Callable[[], Awaitable[None]]:
+    """What the comparison reads of the two runs, as it reads it (SQL, then columns)."""
+
+    async def call() -> None:
+        async with get_database().transaction(Tenant(organization)) as session:
+            candidate, baseline = await session.get(Run, ids["a"]), await session.get(Run, ids["b"])
+            assert candidate is not None and baseline is not None
+            async with pairing.whole_run_plans(session):
+                await pairing.paired_cases(session, baseline, candidate)
+                await pairing.paired_metrics(session, baseline, candidate)
+
+    return call
+
+
+def _bootstrap(*, means: bool) -> Callable[[], Awaitable[None]]:
+    """The comparison's resampling of CASES cases with nothing else: five mean intervals
+    (the pass rate, the metrics', cost, tokens), or the latency quantiles' intervals."""
+    rng = np.random.default_rng(0)
+    columns, latency = rng.random((CASES, 5)), rng.random((2, CASES)) * 100
+
+    async def call() -> None:
+        bootstrap = stats.PairedBootstrap(CASES, seed=1)
+        if means:
+            bootstrap.mean_intervals(columns)
+        else:
+            bootstrap.quantile_delta_intervals(latency[0], latency[1], (0.5, 0.95))
+
+    return call
+
+
 async def _median(call: Callable[[], Awaitable[object]]) -> tuple[float, float, float]:
     """(median, fastest, slowest) seconds of REPEATS calls, after one warm-up."""
     await call()
@@ -161,6 +198,9 @@ async def run() -> None:
             figures["summary floor"] = await _median(sql(_SUMMARY_FLOOR, a=ids["a"]))
             figures["compare"] = await _median(lambda: get("/compare", baseline=baseline))
             figures["compare floor"] = await _median(sql(_COMPARE_FLOOR, **ids))
+            figures["compare reads"] = await _median(_pairing_reads(organization, ids))
+            figures["bootstrap means"] = await _median(_bootstrap(means=True))
+            figures["bootstrap quantiles"] = await _median(_bootstrap(means=False))
             figures["page floor"] = await _median(sql(_PAGE_FLOOR, a=ids["a"], limit=PAGE))
             for depth in DEPTHS:
                 page = functools.partial(get, "/results", limit=PAGE, offset=depth)
@@ -182,6 +222,13 @@ async def run() -> None:
             f" one SQL pass over its rows {_ms(figures[floor])},"
             f" {figures[name][0] / figures[floor][0]:.1f}x it"
         )
+    print(
+        f"    where compare's time goes: its SQL reads, decoded to columns,"
+        f" {_ms(figures['compare reads'])}; the paired bootstrap alone (2,000 resamples of"
+        f" {CASES:,} cases, the same draws the response's intervals need):"
+        f" 5 mean intervals {_ms(figures['bootstrap means'])}, the latency quantiles'"
+        f" {_ms(figures['bootstrap quantiles'])} (in a thread of their own)"
+    )
     print(f"  results page floor, the first {PAGE} rows in plain SQL: {_ms(figures['page floor'])}")
     for name, value in figures.items():
         if name.startswith(("offset", "cursor")):

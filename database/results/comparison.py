@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from database.results.crud import pairing
 from database.results.crud.pairing import PairedCase
 from database.results.models import Run
 from database.results.schemas import (
+    CaseCounts,
     Comparison,
     Method,
     MetricComparison,
@@ -31,7 +33,7 @@ from database.results.verdicts import ALPHA, Pending, paired_test, tested
 from utils import statistics as stats
 from utils.errors import InvalidInput
 
-SLICE_FIELDS = ("behavior", "category", "topic")
+SLICE_FIELDS = pairing.SLICES  # behavior, category, topic
 MAX_SLICES = 50  # values per field, the most common first
 FLIPS_RULE = (
     "A case passes when at least half of its scored repetitions pass; a flip is a case that "
@@ -81,28 +83,31 @@ async def compare(
 ) -> Comparison:
     async with pairing.whole_run_plans(session):
         cases = await pairing.paired_cases(session, baseline, candidate)
-        usable = _usable(cases, options)
+        both = cases.baseline.present & cases.candidate.present
+        if not both.any():
+            raise InvalidInput(
+                f"the runs have no case in common: this run has "
+                f"{int(cases.candidate.present.sum())} case(s), the baseline "
+                f"{int(cases.baseline.present.sum())}",
+                field="baseline",
+            )
+        usable = np.flatnonzero(both & (options.include_changed | ~cases.changed))
         seed = stats.seed_for(str(baseline.id), str(candidate.id))
-        # The latency quantiles take the longest of the statistics: they are computed (in a
-        # thread) while the metrics are read.
+        # The latency quantiles' bootstrap costs about as much as all the other intervals
+        # together: it runs in a thread of its own while the metrics are read and analysed.
         latency = asyncio.create_task(
-            asyncio.to_thread(changes.latency_deltas, *changes.figures(usable, "latency"), seed)
+            asyncio.to_thread(changes.latency_deltas, *_figure(cases, usable, "latency"), seed)
         )
         try:
             metrics = await pairing.paired_metrics(session, baseline, candidate)
+            analysed, moved = await asyncio.to_thread(
+                _analyse, cases, usable, metrics, seed, options
+            )
         finally:
             p50, p95 = await latency
-    if not any(c.baseline is not None and c.candidate is not None for c in cases):
-        raise InvalidInput(
-            f"the runs have no case in common: this run has "
-            f"{sum(c.candidate is not None for c in cases)} case(s), the baseline "
-            f"{sum(c.baseline is not None for c in cases)}",
-            field="baseline",
-        )
-    # The statistics take a few hundred milliseconds for a large run: off the event loop.
-    analysed, rated = await asyncio.to_thread(_analyse, cases, usable, metrics, seed, options)
+    # Only a case whose pass share moved can have flipped: the others need no object.
     flips = await changes.flips(
-        session, baseline, candidate, rated, options.flips_limit, options.flips_offset
+        session, baseline, candidate, moved, options.flips_limit, options.flips_offset
     )
     return Comparison(
         run_id=candidate.id,
@@ -114,29 +119,47 @@ async def compare(
     )
 
 
-def _usable(cases: Sequence[PairedCase], options: CompareOptions) -> list[PairedCase]:
-    """The cases both runs have, those whose test changed left out unless asked for."""
-    return [
-        c
-        for c in cases
-        if c.baseline is not None
-        and c.candidate is not None
-        and (options.include_changed or not c.changed)
-    ]
+def _figure(
+    cases: pairing.PairedColumns, usable: np.ndarray, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A per-case figure (cost, tokens, latency) of both sides, of the usable cases where both
+    have it."""
+    a, b = getattr(cases.baseline, name)[usable], getattr(cases.candidate, name)[usable]
+    found = ~(np.isnan(a) | np.isnan(b))
+    return a[found], b[found]
+
+
+def _case_counts(
+    cases: pairing.PairedColumns, usable: np.ndarray, rated: np.ndarray, include_changed: bool
+) -> CaseCounts:
+    def listed(where: np.ndarray) -> list[uuid.UUID | None]:
+        return [cases.test_id(i) for i in np.flatnonzero(where)[: changes.LISTED]]
+
+    return CaseCounts(
+        paired=len(rated),
+        changed=int(cases.changed.sum()),
+        changed_included=include_changed,
+        only_in_run=int((~cases.baseline.present).sum()),
+        only_in_baseline=int((~cases.candidate.present).sum()),
+        unrated=len(usable) - len(rated),
+        only_in_run_test_ids=listed(~cases.baseline.present),
+        only_in_baseline_test_ids=listed(~cases.candidate.present),
+        changed_test_ids=listed(cases.changed),
+    )
 
 
 def _analyse(
-    cases: list[PairedCase],
-    usable: list[PairedCase],
+    cases: pairing.PairedColumns,
+    usable: np.ndarray,
     metric_pairs: dict[str, pairing.MetricPairs],
     seed: int,
     options: CompareOptions,
 ) -> tuple[dict[str, Any], list[PairedCase]]:
-    """Everything of the comparison but latency and the flips' outputs."""
-    changed = [c for c in cases if c.changed]
-    rated = [
-        c for c in usable if c.share("baseline") is not None and c.share("candidate") is not None
-    ]
+    """Everything of the comparison but latency and the flips' outputs; and the rated cases
+    whose pass share moved (those that may have flipped), in order."""
+    shares = (cases.baseline.share, cases.candidate.share)
+    rated = usable[~(np.isnan(shares[0][usable]) | np.isnan(shares[1][usable]))]
+    rated_shares = (shares[0][rated], shares[1][rated])
     intervals = _Intervals(seed)
     pending: list[Pending] = []
 
@@ -148,12 +171,10 @@ def _analyse(
         pending.append(Pending(label, family, graded, a, b, slot, test, p))
         return len(pending) - 1
 
-    overall = add(
-        "pass rate", False, _shares(rated, "baseline"), _shares(rated, "candidate"), PRIMARY
-    )
-    metric_slots = _add_metrics(add, rated, metric_pairs)
-    slice_slots = _add_slices(add, rated)
-    figures = {name: changes.figures(usable, name) for name in ("cost", "tokens")}
+    overall = add("pass rate", False, *rated_shares, PRIMARY)
+    metric_slots = _add_metrics(add, cases, rated, metric_pairs)
+    slice_slots = _add_slices(add, cases, rated, rated_shares)
+    figures = {name: _figure(cases, usable, name) for name in ("cost", "tokens")}
     figure_slots = {name: intervals.add(b - a) for name, (a, b) in figures.items()}
     bounds = intervals.compute()
     adjusted, family_sizes = _holm_by_family(pending)
@@ -164,7 +185,7 @@ def _analyse(
     analysed = dict(
         verdict=head.verdict,
         reason=head.reason,
-        cases=changes.case_counts(cases, changed, usable, rated, options.include_changed),
+        cases=_case_counts(cases, usable, rated, options.include_changed),
         overall=head,
         metrics=[
             MetricComparison(
@@ -192,7 +213,8 @@ def _analyse(
             flips=FLIPS_RULE,
         ),
     )
-    return analysed, rated
+    moved = rated[rated_shares[0] != rated_shares[1]]
+    return analysed, cases.cases(moved)
 
 
 # --- what is compared -----------------------------------------------------------------------
@@ -225,50 +247,67 @@ def _holm_by_family(pending: Sequence[Pending]) -> tuple[list[float], dict[str, 
     return adjusted, sizes
 
 
-def _shares(cases: Sequence[PairedCase], side: str) -> np.ndarray:
-    return np.array([c.share(side) for c in cases], dtype=float)
+def _case_of_position(side: pairing.SideColumns, rated: np.ndarray) -> np.ndarray:
+    """Each of one run's positions' index among the rated cases (-1: not rated)."""
+    positions = side.position[rated]
+    found = np.full(int(side.position.max(initial=-1)) + 1, -1, dtype=np.int64)
+    found[positions] = np.arange(len(rated))
+    return found
 
 
 def _add_metrics(
-    add: Add, cases: Sequence[PairedCase], metrics: dict[str, pairing.MetricPairs]
+    add: Add,
+    cases: pairing.PairedColumns,
+    rated: np.ndarray,
+    metrics: dict[str, pairing.MetricPairs],
 ) -> list[tuple[str, str | None, int, int | None]]:
     """The metrics both runs have, in name order: pass shares (primary), and scores when
     graded (exploratory)."""
-    order = {case.key: i for i, case in enumerate(cases)}
+    lookups = (
+        _case_of_position(cases.baseline, rated),
+        _case_of_position(cases.candidate, rated),
+    )
     slots = []
     for name in sorted(metrics):
         pairs = metrics[name]
         if pairs.baseline is None or pairs.candidate is None:
             continue
         sides = (pairs.baseline, pairs.candidate)
-        rates = [side.column(order, len(cases), graded=False) for side in sides]
+        rates = [
+            side.column(lookup, len(rated), graded=False)
+            for side, lookup in zip(sides, lookups, strict=True)
+        ]
         rate = add(f"{name} pass rate", False, rates[0], rates[1], PRIMARY)
         score = None
         if not all(side.binary for side in sides):
-            scores = [side.column(order, len(cases), graded=True) for side in sides]
+            scores = [
+                side.column(lookup, len(rated), graded=True)
+                for side, lookup in zip(sides, lookups, strict=True)
+            ]
             score = add(f"{name} mean score", True, scores[0], scores[1], EXPLORATORY)
         slots.append((name, pairs.type, rate, score))
     return slots
 
 
-def _add_slices(add: Add, cases: Sequence[PairedCase]) -> list[tuple[str, str | None, int]]:
+def _add_slices(
+    add: Add,
+    cases: pairing.PairedColumns,
+    rated: np.ndarray,
+    shares: tuple[np.ndarray, np.ndarray],
+) -> list[tuple[str, str | None, int]]:
     """The pass rate per behavior, category and topic (exploratory); a field with one value
     for every case says nothing the overall pass rate does not."""
     slots = []
     for field in SLICE_FIELDS:
-        groups: dict[str | None, list[PairedCase]] = {}
-        for case in cases:
-            groups.setdefault(getattr(case, field), []).append(case)
+        values = cases.slices[field]
+        groups: dict[str | None, list[int]] = {}
+        for i, case in enumerate(rated.tolist()):
+            groups.setdefault(values[case], []).append(i)
         if len(groups) < 2:
             continue
         for value in sorted(groups, key=lambda v: (-len(groups[v]), v or ""))[:MAX_SLICES]:
-            members = groups[value]
-            slot = add(
-                f"{field} {value!r} pass rate",
-                False,
-                _shares(members, "baseline"),
-                _shares(members, "candidate"),
-                EXPLORATORY,
-            )
+            members = np.array(groups[value], dtype=np.int64)
+            label = f"{field} {value!r} pass rate"
+            slot = add(label, False, shares[0][members], shares[1][members], EXPLORATORY)
             slots.append((field, value, slot))
     return slots

@@ -1,8 +1,10 @@
 """Two runs' cases side by side, paired in SQL: per case (a test, whatever its position in
-either pinned version), each run's repetitions aggregated next to the data, joined by test.
+either pinned version), each run's repetitions aggregated next to the data, joined by test, and
+read back as columns (one array per figure: a row per case would cost seconds at 100,000 cases).
 
 A case's *key* is its test id; a result whose test was deleted keys by its position when both
-runs pinned the same version, and pairs with nothing otherwise."""
+runs pinned the same version, and pairs with nothing otherwise. Within one run a case is one
+position, so a run's per-case figures (its metrics') are matched to the cases by position."""
 
 from __future__ import annotations
 
@@ -16,8 +18,33 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.results.crud.case_columns import (
+    MetricPairs,
+    MetricSide,
+    PairedCase,
+    PairedColumns,
+    Side,
+    SideColumns,
+    floats,
+)
 from database.results.models import Run
 from utils.crud import local_settings
+
+# (The column types are this module's answers: importable from here.)
+__all__ = [
+    "OUTPUT_CHARS",
+    "MetricPairs",
+    "MetricSide",
+    "Output",
+    "PairedCase",
+    "PairedColumns",
+    "Side",
+    "SideColumns",
+    "flip_outputs",
+    "paired_cases",
+    "paired_metrics",
+    "whole_run_plans",
+]
 
 _KEY = (
     "coalesce(r.test_id::text, CASE WHEN :same_version THEN 'position:' || r.position"
@@ -27,42 +54,57 @@ _KEY = (
 # grouping by the integer position (faster than by the text key) groups by case.
 _GROUPED_KEY = _KEY.replace("r.test_id", "min(r.test_id::text)::uuid")
 
-_CASES = text(f"""
-WITH agg AS (
-    SELECT r.run_id, {_GROUPED_KEY} AS key, min(r.test_id::text) AS test_id, r.position,
+# Each side's figures, in the order the statistics resample the cases: by position (the
+# candidate's first), then key.
+_SIDE_COLUMNS = ("scored", "passed", "errored", "latency", "cost", "tokens", "position")
+
+
+def _side(run: str) -> str:
+    """One run's cases: its repetitions aggregated per position."""
+    return f"""
+    SELECT {_GROUPED_KEY} AS key, min(r.test_id::text) AS test_id, r.position,
            count(*) FILTER (WHERE r.status <> 'errored') AS scored,
            count(*) FILTER (WHERE r.status = 'passed') AS passed,
            count(*) FILTER (WHERE r.status = 'errored') AS errored,
            avg(r.latency_ms) FILTER (WHERE r.status <> 'errored') AS latency,
            avg(r.cost) FILTER (WHERE r.status <> 'errored') AS cost,
-           avg(coalesce(r.input_tokens, 0) + r.output_tokens)
-               FILTER (WHERE r.status <> 'errored') AS tokens
-    FROM results r WHERE r.run_id IN (:baseline, :candidate)
-    GROUP BY r.run_id, r.position
-), a AS (SELECT * FROM agg WHERE run_id = :baseline),
-   b AS (SELECT * FROM agg WHERE run_id = :candidate)
-SELECT coalesce(b.key, a.key), coalesce(b.test_id, a.test_id),
-       a.scored, a.passed, a.errored, b.scored, b.passed, b.errored,
-       a.latency, b.latency, a.cost, b.cost, a.tokens, b.tokens, a.position, b.position
-FROM a FULL JOIN b ON a.key = b.key
-ORDER BY coalesce(b.position, a.position), 1
+           (avg(coalesce(r.input_tokens, 0) + r.output_tokens)
+               FILTER (WHERE r.status <> 'errored'))::float8 AS tokens
+    FROM results r WHERE r.run_id = :{run} GROUP BY r.run_id, r.position"""
+
+
+_CASES = text(f"""
+WITH a AS ({_side("baseline")}), b AS ({_side("candidate")}),
+paired AS (
+    SELECT coalesce(b.key, a.key) AS key, coalesce(b.test_id, a.test_id) AS test_id,
+           {", ".join(f"a.{c} AS a_{c}, b.{c} AS b_{c}" for c in _SIDE_COLUMNS)},
+           coalesce(b.position, a.position) AS at
+    FROM a FULL JOIN b ON a.key = b.key
+)
+SELECT array_agg(key ORDER BY at, key), array_agg(test_id ORDER BY at, key),
+       {", ".join(f"array_agg(a_{c} ORDER BY at, key)" for c in _SIDE_COLUMNS)},
+       {", ".join(f"array_agg(b_{c} ORDER BY at, key)" for c in _SIDE_COLUMNS)}
+FROM paired
 """)
-# What a case is and how it is sliced, per pinned version (joined by position in Python: a
+# What a case is and how it is sliced, per pinned version (matched by position in numpy: a
 # planner misjudging the aggregates above would otherwise probe these row by row).
 # A test has changed when what it sends or expects did: labels, tags and metadata (where
-# recorded outputs live) do not count.
+# recorded outputs live) do not count; with one version on both sides nothing changed.
 _VERSION_CASES = text("""
-SELECT version_id, position, "case" ->> 'behavior', "case" ->> 'category', "case" ->> 'topic',
-       md5(jsonb_build_array("case" -> 'input', "case" -> 'messages', "case" -> 'variables',
-                             "case" -> 'expected_output', "case" -> 'context')::text)
+SELECT version_id, array_agg(position), array_agg("case" ->> 'behavior'),
+       array_agg("case" ->> 'category'), array_agg("case" ->> 'topic'),
+       array_agg(CASE WHEN :digest THEN md5(jsonb_build_array(
+           "case" -> 'input', "case" -> 'messages', "case" -> 'variables',
+           "case" -> 'expected_output', "case" -> 'context')::text) END)
 FROM test_set_version_cases WHERE version_id IN (:baseline_version, :candidate_version)
+GROUP BY version_id
 """)
 
-# Per metric and run, one row of columns: the cases' keys, and for each its scored and passing
-# evaluations, and mean score (arrays decode far faster than a row per case).
-_METRICS = text(f"""
+# Per metric and run, one row of columns: the cases' positions, and for each its scored and
+# passing evaluations, and mean score.
+_METRICS = text("""
 WITH per_case AS (
-    SELECT r.run_id = :candidate AS is_candidate, {_GROUPED_KEY} AS key,
+    SELECT r.run_id = :candidate AS is_candidate, r.position,
            e.metric_name, min(e.metric_type) AS metric_type,
            count(*) FILTER (WHERE e.error IS NULL) AS scored,
            count(*) FILTER (WHERE e.error IS NULL AND e.passed) AS passed,
@@ -72,7 +114,7 @@ WITH per_case AS (
     WHERE e.run_id IN (:baseline, :candidate) AND r.run_id IN (:baseline, :candidate)
     GROUP BY r.run_id, r.position, e.metric_name
 )
-SELECT is_candidate, metric_name, min(metric_type), array_agg(key), array_agg(scored),
+SELECT is_candidate, metric_name, min(metric_type), array_agg(position), array_agg(scored),
        array_agg(passed), array_agg(score), bool_and(is_binary)
 FROM per_case GROUP BY is_candidate, metric_name
 """)
@@ -95,74 +137,21 @@ OUTPUT_CHARS = 4000
 
 
 @asynccontextmanager
+async def _sorted_groups(session: AsyncSession) -> AsyncIterator[None]:
+    """Per-case groups aggregated in order (a run's rows come sorted by position from its
+    unique index) rather than hashed: hashing 100,000s of small groups costs two to three
+    times as much here, measured on runs of 100,000 results."""
+    async with local_settings(session, enable_hashagg="off"):
+        yield
+
+
+@asynccontextmanager
 async def whole_run_plans(session: AsyncSession) -> AsyncIterator[None]:
     """For reads that take whole runs, in this transaction only: hash joins and sorts in
     memory. A run is often compared as it ends (its gate), before the planner has statistics
     of its fresh rows, and would otherwise be probed row by row (seconds, not milliseconds)."""
     async with local_settings(session, enable_nestloop="off", work_mem="64MB"):
         yield
-
-
-@dataclass(frozen=True, slots=True)
-class Side:
-    """One run's repetitions of one case."""
-
-    scored: int
-    passed: int
-    errored: int
-    latency: float | None
-    cost: float | None
-    tokens: float | None
-
-    @property
-    def share(self) -> float | None:
-        return self.passed / self.scored if self.scored else None
-
-
-@dataclass(frozen=True, slots=True)
-class PairedCase:
-    key: str
-    test_id: uuid.UUID | None
-    baseline: Side | None
-    candidate: Side | None
-    behavior: str | None
-    category: str | None
-    topic: str | None
-    changed: bool
-
-    def share(self, side: str) -> float | None:
-        """The share of passing repetitions on one side ("baseline" or "candidate")."""
-        found: Side | None = getattr(self, side)
-        return found.share if found is not None else None
-
-
-@dataclass(frozen=True)
-class MetricSide:
-    """One metric's evaluations in one run, as columns over the cases it scored."""
-
-    keys: list[str]
-    scored: np.ndarray
-    passed: np.ndarray
-    score: np.ndarray  # NaN where nothing was scored
-    binary: bool  # every score 0 or 1
-
-    def column(self, order: dict[str, int], size: int, *, graded: bool) -> np.ndarray:
-        """Per case (in `order`), its mean score (graded) or share of passing evaluations;
-        NaN where the metric scored nothing."""
-        values = np.full(size, np.nan)
-        where = np.fromiter((order.get(key, -1) for key in self.keys), dtype=np.int64)
-        found = (where >= 0) & (self.scored > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            own = self.score if graded else self.passed / self.scored
-        values[where[found]] = own[found]
-        return values
-
-
-@dataclass
-class MetricPairs:
-    type: str | None
-    baseline: MetricSide | None = None
-    candidate: MetricSide | None = None
 
 
 def _params(baseline: Run, candidate: Run) -> dict[str, Any]:
@@ -173,68 +162,93 @@ def _params(baseline: Run, candidate: Run) -> dict[str, Any]:
     }
 
 
-def _side(
-    scored: int | None,
-    passed: int,
-    errored: int,
-    latency: Any,
-    cost: Any,
-    tokens: Any,
-) -> Side | None:
-    if scored is None:  # the run has no result of this case
-        return None
-    return Side(
-        scored=scored,
-        passed=passed,
-        errored=errored,
-        latency=float(latency) if latency is not None else None,
-        cost=float(cost) if cost is not None else None,
-        tokens=float(tokens) if tokens is not None else None,
-    )
+@dataclass(frozen=True)
+class _VersionCases:
+    """One pinned version's cases, found by position."""
+
+    index: np.ndarray  # position -> row, -1 where the version has no such position
+    slices: dict[str, list[str | None]]
+    digests: list[str | None]
+
+    @classmethod
+    def of(cls, row: Sequence[Any] | None) -> _VersionCases:
+        if row is None:
+            return cls(np.full(0, -1, dtype=np.int64), {field: [] for field in SLICES}, [])
+        positions = np.array(row[1], dtype=np.int64)
+        index = np.full(int(positions.max(initial=-1)) + 1, -1, dtype=np.int64)
+        index[positions] = np.arange(len(positions))
+        return cls(index, dict(zip(SLICES, row[2:5], strict=True)), list(row[5]))
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The row of each position (-1: none, or no position)."""
+        found = np.full(len(positions), -1, dtype=np.int64)
+        inside = (positions >= 0) & (positions < len(self.index))
+        found[inside] = self.index[positions[inside]]
+        return found
 
 
-async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> list[PairedCase]:
-    rows = (await session.execute(_CASES, _params(baseline, candidate))).all()
+SLICES = ("behavior", "category", "topic")
+
+
+async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> PairedColumns:
+    async with _sorted_groups(session):
+        row = (await session.execute(_CASES, _params(baseline, candidate))).one()
+    keys, test_ids = row[0] or [], row[1] or []
+    width = len(_SIDE_COLUMNS)
+    empty: list[Any] = []
+    sides = [
+        SideColumns.of([column or empty for column in row[start : start + width]])
+        for start in (2, 2 + width)
+    ]
+    same = baseline.test_set_version_id == candidate.test_set_version_id
     versions = await session.execute(
         _VERSION_CASES,
         {
             "baseline_version": baseline.test_set_version_id,
             "candidate_version": candidate.test_set_version_id,
+            "digest": not same,
         },
     )
-    described = {(row[0], row[1]): row[2:] for row in versions.all()}
-    cases = []
-    for row in rows:
-        before = described.get((baseline.test_set_version_id, row[14]))
-        after = described.get((candidate.test_set_version_id, row[15]))
-        behavior, category, topic, _ = after or before or (None, None, None, None)
-        cases.append(
-            PairedCase(
-                key=row[0],
-                test_id=uuid.UUID(row[1]) if row[1] else None,
-                baseline=_side(row[2], row[3], row[4], row[8], row[10], row[12]),
-                candidate=_side(row[5], row[6], row[7], row[9], row[11], row[13]),
-                behavior=behavior,
-                category=category,
-                topic=topic,
-                changed=before is not None and after is not None and before[3] != after[3],
-            )
-        )
-    return cases
+    found = {found[0]: found for found in versions.all()}
+    before = _VersionCases.of(found.get(baseline.test_set_version_id))
+    after = _VersionCases.of(found.get(candidate.test_set_version_id))
+    rows_before, rows_after = before.rows(sides[0].position), after.rows(sides[1].position)
+    slices: dict[str, list[str | None]] = {}
+    for field in SLICES:
+        own, other = after.slices[field], before.slices[field]
+        slices[field] = [
+            own[a] if a >= 0 else (other[b] if b >= 0 else None)
+            for a, b in zip(rows_after.tolist(), rows_before.tolist(), strict=True)
+        ]
+    changed = np.zeros(len(keys), dtype=bool)
+    if not same:
+        both = np.flatnonzero((rows_before >= 0) & (rows_after >= 0))
+        changed[both] = [
+            before.digests[rows_before[i]] != after.digests[rows_after[i]] for i in both
+        ]
+    return PairedColumns(
+        keys=list(keys),
+        test_ids=list(test_ids),
+        baseline=sides[0],
+        candidate=sides[1],
+        slices=slices,
+        changed=changed,
+    )
 
 
 async def paired_metrics(
     session: AsyncSession, baseline: Run, candidate: Run
 ) -> dict[str, MetricPairs]:
-    """Per metric name, each run's evaluations of its cases (by key)."""
-    rows = await session.execute(_METRICS, _params(baseline, candidate))
+    """Per metric name, each run's evaluations of its cases (by the run's position)."""
+    async with _sorted_groups(session):
+        rows = (await session.execute(_METRICS, _params(baseline, candidate))).all()
     metrics: dict[str, MetricPairs] = {}
-    for is_candidate, name, kind, keys, scored, passed, score, binary in rows.all():
+    for is_candidate, name, kind, positions, scored, passed, score, binary in rows:
         side = MetricSide(
-            keys=list(keys),
-            scored=np.array(scored, dtype=float),
-            passed=np.array(passed, dtype=float),
-            score=np.array(score, dtype=float),  # (None becomes NaN)
+            positions=np.array(positions, dtype=np.int64),
+            scored=floats(scored),
+            passed=floats(passed),
+            score=floats(score),
             binary=bool(binary),
         )
         pairs = metrics.setdefault(name, MetricPairs(type=kind))
