@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -48,6 +49,7 @@ def serve(
     """Start the database (embedded unless configured), migrate, and serve the API."""
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
+    raise_open_files_limit()
     config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
@@ -60,6 +62,16 @@ def serve(
         timeout_graceful_shutdown=30,
     )
     _Server(config).run()
+
+
+def raise_open_files_limit() -> None:
+    """Every live stream holds a socket: the soft limit on open files (often 1,024) is raised
+    to the hard one, which the operator sets (`ulimit -n`, the container's `nofile`)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65_536)
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):  # a platform's ceiling below `hard`
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 class _Server(uvicorn.Server):

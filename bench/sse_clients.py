@@ -82,6 +82,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, required=True, help="expected per stream")
     parser.add_argument("--grace", type=float, default=5.0)
     parser.add_argument("--parallel", type=int, default=100, help="connects in flight")
+    parser.add_argument("--connect-seconds", type=float, default=300.0, help="to be all live")
     args = parser.parse_args()
     raise_file_limit(args.count + 256)
     loop = asyncio.get_running_loop()
@@ -91,23 +92,43 @@ async def main() -> None:
     ).encode()
     ready = asyncio.Event()
     counter = [0]
-    streams: list[Stream] = []
     gate = asyncio.Semaphore(args.parallel)
 
-    async def connect() -> None:
+    async def connect(index: int) -> None:
         async with gate:
             stream = Stream(request, ready, counter, args.count)
-            streams.append(stream)
-            await loop.create_connection(lambda: stream, "127.0.0.1", args.port)
+            streams[index] = stream
+            try:
+                await loop.create_connection(lambda: stream, "127.0.0.1", args.port)
+            except OSError:
+                stream.closed = True
 
-    await asyncio.gather(*(connect() for _ in range(args.count)))
+    async def reconnect_refused() -> int:
+        """A connection closed before its stream answered is opened again, as an
+        EventSource would (a loaded server may refuse some of thousands of connects)."""
+        again = 0
+        while not ready.is_set():
+            await asyncio.sleep(1.0)
+            refused = [i for i, s in enumerate(streams) if s.closed and not s.live]
+            again += len(refused)
+            await asyncio.gather(*(connect(i) for i in refused))
+        return again
+
+    streams = [Stream(request, ready, counter, args.count) for _ in range(args.count)]
+    await asyncio.gather(*(connect(i) for i in range(args.count)))
+    reconnecting = asyncio.create_task(reconnect_refused())
     try:
-        await asyncio.wait_for(ready.wait(), 120)
+        await asyncio.wait_for(ready.wait(), args.connect_seconds)
     except TimeoutError:
         statuses = {s.status.decode(errors="replace") for s in streams if not s.live}
-        print(f"not ready: {counter[0]} of {args.count} live; others: {statuses}", flush=True)
+        refused = sum(1 for s in streams if s.closed and not s.live)
+        print(
+            f"not ready: {counter[0]} of {args.count} live; {refused} refused at the moment;"
+            f" others: {statuses}",
+            flush=True,
+        )
         sys.exit(1)
-    print(f"ready {counter[0]}", flush=True)
+    print(f"ready {counter[0]} (reconnected {await reconnecting})", flush=True)
 
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

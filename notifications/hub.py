@@ -2,8 +2,11 @@
 
 Per run with subscribers, the hub keeps the last seq it has delivered. A NOTIFY (or the
 periodic poll that covers lost ones, or a reconnect of the listener) makes it read the run's
-newer events once, for all its subscribers, and offer each to every subscriber's bounded
-buffer. A subscriber whose buffer is full is dropped: its stream ends and the client
+newer events once, for all its subscribers, and encode them once as one batch of SSE bytes.
+A stream that is live and idle (caught up, nothing buffered, no send in progress) gets the
+batch written there and then, from the hub's own loop: one write per stream per batch, with
+no task woken. Any other stream gets the batch's items in its bounded buffer, which its own
+task drains. A subscriber whose buffer is full is dropped: its stream ends and the client
 reconnects with Last-Event-ID, so a slow reader never slows the run or the other readers.
 The hub's clock also keeps every stream's heartbeat, lifetime and send timeout.
 """
@@ -15,7 +18,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +26,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Database, Tenant
+from notifications.frames import HEARTBEAT, Batch, Item, encode_delta, encode_event
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL
 from utils.metrics import metrics
@@ -50,30 +54,6 @@ class EventReader(Protocol):
     ) -> Awaitable[Sequence[StoredEvent]]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A stored event (seq > 0), a live delta (seq 0) or a heartbeat (seq -1), encoded once
-    for every subscriber."""
-
-    seq: int
-    type: str
-    encoded: bytes
-    # An event of a terminal type whose data says `"continues": true` does not end a stream:
-    # more of the same change follows (a gated run's verdict after its end).
-    continues: bool = False
-
-
-def encode_event(seq: int, kind: str, data: Any) -> Item:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    continues = isinstance(data, dict) and data.get("continues") is True
-    return Item(seq, kind, f"id: {seq}\nevent: {kind}\ndata: {body}\n\n".encode(), continues)
-
-
-def encode_delta(kind: str, data: Any) -> Item:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return Item(0, kind, f"event: {kind}\ndata: {body}\n\n".encode())
-
-
 class StreamEnd(Exception):
     """The stream must end: `reason` is a comment for the client, which then reconnects."""
 
@@ -86,7 +66,6 @@ TOO_SLOW = "too far behind; reconnect with Last-Event-ID"
 LIFETIME = "connection lifetime reached; reconnect with Last-Event-ID"
 SEND_TIMEOUT = "send timeout"
 SHUTDOWN = "the server is shutting down; reconnect with Last-Event-ID"
-HEARTBEAT = Item(-1, "heartbeat", b": ping\n\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +75,20 @@ class StreamLimits:
     max_lifetime_seconds: float
 
 
+# Writes a frame to the stream's client now, from outside the stream's task (see Subscriber).
+WriteNow = Callable[[bytes], None]
+
+
 class Subscriber:
     """One stream's buffer and clock. Small on purpose (thousands are open at once): a list
     and one future instead of a deque and an Event, and no timer of its own: the hub's clock
-    adds heartbeats, ends streams at their lifetime, and aborts sends that hang."""
+    adds heartbeats, ends streams at their lifetime, and aborts sends that hang.
+
+    Once its stream is live it sets `write_now` and `terminal`: while its task waits with
+    nothing buffered, what the hub delivers is written at once through `write_now` (a send
+    that would wait is handed back as `pending`, and the task finishes it). Batches with a
+    terminal event, and anything that does not follow `sent`, take the buffer: the task decides
+    there where the stream ends or fills a gap."""
 
     __slots__ = (
         "_waiter",
@@ -110,9 +99,13 @@ class Subscriber:
         "last_write",
         "limit",
         "limits",
+        "pending",
         "run_id",
         "sending_since",
+        "sent",
         "task",
+        "terminal",
+        "write_now",
     )
 
     def __init__(self, run_id: uuid.UUID, limit: int, limits: StreamLimits) -> None:
@@ -128,10 +121,49 @@ class Subscriber:
         self.sending_since = 0.0
         self.task: asyncio.Task[Any] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self.sent = 0  # the last stored seq the stream has sent (kept by the stream)
+        self.write_now: WriteNow | None = None
+        self.terminal: frozenset[str] = frozenset()
+        self.pending: Any = None  # a send begun by write_now that has to wait
+
+    def _idle(self) -> bool:
+        """The stream's task is parked waiting for items, with none buffered and no send
+        in progress: the hub may write for it."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and self.pending is None
+
+    def deliver(self, batch: Batch, now: float) -> bool:
+        """Writes the batch if the stream is idle and at `batch.after`, else buffers its items;
+        False if the subscriber has ended (or is dropped now)."""
+        if self.ending is not None:
+            return False
+        write = self.write_now
+        if (
+            write is not None
+            and self.sent == batch.after
+            and self._idle()
+            and self.terminal.isdisjoint(batch.kinds)
+            and len(batch.items) <= self.limit  # more than it may hold drops it, as buffered
+        ):
+            self.sent = batch.last
+            self.last_write = now
+            write(batch.frame)
+            return True
+        return all(self.offer(item) for item in batch.items)
+
+    def hand_over(self, pending: Any) -> None:
+        """A send begun outside the task has to wait (the client reads slowly): the task
+        finishes it before anything else."""
+        self.pending = pending
+        self._wake()
 
     def offer(self, item: Item) -> bool:
         if self.ending is not None:
             return False
+        write = self.write_now
+        if item.seq == -1 and write is not None and self._idle():
+            write(item.encoded)  # a heartbeat: no seq to keep
+            return True
         if len(self.items) >= self.limit:
             self.end(TOO_SLOW)
             metrics().sse_dropped.inc()
@@ -147,8 +179,9 @@ class Subscriber:
         self._wake()
 
     async def next_batch(self) -> list[Item]:
-        """Everything buffered (waiting for something if nothing is); StreamEnd once ended."""
-        while not self.items:
+        """Everything buffered (waiting for something if nothing is, and no `pending` send is
+        handed over); StreamEnd once ended."""
+        while not self.items and self.pending is None:
             if self.ending is not None:
                 raise StreamEnd(self.ending)
             self._waiter = asyncio.get_running_loop().create_future()
@@ -289,7 +322,7 @@ class Hub:
         for delta in message.get("events", ()):
             kind = delta.pop("type", None)
             if isinstance(kind, str):
-                self._offer(feed, encode_delta(kind, delta))
+                self._deliver(feed, Batch.of_delta(encode_delta(kind, delta), feed.last_seq))
 
     def _catch_up(self) -> None:
         for run_id, feed in list(self._feeds.items()):
@@ -326,9 +359,10 @@ class Hub:
                 feed.again = False
                 async with self.database.transaction(Tenant(feed.organization_id)) as session:
                     rows = await self.read_events(session, run_id, feed.last_seq, limit=FETCH_LIMIT)
-                for row in rows:
-                    feed.last_seq = row.seq
-                    self._offer(feed, encode_event(row.seq, row.type, row.data))
+                if rows:
+                    batch = Batch.of_events([encode_event(r.seq, r.type, r.data) for r in rows])
+                    feed.last_seq = batch.last
+                    self._deliver(feed, batch)
                 if len(rows) < FETCH_LIMIT and not feed.again:
                     break
         except Exception as exc:  # the next notification or poll tries again
@@ -338,9 +372,10 @@ class Hub:
             if not feed.subscribers and self._feeds.get(run_id) is feed:
                 del self._feeds[run_id]
 
-    def _offer(self, feed: _Feed, item: Item) -> None:
+    def _deliver(self, feed: _Feed, batch: Batch) -> None:
         # An ended subscriber stays in the feed until its stream unsubscribes: the clock must
         # still see it (a send that hangs is only given up by the clock).
+        now = time.monotonic()
         for subscriber in feed.subscribers:
-            if subscriber.ending is None and not subscriber.offer(item):
+            if subscriber.ending is None and not subscriber.deliver(batch, now):
                 log.info("slow stream subscriber dropped", run_id=str(subscriber.run_id))

@@ -9,6 +9,12 @@ open, its four tasks and a cancel scope per send per stream cost more memory and
 events themselves (measured by `make bench`). Here a stream is its request task plus one task
 that notices the client leaving; heartbeats, the lifetime and the send timeout come from the
 hub's one clock, and whatever is buffered goes out in one write.
+
+Once live, the stream lets the hub write for it (`Subscriber.write_now`): with thousands of
+streams, waking each one's task for every event cost more than the write itself. The hub's
+loop starts the ASGI send; the server takes the bytes without waiting unless the client is
+not reading (its flow control paused the transport), and only then is the rest of that send
+handed back to the stream's task. The send still goes through every middleware, as any send.
 """
 
 from __future__ import annotations
@@ -16,21 +22,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from database.core import Database, Tenant
-from notifications.hub import (
-    SEND_TIMEOUT,
-    Hub,
-    Item,
-    StreamEnd,
-    StreamLimits,
-    Subscriber,
-    encode_event,
-)
+from notifications.frames import Item, delta_frame, encode_event
+from notifications.hub import SEND_TIMEOUT, Hub, StreamEnd, StreamLimits, Subscriber
 
 REPLAY_PAGE = 500
 HEADERS = [
@@ -77,6 +77,9 @@ class EventStream(Response):
             self.run_id, self.organization_id, self.committed, self.limits
         )
         subscriber.task = asyncio.current_task()
+        subscriber.terminal = self.terminal
+        self._subscriber = subscriber
+        self._send = send
         watcher = asyncio.create_task(_watch_for_disconnect(receive, subscriber))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -93,6 +96,10 @@ class EventStream(Response):
         except OSError:
             pass  # the client went away mid-write
         finally:
+            subscriber.write_now = None
+            if subscriber.pending is not None:  # begun by the hub, never finished
+                subscriber.pending[0].close()
+                subscriber.pending = None
             watcher.cancel()
             self.hub.unsubscribe(subscriber)
 
@@ -105,19 +112,24 @@ class EventStream(Response):
                 sent = page[-1].seq
                 if self._ends(page[-1]) and sent >= subscriber.known:
                     return  # (a run given more repetitions has events after its first end)
+        subscriber.sent = sent
+        subscriber.write_now = self._write_now
         while True:
             try:
                 batch = await subscriber.next_batch()
             except StreamEnd as end:  # the client is to come back: say when, and why
                 yield f"retry: {self.retry_ms}\n: {end.reason}\n\n".encode()
                 return
+            if subscriber.pending is not None:
+                await self._finish_send(subscriber)
+            sent = subscriber.sent  # the hub may have written for the stream meanwhile
             parts: list[bytes] = []
             ended = False  # the last stored event of the batch is terminal
             for item in batch:
                 if item.seq == -1:  # heartbeat
                     parts.append(item.encoded)
-                elif item.seq == 0:  # a live delta: it carries the id of the last stored event
-                    parts.append(f"id: {sent}\n".encode() + item.encoded)
+                elif item.seq == 0:
+                    parts.append(delta_frame(item, sent))
                 elif item.seq > sent:
                     if item.seq > sent + 1:  # defensive: fill any hole from the table
                         async for page in self._replay(sent, item.seq):
@@ -126,10 +138,46 @@ class EventStream(Response):
                     parts.append(item.encoded)
                     sent = item.seq
                     ended = self._ends(item)
+            subscriber.sent = sent
             if parts:
                 yield b"".join(parts)
             if ended:
                 return
+
+    def _write_now(self, frame: bytes) -> None:
+        """Called from the hub's loop, outside this stream's task, while the task waits."""
+        subscriber = self._subscriber
+        message = {"type": "http.response.body", "body": frame, "more_body": True}
+        sending = self._send(message).__await__()  # stepped by hand, as a task would
+        try:
+            waiting = sending.send(None)
+        except StopIteration:
+            return  # written: the usual case
+        except Exception:  # the connection is unusable: the task ends the stream
+            subscriber.end("disconnected")
+            return
+        subscriber.sending_since = time.monotonic()
+        subscriber.hand_over((sending, waiting))
+
+    async def _finish_send(self, subscriber: Subscriber) -> None:
+        """Drives a send the hub began to its end, in this task (where the send timeout can
+        cancel it): what it waits on is awaited here, then it resumes."""
+        sending: Generator[Any, None, None]
+        sending, waiting = subscriber.pending
+        subscriber.pending = None
+        try:
+            while True:
+                if waiting is None:  # a bare yield: let the loop run once
+                    await asyncio.sleep(0)
+                else:  # a future, already marked as awaited: wait for it, not on it
+                    await asyncio.wait([waiting])
+                waiting = sending.send(None)
+        except StopIteration:
+            pass
+        finally:
+            sending.close()
+        subscriber.last_write = time.monotonic()
+        subscriber.sending_since = 0.0
 
     def _ends(self, item: Item) -> bool:
         return item.type in self.terminal and not item.continues

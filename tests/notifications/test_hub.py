@@ -15,7 +15,8 @@ import pytest
 
 from database.core import asyncpg_connect_args
 from database.results import events as run_events
-from notifications.hub import TOO_SLOW, Hub, Item, StreamEnd, StreamLimits, Subscriber
+from notifications.frames import Item
+from notifications.hub import TOO_SLOW, Hub, StreamEnd, StreamLimits, Subscriber
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL, Publisher
 from tests.fakes.openai_server import FakeOpenAI

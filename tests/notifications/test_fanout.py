@@ -1,0 +1,179 @@
+"""The hub writes for live streams itself: an idle stream's task is not woken per event, a
+send the client cannot take yet is handed back to the stream's task, and every stream still
+gets every event once, in order, with its end."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from database.core import Tenant
+from database.results import crud as results_crud
+from database.results.events import RESULT_RECORDED, TERMINAL_EVENTS
+from notifications.frames import encode_event
+from notifications.hub import Hub, StreamLimits
+from notifications.listener import Listener
+from tests.fakes.openai_server import FakeOpenAI
+from tests.notifications.conftest import Event, Live, read_events
+
+LIMITS = StreamLimits(heartbeat_seconds=600, send_timeout_seconds=600, max_lifetime_seconds=600)
+
+
+@pytest.fixture
+async def own_hub(live: Live, committed_database, database_urls) -> AsyncIterator[Hub]:
+    """A hub of the test's own, on its own LISTEN connection (the live fixture publishes)."""
+    listener = Listener(database_urls.runtime, reconnect_seconds=0.2)
+    hub = Hub(committed_database, listener, read_events=results_crud.events_after, poll_seconds=0.3)
+    await hub.start()
+    await listener.start()
+    try:
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        yield hub
+    finally:
+        await listener.stop()
+        await hub.stop()
+
+
+async def test_an_idle_stream_is_written_by_the_hub_and_woken_only_for_its_end(
+    live: Live, own_hub: Hub, committed_database
+) -> None:
+    with FakeOpenAI(require_api_key="sk-test", latency=0.1) as fake:
+        target = await live.openai_model(fake)
+        test_set = await live.test_set([{"input": f"q{i}"} for i in range(8)])
+        run = await live.run(test_set, target, metric_ids=[await live.any_answer()], concurrency=2)
+        run_id = uuid.UUID(run["id"])
+        org = live.account.organization_id
+        written: list[list[bytes]] = [[], []]
+        subscribers = [own_hub.subscribe(run_id, org, 0, LIMITS) for _ in written]
+        for subscriber, frames in zip(subscribers, written, strict=True):
+            subscriber.terminal = TERMINAL_EVENTS
+            subscriber.write_now = frames.append  # stands for the stream's ASGI send
+        # Each stream's task waits for items, as a live stream's does.
+        woken = [asyncio.create_task(subscriber.next_batch()) for subscriber in subscribers]
+        await asyncio.sleep(0)
+        await live.wait(run["id"])
+        async with asyncio.timeout(30):
+            first_batches = await asyncio.gather(*woken)
+
+    async with committed_database.transaction(Tenant(org)) as session:
+        rows = await results_crud.events_after(session, run_id, 0, limit=1000)
+    everything = b"".join(encode_event(row.seq, row.type, row.data).encoded for row in rows)
+    assert rows[-1].type == "run.finished"
+    for subscriber, frames, batch in zip(subscribers, written, first_batches, strict=True):
+        assert frames, "the hub wrote nothing itself"
+        # What the hub wrote, then the one batch that woke the task (the end), is the log.
+        assert b"".join(frames) + b"".join(item.encoded for item in batch) == everything
+        assert batch[-1].type == "run.finished"
+        assert subscriber.sent == rows[-1].seq - len(batch)
+        assert subscriber.items == []
+        own_hub.unsubscribe(subscriber)
+    assert written[0] == written[1]  # the same frames, encoded once for both
+
+
+def _stalled_socket(port: int) -> socket.socket:
+    """A client socket whose receive window is tiny: the server's writes back up soon."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    return sock
+
+
+async def _write_events(live: Live, database, run_id: uuid.UUID, count: int, size: int) -> None:
+    """One event per commit, a little apart: the hub reads them a few at a time, so each
+    reaches an idle stream as a write of the hub's own."""
+    org = live.account.organization_id
+    for position in range(count):
+        event = (RESULT_RECORDED, {"position": position, "output": "x" * size})
+        async with database.transaction(Tenant(org)) as session:
+            await results_crud.record_events(
+                session, run_id=run_id, organization_id=org, events=[event]
+            )
+        await asyncio.sleep(0.03)
+
+
+async def test_a_stalled_reader_is_handed_back_to_its_task_and_dropped_alone(
+    live: Live, committed_database
+) -> None:
+    assert live.notifications is not None
+    hub = live.notifications.hub
+    port = int(live.base_url.rsplit(":", 1)[1])
+    with FakeOpenAI(require_api_key="sk-test", latency=30) as fake:
+        target = await live.openai_model(fake)
+        test_set = await live.test_set([{"input": "q0"}])
+        run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+        run_id = uuid.UUID(run["id"])
+        token = await live.stream_token(run["id"])
+        path = f"{live.events_url(run['id'])}?token={token}"
+
+        hub.buffer = 5
+        sock = _stalled_socket(port)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"retry: "), 10)
+        assert head.startswith(b"HTTP/1.1 200")
+        hub.buffer = 1000
+
+        async with (
+            httpx.AsyncClient(base_url=live.base_url, timeout=60) as client,
+            client.stream("GET", live.events_url(run["id"]), params={"token": token}) as steady,
+        ):
+            assert steady.status_code == 200
+            steady_events: list[Event] = []
+
+            async def read_steady() -> None:
+                async for event in read_events(steady):
+                    steady_events.append(event)
+
+            reading = asyncio.create_task(read_steady())
+            # ~6 MB: more than the socket buffers and the server's write buffer hold.
+            await _write_events(live, committed_database, run_id, 100, 60_000)
+            await live.post(f"/runs/{run['id']}/cancel", {}, expect=200)
+            await asyncio.wait_for(reading, 60)
+
+        # Only now does the stalled client read: what was sent, contiguous, then the drop.
+        stalled = await asyncio.wait_for(reader.read(), 60)
+        writer.close()
+
+    stored = [e for e in steady_events if e.event]
+    assert stored[-1].event == "run.cancelled"
+    assert [int(e.id or 0) for e in stored] == list(range(1, len(stored) + 1))
+    assert sum(e.event == RESULT_RECORDED for e in stored) == 100
+    ids = [int(line[4:]) for line in stalled.split(b"\n") if line.startswith(b"id: ")]
+    assert ids == list(range(1, len(ids) + 1))
+    assert 0 < len(ids) < len(stored)
+    assert b"too far behind" in stalled
+    assert stalled.endswith(b"0\r\n\r\n")  # the response ended properly
+    async with asyncio.timeout(10):
+        while hub.subscriber_count:  # noqa: ASYNC110 (the hub offers no event to wait on)
+            await asyncio.sleep(0.05)
+
+
+async def test_many_live_streams_each_get_every_event_once(live: Live) -> None:
+    test_set = await live.test_set([{"input": f"q{i}"} for i in range(10)])
+    with FakeOpenAI(require_api_key="sk-test", latency=0.5) as fake:
+        target = await live.openai_model(fake)
+        run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+        token = await live.stream_token(run["id"])
+        async with httpx.AsyncClient(base_url=live.base_url, timeout=60) as client:
+
+            async def watch() -> list[Event]:
+                async with client.stream(
+                    "GET", live.events_url(run["id"]), params={"token": token}
+                ) as response:
+                    assert response.status_code == 200
+                    return [event async for event in read_events(response) if event.event]
+
+            async with asyncio.timeout(60):
+                streams = await asyncio.gather(*(watch() for _ in range(20)))
+    first = streams[0]
+    assert first[-1].event == "run.finished"
+    assert [int(e.id or 0) for e in first] == list(range(1, len(first) + 1))
+    assert sum(e.event == RESULT_RECORDED for e in first) == 10
+    for events in streams[1:]:
+        assert [(e.id, e.event, e.data) for e in events] == [(e.id, e.event, e.data) for e in first]
