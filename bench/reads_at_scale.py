@@ -6,7 +6,7 @@ The results and evaluations are written straight into the database (bench.compar
 evaluations); every case carries a behavior, category and topic, so the summary's slices have
 work to do. Baselines, measured alongside: one plain SQL pass over the rows each endpoint reads,
 and the first page of results (what any later page should cost); and where compare's time
-goes: its SQL reads alone, and the paired bootstrap alone over as many cases."""
+goes: its SQL reads alone, and its interval statistics alone over as many cases."""
 
 from __future__ import annotations
 
@@ -224,8 +224,9 @@ async def run() -> None:
         )
     print(
         f"    where compare's time goes: its SQL reads, decoded to columns,"
-        f" {_ms(figures['compare reads'])}; the paired bootstrap alone (2,000 resamples of"
-        f" {CASES:,} cases, the same draws the response's intervals need):"
+        f" {_ms(figures['compare reads'])}; the interval statistics alone over {CASES:,} cases"
+        " (utils.statistics: from LARGE_N cases, normal intervals for means and a banded"
+        " bootstrap for quantiles):"
         f" 5 mean intervals {_ms(figures['bootstrap means'])}, the latency quantiles'"
         f" {_ms(figures['bootstrap quantiles'])} (in a thread of their own)"
     )

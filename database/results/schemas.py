@@ -8,6 +8,7 @@ from pydantic import Field
 
 from database.evaluations.schemas import EvaluationRead
 from database.tests.agent_fields import MAX_STEPS
+from utils import statistics as stats
 from utils.schemas import InputModel, Name, OutputModel, Page, example
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "stopped"]
@@ -372,6 +373,7 @@ class Method(OutputModel):
     confidence: float
     resamples: int
     seed: int
+    intervals: str = stats.INTERVALS
     min_effect: float
     alpha: float
     multiple_comparisons: str
