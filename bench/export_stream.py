@@ -22,8 +22,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bench.harness import StolenTime, bench_database
-from bench.sse_fanout import rss_bytes, serve_on_embedded
+from bench.harness import StolenTime, bench_database, rss_bytes, serve_assay
 from database.core import Database, Tenant
 
 LARGE = (50_000, 2)  # cases, repetitions
@@ -176,7 +175,7 @@ async def run() -> None:
         database = Database.connect(runtime)
         try:
             async with (
-                serve_on_embedded(data_dir, owner, runtime) as (pid, base_url),
+                serve_assay(data_dir, owner, runtime) as (pid, base_url),
                 httpx.AsyncClient(base_url=base_url, timeout=300) as client,
             ):
                 setup = await _setup(client)

@@ -25,29 +25,24 @@ the first measured size does not pay for code loaded on first use.
 from __future__ import annotations
 
 import asyncio
-import base64
 import csv
 import io
 import os
-import secrets
-import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import psutil
 
 from bench.database_cpu import DatabaseCpu, postmaster
-from bench.harness import StolenTime, bench_database, wait_healthy
+from bench.harness import StolenTime, bench_database, rss_bytes, serve_assay
 from bench.run_throughput import provider
-from bench.sse_fanout import rss_bytes
 from database.core import Database, Tenant
+from utils.config import Settings
 
 SIZES = (1_000, 10_000, 100_000)
 WARM_UP = 200
@@ -75,49 +70,6 @@ class Phase:
     @property
     def growth(self) -> int:
         return max(0, self.peak - self.rest)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def _serve(data_dir: Path, owner: str, runtime: str) -> AsyncIterator[tuple[int, str]]:
-    """(pid, base URL) of `python -m app serve` as an operator would run it, on the given
-    database: its workers included (the default number), allowed to call the provider on the
-    loopback address."""
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
-    env.update(
-        ASSAY_DATA_DIR=str(data_dir),
-        ASSAY_DATABASE_URL=runtime,
-        ASSAY_MIGRATION_DATABASE_URL=owner,
-        ASSAY_MIGRATE_ON_START="false",
-        ASSAY_SECRET_KEY=secrets.token_urlsafe(48),
-        ASSAY_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        ASSAY_ALLOW_PRIVATE_NETWORKS="true",
-        ASSAY_MAX_RUN_CONCURRENCY=str(CONCURRENCY),
-        ASSAY_BCRYPT_ROUNDS="4",
-        ASSAY_LOG_LEVEL="WARNING",
-    )
-    log_path = data_dir / "server.log"
-    with open(log_path, "w") as log:  # noqa: ASYNC230 (before the server starts)
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "app", "serve", "--port", str(port)),
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_healthy(process, base_url, log_path)
-        yield process.pid, base_url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 60)
 
 
 @asynccontextmanager
@@ -314,7 +266,14 @@ async def run() -> None:
     async with (
         bench_database() as (data_dir, owner, runtime),
         provider(0.0) as provider_url,
-        _serve(data_dir, owner, runtime) as (pid, base_url),
+        serve_assay(
+            data_dir,
+            owner,
+            runtime,
+            ASSAY_WORKERS=str(Settings.model_fields["workers"].default),  # as an operator runs it
+            ASSAY_ALLOW_PRIVATE_NETWORKS="true",
+            ASSAY_MAX_RUN_CONCURRENCY=str(CONCURRENCY),
+        ) as (pid, base_url),
         httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client,
         AsyncExitStack() as stack,
     ):

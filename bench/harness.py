@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import secrets
 import shutil
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -137,3 +141,62 @@ async def wait_healthy(process: asyncio.subprocess.Process, base_url: str, log_p
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"server not healthy: {await asyncio.to_thread(log_path.read_text)}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def serve_env(data_dir: Path, owner: str, runtime: str, **settings: str) -> dict[str, str]:
+    """The environment of `python -m app serve` on a bench database (none of the caller's own
+    ASSAY_ settings): API only unless `settings` say otherwise (ASSAY_WORKERS=...)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
+    env.update(
+        ASSAY_DATA_DIR=str(data_dir),
+        ASSAY_DATABASE_URL=runtime,
+        ASSAY_MIGRATION_DATABASE_URL=owner,
+        ASSAY_MIGRATE_ON_START="false",
+        ASSAY_SECRET_KEY=secrets.token_urlsafe(48),
+        ASSAY_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        ASSAY_WORKERS="0",
+        ASSAY_BCRYPT_ROUNDS="4",
+        ASSAY_LOG_LEVEL="WARNING",
+        ASSAY_LOG_FORMAT="json",
+    )
+    env.update(settings)
+    return env
+
+
+@asynccontextmanager
+async def serve_assay(
+    data_dir: Path, owner: str, runtime: str, **settings: str
+) -> AsyncIterator[tuple[int, str]]:
+    """(pid, base URL) of `python -m app serve` in a process of its own on the given database,
+    healthy; `settings` are ASSAY_ variables (see serve_env)."""
+    port = free_port()
+    log_path = data_dir / f"server-{port}.log"
+    with open(log_path, "w") as log:  # noqa: ASYNC230 (before the server starts)
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "app", "serve", "--port", str(port)),
+            env=serve_env(data_dir, owner, runtime, **settings),
+            stdout=log,
+            stderr=log,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(process, base_url, log_path)
+        yield process.pid, base_url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 60)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import secrets
@@ -37,8 +36,7 @@ import httpx
 import psutil
 from sqlalchemy.engine import make_url
 
-from bench.harness import StolenTime, bench_database, wait_healthy
-from bench.sse_fanout import _free_port
+from bench.harness import StolenTime, bench_database, free_port, serve_env, wait_healthy
 
 CONNECTIONS = 32
 WARMUP_SECONDS = 1.5
@@ -74,7 +72,11 @@ async def run() -> None:
     secret = secrets.token_urlsafe(48)
     async with (
         bench_database() as (data_dir, owner, runtime),
-        _serve(_assay_command(), _assay_env(data_dir, owner, runtime, secret), data_dir) as assay,
+        _serve(
+            _assay_command(),
+            serve_env(data_dir, owner, runtime, ASSAY_SECRET_KEY=secret),
+            data_dir,
+        ) as assay,
         _serve(_baseline_command("raw_app", runtime, secret), dict(os.environ), data_dir) as raw,
         _serve(
             _baseline_command("framework_app", runtime, secret), dict(os.environ), data_dir
@@ -139,23 +141,6 @@ def _assay_command() -> list[str]:
     return [sys.executable, "-m", "app", "serve", "--port", "{port}"]
 
 
-def _assay_env(data_dir: Path, owner: str, runtime: str, secret: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
-    env.update(
-        ASSAY_DATA_DIR=str(data_dir),
-        ASSAY_DATABASE_URL=runtime,
-        ASSAY_MIGRATION_DATABASE_URL=owner,
-        ASSAY_MIGRATE_ON_START="false",
-        ASSAY_SECRET_KEY=secret,
-        ASSAY_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        ASSAY_WORKERS="0",
-        ASSAY_BCRYPT_ROUNDS="4",
-        ASSAY_LOG_LEVEL="WARNING",
-        ASSAY_LOG_FORMAT="json",
-    )
-    return env
-
-
 def _baseline_command(module: str, runtime: str, secret: str) -> list[str]:
     dsn = make_url(runtime).set(drivername="postgresql").render_as_string(hide_password=False)
     command = [
@@ -171,7 +156,7 @@ def _baseline_command(module: str, runtime: str, secret: str) -> list[str]:
 
 @asynccontextmanager
 async def _serve(command: list[str], env: dict[str, str], data_dir: Path) -> AsyncIterator[Server]:
-    port = _free_port()
+    port = free_port()
     log_path = data_dir / f"server-{port}.log"
     with open(log_path, "w") as log:  # noqa: ASYNC230 (before the server starts)
         process = await asyncio.create_subprocess_exec(

@@ -8,22 +8,15 @@ cases are written straight into the database.
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import secrets
 import statistics
-import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 from sqlalchemy import text
 
-from bench.harness import StolenTime, bench_database, wait_healthy
+from bench.harness import StolenTime, bench_database, rss_bytes, serve_assay
 from bench.run_throughput import (
     CASES,
     CONCURRENCY,
@@ -34,7 +27,6 @@ from bench.run_throughput import (
     provider,
     tenant_connection,
 )
-from bench.sse_fanout import _free_port, rss_bytes
 from database.core import Database, Tenant
 
 LARGE_CASES = 100_000
@@ -56,50 +48,6 @@ SELECT :test_set, id, :organization, split_part(input, ' ', 2)::int FROM written
 
 
 # --- (c) 100,000 cases on a server process -------------------------------------------------
-
-
-@asynccontextmanager
-async def serve_with_workers(
-    data_dir: Path, owner: str, runtime: str
-) -> AsyncIterator[tuple[int, str]]:
-    """(pid, base URL) of `python -m app serve` on the given database, with two workers."""
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
-    env.update(
-        ASSAY_DATA_DIR=str(data_dir),
-        ASSAY_DATABASE_URL=runtime,
-        ASSAY_MIGRATION_DATABASE_URL=owner,
-        ASSAY_MIGRATE_ON_START="false",
-        ASSAY_SECRET_KEY=secrets.token_urlsafe(48),
-        ASSAY_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        ASSAY_WORKERS="2",
-        ASSAY_MAX_RUN_CONCURRENCY=str(CONCURRENCY),
-        ASSAY_ALLOW_PRIVATE_NETWORKS="true",
-        ASSAY_BCRYPT_ROUNDS="4",
-        ASSAY_LOG_LEVEL="WARNING",
-        ASSAY_LOG_FORMAT="json",
-    )
-    log_path = data_dir / "server.log"
-    with open(log_path, "w") as log:  # noqa: ASYNC230 (before the server starts)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            "serve",
-            "--port",
-            str(port),
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_healthy(process, base_url, log_path)
-        yield process.pid, base_url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 30)
 
 
 @dataclass
@@ -166,7 +114,14 @@ async def _large_run(
 async def large() -> tuple[LargeRun, list[float]]:
     async with (
         bench_database() as (data_dir, owner, runtime),
-        serve_with_workers(data_dir, owner, runtime) as (pid, base_url),
+        serve_assay(
+            data_dir,
+            owner,
+            runtime,
+            ASSAY_WORKERS="2",
+            ASSAY_MAX_RUN_CONCURRENCY=str(CONCURRENCY),
+            ASSAY_ALLOW_PRIVATE_NETWORKS="true",
+        ) as (pid, base_url),
         httpx.AsyncClient(base_url=base_url, timeout=600) as client,
         provider(0.0) as instant,
     ):

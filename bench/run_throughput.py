@@ -24,8 +24,7 @@ from typing import Any
 import httpx
 
 from app.engine.calls import call_model
-from bench.harness import StolenTime, bench_app, run_workers
-from bench.sse_fanout import _free_port
+from bench.harness import StolenTime, bench_app, free_port, run_workers
 from database.core import Database, Tenant, get_database
 from providers.targets import TargetConfig, TargetRequest
 from utils import transport
@@ -40,7 +39,7 @@ TERMINAL = ("completed", "failed", "cancelled")
 
 @asynccontextmanager
 async def provider(latency: float) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.fake_provider", "--port", str(port), "--latency", str(latency)
     )

@@ -17,27 +17,22 @@ publisher's NOTIFY, as a worker would) and keeps each commit's wall-clock time.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import re
 import resource
-import secrets
-import socket
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.harness import StolenTime, bench_database, wait_healthy
+from bench.harness import StolenTime, bench_database, rss_bytes, serve_assay
 from database.core import Database, Tenant
 from database.results import crud as results_crud
 from database.results.events import RESULT_RECORDED
@@ -50,12 +45,6 @@ SPACING = 0.15  # seconds between commits (the publisher coalesces NOTIFYs withi
 BASELINE_EVENTS = 15
 PASSWORD = "bench-password-1"
 OUTPUT = "The quick brown fox jumps over the lazy dog. " * 8  # a result's text, ~360 bytes
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _raise_file_limit(needed: int) -> int:
@@ -74,56 +63,6 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
         fields = stat.read().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     return int(fields[11]) / tick, int(fields[12]) / tick
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-@asynccontextmanager
-async def serve_on_embedded(
-    data_dir: Path, owner: str, runtime: str
-) -> AsyncIterator[tuple[int, str]]:
-    """(pid, base URL) of `python -m app serve` on the given database, API only."""
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
-    env.update(
-        ASSAY_DATA_DIR=str(data_dir),
-        ASSAY_DATABASE_URL=runtime,
-        ASSAY_MIGRATION_DATABASE_URL=owner,
-        ASSAY_MIGRATE_ON_START="false",
-        ASSAY_SECRET_KEY=secrets.token_urlsafe(48),
-        ASSAY_ENCRYPTION_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        ASSAY_WORKERS="0",
-        ASSAY_BCRYPT_ROUNDS="4",
-        ASSAY_LOG_LEVEL="WARNING",
-        ASSAY_LOG_FORMAT="json",
-    )
-    log_path = data_dir / "server.log"
-    with open(log_path, "w") as log:  # noqa: ASYNC230 (before the server starts)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "app",
-            "serve",
-            "--port",
-            str(port),
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        await wait_healthy(process, base_url, log_path)
-        yield process.pid, base_url
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await asyncio.wait_for(process.wait(), 30)
 
 
 async def _setup(base_url: str) -> tuple[uuid.UUID, list[tuple[uuid.UUID, str]]]:
@@ -334,7 +273,7 @@ async def run() -> None:
         await publisher.start()
         install_publisher(publisher.runs_changed)
         try:
-            async with serve_on_embedded(data_dir, owner, runtime) as (pid, base_url):
+            async with serve_assay(data_dir, owner, runtime) as (pid, base_url):
                 port = int(base_url.rsplit(":", 1)[1])
                 organization_id, (single, fanout) = await _setup(base_url)
 

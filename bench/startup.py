@@ -12,7 +12,6 @@ import compileall
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import StolenTime
+from bench.harness import StolenTime, free_port
 from database import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +41,6 @@ async def health() -> dict[str, int]:
     async with engine.connect() as connection:
         return {{"ok": (await connection.execute(text("SELECT 1"))).scalar_one()}}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _time_to_health(command: list[str], env: dict[str, str], port: int, cwd: Path) -> float:
@@ -71,7 +64,7 @@ def _time_to_health(command: list[str], env: dict[str, str], port: int, cwd: Pat
 
 
 def _assay(data_dir: Path) -> float:
-    port = _free_port()
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("ASSAY_")}
     env |= {"ASSAY_DATA_DIR": str(data_dir), "ASSAY_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
@@ -79,7 +72,7 @@ def _assay(data_dir: Path) -> float:
 
 
 def _floor(app_dir: Path) -> float:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "uvicorn", "floor:app", "--port", str(port)]
     command += ["--log-level", "warning"]
     return _time_to_health(command, dict(os.environ), port, app_dir)
