@@ -87,12 +87,6 @@ class Run(IdMixin, TimestampMixin, Base):
     spent: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     # The last run event's seq (see RunEvent below): committed with the event.
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    # The run's results by status, kept by triggers on `results` (migration 0016_run_counts):
-    # never written from here.
-    results_done: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    results_passed: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    results_failed: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    results_errored: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class Result(IdMixin, Base):

@@ -73,12 +73,17 @@ async def list_runs(
 async def counts(
     session: AsyncSession, run_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[int, int, int, int]]:
-    """(done, passed, failed, errored) of each run: its results, as the triggers on `results`
-    count them on the run's row."""
+    """(done, passed, failed, errored) of each run."""
     rows = await session.execute(
         select(
-            Run.id, Run.results_done, Run.results_passed, Run.results_failed, Run.results_errored
-        ).where(Run.id.in_(run_ids))
+            Result.run_id,
+            func.count(),
+            func.count().filter(Result.status == "passed"),
+            func.count().filter(Result.status == "failed"),
+            func.count().filter(Result.status == "errored"),
+        )
+        .where(Result.run_id.in_(run_ids))
+        .group_by(Result.run_id)
     )
     found = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows.all()}
     return {run_id: found.get(run_id, (0, 0, 0, 0)) for run_id in run_ids}
