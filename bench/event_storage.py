@@ -26,7 +26,7 @@ import httpx
 from sqlalchemy import text
 
 from app.engine.writer import FLUSH_ROWS
-from bench.harness import bench_app
+from bench.harness import api_post, bench_app
 from database.core import Tenant, get_database, new_id
 from database.results import crud, execution
 from database.results.models import Run
@@ -82,25 +82,26 @@ class Texts:
 
 
 async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
-    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await client.post(f"/api/v1{path}", json=body)
-        assert response.status_code in (200, 201, 202), (path, response.text)
-        return dict(response.json())
-
-    registered = await post(
-        "/auth/register", {"email": "events@example.com", "password": PASSWORD, "name": "Bench"}
+    registered = await api_post(
+        client,
+        "/auth/register",
+        {"email": "events@example.com", "password": PASSWORD, "name": "Bench"},
     )
     client.headers["Authorization"] = f"Bearer {registered['access_token']}"
-    project = (await post("/projects", {"name": "events"}))["id"]
+    project = (await api_post(client, "/projects", {"name": "events"}))["id"]
     ids: list[str] = []
     for start in range(0, CASES, 1000):
         tests = [{"input": f"question {i}"} for i in range(start, min(CASES, start + 1000))]
-        ids += (await post("/tests/bulk", {"project_id": project, "tests": tests}))["ids"]
-    test_set = await post("/test-sets", {"project_id": project, "name": "e", "test_ids": ids})
-    model = await post("/models", {"name": "demo", "provider": "demo"})
+        ids += (await api_post(client, "/tests/bulk", {"project_id": project, "tests": tests}))[
+            "ids"
+        ]
+    test_set = await api_post(
+        client, "/test-sets", {"project_id": project, "name": "e", "test_ids": ids}
+    )
+    model = await api_post(client, "/models", {"name": "demo", "provider": "demo"})
     judged = {"type": "answer-relevance", "judge_model_id": model["id"]}
     metrics = [
-        (await post("/metrics", {"project_id": project, "name": name, **body}))["id"]
+        (await api_post(client, "/metrics", {"project_id": project, "name": name, **body}))["id"]
         for name, body in (("contains", {"type": "contains"}), ("relevance", judged))
     ]
     return {

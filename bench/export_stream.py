@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bench.harness import StolenTime, bench_database, rss_bytes, serve_assay
+from bench.harness import StolenTime, api_post, bench_database, rss_bytes, serve_assay
 from database.core import Database, Tenant
 
 LARGE = (50_000, 2)  # cases, repetitions
@@ -74,26 +74,29 @@ class Export:
 
 
 async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
-    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await client.post(f"/api/v1{path}", json=body)
-        assert response.status_code in (200, 201, 202), (path, response.text)
-        return dict(response.json())
-
-    registered = await post(
-        "/auth/register", {"email": "export@example.com", "password": PASSWORD, "name": "Bench"}
+    registered = await api_post(
+        client,
+        "/auth/register",
+        {"email": "export@example.com", "password": PASSWORD, "name": "Bench"},
     )
     client.headers["Authorization"] = f"Bearer {registered['access_token']}"
-    project = await post("/projects", {"name": "export"})
+    project = await api_post(client, "/projects", {"name": "export"})
     tests = [{"input": f"question {i}"} for i in range(10)]
-    ids = (await post("/tests/bulk", {"project_id": project["id"], "tests": tests}))["ids"]
-    test_set = await post("/test-sets", {"project_id": project["id"], "name": "e", "test_ids": ids})
-    metric = await post(
-        "/metrics", {"project_id": project["id"], "name": "contains", "type": "contains"}
+    ids = (await api_post(client, "/tests/bulk", {"project_id": project["id"], "tests": tests}))[
+        "ids"
+    ]
+    test_set = await api_post(
+        client, "/test-sets", {"project_id": project["id"], "name": "e", "test_ids": ids}
     )
-    model = await post("/models", {"name": "demo", "provider": "demo"})
+    metric = await api_post(
+        client, "/metrics", {"project_id": project["id"], "name": "contains", "type": "contains"}
+    )
+    model = await api_post(client, "/models", {"name": "demo", "provider": "demo"})
     runs: dict[str, Any] = {"project": uuid.UUID(project["id"])}
     for label in ("small", "large"):
-        created = await post("/test-sets", {"project_id": project["id"], "name": f"set {label}"})
+        created = await api_post(
+            client, "/test-sets", {"project_id": project["id"], "name": f"set {label}"}
+        )
         runs[f"set_{label}"] = uuid.UUID(created["id"])
     for label in ("small", "large"):
         body = {
@@ -101,7 +104,9 @@ async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
             "target_model_id": model["id"],
             "metric_ids": [metric["id"]],
         }
-        runs[label] = uuid.UUID((await post("/runs", body))["id"])  # no worker runs them
+        runs[label] = uuid.UUID(
+            (await api_post(client, "/runs", body))["id"]
+        )  # no worker runs them
     return {"organization": uuid.UUID(registered["organization"]["id"]), **runs}
 
 

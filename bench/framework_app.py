@@ -12,7 +12,6 @@ the bare app is the framework, and what sits between this and Assay is Assay's o
 
 # No `from __future__ import annotations`: FastAPI reads the dependencies' annotations, which
 # name aliases local to create_app.
-import argparse
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +21,6 @@ from typing import Annotated, Any
 
 import asyncpg
 import jwt
-import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -124,22 +122,5 @@ def _test(row: asyncpg.Record) -> dict[str, Any]:
     return test
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--secret", required=True)
-    args = parser.parse_args()
-    uvicorn.run(
-        create_app(args.dsn, args.secret),
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
-
-
 if __name__ == "__main__":
-    main()
+    raw_app.main(create_app)

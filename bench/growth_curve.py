@@ -39,7 +39,7 @@ import httpx
 import psutil
 
 from bench.database_cpu import DatabaseCpu, postmaster
-from bench.harness import StolenTime, bench_database, rss_bytes, serve_assay
+from bench.harness import StolenTime, api_post, bench_database, rss_bytes, serve_assay
 from bench.run_throughput import provider
 from database.core import Database, Tenant
 from utils.config import Settings
@@ -104,28 +104,22 @@ def _csv(rows: int) -> bytes:
     return buffer.getvalue().encode()
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(f"/api/v1{path}", json=body)
-    assert response.status_code in (200, 201, 202), (path, response.text)
-    return dict(response.json())
-
-
 async def _setup(client: httpx.AsyncClient, provider_url: str) -> dict[str, Any]:
     """An organization, a project, the two metrics and the provider's model configuration."""
-    registered = await _post(
+    registered = await api_post(
         client,
         "/auth/register",
         {"email": "growth@example.com", "password": PASSWORD, "name": "Bench"},
     )
     client.headers["Authorization"] = f"Bearer {registered['access_token']}"
-    project = (await _post(client, "/projects", {"name": "growth"}))["id"]
+    project = (await api_post(client, "/projects", {"name": "growth"}))["id"]
     metrics = []
     for body in (
         {"name": "contains", "type": "contains"},
         {"name": "short", "type": "word-count", "parameters": {"max": 10}},
     ):
-        metrics.append((await _post(client, "/metrics", {"project_id": project, **body}))["id"])
-    model = await _post(
+        metrics.append((await api_post(client, "/metrics", {"project_id": project, **body}))["id"])
+    model = await api_post(
         client,
         "/models",
         {
@@ -166,7 +160,7 @@ async def _start(client: httpx.AsyncClient, setup: dict[str, Any], test_set: str
         "metric_ids": setup["metrics"],
         "concurrency": CONCURRENCY,
     }
-    return str((await _post(client, "/runs", body))["id"])
+    return str((await api_post(client, "/runs", body))["id"])
 
 
 async def _run(
@@ -244,7 +238,7 @@ async def _size(
     """Every phase for a new set of `cases` cases."""
     content = _csv(cases)  # built before the clock starts
     body = {"project_id": setup["project"], "name": f"growth {cases}"}
-    test_set = (await _post(client, "/test-sets", body))["id"]
+    test_set = (await api_post(client, "/test-sets", body))["id"]
     pid, database = server
 
     async def measured(work: Callable[[], Awaitable[T]], rest: bool = True) -> tuple[T, Phase]:

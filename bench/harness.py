@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -141,6 +142,13 @@ async def wait_healthy(process: asyncio.subprocess.Process, base_url: str, log_p
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"server not healthy: {await asyncio.to_thread(log_path.read_text)}")
+
+
+async def api_post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST `body` to the API's `path` (under /api/v1), which must succeed; its JSON answer."""
+    response = await client.post(f"/api/v1{path}", json=body)
+    assert response.status_code in (200, 201, 202), (path, response.text)
+    return dict(response.json())
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -166,14 +167,15 @@ def _test(row: asyncpg.Record) -> dict[str, Any]:
     return test
 
 
-def main() -> None:
+def main(build: Callable[[str, str], Any] = RawApp) -> None:
+    """Serves the app `build(dsn, secret)` makes, as `python -m app serve` serves Assay."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--secret", required=True)
     args = parser.parse_args()
     uvicorn.run(
-        RawApp(args.dsn, args.secret),
+        build(args.dsn, args.secret),
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

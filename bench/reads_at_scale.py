@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from bench.compare_runs import _EVALUATIONS, _FINISH
 from bench.export_stream import _analyze
-from bench.harness import StolenTime, bench_app
+from bench.harness import StolenTime, api_post, bench_app
 from database import embedded
 from database.core import Tenant, get_database
 from database.results.crud import pairing
@@ -69,29 +69,25 @@ SELECT * FROM results WHERE run_id = :a ORDER BY position, repetition LIMIT :lim
 """)
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(f"/api/v1{path}", json=body)
-    assert response.status_code in (200, 201, 202), (path, response.text)
-    return dict(response.json())
-
-
 async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
-    registered = await _post(
+    registered = await api_post(
         client,
         "/auth/register",
         {"email": "reads@example.com", "password": PASSWORD, "name": "Bench"},
     )
     client.headers["Authorization"] = f"Bearer {registered['access_token']}"
-    project = await _post(client, "/projects", {"name": "reads"})
+    project = await api_post(client, "/projects", {"name": "reads"})
     tests = [{"input": f"question {i}"} for i in range(10)]
-    ids = (await _post(client, "/tests/bulk", {"project_id": project["id"], "tests": tests}))["ids"]
-    test_set = await _post(
+    ids = (await api_post(client, "/tests/bulk", {"project_id": project["id"], "tests": tests}))[
+        "ids"
+    ]
+    test_set = await api_post(
         client, "/test-sets", {"project_id": project["id"], "name": "reads", "test_ids": ids}
     )
-    metric = await _post(
+    metric = await api_post(
         client, "/metrics", {"project_id": project["id"], "name": "contains", "type": "contains"}
     )
-    model = await _post(client, "/models", {"name": "demo", "provider": "demo"})
+    model = await api_post(client, "/models", {"name": "demo", "provider": "demo"})
     return {
         "organization": uuid.UUID(registered["organization"]["id"]),
         "run": {"test_set_id": test_set["id"], "target_model_id": model["id"]}
@@ -102,7 +98,7 @@ async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
 
 async def _run(client: httpx.AsyncClient, setup: dict[str, Any], pass_share: float) -> str:
     """A run created through the API (no worker picks it up), its results written in."""
-    run = await _post(client, "/runs", setup["run"])
+    run = await api_post(client, "/runs", setup["run"])
     organization, run_id = setup["organization"], uuid.UUID(run["id"])
     async with get_database().transaction(Tenant(organization)) as session:
         version = uuid.UUID(run["test_set_version_id"])

@@ -16,12 +16,11 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bench.harness import StolenTime, bench_database, rss_bytes, serve_assay
+from bench.harness import StolenTime, api_post, bench_database, rss_bytes, serve_assay
 from bench.run_throughput import (
     CASES,
     CONCURRENCY,
     _client_calls,
-    _post,
     _run_on,
     _setup,
     provider,
@@ -127,7 +126,8 @@ async def large() -> tuple[LargeRun, list[float]]:
     ):
         setup = await _setup(client)
         await _run_on(client, setup, instant, "warm-up", url=runtime)  # the 1,000-case set
-        big = await _post(client, "/test-sets", {"project_id": setup["project"], "name": "large"})
+        body = {"project_id": setup["project"], "name": "large"}
+        big = await api_post(client, "/test-sets", body)
         await _write_cases(runtime, {**setup, "test_set": big["id"]})
         owner_database = Database.connect(owner)
         try:  # the new rows' statistics, as autovacuum would gather them after an import

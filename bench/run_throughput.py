@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from app.engine.calls import call_model
-from bench.harness import StolenTime, bench_app, free_port, run_workers
+from bench.harness import StolenTime, api_post, bench_app, free_port, run_workers
 from database.core import Database, Tenant, get_database
 from providers.targets import TargetConfig, TargetRequest
 from utils import transport
@@ -57,23 +57,19 @@ async def provider(latency: float) -> AsyncIterator[str]:
         await asyncio.wait_for(process.wait(), 10)
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(f"/api/v1{path}", json=body)
-    assert response.status_code in (200, 201, 202), (path, response.text)
-    return dict(response.json())
-
-
 async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
-    registered = await _post(
+    registered = await api_post(
         client,
         "/auth/register",
         {"email": "runner@example.com", "password": PASSWORD, "name": "Bench"},
     )
     client.headers["Authorization"] = f"Bearer {registered['access_token']}"
-    project = await _post(client, "/projects", {"name": "bench"})
+    project = await api_post(client, "/projects", {"name": "bench"})
     cases = [{"input": f"case {i}", "expected_output": f"case {i}"} for i in range(CASES)]
-    ids = (await _post(client, "/tests/bulk", {"project_id": project["id"], "tests": cases}))["ids"]
-    test_set = await _post(
+    ids = (await api_post(client, "/tests/bulk", {"project_id": project["id"], "tests": cases}))[
+        "ids"
+    ]
+    test_set = await api_post(
         client, "/test-sets", {"project_id": project["id"], "name": "bench", "test_ids": ids}
     )
     metrics = []
@@ -82,7 +78,7 @@ async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
         {"name": "short", "type": "word-count", "parameters": {"max": 10}},
     ):
         metrics.append(
-            (await _post(client, "/metrics", {"project_id": project["id"], **body}))["id"]
+            (await api_post(client, "/metrics", {"project_id": project["id"], **body}))["id"]
         )
     return {
         "organization": registered["organization"]["id"],
@@ -170,7 +166,7 @@ async def timed_run(
     """POST /runs with `body` (then `posted()`), then wait for its end (read apart from the
     API, see tenant_connection): the seconds it took and the run as it ended, completed."""
     started = time.perf_counter()
-    run_id = (await _post(client, "/runs", body))["id"]
+    run_id = (await api_post(client, "/runs", body))["id"]
     if posted is not None:
         posted()
     async with tenant_connection(organization_id, url) as connection:
@@ -186,7 +182,7 @@ async def timed_run(
 async def _run_on(
     client: httpx.AsyncClient, setup: dict[str, Any], base_url: str, name: str, **options: Any
 ) -> tuple[float, dict[str, Any]]:
-    model = await _post(
+    model = await api_post(
         client,
         "/models",
         {
