@@ -11,44 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.results.crud import pairing
 from database.results.crud.pairing import PairedCase
 from database.results.models import Run
-from database.results.schemas import CaseCounts, Delta, Flip, Flips, ResultSide
+from database.results.schemas import Delta, Flip, Flips, ResultSide
 from utils import statistics as stats
 
 LISTED = 100  # test ids listed of each kind of unpaired or changed case
-
-
-def case_counts(
-    cases: Sequence[PairedCase],
-    changed: Sequence[PairedCase],
-    usable: Sequence[PairedCase],
-    rated: Sequence[PairedCase],
-    include_changed: bool,
-) -> CaseCounts:
-    only_run = [c.test_id for c in cases if c.baseline is None]
-    only_baseline = [c.test_id for c in cases if c.candidate is None]
-    return CaseCounts(
-        paired=len(rated),
-        changed=len(changed),
-        changed_included=include_changed,
-        only_in_run=len(only_run),
-        only_in_baseline=len(only_baseline),
-        unrated=len(usable) - len(rated),
-        only_in_run_test_ids=only_run[:LISTED],
-        only_in_baseline_test_ids=only_baseline[:LISTED],
-        changed_test_ids=[c.test_id for c in changed][:LISTED],
-    )
-
-
-def figures(cases: Sequence[PairedCase], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A per-case figure (cost, tokens, latency) of both sides, where both have it."""
-    pairs = [
-        (getattr(c.baseline, name), getattr(c.candidate, name))
-        for c in cases
-        if c.baseline is not None and c.candidate is not None
-    ]
-    found = np.array([p for p in pairs if p[0] is not None and p[1] is not None], dtype=float)
-    found = found.reshape(-1, 2)
-    return found[:, 0], found[:, 1]
 
 
 def _delta(base: float, cand: float, bounds: Sequence[float] | None, digits: int = 6) -> Delta:
