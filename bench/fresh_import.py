@@ -12,8 +12,6 @@ measured alongside: the same requests once the organization is analysed."""
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 import time
 from typing import Any
@@ -23,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from bench.harness import StolenTime, bench_app
+from bench.harness import StolenTime, bench_app, cases_csv
 from database import embedded
 from database.core import get_database
 
@@ -33,15 +31,6 @@ PASSWORD = "bench-password-1"
 TABLES = "tests, test_set_members"
 # Every measured import registers an organization: more than the default registration limit.
 SETTINGS = {"bcrypt_rounds": 4, "auth_rate_limit": "1000/minute"}
-
-
-def _csv(rows: int) -> bytes:
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(["input", "expected_output", "topic", "tags"])
-    for i in range(rows):
-        writer.writerow([f"Case {i}: what is {i} + {i}?", str(2 * i), f"topic {i % 50}", "bench"])
-    return buffer.getvalue().encode()
 
 
 async def _analyze() -> None:
@@ -120,7 +109,7 @@ async def _import_seconds(client: httpx.AsyncClient, org: dict[str, Any], conten
 async def growth(client: httpx.AsyncClient, first_organization: int) -> list[str]:
     """The report: import time by size, its ratio to the 10,000-case import of the same
     round, rows/s, and the CPU steal while each size was imported."""
-    documents = {cases: _csv(cases) for cases in GROWTH}
+    documents = {cases: cases_csv(cases) for cases in GROWTH}
     times: dict[int, list[float]] = {cases: [] for cases in GROWTH}
     ratios: dict[int, list[float]] = {cases: [] for cases in GROWTH}
     stolen = {cases: StolenTime() for cases in GROWTH}
@@ -155,7 +144,7 @@ async def run() -> None:
         known = await _organization(client, 0)
         await client.post(
             f"/api/v1/test-sets/{known['big']}/import",
-            content=_csv(200),
+            content=cases_csv(200),
             headers={**known["headers"], "Content-Type": "text/csv"},
         )
         for n in range(1, REPEATS + 1):
@@ -163,7 +152,7 @@ async def run() -> None:
             org = await _organization(client, n)
             imported = await client.post(
                 f"/api/v1/test-sets/{org['big']}/import",
-                content=_csv(CASES),
+                content=cases_csv(CASES),
                 headers={**org["headers"], "Content-Type": "text/csv"},
             )
             assert imported.status_code == 201, imported.text

@@ -25,8 +25,6 @@ the first measured size does not pay for code loaded on first use.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import os
 import time
 import uuid
@@ -39,7 +37,7 @@ import httpx
 import psutil
 
 from bench.database_cpu import DatabaseCpu, postmaster
-from bench.harness import StolenTime, api_post, bench_database, rss_bytes, serve_assay
+from bench.harness import StolenTime, api_post, bench_database, cases_csv, rss_bytes, serve_assay
 from bench.run_throughput import provider
 from database.core import Database, Tenant
 from utils.config import Settings
@@ -93,15 +91,6 @@ async def _run_status(
             yield status
     finally:
         await reader.dispose()
-
-
-def _csv(rows: int) -> bytes:
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(["input", "expected_output", "topic", "tags"])
-    for i in range(rows):
-        writer.writerow([f"Case {i}: what is {i} + {i}?", str(2 * i), f"topic {i % 50}", "bench"])
-    return buffer.getvalue().encode()
 
 
 async def _setup(client: httpx.AsyncClient, provider_url: str) -> dict[str, Any]:
@@ -236,7 +225,7 @@ async def _size(
     cases: int,
 ) -> dict[str, Phase]:
     """Every phase for a new set of `cases` cases."""
-    content = _csv(cases)  # built before the clock starts
+    content = cases_csv(cases)  # built before the clock starts
     body = {"project_id": setup["project"], "name": f"growth {cases}"}
     test_set = (await api_post(client, "/test-sets", body))["id"]
     pid, database = server

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
+import io
 import os
 import secrets
 import shutil
@@ -149,6 +151,16 @@ async def api_post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -
     response = await client.post(f"/api/v1{path}", json=body)
     assert response.status_code in (200, 201, 202), (path, response.text)
     return dict(response.json())
+
+
+def cases_csv(rows: int) -> bytes:
+    """A test set of `rows` cases as a CSV import file."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["input", "expected_output", "topic", "tags"])
+    for i in range(rows):
+        writer.writerow([f"Case {i}: what is {i} + {i}?", str(2 * i), f"topic {i % 50}", "bench"])
+    return buffer.getvalue().encode()
 
 
 def free_port() -> int:
