@@ -121,6 +121,23 @@ class Result(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class RunCounts(Base):
+    """A run's results by status, kept by triggers on `results` (migration 0016_run_counts):
+    never written from here. No row until the run's first result; the row goes with the run
+    (a trigger on `runs`: no foreign key, so keeping it locks nothing but itself)."""
+
+    __tablename__ = "run_counts"
+
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    done: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    passed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    failed: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    errored: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
 class CachedResponse(Base):
     """The opt-in response cache, keyed by a hash of the rendered request."""
 

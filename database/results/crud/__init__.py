@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation
-from database.results.models import TERMINAL, CachedResponse, Result, Run, RunEvent
+from database.results.models import TERMINAL, CachedResponse, Result, Run, RunCounts, RunEvent
 from notifications.publisher import publish_after_commit
 from utils import fastjson
 from utils.crud import int_array, json_rows, local_settings, paginate, recordset_insert
@@ -73,17 +73,12 @@ async def list_runs(
 async def counts(
     session: AsyncSession, run_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[int, int, int, int]]:
-    """(done, passed, failed, errored) of each run."""
+    """(done, passed, failed, errored) of each run: its results, as the triggers on `results`
+    count them."""
     rows = await session.execute(
         select(
-            Result.run_id,
-            func.count(),
-            func.count().filter(Result.status == "passed"),
-            func.count().filter(Result.status == "failed"),
-            func.count().filter(Result.status == "errored"),
-        )
-        .where(Result.run_id.in_(run_ids))
-        .group_by(Result.run_id)
+            RunCounts.run_id, RunCounts.done, RunCounts.passed, RunCounts.failed, RunCounts.errored
+        ).where(RunCounts.run_id.in_(run_ids))
     )
     found = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows.all()}
     return {run_id: found.get(run_id, (0, 0, 0, 0)) for run_id in run_ids}
@@ -139,6 +134,9 @@ async def count_results(
     repetitions: range | None = None,
 ) -> int:
     """The run's results (at `positions` and `repetitions` only, when given)."""
+    if positions is None and repetitions is None:  # kept by the triggers: no count of the run
+        done = await session.scalar(select(RunCounts.done).where(RunCounts.run_id == run_id))
+        return done or 0
     query = select(func.count()).where(Result.run_id == run_id)
     if positions is not None:
         query = query.where(Result.position == any_(int_array("positions", positions)))
