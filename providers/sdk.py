@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -67,6 +69,27 @@ def _cached_model(config: TargetConfig, timeout: float, pin: Pin | None) -> Mode
     else:
         _models.move_to_end(key)
     return model
+
+
+# What `_model` imports for each provider: loaded in a thread before the provider's first call
+# (see providers.targets._provider_sdks).
+SDK_MODULES = {
+    "anthropic": (
+        "httpx2",
+        "anthropic",
+        "pydantic_ai.models.anthropic",
+        "pydantic_ai.providers.anthropic",
+    ),
+    "groq": ("groq", "pydantic_ai.models.groq", "pydantic_ai.providers.groq"),
+    "google": ("pydantic_ai.models.google", "pydantic_ai.providers.google"),
+    "mistral": ("pydantic_ai.models.mistral", "pydantic_ai.providers.mistral"),
+}
+
+
+async def load(provider: str) -> None:
+    missing = [name for name in SDK_MODULES.get(provider, ()) if name not in sys.modules]
+    if missing:
+        await asyncio.to_thread(lambda: [importlib.import_module(name) for name in missing])
 
 
 def _model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:

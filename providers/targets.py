@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import importlib
 import json
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -66,6 +68,8 @@ async def call_target(
     read even without `on_delta`). The tools of
     the configuration are offered to the model, and the calls it asks for come back in the
     reply's `tool_calls` (its text is then often empty)."""
+    if config.provider not in OWN_TRANSPORT and config.provider != "demo":
+        await _provider_sdks(config.provider)  # before the clock: loaded once per process
     seconds = time_limit or config.timeout_seconds
     started = time.perf_counter()
     # An overall deadline for the SDK clients, whose timeouts are per phase and restart on
@@ -114,11 +118,23 @@ async def _dispatch(
         return await _call_http(config, request, seconds, allow_private, pieces)
     if config.provider in ("openai", "openai-compatible"):
         return await _call_openai_wire(config, request, seconds, allow_private, on_delta)
-    # Loaded with the first call through a provider SDK: pydantic-ai and the SDKs take most
-    # of a second to import, and many installs only call OpenAI-compatible endpoints.
-    from providers import sdk
-
+    sdk = await _provider_sdks(config.provider)
     return await sdk.call_model(config, request, seconds, allow_private, on_delta)
+
+
+_sdk: ModuleType | None = None
+
+
+async def _provider_sdks(provider: str) -> ModuleType:
+    """`providers.sdk` with the provider's SDK, loaded with the first call through it (many
+    installs only call OpenAI-compatible endpoints), in a thread: pydantic-ai and an SDK take
+    seconds of CPU to import, which the event loop would spend frozen, every request and stream
+    of the process waiting."""
+    global _sdk
+    if _sdk is None:
+        _sdk = await asyncio.to_thread(importlib.import_module, "providers.sdk")
+    await _sdk.load(provider)
+    return _sdk
 
 
 async def _call_openai_wire(
