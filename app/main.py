@@ -13,7 +13,12 @@ from app import health, metrics_endpoint
 from app.bootstrap import running_process
 from app.docs import install_docs
 from app.errors import install_error_handlers
-from app.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
+from app.middleware import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+    ServerSendApp,
+)
 from app.openapi import install_openapi
 from app.public import create_public_app
 from database.deps import install_authenticator
@@ -83,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_format, settings.log_level)
     if tracing.provider() is None:
         tracing.configure(settings.otel_exporter_otlp_endpoint, settings.otel_service_name)
-    app = FastAPI(
+    app = ServerSendApp(
         # Request spans (route templates, mounted apps included) when tracing is on; our own
         # Prometheus metrics instead of OpenTelemetry's.
         telemetry={

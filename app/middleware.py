@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware of the request path: request id, security headers, body-size limit."""
+"""Pure-ASGI middleware of the request path: request id, security headers, body-size limit;
+and the app class that records the server's own send for the live streams."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 from typing import ClassVar
 
 import structlog
+from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,11 +17,29 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem
+from notifications.stream import SERVER_SEND
 from utils.metrics import metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("assay.request")
+
+
+class ServerSendApp(FastAPI):
+    """FastAPI, recording the server's own `send` in each request's scope before any layer
+    (its telemetry, its error middleware, ours) wraps it: a live stream sends its body chunks
+    there (notifications/stream.py), its start and end through the middleware as any response.
+
+    So no middleware here may change, buffer or count a response's body messages: each sees
+    a stream's start and its last body only. With tracing on, the request's span (FastAPI's
+    telemetry) takes its status from the start and ends with the last body, as before; the
+    contrib OpenTelemetry ASGI middleware, if ever added inside, would only lose its
+    per-chunk `http send` spans."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[SERVER_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 class RequestIdMiddleware:

@@ -178,6 +178,7 @@ class Measured:
     rss: int  # the server's, with every stream connected
     connect_seconds: float
     cpu: tuple[float, float]  # the server's (user, system) CPU seconds while publishing
+    client_cpu: float  # the client processes' CPU seconds (user + system) meanwhile
     reconnected: int  # connections the server closed before answering, opened again
 
 
@@ -212,9 +213,11 @@ async def _subscribe(
         await asyncio.sleep(1.0)  # let the server settle (replays done, garbage collected)
         rss = rss_bytes(server_pid)
         user, system = cpu_seconds(server_pid)
+        clients_before = sum(sum(cpu_seconds(client.pid)) for client in clients)
         commits: dict[int, float] = await publish()
         await asyncio.sleep(0.5)  # the last event's fan-out
         user_after, system_after = cpu_seconds(server_pid)
+        clients_cpu = sum(sum(cpu_seconds(client.pid)) for client in clients) - clients_before
         await _tell_all(clients, b"end", 60)
         for client in clients:
             await client.wait()
@@ -236,6 +239,7 @@ async def _subscribe(
         rss,
         connect_seconds,
         (user_after - user, system_after - system),
+        clients_cpu,
         reconnected,
     )
 
@@ -330,7 +334,8 @@ async def run() -> None:
     print(
         f"  server CPU per event and stream: {(user + system) / deliveries * 1e6:.1f} us"
         f" (user {user / deliveries * 1e6:.1f}, system {system / deliveries * 1e6:.1f});"
-        f" per event with 1 subscriber: {sum(base.cpu) / len(base.commits) * 1e3:.2f} ms"
+        f" per event with 1 subscriber: {sum(base.cpu) / len(base.commits) * 1e3:.2f} ms;"
+        f" the clients' (reading): {fan.client_cpu / deliveries * 1e6:.1f} us"
     )
     print(
         f"  baseline, 1 subscriber: p50 {b50:.0f} ms, p95 {b95:.0f} ms, p99 {b99:.0f} ms,"

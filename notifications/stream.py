@@ -14,7 +14,14 @@ Once live, the stream lets the hub write for it (`Subscriber.write_now`): with t
 streams, waking each one's task for every event cost more than the write itself. The hub's
 loop starts the ASGI send; the server takes the bytes without waiting unless the client is
 not reading (its flow control paused the transport), and only then is the rest of that send
-handed back to the stream's task. The send still goes through every middleware, as any send.
+handed back to the stream's task.
+
+Only the response's start and its last (empty) body go through the app's middleware, which
+add their headers to the start and see the response end (the request's log line, its span).
+Every chunk between goes straight to the server's own send, which the app's outermost layer
+records in the scope (`SERVER_SEND`, app/middleware.py): through a dozen send wrappers, a
+chunk cost more than the server's write. This holds only while no middleware changes,
+buffers or counts body messages (tests/app/test_public_raw_send.py lists those allowed).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from notifications.frames import Item, delta_frame, encode_event
 from notifications.hub import SEND_TIMEOUT, Hub, StreamEnd, StreamLimits, Subscriber
 
 REPLAY_PAGE = 500
+# The scope key under which the outermost layer puts the server's own `send`.
+SERVER_SEND = "assay.server_send"
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -79,13 +88,13 @@ class EventStream(Response):
         subscriber.task = asyncio.current_task()
         subscriber.terminal = self.terminal
         self._subscriber = subscriber
-        self._send = send
+        self._send = body_send = scope.get(SERVER_SEND, send)
         watcher = asyncio.create_task(_watch_for_disconnect(receive, subscriber))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for chunk in self._chunks(subscriber):
                 subscriber.sending_since = time.monotonic()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
                 subscriber.last_write = time.monotonic()
                 subscriber.sending_since = 0.0
             await send({"type": "http.response.body", "body": b"", "more_body": False})
