@@ -1,6 +1,9 @@
-"""Two runs' cases side by side, paired in SQL: per case (a test, whatever its position in
-either pinned version), each run's repetitions aggregated next to the data, joined by test, and
-read back as columns (one array per figure: a row per case would cost seconds at 100,000 cases).
+"""Two runs' cases side by side, read back as columns (one array per figure: a row per case
+would cost seconds at 100,000 cases). Two runs of one version, the common case, pair by
+position: each run's rows are read once, as packed columns, and aggregated per case in numpy
+(case_columns.RunCases), with no join and no text key. Any other two runs (or two whose
+positions do not name the same tests) pair in SQL: per case (a test, whatever its position in
+either pinned version), each run's repetitions aggregated next to the data, joined by test.
 
 A case's *key* is its test id; a result whose test was deleted keys by its position when both
 runs pinned the same version, and pairs with nothing otherwise. Within one run a case is one
@@ -19,13 +22,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results.crud.case_columns import (
+    ByPosition,
     MetricPairs,
     MetricSide,
     PairedCase,
     PairedColumns,
+    RunCases,
     Side,
     SideColumns,
-    floats,
 )
 from database.results.models import Run
 from utils.crud import local_settings
@@ -100,24 +104,43 @@ FROM test_set_version_cases WHERE version_id IN (:baseline_version, :candidate_v
 GROUP BY version_id
 """)
 
-# Per metric and run, one row of columns: the cases' positions, and for each its scored and
-# passing evaluations, and mean score.
+# Per metric and run, its evaluations as packed columns (see case_columns.RunCases): the case
+# (position) of each, its flags (2: an error, 1: passed, 0: failed) and score; aggregated per
+# case in numpy.
 _METRICS = text("""
-WITH per_case AS (
-    SELECT r.run_id = :candidate AS is_candidate, r.position,
-           e.metric_name, min(e.metric_type) AS metric_type,
-           count(*) FILTER (WHERE e.error IS NULL) AS scored,
-           count(*) FILTER (WHERE e.error IS NULL AND e.passed) AS passed,
-           avg(e.score) FILTER (WHERE e.error IS NULL) AS score,
-           coalesce(bool_and(e.score IN (0, 1)) FILTER (WHERE e.error IS NULL), true) AS is_binary
-    FROM evaluations e JOIN results r ON r.id = e.result_id
-    WHERE e.run_id IN (:baseline, :candidate) AND r.run_id IN (:baseline, :candidate)
-    GROUP BY r.run_id, r.position, e.metric_name
-)
-SELECT is_candidate, metric_name, min(metric_type), array_agg(position), array_agg(scored),
-       array_agg(passed), array_agg(score), bool_and(is_binary)
-FROM per_case GROUP BY is_candidate, metric_name
+SELECT r.run_id = :candidate, e.metric_name, min(e.metric_type),
+       string_agg(int4send(r.position), ''),
+       string_agg(int2send(CAST(CASE WHEN e.error IS NOT NULL THEN 2 WHEN e.passed THEN 1
+                                     ELSE 0 END AS int2)), ''),
+       string_agg(float8send(e.score), '')
+FROM evaluations e JOIN results r ON r.id = e.result_id
+WHERE e.run_id IN (:baseline, :candidate) AND r.run_id IN (:baseline, :candidate)
+GROUP BY r.run_id, e.metric_name
 """)
+
+
+def _packed_rows(run: str) -> str:
+    """One run's results as packed columns, in the order of its unique index (position, then
+    repetition): a case's rows together, its repetitions summed in order."""
+    order = "ORDER BY r.position, r.repetition"
+    flags = (
+        "CASE r.status WHEN 'passed' THEN 1 WHEN 'errored' THEN 2 ELSE 0 END"
+        " + (r.latency_ms IS NULL)::int * 4 + (r.cost IS NULL)::int * 8"
+        " + (r.output_tokens IS NULL)::int * 16 + (r.test_id IS NULL)::int * 32"
+    )
+    return f"""
+    SELECT {run == "candidate"}, string_agg(int4send(r.position), '' {order}),
+           string_agg(int2send(CAST({flags} AS int2)), '' {order}),
+           string_agg(float8send(coalesce(r.latency_ms, 0)), '' {order}),
+           string_agg(float8send(coalesce(r.cost, 0)), '' {order}),
+           string_agg(int8send(coalesce(r.input_tokens, 0)::int8
+                               + coalesce(r.output_tokens, 0)), '' {order}),
+           string_agg(coalesce(uuid_send(r.test_id), decode(repeat('00', 16), 'hex')),
+                      '' {order})
+    FROM results r WHERE r.run_id = :{run}"""
+
+
+_RUN_ROWS = text(f"{_packed_rows('baseline')} UNION ALL {_packed_rows('candidate')}")
 
 _FLIP_OUTPUTS = text(f"""
 WITH wanted AS (
@@ -191,15 +214,63 @@ SLICES = ("behavior", "category", "topic")
 
 
 async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> PairedColumns:
+    """Two runs of one version (the common case) are paired by position, from their rows read
+    once and aggregated in numpy; others, or any whose positions do not name the same tests,
+    by key, in SQL."""
+    same = baseline.test_set_version_id == candidate.test_set_version_id
+    found = await _by_position(session, baseline, candidate) if same else None
+    paired = found if found is not None else await _by_key(session, baseline, candidate)
+    sides = (paired.baseline, paired.candidate)
+    slices, changed = await _version_cases(session, baseline, candidate, sides)
+    return PairedColumns(
+        ids=paired,
+        baseline=sides[0],
+        candidate=sides[1],
+        slices=slices,
+        changed=changed,
+    )
+
+
+async def _by_position(session: AsyncSession, baseline: Run, candidate: Run) -> ByPosition | None:
+    rows = (await session.execute(_RUN_ROWS, _params(baseline, candidate))).all()
+    runs = {bool(row[0]): RunCases.of(row[1:]) for row in rows}
+    return ByPosition.pair(runs[False], runs[True])
+
+
+@dataclass(frozen=True)
+class _ByKey:
+    keys_: list[str]
+    test_ids_: list[str | None]
+    baseline: SideColumns
+    candidate: SideColumns
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+    def keys(self, which: np.ndarray) -> list[str]:
+        return [self.keys_[i] for i in which.tolist()]
+
+    def test_ids(self, which: np.ndarray) -> list[uuid.UUID | None]:
+        found = [self.test_ids_[i] for i in which.tolist()]
+        return [uuid.UUID(test) if test else None for test in found]
+
+
+async def _by_key(session: AsyncSession, baseline: Run, candidate: Run) -> _ByKey:
     async with _sorted_groups(session):
         row = (await session.execute(_CASES, _params(baseline, candidate))).one()
-    keys, test_ids = row[0] or [], row[1] or []
     width = len(_SIDE_COLUMNS)
     empty: list[Any] = []
     sides = [
         SideColumns.of([column or empty for column in row[start : start + width]])
         for start in (2, 2 + width)
     ]
+    return _ByKey(list(row[0] or []), list(row[1] or []), sides[0], sides[1])
+
+
+async def _version_cases(
+    session: AsyncSession, baseline: Run, candidate: Run, sides: Sequence[SideColumns]
+) -> tuple[dict[str, list[str | None]], np.ndarray]:
+    """Each case's slices (behavior, category, topic) and whether its test changed."""
     same = baseline.test_set_version_id == candidate.test_set_version_id
     versions = await session.execute(
         _VERSION_CASES,
@@ -213,44 +284,35 @@ async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> 
     before = _VersionCases.of(found.get(baseline.test_set_version_id))
     after = _VersionCases.of(found.get(candidate.test_set_version_id))
     rows_before, rows_after = before.rows(sides[0].position), after.rows(sides[1].position)
-    slices: dict[str, list[str | None]] = {}
-    for field in SLICES:
-        own, other = after.slices[field], before.slices[field]
-        slices[field] = [
-            own[a] if a >= 0 else (other[b] if b >= 0 else None)
-            for a, b in zip(rows_after.tolist(), rows_before.tolist(), strict=True)
-        ]
-    changed = np.zeros(len(keys), dtype=bool)
+    # Each case's values: the candidate's version's, else the baseline's, else none; looked up
+    # in one list of both (and a None), which map() does without a Python loop.
+    size_after, size_before = len(after.digests), len(before.digests)
+    fallback = np.where(rows_before >= 0, size_after + rows_before, size_after + size_before)
+    at = np.where(rows_after >= 0, rows_after, fallback).tolist()
+    slices = {
+        field: list(map((after.slices[field] + before.slices[field] + [None]).__getitem__, at))
+        for field in SLICES
+    }
+    changed = np.zeros(len(rows_after), dtype=bool)
     if not same:
         both = np.flatnonzero((rows_before >= 0) & (rows_after >= 0))
         changed[both] = [
             before.digests[rows_before[i]] != after.digests[rows_after[i]] for i in both
         ]
-    return PairedColumns(
-        keys=list(keys),
-        test_ids=list(test_ids),
-        baseline=sides[0],
-        candidate=sides[1],
-        slices=slices,
-        changed=changed,
-    )
+    return slices, changed
 
 
 async def paired_metrics(
     session: AsyncSession, baseline: Run, candidate: Run
 ) -> dict[str, MetricPairs]:
     """Per metric name, each run's evaluations of its cases (by the run's position)."""
-    async with _sorted_groups(session):
+    # Hashed into its few groups: a planner without statistics of fresh rows would sort the
+    # whole join (400,000 rows for two runs of 100,000 results and 2 metrics) to group it.
+    async with local_settings(session, enable_sort="off"):
         rows = (await session.execute(_METRICS, _params(baseline, candidate))).all()
     metrics: dict[str, MetricPairs] = {}
-    for is_candidate, name, kind, positions, scored, passed, score, binary in rows:
-        side = MetricSide(
-            positions=np.array(positions, dtype=np.int64),
-            scored=floats(scored),
-            passed=floats(passed),
-            score=floats(score),
-            binary=bool(binary),
-        )
+    for is_candidate, name, kind, positions, flags, scores in rows:
+        side = MetricSide.of(positions, flags, scores)
         pairs = metrics.setdefault(name, MetricPairs(type=kind))
         if is_candidate:
             pairs.candidate = side
