@@ -8,6 +8,8 @@ RSS is sampled every few milliseconds while the body is read, less its RSS just 
 results and cases are written straight into the database. Baseline, measured alongside: the same
 export of one page (500 results, 500 cases). A streamed export grows the server by about the
 same for both, and sends its first byte as soon; an export built whole grows with its size.
+Each export's CPU time, the server's and PostgreSQL's sessions', shows what its wall time is
+made of (steadier than the wall time on a shared machine).
 Goals: growth < 50 MB, first byte < 1 s, the 100,000-result CSV within 10 s.
 """
 
@@ -20,8 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psutil
 from sqlalchemy import text
 
+from bench.database_cpu import DatabaseCpu, postmaster
 from bench.harness import StolenTime, api_post, bench_database, rss_bytes, serve_assay
 from database.core import Database, Tenant
 
@@ -71,6 +75,8 @@ class Export:
     seconds: float
     size: int  # bytes of the body
     growth: int  # the server's peak RSS while sending, less its RSS before
+    cpu: float  # the server's CPU seconds (user + system)
+    database_cpu: float  # PostgreSQL's sessions' CPU seconds (see DatabaseCpu)
 
 
 async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -145,9 +151,13 @@ async def _analyze(owner: str) -> None:
         await owner_database.dispose()
 
 
-async def _export(client: httpx.AsyncClient, pid: int, path: str, fmt: str) -> Export:
+async def _export(
+    client: httpx.AsyncClient, pid: int, database: DatabaseCpu, path: str, fmt: str
+) -> Export:
     await asyncio.sleep(0.5)  # the server at rest
     at_rest = peak = rss_bytes(pid)
+    server = psutil.Process(pid)
+    cpu_before, database_before = sum(server.cpu_times()[:2]), database.begin()
     sending = True
 
     async def sample() -> None:
@@ -168,9 +178,12 @@ async def _export(client: httpx.AsyncClient, pid: int, path: str, fmt: str) -> E
                 size += len(chunk)
     finally:
         seconds = time.perf_counter() - started
+        cpu = sum(server.cpu_times()[:2]) - cpu_before
+        database_cpu = database.read() - database_before - database.background
         sending = False
         await sampler
-    return Export(first_byte or seconds, seconds, size, max(0, peak - at_rest))
+    growth = max(0, peak - at_rest)
+    return Export(first_byte or seconds, seconds, size, growth, cpu, database_cpu)
 
 
 async def run() -> None:
@@ -194,17 +207,18 @@ async def run() -> None:
                 # been read once (the first export would pay for reading them from disk).
                 exports += [(f"runs/{setup['large']}", "csv")]
                 exports += [(f"test-sets/{setup['set_large']}", "jsonl")]
+                cpu = DatabaseCpu(postmaster(data_dir))
                 for path, fmt in exports:
-                    await _export(client, pid, path, fmt)
+                    await _export(client, pid, cpu, path, fmt)
                 with stolen.measure():
                     for fmt in FORMATS:
                         for label in ("small", "large"):
                             path = f"runs/{setup[label]}"
-                            found[label, fmt] = await _export(client, pid, path, fmt)
+                            found[label, fmt] = await _export(client, pid, cpu, path, fmt)
                     for fmt in SET_FORMATS:
                         for label in ("small", "large"):
                             path = f"test-sets/{setup[f'set_{label}']}"
-                            found[f"set_{label}", fmt] = await _export(client, pid, path, fmt)
+                            found[f"set_{label}", fmt] = await _export(client, pid, cpu, path, fmt)
         finally:
             await database.dispose()
 
@@ -232,6 +246,11 @@ def _line(fmt: str, large: Export, small: Export) -> None:
         f" first byte {large.first_byte * 1000:5.0f} ms (baseline {small.first_byte * 1000:.0f}"
         f" ms), server RSS +{large.growth / 2**20:5.1f} MB (baseline"
         f" +{small.growth / 2**20:.1f} MB)"
+    )
+    # CPU times: what the wall time is made of, steadier than it on a shared machine.
+    print(
+        f"        CPU s: server {large.cpu:5.2f} (baseline {small.cpu:.2f}),"
+        f" PostgreSQL's sessions {large.database_cpu:5.2f} (baseline {small.database_cpu:.2f})"
     )
 
 
