@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+import asyncpg
 from sqlalchemy import DateTime, MetaData, event, func, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -147,6 +148,57 @@ async def enter_tenant(session: AsyncSession, tenant: Tenant) -> None:
         },
     )
     session.info[_TENANT] = tenant
+
+
+async def driver_connection(
+    session: AsyncSession, *, in_transaction: bool = True
+) -> DriverConnection:
+    """The session's connection as the driver's own (asyncpg), for the hottest reads: a
+    statement sent there skips SQLAlchemy's execution (a greenlet switch, result processing,
+    ORM loading), on the same connection, in the same transaction, with the same JSON codecs.
+    Plain rows come back; nothing enters the session.
+
+    A read of tenant rows must run in the session's transaction, which SQLAlchemy begins at its
+    first statement (`enter_tenant` is one): outside it, `app.organization_id` is unset and the
+    read sees no tenant row, so that is refused as the mistake it is. `in_transaction=False`
+    is for a SECURITY DEFINER lookup sent before the transaction, such as a credential's.
+    """
+    connection = await session.connection()
+    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    if in_transaction and not driver.is_in_transaction():
+        raise RuntimeError("a read of tenant rows outside the session's transaction")
+    return DriverConnection(driver)
+
+
+class DriverConnection:
+    """Reads on the driver's connection; its errors come out as SQLAlchemy's `DBAPIError`, as
+    they would through the session (the API answers a value PostgreSQL refuses with 422)."""
+
+    __slots__ = ("_driver",)
+
+    def __init__(self, driver: asyncpg.Connection) -> None:
+        self._driver = driver
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        try:
+            return await self._driver.fetch(sql, *args)
+        except _DRIVER_ERRORS as exc:
+            raise DBAPIError(sql, args, exc) from exc
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        try:
+            return await self._driver.fetchrow(sql, *args)
+        except _DRIVER_ERRORS as exc:
+            raise DBAPIError(sql, args, exc) from exc
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self._driver.fetchval(sql, *args)
+        except _DRIVER_ERRORS as exc:
+            raise DBAPIError(sql, args, exc) from exc
+
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @asynccontextmanager

@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.core import driver_connection
 from database.organizations.models import (
     ApiKey,
     AuditEntry,
@@ -167,17 +168,16 @@ async def get_api_key(
 
 
 async def find_api_key(session: AsyncSession, key_hash: str) -> ApiKeyLookup | None:
-    """Looks a key up by its hash before any tenant is known (a SECURITY DEFINER function)."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT id, organization_id, role, expires_at, revoked_at"
-                " FROM assay_auth_api_key(:hash)"
-            ),
-            {"hash": key_hash},
-        )
-    ).first()
+    """Looks a key up by its hash before any tenant is known (a SECURITY DEFINER function);
+    on every request that sends one, so on the driver's connection."""
+    driver = await driver_connection(session, in_transaction=False)
+    row = await driver.fetchrow(_FIND_API_KEY, key_hash)
     return ApiKeyLookup(*row) if row else None
+
+
+_FIND_API_KEY = (
+    "SELECT id, organization_id, role, expires_at, revoked_at FROM assay_auth_api_key($1)"
+)
 
 
 async def touch_api_key(session: AsyncSession, key_id: uuid.UUID) -> float | None:

@@ -50,7 +50,7 @@ async def list_tests(
         tags=tag,
         q=q,
     )
-    rows, total = await crud.list_tests(
+    rows, total = await crud.list_test_rows(
         session, filters, sort=sort, limit=page.limit, offset=page.offset
     )
     items = [TestRead.model_validate(row) for row in rows]
@@ -75,7 +75,7 @@ async def create_test(body: TestCreate, session: DbSession, principal: Member) -
 )
 async def read_test(test_id: uuid.UUID, session: DbSession, _: Viewer) -> TestRead:
     """The test as it is now; published test-set versions keep their own copy."""
-    return TestRead.model_validate(await service.get_test_or_404(session, test_id))
+    return TestRead.model_validate(await service.read_test_or_404(session, test_id))
 
 
 @router.patch(

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Select, Uuid, any_, bindparam, func, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Dialect,
+    Select,
+    Uuid,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import new_id
+from database.core import driver_connection, new_id
 from database.tests.agent_fields import AGENT_FIELDS, without_absent_agent_fields
 from database.tests.models import TestCase, TestSetMember
 from utils.crud import custom_plans, paginate, uuid_array
@@ -41,31 +53,53 @@ _ORDER = {
 }
 
 
+# Each filter, by the name of its bound value: one definition for the ORM's queries and for
+# the list's statements on the driver's connection, compiled once per combination of filters.
+_CONDITIONS: dict[str, ColumnElement[bool]] = {
+    "project_id": TestCase.project_id == bindparam("project_id"),
+    "behavior": TestCase.behavior == bindparam("behavior"),
+    "category": TestCase.category == bindparam("category"),
+    "topic": TestCase.topic == bindparam("topic"),
+    "tags": TestCase.tags.contains(bindparam("tags")),
+    "q": or_(
+        TestCase.input.icontains(bindparam("q"), escape="/"),
+        TestCase.expected_output.icontains(bindparam("q"), escape="/"),
+    ),
+}
+
+
+def _filter_values(filters: TestFilters) -> dict[str, Any]:
+    """The bound values of the filters that apply (all but the set), by name."""
+    values: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("project_id", filters.project_id),
+            ("behavior", filters.behavior),
+            ("category", filters.category),
+            ("topic", filters.topic),
+        )
+        if value is not None
+    }
+    if filters.tags:
+        values["tags"] = list(filters.tags)
+    if filters.q:
+        # As `autoescape=True` escapes a literal: the text is matched as it is, wildcards too.
+        escaped = filters.q.replace("/", "//").replace("%", "/%").replace("_", "/_")
+        values["q"] = escaped
+    return values
+
+
 def _filtered(query: Select[Any], filters: TestFilters) -> Select[Any]:
     """`query` of tests, narrowed by every filter but the set."""
-    for column, value in (
-        (TestCase.project_id, filters.project_id),
-        (TestCase.behavior, filters.behavior),
-        (TestCase.category, filters.category),
-        (TestCase.topic, filters.topic),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if filters.tags:
-        query = query.where(TestCase.tags.contains(list(filters.tags)))
-    if filters.q:
-        query = query.where(
-            or_(
-                TestCase.input.icontains(filters.q, autoescape=True),
-                TestCase.expected_output.icontains(filters.q, autoescape=True),
-            )
-        )
-    return query
+    values = _filter_values(filters)
+    if not values:
+        return query
+    return query.where(*(_CONDITIONS[name] for name in values)).params(values)
 
 
 def _narrowed(filters: TestFilters) -> bool:
     """Whether a filter other than the set applies."""
-    return _filtered(select(TestCase.id), filters).whereclause is not None
+    return bool(_filter_values(filters))
 
 
 async def list_tests(
@@ -75,6 +109,82 @@ async def list_tests(
         return await _list_set_tests(session, filters, sort=sort, limit=limit, offset=offset)
     query = _filtered(select(TestCase), filters).order_by(*_ORDER[sort])
     return await paginate(session, query, limit=limit, offset=offset)
+
+
+async def list_test_rows(
+    session: AsyncSession, filters: TestFilters, *, sort: TestSort, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """`list_tests` as plain rows (`TestRead`'s fields; `meta` for the metadata): outside a set,
+    both statements go to the driver's connection."""
+    if filters.test_set_id is not None:
+        tests, total = await _list_set_tests(
+            session, filters, sort=sort, limit=limit, offset=offset
+        )
+        return [_row_of(test) for test in tests], total
+    values = _filter_values(filters)
+    count, page = _list_statements(frozenset(values), sort, session.get_bind().dialect)
+    driver = await driver_connection(session)
+    values.update(limit=limit, offset=offset)
+    total = await driver.fetchval(count.sql, *count.arguments(values))
+    rows = await driver.fetch(page.sql, *page.arguments(values))
+    return [dict(row) for row in rows], total
+
+
+async def read_test(session: AsyncSession, test_id: uuid.UUID) -> dict[str, Any] | None:
+    """A test as a plain row (see `list_test_rows`), on the driver's connection."""
+    read = _read_statement(session.get_bind().dialect)
+    row = await (await driver_connection(session)).fetchrow(read.sql, test_id)
+    return dict(row) if row else None
+
+
+# What TestRead shows, `meta` named as the entity's attribute it validates from.
+_READ_COLUMNS = [
+    column.label("meta") if column.key == "metadata" else column
+    for column in TestCase.__table__.c
+    if column.key != "organization_id"
+]
+
+
+def _row_of(test: TestCase) -> dict[str, Any]:
+    return {column.key: getattr(test, column.key) for column in _READ_COLUMNS}
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A statement's SQL for the driver, and the names of its parameters in order."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, statement: Select[Any], dialect: Dialect) -> _Compiled:
+        compiled = statement.compile(dialect=dialect)
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+    def arguments(self, values: dict[str, Any]) -> list[Any]:
+        return [values[name] for name in self.names]
+
+
+@functools.cache
+def _list_statements(
+    names: frozenset[str], sort: TestSort, dialect: Dialect
+) -> tuple[_Compiled, _Compiled]:
+    """The count and the page of a list filtered by `names` (at most 2^6 x 6 of them)."""
+    where = [_CONDITIONS[name] for name in sorted(names)]
+    count = select(func.count()).select_from(TestCase).where(*where)
+    page = (
+        select(*_READ_COLUMNS)
+        .where(*where)
+        .order_by(*_ORDER[sort])
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    return _Compiled.of(count, dialect), _Compiled.of(page, dialect)
+
+
+@functools.cache
+def _read_statement(dialect: Dialect) -> _Compiled:
+    return _Compiled.of(select(*_READ_COLUMNS).where(TestCase.id == bindparam("id")), dialect)
 
 
 async def _list_set_tests(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +20,14 @@ NOT_NULL = ("context", "tags", "variables", "metadata")
 
 async def get_test_or_404(session: AsyncSession, test_id: uuid.UUID) -> TestCase:
     test = await crud.get_test(session, test_id)
+    if test is None:
+        raise NotFound("Test not found")
+    return test
+
+
+async def read_test_or_404(session: AsyncSession, test_id: uuid.UUID) -> dict[str, Any]:
+    """The test as `TestRead` shows it, as a plain row (the read path loads no entity)."""
+    test = await crud.read_test(session, test_id)
     if test is None:
         raise NotFound("Test not found")
     return test

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.core import driver_connection
 from database.organizations.models import Membership
 from database.users.models import AuthSession, RefreshToken, User
 from utils.errors import Conflict
@@ -35,6 +37,14 @@ class RefreshTokenLookup:
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
+
+
+async def read_user(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any] | None:
+    """What `GET /users/me` shows of the user, as a plain row (no entity to keep)."""
+    row = await (await driver_connection(session)).fetchrow(
+        "SELECT id, email, name, created_at FROM users WHERE id = $1", user_id
+    )
+    return dict(row) if row else None
 
 
 async def find_login_candidate(session: AsyncSession, email: str) -> LoginCandidate | None:
@@ -81,20 +91,18 @@ async def get_session_role(session: AsyncSession, session_id: uuid.UUID) -> tupl
     Reading the membership on each request makes a demotion or removal effective at once,
     whatever role an older access token still claims.
     """
-    row = (
-        await session.execute(
-            select(Membership.role, User.is_active)
-            .select_from(AuthSession)
-            .join(
-                Membership,
-                (Membership.organization_id == AuthSession.organization_id)
-                & (Membership.user_id == AuthSession.user_id),
-            )
-            .join(User, User.id == AuthSession.user_id)
-            .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
-        )
-    ).first()
+    row = await (await driver_connection(session)).fetchrow(_SESSION_ROLE, session_id)
     return (row[0], row[1]) if row else None
+
+
+# On every request with an access token, so on the driver's connection.
+_SESSION_ROLE = """
+SELECT m.role, u.is_active
+FROM auth_sessions s
+JOIN memberships m ON m.organization_id = s.organization_id AND m.user_id = s.user_id
+JOIN users u ON u.id = s.user_id
+WHERE s.id = $1 AND s.revoked_at IS NULL
+"""
 
 
 async def revoke_auth_session(session: AsyncSession, session_id: uuid.UUID) -> None:

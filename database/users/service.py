@@ -259,17 +259,10 @@ async def _token_pair(
 
 
 async def read_me(session: AsyncSession, principal: Principal) -> MeRead:
-    user = await crud.get_user(session, principal.require_user())
+    user = await crud.read_user(session, principal.require_user())
     if user is None:
         raise NotFound("User not found")
-    return MeRead(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        created_at=user.created_at,
-        organization_id=principal.organization_id,
-        role=principal.role,
-    )
+    return MeRead(**user, organization_id=principal.organization_id, role=principal.role)
 
 
 async def update_me(
