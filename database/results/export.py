@@ -105,10 +105,14 @@ class CsvEncoder:
 
     def _row(self, result: ResultRead) -> list[Any]:
         scores = {e.metric_name: e.score for e in result.evaluations}
-        row = result.model_dump(mode="json")
-        row["input"] = _input_text(result.input)
-        row["trajectory_summary"] = trajectory_summary(result.trajectory)
-        return [_cell(row[c]) for c in EXPORT_COLUMNS] + [
+        # The columns as the JSON export shows them (ids as text), without dumping the rest of
+        # the result (its evaluations, input and trajectory): a fifth of a page's encoding.
+        shown = {
+            "test_id": None if result.test_id is None else str(result.test_id),
+            "input": _input_text(result.input),
+            "trajectory_summary": trajectory_summary(result.trajectory),
+        }
+        return [_cell(shown[c] if c in shown else getattr(result, c)) for c in EXPORT_COLUMNS] + [
             scores.get(n, "") for n in self._metric_names
         ]
 
