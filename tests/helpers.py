@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from database.core import Database, Tenant
 
@@ -157,6 +158,15 @@ async def tenant_session(
     """A committed transaction on the test database, scoped to one tenant (row-level security)."""
     async with database.transaction(Tenant(organization_id, user_id)) as session:
         yield session
+
+
+async def remove_account(owner_engine: AsyncEngine, account: Account) -> None:
+    """Deletes a committed account's organization (everything in it goes with it) and user."""
+    async with owner_engine.begin() as connection:
+        await connection.execute(
+            text("DELETE FROM organizations WHERE id = :id"), {"id": account.organization_id}
+        )
+        await connection.execute(text("DELETE FROM users WHERE id = :id"), {"id": account.user_id})
 
 
 # --- the test library (projects, tests, test sets, model configurations) ----------------------

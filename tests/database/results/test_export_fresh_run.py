@@ -18,7 +18,7 @@ from database.core import Database, Tenant
 from database.results.export import result_pages
 from database.test_sets.streaming import PAGE_ROWS
 from tests.database.results.test_export_stream import _run
-from tests.helpers import register
+from tests.helpers import register, remove_account
 from tests.planner import analyze, rows_handled, statements
 
 CASES, REPETITIONS = 1000, 3
@@ -77,13 +77,7 @@ async def known_run(committed_database, app, owner_engine) -> AsyncIterator[None
         await analyze(owner_engine, "results", "evaluations")
         yield
     finally:
-        async with owner_engine.begin() as connection:
-            await connection.execute(
-                text("DELETE FROM organizations WHERE id = :id"), {"id": other.organization_id}
-            )
-            await connection.execute(
-                text("DELETE FROM users WHERE id = :id"), {"id": other.user_id}
-            )
+        await remove_account(owner_engine, other)
 
 
 async def test_each_page_of_a_fresh_run_is_read_by_its_keys(

@@ -4,11 +4,10 @@ every statement of it must still be planned in linear time."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
 from database.core import Tenant
 from tests.database.results.conftest import Lab
-from tests.helpers import register
+from tests.helpers import register, remove_account
 from tests.planner import analyze, rows_handled, statements
 
 CASES = 1000
@@ -64,10 +63,4 @@ async def test_the_summary_of_a_fresh_organizations_run_is_planned_linearly(
         for handled, sql in reads:
             assert handled <= LINEAR, f"{handled} rows: {sql}"
     finally:
-        async with owner_engine.begin() as connection:
-            await connection.execute(
-                text("DELETE FROM organizations WHERE id = :id"), {"id": account.organization_id}
-            )
-            await connection.execute(
-                text("DELETE FROM users WHERE id = :id"), {"id": account.user_id}
-            )
+        await remove_account(owner_engine, account)

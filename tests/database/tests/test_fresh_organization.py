@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from database.core import Tenant
-from tests.helpers import create_project, create_test_set, register
+from tests.helpers import create_project, create_test_set, register, remove_account
 from tests.planner import analyze, rows_handled, statements
 
 CASES = 10_000
@@ -49,13 +48,7 @@ async def known_organization(committed_database, app, owner_engine) -> AsyncIter
         await analyze(owner_engine, "tests", "test_set_members")
         yield
     finally:
-        async with owner_engine.begin() as connection:
-            await connection.execute(
-                text("DELETE FROM organizations WHERE id = :id"), {"id": other.organization_id}
-            )
-            await connection.execute(
-                text("DELETE FROM users WHERE id = :id"), {"id": other.user_id}
-            )
+        await remove_account(owner_engine, other)
 
 
 @pytest.mark.slow
