@@ -102,20 +102,11 @@ def _narrowed(filters: TestFilters) -> bool:
     return bool(_filter_values(filters))
 
 
-async def list_tests(
-    session: AsyncSession, filters: TestFilters, *, sort: TestSort, limit: int, offset: int
-) -> tuple[list[TestCase], int]:
-    if filters.test_set_id is not None:
-        return await _list_set_tests(session, filters, sort=sort, limit=limit, offset=offset)
-    query = _filtered(select(TestCase), filters).order_by(*_ORDER[sort])
-    return await paginate(session, query, limit=limit, offset=offset)
-
-
 async def list_test_rows(
     session: AsyncSession, filters: TestFilters, *, sort: TestSort, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """`list_tests` as plain rows (`TestRead`'s fields; `meta` for the metadata): outside a set,
-    both statements go to the driver's connection."""
+    """A page of tests as plain rows (`TestRead`'s fields; `meta` for the metadata): outside a
+    set, both statements go to the driver's connection."""
     if filters.test_set_id is not None:
         tests, total = await _list_set_tests(
             session, filters, sort=sort, limit=limit, offset=offset
