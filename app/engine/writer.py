@@ -11,8 +11,8 @@ from typing import Any
 import structlog
 
 from app.engine.context import JobContext
-from database.results import crud, events, execution
-from database.results.models import TERMINAL, Run
+from database.results import events, execution
+from database.results.models import Run
 
 log = structlog.get_logger(__name__)
 
@@ -94,29 +94,18 @@ class ChunkWriter:
         async with self._lock:
             batch, self.rows = self.rows, []
             steps, self.events = self.events, []
+            closing = (
+                execution.Closing(self.positions, self.repetitions, self.expected) if last else None
+            )
             try:
                 async with self.ctx.transaction() as session:
-                    # The run's row lock first: writers of one run take turns, so the counts
-                    # in each progress event include every result committed before it.
-                    status = await crud.lock_run(session, self.run.id)
-                    ended = status in TERMINAL
-                    if not ended and steps:
-                        await events.record(session, self.run, steps)
-                    if ended and batch:
-                        await execution.record_unwritten(session, self.run, batch)
-                    if not ended and batch:
-                        ended = await execution.record_batch(session, self.run, batch)
-                    if not ended and last:
-                        self.missing = await execution.close_chunk(
-                            session,
-                            self.run,
-                            self.positions,
-                            self.repetitions,
-                            expected=self.expected,
-                        )
+                    written = await execution.write(
+                        session, self.run, batch, steps=steps, closing=closing
+                    )
             except BaseException:
                 self.rows = batch + self.rows  # not written: keep them for the next flush
                 self.events = steps + self.events
                 raise
-            if ended:
+            self.missing = written.missing
+            if written.ended:
                 self.cancelled_event.set()  # cancelled (or ended elsewhere): stop, write no more

@@ -64,7 +64,7 @@ def started(run: Run) -> Event:
 def result_reference(result_id: uuid.UUID) -> Event:
     """A result's event as the log stores it: the result, committed in the same transaction,
     holds the rest, and `read_after` shows it as `result_recorded` does."""
-    return RESULT_RECORDED, {"result_id": str(result_id)}
+    return RESULT_RECORDED, {"result_id": result_id}  # orjson writes it as text
 
 
 def result_recorded(result: dict[str, Any], evaluations: list[dict[str, Any]]) -> Event:
@@ -185,27 +185,45 @@ def _shown(row: Any, found: dict[uuid.UUID, Recorded]) -> Any:
     return row.data if recorded is None else result_recorded(*recorded)[1]
 
 
-async def record(session: AsyncSession, run: Run, changes: list[Event]) -> None:
-    await crud.record_events(
-        session, run_id=run.id, organization_id=run.organization_id, events=changes
+async def record(
+    session: AsyncSession,
+    run: Run,
+    changes: list[Event],
+    *,
+    spent: float = 0.0,
+    status: str | None = None,
+    error: str | None = None,
+    gate_result: dict[str, Any] | None = None,
+    only_from: tuple[str, ...] | None = None,
+) -> tuple[int, float] | None:
+    """The changes, with what they cost and the run's new status, in the transaction's one
+    update of the run's row (crud.update_run): (last seq, spent), None when the status did
+    not move."""
+    return await crud.update_run(
+        session,
+        run_id=run.id,
+        organization_id=run.organization_id,
+        events=changes,
+        spent=spent,
+        status=status,
+        error=error,
+        gate_result=gate_result,
+        only_from=only_from,
     )
 
 
-async def record_progress(session: AsyncSession, run: Run, changes: list[Event]) -> None:
-    """The changes and, after them, the run's counts as they now stand."""
-    await record(session, run, [*changes, (RUN_PROGRESS, await counts(session, run))])
+async def progress(session: AsyncSession, run: Run) -> Event:
+    """The run's counts as they now stand (after the changes before it)."""
+    return RUN_PROGRESS, await counts(session, run)
 
 
-async def record_end(
-    session: AsyncSession, run: Run, status: str, *, error: str | None = None
-) -> None:
+async def ended(session: AsyncSession, run: Run, status: str, *, error: str | None) -> Event:
     data: dict[str, Any] = {"status": status, **await counts(session, run)}
     if error is not None:
         data["error"] = error
     if run.gate is not None:
         data["continues"] = True  # the gate's verdict follows: the stream does not end here
-    kind = RUN_CANCELLED if status == "cancelled" else RUN_FINISHED
-    await record(session, run, [(kind, data)])
+    return (RUN_CANCELLED if status == "cancelled" else RUN_FINISHED), data
 
 
 def verdict(gate_result: dict[str, Any]) -> Event:

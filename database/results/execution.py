@@ -1,11 +1,15 @@
 """What the engine records as it runs a run's chunks: the start, each batch of results (and
-what they cost against the run's budget), each chunk's close, and the end."""
+what they cost against the run's budget), each chunk's close, and the end.
+
+A transaction updates the run's row once (see crud.update_run): a flush's steps, results,
+progress, spending and, when the flush ends the run, its end are written by one UPDATE."""
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,7 +18,7 @@ from database.core import on_commit
 from database.evaluations import crud as evaluation_crud
 from database.results import crud, events
 from database.results.gates import end_run
-from database.results.models import Run
+from database.results.models import TERMINAL, Run
 from utils.metrics import metrics
 
 Batch = Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]
@@ -22,10 +26,10 @@ Batch = Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]
 
 async def start_chunk(session: AsyncSession, run: Run) -> None:
     """A chunk starts: the first one marks a queued run running."""
-    if run.status == "queued" and await crud.set_status(
-        session, run.id, "running", only_from=("queued",)
-    ):
-        await events.record(session, run, [events.started(run)])
+    if run.status == "queued":
+        await events.record(
+            session, run, [events.started(run)], status="running", only_from=("queued",)
+        )
 
 
 def spending(batch: Batch) -> float:
@@ -38,10 +42,72 @@ def spending(batch: Batch) -> float:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """A chunk's cases, closed with its last batch."""
+
+    positions: Sequence[int]
+    repetitions: range
+    expected: int
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    ended: bool  # the run had ended, or this batch spent the rest of its budget
+    missing: int = 0  # of a closing chunk's results
+
+
+async def write(
+    session: AsyncSession,
+    run: Run,
+    batch: Batch,
+    *,
+    steps: Sequence[events.Event] = (),
+    closing: Closing | None = None,
+) -> Written:
+    """One flush of a chunk's writer, under the run's row lock (writers of one run take turns,
+    so each progress event counts every result committed before it): live events (an agent's
+    steps), results with their evaluations (one already written, by an earlier attempt at the
+    chunk, is skipped with its evaluations), their events, the run's counts and spending; then
+    maybe the run's end (its budget spent, or its last result in)."""
+    locked = await crud.lock_run(session, run.id)
+    if locked is None or locked.status in TERMINAL:
+        # Results that came in after the run ended are not written, but what they cost was
+        # spent: it counts.
+        cost = spending(batch)
+        if cost:
+            await events.record(session, run, [], spent=cost)
+        return Written(ended=True)
+    written = await _insert(session, batch)
+    changes = [*steps, *(events.result_reference(result["id"]) for result, _ in written)]
+    cost = spending(written)
+    end = await _over_budget(session, run, locked.spent + cost) if cost else None
+    missing = 0
+    if end is None and closing is not None:
+        missing = closing.expected - await crud.count_results(
+            session, run.id, closing.positions, closing.repetitions
+        )
+        if not missing and await crud.count_results(session, run.id) >= run.total:
+            end = ("completed", None)
+    if written:
+        on_commit(session, lambda: _count_cases(written))
+        changes.append(await events.progress(session, run))
+    if end is None:
+        if changes or cost:
+            await events.record(session, run, changes, spent=cost)
+        return Written(ended=False, missing=missing)
+    status, error = end
+    await end_run(session, run, status, error=error, before=changes, spent=cost)
+    return Written(ended=status == "stopped", missing=missing)
+
+
 async def record_batch(session: AsyncSession, run: Run, batch: Batch) -> bool:
-    """Results with their evaluations (a result already written, by an earlier attempt at the
-    chunk, is skipped with its evaluations), then their events, the run's counts and its
-    spending. True when the batch spent the rest of the run's budget: the run has stopped."""
+    """A batch alone (`write`): True when it spent the rest of the run's budget, or the run had
+    ended."""
+    return (await write(session, run, batch)).ended
+
+
+async def _insert(session: AsyncSession, batch: Batch) -> Batch:
     inserted = await crud.insert_results(session, [result for result, _ in batch])
     written = [(result, evaluations) for result, evaluations in batch if result["id"] in inserted]
     rows = []
@@ -50,28 +116,21 @@ async def record_batch(session: AsyncSession, run: Run, batch: Batch) -> bool:
             evaluation["result_id"] = result["id"]
             rows.append(evaluation)
     await evaluation_crud.insert_evaluations(session, rows)
-    if written:
-        on_commit(session, lambda: _count_cases(written))
-        await events.record_progress(
-            session,
-            run,
-            [events.result_reference(result["id"]) for result, _ in written],
-        )
-    cost = spending(written)
-    if not cost:
-        return False
-    spent = await crud.add_spending(session, run.id, cost)
+    return written
+
+
+async def _over_budget(
+    session: AsyncSession, run: Run, spent: float
+) -> tuple[str, str | None] | None:
+    """The run's end when `spent` reaches its budget with results still to come."""
     if run.max_cost is None or spent < run.max_cost:
-        return False
+        return None
     left = run.total - await crud.count_results(session, run.id)
     if not left:
-        return False  # the last results are in: the run completes (close_chunk)
-    return await end_run(
-        session,
-        run,
+        return None  # the last results are in: the run completes (its chunk's close)
+    return (
         "stopped",
-        error=f"budget reached: {spent:.4f} USD spent of {run.max_cost:.4f}; "
-        f"{left} result(s) not run",
+        f"budget reached: {spent:.4f} USD spent of {run.max_cost:.4f}; {left} result(s) not run",
     )
 
 
@@ -81,30 +140,6 @@ def _count_cases(written: Batch) -> None:
         result.get("status") or "unknown" for result, _ in written
     ).items():
         cases.labels(status).inc(count)
-
-
-async def record_unwritten(session: AsyncSession, run: Run, batch: Batch) -> None:
-    """Results that came in after the run ended are not written, but what they cost was
-    spent: it counts."""
-    cost = spending(batch)
-    if cost:
-        await crud.add_spending(session, run.id, cost)
-
-
-async def close_chunk(
-    session: AsyncSession,
-    run: Run,
-    positions: Sequence[int],
-    repetitions: range,
-    *,
-    expected: int,
-) -> int:
-    """How many results the chunk still misses; with none missing anywhere, the run
-    completes (in this same transaction)."""
-    missing = expected - await crud.count_results(session, run.id, positions, repetitions)
-    if not missing and await crud.count_results(session, run.id) >= run.total:
-        await end_run(session, run, "completed")
-    return missing
 
 
 async def fail_run(session: AsyncSession, run_id: uuid.UUID, error: str) -> None:

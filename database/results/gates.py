@@ -9,6 +9,7 @@ regression fails the gate whatever else is in doubt."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -18,7 +19,7 @@ from database.projects.models import Project
 from database.results import crud, events, run_webhooks
 from database.results.comparison import CompareOptions, compare
 from database.results.crud import figures
-from database.results.models import Run
+from database.results.models import TERMINAL, Run
 from database.results.schemas import Comparison, GateResult, GateSpec
 from utils.errors import Conflict, InvalidInput
 
@@ -68,19 +69,27 @@ async def prepare(
 
 
 async def end_run(
-    session: AsyncSession, run: Run, status: str, *, error: str | None = None
+    session: AsyncSession,
+    run: Run,
+    status: str,
+    *,
+    error: str | None = None,
+    before: Sequence[events.Event] = (),
+    spent: float = 0.0,
 ) -> bool:
     """Ends a run that has not ended yet: its status, the end event and, with a gate, the
     gate's result and a `run.verdict` event right after; then the messages to the project's
-    webhooks. False when it had already ended."""
-    if not await crud.set_status(session, run.id, status, error=error):
+    webhooks. False when it had already ended. `before` and `spent`: a batch's events and cost,
+    written with the end, since a transaction updates the run's row once (crud.update_run)."""
+    locked = await crud.lock_run(session, run.id)  # decided under the lock, written once
+    if locked is None or locked.status in TERMINAL:
         return False
-    await events.record_end(session, run, status, error=error)
+    changes = [*before, await events.ended(session, run, status, error=error)]
     gate_result = None
     if run.gate is not None:
         try:
             async with session.begin_nested():  # a failed decision leaves the end intact
-                result = await decide(session, run, status)
+                result = await decide(session, run, status, error)
         except Exception as exc:  # a gate must never keep a run from ending
             log.exception("gate not decided", run_id=str(run.id))
             result = GateResult(
@@ -90,19 +99,22 @@ async def end_run(
                 comparison=None,
             )
         gate_result = result.model_dump(mode="json")
-        await crud.set_gate_result(session, run.id, gate_result)
-        await events.record(session, run, [events.verdict(gate_result)])
+        changes.append(events.verdict(gate_result))
+    await events.record(
+        session, run, changes, spent=spent, status=status, error=error, gate_result=gate_result
+    )
     await run_webhooks.announce_end(session, run, status, error=error, gate_result=gate_result)
     return True
 
 
-async def decide(session: AsyncSession, run: Run, status: str) -> GateResult:
+async def decide(
+    session: AsyncSession, run: Run, status: str, error: str | None = None
+) -> GateResult:
     gate = run.gate or {}
     baseline_id = gate.get("baseline_run_id")
     failed: list[str] = []
     doubts: list[str] = []
     if status != "completed":  # a part of a run says nothing final about the whole
-        error = await crud.run_error(session, run.id)
         return GateResult(
             status="undecided",
             reasons=[f"the run did not complete: it {status}" + (f" ({error})" if error else "")],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Table,
@@ -45,9 +45,19 @@ async def get_run(
     return await session.scalar(query)
 
 
-async def lock_run(session: AsyncSession, run_id: uuid.UUID) -> str | None:
-    """Takes the run's row lock (until commit) and returns its status."""
-    return await session.scalar(select(Run.status).where(Run.id == run_id).with_for_update())
+class Locked(NamedTuple):
+    status: str
+    spent: float
+
+
+async def lock_run(session: AsyncSession, run_id: uuid.UUID) -> Locked | None:
+    """Takes the run's row lock (until commit) and returns its status and what it has spent."""
+    row = (
+        await session.execute(
+            select(Run.status, Run.spent).where(Run.id == run_id).with_for_update()
+        )
+    ).first()
+    return None if row is None else Locked(row[0], row[1])
 
 
 async def list_runs(
@@ -82,35 +92,6 @@ async def counts(
     )
     found = {row[0]: (row[1], row[2], row[3], row[4]) for row in rows.all()}
     return {run_id: found.get(run_id, (0, 0, 0, 0)) for run_id in run_ids}
-
-
-async def set_status(
-    session: AsyncSession,
-    run_id: uuid.UUID,
-    status: str,
-    *,
-    error: str | None = None,
-    only_from: Sequence[str] | None = None,
-) -> bool:
-    """Moves a run that is not yet finished (or is in one of `only_from`) to `status`; False
-    when it was not."""
-    values: dict[str, Any] = {"status": status}
-    if status == "running":
-        values["started_at"] = func.coalesce(Run.started_at, func.now())
-    if status in TERMINAL:
-        values["finished_at"] = func.now()
-    if error is not None:
-        values["error"] = error
-    changed = await session.execute(
-        update(Run)
-        .where(
-            Run.id == run_id,
-            Run.status.in_(only_from) if only_from else Run.status.not_in(TERMINAL),
-        )
-        .values(**values)
-        .returning(Run.id)
-    )
-    return changed.first() is not None
 
 
 # --- cases and results ----------------------------------------------------------------------
@@ -260,8 +241,14 @@ async def store_response(session: AsyncSession, row: dict[str, Any]) -> None:
 # `seq` values come from `runs.event_seq`, incremented by an UPDATE that holds the run's row
 # lock until commit: two writers of one run take turns, so a run's events become visible in
 # `seq` order and a reader that has seen seq N has seen everything before it.
-_ALLOCATE = text(
-    "UPDATE runs SET event_seq = event_seq + :count WHERE id = :run_id RETURNING event_seq"
+#
+# A transaction updates the run's row at most once (`update_run`). PostgreSQL re-checks a row's
+# foreign keys when a transaction updates a row version it made itself, so a second UPDATE
+# would need a key-share lock on the run's model (and test set version, prompt version...),
+# which a DELETE of that model holds while its SET NULL waits for the run's row: a deadlock.
+_ADVANCE = text(
+    "UPDATE runs SET event_seq = event_seq + :count, spent = spent + :cost"
+    " WHERE id = :run_id RETURNING event_seq, spent"
 )
 _INSERT_EVENTS = text(
     "INSERT INTO run_events (run_id, seq, organization_id, type, data)"
@@ -270,36 +257,83 @@ _INSERT_EVENTS = text(
     " AS e(seq BIGINT, type VARCHAR(32), data JSONB)"
 )
 
+Events = Sequence[tuple[str, dict[str, Any]]]
 
-async def record_events(
+
+async def update_run(
     session: AsyncSession,
     *,
     run_id: uuid.UUID,
     organization_id: uuid.UUID,
-    events: Sequence[tuple[str, dict[str, Any]]],
+    events: Events,
+    spent: float = 0.0,
+    status: str | None = None,
+    error: str | None = None,
+    gate_result: dict[str, Any] | None = None,
+    only_from: Sequence[str] | None = None,
+) -> tuple[int, float] | None:
+    """The transaction's one UPDATE of the run's row: the events' seqs, what was spent and,
+    with `status`, the move of a run not yet ended (or in one of `only_from`) to it; then the
+    events, appended to the run's log (the NOTIFY that wakes the streams follows the commit).
+    Returns (last seq, spent), or None when the status was not moved (nothing written)."""
+    if status is None:
+        statement: Any = _ADVANCE
+        parameters: dict[str, Any] | None = {"count": len(events), "cost": spent, "run_id": run_id}
+    else:
+        values: dict[str, Any] = {"status": status, "event_seq": Run.event_seq + len(events)}
+        if spent:
+            values["spent"] = Run.spent + spent
+        if status == "running":
+            values["started_at"] = func.coalesce(Run.started_at, func.now())
+        if status in TERMINAL:
+            values["finished_at"] = func.now()
+        if error is not None:
+            values["error"] = error
+        if gate_result is not None:
+            values["gate_result"] = gate_result
+        statement, parameters = (
+            (
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.status.in_(only_from) if only_from else Run.status.not_in(TERMINAL),
+                )
+                .values(**values)
+                .returning(Run.event_seq, Run.spent)
+            ),
+            None,
+        )
+    row = (await session.execute(statement, parameters)).first()
+    if row is None:
+        return None
+    last, first = int(row[0]), int(row[0]) - len(events) + 1
+    if events:
+        rows = [
+            {"seq": seq, "type": kind, "data": data}
+            for seq, (kind, data) in enumerate(events, first)
+        ]
+        await session.execute(
+            _INSERT_EVENTS,
+            {
+                "run_id": run_id,
+                "organization_id": organization_id,
+                "events": fastjson.dumps(rows, default=str),
+            },
+        )
+        publish_after_commit(session, run_id)
+    return last, float(row[1])
+
+
+async def record_events(
+    session: AsyncSession, *, run_id: uuid.UUID, organization_id: uuid.UUID, events: Events
 ) -> int:
-    """Appends events to the run's log, in the transaction that makes the change; returns the
-    last seq. The NOTIFY that wakes the streams follows the commit."""
+    """Appends events to the run's log, in the transaction that makes the change (its one
+    update of the run's row: see `update_run`); returns the last seq."""
     if not events:
         return 0
-    last = (await session.execute(_ALLOCATE, {"count": len(events), "run_id": run_id})).scalar_one()
-    first = last - len(events) + 1
-    await session.execute(
-        _INSERT_EVENTS,
-        {
-            "run_id": run_id,
-            "organization_id": organization_id,
-            "events": fastjson.dumps(
-                [
-                    {"seq": seq, "type": kind, "data": data}
-                    for seq, (kind, data) in enumerate(events, start=first)
-                ],
-                default=str,
-            ),
-        },
-    )
-    publish_after_commit(session, run_id)
-    return int(last)
+    found = await update_run(session, run_id=run_id, organization_id=organization_id, events=events)
+    assert found is not None
+    return found[0]
 
 
 async def events_after(
@@ -313,24 +347,6 @@ async def events_after(
         .limit(limit)
     )
     return list(rows.all())
-
-
-async def set_gate_result(session: AsyncSession, run_id: uuid.UUID, result: dict[str, Any]) -> None:
-    await session.execute(update(Run).where(Run.id == run_id).values(gate_result=result))
-
-
-async def add_spending(session: AsyncSession, run_id: uuid.UUID, amount: float) -> float:
-    """Adds to what the run has spent; returns the new total."""
-    return float(
-        (
-            await session.execute(
-                update(Run)
-                .where(Run.id == run_id)
-                .values(spent=Run.spent + amount)
-                .returning(Run.spent)
-            )
-        ).scalar_one()
-    )
 
 
 async def result_positions(session: AsyncSession, run_id: uuid.UUID) -> list[int]:
@@ -376,7 +392,3 @@ async def source_outputs(
         )
     )
     return {(r.position, r.repetition): r for r in rows.all()}
-
-
-async def run_error(session: AsyncSession, run_id: uuid.UUID) -> str | None:
-    return await session.scalar(select(Run.error).where(Run.id == run_id))
