@@ -41,13 +41,33 @@ async def answer(
     on_step: StepSink | None = None,
 ) -> Answer:
     known = {tool["function"]["name"] for tool in tools}
+    first = None
+    if not known:
+        first = await ask(request)
+        if not first[0].tool_calls:  # a plain answer (most runs): no steps, nothing to combine
+            return Answer(first[0], first[1], None)
+    return await _loop(ask, request, known, mocks, max_steps, on_step, first)
+
+
+async def _loop(
+    ask: Ask,
+    request: TargetRequest,
+    known: set[str],
+    mocks: list[dict[str, Any]] | None,
+    max_steps: int,
+    on_step: StepSink | None,
+    first: tuple[TargetReply, bool] | None = None,
+) -> Answer:
     history = request.chat()
     steps: list[dict[str, Any]] = []
     replies: list[TargetReply] = []
     cached_all = True
     current = request
     for number in range(1, max_steps + 1):
-        reply, cached = await ask(current)
+        if first is not None:  # already asked
+            (reply, cached), first = first, None
+        else:
+            reply, cached = await ask(current)
         replies.append(reply)
         cached_all = cached_all and cached
         step: dict[str, Any] = {
