@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.results.crud import pairing
+from database.results.crud import flip_outputs
 from database.results.crud.pairing import PairedCase
 from database.results.models import Run
 from database.results.schemas import Delta, Flip, Flips, ResultSide
@@ -63,7 +63,7 @@ async def flips(
         if (base >= 0.5) != (cand >= 0.5):
             flipped.append((case, base, cand))
     page = flipped[offset : offset + limit]
-    outputs = await pairing.flip_outputs(
+    outputs = await flip_outputs.flip_outputs(
         session, baseline, candidate, [(case.key, base >= 0.5) for case, base, _ in page]
     )
 

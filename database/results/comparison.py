@@ -93,21 +93,24 @@ async def compare(
             )
         usable = np.flatnonzero(both & (options.include_changed | ~cases.changed))
         seed = stats.seed_for(str(baseline.id), str(candidate.id))
-        # The latency quantiles' bootstrap costs about as much as all the other intervals
-        # together: it runs in a thread of its own while the metrics are read and analysed.
+        # The latency quantiles' bootstrap, and what needs no metric (the overall and slices'
+        # tests, the cases that may have flipped), run in threads while the metrics are read.
         latency = asyncio.create_task(
             asyncio.to_thread(changes.latency_deltas, *_figure(cases, usable, "latency"), seed)
         )
+        by_case = asyncio.create_task(asyncio.to_thread(_by_case, cases, usable))
         try:
             metrics = await pairing.paired_metrics(session, baseline, candidate)
-            analysed, moved = await asyncio.to_thread(
-                _analyse, cases, usable, metrics, seed, options
+            prepared = await by_case
+            analysed = await asyncio.to_thread(
+                _analyse, cases, usable, prepared, metrics, seed, options
             )
         finally:
+            await asyncio.gather(by_case, return_exceptions=True)  # (done, or never awaited)
             p50, p95 = await latency
     # Only a case whose pass share moved can have flipped: the others need no object.
     flips = await changes.flips(
-        session, baseline, candidate, moved, options.flips_limit, options.flips_offset
+        session, baseline, candidate, prepared.moved, options.flips_limit, options.flips_offset
     )
     return Comparison(
         run_id=candidate.id,
@@ -148,32 +151,66 @@ def _case_counts(
     )
 
 
-def _analyse(
-    cases: pairing.PairedColumns,
-    usable: np.ndarray,
-    metric_pairs: dict[str, pairing.MetricPairs],
-    seed: int,
-    options: CompareOptions,
-) -> tuple[dict[str, Any], list[PairedCase]]:
-    """Everything of the comparison but latency and the flips' outputs; and the rated cases
-    whose pass share moved (those that may have flipped), in order."""
+@dataclass(frozen=True)
+class _ByCase:
+    """What needs no metric: the rated cases (both sides scored), their pass shares, the
+    overall and per-slice comparisons (tested, waiting for their intervals), and the rated
+    cases whose pass share moved (those that may have flipped), in order."""
+
+    rated: np.ndarray
+    shares: tuple[np.ndarray, np.ndarray]
+    overall: Pending
+    slices: list[tuple[str, str | None, Pending]]
+    moved: list[PairedCase]
+
+
+def _tested(label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str) -> Pending:
+    """A paired comparison of the cases where both sides have a value, tested; its interval's
+    slot is given when it is added (see _analyse)."""
+    mask = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[mask], b[mask]
+    test, p = paired_test(a, b, graded)
+    return Pending(label, family, graded, a, b, -1, test, p)
+
+
+def _by_case(cases: pairing.PairedColumns, usable: np.ndarray) -> _ByCase:
     shares = (cases.baseline.share, cases.candidate.share)
     rated = usable[~(np.isnan(shares[0][usable]) | np.isnan(shares[1][usable]))]
     rated_shares = (shares[0][rated], shares[1][rated])
+    moved = rated[rated_shares[0] != rated_shares[1]]
+    return _ByCase(
+        rated=rated,
+        shares=rated_shares,
+        overall=_tested("pass rate", False, *rated_shares, PRIMARY),
+        slices=_slices(cases, rated, rated_shares),
+        moved=cases.cases(moved),
+    )
+
+
+def _analyse(
+    cases: pairing.PairedColumns,
+    usable: np.ndarray,
+    by_case: _ByCase,
+    metric_pairs: dict[str, pairing.MetricPairs],
+    seed: int,
+    options: CompareOptions,
+) -> dict[str, Any]:
+    """Everything of the comparison but latency and the flips."""
+    rated = by_case.rated
     intervals = _Intervals(seed)
     pending: list[Pending] = []
 
-    def add(label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str) -> int:
-        mask = ~(np.isnan(a) | np.isnan(b))
-        a, b = a[mask], b[mask]
-        slot = intervals.add(b - a)
-        test, p = paired_test(a, b, graded)
-        pending.append(Pending(label, family, graded, a, b, slot, test, p))
+    def added(tested: Pending) -> int:
+        tested.slot = intervals.add(tested.candidate - tested.baseline)
+        pending.append(tested)
         return len(pending) - 1
 
-    overall = add("pass rate", False, *rated_shares, PRIMARY)
+    def add(label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str) -> int:
+        return added(_tested(label, graded, a, b, family))
+
+    overall = added(by_case.overall)
     metric_slots = _add_metrics(add, cases, rated, metric_pairs)
-    slice_slots = _add_slices(add, cases, rated, rated_shares)
+    slice_slots = [(field, value, added(tested)) for field, value, tested in by_case.slices]
     figures = {name: _figure(cases, usable, name) for name in ("cost", "tokens")}
     figure_slots = {name: intervals.add(b - a) for name, (a, b) in figures.items()}
     bounds = intervals.compute()
@@ -182,7 +219,7 @@ def _analyse(
         tested(p, bounds[p.slot], adjusted[i], options.min_effect) for i, p in enumerate(pending)
     ]
     head = results[overall]
-    analysed = dict(
+    return dict(
         verdict=head.verdict,
         reason=head.reason,
         cases=_case_counts(cases, usable, rated, options.include_changed),
@@ -213,8 +250,6 @@ def _analyse(
             flips=FLIPS_RULE,
         ),
     )
-    moved = rated[rated_shares[0] != rated_shares[1]]
-    return analysed, cases.cases(moved)
 
 
 # --- what is compared -----------------------------------------------------------------------
@@ -289,25 +324,30 @@ def _add_metrics(
     return slots
 
 
-def _add_slices(
-    add: Add,
-    cases: pairing.PairedColumns,
-    rated: np.ndarray,
-    shares: tuple[np.ndarray, np.ndarray],
-) -> list[tuple[str, str | None, int]]:
+def _slices(
+    cases: pairing.PairedColumns, rated: np.ndarray, shares: tuple[np.ndarray, np.ndarray]
+) -> list[tuple[str, str | None, Pending]]:
     """The pass rate per behavior, category and topic (exploratory); a field with one value
     for every case says nothing the overall pass rate does not."""
     slots = []
     for field in SLICE_FIELDS:
-        values = cases.slices[field]
-        groups: dict[str | None, list[int]] = {}
-        for i, case in enumerate(rated.tolist()):
-            groups.setdefault(values[case], []).append(i)
-        if len(groups) < 2:
+        values, codes = cases.slices.values[field], cases.slices.codes[field][rated]
+        found, first, counts = np.unique(codes, return_index=True, return_counts=True)
+        if len(found) < 2:
             continue
-        for value in sorted(groups, key=lambda v: (-len(groups[v]), v or ""))[:MAX_SLICES]:
-            members = np.array(groups[value], dtype=np.int64)
+        # Each group's members, in the order of the rated cases.
+        order, ends = np.argsort(codes, kind="stable"), np.cumsum(counts).tolist()
+        groups = [
+            (values[code], end - size, end, start)
+            for code, size, end, start in zip(
+                found.tolist(), counts.tolist(), ends, first.tolist(), strict=True
+            )
+        ]
+        # The largest first; ties by value, then by the first rated case having it.
+        groups.sort(key=lambda group: (group[1] - group[2], group[0] or "", group[3]))
+        for value, start, end, _ in groups[:MAX_SLICES]:
+            members = order[start:end]
             label = f"{field} {value!r} pass rate"
-            slot = add(label, False, shares[0][members], shares[1][members], EXPLORATORY)
-            slots.append((field, value, slot))
+            tested = _tested(label, False, shares[0][members], shares[1][members], EXPLORATORY)
+            slots.append((field, value, tested))
     return slots

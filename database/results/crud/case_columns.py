@@ -11,9 +11,19 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from database.results.crud.packed_columns import (
+    COST_NULL,
+    ERRORED,
+    LATENCY_NULL,
+    PASSED,
+    TEST_NULL,
+    TOKENS_NULL,
+    means,
+    packed,
+    sums,
+)
 
-# Named tuples, not dataclasses: the flips take one per case whose share moved (10,000s in a
-# run of 100,000), and a frozen dataclass costs several times as much to make.
+
 class Side(NamedTuple):
     """One run's repetitions of one case."""
 
@@ -29,20 +39,69 @@ class Side(NamedTuple):
         return self.passed / self.scored if self.scored else None
 
 
-class PairedCase(NamedTuple):
-    key: str
-    test_id: uuid.UUID | None
-    baseline: Side | None
-    candidate: Side | None
-    behavior: str | None
-    category: str | None
-    topic: str | None
-    changed: bool
+SLICES = ("behavior", "category", "topic")
+
+
+class PairedCase:
+    """One case of a comparison, its fields read from the columns when first asked: the flips
+    take one per case whose share moved (10,000s in a run of 100,000), but want the ids and
+    repetitions of a page of them only."""
+
+    __slots__ = ("_at", "_columns", "_shares")
+
+    def __init__(
+        self, columns: PairedColumns, at: int, shares: tuple[float | None, float | None]
+    ) -> None:
+        self._columns, self._at, self._shares = columns, at, shares
 
     def share(self, side: str) -> float | None:
         """The share of passing repetitions on one side ("baseline" or "candidate")."""
-        found: Side | None = getattr(self, side)
-        return found.share if found is not None else None
+        return self._shares[("baseline", "candidate").index(side)]
+
+    @property
+    def key(self) -> str:
+        return self._columns.ids.keys(np.array([self._at]))[0]
+
+    @property
+    def test_id(self) -> uuid.UUID | None:
+        return self._columns.test_id(self._at)
+
+    @property
+    def baseline(self) -> Side | None:
+        return self._columns.baseline.sides(np.array([self._at]))[0]
+
+    @property
+    def candidate(self) -> Side | None:
+        return self._columns.candidate.sides(np.array([self._at]))[0]
+
+    @property
+    def behavior(self) -> str | None:
+        return self._columns.slices.value("behavior", self._at)
+
+    @property
+    def category(self) -> str | None:
+        return self._columns.slices.value("category", self._at)
+
+    @property
+    def topic(self) -> str | None:
+        return self._columns.slices.value("topic", self._at)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._columns.changed[self._at])
+
+    def fields(self) -> tuple[Any, ...]:
+        slices = (self._columns.slices.value(field, self._at) for field in SLICES)
+        return (self.key, self.test_id, self.baseline, self.candidate, *slices, self.changed)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PairedCase) and self.fields() == other.fields()
+
+    def __hash__(self) -> int:
+        return hash(self.fields())
+
+    def __repr__(self) -> str:
+        return f"PairedCase{self.fields()!r}"
 
 
 class CaseIds(Protocol):
@@ -122,7 +181,7 @@ class PairedColumns:
     ids: CaseIds
     baseline: SideColumns
     candidate: SideColumns
-    slices: dict[str, list[str | None]]  # behavior, category, topic: each case's value
+    slices: CaseSlices
     changed: np.ndarray
 
     def __len__(self) -> int:
@@ -133,96 +192,32 @@ class PairedColumns:
 
     def cases(self, which: np.ndarray) -> list[PairedCase]:
         """The given cases, one object each (for the few that need one: the flips)."""
-        at = which.tolist()
-        slices = [
-            [self.slices[field][i] for i in at] for field in ("behavior", "category", "topic")
-        ]
+        shares = [_optional(side.share[which]) for side in (self.baseline, self.candidate)]
         return [
-            PairedCase(*fields)
-            for fields in zip(
-                self.ids.keys(which),
-                self.ids.test_ids(which),
-                self.baseline.sides(which),
-                self.candidate.sides(which),
-                *slices,
-                self.changed[which].tolist(),
-                strict=True,
-            )
+            PairedCase(self, at, pair)
+            for at, pair in zip(which.tolist(), zip(*shares, strict=True), strict=True)
         ]
 
 
-@dataclass(frozen=True)
-class MetricSide:
-    """One metric's evaluations in one run, as columns over the positions it scored."""
+@dataclass(frozen=True, eq=False)
+class CaseSlices:
+    """Each case's behavior, category and topic, as codes: per field its distinct values, and
+    each case's index among them."""
 
-    positions: np.ndarray
-    scored: np.ndarray
-    passed: np.ndarray
-    score: np.ndarray  # NaN where nothing was scored
-    binary: bool  # every score 0 or 1
+    values: dict[str, list[str | None]]
+    codes: dict[str, np.ndarray]
 
-    @classmethod
-    def of(cls, positions: bytes | None, flags: bytes | None, scores: bytes | None) -> MetricSide:
-        """From the packed columns of a metric's evaluations in one run (any order): each
-        evaluation's case (position), flags (as a result's status: errored when it has an
-        error) and score; aggregated per case as the per-case SQL would."""
-        cases, group = np.unique(packed(positions, ">i4"), return_inverse=True)
-        found, score = packed(flags, ">i2"), packed(scores, ">f8")
-        size, scored = len(cases), found != ERRORED
-        return cls(
-            positions=cases.astype(np.int64),
-            scored=_sums(group, size, scored.astype(float)),
-            passed=_sums(group, size, (found == PASSED).astype(float)),
-            score=_means(group, size, score, scored),
-            binary=bool(((score == 0) | (score == 1))[scored].all()),
+    def value(self, field: str, at: int) -> str | None:
+        return self.values[field][self.codes[field][at]]
+
+    def listed(self, field: str) -> list[str | None]:
+        """Each case's value of one field."""
+        return list(map(self.values[field].__getitem__, self.codes[field].tolist()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CaseSlices) and all(
+            self.listed(field) == other.listed(field) for field in SLICES
         )
-
-    def column(self, case_of_position: np.ndarray, size: int, *, graded: bool) -> np.ndarray:
-        """Per case (`case_of_position` maps this run's positions to case indices, -1 for a
-        case left out), its mean score (graded) or share of passing evaluations; NaN where the
-        metric scored nothing."""
-        values = np.full(size, np.nan)
-        inside = self.positions < len(case_of_position)
-        where = np.full(len(self.positions), -1, dtype=np.int64)
-        where[inside] = case_of_position[self.positions[inside]]
-        found = (where >= 0) & (self.scored > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            own = self.score if graded else self.passed / self.scored
-        values[where[found]] = own[found]
-        return values
-
-
-@dataclass
-class MetricPairs:
-    type: str | None
-    baseline: MetricSide | None = None
-    candidate: MetricSide | None = None
-
-
-# --- one run's rows, sent as packed columns -------------------------------------------------
-# Each figure of a run's rows comes as one bytea of big-endian values (PostgreSQL's binary send
-# format), read here without a Python object per value: decoding 100,000s of values per array
-# cost more than the query. A row's flags: its status (0 failed, 1 passed, 2 errored) and
-# which of its fields are NULL.
-ERRORED, PASSED = 2, 1
-LATENCY_NULL, COST_NULL, TOKENS_NULL, TEST_NULL = 4, 8, 16, 32
-
-
-def packed(data: bytes | None, dtype: str) -> np.ndarray:
-    return np.frombuffer(data or b"", dtype=dtype)
-
-
-def _sums(group: np.ndarray, size: int, weights: np.ndarray) -> np.ndarray:
-    # (bincount adds each bin's weights in row order, as PostgreSQL's sum does.)
-    return np.bincount(group, weights=weights, minlength=size)
-
-
-def _means(group: np.ndarray, size: int, values: np.ndarray, kept: np.ndarray) -> np.ndarray:
-    """Per group, the mean of the kept values (NaN where none is kept): avg() FILTER."""
-    total = _sums(group[kept], size, values[kept])
-    count = np.bincount(group[kept], minlength=size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / count, np.nan)
 
 
 @dataclass(frozen=True)
@@ -258,14 +253,14 @@ class RunCases:
         return cls(
             positions=position[first],
             figures={
-                "scored": _sums(group, size, scored.astype(float)),
-                "passed": _sums(group, size, (status == PASSED).astype(float)),
-                "errored": _sums(group, size, (status == ERRORED).astype(float)),
-                "latency": _means(
+                "scored": sums(group, size, scored.astype(float)),
+                "passed": sums(group, size, (status == PASSED).astype(float)),
+                "errored": sums(group, size, (status == ERRORED).astype(float)),
+                "latency": means(
                     group, size, packed(latency, ">f8"), scored & (flags & LATENCY_NULL == 0)
                 ),
-                "cost": _means(group, size, packed(cost, ">f8"), scored & (flags & COST_NULL == 0)),
-                "tokens": _means(
+                "cost": means(group, size, packed(cost, ">f8"), scored & (flags & COST_NULL == 0)),
+                "tokens": means(
                     group,
                     size,
                     packed(tokens, ">i8").astype(float),

@@ -11,6 +11,7 @@ position, so a run's per-case figures (its metrics') are matched to the cases by
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,31 +23,32 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results.crud.case_columns import (
+    SLICES,
     ByPosition,
-    MetricPairs,
-    MetricSide,
+    CaseSlices,
     PairedCase,
     PairedColumns,
     RunCases,
     Side,
     SideColumns,
 )
+from database.results.crud.packed_columns import MetricPairs, MetricSide, packed
 from database.results.models import Run
 from utils.crud import local_settings
 
 # (The column types are this module's answers: importable from here.)
 __all__ = [
-    "OUTPUT_CHARS",
+    "SLICES",
+    "CaseSlices",
     "MetricPairs",
     "MetricSide",
-    "Output",
     "PairedCase",
     "PairedColumns",
     "Side",
     "SideColumns",
-    "flip_outputs",
     "paired_cases",
     "paired_metrics",
+    "run_params",
     "whole_run_plans",
 ]
 
@@ -94,15 +96,33 @@ FROM paired
 # planner misjudging the aggregates above would otherwise probe these row by row).
 # A test has changed when what it sends or expects did: labels, tags and metadata (where
 # recorded outputs live) do not count; with one version on both sides nothing changed.
-_VERSION_CASES = text("""
-SELECT version_id, array_agg(position), array_agg("case" ->> 'behavior'),
-       array_agg("case" ->> 'category'), array_agg("case" ->> 'topic'),
-       array_agg(CASE WHEN :digest THEN md5(jsonb_build_array(
+# Each field's values come as one text (decoding 100,000s of array elements cost more than the
+# query): per case 'v' and the value, its backslashes and separators escaped, or 'n' for none;
+# separated by chr(31). Only the distinct values are decoded (_decoded).
+_SEPARATOR = "\x1f"
+
+
+def _marked(field: str) -> str:
+    escaped = rf"""replace(replace("case" ->> '{field}', '\', '\\'), chr(31), '\s')"""
+    return f"string_agg(coalesce('v' || {escaped}, 'n'), chr(31))"
+
+
+_VERSION_CASES = text(f"""
+SELECT version_id, string_agg(int4send(position), ''), {", ".join(map(_marked, SLICES))},
+       string_agg(CASE WHEN :digest THEN md5(jsonb_build_array(
            "case" -> 'input', "case" -> 'messages', "case" -> 'variables',
-           "case" -> 'expected_output', "case" -> 'context')::text) END)
+           "case" -> 'expected_output', "case" -> 'context')::text) END, chr(31)),
+       count(*)
 FROM test_set_version_cases WHERE version_id IN (:baseline_version, :candidate_version)
 GROUP BY version_id
 """)
+
+
+def _decoded(marked: str) -> str | None:
+    if marked == "n":
+        return None
+    return re.sub(r"\\(.)", lambda found: "\\" if found[1] == "\\" else _SEPARATOR, marked[1:])
+
 
 # Per metric and run, its evaluations as packed columns (see case_columns.RunCases): the case
 # (position) of each, its flags (2: an error, 1: passed, 0: failed) and score; aggregated per
@@ -142,22 +162,6 @@ def _packed_rows(run: str) -> str:
 
 _RUN_ROWS = text(f"{_packed_rows('baseline')} UNION ALL {_packed_rows('candidate')}")
 
-_FLIP_OUTPUTS = text(f"""
-WITH wanted AS (
-    SELECT * FROM unnest(CAST(:keys AS TEXT[]), CAST(:baseline_passes AS BOOLEAN[]))
-        AS w(key, baseline_passes)
-)
-SELECT DISTINCT ON (r.run_id, w.key) r.run_id = :candidate, w.key, r.id, r.status,
-       left(r.output, :chars), length(r.output) > :chars
-FROM results r JOIN wanted w ON {_KEY} = w.key
-WHERE r.run_id IN (:baseline, :candidate) AND r.status <> 'errored'
-ORDER BY r.run_id, w.key,
-         ((r.status = 'passed') = (w.baseline_passes = (r.run_id = :baseline))) DESC,
-         r.repetition
-""")
-
-OUTPUT_CHARS = 4000
-
 
 @asynccontextmanager
 async def _sorted_groups(session: AsyncSession) -> AsyncIterator[None]:
@@ -177,7 +181,7 @@ async def whole_run_plans(session: AsyncSession) -> AsyncIterator[None]:
         yield
 
 
-def _params(baseline: Run, candidate: Run) -> dict[str, Any]:
+def run_params(baseline: Run, candidate: Run) -> dict[str, Any]:
     return {
         "baseline": baseline.id,
         "candidate": candidate.id,
@@ -190,17 +194,23 @@ class _VersionCases:
     """One pinned version's cases, found by position."""
 
     index: np.ndarray  # position -> row, -1 where the version has no such position
-    slices: dict[str, list[str | None]]
-    digests: list[str | None]
+    slices: dict[str, list[str]]  # each row's marked value (see _VERSION_CASES)
+    digests: list[str]
+
+    @property
+    def size(self) -> int:
+        return len(self.slices[SLICES[0]])
 
     @classmethod
     def of(cls, row: Sequence[Any] | None) -> _VersionCases:
         if row is None:
             return cls(np.full(0, -1, dtype=np.int64), {field: [] for field in SLICES}, [])
-        positions = np.array(row[1], dtype=np.int64)
+        positions = packed(row[1], ">i4").astype(np.int64)
         index = np.full(int(positions.max(initial=-1)) + 1, -1, dtype=np.int64)
         index[positions] = np.arange(len(positions))
-        return cls(index, dict(zip(SLICES, row[2:5], strict=True)), list(row[5]))
+        marked = zip(SLICES, row[2:5], strict=True)
+        slices = {field: _split(found, row[-1]) for field, found in marked}
+        return cls(index, slices, _split(row[5], row[-1]))
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
         """The row of each position (-1: none, or no position)."""
@@ -210,7 +220,10 @@ class _VersionCases:
         return found
 
 
-SLICES = ("behavior", "category", "topic")
+def _split(joined: str | None, count: int) -> list[str]:
+    parts = joined.split(_SEPARATOR) if joined is not None else []
+    assert len(parts) == count or not parts, "a value holds the separator"
+    return parts
 
 
 async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> PairedColumns:
@@ -232,7 +245,7 @@ async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> 
 
 
 async def _by_position(session: AsyncSession, baseline: Run, candidate: Run) -> ByPosition | None:
-    rows = (await session.execute(_RUN_ROWS, _params(baseline, candidate))).all()
+    rows = (await session.execute(_RUN_ROWS, run_params(baseline, candidate))).all()
     runs = {bool(row[0]): RunCases.of(row[1:]) for row in rows}
     return ByPosition.pair(runs[False], runs[True])
 
@@ -257,7 +270,7 @@ class _ByKey:
 
 async def _by_key(session: AsyncSession, baseline: Run, candidate: Run) -> _ByKey:
     async with _sorted_groups(session):
-        row = (await session.execute(_CASES, _params(baseline, candidate))).one()
+        row = (await session.execute(_CASES, run_params(baseline, candidate))).one()
     width = len(_SIDE_COLUMNS)
     empty: list[Any] = []
     sides = [
@@ -269,7 +282,7 @@ async def _by_key(session: AsyncSession, baseline: Run, candidate: Run) -> _ByKe
 
 async def _version_cases(
     session: AsyncSession, baseline: Run, candidate: Run, sides: Sequence[SideColumns]
-) -> tuple[dict[str, list[str | None]], np.ndarray]:
+) -> tuple[CaseSlices, np.ndarray]:
     """Each case's slices (behavior, category, topic) and whether its test changed."""
     same = baseline.test_set_version_id == candidate.test_set_version_id
     versions = await session.execute(
@@ -280,19 +293,27 @@ async def _version_cases(
             "digest": not same,
         },
     )
-    found = {found[0]: found for found in versions.all()}
-    before = _VersionCases.of(found.get(baseline.test_set_version_id))
-    after = _VersionCases.of(found.get(candidate.test_set_version_id))
+    found = {found[0]: _VersionCases.of(found) for found in versions.all()}
+    none = _VersionCases.of(None)
+    before = found.get(baseline.test_set_version_id, none)
+    after = found.get(candidate.test_set_version_id, none)
     rows_before, rows_after = before.rows(sides[0].position), after.rows(sides[1].position)
-    # Each case's values: the candidate's version's, else the baseline's, else none; looked up
-    # in one list of both (and a None), which map() does without a Python loop.
-    size_after, size_before = len(after.digests), len(before.digests)
-    fallback = np.where(rows_before >= 0, size_after + rows_before, size_after + size_before)
-    at = np.where(rows_after >= 0, rows_after, fallback).tolist()
-    slices = {
-        field: list(map((after.slices[field] + before.slices[field] + [None]).__getitem__, at))
-        for field in SLICES
-    }
+    # Each case's row among both versions' rows (the candidate's first; one version's rows
+    # once): its values are the candidate's version's, else the baseline's, else none.
+    at = np.where(rows_before >= 0, after.size + rows_before, -1) if before is not after else None
+    at = np.where(rows_after >= 0, rows_after, -1 if at is None else at)
+    values, codes = {}, {}
+    for field in SLICES:
+        marked = after.slices[field] + (before.slices[field] if before is not after else [])
+        lookup = {value: code for code, value in enumerate(dict.fromkeys(marked))}
+        row_codes = np.fromiter(map(lookup.__getitem__, marked), dtype=np.int64, count=len(marked))
+        values[field] = [_decoded(value) for value in lookup]
+        if "n" not in lookup:
+            lookup["n"] = len(values[field])
+            values[field].append(None)
+        codes[field] = np.full(len(at), lookup["n"], dtype=np.int64)
+        codes[field][at >= 0] = row_codes[at[at >= 0]]
+    slices = CaseSlices(values, codes)
     changed = np.zeros(len(rows_after), dtype=bool)
     if not same:
         both = np.flatnonzero((rows_before >= 0) & (rows_after >= 0))
@@ -309,7 +330,7 @@ async def paired_metrics(
     # Hashed into its few groups: a planner without statistics of fresh rows would sort the
     # whole join (400,000 rows for two runs of 100,000 results and 2 metrics) to group it.
     async with local_settings(session, enable_sort="off"):
-        rows = (await session.execute(_METRICS, _params(baseline, candidate))).all()
+        rows = (await session.execute(_METRICS, run_params(baseline, candidate))).all()
     metrics: dict[str, MetricPairs] = {}
     for is_candidate, name, kind, positions, flags, scores in rows:
         side = MetricSide.of(positions, flags, scores)
@@ -319,33 +340,3 @@ async def paired_metrics(
         else:
             pairs.baseline = side
     return metrics
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    result_id: uuid.UUID
-    status: str
-    output: str | None
-    truncated: bool
-
-
-async def flip_outputs(
-    session: AsyncSession, baseline: Run, candidate: Run, flips: Sequence[tuple[str, bool]]
-) -> dict[tuple[str, bool], Output]:
-    """For each (key, baseline passes) flip, one result per side showing its outcome: a passing
-    repetition on the side that passes, a failing one on the other. Keyed (key, is candidate)."""
-    if not flips:
-        return {}
-    rows = await session.execute(
-        _FLIP_OUTPUTS,
-        {
-            **_params(baseline, candidate),
-            "keys": [key for key, _ in flips],
-            "baseline_passes": [passes for _, passes in flips],
-            "chars": OUTPUT_CHARS,
-        },
-    )
-    return {
-        (key, bool(is_candidate)): Output(result_id, status, output, bool(truncated))
-        for is_candidate, key, result_id, status, output, truncated in rows.all()
-    }

@@ -1,0 +1,189 @@
+"""A comparison's slices and flips from the columns: slice values read back exactly (the
+separator the read uses, backslashes, none), grouped and ordered as the
+comparison promises; and each flip's outputs found by key through the indexes, the same as a
+join on the key itself, for results whose test was deleted too, in one version or two."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import numpy as np
+from sqlalchemy import text
+
+from database.core import Database, Tenant
+from database.results.crud import flip_outputs, pairing
+from database.results.models import Run
+from tests.helpers import Account, create_model, create_project, create_test_set, register
+
+CASES = 40
+REPETITIONS = 2
+BEHAVIORS = ("a\x1fb", "back\\slash\\s", "\\", None, "s")
+
+_RESULTS = text("""
+INSERT INTO results (id, organization_id, run_id, position, repetition, test_id, input, output,
+                     status, latency_ms, input_tokens, output_tokens, cost, cached)
+SELECT gen_random_uuid(), :organization, :run, position, repetition, test_id, '{}'::jsonb,
+       'answer ' || position || '/' || repetition, status, 50, 10, 20, 0.001, false
+FROM unnest(CAST(:positions AS INT[]), CAST(:repetitions AS INT[]), CAST(:test_ids AS UUID[]),
+            CAST(:statuses AS TEXT[])) AS r(position, repetition, test_id, status)
+""")
+# The flips' outputs as a join on the key (pairing._KEY) finds them: the reference.
+_BY_KEY = text(f"""
+WITH wanted AS (
+    SELECT * FROM unnest(CAST(:keys AS TEXT[]), CAST(:baseline_passes AS BOOLEAN[]))
+        AS w(key, baseline_passes)
+)
+SELECT DISTINCT ON (r.run_id, w.key) r.run_id = :candidate, w.key, r.id
+FROM results r JOIN wanted w ON {pairing._KEY} = w.key
+WHERE r.run_id IN (:baseline, :candidate) AND r.status <> 'errored'
+ORDER BY r.run_id, w.key,
+         ((r.status = 'passed') = (w.baseline_passes = (r.run_id = :baseline))) DESC,
+         r.repetition
+""")
+
+
+def _behavior(position: int) -> str | None:
+    return BEHAVIORS[position % len(BEHAVIORS)]
+
+
+async def _setup(
+    client: httpx.AsyncClient, owner: Account
+) -> tuple[list[str], str, dict[str, Any]]:
+    project = await create_project(client, owner)
+    tests = []
+    for i in range(CASES):
+        test: dict[str, Any] = {"input": f"question {i}", "category": f"c{i % 2}"}
+        if _behavior(i) is not None:
+            test["behavior"] = _behavior(i)
+        tests.append(test)
+    created = await client.post(
+        "/api/v1/tests/bulk",
+        json={"project_id": project["id"], "tests": tests},
+        headers=owner.headers,
+    )
+    assert created.status_code == 201, created.text
+    test_ids = created.json()["ids"]
+    test_set = (await create_test_set(client, owner, project["id"], test_ids))["id"]
+    model = (await create_model(client, owner))["id"]
+    metric = await client.post(
+        "/api/v1/metrics",
+        json={"project_id": project["id"], "name": "contains", "type": "contains"},
+        headers=owner.headers,
+    )
+    assert metric.status_code == 201, metric.text
+    return test_ids, test_set, {"target_model_id": model, "metric_ids": [metric.json()["id"]]}
+
+
+async def _run(
+    client: httpx.AsyncClient, owner: Account, test_set: str, model: dict[str, Any]
+) -> str:
+    body = {"test_set_id": test_set, "repetitions": REPETITIONS, **model}
+    created = await client.post("/api/v1/runs", json=body, headers=owner.headers)
+    assert created.status_code == 202, created.text
+    return str(created.json()["id"])
+
+
+async def _write(
+    database: Database, owner: Account, run: str, test_ids: list[str | None], seed: int
+) -> None:
+    rng = random.Random(seed)
+    rows: dict[str, list[Any]] = {"positions": [], "repetitions": [], "test_ids": []}
+    rows["statuses"] = []
+    for position, test_id in enumerate(test_ids):
+        for repetition in range(REPETITIONS):
+            status = rng.choice(("passed", "failed", "failed", "errored"))
+            for key, value in zip(rows, (position, repetition, test_id, status), strict=True):
+                rows[key].append(value)
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        params = {"organization": owner.organization_id, "run": uuid.UUID(run)}
+        await session.execute(_RESULTS, {**params, **rows})
+        await session.execute(
+            text("UPDATE runs SET status = 'completed', finished_at = now() WHERE id = :run"),
+            {"run": uuid.UUID(run)},
+        )
+
+
+async def test_slice_values_come_back_exactly_and_group_in_order(client, database):
+    owner = await register(client)
+    test_ids, test_set, model = await _setup(client, owner)
+    runs = [await _run(client, owner, test_set, model) for _ in range(2)]
+    for seed, run in enumerate(runs):
+        await _write(database, owner, run, list(test_ids), seed)
+
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        base = await session.get(Run, uuid.UUID(runs[0]))
+        cand = await session.get(Run, uuid.UUID(runs[1]))
+        assert base is not None and cand is not None
+        async with pairing.whole_run_plans(session):
+            cases = await pairing.paired_cases(session, base, cand)
+    positions = cases.candidate.position.tolist()
+    assert cases.slices.listed("behavior") == [_behavior(p) for p in positions]
+    assert cases.slices.listed("category") == [f"c{p % 2}" for p in positions]
+    assert cases.slices.listed("topic") == [None] * CASES
+
+    response = await client.get(
+        f"/api/v1/runs/{runs[1]}/compare", params={"baseline": runs[0]}, headers=owner.headers
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    shares = cases.baseline.share, cases.candidate.share
+    rated = [p for p in range(CASES) if not np.isnan(shares[0][p] + shares[1][p])]
+    expected = Counter(_behavior(positions[i]) for i in rated)
+    behaviors = [
+        (s["value"], s["pass_rate"]["cases"]) for s in body["slices"] if s["field"] == "behavior"
+    ]
+    assert sorted(behaviors, key=str) == sorted(expected.items(), key=str)
+    assert behaviors == sorted(behaviors, key=lambda pair: (-pair[1], pair[0] or ""))
+    assert {s["field"] for s in body["slices"]} == {"behavior", "category"}  # one topic: none
+
+
+async def _flips_both_ways(
+    database: Database, owner: Account, runs: tuple[str, str]
+) -> tuple[dict[Any, Any], dict[Any, Any], list[str]]:
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        base = await session.get(Run, uuid.UUID(runs[0]))
+        cand = await session.get(Run, uuid.UUID(runs[1]))
+        assert base is not None and cand is not None
+        async with pairing.whole_run_plans(session):
+            cases = await pairing.paired_cases(session, base, cand)
+        keys = cases.ids.keys(np.arange(len(cases)))
+        flips = [(key, i % 2 == 0) for i, key in enumerate(keys)]
+        found = await flip_outputs.flip_outputs(session, base, cand, flips)
+        params = {
+            **pairing.run_params(base, cand),
+            "keys": [key for key, _ in flips],
+            "baseline_passes": [passes for _, passes in flips],
+        }
+        rows = (await session.execute(_BY_KEY, params)).all()
+    reference = {(key, bool(is_candidate)): result for is_candidate, key, result in rows}
+    return {key: output.result_id for key, output in found.items()}, reference, keys
+
+
+async def test_flip_outputs_are_found_by_key_in_one_version_and_in_two(client, database):
+    owner = await register(client)
+    test_ids, test_set, model = await _setup(client, owner)
+    first = await _run(client, owner, test_set, model)
+    second = await _run(client, owner, test_set, model)
+    # Every 7th result names no test (deleted): keyed by position in one version.
+    named: list[str | None] = [None if i % 7 == 3 else t for i, t in enumerate(test_ids)]
+    await _write(database, owner, first, named, seed=1)
+    await _write(database, owner, second, named, seed=2)
+    found, reference, keys = await _flips_both_ways(database, owner, (first, second))
+    assert found == reference and len(found) > CASES
+    assert "position:3" in keys
+
+    # A test edited: the next run pins another version, and a deleted test's results key by
+    # their run and position.
+    edited = await client.patch(
+        f"/api/v1/tests/{test_ids[0]}", json={"input": "edited"}, headers=owner.headers
+    )
+    assert edited.status_code == 200, edited.text
+    third = await _run(client, owner, test_set, model)
+    await _write(database, owner, third, named, seed=3)
+    found, reference, keys = await _flips_both_ways(database, owner, (first, third))
+    assert found == reference and len(found) > CASES
+    assert f"{third}:3" in keys and f"{first}:3" in keys
