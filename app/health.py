@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
+import asyncpg
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from database.core import get_database
-from database.migrate import applied_revision, head_revision
+from database.migrate import head_revision
 from database.routing import api_router
 from notifications.service import get_notifications
 from tasks.worker import started_pools
@@ -46,7 +47,8 @@ async def _database() -> Health:
     try:
         async with asyncio.timeout(DATABASE_CHECK_TIMEOUT):
             async with get_database().engine.connect() as connection:
-                revision = await applied_revision(connection)
+                driver = (await connection.get_raw_connection()).driver_connection
+                revision = await _applied_revision(driver)
         database = "ok"
     except Exception as exc:  # any failure to reach the database is what this reports
         database = f"unreachable: {type(exc).__name__}"
@@ -57,6 +59,19 @@ async def _database() -> Health:
         migration_revision=revision,
         migration_head=head,
     )
+
+
+async def _applied_revision(driver: asyncpg.Connection) -> str | None:
+    """The applied revision (None before the first migration), in one statement on the
+    driver's connection and outside a transaction: one round trip, no BEGIN or ROLLBACK."""
+    try:
+        revision: str | None = await driver.fetchval(_APPLIED_REVISION)
+    except asyncpg.UndefinedTableError:
+        return None
+    return revision
+
+
+_APPLIED_REVISION = "SELECT version_num FROM alembic_version LIMIT 1"
 
 
 @router.get(

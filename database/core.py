@@ -10,7 +10,6 @@ other module to that.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -95,9 +94,10 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Asy
         pool_size=pool_size,
         max_overflow=max_overflow,
         json_serializer=fastjson.dumps,
-        # Reads stay on the standard library: orjson reads an integer beyond 64 bits as a
-        # float, and a user's JSON must come back exactly as it was stored.
-        json_deserializer=json.loads,
+        # The dialect registers it as the driver's json and jsonb decoder, the driver
+        # connection's reads included. Exact: a user's JSON comes back as the standard library
+        # reads it (an integer beyond 64 bits stays an integer).
+        json_deserializer=fastjson.loads_exact,
     )
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
     return engine
@@ -128,6 +128,7 @@ class Tenant:
 
 NO_TENANT = Tenant(organization_id=None)
 _TENANT = "assay_tenant"  # session.info key: the tenant the open transaction acts for
+_DRIVER = "assay_driver"  # session.info key: (its transaction, the driver's connection)
 
 _SET_TENANT = text(
     "SELECT set_config('app.organization_id', :org, true), set_config('app.user_id', :user, true)"
@@ -163,8 +164,16 @@ async def driver_connection(
     read sees no tenant row, so that is refused as the mistake it is. `in_transaction=False`
     is for a SECURITY DEFINER lookup sent before the transaction, such as a credential's.
     """
-    connection = await session.connection()
-    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    # The session keeps one connection for a transaction: found once per transaction (two
+    # greenlet switches), then taken from the session's info while that transaction lasts.
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(_DRIVER)
+    if transaction is not None and held is not None and held[0] is transaction:
+        driver: asyncpg.Connection = held[1]
+    else:
+        connection = await session.connection()
+        driver = (await connection.get_raw_connection()).driver_connection
+        session.info[_DRIVER] = (session.sync_session.get_transaction(), driver)
     if in_transaction and not driver.is_in_transaction():
         raise RuntimeError("a read of tenant rows outside the session's transaction")
     return DriverConnection(driver)

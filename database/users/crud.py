@@ -44,7 +44,7 @@ async def read_user(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]
     row = await (await driver_connection(session)).fetchrow(
         "SELECT id, email, name, created_at FROM users WHERE id = $1", user_id
     )
-    return dict(row) if row else None
+    return dict(row.items()) if row else None
 
 
 async def find_login_candidate(session: AsyncSession, email: str) -> LoginCandidate | None:

@@ -1,0 +1,41 @@
+"""/health reads the applied revision in one statement on the driver's connection: a database
+without the revision table is reachable but not migrated."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.health import _applied_revision
+from database.migrate import head_revision
+
+
+async def test_the_applied_revision_is_read(runtime_engine: AsyncEngine):
+    async with runtime_engine.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        assert await _applied_revision(driver) == head_revision()
+        assert not driver.is_in_transaction()  # one statement, no transaction around it
+
+
+async def test_no_revision_table_reads_as_not_migrated(runtime_engine: AsyncEngine):
+    async with runtime_engine.connect() as connection:
+        # Within a transaction that is rolled back: the pooled connection keeps its path.
+        await connection.execute(text("SET LOCAL search_path TO pg_temp"))
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert await _applied_revision(driver) is None
+        await connection.rollback()
+
+
+async def test_health_is_503_when_the_database_is_not_migrated(client, monkeypatch):
+    from app import health
+
+    monkeypatch.setattr(health, "_APPLIED_REVISION", "SELECT version_num FROM no_such_table")
+    response = await client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["database"], body["migration_revision"]) == (
+        "unavailable",
+        "ok",
+        None,
+    )
