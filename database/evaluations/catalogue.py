@@ -346,9 +346,10 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
 def _check_in_scope(spec: MetricSpec, obs: Observation, check: Check) -> Verdict:
     """The check on the answers its scope names; ScoringError (naming the turn) if one fails
     to score."""
-    parameters = dict(spec.parameters)
-    scope: Scope = parameters.pop(SCOPE, "last")
-    own = replace(spec, parameters=parameters)  # a check sees its type's parameters only
+    scope: Scope = spec.parameters.get(SCOPE, "last")
+    own = spec  # a check sees its type's parameters only: without the scope, if it has one
+    if SCOPE in spec.parameters:
+        own = replace(spec, parameters={k: v for k, v in spec.parameters.items() if k != SCOPE})
     if scope == "last" or not obs.turns:
         value, reason = check(own, obs)
         return Verdict(score=value, reason=reason, passed=decide(spec, value))
