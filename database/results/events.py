@@ -1,5 +1,5 @@
 """A run's events: their types and payloads (documented for clients in app/public.py), recorded
-in the transaction that makes each change (see crud.record_events)."""
+in the transaction that makes each change (see crud.update_run)."""
 
 from __future__ import annotations
 
