@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from sqlalchemy import text
@@ -219,3 +220,33 @@ async def create_test_set(
     response = await client.post("/api/v1/test-sets", json=body, headers=account.headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+async def create_run_body(
+    client: httpx.AsyncClient, account: Account, tests: Sequence[dict[str, Any]]
+) -> tuple[list[str], dict[str, Any]]:
+    """A project with `tests` (created in bulk, 1,000 a request), a test set of them in order,
+    the demo model and a `contains` metric: the tests' ids, and the body of a run over them."""
+    project = await create_project(client, account)
+    test_ids: list[str] = []
+    for start in range(0, len(tests), 1000):
+        created = await client.post(
+            "/api/v1/tests/bulk",
+            json={"project_id": project["id"], "tests": list(tests[start : start + 1000])},
+            headers=account.headers,
+        )
+        assert created.status_code == 201, created.text
+        test_ids += created.json()["ids"]
+    test_set = await create_test_set(client, account, project["id"], test_ids)
+    model = await create_model(client, account)
+    metric = await client.post(
+        "/api/v1/metrics",
+        json={"project_id": project["id"], "name": "contains", "type": "contains"},
+        headers=account.headers,
+    )
+    assert metric.status_code == 201, metric.text
+    return test_ids, {
+        "test_set_id": test_set["id"],
+        "target_model_id": model["id"],
+        "metric_ids": [metric.json()["id"]],
+    }

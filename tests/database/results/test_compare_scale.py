@@ -18,7 +18,7 @@ from scipy import stats
 from sqlalchemy import text
 
 from database.core import Database, Tenant
-from tests.helpers import Account, create_model, create_project, create_test_set, register
+from tests.helpers import Account, create_run_body, register
 
 CASES = 3000
 REPETITIONS = 3
@@ -91,16 +91,10 @@ def _side(rng: random.Random, pass_share: float, missing: int) -> dict[int, Case
     return cases
 
 
-async def _run(
-    client: httpx.AsyncClient, owner: Account, test_set: str, model: str, metric: str
-) -> str:
-    body = {
-        "test_set_id": test_set,
-        "target_model_id": model,
-        "metric_ids": [metric],
-        "repetitions": REPETITIONS,
-    }
-    created = await client.post("/api/v1/runs", json=body, headers=owner.headers)
+async def _run(client: httpx.AsyncClient, owner: Account, body: dict[str, Any]) -> str:
+    created = await client.post(
+        "/api/v1/runs", json={**body, "repetitions": REPETITIONS}, headers=owner.headers
+    )
     assert created.status_code == 202, created.text
     return str(created.json()["id"])
 
@@ -196,7 +190,6 @@ def _inverted_cdf(values: list[float], q: float) -> float:
 
 async def test_a_large_comparison_matches_a_reference_computed_from_the_rows(client, database):
     owner = await register(client)
-    project = await create_project(client, owner)
     tests = [
         {
             "input": f"question {i}",
@@ -206,27 +199,12 @@ async def test_a_large_comparison_matches_a_reference_computed_from_the_rows(cli
         }
         for i in range(CASES)
     ]
-    test_ids: list[str] = []
-    for start in range(0, CASES, 1000):
-        created = await client.post(
-            "/api/v1/tests/bulk",
-            json={"project_id": project["id"], "tests": tests[start : start + 1000]},
-            headers=owner.headers,
-        )
-        assert created.status_code == 201, created.text
-        test_ids += created.json()["ids"]
-    test_set = (await create_test_set(client, owner, project["id"], test_ids))["id"]
-    model = (await create_model(client, owner))["id"]
-    metric = await client.post(
-        "/api/v1/metrics",
-        json={"project_id": project["id"], "name": "contains", "type": "contains"},
-        headers=owner.headers,
-    )
+    test_ids, run_body = await create_run_body(client, owner, tests)
     rng = random.Random(17)
     sides = {"baseline": _side(rng, 0.85, missing=50), "candidate": _side(rng, 0.8, missing=70)}
     runs = {}
     for name, cases in sides.items():
-        runs[name] = await _run(client, owner, test_set, model, metric.json()["id"])
+        runs[name] = await _run(client, owner, run_body)
         await _write(database, owner, runs[name], test_ids, cases, rng)
 
     response = await client.get(

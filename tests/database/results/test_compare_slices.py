@@ -17,7 +17,7 @@ from sqlalchemy import text
 from database.core import Database, Tenant
 from database.results.crud import flip_outputs, pairing
 from database.results.models import Run
-from tests.helpers import Account, create_model, create_project, create_test_set, register
+from tests.helpers import Account, create_run_body, register
 
 CASES = 40
 REPETITIONS = 2
@@ -50,39 +50,20 @@ def _behavior(position: int) -> str | None:
     return BEHAVIORS[position % len(BEHAVIORS)]
 
 
-async def _setup(
-    client: httpx.AsyncClient, owner: Account
-) -> tuple[list[str], str, dict[str, Any]]:
-    project = await create_project(client, owner)
+async def _setup(client: httpx.AsyncClient, owner: Account) -> tuple[list[str], dict[str, Any]]:
     tests = []
     for i in range(CASES):
         test: dict[str, Any] = {"input": f"question {i}", "category": f"c{i % 2}"}
         if _behavior(i) is not None:
             test["behavior"] = _behavior(i)
         tests.append(test)
+    return await create_run_body(client, owner, tests)
+
+
+async def _run(client: httpx.AsyncClient, owner: Account, body: dict[str, Any]) -> str:
     created = await client.post(
-        "/api/v1/tests/bulk",
-        json={"project_id": project["id"], "tests": tests},
-        headers=owner.headers,
+        "/api/v1/runs", json={**body, "repetitions": REPETITIONS}, headers=owner.headers
     )
-    assert created.status_code == 201, created.text
-    test_ids = created.json()["ids"]
-    test_set = (await create_test_set(client, owner, project["id"], test_ids))["id"]
-    model = (await create_model(client, owner))["id"]
-    metric = await client.post(
-        "/api/v1/metrics",
-        json={"project_id": project["id"], "name": "contains", "type": "contains"},
-        headers=owner.headers,
-    )
-    assert metric.status_code == 201, metric.text
-    return test_ids, test_set, {"target_model_id": model, "metric_ids": [metric.json()["id"]]}
-
-
-async def _run(
-    client: httpx.AsyncClient, owner: Account, test_set: str, model: dict[str, Any]
-) -> str:
-    body = {"test_set_id": test_set, "repetitions": REPETITIONS, **model}
-    created = await client.post("/api/v1/runs", json=body, headers=owner.headers)
     assert created.status_code == 202, created.text
     return str(created.json()["id"])
 
@@ -109,8 +90,8 @@ async def _write(
 
 async def test_slice_values_come_back_exactly_and_group_in_order(client, database):
     owner = await register(client)
-    test_ids, test_set, model = await _setup(client, owner)
-    runs = [await _run(client, owner, test_set, model) for _ in range(2)]
+    test_ids, body = await _setup(client, owner)
+    runs = [await _run(client, owner, body) for _ in range(2)]
     for seed, run in enumerate(runs):
         await _write(database, owner, run, list(test_ids), seed)
 
@@ -165,9 +146,9 @@ async def _flips_both_ways(
 
 async def test_flip_outputs_are_found_by_key_in_one_version_and_in_two(client, database):
     owner = await register(client)
-    test_ids, test_set, model = await _setup(client, owner)
-    first = await _run(client, owner, test_set, model)
-    second = await _run(client, owner, test_set, model)
+    test_ids, body = await _setup(client, owner)
+    first = await _run(client, owner, body)
+    second = await _run(client, owner, body)
     # Every 7th result names no test (deleted): keyed by position in one version.
     named: list[str | None] = [None if i % 7 == 3 else t for i, t in enumerate(test_ids)]
     await _write(database, owner, first, named, seed=1)
@@ -182,7 +163,7 @@ async def test_flip_outputs_are_found_by_key_in_one_version_and_in_two(client, d
         f"/api/v1/tests/{test_ids[0]}", json={"input": "edited"}, headers=owner.headers
     )
     assert edited.status_code == 200, edited.text
-    third = await _run(client, owner, test_set, model)
+    third = await _run(client, owner, body)
     await _write(database, owner, third, named, seed=3)
     found, reference, keys = await _flips_both_ways(database, owner, (first, third))
     assert found == reference and len(found) > CASES

@@ -20,7 +20,7 @@ from database.core import Database, Tenant
 from database.results.crud import pairing
 from database.results.crud.case_columns import PairedColumns
 from database.results.models import Run
-from tests.helpers import Account, create_model, create_project, create_test_set, register
+from tests.helpers import Account, create_run_body, register
 
 CASES = 60
 REPETITIONS = 3
@@ -123,25 +123,11 @@ async def _write(
 async def _setup(
     client: httpx.AsyncClient, owner: Account, runs: int
 ) -> tuple[list[str], list[str]]:
-    project = await create_project(client, owner)
-    created = await client.post(
-        "/api/v1/tests/bulk",
-        json={
-            "project_id": project["id"],
-            "tests": [{"input": f"question {i}", "behavior": f"b{i % 3}"} for i in range(CASES)],
-        },
-        headers=owner.headers,
+    test_ids, body = await create_run_body(
+        client,
+        owner,
+        [{"input": f"question {i}", "behavior": f"b{i % 3}"} for i in range(CASES)],
     )
-    assert created.status_code == 201, created.text
-    test_ids = created.json()["ids"]
-    test_set = (await create_test_set(client, owner, project["id"], test_ids))["id"]
-    model = (await create_model(client, owner))["id"]
-    metric = await client.post(
-        "/api/v1/metrics",
-        json={"project_id": project["id"], "name": "contains", "type": "contains"},
-        headers=owner.headers,
-    )
-    body = {"test_set_id": test_set, "target_model_id": model, "metric_ids": [metric.json()["id"]]}
     ids = []
     for _ in range(runs):
         run = await client.post(
