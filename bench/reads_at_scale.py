@@ -120,7 +120,7 @@ def _pairing_reads(
     organization: uuid.UUID, ids: dict[str, uuid.UUID], *reads: str
 ) -> Callable[[], Awaitable[None]]:
     """What the comparison reads of the two runs, as it reads it (SQL, then columns): its
-    cases, its metrics' evaluations, or both."""
+    cases, its metrics' evaluations, or both one after the other on one connection."""
 
     async def call() -> None:
         async with get_database().transaction(Tenant(organization)) as session:
@@ -226,9 +226,10 @@ async def run() -> None:
             f" {figures[name][0] / figures[floor][0]:.1f}x it"
         )
     print(
-        f"    where compare's time goes: its SQL reads, decoded to columns,"
-        f" {_ms(figures['compare reads'])} (the cases {_ms(figures['cases read'])}, the"
-        f" metrics' evaluations {_ms(figures['metrics read'])});"
+        f"    where compare's time goes: its SQL reads, decoded to columns, one after the"
+        f" other {_ms(figures['compare reads'])} (the cases {_ms(figures['cases read'])}, the"
+        f" metrics' evaluations {_ms(figures['metrics read'])}; the service reads these two"
+        " side by side, on two connections);"
         f" the interval statistics alone over {CASES:,} cases"
         " (utils.statistics: from LARGE_N cases, normal intervals for means and a banded"
         " bootstrap for quantiles):"

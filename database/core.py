@@ -221,6 +221,42 @@ async def acting_as(session: AsyncSession, tenant: Tenant) -> AsyncIterator[None
     await enter_tenant(session, before)
 
 
+_SIDE_READERS_AT_ONCE = 2
+_side_readers_open = 0
+_WRITTEN = text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
+
+
+@asynccontextmanager
+async def side_reader(session: AsyncSession) -> AsyncIterator[AsyncSession | None]:
+    """A second, read-only transaction for the session's tenant on a connection of its own, so
+    two long reads of one request run side by side (a connection runs one statement at a time).
+    Each of its statements sees what is committed, as the session's next statement would (read
+    committed: every statement takes its own snapshot).
+
+    Yields None, to read on the session itself, when the session's transaction has written
+    (the side one would not see that) or when enough side readers are open: a transaction that
+    holds a connection while it waits for another could starve the pool, so none ever waits.
+    """
+    global _side_readers_open
+    tenant: Tenant | None = session.info.get(_TENANT)
+    engine = session.bind  # (a session bound to one connection, as in tests, has no second)
+    if tenant is None or not isinstance(engine, AsyncEngine):
+        yield None
+        return
+    written = (await session.execute(_WRITTEN)).scalar_one()
+    if written or _side_readers_open >= _SIDE_READERS_AT_ONCE:
+        yield None
+        return
+    _side_readers_open += 1
+    try:
+        async with AsyncSession(engine) as side:
+            await side.execute(text("SET TRANSACTION READ ONLY"))
+            await enter_tenant(side, tenant)
+            yield side
+    finally:
+        _side_readers_open -= 1
+
+
 class Database:
     """The runtime engine (connecting as the non-privileged runtime role) and its sessions."""
 

@@ -11,20 +11,22 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.core import side_reader
 from database.results import changes
 from database.results.crud import pairing
-from database.results.crud.pairing import PairedCase
+from database.results.crud.pairing import MetricPairs, PairedCase
 from database.results.models import Run
 from database.results.schemas import (
     CaseCounts,
     Comparison,
+    Delta,
     Method,
     MetricComparison,
     SliceComparison,
@@ -81,33 +83,19 @@ class _Intervals:
 async def compare(
     session: AsyncSession, candidate: Run, baseline: Run, options: CompareOptions
 ) -> Comparison:
-    async with pairing.whole_run_plans(session):
-        cases = await pairing.paired_cases(session, baseline, candidate)
-        both = cases.baseline.present & cases.candidate.present
-        if not both.any():
-            raise InvalidInput(
-                f"the runs have no case in common: this run has "
-                f"{int(cases.candidate.present.sum())} case(s), the baseline "
-                f"{int(cases.baseline.present.sum())}",
-                field="baseline",
-            )
-        usable = np.flatnonzero(both & (options.include_changed | ~cases.changed))
-        seed = stats.seed_for(str(baseline.id), str(candidate.id))
-        # The latency quantiles' bootstrap, and what needs no metric (the overall and slices'
-        # tests, the cases that may have flipped), run in threads while the metrics are read.
-        latency = asyncio.create_task(
-            asyncio.to_thread(changes.latency_deltas, *_figure(cases, usable, "latency"), seed)
-        )
-        by_case = asyncio.create_task(asyncio.to_thread(_by_case, cases, usable))
+    # The metrics, the longest read, on a connection of their own while the cases are read
+    # here, where a second transaction sees what this one does (see side_reader).
+    async with side_reader(session) as side, pairing.whole_run_plans(session):
+        on_side = side and asyncio.create_task(_metrics(side, baseline, candidate))
         try:
-            metrics = await pairing.paired_metrics(session, baseline, candidate)
-            prepared = await by_case
-            analysed = await asyncio.to_thread(
-                _analyse, cases, usable, prepared, metrics, seed, options
-            )
+            cases = await pairing.paired_cases(session, baseline, candidate)
+            usable = _usable(cases, options)
+            metrics = on_side or pairing.paired_metrics(session, baseline, candidate)
+            seed = stats.seed_for(str(baseline.id), str(candidate.id))
+            prepared, analysed, (p50, p95) = await _analysed(cases, usable, metrics, seed, options)
         finally:
-            await asyncio.gather(by_case, return_exceptions=True)  # (done, or never awaited)
-            p50, p95 = await latency
+            if on_side:  # (done, or left behind by an error: it ends before its transaction)
+                await asyncio.gather(on_side, return_exceptions=True)
     # Only a case whose pass share moved can have flipped: the others need no object.
     flips = await changes.flips(
         session, baseline, candidate, prepared.moved, options.flips_limit, options.flips_offset
@@ -120,6 +108,47 @@ async def compare(
         flips=flips,
         **analysed,
     )
+
+
+async def _metrics(side: AsyncSession, baseline: Run, candidate: Run) -> dict[str, MetricPairs]:
+    async with pairing.whole_run_plans(side):
+        return await pairing.paired_metrics(side, baseline, candidate)
+
+
+def _usable(cases: pairing.PairedColumns, options: CompareOptions) -> np.ndarray:
+    """The cases both runs have (and whose test did not change, unless those are included)."""
+    both = cases.baseline.present & cases.candidate.present
+    if not both.any():
+        raise InvalidInput(
+            f"the runs have no case in common: this run has "
+            f"{int(cases.candidate.present.sum())} case(s), the baseline "
+            f"{int(cases.baseline.present.sum())}",
+            field="baseline",
+        )
+    return np.flatnonzero(both & (options.include_changed | ~cases.changed))
+
+
+async def _analysed(
+    cases: pairing.PairedColumns,
+    usable: np.ndarray,
+    metrics: Awaitable[dict[str, MetricPairs]],
+    seed: int,
+    options: CompareOptions,
+) -> tuple[_ByCase, dict[str, Any], tuple[Delta, Delta]]:
+    """The latency quantiles' bootstrap, and what needs no metric (the overall and slices'
+    tests, the cases that may have flipped), run in threads while the metrics are read."""
+    latency = asyncio.create_task(
+        asyncio.to_thread(changes.latency_deltas, *_figure(cases, usable, "latency"), seed)
+    )
+    by_case = asyncio.create_task(asyncio.to_thread(_by_case, cases, usable))
+    try:
+        found = await metrics
+        prepared = await by_case
+        analysed = await asyncio.to_thread(_analyse, cases, usable, prepared, found, seed, options)
+    finally:
+        await asyncio.gather(by_case, return_exceptions=True)  # (done, or never awaited)
+        quantiles = await latency
+    return prepared, analysed, quantiles
 
 
 def _figure(
