@@ -14,7 +14,7 @@ from app.engine.jobs import HANDLERS
 from database.core import asyncpg_connect_args
 from database.setup import DatabaseUrls
 from tasks.worker import WorkerPool
-from tests.helpers import Account, register
+from tests.helpers import Account, register, remove_account
 
 
 @pytest.fixture
@@ -112,12 +112,8 @@ async def committed_accounts(
             await _fill_every_table(client, account)
     await pool.stop(drain_seconds=1)
     yield accounts
-    async with owner_engine.begin() as conn:
-        for account in accounts:
-            await conn.execute(
-                text("DELETE FROM organizations WHERE id = :id"), {"id": account.organization_id}
-            )
-            await conn.execute(text("DELETE FROM users WHERE id = :id"), {"id": account.user_id})
+    for account in accounts:
+        await remove_account(owner_engine, account)
 
 
 async def test_runtime_role_has_no_way_around_rls(raw_runtime, owner_engine):

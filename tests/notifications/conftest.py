@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import text
 
 from app.engine.jobs import HANDLERS, on_dead
 from database.results import events as run_events
@@ -23,7 +22,7 @@ from database.results.event_payloads import STREAM_EVENTS
 from notifications.service import Notifications, set_notifications
 from tasks.worker import WorkerPool
 from tests.database.results.conftest import Lab
-from tests.helpers import register
+from tests.helpers import register, remove_account
 
 
 @dataclass
@@ -138,11 +137,4 @@ async def live(
             await pool.stop(drain_seconds=2)
             set_notifications(None)
             await notifications.stop()
-            async with owner_engine.begin() as conn:
-                await conn.execute(
-                    text("DELETE FROM organizations WHERE id = :id"),
-                    {"id": account.organization_id},
-                )
-                await conn.execute(
-                    text("DELETE FROM users WHERE id = :id"), {"id": account.user_id}
-                )
+            await remove_account(owner_engine, account)

@@ -10,9 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
-from tests.helpers import Account, assert_problem, bearer, create_api_key, register
+from tests.helpers import (
+    Account,
+    assert_problem,
+    bearer,
+    create_api_key,
+    register,
+    remove_account,
+)
 from tests.notifications.conftest import Event, Live, read_events
 from utils.auth import Principal, Role, issue_stream_token
 
@@ -24,11 +30,7 @@ async def stranger(live: Live, owner_engine) -> AsyncIterator[Account]:
     try:
         yield account
     finally:
-        async with owner_engine.begin() as conn:
-            await conn.execute(
-                text("DELETE FROM organizations WHERE id = :id"), {"id": account.organization_id}
-            )
-            await conn.execute(text("DELETE FROM users WHERE id = :id"), {"id": account.user_id})
+        await remove_account(owner_engine, account)
 
 
 async def _finished_run(live: Live, cases: int = 3) -> dict[str, Any]:

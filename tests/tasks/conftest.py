@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from database.core import Database
 from tasks import queue
 from tasks.models import Job
-from tests.helpers import Account, register, tenant_session
+from tests.helpers import Account, register, remove_account, tenant_session
 
 
 def new_kind() -> str:
@@ -110,14 +110,7 @@ async def accounts(
     try:
         yield created
     finally:
-        async with owner_engine.begin() as conn:
-            for account in created:
-                await conn.execute(
-                    text("DELETE FROM organizations WHERE id = :id"),
-                    {"id": account.organization_id},
-                )
-                await conn.execute(
-                    text("DELETE FROM users WHERE id = :id"), {"id": account.user_id}
-                )
+        for account in created:
+            await remove_account(owner_engine, account)
         # Jobs cascade with their organization: nothing claimable stays behind.
         assert await claimable_jobs(owner_engine) == []

@@ -12,12 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from app.engine.jobs import HANDLERS, on_dead
 from tasks.worker import WorkerPool
 from tests.database.organizations.audit_helpers import audit_entries
-from tests.helpers import Account, register
+from tests.helpers import Account, register, remove_account
 
 pytestmark = pytest.mark.slow
 
@@ -43,14 +42,7 @@ async def runner(
             yield client, account
         finally:
             await pool.stop(drain_seconds=2)
-            async with owner_engine.begin() as conn:
-                await conn.execute(
-                    text("DELETE FROM organizations WHERE id = :id"),
-                    {"id": account.organization_id},
-                )
-                await conn.execute(
-                    text("DELETE FROM users WHERE id = :id"), {"id": account.user_id}
-                )
+            await remove_account(owner_engine, account)
 
 
 async def _post(client: httpx.AsyncClient, account: Account, path: str, body: dict) -> Any:

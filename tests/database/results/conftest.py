@@ -13,12 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from app.engine.jobs import HANDLERS, on_dead
 from tasks.worker import WorkerPool
 from tests.fakes.openai_server import FakeOpenAI
-from tests.helpers import Account, register
+from tests.helpers import Account, register, remove_account
 
 TERMINAL = {"completed", "failed", "cancelled", "stopped"}
 
@@ -136,14 +135,7 @@ async def lab(
             yield Lab(client=client, account=account, project_id=project.json()["id"])
         finally:
             await pool.stop(drain_seconds=2)
-            async with owner_engine.begin() as conn:
-                await conn.execute(
-                    text("DELETE FROM organizations WHERE id = :id"),
-                    {"id": account.organization_id},
-                )
-                await conn.execute(
-                    text("DELETE FROM users WHERE id = :id"), {"id": account.user_id}
-                )
+            await remove_account(owner_engine, account)
 
 
 @pytest.fixture
