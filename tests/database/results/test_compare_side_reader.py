@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -46,22 +45,6 @@ _PID = text("SELECT pg_backend_pid()")
 _TENANT = text(
     "SELECT current_setting('app.organization_id', true), current_setting('app.user_id', true)"
 )
-
-
-@pytest.fixture
-async def client(committed_database: Database, app: Any) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
-        yield client
-
-
-@pytest.fixture
-async def owner(client: httpx.AsyncClient, owner_engine: Any) -> AsyncIterator[Account]:
-    account = await register(client)
-    try:
-        yield account
-    finally:
-        await remove_account(owner_engine, account)
 
 
 async def _finished_run(
@@ -139,11 +122,16 @@ async def _two_side_readers(database: Database, owner: Account, stack: AsyncExit
 
 
 async def test_the_side_reader_acts_for_the_same_tenant_and_only_reads(
-    committed_database: Database, client: httpx.AsyncClient, owner: Account, owner_engine: Any
+    committed_database: Database,
+    committed_client: httpx.AsyncClient,
+    committed_owner: Account,
+    owner_engine: Any,
 ):
-    other = await register(client)  # another organization, which the side reader must not see
+    other = await register(
+        committed_client
+    )  # another organization, which the side reader must not see
     try:
-        tenant = Tenant(owner.organization_id, owner.user_id)
+        tenant = Tenant(committed_owner.organization_id, committed_owner.user_id)
         async with (
             committed_database.transaction(tenant) as session,
             side_reader(session) as side,
@@ -151,64 +139,66 @@ async def test_the_side_reader_acts_for_the_same_tenant_and_only_reads(
             assert side is not None
             assert await side.scalar(_PID) != await session.scalar(_PID)
             settings = tuple((await side.execute(_TENANT)).one())
-            assert settings == (str(owner.organization_id), str(owner.user_id))
+            assert settings == (str(committed_owner.organization_id), str(committed_owner.user_id))
             seen = (await side.execute(text("SELECT id FROM organizations"))).scalars()
-            assert list(seen) == [owner.organization_id]
+            assert list(seen) == [committed_owner.organization_id]
             with pytest.raises(DBAPIError, match="read-only transaction"):
                 await side.execute(
                     text("UPDATE organizations SET name = 'changed' WHERE id = :id"),
-                    {"id": owner.organization_id},
+                    {"id": committed_owner.organization_id},
                 )
     finally:
         await remove_account(owner_engine, other)
 
 
 async def test_none_once_the_transaction_has_written_or_while_two_are_open(
-    committed_database: Database, owner: Account
+    committed_database: Database, committed_owner: Account
 ):
-    async with committed_database.transaction(Tenant(owner.organization_id)) as session:
+    async with committed_database.transaction(Tenant(committed_owner.organization_id)) as session:
         await session.execute(text("SELECT pg_current_xact_id()"))
         async with side_reader(session) as side:
             assert side is None
     async with committed_database.sessionmaker() as session, side_reader(session) as side:
         assert side is None  # no tenant entered
     async with AsyncExitStack() as stack:
-        assert None not in await _two_side_readers(committed_database, owner, stack)
+        assert None not in await _two_side_readers(committed_database, committed_owner, stack)
         async with (
-            committed_database.transaction(Tenant(owner.organization_id)) as session,
+            committed_database.transaction(Tenant(committed_owner.organization_id)) as session,
             side_reader(session) as side,
         ):
             assert side is None
     async with AsyncExitStack() as stack:  # the two have closed: two may open again
-        assert None not in await _two_side_readers(committed_database, owner, stack)
+        assert None not in await _two_side_readers(committed_database, committed_owner, stack)
 
 
 async def test_a_comparison_read_beside_is_the_one_read_on_one_connection(
-    committed_database: Database, client: httpx.AsyncClient, owner: Account
+    committed_database: Database, committed_client: httpx.AsyncClient, committed_owner: Account
 ):
-    runs = await _runs(client, committed_database, owner)
-    beside = await _compare(committed_database, owner, runs, written=False)
-    alone = await _compare(committed_database, owner, runs, written=True)
+    runs = await _runs(committed_client, committed_database, committed_owner)
+    beside = await _compare(committed_database, committed_owner, runs, written=False)
+    alone = await _compare(committed_database, committed_owner, runs, written=True)
     assert beside == alone
     async with AsyncExitStack() as stack:  # every side reader taken: read on one connection
-        await _two_side_readers(committed_database, owner, stack)
-        assert await _compare(committed_database, owner, runs, written=False) == alone
+        await _two_side_readers(committed_database, committed_owner, stack)
+        assert await _compare(committed_database, committed_owner, runs, written=False) == alone
     assert len(alone["metrics"]) == 2 and alone["cases"]["paired"] > CASES // 2
-    response = await client.get(
-        f"/api/v1/runs/{runs[1]}/compare", params={"baseline": str(runs[0])}, headers=owner.headers
+    response = await committed_client.get(
+        f"/api/v1/runs/{runs[1]}/compare",
+        params={"baseline": str(runs[0])},
+        headers=committed_owner.headers,
     )
     assert response.status_code == 200, response.text
     assert response.json() == beside
 
 
 async def test_a_comparison_that_fails_leaves_no_side_reader_open(
-    committed_database: Database, client: httpx.AsyncClient, owner: Account
+    committed_database: Database, committed_client: httpx.AsyncClient, committed_owner: Account
 ):
     # Two runs of different tests: no case in common, found once the cases are read, while the
     # metrics are still being read beside.
-    first, _ = await _runs(client, committed_database, owner)
-    second, _ = await _runs(client, committed_database, owner)
+    first, _ = await _runs(committed_client, committed_database, committed_owner)
+    second, _ = await _runs(committed_client, committed_database, committed_owner)
     with pytest.raises(InvalidInput, match="no case in common"):
-        await _compare(committed_database, owner, (first, second), written=False)
+        await _compare(committed_database, committed_owner, (first, second), written=False)
     async with AsyncExitStack() as stack:
-        assert None not in await _two_side_readers(committed_database, owner, stack)
+        assert None not in await _two_side_readers(committed_database, committed_owner, stack)
