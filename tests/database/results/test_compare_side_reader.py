@@ -127,9 +127,8 @@ async def test_the_side_reader_acts_for_the_same_tenant_and_only_reads(
     committed_owner: Account,
     owner_engine: Any,
 ):
-    other = await register(
-        committed_client
-    )  # another organization, which the side reader must not see
+    # Another organization, which the side reader must not see.
+    other = await register(committed_client)
     try:
         tenant = Tenant(committed_owner.organization_id, committed_owner.user_id)
         async with (
