@@ -162,13 +162,15 @@ class RunEvent(Base):
     `runs.event_seq` under the run's row lock, so events commit in `seq` order."""
 
     __tablename__ = "run_events"
+    # As results' (see migration 0017_tenant_run_indexes).
+    __table_args__ = (Index("ix_run_events_organization_id_run_id", "organization_id", "run_id"),)
 
     run_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+        ForeignKey("organizations.id", ondelete="CASCADE")
     )
     type: Mapped[str] = mapped_column(String(32))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)

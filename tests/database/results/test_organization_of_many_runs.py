@@ -1,8 +1,8 @@
 """A run's reads in an organization with many runs, all made since the planner's statistics were
 last gathered (a CI pipeline's day): the run itself, its comparison with another, summary,
-results, cases and export each handle rows in proportion to the runs read, never to all of the
-organization's, which row-level security's predicate on the organization could have them walk
-(migration 0017_tenant_run_indexes)."""
+results, cases, export and a stream's replay of its events each handle rows in proportion to
+the runs read, never to all of the organization's, which row-level security's predicate on the
+organization could have them walk (migration 0017_tenant_run_indexes)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import httpx
 from sqlalchemy import text
 
 from database.core import Database, Tenant
+from database.results import events
 from tests.helpers import Account, create_run_body
 from tests.planner import analyze, rows_handled, statements
 
@@ -40,6 +41,12 @@ SELECT gen_random_uuid(), :organization, written.id, :run, metric.name, metric.n
 FROM written, (VALUES ('contains'), ('exact-match')) AS metric(name)
 """)
 _FINISH = text("UPDATE runs SET status = 'completed', finished_at = now() WHERE id = :run")
+# Each result's `result.recorded` event, a reference to it, as the writer stores it.
+_EVENTS = text("""
+INSERT INTO run_events (run_id, seq, organization_id, type, data)
+SELECT run_id, position + 1, organization_id, 'result.recorded', jsonb_build_object('result_id', id)
+FROM results WHERE run_id = :run
+""")
 
 
 async def test_a_runs_reads_handle_its_rows_not_the_organizations(
@@ -49,7 +56,8 @@ async def test_a_runs_reads_handle_its_rows_not_the_organizations(
     owner_engine: Any,
     runtime_engine: Any,
 ):
-    await analyze(owner_engine, "results", "evaluations", "runs")  # before the organization
+    await analyze(owner_engine, "results", "evaluations", "run_events", "runs")  # before it
+    tenant = Tenant(committed_owner.organization_id)
     tests = [{"input": f"question {i}", "category": f"c{i % 4}"} for i in range(CASES)]
     test_ids, body = await create_run_body(committed_client, committed_owner, tests)
     runs = []
@@ -59,11 +67,10 @@ async def test_a_runs_reads_handle_its_rows_not_the_organizations(
         )
         assert created.status_code == 202, created.text
         run = uuid.UUID(created.json()["id"])
-        async with committed_database.transaction(
-            Tenant(committed_owner.organization_id)
-        ) as session:
+        async with committed_database.transaction(tenant) as session:
             params = {"organization": committed_owner.organization_id, "run": run, "seed": seed}
             await session.execute(_ROWS, {**params, "test_ids": [uuid.UUID(t) for t in test_ids]})
+            await session.execute(_EVENTS, {"run": run})
             await session.execute(_FINISH, {"run": run})
         runs.append(run)
 
@@ -78,14 +85,17 @@ async def test_a_runs_reads_handle_its_rows_not_the_organizations(
                 f"/api/v1/runs/{runs[-1]}{read}", headers=committed_owner.headers
             )
             assert found.status_code == 200, found.text
+        async with committed_database.transaction(tenant) as session:  # a stream's replay
+            replayed = await events.read_after(session, runs[-1], 0, limit=2 * CASES)
+    assert len(replayed) == CASES and all("status" in event.data for event in replayed)
     assert response.status_code == 200, response.text
     compared = response.json()
     assert compared["cases"]["paired"] == CASES
     assert {metric["name"] for metric in compared["metrics"]} == {"contains", "exact-match"}
 
-    async with committed_database.transaction(Tenant(committed_owner.organization_id)) as session:
+    async with committed_database.transaction(tenant) as session:
         reads = await rows_handled(
-            session, seen, "results", "evaluations", "test_set_version_cases"
+            session, seen, "results", "evaluations", "run_events", "test_set_version_cases"
         )
     assert len(reads) >= 3  # the cases, the slices, the metrics (and the flips' outputs)
     for handled, sql in reads:
