@@ -95,10 +95,10 @@ class Result(IdMixin, Base):
     __tablename__ = "results"
     __table_args__ = (
         UniqueConstraint("run_id", "position", "repetition"),
-        Index("ix_results_run_id_test_id", "run_id", "test_id"),
         # Row-level security's index leads with the organization, then the run: a run's
-        # rows are one range of it (see migration 0017_tenant_run_indexes).
-        Index("ix_results_organization_id_run_id", "organization_id", "run_id"),
+        # rows are one range of it, a test's within it another (migration
+        # 0017_tenant_run_indexes).
+        Index("ix_results_organization_id_run_id_test_id", "organization_id", "run_id", "test_id"),
         CheckConstraint("status IN ('passed', 'failed', 'errored')", name="status"),
     )
 
