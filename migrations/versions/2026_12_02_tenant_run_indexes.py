@@ -25,28 +25,39 @@ down_revision: str | None = "0016_run_counts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Each table's new index, and the indexes it replaces. Results are also looked up by test within
-# a run (a comparison's flips): the test closes the key, which makes `(run_id, test_id)` spare.
-INDEXES = {
-    "results": (("organization_id", "run_id", "test_id"), ("organization_id", "run_id_test_id")),
-    "evaluations": (("organization_id", "run_id"), ("organization_id",)),
-    "run_events": (("organization_id", "run_id"), ("organization_id",)),
+# Each table's new index, and the indexes (name: columns) it replaces. Results are also looked
+# up by test within a run (a comparison's flips): the test closes the key, which makes
+# `(run_id, test_id)` spare.
+_ORGANIZATION = ["organization_id"]
+INDEXES: dict[str, tuple[list[str], dict[str, list[str]]]] = {
+    "results": (
+        ["organization_id", "run_id", "test_id"],
+        {
+            "ix_results_organization_id": _ORGANIZATION,
+            "ix_results_run_id_test_id": ["run_id", "test_id"],
+        },
+    ),
+    "evaluations": (
+        ["organization_id", "run_id"],
+        {"ix_evaluations_organization_id": _ORGANIZATION},
+    ),
+    "run_events": (["organization_id", "run_id"], {"ix_run_events_organization_id": _ORGANIZATION}),
 }
-_PREVIOUS_COLUMNS = {
-    "organization_id": ["organization_id"],
-    "run_id_test_id": ["run_id", "test_id"],
-}
+
+
+def _name(table: str, columns: list[str]) -> str:
+    return f"ix_{table}_{'_'.join(columns)}"
 
 
 def upgrade() -> None:
     for table, (columns, replaced) in INDEXES.items():
-        op.create_index(f"ix_{table}_{'_'.join(columns)}", table, list(columns))
+        op.create_index(_name(table, columns), table, columns)
         for name in replaced:
-            op.drop_index(f"ix_{table}_{name}", table_name=table)
+            op.drop_index(name, table_name=table)
 
 
 def downgrade() -> None:
     for table, (columns, replaced) in INDEXES.items():
-        for name in replaced:
-            op.create_index(f"ix_{table}_{name}", table, _PREVIOUS_COLUMNS[name])
-        op.drop_index(f"ix_{table}_{'_'.join(columns)}", table_name=table)
+        for name, previous in replaced.items():
+            op.create_index(name, table, previous)
+        op.drop_index(_name(table, columns), table_name=table)
