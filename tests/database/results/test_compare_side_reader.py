@@ -65,8 +65,9 @@ async def _finished_run(
     rows: dict[str, list[Any]] = {
         key: [] for key in ("ids", "positions", "repetitions", "test_ids", "statuses", "latencies")
     }
-    evaluations: dict[str, list[Any]] = {key: [] for key in ("result_ids", "names", "kinds")}
-    evaluations["scores"] = []
+    evaluations: dict[str, list[Any]] = {
+        key: [] for key in ("result_ids", "names", "kinds", "scores")
+    }
     for position, test_id in enumerate(test_ids):
         for repetition in range(REPETITIONS):
             result, status = uuid.uuid4(), rng.choice(("passed", "passed", "failed", "errored"))
