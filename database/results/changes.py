@@ -64,7 +64,10 @@ async def flips(
             flipped.append((case, base, cand))
     page = flipped[offset : offset + limit]
     outputs = await flip_outputs.flip_outputs(
-        session, baseline, candidate, [(case.key, base >= 0.5) for case, base, _ in page]
+        session,
+        baseline,
+        candidate,
+        [flip_outputs.Flipped(case.key, base >= 0.5, *case.positions) for case, base, _ in page],
     )
 
     def side(key: str, is_candidate: bool) -> ResultSide | None:

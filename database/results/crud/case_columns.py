@@ -75,6 +75,15 @@ class PairedCase:
         return self._columns.candidate.sides(np.array([self._at]))[0]
 
     @property
+    def positions(self) -> tuple[int | None, int | None]:
+        """The case's position in the baseline and in the candidate (None: no result there)."""
+        found = (
+            self._columns.baseline.position[self._at],
+            self._columns.candidate.position[self._at],
+        )
+        return tuple(int(p) if p >= 0 else None for p in found)  # type: ignore[return-value]
+
+    @property
     def behavior(self) -> str | None:
         return self._columns.slices.value("behavior", self._at)
 

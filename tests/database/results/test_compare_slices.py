@@ -1,6 +1,6 @@
 """A comparison's slices and flips from the columns: slice values read back exactly (the
 separator the read uses, backslashes, none), grouped and ordered as the
-comparison promises; and each flip's outputs found by key through the indexes, the same as a
+comparison promises; and each flip's outputs found by its position in each run, the same as a
 join on the key itself, for results whose test was deleted too, in one version or two."""
 
 from __future__ import annotations
@@ -131,13 +131,16 @@ async def _flips_both_ways(
         assert base is not None and cand is not None
         async with pairing.whole_run_plans(session):
             cases = await pairing.paired_cases(session, base, cand)
-        keys = cases.ids.keys(np.arange(len(cases)))
-        flips = [(key, i % 2 == 0) for i, key in enumerate(keys)]
+        flips = [
+            flip_outputs.Flipped(case.key, i % 2 == 0, *case.positions)
+            for i, case in enumerate(cases.cases(np.arange(len(cases))))
+        ]
+        keys = [flip.key for flip in flips]
         found = await flip_outputs.flip_outputs(session, base, cand, flips)
         params = {
             **pairing.run_params(base, cand),
-            "keys": [key for key, _ in flips],
-            "baseline_passes": [passes for _, passes in flips],
+            "keys": keys,
+            "baseline_passes": [flip.baseline_passes for flip in flips],
         }
         rows = (await session.execute(_BY_KEY, params)).all()
     reference = {(key, bool(is_candidate)): result for is_candidate, key, result in rows}
@@ -158,13 +161,14 @@ async def test_flip_outputs_are_found_by_key_in_one_version_and_in_two(client, d
     assert "position:3" in keys
 
     # A test edited: the next run pins another version, and a deleted test's results key by
-    # their run and position.
+    # their run and position. Its results take the tests in reverse order, so that a case's
+    # position differs between the two runs.
     edited = await client.patch(
         f"/api/v1/tests/{test_ids[0]}", json={"input": "edited"}, headers=owner.headers
     )
     assert edited.status_code == 200, edited.text
     third = await _run(client, owner, body)
-    await _write(database, owner, third, named, seed=3)
+    await _write(database, owner, third, named[::-1], seed=3)
     found, reference, keys = await _flips_both_ways(database, owner, (first, third))
     assert found == reference and len(found) > CASES
-    assert f"{third}:3" in keys and f"{first}:3" in keys
+    assert f"{third}:{CASES - 4}" in keys and f"{first}:3" in keys
