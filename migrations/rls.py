@@ -19,11 +19,17 @@ def enable_rls(table: str) -> None:
     op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
 
 
+# The organization read once per statement (an init plan), not once per row: see migration
+# 0018_policy_once_per_statement, which moved the policies made before it from the second form.
+TENANT_CONDITION = f"organization_id = (SELECT {CURRENT_ORGANIZATION})"
+PER_ROW_CONDITION = f"organization_id = {CURRENT_ORGANIZATION}"
+
+
 def enable_tenant_rls(table: str) -> None:
     enable_rls(table)
-    condition = f"organization_id = {CURRENT_ORGANIZATION}"
     op.execute(
-        f"CREATE POLICY tenant_isolation ON {table} USING ({condition}) WITH CHECK ({condition})"
+        f"CREATE POLICY tenant_isolation ON {table}"
+        f" USING ({TENANT_CONDITION}) WITH CHECK ({TENANT_CONDITION})"
     )
 
 

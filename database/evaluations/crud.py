@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import Table, TextClause, delete, insert, select
@@ -110,11 +110,13 @@ async def insert_evaluations(session: AsyncSession, rows: Sequence[dict[str, Any
 
 
 async def evaluations_of(
-    session: AsyncSession, result_ids: Sequence[uuid.UUID]
+    session: AsyncSession, result_ids: Sequence[uuid.UUID], run_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, list[Evaluation]]:
+    """The evaluations of results of `run_ids`, per result. Naming the runs keeps the read to
+    their range of the tenant's index, which the planner might otherwise walk whole."""
     rows = await session.scalars(
         select(Evaluation)
-        .where(Evaluation.result_id.in_(result_ids))
+        .where(Evaluation.result_id.in_(result_ids), Evaluation.run_id.in_(run_ids))
         .order_by(Evaluation.metric_name)
     )
     grouped: dict[uuid.UUID, list[Evaluation]] = {i: [] for i in result_ids}

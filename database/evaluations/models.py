@@ -8,6 +8,7 @@ from sqlalchemy import (
     CheckConstraint,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -69,10 +70,14 @@ class Evaluation(IdMixin, Base):
     """One metric's verdict on one result (a judge's own tokens and cost included)."""
 
     __tablename__ = "evaluations"
-    __table_args__ = (UniqueConstraint("result_id", "metric_name"),)
+    __table_args__ = (
+        UniqueConstraint("result_id", "metric_name"),
+        # As results' (see migration 0017_tenant_run_indexes).
+        Index("ix_evaluations_organization_id_run_id", "organization_id", "run_id"),
+    )
 
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+        ForeignKey("organizations.id", ondelete="CASCADE")
     )
     result_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)

@@ -166,7 +166,7 @@ async def read_after(
     reference to a result shown with that result (the streams' reader)."""
     rows = await crud.events_after(session, run_id, after, limit=limit)
     referenced = [uuid.UUID(row.data["result_id"]) for row in rows if _is_reference(row)]
-    found = await recorded_results(session, referenced)
+    found = await recorded_results(session, run_id, referenced)
     return [ReadEvent(row.seq, row.type, _shown(row, found)) for row in rows]
 
 

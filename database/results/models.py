@@ -95,12 +95,16 @@ class Result(IdMixin, Base):
     __tablename__ = "results"
     __table_args__ = (
         UniqueConstraint("run_id", "position", "repetition"),
-        Index("ix_results_run_id_test_id", "run_id", "test_id"),
+        # Row-level security's index leads with the organization, then the run: a run's
+        # rows are one range of it. A test's results are found directly when it is deleted
+        # (migration 0017_tenant_run_indexes).
+        Index("ix_results_organization_id_run_id", "organization_id", "run_id"),
+        Index("ix_results_test_id", "test_id"),
         CheckConstraint("status IN ('passed', 'failed', 'errored')", name="status"),
     )
 
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+        ForeignKey("organizations.id", ondelete="CASCADE")
     )
     run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
@@ -159,13 +163,15 @@ class RunEvent(Base):
     `runs.event_seq` under the run's row lock, so events commit in `seq` order."""
 
     __tablename__ = "run_events"
+    # As results' (see migration 0017_tenant_run_indexes).
+    __table_args__ = (Index("ix_run_events_organization_id_run_id", "organization_id", "run_id"),)
 
     run_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
     )
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+        ForeignKey("organizations.id", ondelete="CASCADE")
     )
     type: Mapped[str] = mapped_column(String(32))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)

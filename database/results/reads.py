@@ -77,7 +77,9 @@ async def run_read(session: AsyncSession, run_id: uuid.UUID) -> RunRead:
 
 async def result_reads(session: AsyncSession, results: Sequence[Result]) -> list[ResultRead]:
     """Results with their evaluations (a page of them: the ids are query parameters)."""
-    evaluations = await evaluation_crud.evaluations_of(session, [r.id for r in results])
+    evaluations = await evaluation_crud.evaluations_of(
+        session, [r.id for r in results], {r.run_id for r in results}
+    )
     return [
         ResultRead.model_validate(result).model_copy(
             update={

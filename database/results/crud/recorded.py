@@ -46,19 +46,25 @@ _EVALUATION_COLUMNS = (
 
 
 async def recorded_results(
-    session: AsyncSession, result_ids: Sequence[uuid.UUID]
+    session: AsyncSession, run_id: uuid.UUID, result_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, Recorded]:
-    """Each result (as the writer's dict) with its evaluations in metric order, by id; a result
-    that is gone (its run deleted meanwhile) is left out."""
+    """Each result of the run (as the writer's dict) with its evaluations in metric order, by
+    id; a result that is gone (its run deleted meanwhile) is left out. Naming the run keeps the
+    reads to its range of the tenant's index, which the planner might otherwise walk whole."""
     if not result_ids:
         return {}
     results = await session.execute(
-        select(*_RESULT_COLUMNS).where(Result.id == any_(uuid_array("ids", result_ids)))
+        select(*_RESULT_COLUMNS).where(
+            Result.id == any_(uuid_array("ids", result_ids)), Result.run_id == run_id
+        )
     )
     found: dict[uuid.UUID, Recorded] = {row.id: (dict(row._mapping), []) for row in results}
     evaluations = await session.execute(
         select(*_EVALUATION_COLUMNS)
-        .where(Evaluation.result_id == any_(uuid_array("ids", list(found))))
+        .where(
+            Evaluation.result_id == any_(uuid_array("ids", list(found))),
+            Evaluation.run_id == run_id,
+        )
         .order_by(Evaluation.result_id, Evaluation.id)  # ids grow: the run's metric order
     )
     for row in evaluations:

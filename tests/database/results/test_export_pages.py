@@ -63,7 +63,9 @@ async def test_pages_follow_the_keyset_with_evaluations_by_metric_name(client, d
         rest = await result_rows_after(session, run_id, (1, 1), limit=100)
         past_the_end = await result_rows_after(session, run_id, (4, 1), limit=100)
         rows = first + rest
-        stored = await evaluation_crud.evaluations_of(session, [row["id"] for row in rows])
+        stored = await evaluation_crud.evaluations_of(
+            session, [row["id"] for row in rows], {run_id}
+        )
     keys = [(row["position"], row["repetition"]) for row in rows]
     assert keys == [(p, r) for p in range(5) for r in range(2)]
     assert past_the_end == []
