@@ -77,11 +77,9 @@ class PairedCase:
     @property
     def positions(self) -> tuple[int | None, int | None]:
         """The case's position in the baseline and in the candidate (None: no result there)."""
-        found = (
-            self._columns.baseline.position[self._at],
-            self._columns.candidate.position[self._at],
-        )
-        return tuple(int(p) if p >= 0 else None for p in found)  # type: ignore[return-value]
+        sides = (self._columns.baseline, self._columns.candidate)
+        base, cand = (int(side.position[self._at]) for side in sides)
+        return (base if base >= 0 else None, cand if cand >= 0 else None)
 
     @property
     def behavior(self) -> str | None:
