@@ -48,7 +48,7 @@ async def rows_handled(
     names = re.compile(rf"\b({'|'.join(tables)})\b")
     handled = []
     for sql, parameters in seen:
-        verb = sql.split(maxsplit=1)[0].upper()
+        verb = sql.lstrip("(\n ").split(maxsplit=1)[0].upper()  # (a union of parenthesized reads)
         if verb == "SET":
             await connection.execute(sql)
         elif verb in ("SELECT", "WITH") and names.search(sql):
