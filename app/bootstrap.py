@@ -91,7 +91,9 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
         finally:
             tune.cancel()
             if watch is not None:
+                # Its check may be running in a thread: let it end before the release below.
                 watch.cancel()
+                await asyncio.wait({watch})
             if pool is not None:
                 await pool.stop(settings.worker_drain_seconds)
             set_notifications(None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import warnings
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -31,6 +32,12 @@ RUNTIME_ROLE = "assay_runtime"
 
 
 HANDLES = ".handle_pids.json"  # pgserver's list of the processes using a server
+
+# pgserver's inter-process lock is one object per process, and not safe to share between
+# threads: two threads in it at once (a liveness check still running in a worker thread while
+# the process shuts down) close its file under each other, and the release then fails with a
+# TypeError, leaving the server running. Threads of this process take their turn here first.
+_THREADS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,7 @@ class EmbeddedServer:
 
     def _ensure_running_blocking(self) -> bool:
         pgserver = _pgserver()
-        with pgserver.postgres_server.PostgresServer._lock:
+        with _THREADS, pgserver.postgres_server.PostgresServer._lock:
             info = pgserver.utils.PostmasterInfo.read_from_pgdata(self.handle.pgdata)
             if info is not None and info.is_running():
                 return False
@@ -65,13 +72,14 @@ class EmbeddedServer:
 
     def _release_blocking(self) -> None:
         pgserver = _pgserver()
-        with pgserver.postgres_server.PostgresServer._lock:
-            # A sibling killed without letting go must not keep the server up after the last
-            # live process is gone.
-            alive = prune_stale_handles(self.handle.pgdata)
-        if self.handle.cleanup_mode is not None and set(alive) <= {os.getpid()}:
-            _stop_restarted(pgserver, self.handle)
-        self.handle.cleanup()
+        with _THREADS:
+            with pgserver.postgres_server.PostgresServer._lock:
+                # A sibling killed without letting go must not keep the server up after the
+                # last live process is gone.
+                alive = prune_stale_handles(self.handle.pgdata)
+            if self.handle.cleanup_mode is not None and set(alive) <= {os.getpid()}:
+                _stop_restarted(pgserver, self.handle)
+            self.handle.cleanup()
 
 
 def _stop_restarted(pgserver: Any, handle: Any) -> None:
@@ -119,10 +127,11 @@ def _start_blocking(data_dir: Path, cleanup_mode: str) -> EmbeddedServer:
     pgserver = _pgserver()
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir.resolve() / "pgdata"
-    # Under pgserver's own inter-process lock: no other process starts or lets go meanwhile.
-    with pgserver.postgres_server.PostgresServer._lock:
-        prune_stale_handles(pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
+    with _THREADS:
+        # Under pgserver's own inter-process lock: no other process starts or lets go meanwhile.
+        with pgserver.postgres_server.PostgresServer._lock:
+            prune_stale_handles(pgdata)
+        server = pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)
     socket_dir = server.get_postmaster_info().socket_dir
     if socket_dir is None:
         raise RuntimeError("the embedded PostgreSQL did not report a socket directory")

@@ -1,0 +1,52 @@
+"""pgserver's inter-process lock is one object per process: threads of one process that use it
+at once (a liveness check still running in a worker thread while the process lets the server
+go) closed its file under each other, and the release failed with a TypeError, leaving the
+server running. Checks from many threads at once now take turns, and the release after them
+stops the server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import psutil
+
+from database import embedded
+
+
+def _postmasters(pgdata: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and f"-D {pgdata}" in " ".join(
+            process.info["cmdline"] or []
+        ):
+            found.append(process)
+    return found
+
+
+async def test_checks_from_many_threads_and_a_release_take_turns(tmp_path: Path):
+    server = await embedded.start_embedded(tmp_path / "db", cleanup_mode="stop")
+    pgdata = server.handle.pgdata
+    assert _postmasters(pgdata)
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def check() -> None:
+        while not stop.is_set():
+            try:
+                server._ensure_running_blocking()
+            except BaseException as error:  # reported below
+                failures.append(error)
+                return
+
+    threads = [threading.Thread(target=check) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    await asyncio.sleep(2)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    await server.release()
+    assert failures == []
+    assert not _postmasters(pgdata)
