@@ -10,25 +10,14 @@ import asyncio
 import threading
 from pathlib import Path
 
-import psutil
-
 from database import embedded
-
-
-def _postmasters(pgdata: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        if process.info["name"] == "postgres" and f"-D {pgdata}" in " ".join(
-            process.info["cmdline"] or []
-        ):
-            found.append(process)
-    return found
+from tests.e2e.servers import postmasters
 
 
 async def test_checks_from_many_threads_and_a_release_take_turns(tmp_path: Path):
     server = await embedded.start_embedded(tmp_path / "db", cleanup_mode="stop")
     pgdata = server.handle.pgdata
-    assert _postmasters(pgdata)
+    assert postmasters(pgdata)
     failures: list[BaseException] = []
     stop = threading.Event()
 
@@ -49,4 +38,4 @@ async def test_checks_from_many_threads_and_a_release_take_turns(tmp_path: Path)
         thread.join(timeout=30)
     await server.release()
     assert failures == []
-    assert not _postmasters(pgdata)
+    assert not postmasters(pgdata)
