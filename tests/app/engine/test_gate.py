@@ -79,9 +79,9 @@ async def test_pace_spaces_concurrent_calls_without_a_burst():
 
     started = time.monotonic()
     await asyncio.gather(*(one() for _ in range(5)))
-    assert stamps[-1] - started >= 4 * 0.05 * 0.9
-    gaps = [b - a for a, b in zip(sorted(stamps), sorted(stamps)[1:], strict=False)]
-    assert all(gap >= 0.05 * 0.8 for gap in gaps), gaps
+    # The k-th call goes no sooner than k slots after the start (a late wake-up only adds).
+    for k, stamp in enumerate(sorted(stamps)):
+        assert stamp - started >= k * 0.05 * 0.95, [round(s - started, 3) for s in stamps]
 
 
 async def test_the_first_call_is_not_delayed():
