@@ -16,6 +16,7 @@ from app.engine.gate import MAX_RETRIES, Breaker, Gate, call_through, gate_for, 
 from app.engine.pacing import Pace, SharedPace
 from database.core import Database
 from providers.targets import TargetError, TargetReply
+from tests.app.engine.spacing import assert_each_call_waits_for_its_slot
 from utils.metrics import metrics
 
 REPLY = TargetReply(output="ok", latency_ms=1.0)
@@ -79,9 +80,7 @@ async def test_pace_spaces_concurrent_calls_without_a_burst():
 
     started = time.monotonic()
     await asyncio.gather(*(one() for _ in range(5)))
-    # The k-th call goes no sooner than k slots after the start (a late wake-up only adds).
-    for k, stamp in enumerate(sorted(stamps)):
-        assert stamp - started >= k * 0.05 * 0.95, [round(s - started, 3) for s in stamps]
+    assert_each_call_waits_for_its_slot(stamps, started, 0.05)
 
 
 async def test_the_first_call_is_not_delayed():
