@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import asyncpg
-from sqlalchemy import DateTime, MetaData, event, func, text
+from sqlalchemy import DateTime, ForeignKeyConstraint, MetaData, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -73,6 +73,15 @@ class Base(DeclarativeBase):
 
 class IdMixin:
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+
+
+def run_key() -> ForeignKeyConstraint:
+    """A run's row (result, evaluation, event) names its run and organization by one key to
+    the run's (id, organization_id): its organization is its run's, and it goes with the run
+    (migration 0019_run_keys)."""
+    return ForeignKeyConstraint(
+        ["run_id", "organization_id"], ["runs.id", "runs.organization_id"], ondelete="CASCADE"
+    )
 
 
 class TimestampMixin:

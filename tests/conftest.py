@@ -35,6 +35,7 @@ from database import embedded  # noqa: E402
 from database.core import Database, make_engine, set_database  # noqa: E402
 from database.migrate import migrate  # noqa: E402
 from database.setup import DatabaseUrls  # noqa: E402
+from tests.scratch import scratch_engine  # noqa: E402
 from utils.config import Settings, get_settings  # noqa: E402
 from utils.runtime import Runtime, set_runtime  # noqa: E402
 
@@ -71,6 +72,16 @@ async def owner_engine(database_urls: DatabaseUrls) -> AsyncIterator[AsyncEngine
     engine = make_engine(database_urls.owner, pool_size=2)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def own_database(
+    database_urls: DatabaseUrls, owner_engine: AsyncEngine, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncEngine]:
+    """An empty database of the test's own, for a migration's test (up, down and up again)."""
+    prefix = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    async with scratch_engine(database_urls, owner_engine, prefix) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")

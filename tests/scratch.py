@@ -1,17 +1,23 @@
-"""A database of its own for a migration test (up, down and up again), on the test server."""
+"""A database of its own for a migration test (up, down and up again), on the test server, and
+what the models say of some of its tables that it does not."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
+from typing import Any
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+import database.registry  # noqa: F401  (every table known to the metadata)
+from database.core import Base
 from database.migrate import alembic_config
 from database.setup import DatabaseUrls
 
@@ -52,3 +58,16 @@ def downgrade(connection: Connection, revision: str, runtime_role: str | None = 
     if runtime_role is not None:
         config.attributes["runtime_role"] = runtime_role
     command.downgrade(config, revision)
+
+
+def model_differences(connection: Connection, tables: Collection[str]) -> list[Any]:
+    """Alembic's differences between the models of `tables` and the database (run_sync)."""
+
+    def ours(item: Any, name: str | None, kind: str, reflected: bool, compared: Any) -> bool:
+        table = name if kind == "table" else getattr(getattr(item, "table", None), "name", None)
+        return table in tables
+
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": ours}
+    )
+    return list(compare_metadata(context, Base.metadata))

@@ -17,7 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.core import Base, IdMixin, TimestampMixin
+from database.core import Base, IdMixin, TimestampMixin, run_key
 
 
 class Metric(IdMixin, TimestampMixin, Base):
@@ -74,13 +74,12 @@ class Evaluation(IdMixin, Base):
         UniqueConstraint("result_id", "metric_name"),
         # As results' (see migration 0017_tenant_run_indexes).
         Index("ix_evaluations_organization_id_run_id", "organization_id", "run_id"),
+        run_key(),
     )
 
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[uuid.UUID]
     result_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
-    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[uuid.UUID]
     metric_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("metrics.id", ondelete="SET NULL")
     )

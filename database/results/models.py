@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.core import Base, IdMixin, TimestampMixin
+from database.core import Base, IdMixin, TimestampMixin, run_key
 
 # `stopped`: ended early by its budget (`max_cost`), the reason in `error`.
 TERMINAL = frozenset({"completed", "failed", "cancelled", "stopped"})
@@ -37,6 +37,7 @@ class Run(IdMixin, TimestampMixin, Base):
             name="status",
         ),
         Index("ix_runs_project_id_created_at", "project_id", "created_at"),
+        UniqueConstraint("id", "organization_id"),  # what its rows' run_key() references
     )
 
     organization_id: Mapped[uuid.UUID] = mapped_column(
@@ -101,12 +102,11 @@ class Result(IdMixin, Base):
         Index("ix_results_organization_id_run_id", "organization_id", "run_id"),
         Index("ix_results_test_id", "test_id"),
         CheckConstraint("status IN ('passed', 'failed', 'errored')", name="status"),
+        run_key(),
     )
 
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
-    run_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    organization_id: Mapped[uuid.UUID]
+    run_id: Mapped[uuid.UUID]
     position: Mapped[int] = mapped_column(Integer)
     repetition: Mapped[int] = mapped_column(Integer, default=0)
     test_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tests.id", ondelete="SET NULL"))
@@ -164,15 +164,14 @@ class RunEvent(Base):
 
     __tablename__ = "run_events"
     # As results' (see migration 0017_tenant_run_indexes).
-    __table_args__ = (Index("ix_run_events_organization_id_run_id", "organization_id", "run_id"),)
+    __table_args__ = (
+        Index("ix_run_events_organization_id_run_id", "organization_id", "run_id"),
+        run_key(),
+    )
 
-    run_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    organization_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[uuid.UUID]
     type: Mapped[str] = mapped_column(String(32))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from database.migrate import migrate
-from database.setup import DatabaseUrls
-from tests.scratch import downgrade, scratch_engine
+from tests.scratch import downgrade
 
 PACING = "0013_provider_pacing"
 BEFORE = "0012_webhooks"
-
-
-@pytest.fixture
-async def own_database(
-    database_urls: DatabaseUrls, owner_engine: AsyncEngine
-) -> AsyncIterator[AsyncEngine]:
-    async with scratch_engine(database_urls, owner_engine, "pacing") as engine:
-        yield engine
 
 
 async def _pacing_objects(engine: AsyncEngine) -> tuple[bool, bool, bool]:

@@ -8,24 +8,18 @@ import asyncio
 import importlib.util
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import database.registry  # noqa: F401  (every table known to the metadata)
-from database.core import Base, Database
+from database.core import Database
 from database.migrate import migrate
-from database.setup import DatabaseUrls
 from tests.database.results.conftest import Lab
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import tenant_session
-from tests.scratch import downgrade, scratch_engine
+from tests.scratch import downgrade, model_differences
 
 MIGRATION = Path(__file__).parents[3] / "migrations/versions/2026_12_02_run_counts.py"
 KEPT = text("SELECT done, passed, failed, errored FROM run_counts WHERE run_id = :id")
@@ -151,25 +145,6 @@ async def test_a_writer_and_a_model_being_deleted_do_not_deadlock(
     assert (await lab.get(f"/runs/{run_id}"))["target_model_id"] is None
 
 
-@pytest.fixture
-async def own_database(
-    database_urls: DatabaseUrls, owner_engine: AsyncEngine
-) -> AsyncIterator[AsyncEngine]:
-    async with scratch_engine(database_urls, owner_engine, "run_counts") as engine:
-        yield engine
-
-
-def _differences(connection: Connection) -> list[Any]:
-    def ours(item: Any, name: str | None, kind: str, reflected: bool, compared: Any) -> bool:
-        table = name if kind == "table" else getattr(getattr(item, "table", None), "name", None)
-        return table == "run_counts"
-
-    context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "include_object": ours}
-    )
-    return list(compare_metadata(context, Base.metadata))
-
-
 async def _triggers(engine: AsyncEngine) -> int:
     async with engine.connect() as connection:
         return int(
@@ -191,13 +166,13 @@ async def test_the_migration_matches_the_model_and_goes_down_and_up(
     await migrate(url, None, revision=migration.revision)
     assert await _triggers(own_database) == 3
     async with own_database.connect() as connection:
-        assert await connection.run_sync(_differences) == []
+        assert await connection.run_sync(model_differences, ["run_counts"]) == []
 
     async with own_database.begin() as connection:
         await connection.run_sync(downgrade, migration.down_revision)
     assert await _triggers(own_database) == 0
     async with own_database.connect() as connection:
-        missing = await connection.run_sync(_differences)
+        missing = await connection.run_sync(model_differences, ["run_counts"])
     assert {diff[0] for diff in missing} == {"add_table", "add_index"}
 
     await migrate(url, None, revision=migration.revision)
