@@ -119,6 +119,8 @@ class _TenantlessSession(Session):
 
 @event.listens_for(_TenantlessSession, "after_begin")
 def _start_without_tenant(session, transaction, connection):
+    if transaction.nested:
+        return  # a savepoint of the request's own (begin_nested) is still the request's
     connection.execute(
         text(
             "SELECT set_config('app.organization_id', '', true),"

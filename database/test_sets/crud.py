@@ -286,6 +286,16 @@ FROM jsonb_array_elements(:cases) AS c
 )
 
 
+_DEFER_VERSION_KEY = text(
+    "SET CONSTRAINTS fk_test_set_version_cases_version_id_test_set_versions DEFERRED"
+)
+
+
+async def defer_version_key(session: AsyncSession) -> None:
+    """Until the transaction commits, version cases may name a version not written yet."""
+    await session.execute(_DEFER_VERSION_KEY)
+
+
 async def insert_version_cases(
     session: AsyncSession,
     version: TestSetVersion,

@@ -64,8 +64,13 @@ class TestSetVersionCase(Base):
     __tablename__ = "test_set_version_cases"
     __test__ = False
 
+    # Deferrable: a publish writes a version's cases before the version (migration
+    # 0020_version_key_deferrable).
     version_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("test_set_versions.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey(
+            "test_set_versions.id", ondelete="CASCADE", deferrable=True, initially="IMMEDIATE"
+        ),
+        primary_key=True,
     )
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     organization_id: Mapped[uuid.UUID] = mapped_column(

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.core import new_id
 from database.projects.service import require_project
 from database.test_sets import crud
 from database.test_sets.io import Format, case_encoder, parse_cases
@@ -219,28 +220,28 @@ async def publish(
     if latest is not None and revision == published:
         return latest, False
     await crud.mark_published(session, test_set.id, revision)
-    # A large set is never held whole: its digest is taken a page at a time, then (versions are
-    # immutable: the row is written whole, before its cases) its cases are copied the same way.
-    member_ids = await crud.member_ids(session, test_set.id)
-    digest = ContentHash()
-    async for cases in _case_pages(session, member_ids):
-        digest.add([case for _, case in cases])
-    if latest is not None and latest.content_hash == digest.hexdigest():
-        return latest, False
+    # A large set is never held whole, nor read twice: a page at a time, its cases are hashed
+    # and copied under the id of a version written after them, whole (versions are immutable),
+    # once their digest is known; their key to it is checked at commit.
     version = TestSetVersion(
+        id=new_id(),
         organization_id=test_set.organization_id,
         test_set_id=test_set.id,
         number=(latest.number + 1) if latest else 1,
-        content_hash=digest.hexdigest(),
-        case_count=digest.count,
         note=note,
     )
+    attempt = await session.begin_nested()
+    await crud.defer_version_key(session)
+    digest = ContentHash()
+    async for cases in _case_pages(session, await crud.member_ids(session, test_set.id)):
+        await crud.insert_version_cases(session, version, cases, first_position=digest.count)
+        digest.add([case for _, case in cases])
+    if latest is not None and latest.content_hash == digest.hexdigest():
+        await attempt.rollback()  # a change undone: the latest version holds these cases
+        return latest, False
+    version.content_hash, version.case_count = digest.hexdigest(), digest.count
     session.add(version)
-    await session.flush()
-    copied = 0
-    async for cases in _case_pages(session, member_ids):
-        await crud.insert_version_cases(session, version, cases, first_position=copied)
-        copied += len(cases)
+    await attempt.commit()
     return version, True
 
 
