@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -28,9 +29,10 @@ ORPHANS = text("SELECT count(*) FROM test_set_version_cases WHERE version_id = :
 
 
 async def test_a_case_naming_no_version_is_refused_at_once_or_at_commit(
-    client, committed_database: Database, owner_engine: AsyncEngine
+    app, committed_database: Database, owner_engine: AsyncEngine
 ) -> None:
-    account = await register(client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        account = await register(c)  # committed: the app serves the committed database
     org, version = account.organization_id, uuid.uuid4()
     try:
         with pytest.raises(IntegrityError, match=KEY):  # by the statement itself
