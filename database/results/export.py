@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
@@ -89,7 +89,9 @@ def _cell(value: Any) -> Any:
 
 
 class CsvEncoder:
-    """One row per result; a score column per metric the run's evaluations name."""
+    """One row per result; a score column per metric the run's evaluations name. It writes the
+    rows as read (`result_rows`): its columns are plain values, which validating each result
+    into its model, a tenth of the export's time, would not change."""
 
     def __init__(self, metric_names: Sequence[str]) -> None:
         self._metric_names = list(metric_names)
@@ -97,22 +99,22 @@ class CsvEncoder:
     def head(self) -> bytes:
         return csv_text([[*EXPORT_COLUMNS, *(f"score:{n}" for n in self._metric_names)]])
 
-    def page(self, results: Sequence[ResultRead]) -> bytes:
+    def page(self, results: Sequence[Mapping[str, Any]]) -> bytes:
         return csv_text(self._row(r) for r in results)
 
     def tail(self) -> bytes:
         return b""
 
-    def _row(self, result: ResultRead) -> list[Any]:
-        scores = {e.metric_name: e.score for e in result.evaluations}
+    def _row(self, result: Mapping[str, Any]) -> list[Any]:
+        scores = {e["metric_name"]: e["score"] for e in result["evaluations"]}
         # The columns as the JSON export shows them (ids as text), without dumping the rest of
-        # the result (its evaluations, input and trajectory): a fifth of a page's encoding.
+        # the result (its evaluations, input and trajectory).
         shown = {
-            "test_id": None if result.test_id is None else str(result.test_id),
-            "input": _input_text(result.input),
-            "trajectory_summary": trajectory_summary(result.trajectory),
+            "test_id": None if result["test_id"] is None else str(result["test_id"]),
+            "input": _input_text(result["input"]),
+            "trajectory_summary": trajectory_summary(result["trajectory"]),
         }
-        return [_cell(shown[c] if c in shown else getattr(result, c)) for c in EXPORT_COLUMNS] + [
+        return [_cell(shown[c] if c in shown else result[c]) for c in EXPORT_COLUMNS] + [
             scores.get(n, "") for n in self._metric_names
         ]
 
@@ -202,10 +204,11 @@ async def export_run(
     """The run's results as a streamed document: what comes before the rows (CSV's metric
     columns, JUnit's totals) is read here, in the request's transaction; the results follow a
     page at a time."""
-    encoder: PageEncoder[ResultRead]
     if fmt == "csv":
-        encoder = CsvEncoder(await crud.metric_names(session, run.id))
-    elif fmt == "junit":
+        names = await crud.metric_names(session, run.id)
+        return stream_pages(principal, result_rows(run.id), CsvEncoder(names))
+    encoder: PageEncoder[ResultRead]
+    if fmt == "junit":
         test_set = (
             await test_set_crud.get_test_set(session, run.test_set_id) if run.test_set_id else None
         )
@@ -216,16 +219,28 @@ async def export_run(
     return stream_pages(principal, result_pages(run.id), encoder)
 
 
-def result_pages(run_id: uuid.UUID) -> ReadPage[ResultRead]:
-    """Reads the run's results a page at a time, in (position, repetition) order."""
+def result_rows(run_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
+    """Reads the run's results a page at a time, in (position, repetition) order, as rows of
+    ResultRead's fields."""
     after: tuple[int, int] | None = None
 
-    async def read(session: AsyncSession) -> list[ResultRead] | None:
+    async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
         nonlocal after
         rows = await result_rows_after(session, run_id, after, limit=PAGE_ROWS)
         if not rows:
             return None
         after = (rows[-1]["position"], rows[-1]["repetition"])
-        return _RESULT_PAGE.validate_python(rows)
+        return rows
+
+    return read
+
+
+def result_pages(run_id: uuid.UUID) -> ReadPage[ResultRead]:
+    """The same pages as results."""
+    read_rows = result_rows(run_id)
+
+    async def read(session: AsyncSession) -> list[ResultRead] | None:
+        rows = await read_rows(session)
+        return None if rows is None else _RESULT_PAGE.validate_python(rows)
 
     return read

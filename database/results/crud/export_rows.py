@@ -46,6 +46,8 @@ _EVALUATION_COLUMNS = (
     Evaluation.output_tokens,
     Evaluation.cost,
 )
+_RESULT_FIELDS = tuple(column.key for column in _RESULT_COLUMNS)
+_EVALUATION_FIELDS = tuple(column.key for column in _EVALUATION_COLUMNS)
 
 
 async def result_rows_after(
@@ -65,19 +67,21 @@ async def result_rows_after(
     async with local_settings(
         session, enable_bitmapscan="off", enable_sort="off", plan_cache_mode="force_custom_plan"
     ):
-        page = await session.execute(
+        # Core's rows zipped with their names: the session's ORM loading and SQLAlchemy's
+        # mappings took a third of a CSV export's profile, these rows a fifth.
+        connection = await session.connection()
+        page = await connection.execute(
             query.order_by(Result.position, Result.repetition).limit(limit)
         )
-        results = [{**row, "evaluations": []} for row in page.mappings()]
+        results = [dict(zip(_RESULT_FIELDS, row, strict=True), evaluations=[]) for row in page]
         if not results:
             return []
         by_id = {result["id"]: result["evaluations"] for result in results}
-        evaluations = await session.execute(
+        evaluations = await connection.execute(
             select(Evaluation.result_id, *_EVALUATION_COLUMNS)
             .where(Evaluation.result_id == any_(uuid_array("ids", list(by_id))))
             .order_by(Evaluation.result_id, Evaluation.metric_name)
         )
-        for row in evaluations.mappings():
-            evaluation = dict(row)
-            by_id[evaluation.pop("result_id")].append(evaluation)
+        for result_id, *evaluation in evaluations:
+            by_id[result_id].append(dict(zip(_EVALUATION_FIELDS, evaluation, strict=True)))
     return results
