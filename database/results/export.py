@@ -236,7 +236,8 @@ def result_rows(run_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
 
 
 def result_pages(run_id: uuid.UUID) -> ReadPage[ResultRead]:
-    """The same pages as results."""
+    """The same pages, each result validated as ResultRead (what the JSON and JUnit exports
+    write, and the API's model of a result)."""
     read_rows = result_rows(run_id)
 
     async def read(session: AsyncSession) -> list[ResultRead] | None:
