@@ -87,13 +87,20 @@ async def _execute(
     writer: ChunkWriter,
 ) -> None:
     queued = iter(work)
+    untaken = len(work)
 
     async def lane() -> None:
+        nonlocal untaken
         # `concurrency` lanes share one iterator (next() never yields, so each case is taken
         # once): cheaper than a task per case queued on a semaphore.
         for case, repetition, source in queued:
             if writer.cancelled or writer.over_budget:
                 return
+            untaken -= 1
+            if untaken == 0:
+                # The last case is under way: what is buffered is written while the last
+                # cases run, and the chunk's closing write carries only theirs.
+                writer.flush_soon()
             writer.add(
                 *await run_case(ctx, run, plan, case, repetition, source, on_event=writer.event)
             )

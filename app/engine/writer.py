@@ -72,6 +72,10 @@ class ChunkWriter:
         before any result of that batch, so a case's steps come before its result."""
         self.events.append(event)
 
+    def flush_soon(self) -> None:
+        """Writes what is buffered now rather than at the next tick."""
+        self._batch_full.set()
+
     def stop(self) -> None:
         """Ends flush_periodically (after a write in progress); the chunk writes the rest."""
         self._stopping = True

@@ -4,6 +4,7 @@ run a worker pool in the test process, and remove what they created at the end."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from app.engine.jobs import HANDLERS, on_dead
+from database.core import Database, Tenant
 from tasks.worker import WorkerPool
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import Account, register, remove_account
@@ -125,39 +127,53 @@ async def lab(
         lease=timedelta(seconds=10),
     )
     await pool.start()
+    async with open_lab(app, owner_engine, "runs") as lab:
+        try:
+            yield lab
+        finally:
+            await pool.stop(drain_seconds=2)
+
+
+@contextlib.asynccontextmanager
+async def open_lab(app: Any, owner_engine: Any, project: str) -> AsyncIterator[Lab]:
+    """An account with a project, removed at the end."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
         account = await register(client)
-        project = await client.post(
-            "/api/v1/projects", json={"name": "runs"}, headers=account.headers
+        created = await client.post(
+            "/api/v1/projects", json={"name": project}, headers=account.headers
         )
         try:
-            yield Lab(client=client, account=account, project_id=project.json()["id"])
+            yield Lab(client=client, account=account, project_id=created.json()["id"])
         finally:
-            await pool.stop(drain_seconds=2)
             await remove_account(owner_engine, account)
-
-
-@pytest.fixture
-async def committed_client(committed_database, app) -> AsyncIterator[httpx.AsyncClient]:
-    """The app over committed data, with no workers: a run stays queued, for a test to write
-    its results itself."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
-        yield client
-
-
-@pytest.fixture
-async def committed_owner(committed_client, owner_engine) -> AsyncIterator[Account]:
-    """A committed account, removed at the end."""
-    account = await register(committed_client)
-    try:
-        yield account
-    finally:
-        await remove_account(owner_engine, account)
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(require_api_key="sk-test") as server:
         yield server
+
+
+@dataclass
+class ChunkContext:
+    """The run's only chunk, run in this process (no worker pool claims it)."""
+
+    database: Database
+    organization_id: uuid.UUID
+    payload: dict[str, Any]
+    kind: str = "run.chunk"
+    attempt: int = 1
+
+    def transaction(self) -> Any:
+        return self.database.transaction(Tenant(self.organization_id))
+
+
+@pytest.fixture
+async def quiet_lab(
+    committed_database, app, owner_engine, runtime, monkeypatch
+) -> AsyncIterator[Lab]:
+    """A lab without workers: the test runs the chunk itself."""
+    monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
+    async with open_lab(app, owner_engine, "chunk") as lab:
+        yield lab

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from app.engine import executor, writer
-from database.core import Database, Tenant
+from database.core import Database
 from database.results import crud
-from tests.database.results.conftest import Lab
+from tests.database.results.conftest import ChunkContext, Lab
 from tests.fakes.openai_server import FakeOpenAI, FakeToolCall, FakeToolCalls
-from tests.helpers import register, remove_account, tenant_session
+from tests.helpers import tenant_session
 
 pytestmark = pytest.mark.slow
 
@@ -39,38 +36,6 @@ DELETION_WAITING = text(
     "SELECT count(*) FROM pg_stat_activity"
     " WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM model_configs%'"
 )
-
-
-@dataclass
-class ChunkContext:
-    """The run's only chunk, run in this process (no worker pool claims it)."""
-
-    database: Database
-    organization_id: uuid.UUID
-    payload: dict[str, Any]
-    kind: str = "run.chunk"
-    attempt: int = 1
-
-    def transaction(self) -> Any:
-        return self.database.transaction(Tenant(self.organization_id))
-
-
-@pytest.fixture
-async def quiet_lab(
-    committed_database, app, owner_engine, runtime, monkeypatch
-) -> AsyncIterator[Lab]:
-    """A lab without workers: the test runs the chunk itself."""
-    monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
-        account = await register(client)
-        project = await client.post(
-            "/api/v1/projects", json={"name": "flush"}, headers=account.headers
-        )
-        try:
-            yield Lab(client=client, account=account, project_id=project.json()["id"])
-        finally:
-            await remove_account(owner_engine, account)
 
 
 def _agent(request: dict[str, Any]) -> str | FakeToolCalls:
@@ -110,7 +75,8 @@ async def test_a_flush_and_the_runs_model_being_deleted_do_not_deadlock(
     run = await lab.run(
         await lab.test_set(cases), target, metric_ids=[await lab.any_answer()], **extra
     )
-    # One flush writes everything: the last one, or the one the spent budget calls for.
+    # No tick: the flushes are the one as the last case starts, the chunk's last, and the one
+    # the spent budget calls for. The deletion waits behind the first of them.
     monkeypatch.setattr(writer, "FLUSH_SECONDS", 60.0)
 
     deleting: list[asyncio.Task[None]] = []

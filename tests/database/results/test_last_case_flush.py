@@ -1,0 +1,72 @@
+"""A chunk writes what it holds once its last case is under way, not at its next tick: the
+chunk's closing write then carries only the results of the cases still running, and the run
+ends sooner after its last answer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from app.engine import executor, writer
+from database.core import Database
+from tests.database.results.conftest import ChunkContext, Lab
+from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import tenant_session
+
+pytestmark = pytest.mark.slow
+
+CASES = 4
+
+
+async def _written(database: Database, organization_id: uuid.UUID, run_id: str) -> int:
+    async with tenant_session(database, organization_id) as session:
+        found = await session.scalar(
+            text("SELECT count(*) FROM results WHERE run_id = :id"), {"id": run_id}
+        )
+    return int(found or 0)
+
+
+async def test_the_results_before_the_last_case_are_written_while_it_runs(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database, monkeypatch
+) -> None:
+    lab, organization = quiet_lab, quiet_lab.account.organization_id
+    last_asked, answer_last = threading.Event(), threading.Event()
+
+    def reply(request: dict[str, Any]) -> str:
+        if request["messages"][-1]["content"].endswith(f"number {CASES - 1}"):
+            last_asked.set()  # the fake answers in a thread of its own: this blocks only it
+            answer_last.wait(20)
+        return "an answer"
+
+    fake.reply = reply
+    cases = [{"input": f"question number {i}"} for i in range(CASES)]
+    target = await lab.openai_model(fake)
+    run = await lab.run(
+        await lab.test_set(cases), target, metric_ids=[await lab.any_answer()], concurrency=1
+    )
+    monkeypatch.setattr(writer, "FLUSH_SECONDS", 60.0)  # no tick while the test looks
+    payload = {"run_id": run["id"], "positions": list(range(CASES)), "repetitions": [0, 1]}
+    chunk = asyncio.create_task(
+        executor.run_chunk(ChunkContext(committed_database, organization, payload))
+    )
+    try:
+        assert await asyncio.to_thread(last_asked.wait, 20), "the last case was never asked"
+        written = 0
+        for _ in range(100):
+            written = await _written(committed_database, organization, run["id"])
+            if written == CASES - 1:
+                break
+            await asyncio.sleep(0.05)
+        # One lane: the cases before the last have their results, the last one is waiting.
+        assert written == CASES - 1
+    finally:
+        answer_last.set()
+        await asyncio.wait_for(chunk, 20)
+    done = await lab.get(f"/runs/{run['id']}")
+    assert (done["status"], done["counts"]["done"]) == ("completed", CASES)
+    assert await _written(committed_database, organization, run["id"]) == CASES
