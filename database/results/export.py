@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results import crud
 from database.results.crud.export_rows import result_rows_after
-from database.results.models import Run
+from database.results.models import Result, Run
 from database.results.schemas import ResultRead
 from database.test_sets import crud as test_set_crud
 from database.test_sets.streaming import (
@@ -50,6 +50,8 @@ EXPORT_COLUMNS = (
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _SUITE_END = b"</testsuite>"
 _RESULT_PAGE = TypeAdapter(list[ResultRead])
+# The column's key: the word alone is also a metric type's name, which only the catalogue names.
+_TRAJECTORY = Result.trajectory.key
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ class CsvEncoder:
         shown = {
             "test_id": None if result["test_id"] is None else str(result["test_id"]),
             "input": _input_text(result["input"]),
-            "trajectory_summary": trajectory_summary(result["trajectory"]),
+            "trajectory_summary": trajectory_summary(result[_TRAJECTORY]),
         }
         return [_cell(shown[c] if c in shown else result[c]) for c in EXPORT_COLUMNS] + [
             scores.get(n, "") for n in self._metric_names
