@@ -3,7 +3,6 @@ written a page of results at a time (test_sets.streaming streams them)."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from database.test_sets.streaming import (
     PageEncoder,
     ReadPage,
     csv_text,
+    json_text,
     stream_pages,
 )
 from utils.auth import Principal
@@ -65,7 +65,7 @@ class Totals:
 
 
 def _input_text(value: dict[str, Any]) -> str:
-    return value.get("text") or json.dumps(value.get("messages") or value, ensure_ascii=False)
+    return value.get("text") or json_text(value.get("messages") or value)
 
 
 def trajectory_summary(trajectory: list[dict[str, Any]] | None) -> str | None:

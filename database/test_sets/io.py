@@ -21,7 +21,7 @@ from database.test_sets.import_bounds import (
     too_wide,
     width_complaint,
 )
-from database.test_sets.streaming import JsonArrayEncoder, PageEncoder, csv_text
+from database.test_sets.streaming import JsonArrayEncoder, PageEncoder, csv_text, json_text
 from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import guard_formula, unguard_formula
@@ -177,7 +177,7 @@ class _JsonLinesEncoder:
         return b""
 
     def page(self, cases: Sequence[TestCaseFields]) -> bytes:
-        lines = (json.dumps(case.model_dump(mode="json"), ensure_ascii=False) for case in cases)
+        lines = (json_text(case.model_dump(mode="json")) for case in cases)
         return "".join(line + "\n" for line in lines).encode()
 
     def tail(self) -> bytes:
@@ -214,7 +214,7 @@ def _export_cell(value: Any) -> str:
     if value is None or value == [] or value == {}:
         return ""
     if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False)
+        value = json_text(value)
     return guard_formula(value)
 
 

@@ -4,7 +4,8 @@ The request's own transaction checks what is asked (a 404, a 422) and reads what
 bytes need; it has ended by the time the body is sent. The rows follow a page at a time, each
 page read in a short transaction of its own that acts for the caller (row-level security, as
 the request did), so a slow reader holds no connection between pages. Pages are formatted in a
-worker thread: a page of large outputs never stalls the event loop.
+worker thread: a page of large outputs never stalls the event loop. The next page is read
+while one is formatted and sent.
 """
 
 from __future__ import annotations
@@ -49,17 +50,35 @@ async def stream_pages(
     response without the chunked body's last chunk, which every HTTP client reports as an
     incomplete body, where a closing bracket or tail would make a shorter file look whole."""
     tenant = Tenant(principal.organization_id, principal.user_id)
+
+    async def read() -> Sequence[Item] | None:
+        async with get_database().transaction(tenant) as session:
+            return await read_page(session)
+
     if head := encoder.head():
         yield head
-    while True:
-        async with get_database().transaction(tenant) as session:
-            items = await read_page(session)
-        if items is None:
-            break
-        if items and (chunk := await asyncio.to_thread(encoder.page, items)):
-            yield chunk
+    # The next page is read while this one is formatted and sent (a page ahead at most: memory
+    # stays two pages), so the database's part of the work overlaps ours. A read is never
+    # cancelled midway, as a client leaving cancels this generator: its connection would be
+    # left mid-statement, to be discarded. It is bounded: one page.
+    reading = asyncio.create_task(read())
+    try:
+        while (items := await asyncio.shield(reading)) is not None:
+            reading = asyncio.create_task(read())
+            if items and (chunk := await asyncio.to_thread(encoder.page, items)):
+                yield chunk
+    finally:
+        if not reading.done():  # the client left, or a page failed: the read is not used
+            reading.add_done_callback(_retrieve)
+            await asyncio.wait([reading])  # cancelling this wait leaves the read running
     if tail := encoder.tail():
         yield tail
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Collects an unused read's outcome (its error is moot, not to be logged as unseen)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class JsonArrayEncoder:
@@ -118,6 +137,16 @@ def _standard_elements(dumped: list[Any]) -> bytes:
         "  " + json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n  ")
         for item in dumped
     ).encode()
+
+
+_UNESCAPED = json.JSONEncoder(ensure_ascii=False)
+
+
+def json_text(value: Any) -> str:
+    """`json.dumps(value, ensure_ascii=False)`, the text of a JSON cell or line in an export,
+    from one encoder made once: given an option, json.dumps makes a new one on every call
+    (2.3 µs for a cell's short list, where this takes 1.3 µs)."""
+    return _UNESCAPED.encode(value)
 
 
 def csv_text(rows: Iterable[Sequence[Any]]) -> bytes:

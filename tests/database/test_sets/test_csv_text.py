@@ -1,10 +1,12 @@
 """The exports' CSV writer: byte for byte what the csv module's default dialect writes, for
-every kind of cell the exports hold and for random text made of the characters that matter."""
+every kind of cell the exports hold and for random text made of the characters that matter;
+and their JSON cells, byte for byte what json.dumps writes."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 import uuid
 from collections.abc import Sequence
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from database.test_sets.streaming import csv_text
+from database.test_sets.streaming import csv_text, json_text
 
 CELLS: list[Any] = [
     "",
@@ -75,3 +77,18 @@ def test_random_rows_of_the_special_characters_are_written_as_the_csv_module_wri
     assert csv_text(rows) == reference(rows)
     # And the module reads each row back as it was.
     assert list(csv.reader(io.StringIO(csv_text(rows).decode(), newline=""))) == rows
+
+
+JSON_VALUES: list[Any] = [
+    ["a passage", "日本語 🚀 Zoë", 'a "quote"\n'],
+    {"n": 1, "nested": {"list": [1, 2.5, None, True]}, "ünï": "\x00\u2028"},
+    [0.1 + 0.2, 1e-05, -0.0, float("nan"), float("inf"), 2**70],
+    "a lone string",
+    [],
+    {},
+]
+
+
+@pytest.mark.parametrize("value", JSON_VALUES, ids=repr)
+def test_a_json_cell_is_written_as_json_dumps_writes_it(value):
+    assert json_text(value) == json.dumps(value, ensure_ascii=False)

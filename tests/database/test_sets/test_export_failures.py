@@ -4,10 +4,12 @@ never a shorter file that looks whole."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError
 
 from database.test_sets import crud, io
@@ -112,3 +114,42 @@ async def test_the_database_failing_midway_is_an_error_for_the_client(
     # The first page left, whole lines of it, and nothing after.
     lines = sent.decode().splitlines()
     assert len(lines) == PAGE_ROWS
+
+
+async def test_a_page_being_read_when_the_client_leaves_is_read_to_its_end(
+    app, client, database, monkeypatch
+):
+    """Cancelled midway, a page's read would leave its connection mid-statement: here the
+    test's one connection, which every later request would then find broken."""
+    owner, url = await _large_set(client)
+    read = crud.tests_in_order
+    calls, outcome = 0, []
+    reading = asyncio.get_running_loop().create_future()
+
+    async def tests_in_order(session: Any, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls != 2:
+            return await read(session, *args)
+        reading.set_result(asyncio.current_task())
+        try:
+            await session.execute(text("SELECT pg_sleep(0.5)"))  # still reading as they leave
+            rows = await read(session, *args)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        outcome.append("read")
+        return rows
+
+    monkeypatch.setattr(crud, "tests_in_order", tests_in_order)
+    async with serving(app) as http:
+        async with http.stream("GET", url, params={"format": "jsonl"}, headers=owner.headers) as r:
+            assert r.status_code == 200
+            async for _first_page in r.aiter_raw():
+                break
+            read_task = await asyncio.wait_for(reading, 10)  # the second page is being read
+        await asyncio.wait_for(asyncio.wait([read_task]), 10)  # its transaction has ended
+        monkeypatch.undo()
+        whole = b"".join(await read_chunks(http, url, "jsonl", owner.headers))
+    assert outcome == ["read"]
+    assert len(whole.decode().splitlines()) == 3 * PAGE_ROWS + 10
