@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Tenant, get_database
+from database.test_sets.python_floats import dumped_with_python_floats
 from utils.auth import Principal
 
 PAGE_ROWS = 500
@@ -95,39 +95,19 @@ class JsonArrayEncoder:
     def page(self, items: Sequence[BaseModel]) -> bytes:
         if not items:
             return b""
-        dumped = [item.model_dump(mode="json") for item in items]
         try:
             # The page as a list of its own, less its brackets: its elements, indented as
             # they are inside the document's list.
-            elements = orjson.dumps(_python_floats(dumped), option=orjson.OPT_INDENT_2)[2:-2]
+            dumped = [dumped_with_python_floats(item) for item in items]
+            elements = orjson.dumps(dumped, option=orjson.OPT_INDENT_2)[2:-2]
         except TypeError:  # what orjson refuses (an integer beyond 64 bits, say)
-            elements = _standard_elements(dumped)
+            elements = _standard_elements([item.model_dump(mode="json") for item in items])
         opening = b",\n" if self._started else b"[\n"
         self._started = True
         return opening + elements
 
     def tail(self) -> bytes:
         return b"\n]" if self._started else b"[]"
-
-
-def _python_floats(value: Any) -> Any:
-    """`value` with its floats written as the standard library writes them (orjson writes
-    1e-05 as 1e-5, and NaN as null)."""
-    if isinstance(value, float):
-        return orjson.Fragment(_float_text(value))
-    if isinstance(value, dict):
-        return {key: _python_floats(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_python_floats(item) for item in value]
-    return value
-
-
-def _float_text(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return float.__repr__(value)
 
 
 def _standard_elements(dumped: list[Any]) -> bytes:
