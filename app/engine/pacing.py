@@ -11,6 +11,10 @@ and one place for the schedule keeps its spacing exact.
 When the database cannot take the slot (restarting, unreachable within a few seconds), the
 process paces that model alone with a local `Pace` rather than failing the call, and asks the
 database again after a while: a provider sees at most the limit per process meanwhile.
+
+A call that wakes well after its slot (a busy event loop, a starved process) would reach the
+provider beside the next slot's call: it takes a new slot instead (once; a process starved
+twice in a row still sends, late, rather than not at all).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
@@ -34,6 +39,8 @@ SLOT_TIMEOUT_SECONDS = 5.0
 # After a failure, how long the process paces alone before asking the database again (so a
 # hanging database costs one timeout now and then, not one per call).
 SHARED_RETRY_SECONDS = 10.0
+# Waking later than this share of an interval after its slot, a call takes a new slot.
+LATE_SHARE = 0.5
 
 
 class Pacer(Protocol):
@@ -51,12 +58,26 @@ class Pace:
         self._lock = asyncio.Lock()
 
     async def wait(self) -> None:
+        await keep_to_a_slot(self.take_slot, self.interval)
+
+    async def take_slot(self) -> float:
+        """Takes this process's next free slot; returns the seconds until it comes."""
         async with self._lock:
             now = time.monotonic()
             slot = max(self._next, now)
             self._next = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        return slot - now
+
+
+async def keep_to_a_slot(take_slot: Callable[[], Awaitable[float]], interval: float) -> None:
+    """Sleeps until a slot taken from `take_slot`; a second slot when the first was overslept."""
+    for _ in range(2):
+        delay = await take_slot()
+        due = time.monotonic() + delay
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if time.monotonic() - due <= interval * LATE_SHARE:
+            return
 
 
 def _process_database() -> Database | None:
@@ -78,10 +99,14 @@ class SharedPace:
         self._retry_at = 0.0
 
     async def wait(self) -> None:
+        await keep_to_a_slot(self._next_slot, self.interval)
+
+    async def _next_slot(self) -> float:
+        """The seconds until this call's slot: on the shared schedule when the database
+        answers, else on this process's own."""
         database = _process_database()
         if database is None or time.monotonic() < self._retry_at:
-            await self._local.wait()
-            return
+            return await self._local.take_slot()
         try:
             async with asyncio.timeout(SLOT_TIMEOUT_SECONDS):
                 delay = await self.take_slot(database)
@@ -94,13 +119,11 @@ class SharedPace:
                 )
                 self._degraded = True
             self._retry_at = time.monotonic() + SHARED_RETRY_SECONDS
-            await self._local.wait()
-            return
+            return await self._local.take_slot()
         if self._degraded:
             log.info("provider pacing is shared again", model_config_id=str(self.model_id))
             self._degraded = False
-        if delay > 0:
-            await asyncio.sleep(delay)
+        return delay
 
     async def take_slot(self, database: Database) -> float:
         """Takes the model's next free slot; returns the seconds until it comes."""

@@ -46,12 +46,18 @@ class CountingProvider(FakeOpenAI):
         self.senders: set[int] = set()
         self.arrivals: list[Arrival] = []
         self._arrivals_lock = threading.Lock()
+        # A connection's client port, looked up once: scanning the processes' sockets on every
+        # request would hold up this server's loop, and with it the next arrival's stamp.
+        self._sender_of_port: dict[int | None, int | None] = {}
 
     async def record(self, request: Request) -> RecordedRequest:
         at = time.monotonic()
         recorded = await super().record(request)
         if request.url.path.endswith("/chat/completions"):
-            pid = self._sender(request.client.port if request.client else None)
+            port = request.client.port if request.client else None
+            pid = self._sender_of_port.get(port)
+            if pid is None:
+                pid = self._sender_of_port[port] = self._sender(port)
             with self._arrivals_lock:
                 self.arrivals.append(Arrival(at, pid))
         return recorded

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from app.engine.pacing import Pacer
+
 
 def assert_each_call_waits_for_its_slot(
     stamps: list[float], started: float, interval: float
@@ -14,3 +22,35 @@ def assert_each_call_waits_for_its_slot(
     """
     for k, stamp in enumerate(sorted(stamps)):
         assert stamp - started >= k * interval * 0.95, (k, [round(s - started, 3) for s in stamps])
+
+
+async def calls_after_an_oversleep(pace: Pacer, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When two calls went that took consecutive slots while the event loop was blocked until
+    a quarter interval after the second's slot (the first overslept its own by more)."""
+    taken = 0
+    take_slot = pace.take_slot  # type: ignore[attr-defined]
+
+    async def counted(*args: Any) -> float:
+        nonlocal taken
+        delay = float(await take_slot(*args))
+        taken += 1
+        return delay
+
+    monkeypatch.setattr(pace, "take_slot", counted)
+    await pace.wait()  # the slot of now: the two calls take the next two
+    started = time.monotonic()
+    stamps: list[float] = []
+
+    async def call() -> None:
+        await pace.wait()
+        stamps.append(time.monotonic())
+
+    calls = [asyncio.create_task(call()) for _ in range(2)]
+    deadline = started + pace.interval
+    while taken < 3:
+        assert time.monotonic() < deadline, "the calls did not take their slots"
+        await asyncio.sleep(0.005)
+    # The loop stalls, on purpose.
+    time.sleep(max(0.0, started + 2.25 * pace.interval - time.monotonic()))  # noqa: ASYNC251
+    await asyncio.gather(*calls)
+    return sorted(stamps)

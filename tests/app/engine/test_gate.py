@@ -16,7 +16,7 @@ from app.engine.gate import MAX_RETRIES, Breaker, Gate, call_through, gate_for, 
 from app.engine.pacing import Pace, SharedPace
 from database.core import Database
 from providers.targets import TargetError, TargetReply
-from tests.app.engine.spacing import assert_each_call_waits_for_its_slot
+from tests.app.engine.spacing import assert_each_call_waits_for_its_slot, calls_after_an_oversleep
 from utils.metrics import metrics
 
 REPLY = TargetReply(output="ok", latency_ms=1.0)
@@ -81,6 +81,14 @@ async def test_pace_spaces_concurrent_calls_without_a_burst():
     started = time.monotonic()
     await asyncio.gather(*(one() for _ in range(5)))
     assert_each_call_waits_for_its_slot(stamps, started, 0.05)
+
+
+async def test_a_call_that_oversleeps_its_slot_takes_another(monkeypatch: pytest.MonkeyPatch):
+    pace = Pace(150)  # 0.4 s apart
+    first, second = await calls_after_an_oversleep(pace, monkeypatch)
+    # Both would have gone together when the loop came back; the one that overslept by more
+    # than half an interval waited for the next free slot instead.
+    assert second - first >= 0.5 * pace.interval, (first, second)
 
 
 async def test_the_first_call_is_not_delayed():

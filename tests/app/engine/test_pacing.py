@@ -20,7 +20,7 @@ from app.engine import pacing
 from app.engine.pacing import SharedPace
 from database.core import Database, asyncpg_connect_args, set_database
 from database.setup import DatabaseUrls
-from tests.app.engine.spacing import assert_each_call_waits_for_its_slot
+from tests.app.engine.spacing import assert_each_call_waits_for_its_slot, calls_after_an_oversleep
 from utils.logging import configure_logging
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -68,6 +68,14 @@ async def test_two_processes_take_turns_on_one_schedule(
     assert len(together) == 10
     # Alone each would go every 0.1 s: 10 calls in ~0.5 s. Shared: ~0.9 s, no two at once.
     assert_each_call_waits_for_its_slot(together, started, 0.1)
+
+
+async def test_a_call_that_oversleeps_its_slot_takes_another(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+):
+    pace = SharedPace(uuid.uuid4(), 150)  # 0.4 s apart
+    first, second = await calls_after_an_oversleep(pace, monkeypatch)
+    assert second - first >= 0.5 * pace.interval, (first, second)
 
 
 async def test_wait_sleeps_without_holding_a_connection(
