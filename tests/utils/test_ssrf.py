@@ -150,3 +150,26 @@ async def test_the_sdks_clients_reach_the_pinned_address_only(sinks, http):
 )
 def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry(address, public):
     assert ssrf.is_public(ipaddress.ip_address(address)) is public
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://llm.example.com/v1", "must be an http or https URL"),
+        ("http:///v1", "must include a host"),
+        ("https://user:secret@llm.example.com/v1", "must not carry credentials"),
+        ("http://llm.example.com:99999/v1", "not a valid URL"),
+        ("http://[::1/v1", "not a valid URL"),
+    ],
+)
+def test_a_url_that_is_not_one_to_call_is_refused_naming_the_field_each_time(url: str, reason: str):
+    # The second refusal, parsed once already, names its own field, not the first one's.
+    for field in ("base_url", "http.url"):
+        with pytest.raises(ssrf.UnsafeUrl) as refused:
+            ssrf.parse_http_url(url, field=field)
+        assert refused.value.errors == [{"field": field, "message": refused.value.detail}]
+        assert reason in refused.value.detail
+    assert ssrf.parse_http_url("https://llm.example.com:8443/v1", field="base_url") == (
+        "https",
+        "llm.example.com",
+    )
