@@ -16,7 +16,7 @@ Large comparisons (n >= LARGE_N cases) take two shortcuts that keep the bootstra
 - the interval of a quantile delta is still the paired percentile bootstrap with RESAMPLES
   resamples, drawn exactly in distribution but without drawing n indices per resample: a
   resample's q-quantile only depends on how many draws fall below a band of ranks around it
-  and on the draws of the few thousand cases inside the band (see _Band).
+  and on the draws of the few thousand cases inside the band (utils/banded_quantiles.py).
 Below LARGE_N every interval is the plain bootstrap, numbers unchanged.
 """
 
@@ -31,6 +31,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from utils.banded_quantiles import BLOCK, banded_quantile_deltas, order_statistic
+
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 # From here the shortcuts above apply. The plain bootstrap costs ~40 ms of CPU per 1,000 cases
@@ -44,29 +46,12 @@ INTERVALS = (
     " of a mean is the normal one with the bootstrap's own variance (clipped to the values'"
     " range), and a quantile's bootstrap draws only the cases near that quantile."
 )
-# The band of ranks around a quantile, in standard deviations of the number of draws below
-# it (binomial): a resample leaves it with probability ~1e-9 (once in ~60,000 compares of
-# two quantiles); then the plain bootstrap is used for the whole interval.
-_BAND_SDS = 6.0
-
-# Resamples are drawn this many at a time, fewer when n is large, so that one block holds at
-# most about _BLOCK_ELEMENTS case indices (a few tens of MB) whatever the number of resamples.
-_BLOCK = 100  # (small blocks keep the counting below in cache: twice as fast as 250)
+# Resamples are drawn BLOCK at a time, fewer when n is large, so that one block holds at most
+# about _BLOCK_ELEMENTS case indices (a few tens of MB) whatever the number of resamples.
 _BLOCK_ELEMENTS = 4_000_000
 
 Verdict = Literal["improved", "regressed", "equivalent", "inconclusive"]
 FloatArray = npt.NDArray[np.float64]
-
-
-def _order_statistic(n: int, q: float) -> int:
-    """The 1-based rank of the 'inverted_cdf' q-quantile among n values.
-
-    Written with the same floating-point expression as numpy's method="inverted_cdf"
-    (0-based index ceil(n*q - 1), clipped to [0, n - 1]) so the two agree at every q.
-    """
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile {q} is not in [0, 1]")
-    return min(max(math.ceil(n * q - 1), 0), n - 1) + 1
 
 
 def _resample_quantiles(
@@ -74,7 +59,7 @@ def _resample_quantiles(
 ) -> FloatArray:
     """The 'inverted_cdf' quantiles of each resample values[indices[r]]: shape (rows, len(q)).
 
-    A resample's q-quantile is its r-th smallest value, r = _order_statistic(n, q), so each row
+    A resample's q-quantile is its r-th smallest value, r = order_statistic(n, q), so each row
     is mapped to the ranks of its values in sorted order and one partition per q finds the r-th
     smallest rank (the same as the first sorted value whose cumulative count reaches r).
     """
@@ -85,7 +70,7 @@ def _resample_quantiles(
     ranks = rank_of[indices]
     result = np.empty((indices.shape[0], len(quantiles)))
     for j, q in enumerate(quantiles):
-        kth = _order_statistic(n, q) - 1
+        kth = order_statistic(n, q) - 1
         ranks.partition(kth, axis=1)
         result[:, j] = values[order[ranks[:, kth]]]
     return result
@@ -114,7 +99,7 @@ class PairedBootstrap:
     def _indices(self) -> Iterator[npt.NDArray[np.int64]]:
         """Yield blocks of resamples, shape (block, n): the case indices drawn, row by row."""
         rng = np.random.default_rng(self.seed)
-        block = max(1, min(_BLOCK, _BLOCK_ELEMENTS // max(self.n, 1)))
+        block = max(1, min(BLOCK, _BLOCK_ELEMENTS // max(self.n, 1)))
         for start in range(0, self.resamples, block):
             yield rng.integers(0, self.n, size=(min(block, self.resamples - start), self.n))
 
@@ -170,7 +155,7 @@ class PairedBootstrap:
         if self.n == 0:
             return np.full((len(quantiles), 2), np.nan)
         if self.n >= LARGE_N:
-            banded = _banded_quantile_deltas(base, cand, quantiles, self.seed, self.resamples)
+            banded = banded_quantile_deltas(base, cand, quantiles, self.seed, self.resamples)
             if banded is not None:
                 return self._interval(banded)
         deltas = [
@@ -190,95 +175,6 @@ def _normal_mean_intervals(matrix: FloatArray, confidence: float = CONFIDENCE) -
     low = np.maximum(means - half, matrix.min(axis=0))
     high = np.minimum(means + half, matrix.max(axis=0))
     return np.column_stack([low, high])
-
-
-def _ranks(values: FloatArray) -> npt.NDArray[np.int64]:
-    """Each value's 0-based rank in stable sorted order (ties in index order)."""
-    ranks = np.empty(values.shape[0], dtype=np.int64)
-    ranks[np.argsort(values, kind="stable")] = np.arange(values.shape[0])
-    return ranks
-
-
-class _Band:
-    """The cases whose rank on either side (candidate, baseline) lies within a band around the
-    r-th smallest, for drawing that order statistic of paired resamples without n draws each.
-
-    Every other case is below or above the band on each side, so for the r-th smallest only
-    how many draws fall in each of those four cells matters. The counts (band, four cells) are
-    multinomial over n draws and, given the band's total, each draw in the band is uniform over
-    its cases: the same joint law as counting n uniform indices. The r-th smallest on a side is
-    then the first band case, in that side's rank order, at which the draws below the band plus
-    the band's cumulative counts reach r; it is only trusted when that case lies in the band
-    (below it, the cumulative counts are not the true ones)."""
-
-    def __init__(self, ranks: tuple[npt.NDArray[np.int64], ...], r: int) -> None:
-        n = ranks[0].shape[0]
-        share = r / n
-        margin = math.ceil(_BAND_SDS * math.sqrt(n * share * (1.0 - share))) + 16
-        self.r, self.ranks, self.n = r, ranks, n
-        self.lo, self.hi = max(r - 1 - margin, 0), min(r + margin, n)
-        inside = np.zeros(n, dtype=bool)
-        for rank in ranks:
-            inside |= (rank >= self.lo) & (rank < self.hi)
-        cases = np.flatnonzero(inside)
-        # Band cases are labelled in candidate rank order; base_positions relabels them in
-        # baseline rank order.
-        self.cases = cases[np.argsort(ranks[0][cases])]
-        by_base = np.argsort(ranks[1][self.cases])
-        self.base_positions = np.empty_like(by_base)
-        self.base_positions[by_base] = np.arange(by_base.shape[0])
-        self.orders = (self.cases, self.cases[by_base])
-        below_c, below_b = ((rank < self.lo) & ~inside for rank in ranks)
-        above_c, above_b = ((rank >= self.hi) & ~inside for rank in ranks)
-        cells = (below_c & below_b, below_c & above_b, above_c & below_b, above_c & above_b)
-        sizes = [self.cases.shape[0]] + [int(cell.sum()) for cell in cells]
-        self.shares = np.array(sizes, dtype=np.float64) / n
-
-    def draw(self, rng: np.random.Generator, rows: int) -> list[npt.NDArray[np.int64]] | None:
-        """For `rows` resamples, the case that is the r-th smallest on each side (candidate,
-        baseline), or None when one of them lies outside the band."""
-        size = self.cases.shape[0]
-        counts = rng.multinomial(self.n, self.shares, size=rows)
-        drawn = rng.integers(0, size, size=int(counts[:, 0].sum()))
-        row_starts = np.arange(rows) * size
-        offsets = np.repeat(row_starts, counts[:, 0])
-        base_labels = self.base_positions[drawn]
-        base_labels += offsets
-        drawn += offsets
-        draws_before_row = np.cumsum(counts[:, 0]) - counts[:, 0]
-        found = []
-        sides = ((drawn, counts[:, 1] + counts[:, 2]), (base_labels, counts[:, 1] + counts[:, 3]))
-        for side, (labels, below) in enumerate(sides):
-            flat = np.bincount(labels, minlength=rows * size)
-            # One running count over all rows: row k's counts start after the previous rows'.
-            needed = self.r - below
-            at = np.searchsorted(np.cumsum(flat), draws_before_row + needed) - row_starts
-            case = self.orders[side][np.clip(at, 0, size - 1)]
-            rank = self.ranks[side][case]
-            if not ((needed >= 1) & (at < size) & (rank >= self.lo) & (rank < self.hi)).all():
-                return None
-            found.append(case)
-        return found
-
-
-def _banded_quantile_deltas(
-    base: FloatArray, cand: FloatArray, quantiles: Sequence[float], seed: int, resamples: int
-) -> FloatArray | None:
-    """quantile(cand) - quantile(base) over `resamples` paired bootstrap resamples, shape
-    (resamples, len(quantiles)), drawn with the law of the plain bootstrap (see _Band), or None
-    when a resample's quantile left its band (the caller then draws the plain way)."""
-    rng = np.random.default_rng(seed)
-    ranks = (_ranks(cand), _ranks(base))
-    deltas = np.empty((resamples, len(quantiles)))
-    for j, q in enumerate(quantiles):
-        band = _Band(ranks, _order_statistic(base.shape[0], q))
-        for start in range(0, resamples, _BLOCK):
-            rows = min(_BLOCK, resamples - start)
-            found = band.draw(rng, rows)
-            if found is None:
-                return None
-            deltas[start : start + rows, j] = cand[found[0]] - base[found[1]]
-    return deltas
 
 
 def quantile(values: npt.ArrayLike, q: float) -> float:

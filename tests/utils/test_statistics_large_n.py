@@ -13,16 +13,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils import statistics
-from utils.statistics import (
-    LARGE_N,
-    RESAMPLES,
-    PairedBootstrap,
-    _Band,
-    _banded_quantile_deltas,
-    _order_statistic,
-    _ranks,
-)
+from utils import banded_quantiles
+from utils.banded_quantiles import Band, banded_quantile_deltas, order_statistic, stable_ranks
+from utils.statistics import LARGE_N, RESAMPLES, PairedBootstrap
 
 N = LARGE_N + 1  # just above the threshold, where the approximations are at their weakest
 TAILS = (0.025, 0.975)
@@ -145,7 +138,7 @@ def test_banded_quantile_deltas_follow_the_law_of_the_plain_bootstrap(ties):
     rng = np.random.default_rng(21 + ties)
     base, cand = _latencies(rng, ties)
     quantiles = (0.5, 0.95)
-    banded = _banded_quantile_deltas(base, cand, quantiles, 3, RESAMPLES)
+    banded = banded_quantile_deltas(base, cand, quantiles, 3, RESAMPLES)
     assert banded is not None
     intervals = PairedBootstrap(N, seed=3).quantile_delta_intervals(base, cand, quantiles)
     for j, q in enumerate(quantiles):
@@ -165,15 +158,15 @@ def test_banded_quantile_deltas_follow_the_law_of_the_plain_bootstrap(ties):
 
 
 @pytest.mark.parametrize("q", [0.5, 0.95])
-def test_each_sides_quantile_has_the_exact_law_of_a_resampled_order_statistic(q):
+def test_each_sides_quantile_has_the_exact_law_of_a_resampledorder_statistic(q):
     # The r-th smallest of n uniform draws of ranks 0..n-1 is <= k exactly when at least r
     # draws are <= k: P = P(Binomial(n, (k + 1) / n) >= r). Each side's drawn quantile rank
     # must follow that law (the baseline's ranks shuffled against the candidate's, so the
     # band holds cases of both sides).
     rng = np.random.default_rng(50)
     ranks = (np.arange(N), rng.permutation(N))
-    r = _order_statistic(N, q)
-    band, draws = _Band(tuple(_ranks(side.astype(float)) for side in ranks), r), 20_000
+    r = order_statistic(N, q)
+    band, draws = Band(tuple(stable_ranks(side.astype(float)) for side in ranks), r), 20_000
     found = [band.draw(rng, 100) for _ in range(draws // 100)]
     assert all(pair is not None for pair in found)
     for side in range(2):
@@ -189,8 +182,8 @@ def test_each_sides_quantile_has_the_exact_law_of_a_resampled_order_statistic(q)
 def test_a_resample_leaving_the_band_falls_back_to_the_plain_bootstrap(monkeypatch):
     rng = np.random.default_rng(30)
     base, cand = _latencies(rng, ties=False)
-    monkeypatch.setattr(statistics, "_BAND_SDS", 0.0)  # a band of 33 ranks: always left
-    assert _banded_quantile_deltas(base, cand, (0.5,), 4, 200) is None
+    monkeypatch.setattr(banded_quantiles, "BAND_SDS", 0.0)  # a band of 33 ranks: always left
+    assert banded_quantile_deltas(base, cand, (0.5,), 4, 200) is None
     got = PairedBootstrap(N, seed=4, resamples=200).quantile_delta_intervals(base, cand, (0.5,))
     plain = _plain_quantile_deltas(base, cand, 0.5, np.random.default_rng(4), 200)
     np.testing.assert_allclose(got[0], np.quantile(plain, TAILS), rtol=0, atol=1e-12)
