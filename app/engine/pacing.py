@@ -13,8 +13,9 @@ process paces that model alone with a local `Pace` rather than failing the call,
 database again after a while: a provider sees at most the limit per process meanwhile.
 
 A call that wakes well after its slot (a busy event loop, a starved process) would reach the
-provider beside the next slot's call: it takes a new slot instead (once; a process starved
-twice in a row still sends, late, rather than not at all).
+provider beside the next slot's call: past half an interval (and at least LATE_FLOOR_SECONDS)
+it takes a new slot instead, once: a process starved twice in a row still sends, late, rather
+than not at all.
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ SLOT_TIMEOUT_SECONDS = 5.0
 # After a failure, how long the process paces alone before asking the database again (so a
 # hanging database costs one timeout now and then, not one per call).
 SHARED_RETRY_SECONDS = 10.0
-# Waking later than this share of an interval after its slot, a call takes a new slot.
+# Waking later than this share of an interval after its slot, a call takes a new slot; never
+# for less than LATE_FLOOR_SECONDS (at a high rate, a busy loop's usual lag would otherwise
+# make most calls take two slots, and the schedule run at half the limit).
 LATE_SHARE = 0.5
+LATE_FLOOR_SECONDS = 0.05
 
 
 class Pacer(Protocol):
@@ -70,13 +74,17 @@ class Pace:
 
 
 async def keep_to_a_slot(take_slot: Callable[[], Awaitable[float]], interval: float) -> None:
-    """Sleeps until a slot taken from `take_slot`; a second slot when the first was overslept."""
+    """Sleeps until a slot taken from `take_slot`; a second slot when the first was overslept.
+
+    The slot is reckoned from when it was asked for: a loop that stalls while the answer comes
+    back makes the call late as surely as one that stalls in its sleep."""
+    late_after = max(interval * LATE_SHARE, LATE_FLOOR_SECONDS)
     for _ in range(2):
+        asked = time.monotonic()
         delay = await take_slot()
-        due = time.monotonic() + delay
         if delay > 0:
             await asyncio.sleep(delay)
-        if time.monotonic() - due <= interval * LATE_SHARE:
+        if time.monotonic() - (asked + delay) <= late_after:
             return
 
 

@@ -24,9 +24,13 @@ def assert_each_call_waits_for_its_slot(
         assert stamp - started >= k * interval * 0.95, (k, [round(s - started, 3) for s in stamps])
 
 
-async def calls_after_an_oversleep(pace: Pacer, monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """When two calls went that took consecutive slots while the event loop was blocked until
-    a quarter interval after the second's slot (the first overslept its own by more)."""
+async def assert_an_overslept_call_takes_the_next_free_slot(
+    pace: Pacer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two calls take consecutive slots, then the event loop stalls until a quarter interval
+    after the second's slot. Both would go together when the loop comes back; the one that
+    overslept by more than half an interval takes the next free slot instead, and the other,
+    a little late, goes at once."""
     taken = 0
     take_slot = pace.take_slot  # type: ignore[attr-defined]
 
@@ -52,5 +56,9 @@ async def calls_after_an_oversleep(pace: Pacer, monkeypatch: pytest.MonkeyPatch)
         await asyncio.sleep(0.005)
     # The loop stalls, on purpose.
     time.sleep(max(0.0, started + 2.25 * pace.interval - time.monotonic()))  # noqa: ASYNC251
+    back = time.monotonic()
     await asyncio.gather(*calls)
-    return sorted(stamps)
+    punctual, overslept = sorted(stamps)
+    assert taken == 4, taken  # one slot more, for the call that overslept
+    assert punctual - back < 0.25 * pace.interval, (back, stamps)
+    assert overslept - punctual >= 0.5 * pace.interval, (back, stamps)
