@@ -172,4 +172,7 @@ def test_a_url_that_is_not_one_to_call_is_refused_naming_the_field_each_time(url
     assert ssrf.parse_http_url("https://llm.example.com:8443/v1", field="base_url") == (
         "https",
         "llm.example.com",
+        8443,
     )
+    assert ssrf.parse_http_url("https://llm.example.com/v1", field="base_url").port == 443
+    assert ssrf.parse_http_url("http://llm.example.com/v1", field="base_url").port == 80
