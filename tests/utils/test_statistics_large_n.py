@@ -158,7 +158,7 @@ def test_banded_quantile_deltas_follow_the_law_of_the_plain_bootstrap(ties):
 
 
 @pytest.mark.parametrize("q", [0.5, 0.95])
-def test_each_sides_quantile_has_the_exact_law_of_a_resampledorder_statistic(q):
+def test_each_sides_quantile_has_the_exact_law_of_a_resampled_order_statistic(q):
     # The r-th smallest of n uniform draws of ranks 0..n-1 is <= k exactly when at least r
     # draws are <= k: P = P(Binomial(n, (k + 1) / n) >= r). Each side's drawn quantile rank
     # must follow that law (the baseline's ranks shuffled against the candidate's, so the
