@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from utils import banded_quantiles
-from utils.banded_quantiles import banded_quantile_deltas, order_statistic
+from utils.banded_quantiles import FloatArray, banded_quantile_deltas, order_statistic
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -53,7 +53,6 @@ INTERVALS = (
 _BLOCK_ELEMENTS = 4_000_000
 
 Verdict = Literal["improved", "regressed", "equivalent", "inconclusive"]
-FloatArray = npt.NDArray[np.float64]
 
 
 def _resample_quantiles(
