@@ -77,12 +77,17 @@ async def bench_database() -> AsyncIterator[tuple[Path, str, str]]:
     """A throw-away embedded database, migrated: (data dir, owner URL, runtime URL), for a
     server started in another process (external database mode)."""
     data_dir = Path(tempfile.mkdtemp(prefix="assay-bench-"))
+    server: embedded.EmbeddedServer | None = None
     try:
         server = await embedded.start_embedded(data_dir / "db", cleanup_mode="delete")
         owner, runtime = server.url(embedded.OWNER_ROLE), server.url(embedded.RUNTIME_ROLE)
         await migrate(owner, embedded.RUNTIME_ROLE)
         yield data_dir, owner, runtime
     finally:
+        # Stopped before its directory goes: pgserver's exit hook, finding no directory,
+        # could leave the postmaster running.
+        if server is not None:
+            await server.release()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
