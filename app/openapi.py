@@ -96,8 +96,11 @@ def complete(
     for route in routes:
         if not route.include_in_schema:
             continue
+        reads_credential = deps.read_credential in _calls(route.dependant)
         for method in route.methods:
             operation = document["paths"][route.path_format][method.lower()]
+            if reads_credential:
+                _declare_credentials(document, operation)
             _document_errors(operation, _implied_errors(route, operation))
             _show_body_examples(operation, components)
     for name in _UNUSED:
@@ -123,6 +126,17 @@ def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
     if deps.auth_rate_limit in calls:
         implied.add(429)
     return implied
+
+
+def _declare_credentials(document: dict[str, Any], operation: dict[str, Any]) -> None:
+    """The credential is read from the request by `deps.read_credential` itself, not through
+    `Security` dependencies: its schemes are declared here, as FastAPI declares those."""
+    schemes = document["components"].setdefault("securitySchemes", {})
+    for scheme in deps.CREDENTIAL_SCHEMES:
+        schemes[scheme.scheme_name] = scheme.model.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+    operation["security"] = [{scheme.scheme_name: []} for scheme in deps.CREDENTIAL_SCHEMES]
 
 
 def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:

@@ -220,6 +220,40 @@ def test_an_operation_documents_the_statuses_it_can_return(document, operation_i
     assert {code for code in operation["responses"] if code.startswith("4")} == statuses
 
 
+CREDENTIALS = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+# The operations anyone may call: no credential is read.
+OPEN_OPERATIONS = {
+    "auth_login",
+    "auth_refresh",
+    "auth_register",
+    "health",
+    "health_live",
+    "health_ready",
+}
+
+
+def test_operations_that_read_a_credential_declare_both_ways_to_send_one(app, document):
+    """A generated client sends its credential where `security` says: an access token or an
+    API key as the bearer, or an API key as X-API-Key; the open operations ask for none."""
+    assert document["components"]["securitySchemes"] == {
+        "HTTPBearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An access token (JWT) or an API key",
+        },
+        "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    }
+    for _, _, operation in _operations(document):
+        if operation["operationId"] in OPEN_OPERATIONS:
+            assert "security" not in operation, operation["operationId"]
+        else:
+            assert operation["security"] == CREDENTIALS, operation["operationId"]
+    public = next(r for r in app.routes if getattr(r, "path", None) == "/public").app
+    streams = [o for item in public.openapi()["paths"].values() for o in item.values()]
+    assert streams
+    assert all(o["security"] == CREDENTIALS for o in streams)
+
+
 def test_every_request_body_has_an_example_valid_for_its_schema(app, document):
     bodies = 0
     for _, _, operation in _operations(document):
