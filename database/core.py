@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-import asyncpg
 from sqlalchemy import DateTime, ForeignKeyConstraint, MetaData, event, func, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 
+from database.driver import begun_driver_connection
 from utils import fastjson
 from utils.metrics import metrics
 
@@ -119,8 +119,9 @@ def _refuse_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) ->
     In place of a pre-ping, which costs a round trip on every checkout: the driver has read
     the server's goodbye (or the socket's end) on the event loop by the time the connection is
     wanted again, so asking it costs nothing. A connection that breaks while in use fails that
-    statement, and SQLAlchemy invalidates it (and every connection pooled before it) on the
-    disconnect error, so the next transaction gets a fresh one.
+    statement: SQLAlchemy invalidates it (and every connection pooled before it) on a
+    statement of the session's, and one on the driver's connection finds it closed, so that
+    either way the next transaction gets a fresh one.
     """
     if dbapi_connection.driver_connection.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
@@ -137,7 +138,6 @@ class Tenant:
 
 NO_TENANT = Tenant(organization_id=None)
 _TENANT = "assay_tenant"  # session.info key: the tenant the open transaction acts for
-_DRIVER = "assay_driver"  # session.info key: (its transaction, the dialect's connection)
 
 _SET_TENANT = (
     "SELECT set_config('app.organization_id', $1, true), set_config('app.user_id', $2, true)"
@@ -148,91 +148,18 @@ async def enter_tenant(session: AsyncSession, tenant: Tenant) -> None:
     """Scopes the session's open transaction to `tenant` for row-level security.
 
     Both settings are transaction-local and always written, so nothing carries over from an
-    earlier transaction on the same pooled connection. Sent on the driver's connection: through
-    the session, it cost over a tenth of an authenticated read's CPU. A transaction not yet begun is
-    begun as SQLAlchemy's dialect does it, so the session's commit or rollback ends it.
+    earlier transaction on the same pooled connection. Sent on the driver's connection (see
+    database/driver.py): through the session, it cost over a tenth of an authenticated read's
+    CPU. A transaction not yet begun is begun there, and the session's commit or rollback
+    ends it.
     """
-    adapted = await _adapted_connection(session)
-    if adapted._transaction is None:
-        try:
-            await adapted._start_transaction()
-        except adapted.dbapi.Error as exc:
-            raise DBAPIError("BEGIN", None, exc) from exc
-    driver = adapted.driver_connection
-    if not driver.is_in_transaction():
-        raise RuntimeError("a tenant is set in a transaction, and this session has none")
-    await DriverConnection(driver).fetchval(
+    driver = await begun_driver_connection(session)
+    await driver.fetchval(
         _SET_TENANT,
         str(tenant.organization_id) if tenant.organization_id else "",
         str(tenant.user_id) if tenant.user_id else "",
     )
     session.info[_TENANT] = tenant
-
-
-async def driver_connection(
-    session: AsyncSession, *, in_transaction: bool = True
-) -> DriverConnection:
-    """The session's connection as the driver's own (asyncpg), for the hottest reads: a
-    statement sent there skips SQLAlchemy's execution (a greenlet switch, result processing,
-    ORM loading), on the same connection, in the same transaction, with the same JSON codecs.
-    Plain rows come back; nothing enters the session.
-
-    A read of tenant rows must run in the session's transaction, which begins with the first
-    statement through the session or with `enter_tenant`: outside it, `app.organization_id`
-    is unset and the read sees no tenant row, so that is refused as the mistake it is.
-    `in_transaction=False` is for a SECURITY DEFINER lookup sent before the transaction, such
-    as a credential's.
-    """
-    driver: asyncpg.Connection = (await _adapted_connection(session)).driver_connection
-    if in_transaction and not driver.is_in_transaction():
-        raise RuntimeError("a read of tenant rows outside the session's transaction")
-    return DriverConnection(driver)
-
-
-async def _adapted_connection(session: AsyncSession) -> Any:
-    """The session's connection as SQLAlchemy's asyncpg dialect wraps it (`_transaction`: the
-    driver's transaction it began, which the session's commit and rollback end)."""
-    # The session keeps one connection for a transaction: found once per transaction (two
-    # greenlet switches), then taken from the session's info while that transaction lasts.
-    transaction = session.sync_session.get_transaction()
-    held = session.info.get(_DRIVER)
-    if transaction is not None and held is not None and held[0] is transaction:
-        return held[1]
-    connection = await session.connection()
-    adapted = (await connection.get_raw_connection()).dbapi_connection
-    session.info[_DRIVER] = (session.sync_session.get_transaction(), adapted)
-    return adapted
-
-
-class DriverConnection:
-    """Reads on the driver's connection; its errors come out as SQLAlchemy's `DBAPIError`, as
-    they would through the session (the API answers a value PostgreSQL refuses with 422)."""
-
-    __slots__ = ("_driver",)
-
-    def __init__(self, driver: asyncpg.Connection) -> None:
-        self._driver = driver
-
-    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        try:
-            return await self._driver.fetch(sql, *args)
-        except _DRIVER_ERRORS as exc:
-            raise DBAPIError(sql, args, exc) from exc
-
-    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
-        try:
-            return await self._driver.fetchrow(sql, *args)
-        except _DRIVER_ERRORS as exc:
-            raise DBAPIError(sql, args, exc) from exc
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        try:
-            return await self._driver.fetchval(sql, *args)
-        except _DRIVER_ERRORS as exc:
-            raise DBAPIError(sql, args, exc) from exc
-
-
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 @asynccontextmanager

@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import driver_connection
+from database.driver import driver_connection
 from database.organizations.models import (
     ApiKey,
     AuditEntry,

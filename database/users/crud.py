@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import driver_connection
+from database.driver import driver_connection
 from database.organizations.models import Membership
 from database.users.models import AuthSession, RefreshToken, User
 from utils.errors import Conflict

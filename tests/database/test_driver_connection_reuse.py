@@ -8,7 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from database.core import Database, Tenant, driver_connection, enter_tenant
+from database.core import Database, Tenant, enter_tenant
+from database.driver import driver_connection
 
 _PID = "SELECT pg_backend_pid()"
 _ORG = "SELECT current_setting('app.organization_id', true)"

@@ -1,4 +1,4 @@
-"""The hottest reads go to the driver's connection (database.core.driver_connection): in the
+"""The hottest reads go to the driver's connection (database.driver.driver_connection): in the
 request's transaction, under its tenant, and with the same answers as the ORM's reads."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 
-from database.core import Database, Tenant, driver_connection, enter_tenant
+from database.core import Database, Tenant, enter_tenant
+from database.driver import driver_connection
 from database.tests import crud, schemas
 from database.tests.crud import TestFilters
 from database.tests.models import TestCase
@@ -16,8 +17,9 @@ from tests.helpers import assert_problem, create_api_key, create_project, create
 
 
 async def test_a_tenant_read_outside_the_transaction_is_refused(committed_database: Database):
-    """SQLAlchemy begins a transaction at its first statement; before it, a statement on the
-    driver would run in none, where no tenant is set, so a tenant read is refused."""
+    """The transaction begins with the session's first statement or with `enter_tenant`;
+    before it, a statement on the driver would run in none, where no tenant is set, so a
+    tenant read is refused."""
     organization = uuid.uuid4()
     async with committed_database.sessionmaker() as session:
         with pytest.raises(RuntimeError):

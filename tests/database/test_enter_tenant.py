@@ -4,6 +4,7 @@ very transaction, and a failure to begin it is a database error like any other."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -11,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from database.core import Database, Tenant, driver_connection, enter_tenant, make_engine
+from database.core import Database, Tenant, enter_tenant, make_engine
+from database.driver import driver_connection
 
 _XID = "SELECT pg_current_xact_id()::text"
 _STATUS = text("SELECT pg_xact_status(CAST(CAST(:xid AS text) AS xid8))")
@@ -61,6 +63,33 @@ async def test_a_transaction_that_cannot_begin_is_a_database_error(
             assert ended
             with pytest.raises(DBAPIError):
                 await enter_tenant(session, Tenant(uuid.uuid4()))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_begin_cancelled_midway_never_leaves_its_transaction_in_the_pool(
+    database_urls, owner_engine: AsyncEngine
+):
+    """Cancelled while its BEGIN is on the wire (a worker losing its lease), the connection
+    holds a transaction its dialect does not know of: it is closed, not pooled, so the next
+    transaction on the one-connection pool is a fresh one that really commits."""
+    engine = make_engine(database_urls.runtime, pool_size=1, max_overflow=0)
+    try:
+        async with AsyncSession(engine) as session:
+            held = await driver_connection(session, in_transaction=False)
+            cancelled_pid = await held.fetchval("SELECT pg_backend_pid()")
+            entering = asyncio.create_task(enter_tenant(session, Tenant(uuid.uuid4())))
+            await asyncio.sleep(0)  # the BEGIN is sent; its answer not yet read
+            entering.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await entering
+        async with AsyncSession(engine) as session:
+            await enter_tenant(session, Tenant(uuid.uuid4()))
+            driver = await driver_connection(session)
+            assert await driver.fetchval("SELECT pg_backend_pid()") != cancelled_pid
+            xid = await driver.fetchval(_XID)
+            await session.commit()
+        assert await _status(owner_engine, xid) == "committed"
     finally:
         await engine.dispose()
 

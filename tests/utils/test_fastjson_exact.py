@@ -9,7 +9,8 @@ import json
 import pytest
 from sqlalchemy import text
 
-from database.core import Database, driver_connection
+from database.core import Database
+from database.driver import driver_connection
 from utils.fastjson import loads_exact
 
 DOCUMENTS = [
