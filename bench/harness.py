@@ -86,9 +86,11 @@ async def bench_database() -> AsyncIterator[tuple[Path, str, str]]:
     finally:
         # Stopped before its directory goes: pgserver's exit hook, finding no directory,
         # could leave the postmaster running.
-        if server is not None:
-            await server.release()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        try:
+            if server is not None:
+                await server.release()
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def rate(count: int, call: Callable[[], Awaitable[object]]) -> float:

@@ -56,11 +56,16 @@ def test_a_path_without_the_routes_text_is_refused_before_its_regex() -> None:
     route = CappedJsonRoute("/api/v1/things/{thing_id}/parts", lambda: None)
     refused, _ = route.matches({"type": "http", "path": "/api/v1/stuff/1/parts", "root_path": ""})
     assert refused is Match.NONE
-    found, child = route.matches(
-        {"type": "http", "path": "/api/v1/things/7/parts", "root_path": "", "method": "GET"}
-    )
-    assert found is Match.FULL
-    assert child["path_params"] == {"thing_id": "7"}
+    for root_path in ("", "/behind/a/proxy"):
+        scope = {
+            "type": "http",
+            "path": root_path + "/api/v1/things/7/parts",
+            "root_path": root_path,
+            "method": "GET",
+        }
+        found, child = route.matches(scope)
+        assert found is Match.FULL
+        assert child["path_params"] == {"thing_id": "7"}
 
 
 async def test_a_route_included_under_a_prefix_still_matches() -> None:

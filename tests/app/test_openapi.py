@@ -220,7 +220,7 @@ def test_an_operation_documents_the_statuses_it_can_return(document, operation_i
     assert {code for code in operation["responses"] if code.startswith("4")} == statuses
 
 
-CREDENTIALS = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+CREDENTIALS: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
 # The operations anyone may call: no credential is read.
 OPEN_OPERATIONS = {
     "auth_login",
