@@ -49,9 +49,12 @@ async def bench_app(**overrides: object) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             yield client
     finally:
-        await close_sessions()
-        await database.dispose()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        try:
+            await close_sessions()
+            await database.dispose()
+            await server.release()  # before its directory goes, as in bench_database
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @asynccontextmanager
