@@ -93,6 +93,9 @@ def complete(
     models: list[type[BaseModel]] = [Problem, *schemas]
     _, extra = models_json_schema([(model, "validation") for model in models], ref_template=REF)
     components.update(extra.get("$defs", {}))
+    credentials: list[dict[str, list[str]]] = [
+        {scheme.scheme_name: []} for scheme in deps.CREDENTIAL_SCHEMES
+    ]
     for route in routes:
         if not route.include_in_schema:
             continue
@@ -100,7 +103,10 @@ def complete(
         for method in route.methods:
             operation = document["paths"][route.path_format][method.lower()]
             if reads_credential:
-                _declare_credentials(document, operation)
+                # Read by `read_credential` itself, not through `Security` dependencies: the
+                # schemes are declared here, as FastAPI declares those.
+                operation["security"] = credentials
+                _declare_schemes(document)
             _document_errors(operation, _implied_errors(route, operation))
             _show_body_examples(operation, components)
     for name in _UNUSED:
@@ -128,15 +134,13 @@ def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
     return implied
 
 
-def _declare_credentials(document: dict[str, Any], operation: dict[str, Any]) -> None:
-    """The credential is read from the request by `deps.read_credential` itself, not through
-    `Security` dependencies: its schemes are declared here, as FastAPI declares those."""
+def _declare_schemes(document: dict[str, Any]) -> None:
     schemes = document["components"].setdefault("securitySchemes", {})
-    for scheme in deps.CREDENTIAL_SCHEMES:
-        schemes[scheme.scheme_name] = scheme.model.model_dump(
-            mode="json", by_alias=True, exclude_none=True
-        )
-    operation["security"] = [{scheme.scheme_name: []} for scheme in deps.CREDENTIAL_SCHEMES]
+    if not schemes:
+        for scheme in deps.CREDENTIAL_SCHEMES:
+            schemes[scheme.scheme_name] = scheme.model.model_dump(
+                mode="json", by_alias=True, exclude_none=True
+            )
 
 
 def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
