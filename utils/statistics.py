@@ -31,8 +31,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from utils import banded_quantiles
-from utils.banded_quantiles import FloatArray, banded_quantile_deltas, order_statistic
+from utils.banded_quantiles import BLOCK, FloatArray, banded_quantile_deltas, order_statistic
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -47,9 +46,9 @@ INTERVALS = (
     " of a mean is the normal one with the bootstrap's own variance (clipped to the values'"
     " range), and a quantile's bootstrap draws only the cases near that quantile."
 )
-# Resamples are drawn banded_quantiles.BLOCK at a time, fewer when n is large, so that one
-# block holds at most about _BLOCK_ELEMENTS case indices (a few tens of MB) whatever the
-# number of resamples.
+# Resamples are drawn BLOCK at a time (the banded bootstrap's block too), fewer when n is
+# large, so that one block holds at most about _BLOCK_ELEMENTS case indices (a few tens of MB)
+# whatever the number of resamples.
 _BLOCK_ELEMENTS = 4_000_000
 
 Verdict = Literal["improved", "regressed", "equivalent", "inconclusive"]
@@ -100,7 +99,7 @@ class PairedBootstrap:
     def _indices(self) -> Iterator[npt.NDArray[np.int64]]:
         """Yield blocks of resamples, shape (block, n): the case indices drawn, row by row."""
         rng = np.random.default_rng(self.seed)
-        block = max(1, min(banded_quantiles.BLOCK, _BLOCK_ELEMENTS // max(self.n, 1)))
+        block = max(1, min(BLOCK, _BLOCK_ELEMENTS // max(self.n, 1)))
         for start in range(0, self.resamples, block):
             yield rng.integers(0, self.n, size=(min(block, self.resamples - start), self.n))
 
