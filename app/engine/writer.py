@@ -18,9 +18,13 @@ log = structlog.get_logger(__name__)
 
 FLUSH_SECONDS = 0.25
 # A batch's transaction costs about the same for 100 rows as for 500 (the run's row lock, its
-# counts, the events' sequence): at a fast provider's pace, larger batches spend a tenth less
-# CPU per case. A slower pace is written every FLUSH_SECONDS whatever the size.
-FLUSH_ROWS = 500
+# counts, the events' sequence), so larger batches spend less CPU per case; but a batch the
+# size of a chunk (run_chunk_size, 500) is written only once the chunk's cases are all done,
+# after them rather than beside them. At 200, a fast provider's chunk writes twice while its
+# cases run (each write takes whatever came in meanwhile), and a 1,000-case run ends about a
+# tenth sooner for 2-4 % more CPU per case. A slower pace is written every FLUSH_SECONDS
+# whatever the size.
+FLUSH_ROWS = 200
 
 Batch = list[tuple[dict[str, Any], list[dict[str, Any]]]]
 

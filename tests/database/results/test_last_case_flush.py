@@ -1,6 +1,7 @@
 """A chunk writes what it holds once its last case is under way, not at its next tick: the
 chunk's closing write then carries only the results of the cases still running, and the run
-ends sooner after its last answer."""
+ends sooner after its last answer. A full batch is written at once too, while the chunk's
+other cases run."""
 
 from __future__ import annotations
 
@@ -54,3 +55,41 @@ async def test_the_results_before_the_last_case_are_written_while_it_runs(
     done = await lab.get(f"/runs/{run['id']}")
     assert (done["status"], done["counts"]["done"]) == ("completed", CASES)
     assert len(await lab.results(run["id"])) == CASES
+
+
+async def test_a_full_batch_is_written_while_the_chunk_runs(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database, monkeypatch
+) -> None:
+    lab, organization = quiet_lab, quiet_lab.account.organization_id
+    held, release = threading.Event(), threading.Event()
+    batch, cases = 3, 7  # the case held is neither the last nor at a tick
+
+    def reply(request: dict[str, Any]) -> str:
+        if request["messages"][-1]["content"].endswith(f"number {batch}"):
+            held.set()
+            release.wait(20)
+        return "an answer"
+
+    fake.reply = reply
+    target = await lab.openai_model(fake)
+    run = await lab.run(
+        await lab.test_set([{"input": f"question number {i}"} for i in range(cases)]),
+        target,
+        metric_ids=[await lab.any_answer()],
+        concurrency=1,
+    )
+    monkeypatch.setattr(writer, "FLUSH_SECONDS", 60.0)
+    monkeypatch.setattr(writer, "FLUSH_ROWS", batch)
+    payload = {"run_id": run["id"], "positions": list(range(cases)), "repetitions": [0, 1]}
+    chunk = asyncio.create_task(
+        executor.run_chunk(ChunkContext(committed_database, organization, payload))
+    )
+    try:
+        assert await asyncio.to_thread(held.wait, 20), "the held case was never asked"
+        await lab.wait_for_results(run["id"], batch, seconds=5)
+        assert (await lab.get(f"/runs/{run['id']}"))["counts"]["done"] == batch
+    finally:
+        release.set()
+        await asyncio.wait_for(chunk, 20)
+    done = await lab.get(f"/runs/{run['id']}")
+    assert (done["status"], done["counts"]["done"]) == ("completed", cases)
