@@ -71,3 +71,15 @@ def model_differences(connection: Connection, tables: Collection[str]) -> list[A
         connection, opts={"compare_type": True, "include_object": ours}
     )
     return list(compare_metadata(context, Base.metadata))
+
+
+# What a run needs before it, as rows of a scratch database's own (its owner writes them), named
+# by the parameters :org, :project, :set and :version.
+A_RUNS_OWNERS = (
+    "INSERT INTO organizations (id, name) VALUES (:org, 'o')",
+    "INSERT INTO projects (id, organization_id, name) VALUES (:project, :org, 'p')",
+    "INSERT INTO test_sets (id, organization_id, project_id, name)"
+    " VALUES (:set, :org, :project, 's')",
+    "INSERT INTO test_set_versions (id, organization_id, test_set_id, number, content_hash,"
+    " case_count) VALUES (:version, :org, :set, 1, 'h', 0)",
+)

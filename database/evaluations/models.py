@@ -80,9 +80,9 @@ class Evaluation(IdMixin, Base):
     organization_id: Mapped[uuid.UUID]
     result_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
     run_id: Mapped[uuid.UUID]
-    metric_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("metrics.id", ondelete="SET NULL")
-    )
+    # The metric it was made with, by id alone (migration 0021_evaluation_metric_reference): it
+    # may since have been deleted, and the run keeps its copy.
+    metric_id: Mapped[uuid.UUID | None]
     metric_name: Mapped[str] = mapped_column(String(200))
     metric_type: Mapped[str] = mapped_column(String(32))
     score: Mapped[float] = mapped_column(Float)

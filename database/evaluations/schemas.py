@@ -167,7 +167,10 @@ class MetricRead(OutputModel):
 
 class EvaluationRead(OutputModel):
     id: uuid.UUID
-    metric_id: uuid.UUID | None
+    metric_id: uuid.UUID | None = Field(
+        description="The metric it was made with (its name and type are below); the metric may"
+        " since have been deleted, and the run keeps its definition"
+    )
     metric_name: str
     metric_type: str
     score: float

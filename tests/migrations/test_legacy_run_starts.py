@@ -15,6 +15,7 @@ from sqlalchemy.pool import NullPool
 
 from database.migrate import migrate
 from database.setup import DatabaseUrls
+from tests.scratch import A_RUNS_OWNERS
 
 BEFORE = "0005_set_revisions"
 
@@ -47,13 +48,7 @@ async def _run_with_start_job(
     ids = {key: uuid.uuid4() for key in ("org", "project", "set", "version", "run", "job")}
     async with engine.begin() as connection:
         for statement in (
-            "INSERT INTO organizations (id, name) VALUES (:org, 'o')",
-            "INSERT INTO projects (id, organization_id, name) VALUES (:project, :org, 'p')",
-            "INSERT INTO test_sets (id, organization_id, project_id, name)"
-            " VALUES (:set, :org, :project, 's')",
-            "INSERT INTO test_set_versions"
-            " (id, organization_id, test_set_id, number, content_hash, case_count)"
-            " VALUES (:version, :org, :set, 1, 'h', 0)",
+            *A_RUNS_OWNERS,
             "INSERT INTO runs (id, organization_id, project_id, test_set_id,"
             " test_set_version_id, metrics, case_positions, concurrency, repetitions, use_cache,"
             " status, total) VALUES (:run, :org, :project, :set, :version, '[]',"
