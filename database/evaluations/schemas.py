@@ -168,8 +168,9 @@ class MetricRead(OutputModel):
 class EvaluationRead(OutputModel):
     id: uuid.UUID
     metric_id: uuid.UUID | None = Field(
-        description="The metric it was made with (its name and type are below); the metric may"
-        " since have been deleted, and the run keeps its definition"
+        description="The metric it was made with (its name and type are below). The metric may"
+        " since have been deleted (the run keeps its definition); null for an evaluation whose"
+        " metric was deleted before Assay kept these ids"
     )
     metric_name: str
     metric_type: str

@@ -24,6 +24,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 KEY = "fk_evaluations_metric_id_metrics"
+TABLES = ("evaluations", "metrics")
 
 # As the key left them: no evaluation names a metric that is gone.
 _FORGET_DELETED = """
@@ -37,8 +38,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # FORCE ROW LEVEL SECURITY holds the owner to the tenant policy too: lifted for the update.
-    op.execute("ALTER TABLE evaluations NO FORCE ROW LEVEL SECURITY")
+    # FORCE ROW LEVEL SECURITY holds an owner that is a plain role to the tenant policies too:
+    # lifted for the update, on both tables (seeing no metric, it would forget every id).
+    for table in TABLES:
+        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
     op.execute(_FORGET_DELETED)
-    op.execute("ALTER TABLE evaluations FORCE ROW LEVEL SECURITY")
+    for table in TABLES:
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
     op.create_foreign_key(KEY, "evaluations", "metrics", ["metric_id"], ["id"], ondelete="SET NULL")

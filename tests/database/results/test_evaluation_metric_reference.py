@@ -18,6 +18,23 @@ from tests.scratch import A_RUNS_OWNERS, downgrade, model_differences
 REFERENCE = "0021_evaluation_metric_reference"
 BEFORE = "0020_version_key_deferrable"
 KEY = "fk_evaluations_metric_id_metrics"
+PLAIN_OWNER = "assay_plain_migration_owner"
+# Every relation of the schema handed to `role` (a migration's grants name all tables).
+_OWNED_BY = """
+DO $$
+DECLARE relation record;
+BEGIN
+    FOR relation IN
+        SELECT c.relname, c.relkind FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+    LOOP
+        EXECUTE format('ALTER %s %I OWNER TO {role}',
+                       CASE relation.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                       relation.relname);
+    END LOOP;
+END $$
+"""
 # A key on evaluations would show in the plan of a metric's deletion as its trigger.
 _DELETE_PLAN = "EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM metrics WHERE id = :id"
 
@@ -62,14 +79,25 @@ async def test_the_migration_matches_the_model_and_goes_down_and_up(own_database
     gone, kept = uuid.uuid4(), uuid.uuid4()
     await _evaluations_naming(own_database, gone=gone, kept=kept)
 
+    # Down, as production's owner: a plain role, held to the tenant policies (FORCE), that
+    # sees no organization's metrics unless the migration lifts that.
+    async with own_database.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            await connection.execute(text(f"CREATE ROLE {PLAIN_OWNER} NOSUPERUSER NOBYPASSRLS"))
+            await connection.execute(text(_OWNED_BY.format(role=PLAIN_OWNER)))
+            await connection.execute(text(f"SET LOCAL ROLE {PLAIN_OWNER}"))
+            await connection.run_sync(downgrade, BEFORE)
+            restored = await connection.run_sync(model_differences, ["evaluations"])
+            await connection.execute(text("RESET ROLE"))
+            named = await connection.scalars(text("SELECT metric_id FROM evaluations"))
+            assert sorted(map(str, named.all())) == sorted([str(kept), "None"])
+            assert [(diff[0], diff[1].name) for diff in restored] == [("remove_fk", KEY)]
+        finally:
+            await transaction.rollback()  # the role, and the way down, with it
+
     async with own_database.begin() as connection:
         await connection.run_sync(downgrade, BEFORE)
-    async with own_database.connect() as connection:
-        restored = await connection.run_sync(model_differences, ["evaluations"])
-        named = (await connection.execute(text("SELECT metric_id FROM evaluations"))).scalars()
-        assert sorted(map(str, named.all()), key=str) == sorted([str(kept), "None"])
-    assert [(diff[0], diff[1].name) for diff in restored] == [("remove_fk", KEY)]
-
     await migrate(url, None, revision=REFERENCE)
     async with own_database.connect() as connection:
         assert await connection.run_sync(model_differences, ["evaluations"]) == []

@@ -1,7 +1,7 @@
 """A chunk writes what it holds once its last case is under way, not at its next tick: the
 chunk's closing write then carries only the results of the cases still running, and the run
-ends sooner after its last answer. A full batch is written at once too, while the chunk's
-other cases run."""
+ends sooner after its last answer. A full batch (at most half the chunk) is written at once
+too, while the chunk's other cases run."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ async def test_a_full_batch_is_written_while_the_chunk_runs(
 ) -> None:
     lab, organization = quiet_lab, quiet_lab.account.organization_id
     held, release = threading.Event(), threading.Event()
-    batch, cases = 3, 7  # the case held is neither the last nor at a tick
+    # A batch is half the chunk, here: the case held is neither the last nor at a tick.
+    batch, cases = 3, 7
 
     def reply(request: dict[str, Any]) -> str:
         if request["messages"][-1]["content"].endswith(f"number {batch}"):
@@ -79,7 +80,6 @@ async def test_a_full_batch_is_written_while_the_chunk_runs(
         concurrency=1,
     )
     monkeypatch.setattr(writer, "FLUSH_SECONDS", 60.0)
-    monkeypatch.setattr(writer, "FLUSH_ROWS", batch)
     payload = {"run_id": run["id"], "positions": list(range(cases)), "repetitions": [0, 1]}
     chunk = asyncio.create_task(
         executor.run_chunk(ChunkContext(committed_database, organization, payload))
