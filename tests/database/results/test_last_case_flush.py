@@ -62,8 +62,10 @@ async def test_a_full_batch_is_written_while_the_chunk_runs(
 ) -> None:
     lab, organization = quiet_lab, quiet_lab.account.organization_id
     held, release = threading.Event(), threading.Event()
-    # A batch is half the chunk, here: the case held is neither the last nor at a tick.
+    # A batch is half the chunk, here (however small): the case held is neither the last nor
+    # at a tick.
     batch, cases = 3, 7
+    monkeypatch.setattr(writer, "FLUSH_MIN_ROWS", 1)
 
     def reply(request: dict[str, Any]) -> str:
         if request["messages"][-1]["content"].endswith(f"number {batch}"):
