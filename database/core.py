@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, ForeignKeyConstraint, MetaData, event, func, text
+from sqlalchemy import DateTime, ForeignKeyConstraint, Index, MetaData, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -82,6 +82,14 @@ def run_key() -> ForeignKeyConstraint:
     return ForeignKeyConstraint(
         ["run_id", "organization_id"], ["runs.id", "runs.organization_id"], ondelete="CASCADE"
     )
+
+
+def reference_index(table: str, column: str) -> Index:
+    """The index a nullable foreign key needs when rows of the table it names are deleted in
+    bulk (a project's runs, with it): each deleted row's SET NULL otherwise reads the whole
+    referencing table, across every organization (migration 0022_reference_indexes). Only the
+    rows that name something are indexed."""
+    return Index(f"ix_{table}_{column}", column, postgresql_where=text(f"{column} IS NOT NULL"))
 
 
 class TimestampMixin:

@@ -5,12 +5,18 @@ import uuid
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.core import Base, IdMixin, TimestampMixin
+from database.core import Base, IdMixin, TimestampMixin, reference_index
 
 
 class Project(IdMixin, TimestampMixin, Base):
     __tablename__ = "projects"
-    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "name"),
+        *(
+            reference_index("projects", column)
+            for column in ("default_target_model_id", "default_judge_model_id", "baseline_run_id")
+        ),
+    )
 
     organization_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True

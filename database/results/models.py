@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.core import Base, IdMixin, TimestampMixin, run_key
+from database.core import Base, IdMixin, TimestampMixin, reference_index, run_key
 
 # `stopped`: ended early by its budget (`max_cost`), the reason in `error`.
 TERMINAL = frozenset({"completed", "failed", "cancelled", "stopped"})
@@ -38,6 +38,17 @@ class Run(IdMixin, TimestampMixin, Base):
         ),
         Index("ix_runs_project_id_created_at", "project_id", "created_at"),
         UniqueConstraint("id", "organization_id"),  # what its rows' run_key() references
+        Index("ix_runs_test_set_version_id", "test_set_version_id"),
+        *(
+            reference_index("runs", column)
+            for column in (
+                "target_model_id",
+                "simulator_model_id",
+                "prompt_version_id",
+                "parent_run_id",
+                "outputs_from_run_id",
+            )
+        ),
     )
 
     organization_id: Mapped[uuid.UUID] = mapped_column(

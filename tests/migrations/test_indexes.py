@@ -13,7 +13,10 @@
   referencing table across every organization (row-level security does not apply to it): a
   test's results took 18 ms per test deleted with 2,000 runs in the installation, found by
   skipping through `(run_id, test_id)`, and 0.04 ms by `(test_id)`. (Evaluations name their
-  metric with no key: migration 0021_evaluation_metric_reference.)"""
+  metric with no key: migration 0021_evaluation_metric_reference.) Runs and projects too: a
+  project's deletion deletes its runs, and each deleted run had its references in runs and
+  projects looked for by a walk of both (11.8 s for a project of 16,000 runs, 0.54 s
+  indexed: migration 0022_reference_indexes)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 PER_RUN = ("results", "evaluations", "run_events")
 GROWING = ("tests", "test_set_members", "test_set_version_cases", *PER_RUN)
+DELETED_IN_BULK = ("runs", "projects")
 
 _POLICIES = text("""
 SELECT c.relname, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
@@ -72,6 +76,6 @@ async def test_a_runs_rows_are_one_range_of_the_tenants_index(owner_engine: Asyn
 
 async def test_each_foreign_key_of_a_growing_table_leads_an_index(owner_engine: AsyncEngine):
     async with owner_engine.connect() as connection:
-        found = await connection.execute(_UNINDEXED, {"tables": list(GROWING)})
+        found = await connection.execute(_UNINDEXED, {"tables": [*GROWING, *DELETED_IN_BULK]})
         unindexed = set(found.scalars().all())
     assert unindexed == set()
