@@ -23,7 +23,7 @@ FLUSH_SECONDS = 0.25
 # than beside them. A batch is therefore at most FLUSH_ROWS and half its chunk: a fast
 # provider's chunk of 500 (run_chunk_size) writes twice while its cases run (each write takes
 # whatever came in meanwhile), and a 1,000-case run ends about a tenth sooner for 2-4 % more
-# CPU per case. A small chunk has no write worth overlapping: below FLUSH_MIN_ROWS, its
+# CPU per case. A small chunk has no write worth overlapping: under twice FLUSH_MIN_ROWS, its
 # results go with its close. A slower pace is written every FLUSH_SECONDS whatever the size.
 FLUSH_ROWS = 200
 FLUSH_MIN_ROWS = 50
@@ -46,7 +46,8 @@ class ChunkWriter:
         self.positions = positions
         self.repetitions = repetitions
         self.expected = expected
-        self.batch_rows = min(FLUSH_ROWS, max(FLUSH_MIN_ROWS, expected // 2))
+        small = expected < 2 * FLUSH_MIN_ROWS
+        self.batch_rows = max(1, expected) if small else min(FLUSH_ROWS, expected // 2)
         # What the run had spent when the chunk started, and what this chunk has spent since:
         # the lanes take no new case once the budget is gone (the database decides the end).
         self.spent = run.spent or 0.0

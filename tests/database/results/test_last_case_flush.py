@@ -1,7 +1,7 @@
 """A chunk writes what it holds once its last case is under way, not at its next tick: the
 chunk's closing write then carries only the results of the cases still running, and the run
-ends sooner after its last answer. A full batch (at most half the chunk) is written at once
-too, while the chunk's other cases run."""
+ends sooner after its last answer. A full batch (at most half a chunk that is not small) is
+written at once too, while the chunk's other cases run."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ async def test_a_full_batch_is_written_while_the_chunk_runs(
 ) -> None:
     lab, organization = quiet_lab, quiet_lab.account.organization_id
     held, release = threading.Event(), threading.Event()
-    # A batch is half the chunk, here (however small): the case held is neither the last nor
-    # at a tick.
+    # A batch is half the chunk, here (no chunk is small): the case held is neither the last
+    # nor at a tick.
     batch, cases = 3, 7
     monkeypatch.setattr(writer, "FLUSH_MIN_ROWS", 1)
 
