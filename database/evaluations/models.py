@@ -58,7 +58,7 @@ class TestSetMetric(Base):
         ForeignKey("test_sets.id", ondelete="CASCADE"), primary_key=True
     )
     metric_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("metrics.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("metrics.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     organization_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True

@@ -59,5 +59,5 @@ class PromptLabel(TimestampMixin, Base):
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
     version_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("prompt_versions.id", ondelete="CASCADE")
+        ForeignKey("prompt_versions.id", ondelete="CASCADE"), index=True
     )

@@ -1,5 +1,5 @@
-"""reference indexes: every foreign key of runs and projects leads an index, so that deleting
-what they name reads only the rows naming it
+"""reference indexes: every foreign key of runs, projects, prompt labels and test sets' metrics
+leads an index, so that deleting what they name reads only the rows naming it
 
 Deleting a run nulls the references to it (a rescore's source, a rerun's parent, a project's
 baseline), and deleting a model, a prompt version or a test set's version does the same to the
@@ -7,7 +7,8 @@ runs naming it (or deletes them); unindexed, each of these read the whole table,
 organization, once per deleted row. A project's deletion deletes its runs, versions and
 prompts, so it grew as the square of its runs: 82 ms with 1,000 runs, 822 ms with 4,000 and
 11.8 s with 16,000 here. A version's index is whole (every run names one); the others index
-only the rows that name something.
+only the rows that name something. A prompt version's labels and a metric's places in test
+sets' defaults, deleted with them, are found by index too.
 
 Revision ID: 0022_reference_indexes
 Revises: 0021_evaluation_metric_reference
@@ -36,8 +37,16 @@ NULLABLE = {
 }
 
 
+WHOLE = {
+    "runs": "test_set_version_id",
+    "prompt_labels": "version_id",
+    "test_set_metrics": "metric_id",
+}
+
+
 def upgrade() -> None:
-    op.create_index("ix_runs_test_set_version_id", "runs", ["test_set_version_id"])
+    for table, column in WHOLE.items():
+        op.create_index(f"ix_{table}_{column}", table, [column])
     for table, columns in NULLABLE.items():
         for column in columns:
             op.create_index(
@@ -52,4 +61,5 @@ def downgrade() -> None:
     for table, columns in NULLABLE.items():
         for column in columns:
             op.drop_index(f"ix_{table}_{column}", table_name=table)
-    op.drop_index("ix_runs_test_set_version_id", table_name="runs")
+    for table, column in WHOLE.items():
+        op.drop_index(f"ix_{table}_{column}", table_name=table)

@@ -16,7 +16,8 @@
   metric with no key: migration 0021_evaluation_metric_reference.) Runs and projects too: a
   project's deletion deletes its runs, and each deleted run had its references in runs and
   projects looked for by a walk of both (11.8 s for a project of 16,000 runs, 0.54 s
-  indexed: migration 0022_reference_indexes)."""
+  indexed: migration 0022_reference_indexes); and what else a project's deletion takes with
+  it row by row (its prompt versions' labels, its metrics' places in sets)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 PER_RUN = ("results", "evaluations", "run_events")
 GROWING = ("tests", "test_set_members", "test_set_version_cases", *PER_RUN)
-DELETED_IN_BULK = ("runs", "projects")
+DELETED_IN_BULK = ("runs", "projects", "prompt_labels", "test_set_metrics")
 
 _POLICIES = text("""
 SELECT c.relname, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
