@@ -38,7 +38,6 @@ class Run(IdMixin, TimestampMixin, Base):
         ),
         Index("ix_runs_project_id_created_at", "project_id", "created_at"),
         UniqueConstraint("id", "organization_id"),  # what its rows' run_key() references
-        Index("ix_runs_test_set_version_id", "test_set_version_id"),
         *(
             reference_index("runs", column)
             for column in (
@@ -59,7 +58,7 @@ class Run(IdMixin, TimestampMixin, Base):
         ForeignKey("test_sets.id", ondelete="SET NULL"), index=True
     )
     test_set_version_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("test_set_versions.id", ondelete="CASCADE")
+        ForeignKey("test_set_versions.id", ondelete="CASCADE"), index=True
     )
     target_model_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("model_configs.id", ondelete="SET NULL")

@@ -35,8 +35,6 @@ NULLABLE = {
     ),
     "projects": ("default_target_model_id", "default_judge_model_id", "baseline_run_id"),
 }
-
-
 WHOLE = {
     "runs": "test_set_version_id",
     "prompt_labels": "version_id",
