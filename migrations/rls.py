@@ -7,11 +7,26 @@ policy matches no row: the wall fails closed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from alembic import op
 
 AUTH_ROLE = "assay_auth"
 CURRENT_ORGANIZATION = "assay_current_organization()"
 CURRENT_USER = "assay_current_user()"
+
+
+def across_organizations(tables: Sequence[str], *statements: str) -> None:
+    """Runs `statements` over every organization's rows of `tables`. FORCE ROW LEVEL SECURITY
+    holds an owner that is a plain role (as in production) to the tenant policies too: it is
+    lifted for these statements only, inside the migration's transaction, so no one else sees
+    it lifted."""
+    for table in tables:
+        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
+    for statement in statements:
+        op.execute(statement)
+    for table in tables:
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
 
 
 def enable_rls(table: str) -> None:

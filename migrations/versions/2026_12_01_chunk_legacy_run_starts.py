@@ -12,7 +12,7 @@ Create Date: 2026-12-01
 
 from collections.abc import Sequence
 
-from alembic import op
+from migrations.rls import across_organizations
 
 revision: str = "0006_legacy_run_starts"
 down_revision: str | None = "0005_set_revisions"
@@ -62,12 +62,7 @@ WHERE kind = 'run.start' AND status IN ('queued', 'running')
 
 
 def upgrade() -> None:
-    for table in TABLES:
-        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
-    op.execute(_CHUNK_JOBS)
-    op.execute(_RETIRE)
-    for table in TABLES:
-        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+    across_organizations(TABLES, _CHUNK_JOBS, _RETIRE)
 
 
 def downgrade() -> None:

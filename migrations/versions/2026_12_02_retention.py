@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from alembic import op
 
 from migrations.access import definer_role
+from migrations.rls import across_organizations
 
 revision: str = "0014_retention"
 down_revision: str | None = "0013_provider_pacing"
@@ -208,18 +209,15 @@ def _role() -> None:
 
 
 def _system_organization(present: bool) -> None:
-    """FORCE ROW LEVEL SECURITY holds the owner to the tenant policies too: lifted for this
-    one statement (inside the migration's transaction, so no one else sees it lifted)."""
-    op.execute("ALTER TABLE organizations NO FORCE ROW LEVEL SECURITY")
-    if present:
-        op.execute(
-            f"INSERT INTO organizations (id, name) VALUES"
-            f" ('{SYSTEM_ORGANIZATION_ID}', '{SYSTEM_ORGANIZATION_NAME}')"
-            " ON CONFLICT (id) DO NOTHING"
-        )
-    else:  # its jobs go with it
-        op.execute(f"DELETE FROM organizations WHERE id = '{SYSTEM_ORGANIZATION_ID}'")
-    op.execute("ALTER TABLE organizations FORCE ROW LEVEL SECURITY")
+    """Written or deleted as the owner of every organization (see across_organizations)."""
+    statement = (
+        f"INSERT INTO organizations (id, name) VALUES"
+        f" ('{SYSTEM_ORGANIZATION_ID}', '{SYSTEM_ORGANIZATION_NAME}')"
+        " ON CONFLICT (id) DO NOTHING"
+        if present
+        else f"DELETE FROM organizations WHERE id = '{SYSTEM_ORGANIZATION_ID}'"  # jobs go too
+    )
+    across_organizations(("organizations",), statement)
 
 
 def upgrade() -> None:

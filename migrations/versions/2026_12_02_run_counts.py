@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.rls import enable_tenant_rls
+from migrations.rls import across_organizations, enable_tenant_rls
 
 revision: str = "0016_run_counts"
 down_revision: str | None = "0015_metrics_snapshot"
@@ -83,11 +83,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", name=op.f("pk_run_counts")),
     )
     op.create_index(op.f("ix_run_counts_organization_id"), "run_counts", ["organization_id"])
-    # FORCE ROW LEVEL SECURITY would hide every result from a migration owner that is not a
-    # superuser: lifted for this one statement, inside the migration's transaction.
-    op.execute("ALTER TABLE results NO FORCE ROW LEVEL SECURITY")
-    op.execute(BACKFILL)
-    op.execute("ALTER TABLE results FORCE ROW LEVEL SECURITY")
+    across_organizations(("results",), BACKFILL)
     enable_tenant_rls("run_counts")
     for name, (table, event, transition, body) in TRIGGERS.items():
         op.execute(

@@ -18,13 +18,14 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from migrations.rls import across_organizations
+
 revision: str = "0021_evaluation_metric_reference"
 down_revision: str | None = "0020_version_key_deferrable"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 KEY = "fk_evaluations_metric_id_metrics"
-TABLES = ("evaluations", "metrics")
 
 # As the key left them: no evaluation names a metric that is gone.
 _FORGET_DELETED = """
@@ -38,11 +39,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # FORCE ROW LEVEL SECURITY holds an owner that is a plain role to the tenant policies too:
-    # lifted for the update, on both tables (seeing no metric, it would forget every id).
-    for table in TABLES:
-        op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
-    op.execute(_FORGET_DELETED)
-    for table in TABLES:
-        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+    # On metrics too: seeing no metric, the update would forget every id.
+    across_organizations(("evaluations", "metrics"), _FORGET_DELETED)
     op.create_foreign_key(KEY, "evaluations", "metrics", ["metric_id"], ["id"], ondelete="SET NULL")
