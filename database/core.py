@@ -85,10 +85,10 @@ def run_key() -> ForeignKeyConstraint:
 
 
 def reference_index(table: str, column: str) -> Index:
-    """The index a nullable foreign key needs when rows of the table it names are deleted in
-    bulk (a project's runs, with it): each deleted row's SET NULL otherwise reads the whole
-    referencing table, across every organization (migration 0022_reference_indexes). Only the
-    rows that name something are indexed."""
+    """The index a nullable foreign key needs: each deleted row it names (a project's runs, with
+    it; a model) otherwise has its SET NULL read the whole referencing table, across every
+    organization (migrations 0022_reference_indexes, 0023_metric_judge_index). Only the rows
+    that name something are indexed."""
     return Index(f"ix_{table}_{column}", column, postgresql_where=text(f"{column} IS NOT NULL"))
 
 

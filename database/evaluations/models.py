@@ -17,7 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.core import Base, IdMixin, TimestampMixin, run_key
+from database.core import Base, IdMixin, TimestampMixin, reference_index, run_key
 
 
 class Metric(IdMixin, TimestampMixin, Base):
@@ -27,6 +27,7 @@ class Metric(IdMixin, TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("project_id", "name"),
         CheckConstraint("operator IN ('>=', '>', '<=', '<', '==')", name="operator"),
+        reference_index("metrics", "judge_model_id"),
     )
 
     organization_id: Mapped[uuid.UUID] = mapped_column(
