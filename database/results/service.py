@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.evaluations import crud as evaluation_crud
 from database.evaluations.catalogue import is_judge
 from database.models import crud as model_crud
+from database.models.models import ModelConfig
 from database.projects import crud as project_crud
 from database.projects.models import Project
 from database.prompts import crud as prompt_crud
@@ -83,7 +84,7 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
     )
     project = await project_crud.get_project(session, test_set.project_id)
     assert project is not None
-    target_id = await _target(session, body, project)
+    target = await _target(session, body, project)
     prompt_version_id = None
     if body.prompt_id is not None:
         prompt = await prompt_crud.get_prompt(session, body.prompt_id)
@@ -113,8 +114,8 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
     version, _ = await test_set_service.publish(session, test_set)
     if version.case_count == 0:
         raise InvalidInput("the test set has no tests", field="test_set_id")
-    if target_id is not None:
-        await _check_tools(session, version.id, target_id)
+    if target is not None:
+        await _check_tools(session, version.id, target)
     simulator_id = body.simulator_model_id
     if simulator_id is not None and await model_crud.get_model(session, simulator_id) is None:
         raise InvalidInput("no such model configuration", field="simulator_model_id")
@@ -136,7 +137,7 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
             project_id=project.id,
             test_set_id=test_set.id,
             test_set_version_id=version.id,
-            target_model_id=target_id,
+            target_model_id=target.id if target is not None else None,
             prompt_version_id=prompt_version_id,
             name=body.name,
             metrics=metrics,
@@ -157,7 +158,7 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
     return run
 
 
-async def _target(session: AsyncSession, body: RunCreate, project: Project) -> uuid.UUID | None:
+async def _target(session: AsyncSession, body: RunCreate, project: Project) -> ModelConfig | None:
     """The model the run calls; none when it scores recorded outputs."""
     if body.recorded_output is not None:
         if body.target_model_id is not None:
@@ -170,15 +171,14 @@ async def _target(session: AsyncSession, body: RunCreate, project: Project) -> u
         raise InvalidInput(
             "is required: the project has no default target", field="target_model_id"
         )
-    if await model_crud.get_model(session, target_id) is None:
-        raise InvalidInput("no such model configuration", field="target_model_id")
-    return target_id
-
-
-async def _check_tools(session: AsyncSession, version_id: uuid.UUID, target_id: uuid.UUID) -> None:
-    """Every tool the version's cases expect or mock is one the target can call."""
     target = await model_crud.get_model(session, target_id)
-    assert target is not None
+    if target is None:
+        raise InvalidInput("no such model configuration", field="target_model_id")
+    return target
+
+
+async def _check_tools(session: AsyncSession, version_id: uuid.UUID, target: ModelConfig) -> None:
+    """Every tool the version's cases expect or mock is one the target can call."""
     known = {tool["function"]["name"] for tool in target.tools or []}
     named = await test_set_crud.tool_names(session, version_id)
     unknown = [(position, name) for position, name in named if name not in known]
