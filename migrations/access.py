@@ -20,6 +20,9 @@ IMMUTABLE_TABLES = (
 # Records that are added and read, never changed or removed (triggers refuse it for every role
 # too; the grant says so for the runtime).
 APPEND_ONLY_TABLES = ("audit_log",)
+# Accounts outlive their organizations: the runtime never deletes a user, so the keys naming
+# one never act and need no index (tests/migrations/test_indexes.py).
+KEPT_TABLES = ("users",)
 
 
 def grant_runtime_access(connection: Connection, runtime_role: str | None) -> None:
@@ -35,6 +38,9 @@ def grant_runtime_access(connection: Connection, runtime_role: str | None) -> No
     for table in APPEND_ONLY_TABLES:
         if connection.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
             connection.execute(text(f"REVOKE UPDATE, DELETE, TRUNCATE ON {table} FROM {APP_ROLE}"))
+    for table in KEPT_TABLES:
+        if connection.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None:
+            connection.execute(text(f"REVOKE DELETE, TRUNCATE ON {table} FROM {APP_ROLE}"))
     if runtime_role is None:
         return
     owner = connection.execute(text("SELECT current_user")).scalar_one()

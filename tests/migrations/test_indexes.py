@@ -8,11 +8,11 @@
 - Results, evaluations and run events are indexed `(organization_id, run_id)` and by nothing
   leading with the organization alone, which the planner could AND with the run's index and so
   read every entry of an organization with many runs (migration 0017_tenant_run_indexes).
-- Every foreign key leads an index, but those naming a user: the service deletes no user (an
-  account outlives its organizations), so those keys never act. Deleting a row runs, for each
-  foreign key naming its table, a statement on the referencing table across every
-  organization (row-level security does not apply to it): a test's results took 18 ms per
-  test deleted with 2,000 runs in the installation, found by skipping through
+- Every foreign key leads an index, but those naming a user: the runtime is not granted to
+  delete a user (an account outlives its organizations), so those keys never act. Deleting a
+  row runs, for each foreign key naming its table, a statement on the referencing table
+  across every organization (row-level security does not apply to it): a test's results took
+  18 ms per test deleted with 2,000 runs in the installation, found by skipping through
   `(run_id, test_id)`, and 0.04 ms by `(test_id)`. (Evaluations name their metric with no
   key: migration 0021_evaluation_metric_reference.) A project's deletion deletes its runs, and
   each deleted run had its references in runs and projects looked for by a walk of both
@@ -22,8 +22,14 @@
 
 from __future__ import annotations
 
+import httpx
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from database.core import Database, Tenant
+from tests.helpers import register
 
 PER_RUN = ("results", "evaluations", "run_events")
 
@@ -42,15 +48,24 @@ JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE c.relname = ANY(:tables) AND k.n <= 2
 GROUP BY i.indexrelid, c.relname
 """)
+# An index serves a key's action when it is a valid B-tree whose leading key columns (not its
+# INCLUDE columns) are the key's, and it is whole or leaves out only the rows naming nothing.
 _UNINDEXED = text("""
 SELECT c.conname FROM pg_constraint c
 WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace
   AND c.confrelid <> 'users'::regclass
   AND NOT EXISTS (
-      SELECT FROM pg_index i
-      WHERE i.indrelid = c.conrelid
+      SELECT FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+      WHERE i.indrelid = c.conrelid AND i.indisvalid
+        AND ic.relam = (SELECT oid FROM pg_am WHERE amname = 'btree')
+        AND i.indnkeyatts >= cardinality(c.conkey)
         AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] @> c.conkey
-        AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey)
+        AND (i.indkey::int2[])[0:cardinality(c.conkey) - 1] <@ c.conkey
+        AND (i.indpred IS NULL
+             OR (cardinality(c.conkey) = 1
+                 AND pg_get_expr(i.indpred, i.indrelid) = format('(%I IS NOT NULL)', (
+                     SELECT a.attname FROM pg_attribute a
+                     WHERE a.attrelid = c.conrelid AND a.attnum = c.conkey[1])))))
 ORDER BY 1
 """)
 
@@ -79,3 +94,12 @@ async def test_each_foreign_key_leads_an_index(owner_engine: AsyncEngine):
     async with owner_engine.connect() as connection:
         unindexed = set((await connection.execute(_UNINDEXED)).scalars().all())
     assert unindexed == set()
+
+
+async def test_the_runtime_deletes_no_user(database: Database, client: httpx.AsyncClient):
+    """What lets the keys naming a user go unindexed: no user is deleted, by grant."""
+    account = await register(client)
+    with pytest.raises(DBAPIError) as refused:
+        async with database.transaction(Tenant(account.organization_id, account.user_id)) as s:
+            await s.execute(text("DELETE FROM users WHERE id = :id"), {"id": account.user_id})
+    assert refused.value.orig.sqlstate == "42501"  # type: ignore[union-attr]

@@ -24,11 +24,7 @@ FROM pg_index i WHERE i.indexrelid::regclass::text = :name
 async def test_the_migration_matches_the_model_and_goes_down_and_up(own_database: AsyncEngine):
     url = own_database.url.render_as_string(hide_password=False)
     await migrate(url, None, revision=JUDGE_INDEX)
-    async with own_database.connect() as connection:
-        assert await connection.run_sync(model_differences, ["metrics"]) == []
-        predicate = (await connection.execute(_PREDICATE, {"name": INDEX})).scalar_one()
-    # Alembic's comparison does not look at an index's predicate: the catalog does.
-    assert predicate == "(judge_model_id IS NOT NULL)"
+    await _assert_indexed(own_database)
 
     async with own_database.begin() as connection:
         await connection.run_sync(downgrade, BEFORE)
@@ -37,8 +33,15 @@ async def test_the_migration_matches_the_model_and_goes_down_and_up(own_database
     assert [(diff[0], diff[1].name) for diff in missing] == [("add_index", INDEX)]
 
     await migrate(url, None, revision=JUDGE_INDEX)
-    async with own_database.connect() as connection:
+    await _assert_indexed(own_database)
+
+
+async def _assert_indexed(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
         assert await connection.run_sync(model_differences, ["metrics"]) == []
+        predicate = (await connection.execute(_PREDICATE, {"name": INDEX})).scalar_one()
+    # Alembic's comparison does not look at an index's predicate: the catalog does.
+    assert predicate == "(judge_model_id IS NOT NULL)"
 
 
 async def test_deleting_a_model_leaves_the_metrics_it_judged_without_a_judge(
