@@ -392,11 +392,11 @@ async def test_an_expired_lease_makes_the_job_claimable_by_another_worker(
 ) -> None:
     account = accounts[0]
     [job_id] = await enqueue_jobs(committed_database, account, new_kind())
-    [claimed] = await claim(committed_database, "worker-dead", lease=timedelta(seconds=0.3))
+    [claimed] = await claim(committed_database, "worker-dead", lease=timedelta(seconds=1))
     assert claimed.id == job_id
     assert await claim(committed_database, "worker-alive") == []  # the lease still holds
 
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.2)
     [again] = await claim(committed_database, "worker-alive", lease=LEASE)
     assert (again.id, again.attempts, again.takeovers) == (job_id, 1, 1)
     job = await load_job(committed_database, account, job_id)
