@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal, TypeAlias
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
@@ -30,6 +30,7 @@ from utils.errors import InvalidInput, UnsupportedMediaType
 Format = Literal["csv", "json", "jsonl"]
 # Where a record starts ({"line": n}, plus "item" in JSON) and either its fields or its errors.
 Row: TypeAlias = tuple[dict[str, Any], dict[str, Any] | list[dict[str, Any]]]
+T = TypeVar("T")
 
 MAX_CASES = 100_000
 MAX_COLUMNS = 200  # beyond the test's own fields, each column is a metadata key
@@ -105,15 +106,29 @@ def detect_format(filename: str | None, content_type: str | None, explicit: str 
 
 def parse_cases(content: bytes, fmt: Format, *, max_cases: int = MAX_CASES) -> list[TestCaseFields]:
     """Parse and validate every case; raise one InvalidInput listing all bad rows."""
+    return _validated(_rows(content, fmt), max_cases, lambda _, case: case)
+
+
+def parse_case_documents(
+    content: bytes, fmt: Format, *, max_cases: int = MAX_CASES
+) -> list[dict[str, Any]]:
+    """As parse_cases, each case as the JSON its test is written from, without its empty
+    fields (None, [], {}: every field's default, which the insert fills in), dumped as soon as
+    it is valid: a large file's models and their dumps are never all held side by side."""
+    return _validated(_rows(content, fmt), max_cases, lambda _, case: _without_empties(case))
+
+
+def _without_empties(case: TestCaseFields) -> dict[str, Any]:
+    # Not `exclude_defaults`, which would also leave out the defaults inside nested values.
+    dumped = case.model_dump(mode="json").items()
+    return {key: value for key, value in dumped if value is not None and value not in ([], {})}
+
+
+def _rows(content: bytes, fmt: Format) -> Iterator[Row]:
     text = _decode(content)
-    rows: Iterable[Row]
     if fmt == "csv":
-        rows = _csv_rows(text)
-    elif fmt == "jsonl":
-        rows = _jsonl_rows(text)
-    else:
-        rows = _json_rows(text)
-    return [case for _, case in validate_rows(rows, max_cases=max_cases)]
+        return _csv_rows(text)
+    return _jsonl_rows(text) if fmt == "jsonl" else _json_rows(text)
 
 
 def validate_rows(
@@ -121,7 +136,13 @@ def validate_rows(
 ) -> list[tuple[dict[str, Any], TestCaseFields]]:
     """Each row's case with where it starts ({"line": n}, and "file" for an attached file);
     one InvalidInput listing every bad row (the first so many) when any is bad."""
-    cases: list[tuple[dict[str, Any], TestCaseFields]] = []
+    return _validated(rows, max_cases, lambda where, case: (where, case))
+
+
+def _validated(
+    rows: Iterable[Row], max_cases: int, keep: Callable[[dict[str, Any], TestCaseFields], T]
+) -> list[T]:
+    cases: list[T] = []
     errors: list[dict[str, Any]] = []
     total_errors = 0
     for count, (where, data) in enumerate(rows, start=1):
@@ -129,7 +150,7 @@ def validate_rows(
             raise InvalidInput(f"Too many test cases: at most {max_cases} per import")
         if isinstance(data, dict):
             try:
-                cases.append((where, TestCaseFields.model_validate(data)))
+                cases.append(keep(where, TestCaseFields.model_validate(data)))
                 continue
             except ValidationError as exc:
                 # The only model-level rule is "input or messages", so it points at input.

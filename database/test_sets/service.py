@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.core import new_id
 from database.projects.service import require_project
 from database.test_sets import crud
-from database.test_sets.io import Format, case_encoder, parse_cases
+from database.test_sets.io import Format, case_encoder, parse_case_documents
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
 from database.test_sets.streaming import PAGE_ROWS, ReadPage, stream_pages
@@ -263,7 +263,8 @@ async def off_loop(parse: Callable[..., T], *args: Any) -> T:
 
 
 def parsed_cases(content: bytes, fmt: Format) -> list[dict[str, Any]]:
-    return [case.model_dump(mode="json") for case in parse_cases(content, fmt)]
+    """A native file's cases as `write_cases` takes them (run it `off_loop`)."""
+    return parse_case_documents(content, fmt)
 
 
 async def write_cases(

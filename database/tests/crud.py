@@ -249,8 +249,9 @@ FROM jsonb_array_elements(:cases) AS c
     bindparam("project_id", type_=Uuid()),
     bindparam("cases", type_=JSONB()),
 )
-# The columns' defaults (a case that leaves them out), as the model declares them.
-_DEFAULTS: dict[str, Any] = {"context": [], "tags": [], "variables": {}}
+# The columns' defaults (a case that leaves them out), as the model declares them; no messages
+# are a JSON null, as the ORM writes them (a case may leave them out of its document).
+_DEFAULTS: dict[str, Any] = {"context": [], "tags": [], "variables": {}, "messages": None}
 ROWS_PER_STATEMENT = 5000  # bounds the document one statement carries
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from database.test_sets import service
 from database.test_sets.import_bounds import MAX_NESTING, MAX_ROW_BYTES, too_deep, too_wide
-from database.test_sets.io import Format, parse_cases
-from database.tests.schemas import TestCaseFields as Case
+from database.test_sets.io import Format, parse_case_documents, parse_cases
 from tests.helpers import assert_problem, create_project, create_test_set, register
 from utils.errors import InvalidInput
 
@@ -153,11 +153,11 @@ async def test_deep_files_are_422_not_500_and_import_nothing(client, content, co
 async def test_imports_parse_in_the_import_threads(client, monkeypatch):
     threads: list[str] = []
 
-    def spy(content: bytes, fmt: Format) -> list[Case]:
+    def spy(content: bytes, fmt: Format) -> list[dict[str, Any]]:
         threads.append(threading.current_thread().name)
-        return parse_cases(content, fmt)
+        return parse_case_documents(content, fmt)
 
-    monkeypatch.setattr(service, "parse_cases", spy)
+    monkeypatch.setattr(service, "parse_case_documents", spy)
     owner = await register(client)
     project = await create_project(client, owner)
     test_set = await create_test_set(client, owner, project["id"])

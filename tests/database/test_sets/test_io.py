@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from database.test_sets.io import CSV_COLUMNS, detect_format, export_cases, parse_cases
+from database.test_sets.io import (
+    CSV_COLUMNS,
+    detect_format,
+    export_cases,
+    parse_case_documents,
+    parse_cases,
+)
 from database.tests.schemas import TestCaseFields as Case
 from utils.errors import InvalidInput, UnsupportedMediaType
 
@@ -299,6 +305,31 @@ NASTY = [
 def test_round_trip(fmt: str) -> None:
     exported = export_cases(NASTY, fmt)  # type: ignore[arg-type]
     assert parse_cases(exported, fmt) == NASTY  # type: ignore[arg-type]
+
+
+def test_case_documents_leave_out_only_the_empty_fields() -> None:
+    """What an import writes from: each case's dump less its empty top-level fields; nested
+    defaults (a tool call's `match`, a tool response's `arguments`) and empty values inside
+    a field stay as they are."""
+    agent = {
+        "messages": [{"role": "user", "content": "Book a table"}],
+        "expected_tool_calls": [{"name": "book", "arguments": {"people": 2}}],
+        "tool_responses": [{"name": "book", "response": {"ok": True}}],
+        "max_steps": 4,
+        "variables": {"zero": 0, "none": None, "empty": []},
+    }
+    content = json.dumps([agent, {"input": "x", "tags": [], "metadata": {"n": 3}}]).encode()
+
+    assert parse_case_documents(content, "json") == [
+        {
+            "messages": [{"role": "user", "content": "Book a table"}],
+            "expected_tool_calls": [{"name": "book", "arguments": {"people": 2}, "match": "exact"}],
+            "tool_responses": [{"name": "book", "arguments": None, "response": {"ok": True}}],
+            "max_steps": 4,
+            "variables": {"zero": 0, "none": None, "empty": []},
+        },
+        {"input": "x", "metadata": {"n": 3}},
+    ]
 
 
 def test_csv_export_neutralises_formulas() -> None:
