@@ -18,7 +18,13 @@ from database.test_sets.foreign import Assertion, ForeignFormat, ForeignImport, 
 from database.test_sets.io import MAX_REPORTED_ERRORS, detect_format
 from database.test_sets.models import TestSet
 from database.test_sets.schemas import ImportedMetric, ImportResult, LeftOut
-from database.test_sets.service import ImportMode, off_loop, parsed_cases, write_cases
+from database.test_sets.service import (
+    ImportMode,
+    off_loop,
+    parsed_cases,
+    published_hash,
+    write_cases,
+)
 from utils.auth import Principal
 from utils.errors import Conflict, InvalidInput
 
@@ -50,8 +56,12 @@ async def import_file(
         if upload.attachments:
             raise InvalidInput("only a promptfoo config refers to other files", field="file")
         native = detect_format(upload.filename, upload.content_type, fmt)
-        cases = await off_loop(parsed_cases, upload.content, native)
-        written, changed = await write_cases(session, principal, test_set, cases, mode=mode)
+        # Hashed only when the hash may spare the sync its comparison (see write_cases).
+        hashed = mode == "sync" and await published_hash(session, test_set) is not None
+        cases, content_hash = await off_loop(parsed_cases, upload.content, native, hashed)
+        written, changed = await write_cases(
+            session, principal, test_set, cases, mode=mode, content_hash=content_hash
+        )
         return ImportResult(
             imported=written,
             test_count=await test_set_crud.count_members(session, test_set.id),

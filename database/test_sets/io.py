@@ -110,18 +110,25 @@ def parse_cases(content: bytes, fmt: Format, *, max_cases: int = MAX_CASES) -> l
 
 
 def parse_case_documents(
-    content: bytes, fmt: Format, *, max_cases: int = MAX_CASES
+    content: bytes,
+    fmt: Format,
+    *,
+    max_cases: int = MAX_CASES,
+    seen: Callable[[dict[str, Any]], object] | None = None,
 ) -> list[dict[str, Any]]:
     """As parse_cases, each case as the JSON its test is written from, without its empty
     fields (None, [], {}: every field's default, which the insert fills in), dumped as soon as
-    it is valid: a large file's models and their dumps are never all held side by side."""
-    return _validated(_rows(content, fmt), max_cases, lambda _, case: _without_empties(case))
+    it is valid: a large file's models and their dumps are never all held side by side.
+    `seen` is handed each whole dump first."""
 
+    def document(_: dict[str, Any], case: TestCaseFields) -> dict[str, Any]:
+        dumped = case.model_dump(mode="json")
+        if seen is not None:
+            seen(dumped)
+        # Not `exclude_defaults`, which would also leave out the defaults inside nested values.
+        return {key: value for key, value in dumped.items() if value not in (None, [], {})}
 
-def _without_empties(case: TestCaseFields) -> dict[str, Any]:
-    # Not `exclude_defaults`, which would also leave out the defaults inside nested values.
-    dumped = case.model_dump(mode="json").items()
-    return {key: value for key, value in dumped if value is not None and value not in ([], {})}
+    return _validated(_rows(content, fmt), max_cases, document)
 
 
 def _rows(content: bytes, fmt: Format) -> Iterator[Row]:

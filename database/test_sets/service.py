@@ -215,9 +215,8 @@ async def publish(
 
     An unchanged set (its content revision is the one last published) is answered without
     reading its cases: a run of a large set starts at once."""
-    revision, published = await crud.revisions(session, test_set.id)
-    latest = await crud.latest_version(session, test_set.id)
-    if latest is not None and revision == published:
+    latest, revision, holds_cases = await _latest_version(session, test_set)
+    if latest is not None and holds_cases:
         return latest, False
     await crud.mark_published(session, test_set.id, revision)
     # A large set is never held whole, nor read twice: a page at a time, its cases are hashed
@@ -245,6 +244,22 @@ async def publish(
     return version, True
 
 
+async def published_hash(session: AsyncSession, test_set: TestSet) -> str | None:
+    """The content hash of the set's cases, when its latest version holds them still; read
+    without reading them."""
+    latest, _, holds_cases = await _latest_version(session, test_set)
+    return latest.content_hash if latest is not None and holds_cases else None
+
+
+async def _latest_version(
+    session: AsyncSession, test_set: TestSet
+) -> tuple[TestSetVersion | None, int, bool]:
+    """The set's latest version, the set's content revision, and whether that version holds
+    the set's cases still: the revision is the one it was published at, nothing changed since."""
+    revision, published = await crud.revisions(session, test_set.id)
+    return await crud.latest_version(session, test_set.id), revision, revision == published
+
+
 async def get_version_or_404(
     session: AsyncSession, test_set: TestSet, number: int
 ) -> TestSetVersion:
@@ -262,9 +277,16 @@ async def off_loop(parse: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(_IMPORT_THREADS, parse, *args)
 
 
-def parsed_cases(content: bytes, fmt: Format) -> list[dict[str, Any]]:
-    """A native file's cases as `write_cases` takes them (run it `off_loop`)."""
-    return parse_case_documents(content, fmt)
+def parsed_cases(
+    content: bytes, fmt: Format, hashed: bool
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A native file's cases as `write_cases` takes them (run it `off_loop`), and when
+    `hashed` their content hash, as a version holding exactly them has it."""
+    if not hashed:
+        return parse_case_documents(content, fmt), None
+    digest = ContentHash()
+    cases = parse_case_documents(content, fmt, seen=lambda dumped: digest.add((dumped,)))
+    return cases, digest.hexdigest()
 
 
 async def write_cases(
@@ -274,18 +296,25 @@ async def write_cases(
     cases: list[dict[str, Any]],
     *,
     mode: ImportMode,
+    content_hash: str | None = None,
 ) -> tuple[int, bool]:
     """Writes parsed cases to the set; returns the tests written and whether the set changed.
 
     `append` adds every case as a new test. `sync` makes the set hold exactly these cases, in
     this order: a set that holds them already is not touched (so no new version is made), and
     otherwise a case equal to one of the set's tests keeps that test (its id, so comparisons
-    pair it with earlier runs) while the others become new tests."""
+    pair it with earlier runs) while the others become new tests.
+
+    A sync given the cases' `content_hash` (see `parsed_cases`) that is the `published_hash`
+    holds them already, and its cases are not read (a set synced from the same file before
+    every run: each run publishes it)."""
     if mode == "append":
         ids = await _insert(session, principal, test_set, cases)
         first = await crud.max_position(session, test_set.id) + 1
         await crud.insert_members(session, test_set=test_set, test_ids=ids, first_position=first)
         return len(ids), True
+    if content_hash is not None and content_hash == await published_hash(session, test_set):
+        return 0, False
     current = await current_cases(session, test_set)
     held, wanted = await off_loop(_canonical_lists, [case for _, case in current], cases)
     if held == wanted:

@@ -1,0 +1,121 @@
+"""`mode=sync` against a set whose latest version holds its cases still (nothing changed since
+it was published, as after every run): the file's cases are hashed as a version would hash
+them, and an equal hash answers the sync without reading the set's cases."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from database.test_sets import service
+from tests.database.test_sets.test_import_statements import CASES as KINDS_OF_CASES
+from tests.helpers import Account, create_project, create_test_set, register
+
+SETS = "/api/v1/test-sets"
+# Every kind of field a case holds (nested defaults left out: a tool call's `match`), then
+# numbers that a JSON round trip could spell differently and text beyond ASCII.
+CASES = [
+    *KINDS_OF_CASES,
+    {
+        "input": "Reset my password ☃",
+        "variables": {"ratio": 0.1, "tiny": 1e-7, "whole": 3.0, "large": 2**40},
+        "metadata": {"nested": {"a": [1, None, "x", -2.5]}},
+    },
+    {"input": "plain"},
+]
+CONTENT = json.dumps(CASES).encode()
+
+
+async def _sync(client, account: Account, test_set_id: str, content: bytes = CONTENT) -> dict:
+    response = await client.post(
+        f"{SETS}/{test_set_id}/import",
+        content=content,
+        params={"mode": "sync", "format": "json"},
+        headers={**account.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def _published_set(client) -> tuple[Account, dict]:
+    """A set synced from CONTENT and published (version 1)."""
+    account = await register(client)
+    project = await create_project(client, account)
+    test_set = await create_test_set(client, account, project["id"])
+    assert (await _sync(client, account, test_set["id"]))["imported"] == len(CASES)
+    published = await client.post(
+        f"{SETS}/{test_set['id']}/versions", json={}, headers=account.headers
+    )
+    assert published.status_code == 201, published.text
+    return account, test_set
+
+
+def _reads_of_cases(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sets whose cases a sync reads from now on, one entry per read."""
+    reads: list[str] = []
+    read = service.current_cases
+
+    async def counted(session: Any, test_set: Any) -> Any:
+        reads.append(str(test_set.id))
+        return await read(session, test_set)
+
+    monkeypatch.setattr(service, "current_cases", counted)
+    return reads
+
+
+async def test_a_sync_of_the_published_cases_reads_none_of_them(client, monkeypatch):
+    account, test_set = await _published_set(client)
+    reads = _reads_of_cases(monkeypatch)
+
+    synced = await _sync(client, account, test_set["id"])
+
+    assert (synced["imported"], synced["changed"], synced["test_count"]) == (0, False, 5)
+    assert reads == []
+    read = await client.get(f"{SETS}/{test_set['id']}", headers=account.headers)
+    assert read.json()["latest_version"] == 1
+
+
+async def test_a_set_changed_since_its_version_is_compared_case_by_case(client, monkeypatch):
+    """An edit moves the set past its version: the same file then differs from the set, which
+    the comparison finds (the edited test is replaced, the others kept)."""
+    account, test_set = await _published_set(client)
+    listed = await client.get(
+        "/api/v1/tests", params={"test_set_id": test_set["id"]}, headers=account.headers
+    )
+    plain = next(item for item in listed.json()["items"] if item["input"] == "plain")
+    edited = await client.patch(
+        f"/api/v1/tests/{plain['id']}", json={"input": "edited"}, headers=account.headers
+    )
+    assert edited.status_code == 200, edited.text
+    reads = _reads_of_cases(monkeypatch)
+
+    synced = await _sync(client, account, test_set["id"])
+
+    assert (synced["imported"], synced["changed"], synced["test_count"]) == (1, True, 5)
+    assert reads == [test_set["id"]]
+    again = await client.get(
+        "/api/v1/tests", params={"test_set_id": test_set["id"]}, headers=account.headers
+    )
+    assert sorted(item["input"] or "" for item in again.json()["items"]) == [
+        "",
+        "Hello",
+        "How do I reset my password?",
+        "Reset my password ☃",
+        "plain",
+    ]
+
+
+async def test_another_file_against_the_published_cases_is_written(client, monkeypatch):
+    account, test_set = await _published_set(client)
+    other = json.dumps([*CASES[:-1], {"input": "plain", "tags": ["new"]}]).encode()
+
+    reads = _reads_of_cases(monkeypatch)
+
+    synced = await _sync(client, account, test_set["id"], other)
+    assert (synced["imported"], synced["changed"], synced["test_count"]) == (1, True, 5)
+    # The set is now at a revision no version holds: the same file is compared case by case.
+    again = await _sync(client, account, test_set["id"], other)
+    assert (again["imported"], again["changed"]) == (0, False)
+    assert reads == [test_set["id"], test_set["id"]]
