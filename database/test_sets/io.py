@@ -1,4 +1,5 @@
-"""Import and export of a test set's cases as CSV, JSON and JSONL (pure functions, no I/O).
+"""Import of a test set's cases from CSV, JSON and JSONL (pure functions, no I/O; the
+exports are in exports.py, and write what this reads back).
 
 An import is parsed whole before anything is written, off the event loop (see the service),
 within limits that bound the work of any one row: its columns, its size and, for JSON, its
@@ -9,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from pydantic import ValidationError
@@ -21,10 +22,9 @@ from database.test_sets.import_bounds import (
     too_wide,
     width_complaint,
 )
-from database.test_sets.streaming import JsonArrayEncoder, PageEncoder, csv_text, json_text
 from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
-from utils.csv_cells import guard_formula, unguard_formula
+from utils.csv_cells import unguard_formula
 from utils.errors import InvalidInput, UnsupportedMediaType
 
 Format = Literal["csv", "json", "jsonl"]
@@ -33,6 +33,11 @@ Row: TypeAlias = tuple[dict[str, Any], dict[str, Any] | list[dict[str, Any]]]
 T = TypeVar("T")
 
 MAX_CASES = 100_000
+# An empty list is not the default of every list: `expected_tool_calls: []` expects no call.
+_FIELD_DEFAULTS = {
+    name: field.get_default(call_default_factory=True)
+    for name, field in TestCaseFields.model_fields.items()
+}
 MAX_COLUMNS = 200  # beyond the test's own fields, each column is a metadata key
 # A file full of bad rows must not turn into a multi-megabyte error response.
 MAX_REPORTED_ERRORS = 1000
@@ -116,17 +121,16 @@ def parse_case_documents(
     max_cases: int = MAX_CASES,
     seen: Callable[[dict[str, Any]], object] | None = None,
 ) -> list[dict[str, Any]]:
-    """As parse_cases, each case as the JSON its test is written from, without its empty
-    fields (None, [], {}: every field's default, which the insert fills in), dumped as soon as
-    it is valid: a large file's models and their dumps are never all held side by side.
-    `seen` is handed each whole dump first."""
+    """As parse_cases, each case as the JSON its test is written from, less the fields at
+    their default (which the insert fills in), dumped as soon as it is valid: a large file's
+    models and their dumps are never all held side by side. `seen` gets each whole dump."""
 
     def document(_: dict[str, Any], case: TestCaseFields) -> dict[str, Any]:
         dumped = case.model_dump(mode="json")
         if seen is not None:
             seen(dumped)
         # Not `exclude_defaults`, which would also leave out the defaults inside nested values.
-        return {key: value for key, value in dumped.items() if value not in (None, [], {})}
+        return {key: value for key, value in dumped.items() if value != _FIELD_DEFAULTS[key]}
 
     return _validated(_rows(content, fmt), max_cases, document)
 
@@ -185,45 +189,6 @@ def _validated(
     return cases
 
 
-def case_encoder(fmt: Format) -> PageEncoder[TestCaseFields]:
-    """Writes cases in `fmt` a page at a time; parse_cases reads the result back to equal cases."""
-    if fmt == "json":
-        return JsonArrayEncoder()
-    if fmt == "jsonl":
-        return _JsonLinesEncoder()
-    return _CsvEncoder()
-
-
-def export_cases(cases: list[TestCaseFields], fmt: Format) -> bytes:
-    """Serialise cases at once (exports of stored sets stream, with case_encoder)."""
-    encoder = case_encoder(fmt)
-    return encoder.head() + encoder.page(cases) + encoder.tail()
-
-
-class _JsonLinesEncoder:
-    def head(self) -> bytes:
-        return b""
-
-    def page(self, cases: Sequence[TestCaseFields]) -> bytes:
-        lines = (json_text(case.model_dump(mode="json")) for case in cases)
-        return "".join(line + "\n" for line in lines).encode()
-
-    def tail(self) -> bytes:
-        return b""
-
-
-class _CsvEncoder:
-    def head(self) -> bytes:
-        return csv_text([CSV_COLUMNS])
-
-    def page(self, cases: Sequence[TestCaseFields]) -> bytes:
-        rows = (case.model_dump(mode="json") for case in cases)
-        return csv_text([_export_cell(row[column]) for column in CSV_COLUMNS] for row in rows)
-
-    def tail(self) -> bytes:
-        return b""
-
-
 def _decode(content: bytes) -> str:
     bom = content.startswith(b"\xef\xbb\xbf")
     body = content[3:] if bom else content
@@ -236,14 +201,6 @@ def _decode(content: bytes) -> str:
             f"The file is not UTF-8 text: invalid byte at offset {offset} (line {line})",
             errors=[{"line": line, "offset": offset, "message": "not UTF-8 text"}],
         ) from None
-
-
-def _export_cell(value: Any) -> str:
-    if value is None or value == [] or value == {}:
-        return ""
-    if not isinstance(value, str):
-        value = json_text(value)
-    return guard_formula(value)
 
 
 def _field_name(key: str) -> str | None:

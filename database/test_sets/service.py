@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -15,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.core import new_id
 from database.projects.service import require_project
 from database.test_sets import crud
-from database.test_sets.io import Format, case_encoder, parse_case_documents
+from database.test_sets.content_hash import ContentHash
+from database.test_sets.exports import case_encoder
+from database.test_sets.io import Format, parse_case_documents
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
 from database.test_sets.streaming import PAGE_ROWS, ReadPage, stream_pages
@@ -163,32 +164,6 @@ async def remove_member(session: AsyncSession, test_set: TestSet, test_id: uuid.
 
 
 # --- versions -------------------------------------------------------------------------------
-
-
-def content_hash(cases: Sequence[dict[str, Any]]) -> str:
-    digest = ContentHash()
-    digest.add(cases)
-    return digest.hexdigest()
-
-
-class ContentHash:
-    """The SHA-256 of the cases' canonical JSON list, fed a page at a time: the same digest as
-    hashing the whole list at once."""
-
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256(b"[")
-        self.count = 0
-
-    def add(self, cases: Sequence[dict[str, Any]]) -> None:
-        for case in cases:
-            canonical = json.dumps(case, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            self._sha.update((b"," if self.count else b"") + canonical.encode())
-            self.count += 1
-
-    def hexdigest(self) -> str:
-        ended = self._sha.copy()
-        ended.update(b"]")
-        return ended.hexdigest()
 
 
 async def current_cases(

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError
 
-from database.test_sets import crud, io
+from database.test_sets import crud, exports
 from database.test_sets.streaming import PAGE_ROWS, JsonArrayEncoder
 from tests.database.results.test_export_failures import read_chunks, serving
 from tests.database.test_sets.test_export_stream import _jsonl
@@ -20,9 +20,9 @@ from tests.helpers import Account, create_project, create_test_set, register
 
 FORMATS = ("csv", "json", "jsonl")
 ENCODERS: dict[str, Any] = {
-    "csv": io._CsvEncoder,
+    "csv": exports._CsvEncoder,
     "json": JsonArrayEncoder,
-    "jsonl": io._JsonLinesEncoder,
+    "jsonl": exports._JsonLinesEncoder,
 }
 
 

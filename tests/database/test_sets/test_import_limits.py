@@ -153,9 +153,9 @@ async def test_deep_files_are_422_not_500_and_import_nothing(client, content, co
 async def test_imports_parse_in_the_import_threads(client, monkeypatch):
     threads: list[str] = []
 
-    def spy(content: bytes, fmt: Format) -> list[dict[str, Any]]:
+    def spy(content: bytes, fmt: Format, **options: Any) -> list[dict[str, Any]]:
         threads.append(threading.current_thread().name)
-        return parse_case_documents(content, fmt)
+        return parse_case_documents(content, fmt, **options)
 
     monkeypatch.setattr(service, "parse_case_documents", spy)
     owner = await register(client)

@@ -142,6 +142,8 @@ CASES = [
         "max_steps": 4,
     },
     {"input": "Hello", "conversation": {"turns": ["Hello", "Thanks"]}},
+    # Empty, not absent: no call is expected, and the tools answer nothing.
+    {"input": "No tools", "messages": [], "expected_tool_calls": [], "tool_responses": []},
 ]
 # Every column but those that differ between any two rows (id, creation time).
 _STORED = text(
@@ -150,7 +152,7 @@ _STORED = text(
 )
 
 
-@pytest.mark.parametrize("case", CASES, ids=["answer", "agent", "conversation"])
+@pytest.mark.parametrize("case", CASES, ids=["answer", "agent", "conversation", "empty lists"])
 async def test_an_imported_test_is_stored_as_one_created_alone(client, database, case):
     """The set-based insert writes each column as the ORM writes a single test (JSON nulls
     included), so filters, exports and snapshots cannot tell the two apart."""

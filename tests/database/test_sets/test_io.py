@@ -6,13 +6,8 @@ import json
 
 import pytest
 
-from database.test_sets.io import (
-    CSV_COLUMNS,
-    detect_format,
-    export_cases,
-    parse_case_documents,
-    parse_cases,
-)
+from database.test_sets.exports import export_cases
+from database.test_sets.io import CSV_COLUMNS, detect_format, parse_case_documents, parse_cases
 from database.tests.schemas import TestCaseFields as Case
 from utils.errors import InvalidInput, UnsupportedMediaType
 
@@ -307,10 +302,10 @@ def test_round_trip(fmt: str) -> None:
     assert parse_cases(exported, fmt) == NASTY  # type: ignore[arg-type]
 
 
-def test_case_documents_leave_out_only_the_empty_fields() -> None:
-    """What an import writes from: each case's dump less its empty top-level fields; nested
-    defaults (a tool call's `match`, a tool response's `arguments`) and empty values inside
-    a field stay as they are."""
+def test_case_documents_leave_out_only_the_defaults() -> None:
+    """What an import writes from: each case's dump less the top-level fields at their own
+    default; an empty list where the default is None, nested defaults (a tool call's `match`,
+    a tool response's `arguments`) and empty values inside a field stay as they are."""
     agent = {
         "messages": [{"role": "user", "content": "Book a table"}],
         "expected_tool_calls": [{"name": "book", "arguments": {"people": 2}}],
@@ -318,7 +313,8 @@ def test_case_documents_leave_out_only_the_empty_fields() -> None:
         "max_steps": 4,
         "variables": {"zero": 0, "none": None, "empty": []},
     }
-    content = json.dumps([agent, {"input": "x", "tags": [], "metadata": {"n": 3}}]).encode()
+    empty = {"input": "x", "tags": [], "metadata": {"n": 3}, "expected_tool_calls": []}
+    content = json.dumps([agent, empty]).encode()
 
     assert parse_case_documents(content, "json") == [
         {
@@ -328,7 +324,7 @@ def test_case_documents_leave_out_only_the_empty_fields() -> None:
             "max_steps": 4,
             "variables": {"zero": 0, "none": None, "empty": []},
         },
-        {"input": "x", "metadata": {"n": 3}},
+        {"input": "x", "metadata": {"n": 3}, "expected_tool_calls": []},
     ]
 
 

@@ -71,7 +71,7 @@ async def test_a_sync_of_the_published_cases_reads_none_of_them(client, monkeypa
 
     synced = await _sync(client, account, test_set["id"])
 
-    assert (synced["imported"], synced["changed"], synced["test_count"]) == (0, False, 5)
+    assert (synced["imported"], synced["changed"], synced["test_count"]) == (0, False, 6)
     assert reads == []
     read = await client.get(f"{SETS}/{test_set['id']}", headers=account.headers)
     assert read.json()["latest_version"] == 1
@@ -93,7 +93,7 @@ async def test_a_set_changed_since_its_version_is_compared_case_by_case(client, 
 
     synced = await _sync(client, account, test_set["id"])
 
-    assert (synced["imported"], synced["changed"], synced["test_count"]) == (1, True, 5)
+    assert (synced["imported"], synced["changed"], synced["test_count"]) == (1, True, 6)
     assert reads == [test_set["id"]]
     again = await client.get(
         "/api/v1/tests", params={"test_set_id": test_set["id"]}, headers=account.headers
@@ -102,6 +102,7 @@ async def test_a_set_changed_since_its_version_is_compared_case_by_case(client, 
         "",
         "Hello",
         "How do I reset my password?",
+        "No tools",
         "Reset my password ☃",
         "plain",
     ]
@@ -114,7 +115,7 @@ async def test_another_file_against_the_published_cases_is_written(client, monke
     reads = _reads_of_cases(monkeypatch)
 
     synced = await _sync(client, account, test_set["id"], other)
-    assert (synced["imported"], synced["changed"], synced["test_count"]) == (1, True, 5)
+    assert (synced["imported"], synced["changed"], synced["test_count"]) == (1, True, 6)
     # The set is now at a revision no version holds: the same file is compared case by case.
     again = await _sync(client, account, test_set["id"], other)
     assert (again["imported"], again["changed"]) == (0, False)

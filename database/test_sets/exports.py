@@ -1,0 +1,59 @@
+"""Export of a test set's cases as CSV, JSON and JSONL, a page at a time (pure functions, no
+I/O): io.parse_cases reads each back to equal cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from database.test_sets.io import CSV_COLUMNS, Format
+from database.test_sets.streaming import JsonArrayEncoder, PageEncoder, csv_text, json_text
+from database.tests.schemas import TestCaseFields
+from utils.csv_cells import guard_formula
+
+
+def case_encoder(fmt: Format) -> PageEncoder[TestCaseFields]:
+    """Writes cases in `fmt` a page at a time; parse_cases reads the result back to equal cases."""
+    if fmt == "json":
+        return JsonArrayEncoder()
+    if fmt == "jsonl":
+        return _JsonLinesEncoder()
+    return _CsvEncoder()
+
+
+def export_cases(cases: list[TestCaseFields], fmt: Format) -> bytes:
+    """Serialise cases at once (exports of stored sets stream, with case_encoder)."""
+    encoder = case_encoder(fmt)
+    return encoder.head() + encoder.page(cases) + encoder.tail()
+
+
+class _JsonLinesEncoder:
+    def head(self) -> bytes:
+        return b""
+
+    def page(self, cases: Sequence[TestCaseFields]) -> bytes:
+        lines = (json_text(case.model_dump(mode="json")) for case in cases)
+        return "".join(line + "\n" for line in lines).encode()
+
+    def tail(self) -> bytes:
+        return b""
+
+
+class _CsvEncoder:
+    def head(self) -> bytes:
+        return csv_text([CSV_COLUMNS])
+
+    def page(self, cases: Sequence[TestCaseFields]) -> bytes:
+        rows = (case.model_dump(mode="json") for case in cases)
+        return csv_text([_export_cell(row[column]) for column in CSV_COLUMNS] for row in rows)
+
+    def tail(self) -> bytes:
+        return b""
+
+
+def _export_cell(value: Any) -> str:
+    if value is None or value == [] or value == {}:
+        return ""
+    if not isinstance(value, str):
+        value = json_text(value)
+    return guard_formula(value)
