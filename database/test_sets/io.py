@@ -33,11 +33,6 @@ Row: TypeAlias = tuple[dict[str, Any], dict[str, Any] | list[dict[str, Any]]]
 T = TypeVar("T")
 
 MAX_CASES = 100_000
-# An empty list is not the default of every list: `expected_tool_calls: []` expects no call.
-_FIELD_DEFAULTS = {
-    name: field.get_default(call_default_factory=True)
-    for name, field in TestCaseFields.model_fields.items()
-}
 MAX_COLUMNS = 200  # beyond the test's own fields, each column is a metadata key
 # A file full of bad rows must not turn into a multi-megabyte error response.
 MAX_REPORTED_ERRORS = 1000
@@ -76,6 +71,12 @@ _ALIASES = {
     **{name: name for name in AGENT_FIELDS},
 }
 _JSON_CELLS = {"messages", "variables", "metadata", *AGENT_FIELDS} - {"max_steps"}
+# What a case's document leaves out, field by field: an empty list is not every list's
+# default (`expected_tool_calls: []` expects no call).
+_FIELD_DEFAULTS = {
+    name: field.get_default(call_default_factory=True)
+    for name, field in TestCaseFields.model_fields.items()
+}
 CSV_COLUMNS = [
     "input",
     "expected_output",

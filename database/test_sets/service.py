@@ -220,8 +220,8 @@ async def publish(
 
 
 async def published_hash(session: AsyncSession, test_set: TestSet) -> str | None:
-    """The content hash of the set's cases, when its latest version holds them still; read
-    without reading them."""
+    """The content hash of the set's cases when its latest version holds them still, read
+    from that version, not from the cases; else None."""
     latest, _, holds_cases = await _latest_version(session, test_set)
     return latest.content_hash if latest is not None and holds_cases else None
 
