@@ -15,7 +15,14 @@ class TestCase(IdMixin, TimestampMixin, Base):
 
     __tablename__ = "tests"
     __table_args__ = (
-        CheckConstraint("input IS NOT NULL OR messages IS NOT NULL", name="has_input"),
+        # What TestCaseFields validates: an input, a non-empty chat or a conversation, whether
+        # an absent one is a JSON null or SQL's NULL (which alone would let a check pass).
+        CheckConstraint(
+            "input IS NOT NULL"
+            " OR coalesce(jsonb_typeof(messages) = 'array' AND messages <> '[]'::jsonb, false)"
+            " OR coalesce(jsonb_typeof(conversation) = 'object', false)",
+            name="has_input",
+        ),
         Index("ix_tests_tags", "tags", postgresql_using="gin"),
         Index("ix_tests_project_id_created_at", "project_id", "created_at"),
     )
