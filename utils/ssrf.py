@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -90,7 +91,40 @@ def _http_url_parts(url: str) -> HttpUrl | str:
         return "must include a host"
     if parts.username or parts.password:
         return "must not carry credentials; use the API key or headers"
+    problem = _host_problem(host)
+    if problem is not None:
+        return problem
     return HttpUrl(parts.scheme, host, port or (443 if parts.scheme == "https" else 80))
+
+
+# The host forms every HTTP client reads as this module does. Anything else may be read another
+# way by the client that connects (WHATWG URL parsing, as reqwest does: an international name
+# encoded by other rules, a backslash ending the host, percent-escapes, numbers meaning an IPv4
+# address), and then the pin, keyed by the name checked, would not apply to the name connected.
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
+_ENDS_IN_A_NUMBER = re.compile(r"(?:^|\.)(?:[0-9]+|0x[0-9a-f]*)\.?$")
+
+
+def _host_problem(host: str) -> str | None:
+    if ":" in host:  # an IPv6 address (urlsplit took its brackets off)
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            address = None
+        if address is None or address.scope_id is not None:
+            return "must write an IPv6 address in brackets, without a zone"
+        return None
+    if not _HOST_NAME.fullmatch(host):
+        return (
+            "must name its host in ASCII letters, digits, dots and hyphens "
+            "(an international name in its xn-- form)"
+        )
+    if _ENDS_IN_A_NUMBER.search(host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return "must write an IPv4 address as four decimal numbers (such as 192.0.2.1)"
+    return None
 
 
 async def resolve(host: str) -> list[Address]:

@@ -160,6 +160,16 @@ def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry(address, public):
         ("https://user:secret@llm.example.com/v1", "must not carry credentials"),
         ("http://llm.example.com:99999/v1", "not a valid URL"),
         ("http://[::1/v1", "not a valid URL"),
+        # Host forms another URL parser reads differently, so that a pin would not apply:
+        ("http://bücher.example/v1", "in its xn-- form"),
+        ("http://faß.example/v1", "in its xn-- form"),
+        ("http://127.0.0.1\\.attacker.example/v1", "ASCII letters, digits, dots and hyphens"),
+        ("http://%31%32%37.0.0.1/v1", "ASCII letters, digits, dots and hyphens"),
+        ("http://2130706433/v1", "four decimal numbers"),
+        ("http://0x7f.1/v1", "four decimal numbers"),
+        ("http://0177.0.0.1/v1", "four decimal numbers"),
+        ("http://llm.example.0x1/v1", "four decimal numbers"),
+        ("http://[fe80::1%25eth0]/v1", "without a zone"),
     ],
 )
 def test_a_url_that_is_not_one_to_call_is_refused_naming_the_field_each_time(url: str, reason: str):
@@ -176,3 +186,31 @@ def test_a_url_that_is_not_one_to_call_is_refused_naming_the_field_each_time(url
     )
     assert ssrf.parse_http_url("https://llm.example.com/v1", field="base_url").port == 443
     assert ssrf.parse_http_url("http://llm.example.com/v1", field="base_url").port == 80
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://xn--bcher-kva.example/v1", "xn--bcher-kva.example"),
+        ("https://LLM.Example.com./v1", "llm.example.com."),
+        ("https://llm_1.example.com/v1", "llm_1.example.com"),
+        ("https://v1.example.123abc/v1", "v1.example.123abc"),
+        ("http://192.0.2.1:8080/v1", "192.0.2.1"),
+        ("http://[2606:4700::1111]/v1", "2606:4700::1111"),
+    ],
+)
+def test_hosts_every_client_reads_alike_are_taken(url: str, host: str):
+    assert ssrf.parse_http_url(url, field="base_url").host == host
+
+
+@pytest.mark.parametrize("host", ["bücher.rebind.test", "127.0.0.2\\.rebind.test"])
+async def test_a_host_the_client_would_read_otherwise_is_never_called(sinks, rebinding, host):
+    """The pin is keyed by the name checked: a host the connecting client would spell another
+    way (its own IDNA rules, a backslash ending the host) would get its own DNS lookup."""
+    checked, internal = sinks
+    config = _config("openai-compatible", f"http://{host}:{checked.port}/v1")
+    with pytest.raises(TargetError) as refused:
+        await call_target(config, TargetRequest(input="hello"), allow_private_networks=False)
+    assert refused.value.kind == "configuration_error"
+    assert rebinding == []
+    assert checked.requests == [] and internal.requests == []
