@@ -10,6 +10,7 @@ import pytest
 
 from notifications.webhooks import new_secret, send
 from tests.fakes.webhook_receiver import Fault, WebhookReceiver
+from utils.logging import configure_logging
 
 
 async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
@@ -53,6 +54,29 @@ async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
         assert down.error.startswith("could not connect") and "s3cret" not in down.error
 
     assert len([r for r in receiver.log if r.outcome == "fault"]) == 3
+
+
+async def test_a_urls_secret_never_reaches_the_log(capfd: pytest.CaptureFixture[str]) -> None:
+    """Logging as a server does by default (INFO): the HTTP client's line with the whole URL
+    is not written, a webhook's path and token being secrets."""
+    secret = new_secret()
+    configure_logging("json", "INFO")
+    try:
+        with WebhookReceiver(secrets=[secret]) as receiver:
+            answered = await send(
+                f"{receiver.url}/services/T000/B000/PATHSECRET?token=QUERYSECRET",
+                message_id="msg_1",
+                body='{"type":"webhook.test","timestamp":"2026-12-02T00:00:00.000Z","data":{}}',
+                signing_secrets=[secret],
+                sent_at=datetime.now(UTC),
+                seconds=5.0,
+                allow_private=True,
+            )
+        logged = capfd.readouterr().err
+    finally:
+        configure_logging("console")
+    assert answered.status_code == 404  # sent, to a path the receiver does not serve
+    assert "PATHSECRET" not in logged and "QUERYSECRET" not in logged
 
 
 def test_retries_follow_the_standard_webhooks_schedule() -> None:
