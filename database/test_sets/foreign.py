@@ -18,7 +18,13 @@ from typing import Any, Literal, get_args
 from database.test_sets.foreign_assertions import Assertion, Unmapped
 from database.test_sets.foreign_documents import MAX_DOCUMENT_NESTING, Row, error, invalid
 from database.test_sets.foreign_promptfoo import Promptfoo
-from database.test_sets.import_bounds import bounded_json, json_items, too_deep, too_wide
+from database.test_sets.import_bounds import (
+    DECODER,
+    bounded_json,
+    json_items,
+    too_deep,
+    too_wide,
+)
 from database.test_sets.io import MAX_CASES, _decode, validate_rows
 from database.tests.schemas import TestCaseFields
 from utils import fastjson
@@ -295,7 +301,7 @@ def _json_document(text: str) -> Iterator[tuple[int, Any]]:
             message = f"nested more than {MAX_DOCUMENT_NESTING} levels deep"
             errors = [error(deep, None, None, message)]
             raise InvalidInput(f"Invalid JSON at line {deep}: {message}", errors=errors)
-        whole = json.loads(text)
+        whole = DECODER.decode(text)
         if not _page(whole):
             yield text.count("\n", 0, len(text) - len(text.lstrip())) + 1, whole
             return
@@ -310,13 +316,12 @@ def _json_document(text: str) -> Iterator[tuple[int, Any]]:
 
 def _page_array(text: str) -> tuple[int, str]:
     """The lines before a page's "data" (or "items") array, and the array's text."""
-    decoder = json.JSONDecoder()
     position = text.index("{") + 1
     while True:
         position = _skip(text, position)
-        key, position = decoder.raw_decode(text, position)
+        key, position = DECODER.raw_decode(text, position)
         position = _skip(text, _skip(text, position) + 1)  # past the colon
-        value, end = decoder.raw_decode(text, position)
+        value, end = DECODER.raw_decode(text, position)
         if key in ("data", "items") and isinstance(value, list):
             return text.count("\n", 0, position), text[position:end]
         position = _skip(text, end) + 1  # past the comma

@@ -12,13 +12,23 @@ from typing import Any, TypeAlias
 
 import yaml
 
-from database.test_sets.import_bounds import MAX_NESTING, json_items, too_deep, too_wide
+from database.test_sets.import_bounds import (
+    DECODER,
+    LONG_INTEGER_COMPLAINT,
+    MAX_NESTING,
+    json_items,
+    too_deep,
+    too_wide,
+)
 from utils.errors import InvalidInput
 
 # Where a case starts, in which file (None: the upload itself), and its fields or its errors.
 Row: TypeAlias = tuple[int, str | None, dict[str, Any] | list[dict[str, Any]]]
 
 MAX_YAML_NODES = 1_000_000
+# Values written in the text, counted while it is read: the pure-Python reader takes about 40 µs
+# a value, so this bounds a YAML file's reading to seconds (JSON reads in C, and is not bound).
+MAX_YAML_WRITTEN = 250_000
 MAX_YAML_CHARS = 32_000_000  # of text, aliases expanded
 # A case's own levels, within the list that holds it, within the config that holds the list.
 MAX_DOCUMENT_NESTING = MAX_NESTING + 2
@@ -86,7 +96,7 @@ def _load_json(text: str, file: str | None) -> Document:
     deep = too_deep(text, MAX_DOCUMENT_NESTING)
     if deep is not None:
         raise invalid(f"nested more than {MAX_DOCUMENT_NESTING} levels deep", deep, file)
-    document = Document(text, json.loads(text), file)
+    document = Document(text, DECODER.decode(text), file)
     value = document.value
     tests = value.get("tests") if isinstance(value, dict) else value
     if isinstance(tests, list) and tests:
@@ -129,11 +139,20 @@ class _Loader(yaml.SafeLoader):
         super().__init__(text)
         self.file = file
         self.levels = 0
+        self.written = 0
         self.places: dict[int, tuple[int, int, int]] = {}
         self.item_lines: dict[int, list[int]] = {}
         self.value_lines: dict[int, dict[str, int]] = {}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        self.written += 1
+        if self.written > MAX_YAML_WRITTEN:
+            line = self.peek_event().start_mark.line + 1
+            message = (
+                f"the YAML holds more than {MAX_YAML_WRITTEN:,} values; "
+                "a set this large imports as JSON, JSONL or CSV"
+            )
+            raise invalid(message, line, self.file)
         if not self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
             return super().compose_node(parent, index)
         self.levels += 1
@@ -166,6 +185,16 @@ class _Loader(yaml.SafeLoader):
         return {_key(k): v for k, v in super().construct_mapping(node, deep=deep).items()}
 
 
+def _integer(loader: _Loader, node: yaml.ScalarNode) -> int:
+    try:
+        return int(loader.construct_yaml_int(node))
+    except ValueError:  # more digits than Python converts
+        raise yaml.constructor.ConstructorError(
+            None, None, LONG_INTEGER_COMPLAINT, node.start_mark
+        ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _integer)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _text_scalar)
 _Loader.add_constructor("tag:yaml.org,2002:binary", _text_scalar)
 _Loader.add_constructor(

@@ -8,6 +8,7 @@ import io
 import json
 import operator
 import re
+import sys
 from itertools import accumulate, compress, count, islice, repeat
 from typing import Any
 
@@ -26,7 +27,28 @@ _STRING = re.compile(r'"[^"\\]*+(?:\\.?[^"\\]*+)*+(?:"|\Z)', re.DOTALL)
 _NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 _BRACKET = re.compile(r"[\[\]{}]")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-_DECODER = json.JSONDecoder()
+_INT_DIGITS = sys.get_int_max_str_digits()  # 0: no limit
+_LONG_INTEGER = re.compile(rf"[0-9]{{{_INT_DIGITS + 1},}}")
+LONG_INTEGER_COMPLAINT = f"an integer of more than {_INT_DIGITS:,} digits"
+
+
+class _Decoder(json.JSONDecoder):
+    """json's decoder, for which an integer longer than Python converts is bad JSON at its
+    place (a JSONDecodeError, as bad syntax is), not int()'s bare ValueError."""
+
+    def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
+        try:
+            return super().raw_decode(s, idx)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:
+            found = _LONG_INTEGER.search(s, idx) if _INT_DIGITS else None
+            if found is None:
+                raise
+            raise json.JSONDecodeError(LONG_INTEGER_COMPLAINT, s, found.start()) from None
+
+
+DECODER = _Decoder()
 _NESTING_COMPLAINT = f"nested more than {MAX_NESTING} levels deep"
 
 # One item of a document: where it starts and ends in the text, and its value.
@@ -56,7 +78,7 @@ def bounded_json(text: str) -> Any:
     """The decoded value; ValueError past MAX_NESTING, checked before the decoder recurses."""
     if too_deep(text, MAX_NESTING) is not None:
         raise ValueError(_NESTING_COMPLAINT)
-    return json.loads(text)
+    return DECODER.decode(text)
 
 
 def too_wide(text: str, start: int = 0, end: int | None = None) -> str | None:
@@ -129,7 +151,7 @@ def _json_array(text: str, position: int) -> tuple[list[Item], int]:
     if text.startswith("]", position):
         return items, position + 1
     while True:
-        value, end = _DECODER.raw_decode(text, position)
+        value, end = DECODER.raw_decode(text, position)
         items.append((position, end, value))
         position = _skip(text, end)
         if text.startswith("]", position):
@@ -146,7 +168,7 @@ def _json_wrapper(text: str, position: int) -> tuple[list[Item], int]:
     while not text.startswith("}", position):  # "{}" ends here; a trailing comma cannot
         if not text.startswith('"', position):
             raise json.JSONDecodeError("Expecting property name", text, position)
-        key, position = _DECODER.raw_decode(text, position)
+        key, position = DECODER.raw_decode(text, position)
         position = _skip(text, position)
         if not text.startswith(":", position):
             raise json.JSONDecodeError("Expecting ':' delimiter", text, position)
@@ -154,7 +176,7 @@ def _json_wrapper(text: str, position: int) -> tuple[list[Item], int]:
         if items is None and key.lower() in ("tests", "cases") and text.startswith("[", position):
             items, position = _json_array(text, position)
         else:
-            _, position = _DECODER.raw_decode(text, position)
+            _, position = DECODER.raw_decode(text, position)
         position = _skip(text, position)
         if text.startswith(",", position):
             position = _skip(text, position + 1)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from database.test_sets import foreign_documents
 from database.test_sets.foreign import (
     FOREIGN_FORMATS,
     Assertion,
@@ -480,6 +481,21 @@ def test_promptfoo_yaml_alias_bomb_is_refused_quickly() -> None:
     assert time.monotonic() - started < 1
     assert "expands (through aliases) to more than 1,000,000 values" in exc.detail
     assert located(exc) == [(6, None, None)]  # f: 1,111,111 values
+
+
+def test_promptfoo_yaml_is_refused_while_it_is_read_once_it_holds_too_many_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading YAML costs about 40 µs a value: a file of more values than the bound is refused
+    where it crosses it, not once the whole of it has been read."""
+    monkeypatch.setattr(foreign_documents, "MAX_YAML_WRITTEN", 100)
+    values = "".join(f"      - {i}\n" for i in range(10_000))  # one value a line, from line 4
+    exc = refused(f"tests:\n  - vars:\n      x:\n{values}")
+    assert "holds more than 100 values" in exc.detail
+    # The document, "tests", its list, the case, "vars", its mapping, "x" and its list are values
+    # 1 to 8: the 101st is x's 93rd item, on line 3 + 93.
+    assert located(exc) == [(96, None, None)]
+    assert promptfoo(f"tests:\n  - vars:\n      x:\n{values[: values.index('- 90')]}").cases
 
 
 def test_promptfoo_text_that_grows_on_expansion_is_refused_before_it_is_built() -> None:

@@ -136,18 +136,27 @@ def test_rows_over_the_size_limit_are_listed_by_line():
     ],
 )
 async def test_deep_files_are_422_not_500_and_import_nothing(client, content, content_type, line):
+    error = await _refused_import(client, content, content_type)
+    assert error["line"] == line and NESTED in error["message"]
+
+
+async def _refused_import(
+    client: Any, content: str, content_type: str, params: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The first error of a refused import into a new set, which is left empty."""
     owner = await register(client)
     project = await create_project(client, owner)
     test_set = await create_test_set(client, owner, project["id"])
     response = await client.post(
         f"/api/v1/test-sets/{test_set['id']}/import",
+        params=params,
         content=content.encode(),
         headers={**owner.headers, "Content-Type": content_type},
     )
     body = assert_problem(response, 422)
-    assert body["errors"][0]["line"] == line and NESTED in body["errors"][0]["message"]
     read = await client.get(f"/api/v1/test-sets/{test_set['id']}", headers=owner.headers)
     assert read.json()["test_count"] == 0
+    return body["errors"][0]
 
 
 async def test_imports_parse_in_the_import_threads(client, monkeypatch):
@@ -170,3 +179,23 @@ async def test_imports_parse_in_the_import_threads(client, monkeypatch):
     assert response.json()["imported"] == 2
     assert len(threads) == 1 and threads[0].startswith("import")
     assert threads[0] != threading.current_thread().name
+
+
+_LONG = "1" * 5000  # more digits than Python converts to an integer
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "line"),
+    [
+        ("json", f'[{{"input": "a"}},\n {{"input": "b", "metadata": {{"n": {_LONG}}}}}]', 2),
+        ("jsonl", f'{{"input": "a"}}\n{{"input": "b", "metadata": {{"n": {_LONG}}}}}\n', 2),
+        ("langfuse", f'[{{"input": "a"}},\n {{"input": "b", "metadata": {{"n": {_LONG}}}}}]', 2),
+        ("promptfoo", f'{{"tests": [\n{{"vars": {{"input": "a", "n": {_LONG}}}}}]}}', 2),
+        ("promptfoo", f"tests:\n  - vars: {{input: a}}\n  - vars: {{input: b, n: {_LONG}}}\n", 3),
+    ],
+    ids=["json", "jsonl", "langfuse", "promptfoo json", "promptfoo yaml"],
+)
+async def test_an_integer_too_long_to_read_is_a_422_naming_its_line(client, fmt, content, line):
+    error = await _refused_import(client, content, "application/octet-stream", {"format": fmt})
+    assert error["line"] == line
+    assert "an integer of more than 4,300 digits" in error["message"]
