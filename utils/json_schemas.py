@@ -11,6 +11,8 @@ import jsonschema
 import regex
 from jsonschema.exceptions import ValidationError
 
+from utils.patterns import PatternTooCostly, compile_bounded
+
 
 def check_json_schema(value: Any) -> Any:
     """`value` when it is a valid JSON Schema; a ValueError saying where it is not."""
@@ -34,12 +36,12 @@ class SchemaTooCostly(ValueError):
 
 def _search(pattern: str, text: str) -> bool:
     try:
-        return regex.search(pattern, text, timeout=PATTERN_SECONDS) is not None
+        return compile_bounded(pattern).search(text, timeout=PATTERN_SECONDS) is not None
     except TimeoutError:
         raise SchemaTooCostly(
             f"the schema's pattern {pattern[:100]!r} took longer than {PATTERN_SECONDS} s"
         ) from None
-    except regex.error as exc:
+    except (regex.error, PatternTooCostly) as exc:
         raise SchemaTooCostly(f"the schema's pattern {pattern[:100]!r}: {exc}") from None
 
 

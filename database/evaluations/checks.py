@@ -11,6 +11,7 @@ from rapidfuzz import fuzz
 
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
 from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema
+from utils.patterns import PatternTooCostly, compile_bounded
 from utils.schemas import InputModel
 
 REGEX_SECONDS = 0.5
@@ -41,7 +42,7 @@ class RegexParameters(InputModel):
     @classmethod
     def _compiles(cls, value: str) -> str:
         try:  # the engine that scores it (which knows \p{L} and other classes re does not)
-            regex.compile(value)
+            compile_bounded(value)
         except regex.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
@@ -153,10 +154,13 @@ def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     for flag in spec.parameters.get("flags", []):
         flags |= {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}[flag]
     try:
-        # A time limit: a pathological pattern must not stall the event loop of every tenant.
-        match = regex.search(
-            spec.parameters["pattern"], obs.output[:MAX_SCORED_CHARS], flags, timeout=REGEX_SECONDS
+        # Bounded both ways: a pathological pattern must not stall the event loop of every
+        # tenant, compiling (a pattern stored before the bound) or matching.
+        match = compile_bounded(spec.parameters["pattern"], flags).search(
+            obs.output[:MAX_SCORED_CHARS], timeout=REGEX_SECONDS
         )
+    except PatternTooCostly as exc:
+        raise ScoringError(str(exc)) from exc
     except TimeoutError as exc:
         raise ScoringError(f"the pattern took longer than {REGEX_SECONDS} s; simplify it") from exc
     return _binary(match is not None, "pattern matches", "pattern does not match")

@@ -13,6 +13,7 @@ import regex
 
 from database.test_sets.import_bounds import bounded_json
 from utils.json_schemas import check_json_schema
+from utils.patterns import PatternTooCostly, compile_bounded
 
 
 @dataclass(frozen=True)
@@ -203,8 +204,8 @@ def parameters(spec: Spec, variables: Mapping[str, Any]) -> dict[str, Any] | str
     elif spec.kind == "regex":
         pattern = text(spec.value, variables, _MAX_PATTERN)
         try:
-            regex.compile(pattern)
-        except regex.error as exc:
+            compile_bounded(pattern)
+        except (regex.error, PatternTooCostly) as exc:
             return f"the pattern is not a regular expression Assay can run: {exc}"
         params["pattern"] = pattern
     elif spec.kind == "json" and spec.value is not None:

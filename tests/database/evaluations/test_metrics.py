@@ -189,6 +189,7 @@ async def test_explicit_threshold_operator_negate_weight_and_description_are_kep
     ("metric_type", "parameters", "field"),
     [
         ("regex", {"pattern": "(unclosed"}, "parameters.pattern"),
+        ("regex", {"pattern": "(?:a{1000}){1000}"}, "parameters.pattern"),  # 11 s to compile
         ("regex", {}, "parameters.pattern"),
         ("regex", {"pattern": "a", "flags": ["x"]}, "parameters.flags.0"),
         ("json-schema", {"schema": {"type": "no-such-type"}}, "parameters.schema"),

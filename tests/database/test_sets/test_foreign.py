@@ -553,6 +553,7 @@ def test_promptfoo_specific_unmapped_reasons() -> None:
         "      - {type: assert-set, assert: [{type: contains, value: x}]}\n"
         "      - {type: not-similar, value: y}\n"
         "      - {type: contains, value: y, weight: 2}\n"
+        "      - {type: regex, value: '(?:a{1000}){1000}'}\n"
     )
     reasons = {(u.type, u.lines[0]): u.reason for u in result.unmapped}
     assert reasons[("contains", 4)] == "it transforms the output first, which Assay does not"
@@ -560,6 +561,7 @@ def test_promptfoo_specific_unmapped_reasons() -> None:
     assert reasons[("regex", 6)].startswith("the pattern is not a regular expression")
     assert reasons[("assert-set", 7)] == "assertion sets (grouped assertions) are not imported"
     assert reasons[("not-similar", 8)] == "no Assay equivalent"
+    assert "make 1,000,000 copies of its parts" in reasons[("regex", 10)]
     assert result.cases[0].metadata == {"assert:contains": {"value": "y"}}
     assert (
         "assert.weight: set on 1 assertion(s); not imported (no Assay equivalent)" in result.notes

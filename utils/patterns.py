@@ -1,0 +1,132 @@
+"""Regular expressions that tenants send (a metric's pattern, a JSON schema's), compiled within
+a budget.
+
+Matching is bounded by `regex`'s own timeout; compiling is not, and `regex` copies the body
+of a counted repeat as many times as its minimum count: `(?:a{1000}){1000}` takes 11 s and
+250 MB to compile, from 17 characters. So the copies a pattern makes are counted from its text
+first, and a pattern of more than MAX_COPIES is refused before it is compiled.
+
+The count errs high, never low: each alternative counts, a character class counts as one part,
+and a repeat of `{m,n}` counts m + 1 copies (the minimum, and the loop's own).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import regex
+
+MAX_COPIES = 1_000
+_QUANTIFIER = re.compile(r"\{(\d*)(?:(,)(\d*))?\}|[*+?]")
+_VERBOSE = re.compile(r"\(\?[a-zA-Z^-]*x")
+# What follows "(" in a group's opening, other than a comment: "?:", "?P<name>", "?<=", "?i:", a
+# flags-only group's "?i" (its ")" closes it as any group's does), and so on.
+_GROUP_OPENING = re.compile(
+    r"\((?:\?(?:P?<(?![=!])[^>]*>|<[=!]|[=!>|:]|[a-zA-Z^-]+:|[a-zA-Z^-]+(?=\)))|\?(?=\())?"
+)
+# A call of a group by number or name, or of the whole pattern: one part.
+_GROUP_CALL = re.compile(r"\(\?(?:[-+]?\d+|R|&\w+|P>\w+)\)")
+# Escapes whose argument is in braces or angle brackets: \p{L}, \x{263a}, \N{...}, \g<name>.
+_ESCAPE_ARGUMENT = re.compile(r"\\[pPxNg]\{[^}]*\}|\\g<[^>]*>|\\.", re.DOTALL)
+
+
+class PatternTooCostly(ValueError):
+    pass
+
+
+@functools.lru_cache(maxsize=256)  # scoring compiles a metric's pattern for every result
+def compile_bounded(pattern: str, flags: int = 0) -> Any:
+    """The compiled pattern; PatternTooCostly before compiling one that would copy its parts
+    more than MAX_COPIES times, regex.error for one that is not a regular expression."""
+    if _VERBOSE.search(pattern):
+        raise PatternTooCostly("verbose mode (?x) is not supported; write the pattern without it")
+    copies = _copies(pattern)
+    if copies > MAX_COPIES:
+        raise PatternTooCostly(
+            f"the pattern's counted repeats make {copies:,} copies of its parts, more than "
+            f"{MAX_COPIES:,}; use fewer, or a range from 0 such as {{0,n}}"
+        )
+    return regex.compile(pattern, flags)
+
+
+def _copies(pattern: str) -> int:
+    """How many parts compiling `pattern` makes, counted high (see the module's docstring)."""
+    totals = [0]  # the running total of each open group, innermost last
+    last = 0  # the size of the part just read, which a quantifier repeats
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if char == "\\":
+            escape = _ESCAPE_ARGUMENT.match(pattern, position)
+            position = escape.end() if escape else len(pattern)
+            last = 1
+        elif char == "[":
+            position = _class_end(pattern, position)
+            last = 1
+        elif char == "(" and pattern.startswith("(?#", position):
+            close = pattern.find(")", position)
+            position = len(pattern) if close < 0 else close + 1
+            last = 0
+            continue
+        elif char == "(" and (call := _GROUP_CALL.match(pattern, position)) is not None:
+            position = call.end()
+            last = 1
+        elif char == "(":
+            opening = _GROUP_OPENING.match(pattern, position)
+            assert opening is not None  # "(" alone matches
+            totals.append(0)
+            position = opening.end()
+            last = 0
+            continue
+        elif char == ")" and len(totals) > 1:
+            last = totals.pop()
+            position += 1
+        elif char == "|":
+            position += 1
+            last = 0
+            continue
+        else:
+            quantifier = _QUANTIFIER.match(pattern, position)
+            if quantifier is not None and quantifier.group(0) != "{}":
+                times = _times(quantifier)
+                totals[-1] += last * (times - 1)
+                last *= times  # what a quantifier right after it would repeat again
+                position = quantifier.end()
+                if position < len(pattern) and pattern[position] in "?+":
+                    position += 1  # lazy or possessive
+                continue
+            position += 1
+            last = 1
+        totals[-1] += last
+    return sum(totals)
+
+
+def _times(quantifier: re.Match[str]) -> int:
+    """How many copies of its part a quantifier makes, counted high."""
+    text = quantifier.group(0)
+    if text in ("*", "?"):
+        return 1
+    if text == "+":
+        return 2
+    least = int(quantifier.group(1) or 0)
+    ranged = quantifier.group(2) is not None and quantifier.group(3) != quantifier.group(1)
+    return max(least, 1) + (1 if ranged and least >= 1 else 0)
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """Where the character class opening at `start` ends (past its `]`), or the pattern's end."""
+    position = start + 1
+    if pattern.startswith("^", position):
+        position += 1
+    if pattern.startswith("]", position):
+        position += 1  # a leading ] is the character itself
+    while position < len(pattern):
+        if pattern[position] == "\\":
+            position += 2
+        elif pattern[position] == "]":
+            return position + 1
+        else:
+            position += 1
+    return len(pattern)
