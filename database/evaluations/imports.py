@@ -15,6 +15,7 @@ from database.evaluations.models import Metric
 from database.evaluations.scoring import ScoringError
 from database.test_sets import crud as test_set_crud
 from database.test_sets.foreign import Assertion, ForeignFormat, ForeignImport, parse_foreign
+from database.test_sets.foreign_assertions import MAX_KINDS
 from database.test_sets.io import MAX_REPORTED_ERRORS, detect_format
 from database.test_sets.models import TestSet
 from database.test_sets.schemas import ImportedMetric, ImportResult, LeftOut
@@ -30,7 +31,7 @@ from utils.errors import Conflict, InvalidInput
 
 ImportFormat = Literal["csv", "json", "jsonl", "promptfoo", "openai-evals", "langfuse"]
 FOREIGN: tuple[str, ...] = get_args(ForeignFormat)
-MAX_METRICS = 50  # a set's default metrics, and a run's
+MAX_METRICS = MAX_KINDS  # a set's default metrics, and a run's
 MAX_NAME = 200
 
 
@@ -141,13 +142,18 @@ async def _metrics_for(
             ImportedMetric(id=metric.id, name=metric.name, type=metric.type, created=created)
         )
     present = await crud.test_set_metric_ids(session, test_set.id)
-    added = [m.id for m in imported if m.id not in present]
+    added = list(dict.fromkeys(m.id for m in imported if m.id not in present))
+    if len(present) + len(added) > MAX_METRICS:  # the request's transaction is rolled back
+        raise InvalidInput(
+            f"the set has {len(present)} metrics and the file adds {len(added)}; a set has at"
+            f" most {MAX_METRICS}. Remove some of its metrics first (PUT /test-sets/{{id}}/metrics)"
+        )
     if added:
         await crud.replace_test_set_metrics(
             session,
             test_set_id=test_set.id,
             organization_id=test_set.organization_id,
-            metric_ids=[*present, *dict.fromkeys(added)],
+            metric_ids=[*present, *added],
         )
     return imported
 

@@ -58,6 +58,7 @@ _NEEDS_VALUE = {"text", "list", "ilist", "regex", "rubric"}
 ASSERTION_KEYS = {"type", "value", "threshold", "metric"}
 _TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_$][\w$]*)\s*\}\}")
 _MAX_TEXT, _MAX_PATTERN, _MAX_VALUES = 10_000, 2_000, 200
+MAX_KINDS = 50  # kinds of assertion in one file: each becomes one of the set's metrics
 SCRIPTS = (".js", ".cjs", ".mjs", ".ts", ".py")
 # promptfoo's assertion types, which a CSV `__expected` cell may start with (`type:value`).
 _CSV_TYPE_NAMES = (

@@ -15,6 +15,7 @@ from typing import Any
 
 from database.test_sets.foreign_assertions import (
     ASSERTION_KEYS,
+    MAX_KINDS,
     SCRIPTS,
     Assertion,
     Spec,
@@ -314,7 +315,7 @@ class Promptfoo:
             found = self._classify(item, at, file, fld, problems)
             if found:
                 specs.append((fld, found))
-        used: set[str] = set()
+        used = _Claims()
         faithful = False
         for fld, spec in specs + self._defaults:
             try:
@@ -341,17 +342,28 @@ class Promptfoo:
             data["context"] = [context] if isinstance(context, str) else context
         return line, file, data
 
-    def _claim(self, spec: Spec, used: set[str]) -> Assertion:
-        """The k-th use of a name in one test is name-k; a name another type took is skipped."""
-        k = 1
+    def _claim(self, spec: Spec, used: _Claims) -> Assertion:
+        """The k-th use of a name in one test is name-k; a name another type took is skipped.
+
+        A search goes on from where the test's last one for the same name and type stopped
+        (the names it passed stay taken or of another type), so a test's claims take linear
+        time however many share a name."""
+        kind = (spec.name, spec.type, spec.negate)
+        k = used.next_k.get(kind, 1)
         while True:
             name = spec.name if k == 1 else f"{spec.name}-{k}"
             k += 1
             found = self.assertions.get(name)
-            if name in used or (found and (found.type, found.negate) != (spec.type, spec.negate)):
+            if name in used.names or (found and (found.type, found.negate) != kind[1:]):
                 continue
-            used.add(name)
+            used.names.add(name)
+            used.next_k[kind] = k
             if found is None:
+                if len(self.assertions) == MAX_KINDS:
+                    raise InvalidInput(
+                        f"the file asks for more than {MAX_KINDS} kinds of assertion (a set's"
+                        f" metrics at most); {name!r} is the first past them"
+                    )
                 found = Assertion(name, spec.type, spec.negate, f"assert:{name}", spec.source)
                 self.assertions[name] = found
             return found
@@ -373,3 +385,13 @@ class Promptfoo:
             )
         for name in sorted(set(self.attachments) - self._read):
             self.notes.append(f"{name}: uploaded, but the config does not refer to it; not read")
+
+
+class _Claims:
+    """The assertion names one test has taken, and where each search for a name resumes."""
+
+    __slots__ = ("names", "next_k")
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.next_k: dict[tuple[str, str, bool], int] = {}

@@ -239,3 +239,35 @@ async def test_an_assertion_threshold_out_of_range_is_a_422(client):
     assert "threshold" in problem["detail"]
     count = await client.get(f"{SETS}/{test_set['id']}", headers=account.headers)
     assert count.json()["test_count"] == 0
+
+
+def _named_assertions(prefix: str, count: int) -> bytes:
+    asserts = ", ".join(f"{{type: contains, value: x, metric: {prefix}{i}}}" for i in range(count))
+    return f"tests:\n  - vars: {{q: hi}}\n    assert: [{asserts}]\n".encode()
+
+
+async def test_imports_never_give_a_set_more_metrics_than_it_may_have(client):
+    account, _, test_set = await _setup(client)
+    first = await _import(client, account, test_set["id"], _named_assertions("a", 30), "promptfoo")
+    assert first.status_code == 201, first.text
+    second = await _import(client, account, test_set["id"], _named_assertions("b", 30), "promptfoo")
+    problem = assert_problem(second, 422)
+    assert "the set has 30 metrics and the file adds 30; a set has at most 50" in problem["detail"]
+    metrics = await client.get(f"{SETS}/{test_set['id']}/metrics", headers=account.headers)
+    assert len(metrics.json()) == 30
+    count = await client.get(f"{SETS}/{test_set['id']}", headers=account.headers)
+    assert count.json()["test_count"] == 1  # the refused import's test is not written either
+
+
+async def test_a_test_of_many_assertions_of_one_name_is_refused_at_the_first_past_the_limit(
+    client,
+):
+    """Each use of a name in a test is a kind of its own (name-k): 8,000 uses, aliases of one
+    assertion in a 32 KB file, took 11 s of the import threads before the limit was checked."""
+    account, _, test_set = await _setup(client)
+    config = "a: &a {type: contains, value: x}\ntests:\n  - vars: {q: hi}\n    assert: ["
+    config += ", ".join(["*a"] * 8000) + "]\n"
+    response = await _import(client, account, test_set["id"], config.encode(), "promptfoo")
+    problem = assert_problem(response, 422)
+    assert "more than 50 kinds of assertion" in problem["detail"]
+    assert "'contains-51' is the first past them" in problem["detail"]

@@ -182,6 +182,32 @@ def test_promptfoo_assertions_become_per_test_parameters() -> None:
     assert list(request)[-1] == "assert:latency"  # defaultTest's assertions come last
 
 
+def test_promptfoo_names_a_names_uses_in_a_test_in_turn_skipping_other_types() -> None:
+    result = promptfoo(
+        "tests:\n"
+        "  - vars: {q: a}\n"
+        "    assert: [{type: contains, value: x, metric: n}]\n"
+        "  - vars: {q: b}\n"
+        "    assert:\n"
+        "      - {type: equals, value: e1, metric: n}\n"
+        "      - {type: contains, value: c1, metric: n}\n"
+        "      - {type: equals, value: e2, metric: n}\n"
+        "      - {type: contains, value: c2, metric: n}\n"
+    )
+    assert [(a.name, a.type) for a in result.assertions] == [
+        ("n", "contains"),
+        ("n-2", "equals"),
+        ("n-3", "equals"),
+        ("n-4", "contains"),
+    ]
+    assert result.cases[1].metadata == {
+        "assert:n-2": {"value": "e1"},
+        "assert:n": {"value": "c1"},
+        "assert:n-3": {"value": "e2"},
+        "assert:n-4": {"value": "c2"},
+    }
+
+
 def test_promptfoo_assertion_list_names_types_and_negation() -> None:
     by_name = {a.name: a for a in promptfoo(CONFIG).assertions}
     assert by_name["contains"] == Assertion(
