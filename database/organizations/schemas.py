@@ -59,7 +59,10 @@ class ApiKeyRead(OutputModel):
     name: str
     role: ApiKeyRole
     display_prefix: str = Field(description="The key's first characters, to recognise it")
-    created_by: uuid.UUID | None
+    created_by: uuid.UUID | None = Field(
+        description="The user the key answers to: who made it, or who made the key it was made"
+        " with. Removing them from the organization revokes it."
+    )
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None

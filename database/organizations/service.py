@@ -127,6 +127,15 @@ async def keep_an_owner(session: AsyncSession, principal: Principal) -> None:
 # --- API keys -------------------------------------------------------------------------------
 
 
+async def answerable_user(session: AsyncSession, principal: Principal) -> uuid.UUID | None:
+    """Whom what the caller makes (a key, an invitation) answers to: the user, or for an API
+    key the user who made the key, so that their removal ends what was made with it too."""
+    if principal.user_id is not None or principal.api_key_id is None:
+        return principal.user_id
+    key = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
+    return key.created_by if key is not None else None
+
+
 async def create_api_key(
     session: AsyncSession, principal: Principal, request: ApiKeyCreate, meta: RequestMeta
 ) -> ApiKeyCreated:
@@ -139,7 +148,7 @@ async def create_api_key(
             role=request.role,
             display_prefix=secret[:API_KEY_DISPLAY_LENGTH],
             key_hash=hash_secret(secret),
-            created_by=principal.user_id,
+            created_by=await answerable_user(session, principal),
             expires_at=request.expires_at,
         ),
     )

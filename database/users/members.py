@@ -16,7 +16,7 @@ from database.organizations import crud as org_crud
 from database.organizations.audit import RequestMeta, record
 from database.organizations.models import Invitation, Membership
 from database.organizations.schemas import MyOrganizationRead, OrganizationRead
-from database.organizations.service import check_may_grant, keep_an_owner
+from database.organizations.service import answerable_user, check_may_grant, keep_an_owner
 from database.users import crud
 from database.users.models import User
 from database.users.schemas import (
@@ -155,7 +155,7 @@ async def invite(
             email=body.email,
             role=body.role,
             token_hash=hash_secret(token),
-            created_by=principal.user_id,
+            created_by=await answerable_user(session, principal),
             expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_hours),
         ),
     )

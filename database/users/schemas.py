@@ -146,7 +146,9 @@ class InvitationRead(OutputModel):
     id: uuid.UUID
     email: str
     role: Role
-    created_by: uuid.UUID | None
+    created_by: uuid.UUID | None = Field(
+        description="The user who sent it, or who made the API key it was sent with"
+    )
     created_at: datetime
     expires_at: datetime
     accepted_at: datetime | None

@@ -205,7 +205,7 @@ async def test_an_admin_key_manages_keys(client):
         headers=bearer(key["key"]),
     )
     assert made.status_code == 201, made.text
-    assert made.json()["created_by"] is None
+    assert made.json()["created_by"] == str(owner.user_id)  # whom the key answers to
     listed = await client.get(keys_url(owner.organization_id), headers=bearer(key["key"]))
     assert listed.json()["total"] == 2
 
@@ -376,6 +376,44 @@ async def test_a_key_outlives_its_creators_demotion(client):
     )
     listed = await client.get(keys_url(owner.organization_id), headers=bearer(created["key"]))
     assert listed.status_code == 200, listed.text
+
+
+async def test_what_a_key_makes_goes_with_the_person_who_made_the_key(client):
+    """Keys and invitations made with a key answer to the key's maker: removing them ends
+    those too, as it ends their own (a key could otherwise hand on access they lost)."""
+    owner = await register(client)
+    admin = await add_member(client, owner, "admin")
+    parent = await create_api_key(client, admin, "admin")
+    org = owner.organization_id
+    child = await client.post(
+        keys_url(org),
+        json={"name": "made by a key", "role": "admin"},
+        headers=bearer(parent["key"]),
+    )
+    assert child.status_code == 201, child.text
+    grandchild = await client.post(
+        keys_url(org),
+        json={"name": "and again", "role": "member"},
+        headers=bearer(child.json()["key"]),
+    )
+    assert grandchild.status_code == 201, grandchild.text
+    invited = await client.post(
+        f"{org_url(org)}/invitations",
+        json={"email": f"{uuid.uuid4().hex}@example.com", "role": "viewer"},
+        headers=bearer(parent["key"]),
+    )
+    assert invited.status_code == 201, invited.text
+    kept = await create_api_key(client, owner, "admin")
+
+    removed = await client.delete(f"{org_url(org)}/members/{admin.user_id}", headers=owner.headers)
+    assert removed.status_code == 204, removed.text
+    for made in (parent, child.json(), grandchild.json()):
+        assert_problem(await client.get(keys_url(org), headers=bearer(made["key"])), 401)
+    assert (await client.get(keys_url(org), headers=bearer(kept["key"]))).status_code == 200
+    invitations = await client.get(f"{org_url(org)}/invitations", headers=owner.headers)
+    revoked = {item["id"]: item["revoked_at"] for item in invitations.json()["items"]}
+    assert revoked[invited.json()["id"]] is not None
+    assert invited.json()["created_by"] == str(admin.user_id)
 
 
 # --- list and read --------------------------------------------------------------------------

@@ -294,7 +294,7 @@ async def test_an_admin_api_key_invites_but_not_owners(client):
     url = invitations_url(owner.organization_id)
     ok = await client.post(url, json={"email": unique_email(), "role": "admin"}, headers=key)
     assert ok.status_code == 201, ok.text
-    assert ok.json()["created_by"] is None
+    assert ok.json()["created_by"] == str(owner.user_id)  # whom the key answers to
     owner_role = {"email": unique_email(), "role": "owner"}
     assert_problem(await client.post(url, json=owner_role, headers=key), 403)
 
