@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 
-from database.driver import begun_driver_connection
+from database.driver import DriverConnection, begun_driver_connection, separate_transaction
 from utils import fastjson
 from utils.metrics import metrics
 
@@ -168,6 +168,22 @@ async def enter_tenant(session: AsyncSession, tenant: Tenant) -> None:
         str(tenant.user_id) if tenant.user_id else "",
     )
     session.info[_TENANT] = tenant
+
+
+@asynccontextmanager
+async def acting_apart(session: AsyncSession, tenant: Tenant) -> AsyncIterator[DriverConnection]:
+    """A short transaction for `tenant` on the session's connection, committed when the block
+    ends, before the session's own transaction begins: what it writes holds no lock while the
+    request goes on (a request that needs its credential's row must not make others wait)."""
+    if _TENANT in session.info:
+        raise RuntimeError("a transaction apart comes before the session's tenant is entered")
+    async with separate_transaction(session) as driver:
+        await driver.fetchval(
+            _SET_TENANT,
+            str(tenant.organization_id) if tenant.organization_id else "",
+            str(tenant.user_id) if tenant.user_id else "",
+        )
+        yield driver
 
 
 @asynccontextmanager

@@ -10,6 +10,8 @@ rollback. `begun_driver_connection` begins it the same way, through the dialect'
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -45,6 +47,20 @@ async def begun_driver_connection(session: AsyncSession) -> DriverConnection:
     if not driver.is_in_transaction():
         raise RuntimeError("this session runs without transactions (autocommit)")
     return DriverConnection(driver)
+
+
+@asynccontextmanager
+async def separate_transaction(session: AsyncSession) -> AsyncIterator[DriverConnection]:
+    """A transaction of its own on the session's connection, committed when the block ends
+    (rolled back if it fails), for a write that must not wait for the session's: sent before
+    the session's transaction begins. Where the connection is already in one (a test's outer
+    transaction), it is a savepoint."""
+    driver: asyncpg.Connection = (await _adapted_connection(session)).driver_connection
+    try:
+        async with driver.transaction():
+            yield DriverConnection(driver)
+    except _DRIVER_ERRORS as exc:
+        raise DBAPIError("a separate transaction", None, exc) from exc
 
 
 async def _begin(adapted: Any) -> None:

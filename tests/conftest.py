@@ -35,6 +35,7 @@ from database import embedded  # noqa: E402
 from database.core import Database, make_engine, set_database  # noqa: E402
 from database.migrate import migrate  # noqa: E402
 from database.setup import DatabaseUrls  # noqa: E402
+from tests.helpers import Account, register, remove_account  # noqa: E402
 from tests.scratch import scratch_engine  # noqa: E402
 from utils.config import Settings, get_settings  # noqa: E402
 from utils.runtime import Runtime, set_runtime  # noqa: E402
@@ -139,6 +140,25 @@ async def committed_database(
     set_runtime(runtime)
     yield db
     set_database(None)
+
+
+@pytest.fixture
+async def committed_client(committed_database, app) -> AsyncIterator[httpx.AsyncClient]:
+    """The app over committed data, with no workers: a run stays queued, for a test to write
+    its results itself."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
+        yield client
+
+
+@pytest.fixture
+async def committed_owner(committed_client, owner_engine) -> AsyncIterator[Account]:
+    """A committed account, removed at the end."""
+    account = await register(committed_client)
+    try:
+        yield account
+    finally:
+        await remove_account(owner_engine, account)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.core import Tenant, acting_apart
 from database.driver import driver_connection
 from database.organizations.models import (
     ApiKey,
@@ -180,29 +181,32 @@ _FIND_API_KEY = (
 )
 
 
-async def touch_api_key(session: AsyncSession, key_id: uuid.UUID) -> float | None:
+async def touch_api_key(
+    session: AsyncSession, organization_id: uuid.UUID, key_id: uuid.UUID
+) -> float | None:
     """Records use, at most once per LAST_USED_RESOLUTION per key, so busy keys don't write on
     every call; the seconds until the key's next use is due to be recorded (whoever recorded
-    the last one), None if the key is not visible."""
-    now = func.statement_timestamp()
-    resolution = LAST_USED_RESOLUTION
-    touched = (
-        update(ApiKey)
-        .where(
-            ApiKey.id == key_id,
-            ApiKey.last_used_at.is_(None) | (ApiKey.last_used_at < now - resolution),
-        )
-        .values(last_used_at=now)
-        .returning(ApiKey.last_used_at)
-        .cte("touched")
-    )
-    # The data-modifying CTE's new value, else the row as it was (another caller's touch).
-    last_used = func.coalesce(
-        select(touched.c.last_used_at).scalar_subquery(),
-        select(ApiKey.last_used_at).where(ApiKey.id == key_id).scalar_subquery(),
-    )
-    remaining = await session.scalar(select(func.extract("epoch", last_used + resolution - now)))
+    the last one), None if the key is not visible.
+
+    In a transaction apart, committed before the request's begins: the key's row is locked for
+    that moment only, not while the request runs (its other requests, and its revocation,
+    would wait for it)."""
+    async with acting_apart(session, Tenant(organization_id)) as driver:
+        remaining = await driver.fetchval(_TOUCH_API_KEY, key_id, LAST_USED_RESOLUTION)
     return None if remaining is None else float(remaining)
+
+
+# The data-modifying CTE's new value, else the row as it was (another caller's touch).
+_TOUCH_API_KEY = """
+WITH touched AS (
+    UPDATE api_keys SET last_used_at = statement_timestamp()
+    WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < statement_timestamp() - $2::interval)
+    RETURNING last_used_at
+)
+SELECT extract(epoch FROM coalesce(
+    (SELECT last_used_at FROM touched), (SELECT last_used_at FROM api_keys WHERE id = $1)
+) + $2::interval - statement_timestamp())
+"""
 
 
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Tenant, acting_as, enter_tenant, new_id, on_commit
+from database.core import Tenant, acting_as, enter_tenant, new_id
 from database.organizations import crud
 from database.organizations.audit import RequestMeta, record
 from database.organizations.models import ApiKey, Organization
@@ -196,7 +196,6 @@ class _KeyUses:
 
     Its `last_used_at` moves at most once per resolution (the UPDATE's own condition, which
     holds across processes); remembering when that is spares every other read the statement.
-    Set once the transaction that read the key commits, so a rolled-back request forgets it.
     """
 
     MAX_KEYS = 10_000
@@ -229,11 +228,11 @@ async def authenticate_api_key(session: AsyncSession, key: str) -> Principal:
         raise Unauthorized("The API key is not valid")
     if found.expires_at is not None and found.expires_at <= datetime.now(UTC):
         raise Unauthorized("The API key has expired")
-    await enter_tenant(session, Tenant(found.organization_id))
     if _key_uses.due(found.id):
-        remaining = await crud.touch_api_key(session, found.id)
+        remaining = await crud.touch_api_key(session, found.organization_id, found.id)
         if remaining is not None:
-            on_commit(session, lambda: _key_uses.next_due(found.id, remaining))
+            _key_uses.next_due(found.id, remaining)
+    await enter_tenant(session, Tenant(found.organization_id))
     return Principal(
         organization_id=found.organization_id, role=Role(found.role), api_key_id=found.id
     )

@@ -150,25 +150,6 @@ async def open_lab(app: Any, owner_engine: Any, project: str) -> AsyncIterator[L
 
 
 @pytest.fixture
-async def committed_client(committed_database, app) -> AsyncIterator[httpx.AsyncClient]:
-    """The app over committed data, with no workers: a run stays queued, for a test to write
-    its results itself."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
-        yield client
-
-
-@pytest.fixture
-async def committed_owner(committed_client, owner_engine) -> AsyncIterator[Account]:
-    """A committed account, removed at the end."""
-    account = await register(committed_client)
-    try:
-        yield account
-    finally:
-        await remove_account(owner_engine, account)
-
-
-@pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(require_api_key="sk-test") as server:
         yield server
