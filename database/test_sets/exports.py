@@ -8,6 +8,7 @@ from typing import Any
 
 from database.test_sets.io import CSV_COLUMNS, Format
 from database.test_sets.streaming import JsonArrayEncoder, PageEncoder, csv_text, json_text
+from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import guard_formula
 
@@ -45,14 +46,19 @@ class _CsvEncoder:
 
     def page(self, cases: Sequence[TestCaseFields]) -> bytes:
         rows = (case.model_dump(mode="json") for case in cases)
-        return csv_text([_export_cell(row[column]) for column in CSV_COLUMNS] for row in rows)
+        return csv_text(
+            [_export_cell(column, row.get(column)) for column in CSV_COLUMNS] for row in rows
+        )
 
     def tail(self) -> bytes:
         return b""
 
 
-def _export_cell(value: Any) -> str:
-    if value is None or value == [] or value == {}:
+def _export_cell(column: str, value: Any) -> str:
+    """An empty cell for what an empty cell reads back as: nothing, or an empty list or object
+    where that is the field's default. An agent field's `[]` is not (`expected_tool_calls: []`
+    expects no call), so it is written."""
+    if value is None or value == {} or (value == [] and column not in AGENT_FIELDS):
         return ""
     if not isinstance(value, str):
         value = json_text(value)

@@ -4,6 +4,7 @@ nests, measured without decoding it, and where each case of a JSON document star
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import operator
@@ -15,6 +16,9 @@ from typing import Any
 from utils.errors import InvalidInput
 
 MAX_ROW_BYTES = 1024 * 1024  # one CSV record, JSONL line or JSON case, as UTF-8
+# A CSV cell may be as large as its record: the csv module's own limit (131,072 characters) is
+# smaller, and a test exported with a large metadata object or chat could not be read back.
+csv.field_size_limit(MAX_ROW_BYTES)
 MAX_NESTING = 32  # levels of arrays and objects in one JSON value (a case, a line, a cell)
 # A case (the object itself is level 1) within the array that holds it, itself within the
 # object that may wrap the array: the depth allowed past a case's own is the document's frame.

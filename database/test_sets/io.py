@@ -88,6 +88,7 @@ CSV_COLUMNS = [
     "messages",
     "variables",
     "metadata",
+    *AGENT_FIELDS,  # a conversation-only test has nothing else; `[]` expects no tool call
 ]
 
 

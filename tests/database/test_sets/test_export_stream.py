@@ -32,6 +32,10 @@ COLUMNS = [
     "messages",
     "variables",
     "metadata",
+    "expected_tool_calls",
+    "tool_responses",
+    "max_steps",
+    "conversation",
 ]
 
 
@@ -45,12 +49,12 @@ def _reference(cases: list[Case], fmt: str) -> bytes:
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
     for row in dumped:
-        writer.writerow([_cell(row[column]) for column in COLUMNS])
+        writer.writerow([_cell(column, row.get(column)) for column in COLUMNS])
     return buffer.getvalue().encode()
 
 
-def _cell(value: Any) -> str:
-    if value is None or value == [] or value == {}:
+def _cell(column: str, value: Any) -> str:
+    if value is None or value == {} or (value == [] and column in COLUMNS[:10]):
         return ""
     return guard_formula(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 

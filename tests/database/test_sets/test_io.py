@@ -293,6 +293,20 @@ NASTY = [
     ),
     Case(input="-", expected_output="@"),
     Case(input='中文, "引号"', context=["[1] citation"]),
+    # Agent fields, an empty list among them (it expects no call), and a conversation alone:
+    Case.model_validate(
+        {
+            "input": "book it",
+            "expected_tool_calls": [{"name": "book", "arguments": {"n": 2}}],
+            "tool_responses": [{"name": "book", "response": "=ok"}],
+            "max_steps": 3,
+        }
+    ),
+    Case.model_validate({"input": "just answer", "expected_tool_calls": []}),
+    Case.model_validate({"conversation": {"turns": ["hi", "bye"]}}),
+    # Cells larger than the csv module reads by default (131,072 characters):
+    Case(input="big", metadata={"blob": "a" * 150_000}),
+    Case(messages=[{"role": "user", "content": "b" * 80_000}, {"role": "user", "content": "c"}]),
 ]
 
 
