@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -67,10 +68,31 @@ async def run_chunk(ctx: JobContext) -> None:
     parallel = min(int(ctx.payload.get("chunks", 1)), MAX_PARALLEL_CHUNKS)
     concurrency = max(1, math.ceil(run.concurrency / parallel))
     writer = ChunkWriter(ctx, run, positions, repetitions, expected=len(keys))
-    await _execute(ctx, run, plan, work, concurrency, writer)
+    with _run_slots(run) as slots:
+        await _execute(ctx, run, plan, work, concurrency, writer, slots)
     if writer.missing:
         # Never end a chunk with holes: failing makes the queue retry (and resume) it.
         raise RuntimeError(f"{writer.missing} case(s) of this chunk have no result yet")
+
+
+# A run's cases in flight in this process, across its chunks: each chunk's lanes are its share
+# of the run's concurrency, rounded up (a run of concurrency 1 in four chunks has four lanes),
+# so the run's own count is what holds them to it.
+_slots: dict[uuid.UUID, tuple[asyncio.Semaphore, int]] = {}
+
+
+@contextlib.contextmanager
+def _run_slots(run: Run) -> Iterator[asyncio.Semaphore]:
+    slots, users = _slots.get(run.id, (asyncio.Semaphore(run.concurrency), 0))
+    _slots[run.id] = (slots, users + 1)
+    try:
+        yield slots
+    finally:
+        slots, users = _slots[run.id]
+        if users == 1:
+            del _slots[run.id]
+        else:
+            _slots[run.id] = (slots, users - 1)
 
 
 async def mark_run_failed(ctx: JobContext, session: AsyncSession, error: str) -> None:
@@ -85,6 +107,7 @@ async def _execute(
     work: list[tuple[VersionCase, int, Result | None]],
     concurrency: int,
     writer: ChunkWriter,
+    slots: asyncio.Semaphore,
 ) -> None:
     queued = iter(work)
     untaken = len(work)
@@ -94,16 +117,18 @@ async def _execute(
         # `concurrency` lanes share one iterator (next() never yields, so each case is taken
         # once): cheaper than a task per case queued on a semaphore.
         for case, repetition, source in queued:
-            if writer.cancelled or writer.over_budget:
-                return
-            untaken -= 1
-            if untaken == 0:
-                # The last case is under way: what is buffered is written while the last
-                # cases run, and the chunk's closing write carries only theirs.
-                writer.flush_soon()
-            writer.add(
-                *await run_case(ctx, run, plan, case, repetition, source, on_event=writer.event)
-            )
+            async with slots:
+                if writer.cancelled or writer.over_budget:
+                    return
+                untaken -= 1
+                if untaken == 0:
+                    # The last case is under way: what is buffered is written while the last
+                    # cases run, and the chunk's closing write carries only theirs.
+                    writer.flush_soon()
+                outcome = await run_case(
+                    ctx, run, plan, case, repetition, source, on_event=writer.event
+                )
+            writer.add(*outcome)
 
     flusher = asyncio.create_task(writer.flush_periodically())
     tasks = [asyncio.create_task(lane()) for _ in range(min(concurrency, len(work)))]

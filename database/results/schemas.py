@@ -91,7 +91,12 @@ class RunCreate(InputModel):
     metric_ids: list[uuid.UUID] | None = Field(
         default=None, max_length=50, description="Else the test set's default metrics"
     )
-    concurrency: int = Field(default=10, ge=1, description="Cases in flight at once")
+    concurrency: int = Field(
+        default=10,
+        ge=1,
+        description="Cases in flight at once, at most (in each process that runs the run's"
+        " chunks, when several share them)",
+    )
     repetitions: int = Field(
         default=1,
         ge=1,
