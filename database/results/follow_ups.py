@@ -56,7 +56,9 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
     positions = await crud.positions_to_rerun(session, run.id)
     if not positions:
         raise Conflict("Nothing to rerun: no case failed or errored")
-    # A rescore's rerun scores the same stored outputs again: as many as its source has.
+    # A rescore's rerun scores the same stored outputs again: as many as its source has, of
+    # the rescore's repetitions (the source may have been given more since, which the
+    # rerun's chunks never do).
     source = run.outputs_from_run_id
     child = await crud.create_run(
         session,
@@ -69,7 +71,7 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
             name=f"{run.name or 'run'} (rerun)",
             metrics=run.metrics,
             concurrency=run.concurrency,
-            total=await crud.count_results(session, source, positions)
+            total=await crud.count_results(session, source, positions, range(run.repetitions))
             if source
             else len(positions) * run.repetitions,
         ),

@@ -190,3 +190,23 @@ async def test_outputs_imported_with_the_cases_are_scored_and_compared(lab, fake
     assert comparison["overall"]["delta"] == pytest.approx(-0.5)
     assert comparison["flips"]["pass_to_fail"] == 10
     assert _target_calls(fake) == 0
+
+
+async def test_a_rescores_rerun_ends_though_its_source_has_more_repetitions_since(lab, fake):
+    """The rerun scores the outputs of the rescore's own repetitions: its total counts those,
+    not the ones its source was given after the rescore (which it never does)."""
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": f"q{i}"} for i in range(3)])
+    source = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
+    assert (await lab.wait(source["id"]))["status"] == "completed"
+    strict = await lab.metric("word-count", parameters={"min": 10_000})
+    rescore = await lab.post(f"/runs/{source['id']}/rescore", {"metric_ids": [strict]}, expect=202)
+    assert (await lab.wait(rescore.json()["id"]))["counts"]["failed"] == 3
+
+    await lab.post(f"/runs/{source['id']}/repeat", {"repetitions": 1, "cases": "all"}, expect=202)
+    assert (await lab.wait(source["id"]))["counts"]["total"] == 6
+
+    rerun = await lab.post(f"/runs/{rescore.json()['id']}/rerun", {}, expect=202)
+    assert rerun.json()["counts"]["total"] == 3
+    done = await lab.wait(rerun.json()["id"])
+    assert done["status"] == "completed" and done["counts"]["failed"] == 3
