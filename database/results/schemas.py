@@ -229,8 +229,10 @@ class ResultPage(Page[ResultRead]):
     """One page of a run's results, in case position and repetition order."""
 
     next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page (same cost at any depth, and no result"
-        " skipped or repeated while results are added); null on the last page",
+        description="Pass as `cursor` for the next page (same cost at any depth, no result"
+        " repeated, and none skipped that was there at the start; of a running run's results"
+        " added meanwhile, those ahead of the page come, those behind it do not: cases finish"
+        " out of order, so walk again once the run has ended); null on the last page",
         examples=["MTIzNHww"],
     )
 

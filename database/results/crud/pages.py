@@ -1,6 +1,7 @@
 """Pages of a run's results, in (position, repetition) order: by offset, or after a key (a
-keyset page costs the same at any depth, and no row is skipped or repeated when results are
-added while a client walks the run)."""
+keyset page costs the same at any depth, and while results are added as a client walks the
+run no row is repeated and none there at the start is skipped; one added behind the key, as
+cases finish out of order, is not in that walk)."""
 
 from __future__ import annotations
 

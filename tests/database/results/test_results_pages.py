@@ -1,5 +1,6 @@
 """GET /runs/{id}/results by cursor: pages that follow the (position, repetition) key, with no
-result skipped or repeated, even while results are written between two pages."""
+result repeated and none skipped that was there at the start, even while results are written
+between two pages (those written behind the cursor are for a later walk)."""
 
 from __future__ import annotations
 
