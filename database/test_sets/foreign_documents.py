@@ -7,6 +7,7 @@ size and its expanded depth (a recursive alias never ends, so it is refused as t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -17,6 +18,7 @@ from database.test_sets.import_bounds import (
     LONG_INTEGER_COMPLAINT,
     MAX_NESTING,
     json_items,
+    stored_number,
     too_deep,
     too_wide,
 )
@@ -194,7 +196,19 @@ def _integer(loader: _Loader, node: yaml.ScalarNode) -> int:
         ) from None
 
 
+def _float(loader: _Loader, node: yaml.ScalarNode) -> int | float:
+    """The number as the database will keep it (see `stored_number`), which is what its JSON
+    spelling gives back from PostgreSQL; YAML's infinities and NaN are no JSON number."""
+    value = loader.construct_yaml_float(node)
+    if not math.isfinite(value):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{node.value} is not a JSON number", node.start_mark
+        )
+    return stored_number(json.dumps(value))
+
+
 _Loader.add_constructor("tag:yaml.org,2002:int", _integer)
+_Loader.add_constructor("tag:yaml.org,2002:float", _float)
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _text_scalar)
 _Loader.add_constructor("tag:yaml.org,2002:binary", _text_scalar)
 _Loader.add_constructor(

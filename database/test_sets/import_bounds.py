@@ -10,6 +10,7 @@ import json
 import operator
 import re
 import sys
+from decimal import Decimal
 from itertools import accumulate, compress, count, islice, repeat
 from typing import Any
 
@@ -36,15 +37,45 @@ _LONG_INTEGER = re.compile(rf"[0-9]{{{_INT_DIGITS + 1},}}")
 LONG_INTEGER_COMPLAINT = f"an integer of more than {_INT_DIGITS:,} digits"
 
 
+class _NotJson(ValueError):
+    def __init__(self, message: str, literal: str) -> None:
+        super().__init__(message)
+        self.literal = literal
+
+
+def stored_number(literal: str) -> int | float:
+    """A number with a fraction or an exponent, as PostgreSQL keeps it in JSON and gives it
+    back: with no digits after the point, an integer (`1e16` is 10000000000000000, `1.5e3` is
+    1500, `1.0` stays 1.0), and no negative zero. A file read again then equals what its
+    import stored, so syncing it again changes nothing."""
+    decimal = Decimal(literal)
+    if decimal.as_tuple().exponent >= 0:  # type: ignore[operator]  # a number, not NaN
+        if _INT_DIGITS and decimal.adjusted() >= _INT_DIGITS:
+            raise _NotJson(LONG_INTEGER_COMPLAINT, literal)
+        return int(decimal)
+    value = float(literal)
+    return value if value else 0.0
+
+
+def _constant(literal: str) -> Any:
+    raise _NotJson(f"{literal} is not a JSON number", literal)
+
+
 class _Decoder(json.JSONDecoder):
-    """json's decoder, for which an integer longer than Python converts is bad JSON at its
-    place (a JSONDecodeError, as bad syntax is), not int()'s bare ValueError."""
+    """json's decoder for imports: numbers as the database keeps them (`stored_number`), and
+    NaN, Infinity or an integer longer than Python converts is bad JSON at its place (a
+    JSONDecodeError, as bad syntax is)."""
+
+    def __init__(self) -> None:
+        super().__init__(parse_float=stored_number, parse_constant=_constant)
 
     def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
         try:
             return super().raw_decode(s, idx)
         except json.JSONDecodeError:
             raise
+        except _NotJson as exc:
+            raise json.JSONDecodeError(str(exc), s, max(s.find(exc.literal, idx), 0)) from None
         except ValueError:
             found = _LONG_INTEGER.search(s, idx) if _INT_DIGITS else None
             if found is None:

@@ -550,6 +550,18 @@ def test_promptfoo_yaml_recursive_alias_and_deep_nesting_are_refused() -> None:
     assert "nests (through aliases)" in refused(nested + "tests: []\n").detail
 
 
+def test_promptfoo_yaml_numbers_are_read_as_the_database_keeps_them() -> None:
+    """As JSON's (import_bounds.stored_number): a file synced again equals what it stored."""
+    result = promptfoo("tests:\n  - vars: {q: x, big: 1.0e+16, zero: -0.0, whole: 1500.0}\n")
+    assert result.cases[0].variables == {"q": "x", "big": 10**16, "zero": 0.0, "whole": 1500.0}
+    assert type(result.cases[0].variables["big"]) is int
+    for constant in (".inf", "-.inf", ".nan"):
+        assert (
+            f"{constant} is not a JSON number"
+            in refused(f"tests: [{{vars: {{q: {constant}}}}}]").detail
+        )
+
+
 def test_promptfoo_yaml_values_stay_json() -> None:
     result = promptfoo("tests:\n  - vars: {when: 2024-05-01, 1: one, null: z, 2.5: f}\n")
     assert result.cases[0].variables == {"when": "2024-05-01", "1": "one", "null": "z", "2.5": "f"}

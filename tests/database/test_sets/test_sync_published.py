@@ -120,3 +120,59 @@ async def test_another_file_against_the_published_cases_is_written(client, monke
     again = await _sync(client, account, test_set["id"], other)
     assert (again["imported"], again["changed"]) == (0, False)
     assert reads == [test_set["id"], test_set["id"]]
+
+
+# Numbers as a file may spell them, and what PostgreSQL keeps of each (which the import stores
+# from the start, so the file read again equals the set).
+SPELLED = (
+    b'[{"input": "numbers", "variables": {"a": 1e16, "b": -0.0, "c": 1.5e3, "d": 1.00e1,'
+    b' "e": 25e-1, "f": 1.5e20, "g": 1e-400, "h": 0.1000, "i": 1.0}}]'
+)
+KEPT = {
+    "a": 10**16,
+    "b": 0.0,
+    "c": 1500,
+    "d": 10.0,
+    "e": 2.5,
+    "f": 15 * 10**19,
+    "g": 0.0,
+    "h": 0.1,
+    "i": 1.0,
+}
+
+
+@pytest.mark.parametrize("published", [False, True], ids=["compared", "hashed"])
+async def test_numbers_a_file_spells_its_own_way_sync_as_unchanged(client, published):
+    account = await register(client)
+    project = await create_project(client, account)
+    test_set = await create_test_set(client, account, project["id"])
+    assert (await _sync(client, account, test_set["id"], SPELLED))["imported"] == 1
+    if published:
+        versions = f"{SETS}/{test_set['id']}/versions"
+        assert (await client.post(versions, json={}, headers=account.headers)).status_code == 201
+
+    synced = await _sync(client, account, test_set["id"], SPELLED)
+
+    assert (synced["imported"], synced["changed"]) == (0, False)
+    listed = await client.get(
+        "/api/v1/tests", params={"test_set_id": test_set["id"]}, headers=account.headers
+    )
+    variables = listed.json()["items"][0]["variables"]
+    assert variables == KEPT
+    assert [type(variables[key]) for key in "abcd"] == [int, float, int, float]
+    assert str(variables["b"]) == "0.0"  # no negative zero
+
+
+async def test_nan_and_infinity_are_not_json_numbers(client):
+    account = await register(client)
+    project = await create_project(client, account)
+    test_set = await create_test_set(client, account, project["id"])
+    response = await client.post(
+        f"{SETS}/{test_set['id']}/import",
+        content=b'[{"input": "a"},\n {"input": "b", "metadata": {"n": NaN}}]',
+        params={"format": "json"},
+        headers={**account.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["errors"][0]
+    assert error["line"] == 2 and "NaN is not a JSON number" in error["message"]
