@@ -29,14 +29,18 @@ CONTENT = json.dumps(CASES).encode()
 
 
 async def _sync(client, account: Account, test_set_id: str, content: bytes = CONTENT) -> dict:
-    response = await client.post(
+    response = await _import(client, account, test_set_id, content)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def _import(client, account: Account, test_set_id: str, content: bytes) -> Any:
+    return await client.post(
         f"{SETS}/{test_set_id}/import",
         content=content,
         params={"mode": "sync", "format": "json"},
         headers={**account.headers, "Content-Type": "application/json"},
     )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 async def _published_set(client) -> tuple[Account, dict]:
@@ -167,12 +171,8 @@ async def test_nan_and_infinity_are_not_json_numbers(client):
     account = await register(client)
     project = await create_project(client, account)
     test_set = await create_test_set(client, account, project["id"])
-    response = await client.post(
-        f"{SETS}/{test_set['id']}/import",
-        content=b'[{"input": "a"},\n {"input": "b", "metadata": {"n": NaN}}]',
-        params={"format": "json"},
-        headers={**account.headers, "Content-Type": "application/json"},
-    )
+    content = b'[{"input": "a"},\n {"input": "b", "metadata": {"n": NaN}}]'
+    response = await _import(client, account, test_set["id"], content)
     assert response.status_code == 422, response.text
     error = response.json()["errors"][0]
     assert error["line"] == 2 and "NaN is not a JSON number" in error["message"]
