@@ -16,8 +16,9 @@ import functools
 import ipaddress
 import re
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from utils.errors import InvalidInput
@@ -127,11 +128,37 @@ def _host_problem(host: str) -> str | None:
     return None
 
 
+# Lookups run on threads of their own, not the loop's default executor: a name whose servers
+# never answer holds a thread for the resolver's own timeouts (up to half a minute) after the
+# caller has given up, and must not hold up what else the process runs on threads (exports,
+# comparisons). A lookup under way is shared by every caller asking for the same name, so a
+# run's lanes calling one such name hold one thread, not one each.
+DNS_THREADS = 4
+_dns = ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="assay-dns")
+_lookups: dict[str, asyncio.Future[list[Any]]] = {}
+
+
 async def resolve(host: str) -> list[Address]:
     loop = asyncio.get_running_loop()
+    lookup = _lookups.get(host)
+    if lookup is None or lookup.get_loop() is not loop:
+        lookup = loop.run_in_executor(_dns, _getaddrinfo, host)
+        _lookups[host] = lookup
+        lookup.add_done_callback(functools.partial(_looked_up, host))
     async with asyncio.timeout(DNS_TIMEOUT):
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        infos = await asyncio.shield(lookup)  # one caller's timeout ends no other's wait
     return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+def _getaddrinfo(host: str) -> list[Any]:
+    return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+
+
+def _looked_up(host: str, lookup: asyncio.Future[list[Any]]) -> None:
+    if _lookups.get(host) is lookup:
+        del _lookups[host]
+    if not lookup.cancelled():
+        lookup.exception()  # its callers may all have timed out: nobody else reads it
 
 
 async def check_url(url: str, *, field: str, allow_private: bool, require_resolution: bool) -> None:

@@ -9,10 +9,15 @@ later lookup."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import httpx2
@@ -214,3 +219,55 @@ async def test_a_host_the_client_would_read_otherwise_is_never_called(sinks, reb
     assert refused.value.kind == "configuration_error"
     assert rebinding == []
     assert checked.requests == [] and internal.requests == []
+
+
+@pytest.fixture
+def slow_dns(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], threading.Event]:
+    """The system's lookup, held until the event is set; the names looked up, in order."""
+    asked: list[str] = []
+    answer = threading.Event()
+
+    def getaddrinfo(host: str) -> list[Any]:
+        asked.append(host)
+        answer.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_STAND_IN, 0))]
+
+    monkeypatch.setattr(ssrf, "_getaddrinfo", getaddrinfo)
+    return asked, answer
+
+
+async def test_callers_of_one_name_share_its_lookup_and_its_wait_is_theirs(slow_dns, monkeypatch):
+    """A run's lanes calling a name whose servers are slow hold one lookup thread, not one
+    each; a caller that gives up leaves the lookup to the others."""
+    asked, answer = slow_dns
+    monkeypatch.setattr(ssrf, "DNS_TIMEOUT", 0.2)
+    with pytest.raises(TimeoutError):
+        await ssrf.resolve("slow.example.test")
+    monkeypatch.setattr(ssrf, "DNS_TIMEOUT", 10.0)
+    waiting = [asyncio.create_task(ssrf.resolve("slow.example.test")) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    answer.set()
+    for addresses in await asyncio.gather(*waiting):
+        assert addresses == [ipaddress.ip_address(PUBLIC_STAND_IN)]
+    assert asked == ["slow.example.test"]
+    assert ssrf._lookups == {}  # nothing kept once answered: the next call looks up again
+    await ssrf.resolve("slow.example.test")
+    assert asked == ["slow.example.test"] * 2
+
+
+async def test_lookups_do_not_wait_for_the_processs_other_threads(slow_dns):
+    """The default executor (exports, comparisons) all taken: a lookup still runs."""
+    _, answer = slow_dns
+    answer.set()
+    loop = asyncio.get_running_loop()
+    busy = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(busy)
+    released = threading.Event()
+    held = loop.run_in_executor(None, released.wait, 10)
+    try:
+        addresses = await asyncio.wait_for(ssrf.resolve("other.example.test"), 5)
+        assert addresses == [ipaddress.ip_address(PUBLIC_STAND_IN)]
+        assert not held.done()
+    finally:
+        released.set()
+        await held
