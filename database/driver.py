@@ -10,7 +10,7 @@ rollback. `begun_driver_connection` begins it the same way, through the dialect'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -56,11 +56,31 @@ async def separate_transaction(session: AsyncSession) -> AsyncIterator[DriverCon
     the session's transaction begins. Where the connection is already in one (a test's outer
     transaction), it is a savepoint."""
     driver: asyncpg.Connection = (await _adapted_connection(session)).driver_connection
+    # A BEGIN, COMMIT or ROLLBACK that fails or is cancelled midway (a client gone) may leave
+    # the connection in a transaction no one knows of: it is closed, so that the pool never
+    # hands it out so (see _begin). Not a savepoint's: that connection is a test's own.
+    outermost = not driver.is_in_transaction()
+    transaction = driver.transaction()
+    await _transaction_step(transaction.start(), driver, outermost)
     try:
-        async with driver.transaction():
-            yield DriverConnection(driver)
-    except _DRIVER_ERRORS as exc:
-        raise DBAPIError("a separate transaction", None, exc) from exc
+        yield DriverConnection(driver)
+    except BaseException:
+        await _transaction_step(transaction.rollback(), driver, outermost)
+        raise
+    await _transaction_step(transaction.commit(), driver, outermost)
+
+
+async def _transaction_step(
+    step: Awaitable[None], driver: asyncpg.Connection, outermost: bool
+) -> None:
+    try:
+        await step
+    except BaseException as exc:
+        if outermost:
+            driver.terminate()
+        if isinstance(exc, _DRIVER_ERRORS):
+            raise DBAPIError("a separate transaction", None, exc) from exc
+        raise
 
 
 async def _begin(adapted: Any) -> None:

@@ -20,7 +20,10 @@ import regex
 
 MAX_COPIES = 1_000
 _QUANTIFIER = re.compile(r"\{(\d*)(?:(,)(\d*))?\}|[*+?]")
-_VERBOSE = re.compile(r"\(\?[a-zA-Z^-]*x")
+_VERBOSE = re.compile(r"\(\?[a-zA-Z0-9^-]*x")  # (?x), (?V1x), (?x:...)
+# Parts that stand between a part and its quantifier without being one (in `regex`, the
+# quantifier repeats what came before them): a comment, a flags-only group such as (?i).
+_TRANSPARENT = re.compile(r"\(\?#[^)]*\)?|\(\?[a-zA-Z0-9^-]+\)")
 # What follows "(" in a group's opening, other than a comment: "?:", "?P<name>", "?<=", "?i:", a
 # flags-only group's "?i" (its ")" closes it as any group's does), and so on.
 _GROUP_OPENING = re.compile(
@@ -65,11 +68,9 @@ def _copies(pattern: str) -> int:
         elif char == "[":
             position = _class_end(pattern, position)
             last = 1
-        elif char == "(" and pattern.startswith("(?#", position):
-            close = pattern.find(")", position)
-            position = len(pattern) if close < 0 else close + 1
-            last = 0
-            continue
+        elif char == "(" and (transparent := _TRANSPARENT.match(pattern, position)) is not None:
+            position = transparent.end()
+            continue  # `last` stays what a quantifier after it repeats
         elif char == "(" and (call := _GROUP_CALL.match(pattern, position)) is not None:
             position = call.end()
             last = 1

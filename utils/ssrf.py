@@ -132,8 +132,11 @@ def _host_problem(host: str) -> str | None:
 # never answer holds a thread for the resolver's own timeouts (up to half a minute) after the
 # caller has given up, and must not hold up what else the process runs on threads (exports,
 # comparisons). A lookup under way is shared by every caller asking for the same name, so a
-# run's lanes calling one such name hold one thread, not one each.
-DNS_THREADS = 4
+# name that never answers holds one thread however many call it, and runs on to its end even
+# when they have all given up (the next caller shares it rather than queueing another). A
+# thread waiting on the resolver costs little: there are enough that a tenant would need many
+# such names to hold other lookups up.
+DNS_THREADS = 16
 _dns = ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="assay-dns")
 _lookups: dict[str, asyncio.Future[list[Any]]] = {}
 

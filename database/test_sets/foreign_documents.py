@@ -18,8 +18,9 @@ from database.test_sets.import_bounds import (
     LONG_INTEGER_COMPLAINT,
     MAX_NESTING,
     json_items,
-    stored_number,
+    stored_float,
     too_deep,
+    too_long,
     too_wide,
 )
 from utils.errors import InvalidInput
@@ -189,7 +190,10 @@ class _Loader(yaml.SafeLoader):
 
 def _integer(loader: _Loader, node: yaml.ScalarNode) -> int:
     try:
-        return int(loader.construct_yaml_int(node))
+        value = int(loader.construct_yaml_int(node))
+        if too_long(value):  # a hexadecimal or sexagesimal one is built without the check
+            raise ValueError(LONG_INTEGER_COMPLAINT)
+        return value
     except ValueError:  # more digits than Python converts
         raise yaml.constructor.ConstructorError(
             None, None, LONG_INTEGER_COMPLAINT, node.start_mark
@@ -204,7 +208,7 @@ def _float(loader: _Loader, node: yaml.ScalarNode) -> int | float:
         raise yaml.constructor.ConstructorError(
             None, None, f"{node.value} is not a JSON number", node.start_mark
         )
-    return stored_number(json.dumps(value))
+    return stored_float(value)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _integer)

@@ -14,6 +14,7 @@ from decimal import Decimal
 from itertools import accumulate, compress, count, islice, repeat
 from typing import Any
 
+from utils import fastjson
 from utils.errors import InvalidInput
 
 MAX_ROW_BYTES = 1024 * 1024  # one CSV record, JSONL line or JSON case, as UTF-8
@@ -35,6 +36,7 @@ _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _INT_DIGITS = sys.get_int_max_str_digits()  # 0: no limit
 _LONG_INTEGER = re.compile(rf"[0-9]{{{_INT_DIGITS + 1},}}")
 LONG_INTEGER_COMPLAINT = f"an integer of more than {_INT_DIGITS:,} digits"
+_INT_BOUND = 10**_INT_DIGITS
 
 
 class _NotJson(ValueError):
@@ -44,17 +46,35 @@ class _NotJson(ValueError):
 
 
 def stored_number(literal: str) -> int | float:
-    """A number with a fraction or an exponent, as PostgreSQL keeps it in JSON and gives it
-    back: with no digits after the point, an integer (`1e16` is 10000000000000000, `1.5e3` is
-    1500, `1.0` stays 1.0), and no negative zero. A file read again then equals what its
-    import stored, so syncing it again changes nothing."""
+    """A number with a fraction or an exponent, as PostgreSQL will give it back from JSON:
+    with no digits after the point, an integer (`1e16` is 10000000000000000, `1.5e3` is 1500,
+    `1.0` stays 1.0). A file read again then equals what its import stored, so syncing it
+    again changes nothing."""
     decimal = Decimal(literal)
     if decimal.as_tuple().exponent >= 0:  # type: ignore[operator]  # a number, not NaN
         if _INT_DIGITS and decimal.adjusted() >= _INT_DIGITS:
             raise _NotJson(LONG_INTEGER_COMPLAINT, literal)
         return int(decimal)
-    value = float(literal)
-    return value if value else 0.0
+    return stored_float(float(literal))
+
+
+def stored_float(value: float) -> int | float:
+    """A float as PostgreSQL gives it back once the service has written it: an integer where
+    the service's JSON spells it with an exponent and no digits after the point (1e16 is
+    sent as `1e16`), and no negative zero. Finite floats only."""
+    if not value:
+        return 0.0
+    text = fastjson.dumps(value)
+    if "e" in text:
+        decimal = Decimal(text)
+        if decimal.as_tuple().exponent >= 0:  # type: ignore[operator]
+            return int(decimal)
+    return value
+
+
+def too_long(integer: int) -> bool:
+    """Whether an integer has more digits than Python converts to text (and so JSON)."""
+    return bool(_INT_DIGITS) and abs(integer) >= _INT_BOUND
 
 
 def _constant(literal: str) -> Any:

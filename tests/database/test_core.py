@@ -34,6 +34,8 @@ ESTABLISHERS = {
     "database/users/members.py",
     "database/users/service.py",
 }
+# Who acts for a tenant in a transaction apart, before the session's: recording a key's use.
+APART = {"database/organizations/crud.py"}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -65,12 +67,10 @@ def test_only_authentication_changes_the_tenant_of_an_open_transaction():
                 names.add(func.id if isinstance(func, ast.Name) else getattr(func, "attr", ""))
         return names
 
-    changers = {
-        name
-        for name, tree in _modules().items()
-        if name != TENANT_MODULE and calls_of(tree) & {"enter_tenant", "acting_as"}
-    }
+    modules = {name: calls_of(tree) for name, tree in _modules().items() if name != TENANT_MODULE}
+    changers = {name for name, calls in modules.items() if calls & {"enter_tenant", "acting_as"}}
     assert changers == ESTABLISHERS
+    assert {name for name, calls in modules.items() if "acting_apart" in calls} == APART
 
 
 async def _settings(session) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from database.core import Database, Tenant, enter_tenant, make_engine
+from database.core import Database, Tenant, acting_apart, enter_tenant, make_engine
 from database.driver import driver_connection
 
 _XID = "SELECT pg_current_xact_id()::text"
@@ -67,22 +67,33 @@ async def test_a_transaction_that_cannot_begin_is_a_database_error(
         await engine.dispose()
 
 
+async def _record_apart(session: AsyncSession) -> None:
+    """The short transaction before the session's (an API key's use)."""
+    async with acting_apart(session, Tenant(uuid.uuid4())) as driver:
+        await driver.fetchval("SELECT 1")
+
+
+async def _enter(session: AsyncSession) -> None:
+    await enter_tenant(session, Tenant(uuid.uuid4()))
+
+
+@pytest.mark.parametrize("begin", [_enter, _record_apart], ids=["entering", "apart"])
 async def test_a_begin_cancelled_midway_never_leaves_its_transaction_in_the_pool(
-    database_urls, owner_engine: AsyncEngine
+    database_urls, owner_engine: AsyncEngine, begin
 ):
-    """Cancelled while its BEGIN is on the wire (a worker losing its lease), the connection
-    holds a transaction its dialect does not know of: it is closed, not pooled, so the next
-    transaction on the one-connection pool is a fresh one that really commits."""
+    """Cancelled while its BEGIN is on the wire (a worker losing its lease, a client gone), the
+    connection holds a transaction its dialect does not know of: it is closed, not pooled, so
+    the next transaction on the one-connection pool is a fresh one that really commits."""
     engine = make_engine(database_urls.runtime, pool_size=1, max_overflow=0)
     try:
         async with AsyncSession(engine) as session:
             held = await driver_connection(session, in_transaction=False)
             cancelled_pid = await held.fetchval("SELECT pg_backend_pid()")
-            entering = asyncio.create_task(enter_tenant(session, Tenant(uuid.uuid4())))
+            beginning = asyncio.create_task(begin(session))
             await asyncio.sleep(0)  # the BEGIN is sent; its answer not yet read
-            entering.cancel()
+            beginning.cancel()
             with pytest.raises(asyncio.CancelledError):
-                await entering
+                await beginning
         async with AsyncSession(engine) as session:
             await enter_tenant(session, Tenant(uuid.uuid4()))
             driver = await driver_connection(session)

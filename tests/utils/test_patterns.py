@@ -23,6 +23,11 @@ from utils.patterns import MAX_COPIES, PatternTooCostly, _copies, compile_bounde
         r"(?i:[ab]{100}){100}",
         r"a{5000}",
         r"(?:ab){600}",
+        # A comment or a flags-only group between a part and its quantifier is no part: the
+        # quantifier repeats what came before it.
+        r"(?:a{1000})(?#){1000}",
+        r"(?:(?:a{1000})(?#){1000})(?#){1000}",
+        r"(?:a{1000})(?i){1000}",
     ],
 )
 def test_patterns_that_copy_their_parts_too_often_are_refused_before_compiling(pattern):
@@ -56,9 +61,10 @@ def test_everyday_patterns_are_compiled(pattern):
     assert compile_bounded(pattern).pattern == pattern
 
 
-def test_verbose_mode_is_refused_since_its_comments_hide_text_from_the_count():
+@pytest.mark.parametrize("pattern", ["(?x) a # {1000}\n", "(?V1x)(?:a{30}) {30}", "(?x:a) b"])
+def test_verbose_mode_is_refused_since_its_comments_hide_text_from_the_count(pattern):
     with pytest.raises(PatternTooCostly, match="verbose"):
-        compile_bounded("(?x) a # {1000}\n")
+        compile_bounded(pattern)
 
 
 def test_not_a_regular_expression_is_regex_own_error():
@@ -80,6 +86,8 @@ def _random_pattern(rng: random.Random, depth: int = 0) -> str:
         else:
             part = rng.choice("abcxyz")
         if rng.random() < 0.6:
+            if rng.random() < 0.2:
+                part += "(?#between)"  # no part: the quantifier repeats what precedes it
             least = rng.choice([0, 1, 2, 5, 10, 30, 100])
             part += rng.choice(
                 ["*", "+", "?", f"{{{least}}}", f"{{{least},}}", f"{{{least},{least + 7}}}"]

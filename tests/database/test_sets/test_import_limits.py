@@ -192,8 +192,9 @@ _LONG = "1" * 5000  # more digits than Python converts to an integer
         ("langfuse", f'[{{"input": "a"}},\n {{"input": "b", "metadata": {{"n": {_LONG}}}}}]', 2),
         ("promptfoo", f'{{"tests": [\n{{"vars": {{"input": "a", "n": {_LONG}}}}}]}}', 2),
         ("promptfoo", f"tests:\n  - vars: {{input: a}}\n  - vars: {{input: b, n: {_LONG}}}\n", 3),
+        ("promptfoo", f"tests:\n  - vars: {{input: a}}\n  - vars: {{n: 0x{'f' * 4000}}}\n", 3),
     ],
-    ids=["json", "jsonl", "langfuse", "promptfoo json", "promptfoo yaml"],
+    ids=["json", "jsonl", "langfuse", "promptfoo json", "promptfoo yaml", "yaml hexadecimal"],
 )
 async def test_an_integer_too_long_to_read_is_a_422_naming_its_line(client, fmt, content, line):
     error = await _refused_import(client, content, "application/octet-stream", {"format": fmt})

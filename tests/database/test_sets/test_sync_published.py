@@ -130,7 +130,8 @@ async def test_another_file_against_the_published_cases_is_written(client, monke
 # from the start, so the file read again equals the set).
 SPELLED = (
     b'[{"input": "numbers", "variables": {"a": 1e16, "b": -0.0, "c": 1.5e3, "d": 1.00e1,'
-    b' "e": 25e-1, "f": 1.5e20, "g": 1e-400, "h": 0.1000, "i": 1.0}}]'
+    b' "e": 25e-1, "f": 1.5e20, "g": 1e-400, "h": 0.1000, "i": 1.0,'
+    b' "j": 10000000000000000.0, "k": 150000000000000000000.0}}]'
 )
 KEPT = {
     "a": 10**16,
@@ -142,6 +143,9 @@ KEPT = {
     "g": 0.0,
     "h": 0.1,
     "i": 1.0,
+    # Written as the floats they are read as, which the service's JSON spells 1e16 and 1.5e20:
+    "j": 10**16,
+    "k": 15 * 10**19,
 }
 
 

@@ -80,7 +80,9 @@ _TESTS_OF_EACH_KIND = (
 _CONVERSATION_WITHOUT_CHAT = text(_TEST + 'NULL, NULL, \'{"turns": ["Hi"]}\')')
 
 
-async def test_the_check_validates_the_rows_before_it_and_goes_down_and_up(own_database):
+async def test_the_check_holds_for_new_rows_leaves_the_rows_before_it_and_goes_down_and_up(
+    own_database,
+):
     url = own_database.url.render_as_string(hide_password=False)
     await migrate(url, None, revision=BEFORE)
     ids = {"org": uuid.uuid4(), "project": uuid.uuid4()}
@@ -88,13 +90,19 @@ async def test_the_check_validates_the_rows_before_it_and_goes_down_and_up(own_d
         for statement in (*_OWNERS, *_TESTS_OF_EACH_KIND):
             await connection.execute(text(statement), ids)
 
-    await migrate(url, None, revision=INPUT_CHECK)  # validates the three rows
+    # An old row no check would pass: the migration leaves it (NOT VALID: nothing scanned).
+    async with own_database.begin() as connection:
+        await connection.execute(text(_TEST + "NULL, '[]', 'null')"), ids)
+    await migrate(url, None, revision=INPUT_CHECK)
     async with own_database.begin() as connection:
         await connection.execute(_CONVERSATION_WITHOUT_CHAT, ids)
-        await connection.execute(text("DELETE FROM tests WHERE messages IS NULL"))
+        assert (await connection.execute(text("SELECT count(*) FROM tests"))).scalar() == 5
+    with pytest.raises(IntegrityError, match="ck_tests_has_input"):
+        async with own_database.begin() as connection:
+            await connection.execute(text(_TEST + "NULL, '[]', 'null')"), ids)
 
     async with own_database.begin() as connection:
-        await connection.run_sync(downgrade, BEFORE)
+        await connection.run_sync(downgrade, BEFORE)  # with a row the old check would refuse
     with pytest.raises(IntegrityError, match="ck_tests_has_input"):
         async with own_database.begin() as connection:
             await connection.execute(_CONVERSATION_WITHOUT_CHAT, ids)
