@@ -64,9 +64,13 @@ async def separate_transaction(session: AsyncSession) -> AsyncIterator[DriverCon
     await _transaction_step(transaction.start(), driver, outermost)
     try:
         yield DriverConnection(driver)
-    except BaseException:
-        await _transaction_step(transaction.rollback(), driver, outermost)
-        raise
+    except BaseException as failure:
+        try:
+            await _transaction_step(transaction.rollback(), driver, outermost)
+        except Exception:
+            if isinstance(failure, Exception):
+                raise
+        raise  # a cancellation stays one, whatever its rollback met
     await _transaction_step(transaction.commit(), driver, outermost)
 
 
@@ -79,7 +83,9 @@ async def _transaction_step(
         if outermost:
             driver.terminate()
         if isinstance(exc, _DRIVER_ERRORS):
-            raise DBAPIError("a separate transaction", None, exc) from exc
+            raise DBAPIError(
+                "a separate transaction", None, exc, connection_invalidated=outermost
+            ) from exc
         raise
 
 

@@ -23,7 +23,10 @@ _QUANTIFIER = re.compile(r"\{(\d*)(?:(,)(\d*))?\}|[*+?]")
 _VERBOSE = re.compile(r"\(\?[a-zA-Z0-9^-]*x")  # (?x), (?V1x), (?x:...)
 # Parts that stand between a part and its quantifier without being one (in `regex`, the
 # quantifier repeats what came before them): a comment, a flags-only group such as (?i).
-_TRANSPARENT = re.compile(r"\(\?#[^)]*\)?|\(\?[a-zA-Z0-9^-]+\)")
+_TRANSPARENT = re.compile(r"\(\?#(?:\\.|[^\\)])*\)?|\(\?[a-zA-Z0-9^-]+\)")
+# A fuzzy constraint, such as {e<=1}: `regex` drops one that allows no error, and then a
+# quantifier after it repeats what came before, so it is passed over as well.
+_FUZZY = re.compile(r"\{[\sedis0-9<>=+*,]*[edis][\sedis0-9<>=+*,]*\}")
 # What follows "(" in a group's opening, other than a comment: "?:", "?P<name>", "?<=", "?i:", a
 # flags-only group's "?i" (its ")" closes it as any group's does), and so on.
 _GROUP_OPENING = re.compile(
@@ -32,7 +35,12 @@ _GROUP_OPENING = re.compile(
 # A call of a group by number or name, or of the whole pattern: one part.
 _GROUP_CALL = re.compile(r"\(\?(?:[-+]?\d+|R|&\w+|P>\w+)\)")
 # Escapes whose argument is in braces or angle brackets: \p{L}, \x{263a}, \N{...}, \g<name>.
-_ESCAPE_ARGUMENT = re.compile(r"\\[pPxNg]\{[^}]*\}|\\g<[^>]*>|\\.", re.DOTALL)
+# Only an argument of the characters such a name has is passed over: where `regex` cannot read
+# one, it reads the braces' text as pattern, and so must the count.
+_ESCAPE_ARGUMENT = re.compile(
+    r"\\[pP]\{[\w\s=:^&.-]*\}|\\N\{[\w\s-]*\}|\\x\{\w*\}|\\g[<{][\w+-]*[>}]|\\.", re.DOTALL
+)
+_CLASS_PART = 8  # characters of a character class that count as one more part
 
 
 class PatternTooCostly(ValueError):
@@ -66,9 +74,17 @@ def _copies(pattern: str) -> int:
             position = escape.end() if escape else len(pattern)
             last = 1
         elif char == "[":
-            position = _class_end(pattern, position)
-            last = 1
-        elif char == "(" and (transparent := _TRANSPARENT.match(pattern, position)) is not None:
+            end, nested = _class_end(pattern, position)
+            if nested:
+                # A POSIX class, or a set within a set (V1): where it ends depends on the mode.
+                raise PatternTooCostly(
+                    "a character class holding [ is not supported; write it as \\["
+                )
+            last = 1 + (end - position) // _CLASS_PART  # a large class is a large part
+            position = end
+        elif (char == "(" and (transparent := _TRANSPARENT.match(pattern, position))) or (
+            char == "{" and (transparent := _FUZZY.match(pattern, position))
+        ):
             position = transparent.end()
             continue  # `last` stays what a quantifier after it repeats
         elif char == "(" and (call := _GROUP_CALL.match(pattern, position)) is not None:
@@ -116,18 +132,21 @@ def _times(quantifier: re.Match[str]) -> int:
     return max(least, 1) + (1 if ranged and least >= 1 else 0)
 
 
-def _class_end(pattern: str, start: int) -> int:
-    """Where the character class opening at `start` ends (past its `]`), or the pattern's end."""
+def _class_end(pattern: str, start: int) -> tuple[int, bool]:
+    """Where the character class opening at `start` ends (past its first `]`, or at the
+    pattern's end), and whether it holds an unescaped `[`."""
     position = start + 1
     if pattern.startswith("^", position):
         position += 1
     if pattern.startswith("]", position):
         position += 1  # a leading ] is the character itself
+    nested = False
     while position < len(pattern):
         if pattern[position] == "\\":
             position += 2
         elif pattern[position] == "]":
-            return position + 1
+            return position + 1, nested
         else:
+            nested = nested or pattern[position] == "["
             position += 1
-    return len(pattern)
+    return len(pattern), nested

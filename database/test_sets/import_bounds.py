@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import operator
 import re
 import sys
@@ -55,13 +56,16 @@ def stored_number(literal: str) -> int | float:
         if _INT_DIGITS and decimal.adjusted() >= _INT_DIGITS:
             raise _NotJson(LONG_INTEGER_COMPLAINT, literal)
         return int(decimal)
-    return stored_float(float(literal))
+    value = float(literal)
+    if not math.isfinite(value):  # past a double's range; it would be stored as null
+        raise _NotJson(f"{literal[:20]}… is beyond the range of a JSON number here", literal)
+    return stored_float(value)
 
 
 def stored_float(value: float) -> int | float:
     """A float as PostgreSQL gives it back once the service has written it: an integer where
     the service's JSON spells it with an exponent and no digits after the point (1e16 is
-    sent as `1e16`), and no negative zero. Finite floats only."""
+    sent as `1e+16`), and no negative zero. Finite floats only."""
     if not value:
         return 0.0
     text = fastjson.dumps(value)

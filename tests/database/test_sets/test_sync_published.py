@@ -171,12 +171,21 @@ async def test_numbers_a_file_spells_its_own_way_sync_as_unchanged(client, publi
     assert str(variables["b"]) == "0.0"  # no negative zero
 
 
-async def test_nan_and_infinity_are_not_json_numbers(client):
+@pytest.mark.parametrize(
+    ("number", "complaint"),
+    [
+        (b"NaN", "NaN is not a JSON number"),
+        (b"-Infinity", "-Infinity is not a JSON number"),
+        (b"2" + b"0" * 308 + b".5", "beyond the range of a JSON number"),  # a double's inf
+    ],
+    ids=["nan", "infinity", "past a double"],
+)
+async def test_numbers_the_database_cannot_keep_are_refused_by_line(client, number, complaint):
     account = await register(client)
     project = await create_project(client, account)
     test_set = await create_test_set(client, account, project["id"])
-    content = b'[{"input": "a"},\n {"input": "b", "metadata": {"n": NaN}}]'
+    content = b'[{"input": "a"},\n {"input": "b", "metadata": {"n": ' + number + b"}}]"
     response = await _import(client, account, test_set["id"], content)
     assert response.status_code == 422, response.text
     error = response.json()["errors"][0]
-    assert error["line"] == 2 and "NaN is not a JSON number" in error["message"]
+    assert error["line"] == 2 and complaint in error["message"]

@@ -90,7 +90,7 @@ async def test_the_check_holds_for_new_rows_leaves_the_rows_before_it_and_goes_d
         for statement in (*_OWNERS, *_TESTS_OF_EACH_KIND):
             await connection.execute(text(statement), ids)
 
-    # An old row no check would pass: the migration leaves it (NOT VALID: nothing scanned).
+    # An old row the new check would refuse: the migration leaves it (NOT VALID: no scan).
     async with own_database.begin() as connection:
         await connection.execute(text(_TEST + "NULL, '[]', 'null')"), ids)
     await migrate(url, None, revision=INPUT_CHECK)
