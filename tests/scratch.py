@@ -4,6 +4,7 @@ what the models say of some of its tables that it does not."""
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
@@ -70,7 +71,11 @@ def model_differences(connection: Connection, tables: Collection[str]) -> list[A
     context = MigrationContext.configure(
         connection, opts={"compare_type": True, "include_object": ours}
     )
-    return list(compare_metadata(context, Base.metadata))
+    with warnings.catch_warnings():
+        # Reflecting a check added NOT VALID (tests.has_input, migration 0024) hands its
+        # `dialect_options` to a constraint that cannot take them; checks are not compared.
+        warnings.filterwarnings("ignore", "Can't validate argument 'dialect_options'")
+        return list(compare_metadata(context, Base.metadata))
 
 
 # What a run needs before it, as rows of a scratch database's own (its owner writes them), named
