@@ -21,6 +21,7 @@ from database.test_sets.import_bounds import (
     stored_float,
     too_deep,
     too_long,
+    too_long_to_build,
     too_wide,
 )
 from utils.errors import InvalidInput
@@ -188,12 +189,9 @@ class _Loader(yaml.SafeLoader):
         return {_key(k): v for k, v in super().construct_mapping(node, deep=deep).items()}
 
 
-_INT_TEXT = 4_300  # Python's digits for an integer as text: any one's text, four times over
-
-
 def _integer(loader: _Loader, node: yaml.ScalarNode) -> int:
     try:
-        if len(node.value) > 4 * _INT_TEXT:  # built in quadratic time (base 60), and too long
+        if too_long_to_build(node.value):
             raise ValueError(LONG_INTEGER_COMPLAINT)
         value = int(loader.construct_yaml_int(node))
         if too_long(value):  # a hexadecimal or sexagesimal one is built without the check

@@ -81,6 +81,12 @@ def too_long(integer: int) -> bool:
     return bool(_INT_DIGITS) and abs(integer) >= _INT_BOUND
 
 
+def too_long_to_build(text: str) -> bool:
+    """Whether a number's text is too long to be worth building: four times the digits an
+    integer may have, however it is written (YAML's base 60 is built in quadratic time)."""
+    return bool(_INT_DIGITS) and len(text) > 4 * _INT_DIGITS
+
+
 def _constant(literal: str) -> Any:
     raise _NotJson(f"{literal} is not a JSON number", literal)
 
