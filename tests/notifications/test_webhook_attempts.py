@@ -13,6 +13,19 @@ from tests.fakes.webhook_receiver import Fault, WebhookReceiver
 from utils.logging import configure_logging
 
 
+async def _send(url: str, secret: str, *, seconds: float, allow_private: bool) -> Any:
+    """One attempt at sending a test message, signed with `secret`."""
+    return await send(
+        url,
+        message_id="msg_1",
+        body='{"type":"webhook.test","timestamp":"2026-12-02T00:00:00.000Z","data":{}}',
+        signing_secrets=[secret],
+        sent_at=datetime.now(UTC),
+        seconds=seconds,
+        allow_private=allow_private,
+    )
+
+
 async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
     """Nothing is sent where the guard refuses; the URL (it may carry a token) is never in
     an error."""
@@ -20,15 +33,7 @@ async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
     with WebhookReceiver(secrets=[secret]) as receiver:
 
         async def attempt(url: str = receiver.endpoint, allow_private: bool = True) -> Any:
-            return await send(
-                url,
-                message_id="msg_1",
-                body='{"type":"webhook.test","timestamp":"2026-12-02T00:00:00.000Z","data":{}}',
-                signing_secrets=[secret],
-                sent_at=datetime.now(UTC),
-                seconds=1.0,
-                allow_private=allow_private,
-            )
+            return await _send(url, secret, seconds=1.0, allow_private=allow_private)
 
         refused = await attempt(allow_private=False)
         assert refused.status_code is None and not refused.delivered
@@ -63,15 +68,8 @@ async def test_a_urls_secret_never_reaches_the_log(capfd: pytest.CaptureFixture[
     configure_logging("json", "INFO")
     try:
         with WebhookReceiver(secrets=[secret]) as receiver:
-            answered = await send(
-                f"{receiver.url}/services/T000/B000/PATHSECRET?token=QUERYSECRET",
-                message_id="msg_1",
-                body='{"type":"webhook.test","timestamp":"2026-12-02T00:00:00.000Z","data":{}}',
-                signing_secrets=[secret],
-                sent_at=datetime.now(UTC),
-                seconds=5.0,
-                allow_private=True,
-            )
+            url = f"{receiver.url}/services/T000/B000/PATHSECRET?token=QUERYSECRET"
+            answered = await _send(url, secret, seconds=5.0, allow_private=True)
         logged = capfd.readouterr().err
     finally:
         configure_logging("console")
