@@ -27,10 +27,9 @@ _TRANSPARENT = re.compile(r"\(\?#(?:\\.|[^\\)])*\)?|\(\?[a-zA-Z0-9^-]+\)")
 # A fuzzy constraint, such as {e<=1}: `regex` drops one that allows no error, and then a
 # quantifier after it repeats what came before, so it is passed over as well.
 _FUZZY = re.compile(r"\{[\sedis0-9<>=+*,]*[edis][\sedis0-9<>=+*,]*\}")
-# What follows "(" in a group's opening, other than a comment: "?:", "?P<name>", "?<=", "?i:", a
-# flags-only group's "?i" (its ")" closes it as any group's does), and so on.
+# What follows "(" in a group's opening: "?:", "?P<name>", "?<=", "?i:", "?V1:", and so on.
 _GROUP_OPENING = re.compile(
-    r"\((?:\?(?:P?<(?![=!])[^>]*>|<[=!]|[=!>|:]|[a-zA-Z^-]+:|[a-zA-Z^-]+(?=\)))|\?(?=\())?"
+    r"\((?:\?(?:P?<(?![=!])[^>]*>|<[=!]|[=!>|:]|[a-zA-Z0-9^-]+:)|\?(?=\())?"
 )
 # A call of a group by number or name, or of the whole pattern: one part.
 _GROUP_CALL = re.compile(r"\(\?(?:[-+]?\d+|R|&\w+|P>\w+)\)")
