@@ -6,6 +6,7 @@ size and its expanded depth (a recursive alias never ends, so it is refused as t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -190,17 +191,14 @@ class _Loader(yaml.SafeLoader):
 
 
 def _integer(loader: _Loader, node: yaml.ScalarNode) -> int:
-    try:
-        if too_long_to_build(node.value):
-            raise ValueError(LONG_INTEGER_COMPLAINT)
-        value = int(loader.construct_yaml_int(node))
-        if too_long(value):  # a hexadecimal or sexagesimal one is built without the check
-            raise ValueError(LONG_INTEGER_COMPLAINT)
-        return value
-    except ValueError:  # more digits than Python converts
-        raise yaml.constructor.ConstructorError(
-            None, None, LONG_INTEGER_COMPLAINT, node.start_mark
-        ) from None
+    value: int | None = None
+    if not too_long_to_build(node.value):
+        with contextlib.suppress(ValueError):  # more digits than Python converts
+            value = int(loader.construct_yaml_int(node))
+    # A hexadecimal or sexagesimal one is built without that check.
+    if value is None or too_long(value):
+        raise yaml.constructor.ConstructorError(None, None, LONG_INTEGER_COMPLAINT, node.start_mark)
+    return value
 
 
 def _float(loader: _Loader, node: yaml.ScalarNode) -> int | float:

@@ -1,6 +1,6 @@
 """The bounds of one row of an imported file, and JSON read within them: how deeply text
-nests, measured without decoding it, and where each case of a JSON document starts and ends
-(the document decoded only once)."""
+nests, measured without decoding it, where each case of a JSON document starts and ends (the
+document decoded only once), and its numbers read as the database keeps them (`DECODER`)."""
 
 from __future__ import annotations
 
