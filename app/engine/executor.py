@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine.case import run_case
@@ -27,6 +28,8 @@ from database.results import crud, execution
 from database.results.models import TERMINAL, Result, Run
 from database.test_sets import crud as test_set_crud
 from database.test_sets.crud import VersionCase
+
+log = structlog.get_logger(__name__)
 
 MAX_PARALLEL_CHUNKS = 4
 FLUSHER_STOP_SECONDS = 10.0
@@ -133,6 +136,7 @@ async def _execute(
     flusher = asyncio.create_task(writer.flush_periodically())
     tasks = [asyncio.create_task(lane()) for _ in range(min(concurrency, len(work)))]
     watcher: asyncio.Task[Any] = asyncio.create_task(writer.cancelled_event.wait())
+    ended = False
     try:
         pending: set[asyncio.Task[Any]] = set(tasks)
         while pending:
@@ -146,6 +150,7 @@ async def _execute(
                 error = task.exception()
                 if error is not None:
                     raise error
+        ended = True
     finally:
         watcher.cancel()
         for task in tasks:
@@ -158,4 +163,19 @@ async def _execute(
             flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+        if not ended:
+            await _keep_what_is_done(writer)
     await writer.flush(last=True)
+
+
+async def _keep_what_is_done(writer: ChunkWriter) -> None:
+    """The chunk stops on an error or a cancel (a worker shutting down): the results already
+    answered are written all the same, so the chunk's resumption does not pay for them again.
+    Whatever stopped the chunk is what it raises; a failing write here only costs the rows."""
+    if not (writer.rows or writer.events):
+        return
+    try:
+        async with asyncio.timeout(FLUSHER_STOP_SECONDS):
+            await writer.flush()
+    except Exception as exc:
+        log.warning("writing the results of a stopped chunk failed", error=str(exc))
