@@ -3,6 +3,7 @@ naive bootstraps) and, by simulation, the calibration of its intervals and verdi
 
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 
@@ -56,6 +57,26 @@ def test_signed_rank_test_drops_zero_differences():
     differences[:6] = 0.0
     expected = stats.wilcoxon(differences[differences != 0]).pvalue
     assert signed_rank_test(differences) == pytest.approx(expected, abs=1e-12)
+
+
+def _sign_flip_p(differences: np.ndarray) -> float:
+    """The exact two-sided p of the signed-rank statistic: every sign of the nonzero
+    differences, equally likely under the null (ties keep their average ranks)."""
+    nonzero = differences[differences != 0]
+    ranks = stats.rankdata(np.abs(nonzero))
+    observed = abs(ranks[nonzero > 0].sum() - ranks.sum() / 2)
+    signs = np.array(list(itertools.product((0, 1), repeat=nonzero.size)), dtype=bool)
+    sums = (signs * ranks).sum(axis=1)
+    return float(np.mean(np.abs(sums - ranks.sum() / 2) >= observed - 1e-9))
+
+
+@pytest.mark.parametrize("changed", [4, 5, 7, 9, 12])
+def test_signed_rank_test_of_a_few_changes_among_many_zeros_is_exact(changed):
+    # Most cases of a comparison do not move: the test is of the ones that did.
+    rng = np.random.default_rng(changed)
+    differences = np.zeros(100)
+    differences[:changed] = rng.choice([0.25, 0.5, -0.25], changed)  # graded: ties
+    assert signed_rank_test(differences) == pytest.approx(_sign_flip_p(differences), abs=1e-12)
 
 
 @pytest.mark.parametrize("differences", [np.zeros(25), np.zeros(0)])
