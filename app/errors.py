@@ -60,8 +60,11 @@ async def _assay_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     raw = exc.errors()
-    if any(error.get("type") == "json_invalid" for error in raw):
-        return problem(request, 400, "The request body is not valid JSON")
+    invalid = next((error for error in raw if error.get("type") == "json_invalid"), None)
+    if invalid is not None:
+        reason = (invalid.get("ctx") or {}).get("error")
+        detail = "The request body is not valid JSON" + (f": {reason}" if reason else "")
+        return problem(request, 400, detail)
     errors = [
         {"field": _field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
         for error in raw

@@ -10,7 +10,9 @@ limit.
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -38,7 +40,7 @@ class _CappedJsonRequest(Request):
                     f"JSON bodies are limited to {limit} bytes; "
                     "import large test sets through the import endpoint",
                 )
-            self._json = json.loads(body) if _LONG_NUMBER.search(body) else _loads(body)
+            self._json = _standard_loads(body) if _LONG_NUMBER.search(body) else _loads(body)
         return self._json
 
 
@@ -48,7 +50,39 @@ def _loads(body: bytes) -> Any:
     except orjson.JSONDecodeError:
         # The standard library's answer, for the same error messages and positions (and the
         # text it accepts that orjson refuses, such as lone surrogates).
-        return json.loads(body)
+        return _standard_loads(body)
+
+
+def _standard_loads(body: bytes) -> Any:
+    """The standard library's parse, refusing what it takes that is no JSON number (NaN,
+    Infinity, a number past a double's range, which would be stored as null) and an integer
+    too long to read, as a JSON error naming the reason."""
+    try:
+        return json.loads(
+            body, parse_constant=_not_a_number, parse_float=_finite, parse_int=_readable_int
+        )
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:
+        raise json.JSONDecodeError(str(exc), body.decode("utf-8", "replace"), 0) from None
+
+
+def _not_a_number(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _readable_int(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > sys.get_int_max_str_digits():
+        raise ValueError(f"an integer of {digits} digits is longer than can be read")
+    return int(literal)
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"{literal[:40]} is past the range of a number")
+    return value
 
 
 class CappedJsonRoute(APIRoute):

@@ -39,21 +39,29 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whit
 
 
 def text_problem(value: Any) -> str | None:
-    """What makes a value's text unstorable (in keys and items too), or None."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "must not contain NUL (\\u0000) characters"
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return "must be valid Unicode text (it has a lone surrogate, such as \\ud800)"
-        return None
-    if isinstance(value, dict):
-        items = (item for pair in value.items() for item in pair)
-        return next(filter(None, map(text_problem, items)), None)
-    if isinstance(value, list | tuple):
-        return next(filter(None, map(text_problem, value)), None)
+    """What makes a value's text unstorable (in keys and items too), or None. Walked with a
+    stack of its own: a body nested a thousand deep is refused for its depth, not a 500."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if problem := _string_problem(item):
+                return problem
+        elif isinstance(item, dict):
+            pending.extend(reversed([part for pair in item.items() for part in pair]))
+        elif isinstance(item, list | tuple):
+            pending.extend(reversed(item))
+    return None
+
+
+def _string_problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "must not contain NUL (\\u0000) characters"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode text (it has a lone surrogate, such as \\ud800)"
     return None
 
 

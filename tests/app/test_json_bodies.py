@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.routing import APIRoute
 
 from database.routing import CappedJsonRoute
@@ -62,4 +63,64 @@ async def test_malformed_json_is_still_refused_as_before(client):
         content=b'{"name": "x",}',
         headers={**owner.headers, "Content-Type": "application/json"},
     )
-    assert assert_problem(response, 400)["detail"] == "The request body is not valid JSON"
+    detail = assert_problem(response, 400)["detail"]
+    assert detail.startswith("The request body is not valid JSON: ")
+
+
+DEEP = "[" * 990 + "]" * 990  # deeper than Python's recursion limit, within the parser's
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/tests", '{"project_id": "%s", "input": "x", "metadata": {"a": %s}}'),
+        (
+            "/api/v1/tests/bulk",
+            '{"project_id": "%s", "tests": [{"input": "x", "metadata": {"a": %s}}]}',
+        ),
+        (
+            "/api/v1/metrics",
+            '{"project_id": "%s", "name": "m", "type": "contains", "parameters": {"value": %s}}',
+        ),
+    ],
+)
+async def test_a_body_nested_past_the_recursion_limit_is_refused_not_a_500(client, path, body):
+    owner = await register(client)
+    project_id = (await create_project(client, owner))["id"]
+    response = await client.post(
+        path,
+        content=body % (project_id, DEEP),
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    listed = await client.get(
+        "/api/v1/tests", params={"project_id": project_id}, headers=owner.headers
+    )
+    assert listed.json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("NaN", "NaN is not a JSON number"),
+        ("-Infinity", "-Infinity is not a JSON number"),
+        ("1e400", "1e400 is past the range of a number"),
+        ("[1, 12345678901234567890, -1e999]", "-1e999 is past the range of a number"),
+        ("9" * 5000, "an integer of 5000 digits is longer than can be read"),
+    ],
+)
+async def test_what_is_no_json_number_is_refused_not_stored_as_null(client, value, reason):
+    owner = await register(client)
+    project_id = (await create_project(client, owner))["id"]
+    response = await client.post(
+        "/api/v1/tests",
+        content=f'{{"project_id": "{project_id}", "input": "x", "metadata": {{"a": {value}}}}}',
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
+    assert (
+        assert_problem(response, 400)["detail"] == f"The request body is not valid JSON: {reason}"
+    )
+    listed = await client.get(
+        "/api/v1/tests", params={"project_id": project_id}, headers=owner.headers
+    )
+    assert listed.json()["total"] == 0
