@@ -207,6 +207,6 @@ async def _run(session: DbSession, run_id: uuid.UUID) -> Run:
 def _last_event_id(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidInput("must be the id of an event of this stream", field="Last-Event-ID")
     return int(value)
