@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Database, Tenant
@@ -224,7 +225,7 @@ class WorkerPool:
             raise
         except Exception as exc:
             bound.exception("job failed")
-            error = f"{type(exc).__name__}: {exc}"
+            error = _described(exc)
             with contextlib.suppress(Exception):
                 async with context.transaction() as session:
                     status = await queue.fail(
@@ -244,3 +245,11 @@ class WorkerPool:
         finally:
             self._running.pop(job.id, None)
             self._wake.set()
+
+
+def _described(exc: Exception) -> str:
+    """A failure as the job (and a run that ends with it) records it. A database error without
+    its statement and parameters: they hold the tenant's rows, and the log keeps them whole."""
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        return f"{type(exc).__name__}: {exc.orig}"
+    return f"{type(exc).__name__}: {exc}"

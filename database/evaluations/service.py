@@ -78,11 +78,16 @@ async def update_metric(session: AsyncSession, metric: Metric, body: MetricUpdat
     return metric
 
 
+def check_listed_once(metric_ids: Sequence[uuid.UUID]) -> None:
+    """A metric scores a result once: a list naming one twice is a mistake of the caller's."""
+    if len(set(metric_ids)) != len(metric_ids):
+        raise InvalidInput("lists a metric more than once", field="metric_ids")
+
+
 async def set_test_set_metrics(
     session: AsyncSession, test_set: TestSet, metric_ids: Sequence[uuid.UUID]
 ) -> list[Metric]:
-    if len(set(metric_ids)) != len(metric_ids):
-        raise InvalidInput("lists a metric more than once", field="metric_ids")
+    check_listed_once(metric_ids)
     metrics = await crud.get_metrics(session, metric_ids)
     usable = {m.id for m in metrics if m.project_id == test_set.project_id}
     unknown = [str(i) for i in metric_ids if i not in usable]

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations import crud as evaluation_crud
+from database.evaluations import service as evaluation_service
 from database.evaluations.catalogue import is_judge
 from database.models import crud as model_crud
 from database.models.models import ModelConfig
@@ -40,6 +41,7 @@ async def frozen_metrics(
     project_id: uuid.UUID,
     judge: uuid.UUID | None,
 ) -> list[dict[str, Any]]:
+    evaluation_service.check_listed_once(metric_ids)
     metrics = await evaluation_crud.get_metrics(session, metric_ids)
     known = {m.id for m in metrics if m.project_id == project_id}
     unknown = [str(i) for i in metric_ids if i not in known]

@@ -204,6 +204,24 @@ async def test_a_job_of_an_unknown_kind_dies_with_a_clear_error(
     assert (await load_job(committed_database, account, job_id)).last_error == dead[0]
 
 
+async def test_a_database_error_is_recorded_without_its_statement_and_parameters(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    kind = new_kind()
+
+    async def handler(ctx: JobContext) -> None:
+        async with ctx.transaction() as session:
+            await session.execute(text("SELECT length(:secret) / 0"), {"secret": "tenant-row-17"})
+
+    async with running_pool(committed_database, database_urls, {kind: handler}):
+        [job_id] = await enqueue_jobs(committed_database, account, kind, max_attempts=1)
+        await wait_for_status(committed_database, account, [job_id], "dead")
+    error = (await load_job(committed_database, account, job_id)).last_error
+    assert error is not None and error.endswith("Error: division by zero")
+    assert "SELECT" not in error and "tenant-row-17" not in error
+
+
 async def test_no_more_than_concurrency_jobs_run_at_once(
     committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
 ) -> None:

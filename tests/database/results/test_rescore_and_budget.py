@@ -210,3 +210,20 @@ async def test_a_rescores_rerun_ends_though_its_source_has_more_repetitions_sinc
     assert rerun.json()["counts"]["total"] == 3
     done = await lab.wait(rerun.json()["id"])
     assert done["status"] == "completed" and done["counts"]["failed"] == 3
+
+
+async def test_a_run_or_rescore_naming_a_metric_twice_is_refused_before_anything_is_written(
+    lab, fake
+):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": "question", "expected_output": "question"}])
+    contains = await lab.metric("contains")
+    body = {"test_set_id": test_set, "target_model_id": target, "metric_ids": [contains] * 2}
+    assert_problem(await lab.post("/runs", body), 422, field="metric_ids")
+    assert (await lab.get("/runs", test_set_id=test_set))["total"] == 0
+
+    run = await lab.run(test_set, target, metric_ids=[contains])
+    await lab.wait(run["id"])
+    twice = await lab.post(f"/runs/{run['id']}/rescore", {"metric_ids": [contains] * 2})
+    assert_problem(twice, 422, field="metric_ids")
+    assert (await lab.get("/runs", test_set_id=test_set))["total"] == 1
