@@ -97,6 +97,14 @@ Instructions = Callable[[MetricSpec, Observation], str]
 Judge = Callable[[str], Awaitable[Verdict]]
 
 
+def higher_passes(operator: str, negate: bool) -> bool | None:
+    """Whether a higher score is the better one under a metric's rule: True for >= and >,
+    False for <= and < (a negated rule the other way round), None for == (no direction)."""
+    if operator == "==":
+        return None
+    return (operator in (">=", ">")) != negate
+
+
 def decide(spec: MetricSpec, score: float) -> bool:
     passed = COMPARATORS[spec.operator](score, spec.threshold)
     return not passed if spec.negate else passed

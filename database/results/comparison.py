@@ -4,7 +4,9 @@ every interval, McNemar's exact test (a sign test, with repetitions) on pass/fai
 signed-rank test on graded scores, Holm's correction across every test of the response, and a
 verdict per metric, per slice and overall.
 
-Every figure is candidate minus baseline; for pass rates and scores higher is better."""
+Every figure is candidate minus baseline. For pass rates higher is better; for a metric's
+scores, whichever way its rule passes (a score that passes below its threshold is better
+lower), and a score whose rule has no direction (==) is not compared."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import side_reader
+from database.evaluations.scoring import higher_passes
 from database.results import changes
 from database.results.crud import pairing
 from database.results.crud.pairing import MetricPairs, PairedCase
@@ -112,7 +115,21 @@ async def compare(
 
 async def _metrics(side: AsyncSession, baseline: Run, candidate: Run) -> dict[str, MetricPairs]:
     async with pairing.whole_run_plans(side):
-        return await pairing.paired_metrics(side, baseline, candidate)
+        metrics = await pairing.paired_metrics(side, baseline, candidate)
+    for name, pairs in metrics.items():
+        pairs.higher_passes = _higher_passes(name, baseline, candidate)
+    return metrics
+
+
+def _higher_passes(name: str, *runs: Run) -> bool | None:
+    """By the rule each run froze for the metric: a direction only if the runs agree."""
+    found = {
+        higher_passes(metric.get("operator", ">="), bool(metric.get("negate")))
+        for run in runs
+        for metric in run.metrics or []
+        if metric.get("name") == name
+    }
+    return found.pop() if len(found) == 1 else None
 
 
 def _usable(cases: pairing.PairedColumns, options: CompareOptions) -> np.ndarray:
@@ -193,13 +210,20 @@ class _ByCase:
     moved: list[PairedCase]
 
 
-def _tested(label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str) -> Pending:
+def _tested(
+    label: str,
+    graded: bool,
+    a: np.ndarray,
+    b: np.ndarray,
+    family: str,
+    lower_is_better: bool = False,
+) -> Pending:
     """A paired comparison of the cases where both sides have a value, tested; its interval's
     slot is given when it is added (see _analyse)."""
     mask = ~(np.isnan(a) | np.isnan(b))
     a, b = a[mask], b[mask]
     test, p = paired_test(a, b, graded)
-    return Pending(label, family, graded, a, b, -1, test, p)
+    return Pending(label, family, graded, a, b, -1, test, p, lower_is_better)
 
 
 def _by_case(cases: pairing.PairedColumns, usable: np.ndarray) -> _ByCase:
@@ -234,8 +258,10 @@ def _analyse(
         pending.append(tested)
         return len(pending) - 1
 
-    def add(label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str) -> int:
-        return added(_tested(label, graded, a, b, family))
+    def add(
+        label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str, lower: bool = False
+    ) -> int:
+        return added(_tested(label, graded, a, b, family, lower))
 
     overall = added(by_case.overall)
     metric_slots = _add_metrics(add, cases, rated, metric_pairs)
@@ -283,7 +309,7 @@ def _analyse(
 
 # --- what is compared -----------------------------------------------------------------------
 
-Add = Callable[[str, bool, np.ndarray, np.ndarray, str], int]
+Add = Callable[[str, bool, np.ndarray, np.ndarray, str, bool], int]
 PRIMARY, EXPLORATORY = "primary", "exploratory"
 HOLM = (
     "Holm, within each of two families: primary (the overall pass rate and each metric's: what"
@@ -341,14 +367,15 @@ def _add_metrics(
             side.column(lookup, len(rated), graded=False)
             for side, lookup in zip(sides, lookups, strict=True)
         ]
-        rate = add(f"{name} pass rate", False, rates[0], rates[1], PRIMARY)
+        rate = add(f"{name} pass rate", False, rates[0], rates[1], PRIMARY, False)
         score = None
-        if not all(side.binary for side in sides):
+        if not all(side.binary for side in sides) and pairs.higher_passes is not None:
             scores = [
                 side.column(lookup, len(rated), graded=True)
                 for side, lookup in zip(sides, lookups, strict=True)
             ]
-            score = add(f"{name} mean score", True, scores[0], scores[1], EXPLORATORY)
+            label = f"{name} mean score" + ("" if pairs.higher_passes else " (lower passes)")
+            score = add(label, True, scores[0], scores[1], EXPLORATORY, not pairs.higher_passes)
         slots.append((name, pairs.type, rate, score))
     return slots
 

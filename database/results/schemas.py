@@ -331,7 +331,12 @@ class MetricComparison(OutputModel):
     name: str
     type: str | None
     pass_rate: Tested
-    score: Tested | None = Field(description="When scores are graded, not only 0 or 1")
+    score: Tested | None = Field(
+        description="When scores are graded, not only 0 or 1, and the metric's rule has a"
+        " better direction: its verdict is of the change for the better, which is lower for a"
+        " rule that passes below its threshold (<, <= or a negated >=: its reason says"
+        " 'lower passes'); none for =="
+    )
 
 
 class SliceComparison(OutputModel):

@@ -32,6 +32,7 @@ class Pending:
     slot: int
     test: str
     p_value: float
+    lower_is_better: bool = False  # a score whose rule passes below its threshold
 
 
 def paired_test(baseline: np.ndarray, candidate: np.ndarray, graded: bool) -> tuple[str, float]:
@@ -64,7 +65,9 @@ def tested(
             reason=f"{pending.label}: no paired case to compare",
         )
     base, cand = float(pending.baseline.mean()), float(pending.candidate.mean())
-    verdict = stats.verdict(ci[0], ci[1], p_adjusted, min_effect=min_effect, cases=n, alpha=ALPHA)
+    # The verdict is of the change for the better: a score better lower is judged negated.
+    better = (-ci[1], -ci[0]) if pending.lower_is_better else ci
+    verdict = stats.verdict(*better, p_adjusted, min_effect=min_effect, cases=n, alpha=ALPHA)
     return Tested(
         baseline=round(base, 6),
         candidate=round(cand, 6),

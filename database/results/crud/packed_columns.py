@@ -79,3 +79,6 @@ class MetricPairs:
     type: str | None
     baseline: MetricSide | None = None
     candidate: MetricSide | None = None
+    # Whether a higher score is the better one, by the rule both runs froze (None: no
+    # direction, the rule is == or the runs' rules disagree).
+    higher_passes: bool | None = True

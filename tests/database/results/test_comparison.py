@@ -279,3 +279,45 @@ async def test_gates_and_budgets_refuse_bad_input(lab, fake):
         )
         assert_problem(refused, 422, field=field)
     assert (await lab.get("/runs", project_id=lab.project_id))["total"] == 0
+
+
+SECRET = "the code word is tangerine"
+
+
+def _leaky(body: dict) -> str:
+    return SECRET if "LEAK" in json.dumps(body["messages"]) else echo_reply(body)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [{"negate": True}, {"operator": "<", "threshold": 0.8}, {"operator": "==", "threshold": 1}],
+)
+async def test_a_score_that_passes_low_is_better_low(lab, fake, rule):
+    """A metric that passes while the answer is unlike the secret: answers that repeat it
+    score higher and fail, and the score's verdict agrees with the pass rate's."""
+    fake.reply = _leaky
+    target = await lab.openai_model(fake)
+    cases = [
+        {"input": f"question {i}", "expected_output": SECRET, "variables": {"leak": i < 40}}
+        for i in range(200)
+    ]
+    test_set = await lab.test_set(cases)
+    unlike = await lab.metric("similarity", **rule)
+    common = {"metric_ids": [unlike], "concurrency": 20}
+    baseline = await lab.run(
+        test_set, target, prompt_id=await _prompt(lab, "{{ input }}"), **common
+    )
+    leaking = "{% if leak %}LEAK {% endif %}{{ input }}"
+    candidate = await lab.run(test_set, target, prompt_id=await _prompt(lab, leaking), **common)
+    for run in (baseline, candidate):
+        assert (await lab.wait(run["id"], seconds=90))["status"] == "completed"
+
+    [metric] = (await _compare(lab, candidate["id"], baseline["id"])).json()["metrics"]
+    if rule.get("operator") == "==":  # no better direction: the score is not judged
+        assert metric["score"] is None
+        return
+    assert metric["pass_rate"]["verdict"] == "regressed", metric["pass_rate"]["reason"]
+    score = metric["score"]
+    assert score["delta"] > 0  # in the score's own units: the leaking answers score higher
+    assert score["verdict"] == "regressed", score["reason"]
+    assert "mean score (lower passes)" in score["reason"]
