@@ -70,6 +70,9 @@ class TargetRequest:
         return turns
 
 
+MAX_TOKENS = 2**31 - 1  # what a result's count of tokens holds
+
+
 @dataclass(frozen=True)
 class TargetReply:
     output: str
@@ -77,3 +80,10 @@ class TargetReply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     tool_calls: tuple[ToolCall, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A count no call could have used is unknown, rather than a failure to store it.
+        for name in ("input_tokens", "output_tokens"):
+            count = getattr(self, name)
+            if count is not None and not 0 <= count <= MAX_TOKENS:
+                object.__setattr__(self, name, None)

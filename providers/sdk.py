@@ -11,11 +11,13 @@ import hashlib
 import importlib
 import sys
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import httpx2
 from pydantic_ai import exceptions as ai_errors
 from pydantic_ai.direct import model_request, model_request_stream
 from pydantic_ai.messages import (
@@ -137,12 +139,13 @@ def _model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
         from pydantic_ai.models.google import GoogleModel
         from pydantic_ai.providers.google import GoogleProvider
 
-        return GoogleModel(
-            name,
-            provider=GoogleProvider(
-                api_key=config.api_key, base_url=config.base_url, http_client=_client(pin)
-            ),
-        )
+        with warnings.catch_warnings():
+            # It takes any client timeout of 5 s for httpx's default: ours is the call's own.
+            warnings.filterwarnings("ignore", "The `http_client` passed to the Google provider")
+            google = GoogleProvider(
+                api_key=config.api_key, base_url=config.base_url, http_client=_client(pin, timeout)
+            )
+        return GoogleModel(name, provider=google)
     if provider == "mistral":
         from pydantic_ai.models.mistral import MistralModel
         from pydantic_ai.providers.mistral import MistralProvider
@@ -150,18 +153,25 @@ def _model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
         return MistralModel(
             name,
             provider=MistralProvider(
-                api_key=config.api_key, base_url=config.base_url, http_client=_client(pin)
+                api_key=config.api_key,
+                base_url=config.base_url,
+                http_client=_client(pin, timeout),
             ),
         )
     raise TargetError("configuration_error", f"unknown provider {provider!r}")
 
 
-def _client(pin: Pin | None) -> httpx.AsyncClient | None:
-    """For the SDKs that take an httpx client: a pinned one (else their own default)."""
+def _client(pin: Pin | None, timeout: float) -> httpx2.AsyncClient | None:
+    """For the SDKs that take an httpx client (Google, Mistral): a pinned one, else their own
+    default. httpx2, as pydantic-ai expects: it maps only httpx2's transport errors to its own
+    (a legacy httpx client's failures would escape it, and it is deprecated there)."""
     if pin is None:
         return None
-    return httpx.AsyncClient(
-        transport=pinned_transport(pin), follow_redirects=False, trust_env=False
+    return httpx2.AsyncClient(
+        transport=pinned_transport(pin, httpx2),
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx2.Timeout(timeout),  # not httpx's 5 s default
     )
 
 
@@ -309,6 +319,20 @@ def _provider_errors(seconds: float) -> Iterator[None]:
         raise TargetError(
             "invalid_response", f"the provider's answer was not usable: {exc}"
         ) from exc
+    # What an SDK lets through unwrapped (pydantic-ai maps only some of it, per provider).
+    except (httpx.TimeoutException, httpx2.TimeoutException) as exc:
+        if time.perf_counter() - started < seconds * 0.9:
+            raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+        raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
+    except (httpx.HTTPStatusError, httpx2.HTTPStatusError) as exc:
+        response = exc.response
+        raise http_error(response.status_code, "", dict(response.headers)) from exc
+    except (httpx.DecodingError, httpx2.DecodingError) as exc:
+        raise TargetError(
+            "invalid_response", f"the provider's answer was not usable: {exc}"
+        ) from exc
+    except (httpx.HTTPError, httpx2.HTTPError) as exc:
+        raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
 
 
 def _answer(response: ModelResponse) -> Answer:

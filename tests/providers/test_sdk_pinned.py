@@ -1,0 +1,132 @@
+"""Google and Mistral at a configured base URL, when private networks are not allowed: their SDK
+client (httpx2, as pydantic-ai expects) connects to the address that was checked, holds to the
+call's time limit, and its failures are `TargetError`s (which the engine retries and counts)
+rather than httpx's exceptions (which would stop the chunk).
+
+This machine has no route to a public address: a second loopback address (127.0.0.2) stands for
+the public one the host name resolves to (see tests/utils/test_ssrf.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+import warnings
+from collections.abc import Iterator
+from types import ModuleType
+
+import httpx
+import httpx2
+import pytest
+
+from providers import sdk
+from providers.config import TargetReply, TargetRequest
+from providers.errors import TargetError
+from providers.targets import call_target
+from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.providers.support import target_config
+from utils import ssrf
+
+HOST = "llm.pinned.test"
+PUBLIC_STAND_IN = "127.0.0.2"
+
+
+@pytest.fixture(autouse=True)
+def resolves_to_the_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def resolve(host: str) -> list[ssrf.Address]:
+        return [ipaddress.ip_address(PUBLIC_STAND_IN)]
+
+    real_is_public = ssrf.is_public
+    monkeypatch.setattr(ssrf, "resolve", resolve)
+    monkeypatch.setattr(
+        ssrf,
+        "is_public",
+        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
+    )
+
+
+@pytest.fixture
+def mistral() -> Iterator[FakeOpenAI]:
+    """Mistral's chat completions are OpenAI's, at `/v1/chat/completions` of the base URL."""
+    server = FakeOpenAI()
+    server.host = PUBLIC_STAND_IN
+    with server:
+        yield server
+
+
+def _closed_port() -> int:
+    """A port of the stand-in address where nothing listens: connecting is refused."""
+    with socket.socket() as probe:
+        probe.bind((PUBLIC_STAND_IN, 0))
+        return int(probe.getsockname()[1])
+
+
+async def _ask(provider: str, port: int, seconds: float = 5) -> TargetReply:
+    config = target_config(provider, f"http://{HOST}:{port}", timeout_seconds=seconds)
+    return await call_target(config, TargetRequest(input="Hello"), allow_private_networks=False)
+
+
+async def test_mistral_reaches_the_checked_address_by_its_host_name(mistral: FakeOpenAI) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reply = await _ask("mistral", mistral.port)
+    assert reply.output == "echo: Hello"
+    assert [r.headers["host"] for r in mistral.requests] == [f"{HOST}:{mistral.port}"]
+    # Not a legacy httpx client (pydantic-ai warns of one, and lets its errors through).
+    assert [str(w.message) for w in caught if "httpx" in str(w.message)] == []
+
+
+@pytest.mark.parametrize("provider", ["google", "mistral"])
+async def test_a_refused_connection_is_a_connection_error(provider: str) -> None:
+    with pytest.raises(TargetError) as failed:
+        await _ask(provider, _closed_port())
+    assert failed.value.kind == "connection_error"
+
+
+async def test_an_answer_that_never_comes_is_a_timeout_at_the_calls_limit(
+    mistral: FakeOpenAI,
+) -> None:
+    mistral.enqueue(Fault.hang(10))
+    started = time.perf_counter()
+    with pytest.raises(TargetError) as failed:
+        await _ask("mistral", mistral.port, seconds=1)
+    assert failed.value.kind == "timeout"
+    assert time.perf_counter() - started < 4
+
+
+def _raw_error(http: ModuleType, name: str) -> Exception:
+    request = http.Request("POST", f"http://{HOST}/v1/chat/completions")
+    if name == "HTTPStatusError":
+        response = http.Response(503, request=request)
+        return http.HTTPStatusError("busy", request=request, response=response)
+    return getattr(http, name)("failed", request=request)
+
+
+@pytest.mark.parametrize("http", [httpx, httpx2], ids=["httpx", "httpx2"])
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("ConnectError", "connection_error"),
+        ("RemoteProtocolError", "connection_error"),
+        ("DecodingError", "invalid_response"),
+        ("HTTPStatusError", "server_error"),
+    ],
+)
+def test_what_an_sdk_lets_through_of_httpx_is_a_target_error(
+    http: ModuleType, name: str, kind: str
+) -> None:
+    """An SDK's own httpx exception that pydantic-ai does not wrap is still a `TargetError`."""
+    with pytest.raises(TargetError) as failed, sdk._provider_errors(5):
+        raise _raw_error(http, name)
+    assert failed.value.kind == kind
+
+
+@pytest.mark.parametrize("http", [httpx, httpx2], ids=["httpx", "httpx2"])
+@pytest.mark.parametrize(("seconds", "kind"), [(0, "timeout"), (60, "connection_error")])
+def test_an_httpx_timeout_is_a_timeout_once_the_time_is_spent(
+    http: ModuleType, seconds: float, kind: str
+) -> None:
+    """Before then it is a connection that failed (as pydantic-ai's timeouts are read)."""
+    with pytest.raises(TargetError) as failed, sdk._provider_errors(seconds):
+        raise http.ReadTimeout("no bytes")
+    assert failed.value.kind == kind
