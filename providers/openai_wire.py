@@ -93,19 +93,25 @@ async def chat(
         raise WireStatus(status, _error_detail(raw), reply_headers)
     if stream is not None and stream.started:
         return stream.result()
-    try:  # a whole answer (also from a server that ignored the request to stream)
+    return _whole(raw)
+
+
+def _whole(raw: bytes) -> Completion:
+    """A whole answer (also from a server that ignored the request to stream). A ValueError
+    when it is not a chat completion (reported as an invalid response)."""
+    try:
         document = fastjson.loads(raw)
         message = document["choices"][0]["message"]
-        usage = document.get("usage") or {}
-        tool_calls = read_calls(message.get("tool_calls") or (), "the answer")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise ValueError("the provider's answer is not a chat completion") from exc
-    return Completion(
-        _text(message.get("content")),
-        usage.get("prompt_tokens"),
-        usage.get("completion_tokens"),
-        tool_calls,
-    )
+    if not isinstance(message, dict):
+        raise ValueError("the provider's answer is not a chat completion")
+    usage = _usage(document.get("usage"))
+    calls = message.get("tool_calls") or ()
+    if not isinstance(calls, list | tuple):
+        raise ValueError("the answer's tool_calls is not a list")
+    tool_calls = read_calls(calls, "the answer")
+    return Completion(_text(message.get("content")), *usage, tool_calls)
 
 
 class _Stream:
@@ -115,7 +121,7 @@ class _Stream:
         self.on_delta = on_delta
         self.parts: list[str] = []
         self.tool_calls = StreamedCalls()
-        self.usage: dict[str, Any] = {}
+        self.usage: tuple[int | None, int | None] = (None, None)
         self.started = False
         self.done = False
 
@@ -133,9 +139,14 @@ class _Stream:
             raise ValueError("a streamed chunk is not JSON") from exc
         if not isinstance(chunk, dict):
             raise ValueError("a streamed chunk is not a JSON object")
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
+        if chunk.get("usage") is not None:
+            self.usage = _usage(chunk["usage"])
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise ValueError("a streamed chunk's choices is not a list")
+        for choice in choices:
+            if not isinstance(choice, dict) or not isinstance(choice.get("delta"), dict | None):
+                raise ValueError("a streamed choice or its delta is not an object")
             delta = choice.get("delta") or {}
             self.tool_calls.add(delta.get("tool_calls"))
             piece = _text(delta.get("content"))
@@ -146,20 +157,41 @@ class _Stream:
     def result(self) -> Completion:
         if not self.done:
             raise ValueError("the stream ended before [DONE]")
-        return Completion(
-            "".join(self.parts),
-            self.usage.get("prompt_tokens"),
-            self.usage.get("completion_tokens"),
-            self.tool_calls.result(),
-        )
+        return Completion("".join(self.parts), *self.usage, self.tool_calls.result())
 
 
 def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return ""
+    """A message's text: a string, or the texts of its content parts (a part without one,
+    such as an image, adds nothing)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise ValueError("a message's content is neither text nor a list of parts")
+    texts = [part["text"] for part in content if isinstance(part, dict) and "text" in part]
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError("the text of a content part is not a string")
+    return "".join(texts)
+
+
+def _usage(usage: Any) -> tuple[int | None, int | None]:
+    """(input tokens, output tokens) of a `usage` object (or of none: unknown)."""
+    if usage is None:
+        return None, None
+    if not isinstance(usage, dict):
+        raise ValueError("the answer's usage is not an object")
+    return _tokens(usage.get("prompt_tokens")), _tokens(usage.get("completion_tokens"))
+
+
+def _tokens(value: Any) -> int | None:
+    """A count of tokens as a whole number, or None for anything that is not one (a server's
+    "12" is 12): prices and sums are computed from it."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _error_detail(raw: bytes) -> str:

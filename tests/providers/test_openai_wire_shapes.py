@@ -1,0 +1,127 @@
+"""An OpenAI-compatible server's answer of the wrong shape is an invalid response (an errored
+case, which the engine reports), never an exception of another kind escaping the call (which
+would stop the chunk); token counts are whole numbers or unknown, never text (prices are
+computed from them)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from app.engine.calls import cost
+from providers.config import TargetReply, TargetRequest
+from providers.errors import TargetError
+from providers.targets import call_target
+from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.providers.support import target_config
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+def _completion(message: Any, **extra: Any) -> dict[str, Any]:
+    return {"object": "chat.completion", "choices": [{"index": 0, "message": message}], **extra}
+
+
+def _events(*chunks: Any) -> Fault:
+    """A streamed answer of these chunks, then [DONE]."""
+    body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+    return Fault.http(200, body, headers={"content-type": "text/event-stream"})
+
+
+async def _ask(fake: FakeOpenAI, *, stream: bool = False, **fields: Any) -> TargetReply:
+    config = target_config("openai-compatible", fake.base_url, stream=stream, **fields)
+    return await call_target(
+        config,
+        TargetRequest(input="Hi"),
+        allow_private_networks=True,
+        on_delta=(lambda piece: None) if stream else None,
+    )
+
+
+WHOLE = {
+    "a content part's text is null": _completion({"content": [{"type": "text", "text": None}]}),
+    "a content part's text is a number": _completion({"content": [{"text": 7}]}),
+    "the content is an object": _completion({"content": {"text": "hi"}}),
+    "the usage is a list": _completion({"content": "hi"}, usage=[1, 2]),
+    "the message is text": _completion("hi"),
+    "the tool calls are a number": _completion({"content": None, "tool_calls": 3}),
+}
+
+
+@pytest.mark.parametrize("body", WHOLE.values(), ids=WHOLE.keys())
+async def test_a_whole_answer_of_the_wrong_shape_is_an_invalid_response(
+    fake: FakeOpenAI, body: dict[str, Any]
+) -> None:
+    fake.enqueue(Fault.http(200, body))
+    with pytest.raises(TargetError) as failed:
+        await _ask(fake)
+    assert failed.value.kind == "invalid_response"
+    assert "not usable" in failed.value.message
+
+
+STREAMED = {
+    "the choices are an object": {"choices": {"0": {"delta": {"content": "hi"}}}},
+    "a choice is text": {"choices": ["hi"]},
+    "a delta is text": {"choices": [{"index": 0, "delta": "hi"}]},
+    "a delta's content part has null text": {
+        "choices": [{"index": 0, "delta": {"content": [{"text": None}]}}]
+    },
+    "the usage is a list": {"choices": [], "usage": [1, 2]},
+}
+
+
+@pytest.mark.parametrize("chunk", STREAMED.values(), ids=STREAMED.keys())
+async def test_a_streamed_chunk_of_the_wrong_shape_is_an_invalid_response(
+    fake: FakeOpenAI, chunk: dict[str, Any]
+) -> None:
+    fake.enqueue(_events({"choices": [{"index": 0, "delta": {"content": "Hel"}}]}, chunk))
+    with pytest.raises(TargetError) as failed:
+        await _ask(fake, stream=True)
+    assert failed.value.kind == "invalid_response"
+    assert "not usable" in failed.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_token_counts_sent_as_text_are_numbers_and_priced(
+    fake: FakeOpenAI, stream: bool
+) -> None:
+    usage = {"prompt_tokens": "12", "completion_tokens": "5"}
+    if stream:
+        fake.enqueue(
+            _events({"choices": [{"index": 0, "delta": {"content": "hi"}}]}, {"usage": usage})
+        )
+    else:
+        fake.enqueue(Fault.http(200, _completion({"content": "hi"}, usage=usage)))
+    prices = {"input_price_per_mtok": Decimal(1), "output_price_per_mtok": Decimal(2)}
+    reply = await _ask(fake, stream=stream, **prices)
+    assert (reply.output, reply.input_tokens, reply.output_tokens) == ("hi", 12, 5)
+    config = target_config("openai-compatible", fake.base_url, **prices)
+    assert cost(config, reply) == pytest.approx(22 / 1_000_000)
+
+
+@pytest.mark.parametrize(
+    "count", ["many", -3, 2.5, True, {"n": 1}, None, "\N{SUPERSCRIPT TWO}", 2**31, 10**30]
+)
+async def test_a_count_that_is_no_whole_number_is_unknown(fake: FakeOpenAI, count: Any) -> None:
+    usage = {"prompt_tokens": count, "completion_tokens": 4}
+    fake.enqueue(Fault.http(200, _completion({"content": "hi"}, usage=usage)))
+    reply = await _ask(fake)
+    assert (reply.output, reply.input_tokens, reply.output_tokens) == ("hi", None, 4)
+
+
+async def test_content_parts_without_text_add_nothing(fake: FakeOpenAI) -> None:
+    parts = [
+        {"type": "text", "text": "Hello, "},
+        {"type": "image_url", "image_url": {"url": "https://example.test/a.png"}},
+        {"type": "text", "text": "world"},
+    ]
+    fake.enqueue(Fault.http(200, _completion({"content": parts})))
+    assert (await _ask(fake)).output == "Hello, world"
