@@ -130,19 +130,26 @@ def _is_event_stream(headers: dict[str, str]) -> bool:
 
 
 async def _read_lines(response: Response, on_line: Callable[[bytes], None]) -> None:
+    """Hands over each line as its end arrives. A line's start waits in one buffer that each
+    chunk extends, and only the new bytes are searched for its end: a long line costs time in
+    proportion to its length, not to its length times its chunks. No line is longer than the
+    answer, whose size is capped."""
     reader = response.body_reader
-    size, pending = 0, b""
+    size, pending = 0, bytearray()
     while (chunk := await reader.read_chunk()) is not None:
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
             raise TransportError(
                 "invalid_response", f"the answer is larger than {MAX_RESPONSE_BYTES} bytes"
             )
-        *lines, pending = (pending + bytes(chunk)).split(b"\n")
-        for line in lines:
-            on_line(line.rstrip(b"\r"))
+        start, end = 0, len(pending)  # what was pending holds no line's end
+        pending += chunk
+        while (end := pending.find(b"\n", end)) != -1:
+            on_line(bytes(pending[start:end]).rstrip(b"\r"))
+            start = end = end + 1
+        del pending[:start]
     if pending:
-        on_line(pending.rstrip(b"\r"))
+        on_line(bytes(pending).rstrip(b"\r"))
 
 
 async def _read_capped(response: Response) -> bytes:
