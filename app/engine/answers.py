@@ -151,7 +151,12 @@ async def cached_answer(
 
 
 def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
-    material = {
+    """What decides the answer, hashed. Not the timeout, nor the API key (the cache is the
+    organization's own); an http target's headers only as a digest of them (they may hold
+    secrets). An http target's key has more material than before, so no answer cached under
+    an older key (which two targets differing in headers or method shared) is found again;
+    the other providers' keys are unchanged, as were their answers."""
+    material: dict[str, Any] = {
         "provider": config.provider,
         "model": config.model,
         "base_url": config.base_url,
@@ -165,5 +170,18 @@ def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
         "variables": request.variables if config.provider == "http" else None,
         "tools": config.tools or None,
     }
+    if config.provider == "http":
+        material |= {
+            "method": (config.http_method or "POST").upper(),
+            "headers": _headers_digest(config.http_headers),
+            # What a streaming endpoint's answer is read from: its events, at this path.
+            "stream_path": config.stream_path if config.stream else None,
+        }
     encoded = json.dumps(material, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _headers_digest(headers: dict[str, str]) -> str:
+    """The headers sent, as a digest: names case-insensitively, values exactly."""
+    named = sorted((name.lower(), value) for name, value in headers.items())
+    return hashlib.sha256(json.dumps(named, ensure_ascii=False).encode()).hexdigest()
