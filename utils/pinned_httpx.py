@@ -3,7 +3,8 @@ utils/ssrf.vet), for the provider SDKs, which bring their own httpx clients: the
 its host name for the Host header and TLS (server name and certificate check), the socket
 goes to the pinned address, and any other host is refused.
 
-`http` is httpx or an API-compatible fork of it (the Anthropic SDK uses httpx2)."""
+`http` is httpx or an API-compatible fork of it: httpx2, which the clients for Anthropic, Google
+and Mistral are (Groq's SDK still uses httpx)."""
 
 from __future__ import annotations
 
