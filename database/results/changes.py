@@ -3,6 +3,7 @@ both outputs), and the cost, token and latency deltas."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,6 +49,17 @@ def latency_deltas(a: np.ndarray, b: np.ndarray, seed: int) -> tuple[Delta, Delt
     return p50, p95
 
 
+def _flipped(rated: Sequence[PairedCase]) -> list[tuple[PairedCase, float, float]]:
+    """The cases that pass on one side only, with both sides' pass shares."""
+    flipped = []
+    for case in rated:
+        base, cand = case.share("baseline"), case.share("candidate")
+        assert base is not None and cand is not None
+        if (base >= 0.5) != (cand >= 0.5):
+            flipped.append((case, base, cand))
+    return flipped
+
+
 async def flips(
     session: AsyncSession,
     baseline: Run,
@@ -56,12 +68,7 @@ async def flips(
     limit: int,
     offset: int,
 ) -> Flips:
-    flipped = []
-    for case in rated:
-        base, cand = case.share("baseline"), case.share("candidate")
-        assert base is not None and cand is not None
-        if (base >= 0.5) != (cand >= 0.5):
-            flipped.append((case, base, cand))
+    flipped = await asyncio.to_thread(_flipped, rated)
     page = flipped[offset : offset + limit]
     outputs = await flip_outputs.flip_outputs(
         session,

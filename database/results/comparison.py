@@ -93,7 +93,9 @@ async def compare(
         try:
             cases = await pairing.paired_cases(session, baseline, candidate)
             usable = _usable(cases, options)
-            metrics = on_side or pairing.paired_metrics(session, baseline, candidate)
+            metrics = _directed(
+                on_side or pairing.paired_metrics(session, baseline, candidate), baseline, candidate
+            )
             seed = stats.seed_for(str(baseline.id), str(candidate.id))
             prepared, analysed, (p50, p95) = await _analysed(cases, usable, metrics, seed, options)
         finally:
@@ -115,20 +117,30 @@ async def compare(
 
 async def _metrics(side: AsyncSession, baseline: Run, candidate: Run) -> dict[str, MetricPairs]:
     async with pairing.whole_run_plans(side):
-        metrics = await pairing.paired_metrics(side, baseline, candidate)
-    for name, pairs in metrics.items():
+        return await pairing.paired_metrics(side, baseline, candidate)
+
+
+async def _directed(
+    metrics: Awaitable[dict[str, MetricPairs]], baseline: Run, candidate: Run
+) -> dict[str, MetricPairs]:
+    """The metrics, each with the direction of its scores."""
+    found = await metrics
+    for name, pairs in found.items():
         pairs.higher_passes = _higher_passes(name, baseline, candidate)
-    return metrics
+    return found
 
 
 def _higher_passes(name: str, *runs: Run) -> bool | None:
-    """By the rule each run froze for the metric: a direction only if the runs agree."""
+    """By the rule each run froze for the metric: a direction only if the runs agree (a metric
+    neither run names, from before rules were frozen, is taken as passing high)."""
     found = {
         higher_passes(metric.get("operator", ">="), bool(metric.get("negate")))
         for run in runs
         for metric in run.metrics or []
         if metric.get("name") == name
     }
+    if not found:
+        return True
     return found.pop() if len(found) == 1 else None
 
 

@@ -11,6 +11,7 @@ position, so a run's per-case figures (its metrics') are matched to the cases by
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -246,6 +247,10 @@ async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> 
 
 async def _by_position(session: AsyncSession, baseline: Run, candidate: Run) -> ByPosition | None:
     rows = (await session.execute(_RUN_ROWS, run_params(baseline, candidate))).all()
+    return await asyncio.to_thread(_paired_by_position, rows)
+
+
+def _paired_by_position(rows: Sequence[Any]) -> ByPosition | None:
     runs = {bool(row[0]): RunCases.of(row[1:]) for row in rows}
     return ByPosition.pair(runs[False], runs[True])
 
@@ -271,6 +276,10 @@ class _ByKey:
 async def _by_key(session: AsyncSession, baseline: Run, candidate: Run) -> _ByKey:
     async with _sorted_groups(session):
         row = (await session.execute(_CASES, run_params(baseline, candidate))).one()
+    return await asyncio.to_thread(_paired_by_key, row)
+
+
+def _paired_by_key(row: Any) -> _ByKey:
     width = len(_SIDE_COLUMNS)
     empty: list[Any] = []
     sides = [
@@ -285,7 +294,7 @@ async def _version_cases(
 ) -> tuple[CaseSlices, np.ndarray]:
     """Each case's slices (behavior, category, topic) and whether its test changed."""
     same = baseline.test_set_version_id == candidate.test_set_version_id
-    versions = await session.execute(
+    rows = await session.execute(
         _VERSION_CASES,
         {
             "baseline_version": baseline.test_set_version_id,
@@ -293,10 +302,17 @@ async def _version_cases(
             "digest": not same,
         },
     )
-    found = {found[0]: _VersionCases.of(found) for found in versions.all()}
+    versions = (baseline.test_set_version_id, candidate.test_set_version_id)
+    return await asyncio.to_thread(_slices_and_changes, rows.all(), versions, sides)
+
+
+def _slices_and_changes(
+    rows: Sequence[Any], versions: tuple[uuid.UUID, uuid.UUID], sides: Sequence[SideColumns]
+) -> tuple[CaseSlices, np.ndarray]:
+    same = versions[0] == versions[1]
+    found = {found[0]: _VersionCases.of(found) for found in rows}
     none = _VersionCases.of(None)
-    before = found.get(baseline.test_set_version_id, none)
-    after = found.get(candidate.test_set_version_id, none)
+    before, after = found.get(versions[0], none), found.get(versions[1], none)
     rows_before, rows_after = before.rows(sides[0].position), after.rows(sides[1].position)
     # Each case's row among both versions' rows (the candidate's first; one version's rows
     # once): its values are the candidate's version's, else the baseline's, else none.
@@ -331,6 +347,10 @@ async def paired_metrics(
     # whole join (400,000 rows for two runs of 100,000 results and 2 metrics) to group it.
     async with local_settings(session, enable_sort="off"):
         rows = (await session.execute(_METRICS, run_params(baseline, candidate))).all()
+    return await asyncio.to_thread(_metric_pairs, rows)
+
+
+def _metric_pairs(rows: Sequence[Any]) -> dict[str, MetricPairs]:
     metrics: dict[str, MetricPairs] = {}
     for is_candidate, name, kind, positions, flags, scores in rows:
         side = MetricSide.of(positions, flags, scores)

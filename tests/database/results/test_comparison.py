@@ -4,10 +4,13 @@ verdicts, slices and flips, and what bad requests get."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
 
+from database.results import changes
+from database.results.crud import pairing
 from tests.fakes.openai_server import echo_reply
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem, register
@@ -321,3 +324,49 @@ async def test_a_score_that_passes_low_is_better_low(lab, fake, rule):
     assert score["delta"] > 0  # in the score's own units: the leaking answers score higher
     assert score["verdict"] == "regressed", score["reason"]
     assert "mean score (lower passes)" in score["reason"]
+
+
+async def test_a_comparisons_work_on_the_rows_is_done_off_the_event_loop(lab, fake, monkeypatch):
+    """What a comparison computes from the rows it read grows with cases, repetitions and
+    metrics (seconds for a large run): none of it holds the event loop."""
+    target = await lab.openai_model(fake)
+    cases = [{"input": f"question {i}", "expected_output": f"question {i}"} for i in range(6)]
+    test_set = await lab.test_set(cases)
+    common = {"metric_ids": [await lab.metric("similarity")], "repetitions": 2}
+    runs = [await lab.run(test_set, target, **common) for _ in range(2)]
+    first_test = (await lab.get("/tests", test_set_id=test_set))["items"][0]["id"]
+    edited = await lab.client.patch(
+        f"/api/v1/tests/{first_test}", json={"input": "edited"}, headers=lab.account.headers
+    )
+    assert edited.status_code == 200, edited.text
+    runs.append(await lab.run(test_set, target, **common))  # another version: paired by key
+    for run in runs:
+        assert (await lab.wait(run["id"]))["status"] == "completed"
+
+    on_the_loop: dict[str, list[bool]] = {}
+    for module, name in [
+        (pairing, "_paired_by_position"),
+        (pairing, "_paired_by_key"),
+        (pairing, "_slices_and_changes"),
+        (pairing, "_metric_pairs"),
+        (changes, "_flipped"),
+    ]:
+        work = getattr(module, name)
+
+        def noted(*args, _work=work, _name=name):
+            on_the_loop.setdefault(_name, []).append(threading.current_thread() is loop_thread)
+            return _work(*args)
+
+        monkeypatch.setattr(module, name, noted)
+    loop_thread = threading.current_thread()
+    for candidate in runs[1:]:
+        body = (await _compare(lab, candidate["id"], runs[0]["id"], include_changed=True)).json()
+        assert body["cases"]["paired"] == 6
+    assert set(on_the_loop) == {
+        "_paired_by_position",
+        "_paired_by_key",
+        "_slices_and_changes",
+        "_metric_pairs",
+        "_flipped",
+    }
+    assert not any(called for calls in on_the_loop.values() for called in calls), on_the_loop
