@@ -23,6 +23,14 @@ class NoMatch(CliError):
     """A name or id that names nothing (the server answered; nothing was wrong but the name)."""
 
 
+class ApiError(CliError):
+    """The server answered, but not with a success: `status` says how (409: a conflict)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class Client:
     def __init__(self, url: str, api_key: str, *, timeout: httpx.Timeout = TIMEOUT) -> None:
         self.url = url.rstrip("/")
@@ -40,7 +48,7 @@ class Client:
         response = self._send(method, path, **kwargs)
         if response.is_success:
             return response
-        raise CliError(problem_line(response))
+        raise ApiError(problem_line(response), response.status_code)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -12,16 +12,25 @@ from rich.table import Table
 from cli import config
 from cli.client import Client, CliError
 from cli.files import file_format, import_into_set
-from cli.outcome import GATE_FAILED, OK, comparison_table
+from cli.outcome import OK, compare, comparison_outcome, comparison_table, exit_word
+from cli.saving import download
 
 EXPORT_FORMATS = ("csv", "json", "junit")
 
 
-def compare_runs(client: Client, console: Console, run_id: str, baseline: str) -> int:
-    comparison = client.get(f"/runs/{run_id}/compare", baseline=baseline)
+def compare_runs(
+    client: Client, console: Console, run_id: str, baseline: str, min_effect: float | None
+) -> int:
+    """Exits as the run's gate would with `fail_on: regression`, compared with its min_effect
+    unless told another."""
+    if min_effect is None:
+        min_effect = (client.get(f"/runs/{run_id}").get("gate") or {}).get("min_effect")
+    comparison = compare(client, run_id, baseline, min_effect=min_effect)
     console.print(comparison_table(comparison))
     console.print(f"{comparison['verdict']}: {comparison['reason']}", markup=False)
-    return GATE_FAILED if comparison["verdict"] == "regressed" else OK
+    result = comparison_outcome(comparison)
+    console.print(f"{exit_word(result.code)} (exit {result.code}): {result.reason}", markup=False)
+    return result.code
 
 
 def list_runs(
@@ -110,18 +119,14 @@ def _only_project(client: Client) -> str:
 def export_run(client: Client, run_id: str, fmt: str, output: Path | None) -> int:
     if fmt not in EXPORT_FORMATS:
         raise CliError(f"unknown export format {fmt!r}: one of {', '.join(EXPORT_FORMATS)}")
-    with client.stream(f"/runs/{run_id}/export", params={"format": fmt}) as response:
-        if output is None:
-            for chunk in response.iter_bytes():
-                sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-            return OK
-        try:
-            with output.open("wb") as handle:
-                for chunk in response.iter_bytes():
-                    handle.write(chunk)
-        except OSError as exc:
-            raise CliError(f"cannot write {output}: {exc.strerror}") from None
+    path, params = f"/runs/{run_id}/export", {"format": fmt}
+    if output is not None:
+        download(client, path, params, output)
+        return OK
+    with client.stream(path, params=params) as response:
+        for chunk in response.iter_bytes():
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
     return OK
 
 

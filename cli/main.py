@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -61,6 +62,22 @@ FailOnOption = Annotated[
 ]
 Junit = Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here")]
 JsonReport = Annotated[Path | None, typer.Option("--json", help="Write a JSON report here")]
+
+
+def _run_id(value: str) -> str:
+    """A run's id, checked before it goes into a URL path (where `RUN/../..` would name
+    something else)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a run id (a UUID)") from None
+
+
+def _baseline(value: str) -> str:
+    return value if value == "project" else _run_id(value)
+
+
+RunId = Annotated[str, typer.Argument(help="The run's id", callback=_run_id)]
 
 
 def _console() -> Console:
@@ -153,7 +170,7 @@ def run_command(
 
 @app.command("watch")
 def watch_command(
-    run_id: Annotated[str, typer.Argument(help="The run's id")],
+    run_id: RunId,
     fail_on: FailOnOption = None,
     junit: Junit = None,
     json_report: JsonReport = None,
@@ -195,14 +212,27 @@ def _follow(
 
 @app.command("compare")
 def compare_command(
-    run_id: Annotated[str, typer.Argument(help="The run")],
-    baseline: Annotated[str, typer.Option("--baseline", help="A run id, or project")],
+    run_id: RunId,
+    baseline: Annotated[
+        str, typer.Option("--baseline", help="A run id, or project", callback=_baseline)
+    ],
+    min_effect: Annotated[
+        float | None,
+        typer.Option(
+            "--min-effect",
+            min=0,
+            max=1,
+            help="Changes inside ± this are equivalent (default: the run's gate's, else 0.02)",
+        ),
+    ] = None,
     url: Url = None,
     api_key: ApiKey = None,
     profile: Profile = None,
 ) -> int:
-    """Compare a run with a baseline per metric; exit 1 when it regressed."""
-    return compare_runs(_client(url, api_key, profile), _console(), run_id, baseline)
+    """Compare a run with a baseline per metric; exit as a gate would: 1 when the overall
+    pass rate or any metric's regressed, 2 when one is inconclusive, else 0."""
+    client = _client(url, api_key, profile)
+    return compare_runs(client, _console(), run_id, baseline, min_effect)
 
 
 @runs_app.command("list")
@@ -239,7 +269,7 @@ def import_command(
 
 @app.command("export")
 def export_command(
-    run_id: Annotated[str, typer.Argument(help="The run")],
+    run_id: RunId,
     export_format: Annotated[str, typer.Option("--format", help="csv, json or junit")] = "json",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Else stdout")] = None,
     url: Url = None,

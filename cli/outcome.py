@@ -1,5 +1,5 @@
-"""How a finished run ends the command: its exit code, and the tables printed for a person
-(the failures, and the comparison with the baseline per metric)."""
+"""How a finished run (or a comparison) ends the command: its exit code, and the tables
+printed for a person (the failures, and the comparison with the baseline per metric)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from cli.client import Client
 
 FailOn = Literal["regression", "failures", "never"]
 
@@ -50,10 +52,52 @@ def outcome(run: dict[str, Any], fail_on: FailOn) -> Outcome:
     return Outcome(OK, "gate passed" + (f" ({notes})" if notes else "") if gate else "done")
 
 
-def summary_line(run: dict[str, Any]) -> str:
+_EXIT_WORDS = {
+    OK: "PASSED",
+    GATE_FAILED: "FAILED",
+    NOT_JUDGED: "NOT JUDGED",
+    INTERRUPTED: "DETACHED",
+}
+
+
+def exit_word(code: int) -> str:
+    return _EXIT_WORDS.get(code, "ERROR")
+
+
+def compare(
+    client: Client, run_id: str, baseline: str, *, min_effect: float | None
+) -> dict[str, Any]:
+    """The comparison as a gate makes it: pairing only tests whose content did not change, and
+    changes inside ± `min_effect` (the gate's; None: the server's default) equivalent."""
+    return dict(
+        client.get(
+            f"/runs/{run_id}/compare",
+            baseline=baseline,
+            include_changed=False,
+            min_effect=min_effect,
+        )
+    )
+
+
+def comparison_outcome(comparison: dict[str, Any]) -> Outcome:
+    """The server's rule for a gate with `fail_on: regression` (database/results/gates.py):
+    a regression of the overall pass rate or of any metric's fails it (1); else one of them
+    inconclusive leaves it undecided (2); else it passes (0)."""
+    tested = [comparison["overall"], *(metric["pass_rate"] for metric in comparison["metrics"])]
+    regressed = [t["reason"] for t in tested if t["verdict"] == "regressed"]
+    if regressed:
+        return Outcome(GATE_FAILED, "regressed: " + "; ".join(regressed))
+    doubts = [t["reason"] for t in tested if t["verdict"] == "inconclusive"]
+    if doubts:
+        return Outcome(NOT_JUDGED, "inconclusive: " + "; ".join(doubts))
+    return Outcome(OK, "no regression")
+
+
+def summary_line(run: dict[str, Any], pass_rate: float | None) -> str:
+    """The run's counts, and its pass rate as the server has it (the mean over cases of each
+    case's share of passing repetitions: with repetitions, not passed / rated results)."""
     counts = run["counts"]
-    rated = counts["passed"] + counts["failed"]
-    rate = f"{counts['passed'] / rated:.1%}" if rated else "n/a"
+    rate = "n/a" if pass_rate is None else f"{pass_rate:.1%}"
     return (
         f"Run {run['id']} {run['status']}: {counts['passed']} passed, {counts['failed']} failed,"
         f" {counts['errored']} errored of {counts['total']} (pass rate {rate}),"

@@ -10,18 +10,20 @@ from typing import Any
 
 from rich.console import Console
 
-from cli.client import Client, CliError
+from cli.client import ApiError, Client, CliError
 from cli.files import file_format, import_into_set
 from cli.outcome import (
-    INTERRUPTED,
     FailOn,
+    compare,
     comparison_table,
+    exit_word,
     failures_table,
     outcome,
     print_tables,
     summary_line,
 )
 from cli.progress import Tally, display_for
+from cli.saving import download, write_file
 from cli.stream import follow
 
 
@@ -166,8 +168,7 @@ def watch(
     except KeyboardInterrupt:
         display.stop()
         if cancel_on_interrupt:
-            client.post(f"/runs/{run['id']}/cancel")
-            console.print(f"Asked the server to cancel run {run['id']}.", markup=False)
+            _cancel(client, run["id"], console)
         else:
             console.print(
                 f"Detached: run {run['id']} goes on. Follow it again with: assay watch {run['id']}",
@@ -177,6 +178,18 @@ def watch(
     finally:
         display.stop()
     return tally, True
+
+
+def _cancel(client: Client, run_id: str, console: Console) -> None:
+    try:
+        client.post(f"/runs/{run_id}/cancel")
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        # It ended between the last event seen and Ctrl-C: nothing left to cancel.
+        console.print(f"Run {run_id} had already ended: {exc}", markup=False)
+        return
+    console.print(f"Asked the server to cancel run {run_id}.", markup=False)
 
 
 def conclude(
@@ -192,12 +205,16 @@ def conclude(
 ) -> int:
     """Prints how the run went, writes the reports, and returns the exit code."""
     run = client.get(f"/runs/{run_id}")
+    summary = client.get(f"/runs/{run_id}/summary")
     result = outcome(run, fail_on)
     comparison = None
     baseline = (run.get("gate_result") or {}).get("baseline_run_id")
     if baseline and run["status"] == "completed":
-        try:  # the gate already holds the verdict; the table only shows it in full
-            comparison = client.get(f"/runs/{run_id}/compare", baseline=baseline)
+        # The gate already holds the verdict; the table shows it in full, compared as the gate
+        # compared (with its min_effect), so the two never disagree.
+        min_effect = (run.get("gate") or {}).get("min_effect")
+        try:
+            comparison = compare(client, run_id, baseline, min_effect=min_effect)
         except CliError as exc:
             console.print(f"No comparison table: {exc}", markup=False)
     if not quiet:
@@ -205,18 +222,18 @@ def conclude(
         print_tables(console, failures_table(tally.failures, failing))
         if comparison is not None:
             print_tables(console, comparison_table(comparison))
-    console.print(summary_line(run), markup=False)
+    console.print(summary_line(run, summary.get("pass_rate")), markup=False)
     console.print(
-        f"{_exit_word(result.code)} (exit {result.code}): {result.reason}",
+        f"{exit_word(result.code)} (exit {result.code}): {result.reason}",
         markup=False,
         highlight=False,
     )
     if junit is not None:
-        _download(client, f"/runs/{run_id}/export", {"format": "junit"}, junit)
+        download(client, f"/runs/{run_id}/export", {"format": "junit"}, junit)
     if json_report is not None:
         report = {
             "run": run,
-            "summary": client.get(f"/runs/{run_id}/summary"),
+            "summary": summary,
             "comparison": comparison,
             "followed": {
                 "passed": tally.passed,
@@ -227,27 +244,5 @@ def conclude(
             "exit_code": result.code,
             "reason": result.reason,
         }
-        _write(json_report, json.dumps(report, indent=2).encode())
+        write_file(json_report, json.dumps(report, indent=2).encode())
     return result.code
-
-
-def _exit_word(code: int) -> str:
-    return {0: "PASSED", 1: "FAILED", 2: "NOT JUDGED", INTERRUPTED: "DETACHED"}.get(code, "ERROR")
-
-
-def _download(client: Client, path: str, params: dict[str, str], target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with client.stream(path, params=params) as response, target.open("wb") as handle:
-            for chunk in response.iter_bytes():
-                handle.write(chunk)
-    except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror}") from None
-
-
-def _write(target: Path, content: bytes) -> None:
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-    except OSError as exc:
-        raise CliError(f"cannot write {target}: {exc.strerror}") from None

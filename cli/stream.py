@@ -39,12 +39,18 @@ def follow(
 ) -> Iterator[Event]:
     """Every event of the run once, in order, to its very end: reconnects after a drop, and
     after an ending too (a repeated or resumed run goes on past its first end), until the
-    server answers that nothing follows the last event seen (204)."""
+    server answers that nothing follows the last event seen (204). Gives up (CliError) when
+    the stream gives no sign of life for GIVE_UP_AFTER, or is no event stream at all."""
     last_id = 0
     failures = 0
     down_since: float | None = None
     while True:
         ended = False
+        opened = time.monotonic()
+        # Alive: an event came, or the server held the stream open (with heartbeats) for a
+        # while. An answer alone is no sign of life: a proxy may answer every time and say
+        # nothing, and the command would wait on it forever.
+        alive = False
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = str(last_id)
@@ -58,22 +64,25 @@ def follow(
                 if response.status_code == 204:  # ended, and nothing after last_id
                     return
                 if response.status_code not in RETRIED_STATUSES:
-                    if not response.is_success:
-                        response.read()
-                        raise CliError(problem_line(response))
-                    down_since, failures = None, 0
+                    _check_stream(client, response)
                     for sse in EventSource(response).iter_sse():
                         if not sse.id or int(sse.id) <= last_id:
                             continue  # a heartbeat, or an event seen before a reconnect
+                        down_since, failures = None, 0
                         last_id = int(sse.id)
                         data = json.loads(sse.data) if sse.data else {}
                         event = Event(last_id, sse.event, data)
                         ended = _ends(event)
                         yield event
+                    alive = time.monotonic() - opened >= READ_TIMEOUT
+        except httpx.ReadTimeout:
+            pass  # silence for READ_TIMEOUT: whatever came before, the stream is dead now
         except (httpx.TransportError, httpx.RemoteProtocolError):
-            pass
+            alive = time.monotonic() - opened >= READ_TIMEOUT
         if ended:
             continue  # asks at once whether anything follows the end
+        if alive:
+            down_since, failures = None, 0
         now = time.monotonic()
         down_since = down_since or now
         if now - down_since > GIVE_UP_AFTER:
@@ -82,6 +91,20 @@ def follow(
         if on_reconnect is not None:
             on_reconnect(last_id)
         sleep(min(0.2 * 2 ** min(failures, 7), 15.0))
+
+
+def _check_stream(client: Client, response: httpx.Response) -> None:
+    """A refusal, or a success that is not an event stream (a proxy's page, say), is no
+    dropped connection: retrying would never end."""
+    if not response.is_success:
+        response.read()
+        raise CliError(problem_line(response))
+    kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "text/event-stream":
+        raise CliError(
+            f"the run's event stream at {client.url} answered {response.status_code} with"
+            f" {kind or 'no content type'}, not text/event-stream (a proxy in between?)"
+        )
 
 
 def _ends(event: Event) -> bool:

@@ -268,3 +268,18 @@ def test_a_profile_key_goes_only_to_its_own_server(lab: Lab) -> None:
     refused = lab.assay("login", "--url", lab.server.url, "--api-key", "ak_wrong", "--profile", "x")
     assert refused.returncode == 3
     assert '"x"' not in profiles.read_text()
+
+
+def test_run_ids_are_checked_before_they_go_into_a_path(lab: Lab) -> None:
+    # Unchecked, `RUN/../../projects` reaches /api/v1/projects: a page, read as if a run.
+    smuggled = "0190a4f5-7b8c-7d9e-8f0a-1b2c3d4e5f6a/../../projects"
+    for args in (
+        ("watch", smuggled),
+        ("export", smuggled),
+        ("compare", smuggled, "--baseline", "project"),
+        ("compare", "0190a4f5-7b8c-7d9e-8f0a-1b2c3d4e5f6a", "--baseline", "../projects"),
+    ):
+        done = lab.assay(*args)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "is not a run id (a UUID)" in done.stderr, done.stderr
+        assert "unexpected error" not in done.stderr

@@ -1,0 +1,135 @@
+"""The command behind a proxy that misbehaves: a page where the event stream should be, a
+stream that says nothing, a download cut short, a stream still open when the run has ended."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Lab
+from tests.cli.proxy import (
+    EVENTS,
+    EXPORT,
+    Proxy,
+    cut_short,
+    empty_stream,
+    held_stream,
+    sign_in_page,
+)
+
+pytestmark = pytest.mark.slow
+
+# Well under what a command that never gives up would take: it would wait here forever.
+PATIENCE = 45
+
+
+@pytest.fixture
+def proxy(lab: Lab) -> Iterator[Proxy]:
+    with Proxy(lab.server.url) as running:
+        yield running
+
+
+def _finished_run(lab: Lab, tmp_path: Path) -> str:
+    test_set = lab.test_set(3)
+    metric = lab.metric()
+    report = tmp_path / "finished.json"
+    args = ["-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    done = lab.assay("run", *args, "--json", str(report), "-q")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return str(json.loads(report.read_text())["run"]["id"])
+
+
+def test_a_page_where_the_event_stream_should_be_is_exit_3(
+    lab: Lab, proxy: Proxy, tmp_path: Path
+) -> None:
+    run_id = _finished_run(lab, tmp_path)
+    proxy.answer(EVENTS, sign_in_page)
+    done = lab.assay("watch", run_id, ASSAY_URL=proxy.url, timeout=PATIENCE)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "answered 200 with text/html, not text/event-stream" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(proxy.answered) == 1  # not retried: it would answer the same forever
+
+
+def test_a_stream_that_never_says_anything_is_given_up(
+    lab: Lab, proxy: Proxy, tmp_path: Path
+) -> None:
+    run_id = _finished_run(lab, tmp_path)
+    proxy.answer(EVENTS, empty_stream)  # 200, and at once its end: every time
+    # The command itself, with the give-up delay cut from 300 s to 2 s.
+    shortened = (
+        "import cli.stream; cli.stream.GIVE_UP_AFTER = 2.0; from cli.main import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", shortened, "watch", run_id],
+        capture_output=True,
+        text=True,
+        env=lab.env(ASSAY_URL=proxy.url),
+        timeout=PATIENCE,
+        check=False,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "lost the run's event stream for 2 s; it goes on" in done.stderr
+    assert len(proxy.answered) >= 2  # retried meanwhile
+
+
+def test_a_download_cut_short_leaves_no_file_behind(lab: Lab, proxy: Proxy, tmp_path: Path) -> None:
+    run_id = _finished_run(lab, tmp_path)
+    proxy.answer(EXPORT, cut_short)
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = out / "results.json"
+    previous.write_text("the last whole export")
+    export = lab.assay(
+        "export", run_id, "--format", "json", "-o", str(previous), ASSAY_URL=proxy.url
+    )
+    assert export.returncode == 3, export.stdout + export.stderr
+    assert "cannot reach Assay" in export.stderr
+    assert previous.read_text() == "the last whole export"  # kept, not half overwritten
+
+    junit = out / "junit.xml"
+    watched = lab.assay("watch", run_id, "--junit", str(junit), ASSAY_URL=proxy.url)
+    assert watched.returncode == 3, watched.stdout + watched.stderr
+    assert not junit.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # no partial file left
+    assert proxy.answered == [f"/api/v1/runs/{run_id}/export"] * 2
+
+    whole = lab.assay("export", run_id, "--format", "junit", "-o", str(junit))
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert junit.read_text().startswith("<?xml")
+    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "results.json"]
+
+
+def test_ctrl_c_after_the_run_ended_detaches_even_with_cancel_on_interrupt(
+    lab: Lab, proxy: Proxy
+) -> None:
+    test_set = lab.test_set(3)
+    metric = lab.metric()
+    proxy.answer(EVENTS, held_stream)  # the end never reaches the command
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    process = lab.popen(*args, "--cancel-on-interrupt", ASSAY_URL=proxy.url)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("Run "), line
+        run_id = line.split()[1]
+        deadline = time.monotonic() + 30
+        while lab.api.get(f"/runs/{run_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline, "the run did not complete"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, out + err
+    assert f"Run {run_id} had already ended: 409" in out
+    assert err == ""
