@@ -111,13 +111,20 @@ async def _regression(session: AsyncSession, run: Run) -> dict[str, Any] | None:
         return None
     try:
         async with session.begin_nested():  # a failed comparison leaves the run's end intact
-            found = await compare(session, run, baseline, CompareOptions())
+            found = await compare(session, run, baseline, _options(run))
     except InvalidInput:  # nothing to compare (no case in common)
         return None
     except Exception:  # a webhook must never keep a run from ending
         log.exception("regression not compared", run_id=str(run.id))
         return None
     return _regressed(found, baseline_id)
+
+
+def _options(run: Run) -> CompareOptions:
+    """Compared as the run's gate compares (its margin of no change), else by default: a run
+    whose gate found no change that matters is not reported as regressed."""
+    margin = (run.gate or {}).get("min_effect")
+    return CompareOptions() if margin is None else CompareOptions(min_effect=margin)
 
 
 def _regressed(found: Comparison, baseline_id: uuid.UUID) -> dict[str, Any] | None:

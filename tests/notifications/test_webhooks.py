@@ -139,6 +139,37 @@ async def test_a_finished_run_is_delivered_signed_and_verifiable(live: Live) -> 
         assert receiver.handled[log[0]["message_id"]]["type"] == "webhook.test"
 
 
+async def test_a_change_the_gate_calls_no_change_is_no_regression(live: Live) -> None:
+    """The regression message compares as the run's gate does: a drop of 5 points on 200
+    cases is significant, and inside a gate's margin of 10 points it is no change."""
+    with FakeOpenAI(require_api_key="sk-test") as fake, WebhookReceiver() as receiver:
+        hook, secret = await _subscribe(live, receiver.endpoint, ["regression"])
+        receiver.secrets = [secret]
+        target = await live.openai_model(fake)
+        test_set = await live.test_set([{"input": f"case {i}"} for i in range(200)])
+        metric = await live.metric("contains", parameters={"value": "yes"})
+        fake.reply = lambda body: "yes"
+        baseline = await live.run(test_set, target, metric_ids=[metric])
+        await live.wait(baseline["id"])
+        await live.client.put(
+            f"/api/v1/projects/{live.project_id}/baseline",
+            json={"run_id": baseline["id"]},
+            headers=live.account.headers,
+        )
+        broken = {f'case {i}"' for i in range(0, 200, 20)}
+        fake.reply = lambda body: "no" if any(w in json.dumps(body) for w in broken) else "yes"
+        gate = {"baseline": "project", "min_effect": 0.1}
+        within = await live.run(test_set, target, metric_ids=[metric], gate=gate)
+        assert (await live.wait(within["id"]))["gate_result"]["status"] == "passed"
+        ungated = await live.run(test_set, target, metric_ids=[metric])
+        await live.wait(ungated["id"])
+
+        [sent] = await _until(live, hook, _settled(1))
+        assert sent["payload"]["data"]["run_id"] == ungated["id"]  # never the gated one's
+        await asyncio.sleep(1.0)
+        assert len(await _deliveries(live, hook)) == 1
+
+
 async def test_a_failed_gate_and_a_regression_against_the_baseline(live: Live) -> None:
     with (
         FakeOpenAI(require_api_key="sk-test") as fake,
