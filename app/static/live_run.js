@@ -97,9 +97,10 @@
     row.querySelector(".output").textContent = data.output != null ? data.output : data.error_message || "";
     row.querySelector(".latency").textContent = data.latency_ms != null ? String(Math.round(data.latency_ms)) : "";
     row.querySelector(".evaluations").textContent = (data.evaluations || [])
-      .map((e) => e.metric + ": " + (e.passed ? "pass" : "fail") + " (" + Number(e.score).toFixed(2) + ")")
+      .map((e) => e.metric + ": " + (e.error ? "error" : (e.passed ? "pass" : "fail") + " (" + Number(e.score).toFixed(2) + ")"))
       .join(", ");
     for (const e of data.evaluations || []) {
+      if (e.error) continue; // not scored: no part of the metric's pass rate or mean, as in the summary
       const m = metrics.get(e.metric) || { passed: 0, scored: 0, sum: 0 };
       m.scored += 1;
       m.sum += Number(e.score) || 0;

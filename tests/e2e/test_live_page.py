@@ -129,6 +129,9 @@ ACTIVITY = """(() => {
     status: status ? status.dataset.status : null,
     finals: rows.filter((r) => ["passed", "failed", "errored"].includes(r.className)).length,
     activity: rows.map((r) => Array.from(r.querySelectorAll(".activity li"), (i) => i.textContent)),
+    evaluations: rows.map((r) => r.querySelector(".evaluations").textContent),
+    rates: Object.fromEntries(Array.from(document.querySelectorAll("#metrics tbody tr"),
+      (r) => [r.dataset.metric, r.querySelector(".rate").textContent])),
   };
 })()"""
 
@@ -165,6 +168,10 @@ async def test_live_page_shows_an_agents_steps_and_a_conversations_turns(tmp_pat
     assert [line.split(":")[0] for line in talk] == ["turn 1", "turn 2", "turn 3"], talk
     assert talk[0].startswith("turn 1: user: Hi / assistant: It is"), talk
     assert talk[-1].endswith("[script_done]"), talk
+    # The judge (the agent's own model, which answers with tool calls) could not judge: its
+    # verdicts are errors, shown as such and no part of its pass rate.
+    assert all(shown.endswith("judge: error") for shown in state["evaluations"]), state
+    assert state["rates"] == {"m": "100 %", "judge": "\N{EN DASH}"}, state["rates"]
 
 
 async def _agent_run(api: httpx.AsyncClient, fake: FakeOpenAI) -> dict:
@@ -198,12 +205,22 @@ async def _agent_run(api: httpx.AsyncClient, fake: FakeOpenAI) -> dict:
     metric = await api.post(
         "/metrics", json={"project_id": project["id"], "name": "m", "type": "tool-args-schema"}
     )
+    judge = await api.post(
+        "/metrics",
+        json={
+            "project_id": project["id"],
+            "name": "judge",
+            "type": "answer-relevance",
+            "judge_model_id": model.json()["id"],
+        },
+    )
+    assert judge.status_code == 201, judge.text
     run = await api.post(
         "/runs",
         json={
             "test_set_id": test_set.json()["id"],
             "target_model_id": model.json()["id"],
-            "metric_ids": [metric.json()["id"]],
+            "metric_ids": [metric.json()["id"], judge.json()["id"]],
         },
     )
     assert run.status_code == 202, run.text
