@@ -5,7 +5,9 @@ that follow from its shape are added here, once for every route: 401 when it rea
 credential, 403 when it needs more than the viewer role, 404 for an id in its path, 400, 413
 and 422 for its input, 429 for a rate limit. Every error response is `application/problem+json`
 with the one `Problem` schema (the validation 422 included: it is what the service sends), and
-every request body shows the example its schema carries.
+every request body shows the example its schema carries, as its model wrote it (FastAPI's
+document leaves out every null, in examples too: `"actor_api_key_id": None` would go, and the
+example would then fail its own schema).
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.openapi.utils import get_openapi
+from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.utils import (
+    get_fields_from_routes,
+    get_flat_models_from_fields,
+    get_model_name_map,
+    get_openapi,
+)
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from database import deps
 from utils.auth import Role
@@ -31,6 +39,15 @@ ERROR_HEADERS = {
     429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
 }
 _UNUSED = ("HTTPValidationError", "ValidationError")
+# The keywords of a schema whose keys are names (of properties, of definitions), not keywords.
+_NAMED = ("properties", "patternProperties", "$defs", "dependentSchemas")
+# A model's schemas, by the suffix of their names: FastAPI names the two apart when a model's
+# input and output schemas differ.
+_SCHEMA_MODES: tuple[tuple[str, JsonSchemaMode], ...] = (
+    ("", "validation"),
+    ("-Input", "validation"),
+    ("-Output", "serialization"),
+)
 
 TAGS = [
     {"name": "auth", "description": "Accounts, logins, token refresh and organization switch."},
@@ -93,6 +110,7 @@ def complete(
     models: list[type[BaseModel]] = [Problem, *schemas]
     _, extra = models_json_schema([(model, "validation") for model in models], ref_template=REF)
     components.update(extra.get("$defs", {}))
+    _restore_examples(components, routes)
     credentials: list[dict[str, list[str]]] = [
         {scheme.scheme_name: []} for scheme in deps.CREDENTIAL_SCHEMES
     ]
@@ -111,6 +129,55 @@ def complete(
             _show_body_examples(operation, components)
     for name in _UNUSED:
         components.pop(name, None)
+
+
+def _restore_examples(components: dict[str, Any], routes: Sequence[Any]) -> None:
+    """Each schema's examples as its model wrote them, nulls included, where they hold one
+    (`get_openapi` drops every None from the document): its models named as it names them."""
+    fields = get_fields_from_routes(list(routes))
+    models = get_flat_models_from_fields(fields, known_models=set())
+    names = get_model_name_map(models)
+    for model in models:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or not _nulls(model):
+            continue
+        for suffix, mode in _SCHEMA_MODES:
+            if names[model] + suffix in components:
+                written = model.model_json_schema(ref_template=REF, mode=mode)
+                _copy_examples(written, components[names[model] + suffix])
+
+
+def _nulls(model: type[BaseModel]) -> bool:
+    """Whether the model's schema may hold a null that the document would drop: in an example
+    (or in extra schema of its own, which may be a function)."""
+    extras: list[Any] = [model.model_config.get("json_schema_extra")]
+    for field in model.model_fields.values():
+        extras += [field.examples, field.json_schema_extra]
+    return any(callable(extra) or _holds_none(extra) for extra in extras)
+
+
+def _holds_none(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(item is None or _holds_none(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds_none(item) for item in value)
+    return False
+
+
+def _copy_examples(written: Any, schema: Any) -> None:
+    """`written`'s examples into `schema`, the same schema less its nulls, at every depth."""
+    if isinstance(written, list) and isinstance(schema, list) and len(written) == len(schema):
+        for written_item, item in zip(written, schema, strict=True):
+            _copy_examples(written_item, item)
+    if not (isinstance(written, dict) and isinstance(schema, dict)):
+        return
+    for key, value in written.items():
+        if key in _NAMED and isinstance(value, dict):  # names, not keywords
+            for name, named in value.items():
+                _copy_examples(named, (schema.get(key) or {}).get(name))
+        elif key in ("examples", "example"):
+            schema[key] = jsonable_encoder(value)
+        else:
+            _copy_examples(value, schema.get(key))
 
 
 def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:

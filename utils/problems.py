@@ -6,6 +6,7 @@ from a route's shape (401 for a credential, 403 for a role, 404 for an id in the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -25,6 +26,24 @@ class FieldError(BaseModel):
         default=None,
         description="A stable code for the kind of error (`missing`, `string_too_long`, ...)",
         examples=["missing"],
+    )
+    line: int | None = Field(
+        default=None,
+        description="In an imported file or a template: the line (from 1) the error is on",
+        examples=[3],
+    )
+    file: str | None = Field(
+        default=None,
+        description="In an import with attached files: the file the line is in, when not the"
+        " main one",
+    )
+    item: int | None = Field(
+        default=None, description="In an imported JSON document: which case (from 1)"
+    )
+    offset: int | None = Field(
+        default=None,
+        description="In an imported file that is not UTF-8 text: the offset (from 0) of the"
+        " first byte that is not",
     )
 
 
@@ -72,3 +91,35 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"description": ERROR_DESCRIPTIONS.get(status, HTTPStatus(status).phrase)}
         for status in statuses
     }
+
+
+def at_line(
+    line: int, message: str, field: str | None = None, *, file: str | None = None, **where: int
+) -> dict[str, Any]:
+    """An error in an imported file, as a `FieldError`: `field` says where for a person
+    (`line 3: input`, `line 3` when no one field is at fault, `more.yaml line 3: vars` in an
+    attached file), `line` (with `file`, and `item` or `offset` where known) for a program."""
+    place = f"{file} line {line}" if file else f"line {line}"
+    error: dict[str, Any] = {"field": f"{place}: {field}" if field else place, "line": line}
+    if file:
+        error["file"] = file
+    return {**error, **where, "message": message}
+
+
+def placed(error: Mapping[str, Any]) -> dict[str, Any]:
+    """An imported file's error (`line`, perhaps `file`, and a `field` that may be missing or
+    null) in the form `at_line` gives; one in that form already is returned as it is."""
+    found = dict(error)
+    line = found.get("line")
+    field = found.get("field")
+    if not isinstance(line, int):
+        if not isinstance(field, str) or not field:
+            found["field"] = "file"  # the upload as a whole
+        return found
+    file = found.get("file")
+    place = f"{file} line {line}" if file else f"line {line}"
+    if not isinstance(field, str) or not field:
+        found["field"] = place
+    elif field != place and not field.startswith(place + ": "):
+        found["field"] = f"{place}: {field}"
+    return found

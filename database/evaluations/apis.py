@@ -14,7 +14,8 @@ from database.organizations.audit import RequestMetaDep, record_deletion
 from database.routing import api_router
 from database.test_sets.schemas import ImportResult
 from database.test_sets.service import ImportMode, get_test_set_or_404
-from utils.problems import errors
+from utils.errors import InvalidInput
+from utils.problems import errors, placed
 from utils.schemas import Page
 
 router = api_router(prefix="/metrics", tags=["metrics"])
@@ -146,7 +147,14 @@ async def replace_test_set_metrics(
     openapi_extra=IMPORT_BODY,
     operation_id="test_sets_import",
     summary="Import tests from a file (CSV, JSON, JSONL, promptfoo, OpenAI Evals, Langfuse)",
-    responses=errors(413, 415),
+    responses={
+        **errors(413, 415),
+        400: {"description": "A multipart body that cannot be read (no boundary, too many parts)"},
+        409: {
+            "description": "A foreign file's assertion needs a metric, and its name and every"
+            " variant of it (`(imported)`, `(imported 2)`, ...) are other metrics'"
+        },
+    },
 )
 async def import_tests(
     test_set_id: uuid.UUID,
@@ -164,4 +172,10 @@ async def import_tests(
 ) -> ImportResult:
     upload = await read_upload(request, runtime.settings.import_max_bytes)  # before the lock
     test_set = await get_test_set_or_404(session, test_set_id, for_update=True)
-    return await import_file(session, principal, test_set, upload, fmt=format, mode=mode)
+    try:
+        return await import_file(session, principal, test_set, upload, fmt=format, mode=mode)
+    except InvalidInput as exc:
+        # Every parser's errors as the Problem schema has them: a `field` (`line 3: input`)
+        # for each, where a parser gives only the line.
+        exc.errors = [placed(error) for error in exc.errors] if exc.errors else None
+        raise

@@ -26,6 +26,8 @@ LabelName = Annotated[
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", strip_whitespace=True),
     AfterValidator(_not_a_version_reference),
 ]
+# Version numbers are int4 columns: a larger one would fail in the database, naming no field.
+MAX_VERSION_NUMBER = 2**31 - 1
 LABEL_RULE = (
     "letters, digits, '.', '_' or '-', starting with a letter or digit, 100 at most; "
     "not only digits, not `latest`"
@@ -102,7 +104,9 @@ class PromptRead(OutputModel):
 class LabelSet(InputModel):
     model_config = example({"version": 2})
 
-    version: int = Field(ge=1, description="The version number the label points at")
+    version: int = Field(
+        ge=1, le=MAX_VERSION_NUMBER, description="The version number the label points at"
+    )
 
 
 class RenderRequest(InputModel):

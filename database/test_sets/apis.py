@@ -186,7 +186,7 @@ async def remove_test(
 
 @router.post(
     "/{test_set_id}/versions",
-    responses={200: {"description": "Nothing changed: the latest version"}},
+    responses={200: {"model": VersionRead, "description": "Nothing changed: the latest version"}},
     status_code=status.HTTP_201_CREATED,
     operation_id="test_sets_publish_version",
     summary="Publish: snapshot the current cases (returns the latest version if unchanged)",

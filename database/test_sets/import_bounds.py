@@ -17,6 +17,7 @@ from typing import Any
 
 from utils import fastjson
 from utils.errors import InvalidInput
+from utils.problems import at_line
 
 MAX_ROW_BYTES = 1024 * 1024  # one CSV record, JSONL line or JSON case, as UTF-8
 # A CSV cell may be as large as its record: the csv module's own limit (131,072 characters) is
@@ -193,7 +194,7 @@ def json_items(text: str) -> list[Item]:
     if line is not None:
         raise InvalidInput(
             f"Invalid JSON at line {line}: {_NESTING_COMPLAINT}",
-            errors=[{"line": line, "field": None, "message": _NESTING_COMPLAINT}],
+            errors=[at_line(line, _NESTING_COMPLAINT)],
         )
     if frame == _ARRAY_FRAME:
         items, position = _json_array(text, position)

@@ -26,6 +26,7 @@ from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import unguard_formula
 from utils.errors import InvalidInput, UnsupportedMediaType
+from utils.problems import at_line, placed
 
 Format = Literal["csv", "json", "jsonl"]
 # Where a record starts ({"line": n}, plus "item" in JSON) and either its fields or its errors.
@@ -176,7 +177,8 @@ def _validated(
                     for error in exc.errors(include_url=False)
                 ]
         total_errors += len(data)
-        errors.extend(data[: MAX_REPORTED_ERRORS - len(errors)])
+        # Each as the Problem schema has it, whichever parser made it (see utils.problems).
+        errors.extend(placed(error) for error in data[: MAX_REPORTED_ERRORS - len(errors)])
     if errors:
         more = f" (the first {len(errors)} listed)" if total_errors > len(errors) else ""
         first = errors[0]
@@ -201,7 +203,7 @@ def _decode(content: bytes) -> str:
         line = content.count(b"\n", 0, offset) + 1
         raise InvalidInput(
             f"The file is not UTF-8 text: invalid byte at offset {offset} (line {line})",
-            errors=[{"line": line, "offset": offset, "message": "not UTF-8 text"}],
+            errors=[at_line(line, "not UTF-8 text", offset=offset)],
         ) from None
 
 
@@ -250,12 +252,12 @@ def _csv_rows(text: str) -> Iterator[Row]:
     try:
         header = next(reader, None)
     except csv.Error as exc:
-        raise InvalidInput(f"Malformed CSV header: {exc}", errors=[_at(1, str(exc))]) from None
+        raise InvalidInput(f"Malformed CSV header: {exc}", errors=[at_line(1, str(exc))]) from None
     if header is None:
         return
     if len(header) > MAX_COLUMNS:
         message = f"{len(header)} columns; at most {MAX_COLUMNS}"
-        raise InvalidInput(f"Invalid CSV header: {message}", errors=[_at(1, message)])
+        raise InvalidInput(f"Invalid CSV header: {message}", errors=[at_line(1, message)])
     columns: list[tuple[str, str] | None] = []  # (field or "extra", name) per column
     seen: dict[tuple[str, str], str] = {}
     for raw in header:
@@ -264,13 +266,13 @@ def _csv_rows(text: str) -> Iterator[Row]:
         column = ("field", field) if field else ("extra", name) if name else None
         if column in seen:
             message = f"columns {seen[column]!r} and {name!r} both give {column[1]!r}"
-            raise InvalidInput(f"Invalid CSV header: {message}", errors=[_at(1, message)])
+            raise InvalidInput(f"Invalid CSV header: {message}", errors=[at_line(1, message)])
         if column:
             seen[column] = name
         columns.append(column)
     if ("field", "input") not in seen and ("field", "messages") not in seen:
         message = f"no input (or prompt, question, messages) column among {header}"
-        raise InvalidInput(f"Invalid CSV header: {message}", errors=[_at(1, message)])
+        raise InvalidInput(f"Invalid CSV header: {message}", errors=[at_line(1, message)])
 
     start = reader.line_num + 1
     lines.take()
@@ -278,14 +280,14 @@ def _csv_rows(text: str) -> Iterator[Row]:
         try:
             row = next(reader, None)
         except csv.Error as exc:
-            yield {"line": start}, [_at(start, f"malformed CSV: {exc}")]
+            yield {"line": start}, [at_line(start, f"malformed CSV: {exc}")]
             return
         if row is None:
             return
         line, start = start, reader.line_num + 1
         oversize = width_complaint(lines.take())
         if oversize:
-            yield {"line": line}, [_at(line, oversize)]
+            yield {"line": line}, [at_line(line, oversize)]
             continue
         data: dict[str, Any] = {}
         extras: dict[str, Any] = {}
@@ -296,14 +298,15 @@ def _csv_rows(text: str) -> Iterator[Row]:
                 continue
             column = columns[index] if index < len(columns) else None
             if column is None:
-                bad.append(_at(line, "a value in a column without a header", f"column {index + 1}"))
+                complaint = "a value in a column without a header"
+                bad.append(at_line(line, complaint, f"column {index + 1}"))
             elif column[0] == "extra":
                 extras[column[1]] = cell
             else:
                 try:
                     data[column[1]] = _csv_value(column[1], cell)
                 except ValueError as exc:
-                    bad.append(_at(line, str(exc), column[1]))
+                    bad.append(at_line(line, str(exc), column[1]))
         if bad:
             yield {"line": line}, bad
         elif data or extras:  # a row of empty cells is a blank line
@@ -340,14 +343,15 @@ def _jsonl_rows(text: str) -> Iterator[Row]:
             continue
         oversize = too_wide(line)
         if oversize:
-            yield {"line": number}, [_at(number, oversize)]
+            yield {"line": number}, [at_line(number, oversize)]
             continue
         try:
             yield {"line": number}, _object_fields(bounded_json(line))
         except json.JSONDecodeError as exc:
-            yield {"line": number}, [_at(number, f"invalid JSON: {exc.msg} at column {exc.colno}")]
+            complaint = f"invalid JSON: {exc.msg} at column {exc.colno}"
+            yield {"line": number}, [at_line(number, complaint)]
         except ValueError as exc:
-            yield {"line": number}, [_at(number, str(exc))]
+            yield {"line": number}, [at_line(number, str(exc))]
 
 
 def _json_rows(text: str) -> Iterator[Row]:
@@ -356,7 +360,7 @@ def _json_rows(text: str) -> Iterator[Row]:
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"Invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
-            errors=[_at(exc.lineno, exc.msg)],
+            errors=[at_line(exc.lineno, exc.msg)],
         ) from None
     line, counted = 1, 0
     for index, (position, end, value) in enumerate(items, start=1):
@@ -369,8 +373,4 @@ def _json_rows(text: str) -> Iterator[Row]:
                 raise ValueError(oversize)
             yield where, _object_fields(value)
         except ValueError as exc:
-            yield where, [{**where, "field": None, "message": str(exc)}]
-
-
-def _at(line: int, message: str, field: str | None = None) -> dict[str, Any]:
-    return {"line": line, "field": field, "message": message}
+            yield where, [at_line(line, str(exc), item=index)]

@@ -314,6 +314,21 @@ async def test_a_label_must_point_at_an_existing_version(client, owner, project_
     assert_problem(response, 422, field="version")
 
 
+@pytest.mark.parametrize("version", [2**31 - 1, 2**31, 10**30])
+async def test_a_version_past_the_column_is_refused_naming_it(client, owner, project_id, version):
+    """Version numbers are 32-bit integers in the database: a larger one is refused by the
+    body's schema (naming `version`), not by the database (naming nothing)."""
+    prompt = await new_prompt(client, owner, project_id)
+    response = await client.put(
+        f"{PROMPTS}/{prompt['id']}/labels/production",
+        json={"version": version},
+        headers=owner.headers,
+    )
+    body = assert_problem(response, 422, field="version")
+    if version > 2**31 - 1:
+        assert "less than or equal to 2147483647" in body["errors"][0]["message"], body
+
+
 @pytest.mark.parametrize(
     ("label", "body"),
     [

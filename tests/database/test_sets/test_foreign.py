@@ -18,7 +18,9 @@ from database.test_sets.foreign import (
     parse_foreign,
 )
 from database.test_sets.foreign_documents import MAX_DOCUMENT_NESTING
+from tests.database.test_sets.placement import where
 from utils.errors import InvalidInput
+from utils.problems import placed
 
 
 def _files(attachments: dict[str, str | bytes]) -> dict[str, bytes]:
@@ -47,7 +49,9 @@ def refused(
 
 
 def located(exc: InvalidInput) -> list[tuple[Any, ...]]:
-    return [(e["line"], e.get("file"), e["field"]) for e in exc.errors or []]
+    """Each error's line, file and field. The errors of a parse that stops at once have no
+    `field` where no one field is at fault: the import's route places them as the rest are."""
+    return [(e["line"], e.get("file"), where(placed(e))[1]) for e in exc.errors or []]
 
 
 def test_formats() -> None:
@@ -477,7 +481,7 @@ def test_promptfoo_error_in_an_attachment_names_it_first() -> None:
     assert exc.errors == [
         {
             "line": 2,
-            "field": "input",
+            "field": "t.csv line 2: input",
             "message": "Value error, a test needs input, messages or a conversation",
             "file": "t.csv",
         }

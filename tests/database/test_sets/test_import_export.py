@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.database.test_sets.placement import where
 from tests.helpers import (
     Account,
     add_member,
@@ -251,7 +252,7 @@ async def test_a_file_with_bad_rows_imports_nothing_and_lists_every_bad_row(
     owner, _, test_set = await _setup(client, existing=2)
     response = await _import_raw(client, owner, test_set["id"], content, MEDIA[fmt])
     body = assert_problem(response, 422)
-    assert [(error["line"], error["field"]) for error in body["errors"]] == expected
+    assert [where(error) for error in body["errors"]] == expected
     assert all(error["message"] for error in body["errors"])
     assert f"{len(expected)} invalid value(s)" in body["detail"]
     assert await _counts(client, owner, test_set) == (2, 2)

@@ -12,6 +12,7 @@ import pytest
 from database.test_sets import service
 from database.test_sets.import_bounds import MAX_NESTING, MAX_ROW_BYTES, too_deep, too_wide
 from database.test_sets.io import Format, parse_case_documents, parse_cases
+from tests.database.test_sets.placement import where
 from tests.helpers import assert_problem, create_project, create_test_set, register
 from utils.errors import InvalidInput
 
@@ -27,7 +28,7 @@ def _errors(content: str, fmt: str) -> list[tuple[int, str | None, str]]:
     with pytest.raises(InvalidInput) as caught:
         parse_cases(content.encode(), fmt)  # type: ignore[arg-type]
     assert caught.value.status == 422
-    return [(e["line"], e["field"], e["message"]) for e in caught.value.errors or []]
+    return [(*where(e), e["message"]) for e in caught.value.errors or []]
 
 
 # --- measuring ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from database.test_sets.exports import export_cases
 from database.test_sets.io import CSV_COLUMNS, detect_format, parse_case_documents, parse_cases
 from database.tests.schemas import TestCaseFields as Case
+from tests.database.test_sets.placement import where
 from utils.errors import InvalidInput, UnsupportedMediaType
 
 
@@ -21,7 +22,7 @@ def invalid(content: bytes | str, fmt: str, **kwargs: int) -> InvalidInput:
 
 
 def located(exc: InvalidInput) -> list[tuple[int, str | None]]:
-    return [(error["line"], error["field"]) for error in exc.errors or []]
+    return [where(error) for error in exc.errors or []]
 
 
 # --- detect_format ---------------------------------------------------------------------------

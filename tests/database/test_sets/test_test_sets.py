@@ -6,6 +6,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from tests.app.contract import as_documented
 from tests.helpers import (
     Account,
     add_member,
@@ -339,7 +340,7 @@ async def _version_cases(
     return response.json()["items"]
 
 
-async def test_publish_snapshots_and_an_unchanged_set_returns_the_latest(client):
+async def test_publish_snapshots_and_an_unchanged_set_returns_the_latest(app, client):
     owner = await register(client)
     project = await create_project(client, owner)
     a = await create_test(client, owner, project["id"], input="A", tags=["x"])
@@ -354,6 +355,9 @@ async def test_publish_snapshots_and_an_unchanged_set_returns_the_latest(client)
 
     same = await _publish(client, owner, test_set["id"], 200)
     assert same == first
+    # Both answers are documented as the version: a generated client reads the 200's too.
+    again = await client.post(f"{SETS}/{test_set['id']}/versions", headers=owner.headers)
+    assert as_documented(app.openapi(), again) == first
 
     cases = await _version_cases(client, owner, test_set["id"], 1)
     assert [(c["position"], c["test_id"], c["case"]["input"]) for c in cases] == [
