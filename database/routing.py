@@ -23,6 +23,8 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from utils.config import get_settings
+from utils.errors import InvalidInput
+from utils.schemas import text_problem
 
 # orjson reads integers beyond 64 bits as floats, losing digits: such bodies (any run of 19
 # digits, in a string or not) go to the standard library, which keeps them exact.
@@ -104,9 +106,20 @@ class CappedJsonRoute(APIRoute):
         handle = super().get_route_handler()
 
         async def capped(request: Request) -> Response:
+            _check_parameters(request)
             return await handle(_CappedJsonRequest(request.scope, request.receive))
 
         return capped
+
+
+def _check_parameters(request: Request) -> None:
+    """Path and query values are text the database must store or compare: one it cannot (a
+    NUL, a lone surrogate) is refused naming its parameter, as a body's field is, rather than
+    by the database, naming nothing."""
+    named = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in named:
+        if isinstance(value, str) and (problem := text_problem(value)):
+            raise InvalidInput(problem, field=name)
 
 
 def api_router(**options: Any) -> APIRouter:

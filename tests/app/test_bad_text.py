@@ -152,3 +152,36 @@ async def test_a_lone_surrogate_in_an_imported_file_is_reported_by_line(
     (error,) = response.json()["errors"]
     assert error["line"] == 1
     assert "lone surrogate" in error["message"] or "unicode" in error["message"], error
+
+
+def _text_parameters(document: dict[str, Any]) -> list[tuple[str, str]]:
+    """(GET path template, name) of every query parameter whose value may be text."""
+    found = []
+    for template, item in document["paths"].items():
+        for parameter in item.get("get", {}).get("parameters", []):
+            schema = parameter.get("schema", {})
+            kinds = [schema.get("type"), *(s.get("type") for s in schema.get("anyOf", []))]
+            formats = [schema.get("format"), *(s.get("format") for s in schema.get("anyOf", []))]
+            if parameter["in"] == "query" and "string" in kinds and not any(formats):
+                found.append((template, parameter["name"]))
+    return found
+
+
+async def test_a_nul_in_any_query_or_path_value_is_a_422_naming_the_parameter(app, client):
+    """The database refuses a NUL in text it stores or compares: a parameter carrying one is
+    refused by name (it was a 422 naming nothing, from the database)."""
+    account = await register(client)
+    parameters = _text_parameters(app.openapi())
+    assert len(parameters) >= 15
+    for template, name in parameters:
+        path = "/api/v1" + _path(template, account.organization_id).removeprefix("/api/v1")
+        response = await client.get(path, params={name: "a\x00b"}, headers=account.headers)
+        assert response.status_code == 422, (template, name, response.text)
+        fields = [error["field"] for error in response.json().get("errors", [])]
+        assert any(f == name or f.endswith(f".{name}") for f in fields), (template, fields)
+
+    prompt = await client.get(
+        f"/api/v1/prompts/{uuid.uuid4()}/versions/a%00b", headers=account.headers
+    )
+    assert prompt.status_code == 422, prompt.text
+    assert [error["field"] for error in prompt.json()["errors"]] == ["ref"]
