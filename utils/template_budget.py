@@ -1,41 +1,53 @@
-"""The template sandbox's budget: how much work one render may do and how much text it may build.
+"""The template sandbox's budget: how much work one render may do and how much it may build.
 
-A render gets `steps` (every loop iteration, every call, and every 100 characters the template
-builds) and a cap on the size of any text or collection it builds, checked *before* the text is
-built wherever an operation's size is known in advance (`*`, `+`, `~`, `%`, `ljust`, format
-widths, `join`, `center`, `indent` ...) and after the fact elsewhere. The budget lives in a
-context variable, so concurrent renders in different threads each have their own.
+A render gets `steps` (every loop iteration, every call, every 100 characters the template builds
+or a call reads, every item a filter works through in Python, and big-integer arithmetic by the
+size of its operands) and a cap on the size of any text, bytes, collection or integer it builds,
+checked *before* building wherever an operation's size is known in advance (`*`, `+`, `~`, `%`,
+`**`, `ljust`, format widths, `join`, `center`, `indent` ...) and after the fact elsewhere. The
+budget lives in a context variable, so concurrent renders in different threads each have their
+own; outside a render there is none, and nothing runs (templates compile with nothing
+evaluated: `utils.templates`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Set, Sized
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
 
-from jinja2.runtime import LoopContext
+from jinja2.runtime import LoopContext, Undefined
 from jinja2.sandbox import SandboxedFormatter
 from markupsafe import EscapeFormatter
 
 CHARACTERS_PER_STEP = 100
+MAX_INT_BITS = 100_000
+# CPython's big-integer multiplication and division: about a microsecond, a step, per million
+# of (bits of one operand) x (bits of the other).
+BIT_WORK_PER_STEP = 1_000_000
+# `wordwrap` copies characters when it breaks a long word: a few thousand a microsecond.
+COPIED_PER_STEP = 2_000
+
+TEXT = (str, bytes, bytearray)
+SEQUENCES = (*TEXT, list, tuple)
 
 
 class BudgetExceeded(Exception):
-    """A render went over its step budget or tried to build more text than the cap allows."""
+    """A render went over its step budget or tried to build more than the cap allows."""
 
 
 @dataclass
 class Budget:
     steps: int
     max_chars: int
-    counting: bool = True  # off at compile time, when constant folding runs filters
+    # Collections measured in this render, by id (each held, so no id is reused): the sandbox
+    # keeps them immutable, so each is walked once however often it is compared or printed.
+    walked: dict[int, tuple[Any, int, int]] = field(default_factory=dict)
 
     def spend(self, steps: int = 1) -> None:
-        if not self.counting:
-            return
         self.steps -= steps
         if self.steps < 0:
             raise BudgetExceeded(
@@ -53,12 +65,14 @@ class Budget:
         self.spend(size // CHARACTERS_PER_STEP)
 
 
-_DEFAULT = Budget(steps=0, max_chars=1_000_000, counting=False)
-_CURRENT: ContextVar[Budget] = ContextVar("template_budget", default=_DEFAULT)
+_CURRENT: ContextVar[Budget | None] = ContextVar("template_budget", default=None)
 
 
 def current() -> Budget:
-    return _CURRENT.get()
+    budget = _CURRENT.get()
+    if budget is None:  # nothing a template computes runs but in a render
+        raise BudgetExceeded("template code ran outside a render")
+    return budget
 
 
 def start(budget: Budget) -> object:
@@ -70,15 +84,27 @@ def finish(token: object) -> None:
 
 
 def weight(value: Any, limit: int) -> int:
-    """What `str(value)` would cost, in characters or items, counted up to just past `limit`:
-    shared references count each time they appear, as they do when printed."""
-    total = 0
+    return walk(value, limit)[0]
+
+
+def walk(value: Any, limit: int) -> tuple[int, int]:
+    """What `str(value)` would cost, in characters or items, counted up to just past `limit`
+    (shared references count each time they appear, as they do when printed), and how many
+    items it holds. Walking costs a step per item in it, and stops where the budget could not
+    pay for more; a collection is walked once a render."""
+    budget = current()
+    known = budget.walked.get(id(value))
+    if known is not None:
+        return known[1], known[2]
+    total = items = 0
+    mutable = False
     pending = [value]
-    while pending and total <= limit:
+    while pending and total <= limit and items <= budget.steps:
         item = pending.pop()
-        if isinstance(item, str):
+        items += 1
+        if isinstance(item, TEXT):
             total += len(item)
-        elif isinstance(item, bool) or item is None:
+        elif isinstance(item, bool | Undefined) or item is None:
             total += 1
         elif isinstance(item, int):
             total += item.bit_length() // 3 + 1
@@ -86,19 +112,25 @@ def weight(value: Any, limit: int) -> int:
             total += len(item) + 1
             pending.extend(item.keys())
             pending.extend(item.values())
-        elif isinstance(item, Collection) and not isinstance(item, bytes | range):
+        elif isinstance(item, Collection) and not isinstance(item, range):
             total += len(item) + 1
             pending.extend(item)
         elif hasattr(item, "_Namespace__attrs"):  # jinja's namespace() prints its contents
             pending.append(item._Namespace__attrs)
+            mutable = True  # `{% set ns.x = ... %}` changes it
         else:
             total += 1
-    return total
+    budget.spend(max(items - 1, 0))
+    if not (pending or mutable or isinstance(value, TEXT)) and isinstance(value, Collection):
+        budget.walked[id(value)] = (value, total, items)
+    return total, items
 
 
 def check_built(value: Any) -> Any:
     """After an operation whose size could not be known before: refuse or charge the result."""
-    if isinstance(value, str | Collection) and not isinstance(value, bytes | range):
+    if isinstance(value, int) and not isinstance(value, bool):
+        _integer_within_cap(value.bit_length())
+    elif isinstance(value, Collection) and not isinstance(value, range):
         budget = current()
         budget.allow(weight(value, budget.max_chars))
     return value
@@ -112,18 +144,73 @@ def counted(iterable: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
+def compared(value: Any, haystack: bool = False) -> Any:
+    """An operand of a comparison or a test (`==`, `<`, `in`): a step per item and per 100
+    characters it holds, but for the set or mapping that `in` looks a key up in."""
+    if not (haystack and isinstance(value, Mapping | Set | range)):
+        budget = current()
+        budget.spend(weight(value, budget.steps * CHARACTERS_PER_STEP) // CHARACTERS_PER_STEP)
+    return value
+
+
 # --- sizes known before building ------------------------------------------------------------
 
+
+def _integer_within_cap(bits: int) -> None:
+    if bits > MAX_INT_BITS:
+        raise BudgetExceeded(
+            f"the template would build an integer of about {bits} bits, "
+            f"more than the cap of {MAX_INT_BITS}"
+        )
+
+
+def check_integers(operator: str, left: int, right: int) -> None:
+    """Integer arithmetic: the result's size within the cap, estimated before computing it, and
+    the work charged (multiplying, dividing and raising cost the product of the sizes)."""
+    big, small = sorted((left.bit_length(), right.bit_length()), reverse=True)
+    if operator == "**":
+        if right <= 0 or abs(left) <= 1:
+            return  # a float, or 0, 1 or -1
+        size = left.bit_length() * right
+        _integer_within_cap(size)
+        work = size * size
+    elif operator == "*":
+        size, work = big + small, big * small
+    elif operator in ("+", "-"):
+        size, work = big + 1, big
+    else:  # `/`, `//` and `%`
+        size, work = big, big * small
+    _integer_within_cap(size)
+    current().spend(work // BIT_WORK_PER_STEP)
+
+
+def check_binop(operator: str, left: Any, right: Any) -> None:
+    """Before `left <operator> right`: what it would build within the cap, its work charged."""
+    budget = current()
+    budget.spend()
+    if isinstance(left, int) and isinstance(right, int):
+        check_integers(operator, left, right)
+    elif operator == "*":
+        for sequence, times in ((left, right), (right, left)):
+            if isinstance(sequence, SEQUENCES) and isinstance(times, int):
+                budget.allow(weight(sequence, budget.max_chars) * max(times, 0))
+    elif operator == "+" and isinstance(left, SEQUENCES) and isinstance(right, SEQUENCES):
+        budget.allow(weight(left, budget.max_chars) + weight(right, budget.max_chars))
+    elif operator == "%" and isinstance(left, TEXT):  # printf-style formatting
+        check_printf(left)
+
+
 _PRINTF_SPEC = re.compile(
-    r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[diouxXeEfFgGcrsa%]"
+    r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[diouxXeEfFgGcrsab%]"
 )
 _NUMBER = re.compile(r"\d+")
 
 
-def check_printf(template: str) -> None:
+def check_printf(template: str | bytes | bytearray) -> None:
     """`'%200000000s' % x` builds its width before anything could measure it."""
     budget = current()
-    for width, precision in _PRINTF_SPEC.findall(template):
+    text = template if isinstance(template, str) else template.decode("latin-1")
+    for width, precision in _PRINTF_SPEC.findall(text):
         for number in (width, precision):
             if number == "*":
                 raise BudgetExceeded("`*` widths are not allowed in % formatting")
@@ -150,26 +237,43 @@ class BoundedEscapeFormatter(BoundedFormatter, EscapeFormatter):
     pass
 
 
-def check_str_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Methods of `str` whose result size follows from their arguments."""
-    text = method.__self__
-    name = method.__name__
-    values = [*args, *kwargs.values()]
+def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Methods of built-in values: a text method reads its text (a step per 100 characters),
+    and those whose result's size follows from their arguments are refused before building."""
+    owner = getattr(method, "__self__", None)
+    name = getattr(method, "__name__", "")
+    if isinstance(owner, int) and name == "to_bytes":
+        length = kwargs.get("length", args[0] if args else 1)
+        if isinstance(length, int):
+            current().allow(length, "bytes")
+    elif isinstance(owner, TEXT):
+        current().spend(len(owner) // CHARACTERS_PER_STEP)
+        check_text_result(owner, name, [*args, *kwargs.values()])
+
+
+def check_text_result(text: str | bytes | bytearray, name: str, values: list[Any]) -> None:
+    """`text.<name>(*values)`, for the methods of str and bytes that can build large results."""
     budget = current()
     if name in ("ljust", "rjust", "center", "zfill") and values and isinstance(values[0], int):
         budget.allow(values[0])
     elif name == "expandtabs":
         tabsize = values[0] if values and isinstance(values[0], int) else 8
-        budget.allow(len(text) + text.count("\t") * max(tabsize, 0))
-    elif name == "replace" and len(values) >= 2:
-        old, new = str(values[0]), str(values[1])
-        times = text.count(old) if old else len(text) + 1
-        budget.allow(len(text) + times * len(new))
+        tab = "\t" if isinstance(text, str) else b"\t"
+        budget.allow(len(text) + text.count(tab) * max(tabsize, 0))  # type: ignore[arg-type]
+    elif name == "replace" and len(values) >= 2 and isinstance(values[0], TEXT):
+        old, new = values[0], values[1]
+        times = text.count(old) if old else len(text) + 1  # type: ignore[arg-type]
+        budget.allow(len(text) + times * (len(new) if isinstance(new, TEXT) else 0))
     elif name == "join" and values:
         budget.allow(joined_size(text, values[0]))
+    elif name == "translate" and values:
+        table = values[0]
+        mapped = table.values() if isinstance(table, Mapping) else table
+        longest = max((len(v) for v in mapped if isinstance(v, TEXT)), default=1)
+        budget.allow(len(text) * max(longest, 1))
 
 
-def joined_size(separator: str, items: Any) -> int:
+def joined_size(separator: str | bytes | bytearray, items: Any) -> int:
     if not isinstance(items, Collection):
         return 0  # a generator: measured after the fact
     budget = current()
@@ -183,7 +287,25 @@ def check_recursive_loop(obj: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return args
 
 
-# --- filters --------------------------------------------------------------------------------
+# --- filters and tests ----------------------------------------------------------------------
+
+# Filters that do Python work for every item of their input (every character of a text), and
+# those that do for every item nested in a collection: a step per item they work through.
+PER_ITEM_FILTERS = frozenset(
+    {"sort", "unique", "min", "max", "sum", "map", "select", "reject", "selectattr"}
+    | {"rejectattr", "groupby", "batch", "slice", "title", "wordwrap", "wordcount"}
+    | {"urlencode", "pprint"}
+)
+NESTED_ITEM_FILTERS = frozenset({"tojson", "dictsort", "xmlattr"})
+
+
+def _wrapping_work(text: str, width: int) -> int:
+    """`wordwrap` breaks a word (or a run of spaces) longer than its width one line at a time,
+    copying the rest each time: n * n / width characters for a run of n."""
+    if width < 1 or width >= len(text):
+        return 0
+    runs = re.finditer(rf"\S{{{width + 1},}}|\s{{{width + 1},}}", text)
+    return sum((run.end() - run.start()) ** 2 for run in runs) // width // COPIED_PER_STEP
 
 
 def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -202,7 +324,7 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
         separator = rest[0] if rest and isinstance(rest[0], str) else ""
         budget.allow(joined_size(separator, value))
     elif name == "replace" and isinstance(value, str) and len(rest) >= 2:
-        check_str_method(value.replace, tuple(rest), {})
+        check_text_result(value, "replace", rest)
     elif name in ("slice", "batch", "wordwrap", "truncate") and rest:
         if isinstance(rest[0], int):
             budget.allow(rest[0], "pieces")
@@ -212,20 +334,62 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
         start = kwargs.get("start", rest[1] if len(rest) > 1 else 0)
         if not isinstance(start, int | float):
             raise BudgetExceeded("`sum` adds numbers only")
+    if name == "wordwrap" and isinstance(value, str):
+        width = kwargs.get("width", args[1] if len(args) > 1 else 79)
+        if isinstance(width, int):
+            budget.spend(_wrapping_work(value, width))
+
+
+def _charge_input(name: str, value: Any) -> Any:
+    """What a filter reads: a step per 100 characters or items, or per item for the filters
+    that work through each in Python (as they go, for an iterator). Returns what they read."""
+    budget = current()
+    per_item = name in PER_ITEM_FILTERS or name in NESTED_ITEM_FILTERS
+    if isinstance(value, Undefined):
+        return value
+    if per_item and isinstance(value, Iterator):
+        return counted(value)
+    if name in PER_ITEM_FILTERS and isinstance(value, TEXT):
+        budget.spend(len(value))
+    elif per_item and not isinstance(value, TEXT):
+        size, items = walk(value, budget.steps * CHARACTERS_PER_STEP)
+        budget.spend(items + size // CHARACTERS_PER_STEP)
+    elif isinstance(value, Sized):
+        budget.spend(len(value) // CHARACTERS_PER_STEP)
+    return value
 
 
 def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """A filter with its arguments checked first and its result charged after. Filters that take
-    the context or environment first (jinja passes those positionally) are told apart by
-    jinja's own marker, which `wraps` copies."""
-    takes_extra = getattr(function, "jinja_pass_arg", None) is not None
+    """A filter with its arguments checked and its input charged first, its result charged
+    after. Filters that take the context or environment first (jinja passes those positionally)
+    are told apart by jinja's own marker, which `wraps` copies."""
+    extra = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
 
     @wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        own = args[1:] if takes_extra else args
+        own = args[extra:]
         _check_filter_arguments(name, own, kwargs)
         current().spend()
+        if own:
+            args = (*args[:extra], _charge_input(name, own[0]), *own[1:])
         return check_built(function(*args, **kwargs))
+
+    return bounded
+
+
+def bounded_test(name: str, function: Any) -> Callable[..., Any]:
+    """A test (`x is in(items)`, `x is divisibleby(n)` ...), charged as comparisons are."""
+    extra = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
+
+    @wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        own = args[extra:]
+        current().spend()
+        for position, value in enumerate([*own, *kwargs.values()]):
+            compared(value, haystack=name == "in" and position == 1)
+        if name == "divisibleby" and len(own) == 2 and all(isinstance(v, int) for v in own):
+            check_integers("%", own[0], own[1])
+        return function(*args, **kwargs)
 
     return bounded
 

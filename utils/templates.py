@@ -1,8 +1,9 @@
 """Jinja2 in a sandbox with strict undefined: prompt templates and HTTP request bodies.
 
 Every render runs in a worker thread (`render_off_loop`) with a budget (`utils.template_budget`):
-a step budget and a cap on the text it builds, both settings, so no template a tenant saves can
-hold the event loop or the server's memory.
+a step budget and a cap on what it builds, both settings, so no template a tenant saves can hold
+the event loop or the server's memory. Checking a template on save compiles it without running
+any of it, also in those threads (`check_template_off_loop`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import lru_cache, partial
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
-from jinja2.compiler import CodeGenerator, Frame
+from jinja2.compiler import CodeGenerator, Frame, operators
 from jinja2.environment import Template
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -26,7 +27,6 @@ from utils.config import get_settings
 from utils.errors import InvalidInput
 
 MAX_TEMPLATE_LENGTH = 100_000
-MAX_POWER_BITS = 100_000
 # Renders of every tenant share these threads; each render is bounded by its budget.
 _RENDER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="template")
 
@@ -47,8 +47,32 @@ def _dumps(value: Any, **kwargs: Any) -> str:
     return json.dumps(value, default=_json_default, **kwargs)
 
 
-class _BudgetedCode(CodeGenerator):
-    """`a ~ b` joins through the environment, which measures the parts before joining them."""
+class _Unevaluated(CodeGenerator):
+    """Code generation that evaluates nothing: jinja's optimizer and its folding of constant
+    output would run filters and operators while compiling, outside any render's budget (on
+    save, `{{ "x y"|center(999990)|wordwrap(1) }}` took minutes), and the optimizer takes time
+    cubic in how deeply expressions nest. Everything a template computes, it computes when
+    rendered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.optimizer = None
+
+    def _output_child_to_const(
+        self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
+    ) -> str:
+        if not isinstance(node, nodes.TemplateData):
+            raise nodes.Impossible()
+        return super()._output_child_to_const(node, frame, finalize)
+
+
+class _Variables(_Unevaluated, meta.TrackingCodeGenerator):
+    """`jinja2.meta.find_undeclared_variables`, without evaluating anything."""
+
+
+class _BudgetedCode(_Unevaluated):
+    """`a ~ b` joins through the environment, which measures the parts before joining them;
+    comparisons and slices are charged for what they walk and copy."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.bounded_join((")
@@ -57,47 +81,44 @@ class _BudgetedCode(CodeGenerator):
             self.write(", ")
         self.write("))")
 
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        self.write("(environment.compared(")
+        self.visit(node.expr, frame)
+        self.write(")")
+        for operand in node.ops:
+            self.write(f" {operators[operand.op]} environment.compared(")
+            self.visit(operand.expr, frame)
+            self.write(f", {operand.op in ('in', 'notin')})")
+        self.write(")")
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, nodes.Slice):  # the environment's getitem, charged
+            super().visit_Getitem(node, frame)
+            return
+        self.write("environment.built(")  # jinja slices inline, bypassing the environment
+        super().visit_Getitem(node, frame)
+        self.write(")")
+
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox, with every operation that can build large values or loop long charged to
-    the render's budget. `*`, `**`, `+` and `%` are intercepted, which also keeps them from
-    being folded at compile time (`{{ 7 ** 1000000000 }}` would otherwise run on save)."""
+    the render's budget; every arithmetic operator goes through `template_budget.check_binop`."""
 
     code_generator_class = _BudgetedCode
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    intercepted_binops = frozenset({"*", "**", "+", "-", "/", "//", "%"})
     counted = staticmethod(budget.counted)
+    compared = staticmethod(budget.compared)
+    built = staticmethod(budget.check_built)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        spend = budget.current()
-        spend.spend()
-        if operator == "*":
-            for sequence, times in ((left, right), (right, left)):
-                if isinstance(sequence, str | list | tuple) and isinstance(times, int):
-                    spend.allow(budget.weight(sequence, spend.max_chars) * max(times, 0))
-        elif operator == "**":
-            if (
-                isinstance(left, int)
-                and isinstance(right, int)
-                and abs(left) > 1
-                and abs(left).bit_length() * right > MAX_POWER_BITS
-            ):
-                raise SecurityError("power too large")
-        elif operator == "+":
-            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
-                spend.allow(
-                    budget.weight(left, spend.max_chars) + budget.weight(right, spend.max_chars)
-                )
-        elif isinstance(left, str):  # `%` formatting
-            budget.check_printf(left)
+        budget.check_binop(operator, left, right)
         return budget.check_built(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget.current().spend()
         args = budget.check_recursive_loop(__obj, args)
-        if isinstance(__obj, types.BuiltinMethodType) and isinstance(
-            getattr(__obj, "__self__", None), str
-        ):
-            budget.check_str_method(__obj, args, kwargs)
+        if isinstance(__obj, types.BuiltinMethodType):
+            budget.check_method(__obj, args, kwargs)
         return budget.check_built(super().call(__context, __obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Any:
@@ -161,6 +182,7 @@ def _environment() -> _Sandbox:
         for name, function in env.filters.items()
         if name not in budget.REMOVED_FILTERS
     }
+    env.tests = {name: budget.bounded_test(name, test) for name, test in env.tests.items()}
     return env
 
 
@@ -182,16 +204,35 @@ def _compiled(source: str) -> Template:
 
 
 def check_template(source: str, *, field: str) -> set[str]:
-    """Compile-check a template; returns the variables it uses. 422 with the line on error."""
+    """Compile-check a template (compiled as it will render); returns the variables it uses.
+    422 with the line on error. Nothing in the template runs: this takes time in proportion to
+    its length."""
     try:
         ast = _parse(source)
-        ENVIRONMENT.compile(ast)
+        _compiled(source)
+        variables = _Variables(ENVIRONMENT)
+        variables.visit(ast)
     except TemplateSyntaxError as exc:
         raise InvalidInput(
             f"template does not compile (line {exc.lineno}): {exc.message}",
             errors=[{"field": field, "line": exc.lineno, "message": exc.message or "syntax error"}],
         ) from exc
-    return meta.find_undeclared_variables(ast)
+    except (RecursionError, SyntaxError) as exc:  # jinja's parser, or Python's limits on nesting
+        raise InvalidInput(
+            "template does not compile: it nests too deeply (brackets, blocks or filters)",
+            field=field,
+        ) from exc
+    except ValueError as exc:  # an integer literal of more digits than Python converts
+        raise InvalidInput(
+            "template does not compile: a number in it is too long", field=field
+        ) from exc
+    return variables.undeclared_identifiers
+
+
+async def check_template_off_loop(source: str, *, field: str) -> set[str]:
+    """`check_template` in one of the template threads, for request handlers."""
+    call = partial(check_template, source, field=field)
+    return await asyncio.get_running_loop().run_in_executor(_RENDER_THREADS, call)
 
 
 def render(source: str, variables: dict[str, Any], *, field: str = "variables") -> str:

@@ -29,7 +29,7 @@ from utils.errors import InvalidInput, NotFound
 from utils.runtime import Runtime
 from utils.secrets import SecretBox, SecretUnreadable, mask
 from utils.ssrf import check_url
-from utils.templates import check_template
+from utils.templates import check_template_off_loop
 
 DEMO_MODEL = "demo"
 CONNECTION_TEST_TIMEOUT = 15.0
@@ -66,7 +66,7 @@ async def _check(runtime: Runtime, provider: str, values: dict[str, Any], has_ke
         await check_url(
             http["url"], field="http.url", allow_private=allow_private, require_resolution=False
         )
-        check_template(http["body_template"], field="http.body_template")
+        await check_template_off_loop(http["body_template"], field="http.body_template")
         check_jsonpath(http["response_path"], field="http.response_path")
         if http.get("tool_calls_path"):
             check_jsonpath(http["tool_calls_path"], field="http.tool_calls_path")

@@ -22,7 +22,7 @@ from database.prompts.schemas import (
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
-from utils.templates import check_template, render_off_loop
+from utils.templates import check_template_off_loop, render_off_loop
 
 LATEST = "latest"
 MAX_VERSION_NUMBER = 2**31 - 1
@@ -77,15 +77,15 @@ async def version_read(session: AsyncSession, version: PromptVersion) -> PromptV
     )
 
 
-def _check_templates(body: PromptVersionCreate) -> None:
-    check_template(body.template, field="template")
+async def _check_templates(body: PromptVersionCreate) -> None:
+    await check_template_off_loop(body.template, field="template")
     if body.system_prompt:
-        check_template(body.system_prompt, field="system_prompt")
+        await check_template_off_loop(body.system_prompt, field="system_prompt")
 
 
 async def create_prompt(session: AsyncSession, principal: Principal, body: PromptCreate) -> Prompt:
     await require_project(session, body.project_id, field="project_id")
-    _check_templates(body)
+    await _check_templates(body)
     prompt = await crud.create_prompt(
         session,
         Prompt(
@@ -103,7 +103,7 @@ async def add_version(
     session: AsyncSession, prompt: Prompt, body: PromptVersionCreate
 ) -> PromptVersion:
     """Next number under the prompt's row lock, so concurrent saves never collide."""
-    _check_templates(body)
+    await _check_templates(body)
     latest = (await crud.latest_numbers(session, [prompt.id])).get(prompt.id, 0)
     return await _add_version(session, prompt, body, number=latest + 1)
 

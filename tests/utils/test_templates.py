@@ -12,7 +12,7 @@ import time
 import pytest
 
 from utils.errors import InvalidInput
-from utils.templates import TemplateTooCostly, render, render_off_loop
+from utils.templates import TemplateTooCostly, check_template, render, render_off_loop
 
 ATTACKS = {
     "nested loops": "{% for i in range(100000) %}{% for j in range(2000) %}{% endfor %}"
@@ -48,6 +48,47 @@ ATTACKS = {
     "endless recursion": "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}",
     "recursive loop": "{% for x in range(1000) recursive %}{% if loop.depth < 4 %}"
     "{{ loop(range(1000)) }}{% endif %}{% endfor %}",
+    # a text method that builds more than its arguments tell
+    "translate": "{{ ('x' * 300).translate({120: 'y' * 1000000})|length }}",
+    # bytes are measured as text is
+    "bytes repeated": "{% set b = 'a'.encode() * 300000000 %}{{ b|length }}",
+    "bytes doubling": "{% set ns = namespace(b='a'.encode()) %}"
+    "{% for i in range(28) %}{% set ns.b = ns.b + ns.b %}{% endfor %}{{ ns.b|length }}",
+    "bytes ljust": "{{ 'x'.encode().ljust(300000000)|length }}",
+    "bytes printf width": "{{ ('%300000000s'.encode() % 'x'.encode())|length }}",
+    "int to_bytes": "{{ (1).to_bytes(300000000, 'big')|length }}",
+    # integers are capped in size, and their arithmetic charged by the size of its operands
+    "integer squaring": "{% set a = 7 ** 30000 %}"
+    + "{% set a = a * a %}" * 8
+    + "{{ a.bit_length() }}",
+    "integer products": "{% set a = 7 ** 16000 %}"
+    "{% for i in range(3000) %}{% set b = a * a %}{% endfor %}",
+    "integer division": "{% set a = 7 ** 33000 %}{% set d = 7 ** 11000 %}"
+    "{% for i in range(3000) %}{% set q = a // d %}{% endfor %}",
+    "divisibleby": "{% set a = 7 ** 33000 %}{% set d = 7 ** 11000 + 1 %}"
+    "{% for i in range(3000) %}{% if a is divisibleby(d) %}{% endif %}{% endfor %}",
+    # comparing, slicing and scanning cost what they walk
+    "membership": "{% set l = range(40000)|list %}"
+    "{% for i in range(25000) %}{% if -1 in l %}{% endif %}{% endfor %}",
+    "membership test": "{% set l = range(40000)|list %}"
+    "{% for i in range(25000) %}{% if -1 is in(l) %}{% endif %}{% endfor %}",
+    "nested equality": "{% set l = [range(20000)|list] %}{% set m = [range(20000)|list] %}"
+    "{% for i in range(20000) %}{% if l == m %}{% endif %}{% endfor %}",
+    "slices": "{% set l = range(40000)|list %}"
+    "{% for i in range(50000) %}{% set m = l[1:] %}{% endfor %}",
+    "text scans": "{% set s = 'ab' * 400000 %}"
+    "{% for i in range(20000) %}{% if s.count('c') %}{% endif %}{% endfor %}",
+    # filters that work through every item in Python are priced by their input
+    "wordcount": "{% set s = 'a ' * 400000 %}"
+    "{% for i in range(60) %}{% if s|wordcount %}{% endif %}{% endfor %}",
+    "sort": "{% for i in range(6) %}{{ ('ab' * 200000)|sort|join|length }}{% endfor %}",
+    "unique": "{{ ('ab' * 450000)|unique|list|length }}",
+    "min": "{{ ('ab' * 450000)|min }}",
+    "pprint": "{% set l = range(30000)|list %}"
+    "{% for i in range(25) %}{% if l|pprint %}{% endif %}{% endfor %}",
+    "wordwrap long word": "{{ ('a' * 200000)|wordwrap(1)|length }}",
+    "wordwrap leading spaces": "{{ (' ' * 150000 ~ 'x y')|wordwrap(1)|length }}",
+    "wordwrap words": "{% for i in range(5) %}{{ ('a ' * 450000)|wordwrap(2)|length }}{% endfor %}",
 }
 
 
@@ -99,6 +140,23 @@ ORDINARY = [
         {"xs": [7, 8]},
         "1/2a 2/2b ",
     ),
+    (
+        "{{ 7 - 10 }} {{ 7 // 2 }} {{ 7 / 2 }} {{ 7 % 3 }} {{ 2 ** 100 // 2 ** 98 }} {{ -n * n }}",
+        {"n": 3},
+        "-3 3 3.5 1 4 -9",
+    ),
+    (
+        "{{ 'b' in 'abc' }} {{ 2 not in xs }} {{ 1 < n < 3 }} {{ k in d }} {{ xs == [1, 2, 3] }}"
+        " {{ 4 is divisibleby(2) }} {{ 2 is in(xs) }} {{ xs[1:] }} {{ 'hello'[1:3] }}",
+        {"xs": [1, 2, 3], "n": 2, "k": "a", "d": {"a": 1}},
+        "True False True True True True True [2, 3] el",
+    ),
+    (
+        "{{ 'a b c d'|wordwrap(3) }}|{{ 'bca'|sort|join }}|{{ xs|unique|list }}|{{ xs|max }}"
+        "|{{ 'ab'.encode()|length }}|{{ 'hi there'|title }}|{{ d|dictsort }}",
+        {"xs": [2, 1, 2], "d": {"b": 1, "a": 2}},
+        "a b\nc d|abc|[2, 1]|2|2|Hi There|[('a', 2), ('b', 1)]",
+    ),
 ]
 
 
@@ -110,6 +168,19 @@ def test_ordinary_templates_render_as_before(template, variables, expected):
 def test_long_variables_pass_through_within_the_cap():
     context = "word " * 150_000  # 750,000 characters
     assert render("Context: {{ context }}", {"context": context}) == "Context: " + context
+
+
+@pytest.mark.parametrize("text", ["' ' * 300000 ~ 'x y'", "'a' * 300000"])
+def test_wordwrap_pays_for_breaking_long_words(settings, monkeypatch, text):
+    """Each line broken off a word (or run of spaces) longer than the width copies the rest of
+    it: quadratic, and charged so even where the budget allows a step per character."""
+    monkeypatch.setattr(settings, "template_max_steps", 1_000_000)
+    started = time.process_time()
+    with pytest.raises(TemplateTooCostly, match="step budget"):
+        render(f"{{{{ ({text})|wordwrap(1)|length }}}}", {})
+    assert time.process_time() - started < 1
+    wrapped = render("{{ text|wordwrap(10) }}", {"text": "a" * 25})
+    assert wrapped == "\n".join(["a" * 10, "a" * 10, "a" * 5])
 
 
 def test_both_limits_are_settings(settings, monkeypatch):
@@ -150,3 +221,47 @@ async def test_renders_run_off_the_event_loop():
     # The loop went on ticking while the render ran in its thread (none would on the loop).
     assert ticks >= min(3, int(took / 0.01) // 2), (ticks, took)
     assert ticks >= 1
+
+
+# Checking a template on save runs none of it: jinja would fold constant filters and operators
+# while compiling, outside any budget (minutes for the first), and its optimizer takes time
+# cubic in how deeply expressions nest.
+UNEVALUATED = {
+    "wordwrap of a constant": ('{{ "x y"|center(200000)|wordwrap(1) }}', set()),
+    "sort of a constant": ('{{ "ab"|center(400000)|sort|join }}', set()),
+    "long attribute chain": ("{{ x" + ".a" * 190 + " }}", {"x"}),
+}
+
+
+@pytest.mark.parametrize(("template", "variables"), UNEVALUATED.values(), ids=UNEVALUATED.keys())
+def test_checking_a_template_runs_none_of_it(template, variables):
+    started = time.process_time()
+    assert check_template(template, field="template") == variables
+    assert time.process_time() - started < 1
+    if not variables:  # rendering it is what pays, within the budget
+        with pytest.raises(TemplateTooCostly):
+            render(template, {})
+        assert time.process_time() - started < 2
+
+
+NESTED = {
+    "brackets": "{{ " + "(" * 100 + "1" + ")" * 100 + " }}",
+    "lists": "{{ " + "[" * 100 + "1" + "]" * 100 + " }}",
+    "for blocks": "{% for x in y %}" * 30 + "{% endfor %}" * 30,
+    "if blocks": "{% if x %}" * 100 + "{% endif %}" * 100,
+    "filter chain": "{{ x" + "|trim" * 600 + " }}",
+    "long number": "{{ " + "9" * 5000 + " }}",
+}
+
+
+@pytest.mark.parametrize("template", NESTED.values(), ids=NESTED.keys())
+def test_templates_too_deep_to_compile_are_422_naming_the_field(template):
+    started = time.process_time()
+    with pytest.raises(InvalidInput) as refused:
+        check_template(template, field="system_prompt")
+    assert refused.value.status == 422
+    assert refused.value.detail.startswith("template does not compile")
+    assert refused.value.errors == [{"field": "system_prompt", "message": refused.value.detail}]
+    with pytest.raises(InvalidInput):
+        render(template, {"x": 1, "y": []})
+    assert time.process_time() - started < 2
