@@ -4,7 +4,7 @@ an Authorization header (access token or API key) of the run's organization."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -47,7 +47,7 @@ async def _stream(
     run_id: str,
     *,
     params: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
 ) -> tuple[httpx.Response, list[Event]]:
     """The whole stream of an ended run (it closes after run.finished)."""
     async with (
@@ -196,7 +196,7 @@ async def test_a_malformed_last_event_id_is_a_422_naming_the_header(live: Live) 
     # Superscript two is a digit to str.isdigit, and no number to int().
     for malformed in (b"abc", b"\xb2", b"1\xb2", b"-1"):
         response, _ = await _stream(
-            live, run["id"], params={"token": token}, headers={"Last-Event-ID": malformed}
+            live, run["id"], params={"token": token}, headers={b"Last-Event-ID": malformed}
         )
         assert_problem(response, 422, field="Last-Event-ID")
         assert token not in response.text
