@@ -147,7 +147,11 @@ def counted(iterable: Iterable[Any]) -> Iterator[Any]:
 def compared(value: Any, haystack: bool = False) -> Any:
     """An operand of a comparison or a test (`==`, `<`, `in`): a step per item and per 100
     characters it holds, but for the set or mapping that `in` looks a key up in."""
-    if not (haystack and isinstance(value, Mapping | Set | range)):
+    if value is None or isinstance(value, bool | int | float):  # (integers are capped)
+        return value
+    if isinstance(value, TEXT):
+        current().spend(len(value) // CHARACTERS_PER_STEP)
+    elif not (haystack and isinstance(value, Mapping | Set | range)):
         budget = current()
         budget.spend(weight(value, budget.steps * CHARACTERS_PER_STEP) // CHARACTERS_PER_STEP)
     return value
@@ -289,13 +293,18 @@ def check_recursive_loop(obj: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 # --- filters and tests ----------------------------------------------------------------------
 
-# Filters that do Python work for every item of their input (every character of a text), and
-# those that do for every item nested in a collection: a step per item they work through.
+# Filters that do Python work for every item of their input, and those that do for every item
+# nested in a collection: a step per item they work through. Of a text, the first four work
+# through every character in Python, and the next three through every word (a step per
+# CHARACTERS_PER_WORD); the others read text in C (a step per CHARACTERS_PER_STEP).
 PER_ITEM_FILTERS = frozenset(
     {"sort", "unique", "min", "max", "sum", "map", "select", "reject", "selectattr"}
     | {"rejectattr", "groupby", "batch", "slice", "title", "wordwrap", "wordcount"}
     | {"urlencode", "pprint"}
 )
+PER_CHARACTER_FILTERS = frozenset({"unique", "min", "max", "urlencode"})
+PER_WORD_FILTERS = frozenset({"title", "wordwrap", "wordcount"})
+CHARACTERS_PER_WORD = 10
 NESTED_ITEM_FILTERS = frozenset({"tojson", "dictsort", "xmlattr"})
 
 
@@ -349,11 +358,15 @@ def _charge_input(name: str, value: Any) -> Any:
         return value
     if per_item and isinstance(value, Iterator):
         return counted(value)
-    if name in PER_ITEM_FILTERS and isinstance(value, TEXT):
+    if name in PER_CHARACTER_FILTERS and isinstance(value, TEXT):
         budget.spend(len(value))
+    elif name in PER_WORD_FILTERS and isinstance(value, TEXT):
+        budget.spend(len(value) // CHARACTERS_PER_WORD)
     elif per_item and not isinstance(value, TEXT):
+        before = budget.steps
         size, items = walk(value, budget.steps * CHARACTERS_PER_STEP)
-        budget.spend(items + size // CHARACTERS_PER_STEP)
+        walked = before - budget.steps  # a first walk pays for its items: not twice
+        budget.spend(max(items - walked, 0) + size // CHARACTERS_PER_STEP)
     elif isinstance(value, Sized):
         budget.spend(len(value) // CHARACTERS_PER_STEP)
     return value

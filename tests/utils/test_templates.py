@@ -170,6 +170,31 @@ def test_long_variables_pass_through_within_the_cap():
     assert render("Context: {{ context }}", {"context": context}) == "Context: " + context
 
 
+PROSE = "The quick brown fox jumps over the lazy dog, again and again. " * 1_700  # 108,800
+RECORDS = [{f"key{k}": f"value {i}.{k}" for k in range(10)} for i in range(2_500)]
+ROWS = [{"n": i % 10, "k": "ab"[i % 2]} for i in range(20_000)]
+LARGE_BUT_ORDINARY = {
+    "words counted": ("{{ x|wordcount }}", {"x": PROSE}),
+    "title case": ("{{ x|title|length }}", {"x": PROSE}),
+    "wrapped": ("{{ x|wordwrap(80)|length }}", {"x": PROSE}),
+    "records as JSON": ("{{ records|tojson|length }}", {"records": RECORDS}),
+    "rows compared": (
+        "{% for r in rows %}{% if r.n > 5 and r.k != 'a' %}x{% endif %}{% endfor %}",
+        {"rows": ROWS},
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "variables"), LARGE_BUT_ORDINARY.values(), ids=LARGE_BUT_ORDINARY.keys()
+)
+def test_large_inputs_to_ordinary_templates_render_within_the_default_budget(template, variables):
+    """What the budget charges stays in proportion to the work: a filter that reads text in C
+    or by words, a collection turned to JSON, or a loop of comparisons of small values, on
+    inputs of about a hundred thousand characters or items, render with the default budget."""
+    assert render(template, variables)
+
+
 @pytest.mark.parametrize("text", ["' ' * 300000 ~ 'x y'", "'a' * 300000"])
 def test_wordwrap_pays_for_breaking_long_words(settings, monkeypatch, text):
     """Each line broken off a word (or run of spaces) longer than the width copies the rest of
