@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -29,6 +28,7 @@ from utils.schemas import text_problem
 # orjson reads integers beyond 64 bits as floats, losing digits: such bodies (any run of 19
 # digits, in a string or not) go to the standard library, which keeps them exact.
 _LONG_NUMBER = re.compile(rb"\d{19}")
+_TOO_LONG = re.compile(r"value has (\d+) digits")
 
 
 class _CappedJsonRequest(Request):
@@ -60,24 +60,17 @@ def _standard_loads(body: bytes) -> Any:
     Infinity, a number past a double's range, which would be stored as null) and an integer
     too long to read, as a JSON error naming the reason."""
     try:
-        return json.loads(
-            body, parse_constant=_not_a_number, parse_float=_finite, parse_int=_readable_int
-        )
+        return json.loads(body, parse_constant=_not_a_number, parse_float=_finite)
     except json.JSONDecodeError:
         raise
     except ValueError as exc:
-        raise json.JSONDecodeError(str(exc), body.decode("utf-8", "replace"), 0) from None
+        digits = _TOO_LONG.search(str(exc))
+        reason = f"an integer of {digits[1]} digits is longer than can be read" if digits else exc
+        raise json.JSONDecodeError(str(reason), body.decode("utf-8", "replace"), 0) from None
 
 
 def _not_a_number(constant: str) -> float:
     raise ValueError(f"{constant} is not a JSON number")
-
-
-def _readable_int(literal: str) -> int:
-    digits = len(literal.lstrip("-"))
-    if digits > sys.get_int_max_str_digits():
-        raise ValueError(f"an integer of {digits} digits is longer than can be read")
-    return int(literal)
 
 
 def _finite(literal: str) -> float:

@@ -107,6 +107,7 @@ async def test_a_body_nested_past_the_recursion_limit_is_refused_not_a_500(clien
         ("1e400", "1e400 is past the range of a number"),
         ("[1, 12345678901234567890, -1e999]", "-1e999 is past the range of a number"),
         ("9" * 5000, "an integer of 5000 digits is longer than can be read"),
+        ("9" * 250 + "e99", "9" * 40 + " is past the range of a number"),
     ],
 )
 async def test_what_is_no_json_number_is_refused_not_stored_as_null(client, value, reason):
