@@ -248,8 +248,9 @@ class WorkerPool:
 
 
 def _described(exc: Exception) -> str:
-    """A failure as the job (and a run that ends with it) records it. A database error without
-    its statement and parameters: they hold the tenant's rows, and the log keeps them whole."""
+    """A failure as the job (and a run that ends with it) records it. A database error by the
+    driver's message, without its statement and parameters (the driver keeps a message's
+    detail apart): they hold the tenant's rows, and the log keeps them whole."""
     if isinstance(exc, StatementError) and exc.orig is not None:
         return f"{type(exc).__name__}: {exc.orig}"
     return f"{type(exc).__name__}: {exc}"

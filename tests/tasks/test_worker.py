@@ -204,15 +204,29 @@ async def test_a_job_of_an_unknown_kind_dies_with_a_clear_error(
     assert (await load_job(committed_database, account, job_id)).last_error == dead[0]
 
 
+FAILING_STATEMENTS = {
+    "a parameter": ("SELECT length(:secret) / 0", {"secret": "tenant-row-17"}),
+    "a detail": (
+        "DO $$ BEGIN RAISE EXCEPTION 'division by zero'"
+        " USING DETAIL = 'Failing row contains (tenant-row-17).'; END $$",
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("statement", FAILING_STATEMENTS.values(), ids=FAILING_STATEMENTS.keys())
 async def test_a_database_error_is_recorded_without_its_statement_and_parameters(
-    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+    committed_database: Database,
+    accounts: list[Account],
+    database_urls: DatabaseUrls,
+    statement: tuple[str, dict[str, str]],
 ) -> None:
     account = accounts[0]
     kind = new_kind()
 
     async def handler(ctx: JobContext) -> None:
         async with ctx.transaction() as session:
-            await session.execute(text("SELECT length(:secret) / 0"), {"secret": "tenant-row-17"})
+            await session.execute(text(statement[0]), statement[1])
 
     async with running_pool(committed_database, database_urls, {kind: handler}):
         [job_id] = await enqueue_jobs(committed_database, account, kind, max_attempts=1)
