@@ -50,7 +50,6 @@ WHOLE = {
     "a content part's text is null": _completion({"content": [{"type": "text", "text": None}]}),
     "a content part's text is a number": _completion({"content": [{"text": 7}]}),
     "the content is an object": _completion({"content": {"text": "hi"}}),
-    "the usage is a list": _completion({"content": "hi"}, usage=[1, 2]),
     "the message is text": _completion("hi"),
     "the tool calls are a number": _completion({"content": None, "tool_calls": 3}),
 }
@@ -74,7 +73,6 @@ STREAMED = {
     "a delta's content part has null text": {
         "choices": [{"index": 0, "delta": {"content": [{"text": None}]}}]
     },
-    "the usage is a list": {"choices": [], "usage": [1, 2]},
 }
 
 
@@ -125,3 +123,17 @@ async def test_content_parts_without_text_add_nothing(fake: FakeOpenAI) -> None:
     ]
     fake.enqueue(Fault.http(200, _completion({"content": parts})))
     assert (await _ask(fake)).output == "Hello, world"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_usage_of_the_wrong_shape_leaves_the_counts_unknown_and_the_answer(
+    fake: FakeOpenAI, stream: bool
+) -> None:
+    if stream:
+        fake.enqueue(
+            _events({"choices": [{"index": 0, "delta": {"content": "hi"}}]}, {"usage": [1, 2]})
+        )
+    else:
+        fake.enqueue(Fault.http(200, _completion({"content": "hi"}, usage=[1, 2])))
+    reply = await _ask(fake, stream=stream)
+    assert (reply.output, reply.input_tokens, reply.output_tokens) == ("hi", None, None)
