@@ -139,8 +139,8 @@ async def create_version(
     prompt_id: uuid.UUID, body: PromptVersionCreate, session: DbSession, _: Member
 ) -> PromptVersionRead:
     """Optionally moves labels to it."""
-    prompt = await service.get_prompt_or_404(session, prompt_id, for_update=True)
-    return await service.version_read(session, await service.add_version(session, prompt, body))
+    version = await service.add_version(session, prompt_id, body)
+    return await service.version_read(session, version)
 
 
 @router.get(

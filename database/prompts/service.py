@@ -100,10 +100,13 @@ async def create_prompt(session: AsyncSession, principal: Principal, body: Promp
 
 
 async def add_version(
-    session: AsyncSession, prompt: Prompt, body: PromptVersionCreate
+    session: AsyncSession, prompt_id: uuid.UUID, body: PromptVersionCreate
 ) -> PromptVersion:
-    """Next number under the prompt's row lock, so concurrent saves never collide."""
+    """Next number under the prompt's row lock, so concurrent saves never collide. The
+    templates are checked first: the check may wait for a template thread, and the lock would
+    hold every other save of the prompt (and a connection) meanwhile."""
     await _check_templates(body)
+    prompt = await get_prompt_or_404(session, prompt_id, for_update=True)
     latest = (await crud.latest_numbers(session, [prompt.id])).get(prompt.id, 0)
     return await _add_version(session, prompt, body, number=latest + 1)
 
