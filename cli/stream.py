@@ -76,7 +76,8 @@ def follow(
                         yield event
                     alive = time.monotonic() - opened >= READ_TIMEOUT
         except httpx.ReadTimeout:
-            pass  # silence for READ_TIMEOUT: whatever came before, the stream is dead now
+            # Silent for READ_TIMEOUT: dead now, though alive for as long as it was held before.
+            alive = time.monotonic() - opened - READ_TIMEOUT >= READ_TIMEOUT
         except (httpx.TransportError, httpx.RemoteProtocolError):
             alive = time.monotonic() - opened >= READ_TIMEOUT
         if ended:
