@@ -5,14 +5,11 @@ each gets its own answers. Identical configurations still share them."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from app.engine.jobs import HANDLERS, on_dead
-from tasks.worker import WorkerPool
-from tests.database.results.conftest import Lab, open_lab
+from tests.database.results.conftest import Lab, working_lab
 from tests.fakes.http_app import FakeHttpApp, question_of
 
 pytestmark = pytest.mark.slow
@@ -23,21 +20,8 @@ async def lab(
     committed_database, app, owner_engine, database_urls, runtime, monkeypatch
 ) -> AsyncIterator[Lab]:
     monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
-    pool = WorkerPool(
-        committed_database,
-        HANDLERS,
-        on_dead=on_dead,
-        concurrency=2,
-        listen_url=database_urls.runtime,
-        poll_seconds=0.5,
-        lease=timedelta(seconds=10),
-    )
-    await pool.start()
-    async with open_lab(app, owner_engine, "cache") as lab:
-        try:
-            yield lab
-        finally:
-            await pool.stop(drain_seconds=2)
+    async with working_lab(committed_database, app, owner_engine, database_urls, "cache") as lab:
+        yield lab
 
 
 @pytest.fixture

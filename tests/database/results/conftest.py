@@ -117,8 +117,17 @@ async def lab(
     committed_database, app, owner_engine, database_urls, runtime, monkeypatch
 ) -> AsyncIterator[Lab]:
     monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
+    async with working_lab(committed_database, app, owner_engine, database_urls, "runs") as lab:
+        yield lab
+
+
+@contextlib.asynccontextmanager
+async def working_lab(
+    database: Any, app: Any, owner_engine: Any, database_urls: Any, project: str
+) -> AsyncIterator[Lab]:
+    """A lab whose runs a worker pool of this process runs."""
     pool = WorkerPool(
-        committed_database,
+        database,
         HANDLERS,
         on_dead=on_dead,
         concurrency=4,
@@ -127,7 +136,7 @@ async def lab(
         lease=timedelta(seconds=10),
     )
     await pool.start()
-    async with open_lab(app, owner_engine, "runs") as lab:
+    async with open_lab(app, owner_engine, project) as lab:
         try:
             yield lab
         finally:
