@@ -139,6 +139,21 @@ async def test_a_finished_run_is_delivered_signed_and_verifiable(live: Live) -> 
         assert receiver.handled[log[0]["message_id"]]["type"] == "webhook.test"
 
 
+async def _project_baseline(
+    live: Live, fake: FakeOpenAI, test_set: str, target: str, metric: str
+) -> dict[str, Any]:
+    """A finished run whose every case passes, made the project's baseline."""
+    fake.reply = lambda body: "yes"
+    baseline = await live.run(test_set, target, metric_ids=[metric])
+    await live.wait(baseline["id"])
+    await live.client.put(
+        f"/api/v1/projects/{live.project_id}/baseline",
+        json={"run_id": baseline["id"]},
+        headers=live.account.headers,
+    )
+    return baseline
+
+
 async def test_a_change_the_gate_calls_no_change_is_no_regression(live: Live) -> None:
     """The regression message compares as the run's gate does: a drop of 5 points on 200
     cases is significant, and inside a gate's margin of 10 points it is no change."""
@@ -148,14 +163,7 @@ async def test_a_change_the_gate_calls_no_change_is_no_regression(live: Live) ->
         target = await live.openai_model(fake)
         test_set = await live.test_set([{"input": f"case {i}"} for i in range(200)])
         metric = await live.metric("contains", parameters={"value": "yes"})
-        fake.reply = lambda body: "yes"
-        baseline = await live.run(test_set, target, metric_ids=[metric])
-        await live.wait(baseline["id"])
-        await live.client.put(
-            f"/api/v1/projects/{live.project_id}/baseline",
-            json={"run_id": baseline["id"]},
-            headers=live.account.headers,
-        )
+        await _project_baseline(live, fake, test_set, target, metric)
         broken = {f'case {i}"' for i in range(0, 200, 20)}
         fake.reply = lambda body: "no" if any(w in json.dumps(body) for w in broken) else "yes"
         gate = {"baseline": "project", "min_effect": 0.1}
@@ -188,14 +196,7 @@ async def test_a_failed_gate_and_a_regression_against_the_baseline(live: Live) -
         metric = await live.metric("contains", parameters={"value": "yes"})
         metric_name = (await live.get(f"/metrics/{metric}"))["name"]
 
-        fake.reply = lambda body: "yes"
-        baseline = await live.run(test_set, target, metric_ids=[metric])
-        await live.wait(baseline["id"])
-        await live.client.put(
-            f"/api/v1/projects/{live.project_id}/baseline",
-            json={"run_id": baseline["id"]},
-            headers=live.account.headers,
-        )
+        baseline = await _project_baseline(live, fake, test_set, target, metric)
         # A third of the cases now fail.
         broken = {f'case {i}"' for i in range(0, 60, 3)}
         fake.reply = lambda body: "no" if any(w in json.dumps(body) for w in broken) else "yes"
