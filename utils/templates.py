@@ -23,6 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from markupsafe import Markup
 
 from utils import template_budget as budget
+from utils import template_filters as filters
 from utils.config import get_settings
 from utils.errors import InvalidInput
 
@@ -178,11 +179,11 @@ def _environment() -> _Sandbox:
     env.policies["json.dumps_kwargs"] = {"ensure_ascii": False}
     env.globals.pop("lipsum")  # `lipsum(10**9)` would build without measure
     env.filters = {
-        name: budget.bounded_filter(name, function)
+        name: filters.bounded_filter(name, function)
         for name, function in env.filters.items()
-        if name not in budget.REMOVED_FILTERS
+        if name not in filters.REMOVED_FILTERS
     }
-    env.tests = {name: budget.bounded_test(name, test) for name, test in env.tests.items()}
+    env.tests = {name: filters.bounded_test(name, test) for name, test in env.tests.items()}
     return env
 
 

@@ -1,0 +1,147 @@
+"""The template budget's charges for filters and tests: their arguments checked before they run
+(sizes known in advance), what they read charged by how they work through it (per character,
+word or item in Python, per 100 characters in C), what they build checked after."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sized
+from functools import wraps
+from typing import Any
+
+from jinja2.runtime import Undefined
+
+from utils.template_budget import (
+    CHARACTERS_PER_STEP,
+    COPIED_PER_STEP,
+    TEXT,
+    BudgetExceeded,
+    check_built,
+    check_integers,
+    check_printf,
+    check_text_result,
+    compared,
+    counted,
+    current,
+    joined_size,
+    walk,
+    weight,
+)
+
+# Filters that do Python work for every item of their input, and those that do for every item
+# nested in a collection: a step per item they work through. Of a text, the first four work
+# through every character in Python, and the next three through every word (a step per
+# CHARACTERS_PER_WORD); the others read text in C (a step per CHARACTERS_PER_STEP).
+PER_ITEM_FILTERS = frozenset(
+    {"sort", "unique", "min", "max", "sum", "map", "select", "reject", "selectattr"}
+    | {"rejectattr", "groupby", "batch", "slice", "title", "wordwrap", "wordcount"}
+    | {"urlencode", "pprint"}
+)
+PER_CHARACTER_FILTERS = frozenset({"unique", "min", "max", "urlencode"})
+PER_WORD_FILTERS = frozenset({"title", "wordwrap", "wordcount"})
+CHARACTERS_PER_WORD = 10
+NESTED_ITEM_FILTERS = frozenset({"tojson", "dictsort", "xmlattr"})
+
+
+def _wrapping_work(text: str, width: int) -> int:
+    """`wordwrap` breaks a word (or a run of spaces) longer than its width one line at a time,
+    copying the rest each time: n * n / width characters for a run of n."""
+    if width < 1 or width >= len(text):
+        return 0
+    runs = re.finditer(rf"\S{{{width + 1},}}|\s{{{width + 1},}}", text)
+    return sum((run.end() - run.start()) ** 2 for run in runs) // width // COPIED_PER_STEP
+
+
+def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    budget = current()
+    value = args[0] if args else None
+    rest = [*args[1:], *kwargs.values()]
+    if name == "center" and rest and isinstance(rest[0], int):
+        budget.allow(rest[0])
+    elif name == "indent" and isinstance(value, str):
+        width = rest[0] if rest else 4
+        size = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
+        budget.allow(len(value) + (value.count("\n") + 1) * size)
+    elif name == "format" and isinstance(value, str):
+        check_printf(value)
+    elif name == "join":
+        separator = rest[0] if rest and isinstance(rest[0], str) else ""
+        budget.allow(joined_size(separator, value))
+    elif name == "replace" and isinstance(value, str) and len(rest) >= 2:
+        check_text_result(value, "replace", rest)
+    elif name in ("slice", "batch", "wordwrap", "truncate") and rest:
+        if isinstance(rest[0], int):
+            budget.allow(rest[0], "pieces")
+    elif name == "tojson" and rest and isinstance(rest[0], int):
+        budget.allow(weight(value, budget.max_chars) * (rest[0] + 1))
+    elif name == "sum":
+        start = kwargs.get("start", rest[1] if len(rest) > 1 else 0)
+        if not isinstance(start, int | float):
+            raise BudgetExceeded("`sum` adds numbers only")
+    if name == "wordwrap" and isinstance(value, str):
+        width = kwargs.get("width", args[1] if len(args) > 1 else 79)
+        if isinstance(width, int):
+            budget.spend(_wrapping_work(value, width))
+
+
+def _charge_input(name: str, value: Any) -> Any:
+    """What a filter reads: a step per 100 characters or items, or per item for the filters
+    that work through each in Python (as they go, for an iterator). Returns what they read."""
+    budget = current()
+    per_item = name in PER_ITEM_FILTERS or name in NESTED_ITEM_FILTERS
+    if isinstance(value, Undefined):
+        return value
+    if per_item and isinstance(value, Iterator):
+        return counted(value)
+    if name in PER_CHARACTER_FILTERS and isinstance(value, TEXT):
+        budget.spend(len(value))
+    elif name in PER_WORD_FILTERS and isinstance(value, TEXT):
+        budget.spend(len(value) // CHARACTERS_PER_WORD)
+    elif per_item and not isinstance(value, TEXT):
+        before = budget.steps
+        size, items = walk(value, budget.steps * CHARACTERS_PER_STEP)
+        walked = before - budget.steps  # a first walk pays for its items: not twice
+        budget.spend(max(items - walked, 0) + size // CHARACTERS_PER_STEP)
+    elif isinstance(value, Sized):
+        budget.spend(len(value) // CHARACTERS_PER_STEP)
+    return value
+
+
+def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter with its arguments checked and its input charged first, its result charged
+    after. Filters that take the context or environment first (jinja passes those positionally)
+    are told apart by jinja's own marker, which `wraps` copies."""
+    extra = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
+
+    @wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        own = args[extra:]
+        _check_filter_arguments(name, own, kwargs)
+        current().spend()
+        if own:
+            args = (*args[:extra], _charge_input(name, own[0]), *own[1:])
+        return check_built(function(*args, **kwargs))
+
+    return bounded
+
+
+def bounded_test(name: str, function: Any) -> Callable[..., Any]:
+    """A test (`x is in(items)`, `x is divisibleby(n)` ...), charged as comparisons are."""
+    extra = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
+
+    @wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        own = args[extra:]
+        current().spend()
+        for position, value in enumerate([*own, *kwargs.values()]):
+            compared(value, haystack=name == "in" and position == 1)
+        if name == "divisibleby" and len(own) == 2 and all(isinstance(v, int) for v in own):
+            check_integers("%", own[0], own[1])
+        return function(*args, **kwargs)
+
+    return bounded
+
+
+# Filters that run regular expressions which can take quadratic time on hostile text, for
+# HTML that prompts do not need.
+REMOVED_FILTERS = frozenset({"striptags", "urlize"})
