@@ -35,6 +35,9 @@ class OutputModel(BaseModel):
 
 
 T = TypeVar("T")
+# The largest value a PostgreSQL `integer` column holds: a larger one fails in the database,
+# naming no field.
+MAX_INT4 = 2**31 - 1
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, StringConstraints
 
 from database.models.schemas import ModelParameters
-from utils.schemas import InputModel, Name, OutputModel, example
+from utils.schemas import MAX_INT4, InputModel, Name, OutputModel, example
 
 Template = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
 
@@ -26,8 +26,7 @@ LabelName = Annotated[
     StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", strip_whitespace=True),
     AfterValidator(_not_a_version_reference),
 ]
-# Version numbers are int4 columns: a larger one would fail in the database, naming no field.
-MAX_VERSION_NUMBER = 2**31 - 1
+MAX_VERSION_NUMBER = MAX_INT4  # version numbers are int4 columns
 LABEL_RULE = (
     "letters, digits, '.', '_' or '-', starting with a letter or digit, 100 at most; "
     "not only digits, not `latest`"

@@ -12,6 +12,7 @@ from database.projects.service import require_project
 from database.prompts import crud
 from database.prompts.models import Prompt, PromptVersion
 from database.prompts.schemas import (
+    MAX_VERSION_NUMBER,
     PromptCreate,
     PromptRead,
     PromptUpdate,
@@ -25,7 +26,6 @@ from utils.errors import InvalidInput, NotFound
 from utils.templates import check_template_off_loop, render_off_loop
 
 LATEST = "latest"
-MAX_VERSION_NUMBER = 2**31 - 1
 
 
 async def get_prompt_or_404(

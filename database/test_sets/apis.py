@@ -24,14 +24,13 @@ from database.test_sets.schemas import (
 )
 from database.tests.schemas import BulkCreated, TestBulkCreate
 from utils.problems import errors
-from utils.schemas import Page
+from utils.schemas import MAX_INT4, Page
 
 router = api_router(prefix="/test-sets", tags=["test sets"])
 # Creating tests in bulk may add them to a set: the route is under /tests, its logic is here.
 tests_router = api_router(prefix="/tests", tags=["tests"])
 # Version numbers are int4 columns: a larger number would fail in the driver (a 500), not 404.
-MAX_VERSION = 2**31 - 1
-VersionNumber = Annotated[int, Path(ge=1, le=MAX_VERSION)]
+VersionNumber = Annotated[int, Path(ge=1, le=MAX_INT4)]
 
 EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}
 
@@ -270,7 +269,7 @@ async def export_tests(
     principal: Viewer,
     format: Literal["csv", "json", "jsonl"] = "json",
     version: Annotated[
-        int | None, Query(ge=1, le=MAX_VERSION, description="A published version")
+        int | None, Query(ge=1, le=MAX_INT4, description="A published version")
     ] = None,
 ) -> Response:
     """As CSV (spreadsheet formulas neutralised), JSON or JSONL, as a file download."""
