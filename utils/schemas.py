@@ -18,10 +18,7 @@ class InputModel(BaseModel):
         """PostgreSQL stores UTF-8 text without NUL: refuse anything else here, naming the
         field, rather than failing at the database (a lone surrogate such as "\\ud800" is valid
         JSON but no UTF-8)."""
-        problem = text_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+        return storable(value)
 
 
 def example(fields: dict[str, Any]) -> ConfigDict:
@@ -55,6 +52,14 @@ def text_problem(value: Any) -> str | None:
         elif isinstance(item, list | tuple):
             pending.extend(reversed(item))
     return None
+
+
+def storable(value: Any) -> Any:
+    """A validator refusing what `text_problem` finds, for values outside an `InputModel`
+    (form fields): `Annotated[str, Form(), AfterValidator(storable)]`."""
+    if problem := text_problem(value):
+        raise ValueError(problem)
+    return value
 
 
 def _string_problem(value: str) -> str | None:

@@ -4,6 +4,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Form, status
+from pydantic import AfterValidator
 
 from database.deps import (
     Admin,
@@ -39,7 +40,9 @@ from database.users.schemas import (
     UserUpdate,
 )
 from utils.problems import errors
-from utils.schemas import Page
+from utils.schemas import Page, storable
+
+Storable = AfterValidator(storable)
 
 auth_router = api_router(prefix="/auth", tags=["auth"])
 users_router = api_router(prefix="/users", tags=["users"])
@@ -81,8 +84,8 @@ async def register(
 async def login(
     session: DbSession,
     runtime: RuntimeDep,
-    username: Annotated[str, Form(max_length=320, description="Your email")],
-    password: Annotated[str, Form(max_length=200)],
+    username: Annotated[str, Form(max_length=320, description="Your email"), Storable],
+    password: Annotated[str, Form(max_length=200), Storable],
 ) -> TokenPair:
     """Trades an email (`username`) and password for an access token and a refresh token, in your
     first organization."""

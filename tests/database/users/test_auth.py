@@ -123,6 +123,17 @@ async def test_login_needs_the_form_fields(client):
     assert_problem(response, 422, field="password")
 
 
+async def test_login_refuses_unstorable_text_naming_the_field(client):
+    account = await register(client)
+    for field, form in (
+        ("username", {"username": "ada\x00@example.com", "password": PASSWORD}),
+        ("password", {"username": account.email, "password": "pass\x00word-1"}),
+    ):
+        response = await client.post("/api/v1/auth/login", data=form)
+        body = assert_problem(response, 422, field=field)
+        assert "NUL" in response.text or "null" in response.text.lower(), body
+
+
 async def test_access_token_claims(client, runtime: Runtime):
     account = await register(client)
     claims = jwt.decode(account.access_token, runtime.secret_key, algorithms=["HS256"])
