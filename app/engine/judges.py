@@ -16,11 +16,15 @@ class ModelJudge:
         self, config: TargetConfig, *, allow_private: bool, on_delta: DeltaSink | None
     ) -> None:
         self.config = replace(config, tools=[])  # a judge answers; it calls no tool
+        # As repeatable as the model allows: temperature 0, unless the judge model's own
+        # configuration sets one (reasoning models refuse any temperature but their own).
+        own = config.parameters.get("temperature") is not None
+        self.parameters: dict[str, float] = {} if own else {"temperature": 0}
         self.allow_private = allow_private
         self.on_delta = on_delta
 
     async def __call__(self, prompt: str) -> Verdict:
-        request = TargetRequest(input=prompt, parameters={"temperature": 0})
+        request = TargetRequest(input=prompt, parameters=self.parameters)
         try:
             reply = await call_model(
                 self.config, request, allow_private=self.allow_private, on_delta=self.on_delta

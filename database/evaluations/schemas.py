@@ -49,7 +49,11 @@ class _MetricFields(InputModel):
         default=1.0, gt=0, le=1000, description="The metric's weight in a case's overall score"
     )
     judge_model_id: uuid.UUID | None = Field(
-        default=None, description="For judge types; else the project's default judge"
+        default=None,
+        description=(
+            "For judge types; else the project's default judge. A judge is asked at"
+            " temperature 0 unless its model configuration sets a temperature of its own"
+        ),
     )
     description: str | None = Field(default=None, max_length=2000)
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from utils.schemas import InputModel
 
@@ -79,6 +79,14 @@ class JudgeVerdict(BaseModel):
 
     score: float = Field(ge=0, le=1, description="0 = fails the criteria, 1 = fully meets them")
     reason: str = Field(max_length=4000, description="One or two sentences of justification")
+
+    @field_validator("score", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        # JSON's true would otherwise be read as a score of 1.
+        if isinstance(value, bool):
+            raise ValueError("a score is a number, not true or false")
+        return value
 
 
 class ScoringError(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
@@ -249,6 +250,37 @@ async def test_judge_verdicts_and_a_judge_that_does_not_score(lab, fake):
     result = (await lab.results(run["id"]))[0]
     assert result["error_type"] == "evaluation_error"
     assert "score" in result["evaluations"][0]["error"]
+
+
+async def test_a_judge_answering_true_for_a_score_does_not_score(lab, fake):
+    target = await lab.model(provider="demo")
+    judge = await lab.openai_model(fake)
+    fake.reply = lambda body: '{"score": true, "reason": "yes"}'
+    relevance = await lab.metric("answer-relevance", judge_model_id=judge)
+    run = await lab.run(await lab.test_set(_cases(1)), target, metric_ids=[relevance])
+    done = await lab.wait(run["id"])
+    assert done["counts"]["errored"] == 1, done["counts"]
+    [evaluation] = (await lab.results(run["id"]))[0]["evaluations"]
+    assert "score" in evaluation["error"]
+
+
+async def test_a_judge_asks_for_temperature_0_unless_its_model_sets_one(lab, fake):
+    target = await lab.model(provider="demo")
+    asked: list[object] = []
+
+    def reply(body: dict[str, Any]) -> str:
+        asked.append(body.get("temperature", "unset"))
+        return '{"score": 0.9, "reason": "relevant"}'
+
+    fake.reply = reply
+    plain = await lab.openai_model(fake)
+    reasoning = await lab.openai_model(fake, parameters={"temperature": 1})
+    test_set = await lab.test_set(_cases(1))
+    for judge in (plain, reasoning):
+        metric = await lab.metric("answer-relevance", judge_model_id=judge)
+        run = await lab.run(test_set, target, metric_ids=[metric])
+        assert (await lab.wait(run["id"]))["counts"]["passed"] == 1
+    assert asked == [0, 1]
 
 
 async def test_cancel_stops_a_run_within_seconds(lab, fake):
