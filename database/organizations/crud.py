@@ -107,6 +107,19 @@ async def get_membership(
     )
 
 
+async def hold_membership(
+    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
+) -> bool:
+    """Locks a member's row against removal until the transaction ends (FOR KEY SHARE: role
+    changes do not wait); False if they are no longer a member."""
+    held = await session.scalar(
+        select(Membership.id)
+        .where(Membership.organization_id == organization_id, Membership.user_id == user_id)
+        .with_for_update(key_share=True)
+    )
+    return held is not None
+
+
 async def first_membership(session: AsyncSession, user_id: uuid.UUID) -> Membership | None:
     """The user's oldest membership: the organization a login lands in."""
     return await session.scalar(

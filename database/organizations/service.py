@@ -129,11 +129,20 @@ async def keep_an_owner(session: AsyncSession, principal: Principal) -> None:
 
 async def answerable_user(session: AsyncSession, principal: Principal) -> uuid.UUID | None:
     """Whom what the caller makes (a key, an invitation) answers to: the user, or for an API
-    key the user who made the key, so that their removal ends what was made with it too."""
-    if principal.user_id is not None or principal.api_key_id is None:
-        return principal.user_id
-    key = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
-    return key.created_by if key is not None else None
+    key the user who made the key, so that their removal ends what was made with it too.
+
+    Their membership is held until the transaction ends: a removal meanwhile waits for what is
+    made to be committed, then revokes it with the rest (it would not see it uncommitted), and
+    a removal committed first leaves nothing to hold (401)."""
+    user_id = principal.user_id
+    if user_id is None and principal.api_key_id is not None:
+        key = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
+        user_id = key.created_by if key is not None else None
+    if user_id is not None and not await crud.hold_membership(
+        session, principal.organization_id, user_id
+    ):
+        raise Unauthorized("You are no longer a member of this organization")
+    return user_id
 
 
 async def create_api_key(

@@ -1,0 +1,130 @@
+"""A member removed while they make a key or an invitation: what they made goes with them.
+
+The removal revokes the keys and invitations its member made with one statement, which cannot
+see a row not yet committed. The request making one holds the maker's membership until it
+commits, so a removal waits for it and then revokes it too."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.helpers import (
+    Account,
+    accept_invitation,
+    assert_problem,
+    bearer,
+    invite,
+    register,
+    remove_account,
+    switch,
+)
+
+_WAITING = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+
+
+async def _until_waiting(
+    owner_engine: AsyncEngine, count: int, done: asyncio.Task[object] | None = None
+) -> None:
+    """Until `count` statements wait for a lock (or `done` has finished without waiting)."""
+    async with owner_engine.connect() as connection:
+        for _ in range(400):
+            waiting = await connection.scalar(_WAITING)
+            await connection.rollback()  # a transaction keeps its first view of the activity
+            if (done is not None and done.done()) or waiting >= count:
+                return
+            await asyncio.sleep(0.025)
+    raise AssertionError(f"{count} statements never waited for a lock")
+
+
+async def _made_while_removed(
+    client: httpx.AsyncClient,
+    owner_engine: AsyncEngine,
+    owner: Account,
+    admin: Account,
+    make: Callable[[], Coroutine[Any, Any, httpx.Response]],
+) -> httpx.Response:
+    """`make` (as the admin) caught before it commits, the admin's removal sent meanwhile."""
+    org = owner.organization_id
+    async with owner_engine.connect() as holder:
+        # Whatever the request inserts checks its organization: held here, it waits.
+        transaction = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM organizations WHERE id = :id FOR UPDATE"), {"id": org}
+        )
+        making = asyncio.create_task(make())
+        await _until_waiting(owner_engine, 1)
+        removing = asyncio.create_task(
+            client.delete(
+                f"/api/v1/organizations/{org}/members/{admin.user_id}", headers=owner.headers
+            )
+        )
+        # It waits for the key's request (or, were it not held, goes through).
+        await _until_waiting(owner_engine, 2, removing)
+        await transaction.rollback()
+    made, removed = await asyncio.wait_for(asyncio.gather(making, removing), timeout=30)
+    assert removed.status_code == 204, removed.text
+    return made
+
+
+@pytest.fixture
+async def admin(committed_client, committed_owner, owner_engine):
+    """An admin of the owner's organization, acting there (their own one removed at the end)."""
+    person = await register(committed_client, name="Admin")
+    invitation = await invite(committed_client, committed_owner, person.email, "admin")
+    accepted = await accept_invitation(committed_client, person, invitation["token"])
+    assert accepted.status_code == 200, accepted.text
+    yield await switch(committed_client, person, committed_owner.organization_id)
+    await remove_account(owner_engine, person)
+
+
+async def test_a_key_made_while_its_maker_is_removed_is_revoked(
+    committed_client, committed_owner, admin, owner_engine
+):
+    org = committed_owner.organization_id
+
+    async def make_key() -> httpx.Response:
+        return await committed_client.post(
+            f"/api/v1/organizations/{org}/api-keys",
+            json={"name": "escape", "role": "admin"},
+            headers=admin.headers,
+        )
+
+    made = await _made_while_removed(
+        committed_client, owner_engine, committed_owner, admin, make_key
+    )
+    assert made.status_code == 201, made.text
+    used = await committed_client.get(
+        f"/api/v1/organizations/{org}/api-keys", headers=bearer(made.json()["key"])
+    )
+    assert_problem(used, 401)
+
+
+async def test_an_invitation_sent_while_its_sender_is_removed_is_revoked(
+    committed_client, committed_owner, admin, owner_engine
+):
+    org = committed_owner.organization_id
+    guest = await register(committed_client, name="Guest")
+
+    async def send() -> httpx.Response:
+        return await committed_client.post(
+            f"/api/v1/organizations/{org}/invitations",
+            json={"email": guest.email, "role": "admin"},
+            headers=admin.headers,
+        )
+
+    try:
+        sent = await _made_while_removed(
+            committed_client, owner_engine, committed_owner, admin, send
+        )
+        assert sent.status_code == 201, sent.text
+        accepted = await accept_invitation(committed_client, guest, sent.json()["token"])
+        assert accepted.status_code in (404, 409, 410), accepted.text
+    finally:
+        await remove_account(owner_engine, guest)
