@@ -29,7 +29,8 @@ import httpx
 from standardwebhooks import Webhook
 
 from utils.pinned_httpx import pinned_transport
-from utils.ssrf import Pin, UnsafeUrl, vet
+from utils.ssrf import Pin, UnresolvedHost, UnsafeUrl, vet
+from utils.url_redaction import redact_urls
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -65,11 +66,14 @@ def signature_headers(
 
 @dataclass(frozen=True)
 class Attempt:
-    """What one attempt came to: delivered when `error` is None (a 2xx answer)."""
+    """What one attempt came to: delivered when `error` is None (a 2xx answer). `refused` when
+    the SSRF guard refused the URL's address (not a host that did not resolve, which may be
+    for a moment): another attempt would be refused the same, so none is to be made."""
 
     status_code: int | None
     latency_ms: int
     error: str | None
+    refused: bool = False
 
     @property
     def delivered(self) -> bool:
@@ -97,13 +101,16 @@ async def send(
     }
     started = time.perf_counter()
     status: int | None = None
+    refused = False
     try:
         async with asyncio.timeout(seconds):
             pin = await vet(url, field="url", allow_private=allow_private)
             status, answer = await _post(url, body.encode(), headers, pin, seconds)
         error = _judged(status, answer)
-    except UnsafeUrl as exc:
+    except UnresolvedHost as exc:
         error = f"not sent: the URL {exc.detail}"
+    except UnsafeUrl as exc:
+        error, refused = f"not sent: the URL {exc.detail}", True
     except (TimeoutError, httpx.TimeoutException):
         error = f"no answer within {seconds:g} s"
     except httpx.ConnectError as exc:
@@ -111,7 +118,7 @@ async def send(
     except httpx.HTTPError as exc:
         error = f"the exchange failed ({type(exc).__name__}): {_reason(exc, url)}"
     latency_ms = round((time.perf_counter() - started) * 1000)
-    return Attempt(status_code=status, latency_ms=latency_ms, error=_short(error))
+    return Attempt(status_code=status, latency_ms=latency_ms, error=_short(error), refused=refused)
 
 
 async def _post(
@@ -145,8 +152,11 @@ def _judged(status: int, answer: bytes) -> str | None:
 
 
 def _reason(exc: Exception, url: str) -> str:
-    """The error's own words, without the URL (a URL may carry a token)."""
-    return (str(exc) or type(exc).__name__).replace(url, "the URL")
+    """The error's own words, without the URL: for chat services' webhooks its path is the
+    credential, so any URL in them (the one connected to names the checked address) shows its
+    host only."""
+    said = (str(exc) or type(exc).__name__).replace(url, "the URL")
+    return redact_urls(said, keep_path=False)
 
 
 def _short(error: str | None) -> str | None:

@@ -45,6 +45,7 @@ from providers.errors import TargetError, error_text, http_error
 from providers.tool_calls import decode_arguments, function_tools
 from utils.pinned_httpx import pinned_transport
 from utils.ssrf import Pin, vet
+from utils.url_redaction import redact_urls
 
 MODEL_CACHE_SIZE = 256
 _models: OrderedDict[tuple[object, ...], Model] = OrderedDict()
@@ -309,30 +310,43 @@ def _provider_errors(seconds: float) -> Iterator[None]:
         # The SDK clients report refused and dropped connections as timeouts too: one
         # that comes before the time limit is a connection failure.
         if time.perf_counter() - started < seconds * 0.9:
-            raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+            raise TargetError(
+                "connection_error", f"could not reach the provider: {_said(exc)}"
+            ) from exc
         raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
     except ai_errors.ModelConnectionError as exc:
-        raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+        raise TargetError(
+            "connection_error", f"could not reach the provider: {_said(exc)}"
+        ) from exc
     except ai_errors.ModelRequestTimeout as exc:
         raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
     except (ai_errors.UnexpectedModelBehavior, ai_errors.ModelAPIError) as exc:
         raise TargetError(
-            "invalid_response", f"the provider's answer was not usable: {exc}"
+            "invalid_response", f"the provider's answer was not usable: {_said(exc)}"
         ) from exc
     # What an SDK lets through unwrapped (pydantic-ai maps only some of it, per provider).
     except (httpx.TimeoutException, httpx2.TimeoutException) as exc:
         if time.perf_counter() - started < seconds * 0.9:
-            raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+            raise TargetError(
+                "connection_error", f"could not reach the provider: {_said(exc)}"
+            ) from exc
         raise TargetError("timeout", f"no answer within {seconds:g} s") from exc
     except (httpx.HTTPStatusError, httpx2.HTTPStatusError) as exc:
         response = exc.response
         raise http_error(response.status_code, "", dict(response.headers)) from exc
     except (httpx.DecodingError, httpx2.DecodingError) as exc:
         raise TargetError(
-            "invalid_response", f"the provider's answer was not usable: {exc}"
+            "invalid_response", f"the provider's answer was not usable: {_said(exc)}"
         ) from exc
     except (httpx.HTTPError, httpx2.HTTPError) as exc:
-        raise TargetError("connection_error", f"could not reach the provider: {exc}") from exc
+        raise TargetError(
+            "connection_error", f"could not reach the provider: {_said(exc)}"
+        ) from exc
+
+
+def _said(exc: Exception) -> str:
+    """An SDK error's words, without what a URL in them carries (an API key in the query)."""
+    return redact_urls(str(exc))
 
 
 def _answer(response: ModelResponse) -> Answer:

@@ -30,6 +30,7 @@ from utils import transport
 from utils.errors import InvalidInput
 from utils.ssrf import vet
 from utils.templates import render_off_loop
+from utils.url_redaction import redact_urls
 
 __all__ = [
     "TargetConfig",
@@ -180,7 +181,7 @@ MIN_REDACTED_LENGTH = 6
 
 def _redact(message: str, config: TargetConfig) -> str:
     """The message without the API key or any header value (nor a header's longer words, such
-    as the token of `Bearer <token>`)."""
+    as the token of `Bearer <token>`), nor a URL's query values or user part."""
     secrets = {config.api_key or ""}
     for value in config.http_headers.values():
         secrets.add(value)
@@ -188,7 +189,7 @@ def _redact(message: str, config: TargetConfig) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= MIN_REDACTED_LENGTH:
             message = message.replace(secret, "[redacted]")
-    return message
+    return redact_urls(message)
 
 
 # --- demo ----------------------------------------------------------------------------------

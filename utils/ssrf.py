@@ -172,13 +172,13 @@ async def check_url(url: str, *, field: str, allow_private: bool, require_resolu
     """
     try:
         await vet(url, field=field, allow_private=allow_private)
-    except _Unresolved:
+    except UnresolvedHost:
         if require_resolution:
             raise
 
 
-class _Unresolved(UnsafeUrl):
-    pass
+class UnresolvedHost(UnsafeUrl):
+    """The host did not resolve, perhaps for a moment only: no address of it was refused."""
 
 
 async def vet(url: str, *, field: str, allow_private: bool) -> Pin | None:
@@ -214,7 +214,7 @@ async def _resolved(host: str, field: str) -> list[Address]:
     try:
         addresses = await resolve(host)
     except (OSError, TimeoutError) as exc:
-        raise _Unresolved(f"host {host!r} does not resolve", field=field) from exc
+        raise UnresolvedHost(f"host {host!r} does not resolve", field=field) from exc
     if not addresses:
-        raise _Unresolved(f"host {host!r} does not resolve", field=field)
+        raise UnresolvedHost(f"host {host!r} does not resolve", field=field)
     return addresses

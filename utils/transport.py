@@ -20,6 +20,7 @@ from pyreqwest.exceptions import RequestError, RequestTimeoutError
 from pyreqwest.response import Response
 
 from utils.ssrf import Pin
+from utils.url_redaction import redact_urls
 
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 PINNED_CLIENTS = 256  # per event loop, the least recently used closed beyond it
@@ -122,7 +123,9 @@ async def send(
             raise TransportError("connection_error", "the connection failed") from exc
         raise TransportError("timeout", f"no answer within {seconds:g} s") from exc
     except RequestError as exc:
-        raise TransportError("connection_error", f"could not reach the endpoint: {exc}") from exc
+        # The client's words name the URL, query string and all.
+        reason = redact_urls(str(exc))
+        raise TransportError("connection_error", f"could not reach the endpoint: {reason}") from exc
 
 
 def _is_event_stream(headers: dict[str, str]) -> bool:

@@ -3,9 +3,11 @@ recorded in the delivery log whatever its outcome.
 
 A failed attempt raises, so the queue retries the job after the next delay of
 ASSAY_WEBHOOK_RETRY_SECONDS (up to ASSAY_WEBHOOK_MAX_ATTEMPTS); when the job gives up for
-good, `give_up` fails the delivery in the transaction that buries the job. The queue delivers
-at least once: a delivery no longer pending (delivered, failed, or gone with its webhook) is
-not sent again, and a copy sent twice carries the same message id for the receiver to drop.
+good, `give_up` fails the delivery in the transaction that buries the job. An attempt the SSRF
+guard refused fails the delivery at once: every later one would be refused the same. The queue
+delivers at least once: a delivery no longer pending (delivered, failed, or gone with its
+webhook) is not sent again, and a copy sent twice carries the same message id for the receiver
+to drop.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from utils.secrets import SecretUnreadable
 log = structlog.get_logger(__name__)
 
 DISABLED = "not sent: the webhook was disabled"
+REFUSED = "not sent: the SSRF guard refused the URL's address"
 UNREADABLE = (
     "not sent: the webhook's secret cannot be decrypted with the current encryption keys;"
     " rotate the secret"
@@ -76,6 +79,8 @@ async def deliver(ctx: JobContext) -> None:
             latency_ms=attempt.latency_ms,
             error=attempt.error,
         )
+        if attempt.refused:
+            await webhook_crud.fail_delivery(session, delivery_id, attempt.error or REFUSED)
     log.info(
         "webhook attempt",
         delivery_id=str(delivery_id),
@@ -83,8 +88,9 @@ async def deliver(ctx: JobContext) -> None:
         delivered=attempt.delivered,
         status_code=attempt.status_code,
         latency_ms=attempt.latency_ms,
+        refused=attempt.refused,
     )
-    if not attempt.delivered:
+    if not attempt.delivered and not attempt.refused:
         delay = retry_delay(runtime.settings.webhook_retry_seconds, ctx.attempt)
         raise RetryLater(attempt.error or "not delivered", delay)
 

@@ -4,10 +4,10 @@ import uuid
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import Query, status
+from fastapi import Depends, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
+from database.deps import DbSession, Pagination, RoleCheck, RuntimeDep, Viewer
 from database.organizations.audit import RequestMeta, RequestMetaDep, record
 from database.projects import webhook_crud as crud
 from database.projects import webhooks as service
@@ -23,11 +23,17 @@ from database.projects.webhook_schemas import (
     WebhookUpdate,
 )
 from database.routing import api_router
-from utils.auth import Principal
+from utils.auth import Principal, Role
 from utils.problems import errors
 from utils.schemas import Page
+from utils.url_redaction import redact_url
 
 router = api_router(prefix="/projects/{project_id}/webhooks", tags=["projects"])
+
+# Who may create and edit webhooks, and so read their URLs whole: for chat services' incoming
+# webhooks the URL is the credential. The roles below it read them redacted.
+EDITOR_ROLE = Role.member
+Editor = Annotated[Principal, Depends(RoleCheck(EDITOR_ROLE))]
 
 
 @router.get(
@@ -36,14 +42,15 @@ router = api_router(prefix="/projects/{project_id}/webhooks", tags=["projects"])
     summary="List a project's webhooks",
 )
 async def list_webhooks(
-    project_id: uuid.UUID, session: DbSession, _: Viewer, page: Pagination
+    project_id: uuid.UUID, session: DbSession, principal: Viewer, page: Pagination
 ) -> Page[WebhookRead]:
-    """Oldest first; secrets are never shown again after they are made."""
+    """Oldest first; secrets are never shown again after they are made, and a viewer sees
+    each URL's scheme and host only."""
     await get_project_or_404(session, project_id)
     rows, total = await crud.list_webhooks(
         session, project_id, limit=page.limit, offset=page.offset
     )
-    items = [WebhookRead.model_validate(row) for row in rows]
+    items = [_shown(row, principal) for row in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
@@ -59,7 +66,7 @@ async def create_webhook(
     body: WebhookCreate,
     session: DbSession,
     runtime: RuntimeDep,
-    principal: Member,
+    principal: Editor,
     meta: RequestMetaDep,
 ) -> WebhookCreated:
     """Messages are signed per the Standard Webhooks specification (`webhook-id`,
@@ -77,12 +84,11 @@ async def create_webhook(
     summary="Read a webhook",
 )
 async def read_webhook(
-    project_id: uuid.UUID, webhook_id: uuid.UUID, session: DbSession, _: Viewer
+    project_id: uuid.UUID, webhook_id: uuid.UUID, session: DbSession, principal: Viewer
 ) -> WebhookRead:
-    """Its URL, events and state; never its secret."""
-    return WebhookRead.model_validate(
-        await service.get_webhook_or_404(session, project_id, webhook_id)
-    )
+    """Its URL (a viewer sees its scheme and host only), events and state; never its
+    secret."""
+    return _shown(await service.get_webhook_or_404(session, project_id, webhook_id), principal)
 
 
 @router.patch(
@@ -96,7 +102,7 @@ async def update_webhook(
     body: WebhookUpdate,
     session: DbSession,
     runtime: RuntimeDep,
-    principal: Member,
+    principal: Editor,
     meta: RequestMetaDep,
 ) -> WebhookRead:
     """Change its URL, events, description, or disable it (messages still pending for it are
@@ -125,7 +131,7 @@ async def delete_webhook(
     project_id: uuid.UUID,
     webhook_id: uuid.UUID,
     session: DbSession,
-    principal: Member,
+    principal: Editor,
     meta: RequestMetaDep,
 ) -> None:
     """Messages still pending for it are not sent."""
@@ -143,7 +149,7 @@ async def delete_webhook(
     responses=errors(409),
 )
 async def test_webhook(
-    project_id: uuid.UUID, webhook_id: uuid.UUID, session: DbSession, _: Member
+    project_id: uuid.UUID, webhook_id: uuid.UUID, session: DbSession, _: Editor
 ) -> DeliveryRead:
     """A `webhook.test` message, queued and sent like any other: follow it in the delivery
     log."""
@@ -161,7 +167,7 @@ async def rotate_secret(
     webhook_id: uuid.UUID,
     session: DbSession,
     runtime: RuntimeDep,
-    principal: Member,
+    principal: Editor,
     meta: RequestMetaDep,
 ) -> WebhookSecret:
     """The new secret is shown this once only. For the overlap the operator set
@@ -224,11 +230,19 @@ async def redeliver(
     webhook_id: uuid.UUID,
     delivery_id: uuid.UUID,
     session: DbSession,
-    _: Member,
+    _: Editor,
 ) -> DeliveryRead:
     """The same message (same `webhook-id`, signed anew), with a full set of attempts."""
     webhook = await service.get_webhook_or_404(session, project_id, webhook_id)
     return DeliveryRead.model_validate(await service.redeliver(session, webhook, delivery_id))
+
+
+def _shown(webhook: Webhook, principal: Principal) -> WebhookRead:
+    """The webhook as `principal` may read it: its URL whole only to those who may edit it."""
+    read = WebhookRead.model_validate(webhook)
+    if principal.role.at_least(EDITOR_ROLE):
+        return read
+    return read.model_copy(update={"url": redact_url(read.url, keep_path=False)})
 
 
 def _described(webhook: Webhook) -> dict[str, Any]:

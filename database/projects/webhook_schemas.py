@@ -63,7 +63,12 @@ class WebhookUpdate(InputModel):
 class WebhookRead(OutputModel):
     id: uuid.UUID
     project_id: uuid.UUID
-    url: str
+    url: str = Field(
+        description="Where messages are POSTed. Shown whole to the roles that may create and"
+        " edit webhooks (member, admin, owner); a viewer sees its scheme and host only"
+        " (`https://hooks.example.com/…`): for chat services' incoming webhooks the URL itself"
+        " is the credential"
+    )
     events: list[WebhookEvent]
     description: str | None
     enabled: bool

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from notifications.webhooks import new_secret, send
@@ -59,6 +60,34 @@ async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
         assert down.error.startswith("could not connect") and "s3cret" not in down.error
 
     assert len([r for r in receiver.log if r.outcome == "fault"]) == 3
+
+
+async def test_only_an_address_the_guard_refuses_ends_the_attempts() -> None:
+    """A private address will be refused at every attempt; a name that does not resolve may
+    resolve later, and a receiver that is down may come back."""
+    secret = new_secret()
+    with WebhookReceiver(secrets=[secret]) as receiver:
+        private = await _send(receiver.endpoint, secret, seconds=1.0, allow_private=False)
+        unresolved = await _send(
+            "https://nothing.invalid/hooks", secret, seconds=3.0, allow_private=False
+        )
+        url = receiver.endpoint
+        receiver.stop()
+        down = await _send(url, secret, seconds=1.0, allow_private=True)
+    assert private.refused and not private.delivered
+    assert unresolved.error == "not sent: the URL host 'nothing.invalid' does not resolve"
+    assert not unresolved.refused and not down.refused
+
+
+def test_a_url_in_a_clients_error_shows_its_host_only() -> None:
+    """The pinned transport connects to the checked address: a URL in the client's words is
+    then not the one configured, and its path (a chat service's credential) must go too."""
+    from notifications.webhooks import _reason
+
+    url = "https://hooks.example.com/services/T000/B000/PATHSECRET?token=QUERYSECRET"
+    pinned = "https://192.0.2.10/services/T000/B000/PATHSECRET?token=QUERYSECRET"
+    said = _reason(httpx.ConnectError(f"connecting to {pinned} failed; {url}"), url)
+    assert said == "connecting to https://192.0.2.10/… failed; the URL"
 
 
 async def test_a_urls_secret_never_reaches_the_log(capfd: pytest.CaptureFixture[str]) -> None:

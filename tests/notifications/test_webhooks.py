@@ -417,3 +417,26 @@ async def test_disabled_or_deleted_webhooks_are_sent_nothing_more(
             break
         assert job.status in ("queued", "running") and time.monotonic() < deadline, job.status
         await asyncio.sleep(0.2)
+
+
+async def test_an_address_the_guard_refuses_fails_at_once(
+    live: Live, runtime, monkeypatch, committed_database
+) -> None:
+    """Saved while private networks were allowed, then refused when sent: every attempt would
+    be refused the same, so the delivery fails after one, its job done rather than waiting
+    out the retry schedule."""
+    with WebhookReceiver() as receiver:
+        hook, _ = await _subscribe(live, receiver.endpoint, ["run.completed"])
+        monkeypatch.setattr(runtime.settings, "allow_private_networks", False)
+        queued = (await live.post(f"{_hooks(live)}/{hook}/test", {}, expect=202)).json()
+        [failed] = await _until(live, hook, _settled(1))
+        await asyncio.sleep(1.5)  # twice the longest retry delay: no attempt follows
+        [after] = await _deliveries(live, hook)
+    assert receiver.log == []
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["last_error"].startswith("not sent: the URL must not point at a private")
+    assert after["attempts"] == 1 and after["status"] == "failed"
+    async with tenant_session(committed_database, live.account.organization_id) as session:
+        jobs = (await session.scalars(select(Job).where(Job.kind == "webhook.deliver"))).all()
+    [job] = [j for j in jobs if j.payload["delivery_id"] == queued["id"]]
+    assert (job.status, job.attempts) == ("done", 1)

@@ -195,6 +195,40 @@ async def test_viewers_read_and_members_write(client):
     assert rotated.status_code == 200, rotated.text
 
 
+async def test_a_viewer_reads_a_webhook_url_redacted(client):
+    """For chat services' incoming webhooks the URL is the credential: only the roles that may
+    create and edit webhooks read it whole."""
+    owner = await register(client)
+    project = await create_project(client, owner)
+    secret_url = "https://hooks.example.com/services/T000/B000/PATHSECRET?token=QUERYSECRET"
+    created = await _webhook(client, owner, project["id"], url=secret_url)
+    assert created["url"] == secret_url
+    one = f"{hooks(project['id'])}/{created['id']}"
+    viewer = await add_member(client, owner, "viewer", name="Viewer")
+    admin = await add_member(client, owner, "admin", name="Admin")
+    member = await add_member(client, owner, "member", name="Member")
+    for account, shown in [
+        (viewer, "https://hooks.example.com/…"),
+        (member, secret_url),
+        (admin, secret_url),
+        (owner, secret_url),
+    ]:
+        read = await client.get(one, headers=account.headers)
+        listed = await client.get(hooks(project["id"]), headers=account.headers)
+        deliveries = await client.get(f"{one}/deliveries", headers=account.headers)
+        assert read.json()["url"] == shown
+        assert [item["url"] for item in listed.json()["items"]] == [shown]
+        if account is viewer:
+            for response in (read, listed, deliveries):
+                assert "SECRET" not in response.text
+
+
+async def test_the_api_document_says_who_reads_a_webhook_url_whole(client):
+    document = (await client.get("/openapi.json")).json()
+    described = document["components"]["schemas"]["WebhookRead"]["properties"]["url"]
+    assert "viewer sees its scheme and host only" in described["description"]
+
+
 async def test_rotation_keeps_the_previous_secret_for_the_overlap(client, database, runtime):
     owner = await register(client)
     project = await create_project(client, owner)

@@ -1,0 +1,73 @@
+"""What a message may say of a URL. Error texts of HTTP clients carry the URL they called, and
+those texts end up in results, their live events, delivery logs and logs, read by everyone
+in the project: a token in a query string or a `user:pass@` part must not go with them.
+
+A redacted URL keeps its scheme, host, port and path (what makes an error useful), the name of
+each query parameter, and replaces each query value, a user part and a fragment with a marker.
+Where the path itself is the credential (chat services' incoming webhooks), it goes too.
+"""
+
+from __future__ import annotations
+
+import re
+
+REDACTED = "[redacted]"
+HIDDEN_REST = "/…"
+
+# Up to whitespace or a quote: what a URL is written between in the clients' messages. A bracket
+# or a punctuation mark just after the URL (`(http://host/p?key=v)`) is then taken off its end.
+_URL_IN_TEXT = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>`]+", re.IGNORECASE)
+_TRAILING_MARKS = ").,;:]}"
+_QUERY_SEPARATORS = re.compile(r"([&;])")
+
+
+def redact_url(url: str, *, keep_path: bool = True) -> str:
+    """`url` with any user part, query value and fragment replaced by a marker; without
+    `keep_path`, everything after the host and port is (`https://host/…`)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return REDACTED
+    authority_end = _first_of(rest, "/?#")
+    authority, rest = rest[:authority_end], rest[authority_end:]
+    if "@" in authority:
+        authority = f"{REDACTED}@{authority.rpartition('@')[2]}"
+    if not keep_path:
+        return f"{scheme}://{authority}{HIDDEN_REST}"
+    rest, hash_mark, _fragment = rest.partition("#")
+    path, question_mark, query = rest.partition("?")
+    shown = f"{scheme}://{authority}{path}"
+    if question_mark:
+        shown += "?" + _redacted_query(query)
+    if hash_mark:
+        shown += "#" + REDACTED
+    return shown
+
+
+def redact_urls(text: str, *, keep_path: bool = True) -> str:
+    """`text` with every URL in it redacted (see `redact_url`)."""
+
+    def redacted(found: re.Match[str]) -> str:
+        url = found.group()
+        kept = url.rstrip(_TRAILING_MARKS)
+        return redact_url(kept, keep_path=keep_path) + url[len(kept) :]
+
+    return _URL_IN_TEXT.sub(redacted, text)
+
+
+def _first_of(text: str, characters: str) -> int:
+    found = [at for at in (text.find(c) for c in characters) if at != -1]
+    return min(found, default=len(text))
+
+
+def _redacted_query(query: str) -> str:
+    """Each parameter's name kept, its value replaced; a parameter with no `=` may be a bare
+    token, and is replaced whole."""
+    pieces = []
+    for piece in _QUERY_SEPARATORS.split(query):
+        if piece in ("&", ";", ""):
+            pieces.append(piece)
+        elif "=" in piece:
+            pieces.append(piece.partition("=")[0] + "=" + REDACTED)
+        else:
+            pieces.append(REDACTED)
+    return "".join(pieces)
