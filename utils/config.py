@@ -50,8 +50,11 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     password_hash_threads: int = Field(default=4, ge=1)
     auth_rate_limit: str = "10/minute"
-    # Per account: failed logins and password changes, and registrations of one email.
+    # Per account: failed password changes, registrations of one email, and failed logins
+    # from one client address. Failed logins from all addresses together have the looser
+    # cap below, so that a stranger cannot cheaply lock an account out.
     auth_account_rate_limit: str = "10/hour"
+    auth_account_login_rate_limit: str = "100/hour"
     redis_url: str | None = None
     max_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
     max_json_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

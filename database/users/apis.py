@@ -84,12 +84,20 @@ async def register(
 async def login(
     session: DbSession,
     runtime: RuntimeDep,
+    meta: RequestMetaDep,
     username: Annotated[str, Form(max_length=320, description="Your email"), Storable],
     password: Annotated[str, Form(max_length=200), Storable],
 ) -> TokenPair:
     """Trades an email (`username`) and password for an access token and a refresh token, in your
-    first organization."""
-    return await service.login(session, runtime, username, password)
+    first organization. An account that belongs to no organization any more (it left or
+    deleted its last one) gets a new one of its own, as at registration, and logs in there as
+    its owner.
+
+    Failed logins are limited per account from each client address (10 an hour by default,
+    `ASSAY_AUTH_ACCOUNT_RATE_LIMIT`) and per account from all addresses together (100 an
+    hour, `ASSAY_AUTH_ACCOUNT_LOGIN_RATE_LIMIT`); past either, even the right password is a
+    429 with `Retry-After`. A login that succeeds is not counted."""
+    return await service.login(session, runtime, username, password, client_address=meta.ip)
 
 
 @auth_router.post(

@@ -36,6 +36,7 @@ from utils.auth import (
     password_problem,
 )
 from utils.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from utils.ratelimit import Quota
 from utils.runtime import Runtime
 
 BAD_CREDENTIALS = "Incorrect email or password"
@@ -52,23 +53,17 @@ async def register(
 ) -> RegisterResponse:
     limit = runtime.settings.auth_account_rate_limit
     await runtime.rate_limiter.hit("register-email", request.email, limit)
-    user_id, organization_id = new_id(), new_id()
-    await enter_tenant(session, Tenant(organization_id, user_id))
+    user_id = new_id()
+    await enter_tenant(session, Tenant(None, user_id))
     password_hash = await runtime.hasher.hash(request.password)
     user = await crud.create_user(
         session,
         User(id=user_id, email=request.email, name=request.name, password_hash=password_hash),
     )
-    organization = await org_crud.create_organization(
-        session,
-        Organization(
-            id=organization_id, name=request.organization_name or f"{request.name}'s organization"
-        ),
+    organization = await _found_own_organization(
+        session, user_id, request.organization_name or _own_organization_name(request.name)
     )
-    await org_crud.add_membership(
-        session, organization_id=organization_id, user_id=user_id, role=Role.owner
-    )
-    tokens = await _issue_tokens(session, runtime, user_id, organization_id, Role.owner)
+    tokens = await _issue_tokens(session, runtime, user_id, organization.id, Role.owner)
     return RegisterResponse(
         **tokens.model_dump(),
         user=UserRead.model_validate(user),
@@ -76,24 +71,68 @@ async def register(
     )
 
 
-async def login(session: AsyncSession, runtime: Runtime, email: str, password: str) -> TokenPair:
+async def login(
+    session: AsyncSession,
+    runtime: Runtime,
+    email: str,
+    password: str,
+    *,
+    client_address: str | None,
+) -> TokenPair:
     email = email.strip().lower()
-    limit = runtime.settings.auth_account_rate_limit
-    # Failed attempts per account, whatever address they come from; a success costs nothing.
-    await runtime.rate_limiter.check("login-failure", email, limit)
+    settings = runtime.settings
+    # Failures count per account from each client address, and per account from all of them
+    # under a looser cap, so a stranger cannot cheaply lock the owner out. The slots are taken
+    # before the password is checked, so parallel guesses cannot outrun the count, and given
+    # back on success: a success costs nothing.
+    attempt = await runtime.rate_limiter.reserve(
+        Quota(
+            "login-failure-client",
+            f"{client_address or 'unknown'} {email}",
+            settings.auth_account_rate_limit,
+        ),
+        Quota("login-failure-account", email, settings.auth_account_login_rate_limit),
+    )
     candidate = await crud.find_login_candidate(session, email)
     ok = await runtime.hasher.verify(password, candidate.password_hash if candidate else None)
     if candidate is None or not ok or not candidate.is_active:
-        await runtime.rate_limiter.hit("login-failure", email, limit)
         raise Unauthorized(BAD_CREDENTIALS)
+    await attempt.release()
     await enter_tenant(session, Tenant(None, candidate.id))
     membership = await org_crud.first_membership(session, candidate.id)
     if membership is None:
-        raise Forbidden("This account belongs to no organization")
+        # Left or lost their last organization: without one the account could do nothing,
+        # not even accept an invitation, so it gets a new one of its own.
+        user = await crud.read_user(session, candidate.id)
+        assert user is not None
+        organization = await _found_own_organization(
+            session, candidate.id, _own_organization_name(user["name"])
+        )
+        return await _issue_tokens(session, runtime, candidate.id, organization.id, Role.owner)
     await enter_tenant(session, Tenant(membership.organization_id, candidate.id))
     return await _issue_tokens(
         session, runtime, candidate.id, membership.organization_id, Role(membership.role)
     )
+
+
+async def _found_own_organization(
+    session: AsyncSession, user_id: uuid.UUID, name: str
+) -> Organization:
+    """A new organization owned by `user_id`, the session acting in it: every account has
+    one from registration, and one left with none gets one at login."""
+    organization_id = new_id()
+    await enter_tenant(session, Tenant(organization_id, user_id))
+    organization = await org_crud.create_organization(
+        session, Organization(id=organization_id, name=name)
+    )
+    await org_crud.add_membership(
+        session, organization_id=organization_id, user_id=user_id, role=Role.owner
+    )
+    return organization
+
+
+def _own_organization_name(user_name: str) -> str:
+    return f"{user_name}'s organization"
 
 
 async def refresh(session: AsyncSession, runtime: Runtime, refresh_token: str) -> TokenPair:
@@ -205,10 +244,11 @@ async def change_password(
     if problem:
         raise InvalidInput(f"password {problem}", field="password")
     limit = runtime.settings.auth_account_rate_limit
-    await runtime.rate_limiter.check("password-failure", str(user.id), limit)
+    # Taken before the check and given back on success, as for logins.
+    attempt = await runtime.rate_limiter.reserve(Quota("password-failure", str(user.id), limit))
     if not await runtime.hasher.verify(current, user.password_hash):
-        await runtime.rate_limiter.hit("password-failure", str(user.id), limit)
         raise Forbidden("current_password is not correct")
+    await attempt.release()
     user.password_hash = await runtime.hasher.hash(new)
     # Sessions are visible one organization at a time (row-level security): end the other
     # sessions in each of the user's organizations, then act in the current one again.

@@ -1,6 +1,7 @@
 """Password endpoints are limited per address and per account, against a real server: failed
-logins and password changes count per account whatever address they come from, registrations
-per email, and `X-Forwarded-For` is believed only from configured proxies (none by default)."""
+logins count per account from each client address (and, more loosely, from all), password
+changes per account, registrations per email, and `X-Forwarded-For` is believed only from
+configured proxies (none by default)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def test_failed_logins_are_limited_per_account_and_a_success_costs_nothing(serve
         assert _register(client, email, 1).status_code == 201
         for n in range(PER_ACCOUNT + 1):  # successes do not count
             assert _login(client, email, PASSWORD, n).status_code == 200
-        for n in range(PER_ACCOUNT):  # failures do, whatever address they claim
+        # Failures do: the address they claim is not believed, so they all come from one.
+        for n in range(PER_ACCOUNT):
             assert _login(client, email, "wrong-password-1", 100 + n).status_code == 401
         refused = _login(client, email, PASSWORD, 200)
         assert refused.status_code == 429, refused.text
