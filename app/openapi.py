@@ -117,7 +117,7 @@ def complete(
     for route in routes:
         if not route.include_in_schema:
             continue
-        reads_credential = deps.read_credential in _calls(route.dependant)
+        reads_credential = _reads_credential(list(_calls(route.dependant)))
         for method in route.methods:
             operation = document["paths"][route.path_format][method.lower()]
             if reads_credential:
@@ -180,11 +180,15 @@ def _copy_examples(written: Any, schema: Any) -> None:
             _copy_examples(value, schema.get(key))
 
 
+def _reads_credential(calls: list[Any]) -> bool:
+    return any(reader in calls for reader in deps.CREDENTIAL_READERS)
+
+
 def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
     calls = list(_calls(route.dependant))
     body = operation.get("requestBody", {}).get("content", {})
     implied: set[int] = set()
-    if deps.read_credential in calls:
+    if _reads_credential(calls):
         implied.add(401)
     if any(isinstance(c, deps.RoleCheck) and c.role is not Role.viewer for c in calls):
         implied.add(403)

@@ -118,6 +118,20 @@ async def read_credential(session: DbSession, request: Request) -> Principal | N
     )
 
 
+async def read_credential_if_good(session: DbSession, request: Request) -> Principal | None:
+    """The credential's caller, or None when none is sent or it is no longer good (expired,
+    revoked): for logout, which a refresh token in the body is enough for."""
+    try:
+        return await read_credential(session, request)
+    except Unauthorized:
+        return None
+
+
+# The dependencies that read a credential (the API document declares the schemes on their
+# operations: app/openapi.py).
+CREDENTIAL_READERS = (read_credential, read_credential_if_good)
+
+
 async def _principal(
     principal: Annotated[Principal | None, Depends(read_credential)],
 ) -> Principal:
@@ -127,6 +141,7 @@ async def _principal(
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(read_credential)]
+LenientPrincipal = Annotated[Principal | None, Depends(read_credential_if_good)]
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 

@@ -11,7 +11,7 @@ from database.deps import (
     CurrentOrganization,
     CurrentPrincipal,
     DbSession,
-    OptionalPrincipal,
+    LenientPrincipal,
     Owner,
     Pagination,
     RuntimeDep,
@@ -120,11 +120,11 @@ async def refresh(body: RefreshRequest, session: DbSession, runtime: RuntimeDep)
 )
 async def logout(
     session: DbSession,
-    principal: OptionalPrincipal,
+    principal: LenientPrincipal,
     body: LogoutRequest | None = None,
 ) -> None:
     """Ends the session of the refresh token sent, or else of the access token in the Authorization
-    header."""
+    header. With a refresh token, an access token sent beside it may have expired."""
     await service.logout(
         session, refresh_token=body.refresh_token if body else None, principal=principal
     )

@@ -244,6 +244,23 @@ async def test_expired_access_token_is_401(client, runtime):
     assert "expired" in assert_problem(response, 401)["detail"]
 
 
+async def test_logout_with_a_refresh_token_beside_an_expired_access_token(client, runtime):
+    """A dashboard sends its access token with every request; an idle user's has expired."""
+    account = await register(client)
+    claims = _token(runtime, account, exp=datetime.now(UTC) - timedelta(seconds=5))
+    expired = jwt.encode(claims, runtime.secret_key, algorithm="HS256")
+    response = await client.post(
+        "/api/v1/auth/logout",
+        json={"refresh_token": account.refresh_token},
+        headers={"Authorization": f"Bearer {expired}"},
+    )
+    assert response.status_code == 204, response.text
+    refresh = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": account.refresh_token}
+    )
+    assert_problem(refresh, 401)
+
+
 async def test_tampered_token_is_401(client, runtime):
     account = await register(client)
     header, _payload, signature = account.access_token.split(".")
