@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, field_validator
 
 
 class InputModel(BaseModel):
@@ -39,13 +40,17 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whit
 
 
 def text_problem(value: Any) -> str | None:
-    """What makes a value's text unstorable (in keys and items too), or None. Walked with a
-    stack of its own: a body nested a thousand deep is refused for its depth, not a 500."""
+    """What makes a value's text (or moment) unstorable (in keys and items too), or None.
+    Walked with a stack of its own: a body nested a thousand deep is refused for its depth,
+    not a 500."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
             if problem := _string_problem(item):
+                return problem
+        elif isinstance(item, datetime):
+            if problem := _moment_problem(item):
                 return problem
         elif isinstance(item, dict):
             pending.extend(reversed([part for pair in item.items() for part in pair]))
@@ -60,6 +65,19 @@ def storable(value: Any) -> Any:
     if problem := text_problem(value):
         raise ValueError(problem)
     return value
+
+
+Storable = AfterValidator(storable)
+
+
+def _moment_problem(value: datetime) -> str | None:
+    """A moment is stored in UTC: one whose offset takes it past the years 1 to 9999 there
+    (`9999-12-31T23:00:00-14:00`) cannot be."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        return "must fall within the years 1 to 9999 in UTC"
+    return None
 
 
 def _string_problem(value: str) -> str | None:

@@ -30,7 +30,7 @@ from database.organizations.schemas import (
 )
 from database.routing import api_router
 from utils.problems import errors
-from utils.schemas import Page
+from utils.schemas import Page, Storable
 
 # The members of an organization are users: their routes are the users entity's
 # (database/users/apis.py), under this same prefix.
@@ -200,10 +200,12 @@ async def list_audit_log(
     ] = None,
     target_id: Annotated[uuid.UUID | None, Query(description="Only changes to this")] = None,
     since: Annotated[
-        datetime | None, Query(description="From this moment (inclusive; with a timezone)")
+        datetime | None,
+        Query(description="From this moment (inclusive; with a timezone)"),
+        Storable,
     ] = None,
     until: Annotated[
-        datetime | None, Query(description="Before this moment (with a timezone)")
+        datetime | None, Query(description="Before this moment (with a timezone)"), Storable
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Entries per page")] = 50,
     cursor: Annotated[

@@ -42,7 +42,7 @@ import ipaddress
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -172,8 +172,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created_at = datetime.fromisoformat(moment)
         if created_at.tzinfo is None:
             raise ValueError("no timezone")
+        created_at.astimezone(UTC)  # within the years a moment is stored in
         return created_at, uuid.UUID(entry_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise InvalidInput("is not a cursor this list returned", field="cursor") from exc
 
 

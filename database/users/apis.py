@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Form, status
-from pydantic import AfterValidator
 
 from database.deps import (
     Admin,
@@ -40,9 +39,7 @@ from database.users.schemas import (
     UserUpdate,
 )
 from utils.problems import errors
-from utils.schemas import Page, storable
-
-Storable = AfterValidator(storable)
+from utils.schemas import Page, Storable
 
 auth_router = api_router(prefix="/auth", tags=["auth"])
 users_router = api_router(prefix="/users", tags=["users"])

@@ -214,6 +214,10 @@ async def test_a_cursor_pages_through_a_filtered_log(client):
     assert seen == ids[::-1]
 
 
+# A cursor of 9999-12-31T23:59:59-14:00: past year 9999 once in UTC.
+FAR_CURSOR = "OTk5OS0xMi0zMVQyMzo1OTo1OS0xNDowMHwwMWEyNDIxMy1kOTNjLTdmMjQtYWUyZS04Y2NjMTg1ZmQwMjA"
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -221,6 +225,10 @@ async def test_a_cursor_pages_through_a_filtered_log(client):
         ({"cursor": "MjAyNi0xMi0wMlQwOTozMDowMHxub3QtYS11dWlk"}, "cursor"),  # "...|not-a-uuid"
         ({"since": "2026-12-02T09:30:00"}, "since"),  # no timezone
         ({"since": "2026-12-02T10:00:00Z", "until": "2026-12-02T09:00:00Z"}, "until"),
+        # Past the years a moment is stored in, once in UTC.
+        ({"since": "9999-12-31T23:59:59-14:00"}, "since"),
+        ({"until": "0001-01-01T00:00:00+14:00"}, "until"),
+        ({"cursor": FAR_CURSOR}, "cursor"),
         ({"action": "Drop Table"}, "action"),
         ({"limit": "0"}, "limit"),
         ({"limit": "201"}, "limit"),
