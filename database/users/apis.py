@@ -253,8 +253,9 @@ async def remove_member(
     principal: CurrentPrincipal,
     meta: RequestMetaDep,
 ) -> None:
-    """Their access ends at once: sessions, stream tokens and the API keys they created; the
-    last owner cannot leave."""
+    """Their access ends at once: sessions, stream tokens and the API keys they created (a
+    live stream they already hold open runs on to its lifetime, `ASSAY_SSE_MAX_LIFETIME_SECONDS`,
+    30 minutes by default); the last owner cannot leave."""
     await members.remove_member(session, principal, user_id, meta)
 
 
