@@ -76,7 +76,7 @@ async def register(
         }
     },
     summary="Log in with the OAuth2 password form",
-    responses=errors(401, 403),
+    responses=errors(401),
 )
 async def login(
     session: DbSession,
