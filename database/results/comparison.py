@@ -1,8 +1,8 @@
 """Did the candidate run do better or worse than its baseline? Cases paired by test (SQL, in
 pairing.py), each case's value the mean over its repetitions, a paired bootstrap over cases for
-every interval, McNemar's exact test (a sign test, with repetitions) on pass/fail and the
-signed-rank test on graded scores, Holm's correction across every test of the response, and a
-verdict per metric, per slice and overall.
+every interval, McNemar's exact test on pass/fail (the sign-flip test of the mean change, with
+repetitions) and the signed-rank test on graded scores, Holm's correction across every test of
+the response, and a verdict per metric, per slice and overall.
 
 Every figure is candidate minus baseline. For pass rates higher is better; for a metric's
 scores, whichever way its rule passes (a score that passes below its threshold is better
@@ -169,7 +169,7 @@ async def _analysed(
     latency = asyncio.create_task(
         asyncio.to_thread(changes.latency_deltas, *_figure(cases, usable, "latency"), seed)
     )
-    by_case = asyncio.create_task(asyncio.to_thread(_by_case, cases, usable))
+    by_case = asyncio.create_task(asyncio.to_thread(_by_case, cases, usable, seed))
     try:
         found = await metrics
         prepared = await by_case
@@ -228,17 +228,18 @@ def _tested(
     a: np.ndarray,
     b: np.ndarray,
     family: str,
+    seed: int,
     lower_is_better: bool = False,
 ) -> Pending:
     """A paired comparison of the cases where both sides have a value, tested; its interval's
     slot is given when it is added (see _analyse)."""
     mask = ~(np.isnan(a) | np.isnan(b))
     a, b = a[mask], b[mask]
-    test, p = paired_test(a, b, graded)
+    test, p = paired_test(a, b, graded, seed=seed)
     return Pending(label, family, graded, a, b, -1, test, p, lower_is_better)
 
 
-def _by_case(cases: pairing.PairedColumns, usable: np.ndarray) -> _ByCase:
+def _by_case(cases: pairing.PairedColumns, usable: np.ndarray, seed: int) -> _ByCase:
     shares = (cases.baseline.share, cases.candidate.share)
     rated = usable[~(np.isnan(shares[0][usable]) | np.isnan(shares[1][usable]))]
     rated_shares = (shares[0][rated], shares[1][rated])
@@ -246,8 +247,8 @@ def _by_case(cases: pairing.PairedColumns, usable: np.ndarray) -> _ByCase:
     return _ByCase(
         rated=rated,
         shares=rated_shares,
-        overall=_tested("pass rate", False, *rated_shares, PRIMARY),
-        slices=_slices(cases, rated, rated_shares),
+        overall=_tested("pass rate", False, *rated_shares, PRIMARY, seed),
+        slices=_slices(cases, rated, rated_shares, seed),
         moved=cases.cases(moved),
     )
 
@@ -273,7 +274,7 @@ def _analyse(
     def add(
         label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str, lower: bool = False
     ) -> int:
-        return added(_tested(label, graded, a, b, family, lower))
+        return added(_tested(label, graded, a, b, family, seed, lower))
 
     overall = added(by_case.overall)
     metric_slots = _add_metrics(add, cases, rated, metric_pairs)
@@ -393,7 +394,10 @@ def _add_metrics(
 
 
 def _slices(
-    cases: pairing.PairedColumns, rated: np.ndarray, shares: tuple[np.ndarray, np.ndarray]
+    cases: pairing.PairedColumns,
+    rated: np.ndarray,
+    shares: tuple[np.ndarray, np.ndarray],
+    seed: int,
 ) -> list[tuple[str, str | None, Pending]]:
     """The pass rate per behavior, category and topic (exploratory); a field with one value
     for every case says nothing the overall pass rate does not."""
@@ -416,6 +420,8 @@ def _slices(
         for value, start, end, _ in groups[:MAX_SLICES]:
             members = order[start:end]
             label = f"{field} {value!r} pass rate"
-            tested = _tested(label, False, shares[0][members], shares[1][members], EXPLORATORY)
+            tested = _tested(
+                label, False, shares[0][members], shares[1][members], EXPLORATORY, seed
+            )
             slots.append((field, value, tested))
     return slots

@@ -320,7 +320,10 @@ class Delta(OutputModel):
 
 class Tested(Delta):
     cases: int = Field(description="Paired cases")
-    test: str = Field(description="mcnemar-exact, sign or wilcoxon-signed-rank")
+    test: str = Field(
+        description="mcnemar-exact (pass/fail cases), sign-flip (pass shares of repetitions: the"
+        " paired randomization test of the mean change) or wilcoxon-signed-rank (graded scores)"
+    )
     p_value: float | None
     p_adjusted: float | None = Field(description="Holm, within its family (see method)")
     verdict: Verdict

@@ -1,5 +1,11 @@
 """One paired comparison's test, verdict and reason in words, e.g. "pass rate 71% → 64%,
--7 points, 95% CI -11 to -3, McNemar p = 0.002 (Holm 0.006): regressed" (with minus signs)."""
+-7 points, 95% CI -11 to -3, McNemar p = 0.002 (Holm 0.006): regressed" (with minus signs).
+
+The test is of what the interval shows, the mean change: McNemar's exact test when every case
+is pass/fail (there the mean change is the balance of the discordant cases), the sign-flip
+test of the mean when cases are shares of repetitions (a sign test, counting a case one
+repetition in three better as much as a case broken, can point away from the interval), the
+signed-rank test for graded scores."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ ALPHA = 0.05
 MINUS = "\N{MINUS SIGN}"
 TEST_NAMES = {
     "mcnemar-exact": "McNemar",
-    "sign": "sign test",
+    "sign-flip": "sign-flip test",
     "wilcoxon-signed-rank": "signed-rank",
 }
 
@@ -26,7 +32,7 @@ class Pending:
 
     label: str
     family: str  # the Holm family it is adjusted in (see comparison.FAMILIES)
-    graded: bool  # a score (signed-rank test) rather than pass shares (sign test)
+    graded: bool  # a score (signed-rank test) rather than pass shares
     baseline: np.ndarray
     candidate: np.ndarray
     slot: int
@@ -35,16 +41,20 @@ class Pending:
     lower_is_better: bool = False  # a score whose rule passes below its threshold
 
 
-def paired_test(baseline: np.ndarray, candidate: np.ndarray, graded: bool) -> tuple[str, float]:
-    """The test's name and its two-sided p-value (NaN with no pair)."""
+def paired_test(
+    baseline: np.ndarray, candidate: np.ndarray, graded: bool, *, seed: int
+) -> tuple[str, float]:
+    """The test's name and its two-sided p-value (NaN with no pair); `seed` for the sign-flip
+    test's draws."""
     if len(baseline) == 0:
-        return ("wilcoxon-signed-rank" if graded else "sign"), math.nan
+        return ("wilcoxon-signed-rank" if graded else "sign-flip"), math.nan
     deltas = candidate - baseline
     if graded:
         return "wilcoxon-signed-rank", stats.signed_rank_test(deltas)
     binary = bool(np.all(np.isin(baseline, (0.0, 1.0))) and np.all(np.isin(candidate, (0.0, 1.0))))
-    p = stats.sign_test(int((deltas > 0).sum()), int((deltas < 0).sum()))
-    return ("mcnemar-exact" if binary else "sign"), p
+    if binary:
+        return "mcnemar-exact", stats.sign_test(int((deltas > 0).sum()), int((deltas < 0).sum()))
+    return "sign-flip", stats.sign_flip_test(deltas, seed=seed)
 
 
 def tested(

@@ -22,6 +22,7 @@ from utils.statistics import (
     pass_hat_k,
     quantile,
     seed_for,
+    sign_flip_test,
     sign_test,
     signed_rank_test,
     verdict,
@@ -322,7 +323,7 @@ def test_without_an_effect_few_verdicts_declare_a_change():
             rng.binomial(ATTEMPTS, probabilities) - rng.binomial(ATTEMPTS, probabilities)
         ) / ATTEMPTS
         intervals = PairedBootstrap(CASES, seed=trial, resamples=1000).mean_intervals(deltas)
-        p_values = [sign_test(int((d > 0).sum()), int((d < 0).sum())) for d in deltas.T]
+        p_values = [sign_flip_test(d, seed=trial) for d in deltas.T]
         for (low, high), p_adjusted in zip(intervals, holm(p_values), strict=True):
             decision = verdict(low, high, p_adjusted, min_effect=0.02, cases=CASES)
             declared_here = decision in ("improved", "regressed")

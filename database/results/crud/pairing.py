@@ -12,6 +12,7 @@ position, so a run's per-case figures (its metrics') are matched to the cases by
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.evaluations.catalogue import FROM_TEST
 from database.results.crud.case_columns import (
     SLICES,
     ByPosition,
@@ -95,8 +97,10 @@ FROM paired
 """)
 # What a case is and how it is sliced, per pinned version (matched by position in numpy: a
 # planner misjudging the aggregates above would otherwise probe these row by row).
-# A test has changed when what it sends or expects did: labels, tags and metadata (where
-# recorded outputs live) do not count; with one version on both sides nothing changed.
+# A test has changed when what it sends or expects did, or the parameters it gives the runs'
+# metrics (under the metadata keys they read, see catalogue.for_case): labels, tags and the
+# rest of metadata (where recorded outputs live) do not count; with one version on both sides
+# nothing changed.
 # Each field's values come as one text (decoding 100,000s of array elements cost more than the
 # query): per case 'v' and the value, its backslashes and separators escaped, or 'n' for none;
 # separated by chr(31). Only the distinct values are decoded (_decoded).
@@ -108,15 +112,39 @@ def _marked(field: str) -> str:
     return f"string_agg(coalesce('v' || {escaped}, 'n'), chr(31))"
 
 
-_VERSION_CASES = text(f"""
+_DIGESTED = ("input", "messages", "variables", "expected_output", "context")
+_ARGUMENTS = 100  # at most, of a function in PostgreSQL (two runs' metrics may read 100 keys)
+
+
+@functools.cache
+def _version_cases_query(read_keys: int) -> TextClause:
+    """The query, its digest taking metadata[:read_0], metadata[:read_1]... too."""
+    digested = [f""""case" -> '{field}'""" for field in _DIGESTED] + [
+        f""""case" -> 'metadata' -> CAST(:read_{i} AS text)""" for i in range(read_keys)
+    ]
+    array = " || ".join(
+        f"jsonb_build_array({', '.join(digested[start : start + _ARGUMENTS])})"
+        for start in range(0, len(digested), _ARGUMENTS)
+    )
+    return text(f"""
 SELECT version_id, string_agg(int4send(position), ''), {", ".join(map(_marked, SLICES))},
-       string_agg(CASE WHEN :digest THEN md5(jsonb_build_array(
-           "case" -> 'input', "case" -> 'messages', "case" -> 'variables',
-           "case" -> 'expected_output', "case" -> 'context')::text) END, chr(31)),
+       string_agg(CASE WHEN :digest THEN md5(({array})::text) END, chr(31)),
        count(*)
 FROM test_set_version_cases WHERE version_id IN (:baseline_version, :candidate_version)
 GROUP BY version_id
 """)
+
+
+def _metadata_read(*runs: Run) -> list[str]:
+    """The metadata keys the runs' metrics (as each run froze them) read a test's parameters
+    from, sorted."""
+    keys = {
+        metric.get("parameters", {}).get(FROM_TEST)
+        for run in runs
+        for metric in run.metrics or []
+        if isinstance(metric.get("parameters"), dict)
+    }
+    return sorted(key for key in keys if isinstance(key, str))
 
 
 def _decoded(marked: str) -> str | None:
@@ -195,7 +223,7 @@ class _VersionCases:
     """One pinned version's cases, found by position."""
 
     index: np.ndarray  # position -> row, -1 where the version has no such position
-    slices: dict[str, list[str]]  # each row's marked value (see _VERSION_CASES)
+    slices: dict[str, list[str]]  # each row's marked value (see _version_cases_query)
     digests: list[str]
 
     @property
@@ -294,12 +322,14 @@ async def _version_cases(
 ) -> tuple[CaseSlices, np.ndarray]:
     """Each case's slices (behavior, category, topic) and whether its test changed."""
     same = baseline.test_set_version_id == candidate.test_set_version_id
+    read = _metadata_read(baseline, candidate) if not same else []
     rows = await session.execute(
-        _VERSION_CASES,
+        _version_cases_query(len(read)),
         {
             "baseline_version": baseline.test_set_version_id,
             "candidate_version": candidate.test_set_version_id,
             "digest": not same,
+            **{f"read_{i}": key for i, key in enumerate(read)},
         },
     )
     versions = (baseline.test_set_version_id, candidate.test_set_version_id)

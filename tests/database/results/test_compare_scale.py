@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from database.core import Database, Tenant
 from tests.helpers import Account, create_run_body, register
+from tests.utils.test_statistics_sign_flip import ExactLaw, monte_carlo_error
 
 CASES = 3000
 REPETITIONS = 3
@@ -229,10 +230,11 @@ async def test_a_large_comparison_matches_a_reference_computed_from_the_rows(cli
 
     shares = ([base[p].share() for p in rated], [cand[p].share() for p in rated])
     deltas = _check(body["overall"], *shares, seed)
-    # Shares of three repetitions are not pass/fail: the sign test on the discordant cases.
-    assert body["overall"]["test"] == "sign"
-    sign = stats.binomtest(int((deltas > 0).sum()), int((deltas != 0).sum()), 0.5).pvalue
-    assert body["overall"]["p_value"] == pytest.approx(sign, rel=1e-9)
+    # Shares of up to three repetitions are not pass/fail: the sign-flip test of the mean
+    # change, against the exact law of its statistic (the differences are multiples of 1/6).
+    assert body["overall"]["test"] == "sign-flip"
+    exact = ExactLaw(deltas, 1 / 6).p(deltas)
+    assert body["overall"]["p_value"] == pytest.approx(exact, abs=4 * monte_carlo_error(exact))
 
     metrics = {m["name"]: m for m in body["metrics"]}
     assert metrics["contains"]["score"] is None  # binary: its pass rate only
@@ -252,11 +254,15 @@ async def test_a_large_comparison_matches_a_reference_computed_from_the_rows(cli
         ("category", f"c{i}") for i in range(4)
     }
     refuse = [i for i, p in enumerate(rated) if p % 3 == 1]
-    _check(
+    refuse_deltas = _check(
         slices[("behavior", "refuse")],
         [shares[0][i] for i in refuse],
         [shares[1][i] for i in refuse],
         seed,
+    )
+    exact = ExactLaw(refuse_deltas, 1 / 6).p(refuse_deltas)
+    assert slices[("behavior", "refuse")]["p_value"] == pytest.approx(
+        exact, abs=4 * monte_carlo_error(exact)
     )
 
     # Cost and latency, per case the mean over scored repetitions.

@@ -156,6 +156,42 @@ async def test_changed_tests_are_left_out_unless_included(lab, fake):
     assert included["cases"]["paired"] == 4 and included["cases"]["changed_included"]
 
 
+async def test_a_test_changed_where_its_metric_reads_its_metadata_is_changed(lab, fake):
+    # The metric takes each test's parameters from metadata["ref"]: a test whose "ref" changed
+    # is judged by other rules, a test whose "note" changed is the same test.
+    target = await lab.openai_model(fake)
+    metadata = {"ref": {"value": "q"}, "note": "first"}
+    created = await lab.post(
+        "/tests/bulk",
+        {
+            "project_id": lab.project_id,
+            "tests": [{"input": f"q{i}", "metadata": metadata} for i in range(3)],
+        },
+        expect=201,
+    )
+    ids = created.json()["ids"]
+    body = {"project_id": lab.project_id, "name": "per-test", "test_ids": ids}
+    test_set = (await lab.post("/test-sets", body, expect=201)).json()["id"]
+    contains = await lab.metric("contains", parameters={"from_test": "ref"})
+    first = await lab.run(test_set, target, metric_ids=[contains])
+    await lab.wait(first["id"])
+    for test_id, edited in (
+        (ids[0], {**metadata, "ref": {"value": "q", "case_sensitive": False}}),
+        (ids[1], {**metadata, "note": "second"}),
+    ):
+        response = await lab.client.patch(
+            f"/api/v1/tests/{test_id}", json={"metadata": edited}, headers=lab.account.headers
+        )
+        assert response.status_code == 200, response.text
+    second = await lab.run(test_set, target, metric_ids=[contains])
+    await lab.wait(second["id"])
+    assert second["test_set_version_id"] != first["test_set_version_id"]
+
+    body = (await _compare(lab, second["id"], first["id"])).json()
+    assert body["cases"]["changed_test_ids"] == [ids[0]]
+    assert body["cases"]["changed"] == 1 and body["cases"]["paired"] == 2
+
+
 async def test_bad_comparisons_get_clear_answers(lab, fake):
     target = await lab.openai_model(fake)
     set_a = await lab.test_set([{"input": "a"}])

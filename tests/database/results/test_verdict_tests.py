@@ -1,0 +1,57 @@
+"""Which test a paired comparison gets (verdicts.paired_test), and that the verdict and its
+reason follow the mean change the interval shows: for pass shares of repetitions the sign-flip
+test of the mean, which a sign test of counts of cases is not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from statsmodels.stats.contingency_tables import mcnemar
+
+from database.results import verdicts
+from database.results.verdicts import TEST_NAMES, Pending, paired_test
+from utils.statistics import PairedBootstrap
+
+
+def _verdict(baseline: np.ndarray, candidate: np.ndarray, seed: int = 7):
+    test, p = paired_test(baseline, candidate, graded=False, seed=seed)
+    pending = Pending("pass rate", "primary", False, baseline, candidate, 0, test, p)
+    low, high = PairedBootstrap(len(baseline), seed=seed).mean_intervals(candidate - baseline)[0]
+    return verdicts.tested(pending, (float(low), float(high)), p, min_effect=0.02)
+
+
+def test_shares_that_regressed_in_the_mean_are_regressed_by_the_test_of_the_mean():
+    # Ten repetitions a case: 40 cases one repetition better, 12 cases broken, 148 the same.
+    # Counted as cases, 40 up against 12 down (a sign test's p < 0.001); the mean fell.
+    baseline = np.concatenate([np.full(40, 0.5), np.full(12, 1.0), np.full(148, 0.7)])
+    candidate = np.concatenate([np.full(40, 0.6), np.full(12, 0.0), np.full(148, 0.7)])
+    found = _verdict(baseline, candidate)
+    assert found.delta is not None and found.delta < 0
+    assert found.ci is not None and found.ci[1] < 0
+    assert found.test == "sign-flip"
+    assert found.p_value is not None and 0.005 < found.p_value < 0.05
+    assert found.verdict == "regressed"
+    assert f"{TEST_NAMES['sign-flip']} p = 0.0" in found.reason, found.reason
+    assert found.reason.endswith(": regressed")
+
+
+def test_shares_balanced_in_the_mean_are_not_called_whatever_the_counts():
+    # 40 cases a third better, 12 broken: 40/3 outweighs 12, the mean barely moved.
+    baseline = np.concatenate([np.full(40, 1 / 3), np.full(12, 1.0), np.full(148, 2 / 3)])
+    candidate = np.concatenate([np.full(40, 2 / 3), np.full(12, 0.0), np.full(148, 2 / 3)])
+    found = _verdict(baseline, candidate)
+    assert found.p_value is not None and found.p_value > 0.5
+    assert found.verdict == "inconclusive"
+
+
+def test_pass_fail_cases_keep_mcnemars_exact_test():
+    rng = np.random.default_rng(3)
+    baseline = (rng.random(300) < 0.8).astype(float)
+    candidate = np.where(rng.random(300) < 0.1, 1.0 - baseline, baseline)
+    test, p = paired_test(baseline, candidate, graded=False, seed=1)
+    b = int(((baseline == 1) & (candidate == 0)).sum())
+    c = int(((baseline == 0) & (candidate == 1)).sum())
+    assert test == "mcnemar-exact"
+    assert p == pytest.approx(mcnemar([[0, b], [c, 0]], exact=True).pvalue, abs=1e-12)
+    assert paired_test(baseline[:0], candidate[:0], graded=False, seed=1)[0] == "sign-flip"
+    assert all(name in TEST_NAMES for name in ("mcnemar-exact", "sign-flip"))
