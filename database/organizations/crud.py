@@ -98,13 +98,16 @@ async def add_membership(
 
 
 async def get_membership(
-    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
+    session: AsyncSession,
+    organization_id: uuid.UUID,
+    user_id: uuid.UUID,
+    *,
+    for_update: bool = False,
 ) -> Membership | None:
-    return await session.scalar(
-        select(Membership).where(
-            Membership.organization_id == organization_id, Membership.user_id == user_id
-        )
+    query = select(Membership).where(
+        Membership.organization_id == organization_id, Membership.user_id == user_id
     )
+    return await session.scalar(query.with_for_update() if for_update else query)
 
 
 async def hold_membership(

@@ -116,8 +116,15 @@ async def transfer_ownership(
     me = principal.require_user()
     if user_id == me:
         raise Conflict("You already own this organization")
-    target = await _get_member(session, principal, user_id)
-    mine = await _get_member(session, principal, me)
+    # Both rows locked, in one order whoever transfers, so that a removal or another transfer
+    # meanwhile is waited for and seen (not an update of a row gone, nor of a role changed).
+    locked = {
+        member: await _get_member(session, principal, member, for_update=True)
+        for member in sorted((me, user_id))
+    }
+    target, mine = locked[user_id], locked[me]
+    if mine.role != Role.owner:
+        raise Conflict("You no longer own this organization")
     changes = [(target, Role.owner), (mine, Role.admin)]
     before = [Role(membership.role) for membership, _ in changes]
     for membership, role in changes:
@@ -241,9 +248,11 @@ async def accept_invitation(
 
 
 async def _get_member(
-    session: AsyncSession, principal: Principal, user_id: uuid.UUID
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID, *, for_update: bool = False
 ) -> Membership:
-    membership = await org_crud.get_membership(session, principal.organization_id, user_id)
+    membership = await org_crud.get_membership(
+        session, principal.organization_id, user_id, for_update=for_update
+    )
     if membership is None:
         raise NotFound("Member not found")
     return membership

@@ -1,8 +1,11 @@
-"""A member removed while they make a key or an invitation: what they made goes with them.
+"""A member removed while something involving them is under way.
 
-The removal revokes the keys and invitations its member made with one statement, which cannot
-see a row not yet committed. The request making one holds the maker's membership until it
-commits, so a removal waits for it and then revokes it too."""
+- While they make a key or an invitation: what they made goes with them. The removal revokes
+  the keys and invitations its member made with one statement, which cannot see a row not yet
+  committed; the request making one holds the maker's membership until it commits, so a
+  removal waits for it and then revokes it too.
+- While ownership is handed to them: the transfer locks both memberships, so it sees the
+  removal (a 404) rather than update a row that is gone (a 500)."""
 
 from __future__ import annotations
 
@@ -128,3 +131,37 @@ async def test_an_invitation_sent_while_its_sender_is_removed_is_revoked(
         assert accepted.status_code in (404, 409, 410), accepted.text
     finally:
         await remove_account(owner_engine, guest)
+
+
+async def test_a_transfer_to_a_member_removed_meanwhile_is_a_404(
+    committed_client, committed_owner, admin, owner_engine
+):
+    org = committed_owner.organization_id
+    async with owner_engine.connect() as holder:
+        transaction = await holder.begin()
+        await holder.execute(
+            text(
+                "SELECT 1 FROM memberships WHERE user_id = :u AND organization_id = :o FOR UPDATE"
+            ),
+            {"u": admin.user_id, "o": org},
+        )
+        transferring = asyncio.create_task(
+            committed_client.post(
+                f"/api/v1/organizations/{org}/transfer-ownership",
+                json={"user_id": str(admin.user_id)},
+                headers=committed_owner.headers,
+            )
+        )
+        await _until_waiting(owner_engine, 1)
+        # The member goes while the transfer waits for them.
+        await holder.execute(
+            text("DELETE FROM memberships WHERE user_id = :u AND organization_id = :o"),
+            {"u": admin.user_id, "o": org},
+        )
+        await transaction.commit()
+    transferred = await asyncio.wait_for(transferring, timeout=30)
+    assert_problem(transferred, 404)
+    members = await committed_client.get(
+        f"/api/v1/organizations/{org}/members", headers=committed_owner.headers
+    )
+    assert [m["role"] for m in members.json()["items"]] == ["owner"]
