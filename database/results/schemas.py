@@ -287,8 +287,13 @@ class RunSummary(OutputModel):
     metrics: list[MetricSummary]
     latency_ms: dict[str, float | None] = Field(description="p50, p95, p99, mean")
     tokens: dict[str, int]
-    cost: float | None
-    judge_cost: float | None
+    cost: float | None = Field(
+        description="USD of the target's answers scored here (errored results left out, as"
+        " from latency and tokens), at the model's prices, cached answers included: what these"
+        " outputs cost. What the run paid is the run's `spent`: cached answers free, errored"
+        " calls and judges included"
+    )
+    judge_cost: float | None = Field(description="USD of the judges' calls")
     errors: dict[str, int] = Field(description="Errored results by error type")
     by_behavior: list[GroupSummary]
     by_category: list[GroupSummary]
