@@ -96,6 +96,8 @@ def tested(
 def _too_few(verdict: str, ci: tuple[float, float], cases: int, min_effect: float) -> str:
     needed = stats.cases_to_show_equivalence(min_effect)
     if verdict == "inconclusive" and -min_effect <= ci[0] and ci[1] <= min_effect:
+        if math.isinf(needed):
+            return " (no change, but with a margin of 0 no number of cases can show equivalence)"
         return (
             f" (inside ±{_trim(min_effect * 100, 1)} points, but {cases} case(s) cannot show"
             f" equivalence: it takes {needed})"

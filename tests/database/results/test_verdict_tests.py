@@ -55,3 +55,12 @@ def test_pass_fail_cases_keep_mcnemars_exact_test():
     assert p == pytest.approx(mcnemar([[0, b], [c, 0]], exact=True).pvalue, abs=1e-12)
     assert paired_test(baseline[:0], candidate[:0], graded=False, seed=1)[0] == "sign-flip"
     assert all(name in TEST_NAMES for name in ("mcnemar-exact", "sign-flip"))
+
+
+def test_no_change_with_a_margin_of_0_says_equivalence_cannot_be_shown():
+    same = np.full(300, 1.0)
+    test, p = paired_test(same, same, graded=False, seed=1)
+    pending = Pending("pass rate", "primary", False, same, same, 0, test, p)
+    found = verdicts.tested(pending, (0.0, 0.0), p, min_effect=0.0)
+    assert found.verdict == "inconclusive"
+    assert "margin of 0" in found.reason and "inf" not in found.reason, found.reason
