@@ -119,6 +119,10 @@ def run_command(
     max_error_rate: Annotated[
         float | None, typer.Option(min=0, max=1, help="Above it: not judged (default 0.1)")
     ] = None,
+    max_dropped: Annotated[
+        int | None,
+        typer.Option(min=0, help="Fail when more of the baseline's tests are missing from it"),
+    ] = None,
     junit: Junit = None,
     json_report: JsonReport = None,
     quiet: Quiet = False,
@@ -149,6 +153,7 @@ def run_command(
         "fail_on": fail_on,
         "min_pass_rate": min_pass_rate,
         "max_error_rate": max_error_rate,
+        "max_dropped": max_dropped,
         "junit": junit,
         "json": json_report,
         "test_set_format": file_format,

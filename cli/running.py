@@ -48,6 +48,7 @@ class RunOptions:
     min_pass_rate: float | None = None
     max_error_rate: float | None = None
     min_effect: float | None = None
+    max_dropped: int | None = None
     junit: Path | None = None
     json: Path | None = None
 
@@ -69,7 +70,7 @@ def from_repository(config: dict[str, Any], folder: Path | None) -> RunOptions:
         setattr(options, key, config.get(key))
     options.max_cost = config.get("max_cost")
     options.metrics = list(config.get("metrics") or [])
-    for key in ("baseline", "min_pass_rate", "max_error_rate", "min_effect"):
+    for key in ("baseline", "min_pass_rate", "max_error_rate", "min_effect", "max_dropped"):
         setattr(options, key, gate.get(key))
     options.fail_on = gate.get("fail_on", "regression")
     options.junit = base / config["junit"] if "junit" in config else None
@@ -138,7 +139,7 @@ def _gate(options: RunOptions) -> dict[str, Any]:
     gate: dict[str, Any] = {"fail_on": "never" if options.fail_on == "never" else "regression"}
     if options.baseline:
         gate["baseline"] = options.baseline
-    for key in ("min_pass_rate", "max_error_rate", "min_effect"):
+    for key in ("min_pass_rate", "max_error_rate", "min_effect", "max_dropped"):
         if getattr(options, key) is not None:
             gate[key] = getattr(options, key)
     return gate

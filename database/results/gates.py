@@ -183,6 +183,12 @@ async def _compared(
     except InvalidInput as exc:
         doubts.append(f"no comparison with the baseline: {exc.detail}")
         return None
+    dropped, allowed = found.cases.only_in_baseline, gate.get("max_dropped")
+    if allowed is not None and dropped > allowed:
+        failed.append(
+            f"{dropped} of the baseline's tests are not in this run, more than the {allowed}"
+            " allowed (max_dropped)"
+        )
     fail_on = gate.get("fail_on", "regression")
     required = [found.overall] if fail_on == "regression" else []
     for metric in found.metrics:

@@ -49,6 +49,13 @@ class GateSpec(InputModel):
         le=1,
         description="Above this share of errored results the gate is undecided",
     )
+    max_dropped: int | None = Field(
+        default=None,
+        ge=0,
+        description="Fail when more of the baseline's tests than this are not in the run"
+        " (deleted from the set since, failing ones too); none: they are listed in the"
+        " comparison (`cases.only_in_baseline`), not held against the run",
+    )
 
 
 class GateResult(OutputModel):

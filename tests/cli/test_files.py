@@ -97,3 +97,32 @@ def test_the_documented_example_is_valid_against_the_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
     example = yaml.safe_load((ROOT / "docs" / "assay.example.yaml").read_text())
     jsonschema.Draft202012Validator(schema).validate(example)
+
+
+def test_tests_deleted_from_the_synced_file_fail_a_gate_with_max_dropped(
+    lab: Lab, tmp_path: Path
+) -> None:
+    metric = lab.metric("echoes")
+    cases = tmp_path / "cases.jsonl"
+    lines = [json.dumps({"input": f"d{i}", "expected": f"d{i}"}) + "\n" for i in range(6)]
+    cases.write_text("".join(lines))
+    config = {
+        "project": "cli",
+        "test_set": {"name": "dropping", "file": "cases.jsonl"},
+        "model": lab.model_name,
+        "metrics": [metric["name"]],
+        "json": "report.json",
+    }
+    (tmp_path / "assay.yaml").write_text(yaml.safe_dump(config))
+    first = lab.assay("run", "-q", cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    baseline = json.loads((tmp_path / "report.json").read_text())["run"]["id"]
+
+    cases.write_text("".join(lines[2:]))  # two tests deleted
+    config["gate"] = {"baseline": baseline, "fail_on": "never", "max_dropped": 1}
+    (tmp_path / "assay.yaml").write_text(yaml.safe_dump(config))
+    strict = lab.assay("run", "-q", cwd=tmp_path)
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    assert "2 of the baseline's tests are not in this run" in strict.stdout
+    lenient = lab.assay("run", "-q", "--max-dropped", "2", cwd=tmp_path)
+    assert lenient.returncode == 0, lenient.stdout + lenient.stderr

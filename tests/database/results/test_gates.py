@@ -158,3 +158,32 @@ async def test_a_gate_that_cannot_be_decided_does_not_keep_the_run_from_ending(
     assert done["status"] == "completed" and done["counts"]["done"] == 3
     assert done["gate_result"]["status"] == "undecided"
     assert done["gate_result"]["reasons"] == ["the gate could not be decided (RuntimeError)"]
+
+
+async def test_max_dropped_fails_a_run_whose_failing_tests_were_deleted(lab, fake):
+    target, test_set, metric = await _setup(lab, fake, n=200)
+    broken = {f'case {i}"' for i in range(0, 200, 10)}  # 20 of 200 fail
+    fake.reply = _replies(broken)
+    baseline = await lab.run(test_set, target, metric_ids=[metric])
+    await lab.wait(baseline["id"])
+    # The failing tests are deleted from the set: what is left all passes.
+    cases = await lab.get("/tests", test_set_id=test_set, limit=200)
+    for case in cases["items"]:
+        if f'{case["input"]}"' in broken:
+            await lab.client.delete(
+                f"/api/v1/test-sets/{test_set}/tests/{case['id']}", headers=lab.account.headers
+            )
+    gates = {
+        "lenient": {"baseline": baseline["id"]},
+        "strict": {"baseline": baseline["id"], "max_dropped": 5},
+    }
+    results = {}
+    for name, gate in gates.items():
+        run = await lab.run(test_set, target, metric_ids=[metric], gate=gate)
+        results[name] = (await lab.wait(run["id"]))["gate_result"]
+    assert results["lenient"]["status"] != "failed", results["lenient"]
+    assert results["strict"]["status"] == "failed", results["strict"]
+    assert any(
+        "20 of the baseline's tests are not in this run" in reason
+        for reason in results["strict"]["reasons"]
+    ), results["strict"]["reasons"]
