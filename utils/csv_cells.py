@@ -12,11 +12,16 @@ import re
 
 _FORMULA = re.compile(r"'*[=+\-@\t\r]")
 _QUOTED_FORMULA = re.compile(r"'+[=+\-@\t\r]")
+# What a guarded cell can start with: any other first character rules the pattern out without
+# running it (most cells, and an export writes millions).
+_FIRST = frozenset("'=+-@\t\r")
 
 
 def guard_formula(value: str) -> str:
     """The text as written to a CSV cell."""
-    return "'" + value if _FORMULA.match(value) else value
+    if value and value[0] in _FIRST and _FORMULA.match(value):
+        return "'" + value
+    return value
 
 
 def unguard_formula(cell: str) -> str:

@@ -8,6 +8,7 @@ user's metadata) falls back to the standard library rather than failing.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -50,3 +51,66 @@ def loads_exact(document: str) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(document)
+
+
+# --- floats as json.dumps writes them, for documents orjson writes --------------------------
+# orjson writes a float as Python's repr does, except where repr has an exponent (below 1e-4
+# and from 1e16 on: orjson writes 1e-05 as 0.00001) and for NaN and the infinities (orjson:
+# null). Only those floats are handed to orjson as a Fragment of json.dumps's text.
+
+
+def standard_float(value: float) -> float | orjson.Fragment:
+    """`value` for orjson to write as json.dumps does."""
+    if value == 0.0 or 1e-4 <= abs(value) < 1e16:
+        return value
+    return orjson.Fragment(standard_float_text(value))
+
+
+def standard_float_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+def with_standard_floats(value: Any, *, non_finite_as_null: bool = False) -> Any:
+    """JSON data `value` with each float as standard_float makes it (NaN and the infinities as
+    None instead, if asked: what pydantic dumps for them in a field typed Any). A container is
+    copied only if a float inside it changes: most hold none that does."""
+    if isinstance(value, float):
+        return _standard(value, non_finite_as_null)
+    if isinstance(value, dict | list):
+        return _with_standard_floats(value, non_finite_as_null)
+    return value
+
+
+# What JSON data holds besides floats and containers: skipped without a call.
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _standard(value: float, non_finite_as_null: bool) -> float | orjson.Fragment | None:
+    if value == 0.0 or 1e-4 <= abs(value) < 1e16:
+        return value
+    if non_finite_as_null and not math.isfinite(value):
+        return None
+    return orjson.Fragment(standard_float_text(value))
+
+
+def _with_standard_floats(container: Any, non_finite_as_null: bool) -> Any:
+    changed: Any = None
+    pairs = container.items() if isinstance(container, dict) else enumerate(container)
+    for key, item in pairs:
+        if type(item) in _SCALARS:
+            continue
+        if isinstance(item, float):
+            new = _standard(item, non_finite_as_null)
+        elif isinstance(item, dict | list):
+            new = _with_standard_floats(item, non_finite_as_null)
+        else:
+            continue
+        if new is not item:
+            if changed is None:
+                changed = container.copy()
+            changed[key] = new
+    return container if changed is None else changed

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from database.test_sets.io import CSV_COLUMNS, Format
-from database.test_sets.streaming import JsonArrayEncoder, PageEncoder, csv_text, json_text
+from database.test_sets.streaming import (
+    JsonArrayEncoder,
+    PageEncoder,
+    csv_quoted,
+    csv_text,
+    json_dump,
+    json_text,
+)
 from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import guard_formula
@@ -16,7 +23,7 @@ from utils.csv_cells import guard_formula
 def case_encoder(fmt: Format) -> PageEncoder[TestCaseFields]:
     """Writes cases in `fmt` a page at a time; parse_cases reads the result back to equal cases."""
     if fmt == "json":
-        return JsonArrayEncoder()
+        return JsonArrayEncoder[TestCaseFields]()
     if fmt == "jsonl":
         return _JsonLinesEncoder()
     return _CsvEncoder()
@@ -33,8 +40,7 @@ class _JsonLinesEncoder:
         return b""
 
     def page(self, cases: Sequence[TestCaseFields]) -> bytes:
-        lines = (json_text(case.model_dump(mode="json")) for case in cases)
-        return "".join(line + "\n" for line in lines).encode()
+        return "".join([json_text(json_dump(case)) + "\n" for case in cases]).encode()
 
     def tail(self) -> bytes:
         return b""
@@ -45,21 +51,23 @@ class _CsvEncoder:
         return csv_text([CSV_COLUMNS])
 
     def page(self, cases: Sequence[TestCaseFields]) -> bytes:
-        rows = (case.model_dump(mode="json") for case in cases)
-        return csv_text(
-            [_export_cell(column, row.get(column)) for column in CSV_COLUMNS] for row in rows
-        )
+        return "".join([_csv_line(json_dump(case)) for case in cases]).encode()
 
     def tail(self) -> bytes:
         return b""
+
+
+def _csv_line(case: dict[str, Any]) -> str:
+    """The case's row as csv_text writes it (its cells are all text: never a lone empty one)."""
+    return ",".join([_export_cell(column, case.get(column)) for column in CSV_COLUMNS]) + "\r\n"
 
 
 def _export_cell(column: str, value: Any) -> str:
     """An empty cell for what an empty cell reads back as: nothing, or an empty list or object
     where that is the field's default. An agent field's `[]` is not (`expected_tool_calls: []`
     expects no call), so it is written."""
+    if type(value) is str:
+        return csv_quoted(guard_formula(value))
     if value is None or value == {} or (value == [] and column not in AGENT_FIELDS):
         return ""
-    if not isinstance(value, str):
-        value = json_text(value)
-    return guard_formula(value)
+    return csv_quoted(guard_formula(json_text(value)))

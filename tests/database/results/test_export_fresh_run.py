@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from database.core import Database, Tenant
-from database.results.export import result_pages
+from database.results.export import result_rows
 from database.test_sets.streaming import PAGE_ROWS
 from tests.database.results.test_export_stream import _run
 from tests.helpers import register, remove_account
@@ -87,7 +87,7 @@ async def test_each_page_of_a_fresh_run_is_read_by_its_keys(
     run = await _run(client, owner, cases=CASES, repetitions=REPETITIONS)
     await _write(database, owner.organization_id, run, CASES, REPETITIONS)
 
-    read = result_pages(uuid.UUID(run["id"]))
+    read = result_rows(uuid.UUID(run["id"]))
     keys: list[tuple[int, int]] = []
     metric_names: set[tuple[str, ...]] = set()
     reads = []
@@ -97,8 +97,10 @@ async def test_each_page_of_a_fresh_run_is_read_by_its_keys(
                 page = await read(session)
             if page is None:
                 break
-            keys += [(result.position, result.repetition) for result in page]
-            metric_names |= {tuple(e.metric_name for e in result.evaluations) for result in page}
+            keys += [(result["position"], result["repetition"]) for result in page]
+            metric_names |= {
+                tuple(e["metric_name"] for e in result["evaluations"]) for result in page
+            }
             reads += await rows_handled(session, seen, "results", "evaluations")
     assert keys == [(p, r) for p in range(CASES) for r in range(REPETITIONS)]
     # Each result's evaluations, by metric name as the database collates it (not as Python does).

@@ -22,6 +22,7 @@ from database.results.models import Result, Run
 from database.results.reads import result_reads
 from database.results.schemas import ResultRead
 from database.test_sets import crud as set_crud
+from database.test_sets import streaming
 from database.test_sets.streaming import PAGE_ROWS, stream_pages
 from tests.helpers import (
     Account,
@@ -289,6 +290,21 @@ async def test_a_run_of_several_pages_exports_as_it_always_did(client, database,
             "200",
             "200",
         )
+
+
+async def test_json_pages_of_results_as_read_are_written_by_orjson(client, database, monkeypatch):
+    """The standard library's writer is for what orjson refuses (an integer beyond 64 bits),
+    not for results as read (ids of asyncpg's own class, say): it takes several times longer."""
+    owner = await register(client)
+    run = await _run(client, owner, cases=7, repetitions=2)
+    await _write_results(database, owner, run, OUTPUTS)
+
+    def refused(dumped: list[Any]) -> bytes:
+        raise AssertionError("a page was written by the standard library")
+
+    monkeypatch.setattr(streaming, "_standard_elements", refused)
+    response = await _export(client, owner, run["id"], "json")
+    assert response.content == (await _reference_for(database, owner, run["id"], "json"))[0]
 
 
 async def test_the_junit_gate_case_and_a_single_repetition(client, database):

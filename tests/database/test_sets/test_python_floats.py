@@ -1,5 +1,5 @@
 """The JSON exports' floats: byte for byte as json.dumps writes them, wherever a model's dump
-holds one, whether its fields say where (and the rest is skipped) or not (and it is walked)."""
+holds one (in its fields, free-form JSON, unions, serializers' output or computed fields)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
 
 from database.results.schemas import ResultRead
-from database.test_sets.python_floats import dumped_with_python_floats
-from database.test_sets.streaming import JsonArrayEncoder
+from database.test_sets.streaming import JsonArrayEncoder, model_for_orjson
 from database.tests.schemas import TestCaseFields as CaseFields
 
 # Where orjson and json.dumps differ (an exponent, NaN, the infinities), and where they agree.
@@ -143,7 +142,9 @@ def standard(item: BaseModel) -> str:
 def test_a_dump_is_written_as_json_dumps_writes_it(make):
     for seed in range(200):
         item = make(seed)
-        written = orjson.dumps(dumped_with_python_floats(item), option=orjson.OPT_INDENT_2)
+        written = orjson.dumps(
+            model_for_orjson(item), option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z
+        )
         assert written.decode() == standard(item), seed
 
 
@@ -153,7 +154,7 @@ def test_a_page_of_results_and_a_page_of_cases_are_written_as_json_dumps_writes_
         CaseFields(input="q", variables={"x": f}, metadata={"y": [f, {"z": f}]}) for f in EDGES
     ]
     for items in (results, cases):
-        encoder = JsonArrayEncoder()
+        encoder: JsonArrayEncoder[Any] = JsonArrayEncoder()
         document = encoder.head() + encoder.page(items[:7]) + encoder.page(items[7:])
         document += encoder.tail()
         expected = [item.model_dump(mode="json") for item in items]
