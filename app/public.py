@@ -22,9 +22,12 @@ from database.results import crud, events
 from database.results.event_payloads import STREAM_EVENTS
 from database.results.events import TERMINAL_EVENTS
 from database.results.models import TERMINAL, Run
+from database.users.service import ended_stream_issuers
 from notifications.hub import StreamLimits
+from notifications.recheck import Credential, Issuer
 from notifications.service import get_notifications
 from notifications.stream import EventStream
+from utils.auth import Principal
 from utils.errors import InvalidInput, NotFound
 
 STATIC = Path(__file__).parent / "static"
@@ -74,7 +77,9 @@ The stream ends after `run.finished` or `run.cancelled` (after `run.verdict` for
 A run given more repetitions once it has ended (`POST /runs/{id}/repeat`) starts again with
 `run.started`; a stream opened afterwards replays both. A comment line is sent every 15 s as
 a heartbeat. A connection lives at most 30 minutes (then the client reconnects after the
-`retry:` delay); a client too slow to keep up is disconnected the same way.
+`retry:` delay); a client too slow to keep up is disconnected the same way. A stream whose
+credential is no longer good (the API key revoked, the login session ended, the member removed)
+ends within a minute with a comment saying why; reopening it is then a 401.
 """.replace("PREVIEW", f"{events.OUTPUT_PREVIEW_CHARS:,}").replace(
     "REASON", f"{events.REASON_CHARS:,}"
 )
@@ -120,7 +125,7 @@ def create_public_app() -> FastAPI:
         run_id: uuid.UUID,
         session: DbSession,
         runtime: RuntimeDep,
-        _: RunWatcher,
+        watcher: RunWatcher,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> Response:
         run = await _run(session, run_id)
@@ -146,6 +151,7 @@ def create_public_app() -> FastAPI:
             ),
             retry_ms=settings.sse_retry_ms,
             terminal=TERMINAL_EVENTS,
+            credential=_credential(watcher, settings.sse_recheck_seconds),
         )
 
     @public.get(
@@ -202,6 +208,19 @@ async def _run(session: DbSession, run_id: uuid.UUID) -> Run:
     if run is None:
         raise NotFound("Run not found")
     return run
+
+
+def _credential(watcher: Principal, recheck_seconds: float) -> Credential | None:
+    """What opened the stream, as the hub asks about it again while the stream is open."""
+    if watcher.session_id is None and watcher.api_key_id is None:
+        return None
+    issuer = Issuer(
+        watcher.organization_id,
+        user_id=watcher.user_id,
+        session_id=watcher.session_id,
+        api_key_id=watcher.api_key_id,
+    )
+    return Credential(issuer, ended_stream_issuers, recheck_seconds)
 
 
 def _last_event_id(value: str | None) -> int:

@@ -178,7 +178,9 @@ async def _run_watcher(
     token: Annotated[str | None, Query(description="A stream token of this run")] = None,
 ) -> Principal:
     """Who may watch the run: a stream token of this very run (401 otherwise), or a caller of
-    the run's organization (whose check is the run's own 404)."""
+    the run's organization (whose check is the run's own 404). Either way the answer names
+    what issued the credential (a login session or an API key): an open stream has it
+    checked again."""
     if token is not None:
         try:
             claims = decode_stream_token(token, secret=runtime.secret_key)
@@ -189,7 +191,13 @@ async def _run_watcher(
         if _stream_credential_check is None:
             raise RuntimeError("no authenticator is installed (see app.main.create_app)")
         await _stream_credential_check(session, claims)
-        return Principal(organization_id=claims.organization_id, role=Role.viewer)
+        return Principal(
+            organization_id=claims.organization_id,
+            role=Role.viewer,
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+            api_key_id=claims.api_key_id,
+        )
     if principal is None:
         raise Unauthorized("A stream token (?token=) or an Authorization header is needed")
     return principal

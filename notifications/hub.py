@@ -8,7 +8,8 @@ batch written there and then, from the hub's own loop: one write per stream per 
 no task woken. Any other stream gets the batch's items in its bounded buffer, which its own
 task drains. A subscriber whose buffer is full is dropped: its stream ends and the client
 reconnects with Last-Event-ID, so a slow reader never slows the run or the other readers.
-The hub's clock also keeps every stream's heartbeat, lifetime and send timeout.
+The hub's clock also keeps every stream's heartbeat, lifetime and send timeout, and has the
+credentials of the open streams checked again (notifications/recheck.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from database.core import Database, Tenant
 from notifications.frames import HEARTBEAT, Batch, Item, encode_delta, encode_event
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL
+from notifications.recheck import Credential, CredentialRecheck
 from utils.metrics import metrics
 
 log = structlog.get_logger(__name__)
@@ -92,6 +94,7 @@ class Subscriber:
 
     __slots__ = (
         "_waiter",
+        "credential",
         "deadline",
         "ending",
         "items",
@@ -108,11 +111,14 @@ class Subscriber:
         "write_now",
     )
 
-    def __init__(self, run_id: uuid.UUID, limit: int, limits: StreamLimits) -> None:
+    def __init__(
+        self, run_id: uuid.UUID, limit: int, limits: StreamLimits, credential: Credential | None
+    ) -> None:
         now = time.monotonic()
         self.run_id = run_id
         self.limit = limit
         self.limits = limits
+        self.credential = credential
         self.items: list[Item] = []
         self.known = 0  # the last seq committed when subscribing: the replay covers up to it
         self.ending: str | None = None
@@ -178,6 +184,11 @@ class Subscriber:
             self.ending = reason
         self._wake()
 
+    def revoke(self, reason: str) -> None:
+        """What authorised the stream no longer does: it ends without what is buffered."""
+        self.items.clear()
+        self.end(reason)
+
     async def next_batch(self) -> list[Item]:
         """Everything buffered (waiting for something if nothing is, and no `pending` send is
         handed over); StreamEnd once ended."""
@@ -239,6 +250,7 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._clock: asyncio.Task[None] | None = None
+        self.recheck = CredentialRecheck(database)
         listener.on(EVENTS_CHANNEL, self._on_events)
         listener.on(DELTAS_CHANNEL, self._on_deltas)
         listener.on_reconnect(self._catch_up)
@@ -261,6 +273,7 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.recheck.stop()
         self._poller = self._clock = None
         self.end_all(SHUTDOWN)
         metrics().sse_subscribers.dec(self.subscriber_count)
@@ -272,13 +285,15 @@ class Hub:
         organization_id: uuid.UUID,
         seen: int,
         limits: StreamLimits,
+        credential: Credential | None = None,
     ) -> Subscriber:
         """From now on, events of the run after `seen` (the last seq committed when the caller
-        looked) reach the subscriber; the caller replays what came before from the table."""
+        looked) reach the subscriber; the caller replays what came before from the table.
+        With a `credential`, the stream ends once that is no longer good."""
         feed = self._feeds.get(run_id)
         if feed is None:
             feed = self._feeds[run_id] = _Feed(organization_id, seen)
-        subscriber = Subscriber(run_id, self.buffer, limits)
+        subscriber = Subscriber(run_id, self.buffer, limits, credential)
         # What the hub has already delivered to others, this one gets from the replay.
         subscriber.known = max(seen, feed.last_seq)
         feed.subscribers.add(subscriber)
@@ -334,13 +349,14 @@ class Hub:
             self._catch_up()
 
     async def _tick(self) -> None:
-        """One clock for every stream: heartbeats, lifetimes and hung sends."""
+        """One clock for every stream: heartbeats, lifetimes, hung sends and credentials."""
         while True:
             await asyncio.sleep(self.tick_seconds)
             now = time.monotonic()
             for feed in list(self._feeds.values()):
                 for subscriber in list(feed.subscribers):
                     subscriber.tick(now)
+            self.recheck.tick((s for f in self._feeds.values() for s in f.subscribers), now)
 
     # --- reading and fan-out ------------------------------------------------------------
 

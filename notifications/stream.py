@@ -38,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 from database.core import Database, Tenant
 from notifications.frames import Item, delta_frame, encode_event
 from notifications.hub import SEND_TIMEOUT, Hub, StreamEnd, StreamLimits, Subscriber
+from notifications.recheck import Credential
 
 REPLAY_PAGE = 500
 # The scope key under which the outermost layer puts the server's own `send`.
@@ -64,10 +65,12 @@ class EventStream(Response):
         limits: StreamLimits,
         retry_ms: int,
         terminal: frozenset[str],
+        credential: Credential | None = None,
     ) -> None:
         """`after`: the last seq the client has; `committed`: the run's last seq when checked;
         `terminal`: the event types that end the stream (unless their data says `continues`)
-        when no event follows them in the same batch."""
+        when no event follows them in the same batch; `credential`: what opened the stream,
+        which ends once that is no longer good."""
         self.status_code = 200
         self.background = None
         self.raw_headers = list(HEADERS)
@@ -80,10 +83,11 @@ class EventStream(Response):
         self.limits = limits
         self.retry_ms = retry_ms
         self.terminal = terminal
+        self.credential = credential
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         subscriber = self.hub.subscribe(
-            self.run_id, self.organization_id, self.committed, self.limits
+            self.run_id, self.organization_id, self.committed, self.limits, self.credential
         )
         subscriber.task = asyncio.current_task()
         subscriber.terminal = self.terminal

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     sse_max_lifetime_seconds: float = Field(default=1800.0, gt=0)
     sse_retry_ms: int = Field(default=2000, ge=0)
     sse_buffer_events: int = Field(default=1000, ge=10)
+    # How often an open stream's credential is checked again (revoked, logged out, removed).
+    sse_recheck_seconds: float = Field(default=60.0, gt=0)
     worker_drain_seconds: float = Field(default=10.0, ge=0)
 
     # Provider secrets are encrypted with these keys (newest first; older ones still decrypt,

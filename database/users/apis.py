@@ -254,8 +254,8 @@ async def remove_member(
     meta: RequestMetaDep,
 ) -> None:
     """Their access ends at once: sessions, stream tokens and the API keys they created (a
-    live stream they already hold open runs on to its lifetime, `ASSAY_SSE_MAX_LIFETIME_SECONDS`,
-    30 minutes by default); the last owner cannot leave."""
+    live stream they already hold open ends within the recheck interval,
+    `ASSAY_SSE_RECHECK_SECONDS`, 60 seconds by default); the last owner cannot leave."""
     await members.remove_member(session, principal, user_id, meta)
 
 

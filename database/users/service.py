@@ -4,6 +4,7 @@ and the check of every request's credential; your own account."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,7 @@ from database.users.schemas import (
     UserRead,
     UserUpdate,
 )
+from notifications.recheck import Issuer
 from utils.auth import (
     InvalidToken,
     Principal,
@@ -201,16 +203,50 @@ async def authenticate(
 async def check_stream_credential(session: AsyncSession, claims: StreamClaims) -> None:
     """A stream token opens its run's stream only while what issued it is still good: the
     login session (not ended, its user still a member) or the API key (not revoked or
-    expired). Checked at every opening, so a reconnect after a removal is refused."""
+    expired). Checked at every opening, so a reconnect after a removal is refused; an open
+    stream has it checked again (`ended_stream_issuers`)."""
     if claims.session_id is not None and claims.user_id is not None:
         await enter_tenant(session, Tenant(claims.organization_id, claims.user_id))
-        current = await crud.get_session_role(session, claims.session_id)
-        if current is None or not current[1]:
+        if not await _session_is_good(session, claims.session_id):
             raise Unauthorized("The session that issued this stream token has ended")
         return
     await enter_tenant(session, Tenant(claims.organization_id))
     if claims.api_key_id is None or not await org_crud.api_key_is_live(session, claims.api_key_id):
         raise Unauthorized("The API key that issued this stream token is no longer valid")
+
+
+SESSION_ENDED = "the login session this stream was opened with has ended"
+API_KEY_ENDED = "the API key this stream was opened with is no longer valid"
+
+
+async def ended_stream_issuers(
+    session: AsyncSession, issuers: Sequence[Issuer]
+) -> dict[Issuer, str]:
+    """Of the issuers of open streams (notifications.recheck), those no longer good, each with
+    why: the check of a stream's opening, asked again in each issuer's tenant (row-level
+    security), one query per issuer and one tenant switch per tenant."""
+    by_tenant: dict[Tenant, list[Issuer]] = {}
+    for issuer in issuers:
+        tenant = Tenant(issuer.organization_id, issuer.user_id)
+        by_tenant.setdefault(tenant, []).append(issuer)
+    ended: dict[Issuer, str] = {}
+    for tenant, group in by_tenant.items():
+        await enter_tenant(session, tenant)
+        for issuer in group:
+            if issuer.session_id is not None:
+                if not await _session_is_good(session, issuer.session_id):
+                    ended[issuer] = SESSION_ENDED
+            elif issuer.api_key_id is None or not await org_crud.api_key_is_live(
+                session, issuer.api_key_id
+            ):
+                ended[issuer] = API_KEY_ENDED
+    return ended
+
+
+async def _session_is_good(session: AsyncSession, session_id: uuid.UUID) -> bool:
+    """Not ended, its user active and still a member (the tenant acting for that user)."""
+    current = await crud.get_session_role(session, session_id)
+    return current is not None and current[1]
 
 
 async def authenticate_access_token(
