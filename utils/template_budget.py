@@ -288,6 +288,3 @@ def check_recursive_loop(obj: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     if isinstance(obj, LoopContext) and args:
         return (counted(args[0]), *args[1:])
     return args
-
-
-# --- filters and tests ----------------------------------------------------------------------

@@ -104,21 +104,23 @@ async def get_membership(
     *,
     for_update: bool = False,
 ) -> Membership | None:
+    """`for_update`: locked for a change of its role (a key's maker's hold does not wait)."""
     query = select(Membership).where(
         Membership.organization_id == organization_id, Membership.user_id == user_id
     )
-    return await session.scalar(query.with_for_update() if for_update else query)
+    return await session.scalar(query.with_for_update(key_share=True) if for_update else query)
 
 
 async def hold_membership(
     session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
 ) -> bool:
     """Locks a member's row against removal until the transaction ends (FOR KEY SHARE: role
-    changes do not wait); False if they are no longer a member."""
+    changes, which lock FOR NO KEY UPDATE, do not wait); False if they are no longer a
+    member."""
     held = await session.scalar(
         select(Membership.id)
         .where(Membership.organization_id == organization_id, Membership.user_id == user_id)
-        .with_for_update(key_share=True)
+        .with_for_update(read=True, key_share=True)  # FOR KEY SHARE
     )
     return held is not None
 
@@ -134,11 +136,13 @@ async def first_membership(session: AsyncSession, user_id: uuid.UUID) -> Members
 
 
 async def count_owners(session: AsyncSession, organization_id: uuid.UUID) -> int:
-    """Counts owners, locking their rows so two concurrent demotions can't leave none."""
+    """Counts owners, locking their rows so two concurrent demotions can't leave none (in
+    user order, as every lock of memberships: two of them cannot wait for each other)."""
     owners = await session.scalars(
         select(Membership.id)
         .where(Membership.organization_id == organization_id, Membership.role == "owner")
-        .with_for_update()
+        .order_by(Membership.user_id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE
     )
     return len(owners.all())
 

@@ -26,7 +26,7 @@ from database.users.schemas import (
     MemberRead,
 )
 from utils.auth import Principal, Role, hash_secret
-from utils.errors import Conflict, Forbidden, NotFound
+from utils.errors import Conflict, Forbidden, NotFound, Unauthorized
 from utils.runtime import Runtime
 
 INVITATION_TOKEN_PREFIX = "assay_inv_"
@@ -119,10 +119,16 @@ async def transfer_ownership(
     # Both rows locked, in one order whoever transfers, so that a removal or another transfer
     # meanwhile is waited for and seen (not an update of a row gone, nor of a role changed).
     locked = {
-        member: await _get_member(session, principal, member, for_update=True)
+        member: await org_crud.get_membership(
+            session, principal.organization_id, member, for_update=True
+        )
         for member in sorted((me, user_id))
     }
     target, mine = locked[user_id], locked[me]
+    if mine is None:
+        raise Unauthorized("You are no longer a member of this organization")
+    if target is None:
+        raise NotFound("Member not found")
     if mine.role != Role.owner:
         raise Conflict("You no longer own this organization")
     changes = [(target, Role.owner), (mine, Role.admin)]
@@ -248,11 +254,9 @@ async def accept_invitation(
 
 
 async def _get_member(
-    session: AsyncSession, principal: Principal, user_id: uuid.UUID, *, for_update: bool = False
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID
 ) -> Membership:
-    membership = await org_crud.get_membership(
-        session, principal.organization_id, user_id, for_update=for_update
-    )
+    membership = await org_crud.get_membership(session, principal.organization_id, user_id)
     if membership is None:
         raise NotFound("Member not found")
     return membership
