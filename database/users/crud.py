@@ -47,6 +47,15 @@ async def read_user(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any]
     return dict(row.items()) if row else None
 
 
+async def read_user_locked(session: AsyncSession, user_id: uuid.UUID) -> dict[str, Any] | None:
+    """`read_user`, the row locked until the transaction ends (FOR NO KEY UPDATE): what one
+    login decides for the account, another waits for."""
+    row = await (await driver_connection(session)).fetchrow(
+        "SELECT id, email, name, created_at FROM users WHERE id = $1 FOR NO KEY UPDATE", user_id
+    )
+    return dict(row.items()) if row else None
+
+
 async def find_login_candidate(session: AsyncSession, email: str) -> LoginCandidate | None:
     """Looks a user up by email before any tenant is known (a SECURITY DEFINER function)."""
     row = (

@@ -104,13 +104,16 @@ async def login(
     membership = await org_crud.first_membership(session, candidate.id)
     if membership is None:
         # Left or lost their last organization: without one the account could do nothing,
-        # not even accept an invitation, so it gets a new one of its own.
-        user = await crud.read_user(session, candidate.id)
+        # not even accept an invitation, so it gets a new one of its own. One: a login at the
+        # same moment waits here, then finds the organization this one made.
+        user = await crud.read_user_locked(session, candidate.id)
         assert user is not None
-        organization = await _found_own_organization(
-            session, candidate.id, _own_organization_name(user["name"])
-        )
-        return await _issue_tokens(session, runtime, candidate.id, organization.id, Role.owner)
+        membership = await org_crud.first_membership(session, candidate.id)
+        if membership is None:
+            organization = await _found_own_organization(
+                session, candidate.id, _own_organization_name(user["name"])
+            )
+            return await _issue_tokens(session, runtime, candidate.id, organization.id, Role.owner)
     await enter_tenant(session, Tenant(membership.organization_id, candidate.id))
     return await _issue_tokens(
         session, runtime, candidate.id, membership.organization_id, Role(membership.role)

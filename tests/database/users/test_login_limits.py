@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.helpers import (
     PASSWORD,
@@ -233,3 +234,31 @@ async def test_a_member_removed_from_their_only_organization_can_log_in(client):
     found = await me(client, response.json()["access_token"])
     assert found["role"] == "owner"
     assert found["organization_id"] not in {registered_with, str(owner.organization_id)}
+
+
+async def test_logins_at_once_of_an_account_with_no_organization_make_one(
+    committed_client, committed_owner: Account, owner_engine
+):
+    deleted = await committed_client.delete(
+        f"/api/v1/organizations/{committed_owner.organization_id}",
+        headers=committed_owner.headers,
+    )
+    assert deleted.status_code == 204, deleted.text
+    try:
+        responses = await asyncio.gather(
+            *(login(committed_client, committed_owner.email) for _ in range(6))
+        )
+        assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+        tokens = [r.json()["access_token"] for r in responses]
+        landed = {(await me(committed_client, token))["organization_id"] for token in tokens}
+        assert len(landed) == 1, landed
+        assert len(await organizations_of(committed_client, tokens[0])) == 1
+    finally:
+        async with owner_engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "DELETE FROM organizations WHERE id IN"
+                    " (SELECT organization_id FROM memberships WHERE user_id = :u)"
+                ),
+                {"u": committed_owner.user_id},
+            )
