@@ -27,10 +27,13 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
     scheme, separator, rest = url.partition("://")
     if not separator:
         return REDACTED
-    authority_end = _first_of(rest, "/?#")
-    authority, rest = rest[:authority_end], rest[authority_end:]
-    if "@" in authority:
-        authority = f"{REDACTED}@{authority.rpartition('@')[2]}"
+    # A user part ends at the last "@" before the query: a password may hold a "/" as clients
+    # print it (a path's own "@" takes the path before it too, which is the safe side).
+    user_end = rest.rfind("@", 0, _first_of(rest, "?#")) + 1
+    authority_end = user_end + _first_of(rest[user_end:], "/?#")
+    authority, rest = rest[user_end:authority_end], rest[authority_end:]
+    if user_end:
+        authority = f"{REDACTED}@{authority}"
     if not keep_path:
         return f"{scheme}://{authority}{HIDDEN_REST}"
     rest, hash_mark, _fragment = rest.partition("#")

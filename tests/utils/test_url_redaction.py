@@ -24,6 +24,8 @@ from utils.url_redaction import redact_url, redact_urls
         ),
         ("https://user:SECRET@api.example.com/v1", "https://[redacted]@api.example.com/v1"),
         ("https://a:b@c:SECRET@api.example.com", "https://[redacted]@api.example.com"),
+        # A password holding a "/", as clients print it.
+        ("https://user:SEC/RET@api.example.com/v1", "https://[redacted]@api.example.com/v1"),
         ("https://api.example.com?SECRET", "https://api.example.com?[redacted]"),
         ("https://api.example.com/v1?", "https://api.example.com/v1?"),
         (
