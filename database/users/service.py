@@ -3,6 +3,7 @@ and the check of every request's credential; your own account."""
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -90,7 +91,7 @@ async def login(
     attempt = await runtime.rate_limiter.reserve(
         Quota(
             "login-failure-client",
-            f"{client_address or 'unknown'} {email}",
+            f"{_client_network(client_address)} {email}",
             settings.auth_account_rate_limit,
         ),
         Quota("login-failure-account", email, settings.auth_account_login_rate_limit),
@@ -118,6 +119,18 @@ async def login(
     return await _issue_tokens(
         session, runtime, candidate.id, membership.organization_id, Role(membership.role)
     )
+
+
+def _client_network(address: str | None) -> str:
+    """Where failures are counted from: an IPv4 address, or an IPv6 address's /64 (one host
+    commonly holds a whole /64, and could otherwise fail from as many addresses as it likes)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 async def _found_own_organization(

@@ -117,6 +117,17 @@ async def test_strangers_failing_from_other_addresses_do_not_lock_the_owner_out(
     assert (await login(client, victim.email)).status_code == 200
 
 
+async def test_the_addresses_of_one_ipv6_64_count_as_one(app, client):
+    victim = await register(client)
+    for n in range(10):
+        failed = await login_from(app, f"2001:db8:1:2::{n + 1:x}", victim.email, WRONG)
+        assert failed.status_code == 401
+    refused = await login_from(app, "2001:db8:1:2::ff", victim.email, PASSWORD)
+    assert_problem(refused, 429)
+    # Another /64 is another place.
+    assert (await login_from(app, "2001:db8:1:3::1", victim.email, PASSWORD)).status_code == 200
+
+
 async def test_failures_from_all_addresses_together_have_a_cap(app, client, runtime, monkeypatch):
     monkeypatch.setattr(runtime.settings, "auth_account_rate_limit", "3/hour")
     monkeypatch.setattr(runtime.settings, "auth_account_login_rate_limit", "5/hour")
