@@ -208,6 +208,6 @@ def test_it_follows_the_mean_where_a_sign_test_of_cases_points_away():
 def test_a_hundred_thousand_cases_take_milliseconds():
     rng = np.random.default_rng(16)
     differences = rng.choice(SHARES, 100_000, p=[0.04, 0.04, 0.02, 0.1, 0.6, 0.1, 0.02, 0.04, 0.04])
-    started = time.perf_counter()
+    started = time.process_time()  # CPU, not wall time: a busy machine's other work not counted
     sign_flip_test(differences, seed=0)
-    assert time.perf_counter() - started < 0.1
+    assert time.process_time() - started < 0.1
