@@ -208,28 +208,30 @@ def _classname(run: Run, test_set_name: str | None) -> str:
     return _xml(f"assay.{name}")
 
 
-# Text and attribute values escaped as ElementTree escapes them.
-def _text(text: str) -> str:
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
+# Text and attribute values escaped as ElementTree escapes them ("&" first).
+_TEXT_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+_ATTRIBUTE_ESCAPES = (
+    *_TEXT_ESCAPES,
+    ('"', "&quot;"),
+    ("\r", "&#13;"),
+    ("\n", "&#10;"),
+    ("\t", "&#09;"),
+)
+
+
+def _escaped(text: str, escapes: tuple[tuple[str, str], ...]) -> str:
+    for raw, escaped in escapes:
+        if raw in text:  # most text has none: no copy then
+            text = text.replace(raw, escaped)
     return text
+
+
+def _text(text: str) -> str:
+    return _escaped(text, _TEXT_ESCAPES)
 
 
 def _attribute(text: str) -> str:
-    text = _text(text)
-    if '"' in text:
-        text = text.replace('"', "&quot;")
-    if "\r" in text:
-        text = text.replace("\r", "&#13;")
-    if "\n" in text:
-        text = text.replace("\n", "&#10;")
-    if "\t" in text:
-        text = text.replace("\t", "&#09;")
-    return text
+    return _escaped(text, _ATTRIBUTE_ESCAPES)
 
 
 def _element(tag: str, attributes: str, text: str) -> str:
