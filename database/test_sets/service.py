@@ -19,7 +19,7 @@ from database.test_sets.exports import case_encoder
 from database.test_sets.io import Format, parse_case_documents
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
-from database.test_sets.streaming import PAGE_ROWS, ReadPage, stream_pages
+from database.test_sets.streaming import PAGE_ROWS, ConvertedPages, ReadPage, stream_pages
 from database.tests import crud as test_crud
 from database.tests.schemas import TestBulkCreate, TestCaseFields
 from utils.auth import Principal
@@ -338,14 +338,14 @@ async def export(
 ) -> AsyncIterator[bytes]:
     """The set's cases (current, or a published version's) as a streamed document. A version
     that does not exist is a NotFound here, before anything is sent."""
-    read_page: ReadPage[TestCaseFields]
+    read_page: ReadPage[dict[str, Any]]
     if version_number is None:
         # The order is read now, ids only; the cases follow a page at a time.
         read_page = _current_pages(await crud.member_ids(session, test_set.id))
     else:
         version = await get_version_or_404(session, test_set, version_number)
         read_page = _version_pages(version.id)
-    return stream_pages(principal, read_page, case_encoder(fmt))
+    return stream_pages(principal, read_page, ConvertedPages(_stored, case_encoder(fmt)))
 
 
 def _stored(case: dict[str, Any]) -> TestCaseFields:
@@ -353,29 +353,29 @@ def _stored(case: dict[str, Any]) -> TestCaseFields:
     return TestCaseFields.model_validate(case, context={"stored": True})
 
 
-def _current_pages(test_ids: list[uuid.UUID]) -> ReadPage[TestCaseFields]:
+def _current_pages(test_ids: list[uuid.UUID]) -> ReadPage[dict[str, Any]]:
     start = 0
 
-    async def read(session: AsyncSession) -> list[TestCaseFields] | None:
+    async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
         nonlocal start
         if start >= len(test_ids):
             return None
         page = test_ids[start : start + PAGE_ROWS]
         start += PAGE_ROWS
-        return [_stored(test_crud.case_fields(t)) for t in await crud.tests_in_order(session, page)]
+        return [test_crud.case_fields(t) for t in await crud.tests_in_order(session, page)]
 
     return read
 
 
-def _version_pages(version_id: uuid.UUID) -> ReadPage[TestCaseFields]:
+def _version_pages(version_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
     after = -1
 
-    async def read(session: AsyncSession) -> list[TestCaseFields] | None:
+    async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
         nonlocal after
         rows = await crud.version_cases_after(session, version_id, after, limit=PAGE_ROWS)
         if not rows:
             return None
         after = rows[-1].position
-        return [_stored(row.case) for row in rows]
+        return [row.case for row in rows]
 
     return read

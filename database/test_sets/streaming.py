@@ -29,6 +29,7 @@ PAGE_ROWS = 500
 _ORJSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z
 
 Item = TypeVar("Item")
+Row = TypeVar("Row")
 Item_contra = TypeVar("Item_contra", contravariant=True)
 # Reads the next page (it keeps its own place); None once there are no more.
 ReadPage = Callable[[AsyncSession], Awaitable[Sequence[Item] | None]]
@@ -42,6 +43,25 @@ class PageEncoder(Protocol[Item_contra]):
     def page(self, items: Sequence[Item_contra]) -> bytes: ...
 
     def tail(self) -> bytes: ...
+
+
+class ConvertedPages(Generic[Row, Item]):
+    """`encoder`'s document of the items `convert` makes of the rows read. The conversion runs
+    with the page's encoding, in the worker thread: validating a page of large rows took tens
+    of milliseconds, too long to hold the event loop."""
+
+    def __init__(self, convert: Callable[[Row], Item], encoder: PageEncoder[Item]) -> None:
+        self._convert = convert
+        self._encoder = encoder
+
+    def head(self) -> bytes:
+        return self._encoder.head()
+
+    def page(self, rows: Sequence[Row]) -> bytes:
+        return self._encoder.page([self._convert(row) for row in rows])
+
+    def tail(self) -> bytes:
+        return self._encoder.tail()
 
 
 async def stream_pages(

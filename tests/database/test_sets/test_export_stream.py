@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import uuid
 from typing import Any
 
 import pytest
 
 from database.core import Database, Tenant
-from database.test_sets import crud
+from database.test_sets import crud, service
 from database.test_sets.streaming import PAGE_ROWS
 from database.tests import crud as test_crud
 from database.tests.schemas import TestCaseFields as Case
@@ -78,20 +79,27 @@ async def _stored_cases(database: Database, owner: Account, test_set_id: str) ->
     return [Case.model_validate(test_crud.case_fields(t), context=stored) for t in tests]
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
-async def test_sets_of_several_pages_export_as_they_always_did(client, database, fmt):
+async def _published_set(client: Any, count: int) -> tuple[Account, str]:
+    """A new account's set of `count` imported cases, published as version 1."""
     owner = await register(client)
     project = await create_project(client, owner)
     test_set = await create_test_set(client, owner, project["id"])
     url = f"/api/v1/test-sets/{test_set['id']}"
     imported = await client.post(
         f"{url}/import",
-        content=_jsonl(CASES),
+        content=_jsonl(count),
         headers={**owner.headers, "Content-Type": "application/x-ndjson"},
     )
     assert imported.status_code == 201, imported.text
     published = await client.post(f"{url}/versions", headers=owner.headers)
     assert published.status_code == 201, published.text
+    return owner, test_set["id"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+async def test_sets_of_several_pages_export_as_they_always_did(client, database, fmt):
+    owner, test_set_id = await _published_set(client, CASES)
+    url = f"/api/v1/test-sets/{test_set_id}"
     # The current cases move on from the version: the last one leaves the set.
     page = await client.get(
         f"{url}/versions/1/cases", params={"offset": CASES - 1}, headers=owner.headers
@@ -103,7 +111,7 @@ async def test_sets_of_several_pages_export_as_they_always_did(client, database,
     current = await client.get(f"{url}/export", params={"format": fmt}, headers=owner.headers)
     assert current.status_code == 200, current.text
     assert current.headers["content-type"].startswith(MEDIA[fmt])
-    cases = await _stored_cases(database, owner, test_set["id"])
+    cases = await _stored_cases(database, owner, test_set_id)
     assert len(cases) == CASES - 1
     assert current.content == _reference(cases, fmt)
     inputs = [case.input for case in cases]
@@ -116,3 +124,26 @@ async def test_sets_of_several_pages_export_as_they_always_did(client, database,
     assert version.headers["content-disposition"].endswith(f'-v1.{fmt}"')
     removed_case = Case.model_validate(last["case"], context={"stored": True})
     assert version.content == _reference([*cases, removed_case], fmt)
+
+
+async def test_stored_cases_are_validated_off_the_event_loop(client, monkeypatch):
+    """Validating a page of large stored cases took tens of milliseconds: it runs with the
+    page's encoding in the worker thread, for the current cases and a version's."""
+    owner, test_set_id = await _published_set(client, 3)
+    url = f"/api/v1/test-sets/{test_set_id}"
+
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    validate = service._stored
+
+    def recording(case: dict[str, Any]) -> Case:
+        threads.append(threading.get_ident())
+        return validate(case)
+
+    monkeypatch.setattr(service, "_stored", recording)
+    for params in ({"format": "jsonl"}, {"format": "jsonl", "version": 1}):
+        exported = await client.get(f"{url}/export", params=params, headers=owner.headers)
+        assert exported.status_code == 200, exported.text
+        assert len(exported.content.splitlines()) == 3
+    assert len(threads) == 6
+    assert loop_thread not in threads
