@@ -166,7 +166,14 @@ async def read_after(
     reference to a result shown with that result (the streams' reader)."""
     rows = await crud.events_after(session, run_id, after, limit=limit)
     referenced = [uuid.UUID(row.data["result_id"]) for row in rows if _is_reference(row)]
-    found = await recorded_results(session, run_id, referenced)
+    # One character past the preview tells that the output is longer.
+    found = await recorded_results(
+        session,
+        run_id,
+        referenced,
+        output_chars=OUTPUT_PREVIEW_CHARS + 1,
+        text_chars=REASON_CHARS,
+    )
     return [ReadEvent(row.seq, row.type, _shown(row, found)) for row in rows]
 
 

@@ -113,10 +113,9 @@ async def result_page(
         raise InvalidInput("cannot be combined with offset", field="cursor")
     run = await get_run_or_404(session, run_id)
     after = decode_cursor(cursor) if cursor is not None else None
-    rows, total = await results_page(
-        session, run.id, status=status, limit=limit + 1, offset=offset, after=after
+    page, total, more = await results_page(
+        session, run.id, status=status, limit=limit, offset=offset, after=after
     )
-    page, more = rows[:limit], len(rows) > limit
     return ResultPage(
         items=await result_reads(session, page),
         total=total,

@@ -239,7 +239,9 @@ class ResultPage(Page[ResultRead]):
         description="Pass as `cursor` for the next page (same cost at any depth, no result"
         " repeated, and none skipped that was there at the start; of a running run's results"
         " added meanwhile, those ahead of the page come, those behind it do not: cases finish"
-        " out of order, so walk again once the run has ended); null on the last page",
+        " out of order, so walk again once the run has ended); null on the last page. A page"
+        " ends before about 4 MB of its results' outputs, inputs and errors, with fewer than"
+        " `limit` results then: walk by this, not by the page's length",
         examples=["MTIzNHww"],
     )
 

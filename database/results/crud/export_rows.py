@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import any_, select, tuple_
+from sqlalchemy import any_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation
+from database.results.crud.pages import PAGE_BYTES, START, sized_page
 from database.results.models import Result
 from utils.crud import local_settings, uuid_array
 
@@ -48,16 +49,20 @@ _EVALUATION_COLUMNS = (
 )
 _RESULT_FIELDS = tuple(column.key for column in _RESULT_COLUMNS)
 _EVALUATION_FIELDS = tuple(column.key for column in _EVALUATION_COLUMNS)
+_SIZED = sized_page(select(*_RESULT_COLUMNS))
+_PAGE = (
+    select(*(_SIZED.c[field] for field in _RESULT_FIELDS))
+    .where(_SIZED.c.before < PAGE_BYTES)
+    .order_by(_SIZED.c.position, _SIZED.c.repetition)
+)
 
 
 async def result_rows_after(
     session: AsyncSession, run_id: uuid.UUID, after: tuple[int, int] | None, *, limit: int
 ) -> list[dict[str, Any]]:
-    """The run's next `limit` results after (position, repetition) `after`, in that order, each
-    a mapping of ResultRead's fields with its evaluations (ordered by metric name)."""
-    query = select(*_RESULT_COLUMNS).where(Result.run_id == run_id)
-    if after is not None:
-        query = query.where(tuple_(Result.position, Result.repetition) > tuple_(*after))
+    """The run's next `limit` results after (position, repetition) `after`, in that order, fewer
+    where PAGE_BYTES ends the page (none only at the end), each a mapping of ResultRead's fields
+    with its evaluations (ordered by metric name)."""
     # Read right after the run ends, before the statistics know its rows, every plan looks
     # cheap: a page was read by sorting the whole run (or all the organization's evaluations)
     # again, the export's database time growing with the square of its results. Without sorts
@@ -70,10 +75,12 @@ async def result_rows_after(
         # Core's rows zipped with their names: the session's ORM loading and SQLAlchemy's
         # mappings took a third of a CSV export's profile, these rows a fifth.
         connection = await session.connection()
-        page = await connection.execute(
-            query.order_by(Result.position, Result.repetition).limit(limit)
+        position, repetition = after or START
+        rows = await connection.execute(
+            _PAGE,
+            {"run_id": run_id, "position": position, "repetition": repetition, "limit": limit},
         )
-        results = [dict(zip(_RESULT_FIELDS, row, strict=True), evaluations=[]) for row in page]
+        results = [dict(zip(_RESULT_FIELDS, row, strict=True), evaluations=[]) for row in rows]
         if not results:
             return []
         by_id = {result["id"]: result["evaluations"] for result in results}

@@ -1,18 +1,76 @@
 """Pages of a run's results, in (position, repetition) order: by offset, or after a key (a
 keyset page costs the same at any depth, and while results are added as a client walks the
 run no row is repeated and none there at the start is skipped; one added behind the key, as
-cases finish out of order, is not in that walk)."""
+cases finish out of order, is not in that walk).
+
+A page also ends before PAGE_BYTES of its results' texts: an output may be megabytes (a
+provider's answer may be up to 10 MB), and a page of a hundred such would be built, and its
+JSON written, in the server's memory at once. A page holds its first result, whatever its size.
+
+The statements are built once: building one took about 4 ms, a tenth of a page's time.
+"""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import ColumnElement, Select, Subquery, bindparam, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from database.results.models import Result
 
 Key = tuple[int, int]  # (position, repetition)
+PAGE_BYTES = 4 * 1024 * 1024
+START: Key = (-1, -1)  # before every result: positions and repetitions count from 0
+_ORDER = (Result.position, Result.repetition)
+
+
+def stored_size() -> ColumnElement[int]:
+    """About what a result's texts take when read: its output's and error's bytes, its input's
+    and trajectory's as stored (compressed, where PostgreSQL compressed them). Each is read
+    from the value's header: no text is read for it."""
+    return (
+        func.coalesce(func.octet_length(Result.output), 0)
+        + func.coalesce(func.octet_length(Result.error_message), 0)
+        + func.coalesce(func.pg_column_size(Result.input), 0)
+        + func.coalesce(func.pg_column_size(Result.trajectory), 0)
+    )
+
+
+def sized_page(columns: Select[Any]) -> Subquery:
+    """`columns` of the run's (`run_id`) results after the key (`position`, `repetition`), in
+    key order, at most `limit` of them, with `before`: the sizes of the page's rows before each.
+    A row whose `before` is under PAGE_BYTES is in the page (the first always is). The sizes
+    are summed as the rows are read: a row cut from the page passes its texts on unread (as
+    references to where they are stored)."""
+    size = stored_size()
+    after = tuple_(bindparam("position"), bindparam("repetition"))
+    return (
+        columns.add_columns((func.sum(size).over(order_by=_ORDER) - size).label("before"))
+        .where(Result.run_id == bindparam("run_id"), tuple_(*_ORDER) > after)
+        .order_by(*_ORDER)
+        .limit(bindparam("limit"))
+        .subquery()
+    )
+
+
+def _listing(by_status: bool) -> Select[Any]:
+    """A page of results (with `status`, when `by_status`), and the position of the result
+    after each (`next`: None for the last)."""
+    columns = select(Result, func.lead(Result.position).over(order_by=_ORDER).label("next"))
+    if by_status:
+        columns = columns.where(Result.status == bindparam("status"))
+    sized = sized_page(columns)
+    return (
+        select(aliased(Result, sized), sized.c.next)
+        .where(sized.c.before < PAGE_BYTES)
+        .order_by(sized.c.position, sized.c.repetition)
+    )
+
+
+_LISTINGS = {False: _listing(by_status=False), True: _listing(by_status=True)}
 
 
 async def results_page(
@@ -23,16 +81,29 @@ async def results_page(
     limit: int,
     offset: int = 0,
     after: Key | None = None,
-) -> tuple[list[Result], int]:
-    """Up to `limit` results after `after` (else after `offset` of them), and the total that
-    match."""
-    query = select(Result).where(Result.run_id == run_id)
+) -> tuple[list[Result], int, bool]:
+    """Up to `limit` results after `after` (else from the `offset`th), fewer where PAGE_BYTES
+    ends the page; the total that match; whether more follow."""
+    matching = select(func.count()).where(Result.run_id == run_id)
     if status is not None:
-        query = query.where(Result.status == status)
-    total = await session.scalar(query.with_only_columns(func.count()).order_by(None)) or 0
-    if after is not None:
-        query = query.where(tuple_(Result.position, Result.repetition) > tuple_(*after))
-    elif offset:
-        query = query.offset(offset)
-    rows = await session.scalars(query.order_by(Result.position, Result.repetition).limit(limit))
-    return list(rows.all()), total
+        matching = matching.where(Result.status == status)
+    total = await session.scalar(matching) or 0
+    if after is None and offset:
+        # The key before the offset's row (a sum of sizes beside an OFFSET would count the
+        # rows it skips).
+        before = matching.with_only_columns(*_ORDER).order_by(*_ORDER).offset(offset - 1)
+        found = (await session.execute(before.limit(1))).first()
+        if found is None:
+            return [], total, False
+        after = (found.position, found.repetition)
+    position, repetition = after or START
+    parameters: dict[str, Any] = {
+        "run_id": run_id,
+        "position": position,
+        "repetition": repetition,
+        "limit": limit,
+    }
+    if status is not None:
+        parameters["status"] = status
+    rows = (await session.execute(_LISTINGS[status is not None], parameters)).all()
+    return [row[0] for row in rows], total, bool(rows) and rows[-1].next is not None

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import any_, select
+from sqlalchemy import any_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation
@@ -20,47 +20,60 @@ from utils.crud import uuid_array
 
 Recorded = tuple[dict[str, Any], list[dict[str, Any]]]
 
-_RESULT_COLUMNS = (
-    Result.id,
-    Result.position,
-    Result.repetition,
-    Result.test_id,
-    Result.status,
-    Result.output,
-    Result.latency_ms,
-    Result.input_tokens,
-    Result.output_tokens,
-    Result.cost,
-    Result.cached,
-    Result.error_type,
-    Result.error_message,
-)
-_EVALUATION_COLUMNS = (
-    Evaluation.result_id,
-    Evaluation.metric_name,
-    Evaluation.score,
-    Evaluation.passed,
-    Evaluation.reason,
-    Evaluation.error,
-)
+
+def _columns(output_chars: int, text_chars: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The result's and evaluations' columns an event shows, its texts cut in the database: an
+    output may be megabytes, read again by every stream that replays the run."""
+    result = (
+        Result.id,
+        Result.position,
+        Result.repetition,
+        Result.test_id,
+        Result.status,
+        func.left(Result.output, output_chars).label("output"),
+        Result.latency_ms,
+        Result.input_tokens,
+        Result.output_tokens,
+        Result.cost,
+        Result.cached,
+        Result.error_type,
+        func.left(Result.error_message, text_chars).label("error_message"),
+    )
+    evaluation = (
+        Evaluation.result_id,
+        Evaluation.metric_name,
+        Evaluation.score,
+        Evaluation.passed,
+        func.left(Evaluation.reason, text_chars).label("reason"),
+        func.left(Evaluation.error, text_chars).label("error"),
+    )
+    return result, evaluation
 
 
 async def recorded_results(
-    session: AsyncSession, run_id: uuid.UUID, result_ids: Sequence[uuid.UUID]
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    result_ids: Sequence[uuid.UUID],
+    *,
+    output_chars: int,
+    text_chars: int,
 ) -> dict[uuid.UUID, Recorded]:
-    """Each result of the run (as the writer's dict) with its evaluations in metric order, by
-    id; a result that is gone (its run deleted meanwhile) is left out. Naming the run keeps the
-    reads to its range of the tenant's index, which the planner might otherwise walk whole."""
+    """Each result of the run (as the writer's dict, its output's first `output_chars`
+    characters, its error's and evaluations' reasons and errors `text_chars`) with its
+    evaluations in metric order, by id; a result that is gone (its run deleted meanwhile) is
+    left out. Naming the run keeps the reads to its range of the tenant's index, which the
+    planner might otherwise walk whole."""
     if not result_ids:
         return {}
+    result_columns, evaluation_columns = _columns(output_chars, text_chars)
     results = await session.execute(
-        select(*_RESULT_COLUMNS).where(
+        select(*result_columns).where(
             Result.id == any_(uuid_array("ids", result_ids)), Result.run_id == run_id
         )
     )
     found: dict[uuid.UUID, Recorded] = {row.id: (dict(row._mapping), []) for row in results}
     evaluations = await session.execute(
-        select(*_EVALUATION_COLUMNS)
+        select(*evaluation_columns)
         .where(
             Evaluation.result_id == any_(uuid_array("ids", list(found))),
             Evaluation.run_id == run_id,
