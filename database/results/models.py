@@ -132,6 +132,10 @@ class Result(IdMixin, Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     # An agent's steps ({"text", "tool_calls", "tool_results", ...}); null for one answer.
     trajectory: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # The bytes of its output, error, input and trajectory as text, written with the row: what
+    # reading it costs, where the stored size of a compressed JSON value can be a hundredth of
+    # it (pages of results end by it; null for rows written before migration 0025).
+    text_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

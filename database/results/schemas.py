@@ -240,8 +240,9 @@ class ResultPage(Page[ResultRead]):
         " repeated, and none skipped that was there at the start; of a running run's results"
         " added meanwhile, those ahead of the page come, those behind it do not: cases finish"
         " out of order, so walk again once the run has ended); null on the last page. A page"
-        " ends before about 4 MB of its results' outputs, inputs and errors, with fewer than"
-        " `limit` results then: walk by this, not by the page's length",
+        " takes no more results once their outputs, errors, inputs and trajectories reach"
+        " 4 MB (it always holds one): it may hold fewer than `limit` while more follow, so"
+        " walk by this, or by `offset` plus the page's length, never by `limit`",
         examples=["MTIzNHww"],
     )
 

@@ -17,7 +17,6 @@ from sqlalchemy import (
     func,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -133,7 +132,11 @@ async def count_results(
 
 
 RESULTS: Table = Result.__table__  # type: ignore[assignment]
-RESULT_COLUMNS = [c.key for c in RESULTS.columns if c.key != "created_at"]
+RESULT_COLUMNS = [c.key for c in RESULTS.columns if c.key not in ("created_at", "text_bytes")]
+_TEXT_BYTES = (
+    "coalesce(octet_length(output), 0) + coalesce(octet_length(error_message), 0)"
+    " + coalesce(octet_length(input::text), 0) + coalesce(octet_length(trajectory::text), 0)"
+)
 
 
 @functools.cache
@@ -143,6 +146,7 @@ def _insert_results() -> TextClause:
         RESULTS,
         RESULT_COLUMNS,
         "ON CONFLICT (run_id, position, repetition) DO NOTHING RETURNING id",
+        computed={"text_bytes": _TEXT_BYTES},
     )
 
 
@@ -155,33 +159,6 @@ async def insert_results(
         return set()
     inserted = await session.execute(_insert_results(), json_rows(results))
     return set(inserted.scalars().all())
-
-
-async def list_results(
-    session: AsyncSession, run_id: uuid.UUID, *, status: str | None, limit: int, offset: int
-) -> tuple[list[Result], int]:
-    query = (
-        select(Result).where(Result.run_id == run_id).order_by(Result.position, Result.repetition)
-    )
-    if status is not None:
-        query = query.where(Result.status == status)
-    return await paginate(session, query, limit=limit, offset=offset)
-
-
-async def results_after(
-    session: AsyncSession, run_id: uuid.UUID, after: tuple[int, int] | None, *, limit: int
-) -> list[Result]:
-    """The run's next `limit` results after (position, repetition) `after`, in that order."""
-    query = select(Result).where(Result.run_id == run_id)
-    if after is not None:
-        query = query.where(tuple_(Result.position, Result.repetition) > tuple_(*after))
-    # The keyset's own index, read in its order. Before the statistics know the run (as it
-    # ends), a bitmap of all the organization's results would otherwise be built for each page.
-    async with local_settings(session, enable_bitmapscan="off"):
-        rows = await session.scalars(
-            query.order_by(Result.position, Result.repetition).limit(limit)
-        )
-    return list(rows.all())
 
 
 async def result_totals(session: AsyncSession, run_id: uuid.UUID) -> tuple[int, int, int, float]:

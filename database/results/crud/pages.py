@@ -3,9 +3,10 @@ keyset page costs the same at any depth, and while results are added as a client
 run no row is repeated and none there at the start is skipped; one added behind the key, as
 cases finish out of order, is not in that walk).
 
-A page also ends before PAGE_BYTES of its results' texts: an output may be megabytes (a
-provider's answer may be up to 10 MB), and a page of a hundred such would be built, and its
-JSON written, in the server's memory at once. A page holds its first result, whatever its size.
+A page also takes no more results once their texts reach PAGE_BYTES: an output may be
+megabytes (a provider's answer may be up to 10 MB), and a page of a hundred such would be
+built, and its JSON written, in the server's memory at once. A page holds its first result,
+whatever its size, so it holds at most PAGE_BYTES plus one result.
 
 The statements are built once: building one took about 4 ms, a tenth of a page's time.
 """
@@ -28,14 +29,15 @@ _ORDER = (Result.position, Result.repetition)
 
 
 def stored_size() -> ColumnElement[int]:
-    """About what a result's texts take when read: its output's and error's bytes, its input's
-    and trajectory's as stored (compressed, where PostgreSQL compressed them). Each is read
-    from the value's header: no text is read for it."""
-    return (
+    """What reading a result's texts costs: `text_bytes`, written with the row. A row written
+    before it was has its output's and error's bytes and its input's and trajectory's stored
+    size (compressed, where PostgreSQL compressed them), each read from the value's header."""
+    return func.coalesce(
+        Result.text_bytes,
         func.coalesce(func.octet_length(Result.output), 0)
         + func.coalesce(func.octet_length(Result.error_message), 0)
         + func.coalesce(func.pg_column_size(Result.input), 0)
-        + func.coalesce(func.pg_column_size(Result.trajectory), 0)
+        + func.coalesce(func.pg_column_size(Result.trajectory), 0),
     )
 
 

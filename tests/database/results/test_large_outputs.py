@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from database.core import Database, Tenant
+from database.migrate import migrate
 from database.results import crud, events
 from database.results.crud.pages import PAGE_BYTES
 from database.results.crud.recorded import recorded_results
@@ -21,16 +23,22 @@ from database.results.models import Result
 from tests.database.results.test_export_stream import _run
 from tests.database.results.test_results_pages import _page, _result
 from tests.helpers import Account, register
+from tests.scratch import downgrade, model_differences
 
 MB = 1024 * 1024
+TEXT_BYTES, BEFORE_TEXT_BYTES = "0025_result_text_bytes", "0024_test_input_check"
 
 
 async def _write(
-    database: Database, owner: Account, run: dict[str, Any], outputs: list[str]
+    database: Database,
+    owner: Account,
+    run: dict[str, Any],
+    outputs: list[str],
+    trajectory: list[dict[str, Any]] | None = None,
 ) -> list[uuid.UUID]:
     """One result per output, in positions 0, 1, ..., with a reference event each."""
     results = [
-        {**_result(owner, run, position, 0), "output": output}
+        {**_result(owner, run, position, 0), "output": output, "trajectory": trajectory}
         for position, output in enumerate(outputs)
     ]
     async with database.transaction(Tenant(owner.organization_id)) as session:
@@ -83,6 +91,16 @@ async def test_a_page_of_large_outputs_ends_before_its_byte_budget(client, datab
     assert [row["output"] for row in exported.json()] == outputs
 
 
+async def test_a_compressible_trajectory_counts_by_its_size_as_read(client, database):
+    """PostgreSQL compresses a megabyte of one character to a few kilobytes: the page counts
+    what reading it costs, written with the row."""
+    owner = await register(client)
+    run = await _run(client, owner, cases=4, repetitions=1)
+    steps = [{"text": "z" * (PAGE_BYTES // 3 + 1000), "tool_calls": []}]
+    await _write(database, owner, run, ["short"] * 4, trajectory=steps)
+    assert await _walk(client, owner, run, limit=100) == [[0, 1, 2], [3]]
+
+
 async def test_a_live_event_previews_its_output_from_the_database(client, database):
     owner = await register(client)
     run = await _run(client, owner, cases=4, repetitions=1)
@@ -111,3 +129,32 @@ async def test_a_live_event_previews_its_output_from_the_database(client, databa
     ]
     assert [data["output_truncated"] for data in shown] == [False, True, True, False]
     assert shown[3]["error_message"] == "ö" * REASON_CHARS
+
+
+async def test_the_text_bytes_migration_matches_the_model_and_goes_down_and_up(
+    own_database: AsyncEngine,
+) -> None:
+    url = own_database.url.render_as_string(hide_password=False)
+    await migrate(url, None, revision=TEXT_BYTES)
+    async with own_database.connect() as connection:
+        assert await connection.run_sync(model_differences, ["results"]) == []
+    async with own_database.begin() as connection:
+        await connection.run_sync(downgrade, BEFORE_TEXT_BYTES)
+    async with own_database.connect() as connection:
+        missing = await connection.run_sync(model_differences, ["results"])
+    assert [(diff[0], diff[3].name) for diff in missing] == [("add_column", "text_bytes")]
+    await migrate(url, None, revision=TEXT_BYTES)
+    async with own_database.connect() as connection:
+        assert await connection.run_sync(model_differences, ["results"]) == []
+
+
+async def test_a_row_written_before_its_text_bytes_is_measured_by_its_headers(client, database):
+    owner = await register(client)
+    run = await _run(client, owner, cases=4, repetitions=1)
+    third = "x" * (PAGE_BYTES // 3 + 1000)
+    await _write(database, owner, run, [third] * 4)
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        await session.execute(
+            update(Result).where(Result.run_id == uuid.UUID(run["id"])).values(text_bytes=None)
+        )
+    assert await _walk(client, owner, run, limit=100) == [[0, 1, 2], [3]]

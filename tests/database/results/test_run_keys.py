@@ -124,5 +124,9 @@ async def test_the_migration_matches_the_models_and_goes_down_and_up(
 
 
 def _named(differences: list[Any]) -> set[tuple[str, str]]:
-    """Alembic's differences as (kind, the constraint's or index's name)."""
-    return {(diff[0], str(diff[1].name)) for diff in differences}
+    """Alembic's differences as (kind, the column's, constraint's or index's name): a column's
+    is (kind, schema, table, column), the others' (kind, object)."""
+    return {
+        (diff[0], str((diff[3] if diff[0].endswith("_column") else diff[1]).name))
+        for diff in differences
+    }
