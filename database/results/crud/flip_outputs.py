@@ -26,7 +26,7 @@ def _side(run: str) -> str:
     """One run's wanted cases, a result each: the repetition with the wanted outcome first."""
     return f"""(
     SELECT DISTINCT ON (r.position) {run == "candidate"}, r.position, r.id, r.status,
-           left(r.output, :chars), length(r.output) > :chars
+           left(r.output, :chars), length(left(r.output, :chars + 1)) > :chars
     FROM results r
     WHERE r.run_id = :{run} AND r.position = ANY(CAST(:{run}_positions AS INT[]))
       AND r.status <> 'errored'

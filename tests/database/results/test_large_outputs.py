@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from database.core import Database, Tenant
 from database.migrate import migrate
 from database.results import crud, events
+from database.results.crud import flip_outputs
 from database.results.crud.pages import PAGE_BYTES
 from database.results.crud.recorded import recorded_results
 from database.results.events import OUTPUT_PREVIEW_CHARS, REASON_CHARS
 from database.results.export import result_rows
-from database.results.models import Result
+from database.results.models import Result, Run
 from tests.database.results.test_export_stream import _run
 from tests.database.results.test_results_pages import _page, _result
 from tests.helpers import Account, register
@@ -158,3 +159,19 @@ async def test_a_row_written_before_its_text_bytes_is_measured_by_its_headers(cl
             update(Result).where(Result.run_id == uuid.UUID(run["id"])).values(text_bytes=None)
         )
     assert await _walk(client, owner, run, limit=100) == [[0, 1, 2], [3]]
+
+
+async def test_a_flips_output_is_cut_and_flagged_by_its_characters(client, database):
+    owner = await register(client)
+    runs = [await _run(client, owner, cases=2, repetitions=1) for _ in range(2)]
+    chars = flip_outputs.OUTPUT_CHARS
+    await _write(database, owner, runs[0], ["é" * chars, "é" * (chars + 1) + "x" * (3 * MB)])
+    await _write(database, owner, runs[1], ["short", "short"])
+    flips = [flip_outputs.Flipped(f"k{p}", True, p, p) for p in range(2)]
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        baseline, candidate = [await session.get(Run, uuid.UUID(run["id"])) for run in runs]
+        assert baseline is not None and candidate is not None
+        found = await flip_outputs.flip_outputs(session, baseline, candidate, flips)
+    shown = [found[f"k{p}", False] for p in range(2)]
+    assert [output.output for output in shown] == ["é" * chars] * 2
+    assert [output.truncated for output in shown] == [False, True]
