@@ -10,14 +10,15 @@ other module to that.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import DateTime, ForeignKeyConstraint, Index, MetaData, event, func, text
 from sqlalchemy.engine import make_url
@@ -231,6 +232,32 @@ async def side_reader(session: AsyncSession) -> AsyncIterator[AsyncSession | Non
             yield side
     finally:
         _side_readers_open -= 1
+
+
+_Read = TypeVar("_Read")
+
+
+@asynccontextmanager
+async def read_beside(
+    session: AsyncSession, read: Callable[[AsyncSession], Coroutine[Any, Any, _Read]]
+) -> AsyncIterator[Awaitable[_Read]]:
+    """`read` started on a side reader, to run while the block reads on the session; or, with
+    none to be had, on the session itself once the block awaits it (a connection runs one
+    statement at a time). The block awaits what it is given. A read still running beside when
+    the block leaves (by an error) is waited for: it ends before its transaction does."""
+    async with side_reader(session) as side:
+        if side is None:
+            later = read(session)
+            try:
+                yield later
+            finally:
+                later.close()  # (once awaited, nothing; never awaited, no warning)
+            return
+        beside = asyncio.create_task(read(side))
+        try:
+            yield beside
+        finally:
+            await asyncio.gather(beside, return_exceptions=True)
 
 
 class Database:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import side_reader
+from database.core import read_beside
 from database.evaluations.scoring import higher_passes
 from database.results import changes
 from database.results.crud import pairing
@@ -88,19 +88,15 @@ async def compare(
 ) -> Comparison:
     # The metrics, the longest read, on a connection of their own while the cases are read
     # here, where a second transaction sees what this one does (see side_reader).
-    async with side_reader(session) as side, pairing.whole_run_plans(session):
-        on_side = side and asyncio.create_task(_metrics(side, baseline, candidate))
-        try:
-            cases = await pairing.paired_cases(session, baseline, candidate)
-            usable = _usable(cases, options)
-            metrics = _directed(
-                on_side or pairing.paired_metrics(session, baseline, candidate), baseline, candidate
-            )
-            seed = stats.seed_for(str(baseline.id), str(candidate.id))
-            prepared, analysed, (p50, p95) = await _analysed(cases, usable, metrics, seed, options)
-        finally:
-            if on_side:  # (done, or left behind by an error: it ends before its transaction)
-                await asyncio.gather(on_side, return_exceptions=True)
+    async with (
+        read_beside(session, lambda reader: _metrics(reader, baseline, candidate)) as metrics_read,
+        pairing.whole_run_plans(session),
+    ):
+        cases = await pairing.paired_cases(session, baseline, candidate)
+        usable = _usable(cases, options)
+        metrics = _directed(metrics_read, baseline, candidate)
+        seed = stats.seed_for(str(baseline.id), str(candidate.id))
+        prepared, analysed, (p50, p95) = await _analysed(cases, usable, metrics, seed, options)
     # Only a case whose pass share moved can have flipped: the others need no object.
     flips = await changes.flips(
         session, baseline, candidate, prepared.moved, options.flips_limit, options.flips_offset

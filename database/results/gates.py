@@ -121,7 +121,7 @@ async def decide(
             baseline_run_id=uuid.UUID(baseline_id) if baseline_id else None,
             comparison=None,
         )
-    rate, errored, results = await figures.pass_rate(session, run.id)
+    rate, errored, results = await figures.pass_rate(session, run)
     if results and errored / results > gate.get("max_error_rate", 0.1):
         doubts.append(
             f"{errored} of {results} results errored, above the allowed share of "
@@ -133,7 +133,7 @@ async def decide(
             doubts.append("no case could be rated against the pass-rate floor")
         elif rate < floor:
             failed.append(f"pass rate {rate:.1%} is below the floor of {floor:.1%}")
-    metric_rates = {m.name: m.pass_rate for m in await figures.metrics(session, run.id)}
+    metric_rates = {m.name: m.pass_rate for m in await figures.metrics(session, run)}
     for name, minimum in (gate.get("min_metric_pass_rates") or {}).items():
         found = metric_rates.get(name)
         if found is None:

@@ -69,7 +69,7 @@ async def _run_data(
     error: str | None,
     gate_result: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    rate, _, _ = await figures.pass_rate(session, run.id)
+    rate, _, _ = await figures.pass_rate(session, run)
     gate = None
     if gate_result is not None:
         comparison = gate_result.get("comparison") or {}

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.core import read_beside
 from database.results.crud import figures
 from database.results.crud.figures import CaseTally
 from database.results.models import Run
@@ -28,17 +29,21 @@ FLAKY_LISTED = 100
 
 
 async def summary(session: AsyncSession, run: Run) -> RunSummary:
-    read = (await run_reads(session, [run]))[0]
-    rate, errored, results = await figures.pass_rate(session, run.id)
-    result_figures = await figures.result_figures(session, run.id)
-    metric_rows = await figures.metrics(session, run.id)
-    groups = {
-        field: [
-            GroupSummary(value=value, results=n, errored=err, pass_rate=_round(group_rate))
-            for value, n, err, group_rate in rows
-        ]
-        for field, rows in (await figures.slices(session, run)).items()
-    }
+    # The metrics, the longest read, on a connection of their own while the rest is read here.
+    async with read_beside(session, lambda reader: figures.metrics(reader, run)) as metrics_read:
+        read = (await run_reads(session, [run]))[0]
+        rate, errored, results = await figures.pass_rate(session, run)
+        result_figures = await figures.result_figures(session, run.id)
+        groups = {
+            field: [
+                GroupSummary(value=value, results=n, errored=err, pass_rate=_round(group_rate))
+                for value, n, err, group_rate in rows
+            ]
+            for field, rows in (await figures.slices(session, run)).items()
+        }
+        errors = await figures.error_counts(session, run.id)
+        repetitions = await repetition_summary(session, run)
+        metric_rows = await metrics_read
     judge_costs = [row.cost for row in metric_rows if row.cost is not None]
     return RunSummary(
         run_id=run.id,
@@ -61,11 +66,11 @@ async def summary(session: AsyncSession, run: Run) -> RunSummary:
         tokens={"input": result_figures["input_tokens"], "output": result_figures["output_tokens"]},
         cost=_round(result_figures["cost"], 6),
         judge_cost=_round(sum(judge_costs), 6) if judge_costs else None,
-        errors=await figures.error_counts(session, run.id),
+        errors=errors,
         by_behavior=groups["behavior"],
         by_category=groups["category"],
         by_topic=groups["topic"],
-        repetitions=await repetition_summary(session, run),
+        repetitions=repetitions,
         gate_result=GateResult.model_validate(run.gate_result) if run.gate_result else None,
     )
 
