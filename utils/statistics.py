@@ -188,14 +188,19 @@ def quantile(values: npt.ArrayLike, q: float) -> float:
 
 def sign_test(improved: int, regressed: int) -> float:
     """Two-sided exact binomial test on the discordant pairs (p = 0.5): McNemar's exact test when
-    each case is pass/fail. 1.0 when there are no discordant pairs."""
+    each case is pass/fail. 1.0 when there are no discordant pairs.
+
+    The law at p = 0.5 is symmetric, so the counts no likelier than the one seen are those as
+    far from either end as the smaller count or farther: twice its lower tail (what
+    scipy.stats.binomtest sums, in microseconds rather than two milliseconds)."""
     if improved < 0 or regressed < 0:
         raise ValueError("counts must be >= 0")
-    if improved + regressed == 0:
+    n, fewer = improved + regressed, min(improved, regressed)
+    if 2 * fewer == n:
         return 1.0
-    from scipy import stats  # (on first use: scipy.stats takes half a second to import)
+    from scipy.special import bdtr  # (on first use: the process starts without scipy)
 
-    return float(stats.binomtest(improved, improved + regressed, 0.5).pvalue)
+    return min(1.0, 2.0 * float(bdtr(fewer, n, 0.5)))
 
 
 # The sign-flip test: exact up to SIGN_FLIP_EXACT nonzero differences (2^20 sign patterns,

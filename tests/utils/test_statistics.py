@@ -33,7 +33,8 @@ from utils.statistics import (
 
 def test_sign_test_is_mcnemars_exact_test():
     discordant = [(b, c) for b in range(31) for c in range(31)]
-    discordant += [(400, 350), (0, 60), (60, 0), (1000, 1000), (512, 430)]
+    discordant += [(400, 350), (0, 60), (60, 0), (1000, 1000), (512, 430), (1001, 1000)]
+    discordant += [(5200, 5000), (40000, 39500), (39500, 40000), (30000, 30000)]
     for b, c in discordant:
         expected = mcnemar([[17, b], [c, 5]], exact=True).pvalue
         assert sign_test(b, c) == pytest.approx(expected, abs=1e-9), (b, c)
