@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.engine.case import run_case
 from app.engine.context import JobContext
 from app.engine.plan import Plan, make_plan
+from app.engine.sources import SourceResults
 from app.engine.writer import ChunkWriter
 from database.results import crud, execution
-from database.results.models import TERMINAL, Result, Run
+from database.results.models import TERMINAL, Run
 from database.test_sets import crud as test_set_crud
 from database.test_sets.crud import VersionCase
 
@@ -51,28 +52,28 @@ async def run_chunk(ctx: JobContext) -> None:
         done = await crud.done_keys(session, run.id, positions)
         cases = await test_set_crud.version_cases(session, run.test_set_version_id, positions)
         plan = await make_plan(session, run)
-        sources = (
-            await crud.source_outputs(session, run.outputs_from_run_id, positions, repetitions)
-            if run.outputs_from_run_id
-            else None
-        )
+        source = run.outputs_from_run_id
+        sizes = await crud.source_sizes(session, source, positions, repetitions) if source else None
     # A rescore does the repetitions its source has; a run, every one of the chunk's.
     keys = [
         (case, repetition)
         for case in cases
         for repetition in repetitions
-        if sources is None or (case.position, repetition) in sources
+        if sizes is None or (case.position, repetition) in sizes
     ]
     work = [
-        (case, repetition, sources.get((case.position, repetition)) if sources else None)
-        for case, repetition in keys
-        if (case.position, repetition) not in done
+        (case, repetition) for case, repetition in keys if (case.position, repetition) not in done
     ]
+    sources = (
+        SourceResults(ctx, source, [(case.position, rep) for case, rep in work], sizes)
+        if source is not None and sizes is not None
+        else None
+    )
     parallel = min(int(ctx.payload.get("chunks", 1)), MAX_PARALLEL_CHUNKS)
     concurrency = max(1, math.ceil(run.concurrency / parallel))
     writer = ChunkWriter(ctx, run, positions, repetitions, expected=len(keys))
     with _run_slots(run) as slots:
-        await _execute(ctx, run, plan, work, concurrency, writer, slots)
+        await _execute(ctx, run, plan, work, sources, concurrency, writer, slots)
     if writer.missing:
         # Never end a chunk with holes: failing makes the queue retry (and resume) it.
         raise RuntimeError(f"{writer.missing} case(s) of this chunk have no result yet")
@@ -107,7 +108,8 @@ async def _execute(
     ctx: JobContext,
     run: Run,
     plan: Plan,
-    work: list[tuple[VersionCase, int, Result | None]],
+    work: list[tuple[VersionCase, int]],
+    sources: SourceResults | None,
     concurrency: int,
     writer: ChunkWriter,
     slots: asyncio.Semaphore,
@@ -119,7 +121,7 @@ async def _execute(
         nonlocal untaken
         # `concurrency` lanes share one iterator (next() never yields, so each case is taken
         # once): cheaper than a task per case queued on a semaphore.
-        for case, repetition, source in queued:
+        for case, repetition in queued:
             async with slots:
                 if writer.cancelled or writer.over_budget:
                     return
@@ -128,6 +130,7 @@ async def _execute(
                     # The last case is under way: what is buffered is written while the last
                     # cases run, and the chunk's closing write carries only theirs.
                     writer.flush_soon()
+                source = await sources.take((case.position, repetition)) if sources else None
                 outcome = await run_case(
                     ctx, run, plan, case, repetition, source, on_event=writer.event
                 )

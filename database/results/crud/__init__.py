@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation
+from database.results.crud.pages import stored_size
 from database.results.models import TERMINAL, CachedResponse, Result, Run, RunCounts, RunEvent
 from notifications.publisher import publish_after_commit
 from utils import fastjson
@@ -357,15 +358,37 @@ async def reopen(
     )
 
 
-async def source_outputs(
+async def source_sizes(
     session: AsyncSession, run_id: uuid.UUID, positions: Sequence[int], repetitions: range
-) -> dict[tuple[int, int], Result]:
-    """A run's results at `positions` and `repetitions`: what a rescore of it scores."""
-    rows = await session.scalars(
-        select(Result).where(
+) -> dict[tuple[int, int], int]:
+    """A run's results at `positions` and `repetitions` (what a rescore of it scores), by key:
+    what reading each one's texts costs (pages.stored_size), read without them."""
+    rows = await session.execute(
+        select(Result.position, Result.repetition, stored_size()).where(
             Result.run_id == run_id,
             Result.position == any_(int_array("positions", positions)),
             Result.repetition.between(repetitions.start, repetitions.stop - 1),
         )
+    )
+    return {(position, repetition): size for position, repetition, size in rows.all()}
+
+
+async def source_results(
+    session: AsyncSession, run_id: uuid.UUID, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], Result]:
+    """A run's results of these (position, repetition) keys, whole."""
+    wanted = select(
+        func.unnest(int_array("positions", [position for position, _ in keys])).label("position"),
+        func.unnest(int_array("repetitions", [repetition for _, repetition in keys])).label(
+            "repetition"
+        ),
+    ).subquery()
+    rows = await session.scalars(
+        select(Result)
+        .join(
+            wanted,
+            (Result.position == wanted.c.position) & (Result.repetition == wanted.c.repetition),
+        )
+        .where(Result.run_id == run_id)
     )
     return {(r.position, r.repetition): r for r in rows.all()}
