@@ -8,11 +8,11 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Table, TextClause, delete, insert, select
+from sqlalchemy import Table, TextClause, any_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation, Metric, TestSetMetric
-from utils.crud import flush_unique, json_rows, paginate, recordset_insert
+from utils.crud import flush_unique, json_rows, paginate, recordset_insert, uuid_array
 
 DUPLICATE_NAME = "A metric with this name already exists in the project"
 
@@ -116,8 +116,11 @@ async def evaluations_of(
     their range of the tenant's index, which the planner might otherwise walk whole."""
     rows = await session.scalars(
         select(Evaluation)
-        .where(Evaluation.result_id.in_(result_ids), Evaluation.run_id.in_(run_ids))
-        .order_by(Evaluation.metric_name)
+        .where(
+            Evaluation.result_id == any_(uuid_array("result_ids", result_ids)),
+            Evaluation.run_id.in_(run_ids),
+        )
+        .order_by(Evaluation.result_id, Evaluation.metric_name)  # (the unique index's order)
     )
     grouped: dict[uuid.UUID, list[Evaluation]] = {i: [] for i in result_ids}
     for evaluation in rows.all():

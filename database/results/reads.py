@@ -16,6 +16,7 @@ from database.results.crud.pages import Key, results_page
 from database.results.models import Result, Run
 from database.results.schemas import GateResult, ResultPage, ResultRead, RunCounts, RunRead
 from database.test_sets import crud as test_set_crud
+from utils.crud import index_order_plans
 from utils.errors import InvalidInput, NotFound
 
 
@@ -113,11 +114,13 @@ async def result_page(
         raise InvalidInput("cannot be combined with offset", field="cursor")
     run = await get_run_or_404(session, run_id)
     after = decode_cursor(cursor) if cursor is not None else None
-    page, total, more = await results_page(
-        session, run.id, status=status, limit=limit, offset=offset, after=after
-    )
+    async with index_order_plans(session):
+        page, total, more = await results_page(
+            session, run.id, status=status, limit=limit, offset=offset, after=after
+        )
+        items = await result_reads(session, page)
     return ResultPage(
-        items=await result_reads(session, page),
+        items=items,
         total=total,
         limit=limit,
         offset=offset,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.evaluations.models import Evaluation
 from database.results.crud.pages import PAGE_BYTES, START, sized_page
 from database.results.models import Result
-from utils.crud import local_settings, uuid_array
+from utils.crud import index_order_plans, uuid_array
 
 # The fields of ResultRead and EvaluationRead, in their order.
 _RESULT_COLUMNS = (
@@ -63,15 +63,8 @@ async def result_rows_after(
     """The run's next `limit` results after (position, repetition) `after`, in that order, fewer
     where PAGE_BYTES ends the page (none only at the end), each a mapping of ResultRead's fields
     with its evaluations (ordered by metric name)."""
-    # Read right after the run ends, before the statistics know its rows, every plan looks
-    # cheap: a page was read by sorting the whole run (or all the organization's evaluations)
-    # again, the export's database time growing with the square of its results. Without sorts
-    # (nor bitmaps, which lose the order), the only plans left read the keyset's index from the
-    # page's start and the evaluations' (result_id, metric_name) index by the page's ids, both
-    # in the order asked; the array of ids planned for its values.
-    async with local_settings(
-        session, enable_bitmapscan="off", enable_sort="off", plan_cache_mode="force_custom_plan"
-    ):
+    # (The evaluations, too, read by their (result_id, metric_name) index, by the page's ids.)
+    async with index_order_plans(session):
         # Core's rows zipped with their names: the session's ORM loading and SQLAlchemy's
         # mappings took a third of a CSV export's profile, these rows a fifth.
         connection = await session.connection()

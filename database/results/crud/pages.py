@@ -85,7 +85,7 @@ async def results_page(
     after: Key | None = None,
 ) -> tuple[list[Result], int, bool]:
     """Up to `limit` results after `after` (else from the `offset`th), fewer where PAGE_BYTES
-    ends the page; the total that match; whether more follow."""
+    ends the page; the total that match; whether more follow. (Read in index_order_plans.)"""
     matching = select(func.count()).where(Result.run_id == run_id)
     if status is not None:
         matching = matching.where(Result.status == status)
