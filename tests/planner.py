@@ -39,9 +39,9 @@ def statements(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
 async def rows_handled(
     session: AsyncSession, seen: Sequence[tuple[str, Any]], *tables: str
 ) -> list[tuple[int, str]]:
-    """Replays `seen` in the session's transaction, the settings they made (SET, set_config)
-    and, for each read of one of `tables`, EXPLAIN ANALYZE: the rows its plan handled (every
-    node's rows and those its filters dropped, over all its loops), with the read."""
+    """Replays `seen` in the session's transaction, the settings they made (SET) and, for each
+    read of one of `tables`, EXPLAIN ANALYZE: the rows its plan handled (every node's rows and
+    those its filters dropped, over all its loops), with the read."""
     raw = await (await session.connection()).get_raw_connection()
     connection = raw.driver_connection
     assert connection is not None
@@ -49,7 +49,7 @@ async def rows_handled(
     handled = []
     for sql, parameters in seen:
         verb = sql.lstrip("(\n ").split(maxsplit=1)[0].upper()  # (a union of parenthesized reads)
-        if verb == "SET" or sql.startswith("SELECT set_config("):
+        if verb == "SET":
             await connection.execute(sql)
         elif verb in ("SELECT", "WITH") and names.search(sql):
             plan = await connection.fetchval(

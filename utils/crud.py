@@ -87,15 +87,11 @@ async def local_settings(session: AsyncSession, **settings: str) -> AsyncIterato
     stay until the transaction (or the savepoint around the block) ends."""
     names = ", ".join(f"current_setting('{name}')" for name in settings)
     before = (await session.execute(text(f"SELECT {names}"))).one()
-    await _set_local(session, settings)
+    for name, value in settings.items():
+        await session.execute(text(f"SET LOCAL {name} = '{value}'"))
     yield
-    await _set_local(session, dict(zip(settings, before, strict=True)))
-
-
-async def _set_local(session: AsyncSession, settings: dict[str, str]) -> None:
-    """SET LOCAL of every setting, in one statement."""
-    calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings.items())
-    await session.execute(text(f"SELECT {calls}"))
+    for name, value in zip(settings, before, strict=True):
+        await session.execute(text(f"SET LOCAL {name} = '{value}'"))
 
 
 @asynccontextmanager

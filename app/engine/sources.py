@@ -44,12 +44,16 @@ class SourceResults:
     async def take(self, key: Key) -> Result:
         """The key's source result, read with its window (and any window before it not read
         yet) if it has not been."""
+        if key in self._held:  # (no wait for another case's window)
+            return self._held.pop(key)
         async with self._reading:
             while key not in self._held:
                 if self._read == len(self._windows):
                     raise RuntimeError(f"the source result {key} of this rescore is gone")
-                window = self._windows[self._read]
-                self._read += 1
                 async with self._ctx.transaction() as session:
-                    self._held |= await crud.source_results(session, self._run_id, window)
+                    read = await crud.source_results(
+                        session, self._run_id, self._windows[self._read]
+                    )
+                self._held |= read
+                self._read += 1
             return self._held.pop(key)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.evaluations import crud as evaluation_crud
 from database.evaluations.schemas import EvaluationRead
 from database.results import crud
-from database.results.crud.pages import Key, results_page
+from database.results.crud.pages import Key, results_page, results_total
 from database.results.models import Result, Run
 from database.results.schemas import GateResult, ResultPage, ResultRead, RunCounts, RunRead
 from database.test_sets import crud as test_set_crud
@@ -114,8 +114,9 @@ async def result_page(
         raise InvalidInput("cannot be combined with offset", field="cursor")
     run = await get_run_or_404(session, run_id)
     after = decode_cursor(cursor) if cursor is not None else None
+    total = await results_total(session, run.id, status=status)
     async with index_order_plans(session):
-        page, total, more = await results_page(
+        page, more = await results_page(
             session, run.id, status=status, limit=limit, offset=offset, after=after
         )
         items = await result_reads(session, page)

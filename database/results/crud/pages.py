@@ -75,6 +75,17 @@ def _listing(by_status: bool) -> Select[Any]:
 _LISTINGS = {False: _listing(by_status=False), True: _listing(by_status=True)}
 
 
+def _matching(run_id: uuid.UUID, status: str | None) -> Select[Any]:
+    found = select(func.count()).where(Result.run_id == run_id)
+    return found.where(Result.status == status) if status is not None else found
+
+
+async def results_total(session: AsyncSession, run_id: uuid.UUID, *, status: str | None) -> int:
+    """How many of the run's results match (all of them counted, as planned: not in
+    index_order_plans, where a filtered count would lose its bitmap scan)."""
+    return await session.scalar(_matching(run_id, status)) or 0
+
+
 async def results_page(
     session: AsyncSession,
     run_id: uuid.UUID,
@@ -83,20 +94,16 @@ async def results_page(
     limit: int,
     offset: int = 0,
     after: Key | None = None,
-) -> tuple[list[Result], int, bool]:
+) -> tuple[list[Result], bool]:
     """Up to `limit` results after `after` (else from the `offset`th), fewer where PAGE_BYTES
-    ends the page; the total that match; whether more follow. (Read in index_order_plans.)"""
-    matching = select(func.count()).where(Result.run_id == run_id)
-    if status is not None:
-        matching = matching.where(Result.status == status)
-    total = await session.scalar(matching) or 0
+    ends the page, and whether more follow. (Read in index_order_plans.)"""
     if after is None and offset:
         # The key before the offset's row (a sum of sizes beside an OFFSET would count the
         # rows it skips).
-        before = matching.with_only_columns(*_ORDER).order_by(*_ORDER).offset(offset - 1)
-        found = (await session.execute(before.limit(1))).first()
+        before = _matching(run_id, status).with_only_columns(*_ORDER).order_by(*_ORDER)
+        found = (await session.execute(before.offset(offset - 1).limit(1))).first()
         if found is None:
-            return [], total, False
+            return [], False
         after = (found.position, found.repetition)
     position, repetition = after or START
     parameters: dict[str, Any] = {
@@ -108,4 +115,4 @@ async def results_page(
     if status is not None:
         parameters["status"] = status
     rows = (await session.execute(_LISTINGS[status is not None], parameters)).all()
-    return [row[0] for row in rows], total, bool(rows) and rows[-1].next is not None
+    return [row[0] for row in rows], bool(rows) and rows[-1].next is not None
