@@ -52,8 +52,12 @@ async def run_chunk(ctx: JobContext) -> None:
         done = await crud.done_keys(session, run.id, positions)
         cases = await test_set_crud.version_cases(session, run.test_set_version_id, positions)
         plan = await make_plan(session, run)
-        source = run.outputs_from_run_id
-        sizes = await crud.source_sizes(session, source, positions, repetitions) if source else None
+        source_run = run.outputs_from_run_id
+        sizes = (
+            await crud.source_sizes(session, source_run, positions, repetitions)
+            if source_run
+            else None
+        )
     # A rescore does the repetitions its source has; a run, every one of the chunk's.
     keys = [
         (case, repetition)
@@ -65,8 +69,8 @@ async def run_chunk(ctx: JobContext) -> None:
         (case, repetition) for case, repetition in keys if (case.position, repetition) not in done
     ]
     sources = (
-        SourceResults(ctx, source, [(case.position, rep) for case, rep in work], sizes)
-        if source is not None and sizes is not None
+        SourceResults(ctx, source_run, [(case.position, rep) for case, rep in work], sizes)
+        if source_run is not None and sizes is not None
         else None
     )
     parallel = min(int(ctx.payload.get("chunks", 1)), MAX_PARALLEL_CHUNKS)

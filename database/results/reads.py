@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.evaluations import crud as evaluation_crud
 from database.evaluations.schemas import EvaluationRead
 from database.results import crud
-from database.results.crud.pages import Key, results_page, results_total
+from database.results.crud.pages import START, Key, offset_key, results_page, results_total
 from database.results.models import Result, Run
 from database.results.schemas import GateResult, ResultPage, ResultRead, RunCounts, RunRead
 from database.test_sets import crud as test_set_crud
@@ -115,9 +115,13 @@ async def result_page(
     run = await get_run_or_404(session, run_id)
     after = decode_cursor(cursor) if cursor is not None else None
     total = await results_total(session, run.id, status=status)
+    if after is None and offset:
+        after = await offset_key(session, run.id, status=status, offset=offset)
+        if after is None:  # (past the last)
+            return ResultPage(items=[], total=total, limit=limit, offset=offset, next_cursor=None)
     async with index_order_plans(session):
         page, more = await results_page(
-            session, run.id, status=status, limit=limit, offset=offset, after=after
+            session, run.id, status=status, limit=limit, after=after or START
         )
         items = await result_reads(session, page)
     return ResultPage(

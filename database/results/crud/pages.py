@@ -86,26 +86,23 @@ async def results_total(session: AsyncSession, run_id: uuid.UUID, *, status: str
     return await session.scalar(_matching(run_id, status)) or 0
 
 
+async def offset_key(
+    session: AsyncSession, run_id: uuid.UUID, *, status: str | None, offset: int
+) -> Key | None:
+    """The key of the result before the `offset`th that match, where a page from `offset`
+    starts (a sum of sizes beside an OFFSET would count the rows it skips); None when no more
+    match. Read as planned: walking to an offset costs as much by the index as by a sort."""
+    before = _matching(run_id, status).with_only_columns(*_ORDER).order_by(*_ORDER)
+    found = (await session.execute(before.offset(offset - 1).limit(1))).first()
+    return None if found is None else (found.position, found.repetition)
+
+
 async def results_page(
-    session: AsyncSession,
-    run_id: uuid.UUID,
-    *,
-    status: str | None,
-    limit: int,
-    offset: int = 0,
-    after: Key | None = None,
+    session: AsyncSession, run_id: uuid.UUID, *, status: str | None, limit: int, after: Key
 ) -> tuple[list[Result], bool]:
-    """Up to `limit` results after `after` (else from the `offset`th), fewer where PAGE_BYTES
-    ends the page, and whether more follow. (Read in index_order_plans.)"""
-    if after is None and offset:
-        # The key before the offset's row (a sum of sizes beside an OFFSET would count the
-        # rows it skips).
-        before = _matching(run_id, status).with_only_columns(*_ORDER).order_by(*_ORDER)
-        found = (await session.execute(before.offset(offset - 1).limit(1))).first()
-        if found is None:
-            return [], False
-        after = (found.position, found.repetition)
-    position, repetition = after or START
+    """Up to `limit` results after `after` (START for the first), fewer where PAGE_BYTES ends
+    the page, and whether more follow. (Read in index_order_plans.)"""
+    position, repetition = after
     parameters: dict[str, Any] = {
         "run_id": run_id,
         "position": position,
