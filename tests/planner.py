@@ -7,12 +7,22 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 REMOVED = ("Rows Removed by Filter", "Rows Removed by Join Filter", "Rows Removed by Index Recheck")
+# A setting the code makes for a block of its transaction (utils.crud.local_settings).
+_LOCAL_SETTING = re.compile(r"SET LOCAL (\w+) = '([^']*)'")
+
+
+class Sent(NamedTuple):
+    """A statement run on the engine, its parameters, and the connection it was sent on."""
+
+    sql: str
+    parameters: Any
+    connection: int
 
 
 async def analyze(owner_engine: AsyncEngine, *tables: str) -> None:
@@ -22,12 +32,13 @@ async def analyze(owner_engine: AsyncEngine, *tables: str) -> None:
 
 
 @contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
-    """The statements run on `engine` during the block, in order, with their parameters."""
-    seen: list[tuple[str, Any]] = []
+def statements(engine: AsyncEngine) -> Iterator[list[Sent]]:
+    """The statements run on `engine` during the block, in order, with their parameters and
+    connections (a request may read on two at once)."""
+    seen: list[Sent] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
+        seen.append(Sent(statement, parameters, id(conn.connection.dbapi_connection)))
 
     event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
@@ -36,22 +47,38 @@ def statements(engine: AsyncEngine) -> Iterator[list[tuple[str, Any]]]:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
+def settings_of_reads(seen: Sequence[Sent]) -> Iterator[tuple[Sent, dict[str, str | None]]]:
+    """Each statement but the settings, with the settings it ran under: those its connection
+    had made (SET LOCAL), None (the default) for those only other connections had made."""
+    made: dict[int, dict[str, str]] = {}
+    names: set[str] = set()
+    for sent in seen:
+        setting = _LOCAL_SETTING.fullmatch(sent.sql.strip())
+        if setting:
+            made.setdefault(sent.connection, {})[setting[1]] = setting[2]
+            names.add(setting[1])
+        elif not sent.sql.lstrip().upper().startswith("SET "):
+            own = made.get(sent.connection, {})
+            yield sent, {name: own.get(name) for name in sorted(names)}
+
+
 async def rows_handled(
-    session: AsyncSession, seen: Sequence[tuple[str, Any]], *tables: str
+    session: AsyncSession, seen: Sequence[Sent], *tables: str
 ) -> list[tuple[int, str]]:
-    """Replays `seen` in the session's transaction, the settings they made (SET) and, for each
-    read of one of `tables`, EXPLAIN ANALYZE: the rows its plan handled (every node's rows and
-    those its filters dropped, over all its loops), with the read."""
+    """Replays, in the session's transaction, each read in `seen` of one of `tables` under the
+    settings its connection had made, with EXPLAIN ANALYZE: the rows its plan handled (every
+    node's rows and those its filters dropped, over all its loops), with the read."""
     raw = await (await session.connection()).get_raw_connection()
     connection = raw.driver_connection
     assert connection is not None
     names = re.compile(rf"\b({'|'.join(tables)})\b")
     handled = []
-    for sql, parameters in seen:
+    for (sql, parameters, _), settings in settings_of_reads(seen):
         verb = sql.lstrip("(\n ").split(maxsplit=1)[0].upper()  # (a union of parenthesized reads)
-        if verb == "SET":
-            await connection.execute(sql)
-        elif verb in ("SELECT", "WITH") and names.search(sql):
+        if verb in ("SELECT", "WITH") and names.search(sql):
+            for name, value in settings.items():
+                value = "DEFAULT" if value is None else f"'{value}'"
+                await connection.execute(f"SET LOCAL {name} TO {value}")
             plan = await connection.fetchval(
                 f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *(parameters or ())
             )

@@ -1,0 +1,37 @@
+"""The planner tests replay a request's reads under the settings each was sent under. A request
+may read on two connections at once (a summary's metrics beside its other figures), and one
+connection's settings must not leak into the other's reads in the replay."""
+
+from __future__ import annotations
+
+from tests.planner import Sent, settings_of_reads
+
+MAIN, SIDE = 1, 2
+
+
+def test_each_read_is_replayed_under_its_own_connections_settings() -> None:
+    seen = [
+        Sent("SELECT current_setting('enable_nestloop')", None, MAIN),
+        Sent("SET LOCAL enable_nestloop = 'off'", None, MAIN),
+        Sent("SET LOCAL enable_nestloop = 'off'", None, SIDE),
+        Sent("SET LOCAL work_mem = '64MB'", None, SIDE),
+        Sent("SELECT 'the metrics'", None, SIDE),
+        Sent("SET LOCAL enable_nestloop = 'on'", None, SIDE),  # the side's block ends first
+        Sent("SET TRANSACTION READ ONLY", None, SIDE),
+        Sent("SELECT 'the slices'", None, MAIN),
+        Sent("SET LOCAL enable_nestloop = 'on'", None, MAIN),
+        Sent("SELECT 'after'", None, MAIN),
+    ]
+
+    replayed = {sent.sql: settings for sent, settings in settings_of_reads(seen)}
+
+    assert list(replayed) == [
+        "SELECT current_setting('enable_nestloop')",
+        "SELECT 'the metrics'",
+        "SELECT 'the slices'",
+        "SELECT 'after'",
+    ]
+    assert replayed["SELECT current_setting('enable_nestloop')"] == {}
+    assert replayed["SELECT 'the metrics'"] == {"enable_nestloop": "off", "work_mem": "64MB"}
+    assert replayed["SELECT 'the slices'"] == {"enable_nestloop": "off", "work_mem": None}
+    assert replayed["SELECT 'after'"] == {"enable_nestloop": "on", "work_mem": None}
