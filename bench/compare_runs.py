@@ -36,9 +36,9 @@ FROM test_set_version_cases v, generate_series(0, :repetitions - 1) AS rep
 WHERE v.version_id = :version
 """)
 _EVALUATIONS = text("""
-INSERT INTO evaluations (id, organization_id, result_id, run_id, metric_name, metric_type, score,
-                         passed)
-SELECT gen_random_uuid(), r.organization_id, r.id, r.run_id, m.name, m.type,
+INSERT INTO evaluations (id, organization_id, result_id, run_id, position, metric_name,
+                         metric_type, score, passed)
+SELECT gen_random_uuid(), r.organization_id, r.id, r.run_id, r.position, m.name, m.type,
        CASE WHEN m.type = 'contains' THEN (r.status = 'passed')::int ELSE s.score END,
        CASE WHEN m.type = 'contains' THEN r.status = 'passed' ELSE s.score >= 0.3 END
 FROM results r,

@@ -46,9 +46,9 @@ SELECT gen_random_uuid(), :organization, :run, p, rep, NULL,
 FROM generate_series(0, :cases - 1) AS p, generate_series(0, :repetitions - 1) AS rep
 """)
 _EVALUATIONS = text("""
-INSERT INTO evaluations (id, organization_id, result_id, run_id, metric_name, metric_type, score,
-                         passed, reason)
-SELECT gen_random_uuid(), r.organization_id, r.id, r.run_id, m.name, m.type,
+INSERT INTO evaluations (id, organization_id, result_id, run_id, position, metric_name,
+                         metric_type, score, passed, reason)
+SELECT gen_random_uuid(), r.organization_id, r.id, r.run_id, r.position, m.name, m.type,
        (r.status = 'passed')::int, r.status = 'passed', 'judged: ' || m.name
 FROM results r,
      (VALUES ('contains', 'contains'), ('relevance', 'answer-relevance')) AS m(name, type)

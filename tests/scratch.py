@@ -52,6 +52,13 @@ async def scratch_engine(
             await engine.dispose()
 
 
+def upgrade(connection: Connection, revision: str) -> None:
+    """Alembic's upgrade to `revision`, on a synchronous connection (run_sync)."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
 def downgrade(connection: Connection, revision: str, runtime_role: str | None = None) -> None:
     """Alembic's downgrade to `revision`, on a synchronous connection (run_sync)."""
     config = alembic_config()

@@ -81,6 +81,9 @@ class Evaluation(IdMixin, Base):
     organization_id: Mapped[uuid.UUID]
     result_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"))
     run_id: Mapped[uuid.UUID]
+    # Its result's case (position), written with it: a run's evaluations are read by case
+    # without their results (migration 0026_evaluation_position).
+    position: Mapped[int] = mapped_column(Integer)
     # The metric it was made with, by id alone (migration 0021_evaluation_metric_reference): it
     # may since have been deleted, and the run keeps its copy.
     metric_id: Mapped[uuid.UUID | None]

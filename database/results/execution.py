@@ -113,7 +113,7 @@ async def _insert(session: AsyncSession, batch: Batch) -> Batch:
     rows = []
     for result, evaluations in written:
         for evaluation in evaluations:  # the batch's own rows: named in place, not copied
-            evaluation["result_id"] = result["id"]
+            evaluation["result_id"], evaluation["position"] = result["id"], result["position"]
             rows.append(evaluation)
     await evaluation_crud.insert_evaluations(session, rows)
     return written

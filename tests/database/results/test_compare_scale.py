@@ -36,12 +36,14 @@ FROM unnest(CAST(:ids AS UUID[]), CAST(:positions AS INT[]), CAST(:repetitions A
     AS r(id, position, repetition, test_id, status, latency, tokens, cost)
 """)
 _EVALUATIONS = text("""
-INSERT INTO evaluations (id, organization_id, result_id, run_id, metric_name, metric_type, score,
-                         passed, error)
-SELECT gen_random_uuid(), :organization, result_id, :run, name, kind, score, passed, error
+INSERT INTO evaluations (id, organization_id, result_id, run_id, position, metric_name,
+                         metric_type, score, passed, error)
+SELECT gen_random_uuid(), :organization, result_id, :run, r.position, name, kind, score,
+       passed, error
 FROM unnest(CAST(:result_ids AS UUID[]), CAST(:names AS TEXT[]), CAST(:kinds AS TEXT[]),
             CAST(:scores AS FLOAT8[]), CAST(:passes AS BOOLEAN[]), CAST(:errors AS TEXT[]))
     AS e(result_id, name, kind, score, passed, error)
+JOIN results r ON r.id = e.result_id
 """)
 _FINISH = text("UPDATE runs SET status = 'completed', finished_at = now() WHERE id = :run")
 

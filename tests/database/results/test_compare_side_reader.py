@@ -34,11 +34,13 @@ FROM unnest(CAST(:ids AS UUID[]), CAST(:positions AS INT[]), CAST(:repetitions A
     AS r(id, position, repetition, test_id, status, latency)
 """)
 _EVALUATIONS = text("""
-INSERT INTO evaluations (id, organization_id, result_id, run_id, metric_name, metric_type, score,
-                         passed)
-SELECT gen_random_uuid(), :organization, result_id, :run, name, kind, score, score >= 0.5
+INSERT INTO evaluations (id, organization_id, result_id, run_id, position, metric_name,
+                         metric_type, score, passed)
+SELECT gen_random_uuid(), :organization, result_id, :run, r.position, name, kind, score,
+       score >= 0.5
 FROM unnest(CAST(:result_ids AS UUID[]), CAST(:names AS TEXT[]), CAST(:kinds AS TEXT[]),
             CAST(:scores AS FLOAT8[])) AS e(result_id, name, kind, score)
+JOIN results r ON r.id = e.result_id
 """)
 _FINISH = text("UPDATE runs SET status = 'completed', finished_at = now() WHERE id = :run")
 _PID = text("SELECT pg_backend_pid()")

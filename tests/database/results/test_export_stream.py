@@ -213,6 +213,7 @@ async def _write_results(
                     "organization_id": owner.organization_id,
                     "result_id": result_id,
                     "run_id": uuid.UUID(run["id"]),
+                    "position": position,
                     "metric_name": name,
                     "metric_type": "contains" if name.startswith("Zeta") else "relevance",
                     "score": score,

@@ -33,11 +33,12 @@ WITH written AS (
            50 + position, 10, 20, 0.001, false
     FROM unnest(CAST(:test_ids AS UUID[])) WITH ORDINALITY AS t(test_id, ordinal),
          LATERAL (SELECT CAST(ordinal AS INT) - 1 AS position) p
-    RETURNING id, status
+    RETURNING id, position, status
 )
-INSERT INTO evaluations (id, organization_id, result_id, run_id, metric_name, metric_type,
-                         score, passed)
-SELECT gen_random_uuid(), :organization, written.id, :run, metric.name, metric.name,
+INSERT INTO evaluations (id, organization_id, result_id, run_id, position, metric_name,
+                         metric_type, score, passed)
+SELECT gen_random_uuid(), :organization, written.id, :run, written.position, metric.name,
+       metric.name,
        CAST(written.status = 'passed' AS INT), written.status = 'passed'
 FROM written, (VALUES ('contains'), ('exact-match')) AS metric(name)
 """)

@@ -29,9 +29,9 @@ ADDS = {
     "results": """INSERT INTO results (id, organization_id, run_id, position, repetition, input,
         status, cached) VALUES (gen_random_uuid(), :org, :run, 1000 + :n, 0, '{}', 'passed',
         false)""",
-    "evaluations": """INSERT INTO evaluations (id, organization_id, result_id, run_id,
+    "evaluations": """INSERT INTO evaluations (id, organization_id, result_id, run_id, position,
         metric_name, metric_type, score, passed) VALUES (gen_random_uuid(), :org, :result, :run,
-        'added ' || CAST(:n AS integer), 'contains', 1, true)""",
+        0, 'added ' || CAST(:n AS integer), 'contains', 1, true)""",
     "run_events": """INSERT INTO run_events (run_id, seq, organization_id, type, data)
         VALUES (:run, 1000 + :n, :org, 'run_progress', '{}')""",
 }

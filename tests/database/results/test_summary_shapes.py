@@ -33,12 +33,14 @@ FROM unnest(CAST(:ids AS UUID[]), CAST(:positions AS INT[]), CAST(:test_ids AS U
             CAST(:statuses AS TEXT[])) AS r(id, position, test_id, status)
 """)
 _EVALUATIONS = text("""
-INSERT INTO evaluations (id, organization_id, result_id, run_id, metric_name, metric_type, score,
-                         passed, error, cost)
-SELECT gen_random_uuid(), :organization, result_id, :run, name, kind, score, passed, error, cost
+INSERT INTO evaluations (id, organization_id, result_id, run_id, position, metric_name,
+                         metric_type, score, passed, error, cost)
+SELECT gen_random_uuid(), :organization, result_id, :run, r.position, name, kind, score,
+       passed, error, e.cost
 FROM unnest(CAST(:result_ids AS UUID[]), CAST(:names AS TEXT[]), CAST(:kinds AS TEXT[]),
             CAST(:scores AS FLOAT8[]), CAST(:passed AS BOOLEAN[]), CAST(:errors AS TEXT[]),
             CAST(:costs AS FLOAT8[])) AS e(result_id, name, kind, score, passed, error, cost)
+JOIN results r ON r.id = e.result_id
 """)
 _FINISH = text("UPDATE runs SET status = 'completed', finished_at = now() WHERE id = :run")
 
