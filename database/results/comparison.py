@@ -11,9 +11,8 @@ lower), and a score whose rule has no direction (==) is not compared."""
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import read_beside
 from database.evaluations.scoring import higher_passes
-from database.results import changes
+from database.results import changes, compared
 from database.results.crud import pairing
 from database.results.crud.pairing import MetricPairs, PairedCase
 from database.results.models import Run
@@ -34,12 +33,10 @@ from database.results.schemas import (
     MetricComparison,
     SliceComparison,
 )
-from database.results.verdicts import ALPHA, Pending, paired_test, tested
+from database.results.verdicts import ALPHA, Pending, tested
 from utils import statistics as stats
 from utils.errors import InvalidInput
 
-SLICE_FIELDS = pairing.SLICES  # behavior, category, topic
-MAX_SLICES = 50  # values per field, the most common first
 FLIPS_RULE = (
     "A case passes when at least half of its scored repetitions pass; a flip is a case that "
     "passes on one side and not on the other."
@@ -86,17 +83,25 @@ class _Intervals:
 async def compare(
     session: AsyncSession, candidate: Run, baseline: Run, options: CompareOptions
 ) -> Comparison:
-    # The metrics, the longest read, on a connection of their own while the cases are read
-    # here, where a second transaction sees what this one does (see side_reader).
+    seed = stats.seed_for(str(baseline.id), str(candidate.id))
+    # The metrics on a connection of their own while the cases are read here, where a second
+    # transaction sees what this one does (see side_reader).
     async with (
         read_beside(session, lambda reader: _metrics(reader, baseline, candidate)) as metrics_read,
         pairing.whole_run_plans(session),
     ):
-        cases = await pairing.paired_cases(session, baseline, candidate)
-        usable = _usable(cases, options)
-        metrics = _directed(metrics_read, baseline, candidate)
-        seed = stats.seed_for(str(baseline.id), str(candidate.id))
-        prepared, analysed, (p50, p95) = await _analysed(cases, usable, metrics, seed, options)
+        runs = await pairing.paired_runs(session, baseline, candidate)
+        latency = _latency_early(runs, options, seed)
+        try:
+            cases = await pairing.paired_cases(session, baseline, candidate, runs)
+            usable = _usable(cases.baseline, cases.candidate, cases.changed, options)
+            metrics = _directed(metrics_read, baseline, candidate)
+            prepared, analysed, (p50, p95) = await _analysed(
+                cases, usable, metrics, seed, options, latency
+            )
+        finally:
+            if latency is not None:
+                await asyncio.gather(latency, return_exceptions=True)  # (done, or never awaited)
     # Only a case whose pass share moved can have flipped: the others need no object.
     flips = await changes.flips(
         session, baseline, candidate, prepared.moved, options.flips_limit, options.flips_offset
@@ -140,17 +145,47 @@ def _higher_passes(name: str, *runs: Run) -> bool | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _usable(cases: pairing.PairedColumns, options: CompareOptions) -> np.ndarray:
-    """The cases both runs have (and whose test did not change, unless those are included)."""
-    both = cases.baseline.present & cases.candidate.present
+def _usable(
+    baseline: pairing.SideColumns,
+    candidate: pairing.SideColumns,
+    changed: np.ndarray | None,
+    options: CompareOptions,
+) -> np.ndarray:
+    """The cases both runs have, and whose test did not change (`changed`; None when no test
+    can have: one version), unless those are included."""
+    both = baseline.present & candidate.present
     if not both.any():
         raise InvalidInput(
             f"the runs have no case in common: this run has "
-            f"{int(cases.candidate.present.sum())} case(s), the baseline "
-            f"{int(cases.baseline.present.sum())}",
+            f"{int(candidate.present.sum())} case(s), the baseline "
+            f"{int(baseline.present.sum())}",
             field="baseline",
         )
-    return np.flatnonzero(both & (options.include_changed | ~cases.changed))
+    if changed is None or options.include_changed:
+        return np.flatnonzero(both)
+    return np.flatnonzero(both & ~changed)
+
+
+_Latency = asyncio.Task[tuple[Delta, Delta]]
+
+
+def _latency(
+    sides: tuple[pairing.SideColumns, pairing.SideColumns], usable: np.ndarray, seed: int
+) -> _Latency:
+    """The latency quantiles' bootstrap, the longest of the statistics, in a thread."""
+    return asyncio.create_task(
+        asyncio.to_thread(changes.latency_deltas, *_figure(sides, usable, "latency"), seed)
+    )
+
+
+def _latency_early(runs: pairing.PairedRuns, options: CompareOptions, seed: int) -> _Latency | None:
+    """The latency bootstrap, started as soon as the runs' rows are read, when the cases it
+    takes are known from them: no test can have changed (one version), or changed ones are
+    included. Else it waits for the versions' cases."""
+    if not (runs.same_version or options.include_changed):
+        return None
+    usable = _usable(runs.baseline, runs.candidate, None, options)
+    return _latency((runs.baseline, runs.candidate), usable, seed)
 
 
 async def _analysed(
@@ -159,12 +194,13 @@ async def _analysed(
     metrics: Awaitable[dict[str, MetricPairs]],
     seed: int,
     options: CompareOptions,
+    latency: _Latency | None,
 ) -> tuple[_ByCase, dict[str, Any], tuple[Delta, Delta]]:
-    """The latency quantiles' bootstrap, and what needs no metric (the overall and slices'
-    tests, the cases that may have flipped), run in threads while the metrics are read."""
-    latency = asyncio.create_task(
-        asyncio.to_thread(changes.latency_deltas, *_figure(cases, usable, "latency"), seed)
-    )
+    """The latency quantiles' bootstrap (unless started already), and what needs no metric (the
+    overall and slices' tests, the cases that may have flipped), run in threads while the
+    metrics are read."""
+    if latency is None:
+        latency = _latency((cases.baseline, cases.candidate), usable, seed)
     by_case = asyncio.create_task(asyncio.to_thread(_by_case, cases, usable, seed))
     try:
         found = await metrics
@@ -177,11 +213,11 @@ async def _analysed(
 
 
 def _figure(
-    cases: pairing.PairedColumns, usable: np.ndarray, name: str
+    sides: tuple[pairing.SideColumns, pairing.SideColumns], usable: np.ndarray, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """A per-case figure (cost, tokens, latency) of both sides, of the usable cases where both
     have it."""
-    a, b = getattr(cases.baseline, name)[usable], getattr(cases.candidate, name)[usable]
+    a, b = getattr(sides[0], name)[usable], getattr(sides[1], name)[usable]
     found = ~(np.isnan(a) | np.isnan(b))
     return a[found], b[found]
 
@@ -218,23 +254,6 @@ class _ByCase:
     moved: list[PairedCase]
 
 
-def _tested(
-    label: str,
-    graded: bool,
-    a: np.ndarray,
-    b: np.ndarray,
-    family: str,
-    seed: int,
-    lower_is_better: bool = False,
-) -> Pending:
-    """A paired comparison of the cases where both sides have a value, tested; its interval's
-    slot is given when it is added (see _analyse)."""
-    mask = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[mask], b[mask]
-    test, p = paired_test(a, b, graded, seed=seed)
-    return Pending(label, family, graded, a, b, -1, test, p, lower_is_better)
-
-
 def _by_case(cases: pairing.PairedColumns, usable: np.ndarray, seed: int) -> _ByCase:
     shares = (cases.baseline.share, cases.candidate.share)
     rated = usable[~(np.isnan(shares[0][usable]) | np.isnan(shares[1][usable]))]
@@ -243,8 +262,8 @@ def _by_case(cases: pairing.PairedColumns, usable: np.ndarray, seed: int) -> _By
     return _ByCase(
         rated=rated,
         shares=rated_shares,
-        overall=_tested("pass rate", False, *rated_shares, PRIMARY, seed),
-        slices=_slices(cases, rated, rated_shares, seed),
+        overall=compared.tested_pair("pass rate", False, *rated_shares, compared.PRIMARY, seed),
+        slices=compared.slices(cases, rated, rated_shares, seed),
         moved=cases.cases(moved),
     )
 
@@ -270,15 +289,16 @@ def _analyse(
     def add(
         label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str, lower: bool = False
     ) -> int:
-        return added(_tested(label, graded, a, b, family, seed, lower))
+        return added(compared.tested_pair(label, graded, a, b, family, seed, lower))
 
     overall = added(by_case.overall)
-    metric_slots = _add_metrics(add, cases, rated, metric_pairs)
+    metric_slots = compared.add_metrics(add, cases, rated, metric_pairs)
     slice_slots = [(field, value, added(tested)) for field, value, tested in by_case.slices]
-    figures = {name: _figure(cases, usable, name) for name in ("cost", "tokens")}
+    sides = (cases.baseline, cases.candidate)
+    figures = {name: _figure(sides, usable, name) for name in ("cost", "tokens")}
     figure_slots = {name: intervals.add(b - a) for name, (a, b) in figures.items()}
     bounds = intervals.compute()
-    adjusted, family_sizes = _holm_by_family(pending)
+    adjusted, family_sizes = compared.holm_by_family(pending)
     results = [
         tested(p, bounds[p.slot], adjusted[i], options.min_effect) for i, p in enumerate(pending)
     ]
@@ -309,115 +329,8 @@ def _analyse(
             seed=seed,
             min_effect=options.min_effect,
             alpha=ALPHA,
-            multiple_comparisons=HOLM,
+            multiple_comparisons=compared.HOLM,
             families=family_sizes,
             flips=FLIPS_RULE,
         ),
     )
-
-
-# --- what is compared -----------------------------------------------------------------------
-
-Add = Callable[[str, bool, np.ndarray, np.ndarray, str, bool], int]
-PRIMARY, EXPLORATORY = "primary", "exploratory"
-HOLM = (
-    "Holm, within each of two families: primary (the overall pass rate and each metric's: what"
-    " a gate decides on) and exploratory (graded scores, slices); identical comparisons count"
-    " once"
-)
-
-
-def _holm_by_family(pending: Sequence[Pending]) -> tuple[list[float], dict[str, int]]:
-    """Holm-adjusted p-values, each family on its own, and each family's size."""
-    adjusted = [math.nan] * len(pending)
-    sizes = {}
-    for family in (PRIMARY, EXPLORATORY):
-        same: dict[bytes, list[int]] = {}
-        for i, p in enumerate(pending):
-            if p.family == family:
-                key = p.test.encode() + p.baseline.tobytes() + b"/" + p.candidate.tobytes()
-                same.setdefault(key, []).append(i)
-        groups = list(same.values())
-        values = stats.holm([pending[group[0]].p_value for group in groups])
-        for group, value in zip(groups, values, strict=True):
-            for i in group:
-                adjusted[i] = value
-        sizes[family] = sum(not math.isnan(v) for v in values)
-    return adjusted, sizes
-
-
-def _case_of_position(side: pairing.SideColumns, rated: np.ndarray) -> np.ndarray:
-    """Each of one run's positions' index among the rated cases (-1: not rated)."""
-    positions = side.position[rated]
-    found = np.full(int(side.position.max(initial=-1)) + 1, -1, dtype=np.int64)
-    found[positions] = np.arange(len(rated))
-    return found
-
-
-def _add_metrics(
-    add: Add,
-    cases: pairing.PairedColumns,
-    rated: np.ndarray,
-    metrics: dict[str, pairing.MetricPairs],
-) -> list[tuple[str, str | None, int, int | None]]:
-    """The metrics both runs have, in name order: pass shares (primary), and scores when
-    graded (exploratory)."""
-    lookups = (
-        _case_of_position(cases.baseline, rated),
-        _case_of_position(cases.candidate, rated),
-    )
-    slots = []
-    for name in sorted(metrics):
-        pairs = metrics[name]
-        if pairs.baseline is None or pairs.candidate is None:
-            continue
-        sides = (pairs.baseline, pairs.candidate)
-        rates = [
-            side.column(lookup, len(rated), graded=False)
-            for side, lookup in zip(sides, lookups, strict=True)
-        ]
-        rate = add(f"{name} pass rate", False, rates[0], rates[1], PRIMARY, False)
-        score = None
-        if not all(side.binary for side in sides) and pairs.higher_passes is not None:
-            scores = [
-                side.column(lookup, len(rated), graded=True)
-                for side, lookup in zip(sides, lookups, strict=True)
-            ]
-            label = f"{name} mean score" + ("" if pairs.higher_passes else " (lower passes)")
-            score = add(label, True, scores[0], scores[1], EXPLORATORY, not pairs.higher_passes)
-        slots.append((name, pairs.type, rate, score))
-    return slots
-
-
-def _slices(
-    cases: pairing.PairedColumns,
-    rated: np.ndarray,
-    shares: tuple[np.ndarray, np.ndarray],
-    seed: int,
-) -> list[tuple[str, str | None, Pending]]:
-    """The pass rate per behavior, category and topic (exploratory); a field with one value
-    for every case says nothing the overall pass rate does not."""
-    slots = []
-    for field in SLICE_FIELDS:
-        values, codes = cases.slices.values[field], cases.slices.codes[field][rated]
-        found, first, counts = np.unique(codes, return_index=True, return_counts=True)
-        if len(found) < 2:
-            continue
-        # Each group's members, in the order of the rated cases.
-        order, ends = np.argsort(codes, kind="stable"), np.cumsum(counts).tolist()
-        groups = [
-            (values[code], end - size, end, start)
-            for code, size, end, start in zip(
-                found.tolist(), counts.tolist(), ends, first.tolist(), strict=True
-            )
-        ]
-        # The largest first; ties by value, then by the first rated case having it.
-        groups.sort(key=lambda group: (group[1] - group[2], group[0] or "", group[3]))
-        for value, start, end, _ in groups[:MAX_SLICES]:
-            members = order[start:end]
-            label = f"{field} {value!r} pass rate"
-            tested = _tested(
-                label, False, shares[0][members], shares[1][members], EXPLORATORY, seed
-            )
-            slots.append((field, value, tested))
-    return slots

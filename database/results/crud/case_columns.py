@@ -182,6 +182,17 @@ def _optional(values: np.ndarray) -> list[float | None]:
 
 
 @dataclass(frozen=True)
+class PairedRuns:
+    """Every case of either run, in comparison order, as the runs' rows give them (before
+    their versions' cases are read)."""
+
+    ids: CaseIds
+    baseline: SideColumns
+    candidate: SideColumns
+    same_version: bool
+
+
+@dataclass(frozen=True)
 class PairedColumns:
     """Every case of either run, in comparison order, as columns."""
 

@@ -31,6 +31,7 @@ from database.results.crud.case_columns import (
     CaseSlices,
     PairedCase,
     PairedColumns,
+    PairedRuns,
     RunCases,
     Side,
     SideColumns,
@@ -47,10 +48,12 @@ __all__ = [
     "MetricSide",
     "PairedCase",
     "PairedColumns",
+    "PairedRuns",
     "Side",
     "SideColumns",
     "paired_cases",
     "paired_metrics",
+    "paired_runs",
     "run_params",
     "whole_run_plans",
 ]
@@ -254,17 +257,27 @@ def _split(joined: str | None, count: int) -> list[str]:
     return parts
 
 
-async def paired_cases(session: AsyncSession, baseline: Run, candidate: Run) -> PairedColumns:
+async def paired_runs(session: AsyncSession, baseline: Run, candidate: Run) -> PairedRuns:
     """Two runs of one version (the common case) are paired by position, from their rows read
     once and aggregated in numpy; others, or any whose positions do not name the same tests,
     by key, in SQL."""
     same = baseline.test_set_version_id == candidate.test_set_version_id
     found = await _by_position(session, baseline, candidate) if same else None
     paired = found if found is not None else await _by_key(session, baseline, candidate)
-    sides = (paired.baseline, paired.candidate)
+    return PairedRuns(paired, paired.baseline, paired.candidate, same_version=same)
+
+
+async def paired_cases(
+    session: AsyncSession, baseline: Run, candidate: Run, runs: PairedRuns | None = None
+) -> PairedColumns:
+    """The runs paired (`runs`, when already read), with their versions' cases: each case's
+    slices, and whether its test changed between the versions."""
+    if runs is None:
+        runs = await paired_runs(session, baseline, candidate)
+    sides = (runs.baseline, runs.candidate)
     slices, changed = await _version_cases(session, baseline, candidate, sides)
     return PairedColumns(
-        ids=paired,
+        ids=runs.ids,
         baseline=sides[0],
         candidate=sides[1],
         slices=slices,
