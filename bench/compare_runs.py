@@ -48,11 +48,14 @@ FROM results r,
 WHERE r.run_id = :run
 """)
 _FINISH = text("UPDATE runs SET status = 'completed', finished_at = now() WHERE id = :run")
-# What a comparison has to read, once: both runs' results and evaluations, aggregated per case.
+# What a comparison has to read, once: both runs' results and evaluations (each carries its
+# result's case), aggregated per case.
 _FLOOR = text("""
-SELECT r.run_id, r.test_id, count(*), sum((r.status = 'passed')::int), avg(e.score)
-FROM results r JOIN evaluations e ON e.result_id = r.id
-WHERE r.run_id IN (:a, :b) GROUP BY r.run_id, r.test_id
+SELECT run_id, position, count(*), sum((status = 'passed')::int), NULL
+FROM results WHERE run_id IN (:a, :b) GROUP BY 1, 2
+UNION ALL
+SELECT run_id, position, count(*), NULL, avg(score)
+FROM evaluations WHERE run_id IN (:a, :b) GROUP BY 1, 2
 """)
 
 

@@ -55,16 +55,19 @@ SELECT gen_random_uuid(), :organization, :run, p, 0, NULL,
        40 + random() * 120, 20, 30, 0.00005, false
 FROM generate_series(0, :cases - 1) AS p
 """)
-# Floors: what the summary and the comparison read, once, with nothing computed on top.
+# Floors: what the summary and the comparison read, once, with nothing computed on top: the
+# results, and the evaluations (each carries its result's case), each grouped once.
 _SUMMARY_FLOOR = text("""
-SELECT r.status, e.metric_name, count(*), avg(e.score), avg(r.latency_ms)
-FROM results r JOIN evaluations e ON e.result_id = r.id
-WHERE r.run_id = :a GROUP BY 1, 2
+SELECT status, NULL, count(*), NULL, avg(latency_ms) FROM results WHERE run_id = :a GROUP BY 1
+UNION ALL
+SELECT NULL, metric_name, count(*), avg(score), NULL FROM evaluations WHERE run_id = :a GROUP BY 2
 """)
 _COMPARE_FLOOR = text("""
-SELECT r.run_id, r.position, count(*), sum((r.status = 'passed')::int), avg(e.score)
-FROM results r JOIN evaluations e ON e.result_id = r.id
-WHERE r.run_id IN (:a, :b) GROUP BY r.run_id, r.position
+SELECT run_id, position, count(*), sum((status = 'passed')::int), NULL
+FROM results WHERE run_id IN (:a, :b) GROUP BY 1, 2
+UNION ALL
+SELECT run_id, position, count(*), NULL, avg(score)
+FROM evaluations WHERE run_id IN (:a, :b) GROUP BY 1, 2
 """)
 _PAGE_FLOOR = text("""
 SELECT * FROM results WHERE run_id = :a ORDER BY position, repetition LIMIT :limit

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -18,11 +18,15 @@ _LOCAL_SETTING = re.compile(r"SET LOCAL (\w+) = '([^']*)'")
 
 
 class Sent(NamedTuple):
-    """A statement run on the engine, its parameters, and the connection it was sent on."""
+    """A statement run on the engine, its parameters, and which connection it was sent on."""
 
     sql: str
     parameters: Any
-    connection: int
+    connection_id: int
+
+
+# Recorded where a connection's transaction ends (its settings end with it).
+ENDED = "-- the transaction ended"
 
 
 async def analyze(owner_engine: AsyncEngine, *tables: str) -> None:
@@ -34,31 +38,49 @@ async def analyze(owner_engine: AsyncEngine, *tables: str) -> None:
 @contextmanager
 def statements(engine: AsyncEngine) -> Iterator[list[Sent]]:
     """The statements run on `engine` during the block, in order, with their parameters and
-    connections (a request may read on two at once)."""
+    connections (a request may read on two at once), and where each transaction ended."""
     seen: list[Sent] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         seen.append(Sent(statement, parameters, id(conn.connection.dbapi_connection)))
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    def ended(conn: Any) -> None:
+        seen.append(Sent(ENDED, None, id(conn.connection.dbapi_connection)))
+
+    def reset(dbapi_connection: Any, *_: Any) -> None:  # (returned to the pool)
+        seen.append(Sent(ENDED, None, id(dbapi_connection)))
+
+    listeners: list[tuple[Any, str, Callable[..., None]]] = [
+        (engine.sync_engine, "before_cursor_execute", record),
+        (engine.sync_engine, "commit", ended),
+        (engine.sync_engine, "rollback", ended),
+        (engine.sync_engine.pool, "reset", reset),
+    ]
+    for target, name, listener in listeners:
+        event.listen(target, name, listener)
     try:
         yield seen
     finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        for target, name, listener in listeners:
+            event.remove(target, name, listener)
 
 
 def settings_of_reads(seen: Sequence[Sent]) -> Iterator[tuple[Sent, dict[str, str | None]]]:
-    """Each statement but the settings, with the settings it ran under: those its connection
-    had made (SET LOCAL), None (the default) for those only other connections had made."""
+    """Each statement sent (not the settings, nor a transaction's end), with the settings it ran
+    under: those its connection had made (SET LOCAL) in its transaction, None (the default)
+    for those made only by other connections or earlier transactions. (A savepoint's rollback
+    is not followed: none of the code's settings is made inside one.)"""
     made: dict[int, dict[str, str]] = {}
     names: set[str] = set()
     for sent in seen:
         setting = _LOCAL_SETTING.fullmatch(sent.sql.strip())
         if setting:
-            made.setdefault(sent.connection, {})[setting[1]] = setting[2]
+            made.setdefault(sent.connection_id, {})[setting[1]] = setting[2]
             names.add(setting[1])
+        elif sent.sql == ENDED:
+            made.pop(sent.connection_id, None)
         elif not sent.sql.lstrip().upper().startswith("SET "):
-            own = made.get(sent.connection, {})
+            own = made.get(sent.connection_id, {})
             yield sent, {name: own.get(name) for name in sorted(names)}
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import read_beside
 from database.evaluations.scoring import higher_passes
-from database.results import changes, compared
+from database.results import changes, paired_tests
 from database.results.crud import pairing
 from database.results.crud.pairing import MetricPairs, PairedCase
 from database.results.models import Run
@@ -95,10 +95,11 @@ async def compare(
         try:
             cases = await pairing.paired_cases(session, baseline, candidate, runs)
             usable = _usable(cases.baseline, cases.candidate, cases.changed, options)
+            if latency is None:
+                latency = _latency((cases.baseline, cases.candidate), usable, seed)
             metrics = _directed(metrics_read, baseline, candidate)
-            prepared, analysed, (p50, p95) = await _analysed(
-                cases, usable, metrics, seed, options, latency
-            )
+            prepared, analysed = await _analysed(cases, usable, metrics, seed, options)
+            p50, p95 = await latency
         finally:
             if latency is not None:
                 await asyncio.gather(latency, return_exceptions=True)  # (done, or never awaited)
@@ -181,7 +182,7 @@ def _latency(
 def _latency_early(runs: pairing.PairedRuns, options: CompareOptions, seed: int) -> _Latency | None:
     """The latency bootstrap, started as soon as the runs' rows are read, when the cases it
     takes are known from them: no test can have changed (one version), or changed ones are
-    included. Else it waits for the versions' cases."""
+    included. Else (None) it is started once the versions' cases are read."""
     if not (runs.same_version or options.include_changed):
         return None
     usable = _usable(runs.baseline, runs.candidate, None, options)
@@ -194,13 +195,9 @@ async def _analysed(
     metrics: Awaitable[dict[str, MetricPairs]],
     seed: int,
     options: CompareOptions,
-    latency: _Latency | None,
-) -> tuple[_ByCase, dict[str, Any], tuple[Delta, Delta]]:
-    """The latency quantiles' bootstrap (unless started already), and what needs no metric (the
-    overall and slices' tests, the cases that may have flipped), run in threads while the
-    metrics are read."""
-    if latency is None:
-        latency = _latency((cases.baseline, cases.candidate), usable, seed)
+) -> tuple[_ByCase, dict[str, Any]]:
+    """What needs no metric (the overall and slices' tests, the cases that may have flipped), in
+    a thread while the metrics are read; then the rest of the analysis."""
     by_case = asyncio.create_task(asyncio.to_thread(_by_case, cases, usable, seed))
     try:
         found = await metrics
@@ -208,8 +205,7 @@ async def _analysed(
         analysed = await asyncio.to_thread(_analyse, cases, usable, prepared, found, seed, options)
     finally:
         await asyncio.gather(by_case, return_exceptions=True)  # (done, or never awaited)
-        quantiles = await latency
-    return prepared, analysed, quantiles
+    return prepared, analysed
 
 
 def _figure(
@@ -262,8 +258,10 @@ def _by_case(cases: pairing.PairedColumns, usable: np.ndarray, seed: int) -> _By
     return _ByCase(
         rated=rated,
         shares=rated_shares,
-        overall=compared.tested_pair("pass rate", False, *rated_shares, compared.PRIMARY, seed),
-        slices=compared.slices(cases, rated, rated_shares, seed),
+        overall=paired_tests.tested_pair(
+            "pass rate", False, *rated_shares, paired_tests.PRIMARY, seed
+        ),
+        slices=paired_tests.slices(cases, rated, rated_shares, seed),
         moved=cases.cases(moved),
     )
 
@@ -289,16 +287,16 @@ def _analyse(
     def add(
         label: str, graded: bool, a: np.ndarray, b: np.ndarray, family: str, lower: bool = False
     ) -> int:
-        return added(compared.tested_pair(label, graded, a, b, family, seed, lower))
+        return added(paired_tests.tested_pair(label, graded, a, b, family, seed, lower))
 
     overall = added(by_case.overall)
-    metric_slots = compared.add_metrics(add, cases, rated, metric_pairs)
+    metric_slots = paired_tests.add_metrics(add, cases, rated, metric_pairs)
     slice_slots = [(field, value, added(tested)) for field, value, tested in by_case.slices]
     sides = (cases.baseline, cases.candidate)
     figures = {name: _figure(sides, usable, name) for name in ("cost", "tokens")}
     figure_slots = {name: intervals.add(b - a) for name, (a, b) in figures.items()}
     bounds = intervals.compute()
-    adjusted, family_sizes = compared.holm_by_family(pending)
+    adjusted, family_sizes = paired_tests.holm_by_family(pending)
     results = [
         tested(p, bounds[p.slot], adjusted[i], options.min_effect) for i, p in enumerate(pending)
     ]
@@ -329,7 +327,7 @@ def _analyse(
             seed=seed,
             min_effect=options.min_effect,
             alpha=ALPHA,
-            multiple_comparisons=compared.HOLM,
+            multiple_comparisons=paired_tests.HOLM,
             families=family_sizes,
             flips=FLIPS_RULE,
         ),

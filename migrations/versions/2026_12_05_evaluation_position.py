@@ -7,7 +7,10 @@ position is now written with each evaluation, as its result's; a result's positi
 changes once written.
 
 Existing rows take their results' positions, then the column is made NOT NULL: one pass over
-the evaluations, rewriting each row once, inside the migration's transaction.
+the evaluations, rewriting each row once, inside the migration's transaction, under the
+exclusive lock the new column takes (evaluations are neither read nor written meanwhile). A
+previous release's worker still running then has its writes refused (no position): its chunk
+is retried by the queue (see the README's production notes).
 
 Revision ID: 0026_evaluation_position
 Revises: 0025_result_text_bytes

@@ -4,7 +4,7 @@ connection's settings must not leak into the other's reads in the replay."""
 
 from __future__ import annotations
 
-from tests.planner import Sent, settings_of_reads
+from tests.planner import ENDED, Sent, settings_of_reads
 
 MAIN, SIDE = 1, 2
 
@@ -13,14 +13,18 @@ def test_each_read_is_replayed_under_its_own_connections_settings() -> None:
     seen = [
         Sent("SELECT current_setting('enable_nestloop')", None, MAIN),
         Sent("SET LOCAL enable_nestloop = 'off'", None, MAIN),
+        Sent("SET TRANSACTION READ ONLY", None, SIDE),
         Sent("SET LOCAL enable_nestloop = 'off'", None, SIDE),
         Sent("SET LOCAL work_mem = '64MB'", None, SIDE),
         Sent("SELECT 'the metrics'", None, SIDE),
         Sent("SET LOCAL enable_nestloop = 'on'", None, SIDE),  # the side's block ends first
-        Sent("SET TRANSACTION READ ONLY", None, SIDE),
         Sent("SELECT 'the slices'", None, MAIN),
         Sent("SET LOCAL enable_nestloop = 'on'", None, MAIN),
         Sent("SELECT 'after'", None, MAIN),
+        # A block that raised leaves its setting until its transaction ends, not after.
+        Sent("SET LOCAL work_mem = '1GB'", None, SIDE),
+        Sent(ENDED, None, SIDE),
+        Sent("SELECT 'the next transaction'", None, SIDE),
     ]
 
     replayed = {sent.sql: settings for sent, settings in settings_of_reads(seen)}
@@ -30,8 +34,10 @@ def test_each_read_is_replayed_under_its_own_connections_settings() -> None:
         "SELECT 'the metrics'",
         "SELECT 'the slices'",
         "SELECT 'after'",
+        "SELECT 'the next transaction'",
     ]
     assert replayed["SELECT current_setting('enable_nestloop')"] == {}
     assert replayed["SELECT 'the metrics'"] == {"enable_nestloop": "off", "work_mem": "64MB"}
     assert replayed["SELECT 'the slices'"] == {"enable_nestloop": "off", "work_mem": None}
     assert replayed["SELECT 'after'"] == {"enable_nestloop": "on", "work_mem": None}
+    assert replayed["SELECT 'the next transaction'"] == {"enable_nestloop": None, "work_mem": None}

@@ -276,13 +276,7 @@ async def paired_cases(
         runs = await paired_runs(session, baseline, candidate)
     sides = (runs.baseline, runs.candidate)
     slices, changed = await _version_cases(session, baseline, candidate, sides)
-    return PairedColumns(
-        ids=runs.ids,
-        baseline=sides[0],
-        candidate=sides[1],
-        slices=slices,
-        changed=changed,
-    )
+    return PairedColumns(runs.ids, runs.baseline, runs.candidate, slices, changed)
 
 
 async def _by_position(session: AsyncSession, baseline: Run, candidate: Run) -> ByPosition | None:

@@ -31,7 +31,7 @@ ADDS = {
         false)""",
     "evaluations": """INSERT INTO evaluations (id, organization_id, result_id, run_id, position,
         metric_name, metric_type, score, passed) VALUES (gen_random_uuid(), :org, :result, :run,
-        0, 'added ' || CAST(:n AS integer), 'contains', 1, true)""",
+        :position, 'added ' || CAST(:n AS integer), 'contains', 1, true)""",
     "run_events": """INSERT INTO run_events (run_id, seq, organization_id, type, data)
         VALUES (:run, 1000 + :n, :org, 'run_progress', '{}')""",
 }
@@ -66,13 +66,19 @@ async def test_no_row_names_another_organizations_run(
         "run_events": 6,  # started, 3 results, progress, finished
     }
     async with tenant_session(committed_database, ours) as session:
-        result = await session.scalar(
-            text("SELECT id FROM results WHERE run_id = :run LIMIT 1"), {"run": run_id}
-        )
+        result, position = (
+            await session.execute(
+                text("SELECT id, position FROM results WHERE run_id = :run LIMIT 1"),
+                {"run": run_id},
+            )
+        ).one()
     # The run's own organization may add to it: the rows are sound.
     for add in ADDS.values():
         async with tenant_session(committed_database, ours) as session:
-            await session.execute(text(add), {"org": ours, "run": run_id, "result": result, "n": 1})
+            await session.execute(
+                text(add),
+                {"org": ours, "run": run_id, "result": result, "position": position, "n": 1},
+            )
 
     other = await register(lab.client)
     try:
@@ -83,7 +89,13 @@ async def test_no_row_names_another_organizations_run(
                 async with tenant_session(committed_database, other.organization_id) as session:
                     await session.execute(
                         text(add),
-                        {"org": other.organization_id, "run": run_id, "result": result, "n": 2},
+                        {
+                            "org": other.organization_id,
+                            "run": run_id,
+                            "result": result,
+                            "position": position,
+                            "n": 2,
+                        },
                     )
     finally:
         await remove_account(owner_engine, other)

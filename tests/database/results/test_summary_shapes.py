@@ -151,10 +151,12 @@ async def test_one_result_per_case_reads_the_per_case_figures_without_grouping(
     relevance = next(m for m in metrics if m.name == "relevance")
     assert relevance.errored > 0 and relevance.cost is not None and relevance.cost > 0
     assert relevance.evaluated + relevance.errored == CASES - rate[1]
-    # Read as cases of one result: nothing grouped by case, no evaluation joined to its result.
+    # Read as cases of one result: nothing grouped by case (the results by position, the
+    # evaluations by their results' positions), no evaluation joined to its result.
     figure_reads = [s for s in sent if "FROM results" in s or "FROM evaluations" in s]
     assert len(figure_reads) == 3
     assert not any("GROUP BY position" in s or "JOIN results" in s for s in figure_reads)
+    assert not any("e.position" in s for s in figure_reads)
 
 
 async def test_a_summary_read_beside_is_the_one_read_on_one_connection(

@@ -1,5 +1,5 @@
-"""What a comparison compares, each as a paired test waiting for its interval (Pending): the
-pass rate, each metric's pass rate and graded score, and the pass rate per slice; and Holm's
+"""The paired tests a comparison makes, each waiting for its interval (Pending): of the pass
+rate, each metric's pass rate and graded score, and the pass rate per slice; and Holm's
 correction within each family of tests."""
 
 from __future__ import annotations
