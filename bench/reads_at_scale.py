@@ -21,15 +21,17 @@ from typing import Any
 
 import httpx
 import numpy as np
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 
 from bench.compare_runs import _EVALUATIONS, _FINISH
 from bench.export_stream import _analyze
 from bench.harness import StolenTime, api_post, bench_app
 from database import embedded
-from database.core import Tenant, get_database
+from database.core import Database, Tenant, get_database
 from database.results.crud import pairing
 from database.results.models import Run
+from database.test_sets.slice_index import SliceIndex
 from utils import statistics as stats
 
 CASES = 100_000
@@ -107,7 +109,8 @@ async def _run(client: httpx.AsyncClient, setup: dict[str, Any], pass_share: flo
     organization, run_id = setup["organization"], uuid.UUID(run["id"])
     async with get_database().transaction(Tenant(organization)) as session:
         version = uuid.UUID(run["test_set_version_id"])
-        if setup.pop("first", None) is not None:  # the version's cases, once
+        written = setup.pop("first", None) is not None
+        if written:  # the version's cases, once
             await session.execute(
                 _VERSION_CASES,
                 {"version": version, "organization": organization, "first": 10, "cases": CASES},
@@ -118,7 +121,42 @@ async def _run(client: httpx.AsyncClient, setup: dict[str, Any], pass_share: flo
         )
         await session.execute(_EVALUATIONS, {"run": run_id})
         await session.execute(_FINISH, {"run": run_id})
+    if written:
+        await _keep_slices(version)
     return str(run_id)
+
+
+_CASES_IN_ORDER = text("""
+SELECT "case" FROM test_set_version_cases WHERE version_id = :version ORDER BY position
+""")
+_SLICES_KEPT = text("""
+UPDATE test_set_versions
+SET slice_values = :slice_values, slice_codes = :slice_codes, case_count = :case_count
+WHERE id = :version
+""").bindparams(bindparam("slice_values", type_=JSONB()))
+
+
+async def _keep_slices(version: uuid.UUID) -> None:
+    """The version's slices as a publish of its cases would keep them (a version is immutable
+    to the service: written as the tables' owner)."""
+    owner = get_database().engine.url.set(username=embedded.OWNER_ROLE)
+    owner_database = Database.connect(owner.render_as_string(hide_password=False))
+    try:
+        async with owner_database.engine.begin() as connection:
+            cases = (await connection.execute(_CASES_IN_ORDER, {"version": version})).scalars()
+            slices = SliceIndex()
+            slices.add(list(cases))
+            await connection.execute(
+                _SLICES_KEPT,
+                {
+                    "version": version,
+                    "slice_values": slices.values(),
+                    "slice_codes": slices.codes(),
+                    "case_count": CASES,
+                },
+            )
+    finally:
+        await owner_database.dispose()
 
 
 def _pairing_reads(

@@ -14,7 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 import database.registry  # noqa: F401  (every table known to the metadata)
@@ -95,3 +95,31 @@ A_RUNS_OWNERS = (
     "INSERT INTO test_set_versions (id, organization_id, test_set_id, number, content_hash,"
     " case_count) VALUES (:version, :org, :set, 1, 'h', 0)",
 )
+
+
+# Every relation of the schema handed to `role` (a migration's grants name all tables).
+_OWNED_BY = """
+DO $$
+DECLARE relation record;
+BEGIN
+    FOR relation IN
+        SELECT c.relname, c.relkind FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+    LOOP
+        EXECUTE format('ALTER %s %I OWNER TO {role}',
+                       CASE relation.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+                       relation.relname);
+    END LOOP;
+END $$
+"""
+
+
+async def act_as_plain_owner(connection: AsyncConnection, role: str) -> None:
+    """Within the connection's transaction (roll it back to drop the role): every relation
+    handed to a new plain `role`, held to the tenant policies by FORCE as production's owner
+    is, which sees no organization's rows unless a migration lifts that; and the connection
+    acting as it until RESET ROLE."""
+    await connection.execute(text(f"CREATE ROLE {role} NOSUPERUSER NOBYPASSRLS"))
+    await connection.execute(text(_OWNED_BY.format(role=role)))
+    await connection.execute(text(f"SET LOCAL ROLE {role}"))

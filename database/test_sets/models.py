@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -57,6 +58,9 @@ class TestSetVersion(IdMixin, Base):
     case_count: Mapped[int] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Each case's behavior, category and topic, as codes (slice_index.SliceIndex).
+    slice_values: Mapped[dict[str, list[str | None]]] = mapped_column(JSONB)
+    slice_codes: Mapped[bytes] = mapped_column(LargeBinary)
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
 
 

@@ -19,6 +19,7 @@ from database.test_sets.exports import case_encoder
 from database.test_sets.io import Format, parse_case_documents
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
+from database.test_sets.slice_index import SliceIndex
 from database.test_sets.streaming import PAGE_ROWS, ConvertedPages, ReadPage, stream_pages
 from database.tests import crud as test_crud
 from database.tests.schemas import TestBulkCreate, TestCaseFields
@@ -206,14 +207,16 @@ async def publish(
     )
     attempt = await session.begin_nested()
     await crud.defer_version_key(session)
-    digest = ContentHash()
+    digest, slices = ContentHash(), SliceIndex()
     async for cases in _case_pages(session, await crud.member_ids(session, test_set.id)):
         await crud.insert_version_cases(session, version, cases, first_position=digest.count)
         digest.add([case for _, case in cases])
+        slices.add([case for _, case in cases])
     if latest is not None and latest.content_hash == digest.hexdigest():
         await attempt.rollback()  # a change undone: the latest version holds these cases
         return latest, False
     version.content_hash, version.case_count = digest.hexdigest(), digest.count
+    version.slice_values, version.slice_codes = slices.values(), slices.codes()
     session.add(version)
     await attempt.commit()
     return version, True

@@ -22,6 +22,7 @@ from database.results.crud.packed_columns import (
     packed,
     sums,
 )
+from database.test_sets.slice_index import SLICES
 
 
 class Side(NamedTuple):
@@ -37,9 +38,6 @@ class Side(NamedTuple):
     @property
     def share(self) -> float | None:
         return self.passed / self.scored if self.scored else None
-
-
-SLICES = ("behavior", "category", "topic")
 
 
 class PairedCase:

@@ -12,8 +12,6 @@ position, so a run's per-case figures (its metrics') are matched to the cases by
 from __future__ import annotations
 
 import asyncio
-import functools
-import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -21,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.evaluations.catalogue import FROM_TEST
 from database.results.crud.case_columns import (
     SLICES,
     ByPosition,
@@ -36,7 +33,8 @@ from database.results.crud.case_columns import (
     Side,
     SideColumns,
 )
-from database.results.crud.packed_columns import MetricPairs, MetricSide, packed
+from database.results.crud.packed_columns import MetricPairs, MetricSide
+from database.results.crud.version_cases import version_cases
 from database.results.models import Run
 from utils.crud import local_settings
 
@@ -98,64 +96,6 @@ SELECT array_agg(key ORDER BY at, key), array_agg(test_id ORDER BY at, key),
        {", ".join(f"array_agg(b_{c} ORDER BY at, key)" for c in _SIDE_COLUMNS)}
 FROM paired
 """)
-# What a case is and how it is sliced, per pinned version (matched by position in numpy: a
-# planner misjudging the aggregates above would otherwise probe these row by row).
-# A test has changed when what it sends or expects did, or the parameters it gives the runs'
-# metrics (under the metadata keys they read, see catalogue.for_case): labels, tags and the
-# rest of metadata (where recorded outputs live) do not count; with one version on both sides
-# nothing changed.
-# Each field's values come as one text (decoding 100,000s of array elements cost more than the
-# query): per case 'v' and the value, its backslashes and separators escaped, or 'n' for none;
-# separated by chr(31). Only the distinct values are decoded (_decoded).
-_SEPARATOR = "\x1f"
-
-
-def _marked(field: str) -> str:
-    escaped = rf"""replace(replace("case" ->> '{field}', '\', '\\'), chr(31), '\s')"""
-    return f"string_agg(coalesce('v' || {escaped}, 'n'), chr(31))"
-
-
-_DIGESTED = ("input", "messages", "variables", "expected_output", "context")
-_ARGUMENTS = 100  # at most, of a function in PostgreSQL (two runs' metrics may read 100 keys)
-
-
-@functools.cache
-def _version_cases_query(read_keys: int) -> TextClause:
-    """The query, its digest taking metadata[:read_0], metadata[:read_1]... too."""
-    digested = [f""""case" -> '{field}'""" for field in _DIGESTED] + [
-        f""""case" -> 'metadata' -> CAST(:read_{i} AS text)""" for i in range(read_keys)
-    ]
-    array = " || ".join(
-        f"jsonb_build_array({', '.join(digested[start : start + _ARGUMENTS])})"
-        for start in range(0, len(digested), _ARGUMENTS)
-    )
-    return text(f"""
-SELECT version_id, string_agg(int4send(position), ''), {", ".join(map(_marked, SLICES))},
-       string_agg(CASE WHEN :digest THEN md5(({array})::text) END, chr(31)),
-       count(*)
-FROM test_set_version_cases WHERE version_id IN (:baseline_version, :candidate_version)
-GROUP BY version_id
-""")
-
-
-def _metadata_read(*runs: Run) -> list[str]:
-    """The metadata keys the runs' metrics (as each run froze them) read a test's parameters
-    from, sorted."""
-    keys = {
-        metric.get("parameters", {}).get(FROM_TEST)
-        for run in runs
-        for metric in run.metrics or []
-        if isinstance(metric.get("parameters"), dict)
-    }
-    return sorted(key for key in keys if isinstance(key, str))
-
-
-def _decoded(marked: str) -> str | None:
-    if marked == "n":
-        return None
-    return re.sub(r"\\(.)", lambda found: "\\" if found[1] == "\\" else _SEPARATOR, marked[1:])
-
-
 # Per metric and run, its evaluations as packed columns (see case_columns.RunCases): the case
 # (position) of each, its flags (2: an error, 1: passed, 0: failed) and score; aggregated per
 # case in numpy.
@@ -220,43 +160,6 @@ def run_params(baseline: Run, candidate: Run) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class _VersionCases:
-    """One pinned version's cases, found by position."""
-
-    index: np.ndarray  # position -> row, -1 where the version has no such position
-    slices: dict[str, list[str]]  # each row's marked value (see _version_cases_query)
-    digests: list[str]
-
-    @property
-    def size(self) -> int:
-        return len(self.slices[SLICES[0]])
-
-    @classmethod
-    def of(cls, row: Sequence[Any] | None) -> _VersionCases:
-        if row is None:
-            return cls(np.full(0, -1, dtype=np.int64), {field: [] for field in SLICES}, [])
-        positions = packed(row[1], ">i4").astype(np.int64)
-        index = np.full(int(positions.max(initial=-1)) + 1, -1, dtype=np.int64)
-        index[positions] = np.arange(len(positions))
-        marked = zip(SLICES, row[2:5], strict=True)
-        slices = {field: _split(found, row[-1]) for field, found in marked}
-        return cls(index, slices, _split(row[5], row[-1]))
-
-    def rows(self, positions: np.ndarray) -> np.ndarray:
-        """The row of each position (-1: none, or no position)."""
-        found = np.full(len(positions), -1, dtype=np.int64)
-        inside = (positions >= 0) & (positions < len(self.index))
-        found[inside] = self.index[positions[inside]]
-        return found
-
-
-def _split(joined: str | None, count: int) -> list[str]:
-    parts = joined.split(_SEPARATOR) if joined is not None else []
-    assert len(parts) == count or not parts, "a value holds the separator"
-    return parts
-
-
 async def paired_runs(session: AsyncSession, baseline: Run, candidate: Run) -> PairedRuns:
     """Two runs of one version (the common case) are paired by position, from their rows read
     once and aggregated in numpy; others, or any whose positions do not name the same tests,
@@ -275,7 +178,7 @@ async def paired_cases(
     if runs is None:
         runs = await paired_runs(session, baseline, candidate)
     sides = (runs.baseline, runs.candidate)
-    slices, changed = await _version_cases(session, baseline, candidate, sides)
+    slices, changed = await version_cases(session, baseline, candidate, sides)
     return PairedColumns(runs.ids, runs.baseline, runs.candidate, slices, changed)
 
 
@@ -321,58 +224,6 @@ def _paired_by_key(row: Any) -> _ByKey:
         for start in (2, 2 + width)
     ]
     return _ByKey(list(row[0] or []), list(row[1] or []), sides[0], sides[1])
-
-
-async def _version_cases(
-    session: AsyncSession, baseline: Run, candidate: Run, sides: Sequence[SideColumns]
-) -> tuple[CaseSlices, np.ndarray]:
-    """Each case's slices (behavior, category, topic) and whether its test changed."""
-    same = baseline.test_set_version_id == candidate.test_set_version_id
-    read = _metadata_read(baseline, candidate) if not same else []
-    rows = await session.execute(
-        _version_cases_query(len(read)),
-        {
-            "baseline_version": baseline.test_set_version_id,
-            "candidate_version": candidate.test_set_version_id,
-            "digest": not same,
-            **{f"read_{i}": key for i, key in enumerate(read)},
-        },
-    )
-    versions = (baseline.test_set_version_id, candidate.test_set_version_id)
-    return await asyncio.to_thread(_slices_and_changes, rows.all(), versions, sides)
-
-
-def _slices_and_changes(
-    rows: Sequence[Any], versions: tuple[uuid.UUID, uuid.UUID], sides: Sequence[SideColumns]
-) -> tuple[CaseSlices, np.ndarray]:
-    same = versions[0] == versions[1]
-    found = {found[0]: _VersionCases.of(found) for found in rows}
-    none = _VersionCases.of(None)
-    before, after = found.get(versions[0], none), found.get(versions[1], none)
-    rows_before, rows_after = before.rows(sides[0].position), after.rows(sides[1].position)
-    # Each case's row among both versions' rows (the candidate's first; one version's rows
-    # once): its values are the candidate's version's, else the baseline's, else none.
-    at = np.where(rows_before >= 0, after.size + rows_before, -1) if before is not after else None
-    at = np.where(rows_after >= 0, rows_after, -1 if at is None else at)
-    values, codes = {}, {}
-    for field in SLICES:
-        marked = after.slices[field] + (before.slices[field] if before is not after else [])
-        lookup = {value: code for code, value in enumerate(dict.fromkeys(marked))}
-        row_codes = np.fromiter(map(lookup.__getitem__, marked), dtype=np.int64, count=len(marked))
-        values[field] = [_decoded(value) for value in lookup]
-        if "n" not in lookup:
-            lookup["n"] = len(values[field])
-            values[field].append(None)
-        codes[field] = np.full(len(at), lookup["n"], dtype=np.int64)
-        codes[field][at >= 0] = row_codes[at[at >= 0]]
-    slices = CaseSlices(values, codes)
-    changed = np.zeros(len(rows_after), dtype=bool)
-    if not same:
-        both = np.flatnonzero((rows_before >= 0) & (rows_after >= 0))
-        changed[both] = [
-            before.digests[rows_before[i]] != after.digests[rows_after[i]] for i in both
-        ]
-    return slices, changed
 
 
 async def paired_metrics(

@@ -172,3 +172,41 @@ async def test_flip_outputs_are_found_by_key_in_one_version_and_in_two(client, d
     found, reference, keys = await _flips_both_ways(database, owner, (first, third))
     assert found == reference and len(found) > CASES
     assert f"{third}:{CASES - 4}" in keys and f"{first}:3" in keys
+
+
+async def test_a_case_takes_its_slices_from_the_candidates_version_else_the_baselines(
+    client, database
+):
+    owner = await register(client)
+    test_ids, body = await _setup(client, owner)
+    first = await _run(client, owner, body)
+    # The next version: three tests' behavior renamed, one test out of the set.
+    for test_id in test_ids[:3]:
+        edited = await client.patch(
+            f"/api/v1/tests/{test_id}", json={"behavior": "renamed"}, headers=owner.headers
+        )
+        assert edited.status_code == 200, edited.text
+    removed = await client.delete(
+        f"/api/v1/test-sets/{body['test_set_id']}/tests/{test_ids[5]}", headers=owner.headers
+    )
+    assert removed.status_code == 204, removed.text
+    second = await _run(client, owner, body)
+    named: list[str | None] = list(test_ids)
+    await _write(database, owner, first, named, seed=1)
+    await _write(database, owner, second, named[:5] + named[6:], seed=2)
+
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        base = await session.get(Run, uuid.UUID(first))
+        cand = await session.get(Run, uuid.UUID(second))
+        assert base is not None and cand is not None
+        assert base.test_set_version_id != cand.test_set_version_id
+        async with pairing.whole_run_plans(session):
+            cases = await pairing.paired_cases(session, base, cand)
+    every = np.arange(len(cases))
+    behaviors = dict(zip(cases.ids.test_ids(every), cases.slices.listed("behavior"), strict=True))
+    expected = {
+        uuid.UUID(test_id): "renamed" if i < 3 else _behavior(i)
+        for i, test_id in enumerate(test_ids)
+    }
+    assert behaviors == expected  # the removed test's from the baseline's version
+    assert cases.changed.sum() == 0  # what is sent and expected did not change

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from database.results import changes
-from database.results.crud import pairing
+from database.results.crud import pairing, version_cases
 from tests.fakes.openai_server import echo_reply
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem, register
@@ -383,7 +383,8 @@ async def test_a_comparisons_work_on_the_rows_is_done_off_the_event_loop(lab, fa
     for module, name in [
         (pairing, "_paired_by_position"),
         (pairing, "_paired_by_key"),
-        (pairing, "_slices_and_changes"),
+        (version_cases, "_slices"),
+        (version_cases, "_changed"),
         (pairing, "_metric_pairs"),
         (changes, "_flipped"),
     ]:
@@ -401,7 +402,8 @@ async def test_a_comparisons_work_on_the_rows_is_done_off_the_event_loop(lab, fa
     assert set(on_the_loop) == {
         "_paired_by_position",
         "_paired_by_key",
-        "_slices_and_changes",
+        "_slices",
+        "_changed",
         "_metric_pairs",
         "_flipped",
     }

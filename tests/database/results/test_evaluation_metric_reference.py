@@ -14,28 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from database.migrate import migrate
 from tests.database.results.conftest import Lab
 from tests.fakes.openai_server import FakeOpenAI
-from tests.scratch import A_RUNS_OWNERS, downgrade, model_differences
+from tests.scratch import A_RUNS_OWNERS, act_as_plain_owner, downgrade, model_differences
 
 REFERENCE = "0021_evaluation_metric_reference"
 BEFORE = "0020_version_key_deferrable"
 KEY = "fk_evaluations_metric_id_metrics"
 PLAIN_OWNER = "assay_plain_migration_owner"
-# Every relation of the schema handed to `role` (a migration's grants name all tables).
-_OWNED_BY = """
-DO $$
-DECLARE relation record;
-BEGIN
-    FOR relation IN
-        SELECT c.relname, c.relkind FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-    LOOP
-        EXECUTE format('ALTER %s %I OWNER TO {role}',
-                       CASE relation.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
-                       relation.relname);
-    END LOOP;
-END $$
-"""
 # What the revisions after this one add to evaluations (the models are the latest revision's).
 LATER = [("add_column", "position")]
 # A key on evaluations would show in the plan of a metric's deletion as its trigger.
@@ -87,9 +71,7 @@ async def test_the_migration_matches_the_model_and_goes_down_and_up(own_database
     async with own_database.connect() as connection:
         transaction = await connection.begin()
         try:
-            await connection.execute(text(f"CREATE ROLE {PLAIN_OWNER} NOSUPERUSER NOBYPASSRLS"))
-            await connection.execute(text(_OWNED_BY.format(role=PLAIN_OWNER)))
-            await connection.execute(text(f"SET LOCAL ROLE {PLAIN_OWNER}"))
+            await act_as_plain_owner(connection, PLAIN_OWNER)
             await connection.run_sync(downgrade, BEFORE)
             restored = await connection.run_sync(model_differences, ["evaluations"])
             await connection.execute(text("RESET ROLE"))

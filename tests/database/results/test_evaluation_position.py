@@ -13,18 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from database.migrate import migrate
 from tests.database.results.conftest import Lab
 from tests.fakes.openai_server import FakeOpenAI
-from tests.scratch import A_RUNS_OWNERS, downgrade, model_differences, upgrade
+from tests.scratch import A_RUNS_OWNERS, act_as_plain_owner, downgrade, model_differences, upgrade
 
 POSITION = "0026_evaluation_position"
 BEFORE = "0025_result_text_bytes"
 PLAIN_OWNER = "assay_plain_position_owner"
-_OWNED_BY = f"""
-DO $$ DECLARE t record; BEGIN
-    FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
-        EXECUTE format('ALTER TABLE %I OWNER TO {PLAIN_OWNER}', t.tablename);
-    END LOOP;
-END $$
-"""
 _HAS_POSITION = text("""
 SELECT EXISTS (SELECT FROM information_schema.columns
                WHERE table_name = 'evaluations' AND column_name = 'position')
@@ -118,9 +111,7 @@ async def test_the_migration_gives_every_organizations_evaluations_their_positio
     async with own_database.connect() as connection:
         transaction = await connection.begin()
         try:
-            await connection.execute(text(f"CREATE ROLE {PLAIN_OWNER} NOSUPERUSER NOBYPASSRLS"))
-            await connection.execute(text(_OWNED_BY))
-            await connection.execute(text(f"SET LOCAL ROLE {PLAIN_OWNER}"))
+            await act_as_plain_owner(connection, PLAIN_OWNER)
             await connection.run_sync(upgrade, POSITION)
             await connection.execute(text("RESET ROLE"))
             assert await _positions(connection) == expected
