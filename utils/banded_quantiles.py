@@ -22,8 +22,8 @@ FloatArray = npt.NDArray[np.float64]
 # two quantiles); then the plain bootstrap is used for the whole interval.
 BAND_SDS = 6.0
 
-# Resamples are drawn this many at a time (small blocks keep the counting in cache: twice as
-# fast as 250).
+# Resamples are drawn this many at a time. The draws, hence the intervals, depend on it: a
+# change changes every large comparison's latency intervals.
 BLOCK = 100
 
 
@@ -53,9 +53,9 @@ class Band:
     how many draws fall in each of those four cells matters. The counts (band, four cells) are
     multinomial over n draws and, given the band's total, each draw in the band is uniform over
     its cases: the same joint law as counting n uniform indices. The r-th smallest on a side is
-    then the first band case, in that side's rank order, at which the draws below the band plus
-    the band's cumulative counts reach r; it is only trusted when that case lies in the band
-    (below it, the cumulative counts are not the true ones)."""
+    then the band draw of rank r minus the draws below the band, in that side's rank order; it
+    is only trusted when that case lies in the band (below it, the counts are not the true
+    ones)."""
 
     def __init__(self, ranks: tuple[npt.NDArray[np.int64], ...], r: int) -> None:
         n = ranks[0].shape[0]
@@ -85,23 +85,28 @@ class Band:
         baseline), or None when one of them lies outside the band."""
         size = self.cases.shape[0]
         counts = rng.multinomial(self.n, self.shares, size=rows)
-        drawn = rng.integers(0, size, size=int(counts[:, 0].sum()))
-        row_starts = np.arange(rows) * size
-        offsets = np.repeat(row_starts, counts[:, 0])
-        base_labels = self.base_positions[drawn]
-        base_labels += offsets
-        drawn += offsets
-        draws_before_row = np.cumsum(counts[:, 0]) - counts[:, 0]
+        in_band = counts[:, 0]
+        drawn = rng.integers(0, size, size=int(in_band.sum()))  # labels, candidate rank order
+        ends = np.cumsum(in_band).tolist()
+        starts = [0, *ends[:-1]]
         found = []
-        sides = ((drawn, counts[:, 1] + counts[:, 2]), (base_labels, counts[:, 1] + counts[:, 3]))
+        sides = (
+            (drawn, counts[:, 1] + counts[:, 2]),
+            (self.base_positions[drawn], counts[:, 1] + counts[:, 3]),
+        )
         for side, (labels, below) in enumerate(sides):
-            flat = np.bincount(labels, minlength=rows * size)
-            # One running count over all rows: row k's counts start after the previous rows'.
+            # The r-th smallest is the band draw of rank r - below, when the band holds it:
+            # one selection per resample, among its own draws (a few thousand, in cache).
             needed = self.r - below
-            at = np.searchsorted(np.cumsum(flat), draws_before_row + needed) - row_starts
-            case = self.orders[side][np.clip(at, 0, size - 1)]
-            rank = self.ranks[side][case]
-            if not ((needed >= 1) & (at < size) & (rank >= self.lo) & (rank < self.hi)).all():
+            if not ((needed >= 1) & (needed <= in_band)).all():
+                return None
+            at = np.empty(rows, dtype=np.int64)
+            wanted = zip(starts, ends, needed.tolist(), strict=True)
+            for row, (start, end, rank) in enumerate(wanted):
+                at[row] = np.partition(labels[start:end], rank - 1)[rank - 1]
+            case = self.orders[side][at]
+            rank_of_case = self.ranks[side][case]
+            if not ((rank_of_case >= self.lo) & (rank_of_case < self.hi)).all():
                 return None
             found.append(case)
         return found

@@ -179,6 +179,55 @@ def test_each_sides_quantile_has_the_exact_law_of_a_resampled_order_statistic(q)
         assert np.abs(empirical - exact).max() < 1.95 / math.sqrt(draws), (q, side)
 
 
+def _counted(band: Band, rng: np.random.Generator, rows: int) -> list[np.ndarray] | None:
+    """Band.draw by counting every band draw: its cumulative counts per resample, in each
+    side's rank order, until they reach the rank wanted (the reference)."""
+    size = band.cases.shape[0]
+    counts = rng.multinomial(band.n, band.shares, size=rows)
+    drawn = rng.integers(0, size, size=int(counts[:, 0].sum()))
+    found = []
+    for side, labels in enumerate((drawn, band.base_positions[drawn])):
+        below = counts[:, 1] + (counts[:, 2] if side == 0 else counts[:, 3])
+        needed, cases = band.r - below, []
+        for row, start in enumerate(np.cumsum(counts[:, 0]) - counts[:, 0]):
+            running = np.cumsum(np.bincount(labels[start : start + counts[row, 0]], None, size))
+            at = int(np.searchsorted(running, needed[row]))
+            if needed[row] < 1 or at >= size:
+                return None
+            cases.append(band.orders[side][at])
+        rank = band.ranks[side][np.array(cases)]
+        if not ((rank >= band.lo) & (rank < band.hi)).all():
+            return None
+        found.append(np.array(cases))
+    return found
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_each_resamples_quantile_case_is_the_one_counting_its_draws_finds(ties, monkeypatch):
+    base, cand = _latencies(np.random.default_rng(60 + ties), ties)
+    ranks = (stable_ranks(cand), stable_ranks(base))
+    for q in (0.01, 0.5, 0.95):
+        band = Band(ranks, order_statistic(N, q))
+        for seed in range(5):
+            found = band.draw(np.random.default_rng(seed), 100)
+            reference = _counted(band, np.random.default_rng(seed), 100)
+            assert found is not None and reference is not None
+            assert all(np.array_equal(a, b) for a, b in zip(found, reference, strict=True))
+    # A band too narrow for its resamples, one resample at a time: its quantile falls below
+    # the band or above it, or (rarely) in it; both give up, or agree.
+    monkeypatch.setattr(banded_quantiles, "BAND_SDS", 0.0)
+    band = Band(ranks, order_statistic(N, 0.5))
+    outcomes = []
+    for seed in range(60):
+        found = band.draw(np.random.default_rng(seed), 1)
+        reference = _counted(band, np.random.default_rng(seed), 1)
+        assert (found is None) == (reference is None), seed
+        outcomes.append(found is None)
+        if found is not None and reference is not None:
+            assert all(np.array_equal(a, b) for a, b in zip(found, reference, strict=True))
+    assert any(outcomes)
+
+
 def test_a_resample_leaving_the_band_falls_back_to_the_plain_bootstrap(monkeypatch):
     rng = np.random.default_rng(30)
     base, cand = _latencies(rng, ties=False)
