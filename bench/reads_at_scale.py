@@ -95,11 +95,24 @@ async def _setup(client: httpx.AsyncClient) -> dict[str, Any]:
         client, "/metrics", {"project_id": project["id"], "name": "contains", "type": "contains"}
     )
     model = await api_post(client, "/models", {"name": "demo", "provider": "demo"})
+    # The version both runs pin: the set's cases, and the rest written in directly.
+    version = await api_post(client, f"/test-sets/{test_set['id']}/versions", {})
+    organization = uuid.UUID(registered["organization"]["id"])
+    async with get_database().transaction(Tenant(organization)) as session:
+        await session.execute(
+            _VERSION_CASES,
+            {
+                "version": uuid.UUID(version["id"]),
+                "organization": organization,
+                "first": len(ids),
+                "cases": CASES,
+            },
+        )
+    await _keep_slices(uuid.UUID(version["id"]))
     return {
-        "organization": uuid.UUID(registered["organization"]["id"]),
+        "organization": organization,
         "run": {"test_set_id": test_set["id"], "target_model_id": model["id"]}
         | {"metric_ids": [metric["id"]]},
-        "first": len(ids),
     }
 
 
@@ -107,22 +120,14 @@ async def _run(client: httpx.AsyncClient, setup: dict[str, Any], pass_share: flo
     """A run created through the API (no worker picks it up), its results written in."""
     run = await api_post(client, "/runs", setup["run"])
     organization, run_id = setup["organization"], uuid.UUID(run["id"])
+    assert run["total"] == CASES, run  # the version written in _setup
     async with get_database().transaction(Tenant(organization)) as session:
-        version = uuid.UUID(run["test_set_version_id"])
-        written = setup.pop("first", None) is not None
-        if written:  # the version's cases, once
-            await session.execute(
-                _VERSION_CASES,
-                {"version": version, "organization": organization, "first": 10, "cases": CASES},
-            )
         await session.execute(
             _RESULTS,
             {"organization": organization, "run": run_id, "cases": CASES, "pass_share": pass_share},
         )
         await session.execute(_EVALUATIONS, {"run": run_id})
         await session.execute(_FINISH, {"run": run_id})
-    if written:
-        await _keep_slices(version)
     return str(run_id)
 
 
@@ -137,8 +142,8 @@ WHERE id = :version
 
 
 async def _keep_slices(version: uuid.UUID) -> None:
-    """The version's slices as a publish of its cases would keep them (a version is immutable
-    to the service: written as the tables' owner)."""
+    """The version's slices and count as a publish of its cases would keep them (a version is
+    immutable to the service: written as the tables' owner)."""
     owner = get_database().engine.url.set(username=embedded.OWNER_ROLE)
     owner_database = Database.connect(owner.render_as_string(hide_password=False))
     try:

@@ -86,7 +86,8 @@ def model_differences(connection: Connection, tables: Collection[str]) -> list[A
 
 
 # What a run needs before it, as rows of a scratch database's own (its owner writes them), named
-# by the parameters :org, :project, :set and :version.
+# by the parameters :org, :project, :set and :version; for revisions before 0027_version_slices
+# (a version since keeps its slices).
 A_RUNS_OWNERS = (
     "INSERT INTO organizations (id, name) VALUES (:org, 'o')",
     "INSERT INTO projects (id, organization_id, name) VALUES (:project, :org, 'p')",

@@ -102,8 +102,8 @@ class Band:
                 return None
             at = np.empty(rows, dtype=np.int64)
             wanted = zip(starts, ends, needed.tolist(), strict=True)
-            for row, (start, end, rank) in enumerate(wanted):
-                at[row] = np.partition(labels[start:end], rank - 1)[rank - 1]
+            for row, (start, end, rank_in_band) in enumerate(wanted):
+                at[row] = np.partition(labels[start:end], rank_in_band - 1)[rank_in_band - 1]
             case = self.orders[side][at]
             rank_of_case = self.ranks[side][case]
             if not ((rank_of_case >= self.lo) & (rank_of_case < self.hi)).all():

@@ -11,9 +11,9 @@ import numpy as np
 
 from database.results.crud import pairing
 from database.results.verdicts import Pending, paired_test
+from database.test_sets.slice_index import SLICES
 from utils import statistics as stats
 
-SLICE_FIELDS = pairing.SLICES  # behavior, category, topic
 MAX_SLICES = 50  # values per field, the most common first
 
 Add = Callable[[str, bool, np.ndarray, np.ndarray, str, bool], int]
@@ -96,7 +96,7 @@ def slices(
     """The pass rate per behavior, category and topic (exploratory); a field with one value
     for every case says nothing the overall pass rate does not."""
     slots = []
-    for field in SLICE_FIELDS:
+    for field in SLICES:
         values, codes = cases.slices.values[field], cases.slices.codes[field][rated]
         found, first, counts = np.unique(codes, return_index=True, return_counts=True)
         if len(found) < 2:

@@ -58,9 +58,10 @@ class TestSetVersion(IdMixin, Base):
     case_count: Mapped[int] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    # Each case's behavior, category and topic, as codes (slice_index.SliceIndex).
-    slice_values: Mapped[dict[str, list[str | None]]] = mapped_column(JSONB)
-    slice_codes: Mapped[bytes] = mapped_column(LargeBinary)
+    # Each case's behavior, category and topic, as codes (slice_index.SliceIndex): megabytes
+    # for a large version, loaded only when asked for (a comparison selects them).
+    slice_values: Mapped[dict[str, list[str | None]]] = mapped_column(JSONB, deferred=True)
+    slice_codes: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
 
 

@@ -56,5 +56,7 @@ class VersionSlices:
         cls, values: dict[str, list[str | None]], codes: bytes, case_count: int
     ) -> VersionSlices:
         matrix = np.frombuffer(codes, dtype=_CODE).astype(np.int64)
+        if matrix.shape[0] != len(SLICES) * case_count:
+            raise ValueError(f"{matrix.shape[0]} slice codes for {case_count} cases")
         matrix = matrix.reshape(len(SLICES), case_count)
         return cls(values, {field: matrix[at] for at, field in enumerate(SLICES)})

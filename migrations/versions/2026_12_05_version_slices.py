@@ -8,7 +8,12 @@ and each case's index among them, in position order (big-endian int4, one slice 
 other).
 
 Existing versions take theirs from their cases, across every organization, the same as a
-publish would give (values in the order first met). Then the columns are made NOT NULL.
+publish would give (values in the order first met). Then the columns are made NOT NULL: a
+previous release's process still publishing has its versions refused from then on.
+
+The migration reads every pinned case once, and holds exclusive locks on test_set_versions
+(the new columns) and test_set_version_cases (row-level security lifted for the backfill) to
+its end: runs cannot start, nor comparisons or exports read versions, while it runs.
 
 Revision ID: 0027_version_slices
 Revises: 0026_evaluation_position
@@ -39,27 +44,33 @@ WITH sliced AS (
            CAST(row_number() OVER (PARTITION BY version_id, at ORDER BY min(position)) - 1
                 AS integer) AS code
     FROM sliced GROUP BY version_id, at, key, value
+), listed AS (
+    SELECT version_id, at, jsonb_agg(to_jsonb(value) ORDER BY code) AS "values"
+    FROM coded GROUP BY version_id, at
 ), per_slice AS (
     SELECT s.version_id, s.at, string_agg(int4send(c.code), ''::bytea ORDER BY s.position) AS codes,
-           (SELECT jsonb_agg(to_jsonb(v.value) ORDER BY v.code) FROM coded v
-            WHERE v.version_id = s.version_id AND v.at = s.at) AS "values"
+           count(*) AS cases, max(s.position) AS last
     FROM sliced s JOIN coded c USING (version_id, at, key)
     GROUP BY s.version_id, s.at
 )
 UPDATE test_set_versions v
 SET slice_values = found."values", slice_codes = found.codes
 FROM (
-    SELECT version_id,
-           jsonb_object_agg((ARRAY{list(SLICES)})[at + 1], "values") AS "values",
-           string_agg(codes, ''::bytea ORDER BY at) AS codes
-    FROM per_slice GROUP BY version_id
+    SELECT p.version_id,
+           jsonb_object_agg((ARRAY{list(SLICES)})[p.at + 1], l."values") AS "values",
+           string_agg(p.codes, ''::bytea ORDER BY p.at) AS codes,
+           min(p.cases) AS cases, min(p.last) AS last
+    FROM per_slice p JOIN listed l USING (version_id, at)
+    GROUP BY p.version_id
 ) AS found
-WHERE found.version_id = v.id
+WHERE found.version_id = v.id AND found.cases = v.case_count AND found.last = v.case_count - 1
 """
+# A version whose cases are not its positions 0..case_count - 1 (none is written so) is left
+# without slices, and the migration fails on NOT NULL rather than keep codes that misplace.
 _EMPTY = """
 UPDATE test_set_versions
 SET slice_values = '{"behavior": [], "category": [], "topic": []}', slice_codes = ''::bytea
-WHERE slice_values IS NULL
+WHERE slice_values IS NULL AND case_count = 0
 """
 
 

@@ -23,7 +23,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results.crud.case_columns import (
-    SLICES,
     ByPosition,
     CaseSlices,
     PairedCase,
@@ -34,13 +33,12 @@ from database.results.crud.case_columns import (
     SideColumns,
 )
 from database.results.crud.packed_columns import MetricPairs, MetricSide
-from database.results.crud.version_cases import version_cases
+from database.results.crud.pinned_versions import slices_and_changes
 from database.results.models import Run
 from utils.crud import local_settings
 
 # (The column types are this module's answers: importable from here.)
 __all__ = [
-    "SLICES",
     "CaseSlices",
     "MetricPairs",
     "MetricSide",
@@ -178,7 +176,7 @@ async def paired_cases(
     if runs is None:
         runs = await paired_runs(session, baseline, candidate)
     sides = (runs.baseline, runs.candidate)
-    slices, changed = await version_cases(session, baseline, candidate, sides)
+    slices, changed = await slices_and_changes(session, baseline, candidate, sides)
     return PairedColumns(runs.ids, runs.baseline, runs.candidate, slices, changed)
 
 

@@ -1,13 +1,15 @@
-"""A comparison's slices and flips from the columns: slice values read back exactly (the
-separator the read uses, backslashes, none), grouped and ordered as the
-comparison promises; and each flip's outputs found by its position in each run, the same as a
-join on the key itself, for results whose test was deleted too, in one version or two."""
+"""A comparison's slices and flips from the columns: slice values read back exactly (control
+characters, backslashes, none), from the candidate's version else the baseline's, grouped and
+ordered as the comparison promises; and each flip's outputs found by its position in each
+run, the same as a join on the key itself, for results whose test was deleted too, in one
+version or two."""
 
 from __future__ import annotations
 
 import random
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 import httpx
@@ -69,12 +71,20 @@ async def _run(client: httpx.AsyncClient, owner: Account, body: dict[str, Any]) 
 
 
 async def _write(
-    database: Database, owner: Account, run: str, test_ids: list[str | None], seed: int
+    database: Database,
+    owner: Account,
+    run: str,
+    test_ids: list[str | None],
+    seed: int,
+    missing: Collection[int] = (),
 ) -> None:
+    """The run's results, a test at each position (but the `missing` positions)."""
     rng = random.Random(seed)
     rows: dict[str, list[Any]] = {"positions": [], "repetitions": [], "test_ids": []}
     rows["statuses"] = []
     for position, test_id in enumerate(test_ids):
+        if position in missing:
+            continue
         for repetition in range(REPETITIONS):
             status = rng.choice(("passed", "failed", "failed", "errored"))
             for key, value in zip(rows, (position, repetition, test_id, status), strict=True):
@@ -210,3 +220,24 @@ async def test_a_case_takes_its_slices_from_the_candidates_version_else_the_base
     }
     assert behaviors == expected  # the removed test's from the baseline's version
     assert cases.changed.sum() == 0  # what is sent and expected did not change
+
+
+async def test_a_case_of_the_baseline_run_only_takes_its_versions_slices(client, database):
+    owner = await register(client)
+    test_ids, body = await _setup(client, owner)
+    runs = [await _run(client, owner, body) for _ in range(2)]
+    await _write(database, owner, runs[0], list(test_ids), seed=1)
+    await _write(database, owner, runs[1], list(test_ids), seed=2, missing={0, 2})
+
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        base = await session.get(Run, uuid.UUID(runs[0]))
+        cand = await session.get(Run, uuid.UUID(runs[1]))
+        assert base is not None and cand is not None
+        assert base.test_set_version_id == cand.test_set_version_id
+        async with pairing.whole_run_plans(session):
+            cases = await pairing.paired_cases(session, base, cand)
+    every = np.arange(len(cases))
+    assert not cases.candidate.present[0] and not cases.candidate.present[2]
+    behaviors = dict(zip(cases.ids.test_ids(every), cases.slices.listed("behavior"), strict=True))
+    assert behaviors == {uuid.UUID(test_id): _behavior(i) for i, test_id in enumerate(test_ids)}
+    assert _behavior(0) is not None and _behavior(2) is not None

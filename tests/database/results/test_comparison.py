@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from database.results import changes
-from database.results.crud import pairing, version_cases
+from database.results.crud import pairing, pinned_versions
 from tests.fakes.openai_server import echo_reply
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem, register
@@ -383,8 +383,8 @@ async def test_a_comparisons_work_on_the_rows_is_done_off_the_event_loop(lab, fa
     for module, name in [
         (pairing, "_paired_by_position"),
         (pairing, "_paired_by_key"),
-        (version_cases, "_slices"),
-        (version_cases, "_changed"),
+        (pinned_versions, "_slices"),
+        (pinned_versions, "_changed"),
         (pairing, "_metric_pairs"),
         (changes, "_flipped"),
     ]:

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from database.core import Database, Tenant
 from database.results.crud import pairing
 from database.results.crud.case_columns import PairedColumns
-from database.results.crud.version_cases import version_cases
+from database.results.crud.pinned_versions import slices_and_changes
 from database.results.models import Run
 from tests.helpers import Account, create_run_body, register
 
@@ -168,7 +168,7 @@ async def _paired(database: Database, owner: Account, baseline: str, candidate: 
             cases = await pairing.paired_cases(session, base, cand)
             by_key = await pairing._by_key(session, base, cand)
             sides = (by_key.baseline, by_key.candidate)
-            slices, changed = await version_cases(session, base, cand, sides)
+            slices, changed = await slices_and_changes(session, base, cand, sides)
             metrics = await pairing.paired_metrics(session, base, cand)
     keyed = PairedColumns(by_key, by_key.baseline, by_key.candidate, slices, changed)
     return by_position, cases, keyed, metrics

@@ -137,3 +137,14 @@ async def _assert_as_published(
         published.add(cases)
         values, codes, _ = (await connection.execute(_KEPT, {"id": version})).one()
         assert (values, codes) == (published.values(), published.codes())
+
+
+def test_codes_of_another_number_of_cases_are_refused() -> None:
+    index = SliceIndex()
+    index.add([{"behavior": "a"}, {"topic": "t"}])
+    read = VersionSlices.of(index.values(), index.codes(), 2)
+    assert read.codes["topic"].tolist() == [0, 1] and read.values["topic"] == [None, "t"]
+    with pytest.raises(ValueError, match="6 slice codes for 3 cases"):
+        VersionSlices.of(index.values(), index.codes(), 3)
+    with pytest.raises(TypeError, match="behavior is text or none"):
+        index.add([{"behavior": 3}])

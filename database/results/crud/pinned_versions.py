@@ -85,11 +85,12 @@ class _Digests:
         index = np.full(int(positions.max(initial=-1)) + 1, -1, dtype=np.int64)
         index[positions] = np.arange(len(positions))
         digests = row[2].split(_SEPARATOR) if row[2] is not None else []
-        assert len(digests) == len(positions)
+        if len(digests) != len(positions):
+            raise ValueError(f"{len(digests)} digests of {len(positions)} cases")
         return cls(index, digests)
 
 
-async def version_cases(
+async def slices_and_changes(
     session: AsyncSession, baseline: Run, candidate: Run, sides: Sequence[SideColumns]
 ) -> tuple[CaseSlices, np.ndarray]:
     """Each paired case's slices and whether its test changed (`sides`: the runs' columns)."""
