@@ -120,7 +120,7 @@ async def _run(client: httpx.AsyncClient, setup: dict[str, Any], pass_share: flo
     """A run created through the API (no worker picks it up), its results written in."""
     run = await api_post(client, "/runs", setup["run"])
     organization, run_id = setup["organization"], uuid.UUID(run["id"])
-    assert run["total"] == CASES, run  # the version written in _setup
+    assert run["counts"]["total"] == CASES, run  # the version written in _setup
     async with get_database().transaction(Tenant(organization)) as session:
         await session.execute(
             _RESULTS,

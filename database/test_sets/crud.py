@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.test_sets.models import TestSet, TestSetVersion, TestSetVersionCase
+from database.test_sets.slice_index import VersionSlices
 from database.tests.crud import ROWS_PER_STATEMENT
 from database.tests.models import TestCase, TestSetMember
 from utils.crud import custom_plans, flush_unique, int_array, paginate, uuid_array
@@ -262,6 +263,21 @@ async def get_version(
             TestSetVersion.test_set_id == test_set_id, TestSetVersion.number == number
         )
     )
+
+
+async def version_slices(
+    session: AsyncSession, version_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, VersionSlices]:
+    """The versions' slices (slice_index), by id."""
+    kept = (
+        TestSetVersion.slice_values,
+        TestSetVersion.slice_codes,
+        TestSetVersion.case_count,
+    )
+    rows = await session.execute(
+        select(TestSetVersion.id, *kept).where(TestSetVersion.id.in_(version_ids))
+    )
+    return {row[0]: VersionSlices.of(*row[1:]) for row in rows}
 
 
 async def list_versions(

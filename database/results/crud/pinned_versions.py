@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import TextClause, select, text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.catalogue import FROM_TEST
 from database.results.crud.case_columns import CaseSlices, SideColumns
 from database.results.crud.packed_columns import packed
 from database.results.models import Run
-from database.test_sets.models import TestSetVersion
+from database.test_sets import crud as test_set_crud
 from database.test_sets.slice_index import SLICES, VersionSlices
 
 # Two versions' digests of their cases. A test has changed when what it sends or expects did,
@@ -95,30 +95,24 @@ async def slices_and_changes(
 ) -> tuple[CaseSlices, np.ndarray]:
     """Each paired case's slices and whether its test changed (`sides`: the runs' columns)."""
     versions = (baseline.test_set_version_id, candidate.test_set_version_id)
-    slices = await session.execute(
-        select(
-            TestSetVersion.id,
-            TestSetVersion.slice_values,
-            TestSetVersion.slice_codes,
-            TestSetVersion.case_count,
-        ).where(TestSetVersion.id.in_(set(versions)))
-    )
+    slices = await test_set_crud.version_slices(session, set(versions))
     digests: Sequence[Any] = []
     if versions[0] != versions[1]:
         read = _metadata_read(baseline, candidate)
         params: dict[str, Any] = {f"read_{i}": key for i, key in enumerate(read)}
         params |= {"baseline_version": versions[0], "candidate_version": versions[1]}
         digests = (await session.execute(_digests_query(len(read)), params)).all()
-    found = await asyncio.to_thread(_slices, slices.all(), versions, sides)
+    found = await asyncio.to_thread(_slices, slices, versions, sides)
     changed = await asyncio.to_thread(_changed, digests, versions, sides)
     return found, changed
 
 
 def _slices(
-    rows: Sequence[Any], versions: tuple[uuid.UUID, uuid.UUID], sides: Sequence[SideColumns]
+    read: dict[uuid.UUID, VersionSlices],
+    versions: tuple[uuid.UUID, uuid.UUID],
+    sides: Sequence[SideColumns],
 ) -> CaseSlices:
     """A case's values are its candidate's version's, else its baseline's, else none."""
-    read = {row[0]: VersionSlices.of(*row[1:]) for row in rows}
     values: dict[str, list[str | None]] = {}
     codes: dict[str, np.ndarray] = {}
     for field in SLICES:
