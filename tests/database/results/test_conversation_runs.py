@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from app.engine import executor
+from database.core import Database
+from tests.database.results.conftest import ChunkContext, Lab
 from tests.fakes.openai_server import FakeOpenAI, message_text
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem
@@ -187,25 +190,41 @@ async def test_a_failing_simulator_errors_the_case_and_the_run_goes_on(lab, fake
     assert second["status"] == "passed"
 
 
-async def test_without_a_simulator_a_simulated_test_is_refused(lab, fake, simulator):
+_SIMULATED = [{"conversation": {"simulated": {"persona": "P", "goal": "G"}}}]
+
+
+async def test_without_a_simulator_a_simulated_test_is_refused(lab, fake):
     target = await lab.openai_model(fake)
-    test_set = await lab.test_set([{"conversation": {"simulated": {"persona": "P", "goal": "G"}}}])
+    test_set = await lab.test_set(_SIMULATED)
     metric = await lab.metric("is-json")
     refused = await lab.post(
         "/runs", {"test_set_id": test_set, "target_model_id": target, "metric_ids": [metric]}
     )
     assert "simulated users" in assert_problem(refused, 422, field="simulator_model_id")["detail"]
 
-    # A simulator deleted once the run was made: each such case is a configuration error.
+
+async def test_a_simulator_deleted_once_the_run_was_made_errs_its_cases(
+    quiet_lab: Lab, fake: FakeOpenAI, simulator: FakeOpenAI, committed_database: Database
+) -> None:
+    lab = quiet_lab
+    target = await lab.openai_model(fake)
+    metric = await lab.metric("is-json")
     playing = await lab.model(
         provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
     )
-    run = await lab.run(test_set, target, metric_ids=[metric], simulator_model_id=playing)
+    run = await lab.run(
+        await lab.test_set(_SIMULATED), target, metric_ids=[metric], simulator_model_id=playing
+    )
     deleted = await lab.client.delete(f"/api/v1/models/{playing}", headers=lab.account.headers)
     assert deleted.status_code == 204
-    await lab.wait(run["id"])
+    # The run's one chunk, run only now (no worker claims it here): its simulator is gone, and
+    # the case is a configuration error.
+    payload = {"run_id": run["id"], "positions": [0], "chunks": 1, "repetitions": [0, 1]}
+    organization = lab.account.organization_id
+    await executor.run_chunk(ChunkContext(committed_database, organization, payload))
     (result,) = await lab.results(run["id"])
-    assert result["status"] == "errored"
+    assert result["status"] == "errored", result
+    assert not simulator.requests
 
 
 async def test_a_cached_conversation_replays_its_turns(lab, fake):
