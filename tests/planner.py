@@ -13,8 +13,9 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 REMOVED = ("Rows Removed by Filter", "Rows Removed by Join Filter", "Rows Removed by Index Recheck")
-# A setting the code makes for a block of its transaction (utils.crud.local_settings).
-_LOCAL_SETTING = re.compile(r"SET LOCAL (\w+) = '([^']*)'")
+# The settings the code makes for a block of its transaction (utils.crud.local_settings): one
+# SELECT of set_config(name, value, true) calls, each value a parameter ($1, $2 ...).
+_LOCAL_SETTING = re.compile(r"set_config\('(\w+)', \$(\d+), true\)")
 
 
 class Sent(NamedTuple):
@@ -67,16 +68,17 @@ def statements(engine: AsyncEngine) -> Iterator[list[Sent]]:
 
 def settings_of_reads(seen: Sequence[Sent]) -> Iterator[tuple[Sent, dict[str, str | None]]]:
     """Each statement sent (not the settings, nor a transaction's end), with the settings it ran
-    under: those its connection had made (SET LOCAL) in its transaction, None (the default)
+    under: those its connection had made (set_config, local) in its transaction, None (the default)
     for those made only by other connections or earlier transactions. (A savepoint's rollback
     is not followed: none of the code's settings is made inside one.)"""
     made: dict[int, dict[str, str]] = {}
     names: set[str] = set()
     for sent in seen:
-        setting = _LOCAL_SETTING.fullmatch(sent.sql.strip())
-        if setting:
-            made.setdefault(sent.connection_id, {})[setting[1]] = setting[2]
-            names.add(setting[1])
+        settings = _LOCAL_SETTING.findall(sent.sql)
+        if settings:
+            for name, number in settings:
+                made.setdefault(sent.connection_id, {})[name] = sent.parameters[int(number) - 1]
+                names.add(name)
         elif sent.sql == ENDED:
             made.pop(sent.connection_id, None)
         elif not sent.sql.lstrip().upper().startswith("SET "):

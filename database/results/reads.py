@@ -115,11 +115,13 @@ async def result_page(
     run = await get_run_or_404(session, run_id)
     after = decode_cursor(cursor) if cursor is not None else None
     total = await results_total(session, run.id, status=status)
-    if after is None and offset:
-        after = await offset_key(session, run.id, status=status, offset=offset)
-        if after is None:  # (past the last)
-            return ResultPage(items=[], total=total, limit=limit, offset=offset, next_cursor=None)
     async with index_order_plans(session):
+        if after is None and offset:
+            after = await offset_key(session, run.id, status=status, offset=offset)
+            if after is None:  # (past the last)
+                return ResultPage(
+                    items=[], total=total, limit=limit, offset=offset, next_cursor=None
+                )
         page, more = await results_page(
             session, run.id, status=status, limit=limit, after=after or START
         )

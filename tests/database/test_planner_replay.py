@@ -7,22 +7,26 @@ from __future__ import annotations
 from tests.planner import ENDED, Sent, settings_of_reads
 
 MAIN, SIDE = 1, 2
+SET = "SELECT set_config(%s)"  # as utils.crud.local_settings sends its settings
 
 
 def test_each_read_is_replayed_under_its_own_connections_settings() -> None:
     seen = [
         Sent("SELECT current_setting('enable_nestloop')", None, MAIN),
-        Sent("SET LOCAL enable_nestloop = 'off'", None, MAIN),
+        Sent(SET % "'enable_nestloop', $1, true", ("off",), MAIN),
         Sent("SET TRANSACTION READ ONLY", None, SIDE),
-        Sent("SET LOCAL enable_nestloop = 'off'", None, SIDE),
-        Sent("SET LOCAL work_mem = '64MB'", None, SIDE),
+        Sent(
+            SET % "'enable_nestloop', $1, true), set_config('work_mem', $2, true",
+            ("off", "64MB"),
+            SIDE,
+        ),
         Sent("SELECT 'the metrics'", None, SIDE),
-        Sent("SET LOCAL enable_nestloop = 'on'", None, SIDE),  # the side's block ends first
+        Sent(SET % "'enable_nestloop', $1, true", ("on",), SIDE),  # the side's block ends first
         Sent("SELECT 'the slices'", None, MAIN),
-        Sent("SET LOCAL enable_nestloop = 'on'", None, MAIN),
+        Sent(SET % "'enable_nestloop', $1, true", ("on",), MAIN),
         Sent("SELECT 'after'", None, MAIN),
         # A block that raised leaves its setting until its transaction ends, not after.
-        Sent("SET LOCAL work_mem = '1GB'", None, SIDE),
+        Sent(SET % "'work_mem', $1, true", ("1GB",), SIDE),
         Sent(ENDED, None, SIDE),
         Sent("SELECT 'the next transaction'", None, SIDE),
     ]

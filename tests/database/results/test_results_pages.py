@@ -122,3 +122,19 @@ async def test_another_organizations_run_is_a_404_with_a_cursor(client, database
         f"/api/v1/runs/{run['id']}/results", params={"cursor": "MHww"}, headers=stranger.headers
     )
     assert_problem(response, 404)
+
+
+async def test_each_filters_total_is_the_number_of_results_it_lists(client, database):
+    owner = await register(client)
+    run = await _run(client, owner, cases=10, repetitions=1)
+    statuses = ["passed"] * 5 + ["failed"] * 3 + ["errored"] * 2
+    rows = [_result(owner, run, p, 0) | {"status": s} for p, s in enumerate(statuses)]
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        await crud.insert_results(session, rows)
+
+    for status in (None, "passed", "failed", "errored"):
+        params = {"limit": 100} | ({"status": status} if status else {})
+        page = await _page(client, owner, run, **params)
+        listed = [item["status"] for item in page["items"]]
+        assert page["total"] == len(listed) == (statuses.count(status) if status else 10)
+        assert all(s == status for s in listed) if status else sorted(listed) == sorted(statuses)
