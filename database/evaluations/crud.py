@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Table, TextClause, any_, delete, insert, select
+from sqlalchemy import RowMapping, Table, TextClause, any_, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation, Metric, TestSetMetric
@@ -111,18 +111,19 @@ async def insert_evaluations(session: AsyncSession, rows: Sequence[dict[str, Any
 
 async def evaluations_of(
     session: AsyncSession, result_ids: Sequence[uuid.UUID], run_ids: Collection[uuid.UUID]
-) -> dict[uuid.UUID, list[Evaluation]]:
-    """The evaluations of results of `run_ids`, per result. Naming the runs keeps the read to
-    their range of the tenant's index, which the planner might otherwise walk whole."""
-    rows = await session.scalars(
-        select(Evaluation)
+) -> dict[uuid.UUID, list[RowMapping]]:
+    """The evaluations of results of `run_ids`, per result, as rows of their columns (a
+    page's, validated with their results at once). Naming the runs keeps the read to their
+    range of the tenant's index, which the planner might otherwise walk whole."""
+    rows = await session.execute(
+        select(EVALUATIONS)
         .where(
             Evaluation.result_id == any_(uuid_array("result_ids", result_ids)),
             Evaluation.run_id.in_(run_ids),
         )
         .order_by(Evaluation.result_id, Evaluation.metric_name)  # (the unique index's order)
     )
-    grouped: dict[uuid.UUID, list[Evaluation]] = {i: [] for i in result_ids}
-    for evaluation in rows.all():
-        grouped[evaluation.result_id].append(evaluation)
+    grouped: dict[uuid.UUID, list[RowMapping]] = {i: [] for i in result_ids}
+    for evaluation in rows.mappings():
+        grouped[evaluation["result_id"]].append(evaluation)
     return grouped

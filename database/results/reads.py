@@ -6,14 +6,16 @@ import base64
 import binascii
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
+from pydantic import TypeAdapter
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations import crud as evaluation_crud
-from database.evaluations.schemas import EvaluationRead
 from database.results import crud
 from database.results.crud.pages import START, Key, offset_key, results_page, results_total
-from database.results.models import Result, Run
+from database.results.models import Run
 from database.results.schemas import GateResult, ResultPage, ResultRead, RunCounts, RunRead
 from database.test_sets import crud as test_set_crud
 from utils.crud import index_order_plans
@@ -76,25 +78,22 @@ async def run_read(session: AsyncSession, run_id: uuid.UUID) -> RunRead:
     return (await run_reads(session, [await get_run_or_404(session, run_id)]))[0]
 
 
-async def result_reads(session: AsyncSession, results: Sequence[Result]) -> list[ResultRead]:
-    """Results with their evaluations (a page of them: the ids are query parameters)."""
+async def result_reads(session: AsyncSession, results: Sequence[Row[Any]]) -> list[ResultRead]:
+    """Results (rows of their columns) with their evaluations, validated at once (a page of
+    them: the ids are query parameters)."""
     evaluations = await evaluation_crud.evaluations_of(
         session, [r.id for r in results], {r.run_id for r in results}
     )
-    return [
-        ResultRead.model_validate(result).model_copy(
-            update={
-                "evaluations": [
-                    EvaluationRead.model_validate(e) for e in evaluations.get(result.id, [])
-                ]
-            }
-        )
-        for result in results
-    ]
+    return _RESULT_READS.validate_python(
+        [{**r._mapping, "evaluations": evaluations[r.id]} for r in results]
+    )
+
+
+_RESULT_READS = TypeAdapter(list[ResultRead])
 
 
 async def read_result(session: AsyncSession, result_id: uuid.UUID) -> ResultRead:
-    result = await crud.get_result(session, result_id)
+    result = await crud.result_row(session, result_id)
     if result is None:
         raise NotFound("Result not found")
     return (await result_reads(session, [result]))[0]

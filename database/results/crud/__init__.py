@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    Row,
     Table,
     TextClause,
     any_,
@@ -185,8 +186,10 @@ async def metric_names(session: AsyncSession, run_id: uuid.UUID) -> list[str]:
     return sorted(rows.all())
 
 
-async def get_result(session: AsyncSession, result_id: uuid.UUID) -> Result | None:
-    return await session.get(Result, result_id)
+async def result_row(session: AsyncSession, result_id: uuid.UUID) -> Row[Any] | None:
+    """A result as a row of its columns (as a page of them is read)."""
+    found = await session.execute(select(*Result.__table__.columns).where(Result.id == result_id))
+    return found.first()
 
 
 async def positions_to_rerun(session: AsyncSession, run_id: uuid.UUID) -> list[int]:

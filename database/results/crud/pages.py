@@ -16,9 +16,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Subquery, bindparam, func, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, Subquery, bindparam, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from database.results.models import Result, RunCounts
 
@@ -60,13 +59,14 @@ def sized_page(columns: Select[Any]) -> Subquery:
 
 def _listing(by_status: bool) -> Select[Any]:
     """A page of results (with `status`, when `by_status`), and the position of the result
-    after each (`next`: None for the last)."""
+    after each (`next`: None for the last). Rows, not ORM objects: loading a page's results
+    and their evaluations as objects took a fifth of its time."""
     columns = select(Result, func.lead(Result.position).over(order_by=_ORDER).label("next"))
     if by_status:
         columns = columns.where(Result.status == bindparam("status"))
     sized = sized_page(columns)
     return (
-        select(aliased(Result, sized), sized.c.next)
+        select(*(column for column in sized.c if column.key != "before"))
         .where(sized.c.before < PAGE_BYTES)
         .order_by(sized.c.position, sized.c.repetition)
     )
@@ -108,9 +108,10 @@ async def offset_key(
 
 async def results_page(
     session: AsyncSession, run_id: uuid.UUID, *, status: str | None, limit: int, after: Key
-) -> tuple[list[Result], bool]:
-    """Up to `limit` results after `after` (START for the first), fewer where PAGE_BYTES ends
-    the page, and whether more follow. (Read in index_order_plans.)"""
+) -> tuple[list[Row[Any]], bool]:
+    """Up to `limit` results after `after` (START for the first) as rows of the results'
+    columns, fewer where PAGE_BYTES ends the page, and whether more follow. (Read in
+    index_order_plans.)"""
     position, repetition = after
     parameters: dict[str, Any] = {
         "run_id": run_id,
@@ -121,4 +122,4 @@ async def results_page(
     if status is not None:
         parameters["status"] = status
     rows = (await session.execute(_LISTINGS[status is not None], parameters)).all()
-    return [row[0] for row in rows], bool(rows) and rows[-1].next is not None
+    return list(rows), bool(rows) and rows[-1].next is not None

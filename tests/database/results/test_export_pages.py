@@ -72,6 +72,6 @@ async def test_pages_follow_the_keyset_with_evaluations_by_metric_name(client, d
     # Each result's own evaluations, in the order the rest of the API lists them.
     for row in rows:
         names = [e["metric_name"] for e in row["evaluations"]]
-        assert names == [e.metric_name for e in stored[row["id"]]]
+        assert names == [e["metric_name"] for e in stored[row["id"]]]
         assert (row["status"] == "errored") == (names == [])
     assert sum(len(row["evaluations"]) for row in rows) > len(rows)

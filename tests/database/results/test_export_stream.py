@@ -233,8 +233,8 @@ async def _reference_for(
     async with database.transaction(Tenant(owner.organization_id)) as session:
         run = await crud.get_run(session, uuid.UUID(run_id))
         assert run is not None
-        rows = await session.scalars(
-            select(Result)
+        rows = await session.execute(
+            select(*Result.__table__.columns)
             .where(Result.run_id == run.id)
             .order_by(Result.position, Result.repetition)
         )

@@ -138,3 +138,28 @@ async def test_each_filters_total_is_the_number_of_results_it_lists(client, data
         listed = [item["status"] for item in page["items"]]
         assert page["total"] == len(listed) == (statuses.count(status) if status else 10)
         assert all(s == status for s in listed) if status else sorted(listed) == sorted(statuses)
+
+
+async def test_a_listed_result_shows_every_column_as_written_and_as_read_alone(client, database):
+    owner = await register(client)
+    run = await _run(client, owner, cases=2, repetitions=1)
+    written = _result(owner, run, 1, 0) | {
+        "status": "errored",
+        "cost": 0.25,
+        "error_type": "timeout",
+        "error_message": "no answer within 30 s",
+        "trajectory": [{"step": 1, "text": "thinking"}],
+    }
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        await crud.insert_results(session, [written])
+
+    [listed] = (await _page(client, owner, run))["items"]
+    alone = await client.get(f"/api/v1/results/{written['id']}", headers=owner.headers)
+    assert alone.status_code == 200 and alone.json() == listed
+    shown = {key: listed[key] for key in written if key != "organization_id"}
+    expected = {
+        key: str(value) if isinstance(value, uuid.UUID) else value
+        for key, value in written.items()
+        if key != "organization_id"
+    }
+    assert shown == expected and listed["evaluations"] == []
