@@ -79,6 +79,8 @@ def settings_of_reads(seen: Sequence[Sent]) -> Iterator[tuple[Sent, dict[str, st
             for name, number in settings:
                 made.setdefault(sent.connection_id, {})[name] = sent.parameters[int(number) - 1]
                 names.add(name)
+        elif "set_config(" in sent.sql and "set_config('app." not in sent.sql:
+            raise AssertionError(f"a setting the replay cannot read: {sent.sql}")
         elif sent.sql == ENDED:
             made.pop(sent.connection_id, None)
         elif not sent.sql.lstrip().upper().startswith("SET "):

@@ -34,6 +34,9 @@ ESTABLISHERS = {
     "database/users/members.py",
     "database/users/service.py",
 }
+# The planner's settings for a block of a transaction (utils.crud.local_settings), which
+# refuses any other name (tests/database/test_local_settings.py).
+PLANNER_MODULE = "utils/crud.py"
 # Who acts for a tenant in a transaction apart, before the session's: recording a key's use.
 APART = {"database/organizations/crud.py"}
 
@@ -55,7 +58,7 @@ def test_only_the_core_module_sets_the_tenant_setting():
         and isinstance(node.value, str)
         and ("set_config" in node.value or "set_tenant" in node.value)
     }
-    assert setters == {TENANT_MODULE, BASELINE_APP}
+    assert setters == {TENANT_MODULE, BASELINE_APP, PLANNER_MODULE}
 
 
 def test_only_authentication_changes_the_tenant_of_an_open_transaction():

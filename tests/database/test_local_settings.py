@@ -44,3 +44,15 @@ async def test_a_block_that_raised_leaves_its_settings_only_until_the_transactio
             assert await _shown(session) == (default[0], "7MB")
         async with session.begin():  # the same connection's next transaction
             assert await _shown(session) == default
+
+
+@pytest.mark.parametrize("name", ["app.organization_id", "app.user_id", "role", "search_path"])
+async def test_a_block_sets_the_planners_settings_only(
+    runtime_engine: AsyncEngine, name: str
+) -> None:
+    async with AsyncSession(runtime_engine) as session, session.begin():
+        with pytest.raises(ValueError, match="not a planner setting"):
+            async with local_settings(session, **{name: "x"}):
+                pass
+        setting = (await session.execute(text(f"SELECT current_setting('{name}', true)"))).scalar()
+        assert setting != "x"

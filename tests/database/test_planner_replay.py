@@ -4,29 +4,36 @@ connection's settings must not leak into the other's reads in the replay."""
 
 from __future__ import annotations
 
+import pytest
+from sqlalchemy.dialects.postgresql import asyncpg
+
 from tests.planner import ENDED, Sent, settings_of_reads
+from utils.crud import _set_locally
 
 MAIN, SIDE = 1, 2
-SET = "SELECT set_config(%s)"  # as utils.crud.local_settings sends its settings
+
+
+def made(connection: int, **settings: str) -> Sent:
+    """Settings made as utils.crud.local_settings sends them, compiled for the driver."""
+    compiled = _set_locally(settings).compile(dialect=asyncpg.dialect())
+    return Sent(
+        str(compiled), tuple(settings[name] for name in compiled.positiontup or ()), connection
+    )
 
 
 def test_each_read_is_replayed_under_its_own_connections_settings() -> None:
     seen = [
         Sent("SELECT current_setting('enable_nestloop')", None, MAIN),
-        Sent(SET % "'enable_nestloop', $1, true", ("off",), MAIN),
+        made(MAIN, enable_nestloop="off"),
         Sent("SET TRANSACTION READ ONLY", None, SIDE),
-        Sent(
-            SET % "'enable_nestloop', $1, true), set_config('work_mem', $2, true",
-            ("off", "64MB"),
-            SIDE,
-        ),
+        made(SIDE, enable_nestloop="off", work_mem="64MB"),
         Sent("SELECT 'the metrics'", None, SIDE),
-        Sent(SET % "'enable_nestloop', $1, true", ("on",), SIDE),  # the side's block ends first
+        made(SIDE, enable_nestloop="on"),  # the side's block ends first
         Sent("SELECT 'the slices'", None, MAIN),
-        Sent(SET % "'enable_nestloop', $1, true", ("on",), MAIN),
+        made(MAIN, enable_nestloop="on"),
         Sent("SELECT 'after'", None, MAIN),
         # A block that raised leaves its setting until its transaction ends, not after.
-        Sent(SET % "'work_mem', $1, true", ("1GB",), SIDE),
+        made(SIDE, work_mem="1GB"),
         Sent(ENDED, None, SIDE),
         Sent("SELECT 'the next transaction'", None, SIDE),
     ]
@@ -45,3 +52,11 @@ def test_each_read_is_replayed_under_its_own_connections_settings() -> None:
     assert replayed["SELECT 'the slices'"] == {"enable_nestloop": "off", "work_mem": None}
     assert replayed["SELECT 'after'"] == {"enable_nestloop": "on", "work_mem": None}
     assert replayed["SELECT 'the next transaction'"] == {"enable_nestloop": None, "work_mem": None}
+
+
+def test_a_setting_the_replay_cannot_read_is_refused() -> None:
+    unread = Sent("SELECT set_config('enable_sort', 'off', true)", None, MAIN)
+    tenant = Sent("SELECT set_config('app.organization_id', $1, true)", ("x",), MAIN)
+    assert [sent for sent, _ in settings_of_reads([tenant])] == [tenant]
+    with pytest.raises(AssertionError, match="enable_sort"):
+        list(settings_of_reads([unread]))

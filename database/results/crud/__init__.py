@@ -188,7 +188,7 @@ async def metric_names(session: AsyncSession, run_id: uuid.UUID) -> list[str]:
 
 async def result_row(session: AsyncSession, result_id: uuid.UUID) -> Row[Any] | None:
     """A result as a row of its columns (as a page of them is read)."""
-    found = await session.execute(select(*Result.__table__.columns).where(Result.id == result_id))
+    found = await session.execute(select(RESULTS).where(Result.id == result_id))
     return found.first()
 
 

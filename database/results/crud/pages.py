@@ -8,7 +8,7 @@ megabytes (a provider's answer may be up to 10 MB), and a page of a hundred such
 built, and its JSON written, in the server's memory at once. A page holds its first result,
 whatever its size, so it holds at most PAGE_BYTES plus one result.
 
-The statements are built once: building one took about 4 ms, a tenth of a page's time.
+The listings are built once: building one took about 4 ms, a tenth of a page's time then.
 """
 
 from __future__ import annotations

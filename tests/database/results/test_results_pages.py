@@ -11,6 +11,7 @@ import httpx
 
 from database.core import Database, Tenant
 from database.results import crud
+from database.results.schemas import ResultRead
 from tests.database.results.test_export_stream import _run
 from tests.helpers import Account, assert_problem, register
 
@@ -163,3 +164,4 @@ async def test_a_listed_result_shows_every_column_as_written_and_as_read_alone(c
         if key != "organization_id"
     }
     assert shown == expected and listed["evaluations"] == []
+    assert set(listed) == set(ResultRead.model_fields)  # and nothing else (no organization)
