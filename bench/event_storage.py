@@ -27,9 +27,10 @@ from sqlalchemy import text
 
 from app.engine.writer import FLUSH_ROWS
 from bench.harness import api_post, bench_app
-from database.core import Tenant, get_database, new_id
+from database.core import Tenant, get_database
 from database.results import crud, execution
 from database.results.models import Run
+from utils.ids import new_id
 
 CASES, REPETITIONS = 1_000, 2
 OUTPUTS = {"long": (200, 3_000), "short": (20, 200)}  # characters, uniformly

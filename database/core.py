@@ -11,8 +11,6 @@ other module to that.
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -33,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction,
 
 from database.driver import DriverConnection, begun_driver_connection, separate_transaction
 from utils import fastjson
+from utils.ids import new_id
 from utils.metrics import metrics
 
 NAMING_CONVENTION = {
@@ -42,49 +41,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-_last_id = 0
-# Random bits for ids, drawn from the OS 400 ids' worth at a time: one getrandom call per id
-# was a seventh of new_id's time. A forked child draws its own (never its parent's next ones).
-_RANDOM_DRAW = 400
-_random_bits: list[int] = []
-os.register_at_fork(after_in_child=_random_bits.clear)
-
-
-def new_id() -> uuid.UUID:
-    """Time-ordered UUID (v7, RFC 9562): index-friendly primary keys that sort by creation.
-
-    48 bits of Unix milliseconds, then random bits; within one millisecond each id is the
-    previous one plus one, so ids made by this process are strictly increasing. (A run makes
-    several ids per case: one takes 3 µs here, uuid.uuid4() 4.3 µs.)
-    """
-    global _last_id
-    if not _random_bits:
-        drawn = os.urandom(10 * _RANDOM_DRAW)
-        _random_bits.extend(int.from_bytes(drawn[i : i + 10]) for i in range(0, len(drawn), 10))
-    value = ((time.time_ns() // 1_000_000) << 80 | _random_bits.pop()) & _VERSION_MASK
-    value |= _VERSION_BITS
-    if value <= _last_id:
-        value = _last_id + 1
-    _last_id = value
-    return _uuid_of(value)
-
-
-def _uuid_of(value: int) -> uuid.UUID:
-    """uuid.UUID(int=value) without its checks of other forms of input (half new_id's time):
-    what UUID.__init__ itself sets."""
-    made = _new_object(uuid.UUID)
-    _set_attribute(made, "int", value)
-    _set_attribute(made, "is_safe", _UNKNOWN_SAFETY)
-    return made
-
-
-_new_object, _set_attribute = object.__new__, object.__setattr__
-_UNKNOWN_SAFETY = uuid.SafeUUID.unknown  # (an enum member: slow to look up each time)
-# Version 7 in bits 76-79, variant 0b10 in bits 62-63.
-_VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
-_VERSION_BITS = (0x7 << 76) | (0x2 << 62)
 
 
 class Base(DeclarativeBase):

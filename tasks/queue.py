@@ -22,8 +22,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import new_id
 from tasks.models import Job
+from utils.ids import new_id
 
 CHANNEL = "assay_jobs"
 BACKOFF_BASE_SECONDS = 1.0

@@ -17,7 +17,6 @@ from app.engine.conversation import SimulatorFailed, is_transcript, steps_of
 from app.engine.judges import judge_for
 from app.engine.plan import Plan
 from app.engine.storable import storable
-from database.core import new_id
 from database.evaluations.catalogue import CATALOGUE, for_case, score
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
 from database.results import events
@@ -26,6 +25,7 @@ from database.test_sets.crud import VersionCase
 from providers.targets import TargetError, TargetReply, TargetRequest
 from utils import tracing
 from utils.errors import InvalidInput
+from utils.ids import new_id
 from utils.templates import TemplateTooCostly, render_off_loop
 
 Row = dict[str, Any]

@@ -49,12 +49,12 @@ from fastapi import Depends, Request
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import new_id
 from database.organizations import crud
 from database.organizations.crud import AuditFilters
 from database.organizations.schemas import AuditEntryRead, AuditLogPage
 from utils.auth import Principal
 from utils.errors import InvalidInput
+from utils.ids import new_id
 
 USER_AGENT_MAX_LENGTH = 512
 

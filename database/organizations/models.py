@@ -17,7 +17,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import INET, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from database.core import Base, IdMixin, TimestampMixin, new_id
+from database.core import Base, IdMixin, TimestampMixin
+from utils.ids import new_id
 
 ROLE_CHECK = "role IN ('owner', 'admin', 'member', 'viewer')"
 

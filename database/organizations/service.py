@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Tenant, acting_as, enter_tenant, new_id
+from database.core import Tenant, acting_as, enter_tenant
 from database.organizations import crud
 from database.organizations.audit import RequestMeta, record
 from database.organizations.models import ApiKey, Organization
@@ -24,6 +24,7 @@ from database.organizations.schemas import (
 )
 from utils.auth import Principal, Role, hash_secret, new_api_key
 from utils.errors import Conflict, Forbidden, NotFound, Unauthorized
+from utils.ids import new_id
 
 API_KEY_DISPLAY_LENGTH = 12
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import new_id
 from database.projects import webhook_crud as crud
 from database.projects.models import Project
 from database.projects.webhook_models import TEST_EVENT, Webhook, WebhookDelivery
@@ -21,6 +20,7 @@ from notifications.webhooks import new_secret
 from tasks import queue
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import Conflict, NotFound
+from utils.ids import new_id
 from utils.runtime import Runtime, get_runtime
 from utils.secrets import SecretBox
 from utils.ssrf import check_url

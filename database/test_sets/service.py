@@ -11,7 +11,6 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import new_id
 from database.projects.service import require_project
 from database.test_sets import crud
 from database.test_sets.content_hash import ContentHash
@@ -26,6 +25,7 @@ from database.tests.schemas import TestBulkCreate, TestCaseFields
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
+from utils.ids import new_id
 
 # Imports of every tenant share these threads: parsing a large file (up to the import limit,
 # each row bounded by io's limits) never holds the event loop.

@@ -23,11 +23,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import new_id
 from database.driver import driver_connection
 from database.tests.agent_fields import AGENT_FIELDS, without_absent_agent_fields
 from database.tests.models import TestCase, TestSetMember
 from utils.crud import custom_plans, paginate, uuid_array
+from utils.ids import new_id
 
 TestSort = Literal["created_at", "-created_at", "topic", "category", "behavior", "position"]
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Tenant, acting_as, enter_tenant, new_id
+from database.core import Tenant, acting_as, enter_tenant
 from database.organizations import crud as org_crud
 from database.organizations import service as org_service
 from database.organizations.models import Organization
@@ -39,6 +39,7 @@ from utils.auth import (
     password_problem,
 )
 from utils.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from utils.ids import new_id
 from utils.ratelimit import Quota
 from utils.runtime import Runtime
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import insert, select, update
 
-from database.core import Database, Tenant, new_id
+from database.core import Database, Tenant
 from database.evaluations.models import Evaluation
 from database.results import crud, export
 from database.results.models import Result, Run
@@ -34,6 +34,7 @@ from tests.helpers import (
 )
 from utils.auth import Principal, Role
 from utils.csv_cells import guard_formula
+from utils.ids import new_id
 
 FORMATS = ("csv", "json", "junit")
 MEDIA = {"csv": "text/csv", "json": "application/json", "junit": "application/xml"}

@@ -9,7 +9,8 @@ import pickle
 import time
 import uuid
 
-from database.core import new_id
+from utils import ids
+from utils.ids import new_id
 
 
 def test_ids_are_version_7_with_the_time_and_strictly_increasing() -> None:
@@ -35,11 +36,16 @@ def _child_ids(sent: multiprocessing.connection.Connection) -> None:
 
 
 def test_a_forked_child_draws_random_bits_of_its_own() -> None:
-    new_id()  # the parent holds drawn bits a child would inherit
-    receiving, sending = multiprocessing.get_context("fork").Pipe(duplex=False)
-    child = multiprocessing.get_context("fork").Process(target=_child_ids, args=(sending,))
+    while not ids._random_bits:  # the parent holds drawn bits a child would inherit
+        new_id()
+    fork = multiprocessing.get_context("fork")
+    receiving, sending = fork.Pipe(duplex=False)
+    child = fork.Process(target=_child_ids, args=(sending,))
     child.start()
+    sending.close()
+    assert receiving.poll(10), "the child sent no ids"
     theirs = receiving.recv()
     child.join(10)
+    assert child.exitcode == 0
     ours = [new_id().int & ((1 << 62) - 1) for _ in range(3)]
     assert set(theirs).isdisjoint(ours)
