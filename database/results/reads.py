@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations import crud as evaluation_crud
 from database.results import crud
-from database.results.crud.pages import START, Key, offset_key, results_page, results_total
+from database.results.crud.pages import START, Key, offset_key, results_page
 from database.results.models import Run
 from database.results.schemas import GateResult, ResultPage, ResultRead, RunCounts, RunRead
 from database.test_sets import crud as test_set_crud
@@ -113,7 +113,10 @@ async def result_page(
         raise InvalidInput("cannot be combined with offset", field="cursor")
     run = await get_run_or_404(session, run_id)
     after = decode_cursor(cursor) if cursor is not None else None
-    total = await results_total(session, run.id, status=status)
+    # The total as the run's counts have it: counting the run's results here read all of them
+    # (17 ms of a page's 52 at 100,000 results, 27 ms right after they were written).
+    done, passed, failed, errored = (await crud.counts(session, [run.id]))[run.id]
+    total = {None: done, "passed": passed, "failed": failed, "errored": errored}[status]
     async with index_order_plans(session):
         if after is None and offset:
             after = await offset_key(session, run.id, status=status, offset=offset)

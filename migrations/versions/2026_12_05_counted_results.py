@@ -22,7 +22,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 NAME = "assay_results_counted_unchanged"
-COUNTED = "run_id, organization_id, status"
+COUNTED = ("run_id", "organization_id", "status")
 
 
 def upgrade() -> None:
@@ -32,11 +32,9 @@ def upgrade() -> None:
             RAISE EXCEPTION 'a result''s run, organization and status never change'
                 USING ERRCODE = 'restrict_violation';
         END $$""")
-    old, new = (
-        ", ".join(f"{row}.{c.strip()}" for c in COUNTED.split(",")) for row in ("OLD", "NEW")
-    )
+    old, new = (", ".join(f"{row}.{column}" for column in COUNTED) for row in ("OLD", "NEW"))
     op.execute(f"""
-        CREATE TRIGGER {NAME} BEFORE UPDATE OF {COUNTED} ON results FOR EACH ROW
+        CREATE TRIGGER {NAME} BEFORE UPDATE OF {", ".join(COUNTED)} ON results FOR EACH ROW
         WHEN (({old}) IS DISTINCT FROM ({new})) EXECUTE FUNCTION {NAME}()""")
 
 
