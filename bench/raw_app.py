@@ -22,7 +22,9 @@ import jwt
 import orjson
 import uvicorn
 
-POOL_SIZE = 20  # Assay's default pool: 10 connections, 10 more on overflow
+from utils.config import DB_MAX_OVERFLOW, DB_POOL_SIZE
+
+POOL_SIZE = DB_POOL_SIZE + DB_MAX_OVERFLOW  # as many as Assay's pool holds at most
 
 _TEST_COLUMNS = (
     "id, project_id, input, messages, expected_output, context, behavior, category, topic,"

@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction,
 
 from database.driver import DriverConnection, begun_driver_connection, separate_transaction
 from utils import fastjson
+from utils.config import DB_MAX_OVERFLOW, DB_POOL_SIZE
 from utils.ids import new_id
 from utils.metrics import metrics
 
@@ -80,7 +81,9 @@ class TimestampMixin:
     )
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int = DB_POOL_SIZE, max_overflow: int = DB_MAX_OVERFLOW
+) -> AsyncEngine:
     """The service's engine (tests build theirs here too, so they run the same codecs)."""
     engine = create_async_engine(
         url,
@@ -249,7 +252,9 @@ class Database:
         )
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Database:
+    def connect(
+        cls, url: str, *, pool_size: int = DB_POOL_SIZE, max_overflow: int = DB_MAX_OVERFLOW
+    ) -> Database:
         engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         _measure_pool(engine, pool_size + max_overflow)
         return cls(engine)

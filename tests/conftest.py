@@ -63,14 +63,14 @@ async def database_urls() -> DatabaseUrls:
 
 @pytest.fixture(scope="session")
 async def runtime_engine(database_urls: DatabaseUrls) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database_urls.runtime, pool_size=5)
+    engine = make_engine(database_urls.runtime, pool_size=5, max_overflow=10)
     yield engine
     await engine.dispose()
 
 
 @pytest.fixture(scope="session")
 async def owner_engine(database_urls: DatabaseUrls) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database_urls.owner, pool_size=2)
+    engine = make_engine(database_urls.owner, pool_size=2, max_overflow=10)
     yield engine
     await engine.dispose()
 

@@ -32,6 +32,15 @@ class InvalidEncryptionKeys(RuntimeError):
     """Raised at start when ASSAY_ENCRYPTION_KEYS is missing in production or malformed."""
 
 
+# A process's connection pool keeps every connection it opens. SQLAlchemy closes an overflow
+# connection as it comes back to a full pool, and under bursts of requests that made a new
+# PostgreSQL backend (a fork, the driver's type introspection, every statement prepared again)
+# for one `/health` in eight at 32 connections. Twenty kept served 7-29 % more reads a second
+# than ten kept and ten on overflow, with the same most connections per process.
+DB_POOL_SIZE = 20
+DB_MAX_OVERFLOW = 0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSAY_", env_file=".env", extra="ignore")
 
@@ -39,8 +48,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     migration_database_url: str | None = None
     data_dir: Path = Path(".assay")
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_size: int = Field(default=DB_POOL_SIZE, ge=1)
+    db_max_overflow: int = Field(default=DB_MAX_OVERFLOW, ge=0)
     migrate_on_start: bool = True
 
     # Security.

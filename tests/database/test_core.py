@@ -177,3 +177,17 @@ async def test_pooled_connections_the_server_ended_are_replaced_on_use(database_
             assert await session.scalar(_BACKEND) in fresh
     finally:
         await database.engine.dispose()
+
+
+async def test_the_pool_keeps_every_connection_a_burst_opened(database_urls):
+    """With the service's pool settings, a burst of transactions leaves each connection it
+    opened in the pool: the next burst runs on the same PostgreSQL backends, none new (an
+    overflow connection would be closed as it came back to a full pool)."""
+    database = Database.connect(database_urls.runtime)
+    try:
+        first = await _backends_in_use(database, 15)
+        again = await _backends_in_use(database, 15)
+        assert len(first) == 15
+        assert again == first
+    finally:
+        await database.dispose()

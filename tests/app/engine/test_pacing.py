@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("database")
 @pytest.fixture
 async def other_process(database_urls: DatabaseUrls) -> AsyncIterator[Database]:
     """The database as a second process sees it: an engine and pool of its own."""
-    other = Database.connect(database_urls.runtime, pool_size=2)
+    other = Database.connect(database_urls.runtime, pool_size=2, max_overflow=10)
     yield other
     await other.dispose()
 
