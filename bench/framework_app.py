@@ -43,12 +43,12 @@ class Me(BaseModel):
     role: str
 
 
-def create_app(dsn: str, secret: str) -> FastAPI:
+def create_app(dsn: str, secret: str, pool_size: int) -> FastAPI:
     pools: dict[str, asyncpg.Pool] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pools["main"] = await asyncpg.create_pool(dsn, min_size=1, max_size=raw_app.POOL_SIZE)
+        pools["main"] = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size)
         try:
             yield
         finally:

@@ -22,10 +22,6 @@ import jwt
 import orjson
 import uvicorn
 
-from utils.config import DB_MAX_OVERFLOW, DB_POOL_SIZE
-
-POOL_SIZE = DB_POOL_SIZE + DB_MAX_OVERFLOW  # as many as Assay's pool holds at most
-
 _TEST_COLUMNS = (
     "id, project_id, input, messages, expected_output, context, behavior, category, topic,"
     " tags, variables, metadata, expected_tool_calls, tool_responses, max_steps, conversation,"
@@ -52,9 +48,10 @@ class Unauthorized(Exception):
 
 
 class RawApp:
-    def __init__(self, dsn: str, secret: str) -> None:
+    def __init__(self, dsn: str, secret: str, pool_size: int) -> None:
         self.dsn = dsn
         self.secret = secret
+        self.pool_size = pool_size
         self.pool: asyncpg.Pool | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -84,7 +81,7 @@ class RawApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=POOL_SIZE)
+                self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.pool is not None:
@@ -169,15 +166,17 @@ def _test(row: asyncpg.Record) -> dict[str, Any]:
     return test
 
 
-def main(build: Callable[[str, str], Any] = RawApp) -> None:
-    """Serves the app `build(dsn, secret)` makes, as `python -m app serve` serves Assay."""
+def main(build: Callable[[str, str, int], Any] = RawApp) -> None:
+    """Serves the app `build(dsn, secret, pool_size)` makes, as `python -m app serve` serves
+    Assay (bench.request_path gives it as many connections as Assay's pool holds at most)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--secret", required=True)
+    parser.add_argument("--pool-size", type=int, required=True)
     args = parser.parse_args()
     uvicorn.run(
-        build(args.dsn, args.secret),
+        build(args.dsn, args.secret, args.pool_size),
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",

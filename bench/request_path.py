@@ -37,6 +37,7 @@ import psutil
 from sqlalchemy.engine import make_url
 
 from bench.harness import StolenTime, bench_database, free_port, serve_env, wait_healthy
+from utils.config import DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_SIZE
 
 CONNECTIONS = 32
 WARMUP_SECONDS = 1.5
@@ -149,8 +150,9 @@ def _baseline_command(module: str, runtime: str, secret: str) -> list[str]:
         f"bench.{module}",
         "--dsn",
         dsn,
-        f"--secret={secret}",
-    ]  # it may start with "-"
+        f"--secret={secret}",  # it may start with "-"
+        f"--pool-size={DEFAULT_DB_POOL_SIZE + DEFAULT_DB_MAX_OVERFLOW}",  # Assay's at most
+    ]
     return [*command, "--port", "{port}"]
 
 

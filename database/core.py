@@ -31,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction,
 
 from database.driver import DriverConnection, begun_driver_connection, separate_transaction
 from utils import fastjson
-from utils.config import DB_MAX_OVERFLOW, DB_POOL_SIZE
+from utils.config import DEFAULT_DB_MAX_OVERFLOW, DEFAULT_DB_POOL_SIZE
 from utils.ids import new_id
 from utils.metrics import metrics
 
@@ -81,9 +81,7 @@ class TimestampMixin:
     )
 
 
-def make_engine(
-    url: str, *, pool_size: int = DB_POOL_SIZE, max_overflow: int = DB_MAX_OVERFLOW
-) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:
     """The service's engine (tests build theirs here too, so they run the same codecs)."""
     engine = create_async_engine(
         url,
@@ -253,7 +251,11 @@ class Database:
 
     @classmethod
     def connect(
-        cls, url: str, *, pool_size: int = DB_POOL_SIZE, max_overflow: int = DB_MAX_OVERFLOW
+        cls,
+        url: str,
+        *,
+        pool_size: int = DEFAULT_DB_POOL_SIZE,
+        max_overflow: int = DEFAULT_DB_MAX_OVERFLOW,
     ) -> Database:
         engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         _measure_pool(engine, pool_size + max_overflow)

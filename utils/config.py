@@ -32,13 +32,13 @@ class InvalidEncryptionKeys(RuntimeError):
     """Raised at start when ASSAY_ENCRYPTION_KEYS is missing in production or malformed."""
 
 
-# A process's connection pool keeps every connection it opens. SQLAlchemy closes an overflow
-# connection as it comes back to a full pool, and under bursts of requests that made a new
-# PostgreSQL backend (a fork, the driver's type introspection, every statement prepared again)
-# for one `/health` in eight at 32 connections. Twenty kept served 7-29 % more reads a second
-# than ten kept and ten on overflow, with the same most connections per process.
-DB_POOL_SIZE = 20
-DB_MAX_OVERFLOW = 0
+# A process's connection pool keeps every connection it opens: keep the overflow at 0 and raise
+# the size instead. SQLAlchemy closes an overflow connection as it comes back to a pool already
+# holding its size in idle connections, and the next burst of requests pays for a new
+# PostgreSQL backend (a fork, the driver's type introspection, every statement prepared again);
+# bench/request_path.py shows what that costs a read. 20 is the former 10 + 10 on overflow.
+DEFAULT_DB_POOL_SIZE = 20
+DEFAULT_DB_MAX_OVERFLOW = 0
 
 
 class Settings(BaseSettings):
@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     migration_database_url: str | None = None
     data_dir: Path = Path(".assay")
-    db_pool_size: int = Field(default=DB_POOL_SIZE, ge=1)
-    db_max_overflow: int = Field(default=DB_MAX_OVERFLOW, ge=0)
+    db_pool_size: int = Field(default=DEFAULT_DB_POOL_SIZE, ge=1)
+    db_max_overflow: int = Field(default=DEFAULT_DB_MAX_OVERFLOW, ge=0)
     migrate_on_start: bool = True
 
     # Security.

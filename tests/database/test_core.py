@@ -4,13 +4,12 @@ establishes who a request is may change it within a transaction."""
 from __future__ import annotations
 
 import ast
-import asyncio
 import uuid
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
-from database.core import Database, Tenant, acting_as, enter_tenant, make_engine, on_commit
+from database.core import Database, Tenant, acting_as, enter_tenant, on_commit
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_PACKAGES = (
@@ -127,67 +126,3 @@ async def test_on_commit_runs_after_a_commit_only(committed_database: Database):
     async with committed_database.transaction() as session:
         pass  # a later transaction on the same pool runs nothing left over
     assert ran == []
-
-
-_BACKEND = text("SELECT pg_backend_pid()")
-
-
-async def _backends_in_use(database: Database, count: int) -> set[int]:
-    """Checks `count` connections out at once (so the pool holds that many), their backends."""
-    pids: set[int] = set()
-    gate = asyncio.Barrier(count)
-
-    async def hold() -> None:
-        async with database.transaction() as session:
-            pids.add(await session.scalar(_BACKEND))
-            await gate.wait()
-
-    await asyncio.gather(*(hold() for _ in range(count)))
-    return pids
-
-
-async def test_pooled_connections_the_server_ended_are_replaced_on_use(database_urls, owner_engine):
-    """No round trip checks a connection on checkout: one the server closed while it sat in
-    the pool (terminated here, as a restart or an idle timeout would) is dropped and replaced,
-    and no transaction fails for it."""
-    database = Database(make_engine(database_urls.runtime, pool_size=2, max_overflow=0))
-    statements: list[str] = []
-    event.listen(
-        database.engine.sync_engine,
-        "before_cursor_execute",
-        lambda _conn, _cursor, statement, *_: statements.append(statement),
-    )
-    try:
-        idle = await _backends_in_use(database, 2)
-        async with owner_engine.begin() as connection:
-            ended = await connection.scalar(
-                text(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
-                    " FROM unnest(CAST(:pids AS int[])) AS pid"
-                ),
-                {"pids": sorted(idle)},
-            )
-        assert ended == 2
-        statements.clear()
-        fresh = await _backends_in_use(database, 2)
-        assert len(fresh) == 2
-        assert not fresh & idle
-        assert statements == [_BACKEND.text, _BACKEND.text]
-        async with database.transaction(Tenant(uuid.uuid4())) as session:
-            assert await session.scalar(_BACKEND) in fresh
-    finally:
-        await database.engine.dispose()
-
-
-async def test_the_pool_keeps_every_connection_a_burst_opened(database_urls):
-    """With the service's pool settings, a burst of transactions leaves each connection it
-    opened in the pool: the next burst runs on the same PostgreSQL backends, none new (an
-    overflow connection would be closed as it came back to a full pool)."""
-    database = Database.connect(database_urls.runtime)
-    try:
-        first = await _backends_in_use(database, 15)
-        again = await _backends_in_use(database, 15)
-        assert len(first) == 15
-        assert again == first
-    finally:
-        await database.dispose()
