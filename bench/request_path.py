@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import psutil
 from sqlalchemy.engine import make_url
@@ -65,6 +66,7 @@ class Measured:
     rate: float  # requests per second
     cpu_ms: float  # server CPU per request
     errors: int
+    sessions: int  # PostgreSQL sessions opened during the load (warm-up included)
 
 
 async def run() -> None:
@@ -84,6 +86,7 @@ async def run() -> None:
         ) as framework,
     ):
         credentials = await _setup(assay.url)
+        probe = await asyncpg.connect(_driver_dsn(owner))
         await asyncio.sleep(1.5)  # Assay tunes its garbage collector a second after start-up
         print(
             "req/s and server CPU per request of the bare app (raw), the same SQL through FastAPI"
@@ -92,26 +95,29 @@ async def run() -> None:
         print(
             f"{'endpoint':30} {'raw':>6} {'FastAPI':>7} {'Assay':>6} {'÷raw':>5}"
             f" {'CPU raw':>8} {'FastAPI':>7} {'Assay':>6} {'÷raw':>5} {'÷FastAPI':>8}"
+            "  new PostgreSQL sessions, raw/FastAPI/Assay"
         )
         for endpoint in ENDPOINTS:
             path = endpoint.path.format(test_id=credentials["test_id"])
             headers = _headers(endpoint.credential, credentials)
             with stolen.measure():
-                base = await _drive(raw, path, headers)
-                floor = await _drive(framework, path, headers)
-                ours = await _drive(assay, path, headers)
+                base = await _drive(raw, path, headers, probe)
+                floor = await _drive(framework, path, headers, probe)
+                ours = await _drive(assay, path, headers, probe)
             errors = {"raw": base.errors, "FastAPI": floor.errors, "Assay": ours.errors}
             print(
                 f"{endpoint.name:30} {base.rate:6.0f} {floor.rate:7.0f} {ours.rate:6.0f}"
                 f" {_ratio(ours.rate, base.rate):>5} {base.cpu_ms:6.2f}ms {floor.cpu_ms:5.2f}ms"
                 f" {ours.cpu_ms:4.2f}ms {_ratio(ours.cpu_ms, base.cpu_ms):>5}"
                 f" {_ratio(ours.cpu_ms, floor.cpu_ms):>8}"
+                f"  {base.sessions}/{floor.sessions}/{ours.sessions}"
                 + (
                     "  non-200: " + ", ".join(f"{k} {v}" for k, v in errors.items())
                     if any(errors.values())
                     else ""
                 )
             )
+        await probe.close()
     share = stolen.share
     print(
         "CPU steal while measuring: "
@@ -142,14 +148,17 @@ def _assay_command() -> list[str]:
     return [sys.executable, "-m", "app", "serve", "--port", "{port}"]
 
 
+def _driver_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _baseline_command(module: str, runtime: str, secret: str) -> list[str]:
-    dsn = make_url(runtime).set(drivername="postgresql").render_as_string(hide_password=False)
     command = [
         sys.executable,
         "-m",
         f"bench.{module}",
         "--dsn",
-        dsn,
+        _driver_dsn(runtime),
         f"--secret={secret}",  # it may start with "-"
         f"--pool-size={DEFAULT_DB_POOL_SIZE + DEFAULT_DB_MAX_OVERFLOW}",  # Assay's at most
     ]
@@ -209,9 +218,14 @@ def _headers(credential: str, credentials: dict[str, str]) -> dict[str, str]:
     return {}
 
 
-async def _drive(server: Server, path: str, headers: dict[str, str]) -> Measured:
+async def _drive(
+    server: Server, path: str, headers: dict[str, str], probe: asyncpg.Connection
+) -> Measured:
     """Runs the load generator against `server`; the server's CPU is read from the moment it
-    says the warm-up is over to the moment it says it stopped counting."""
+    says the warm-up is over to the moment it says it stopped counting. `probe` (the owner's
+    connection) counts the PostgreSQL sessions opened meanwhile: a pool that keeps its
+    connections opens none once it has filled."""
+    sessions_before = await _sessions(probe)
     command = [sys.executable, "-m", "bench.request_path", "drive", "--port", str(server.port)]
     command += ["--path", path, "--connections", str(CONNECTIONS)]
     command += ["--warmup", str(WARMUP_SECONDS), "--seconds", str(SECONDS)]
@@ -232,6 +246,19 @@ async def _drive(server: Server, path: str, headers: dict[str, str]) -> Measured
         rate=result["requests"] / result["seconds"],
         cpu_ms=cpu * 1000 / requests,
         errors=result["errors"],
+        sessions=await _sessions(probe) - sessions_before,
+    )
+
+
+async def _sessions(probe: asyncpg.Connection) -> int:
+    """Sessions opened to the database so far. A backend reports its start with its first
+    statistics, at the end of a transaction at most once a second, or when it exits: one
+    opened in the last second of a load may be counted with the next."""
+    await probe.execute("SELECT pg_stat_clear_snapshot()")
+    return int(
+        await probe.fetchval(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        )
     )
 
 
