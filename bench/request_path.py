@@ -75,6 +75,7 @@ async def run() -> None:
     secret = secrets.token_urlsafe(48)
     async with (
         bench_database() as (data_dir, owner, runtime),
+        _owner_connection(owner) as probe,
         _serve(
             _assay_command(),
             serve_env(data_dir, owner, runtime, ASSAY_SECRET_KEY=secret),
@@ -86,7 +87,6 @@ async def run() -> None:
         ) as framework,
     ):
         credentials = await _setup(assay.url)
-        probe = await asyncpg.connect(_driver_dsn(owner))
         await asyncio.sleep(1.5)  # Assay tunes its garbage collector a second after start-up
         print(
             "req/s and server CPU per request of the bare app (raw), the same SQL through FastAPI"
@@ -117,7 +117,6 @@ async def run() -> None:
                     else ""
                 )
             )
-        await probe.close()
     share = stolen.share
     print(
         "CPU steal while measuring: "
@@ -146,6 +145,16 @@ class Server:
 
 def _assay_command() -> list[str]:
     return [sys.executable, "-m", "app", "serve", "--port", "{port}"]
+
+
+@asynccontextmanager
+async def _owner_connection(owner: str) -> AsyncIterator[asyncpg.Connection]:
+    """The owner's connection, to read the database's statistics."""
+    connection = await asyncpg.connect(_driver_dsn(owner))
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 def _driver_dsn(url: str) -> str:

@@ -82,8 +82,14 @@ async def custom_plans(session: AsyncSession) -> AsyncIterator[None]:
 
 # What a block may set: the planner's settings alone (the tenant is database.core's to set).
 PLANNER_SETTINGS = frozenset(
-    {"enable_bitmapscan", "enable_hashagg", "enable_nestloop", "enable_sort"}
-    | {"plan_cache_mode", "work_mem"}
+    {
+        "enable_bitmapscan",
+        "enable_hashagg",
+        "enable_nestloop",
+        "enable_sort",
+        "plan_cache_mode",
+        "work_mem",
+    }
 )
 
 
