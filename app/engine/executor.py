@@ -49,7 +49,9 @@ async def run_chunk(ctx: JobContext) -> None:
     # row lock, and it is held only for the short transaction above.
     repetitions = range(*ctx.payload.get("repetitions", (0, run.repetitions)))
     async with ctx.transaction() as session:
-        done = await crud.done_keys(session, run.id, positions)
+        # A run with no result yet (its count is one read) has none of this chunk's.
+        started = await crud.count_results(session, run.id) > 0
+        done = await crud.done_keys(session, run.id, positions) if started else set()
         cases = await test_set_crud.version_cases(session, run.test_set_version_id, positions)
         plan = await make_plan(session, run)
         source_run = run.outputs_from_run_id

@@ -1,0 +1,88 @@
+"""A chunk's close (the last write of its results): a hole among its own cases is reported,
+so that the queue runs the chunk again, and leaves the run open, whatever other chunks have
+written; the write that brings the run's last result in completes the run."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+
+from database.core import Database
+from database.results import crud, execution
+from tests.database.results.conftest import Lab
+from tests.fakes.openai_server import FakeOpenAI
+from tests.helpers import tenant_session
+
+CASES = 5
+HOLE = 3  # the position whose result is taken out
+
+
+async def _run_with_a_hole(lab: Lab, fake: FakeOpenAI, database: Database) -> uuid.UUID:
+    """A completed run of CASES cases, reopened with the result at HOLE deleted."""
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": f"case {i}"} for i in range(CASES)])
+    metric = await lab.metric("contains", parameters={"value": "case"})
+    run = await lab.wait((await lab.run(test_set, target, metric_ids=[metric]))["id"])
+    assert run["status"] == "completed"
+    run_id = uuid.UUID(run["id"])
+    async with tenant_session(database, lab.account.organization_id) as session:
+        await session.execute(
+            text("DELETE FROM results WHERE run_id = :id AND position = :hole"),
+            {"id": run_id, "hole": HOLE},
+        )
+        await crud.reopen(session, run_id, repetitions=1, total=CASES, max_cost=None)
+    return run_id
+
+
+async def _close(
+    database: Database,
+    lab: Lab,
+    run_id: uuid.UUID,
+    positions: list[int],
+    batch: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+) -> tuple[execution.Written, str]:
+    closing = execution.Closing(positions, range(1), expected=len(positions))
+    async with tenant_session(database, lab.account.organization_id) as session:
+        run = await crud.get_run(session, run_id)
+        assert run is not None
+        written = await execution.write(session, run, batch, closing=closing)
+    async with tenant_session(database, lab.account.organization_id) as session:
+        run = await crud.get_run(session, run_id)
+        assert run is not None
+        return written, run.status
+
+
+async def test_a_chunk_closing_with_a_hole_reports_it_and_the_run_stays_open(
+    lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    run_id = await _run_with_a_hole(lab, fake, committed_database)
+
+    written, status = await _close(committed_database, lab, run_id, list(range(CASES)), [])
+    assert (written.missing, written.ended, status) == (1, False, "queued")
+
+    # A chunk whose own cases are all in has no hole, while the run still has one elsewhere.
+    written, status = await _close(committed_database, lab, run_id, list(range(HOLE)), [])
+    assert (written.missing, written.ended, status) == (0, False, "queued")
+
+
+async def test_the_close_that_brings_the_last_result_in_completes_the_run(
+    lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    run_id = await _run_with_a_hole(lab, fake, committed_database)
+    last = {
+        "id": uuid.uuid4(),
+        "organization_id": lab.account.organization_id,
+        "run_id": run_id,
+        "position": HOLE,
+        "repetition": 0,
+        "input": {"text": f"case {HOLE}"},
+        "status": "passed",
+        "cached": False,
+    }
+
+    written, status = await _close(
+        committed_database, lab, run_id, list(range(CASES)), [(last, [])]
+    )
+    assert (written.missing, written.ended, status) == (0, False, "completed")
