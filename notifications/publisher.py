@@ -1,5 +1,6 @@
 """NOTIFY after commit: run ids on `assay_run_events` (coalesced: at most one per run every
-`interval` seconds from this process), and live-only deltas on `assay_run_deltas`.
+`interval` seconds from this process, but a run's end at once), and live-only deltas on
+`assay_run_deltas`.
 
 A NOTIFY only says "look": listeners read the events themselves from `run_events`, so a lost
 notification delays an event (until the hub's next poll), never loses it. Whoever records a
@@ -13,7 +14,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import structlog
@@ -41,30 +42,35 @@ _NOTIFY = text(
 # --- after commit: hand the changed runs to this process's publisher --------------------------
 
 _PENDING_KEY = "assay_notify_runs"
-_publish: Callable[[set[uuid.UUID]], None] | None = None
+_ENDED_KEY = "assay_notify_ended_runs"
+_publish: Callable[[set[uuid.UUID], set[uuid.UUID]], None] | None = None
 
 
-def install_publisher(callback: Callable[[set[uuid.UUID]], None] | None) -> None:
+def install_publisher(callback: Callable[[set[uuid.UUID], set[uuid.UUID]], None] | None) -> None:
     global _publish
     _publish = callback
 
 
-def publish_after_commit(session: AsyncSession, run_id: uuid.UUID) -> None:
+def publish_after_commit(session: AsyncSession, run_id: uuid.UUID, *, ended: bool = False) -> None:
     """The run's new events are announced once this transaction commits (never if it rolls
-    back)."""
+    back); `ended`: they end the run."""
     session.info.setdefault(_PENDING_KEY, set()).add(run_id)
+    if ended:
+        session.info.setdefault(_ENDED_KEY, set()).add(run_id)
 
 
 @orm_event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     runs = session.info.pop(_PENDING_KEY, None)
+    ended = session.info.pop(_ENDED_KEY, set())
     if runs and _publish is not None:
-        _publish(runs)
+        _publish(runs, ended)
 
 
 @orm_event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
+    session.info.pop(_ENDED_KEY, None)
 
 
 class Publisher:
@@ -80,10 +86,17 @@ class Publisher:
 
     # Called on the event loop (from the after-commit hook, or for a live delta); never block.
 
-    def runs_changed(self, run_ids: Iterable[uuid.UUID]) -> None:
+    def runs_changed(
+        self, run_ids: Iterable[uuid.UUID], ended: Collection[uuid.UUID] = frozenset()
+    ) -> None:
+        """`ended`: runs whose end is among the changes. Coalescing bounds the notifications
+        of runs under way; an end comes once per run, and the clients following a run (the
+        CLI waiting on a gate, a dashboard) are waiting for it: it is sent at once."""
         now = time.monotonic()
         for run_id in run_ids:
-            if run_id not in self._events_due:
+            if run_id in ended:
+                self._events_due[run_id] = now
+            elif run_id not in self._events_due:
                 last = self._last_sent.get((EVENTS_CHANNEL, run_id), 0.0)
                 self._events_due[run_id] = max(now, last + self.interval)
         self._wake.set()

@@ -301,7 +301,7 @@ async def update_run(
                 "events": fastjson.dumps(rows, default=str),
             },
         )
-        publish_after_commit(session, run_id)
+        publish_after_commit(session, run_id, ended=status in TERMINAL)
     return last, float(row[1])
 
 
