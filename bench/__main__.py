@@ -19,6 +19,7 @@ from bench import (
     reads_at_scale,
     request_path,
     run_at_scale,
+    run_end_stream,
     run_throughput,
     sse_fanout,
     startup,
@@ -40,6 +41,7 @@ BENCHES = {
         auth_overhead,
         request_path,
         sse_fanout,
+        run_end_stream,
     )
 }
 

@@ -207,6 +207,16 @@ def serve_env(data_dir: Path, owner: str, runtime: str, **settings: str) -> dict
     return env
 
 
+def engine_settings(concurrency: int) -> dict[str, str]:
+    """serve_assay's settings for a server that runs runs: two workers, runs of up to
+    `concurrency`, providers on this machine (the fakes) allowed."""
+    return {
+        "ASSAY_WORKERS": "2",
+        "ASSAY_MAX_RUN_CONCURRENCY": str(concurrency),
+        "ASSAY_ALLOW_PRIVATE_NETWORKS": "true",
+    }
+
+
 @asynccontextmanager
 async def serve_assay(
     data_dir: Path, owner: str, runtime: str, **settings: str

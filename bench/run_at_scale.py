@@ -16,7 +16,14 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bench.harness import StolenTime, api_post, bench_database, rss_bytes, serve_assay
+from bench.harness import (
+    StolenTime,
+    api_post,
+    bench_database,
+    engine_settings,
+    rss_bytes,
+    serve_assay,
+)
 from bench.run_throughput import (
     CASES,
     CONCURRENCY,
@@ -113,14 +120,7 @@ async def _large_run(
 async def large() -> tuple[LargeRun, list[float]]:
     async with (
         bench_database() as (data_dir, owner, runtime),
-        serve_assay(
-            data_dir,
-            owner,
-            runtime,
-            ASSAY_WORKERS="2",
-            ASSAY_MAX_RUN_CONCURRENCY=str(CONCURRENCY),
-            ASSAY_ALLOW_PRIVATE_NETWORKS="true",
-        ) as (pid, base_url),
+        serve_assay(data_dir, owner, runtime, **engine_settings(CONCURRENCY)) as (pid, base_url),
         httpx.AsyncClient(base_url=base_url, timeout=600) as client,
         provider(0.0) as instant,
     ):
