@@ -60,7 +60,7 @@ async def test_the_commit_of_a_runs_end_hands_it_over_as_ended(
     run = await live.wait(run["id"])
     run_id, organization = uuid.UUID(run["id"]), live.account.organization_id
     handed: list[tuple[set[uuid.UUID], set[uuid.UUID]]] = []
-    installed = publishing._publish
+    assert live.notifications is not None
     publishing.install_publisher(lambda runs, ended: handed.append((set(runs), set(ended))))
     try:
         async with tenant_session(committed_database, organization) as session:
@@ -75,5 +75,5 @@ async def test_the_commit_of_a_runs_end_hands_it_over_as_ended(
                     status=status,
                 )
     finally:
-        publishing.install_publisher(installed)
+        publishing.install_publisher(live.notifications.publisher.runs_changed)
     assert handed == [({run_id}, set()), ({run_id}, set()), ({run_id}, {run_id})]
