@@ -85,14 +85,16 @@ async def write(
     missing = 0
     if end is None and closing is not None:
         # A result is unique per case and repetition, and the run's total counts its planned
-        # ones: with all of them in, none of this chunk's is missing. The run's count is one
-        # read; the chunk's own results, four round trips, made only while some are to come.
-        if await crud.count_results(session, run.id) >= run.total:
-            end = ("completed", None)
-        else:
+        # ones: with exactly that many in, none of this chunk's is missing. The run's count is
+        # one read; the chunk's own results, four round trips, read only otherwise (a count
+        # past the total is not trusted to say the chunk is whole).
+        done = await crud.count_results(session, run.id)
+        if done != locked.total:
             missing = closing.expected - await crud.count_results(
                 session, run.id, closing.positions, closing.repetitions
             )
+        if not missing and done >= locked.total:
+            end = ("completed", None)
     if written:
         on_commit(session, lambda: _count_cases(written))
         changes.append(await events.progress(session, run))

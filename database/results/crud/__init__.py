@@ -49,16 +49,18 @@ async def get_run(
 class Locked(NamedTuple):
     status: str
     spent: float
+    total: int
 
 
 async def lock_run(session: AsyncSession, run_id: uuid.UUID) -> Locked | None:
-    """Takes the run's row lock (until commit) and returns its status and what it has spent."""
+    """Takes the run's row lock (until commit) and returns its status, what it has spent and
+    its total as they stand (a repeat raises the total of a run a late chunk may still hold)."""
     row = (
         await session.execute(
-            select(Run.status, Run.spent).where(Run.id == run_id).with_for_update()
+            select(Run.status, Run.spent, Run.total).where(Run.id == run_id).with_for_update()
         )
     ).first()
-    return None if row is None else Locked(row[0], row[1])
+    return None if row is None else Locked(row[0], row[1], row[2])
 
 
 async def list_runs(

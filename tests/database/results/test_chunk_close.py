@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from database.core import Database
 from database.results import crud, execution
+from database.results.models import Run
 from tests.database.results.conftest import Lab
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import tenant_session
@@ -19,8 +20,11 @@ CASES = 5
 HOLE = 3  # the position whose result is taken out
 
 
-async def _run_with_a_hole(lab: Lab, fake: FakeOpenAI, database: Database) -> uuid.UUID:
-    """A completed run of CASES cases, reopened with the result at HOLE deleted."""
+async def _run_with_a_hole(
+    lab: Lab, fake: FakeOpenAI, database: Database, *, total: int = CASES
+) -> uuid.UUID:
+    """A completed run of CASES cases, reopened with the result at HOLE deleted (and `total`
+    results planned)."""
     target = await lab.openai_model(fake)
     test_set = await lab.test_set([{"input": f"case {i}"} for i in range(CASES)])
     metric = await lab.metric("contains", parameters={"value": "case"})
@@ -32,8 +36,21 @@ async def _run_with_a_hole(lab: Lab, fake: FakeOpenAI, database: Database) -> uu
             text("DELETE FROM results WHERE run_id = :id AND position = :hole"),
             {"id": run_id, "hole": HOLE},
         )
-        await crud.reopen(session, run_id, repetitions=1, total=CASES, max_cost=None)
+        await crud.reopen(session, run_id, repetitions=1, total=total, max_cost=None)
     return run_id
+
+
+def _result(lab: Lab, run_id: uuid.UUID, position: int) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "organization_id": lab.account.organization_id,
+        "run_id": run_id,
+        "position": position,
+        "repetition": 0,
+        "input": {"text": f"case {position}"},
+        "status": "passed",
+        "cached": False,
+    }
 
 
 async def _close(
@@ -42,10 +59,13 @@ async def _close(
     run_id: uuid.UUID,
     positions: list[int],
     batch: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+    run: Run | None = None,
 ) -> tuple[execution.Written, str]:
+    """The close of a chunk of `positions` (by a writer holding `run` as it loaded it, if
+    given): what it wrote, and the run's status after it."""
     closing = execution.Closing(positions, range(1), expected=len(positions))
     async with tenant_session(database, lab.account.organization_id) as session:
-        run = await crud.get_run(session, run_id)
+        run = run or await crud.get_run(session, run_id)
         assert run is not None
         written = await execution.write(session, run, batch, closing=closing)
     async with tenant_session(database, lab.account.organization_id) as session:
@@ -71,18 +91,39 @@ async def test_the_close_that_brings_the_last_result_in_completes_the_run(
     lab: Lab, fake: FakeOpenAI, committed_database: Database
 ) -> None:
     run_id = await _run_with_a_hole(lab, fake, committed_database)
-    last = {
-        "id": uuid.uuid4(),
-        "organization_id": lab.account.organization_id,
-        "run_id": run_id,
-        "position": HOLE,
-        "repetition": 0,
-        "input": {"text": f"case {HOLE}"},
-        "status": "passed",
-        "cached": False,
-    }
+    last = _result(lab, run_id, HOLE)
 
     written, status = await _close(
         committed_database, lab, run_id, list(range(CASES)), [(last, [])]
     )
     assert (written.missing, written.ended, status) == (0, False, "completed")
+
+
+async def test_a_close_counts_against_the_total_as_it_stands_not_as_the_writer_loaded_it(
+    lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    """A writer loaded the run before a repeat raised its total: all of the run's results it
+    knew of are in, yet the run has one more to come, and stays open."""
+    run_id = await _run_with_a_hole(lab, fake, committed_database, total=CASES)
+    async with tenant_session(committed_database, lab.account.organization_id) as session:
+        loaded = await crud.get_run(session, run_id)
+    async with tenant_session(committed_database, lab.account.organization_id) as session:
+        await crud.reopen(session, run_id, repetitions=2, total=CASES + 1, max_cost=None)
+    assert loaded is not None and loaded.total == CASES
+    last = _result(lab, run_id, HOLE)
+
+    written, status = await _close(
+        committed_database, lab, run_id, list(range(CASES)), [(last, [])], run=loaded
+    )
+    assert (written.missing, written.ended, status) == (0, False, "queued")
+
+
+async def test_a_count_past_the_total_does_not_hide_a_hole(
+    lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    """More results than the run's total (a rescore's source given more since, say) say
+    nothing of this chunk's own: its hole is reported, and the run stays open."""
+    run_id = await _run_with_a_hole(lab, fake, committed_database, total=CASES - 2)
+
+    written, status = await _close(committed_database, lab, run_id, list(range(CASES)), [])
+    assert (written.missing, written.ended, status) == (1, False, "queued")
