@@ -81,7 +81,7 @@ async def write(
     written = await _insert(session, batch)
     changes = [*steps, *(events.result_reference(result["id"]) for result, _ in written)]
     cost = spending(written)
-    end = await _over_budget(session, run, locked.spent + cost) if cost else None
+    end = await _over_budget(session, run.id, locked, locked.spent + cost) if cost else None
     missing = 0
     if end is None and closing is not None:
         # A result is unique per case and repetition, and the run's total counts its planned
@@ -126,17 +126,18 @@ async def _insert(session: AsyncSession, batch: Batch) -> Batch:
 
 
 async def _over_budget(
-    session: AsyncSession, run: Run, spent: float
+    session: AsyncSession, run_id: uuid.UUID, locked: crud.Locked, spent: float
 ) -> tuple[str, str | None] | None:
     """The run's end when `spent` reaches its budget with results still to come."""
-    if run.max_cost is None or spent < run.max_cost:
+    budget = locked.max_cost
+    if budget is None or spent < budget:
         return None
-    left = run.total - await crud.count_results(session, run.id)
+    left = locked.total - await crud.count_results(session, run_id)
     if not left:
         return None  # the last results are in: the run completes (its chunk's close)
     return (
         "stopped",
-        f"budget reached: {spent:.4f} USD spent of {run.max_cost:.4f}; {left} result(s) not run",
+        f"budget reached: {spent:.4f} USD spent of {budget:.4f}; {left} result(s) not run",
     )
 
 

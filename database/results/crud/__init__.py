@@ -50,17 +50,21 @@ class Locked(NamedTuple):
     status: str
     spent: float
     total: int
+    max_cost: float | None
 
 
 async def lock_run(session: AsyncSession, run_id: uuid.UUID) -> Locked | None:
-    """Takes the run's row lock (until commit) and returns its status, what it has spent and
-    its total as they stand (a repeat raises the total of a run a late chunk may still hold)."""
+    """Takes the run's row lock (until commit) and returns its status, what it has spent, its
+    total and its budget as they stand (a repeat raises the total and budget of a run a late
+    chunk may still hold as it loaded it)."""
     row = (
         await session.execute(
-            select(Run.status, Run.spent, Run.total).where(Run.id == run_id).with_for_update()
+            select(Run.status, Run.spent, Run.total, Run.max_cost)
+            .where(Run.id == run_id)
+            .with_for_update()
         )
     ).first()
-    return None if row is None else Locked(row[0], row[1], row[2])
+    return None if row is None else Locked(*row)
 
 
 async def list_runs(

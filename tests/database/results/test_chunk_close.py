@@ -1,6 +1,7 @@
 """A chunk's close (the last write of its results): a hole among its own cases is reported,
 so that the queue runs the chunk again, and leaves the run open, whatever other chunks have
-written; the write that brings the run's last result in completes the run."""
+written; the write that brings the run's last result in completes the run. A write decides
+on the run's total and budget as they stand, not as its writer loaded them."""
 
 from __future__ import annotations
 
@@ -127,3 +128,27 @@ async def test_a_count_past_the_total_does_not_hide_a_hole(
 
     written, status = await _close(committed_database, lab, run_id, list(range(CASES)), [])
     assert (written.missing, written.ended, status) == (1, False, "queued")
+
+
+async def test_a_write_checks_the_budget_as_it_stands_not_as_the_writer_loaded_it(
+    lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    """A writer loaded the run under a budget a repeat has since raised: a result costing more
+    than the old budget, and less than the new, does not stop the run."""
+    run_id = await _run_with_a_hole(lab, fake, committed_database)
+    organization = lab.account.organization_id
+    async with tenant_session(committed_database, organization) as session:
+        await crud.reopen(session, run_id, repetitions=1, total=CASES + 1, max_cost=0.5)
+    async with tenant_session(committed_database, organization) as session:
+        loaded = await crud.get_run(session, run_id)
+    async with tenant_session(committed_database, organization) as session:
+        await crud.reopen(session, run_id, repetitions=2, total=CASES + 1, max_cost=10.0)
+    assert loaded is not None and loaded.max_cost == 0.5
+    costly = _result(lab, run_id, HOLE) | {"cost": 1.0}
+
+    async with tenant_session(committed_database, organization) as session:
+        written = await execution.write(session, loaded, [(costly, [])])
+    async with tenant_session(committed_database, organization) as session:
+        run = await crud.get_run(session, run_id)
+    assert run is not None
+    assert (written.ended, run.status, run.spent) == (False, "queued", 1.0)
