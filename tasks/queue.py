@@ -112,8 +112,8 @@ async def enqueue_many(
 
 @functools.cache
 def _insert_jobs(*, delayed: bool) -> TextClause:
-    """One statement for any number of jobs, prepared once: a multi-row VALUES was built and
-    checked value by value on each call (2.9 ms of a run's creation, now 1.9 ms)."""
+    """One statement for any number of jobs, prepared once (a multi-row VALUES is built and
+    checked value by value on every call)."""
     return recordset_insert(
         JOBS,
         [

@@ -81,7 +81,7 @@ async def write(
     written = await _insert(session, batch)
     changes = [*steps, *(events.result_reference(result["id"]) for result, _ in written)]
     cost = spending(written)
-    end = await _over_budget(session, run.id, locked, locked.spent + cost) if cost else None
+    end = await _over_budget(session, run.id, locked, cost) if cost else None
     missing = 0
     if end is None and closing is not None:
         # A result is unique per case and repetition, and the run's total counts its planned
@@ -126,10 +126,11 @@ async def _insert(session: AsyncSession, batch: Batch) -> Batch:
 
 
 async def _over_budget(
-    session: AsyncSession, run_id: uuid.UUID, locked: crud.Locked, spent: float
+    session: AsyncSession, run_id: uuid.UUID, locked: crud.Locked, cost: float
 ) -> tuple[str, str | None] | None:
-    """The run's end when `spent` reaches its budget with results still to come."""
-    budget = locked.max_cost
+    """The run's end when what it had spent, and this batch's `cost`, reach its budget with
+    results still to come."""
+    spent, budget = locked.spent + cost, locked.max_cost
     if budget is None or spent < budget:
         return None
     left = locked.total - await crud.count_results(session, run_id)
