@@ -13,13 +13,13 @@ from database.organizations.audit import RequestMeta, RequestMetaDep, record
 from database.projects.schemas import ProjectRead
 from database.results import crud, export, follow_ups, reads, service, summaries
 from database.results.comparison import CompareOptions
+from database.results.comparison_schemas import Comparison
 from database.results.crud import figures
 from database.results.models import Run
 from database.results.reads import get_run_or_404, run_read, run_reads
 from database.results.schemas import (
     BaselineSet,
     CaseRepetitions,
-    Comparison,
     RepeatCreate,
     RescoreCreate,
     ResultPage,

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from database.results.comparison_schemas import Delta, Flip, Flips, ResultSide
 from database.results.crud import flip_outputs
 from database.results.crud.pairing import PairedCase
 from database.results.models import Run
-from database.results.schemas import Delta, Flip, Flips, ResultSide
 from utils import statistics as stats
 
 LISTED = 100  # test ids listed of each kind of unpaired or changed case

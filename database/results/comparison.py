@@ -22,10 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.core import read_beside
 from database.evaluations.scoring import higher_passes
 from database.results import changes, paired_tests
-from database.results.crud import pairing
-from database.results.crud.pairing import MetricPairs, PairedCase
-from database.results.models import Run
-from database.results.schemas import (
+from database.results.comparison_schemas import (
     CaseCounts,
     Comparison,
     Delta,
@@ -33,6 +30,9 @@ from database.results.schemas import (
     MetricComparison,
     SliceComparison,
 )
+from database.results.crud import pairing
+from database.results.crud.pairing import MetricPairs, PairedCase
+from database.results.models import Run
 from database.results.verdicts import ALPHA, Pending, tested
 from utils import statistics as stats
 from utils.errors import InvalidInput

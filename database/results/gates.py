@@ -18,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.projects.models import Project
 from database.results import crud, events, run_webhooks
 from database.results.comparison import CompareOptions, compare
+from database.results.comparison_schemas import Comparison
 from database.results.crud import figures
 from database.results.models import TERMINAL, Run
-from database.results.schemas import Comparison, GateResult, GateSpec
+from database.results.schemas import GateResult, GateSpec
 from utils.errors import Conflict, InvalidInput
 
 log = structlog.get_logger(__name__)

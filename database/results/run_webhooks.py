@@ -17,9 +17,9 @@ from database.projects import crud as project_crud
 from database.projects import webhooks
 from database.results import crud, events
 from database.results.comparison import CompareOptions, compare
+from database.results.comparison_schemas import Comparison
 from database.results.crud import figures
 from database.results.models import TERMINAL, Run
-from database.results.schemas import Comparison
 from utils.errors import InvalidInput
 
 log = structlog.get_logger(__name__)

@@ -21,9 +21,10 @@ from database.prompts import crud as prompt_crud
 from database.prompts import service as prompt_service
 from database.results import crud, gates
 from database.results.comparison import CompareOptions, compare
+from database.results.comparison_schemas import Comparison
 from database.results.models import TERMINAL, Run
 from database.results.reads import get_run_or_404
-from database.results.schemas import Comparison, RunCreate, StreamToken
+from database.results.schemas import RunCreate, StreamToken
 from database.test_sets import crud as test_set_crud
 from database.test_sets import service as test_set_service
 from tasks import queue

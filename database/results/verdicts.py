@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from database.results.schemas import Tested
+from database.results.comparison_schemas import Tested
 from utils import statistics as stats
 
 ALPHA = 0.05
