@@ -56,11 +56,14 @@ async def run_chunk(ctx: JobContext) -> None:
         plan = await make_plan(session, run)
         source_run = run.outputs_from_run_id
         sizes = (
-            await crud.source_sizes(session, source_run, positions, repetitions)
+            await crud.source_sizes(
+                session, source_run, positions, repetitions, written_by=run.created_at
+            )
             if source_run
             else None
         )
-    # A rescore does the repetitions its source has; a run, every one of the chunk's.
+    # A rescore does the results its source had when it was made; a run, every one of the
+    # chunk's repetitions.
     keys = [
         (case, repetition)
         for case in cases

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -368,15 +369,23 @@ async def reopen(
 
 
 async def source_sizes(
-    session: AsyncSession, run_id: uuid.UUID, positions: Sequence[int], repetitions: range
+    session: AsyncSession,
+    run_id: uuid.UUID,
+    positions: Sequence[int],
+    repetitions: range,
+    *,
+    written_by: datetime,
 ) -> dict[tuple[int, int], int]:
-    """A run's results at `positions` and `repetitions` (what a rescore of it scores), by key:
-    what reading each one's texts costs (pages.stored_size), read without them."""
+    """A run's results at `positions` and `repetitions` written by `written_by` (a result's
+    `created_at` is its transaction's start), by key: what reading each one's texts costs
+    (pages.stored_size), read without them. A rescore made then scores these, which its total
+    counted: a source resumed since has more."""
     rows = await session.execute(
         select(Result.position, Result.repetition, stored_size()).where(
             Result.run_id == run_id,
             Result.position == any_(int_array("positions", positions)),
             Result.repetition.between(repetitions.start, repetitions.stop - 1),
+            Result.created_at <= written_by,
         )
     )
     return {(position, repetition): size for position, repetition, size in rows.all()}
