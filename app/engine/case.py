@@ -278,7 +278,7 @@ def _evaluation_rows(run: Run, scored: list[tuple[MetricSpec, Verdict]]) -> list
             "score": verdict.score,
             "passed": verdict.passed,
             "reason": storable(verdict.reason[:4000]),
-            "error": verdict.error,
+            "error": None if verdict.error is None else storable(verdict.error[:4000]),
             "input_tokens": verdict.input_tokens,
             "output_tokens": verdict.output_tokens,
             "cost": verdict.cost,

@@ -373,6 +373,25 @@ async def test_a_nul_character_in_an_answer_is_stored_not_fatal(lab, fake):
     assert {r["output"] for r in await lab.results(run["id"])} == {"before\ufffdafter"}
 
 
+async def test_a_nul_character_in_a_judges_error_is_stored_not_fatal(lab, fake):
+    """A judge endpoint's error names what it was sent: a NUL in it must not sink the batch,
+    which its writer would retry, and the queue run again, calling the judge anew."""
+    target = await lab.openai_model(fake)
+    with FakeOpenAI(require_api_key="sk-test") as judge_fake:
+        judge_fake.enqueue(Fault.http(400, {"error": {"message": "bad\x00request"}}))
+        judge = await lab.openai_model(judge_fake)
+        relevance = await lab.metric("answer-relevance", judge_model_id=judge)
+        run = await lab.run(await lab.test_set(_cases(1)), target, metric_ids=[relevance])
+        done = await lab.wait(run["id"])
+        judged = len(judge_fake.requests)
+    assert done["status"] == "completed" and done["counts"]["errored"] == 1, done
+    [result] = await lab.results(run["id"])
+    [evaluation] = result["evaluations"]
+    assert "bad\ufffdrequest" in evaluation["error"], evaluation
+    assert "bad\ufffdrequest" in result["error_message"]
+    assert judged == 1
+
+
 async def test_a_run_keeps_its_database_connections(lab, committed_database, runtime, monkeypatch):
     """Chunks end while their periodic write may be in progress; cancelling that write
     mid-statement made the pool discard the connection, so every chunk's end cost a new one
