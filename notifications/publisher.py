@@ -59,8 +59,14 @@ def publish_after_commit(session: AsyncSession, run_id: uuid.UUID, *, ended: boo
         session.info.setdefault(_ENDED_KEY, set()).add(run_id)
 
 
+# A savepoint's release or rollback fires these too (a run's end compares it with its baseline
+# in one): what is pending waits for the transaction itself.
+
+
 @orm_event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     runs = session.info.pop(_PENDING_KEY, None)
     ended = session.info.pop(_ENDED_KEY, set())
     if runs and _publish is not None:
@@ -69,6 +75,8 @@ def _after_commit(session: Session) -> None:
 
 @orm_event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     session.info.pop(_PENDING_KEY, None)
     session.info.pop(_ENDED_KEY, None)
 

@@ -5,9 +5,11 @@ following a run (the CLI waiting on a gate, a dashboard) are waiting for just th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import asyncpg
+from sqlalchemy import text
 
 from database.core import asyncpg_connect_args
 from database.results import crud
@@ -78,3 +80,31 @@ async def test_the_commit_of_a_runs_end_hands_it_over_as_ended(
         publishing.install_publisher(live.notifications.publisher.runs_changed)
     ours = [(runs & {run_id}, ended & {run_id}) for runs, ended in handed if run_id in runs]
     assert ours == [({run_id}, set()), ({run_id}, set()), ({run_id}, {run_id})]
+
+
+async def test_a_savepoint_within_the_ending_transaction_holds_nothing_back(
+    committed_database,
+) -> None:
+    """A run's end compares it with its baseline in a savepoint (a regression webhook): its
+    release must not announce the end before the transaction commits, nor its rollback (no
+    case in common) drop the announcement."""
+    run_id = uuid.uuid4()  # only a payload here: no run is read
+    handed: list[tuple[str, set[uuid.UUID], set[uuid.UUID]]] = []
+    moment = ["open"]
+    installed = publishing._publish  # the app's, when a test before started one
+    publishing.install_publisher(lambda runs, ended: handed.append((moment[0], runs, ended)))
+    try:
+        for outcome in ("released", "rolled back"):
+            moment[0] = "open"
+            async with committed_database.transaction() as session:
+                await session.execute(text("SELECT 1"))
+                publishing.publish_after_commit(session, run_id, ended=True)
+                with contextlib.suppress(LookupError):
+                    async with session.begin_nested():
+                        await session.execute(text("SELECT 1"))
+                        if outcome == "rolled back":
+                            raise LookupError("no case in common")
+                moment[0] = "committing"
+    finally:
+        publishing.install_publisher(installed)
+    assert handed == [("committing", {run_id}, {run_id})] * 2
