@@ -82,9 +82,12 @@ async def end_run(
     gate's result and a `run.verdict` event right after; then the messages to the project's
     webhooks. False when it had already ended. `before` and `spent`: a batch's events and cost,
     written with the end, since a transaction updates the run's row once (crud.update_run)."""
-    locked = await crud.lock_run(session, run.id)  # decided under the lock, written once
-    if locked is None or locked.status in TERMINAL:
+    # Decided under the lock, written once, on the run as it stands: a chunk that loaded it
+    # before a repeat raised its total and repetitions may be the one ending it.
+    current = await crud.get_run(session, run.id, for_update=True)
+    if current is None or current.status in TERMINAL:
         return False
+    run = current
     changes = [*before, await events.ended(session, run, status, error=error)]
     gate_result = None
     if run.gate is not None:

@@ -119,6 +119,34 @@ async def test_a_close_counts_against_the_total_as_it_stands_not_as_the_writer_l
     assert (written.missing, written.ended, status) == (0, False, "queued")
 
 
+async def test_a_writer_holding_the_run_as_it_loaded_it_ends_the_run_as_it_stands(
+    lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    """The chunk that brings the last result of a repeated run in may have loaded the run
+    before the repeat: the end it records counts the run's total as it stands."""
+    run_id = await _run_with_a_hole(lab, fake, committed_database, total=CASES)
+    async with tenant_session(committed_database, lab.account.organization_id) as session:
+        loaded = await crud.get_run(session, run_id)
+    async with tenant_session(committed_database, lab.account.organization_id) as session:
+        await crud.reopen(session, run_id, repetitions=2, total=CASES + 1, max_cost=None)
+    assert loaded is not None and loaded.total == CASES
+    last = [_result(lab, run_id, HOLE), _result(lab, run_id, 0) | {"repetition": 1}]
+
+    written, status = await _close(
+        committed_database,
+        lab,
+        run_id,
+        list(range(CASES)),
+        [(result, []) for result in last],
+        run=loaded,
+    )
+    assert (written.missing, written.ended, status) == (0, False, "completed")
+    async with tenant_session(committed_database, lab.account.organization_id) as session:
+        logged = await crud.events_after(session, run_id, 0, limit=1000)
+    finished = [event.data for event in logged if event.type == "run.finished"][-1]  # (its 2nd)
+    assert (finished["total"], finished["done"]) == (CASES + 1, CASES + 1)
+
+
 async def test_a_count_past_the_total_does_not_hide_a_hole(
     lab: Lab, fake: FakeOpenAI, committed_database: Database
 ) -> None:
