@@ -202,6 +202,10 @@ class Promptfoo:
             problem = f"not a file of tests Assay reads ({', '.join(kinds)})"
         elif path not in self.attachments:
             problem = f"upload {path} alongside the config (a multipart part with that filename)"
+        elif path in self._read:
+            # Read once: a config naming one file thousands of times would have it parsed
+            # as often, an upload's bytes turned into hours of parsing.
+            problem = "the file is named twice: name each file once"
         if problem:
             raise invalid(f"The config refers to {ref!r}: {problem}", line, None, fld)
         self._read.add(path)

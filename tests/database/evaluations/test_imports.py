@@ -7,6 +7,7 @@ import json
 
 import httpx
 
+from database.test_sets import foreign_promptfoo
 from tests.helpers import Account, assert_problem, create_project, create_test_set, register
 
 SETS = "/api/v1/test-sets"
@@ -124,6 +125,27 @@ async def test_a_reference_without_its_file_imports_nothing(client):
     assert "more.csv" in problem["detail"]
     count = await client.get(f"{SETS}/{test_set['id']}", headers=account.headers)
     assert count.json()["test_count"] == 0
+
+
+async def test_a_file_named_twice_is_a_422_and_read_once(client, monkeypatch):
+    """Each file is parsed once: a config naming one file over and over would have it parsed
+    as often (an empty file's parse yields no test for the case limit to stop)."""
+    account, _, test_set = await _setup(client)
+    config = b"tests:\n" + b"  - file://empty.yaml\n" * 1000
+    parsed: list[str] = []
+    load = foreign_promptfoo.load
+
+    def counted(text: str, path: str, kind: str) -> object:
+        parsed.append(path)
+        return load(text, path, kind)
+
+    monkeypatch.setattr(foreign_promptfoo, "load", counted)
+    response = await _import(
+        client, account, test_set["id"], config, "promptfoo", attachments={"empty.yaml": b"[]"}
+    )
+    problem = assert_problem(response, 422, field="line 3: tests")  # the second naming
+    assert "'file://empty.yaml'" in problem["detail"] and "named twice" in problem["detail"]
+    assert parsed.count("empty.yaml") == 1  # (and the config, once)
 
 
 async def test_an_assertion_whose_value_is_not_valid_is_a_422_by_line(client):
