@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -297,11 +298,7 @@ async def write_cases(
     held, wanted = await off_loop(_canonical_lists, [case for _, case in current], cases)
     if held == wanted:
         return 0, False
-    reusable: dict[str, list[uuid.UUID]] = {}
-    for (test_id, _), key in zip(current, held, strict=True):
-        if test_id is not None:
-            reusable.setdefault(key, []).append(test_id)
-    kept = [reusable[key].pop(0) if reusable.get(key) else None for key in wanted]
+    kept = await off_loop(_reusable, [test_id for test_id, _ in current], held, wanted)
     new = [case for case, test_id in zip(cases, kept, strict=True) if test_id is None]
     inserted = iter(await _insert(session, principal, test_set, new))
     order = [test_id if test_id is not None else next(inserted) for test_id in kept]
@@ -319,6 +316,18 @@ async def _insert(
         project_id=test_set.project_id,
         cases=cases,
     )
+
+
+def _reusable(
+    test_ids: list[uuid.UUID | None], held: list[str], wanted: list[str]
+) -> list[uuid.UUID | None]:
+    """For each wanted case, a test of the set that holds the same (each test once, in the
+    set's order), or None: a sync keeps those tests."""
+    reusable: dict[str, deque[uuid.UUID]] = {}
+    for test_id, key in zip(test_ids, held, strict=True):
+        if test_id is not None:
+            reusable.setdefault(key, deque()).append(test_id)
+    return [reusable[key].popleft() if reusable.get(key) else None for key in wanted]
 
 
 def _canonical_lists(*lists: list[dict[str, Any]]) -> list[list[str]]:
