@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Integer, Uuid, any_, bindparam, delete, func, select, text
+from sqlalchemy import ColumnElement, Integer, Uuid, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -176,6 +176,18 @@ async def member_tests(session: AsyncSession, test_set_id: uuid.UUID) -> list[An
     no statistics yet (freshly imported tests), where a join became a quadratic nested loop.
     """
     return await tests_in_order(session, await member_ids(session, test_set_id))
+
+
+async def case_sizes(session: AsyncSession, test_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """What reading each test's case costs: its columns' stored sizes, read without them."""
+    size: ColumnElement[int] = func.coalesce(func.pg_column_size(CASE_COLUMNS[1]), 0)
+    for column in CASE_COLUMNS[2:]:
+        size += func.coalesce(func.pg_column_size(column), 0)
+    async with custom_plans(session):
+        rows = await session.execute(
+            select(TestCase.id, size).where(TestCase.id == any_(uuid_array("ids", test_ids)))
+        )
+    return {test_id: stored for test_id, stored in rows.all()}
 
 
 async def tests_in_order(session: AsyncSession, test_ids: Sequence[uuid.UUID]) -> list[Any]:
@@ -352,14 +364,22 @@ async def list_version_cases(
 
 
 async def version_cases_after(
-    session: AsyncSession, version_id: uuid.UUID, position: int, *, limit: int
+    session: AsyncSession, version_id: uuid.UUID, position: int, *, limit: int, max_bytes: int
 ) -> list[Any]:
-    """The version's next `limit` cases after `position` (position and case), in order."""
-    rows = await session.execute(
-        select(TestSetVersionCase.position, TestSetVersionCase.case)
-        .where(TestSetVersionCase.version_id == version_id, TestSetVersionCase.position > position)
-        .order_by(TestSetVersionCase.position)
+    """The version's next cases after `position` (position and case), in order: at most
+    `limit`, and none more once they hold `max_bytes` (stored; the first always comes). The
+    sizes are summed as the rows are read, and a row left out is never read whole."""
+    size, order = func.pg_column_size(TestSetVersionCase.case), TestSetVersionCase.position
+    page = (
+        select(order, TestSetVersionCase.case, (func.sum(size).over(order_by=order) - size))
+        .where(TestSetVersionCase.version_id == version_id, order > position)
+        .order_by(order)
         .limit(limit)
+        .subquery()
+    )
+    position_, case, before = page.c
+    rows = await session.execute(
+        select(position_.label("position"), case).where(before < max_bytes).order_by(position_)
     )
     return list(rows.all())
 

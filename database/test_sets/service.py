@@ -20,7 +20,13 @@ from database.test_sets.io import Format, parse_case_documents
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
 from database.test_sets.slice_index import SliceIndex
-from database.test_sets.streaming import PAGE_ROWS, ConvertedPages, ReadPage, stream_pages
+from database.test_sets.streaming import (
+    PAGE_BYTES,
+    PAGE_ROWS,
+    ConvertedPages,
+    ReadPage,
+    stream_pages,
+)
 from database.tests import crud as test_crud
 from database.tests.schemas import TestBulkCreate, TestCaseFields
 from utils.auth import Principal
@@ -373,8 +379,13 @@ def _current_pages(test_ids: list[uuid.UUID]) -> ReadPage[dict[str, Any]]:
         if start >= len(test_ids):
             return None
         page = test_ids[start : start + PAGE_ROWS]
-        start += PAGE_ROWS
-        return [test_crud.case_fields(t) for t in await crud.tests_in_order(session, page)]
+        sizes = await crud.case_sizes(session, page)
+        held, taken = 0, 0
+        while taken < len(page) and (not taken or held < PAGE_BYTES):
+            held, taken = held + sizes.get(page[taken], 0), taken + 1
+        start += taken
+        rows = await crud.tests_in_order(session, page[:taken])
+        return [test_crud.case_fields(t) for t in rows]
 
     return read
 
@@ -384,7 +395,9 @@ def _version_pages(version_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
 
     async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
         nonlocal after
-        rows = await crud.version_cases_after(session, version_id, after, limit=PAGE_ROWS)
+        rows = await crud.version_cases_after(
+            session, version_id, after, limit=PAGE_ROWS, max_bytes=PAGE_BYTES
+        )
         if not rows:
             return None
         after = rows[-1].position

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
+import string
 import threading
 import uuid
 from typing import Any
@@ -147,3 +149,53 @@ async def test_stored_cases_are_validated_off_the_event_loop(client, monkeypatch
         assert len(exported.content.splitlines()) == 3
     assert len(threads) == 6
     assert loop_thread not in threads
+
+
+async def test_a_page_of_large_cases_ends_at_its_byte_budget(client, monkeypatch):
+    """A page is built in memory: it takes no more cases once they hold PAGE_BYTES (stored),
+    the first whatever its size, for the current cases and a version's alike."""
+    owner = await register(client)
+    project = await create_project(client, owner)
+    test_set = await create_test_set(client, owner, project["id"])
+    url = f"/api/v1/test-sets/{test_set['id']}"
+    # Incompressible inputs of 900-1,500 characters (stored as they are), and one of 5,000,
+    # past the budget: the page it is in ends with it.
+    rng = random.Random(7)
+    sizes = [rng.randrange(900, 1500) for _ in range(12)]
+    sizes[5] = 5000
+    inputs = ["".join(rng.choices(string.ascii_letters, k=size)) for size in sizes]
+    lines = "".join(json.dumps({"input": text}) + "\n" for text in inputs)
+    imported = await client.post(
+        f"{url}/import",
+        content=lines.encode(),
+        headers={**owner.headers, "Content-Type": "application/x-ndjson"},
+    )
+    assert imported.status_code == 201, imported.text
+    assert (await client.post(f"{url}/versions", headers=owner.headers)).status_code == 201
+
+    budget = 2500
+    monkeypatch.setattr(service, "PAGE_BYTES", budget)
+    pages: list[list[int]] = []
+    tests_in_order, version_cases_after = crud.tests_in_order, crud.version_cases_after
+
+    async def current_page(session: Any, test_ids: Any) -> Any:
+        rows = await tests_in_order(session, test_ids)
+        pages.append([len(row.input) for row in rows])
+        return rows
+
+    async def version_page(*args: Any, **kwargs: Any) -> Any:
+        rows = await version_cases_after(*args, **kwargs)
+        pages.append([len(row.case["input"]) for row in rows])
+        return rows
+
+    monkeypatch.setattr(crud, "tests_in_order", current_page)
+    monkeypatch.setattr(crud, "version_cases_after", version_page)
+    for params in ({"format": "jsonl"}, {"format": "jsonl", "version": 1}):
+        pages.clear()
+        exported = await client.get(f"{url}/export", params=params, headers=owner.headers)
+        assert exported.status_code == 200, exported.text
+        assert [json.loads(line)["input"] for line in exported.text.splitlines()] == inputs
+        read = [page for page in pages if page]
+        assert [size for page in read for size in page] == sizes
+        assert len(read) >= 4  # 12 cases, where pages of rows alone would be one
+        assert all(sum(page[:-1]) < budget for page in read), read
