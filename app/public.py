@@ -136,6 +136,11 @@ def create_public_app() -> FastAPI:
             or not await crud.events_after(session, run.id, after, limit=1)
         ):
             return Response(status_code=204)
+        if after > run.event_seq:  # a forged id, or another run's: the run's end would pass by
+            raise InvalidInput(
+                f"must be the id of an event of this stream (its last is {run.event_seq})",
+                field="Last-Event-ID",
+            )
         settings = runtime.settings
         return EventStream(
             get_database(),

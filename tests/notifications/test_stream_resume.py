@@ -239,6 +239,16 @@ async def test_after_the_end_the_rest_or_204_or_the_full_replay(
         assert bad.status == 422
 
 
+async def test_an_id_past_the_last_event_of_a_run_under_way_is_a_422(live: Live) -> None:
+    """Its stream would skip every event up to that id, the run's end among them, and stay
+    open until its lifetime ran out."""
+    with FakeOpenAI(require_api_key="sk-test", latency=0.2) as fake:
+        run_id, token = await start_run(live, fake, 10)
+        past = await read_stream(live, run_id, token, last_event_id="999")
+        assert past.status == 422
+        assert (await live.wait(run_id))["status"] == "completed"
+
+
 # --- heartbeats and lifetime -------------------------------------------------------------
 
 
