@@ -67,6 +67,13 @@ async def _role_changed(
     meta: RequestMeta,
     **details: object,
 ) -> None:
+    if after.rank < before.rank:
+        # What they made that grants more than they now hold goes, as all of it goes with a
+        # member removed: an admin key would keep what a demotion just took away.
+        above = [role for role in Role if role.rank > after.rank]
+        if revoked := await org_crud.revoke_api_keys_created_by(session, user_id, above):
+            details["api_keys_revoked"] = revoked
+        await org_crud.revoke_invitations_created_by(session, user_id, above)
     await record(
         session,
         principal,

@@ -365,18 +365,23 @@ async def test_an_api_key_cannot_switch_organization(client):
     assert_problem(response, 403)
 
 
-async def test_a_key_outlives_its_creators_demotion(client):
-    """Keys act for the organization, with their own role."""
+async def test_a_key_outlives_its_creators_demotion_only_within_their_new_role(client):
+    """Keys act for the organization, with their own role, and answer to their maker: a
+    demotion revokes those above the maker's new role (an admin key kept by a viewer would
+    keep, and could give back, what the demotion took away)."""
     owner = await register(client)
     admin = await add_member(client, owner, "admin")
     created = await create_api_key(client, admin, "admin")
+    viewer_key = await create_api_key(client, admin, "viewer")
     await client.patch(
         f"{org_url(owner.organization_id)}/members/{admin.user_id}",
         json={"role": "viewer"},
         headers=owner.headers,
     )
     listed = await client.get(keys_url(owner.organization_id), headers=bearer(created["key"]))
-    assert listed.status_code == 200, listed.text
+    assert_problem(listed, 401)
+    read = await client.get("/api/v1/projects", headers=bearer(viewer_key["key"]))
+    assert read.status_code == 200, read.text
 
 
 async def test_what_a_key_makes_goes_with_the_person_who_made_the_key(client):

@@ -96,6 +96,34 @@ async def test_removing_a_member_records_their_role_and_the_keys_that_went_with_
     assert entry["details"] == {"role": "admin", "left": False, "api_keys_revoked": 2}
 
 
+INVITED = ("admin", "member")
+
+
+async def test_a_demotion_revokes_the_keys_and_invitations_above_the_new_role(client):
+    """An admin key kept by an admin made a member would keep what the demotion took away
+    (and could give it back): what they made that grants more than they now hold goes."""
+    owner = await register(client)
+    admin = await add_member(client, owner, "admin")
+    admin_key = (await create_api_key(client, admin, "admin"))["key"]
+    member_key = (await create_api_key(client, admin, "member"))["key"]
+    sent = {role: (await invite(client, admin, unique_email(), role))["id"] for role in INVITED}
+    member_url = org_url(owner.organization_id, f"/members/{admin.user_id}")
+
+    demoted = await client.patch(member_url, json={"role": "member"}, headers=owner.headers)
+    assert demoted.status_code == 200, demoted.text
+    again = await client.patch(member_url, json={"role": "admin"}, headers=bearer(admin_key))
+    assert again.status_code == 401, again.text
+    kept = await client.get("/api/v1/projects", headers=bearer(member_key))
+    assert kept.status_code == 200, kept.text
+    entry = await only_entry(client, owner, "member.role_changed")
+    assert entry["details"] == {"from": "admin", "to": "member", "api_keys_revoked": 1}
+    invitations = await client.get(
+        org_url(owner.organization_id, "/invitations"), headers=owner.headers
+    )
+    revoked = {i["id"]: i["revoked_at"] is not None for i in invitations.json()["items"]}
+    assert {role: revoked[sent[role]] for role in INVITED} == {"admin": True, "member": False}
+
+
 async def test_leaving_is_recorded_with_the_member_as_actor(client):
     owner = await register(client)
     viewer = await add_member(client, owner, "viewer")

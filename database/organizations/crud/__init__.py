@@ -1,14 +1,14 @@
-"""Queries of organizations, memberships, API keys, invitations and the audit log. Flush,
-never commit."""
+"""Queries of organizations, memberships, API keys and invitations (the audit log's in
+`audit_log`). Flush, never commit."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import func, insert, select, text, tuple_, update
+from sqlalchemy import func, select, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +16,6 @@ from database.core import Tenant, acting_apart
 from database.driver import driver_connection
 from database.organizations.models import (
     ApiKey,
-    AuditEntry,
     Invitation,
     Membership,
     Organization,
@@ -240,11 +239,15 @@ async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:
     return revoked.first() is not None
 
 
-async def revoke_api_keys_created_by(session: AsyncSession, user_id: uuid.UUID) -> int:
-    """Revokes the live keys a user created in the current organization; how many."""
+async def revoke_api_keys_created_by(
+    session: AsyncSession, user_id: uuid.UUID, roles: Collection[str] | None = None
+) -> int:
+    """Revokes the live keys a user created in the current organization (of `roles` only,
+    when given); how many."""
     result = await session.execute(
         update(ApiKey)
         .where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
+        .where(ApiKey.role.in_(roles) if roles is not None else true())
         .values(revoked_at=func.now())
         .returning(ApiKey.id)
     )
@@ -348,64 +351,14 @@ async def revoke_invitation(
     return InvitationLookup(*row) if row else None
 
 
-async def revoke_invitations_created_by(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """Revokes the unanswered invitations a user sent in the current organization."""
+async def revoke_invitations_created_by(
+    session: AsyncSession, user_id: uuid.UUID, roles: Collection[str] | None = None
+) -> None:
+    """Revokes the unanswered invitations a user sent in the current organization (to
+    `roles` only, when given)."""
     await session.execute(
         update(Invitation)
         .where(Invitation.created_by == user_id, *_UNANSWERED)
+        .where(Invitation.role.in_(roles) if roles is not None else true())
         .values(revoked_at=func.now())
     )
-
-
-# --- the audit log --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AuditFilters:
-    action: str | None = None
-    actor_user_id: uuid.UUID | None = None
-    actor_api_key_id: uuid.UUID | None = None
-    target_type: str | None = None
-    target_id: uuid.UUID | None = None
-    since: datetime | None = None  # inclusive
-    until: datetime | None = None  # exclusive
-
-
-async def add_audit_entry(session: AsyncSession, values: dict[str, Any]) -> None:
-    """Appends an entry (a plain INSERT: the runtime may insert and read audit rows, never
-    update them, so no ORM object is kept to be flushed again)."""
-    await session.execute(insert(AuditEntry).values(**values))
-
-
-async def list_audit_entries(
-    session: AsyncSession,
-    organization_id: uuid.UUID,
-    filters: AuditFilters,
-    *,
-    before: tuple[datetime, uuid.UUID] | None,
-    limit: int,
-) -> tuple[list[AuditEntry], int]:
-    """Newest first, after the keyset `before` (the last entry of the previous page); and how
-    many entries match the filters in all."""
-    where = [AuditEntry.organization_id == organization_id]
-    for column, value in (
-        (AuditEntry.action, filters.action),
-        (AuditEntry.actor_user_id, filters.actor_user_id),
-        (AuditEntry.actor_api_key_id, filters.actor_api_key_id),
-        (AuditEntry.target_type, filters.target_type),
-        (AuditEntry.target_id, filters.target_id),
-    ):
-        if value is not None:
-            where.append(column == value)
-    if filters.since is not None:
-        where.append(AuditEntry.created_at >= filters.since)
-    if filters.until is not None:
-        where.append(AuditEntry.created_at < filters.until)
-    total = await session.scalar(select(func.count()).select_from(AuditEntry).where(*where))
-    page = select(AuditEntry).where(*where)
-    if before is not None:
-        page = page.where(tuple_(AuditEntry.created_at, AuditEntry.id) < before)
-    rows = await session.scalars(
-        page.order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit)
-    )
-    return list(rows.all()), total or 0
