@@ -200,6 +200,17 @@ async def update_model(
     )
     await _check(runtime, config.provider, merged, has_key=has_key)
     _check_stream(config.provider, changes.get("stream", config.stream), merged["http"])
+    if (
+        config.api_key_encrypted
+        and changes.get("base_url", config.base_url) != config.base_url
+        and "api_key" not in changes
+    ):
+        # The stored key would go to the new address unseen by whoever moved it there: the
+        # key is masked to everyone, and a member must not be able to send it elsewhere.
+        raise InvalidInput(
+            "the stored key would be sent to the new base_url: give api_key again (or null)",
+            field="api_key",
+        )
     for column in COLUMNS:
         if column in changes:
             setattr(config, column, changes[column])

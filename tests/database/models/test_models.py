@@ -529,6 +529,31 @@ async def test_a_new_key_changes_the_hint_and_null_removes_it(client, owner, dat
     assert (row["api_key_encrypted"], row["api_key_hint"]) == (None, None)
 
 
+async def test_moving_base_url_asks_for_the_key_again(client, owner, database, runtime):
+    """The stored key goes wherever base_url points, and no one is shown it: moving base_url
+    takes the key again (or null), so that a member cannot send it to an address of theirs."""
+    created = await new_model(client, owner, "openai-compatible", api_key=API_KEY)
+    path = f"{MODELS}/{created['id']}"
+    elsewhere = "https://collector.example.net/v1"
+
+    moved = await client.patch(path, json={"base_url": elsewhere}, headers=owner.headers)
+    assert "api_key again" in assert_problem(moved, 422, field="api_key")["detail"]
+    assert (await client.get(path, headers=owner.headers)).json() == created
+
+    with_key = {"base_url": elsewhere, "api_key": NEW_KEY}
+    rekeyed = await client.patch(path, json=with_key, headers=owner.headers)
+    assert rekeyed.status_code == 200, rekeyed.text
+    row = await stored_row(database, owner, created["id"])
+    assert runtime.secret_box.decrypt(bytes(row["api_key_encrypted"])) == NEW_KEY
+    back = {"base_url": created["base_url"], "api_key": None}
+    dropped = await client.patch(path, json=back, headers=owner.headers)
+    assert (dropped.status_code, dropped.json()["api_key"]) == (200, None), dropped.text
+    # The same address again moves nothing, and a model with no key has none to send.
+    for body in ({"base_url": created["base_url"]}, {"base_url": elsewhere}):
+        unchanged = await client.patch(path, json=body, headers=owner.headers)
+        assert unchanged.status_code == 200, unchanged.text
+
+
 @pytest.mark.parametrize(
     ("key", "hint"), [("abcdefghijkl", "abc…ijkl"), ("short", "…rt"), ("1234", "…")]
 )
