@@ -33,6 +33,10 @@ class UnsafeUrl(InvalidInput):
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
+# Local-use NAT64 (RFC 8215): its IPv4 sits where the network's chosen prefix length puts it,
+# unknowable here, so none of it counts as public (Python calls it global).
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,19 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.ipv4_mapped
     if address.sixtofour:
         return address.sixtofour
-    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
+    if (
+        address in NAT64
+        or address in IPV4_TRANSLATED
+        or (address in IPV4_COMPATIBLE and int(address) > 1)
+    ):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
 def is_public(address: Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
+        if address in LOCAL_NAT64:
+            return False
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             return is_public(embedded)

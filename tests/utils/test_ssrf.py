@@ -145,6 +145,10 @@ async def test_the_sdks_clients_reach_the_pinned_address_only(sinks, http):
         ("64:ff9b::7f00:1", False),  # NAT64 of 127.0.0.1
         ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
         ("64:ff9b::5db8:d822", True),  # NAT64 of 93.184.216.34
+        ("64:ff9b:1::a9fe:a9fe", False),  # local-use NAT64: where its IPv4 sits is the network's
+        ("64:ff9b:1:5db8:d8:2200::", False),  # (a /56 prefix here, 93.184.216.34: not judged)
+        ("::ffff:0:a9fe:a9fe", False),  # IPv4-translated 169.254.169.254
+        ("::ffff:0:5db8:d822", True),  # IPv4-translated 93.184.216.34
         ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
         ("2002:a00:1::", False),  # 6to4 of 10.0.0.1
         ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
