@@ -31,15 +31,15 @@ router = api_router(prefix="/models", tags=["models"])
 )
 async def list_models(
     session: DbSession,
-    _: Viewer,
+    principal: Viewer,
     page: Pagination,
     provider: Annotated[Provider | None, Query()] = None,
 ) -> Page[ModelConfigRead]:
-    """Provider keys and HTTP headers are shown masked."""
+    """Provider keys and HTTP headers are shown masked, and to viewers the URLs' query values."""
     rows, total = await crud.list_models(
         session, provider=provider, limit=page.limit, offset=page.offset
     )
-    items = [service.to_read(row) for row in rows]
+    items = [service.to_read(row, principal) for row in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
@@ -73,7 +73,7 @@ async def create_model(
         },
         request_meta=meta,
     )
-    return service.to_read(config)
+    return service.to_read(config, principal)
 
 
 @router.get(
@@ -81,9 +81,9 @@ async def create_model(
     operation_id="models_read",
     summary="Read a model configuration",
 )
-async def read_model(model_id: uuid.UUID, session: DbSession, _: Viewer) -> ModelConfigRead:
-    """Secrets are shown masked."""
-    return service.to_read(await service.get_model_or_404(session, model_id))
+async def read_model(model_id: uuid.UUID, session: DbSession, principal: Viewer) -> ModelConfigRead:
+    """Secrets are shown masked, and to viewers the URLs' query values too."""
+    return service.to_read(await service.get_model_or_404(session, model_id), principal)
 
 
 @router.patch(
@@ -119,7 +119,7 @@ async def update_model(
         },
         request_meta=meta,
     )
-    return service.to_read(config)
+    return service.to_read(config, principal)
 
 
 @router.delete(

@@ -23,13 +23,14 @@ from database.models.schemas import (
     ModelConfigUpdate,
 )
 from providers.targets import TargetConfig, TargetError, TargetRequest, call_target
-from utils.auth import Principal
+from utils.auth import Principal, Role
 from utils.crud import refuse_nulls
 from utils.errors import InvalidInput, NotFound
 from utils.runtime import Runtime
 from utils.secrets import SecretBox, SecretUnreadable, mask
 from utils.ssrf import check_url
 from utils.templates import check_template_off_loop
+from utils.url_redaction import redact_url
 
 DEMO_MODEL = "demo"
 CONNECTION_TEST_TIMEOUT = 15.0
@@ -241,11 +242,14 @@ def _current_http(config: ModelConfig, box: SecretBox) -> dict[str, Any] | None:
     ).model_dump()
 
 
-def to_read(config: ModelConfig) -> ModelConfigRead:
+def to_read(config: ModelConfig, reader: Principal) -> ModelConfigRead:
+    """The configuration as `reader` may see it: URLs whole only to those who may edit it (an
+    endpoint may carry its key in a query string, as Azure Functions' `?code=` does)."""
+    shown = str if reader.role.at_least(Role.member) else redact_url
     http = None
     if config.provider == "http" and config.base_url:
         http = HttpTargetRead(
-            url=config.base_url,
+            url=shown(config.base_url),
             method=config.http_method or "POST",
             headers={name: "…" for name in config.http_header_names or []},
             body_template=config.body_template or "",
@@ -258,7 +262,7 @@ def to_read(config: ModelConfig) -> ModelConfigRead:
         name=config.name,
         provider=config.provider,
         model=config.model,
-        base_url=config.base_url if config.provider != "http" else None,
+        base_url=shown(config.base_url) if config.provider != "http" and config.base_url else None,
         api_key=config.api_key_hint,
         parameters=config.parameters,
         timeout_seconds=config.timeout_seconds,

@@ -700,6 +700,33 @@ async def test_viewer_reads_but_cannot_write(client, owner):
     assert (await client.get(f"{MODELS}/{created['id']}", headers=owner.headers)).json() == created
 
 
+async def test_viewers_read_urls_without_their_query_values(client, owner):
+    """An endpoint may carry its key in its URL (Azure Functions' `?code=`): viewers, who may
+    not edit it, read the URL with its query values hidden; members read it whole."""
+    secret = "fn-key-9d1c52e7b04a"
+    compatible = await new_model(
+        client, owner, "openai-compatible", base_url=f"https://llm.example.com/v1?code={secret}"
+    )
+    app = await new_model(
+        client,
+        owner,
+        "http",
+        http={**HTTP_TARGET, "url": f"https://fn.example.net/chat?code={secret}"},
+    )
+    viewer = await add_member(client, owner, "viewer")
+    for created in (compatible, app):
+        seen = await client.get(f"{MODELS}/{created['id']}", headers=viewer.headers)
+        assert seen.status_code == 200 and secret not in seen.text, seen.text
+        assert (
+            await client.get(f"{MODELS}/{created['id']}", headers=owner.headers)
+        ).json() == created
+    url = (await client.get(f"{MODELS}/{app['id']}", headers=viewer.headers)).json()["http"]["url"]
+    assert url.startswith("https://fn.example.net/chat?code=")
+    listed = await client.get(MODELS, headers=viewer.headers)
+    assert listed.json()["total"] == 2 and secret not in listed.text
+    assert secret in compatible["base_url"] and secret in app["http"]["url"]
+
+
 async def test_member_can_write(client, owner):
     member = await add_member(client, owner, "member")
     created = await new_model(client, member, "demo")
