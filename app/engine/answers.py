@@ -15,7 +15,8 @@ from app.engine.calls import DeltaSink, call_model, cost
 from app.engine.context import JobContext
 from app.engine.plan import Plan
 from app.engine.storable import storable, storable_json
-from database.results import crud, events
+from database.results import events
+from database.results.crud import response_cache
 from database.results.models import Run
 from database.test_sets.crud import VersionCase
 from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
@@ -130,13 +131,13 @@ async def cached_answer(
         return await ask(), False
     key = _cache_key(target, request)
     async with ctx.transaction() as session:
-        hit = await crud.cached_response(session, key)
+        hit = await response_cache.cached_response(session, key)
     if hit is not None:
         calls = agent.calls_of([{"tool_calls": hit.tool_calls or []}])
         return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens, calls), True
     reply = await ask()
     async with ctx.transaction() as session:
-        await crud.store_response(
+        await response_cache.store_response(
             session,
             {
                 "organization_id": run.organization_id,

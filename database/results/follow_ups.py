@@ -56,10 +56,15 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
     positions = await crud.positions_to_rerun(session, run.id)
     if not positions:
         raise Conflict("Nothing to rerun: no case failed or errored")
-    # A rescore's rerun scores the same stored outputs again: as many as its source has, of
+    # A rescore's rerun scores the same stored outputs again: those its source has now, of
     # the rescore's repetitions (the source may have been given more since, which the
     # rerun's chunks never do).
     source = run.outputs_from_run_id
+    made: dict[str, Any] = {}
+    total = len(positions) * run.repetitions
+    if source is not None:
+        made, keys = await _source_now(session, source, positions, range(run.repetitions))
+        total = len(keys)
     child = await crud.create_run(
         session,
         _child(
@@ -71,9 +76,8 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
             name=f"{run.name or 'run'} (rerun)",
             metrics=run.metrics,
             concurrency=run.concurrency,
-            total=await crud.count_results(session, source, positions, range(run.repetitions))
-            if source
-            else len(positions) * run.repetitions,
+            total=total,
+            **made,
         ),
     )
     await enqueue_chunks(session, child, positions, range(run.repetitions))
@@ -139,6 +143,7 @@ async def rescore(
     )
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
     concurrency = check_concurrency(body.concurrency or run.concurrency)
+    made, keys = await _source_now(session, run.id, positions, range(run.repetitions))
     child = await crud.create_run(
         session,
         _child(
@@ -151,11 +156,28 @@ async def rescore(
             concurrency=concurrency,
             gate=gate,
             max_cost=body.max_cost,
-            total=await crud.count_results(session, run.id),
+            total=len(keys),
+            **made,
         ),
     )
     await enqueue_chunks(session, child, positions, range(run.repetitions))
     return child
+
+
+async def _source_now(
+    session: AsyncSession, source_id: uuid.UUID, positions: list[int], repetitions: range
+) -> tuple[dict[str, Any], dict[tuple[int, int], int]]:
+    """The results of an ended run that a rescore (or its rerun) made now scores, read as its
+    chunks will read them (crud.source_sizes, written by the moment the source was held still),
+    and that moment as the new run's `created_at`, which the chunks read them by: its total
+    and its chunks count the same results, whatever is written to the source later."""
+    held = await crud.hold_source(session, source_id)
+    if held is None:
+        raise Conflict("The run whose outputs are rescored has been deleted")
+    source, moment = held
+    _ended(source, "rescore")
+    keys = await crud.source_sizes(session, source_id, positions, repetitions, written_by=moment)
+    return {"created_at": moment}, keys
 
 
 async def resume(session: AsyncSession, run: Run) -> Run:

@@ -21,12 +21,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation
 from database.results.crud.pages import stored_size
-from database.results.models import TERMINAL, CachedResponse, Result, Run, RunCounts, RunEvent
+from database.results.models import TERMINAL, Result, Run, RunCounts, RunEvent
 from notifications.publisher import publish_after_commit
 from utils import fastjson
 from utils.crud import int_array, json_rows, local_settings, paginate, recordset_insert
@@ -209,21 +208,6 @@ async def positions_to_rerun(session: AsyncSession, run_id: uuid.UUID) -> list[i
     return list(rows.all())
 
 
-# --- response cache -------------------------------------------------------------------------
-
-
-async def cached_response(session: AsyncSession, key: str) -> CachedResponse | None:
-    return await session.scalar(select(CachedResponse).where(CachedResponse.key == key))
-
-
-async def store_response(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(
-        insert(CachedResponse)
-        .values(**row)
-        .on_conflict_do_nothing(index_elements=["organization_id", "key"])
-    )
-
-
 # --- run events -----------------------------------------------------------------------------
 
 # `seq` values come from `runs.event_seq`, incremented by an UPDATE that holds the run's row
@@ -389,6 +373,16 @@ async def source_sizes(
         )
     )
     return {(position, repetition): size for position, repetition, size in rows.all()}
+
+
+async def hold_source(session: AsyncSession, run_id: uuid.UUID) -> tuple[Run, datetime] | None:
+    """A run whose outputs are to be rescored, its row locked until commit (no result of it
+    lands meanwhile: see lock_run), and the database's clock once it is held: the results it
+    had written by then are what a rescore made now scores (see source_sizes)."""
+    run = await get_run(session, run_id, for_update=True)
+    if run is None:
+        return None
+    return run, (await session.execute(select(func.clock_timestamp()))).scalar_one()
 
 
 async def source_results(

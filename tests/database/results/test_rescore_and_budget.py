@@ -62,11 +62,12 @@ async def test_rescore_calls_judges_but_never_the_target(lab, fake):
     # A rerun of the rescore's failed cases scores the same stored outputs again.
     with FakeOpenAI(require_api_key="sk-test") as judge_fake:
         judge_fake.reply = lambda body: '{"score": 0.95, "reason": "better"}'
-        await lab.client.patch(
+        moved = await lab.client.patch(
             f"/api/v1/models/{judge}",
-            json={"base_url": judge_fake.base_url},
+            json={"base_url": judge_fake.base_url, "api_key": "sk-test"},  # (a move takes it)
             headers=lab.account.headers,
         )
+        assert moved.status_code == 200, moved.text
         rerun = await lab.post(f"/runs/{child['id']}/rerun", {}, expect=202)
         assert rerun.json()["outputs_from_run_id"] == run["id"]
         assert rerun.json()["counts"]["total"] == 20

@@ -7,14 +7,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from app.engine import executor
 from database.core import Database
+from database.results import crud, follow_ups
+from database.results.schemas import RescoreCreate
 from tasks import queue
 from tests.database.results.conftest import ChunkContext, Lab
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import tenant_session
+from utils.auth import Principal, Role
+from utils.errors import Conflict
 
 CASES = 6
 REPETITIONS = 2
@@ -86,3 +91,32 @@ async def test_a_rescore_leaves_what_its_resumed_source_gained_since(
     ended = await lab.get(f"/runs/{rescore['id']}")
     assert ended["status"] == "completed", ended
     assert await _keys(lab, rescore["id"]) == had
+
+
+async def test_a_rescore_reads_its_source_as_it_stands_under_its_lock(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
+):
+    """The request read its source as ended; a resume reopened it since: the rescore, made
+    with the source's row held still, sees that and is refused, rather than count results a
+    reopened source goes on writing (which its chunks, reading them as of its making, would
+    never score: the run would never end)."""
+    lab = quiet_lab
+    metric = await lab.any_answer()
+    test_set = await lab.test_set([{"input": f"q{i}"} for i in range(2)])
+    source = (await lab.run(test_set, await lab.openai_model(fake), metric_ids=[metric]))["id"]
+    for payload in await _chunks(committed_database, lab, source):
+        await _run(committed_database, lab, payload)
+    organization = lab.account.organization_id
+    async with tenant_session(committed_database, organization) as session:
+        read = await crud.get_run(session, uuid.UUID(source))
+    assert read is not None and read.status == "completed"
+    async with tenant_session(committed_database, organization) as session:
+        await crud.reopen(session, read.id, repetitions=2, total=4, max_cost=None)
+
+    principal = Principal(
+        organization_id=organization, role=Role.owner, user_id=lab.account.user_id
+    )
+    body = RescoreCreate(metric_ids=[uuid.UUID(metric)])
+    with pytest.raises(Conflict, match="queued"):
+        async with tenant_session(committed_database, organization) as session:
+            await follow_ups.rescore(session, principal, read, body)
