@@ -40,10 +40,12 @@ PREVIEW_CHARS = 4000  # of an agent step's or a conversation turn's texts
 Event = tuple[str, dict[str, Any]]
 
 
-async def counts(session: AsyncSession, run: Run) -> dict[str, Any]:
+async def counts(session: AsyncSession, run: Run, total: int | None = None) -> dict[str, Any]:
+    """`total`: the run's as read under its lock, where `run` was loaded before (a repeat may
+    have raised it since)."""
     done, passed, failed, errored = (await crud.counts(session, [run.id]))[run.id]
     return {
-        "total": run.total,
+        "total": run.total if total is None else total,
         "done": done,
         "passed": passed,
         "failed": failed,
@@ -219,9 +221,10 @@ async def record(
     )
 
 
-async def progress(session: AsyncSession, run: Run) -> Event:
-    """The run's counts as they now stand (after the changes before it)."""
-    return RUN_PROGRESS, await counts(session, run)
+async def progress(session: AsyncSession, run: Run, total: int) -> Event:
+    """The run's counts as they now stand (after the changes before it), of its `total` as
+    locked."""
+    return RUN_PROGRESS, await counts(session, run, total)
 
 
 async def ended(session: AsyncSession, run: Run, status: str, *, error: str | None) -> Event:

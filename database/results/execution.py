@@ -97,7 +97,7 @@ async def write(
             end = ("completed", None)
     if written:
         on_commit(session, lambda: _count_cases(written))
-        changes.append(await events.progress(session, run))
+        changes.append(await events.progress(session, run, locked.total))
     if end is None:
         if changes or cost:
             await events.record(session, run, changes, spent=cost)

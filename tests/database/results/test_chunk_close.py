@@ -123,7 +123,8 @@ async def test_a_writer_holding_the_run_as_it_loaded_it_ends_the_run_as_it_stand
     lab: Lab, fake: FakeOpenAI, committed_database: Database
 ) -> None:
     """The chunk that brings the last result of a repeated run in may have loaded the run
-    before the repeat: the end it records counts the run's total as it stands."""
+    before the repeat: the progress and the end it records count the run's total as it
+    stands."""
     run_id = await _run_with_a_hole(lab, fake, committed_database, total=CASES)
     async with tenant_session(committed_database, lab.account.organization_id) as session:
         loaded = await crud.get_run(session, run_id)
@@ -145,6 +146,8 @@ async def test_a_writer_holding_the_run_as_it_loaded_it_ends_the_run_as_it_stand
         logged = await crud.events_after(session, run_id, 0, limit=1000)
     finished = [event.data for event in logged if event.type == "run.finished"][-1]  # (its 2nd)
     assert (finished["total"], finished["done"]) == (CASES + 1, CASES + 1)
+    progress = [event.data for event in logged if event.type == "run.progress"][-1]
+    assert (progress["total"], progress["done"]) == (CASES + 1, CASES + 1)
 
 
 async def test_a_count_past_the_total_does_not_hide_a_hole(
