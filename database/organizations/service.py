@@ -128,21 +128,28 @@ async def keep_an_owner(session: AsyncSession, principal: Principal) -> None:
 # --- API keys -------------------------------------------------------------------------------
 
 
-async def answerable_user(session: AsyncSession, principal: Principal) -> uuid.UUID | None:
-    """Whom what the caller makes (a key, an invitation) answers to: the user, or for an API
-    key the user who made the key, so that their removal ends what was made with it too.
+async def answerable_user(
+    session: AsyncSession, principal: Principal, grants: Role
+) -> uuid.UUID | None:
+    """Whom what the caller makes (a key, an invitation granting `grants`) answers to: the
+    user, or for an API key the user who made the key, so that their removal or demotion ends
+    what was made with it too.
 
-    Their membership is held until the transaction ends: a removal meanwhile waits for what is
-    made to be committed, then revokes it with the rest (it would not see it uncommitted), and
-    a removal committed first leaves nothing to hold (401)."""
+    Their membership is held until the transaction ends: a removal or a role change meanwhile
+    waits for what is made to be committed, then revokes it with the rest (it would not see it
+    uncommitted); one committed first leaves nothing to hold (401), or a role below what is
+    granted (403)."""
     user_id = principal.user_id
     if user_id is None and principal.api_key_id is not None:
         key = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
         user_id = key.created_by if key is not None else None
-    if user_id is not None and not await crud.hold_membership(
-        session, principal.organization_id, user_id
-    ):
+    if user_id is None:
+        return None
+    held = await crud.hold_membership(session, principal.organization_id, user_id)
+    if held is None:
         raise Unauthorized("You are no longer a member of this organization")
+    if not Role(held).at_least(grants):
+        raise Forbidden(f"Granting the {grants} role needs that role, and yours is now {held}")
     return user_id
 
 
@@ -158,7 +165,7 @@ async def create_api_key(
             role=request.role,
             display_prefix=secret[:API_KEY_DISPLAY_LENGTH],
             key_hash=hash_secret(secret),
-            created_by=await answerable_user(session, principal),
+            created_by=await answerable_user(session, principal, Role(request.role)),
             expires_at=request.expires_at,
         ),
     )

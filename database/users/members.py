@@ -175,7 +175,7 @@ async def invite(
             email=body.email,
             role=body.role,
             token_hash=hash_secret(token),
-            created_by=await answerable_user(session, principal),
+            created_by=await answerable_user(session, principal, body.role),
             expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_hours),
         ),
     )

@@ -112,16 +112,14 @@ async def get_membership(
 
 async def hold_membership(
     session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
-) -> bool:
-    """Locks a member's row against removal until the transaction ends (FOR KEY SHARE: role
-    changes, which lock FOR NO KEY UPDATE, do not wait); False if they are no longer a
-    member."""
-    held = await session.scalar(
-        select(Membership.id)
+) -> str | None:
+    """Locks a member's row against removal and role changes until the transaction ends (FOR
+    SHARE), and returns their role as it then stands; None if they are no longer a member."""
+    return await session.scalar(
+        select(Membership.role)
         .where(Membership.organization_id == organization_id, Membership.user_id == user_id)
-        .with_for_update(read=True, key_share=True)  # FOR KEY SHARE
+        .with_for_update(read=True)  # FOR SHARE
     )
-    return held is not None
 
 
 async def first_membership(session: AsyncSession, user_id: uuid.UUID) -> Membership | None:

@@ -46,32 +46,43 @@ async def _until_waiting(
     raise AssertionError(f"{count} statements never waited for a lock")
 
 
+Request = Callable[[], Coroutine[Any, Any, httpx.Response]]
+
+
+async def _made_while(
+    owner_engine: AsyncEngine, owner: Account, make: Request, meanwhile: Request
+) -> tuple[httpx.Response, httpx.Response]:
+    """`make` (as the admin) caught before it commits, and `meanwhile` (the owner's change of
+    the admin's membership) sent then."""
+    async with owner_engine.connect() as holder:
+        # Whatever the request inserts checks its organization: held here, it waits.
+        transaction = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM organizations WHERE id = :id FOR UPDATE"),
+            {"id": owner.organization_id},
+        )
+        making = asyncio.create_task(make())
+        await _until_waiting(owner_engine, 1)
+        changing = asyncio.create_task(meanwhile())
+        # It waits for the key's request (or, were it not held, goes through).
+        await _until_waiting(owner_engine, 2, changing)
+        await transaction.rollback()
+    made, changed = await asyncio.wait_for(asyncio.gather(making, changing), timeout=30)
+    return made, changed
+
+
 async def _made_while_removed(
     client: httpx.AsyncClient,
     owner_engine: AsyncEngine,
     owner: Account,
     admin: Account,
-    make: Callable[[], Coroutine[Any, Any, httpx.Response]],
+    make: Request,
 ) -> httpx.Response:
     """`make` (as the admin) caught before it commits, the admin's removal sent meanwhile."""
-    org = owner.organization_id
-    async with owner_engine.connect() as holder:
-        # Whatever the request inserts checks its organization: held here, it waits.
-        transaction = await holder.begin()
-        await holder.execute(
-            text("SELECT 1 FROM organizations WHERE id = :id FOR UPDATE"), {"id": org}
-        )
-        making = asyncio.create_task(make())
-        await _until_waiting(owner_engine, 1)
-        removing = asyncio.create_task(
-            client.delete(
-                f"/api/v1/organizations/{org}/members/{admin.user_id}", headers=owner.headers
-            )
-        )
-        # It waits for the key's request (or, were it not held, goes through).
-        await _until_waiting(owner_engine, 2, removing)
-        await transaction.rollback()
-    made, removed = await asyncio.wait_for(asyncio.gather(making, removing), timeout=30)
+    url = f"/api/v1/organizations/{owner.organization_id}/members/{admin.user_id}"
+    made, removed = await _made_while(
+        owner_engine, owner, make, lambda: client.delete(url, headers=owner.headers)
+    )
     assert removed.status_code == 204, removed.text
     return made
 
@@ -106,6 +117,31 @@ async def test_a_key_made_while_its_maker_is_removed_is_revoked(
     used = await committed_client.get(
         f"/api/v1/organizations/{org}/api-keys", headers=bearer(made.json()["key"])
     )
+    assert_problem(used, 401)
+
+
+async def test_a_key_made_while_its_maker_is_demoted_is_revoked(
+    committed_client, committed_owner, admin, owner_engine
+):
+    """The demotion waits for the key's request, then revokes it with the admin's other keys
+    above their new role."""
+    org = committed_owner.organization_id
+    made, demoted = await _made_while(
+        owner_engine,
+        committed_owner,
+        lambda: committed_client.post(
+            f"/api/v1/organizations/{org}/api-keys",
+            json={"name": "escape", "role": "admin"},
+            headers=admin.headers,
+        ),
+        lambda: committed_client.patch(
+            f"/api/v1/organizations/{org}/members/{admin.user_id}",
+            json={"role": "member"},
+            headers=committed_owner.headers,
+        ),
+    )
+    assert (made.status_code, demoted.status_code) == (201, 200), (made.text, demoted.text)
+    used = await committed_client.get("/api/v1/projects", headers=bearer(made.json()["key"]))
     assert_problem(used, 401)
 
 
