@@ -35,7 +35,7 @@ async def list_models(
     page: Pagination,
     provider: Annotated[Provider | None, Query()] = None,
 ) -> Page[ModelConfigRead]:
-    """Provider keys and HTTP headers are shown masked, and to viewers the URLs' query values."""
+    """Provider keys and HTTP headers are shown masked; to viewers, URLs show their host only."""
     rows, total = await crud.list_models(
         session, provider=provider, limit=page.limit, offset=page.offset
     )
@@ -82,7 +82,7 @@ async def create_model(
     summary="Read a model configuration",
 )
 async def read_model(model_id: uuid.UUID, session: DbSession, principal: Viewer) -> ModelConfigRead:
-    """Secrets are shown masked, and to viewers the URLs' query values too."""
+    """Secrets are shown masked; to viewers, URLs show their host only."""
     return service.to_read(await service.get_model_or_404(session, model_id), principal)
 
 

@@ -244,8 +244,13 @@ def _current_http(config: ModelConfig, box: SecretBox) -> dict[str, Any] | None:
 
 def to_read(config: ModelConfig, reader: Principal) -> ModelConfigRead:
     """The configuration as `reader` may see it: URLs whole only to those who may edit it (an
-    endpoint may carry its key in a query string, as Azure Functions' `?code=` does)."""
-    shown = str if reader.role.at_least(Role.member) else redact_url
+    endpoint may carry its key in its path or query, as Azure Functions' `?code=` does), as
+    webhooks' are."""
+    whole = reader.role.at_least(Role.member)
+
+    def shown(url: str) -> str:
+        return url if whole else redact_url(url, keep_path=False)
+
     http = None
     if config.provider == "http" and config.base_url:
         http = HttpTargetRead(
