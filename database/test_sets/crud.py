@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, Uuid, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import Text
 
 from database.test_sets.models import TestSet, TestSetVersion, TestSetVersionCase
 from database.test_sets.slice_index import VersionSlices
@@ -178,11 +179,17 @@ async def member_tests(session: AsyncSession, test_set_id: uuid.UUID) -> list[An
     return await tests_in_order(session, await member_ids(session, test_set_id))
 
 
+def _text_bytes(value: Any) -> ColumnElement[int]:
+    """A value's bytes as text, as an export writes it: not its stored size, which compression
+    can make a hundredth of it."""
+    return func.coalesce(func.octet_length(value.cast(Text)), 0)
+
+
 async def case_sizes(session: AsyncSession, test_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """What reading each test's case costs: its columns' stored sizes, read without them."""
-    size: ColumnElement[int] = func.coalesce(func.pg_column_size(CASE_COLUMNS[1]), 0)
+    """What each test's case weighs once read: its columns' bytes as text."""
+    size = _text_bytes(CASE_COLUMNS[1])
     for column in CASE_COLUMNS[2:]:
-        size += func.coalesce(func.pg_column_size(column), 0)
+        size += _text_bytes(column)
     async with custom_plans(session):
         rows = await session.execute(
             select(TestCase.id, size).where(TestCase.id == any_(uuid_array("ids", test_ids)))
@@ -367,9 +374,8 @@ async def version_cases_after(
     session: AsyncSession, version_id: uuid.UUID, position: int, *, limit: int, max_bytes: int
 ) -> list[Any]:
     """The version's next cases after `position` (position and case), in order: at most
-    `limit`, and none more once they hold `max_bytes` (stored; the first always comes). The
-    sizes are summed as the rows are read, and a row left out is never read whole."""
-    size, order = func.pg_column_size(TestSetVersionCase.case), TestSetVersionCase.position
+    `limit`, and none more once they weigh `max_bytes` as text (the first always comes)."""
+    size, order = _text_bytes(TestSetVersionCase.case), TestSetVersionCase.position
     page = (
         select(order, TestSetVersionCase.case, (func.sum(size).over(order_by=order) - size))
         .where(TestSetVersionCase.version_id == version_id, order > position)

@@ -1,20 +1,29 @@
-"""Export of a test set's cases as CSV, JSON and JSONL, a page at a time (pure functions, no
-I/O): io.parse_cases reads each back to equal cases."""
+"""Export of a test set's cases as CSV, JSON and JSONL, a page at a time: the encoders (pure
+functions, no I/O; io.parse_cases reads each back to equal cases), and the readers of the
+pages (the current cases, a version's), each page ended by its weight as well as its rows."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from database.test_sets import crud
 from database.test_sets.io import CSV_COLUMNS, Format
 from database.test_sets.streaming import (
+    PAGE_BYTES,
+    PAGE_ROWS,
     JsonArrayEncoder,
     PageEncoder,
+    ReadPage,
     csv_quoted,
     csv_text,
     json_dump,
     json_text,
 )
+from database.tests import crud as test_crud
 from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import guard_formula
@@ -71,3 +80,46 @@ def _export_cell(column: str, value: Any) -> str:
     if value is None or value == {} or (value == [] and column not in AGENT_FIELDS):
         return ""
     return csv_quoted(guard_formula(json_text(value)))
+
+
+def _next_rows(taken: int) -> int:
+    """How many cases the next page weighs at most: twice what the last one took, up to
+    PAGE_ROWS, so that a set of large cases (few to a page) is not weighed 500 at a time."""
+    return max(1, min(PAGE_ROWS, 2 * taken))
+
+
+def current_pages(test_ids: list[uuid.UUID]) -> ReadPage[dict[str, Any]]:
+    """The set's current cases, a page at a time, in the order of `test_ids` (read before)."""
+    start, rows = 0, PAGE_ROWS
+
+    async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
+        nonlocal start, rows
+        if start >= len(test_ids):
+            return None
+        page = test_ids[start : start + rows]
+        sizes = await crud.case_sizes(session, page)
+        held, taken = 0, 0
+        while taken < len(page) and (not taken or held < PAGE_BYTES):
+            held, taken = held + sizes.get(page[taken], 0), taken + 1
+        start, rows = start + taken, _next_rows(taken)
+        tests = await crud.tests_in_order(session, page[:taken])
+        return [test_crud.case_fields(t) for t in tests]
+
+    return read
+
+
+def version_pages(version_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
+    """A published version's cases, a page at a time, in order."""
+    after, rows = -1, PAGE_ROWS
+
+    async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
+        nonlocal after, rows
+        page = await crud.version_cases_after(
+            session, version_id, after, limit=rows, max_bytes=PAGE_BYTES
+        )
+        if not page:
+            return None
+        after, rows = page[-1].position, _next_rows(len(page))
+        return [row.case for row in page]
+
+    return read

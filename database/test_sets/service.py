@@ -15,18 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.projects.service import require_project
 from database.test_sets import crud
 from database.test_sets.content_hash import ContentHash
-from database.test_sets.exports import case_encoder
+from database.test_sets.exports import case_encoder, current_pages, version_pages
 from database.test_sets.io import Format, parse_case_documents
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
 from database.test_sets.slice_index import SliceIndex
-from database.test_sets.streaming import (
-    PAGE_BYTES,
-    PAGE_ROWS,
-    ConvertedPages,
-    ReadPage,
-    stream_pages,
-)
+from database.test_sets.streaming import ConvertedPages, ReadPage, stream_pages
 from database.tests import crud as test_crud
 from database.tests.schemas import TestBulkCreate, TestCaseFields
 from utils.auth import Principal
@@ -359,48 +353,13 @@ async def export(
     read_page: ReadPage[dict[str, Any]]
     if version_number is None:
         # The order is read now, ids only; the cases follow a page at a time.
-        read_page = _current_pages(await crud.member_ids(session, test_set.id))
+        read_page = current_pages(await crud.member_ids(session, test_set.id))
     else:
         version = await get_version_or_404(session, test_set, version_number)
-        read_page = _version_pages(version.id)
+        read_page = version_pages(version.id)
     return stream_pages(principal, read_page, ConvertedPages(_stored, case_encoder(fmt)))
 
 
 def _stored(case: dict[str, Any]) -> TestCaseFields:
     """A stored case as it is exported: the limits judge what is sent, not what was stored."""
     return TestCaseFields.model_validate(case, context={"stored": True})
-
-
-def _current_pages(test_ids: list[uuid.UUID]) -> ReadPage[dict[str, Any]]:
-    start = 0
-
-    async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
-        nonlocal start
-        if start >= len(test_ids):
-            return None
-        page = test_ids[start : start + PAGE_ROWS]
-        sizes = await crud.case_sizes(session, page)
-        held, taken = 0, 0
-        while taken < len(page) and (not taken or held < PAGE_BYTES):
-            held, taken = held + sizes.get(page[taken], 0), taken + 1
-        start += taken
-        rows = await crud.tests_in_order(session, page[:taken])
-        return [test_crud.case_fields(t) for t in rows]
-
-    return read
-
-
-def _version_pages(version_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
-    after = -1
-
-    async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
-        nonlocal after
-        rows = await crud.version_cases_after(
-            session, version_id, after, limit=PAGE_ROWS, max_bytes=PAGE_BYTES
-        )
-        if not rows:
-            return None
-        after = rows[-1].position
-        return [row.case for row in rows]
-
-    return read

@@ -25,7 +25,7 @@ from utils.auth import Principal
 from utils.fastjson import with_standard_floats
 
 PAGE_ROWS = 500
-# A page also ends once its rows hold this much (stored): it is built in memory, a case may be
+# A page also ends once its rows weigh this much as text: it is built in memory, a case may be
 # megabytes, and a page of 500 such would be gigabytes. It holds its first row whatever its size.
 PAGE_BYTES = 4 * 1024 * 1024
 # Datetimes as pydantic's JSON mode writes them (UTC as "Z").

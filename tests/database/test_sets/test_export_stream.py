@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from database.core import Database, Tenant
-from database.test_sets import crud, service
+from database.test_sets import crud, exports, service
 from database.test_sets.streaming import PAGE_ROWS
 from database.tests import crud as test_crud
 from database.tests.schemas import TestCaseFields as Case
@@ -158,12 +158,13 @@ async def test_a_page_of_large_cases_ends_at_its_byte_budget(client, monkeypatch
     project = await create_project(client, owner)
     test_set = await create_test_set(client, owner, project["id"])
     url = f"/api/v1/test-sets/{test_set['id']}"
-    # Incompressible inputs of 900-1,500 characters (stored as they are), and one of 5,000,
-    # past the budget: the page it is in ends with it.
+    # Inputs of 900-1,500 random characters, and one of 5,000 past the budget that compresses
+    # to a hundredth of that as stored: it is weighed as read, and the page it is in ends with
+    # it.
     rng = random.Random(7)
     sizes = [rng.randrange(900, 1500) for _ in range(12)]
-    sizes[5] = 5000
     inputs = ["".join(rng.choices(string.ascii_letters, k=size)) for size in sizes]
+    sizes[5], inputs[5] = 5000, "ab" * 2500
     lines = "".join(json.dumps({"input": text}) + "\n" for text in inputs)
     imported = await client.post(
         f"{url}/import",
@@ -174,7 +175,7 @@ async def test_a_page_of_large_cases_ends_at_its_byte_budget(client, monkeypatch
     assert (await client.post(f"{url}/versions", headers=owner.headers)).status_code == 201
 
     budget = 2500
-    monkeypatch.setattr(service, "PAGE_BYTES", budget)
+    monkeypatch.setattr(exports, "PAGE_BYTES", budget)
     pages: list[list[int]] = []
     tests_in_order, version_cases_after = crud.tests_in_order, crud.version_cases_after
 
