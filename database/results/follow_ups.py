@@ -63,7 +63,9 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
     made: dict[str, Any] = {}
     total = len(positions) * run.repetitions
     if source is not None:
-        made, keys = await _source_now(session, source, positions, range(run.repetitions))
+        made, keys = await _source_now(
+            session, source, positions, range(run.repetitions), "rerun a rescore of"
+        )
         total = len(keys)
     child = await crud.create_run(
         session,
@@ -143,7 +145,7 @@ async def rescore(
     )
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
     concurrency = check_concurrency(body.concurrency or run.concurrency)
-    made, keys = await _source_now(session, run.id, positions, range(run.repetitions))
+    made, keys = await _source_now(session, run.id, positions, range(run.repetitions), "rescore")
     child = await crud.create_run(
         session,
         _child(
@@ -165,7 +167,11 @@ async def rescore(
 
 
 async def _source_now(
-    session: AsyncSession, source_id: uuid.UUID, positions: list[int], repetitions: range
+    session: AsyncSession,
+    source_id: uuid.UUID,
+    positions: list[int],
+    repetitions: range,
+    action: str,
 ) -> tuple[dict[str, Any], dict[tuple[int, int], int]]:
     """The results of an ended run that a rescore (or its rerun) made now scores, read as its
     chunks will read them (crud.source_sizes, written by the moment the source was held still),
@@ -175,7 +181,7 @@ async def _source_now(
     if held is None:
         raise Conflict("The run whose outputs are rescored has been deleted")
     source, moment = held
-    _ended(source, "rescore")
+    _ended(source, action)
     keys = await crud.source_sizes(session, source_id, positions, repetitions, written_by=moment)
     return {"created_at": moment}, keys
 

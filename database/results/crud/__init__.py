@@ -28,7 +28,14 @@ from database.results.crud.pages import stored_size
 from database.results.models import TERMINAL, Result, Run, RunCounts, RunEvent
 from notifications.publisher import publish_after_commit
 from utils import fastjson
-from utils.crud import int_array, json_rows, local_settings, paginate, recordset_insert
+from utils.crud import (
+    custom_plans,
+    int_array,
+    json_rows,
+    local_settings,
+    paginate,
+    recordset_insert,
+)
 
 
 async def create_run(session: AsyncSession, run: Run) -> Run:
@@ -364,14 +371,15 @@ async def source_sizes(
     `created_at` is its transaction's start), by key: what reading each one's texts costs
     (pages.stored_size), read without them. A rescore made then scores these, which its total
     counted: a source resumed since has more."""
-    rows = await session.execute(
-        select(Result.position, Result.repetition, stored_size()).where(
-            Result.run_id == run_id,
-            Result.position == any_(int_array("positions", positions)),
-            Result.repetition.between(repetitions.start, repetitions.stop - 1),
-            Result.created_at <= written_by,
+    async with custom_plans(session):  # `positions` may be a whole run's (a rescore's making)
+        rows = await session.execute(
+            select(Result.position, Result.repetition, stored_size()).where(
+                Result.run_id == run_id,
+                Result.position == any_(int_array("positions", positions)),
+                Result.repetition.between(repetitions.start, repetitions.stop - 1),
+                Result.created_at <= written_by,
+            )
         )
-    )
     return {(position, repetition): size for position, repetition, size in rows.all()}
 
 
