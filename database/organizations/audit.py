@@ -49,8 +49,8 @@ from fastapi import Depends, Request
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.organizations.crud import audit_log
-from database.organizations.crud.audit_log import AuditFilters
+from database.organizations import audit_log
+from database.organizations.audit_log import AuditFilters
 from database.organizations.schemas import AuditEntryRead, AuditLogPage
 from utils.auth import Principal
 from utils.errors import InvalidInput
