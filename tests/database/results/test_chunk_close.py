@@ -41,6 +41,20 @@ async def _run_with_a_hole(
     return run_id
 
 
+async def _loaded_before_a_repeat(
+    lab: Lab, fake: FakeOpenAI, database: Database
+) -> tuple[uuid.UUID, Run]:
+    """A run with a hole, as a writer loaded it (total CASES) before a repeat raised its total
+    by one."""
+    run_id = await _run_with_a_hole(lab, fake, database, total=CASES)
+    async with tenant_session(database, lab.account.organization_id) as session:
+        loaded = await crud.get_run(session, run_id)
+    async with tenant_session(database, lab.account.organization_id) as session:
+        await crud.reopen(session, run_id, repetitions=2, total=CASES + 1, max_cost=None)
+    assert loaded is not None and loaded.total == CASES
+    return run_id, loaded
+
+
 def _result(lab: Lab, run_id: uuid.UUID, position: int) -> dict[str, Any]:
     return {
         "id": uuid.uuid4(),
@@ -105,12 +119,7 @@ async def test_a_close_counts_against_the_total_as_it_stands_not_as_the_writer_l
 ) -> None:
     """A writer loaded the run before a repeat raised its total: all of the run's results it
     knew of are in, yet the run has one more to come, and stays open."""
-    run_id = await _run_with_a_hole(lab, fake, committed_database, total=CASES)
-    async with tenant_session(committed_database, lab.account.organization_id) as session:
-        loaded = await crud.get_run(session, run_id)
-    async with tenant_session(committed_database, lab.account.organization_id) as session:
-        await crud.reopen(session, run_id, repetitions=2, total=CASES + 1, max_cost=None)
-    assert loaded is not None and loaded.total == CASES
+    run_id, loaded = await _loaded_before_a_repeat(lab, fake, committed_database)
     last = _result(lab, run_id, HOLE)
 
     written, status = await _close(
@@ -125,12 +134,7 @@ async def test_a_writer_holding_the_run_as_it_loaded_it_ends_the_run_as_it_stand
     """The chunk that brings the last result of a repeated run in may have loaded the run
     before the repeat: the progress and the end it records count the run's total as it
     stands."""
-    run_id = await _run_with_a_hole(lab, fake, committed_database, total=CASES)
-    async with tenant_session(committed_database, lab.account.organization_id) as session:
-        loaded = await crud.get_run(session, run_id)
-    async with tenant_session(committed_database, lab.account.organization_id) as session:
-        await crud.reopen(session, run_id, repetitions=2, total=CASES + 1, max_cost=None)
-    assert loaded is not None and loaded.total == CASES
+    run_id, loaded = await _loaded_before_a_repeat(lab, fake, committed_database)
     last = [_result(lab, run_id, HOLE), _result(lab, run_id, 0) | {"repetition": 1}]
 
     written, status = await _close(
