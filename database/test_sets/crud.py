@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Uuid, any_, bindparam, delete, func, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    Uuid,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Text
@@ -185,16 +197,21 @@ def _text_bytes(value: Any) -> ColumnElement[int]:
     return func.coalesce(func.octet_length(value.cast(Text)), 0)
 
 
-async def case_sizes(session: AsyncSession, test_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """What each test's case weighs once read: its columns' bytes as text."""
+@functools.cache
+def _case_sizes() -> Select[uuid.UUID, int]:
     size = _text_bytes(CASE_COLUMNS[1])
     for column in CASE_COLUMNS[2:]:
         size += _text_bytes(column)
+    ids = bindparam("ids", type_=ARRAY(Uuid()))
+    return select(TestCase.id, size).where(TestCase.id == any_(ids))
+
+
+async def case_sizes(session: AsyncSession, test_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """What each test's case weighs once read: its columns' bytes as text."""
     async with custom_plans(session):
-        rows = await session.execute(
-            select(TestCase.id, size).where(TestCase.id == any_(uuid_array("ids", test_ids)))
-        )
-    return {test_id: stored for test_id, stored in rows.all()}
+        connection = await session.connection()  # (Core, as tests_in_order)
+        rows = await connection.execute(_case_sizes(), {"ids": list(test_ids)})
+    return {test_id: weight for test_id, weight in rows.all()}
 
 
 async def tests_in_order(session: AsyncSession, test_ids: Sequence[uuid.UUID]) -> list[Any]:
