@@ -322,7 +322,7 @@ async def export_run(
     page at a time."""
     encoder: PageEncoder[Mapping[str, Any]]
     if fmt == "csv":
-        encoder = CsvEncoder(await crud.metric_names(session, run.id))
+        encoder = CsvEncoder(await crud.metric_names(session, run))
     elif fmt == "junit":
         test_set = (
             await test_set_crud.get_test_set(session, run.test_set_id) if run.test_set_id else None

@@ -191,12 +191,13 @@ async def result_totals(session: AsyncSession, run_id: uuid.UUID) -> tuple[int, 
     return row[0], row[1], row[2], float(row[3] or 0.0)
 
 
-async def metric_names(session: AsyncSession, run_id: uuid.UUID) -> list[str]:
-    """The metrics the run's evaluations name, in Python's order (not the collation's)."""
+async def metric_names(session: AsyncSession, run: Run) -> list[str]:
+    """The metrics the run plans and those its evaluations name, in Python's order (not the
+    collation's): a running run's export has a column for a metric nothing has scored yet."""
     rows = await session.scalars(
-        select(Evaluation.metric_name).where(Evaluation.run_id == run_id).distinct()
+        select(Evaluation.metric_name).where(Evaluation.run_id == run.id).distinct()
     )
-    return sorted(rows.all())
+    return sorted({spec["name"] for spec in run.metrics or []} | set(rows.all()))
 
 
 async def result_row(session: AsyncSession, result_id: uuid.UUID) -> Row[Any] | None:

@@ -73,7 +73,8 @@ def _reference(run: Run, results: Sequence[ResultRead], fmt: str, set_name: str 
         dumped = [r.model_dump(mode="json") for r in results]
         return json.dumps(dumped, ensure_ascii=False, indent=2).encode()
     if fmt == "csv":
-        names = sorted({e.metric_name for r in results for e in r.evaluations})
+        planned = {m["name"] for m in run.metrics}
+        names = sorted(planned | {e.metric_name for r in results for e in r.evaluations})
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow([*_COLUMNS, *(f"score:{n}" for n in names)])
@@ -331,6 +332,8 @@ async def test_a_run_without_results(client, database):
     assert (await _export(client, owner, run["id"], "json")).content == b"[]"
     csv_export = await _export(client, owner, run["id"], "csv")
     assert csv_export.content == (await _reference_for(database, owner, run["id"], "csv"))[0]
+    # A metric the run plans has its column before anything has scored it.
+    assert csv_export.text.splitlines()[0].endswith(",score:Zeta contains")
     junit = await _export(client, owner, run["id"], "junit")
     expected = (await _reference_for(database, owner, run["id"], "junit"))[0]
     # The same document; the empty suite is written open and closed rather than as <x />.
