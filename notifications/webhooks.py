@@ -111,6 +111,8 @@ async def send(
         error = f"not sent: the URL {exc.detail}"
     except UnsafeUrl as exc:
         error, refused = f"not sent: the URL {exc.detail}", True
+    except httpx.InvalidURL:  # not an HTTPError; its text may quote the URL, which may hold a token
+        error, refused = "not sent: the URL is not one the HTTP client accepts", True
     except (TimeoutError, httpx.TimeoutException):
         error = f"no answer within {seconds:g} s"
     except httpx.ConnectError as exc:

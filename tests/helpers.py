@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -250,3 +251,20 @@ async def create_run_body(
         "target_model_id": model["id"],
         "metric_ids": [metric.json()["id"]],
     }
+
+
+_WAITING_FOR_LOCKS = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+
+
+async def until_waiting_for_locks(
+    owner_engine: AsyncEngine, count: int, done: asyncio.Task[object] | None = None
+) -> None:
+    """Until `count` statements wait for a lock (or `done` has finished without waiting)."""
+    async with owner_engine.connect() as connection:
+        for _ in range(400):
+            waiting = await connection.scalar(_WAITING_FOR_LOCKS)
+            await connection.rollback()  # a transaction keeps its first view of the activity
+            if (done is not None and done.done()) or waiting >= count:
+                return
+            await asyncio.sleep(0.025)
+    raise AssertionError(f"{count} statements never waited for a lock")

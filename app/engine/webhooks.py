@@ -28,7 +28,6 @@ from utils.secrets import SecretUnreadable
 
 log = structlog.get_logger(__name__)
 
-DISABLED = "not sent: the webhook was disabled"
 REFUSED = "not sent: the SSRF guard refused the URL's address"
 UNREADABLE = (
     "not sent: the webhook's secret cannot be decrypted with the current encryption keys;"
@@ -52,7 +51,7 @@ async def deliver(ctx: JobContext) -> None:
             return  # its webhook was deleted, or an earlier run of this job finished it
         delivery, webhook = found
         if not webhook.enabled:
-            await webhook_crud.fail_delivery(session, delivery_id, DISABLED)
+            await webhook_crud.fail_delivery(session, delivery_id, webhooks.DISABLED)
             return
         try:
             secrets = webhooks.signing_secrets(webhook, runtime.secret_box, datetime.now(UTC))

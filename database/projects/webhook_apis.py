@@ -146,15 +146,20 @@ async def delete_webhook(
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="webhooks_test",
     summary="Send the webhook a test message",
-    responses=errors(409),
+    responses=errors(409, 429),
 )
 async def test_webhook(
-    project_id: uuid.UUID, webhook_id: uuid.UUID, session: DbSession, _: Editor
+    project_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    session: DbSession,
+    runtime: RuntimeDep,
+    _: Editor,
 ) -> DeliveryRead:
     """A `webhook.test` message, queued and sent like any other: follow it in the delivery
-    log."""
+    log. An organization asks for at most `ASSAY_WEBHOOK_MANUAL_SENDS_PER_HOUR` tests and
+    redeliveries an hour."""
     webhook = await service.get_webhook_or_404(session, project_id, webhook_id)
-    return DeliveryRead.model_validate(await service.send_test(session, webhook))
+    return DeliveryRead.model_validate(await service.send_test(session, runtime, webhook))
 
 
 @router.post(
@@ -223,18 +228,21 @@ async def list_deliveries(
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="webhooks_redeliver",
     summary="Send a delivered or failed message again",
-    responses=errors(409),
+    responses=errors(409, 429),
 )
 async def redeliver(
     project_id: uuid.UUID,
     webhook_id: uuid.UUID,
     delivery_id: uuid.UUID,
     session: DbSession,
+    runtime: RuntimeDep,
     _: Editor,
 ) -> DeliveryRead:
-    """The same message (same `webhook-id`, signed anew), with a full set of attempts."""
+    """The same message (same `webhook-id`, signed anew), with a full set of attempts
+    (counted against `ASSAY_WEBHOOK_MANUAL_SENDS_PER_HOUR`, as tests are)."""
     webhook = await service.get_webhook_or_404(session, project_id, webhook_id)
-    return DeliveryRead.model_validate(await service.redeliver(session, webhook, delivery_id))
+    delivery = await service.redeliver(session, runtime, webhook, delivery_id)
+    return DeliveryRead.model_validate(delivery)
 
 
 def _shown(webhook: Webhook, principal: Principal) -> WebhookRead:

@@ -24,8 +24,11 @@ async def get_webhook(session: AsyncSession, webhook_id: uuid.UUID) -> Webhook |
 
 
 async def count_webhooks(session: AsyncSession, project_id: uuid.UUID) -> int:
-    """How many webhooks the project has, its row locked first: creations take turns."""
-    await session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    """How many webhooks the project has, its row locked first: creations take turns. The
+    lock (FOR NO KEY UPDATE) lets rows that refer to the project be written meanwhile."""
+    await session.execute(
+        select(Project.id).where(Project.id == project_id).with_for_update(key_share=True)
+    )
     total = await session.scalar(
         select(func.count()).select_from(Webhook).where(Webhook.project_id == project_id)
     )
@@ -50,6 +53,11 @@ async def enabled_webhooks(session: AsyncSession, project_id: uuid.UUID) -> list
         .order_by(Webhook.created_at, Webhook.id)
     )
     return list(rows.all())
+
+
+async def lock_webhook(session: AsyncSession, webhook: Webhook) -> None:
+    """Holds the webhook's row to the end of the transaction, `webhook` read anew under it."""
+    await session.refresh(webhook, with_for_update=True)
 
 
 async def save_webhook(session: AsyncSession) -> None:
@@ -155,7 +163,25 @@ async def fail_delivery(
     )
 
 
-async def reopen_delivery(session: AsyncSession, delivery: WebhookDelivery) -> None:
-    delivery.status = "pending"
-    delivery.delivered_at = None
-    await session.flush()
+async def fail_pending_deliveries(session: AsyncSession, webhook_id: uuid.UUID, error: str) -> None:
+    await session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.status == "pending")
+        .values(status="failed", last_error=error)
+    )
+
+
+async def reopen_delivery(session: AsyncSession, delivery: WebhookDelivery) -> bool:
+    """Makes a delivered or failed delivery pending again; False when it is pending already
+    (judged as its row is written, under the row's lock)."""
+    reopened = await session.scalar(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == delivery.id, WebhookDelivery.status != "pending")
+        .values(status="pending", delivered_at=None)
+        .returning(WebhookDelivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    if reopened is None:
+        return False
+    await session.refresh(delivery)
+    return True

@@ -26,6 +26,7 @@ from utils.secrets import SecretBox
 from utils.ssrf import check_url
 
 DELIVERY_JOB = "webhook.deliver"
+DISABLED = "not sent: the webhook was disabled"
 # Each run's end writes a delivery and a job per subscribed webhook, in the transaction that
 # ends it, and then as many requests go out: a project's fan-out is bounded.
 MAX_WEBHOOKS_PER_PROJECT = 20
@@ -54,12 +55,13 @@ async def create_webhook(
     session: AsyncSession, runtime: Runtime, project: Project, body: WebhookCreate
 ) -> tuple[Webhook, str]:
     """The webhook and its signing secret (which is never shown again)."""
+    # The URL first: its host is looked up, and the project is not held meanwhile.
+    await _check_url(runtime, body.url)
     if await crud.count_webhooks(session, project.id) >= MAX_WEBHOOKS_PER_PROJECT:
         raise Conflict(
             f"The project has {MAX_WEBHOOKS_PER_PROJECT} webhooks, the most it may have:"
             " delete one first"
         )
-    await _check_url(runtime, body.url)
     secret = new_secret()
     webhook = await crud.add_webhook(
         session,
@@ -80,6 +82,8 @@ async def update_webhook(
     refuse_nulls(changes, "url", "events", "enabled")
     if "url" in changes:
         await _check_url(runtime, changes["url"])
+    if changes.get("enabled") is False:
+        await crud.fail_pending_deliveries(session, webhook.id, DISABLED)
     apply_update(webhook, changes)
     await crud.save_webhook(session)
     return webhook
@@ -87,7 +91,10 @@ async def update_webhook(
 
 async def rotate_secret(session: AsyncSession, runtime: Runtime, webhook: Webhook) -> str:
     """A new secret; the one it replaces keeps signing for the overlap (a receiver switches
-    without a gap). The secret before that one stops at once."""
+    without a gap). The secret before that one stops at once. The webhook is held first: two
+    rotations at once take turns, and each shown secret signs (the later one's previous is the
+    earlier one's)."""
+    await crud.lock_webhook(session, webhook)
     secret = new_secret()
     overlap = timedelta(hours=runtime.settings.webhook_secret_overlap_hours)
     keep = overlap > timedelta(0)
@@ -143,10 +150,11 @@ async def publish(
     return deliveries
 
 
-async def send_test(session: AsyncSession, webhook: Webhook) -> WebhookDelivery:
+async def send_test(session: AsyncSession, runtime: Runtime, webhook: Webhook) -> WebhookDelivery:
     """A `webhook.test` message, sent the way every other message is."""
     if not webhook.enabled:
         raise Conflict("The webhook is disabled: enable it to send it a test")
+    await _count_manual_send(runtime, webhook)
     data = {
         "webhook_id": str(webhook.id),
         "project_id": str(webhook.project_id),
@@ -159,20 +167,31 @@ async def send_test(session: AsyncSession, webhook: Webhook) -> WebhookDelivery:
 
 
 async def redeliver(
-    session: AsyncSession, webhook: Webhook, delivery_id: uuid.UUID
+    session: AsyncSession, runtime: Runtime, webhook: Webhook, delivery_id: uuid.UUID
 ) -> WebhookDelivery:
     """Sends a delivered or failed message again (the same message id), with a full set of
     attempts; its attempts so far still count in the log."""
     delivery = await crud.get_delivery(session, delivery_id)
     if delivery is None or delivery.webhook_id != webhook.id:
         raise NotFound("Delivery not found")
+    pending = Conflict("The delivery is still pending: its attempts are not over")
     if delivery.status == "pending":
-        raise Conflict("The delivery is still pending: its attempts are not over")
+        raise pending
     if not webhook.enabled:
         raise Conflict("The webhook is disabled: enable it to redeliver")
-    await crud.reopen_delivery(session, delivery)
+    await _count_manual_send(runtime, webhook)
+    # Judged again as the row is written: of two redeliveries at once, the second finds the
+    # first's pending and queues no second job.
+    if not await crud.reopen_delivery(session, delivery):
+        raise pending
     await _enqueue(session, webhook.organization_id, [delivery])
     return delivery
+
+
+async def _count_manual_send(runtime: Runtime, webhook: Webhook) -> None:
+    """Counts a send asked for by hand against the organization's hourly allowance."""
+    allowance = f"{runtime.settings.webhook_manual_sends_per_hour}/hour"
+    await runtime.rate_limiter.hit("webhook-sends", str(webhook.organization_id), allowance)
 
 
 def _message_id() -> str:

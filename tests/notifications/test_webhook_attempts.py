@@ -79,6 +79,15 @@ async def test_only_an_address_the_guard_refuses_ends_the_attempts() -> None:
     assert not unresolved.refused and not down.refused
 
 
+async def test_a_url_the_http_client_refuses_ends_the_attempts_without_raising() -> None:
+    """The guard's parse passes it, the client refuses it (longer than it reads): an
+    attempt, refused as every later one would be, with the URL (it may hold a token) unsaid."""
+    url = "http://127.0.0.1:9/hooks?token=" + "s3cret" * 12_000
+    refused = await _send(url, new_secret(), seconds=2.0, allow_private=True)
+    assert refused.refused and refused.status_code is None
+    assert refused.error == "not sent: the URL is not one the HTTP client accepts"
+
+
 def test_a_url_in_a_clients_error_shows_its_host_only() -> None:
     """The pinned transport connects to the checked address: a URL in the client's words is
     then not the one configured, and its path (a chat service's credential) must go too."""

@@ -27,24 +27,8 @@ from tests.helpers import (
     register,
     remove_account,
     switch,
+    until_waiting_for_locks,
 )
-
-_WAITING = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-
-
-async def _until_waiting(
-    owner_engine: AsyncEngine, count: int, done: asyncio.Task[object] | None = None
-) -> None:
-    """Until `count` statements wait for a lock (or `done` has finished without waiting)."""
-    async with owner_engine.connect() as connection:
-        for _ in range(400):
-            waiting = await connection.scalar(_WAITING)
-            await connection.rollback()  # a transaction keeps its first view of the activity
-            if (done is not None and done.done()) or waiting >= count:
-                return
-            await asyncio.sleep(0.025)
-    raise AssertionError(f"{count} statements never waited for a lock")
-
 
 Request = Callable[[], Coroutine[Any, Any, httpx.Response]]
 
@@ -62,10 +46,10 @@ async def _made_while(
             {"id": owner.organization_id},
         )
         making = asyncio.create_task(make())
-        await _until_waiting(owner_engine, 1)
+        await until_waiting_for_locks(owner_engine, 1)
         changing = asyncio.create_task(meanwhile())
         # It waits for the key's request (or, were it not held, goes through).
-        await _until_waiting(owner_engine, 2, changing)
+        await until_waiting_for_locks(owner_engine, 2, changing)
         await transaction.rollback()
     made, changed = await asyncio.wait_for(asyncio.gather(making, changing), timeout=30)
     return made, changed
@@ -188,7 +172,7 @@ async def test_a_transfer_to_a_member_removed_meanwhile_is_a_404(
                 headers=committed_owner.headers,
             )
         )
-        await _until_waiting(owner_engine, 1)
+        await until_waiting_for_locks(owner_engine, 1)
         # The member goes while the transfer waits for them.
         await holder.execute(
             text("DELETE FROM memberships WHERE user_id = :u AND organization_id = :o"),
