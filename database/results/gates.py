@@ -4,7 +4,11 @@ metrics it names the run's own), decided when the run ends, in the transaction t
 `passed`, `failed` (a regression where `fail_on` asks, or a floor missed) or `undecided` (the
 run did not complete, too many errored results, or a comparison the gate needs inconclusive).
 A run that did not complete is undecided whatever else; otherwise a floor missed or a
-regression fails the gate whatever else is in doubt."""
+regression fails the gate whatever else is in doubt.
+
+An errored result has no verdict, and pass rates leave it out: a gate does not let errors
+hide what they may. The floor is in doubt when it is met only by leaving them out, and a
+comparison when the run errs more than its baseline by more than `min_effect`."""
 
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ from database.results.schemas import GateResult, GateSpec
 from utils.errors import Conflict, InvalidInput
 
 log = structlog.get_logger(__name__)
+
+# A rate computed as a mean of shares (thirds, say) may fall a rounding error short of a
+# floor it equals.
+_ROUNDING = 1e-9
 
 
 async def completed_baseline(
@@ -135,19 +143,32 @@ async def decide(
     if floor is not None:
         if rate is None:
             doubts.append("no case could be rated against the pass-rate floor")
-        elif rate < floor:
+        elif rate < floor - _ROUNDING:
             failed.append(f"pass rate {rate:.1%} is below the floor of {floor:.1%}")
+        elif (
+            errored
+            and (least := await figures.pass_rate_if_errors_failed(session, run)) is not None
+            and least < floor - _ROUNDING
+        ):
+            doubts.append(
+                f"pass rate {rate:.1%} meets the floor of {floor:.1%} only without its"
+                f" {errored} errored results: counted as failures, they make it {least:.1%}"
+            )
     metric_rates = {m.name: m.pass_rate for m in await figures.metrics(session, run)}
     for name, minimum in (gate.get("min_metric_pass_rates") or {}).items():
         found = metric_rates.get(name)
         if found is None:
             doubts.append(f"{name}: no evaluation to hold against its floor")
-        elif found < minimum:
+        elif found < minimum - _ROUNDING:
             failed.append(f"{name} pass rate {found:.1%} is below its floor of {minimum:.1%}")
     comparison = None
     notes: list[str] = []
     if baseline_id is not None:
         comparison = await _compared(session, run, uuid.UUID(baseline_id), gate, failed, doubts)
+        if comparison is not None:
+            await _errors_beside_baseline(
+                session, (errored, results), uuid.UUID(baseline_id), gate, doubts
+            )
     elif gate.get("baseline") == "project":
         # Nothing to compare with (a project's first gated run): the floors decide, and with
         # none the regression the gate asks about cannot be ruled out.
@@ -155,6 +176,8 @@ async def decide(
         has_floors = floor is not None or bool(gate.get("min_metric_pass_rates"))
         wants_comparison = gate.get("fail_on", "regression") != "never"
         (doubts if wants_comparison and not has_floors else notes).append(note)
+    elif gate.get("fail_on", "regression") != "never":
+        notes.append("no baseline named: no regression looked for, only the floors and errors")
     status = "failed" if failed else "undecided" if doubts else "passed"
     return GateResult(
         status=status,
@@ -162,6 +185,31 @@ async def decide(
         baseline_run_id=uuid.UUID(baseline_id) if baseline_id else None,
         comparison=comparison,
     )
+
+
+async def _errors_beside_baseline(
+    session: AsyncSession,
+    errors: tuple[int, int],
+    baseline_id: uuid.UUID,
+    gate: dict[str, Any],
+    doubts: list[str],
+) -> None:
+    """A doubt when the run's share of errored results is above its baseline's by more than
+    `min_effect`: the cases they stand for might have regressed unseen."""
+    baseline = await crud.get_run(session, baseline_id)
+    errored, results = errors
+    if baseline is None or not results:
+        return
+    _, baseline_errored, baseline_results = await figures.pass_rate(session, baseline)
+    share = errored / results
+    baseline_share = baseline_errored / baseline_results if baseline_results else 0.0
+    min_effect = gate.get("min_effect", 0.02)
+    if share - baseline_share > min_effect + _ROUNDING:
+        doubts.append(
+            f"{errored} of {results} results errored ({share:.1%}), against"
+            f" {baseline_share:.1%} of the baseline's: more than {min_effect * 100:g} points"
+            " above, and what they would have shown is unknown"
+        )
 
 
 async def _compared(

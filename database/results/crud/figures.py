@@ -84,7 +84,13 @@ def _by_shape(query: str, cases: str, single_cases: str) -> dict[bool, TextClaus
     return {False: text(query.format(cases=cases)), True: text(query.format(cases=single_cases))}
 
 
+# The pass rate were every errored repetition a failure: the least the errors could hide.
+_RATE_IF_ERRORS_FAILED = """
+WITH cases AS ({cases})
+SELECT avg(passed::float / (scored + errored)) FILTER (WHERE scored + errored > 0) FROM cases
+"""
 _PASS_RATES = _by_shape(_PASS_RATE, _CASES, _SINGLE_CASES)
+_RATES_IF_ERRORS_FAILED = _by_shape(_RATE_IF_ERRORS_FAILED, _CASES, _SINGLE_CASES)
 _SLICE_QUERIES = _by_shape(_SLICES, _CASES, _SINGLE_CASES)
 _METRIC_QUERIES = {False: text(_METRICS.format(cases=_METRIC_CASES)), True: text(_SINGLE_METRICS)}
 _CASE_ROWS = text(f"{_CASES} ORDER BY position")
@@ -121,6 +127,13 @@ async def pass_rate(session: AsyncSession, run: Run) -> tuple[float | None, int,
     query = _PASS_RATES[one_per_case(run)]
     rate, errored, results = (await session.execute(query, {"run_id": run.id})).one()
     return rate, int(errored or 0), int(results or 0)
+
+
+async def pass_rate_if_errors_failed(session: AsyncSession, run: Run) -> float | None:
+    """The run's pass rate with each errored repetition counted as a failure."""
+    query = _RATES_IF_ERRORS_FAILED[one_per_case(run)]
+    rate: float | None = await session.scalar(query, {"run_id": run.id})
+    return rate
 
 
 async def slices(

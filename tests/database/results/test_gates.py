@@ -8,6 +8,7 @@ from xml.etree import ElementTree
 
 import pytest
 
+from tests.fakes.server import Fault
 from tests.helpers import assert_problem
 
 pytestmark = pytest.mark.slow
@@ -187,3 +188,57 @@ async def test_max_dropped_fails_a_run_whose_failing_tests_were_deleted(lab, fak
         "20 of the baseline's tests are not in this run" in reason
         for reason in results["strict"]["reasons"]
     ), results["strict"]["reasons"]
+
+
+async def test_errors_that_may_hide_a_regression_leave_the_gate_undecided(lab, fake):
+    """An errored case has no verdict and pass rates leave it out: 17 of 200 cases erroring
+    where the baseline passed them all would otherwise read "100% → 100%", and meet a 95%
+    floor that only 91.5% of the cases are known to meet."""
+    target, test_set, metric = await _setup(lab, fake, n=200)
+    fake.reply = _replies(set())
+    baseline = await lab.run(test_set, target, metric_ids=[metric])
+    await lab.wait(baseline["id"])
+
+    fake.enqueue(*[Fault.http(400)] * 17)  # refused: not retried, each its case's error
+    floor_only = await lab.run(test_set, target, metric_ids=[metric], gate={"min_pass_rate": 0.95})
+    result = (await lab.wait(floor_only["id"]))["gate_result"]
+    assert result["status"] == "undecided"
+    assert any(
+        "meets the floor of 95.0% only without its 17 errored results" in reason
+        and "91.5%" in reason
+        for reason in result["reasons"]
+    ), result["reasons"]
+
+    fake.enqueue(*[Fault.http(400)] * 17)
+    compared = await lab.run(
+        test_set, target, metric_ids=[metric], gate={"baseline": baseline["id"]}
+    )
+    result = (await lab.wait(compared["id"]))["gate_result"]
+    assert result["status"] == "undecided"
+    assert result["comparison"]["overall"]["verdict"] == "equivalent"  # over the rated cases
+    assert any(
+        "17 of 200 results errored (8.5%), against 0.0% of the baseline's" in reason
+        for reason in result["reasons"]
+    ), result["reasons"]
+
+    # As many errors as the baseline's, or a floor met with them counted as failures: passed.
+    fake.enqueue(*[Fault.http(400)] * 3)
+    few = await lab.run(
+        test_set,
+        target,
+        metric_ids=[metric],
+        gate={"baseline": baseline["id"], "min_pass_rate": 0.95},
+    )
+    result = (await lab.wait(few["id"]))["gate_result"]
+    assert (result["status"], result["reasons"]) == ("passed", []), result
+
+
+async def test_a_gate_without_a_baseline_says_it_looked_for_no_regression(lab, fake):
+    target, test_set, metric = await _setup(lab, fake, n=5)
+    fake.reply = _replies({"case"})  # every case fails
+    run = await lab.run(test_set, target, metric_ids=[metric], gate={})
+    result = (await lab.wait(run["id"]))["gate_result"]
+    assert result["status"] == "passed"  # a gate of floors only, and it has none
+    assert result["reasons"] == [
+        "no baseline named: no regression looked for, only the floors and errors"
+    ]
