@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from providers.config import ToolCall
 from providers.errors import TargetError
+
+# The calls one answer may ask for: more is no model's answer, and each is work (a step of an
+# agent's loop, a row of its trajectory).
+MAX_TOOL_CALLS = 128
 
 
 def decode_arguments(raw: Any) -> dict[str, Any] | str:
@@ -38,8 +42,10 @@ def arguments_text(arguments: Any) -> str:
 def read_calls(items: Iterable[Any], where: str) -> tuple[ToolCall, ...]:
     """Calls shaped as OpenAI's (`{"id", "function": {"name", "arguments"}}`) or plainly
     (`{"name", "arguments"}`); a call without an id gets `call_<its position>`."""
-    calls = []
+    calls: list[ToolCall] = []
     for position, item in enumerate(items):
+        if position == MAX_TOOL_CALLS:
+            raise _too_many(where)
         function = item.get("function") if isinstance(item, dict) else None
         fields = function if isinstance(function, dict) else item
         name = fields.get("name") if isinstance(fields, dict) else None
@@ -52,11 +58,18 @@ def read_calls(items: Iterable[Any], where: str) -> tuple[ToolCall, ...]:
     return tuple(calls)
 
 
+def _too_many(where: str) -> TargetError:
+    return TargetError(
+        "invalid_response", f"{where} asks for more than {MAX_TOOL_CALLS} tool calls at once"
+    )
+
+
 @dataclass
 class _Pieces:
     id: str = ""
     name: str = ""
-    arguments: str = ""
+    # Joined once at the end: `+=` on an attribute copies the whole text for every piece.
+    arguments: list[str] = field(default_factory=list)
 
 
 class StreamedCalls:
@@ -65,6 +78,7 @@ class StreamedCalls:
 
     def __init__(self) -> None:
         self._calls: dict[Any, _Pieces] = {}
+        self._ids: set[str] = set()  # of the calls so far
 
     def add(self, deltas: Any) -> None:
         if not isinstance(deltas, list):
@@ -73,18 +87,23 @@ class StreamedCalls:
             if not isinstance(delta, dict):
                 continue
             key = self._key(delta)
-            pieces = self._calls.setdefault(key, _Pieces())
+            pieces = self._calls.get(key)
+            if pieces is None:
+                if len(self._calls) == MAX_TOOL_CALLS:
+                    raise _too_many("the streamed answer")
+                pieces = self._calls[key] = _Pieces()
             function = delta.get("function")
             if not isinstance(function, dict):
                 function = {}
             # Servers that repeat the id and name in every piece must not double them.
             pieces.id = pieces.id or str(delta.get("id") or "")
+            self._ids.add(pieces.id)
             pieces.name = pieces.name or str(function.get("name") or "")
             arguments = function.get("arguments")
             if isinstance(arguments, str):
-                pieces.arguments += arguments
+                pieces.arguments.append(arguments)
             elif arguments is not None:  # a server that sends the arguments decoded, whole
-                pieces.arguments += json.dumps(arguments, ensure_ascii=False)
+                pieces.arguments.append(json.dumps(arguments, ensure_ascii=False))
 
     def _key(self, delta: dict[str, Any]) -> Any:
         if isinstance(delta.get("index"), int):
@@ -92,14 +111,17 @@ class StreamedCalls:
         # Without an index (some compatible servers): a new id starts a call, else the
         # pieces continue the last one.
         call_id = delta.get("id")
-        if call_id and all(pieces.id != call_id for pieces in self._calls.values()):
+        if call_id and str(call_id) not in self._ids:
             return ("id", call_id)
         return next(reversed(self._calls), ("id", call_id))
 
     def result(self) -> tuple[ToolCall, ...]:
         return read_calls(
             (
-                {"id": pieces.id, "function": {"name": pieces.name, "arguments": pieces.arguments}}
+                {
+                    "id": pieces.id,
+                    "function": {"name": pieces.name, "arguments": "".join(pieces.arguments)},
+                }
                 for pieces in self._calls.values()
             ),
             "the streamed answer",

@@ -8,7 +8,13 @@ import pytest
 
 from providers.config import ToolCall
 from providers.errors import TargetError
-from providers.tool_calls import StreamedCalls, decode_arguments, function_tools
+from providers.tool_calls import (
+    MAX_TOOL_CALLS,
+    StreamedCalls,
+    decode_arguments,
+    function_tools,
+    read_calls,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +55,29 @@ def test_a_tool_without_a_function_name_is_a_configuration_error() -> None:
         function_tools([{"type": "function", "function": {"parameters": {}}}])
 
     assert refused.value.kind == "configuration_error"
+
+
+def test_an_answer_asks_for_at_most_128_calls() -> None:
+    """Each call is work (an agent's step, a trajectory's row): an answer of thousands of
+    pieces, each a new id, ends at the 129th rather than scanning them all for every piece."""
+    calls = StreamedCalls()
+    calls.add([{"id": f"call {i}", "function": {"name": "f"}} for i in range(MAX_TOOL_CALLS)])
+    assert len(calls.result()) == MAX_TOOL_CALLS
+    with pytest.raises(TargetError) as refused:
+        calls.add([{"id": f"more {i}", "function": {"name": "f"}} for i in range(20_000)])
+    assert refused.value.kind == "invalid_response"
+    assert "more than 128 tool calls" in str(refused.value)
+
+    whole = [{"id": f"c{i}", "function": {"name": "f", "arguments": "{}"}} for i in range(129)]
+    with pytest.raises(TargetError, match="more than 128 tool calls"):
+        read_calls(whole, "the answer")
+    assert len(read_calls(whole[:128], "the answer")) == 128
+
+
+def test_arguments_in_many_small_pieces_are_joined_whole() -> None:
+    calls = StreamedCalls()
+    calls.add([{"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x": "'}}])
+    for _ in range(50_000):
+        calls.add([{"index": 0, "function": {"arguments": "y"}}])
+    calls.add([{"index": 0, "function": {"arguments": '"}'}}])
+    assert calls.result() == (ToolCall("a", "f", {"x": "y" * 50_000}),)
