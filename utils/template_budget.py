@@ -12,6 +12,7 @@ evaluated: `utils.templates`). What filters and tests pay is in `utils.template_
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Set
 from contextvars import ContextVar
@@ -200,25 +201,63 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
     elif operator == "+" and isinstance(left, SEQUENCES) and isinstance(right, SEQUENCES):
         budget.allow(weight(left, budget.max_chars) + weight(right, budget.max_chars))
     elif operator == "%" and isinstance(left, TEXT):  # printf-style formatting
-        check_printf(left)
+        check_printf(left, right)
 
 
-_PRINTF_SPEC = re.compile(
-    r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[diouxXeEfFgGcrsab%]"
-)
+# What follows a conversion's `%` and its mapping key: flags, width, precision, conversion.
+_PRINTF_REST = re.compile(r"[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?([diouxXeEfFgGcrsab%])")
 _NUMBER = re.compile(r"\d+")
+# A float's digits before its point, at most (1e308 with `%f`).
+_FLOAT_DIGITS = 310
+# `%r` and `%a` of a text: an escape (`\U0001f600`) is up to ten characters for one.
+_REPR_GROWTH = 10
 
 
-def check_printf(template: str | bytes | bytearray) -> None:
-    """`'%200000000s' % x` builds its width before anything could measure it."""
+def _printf_conversions(text: str) -> Iterator[tuple[str, str, str]]:
+    """Each conversion's width, precision and type, its mapping key skipped as Python reads
+    it (parentheses nest: `%(a(b))s` is the key `a(b)`)."""
+    start = text.find("%")
+    while start != -1:
+        end = start + 1
+        if text.startswith("(", end):
+            depth, end = 1, end + 1
+            while end < len(text) and depth:
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                end += 1
+        found = _PRINTF_REST.match(text, end)
+        if found is not None:
+            yield found.group(1) or "", found.group(2) or "", found.group(3)
+            end = found.end()
+        start = text.find("%", end)
+
+
+def check_printf(template: str | bytes | bytearray, arguments: Any = None) -> None:
+    """`'%200000000s' % x` builds its width before anything could measure it, and
+    `('%(a)s' * 1500) % {'a': long}` its argument 1,500 times: each field is charged its width
+    and precision, and the whole the largest argument once per conversion."""
     budget = current()
     text = template if isinstance(template, str) else template.decode("latin-1")
-    for width, precision in _PRINTF_SPEC.findall(text):
+    # A tuple holds the arguments, a mapping the keyed ones; any other value is the one.
+    values = (
+        arguments.values()
+        if isinstance(arguments, Mapping)
+        else arguments
+        if isinstance(arguments, tuple)
+        else [arguments]
+    )
+    largest = max((weight(value, budget.max_chars) for value in values), default=0)
+    total = len(text)
+    for width, precision, conversion in _printf_conversions(text):
+        if "*" in (width, precision):
+            raise BudgetExceeded("`*` widths are not allowed in % formatting")
         for number in (width, precision):
-            if number == "*":
-                raise BudgetExceeded("`*` widths are not allowed in % formatting")
             if number:
                 budget.allow(int(number), "a formatted field")
+        if conversion != "%":
+            growth = _REPR_GROWTH if conversion in "ra" else 1
+            digits = _FLOAT_DIGITS if conversion in "eEfFgG" else 0
+            total += max(int(width or 0), int(precision or 0) + digits + largest * growth)
+    budget.allow(total, "a formatted text")
 
 
 def check_format_spec(spec: str) -> None:
@@ -251,7 +290,28 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
             current().allow(length, "bytes")
     elif isinstance(owner, TEXT):
         current().spend(len(owner) // CHARACTERS_PER_STEP)
+        if name in ("encode", "decode"):
+            check_codec(kwargs.get("encoding", args[0] if args else "utf-8"))
         check_text_result(owner, name, [*args, *kwargs.values()])
+
+
+# Codecs written in C, which read a text once (by their names in the codecs registry); others
+# (punycode, idna) work through it in Python, some in quadratic time.
+OFFERED_CODECS = frozenset(
+    {"utf-8", "ascii", "iso8859-1"}
+    | {f"utf-{bits}{order}" for bits in (16, 32) for order in ("", "-le", "-be")}
+)
+
+
+def check_codec(encoding: Any) -> None:
+    try:
+        known = codecs.lookup(encoding).name if isinstance(encoding, str) else None
+    except LookupError:
+        known = None
+    if known not in OFFERED_CODECS:
+        raise BudgetExceeded(
+            f"the codec {encoding!r} is not offered: utf-8, ascii, latin-1, utf-16 and utf-32 are"
+        )
 
 
 def check_text_result(text: str | bytes | bytearray, name: str, values: list[Any]) -> None:

@@ -56,6 +56,15 @@ ATTACKS = {
     "{% for i in range(28) %}{% set ns.b = ns.b + ns.b %}{% endfor %}{{ ns.b|length }}",
     "bytes ljust": "{{ 'x'.encode().ljust(300000000)|length }}",
     "bytes printf width": "{{ ('%300000000s'.encode() % 'x'.encode())|length }}",
+    # % formatting: a width behind a mapping key with parentheses, an argument many times
+    "printf nested key": "{{ ('%(a(b))1000000000.900000000f' % {'a(b)': 1})|length }}",
+    "printf repeated argument": "{% set s = 'x' * 1000000 %}"
+    "{{ (('%(a)s' * 1500)|format(a=s))|length }}",
+    "printf repeated operand": "{% set s = 'x' * 900000 %}"
+    "{{ (('%(a)s' * 1500) % {'a': s})|length }}",
+    # a codec that works through its text in Python, in quadratic time
+    "punycode": "{{ '" + "".join(map(chr, range(0x4E00, 0x4E00 + 12000))) + "'.encode('punycode')"
+    "|length }}",
     "int to_bytes": "{{ (1).to_bytes(300000000, 'big')|length }}",
     # integers are capped in size, and their arithmetic charged by the size of its operands
     "integer squaring": "{% set a = 7 ** 30000 %}"
@@ -128,6 +137,13 @@ ORDINARY = [
     ("{{ 'a\tb'.expandtabs(4) }}{{ 'x'.ljust(3) }}|", {}, "a   bx  |"),
     ("{{ text|indent(2, first=true) }}", {"text": "a\nb"}, "  a\n  b"),
     ("{{ '{name}'.format_map(d) }}", {"d": {"name": "Bo"}}, "Bo"),
+    (
+        "{{ '%s-%s' % (a, a) }}|{{ '%(k(1))r' % {'k(1)': 'é'} }}|{{ '%.2f%%' % 12.345 }}"
+        "|{{ '%s: %d'|format('n', 3) }}|{{ s.encode('latin-1')|length }}"
+        "|{{ s.encode('UTF8').decode('utf_8') }}",
+        {"a": "x" * 400_000, "s": "é"},
+        f"{'x' * 400_000}-{'x' * 400_000}|'é'|12.35%|n: 3|1|é",
+    ),
     (
         "{% for x in tree recursive %}{{ x.n }}{% if x.c %}({{ loop(x.c) }}){% endif %}"
         "{% endfor %}",
