@@ -40,6 +40,12 @@ class TargetError(Exception):
         self.spent: float | None = None  # set by whoever made calls before this one failed
 
 
+# An error body is read this far, and its message kept this long once the credentials it may
+# echo are redacted: cut before, a key across the cut would keep its visible part.
+DETAIL_READ_CHARS = 4000
+MESSAGE_CHARS = 700
+
+
 def http_error(status: int, detail: str, headers: dict[str, str] | None) -> TargetError:
     retry_after = _retry_after((headers or {}).get("retry-after"))
     kind: ErrorKind
@@ -61,9 +67,9 @@ def error_text(body: object) -> str:
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        return json.dumps(body)[:500]
-    return str(body)[:500] if body else ""
+            return str(error["message"])[:DETAIL_READ_CHARS]
+        return json.dumps(body)[:DETAIL_READ_CHARS]
+    return str(body)[:DETAIL_READ_CHARS] if body else ""
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -12,6 +12,7 @@ from typing import Any
 from providers.config import ToolCall
 from providers.errors import TargetError
 from providers.tool_calls import read_calls
+from utils import fastjson
 
 Finder = Callable[[Any], list[Any]]  # the values a JSONPath finds in a document
 
@@ -70,7 +71,7 @@ class EventStream:
             self.done = True
             return
         try:
-            document = json.loads(data)
+            document = fastjson.loads(data)  # nested past 1,024 levels, it is refused too
         except ValueError as exc:
             raise TargetError(
                 "invalid_response", "an event of the endpoint's stream is not JSON"

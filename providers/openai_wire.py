@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from providers.config import ToolCall
+from providers.errors import DETAIL_READ_CHARS
 from providers.tool_calls import StreamedCalls, read_calls
 from utils import fastjson, transport
 from utils.ssrf import Pin
@@ -194,10 +195,10 @@ def _tokens(value: Any) -> int | None:
 
 def _error_detail(raw: bytes) -> str:
     try:
-        document = json.loads(raw)
+        document = fastjson.loads(raw)
     except ValueError:
-        return raw[:300].decode(errors="replace")
+        return raw[:DETAIL_READ_CHARS].decode(errors="replace")
     error = document.get("error", document) if isinstance(document, dict) else document
     if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    return json.dumps(document)[:300]
+        return str(error["message"])[:DETAIL_READ_CHARS]
+    return json.dumps(document)[:DETAIL_READ_CHARS]

@@ -19,14 +19,13 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-from jsonpath_ng.ext import parse as parse_jsonpath
 
-from providers import openai_wire
+from providers import json_paths, openai_wire
 from providers.config import TargetConfig, TargetReply, TargetRequest, ToolCall
-from providers.errors import TargetError, http_error
+from providers.errors import DETAIL_READ_CHARS, MESSAGE_CHARS, TargetError, http_error
 from providers.http_stream import EventStream
 from providers.tool_calls import openai_message, read_calls
-from utils import transport
+from utils import fastjson, transport
 from utils.errors import InvalidInput
 from utils.ssrf import vet
 from utils.templates import render_off_loop
@@ -45,14 +44,9 @@ DEADLINE_GRACE_SECONDS = 1.0
 OWN_TRANSPORT = frozenset({"openai", "openai-compatible", "http"})
 
 
-@functools.lru_cache(maxsize=256)
-def _jsonpath(path: str) -> Any:
-    """A response path, parsed once: parsing costs milliseconds, finding microseconds."""
-    return parse_jsonpath(path)
-
-
-def _values(path: str, document: Any) -> list[Any]:
-    return [match.value for match in _jsonpath(path).find(document)]
+# A whole answer larger than this is read (parsed, and found at its paths) in a thread: a
+# recursive descent walks all of it, about half a second a megabyte.
+READ_ON_LOOP_BYTES = 16 * 1024
 
 
 async def call_target(
@@ -91,7 +85,7 @@ async def call_target(
     except InvalidInput as exc:  # the SSRF guard or the request template refused
         raise TargetError("configuration_error", _redact(exc.detail, config)) from exc
     except TargetError as exc:  # providers and apps may echo the credentials they were sent
-        exc.message = _redact(exc.message, config)
+        exc.message = _redact(exc.message, config)[:MESSAGE_CHARS]
         exc.args = (exc.message,)
         raise
     latency_ms = (time.perf_counter() - started) * 1000
@@ -252,7 +246,7 @@ async def _call_http(
     except transport.TransportError as exc:
         raise TargetError(exc.kind, str(exc)) from exc  # type: ignore[arg-type]
     if status >= 400:
-        detail = raw[:300].decode(errors="replace")
+        detail = raw[:DETAIL_READ_CHARS].decode(errors="replace")
         raise http_error(status, detail, reply_headers)
     if 300 <= status < 400:  # not followed: the SSRF guard only vetted the configured URL
         raise TargetError(
@@ -265,12 +259,21 @@ async def _call_http(
     if events is not None and _is_event_stream(reply_headers):
         text, tool_calls = events.finish()
         return text, None, tool_calls
-    try:  # a whole answer (also from an endpoint that does not stream)
-        document = json.loads(raw)
+    # A whole answer (also from an endpoint that does not stream).
+    if len(raw) > READ_ON_LOOP_BYTES:
+        return await asyncio.to_thread(_read_answer, config, raw)
+    return _read_answer(config, raw)
+
+
+def _read_answer(config: TargetConfig, raw: bytes) -> Answer:
+    """The text at the answer's `response_path`, and its tool calls."""
+    assert config.response_path
+    try:
+        document = fastjson.loads(raw)  # nested past 1,024 levels, it is refused too
     except ValueError as exc:
         raise TargetError("invalid_response", "the endpoint did not answer with JSON") from exc
     tool_calls = _http_tool_calls(config.tool_calls_path, document)
-    matches = _jsonpath(config.response_path).find(document)
+    matches = json_paths.compiled(config.response_path).find(document)
     if tool_calls and (not matches or matches[0].value is None):
         return "", None, tool_calls  # an answer that only calls tools
     if not matches:
@@ -291,7 +294,7 @@ def _http_tool_calls(path: str | None, document: Any) -> tuple[ToolCall, ...]:
 
 
 def _call_items(path: str, document: Any) -> list[Any]:
-    values = _values(path, document)
+    values = json_paths.values(path, document)
     if len(values) == 1 and isinstance(values[0], list):
         values = values[0]
     return [value for value in values if value is not None]
@@ -304,7 +307,7 @@ def _event_stream(
     return EventStream(
         on_delta,
         stream_path=stream_path,
-        find_piece=functools.partial(_values, stream_path),
+        find_piece=functools.partial(json_paths.values, stream_path),
         tool_calls_path=calls_path,
         find_calls=functools.partial(_call_items, calls_path) if calls_path else None,
     )

@@ -87,7 +87,8 @@ class HttpTarget(InputModel):
         " turns), {{ variables }} and {{ tools }}",
     )
     response_path: Annotated[str, StringConstraints(min_length=1, max_length=1000)] = Field(
-        description="JSONPath to the output in the response, e.g. $.choices[0].text"
+        description="JSONPath to the output in the response, e.g. $.choices[0].text (at most"
+        " one recursive descent `..`, as in every path of an http target)"
     )
     tool_calls_path: Annotated[str, StringConstraints(min_length=1, max_length=1000)] | None = (
         Field(

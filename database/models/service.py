@@ -6,8 +6,6 @@ import json
 import uuid
 from typing import Any
 
-from jsonpath_ng.exceptions import JsonPathParserError
-from jsonpath_ng.ext import parse as parse_jsonpath
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import crud
@@ -22,6 +20,7 @@ from database.models.schemas import (
     ModelConfigRead,
     ModelConfigUpdate,
 )
+from providers import json_paths
 from providers.targets import TargetConfig, TargetError, TargetRequest, call_target
 from utils.auth import Principal, Role
 from utils.crud import refuse_nulls
@@ -45,8 +44,8 @@ async def get_model_or_404(session: AsyncSession, model_id: uuid.UUID) -> ModelC
 
 def check_jsonpath(expression: str, *, field: str) -> None:
     try:
-        parse_jsonpath(expression)
-    except (JsonPathParserError, Exception) as exc:  # the parser raises several kinds
+        json_paths.checked(expression)
+    except Exception as exc:  # the parser raises several kinds
         raise InvalidInput(f"not a valid JSONPath: {exc}", field=field) from exc
 
 

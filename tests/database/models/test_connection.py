@@ -513,18 +513,18 @@ async def test_an_oversized_answer_is_refused_not_buffered(client, owner, monkey
 
 @pytest.mark.usefixtures("private")
 async def test_http_app_response_path_is_parsed_once(client, owner, team_app, monkeypatch):
-    from providers import targets
+    from providers import json_paths
 
+    model_id = await http_model(client, owner, team_app)  # its paths checked as it is saved
     parsed: list[str] = []
-    original = targets.parse_jsonpath
+    original = json_paths.parse_jsonpath
 
     def counting(path: str):
         parsed.append(path)
         return original(path)
 
-    monkeypatch.setattr(targets, "parse_jsonpath", counting)
-    targets._jsonpath.cache_clear()
-    model_id = await http_model(client, owner, team_app)
+    monkeypatch.setattr(json_paths, "parse_jsonpath", counting)
+    json_paths.compiled.cache_clear()
     for i in range(3):
         result = await check(client, owner, model_id, {"input": f"call {i}"})
         assert result["reply"] == f"echo: call {i}"

@@ -1,0 +1,47 @@
+"""The JSONPath expressions a team gives to read its endpoint's answers (`response_path`,
+`stream_path`, `tool_calls_path`): parsed once, with at most one recursive descent (`..`).
+
+A descent visits every node below it, and each further one visits every node below each
+match again: `$..a..a..a` over an answer nested 200 deep held the event loop for 10 s, where
+one descent costs a walk of the answer (linear in its size, which the transport caps).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from jsonpath_ng.ext import parse as parse_jsonpath
+
+from providers.errors import TargetError
+
+MAX_DESCENTS = 1
+# Quoted names (`$['a..b']`) are no descent.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def checked(path: str) -> Any:
+    """The path parsed; an exception saying why when it is not one to read answers with (the
+    parser raises several kinds)."""
+    descents = _QUOTED.sub("", path).count("..")
+    if descents > MAX_DESCENTS:
+        raise ValueError(
+            f"{descents} recursive descents (`..`): at most {MAX_DESCENTS} is allowed,"
+            " each one walks the whole answer below it"
+        )
+    return parse_jsonpath(path)
+
+
+@functools.lru_cache(maxsize=256)
+def compiled(path: str) -> Any:
+    """The path, checked and parsed once (parsing costs milliseconds, finding microseconds);
+    a configuration error when it is not one to read with (a path saved before the rule)."""
+    try:
+        return checked(path)
+    except Exception as exc:
+        raise TargetError("configuration_error", f"{path}: {exc}") from exc
+
+
+def values(path: str, document: Any) -> list[Any]:
+    return [match.value for match in compiled(path).find(document)]
