@@ -1,11 +1,20 @@
 """JSON Schemas that tenants send (metric parameters, tool definitions, expected arguments):
-checked against their own metaschema before anything is validated with them."""
+checked against their own metaschema before anything is validated with them, and validated
+with (`first_error`, `all_errors`) within a time budget.
+
+Validation's work is not bounded by the schema's size: `$ref`s that each refer twice to the
+one before double it at every step (1.8 KB of them take minutes), and patterns each take up to
+their own limit. Every keyword a validation applies first looks at the validation's deadline;
+`uniqueItems` (quadratic in jsonschema for objects) is checked here in linear time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
 import jsonschema
 import regex
@@ -28,18 +37,100 @@ def check_json_schema(value: Any) -> Any:
 # that backtracks for ever must not hold the process. jsonschema matches with `re`, which has
 # no time limit (and holds the interpreter); these keywords match with `regex` and a timeout.
 PATTERN_SECONDS = 0.5
+# One validation, all its keywords and patterns together.
+VALIDATION_SECONDS = 1.0
+_DEADLINE: ContextVar[float | None] = ContextVar("schema_deadline", default=None)
+_T = TypeVar("_T")
 
 
 class SchemaTooCostly(ValueError):
-    """A schema's pattern took longer than PATTERN_SECONDS on one value."""
+    """A validation went past its time (a pattern past PATTERN_SECONDS on one value, or all of
+    it past VALIDATION_SECONDS), or its schema refers to itself without end."""
+
+
+def first_error(validator: Any, instance: Any) -> ValidationError | None:
+    """The first way `instance` fails the validator's schema, if any, within the budget."""
+    return _within_budget(lambda: next(iter(validator.iter_errors(instance)), None))
+
+
+def all_errors(validator: Any, instance: Any) -> list[ValidationError]:
+    """Every way `instance` fails the validator's schema, within the budget."""
+    return _within_budget(lambda: list(validator.iter_errors(instance)))
+
+
+@contextlib.contextmanager
+def one_budget() -> Iterator[None]:
+    """Every validation inside shares one VALIDATION_SECONDS (a check validating each of an
+    answer's tool calls, say), rather than each having its own."""
+    if _DEADLINE.get() is not None:
+        yield
+        return
+    token = _DEADLINE.set(time.monotonic() + VALIDATION_SECONDS)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _within_budget(validate: Callable[[], _T]) -> _T:
+    with one_budget():
+        try:
+            return validate()
+        except RecursionError:
+            raise SchemaTooCostly("the schema refers to itself without end") from None
+
+
+def _remaining() -> float:
+    """Seconds left of the validation under way (PATTERN_SECONDS when none is)."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return PATTERN_SECONDS
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise SchemaTooCostly(f"validating took longer than {VALIDATION_SECONDS:g} s")
+    return min(left, PATTERN_SECONDS)
+
+
+def _timed(keyword: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        _remaining()
+        return keyword(validator, value, instance, schema)
+
+    return timed
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[Any] = set()
+    for item in instance:
+        key = _comparable(item)
+        if key in seen:
+            yield ValidationError("the array has non-unique elements")
+            return
+        seen.add(key)
+
+
+def _comparable(value: Any) -> Any:
+    """A hashable form equal for JSON-equal values (1 and 1.0 alike, true and 1 apart)."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, list):
+        return ("array", tuple(_comparable(item) for item in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((key, _comparable(item)) for key, item in value.items()))
+    return ("text", value)
 
 
 def _search(pattern: str, text: str) -> bool:
+    seconds = _remaining()
     try:
-        return compile_bounded(pattern).search(text, timeout=PATTERN_SECONDS) is not None
+        return compile_bounded(pattern).search(text, timeout=seconds) is not None
     except TimeoutError:
         raise SchemaTooCostly(
-            f"the schema's pattern {pattern[:100]!r} took longer than {PATTERN_SECONDS} s"
+            f"the schema's pattern {pattern[:100]!r} took longer than {seconds:.2g} s"
         ) from None
     except (regex.error, PatternTooCostly) as exc:
         raise SchemaTooCostly(f"the schema's pattern {pattern[:100]!r}: {exc}") from None
@@ -83,21 +174,23 @@ _BOUNDED: dict[type, type] = {}
 
 
 def bounded_validator(schema: Any) -> Any:
-    """A validator of `schema` whose patterns run with a time limit (SchemaTooCostly past
-    it); `unevaluatedProperties` beside `patternProperties` is refused, its matching being
-    jsonschema's own."""
+    """A validator of `schema` whose keywords keep to the budget of `first_error` and
+    `all_errors` (validate through those); `unevaluatedProperties` beside
+    `patternProperties` is refused, its matching being jsonschema's own."""
     text = json.dumps(schema)
     if '"unevaluatedProperties"' in text and '"patternProperties"' in text:
         raise SchemaTooCostly("unevaluatedProperties with patternProperties is not supported")
     base = jsonschema.validators.validator_for(schema)
     bounded = _BOUNDED.get(base)
     if bounded is None:
+        own = {
+            "pattern": _pattern,
+            "patternProperties": _pattern_properties,
+            "additionalProperties": _additional_properties,
+            "uniqueItems": _unique_items,
+        }
+        keywords = {**base.VALIDATORS, **own}
         bounded = _BOUNDED[base] = jsonschema.validators.extend(
-            base,
-            {
-                "pattern": _pattern,
-                "patternProperties": _pattern_properties,
-                "additionalProperties": _additional_properties,
-            },
+            base, {name: _timed(keyword) for name, keyword in keywords.items()}
         )
     return bounded(schema)

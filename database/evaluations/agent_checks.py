@@ -21,7 +21,13 @@ from pydantic import AfterValidator, Field, StringConstraints, ValidationError, 
 from pydantic_core.core_schema import ValidationInfo
 
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
-from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema
+from utils.json_schemas import (
+    SchemaTooCostly,
+    all_errors,
+    bounded_validator,
+    check_json_schema,
+    first_error,
+)
 from utils.schemas import InputModel
 
 # The calls and the expected calls one metric scores (the comparisons grow as their product).
@@ -73,7 +79,7 @@ class ExpectedCall(InputModel):
             return False
         arguments = call.get("arguments")
         if self.arguments is None or self.match == "schema":
-            return self.arguments is None or bool(self._schema.is_valid(arguments))
+            return self.arguments is None or first_error(self._schema, arguments) is None
         if not isinstance(arguments, dict):  # raw text matches no object
             return False
         return (_same if self.match == "exact" else within)(arguments, self.arguments)
@@ -303,7 +309,7 @@ def _invalid(validators: dict[str, Any], call: dict[str, Any]) -> str | None:
     if validator is None:
         return "no tool of that name is defined"
     try:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(call.get("arguments")))
+        error = jsonschema.exceptions.best_match(all_errors(validator, call.get("arguments")))
     except referencing.exceptions.Unresolvable as exc:
         raise ScoringError(f"tool {call.get('name')!r}: a $ref to nowhere: {exc}") from None
     return None if error is None else f"{error.message} (at arguments{error.json_path[1:]})"

@@ -35,7 +35,7 @@ from database.evaluations.scoring import (
     decide,
     turn_observations,
 )
-from utils.json_schemas import SchemaTooCostly
+from utils.json_schemas import SchemaTooCostly, one_budget
 from utils.schemas import InputModel, Name
 
 # Which answers of a conversation a check scores (a test without turns has one: its output).
@@ -329,7 +329,8 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
     metric_type = CATALOGUE[spec.type]
     try:
         if metric_type.check is not None:
-            return _check_in_scope(spec, obs, metric_type.check)
+            with one_budget():  # the check's schema validations, all together
+                return _check_in_scope(spec, obs, metric_type.check)
         if judge is None:
             raise ScoringError("no judge model: set judge_model_id or the project's default")
         verdict = await judge(judge_prompt(spec, obs))

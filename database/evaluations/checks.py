@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from rapidfuzz import fuzz
 
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
-from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema
+from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema, first_error
 from utils.patterns import PatternTooCostly, compile_bounded
 from utils.schemas import InputModel
 
@@ -181,11 +181,11 @@ def matches_json_schema(spec: MetricSpec, obs: Observation) -> tuple[float, str]
         return 0.0, f"not JSON: {exc}"
     schema = spec.parameters["schema"]
     try:
-        errors = list(bounded_validator(schema).iter_errors(document))
+        error = first_error(bounded_validator(schema), document)
     except SchemaTooCostly as exc:
         raise ScoringError(str(exc)) from None
-    if errors:
-        return 0.0, f"does not match the schema: {errors[0].message}"
+    if error is not None:
+        return 0.0, f"does not match the schema: {error.message}"
     return 1.0, "matches the schema"
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
 from database.evaluations.catalogue import score
 from database.evaluations.scoring import MetricSpec, Observation
-from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema
+from utils.json_schemas import (
+    SchemaTooCostly,
+    bounded_validator,
+    check_json_schema,
+    first_error,
+    one_budget,
+)
 
 EVIL = "^(a|a)*$"  # backtracks exponentially on "aaaa...!", in re and in regex alike
 SLOW_TEXT = "a" * 40 + "!"
@@ -76,3 +83,57 @@ async def test_a_tools_backtracking_pattern_is_a_metric_error_not_a_hang() -> No
     verdict = await score(spec, observation, None)
     assert verdict.error is not None and "took longer than" in verdict.error
     assert time.process_time() - started < 3
+
+
+def _doubling_refs(depth: int) -> dict:
+    """Each definition refers twice to the one before: 1.8 KB at depth 25 is 2**25 checks."""
+    definitions: dict = {"a0": {"type": "object"}}
+    for i in range(1, depth + 1):
+        definitions[f"a{i}"] = {"allOf": [{"$ref": f"#/$defs/a{i - 1}"}] * 2}
+    return {"$defs": definitions, "$ref": f"#/$defs/a{depth}"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "output", "why"),
+    [
+        (_doubling_refs(25), "{}", "took longer than 1 s"),
+        # several slow patterns: each within its own limit, all of them past the validation's
+        (
+            {"type": "array", "items": {"not": {"pattern": "(.*,){6}x"}}},
+            json.dumps(["a," * 200] * 200),  # 0.12 s each: 25 s in all
+            "took longer than",
+        ),
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "{}", "without end"),
+    ],
+)
+async def test_a_costly_validation_is_a_metric_error_within_a_second(
+    schema: dict, output: str, why: str
+) -> None:
+    check_json_schema(schema)  # each is a valid schema: the cost is in validating
+    spec = MetricSpec(name="s", type="json-schema", parameters={"schema": schema}, threshold=1.0)
+    started = time.monotonic()
+    verdict = await score(spec, Observation(output=output, input="x"), None)
+    assert verdict.error is not None and why in verdict.error, verdict
+    assert time.monotonic() - started < 3
+
+
+def test_unique_items_is_judged_as_json_equality_in_linear_time() -> None:
+    validator = bounded_validator({"type": "array", "uniqueItems": True})
+    assert first_error(validator, [{"a": [1, {"b": 2}]} for _ in range(1)] + [1, True, "1"]) is None
+    assert first_error(validator, [1, 1.0]) is not None  # JSON numbers: equal
+    assert first_error(validator, [{"a": 1, "b": [2]}, {"b": [2.0], "a": 1}]) is not None
+    assert first_error(validator, [[1, 2], [2, 1], True, 1, None, False, 0]) is None
+    # 20,000 distinct objects (jsonschema compares them pairwise: 417 s)
+    started = time.monotonic()
+    assert first_error(validator, [{"n": i, "s": str(i)} for i in range(20_000)]) is None
+    assert time.monotonic() - started < 3
+
+
+def test_one_budget_is_shared_by_a_checks_validations() -> None:
+    """A check validating each of 128 tool calls has one second for all of them."""
+    validator = bounded_validator({"type": "string", "pattern": "(.*,){6}x"})
+    started = time.monotonic()
+    with pytest.raises(SchemaTooCostly), one_budget():
+        for _ in range(128):
+            first_error(validator, "a," * 200)  # 0.12 s each
+    assert time.monotonic() - started < 3
