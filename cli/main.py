@@ -158,6 +158,9 @@ def run_command(
         "json": json_report,
         "test_set_format": file_format,
     }
+    if test_set is not None and test_set != options.test_set and file is None:
+        # Another set than assay.yaml's: run it as it is, not with assay.yaml's file in it.
+        options.test_set_file = options.test_set_format = None
     for key, value in given.items():
         if value is not None:
             setattr(options, key, value)

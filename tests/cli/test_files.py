@@ -84,6 +84,15 @@ def test_assay_yaml_runs_with_no_options_and_syncs_its_file_by_content(
     assert third_run["test_set_version"] == first_run["test_set_version"] + 1
     assert third_run["counts"]["total"] == 6
 
+    # Another set named on the command line runs as it is: assay.yaml's file is not synced
+    # into it (it would have replaced its tests with the repository's).
+    other = lab.test_set(2)
+    fourth = lab.assay("run", "-q", "--test-set", other["name"], cwd=tmp_path)
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    assert "Synced" not in fourth.stdout
+    fourth_run = json.loads((tmp_path / "reports" / "report.json").read_text())["run"]
+    assert (fourth_run["test_set_id"], fourth_run["counts"]["total"]) == (other["id"], 2)
+
 
 def test_a_wrong_assay_yaml_is_exit_3_naming_the_place(lab: Lab, tmp_path: Path) -> None:
     (tmp_path / "assay.yaml").write_text("test_set: smoke\ngate:\n  fail_on: sometimes\n")
