@@ -3,8 +3,10 @@ what a repository's `assay.yaml` asks for (checked against its JSON Schema)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -48,15 +50,23 @@ def read_profiles() -> dict[str, dict[str, str]]:
 
 
 def save_profile(name: str, url: str, api_key: str) -> Path:
-    """Writes the profile readable by its owner only (it holds a key)."""
+    """Writes the profiles readable by their owner only (they hold keys): into a new file,
+    made 0600, that then replaces the old one (a file already readable by others is never
+    written to, a crash leaves the old profiles whole, and a link there is replaced, not
+    followed)."""
     path = _profiles_path()
     profiles = read_profiles()
     profiles[name] = {"url": url, "api_key": api_key}
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        json.dump(profiles, handle, indent=2)
-    os.chmod(path, 0o600)
+    descriptor, written = tempfile.mkstemp(dir=path.parent, prefix=".profiles-", text=True)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(profiles, handle, indent=2)
+        os.replace(written, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(written)
+        raise
     return path
 
 

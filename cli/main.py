@@ -303,7 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     errors = Console(stderr=True, soft_wrap=True, highlight=False)
     try:
         code = app(args=argv, standalone_mode=False)
-    except typer.Abort:
+    except typer.Abort as exc:
+        if isinstance(exc.__context__ or exc.__cause__, EOFError):  # a prompt read no answer
+            errors.print("assay: no input to answer a prompt: give it as an option", markup=False)
+            sys.exit(USAGE)
         errors.print("assay: interrupted", markup=False)
         sys.exit(INTERRUPTED)
     except TyperException as exc:  # the command line is wrong (an unknown option, a bad value)

@@ -255,10 +255,16 @@ def test_watching_a_repeated_run_follows_it_past_its_first_end(lab: Lab) -> None
 
 
 def test_a_profile_key_goes_only_to_its_own_server(lab: Lab) -> None:
+    # A link where the profiles go is replaced, not written through.
+    profiles, dotfiles = lab.home / "profiles.json", lab.home / "dotfiles.json"
+    lab.home.mkdir(parents=True, exist_ok=True)
+    dotfiles.write_text("{}")
+    profiles.symlink_to(dotfiles)
     saved = lab.assay("login", "--url", lab.server.url, "--api-key", lab.api_key)
     assert saved.returncode == 0, saved.stdout + saved.stderr
-    profiles = lab.home / "profiles.json"
+    assert not profiles.is_symlink() and dotfiles.read_text() == "{}"
     assert oct(profiles.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in lab.home.iterdir() if p.name.startswith(".profiles-")] == []
     assert lab.api_key not in saved.stdout + saved.stderr
     listed = lab.assay("runs", "list", ASSAY_API_KEY="", ASSAY_URL="")
     assert listed.returncode == 0, listed.stdout + listed.stderr
@@ -268,6 +274,21 @@ def test_a_profile_key_goes_only_to_its_own_server(lab: Lab) -> None:
     refused = lab.assay("login", "--url", lab.server.url, "--api-key", "ak_wrong", "--profile", "x")
     assert refused.returncode == 3
     assert '"x"' not in profiles.read_text()
+
+
+def test_a_prompt_with_no_input_is_a_usage_error_not_an_interruption(lab: Lab) -> None:
+    """In a CI job stdin is closed: `assay login` without --api-key must say what to do, and
+    not exit 130, which the documentation keeps for Ctrl-C."""
+    done = subprocess.run(
+        [str(ASSAY), "login", "--url", lab.server.url, "--profile", "ci"],
+        capture_output=True,
+        text=True,
+        env=lab.env(),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "no input to answer a prompt" in done.stderr
 
 
 def test_run_ids_are_checked_before_they_go_into_a_path(lab: Lab) -> None:
