@@ -139,3 +139,32 @@ async def test_the_function_runs_narrowly(owner_engine):
         "webhook_deliveries",
     ]
     assert system_members == 0
+
+
+async def test_the_recheck_goes_down_and_up_again(own_database, database_urls):
+    """0029_prune_recheck changes the function's one delete of run events, in place."""
+    rechecks = text(
+        "SELECT prosrc LIKE '%AND EXISTS (SELECT 1 FROM runs r%' FROM pg_proc"
+        " WHERE proname = 'assay_retention_prune'"
+    )
+
+    async def rechecked() -> bool:
+        engine = create_async_engine(own_database, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                return bool(await connection.scalar(rechecks))
+        finally:
+            await engine.dispose()
+
+    await migrate(own_database, database_urls.runtime_role, revision="0029_prune_recheck")
+    assert await rechecked()
+    engine = create_async_engine(own_database, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(downgrade, "0028_counted_results", database_urls.runtime_role)
+    finally:
+        await engine.dispose()
+    assert not await rechecked()
+    assert await _presence(own_database) == (1, 1, 13, 2, True)  # the rest as it was
+    await migrate(own_database, database_urls.runtime_role, revision="0029_prune_recheck")
+    assert await rechecked()

@@ -4,6 +4,7 @@ owner, then pruned through `assay_retention_prune` as the runtime role."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -20,7 +21,7 @@ from database.core import Database
 from database.setup import DatabaseUrls
 from tasks.worker import WorkerPool
 from tests.fakes.webhook_receiver import Fault, WebhookReceiver
-from tests.helpers import Account, create_project, invite, login
+from tests.helpers import Account, create_project, invite, login, until_waiting_for_locks
 from tests.tasks.conftest import enqueue_jobs, new_kind, wait_for_status, wait_until
 from utils.auth import hash_secret
 
@@ -423,6 +424,47 @@ async def test_events_go_a_whole_run_at_a_time_in_bounded_batches(world, committ
     rest = await prune(committed_database.transaction, POLICY, batch=1)
     assert rest.rounds > 1  # a full batch calls for another
     assert await emptied() == set(ENDED_OLD)  # the recent and the running run keep theirs
+
+
+async def test_a_run_reopened_while_pruning_keeps_its_new_events(world, committed_database):
+    """The runs to prune are read once; a run reopened (repeated, resumed) before its turn
+    comes keeps its log, with what the reopening wrote. The first delete is held on an event
+    of each run while all of them reopen: the run it was deleting goes as it was read, every
+    other one is looked at again."""
+    ended = [world.runs[run] for run in ENDED_OLD]
+    before = {run: await world.events(run) for run in ENDED_OLD}
+    async with world.owner.connect() as holder:
+        transaction = await holder.begin()
+        await holder.execute(
+            text(
+                "SELECT 1 FROM run_events WHERE (run_id, seq) IN"
+                " (SELECT run_id, min(seq) FROM run_events WHERE run_id = ANY(:ids)"
+                "  GROUP BY run_id) FOR UPDATE"
+            ),
+            {"ids": ended},
+        )
+        pruning = asyncio.ensure_future(prune(committed_database.transaction, POLICY))
+        await until_waiting_for_locks(world.owner, 1)
+        await holder.execute(
+            text("UPDATE runs SET status = 'running' WHERE id = ANY(:ids)"), {"ids": ended}
+        )
+        await holder.execute(
+            text(
+                "INSERT INTO run_events (run_id, seq, organization_id, type, data)"
+                " SELECT run_id, max(seq) + 1, min(organization_id::text)::uuid, 'run.started',"
+                " '{}' FROM run_events WHERE run_id = ANY(:ids) GROUP BY run_id"
+            ),
+            {"ids": ended},
+        )
+        await transaction.commit()
+    await asyncio.wait_for(pruning, timeout=30)
+    after = {run: await world.events(run) for run in ENDED_OLD}
+    # The one whose delete was under way lost its log as read (the reopening's event, not
+    # seen by that delete, stays); every other kept all of it.
+    [taken] = [run for run in ENDED_OLD if after[run] == 1]
+    assert {run: after[run] for run in ENDED_OLD if run != taken} == {
+        run: before[run] + 1 for run in ENDED_OLD if run != taken
+    }
 
 
 async def test_a_run_that_ended_unfinished_keeps_its_plan_and_resumes(
