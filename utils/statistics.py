@@ -358,6 +358,20 @@ def cases_to_show_equivalence(min_effect: float, confidence: float = CONFIDENCE)
     return math.ceil(math.log(tail) / math.log1p(-min_effect))
 
 
+def share_upper_bound(count: int, cases: int, confidence: float = CONFIDENCE) -> float:
+    """The exact (Clopper-Pearson) upper bound of a share seen `count` times in `cases`: the
+    high end of its two-sided `confidence` interval. With no case seen, 1 - tail ** (1 / n),
+    the bound cases_to_show_equivalence inverts."""
+    if not 0 <= count <= cases or cases < 1:
+        raise ValueError(f"need 0 <= count <= cases and cases >= 1, got {count} of {cases}")
+    if count == cases:
+        return 1.0
+    from scipy.special import betaincinv  # (on first use: the process starts without scipy)
+
+    tail = (1.0 - confidence) / 2.0
+    return float(betaincinv(count + 1, cases - count, 1.0 - tail))
+
+
 def verdict(
     low: float,
     high: float,

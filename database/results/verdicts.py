@@ -78,6 +78,9 @@ def tested(
     # The verdict is of the change for the better: a score better lower is judged negated.
     better = (-ci[1], -ci[0]) if pending.lower_is_better else ci
     verdict = stats.verdict(*better, p_adjusted, min_effect=min_effect, cases=n, alpha=ALPHA)
+    doubt = _unbounded_flips(pending, min_effect) if verdict == "equivalent" else ""
+    if doubt:
+        verdict = "inconclusive"
     return Tested(
         baseline=round(base, 6),
         candidate=round(cand, 6),
@@ -89,7 +92,27 @@ def tested(
         p_adjusted=_finite(p_adjusted),
         verdict=verdict,
         reason=_reason(pending, base, cand, ci, p_adjusted, verdict)
-        + _too_few(verdict, ci, n, min_effect),
+        + (doubt or _too_few(verdict, ci, n, min_effect)),
+    )
+
+
+def _unbounded_flips(pending: Pending, min_effect: float) -> str:
+    """For pass/fail cases, why an interval inside the margin still does not show equivalence:
+    the exact bound of the cases that flipped one way is past it. A bootstrap of one or two
+    flips in 200 cases gives an interval of a point or so, where the share that could have
+    regressed unseen is up to 2.75%."""
+    if pending.test != "mcnemar-exact":
+        return ""
+    deltas = pending.candidate - pending.baseline
+    n = len(deltas)
+    flips = {"regressed": int((deltas < 0).sum()), "improved": int((deltas > 0).sum())}
+    bounds = {way: stats.share_upper_bound(count, n) for way, count in flips.items()}
+    way = max(bounds, key=lambda name: bounds[name])
+    if bounds[way] <= min_effect:
+        return ""
+    return (
+        f" (inside ±{_trim(min_effect * 100, 1)} points, but with {flips[way]} of {n} cases"
+        f" {way}, up to {_percent(bounds[way])} could have: no equivalence shown)"
     )
 
 

@@ -22,6 +22,7 @@ from utils.statistics import (
     pass_hat_k,
     quantile,
     seed_for,
+    share_upper_bound,
     sign_flip_test,
     sign_test,
     signed_rank_test,
@@ -352,3 +353,14 @@ def test_a_change_just_beyond_the_margin_is_rarely_called_equivalent():
         p = sign_test(int((deltas > 0).sum()), int((deltas < 0).sum()))
         equivalent += verdict(low, high, p, min_effect=0.02, cases=2000) == "equivalent"
     assert equivalent / TRIALS <= 0.05, f"{equivalent / TRIALS:.1%} called equivalent"
+
+
+def test_share_upper_bound_is_the_exact_clopper_pearson_bound():
+    for cases in (1, 2, 7, 50, 183, 999):
+        for count in sorted({0, 1, 2, cases // 3, cases - 1, cases} & set(range(cases + 1))):
+            reference = stats.binomtest(count, cases).proportion_ci(0.95, method="exact").high
+            assert share_upper_bound(count, cases) == pytest.approx(reference, abs=1e-9)
+    # No case seen: the bound cases_to_show_equivalence inverts (183 cases for 2 points).
+    assert share_upper_bound(0, 183) <= 0.02 < share_upper_bound(0, 182)
+    with pytest.raises(ValueError):
+        share_upper_bound(3, 2)

@@ -64,3 +64,45 @@ def test_no_change_with_a_margin_of_0_says_equivalence_cannot_be_shown():
     found = verdicts.tested(pending, (0.0, 0.0), p, min_effect=0.0)
     assert found.verdict == "inconclusive"
     assert "margin of 0" in found.reason and "inf" not in found.reason, found.reason
+
+
+def _flips(cases: int, regressed: int, improved: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pass/fail cases: `regressed` passed then failed, `improved` the other way, the rest
+    passed both times."""
+    baseline = np.ones(cases)
+    candidate = np.ones(cases)
+    candidate[:regressed] = 0.0
+    baseline[regressed : regressed + improved] = 0.0
+    return baseline, candidate
+
+
+@pytest.mark.parametrize(("cases", "regressed"), [(200, 1), (250, 2), (300, 3)])
+def test_a_few_flips_inside_the_margin_do_not_show_equivalence(cases: int, regressed: int):
+    """The bootstrap of one flip in 200 cases is [-1.5, 0] points; the exact bound of the share
+    that regressed is 2.75%, past a margin of 2."""
+    found = _verdict(*_flips(cases, regressed))
+    assert found.ci is not None and found.ci[0] >= -0.02 and found.ci[1] <= 0.02
+    assert found.verdict == "inconclusive", found.reason
+    assert f"with {regressed} of {cases} cases regressed, up to" in found.reason
+    assert found.reason.endswith("no equivalence shown)")
+
+
+@pytest.mark.parametrize(("cases", "regressed"), [(183, 0), (400, 2), (2000, 20)])
+def test_flips_whose_exact_bound_is_inside_the_margin_still_show_equivalence(
+    cases: int, regressed: int
+):
+    found = _verdict(*_flips(cases, regressed, improved=regressed))
+    assert found.verdict == "equivalent", found.reason
+
+
+def test_a_regression_past_the_margin_is_called_equivalent_at_most_at_the_nominal_rate():
+    """2.5 points of cases regress (outside the margin of 2); each trial draws 250 cases. An
+    'equivalent' is the error the margin bounds, at most 2.5% of trials (one side of 95%);
+    before the exact bound, a bootstrap of so few flips said it in 3-4%."""
+    rng = np.random.default_rng(11)
+    trials, equivalent = 2000, 0
+    for trial in range(trials):
+        regressed = int(rng.binomial(250, 0.025))
+        baseline, candidate = _flips(250, regressed)
+        equivalent += _verdict(baseline, candidate, seed=trial).verdict == "equivalent"
+    assert equivalent / trials <= 0.025, f"{equivalent / trials:.1%} called equivalent"
