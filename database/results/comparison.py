@@ -29,6 +29,7 @@ from database.results.comparison_schemas import (
     Method,
     MetricComparison,
     SliceComparison,
+    Tested,
 )
 from database.results.crud import pairing
 from database.results.crud.pairing import MetricPairs, PairedCase
@@ -113,7 +114,52 @@ async def compare(
         latency_p50_ms=p50,
         latency_p95_ms=p95,
         flips=flips,
-        **analysed,
+        **_incomparable_rates(analysed, baseline, candidate),
+    )
+
+
+# What decides whether a metric passes, as each run froze it.
+_RULE = ("type", "threshold", "operator", "negate", "parameters")
+
+
+def _incomparable_rates(analysed: dict[str, Any], baseline: Run, candidate: Run) -> dict[str, Any]:
+    """Pass rates measured by different rules are no change of the answers: a metric whose
+    rule changed between the runs (a threshold lowered reads as an improvement), and the
+    overall rate (every metric passing) when the runs' metrics or their rules differ, are
+    inconclusive, saying why. Scores are compared as they were: a rule does not change them."""
+    rules = [
+        {spec["name"]: {key: spec.get(key) for key in _RULE} for spec in run.metrics or []}
+        for run in (baseline, candidate)
+    ]
+    changed = {
+        name: ", ".join(
+            key if key == "parameters" else f"{key} {rules[0][name][key]} → {rules[1][name][key]}"
+            for key in _RULE
+            if rules[0][name][key] != rules[1][name][key]
+        )
+        for name in rules[0].keys() & rules[1].keys()
+        if rules[0][name] != rules[1][name]
+    }
+    for metric in analysed["metrics"]:
+        if metric.name in changed:
+            why = f"its rule changed between the runs ({changed[metric.name]})"
+            metric.pass_rate = _not_comparable(metric.pass_rate, why)
+    unmatched = sorted(rules[0].keys() ^ rules[1].keys())
+    if changed or unmatched:
+        what = [f"{name}'s rule changed" for name in sorted(changed)]
+        what += [f"{name} is in one run only" for name in unmatched]
+        analysed["overall"] = _not_comparable(analysed["overall"], "; ".join(what))
+        analysed["verdict"], analysed["reason"] = "inconclusive", analysed["overall"].reason
+    return analysed
+
+
+def _not_comparable(tested: Tested, why: str) -> Tested:
+    return tested.model_copy(
+        update={
+            "verdict": "inconclusive",
+            "reason": f"{tested.reason.split(f': {tested.verdict}', 1)[0]}: inconclusive,"
+            f" not comparable: {why}",
+        }
     )
 
 

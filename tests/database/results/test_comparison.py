@@ -408,3 +408,40 @@ async def test_a_comparisons_work_on_the_rows_is_done_off_the_event_loop(lab, fa
         "_flipped",
     }
     assert not any(called for calls in on_the_loop.values() for called in calls), on_the_loop
+
+
+async def test_pass_rates_measured_by_different_rules_are_not_compared(lab, fake):
+    """A threshold lowered between two runs of the same answers reads as an improvement;
+    it is none. The metric's pass rate, and the overall one, are inconclusive, saying why;
+    the scores, which no rule changes, are compared as they are."""
+    fake.reply = echo_reply
+    target = await lab.openai_model(fake)
+    cases = [
+        {"input": f"question {i}", "expected_output": f"question {i} and more"} for i in range(200)
+    ]
+    test_set = await lab.test_set(cases)
+    similar = await lab.metric("similarity", threshold=0.95)
+    baseline = await lab.run(test_set, target, metric_ids=[similar])
+    await lab.wait(baseline["id"], seconds=60)
+    changed = await lab.client.patch(
+        f"/api/v1/metrics/{similar}", json={"threshold": 0.5}, headers=lab.account.headers
+    )
+    assert changed.status_code == 200, changed.text
+    other = await lab.metric("contains", parameters={"value": "question"})
+    candidate = await lab.run(test_set, target, metric_ids=[similar, other])
+    await lab.wait(candidate["id"], seconds=60)
+
+    found = (await _compare(lab, candidate["id"], baseline["id"])).json()
+    [metric] = found["metrics"]
+    rate = metric["pass_rate"]
+    assert rate["delta"] > 0.5  # every case passes the lowered threshold, none the old one
+    assert rate["verdict"] == "inconclusive"
+    assert rate["reason"].endswith(
+        ": inconclusive, not comparable: its rule changed between the runs (threshold 0.95 → 0.5)"
+    ), rate["reason"]
+    assert metric["score"]["verdict"] == "equivalent", metric["score"]["reason"]  # same scores
+    assert found["overall"]["verdict"] == found["verdict"] == "inconclusive"
+    assert found["reason"].endswith(
+        f"not comparable: {metric['name']}'s rule changed; "
+        f"{(await lab.get(f'/metrics/{other}'))['name']} is in one run only"
+    ), found["reason"]
