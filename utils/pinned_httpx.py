@@ -3,6 +3,10 @@ utils/ssrf.vet), for the provider SDKs, which bring their own httpx clients: the
 its host name for the Host header and TLS (server name and certificate check), the socket
 goes to the pinned address, and any other host is refused.
 
+It reads at most MAX_RESPONSE_BYTES of an answer, as the engine's own client does, and asks for
+it uncompressed: a compressed answer is passed on undecoded (unreadable, so refused), never
+expanded past the cap.
+
 `http` is httpx or an API-compatible fork of it: httpx2, which the clients for Anthropic, Google
 and Mistral are (Groq's SDK still uses httpx)."""
 
@@ -15,6 +19,7 @@ from typing import Any
 import httpx
 
 from utils.ssrf import Pin
+from utils.transport import MAX_RESPONSE_BYTES
 
 
 def pinned_transport(pin: Pin, http: ModuleType = httpx) -> Any:
@@ -36,7 +41,33 @@ def _transport_class(http: ModuleType) -> type:
                 )
             request.url = request.url.copy_with(host=self._pin.address)
             request.extensions = {**request.extensions, "sni_hostname": self._pin.host}
-            return await self._inner.handle_async_request(request)
+            request.headers["accept-encoding"] = "identity"
+            response = await self._inner.handle_async_request(request)
+            headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]
+            return self._http.Response(
+                status_code=response.status_code,
+                headers=headers,
+                stream=CappedStream(response.stream),
+                extensions=response.extensions,
+                request=request,
+            )
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    class CappedStream(http.AsyncByteStream):  # type: ignore[name-defined]
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def __aiter__(self) -> Any:
+            size = 0
+            async for chunk in self._inner:
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise http.DecodingError(
+                        f"the answer is larger than {MAX_RESPONSE_BYTES} bytes"
+                    )
+                yield chunk
 
         async def aclose(self) -> None:
             await self._inner.aclose()

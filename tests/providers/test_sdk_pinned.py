@@ -130,3 +130,20 @@ def test_an_httpx_timeout_is_a_timeout_once_the_time_is_spent(
     with pytest.raises(TargetError) as failed, sdk._provider_errors(seconds):
         raise http.ReadTimeout("no bytes")
     assert failed.value.kind == kind
+
+
+async def test_an_answer_past_the_cap_is_an_invalid_response_not_read_whole(
+    mistral: FakeOpenAI,
+) -> None:
+    """The SDKs read answers themselves: at a tenant's base URL they read no more than the
+    engine's own client does (a 200 MB reply was read whole)."""
+    from utils.transport import MAX_RESPONSE_BYTES
+
+    mistral.reply = lambda body: "x" * (MAX_RESPONSE_BYTES + 1)
+    with pytest.raises(TargetError) as failed:
+        await _ask("mistral", mistral.port)
+    assert failed.value.kind == "invalid_response"
+    assert f"larger than {MAX_RESPONSE_BYTES} bytes" in failed.value.message
+    mistral.reply = lambda body: "x" * 1000  # within it, read as before
+    assert (await _ask("mistral", mistral.port)).output == "x" * 1000
+    assert {r.headers.get("accept-encoding") for r in mistral.requests} == {"identity"}
