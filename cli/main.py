@@ -4,6 +4,7 @@ public REST API and Server-Sent Events only (exit codes: see EXIT_CODES)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Callable
@@ -127,7 +128,10 @@ def run_command(
     json_report: JsonReport = None,
     quiet: Quiet = False,
     cancel_on_interrupt: Annotated[
-        bool, typer.Option(help="On Ctrl-C, cancel the run (else detach from it)")
+        bool,
+        typer.Option(
+            help="On Ctrl-C or SIGTERM (a CI job cancelled), cancel the run (else detach)"
+        ),
     ] = False,
     config_file: Annotated[
         Path | None, typer.Option("--config", "-c", help="Else ./assay.yaml if present")
@@ -298,9 +302,14 @@ def login_command(
     return login(_console(), url, api_key, profile)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # a CI job cancelled is a Ctrl-C: detach, or cancel when told to
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: every error is one line on stderr, never a traceback."""
     errors = Console(stderr=True, soft_wrap=True, highlight=False)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(args=argv, standalone_mode=False)
     except typer.Abort as exc:
