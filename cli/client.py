@@ -3,6 +3,7 @@ every failure turned into one line a person can act on."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,10 +14,18 @@ import httpx
 API = "/api/v1"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 PAGE = 200
+# A read (GET) that finds the server unreachable or failing is tried again after these waits:
+# a run's verdict is not lost to a restart or a proxy's moment at its end.
+READ_RETRY_SECONDS = (1.0, 2.0, 4.0)
+RETRIED_STATUSES = frozenset({500, 502, 503, 504})
 
 
 class CliError(Exception):
-    """A usage or connection error: printed as one line, exit code 3."""
+    """A usage error: printed as one line, exit code 3."""
+
+
+class Unreachable(CliError):
+    """The server could not be reached, or failed (5xx): exit code 4, worth a retry."""
 
 
 class NoMatch(CliError):
@@ -44,17 +53,28 @@ class Client:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """`path` under /api/v1; any answer but 2xx raises CliError with the server's reason."""
+        """`path` under /api/v1; any answer but 2xx raises CliError with the server's reason
+        (Unreachable for a server error)."""
         response = self._send(method, path, **kwargs)
         if response.is_success:
             return response
+        if response.status_code >= 500:
+            raise Unreachable(problem_line(response))
         raise ApiError(problem_line(response), response.status_code)
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.request(method, API + path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
+        """The answer; a GET is tried again while the server cannot be reached or fails."""
+        waits = list(READ_RETRY_SECONDS) if method == "GET" else []
+        while True:
+            try:
+                response = self._http.request(method, API + path, **kwargs)
+            except httpx.HTTPError as exc:
+                if not waits:
+                    raise Unreachable(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
+            else:
+                if response.status_code not in RETRIED_STATUSES or not waits:
+                    return response
+            time.sleep(waits.pop(0))
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {key: value for key, value in params.items() if value is not None}
@@ -78,10 +98,11 @@ class Client:
             with self._http.stream("GET", API + path, **kwargs) as response:
                 if not response.is_success:
                     response.read()
-                    raise CliError(problem_line(response))
+                    failed = Unreachable if response.status_code >= 500 else CliError
+                    raise failed(problem_line(response))
                 yield response
         except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
+            raise Unreachable(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
 
     @property
     def http(self) -> httpx.Client:

@@ -16,9 +16,9 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from cli import config
-from cli.client import Client, CliError
+from cli.client import Client, CliError, Unreachable
 from cli.commands import compare_runs, export_run, import_tests, list_runs, login
-from cli.outcome import INTERRUPTED, USAGE, FailOn
+from cli.outcome import INTERRUPTED, UNREACHABLE, USAGE, FailOn
 from cli.running import RunOptions, conclude, create_run, from_repository, watch
 
 EXIT_CODES = """Exit codes:
@@ -29,7 +29,9 @@ EXIT_CODES = """Exit codes:
 
 2: the run could not be judged (budget reached, cancelled or failed; its gate undecided).
 
-3: a usage or connection error.
+3: a usage error (a wrong key, a name matching nothing, a bad option or assay.yaml).
+
+4: the server could not be reached, or failed (5xx), reads retried first: retry the job.
 
 130: detached by Ctrl-C (the run goes on)."""
 
@@ -325,6 +327,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             errors.print(f"assay: {exc}", markup=False)
         sys.exit(USAGE)
+    except Unreachable as exc:
+        errors.print(f"assay: {exc}", markup=False)
+        sys.exit(UNREACHABLE)
     except CliError as exc:
         errors.print(f"assay: {exc}", markup=False)
         sys.exit(USAGE)

@@ -14,7 +14,7 @@ from cli.client import Client
 
 FailOn = Literal["regression", "failures", "never"]
 
-OK, GATE_FAILED, NOT_JUDGED, USAGE = 0, 1, 2, 3
+OK, GATE_FAILED, NOT_JUDGED, USAGE, UNREACHABLE = 0, 1, 2, 3, 4
 INTERRUPTED = 130  # detached by Ctrl-C: the run goes on
 SHOWN_FAILURES = 20
 EXCERPT = 80
@@ -57,6 +57,7 @@ _EXIT_WORDS = {
     GATE_FAILED: "FAILED",
     NOT_JUDGED: "NOT JUDGED",
     INTERRUPTED: "DETACHED",
+    UNREACHABLE: "UNREACHABLE",
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from cli.client import Client, CliError, problem_line
+from cli.client import Client, CliError, Unreachable, problem_line
 
 # The server sends a heartbeat every 15 s: a minute of silence is a dead connection.
 READ_TIMEOUT = 60.0
@@ -87,7 +87,7 @@ def follow(
         now = time.monotonic()
         down_since = down_since or now
         if now - down_since > GIVE_UP_AFTER:
-            raise CliError(f"lost the run's event stream for {GIVE_UP_AFTER:.0f} s; it goes on")
+            raise Unreachable(f"lost the run's event stream for {GIVE_UP_AFTER:.0f} s; it goes on")
         failures += 1
         if on_reconnect is not None:
             on_reconnect(last_id)
@@ -99,7 +99,7 @@ def _check_stream(client: Client, response: httpx.Response) -> None:
     dropped connection: retrying would never end."""
     if not response.is_success:
         response.read()
-        raise CliError(problem_line(response))
+        raise (Unreachable if response.status_code >= 500 else CliError)(problem_line(response))
     kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind != "text/event-stream":
         raise CliError(

@@ -78,6 +78,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 answer(self)
                 return
+        self.relay()
+
+    def relay(self) -> None:
+        """The server's own answer, passed on."""
         upstream = self.forward()
         self.send_response(upstream.status_code)
         for name, value in upstream.headers.multi_items():
@@ -102,6 +106,26 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+def unavailable(times: int) -> Answer:
+    """503 (a problem, as a restarting server's proxy says) the first `times` requests, then
+    the server's own answers."""
+    left = [times]
+
+    def answer(handler: Handler) -> None:
+        if left[0] <= 0:
+            handler.relay()
+            return
+        left[0] -= 1
+        body = b'{"title": "Service Unavailable", "status": 503}'
+        handler.send_response(503)
+        handler.send_header("Content-Type", "application/problem+json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
 
 
 def sign_in_page(handler: Handler) -> None:

@@ -22,6 +22,7 @@ from tests.cli.proxy import (
     empty_stream,
     held_stream,
     sign_in_page,
+    unavailable,
 )
 
 pytestmark = pytest.mark.slow
@@ -75,9 +76,29 @@ def test_a_stream_that_never_says_anything_is_given_up(
         timeout=PATIENCE,
         check=False,
     )
-    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.returncode == 4, done.stdout + done.stderr  # the server's side: retry the job
     assert "lost the run's event stream for 2 s; it goes on" in done.stderr
     assert len(proxy.answered) >= 2  # retried meanwhile
+
+
+def test_a_read_the_server_fails_a_moment_is_tried_again(
+    lab: Lab, proxy: Proxy, tmp_path: Path
+) -> None:
+    """A restart or a proxy's moment at a run's end does not lose its verdict: a read is tried
+    three more times (over 7 s); a server still failing then is exit 4, retry the job."""
+    run_id = _finished_run(lab, tmp_path)
+    proxy.answer(rf"/api/v1/runs/{run_id}", unavailable(2))
+    done = lab.assay("watch", run_id, ASSAY_URL=proxy.url, timeout=PATIENCE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert proxy.answered.count(f"/api/v1/runs/{run_id}") >= 3  # 503, 503, then the run
+
+    failing = Proxy(lab.server.url)
+    with failing:
+        failing.answer(rf"/api/v1/runs/{run_id}", unavailable(10))
+        given_up = lab.assay("watch", run_id, ASSAY_URL=failing.url, timeout=PATIENCE)
+    assert given_up.returncode == 4, given_up.stdout + given_up.stderr
+    assert "503" in given_up.stderr and "Traceback" not in given_up.stderr
+    assert failing.answered == [f"/api/v1/runs/{run_id}"] * 4
 
 
 def test_a_download_cut_short_leaves_no_file_behind(lab: Lab, proxy: Proxy, tmp_path: Path) -> None:
@@ -90,13 +111,13 @@ def test_a_download_cut_short_leaves_no_file_behind(lab: Lab, proxy: Proxy, tmp_
     export = lab.assay(
         "export", run_id, "--format", "json", "-o", str(previous), ASSAY_URL=proxy.url
     )
-    assert export.returncode == 3, export.stdout + export.stderr
+    assert export.returncode == 4, export.stdout + export.stderr
     assert "cannot reach Assay" in export.stderr
     assert previous.read_text() == "the last whole export"  # kept, not half overwritten
 
     junit = out / "junit.xml"
     watched = lab.assay("watch", run_id, "--junit", str(junit), ASSAY_URL=proxy.url)
-    assert watched.returncode == 3, watched.stdout + watched.stderr
+    assert watched.returncode == 4, watched.stdout + watched.stderr
     assert not junit.exists()
     assert sorted(p.name for p in out.iterdir()) == ["results.json"]  # no partial file left
     assert proxy.answered == [f"/api/v1/runs/{run_id}/export"] * 2

@@ -126,13 +126,13 @@ def test_failures_fail_the_command_only_when_asked(lab: Lab) -> None:
     assert "4 case(s) failed" in failing.stdout
 
 
-def test_a_bad_key_or_url_is_one_line_and_exit_3(lab: Lab) -> None:
+def test_a_bad_key_is_exit_3_and_no_server_exit_4_in_one_line(lab: Lab) -> None:
     bad_key = lab.assay("runs", "list", ASSAY_API_KEY="ak_wrong")
     assert bad_key.returncode == 3
     assert bad_key.stderr.count("\n") == 1, bad_key.stderr
     assert "401" in bad_key.stderr and "Traceback" not in bad_key.stderr
     no_server = lab.assay("runs", "list", ASSAY_URL="http://127.0.0.1:9")
-    assert no_server.returncode == 3
+    assert no_server.returncode == 4  # no server there: the network's side, not the job's
     assert "cannot reach Assay at http://127.0.0.1:9" in no_server.stderr
     assert "Traceback" not in no_server.stderr
     usage = lab.assay("run", "--repetitions", "0")
