@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -55,11 +56,13 @@ def signature_headers(
     message_id: str, body: str, signing_secrets: Sequence[str], at: datetime
 ) -> dict[str, str]:
     """`webhook-id`, `webhook-timestamp` and `webhook-signature` (one `v1,<base64>` per
-    secret) of `body` sent at `at` (an aware datetime)."""
+    secret) of `body` sent at `at` (an aware datetime, of any zone: the library signs its
+    wall-clock time read as UTC, so it is given the UTC one)."""
+    at = at.astimezone(UTC)
     signatures = " ".join(Webhook(secret).sign(message_id, at, body) for secret in signing_secrets)
     return {
         "webhook-id": message_id,
-        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-timestamp": str(math.floor(at.timestamp())),
         "webhook-signature": signatures,
     }
 

@@ -132,3 +132,21 @@ def test_retries_follow_the_standard_webhooks_schedule() -> None:
     assert Settings(webhook_retry_seconds="1, 2.5").webhook_retry_seconds == [1.0, 2.5]
     with pytest.raises(ValueError, match="none negative"):
         Settings(webhook_retry_seconds="1,-2")
+
+
+@pytest.mark.parametrize("hours", [-7, 0, 2, 13])
+def test_a_message_signed_at_a_time_of_any_zone_verifies(hours: int) -> None:
+    """The library signs the time's wall clock read as UTC: given a time of another zone, its
+    signature and the timestamp header named two different instants."""
+    from datetime import timedelta, timezone
+
+    import standardwebhooks
+
+    from notifications.webhooks import signature_headers
+
+    secret = new_secret()
+    at = datetime.now(timezone(timedelta(hours=hours)))
+    body = '{"type":"webhook.test"}'
+    headers = signature_headers("msg_1", body, [secret], at)
+    assert int(headers["webhook-timestamp"]) == int(at.timestamp())
+    standardwebhooks.Webhook(secret).verify(body, headers)  # raises when it does not verify
