@@ -17,6 +17,7 @@ from app.engine.jobs import HANDLERS, on_dead
 from app.engine.maintenance import ensure_scheduled
 from database.core import Database, set_database
 from database.embedded import EmbeddedServer
+from database.projects.webhooks import DELIVERY_JOB
 from database.results import events as run_events
 from database.setup import check_runtime_role, prepare_database
 from notifications.service import Notifications, set_notifications
@@ -68,6 +69,9 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
                 concurrency=workers,
                 listener=notifications.listener,
                 lease=timedelta(seconds=settings.job_lease_seconds),
+                # A webhook attempt may wait its timeout on a receiver: half the workers at
+                # most, so that deliveries never hold every run's chunks back.
+                shares={DELIVERY_JOB: max(1, workers // 2)},
             )
             if workers
             else None

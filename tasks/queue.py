@@ -133,14 +133,26 @@ async def _wake_workers(session: AsyncSession, job_id: uuid.UUID) -> None:
 
 
 async def claim(
-    session: AsyncSession, *, worker: str, limit: int, lease: timedelta
+    session: AsyncSession,
+    *,
+    worker: str,
+    limit: int,
+    lease: timedelta,
+    skip_kinds: Sequence[str] = (),
 ) -> list[ClaimedJob]:
+    """Up to `limit` jobs due, oldest first, none of `skip_kinds`."""
     rows = await session.execute(
         text(
             "SELECT id, organization_id, kind, payload, attempts, max_attempts, takeovers,"
-            " max_takeovers FROM assay_queue_claim(:worker, :limit, :lease)"
+            " max_takeovers FROM assay_queue_claim(:worker, :limit, :lease,"
+            " CAST(:skip AS text[]))"
         ),
-        {"worker": worker, "limit": limit, "lease": lease.total_seconds()},
+        {
+            "worker": worker,
+            "limit": limit,
+            "lease": lease.total_seconds(),
+            "skip": list(skip_kinds),
+        },
     )
     return [ClaimedJob(*row) for row in rows.all()]
 

@@ -14,7 +14,8 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -83,11 +84,15 @@ class WorkerPool:
         on_dead: DeadHandler | None = None,
         poll_seconds: float = POLL_SECONDS,
         lease: timedelta = LEASE,
+        shares: Mapping[str, int] | None = None,
     ) -> None:
         self.database = database
         self.handlers = handlers
         self.on_dead = on_dead
         self.concurrency = concurrency
+        # Kinds of job this pool runs at most so many of at once (the rest of its slots stay
+        # for the others): a kind whose jobs may each wait long on someone else's server.
+        self.shares = dict(shares or {})
         # The process's shared listener, or (given only a URL) one of the pool's own.
         if listener is None:
             if listen_url is None:
@@ -106,6 +111,7 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._stopping = False
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._kinds: dict[uuid.UUID, str] = {}  # of the running jobs
         self._daemons: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -156,25 +162,40 @@ class WorkerPool:
             # Clear before claiming, not after: a wake-up arriving during the claim (a job
             # committed too late for it to see) must start another round, not wait for a poll.
             self._wake.clear()
-            free = self.concurrency - len(self._running)
+            limit, skipped = self._room()
             claimed: list[ClaimedJob] = []
-            if free > 0:
+            if limit > 0:
                 try:
                     async with self.database.transaction() as session:
                         claimed = await queue.claim(
-                            session, worker=self.name, limit=free, lease=self.lease
+                            session,
+                            worker=self.name,
+                            limit=limit,
+                            lease=self.lease,
+                            skip_kinds=skipped,
                         )
                 except Exception as exc:  # the database may be restarting: keep polling
                     log.warning("claiming jobs failed", error=str(exc))
             for job in claimed:
                 task = asyncio.create_task(self._run(job), name=f"job-{job.kind}-{job.id}")
                 self._running[job.id] = task
-            if claimed and len(claimed) == free:
+                self._kinds[job.id] = job.kind
+            if claimed and len(claimed) == limit:
                 continue  # there may be more waiting
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._wake.wait(), timeout=self.poll_seconds * random.uniform(0.8, 1.2)
                 )
+
+    def _room(self) -> tuple[int, list[str]]:
+        """How many jobs to claim, and the kinds to skip: those whose share is running. A
+        claim takes no more than the least share left, so one batch cannot exceed it."""
+        free = self.concurrency - len(self._running)
+        running = Counter(self._kinds.values())
+        left = {kind: share - running[kind] for kind, share in self.shares.items()}
+        skipped = sorted(kind for kind, room in left.items() if room <= 0)
+        limit = min([free, *(room for room in left.values() if room > 0)])
+        return limit, skipped
 
     async def _heartbeat_loop(self) -> None:
         interval = self.lease.total_seconds() / 3
@@ -244,6 +265,7 @@ class WorkerPool:
                     bound.info("job will retry" if status == "queued" else "job is dead")
         finally:
             self._running.pop(job.id, None)
+            self._kinds.pop(job.id, None)
             self._wake.set()
 
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.functions import edited_definition
+
 revision: str = "0029_prune_recheck"
 down_revision: str | None = "0028_counted_results"
 branch_labels: str | Sequence[str] | None = None
@@ -34,12 +36,7 @@ AFTER = """DELETE FROM run_events e WHERE e.run_id = ended_run
 
 
 def _replace(old: str, new: str) -> None:
-    definition = op.get_bind().scalar(
-        sa.text("SELECT pg_get_functiondef(CAST(:function AS regprocedure))"),
-        {"function": FUNCTION},
-    )
-    assert definition is not None and definition.count(old) == 1, "an unexpected function"
-    op.execute(sa.text(definition.replace(old, new)))
+    op.execute(sa.text(edited_definition(FUNCTION, [(old, new)])))
 
 
 def upgrade() -> None:

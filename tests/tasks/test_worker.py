@@ -45,6 +45,7 @@ async def running_pool(
     lease: timedelta = timedelta(seconds=10),
     on_dead: DeadHandler | None = None,
     drain_seconds: float = 2.0,
+    shares: dict[str, int] | None = None,
 ) -> AsyncIterator[WorkerPool]:
     pool = WorkerPool(
         database,
@@ -54,6 +55,7 @@ async def running_pool(
         on_dead=on_dead,
         poll_seconds=poll_seconds,
         lease=lease,
+        shares=shares,
     )
     listening = await _listeners(database)
     await pool.start()

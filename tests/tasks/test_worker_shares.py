@@ -1,0 +1,110 @@
+"""A kind of job with a share of the workers (webhook deliveries, which may each wait on a
+receiver for their timeout) runs no more than its share at once, and the other jobs, though
+queued after it, are claimed past it meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from database.core import Database
+from database.migrate import migrate
+from database.setup import DatabaseUrls
+from tasks import queue
+from tasks.worker import JobContext
+from tests.helpers import Account
+from tests.scratch import downgrade, scratch_database
+from tests.tasks.conftest import enqueue_jobs, new_kind, wait_for_status
+from tests.tasks.test_worker import running_pool
+
+
+async def test_a_kind_runs_its_share_and_the_rest_go_past_it(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    account = accounts[0]
+    slow, quick = new_kind(), new_kind()
+    running = {slow: 0, quick: 0}
+    most = {slow: 0, quick: 0}
+    finished: dict[str, list[float]] = {slow: [], quick: []}
+
+    def handler(kind: str, seconds: float):
+        async def handle(ctx: JobContext) -> None:
+            running[kind] += 1
+            most[kind] = max(most[kind], running[kind])
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                running[kind] -= 1
+            finished[kind].append(time.monotonic())
+
+        return handle
+
+    handlers = {slow: handler(slow, 0.4), quick: handler(quick, 0.05)}
+    async with running_pool(
+        committed_database, database_urls, handlers, concurrency=3, shares={slow: 1}
+    ):
+        # Four slow jobs queued first, then six quick ones: oldest first, a pool without the
+        # share would fill every slot with slow ones.
+        slow_ids = await enqueue_jobs(committed_database, account, slow, 4)
+        quick_ids = await enqueue_jobs(committed_database, account, quick, 6)
+        await wait_for_status(committed_database, account, quick_ids, "done", within=10)
+        await wait_for_status(committed_database, account, slow_ids, "done", within=10)
+    assert most[slow] == 1
+    assert most[quick] == 2  # the other two slots
+    # The quick ones were all done while the slow ones still ran, one after the other.
+    assert max(finished[quick]) < sorted(finished[slow])[2]
+
+
+async def test_the_claim_skips_the_kinds_it_is_told_to(
+    committed_database: Database, accounts: list[Account]
+) -> None:
+    account = accounts[0]
+    skipped, wanted = new_kind(), new_kind()
+    await enqueue_jobs(committed_database, account, skipped, 2)
+    ids = await enqueue_jobs(committed_database, account, wanted, 1)
+    worker = f"test-{uuid.uuid4().hex[:6]}"
+    async with committed_database.transaction() as session:
+        claimed = await queue.claim(
+            session, worker=worker, limit=5, lease=timedelta(seconds=30), skip_kinds=[skipped]
+        )
+    # Of this test's kinds only the wanted one (its organization's jobs go with it after).
+    mine = [job for job in claimed if job.kind in (skipped, wanted)]
+    assert [job.id for job in mine] == ids
+
+
+async def test_the_migration_goes_down_and_up_again(
+    database_urls: DatabaseUrls, owner_engine: AsyncEngine
+) -> None:
+    arguments = text(
+        "SELECT pronargs, pg_get_userbyid(proowner) FROM pg_proc"
+        " WHERE proname = 'assay_queue_claim'"
+    )
+
+    async def claim_function(url: str) -> list[tuple[int, str]]:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                return [tuple(row) for row in (await connection.execute(arguments)).all()]
+        finally:
+            await engine.dispose()
+
+    async with scratch_database(database_urls, owner_engine, "claim_skips") as url:
+        await migrate(url, database_urls.runtime_role, revision="0030_claim_skips_kinds")
+        assert await claim_function(url) == [(4, "assay_worker")]
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(
+                    downgrade, "0029_prune_recheck", database_urls.runtime_role
+                )
+        finally:
+            await engine.dispose()
+        assert await claim_function(url) == [(3, "assay_worker")]
+        await migrate(url, database_urls.runtime_role, revision="0030_claim_skips_kinds")
+        assert await claim_function(url) == [(4, "assay_worker")]
