@@ -24,6 +24,7 @@ from database.results.schemas import (
     RunSummary,
 )
 from utils import statistics as stats
+from utils.pass_estimators import pass_at_k, pass_hat_k
 
 FLAKY_LISTED = 100
 
@@ -84,8 +85,8 @@ def case_repetitions(tally: CaseTally) -> CaseRepetitions:
         repetitions=n,
         passed=c,
         errored=tally.errored,
-        pass_at_k={k: round(stats.pass_at_k(n, c, k), 6) for k in ks},
-        pass_hat_k={k: round(stats.pass_hat_k(n, c, k), 6) for k in ks},
+        pass_at_k={k: round(pass_at_k(n, c, k), 6) for k in ks},
+        pass_hat_k={k: round(pass_hat_k(n, c, k), 6) for k in ks},
         flaky=0 < c < n,
     )
 

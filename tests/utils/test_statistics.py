@@ -13,13 +13,12 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
+from utils.pass_estimators import pass_at_k, pass_hat_k
 from utils.statistics import (
     PairedBootstrap,
     _resample_quantiles,
     cases_to_show_equivalence,
     holm,
-    pass_at_k,
-    pass_hat_k,
     quantile,
     seed_for,
     share_upper_bound,
