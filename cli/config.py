@@ -75,7 +75,9 @@ def server(
 ) -> Server:
     """The URL: --url, ASSAY_URL, the repository's `server`, the profile's, the default. The
     key: --api-key, ASSAY_API_KEY, else the profile's, and then only for the profile's own
-    URL: a repository (or a mistyped flag) naming another server never receives it."""
+    URL: a repository (or a mistyped flag) naming another server never receives a profile's
+    key. A key given by flag or environment goes to the URL found (the README says to set
+    ASSAY_URL beside it in CI)."""
     name = profile or os.environ.get("ASSAY_PROFILE") or "default"
     chosen = read_profiles().get(name) or {}
     if profile and not chosen:
