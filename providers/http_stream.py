@@ -14,6 +14,10 @@ from providers.errors import TargetError
 from providers.tool_calls import read_calls
 from utils import fastjson
 
+# An event's data (one piece of the answer) is parsed and read at its path on the event loop:
+# no more than this of it.
+MAX_EVENT_BYTES = 256 * 1024
+
 Finder = Callable[[Any], list[Any]]  # the values a JSONPath finds in a document
 
 
@@ -38,6 +42,7 @@ class EventStream:
         self.pieces: list[str] = []
         self.calls: list[Any] = []  # every event's calls, read together at the end
         self.data: list[bytes] = []
+        self.size = 0  # of the event's data so far
         self.found = False  # some event had a value at the stream path
         self.done = False
 
@@ -49,6 +54,13 @@ class EventStream:
         elif line.startswith(b"data:"):
             data = line[5:]
             self.data.append(data[1:] if data.startswith(b" ") else data)
+            self.size += len(data)
+            if self.size > MAX_EVENT_BYTES:
+                # Read on the event loop, an event is a piece of the answer, never the whole.
+                raise TargetError(
+                    "invalid_response",
+                    f"an event of the endpoint's stream is larger than {MAX_EVENT_BYTES} bytes",
+                )
         # Comments (":..."), `event:`, `id:` and `retry:` lines say nothing of the answer.
 
     def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
@@ -66,12 +78,12 @@ class EventStream:
     def _dispatch(self) -> None:
         if not self.data:
             return
-        data, self.data = b"\n".join(self.data), []
+        data, self.data, self.size = b"\n".join(self.data), [], 0
         if data.strip() == b"[DONE]":
             self.done = True
             return
         try:
-            document = fastjson.loads(data)  # nested past 1,024 levels, it is refused too
+            document = fastjson.loads_answer(data)
         except ValueError as exc:
             raise TargetError(
                 "invalid_response", "an event of the endpoint's stream is not JSON"

@@ -42,8 +42,8 @@ from pydantic_ai.tools import ToolDefinition
 
 from providers.config import TargetConfig, TargetRequest, ToolCall
 from providers.errors import TargetError, error_text, http_error
-from providers.tool_calls import decode_arguments, function_tools
-from utils.pinned_httpx import pinned_transport
+from providers.tool_calls import MAX_TOOL_CALLS, decode_arguments, function_tools
+from utils.pinned_httpx import AnswerTooLarge, pinned_transport
 from utils.ssrf import Pin, vet
 from utils.url_redaction import redact_urls
 
@@ -271,7 +271,7 @@ async def call_model(
     messages = _messages(request)
     settings = _settings(config, request, seconds)
     parameters = _parameters(config)
-    with _provider_errors(seconds):
+    with _cut_answers(), _provider_errors(seconds):
         if on_delta is None:
             response = await model_request(
                 model, messages, model_settings=settings, model_request_parameters=parameters
@@ -344,6 +344,23 @@ def _provider_errors(seconds: float) -> Iterator[None]:
         ) from exc
 
 
+@contextlib.contextmanager
+def _cut_answers() -> Iterator[None]:
+    """An answer the pinned transport cut at its cap is an invalid response, however the SDK
+    wrapped the transport's error (Anthropic's reports it as a failed connection)."""
+    try:
+        yield
+    except TargetError as exc:
+        cause: BaseException | None = exc
+        for _ in range(20):  # (a chain may loop)
+            if cause is None or isinstance(cause, AnswerTooLarge):
+                break
+            cause = cause.__cause__ or cause.__context__
+        if not isinstance(cause, AnswerTooLarge):
+            raise
+        raise TargetError("invalid_response", str(cause)) from exc
+
+
 def _said(exc: Exception) -> str:
     """An SDK error's words, without what a URL in them carries (an API key in the query)."""
     return redact_urls(str(exc))
@@ -351,10 +368,13 @@ def _said(exc: Exception) -> str:
 
 def _answer(response: ModelResponse) -> Answer:
     text = "".join(part.content for part in response.parts if isinstance(part, TextPart))
+    calls = [part for part in response.parts if isinstance(part, ToolCallPart)]
+    if len(calls) > MAX_TOOL_CALLS:
+        raise TargetError(
+            "invalid_response", f"the answer asks for more than {MAX_TOOL_CALLS} tool calls"
+        )
     tool_calls = tuple(
-        ToolCall(part.tool_call_id, part.tool_name, decode_arguments(part.args))
-        for part in response.parts
-        if isinstance(part, ToolCallPart)
+        ToolCall(part.tool_call_id, part.tool_name, decode_arguments(part.args)) for part in calls
     )
     usage = response.usage
     return text, (usage.input_tokens, usage.output_tokens), tool_calls

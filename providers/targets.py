@@ -269,7 +269,7 @@ def _read_answer(config: TargetConfig, raw: bytes) -> Answer:
     """The text at the answer's `response_path`, and its tool calls."""
     assert config.response_path
     try:
-        document = fastjson.loads(raw)  # nested past 1,024 levels, it is refused too
+        document = fastjson.loads_answer(raw)
     except ValueError as exc:
         raise TargetError("invalid_response", "the endpoint did not answer with JSON") from exc
     tool_calls = _http_tool_calls(config.tool_calls_path, document)

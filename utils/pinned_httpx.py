@@ -22,6 +22,11 @@ from utils.ssrf import Pin
 from utils.transport import MAX_RESPONSE_BYTES
 
 
+class AnswerTooLarge(Exception):
+    """Marks the error a pinned transport raises for an answer past MAX_RESPONSE_BYTES (it is
+    also the client library's DecodingError, which its callers know)."""
+
+
 def pinned_transport(pin: Pin, http: ModuleType = httpx) -> Any:
     return _transport_class(http)(pin, http)
 
@@ -55,6 +60,9 @@ def _transport_class(http: ModuleType) -> type:
         async def aclose(self) -> None:
             await self._inner.aclose()
 
+    class TooLarge(http.DecodingError, AnswerTooLarge):  # type: ignore[name-defined]
+        pass
+
     class CappedStream(http.AsyncByteStream):  # type: ignore[name-defined]
         def __init__(self, inner: Any) -> None:
             self._inner = inner
@@ -64,9 +72,7 @@ def _transport_class(http: ModuleType) -> type:
             async for chunk in self._inner:
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
-                    raise http.DecodingError(
-                        f"the answer is larger than {MAX_RESPONSE_BYTES} bytes"
-                    )
+                    raise TooLarge(f"the answer is larger than {MAX_RESPONSE_BYTES} bytes")
                 yield chunk
 
         async def aclose(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from providers.config import TargetReply, TargetRequest, ToolCall
+from providers.errors import TargetError
 from providers.targets import call_target
 from tests.fakes.anthropic_server import FakeAnthropic, FakeToolCall, FakeToolCalls
 from tests.providers.support import CLOCK, WEATHER, WEATHER_SCHEMA, target_config
@@ -114,3 +115,18 @@ async def test_without_tools_no_tools_are_sent(fake: FakeAnthropic) -> None:
     assert (reply.output, reply.tool_calls) == ("echo: hello there", ())
     assert "tools" not in fake.requests[0].json
     assert "tool_choice" not in fake.requests[0].json
+
+
+async def test_an_answer_asking_for_more_than_128_calls_is_invalid(fake: FakeAnthropic) -> None:
+    """As every provider's: each call is an agent's step and a trajectory's row."""
+    fake.reply = lambda request: FakeToolCalls(
+        [FakeToolCall("get_time", id=f"toolu_{i}") for i in range(129)]
+    )
+    with pytest.raises(TargetError) as failed:
+        await ask(fake, TargetRequest(input="What time is it, 129 times?"))
+    assert failed.value.kind == "invalid_response"
+    assert "more than 128 tool calls" in failed.value.message
+    fake.reply = lambda request: FakeToolCalls(
+        [FakeToolCall("get_time", id=f"toolu_{i}") for i in range(128)]
+    )
+    assert len((await ask(fake, TargetRequest(input="And 128?"))).tool_calls) == 128

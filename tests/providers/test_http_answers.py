@@ -113,3 +113,16 @@ async def test_a_credential_echoed_across_a_cut_shows_none_of_it(app: FakeHttpAp
     message = failed.value.message
     assert "401" in message and len(message) <= MESSAGE_CHARS
     assert TOKEN[:8] not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "output"),
+    [
+        ('{"data": {"answer": 123456789012345678901234567890}}', "123456789012345678901234567890"),
+        ('{"data": {"answer": NaN}}', "NaN"),  # what Python's json.dumps writes by default
+        ('{"data": {"answer": "plain"}}', "plain"),
+    ],
+)
+async def test_answers_are_read_as_json_reads_them(app: FakeHttpApp, body: str, output: str):
+    app.enqueue(Fault.http(200, body))
+    assert (await _call(app)).output == output

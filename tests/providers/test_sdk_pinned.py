@@ -147,3 +147,20 @@ async def test_an_answer_past_the_cap_is_an_invalid_response_not_read_whole(
     mistral.reply = lambda body: "x" * 1000  # within it, read as before
     assert (await _ask("mistral", mistral.port)).output == "x" * 1000
     assert {r.headers.get("accept-encoding") for r in mistral.requests} == {"identity"}
+
+
+async def test_anthropics_answer_past_the_cap_is_an_invalid_response_too() -> None:
+    """Anthropic's SDK reads through the same pinned transport (httpx2), and its errors are
+    mapped as the others' are."""
+    from tests.fakes.anthropic_server import FakeAnthropic
+    from utils.transport import MAX_RESPONSE_BYTES
+
+    server = FakeAnthropic()
+    server.host = PUBLIC_STAND_IN
+    with server:
+        server.reply = lambda body: "x" * (MAX_RESPONSE_BYTES + 1)
+        config = target_config("anthropic", f"http://{HOST}:{server.port}", model="claude-fake-1")
+        with pytest.raises(TargetError) as failed:
+            await call_target(config, TargetRequest(input="Hello"), allow_private_networks=False)
+    assert failed.value.kind == "invalid_response", failed.value.message
+    assert f"larger than {MAX_RESPONSE_BYTES} bytes" in failed.value.message

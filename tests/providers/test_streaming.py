@@ -363,3 +363,19 @@ def test_an_event_that_is_not_json_is_invalid() -> None:
     with pytest.raises(TargetError) as caught:
         _feed(stream, "data: {oops\n\n")
     assert caught.value.kind == "invalid_response"
+
+
+def test_an_event_larger_than_its_cap_is_an_invalid_response() -> None:
+    """An event is parsed and read at its path on the event loop: 256 KB of it at most (a
+    5.9 MB event read at `$..text` held the loop for 5.3 s)."""
+    from providers.http_stream import MAX_EVENT_BYTES
+
+    pieces = Pieces()
+    stream = _reader(pieces)
+    _feed(stream, 'data: {"delta": "' + "x" * (MAX_EVENT_BYTES - 100) + '"}\n')
+    assert len(pieces[0]) == MAX_EVENT_BYTES - 100  # within it, read as ever
+    half = "x" * (MAX_EVENT_BYTES // 2)
+    with pytest.raises(TargetError) as caught:
+        _feed(stream, f'data: {{"delta": "{half}\ndata: {half}"}}\n')  # two lines, one event
+    assert caught.value.kind == "invalid_response"
+    assert f"larger than {MAX_EVENT_BYTES} bytes" in caught.value.message
