@@ -175,6 +175,36 @@ async def release(session: AsyncSession, *, worker: str, job_ids: list[uuid.UUID
     )
 
 
+async def hold_unfinished(session: AsyncSession, *, kind: str, key: str, value: str) -> list[str]:
+    """The statuses of the unfinished jobs of `kind` whose payload's `key` is `value`, each
+    held to the end of the transaction (a worker's claim skips it meanwhile)."""
+    rows = await session.scalars(
+        select(Job.status)
+        .where(
+            Job.kind == kind,
+            Job.status.in_(("queued", "running")),
+            Job.payload[key].astext == value,
+        )
+        .with_for_update()
+    )
+    return list(rows.all())
+
+
+async def withdraw(session: AsyncSession, *, kind: str, key: str, values: Sequence[str]) -> None:
+    """The queued jobs of `kind` whose payload's `key` is one of `values` are done, unrun:
+    their work was called off. (A running one finishes its run.)"""
+    if values:
+        await session.execute(
+            update(Job)
+            .where(
+                Job.kind == kind,
+                Job.status == "queued",
+                Job.payload[key].astext.in_(list(values)),
+            )
+            .values(status="done", finished_at=func.now(), last_error="withdrawn")
+        )
+
+
 async def complete(session: AsyncSession, *, worker: str, job_id: uuid.UUID) -> None:
     await session.execute(
         update(Job)

@@ -163,12 +163,17 @@ async def fail_delivery(
     )
 
 
-async def fail_pending_deliveries(session: AsyncSession, webhook_id: uuid.UUID, error: str) -> None:
-    await session.execute(
+async def fail_pending_deliveries(
+    session: AsyncSession, webhook_id: uuid.UUID, error: str
+) -> list[uuid.UUID]:
+    """The webhook's pending deliveries, failed; their ids."""
+    failed = await session.scalars(
         update(WebhookDelivery)
         .where(WebhookDelivery.webhook_id == webhook_id, WebhookDelivery.status == "pending")
         .values(status="failed", last_error=error)
+        .returning(WebhookDelivery.id)
     )
+    return list(failed.all())
 
 
 async def reopen_delivery(session: AsyncSession, delivery: WebhookDelivery) -> bool:

@@ -83,7 +83,10 @@ async def update_webhook(
     if "url" in changes:
         await _check_url(runtime, changes["url"])
     if changes.get("enabled") is False:
-        await crud.fail_pending_deliveries(session, webhook.id, DISABLED)
+        failed = await crud.fail_pending_deliveries(session, webhook.id, DISABLED)
+        await queue.withdraw(
+            session, kind=DELIVERY_JOB, key="delivery_id", values=[str(i) for i in failed]
+        )
     apply_update(webhook, changes)
     await crud.save_webhook(session)
     return webhook
@@ -180,6 +183,15 @@ async def redeliver(
     if not webhook.enabled:
         raise Conflict("The webhook is disabled: enable it to redeliver")
     await _count_manual_send(runtime, webhook)
+    # A job of an earlier round (its webhook disabled meanwhile, its retry still queued) must
+    # not send the message beside the new one: withdrawn, or, while its attempt runs, waited
+    # for.
+    jobs = await queue.hold_unfinished(
+        session, kind=DELIVERY_JOB, key="delivery_id", value=str(delivery.id)
+    )
+    if "running" in jobs:
+        raise Conflict("An attempt at the delivery is under way: redeliver once it ends")
+    await queue.withdraw(session, kind=DELIVERY_JOB, key="delivery_id", values=[str(delivery.id)])
     # Judged again as the row is written: of two redeliveries at once, the second finds the
     # first's pending and queues no second job.
     if not await crud.reopen_delivery(session, delivery):

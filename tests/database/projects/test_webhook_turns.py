@@ -116,7 +116,15 @@ async def test_two_rotations_at_once_each_show_a_secret_that_signs(
     assert set(signing) == shown and len(signing) == 2
 
 
-async def test_disabling_a_webhook_fails_its_pending_messages(client):
+async def _unfinished_jobs(database: Database, owner: Account) -> list[tuple[str, str]]:
+    async with tenant(database, owner.organization_id) as session:
+        jobs = await session.scalars(
+            select(Job).where(Job.kind == DELIVERY_JOB, Job.status.in_(("queued", "running")))
+        )
+        return [(job.payload["delivery_id"], job.status) for job in jobs]
+
+
+async def test_disabling_a_webhook_fails_its_pending_messages(client, database):
     owner = await register(client)
     url, _ = await _webhook(client, owner)
     pending = (await client.post(f"{url}/test", headers=owner.headers)).json()
@@ -128,10 +136,38 @@ async def test_disabling_a_webhook_fails_its_pending_messages(client):
     assert [(d["id"], d["status"], d["last_error"]) for d in log["items"]] == [
         (pending["id"], "failed", DISABLED)
     ]
-    # Sent again by hand, it is pending once more.
+    # Sent again by hand, it is pending once more, by one job: the first was withdrawn.
+    assert await _unfinished_jobs(database, owner) == []
     again = await client.post(f"{url}/deliveries/{pending['id']}/redeliver", headers=owner.headers)
     assert again.status_code == 202, again.text
     assert again.json()["status"] == "pending"
+    assert await _unfinished_jobs(database, owner) == [(pending["id"], "queued")]
+
+
+async def test_a_redelivery_waits_for_an_attempt_under_way(client, database):
+    """A job of an earlier round, its attempt running, would send the message beside the
+    new round's: the redelivery is refused until it ends; a queued one is withdrawn."""
+    owner = await register(client)
+    url, _ = await _webhook(client, owner)
+    delivery = await _a_test_ended(client, database, owner, url, "failed")
+    async with tenant(database, owner.organization_id) as session:
+        await session.execute(
+            update(Job)
+            .where(Job.payload["delivery_id"].astext == delivery["id"])
+            .values(status="running")
+        )
+    redeliver = f"{url}/deliveries/{delivery['id']}/redeliver"
+    busy = await client.post(redeliver, headers=owner.headers)
+    assert_problem(busy, 409)
+    assert "under way" in busy.json()["detail"]
+    async with tenant(database, owner.organization_id) as session:
+        await session.execute(
+            update(Job)
+            .where(Job.payload["delivery_id"].astext == delivery["id"])
+            .values(status="queued")  # its retry, waiting
+        )
+    assert (await client.post(redeliver, headers=owner.headers)).status_code == 202
+    assert await _unfinished_jobs(database, owner) == [(delivery["id"], "queued")]
 
 
 async def test_sends_asked_for_by_hand_have_an_hourly_allowance(
