@@ -209,24 +209,25 @@ _PRINTF_REST = re.compile(r"[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?([diouxXeEfFgG
 _NUMBER = re.compile(r"\d+")
 # A float's digits before its point, at most (1e308 with `%f`).
 _FLOAT_DIGITS = 310
-# `%r` and `%a` of a text: an escape (`\U0001f600`) is up to ten characters for one.
-_REPR_GROWTH = 10
+# `%r` and `%a`: an escape is up to ten characters for one (`\U0001f600`), four in ASCII.
+_REPR_GROWTH, _ASCII_REPR_GROWTH = 10, 4
 
 
-def _printf_conversions(text: str) -> Iterator[tuple[str, str, str]]:
-    """Each conversion's width, precision and type, its mapping key skipped as Python reads
-    it (parentheses nest: `%(a(b))s` is the key `a(b)`)."""
+def _printf_conversions(text: str) -> Iterator[tuple[str | None, str, str, str]]:
+    """Each conversion's mapping key (None without one), width, precision and type, the key
+    read as Python reads it (parentheses nest: `%(a(b))s` is the key `a(b)`)."""
     start = text.find("%")
     while start != -1:
-        end = start + 1
+        end, key = start + 1, None
         if text.startswith("(", end):
             depth, end = 1, end + 1
             while end < len(text) and depth:
                 depth += {"(": 1, ")": -1}.get(text[end], 0)
                 end += 1
+            key = text[start + 2 : end - 1]
         found = _PRINTF_REST.match(text, end)
         if found is not None:
-            yield found.group(1) or "", found.group(2) or "", found.group(3)
+            yield key, found.group(1) or "", found.group(2) or "", found.group(3)
             end = found.end()
         start = text.find("%", end)
 
@@ -234,30 +235,36 @@ def _printf_conversions(text: str) -> Iterator[tuple[str, str, str]]:
 def check_printf(template: str | bytes | bytearray, arguments: Any = None) -> None:
     """`'%200000000s' % x` builds its width before anything could measure it, and
     `('%(a)s' * 1500) % {'a': long}` its argument 1,500 times: each field is charged its width
-    and precision, and the whole the largest argument once per conversion."""
+    and precision, and the whole what each conversion writes of its own argument (a tuple's
+    next one, a mapping's by key) before it is built."""
     budget = current()
     text = template if isinstance(template, str) else template.decode("latin-1")
-    # A tuple holds the arguments, a mapping the keyed ones; any other value is the one.
-    values = (
-        arguments.values()
-        if isinstance(arguments, Mapping)
-        else arguments
-        if isinstance(arguments, tuple)
-        else [arguments]
-    )
-    largest = max((weight(value, budget.max_chars) for value in values), default=0)
+    positional = iter(arguments if isinstance(arguments, tuple) else (arguments,))
     total = len(text)
-    for width, precision, conversion in _printf_conversions(text):
+    for key, width, precision, conversion in _printf_conversions(text):
         if "*" in (width, precision):
             raise BudgetExceeded("`*` widths are not allowed in % formatting")
         for number in (width, precision):
             if number:
                 budget.allow(int(number), "a formatted field")
-        if conversion != "%":
-            growth = _REPR_GROWTH if conversion in "ra" else 1
-            digits = _FLOAT_DIGITS if conversion in "eEfFgG" else 0
-            total += max(int(width or 0), int(precision or 0) + digits + largest * growth)
+        if conversion == "%":
+            continue
+        if isinstance(arguments, Mapping):
+            value = arguments.get(key) if key is not None else arguments
+        else:
+            value = next(positional, None)
+        size = weight(value, budget.max_chars) * _repr_growth(conversion, value)
+        digits = _FLOAT_DIGITS if conversion in "eEfFgG" else 0
+        total += max(int(width or 0), int(precision or 0) + digits + size)
     budget.allow(total, "a formatted text")
+
+
+def _repr_growth(conversion: str, value: Any) -> int:
+    """How much longer `%r`/`%a` writes a value than `%s`: an escape (`\\x07`) is four
+    characters for one, or up to ten (`\\U0001f600`) for a character past ASCII."""
+    if conversion not in "ra":
+        return 1
+    return _ASCII_REPR_GROWTH if isinstance(value, str) and value.isascii() else _REPR_GROWTH
 
 
 def check_format_spec(spec: str) -> None:

@@ -63,7 +63,7 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
         size = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
         budget.allow(len(value) + (value.count("\n") + 1) * size)
     elif name == "format" and isinstance(value, str):
-        check_printf(value, tuple(rest))
+        check_printf(value, kwargs or tuple(args[1:]))  # as jinja's filter formats
     elif name == "join":
         separator = rest[0] if rest and isinstance(rest[0], str) else ""
         budget.allow(joined_size(separator, value))

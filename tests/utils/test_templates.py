@@ -137,6 +137,11 @@ ORDINARY = [
     ("{{ 'a\tb'.expandtabs(4) }}{{ 'x'.ljust(3) }}|", {}, "a   bx  |"),
     ("{{ text|indent(2, first=true) }}", {"text": "a\nb"}, "  a\n  b"),
     ("{{ '{name}'.format_map(d) }}", {"d": {"name": "Bo"}}, "Bo"),
+    (  # each positional argument is written once, however long the others
+        "{{ ('%s|%s|%s|%s' % (ctx, '1', '2', '3'))|length }} {{ ('%r' % (ascii,))|length }}",
+        {"ctx": "c" * 300_000, "ascii": "a" * 150_000},
+        "300006 150002",
+    ),
     (
         "{{ '%s-%s' % (a, a) }}|{{ '%(k(1))r' % {'k(1)': 'é'} }}|{{ '%.2f%%' % 12.345 }}"
         "|{{ '%s: %d'|format('n', 3) }}|{{ s.encode('latin-1')|length }}"
