@@ -125,8 +125,9 @@ _RULE = ("type", "threshold", "operator", "negate", "parameters")
 def _incomparable_rates(analysed: dict[str, Any], baseline: Run, candidate: Run) -> dict[str, Any]:
     """Pass rates measured by different rules are no change of the answers: a metric whose
     rule changed between the runs (a threshold lowered reads as an improvement), and the
-    overall rate (every metric passing) when the runs' metrics or their rules differ, are
-    inconclusive, saying why. Scores are compared as they were: a rule does not change them."""
+    overall rate (every metric passing) and its slices' when the runs' metrics or their
+    rules differ, are inconclusive, saying why. Scores are compared as they were: a rule
+    does not change them."""
     rules = [
         {spec["name"]: {key: spec.get(key) for key in _RULE} for spec in run.metrics or []}
         for run in (baseline, candidate)
@@ -148,8 +149,11 @@ def _incomparable_rates(analysed: dict[str, Any], baseline: Run, candidate: Run)
     if changed or unmatched:
         what = [f"{name}'s rule changed" for name in sorted(changed)]
         what += [f"{name} is in one run only" for name in unmatched]
-        analysed["overall"] = _not_comparable(analysed["overall"], "; ".join(what))
+        why = "; ".join(what)
+        analysed["overall"] = _not_comparable(analysed["overall"], why)
         analysed["verdict"], analysed["reason"] = "inconclusive", analysed["overall"].reason
+        for piece in analysed["slices"]:  # a slice's rate is the overall one, of its cases
+            piece.pass_rate = _not_comparable(piece.pass_rate, why)
     return analysed
 
 

@@ -154,18 +154,28 @@ async def decide(
                 f"pass rate {rate:.1%} meets the floor of {floor:.1%} only without its"
                 f" {errored} errored results: counted as failures, they make it {least:.1%}"
             )
-    metric_rates = {m.name: m.pass_rate for m in await figures.metrics(session, run)}
+    metric_figures = {m.name: m for m in await figures.metrics(session, run)}
     for name, minimum in (gate.get("min_metric_pass_rates") or {}).items():
-        found = metric_rates.get(name)
-        if found is None:
+        metric = metric_figures.get(name)
+        found = metric.pass_rate if metric is not None else None
+        if metric is None or found is None:
             doubts.append(f"{name}: no evaluation to hold against its floor")
         elif found < minimum - _ROUNDING:
             failed.append(f"{name} pass rate {found:.1%} is below its floor of {minimum:.1%}")
+        elif metric.evaluated < results and found * metric.evaluated / results < (
+            minimum - _ROUNDING
+        ):
+            least = found * metric.evaluated / results
+            doubts.append(
+                f"{name} pass rate {found:.1%} meets its floor of {minimum:.1%} only without"
+                f" the {results - metric.evaluated} results it did not score: counted as"
+                f" failures, they make it {least:.1%}"
+            )
     comparison = None
     notes: list[str] = []
     if baseline_id is not None:
         comparison = await _compared(session, run, uuid.UUID(baseline_id), gate, failed, doubts)
-        if comparison is not None:
+        if comparison is not None and gate.get("fail_on", "regression") != "never":
             await _errors_beside_baseline(
                 session, (errored, results), uuid.UUID(baseline_id), gate, doubts
             )

@@ -416,8 +416,13 @@ async def test_pass_rates_measured_by_different_rules_are_not_compared(lab, fake
     the scores, which no rule changes, are compared as they are."""
     fake.reply = echo_reply
     target = await lab.openai_model(fake)
-    cases = [
-        {"input": f"question {i}", "expected_output": f"question {i} and more"} for i in range(200)
+    cases = [  # 200: enough to show the scores unchanged
+        {
+            "input": f"question {i}",
+            "expected_output": f"question {i} and more",
+            "category": f"c{i % 2}",
+        }
+        for i in range(200)
     ]
     test_set = await lab.test_set(cases)
     similar = await lab.metric("similarity", threshold=0.95)
@@ -441,6 +446,9 @@ async def test_pass_rates_measured_by_different_rules_are_not_compared(lab, fake
     ), rate["reason"]
     assert metric["score"]["verdict"] == "equivalent", metric["score"]["reason"]  # same scores
     assert found["overall"]["verdict"] == found["verdict"] == "inconclusive"
+    assert found["slices"] and {s["pass_rate"]["verdict"] for s in found["slices"]} == {
+        "inconclusive"
+    }
     assert found["reason"].endswith(
         f"not comparable: {metric['name']}'s rule changed; "
         f"{(await lab.get(f'/metrics/{other}'))['name']} is in one run only"

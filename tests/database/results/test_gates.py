@@ -221,6 +221,27 @@ async def test_errors_that_may_hide_a_regression_leave_the_gate_undecided(lab, f
         for reason in result["reasons"]
     ), result["reasons"]
 
+    # A metric's floor, the same; and a gate asking for no regression has no errors beside
+    # a baseline to doubt.
+    name = (await lab.get(f"/metrics/{metric}"))["name"]
+    fake.enqueue(*[Fault.http(400)] * 17)
+    metric_floor = await lab.run(
+        test_set,
+        target,
+        metric_ids=[metric],
+        gate={
+            "baseline": baseline["id"],
+            "fail_on": "never",
+            "min_metric_pass_rates": {name: 0.95},
+        },
+    )
+    result = (await lab.wait(metric_floor["id"]))["gate_result"]
+    assert result["status"] == "undecided"
+    assert [r for r in result["reasons"] if "errored" in r or "did not score" in r] == [
+        f"{name} pass rate 100.0% meets its floor of 95.0% only without the 17 results it did"
+        " not score: counted as failures, they make it 91.5%"
+    ], result["reasons"]
+
     # As many errors as the baseline's, or a floor met with them counted as failures: passed.
     fake.enqueue(*[Fault.http(400)] * 3)
     few = await lab.run(
