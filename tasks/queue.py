@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Table, TextClause, func, select, text, update
+from sqlalchemy import Table, Text, TextClause, any_, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tasks.models import Job
@@ -199,7 +200,8 @@ async def withdraw(session: AsyncSession, *, kind: str, key: str, values: Sequen
             .where(
                 Job.kind == kind,
                 Job.status == "queued",
-                Job.payload[key].astext.in_(list(values)),
+                # One array, however many (a list would be a parameter each: at most 32,767).
+                Job.payload[key].astext == any_(bindparam("values", list(values), ARRAY(Text))),
             )
             .values(status="done", finished_at=func.now(), last_error="withdrawn")
         )

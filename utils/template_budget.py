@@ -250,13 +250,23 @@ def check_printf(template: str | bytes | bytearray, arguments: Any = None) -> No
         if conversion == "%":
             continue
         if isinstance(arguments, Mapping):
-            value = arguments.get(key) if key is not None else arguments
+            value = _keyed(arguments, key, template) if key is not None else arguments
         else:
             value = next(positional, None)
         size = weight(value, budget.max_chars) * _repr_growth(conversion, value)
         digits = _FLOAT_DIGITS if conversion in "eEfFgG" else 0
         total += max(int(width or 0), int(precision or 0) + digits + size)
     budget.allow(total, "a formatted text")
+
+
+def _keyed(arguments: Mapping[Any, Any], key: str, template: str | bytes | bytearray) -> Any:
+    """The value a key of the template names (a bytes template's keys are bytes); one it does
+    not find is charged as the largest (a mapping may answer any key)."""
+    lookup = key if isinstance(template, str) else key.encode("latin-1")
+    if lookup in arguments:
+        return arguments[lookup]
+    budget = current()
+    return max(arguments.values(), key=lambda value: weight(value, budget.max_chars), default=None)
 
 
 def _repr_growth(conversion: str, value: Any) -> int:

@@ -182,7 +182,6 @@ async def redeliver(
         raise pending
     if not webhook.enabled:
         raise Conflict("The webhook is disabled: enable it to redeliver")
-    await _count_manual_send(runtime, webhook)
     # A job of an earlier round (its webhook disabled meanwhile, its retry still queued) must
     # not send the message beside the new one: withdrawn, or, while its attempt runs, waited
     # for.
@@ -191,6 +190,7 @@ async def redeliver(
     )
     if "running" in jobs:
         raise Conflict("An attempt at the delivery is under way: redeliver once it ends")
+    await _count_manual_send(runtime, webhook)
     await queue.withdraw(session, kind=DELIVERY_JOB, key="delivery_id", values=[str(delivery.id)])
     # Judged again as the row is written: of two redeliveries at once, the second finds the
     # first's pending and queues no second job.

@@ -162,14 +162,14 @@ async def decide(
             doubts.append(f"{name}: no evaluation to hold against its floor")
         elif found < minimum - _ROUNDING:
             failed.append(f"{name} pass rate {found:.1%} is below its floor of {minimum:.1%}")
-        elif metric.evaluated < results and found * metric.evaluated / results < (
-            minimum - _ROUNDING
-        ):
-            least = found * metric.evaluated / results
+        elif (unscored := metric.errored + errored) and (
+            least := found * metric.evaluated / (metric.evaluated + unscored)
+        ) < minimum - _ROUNDING:
+            # (A case the metric does not apply to, with no evaluation, is no error.)
             doubts.append(
                 f"{name} pass rate {found:.1%} meets its floor of {minimum:.1%} only without"
-                f" the {results - metric.evaluated} results it did not score: counted as"
-                f" failures, they make it {least:.1%}"
+                f" the {unscored} errors it could not score: counted as failures, they make it"
+                f" {least:.1%}"
             )
     comparison = None
     notes: list[str] = []

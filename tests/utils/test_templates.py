@@ -60,6 +60,8 @@ ATTACKS = {
     "printf nested key": "{{ ('%(a(b))1000000000.900000000f' % {'a(b)': 1})|length }}",
     "printf repeated argument": "{% set s = 'x' * 1000000 %}"
     "{{ (('%(a)s' * 1500)|format(a=s))|length }}",
+    "bytes printf repeated key": "{{ (('%(a)s' * 10000).encode()"
+    " % {'a'.encode(): ('x' * 900000).encode()})|length }}",
     "printf repeated operand": "{% set s = 'x' * 900000 %}"
     "{{ (('%(a)s' * 1500) % {'a': s})|length }}",
     # a codec that works through its text in Python, in quadratic time

@@ -237,8 +237,8 @@ async def test_errors_that_may_hide_a_regression_leave_the_gate_undecided(lab, f
     )
     result = (await lab.wait(metric_floor["id"]))["gate_result"]
     assert result["status"] == "undecided"
-    assert [r for r in result["reasons"] if "errored" in r or "did not score" in r] == [
-        f"{name} pass rate 100.0% meets its floor of 95.0% only without the 17 results it did"
+    assert [r for r in result["reasons"] if "errored" in r or "could not score" in r] == [
+        f"{name} pass rate 100.0% meets its floor of 95.0% only without the 17 errors it could"
         " not score: counted as failures, they make it 91.5%"
     ], result["reasons"]
 

@@ -113,3 +113,21 @@ async def test_a_per_test_threshold_must_be_a_number_in_range(lab, fake):
     (result,) = await lab.results(run["id"])
     assert result["status"] == "errored"
     assert "threshold: a number from 0 to 1,000,000" in result["error_message"]
+
+
+async def test_a_metric_floor_holds_over_the_cases_the_metric_applies_to(lab, fake):
+    """A case the metric does not apply to has no evaluation and no error: it is no doubt
+    beside the metric's floor (as an errored case would be)."""
+    target = await lab.openai_model(fake)  # echoes the input
+    contains = await lab.metric("contains", parameters={"from_test": "assert:contains"})
+    name = (await lab.get(f"/metrics/{contains}"))["name"]
+    asserted = {"metadata": {"assert:contains": {"value": "Paris"}}}
+    test_set = await lab.test_set(
+        [{"input": f"Paris {i}", **asserted} for i in range(5)]
+        + [{"input": f"no assertion {i}"} for i in range(5)]
+    )
+    every_case = await lab.metric("word-count", parameters={"min": 1})
+    gate = {"min_metric_pass_rates": {name: 0.9}, "fail_on": "never"}
+    run = await lab.run(test_set, target, metric_ids=[contains, every_case], gate=gate)
+    result = (await lab.wait(run["id"]))["gate_result"]
+    assert (result["status"], result["reasons"]) == ("passed", []), result
