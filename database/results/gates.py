@@ -141,41 +141,15 @@ async def decide(
         )
     floor = gate.get("min_pass_rate")
     if floor is not None:
-        if rate is None:
-            doubts.append("no case could be rated against the pass-rate floor")
-        elif rate < floor - _ROUNDING:
-            failed.append(f"pass rate {rate:.1%} is below the floor of {floor:.1%}")
-        elif (
-            errored
-            and (least := await figures.pass_rate_if_errors_failed(session, run)) is not None
-            and least < floor - _ROUNDING
-        ):
-            doubts.append(
-                f"pass rate {rate:.1%} meets the floor of {floor:.1%} only without its"
-                f" {errored} errored results: counted as failures, they make it {least:.1%}"
-            )
-    metric_figures = {m.name: m for m in await figures.metrics(session, run)}
-    for name, minimum in (gate.get("min_metric_pass_rates") or {}).items():
-        metric = metric_figures.get(name)
-        found = metric.pass_rate if metric is not None else None
-        if metric is None or found is None:
-            doubts.append(f"{name}: no evaluation to hold against its floor")
-        elif found < minimum - _ROUNDING:
-            failed.append(f"{name} pass rate {found:.1%} is below its floor of {minimum:.1%}")
-        elif (unscored := metric.errored + errored) and (
-            least := found * metric.evaluated / (metric.evaluated + unscored)
-        ) < minimum - _ROUNDING:
-            # (A case the metric does not apply to, with no evaluation, is no error.)
-            doubts.append(
-                f"{name} pass rate {found:.1%} meets its floor of {minimum:.1%} only without"
-                f" the {unscored} errors it could not score: counted as failures, they make it"
-                f" {least:.1%}"
-            )
+        await _overall_floor(session, run, floor, (rate, errored), failed, doubts)
+    if gate.get("min_metric_pass_rates"):
+        await _metric_floors(session, run, gate["min_metric_pass_rates"], errored, failed, doubts)
     comparison = None
     notes: list[str] = []
+    wants_comparison = gate.get("fail_on", "regression") != "never"
     if baseline_id is not None:
         comparison = await _compared(session, run, uuid.UUID(baseline_id), gate, failed, doubts)
-        if comparison is not None and gate.get("fail_on", "regression") != "never":
+        if comparison is not None and wants_comparison:
             await _errors_beside_baseline(
                 session, (errored, results), uuid.UUID(baseline_id), gate, doubts
             )
@@ -184,9 +158,8 @@ async def decide(
         # none the regression the gate asks about cannot be ruled out.
         note = "the project had no baseline run when this run was created: nothing compared"
         has_floors = floor is not None or bool(gate.get("min_metric_pass_rates"))
-        wants_comparison = gate.get("fail_on", "regression") != "never"
         (doubts if wants_comparison and not has_floors else notes).append(note)
-    elif gate.get("fail_on", "regression") != "never":
+    elif wants_comparison:
         notes.append("no baseline named: no regression looked for, only the floors and errors")
     status = "failed" if failed else "undecided" if doubts else "passed"
     return GateResult(
@@ -195,6 +168,61 @@ async def decide(
         baseline_run_id=uuid.UUID(baseline_id) if baseline_id else None,
         comparison=comparison,
     )
+
+
+async def _overall_floor(
+    session: AsyncSession,
+    run: Run,
+    floor: float,
+    rated: tuple[float | None, int],
+    failed: list[str],
+    doubts: list[str],
+) -> None:
+    """The pass rate against its floor: failed below it, in doubt when only the errored
+    results (counted as failures) would take it below."""
+    rate, errored = rated
+    if rate is None:
+        doubts.append("no case could be rated against the pass-rate floor")
+    elif rate < floor - _ROUNDING:
+        failed.append(f"pass rate {rate:.1%} is below the floor of {floor:.1%}")
+    elif (
+        errored
+        and (least := await figures.pass_rate_if_errors_failed(session, run)) is not None
+        and least < floor - _ROUNDING
+    ):
+        doubts.append(
+            f"pass rate {rate:.1%} meets the floor of {floor:.1%} only without its"
+            f" {errored} errored results: counted as failures, they make it {least:.1%}"
+        )
+
+
+async def _metric_floors(
+    session: AsyncSession,
+    run: Run,
+    floors: dict[str, float],
+    errored: int,
+    failed: list[str],
+    doubts: list[str],
+) -> None:
+    """Each metric's pass rate against its floor, as the overall one is; what it could not
+    score is its own errored evaluations and the errored results (a case it does not apply
+    to, with no evaluation, is no error)."""
+    found = {m.name: m for m in await figures.metrics(session, run)}
+    for name, minimum in floors.items():
+        metric = found.get(name)
+        rate = metric.pass_rate if metric is not None else None
+        if metric is None or rate is None:
+            doubts.append(f"{name}: no evaluation to hold against its floor")
+        elif rate < minimum - _ROUNDING:
+            failed.append(f"{name} pass rate {rate:.1%} is below its floor of {minimum:.1%}")
+        elif (unscored := metric.errored + errored) and (
+            least := rate * metric.evaluated / (metric.evaluated + unscored)
+        ) < minimum - _ROUNDING:
+            doubts.append(
+                f"{name} pass rate {rate:.1%} meets its floor of {minimum:.1%} only without"
+                f" the {unscored} errors it could not score: counted as failures, they make it"
+                f" {least:.1%}"
+            )
 
 
 async def _errors_beside_baseline(
