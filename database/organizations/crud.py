@@ -22,6 +22,7 @@ from database.organizations.models import (
     Membership,
     Organization,
 )
+from utils.crud import paginate
 from utils.errors import Conflict
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -167,16 +168,12 @@ async def create_api_key(session: AsyncSession, api_key: ApiKey) -> ApiKey:
 async def list_api_keys(
     session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
 ) -> tuple[list[ApiKey], int]:
-    where = ApiKey.organization_id == organization_id
-    total = await session.scalar(select(func.count()).select_from(ApiKey).where(where))
-    rows = await session.scalars(
+    query = (
         select(ApiKey)
-        .where(where)
+        .where(ApiKey.organization_id == organization_id)
         .order_by(ApiKey.created_at.desc(), ApiKey.id)
-        .limit(limit)
-        .offset(offset)
     )
-    return list(rows.all()), total or 0
+    return await paginate(session, query, limit=limit, offset=offset)
 
 
 async def get_api_key(
@@ -280,16 +277,12 @@ async def create_invitation(session: AsyncSession, invitation: Invitation) -> In
 async def list_invitations(
     session: AsyncSession, organization_id: uuid.UUID, *, limit: int, offset: int
 ) -> tuple[list[Invitation], int]:
-    where = Invitation.organization_id == organization_id
-    total = await session.scalar(select(func.count()).select_from(Invitation).where(where))
-    rows = await session.scalars(
+    query = (
         select(Invitation)
-        .where(where)
+        .where(Invitation.organization_id == organization_id)
         .order_by(Invitation.created_at.desc(), Invitation.id.desc())
-        .limit(limit)
-        .offset(offset)
     )
-    return list(rows.all()), total or 0
+    return await paginate(session, query, limit=limit, offset=offset)
 
 
 async def get_invitation(
