@@ -38,6 +38,7 @@ class TargetError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.spent: float | None = None  # set by whoever made calls before this one failed
+        self.paid: float | None = None  # and of that, what was not answered from a cache
 
 
 # An error body is read this far, and its message kept this long once the credentials it may

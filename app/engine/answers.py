@@ -34,6 +34,7 @@ class Asked:
     reply: TargetReply
     cached: bool
     price: float | None  # the target's, and the simulated user's
+    paid: float | None  # of that price, what the calls made now cost (not those from the cache)
     trajectory: list[dict[str, Any]] | None  # an agent's steps, or a conversation's turns
 
 
@@ -49,13 +50,15 @@ async def ask_target(
 ) -> Asked:
     target = plan.target
     assert target is not None
-    spent: list[float | None] = []  # each call's price, as it completes
+    prices: list[float | None] = []  # each call's price, as it completes
+    paid: list[float | None] = []  # and the same for the calls not answered from the cache
 
     async def priced(config: TargetConfig, sent: TargetRequest) -> tuple[TargetReply, bool]:
         reply, cached = await cached_answer(
             ctx, run, plan, config, sent, live if config is target else None
         )
-        spent.append(cost(config, reply))
+        prices.append(cost(config, reply))
+        paid.append(None if cached else prices[-1])
         return reply, cached
 
     def loop(sent: TargetRequest, on_step: agent.StepSink | None) -> Any:
@@ -68,14 +71,11 @@ async def ask_target(
             on_step=on_step,
         )
 
-    def price() -> float | None:
-        return None if not spent or all(p is None for p in spent) else sum(p or 0.0 for p in spent)
-
     try:
         talk = case.case.get("conversation")
         if talk is None:
             done = await loop(request, _sink(events.step_completed, case, repetition, on_event))
-            return Asked(done.reply, done.cached, price(), done.trajectory)
+            return Asked(done.reply, done.cached, _total(prices), _total(paid), done.trajectory)
         simulator = replace(plan.simulator, tools=[]) if plan.simulator is not None else None
         if talk.get("simulated") is not None and simulator is None:
             raise TargetError("configuration_error", NO_SIMULATOR)
@@ -91,10 +91,19 @@ async def ask_target(
             simulate=simulate,
             on_turn=_sink(events.turn_completed, case, repetition, on_event),
         )
-        return Asked(transcript.reply, transcript.cached, price(), transcript.turns)
+        return Asked(
+            transcript.reply, transcript.cached, _total(prices), _total(paid), transcript.turns
+        )
     except (TargetError, conversation.SimulatorFailed) as exc:
-        exc.spent = price()  # what the calls before it cost: spent all the same
+        exc.spent, exc.paid = (
+            _total(prices),
+            _total(paid),
+        )  # the calls before it: spent all the same
         raise
+
+
+def _total(prices: list[float | None]) -> float | None:
+    return None if all(p is None for p in prices) else sum(p or 0.0 for p in prices)
 
 
 def _sink(

@@ -97,11 +97,13 @@ async def _run_case(
             )
             reply, cached, price = asked.reply, asked.cached, asked.price
             trajectory = asked.trajectory
+            result["paid"] = asked.paid
     except (TargetError, NoOutput) as error:
-        result["cost"] = getattr(error, "spent", None)  # an agent's or a conversation's calls
+        if isinstance(error, TargetError):  # an agent's or a conversation's calls before it
+            result.update(cost=error.spent, paid=error.paid)
         return _errored(result, result["input"], error.kind, error.message), []
     except SimulatorFailed as exc:
-        result["cost"] = exc.spent
+        result.update(cost=exc.spent, paid=exc.paid)
         return _errored(result, result["input"], "simulator_error", str(exc)), []
     result.update(
         output=storable(reply.output),

@@ -37,6 +37,7 @@ class SimulatorFailed(Exception):
     """The simulated user's model failed: the case cannot go on (it is errored)."""
 
     spent: float | None = None  # what the conversation's calls had cost by then
+    paid: float | None = None  # and of that, what was not answered from the cache
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,19 @@ async def start_chunk(session: AsyncSession, run: Run) -> None:
 
 
 def spending(batch: Batch) -> float:
-    """What a batch cost: the target's calls (a cached or reused output cost nothing now) and
-    every judge's."""
+    """What a batch cost: the target's calls and every judge's."""
     return sum(
-        (result.get("cost") or 0.0) * (not result.get("cached"))
-        + sum(e.get("cost") or 0.0 for e in evaluations)
+        _paid(result) + sum(e.get("cost") or 0.0 for e in evaluations)
         for result, evaluations in batch
     )
+
+
+def _paid(result: dict[str, Any]) -> float:
+    """What the answer's calls cost now: not a step the response cache answered (a result's own
+    `cost` counts it), nor a reused or recorded output; `paid` is given by whoever made calls."""
+    if "paid" in result:
+        return result["paid"] or 0.0
+    return 0.0 if result.get("cached") else result.get("cost") or 0.0
 
 
 @dataclass(frozen=True, slots=True)

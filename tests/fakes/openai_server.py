@@ -169,6 +169,7 @@ class FakeOpenAI(FakeServer):
         completion_tokens = count_tokens(
             " ".join([content or "", *(call["function"]["arguments"] for call in tool_calls)])
         )
+        self.bill(prompt_tokens, completion_tokens)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,

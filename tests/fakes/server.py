@@ -93,6 +93,7 @@ class FakeServer:
         self._lock = threading.Lock()
         self._faults: deque[Fault | None] = deque()
         self._requests: list[RecordedRequest] = []
+        self._billed: list[tuple[int, int]] = []  # (input, output) tokens of each answer
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,6 +118,16 @@ class FakeServer:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def billed(self) -> list[tuple[int, int]]:
+        """The usage each answer reported, (input tokens, output tokens), in order."""
+        with self._lock:
+            return list(self._billed)
+
+    def bill(self, input_tokens: int, output_tokens: int) -> None:
+        with self._lock:
+            self._billed.append((input_tokens, output_tokens))
+
     def enqueue(self, *faults: Fault | None) -> None:
         """Script the next requests: each takes one entry; None means answer normally."""
         with self._lock:
@@ -132,6 +143,7 @@ class FakeServer:
         with self._lock:
             self._faults.clear()
             self._requests.clear()
+            self._billed.clear()
 
     def start(self) -> Self:
         if self._thread is not None:

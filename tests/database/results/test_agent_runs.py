@@ -344,3 +344,36 @@ async def test_a_loop_that_fails_midway_still_counts_what_it_spent(lab, fake):
     assert result["status"] == "errored" and result["error_type"] == "client_error"
     assert result["cost"] and result["cost"] > 0  # the first step's call was paid for
     assert done["spent"] == pytest.approx(result["cost"])
+
+
+async def test_a_partly_cached_loop_spends_only_what_its_new_calls_cost(lab, fake):
+    """The first step comes from the cache (the same question), the second does not (the tools
+    answered otherwise): the run's budget is charged the second step alone, at the provider's
+    bill, while the result's cost is the whole answer's."""
+    fake.reply = _agent
+    target = await lab.openai_model(
+        fake, tools=TOOLS, input_price_per_mtok=1000, output_price_per_mtok=1000
+    )
+    first = await lab.run(
+        await lab.test_set([{"input": "Weather?", "tool_responses": MOCKS}]),
+        target,
+        metric_ids=[await lab.metric("tool-args-schema")],
+        use_cache=True,
+    )
+    first_done = await lab.wait(first["id"])
+    assert len(fake.billed) == 2
+    fake.reset()
+    other_answers = [{**mock, "response": "hail"} for mock in MOCKS]
+    second = await lab.run(
+        await lab.test_set([{"input": "Weather?", "tool_responses": other_answers}]),
+        target,
+        metric_ids=[await lab.metric("tool-args-schema")],
+        use_cache=True,
+    )
+    done = await lab.wait(second["id"])
+    (result,) = await lab.results(second["id"])
+    ((input_tokens, output_tokens),) = fake.billed  # only the second step reached the model
+    assert result["output"] == "It is hail and hail" and not result["cached"]
+    assert done["spent"] == pytest.approx((input_tokens + output_tokens) * 1000 / 1e6)
+    assert result["cost"] > done["spent"] > 0
+    assert first_done["spent"] == pytest.approx((await lab.results(first["id"]))[0]["cost"])
