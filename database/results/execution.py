@@ -86,7 +86,7 @@ async def write(
         return Written(ended=True)
     written = await _insert(session, batch)
     changes = [*steps, *(events.result_reference(result["id"]) for result, _ in written)]
-    cost = spending(written)
+    cost = spending(written) + await _paid_for_duplicates(session, batch, written)
     end = await _over_budget(session, run.id, locked, cost) if cost else None
     missing = 0
     if end is None and closing is not None:
@@ -129,6 +129,18 @@ async def _insert(session: AsyncSession, batch: Batch) -> Batch:
             rows.append(evaluation)
     await evaluation_crud.insert_evaluations(session, rows)
     return written
+
+
+async def _paid_for_duplicates(session: AsyncSession, batch: Batch, written: Batch) -> float:
+    """What the batch's results for cases already written by another attempt cost (a chunk
+    taken over while its first worker still ran): not kept, but paid for all the same. A result
+    this attempt wrote itself (a commit whose reply was lost, then written again) counted then."""
+    kept = {result["id"] for result, _ in written}
+    others = [(result, evaluations) for result, evaluations in batch if result["id"] not in kept]
+    if not others:
+        return 0.0
+    ours = await crud.known_results(session, [result["id"] for result, _ in others])
+    return spending([pair for pair in others if pair[0]["id"] not in ours])
 
 
 async def _over_budget(

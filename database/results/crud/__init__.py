@@ -176,6 +176,11 @@ async def insert_results(
     return set(inserted.scalars().all())
 
 
+async def known_results(session: AsyncSession, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Of these result ids, those written."""
+    return set((await session.scalars(select(Result.id).where(Result.id.in_(ids)))).all())
+
+
 async def result_totals(session: AsyncSession, run_id: uuid.UUID) -> tuple[int, int, int, float]:
     """(results, failed, errored, summed latency in ms) of the run."""
     row = (

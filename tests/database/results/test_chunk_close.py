@@ -187,3 +187,30 @@ async def test_a_write_checks_the_budget_as_it_stands_not_as_the_writer_loaded_i
         run = await crud.get_run(session, run_id)
     assert run is not None
     assert (written.ended, run.status, run.spent) == (False, "queued", 1.0)
+
+
+async def test_a_case_answered_twice_counts_both_calls_once_each(
+    lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    """A chunk taken over while its first worker still ran: both attempts paid for the case,
+    and the second's result is not kept, but its cost counts; the same result written again
+    (a commit whose reply was lost) is not charged twice."""
+    run_id = await _run_with_a_hole(lab, fake, committed_database)
+    organization = lab.account.organization_id
+    first = _result(lab, run_id, HOLE) | {"cost": 1.0}
+    judged = {"metric_name": "judge", "metric_type": "llm-judge", "cost": 0.25}
+    second = _result(lab, run_id, HOLE) | {"cost": 2.0}
+
+    for batch in ([(first, [])], [(first, [])], [(second, [judged])]):
+        async with tenant_session(committed_database, organization) as session:
+            run = await crud.get_run(session, run_id)
+            assert run is not None
+            await execution.write(session, run, batch)
+    async with tenant_session(committed_database, organization) as session:
+        run = await crud.get_run(session, run_id)
+        kept = await session.scalar(
+            text("SELECT id FROM results WHERE run_id = :id AND position = :hole"),
+            {"id": run_id, "hole": HOLE},
+        )
+    assert run is not None and kept == first["id"]
+    assert run.spent == 3.25
