@@ -13,9 +13,10 @@ import contextlib
 import os
 import random
 import socket
+import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -112,6 +113,9 @@ class WorkerPool:
         self._stopping = False
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._kinds: dict[uuid.UUID, str] = {}  # of the running jobs
+        # When each running job's lease runs out, by this process's clock, counted from the
+        # moment the claim or its last renewal was sent (the database's count starts later).
+        self._lease_ends: dict[uuid.UUID, float] = {}
         self._daemons: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -164,6 +168,7 @@ class WorkerPool:
             self._wake.clear()
             limit, skipped = self._room()
             claimed: list[ClaimedJob] = []
+            asked = time.monotonic()
             if limit > 0:
                 try:
                     async with self.database.transaction() as session:
@@ -180,6 +185,7 @@ class WorkerPool:
                 task = asyncio.create_task(self._run(job), name=f"job-{job.kind}-{job.id}")
                 self._running[job.id] = task
                 self._kinds[job.id] = job.kind
+                self._lease_ends[job.id] = asked + self.lease.total_seconds()
             if claimed and len(claimed) == limit:
                 continue  # there may be more waiting
             with contextlib.suppress(TimeoutError):
@@ -204,6 +210,7 @@ class WorkerPool:
             held = list(self._running)
             if not held:
                 continue
+            asked = time.monotonic()
             try:
                 async with self.database.transaction() as session:
                     kept = await queue.heartbeat(
@@ -211,13 +218,25 @@ class WorkerPool:
                     )
             except Exception as exc:
                 log.warning("heartbeat failed", error=str(exc))
+                # A lease that runs out before the next renewal may be taken over by then:
+                # our copy stops first, rather than call providers beside the new one.
+                ending = time.monotonic() + interval
+                self._abandon(
+                    [job for job in held if self._lease_ends.get(job, ending) < ending],
+                    "lease running out unrenewed",
+                )
                 continue
-            for job_id in set(held) - kept:
-                # Another worker has taken it over (our lease ran out): stop our copy.
-                task = self._running.get(job_id)
-                if task is not None:
-                    log.warning("lease lost; abandoning job", job_id=str(job_id))
-                    task.cancel()
+            for job_id in kept:
+                self._lease_ends[job_id] = asked + self.lease.total_seconds()
+            # Another worker has taken these over (our lease ran out): stop our copies.
+            self._abandon(set(held) - kept, "lease lost")
+
+    def _abandon(self, job_ids: Iterable[uuid.UUID], reason: str) -> None:
+        for job_id in job_ids:
+            task = self._running.get(job_id)
+            if task is not None:
+                log.warning(f"{reason}; abandoning job", job_id=str(job_id))
+                task.cancel()
 
     async def _run(self, job: ClaimedJob) -> None:
         bound = log.bind(job_id=str(job.id), kind=job.kind, attempt=job.attempts)
@@ -266,6 +285,7 @@ class WorkerPool:
         finally:
             self._running.pop(job.id, None)
             self._kinds.pop(job.id, None)
+            self._lease_ends.pop(job.id, None)
             self._wake.set()
 
 

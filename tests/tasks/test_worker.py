@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.core import Database
+from database.core import Database, make_engine
 from database.setup import DatabaseUrls
 from notifications import listener
 from tasks import queue
@@ -30,6 +30,7 @@ from tests.tasks.conftest import (
     wait_for_status,
     wait_until,
 )
+from tests.tasks.relay import relayed
 
 LISTEN_QUERY = f'LISTEN "{queue.CHANNEL}"'
 
@@ -631,3 +632,46 @@ async def test_a_handler_may_choose_when_it_is_retried(
     assert calls[1] - calls[0] >= 2.4  # the backoff would have said 1.5 s at most
     job = await load_job(committed_database, account, job_id)
     assert (job.status, job.attempts) == ("done", 2)
+
+
+async def test_a_worker_cut_off_from_the_database_stops_before_its_lease_runs_out(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    """Its heartbeats fail, so its lease will run out and another worker may take the job
+    over: it stops its copy before then, rather than call providers beside the new one."""
+    account = accounts[0]
+    kind = new_kind()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handler(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    lease = timedelta(seconds=1.5)
+    async with relayed(database_urls.runtime) as relay:
+        engine = make_engine(relay.url, pool_size=2, max_overflow=2)
+        try:
+            async with running_pool(
+                Database(engine), database_urls, {kind: handler}, lease=lease
+            ) as pool:
+                [job_id] = await enqueue_jobs(committed_database, account, kind)
+                await asyncio.wait_for(started.wait(), timeout=5)
+                relay.cut()
+                cut_at = time.monotonic()
+                await asyncio.wait_for(cancelled.wait(), timeout=5)
+                stopped_after = time.monotonic() - cut_at
+                assert pool.busy == 0
+                job = await load_job(committed_database, account, job_id)
+                assert (job.status, job.locked_by) == ("running", pool.name)
+                # No other worker could have had it yet: the lease was still ours.
+                assert stopped_after < lease.total_seconds()
+                assert job.locked_until is not None
+                async with committed_database.transaction() as session:
+                    still_ours = await session.scalar(text("SELECT now()")) < job.locked_until
+                assert still_ours
+        finally:
+            await engine.dispose()
