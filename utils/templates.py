@@ -15,7 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
+from jinja2 import (
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    UndefinedError,
+    meta,
+    nodes,
+)
 from jinja2.compiler import CodeGenerator, Frame, operators
 from jinja2.environment import Template
 from jinja2.runtime import Context
@@ -266,6 +274,11 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
         raise InvalidInput(f"template not allowed: {exc}", field="template") from exc
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise InvalidInput(f"template failed to render: {exc}", field="template") from exc
+    except (LookupError, AssertionError, TemplateError) as exc:
+        # `"%(a)s" % {}`, a filter given an argument it refuses, a test or filter by an
+        # unknown name: the template's own fault, found only as it runs.
+        message = f"template failed to render: {type(exc).__name__}: {exc}".rstrip(": ")
+        raise InvalidInput(message, field="template") from exc
     finally:
         budget.finish(token)
 

@@ -313,3 +313,24 @@ def test_templates_too_deep_to_compile_are_422_naming_the_field(template):
     with pytest.raises(InvalidInput):
         render(template, {"x": 1, "y": []})
     assert time.process_time() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ('{{ "%(a)s" % {} }}', "KeyError"),
+        ('{{ "{a}".format() }}', "KeyError"),
+        ('{{ {"a": 1}|dictsort(by="bogus") }}', "FilterArgumentError"),
+        ('{{ "abc"|truncate(1, leeway=-5) }}', "AssertionError"),
+        ('{{ [1]|map("nofilter")|list }}', "TemplateRuntimeError"),
+        ('{{ [1]|select("notest")|list }}', "TemplateRuntimeError"),
+    ],
+)
+def test_a_template_failing_as_it_runs_is_refused_naming_it(source: str, named: str) -> None:
+    """Accepted when saved (it compiles), it fails only as it renders: the template's fault,
+    a 4xx naming it, not an error of the service (nor a whole run's chunk failing)."""
+    check_template(source, field="template")
+    with pytest.raises(InvalidInput) as refused:
+        render(source, {"items": [1]})
+    assert named in refused.value.detail
+    assert refused.value.errors == [{"field": "template", "message": refused.value.detail}]

@@ -162,6 +162,35 @@ async def test_a_prompt_over_its_template_budget_is_a_configuration_error(lab, f
     assert fake.requests == []
 
 
+async def test_a_prompt_failing_for_one_case_errs_that_case_alone(lab, fake):
+    """A template accepted when saved fails as it renders one case (a variable missing a key
+    `%` formatting needs): that case errs, naming the template; the others run."""
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(
+        [
+            {"input": "a", "variables": {"person": {"name": "Ada"}}},
+            {"input": "b", "variables": {"person": {}}},
+        ]
+    )
+    prompt = await lab.post(
+        "/prompts",
+        {
+            "project_id": lab.project_id,
+            "name": "greeting",
+            "template": 'Hello {{ "%(name)s" % person }}: {{ input }}',
+        },
+        expect=201,
+    )
+    run = await lab.run(
+        test_set, target, prompt_id=prompt.json()["id"], metric_ids=[await lab.any_answer()]
+    )
+    done = await lab.wait(run["id"])
+    assert done["status"] == "completed"
+    first, second = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
+    assert first["output"] == "echo: Hello Ada: a"
+    assert second["error_type"] == "prompt_error" and "KeyError" in second["error_message"]
+
+
 @pytest.mark.parametrize(
     ("fault", "calls"),
     [
