@@ -120,7 +120,7 @@ class EventStream(Response):
         yield f"retry: {self.retry_ms}\n\n".encode()
         sent = self.after
         if sent < subscriber.known:
-            async for page in self._replay(sent, None):
+            async for page in self._replay(subscriber, sent, None):
                 yield b"".join(item.encoded for item in page)
                 sent = page[-1].seq
                 if self._ends(page[-1]) and sent >= subscriber.known:
@@ -145,9 +145,11 @@ class EventStream(Response):
                     parts.append(delta_frame(item, sent))
                 elif item.seq > sent:
                     if item.seq > sent + 1:  # defensive: fill any hole from the table
-                        async for page in self._replay(sent, item.seq):
+                        async for page in self._replay(subscriber, sent, item.seq):
                             parts.extend(missed.encoded for missed in page)
                             sent = page[-1].seq
+                        if subscriber.ending is not None:
+                            break  # the fill stopped short: nothing after its hole
                     parts.append(item.encoded)
                     sent = item.seq
                     ended = self._ends(item)
@@ -195,11 +197,17 @@ class EventStream(Response):
     def _ends(self, item: Item) -> bool:
         return item.type in self.terminal and not item.continues
 
-    async def _replay(self, after: int, before: int | None) -> AsyncIterator[list[Item]]:
-        """Stored events after `after` (and before `before`), a page per short transaction."""
+    async def _replay(
+        self, subscriber: Subscriber, after: int, before: int | None
+    ) -> AsyncIterator[list[Item]]:
+        """Stored events after `after` (and before `before`), a page per short transaction;
+        none once the stream is ending (revoked, its lifetime over, its client gone, the
+        server stopping), however long the log: the client resumes from what it has."""
         while True:
             async with self.database.transaction(Tenant(self.organization_id)) as session:
                 rows = await self.hub.read_events(session, self.run_id, after, limit=REPLAY_PAGE)
+            if subscriber.ending is not None:
+                return
             page = [
                 encode_event(row.seq, row.type, row.data)
                 for row in rows

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from notifications import stream
 from notifications.recheck import Credential, CredentialRecheck, Issuer
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import bearer, create_api_key, login
@@ -38,6 +39,7 @@ class Watching:
 
     events: list[Event] = field(default_factory=list)
     opened: asyncio.Event = field(default_factory=asyncio.Event)
+    first_event: asyncio.Event = field(default_factory=asyncio.Event)  # one with a type
     ended_at: float | None = None
     task: asyncio.Task[None] | None = None
 
@@ -71,6 +73,8 @@ async def watching(
             async for event in read_events(sse):
                 watch.events.append(event)
                 watch.opened.set()
+                if event.event:
+                    watch.first_event.set()
         watch.ended_at = time.monotonic()
 
     watch.task = asyncio.create_task(read())
@@ -251,3 +255,56 @@ async def test_a_failed_check_ends_nothing_and_is_asked_again(committed_database
     assert await _round(recheck, streams, now=11.0)
     assert len(check.asked) == 2
     assert streams[0].ending == "gone"
+
+
+@pytest.fixture
+def slow_replay(live: Live, monkeypatch) -> None:
+    """A long log read slowly: pages of two events, each read in 0.3 s."""
+    monkeypatch.setattr(stream, "REPLAY_PAGE", 2)
+    assert live.notifications is not None
+    hub = live.notifications.hub
+    read = hub.read_events
+
+    async def slowly(session: AsyncSession, run_id: uuid.UUID, after: int, *, limit: int):
+        await asyncio.sleep(0.3)
+        return await read(session, run_id, after, limit=limit)
+
+    monkeypatch.setattr(hub, "read_events", slowly)
+
+
+async def _finished_run(live: Live, cases: int) -> str:
+    with FakeOpenAI(require_api_key="sk-test") as fake:
+        target = await live.openai_model(fake)
+        test_set = await live.test_set([{"input": f"q{i}"} for i in range(cases)])
+        run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+        await live.wait(run["id"])
+    return str(run["id"])
+
+
+async def test_a_stream_revoked_while_it_replays_its_log_stops_replaying(
+    live: Live, recheck_often: None, slow_replay: None
+) -> None:
+    """Revocation ends a stream between two pages of its replay, not after the whole log."""
+    run_id = await _finished_run(live, cases=20)
+    key = await create_api_key(live.client, live.account, "viewer")
+    async with watching(live, run_id, headers={"X-API-Key": key["key"]}) as watch:
+        await asyncio.wait_for(watch.first_event.wait(), ENDS_WITHIN)
+        revoked_at = await _revoke(live, key)
+        ended_at = await watch.ended(ENDS_WITHIN)
+    replayed = [event for event in watch.events if event.event]
+    assert "the API key this stream was opened with is no longer valid" in watch.comments
+    assert replayed[-1].event != "run.finished"  # the log was not sent to its end
+    assert ended_at - revoked_at < 2.0  # a recheck and a page, not the log's 7 s
+
+
+async def test_a_stream_ends_at_its_lifetime_even_while_replaying(
+    live: Live, runtime, monkeypatch, slow_replay: None
+) -> None:
+    monkeypatch.setattr(runtime.settings, "sse_max_lifetime_seconds", 1.0)
+    run_id = await _finished_run(live, cases=20)
+    token = await _stream_token(live, run_id, live.account.headers)
+    started = time.monotonic()
+    async with watching(live, run_id, params={"token": token}) as watch:
+        ended_at = await watch.ended(ENDS_WITHIN)
+    assert ended_at - started < 2.5  # its lifetime and a page, not the log's 7 s
+    assert not any(event.event == "run.finished" for event in watch.events)
