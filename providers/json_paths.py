@@ -1,9 +1,12 @@
 """The JSONPath expressions a team gives to read its endpoint's answers (`response_path`,
-`stream_path`, `tool_calls_path`): parsed once, with at most one recursive descent (`..`).
+`stream_path`, `tool_calls_path`): parsed once, with at most one recursive descent (`..`),
+and no regular expression or arithmetic.
 
 A descent visits every node below it, and each further one visits every node below each
 match again: `$..a..a..a` over an answer nested 200 deep held the event loop for 10 s, where
-one descent costs a walk of the answer (linear in its size, which the transport caps).
+one descent costs a walk of the answer (linear in its size, which the transport caps). A
+regular expression (a filter's `=~`, `sub`) may backtrack for hours over a short answer, on
+the event loop, and arithmetic (`$.text * $.count`) builds a string of any size.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import re
 from typing import Any
 
 from jsonpath_ng.ext import parse as parse_jsonpath
+from jsonpath_ng.ext.arithmetic import Operation
+from jsonpath_ng.ext.filter import Expression
+from jsonpath_ng.ext.string import Sub
+from jsonpath_ng.jsonpath import JSONPath
 
 from providers.errors import TargetError
 
@@ -30,7 +37,25 @@ def checked(path: str) -> Any:
             f"{descents} recursive descents (`..`): at most {MAX_DESCENTS} is allowed,"
             " each one walks the whole answer below it"
         )
-    return parse_jsonpath(path)
+    parsed = parse_jsonpath(path)
+    if refused := _unbounded(parsed):
+        raise ValueError(f"{refused} is not allowed: it can run without bound over an answer")
+    return parsed
+
+
+def _unbounded(parsed: JSONPath) -> str | None:
+    """What in a parsed path could run without bound, if anything."""
+    nodes: list[Any] = [parsed]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, Sub) or (isinstance(node, Expression) and node.op == "=~"):
+            return "a regular expression (`=~`, `sub`)"
+        if isinstance(node, Operation):
+            return f"arithmetic (`{node.op_symbol}`)"
+        for value in vars(node).values():
+            within = value if isinstance(value, list) else [value]
+            nodes.extend(part for part in within if isinstance(part, JSONPath))
+    return None
 
 
 @functools.lru_cache(maxsize=256)

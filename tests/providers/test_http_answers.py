@@ -1,7 +1,7 @@
 """Reading a team's endpoint's answer, through real HTTP: its paths hold at most one recursive
-descent, a large answer is read off the event loop, an answer nested past any parser's depth
-is an invalid response (not a crash), and an error body echoing a credential across the point
-where it is cut shows none of it."""
+descent and no regular expression or arithmetic, a large answer is read off the event loop, an
+answer nested past any parser's depth is an invalid response (not a crash), and an error body
+echoing a credential across the point where it is cut shows none of it."""
 
 from __future__ import annotations
 
@@ -56,6 +56,37 @@ def test_a_path_with_two_recursive_descents_is_refused_naming_the_field(path: st
 @pytest.mark.parametrize("path", ["$..answer", "$.data.answer", "$['a..b'].c", "$.items[*].x"])
 def test_paths_of_one_descent_or_none_are_accepted(path: str) -> None:
     check_jsonpath(path, field="http.response_path")
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ('$.items[?(@.a =~ "(a+)+$")].a', "regular expression"),
+        ('$.items[?(@.b == 1 && @.a =~ "(")].a', "regular expression"),
+        ("$.a.`sub(/(a+)+$/, x)`", "regular expression"),
+        ("$.text * $.count", "arithmetic (`*`)"),
+        ("$.items[?(@.n * 2 > 3)]", "arithmetic (`*`)"),
+    ],
+)
+def test_a_path_that_could_run_without_bound_is_refused_naming_the_field(
+    path: str, named: str
+) -> None:
+    """`(a+)+$` over 25 characters took 2.9 s on the event loop (each more doubles it), and
+    `$.text * $.count` repeats a text as often as the answer says."""
+    with pytest.raises(InvalidInput) as refused:
+        check_jsonpath(path, field="http.response_path")
+    [error] = refused.value.errors or []
+    assert error["field"] == "http.response_path" and named in error["message"]
+
+
+async def test_a_regular_expression_saved_before_the_rule_is_a_configuration_error(
+    app: FakeHttpApp,
+) -> None:
+    app.reply = lambda body: {"items": [{"a": "a" * 40 + "b"}]}
+    with pytest.raises(TargetError) as failed:
+        await _call(app, '$.items[?(@.a =~ "(a+)+$")].a')
+    assert failed.value.kind == "configuration_error"
+    assert "regular expression" in failed.value.message
 
 
 async def test_a_path_saved_before_the_rule_is_a_configuration_error(app: FakeHttpApp) -> None:
