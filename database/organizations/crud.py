@@ -135,16 +135,27 @@ async def first_membership(session: AsyncSession, user_id: uuid.UUID) -> Members
     )
 
 
-async def count_owners(session: AsyncSession, organization_id: uuid.UUID) -> int:
-    """Counts owners, locking their rows so two concurrent demotions can't leave none (in
-    user order, as every lock of memberships: two of them cannot wait for each other)."""
-    owners = await session.scalars(
-        select(Membership.id)
-        .where(Membership.organization_id == organization_id, Membership.role == "owner")
+async def lock_member_and_owners(
+    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
+) -> tuple[Membership | None, int]:
+    """For a change of a member's role: their row and every owner's, locked in one statement
+    (FOR NO KEY UPDATE, in user order, as every lock of memberships: two cannot wait for each
+    other); the member as they now stand (a role changed meanwhile is seen), and how many
+    owners there are. Two demotions at once cannot leave none, nor can a demotion of someone
+    just made owner go by as that of a plain member."""
+    rows = await session.scalars(
+        select(Membership)
+        .where(
+            Membership.organization_id == organization_id,
+            (Membership.role == "owner") | (Membership.user_id == user_id),
+        )
         .order_by(Membership.user_id)
-        .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
-    return len(owners.all())
+    locked = rows.all()
+    member = next((row for row in locked if row.user_id == user_id), None)
+    return member, sum(row.role == "owner" for row in locked)
 
 
 async def save_membership(session: AsyncSession) -> None:

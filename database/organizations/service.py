@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.core import Tenant, acting_as, enter_tenant
 from database.organizations import crud
 from database.organizations.audit import RequestMeta, record
-from database.organizations.models import ApiKey, Organization
+from database.organizations.models import ApiKey, Membership, Organization
 from database.organizations.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -120,8 +120,20 @@ def check_may_grant(principal: Principal, role: Role) -> None:
         raise Forbidden("Only an owner can grant, change or remove the owner role")
 
 
-async def keep_an_owner(session: AsyncSession, principal: Principal) -> None:
-    if await crud.count_owners(session, principal.organization_id) <= 1:
+async def locked_member(
+    session: AsyncSession, principal: Principal, user_id: uuid.UUID
+) -> tuple[Membership, int]:
+    """A member whose role is to change (or who is to go), as they now stand, locked with the
+    owners; and how many owners there are."""
+    member, owners = await crud.lock_member_and_owners(session, principal.organization_id, user_id)
+    if member is None:
+        raise NotFound("Member not found")
+    return member, owners
+
+
+def keep_an_owner(owners: int) -> None:
+    """Refuses to take the owner role from the last owner."""
+    if owners <= 1:
         raise Conflict("An organization needs at least one owner; hand ownership over first")
 
 

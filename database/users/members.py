@@ -16,7 +16,12 @@ from database.organizations import crud as org_crud
 from database.organizations.audit import RequestMeta, record
 from database.organizations.models import Invitation, Membership
 from database.organizations.schemas import MyOrganizationRead, OrganizationRead
-from database.organizations.service import answerable_user, check_may_grant, keep_an_owner
+from database.organizations.service import (
+    answerable_user,
+    check_may_grant,
+    keep_an_owner,
+    locked_member,
+)
 from database.users import crud
 from database.users.models import User
 from database.users.schemas import (
@@ -45,12 +50,12 @@ async def list_members(
 async def change_member_role(
     session: AsyncSession, principal: Principal, user_id: uuid.UUID, role: Role, meta: RequestMeta
 ) -> MemberRead:
-    membership = await _get_member(session, principal, user_id)
+    membership, owners = await locked_member(session, principal, user_id)
     current = Role(membership.role)
     check_may_grant(principal, current)
     check_may_grant(principal, role)
     if current is Role.owner and role is not Role.owner:
-        await keep_an_owner(session, principal)
+        keep_an_owner(owners)
     if role is not current:
         membership.role = role
         await org_crud.save_membership(session)
@@ -88,14 +93,14 @@ async def _role_changed(
 async def remove_member(
     session: AsyncSession, principal: Principal, user_id: uuid.UUID, meta: RequestMeta
 ) -> None:
-    membership = await _get_member(session, principal, user_id)
+    membership, owners = await locked_member(session, principal, user_id)
     leaving_self = principal.user_id == user_id
     if not leaving_self:
         if not principal.role.at_least(Role.admin):
             raise Forbidden("Removing members needs the admin role")
         check_may_grant(principal, Role(membership.role))
     if membership.role == Role.owner:
-        await keep_an_owner(session, principal)
+        keep_an_owner(owners)
     await org_crud.remove_membership(session, membership)
     # The keys they created go with them: a key outliving its maker's access would keep what
     # the organization just took away (a new admin makes new keys for what must go on). So do
@@ -258,15 +263,6 @@ async def accept_invitation(
     return MyOrganizationRead(
         **OrganizationRead.model_validate(organization).model_dump(), role=Role(found.role)
     )
-
-
-async def _get_member(
-    session: AsyncSession, principal: Principal, user_id: uuid.UUID
-) -> Membership:
-    membership = await org_crud.get_membership(session, principal.organization_id, user_id)
-    if membership is None:
-        raise NotFound("Member not found")
-    return membership
 
 
 async def _member_read(session: AsyncSession, membership: Membership) -> MemberRead:

@@ -185,3 +185,48 @@ async def test_a_transfer_to_a_member_removed_meanwhile_is_a_404(
         f"/api/v1/organizations/{org}/members", headers=committed_owner.headers
     )
     assert [m["role"] for m in members.json()["items"]] == ["owner"]
+
+
+@pytest.mark.parametrize("change", ["demote", "remove"])
+async def test_a_member_made_owner_meanwhile_is_not_changed_as_a_plain_one(
+    committed_client, committed_owner, admin, owner_engine, change
+):
+    """An admin demotes or removes a member while the owner hands the organization to that
+    member: the admin's request waits for the handover, then sees an owner (whose role only
+    an owner takes away), not the plain member it read before; the organization keeps one."""
+    org = committed_owner.organization_id
+    member = await register(committed_client, name="Member")
+    invitation = await invite(committed_client, committed_owner, member.email, "member")
+    assert (await accept_invitation(committed_client, member, invitation["token"])).is_success
+    url = f"/api/v1/organizations/{org}/members/{member.user_id}"
+    try:
+        async with owner_engine.connect() as holder:
+            transaction = await holder.begin()
+            for user, role in ((member.user_id, "owner"), (committed_owner.user_id, "admin")):
+                await holder.execute(
+                    text(
+                        "UPDATE memberships SET role = :role"
+                        " WHERE user_id = :u AND organization_id = :o"
+                    ),
+                    {"role": role, "u": user, "o": org},
+                )
+            changing = asyncio.create_task(
+                committed_client.patch(url, json={"role": "viewer"}, headers=admin.headers)
+                if change == "demote"
+                else committed_client.delete(url, headers=admin.headers)
+            )
+            await until_waiting_for_locks(owner_engine, 1, changing)
+            await transaction.commit()
+        changed = await asyncio.wait_for(changing, timeout=30)
+        assert_problem(changed, 403)
+        async with owner_engine.connect() as connection:
+            owners = await connection.scalar(
+                text(
+                    "SELECT array_agg(user_id) FROM memberships WHERE organization_id = :o"
+                    " AND role = 'owner'"
+                ),
+                {"o": org},
+            )
+        assert owners == [member.user_id]
+    finally:
+        await remove_account(owner_engine, member)
