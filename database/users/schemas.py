@@ -4,13 +4,24 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import EmailStr, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from database.organizations.schemas import OrganizationRead
 from utils.auth import PASSWORD_RULE, Role, password_problem
 from utils.schemas import InputModel, Name, OutputModel, example
 
-Password = Annotated[str, StringConstraints(max_length=200), Field(description=PASSWORD_RULE)]
+# A password is taken as typed: never trimmed (a passphrase may begin or end with a space).
+Password = Annotated[
+    str,
+    StringConstraints(max_length=200, strip_whitespace=False),
+    Field(description=PASSWORD_RULE),
+]
 OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
@@ -35,12 +46,13 @@ class RegisterRequest(InputModel):
 
     _email = field_validator("email")(_normalise_email)
 
-    @model_validator(mode="after")
-    def _strong_password(self) -> RegisterRequest:
-        problem = password_problem(self.password, self.email)
+    @field_validator("password")
+    @classmethod
+    def _strong_password(cls, password: str, info: ValidationInfo) -> str:
+        problem = password_problem(password, info.data.get("email"))  # email: checked before
         if problem:
             raise ValueError(f"password {problem}")
-        return self
+        return password
 
 
 class TokenPair(OutputModel):
@@ -91,18 +103,21 @@ class UserUpdate(InputModel):
     )
 
     name: Name | None = None
+    current_password: (
+        Annotated[str, StringConstraints(max_length=200, strip_whitespace=False)] | None
+    ) = None
     password: Password | None = None
-    current_password: Annotated[str, StringConstraints(max_length=200)] | None = None
 
-    @model_validator(mode="after")
-    def _password_change_needs_current(self) -> UserUpdate:
-        if self.password is not None:
-            if not self.current_password:
+    @field_validator("password")
+    @classmethod
+    def _strong_password(cls, password: str | None, info: ValidationInfo) -> str | None:
+        if password is not None:
+            if not info.data.get("current_password"):  # checked before
                 raise ValueError("current_password is required to change the password")
-            problem = password_problem(self.password)
+            problem = password_problem(password)
             if problem:
                 raise ValueError(f"password {problem}")
-        return self
+        return password
 
 
 # --- members of an organization -------------------------------------------------------------

@@ -61,7 +61,7 @@ async def test_weak_passwords_are_refused_with_the_rule(client, password, reason
     response = await client.post(
         REGISTER, json={"email": unique_email(), "password": password, "name": "Weak"}
     )
-    body = assert_problem(response, 422)
+    body = assert_problem(response, 422, field="password")
     assert reason in body["detail"]
 
 
@@ -70,7 +70,23 @@ async def test_password_containing_the_email_name_is_refused(client):
         REGISTER,
         json={"email": "charlotte@example.com", "password": "charlotte-2024", "name": "C"},
     )
-    assert "email" in assert_problem(response, 422)["detail"]
+    assert "email" in assert_problem(response, 422, field="password")["detail"]
+
+
+async def test_a_password_is_taken_as_typed_spaces_and_all(client):
+    """A passphrase beginning or ending with spaces is kept whole: the same keys log in, the
+    trimmed ones do not (and its length is judged with the spaces)."""
+    email, padded = unique_email(), "  correct horse 42  "
+    registered = await client.post(
+        REGISTER, json={"email": email, "password": padded, "name": "Spaced"}
+    )
+    assert registered.status_code == 201, registered.text
+    assert (await login(client, email, padded)).status_code == 200
+    assert_problem(await login(client, email, padded.strip()), 401)
+    short = await client.post(
+        REGISTER, json={"email": unique_email(), "password": "  secret-1  ", "name": "S"}
+    )
+    assert short.status_code == 201, short.text
 
 
 @pytest.mark.parametrize(

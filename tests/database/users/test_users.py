@@ -244,7 +244,7 @@ async def test_missing_current_password_is_422(client, current):
     if current is not None:
         body["current_password"] = current
     response = await client.patch(ME, json=body, headers=account.headers)
-    problem = assert_problem(response, 422)
+    problem = assert_problem(response, 422, field="password")
     assert "current_password" in problem["detail"]
     assert (await login(client, account.email, PASSWORD)).status_code == 200
     assert_problem(await login(client, account.email, NEW_PASSWORD), 401)
