@@ -115,7 +115,7 @@ def _model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
             timeout=timeout,
             http_client=AnthropicHttpClient(
                 follow_redirects=False,
-                transport=pinned_transport(pin, httpx2) if pin is not None else None,
+                transport=pinned_transport(pin, httpx2),
             ),
         )
         return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=anthropic))
@@ -132,7 +132,7 @@ def _model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
             timeout=timeout,
             http_client=GroqHttpClient(
                 follow_redirects=False,
-                transport=pinned_transport(pin) if pin is not None else None,
+                transport=pinned_transport(pin),
             ),
         )
         return GroqModel(name, provider=GroqProvider(groq_client=groq))
@@ -162,12 +162,10 @@ def _model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
     raise TargetError("configuration_error", f"unknown provider {provider!r}")
 
 
-def _client(pin: Pin | None, timeout: float) -> httpx2.AsyncClient | None:
-    """For the SDKs that take an httpx client (Google, Mistral): a pinned one, else their own
-    default. httpx2, as pydantic-ai expects: it maps only httpx2's transport errors to its own
+def _client(pin: Pin | None, timeout: float) -> httpx2.AsyncClient:
+    """For the SDKs that take an httpx client (Google, Mistral): pinned, and its answers
+    capped. httpx2, as pydantic-ai expects: it maps only httpx2's transport errors to its own
     (a legacy httpx client's failures would escape it, and it is deprecated there)."""
-    if pin is None:
-        return None
     return httpx2.AsyncClient(
         transport=pinned_transport(pin, httpx2),
         follow_redirects=False,

@@ -27,25 +27,28 @@ class AnswerTooLarge(Exception):
     also the client library's DecodingError, which its callers know)."""
 
 
-def pinned_transport(pin: Pin, http: ModuleType = httpx) -> Any:
+def pinned_transport(pin: Pin | None, http: ModuleType = httpx) -> Any:
+    """`pin` None: the URL's own host, which needs none (a literal address, or private networks
+    allowed), its answers capped all the same."""
     return _transport_class(http)(pin, http)
 
 
 @functools.cache
 def _transport_class(http: ModuleType) -> type:
     class PinnedTransport(http.AsyncBaseTransport):  # type: ignore[name-defined]
-        def __init__(self, pin: Pin, http: ModuleType) -> None:
+        def __init__(self, pin: Pin | None, http: ModuleType) -> None:
             self._pin = pin
             self._http = http
             self._inner = http.AsyncHTTPTransport(trust_env=False)
 
         async def handle_async_request(self, request: Any) -> Any:
-            if request.url.host.lower() != self._pin.host.lower():
-                raise self._http.ConnectError(
-                    f"{request.url.host} is not the host that was checked"
-                )
-            request.url = request.url.copy_with(host=self._pin.address)
-            request.extensions = {**request.extensions, "sni_hostname": self._pin.host}
+            if (pin := self._pin) is not None:
+                if request.url.host.lower() != pin.host.lower():
+                    raise self._http.ConnectError(
+                        f"{request.url.host} is not the host that was checked"
+                    )
+                request.url = request.url.copy_with(host=pin.address)
+                request.extensions = {**request.extensions, "sni_hostname": pin.host}
             request.headers["accept-encoding"] = "identity"
             response = await self._inner.handle_async_request(request)
             headers = [(k, v) for k, v in response.headers.raw if k.lower() != b"content-encoding"]

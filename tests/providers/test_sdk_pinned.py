@@ -164,3 +164,25 @@ async def test_anthropics_answer_past_the_cap_is_an_invalid_response_too() -> No
             await call_target(config, TargetRequest(input="Hello"), allow_private_networks=False)
     assert failed.value.kind == "invalid_response", failed.value.message
     assert f"larger than {MAX_RESPONSE_BYTES} bytes" in failed.value.message
+
+
+@pytest.mark.parametrize("provider", ["mistral", "anthropic"])
+async def test_an_answer_past_the_cap_is_refused_at_an_address_that_needs_no_pin(
+    provider: str,
+) -> None:
+    """A literal address (or any, with private networks allowed) is reached as it is, and its
+    answers are capped all the same (a 30 MB reply was read whole)."""
+    from tests.fakes.anthropic_server import FakeAnthropic
+    from utils.transport import MAX_RESPONSE_BYTES
+
+    server = FakeAnthropic() if provider == "anthropic" else FakeOpenAI()
+    with server:
+        server.reply = lambda body: "x" * (MAX_RESPONSE_BYTES + 1)
+        config = target_config(provider, f"http://127.0.0.1:{server.port}", model="fake-1")
+        with pytest.raises(TargetError) as failed:
+            await call_target(config, TargetRequest(input="Hello"), allow_private_networks=True)
+        assert failed.value.kind == "invalid_response", failed.value.message
+        assert f"larger than {MAX_RESPONSE_BYTES} bytes" in failed.value.message
+        server.reply = lambda body: "x" * 1000  # within it, read as before
+        reply = await call_target(config, TargetRequest(input="Hello"), allow_private_networks=True)
+        assert reply.output == "x" * 1000
