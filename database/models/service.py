@@ -187,12 +187,15 @@ async def update_model(
 ) -> ModelConfig:
     changes = _plain_values(body, exclude_unset=True)
     refuse_nulls(changes, "name", "timeout_seconds", "parameters", "stream", "tools")
+    if config.provider == "http" and "base_url" in changes:  # its column holds http.url
+        raise InvalidInput("is not used by the http provider", field="base_url")
     merged = {
         "model": config.model,
         "base_url": config.base_url if config.provider != "http" else None,
-        "http": _current_http(config, runtime.secret_box),
         **changes,
     }
+    if "http" not in changes:
+        merged["http"] = _current_http(config, runtime.secret_box)
     has_key = (
         changes.get("api_key") is not None
         if "api_key" in changes
@@ -230,10 +233,18 @@ def _headers(config: ModelConfig, box: SecretBox) -> dict[str, str]:
 def _current_http(config: ModelConfig, box: SecretBox) -> dict[str, Any] | None:
     if config.provider != "http" or config.base_url is None:
         return None
+    try:
+        headers = _headers(config, box)
+    except SecretUnreadable as exc:
+        raise InvalidInput(
+            "the stored headers cannot be decrypted (the key they were stored under is no"
+            " longer configured): give http again, with its headers",
+            field="http",
+        ) from exc
     return HttpTarget(
         url=config.base_url,
         method=config.http_method or "POST",
-        headers=_headers(config, box),
+        headers=headers,
         body_template=config.body_template or "",
         response_path=config.response_path or "$",
         tool_calls_path=config.tool_calls_path,

@@ -759,3 +759,59 @@ async def test_anonymous_is_401(client):
 async def test_bad_or_unknown_ids(client, owner):
     assert_problem(await client.get(f"{MODELS}/nope", headers=owner.headers), 422)
     assert_problem(await client.get(f"{MODELS}/{uuid.uuid4()}", headers=owner.headers), 404)
+
+
+HTTP_TARGET = {
+    "url": "https://app.example.com/chat",
+    "response_path": "$.answer",
+    "headers": {"Authorization": "Bearer old-token-123456"},
+}
+
+
+async def _http_model(client: httpx.AsyncClient, owner: Account) -> str:
+    response = await client.post(
+        "/api/v1/models",
+        json={"name": "app", "provider": "http", "http": HTTP_TARGET},
+        headers=owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+@pytest.mark.parametrize("base_url", [None, "https://elsewhere.example.com/v1"])
+async def test_an_http_targets_base_url_is_refused_null_or_not(client, base_url) -> None:
+    """Its address is http.url (kept in the same column): a null base_url wiped it, and the
+    target failed at every call after."""
+    owner = await register(client)
+    model_id = await _http_model(client, owner)
+    patched = await client.patch(
+        f"/api/v1/models/{model_id}", json={"base_url": base_url}, headers=owner.headers
+    )
+    assert_problem(patched, 422, field="base_url")
+    read = await client.get(f"/api/v1/models/{model_id}", headers=owner.headers)
+    assert read.json()["http"]["url"] == HTTP_TARGET["url"]
+
+
+async def test_headers_no_key_can_read_are_entered_again_by_a_patch(client, database) -> None:
+    """Stored under a key the server no longer holds: a patch giving http anew replaces them,
+    one leaving http as it is says to give it (not a 500)."""
+    from cryptography.fernet import Fernet
+
+    from utils.secrets import SecretBox
+
+    owner = await register(client)
+    model_id = await _http_model(client, owner)
+    foreign = SecretBox([Fernet.generate_key().decode()]).encrypt('{"Authorization": "x"}')
+    async with tenant_session(database, owner.organization_id) as session:
+        await session.execute(
+            text("UPDATE model_configs SET http_headers_encrypted = :v WHERE id = :id"),
+            {"v": foreign, "id": model_id},
+        )
+    url = f"/api/v1/models/{model_id}"
+    renamed = await client.patch(url, json={"name": "renamed"}, headers=owner.headers)
+    assert "give http again" in assert_problem(renamed, 422, field="http")["detail"]
+    again = {**HTTP_TARGET, "headers": {"Authorization": "Bearer new-token-654321"}}
+    entered = await client.patch(url, json={"http": again}, headers=owner.headers)
+    assert entered.status_code == 200, entered.text
+    renamed = await client.patch(url, json={"name": "renamed"}, headers=owner.headers)
+    assert renamed.status_code == 200 and renamed.json()["name"] == "renamed"
