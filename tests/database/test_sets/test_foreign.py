@@ -813,3 +813,17 @@ def test_langfuse_errors() -> None:
     assert refused("[]", "langfuse").detail == "The file contains no test cases"
     archived = json.dumps([{"input": "x", "status": "ARCHIVED"}])
     assert refused(archived, "langfuse").detail == "The file contains no test cases"
+
+
+@pytest.mark.parametrize(
+    ("content", "fmt", "line"),
+    [
+        (b'tests:\n  - vars: {q: "\\ud800"}\n', "promptfoo", 2),
+        (b'{"tests": [{"vars": {"q": "\\udc00x"}}]}', "promptfoo", 1),
+        (b'{"input": "\\ud800", "ideal": "x"}\n', "openai-evals", 1),
+        (b'[{"input": "\\ud800"}]', "langfuse", 1),
+    ],
+)
+def test_a_lone_surrogate_is_refused_naming_its_line(content: bytes, fmt: str, line: int) -> None:
+    """Valid JSON and YAML escapes, but no UTF-8: measuring the case raised (a 500)."""
+    assert (line, None, "input") in located(refused(content, fmt))
