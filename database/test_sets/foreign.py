@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from database.test_sets import foreign_documents
 from database.test_sets.foreign_assertions import Assertion, Unmapped
 from database.test_sets.foreign_documents import MAX_DOCUMENT_NESTING, Row, error, invalid
 from database.test_sets.foreign_promptfoo import Promptfoo
@@ -80,6 +81,13 @@ def parse_foreign(
 ) -> ForeignImport:
     """Parse and validate every case of a foreign file; raise one InvalidInput listing all bad
     cases. `attachments` (promptfoo only) are the files a config's tests refer to, by name."""
+    with foreign_documents.one_upload():
+        return _parse_foreign(content, fmt, attachments or {}, max_cases)
+
+
+def _parse_foreign(
+    content: bytes, fmt: ForeignFormat, attachments: Mapping[str, bytes], max_cases: int
+) -> ForeignImport:
     text = _decode(content)
     notes: list[str] = []
     if fmt == "promptfoo":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -34,6 +36,9 @@ MAX_YAML_NODES = 1_000_000
 # Values written in the text, counted while it is read: the pure-Python reader takes about 40 µs
 # a value, so this bounds a YAML file's reading to seconds (JSON reads in C, and is not bound).
 MAX_YAML_WRITTEN = 250_000
+# Counted across the YAML files of one upload (a config and its attachments), which share it:
+# each on a budget of its own, twenty attachments read for minutes.
+_WRITTEN: ContextVar[list[int] | None] = ContextVar("yaml_values_written", default=None)
 MAX_YAML_CHARS = 32_000_000  # of text, aliases expanded
 # A case's own levels, within the list that holds it, within the config that holds the list.
 MAX_DOCUMENT_NESTING = MAX_NESTING + 2
@@ -136,6 +141,16 @@ def _key(key: Any) -> str:
     return json.dumps(key, default=str)
 
 
+@contextlib.contextmanager
+def one_upload() -> Iterator[None]:
+    """The YAML files read within it share one budget of MAX_YAML_WRITTEN values."""
+    token = _WRITTEN.set([0])
+    try:
+        yield
+    finally:
+        _WRITTEN.reset(token)
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps to JSON's values (dates and binary stay text, keys are strings),
     refuses nesting past the bound while composing, and records where each object starts."""
@@ -144,17 +159,17 @@ class _Loader(yaml.SafeLoader):
         super().__init__(text)
         self.file = file
         self.levels = 0
-        self.written = 0
+        self.written = _WRITTEN.get() or [0]  # this upload's count, else this file's
         self.places: dict[int, tuple[int, int, int]] = {}
         self.item_lines: dict[int, list[int]] = {}
         self.value_lines: dict[int, dict[str, int]] = {}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        self.written += 1
-        if self.written > MAX_YAML_WRITTEN:
+        self.written[0] += 1
+        if self.written[0] > MAX_YAML_WRITTEN:
             line = self.peek_event().start_mark.line + 1
             message = (
-                f"the YAML holds more than {MAX_YAML_WRITTEN:,} values; "
+                f"the YAML (its files together) holds more than {MAX_YAML_WRITTEN:,} values; "
                 "a set this large imports as JSON, JSONL or CSV"
             )
             raise invalid(message, line, self.file)

@@ -528,6 +528,21 @@ def test_promptfoo_yaml_is_refused_while_it_is_read_once_it_holds_too_many_value
     assert promptfoo(f"tests:\n  - vars:\n      x:\n{values[: values.index('- 90')]}").cases
 
 
+def test_promptfoo_yaml_files_of_one_upload_share_one_budget_of_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A config and its attachments are read on one budget: each on its own, a 10 MB upload
+    of twenty attachments read for minutes before its refusal."""
+    monkeypatch.setattr(foreign_documents, "MAX_YAML_WRITTEN", 100)
+    attachment = "- vars: {x: [" + ", ".join(["1"] * 40) + "]}\n"  # some 45 values each
+    config = "tests:\n" + "".join(f"  - file://t{k}.yaml\n" for k in range(3))
+    files = {f"t{k}_dot_yaml": attachment for k in range(3)}
+    exc = refused(config, **files)
+    assert "holds more than 100 values" in exc.detail
+    assert located(exc)[0][1] == "t2.yaml"  # the third file crosses the line
+    assert len(promptfoo(config.replace("  - file://t2.yaml\n", ""), **files).cases) == 2
+
+
 def test_promptfoo_text_that_grows_on_expansion_is_refused_before_it_is_built() -> None:
     """A small file can describe far more than it holds: a long var filled into a value many
     times, long text behind many aliases, defaults repeated in every test."""
