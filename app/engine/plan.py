@@ -59,6 +59,8 @@ async def make_plan(session: AsyncSession, run: Run) -> Plan:
         if run.prompt_version_id
         else None
     )
+    if version is None and run.prompted:
+        raise RuntimeError("the run's prompt was deleted")
     return Plan(
         target=resolve(target_row, runtime.secret_box) if target_row and calls_target else None,
         tools=list(target_row.tools or []) if target_row else [],

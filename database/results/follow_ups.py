@@ -39,6 +39,7 @@ def _child(principal: Principal, parent: Run, positions: list[int], **own: Any) 
         test_set_version_id=parent.test_set_version_id,
         target_model_id=parent.target_model_id,
         prompt_version_id=parent.prompt_version_id,
+        prompted=parent.prompted,
         parent_run_id=parent.id,
         case_positions=positions,
         repetitions=parent.repetitions,

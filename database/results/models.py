@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -66,6 +67,9 @@ class Run(IdMixin, TimestampMixin, Base):
     prompt_version_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("prompt_versions.id", ondelete="SET NULL")
     )
+    # It renders its cases through a prompt version: kept when the version goes with its
+    # prompt, so the run fails rather than go on without it.
+    prompted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     parent_run_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("runs.id", ondelete="SET NULL")
     )

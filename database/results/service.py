@@ -142,6 +142,7 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
             test_set_version_id=version.id,
             target_model_id=target.id if target is not None else None,
             prompt_version_id=prompt_version_id,
+            prompted=prompt_version_id is not None,
             name=body.name,
             metrics=metrics,
             concurrency=body.concurrency,

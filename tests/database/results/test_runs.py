@@ -11,6 +11,9 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import event
 
+from app.engine import executor
+from database.core import Database
+from tests.database.results.conftest import ChunkContext, Lab
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem
@@ -189,6 +192,35 @@ async def test_a_prompt_failing_for_one_case_errs_that_case_alone(lab, fake):
     first, second = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
     assert first["output"] == "echo: Hello Ada: a"
     assert second["error_type"] == "prompt_error" and "KeyError" in second["error_message"]
+
+
+async def test_a_run_whose_prompt_is_deleted_before_it_runs_fails_rather_than_go_without(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    """As one whose target was deleted: the raw input was sent instead, with no system
+    prompt, and the run completed as if nothing had happened."""
+    lab = quiet_lab
+    target = await lab.openai_model(fake)
+    prompt = await lab.post(
+        "/prompts",
+        {"project_id": lab.project_id, "name": "p", "template": "PROMPTED: {{ input }}"},
+        expect=201,
+    )
+    run = await lab.run(
+        await lab.test_set(_cases(1)),
+        target,
+        prompt_id=prompt.json()["id"],
+        metric_ids=[await lab.any_answer()],
+    )
+    deleted = await lab.client.delete(
+        f"/api/v1/prompts/{prompt.json()['id']}", headers=lab.account.headers
+    )
+    assert deleted.status_code == 204
+    payload = {"run_id": run["id"], "positions": [0], "chunks": 1, "repetitions": [0, 1]}
+    chunk = ChunkContext(committed_database, lab.account.organization_id, payload)
+    with pytest.raises(RuntimeError, match="the run's prompt was deleted"):
+        await executor.run_chunk(chunk)
+    assert fake.requests == [] and await lab.results(run["id"]) == []
 
 
 @pytest.mark.parametrize(
