@@ -312,8 +312,12 @@ def case_fields(test: Any) -> dict[str, Any]:
 async def existing_test_ids(
     session: AsyncSession, test_ids: Sequence[uuid.UUID], *, project_id: uuid.UUID
 ) -> set[uuid.UUID]:
+    """Those of the tests that are the project's, held (FOR KEY SHARE) until the transaction
+    ends: a deletion under way is waited for and seen, not met later as a foreign key's 500."""
     rows = await session.scalars(
-        select(TestCase.id).where(TestCase.id.in_(test_ids), TestCase.project_id == project_id)
+        select(TestCase.id)
+        .where(TestCase.id.in_(test_ids), TestCase.project_id == project_id)
+        .with_for_update(read=True, key_share=True)
     )
     return set(rows.all())
 

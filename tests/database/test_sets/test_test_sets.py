@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
@@ -16,6 +17,7 @@ from tests.helpers import (
     create_test_set,
     register,
     tenant_session,
+    until_waiting_for_locks,
 )
 
 SETS = "/api/v1/test-sets"
@@ -588,3 +590,26 @@ async def test_another_organizations_set_is_not_found_everywhere(client):
     assert (by_project.json()["total"], by_project.json()["items"]) == (0, [])
     assert await _order(client, owner, test_set["id"]) == [a]
     assert (await _set(client, owner, test_set["id"]))["latest_version"] == 1
+
+
+async def test_a_test_deleted_while_it_is_added_to_a_set_is_a_422_not_a_500(
+    committed_client, committed_owner, committed_database, owner_engine
+):
+    """The addition waits for the deletion under way, then finds the test gone: an unknown
+    test, named, rather than the foreign key's error at the insert."""
+    owner, client = committed_owner, committed_client
+    project = await create_project(client, owner)
+    kept = await create_test(client, owner, project["id"])
+    going = await create_test(client, owner, project["id"])
+    test_set = await create_test_set(client, owner, project["id"], [kept["id"]])
+    async with tenant_session(committed_database, owner.organization_id) as session:
+        await session.execute(text("DELETE FROM tests WHERE id = :id"), {"id": going["id"]})
+        adding = asyncio.create_task(
+            client.post(
+                f"/api/v1/test-sets/{test_set['id']}/tests",
+                json={"test_ids": [going["id"]]},
+                headers=owner.headers,
+            )
+        )
+        await until_waiting_for_locks(owner_engine, 1, adding)
+    assert "unknown test" in str(assert_problem(await adding, 422, field="test_ids"))
