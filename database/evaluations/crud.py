@@ -12,6 +12,7 @@ from sqlalchemy import RowMapping, Table, TextClause, any_, delete, insert, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation, Metric, TestSetMetric
+from database.projects.models import Project
 from utils.crud import flush_unique, json_rows, paginate, recordset_insert, uuid_array
 
 DUPLICATE_NAME = "A metric with this name already exists in the project"
@@ -34,8 +35,15 @@ async def get_metrics(session: AsyncSession, metric_ids: Sequence[uuid.UUID]) ->
 
 
 async def metrics_named(
-    session: AsyncSession, project_id: uuid.UUID, names: Sequence[str]
+    session: AsyncSession, project_id: uuid.UUID, names: Sequence[str], *, making: bool = False
 ) -> dict[str, Metric]:
+    """`making`: the caller makes the project's metrics of these names that are missing, and
+    holds the project's row (FOR NO KEY UPDATE) until its transaction ends, so that two doing
+    so take turns (the second finds the first's, rather than a unique name's conflict)."""
+    if making:
+        await session.execute(
+            select(Project.id).where(Project.id == project_id).with_for_update(key_share=True)
+        )
     rows = await session.scalars(
         select(Metric).where(Metric.project_id == project_id, Metric.name.in_(names))
     )

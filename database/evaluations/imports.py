@@ -126,7 +126,8 @@ async def _metrics_for(
         return []
     project_id = test_set.project_id
     wanted = [_name_choices(a.name) for a in assertions]
-    existing = await crud.metrics_named(session, project_id, [n for names in wanted for n in names])
+    every_name = [n for choices in wanted for n in choices]
+    existing = await crud.metrics_named(session, project_id, every_name, making=True)
     imported: list[ImportedMetric] = []
     for assertion, names in zip(assertions, wanted, strict=True):
         metric = next((existing[n] for n in names if _same(existing.get(n), assertion)), None)
@@ -159,7 +160,9 @@ async def _metrics_for(
 
 
 def _name_choices(name: str) -> list[str]:
-    return [name, f"{name} (imported)", *(f"{name} (imported {n})" for n in range(2, 10))]
+    """The name, then its variants, each within MAX_NAME (the name shortened to make room)."""
+    suffixes = ["", " (imported)", *(f" (imported {n})" for n in range(2, 10))]
+    return [f"{name[: MAX_NAME - len(suffix)]}{suffix}" for suffix in suffixes]
 
 
 def _same(metric: Metric | None, assertion: Assertion) -> bool:

@@ -3,12 +3,21 @@ metrics taking each test's parameters, what has no equivalent listed; and `mode=
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
+from sqlalchemy import text
 
 from database.test_sets import foreign_promptfoo
-from tests.helpers import Account, assert_problem, create_project, create_test_set, register
+from tests.helpers import (
+    Account,
+    assert_problem,
+    create_project,
+    create_test_set,
+    register,
+    until_waiting_for_locks,
+)
 
 SETS = "/api/v1/test-sets"
 
@@ -293,3 +302,43 @@ async def test_a_test_of_many_assertions_of_one_name_is_refused_at_the_first_pas
     problem = assert_problem(response, 422)
     assert "more than 50 kinds of assertion" in problem["detail"]
     assert "'contains-51' is the first past them" in problem["detail"]
+
+
+async def test_a_long_metric_names_variants_are_shortened_to_fit(client):
+    """A name of the longest kind, taken by another definition: its variant is shortened to
+    fit, not a database error naming no field."""
+    account, _, test_set = await _setup(client)
+    name = "m" * 200
+    for kind in ("contains", "icontains"):
+        assertion = f"{{type: {kind}, value: x, metric: {name}}}"
+        config = f"tests:\n  - vars: {{q: a}}\n    assert:\n      - {assertion}\n"
+        response = await _import(client, account, test_set["id"], config.encode(), "promptfoo")
+        assert response.status_code == 201, response.text
+    [metric] = response.json()["metrics"]
+    assert metric["created"] and metric["name"] == "m" * 189 + " (imported)"
+
+
+async def test_imports_into_two_sets_of_a_project_make_a_new_metric_once(
+    committed_client, committed_owner, owner_engine
+):
+    """Both name the same new metric: they take turns on the project, and the second uses the
+    first's (it was a 409 for whichever came second)."""
+    account, client = committed_owner, committed_client
+    project = await create_project(client, account)
+    sets = [await create_test_set(client, account, project["id"]) for _ in range(2)]
+    config = b"tests:\n  - vars: {q: a}\n    assert:\n      - {type: contains, value: x}\n"
+    async with owner_engine.connect() as holder:
+        transaction = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM projects WHERE id = :id FOR UPDATE"), {"id": project["id"]}
+        )
+        imports = [
+            asyncio.create_task(_import(client, account, test_set["id"], config, "promptfoo"))
+            for test_set in sets
+        ]
+        await until_waiting_for_locks(owner_engine, 2)
+        await transaction.rollback()
+    first, second = await asyncio.gather(*imports)
+    assert (first.status_code, second.status_code) == (201, 201), (first.text, second.text)
+    made = [m for r in (first, second) for m in r.json()["metrics"]]
+    assert len({m["id"] for m in made}) == 1 and sum(m["created"] for m in made) == 1
