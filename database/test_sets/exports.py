@@ -24,7 +24,6 @@ from database.test_sets.streaming import (
     json_text,
 )
 from database.tests import crud as test_crud
-from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import guard_formula
 
@@ -72,14 +71,20 @@ def _csv_line(case: dict[str, Any]) -> str:
 
 
 def _export_cell(column: str, value: Any) -> str:
-    """An empty cell for what an empty cell reads back as: nothing, or an empty list or object
-    where that is the field's default. An agent field's `[]` is not (`expected_tool_calls: []`
-    expects no call), so it is written."""
+    """An empty cell for what an empty cell reads back as: nothing, or the field's default (an
+    empty list or object). Any other `[]` is written (`expected_tool_calls: []` expects no
+    call; `messages: []` reads back so, not as no messages)."""
     if type(value) is str:
         return csv_quoted(guard_formula(value))
-    if value is None or value == {} or (value == [] and column not in AGENT_FIELDS):
+    if value is None or value == _EMPTY_CELL[column]:
         return ""
     return csv_quoted(guard_formula(json_text(value)))
+
+
+_EMPTY_CELL = {
+    column: TestCaseFields.model_fields[column].get_default(call_default_factory=True)
+    for column in CSV_COLUMNS
+}
 
 
 def _next_rows(taken: int) -> int:

@@ -304,6 +304,7 @@ NASTY = [
         }
     ),
     Case.model_validate({"input": "just answer", "expected_tool_calls": []}),
+    Case.model_validate({"input": "no messages", "messages": []}),  # not none: written
     Case.model_validate({"conversation": {"turns": ["hi", "bye"]}}),
     # Cells larger than the csv module reads by default (131,072 characters):
     Case(input="big", metadata={"blob": "a" * 150_000}),
