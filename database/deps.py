@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.core import get_database
 from utils.auth import InvalidToken, Principal, Role, StreamClaims, decode_stream_token
 from utils.errors import AssayError, Forbidden, NotFound, Unauthorized
+from utils.ratelimit import client_network
 from utils.runtime import Runtime, get_runtime
 
 
@@ -222,8 +223,8 @@ CurrentOrganization = Annotated[uuid.UUID, Depends(_current_organization)]
 
 
 async def auth_rate_limit(request: Request, runtime: RuntimeDep) -> None:
-    """Per client address, for the endpoints that take passwords."""
-    client = request.client.host if request.client else "unknown"
+    """Per client address (an IPv6 one's /64), for the endpoints that take passwords."""
+    client = client_network(request.client.host if request.client else None)
     await runtime.rate_limiter.hit("auth", client, runtime.settings.auth_rate_limit)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import bcrypt
+import email_validator
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
@@ -63,6 +64,17 @@ PASSWORD_RULE = (
     f"at least {PASSWORD_MIN_LENGTH} characters, at most {PASSWORD_MAX_BYTES} bytes, "
     "with at least one letter and one digit or symbol, and not containing the email's name part"
 )
+
+
+def normal_email(text: str) -> str:
+    """An email address as accounts keep it: as the address check normalises it (Unicode NFC,
+    an internationalised domain in Unicode), in lower case; text that is no address, trimmed
+    and in lower case (it matches no account)."""
+    try:
+        checked = email_validator.validate_email(text.strip(), check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        return text.strip().lower()
+    return checked.normalized.lower()
 
 
 def password_problem(password: str, email: str | None = None) -> str | None:

@@ -6,6 +6,7 @@ the async strategies runs first on the request path and never blocks the loop, w
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Sequence
@@ -110,3 +111,16 @@ def _rate_limited(limit: str, seconds_left: float) -> RateLimited:
         f"Too many requests; limit is {limit}. Retry in {retry_after} s.",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+def client_network(address: str | None) -> str:
+    """Where a client's requests (or failures) are counted from: an IPv4 address, or an IPv6
+    address's /64 (one host commonly holds a whole /64, and could otherwise come from as many
+    addresses as it likes)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -3,7 +3,6 @@ and the check of every request's credential; your own account."""
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,11 +35,12 @@ from utils.auth import (
     issue_access_token,
     looks_like_api_key,
     new_refresh_token,
+    normal_email,
     password_problem,
 )
 from utils.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from utils.ids import new_id
-from utils.ratelimit import Quota
+from utils.ratelimit import Quota, client_network
 from utils.runtime import Runtime
 
 BAD_CREDENTIALS = "Incorrect email or password"
@@ -83,7 +83,7 @@ async def login(
     *,
     client_address: str | None,
 ) -> TokenPair:
-    email = email.strip().lower()
+    email = normal_email(email)
     settings = runtime.settings
     # Failures count per account from each client address, and per account from all of them
     # under a looser cap, so a stranger cannot cheaply lock the owner out. The slots are taken
@@ -92,7 +92,7 @@ async def login(
     attempt = await runtime.rate_limiter.reserve(
         Quota(
             "login-failure-client",
-            f"{_client_network(client_address)} {email}",
+            f"{client_network(client_address)} {email}",
             settings.auth_account_rate_limit,
         ),
         Quota("login-failure-account", email, settings.auth_account_login_rate_limit),
@@ -120,18 +120,6 @@ async def login(
     return await _issue_tokens(
         session, runtime, candidate.id, membership.organization_id, Role(membership.role)
     )
-
-
-def _client_network(address: str | None) -> str:
-    """Where failures are counted from: an IPv4 address, or an IPv6 address's /64 (one host
-    commonly holds a whole /64, and could otherwise fail from as many addresses as it likes)."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return address or "unknown"
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
 
 
 async def _found_own_organization(

@@ -273,3 +273,27 @@ async def test_logins_at_once_of_an_account_with_no_organization_make_one(
                 ),
                 {"u": committed_owner.user_id},
             )
+
+
+async def test_the_per_address_limit_counts_an_ipv6_64_as_one_address(
+    app, client, runtime, monkeypatch
+):
+    """ASSAY_AUTH_RATE_LIMIT: a host changing its address within its /64 at each request is
+    one client (it could otherwise register or guess across accounts without end)."""
+    monkeypatch.setattr(runtime.settings, "auth_rate_limit", "3/minute")
+    statuses = []
+    for n in range(5):
+        guess = await login_from(app, f"2001:db8:7:8::{n + 1:x}", f"nobody{n}@example.com", WRONG)
+        statuses.append(guess.status_code)
+    assert statuses == [401, 401, 401, 429, 429]
+    assert (await login_from(app, "2001:db8:7:9::1", "x@example.com", WRONG)).status_code == 401
+
+
+async def test_login_finds_the_account_as_registration_normalised_its_email(client):
+    """An address typed decomposed (NFD, as some keyboards give it) is the account's, which
+    registration kept composed (NFC)."""
+    email = f"jose\u0301-{uuid.uuid4().hex[:6]}@example.com"
+    account = await register(client, email=email)
+    assert account.email != email  # kept composed
+    assert (await login(client, email)).status_code == 200
+    assert (await login(client, email.upper())).status_code == 200
