@@ -119,6 +119,15 @@ def create_public_app() -> FastAPI:
                 " JSON `data:`, as the schema lists them",
             },
             204: {"description": "The run has ended and no event is left after Last-Event-ID"},
+            429: {
+                "description": "The organization has its most streams open on this server"
+                " (`ASSAY_SSE_MAX_STREAMS_PER_ORGANIZATION`): close one, or come back after"
+                " `Retry-After`"
+            },
+            503: {
+                "description": "The server has its most streams open (`ASSAY_SSE_MAX_STREAMS`):"
+                " come back after `Retry-After`"
+            },
         },
     )
     async def run_events(
@@ -153,6 +162,8 @@ def create_public_app() -> FastAPI:
                 heartbeat_seconds=settings.sse_heartbeat_seconds,
                 send_timeout_seconds=settings.sse_send_timeout_seconds,
                 max_lifetime_seconds=settings.sse_max_lifetime_seconds,
+                max_streams_per_organization=settings.sse_max_streams_per_organization,
+                max_streams=settings.sse_max_streams,
             ),
             retry_ms=settings.sse_retry_ms,
             terminal=TERMINAL_EVENTS,

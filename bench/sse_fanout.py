@@ -277,7 +277,9 @@ async def run() -> None:
         await publisher.start()
         install_publisher(publisher.runs_changed)
         try:
-            async with serve_assay(data_dir, owner, runtime) as (pid, base_url):
+            # One organization's 5,000 streams: past its default share of the process.
+            room = {"ASSAY_SSE_MAX_STREAMS_PER_ORGANIZATION": str(STREAMS + 10)}
+            async with serve_assay(data_dir, owner, runtime, **room) as (pid, base_url):
                 port = int(base_url.rsplit(":", 1)[1])
                 organization_id, (single, fanout) = await _setup(base_url)
 

@@ -27,6 +27,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Database, Tenant
+from notifications.admission import OpenStreams
 from notifications.frames import HEARTBEAT, Batch, Item, encode_delta, encode_event
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL
@@ -75,6 +76,8 @@ class StreamLimits:
     heartbeat_seconds: float
     send_timeout_seconds: float
     max_lifetime_seconds: float
+    max_streams_per_organization: int = 2000  # open at once on this process
+    max_streams: int = 10000
 
 
 # Writes a frame to the stream's client now, from outside the stream's task (see Subscriber).
@@ -247,6 +250,7 @@ class Hub:
         self.poll_seconds = poll_seconds
         self.tick_seconds = tick_seconds
         self._feeds: dict[uuid.UUID, _Feed] = {}
+        self.open_streams = OpenStreams()
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._clock: asyncio.Task[None] | None = None
@@ -278,6 +282,7 @@ class Hub:
         self.end_all(SHUTDOWN)
         metrics().sse_subscribers.dec(self.subscriber_count)
         self._feeds.clear()
+        self.open_streams.clear()
 
     def subscribe(
         self,
@@ -290,6 +295,11 @@ class Hub:
         """From now on, events of the run after `seen` (the last seq committed when the caller
         looked) reach the subscriber; the caller replays what came before from the table.
         With a `credential`, the stream ends once that is no longer good."""
+        self.open_streams.admit(
+            organization_id,
+            per_organization=limits.max_streams_per_organization,
+            in_all=limits.max_streams,
+        )
         feed = self._feeds.get(run_id)
         if feed is None:
             feed = self._feeds[run_id] = _Feed(organization_id, seen)
@@ -313,6 +323,7 @@ class Hub:
         if feed is None or subscriber not in feed.subscribers:
             return
         feed.subscribers.discard(subscriber)
+        self.open_streams.close(feed.organization_id)
         metrics().sse_subscribers.dec()
         if not feed.subscribers and not feed.fetching:
             del self._feeds[subscriber.run_id]

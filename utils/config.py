@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     sse_max_lifetime_seconds: float = Field(default=1800.0, gt=0)
     sse_retry_ms: int = Field(default=2000, ge=0)
     sse_buffer_events: int = Field(default=1000, ge=10)
+    # Streams open at once, per organization and in all, on one process: one tenant cannot
+    # take every socket, nor the replays' share of the pool (beyond: 429, then 503).
+    sse_max_streams_per_organization: int = Field(default=2000, ge=1)
+    sse_max_streams: int = Field(default=10000, ge=1)
     # How often an open stream's credential is checked again (revoked, logged out, removed).
     sse_recheck_seconds: float = Field(default=60.0, gt=0)
     worker_drain_seconds: float = Field(default=10.0, ge=0)

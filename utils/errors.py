@@ -68,3 +68,9 @@ class UnsupportedMediaType(AssayError):
 
 class RateLimited(AssayError):
     status = 429
+
+
+class Unavailable(AssayError):
+    """The service cannot take this now (it is at capacity): try again later."""
+
+    status = 503
