@@ -7,7 +7,7 @@ from fastapi import Query, Request, status
 
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations import crud, service
-from database.evaluations.imports import ImportFormat, import_file
+from database.evaluations.imports import ImportFormat, parse_import, write_import
 from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
 from database.evaluations.uploads import IMPORT_BODY, read_upload
 from database.organizations.audit import RequestMetaDep, record_deletion
@@ -170,10 +170,13 @@ async def import_tests(
         ImportMode, Query(description="append: add the cases; sync: hold exactly them")
     ] = "append",
 ) -> ImportResult:
-    upload = await read_upload(request, runtime.settings.import_max_bytes)  # before the lock
-    test_set = await get_test_set_or_404(session, test_set_id, for_update=True)
+    upload = await read_upload(request, runtime.settings.import_max_bytes)
+    test_set = await get_test_set_or_404(session, test_set_id)
     try:
-        return await import_file(session, principal, test_set, upload, fmt=format, mode=mode)
+        parsed = await parse_import(session, test_set, upload, fmt=format, mode=mode)
+        # Locked only now, for the writes, as it then stands (another import may have ended).
+        test_set = await get_test_set_or_404(session, test_set_id, for_update=True)
+        return await write_import(session, principal, test_set, parsed, mode=mode)
     except InvalidInput as exc:
         # Every parser's errors as the Problem schema has them: a `field` (`line 3: input`)
         # for each, where a parser gives only the line.

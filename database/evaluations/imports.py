@@ -43,42 +43,61 @@ class Upload:
     attachments: dict[str, bytes] = field(default_factory=dict)  # by file name
 
 
-async def import_file(
+@dataclass(frozen=True)
+class Parsed:
+    """An upload parsed and checked whole, before anything is written (or locked)."""
+
+    cases: list[dict[str, Any]]
+    content_hash: str | None = None  # a native file's, when a sync may be spared by it
+    foreign: ForeignImport | None = None
+
+
+async def parse_import(
     session: AsyncSession,
-    principal: Principal,
     test_set: TestSet,
     upload: Upload,
     *,
     fmt: ImportFormat | None,
     mode: ImportMode,
-) -> ImportResult:
-    """All or nothing: the file is parsed and checked whole before anything is written."""
+) -> Parsed:
+    """The file parsed and checked off the event loop, holding no lock on the set meanwhile
+    (a large file's seconds of parsing would hold every other import into it)."""
     if fmt is None or fmt not in FOREIGN:
         if upload.attachments:
             raise InvalidInput("only a promptfoo config refers to other files", field="file")
         native = detect_format(upload.filename, upload.content_type, fmt)
-        # Hashed only when the hash may spare the sync its comparison (see write_cases).
+        # Hashed only when the hash may spare a sync its comparison (see write_cases).
         hashed = mode == "sync" and await published_hash(session, test_set) is not None
         cases, content_hash = await off_loop(parsed_cases, upload.content, native, hashed)
-        written, changed = await write_cases(
-            session, principal, test_set, cases, mode=mode, content_hash=content_hash
-        )
-        return ImportResult(
-            imported=written,
-            test_count=await test_set_crud.count_members(session, test_set.id),
-            changed=changed,
-        )
-    parsed, cases = await off_loop(_parse_checked, upload.content, fmt, upload.attachments)
-    written, changed = await write_cases(session, principal, test_set, cases, mode=mode)
-    metrics = await _metrics_for(session, principal, test_set, parsed.assertions)
-    return ImportResult(
+        return Parsed(cases, content_hash)
+    foreign, cases = await off_loop(_parse_checked, upload.content, fmt, upload.attachments)
+    return Parsed(cases, foreign=foreign)
+
+
+async def write_import(
+    session: AsyncSession,
+    principal: Principal,
+    test_set: TestSet,
+    parsed: Parsed,
+    *,
+    mode: ImportMode,
+) -> ImportResult:
+    """All or nothing, into the set locked for its writes."""
+    written, changed = await write_cases(
+        session, principal, test_set, parsed.cases, mode=mode, content_hash=parsed.content_hash
+    )
+    result = ImportResult(
         imported=written,
         test_count=await test_set_crud.count_members(session, test_set.id),
         changed=changed,
-        metrics=metrics,
-        unmapped=[LeftOut.model_validate(item, from_attributes=True) for item in parsed.unmapped],
-        notes=parsed.notes,
     )
+    if (foreign := parsed.foreign) is not None:
+        result.metrics = await _metrics_for(session, principal, test_set, foreign.assertions)
+        result.unmapped = [
+            LeftOut.model_validate(item, from_attributes=True) for item in foreign.unmapped
+        ]
+        result.notes = foreign.notes
+    return result
 
 
 def _parse_checked(

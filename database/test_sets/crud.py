@@ -43,8 +43,8 @@ async def get_test_set(
     session: AsyncSession, test_set_id: uuid.UUID, *, for_update: bool = False
 ) -> TestSet | None:
     query = select(TestSet).where(TestSet.id == test_set_id)
-    if for_update:
-        query = query.with_for_update()
+    if for_update:  # as it stands once locked, not as this session read it before
+        query = query.with_for_update().execution_options(populate_existing=True)
     return await session.scalar(query)
 
 

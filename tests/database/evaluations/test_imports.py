@@ -342,3 +342,30 @@ async def test_imports_into_two_sets_of_a_project_make_a_new_metric_once(
     assert (first.status_code, second.status_code) == (201, 201), (first.text, second.text)
     made = [m for r in (first, second) for m in r.json()["metrics"]]
     assert len({m["id"] for m in made}) == 1 and sum(m["created"] for m in made) == 1
+
+
+async def test_an_upload_is_parsed_before_its_set_is_locked(
+    committed_client, committed_owner, owner_engine
+):
+    """A file is read and checked without holding the set (seconds, for a large one, that
+    would hold every other import into it): a bad one is refused while another holds the set,
+    and a good one waits only to write."""
+    account, client = committed_owner, committed_client
+    project = await create_project(client, account)
+    test_set = await create_test_set(client, account, project["id"])
+    good = b"tests:\n  - vars: {q: a}\n    assert:\n      - {type: contains, value: x}\n"
+    async with owner_engine.connect() as holder:
+        transaction = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM test_sets WHERE id = :id FOR UPDATE"), {"id": test_set["id"]}
+        )
+        bad = await asyncio.wait_for(
+            _import(client, account, test_set["id"], b"tests: [", "promptfoo"), timeout=10
+        )
+        assert_problem(bad, 422)
+        writing = asyncio.create_task(_import(client, account, test_set["id"], good, "promptfoo"))
+        await until_waiting_for_locks(owner_engine, 1, writing)
+        assert not writing.done()
+        await transaction.rollback()
+    written = await writing
+    assert written.status_code == 201 and written.json()["imported"] == 1, written.text
