@@ -52,9 +52,10 @@ def _unbounded(parsed: JSONPath) -> str | None:
             return "a regular expression (`=~`, `sub`)"
         if isinstance(node, Operation):
             return f"arithmetic (`{node.op_symbol}`)"
-        for value in vars(node).values():
-            within = value if isinstance(value, list) else [value]
-            nodes.extend(part for part in within if isinstance(part, JSONPath))
+        if isinstance(node, list | tuple):  # a filter's expressions; a sort's (key, reverse)s
+            nodes.extend(node)
+        elif isinstance(node, JSONPath):
+            nodes.extend(vars(node).values())
     return None
 
 

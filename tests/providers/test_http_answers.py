@@ -66,6 +66,10 @@ def test_paths_of_one_descent_or_none_are_accepted(path: str) -> None:
         ("$.a.`sub(/(a+)+$/, x)`", "regular expression"),
         ("$.text * $.count", "arithmetic (`*`)"),
         ("$.items[?(@.n * 2 > 3)]", "arithmetic (`*`)"),
+        ("$.a[/b.`sub(/(a+)+$/, x)`]", "regular expression"),  # within a sort's key
+        ("$[/`sub(/(a+)+$/, x)`]", "regular expression"),
+        ("$.a[\\(@.b * @.c)]", "arithmetic (`*`)"),
+        ("$.a[/(@.b * 2)]", "arithmetic (`*`)"),
     ],
 )
 def test_a_path_that_could_run_without_bound_is_refused_naming_the_field(
