@@ -336,6 +336,9 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
         verdict = await judge(judge_prompt(spec, obs))
     except (ScoringError, SchemaTooCostly) as exc:  # a tenant's schema: bounded, never hung
         return Verdict(score=0.0, reason=str(exc), error=str(exc))
+    except RecursionError:  # an answer or a schema nesting past what a check can walk
+        reason = "the answer or the check's schema nests too deep to be scored"
+        return Verdict(score=0.0, reason=reason, error=reason)
     if verdict.error is None:
         verdict.passed = decide(spec, verdict.score)
     return verdict

@@ -166,9 +166,22 @@ def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     return _binary(match is not None, "pattern matches", "pattern does not match")
 
 
+def _json(text: str) -> Any:
+    """The answer as JSON (RFC 8259: no NaN or Infinity); ValueError when it is not, and
+    ScoringError when it nests too deep to read (valid, maybe, but not to be judged)."""
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise ScoringError("the answer nests too deep to be read as JSON") from None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def is_json(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     try:
-        json.loads(obs.output)
+        _json(obs.output)
     except ValueError as exc:
         return 0.0, f"not JSON: {exc}"
     return 1.0, "valid JSON"
@@ -176,7 +189,7 @@ def is_json(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
 
 def matches_json_schema(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     try:
-        document = json.loads(obs.output)
+        document = _json(obs.output)
     except ValueError as exc:
         return 0.0, f"not JSON: {exc}"
     schema = spec.parameters["schema"]

@@ -185,6 +185,16 @@ async def test_explicit_threshold_operator_negate_weight_and_description_are_kep
     assert (metric["weight"], metric["description"]) == (2.5, "Fast enough")
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {}
+    for _ in range(levels):
+        schema = {"items": schema}
+    return schema
+
+
+DEEP_SCHEMA = _nested(200)
+
+
 @pytest.mark.parametrize(
     ("metric_type", "parameters", "field"),
     [
@@ -195,6 +205,7 @@ async def test_explicit_threshold_operator_negate_weight_and_description_are_kep
         ("json-schema", {"schema": {"type": "no-such-type"}}, "parameters.schema"),
         ("json-schema", {"schema": {"required": "a"}}, "parameters.schema"),
         ("json-schema", {}, "parameters.schema"),
+        ("json-schema", {"schema": DEEP_SCHEMA}, "parameters.schema"),  # it was a 500
         ("word-count", {}, "parameters"),
         ("word-count", {"min": 5, "max": 2}, "parameters"),
         ("word-count", {"min": -1}, "parameters.min"),

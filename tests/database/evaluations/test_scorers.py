@@ -310,3 +310,44 @@ async def test_a_pathological_regex_is_stopped_not_left_to_stall_the_loop():
     assert time.perf_counter() - started < 5
     assert verdict.error is not None and "longer" in verdict.error
     assert verdict.passed is False
+
+
+DEEP = "[" * 2000 + "]" * 2000  # valid JSON, past what Python's decoder can walk
+
+
+@pytest.mark.parametrize("metric", [spec("is-json"), spec("json-schema", schema={"type": "array"})])
+async def test_an_answer_nesting_too_deep_errs_its_case_not_its_run(metric):
+    """It raised RecursionError out of the check, failing the chunk (five times, then the
+    run) instead of this one case."""
+    verdict = await run(metric, obs(DEEP))
+    assert verdict.error and "nests too deep" in verdict.error and not verdict.passed
+
+
+async def test_a_schema_check_on_a_deep_answer_errs_too():
+    nested = {"type": "array", "items": {"$ref": "#"}}  # it walks every level
+    verdict = await run(spec("json-schema", schema=nested), obs("[" * 900 + "]" * 900))
+    assert verdict.error and not verdict.passed
+
+
+@pytest.mark.parametrize("text", ["NaN", "-Infinity", '{"x": Infinity}'])
+async def test_nan_and_infinity_are_not_json(text):
+    verdict = await run(spec("is-json"), obs(text))
+    assert verdict.error is None and not verdict.passed and "is not JSON" in verdict.reason
+    bounded = await run(spec("json-schema", schema={"type": "number", "maximum": 10}), obs(text))
+    assert not bounded.passed
+
+
+@pytest.mark.parametrize("metric_type", ["json-schema", "tool-call"])
+async def test_a_schema_saved_before_the_depth_rule_errs_its_case(metric_type):
+    """A check whose own schema nests past what validation can walk errs the case."""
+    schema: dict[str, Any] = {}
+    for _ in range(3000):
+        schema = {"items": schema}
+    metric = (
+        spec("json-schema", schema=schema)
+        if metric_type == "json-schema"
+        else spec("tool-call", name="search", arguments=schema, match="schema")
+    )
+    calls = [{"name": "search", "arguments": {"q": 1}}]
+    verdict = await run(metric, obs("[1]", tool_calls=calls))
+    assert verdict.error and "nests too deep" in verdict.error
