@@ -287,6 +287,11 @@ async def test_the_per_address_limit_counts_an_ipv6_64_as_one_address(
         statuses.append(guess.status_code)
     assert statuses == [401, 401, 401, 429, 429]
     assert (await login_from(app, "2001:db8:7:9::1", "x@example.com", WRONG)).status_code == 401
+    # An IPv4 client shown as an IPv4-mapped address is its own address, not all of ::/64.
+    for n in range(3):
+        await login_from(app, "::ffff:203.0.113.5", f"mapped{n}@example.com", WRONG)
+    assert (await login_from(app, "::ffff:203.0.113.5", "y@example.com", WRONG)).status_code == 429
+    assert (await login_from(app, "::ffff:198.51.100.7", "z@example.com", WRONG)).status_code == 401
 
 
 async def test_login_finds_the_account_as_registration_normalised_its_email(client):
