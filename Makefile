@@ -17,17 +17,18 @@ $(CURDIR)/.tools/bin/uv:
 sync: $(UV)
 	$(UV) sync --locked
 
-# The service alone: no development tools, and bytecode compiled once, for the libraries when
-# the lock changes (compiling checks every file: half a second at each start otherwise) and for
-# our own modules when they change (where PYTHONDONTWRITEBYTECODE is set, every start would
-# otherwise compile every module again).
+# The service alone: no development tools installed, and bytecode compiled once, for the
+# libraries when the lock changes (compiling checks every file: half a second at each start
+# otherwise) and for our own modules when they change (where PYTHONDONTWRITEBYTECODE is set,
+# every start would otherwise compile every module again). Inexact: an extra installed apart
+# (`uv sync --extra redis`) stays installed.
 SOURCES := app database migrations notifications providers tasks utils
 .venv/.bytecode: uv.lock | $(UV)
-	$(UV) sync --locked --no-dev --compile-bytecode
+	$(UV) sync --locked --no-dev --inexact --compile-bytecode
 	touch $@
 
 run: .venv/.bytecode
-	$(UV) sync --locked --no-dev
+	$(UV) sync --locked --no-dev --inexact
 	$(UV) run --no-sync python -m compileall -q $(SOURCES)
 	$(UV) run --no-sync python -m app serve --port $(PORT)
 

@@ -24,7 +24,7 @@ from app.bootstrap import running_process
 from database.core import Database, make_engine
 from database.migrate import applied_revision, head_revision
 from database.migrate import migrate as run_migrations
-from database.setup import resolve_urls
+from database.setup import async_url, resolve_urls
 from notifications.service import end_streams
 from utils.config import InsecureSecretKey, InvalidEncryptionKeys, get_settings
 from utils.logging import configure_logging
@@ -270,8 +270,9 @@ def ready(
     """Exit 0 when ready, 1 otherwise: the healthcheck of the container image."""
     if http:
         url = f"http://127.0.0.1:{port}/health/ready"
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no HTTP_PROXY
         try:
-            with urllib.request.urlopen(url, timeout=HEALTHCHECK_SECONDS) as answer:
+            with direct.open(url, timeout=HEALTHCHECK_SECONDS) as answer:
                 raise typer.Exit(0 if answer.status == 200 else 1)
         except OSError as exc:  # refused, timed out, or a 503 (HTTPError)
             typer.echo(f"not ready: {exc}", err=True)
@@ -291,7 +292,7 @@ def ready(
             await database.dispose()
 
     try:
-        ok = asyncio.run(migrated(settings.database_url))
+        ok = asyncio.run(migrated(async_url(settings.database_url)))
     except Exception as exc:  # any failure to reach the database is what this reports
         typer.echo(f"not ready: {type(exc).__name__}", err=True)
         raise typer.Exit(1) from None

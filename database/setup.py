@@ -27,7 +27,8 @@ class DatabaseUrls:
         return make_url(self.runtime).username
 
 
-def _async_url(url: str) -> str:
+def async_url(url: str) -> str:
+    """The URL for asyncpg, whichever PostgreSQL driver it names (compose names none)."""
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
@@ -44,7 +45,7 @@ async def resolve_urls(settings: Settings | None = None) -> DatabaseUrls:
             embedded=server,
         )
     owner = settings.owner_database_url or settings.database_url
-    return DatabaseUrls(runtime=_async_url(settings.database_url), owner=_async_url(owner))
+    return DatabaseUrls(runtime=async_url(settings.database_url), owner=async_url(owner))
 
 
 async def prepare_database(

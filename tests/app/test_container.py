@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from utils.config import Settings
 
@@ -109,9 +110,12 @@ def test_the_dockerfile_is_hadolint_clean() -> None:
 
 
 def test_a_worker_containers_healthcheck_asks_the_database(database_urls, tmp_path) -> None:
-    """`ready --database`: reachable and migrated is 0; unreachable is 1."""
+    """`ready --database`: reachable and migrated is 0 (named as compose names it, with no
+    driver, too); unreachable is 1."""
+    plain = make_url(database_urls.runtime).set(drivername="postgresql")
     for url, code in (
         (database_urls.runtime, 0),
+        (plain.render_as_string(hide_password=False), 0),
         (f"postgresql://nobody@/none?host={tmp_path}", 1),
     ):
         checked = subprocess.run(

@@ -93,12 +93,14 @@ def test_the_readme_quickstart_runs_as_written(tmp_path):
             assert time.monotonic() < deadline, ready.text
             time.sleep(0.2)
         assert (ready.json()["listener"], ready.json()["workers"]) == ("connected", "running")
-        # The container image's healthcheck, against this server and against nothing.
+        # The container image's healthcheck, against this server and against nothing; never
+        # through a proxy the environment names (Docker passes the client's on).
+        dead_proxy = {"HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
         for port, code in ((server.port, 0), (9, 1)):
             checked = subprocess.run(
                 [sys.executable, "-m", "app", "ready", "--http"],
                 cwd=ROOT,
-                env={**os.environ, "PORT": str(port)},
+                env={**os.environ, "PORT": str(port), **dead_proxy},
                 capture_output=True,
                 timeout=30,
                 check=False,
