@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import socket
@@ -204,32 +205,51 @@ class WorkerPool:
         return limit, skipped
 
     async def _heartbeat_loop(self) -> None:
+        """Renews the running jobs' leases every third of a lease; after a failure, again
+        every twelfth. Each renewal waits at most half a renewal interval: a job whose lease
+        would run out before a renewal could come back is stopped first (another worker may
+        take it over then), rather than call providers beside the new one, whether the
+        renewals fail or hang."""
         interval = self.lease.total_seconds() / 3
-        while True:  # also while stop() drains: it cancels this loop once the jobs are done
-            await asyncio.sleep(interval)
-            held = list(self._running)
-            if not held:
-                continue
-            asked = time.monotonic()
-            try:
-                async with self.database.transaction() as session:
-                    kept = await queue.heartbeat(
-                        session, worker=self.name, job_ids=held, lease=self.lease
-                    )
-            except Exception as exc:
-                log.warning("heartbeat failed", error=str(exc))
-                # A lease that runs out before the next renewal may be taken over by then:
-                # our copy stops first, rather than call providers beside the new one.
-                ending = time.monotonic() + interval
-                self._abandon(
-                    [job for job in held if self._lease_ends.get(job, ending) < ending],
-                    "lease running out unrenewed",
-                )
-                continue
-            for job_id in kept:
-                self._lease_ends[job_id] = asked + self.lease.total_seconds()
-            # Another worker has taken these over (our lease ran out): stop our copies.
-            self._abandon(set(held) - kept, "lease lost")
+        wait = interval
+        renewal: asyncio.Task[set[uuid.UUID]] | None = None
+        try:
+            while True:  # also while stop() drains: it cancels this loop once the jobs are done
+                await asyncio.sleep(wait)
+                held = list(self._running)
+                if not held:
+                    continue
+                self._abandon_unrenewable(held, within=interval / 2)
+                asked = time.monotonic()
+                # Apart from this loop: a hung connection's clean-up may hang too, past a timeout.
+                if renewal is None or renewal.done():
+                    renewal = asyncio.create_task(self._renew(held))
+                    renewal.add_done_callback(_failure)  # read, even when no longer waited for
+                await asyncio.wait([renewal], timeout=interval / 2)
+                failed = "it hangs" if not renewal.done() else _failure(renewal)
+                if failed is not None:  # the database unreachable, or too slow to answer
+                    log.warning("heartbeat failed", error=failed)
+                    self._abandon_unrenewable(held, within=interval / 4 + interval / 2)
+                    wait = interval / 4
+                    continue
+                kept = renewal.result()
+                wait = interval
+                for job_id in kept:
+                    self._lease_ends[job_id] = asked + self.lease.total_seconds()
+                # Another worker has taken these over (our lease ran out): stop our copies.
+                self._abandon(set(held) - kept, "lease lost")
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+
+    async def _renew(self, held: list[uuid.UUID]) -> set[uuid.UUID]:
+        async with self.database.transaction() as session:
+            return await queue.heartbeat(session, worker=self.name, job_ids=held, lease=self.lease)
+
+    def _abandon_unrenewable(self, held: list[uuid.UUID], *, within: float) -> None:
+        ending = time.monotonic() + within
+        late = [job for job in held if self._lease_ends.get(job, math.inf) <= ending]
+        self._abandon(late, "lease running out unrenewed")
 
     def _abandon(self, job_ids: Iterable[uuid.UUID], reason: str) -> None:
         for job_id in job_ids:
@@ -287,6 +307,14 @@ class WorkerPool:
             self._kinds.pop(job.id, None)
             self._lease_ends.pop(job.id, None)
             self._wake.set()
+
+
+def _failure(done: asyncio.Task[Any]) -> str | None:
+    """What a finished task failed with, if it did."""
+    if done.cancelled():
+        return "cancelled"
+    exc = done.exception()
+    return None if exc is None else str(exc) or type(exc).__name__
 
 
 def _described(exc: Exception) -> str:

@@ -1,5 +1,6 @@
 """A relay between the service and PostgreSQL that a test can cut, as a network partition
-does: the connections open through it are dropped and new ones refused."""
+does: the connections open through it are dropped and new ones refused; or freeze, as a
+partition that drops packets does: nothing passes either way, and nothing is refused."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Relay:
         self._target = make_url(url)
         self._server: asyncio.AbstractServer | None = None
         self._transports: list[asyncio.WriteTransport] = []
+        self.frozen = False
         self.url = url  # through the relay, once started
 
     async def start(self) -> None:
@@ -49,14 +51,18 @@ class Relay:
 
     def _relay(self, connect_upstream: Callable[[], Awaitable[Streams]]) -> Handler:
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.frozen:  # accepted, never answered
+                self._transports.append(writer.transport)
+                return
             upstream_reader, upstream_writer = await connect_upstream()
             self._transports += [writer.transport, upstream_writer.transport]
 
             async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
                 with contextlib.suppress(ConnectionError):
                     while chunk := await source.read(65536):
-                        sink.write(chunk)
-                        await sink.drain()
+                        if not self.frozen:
+                            sink.write(chunk)
+                            await sink.drain()
                 sink.transport.abort()
 
             await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))

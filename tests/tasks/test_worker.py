@@ -634,11 +634,16 @@ async def test_a_handler_may_choose_when_it_is_retried(
     assert (job.status, job.attempts) == ("done", 2)
 
 
+@pytest.mark.parametrize("partition", ["cut", "frozen"])
 async def test_a_worker_cut_off_from_the_database_stops_before_its_lease_runs_out(
-    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+    committed_database: Database,
+    accounts: list[Account],
+    database_urls: DatabaseUrls,
+    partition: str,
 ) -> None:
-    """Its heartbeats fail, so its lease will run out and another worker may take the job
-    over: it stops its copy before then, rather than call providers beside the new one."""
+    """Its heartbeats fail (the connection refused) or hang (packets dropped), so its lease
+    will run out and another worker may take the job over: it stops its copy before then,
+    rather than call providers beside the new one."""
     account = accounts[0]
     kind = new_kind()
     started, cancelled = asyncio.Event(), asyncio.Event()
@@ -660,7 +665,10 @@ async def test_a_worker_cut_off_from_the_database_stops_before_its_lease_runs_ou
             ) as pool:
                 [job_id] = await enqueue_jobs(committed_database, account, kind)
                 await asyncio.wait_for(started.wait(), timeout=5)
-                relay.cut()
+                if partition == "cut":
+                    relay.cut()
+                else:
+                    relay.frozen = True
                 cut_at = time.monotonic()
                 await asyncio.wait_for(cancelled.wait(), timeout=5)
                 stopped_after = time.monotonic() - cut_at
