@@ -3,13 +3,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Query, Request, status
+from fastapi import Query, status
 
-from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
+from database.deps import DbSession, Member, Pagination, Viewer
 from database.evaluations import crud, service
 from database.evaluations.imports import ImportFormat, parse_import, write_import
 from database.evaluations.schemas import MetricCreate, MetricRead, MetricUpdate, TestSetMetrics
-from database.evaluations.uploads import IMPORT_BODY, read_upload
+from database.evaluations.uploads import IMPORT_BODY, ReceivedUpload
 from database.organizations.audit import RequestMetaDep, record_deletion
 from database.routing import api_router
 from database.test_sets.schemas import ImportResult
@@ -158,9 +158,8 @@ async def replace_test_set_metrics(
 )
 async def import_tests(
     test_set_id: uuid.UUID,
-    request: Request,
+    upload: ReceivedUpload,
     session: DbSession,
-    runtime: RuntimeDep,
     principal: Member,
     format: Annotated[
         ImportFormat | None,
@@ -170,7 +169,6 @@ async def import_tests(
         ImportMode, Query(description="append: add the cases; sync: hold exactly them")
     ] = "append",
 ) -> ImportResult:
-    upload = await read_upload(request, runtime.settings.import_max_bytes)
     test_set = await get_test_set_or_404(session, test_set_id)
     try:
         parsed = await parse_import(session, test_set, upload, fmt=format, mode=mode)

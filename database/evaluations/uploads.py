@@ -4,10 +4,12 @@ config, the files it refers to (multipart fields `attachment`, each under its pa
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
+from database.deps import RuntimeDep
 from database.evaluations.imports import Upload
 from utils.errors import InvalidInput, PayloadTooLarge
 
@@ -103,3 +105,13 @@ async def read_upload(request: Request, limit: int) -> Upload:
                 raise InvalidInput(f"{part.filename!r} is attached twice", field="attachment")
             result.attachments[part.filename] = await read(part)
     return result
+
+
+async def _received(request: Request, runtime: RuntimeDep) -> Upload:
+    return await read_upload(request, runtime.settings.import_max_bytes)
+
+
+# The upload, read before anything else of the request (its route names it first): however
+# slowly a client sends it, no database connection waits on it (the credential's check
+# would hold one, in a transaction, from its first query to the end of the request).
+ReceivedUpload = Annotated[Upload, Depends(_received)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 from sqlalchemy import text
@@ -369,3 +370,43 @@ async def test_an_upload_is_parsed_before_its_set_is_locked(
         await transaction.rollback()
     written = await writing
     assert written.status_code == 201 and written.json()["imported"] == 1, written.text
+
+
+_WAITING_IN_TRANSACTION = text(
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE state = 'idle in transaction' AND datname = current_database()"
+)
+
+
+async def test_an_upload_sent_slowly_holds_no_database_connection(
+    committed_client, committed_owner, owner_engine
+):
+    """The file is read before the credential is checked: a client sending it slowly (or a
+    slow link) holds no pooled connection idle in a transaction meanwhile (a few such
+    uploads held every connection of the pool)."""
+    account, client = committed_owner, committed_client
+    project = await create_project(client, account)
+    test_set = await create_test_set(client, account, project["id"])
+    halfway, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slowly() -> AsyncIterator[bytes]:
+        yield b'[{"input": "first"},'
+        halfway.set()
+        await go_on.wait()
+        yield b' {"input": "second"}]'
+
+    sending = asyncio.create_task(
+        client.post(
+            f"{SETS}/{test_set['id']}/import",
+            params={"format": "json"},
+            content=slowly(),
+            headers={**account.headers, "content-type": "application/json"},
+        )
+    )
+    await asyncio.wait_for(halfway.wait(), 10)
+    await asyncio.sleep(0.2)  # the request is waiting for the rest of its body
+    async with owner_engine.connect() as connection:
+        assert await connection.scalar(_WAITING_IN_TRANSACTION) == 0
+    go_on.set()
+    imported = await sending
+    assert imported.status_code == 201 and imported.json()["imported"] == 2, imported.text
