@@ -12,9 +12,12 @@ Every check also takes `scope`, for conversations: which turns' answers it check
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
@@ -62,6 +65,10 @@ class MetricType:
     operator: Operator = ">="
     check: Check | None = None  # a check's scorer
     instructions: Instructions | None = None  # what a judge is asked
+    # A check that may take up to its time budget (a tenant's pattern, a schema's validation):
+    # scored in a thread, so the event loop serves every other case, request and heartbeat
+    # meanwhile.
+    slow: bool = False
 
     def __post_init__(self) -> None:
         scorer = self.check if self.kind == "check" else self.instructions
@@ -98,13 +105,20 @@ _TYPES: tuple[MetricType, ...] = (
         checks.contains_all,
         "Contains every value (the score is the share found)",
     ),
-    _check("regex", checks.RegexParameters, checks.matches_regex, "Matches a regular expression"),
+    _check(
+        "regex",
+        checks.RegexParameters,
+        checks.matches_regex,
+        "Matches a regular expression",
+        slow=True,
+    ),
     _check("is-json", NoParameters, checks.is_json, "The output is JSON"),
     _check(
         "json-schema",
         checks.JsonSchemaParameters,
         checks.matches_json_schema,
         "The output is JSON valid against a schema",
+        slow=True,
     ),
     _check(
         "similarity",
@@ -138,18 +152,21 @@ _TYPES: tuple[MetricType, ...] = (
         agent_checks.tool_call,
         "The agent made the expected tool calls (`name`, or the test's expected_tool_calls); "
         "the score is the share made",
+        slow=True,
     ),
     _check(
         "tool-args-schema",
         NoParameters,
         agent_checks.tool_args_schema,
         "Every tool call's arguments are valid against its tool's parameters schema",
+        slow=True,
     ),
     _check(
         "trajectory",
         agent_checks.TrajectoryParameters,
         agent_checks.trajectory,
         "The sequence of tool calls against the test's expected_tool_calls, by `mode`",
+        slow=True,
     ),
     _check("step-count", agent_checks.StepCount, agent_checks.step_count, "At most `max` steps"),
     _judge(
@@ -329,8 +346,11 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
     metric_type = CATALOGUE[spec.type]
     try:
         if metric_type.check is not None:
-            with one_budget():  # the check's schema validations, all together
-                return _check_in_scope(spec, obs, metric_type.check)
+            if metric_type.slow:
+                loop = asyncio.get_running_loop()
+                call = partial(_check_budgeted, spec, obs, metric_type.check)
+                return await loop.run_in_executor(_CHECK_THREADS, call)
+            return _check_budgeted(spec, obs, metric_type.check)
         if judge is None:
             raise ScoringError("no judge model: set judge_model_id or the project's default")
         verdict = await judge(judge_prompt(spec, obs))
@@ -342,6 +362,14 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
     if verdict.error is None:
         verdict.passed = decide(spec, verdict.score)
     return verdict
+
+
+_CHECK_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="assay-check")
+
+
+def _check_budgeted(spec: MetricSpec, obs: Observation, check: Check) -> Verdict:
+    with one_budget():  # the check's schema validations, all together
+        return _check_in_scope(spec, obs, check)
 
 
 # --- a check's scope: the turns of a conversation it scores ----------------------------------

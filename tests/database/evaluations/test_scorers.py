@@ -3,6 +3,7 @@ judges."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -310,6 +311,45 @@ async def test_a_pathological_regex_is_stopped_not_left_to_stall_the_loop():
     assert time.perf_counter() - started < 5
     assert verdict.error is not None and "longer" in verdict.error
     assert verdict.passed is False
+
+
+@pytest.mark.parametrize(
+    ("metric", "output"),
+    [
+        (spec("regex", pattern="(x+x+)+y"), "x" * 5000),  # until its 0.5 s timeout
+        (
+            spec("json-schema", schema={"type": "string", "pattern": "(x+x+)+y"}),
+            '"' + "x" * 5000 + '"',
+        ),
+    ],
+)
+async def test_a_slow_check_runs_off_the_event_loop(metric, output):
+    """Scored on the loop, each such case held every request and heartbeat of the process
+    for its whole budget, back to back over a chunk (4.25 s for eight cases)."""
+    gaps: list[float] = []
+
+    async def ticking() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            gaps.append(time.perf_counter() - before)
+
+    ticker = asyncio.create_task(ticking())
+    started = time.perf_counter()
+    await asyncio.gather(*(run(metric, obs(output)) for _ in range(2)))
+    took = time.perf_counter() - started
+    ticker.cancel()
+    assert took > 0.2 and max(gaps) < 0.15, (took, max(gaps))
+
+
+async def test_texts_too_long_to_compare_by_edit_distance_err_their_case():
+    """The library holds the interpreter: 150,000 characters against as many held the loop
+    0.45 s, a 10 MB answer 2.6 s."""
+    started = time.perf_counter()
+    verdict = await run(spec("similarity", value="a b" * 50_000), obs("b a" * 50_000))
+    assert time.perf_counter() - started < 0.1
+    assert verdict.error and "too long to compare" in verdict.error
+    assert (await run(spec("similarity", value="a b"), obs("x" * 150_000))).error is None
 
 
 DEEP = "[" * 2000 + "]" * 2000  # valid JSON, past what Python's decoder can walk
