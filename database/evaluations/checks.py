@@ -16,7 +16,8 @@ from utils.schemas import InputModel
 
 REGEX_SECONDS = 0.5
 MAX_SCORED_CHARS = 200_000
-Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+# Taken as given, spaces and all (request bodies are trimmed otherwise): " no " is a word.
+Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000, strip_whitespace=False)]
 
 
 # --- parameters -----------------------------------------------------------------------------
@@ -35,7 +36,9 @@ class TextList(InputModel):
 
 
 class RegexParameters(InputModel):
-    pattern: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    pattern: Annotated[
+        str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=False)
+    ]
     flags: list[Literal["i", "m", "s"]] = Field(default_factory=list)
 
     @field_validator("pattern")

@@ -621,3 +621,21 @@ async def test_another_organizations_test_set_metrics_are_not_found(client):
     assert_problem(await client.get(url, headers=stranger.headers), 404)
     assert_problem(await _set_metrics(client, stranger, test_set["id"], []), 404)
     assert await _get_metrics(client, owner, test_set["id"]) == [a]
+
+
+@pytest.mark.parametrize(
+    ("metric_type", "parameters"),
+    [
+        ("regex", {"pattern": "USD ", "flags": []}),
+        ("contains-any", {"values": [" no ", "nope"], "case_sensitive": True}),
+        ("contains", {"value": " ok", "case_sensitive": True}),
+    ],
+)
+async def test_a_checks_texts_are_kept_as_given_spaces_and_all(client, metric_type, parameters):
+    """Trimmed, 'USD ' matched 'USD5' and ' no ' was found inside 'know'."""
+    owner = await register(client)
+    project = await create_project(client, owner)
+    metric = await create_metric(
+        client, owner, project["id"], type=metric_type, parameters=parameters
+    )
+    assert metric["parameters"] == parameters
