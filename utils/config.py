@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 import secrets
@@ -11,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+import limits
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -134,7 +136,7 @@ class Settings(BaseSettings):
 
     # Logging.
     log_format: Literal["console", "json"] = "console"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -155,8 +157,36 @@ class Settings(BaseSettings):
     def _split_delays(cls, value: object) -> object:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list) and (not value or any(float(v) < 0 for v in value)):
-            raise ValueError("a comma-separated list of seconds, none negative")
+        if isinstance(value, list) and (
+            not value or any(not 0 <= float(v) < math.inf for v in value)
+        ):
+            raise ValueError("a comma-separated list of seconds, none negative, all finite")
+        return value
+
+    @field_validator("auth_rate_limit", "auth_account_rate_limit", "auth_account_login_rate_limit")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        """Read at start-up, not at the first login (a 500 for every one after)."""
+        try:
+            rates = limits.parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"a rate such as 10/minute: {exc}") from None
+        if any(rate.amount < 1 for rate in rates):
+            raise ValueError("a rate of at least 1 (0 would refuse everyone)")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _long_enough(cls, value: object) -> object:
+        if value == "":  # as compose passes an unset one
+            return None
+        if isinstance(value, str) and len(value) < 16:
+            raise ValueError("at least 16 characters: it is the only guard of /metrics")
         return value
 
     @field_validator(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from utils.config import InsecureSecretKey, Settings
 
@@ -57,3 +58,27 @@ def test_a_redis_url_gives_a_shared_rate_limit_store():
     # (no connection is made until the first request counts)
     assert type(RateLimiter("redis://127.0.0.1:1/0")._storage).__name__ == "RedisStorage"
     assert type(RateLimiter()._storage).__name__ == "MemoryStorage"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "complaint"),
+    [
+        ("auth_rate_limit", "10 per fortnight", "a rate such as"),
+        ("auth_account_rate_limit", "0/minute", "at least 1"),
+        ("webhook_retry_seconds", "5,nan", "all finite"),
+        ("webhook_retry_seconds", "5,inf", "all finite"),
+        ("log_level", "verbose", "log_level"),
+        ("metrics_token", "short", "at least 16"),
+    ],
+)
+def test_settings_that_would_fail_later_are_refused_at_start(name, value, complaint):
+    """Each was taken, then failed at its first use: every login a 500, a retry's delay
+    NaN, the logging set-up a traceback, /metrics guarded by a guessable token."""
+    with pytest.raises(ValidationError) as refused:
+        Settings(**{name: value})
+    assert complaint in str(refused.value)
+
+
+def test_settings_written_as_operators_do_are_taken():
+    settings = Settings(auth_rate_limit="10/minute;100/hour", log_level="warning", metrics_token="")
+    assert (settings.log_level, settings.metrics_token) == ("WARNING", None)
