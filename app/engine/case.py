@@ -4,6 +4,7 @@ metric, and return the result row with its evaluation rows (written later, in ba
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import uuid
@@ -115,6 +116,8 @@ async def _run_case(
         trajectory=trajectory,
     )
     observation = _observation(case.case, request, reply, price, trajectory, plan.tools)
+    if cached and source is None:  # recorded, or the response cache's: no call was timed
+        observation = dataclasses.replace(observation, latency_ms=None)
     metadata = case.case.get("metadata") or {}
     scored = await _score_all(run, plan, observation, metadata, (case.position, repetition))
     evaluations = _evaluation_rows(run, scored)

@@ -223,10 +223,10 @@ def similarity(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
 
 
 def max_latency(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    limit = spec.parameters["ms"]
-    return _binary(
-        obs.latency_ms <= limit, f"{obs.latency_ms:.0f} ms", f"{obs.latency_ms:.0f} ms > {limit}"
-    )
+    limit, latency = spec.parameters["ms"], obs.latency_ms
+    if latency is None:
+        raise ScoringError("the latency is unknown: the answer was recorded or came from the cache")
+    return _binary(latency <= limit, f"{latency:.0f} ms", f"{latency:.0f} ms > {limit}")
 
 
 def max_cost(spec: MetricSpec, obs: Observation) -> tuple[float, str]:

@@ -44,7 +44,7 @@ class Observation:
     input: str
     expected: str | None = None
     context: list[str] = field(default_factory=list)
-    latency_ms: float = 0.0
+    latency_ms: float | None = 0.0  # None: no call was timed (a recorded or cached answer)
     cost: float | None = None
     tokens: int | None = None
     # Agents: every tool call in order over all steps ({"id", "name", "arguments"}), the
@@ -138,7 +138,7 @@ def turn_observations(obs: Observation) -> list[Observation]:
                 input=turn.get("user") or "",
                 tool_calls=calls,
                 trajectory=turn.get("steps") or [{"text": text, "tool_calls": calls}],
-                latency_ms=obs.latency_ms if latency is None else float(latency),
+                latency_ms=obs.latency_ms if latency is None or obs.latency_ms is None else latency,
                 tokens=tokens,
                 turns=[],
             )

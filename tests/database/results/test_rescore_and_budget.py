@@ -120,6 +120,38 @@ async def test_recorded_outputs_are_scored_without_a_target(lab, fake):
     assert_problem(both, 422, field="target_model_id")
 
 
+async def test_no_latency_is_checked_where_no_call_was_timed(lab, fake):
+    """A recorded answer, or one from the response cache, took no measured time: max-latency
+    errs it (it passed it as 0 ms), while a timed call is checked as before."""
+    fast = await lab.metric("max-latency", parameters={"ms": 60_000})
+    recorded = await lab.post(
+        "/runs",
+        {
+            "test_set_id": await lab.test_set([{"input": "q", "metadata": {"output": "a"}}]),
+            "recorded_output": "output",
+            "metric_ids": [fast],
+        },
+        expect=202,
+    )
+    await lab.wait(recorded.json()["id"])
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": "q"}])
+    timed, cached = [
+        await lab.wait((await lab.run(test_set, target, metric_ids=[fast], use_cache=True))["id"])
+        for _ in range(2)
+    ]
+    outcome = {}
+    for name, run in (("recorded", recorded.json()), ("timed", timed), ("cached", cached)):
+        (result,) = await lab.results(run["id"])
+        (evaluation,) = result["evaluations"]
+        outcome[name] = (result["status"], evaluation["error"] is not None)
+    assert outcome == {
+        "recorded": ("errored", True),
+        "timed": ("passed", False),
+        "cached": ("errored", True),
+    }
+
+
 async def test_a_budget_spent_by_the_last_results_still_completes_the_run(lab, fake):
     # 0.3 USD a call (3 tokens at 100,000 USD per million), three calls, 0.8 USD: the third
     # result spends the rest, and is the last.
