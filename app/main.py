@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first: the request meets them in the reverse order.
     app.add_middleware(
         BodySizeLimitMiddleware,
-        max_bytes=max(settings.max_body_bytes, settings.import_max_bytes + 64 * 1024),
+        max_bytes=settings.max_body_bytes,
+        upload_bytes=settings.import_max_bytes + 64 * 1024,  # a form's own bytes beside it
     )
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:

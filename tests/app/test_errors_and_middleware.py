@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 
+from app.main import create_app
 from tests.helpers import PASSWORD, assert_problem, register, unique_email
 
 
@@ -164,3 +166,24 @@ async def test_cors_allows_configured_origins_only(database):
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "https://dash.example"
     assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_a_body_limit_below_the_import_limit_holds_everywhere_but_imports(
+    database, runtime, monkeypatch
+):
+    """ASSAY_MAX_BODY_BYTES was raised to the import limit for every route: a 2 MB body
+    passed a 1 MB limit. An import's file keeps its own limit."""
+    monkeypatch.setattr(runtime.settings, "max_body_bytes", 1024 * 1024)
+    transport = httpx.ASGITransport(app=create_app(runtime.settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
+        body = b"x" * (2 * 1024 * 1024)
+        refused = await client.post(
+            "/api/v1/auth/register", content=body, headers={"content-type": "application/json"}
+        )
+        assert "limit of 1048576 bytes" in assert_problem(refused, 413)["detail"]
+        upload = await client.post(
+            f"/api/v1/test-sets/{uuid.uuid4()}/import",
+            content=body,
+            headers={"content-type": "text/csv"},
+        )
+        assert upload.status_code == 401  # past the body limit, to the route's own checks
