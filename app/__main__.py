@@ -21,6 +21,7 @@ from sqlalchemy import LargeBinary, bindparam, column, select, table, text, upda
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.bootstrap import running_process
+from app.http_protocol import BoundedHttpToolsProtocol
 from database.core import Database, make_engine
 from database.migrate import applied_revision, head_revision
 from database.migrate import migrate as run_migrations
@@ -60,6 +61,7 @@ def serve(
         log_config=None,
         access_log=False,  # our request log omits query strings (stream tokens travel there)
         timeout_graceful_shutdown=30,
+        http=BoundedHttpToolsProtocol,
     )
     _Server(config).run()
 
