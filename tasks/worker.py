@@ -213,6 +213,7 @@ class WorkerPool:
         interval = self.lease.total_seconds() / 3
         wait = interval
         renewal: asyncio.Task[set[uuid.UUID]] | None = None
+        asked, renewing = 0.0, list[uuid.UUID]()
         try:
             while True:  # also while stop() drains: it cancels this loop once the jobs are done
                 await asyncio.sleep(wait)
@@ -220,10 +221,12 @@ class WorkerPool:
                 if not held:
                     continue
                 self._abandon_unrenewable(held, within=interval / 2)
-                asked = time.monotonic()
-                # Apart from this loop: a hung connection's clean-up may hang too, past a timeout.
+                # Apart from this loop: a hung connection's clean-up may hang too, past a
+                # timeout. One still pending is waited for again, and its answer judged by
+                # what it was asked and when (jobs claimed since are not in it).
                 if renewal is None or renewal.done():
-                    renewal = asyncio.create_task(self._renew(held))
+                    asked, renewing = time.monotonic(), held
+                    renewal = asyncio.create_task(self._renew(renewing))
                     renewal.add_done_callback(_failure)  # read, even when no longer waited for
                 await asyncio.wait([renewal], timeout=interval / 2)
                 failed = "it hangs" if not renewal.done() else _failure(renewal)
@@ -237,7 +240,7 @@ class WorkerPool:
                 for job_id in kept:
                     self._lease_ends[job_id] = asked + self.lease.total_seconds()
                 # Another worker has taken these over (our lease ran out): stop our copies.
-                self._abandon(set(held) - kept, "lease lost")
+                self._abandon(set(renewing) - kept, "lease lost")
         finally:
             if renewal is not None:
                 renewal.cancel()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from database.core import Database, make_engine
 from database.setup import DatabaseUrls
@@ -22,7 +22,7 @@ from notifications import listener
 from tasks import queue
 from tasks.models import Job
 from tasks.worker import DeadHandler, Handler, JobContext, WorkerPool
-from tests.helpers import Account, tenant_session
+from tests.helpers import Account, tenant_session, until_waiting_for_locks
 from tests.tasks.conftest import (
     enqueue_jobs,
     load_job,
@@ -683,3 +683,49 @@ async def test_a_worker_cut_off_from_the_database_stops_before_its_lease_runs_ou
                 assert still_ours
         finally:
             await engine.dispose()
+
+
+async def test_a_late_renewal_judges_only_the_jobs_it_was_asked_about(
+    committed_database: Database,
+    accounts: list[Account],
+    database_urls: DatabaseUrls,
+    owner_engine: AsyncEngine,
+) -> None:
+    """A renewal held up (here by a lock on its job's row) is waited for again; a job claimed
+    meanwhile is not in its answer, and was taken for lost and stopped."""
+    account = accounts[0]
+    kind = new_kind()
+    started: list[uuid.UUID] = []
+    cancelled: list[uuid.UUID] = []
+
+    async def handler(ctx: JobContext) -> None:
+        started.append(ctx.job.id)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(ctx.job.id)
+            raise
+
+    async with running_pool(
+        committed_database, database_urls, {kind: handler}, lease=timedelta(seconds=6)
+    ) as pool:
+        [first] = await enqueue_jobs(committed_database, account, kind)
+        await wait_until(lambda: _true(len(started) == 1))
+        async with owner_engine.connect() as holder:
+            transaction = await holder.begin()
+            await holder.execute(
+                text("SELECT 1 FROM jobs WHERE id = :id FOR UPDATE"), {"id": first}
+            )
+            await until_waiting_for_locks(owner_engine, 1)  # the renewal, held
+            await enqueue_jobs(committed_database, account, kind)
+            await wait_until(lambda: _true(len(started) == 2))
+            # Renewals come every 2 s, or 0.5 s after one fails: the next round, which holds
+            # both jobs, waits for the same renewal, which then answers.
+            await asyncio.sleep(1.6)
+            await transaction.rollback()
+        await asyncio.sleep(1.0)  # the held renewal's answer, judged
+        assert cancelled == [] and pool.busy == 2
+
+
+async def _true(value: bool) -> bool:
+    return value
