@@ -116,7 +116,9 @@ async def _run_case(
         trajectory=trajectory,
     )
     observation = _observation(case.case, request, reply, price, trajectory, plan.tools)
-    if cached and source is None:  # recorded, or the response cache's: no call was timed
+    # Recorded, or the response cache's (now, or when a rescore's source was made): no call
+    # was timed.
+    if source.cached if source is not None else cached:
         observation = dataclasses.replace(observation, latency_ms=None)
     metadata = case.case.get("metadata") or {}
     scored = await _score_all(run, plan, observation, metadata, (case.position, repetition))

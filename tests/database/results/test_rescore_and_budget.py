@@ -140,8 +140,17 @@ async def test_no_latency_is_checked_where_no_call_was_timed(lab, fake):
         await lab.wait((await lab.run(test_set, target, metric_ids=[fast], use_cache=True))["id"])
         for _ in range(2)
     ]
-    outcome = {}
+    rescored = {}
     for name, run in (("recorded", recorded.json()), ("timed", timed), ("cached", cached)):
+        again = await lab.post(f"/runs/{run['id']}/rescore", {"metric_ids": [fast]}, expect=202)
+        rescored[f"{name}, rescored"] = await lab.wait(again.json()["id"])
+    outcome = {}
+    for name, run in (
+        ("recorded", recorded.json()),
+        ("timed", timed),
+        ("cached", cached),
+        *rescored.items(),
+    ):
         (result,) = await lab.results(run["id"])
         (evaluation,) = result["evaluations"]
         outcome[name] = (result["status"], evaluation["error"] is not None)
@@ -149,6 +158,10 @@ async def test_no_latency_is_checked_where_no_call_was_timed(lab, fake):
         "recorded": ("errored", True),
         "timed": ("passed", False),
         "cached": ("errored", True),
+        # A rescore's answers keep what their call was: timed, or not.
+        "recorded, rescored": ("errored", True),
+        "timed, rescored": ("passed", False),
+        "cached, rescored": ("errored", True),
     }
 
 
