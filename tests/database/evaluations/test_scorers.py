@@ -360,11 +360,22 @@ async def test_a_slow_check_runs_off_the_event_loop(metric, output):
     assert took > 0.2 and max(gaps) < 0.15, (took, max(gaps))
 
 
-async def test_texts_too_long_to_compare_by_edit_distance_err_their_case():
-    """The library holds the interpreter: 150,000 characters against as many held the loop
-    0.45 s, a 10 MB answer 2.6 s."""
+@pytest.mark.parametrize(
+    ("reference", "output", "sensitive"),
+    [
+        ("a b" * 50_000, "b a" * 50_000, True),
+        ("\u4e2d\u6587" * 5_000, "\u6587\u4e2d" * 100_000, True),  # CJK compares slowly
+        ("\u0390" * 8_000, "\u0390" * 8_000, False),  # triples when case is folded
+    ],
+)
+async def test_texts_too_long_to_compare_by_edit_distance_err_their_case(
+    reference, output, sensitive
+):
+    """The library holds the interpreter, in any thread: 150,000 characters against as many
+    held the loop 0.45 s, 200,000 CJK characters against 10,000 0.9 s."""
     started = time.perf_counter()
-    verdict = await run(spec("similarity", value="a b" * 50_000), obs("b a" * 50_000))
+    metric = spec("similarity", value=reference, case_sensitive=sensitive)
+    verdict = await run(metric, obs(output))
     assert time.perf_counter() - started < 0.1
     assert verdict.error and "too long to compare" in verdict.error
     assert (await run(spec("similarity", value="a b"), obs("x" * 150_000))).error is None
