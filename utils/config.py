@@ -171,7 +171,9 @@ class Settings(BaseSettings):
             rates = limits.parse_many(value)
         except ValueError as exc:
             raise ValueError(f"a rate such as 10/minute: {exc}") from None
-        if any(rate.amount < 1 for rate in rates):
+        if len(rates) != 1:  # the limiter applies one
+            raise ValueError("one rate, such as 10/minute")
+        if rates[0].amount < 1:
             raise ValueError("a rate of at least 1 (0 would refuse everyone)")
         return value
 

@@ -65,6 +65,7 @@ def test_a_redis_url_gives_a_shared_rate_limit_store():
     [
         ("auth_rate_limit", "10 per fortnight", "a rate such as"),
         ("auth_account_rate_limit", "0/minute", "at least 1"),
+        ("auth_account_login_rate_limit", "10/minute;100/hour", "one rate"),  # one applied
         ("webhook_retry_seconds", "5,nan", "all finite"),
         ("webhook_retry_seconds", "5,inf", "all finite"),
         ("log_level", "verbose", "log_level"),
@@ -80,5 +81,5 @@ def test_settings_that_would_fail_later_are_refused_at_start(name, value, compla
 
 
 def test_settings_written_as_operators_do_are_taken():
-    settings = Settings(auth_rate_limit="10/minute;100/hour", log_level="warning", metrics_token="")
+    settings = Settings(auth_rate_limit="20 per minute", log_level="warning", metrics_token="")
     assert (settings.log_level, settings.metrics_token) == ("WARNING", None)
