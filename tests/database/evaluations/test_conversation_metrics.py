@@ -89,18 +89,18 @@ def test_the_judges_see_every_turn_its_messages_answers_and_tool_calls(metric_ty
 
 def test_goal_completion_is_judged_against_the_users_goal_or_else_the_tests_input():
     with_goal = judged("goal-completion", conversation(goal="Book a hotel in Paris"))
-    assert "The user's goal:\nBook a hotel in Paris" in with_goal
+    assert "The user's goal:\n<goal>\nBook a hotel in Paris\n</goal>" in with_goal
     assert "achieved the user's goal" in with_goal
     assert "expected outcome" not in with_goal
     without = judged("goal-completion", conversation(expected="A hotel booked in Paris"))
-    assert "The user's goal (the test's input):\nPlan a trip" in without
-    assert "The expected outcome (a reference):\nA hotel booked in Paris" in without
+    assert "The user's goal (the test's input):\n<goal>\nPlan a trip\n</goal>" in without
+    assert "The expected outcome (a reference):\n<expected>\nA hotel booked in Paris" in without
 
 
 def test_role_adherence_is_judged_against_the_role_given_or_the_one_implied():
     role = "You are Ada, the travel agency's assistant. Only talk about travel."
     with_role = judged("role-adherence", conversation(role=role))
-    assert f"The assistant's role (its system prompt):\n{role}" in with_role
+    assert f"The assistant's role (its system prompt):\n<role>\n{role}\n</role>" in with_role
     assert "every turn" in with_role
     without = judged("role-adherence", conversation())
     assert "none was given" in without and "the role the conversation implies" in without
