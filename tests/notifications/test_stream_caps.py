@@ -5,7 +5,8 @@ pool. A closed stream gives its place back. Over real HTTP, against a live serve
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import httpx
 
@@ -37,7 +38,7 @@ async def _open(
     )
     if response.status_code == 200:
         # The stream is open once its first bytes come (its reader kept, so as not to close it).
-        reader = response.aiter_bytes()
+        reader = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
         stack.push_async_callback(reader.aclose)
         await anext(reader)
     else:

@@ -363,7 +363,7 @@ async def test_a_partly_cached_loop_spends_only_what_its_new_calls_cost(lab, fak
     first_done = await lab.wait(first["id"])
     assert len(fake.billed) == 2
     fake.reset()
-    other_answers = [{**mock, "response": "hail"} for mock in MOCKS]
+    other_answers = [{"name": name, "response": "hail"} for name in ("get_weather", "lookup")]
     second = await lab.run(
         await lab.test_set([{"input": "Weather?", "tool_responses": other_answers}]),
         target,

@@ -201,7 +201,12 @@ async def test_a_case_answered_twice_counts_both_calls_once_each(
     judged = {"metric_name": "judge", "metric_type": "llm-judge", "cost": 0.25}
     second = _result(lab, run_id, HOLE) | {"cost": 2.0}
 
-    for batch in ([(first, [])], [(first, [])], [(second, [judged])]):
+    batches: list[list[tuple[dict[str, Any], list[dict[str, Any]]]]] = [
+        [(first, [])],
+        [(first, [])],
+        [(second, [judged])],
+    ]
+    for batch in batches:
         async with tenant_session(committed_database, organization) as session:
             run = await crud.get_run(session, run_id)
             assert run is not None
