@@ -463,15 +463,7 @@ async def test_a_job_whose_lease_was_lost_is_abandoned(
 ) -> None:
     account = accounts[0]
     kind = new_kind()
-    started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def handler(ctx: JobContext) -> None:
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    handler, started, cancelled = _waiting_job()
 
     async with running_pool(
         committed_database, database_urls, {kind: handler}, lease=timedelta(seconds=0.6)
@@ -646,15 +638,7 @@ async def test_a_worker_cut_off_from_the_database_stops_before_its_lease_runs_ou
     rather than call providers beside the new one."""
     account = accounts[0]
     kind = new_kind()
-    started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def handler(ctx: JobContext) -> None:
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    handler, started, cancelled = _waiting_job()
 
     lease = timedelta(seconds=1.5)
     async with relayed(database_urls.runtime) as relay:
@@ -729,3 +713,18 @@ async def test_a_late_renewal_judges_only_the_jobs_it_was_asked_about(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def _waiting_job() -> tuple[Handler, asyncio.Event, asyncio.Event]:
+    """A handler that waits 30 s; whether it has started, and whether it was cancelled."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handler(ctx: JobContext) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    return handler, started, cancelled
