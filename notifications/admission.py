@@ -17,16 +17,18 @@ class OpenStreams:
     def __init__(self) -> None:
         self._open: Counter[uuid.UUID] = Counter()
 
-    def admit(self, organization_id: uuid.UUID, *, per_organization: int, in_all: int) -> None:
-        """Counts a stream in, or refuses it."""
+    def admit(
+        self, organization_id: uuid.UUID, *, per_organization: int | None, in_all: int | None
+    ) -> None:
+        """Counts a stream in, or refuses it (None: no bound)."""
         retry = {"Retry-After": str(RETRY_SECONDS)}
-        if self._open[organization_id] >= per_organization:
+        if per_organization is not None and self._open[organization_id] >= per_organization:
             raise RateLimited(
                 f"the organization has {per_organization} streams open on this server (its"
                 " most): close one, or try again later",
                 headers=retry,
             )
-        if self._open.total() >= in_all:
+        if in_all is not None and self._open.total() >= in_all:
             raise Unavailable(
                 f"this server has {in_all} streams open: try again later", headers=retry
             )

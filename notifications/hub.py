@@ -76,8 +76,9 @@ class StreamLimits:
     heartbeat_seconds: float
     send_timeout_seconds: float
     max_lifetime_seconds: float
-    max_streams_per_organization: int = 2000  # open at once on this process
-    max_streams: int = 10000
+    # Streams open at once on this process (None: no bound), per organization and in all.
+    max_streams_per_organization: int | None = None
+    max_streams: int | None = None
 
 
 # Writes a frame to the stream's client now, from outside the stream's task (see Subscriber).

@@ -95,10 +95,8 @@ async def ask_target(
             transcript.reply, transcript.cached, _total(prices), _total(paid), transcript.turns
         )
     except (TargetError, conversation.SimulatorFailed) as exc:
-        exc.spent, exc.paid = (
-            _total(prices),
-            _total(paid),
-        )  # the calls before it: spent all the same
+        # What the calls before it cost, and of that what was paid now: spent all the same.
+        exc.spent, exc.paid = _total(prices), _total(paid)
         raise
 
 
