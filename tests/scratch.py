@@ -124,3 +124,22 @@ async def act_as_plain_owner(connection: AsyncConnection, role: str) -> None:
     await connection.execute(text(f"CREATE ROLE {role} NOSUPERUSER NOBYPASSRLS"))
     await connection.execute(text(_OWNED_BY.format(role=role)))
     await connection.execute(text(f"SET LOCAL ROLE {role}"))
+
+
+@asynccontextmanager
+async def upgraded_as_plain_owner(
+    engine: AsyncEngine, role: str, revision: str
+) -> AsyncIterator[AsyncConnection]:
+    """A connection that has upgraded the database to `revision` as production's owner does
+    (a plain `role`, held to the tenant policies by FORCE, which sees no organization's rows
+    unless the migration lifts that), acting as itself again; in a transaction rolled back at
+    the end, the role with it."""
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            await act_as_plain_owner(connection, role)
+            await connection.run_sync(upgrade, revision)
+            await connection.execute(text("RESET ROLE"))
+            yield connection
+        finally:
+            await transaction.rollback()

@@ -21,11 +21,12 @@ import regex
 from jsonschema.exceptions import ValidationError
 
 from utils.patterns import PatternTooCostly, compile_bounded
+from utils.schemas import nesting_depth
 
 
 def check_json_schema(value: Any) -> Any:
     """`value` when it is a valid JSON Schema; a ValueError saying where it is not."""
-    if _depth(value) > MAX_SCHEMA_DEPTH:
+    if nesting_depth(value, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
         raise ValueError(f"a JSON schema nests at most {MAX_SCHEMA_DEPTH} levels deep")
     try:
         jsonschema.validators.validator_for(value).check_schema(value)
@@ -36,18 +37,6 @@ def check_json_schema(value: Any) -> Any:
 
 
 MAX_SCHEMA_DEPTH = 64  # levels of objects and arrays: checking and validating recurse per level
-
-
-def _depth(value: Any) -> int:
-    deepest, pending = 0, [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            if depth <= MAX_SCHEMA_DEPTH:  # deeper is refused whatever the rest holds
-                children = item.values() if isinstance(item, dict) else item
-                pending.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 # Validation with tenants' schemas: their `pattern`s run on text a model wrote, so a pattern

@@ -59,6 +59,21 @@ def text_problem(value: Any) -> str | None:
     return None
 
 
+def nesting_depth(value: Any, limit: int) -> int:
+    """How many objects and lists nest in `value`, walked with a stack of its own (counting
+    stops a level past `limit`: deeper is refused whatever the rest holds)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > limit:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def storable(value: Any) -> Any:
     """A validator refusing what `text_problem` finds, for values outside an `InputModel`
     (form fields): `Annotated[str, Form(), AfterValidator(storable)]`."""

@@ -23,7 +23,7 @@ from database.tests.agent_fields import (
     without_absent_agent_fields,
 )
 from utils import fastjson
-from utils.schemas import InputModel, OutputModel, example, text_problem
+from utils.schemas import InputModel, OutputModel, example, nesting_depth, text_problem
 
 MAX_TEXT = 100_000
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -56,7 +56,7 @@ def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     problem = text_problem(value)  # before measuring it as JSON, which needs storable text
     if problem:
         raise ValueError(problem)
-    if _depth(value) > MAX_FREE_FORM_DEPTH:
+    if nesting_depth(value, MAX_FREE_FORM_DEPTH) > MAX_FREE_FORM_DEPTH:
         raise ValueError(f"must be at most {MAX_FREE_FORM_DEPTH} levels deep")
     if len(fastjson.dumps_bytes(value)) > MAX_FREE_FORM_BYTES:
         raise ValueError(f"must be at most {MAX_FREE_FORM_BYTES // 1024} KB as JSON")
@@ -69,20 +69,6 @@ def _few_enough_keys(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, dict) and len(value) > MAX_FREE_FORM_KEYS and not stored:
         raise ValueError(f"must have at most {MAX_FREE_FORM_KEYS} keys")
     return value
-
-
-def _depth(value: Any) -> int:
-    """How many objects and lists nest in `value` (counting stops past the limit)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if level > MAX_FREE_FORM_DEPTH:
-                break
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
-    return deepest
 
 
 FreeForm = Annotated[

@@ -10,7 +10,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from database.migrate import migrate
-from tests.scratch import A_RUNS_OWNERS, act_as_plain_owner, downgrade, model_differences, upgrade
+from tests.scratch import (
+    A_RUNS_OWNERS,
+    downgrade,
+    model_differences,
+    upgraded_as_plain_owner,
+)
 
 BEFORE, AFTER = "0030_claim_skips_kinds", "0031_run_prompted"
 PLAIN_OWNER = "assay_plain_owner_prompted"
@@ -54,20 +59,13 @@ async def test_runs_naming_a_prompt_version_are_marked_in_every_organization(
     url = own_database.url.render_as_string(hide_password=False)
     await migrate(url, None, revision=BEFORE)
     runs = await _runs(own_database)
-    async with own_database.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            await act_as_plain_owner(connection, PLAIN_OWNER)
-            await connection.run_sync(upgrade, AFTER)
-            await connection.execute(text("RESET ROLE"))
-            rows = await connection.execute(text("SELECT id, prompted FROM runs"))
-            marked: dict[uuid.UUID, bool] = {run: prompted for run, prompted in rows.all()}
-            assert marked == runs
-            assert await connection.run_sync(model_differences, ["runs"]) == []
-            await connection.run_sync(downgrade, BEFORE)
-            columns = await connection.scalars(
-                text("SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'")
-            )
-            assert "prompted" not in set(columns)
-        finally:
-            await transaction.rollback()
+    async with upgraded_as_plain_owner(own_database, PLAIN_OWNER, AFTER) as connection:
+        rows = await connection.execute(text("SELECT id, prompted FROM runs"))
+        marked: dict[uuid.UUID, bool] = {run: prompted for run, prompted in rows.all()}
+        assert marked == runs
+        assert await connection.run_sync(model_differences, ["runs"]) == []
+        await connection.run_sync(downgrade, BEFORE)
+        columns = await connection.scalars(
+            text("SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'")
+        )
+        assert "prompted" not in set(columns)

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from database.migrate import migrate
 from tests.database.results.conftest import Lab
 from tests.fakes.openai_server import FakeOpenAI
-from tests.scratch import A_RUNS_OWNERS, act_as_plain_owner, downgrade, model_differences, upgrade
+from tests.scratch import (
+    A_RUNS_OWNERS,
+    downgrade,
+    model_differences,
+    upgrade,
+    upgraded_as_plain_owner,
+)
 
 POSITION = "0026_evaluation_position"
 BEFORE = "0025_result_text_bytes"
@@ -108,21 +114,14 @@ async def test_the_migration_gives_every_organizations_evaluations_their_positio
 
     # Up, as production's owner: a plain role held to the tenant policies (FORCE), which sees
     # no organization's rows unless the migration lifts that. Down and up again after.
-    async with own_database.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            await act_as_plain_owner(connection, PLAIN_OWNER)
-            await connection.run_sync(upgrade, POSITION)
-            await connection.execute(text("RESET ROLE"))
-            assert await _positions(connection) == expected
-            assert await connection.run_sync(model_differences, ["evaluations"]) == []
+    async with upgraded_as_plain_owner(own_database, PLAIN_OWNER, POSITION) as connection:
+        assert await _positions(connection) == expected
+        assert await connection.run_sync(model_differences, ["evaluations"]) == []
 
-            await connection.run_sync(downgrade, BEFORE)
-            assert await connection.scalar(_HAS_POSITION) is False
-            await connection.run_sync(upgrade, POSITION)
-            assert await _positions(connection) == expected
-        finally:
-            await transaction.rollback()  # the role with it
+        await connection.run_sync(downgrade, BEFORE)
+        assert await connection.scalar(_HAS_POSITION) is False
+        await connection.run_sync(upgrade, POSITION)
+        assert await _positions(connection) == expected
 
 
 async def _positions(connection: AsyncConnection) -> dict[uuid.UUID, int]:

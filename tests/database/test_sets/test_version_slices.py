@@ -17,7 +17,13 @@ from database.migrate import migrate
 from database.test_sets.slice_index import SLICES, SliceIndex, VersionSlices
 from database.tests import crud as test_crud
 from tests.helpers import create_project, create_test, create_test_set, register, tenant_session
-from tests.scratch import A_RUNS_OWNERS, act_as_plain_owner, downgrade, model_differences, upgrade
+from tests.scratch import (
+    A_RUNS_OWNERS,
+    downgrade,
+    model_differences,
+    upgrade,
+    upgraded_as_plain_owner,
+)
 
 SLICED = "0027_version_slices"
 BEFORE = "0026_evaluation_position"
@@ -109,21 +115,14 @@ async def test_the_migration_gives_every_organizations_versions_their_slices(
     written = await _versions_before_the_migration(own_database)
 
     # Up as production's owner: a plain role held to the tenant policies (FORCE).
-    async with own_database.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            await act_as_plain_owner(connection, PLAIN_OWNER)
-            await connection.run_sync(upgrade, SLICED)
-            await connection.execute(text("RESET ROLE"))
-            await _assert_as_published(connection, written)
-            tables = ["test_set_versions", "test_set_version_cases"]
-            assert await connection.run_sync(model_differences, tables) == []
+    async with upgraded_as_plain_owner(own_database, PLAIN_OWNER, SLICED) as connection:
+        await _assert_as_published(connection, written)
+        tables = ["test_set_versions", "test_set_version_cases"]
+        assert await connection.run_sync(model_differences, tables) == []
 
-            await connection.run_sync(downgrade, BEFORE)
-            await connection.run_sync(upgrade, SLICED)
-            await _assert_as_published(connection, written)
-        finally:
-            await transaction.rollback()  # the role with it
+        await connection.run_sync(downgrade, BEFORE)
+        await connection.run_sync(upgrade, SLICED)
+        await _assert_as_published(connection, written)
 
 
 async def _assert_as_published(
