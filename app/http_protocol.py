@@ -1,20 +1,46 @@
-"""uvicorn's HTTP protocol (httptools) with a bound on a request's head: at most some
-MAX_HEAD_BYTES received while a request's line and headers are unfinished. httptools keeps
-every header it is sent, and a header's value however long it grows, before any of the
-service's code runs: three connections sending 100 MB of headers each held 300 MB of the
-server's memory, no credential needed. A head past the bound is refused (400) and its
-connection closed."""
+"""uvicorn's HTTP protocol (httptools) with bounds on reading a request, before any of the
+service's code runs:
+
+- its head (line and headers) holds at most MAX_HEAD_BYTES. httptools keeps every header it
+  is sent, and a header's value however long it grows: three connections sending 100 MB of
+  headers each held 300 MB of the server's memory, no credential needed. A head past the
+  bound is refused (400) and its connection closed.
+- it is read in time: its head arrives whole within `ASSAY_REQUEST_READ_SECONDS` (from the
+  connection's opening, or from the next request's first byte), and its body pauses no
+  longer than that between reads. uvicorn times only idle keep-alive connections: a client
+  that opened connections and sent nothing, or a byte now and then, held each for ever. A
+  head too slow is refused (408); a body that stalls has its connection closed, which its
+  handler reads as the client's disconnection."""
 
 from __future__ import annotations
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from utils.config import get_settings
 
 MAX_HEAD_BYTES = 64 * 1024  # as nginx's large_client_header_buffers allows, and more
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_head = True  # a connection starts with a request's head
+    _in_body = False
     _head_bytes = 0
+    _read_timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_seconds = get_settings().request_read_seconds
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_reading()  # the first request's head, from the connection's opening
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_awaiting()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         # Counted by the data that reached the parser while a head stayed unfinished: the
@@ -23,15 +49,64 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # holds at most the bound and one read more.)
         counted = self._in_head
         super().data_received(data)
-        if counted and self._in_head and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if counted and self._in_head:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
-                self.send_400_response(f"The request head is larger than {MAX_HEAD_BYTES} bytes")
+                self._refuse(400, f"The request head is larger than {MAX_HEAD_BYTES} bytes")
+        elif self._in_body:
+            self._await_reading()  # a body's pause is timed from its last read
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._head_bytes = True, 0
+        if self._read_timer is None:  # the first head's time runs from the connection's opening
+            self._await_reading()
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head, self._in_body = False, True
+        self._await_reading()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._stop_awaiting()
+        super().on_message_complete()
+
+    def _await_reading(self) -> None:
+        self._stop_awaiting()
+        self._read_timer = self.loop.call_later(self._read_seconds, self._read_too_slowly)
+
+    def _stop_awaiting(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _read_too_slowly(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # closed, or handed over to another protocol
+        waiting_on_us = self.flow.read_paused or (
+            self._in_body and self.cycle is not None and self.cycle.waiting_for_100_continue
+        )
+        if waiting_on_us:  # the handler has not asked for more yet: not the client's delay
+            self._await_reading()
+        elif self._in_head and (self.cycle is None or self.cycle.response_complete):
+            self._refuse(408, f"The request head took longer than {self._read_seconds:g} s")
+        else:
+            self.transport.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._stop_awaiting()
+        body = message.encode("ascii")
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head.append(name + b": " + value + b"\r\n")
+        head += [
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()

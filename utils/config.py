@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     auth_account_login_rate_limit: str = "100/hour"
     redis_url: str | None = None
     max_body_bytes: int = Field(default=12 * 1024 * 1024, ge=1024)
+    # A request's line and headers arrive whole within this long, and its body pauses no
+    # longer than this between reads: a slow client cannot hold a connection for ever.
+    request_read_seconds: float = Field(default=30.0, gt=0)
     max_json_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     cors_origins: Annotated[list[str], NoDecode] = []
     allow_private_networks: bool = False

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -16,6 +13,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from app.main import create_app
+from tests.serving import port_of, served
 from utils.config import Settings
 from utils.logging import configure_logging
 
@@ -37,25 +35,6 @@ def _failing_app() -> FastAPI:
     return app
 
 
-@asynccontextmanager
-async def _serving(app: FastAPI) -> AsyncIterator[uvicorn.Server]:
-    # The configuration of `python -m app serve`; the failing routes need no database.
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            assert not task.done(), "the server did not start"
-            await asyncio.sleep(0.01)
-        yield server
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
 async def _handled(server: uvicorn.Server) -> None:
     """Waits until the server has finished with every request (and logged what it logs)."""
     for _ in range(500):
@@ -68,10 +47,9 @@ async def _handled(server: uvicorn.Server) -> None:
 @pytest.mark.parametrize("path", ["/public/_fail", "/api/v1/_fail"])
 async def test_every_log_line_of_a_failed_request_carries_its_id(path, capsys):
     try:
-        async with _serving(_failing_app()) as server:
-            port = server.servers[0].sockets[0].getsockname()[1]
+        async with served(_failing_app()) as server:
             capsys.readouterr()  # the server's start
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port_of(server)}") as http:
                 response = await http.get(path, headers={"X-Request-ID": "failure-1"})
             await _handled(server)
             err = capsys.readouterr().err

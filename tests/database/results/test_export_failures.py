@@ -4,20 +4,18 @@ client sees an error, never a shorter file that looks whole."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from database.results import export
 from database.test_sets.streaming import PAGE_ROWS, JsonArrayEncoder
 from tests.database.results.test_export_stream import _run, _write_results
 from tests.helpers import register
+from tests.serving import port_of, served
 
 FORMATS = ("csv", "json", "junit")
 
@@ -25,22 +23,10 @@ FORMATS = ("csv", "json", "junit")
 @asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app on a real socket, in this event loop (so monkeypatches apply), and a client."""
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            assert not task.done(), "the server did not start"
-            await asyncio.sleep(0.01)
-        port = sock.getsockname()[1]
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+    async with served(app) as server:
+        base_url = f"http://127.0.0.1:{port_of(server)}"
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
             yield http
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def read_chunks(http: httpx.AsyncClient, url: str, fmt: str, headers: Any) -> list[bytes]:
