@@ -23,12 +23,14 @@ from database.results.crud.packed_columns import packed
 from database.results.models import Run
 from database.test_sets import crud as test_set_crud
 from database.test_sets.slice_index import SLICES, VersionSlices
+from database.tests.agent_fields import AGENT_FIELDS
 
-# Two versions' digests of their cases. A test has changed when what it sends or expects did,
-# or the parameters it gives the runs' metrics (under the metadata keys they read, see
+# Two versions' digests of their cases. A test has changed when what it sends or expects did
+# (an agent's expected calls, its tools' answers and its steps included), or the parameters it
+# gives the runs' metrics (under the metadata keys they read, see
 # catalogue.for_case): labels, tags and the rest of metadata (where recorded outputs live) do
 # not count; with one version on both sides nothing changed.
-_DIGESTED = ("input", "messages", "variables", "expected_output", "context")
+_DIGESTED = ("input", "messages", "variables", "expected_output", "context", *AGENT_FIELDS)
 _ARGUMENTS = 100  # at most, of a function in PostgreSQL (two runs' metrics may read 100 keys)
 _SEPARATOR = "\x1f"
 
