@@ -330,7 +330,10 @@ def cases_to_show_equivalence(min_effect: float, confidence: float = CONFIDENCE)
     if min_effect >= 1:
         return 1
     tail = (1.0 - confidence) / 2.0
-    return math.ceil(math.log(tail) / math.log1p(-min_effect))
+    needed = math.log(tail) / math.log1p(-min_effect)
+    if not math.isfinite(needed):  # a margin too small for a float: no number of cases
+        return math.inf  # type: ignore[return-value]
+    return math.ceil(needed)
 
 
 def share_upper_bound(count: int, cases: int, confidence: float = CONFIDENCE) -> float:

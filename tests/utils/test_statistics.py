@@ -183,6 +183,13 @@ def test_equivalence_needs_enough_cases_to_bound_what_was_not_seen():
     assert verdict(0.0, 0.0, 1.0, min_effect=0.02, cases=183) == "equivalent"
 
 
+@pytest.mark.parametrize("min_effect", [0.0, 1e-310, 5e-324])
+def test_a_margin_no_number_of_cases_can_show_is_never_equivalent(min_effect):
+    # 1e-310 is above zero, but log1p of its negation is too small to divide by.
+    assert cases_to_show_equivalence(min_effect) == math.inf
+    assert verdict(0.0, 0.0, 1.0, min_effect=min_effect, cases=10**9) == "inconclusive"
+
+
 def test_seed_for_is_stable_and_order_sensitive():
     seed = seed_for("run-a", "run-b")
     # A fixed value: the seed must not change between processes, platforms or releases.
