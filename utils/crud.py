@@ -24,8 +24,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from utils import fastjson
 from utils.errors import Conflict, InvalidInput
+from utils.storable import storable_document
 
 
 async def paginate(
@@ -154,5 +154,5 @@ def recordset_insert(
 
 def json_rows(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     """A batch as a recordset insert's one parameter (keys that are not columns are ignored,
-    and a missing one is NULL)."""
-    return {"rows": fastjson.dumps(rows, default=str)}
+    and a missing one is NULL), its text storable."""
+    return {"rows": storable_document(rows)}

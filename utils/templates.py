@@ -263,7 +263,7 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
         )
     )
     try:
-        return _compiled(source).render(variables)
+        return _unicode(_compiled(source).render(variables))
     except budget.BudgetExceeded as exc:
         raise TemplateTooCostly(f"template too costly: {exc}", field="template") from exc
     except RecursionError as exc:
@@ -281,6 +281,21 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
         raise InvalidInput(message, field="template") from exc
     finally:
         budget.finish(token)
+
+
+def _unicode(rendered: str) -> str:
+    """A rendered text that can be sent: a string literal's escape can make a lone surrogate,
+    which no encoding of Unicode holds."""
+    if not rendered.isascii():
+        try:
+            rendered.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(
+                f"the template rendered a lone surrogate ({rendered[exc.start]!a}), which is"
+                " not text",
+                field="template",
+            ) from exc
+    return rendered
 
 
 async def render_off_loop(

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.engine.storable import storable, storable_json
 from database.evaluations.agent_checks import within
 from providers.config import ToolCall
 from providers.targets import TargetReply, TargetRequest
 from providers.tool_calls import arguments_text
+from utils.storable import storable, storable_json
 
 Ask = Callable[[TargetRequest], Awaitable[tuple[TargetReply, bool]]]
 StepSink = Callable[[dict[str, Any]], None]

@@ -14,12 +14,12 @@ from app.engine import agent, conversation
 from app.engine.calls import DeltaSink, call_model, cost
 from app.engine.context import JobContext
 from app.engine.plan import Plan
-from app.engine.storable import storable, storable_json
 from database.results import events
 from database.results.crud import response_cache
 from database.results.models import Run
 from database.test_sets.crud import VersionCase
 from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
+from utils.storable import storable, storable_json
 
 EventSink = Callable[[events.Event], None]
 DEFAULT_MAX_STEPS = 10  # a run made before runs had their own bound

@@ -17,7 +17,6 @@ from app.engine.context import JobContext
 from app.engine.conversation import SimulatorFailed, is_transcript, steps_of
 from app.engine.judges import judge_for
 from app.engine.plan import Plan
-from app.engine.storable import storable
 from database.evaluations.catalogue import CATALOGUE, for_case, score
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
 from database.results import events
@@ -107,7 +106,7 @@ async def _run_case(
         result.update(cost=exc.spent, paid=exc.paid)
         return _errored(result, result["input"], "simulator_error", str(exc)), []
     result.update(
-        output=storable(reply.output),
+        output=reply.output,
         latency_ms=round(reply.latency_ms, 2),
         input_tokens=reply.input_tokens,
         output_tokens=reply.output_tokens,
@@ -284,8 +283,8 @@ def _evaluation_rows(run: Run, scored: list[tuple[MetricSpec, Verdict]]) -> list
             "metric_type": spec.type,
             "score": verdict.score,
             "passed": verdict.passed,
-            "reason": storable(verdict.reason[:4000]),
-            "error": None if verdict.error is None else storable(verdict.error[:4000]),
+            "reason": verdict.reason[:4000],
+            "error": None if verdict.error is None else verdict.error[:4000],
             "input_tokens": verdict.input_tokens,
             "output_tokens": verdict.output_tokens,
             "cost": verdict.cost,
@@ -316,7 +315,7 @@ def _settled(result: Row, evaluations: list[Row]) -> Row:
         result.update(
             status="errored",
             error_type="evaluation_error",
-            error_message=storable(f"{failed_metric['metric_name']}: {failed_metric['error']}"),
+            error_message=f"{failed_metric['metric_name']}: {failed_metric['error']}",
         )
     else:
         result["status"] = "passed" if all(e["passed"] for e in evaluations) else "failed"
@@ -324,7 +323,5 @@ def _settled(result: Row, evaluations: list[Row]) -> Row:
 
 
 def _errored(result: Row, sent: dict[str, Any], kind: str, message: str) -> Row:
-    result.update(
-        input=sent, status="errored", error_type=kind, error_message=storable(message[:4000])
-    )
+    result.update(input=sent, status="errored", error_type=kind, error_message=message[:4000])
     return result

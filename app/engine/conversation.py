@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from app.engine import agent
-from app.engine.storable import storable, storable_json
 from providers.targets import TargetError, TargetReply, TargetRequest
+from utils.storable import storable, storable_json
 
 Answerer = Callable[[TargetRequest], Awaitable[agent.Answer]]
 Simulate = Callable[[TargetRequest], Awaitable[TargetReply]]

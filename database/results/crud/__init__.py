@@ -27,7 +27,6 @@ from database.evaluations.models import Evaluation
 from database.results.crud.pages import stored_size
 from database.results.models import TERMINAL, Result, Run, RunCounts, RunEvent
 from notifications.publisher import publish_after_commit
-from utils import fastjson
 from utils.crud import (
     custom_plans,
     int_array,
@@ -36,6 +35,7 @@ from utils.crud import (
     paginate,
     recordset_insert,
 )
+from utils.storable import storable_document
 
 
 async def create_run(session: AsyncSession, run: Run) -> Run:
@@ -302,7 +302,7 @@ async def update_run(
             {
                 "run_id": run_id,
                 "organization_id": organization_id,
-                "events": fastjson.dumps(rows, default=str),
+                "events": storable_document(rows),
             },
         )
         publish_after_commit(session, run_id, ended=status in TERMINAL)
