@@ -14,11 +14,13 @@ import hashlib
 import importlib
 import json
 import time
+import traceback
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import httpx
+import structlog
 
 from providers import json_paths, openai_wire
 from providers.config import TargetConfig, TargetReply, TargetRequest, ToolCall
@@ -30,6 +32,8 @@ from utils.errors import InvalidInput
 from utils.ssrf import vet
 from utils.templates import render_off_loop
 from utils.url_redaction import redact_urls
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "TargetConfig",
@@ -88,11 +92,21 @@ async def call_target(
         exc.message = _redact(exc.message, config)[:MESSAGE_CHARS]
         exc.args = (exc.message,)
         raise
+    except UNREADABLE as exc:
+        # An answer of a shape the provider's SDK, or a reader here, did not foresee: this
+        # case's error, not its chunk's (which would be run again, calling every case anew).
+        message = f"the provider's answer was not usable: {type(exc).__name__}: {exc}"
+        message = _redact(message, config)[:MESSAGE_CHARS]
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        log.warning("unusable answer", error=message, at=f"{where.filename}:{where.lineno}")
+        raise TargetError("invalid_response", message) from exc
     latency_ms = (time.perf_counter() - started) * 1000
     input_tokens, output_tokens = usage or (None, None)
     return TargetReply(output, latency_ms, input_tokens, output_tokens, tool_calls)
 
 
+# What reading an answer of a shape no one foresaw raises (the SDKs' parsers included).
+UNREADABLE = (TypeError, AttributeError, KeyError, IndexError, ValueError)
 Usage = tuple[int | None, int | None]
 Answer = tuple[str, Usage | None, tuple[ToolCall, ...]]  # text, token counts, tool calls
 

@@ -110,8 +110,8 @@ class StreamedCalls:
             return delta["index"]
         # Without an index (some compatible servers): a new id starts a call, else the
         # pieces continue the last one.
-        call_id = delta.get("id")
-        if call_id and str(call_id) not in self._ids:
+        call_id = str(delta.get("id") or "")
+        if call_id and call_id not in self._ids:
             return ("id", call_id)
         return next(reversed(self._calls), ("id", call_id))
 

@@ -12,7 +12,7 @@ import pytest
 from providers.config import TargetReply, TargetRequest, ToolCall
 from providers.errors import TargetError
 from providers.targets import call_target
-from tests.fakes.anthropic_server import FakeAnthropic, FakeToolCall, FakeToolCalls
+from tests.fakes.anthropic_server import FakeAnthropic, FakeToolCall, FakeToolCalls, Fault
 from tests.providers.support import CLOCK, WEATHER, WEATHER_SCHEMA, target_config
 
 API_KEY = "sk-ant-provider-test"
@@ -130,3 +130,30 @@ async def test_an_answer_asking_for_more_than_128_calls_is_invalid(fake: FakeAnt
         [FakeToolCall("get_time", id=f"toolu_{i}") for i in range(128)]
     )
     assert len((await ask(fake, TargetRequest(input="And 128?"))).tool_calls) == 128
+
+
+def _message(**fields: Any) -> dict[str, Any]:
+    usage = {"input_tokens": 1, "output_tokens": 1}
+    return {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-fake-1",
+            "stop_reason": "end_turn", "content": [{"type": "text", "text": "hi"}],
+            "usage": usage, **fields}  # fmt: skip
+
+
+UNFORESEEN = {
+    "the content is null": _message(content=None),
+    "the usage is null": _message(usage=None),
+    "a text block has no text": _message(content=[{"type": "text"}]),
+}
+
+
+@pytest.mark.parametrize("body", UNFORESEEN.values(), ids=UNFORESEEN.keys())
+async def test_an_answer_the_sdk_cannot_read_is_an_invalid_response(
+    fake: FakeAnthropic, body: dict[str, Any]
+) -> None:
+    """The SDK's own reading raised TypeError or AttributeError, which escaped the call and
+    failed the case's whole chunk: it is this case's invalid response."""
+    fake.enqueue(Fault.http(200, body))
+    with pytest.raises(TargetError) as failed:
+        await ask(fake, TargetRequest(input="Hi"))
+    assert failed.value.kind == "invalid_response"
+    assert "not usable" in failed.value.message and API_KEY not in failed.value.message

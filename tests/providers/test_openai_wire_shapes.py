@@ -137,3 +137,12 @@ async def test_a_usage_of_the_wrong_shape_leaves_the_counts_unknown_and_the_answ
         fake.enqueue(Fault.http(200, _completion({"content": "hi"}, usage=[1, 2])))
     reply = await _ask(fake, stream=stream)
     assert (reply.output, reply.input_tokens, reply.output_tokens) == ("hi", None, None)
+
+
+async def test_a_streamed_tool_calls_id_of_another_type_is_read_as_text(fake: FakeOpenAI) -> None:
+    """Without an index, a call is found by its id: a list there was an unhashable key, whose
+    TypeError escaped the call and failed the case's whole chunk."""
+    call = {"id": [1], "function": {"name": "lookup", "arguments": "{}"}}
+    fake.enqueue(_events({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}))
+    reply = await _ask(fake, stream=True)
+    assert [(c.id, c.name) for c in reply.tool_calls] == [("[1]", "lookup")]
