@@ -16,6 +16,10 @@ A call that wakes well after its slot (a busy event loop, a starved process) wou
 provider beside the next slot's call: past half an interval (and at least LATE_FLOOR_SECONDS)
 it takes a new slot instead, once: a process starved twice in a row still sends, late, rather
 than not at all.
+
+In a process, a model's calls wait their turn before taking a slot: at most one of them holds
+a slot ahead, so calls that are cancelled (a run cancelled, stopped, or its lease lost) leave
+no slots behind for later calls to wait out; the schedule's pace is the same.
 """
 
 from __future__ import annotations
@@ -60,9 +64,11 @@ class Pace:
         self.interval = 60.0 / per_minute
         self._next = 0.0
         self._lock = asyncio.Lock()
+        self._turn = asyncio.Lock()
 
     async def wait(self) -> None:
-        await keep_to_a_slot(self.take_slot, self.interval)
+        async with self._turn:
+            await keep_to_a_slot(self.take_slot, self.interval)
 
     async def take_slot(self) -> float:
         """Takes this process's next free slot; returns the seconds until it comes."""
@@ -105,9 +111,11 @@ class SharedPace:
         self._local = Pace(per_minute)
         self._degraded = False
         self._retry_at = 0.0
+        self._turn = asyncio.Lock()
 
     async def wait(self) -> None:
-        await keep_to_a_slot(self._next_slot, self.interval)
+        async with self._turn:
+            await keep_to_a_slot(self._next_slot, self.interval)
 
     async def _next_slot(self) -> float:
         """The seconds until this call's slot: on the shared schedule when the database

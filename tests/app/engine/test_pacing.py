@@ -95,6 +95,22 @@ async def test_wait_sleeps_without_holding_a_connection(
     assert time.monotonic() - started >= 0.9
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "local"])
+async def test_cancelled_calls_leave_no_slots_behind(database: Database, shared: bool):
+    """A run of concurrency 20 cancelled while its calls waited: each had taken a slot, 20 s
+    of them at 60 a minute, which the model's next calls waited out. Now at most the waiting
+    call's own slot is taken, and the next call's follows it."""
+    model = uuid.uuid4()
+    pace = SharedPace(model, 60) if shared else pacing.Pace(60)
+    waiting = [asyncio.create_task(pace.wait()) for _ in range(20)]
+    await asyncio.sleep(0.3)  # the first went at once, the second waits a second
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    taken = pace.take_slot(database) if isinstance(pace, SharedPace) else pace.take_slot()
+    assert await taken <= 2.0
+
+
 async def test_a_changed_limit_starts_its_own_schedule(database: Database):
     model = uuid.uuid4()
     slow = SharedPace(model, 6)  # 10 s apart
