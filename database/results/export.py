@@ -26,6 +26,7 @@ from database.test_sets.streaming import (
     csv_cell,
     csv_quoted,
     csv_text,
+    gone_midway,
     json_text,
     stream_pages,
 )
@@ -344,6 +345,7 @@ def result_rows(run_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
         nonlocal after
         rows = await result_rows_after(session, run_id, after, limit=PAGE_ROWS)
         if not rows:
+            await gone_midway(session, Run, run_id, "run")
             return None
         after = (rows[-1]["position"], rows[-1]["repetition"])
         return rows

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.test_sets import crud
 from database.test_sets.io import CSV_COLUMNS, Format
+from database.test_sets.models import TestSetVersion
 from database.test_sets.streaming import (
     PAGE_BYTES,
     PAGE_ROWS,
@@ -20,6 +21,7 @@ from database.test_sets.streaming import (
     ReadPage,
     csv_quoted,
     csv_text,
+    gone_midway,
     json_dump,
     json_text,
 )
@@ -123,6 +125,7 @@ def version_pages(version_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
             session, version_id, after, limit=rows, max_bytes=PAGE_BYTES
         )
         if not page:
+            await gone_midway(session, TestSetVersion, version_id, "test set version")
             return None
         after, rows = page[-1].position, _next_rows(len(page))
         return [row.case for row in page]

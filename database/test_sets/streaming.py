@@ -101,6 +101,18 @@ async def stream_pages(
         yield tail
 
 
+class GoneMidway(RuntimeError):
+    """What a document was read from is gone (deleted, or out of the reader's reach) before
+    its last page: raised, the response ends as incomplete rather than a shorter whole."""
+
+
+async def gone_midway(session: AsyncSession, model: Any, key: Any, name: str) -> None:
+    """Raises GoneMidway unless the `model` row of `key` is still there: where the pages
+    ran out, they may have run out because their source was deleted."""
+    if await session.get(model, key) is None:
+        raise GoneMidway(f"the {name} was deleted while it was exported")
+
+
 def _retrieve(task: asyncio.Task[Any]) -> None:
     """Collects an unused read's outcome (its error is moot, not to be logged as unseen)."""
     if not task.cancelled():

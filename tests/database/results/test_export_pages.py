@@ -14,7 +14,7 @@ from database.evaluations import crud as evaluation_crud
 from database.results import crud, export
 from database.results.crud.export_rows import result_rows_after
 from database.results.models import Run
-from database.test_sets.streaming import PAGE_ROWS
+from database.test_sets.streaming import PAGE_ROWS, GoneMidway
 from tests.database.results.test_export_stream import OUTPUTS, _run, _write_results
 from tests.helpers import register
 from utils.auth import Principal, Role
@@ -48,9 +48,18 @@ async def test_the_rows_export_writes_the_served_document(client, database, fmt)
     principal = Principal(organization_id=owner.organization_id, role=Role.viewer)
     body = await _body(database, owner.organization_id, principal, run["id"], fmt)
     assert body == served.content
+    # Read as another organization, the pages see no row of the run, nor the run itself: the
+    # document ends as an error after its head, never as a whole one without rows.
     stranger = Principal(organization_id=uuid.uuid4(), role=Role.viewer)
-    stranger_body = await _body(database, owner.organization_id, stranger, run["id"], fmt)
-    assert len(stranger_body) < len(body) // 10  # the head (and tail) only: no row of the run
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        found = await crud.get_run(session, uuid.UUID(run["id"]))
+        assert found is not None
+        chunks = await export.export_run(session, stranger, found, fmt)
+    sent = []
+    with pytest.raises(GoneMidway):
+        async for chunk in chunks:
+            sent.append(chunk)
+    assert len(b"".join(sent)) < len(body) // 10
 
 
 async def test_pages_follow_the_keyset_with_evaluations_by_metric_name(client, database):

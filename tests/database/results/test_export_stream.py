@@ -23,7 +23,7 @@ from database.results.reads import result_reads
 from database.results.schemas import ResultRead
 from database.test_sets import crud as set_crud
 from database.test_sets import streaming
-from database.test_sets.streaming import PAGE_ROWS, stream_pages
+from database.test_sets.streaming import PAGE_ROWS, GoneMidway, stream_pages
 from tests.helpers import (
     Account,
     assert_problem,
@@ -365,7 +365,8 @@ async def test_another_organization_gets_404_and_a_bad_format_422(client, databa
 
 async def test_the_pages_are_read_as_the_caller(client, database):
     """The streamed body reads with transactions of its own, acting for the caller: given the
-    very run, another organization's principal reads no row of it (row-level security)."""
+    very run, another organization's principal reads no row of it (row-level security), nor
+    the run, so its document ends as an error after its head."""
     owner = await register(client)
     run = await _run(client, owner, cases=3, repetitions=1)
     await _write_results(database, owner, run, OUTPUTS)
@@ -381,7 +382,8 @@ async def test_the_pages_are_read_as_the_caller(client, database):
     as_owner = Principal(organization_id=owner.organization_id, role=Role.viewer)
     as_stranger = Principal(organization_id=stranger.organization_id, role=Role.viewer)
     assert len(json.loads(await body(as_owner))) == 3
-    assert await body(as_stranger) == b"[]"
+    with pytest.raises(GoneMidway):
+        await body(as_stranger)
 
 
 async def test_stream_pages_stops_at_the_end_and_skips_empty_pages(database):
