@@ -10,6 +10,7 @@ Where the path itself is the credential (chat services' incoming webhooks), it g
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 REDACTED = "[redacted]"
 HIDDEN_REST = "/…"
@@ -30,6 +31,10 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
     # A user part ends at the last "@" before the query: a password may hold a "/" as clients
     # print it (a path's own "@" takes the path before it too, which is the safe side).
     user_end = rest.rfind("@", 0, _first_of(rest, "?#")) + 1
+    if not keep_path and user_end > _first_of(rest, "/?#"):
+        # After a "/", an "@" ends either such a password or a piece of the path: what
+        # follows it may be the path, which is not to be shown, and so may be the host.
+        return f"{scheme}://{REDACTED}{HIDDEN_REST}"
     authority_end = user_end + _first_of(rest[user_end:], "/?#")
     authority, rest = rest[user_end:authority_end], rest[authority_end:]
     if user_end:
@@ -44,6 +49,22 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
     if hash_mark:
         shown += "#" + REDACTED
     return shown
+
+
+def shown_origin(url: str) -> str:
+    """A stored URL (which carries no user part: they are refused) as readers who may not edit
+    it see it: its scheme, host and port, and a marker for the rest (`https://host/…`), which
+    may hold a token, as chat services' incoming-webhook paths do."""
+    return url_origin(url) + HIDDEN_REST
+
+
+def url_origin(url: str) -> str:
+    """A stored URL's scheme, host and port (`https://[2001:db8::1]:8443`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"
 
 
 def redact_urls(text: str, *, keep_path: bool = True) -> str:

@@ -29,7 +29,7 @@ from utils.runtime import Runtime
 from utils.secrets import SecretBox, SecretUnreadable, mask
 from utils.ssrf import check_url
 from utils.templates import check_template_off_loop
-from utils.url_redaction import redact_url
+from utils.url_redaction import shown_origin
 
 DEMO_MODEL = "demo"
 CONNECTION_TEST_TIMEOUT = 15.0
@@ -259,7 +259,7 @@ def to_read(config: ModelConfig, reader: Principal) -> ModelConfigRead:
     whole = reader.role.at_least(Role.member)
 
     def shown(url: str) -> str:
-        return url if whole else redact_url(url, keep_path=False)
+        return url if whole else shown_origin(url)
 
     http = None
     if config.provider == "http" and config.base_url:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import Depends, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +25,7 @@ from database.routing import api_router
 from utils.auth import Principal, Role
 from utils.problems import errors
 from utils.schemas import Page
-from utils.url_redaction import redact_url
+from utils.url_redaction import shown_origin, url_origin
 
 router = api_router(prefix="/projects/{project_id}/webhooks", tags=["projects"])
 
@@ -250,14 +249,14 @@ def _shown(webhook: Webhook, principal: Principal) -> WebhookRead:
     read = WebhookRead.model_validate(webhook)
     if principal.role.at_least(EDITOR_ROLE):
         return read
-    return read.model_copy(update={"url": redact_url(read.url, keep_path=False)})
+    return read.model_copy(update={"url": shown_origin(read.url)})
 
 
 def _described(webhook: Webhook) -> dict[str, Any]:
     """What an audit entry says of a webhook (never its secret)."""
     return {
         "project_id": str(webhook.project_id),
-        "url": _origin(webhook.url),
+        "url": url_origin(webhook.url),
         "events": list(webhook.events),
         "enabled": webhook.enabled,
     }
@@ -280,11 +279,3 @@ async def _audit(
         details=details,
         request_meta=meta,
     )
-
-
-def _origin(url: str) -> str:
-    """The URL as an audit entry keeps it: its scheme and host only (a path, query or user part
-    may carry a token, as chat services' incoming-webhook URLs do)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return urlunsplit((parts.scheme, f"{host}:{parts.port}" if parts.port else host, "", "", ""))

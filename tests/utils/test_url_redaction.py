@@ -9,7 +9,7 @@ import socket
 import pytest
 
 from utils import transport
-from utils.url_redaction import redact_url, redact_urls
+from utils.url_redaction import redact_url, redact_urls, shown_origin
 
 
 @pytest.mark.parametrize(
@@ -44,6 +44,33 @@ def test_without_its_path_a_url_shows_its_host_only() -> None:
     assert redact_url("http://u:SECRET@h.example:81", keep_path=False) == (
         "http://[redacted]@h.example:81/…"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/hook/user@PATHSECRET/MORE",  # a path's own "@"
+        "https://user:SEC/RET@api.example.com/v1",  # a password holding a "/"
+    ],
+)
+def test_without_its_path_a_url_whose_at_sign_follows_a_slash_shows_no_host(url: str) -> None:
+    """Which of the two it is cannot be told: what follows the "@" may be the path."""
+    assert redact_url(url, keep_path=False) == "https://[redacted]/…"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://hooks.example.com/services/T000@PATHSECRET?token=Q",
+            "https://hooks.example.com/…",
+        ),
+        ("https://[2606:4700::1111]:8443/hook", "https://[2606:4700::1111]:8443/…"),
+        ("http://h.example:81", "http://h.example:81/…"),
+    ],
+)
+def test_a_stored_url_is_shown_by_its_origin(url: str, shown: str) -> None:
+    assert shown_origin(url) == shown
 
 
 def test_every_url_in_a_text_is_redacted_and_the_rest_kept() -> None:
