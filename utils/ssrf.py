@@ -141,6 +141,8 @@ def _host_problem(host: str) -> str | None:
             ipaddress.IPv4Address(host)
         except ValueError:
             return "must write an IPv4 address as four decimal numbers (such as 192.0.2.1)"
+    if len(host.rstrip(".")) > 253 or any(len(label) > 63 for label in host.split(".")):
+        return "must name its host in labels of at most 63 characters, 253 in all"
     return None
 
 
@@ -229,7 +231,7 @@ async def _resolved(host: str, field: str) -> list[Address]:
         raise UnsafeUrl("must not point at this machine", field=field)
     try:
         addresses = await resolve(host)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, UnicodeError) as exc:  # UnicodeError: a label's length
         raise UnresolvedHost(f"host {host!r} does not resolve", field=field) from exc
     if not addresses:
         raise UnresolvedHost(f"host {host!r} does not resolve", field=field)

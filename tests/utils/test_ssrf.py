@@ -179,6 +179,9 @@ def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry(address, public):
         ("http://0177.0.0.1/v1", "four decimal numbers"),
         ("http://llm.example.0x1/v1", "four decimal numbers"),
         ("http://[fe80::1%25eth0]/v1", "without a zone"),
+        # Names no resolver takes (its UnicodeError was a 500).
+        (f"http://{'a' * 64}.example/v1", "at most 63 characters"),
+        (f"http://{'.'.join(['a' * 63] * 4)}.example/v1", "253 in all"),
     ],
 )
 def test_a_url_that_is_not_one_to_call_is_refused_naming_the_field_each_time(url: str, reason: str):
@@ -194,6 +197,8 @@ def test_a_url_that_is_not_one_to_call_is_refused_naming_the_field_each_time(url
         8443,
     )
     assert ssrf.parse_http_url("https://llm.example.com/v1", field="base_url").port == 443
+    longest = f"{'.'.join(['a' * 63] * 3)}.{'b' * 61}"  # 253 characters, each label 63 at most
+    assert ssrf.parse_http_url(f"https://{longest}/v1", field="base_url").host == longest
     assert ssrf.parse_http_url("http://llm.example.com/v1", field="base_url").port == 80
 
 

@@ -76,6 +76,7 @@ async def test_the_secret_is_shown_once_and_stored_encrypted(client, database, r
         ({"url": "https://hooks.example.com/a\tb", "events": ["run.completed"]}, "url"),
         ({"url": "https://hooks.example.com/a\nb", "events": ["run.completed"]}, "url"),
         ({"url": "https://hooks.example.com/a b", "events": ["run.completed"]}, "url"),
+        ({"url": f"https://{'a' * 64}.example.com/", "events": ["run.completed"]}, "url"),
         ({"url": URL, "events": ["run.completed"], "description": "x" * 2001}, "description"),
         ({"url": URL, "events": ["run.completed"], "secret": "whsec_mine"}, "secret"),
     ],
@@ -199,12 +200,19 @@ async def test_viewers_read_and_members_write(client):
     assert rotated.status_code == 200, rotated.text
 
 
-async def test_a_viewer_reads_a_webhook_url_redacted(client):
+@pytest.mark.parametrize(
+    "secret_url",
+    [
+        "https://hooks.example.com/services/T000/B000/PATHSECRET?token=QUERYSECRET",
+        "https://hooks.example.com/services/T000@PATHSECRET/B000?token=QUERYSECRET",
+    ],
+)
+async def test_a_viewer_reads_a_webhook_url_redacted(client, secret_url):
     """For chat services' incoming webhooks the URL is the credential: only the roles that may
-    create and edit webhooks read it whole."""
+    create and edit webhooks read it whole (an "@" in its path, which a user part's end was
+    taken for, showed the path after it)."""
     owner = await register(client)
     project = await create_project(client, owner)
-    secret_url = "https://hooks.example.com/services/T000/B000/PATHSECRET?token=QUERYSECRET"
     created = await _webhook(client, owner, project["id"], url=secret_url)
     assert created["url"] == secret_url
     one = f"{hooks(project['id'])}/{created['id']}"
