@@ -45,7 +45,7 @@ class Client:
         self.url = url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {api_key}", "User-Agent": "assay-cli"},
+            headers={"Authorization": f"Bearer {sendable(api_key)}", "User-Agent": "assay-cli"},
             timeout=timeout,
         )
 
@@ -119,6 +119,8 @@ class Client:
             response = self._send("GET", f"{path}/{wanted}")
             if response.status_code == 404:
                 raise NoMatch(f"no {kind} with id {wanted}")
+            if response.status_code >= 500:
+                raise Unreachable(problem_line(response))
             if not response.is_success:
                 raise CliError(problem_line(response))
             return dict(response.json())
@@ -157,7 +159,19 @@ def problem_line(response: httpx.Response) -> str:
     return line
 
 
+def sendable(api_key: str) -> str:
+    """The key as a header can carry it: without the whitespace around it (a key read from a
+    file often ends in a newline). Any other character a header cannot carry is refused here,
+    without the key: the HTTP client's own refusal quotes the header, key and all."""
+    key = api_key.strip()
+    if not all("!" <= character <= "~" for character in key):
+        raise CliError("the API key holds a character a header cannot carry (a line break?)")
+    return key
+
+
 def _reason(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.LocalProtocolError):  # its text may quote a header's value
+        return type(exc).__name__
     return str(exc) or type(exc).__name__
 
 

@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from cli import config
-from cli.client import Client, CliError
+from cli.client import Client, CliError, sendable
 from cli.files import file_format, import_into_set
 from cli.outcome import OK, compare, comparison_outcome, comparison_table, exit_word
 from cli.saving import download
+from cli.terminal import cell
 
 EXPORT_FORMATS = ("csv", "json", "junit")
 
@@ -46,7 +46,7 @@ def list_runs(
         gate = (run.get("gate_result") or {}).get("status", "")
         table.add_row(
             run["id"],
-            escape(run.get("name") or ""),
+            cell(run.get("name") or ""),
             run["status"],
             str(counts["passed"]),
             str(counts["failed"]),
@@ -138,6 +138,6 @@ def login(console: Console, url: str, api_key: str, profile: str) -> int:
         client.get("/projects", limit=1)
     finally:
         client.close()
-    path = config.save_profile(profile, url, api_key)
+    path = config.save_profile(profile, url, sendable(api_key))
     console.print(f"Logged in to {url}; profile {profile!r} saved in {path}", markup=False)
     return OK

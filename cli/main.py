@@ -20,6 +20,7 @@ from cli.client import Client, CliError, Unreachable
 from cli.commands import compare_runs, export_run, import_tests, list_runs, login
 from cli.outcome import INTERRUPTED, UNREACHABLE, USAGE, FailOn
 from cli.running import RunOptions, conclude, create_run, from_repository, watch
+from cli.terminal import TextConsole
 
 EXIT_CODES = """Exit codes:
 
@@ -84,7 +85,7 @@ RunId = Annotated[str, typer.Argument(help="The run's id", callback=_run_id)]
 
 
 def _console() -> Console:
-    return Console(soft_wrap=True, highlight=False)
+    return TextConsole(soft_wrap=True, highlight=False)
 
 
 def _client(url: str | None, api_key: str | None, profile: str | None, **kw: Any) -> Client:
@@ -310,7 +311,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: every error is one line on stderr, never a traceback."""
-    errors = Console(stderr=True, soft_wrap=True, highlight=False)
+    errors = TextConsole(stderr=True, soft_wrap=True, highlight=False)
     signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(args=argv, standalone_mode=False)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from cli.client import Client
+from cli.terminal import cell
 
 FailOn = Literal["regression", "failures", "never"]
 
@@ -43,11 +43,13 @@ def outcome(run: dict[str, Any], fail_on: FailOn) -> Outcome:
     gate = run.get("gate_result")
     if gate is not None and gate["status"] == "failed":
         return Outcome(GATE_FAILED, "gate failed: " + "; ".join(gate["reasons"]))
-    if gate is not None and gate["status"] == "undecided":
-        return Outcome(NOT_JUDGED, "gate undecided: " + "; ".join(gate["reasons"]))
+    # A failed case fails the command whatever else is in doubt, as a missed floor fails the
+    # gate: an undecided gate beside it must not turn the failure into a warning.
     failed = run["counts"]["failed"]
     if fail_on == "failures" and failed:
         return Outcome(GATE_FAILED, f"{failed} case(s) failed")
+    if gate is not None and gate["status"] == "undecided":
+        return Outcome(NOT_JUDGED, "gate undecided: " + "; ".join(gate["reasons"]))
     notes = "; ".join(gate["reasons"]) if gate and gate["reasons"] else ""
     return Outcome(OK, "gate passed" + (f" ({notes})" if notes else "") if gate else "done")
 
@@ -118,8 +120,8 @@ def failures_table(failures: list[dict[str, Any]], total_failing: int) -> Table 
             f"{data['position']}" + (f".{data['repetition']}" if data["repetition"] else ""),
             (data.get("test_id") or "")[-12:],  # time-ordered ids share their start
             data["status"],
-            escape(_why(data)),  # a model's text is not markup: "[/tmp]" is no closing tag
-            escape(_excerpt(data.get("output"))),
+            cell(_why(data)),
+            cell(_excerpt(data.get("output"))),
         )
     if total_failing > SHOWN_FAILURES:
         table.caption = f"… and {total_failing - SHOWN_FAILURES} more"
@@ -140,7 +142,7 @@ def comparison_table(comparison: dict[str, Any]) -> Table:
         verdict = tested["verdict"]
         style = _VERDICT_STYLE.get(verdict, "")
         table.add_row(
-            escape(name),
+            cell(name),
             _share(tested["baseline"]),
             _share(tested["candidate"]),
             _delta(tested),

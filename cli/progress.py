@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +18,7 @@ from rich.progress import (
 )
 
 from cli.stream import Event
+from cli.terminal import cell
 
 MAX_KEPT_FAILURES = 50
 # Outside a terminal: a line when another tenth of the run is done, or this many seconds passed.
@@ -111,7 +111,7 @@ class BarDisplay:
     def start(self, run: dict[str, Any]) -> None:
         self._progress.start()
         self._task = self._progress.add_task(
-            escape(run.get("name") or "run"),
+            cell(run.get("name") or "run"),
             total=None,
             passed=0,
             failed=0,

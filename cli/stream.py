@@ -19,8 +19,10 @@ READ_TIMEOUT = 60.0
 # How long the stream may stay unreachable before the command gives up (the run goes on).
 GIVE_UP_AFTER = 300.0
 ENDINGS = {"run.finished", "run.cancelled", "run.verdict"}
-# A server restarting or a proxy in between: retried like a dropped connection.
-RETRIED_STATUSES = {502, 503, 504}
+# A server restarting or a proxy in between, or the server's cap on streams (429, 503, with
+# Retry-After): retried like a dropped connection.
+RETRIED_STATUSES = {429, 502, 503, 504}
+LONGEST_RETRY_AFTER = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ def follow(
     while True:
         ended = False
         opened = time.monotonic()
+        asked_to_wait = 0.0
         # Alive: an event came, or the server held the stream open (with heartbeats) for a
         # while. An answer alone is no sign of life: a proxy may answer every time and say
         # nothing, and the command would wait on it forever.
@@ -63,7 +66,9 @@ def follow(
             ) as response:
                 if response.status_code == 204:  # ended, and nothing after last_id
                     return
-                if response.status_code not in RETRIED_STATUSES:
+                if response.status_code in RETRIED_STATUSES:
+                    asked_to_wait = _retry_after(response)
+                else:
                     _check_stream(client, response)
                     for sse in EventSource(response).iter_sse():
                         if not sse.id or int(sse.id) <= last_id:
@@ -91,7 +96,7 @@ def follow(
         failures += 1
         if on_reconnect is not None:
             on_reconnect(last_id)
-        sleep(min(0.2 * 2 ** min(failures, 7), 15.0))
+        sleep(max(asked_to_wait, min(0.2 * 2 ** min(failures, 7), 15.0)))
 
 
 def _check_stream(client: Client, response: httpx.Response) -> None:
@@ -106,6 +111,15 @@ def _check_stream(client: Client, response: httpx.Response) -> None:
             f"the run's event stream at {client.url} answered {response.status_code} with"
             f" {kind or 'no content type'}, not text/event-stream (a proxy in between?)"
         )
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds a refusal asks to wait (in seconds; a date is not waited for), bounded."""
+    try:
+        seconds = float(response.headers.get("retry-after", "0"))
+    except ValueError:
+        return 0.0
+    return min(max(seconds, 0.0), LONGEST_RETRY_AFTER) if seconds == seconds else 0.0
 
 
 def _ends(event: Event) -> bool:

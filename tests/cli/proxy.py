@@ -108,9 +108,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def unavailable(times: int) -> Answer:
+def unavailable(times: int, status: int = 503, retry_after: str | None = None) -> Answer:
     """503 (a problem, as a restarting server's proxy says) the first `times` requests, then
-    the server's own answers."""
+    the server's own answers; or another status, with a Retry-After."""
     left = [times]
 
     def answer(handler: Handler) -> None:
@@ -118,10 +118,12 @@ def unavailable(times: int) -> Answer:
             handler.relay()
             return
         left[0] -= 1
-        body = b'{"title": "Service Unavailable", "status": 503}'
-        handler.send_response(503)
+        body = b'{"title": "Refused", "status": %d}' % status
+        handler.send_response(status)
         handler.send_header("Content-Type", "application/problem+json")
         handler.send_header("Content-Length", str(len(body)))
+        if retry_after is not None:
+            handler.send_header("Retry-After", retry_after)
         handler.end_headers()
         handler.wfile.write(body)
 

@@ -154,3 +154,28 @@ def test_ctrl_c_after_the_run_ended_detaches_even_with_cancel_on_interrupt(
     assert process.returncode == 130, out + err
     assert f"Run {run_id} had already ended: 409" in out
     assert err == ""
+
+
+def test_a_stream_refused_for_a_while_is_waited_for_as_asked(
+    lab: Lab, proxy: Proxy, tmp_path: Path
+) -> None:
+    """The server caps an organization's streams (429 with Retry-After): a CI job watching
+    its run waits its turn, as for a restart, rather than end as a usage error."""
+    run_id = _finished_run(lab, tmp_path)
+    proxy.answer(EVENTS, unavailable(2, status=429, retry_after="2"))
+    started = time.monotonic()
+    done = lab.assay("watch", run_id, ASSAY_URL=proxy.url, timeout=PATIENCE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(proxy.answered) >= 3  # 429, 429, then the events
+    assert time.monotonic() - started >= 4.0  # two waits of the 2 s asked
+
+
+def test_a_server_failing_to_find_a_named_id_is_exit_4(
+    lab: Lab, proxy: Proxy, tmp_path: Path
+) -> None:
+    test_set = lab.test_set(1)
+    proxy.answer(rf"/api/v1/test-sets/{test_set['id']}", unavailable(10))
+    args = ["run", "-s", test_set["id"], "-m", lab.model_name]
+    done = lab.assay(*args, ASSAY_URL=proxy.url, timeout=PATIENCE)
+    assert done.returncode == 4, done.stdout + done.stderr  # the server's side: retry the job
+    assert "503" in done.stderr

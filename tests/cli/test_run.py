@@ -17,6 +17,7 @@ import xmlschema
 
 from tests.cli.conftest import ASSAY, CONTROL, Lab
 from tests.fakes.openai_server import message_text
+from tests.fakes.server import Fault
 
 pytestmark = pytest.mark.slow
 
@@ -124,6 +125,33 @@ def test_failures_fail_the_command_only_when_asked(lab: Lab) -> None:
     failing = lab.assay(*args, "--fail-on", "failures", "-q")
     assert failing.returncode == 1, failing.stdout + failing.stderr
     assert "4 case(s) failed" in failing.stdout
+
+
+def test_failures_fail_the_command_though_the_gate_is_undecided_beside_them(lab: Lab) -> None:
+    """7 cases failed and 3 errored (above the 10% a gate allows): the gate cannot be
+    decided, but with --fail-on failures the failed cases fail the command (exit 1), never
+    exit 2, which a job may take for a warning."""
+    test_set = lab.test_set(10)
+    metric = lab.metric()
+    lab.fake.reply = lambda request: "no"
+    lab.fake.enqueue(*[Fault.http(400)] * 3)
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    done = lab.assay(*args, "--fail-on", "failures", "--concurrency", "1", "-q")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED (exit 1): 7 case(s) failed" in done.stdout
+
+
+def test_a_key_with_a_line_break_is_sent_without_it_and_never_printed(lab: Lab) -> None:
+    """A key read from a file often ends in a newline: the HTTP client refused it, quoting the
+    header (key and all) in the one line printed, and it was exit 4, as if to retry."""
+    key = lab.env()["ASSAY_API_KEY"]
+    listed = lab.assay("runs", "list", ASSAY_API_KEY=f"{key}\n")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    broken = f"{key[:8]}\r\n{key[8:]}"
+    refused = lab.assay("runs", "list", ASSAY_API_KEY=broken)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "a character a header cannot carry" in refused.stderr
+    assert key[8:] not in refused.stdout + refused.stderr
 
 
 def test_a_bad_key_is_exit_3_and_no_server_exit_4_in_one_line(lab: Lab) -> None:
@@ -239,6 +267,19 @@ def test_model_output_is_shown_as_text_never_as_markup(lab: Lab) -> None:
     done = lab.assay(*args, "--fail-on", "failures")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "[citation needed]" in done.stdout and "[/tmp]" in done.stdout
+
+
+def test_terminal_escapes_in_a_models_output_are_not_sent_to_the_terminal(lab: Lab) -> None:
+    """A model's answer setting the terminal's title and hiding what follows (or writing the
+    clipboard): shown as text, its control characters replaced."""
+    test_set = lab.test_set(2)
+    metric = lab.metric()
+    lab.fake.reply = lambda request: "x \x1b]0;PWNED\x07 \x1b[8mhidden\x1b[0m \x9b2J"
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    done = lab.assay(*args, "--fail-on", "failures")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "PWNED" in done.stdout and "hidden" in done.stdout  # shown, as text
+    assert not re.search("[\x1b\x07\x9b]", done.stdout + done.stderr)
 
 
 def test_watching_a_repeated_run_follows_it_past_its_first_end(lab: Lab) -> None:
