@@ -66,6 +66,9 @@ FailOnOption = Annotated[
 ]
 Junit = Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report here")]
 JsonReport = Annotated[Path | None, typer.Option("--json", help="Write a JSON report here")]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Else ./assay.yaml if present")
+]
 
 
 def _run_id(value: str) -> str:
@@ -88,8 +91,17 @@ def _console() -> Console:
     return TextConsole(soft_wrap=True, highlight=False)
 
 
-def _client(url: str | None, api_key: str | None, profile: str | None, **kw: Any) -> Client:
-    found = config.server(url, api_key, profile, **kw)
+def _client(
+    url: str | None,
+    api_key: str | None,
+    profile: str | None,
+    repository: dict[str, Any] | None = None,
+) -> Client:
+    """The server as flags, environment, the repository's config (./assay.yaml when not
+    given) and profiles name it (see config.server)."""
+    if repository is None:
+        repository, _ = config.repository_config(None)
+    found = config.server(url, api_key, profile, repository_url=repository.get("server"))
     return Client(found.url, found.api_key)
 
 
@@ -136,9 +148,7 @@ def run_command(
             help="On Ctrl-C or SIGTERM (a CI job cancelled), cancel the run (else detach)"
         ),
     ] = False,
-    config_file: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Else ./assay.yaml if present")
-    ] = None,
+    config_file: ConfigFile = None,
     url: Url = None,
     api_key: ApiKey = None,
     profile: Profile = None,
@@ -176,7 +186,7 @@ def run_command(
     if file is not None:
         options.test_set_file = file
     console = _console()
-    client = _client(url, api_key, profile, repository_url=repository.get("server"))
+    client = _client(url, api_key, profile, repository)
     run = create_run(client, options, console)
     if not quiet:
         console.print(f"Run {run['id']} started: {run['counts']['total']} cases", markup=False)
@@ -190,14 +200,20 @@ def watch_command(
     junit: Junit = None,
     json_report: JsonReport = None,
     quiet: Quiet = False,
+    config_file: ConfigFile = None,
     url: Url = None,
     api_key: ApiKey = None,
     profile: Profile = None,
 ) -> int:
-    """Follow a run live (from its start) to its end; exit as `assay run` would."""
-    client = _client(url, api_key, profile)
+    """Follow a run live (from its start) to its end; exit as `assay run` would (with
+    assay.yaml's gate and reports, unless flags say otherwise)."""
+    repository, folder = config.repository_config(config_file)
+    client = _client(url, api_key, profile, repository)
     run = client.get(f"/runs/{run_id}")
-    options = RunOptions(fail_on=fail_on or "regression", junit=junit, json=json_report)
+    options = from_repository(repository, folder)
+    options.fail_on = fail_on or options.fail_on
+    options.junit = junit or options.junit
+    options.json = json_report or options.json
     return _follow(client, run, _console(), options, quiet=quiet, cancel=False)
 
 

@@ -94,6 +94,40 @@ def test_assay_yaml_runs_with_no_options_and_syncs_its_file_by_content(
     assert (fourth_run["test_set_id"], fourth_run["counts"]["total"]) == (other["id"], 2)
 
 
+def test_watch_and_the_other_commands_read_assay_yaml_as_run_does(lab: Lab, tmp_path: Path) -> None:
+    """`assay watch` exits as `assay run` would: with assay.yaml's gate and reports; and every
+    command finds the server assay.yaml names."""
+    test_set = lab.test_set(3)
+    metric = lab.metric()
+    lab.fake.reply = lambda request: "no"  # every case fails
+    (tmp_path / "assay.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "server": lab.server.url,
+                "test_set": test_set["name"],
+                "model": lab.model_name,
+                "metrics": [metric["name"]],
+                "gate": {"fail_on": "failures"},
+                "json": "report.json",
+            }
+        )
+    )
+    ran = lab.assay("run", "-q", cwd=tmp_path, ASSAY_URL="")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    report = tmp_path / "report.json"
+    run_id = json.loads(report.read_text())["run"]["id"]
+    report.unlink()
+    watched = lab.assay("watch", run_id, "-q", cwd=tmp_path, ASSAY_URL="")
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert "3 case(s) failed" in watched.stdout
+    assert json.loads(report.read_text())["run"]["id"] == run_id
+    # A flag still wins over the file.
+    never = lab.assay("watch", run_id, "-q", "--fail-on", "never", cwd=tmp_path, ASSAY_URL="")
+    assert never.returncode == 0, never.stdout + never.stderr
+    listed = lab.assay("runs", "list", cwd=tmp_path, ASSAY_URL="")
+    assert listed.returncode == 0 and run_id[:8] in listed.stdout, listed.stdout + listed.stderr
+
+
 def test_a_wrong_assay_yaml_is_exit_3_naming_the_place(lab: Lab, tmp_path: Path) -> None:
     (tmp_path / "assay.yaml").write_text("test_set: smoke\ngate:\n  fail_on: sometimes\n")
     done = lab.assay("run", cwd=tmp_path)
