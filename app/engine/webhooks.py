@@ -51,7 +51,7 @@ async def deliver(ctx: JobContext) -> None:
             return  # its webhook was deleted, or an earlier run of this job finished it
         delivery, webhook = found
         if not webhook.enabled:
-            await webhook_crud.fail_delivery(session, delivery_id, webhooks.DISABLED)
+            await webhook_crud.fail_delivery(session, delivery_id, webhook_crud.DISABLED)
             return
         try:
             secrets = webhooks.signing_secrets(webhook, runtime.secret_box, datetime.now(UTC))

@@ -12,6 +12,8 @@ from database.projects.models import Project
 from database.projects.webhook_models import Webhook, WebhookDelivery
 from utils.crud import paginate
 
+DISABLED = "not sent: the webhook was disabled"
+
 
 async def add_webhook(session: AsyncSession, webhook: Webhook) -> Webhook:
     session.add(webhook)
@@ -129,7 +131,9 @@ async def record_attempt(
     latency_ms: int,
     error: str | None,
 ) -> None:
-    """Counts one attempt at a pending delivery: delivered, or still pending with its error."""
+    """Counts one attempt at a pending delivery: delivered, or still pending with its error.
+    An attempt under way when its webhook was disabled (which failed the delivery, as not
+    sent) happened all the same: it is counted, and a receiver that took the message has it."""
     values: dict[str, object] = {
         "attempts": WebhookDelivery.attempts + 1,
         "last_status_code": status_code,
@@ -139,11 +143,23 @@ async def record_attempt(
     }
     if delivered:
         values.update(status="delivered", delivered_at=func.now())
-    await session.execute(
+    counted = await session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending")
         .values(**values)
     )
+    if counted.rowcount == 0:  # type: ignore[attr-defined]
+        if not delivered:
+            values["last_error"] = f"the webhook was disabled during an attempt: {error}"[:300]
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                WebhookDelivery.status == "failed",
+                WebhookDelivery.last_error == DISABLED,
+            )
+            .values(**values)
+        )
 
 
 async def fail_delivery(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects import webhook_crud as crud
 from database.projects.models import Project
+from database.projects.webhook_crud import DISABLED
 from database.projects.webhook_models import TEST_EVENT, Webhook, WebhookDelivery
 from database.projects.webhook_schemas import WebhookCreate, WebhookUpdate
 from notifications.webhooks import new_secret
@@ -26,7 +27,6 @@ from utils.secrets import SecretBox
 from utils.ssrf import check_url
 
 DELIVERY_JOB = "webhook.deliver"
-DISABLED = "not sent: the webhook was disabled"
 # Each run's end writes a delivery and a job per subscribed webhook, in the transaction that
 # ends it, and then as many requests go out: a project's fan-out is bounded.
 MAX_WEBHOOKS_PER_PROJECT = 20

@@ -20,8 +20,8 @@ from sqlalchemy import select, update
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from database.projects.webhook_crud import DISABLED
 from database.projects.webhook_models import Webhook as WebhookRow
-from database.projects.webhooks import DISABLED
 from notifications.webhooks import new_secret
 from tasks.models import Job
 from tests.fakes.openai_server import FakeOpenAI

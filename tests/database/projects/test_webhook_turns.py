@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from database.core import Database, Tenant
 from database.projects import webhook_crud
+from database.projects.webhook_crud import DISABLED
 from database.projects.webhook_models import Webhook, WebhookDelivery
-from database.projects.webhooks import DELIVERY_JOB, DISABLED, signing_secrets
+from database.projects.webhooks import DELIVERY_JOB, signing_secrets
 from tasks.models import Job
 from tests.helpers import (
     Account,
