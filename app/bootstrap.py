@@ -72,6 +72,7 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
                 # A webhook attempt may wait its timeout on a receiver: half the workers at
                 # most, so that deliveries never hold every run's chunks back.
                 shares={DELIVERY_JOB: max(1, workers // 2)},
+                per_organization={DELIVERY_JOB: settings.webhook_deliveries_per_organization},
             )
             if workers
             else None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -140,19 +140,25 @@ async def claim(
     limit: int,
     lease: timedelta,
     skip_kinds: Sequence[str] = (),
+    per_organization: Mapping[str, int] | None = None,
 ) -> list[ClaimedJob]:
-    """Up to `limit` jobs due, oldest first, none of `skip_kinds`."""
+    """Up to `limit` jobs due, oldest first, none of `skip_kinds`; of the kinds in
+    `per_organization`, none of an organization that has its number of them under way (one
+    cap for them all: the least given)."""
+    capped = per_organization or {}
     rows = await session.execute(
         text(
             "SELECT id, organization_id, kind, payload, attempts, max_attempts, takeovers,"
             " max_takeovers FROM assay_queue_claim(:worker, :limit, :lease,"
-            " CAST(:skip AS text[]))"
+            " CAST(:skip AS text[]), CAST(:capped AS text[]), :per_organization)"
         ),
         {
             "worker": worker,
             "limit": limit,
             "lease": lease.total_seconds(),
             "skip": list(skip_kinds),
+            "capped": sorted(capped),
+            "per_organization": min(capped.values(), default=0),
         },
     )
     return [ClaimedJob(*row) for row in rows.all()]

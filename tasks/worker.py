@@ -87,6 +87,7 @@ class WorkerPool:
         poll_seconds: float = POLL_SECONDS,
         lease: timedelta = LEASE,
         shares: Mapping[str, int] | None = None,
+        per_organization: Mapping[str, int] | None = None,
     ) -> None:
         self.database = database
         self.handlers = handlers
@@ -95,6 +96,9 @@ class WorkerPool:
         # Kinds of job this pool runs at most so many of at once (the rest of its slots stay
         # for the others): a kind whose jobs may each wait long on someone else's server.
         self.shares = dict(shares or {})
+        # Kinds of job one organization may have at most so many of under way, in every
+        # process together: one tenant's slow servers cannot take every slot of their kind.
+        self.per_organization = dict(per_organization or {})
         # The process's shared listener, or (given only a URL) one of the pool's own.
         if listener is None:
             if listen_url is None:
@@ -179,6 +183,7 @@ class WorkerPool:
                             limit=limit,
                             lease=self.lease,
                             skip_kinds=skipped,
+                            per_organization=self.per_organization,
                         )
                 except Exception as exc:  # the database may be restarting: keep polling
                     log.warning("claiming jobs failed", error=str(exc))

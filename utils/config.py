@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # schedule, so eight attempts span a day and a quarter of a receiver being down.
     webhook_retry_seconds: Annotated[list[float], NoDecode] = [5, 300, 1800, 7200, 18000, 36000]
     webhook_secret_overlap_hours: int = Field(default=24, ge=0)
+    # Deliveries one organization may have under way at once, across processes: its slow
+    # receivers cannot hold every delivery slot while other organizations' messages wait.
+    webhook_deliveries_per_organization: int = Field(default=1, ge=1)
     # Test messages and redeliveries one organization may ask for: each is a job of the
     # shared workers, for up to ASSAY_WEBHOOK_MAX_ATTEMPTS attempts.
     webhook_manual_sends_per_hour: int = Field(default=60, ge=1)

@@ -47,6 +47,7 @@ async def running_pool(
     on_dead: DeadHandler | None = None,
     drain_seconds: float = 2.0,
     shares: dict[str, int] | None = None,
+    per_organization: dict[str, int] | None = None,
 ) -> AsyncIterator[WorkerPool]:
     pool = WorkerPool(
         database,
@@ -57,6 +58,7 @@ async def running_pool(
         poll_seconds=poll_seconds,
         lease=lease,
         shares=shares,
+        per_organization=per_organization,
     )
     listening = await _listeners(database)
     await pool.start()

@@ -18,7 +18,7 @@ from database.migrate import migrate
 from database.setup import DatabaseUrls
 from tasks import queue
 from tasks.worker import JobContext
-from tests.helpers import Account
+from tests.helpers import Account, tenant_session
 from tests.scratch import downgrade, scratch_database
 from tests.tasks.conftest import enqueue_jobs, new_kind, wait_for_status
 from tests.tasks.test_worker import running_pool
@@ -61,6 +61,40 @@ async def test_a_kind_runs_its_share_and_the_rest_go_past_it(
     assert max(finished[quick]) < sorted(finished[slow])[2]
 
 
+async def test_one_organizations_slow_jobs_leave_the_others_their_slots(
+    committed_database: Database, accounts: list[Account], database_urls: DatabaseUrls
+) -> None:
+    """Webhook deliveries of one organization whose receivers never answer, queued first:
+    with one under way per organization, the other organization's go beside them."""
+    first, second = accounts
+    slow = new_kind()
+    running: dict[uuid.UUID, int] = {first.organization_id: 0, second.organization_id: 0}
+    most = dict(running)
+    finished: dict[uuid.UUID, list[float]] = {first.organization_id: [], second.organization_id: []}
+
+    async def handle(ctx: JobContext) -> None:
+        running[ctx.job.organization_id] += 1
+        most[ctx.job.organization_id] = max(
+            most[ctx.job.organization_id], running[ctx.job.organization_id]
+        )
+        try:
+            await asyncio.sleep(0.5 if ctx.job.organization_id == first.organization_id else 0.05)
+        finally:
+            running[ctx.job.organization_id] -= 1
+        finished[ctx.job.organization_id].append(time.monotonic())
+
+    async with running_pool(
+        committed_database, database_urls, {slow: handle}, concurrency=3, per_organization={slow: 1}
+    ):
+        firsts = await enqueue_jobs(committed_database, first, slow, 3)
+        seconds = await enqueue_jobs(committed_database, second, slow, 3)
+        await wait_for_status(committed_database, second, seconds, "done", within=10)
+        await wait_for_status(committed_database, first, firsts, "done", within=10)
+    assert most == {first.organization_id: 1, second.organization_id: 1}
+    # The second organization's were all done while the first's still ran, one by one.
+    assert max(finished[second.organization_id]) < sorted(finished[first.organization_id])[1]
+
+
 async def test_the_claim_skips_the_kinds_it_is_told_to(
     committed_database: Database, accounts: list[Account]
 ) -> None:
@@ -76,6 +110,41 @@ async def test_the_claim_skips_the_kinds_it_is_told_to(
     # Of this test's kinds only the wanted one (its organization's jobs go with it after).
     mine = [job for job in claimed if job.kind in (skipped, wanted)]
     assert [job.id for job in mine] == ids
+
+
+async def test_a_capped_kind_is_claimed_per_organization_as_many_as_it_may_hold(
+    committed_database: Database, accounts: list[Account]
+) -> None:
+    """One organization's deliveries, queued first, would fill every slot oldest first: with
+    a cap of one, a claim takes one of each organization's, and another of an organization
+    only once the one it holds has finished (or its lease ran out)."""
+    first, second = accounts
+    capped, other = new_kind(), new_kind()
+    firsts = await enqueue_jobs(committed_database, first, capped, 3)
+    seconds = await enqueue_jobs(committed_database, second, capped, 2)
+    others = await enqueue_jobs(committed_database, first, other, 2)
+    worker = f"test-{uuid.uuid4().hex[:6]}"
+    lease = timedelta(seconds=30)
+    mine = set(firsts + seconds + others)
+
+    async def claim() -> list[uuid.UUID]:
+        async with committed_database.transaction() as session:
+            claimed = await queue.claim(
+                session, worker=worker, limit=10, lease=lease, per_organization={capped: 1}
+            )
+        return sorted(job.id for job in claimed if job.id in mine)
+
+    # (Jobs enqueued in one transaction are due at the same moment: any of them is oldest.)
+    claimed = await claim()
+    assert len(claimed) == 4 and set(others) < set(claimed)  # the other kind: uncapped
+    [held_first] = set(claimed) & set(firsts)
+    [_held_second] = set(claimed) & set(seconds)
+    assert await claim() == []  # each organization holds its one
+    async with tenant_session(committed_database, first.organization_id) as session:
+        await queue.complete(session, worker=worker, job_id=held_first)
+    [next_first] = await claim()
+    assert next_first in set(firsts) - {held_first}
+    assert await claim() == []
 
 
 async def test_the_migration_goes_down_and_up_again(
@@ -94,17 +163,20 @@ async def test_the_migration_goes_down_and_up_again(
         finally:
             await engine.dispose()
 
-    async with scratch_database(database_urls, owner_engine, "claim_skips") as url:
-        await migrate(url, database_urls.runtime_role, revision="0030_claim_skips_kinds")
-        assert await claim_function(url) == [(4, "assay_worker")]
+    async def downgraded(url: str, revision: str) -> None:
         engine = create_async_engine(url, poolclass=NullPool)
         try:
             async with engine.begin() as connection:
-                await connection.run_sync(
-                    downgrade, "0029_prune_recheck", database_urls.runtime_role
-                )
+                await connection.run_sync(downgrade, revision, database_urls.runtime_role)
         finally:
             await engine.dispose()
-        assert await claim_function(url) == [(3, "assay_worker")]
-        await migrate(url, database_urls.runtime_role, revision="0030_claim_skips_kinds")
+
+    async with scratch_database(database_urls, owner_engine, "claim_skips") as url:
+        await migrate(url, database_urls.runtime_role, revision="0032_claim_per_organization")
+        assert await claim_function(url) == [(6, "assay_worker")]
+        await downgraded(url, "0031_run_prompted")
         assert await claim_function(url) == [(4, "assay_worker")]
+        await downgraded(url, "0029_prune_recheck")
+        assert await claim_function(url) == [(3, "assay_worker")]
+        await migrate(url, database_urls.runtime_role, revision="0032_claim_per_organization")
+        assert await claim_function(url) == [(6, "assay_worker")]

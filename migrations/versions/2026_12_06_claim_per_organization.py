@@ -1,0 +1,99 @@
+"""claim per organization: jobs of some kinds (webhook deliveries) claimed at most so many
+at once per organization
+
+A delivery may hold a worker for the webhook timeout. Claimed oldest first across every
+organization, one organization's receivers that never answer (twenty webhooks, each of its
+runs' ends a message for each) held every delivery slot, and every other organization's
+messages waited behind theirs. The claim now takes a capped kind's jobs of an organization
+only while that organization has fewer than `p_per_organization` of them under way (their
+leases running), counting those it takes in the same claim.
+
+The function is changed from its own definition (its body as it is, the picking query
+widened), then given back to the worker role with its grants.
+
+Revision ID: 0032_claim_per_organization
+Revises: 0031_run_prompted
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from migrations.functions import edited_definition
+
+revision: str = "0032_claim_per_organization"
+down_revision: str | None = "0031_run_prompted"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+WORKER_ROLE = "assay_worker"
+ARGUMENTS = (
+    "p_worker text, p_limit integer, p_lease double precision,"
+    " p_skip_kinds text[] DEFAULT '{}'::text[]"
+)
+CAPPING = ", p_capped_kinds text[] DEFAULT '{}'::text[], p_per_organization integer DEFAULT 0"
+OLD_SIGNATURE = "assay_queue_claim(text, integer, double precision, text[])"
+NEW_SIGNATURE = "assay_queue_claim(text, integer, double precision, text[], text[], integer)"
+DUE = """((c.status = 'queued' AND c.run_after <= now())
+                OR (c.status = 'running' AND c.locked_until < now()))
+               AND c.kind <> ALL (p_skip_kinds)"""
+# The picking query as 0030_claim_skips_kinds left it, and with the cap.
+PICKED = f"""WITH picked AS MATERIALIZED (
+            SELECT c.id, c.status FROM jobs c
+             WHERE {DUE}
+             ORDER BY c.run_after
+             LIMIT p_limit
+             FOR UPDATE SKIP LOCKED
+          )"""
+# The conditions on `c` stay in `picked`: a job another claim took and committed meanwhile
+# is checked again as it is locked (a CTE's values are not), and so not claimed twice.
+PICKED_CAPPED = f"""WITH held AS (
+            SELECT h.organization_id, count(*) AS n FROM jobs h
+             WHERE h.status = 'running' AND h.locked_until >= now()
+               AND h.kind = ANY (p_capped_kinds)
+             GROUP BY h.organization_id
+          ), due AS (
+            SELECT c.id, c.kind = ANY (p_capped_kinds) AS capped,
+                   row_number() OVER (
+                     PARTITION BY c.organization_id, c.kind = ANY (p_capped_kinds)
+                     ORDER BY c.run_after
+                   ) AS nth
+              FROM jobs c
+             WHERE {DUE}
+          ), picked AS MATERIALIZED (
+            SELECT c.id, c.status FROM jobs c
+              JOIN due d ON d.id = c.id
+              LEFT JOIN held ON held.organization_id = c.organization_id
+             WHERE {DUE}
+               AND (NOT d.capped OR d.nth + coalesce(held.n, 0) <= p_per_organization)
+             ORDER BY c.run_after
+             LIMIT p_limit
+             FOR UPDATE OF c SKIP LOCKED
+          )"""
+
+
+def _rewrite(signature: str, changes: list[tuple[str, str]], new_signature: str) -> None:
+    definition = edited_definition(signature, changes)
+    op.execute(f"DROP FUNCTION {signature}")
+    op.execute(sa.text(definition))
+    op.execute(f"ALTER FUNCTION {new_signature} OWNER TO {WORKER_ROLE}")
+    op.execute(f"REVOKE ALL ON FUNCTION {new_signature} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {new_signature} TO assay_app")
+
+
+def upgrade() -> None:
+    _rewrite(
+        OLD_SIGNATURE,
+        [(f"({ARGUMENTS})", f"({ARGUMENTS}{CAPPING})"), (PICKED, PICKED_CAPPED)],
+        NEW_SIGNATURE,
+    )
+
+
+def downgrade() -> None:
+    _rewrite(
+        NEW_SIGNATURE,
+        [(f"({ARGUMENTS}{CAPPING})", f"({ARGUMENTS})"), (PICKED_CAPPED, PICKED)],
+        OLD_SIGNATURE,
+    )
