@@ -6,10 +6,11 @@ or a rendered prompt must not sink the batch it is written with."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
-from utils import fastjson
+import orjson
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # JSON's escape of NUL, where its backslash is not itself escaped (an even run of them before).
@@ -24,9 +25,12 @@ def storable(text: str) -> str:
 
 def storable_json(value: Any) -> Any:
     """`value` with every string of it storable, keys included (a model's tool call
-    arguments, a simulated user's message: whatever a model wrote)."""
+    arguments, a simulated user's message: whatever a model wrote), and NaN and the
+    infinities, which JSONB cannot hold, as null (as orjson writes them)."""
     if isinstance(value, str):
         return storable(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, dict):
         return {storable(str(key)): storable_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -38,9 +42,13 @@ def storable_document(value: Any) -> str:
     """`value` as a JSON document for a JSONB parameter (one C call, as fastjson encodes),
     every string of it storable."""
     try:
-        document = fastjson.dumps(value, default=str)
-    except UnicodeEncodeError:  # a lone surrogate: orjson refuses it, UTF-8 cannot hold it
-        document = storable(json.dumps(value, default=str, ensure_ascii=False))
+        document = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        # A lone surrogate, or an integer beyond 64 bits: orjson refuses either. The standard
+        # library would write NaN as NaN, which PostgreSQL refuses: the value is made
+        # storable first (NaN as null, as orjson writes it).
+        cleaned = storable_json(value)
+        document = json.dumps(cleaned, default=str, ensure_ascii=False, allow_nan=False)
     if "\\u0000" in document:
         document = _NUL_ESCAPE.sub(r"\1\\ufffd", document)
     return document

@@ -5,6 +5,7 @@ retry, and the queue run again, paying the provider anew each time)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,24 @@ async def test_a_prompt_rendering_a_lone_surrogate_errs_its_cases_unsent(lab, fa
 )
 def test_a_documents_unstorable_text_and_only_that_is_replaced(text, stored):
     assert json.loads(storable_document([{"t": text, text: 1}])) == [{"t": stored, stored: 1}]
+
+
+def _strict(document: str) -> Any:
+    """Parsed as PostgreSQL parses JSON: NaN and the infinities are not JSON."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(document, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("beside", ["x\ud800", 2**70], ids=["a lone surrogate", "a big integer"])
+def test_a_nan_beside_what_orjson_refuses_is_written_as_null(beside: object) -> None:
+    """orjson writes NaN as null; a document it refuses was written by the standard library,
+    NaN and all, which PostgreSQL refuses: the batch sank, as a NUL once sank it."""
+    document = storable_document(
+        [{"arguments": {"x": float("nan"), "y": float("inf")}, "b": beside}]
+    )
+    [row] = _strict(document)
+    assert row["arguments"] == {"x": None, "y": None}
+    assert row["b"] == ("x\ufffd" if isinstance(beside, str) else beside)
