@@ -57,6 +57,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(400, f"The request head is larger than {MAX_HEAD_BYTES} bytes")
         elif self._in_body:
             self._await_reading()  # a body's pause is timed from its last read
+        elif self._read_timer is None and self._between_requests():
+            # Bytes that began no request (blank lines, which a parser skips before one), or
+            # ended the body of one answered before it was read whole (a 413 from its
+            # length): they stopped uvicorn's keep-alive timer; the next head's time runs.
+            self._await_reading()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -73,6 +78,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False
         self._stop_awaiting()
         super().on_message_complete()
+
+    def _between_requests(self) -> bool:
+        """No request is being handled, and nothing times the connection's idling."""
+        answered = self.cycle is None or self.cycle.response_complete
+        return answered and self.timeout_keep_alive_task is None and not self.pipeline
 
     def _await_reading(self) -> None:
         self._stop_awaiting()

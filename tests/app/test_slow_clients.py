@@ -23,6 +23,11 @@ async def _app(scope, receive, send) -> None:
         return
     if scope["path"] == "/late-reader":  # a handler busy before it reads the body
         await asyncio.sleep(3 * READ_SECONDS)
+    if scope["path"] == "/early":  # an answer before the body is read (a 413 from its length)
+        headers = [(b"content-length", b"9")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": b"too large"})
+        return
     body = b""
     while True:
         message = await receive()
@@ -153,3 +158,23 @@ async def test_a_kept_alive_connections_next_head_that_stalls_is_refused(port: i
     writer.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert READ_SECONDS <= time.monotonic() - started < WITHIN
+
+
+@pytest.mark.parametrize("after", ["blank lines", "a body answered early"])
+async def test_a_connection_idle_after_an_answer_is_closed_in_time(port: int, after: str):
+    """Bytes after an answer that begin no request stopped uvicorn's keep-alive timer, and
+    nothing else timed the connection: held for ever, no credential needed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if after == "blank lines":
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"got 0"), WITHIN)
+        writer.write(b"\r\n")
+    else:
+        writer.write(_post("/early", 5))
+        await asyncio.wait_for(reader.readuntil(b"too large"), WITHIN)
+        writer.write(b"hello")
+    started = time.monotonic()
+    rest = await _answer(reader)
+    writer.close()
+    assert rest == b""
+    assert time.monotonic() - started < WITHIN
