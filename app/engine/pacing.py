@@ -17,14 +17,17 @@ provider beside the next slot's call: past half an interval (and at least LATE_F
 it takes a new slot instead, once: a process starved twice in a row still sends, late, rather
 than not at all.
 
-In a process, a model's calls wait their turn before taking a slot: at most one of them holds
-a slot ahead, so calls that are cancelled (a run cancelled, stopped, or its lease lost) leave
-no slots behind for later calls to wait out; the schedule's pace is the same.
+In a process, a model's calls wait their turn before taking a slot: together they hold at
+most AHEAD_SECONDS of slots ahead (one slot at least), so calls that are cancelled (a run
+cancelled, stopped, or its lease lost) leave no more than that behind for later calls to wait
+out. Several turns at a high rate let the database's round trips overlap, as they must for
+the schedule's pace to hold when a round trip is longer than an interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,6 +52,12 @@ SHARED_RETRY_SECONDS = 10.0
 # make most calls take two slots, and the schedule run at half the limit).
 LATE_SHARE = 0.5
 LATE_FLOOR_SECONDS = 0.05
+AHEAD_SECONDS = 0.1
+
+
+def _turns(interval: float) -> asyncio.Semaphore:
+    """The calls that may hold a slot ahead at once: AHEAD_SECONDS of them, one at least."""
+    return asyncio.Semaphore(max(1, math.ceil(AHEAD_SECONDS / interval)))
 
 
 class Pacer(Protocol):
@@ -64,10 +73,10 @@ class Pace:
         self.interval = 60.0 / per_minute
         self._next = 0.0
         self._lock = asyncio.Lock()
-        self._turn = asyncio.Lock()
+        self._turns = _turns(self.interval)
 
     async def wait(self) -> None:
-        async with self._turn:
+        async with self._turns:
             await keep_to_a_slot(self.take_slot, self.interval)
 
     async def take_slot(self) -> float:
@@ -111,10 +120,10 @@ class SharedPace:
         self._local = Pace(per_minute)
         self._degraded = False
         self._retry_at = 0.0
-        self._turn = asyncio.Lock()
+        self._turns = _turns(self.interval)
 
     async def wait(self) -> None:
-        async with self._turn:
+        async with self._turns:
             await keep_to_a_slot(self._next_slot, self.interval)
 
     async def _next_slot(self) -> float:

@@ -111,6 +111,37 @@ async def test_cancelled_calls_leave_no_slots_behind(database: Database, shared:
     assert await taken <= 2.0
 
 
+async def test_the_pace_holds_when_a_round_trip_is_longer_than_an_interval(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+):
+    """100 calls a second, and the database 30 ms away: calls that took their turns one at a
+    time would go at most 33 times a second; several turns let the round trips overlap."""
+    pace = SharedPace(uuid.uuid4(), 6000)
+    take_slot = pace.take_slot
+
+    async def far(db: Database) -> float:
+        await asyncio.sleep(0.03)
+        return await take_slot(db)
+
+    monkeypatch.setattr(pace, "take_slot", far)
+    went: list[float] = []
+
+    async def caller() -> None:
+        while True:
+            await pace.wait()
+            went.append(time.monotonic())
+
+    callers = [asyncio.create_task(caller()) for _ in range(20)]
+    await asyncio.sleep(0.5)  # the schedule settles
+    counted_from = time.monotonic()
+    await asyncio.sleep(1.0)
+    for task in callers:
+        task.cancel()
+    await asyncio.gather(*callers, return_exceptions=True)
+    in_a_second = [at for at in went if counted_from <= at < counted_from + 1.0]
+    assert 60 <= len(in_a_second) <= 101, len(in_a_second)
+
+
 async def test_a_changed_limit_starts_its_own_schedule(database: Database):
     model = uuid.uuid4()
     slow = SharedPace(model, 6)  # 10 s apart
