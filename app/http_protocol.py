@@ -56,7 +56,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse(400, f"The request head is larger than {MAX_HEAD_BYTES} bytes")
         elif self._in_body:
-            self._await_reading()  # a body's pause is timed from its last read
+            answered = self.cycle is not None and self.cycle.response_complete
+            if not answered or self._read_timer is None:
+                # A body's pause is timed from its last read; the rest of a body already
+                # answered (a 413 from its length) is given one deadline in all.
+                self._await_reading()
         elif self._read_timer is None and self._between_requests():
             # Bytes that began no request (blank lines, which a parser skips before one), or
             # ended the body of one answered before it was read whole (a 413 from its

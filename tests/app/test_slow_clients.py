@@ -178,3 +178,20 @@ async def test_a_connection_idle_after_an_answer_is_closed_in_time(port: int, af
     writer.close()
     assert rest == b""
     assert time.monotonic() - started < WITHIN
+
+
+async def test_the_rest_of_a_body_answered_early_has_one_deadline_in_all(port: int):
+    """A body refused by its length (a 413 before it is read) and then sent a byte at a time,
+    each inside the deadline: the connection is closed the deadline after its first byte."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post("/early", 10**15))
+    await asyncio.wait_for(reader.readuntil(b"too large"), WITHIN)
+    started = time.monotonic()
+    closed = asyncio.ensure_future(_answer(reader))
+    while not closed.done() and time.monotonic() - started < 3 * WITHIN:
+        writer.write(b"x")
+        await asyncio.sleep(0.6 * READ_SECONDS)
+    rest = await closed
+    writer.close()
+    assert rest == b""
+    assert time.monotonic() - started < WITHIN
