@@ -47,30 +47,33 @@ PICKED = f"""WITH picked AS MATERIALIZED (
              LIMIT p_limit
              FOR UPDATE SKIP LOCKED
           )"""
-# The conditions on `c` stay in `picked`: a job another claim took and committed meanwhile
-# is checked again as it is locked (a CTE's values are not), and so not claimed twice.
+# Only the capped kinds' due jobs are ranked (few: deliveries), in `allowed`; every other job
+# is picked as before, walking the claimable jobs by run_after until the limit, so that run
+# chunks are claimed at the old query's cost. `picked` keeps the conditions on `c`: a job
+# another claim took and committed meanwhile is checked again as it is locked, not claimed
+# twice. The cap is held per claim from its snapshot: claims at the same moment may each take
+# one more (never more than one each, nor more after them until those end).
 PICKED_CAPPED = f"""WITH held AS (
             SELECT h.organization_id, count(*) AS n FROM jobs h
              WHERE h.status = 'running' AND h.locked_until >= now()
                AND h.kind = ANY (p_capped_kinds)
              GROUP BY h.organization_id
-          ), due AS (
-            SELECT c.id, c.kind = ANY (p_capped_kinds) AS capped,
-                   row_number() OVER (
-                     PARTITION BY c.organization_id, c.kind = ANY (p_capped_kinds)
-                     ORDER BY c.run_after
-                   ) AS nth
-              FROM jobs c
-             WHERE {DUE}
+          ), allowed AS (
+            SELECT d.id FROM (
+              SELECT c.id, c.organization_id,
+                     row_number() OVER (PARTITION BY c.organization_id ORDER BY c.run_after) AS nth
+                FROM jobs c
+               WHERE {DUE}
+                 AND c.kind = ANY (p_capped_kinds)
+            ) d LEFT JOIN held ON held.organization_id = d.organization_id
+             WHERE d.nth + coalesce(held.n, 0) <= p_per_organization
           ), picked AS MATERIALIZED (
             SELECT c.id, c.status FROM jobs c
-              JOIN due d ON d.id = c.id
-              LEFT JOIN held ON held.organization_id = c.organization_id
              WHERE {DUE}
-               AND (NOT d.capped OR d.nth + coalesce(held.n, 0) <= p_per_organization)
+               AND (c.kind <> ALL (p_capped_kinds) OR c.id IN (SELECT a.id FROM allowed a))
              ORDER BY c.run_after
              LIMIT p_limit
-             FOR UPDATE OF c SKIP LOCKED
+             FOR UPDATE SKIP LOCKED
           )"""
 
 
