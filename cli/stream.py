@@ -50,10 +50,12 @@ def follow(
         ended = False
         opened = time.monotonic()
         asked_to_wait = 0.0
-        # Alive: an event came, or the server held the stream open (with heartbeats) for a
+        # Alive: an event or a heartbeat came, or the server held the stream open for a
         # while. An answer alone is no sign of life: a proxy may answer every time and say
-        # nothing, and the command would wait on it forever.
+        # nothing, and the command would wait on it forever. (A proxy that cuts streams
+        # sooner than the heartbeat still lets one through now and then.)
         alive = False
+        heard: _Heard | None = None
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = str(last_id)
@@ -70,7 +72,8 @@ def follow(
                     asked_to_wait = _retry_after(response)
                 else:
                     _check_stream(client, response)
-                    for sse in EventSource(response).iter_sse():
+                    heard = _Heard(response)
+                    for sse in EventSource(heard).iter_sse():  # type: ignore[arg-type]
                         if not sse.id or int(sse.id) <= last_id:
                             continue  # a heartbeat, or an event seen before a reconnect
                         down_since, failures = None, 0
@@ -87,7 +90,7 @@ def follow(
             alive = time.monotonic() - opened >= READ_TIMEOUT
         if ended:
             continue  # asks at once whether anything follows the end
-        if alive:
+        if alive or (heard is not None and heard.heartbeat):
             down_since, failures = None, 0
         now = time.monotonic()
         down_since = down_since or now
@@ -111,6 +114,27 @@ def _check_stream(client: Client, response: httpx.Response) -> None:
             f"the run's event stream at {client.url} answered {response.status_code} with"
             f" {kind or 'no content type'}, not text/event-stream (a proxy in between?)"
         )
+
+
+class _Heard:
+    """The response as EventSource reads it (its headers, its text), noting whether a comment
+    line came: the server's heartbeat, or its word on ending a stream. EventSource yields
+    events only."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.headers = response.headers
+        self.heartbeat = False
+        self._response = response
+        self._line_starts = True
+
+    def iter_text(self) -> Iterator[str]:
+        for text in self._response.iter_text():
+            if not self.heartbeat:
+                self.heartbeat = (self._line_starts and text.startswith(":")) or any(
+                    mark in text for mark in ("\n:", "\r:")
+                )
+            self._line_starts = text.endswith(("\n", "\r"))
+            yield text
 
 
 def _retry_after(response: httpx.Response) -> float:

@@ -154,6 +154,27 @@ def held_stream(handler: Handler) -> None:
         pass  # the command went away
 
 
+def short_streams(times: int, seconds: float = 0.5) -> Answer:
+    """The first `times` streams: a heartbeat, held `seconds`, then closed (a proxy cutting
+    streams short); then the server's own."""
+    left = [times]
+
+    def answer(handler: Handler) -> None:
+        if left[0] <= 0:
+            handler.relay()
+            return
+        left[0] -= 1
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.wfile.write(b": ping\n\n")
+        handler.wfile.flush()
+        handler.server.proxy.closing.wait(seconds)
+
+    return answer
+
+
 def cut_short(handler: Handler) -> None:
     """The server's answer, chunked, with the connection dropped after half of it (no last
     chunk): what a dropped connection mid-download looks like."""

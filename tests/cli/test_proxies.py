@@ -21,6 +21,7 @@ from tests.cli.proxy import (
     cut_short,
     empty_stream,
     held_stream,
+    short_streams,
     sign_in_page,
     unavailable,
 )
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.slow
 
 # Well under what a command that never gives up would take: it would wait here forever.
 PATIENCE = 45
+# The command itself, with the give-up delay cut from 300 s to 2 s.
+SHORTENED = "import cli.stream; cli.stream.GIVE_UP_AFTER = 2.0; from cli.main import main; main()"
 
 
 @pytest.fixture
@@ -64,12 +67,8 @@ def test_a_stream_that_never_says_anything_is_given_up(
 ) -> None:
     run_id = _finished_run(lab, tmp_path)
     proxy.answer(EVENTS, empty_stream)  # 200, and at once its end: every time
-    # The command itself, with the give-up delay cut from 300 s to 2 s.
-    shortened = (
-        "import cli.stream; cli.stream.GIVE_UP_AFTER = 2.0; from cli.main import main; main()"
-    )
     done = subprocess.run(
-        [sys.executable, "-c", shortened, "watch", run_id],
+        [sys.executable, "-c", SHORTENED, "watch", run_id],
         capture_output=True,
         text=True,
         env=lab.env(ASSAY_URL=proxy.url),
@@ -79,6 +78,26 @@ def test_a_stream_that_never_says_anything_is_given_up(
     assert done.returncode == 4, done.stdout + done.stderr  # the server's side: retry the job
     assert "lost the run's event stream for 2 s; it goes on" in done.stderr
     assert len(proxy.answered) >= 2  # retried meanwhile
+
+
+def test_streams_cut_short_that_bring_heartbeats_are_not_given_up(
+    lab: Lab, proxy: Proxy, tmp_path: Path
+) -> None:
+    """A proxy ending streams sooner than a read's timeout, with no event in them (a run
+    queued, or a slow case): the server's heartbeats are signs of life. Before, 5 minutes of
+    them gave the stream up (exit 4)."""
+    run_id = _finished_run(lab, tmp_path)
+    proxy.answer(EVENTS, short_streams(6))  # ~3 s of them, past the 2 s give-up below
+    done = subprocess.run(
+        [sys.executable, "-c", SHORTENED, "watch", run_id],
+        capture_output=True,
+        text=True,
+        env=lab.env(ASSAY_URL=proxy.url),
+        timeout=PATIENCE,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(proxy.answered) >= 7  # six short streams, then the server's
 
 
 def test_a_read_the_server_fails_a_moment_is_tried_again(
