@@ -52,19 +52,24 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, retried: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         """`path` under /api/v1; any answer but 2xx raises CliError with the server's reason
-        (Unreachable for a server error)."""
-        response = self._send(method, path, **kwargs)
+        (Unreachable for a server error). `retried`: tried again as a read is (a request that
+        an Idempotency-Key makes safe to repeat)."""
+        response = self._send(method, path, retried=retried, **kwargs)
         if response.is_success:
             return response
         if response.status_code >= 500:
             raise Unreachable(problem_line(response))
         raise ApiError(problem_line(response), response.status_code)
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, *, retried: bool = False, **kwargs: Any
+    ) -> httpx.Response:
         """The answer; a GET is tried again while the server cannot be reached or fails."""
-        waits = list(READ_RETRY_SECONDS) if method == "GET" else []
+        waits = list(READ_RETRY_SECONDS) if method == "GET" or retried else []
         while True:
             try:
                 response = self._http.request(method, API + path, **kwargs)
@@ -82,6 +87,12 @@ class Client:
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.request("POST", path, json=body, **kwargs).json()
+
+    def post_once(self, path: str, body: Any) -> Any:
+        """A POST the server makes once however often it is sent (with an Idempotency-Key):
+        tried again, as a read is, when its answer is lost or the server fails."""
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        return self.request("POST", path, json=body, headers=key, retried=True).json()
 
     def all_pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

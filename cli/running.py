@@ -105,7 +105,7 @@ def create_run(client: Client, options: RunOptions, console: Console) -> dict[st
         if getattr(options, key) is not None:
             body[key] = getattr(options, key)
     body["gate"] = _gate(options)
-    return dict(client.post("/runs", body))
+    return dict(client.post_once("/runs", body))
 
 
 def _test_set(

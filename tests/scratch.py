@@ -85,6 +85,14 @@ def model_differences(connection: Connection, tables: Collection[str]) -> list[A
         return list(compare_metadata(context, Base.metadata))
 
 
+def named_differences(connection: Connection, tables: Collection[str]) -> set[tuple[str, str]]:
+    """`model_differences` as (kind, the column's or index's name) (run_sync)."""
+    return {
+        (diff[0], str((diff[3] if diff[0].endswith("_column") else diff[1]).name))
+        for diff in model_differences(connection, tables)
+    }
+
+
 # What a run needs before it, as rows of a scratch database's own (its owner writes them), named
 # by the parameters :org, :project, :set and :version; for revisions before 0027_version_slices
 # (a version since keeps its slices).

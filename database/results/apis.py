@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import Query, Response, status
+from fastapi import Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,12 +11,13 @@ from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations.schemas import EvaluationRead
 from database.organizations.audit import RequestMeta, RequestMetaDep, record
 from database.projects.schemas import ProjectRead
-from database.results import crud, export, follow_ups, reads, service, summaries
+from database.results import crud, export, follow_ups, reads, run_requests, service, summaries
 from database.results.comparison import CompareOptions
 from database.results.comparison_schemas import Comparison
 from database.results.crud import figures
 from database.results.models import Run
 from database.results.reads import get_run_or_404, run_read, run_reads
+from database.results.run_requests import KEY_HEADER
 from database.results.schemas import (
     BaselineSet,
     CaseRepetitions,
@@ -80,12 +81,28 @@ async def list_runs(
     responses=errors(409),
 )
 async def create_run(
-    body: RunCreate, session: DbSession, principal: Member, meta: RequestMetaDep
+    body: RunCreate,
+    session: DbSession,
+    principal: Member,
+    meta: RequestMetaDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=KEY_HEADER,
+            min_length=1,
+            max_length=200,
+            pattern=r"^[!-~]+$",
+            description="Sent again with the same request (a lost answer, a retried job), it"
+            " gives the run made the first time rather than start another; with another"
+            " request, a 422. Any printable ASCII, unique per request (a UUID, say).",
+        ),
+    ] = None,
 ) -> RunRead:
     """What runs: a test set version, a target (or recorded outputs), metrics and repetitions,
     optionally gated on a baseline."""
-    run = await service.create_run(session, principal, body)
-    await _record_gate(session, principal, run, meta)
+    run, made_before = await run_requests.start_run(session, principal, body, idempotency_key)
+    if not made_before:
+        await _record_gate(session, principal, run, meta)
     return (await run_reads(session, [run]))[0]
 
 

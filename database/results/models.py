@@ -18,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -38,6 +39,13 @@ class Run(IdMixin, TimestampMixin, Base):
             name="status",
         ),
         Index("ix_runs_project_id_created_at", "project_id", "created_at"),
+        Index(
+            "uq_runs_request_key",
+            "organization_id",
+            "request_key",
+            unique=True,
+            postgresql_where=text("request_key IS NOT NULL"),
+        ),
         UniqueConstraint("id", "organization_id"),  # what its rows' run_key() references
         *(
             reference_index("runs", column)
@@ -100,6 +108,10 @@ class Run(IdMixin, TimestampMixin, Base):
     gate_result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     max_cost: Mapped[float | None] = mapped_column(Float)
     spent: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # The Idempotency-Key it was asked with (unique in its organization), and a digest of
+    # what was asked: the same key again gives this run; with another request, a refusal.
+    request_key: Mapped[str | None] = mapped_column(String(200))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
     # The last run event's seq (see RunEvent below): committed with the event.
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 

@@ -80,7 +80,15 @@ def check_concurrency(concurrency: int) -> int:
     return concurrency
 
 
-async def create_run(session: AsyncSession, principal: Principal, body: RunCreate) -> Run:
+async def create_run(
+    session: AsyncSession,
+    principal: Principal,
+    body: RunCreate,
+    *,
+    request: tuple[str, str] | None = None,
+) -> Run:
+    """`request`: the Idempotency-Key it was asked with, and the request's digest (see
+    run_requests)."""
     check_concurrency(body.concurrency)
     test_set = await test_set_service.require_test_set(
         session, body.test_set_id, field="test_set_id"
@@ -156,6 +164,8 @@ async def create_run(session: AsyncSession, principal: Principal, body: RunCreat
             max_cost=body.max_cost,
             status="queued",
             total=version.case_count * body.repetitions,
+            request_key=request[0] if request else None,
+            request_digest=request[1] if request else None,
         ),
     )
     await enqueue_chunks(session, run, range(version.case_count), range(body.repetitions))

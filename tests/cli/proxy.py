@@ -108,16 +108,25 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def unavailable(times: int, status: int = 503, retry_after: str | None = None) -> Answer:
-    """503 (a problem, as a restarting server's proxy says) the first `times` requests, then
-    the server's own answers; or another status, with a Retry-After."""
+def first(times: int, answer: Answer) -> Answer:
+    """`answer` for the first `times` requests, then the server's own answers."""
     left = [times]
 
-    def answer(handler: Handler) -> None:
+    def answered(handler: Handler) -> None:
         if left[0] <= 0:
             handler.relay()
             return
         left[0] -= 1
+        answer(handler)
+
+    return answered
+
+
+def unavailable(times: int, status: int = 503, retry_after: str | None = None) -> Answer:
+    """503 (a problem, as a restarting server's proxy says) the first `times` requests, then
+    the server's own answers; or another status, with a Retry-After."""
+
+    def refuse(handler: Handler) -> None:
         body = b'{"title": "Refused", "status": %d}' % status
         handler.send_response(status)
         handler.send_header("Content-Type", "application/problem+json")
@@ -127,7 +136,7 @@ def unavailable(times: int, status: int = 503, retry_after: str | None = None) -
         handler.end_headers()
         handler.wfile.write(body)
 
-    return answer
+    return first(times, refuse)
 
 
 def sign_in_page(handler: Handler) -> None:
@@ -157,13 +166,8 @@ def held_stream(handler: Handler) -> None:
 def short_streams(times: int, seconds: float = 0.5) -> Answer:
     """The first `times` streams: a heartbeat, held `seconds`, then closed (a proxy cutting
     streams short); then the server's own."""
-    left = [times]
 
-    def answer(handler: Handler) -> None:
-        if left[0] <= 0:
-            handler.relay()
-            return
-        left[0] -= 1
+    def short(handler: Handler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Connection", "close")
@@ -172,7 +176,18 @@ def short_streams(times: int, seconds: float = 0.5) -> Answer:
         handler.wfile.flush()
         handler.server.proxy.closing.wait(seconds)
 
-    return answer
+    return first(times, short)
+
+
+def answer_lost(times: int) -> Answer:
+    """The first `times` requests reach the server, and its answer is lost (the connection
+    dropped); then the server's own answers."""
+
+    def lose(handler: Handler) -> None:
+        handler.forward()
+        handler.connection.shutdown(socket.SHUT_RDWR)
+
+    return first(times, lose)
 
 
 def cut_short(handler: Handler) -> None:

@@ -18,6 +18,7 @@ from tests.cli.proxy import (
     EVENTS,
     EXPORT,
     Proxy,
+    answer_lost,
     cut_short,
     empty_stream,
     held_stream,
@@ -198,3 +199,17 @@ def test_a_server_failing_to_find_a_named_id_is_exit_4(
     done = lab.assay(*args, ASSAY_URL=proxy.url, timeout=PATIENCE)
     assert done.returncode == 4, done.stdout + done.stderr  # the server's side: retry the job
     assert "503" in done.stderr
+
+
+def test_a_run_whose_answer_was_lost_is_asked_again_and_made_once(lab: Lab, proxy: Proxy) -> None:
+    """The server made the run and its answer was lost: the command asks again with the same
+    Idempotency-Key and follows the run it made, rather than start a second one."""
+    test_set = lab.test_set(3)
+    metric = lab.metric()
+    proxy.answer(r"/api/v1/runs", answer_lost(1))
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    done = lab.assay(*args, "-q", ASSAY_URL=proxy.url, timeout=PATIENCE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert proxy.answered.count("/api/v1/runs") == 2  # lost, then asked again
+    listed = lab.assay("runs", "list")  # the lab's organization is this test's own
+    assert "Runs (1 in all)" in listed.stdout, listed.stdout

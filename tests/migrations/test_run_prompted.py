@@ -13,7 +13,7 @@ from database.migrate import migrate
 from tests.scratch import (
     A_RUNS_OWNERS,
     downgrade,
-    model_differences,
+    named_differences,
     upgraded_as_plain_owner,
 )
 
@@ -63,9 +63,13 @@ async def test_runs_naming_a_prompt_version_are_marked_in_every_organization(
         rows = await connection.execute(text("SELECT id, prompted FROM runs"))
         marked: dict[uuid.UUID, bool] = {run: prompted for run, prompted in rows.all()}
         assert marked == runs
-        assert await connection.run_sync(model_differences, ["runs"]) == []
+        # What the models hold that this revision does not is what later ones add.
+        later = await connection.run_sync(named_differences, ["runs"])
+        assert ("add_column", "prompted") not in later
         await connection.run_sync(downgrade, BEFORE)
         columns = await connection.scalars(
             text("SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'")
         )
         assert "prompted" not in set(columns)
+        before = await connection.run_sync(named_differences, ["runs"])
+        assert before - later == {("add_column", "prompted")}

@@ -5,13 +5,11 @@ holds only the rows that name something."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from database.migrate import migrate
-from tests.scratch import downgrade, model_differences
+from tests.scratch import downgrade, model_differences, named_differences
 
 REFERENCE_INDEXES = "0022_reference_indexes"
 BEFORE = "0021_evaluation_metric_reference"
@@ -48,24 +46,16 @@ async def test_the_migration_matches_the_models_and_goes_down_and_up(own_databas
     async with own_database.begin() as connection:
         await connection.run_sync(downgrade, REFERENCE_INDEXES)
     async with own_database.connect() as connection:
-        later = _named(await connection.run_sync(model_differences, TABLES))
+        later = await connection.run_sync(named_differences, TABLES)
     async with own_database.begin() as connection:
         await connection.run_sync(downgrade, BEFORE)
     async with own_database.connect() as connection:
-        missing = _named(await connection.run_sync(model_differences, TABLES)) - later
+        missing = await connection.run_sync(named_differences, TABLES) - later
     assert missing == {("add_index", name) for name in [*PARTIAL, *WHOLE]}
 
     await migrate(url, None, revision=REFERENCE_INDEXES)
     async with own_database.connect() as connection:
-        assert _named(await connection.run_sync(model_differences, TABLES)) == later
-
-
-def _named(differences: list[Any]) -> set[tuple[str, str]]:
-    """Alembic's differences as (kind, the column's or index's name)."""
-    return {
-        (diff[0], str((diff[3] if diff[0].endswith("_column") else diff[1]).name))
-        for diff in differences
-    }
+        assert await connection.run_sync(named_differences, TABLES) == later
 
 
 async def test_a_nullable_references_index_holds_the_rows_that_name_something(
