@@ -108,6 +108,11 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if sqlstate.startswith("22"):  # data exception: a value PostgreSQL cannot take
         message = str(exc.orig).split("\n")[0].split(": ", 1)[-1]
         return problem(request, 422, f"A value was not accepted by the database: {message}")
+    if sqlstate == "23503":  # what the request names (its project, say) deleted meanwhile
+        log.warning("a foreign key refused a request", error=str(exc.orig).split("\n")[0])
+        return problem(
+            request, 409, "Something this request names was deleted meanwhile: read it again"
+        )
     return await _unexpected_error(request, exc)
 
 

@@ -43,6 +43,9 @@ DEFAULT_DB_POOL_SIZE = 20
 DEFAULT_DB_MAX_OVERFLOW = 0
 
 
+MOST_RETENTION_DAYS = 36_500
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASSAY_", env_file=".env", extra="ignore")
 
@@ -207,15 +210,18 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _days_or_off(cls, value: object) -> object:
+        # Past a century the cutoff soon leaves PostgreSQL's timestamps (and, past 2**31, the
+        # prune's integer): every prune would fail, of every kind. "off" keeps for ever.
+        refused = f'a whole number of days (1 to {MOST_RETENTION_DAYS}), or "off"'
         if isinstance(value, str):
             value = value.strip().lower()
             if value in {"off", "none", "never", ""}:
                 return None
-            if not value.isdigit() or int(value) < 1:
-                raise ValueError('a whole number of days (at least 1), or "off"')
-            return int(value)
-        if isinstance(value, int) and value < 1:
-            raise ValueError('a whole number of days (at least 1), or "off"')
+            if not value.isdigit():
+                raise ValueError(refused)
+            value = int(value)
+        if isinstance(value, int) and not 1 <= value <= MOST_RETENTION_DAYS:
+            raise ValueError(refused)
         return value
 
     @property

@@ -70,6 +70,10 @@ def test_a_redis_url_gives_a_shared_rate_limit_store():
         ("webhook_retry_seconds", "5,inf", "all finite"),
         ("log_level", "verbose", "log_level"),
         ("metrics_token", "short", "at least 16"),
+        # Past a century the cutoff leaves PostgreSQL's timestamps: every prune failed.
+        ("retention_jobs_days", "3000000", "1 to 36500"),
+        ("retention_run_events_days", 9_999_999_999, "1 to 36500"),
+        ("retention_sessions_days", "0", "1 to 36500"),
     ],
 )
 def test_settings_that_would_fail_later_are_refused_at_start(name, value, complaint):
@@ -83,3 +87,5 @@ def test_settings_that_would_fail_later_are_refused_at_start(name, value, compla
 def test_settings_written_as_operators_do_are_taken():
     settings = Settings(auth_rate_limit="20 per minute", log_level="warning", metrics_token="")
     assert (settings.log_level, settings.metrics_token) == ("WARNING", None)
+    kept = Settings(retention_jobs_days="36500", retention_run_events_days="off")
+    assert (kept.retention_jobs_days, kept.retention_run_events_days) == (36500, None)
