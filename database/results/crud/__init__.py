@@ -154,9 +154,6 @@ _TEXT_BYTES = (
 )
 
 
-_TEST_STILL_THERE = "(SELECT t.id FROM tests t WHERE t.id = r.test_id)"
-
-
 @functools.cache
 def _insert_results() -> TextClause:
     # Built on first use: foreign-key column types resolve once all tables are registered.
@@ -164,9 +161,7 @@ def _insert_results() -> TextClause:
         RESULTS,
         RESULT_COLUMNS,
         "ON CONFLICT (run_id, position, repetition) DO NOTHING RETURNING id",
-        # A test deleted while its run was under way: its results keep no test, as those
-        # written before the deletion do (SET NULL), rather than fail their batch.
-        computed={"text_bytes": _TEXT_BYTES, "test_id": _TEST_STILL_THERE},
+        computed={"text_bytes": _TEXT_BYTES},
     )
 
 
