@@ -88,11 +88,12 @@ class Client:
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.request("POST", path, json=body, **kwargs).json()
 
-    def post_once(self, path: str, body: Any) -> Any:
-        """A POST the server makes once however often it is sent (with an Idempotency-Key):
-        tried again, as a read is, when its answer is lost or the server fails."""
-        key = {"Idempotency-Key": str(uuid.uuid4())}
-        return self.request("POST", path, json=body, headers=key, retried=True).json()
+    def post_once(self, path: str, body: Any, *, key: str | None = None) -> Any:
+        """A POST the server makes once however often it is sent with its Idempotency-Key
+        (`key`, else one of this call's own): tried again, as a read is, when its answer is
+        lost or the server fails."""
+        headers = {"Idempotency-Key": key or str(uuid.uuid4())}
+        return self.request("POST", path, json=body, headers=headers, retried=True).json()
 
     def all_pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

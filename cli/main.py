@@ -148,6 +148,16 @@ def run_command(
             help="On Ctrl-C or SIGTERM (a CI job cancelled), cancel the run (else detach)"
         ),
     ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            envvar="ASSAY_IDEMPOTENCY_KEY",
+            help="Sent with the run request: the same key again gives the run it made (say,"
+            " your CI's pipeline id, so a retried job follows the first run); else one of"
+            " this command's own",
+        ),
+    ] = None,
     config_file: ConfigFile = None,
     url: Url = None,
     api_key: ApiKey = None,
@@ -174,6 +184,7 @@ def run_command(
         "junit": junit,
         "json": json_report,
         "test_set_format": file_format,
+        "idempotency_key": idempotency_key,
     }
     if test_set is not None and test_set != options.test_set and file is None:
         # Another set than assay.yaml's: run it as it is, not with assay.yaml's file in it.

@@ -51,6 +51,9 @@ class RunOptions:
     max_dropped: int | None = None
     junit: Path | None = None
     json: Path | None = None
+    # The run request's Idempotency-Key: one of the command's own when not given; a CI job
+    # that gives one per pipeline run gets, when retried, the run its first try made.
+    idempotency_key: str | None = None
 
 
 def from_repository(config: dict[str, Any], folder: Path | None) -> RunOptions:
@@ -105,7 +108,7 @@ def create_run(client: Client, options: RunOptions, console: Console) -> dict[st
         if getattr(options, key) is not None:
             body[key] = getattr(options, key)
     body["gate"] = _gate(options)
-    return dict(client.post_once("/runs", body))
+    return dict(client.post_once("/runs", body, key=options.idempotency_key))
 
 
 def _test_set(

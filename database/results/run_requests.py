@@ -40,6 +40,9 @@ async def start_run(
 
 
 def request_digest(body: RunCreate) -> str:
-    """What was asked, as a digest: the same request, however its JSON was written."""
-    asked = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """What was asked, as a digest: the same request, however its JSON was written. Fields
+    left at their defaults are not in it, so a field added to the request later does not
+    change the digest of one asked before (a client retrying across a deploy)."""
+    given = body.model_dump(mode="json", exclude_defaults=True)
+    asked = json.dumps(given, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(asked.encode()).hexdigest()

@@ -213,3 +213,13 @@ def test_a_run_whose_answer_was_lost_is_asked_again_and_made_once(lab: Lab, prox
     assert proxy.answered.count("/api/v1/runs") == 2  # lost, then asked again
     listed = lab.assay("runs", "list")  # the lab's organization is this test's own
     assert "Runs (1 in all)" in listed.stdout, listed.stdout
+
+
+def test_a_job_retried_with_its_key_follows_the_run_its_first_try_made(lab: Lab) -> None:
+    test_set = lab.test_set(2)
+    metric = lab.metric()
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    first = lab.assay(*args, "-q", ASSAY_IDEMPOTENCY_KEY="pipeline-17")
+    again = lab.assay(*args, "-q", "--idempotency-key", "pipeline-17")
+    assert (first.returncode, again.returncode) == (0, 0), first.stderr + again.stderr
+    assert "Runs (1 in all)" in lab.assay("runs", "list").stdout

@@ -43,6 +43,9 @@ async def test_the_same_request_sent_again_gives_the_same_run(lab, fake, committ
     assert again.status_code == 202, again.text
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["status"] == "completed"
+    # A field given at its default is the same request as the field left out.
+    explicit = await _ask(lab, {**body, "repetitions": 1, "use_cache": False}, key)
+    assert explicit.json()["id"] == first.json()["id"], explicit.text
     runs = await lab.get("/runs", project_id=lab.project_id)
     assert runs["total"] == 1
     run_id = first.json()["id"]
