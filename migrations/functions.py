@@ -19,3 +19,17 @@ def edited_definition(signature: str, changes: list[tuple[str, str]]) -> str:
         assert definition.count(old) == 1, f"{signature} is not as expected: {old!r}"
         definition = definition.replace(old, new)
     return str(definition)
+
+
+def replace_signature(
+    signature: str, changes: list[tuple[str, str]], new_signature: str, *, owner: str
+) -> None:
+    """The function `signature` dropped and made again, edited (`edited_definition`), with a
+    new signature (its arguments changed): its owner `owner`, executed by the runtime role
+    only, as before."""
+    definition = edited_definition(signature, changes)
+    op.execute(f"DROP FUNCTION {signature}")
+    op.execute(sa.text(definition))
+    op.execute(f"ALTER FUNCTION {new_signature} OWNER TO {owner}")
+    op.execute(f"REVOKE ALL ON FUNCTION {new_signature} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {new_signature} TO assay_app")

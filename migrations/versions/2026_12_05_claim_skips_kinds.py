@@ -16,10 +16,7 @@ Create Date: 2026-12-05
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
-
-from migrations.functions import edited_definition
+from migrations.functions import replace_signature
 
 revision: str = "0030_claim_skips_kinds"
 down_revision: str | None = "0029_prune_recheck"
@@ -39,26 +36,19 @@ PICKED_SKIPPING = """WHERE ((c.status = 'queued' AND c.run_after <= now())
                AND c.kind <> ALL (p_skip_kinds)"""
 
 
-def _rewrite(signature: str, changes: list[tuple[str, str]], new_signature: str) -> None:
-    definition = edited_definition(signature, changes)
-    op.execute(f"DROP FUNCTION {signature}")
-    op.execute(sa.text(definition))
-    op.execute(f"ALTER FUNCTION {new_signature} OWNER TO {WORKER_ROLE}")
-    op.execute(f"REVOKE ALL ON FUNCTION {new_signature} FROM PUBLIC")
-    op.execute(f"GRANT EXECUTE ON FUNCTION {new_signature} TO assay_app")
-
-
 def upgrade() -> None:
-    _rewrite(
+    replace_signature(
         OLD_SIGNATURE,
         [(f"({ARGUMENTS})", f"({ARGUMENTS}{SKIPPING})"), (PICKED, PICKED_SKIPPING)],
         NEW_SIGNATURE,
+        owner=WORKER_ROLE,
     )
 
 
 def downgrade() -> None:
-    _rewrite(
+    replace_signature(
         NEW_SIGNATURE,
         [(f"({ARGUMENTS}{SKIPPING})", f"({ARGUMENTS})"), (PICKED_SKIPPING, PICKED)],
         OLD_SIGNATURE,
+        owner=WORKER_ROLE,
     )

@@ -18,10 +18,7 @@ Create Date: 2026-12-06
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
-
-from migrations.functions import edited_definition
+from migrations.functions import replace_signature
 
 revision: str = "0032_claim_per_organization"
 down_revision: str | None = "0031_run_prompted"
@@ -77,26 +74,19 @@ PICKED_CAPPED = f"""WITH held AS (
           )"""
 
 
-def _rewrite(signature: str, changes: list[tuple[str, str]], new_signature: str) -> None:
-    definition = edited_definition(signature, changes)
-    op.execute(f"DROP FUNCTION {signature}")
-    op.execute(sa.text(definition))
-    op.execute(f"ALTER FUNCTION {new_signature} OWNER TO {WORKER_ROLE}")
-    op.execute(f"REVOKE ALL ON FUNCTION {new_signature} FROM PUBLIC")
-    op.execute(f"GRANT EXECUTE ON FUNCTION {new_signature} TO assay_app")
-
-
 def upgrade() -> None:
-    _rewrite(
+    replace_signature(
         OLD_SIGNATURE,
         [(f"({ARGUMENTS})", f"({ARGUMENTS}{CAPPING})"), (PICKED, PICKED_CAPPED)],
         NEW_SIGNATURE,
+        owner=WORKER_ROLE,
     )
 
 
 def downgrade() -> None:
-    _rewrite(
+    replace_signature(
         NEW_SIGNATURE,
         [(f"({ARGUMENTS}{CAPPING})", f"({ARGUMENTS})"), (PICKED_CAPPED, PICKED)],
         OLD_SIGNATURE,
+        owner=WORKER_ROLE,
     )

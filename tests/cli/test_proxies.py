@@ -63,12 +63,9 @@ def test_a_page_where_the_event_stream_should_be_is_exit_3(
     assert len(proxy.answered) == 1  # not retried: it would answer the same forever
 
 
-def test_a_stream_that_never_says_anything_is_given_up(
-    lab: Lab, proxy: Proxy, tmp_path: Path
-) -> None:
-    run_id = _finished_run(lab, tmp_path)
-    proxy.answer(EVENTS, empty_stream)  # 200, and at once its end: every time
-    done = subprocess.run(
+def _watch_giving_up_sooner(lab: Lab, proxy: Proxy, run_id: str) -> subprocess.CompletedProcess:
+    """`assay watch` through the proxy, giving a stream up after 2 s rather than 300."""
+    return subprocess.run(
         [sys.executable, "-c", SHORTENED, "watch", run_id],
         capture_output=True,
         text=True,
@@ -76,6 +73,14 @@ def test_a_stream_that_never_says_anything_is_given_up(
         timeout=PATIENCE,
         check=False,
     )
+
+
+def test_a_stream_that_never_says_anything_is_given_up(
+    lab: Lab, proxy: Proxy, tmp_path: Path
+) -> None:
+    run_id = _finished_run(lab, tmp_path)
+    proxy.answer(EVENTS, empty_stream)  # 200, and at once its end: every time
+    done = _watch_giving_up_sooner(lab, proxy, run_id)
     assert done.returncode == 4, done.stdout + done.stderr  # the server's side: retry the job
     assert "lost the run's event stream for 2 s; it goes on" in done.stderr
     assert len(proxy.answered) >= 2  # retried meanwhile
@@ -89,14 +94,7 @@ def test_streams_cut_short_that_bring_heartbeats_are_not_given_up(
     them gave the stream up (exit 4)."""
     run_id = _finished_run(lab, tmp_path)
     proxy.answer(EVENTS, short_streams(6))  # ~3 s of them, past the 2 s give-up below
-    done = subprocess.run(
-        [sys.executable, "-c", SHORTENED, "watch", run_id],
-        capture_output=True,
-        text=True,
-        env=lab.env(ASSAY_URL=proxy.url),
-        timeout=PATIENCE,
-        check=False,
-    )
+    done = _watch_giving_up_sooner(lab, proxy, run_id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(proxy.answered) >= 7  # six short streams, then the server's
 
