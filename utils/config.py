@@ -141,6 +141,7 @@ class Settings(BaseSettings):
     retention_dead_jobs_days: Annotated[int | None, NoDecode] = 30
     retention_sessions_days: Annotated[int | None, NoDecode] = 7
     retention_invitations_days: Annotated[int | None, NoDecode] = 30
+    retention_response_cache_days: Annotated[int | None, NoDecode] = 30
     maintenance_interval_seconds: float = Field(default=3600.0, gt=0)
 
     # Logging.
@@ -206,6 +207,7 @@ class Settings(BaseSettings):
         "retention_dead_jobs_days",
         "retention_sessions_days",
         "retention_invitations_days",
+        "retention_response_cache_days",
         mode="before",
     )
     @classmethod

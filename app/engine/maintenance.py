@@ -54,14 +54,15 @@ CATEGORIES = (
     "refresh_tokens",
     "auth_sessions",
     "invitations",
+    "response_cache",  # answers fetched longer ago than the period
 )
 SYSTEM_TENANT = Tenant(queue.SYSTEM_ORGANIZATION_ID)
 
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 _PRUNE = text(
-    "SELECT category, pruned FROM assay_retention_prune("
-    ":run_events_days, :jobs_days, :dead_jobs_days, :sessions_days, :invitations_days, :batch)"
+    "SELECT category, pruned FROM assay_retention_prune(:run_events_days, :jobs_days,"
+    " :dead_jobs_days, :sessions_days, :invitations_days, :batch, :response_cache_days)"
 )
 
 
@@ -74,6 +75,7 @@ class RetentionPolicy:
     dead_jobs_days: int | None = None
     sessions_days: int | None = None
     invitations_days: int | None = None
+    response_cache_days: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
@@ -83,6 +85,7 @@ class RetentionPolicy:
             dead_jobs_days=settings.retention_dead_jobs_days,
             sessions_days=settings.retention_sessions_days,
             invitations_days=settings.retention_invitations_days,
+            response_cache_days=settings.retention_response_cache_days,
         )
 
 
@@ -111,6 +114,7 @@ async def prune_batch(
             "dead_jobs_days": policy.dead_jobs_days,
             "sessions_days": policy.sessions_days,
             "invitations_days": policy.invitations_days,
+            "response_cache_days": policy.response_cache_days,
             "batch": batch,
         },
     )

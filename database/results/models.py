@@ -176,6 +176,8 @@ class CachedResponse(Base):
     """The opt-in response cache, keyed by a hash of the rendered request."""
 
     __tablename__ = "response_cache"
+    # Retention prunes by age (migration 0034_response_cache_retention).
+    __table_args__ = (Index("ix_response_cache_created_at", "created_at"),)
 
     organization_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True

@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 from app.engine.maintenance import RetentionPolicy, prune_batch
 from database.migrate import migrate
 from database.setup import DatabaseUrls
-from tests.scratch import downgrade, scratch_database
+from tests.scratch import downgrade, model_differences, scratch_database
 
 REVISION = "0014_retention"
 BEFORE = "0013_provider_pacing"
@@ -112,7 +112,11 @@ async def test_the_function_runs_narrowly(owner_engine):
                     " has_column_privilege('assay_maintenance', 'jobs', 'last_error', 'SELECT'),"
                     " has_column_privilege('assay_maintenance', 'webhook_deliveries', 'payload',"
                     "  'SELECT'),"
-                    " has_column_privilege('assay_maintenance', 'runs', 'name', 'SELECT')"
+                    " has_column_privilege('assay_maintenance', 'runs', 'name', 'SELECT'),"
+                    " has_column_privilege('assay_maintenance', 'response_cache', 'created_at',"
+                    "  'SELECT'),"
+                    " has_column_privilege('assay_maintenance', 'response_cache', 'output',"
+                    "  'SELECT')"
                 )
             )
         ).one()
@@ -128,13 +132,14 @@ async def test_the_function_runs_narrowly(owner_engine):
     assert "search_path=public, pg_temp" in function.proconfig
     assert function.runtime and not function.other
     assert not (function.rolsuper or function.rolbypassrls or function.rolcanlogin)
-    assert tuple(readable) == (True, True, True, False, False, False)
+    assert tuple(readable) == (True, True, True, False, False, False, True, False)
     # Results, runs and tests are out of its reach.
     assert deletable == [
         "auth_sessions",
         "invitations",
         "jobs",
         "refresh_tokens",
+        "response_cache",
         "run_events",
         "webhook_deliveries",
     ]
@@ -168,3 +173,44 @@ async def test_the_recheck_goes_down_and_up_again(own_database, database_urls):
     assert await _presence(own_database) == (1, 1, 13, 2, True)  # the rest as it was
     await migrate(own_database, database_urls.runtime_role, revision="0029_prune_recheck")
     assert await rechecked()
+
+
+async def test_the_cache_period_goes_down_and_up_again(own_database, database_urls):
+    """0034_response_cache_retention gives the function a period for cached answers, and the
+    maintenance role the cache's key and age; its way down takes both back."""
+    state = text(
+        "SELECT pronargs,"
+        " has_table_privilege('assay_maintenance', 'response_cache', 'DELETE') AS deletes,"
+        " (SELECT count(*) FROM pg_policy WHERE polrelid = 'response_cache'::regclass"
+        "   AND polname LIKE 'retention_%') AS policies,"
+        " (SELECT count(*) FROM pg_indexes"
+        "   WHERE indexname = 'ix_response_cache_created_at') AS indexes"
+        " FROM pg_proc WHERE proname = 'assay_retention_prune'"
+    )
+
+    async def cache_state() -> tuple[int, bool, int, int]:
+        engine = create_async_engine(own_database, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                row = (await connection.execute(state)).one()
+                if row.indexes:  # the index as the model declares it
+                    differences = await connection.run_sync(model_differences, ["response_cache"])
+                    assert differences == []
+        finally:
+            await engine.dispose()
+        return (row.pronargs, row.deletes, row.policies, row.indexes)
+
+    revision = "0034_response_cache_retention"
+    await migrate(own_database, database_urls.runtime_role, revision=revision)
+    assert await cache_state() == (7, True, 2, 1)
+    engine = create_async_engine(own_database, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(
+                downgrade, "0033_run_request_keys", database_urls.runtime_role
+            )
+    finally:
+        await engine.dispose()
+    assert await cache_state() == (6, False, 0, 0)
+    await migrate(own_database, database_urls.runtime_role, revision=revision)
+    assert await cache_state() == (7, True, 2, 1)

@@ -32,6 +32,7 @@ POLICY = RetentionPolicy(
     dead_jobs_days=DAYS,
     sessions_days=DAYS,
     invitations_days=DAYS,
+    response_cache_days=DAYS,
 )
 PAST = f"now() - interval '{DAYS + 1} days'"  # just past the period
 WITHIN = f"now() - interval '{DAYS - 1} days'"  # just within it
@@ -50,6 +51,13 @@ class World:
     sessions: dict[str, uuid.UUID]  # expired_old, revoked_old, expired_recent, ...
     spent_token: uuid.UUID  # rotated away long ago, in the live session
     invitations: dict[str, uuid.UUID]  # expired_old, accepted_old, revoked_recent, ...
+    cached: dict[str, tuple[uuid.UUID, str]]  # answers fetched: old, old_elsewhere, recent
+
+    async def cached_answers(self) -> set[str]:
+        async with self.owner.connect() as conn:
+            rows = await conn.execute(text("SELECT organization_id, key FROM response_cache"))
+            kept = {(row.organization_id, row.key) for row in rows}
+        return {name for name, row in self.cached.items() if row in kept}
 
     async def count(self, sql: str, **params: Any) -> int:
         async with self.owner.connect() as conn:
@@ -247,9 +255,24 @@ async def world(
         "spent_token": spent_token,
         **{f"inv_{name}": row for name, row in invitations.items()},
     }
+    # Cached answers of both organizations, fetched long ago and within the period.
+    cached = {
+        "old": (first.organization_id, uuid.uuid4().hex),
+        "old_elsewhere": (second.organization_id, uuid.uuid4().hex),
+        "recent": (first.organization_id, uuid.uuid4().hex),
+    }
     async with owner_engine.begin() as conn:
         for statement in statements:
             await conn.execute(text(statement), params)
+        for name, (organization_id, key) in cached.items():
+            fetched = WITHIN if name == "recent" else PAST
+            await conn.execute(
+                text(
+                    "INSERT INTO response_cache (organization_id, key, output, created_at)"
+                    f" VALUES (:organization, :key, 'an answer', {fetched})"
+                ),
+                {"organization": organization_id, "key": key},
+            )
     yield World(
         owner=owner_engine,
         runs=runs,
@@ -257,6 +280,7 @@ async def world(
         sessions=sessions,
         spent_token=spent_token,
         invitations=invitations,
+        cached=cached,
     )
 
 
@@ -277,6 +301,7 @@ async def test_each_kind_goes_once_past_its_period_and_not_before(world, committ
         "refresh_tokens": 2,  # the expired session's, and the spent one of the live session
         "auth_sessions": 2,  # (the revoked session's token goes with it)
         "invitations": 2,
+        "response_cache": 2,
     }
     # Events of runs that ended long ago go, in both organizations, completed or not; those of
     # a run that ended recently, or is still going, stay.
@@ -318,6 +343,8 @@ async def test_each_kind_goes_once_past_its_period_and_not_before(world, committ
         "expired_recent": True,
         "pending": True,
     }
+    # Answers fetched long ago go, in both organizations; one fetched within the period stays.
+    assert await world.cached_answers() == {"recent"}
 
     # A second prune finds nothing more.
     again = await prune(committed_database.transaction, POLICY)
@@ -327,7 +354,7 @@ async def test_each_kind_goes_once_past_its_period_and_not_before(world, committ
 async def test_runs_results_and_tests_survive_and_a_running_run_keeps_its_events(
     world, committed_database
 ):
-    shortest = RetentionPolicy(1, 1, 1, 1, 1)
+    shortest = RetentionPolicy(1, 1, 1, 1, 1, 1)
     results_before = {run: await world.results(run) for run in world.runs}
     running_events = await world.events("running")
     tests_before = await world.count("SELECT count(*) FROM tests")
@@ -354,6 +381,7 @@ async def test_runs_results_and_tests_survive_and_a_running_run_keeps_its_events
         ("dead_jobs_days", "dead_jobs"),
         ("sessions_days", "auth_sessions"),
         ("invitations_days", "invitations"),
+        ("response_cache_days", "response_cache"),
     ],
 )
 async def test_an_off_setting_keeps_its_kind(world, committed_database, setting, kept):
@@ -365,6 +393,7 @@ async def test_an_off_setting_keeps_its_kind(world, committed_database, setting,
         "dead_jobs": await world.exists("jobs", world.dead_jobs["old"]),
         "auth_sessions": await world.exists("auth_sessions", world.sessions["revoked_old"]),
         "invitations": await world.exists("invitations", world.invitations["expired_old"]),
+        "response_cache": "old" in await world.cached_answers(),
     }
     assert survivors == {kind: kind == kept for kind in survivors}
     assert report.pruned[kept] == 0
@@ -474,7 +503,7 @@ async def test_a_run_that_ended_unfinished_keeps_its_plan_and_resumes(
     not completed, so a cancelled or failed run of long ago still resumes, and completes."""
     plans = {run: await world.run_jobs(run) for run in ("cancelled", "failed")}
     assert all(plans.values())
-    report = await prune(committed_database.transaction, RetentionPolicy(1, 1, 1, 1, 1))
+    report = await prune(committed_database.transaction, RetentionPolicy(1, 1, 1, 1, 1, 1))
     assert report.pruned["jobs"] > 0 and report.pruned["dead_jobs"] > 0
     assert {run: await world.run_jobs(run) for run in plans} == plans
     # Each ended a case short: that case is what its resume runs.

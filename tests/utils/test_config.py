@@ -74,6 +74,7 @@ def test_a_redis_url_gives_a_shared_rate_limit_store():
         ("retention_jobs_days", "3000000", "1 to 36500"),
         ("retention_run_events_days", 9_999_999_999, "1 to 36500"),
         ("retention_sessions_days", "0", "1 to 36500"),
+        ("retention_response_cache_days", "-1", "1 to 36500"),
     ],
 )
 def test_settings_that_would_fail_later_are_refused_at_start(name, value, complaint):

@@ -24,6 +24,7 @@ from app.engine.maintenance import (
     CATEGORIES,
     PRUNE_JOB,
     SYSTEM_TENANT,
+    RetentionPolicy,
     ensure_scheduled,
     run_prune,
 )
@@ -35,6 +36,7 @@ from tasks.queue import SYSTEM_ORGANIZATION_ID, ClaimedJob
 from tasks.worker import JobContext, WorkerPool
 from tests.e2e.servers import server_env, start_server, start_worker
 from tests.tasks.conftest import wait_until
+from utils.config import Settings
 from utils.runtime import get_runtime
 
 SystemJobs = Callable[[], Awaitable[list[Row[Any]]]]
@@ -136,6 +138,20 @@ async def test_the_worker_pool_runs_it_and_it_schedules_the_next(
     current, following = await system_jobs()
     assert following.payload["slot"] == current.payload["slot"] + 1
     assert following.run_after > datetime.now(UTC)
+
+
+def test_the_policy_takes_each_period_from_its_setting():
+    settings = Settings(
+        retention_run_events_days="1",
+        retention_jobs_days="2",
+        retention_dead_jobs_days="3",
+        retention_sessions_days="4",
+        retention_invitations_days="5",
+        retention_response_cache_days="6",
+    )
+    assert RetentionPolicy.from_settings(settings) == RetentionPolicy(1, 2, 3, 4, 5, 6)
+    kept = Settings(retention_response_cache_days="off", retention_jobs_days="off")
+    assert RetentionPolicy.from_settings(kept) == RetentionPolicy(30, None, 30, 7, 30, None)
 
 
 # --- processes ------------------------------------------------------------------------------
