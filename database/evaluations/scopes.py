@@ -1,0 +1,84 @@
+"""A check's scope: which answers of a conversation it scores (`SCOPES`), each turn's verdict
+decided on its own and the turns' verdicts made into one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+from database.evaluations.scoring import (
+    Check,
+    MetricSpec,
+    Observation,
+    ScoringError,
+    Verdict,
+    decide,
+    turn_observations,
+)
+
+# Which answers of a conversation a check scores (a test without turns has one: its output).
+SCOPE = "scope"
+Scope = Literal["last", "each", "all", "any"]
+SCOPES = (
+    "Which answers of a conversation are checked: `last` (the default) the last turn's; "
+    "`each` every turn's on its own, the score being the share of turns that pass (the "
+    "metric passes when that share reaches the threshold); `all` every turn's, passing only "
+    "if every turn does (the score is the lowest turn's); `any` every turn's, passing if one "
+    "turn does (the score is the highest turn's). A turn passes by the metric's threshold, "
+    "operator and negate. A test without turns checks its one answer, whatever the scope."
+)
+SHOWN_TURNS = 10  # turn numbers a reason lists
+
+
+def check_in_scope(spec: MetricSpec, obs: Observation, check: Check) -> Verdict:
+    """The check on the answers its scope names; ScoringError (naming the turn) if one fails
+    to score."""
+    scope: Scope = spec.parameters.get(SCOPE, "last")
+    own = spec  # a check sees its type's parameters only: without the scope, if it has one
+    if SCOPE in spec.parameters:
+        own = replace(spec, parameters={k: v for k, v in spec.parameters.items() if k != SCOPE})
+    if scope == "last" or not obs.turns:
+        value, reason = check(own, obs)
+        return Verdict(score=value, reason=reason, passed=decide(spec, value))
+    turns = turn_observations(obs)
+    scored: list[tuple[float, str, bool]] = []
+    for number, turn in enumerate(turns, 1):
+        try:
+            value, reason = check(own, turn)
+        except ScoringError as exc:
+            raise ScoringError(f"turn {number} of {len(turns)}: {exc}") from None
+        scored.append((value, reason, decide(spec, value)))
+    return _aggregated(scope, spec, scored)
+
+
+def _aggregated(scope: Scope, spec: MetricSpec, scored: list[tuple[float, str, bool]]) -> Verdict:
+    n = len(scored)
+    passing = [i for i, (_, _, passed) in enumerate(scored) if passed]
+    failing = [i for i, (_, _, passed) in enumerate(scored) if not passed]
+    if scope == "any":
+        chosen = passing or failing  # the best turn: one that passes if any does
+        best = max(chosen, key=lambda i: scored[i][0])
+        said = f"{_numbers(passing)} of {n} pass{'es' if len(passing) == 1 else ''}"
+        said = said if passing else f"none of the {n} turns pass"
+        return Verdict(scored[best][0], f"{said}: {scored[best][1]}", passed=bool(passing))
+    if failing:
+        said = f"{_numbers(failing)} of {n} fail{'s' if len(failing) == 1 else ''}"
+        said += f": {scored[failing[0]][1]}"
+    else:
+        said = f"all {n} turns pass"
+    if scope == "each":
+        share = len(passing) / n
+        # A ">=" threshold up to 1 reads as the share of turns that must pass; under any
+        # other (a "<=" metric, a threshold past 1) every turn must.
+        as_share = spec.operator == ">=" and 0 < spec.threshold <= 1
+        return Verdict(share, said, passed=share >= spec.threshold if as_share else not failing)
+    worst = min(failing or passing, key=lambda i: scored[i][0])  # the worst: one that fails
+    if not failing:
+        said += f": {scored[worst][1]}"
+    return Verdict(scored[worst][0], said, passed=not failing)
+
+
+def _numbers(turns: list[int]) -> str:
+    shown = ", ".join(str(i + 1) for i in turns[:SHOWN_TURNS])
+    more = f" and {len(turns) - SHOWN_TURNS} more" if len(turns) > SHOWN_TURNS else ""
+    return f"turn{'s' if len(turns) > 1 else ''} {shown}{more}"
