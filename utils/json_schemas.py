@@ -28,11 +28,18 @@ def check_json_schema(value: Any) -> Any:
     """`value` when it is a valid JSON Schema; a ValueError saying where it is not."""
     if nesting_depth(value, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
         raise ValueError(f"a JSON schema nests at most {MAX_SCHEMA_DEPTH} levels deep")
+    metaschema = value.get("$schema") if isinstance(value, dict) else None
+    if metaschema is not None and not isinstance(metaschema, str):
+        raise ValueError("not a valid JSON schema at $schema: a metaschema's URI, as a string")
     try:
         jsonschema.validators.validator_for(value).check_schema(value)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(part) for part in exc.absolute_path) or "(root)"
         raise ValueError(f"not a valid JSON schema at {where}: {exc.message}") from None
+    except (OverflowError, TypeError, AttributeError) as exc:
+        # What the metaschema's own checks raise past their error (a `pattern` with a
+        # repetition too large to compile, say), which names no place.
+        raise ValueError(f"not a valid JSON schema: {exc}") from None
     return value
 
 

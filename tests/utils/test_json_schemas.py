@@ -137,3 +137,19 @@ def test_one_budget_is_shared_by_a_checks_validations() -> None:
         for _ in range(128):
             first_error(validator, "a," * 200)  # 0.12 s each
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("schema", "said"),
+    [
+        ({"type": "string", "pattern": "a{99999999999}"}, "repetition number is too large"),
+        ({"$schema": 5}, "at $schema: a metaschema's URI"),
+        ({"$schema": [1]}, "at $schema: a metaschema's URI"),
+    ],
+)
+def test_a_schema_its_metaschema_cannot_check_is_refused_not_raised(schema, said) -> None:
+    """Each raised past the metaschema's check (OverflowError, AttributeError, TypeError): a 500
+    wherever a tenant's schema is taken."""
+    with pytest.raises(ValueError, match="not a valid JSON schema") as refused:
+        check_json_schema(schema)
+    assert said in str(refused.value)

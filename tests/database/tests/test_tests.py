@@ -538,3 +538,33 @@ async def test_values_beyond_64_bit_integers_are_kept_exactly(client):
     assert read.status_code == 200, read.text
     assert read.json()["metadata"] == {"ticket": huge}
     assert read.json()["variables"] == {"n": -huge}
+
+
+async def test_a_schema_too_large_to_compile_is_a_422_on_a_test_and_an_import(client):
+    """A pattern whose repetition overflows raised past the schema check: a 500 on a test and
+    on every import that takes expected tool calls or promptfoo's is-json."""
+    account = await register(client)
+    project = await create_project(client, account)
+    test_set = await create_test_set(client, account, project["id"])
+    schema = {"type": "string", "pattern": "a{99999999999}"}
+    calls = [{"name": "lookup", "match": "schema", "arguments": schema}]
+    created = await client.post(
+        TESTS,
+        json={"project_id": project["id"], "input": "hi", "expected_tool_calls": calls},
+        headers=account.headers,
+    )
+    assert_problem(created, 422, field="expected_tool_calls.0")
+    promptfoo = (
+        "tests:\n  - vars: {q: hi}\n    assert:\n"
+        "      - {type: is-json, value: {type: string, pattern: 'a{99999999999}'}}\n"
+    )
+    imported = await client.post(
+        f"/api/v1/test-sets/{test_set['id']}/import",
+        params={"format": "promptfoo"},
+        content=promptfoo.encode(),
+        headers={**account.headers, "Content-Type": "application/yaml"},
+    )
+    problem = assert_problem(imported, 422)
+    assert "repetition number is too large" in problem["errors"][0]["message"]
+    listed = await client.get(TESTS, params={"project_id": project["id"]}, headers=account.headers)
+    assert listed.json()["items"] == []
