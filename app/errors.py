@@ -113,6 +113,11 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         return problem(
             request, 409, "Something this request names was deleted meanwhile: read it again"
         )
+    if sqlstate in {"40001", "40P01"}:  # a serialization failure or a deadlock: undone whole
+        log.warning("a concurrent change undid a request", error=str(exc.orig).split("\n")[0])
+        return problem(
+            request, 409, "This request met a concurrent change and was undone: send it again"
+        )
     return await _unexpected_error(request, exc)
 
 

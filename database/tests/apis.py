@@ -11,6 +11,7 @@ from database.routing import api_router
 from database.tests import crud, service
 from database.tests.crud import TestFilters, TestSort
 from database.tests.schemas import TestCreate, TestRead, TestUpdate
+from utils.problems import errors
 from utils.schemas import Page
 
 router = api_router(prefix="/tests", tags=["tests"])
@@ -82,12 +83,13 @@ async def read_test(test_id: uuid.UUID, session: DbSession, _: Viewer) -> TestRe
     "/{test_id}",
     operation_id="tests_update",
     summary="Edit a test (published test-set versions keep the old text)",
+    responses=errors(409),
 )
 async def update_test(
     test_id: uuid.UUID, body: TestUpdate, session: DbSession, _: Member
 ) -> TestRead:
     """Fields left out stay as they are; the next published version takes the change."""
-    test = await service.get_test_or_404(session, test_id)
+    test = await service.get_test_or_404(session, test_id, to_edit=True)
     return TestRead.model_validate(await service.update_test(session, test, body))
 
 

@@ -224,6 +224,28 @@ async def get_test(session: AsyncSession, test_id: uuid.UUID) -> TestCase | None
     return await session.get(TestCase, test_id)
 
 
+# The sets holding a test, locked as its edit's trigger will lock them (to move their content
+# revision on), in id order: taken before the test, as adding members takes them.
+_LOCK_SETS_OF_TEST = text(
+    "SELECT s.id FROM test_sets s"
+    " WHERE s.id IN (SELECT m.test_set_id FROM test_set_members m WHERE m.test_id = :test)"
+    " ORDER BY s.id FOR NO KEY UPDATE"
+)
+
+
+async def get_test_to_edit(session: AsyncSession, test_id: uuid.UUID) -> TestCase | None:
+    """The test locked for an edit, as it stands once locked: edits take turns, each judging
+    the test as the one before left it. Its sets are locked first, in the order adding members
+    locks them (sets, then tests), so an edit and an addition never wait for each other."""
+    await session.execute(_LOCK_SETS_OF_TEST, {"test": test_id})
+    return await session.scalar(
+        select(TestCase)
+        .where(TestCase.id == test_id)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE, as the UPDATE itself
+        .execution_options(populate_existing=True)
+    )
+
+
 async def create_test(session: AsyncSession, test: TestCase) -> TestCase:
     session.add(test)
     await session.flush()
@@ -312,12 +334,14 @@ def case_fields(test: Any) -> dict[str, Any]:
 async def existing_test_ids(
     session: AsyncSession, test_ids: Sequence[uuid.UUID], *, project_id: uuid.UUID
 ) -> set[uuid.UUID]:
-    """Those of the tests that are the project's, held (FOR KEY SHARE) until the transaction
-    ends: a deletion under way is waited for and seen, not met later as a foreign key's 500."""
+    """Those of the tests that are the project's, held (FOR SHARE) until the transaction ends:
+    a deletion or an edit under way is waited for and seen. A deletion met later was a foreign
+    key's 500; an edit committed after the test joined a set, but begun before (its trigger
+    found no set to move on), left the set's next version with the old text for good."""
     rows = await session.scalars(
         select(TestCase.id)
         .where(TestCase.id.in_(test_ids), TestCase.project_id == project_id)
-        .with_for_update(read=True, key_share=True)
+        .with_for_update(read=True)
     )
     return set(rows.all())
 

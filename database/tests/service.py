@@ -18,8 +18,11 @@ from utils.errors import InvalidInput, NotFound
 NOT_NULL = ("context", "tags", "variables", "metadata")
 
 
-async def get_test_or_404(session: AsyncSession, test_id: uuid.UUID) -> TestCase:
-    test = await crud.get_test(session, test_id)
+async def get_test_or_404(
+    session: AsyncSession, test_id: uuid.UUID, *, to_edit: bool = False
+) -> TestCase:
+    """The test; `to_edit`: locked for an edit (`crud.get_test_to_edit`)."""
+    test = await (crud.get_test_to_edit if to_edit else crud.get_test)(session, test_id)
     if test is None:
         raise NotFound("Test not found")
     return test
