@@ -368,6 +368,16 @@ async def revoke_invitations_created_by(
     )
 
 
+async def revoke_invitations_to(session: AsyncSession, email: str) -> None:
+    """Revokes the unanswered invitations to `email` in the current organization: once its
+    owner joins, leaves or is removed, none of them may bring that account (back) in."""
+    await session.execute(
+        update(Invitation)
+        .where(func.lower(Invitation.email) == email.lower(), *_UNANSWERED)
+        .values(revoked_at=func.now())
+    )
+
+
 # --- the audit log --------------------------------------------------------------------------
 
 

@@ -101,12 +101,17 @@ async def remove_member(
         check_may_grant(principal, Role(membership.role))
     if membership.role == Role.owner:
         keep_an_owner(owners)
+    removed = await crud.get_user(session, user_id)  # (seen while a fellow member)
     await org_crud.remove_membership(session, membership)
     # The keys they created go with them: a key outliving its maker's access would keep what
     # the organization just took away (a new admin makes new keys for what must go on). So do
     # their unanswered invitations.
     keys_revoked = await org_crud.revoke_api_keys_created_by(session, user_id)
     await org_crud.revoke_invitations_created_by(session, user_id)
+    # Nor may an invitation sent to them before bring them back: a viewer leaving to accept
+    # an older admin invitation, a removed member accepting a resent one.
+    if removed is not None:
+        await org_crud.revoke_invitations_to(session, removed.email)
     await record(
         session,
         principal,
@@ -248,6 +253,7 @@ async def accept_invitation(
         await org_crud.add_membership(
             session, organization_id=found.organization_id, user_id=user_id, role=found.role
         )
+        await org_crud.revoke_invitations_to(session, found.email)  # the others to them
         await record(
             session,
             principal,

@@ -245,6 +245,44 @@ async def test_removing_a_member_revokes_their_unanswered_invitations(client):
     assert_problem(await accept_invitation(client, person, invitation["token"]), 404)
 
 
+async def test_joining_spends_every_other_invitation_to_the_same_email(client):
+    """A resent invitation, accepted, left the first usable: after removal, or after leaving,
+    it brought the account back, with whatever role it named (a viewer took an admin one)."""
+    owner = await register(client)
+    person = await register(client)
+    admin_invitation = await invite(client, owner, person.email.upper(), "admin")
+    viewer_invitation = await invite(client, owner, person.email, "viewer")
+    assert (await accept_invitation(client, person, viewer_invitation["token"])).status_code == 200
+    listed = {item["id"]: item for item in await _listed(client, owner)}
+    assert listed[admin_invitation["id"]]["revoked_at"] is not None
+    member = await switch(client, person, owner.organization_id)
+    left = await client.delete(
+        f"/api/v1/organizations/{owner.organization_id}/members/{person.user_id}",
+        headers=member.headers,
+    )
+    assert left.status_code == 204, left.text
+    assert_problem(await accept_invitation(client, person, admin_invitation["token"]), 404)
+    assert str(person.user_id) not in await _roles(client, owner)
+
+
+async def test_removing_a_member_spends_the_invitations_sent_to_them(client):
+    owner = await register(client)
+    person = await register(client)
+    first = await invite(client, owner, person.email, "member")
+    assert (await accept_invitation(client, person, first["token"])).status_code == 200
+    later = await invite(client, owner, person.email, "member")  # to a member: 409 if accepted
+    removed = await client.delete(
+        f"/api/v1/organizations/{owner.organization_id}/members/{person.user_id}",
+        headers=owner.headers,
+    )
+    assert removed.status_code == 204, removed.text
+    assert_problem(await accept_invitation(client, person, later["token"]), 404)
+    assert str(person.user_id) not in await _roles(client, owner)
+    # Invited again after the removal, they may come back.
+    again = await invite(client, owner, person.email, "viewer")
+    assert (await accept_invitation(client, person, again["token"])).status_code == 200
+
+
 # --- who may invite -------------------------------------------------------------------------
 
 
