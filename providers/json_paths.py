@@ -12,51 +12,52 @@ the event loop, and arithmetic (`$.text * $.count`) builds a string of any size.
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
 from jsonpath_ng.ext import parse as parse_jsonpath
 from jsonpath_ng.ext.arithmetic import Operation
 from jsonpath_ng.ext.filter import Expression
 from jsonpath_ng.ext.string import Sub
-from jsonpath_ng.jsonpath import JSONPath
+from jsonpath_ng.jsonpath import Descendants, JSONPath
 
 from providers.errors import TargetError
 
 MAX_DESCENTS = 1
-# Quoted names (`$['a..b']`) are no descent.
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 
 def checked(path: str) -> Any:
     """The path parsed; an exception saying why when it is not one to read answers with (the
     parser raises several kinds)."""
-    descents = _QUOTED.sub("", path).count("..")
+    parsed = parse_jsonpath(path)
+    refused, descents = _unbounded(parsed)
     if descents > MAX_DESCENTS:
         raise ValueError(
             f"{descents} recursive descents (`..`): at most {MAX_DESCENTS} is allowed,"
             " each one walks the whole answer below it"
         )
-    parsed = parse_jsonpath(path)
-    if refused := _unbounded(parsed):
+    if refused:
         raise ValueError(f"{refused} is not allowed: it can run without bound over an answer")
     return parsed
 
 
-def _unbounded(parsed: JSONPath) -> str | None:
-    """What in a parsed path could run without bound, if anything."""
+def _unbounded(parsed: JSONPath) -> tuple[str | None, int]:
+    """What in a parsed path could run without bound, if anything; and its recursive descents,
+    counted in the parsed path, not its text: what reads as a quoted name there (between the
+    quotes of a backtick operator's arguments) may be path to the parser."""
     nodes: list[Any] = [parsed]
+    refused, descents = None, 0
     while nodes:
         node = nodes.pop()
         if isinstance(node, Sub) or (isinstance(node, Expression) and node.op == "=~"):
-            return "a regular expression (`=~`, `sub`)"
-        if isinstance(node, Operation):
-            return f"arithmetic (`{node.op_symbol}`)"
+            refused = "a regular expression (`=~`, `sub`)"
+        elif isinstance(node, Operation):
+            refused = f"arithmetic (`{node.op_symbol}`)"
+        descents += isinstance(node, Descendants)
         if isinstance(node, list | tuple):  # a filter's expressions; a sort's (key, reverse)s
             nodes.extend(node)
         elif isinstance(node, JSONPath):
             nodes.extend(vars(node).values())
-    return None
+    return refused, descents
 
 
 @functools.lru_cache(maxsize=256)

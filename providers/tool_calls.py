@@ -28,7 +28,7 @@ def decode_arguments(raw: Any) -> dict[str, Any] | str:
         return json.dumps(raw, ensure_ascii=False)
     try:
         decoded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past what the decoder walks: text as well
         return raw
     return decoded if isinstance(decoded, dict) else raw
 

@@ -43,7 +43,17 @@ async def _call(app: FakeHttpApp, response_path: str = "$.data.answer") -> Any:
 
 
 @pytest.mark.parametrize(
-    "path", ["$..a..a", "$..a.b..c", "$.x..y[*]..z", "$[?(@..a)]..b", "$..['a']..b"]
+    "path",
+    [
+        "$..a..a",
+        "$..a.b..c",
+        "$.x..y[*]..z",
+        "$[?(@..a)]..b",
+        "$..['a']..b",
+        # A quote inside a backtick operator's arguments is no quote to the parser: read as
+        # text, everything up to the next quote looked like one quoted name.
+        "$.x.`split(', *, -1)`..a..a..a[?(@.y == 'b')]",
+    ],
 )
 def test_a_path_with_two_recursive_descents_is_refused_naming_the_field(path: str) -> None:
     with pytest.raises(InvalidInput) as refused:

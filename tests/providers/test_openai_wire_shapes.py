@@ -66,6 +66,33 @@ async def test_a_whole_answer_of_the_wrong_shape_is_an_invalid_response(
     assert "not usable" in failed.value.message
 
 
+async def test_an_answer_nested_past_the_decoders_depth_is_an_invalid_response(
+    fake: FakeOpenAI,
+) -> None:
+    """Never a RecursionError escaping the call (and stopping the chunk, to be run again)."""
+    deep = '{"object": "chat.completion", "choices": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    fake.enqueue(Fault.http(200, deep, headers={"content-type": "application/json"}))
+    with pytest.raises(TargetError) as failed:
+        await _ask(fake)
+    assert failed.value.kind == "invalid_response"
+    assert "not usable" in failed.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_tool_arguments_nested_past_the_decoders_depth_are_kept_as_text(
+    fake: FakeOpenAI, stream: bool
+) -> None:
+    arguments = "[" * 5000
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    if stream:
+        delta = {"tool_calls": [{"index": 0, **call}]}
+        fake.enqueue(_events({"choices": [{"index": 0, "delta": delta}]}))
+    else:
+        fake.enqueue(Fault.http(200, _completion({"content": None, "tool_calls": [call]})))
+    reply = await _ask(fake, stream=stream)
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("f", arguments)]
+
+
 STREAMED = {
     "the choices are an object": {"choices": {"0": {"delta": {"content": "hi"}}}},
     "a choice is text": {"choices": ["hi"]},

@@ -27,6 +27,7 @@ from providers.tool_calls import (
         ('{"a": ', '{"a": '),
         ("[1, 2]", "[1, 2]"),
         ([1, 2], "[1, 2]"),
+        ("[" * 5000, "[" * 5000),  # nested past the decoder's depth: text, as broken JSON is
     ],
 )
 def test_arguments_are_an_object_or_the_text_sent(raw: Any, decoded: Any) -> None:
