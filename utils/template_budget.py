@@ -241,6 +241,7 @@ def check_printf(template: str | bytes | bytearray, arguments: Any = None) -> No
     text = template if isinstance(template, str) else template.decode("latin-1")
     positional = iter(arguments if isinstance(arguments, tuple) else (arguments,))
     total = len(text)
+    largest: list[Any] = []  # a mapping's largest value, found once (and paid for) if needed
     for key, width, precision, conversion in _printf_conversions(text):
         if "*" in (width, precision):
             raise BudgetExceeded("`*` widths are not allowed in % formatting")
@@ -250,7 +251,7 @@ def check_printf(template: str | bytes | bytearray, arguments: Any = None) -> No
         if conversion == "%":
             continue
         if isinstance(arguments, Mapping):
-            value = _keyed(arguments, key, template) if key is not None else arguments
+            value = _keyed(arguments, key, template, largest) if key is not None else arguments
         else:
             value = next(positional, None)
         size = weight(value, budget.max_chars) * _repr_growth(conversion, value)
@@ -259,14 +260,21 @@ def check_printf(template: str | bytes | bytearray, arguments: Any = None) -> No
     budget.allow(total, "a formatted text")
 
 
-def _keyed(arguments: Mapping[Any, Any], key: str, template: str | bytes | bytearray) -> Any:
+def _keyed(
+    arguments: Mapping[Any, Any], key: str, template: str | bytes | bytearray, largest: list[Any]
+) -> Any:
     """The value a key of the template names (a bytes template's keys are bytes); one it does
-    not find is charged as the largest (a mapping may answer any key)."""
+    not find is charged as the largest (a mapping may answer any key). The largest is found
+    once a format, at a step a value, into `largest`: not again for each key not found."""
     lookup = key if isinstance(template, str) else key.encode("latin-1")
     if lookup in arguments:
         return arguments[lookup]
-    budget = current()
-    return max(arguments.values(), key=lambda value: weight(value, budget.max_chars), default=None)
+    if not largest:
+        budget = current()
+        budget.spend(len(arguments))
+        heaviest = max(arguments.values(), key=lambda v: weight(v, budget.max_chars), default=None)
+        largest.append(heaviest)
+    return largest[0]
 
 
 def _repr_growth(conversion: str, value: Any) -> int:
@@ -349,6 +357,8 @@ def check_text_result(text: str | bytes | bytearray, name: str, values: list[Any
     elif name == "translate" and values:
         table = values[0]
         mapped = table.values() if isinstance(table, Mapping) else table
+        if isinstance(mapped, Collection):  # walked here, in Python, at a step an entry
+            budget.spend(len(mapped))
         longest = max((len(v) for v in mapped if isinstance(v, TEXT)), default=1)
         budget.allow(len(text) * max(longest, 1))
 

@@ -48,7 +48,10 @@ def _wrapping_work(text: str, width: int) -> int:
     copying the rest each time: n * n / width characters for a run of n."""
     if width < 1 or width >= len(text):
         return 0
-    runs = re.finditer(rf"\S{{{width + 1},}}|\s{{{width + 1},}}", text)
+    # Each run is matched from its start only (the look-behinds): without them, a run just
+    # shorter than the width was scanned again from each of its characters, in C, holding the
+    # interpreter for seconds before anything was charged.
+    runs = re.finditer(rf"(?<!\S)\S{{{width + 1},}}|(?<!\s)\s{{{width + 1},}}", text)
     return sum((run.end() - run.start()) ** 2 for run in runs) // width // COPIED_PER_STEP
 
 
