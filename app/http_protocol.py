@@ -19,6 +19,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from notifications.stream import CONNECTION_ABORT
 from utils.config import get_settings
 
 MAX_HEAD_BYTES = 64 * 1024  # as nginx's large_client_header_buffers allows, and more
@@ -76,6 +77,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head, self._in_body = False, True
         self._await_reading()
+        self.scope[CONNECTION_ABORT] = self.transport.abort  # type: ignore[literal-required]
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -43,6 +43,9 @@ from notifications.recheck import Credential
 REPLAY_PAGE = 500
 # The scope key under which the outermost layer puts the server's own `send`.
 SERVER_SEND = "assay.server_send"
+# The scope key under which the server (app/http_protocol.py) puts its connection's `abort`:
+# a stream given up on for a client that takes nothing drops what is buffered for it.
+CONNECTION_ABORT = "assay.abort_connection"
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -101,11 +104,15 @@ class EventStream(Response):
                 await body_send({"type": "http.response.body", "body": chunk, "more_body": True})
                 subscriber.last_write = time.monotonic()
                 subscriber.sending_since = 0.0
+            subscriber.sending_since = time.monotonic()  # the end waits for the client too
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if subscriber.ending != SEND_TIMEOUT or subscriber.task is None:
                 raise
             subscriber.task.uncancel()  # our own clock gave up on a client that took nothing
+            # Not closed, which would hold what is buffered until the client took it.
+            if (abort := scope.get(CONNECTION_ABORT)) is not None:
+                abort()
         except OSError:
             pass  # the client went away mid-write
         finally:

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from app.engine.jobs import HANDLERS, on_dead
+from app.http_protocol import BoundedHttpToolsProtocol
 from database.results import events as run_events
 from database.results.event_payloads import STREAM_EVENTS
 from notifications.service import Notifications, set_notifications
@@ -112,7 +113,14 @@ async def live(
     await pool.start()
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_level="warning",
+            http=BoundedHttpToolsProtocol,  # as the service runs
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)

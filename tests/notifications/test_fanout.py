@@ -5,6 +5,7 @@ gets every event once, in order, with its end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -152,6 +153,52 @@ async def test_a_stalled_reader_is_handed_back_to_its_task_and_dropped_alone(
     async with asyncio.timeout(10):
         while hub.subscriber_count:  # noqa: ASYNC110 (the hub offers no event to wait on)
             await asyncio.sleep(0.05)
+
+
+async def test_a_client_that_takes_nothing_loses_its_stream_and_what_was_buffered(
+    live: Live, committed_database, runtime, monkeypatch
+) -> None:
+    """The replay of an ended run, written whole, left the end of the response waiting for a
+    client that read nothing: untimed, it held the stream's slot (and the server's buffer)
+    for as long as the client held the connection. Past the send timeout the stream ends and
+    the connection is aborted, its buffer dropped, not closed after handing the client all."""
+    monkeypatch.setattr(runtime.settings, "sse_send_timeout_seconds", 1.0)
+    assert live.notifications is not None
+    hub = live.notifications.hub
+    port = int(live.base_url.rsplit(":", 1)[1])
+    with FakeOpenAI(require_api_key="sk-test", latency=30) as fake:
+        target = await live.openai_model(fake)
+        test_set = await live.test_set([{"input": "q0"}])
+        run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+        run_id = uuid.UUID(run["id"])
+        # ~6 MB of events: more than the socket buffers and the server's write buffer hold.
+        await _write_events(live, committed_database, run_id, 100, 60_000)
+        await live.post(f"/runs/{run['id']}/cancel", {}, expect=200)
+        await live.wait(run["id"])
+        token = await live.stream_token(run["id"])
+        path = f"{live.events_url(run['id'])}?token={token}"
+
+        sock = _stalled_socket(port)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+        async with asyncio.timeout(10):
+            while not hub.subscriber_count:  # noqa: ASYNC110 (the hub offers no event to wait on)
+                await asyncio.sleep(0.02)
+        async with asyncio.timeout(10):  # the send timeout, and a tick of the hub's clock
+            while hub.subscriber_count:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        # Now the client reads: the little its own buffers hold, then the reset.
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            async with asyncio.timeout(10):
+                while chunk := await reader.read(65536):
+                    received += chunk
+        writer.close()
+    assert received.startswith(b"HTTP/1.1 200")
+    # What the kernel held, not the 6 MB the server had: the rest was dropped with the stream.
+    assert len(received) < 5_000_000
+    assert b"run.cancelled" not in received
 
 
 async def test_many_live_streams_each_get_every_event_once(live: Live) -> None:
