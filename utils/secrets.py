@@ -70,8 +70,14 @@ class SecretBox:
 
 
 def mask(value: str) -> str:
-    """What may be shown of a secret: its start and its last four characters."""
-    if len(value) <= 8:
-        return "…" + value[-2:] if len(value) > 4 else "…"
+    """What may be shown of a secret (to viewers too): never more than a sixth of it, and of a
+    long one its start (a provider's prefix, `sk-`) and its last four characters. A short
+    key showed seven of its twelve characters (`tok…c123`), leaving the rest to guess."""
+    if len(value) < 12:
+        return "…"
+    if len(value) < 24:
+        return "…" + value[-2:]
+    if len(value) < 42:
+        return "…" + value[-4:]
     head = value[:3] if value[:3].isascii() else ""
     return f"{head}…{value[-4:]}"

@@ -20,6 +20,9 @@ HOSTED_PROVIDERS = frozenset({"openai", "anthropic", "google", "groq", "mistral"
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH"]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,100}$")]
+# What a header's value may hold, as HTTP clients send it: printable ASCII and tabs. One with
+# a line break was saved, then every call failed as the provider's unusable answer.
+HeaderValue = Annotated[str, StringConstraints(max_length=4000, pattern=r"^[\t\x20-\x7e]*$")]
 Price = Annotated[Decimal, Field(ge=0, le=100_000, decimal_places=6)]
 
 DEFAULT_BODY_TEMPLATE = '{"input": {{ input | tojson }}}'
@@ -75,7 +78,7 @@ class HttpTarget(InputModel):
 
     url: Url
     method: HttpMethod = "POST"
-    headers: dict[HeaderName, Annotated[str, StringConstraints(max_length=4000)]] = Field(
+    headers: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict,
         max_length=50,
         description="Sent with every call; stored encrypted, shown masked",

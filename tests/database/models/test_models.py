@@ -555,7 +555,14 @@ async def test_moving_base_url_asks_for_the_key_again(client, owner, database, r
 
 
 @pytest.mark.parametrize(
-    ("key", "hint"), [("abcdefghijkl", "abc…ijkl"), ("short", "…rt"), ("1234", "…")]
+    ("key", "hint"),
+    [
+        ("sk-" + "a" * 44 + "wxyz", "sk-…wxyz"),
+        ("a" * 26 + "wxyz", "…wxyz"),
+        ("token-abc123", "…23"),  # it showed 7 of its 12 characters: "tok…c123"
+        ("abcdefghijk", "…"),
+        ("short", "…"),
+    ],
 )
 async def test_short_keys_show_little(client, owner, key, hint):
     created = await new_model(client, owner, "openai", api_key=key)
@@ -581,6 +588,19 @@ async def test_http_headers_are_shown_masked_and_stored_encrypted(client, owner,
     assert HEADER_SECRET.encode() not in ciphertext
     assert json.loads(runtime.secret_box.decrypt(ciphertext)) == headers
     assert row["http_header_names"] == ["Authorization", "X-Team"]
+
+
+@pytest.mark.parametrize("value", [f"{HEADER_SECRET}\nX-Other: 1", f"{HEADER_SECRET}\x00", "é"])
+async def test_a_header_value_no_client_can_send_is_refused_unechoed(client, owner, value):
+    """Saved, it failed every call later, as the provider's unusable answer."""
+    headers = {"Authorization": value}
+    refused = await client.post(
+        MODELS,
+        json=model_body("http", http={**HTTP_TARGET, "headers": headers}),
+        headers=owner.headers,
+    )
+    assert_problem(refused, 422, field="http.headers.Authorization")
+    assert HEADER_SECRET not in refused.text
 
 
 # --- the SSRF guard at save time -----------------------------------------------------------
