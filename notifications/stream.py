@@ -41,6 +41,9 @@ from notifications.hub import SEND_TIMEOUT, Hub, StreamEnd, StreamLimits, Subscr
 from notifications.recheck import Credential
 
 REPLAY_PAGE = 500
+# A replay's pages after its first hold about this many bytes: fewer events when they are
+# large (an agent's steps), so a stream never holds hundreds of large events at once.
+REPLAY_PAGE_BYTES = 1_000_000
 # The scope key under which the outermost layer puts the server's own `send`.
 SERVER_SEND = "assay.server_send"
 # The scope key under which the server (app/http_protocol.py) puts its connection's `abort`:
@@ -210,9 +213,10 @@ class EventStream(Response):
         """Stored events after `after` (and before `before`), a page per short transaction;
         none once the stream is ending (revoked, its lifetime over, its client gone, the
         server stopping), however long the log: the client resumes from what it has."""
+        limit = REPLAY_PAGE
         while True:
             async with self.database.transaction(Tenant(self.organization_id)) as session:
-                rows = await self.hub.read_events(session, self.run_id, after, limit=REPLAY_PAGE)
+                rows = await self.hub.read_events(session, self.run_id, after, limit=limit)
             if subscriber.ending is not None:
                 return
             page = [
@@ -223,8 +227,10 @@ class EventStream(Response):
             if page:
                 yield page
                 after = page[-1].seq
-            if len(page) < REPLAY_PAGE:
+            if len(page) < limit:
                 return
+            size = sum(len(item.encoded) for item in page)
+            limit = max(1, min(REPLAY_PAGE, limit * REPLAY_PAGE_BYTES // size))
 
 
 async def _watch_for_disconnect(receive: Receive, subscriber: Subscriber) -> None:

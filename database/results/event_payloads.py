@@ -110,19 +110,25 @@ class RunVerdict(_Payload):
     comparison: dict[str, object] | None
 
 
+_SHARED = (
+    f"cut at {events.PREVIEW_CHARS:,} characters, and the texts of every call and answer of"
+    f" the event together at {events.CALLS_PREVIEW_CHARS:,} (later ones shorter, or empty)"
+)
+_NAME = Field(description=f"Cut at {events.NAME_CHARS} characters")
+
+
 class StepToolCall(_Payload):
-    id: str
-    name: str
-    arguments: dict[str, object] | str = Field(description="JSON, or the model's raw text")
+    id: str = _NAME
+    name: str = _NAME
+    arguments: dict[str, object] | str = Field(
+        description=f"JSON, or the model's raw text; as text when cut ({_SHARED})"
+    )
 
 
 class StepToolResult(_Payload):
-    id: str
-    name: str
-    content: str | None = Field(
-        default=None,
-        description=f"The mocked answer, as text (cut at {events.PREVIEW_CHARS:,} characters)",
-    )
+    id: str = _NAME
+    name: str = _NAME
+    content: str | None = Field(default=None, description=f"The mocked answer, as text ({_SHARED})")
     error: str | None = Field(default=None, description="Why the call got no answer")
 
 

@@ -36,6 +36,10 @@ EVALUATION_DELTA = "evaluation.delta"
 OUTPUT_PREVIEW_CHARS = 500
 REASON_CHARS = 200  # of a failed or errored evaluation's reason, and of an error message
 PREVIEW_CHARS = 4000  # of an agent step's or a conversation turn's texts
+# The arguments and answers of every tool call of one step or turn, together: 128 calls of
+# 4,000 characters each made an event of megabytes (each stream replays hundreds at once).
+CALLS_PREVIEW_CHARS = 4 * PREVIEW_CHARS
+NAME_CHARS = 100  # of a tool call's id and name
 
 Event = tuple[str, dict[str, Any]]
 
@@ -116,8 +120,7 @@ def step_completed(position: int, repetition: int, step: dict[str, Any]) -> Even
         **step,
         "text": text[:PREVIEW_CHARS],
         "text_truncated": len(text) > PREVIEW_CHARS,
-        "tool_calls": [_previewed_call(call) for call in step.get("tool_calls") or []],
-        "tool_results": [_previewed(result) for result in step.get("tool_results") or []],
+        **_previewed_calls(step.get("tool_calls") or [], step.get("tool_results") or []),
         **({"error": step["error"][:PREVIEW_CHARS]} if step.get("error") else {}),
     }
 
@@ -132,26 +135,43 @@ def turn_completed(position: int, repetition: int, turn: dict[str, Any]) -> Even
         **shown,
         "user": turn["user"][:PREVIEW_CHARS],
         "text": turn["text"][:PREVIEW_CHARS],
-        "tool_calls": [_previewed_call(call) for call in turn.get("tool_calls") or []],
+        "tool_calls": _previewed_calls(turn.get("tool_calls") or [], [])["tool_calls"],
         "steps": len(turn.get("steps") or []) or 1,
     }
 
 
-def _previewed_call(call: dict[str, Any]) -> dict[str, Any]:
-    """A tool call whose arguments are cut, as JSON text, when they are long."""
-    arguments = call["arguments"]
-    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-    if len(text) <= PREVIEW_CHARS:
-        return call
-    return {**call, "arguments": text[:PREVIEW_CHARS]}
+def _previewed_calls(
+    calls: list[dict[str, Any]], results: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Tool calls and their answers, each text cut at PREVIEW_CHARS and all of them together
+    at CALLS_PREVIEW_CHARS (the first ones whole, the later ones shorter, then empty); ids
+    and names at NAME_CHARS."""
+    left = CALLS_PREVIEW_CHARS
 
+    def cut(value: Any, *, whole: bool = False) -> Any:
+        """The text, cut; `whole`: the value itself (arguments as decoded) when not cut."""
+        nonlocal left
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        shown = text[: min(PREVIEW_CHARS, left)]
+        left -= len(shown)
+        return value if whole and len(shown) == len(text) else shown
 
-def _previewed(result: dict[str, Any]) -> dict[str, Any]:
-    if "content" not in result:
-        return {**result, "error": str(result.get("error", ""))[:PREVIEW_CHARS]}
-    content = result["content"]
-    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-    return {**result, "content": text[:PREVIEW_CHARS]}
+    def named(item: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **item,
+            **{key: str(item[key])[:NAME_CHARS] for key in ("id", "name") if key in item},
+        }
+
+    previewed_calls = [
+        {**named(call), "arguments": cut(call["arguments"], whole=True)} for call in calls
+    ]
+    previewed_results = [
+        {**named(result), "content": cut(result["content"])}
+        if "content" in result
+        else {**named(result), "error": cut(str(result.get("error", "")))}
+        for result in results
+    ]
+    return {"tool_calls": previewed_calls, "tool_results": previewed_results}
 
 
 @dataclass(slots=True)

@@ -16,11 +16,13 @@ import pytest
 from database.core import Tenant
 from database.results import crud as results_crud
 from database.results.events import RESULT_RECORDED, TERMINAL_EVENTS
+from notifications import stream as stream_module
 from notifications.frames import encode_event
-from notifications.hub import Hub, StreamLimits
+from notifications.hub import FETCH_LIMIT, Hub, StreamLimits
 from notifications.listener import Listener
 from tests.fakes.openai_server import FakeOpenAI
 from tests.notifications.conftest import Event, Live, read_events
+from tests.notifications.conftest import read_events as read_events_of
 
 LIMITS = StreamLimits(heartbeat_seconds=600, send_timeout_seconds=600, max_lifetime_seconds=600)
 
@@ -199,6 +201,44 @@ async def test_a_client_that_takes_nothing_loses_its_stream_and_what_was_buffere
     # What the kernel held, not the 6 MB the server had: the rest was dropped with the stream.
     assert len(received) < 5_000_000
     assert b"run.cancelled" not in received
+
+
+async def test_a_replay_of_large_events_reads_fewer_at_a_time(
+    live: Live, committed_database, monkeypatch
+) -> None:
+    """Pages were counted in events only: each stream held a page of hundreds of large events
+    (an agent's steps) at once. After the first page, a page holds about REPLAY_PAGE_BYTES."""
+    monkeypatch.setattr(stream_module, "REPLAY_PAGE", 20)
+    monkeypatch.setattr(stream_module, "REPLAY_PAGE_BYTES", 100_000)
+    assert live.notifications is not None
+    hub = live.notifications.hub
+    limits: list[int] = []
+    reading = hub.read_events
+
+    async def read_events(session, run_id, after, *, limit):
+        if run_id == watched and limit != FETCH_LIMIT:  # the stream's, not the hub's own
+            limits.append(limit)
+        return await reading(session, run_id, after, limit=limit)
+
+    with FakeOpenAI(require_api_key="sk-test", latency=30) as fake:
+        target = await live.openai_model(fake)
+        test_set = await live.test_set([{"input": "q0"}])
+        run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+        watched = uuid.UUID(run["id"])
+        await _write_events(live, committed_database, watched, 60, 30_000)
+        await live.post(f"/runs/{run['id']}/cancel", {}, expect=200)
+        await live.wait(run["id"])
+    monkeypatch.setattr(hub, "read_events", read_events)
+    token = await live.stream_token(run["id"])
+    async with live.client.stream(
+        "GET", live.events_url(run["id"]), params={"token": token}
+    ) as response:
+        events = [event async for event in read_events_of(response) if event.event]
+    assert [int(event.id or 0) for event in events] == list(range(1, len(events) + 1))
+    assert sum(event.event == RESULT_RECORDED for event in events) == 60
+    assert events[-1].event == "run.cancelled"
+    # The first page as many as it may; then about 100,000 bytes of 30,000-byte events.
+    assert limits[0] == 20 and set(limits[1:]) <= {3, 4} and len(limits) > 10
 
 
 async def test_many_live_streams_each_get_every_event_once(live: Live) -> None:

@@ -122,3 +122,28 @@ async def test_a_result_event_stays_small_for_a_long_output_with_long_reasons(
     recorded = await _long_case(lab, fake, committed_database)
     assert recorded.row_bytes <= MAX_EVENT_BYTES, recorded.row_bytes
     assert recorded.row_bytes * 4 <= recorded.result_bytes, (recorded.row_bytes, recorded)
+
+
+def test_a_steps_event_stays_small_however_many_and_long_its_tool_calls():
+    """128 calls of 4,000-character arguments, answers, ids and names made one event of about
+    ten megabytes (and a stream replays hundreds at once): the calls' texts share one budget,
+    ids and names are cut."""
+    long = "é" * 100_000
+    step = {
+        "step": 1,
+        "text": "thinking",
+        "tool_calls": [{"id": long, "name": long, "arguments": {"q": long}}] * 128,
+        "tool_results": [{"id": long, "name": long, "content": long}] * 128,
+        "latency_ms": 1.0,
+    }
+    _, data = events.step_completed(0, 1, step)
+    encoded = json.dumps(data, ensure_ascii=False)
+    names = 2 * 128 * 2 * events.NAME_CHARS
+    assert len(encoded) < events.CALLS_PREVIEW_CHARS + names + 128 * 2 * 60 + 1_000
+    calls, results = data["tool_calls"], data["tool_results"]
+    assert len(calls[0]["arguments"]) == events.PREVIEW_CHARS  # the first ones whole...
+    assert calls[-1]["arguments"] == results[-1]["content"] == ""  # ...the last ones empty
+    assert {len(call["id"]) for call in calls} == {events.NAME_CHARS}
+    # Short arguments stay as decoded.
+    short = {**step, "tool_calls": [{"id": "c1", "name": "f", "arguments": {"q": 1}}]}
+    assert events.step_completed(0, 1, short)[1]["tool_calls"][0]["arguments"] == {"q": 1}
