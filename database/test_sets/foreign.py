@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from database.test_sets import foreign_documents
+from database.test_sets import foreign_assertions, foreign_documents
 from database.test_sets.foreign_assertions import Assertion, Unmapped
 from database.test_sets.foreign_documents import MAX_DOCUMENT_NESTING, Row, error, invalid
 from database.test_sets.foreign_promptfoo import Promptfoo
@@ -81,7 +81,7 @@ def parse_foreign(
 ) -> ForeignImport:
     """Parse and validate every case of a foreign file; raise one InvalidInput listing all bad
     cases. `attachments` (promptfoo only) are the files a config's tests refer to, by name."""
-    with foreign_documents.one_upload():
+    with foreign_documents.one_upload(), foreign_assertions.one_upload():
         return _parse_foreign(content, fmt, attachments or {}, max_cases)
 
 

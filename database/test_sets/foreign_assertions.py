@@ -3,9 +3,11 @@ parameters for it, rendered with the test's vars ({{ name }} replaced by the var
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,6 +195,40 @@ def _values(value: Any, variables: Mapping[str, Any]) -> list[str]:
     return [text(item, variables) for item in value]
 
 
+# The distinct regular expressions one upload may compile, in characters together. A `regex`
+# assertion of defaultTest is rendered with each test's vars, a pattern of its own each time,
+# and compiling takes microseconds a character in Python, holding the interpreter: a 100 KB
+# upload compiled for minutes. This bounds an upload's to a few seconds.
+MAX_PATTERN_CHARS = 300_000
+_PATTERNS: ContextVar[tuple[set[str], list[int]] | None] = ContextVar(
+    "upload_patterns", default=None
+)
+
+
+@contextlib.contextmanager
+def one_upload() -> Iterator[None]:
+    """The patterns compiled within it share one budget of MAX_PATTERN_CHARS."""
+    token = _PATTERNS.set((set(), [0]))
+    try:
+        yield
+    finally:
+        _PATTERNS.reset(token)
+
+
+def _charge_pattern(pattern: str) -> None:
+    budget = _PATTERNS.get()
+    if budget is None or pattern in budget[0]:
+        return
+    seen, chars = budget
+    seen.add(pattern)
+    chars[0] += len(pattern)
+    if chars[0] > MAX_PATTERN_CHARS:
+        raise ValueError(
+            f"the upload's regular expressions hold more than {MAX_PATTERN_CHARS:,} characters"
+            " together (each test's vars make each rendered pattern one of its own)"
+        )
+
+
 def parameters(spec: Spec, variables: Mapping[str, Any]) -> dict[str, Any] | str:
     """A test's parameters for the metric, or why it cannot have them; ValueError if bad."""
     params: dict[str, Any] = {}
@@ -204,6 +240,7 @@ def parameters(spec: Spec, variables: Mapping[str, Any]) -> dict[str, Any] | str
             params["case_sensitive"] = False
     elif spec.kind == "regex":
         pattern = text(spec.value, variables, _MAX_PATTERN)
+        _charge_pattern(pattern)
         try:
             compile_bounded(pattern)
         except (regex.error, PatternTooCostly) as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from database.test_sets import foreign_documents
+from database.test_sets import foreign_assertions, foreign_documents
 from database.test_sets.foreign import (
     FOREIGN_FORMATS,
     Assertion,
@@ -541,6 +541,24 @@ def test_promptfoo_yaml_files_of_one_upload_share_one_budget_of_values(
     assert "holds more than 100 values" in exc.detail
     assert located(exc)[0][1] == "t2.yaml"  # the third file crosses the line
     assert len(promptfoo(config.replace("  - file://t2.yaml\n", ""), **files).cases) == 2
+
+
+def test_promptfoo_regular_expressions_of_one_upload_share_one_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A defaultTest regex is rendered with each test's vars, a pattern of its own each time:
+    a 100 KB upload compiled for minutes. The distinct patterns share MAX_PATTERN_CHARS."""
+    monkeypatch.setattr(foreign_assertions, "MAX_PATTERN_CHARS", 10_000)
+    body = "[a-z]" * 100  # 500 characters
+    asserts = "".join(f"    - {{type: regex, value: '{{{{v}}}}-{k}{body}'}}\n" for k in range(5))
+    config = f"defaultTest:\n  assert:\n{asserts}tests: file://t.csv\n"
+    exc = refused(config, t_dot_csv="v\n" + "".join(f"{i}\n" for i in range(10)))
+    assert (
+        "regular expressions hold more than 10,000 characters" in (exc.errors or [])[0]["message"]
+    )
+    # The same patterns again cost nothing more: ten tests of one set of vars import.
+    same = promptfoo(config, t_dot_csv="v\n" + "x\n" * 10)
+    assert len(same.cases) == 10
 
 
 def test_promptfoo_text_that_grows_on_expansion_is_refused_before_it_is_built() -> None:
