@@ -236,15 +236,27 @@ SELECT extract(epoch FROM coalesce(
 """
 
 
-async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> bool:
-    """Revokes a live key; False when it was revoked already."""
+_KEYS_MADE_WITH = text(
+    "WITH RECURSIVE made (id) AS ("
+    "  SELECT k.id FROM api_keys k WHERE k.created_with_key_id = :key"
+    "  UNION SELECT k.id FROM api_keys k JOIN made m ON k.created_with_key_id = m.id"
+    ") UPDATE api_keys SET revoked_at = now()"
+    " WHERE id IN (SELECT id FROM made) AND revoked_at IS NULL RETURNING id"
+)
+
+
+async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> int | None:
+    """Revokes a live key, and every live key made with it (or with those, and so on); how
+    many of those. None when the key was revoked already."""
     revoked = await session.execute(
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=func.now())
         .returning(ApiKey.id)
     )
-    return revoked.first() is not None
+    if revoked.first() is None:
+        return None
+    return len((await session.execute(_KEYS_MADE_WITH, {"key": key_id})).all())
 
 
 async def revoke_api_keys_created_by(

@@ -63,6 +63,10 @@ class ApiKeyRead(OutputModel):
         description="The user the key answers to: who made it, or who made the key it was made"
         " with. Removing them from the organization revokes it."
     )
+    created_with_key_id: uuid.UUID | None = Field(
+        description="The key it was made with, if one: revoking that key revokes this one, and"
+        " this one expires no later than it"
+    )
     created_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None

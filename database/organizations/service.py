@@ -23,7 +23,7 @@ from database.organizations.schemas import (
     OrganizationUpdate,
 )
 from utils.auth import Principal, Role, hash_secret, new_api_key
-from utils.errors import Conflict, Forbidden, NotFound, Unauthorized
+from utils.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from utils.ids import new_id
 
 API_KEY_DISPLAY_LENGTH = 12
@@ -169,6 +169,7 @@ async def create_api_key(
     session: AsyncSession, principal: Principal, request: ApiKeyCreate, meta: RequestMeta
 ) -> ApiKeyCreated:
     secret = new_api_key()
+    created_by = await answerable_user(session, principal, Role(request.role))
     api_key = await crud.create_api_key(
         session,
         ApiKey(
@@ -177,8 +178,9 @@ async def create_api_key(
             role=request.role,
             display_prefix=secret[:API_KEY_DISPLAY_LENGTH],
             key_hash=hash_secret(secret),
-            created_by=await answerable_user(session, principal, Role(request.role)),
-            expires_at=request.expires_at,
+            created_by=created_by,
+            created_with_key_id=principal.api_key_id,
+            expires_at=await _expiry_within_maker(session, principal, request.expires_at),
         ),
     )
     await record(
@@ -191,6 +193,26 @@ async def create_api_key(
         request_meta=meta,
     )
     return ApiKeyCreated(**ApiKeyRead.model_validate(api_key).model_dump(), key=secret)
+
+
+async def _expiry_within_maker(
+    session: AsyncSession, principal: Principal, asked: datetime | None
+) -> datetime | None:
+    """A key made with a key expires no later than that key: at its expiry when none is asked
+    for, and one asked for past it is refused."""
+    if principal.api_key_id is None:
+        return asked
+    maker = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
+    limit = maker.expires_at if maker is not None else None
+    if limit is None:
+        return asked
+    if asked is None:
+        return limit
+    if asked > limit:
+        raise InvalidInput(
+            f"past the expiry of the key making it ({limit.isoformat()})", field="expires_at"
+        )
+    return asked
 
 
 async def get_api_key_or_404(
@@ -207,7 +229,8 @@ async def revoke_api_key(
 ) -> None:
     """Revoking a revoked key again is no error, and no new audit entry."""
     api_key = await get_api_key_or_404(session, principal, key_id)
-    if not await crud.revoke_api_key(session, api_key.id):
+    made_with_it = await crud.revoke_api_key(session, api_key.id)
+    if made_with_it is None:
         return
     await record(
         session,
@@ -215,7 +238,7 @@ async def revoke_api_key(
         action="api_key.revoked",
         target_type="api_key",
         target_id=api_key.id,
-        details={"name": api_key.name, "role": api_key.role},
+        details={"name": api_key.name, "role": api_key.role, "keys_made_with_it": made_with_it},
         request_meta=meta,
     )
 

@@ -422,6 +422,46 @@ async def test_what_a_key_makes_goes_with_the_person_who_made_the_key(client):
     assert invited.json()["created_by"] == str(admin.user_id)
 
 
+async def test_revoking_a_key_revokes_what_was_made_with_it_and_nothing_outlives_it(client):
+    """A key made with a leaked (or short-lived) key survived its revocation, and expiry: an
+    admin key meant for an hour made an admin key for ever."""
+    owner = await register(client)
+    org = owner.organization_id
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    parent = await create_api_key(client, owner, "admin", expires_at=soon.isoformat())
+
+    async def make(maker: dict, **body: object) -> dict:
+        made = await client.post(
+            keys_url(org),
+            json={"name": "made", "role": "admin", **body},
+            headers=bearer(maker["key"]),
+        )
+        assert made.status_code == 201, made.text
+        return dict(made.json())
+
+    child = await make(parent)
+    assert child["created_with_key_id"] == parent["id"]
+    assert datetime.fromisoformat(child["expires_at"]) == soon  # its maker's, when none asked
+    later = (soon + timedelta(minutes=1)).isoformat()
+    past_it = await client.post(
+        keys_url(org), json={"name": "later", "expires_at": later}, headers=bearer(parent["key"])
+    )
+    assert_problem(past_it, 422, field="expires_at")
+    grandchild = await make(child, expires_at=(soon - timedelta(minutes=1)).isoformat())
+    beside = await create_api_key(client, owner, "admin")  # made by a person: not in the tree
+
+    revoked = await client.delete(keys_url(org, parent["id"]), headers=owner.headers)
+    assert revoked.status_code == 204, revoked.text
+    for made in (parent, child, grandchild):
+        assert_problem(await client.get(keys_url(org), headers=bearer(made["key"])), 401)
+    assert (await client.get(keys_url(org), headers=bearer(beside["key"]))).status_code == 200
+    audit = await client.get(
+        f"{org_url(org)}/audit-log", params={"action": "api_key.revoked"}, headers=owner.headers
+    )
+    [entry] = audit.json()["items"]
+    assert entry["details"]["keys_made_with_it"] == 2
+
+
 # --- list and read --------------------------------------------------------------------------
 
 

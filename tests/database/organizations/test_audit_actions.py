@@ -197,7 +197,7 @@ async def test_api_keys_created_and_revoked_are_recorded_never_their_secret(clie
         )
         assert response.status_code == 204, response.text
     entry = await only_entry(client, owner, "api_key.revoked")
-    assert entry["details"] == {"name": "viewer key", "role": "viewer"}
+    assert entry["details"] == {"name": "viewer key", "role": "viewer", "keys_made_with_it": 0}
     log = await client.get(org_url(owner.organization_id, "/audit-log"), headers=owner.headers)
     assert key["key"] not in log.text
     assert key["key"][len(key["display_prefix"]) :] not in log.text
