@@ -59,6 +59,7 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
             database,
             urls.runtime,
             read_events=run_events.read_after,
+            present_runs=run_events.present_runs,
             stream_buffer=settings.sse_buffer_events,
         )
         pool = (

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.core import Database, Tenant
 from notifications.admission import OpenStreams
 from notifications.frames import HEARTBEAT, Batch, Item, encode_delta, encode_event
+from notifications.gone_runs import GoneRunCheck, RunsPresent
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL
 from notifications.recheck import Credential, CredentialRecheck
@@ -241,6 +242,7 @@ class Hub:
         listener: Listener,
         *,
         read_events: EventReader,
+        present_runs: RunsPresent | None = None,
         buffer: int = BUFFER,
         poll_seconds: float = POLL_SECONDS,
         tick_seconds: float = TICK_SECONDS,
@@ -256,6 +258,7 @@ class Hub:
         self._poller: asyncio.Task[None] | None = None
         self._clock: asyncio.Task[None] | None = None
         self.recheck = CredentialRecheck(database)
+        self.gone_runs = GoneRunCheck(database, present_runs) if present_runs else None
         listener.on(EVENTS_CHANNEL, self._on_events)
         listener.on(DELTAS_CHANNEL, self._on_deltas)
         listener.on_reconnect(self._catch_up)
@@ -279,6 +282,8 @@ class Hub:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.recheck.stop()
+        if self.gone_runs is not None:
+            await self.gone_runs.stop()
         self._poller = self._clock = None
         self.end_all(SHUTDOWN)
         metrics().sse_subscribers.dec(self.subscriber_count)
@@ -361,7 +366,8 @@ class Hub:
             self._catch_up()
 
     async def _tick(self) -> None:
-        """One clock for every stream: heartbeats, lifetimes, hung sends and credentials."""
+        """One clock for every stream: heartbeats, lifetimes, hung sends, credentials and runs
+        deleted."""
         while True:
             await asyncio.sleep(self.tick_seconds)
             now = time.monotonic()
@@ -369,6 +375,11 @@ class Hub:
                 for subscriber in list(feed.subscribers):
                     subscriber.tick(now)
             self.recheck.tick((s for f in self._feeds.values() for s in f.subscribers), now)
+            if self.gone_runs is not None:
+                watched = (
+                    (r, f.organization_id, list(f.subscribers)) for r, f in self._feeds.items()
+                )
+                self.gone_runs.tick(watched, now)
 
     # --- reading and fan-out ------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from database.core import Database
+from notifications.gone_runs import RunsPresent
 from notifications.hub import BUFFER, SHUTDOWN, EventReader, Hub
 from notifications.listener import Listener
 from notifications.publisher import Publisher, install_publisher
@@ -18,11 +19,18 @@ class Notifications:
         listen_url: str,
         *,
         read_events: EventReader,
+        present_runs: RunsPresent | None = None,
         stream_buffer: int = BUFFER,
     ) -> None:
         self.listener = Listener(listen_url)
         self.publisher = Publisher(database)
-        self.hub = Hub(database, self.listener, read_events=read_events, buffer=stream_buffer)
+        self.hub = Hub(
+            database,
+            self.listener,
+            read_events=read_events,
+            present_runs=present_runs,
+            buffer=stream_buffer,
+        )
 
     async def start(self) -> None:
         """Call once every user of the listener has registered its channels."""

@@ -96,7 +96,10 @@ async def live(
     monkeypatch.setattr(runtime.settings, "allow_private_networks", True)
     monkeypatch.setattr(runtime.settings, "sse_heartbeat_seconds", 0.5)
     notifications = Notifications(
-        committed_database, database_urls.runtime, read_events=run_events.read_after
+        committed_database,
+        database_urls.runtime,
+        read_events=run_events.read_after,
+        present_runs=run_events.present_runs,
     )
     notifications.hub.poll_seconds = 0.5
     pool = WorkerPool(
