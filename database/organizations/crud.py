@@ -135,19 +135,26 @@ async def first_membership(session: AsyncSession, user_id: uuid.UUID) -> Members
     )
 
 
+@dataclass(frozen=True)
+class LockedMember:
+    member: Membership | None  # as they now stand
+    owners: int
+    actor_role: str | None  # of the member acting (None: no longer one)
+
+
 async def lock_member_and_owners(
-    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID
-) -> tuple[Membership | None, int]:
-    """For a change of a member's role: their row and every owner's, locked in one statement
-    (FOR NO KEY UPDATE, in user order, as every lock of memberships: two cannot wait for each
-    other); the member as they now stand (a role changed meanwhile is seen), and how many
-    owners there are. Two demotions at once cannot leave none, nor can a demotion of someone
-    just made owner go by as that of a plain member."""
+    session: AsyncSession, organization_id: uuid.UUID, user_id: uuid.UUID, actor: uuid.UUID
+) -> LockedMember:
+    """For a change of a member's role: their row, every owner's and the acting member's,
+    locked in one statement (FOR NO KEY UPDATE, in user order, as every lock of memberships:
+    two cannot wait for each other). Two demotions at once cannot leave no owner, nor can a
+    demotion of someone just made owner go by as that of a plain member, nor an admin removed
+    or demoted meanwhile change anyone's role with the role they had."""
     rows = await session.scalars(
         select(Membership)
         .where(
             Membership.organization_id == organization_id,
-            (Membership.role == "owner") | (Membership.user_id == user_id),
+            (Membership.role == "owner") | Membership.user_id.in_((user_id, actor)),
         )
         .order_by(Membership.user_id)
         .with_for_update(key_share=True)
@@ -155,7 +162,8 @@ async def lock_member_and_owners(
     )
     locked = rows.all()
     member = next((row for row in locked if row.user_id == user_id), None)
-    return member, sum(row.role == "owner" for row in locked)
+    acting = next((row.role for row in locked if row.user_id == actor), None)
+    return LockedMember(member, sum(row.role == "owner" for row in locked), acting)
 
 
 async def save_membership(session: AsyncSession) -> None:
@@ -193,6 +201,21 @@ async def get_api_key(
     return await session.scalar(
         select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == organization_id)
     )
+
+
+async def live_api_key(
+    session: AsyncSession, organization_id: uuid.UUID, key_id: uuid.UUID | None
+) -> bool:
+    """Whether the key is neither revoked nor expired, as committed now."""
+    found = await session.scalar(
+        select(ApiKey.id).where(
+            ApiKey.id == key_id,
+            ApiKey.organization_id == organization_id,
+            ApiKey.revoked_at.is_(None),
+            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > func.now()),
+        )
+    )
+    return found is not None
 
 
 async def find_api_key(session: AsyncSession, key_hash: str) -> ApiKeyLookup | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -122,13 +123,29 @@ def check_may_grant(principal: Principal, role: Role) -> None:
 
 async def locked_member(
     session: AsyncSession, principal: Principal, user_id: uuid.UUID
-) -> tuple[Membership, int]:
+) -> tuple[Membership, int, Principal]:
     """A member whose role is to change (or who is to go), as they now stand, locked with the
-    owners; and how many owners there are."""
-    member, owners = await crud.lock_member_and_owners(session, principal.organization_id, user_id)
-    if member is None:
+    owners and with the member acting (the user, or the maker of the API key); how many owners
+    there are; and the caller with the role they now hold. The role read when the request was
+    authenticated may have been taken away since: a removal or demotion committed first is a
+    401 or the role now held, one committed after waits for this change."""
+    actor = principal.user_id
+    if actor is None and principal.api_key_id is not None:
+        key = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
+        actor = key.created_by if key is not None else None
+    # (A key made before keys recorded their maker answers to no one: only the key is checked.)
+    locked = await crud.lock_member_and_owners(
+        session, principal.organization_id, user_id, actor or user_id
+    )
+    if actor is not None and locked.actor_role is None:
+        raise Unauthorized("You are no longer a member of this organization")
+    if principal.user_id is not None and locked.actor_role is not None:
+        principal = replace(principal, role=Role(locked.actor_role))
+    elif not await crud.live_api_key(session, principal.organization_id, principal.api_key_id):
+        raise Unauthorized("This API key was revoked")
+    if locked.member is None:
         raise NotFound("Member not found")
-    return member, owners
+    return locked.member, locked.owners, principal
 
 
 def keep_an_owner(owners: int) -> None:

@@ -50,7 +50,9 @@ async def list_members(
 async def change_member_role(
     session: AsyncSession, principal: Principal, user_id: uuid.UUID, role: Role, meta: RequestMeta
 ) -> MemberRead:
-    membership, owners = await locked_member(session, principal, user_id)
+    membership, owners, principal = await locked_member(session, principal, user_id)
+    if not principal.role.at_least(Role.admin):
+        raise Forbidden("Changing a member's role needs the admin role")
     current = Role(membership.role)
     check_may_grant(principal, current)
     check_may_grant(principal, role)
@@ -93,7 +95,7 @@ async def _role_changed(
 async def remove_member(
     session: AsyncSession, principal: Principal, user_id: uuid.UUID, meta: RequestMeta
 ) -> None:
-    membership, owners = await locked_member(session, principal, user_id)
+    membership, owners, principal = await locked_member(session, principal, user_id)
     leaving_self = principal.user_id == user_id
     if not leaving_self:
         if not principal.role.at_least(Role.admin):

@@ -230,3 +230,55 @@ async def test_a_member_made_owner_meanwhile_is_not_changed_as_a_plain_one(
         assert owners == [member.user_id]
     finally:
         await remove_account(owner_engine, member)
+
+
+@pytest.mark.parametrize("change", ["removed", "demoted"])
+async def test_an_admin_removed_or_demoted_meanwhile_changes_no_role(
+    committed_client, owner_engine, change
+):
+    """The admin's request was past authentication when the owner removed (or demoted) them:
+    it promoted a member with the role it had read. The acting member's row is locked with the
+    member's and the owners': the change sees the admin gone (401) or a member now (403)."""
+    client = committed_client
+    member = await register(client, name="Member")  # the smallest id: locked first
+    owner = await register(client, name="Owner")
+    admin = await register(client, name="Admin")
+    members = f"/api/v1/organizations/{owner.organization_id}/members"
+    try:
+        for person, role in ((admin, "admin"), (member, "member")):
+            invitation = await invite(client, owner, person.email, role)
+            accepted = await accept_invitation(client, person, invitation["token"])
+            assert accepted.status_code == 200
+        acting = await switch(client, admin, owner.organization_id)
+        async with owner_engine.connect() as holder:
+            # Something else holds the member's row: the admin's request waits, authenticated.
+            held = await holder.begin()
+            await holder.execute(
+                text(
+                    "SELECT 1 FROM memberships WHERE organization_id = :o AND user_id = :u"
+                    " FOR UPDATE"
+                ),
+                {"o": owner.organization_id, "u": member.user_id},
+            )
+            promoting = asyncio.create_task(
+                client.patch(
+                    f"{members}/{member.user_id}", json={"role": "admin"}, headers=acting.headers
+                )
+            )
+            await until_waiting_for_locks(owner_engine, 1)
+            if change == "removed":
+                done = await client.delete(f"{members}/{admin.user_id}", headers=owner.headers)
+            else:
+                done = await client.patch(
+                    f"{members}/{admin.user_id}", json={"role": "member"}, headers=owner.headers
+                )
+            assert done.status_code in (200, 204), done.text
+            await held.rollback()
+        promoted = await asyncio.wait_for(promoting, 30)
+        assert_problem(promoted, 401 if change == "removed" else 403)
+        listed = await client.get(members, headers=owner.headers)
+        roles = {item["user_id"]: item["role"] for item in listed.json()["items"]}
+        assert roles[str(member.user_id)] == "member"
+    finally:
+        for account in (admin, member, owner):
+            await remove_account(owner_engine, account)
