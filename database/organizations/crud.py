@@ -203,21 +203,6 @@ async def get_api_key(
     )
 
 
-async def live_api_key(
-    session: AsyncSession, organization_id: uuid.UUID, key_id: uuid.UUID | None
-) -> bool:
-    """Whether the key is neither revoked nor expired, as committed now."""
-    found = await session.scalar(
-        select(ApiKey.id).where(
-            ApiKey.id == key_id,
-            ApiKey.organization_id == organization_id,
-            ApiKey.revoked_at.is_(None),
-            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > func.now()),
-        )
-    )
-    return found is not None
-
-
 async def find_api_key(session: AsyncSession, key_hash: str) -> ApiKeyLookup | None:
     """Looks a key up by its hash before any tenant is known (a SECURITY DEFINER function);
     on every request that sends one, so on the driver's connection."""

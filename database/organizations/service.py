@@ -139,10 +139,11 @@ async def locked_member(
     )
     if actor is not None and locked.actor_role is None:
         raise Unauthorized("You are no longer a member of this organization")
-    if principal.user_id is not None and locked.actor_role is not None:
+    if principal.api_key_id is not None:
+        if not await crud.api_key_is_live(session, principal.api_key_id):
+            raise Unauthorized("This API key was revoked")
+    elif locked.actor_role is not None:
         principal = replace(principal, role=Role(locked.actor_role))
-    elif not await crud.live_api_key(session, principal.organization_id, principal.api_key_id):
-        raise Unauthorized("This API key was revoked")
     if locked.member is None:
         raise NotFound("Member not found")
     return locked.member, locked.owners, principal

@@ -23,6 +23,7 @@ from tests.helpers import (
     accept_invitation,
     assert_problem,
     bearer,
+    create_api_key,
     invite,
     register,
     remove_account,
@@ -281,4 +282,45 @@ async def test_an_admin_removed_or_demoted_meanwhile_changes_no_role(
         assert roles[str(member.user_id)] == "member"
     finally:
         for account in (admin, member, owner):
+            await remove_account(owner_engine, account)
+
+
+async def test_an_api_key_revoked_meanwhile_changes_no_role(committed_client, owner_engine):
+    client = committed_client
+    member = await register(client, name="Member")
+    owner = await register(client, name="Owner")
+    members = f"/api/v1/organizations/{owner.organization_id}/members"
+    try:
+        invitation = await invite(client, owner, member.email, "member")
+        assert (await accept_invitation(client, member, invitation["token"])).status_code == 200
+        key = await create_api_key(client, owner, "admin")
+        async with owner_engine.connect() as holder:
+            held = await holder.begin()
+            await holder.execute(
+                text(
+                    "SELECT 1 FROM memberships WHERE organization_id = :o AND user_id = :u"
+                    " FOR UPDATE"
+                ),
+                {"o": owner.organization_id, "u": member.user_id},
+            )
+            promoting = asyncio.create_task(
+                client.patch(
+                    f"{members}/{member.user_id}",
+                    json={"role": "admin"},
+                    headers=bearer(key["key"]),
+                )
+            )
+            await until_waiting_for_locks(owner_engine, 1)
+            revoked = await client.delete(
+                f"/api/v1/organizations/{owner.organization_id}/api-keys/{key['id']}",
+                headers=owner.headers,
+            )
+            assert revoked.status_code == 204, revoked.text
+            await held.rollback()
+        assert_problem(await asyncio.wait_for(promoting, 30), 401)
+        listed = await client.get(members, headers=owner.headers)
+        roles = {item["user_id"]: item["role"] for item in listed.json()["items"]}
+        assert roles[str(member.user_id)] == "member"
+    finally:
+        for account in (member, owner):
             await remove_account(owner_engine, account)
