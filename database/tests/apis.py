@@ -103,6 +103,6 @@ async def delete_test(
     test_id: uuid.UUID, session: DbSession, principal: Member, meta: RequestMetaDep
 ) -> None:
     """It leaves every test set; published versions keep their copy."""
-    test = await service.get_test_or_404(session, test_id)
+    test = await service.get_test_or_404(session, test_id, deleting=True)
     await crud.delete_test(session, test)
     await record_deletion(session, principal, meta, "test", test.id, project_id=test.project_id)

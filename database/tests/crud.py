@@ -233,15 +233,19 @@ _LOCK_SETS_OF_TEST = text(
 )
 
 
-async def get_test_to_edit(session: AsyncSession, test_id: uuid.UUID) -> TestCase | None:
-    """The test locked for an edit, as it stands once locked: edits take turns, each judging
-    the test as the one before left it. Its sets are locked first, in the order adding members
-    locks them (sets, then tests), so an edit and an addition never wait for each other."""
+async def get_test_to_edit(
+    session: AsyncSession, test_id: uuid.UUID, *, deleting: bool = False
+) -> TestCase | None:
+    """The test locked for an edit (or its deletion), as it stands once locked: edits take
+    turns, each judging the test as the one before left it. Its sets are locked first, in the
+    order adding members locks them (sets, then tests): an edit, a deletion and an addition
+    never wait for each other (a deletion locks the sets again as its memberships go)."""
     await session.execute(_LOCK_SETS_OF_TEST, {"test": test_id})
     return await session.scalar(
         select(TestCase)
         .where(TestCase.id == test_id)
-        .with_for_update(key_share=True)  # FOR NO KEY UPDATE, as the UPDATE itself
+        # FOR UPDATE as the DELETE, FOR NO KEY UPDATE as the UPDATE, takes it
+        .with_for_update(key_share=not deleting)
         .execution_options(populate_existing=True)
     )
 

@@ -19,10 +19,14 @@ NOT_NULL = ("context", "tags", "variables", "metadata")
 
 
 async def get_test_or_404(
-    session: AsyncSession, test_id: uuid.UUID, *, to_edit: bool = False
+    session: AsyncSession, test_id: uuid.UUID, *, to_edit: bool = False, deleting: bool = False
 ) -> TestCase:
-    """The test; `to_edit`: locked for an edit (`crud.get_test_to_edit`)."""
-    test = await (crud.get_test_to_edit if to_edit else crud.get_test)(session, test_id)
+    """The test; `to_edit`, `deleting`: locked for an edit or its deletion
+    (`crud.get_test_to_edit`)."""
+    if to_edit or deleting:
+        test = await crud.get_test_to_edit(session, test_id, deleting=deleting)
+    else:
+        test = await crud.get_test(session, test_id)
     if test is None:
         raise NotFound("Test not found")
     return test

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from database.test_sets import service as test_set_service
 from database.test_sets.crud import get_test_set
+from database.tests import crud as test_crud
 from tests.helpers import (
     assert_problem,
     create_project,
@@ -173,3 +174,31 @@ async def test_an_edit_and_a_replacement_of_its_sets_members_wait_for_each_other
     assert (await replacing).status_code == 200
     assert (await editing).status_code == 200
     assert (await _published_input(client, owner, test_set["id"]))[1] == "new"
+
+
+async def test_an_edit_and_a_deletion_of_one_test_wait_for_each_other_cleanly(
+    committed_client, committed_owner, committed_database, owner_engine
+):
+    """A deletion locked the test, then (as its memberships went) its sets; an edit locks
+    them the other way round: the two deadlocked, and one was undone. A deletion now takes
+    them in the edit's order."""
+    client, owner = committed_client, committed_owner
+    project = (await create_project(client, owner))["id"]
+    test_set = await create_test_set(client, owner, project)
+    test = await create_test(client, owner, project, input="old")
+    joined = await client.post(
+        f"{SETS}/{test_set['id']}/tests", json={"test_ids": [test["id"]]}, headers=owner.headers
+    )
+    assert joined.status_code == 200, joined.text
+    test_id = uuid.UUID(test["id"])
+    async with tenant_session(committed_database, owner.organization_id) as editing:
+        # The edit between its two statements: its test's sets locked, not yet the test.
+        await editing.execute(test_crud._LOCK_SETS_OF_TEST, {"test": test_id})
+        deleting = asyncio.create_task(client.delete(f"{TESTS}/{test_id}", headers=owner.headers))
+        await until_waiting_for_locks(owner_engine, 1, deleting)
+        edited = await test_crud.get_test_to_edit(editing, test_id)
+        assert edited is not None
+        edited.input = "new"
+        await editing.flush()  # the edit's UPDATE, and its trigger's update of the set
+    assert (await deleting).status_code == 204
+    assert (await client.get(f"{TESTS}/{test_id}", headers=owner.headers)).status_code == 404
