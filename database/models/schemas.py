@@ -5,7 +5,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+)
 
 from utils.json_schemas import check_json_schema
 from utils.schemas import InputModel, Name, OutputModel, example
@@ -75,6 +82,9 @@ ToolList = Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS), AfterVal
 
 class HttpTarget(InputModel):
     """A team's own LLM application reached over HTTP."""
+
+    # Its headers' values are secrets: no error (nor log line of one) repeats what was given.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     url: Url
     method: HttpMethod = "POST"

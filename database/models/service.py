@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models import crud
@@ -241,15 +242,23 @@ def _current_http(config: ModelConfig, box: SecretBox) -> dict[str, Any] | None:
             " longer configured): give http again, with its headers",
             field="http",
         ) from exc
-    return HttpTarget(
-        url=config.base_url,
-        method=config.http_method or "POST",
-        headers=headers,
-        body_template=config.body_template or "",
-        response_path=config.response_path or "$",
-        tool_calls_path=config.tool_calls_path,
-        stream_path=config.stream_path,
-    ).model_dump()
+    try:
+        target = HttpTarget(
+            url=config.base_url,
+            method=config.http_method or "POST",
+            headers=headers,
+            body_template=config.body_template or "",
+            response_path=config.response_path or "$",
+            tool_calls_path=config.tool_calls_path,
+            stream_path=config.stream_path,
+        )
+    except ValidationError as exc:  # stored before a rule it breaks (a header's value, say)
+        where = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        raise InvalidInput(
+            f"the stored target's {where} is no longer accepted: give http again",
+            field="http",
+        ) from None
+    return target.model_dump()
 
 
 def to_read(config: ModelConfig, reader: Principal) -> ModelConfigRead:

@@ -603,6 +603,32 @@ async def test_a_header_value_no_client_can_send_is_refused_unechoed(client, own
     assert HEADER_SECRET not in refused.text
 
 
+async def test_a_model_whose_stored_header_breaks_a_later_rule_is_edited_or_told_why(
+    client, owner, database, runtime, capsys
+):
+    """A header value saved before its rule (a character past ASCII, pasted with the token):
+    renaming the model rebuilt the target from what is stored, failed its check, and answered
+    500, logging the decrypted value. It is a 422 on `http`, naming the header, not its value."""
+    created = await new_model(client, owner, "http")
+    stored = json.dumps({"Authorization": f"Bearer {HEADER_SECRET}\u00e9"})
+    async with tenant_session(database, owner.organization_id) as session:
+        await session.execute(
+            text("UPDATE model_configs SET http_headers_encrypted = :headers WHERE id = :id"),
+            {"headers": runtime.secret_box.encrypt(stored), "id": created["id"]},
+        )
+    renamed = await client.patch(
+        f"{MODELS}/{created['id']}", json={"name": "renamed"}, headers=owner.headers
+    )
+    problem = assert_problem(renamed, 422, field="http")
+    assert "headers.Authorization" in problem["errors"][0]["message"]
+    assert HEADER_SECRET not in renamed.text
+    assert HEADER_SECRET not in capsys.readouterr().err
+    # Given again, whole, the model is edited.
+    again = {"name": "renamed", "http": HTTP_TARGET}
+    fixed = await client.patch(f"{MODELS}/{created['id']}", json=again, headers=owner.headers)
+    assert fixed.status_code == 200, fixed.text
+
+
 # --- the SSRF guard at save time -----------------------------------------------------------
 
 UNSAFE_URLS = [

@@ -19,7 +19,7 @@ BEFORE = "0034_response_cache_retention"
 # Two keys of one organization, the second made with the first, written as the owner acting
 # for the organization (row-level security is forced on the owner too).
 KEYS = """
-    SELECT set_config('app.current_org_id', '00000000-0000-0000-0000-00000000000a', true);
+    SELECT set_config('app.organization_id', '00000000-0000-0000-0000-00000000000a', true);
     INSERT INTO organizations (id, name) VALUES ('00000000-0000-0000-0000-00000000000a', 'o');
     INSERT INTO api_keys (id, organization_id, name, role, display_prefix, key_hash)
       VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a',
