@@ -48,10 +48,14 @@ def _wrapping_work(text: str, width: int) -> int:
     copying the rest each time: n * n / width characters for a run of n."""
     if width < 1 or width >= len(text):
         return 0
-    # Each run is matched from its start only (the look-behinds): without them, a run just
+    # Runs of what textwrap splits on (ASCII whitespace only: "a\u00a0" repeated is one word to
+    # it), each matched from its start only (the look-behinds): without them, a run just
     # shorter than the width was scanned again from each of its characters, in C, holding the
     # interpreter for seconds before anything was charged.
-    runs = re.finditer(rf"(?<!\S)\S{{{width + 1},}}|(?<!\s)\s{{{width + 1},}}", text)
+    space, word = r"[\t\n\x0b\x0c\r ]", r"[^\t\n\x0b\x0c\r ]"
+    runs = re.finditer(
+        rf"(?<!{word}){word}{{{width + 1},}}|(?<!{space}){space}{{{width + 1},}}", text
+    )
     return sum((run.end() - run.start()) ** 2 for run in runs) // width // COPIED_PER_STEP
 
 

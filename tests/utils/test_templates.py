@@ -103,6 +103,8 @@ ATTACKS = {
     # runs just short of the width: finding the long ones took 15 s a call, before any charge
     "wordwrap runs under the width": "{% set t = ('a' * 99999 ~ ' ') * 2 %}"
     "{% for i in range(10) %}{{ t|wordwrap(100000)|length }}{% endfor %}",
+    # a word to textwrap, though Unicode calls its no-break spaces whitespace
+    "wordwrap no-break spaces": "{{ ('a\u00a0' * 250000)|wordwrap(1)|length }}",
     # a table walked in Python, entry by entry, for each call
     "translate table": "{% set t = 'a' * 1000000 %}"
     "{% for i in range(1000) %}{{ ''.translate(t) }}{% endfor %}",
