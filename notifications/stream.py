@@ -41,8 +41,10 @@ from notifications.hub import SEND_TIMEOUT, Hub, StreamEnd, StreamLimits, Subscr
 from notifications.recheck import Credential
 
 REPLAY_PAGE = 500
-# A replay's pages after its first hold about this many bytes: fewer events when they are
-# large (an agent's steps), so a stream never holds hundreds of large events at once.
+# A replay's first page holds this many events; each after it about REPLAY_PAGE_BYTES, as
+# many as the page before suggests (up to REPLAY_PAGE): fewer when they are large (an agent's
+# steps), so a stream never holds hundreds of large events at once.
+REPLAY_FIRST_PAGE = 100
 REPLAY_PAGE_BYTES = 1_000_000
 # The scope key under which the outermost layer puts the server's own `send`.
 SERVER_SEND = "assay.server_send"
@@ -213,7 +215,7 @@ class EventStream(Response):
         """Stored events after `after` (and before `before`), a page per short transaction;
         none once the stream is ending (revoked, its lifetime over, its client gone, the
         server stopping), however long the log: the client resumes from what it has."""
-        limit = REPLAY_PAGE
+        limit = min(REPLAY_FIRST_PAGE, REPLAY_PAGE)
         while True:
             async with self.database.transaction(Tenant(self.organization_id)) as session:
                 rows = await self.hub.read_events(session, self.run_id, after, limit=limit)

@@ -209,6 +209,7 @@ async def test_a_replay_of_large_events_reads_fewer_at_a_time(
     """Pages were counted in events only: each stream held a page of hundreds of large events
     (an agent's steps) at once. After the first page, a page holds about REPLAY_PAGE_BYTES."""
     monkeypatch.setattr(stream_module, "REPLAY_PAGE", 20)
+    monkeypatch.setattr(stream_module, "REPLAY_FIRST_PAGE", 10)
     monkeypatch.setattr(stream_module, "REPLAY_PAGE_BYTES", 100_000)
     assert live.notifications is not None
     hub = live.notifications.hub
@@ -237,8 +238,8 @@ async def test_a_replay_of_large_events_reads_fewer_at_a_time(
     assert [int(event.id or 0) for event in events] == list(range(1, len(events) + 1))
     assert sum(event.event == RESULT_RECORDED for event in events) == 60
     assert events[-1].event == "run.cancelled"
-    # The first page as many as it may; then about 100,000 bytes of 30,000-byte events.
-    assert limits[0] == 20 and set(limits[1:]) <= {3, 4} and len(limits) > 10
+    # The first page its ten; then about 100,000 bytes of 30,000-byte events.
+    assert limits[0] == 10 and set(limits[1:]) <= {3, 4} and len(limits) > 10
 
 
 async def test_many_live_streams_each_get_every_event_once(live: Live) -> None:
