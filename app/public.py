@@ -23,10 +23,10 @@ from database.results.event_payloads import STREAM_EVENTS
 from database.results.events import TERMINAL_EVENTS
 from database.results.models import TERMINAL, Run
 from database.users.service import ended_stream_issuers
-from notifications.hub import StreamLimits
 from notifications.recheck import Credential, Issuer
 from notifications.service import get_notifications
 from notifications.stream import EventStream
+from notifications.subscriber import StreamLimits
 from utils.auth import Principal
 from utils.errors import InvalidInput, NotFound
 

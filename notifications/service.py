@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from database.core import Database
 from notifications.gone_runs import RunsPresent
-from notifications.hub import BUFFER, SHUTDOWN, EventReader, Hub
+from notifications.hub import BUFFER, EventReader, Hub
 from notifications.listener import Listener
 from notifications.publisher import Publisher, install_publisher
+from notifications.subscriber import SHUTDOWN
 
 
 class Notifications:

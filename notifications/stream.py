@@ -37,8 +37,9 @@ from starlette.types import Receive, Scope, Send
 
 from database.core import Database, Tenant
 from notifications.frames import Item, delta_frame, encode_event
-from notifications.hub import SEND_TIMEOUT, Hub, StreamEnd, StreamLimits, Subscriber
+from notifications.hub import Hub
 from notifications.recheck import Credential
+from notifications.subscriber import SEND_TIMEOUT, StreamEnd, StreamLimits, Subscriber
 
 REPLAY_PAGE = 500
 # A replay's first page holds this many events; each after it about REPLAY_PAGE_BYTES, as

@@ -18,8 +18,9 @@ from database.results import crud as results_crud
 from database.results.events import RESULT_RECORDED, TERMINAL_EVENTS
 from notifications import stream as stream_module
 from notifications.frames import encode_event
-from notifications.hub import FETCH_LIMIT, Hub, StreamLimits
+from notifications.hub import FETCH_LIMIT, Hub
 from notifications.listener import Listener
+from notifications.subscriber import StreamLimits
 from tests.fakes.openai_server import FakeOpenAI
 from tests.notifications.conftest import Event, Live, read_events
 from tests.notifications.conftest import read_events as read_events_of

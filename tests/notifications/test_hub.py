@@ -16,9 +16,10 @@ import pytest
 from database.core import asyncpg_connect_args
 from database.results import events as run_events
 from notifications.frames import Item
-from notifications.hub import TOO_SLOW, Hub, StreamEnd, StreamLimits, Subscriber
+from notifications.hub import Hub
 from notifications.listener import Listener
 from notifications.publisher import DELTAS_CHANNEL, EVENTS_CHANNEL, Publisher
+from notifications.subscriber import TOO_SLOW, StreamEnd, StreamLimits, Subscriber
 from tests.fakes.openai_server import FakeOpenAI
 from tests.notifications.conftest import Event, Live, read_events
 from utils.metrics import metrics
