@@ -27,8 +27,8 @@ from app.engine.sources import SourceResults
 from app.engine.writer import ChunkWriter
 from database.results import crud, execution
 from database.results.models import TERMINAL, Run
-from database.test_sets import crud as test_set_crud
-from database.test_sets.crud import VersionCase
+from database.test_sets.version_cases import VersionCase
+from database.test_sets.version_cases import version_cases as read_version_cases
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +52,7 @@ async def run_chunk(ctx: JobContext) -> None:
         # A run with no result yet (its count is one read) has none of this chunk's.
         started = await crud.count_results(session, run.id) > 0
         done = await crud.done_keys(session, run.id, positions) if started else set()
-        cases = await test_set_crud.version_cases(session, run.test_set_version_id, positions)
+        cases = await read_version_cases(session, run.test_set_version_id, positions)
         plan = await make_plan(session, run)
         source_run = run.outputs_from_run_id
         sizes = (

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from database.deps import DbSession, Member, Pagination, Viewer
 from database.organizations.audit import RequestMetaDep, record_deletion
 from database.routing import api_router
-from database.test_sets import crud, service
+from database.test_sets import crud, service, version_cases
 from database.test_sets.schemas import (
     MembersAdd,
     MembersChanged,
@@ -246,7 +246,7 @@ async def list_version_cases(
     """Each case as it was when the version was published, in order, paginated."""
     test_set = await service.get_test_set_or_404(session, test_set_id)
     version = await service.get_version_or_404(session, test_set, number)
-    rows, total = await crud.list_version_cases(
+    rows, total = await version_cases.list_version_cases(
         session, version.id, limit=page.limit, offset=page.offset
     )
     items = [VersionCaseRead.model_validate(row) for row in rows]

@@ -1,11 +1,11 @@
-"""Queries of test sets, their membership and their versions. Flush, never commit."""
+"""Queries of test sets, their membership and their versions (a version's cases are read in
+version_cases.py). Flush, never commit."""
 
 from __future__ import annotations
 
 import functools
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -24,11 +24,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Text
 
-from database.test_sets.models import TestSet, TestSetVersion, TestSetVersionCase
+from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.slice_index import VersionSlices
 from database.tests.crud import ROWS_PER_STATEMENT
 from database.tests.models import TestCase, TestSetMember
-from utils.crud import custom_plans, flush_unique, int_array, paginate, uuid_array
+from utils.crud import custom_plans, flush_unique, paginate, uuid_array
 
 DUPLICATE_NAME = "A test set with this name already exists in the project"
 
@@ -191,7 +191,7 @@ async def member_tests(session: AsyncSession, test_set_id: uuid.UUID) -> list[An
     return await tests_in_order(session, await member_ids(session, test_set_id))
 
 
-def _text_bytes(value: Any) -> ColumnElement[int]:
+def text_bytes(value: Any) -> ColumnElement[int]:
     """A value's bytes as text, as an export writes it: not its stored size, which compression
     can make a hundredth of it."""
     return func.coalesce(func.octet_length(value.cast(Text)), 0)
@@ -199,9 +199,9 @@ def _text_bytes(value: Any) -> ColumnElement[int]:
 
 @functools.cache
 def _case_sizes() -> Select[uuid.UUID, int]:
-    size = _text_bytes(CASE_COLUMNS[1])
+    size = text_bytes(CASE_COLUMNS[1])
     for column in CASE_COLUMNS[2:]:
-        size += _text_bytes(column)
+        size += text_bytes(column)
     ids = bindparam("ids", type_=ARRAY(Uuid()))
     return select(TestCase.id, size).where(TestCase.id == any_(ids))
 
@@ -374,61 +374,6 @@ async def insert_version_cases(
                 ],
             },
         )
-
-
-async def list_version_cases(
-    session: AsyncSession, version_id: uuid.UUID, *, limit: int, offset: int
-) -> tuple[list[TestSetVersionCase], int]:
-    query = (
-        select(TestSetVersionCase)
-        .where(TestSetVersionCase.version_id == version_id)
-        .order_by(TestSetVersionCase.position)
-    )
-    return await paginate(session, query, limit=limit, offset=offset)
-
-
-async def version_cases_after(
-    session: AsyncSession, version_id: uuid.UUID, position: int, *, limit: int, max_bytes: int
-) -> list[Any]:
-    """The version's next cases after `position` (position and case), in order: at most
-    `limit`, and none more once they weigh `max_bytes` as text (the first always comes)."""
-    size, order = _text_bytes(TestSetVersionCase.case), TestSetVersionCase.position
-    page = (
-        select(order, TestSetVersionCase.case, (func.sum(size).over(order_by=order) - size))
-        .where(TestSetVersionCase.version_id == version_id, order > position)
-        .order_by(order)
-        .limit(limit)
-        .subquery()
-    )
-    position_, case, before = page.c
-    rows = await session.execute(
-        select(position_.label("position"), case).where(before < max_bytes).order_by(position_)
-    )
-    return list(rows.all())
-
-
-@dataclass(frozen=True, slots=True)
-class VersionCase:
-    """A case of a pinned version, as a run executes it (plain values: chunks read hundreds)."""
-
-    position: int
-    test_id: uuid.UUID | None
-    case: dict[str, Any]
-
-
-async def version_cases(
-    session: AsyncSession, version_id: uuid.UUID, positions: Sequence[int]
-) -> list[VersionCase]:
-    """The version's cases at `positions`, in order."""
-    rows = await session.execute(
-        select(TestSetVersionCase.position, TestSetVersionCase.test_id, TestSetVersionCase.case)
-        .where(
-            TestSetVersionCase.version_id == version_id,
-            TestSetVersionCase.position == any_(int_array("positions", positions)),
-        )
-        .order_by(TestSetVersionCase.position)
-    )
-    return [VersionCase(*row) for row in rows.all()]
 
 
 async def version_numbers(

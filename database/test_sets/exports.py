@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.test_sets import crud
+from database.test_sets import crud, version_cases
 from database.test_sets.io import CSV_COLUMNS, Format
 from database.test_sets.models import TestSetVersion
 from database.test_sets.streaming import (
@@ -121,7 +121,7 @@ def version_pages(version_id: uuid.UUID) -> ReadPage[dict[str, Any]]:
 
     async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
         nonlocal after, rows
-        page = await crud.version_cases_after(
+        page = await version_cases.version_cases_after(
             session, version_id, after, limit=rows, max_bytes=PAGE_BYTES
         )
         if not page:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from database.core import Database, Tenant
-from database.test_sets import crud, exports, service
+from database.test_sets import crud, exports, service, version_cases
 from database.test_sets.streaming import PAGE_ROWS
 from database.tests import crud as test_crud
 from database.tests.schemas import TestCaseFields as Case
@@ -177,7 +177,8 @@ async def test_a_page_of_large_cases_ends_at_its_byte_budget(client, monkeypatch
     budget = 2500
     monkeypatch.setattr(exports, "PAGE_BYTES", budget)
     pages: list[list[int]] = []
-    tests_in_order, version_cases_after = crud.tests_in_order, crud.version_cases_after
+    tests_in_order = crud.tests_in_order
+    version_cases_after = version_cases.version_cases_after
 
     async def current_page(session: Any, test_ids: Any) -> Any:
         rows = await tests_in_order(session, test_ids)
@@ -190,7 +191,7 @@ async def test_a_page_of_large_cases_ends_at_its_byte_budget(client, monkeypatch
         return rows
 
     monkeypatch.setattr(crud, "tests_in_order", current_page)
-    monkeypatch.setattr(crud, "version_cases_after", version_page)
+    monkeypatch.setattr(version_cases, "version_cases_after", version_page)
     for params in ({"format": "jsonl"}, {"format": "jsonl", "version": 1}):
         pages.clear()
         exported = await client.get(f"{url}/export", params=params, headers=owner.headers)
