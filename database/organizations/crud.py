@@ -4,7 +4,7 @@ audit_queries.py). Flush, never commit."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +20,7 @@ from database.organizations.models import (
     Membership,
     Organization,
 )
-from utils.crud import paginate
+from utils.crud import paginate, uuid_array
 from utils.errors import Conflict
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -244,32 +244,41 @@ SELECT extract(epoch FROM coalesce(
 
 _KEYS_MADE_WITH = text(
     "WITH RECURSIVE made (id) AS ("
-    "  SELECT k.id FROM api_keys k WHERE k.created_with_key_id = :key"
+    "  SELECT k.id FROM api_keys k WHERE k.created_with_key_id = ANY(:keys)"
     "  UNION SELECT k.id FROM api_keys k JOIN made m ON k.created_with_key_id = m.id"
     ") UPDATE api_keys SET revoked_at = now()"
     " WHERE id IN (SELECT id FROM made) AND revoked_at IS NULL RETURNING id"
 )
 
 
+async def _revoke_keys_made_with(session: AsyncSession, key_ids: Sequence[uuid.UUID]) -> int:
+    """Revokes every live key made with these keys, or with those, and so on; how many."""
+    if not key_ids:
+        return 0
+    made = await session.execute(_KEYS_MADE_WITH.bindparams(uuid_array("keys", key_ids)))
+    return len(made.all())
+
+
 async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> int | None:
     """Revokes a live key, and every live key made with it (or with those, and so on); how
-    many of those. None when the key was revoked already."""
+    many of those. None when the key was revoked already: what was made with it is revoked
+    all the same (made while it was being revoked, or before it was revoked another way)."""
     revoked = await session.execute(
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=func.now())
         .returning(ApiKey.id)
     )
-    if revoked.first() is None:
-        return None
-    return len((await session.execute(_KEYS_MADE_WITH, {"key": key_id})).all())
+    was_live = revoked.first() is not None
+    made_with_it = await _revoke_keys_made_with(session, [key_id])
+    return made_with_it if was_live else None
 
 
 async def revoke_api_keys_created_by(
     session: AsyncSession, user_id: uuid.UUID, roles: Collection[str] | None = None
 ) -> int:
     """Revokes the live keys a user created in the current organization (of `roles` only,
-    when given); how many."""
+    when given), and the keys made with those; how many of theirs."""
     result = await session.execute(
         update(ApiKey)
         .where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
@@ -277,7 +286,24 @@ async def revoke_api_keys_created_by(
         .values(revoked_at=func.now())
         .returning(ApiKey.id)
     )
-    return len(result.all())
+    revoked = [row.id for row in result.all()]
+    await _revoke_keys_made_with(session, revoked)
+    return len(revoked)
+
+
+async def hold_live_api_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
+    """The key, held (FOR SHARE) until the transaction ends, if it is live: a revocation
+    meanwhile waits for what is made with it to be committed, then revokes that too."""
+    return await session.scalar(
+        select(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            ApiKey.revoked_at.is_(None),
+            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > func.now()),
+        )
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    )
 
 
 async def api_key_is_live(session: AsyncSession, key_id: uuid.UUID) -> bool:

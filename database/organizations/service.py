@@ -217,11 +217,14 @@ async def _expiry_within_maker(
     session: AsyncSession, principal: Principal, asked: datetime | None
 ) -> datetime | None:
     """A key made with a key expires no later than that key: at its expiry when none is asked
-    for, and one asked for past it is refused."""
+    for, and one asked for past it is refused. The making key is held while the new key is
+    made: revoking it meanwhile waits, then revokes the new key too."""
     if principal.api_key_id is None:
         return asked
-    maker = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
-    limit = maker.expires_at if maker is not None else None
+    maker = await crud.hold_live_api_key(session, principal.api_key_id)
+    if maker is None:  # revoked (or expired) since the request was authenticated
+        raise Unauthorized("This API key was revoked")
+    limit = maker.expires_at
     if limit is None:
         return asked
     if asked is None:

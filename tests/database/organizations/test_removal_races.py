@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.helpers import (
     Account,
     accept_invitation,
+    add_member,
     assert_problem,
     bearer,
     create_api_key,
@@ -324,3 +325,54 @@ async def test_an_api_key_revoked_meanwhile_changes_no_role(committed_client, ow
     finally:
         for account in (member, owner):
             await remove_account(owner_engine, account)
+
+
+async def test_a_key_made_while_its_making_key_is_revoked_goes_with_it(
+    committed_client, committed_owner, owner_engine
+):
+    """The revocation could not see the key being made (uncommitted), and the making did not
+    wait for it: the new key outlived the key that made it, and revoking that again found it
+    revoked and looked no further. The making key is now held while the new key is made."""
+    client, owner = committed_client, committed_owner
+    org = owner.organization_id
+    keys = f"/api/v1/organizations/{org}/api-keys"
+    parent = await create_api_key(client, owner, "admin")
+    async with owner_engine.connect() as holder:
+        # The new key's insert checks its organization: held here, the making waits there.
+        held = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM organizations WHERE id = :id FOR UPDATE"), {"id": org}
+        )
+        body = {"name": "made meanwhile", "role": "admin"}
+        making = asyncio.create_task(client.post(keys, json=body, headers=bearer(parent["key"])))
+        await until_waiting_for_locks(owner_engine, 1)
+        revoking = asyncio.create_task(
+            client.delete(f"{keys}/{parent['id']}", headers=owner.headers)
+        )
+        await until_waiting_for_locks(owner_engine, 2, revoking)
+        await held.rollback()
+    made, revoked = await asyncio.wait_for(asyncio.gather(making, revoking), timeout=30)
+    assert revoked.status_code == 204, revoked.text
+    if made.status_code == 201:  # made first: revoked with its maker
+        assert_problem(await client.get(keys, headers=bearer(made.json()["key"])), 401)
+    else:  # or refused, the maker revoked first
+        assert_problem(made, 401)
+
+
+async def test_keys_made_with_a_key_a_demotion_revokes_go_with_it(client):
+    owner = await register(client)
+    org = owner.organization_id
+    keys = f"/api/v1/organizations/{org}/api-keys"
+    admin = await add_member(client, owner, "admin")
+    parent = await create_api_key(client, admin, "admin")
+    body = {"name": "child", "role": "member"}  # not above the demoted role, but made with one
+    child = await client.post(keys, json=body, headers=bearer(parent["key"]))
+    assert child.status_code == 201, child.text
+    demoted = await client.patch(
+        f"/api/v1/organizations/{org}/members/{admin.user_id}",
+        json={"role": "member"},
+        headers=owner.headers,
+    )
+    assert demoted.status_code == 200, demoted.text
+    for key in (parent, child.json()):
+        assert_problem(await client.get("/api/v1/projects", headers=bearer(key["key"])), 401)
