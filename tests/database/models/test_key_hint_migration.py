@@ -1,5 +1,5 @@
 """Migration 0036_shorter_key_hints: hints stored under the old rule are cut to what the new
-one shows at most (in a database of its own)."""
+one shows of the shortest key they could stand for (in a database of its own)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from database.setup import DatabaseUrls
 from tests.scratch import scratch_database
 
 ORGANIZATION = "00000000-0000-0000-0000-00000000000b"
-# Hints as the old rule made them: a 12-character key's, a 48-character one's, an 8-character
-# one's, one showing nothing, and no key at all.
-OLD_HINTS = {"tok…c123": "…23", "sk-…wxyz": "…yz", "…gh": "…", "…": "…", None: None}
+# Hints as the old rule made them: a 9-character key's, a 12-character one's, a 48-character
+# one's, an 8-character one's, one showing nothing, and no key at all. The first could be any.
+OLD_HINTS = {"abc…fghi": "…", "tok…c123": "…", "sk-…wxyz": "…", "…gh": "…", "…": "…", None: None}
 
 
 @pytest.fixture
