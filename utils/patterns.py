@@ -58,7 +58,10 @@ def compile_bounded(pattern: str, flags: int = 0) -> Any:
             f"the pattern's counted repeats make {copies:,} copies of its parts, more than "
             f"{MAX_COPIES:,}; use fewer, or a range from 0 such as {{0,n}}"
         )
-    return regex.compile(pattern, flags)
+    try:
+        return regex.compile(pattern, flags)
+    except RecursionError:  # groups nested some hundreds deep: the compiler recurses per level
+        raise PatternTooCostly("the pattern nests too deep to compile") from None
 
 
 def _copies(pattern: str) -> int:

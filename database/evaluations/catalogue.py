@@ -21,6 +21,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+import structlog
 from pydantic import Field, ValidationError, create_model
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
@@ -40,6 +41,8 @@ from database.evaluations.scoring import (
 )
 from utils.json_schemas import SchemaTooCostly, one_budget
 from utils.schemas import InputModel, Name
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -345,6 +348,10 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
         return Verdict(score=0.0, reason=str(exc), error=str(exc))
     except RecursionError:  # an answer or a schema nesting past what a check can walk
         reason = "the answer or the check's schema nests too deep to be scored"
+        return Verdict(score=0.0, reason=reason, error=reason)
+    except Exception as exc:  # unforeseen: this case's metric errs, not the whole chunk
+        log.exception("a metric failed to score", metric_type=spec.type)
+        reason = f"the metric failed to score ({type(exc).__name__})"
         return Verdict(score=0.0, reason=reason, error=reason)
     if verdict.error is None:
         verdict.passed = decide(spec, verdict.score)

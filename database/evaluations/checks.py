@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, NoReturn
 
+import referencing.exceptions
 import regex
 from pydantic import Field, StringConstraints, field_validator, model_validator
 from rapidfuzz import fuzz
@@ -103,15 +104,9 @@ def _fold(text: str, spec: MetricSpec, *, force: bool = False) -> str:
     return text.casefold() if force or not spec.parameters.get("case_sensitive", True) else text
 
 
-def _output_and_reference(
-    spec: MetricSpec, obs: Observation, *, insensitive: bool = False
-) -> tuple[str, str]:
-    """Both stripped, and folded when the check ignores case."""
-    reference = _reference(spec, obs)
-    return (
-        _fold(obs.output.strip(), spec, force=insensitive),
-        _fold(reference.strip(), spec, force=insensitive),
-    )
+def _output_and_reference(spec: MetricSpec, obs: Observation) -> tuple[str, str]:
+    """Both stripped (equality of what was said), and folded when the check ignores case."""
+    return _fold(obs.output.strip(), spec), _fold(_reference(spec, obs).strip(), spec)
 
 
 def equals(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
@@ -119,18 +114,27 @@ def equals(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     return _binary(output == wanted, "output equals the reference", "output differs")
 
 
+def _given_reference(spec: MetricSpec, obs: Observation, *, insensitive: bool = False) -> str:
+    """The metric's value as given, spaces and all (' no ' is not found in 'know', 'Yes ' does
+    not start 'Yesterday'); else the test's expected output, stripped (as files end lines)."""
+    reference = _reference(spec, obs)
+    given = "value" in spec.parameters
+    return _fold(reference if given else reference.strip(), spec, force=insensitive)
+
+
 def starts_with(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    output, wanted = _output_and_reference(spec, obs)
+    output, wanted = _fold(obs.output.lstrip(), spec), _given_reference(spec, obs)
     return _binary(output.startswith(wanted), "starts as expected", "does not start so")
 
 
 def contains(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    output, wanted = _output_and_reference(spec, obs)
+    output, wanted = _fold(obs.output, spec), _given_reference(spec, obs)
     return _binary(wanted in output, "contains the reference", "reference not found")
 
 
 def icontains(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    output, wanted = _output_and_reference(spec, obs, insensitive=True)
+    output = _fold(obs.output, spec, force=True)
+    wanted = _given_reference(spec, obs, insensitive=True)
     return _binary(wanted in output, "contains the reference", "reference not found")
 
 
@@ -200,6 +204,8 @@ def matches_json_schema(spec: MetricSpec, obs: Observation) -> tuple[float, str]
         error = first_error(bounded_validator(schema), document)
     except SchemaTooCostly as exc:
         raise ScoringError(str(exc)) from None
+    except referencing.exceptions.Unresolvable as exc:  # a $ref to nowhere (none is fetched)
+        raise ScoringError(f"the schema refers to what it does not hold: {exc}") from None
     if error is not None:
         return 0.0, f"does not match the schema: {error.message}"
     return 1.0, "matches the schema"

@@ -78,6 +78,12 @@ def test_verbose_mode_is_refused_since_its_comments_hide_text_from_the_count(pat
         compile_bounded(pattern)
 
 
+def test_a_pattern_nested_too_deep_to_compile_is_refused():
+    """The compiler recursed past Python's limit: a RecursionError nothing caught."""
+    with pytest.raises(PatternTooCostly, match="nests too deep"):
+        compile_bounded("(" * 400 + "a" + ")" * 400)
+
+
 def test_not_a_regular_expression_is_regex_own_error():
     with pytest.raises(regex.error):
         compile_bounded("(unclosed")

@@ -200,6 +200,7 @@ DEEP_SCHEMA = _nested(200)
     [
         ("regex", {"pattern": "(unclosed"}, "parameters.pattern"),
         ("regex", {"pattern": "(?:a{1000}){1000}"}, "parameters.pattern"),  # 11 s to compile
+        ("regex", {"pattern": "(" * 400 + "a" + ")" * 400}, "parameters.pattern"),  # was a 500
         ("regex", {}, "parameters.pattern"),
         ("regex", {"pattern": "a", "flags": ["x"]}, "parameters.flags.0"),
         ("json-schema", {"schema": {"type": "no-such-type"}}, "parameters.schema"),

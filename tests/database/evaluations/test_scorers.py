@@ -99,6 +99,49 @@ async def test_case_sensitivity_and_flags(metric, output, passed):
     assert verdict.passed is passed
 
 
+@pytest.mark.parametrize(
+    ("metric", "output", "passed"),
+    [
+        (spec("contains", value=" ok"), "that is broken", False),
+        (spec("contains", value=" ok"), "it is ok", True),
+        (spec("contains", value=" no "), "I don't know", False),
+        (spec("icontains", value=" NO "), "I said no thanks", True),
+        (spec("icontains", value=" NO "), "I don't know", False),
+        (spec("starts-with", value="Yes "), "Yesterday", False),
+        (spec("starts-with", value="Yes "), "  Yes it is", True),
+        (spec("contains", value=" "), "oneword", False),
+    ],
+)
+async def test_a_value_is_matched_spaces_and_all(metric, output, passed):
+    """A value is kept as given when saved; these checks stripped it again when scoring: ' ok'
+    was found in 'broken', 'Yes ' started 'Yesterday', and a value of spaces found anything."""
+    verdict = await run(metric, obs(output))
+    assert (verdict.passed, verdict.error) == (passed, None), verdict
+
+
+async def test_an_expected_output_is_matched_stripped():
+    """A file's expected output ends its line: the reference from it is stripped."""
+    assert (await run(spec("contains"), obs("It is Paris.", expected=" Paris\n"))).passed
+    assert (await run(spec("starts-with"), obs("Paris.", expected="Paris \n"))).passed
+
+
+async def test_a_schema_referring_to_nowhere_errs_its_case():
+    """Its $ref to nowhere raised past the check: the whole chunk failed, five times."""
+    metric = spec("json-schema", schema={"$ref": "#/$defs/answer"})
+    verdict = await run(metric, obs('{"a": 1}'))
+    assert verdict.error is not None and "does not hold" in verdict.error
+    assert verdict.passed is None or verdict.passed is False
+
+
+async def test_a_metric_that_fails_unforeseen_errs_its_case_not_the_chunk():
+    """Parameters stored before a rule that now refuses them, say: the check raises something
+    no handler foresaw, and the case's verdict is an error rather than the chunk's exception
+    (the chunk would be run again, calling the target anew)."""
+    verdict = await run(spec("word-count", min="three"), obs("a b"))
+    assert verdict.error == "the metric failed to score (TypeError)"
+    assert verdict.passed is not True
+
+
 async def test_contains_all_scores_the_share_found():
     metric = spec("contains-all", values=["a1", "b2", "c3", "d4"])
     verdict = await run(metric, obs("a1 and c3"))
