@@ -25,7 +25,9 @@ Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000, strip_w
 
 
 class ExpectedText(InputModel):
-    """Compare with `value`, or with the test's expected_output when no value is given."""
+    """Compare with `value`, or with the test's expected_output when no value is given. A value
+    is matched as given, spaces and all (`equals` strips both sides); an expected output is
+    stripped."""
 
     value: Text | None = None
     case_sensitive: bool = True
