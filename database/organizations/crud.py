@@ -20,7 +20,7 @@ from database.organizations.models import (
     Membership,
     Organization,
 )
-from utils.crud import paginate, uuid_array
+from utils.crud import paginate
 from utils.errors import Conflict
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -242,27 +242,42 @@ SELECT extract(epoch FROM coalesce(
 """
 
 
-_KEYS_MADE_WITH = text(
-    "WITH RECURSIVE made (id) AS ("
-    "  SELECT k.id FROM api_keys k WHERE k.created_with_key_id = ANY(:keys)"
-    "  UNION SELECT k.id FROM api_keys k JOIN made m ON k.created_with_key_id = m.id"
-    ") UPDATE api_keys SET revoked_at = now()"
-    " WHERE id IN (SELECT id FROM made) AND revoked_at IS NULL RETURNING id"
-)
-
-
 async def _revoke_keys_made_with(session: AsyncSession, key_ids: Sequence[uuid.UUID]) -> int:
-    """Revokes every live key made with these keys, or with those, and so on; how many."""
-    if not key_ids:
-        return 0
-    made = await session.execute(_KEYS_MADE_WITH.bindparams(uuid_array("keys", key_ids)))
-    return len(made.all())
+    """Revokes every live key made with these keys, or with those, and so on; how many. A
+    generation at a time, each locked in id order before it is revoked: a key being made with
+    one of them (which holds it) is waited for and then found by the next generation's
+    statement, and two sweeps of one tree take its keys in one order."""
+    frontier, revoked, seen = list(key_ids), 0, set(key_ids)
+    while frontier:
+        made = await session.scalars(
+            select(ApiKey.id)
+            .where(ApiKey.created_with_key_id.in_(frontier))
+            .order_by(ApiKey.id)
+            .with_for_update(key_share=True)
+        )
+        frontier = [key for key in made.all() if key not in seen]
+        seen.update(frontier)
+        if frontier:
+            result = await session.execute(
+                update(ApiKey)
+                .where(ApiKey.id.in_(frontier), ApiKey.revoked_at.is_(None))
+                .values(revoked_at=func.now())
+                .returning(ApiKey.id)
+            )
+            revoked += len(result.all())
+    return revoked
 
 
-async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> int | None:
-    """Revokes a live key, and every live key made with it (or with those, and so on); how
-    many of those. None when the key was revoked already: what was made with it is revoked
-    all the same (made while it was being revoked, or before it was revoked another way)."""
+@dataclass(frozen=True)
+class KeyRevocation:
+    was_live: bool  # the key itself was revoked now (not before)
+    made_with_it: int  # live keys made with it (or with those), revoked now
+
+
+async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> KeyRevocation:
+    """Revokes a live key, and every live key made with it (or with those, and so on): those
+    are revoked also when the key was revoked already (made while it was being revoked, or
+    before it was revoked another way)."""
     revoked = await session.execute(
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
@@ -270,15 +285,14 @@ async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> int | None
         .returning(ApiKey.id)
     )
     was_live = revoked.first() is not None
-    made_with_it = await _revoke_keys_made_with(session, [key_id])
-    return made_with_it if was_live else None
+    return KeyRevocation(was_live, await _revoke_keys_made_with(session, [key_id]))
 
 
 async def revoke_api_keys_created_by(
     session: AsyncSession, user_id: uuid.UUID, roles: Collection[str] | None = None
 ) -> int:
     """Revokes the live keys a user created in the current organization (of `roles` only,
-    when given), and the keys made with those; how many of theirs."""
+    when given), and the keys made with those; how many in all."""
     result = await session.execute(
         update(ApiKey)
         .where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
@@ -287,8 +301,7 @@ async def revoke_api_keys_created_by(
         .returning(ApiKey.id)
     )
     revoked = [row.id for row in result.all()]
-    await _revoke_keys_made_with(session, revoked)
-    return len(revoked)
+    return len(revoked) + await _revoke_keys_made_with(session, revoked)
 
 
 async def hold_live_api_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:

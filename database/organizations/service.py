@@ -248,18 +248,26 @@ async def get_api_key_or_404(
 async def revoke_api_key(
     session: AsyncSession, principal: Principal, key_id: uuid.UUID, meta: RequestMeta
 ) -> None:
-    """Revoking a revoked key again is no error, and no new audit entry."""
+    """Revoking a revoked key again is no error, and no new audit entry unless keys made with
+    it were still live (and are revoked now)."""
     api_key = await get_api_key_or_404(session, principal, key_id)
-    made_with_it = await crud.revoke_api_key(session, api_key.id)
-    if made_with_it is None:
+    revocation = await crud.revoke_api_key(session, api_key.id)
+    if not revocation.was_live and not revocation.made_with_it:
         return
+    details: dict[str, object] = {
+        "name": api_key.name,
+        "role": api_key.role,
+        "keys_made_with_it": revocation.made_with_it,
+    }
+    if not revocation.was_live:  # only what was made with it, left live, went now
+        details["revoked_before"] = True
     await record(
         session,
         principal,
         action="api_key.revoked",
         target_type="api_key",
         target_id=api_key.id,
-        details={"name": api_key.name, "role": api_key.role, "keys_made_with_it": made_with_it},
+        details=details,
         request_meta=meta,
     )
 

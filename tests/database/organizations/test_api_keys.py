@@ -566,3 +566,33 @@ async def test_a_key_only_ever_acts_in_its_own_organization(client):
         await client.get(f"{org_url(stranger.organization_id)}/members", headers=stranger.headers)
     ).json()
     assert members["total"] == 1
+
+
+async def test_revoking_a_revoked_key_again_sweeps_what_it_left_live_and_says_so(client, database):
+    owner = await register(client)
+    org = owner.organization_id
+    parent = await create_api_key(client, owner, "admin")
+    child = await client.post(
+        keys_url(org), json={"name": "child", "role": "member"}, headers=bearer(parent["key"])
+    )
+    assert child.status_code == 201, child.text
+    async with tenant_session(database, org) as session:  # revoked some other way, the child not
+        await session.execute(
+            text("UPDATE api_keys SET revoked_at = now() WHERE id = :id"), {"id": parent["id"]}
+        )
+    again = await client.delete(keys_url(org, parent["id"]), headers=owner.headers)
+    assert again.status_code == 204, again.text
+    assert_problem(await client.get(keys_url(org), headers=bearer(child.json()["key"])), 401)
+    audit = await client.get(
+        f"{org_url(org)}/audit-log", params={"action": "api_key.revoked"}, headers=owner.headers
+    )
+    [entry] = audit.json()["items"]
+    assert entry["details"]["keys_made_with_it"] == 1 and entry["details"]["revoked_before"]
+    # Once nothing is left to sweep, revoking again records nothing.
+    assert (
+        await client.delete(keys_url(org, parent["id"]), headers=owner.headers)
+    ).status_code == 204
+    audit = await client.get(
+        f"{org_url(org)}/audit-log", params={"action": "api_key.revoked"}, headers=owner.headers
+    )
+    assert audit.json()["total"] == 1

@@ -376,3 +376,78 @@ async def test_keys_made_with_a_key_a_demotion_revokes_go_with_it(client):
     assert demoted.status_code == 200, demoted.text
     for key in (parent, child.json()):
         assert_problem(await client.get("/api/v1/projects", headers=bearer(key["key"])), 401)
+
+
+async def _key_made_with(client: httpx.AsyncClient, keys: str, maker: dict, name: str) -> dict:
+    made = await client.post(
+        keys, json={"name": name, "role": "admin"}, headers=bearer(maker["key"])
+    )
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+async def test_a_key_made_while_an_ancestor_of_its_maker_is_revoked_goes_too(
+    committed_client, committed_owner, owner_engine
+):
+    """The sweep's one recursive statement fixed the keys it revoked when it began: a key being
+    made with a descendant was committed after, and outlived the whole tree."""
+    client, owner = committed_client, committed_owner
+    org = owner.organization_id
+    keys = f"/api/v1/organizations/{org}/api-keys"
+    parent = await create_api_key(client, owner, "admin")
+    child = await _key_made_with(client, keys, parent, "child")
+    async with owner_engine.connect() as holder:
+        held = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM organizations WHERE id = :id FOR UPDATE"), {"id": org}
+        )
+        body = {"name": "grandchild", "role": "admin"}
+        making = asyncio.create_task(client.post(keys, json=body, headers=bearer(child["key"])))
+        await until_waiting_for_locks(owner_engine, 1)
+        revoking = asyncio.create_task(
+            client.delete(f"{keys}/{parent['id']}", headers=owner.headers)
+        )
+        await until_waiting_for_locks(owner_engine, 2, revoking)
+        await held.rollback()
+    made, revoked = await asyncio.wait_for(asyncio.gather(making, revoking), timeout=30)
+    assert (made.status_code, revoked.status_code) == (201, 204), (made.text, revoked.text)
+    for key in (child, made.json()):
+        assert_problem(await client.get("/api/v1/projects", headers=bearer(key["key"])), 401)
+
+
+async def test_two_revocations_of_one_tree_wait_for_each_other_cleanly(
+    committed_client, committed_owner, owner_engine
+):
+    """A sweep takes a tree's keys a generation at a time, top down and in id order, never in
+    the table's order (which a key's use changes, its row written again): revoking the root
+    while another revocation of one of its keys is under way waits for it, and both end."""
+    client, owner = committed_client, committed_owner
+    org = owner.organization_id
+    keys = f"/api/v1/organizations/{org}/api-keys"
+    root = await create_api_key(client, owner, "admin")
+    middle = await _key_made_with(client, keys, root, "middle")
+    leaf = await _key_made_with(client, keys, middle, "leaf")
+    async with owner_engine.begin() as connection:  # used: its row now after its child's
+        await connection.execute(
+            text("UPDATE api_keys SET last_used_at = now() - interval '1 hour' WHERE id = :id"),
+            {"id": middle["id"]},
+        )
+    async with owner_engine.connect() as other:
+        # Another revocation of the middle key, under way: the key, then what it made.
+        transaction = await other.begin()
+        await other.execute(
+            text("UPDATE api_keys SET revoked_at = now() WHERE id = :id"), {"id": middle["id"]}
+        )
+        revoking = asyncio.create_task(client.delete(f"{keys}/{root['id']}", headers=owner.headers))
+        await until_waiting_for_locks(owner_engine, 1, revoking)
+        await other.execute(
+            text(
+                "UPDATE api_keys SET revoked_at = now() WHERE id IN (SELECT id FROM api_keys"
+                " WHERE created_with_key_id = :id ORDER BY id FOR NO KEY UPDATE)"
+            ),
+            {"id": middle["id"]},
+        )
+        await transaction.commit()
+    assert (await asyncio.wait_for(revoking, 30)).status_code == 204
+    for key in (root, middle, leaf):
+        assert_problem(await client.get("/api/v1/projects", headers=bearer(key["key"])), 401)
