@@ -129,7 +129,9 @@ def _given_reference(spec: MetricSpec, obs: Observation, *, insensitive: bool = 
 
 
 def starts_with(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    output, wanted = _fold(obs.output.lstrip(), spec), _given_reference(spec, obs)
+    wanted = _given_reference(spec, obs)
+    # The answer's leading spaces are not what it starts with, unless the reference's are.
+    output = _fold(obs.output if wanted[:1].isspace() else obs.output.lstrip(), spec)
     return _binary(output.startswith(wanted), "starts as expected", "does not start so")
 
 

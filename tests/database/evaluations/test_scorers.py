@@ -110,6 +110,8 @@ async def test_case_sensitivity_and_flags(metric, output, passed):
         (spec("starts-with", value="Yes "), "Yesterday", False),
         (spec("starts-with", value="Yes "), "  Yes it is", True),
         (spec("contains", value=" "), "oneword", False),
+        (spec("starts-with", value=" ok"), " ok then", True),
+        (spec("starts-with", value="\nAnswer"), "\nAnswer: yes", True),
     ],
 )
 async def test_a_value_is_matched_spaces_and_all(metric, output, passed):
