@@ -1,10 +1,10 @@
-"""Queries of organizations, memberships, API keys and invitations (the audit log's are in
-audit_queries.py). Flush, never commit."""
+"""Queries of organizations, memberships, API keys and invitations (revoking keys is in
+key_revocation.py, the audit log's queries in audit_queries.py). Flush, never commit."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -240,83 +240,6 @@ SELECT extract(epoch FROM coalesce(
     (SELECT last_used_at FROM touched), (SELECT last_used_at FROM api_keys WHERE id = $1)
 ) + $2::interval - statement_timestamp())
 """
-
-
-async def _revoke_keys_made_with(session: AsyncSession, key_ids: Sequence[uuid.UUID]) -> int:
-    """Revokes every live key made with these keys, or with those, and so on; how many. A
-    generation at a time, each locked in id order before it is revoked: a key being made with
-    one of them (which holds it) is waited for and then found by the next generation's
-    statement, and two sweeps of one tree take its keys in one order."""
-    frontier, revoked, seen = list(key_ids), 0, set(key_ids)
-    while frontier:
-        made = await session.scalars(
-            select(ApiKey.id)
-            .where(ApiKey.created_with_key_id.in_(frontier))
-            .order_by(ApiKey.id)
-            .with_for_update(key_share=True)
-        )
-        frontier = [key for key in made.all() if key not in seen]
-        seen.update(frontier)
-        if frontier:
-            result = await session.execute(
-                update(ApiKey)
-                .where(ApiKey.id.in_(frontier), ApiKey.revoked_at.is_(None))
-                .values(revoked_at=func.now())
-                .returning(ApiKey.id)
-            )
-            revoked += len(result.all())
-    return revoked
-
-
-@dataclass(frozen=True)
-class KeyRevocation:
-    was_live: bool  # the key itself was revoked now (not before)
-    made_with_it: int  # live keys made with it (or with those), revoked now
-
-
-async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> KeyRevocation:
-    """Revokes a live key, and every live key made with it (or with those, and so on): those
-    are revoked also when the key was revoked already (made while it was being revoked, or
-    before it was revoked another way)."""
-    revoked = await session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
-        .values(revoked_at=func.now())
-        .returning(ApiKey.id)
-    )
-    was_live = revoked.first() is not None
-    return KeyRevocation(was_live, await _revoke_keys_made_with(session, [key_id]))
-
-
-async def revoke_api_keys_created_by(
-    session: AsyncSession, user_id: uuid.UUID, roles: Collection[str] | None = None
-) -> int:
-    """Revokes the live keys a user created in the current organization (of `roles` only,
-    when given), and the keys made with those; how many in all."""
-    result = await session.execute(
-        update(ApiKey)
-        .where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
-        .where(ApiKey.role.in_(roles) if roles is not None else true())
-        .values(revoked_at=func.now())
-        .returning(ApiKey.id)
-    )
-    revoked = [row.id for row in result.all()]
-    return len(revoked) + await _revoke_keys_made_with(session, revoked)
-
-
-async def hold_live_api_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
-    """The key, held (FOR SHARE) until the transaction ends, if it is live: a revocation
-    meanwhile waits for what is made with it to be committed, then revokes that too."""
-    return await session.scalar(
-        select(ApiKey)
-        .where(
-            ApiKey.id == key_id,
-            ApiKey.revoked_at.is_(None),
-            (ApiKey.expires_at.is_(None)) | (ApiKey.expires_at > func.now()),
-        )
-        .with_for_update(read=True)
-        .execution_options(populate_existing=True)
-    )
 
 
 async def api_key_is_live(session: AsyncSession, key_id: uuid.UUID) -> bool:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Tenant, acting_as, enter_tenant
-from database.organizations import crud
+from database.organizations import crud, key_revocation
 from database.organizations.audit import RequestMeta, record
 from database.organizations.models import ApiKey, Membership, Organization
 from database.organizations.schemas import (
@@ -221,7 +221,7 @@ async def _expiry_within_maker(
     made: revoking it meanwhile waits, then revokes the new key too."""
     if principal.api_key_id is None:
         return asked
-    maker = await crud.hold_live_api_key(session, principal.api_key_id)
+    maker = await key_revocation.hold_live_api_key(session, principal.api_key_id)
     if maker is None:  # revoked (or expired) since the request was authenticated
         raise Unauthorized("This API key was revoked")
     limit = maker.expires_at
@@ -251,7 +251,7 @@ async def revoke_api_key(
     """Revoking a revoked key again is no error, and no new audit entry unless keys made with
     it were still live (and are revoked now)."""
     api_key = await get_api_key_or_404(session, principal, key_id)
-    revocation = await crud.revoke_api_key(session, api_key.id)
+    revocation = await key_revocation.revoke_api_key(session, api_key.id)
     if not revocation.was_live and not revocation.made_with_it:
         return
     details: dict[str, object] = {

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Tenant, acting_as
 from database.organizations import crud as org_crud
+from database.organizations import key_revocation
 from database.organizations.audit import RequestMeta, record
 from database.organizations.models import Invitation, Membership
 from database.organizations.schemas import MyOrganizationRead, OrganizationRead
@@ -78,7 +79,7 @@ async def _role_changed(
         # What they made that grants more than they now hold goes, as all of it goes with a
         # member removed: an admin key would keep what a demotion just took away.
         above = [role for role in Role if role.rank > after.rank]
-        if revoked := await org_crud.revoke_api_keys_created_by(session, user_id, above):
+        if revoked := await key_revocation.revoke_api_keys_created_by(session, user_id, above):
             details["api_keys_revoked"] = revoked
         await org_crud.revoke_invitations_created_by(session, user_id, above)
     await record(
@@ -108,7 +109,7 @@ async def remove_member(
     # The keys they created go with them: a key outliving its maker's access would keep what
     # the organization just took away (a new admin makes new keys for what must go on). So do
     # their unanswered invitations.
-    keys_revoked = await org_crud.revoke_api_keys_created_by(session, user_id)
+    keys_revoked = await key_revocation.revoke_api_keys_created_by(session, user_id)
     await org_crud.revoke_invitations_created_by(session, user_id)
     # Nor may an invitation sent to them before bring them back: a viewer leaving to accept
     # an older admin invitation, a removed member accepting a resent one.
