@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Database, Tenant
+from notifications.rounds import Rounds
 
 log = structlog.get_logger(__name__)
 
@@ -51,12 +52,11 @@ class GoneRunCheck:
         self.database = database
         self.present = present
         self.every = every
-        self._next_round = 0.0
-        self._round: asyncio.Task[None] | None = None
+        self.rounds = Rounds()
 
     def tick(self, runs: Iterable[WatchedRun], now: float) -> asyncio.Task[None] | None:
         """Starts a round if one is due and a run is watched: the round, if so."""
-        if now < self._next_round or (self._round is not None and not self._round.done()):
+        if not self.rounds.due(now):
             return None
         by_organization: dict[uuid.UUID, dict[uuid.UUID, Sequence[Watched]]] = {}
         for run_id, organization_id, streams in runs:
@@ -64,15 +64,12 @@ class GoneRunCheck:
                 by_organization.setdefault(organization_id, {})[run_id] = streams
         if not by_organization:
             return None
-        self._next_round = now + self.every
-        self._round = asyncio.create_task(self._check(by_organization), name="stream-run-check")
-        return self._round
+        return self.rounds.start(
+            self._check(by_organization), now, self.every, name="stream-run-check"
+        )
 
     async def stop(self) -> None:
-        if self._round is not None:
-            self._round.cancel()
-            await asyncio.gather(self._round, return_exceptions=True)
-            self._round = None
+        await self.rounds.stop()
 
     async def _check(
         self, by_organization: dict[uuid.UUID, dict[uuid.UUID, Sequence[Watched]]]

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Database
+from notifications.rounds import Rounds
 
 log = structlog.get_logger(__name__)
 
@@ -75,12 +76,11 @@ class CredentialRecheck:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._next_round = 0.0
-        self._round: asyncio.Task[None] | None = None
+        self.rounds = Rounds()
 
     def tick(self, streams: Iterable[Watched], now: float) -> asyncio.Task[None] | None:
         """Starts a round if one is due and a stream has a credential: the round, if so."""
-        if now < self._next_round or (self._round is not None and not self._round.done()):
+        if not self.rounds.due(now):
             return None
         watched: dict[IssuerCheck, dict[Issuer, list[Watched]]] = {}
         interval = math.inf
@@ -93,15 +93,12 @@ class CredentialRecheck:
             by_issuer.setdefault(credential.issuer, []).append(stream)
         if not watched:
             return None
-        self._next_round = now + interval
-        self._round = asyncio.create_task(self._recheck(watched), name="stream-credential-recheck")
-        return self._round
+        return self.rounds.start(
+            self._recheck(watched), now, interval, name="stream-credential-recheck"
+        )
 
     async def stop(self) -> None:
-        if self._round is not None:
-            self._round.cancel()
-            await asyncio.gather(self._round, return_exceptions=True)
-            self._round = None
+        await self.rounds.stop()
 
     async def _recheck(self, watched: dict[IssuerCheck, dict[Issuer, list[Watched]]]) -> None:
         for check, streams_of in watched.items():

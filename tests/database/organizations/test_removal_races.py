@@ -327,6 +327,30 @@ async def test_an_api_key_revoked_meanwhile_changes_no_role(committed_client, ow
             await remove_account(owner_engine, account)
 
 
+async def _made_while_revoked(
+    client: httpx.AsyncClient, owner_engine: AsyncEngine, owner: Account, maker: dict, revoked: dict
+) -> tuple[httpx.Response, httpx.Response]:
+    """A key made with `maker` caught before it commits, and `revoked` revoked then."""
+    keys = f"/api/v1/organizations/{owner.organization_id}/api-keys"
+    async with owner_engine.connect() as holder:
+        # The new key's insert checks its organization: held here, the making waits there.
+        held = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM organizations WHERE id = :id FOR UPDATE"),
+            {"id": owner.organization_id},
+        )
+        body = {"name": "made meanwhile", "role": "admin"}
+        making = asyncio.create_task(client.post(keys, json=body, headers=bearer(maker["key"])))
+        await until_waiting_for_locks(owner_engine, 1)
+        revoking = asyncio.create_task(
+            client.delete(f"{keys}/{revoked['id']}", headers=owner.headers)
+        )
+        await until_waiting_for_locks(owner_engine, 2, revoking)
+        await held.rollback()
+    made, revoked_now = await asyncio.wait_for(asyncio.gather(making, revoking), timeout=30)
+    return made, revoked_now
+
+
 async def test_a_key_made_while_its_making_key_is_revoked_goes_with_it(
     committed_client, committed_owner, owner_engine
 ):
@@ -337,21 +361,7 @@ async def test_a_key_made_while_its_making_key_is_revoked_goes_with_it(
     org = owner.organization_id
     keys = f"/api/v1/organizations/{org}/api-keys"
     parent = await create_api_key(client, owner, "admin")
-    async with owner_engine.connect() as holder:
-        # The new key's insert checks its organization: held here, the making waits there.
-        held = await holder.begin()
-        await holder.execute(
-            text("SELECT 1 FROM organizations WHERE id = :id FOR UPDATE"), {"id": org}
-        )
-        body = {"name": "made meanwhile", "role": "admin"}
-        making = asyncio.create_task(client.post(keys, json=body, headers=bearer(parent["key"])))
-        await until_waiting_for_locks(owner_engine, 1)
-        revoking = asyncio.create_task(
-            client.delete(f"{keys}/{parent['id']}", headers=owner.headers)
-        )
-        await until_waiting_for_locks(owner_engine, 2, revoking)
-        await held.rollback()
-    made, revoked = await asyncio.wait_for(asyncio.gather(making, revoking), timeout=30)
+    made, revoked = await _made_while_revoked(client, owner_engine, owner, parent, parent)
     assert revoked.status_code == 204, revoked.text
     if made.status_code == 201:  # made first: revoked with its maker
         assert_problem(await client.get(keys, headers=bearer(made.json()["key"])), 401)
@@ -396,20 +406,7 @@ async def test_a_key_made_while_an_ancestor_of_its_maker_is_revoked_goes_too(
     keys = f"/api/v1/organizations/{org}/api-keys"
     parent = await create_api_key(client, owner, "admin")
     child = await _key_made_with(client, keys, parent, "child")
-    async with owner_engine.connect() as holder:
-        held = await holder.begin()
-        await holder.execute(
-            text("SELECT 1 FROM organizations WHERE id = :id FOR UPDATE"), {"id": org}
-        )
-        body = {"name": "grandchild", "role": "admin"}
-        making = asyncio.create_task(client.post(keys, json=body, headers=bearer(child["key"])))
-        await until_waiting_for_locks(owner_engine, 1)
-        revoking = asyncio.create_task(
-            client.delete(f"{keys}/{parent['id']}", headers=owner.headers)
-        )
-        await until_waiting_for_locks(owner_engine, 2, revoking)
-        await held.rollback()
-    made, revoked = await asyncio.wait_for(asyncio.gather(making, revoking), timeout=30)
+    made, revoked = await _made_while_revoked(client, owner_engine, owner, child, parent)
     assert (made.status_code, revoked.status_code) == (201, 204), (made.text, revoked.text)
     for key in (child, made.json()):
         assert_problem(await client.get("/api/v1/projects", headers=bearer(key["key"])), 401)
