@@ -100,6 +100,18 @@ async def _write_events(live: Live, database, run_id: uuid.UUID, count: int, siz
         await asyncio.sleep(0.03)
 
 
+async def _ended_run_of(live: Live, database, fake: FakeOpenAI, count: int, size: int) -> dict:
+    """A run (of one case, its call kept waiting) given `count` events of `size` characters,
+    then cancelled: its log ends."""
+    target = await live.openai_model(fake)
+    test_set = await live.test_set([{"input": "q0"}])
+    run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+    await _write_events(live, database, uuid.UUID(run["id"]), count, size)
+    await live.post(f"/runs/{run['id']}/cancel", {}, expect=200)
+    await live.wait(run["id"])
+    return dict(run)
+
+
 async def test_a_stalled_reader_is_handed_back_to_its_task_and_dropped_alone(
     live: Live, committed_database
 ) -> None:
@@ -170,14 +182,8 @@ async def test_a_client_that_takes_nothing_loses_its_stream_and_what_was_buffere
     hub = live.notifications.hub
     port = int(live.base_url.rsplit(":", 1)[1])
     with FakeOpenAI(require_api_key="sk-test", latency=30) as fake:
-        target = await live.openai_model(fake)
-        test_set = await live.test_set([{"input": "q0"}])
-        run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
-        run_id = uuid.UUID(run["id"])
         # ~6 MB of events: more than the socket buffers and the server's write buffer hold.
-        await _write_events(live, committed_database, run_id, 100, 60_000)
-        await live.post(f"/runs/{run['id']}/cancel", {}, expect=200)
-        await live.wait(run["id"])
+        run = await _ended_run_of(live, committed_database, fake, 100, 60_000)
         token = await live.stream_token(run["id"])
         path = f"{live.events_url(run['id'])}?token={token}"
 
@@ -223,13 +229,8 @@ async def test_a_replay_of_large_events_reads_fewer_at_a_time(
         return await reading(session, run_id, after, limit=limit)
 
     with FakeOpenAI(require_api_key="sk-test", latency=30) as fake:
-        target = await live.openai_model(fake)
-        test_set = await live.test_set([{"input": "q0"}])
-        run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+        run = await _ended_run_of(live, committed_database, fake, 60, 30_000)
         watched = uuid.UUID(run["id"])
-        await _write_events(live, committed_database, watched, 60, 30_000)
-        await live.post(f"/runs/{run['id']}/cancel", {}, expect=200)
-        await live.wait(run["id"])
     monkeypatch.setattr(hub, "read_events", read_events)
     token = await live.stream_token(run["id"])
     async with live.client.stream(

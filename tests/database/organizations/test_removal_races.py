@@ -234,6 +234,44 @@ async def test_a_member_made_owner_meanwhile_is_not_changed_as_a_plain_one(
         await remove_account(owner_engine, member)
 
 
+async def _promoted_while(
+    client: httpx.AsyncClient,
+    owner_engine: AsyncEngine,
+    owner: Account,
+    member: Account,
+    headers: dict[str, str],
+    meanwhile: Request,
+) -> httpx.Response:
+    """The member's promotion (with `headers`) past authentication, waiting for the member's
+    row that something else holds; `meanwhile` (which must succeed) sent then."""
+    async with owner_engine.connect() as holder:
+        held = await holder.begin()
+        await holder.execute(
+            text(
+                "SELECT 1 FROM memberships WHERE organization_id = :o AND user_id = :u FOR UPDATE"
+            ),
+            {"o": owner.organization_id, "u": member.user_id},
+        )
+        members = f"/api/v1/organizations/{owner.organization_id}/members"
+        promoting = asyncio.create_task(
+            client.patch(f"{members}/{member.user_id}", json={"role": "admin"}, headers=headers)
+        )
+        await until_waiting_for_locks(owner_engine, 1)
+        done = await meanwhile()
+        assert done.status_code in (200, 204), done.text
+        await held.rollback()
+    return await asyncio.wait_for(promoting, 30)
+
+
+async def _role_of(client: httpx.AsyncClient, owner: Account, member: Account) -> str:
+    listed = await client.get(
+        f"/api/v1/organizations/{owner.organization_id}/members", headers=owner.headers
+    )
+    return str(
+        {item["user_id"]: item["role"] for item in listed.json()["items"]}[str(member.user_id)]
+    )
+
+
 @pytest.mark.parametrize("change", ["removed", "demoted"])
 async def test_an_admin_removed_or_demoted_meanwhile_changes_no_role(
     committed_client, owner_engine, change
@@ -252,35 +290,19 @@ async def test_an_admin_removed_or_demoted_meanwhile_changes_no_role(
             accepted = await accept_invitation(client, person, invitation["token"])
             assert accepted.status_code == 200
         acting = await switch(client, admin, owner.organization_id)
-        async with owner_engine.connect() as holder:
-            # Something else holds the member's row: the admin's request waits, authenticated.
-            held = await holder.begin()
-            await holder.execute(
-                text(
-                    "SELECT 1 FROM memberships WHERE organization_id = :o AND user_id = :u"
-                    " FOR UPDATE"
-                ),
-                {"o": owner.organization_id, "u": member.user_id},
-            )
-            promoting = asyncio.create_task(
-                client.patch(
-                    f"{members}/{member.user_id}", json={"role": "admin"}, headers=acting.headers
-                )
-            )
-            await until_waiting_for_locks(owner_engine, 1)
+
+        async def meanwhile() -> httpx.Response:
             if change == "removed":
-                done = await client.delete(f"{members}/{admin.user_id}", headers=owner.headers)
-            else:
-                done = await client.patch(
-                    f"{members}/{admin.user_id}", json={"role": "member"}, headers=owner.headers
-                )
-            assert done.status_code in (200, 204), done.text
-            await held.rollback()
-        promoted = await asyncio.wait_for(promoting, 30)
+                return await client.delete(f"{members}/{admin.user_id}", headers=owner.headers)
+            return await client.patch(
+                f"{members}/{admin.user_id}", json={"role": "member"}, headers=owner.headers
+            )
+
+        promoted = await _promoted_while(
+            client, owner_engine, owner, member, acting.headers, meanwhile
+        )
         assert_problem(promoted, 401 if change == "removed" else 403)
-        listed = await client.get(members, headers=owner.headers)
-        roles = {item["user_id"]: item["role"] for item in listed.json()["items"]}
-        assert roles[str(member.user_id)] == "member"
+        assert await _role_of(client, owner, member) == "member"
     finally:
         for account in (admin, member, owner):
             await remove_account(owner_engine, account)
@@ -290,38 +312,22 @@ async def test_an_api_key_revoked_meanwhile_changes_no_role(committed_client, ow
     client = committed_client
     member = await register(client, name="Member")
     owner = await register(client, name="Owner")
-    members = f"/api/v1/organizations/{owner.organization_id}/members"
     try:
         invitation = await invite(client, owner, member.email, "member")
         assert (await accept_invitation(client, member, invitation["token"])).status_code == 200
         key = await create_api_key(client, owner, "admin")
-        async with owner_engine.connect() as holder:
-            held = await holder.begin()
-            await holder.execute(
-                text(
-                    "SELECT 1 FROM memberships WHERE organization_id = :o AND user_id = :u"
-                    " FOR UPDATE"
-                ),
-                {"o": owner.organization_id, "u": member.user_id},
-            )
-            promoting = asyncio.create_task(
-                client.patch(
-                    f"{members}/{member.user_id}",
-                    json={"role": "admin"},
-                    headers=bearer(key["key"]),
-                )
-            )
-            await until_waiting_for_locks(owner_engine, 1)
-            revoked = await client.delete(
+
+        async def meanwhile() -> httpx.Response:
+            return await client.delete(
                 f"/api/v1/organizations/{owner.organization_id}/api-keys/{key['id']}",
                 headers=owner.headers,
             )
-            assert revoked.status_code == 204, revoked.text
-            await held.rollback()
-        assert_problem(await asyncio.wait_for(promoting, 30), 401)
-        listed = await client.get(members, headers=owner.headers)
-        roles = {item["user_id"]: item["role"] for item in listed.json()["items"]}
-        assert roles[str(member.user_id)] == "member"
+
+        promoted = await _promoted_while(
+            client, owner_engine, owner, member, bearer(key["key"]), meanwhile
+        )
+        assert_problem(promoted, 401)
+        assert await _role_of(client, owner, member) == "member"
     finally:
         for account in (member, owner):
             await remove_account(owner_engine, account)
