@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from typing import Annotated, Any, Literal, NoReturn
 
 import referencing.exceptions
@@ -104,9 +103,6 @@ def _reference(spec: MetricSpec, obs: Observation) -> str:
 
 
 def _fold(text: str, spec: MetricSpec, *, force: bool = False) -> str:
-    """The text in one Unicode form (NFC: "é" written as e and its accent is "é"), and folded
-    when the check ignores case."""
-    text = unicodedata.normalize("NFC", text)
     return text.casefold() if force or not spec.parameters.get("case_sensitive", True) else text
 
 

@@ -121,13 +121,6 @@ async def test_a_value_is_matched_spaces_and_all(metric, output, passed):
     assert (verdict.passed, verdict.error) == (passed, None), verdict
 
 
-@pytest.mark.parametrize("metric_type", ["equals", "contains", "starts-with", "similarity"])
-async def test_text_is_compared_in_one_unicode_form(metric_type):
-    """'café' with its accent composed and the same word with it combined were different."""
-    metric = spec(metric_type, value="caf\u00e9")
-    assert (await run(metric, obs("cafe\u0301"))).passed
-
-
 async def test_an_expected_output_is_matched_stripped():
     """A file's expected output ends its line: the reference from it is stripped."""
     assert (await run(spec("contains"), obs("It is Paris.", expected=" Paris\n"))).passed
