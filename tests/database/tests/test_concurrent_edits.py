@@ -35,6 +35,18 @@ async def _published_input(client, owner, test_set_id: str) -> tuple[int, str]:
     return number, case["case"]["input"]
 
 
+async def _test_in_a_set(client, owner) -> tuple[dict, dict]:
+    """A test reading "old", in a set of its project."""
+    project = (await create_project(client, owner))["id"]
+    test_set = await create_test_set(client, owner, project)
+    test = await create_test(client, owner, project, input="old")
+    joined = await client.post(
+        f"{SETS}/{test_set['id']}/tests", json={"test_ids": [test["id"]]}, headers=owner.headers
+    )
+    assert joined.status_code == 200, joined.text
+    return test, test_set
+
+
 async def test_two_edits_at_once_take_turns_and_the_second_sees_the_first(
     committed_client, committed_owner, owner_engine
 ):
@@ -123,13 +135,7 @@ async def test_a_deadlock_is_a_409_and_changes_nothing(
     """An edit locks its test's sets, then the test. A transaction that takes them the other
     way round deadlocks with it; PostgreSQL undoes the edit, which is told to send it again."""
     client, owner = committed_client, committed_owner
-    project = (await create_project(client, owner))["id"]
-    test_set = await create_test_set(client, owner, project)
-    test = await create_test(client, owner, project, input="old")
-    joined = await client.post(
-        f"{SETS}/{test_set['id']}/tests", json={"test_ids": [test["id"]]}, headers=owner.headers
-    )
-    assert joined.status_code == 200, joined.text
+    test, test_set = await _test_in_a_set(client, owner)
     async with owner_engine.connect() as holder:
         held = await holder.begin()
         await holder.execute(text("SELECT 1 FROM tests WHERE id = :t FOR SHARE"), {"t": test["id"]})
@@ -153,12 +159,9 @@ async def test_an_edit_and_a_replacement_of_its_sets_members_wait_for_each_other
     first, then the test. Had the edit locked its test first, the replacement (holding the
     set) would wait for the test while the edit's trigger waited for the set: a deadlock."""
     client, owner = committed_client, committed_owner
-    project = (await create_project(client, owner))["id"]
-    test_set = await create_test_set(client, owner, project)
-    test = await create_test(client, owner, project, input="old")
+    test, test_set = await _test_in_a_set(client, owner)
     members = f"{SETS}/{test_set['id']}/tests"
     body = {"test_ids": [test["id"]]}
-    assert (await client.post(members, json=body, headers=owner.headers)).status_code == 200
     async with owner_engine.connect() as holder:
         held = await holder.begin()
         await holder.execute(
@@ -183,13 +186,7 @@ async def test_an_edit_and_a_deletion_of_one_test_wait_for_each_other_cleanly(
     them the other way round: the two deadlocked, and one was undone. A deletion now takes
     them in the edit's order."""
     client, owner = committed_client, committed_owner
-    project = (await create_project(client, owner))["id"]
-    test_set = await create_test_set(client, owner, project)
-    test = await create_test(client, owner, project, input="old")
-    joined = await client.post(
-        f"{SETS}/{test_set['id']}/tests", json={"test_ids": [test["id"]]}, headers=owner.headers
-    )
-    assert joined.status_code == 200, joined.text
+    test, _ = await _test_in_a_set(client, owner)
     test_id = uuid.UUID(test["id"])
     async with tenant_session(committed_database, owner.organization_id) as editing:
         # The edit between its two statements: its test's sets locked, not yet the test.
