@@ -18,6 +18,7 @@ from app.engine.maintenance import ensure_scheduled
 from database.core import Database, set_database
 from database.embedded import EmbeddedServer
 from database.projects.webhooks import DELIVERY_JOB
+from database.results import crud as results_crud
 from database.results import events as run_events
 from database.setup import check_runtime_role, prepare_database
 from notifications.service import Notifications, set_notifications
@@ -59,7 +60,7 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
             database,
             urls.runtime,
             read_events=run_events.read_after,
-            present_runs=run_events.present_runs,
+            present_runs=results_crud.present_runs,
             stream_buffer=settings.sse_buffer_events,
         )
         pool = (

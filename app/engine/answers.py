@@ -17,7 +17,7 @@ from app.engine.plan import Plan
 from database.results import events
 from database.results.crud import response_cache
 from database.results.models import Run
-from database.test_sets.version_cases import VersionCase
+from database.test_sets.crud.version_cases import VersionCase
 from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
 from utils.storable import storable, storable_json
 

@@ -21,7 +21,7 @@ from database.evaluations.catalogue import CATALOGUE, for_case, score
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
 from database.results import events
 from database.results.models import Result, Run
-from database.test_sets.version_cases import VersionCase
+from database.test_sets.crud.version_cases import VersionCase
 from providers.targets import TargetError, TargetReply, TargetRequest
 from utils import tracing
 from utils.errors import InvalidInput

@@ -27,8 +27,8 @@ from app.engine.sources import SourceResults
 from app.engine.writer import ChunkWriter
 from database.results import crud, execution
 from database.results.models import TERMINAL, Run
-from database.test_sets.version_cases import VersionCase
-from database.test_sets.version_cases import version_cases as read_version_cases
+from database.test_sets.crud.version_cases import VersionCase
+from database.test_sets.crud.version_cases import version_cases as read_version_cases
 
 log = structlog.get_logger(__name__)
 

@@ -18,7 +18,7 @@ from database.deps import (
 )
 from database.organizations import audit, crud, service
 from database.organizations.audit import RequestMetaDep
-from database.organizations.audit_queries import AuditFilters
+from database.organizations.crud.audit_log import AuditFilters
 from database.organizations.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,

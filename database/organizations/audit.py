@@ -49,8 +49,8 @@ from fastapi import Depends, Request
 from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.organizations import audit_queries
-from database.organizations.audit_queries import AuditFilters
+from database.organizations.crud import audit_log
+from database.organizations.crud.audit_log import AuditFilters
 from database.organizations.schemas import AuditEntryRead, AuditLogPage
 from utils.auth import Principal
 from utils.errors import InvalidInput
@@ -106,7 +106,7 @@ async def record(
     """Appends an entry to the audit log in the session's transaction (see the module's
     docstring)."""
     meta = request_meta or RequestMeta()
-    await audit_queries.add_audit_entry(
+    await audit_log.add_audit_entry(
         session,
         {
             "id": new_id(),
@@ -142,7 +142,7 @@ async def read_log(
             raise InvalidInput("must include a timezone", field=field)
     if filters.since and filters.until and filters.since >= filters.until:
         raise InvalidInput("must be later than since", field="until")
-    rows, total = await audit_queries.list_audit_entries(
+    rows, total = await audit_log.list_audit_entries(
         session,
         organization_id,
         filters,

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Tenant, acting_as, enter_tenant
-from database.organizations import crud, key_revocation
+from database.organizations import crud
 from database.organizations.audit import RequestMeta, record
+from database.organizations.crud import key_revocation
 from database.organizations.models import ApiKey, Membership, Organization
 from database.organizations.schemas import (
     ApiKeyCreate,

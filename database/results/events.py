@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.results import crud
@@ -199,12 +197,6 @@ async def read_after(
         text_chars=REASON_CHARS,
     )
     return [ReadEvent(row.seq, row.type, _shown(row, found)) for row in rows]
-
-
-async def present_runs(session: AsyncSession, run_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-    """Of the runs, those that still exist (the streams' check for deleted ones)."""
-    found = await session.scalars(select(Run.id).where(Run.id.in_(run_ids)))
-    return set(found.all())
 
 
 def _is_reference(row: Any) -> bool:

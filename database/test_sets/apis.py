@@ -10,7 +10,8 @@ from fastapi.responses import StreamingResponse
 from database.deps import DbSession, Member, Pagination, Viewer
 from database.organizations.audit import RequestMetaDep, record_deletion
 from database.routing import api_router
-from database.test_sets import crud, service, version_cases
+from database.test_sets import crud, service
+from database.test_sets.crud import version_cases
 from database.test_sets.schemas import (
     MembersAdd,
     MembersChanged,

@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from database.test_sets import crud, version_cases
+from database.test_sets import crud
+from database.test_sets.crud import version_cases
 from database.test_sets.io import CSV_COLUMNS, Format
 from database.test_sets.models import TestSetVersion
 from database.test_sets.streaming import (

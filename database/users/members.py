@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import Tenant, acting_as
 from database.organizations import crud as org_crud
-from database.organizations import key_revocation
 from database.organizations.audit import RequestMeta, record
+from database.organizations.crud import key_revocation
 from database.organizations.models import Invitation, Membership
 from database.organizations.schemas import MyOrganizationRead, OrganizationRead
 from database.organizations.service import (

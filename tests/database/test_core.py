@@ -37,7 +37,7 @@ ESTABLISHERS = {
 # refuses any other name (tests/database/test_local_settings.py).
 PLANNER_MODULE = "utils/crud.py"
 # Who acts for a tenant in a transaction apart, before the session's: recording a key's use.
-APART = {"database/organizations/crud.py"}
+APART = {"database/organizations/crud/__init__.py"}
 
 
 def _modules() -> dict[str, ast.Module]:

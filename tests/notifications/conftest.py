@@ -18,6 +18,7 @@ import uvicorn
 
 from app.engine.jobs import HANDLERS, on_dead
 from app.http_protocol import BoundedHttpToolsProtocol
+from database.results import crud as results_crud
 from database.results import events as run_events
 from database.results.event_payloads import STREAM_EVENTS
 from notifications.service import Notifications, set_notifications
@@ -99,7 +100,7 @@ async def live(
         committed_database,
         database_urls.runtime,
         read_events=run_events.read_after,
-        present_runs=run_events.present_runs,
+        present_runs=results_crud.present_runs,
     )
     notifications.hub.poll_seconds = 0.5
     pool = WorkerPool(

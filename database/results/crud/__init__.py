@@ -53,6 +53,11 @@ async def get_run(
     return await session.scalar(query)
 
 
+async def present_runs(session: AsyncSession, run_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Of the runs, those that still exist (the live streams' check for deleted ones)."""
+    return set((await session.scalars(select(Run.id).where(Run.id.in_(run_ids)))).all())
+
+
 class Locked(NamedTuple):
     status: str
     spent: float

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from database.core import Database, Tenant
-from database.test_sets import crud, exports, service, version_cases
+from database.test_sets import crud, exports, service
+from database.test_sets.crud import version_cases
 from database.test_sets.streaming import PAGE_ROWS
 from database.tests import crud as test_crud
 from database.tests.schemas import TestCaseFields as Case

@@ -1,5 +1,5 @@
 """Queries of organizations, memberships, API keys and invitations (revoking keys is in
-key_revocation.py, the audit log's queries in audit_queries.py). Flush, never commit."""
+key_revocation.py, the audit log's queries in audit_log.py). Flush, never commit."""
 
 from __future__ import annotations
 
