@@ -23,6 +23,8 @@ from notifications.stream import CONNECTION_ABORT
 from utils.config import get_settings
 
 MAX_HEAD_BYTES = 64 * 1024  # as nginx's large_client_header_buffers allows, and more
+# A read deadline's callback this late (a share of the deadline) found the loop held.
+LATE_FRACTION = 0.2
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -30,6 +32,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_body = False
     _head_bytes = 0
     _read_timer: asyncio.TimerHandle | None = None
+    _read_due = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,6 +95,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _await_reading(self) -> None:
         self._stop_awaiting()
+        self._read_due = self.loop.time() + self._read_seconds
         self._read_timer = self.loop.call_later(self._read_seconds, self._read_too_slowly)
 
     def _stop_awaiting(self) -> None:
@@ -106,7 +110,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         waiting_on_us = self.flow.read_paused or (
             self._in_body and self.cycle is not None and self.cycle.waiting_for_100_continue
         )
-        if waiting_on_us:  # the handler has not asked for more yet: not the client's delay
+        # Called late, the loop was held (by a handler, a collection): what the client sent
+        # meanwhile may wait unread behind this call. Not the client's delay either.
+        held = self.loop.time() - self._read_due > LATE_FRACTION * self._read_seconds
+        if waiting_on_us or held:  # the handler has not asked for more yet, or the loop was held
             self._await_reading()
         elif self._in_head and (self.cycle is None or self.cycle.response_complete):
             self._refuse(408, f"The request head took longer than {self._read_seconds:g} s")

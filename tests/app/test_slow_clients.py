@@ -23,6 +23,8 @@ async def _app(scope, receive, send) -> None:
         return
     if scope["path"] == "/late-reader":  # a handler busy before it reads the body
         await asyncio.sleep(3 * READ_SECONDS)
+    if scope["path"] == "/hold":  # a handler that holds the loop (no client is read meanwhile)
+        time.sleep(3 * READ_SECONDS)  # noqa: ASYNC251
     if scope["path"] == "/early":  # an answer before the body is read (a 413 from its length)
         headers = [(b"content-length", b"9")]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
@@ -135,6 +137,23 @@ async def test_a_body_the_handler_has_not_asked_for_yet_is_not_the_clients_delay
     answer = await asyncio.wait_for(reader.readuntil(b"got 300000"), 3 * WITHIN)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_body_sent_while_the_server_held_its_loop_is_not_the_clients_delay(port: int):
+    """The loop held past the read deadline (a handler's blocking work): the deadline's call
+    came late, with the client's bytes unread behind it, and closed a connection whose client
+    had not paused. A deadline called that late is set again."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post("/", len(BODY)) + BODY[:10])
+    await asyncio.sleep(0.2 * READ_SECONDS)
+    holder_reader, holder = await asyncio.open_connection("127.0.0.1", port)
+    holder.write(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")  # the loop is held from here
+    await asyncio.wait_for(holder_reader.readuntil(b"got 0"), 3 * WITHIN)
+    writer.write(BODY[10:])  # as soon as this client's loop could
+    answer = await asyncio.wait_for(reader.readuntil(b"got 30"), WITHIN)
+    writer.close()
+    holder.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer
 
 
 async def test_a_kept_alive_connections_next_head_is_timed_from_its_first_byte(port: int):
