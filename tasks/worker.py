@@ -214,8 +214,11 @@ class WorkerPool:
         every twelfth. Each renewal waits at most half a renewal interval: a job whose lease
         would run out before a renewal could come back is stopped first (another worker may
         take it over then), rather than call providers beside the new one, whether the
-        renewals fail or hang."""
+        renewals fail or hang. It is stopped with a quarter of an interval to spare, for this
+        loop's own lateness (a held event loop, a cancellation taking effect at its next
+        await)."""
         interval = self.lease.total_seconds() / 3
+        spare = interval / 4
         wait = interval
         renewal: asyncio.Task[set[uuid.UUID]] | None = None
         asked, renewing = 0.0, list[uuid.UUID]()
@@ -225,7 +228,7 @@ class WorkerPool:
                 held = list(self._running)
                 if not held:
                     continue
-                self._abandon_unrenewable(held, within=interval / 2)
+                self._abandon_unrenewable(held, within=interval / 2 + spare)
                 # Apart from this loop: a hung connection's clean-up may hang too, past a
                 # timeout. One still pending is waited for again, and its answer judged by
                 # what it was asked and when (jobs claimed since are not in it).
@@ -237,7 +240,7 @@ class WorkerPool:
                 failed = "it hangs" if not renewal.done() else _failure(renewal)
                 if failed is not None:  # the database unreachable, or too slow to answer
                     log.warning("heartbeat failed", error=failed)
-                    self._abandon_unrenewable(held, within=interval / 4 + interval / 2)
+                    self._abandon_unrenewable(held, within=interval / 4 + interval / 2 + spare)
                     wait = interval / 4
                     continue
                 kept = renewal.result()

@@ -640,7 +640,15 @@ async def test_a_worker_cut_off_from_the_database_stops_before_its_lease_runs_ou
     rather than call providers beside the new one."""
     account = accounts[0]
     kind = new_kind()
-    handler, started, cancelled = _waiting_job()
+    waiting, started, cancelled = _waiting_job()
+    stopped: list[float] = []
+
+    async def handler(ctx: JobContext) -> None:
+        try:
+            await waiting(ctx)
+        except asyncio.CancelledError:
+            stopped.append(time.monotonic())
+            raise
 
     lease = timedelta(seconds=1.5)
     async with relayed(database_urls.runtime) as relay:
@@ -651,22 +659,28 @@ async def test_a_worker_cut_off_from_the_database_stops_before_its_lease_runs_ou
             ) as pool:
                 [job_id] = await enqueue_jobs(committed_database, account, kind)
                 await asyncio.wait_for(started.wait(), timeout=5)
+                # The database's clock, read beside ours (not through the relay), so that the
+                # moment the job stopped can be placed on it however slow what follows is.
+                asked_at = time.monotonic()
+                async with committed_database.transaction() as session:
+                    database_now = await session.scalar(text("SELECT now()"))
                 if partition == "cut":
                     relay.cut()
                 else:
                     relay.frozen = True
                 cut_at = time.monotonic()
                 await asyncio.wait_for(cancelled.wait(), timeout=5)
-                stopped_after = time.monotonic() - cut_at
+                [stopped_at] = stopped
                 assert pool.busy == 0
                 job = await load_job(committed_database, account, job_id)
                 assert (job.status, job.locked_by) == ("running", pool.name)
-                # No other worker could have had it yet: the lease was still ours.
-                assert stopped_after < lease.total_seconds()
+                # No other worker could have had it yet: the lease was still ours. The
+                # transaction's now() is no earlier than asked_at, so this bounds the database's
+                # time at the stop from above.
+                assert stopped_at - cut_at < lease.total_seconds()
                 assert job.locked_until is not None
-                async with committed_database.transaction() as session:
-                    still_ours = await session.scalar(text("SELECT now()")) < job.locked_until
-                assert still_ours
+                stopped_by = database_now + timedelta(seconds=stopped_at - asked_at)
+                assert stopped_by < job.locked_until
         finally:
             await engine.dispose()
 
