@@ -177,9 +177,20 @@ def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     return _binary(match is not None, "pattern matches", "pattern does not match")
 
 
+# Decoding holds the interpreter, in any thread: ten megabytes of empty arrays held the event
+# loop a second, a million characters of them a tenth.
+MAX_JSON_CHARS = 1_000_000
+
+
 def _json(text: str) -> Any:
     """The answer as JSON (RFC 8259: no NaN or Infinity); ValueError when it is not, and
-    ScoringError when it nests too deep to read (valid, maybe, but not to be judged)."""
+    ScoringError when it is too long or nests too deep to read (valid, maybe, but not to be
+    judged)."""
+    if len(text) > MAX_JSON_CHARS:
+        raise ScoringError(
+            f"the answer is too long to read as JSON ({len(text):,} characters; at most"
+            f" {MAX_JSON_CHARS:,})"
+        )
     try:
         return json.loads(text, parse_constant=_not_json)
     except RecursionError:

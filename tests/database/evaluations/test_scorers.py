@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from database.evaluations.catalogue import judge_prompt, score
+from database.evaluations.checks import MAX_JSON_CHARS
 from database.evaluations.scoring import MetricSpec, Observation, Verdict, decide
 
 
@@ -448,6 +449,18 @@ async def test_an_answer_nesting_too_deep_errs_its_case_not_its_run(metric):
     run) instead of this one case."""
     verdict = await run(metric, obs(DEEP))
     assert verdict.error and "nests too deep" in verdict.error and not verdict.passed
+
+
+@pytest.mark.parametrize(
+    "metric", [spec("is-json"), spec("json-schema", schema={"type": "string"})]
+)
+async def test_an_answer_too_long_to_read_as_json_errs_its_case(metric):
+    """Decoding holds the interpreter in any thread: ten megabytes of empty arrays held the
+    event loop a second, for each check of each case."""
+    longest = '"' + "a" * (MAX_JSON_CHARS - 2) + '"'
+    assert (await run(metric, obs(longest))).passed
+    verdict = await run(metric, obs(longest[:-1] + 'a"'))
+    assert verdict.error and "too long to read as JSON" in verdict.error and not verdict.passed
 
 
 async def test_a_schema_check_on_a_deep_answer_errs_too():
