@@ -26,6 +26,7 @@ from app.engine.plan import Plan, make_plan
 from app.engine.sources import SourceResults
 from app.engine.writer import ChunkWriter
 from database.results import crud, execution
+from database.results.crud import rescore_sources
 from database.results.models import TERMINAL, Run
 from database.test_sets.crud.version_cases import VersionCase
 from database.test_sets.crud.version_cases import version_cases as read_version_cases
@@ -56,7 +57,7 @@ async def run_chunk(ctx: JobContext) -> None:
         plan = await make_plan(session, run)
         source_run = run.outputs_from_run_id
         sizes = (
-            await crud.source_sizes(
+            await rescore_sources.source_sizes(
                 session, source_run, positions, repetitions, written_by=run.created_at
             )
             if source_run

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from app.engine.context import JobContext
-from database.results import crud
+from database.results.crud import rescore_sources
 from database.results.models import Result
 
 WINDOW_BYTES = 16 * 1024 * 1024
@@ -51,7 +51,7 @@ class SourceResults:
                 if self._read == len(self._windows):
                     raise RuntimeError(f"the source result {key} of this rescore is gone")
                 async with self._ctx.transaction() as session:
-                    read = await crud.source_results(
+                    read = await rescore_sources.source_results(
                         session, self._run_id, self._windows[self._read]
                     )
                 self._held |= read

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects import crud as project_crud
 from database.results import crud, gates
-from database.results.crud import figures
+from database.results.crud import figures, rescore_sources
 from database.results.models import TERMINAL, Run
 from database.results.schemas import MAX_REPETITIONS, RepeatCreate, RescoreCreate
 from database.results.service import (
@@ -175,15 +175,17 @@ async def _source_now(
     action: str,
 ) -> tuple[dict[str, Any], dict[tuple[int, int], int]]:
     """The results of an ended run that a rescore (or its rerun) made now scores, read as its
-    chunks will read them (crud.source_sizes, written by the moment the source was held still),
-    and that moment as the new run's `created_at`, which the chunks read them by: its total
-    and its chunks count the same results, whatever is written to the source later."""
-    held = await crud.hold_source(session, source_id)
+    chunks will read them (rescore_sources.source_sizes, written by the moment the source was
+    held still), and that moment as the new run's `created_at`, which the chunks read them by:
+    its total and its chunks count the same results, whatever is written to the source later."""
+    held = await rescore_sources.hold_source(session, source_id)
     if held is None:
         raise Conflict("The run whose outputs are rescored has been deleted")
     source, moment = held
     _ended(source, action)
-    keys = await crud.source_sizes(session, source_id, positions, repetitions, written_by=moment)
+    keys = await rescore_sources.source_sizes(
+        session, source_id, positions, repetitions, written_by=moment
+    )
     return {"created_at": moment}, keys
 
 

@@ -40,14 +40,14 @@ async def test_a_rescore_of_large_outputs_reads_its_sources_a_window_at_a_time(
     # Two results' texts to a window: five reads for nine sources.
     monkeypatch.setattr(sources, "WINDOW_BYTES", 2 * PADDING + PADDING // 2)
     reads: list[list[Any]] = []
-    source_results = sources.crud.source_results
+    source_results = sources.rescore_sources.source_results
 
     async def counted(session: Any, run_id: Any, keys: Any) -> Any:
         found = await source_results(session, run_id, keys)
         reads.append(sorted(len(result.output or "") for result in found.values()))
         return found
 
-    monkeypatch.setattr(sources.crud, "source_results", counted)
+    monkeypatch.setattr(sources.rescore_sources, "source_results", counted)
     rescored = await lab.post(f"/runs/{run['id']}/rescore", {"metric_ids": [contains]}, expect=202)
     child = rescored.json()
     assert (await lab.wait(child["id"]))["status"] == "completed"
