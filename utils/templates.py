@@ -274,9 +274,11 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
         raise InvalidInput(f"template not allowed: {exc}", field="template") from exc
     except (TypeError, ValueError, ArithmeticError) as exc:
         raise InvalidInput(f"template failed to render: {exc}", field="template") from exc
-    except (LookupError, AssertionError, TemplateError) as exc:
-        # `"%(a)s" % {}`, a filter given an argument it refuses, a test or filter by an
-        # unknown name: the template's own fault, found only as it runs.
+    except (LookupError, AssertionError, AttributeError, TemplateError) as exc:
+        # `"%(a)s" % {}`, a filter given an argument it refuses or a value of another type
+        # (`indent` a list: the sandbox makes a missing attribute Undefined, so only a filter
+        # raises this), a test or filter by an unknown name: the template's own fault (or its
+        # variables'), found only as it runs.
         message = f"template failed to render: {type(exc).__name__}: {exc}".rstrip(": ")
         raise InvalidInput(message, field="template") from exc
     finally:

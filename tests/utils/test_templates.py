@@ -342,6 +342,11 @@ def test_templates_too_deep_to_compile_are_422_naming_the_field(template):
         ('{{ "abc"|truncate(1, leeway=-5) }}', "AssertionError"),
         ('{{ [1]|map("nofilter")|list }}', "TemplateRuntimeError"),
         ('{{ [1]|select("notest")|list }}', "TemplateRuntimeError"),
+        # A filter given a value of another type (a test's variables are JSON of any shape).
+        ("{{ items|indent(2) }}", "AttributeError"),
+        ("{{ 3|dictsort }}", "AttributeError"),
+        ("{{ 12345|wordwrap(20) }}", "AttributeError"),
+        ("{{ items|xmlattr }}", "AttributeError"),
     ],
 )
 def test_a_template_failing_as_it_runs_is_refused_naming_it(source: str, named: str) -> None:

@@ -165,23 +165,29 @@ async def test_a_prompt_over_its_template_budget_is_a_configuration_error(lab, f
     assert fake.requests == []
 
 
-async def test_a_prompt_failing_for_one_case_errs_that_case_alone(lab, fake):
+@pytest.mark.parametrize(
+    ("template", "first", "second", "named"),
+    [
+        ('Hello {{ "%(name)s" % person }}: {{ input }}', {"name": "Ada"}, {}, "KeyError"),
+        ("Hello {{ person|indent(2) }}: {{ input }}", "Ada", ["Ada"], "AttributeError"),
+    ],
+)
+async def test_a_prompt_failing_for_one_case_errs_that_case_alone(
+    lab, fake, template, first, second, named
+):
     """A template accepted when saved fails as it renders one case (a variable missing a key
-    `%` formatting needs): that case errs, naming the template; the others run."""
+    `%` formatting needs, or of a type a filter cannot take): that case errs, naming the
+    template; the others run."""
     target = await lab.openai_model(fake)
     test_set = await lab.test_set(
         [
-            {"input": "a", "variables": {"person": {"name": "Ada"}}},
-            {"input": "b", "variables": {"person": {}}},
+            {"input": "a", "variables": {"person": first}},
+            {"input": "b", "variables": {"person": second}},
         ]
     )
     prompt = await lab.post(
         "/prompts",
-        {
-            "project_id": lab.project_id,
-            "name": "greeting",
-            "template": 'Hello {{ "%(name)s" % person }}: {{ input }}',
-        },
+        {"project_id": lab.project_id, "name": "greeting", "template": template},
         expect=201,
     )
     run = await lab.run(
@@ -189,9 +195,9 @@ async def test_a_prompt_failing_for_one_case_errs_that_case_alone(lab, fake):
     )
     done = await lab.wait(run["id"])
     assert done["status"] == "completed"
-    first, second = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
-    assert first["output"] == "echo: Hello Ada: a"
-    assert second["error_type"] == "prompt_error" and "KeyError" in second["error_message"]
+    rendered, failed = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
+    assert rendered["output"] == "echo: Hello Ada: a"
+    assert failed["error_type"] == "prompt_error" and named in failed["error_message"]
 
 
 async def test_a_run_whose_prompt_is_deleted_before_it_runs_fails_rather_than_go_without(
