@@ -299,6 +299,17 @@ class BoundedFormatter(SandboxedFormatter):
         check_format_spec(format_spec)
         return check_built(super().format_field(value, format_spec))
 
+    def convert_field(self, value: Any, conversion: str | None) -> Any:
+        check_printable(value)  # called for every field, to make text of it or not
+        return super().convert_field(value, conversion)
+
+
+def check_printable(value: Any) -> None:
+    """Refuses a value whose text would be over the cap, before it is made (in C, unbounded)."""
+    if not isinstance(value, TEXT):
+        budget = current()
+        budget.allow(weight(value, budget.max_chars))
+
 
 class BoundedEscapeFormatter(BoundedFormatter, EscapeFormatter):
     pass
@@ -363,11 +374,14 @@ def check_text_result(text: str | bytes | bytearray, name: str, values: list[Any
         budget.allow(len(text) * max(longest, 1))
 
 
-def joined_size(separator: str | bytes | bytearray, items: Any) -> int:
+def joined_size(separator: Any, items: Any) -> int:
+    """The size of `items` joined by `separator` (the `join` filter prints one that is not
+    text)."""
     if not isinstance(items, Collection):
         return 0  # a generator: measured after the fact
     budget = current()
-    return len(separator) * len(items) + weight(list(items), budget.max_chars)
+    between = len(separator) if isinstance(separator, TEXT) else weight(separator, budget.max_chars)
+    return between * len(items) + weight(list(items), budget.max_chars)
 
 
 def check_recursive_loop(obj: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:

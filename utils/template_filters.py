@@ -18,6 +18,7 @@ from utils.template_budget import (
     BudgetExceeded,
     check_built,
     check_integers,
+    check_printable,
     check_printf,
     check_text_result,
     compared,
@@ -41,6 +42,16 @@ PER_CHARACTER_FILTERS = frozenset({"unique", "min", "max", "urlencode"})
 PER_WORD_FILTERS = frozenset({"title", "wordwrap", "wordcount"})
 CHARACTERS_PER_WORD = 10
 NESTED_ITEM_FILTERS = frozenset({"tojson", "dictsort", "xmlattr"})
+# Filters that never make text of a whole argument. Any other may (`string`, `upper`, `e`,
+# `replace`'s new text ...), in C and before its result can be measured: a list nesting itself
+# twice over 26 times is some 600 characters of template and 600 million printed, so each of
+# their arguments that is not text is measured first, as printing it would count it.
+UNPRINTING_FILTERS = frozenset(
+    {"length", "count", "first", "last", "list", "reverse", "random", "default", "d", "attr"}
+    | {"items", "sort", "unique", "min", "max", "sum", "map", "select", "reject", "selectattr"}
+    | {"rejectattr", "groupby", "batch", "slice", "dictsort", "join", "abs", "int", "float"}
+    | {"round", "filesizeformat"}
+)
 
 
 def _wrapping_work(text: str, width: int) -> int:
@@ -61,6 +72,10 @@ def _wrapping_work(text: str, width: int) -> int:
 
 def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     budget = current()
+    if name not in UNPRINTING_FILTERS:  # what the filter walks is charged by its size instead
+        printed = args[1:] if args and _walked(name, args[0]) else args
+        for argument in [*printed, *kwargs.values()]:
+            check_printable(argument)
     value = args[0] if args else None
     rest = [*args[1:], *kwargs.values()]
     if name == "center" and rest and isinstance(rest[0], int):
@@ -72,8 +87,7 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
     elif name == "format" and isinstance(value, str):
         check_printf(value, kwargs or tuple(args[1:]))  # as jinja's filter formats
     elif name == "join":
-        separator = rest[0] if rest and isinstance(rest[0], str) else ""
-        budget.allow(joined_size(separator, value))
+        budget.allow(joined_size(rest[0] if rest else "", value))
     elif name == "replace" and isinstance(value, str) and len(rest) >= 2:
         check_text_result(value, "replace", rest)
     elif name in ("slice", "batch", "wordwrap", "truncate") and rest:
@@ -91,6 +105,12 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
             budget.spend(_wrapping_work(value, width))
 
 
+def _walked(name: str, value: Any) -> bool:
+    """Whether the filter's input is walked to be charged (_charge_input)."""
+    per_item = name in PER_ITEM_FILTERS or name in NESTED_ITEM_FILTERS
+    return per_item and not isinstance(value, (*TEXT, Undefined, Iterator))
+
+
 def _charge_input(name: str, value: Any) -> Any:
     """What a filter reads: a step per 100 characters or items, or per item for the filters
     that work through each in Python (as they go, for an iterator). Returns what they read."""
@@ -104,7 +124,7 @@ def _charge_input(name: str, value: Any) -> Any:
         budget.spend(len(value))
     elif name in PER_WORD_FILTERS and isinstance(value, TEXT):
         budget.spend(len(value) // CHARACTERS_PER_WORD)
-    elif per_item and not isinstance(value, TEXT):
+    elif _walked(name, value):
         before = budget.steps
         size, items = walk(value, budget.steps * CHARACTERS_PER_STEP)
         walked = before - budget.steps  # a first walk pays for its items: not twice
