@@ -32,33 +32,43 @@ RETRY_BASE_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 BREAKER_THRESHOLD = 5
 BREAKER_COOLDOWN_SECONDS = 30.0
+TRIAL_POLL_SECONDS = 0.1  # how often a call waiting on the trial looks for its verdict
 
 
 @dataclass
 class Breaker:
-    """Opens after consecutive failures; lets one trial call through after the cooldown."""
+    """Opens after consecutive failures; lets one trial call through after the cooldown.
+
+    While it is open on a first run of failures, calls wait for the trial's verdict: a burst
+    of errors from a provider that is back a moment later (every lane of a run failing at once
+    opens it before any retry) costs a cooldown, not every case in it. Once a trial has failed
+    too, the model is down: calls are refused at once until a trial succeeds."""
 
     threshold: int = BREAKER_THRESHOLD
     cooldown: float = BREAKER_COOLDOWN_SECONDS
     failures: int = 0
     opened_at: float | None = None
+    down: bool = False  # a trial has failed since it opened
     _trial: bool = field(default=False, repr=False)
     provider: str = "unknown"  # for the metrics of its state
     model: str | None = None
 
-    def check(self) -> bool:
-        """Raises `circuit_open` while open; True when this call is the half-open trial."""
-        if self.opened_at is None:
-            return False
-        if time.monotonic() - self.opened_at < self.cooldown or self._trial:
-            remaining = max(0.0, self.cooldown - (time.monotonic() - self.opened_at))
-            raise TargetError(
-                "circuit_open",
-                f"the model failed {self.failures} times in a row; not calling it for "
-                f"{remaining:.0f} s more",
-            )
-        self._trial = True
-        return True
+    async def admit(self) -> bool:
+        """Waits while open and not known down; raises `circuit_open` once known down. True
+        when this call is the half-open trial."""
+        while self.opened_at is not None:
+            waited = time.monotonic() - self.opened_at
+            if waited >= self.cooldown and not self._trial:
+                self._trial = True
+                return True
+            if self.down:
+                raise TargetError(
+                    "circuit_open",
+                    f"the model failed {self.failures} times in a row; not calling it for "
+                    f"{max(0.0, self.cooldown - waited):.0f} s more",
+                )
+            await asyncio.sleep(max(self.cooldown - waited, TRIAL_POLL_SECONDS))
+        return False
 
     def abandoned(self) -> None:
         """The trial ended without a verdict (cancelled, or an error that says nothing of the
@@ -68,11 +78,12 @@ class Breaker:
     def succeeded(self) -> None:
         if self.opened_at is not None:
             metrics().breakers_open.labels(self.provider).dec()
-        self.failures, self.opened_at, self._trial = 0, None, False
+        self.failures, self.opened_at, self.down, self._trial = 0, None, False, False
 
-    def failed(self) -> None:
+    def failed(self, *, trial: bool) -> None:
         self.failures += 1
-        self._trial = False
+        if trial:
+            self.down, self._trial = True, False
         if self.failures >= self.threshold:
             if self.opened_at is None:
                 into = metrics()
@@ -105,7 +116,9 @@ def gate_for(
     if gate is None:
         earlier = [k for k in _gates if k[0] == model_id]
         breaker = (
-            _gates[earlier[-1]].breaker if earlier else Breaker(provider=provider, model=model)
+            _gates[earlier[-1]].breaker
+            if earlier
+            else Breaker(cooldown=BREAKER_COOLDOWN_SECONDS, provider=provider, model=model)
         )
         for old in earlier:
             del _gates[old]
@@ -123,14 +136,14 @@ def retry_delay(error: TargetError, attempt: int) -> float:
 async def call_through(gate: Gate, call: Callable[[], Awaitable[TargetReply]]) -> TargetReply:
     attempt = 0
     while True:
-        trial = gate.breaker.check()
+        trial = await gate.breaker.admit()
         try:
             if gate.pace is not None:
                 await gate.pace.wait()
             reply = await call()
         except TargetError as error:
             if error.kind in BREAKER_KINDS:
-                gate.breaker.failed()
+                gate.breaker.failed(trial=trial)
             elif trial:
                 gate.breaker.abandoned()
             if error.kind not in RETRYABLE or attempt >= MAX_RETRIES:

@@ -237,15 +237,57 @@ async def _fail(gate: Gate, kind: str = "timeout") -> None:
     assert caught.value.kind == kind
 
 
-async def test_breaker_opens_after_the_threshold_without_calling_the_model():
-    gate = bare_gate(threshold=2, cooldown=60)
+async def test_a_breaker_known_down_refuses_calls_without_calling_the_model():
+    """Open after the threshold, and its trial failed too: the model is down."""
+    gate = bare_gate(threshold=2, cooldown=0.1)
     await _fail(gate)
     await _fail(gate)
+    await _fail(gate)  # waits for the cooldown: the trial, which fails
+    assert gate.breaker.down
     call = Scripted()
     with pytest.raises(TargetError) as caught:
         await call_through(gate, call)
     assert caught.value.kind == "circuit_open"
     assert call.calls == 0
+
+
+async def test_calls_wait_out_a_first_opening_and_go_on_once_the_trial_succeeds():
+    """A burst of failures (every lane of a run failing at once) opens the breaker before any
+    retry: the calls then waiting are not failed, but wait for the trial, which closes it."""
+    gate = bare_gate(threshold=2, cooldown=0.2)
+    await _fail(gate)
+    await _fail(gate)
+    started = time.monotonic()
+    calls = [Scripted() for _ in range(5)]
+    replies = await asyncio.gather(*(call_through(gate, call) for call in calls))
+    assert replies == [REPLY] * 5 and [call.calls for call in calls] == [1] * 5
+    assert time.monotonic() - started >= 0.2  # none called before the cooldown
+    assert gate.breaker.opened_at is None and not gate.breaker.down
+
+
+async def test_calls_waiting_on_a_first_opening_are_refused_once_its_trial_fails():
+    gate = bare_gate(threshold=1, cooldown=0.1)
+    await _fail(gate)
+    release = asyncio.Event()
+
+    async def failing_trial() -> TargetReply:
+        await release.wait()
+        raise TargetError("server_error", "still down")
+
+    trial = asyncio.create_task(call_through(gate, failing_trial))
+    await asyncio.sleep(0.15)  # the trial is in flight
+    waiting = [Scripted() for _ in range(3)]
+    waiters = [asyncio.create_task(call_through(gate, call)) for call in waiting]
+    await asyncio.sleep(0.05)
+    assert not any(waiter.done() for waiter in waiters)
+    release.set()
+    with pytest.raises(TargetError):
+        await trial
+    for waiter in waiters:
+        with pytest.raises(TargetError) as caught:
+            await waiter
+        assert caught.value.kind == "circuit_open"
+    assert [call.calls for call in waiting] == [0, 0, 0]
 
 
 async def test_breaker_stays_closed_below_the_threshold_and_a_success_resets_it():
@@ -265,13 +307,14 @@ async def test_client_side_errors_do_not_trip_the_breaker(kind):
 
 
 async def test_retries_count_toward_the_breaker():
-    gate = bare_gate(threshold=2, cooldown=60)
+    gate = bare_gate(threshold=2, cooldown=0.1)
     call = Scripted(*(TargetError("server_error", "down") for _ in range(10)))
     with pytest.raises(TargetError) as caught:
         await call_through(gate, call)
-    # two failures open the circuit, so the third attempt is refused before calling
+    # Two failures open the circuit; the third attempt waits for the cooldown and is the
+    # trial, which fails: the fourth is refused before calling.
     assert caught.value.kind == "circuit_open"
-    assert call.calls == 2
+    assert call.calls == 3
 
 
 def _breaker_figures(provider: str, model: str) -> tuple[float, float]:
@@ -291,8 +334,6 @@ async def test_breaker_half_opens_after_the_cooldown_and_closes_on_success():
     await _fail(gate)
     await _fail(gate)
     assert _breaker_figures("groq", "breaker-model") == (opened + 1, trips + 1)
-    with pytest.raises(TargetError, match="failed 2 times"):
-        await call_through(gate, Scripted())
     await asyncio.sleep(0.12)
     call = Scripted()
     assert await call_through(gate, call) is REPLY
@@ -310,7 +351,7 @@ async def test_a_failed_trial_reopens_the_breaker():
     await asyncio.sleep(0.12)
     await _fail(gate)  # the trial call goes through, and fails
     call = Scripted()
-    with pytest.raises(TargetError) as caught:
+    with pytest.raises(TargetError, match="failed 3 times") as caught:
         await call_through(gate, call)
     assert caught.value.kind == "circuit_open"
     assert call.calls == 0
@@ -333,13 +374,13 @@ async def test_only_one_trial_goes_through_while_half_open():
 
     trial = asyncio.create_task(call_through(gate, slow))
     await asyncio.sleep(0.01)
-    with pytest.raises(TargetError) as caught:
-        await call_through(gate, slow)
-    assert caught.value.kind == "circuit_open"
+    waiting = asyncio.create_task(call_through(gate, slow))
+    await asyncio.sleep(0.25)
+    assert calls == 1 and not waiting.done()  # it waits for the trial's verdict
     release.set()
     assert await trial is REPLY
-    assert calls == 1
-    assert await call_through(gate, slow) is REPLY
+    assert await waiting is REPLY
+    assert calls == 2
 
 
 async def test_a_cancelled_trial_does_not_leave_the_breaker_open_for_ever():

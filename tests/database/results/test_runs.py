@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 import pytest
 from sqlalchemy import event
 
-from app.engine import executor
+from app.engine import executor, gate
 from database.core import Database
 from tests.database.results.conftest import ChunkContext, Lab
 from tests.fakes.openai_server import FakeOpenAI
@@ -283,7 +283,10 @@ async def test_permanent_faults_are_recorded_with_their_type(
     assert summary["errors"] == {error_type: 1}
 
 
-async def test_a_provider_that_keeps_failing_errors_every_case_and_the_run_ends(lab, fake):
+async def test_a_provider_that_keeps_failing_errors_every_case_and_the_run_ends(
+    lab, fake, monkeypatch
+):
+    monkeypatch.setattr(gate, "BREAKER_COOLDOWN_SECONDS", 0.5)
     target = await lab.openai_model(fake)
     test_set = await lab.test_set(_cases(4))
     fake.enqueue(*[Fault.http(500)] * 40)
@@ -293,8 +296,25 @@ async def test_a_provider_that_keeps_failing_errors_every_case_and_the_run_ends(
     assert done["counts"]["errored"] == 4
     results = await lab.results(run["id"])
     kinds = {r["error_type"] for r in results}
-    # Repeated failures open the circuit: later cases fail fast without calling the model.
+    # Repeated failures open the circuit and its trial fails: later cases fail fast without
+    # calling the model.
     assert kinds <= {"server_error", "circuit_open"} and "server_error" in kinds
+    assert "circuit_open" in kinds
+
+
+async def test_a_burst_of_provider_errors_costs_a_cooldown_not_the_cases(lab, fake, monkeypatch):
+    """Every lane failing at once opened the breaker before any retry ran: each case still
+    to come then failed `circuit_open` for the cooldown, at the speed of a test set the whole
+    run (200 of 200 errored, after 8 failed requests)."""
+    monkeypatch.setattr(gate, "BREAKER_COOLDOWN_SECONDS", 0.5)
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(_cases(60))
+    fake.latency = 0.05
+    fake.enqueue(*[Fault.http(500)] * 8)
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()], concurrency=8)
+    done = await lab.wait(run["id"], seconds=60)
+    assert done["status"] == "completed"
+    assert done["counts"] == {**done["counts"], "done": 60, "passed": 60, "errored": 0}
 
 
 async def test_judge_verdicts_and_a_judge_that_does_not_score(lab, fake):
