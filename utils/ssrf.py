@@ -16,7 +16,9 @@ import functools
 import ipaddress
 import re
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -37,6 +39,9 @@ IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT (RFC 2765)
 # Local-use NAT64 (RFC 8215): its IPv4 sits where the network's chosen prefix length puts it,
 # unknowable here, so none of it counts as public (Python calls it global).
 LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+# Site-local (deprecated by RFC 3879, still routed inside some networks): Python before 3.12
+# calls it global.
+SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 def is_public(address: Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
-        if address in LOCAL_NAT64:
+        if address in LOCAL_NAT64 or address in SITE_LOCAL:
             return False
         embedded = _embedded_ipv4(address)
         if embedded is not None:
@@ -111,6 +116,8 @@ def _http_url_parts(url: str) -> HttpUrl | str:
     problem = _host_problem(host)
     if problem is not None:
         return problem
+    if port == 0:
+        return "must name a port from 1 to 65535"
     return HttpUrl(parts.scheme, host, port or (443 if parts.scheme == "https" else 80))
 
 
@@ -153,13 +160,16 @@ def _host_problem(host: str) -> str | None:
 # name that never answers holds one thread however many call it, and runs on to its end even
 # when they have all given up (the next caller shares it rather than queueing another). A
 # thread waiting on the resolver costs little: there are enough that a tenant would need many
-# such names to hold other lookups up.
+# such names, called at once (as many models, running), to hold other lookups up. URLs being
+# saved look up on threads of their own (below).
 DNS_THREADS = 16
 _dns = ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="assay-dns")
 _lookups: dict[str, asyncio.Future[list[Any]]] = {}
 
 
 async def resolve(host: str) -> list[Address]:
+    if _saving.get():
+        return await _resolve_for_saving(host)
     loop = asyncio.get_running_loop()
     lookup = _lookups.get(host)
     if lookup is None or lookup.get_loop() is not loop:
@@ -178,21 +188,60 @@ def _getaddrinfo(host: str) -> list[Any]:
 def _looked_up(host: str, lookup: asyncio.Future[list[Any]]) -> None:
     if _lookups.get(host) is lookup:
         del _lookups[host]
+    _read_later(lookup)
+
+
+# Saving a URL looks its host up only to refuse a private address early: every call checks it
+# again, and that check decides. Those lookups run on threads of their own, so that a tenant
+# saving names whose servers never answer cannot take the threads calls look up on; for at most
+# SAVE_DNS_TIMEOUT, since the request holds a database connection meanwhile; and not at all
+# while those threads are all busy (the host is then taken as not resolving yet).
+SAVE_DNS_THREADS = 4
+SAVE_DNS_TIMEOUT = 2.0
+_save_dns = ThreadPoolExecutor(max_workers=SAVE_DNS_THREADS, thread_name_prefix="assay-dns-save")
+_save_lookups = 0  # running or queued on those threads (counted on them: a loop may close)
+_save_lookups_lock = threading.Lock()
+_saving: ContextVar[bool] = ContextVar("ssrf_saving", default=False)  # set by check_url
+
+
+async def _resolve_for_saving(host: str) -> list[Address]:
+    global _save_lookups
+    with _save_lookups_lock:
+        if _save_lookups >= SAVE_DNS_THREADS:
+            raise TimeoutError("every lookup thread for saved URLs is busy")
+        _save_lookups += 1
+    lookup = asyncio.get_running_loop().run_in_executor(_save_dns, _counted_getaddrinfo, host)
+    lookup.add_done_callback(_read_later)
+    async with asyncio.timeout(SAVE_DNS_TIMEOUT):
+        infos = await asyncio.shield(lookup)
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+def _counted_getaddrinfo(host: str) -> list[Any]:
+    global _save_lookups
+    try:
+        return _getaddrinfo(host)
+    finally:
+        with _save_lookups_lock:
+            _save_lookups -= 1
+
+
+def _read_later(lookup: asyncio.Future[list[Any]]) -> None:
     if not lookup.cancelled():
         lookup.exception()  # its callers may all have timed out: nobody else reads it
 
 
-async def check_url(url: str, *, field: str, allow_private: bool, require_resolution: bool) -> None:
-    """Refuse URLs that reach loopback, link-local or private ranges (when a URL is saved).
-
-    `require_resolution=False` accepts a host that does not resolve yet; the call-time check
-    (`vet`) refuses it.
-    """
+async def check_url(url: str, *, field: str, allow_private: bool) -> None:
+    """Refuse URLs that reach loopback, link-local or private ranges (when a URL is saved). A
+    host that does not resolve yet, or not within a moment, is accepted: the call-time check
+    (`vet`) refuses it."""
+    saving = _saving.set(True)
     try:
         await vet(url, field=field, allow_private=allow_private)
     except UnresolvedHost:
-        if require_resolution:
-            raise
+        pass
+    finally:
+        _saving.reset(saving)
 
 
 class UnresolvedHost(UnsafeUrl):

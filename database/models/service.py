@@ -64,9 +64,7 @@ async def _check(runtime: Runtime, provider: str, values: dict[str, Any], has_ke
     if provider == "http":
         if http is None:
             raise InvalidInput("is required for the http provider", field="http")
-        await check_url(
-            http["url"], field="http.url", allow_private=allow_private, require_resolution=False
-        )
+        await check_url(http["url"], field="http.url", allow_private=allow_private)
         await check_template_off_loop(http["body_template"], field="http.body_template")
         check_jsonpath(http["response_path"], field="http.response_path")
         if http.get("tool_calls_path"):
@@ -82,7 +80,6 @@ async def _check(runtime: Runtime, provider: str, values: dict[str, Any], has_ke
             values["base_url"],
             field="base_url",
             allow_private=allow_private,
-            require_resolution=False,
         )
 
 

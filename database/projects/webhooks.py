@@ -47,7 +47,6 @@ async def _check_url(runtime: Runtime, url: str) -> None:
         url,
         field="url",
         allow_private=runtime.settings.allow_private_networks,
-        require_resolution=False,
     )
 
 

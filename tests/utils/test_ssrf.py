@@ -154,6 +154,7 @@ async def test_the_sdks_clients_reach_the_pinned_address_only(sinks, http):
         ("::7f00:1", False),  # IPv4-compatible 127.0.0.1
         ("::a9fe:a9fe", False),  # IPv4-compatible 169.254.169.254
         ("::1", False),
+        ("fec0::10", False),  # site-local: routed inside some networks still
         ("2606:4700:4700::1111", True),
     ],
 )
@@ -168,6 +169,7 @@ def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry(address, public):
         ("http:///v1", "must include a host"),
         ("https://user:secret@llm.example.com/v1", "must not carry credentials"),
         ("http://llm.example.com:99999/v1", "not a valid URL"),
+        ("http://llm.example.com:0/v1", "a port from 1 to 65535"),
         ("http://[::1/v1", "not a valid URL"),
         # Host forms another URL parser reads differently, so that a pin would not apply:
         ("http://bücher.example/v1", "in its xn-- form"),
@@ -280,3 +282,54 @@ async def test_lookups_do_not_wait_for_the_processs_other_threads(slow_dns):
     finally:
         released.set()
         await held
+
+
+@pytest.fixture
+def blackholed_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Names under blackholed.test never answer (until the test ends); others answer the
+    public stand-in at once. The names looked up, in order."""
+    asked: list[str] = []
+    ended = threading.Event()
+
+    def getaddrinfo(host: str) -> list[Any]:
+        asked.append(host)
+        if host.endswith("blackholed.test"):
+            ended.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_STAND_IN, 0))]
+
+    real_is_public = ssrf.is_public
+    monkeypatch.setattr(ssrf, "_getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(
+        ssrf,
+        "is_public",
+        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
+    )
+    monkeypatch.setattr(ssrf, "SAVE_DNS_TIMEOUT", 10.0)
+    yield asked
+    ended.set()
+
+
+async def test_urls_being_saved_do_not_take_the_lookups_calls_make(blackholed_dns):
+    """A member saving webhooks (or models) on names whose servers never answer held every
+    lookup thread for the resolver's timeouts: every other tenant's calls then failed, their
+    hosts "not resolving". And each such save held its request's database connection."""
+
+    def save(i: int) -> Any:
+        url = f"https://h{i}.blackholed.test/hook"
+        return ssrf.check_url(url, field="url", allow_private=False)
+
+    holding = [asyncio.create_task(save(i)) for i in range(ssrf.SAVE_DNS_THREADS)]
+    await asyncio.sleep(0.05)
+    # The saves' own threads all held: more saves do not wait for one, nor look up (accepted:
+    # each call checks the URL again).
+    more = range(ssrf.SAVE_DNS_THREADS, ssrf.DNS_THREADS * 2)
+    await asyncio.wait_for(asyncio.gather(*(save(i) for i in more)), 2)
+    assert len(blackholed_dns) == ssrf.SAVE_DNS_THREADS
+    pin = await asyncio.wait_for(
+        ssrf.vet("https://api.example.test/v1", field="base_url", allow_private=False), 2
+    )
+    assert pin is not None and pin.address == PUBLIC_STAND_IN
+    for held in holding:
+        held.cancel()
+    await asyncio.gather(*holding, return_exceptions=True)
