@@ -58,6 +58,15 @@ def sinks() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
         internal.stop()
 
 
+def _stand_in_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_is_public = ssrf.is_public
+    monkeypatch.setattr(
+        ssrf,
+        "is_public",
+        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
+    )
+
+
 @pytest.fixture
 def rebinding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The first lookup answers the stand-in public address, every later one loopback."""
@@ -68,13 +77,8 @@ def rebinding(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         answer = PUBLIC_STAND_IN if len(lookups) == 1 else "127.0.0.1"
         return [ipaddress.ip_address(answer)]
 
-    real_is_public = ssrf.is_public
     monkeypatch.setattr(ssrf, "resolve", resolve)
-    monkeypatch.setattr(
-        ssrf,
-        "is_public",
-        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
-    )
+    _stand_in_is_public(monkeypatch)
     return lookups
 
 
@@ -298,13 +302,8 @@ def blackholed_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC_STAND_IN, 0))]
 
-    real_is_public = ssrf.is_public
     monkeypatch.setattr(ssrf, "_getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(
-        ssrf,
-        "is_public",
-        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
-    )
+    _stand_in_is_public(monkeypatch)
     monkeypatch.setattr(ssrf, "SAVE_DNS_TIMEOUT", 10.0)
     yield asked
     ended.set()
