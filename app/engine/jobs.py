@@ -9,7 +9,7 @@ from app.engine import executor, webhooks
 from app.engine.context import JobContext
 from app.engine.maintenance import PRUNE_JOB, run_prune
 from database.projects.webhooks import DELIVERY_JOB
-from database.results.service import CHUNK_JOB
+from database.results.models import CHUNK_JOB
 from tasks.worker import Handler
 
 HANDLERS: dict[str, Handler] = {

@@ -12,10 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.projects import crud as project_crud
 from database.results import crud, gates
 from database.results.crud import figures, rescore_sources
-from database.results.models import TERMINAL, Run
+from database.results.models import CHUNK_JOB, TERMINAL, Run
 from database.results.schemas import MAX_REPETITIONS, RepeatCreate, RescoreCreate
 from database.results.service import (
-    CHUNK_JOB,
     check_concurrency,
     enqueue_chunks,
     frozen_metrics,

@@ -24,8 +24,9 @@ from database.results import crud, events, run_webhooks
 from database.results.comparison import CompareOptions, compare
 from database.results.comparison_schemas import Comparison
 from database.results.crud import figures
-from database.results.models import TERMINAL, Run
+from database.results.models import CHUNK_JOB, TERMINAL, Run
 from database.results.schemas import GateResult, GateSpec
+from tasks import queue
 from utils.errors import Conflict, InvalidInput
 
 log = structlog.get_logger(__name__)
@@ -116,6 +117,8 @@ async def end_run(
         session, run, changes, spent=spent, status=status, error=error, gate_result=gate_result
     )
     await run_webhooks.announce_end(session, run, status, error=error, gate_result=gate_result)
+    if status != "completed":  # its chunks not yet begun are called off, not left to a worker
+        await queue.withdraw(session, kind=CHUNK_JOB, key="run_id", values=[str(run.id)])
     return True
 
 

@@ -27,6 +27,7 @@ from database.core import Base, IdMixin, TimestampMixin, reference_index, run_ke
 
 # `stopped`: ended early by its budget (`max_cost`), the reason in `error`.
 TERMINAL = frozenset({"completed", "failed", "cancelled", "stopped"})
+CHUNK_JOB = "run.chunk"  # a run is queued as chunks of its cases; the engine's handler runs them
 
 
 class Run(IdMixin, TimestampMixin, Base):

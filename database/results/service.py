@@ -22,7 +22,7 @@ from database.prompts import service as prompt_service
 from database.results import crud, gates
 from database.results.comparison import CompareOptions, compare
 from database.results.comparison_schemas import Comparison
-from database.results.models import TERMINAL, Run
+from database.results.models import CHUNK_JOB, TERMINAL, Run
 from database.results.reads import get_run_or_404
 from database.results.schemas import RunCreate, StreamToken
 from database.test_sets import crud as test_set_crud
@@ -31,8 +31,6 @@ from tasks import queue
 from utils.auth import Principal, issue_stream_token
 from utils.errors import Conflict, InvalidInput, NotFound
 from utils.runtime import Runtime, get_runtime
-
-CHUNK_JOB = "run.chunk"  # a run is queued as chunks of its cases; the engine's handler runs them
 
 
 async def frozen_metrics(

@@ -56,3 +56,17 @@ async def test_a_cancelled_run_resumes_with_the_cases_it_lacks(lab: Lab, fake: F
 
     again = await lab.post(f"/runs/{run['id']}/resume", {})
     assert_problem(again, 409)
+
+
+async def test_a_run_cancelled_before_a_worker_took_its_chunks_resumes_at_once(
+    quiet_lab: Lab, fake: FakeOpenAI
+):
+    """Its chunks not yet begun are called off with it: before, they stayed queued until some
+    worker claimed them only to find the run ended, and behind another organization's long
+    run `resume` answered 409 "still stopping" all that time, though nothing ran."""
+    target = await quiet_lab.openai_model(fake)
+    test_set = await quiet_lab.test_set([{"input": f"q{i}"} for i in range(CASES)])
+    run = await quiet_lab.run(test_set, target, metric_ids=[await quiet_lab.any_answer()])
+    await quiet_lab.post(f"/runs/{run['id']}/cancel", {}, expect=200)
+    resumed = await quiet_lab.post(f"/runs/{run['id']}/resume", {}, expect=202)
+    assert resumed.json()["status"] == "queued"
