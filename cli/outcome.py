@@ -36,18 +36,19 @@ def outcome(run: dict[str, Any], fail_on: FailOn) -> Outcome:
     """0: nothing to fail on; 1: the gate failed (a regression or a floor), or with
     fail_on=failures a case failed; 2: the run cannot be judged (it did not complete, or its
     gate is undecided: too many errors, an inconclusive comparison)."""
-    status = run["status"]
+    status, gate = run["status"], run.get("gate_result")
+    if status == "completed" and gate is not None and gate["status"] == "failed":
+        return Outcome(GATE_FAILED, "gate failed: " + "; ".join(gate["reasons"]))
+    # A failed case fails the command whatever else is in doubt, as a missed floor fails the
+    # gate: a run that did not complete, or an undecided gate, beside it must not turn the
+    # failure into a warning.
+    failed = run["counts"]["failed"]
+    if fail_on == "failures" and failed:
+        ended = "" if status == "completed" else f" (and the run did not complete: it is {status})"
+        return Outcome(GATE_FAILED, f"{failed} case(s) failed{ended}")
     if status != "completed":
         why = f" ({run['error']})" if run.get("error") else ""
         return Outcome(NOT_JUDGED, f"the run did not complete: it is {status}{why}")
-    gate = run.get("gate_result")
-    if gate is not None and gate["status"] == "failed":
-        return Outcome(GATE_FAILED, "gate failed: " + "; ".join(gate["reasons"]))
-    # A failed case fails the command whatever else is in doubt, as a missed floor fails the
-    # gate: an undecided gate beside it must not turn the failure into a warning.
-    failed = run["counts"]["failed"]
-    if fail_on == "failures" and failed:
-        return Outcome(GATE_FAILED, f"{failed} case(s) failed")
     if gate is not None and gate["status"] == "undecided":
         return Outcome(NOT_JUDGED, "gate undecided: " + "; ".join(gate["reasons"]))
     notes = "; ".join(gate["reasons"]) if gate and gate["reasons"] else ""
