@@ -3,6 +3,7 @@ public REST API and Server-Sent Events only (exit codes: see EXIT_CODES)."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sys
@@ -338,6 +339,11 @@ def _terminated(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: every error is one line on stderr, never a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        # Output to an encoding without `→` or `Δ` (cp1252, on Windows runners) replaces what
+        # it cannot write, rather than fail the command at its verdict.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
     errors = TextConsole(stderr=True, soft_wrap=True, highlight=False)
     signal.signal(signal.SIGTERM, _terminated)
     try:

@@ -93,6 +93,20 @@ def test_a_regression_against_the_project_baseline_exits_1(lab: Lab, tmp_path: P
     assert gate.find("failure") is not None
     print(out)  # the closing note quotes it
 
+    # Output in an encoding without the verdict's arrows (cp1252, on Windows runners) was an
+    # unexpected error at the verdict: exit 3, and no report written.
+    narrow = subprocess.run(
+        [str(ASSAY), *args, "--baseline", "project", "--junit", str(tmp_path / "narrow.xml")],
+        capture_output=True,
+        encoding="cp1252",
+        env=lab.env(PYTHONIOENCODING="cp1252"),
+        timeout=120,
+        check=False,
+    )
+    assert narrow.returncode == 1, narrow.stdout + narrow.stderr
+    assert "FAILED (exit 1): gate failed" in narrow.stdout
+    JUNIT_SCHEMA.validate(str(tmp_path / "narrow.xml"))
+
 
 def test_a_budget_hit_exits_2(lab: Lab) -> None:
     test_set = lab.test_set(40)
@@ -114,6 +128,19 @@ def test_a_budget_hit_exits_2(lab: Lab) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "NOT JUDGED (exit 2): the run did not complete: it is stopped" in done.stdout
     assert "budget" in done.stdout
+
+
+def test_failures_fail_the_command_though_the_run_did_not_complete(lab: Lab) -> None:
+    """Stopped by its budget with failed cases: exit 2 let `assay run || [ $? -eq 2 ]` pass."""
+    test_set = lab.test_set(40)
+    metric = lab.metric()
+    lab.fake.reply = lambda request: "no"
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    done = lab.assay(
+        *args, "--fail-on", "failures", "--max-cost", "0.0005", "--concurrency", "1", "-q"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "case(s) failed (and the run did not complete: it is stopped)" in done.stdout
 
 
 def test_failures_fail_the_command_only_when_asked(lab: Lab) -> None:
