@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -75,7 +75,7 @@ class Client:
                 response = self._http.request(method, API + path, **kwargs)
             except httpx.HTTPError as exc:
                 if not waits:
-                    raise Unreachable(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
+                    raise Unreachable(self._unreachable(exc)) from None
             else:
                 if response.status_code not in RETRIED_STATUSES or not waits:
                     return response
@@ -105,16 +105,31 @@ class Client:
 
     @contextmanager
     def stream(self, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        """A streamed GET under /api/v1 (exports): the body is read by the caller."""
-        try:
-            with self._http.stream("GET", API + path, **kwargs) as response:
-                if not response.is_success:
-                    response.read()
-                    failed = Unreachable if response.status_code >= 500 else CliError
-                    raise failed(problem_line(response))
-                yield response
-        except httpx.HTTPError as exc:
-            raise Unreachable(f"cannot reach Assay at {self.url}: {_reason(exc)}") from None
+        """A streamed GET under /api/v1 (exports): the body is read by the caller. Opening it
+        is tried again as a read is; once its body flows, a failure ends it."""
+        waits = list(READ_RETRY_SECONDS)
+        while True:
+            with ExitStack() as opened:
+                try:
+                    response = opened.enter_context(self._http.stream("GET", API + path, **kwargs))
+                except httpx.HTTPError as exc:
+                    if not waits:
+                        raise Unreachable(self._unreachable(exc)) from None
+                else:
+                    if response.status_code not in RETRIED_STATUSES or not waits:
+                        if not response.is_success:
+                            response.read()
+                            failed = Unreachable if response.status_code >= 500 else CliError
+                            raise failed(problem_line(response))
+                        try:
+                            yield response
+                        except httpx.HTTPError as exc:
+                            raise Unreachable(self._unreachable(exc)) from None
+                        return
+            time.sleep(waits.pop(0))
+
+    def _unreachable(self, exc: httpx.HTTPError) -> str:
+        return f"cannot reach Assay at {self.url}: {_reason(exc)}"
 
     @property
     def http(self) -> httpx.Client:

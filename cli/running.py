@@ -232,8 +232,6 @@ def conclude(
         markup=False,
         highlight=False,
     )
-    if junit is not None:
-        download(client, f"/runs/{run_id}/export", {"format": "junit"}, junit)
     if json_report is not None:
         report = {
             "run": run,
@@ -249,4 +247,6 @@ def conclude(
             "reason": result.reason,
         }
         write_file(json_report, json.dumps(report, indent=2).encode())
+    if junit is not None:  # last: the verdict and its report are kept if the server fails now
+        download(client, f"/runs/{run_id}/export", {"format": "junit"}, junit)
     return result.code

@@ -19,9 +19,9 @@ READ_TIMEOUT = 60.0
 # How long the stream may stay unreachable before the command gives up (the run goes on).
 GIVE_UP_AFTER = 300.0
 ENDINGS = {"run.finished", "run.cancelled", "run.verdict"}
-# A server restarting or a proxy in between, or the server's cap on streams (429, 503, with
-# Retry-After): retried like a dropped connection.
-RETRIED_STATUSES = {429, 502, 503, 504}
+# A server restarting or failing a moment, a proxy in between, or the server's cap on streams
+# (429, 503, with Retry-After): retried like a dropped connection.
+RETRIED_STATUSES = {429, 500, 502, 503, 504}
 LONGEST_RETRY_AFTER = 60.0
 
 

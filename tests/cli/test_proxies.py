@@ -119,6 +119,33 @@ def test_a_read_the_server_fails_a_moment_is_tried_again(
     assert failing.answered == [f"/api/v1/runs/{run_id}"] * 4
 
 
+def test_downloads_and_the_event_stream_are_tried_again_when_the_server_fails_a_moment(
+    lab: Lab, proxy: Proxy, tmp_path: Path
+) -> None:
+    """A 503 on the JUnit download after `PASSED (exit 0)` was exit 4 (retry the job: a second
+    paid run), with the JSON report never written; a 500 on the event stream too."""
+    test_set = lab.test_set(3)
+    metric = lab.metric()
+    args = ["-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"], "-q"]
+    proxy.answer(EXPORT, unavailable(1))
+    proxy.answer(EVENTS, unavailable(1, status=500))
+    junit, report = tmp_path / "j.xml", tmp_path / "r.json"
+    done = lab.assay(
+        "run", *args, "--junit", str(junit), "--json", str(report), ASSAY_URL=proxy.url
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert junit.read_text().count("<testcase") == 4  # three cases and the gate's
+    assert json.loads(report.read_text())["exit_code"] == 0
+    run_id = json.loads(report.read_text())["run"]["id"]
+    asked = [path.rsplit("/", 1)[-1] for path in proxy.answered]
+    assert asked.count("events") >= 2 and asked.count("export") == 2  # refused, then answered
+
+    proxy.answer(EXPORT, unavailable(1))
+    exported = lab.assay("export", run_id, "--format", "csv", ASSAY_URL=proxy.url)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert exported.stdout.count("\n") == 4  # its header and three rows
+
+
 def test_a_download_cut_short_leaves_no_file_behind(lab: Lab, proxy: Proxy, tmp_path: Path) -> None:
     run_id = _finished_run(lab, tmp_path)
     proxy.answer(EXPORT, cut_short)
