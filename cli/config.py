@@ -77,14 +77,22 @@ def server(
     key: --api-key, ASSAY_API_KEY, else the profile's, and then only for the profile's own
     URL: a repository (or a mistyped flag) naming another server never receives a profile's
     key. A key given by flag or environment goes to the URL found (the README says to set
-    ASSAY_URL beside it in CI)."""
+    ASSAY_URL beside it in CI). A profile named by --profile comes before the environment and
+    the repository, as a flag does: the environment's key never goes to its server."""
     name = profile or os.environ.get("ASSAY_PROFILE") or "default"
     chosen = read_profiles().get(name) or {}
     if profile and not chosen:
         raise CliError(f"no profile named {profile!r}: create it with `assay login`")
-    found_url = url or os.environ.get("ASSAY_URL") or repository_url or chosen.get("url")
+    if profile:
+        environment_url = environment_key = repository_url = None
+    else:
+        environment_url, environment_key = (
+            os.environ.get("ASSAY_URL"),
+            os.environ.get("ASSAY_API_KEY"),
+        )
+    found_url = url or environment_url or repository_url or chosen.get("url")
     found_url = (found_url or DEFAULT_URL).rstrip("/")
-    found_key = api_key or os.environ.get("ASSAY_API_KEY")
+    found_key = api_key or environment_key
     if not found_key and chosen.get("api_key"):
         profile_url = (chosen.get("url") or DEFAULT_URL).rstrip("/")
         if profile_url != found_url:

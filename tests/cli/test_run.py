@@ -346,6 +346,16 @@ def test_a_profile_key_goes_only_to_its_own_server(lab: Lab) -> None:
     assert refused.returncode == 3
     assert '"x"' not in profiles.read_text()
 
+    # A profile named by flag comes before the environment, URL and key: the environment's key
+    # (another server's, in a shell that exports one) went to the profile's server.
+    named = lab.assay("login", "--url", lab.server.url, "--api-key", lab.api_key, "--profile", "s")
+    assert named.returncode == 0, named.stdout + named.stderr
+    for url in ("", "http://127.0.0.1:9"):
+        chosen = lab.assay(
+            "runs", "list", "--profile", "s", ASSAY_API_KEY="ak_other", ASSAY_URL=url
+        )
+        assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+
 
 def test_a_prompt_with_no_input_is_a_usage_error_not_an_interruption(lab: Lab) -> None:
     """In a CI job stdin is closed: `assay login` without --api-key must say what to do, and
