@@ -49,10 +49,14 @@ async def list_webhooks(
 
 
 async def enabled_webhooks(session: AsyncSession, project_id: uuid.UUID) -> list[Webhook]:
+    """Held from deletion to the end of the transaction (the lock its deliveries' foreign key
+    takes, taken as they are read): one deleted meanwhile would fail the insert of its
+    deliveries, and with it the transaction, a run's end."""
     rows = await session.scalars(
         select(Webhook)
         .where(Webhook.project_id == project_id, Webhook.enabled)
         .order_by(Webhook.created_at, Webhook.id)
+        .with_for_update(key_share=True, read=True)
     )
     return list(rows.all())
 
