@@ -14,12 +14,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from utils.errors import AssayError
 from utils.problems import PROBLEM_JSON
 
 log = structlog.get_logger(__name__)
+DELETED_MEANWHILE = "Something this request names was deleted meanwhile: read it again"
 
 
 def problem(
@@ -110,9 +112,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         return problem(request, 422, f"A value was not accepted by the database: {message}")
     if sqlstate == "23503":  # what the request names (its project, say) deleted meanwhile
         log.warning("a foreign key refused a request", error=str(exc.orig).split("\n")[0])
-        return problem(
-            request, 409, "Something this request names was deleted meanwhile: read it again"
-        )
+        return problem(request, 409, DELETED_MEANWHILE)
     if sqlstate in {"40001", "40P01"}:  # a serialization failure or a deadlock: undone whole
         log.warning("a concurrent change undid a request", error=str(exc.orig).split("\n")[0])
         return problem(
@@ -126,10 +126,18 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(request, 500, "An unexpected error occurred; the request id identifies it")
 
 
+async def _deleted_meanwhile(request: Request, exc: Exception) -> JSONResponse:
+    """A row the request read, then changed, was deleted by another before the change (the
+    update matched no row): what a foreign key says of a row deleted under an insert."""
+    log.warning("a row changed was deleted meanwhile", error=str(exc).split("\n")[0])
+    return problem(request, 409, DELETED_MEANWHILE)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on an app (sub-apps do not inherit them, so each app calls this)."""
     app.add_exception_handler(AssayError, _assay_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(StaleDataError, _deleted_meanwhile)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects.models import Project
@@ -61,9 +62,14 @@ async def enabled_webhooks(session: AsyncSession, project_id: uuid.UUID) -> list
     return list(rows.all())
 
 
-async def lock_webhook(session: AsyncSession, webhook: Webhook) -> None:
-    """Holds the webhook's row to the end of the transaction, `webhook` read anew under it."""
-    await session.refresh(webhook, with_for_update=True)
+async def lock_webhook(session: AsyncSession, webhook: Webhook) -> bool:
+    """Holds the webhook's row to the end of the transaction, `webhook` read anew under it;
+    False when it was deleted meanwhile."""
+    try:
+        await session.refresh(webhook, with_for_update=True)
+    except InvalidRequestError:  # SQLAlchemy's word for a row no longer there to read
+        return False
+    return True
 
 
 async def save_webhook(session: AsyncSession) -> None:

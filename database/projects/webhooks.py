@@ -96,7 +96,8 @@ async def rotate_secret(session: AsyncSession, runtime: Runtime, webhook: Webhoo
     without a gap). The secret before that one stops at once. The webhook is held first: two
     rotations at once take turns, and each shown secret signs (the later one's previous is the
     earlier one's)."""
-    await crud.lock_webhook(session, webhook)
+    if not await crud.lock_webhook(session, webhook):
+        raise NotFound("Webhook not found")
     secret = new_secret()
     overlap = timedelta(hours=runtime.settings.webhook_secret_overlap_hours)
     keep = overlap > timedelta(0)

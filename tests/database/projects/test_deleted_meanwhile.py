@@ -30,3 +30,60 @@ async def test_a_test_made_in_a_project_deleted_meanwhile_is_a_409(
         await held.rollback()
     assert (await deleting).status_code == 204
     assert_problem(await making, 409)
+
+
+async def _beside_a_deletion(client, owner, owner_engine, table, row_id, deleting, other):
+    """`other` (method, path, body) sent while `deleting` (a path) deletes the row it names,
+    both waiting on a lock held until both wait: the deletion commits first."""
+    async with owner_engine.connect() as holder:
+        held = await holder.begin()
+        await holder.execute(text(f"SELECT FROM {table} WHERE id = :id FOR UPDATE"), {"id": row_id})
+        deletion = asyncio.create_task(client.delete(deleting, headers=owner.headers))
+        await until_waiting_for_locks(owner_engine, 1)
+        method, path, body = other
+        request = client.request(method, path, json=body, headers=owner.headers)
+        answer = asyncio.create_task(request)
+        await until_waiting_for_locks(owner_engine, 2)
+        await held.rollback()
+    assert (await deletion).status_code == 204
+    return await answer
+
+
+async def test_a_change_of_a_project_deleted_meanwhile_is_a_409(
+    committed_client, committed_owner, owner_engine
+):
+    """The update matched no row: a 500 (StaleDataError)."""
+    client, owner = committed_client, committed_owner
+    project = (await create_project(client, owner))["id"]
+    path = f"/api/v1/projects/{project}"
+    changed = await _beside_a_deletion(
+        client, owner, owner_engine, "projects", project, path, ("PATCH", path, {"name": "x"})
+    )
+    assert_problem(changed, 409)
+    assert "deleted meanwhile" in changed.json()["detail"]
+
+
+async def test_a_change_of_a_webhook_deleted_meanwhile_is_a_409_or_404(
+    committed_client, committed_owner, owner_engine
+):
+    client, owner = committed_client, committed_owner
+    project = (await create_project(client, owner))["id"]
+    body = {"url": "https://hooks.example.com/a", "events": ["run.completed"]}
+    webhooks = f"/api/v1/projects/{project}/webhooks"
+    for change, status in (
+        (("PATCH", "", {"enabled": False}), 409),
+        (("POST", "/rotate-secret", None), 404),
+    ):
+        made = await client.post(webhooks, json=body, headers=owner.headers)
+        path = f"{webhooks}/{made.json()['id']}"
+        method, suffix, sent = change
+        changed = await _beside_a_deletion(
+            client,
+            owner,
+            owner_engine,
+            "webhooks",
+            made.json()["id"],
+            path,
+            (method, path + suffix, sent),
+        )
+        assert_problem(changed, status)
