@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.engine.case import run_case
 from app.engine.context import JobContext
-from app.engine.plan import Plan, make_plan
+from app.engine.plan import Plan, Unrunnable, make_plan
 from app.engine.sources import SourceResults
 from app.engine.writer import ChunkWriter
 from database.results import crud, execution
@@ -54,7 +54,11 @@ async def run_chunk(ctx: JobContext) -> None:
         started = await crud.count_results(session, run.id) > 0
         done = await crud.done_keys(session, run.id, positions) if started else set()
         cases = await read_version_cases(session, run.test_set_version_id, positions)
-        plan = await make_plan(session, run)
+        plan: Plan | None = None
+        try:
+            plan = await make_plan(session, run)
+        except Unrunnable as gone:
+            unrunnable = str(gone)
         source_run = run.outputs_from_run_id
         sizes = (
             await rescore_sources.source_sizes(
@@ -63,6 +67,10 @@ async def run_chunk(ctx: JobContext) -> None:
             if source_run
             else None
         )
+    if plan is None:  # the run fails now, rather than after every retry of its chunks
+        async with ctx.transaction() as session:
+            await execution.fail_run(session, run.id, unrunnable)
+        return
     # A rescore does the results its source had when it was made; a run, every one of the
     # chunk's repetitions.
     keys = [

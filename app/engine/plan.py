@@ -39,6 +39,11 @@ async def _simulator(session: AsyncSession, run: Run) -> TargetConfig | None:
     return resolve(row, get_runtime().secret_box) if row is not None else None
 
 
+class Unrunnable(Exception):
+    """What the run needs to call its target was deleted since it was made: no retry brings it
+    back."""
+
+
 async def make_plan(session: AsyncSession, run: Run) -> Plan:
     runtime = get_runtime()
     calls_target = run.outputs_from_run_id is None and run.recorded_field is None
@@ -46,7 +51,7 @@ async def make_plan(session: AsyncSession, run: Run) -> Plan:
         await model_crud.get_model(session, run.target_model_id) if run.target_model_id else None
     )
     if target_row is None and calls_target:
-        raise RuntimeError("the run's target model configuration was deleted")
+        raise Unrunnable("the run's target model configuration was deleted")
     metrics = [MetricSpec(**spec) for spec in run.metrics]
     judges: dict[str, TargetConfig] = {}
     for spec in metrics:
@@ -60,7 +65,7 @@ async def make_plan(session: AsyncSession, run: Run) -> Plan:
         else None
     )
     if version is None and run.prompted:
-        raise RuntimeError("the run's prompt was deleted")
+        raise Unrunnable("the run's prompt was deleted")
     return Plan(
         target=resolve(target_row, runtime.secret_box) if target_row and calls_target else None,
         tools=list(target_row.tools or []) if target_row else [],

@@ -29,6 +29,15 @@ def _ended(run: Run, action: str) -> None:
         raise Conflict(f"The run is {run.status}: {action} it once it has ended")
 
 
+def _calls_again(run: Run, action: str) -> None:
+    """What the run calls its target with is still there (else every chunk would fail)."""
+    calls_target = run.outputs_from_run_id is None and run.recorded_field is None
+    if calls_target and run.target_model_id is None:
+        raise Conflict(f"The run's target model configuration was deleted: it cannot {action}")
+    if run.prompted and run.prompt_version_id is None:
+        raise Conflict(f"The run's prompt was deleted: it cannot {action}")
+
+
 def _child(principal: Principal, parent: Run, positions: list[int], **own: Any) -> Run:
     """A new run of some of `parent`'s cases, on the same version, target and prompt."""
     return Run(
@@ -53,6 +62,7 @@ def _child(principal: Principal, parent: Run, positions: list[int], **own: Any) 
 
 async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
     _ended(run, "rerun")
+    _calls_again(run, "be rerun")
     positions = await crud.positions_to_rerun(session, run.id)
     if not positions:
         raise Conflict("Nothing to rerun: no case failed or errored")
@@ -90,6 +100,7 @@ async def repeat(session: AsyncSession, run: Run, body: RepeatCreate) -> Run:
     """More repetitions of some of a completed run's cases: the run reopens, and its summary,
     gate and comparisons count them once they are in."""
     _ended(run, "repeat")
+    _calls_again(run, "be repeated")
     if run.status != "completed":
         raise Conflict(f"Only a completed run can be given more repetitions: this one {run.status}")
     if run.outputs_from_run_id is not None:
@@ -193,6 +204,7 @@ async def resume(session: AsyncSession, run: Run) -> Run:
     on: its chunks are queued again and do only the cases that have no result yet; what it
     wrote stays. (`rerun` is the other thing: failed and errored cases again, as a new run.)"""
     _ended(run, "resume")
+    _calls_again(run, "be resumed")
     if run.status == "completed":
         raise Conflict("The run has completed: nothing to resume (rerun repeats failed cases)")
     if run.max_cost is not None and run.spent >= run.max_cost:

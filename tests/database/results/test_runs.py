@@ -200,11 +200,14 @@ async def test_a_prompt_failing_for_one_case_errs_that_case_alone(
     assert failed["error_type"] == "prompt_error" and named in failed["error_message"]
 
 
-async def test_a_run_whose_prompt_is_deleted_before_it_runs_fails_rather_than_go_without(
-    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
+@pytest.mark.parametrize("deleted", ["prompt", "target"])
+async def test_a_run_whose_prompt_or_target_is_deleted_before_it_runs_fails_at_once(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database, deleted: str
 ) -> None:
-    """As one whose target was deleted: the raw input was sent instead, with no system
-    prompt, and the run completed as if nothing had happened."""
+    """Without its prompt, the raw input was sent instead, with no system prompt, and the run
+    completed as if nothing had happened. Now it fails, at once: its chunk raised, to be
+    tried five times over some 18 s first. And it is not run again: a rerun or a resume was
+    accepted (202), to fail the same way."""
     lab = quiet_lab
     target = await lab.openai_model(fake)
     prompt = await lab.post(
@@ -218,15 +221,24 @@ async def test_a_run_whose_prompt_is_deleted_before_it_runs_fails_rather_than_go
         prompt_id=prompt.json()["id"],
         metric_ids=[await lab.any_answer()],
     )
-    deleted = await lab.client.delete(
-        f"/api/v1/prompts/{prompt.json()['id']}", headers=lab.account.headers
+    gone = (
+        f"/api/v1/prompts/{prompt.json()['id']}"
+        if deleted == "prompt"
+        else f"/api/v1/models/{target}"
     )
-    assert deleted.status_code == 204
+    assert (await lab.client.delete(gone, headers=lab.account.headers)).status_code == 204
     payload = {"run_id": run["id"], "positions": [0], "chunks": 1, "repetitions": [0, 1]}
-    chunk = ChunkContext(committed_database, lab.account.organization_id, payload)
-    with pytest.raises(RuntimeError, match="the run's prompt was deleted"):
-        await executor.run_chunk(chunk)
+    await executor.run_chunk(ChunkContext(committed_database, lab.account.organization_id, payload))
     assert fake.requests == [] and await lab.results(run["id"]) == []
+    ended = await lab.get(f"/runs/{run['id']}")
+    what = "prompt" if deleted == "prompt" else "target model configuration"
+    assert ended["status"] == "failed" and f"the run's {what} was deleted" in ended["error"]
+    for again in ("resume", "rerun"):
+        refused = await lab.client.post(
+            f"/api/v1/runs/{run['id']}/{again}", json={}, headers=lab.account.headers
+        )
+        assert_problem(refused, 409)
+        assert f"{what} was deleted" in refused.json()["detail"]
 
 
 @pytest.mark.parametrize(
