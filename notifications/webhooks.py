@@ -104,11 +104,13 @@ async def send(
     }
     started = time.perf_counter()
     status: int | None = None
+    heard: list[int] = []  # the answer's status, once its head is in
     refused = False
     try:
         async with asyncio.timeout(seconds):
             pin = await vet(url, field="url", allow_private=allow_private)
-            status, answer = await _post(url, body.encode(), headers, pin, seconds)
+            answer = await _post(url, body.encode(), headers, pin, seconds, heard)
+        status = heard[0]
         error = _judged(status, answer)
     except UnresolvedHost as exc:
         error = f"not sent: the URL {exc.detail}"
@@ -122,13 +124,22 @@ async def send(
         error = f"could not connect: {_reason(exc, url)}"
     except httpx.HTTPError as exc:
         error = f"the exchange failed ({type(exc).__name__}): {_reason(exc, url)}"
+    if status is None and heard:  # its status came, not its body: the status is its word
+        status = heard[0]
+        error = _judged(status, b"")
     latency_ms = round((time.perf_counter() - started) * 1000)
     return Attempt(status_code=status, latency_ms=latency_ms, error=_short(error), refused=refused)
 
 
 async def _post(
-    url: str, body: bytes, headers: dict[str, str], pin: Pin | None, seconds: float
-) -> tuple[int, bytes]:
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    pin: Pin | None,
+    seconds: float,
+    heard: list[int],
+) -> bytes:
+    """The start of the answer's body; its status into `heard` as soon as it comes."""
     transport = (
         pinned_transport(pin) if pin is not None else httpx.AsyncHTTPTransport(trust_env=False)
     )
@@ -138,12 +149,13 @@ async def _post(
         ) as client,
         client.stream("POST", url, content=body, headers=headers) as response,
     ):
+        heard.append(response.status_code)
         answer = b""
         async for chunk in response.aiter_raw():
             answer += chunk
             if len(answer) >= ANSWER_BYTES:
                 break  # the rest is not read: closing the response drops the connection
-        return response.status_code, answer[:ANSWER_BYTES]
+        return answer[:ANSWER_BYTES]
 
 
 def _judged(status: int, answer: bytes) -> str | None:

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -21,7 +22,7 @@ from typing import Any, Literal, Self
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 HOST = "127.0.0.1"
@@ -31,7 +32,7 @@ HOST = "127.0.0.1"
 class Fault:
     """What the fake does instead of answering one request (build with the class methods)."""
 
-    kind: Literal["status", "hang", "close", "malformed"]
+    kind: Literal["status", "hang", "close", "malformed", "stall"]
     status: int = 500
     body: Any = None  # None: the fake's default error body; str: sent as text; else JSON
     headers: dict[str, str] = field(default_factory=dict)
@@ -56,6 +57,11 @@ class Fault:
     def hang(cls, seconds: float = 30.0) -> Fault:
         """Answer nothing for `seconds` (cut short by stop()), then drop the connection."""
         return cls("hang", seconds=seconds)
+
+    @classmethod
+    def stall(cls, status: int = 200, seconds: float = 30.0) -> Fault:
+        """Answer `status` and the start of a body, then nothing more for `seconds`."""
+        return cls("stall", status=status, seconds=seconds)
 
     @classmethod
     def close(cls) -> Fault:
@@ -271,6 +277,14 @@ class FakeServer:
             return await self.drop_connection(request)
         if fault.kind == "malformed":
             return malformed
+        if fault.kind == "stall":
+
+            async def started_then_stalled() -> AsyncIterator[bytes]:
+                yield b"ok"
+                await self.sleep(fault.seconds)
+
+            headers = {"content-length": "100"}
+            return StreamingResponse(started_then_stalled(), fault.status, headers=headers)
         if fault.body is None:
             response = self.error_response(fault.status)
         elif isinstance(fault.body, str):

@@ -50,6 +50,14 @@ async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
         slow = await attempt()
         assert slow.error == "no answer within 1 s" and 900 <= slow.latency_ms < 3000
 
+        # A 2xx whose body never ends was "no answer" and sent again: the status is its word.
+        receiver.enqueue(Fault.stall(200, 5))
+        stalled = await attempt()
+        assert stalled.status_code == 200 and stalled.delivered and stalled.error is None
+        receiver.enqueue(Fault.stall(503, 5))
+        failing = await attempt()
+        assert failing.status_code == 503 and failing.error == "answered 503"
+
         receiver.enqueue(Fault.http(500, "x" * 100_000))
         large = await attempt()
         assert large.status_code == 500 and large.error == "answered 500: " + "x" * 200
@@ -59,7 +67,7 @@ async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
         down = await attempt(url=tokened)
         assert down.error.startswith("could not connect") and "s3cret" not in down.error
 
-    assert len([r for r in receiver.log if r.outcome == "fault"]) == 3
+    assert len([r for r in receiver.log if r.outcome == "fault"]) == 5
 
 
 async def test_only_an_address_the_guard_refuses_ends_the_attempts() -> None:
