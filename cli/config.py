@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -91,7 +92,7 @@ def server(
             os.environ.get("ASSAY_API_KEY"),
         )
     found_url = url or environment_url or repository_url or chosen.get("url")
-    found_url = (found_url or DEFAULT_URL).rstrip("/")
+    found_url = server_url((found_url or DEFAULT_URL).rstrip("/"))
     found_key = api_key or environment_key
     if not found_key and chosen.get("api_key"):
         profile_url = (chosen.get("url") or DEFAULT_URL).rstrip("/")
@@ -104,6 +105,20 @@ def server(
     if not found_key:
         raise CliError("no API key: set ASSAY_API_KEY, pass --api-key, or run `assay login` once")
     return Server(url=found_url, api_key=found_key)
+
+
+def server_url(url: str) -> str:
+    """A usage error for what cannot be a server's root (rather than, retried for seconds,
+    an unreachable server, or a 404 for every request)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CliError(
+            f"the server's URL {url!r} is not an http(s) URL: give one such as {DEFAULT_URL}"
+            " (--url, ASSAY_URL, assay.yaml's `server` or the profile)"
+        )
+    if parts.path.rstrip("/").endswith("/api/v1"):
+        raise CliError(f"give the server's URL without /api/v1 (its root): not {url!r}")
+    return url
 
 
 # --- assay.yaml ---------------------------------------------------------------------------

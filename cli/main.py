@@ -330,7 +330,7 @@ def login_command(
     profile: Annotated[str, typer.Option("--profile")] = "default",
 ) -> int:
     """Check a server URL and API key, and save them as a profile (readable by you only)."""
-    return login(_console(), url, api_key, profile)
+    return login(_console(), config.server_url(url.rstrip("/")), api_key, profile)
 
 
 def _terminated(signum: int, frame: object) -> None:

@@ -192,6 +192,14 @@ def test_a_bad_key_is_exit_3_and_no_server_exit_4_in_one_line(lab: Lab) -> None:
     assert "Traceback" not in no_server.stderr
     usage = lab.assay("run", "--repetitions", "0")
     assert usage.returncode == 3
+    # Common mistakes in the URL are the job's to fix (3), said at once: not retried for
+    # seconds as an unreachable server (4), nor a 404 for every request.
+    for url, said in (
+        (lab.server.url.removeprefix("http://"), "is not an http(s) URL"),
+        (f"{lab.server.url}/api/v1", "without /api/v1"),
+    ):
+        mistaken = lab.assay("runs", "list", ASSAY_URL=url)
+        assert mistaken.returncode == 3 and said in mistaken.stderr, mistaken.stderr
 
 
 def test_names_that_match_nothing_or_several_exit_3_listing_candidates(lab: Lab) -> None:
