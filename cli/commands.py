@@ -39,7 +39,8 @@ def list_runs(
     project_id = client.find("project", "/projects", project)["id"] if project else None
     page = client.get("/runs", project_id=project_id, status=status, limit=limit)
     table = Table(title=f"Runs ({page['total']} in all)", title_justify="left")
-    for column in ("id", "name", "status", "passed", "failed", "errored", "gate", "created"):
+    table.add_column("id", no_wrap=True, min_width=36)  # whole, to be copied, at any width
+    for column in ("name", "status", "passed", "failed", "errored", "gate", "created"):
         table.add_column(column, overflow="fold")
     for run in page["items"]:
         counts = run["counts"]

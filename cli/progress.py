@@ -183,4 +183,8 @@ class QuietDisplay:
 def display_for(console: Console, *, quiet: bool) -> Display:
     if quiet:
         return QuietDisplay()
-    return BarDisplay(console) if console.is_terminal else LineDisplay(console)
+    # A terminal's own, not Rich's word (FORCE_COLOR, set for a CI log's colours, makes it
+    # say so): a redrawn bar in a log is control characters on every line.
+    isatty = getattr(console.file, "isatty", None)
+    interactive = console.is_terminal and callable(isatty) and isatty()
+    return BarDisplay(console) if interactive else LineDisplay(console)

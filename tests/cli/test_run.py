@@ -393,3 +393,19 @@ def test_run_ids_are_checked_before_they_go_into_a_path(lab: Lab) -> None:
         assert done.returncode == 3, done.stdout + done.stderr
         assert "is not a run id (a UUID)" in done.stderr, done.stderr
         assert "unexpected error" not in done.stderr
+
+
+def test_a_ci_log_gets_lines_and_whole_run_ids_whatever_its_colour_settings(lab: Lab) -> None:
+    """FORCE_COLOR (set for a CI log's colours) brought the redrawn bar, control characters
+    on every line; at 80 columns `runs list` split each id over four lines."""
+    test_set = lab.test_set(3)
+    metric = lab.metric()
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    report = lab.home / "coloured.json"
+    done = lab.assay(*args, "--json", str(report), FORCE_COLOR="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "\x1b[?25l" not in done.stdout and "\r" not in done.stdout  # no bar, redrawn
+    run_id = json.loads(report.read_text())["run"]["id"]
+    listed = lab.assay("runs", "list", COLUMNS="80")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert run_id in listed.stdout
