@@ -147,15 +147,42 @@ async def test_a_capped_kind_is_claimed_per_organization_as_many_as_it_may_hold(
     assert await claim() == []
 
 
+async def test_an_organization_with_nothing_under_way_takes_the_next_turn(
+    committed_database: Database, accounts: list[Account]
+) -> None:
+    """Claimed oldest first, one organization's run (its chunks all queued at its start) held
+    every worker until it ended, another's run queued behind all of it: each is now claimed
+    by its organization's turn (its jobs under way, then its due ones, oldest first)."""
+    first, second = accounts
+    kind = new_kind()
+    firsts = await enqueue_jobs(committed_database, first, kind, 4)
+    [later] = await enqueue_jobs(committed_database, second, kind, 1)
+    worker = f"test-{uuid.uuid4().hex[:6]}"
+    mine = {*firsts, later}
+
+    async def claim() -> list[uuid.UUID]:
+        async with committed_database.transaction() as session:
+            claimed = await queue.claim(
+                session, worker=worker, limit=1, lease=timedelta(seconds=30)
+            )
+        return [job.id for job in claimed if job.id in mine]
+
+    # (Jobs enqueued in one transaction are due at the same moment: any of them is oldest.)
+    [oldest] = await claim()  # equal turns (the first of each): the older
+    assert oldest in firsts
+    assert await claim() == [later]  # the first organization has one under way
+    assert set(await claim() + await claim()) < set(firsts) - {oldest}
+
+
 async def test_the_migration_goes_down_and_up_again(
     database_urls: DatabaseUrls, owner_engine: AsyncEngine
 ) -> None:
     arguments = text(
-        "SELECT pronargs, pg_get_userbyid(proowner) FROM pg_proc"
+        "SELECT pronargs, pg_get_userbyid(proowner), prosrc LIKE '%under_way%' FROM pg_proc"
         " WHERE proname = 'assay_queue_claim'"
     )
 
-    async def claim_function(url: str) -> list[tuple[int, str]]:
+    async def claim_function(url: str) -> list[tuple[int, str, bool]]:
         engine = create_async_engine(url, poolclass=NullPool)
         try:
             async with engine.connect() as connection:
@@ -172,11 +199,13 @@ async def test_the_migration_goes_down_and_up_again(
             await engine.dispose()
 
     async with scratch_database(database_urls, owner_engine, "claim_skips") as url:
-        await migrate(url, database_urls.runtime_role, revision="0032_claim_per_organization")
-        assert await claim_function(url) == [(6, "assay_worker")]
+        await migrate(url, database_urls.runtime_role, revision="0037_claim_takes_turns")
+        assert await claim_function(url) == [(6, "assay_worker", True)]
+        await downgraded(url, "0036_shorter_key_hints")
+        assert await claim_function(url) == [(6, "assay_worker", False)]
         await downgraded(url, "0031_run_prompted")
-        assert await claim_function(url) == [(4, "assay_worker")]
+        assert await claim_function(url) == [(4, "assay_worker", False)]
         await downgraded(url, "0029_prune_recheck")
-        assert await claim_function(url) == [(3, "assay_worker")]
-        await migrate(url, database_urls.runtime_role, revision="0032_claim_per_organization")
-        assert await claim_function(url) == [(6, "assay_worker")]
+        assert await claim_function(url) == [(3, "assay_worker", False)]
+        await migrate(url, database_urls.runtime_role, revision="0037_claim_takes_turns")
+        assert await claim_function(url) == [(6, "assay_worker", True)]
