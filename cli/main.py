@@ -20,7 +20,7 @@ from cli import config
 from cli.client import Client, CliError, Unreachable
 from cli.commands import compare_runs, export_run, import_tests, list_runs, login
 from cli.outcome import INTERRUPTED, UNREACHABLE, USAGE, FailOn
-from cli.running import RunOptions, conclude, create_run, from_repository, watch
+from cli.running import RunOptions, conclude, create_run, detach, from_repository, watch
 from cli.terminal import TextConsole
 
 EXIT_CODES = """Exit codes:
@@ -199,9 +199,12 @@ def run_command(
         options.test_set_file = file
     console = _console()
     client = _client(url, api_key, profile, repository)
-    run = create_run(client, options, console)
-    if not quiet:
+    run, interrupted = create_run(client, options, console)
+    if not quiet or interrupted:
         console.print(f"Run {run['id']} started: {run['counts']['total']} cases", markup=False)
+    if interrupted:
+        detach(client, run["id"], console, cancel=cancel_on_interrupt)
+        return INTERRUPTED
     return _follow(client, run, console, options, quiet=quiet, cancel=cancel_on_interrupt)
 
 

@@ -4,6 +4,9 @@ API), following the run live, and how it ends (tables, reports, exit code)."""
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +84,10 @@ def from_repository(config: dict[str, Any], folder: Path | None) -> RunOptions:
     return options
 
 
-def create_run(client: Client, options: RunOptions, console: Console) -> dict[str, Any]:
+def create_run(
+    client: Client, options: RunOptions, console: Console
+) -> tuple[dict[str, Any], bool]:
+    """The run made, and whether the command was interrupted as it was made."""
     if not options.test_set:
         raise CliError("which test set? pass --test-set NAME or write it in assay.yaml")
     project_id = (
@@ -108,7 +114,26 @@ def create_run(client: Client, options: RunOptions, console: Console) -> dict[st
         if getattr(options, key) is not None:
             body[key] = getattr(options, key)
     body["gate"] = _gate(options)
-    return dict(client.post_once("/runs", body, key=options.idempotency_key))
+    # Ctrl-C (or a CI job cancelled) while the run is being made waits for its answer: the run
+    # may be made already, and without its id it could be neither cancelled nor followed.
+    with interrupts_deferred() as interrupted:
+        run = dict(client.post_once("/runs", body, key=options.idempotency_key))
+    return run, interrupted()
+
+
+@contextmanager
+def interrupts_deferred() -> Iterator[Callable[[], bool]]:
+    """SIGINT and SIGTERM held back in the block; after it, whether one came."""
+    came: list[int] = []
+    handlers = {
+        number: signal.signal(number, lambda received, _frame: came.append(received))
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield lambda: bool(came)
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
 
 
 def _test_set(
@@ -171,17 +196,22 @@ def watch(
                 display.update(tally)
     except KeyboardInterrupt:
         display.stop()
-        if cancel_on_interrupt:
-            _cancel(client, run["id"], console)
-        else:
-            console.print(
-                f"Detached: run {run['id']} goes on. Follow it again with: assay watch {run['id']}",
-                markup=False,
-            )
+        detach(client, run["id"], console, cancel=cancel_on_interrupt)
         return tally, False
     finally:
         display.stop()
     return tally, True
+
+
+def detach(client: Client, run_id: str, console: Console, *, cancel: bool) -> None:
+    """The command stops following the run: it goes on, or it is cancelled when told to."""
+    if cancel:
+        _cancel(client, run_id, console)
+    else:
+        console.print(
+            f"Detached: run {run_id} goes on. Follow it again with: assay watch {run_id}",
+            markup=False,
+        )
 
 
 def _cancel(client: Client, run_id: str, console: Console) -> None:

@@ -190,6 +190,17 @@ def answer_lost(times: int) -> Answer:
     return first(times, lose)
 
 
+def held_answer(seconds: float) -> Answer:
+    """The server's answer, passed on `seconds` after it came."""
+
+    def hold(handler: Handler) -> None:
+        upstream = handler.forward()
+        handler.server.proxy.closing.wait(seconds)
+        handler.send_whole(upstream.headers.get("content-type", ""), upstream.content)
+
+    return hold
+
+
 def cut_short(handler: Handler) -> None:
     """The server's answer, chunked, with the connection dropped after half of it (no last
     chunk): what a dropped connection mid-download looks like."""

@@ -21,6 +21,7 @@ from tests.cli.proxy import (
     answer_lost,
     cut_short,
     empty_stream,
+    held_answer,
     held_stream,
     short_streams,
     sign_in_page,
@@ -171,6 +172,38 @@ def test_a_download_cut_short_leaves_no_file_behind(lab: Lab, proxy: Proxy, tmp_
     assert whole.returncode == 0, whole.stdout + whole.stderr
     assert junit.read_text().startswith("<?xml")
     assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "results.json"]
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+def test_a_job_cancelled_as_its_run_is_made_says_the_run_or_cancels_it(
+    lab: Lab, proxy: Proxy, cancel: bool
+) -> None:
+    """SIGTERM while POST /runs awaited its answer exited 130 and said nothing: the run went on,
+    spending, with no id to follow or cancel it by, --cancel-on-interrupt or not."""
+    test_set = lab.test_set(3)
+    metric = lab.metric()
+    lab.fake.latency = 8.0  # still running when the command hears the answer
+    proxy.answer(r"/api/v1/runs", held_answer(3))
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    process = lab.popen(*args, *(["--cancel-on-interrupt"] if cancel else []), ASSAY_URL=proxy.url)
+    try:
+        deadline = time.monotonic() + 30
+        while "/api/v1/runs" not in proxy.answered:  # the run is being made
+            assert time.monotonic() < deadline and process.poll() is None, "no run was asked for"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, out + err
+    run_id = out.split()[1]
+    status = lab.api.get(f"/runs/{run_id}").json()["status"]
+    if cancel:
+        assert status == "cancelled", out + err
+    else:
+        assert f"Detached: run {run_id} goes on" in out and status != "cancelled"
 
 
 def test_ctrl_c_after_the_run_ended_detaches_even_with_cancel_on_interrupt(
