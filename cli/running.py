@@ -123,12 +123,16 @@ def create_run(
 
 @contextmanager
 def interrupts_deferred() -> Iterator[Callable[[], bool]]:
-    """SIGINT and SIGTERM held back in the block; after it, whether one came."""
+    """The first SIGINT or SIGTERM held back in the block; after it, whether one came. A
+    second one interrupts at once (a server that does not answer is not waited for)."""
     came: list[int] = []
-    handlers = {
-        number: signal.signal(number, lambda received, _frame: came.append(received))
-        for number in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def held(received: int, _frame: object) -> None:
+        if came:
+            raise KeyboardInterrupt
+        came.append(received)
+
+    handlers = {number: signal.signal(number, held) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield lambda: bool(came)
     finally:

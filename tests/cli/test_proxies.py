@@ -206,6 +206,32 @@ def test_a_job_cancelled_as_its_run_is_made_says_the_run_or_cancels_it(
         assert f"Detached: run {run_id} goes on" in out and status != "cancelled"
 
 
+def test_a_second_interrupt_does_not_wait_for_a_run_being_made(lab: Lab, proxy: Proxy) -> None:
+    """The first is held until the server answers; a server that does not answer (for up to
+    the client's timeouts and retries, minutes) is not waited for after a second."""
+    test_set = lab.test_set(1)
+    metric = lab.metric()
+    proxy.answer(r"/api/v1/runs", held_answer(60))
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    process = lab.popen(*args, ASSAY_URL=proxy.url)
+    try:
+        deadline = time.monotonic() + 30
+        while "/api/v1/runs" not in proxy.answered:
+            assert time.monotonic() < deadline and process.poll() is None, "no run was asked for"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert process.poll() is None  # the first waits for the answer
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in err
+
+
 def test_ctrl_c_after_the_run_ended_detaches_even_with_cancel_on_interrupt(
     lab: Lab, proxy: Proxy
 ) -> None:
