@@ -174,6 +174,13 @@ def test_a_download_cut_short_leaves_no_file_behind(lab: Lab, proxy: Proxy, tmp_
     assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "results.json"]
 
 
+def _until_the_run_is_being_made(proxy: Proxy, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while "/api/v1/runs" not in proxy.answered:
+        assert time.monotonic() < deadline and process.poll() is None, "no run was asked for"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("cancel", [False, True])
 def test_a_job_cancelled_as_its_run_is_made_says_the_run_or_cancels_it(
     lab: Lab, proxy: Proxy, cancel: bool
@@ -187,10 +194,7 @@ def test_a_job_cancelled_as_its_run_is_made_says_the_run_or_cancels_it(
     args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
     process = lab.popen(*args, *(["--cancel-on-interrupt"] if cancel else []), ASSAY_URL=proxy.url)
     try:
-        deadline = time.monotonic() + 30
-        while "/api/v1/runs" not in proxy.answered:  # the run is being made
-            assert time.monotonic() < deadline and process.poll() is None, "no run was asked for"
-            time.sleep(0.05)
+        _until_the_run_is_being_made(proxy, process)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     finally:
@@ -215,10 +219,7 @@ def test_a_second_interrupt_does_not_wait_for_a_run_being_made(lab: Lab, proxy: 
     args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
     process = lab.popen(*args, ASSAY_URL=proxy.url)
     try:
-        deadline = time.monotonic() + 30
-        while "/api/v1/runs" not in proxy.answered:
-            assert time.monotonic() < deadline and process.poll() is None, "no run was asked for"
-            time.sleep(0.05)
+        _until_the_run_is_being_made(proxy, process)
         process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         assert process.poll() is None  # the first waits for the answer
