@@ -32,6 +32,7 @@ BIT_WORK_PER_STEP = 1_000_000
 COPIED_PER_STEP = 2_000
 
 TEXT = (str, bytes, bytearray)
+NAMESPACE_ATTRIBUTES = "_Namespace__attrs"  # what jinja's namespace() holds, and prints
 SEQUENCES = (*TEXT, list, tuple)
 
 
@@ -115,8 +116,8 @@ def walk(value: Any, limit: int) -> tuple[int, int]:
         elif isinstance(item, Collection) and not isinstance(item, range):
             total += len(item) + 1
             pending.extend(item)
-        elif hasattr(item, "_Namespace__attrs"):  # jinja's namespace() prints its contents
-            pending.append(item._Namespace__attrs)
+        elif hasattr(item, NAMESPACE_ATTRIBUTES):  # jinja's namespace() prints its contents
+            pending.append(getattr(item, NAMESPACE_ATTRIBUTES))
             mutable = True  # `{% set ns.x = ... %}` changes it
         else:
             total += 1
@@ -127,10 +128,13 @@ def walk(value: Any, limit: int) -> tuple[int, int]:
 
 
 def check_built(value: Any) -> Any:
-    """After an operation whose size could not be known before: refuse or charge the result."""
+    """After an operation whose size could not be known before: refuse or charge the result
+    (before it is printed: a namespace prints what it holds)."""
     if isinstance(value, int) and not isinstance(value, bool):
         _integer_within_cap(value.bit_length())
-    elif isinstance(value, Collection) and not isinstance(value, range):
+    elif (isinstance(value, Collection) and not isinstance(value, range)) or hasattr(
+        value, NAMESPACE_ATTRIBUTES
+    ):
         budget = current()
         budget.allow(weight(value, budget.max_chars))
     return value
