@@ -82,8 +82,8 @@ class Breaker:
 
     def failed(self, *, trial: bool) -> None:
         self.failures += 1
-        if trial:
-            self.down, self._trial = True, False
+        if trial:  # known down, unless a call begun before closed it meanwhile
+            self.down, self._trial = self.opened_at is not None, False
         if self.failures >= self.threshold:
             if self.opened_at is None:
                 into = metrics()

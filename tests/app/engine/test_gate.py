@@ -418,3 +418,36 @@ async def test_a_trial_ending_without_a_verdict_lets_a_later_trial_through(outco
     assert await call_through(gate, call) is REPLY
     assert call.calls == 1
     assert gate.breaker.opened_at is None
+
+
+async def test_a_trial_failing_after_the_breaker_closed_leaves_the_next_opening_its_wait():
+    """An older call's success closed the breaker while its trial was in flight; the trial's
+    failure then marked it down, closed: the next opening refused its calls at once."""
+    gate = Gate(pace=None, breaker=Breaker(threshold=2, cooldown=0.1))
+    older_answers, trial_answers = asyncio.Event(), asyncio.Event()
+
+    async def older() -> TargetReply:
+        await older_answers.wait()
+        return REPLY
+
+    async def failing_trial() -> TargetReply:
+        await trial_answers.wait()
+        raise TargetError("timeout", "no answer")
+
+    in_flight = asyncio.create_task(call_through(gate, older))  # admitted while closed
+    await asyncio.sleep(0)
+    await _fail(gate)
+    await _fail(gate)
+    await asyncio.sleep(0.12)
+    trial = asyncio.create_task(call_through(gate, failing_trial))
+    await asyncio.sleep(0.01)
+    older_answers.set()
+    assert await in_flight is REPLY  # the breaker closes
+    trial_answers.set()
+    with pytest.raises(TargetError):
+        await trial
+    assert not gate.breaker.down
+    await _fail(gate)  # a new opening (two in a row, counting the trial's)
+    call = Scripted()
+    assert await call_through(gate, call) is REPLY  # waited for its own trial
+    assert call.calls == 1
