@@ -29,10 +29,11 @@ def _ended(run: Run, action: str) -> None:
         raise Conflict(f"The run is {run.status}: {action} it once it has ended")
 
 
-def _calls_again(run: Run, action: str) -> None:
-    """What the run calls its target with is still there (else every chunk would fail)."""
+def _calls_again(run: Run, action: str, *, target: bool = True) -> None:
+    """What the run calls its target with (`target`: and the target) is still there: else
+    every chunk would fail, or a rescore record its inputs without their prompt."""
     calls_target = run.outputs_from_run_id is None and run.recorded_field is None
-    if calls_target and run.target_model_id is None:
+    if target and calls_target and run.target_model_id is None:
         raise Conflict(f"The run's target model configuration was deleted: it cannot {action}")
     if run.prompted and run.prompt_version_id is None:
         raise Conflict(f"The run's prompt was deleted: it cannot {action}")
@@ -146,6 +147,7 @@ async def rescore(
     """A new run, linked to this one, scoring its stored outputs with `metric_ids`: the target
     is not called; judges are."""
     _ended(run, "rescore")
+    _calls_again(run, "be rescored", target=False)
     positions = await crud.result_positions(session, run.id)
     if not positions:
         raise Conflict("Nothing to rescore: the run has no result")

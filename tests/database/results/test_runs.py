@@ -233,9 +233,11 @@ async def test_a_run_whose_prompt_or_target_is_deleted_before_it_runs_fails_at_o
     ended = await lab.get(f"/runs/{run['id']}")
     what = "prompt" if deleted == "prompt" else "target model configuration"
     assert ended["status"] == "failed" and f"the run's {what} was deleted" in ended["error"]
-    for again in ("resume", "rerun"):
+    again = ["resume", "rerun"] + (["rescore"] if deleted == "prompt" else [])
+    for action in again:  # a rescore needs no target, but records inputs through the prompt
+        body = {"metric_ids": [await lab.any_answer()]} if action == "rescore" else {}
         refused = await lab.client.post(
-            f"/api/v1/runs/{run['id']}/{again}", json={}, headers=lab.account.headers
+            f"/api/v1/runs/{run['id']}/{action}", json=body, headers=lab.account.headers
         )
         assert_problem(refused, 409)
         assert f"{what} was deleted" in refused.json()["detail"]
