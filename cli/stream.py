@@ -12,16 +12,17 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from cli.client import Client, CliError, Unreachable, problem_line
+from cli.client import READ_RETRY_SECONDS, Client, CliError, Unreachable, problem_line
 
 # The server sends a heartbeat every 15 s: a minute of silence is a dead connection.
 READ_TIMEOUT = 60.0
 # How long the stream may stay unreachable before the command gives up (the run goes on).
 GIVE_UP_AFTER = 300.0
 ENDINGS = {"run.finished", "run.cancelled", "run.verdict"}
-# A server restarting or failing a moment, a proxy in between, or the server's cap on streams
-# (429, 503, with Retry-After): retried like a dropped connection.
-RETRIED_STATUSES = {429, 500, 502, 503, 504}
+# A server restarting, a proxy in between, or the server's cap on streams (429, 503, with
+# Retry-After): retried like a dropped connection. A server failing (500) is tried again as a
+# read is, a moment, and then believed.
+RETRIED_STATUSES = {429, 502, 503, 504}
 LONGEST_RETRY_AFTER = 60.0
 
 
@@ -44,7 +45,7 @@ def follow(
     server answers that nothing follows the last event seen (204). Gives up (CliError) when
     the stream gives no sign of life for GIVE_UP_AFTER, or is no event stream at all."""
     last_id = 0
-    failures = 0
+    failures = server_errors = 0
     down_since: float | None = None
     while True:
         ended = False
@@ -70,13 +71,16 @@ def follow(
                     return
                 if response.status_code in RETRIED_STATUSES:
                     asked_to_wait = _retry_after(response)
+                elif response.status_code == 500 and server_errors < len(READ_RETRY_SECONDS):
+                    asked_to_wait = READ_RETRY_SECONDS[server_errors]
+                    server_errors += 1
                 else:
                     _check_stream(client, response)
                     heard = _Heard(response)
                     for sse in EventSource(heard).iter_sse():  # type: ignore[arg-type]
                         if not sse.id or int(sse.id) <= last_id:
                             continue  # a heartbeat, or an event seen before a reconnect
-                        down_since, failures = None, 0
+                        down_since, failures, server_errors = None, 0, 0
                         last_id = int(sse.id)
                         data = json.loads(sse.data) if sse.data else {}
                         event = Event(last_id, sse.event, data)

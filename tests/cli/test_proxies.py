@@ -146,6 +146,16 @@ def test_downloads_and_the_event_stream_are_tried_again_when_the_server_fails_a_
     assert exported.returncode == 0, exported.stdout + exported.stderr
     assert exported.stdout.count("\n") == 4  # its header and three rows
 
+    # A server that keeps failing the stream is believed after as many tries as a read gets,
+    # with its own words: not five minutes of silence, then "lost the run's event stream".
+    failing = Proxy(lab.server.url)
+    with failing:
+        failing.answer(EVENTS, unavailable(100, status=500))
+        given_up = lab.assay("watch", run_id, ASSAY_URL=failing.url, timeout=PATIENCE)
+    assert given_up.returncode == 4, given_up.stdout + given_up.stderr
+    assert "500 Refused" in given_up.stderr
+    assert len(failing.answered) == 4
+
 
 def test_a_download_cut_short_leaves_no_file_behind(lab: Lab, proxy: Proxy, tmp_path: Path) -> None:
     run_id = _finished_run(lab, tmp_path)
