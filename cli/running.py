@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -116,8 +118,19 @@ def create_run(
     body["gate"] = _gate(options)
     # Ctrl-C (or a CI job cancelled) while the run is being made waits for its answer: the run
     # may be made already, and without its id it could be neither cancelled nor followed.
+    key = options.idempotency_key or str(uuid.uuid4())
     with interrupts_deferred() as interrupted:
-        run = dict(client.post_once("/runs", body, key=options.idempotency_key))
+        try:
+            run = dict(client.post_once("/runs", body, key=key))
+        except (CliError, KeyboardInterrupt):
+            if interrupted():
+                print(
+                    f"assay: interrupted; the run may have been made (its Idempotency-Key is"
+                    f" {key}): see `assay runs list`",
+                    file=sys.stderr,
+                )
+                raise KeyboardInterrupt from None
+            raise
     return run, interrupted()
 
 
@@ -131,6 +144,10 @@ def interrupts_deferred() -> Iterator[Callable[[], bool]]:
         if came:
             raise KeyboardInterrupt
         came.append(received)
+        print(
+            "assay: waiting for the server to answer the new run; interrupt again to stop",
+            file=sys.stderr,
+        )
 
     handlers = {number: signal.signal(number, held) for number in (signal.SIGINT, signal.SIGTERM)}
     try:

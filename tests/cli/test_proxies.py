@@ -240,6 +240,8 @@ def test_a_second_interrupt_does_not_wait_for_a_run_being_made(lab: Lab, proxy: 
             process.kill()
             process.communicate()
     assert process.returncode == 130, out + err
+    assert "waiting for the server to answer the new run; interrupt again" in err
+    assert "the run may have been made (its Idempotency-Key is" in err
     assert "Traceback" not in err
 
 
