@@ -33,28 +33,39 @@ def compare_runs(
     return result.code
 
 
+WIDE_ENOUGH_FOR_A_TABLE = 120  # of `runs list`: its ids whole, and the rest readable
+
+
 def list_runs(
     client: Client, console: Console, project: str | None, status: str | None, limit: int
 ) -> int:
     project_id = client.find("project", "/projects", project)["id"] if project else None
     page = client.get("/runs", project_id=project_id, status=status, limit=limit)
-    table = Table(title=f"Runs ({page['total']} in all)", title_justify="left")
-    table.add_column("id", no_wrap=True, min_width=36)  # whole, to be copied, at any width
-    for column in ("name", "status", "passed", "failed", "errored", "gate", "created"):
-        table.add_column(column, overflow="fold")
-    for run in page["items"]:
-        counts = run["counts"]
-        gate = (run.get("gate_result") or {}).get("status", "")
-        table.add_row(
+    rows = [
+        (
             run["id"],
             cell(run.get("name") or ""),
             run["status"],
-            str(counts["passed"]),
-            str(counts["failed"]),
-            str(counts["errored"]),
-            gate,
+            *(str(run["counts"][kind]) for kind in ("passed", "failed", "errored")),
+            (run.get("gate_result") or {}).get("status", ""),
             run["created_at"][:19].replace("T", " "),
         )
+        for run in page["items"]
+    ]
+    title = f"Runs ({page['total']} in all)"
+    if console.width < WIDE_ENOUGH_FOR_A_TABLE:  # a CI log's 80 columns: a line a run
+        console.print(title, markup=False)
+        for run_id, name, status, passed, failed, errored, gate, created in rows:
+            line = f"{run_id}  {status}  {passed} passed, {failed} failed, {errored} errored"
+            line += f"  gate {gate or '-'}  {created}  {name}"
+            console.print(line.rstrip(), markup=False, highlight=False)
+        return OK
+    table = Table(title=title, title_justify="left")
+    table.add_column("id", no_wrap=True)
+    for column in ("name", "status", "passed", "failed", "errored", "gate", "created"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
     return OK
 

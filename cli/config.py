@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
 import jsonschema
 import yaml
 
@@ -110,8 +110,12 @@ def server(
 def server_url(url: str) -> str:
     """A usage error for what cannot be a server's root (rather than, retried for seconds,
     an unreachable server, or a 404 for every request)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    url = url.strip()
+    try:
+        parts = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise CliError(f"the server's URL {url!r} is not valid: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.host:
         raise CliError(
             f"the server's URL {url!r} is not an http(s) URL: give one such as {DEFAULT_URL}"
             " (--url, ASSAY_URL, assay.yaml's `server` or the profile)"

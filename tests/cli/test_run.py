@@ -197,6 +197,7 @@ def test_a_bad_key_is_exit_3_and_no_server_exit_4_in_one_line(lab: Lab) -> None:
     for url, said in (
         (lab.server.url.removeprefix("http://"), "is not an http(s) URL"),
         (f"{lab.server.url}/api/v1", "without /api/v1"),
+        ("http://127.0.0.1:port", "is not valid"),
     ):
         mistaken = lab.assay("runs", "list", ASSAY_URL=url)
         assert mistaken.returncode == 3 and said in mistaken.stderr, mistaken.stderr
@@ -408,4 +409,6 @@ def test_a_ci_log_gets_lines_and_whole_run_ids_whatever_its_colour_settings(lab:
     run_id = json.loads(report.read_text())["run"]["id"]
     listed = lab.assay("runs", "list", COLUMNS="80")
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert run_id in listed.stdout
+    assert f"{run_id}  completed  3 passed, 0 failed, 0 errored  gate passed" in listed.stdout
+    wide = lab.assay("runs", "list", COLUMNS="160")
+    assert run_id in wide.stdout and "┃ id " in wide.stdout  # a table where it fits
