@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2.runtime import LoopContext, Undefined
+from jinja2.runtime import LoopContext, Macro, Undefined
 from jinja2.sandbox import SandboxedFormatter
 from markupsafe import EscapeFormatter
 
@@ -32,6 +32,7 @@ BIT_WORK_PER_STEP = 1_000_000
 COPIED_PER_STEP = 2_000
 
 TEXT = (str, bytes, bytearray)
+REPR_OF_AN_OBJECT = 32  # a float's or a template object's printed length, at most about
 NAMESPACE_ATTRIBUTES = "_Namespace__attrs"  # what jinja's namespace() holds, and prints
 SEQUENCES = (*TEXT, list, tuple)
 
@@ -119,8 +120,13 @@ def walk(value: Any, limit: int) -> tuple[int, int]:
         elif hasattr(item, NAMESPACE_ATTRIBUTES):  # jinja's namespace() prints its contents
             pending.append(getattr(item, NAMESPACE_ATTRIBUTES))
             mutable = True  # `{% set ns.x = ... %}` changes it
-        else:
-            total += 1
+        elif isinstance(item, range):  # its bounds in decimal
+            bits = item.start.bit_length() + item.stop.bit_length() + item.step.bit_length()
+            total += bits // 3 + 12
+        elif isinstance(item, Macro):  # its repr names it
+            total += len(item.name) + 16
+        else:  # a float, or another object: its repr, at most about this long
+            total += REPR_OF_AN_OBJECT
     budget.spend(max(items - 1, 0))
     if not (pending or mutable or isinstance(value, TEXT)) and isinstance(value, Collection):
         budget.walked[id(value)] = (value, total, items)
@@ -128,16 +134,23 @@ def walk(value: Any, limit: int) -> tuple[int, int]:
 
 
 def check_built(value: Any) -> Any:
-    """After an operation whose size could not be known before: refuse or charge the result
-    (before it is printed: a namespace prints what it holds)."""
+    """After an operation whose size could not be known before: refuse or charge the result."""
     if isinstance(value, int) and not isinstance(value, bool):
         _integer_within_cap(value.bit_length())
-    elif (isinstance(value, Collection) and not isinstance(value, range)) or hasattr(
-        value, NAMESPACE_ATTRIBUTES
-    ):
+    elif isinstance(value, Collection) and not isinstance(value, range):
         budget = current()
         budget.allow(weight(value, budget.max_chars))
     return value
+
+
+def check_printed(value: Any) -> Any:
+    """Before `value` is printed: what check_built does, and a namespace measured too (it
+    prints what it holds; made, it is not measured, for it may be made in a loop)."""
+    if hasattr(value, NAMESPACE_ATTRIBUTES):
+        budget = current()
+        budget.allow(weight(value, budget.max_chars))
+        return value
+    return check_built(value)
 
 
 def counted(iterable: Iterable[Any]) -> Iterator[Any]:

@@ -93,16 +93,20 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
     elif name in ("slice", "batch", "wordwrap", "truncate") and rest:
         if isinstance(rest[0], int):
             budget.allow(rest[0], "pieces")
-    elif name == "tojson" and rest and isinstance(rest[0], int):
-        budget.allow(weight(value, budget.max_chars) * (rest[0] + 1))
+    elif name == "tojson" and rest and isinstance(rest[0], int | str):  # an indent, or its text
+        indent = len(rest[0]) if isinstance(rest[0], str) else rest[0]
+        budget.allow(weight(value, budget.max_chars) * (max(indent, 0) + 1))
     elif name == "sum":
         start = kwargs.get("start", rest[1] if len(rest) > 1 else 0)
         if not isinstance(start, int | float):
             raise BudgetExceeded("`sum` adds numbers only")
     if name == "wordwrap" and isinstance(value, str):
         width = kwargs.get("width", args[1] if len(args) > 1 else 79)
+        wrapstring = kwargs.get("wrapstring", args[3] if len(args) > 3 else None)
         if isinstance(width, int):
             budget.spend(_wrapping_work(value, width))
+            if isinstance(wrapstring, str):  # between every two lines it makes
+                budget.allow(len(value) + (len(value) // max(width, 1) + 1) * len(wrapstring))
 
 
 def _walked(name: str, value: Any) -> bool:

@@ -153,7 +153,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return bounded
 
     def bounded_join(self, parts: tuple[Any, ...]) -> str:
-        texts = [part if isinstance(part, str) else str(budget.check_built(part)) for part in parts]
+        texts = [
+            part if isinstance(part, str) else str(budget.check_printed(part)) for part in parts
+        ]
         budget.current().allow(sum(map(len, texts)))
         return "".join(texts)
 
@@ -172,8 +174,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
 
 def _finalize(value: Any) -> Any:
-    """Before `{{ value }}` prints a collection: its printed size within the cap."""
-    return value if isinstance(value, str) else budget.check_built(value)
+    """Before `{{ value }}` prints a collection or namespace: its printed size within the cap."""
+    return value if isinstance(value, str) else budget.check_printed(value)
 
 
 def _environment() -> _Sandbox:

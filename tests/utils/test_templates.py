@@ -126,6 +126,16 @@ ATTACKS = {
         "{% for i in range(25) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}" + made
         for made in ("{{ ns }}", "{{ (ns ~ '')|length }}")
     },
+    # objects printed by their repr, which their count of items does not measure
+    "macros listed": "{% macro "
+    + "A" * 90_000
+    + "() %}{% endmacro %}{{ ["
+    + "A" * 90_000
+    + "] * 10000 }}",
+    "big ranges listed": "{% set r = range(10**4299, 10**4299 + 1) %}{{ [r] * 10000 }}",
+    # what goes between the pieces, given as text
+    "tojson indent text": "{{ (range(1000)|list)|tojson(indent=' ' * 999999)|length }}",
+    "wordwrap wrapstring": "{{ ('a ' * 1000)|wordwrap(1, wrapstring='x' * 999999)|length }}",
     # a table walked in Python, entry by entry, for each call
     "translate table": "{% set t = 'a' * 1000000 %}"
     "{% for i in range(1000) %}{{ ''.translate(t) }}{% endfor %}",
@@ -243,6 +253,12 @@ LARGE_BUT_ORDINARY = {
     "rows compared": (
         "{% for r in rows %}{% if r.n > 5 and r.k != 'a' %}x{% endif %}{% endfor %}",
         {"rows": ROWS},
+    ),
+    # a namespace is measured where it prints, not where it is made (each is walked whole)
+    "namespaces made in a loop": (
+        "{% for r in records[:300] %}{% set ns = namespace(found=false, rows=records) %}"
+        "{% endfor %}ok",
+        {"records": RECORDS[:2_000]},
     ),
 }
 
