@@ -49,18 +49,19 @@ class Breaker:
     failures: int = 0
     opened_at: float | None = None
     down: bool = False  # a trial has failed since it opened
+    openings: int = 0  # how often it has opened: a trial is of one opening
     _trial: bool = field(default=False, repr=False)
     provider: str = "unknown"  # for the metrics of its state
     model: str | None = None
 
-    async def admit(self) -> bool:
-        """Waits while open and not known down; raises `circuit_open` once known down. True
-        when this call is the half-open trial."""
+    async def admit(self) -> int | None:
+        """Waits while open and not known down; raises `circuit_open` once known down. When
+        this call is the half-open trial, the opening it is the trial of."""
         while self.opened_at is not None:
             waited = time.monotonic() - self.opened_at
             if waited >= self.cooldown and not self._trial:
                 self._trial = True
-                return True
+                return self.openings
             if self.down:
                 raise TargetError(
                     "circuit_open",
@@ -68,24 +69,29 @@ class Breaker:
                     f"{max(0.0, self.cooldown - waited):.0f} s more",
                 )
             await asyncio.sleep(max(self.cooldown - waited, TRIAL_POLL_SECONDS))
-        return False
+        return None
 
-    def abandoned(self) -> None:
+    def abandoned(self, trial: int) -> None:
         """The trial ended without a verdict (cancelled, or an error that says nothing of the
         model's health): the next call after the cooldown may try again."""
-        self._trial = False
+        if trial == self.openings:  # (a later opening's trial is its own)
+            self._trial = False
 
     def succeeded(self) -> None:
         if self.opened_at is not None:
             metrics().breakers_open.labels(self.provider).dec()
         self.failures, self.opened_at, self.down, self._trial = 0, None, False, False
 
-    def failed(self, *, trial: bool) -> None:
+    def failed(self, *, trial: int | None) -> None:
+        """A failure; `trial`: the opening whose trial it was, if it was one."""
         self.failures += 1
-        if trial:  # known down, unless a call begun before closed it meanwhile
-            self.down, self._trial = self.opened_at is not None, False
+        if trial == self.openings and self.opened_at is not None:
+            # The trial of this opening: the model is down. (A trial whose opening another
+            # call's success closed meanwhile says nothing of a later opening.)
+            self.down, self._trial = True, False
         if self.failures >= self.threshold:
             if self.opened_at is None:
+                self.openings += 1
                 into = metrics()
                 into.breakers_open.labels(self.provider).inc()
                 into.breaker_trips.labels(self.provider, into.model_label(self.model)).inc()
@@ -144,16 +150,16 @@ async def call_through(gate: Gate, call: Callable[[], Awaitable[TargetReply]]) -
         except TargetError as error:
             if error.kind in BREAKER_KINDS:
                 gate.breaker.failed(trial=trial)
-            elif trial:
-                gate.breaker.abandoned()
+            elif trial is not None:
+                gate.breaker.abandoned(trial)
             if error.kind not in RETRYABLE or attempt >= MAX_RETRIES:
                 raise
             await asyncio.sleep(retry_delay(error, attempt))
             attempt += 1
             continue
         except BaseException:  # cancelled, or a bug: a trial must not hold the circuit open
-            if trial:
-                gate.breaker.abandoned()
+            if trial is not None:
+                gate.breaker.abandoned(trial)
             raise
         gate.breaker.succeeded()
         return reply

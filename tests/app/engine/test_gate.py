@@ -451,3 +451,29 @@ async def test_a_trial_failing_after_the_breaker_closed_leaves_the_next_opening_
     call = Scripted()
     assert await call_through(gate, call) is REPLY  # waited for its own trial
     assert call.calls == 1
+
+
+async def test_a_trial_of_an_earlier_opening_says_nothing_of_a_later_one():
+    """Closed by another call's success and opened again while its trial was in flight: the
+    trial's failure marked the new opening down (its calls refused at once), or its end let a
+    second trial of the new opening through."""
+    breaker = Breaker(threshold=2, cooldown=0.05)
+    breaker.failed(trial=None)
+    breaker.failed(trial=None)
+    await asyncio.sleep(0.06)
+    earlier = await breaker.admit()
+    assert earlier is not None
+    breaker.succeeded()  # an older call's answer
+    breaker.failed(trial=None)
+    breaker.failed(trial=None)  # open again
+    await asyncio.sleep(0.06)
+    later = await breaker.admit()
+    assert later is not None and later != earlier
+    breaker.failed(trial=earlier)
+    assert not breaker.down
+    breaker.abandoned(earlier)
+    waiting = asyncio.create_task(breaker.admit())
+    await asyncio.sleep(0.15)
+    assert not waiting.done()  # the later opening's trial is still under way: one at a time
+    breaker.succeeded()
+    assert await waiting is None
