@@ -13,7 +13,7 @@ from cli.client import Client, CliError, sendable
 from cli.files import file_format, import_into_set
 from cli.outcome import OK, compare, comparison_outcome, comparison_table, exit_word
 from cli.saving import download
-from cli.terminal import cell
+from cli.terminal import cell, printable
 
 EXPORT_FORMATS = ("csv", "json", "junit")
 
@@ -44,7 +44,7 @@ def list_runs(
     rows = [
         (
             run["id"],
-            cell(run.get("name") or ""),
+            printable(run.get("name") or ""),
             run["status"],
             *(str(run["counts"][kind]) for kind in ("passed", "failed", "errored")),
             (run.get("gate_result") or {}).get("status", ""),
@@ -64,8 +64,8 @@ def list_runs(
     table.add_column("id", no_wrap=True)
     for column in ("name", "status", "passed", "failed", "errored", "gate", "created"):
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
+    for run_id, name, *rest in rows:
+        table.add_row(run_id, cell(name), *rest)
     console.print(table)
     return OK
 

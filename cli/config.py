@@ -110,7 +110,7 @@ def server(
 def server_url(url: str) -> str:
     """A usage error for what cannot be a server's root (rather than, retried for seconds,
     an unreachable server, or a 404 for every request)."""
-    url = url.strip()
+    url = url.strip().rstrip("/")
     try:
         parts = httpx.URL(url)
     except httpx.InvalidURL as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cli.client import ApiError, Client, CliError
+from cli.client import ApiError, Client, CliError, Unreachable
 from cli.files import file_format, import_into_set
 from cli.outcome import (
     FailOn,
@@ -122,7 +122,7 @@ def create_run(
     with interrupts_deferred() as interrupted:
         try:
             run = dict(client.post_once("/runs", body, key=key))
-        except (CliError, KeyboardInterrupt):
+        except (Unreachable, KeyboardInterrupt):  # (a refusal says the run was not made)
             if interrupted():
                 print(
                     f"assay: interrupted; the run may have been made (its Idempotency-Key is"

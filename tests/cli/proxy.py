@@ -100,8 +100,8 @@ class Handler(BaseHTTPRequestHandler):
             self.command, self.path, headers=headers, content=body
         )
 
-    def send_whole(self, content_type: str, body: bytes) -> None:
-        self.send_response(200)
+    def send_whole(self, content_type: str, body: bytes, status: int = 200) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -17,6 +17,7 @@ from tests.cli.conftest import Lab
 from tests.cli.proxy import (
     EVENTS,
     EXPORT,
+    Handler,
     Proxy,
     answer_lost,
     cut_short,
@@ -184,11 +185,28 @@ def test_a_download_cut_short_leaves_no_file_behind(lab: Lab, proxy: Proxy, tmp_
     assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "results.json"]
 
 
-def _until_the_run_is_being_made(proxy: Proxy, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while "/api/v1/runs" not in proxy.answered:
-        assert time.monotonic() < deadline and process.poll() is None, "no run was asked for"
-        time.sleep(0.05)
+def _signalled_as_the_run_is_made(
+    lab: Lab, proxy: Proxy, args: list[str], *, twice: bool = False
+) -> tuple[int, str, str]:
+    """The command's exit code and output, sent SIGTERM (`twice`: again, half a second later)
+    while its POST /runs awaits its answer."""
+    process = lab.popen(*args, ASSAY_URL=proxy.url)
+    try:
+        deadline = time.monotonic() + 30
+        while "/api/v1/runs" not in proxy.answered:
+            assert time.monotonic() < deadline and process.poll() is None, "no run was asked for"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        if twice:
+            time.sleep(0.5)
+            assert process.poll() is None  # the first waits for the answer
+            process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, out, err
 
 
 @pytest.mark.parametrize("cancel", [False, True])
@@ -202,16 +220,10 @@ def test_a_job_cancelled_as_its_run_is_made_says_the_run_or_cancels_it(
     lab.fake.latency = 8.0  # still running when the command hears the answer
     proxy.answer(r"/api/v1/runs", held_answer(3))
     args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
-    process = lab.popen(*args, *(["--cancel-on-interrupt"] if cancel else []), ASSAY_URL=proxy.url)
-    try:
-        _until_the_run_is_being_made(proxy, process)
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, out + err
+    code, out, err = _signalled_as_the_run_is_made(
+        lab, proxy, [*args, *(["--cancel-on-interrupt"] if cancel else [])]
+    )
+    assert code == 130, out + err
     run_id = out.split()[1]
     status = lab.api.get(f"/runs/{run_id}").json()["status"]
     if cancel:
@@ -227,22 +239,28 @@ def test_a_second_interrupt_does_not_wait_for_a_run_being_made(lab: Lab, proxy: 
     metric = lab.metric()
     proxy.answer(r"/api/v1/runs", held_answer(60))
     args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
-    process = lab.popen(*args, ASSAY_URL=proxy.url)
-    try:
-        _until_the_run_is_being_made(proxy, process)
-        process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert process.poll() is None  # the first waits for the answer
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, out + err
+    code, out, err = _signalled_as_the_run_is_made(lab, proxy, args, twice=True)
+    assert code == 130, out + err
     assert "waiting for the server to answer the new run; interrupt again" in err
     assert "the run may have been made (its Idempotency-Key is" in err
     assert "Traceback" not in err
+
+
+def test_a_run_refused_after_an_interrupt_is_the_refusal(lab: Lab, proxy: Proxy) -> None:
+    """The server's 4xx says the run was not made: not 'it may have been made', exit 130."""
+
+    def refused_late(handler: Handler) -> None:
+        handler.server.proxy.closing.wait(2)
+        body = b'{"title": "Unprocessable", "status": 422, "detail": "no such thing"}'
+        handler.send_whole("application/problem+json", body, status=422)
+
+    test_set = lab.test_set(1)
+    metric = lab.metric()
+    proxy.answer(r"/api/v1/runs", refused_late)
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    code, out, err = _signalled_as_the_run_is_made(lab, proxy, args)
+    assert code == 3, out + err
+    assert "422 Unprocessable: no such thing" in err and "may have been made" not in err
 
 
 def test_ctrl_c_after_the_run_ended_detaches_even_with_cancel_on_interrupt(

@@ -348,6 +348,8 @@ def test_a_profile_key_goes_only_to_its_own_server(lab: Lab) -> None:
     assert lab.api_key not in saved.stdout + saved.stderr
     listed = lab.assay("runs", "list", ASSAY_API_KEY="", ASSAY_URL="")
     assert listed.returncode == 0, listed.stdout + listed.stderr
+    pasted = lab.assay("runs", "list", ASSAY_API_KEY="", ASSAY_URL=f"{lab.server.url}/\n")
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr  # the same server
     elsewhere = lab.assay("runs", "list", ASSAY_API_KEY="", ASSAY_URL="http://127.0.0.1:9")
     assert elsewhere.returncode == 3
     assert "is for " in elsewhere.stderr and "--api-key" in elsewhere.stderr
@@ -403,12 +405,13 @@ def test_a_ci_log_gets_lines_and_whole_run_ids_whatever_its_colour_settings(lab:
     metric = lab.metric()
     args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
     report = lab.home / "coloured.json"
-    done = lab.assay(*args, "--json", str(report), FORCE_COLOR="1")
+    done = lab.assay(*args, "--name", "nightly [main]", "--json", str(report), FORCE_COLOR="1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "\x1b[?25l" not in done.stdout and "\r" not in done.stdout  # no bar, redrawn
     run_id = json.loads(report.read_text())["run"]["id"]
     listed = lab.assay("runs", "list", COLUMNS="80")
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert f"{run_id}  completed  3 passed, 0 failed, 0 errored  gate passed" in listed.stdout
+    line = f"{run_id}  completed  3 passed, 0 failed, 0 errored  gate passed"
+    assert line in listed.stdout and "  nightly [main]\n" in listed.stdout  # no markup escape
     wide = lab.assay("runs", "list", COLUMNS="160")
     assert run_id in wide.stdout and "┃ id " in wide.stdout  # a table where it fits
