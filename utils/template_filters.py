@@ -24,9 +24,9 @@ from utils.template_budget import (
     compared,
     counted,
     current,
+    indented_size,
     joined_size,
     walk,
-    weight,
 )
 
 # Filters that do Python work for every item of their input, and those that do for every item
@@ -95,7 +95,7 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
             budget.allow(rest[0], "pieces")
     elif name == "tojson" and rest and isinstance(rest[0], int | str):  # an indent, or its text
         indent = len(rest[0]) if isinstance(rest[0], str) else rest[0]
-        budget.allow(weight(value, budget.max_chars) * (max(indent, 0) + 1))
+        budget.allow(indented_size(value, max(indent, 0), budget.max_chars))
     elif name == "sum":
         start = kwargs.get("start", rest[1] if len(rest) > 1 else 0)
         if not isinstance(start, int | float):
