@@ -17,9 +17,7 @@ from utils.template_budget import (
     TEXT,
     BudgetExceeded,
     check_built,
-    check_integers,
     check_printable,
-    check_printf,
     check_text_result,
     compared,
     counted,
@@ -28,6 +26,7 @@ from utils.template_budget import (
     joined_size,
     walk,
 )
+from utils.template_operators import check_integers, check_printf
 
 # Filters that do Python work for every item of their input, and those that do for every item
 # nested in a collection: a step per item they work through. Of a text, the first four work

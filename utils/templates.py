@@ -32,6 +32,7 @@ from markupsafe import Markup
 
 from utils import template_budget as budget
 from utils import template_filters as filters
+from utils import template_operators as priced
 from utils.config import get_settings
 from utils.errors import InvalidInput
 
@@ -111,7 +112,7 @@ class _BudgetedCode(_Unevaluated):
 
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox, with every operation that can build large values or loop long charged to
-    the render's budget; every arithmetic operator goes through `template_budget.check_binop`."""
+    the render's budget; every arithmetic operator goes through `template_operators.check_binop`."""
 
     code_generator_class = _BudgetedCode
     intercepted_binops = frozenset({"*", "**", "+", "-", "/", "//", "%"})
@@ -120,7 +121,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     built = staticmethod(budget.check_built)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        budget.check_binop(operator, left, right)
+        priced.check_binop(operator, left, right)
         return budget.check_built(super().call_binop(context, operator, left, right))
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -136,7 +137,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             return None
         text = value.__self__
         formatter_class = (
-            budget.BoundedEscapeFormatter if isinstance(text, Markup) else budget.BoundedFormatter
+            priced.BoundedEscapeFormatter if isinstance(text, Markup) else priced.BoundedFormatter
         )
         formatter = formatter_class(
             self, **({"escape": text.escape} if isinstance(text, Markup) else {})
