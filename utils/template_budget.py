@@ -174,8 +174,7 @@ def check_printed(value: Any) -> Any:
     """Before `value` is printed: what check_built does, and a namespace measured too (it
     prints what it holds; made, it is not measured, for it may be made in a loop)."""
     if hasattr(value, NAMESPACE_ATTRIBUTES):
-        budget = current()
-        budget.allow(weight(value, budget.max_chars))
+        check_printable(value)
         return value
     return check_built(value)
 
