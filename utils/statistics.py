@@ -307,6 +307,19 @@ def signed_rank_test(differences: npt.ArrayLike) -> float:
     return float(result.pvalue)
 
 
+def signed_rank_balance(differences: npt.ArrayLike) -> float:
+    """The signed-rank statistic's side: the ranks of the rises (by size, zeros dropped, ties
+    averaged) less those of the falls. The side the signed-rank test finds significant, which
+    need not be the mean's: 80 cases a little lower and 20 much higher raise the mean."""
+    array = np.asarray(differences, dtype=np.float64)
+    array = array[array != 0]
+    if array.size == 0:
+        return 0.0
+    from scipy import stats
+
+    return float((stats.rankdata(np.abs(array)) * np.sign(array)).sum())
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1), in the input order:
     the i-th smallest of m p-values becomes max over j <= i of (m - j + 1) * p_(j).

@@ -208,8 +208,8 @@ async def _metric_floors(
     doubts: list[str],
 ) -> None:
     """Each metric's pass rate against its floor, as the overall one is; what it could not
-    score is its own errored evaluations and the errored results (a case it does not apply
-    to, with no evaluation, is no error)."""
+    score is its own errored evaluations and its cases' errored results (a case it does not
+    apply to, with no evaluation, is no error)."""
     found = {m.name: m for m in await figures.metrics(session, run)}
     for name, minimum in floors.items():
         metric = found.get(name)
@@ -218,14 +218,14 @@ async def _metric_floors(
             doubts.append(f"{name}: no evaluation to hold against its floor")
         elif rate < minimum - _ROUNDING:
             failed.append(f"{name} pass rate {rate:.1%} is below its floor of {minimum:.1%}")
-        elif (unscored := metric.errored + errored) and (
-            least := rate * metric.evaluated / (metric.evaluated + unscored)
-        ) < minimum - _ROUNDING:
-            doubts.append(
-                f"{name} pass rate {rate:.1%} meets its floor of {minimum:.1%} only without"
-                f" the {unscored} errors it could not score: counted as failures, they make it"
-                f" {least:.1%}"
-            )
+        elif metric.errored + errored:
+            least, errors = await figures.metric_pass_rate_if_errors_failed(session, run, name)
+            if errors and least is not None and least < minimum - _ROUNDING:
+                doubts.append(
+                    f"{name} pass rate {rate:.1%} meets its floor of {minimum:.1%} only without"
+                    f" the {errors} errors it could not score: counted as failures, they make"
+                    f" it {least:.1%}"
+                )
 
 
 async def _errors_beside_baseline(

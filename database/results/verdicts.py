@@ -5,7 +5,8 @@ The test is of what the interval shows, the mean change: McNemar's exact test wh
 is pass/fail (there the mean change is the balance of the discordant cases), the sign-flip
 test of the mean when cases are shares of repetitions (a sign test, counting a case one
 repetition in three better as much as a case broken, can point away from the interval), the
-signed-rank test for graded scores."""
+signed-rank test for graded scores, whose verdict stands only where its ranks lean the
+mean's way."""
 
 from __future__ import annotations
 
@@ -78,7 +79,13 @@ def tested(
     # The verdict is of the change for the better: a score better lower is judged negated.
     better = (-ci[1], -ci[0]) if pending.lower_is_better else ci
     verdict = stats.verdict(*better, p_adjusted, min_effect=min_effect, cases=n, alpha=ALPHA)
-    doubt = _unbounded_flips(pending, min_effect) if verdict == "equivalent" else ""
+    doubt = (
+        _unbounded_flips(pending, min_effect)
+        if verdict == "equivalent"
+        else _ranked_the_other_way(pending, ci)
+        if verdict in ("improved", "regressed")
+        else ""
+    )
     if doubt:
         verdict = "inconclusive"
     return Tested(
@@ -97,22 +104,50 @@ def tested(
 
 
 def _unbounded_flips(pending: Pending, min_effect: float) -> str:
-    """For pass/fail cases, why an interval inside the margin still does not show equivalence:
-    the exact bound of the cases that flipped one way is past it. A bootstrap of one or two
-    flips in 200 cases gives an interval of a point or so, where the share that could have
-    regressed unseen is up to 2.75%."""
-    if pending.test != "mcnemar-exact":
+    """For pass shares, why an interval inside the margin still does not show equivalence: the
+    exact bound of the cases that moved one way is past it. A bootstrap of one or two flips in
+    200 cases gives an interval of a point or so, where the share that could have regressed
+    unseen is up to 2.75%. With repetitions a case moves by its share (a third, of three), and
+    the cases' worth that moved one way, rounded up, is bounded as a count of whole flips."""
+    if pending.graded:
         return ""
     deltas = pending.candidate - pending.baseline
     n = len(deltas)
-    flips = {"regressed": int((deltas < 0).sum()), "improved": int((deltas > 0).sum())}
-    bounds = {way: stats.share_upper_bound(count, n) for way, count in flips.items()}
+    moved = {
+        "regressed": float(-deltas[deltas < 0].sum()),
+        "improved": float(deltas[deltas > 0].sum()),
+    }
+    # (a share's sum can miss a whole number by a rounding: 3 x 1/3)
+    bounds = {
+        way: stats.share_upper_bound(min(n, math.ceil(worth - 1e-9)), n)
+        for way, worth in moved.items()
+    }
     way = max(bounds, key=lambda name: bounds[name])
     if bounds[way] <= min_effect:
         return ""
     return (
-        f" (inside ±{_trim(min_effect * 100, 1)} points, but with {flips[way]} of {n} cases"
-        f" {way}, up to {_percent(bounds[way])} could have: no equivalence shown)"
+        f" (inside ±{_trim(min_effect * 100, 1)} points, but with {_trim(moved[way], 2)} of {n}"
+        f" cases {way}, up to {_percent(bounds[way])} could have: no equivalence shown)"
+    )
+
+
+def _ranked_the_other_way(pending: Pending, ci: tuple[float, float]) -> str:
+    """For graded scores, why a significant interval is no verdict: the signed-rank test found
+    the cases' changes significant on the other side of the mean's (most cases a little
+    lower, a few much higher). Its p then speaks against the interval's direction."""
+    if not pending.graded:
+        return ""
+    deltas = pending.candidate - pending.baseline
+    balance = stats.signed_rank_balance(deltas)
+    mean_way = "up" if ci[0] > 0 else "down" if ci[1] < 0 else ""
+    rank_way = "up" if balance > 0 else "down" if balance < 0 else ""
+    if not mean_way or not rank_way or mean_way == rank_way:
+        return ""
+    moved = int((deltas > 0).sum() if rank_way == "up" else (deltas < 0).sum())
+    changed = int((deltas != 0).sum())
+    return (
+        f" (the mean went {mean_way}, but by rank the cases went {rank_way}: {moved} of"
+        f" {changed} changed cases; the test does not show the mean's direction)"
     )
 
 

@@ -24,6 +24,7 @@ from utils.statistics import (
     share_upper_bound,
     sign_flip_test,
     sign_test,
+    signed_rank_balance,
     signed_rank_test,
     verdict,
 )
@@ -370,3 +371,16 @@ def test_share_upper_bound_is_the_exact_clopper_pearson_bound():
     assert share_upper_bound(0, 183) <= 0.02 < share_upper_bound(0, 182)
     with pytest.raises(ValueError):
         share_upper_bound(3, 2)
+
+
+def test_signed_rank_balance_leans_where_scipys_one_sided_test_does():
+    rng = np.random.default_rng(8)
+    for _ in range(200):
+        differences = np.round(rng.normal(rng.normal(0, 0.3), 1, rng.integers(5, 40)), 1)
+        if not differences.any():
+            continue
+        balance = signed_rank_balance(differences)
+        nonzero = differences[differences != 0]
+        less = stats.wilcoxon(nonzero, alternative="less").pvalue
+        greater = stats.wilcoxon(nonzero, alternative="greater").pvalue
+        assert np.sign(balance) == np.sign(less - greater), differences

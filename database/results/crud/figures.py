@@ -89,6 +89,27 @@ _RATE_IF_ERRORS_FAILED = """
 WITH cases AS ({cases})
 SELECT avg(passed::float / (scored + errored)) FILTER (WHERE scored + errored > 0) FROM cases
 """
+# One metric's pass rate were every error it met a failure, case by case as the pass rate
+# is: its own errored evaluations and its cases' errored results (which it never scored). A
+# case it scored no repetition of, where some repetition did not err, is one it does not
+# apply to; a case whose every repetition erred may be one it does, and is counted.
+_METRIC_RATE_IF_ERRORS_FAILED = text("""
+WITH scored AS (
+    SELECT position, count(*) FILTER (WHERE error IS NULL AND passed) AS passed,
+           count(*) FILTER (WHERE error IS NOT NULL) AS erred, count(*) AS tried
+    FROM evaluations WHERE run_id = :run_id AND metric_name = :metric_name GROUP BY position
+), errored AS (
+    SELECT position, count(*) FILTER (WHERE status = 'errored') AS errored,
+           bool_and(status = 'errored') AS wholly
+    FROM results WHERE run_id = :run_id GROUP BY position
+), cases AS (
+    SELECT coalesce(s.passed, 0) AS passed, coalesce(s.tried, 0) + e.errored AS n,
+           coalesce(s.erred, 0) + e.errored AS errors
+    FROM errored e LEFT JOIN scored s USING (position)
+    WHERE s.position IS NOT NULL OR e.wholly
+)
+SELECT avg(passed::float / n) FILTER (WHERE n > 0), coalesce(sum(errors), 0) FROM cases
+""")
 _PASS_RATES = _by_shape(_PASS_RATE, _CASES, _SINGLE_CASES)
 _RATES_IF_ERRORS_FAILED = _by_shape(_RATE_IF_ERRORS_FAILED, _CASES, _SINGLE_CASES)
 _SLICE_QUERIES = _by_shape(_SLICES, _CASES, _SINGLE_CASES)
@@ -134,6 +155,19 @@ async def pass_rate_if_errors_failed(session: AsyncSession, run: Run) -> float |
     query = _RATES_IF_ERRORS_FAILED[one_per_case(run)]
     rate: float | None = await session.scalar(query, {"run_id": run.id})
     return rate
+
+
+async def metric_pass_rate_if_errors_failed(
+    session: AsyncSession, run: Run, metric_name: str
+) -> tuple[float | None, int]:
+    """The metric's pass rate with each error it met (its own, or its case's result's)
+    counted as a failure, and how many errors that counted."""
+    rate, errors = (
+        await session.execute(
+            _METRIC_RATE_IF_ERRORS_FAILED, {"run_id": run.id, "metric_name": metric_name}
+        )
+    ).one()
+    return rate, int(errors)
 
 
 async def slices(

@@ -106,3 +106,69 @@ def test_a_regression_past_the_margin_is_called_equivalent_at_most_at_the_nomina
         baseline, candidate = _flips(250, regressed)
         equivalent += _verdict(baseline, candidate, seed=trial).verdict == "equivalent"
     assert equivalent / trials <= 0.025, f"{equivalent / trials:.1%} called equivalent"
+
+
+def test_a_flaky_case_that_did_not_move_leaves_the_flips_bounded():
+    """Three repetitions a case: one case broken (3/3 to 0/3) beside one flaky case at 2/3 on
+    both sides. The shares make the test the sign-flip test; the one broken case still bounds
+    what could have regressed at 2.75%, past the margin, as it does without the flaky case."""
+    baseline, candidate = _flips(200, 1)
+    baseline[199] = candidate[199] = 2 / 3
+    found = _verdict(baseline, candidate)
+    assert found.test == "sign-flip"
+    assert found.ci is not None and found.ci[0] >= -0.02 and found.ci[1] <= 0.02
+    assert found.verdict == "inconclusive", found.reason
+    assert "with 1 of 200 cases regressed, up to 2.8%" in found.reason, found.reason
+
+
+def test_shares_that_moved_count_as_the_cases_worth_they_moved():
+    # Six cases lost one repetition of three: two cases' worth, bounded at 2.85% of 250.
+    baseline, candidate = np.ones(250), np.ones(250)
+    candidate[:6] = 2 / 3
+    found = _verdict(baseline, candidate)
+    assert found.verdict == "inconclusive", found.reason
+    assert "with 2 of 250 cases regressed" in found.reason, found.reason
+    # Sixty a third down and sixty a third up in 2,000: twenty cases' worth each way, 1.5%.
+    baseline, candidate = np.full(2000, 2 / 3), np.full(2000, 2 / 3)
+    candidate[:60], candidate[60:120] = 1 / 3, 1.0
+    assert _verdict(baseline, candidate).verdict == "equivalent"
+
+
+def test_shares_past_the_margin_are_called_equivalent_at_most_at_the_nominal_rate():
+    """As the simulation above, with three repetitions a case and one flaky case unchanged
+    at 2/3: before the bound held for shares, 3-4% of trials said 'equivalent'."""
+    rng = np.random.default_rng(12)
+    trials, equivalent = 1000, 0
+    for trial in range(trials):
+        baseline, candidate = _flips(250, int(rng.binomial(250, 0.025)))
+        baseline[249] = candidate[249] = 2 / 3
+        equivalent += _verdict(baseline, candidate, seed=trial).verdict == "equivalent"
+    assert equivalent / trials <= 0.025, f"{equivalent / trials:.1%} called equivalent"
+
+
+def _graded_verdict(baseline: np.ndarray, candidate: np.ndarray, lower_is_better: bool = False):
+    test, p = paired_test(baseline, candidate, graded=True, seed=7)
+    pending = Pending("score", "primary", True, baseline, candidate, 0, test, p, lower_is_better)
+    low, high = PairedBootstrap(len(baseline), seed=7).mean_intervals(candidate - baseline)[0]
+    return verdicts.tested(pending, (float(low), float(high)), p, min_effect=0.02)
+
+
+@pytest.mark.parametrize("lower_is_better", [False, True])
+def test_a_score_whose_ranks_fell_while_its_mean_rose_gets_no_verdict(lower_is_better: bool):
+    # 80 cases a little lower, 20 much higher: the mean rose (CI above 0), while the
+    # signed-rank test is significant for the fall (one-sided p 0.004 down, 0.996 up).
+    baseline = np.full(100, 0.5)
+    candidate = np.concatenate([np.full(80, 0.45), np.full(20, 1.0)])
+    found = _graded_verdict(baseline, candidate, lower_is_better)
+    assert found.ci is not None and found.ci[0] > 0
+    assert found.p_value is not None and found.p_value < 0.05
+    assert found.verdict == "inconclusive", found.reason
+    assert "the mean went up, but by rank the cases went down: 80 of 100" in found.reason
+
+
+def test_a_score_whose_ranks_and_mean_agree_keeps_its_verdict():
+    rng = np.random.default_rng(5)
+    baseline = rng.random(100)
+    candidate = baseline + rng.normal(0.08, 0.05, 100)
+    assert _graded_verdict(baseline, candidate).verdict == "improved"
+    assert _graded_verdict(baseline, candidate, lower_is_better=True).verdict == "regressed"
