@@ -91,16 +91,21 @@ def walk(value: Any, limit: int) -> tuple[int, int]:
     """What `str(value)` would cost, in characters or items, counted up to just past `limit`
     (shared references count each time they appear, as they do when printed), and how many
     items it holds. Walking costs a step per item in it, and stops where the budget could not
-    pay for more; a collection is walked once a render."""
+    pay for more; a collection is walked once a render, and a part walked before is counted
+    by its sums (so a list of one list twice costs a walk of three items)."""
     budget = current()
     known = budget.walked.get(id(value))
     if known is not None:
         return known[1], known[2]
-    total = items = 0
+    total = items = held = 0
     mutable = False
     pending = [value]
     while pending and total <= limit and items <= budget.steps:
         item = pending.pop()
+        known = budget.walked.get(id(item))
+        if known is not None and known[0] is item:  # a part walked before: its sums, unwalked
+            total, held = total + known[1], held + known[2]
+            continue
         items += 1
         if isinstance(item, TEXT):
             total += len(item)
@@ -127,8 +132,8 @@ def walk(value: Any, limit: int) -> tuple[int, int]:
             total += REPR_OF_AN_OBJECT
     budget.spend(max(items - 1, 0))
     if not (pending or mutable or isinstance(value, TEXT)) and isinstance(value, Collection):
-        budget.walked[id(value)] = (value, total, items)
-    return total, items
+        budget.walked[id(value)] = (value, total, items + held)
+    return total, items + held
 
 
 def indented_size(value: Any, indent: int, limit: int) -> int:
@@ -167,6 +172,24 @@ def check_built(value: Any) -> Any:
     elif isinstance(value, Collection) and not isinstance(value, range):
         budget = current()
         budget.allow(weight(value, budget.max_chars))
+    return value
+
+
+def check_held(value: Any) -> Any:
+    """A collection a template builds by listing its parts (a list, tuple or dict literal, a
+    macro's arguments, a cycler's items): refused if it would print past the cap, each part
+    weighed first (so a part is walked once however often it is listed). Only its own items
+    are charged: the parts' sizes are no work of listing them. Listed twice over, a list of
+    itself weighs twice as much each time: 30 times over, comparing, hashing or printing it
+    would work through a billion items."""
+    budget = current()
+    parts = value.values() if isinstance(value, Mapping) else value
+    for part in parts:
+        if isinstance(part, Collection) and not isinstance(part, (*TEXT, range)):
+            weight(part, budget.max_chars)
+    size = weight(value, budget.max_chars)
+    if size > budget.max_chars:
+        budget.allow(size, "a collection")
     return value
 
 
@@ -227,6 +250,12 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         length = kwargs.get("length", args[0] if args else 1)
         if isinstance(length, int):
             current().allow(length, "bytes")
+    elif isinstance(owner, list | tuple) and name in ("count", "index"):
+        for value in (owner, *args):  # each item compared, as deep as it goes
+            compared(value)
+    elif isinstance(owner, Mapping):  # a key looked up is hashed, as deep as it goes
+        for value in args:
+            compared(value)
     elif isinstance(owner, TEXT):
         current().spend(len(owner) // CHARACTERS_PER_STEP)
         if name in ("encode", "decode"):

@@ -26,8 +26,9 @@ from jinja2 import (
 )
 from jinja2.compiler import CodeGenerator, Frame, operators
 from jinja2.environment import Template
-from jinja2.runtime import Context
+from jinja2.runtime import Context, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.utils import Cycler
 from markupsafe import Markup
 
 from utils import template_budget as budget
@@ -82,7 +83,8 @@ class _Variables(_Unevaluated, meta.TrackingCodeGenerator):
 
 class _BudgetedCode(_Unevaluated):
     """`a ~ b` joins through the environment, which measures the parts before joining them;
-    comparisons and slices are charged for what they walk and copy."""
+    comparisons and slices are charged for what they walk and copy, literals (lists, tuples,
+    dicts) weighed as they are built."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.bounded_join((")
@@ -100,6 +102,29 @@ class _BudgetedCode(_Unevaluated):
             self.visit(operand.expr, frame)
             self.write(f", {operand.op in ('in', 'notin')})")
         self.write(")")
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self.write("environment.held(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # a target (`{% for a, b in ... %}`): nothing is built
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.held(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.held({")  # each key hashed, as deep as it goes: charged
+        for index, item in enumerate(node.items):
+            self.write(", " if index else "")
+            self.write("environment.compared(")
+            self.visit(item.key, frame)
+            self.write("): ")
+            self.visit(item.value, frame)
+        self.write("})")
 
     def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
         if not isinstance(node.arg, nodes.Slice):  # the environment's getitem, charged
@@ -119,6 +144,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     counted = staticmethod(budget.counted)
     compared = staticmethod(budget.compared)
     built = staticmethod(budget.check_built)
+    held = staticmethod(budget.check_held)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         priced.check_binop(operator, left, right)
@@ -127,9 +153,16 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         budget.current().spend()
         args = budget.check_recursive_loop(__obj, args)
+        if isinstance(__obj, Macro):  # its `varargs` and `kwargs` hold what it is given
+            budget.check_held(args)
+            budget.check_held(kwargs)
         if isinstance(__obj, types.BuiltinMethodType):
             budget.check_method(__obj, args, kwargs)
         return budget.check_built(super().call(__context, __obj, *args, **kwargs))
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        budget.compared(argument)  # a key is hashed, as deep as it goes
+        return super().getitem(obj, argument)
 
     def wrap_str_format(self, value: Any) -> Any:
         wrapper = super().wrap_str_format(value)
@@ -179,6 +212,11 @@ def _finalize(value: Any) -> Any:
     return value if isinstance(value, str) else budget.check_printed(value)
 
 
+def _cycler(*items: Any) -> Cycler:
+    """jinja's cycler, its items (a tuple it offers as `.items`) weighed as a literal's."""
+    return Cycler(*budget.check_held(items))
+
+
 def _environment() -> _Sandbox:
     env = _Sandbox(
         undefined=StrictUndefined,
@@ -189,6 +227,7 @@ def _environment() -> _Sandbox:
     env.policies["json.dumps_function"] = _dumps
     env.policies["json.dumps_kwargs"] = {"ensure_ascii": False}
     env.globals.pop("lipsum")  # `lipsum(10**9)` would build without measure
+    env.globals["cycler"] = _cycler
     env.filters = {
         name: filters.bounded_filter(name, function)
         for name, function in env.filters.items()
@@ -276,16 +315,23 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
     except SecurityError as exc:
         raise InvalidInput(f"template not allowed: {exc}", field="template") from exc
     except (TypeError, ValueError, ArithmeticError) as exc:
-        raise InvalidInput(f"template failed to render: {exc}", field="template") from exc
+        raise InvalidInput(f"template failed to render: {_said(exc)}", field="template") from exc
     except (LookupError, AssertionError, AttributeError, TemplateError) as exc:
         # `"%(a)s" % {}`, a filter given an argument it refuses or a value of another type
         # (`indent` a list: the sandbox makes a missing attribute Undefined, so only a filter
         # raises this), a test or filter by an unknown name: the template's own fault (or its
         # variables'), found only as it runs.
-        message = f"template failed to render: {type(exc).__name__}: {exc}".rstrip(": ")
+        message = f"template failed to render: {type(exc).__name__}: {_said(exc)}".rstrip(": ")
         raise InvalidInput(message, field="template") from exc
     finally:
         budget.finish(token)
+
+
+def _said(exc: BaseException, most: int = 300) -> str:
+    """An error's words, cut short: some quote the value they failed on (`list.index` its
+    whole repr, up to the output cap)."""
+    text = str(exc)
+    return text if len(text) <= most else text[:most] + "…"
 
 
 def _unicode(rendered: str) -> str:

@@ -104,27 +104,33 @@ ATTACKS = {
     "{% for i in range(10) %}{{ t|wordwrap(100000)|length }}{% endfor %}",
     # a word to textwrap, though Unicode calls its no-break spaces whitespace
     "wordwrap no-break spaces": "{{ ('a\u00a0' * 250000)|wordwrap(1)|length }}",
-    # a list that nests itself twice over, made text in C by a filter or a format: each level
-    # doubles what it prints, two more levels took four times as long (24 s at 26)
+    # a list that nests itself twice over, listed again and again: comparing, hashing, naming
+    # or printing it works through every item, in C (2 ** 40 of them). Each use is charged
+    # for what it works through (and what lists it is weighed as it is built, below).
     **{
-        f"shared rows {made}": "{% set a = ['x'] %}" + "{% set a = [a, a] %}" * 26 + made
-        for made in (
-            "{{ a|string|length }}",
-            "{{ a|upper|length }}",
-            "{{ a|e|length }}",
-            "{{ {'k': a}|xmlattr|length }}",
-            "{{ 'x'|replace('x', a)|length }}",
-            "{{ [1, 2]|join(a)|length }}",
-            "{{ '{}'.format(a)|length }}",
-            "{{ '{0!r}'.format(a)|length }}",
+        f"listed doubling {used}": "{% set ns = namespace(x=[1], y=[1], t=(1,)) %}"
+        "{% for i in range(40) %}{% set ns.x = [ns.x, ns.x] %}{% set ns.y = [ns.y, ns.y] %}"
+        "{% set ns.t = (ns.t, ns.t) %}{% endfor %}" + used
+        for used in (
+            "{{ [ns.x].count(ns.y) }}",
+            "{{ ns.x.index(ns.y) }}",
+            "{{ {ns.t: 1}|length }}",
+            "{{ {1: 2}.get(ns.t) }}",
         )
     },
-    # the same held in a namespace, which prints what it holds: output and `~` measured only
-    # collections (25 levels: 11 s and 630 MB, refused once built)
+    # just under the cap, each use pays for what it works through
     **{
-        f"shared rows in a namespace {made}": "{% set ns = namespace(a=['y']) %}"
-        "{% for i in range(25) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}" + made
-        for made in ("{{ ns }}", "{{ (ns ~ '')|length }}")
+        f"listed doubling, used again and again: {used}": "{% set ns = namespace(x=[1],"
+        " y=[1], t=(1,)) %}{% for i in range(17) %}{% set ns.x = [ns.x, ns.x] %}"
+        "{% set ns.y = [ns.y, ns.y] %}{% set ns.t = (ns.t, ns.t) %}{% endfor %}"
+        "{% for i in range(100000) %}" + used + "{% endfor %}"
+        for used in (
+            "{{ [ns.x].count(ns.y) }}",
+            "{{ {ns.t: 1}|length }}",
+            "{{ {1: 2}.get(ns.t) }}",
+            "{{ {1: 2}[ns.t] is defined }}",
+            "{{ ns.t in {1: 2} }}",
+        )
     },
     # objects printed by their repr, which their count of items does not measure
     "macros listed": "{% macro "
@@ -140,6 +146,72 @@ ATTACKS = {
     "translate table": "{% set t = 'a' * 1000000 %}"
     "{% for i in range(1000) %}{{ ''.translate(t) }}{% endfor %}",
 }
+
+
+LISTINGS = {
+    "a list": "{% set ns.x = [ns.x, ns.x] %}",
+    "a tuple": "{% set ns.x = (ns.x, ns.x) %}",
+    "a dict": "{% set ns.x = {1: ns.x, 2: ns.x} %}",
+    "a macro's varargs": "{{ d(ns.x, ns.x) }}",
+    "a macro's kwargs": "{{ k(a=ns.x, b=ns.x) }}",
+    "a cycler's items": "{% set ns.x = cycler(ns.x, ns.x).items %}",
+}
+
+
+@pytest.mark.parametrize("listing", LISTINGS.values(), ids=LISTINGS)
+def test_a_value_listed_twice_over_is_refused_as_it_is_built(listing):
+    """Listed twice over, 40 times, a list of one item prints 2 ** 40: refused as it is built,
+    before any use (`|length` costs nothing) could work through it."""
+    template = (
+        "{% set ns = namespace(x=[1]) %}"
+        "{% macro d() %}{% set ns.x = varargs %}{% endmacro %}"
+        "{% macro k() %}{% set ns.x = kwargs %}{% endmacro %}"
+        "{% for i in range(40) %}" + listing + "{% endfor %}{{ ns.x|length }}"
+    )
+    with pytest.raises(TemplateTooCostly, match="would build a collection of"):
+        render(template, {})
+
+
+def _doubled(levels: int, leaf: object = "x") -> list:
+    """A list of one list twice, `levels` deep: printed, 2 ** levels leaves."""
+    made: list = [leaf]
+    for _ in range(levels):
+        made = [made, made]
+    return made
+
+
+# A value given (not built by the template) that prints past the cap: measured before a filter,
+# a format or a namespace makes text of it in C (26 levels took 24 s and 865 MB).
+PRINTED_OVER_THE_CAP = {
+    **{
+        f"shared rows {made}": made
+        for made in (
+            "{{ a|string|length }}",
+            "{{ a|upper|length }}",
+            "{{ a|e|length }}",
+            "{{ {'k': a}|xmlattr|length }}",
+            "{{ 'x'|replace('x', a)|length }}",
+            "{{ [1, 2]|join(a)|length }}",
+            "{{ '{}'.format(a)|length }}",
+            "{{ '{0!r}'.format(a)|length }}",
+        )
+    },
+    # a namespace prints what it holds: output and `~` measured only collections
+    **{
+        f"shared rows in a namespace {made}": "{% set ns = namespace(a=a) %}" + made
+        for made in ("{{ ns }}", "{{ (ns ~ '')|length }}")
+    },
+}
+
+
+@pytest.mark.parametrize("template", PRINTED_OVER_THE_CAP.values(), ids=PRINTED_OVER_THE_CAP)
+def test_a_value_printing_past_the_cap_is_refused_before_it_is_printed(template):
+    memory_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.process_time()
+    with pytest.raises(TemplateTooCostly):
+        render(template, {"a": _doubled(26)})
+    assert time.process_time() - started < 3
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - memory_before) / 1024 < 100
 
 
 @pytest.mark.parametrize("template", ATTACKS.values(), ids=ATTACKS.keys())
@@ -406,13 +478,8 @@ def test_a_template_failing_as_it_runs_is_refused_naming_it(source: str, named: 
 def test_a_filter_that_walks_its_input_refuses_it_before_printing_it_whole(made: str) -> None:
     """Charged by the items it walks, it printed up to ten times the cap first: `title` 344 MB
     for half a million characters' worth of shared rows."""
-    template = (
-        "{% set ns = namespace(a=['y ' * 5000]) %}"
-        "{% for i in range(9) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}{{ ("
-        + made
-        + ")|length }}"
-    )
-    assert _memory_to_refuse(template) < 5_000_000
+    template = "{% set ns = namespace(a=a) %}{{ (" + made + ")|length }}"
+    assert _memory_to_refuse(template, {"a": _doubled(9, "y " * 5000)}) < 5_000_000
 
 
 def test_pprint_is_not_offered() -> None:
@@ -432,12 +499,30 @@ def test_an_indent_is_measured_at_the_depth_it_indents() -> None:
     assert _memory_to_refuse(template) < 5_000_000
 
 
-def _memory_to_refuse(template: str) -> int:
+def _memory_to_refuse(template: str, variables: dict | None = None) -> int:
     """The most memory (bytes, Python's own) `template` held before it was refused."""
     tracemalloc.start()
     try:
         with pytest.raises(TemplateTooCostly):
-            render(template, {})
+            render(template, variables or {})
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def test_an_error_quoting_a_value_is_cut_short() -> None:
+    """`list.index` names the value it did not find by its repr: up to the output cap (a
+    million characters) in a 422's detail."""
+    with pytest.raises(InvalidInput) as refused:
+        render("{{ items.index(big) }}", {"items": [1], "big": list(range(3_000))})
+    assert "is not in list" not in refused.value.detail  # (the repr comes first)
+    assert len(refused.value.detail) < 400
+    assert refused.value.detail.endswith("…")
+
+
+def test_listing_a_large_value_in_a_loop_costs_its_listing_not_its_size() -> None:
+    """A literal holding a large variable weighs it once a render: each listing after pays
+    for its own items, not for the variable's size again."""
+    template = "{% for q in qs %}{% set parts = [doc, q, items] %}{{ parts|length }}{% endfor %}"
+    variables = {"qs": ["q"] * 5_000, "doc": "x" * 500_000, "items": list(range(20_000))}
+    assert render(template, variables) == "3" * 5_000
