@@ -214,18 +214,24 @@ async def create_api_key(
     return ApiKeyCreated(**ApiKeyRead.model_validate(api_key).model_dump(), key=secret)
 
 
+async def making_key_expiry(session: AsyncSession, principal: Principal) -> datetime | None:
+    """The expiry of the key a request is made with (None without one, or for a key that never
+    expires), the key held until the transaction ends: revoking it meanwhile waits, then
+    revokes what the request made with it too."""
+    if principal.api_key_id is None:
+        return None
+    maker = await key_revocation.hold_live_api_key(session, principal.api_key_id)
+    if maker is None:  # revoked (or expired) since the request was authenticated
+        raise Unauthorized("This API key was revoked")
+    return maker.expires_at
+
+
 async def _expiry_within_maker(
     session: AsyncSession, principal: Principal, asked: datetime | None
 ) -> datetime | None:
     """A key made with a key expires no later than that key: at its expiry when none is asked
-    for, and one asked for past it is refused. The making key is held while the new key is
-    made: revoking it meanwhile waits, then revokes the new key too."""
-    if principal.api_key_id is None:
-        return asked
-    maker = await key_revocation.hold_live_api_key(session, principal.api_key_id)
-    if maker is None:  # revoked (or expired) since the request was authenticated
-        raise Unauthorized("This API key was revoked")
-    limit = maker.expires_at
+    for, and one asked for past it is refused."""
+    limit = await making_key_expiry(session, principal)
     if limit is None:
         return asked
     if asked is None:
@@ -253,13 +259,16 @@ async def revoke_api_key(
     it were still live (and are revoked now)."""
     api_key = await get_api_key_or_404(session, principal, key_id)
     revocation = await key_revocation.revoke_api_key(session, api_key.id)
-    if not revocation.was_live and not revocation.made_with_it:
+    made = revocation.made_with_it
+    if not revocation.was_live and not made.keys and not made.invitations:
         return
     details: dict[str, object] = {
         "name": api_key.name,
         "role": api_key.role,
-        "keys_made_with_it": revocation.made_with_it,
+        "keys_made_with_it": made.keys,
     }
+    if made.invitations:
+        details["invitations_sent_with_them"] = made.invitations
     if not revocation.was_live:  # only what was made with it, left live, went now
         details["revoked_before"] = True
     await record(

@@ -22,6 +22,7 @@ from database.organizations.service import (
     check_may_grant,
     keep_an_owner,
     locked_member,
+    making_key_expiry,
 )
 from database.users import crud
 from database.users.models import User
@@ -181,6 +182,9 @@ async def invite(
         "invitations", str(principal.organization_id), f"{settings.invitations_per_hour}/hour"
     )
     token = INVITATION_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    created_by = await answerable_user(session, principal, body.role)
+    expires_at = datetime.now(UTC) + timedelta(hours=settings.invitation_hours)
+    key_expiry = await making_key_expiry(session, principal)  # one sent with a key: not past it
     invitation = await org_crud.create_invitation(
         session,
         Invitation(
@@ -188,8 +192,9 @@ async def invite(
             email=body.email,
             role=body.role,
             token_hash=hash_secret(token),
-            created_by=await answerable_user(session, principal, body.role),
-            expires_at=datetime.now(UTC) + timedelta(hours=settings.invitation_hours),
+            created_by=created_by,
+            created_with_key_id=principal.api_key_id,
+            expires_at=min(expires_at, key_expiry) if key_expiry else expires_at,
         ),
     )
     await record(

@@ -164,6 +164,11 @@ class InvitationRead(OutputModel):
     created_by: uuid.UUID | None = Field(
         description="The user who sent it, or who made the API key it was sent with"
     )
+    created_with_key_id: uuid.UUID | None = Field(
+        default=None,
+        description="The API key it was sent with, if any: revoking the key revokes it, and it"
+        " expires no later than the key",
+    )
     created_at: datetime
     expires_at: datetime
     accepted_at: datetime | None

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.helpers import (
+    accept_invitation,
     add_member,
     assert_problem,
     bearer,
@@ -460,6 +461,71 @@ async def test_revoking_a_key_revokes_what_was_made_with_it_and_nothing_outlives
     )
     [entry] = audit.json()["items"]
     assert entry["details"]["keys_made_with_it"] == 2
+
+
+async def test_an_invitation_sent_with_a_key_is_revoked_with_it_and_never_outlives_it(client):
+    """Sent with a leaked admin key, an invitation outlived the key's revocation (and its
+    expiry): accepted, it made its holder an admin for good, with keys of their own."""
+    owner = await register(client)
+    org = owner.organization_id
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    parent = await create_api_key(client, owner, "admin", expires_at=soon.isoformat())
+    child = await client.post(
+        keys_url(org), json={"name": "made", "role": "admin"}, headers=bearer(parent["key"])
+    )
+    assert child.status_code == 201, child.text
+    invitee = await register(client)
+
+    async def invite_with(headers: dict[str, str], email: str) -> dict:
+        sent = await client.post(
+            f"{org_url(org)}/invitations", json={"email": email, "role": "admin"}, headers=headers
+        )
+        assert sent.status_code == 201, sent.text
+        return dict(sent.json())
+
+    by_parent = await invite_with(bearer(parent["key"]), invitee.email)
+    assert by_parent["created_with_key_id"] == parent["id"]
+    assert datetime.fromisoformat(by_parent["expires_at"]) == soon  # 72 hours, but for the key
+    by_child = await invite_with(bearer(child.json()["key"]), unique_email())
+    by_person = await invite_with(owner.headers, unique_email())
+    assert by_person["created_with_key_id"] is None
+
+    revoked = await client.delete(keys_url(org, parent["id"]), headers=owner.headers)
+    assert revoked.status_code == 204, revoked.text
+    listed = await client.get(f"{org_url(org)}/invitations", headers=owner.headers)
+    revoked_at = {item["id"]: item["revoked_at"] for item in listed.json()["items"]}
+    assert revoked_at[by_parent["id"]] is not None and revoked_at[by_child["id"]] is not None
+    assert revoked_at[by_person["id"]] is None
+    assert_problem(await accept_invitation(client, invitee, by_parent["token"]), 404)
+    audit = await client.get(
+        f"{org_url(org)}/audit-log", params={"action": "api_key.revoked"}, headers=owner.headers
+    )
+    [entry] = audit.json()["items"]
+    assert entry["details"]["invitations_sent_with_them"] == 2
+
+
+async def test_an_invitation_sent_with_a_key_goes_when_its_makers_demotion_revokes_the_key(
+    client,
+):
+    """A demoted admin's admin keys are revoked, and so is what was sent with them, though
+    its role (viewer) is still within theirs."""
+    owner = await register(client)
+    org = owner.organization_id
+    admin = await add_member(client, owner, "admin")
+    key = await create_api_key(client, admin, "admin")
+    sent = await client.post(
+        f"{org_url(org)}/invitations",
+        json={"email": unique_email(), "role": "viewer"},
+        headers=bearer(key["key"]),
+    )
+    assert sent.status_code == 201, sent.text
+    demoted = await client.patch(
+        f"{org_url(org)}/members/{admin.user_id}", json={"role": "member"}, headers=owner.headers
+    )
+    assert demoted.status_code == 200, demoted.text
+    listed = await client.get(f"{org_url(org)}/invitations", headers=owner.headers)
+    [invitation] = [item for item in listed.json()["items"] if item["id"] == sent.json()["id"]]
+    assert invitation["revoked_at"] is not None
 
 
 # --- list and read --------------------------------------------------------------------------
