@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import bcrypt
@@ -16,11 +17,12 @@ import email_validator
 import jwt
 from jwt.algorithms import HMACAlgorithm
 
-from utils.errors import Forbidden
+from utils.errors import Forbidden, Unavailable
 
 JWT_ALGORITHM = "HS256"
 API_KEY_PREFIX = "assay_"
 REFRESH_TOKEN_PREFIX = "assay_rt_"
+_T = TypeVar("_T")
 
 
 class Role(StrEnum):
@@ -96,11 +98,16 @@ def password_problem(password: str, email: str | None = None) -> str | None:
 
 
 class PasswordHasher:
-    """bcrypt in a bounded thread pool, so hashing never blocks the event loop."""
+    """bcrypt in a bounded thread pool, so hashing never blocks the event loop, with a bounded
+    queue: each waiting request holds a database connection, and a flood of password checks
+    (any account may change its password) would hold them all. Past `threads + queue` hashes
+    in flight, another is refused at once (503, try again in a second)."""
 
-    def __init__(self, rounds: int, threads: int) -> None:
+    def __init__(self, rounds: int, threads: int, queue: int = 8) -> None:
         self.rounds = rounds
         self._limiter = anyio.CapacityLimiter(threads)
+        self._most = threads + queue
+        self._in_flight = 0
         # Verifying against this keeps unknown-email logins as slow as known ones: a hash of
         # the same cost (checking costs what the cost factor says), made without hashing
         # anything, so start-up does not spend a hash's time on it.
@@ -110,7 +117,7 @@ class PasswordHasher:
         def work() -> str:
             return bcrypt.hashpw(password.encode(), bcrypt.gensalt(self.rounds)).decode()
 
-        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        return await self._run(work)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         target = password_hash or self._dummy_hash
@@ -121,8 +128,20 @@ class PasswordHasher:
             except ValueError:
                 return False
 
-        ok = await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        ok = await self._run(work)
         return ok and password_hash is not None
+
+    async def _run(self, work: Callable[[], _T]) -> _T:
+        if self._in_flight >= self._most:
+            raise Unavailable(
+                "password checks are at capacity on this server: try again in a moment",
+                headers={"Retry-After": "1"},
+            )
+        self._in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        finally:
+            self._in_flight -= 1
 
 
 # --- access tokens --------------------------------------------------------------------------

@@ -63,8 +63,11 @@ class Settings(BaseSettings):
     refresh_token_days: int = Field(default=30, ge=1)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     password_hash_threads: int = Field(default=4, ge=1)
+    # Password hashes waiting for a thread, past which another is refused (503): each waits
+    # holding its request's database connection.
+    password_hash_queue: int = Field(default=8, ge=0)
     auth_rate_limit: str = "10/minute"
-    # Per account: failed password changes, registrations of one email, and failed logins
+    # Per account: password changes, registrations of one email, and failed logins
     # from one client address. Failed logins from all addresses together have the looser
     # cap below, so that a stranger cannot cheaply lock an account out.
     auth_account_rate_limit: str = "10/hour"

@@ -35,7 +35,11 @@ class Runtime:
             settings=settings,
             secret_key=secret_key,
             secret_box=make_secret_box(settings, secret_key),
-            hasher=PasswordHasher(settings.bcrypt_rounds, settings.password_hash_threads),
+            hasher=PasswordHasher(
+                settings.bcrypt_rounds,
+                settings.password_hash_threads,
+                settings.password_hash_queue,
+            ),
             rate_limiter=RateLimiter(settings.redis_url),
         )
 

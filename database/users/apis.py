@@ -52,7 +52,7 @@ members_router = api_router(prefix="/organizations", tags=["organizations"])
     dependencies=[Depends(auth_rate_limit)],
     operation_id="auth_register",
     summary="Create an account and an organization you own",
-    responses=errors(409),
+    responses=errors(409, 503),  # 503: password hashing at capacity
 )
 async def register(
     body: RegisterRequest, session: DbSession, runtime: RuntimeDep
@@ -76,7 +76,7 @@ async def register(
         }
     },
     summary="Log in with the OAuth2 password form",
-    responses=errors(401),
+    responses=errors(401, 503),
 )
 async def login(
     session: DbSession,
@@ -177,7 +177,7 @@ async def read_me(session: DbSession, principal: CurrentPrincipal) -> MeRead:
     "/me",
     operation_id="users_update_me",
     summary="Change your name or password",
-    responses=errors(403, 429),
+    responses=errors(403, 429, 503),
 )
 async def update_me(
     body: UserUpdate, session: DbSession, runtime: RuntimeDep, principal: CurrentPrincipal

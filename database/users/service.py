@@ -284,12 +284,12 @@ async def change_password(
     problem = password_problem(new, user.email)  # the schema could not know the email
     if problem:
         raise InvalidInput(f"password {problem}", field="password")
+    # Every attempt counts, not only failures: each costs two bcrypt hashes, and any account
+    # may change its password.
     limit = runtime.settings.auth_account_rate_limit
-    # Taken before the check and given back on success, as for logins.
-    attempt = await runtime.rate_limiter.reserve(Quota("password-failure", str(user.id), limit))
+    await runtime.rate_limiter.hit("password-change", str(user.id), limit)
     if not await runtime.hasher.verify(current, user.password_hash):
         raise Forbidden("current_password is not correct")
-    await attempt.release()
     user.password_hash = await runtime.hasher.hash(new)
     # Sessions are visible one organization at a time (row-level security): end the other
     # sessions in each of the user's organizations, then act in the current one again.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import pytest
 
 from tests.helpers import PASSWORD, WEAK_PASSWORDS, assert_problem, login, register, unique_email
 from utils.auth import PasswordHasher
+from utils.errors import Unavailable
 from utils.runtime import Runtime
 
 REGISTER = "/api/v1/auth/register"
@@ -380,3 +382,19 @@ async def test_an_unknown_account_is_checked_at_the_full_cost():
     assert stand_in.startswith("$2b$12$") and len(stand_in) == 60
     assert bcrypt.checkpw(PASSWORD.encode(), stand_in.encode()) is False  # a valid hash
     assert not await hasher.verify(PASSWORD, None)
+
+
+async def test_password_hashes_past_the_queue_are_refused_at_once():
+    """Each request waiting for a bcrypt thread holds a database connection: past the queue
+    another is refused (503, Retry-After) at once, not queued, and the queue frees as hashes
+    end."""
+    hasher = PasswordHasher(rounds=10, threads=1, queue=2)
+    hashed = await hasher.hash(PASSWORD)
+    outcomes = await asyncio.gather(
+        *(hasher.verify(PASSWORD, hashed) for _ in range(5)), return_exceptions=True
+    )
+    assert outcomes[:3] == [True, True, True]
+    for refused in outcomes[3:]:
+        assert isinstance(refused, Unavailable) and refused.status == 503
+        assert refused.headers == {"Retry-After": "1"}
+    assert await hasher.verify(PASSWORD, hashed)  # the queue has emptied

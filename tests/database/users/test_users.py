@@ -318,3 +318,19 @@ async def test_the_stored_password_is_a_bcrypt_hash(client, database):
     for column, value in row.items():
         assert NEW_PASSWORD not in str(value), column
     assert row["password_hash"].startswith("$2b$")
+
+
+async def test_every_password_change_counts_toward_the_accounts_limit(client, runtime, monkeypatch):
+    """Successes too: each costs two bcrypt hashes, and any account may send them in a loop
+    (only failures counted, one account changing its password to itself held the hashing
+    threads and, through them, the database connections of every other request)."""
+    monkeypatch.setattr(runtime.settings, "auth_account_rate_limit", "3/hour")
+    account = await register(client)
+    statuses = []
+    for current, new in [(PASSWORD, NEW_PASSWORD), (NEW_PASSWORD, PASSWORD)] * 2:
+        changed = await client.patch(
+            ME, json={"password": new, "current_password": current}, headers=account.headers
+        )
+        statuses.append(changed.status_code)
+    assert statuses == [200, 200, 200, 429]
+    assert (await login(client, account.email, NEW_PASSWORD)).status_code == 200
