@@ -292,14 +292,17 @@ def _csv_rows(text: str) -> Iterator[Row]:
         data: dict[str, Any] = {}
         extras: dict[str, Any] = {}
         bad: list[dict[str, Any]] = []
+        # Values in columns without a header: one error a row, however many (a megabyte of
+        # `x,` is half a million of them).
+        headerless, first_headerless = 0, 0
         for index, raw_cell in enumerate(row):
             cell = unguard_formula(raw_cell)
             if not cell.strip():
                 continue
             column = columns[index] if index < len(columns) else None
             if column is None:
-                complaint = "a value in a column without a header"
-                bad.append(at_line(line, complaint, f"column {index + 1}"))
+                first_headerless = first_headerless if headerless else index
+                headerless += 1
             elif column[0] == "extra":
                 extras[column[1]] = cell
             else:
@@ -307,6 +310,13 @@ def _csv_rows(text: str) -> Iterator[Row]:
                     data[column[1]] = _csv_value(column[1], cell)
                 except ValueError as exc:
                     bad.append(at_line(line, str(exc), column[1]))
+        if headerless:
+            complaint = (
+                "a value in a column without a header"
+                if headerless == 1
+                else f"{headerless} values in columns without a header, the first here"
+            )
+            bad.append(at_line(line, complaint, f"column {first_headerless + 1}"))
         if bad:
             yield {"line": line}, bad
         elif data or extras:  # a row of empty cells is a blank line
