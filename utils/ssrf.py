@@ -42,6 +42,14 @@ LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 # Site-local (deprecated by RFC 3879, still routed inside some networks): Python before 3.12
 # calls it global.
 SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+# Not globally reachable in IANA's registry, yet global to Python 3.11: SRv6 segment ids
+# (RFC 9602), which reach functions inside an operator's network, and documentation (RFC 9637).
+NOT_GLOBAL_IPV6 = (
+    LOCAL_NAT64,
+    SITE_LOCAL,
+    ipaddress.ip_network("5f00::/16"),
+    ipaddress.ip_network("3fff::/20"),
+)
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 def is_public(address: Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
-        if address in LOCAL_NAT64 or address in SITE_LOCAL:
+        if any(address in network for network in NOT_GLOBAL_IPV6):
             return False
         embedded = _embedded_ipv4(address)
         if embedded is not None:
@@ -111,6 +119,10 @@ def _http_url_parts(url: str) -> HttpUrl | str:
         return "must be an http or https URL"
     if not host:
         return "must include a host"
+    if "[" in parts.netloc and ":" not in host:
+        # `[v1.x]` (an IPvFuture literal): urlsplit reads it as the name `v1.x`, which no
+        # client connects to.
+        return "must write an IPv6 address in brackets, without a zone"
     if parts.username or parts.password:
         return "must not carry credentials; use the API key or headers"
     problem = _host_problem(host)

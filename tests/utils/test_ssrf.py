@@ -159,6 +159,8 @@ async def test_the_sdks_clients_reach_the_pinned_address_only(sinks, http):
         ("::a9fe:a9fe", False),  # IPv4-compatible 169.254.169.254
         ("::1", False),
         ("fec0::10", False),  # site-local: routed inside some networks still
+        ("5f00::1", False),  # an SRv6 segment id: a function inside an operator's network
+        ("3fff::1", False),  # documentation (RFC 9637); Python 3.11 calls both global
         ("2606:4700:4700::1111", True),
     ],
 )
@@ -185,6 +187,7 @@ def test_ipv6_forms_are_judged_by_the_ipv4_address_they_carry(address, public):
         ("http://0177.0.0.1/v1", "four decimal numbers"),
         ("http://llm.example.0x1/v1", "four decimal numbers"),
         ("http://[fe80::1%25eth0]/v1", "without a zone"),
+        ("http://[v1.x]/v1", "IPv6 address in brackets"),  # urlsplit: the name `v1.x`
         # Names no resolver takes (its UnicodeError was a 500).
         (f"http://{'a' * 64}.example/v1", "at most 63 characters"),
         (f"http://{'.'.join(['a' * 63] * 4)}.example/v1", "253 in all"),
