@@ -253,6 +253,7 @@ async def accept_invitation(
         raise NotFound(INVITATION_NOT_FOUND)
     # Not a member yet: act in the inviting organization, as yourself, to join it.
     async with acting_as(session, Tenant(found.organization_id, user_id)):
+        await org_crud.hold_invitations_to(session, found.email)
         if not await org_crud.accept_invitation(session, found.id, user_id):
             raise NotFound(INVITATION_NOT_FOUND)
         if await org_crud.get_membership(session, found.organization_id, user_id) is not None:

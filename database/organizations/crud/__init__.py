@@ -298,6 +298,19 @@ async def find_invitation(session: AsyncSession, token_hash: str) -> InvitationL
     return InvitationLookup(*row) if row else None
 
 
+async def hold_invitations_to(session: AsyncSession, email: str) -> None:
+    """Locks the unanswered invitations to `email` in the current organization, in id order:
+    two of them accepted at once are then taken one after the other (the second finds its own
+    revoked by the first), where each spending its own, then waiting on the other's, was a
+    deadlock (a 409 whose retry was a 404)."""
+    await session.execute(
+        select(Invitation.id)
+        .where(func.lower(Invitation.email) == email.lower(), *_UNANSWERED)
+        .order_by(Invitation.id)
+        .with_for_update()
+    )
+
+
 async def accept_invitation(
     session: AsyncSession, invitation_id: uuid.UUID, user_id: uuid.UUID
 ) -> bool:

@@ -3,6 +3,7 @@ email accepts the token, once, before it expires."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -24,6 +25,7 @@ from tests.helpers import (
     switch,
     tenant_session,
     unique_email,
+    until_waiting_for_locks,
 )
 
 ACCEPT = "/api/v1/auth/accept-invitation"
@@ -263,6 +265,35 @@ async def test_joining_spends_every_other_invitation_to_the_same_email(client):
     assert left.status_code == 204, left.text
     assert_problem(await accept_invitation(client, person, admin_invitation["token"]), 404)
     assert str(person.user_id) not in await _roles(client, owner)
+
+
+async def test_two_invitations_to_one_account_accepted_at_once_join_it_once(
+    committed_client, owner_engine
+):
+    """Each spent its own invitation, then waited on the other's (to revoke it), while the
+    other waited on its membership: a deadlock, a 409 asking to send it again, and then a
+    404. Taken one after the other: the first joins, the second finds its invitation spent."""
+    client = committed_client
+    owner, person = await register(client), await register(client)
+    first = await invite(client, owner, person.email, "member")
+    second = await invite(client, owner, person.email, "admin")
+    async with owner_engine.connect() as holder:
+        held = await holder.begin()
+        await holder.execute(
+            text("SELECT set_config('app.organization_id', :org, true)"),
+            {"org": str(owner.organization_id)},
+        )
+        await holder.execute(
+            text("SELECT FROM invitations WHERE id = :id FOR UPDATE"), {"id": first["id"]}
+        )
+        accepting_first = asyncio.create_task(accept_invitation(client, person, first["token"]))
+        await until_waiting_for_locks(owner_engine, 1)
+        accepting_second = asyncio.create_task(accept_invitation(client, person, second["token"]))
+        await until_waiting_for_locks(owner_engine, 2)
+        await held.rollback()
+    assert (await accepting_first).status_code == 200
+    assert_problem(await accepting_second, 404)
+    assert (await _roles(client, owner))[str(person.user_id)] == "member"
 
 
 async def test_removing_a_member_spends_the_invitations_sent_to_them(client):
