@@ -112,7 +112,9 @@ class UserUpdate(InputModel):
     @classmethod
     def _strong_password(cls, password: str | None, info: ValidationInfo) -> str | None:
         if password is not None:
-            if not info.data.get("current_password"):  # checked before
+            # Checked before: absent from `data` when it failed its own check (too long), which
+            # its own error says.
+            if "current_password" in info.data and not info.data["current_password"]:
                 raise ValueError("current_password is required to change the password")
             problem = password_problem(password)
             if problem:
