@@ -46,7 +46,12 @@ class _MetricFields(InputModel):
     name: Name
     negate: bool = Field(default=False, description="Pass when the comparison fails")
     weight: float = Field(
-        default=1.0, gt=0, le=1000, description="The metric's weight in a case's overall score"
+        default=1.0,
+        gt=0,
+        le=1000,
+        description="A weight for your own combining of its scores, kept with the metric and"
+        " frozen into each run's: no figure of the service uses it (a case passes when every"
+        " metric passes)",
     )
     judge_model_id: uuid.UUID | None = Field(
         default=None,
