@@ -84,6 +84,8 @@ async def call_target(
             output, usage, tool_calls = await _dispatch(
                 config, request, seconds, allow_private_networks, streamed
             )
+            for call in tool_calls:  # (an SDK's reader has no bound of depth)
+                fastjson.refuse_deep(call.arguments)
     except TimeoutError as exc:
         raise TargetError("timeout", f"no complete answer within {seconds:g} s") from exc
     except InvalidInput as exc:  # the SSRF guard or the request template refused
@@ -106,7 +108,7 @@ async def call_target(
 
 
 # What reading an answer of a shape no one foresaw raises (the SDKs' parsers included).
-UNREADABLE = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+UNREADABLE = (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError)
 Usage = tuple[int | None, int | None]
 Answer = tuple[str, Usage | None, tuple[ToolCall, ...]]  # text, token counts, tool calls
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from providers.config import ToolCall
 from providers.errors import TargetError
+from utils import fastjson
 
 # The calls one answer may ask for: more is no model's answer, and each is work (a step of an
 # agent's loop, a row of its trajectory).
@@ -28,6 +29,7 @@ def decode_arguments(raw: Any) -> dict[str, Any] | str:
         return json.dumps(raw, ensure_ascii=False)
     try:
         decoded = json.loads(raw)
+        fastjson.refuse_deep(decoded, raw)  # nested past what is stored: text as well
     except (ValueError, RecursionError):  # nested past what the decoder walks: text as well
         return raw
     return decoded if isinstance(decoded, dict) else raw

@@ -28,11 +28,39 @@ def dumps(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
     return dumps_bytes(value, default=default).decode()
 
 
+# How deep a provider's answer may nest: as deep as orjson writes (its own limit). Read, one
+# nested deeper (orjson reads 1,024 levels) could not be stored, nor written back as text by
+# the standard library near its recursion limit: a RecursionError failed the case's whole
+# chunk, five times over.
+MAX_DEPTH = 255
+
+
+def refuse_deep(value: Any, document: bytes | str | None = None) -> None:
+    """A ValueError if `value` nests deeper than MAX_DEPTH. One read from a `document` with
+    fewer brackets than that cannot, and is not walked; any other is written by orjson, in C,
+    which stops past its limit."""
+    if document is not None:
+        brackets = (b"[", b"{") if isinstance(document, bytes) else ("[", "{")
+        if document.count(brackets[0]) + document.count(brackets[1]) <= MAX_DEPTH:  # type: ignore[arg-type]
+            return
+    try:
+        orjson.dumps(value, option=_OPTIONS)
+    except orjson.JSONEncodeError as exc:
+        if "Recursion" in str(exc):
+            raise ValueError(f"the document nests more than {MAX_DEPTH} levels deep") from None
+        from utils.schemas import nesting_depth  # what orjson does not write (a huge integer)
+
+        if nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
+            raise ValueError(f"the document nests more than {MAX_DEPTH} levels deep") from None
+
+
 def loads(document: bytes | str) -> Any:
     """Parses a document; raises ValueError (orjson's JSONDecodeError is one) when it is not
-    JSON. An integer beyond 64 bits comes back as a float: for providers' answers only, never
-    for a user's stored JSON."""
-    return orjson.loads(document)
+    JSON or nests deeper than MAX_DEPTH. An integer beyond 64 bits comes back as a float: for
+    providers' answers only, never for a user's stored JSON."""
+    value = orjson.loads(document)
+    refuse_deep(value, document)
+    return value
 
 
 # An integer that may not fit in 64 bits (orjson would read a float): a run of 19 digits,
@@ -43,12 +71,14 @@ _LONG_NUMBER = b"0" * 19
 
 def loads_answer(document: bytes) -> Any:
     """A document from another server, read as `json.loads` reads it (NaN, integers of any
-    size) at orjson's speed where that is the same; a ValueError for what is not JSON, or is
-    nested deeper than the standard library's recursion allows."""
+    size) at orjson's speed where that is the same; a ValueError for what is not JSON, or
+    nests deeper than MAX_DEPTH."""
     try:
-        return loads_exact(document.decode())
+        value = loads_exact(document.decode())
     except RecursionError:
         raise ValueError("the document is nested too deeply") from None
+    refuse_deep(value, document)
+    return value
 
 
 def loads_exact(document: str) -> Any:

@@ -161,14 +161,15 @@ def _read(text: str) -> tuple[str, str]:
     start, end = text.find("{"), text.rfind("}")
     try:
         found = json.loads(text[start : end + 1]) if 0 <= start < end else None
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested past the decoder's depth: not an answer)
         found = None
     if not isinstance(found, dict):
         if not text.strip():
             raise SimulatorFailed("the simulated user's model answered with no message")
         return text.strip(), "continue"
     status = found.get("status") if found.get("status") in ENDINGS else "continue"
-    message = str(found.get("message") or "").strip()
+    said = found.get("message")
+    message = str(said).strip() if isinstance(said, str | int | float) else ""
     if status == "continue" and not message:
         raise SimulatorFailed("the simulated user's model answered with no message")
     return message, str(status)

@@ -4,6 +4,7 @@ answers sent back as `tool_result` blocks."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -157,3 +158,18 @@ async def test_an_answer_the_sdk_cannot_read_is_an_invalid_response(
         await ask(fake, TargetRequest(input="Hi"))
     assert failed.value.kind == "invalid_response"
     assert "not usable" in failed.value.message and API_KEY not in failed.value.message
+
+
+async def test_a_tool_input_nested_past_what_is_stored_is_an_invalid_response(
+    fake: FakeAnthropic,
+) -> None:
+    """The SDK reads a tool's input 900 deep; stored, it failed the case's whole chunk."""
+    deep = "[" * 900 + "]" * 900
+    body = _message(
+        stop_reason="tool_use",
+        content=[{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": "DEEP"}}],
+    )
+    fake.enqueue(Fault.http(200, json.dumps(body).replace('"DEEP"', deep)))
+    with pytest.raises(TargetError) as failed:
+        await ask(fake, TargetRequest(input="Hi"))
+    assert failed.value.kind == "invalid_response"

@@ -93,6 +93,27 @@ async def test_tool_arguments_nested_past_the_decoders_depth_are_kept_as_text(
     assert [(c.name, c.arguments) for c in reply.tool_calls] == [("f", arguments)]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_tool_arguments_nested_past_what_is_stored_are_an_invalid_response(
+    fake: FakeOpenAI, stream: bool
+) -> None:
+    """Sent as a list 1,000 deep (not text), they were written back as text: a RecursionError
+    escaping the call."""
+    deep = "[" * 1000 + "]" * 1000  # (too deep for json.dumps to write: placed as text)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "DEEP"}}
+    if stream:
+        delta = {"tool_calls": [{"index": 0, **call}]}
+        body = json.dumps({"choices": [{"index": 0, "delta": delta}]})
+        text = "data: " + body.replace('"DEEP"', deep) + "\n\ndata: [DONE]\n\n"
+        fake.enqueue(Fault.http(200, text, headers={"content-type": "text/event-stream"}))
+    else:
+        completion = json.dumps(_completion({"content": None, "tool_calls": [call]}))
+        fake.enqueue(Fault.http(200, completion.replace('"DEEP"', deep)))
+    with pytest.raises(TargetError) as failed:
+        await _ask(fake, stream=stream)
+    assert failed.value.kind == "invalid_response"
+
+
 STREAMED = {
     "the choices are an object": {"choices": {"0": {"delta": {"content": "hi"}}}},
     "a choice is text": {"choices": ["hi"]},

@@ -28,6 +28,8 @@ from providers.tool_calls import (
         ("[1, 2]", "[1, 2]"),
         ([1, 2], "[1, 2]"),
         ("[" * 5000, "[" * 5000),  # nested past the decoder's depth: text, as broken JSON is
+        # nested past what is stored (a RecursionError writing it failed the chunk): text too
+        ('{"a":' * 600 + "1" + "}" * 600, '{"a":' * 600 + "1" + "}" * 600),
     ],
 )
 def test_arguments_are_an_object_or_the_text_sent(raw: Any, decoded: Any) -> None:

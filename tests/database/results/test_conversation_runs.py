@@ -244,3 +244,30 @@ async def test_a_cached_conversation_replays_its_turns(lab, fake):
         t["text"] for t in original["trajectory"]
     ]
     assert replayed["status"] == "passed"
+
+
+async def test_a_simulated_user_answering_past_the_decoders_depth_is_read_as_text(
+    lab, fake, simulator
+):
+    """Its answer nested 5,000 deep raised a RecursionError that failed the whole chunk, five
+    times over, and then the run: it is taken as the message it sent, as text is."""
+    deep = '{"status": "continue", "message": "hi", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    answers = iter([deep])
+    simulator.reply = lambda request: next(answers, json.dumps({"status": "goal_reached"}))
+    target = await lab.openai_model(fake)
+    playing = await lab.model(
+        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
+    )
+    test_set = await lab.test_set([*_SIMULATED, {"input": "plain"}])
+    run = await lab.run(
+        test_set,
+        target,
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        simulator_model_id=playing,
+        concurrency=1,
+    )
+    done = await lab.wait(run["id"])
+    assert done["status"] == "completed", done
+    first, second = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
+    assert first["trajectory"][0]["user"] == deep
+    assert second["status"] == "passed"
