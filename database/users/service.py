@@ -4,7 +4,8 @@ and the check of every request's credential; your own account."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,9 +39,9 @@ from utils.auth import (
     normal_email,
     password_problem,
 )
-from utils.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from utils.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
 from utils.ids import new_id
-from utils.ratelimit import Quota, client_network
+from utils.ratelimit import Quota, Reservation, client_network
 from utils.runtime import Runtime
 
 BAD_CREDENTIALS = "Incorrect email or password"
@@ -56,10 +57,11 @@ async def register(
     session: AsyncSession, runtime: Runtime, request: RegisterRequest
 ) -> RegisterResponse:
     limit = runtime.settings.auth_account_rate_limit
-    await runtime.rate_limiter.hit("register-email", request.email, limit)
+    attempt = await runtime.rate_limiter.reserve(Quota("register-email", request.email, limit))
     user_id = new_id()
     await enter_tenant(session, Tenant(None, user_id))
-    password_hash = await runtime.hasher.hash(request.password)
+    async with _given_back_unless_checked(attempt):
+        password_hash = await runtime.hasher.hash(request.password)
     user = await crud.create_user(
         session,
         User(id=user_id, email=request.email, name=request.name, password_hash=password_hash),
@@ -98,7 +100,8 @@ async def login(
         Quota("login-failure-account", email, settings.auth_account_login_rate_limit),
     )
     candidate = await crud.find_login_candidate(session, email)
-    ok = await runtime.hasher.verify(password, candidate.password_hash if candidate else None)
+    async with _given_back_unless_checked(attempt):
+        ok = await runtime.hasher.verify(password, candidate.password_hash if candidate else None)
     if candidate is None or not ok or not candidate.is_active:
         raise Unauthorized(BAD_CREDENTIALS)
     await attempt.release()
@@ -273,6 +276,18 @@ async def authenticate_access_token(
     )
 
 
+@asynccontextmanager
+async def _given_back_unless_checked(attempt: Reservation) -> AsyncIterator[None]:
+    """An attempt refused before its password was checked (the hashing threads at capacity,
+    503) gives its slots back: a client retrying as told would otherwise spend its account's
+    hour of attempts, and find it locked out."""
+    try:
+        yield
+    except Unavailable:
+        await attempt.release()
+        raise
+
+
 async def change_password(
     session: AsyncSession,
     runtime: Runtime,
@@ -287,10 +302,11 @@ async def change_password(
     # Every attempt counts, not only failures: each costs two bcrypt hashes, and any account
     # may change its password.
     limit = runtime.settings.auth_account_rate_limit
-    await runtime.rate_limiter.hit("password-change", str(user.id), limit)
-    if not await runtime.hasher.verify(current, user.password_hash):
-        raise Forbidden("current_password is not correct")
-    user.password_hash = await runtime.hasher.hash(new)
+    attempt = await runtime.rate_limiter.reserve(Quota("password-change", str(user.id), limit))
+    async with _given_back_unless_checked(attempt):
+        if not await runtime.hasher.verify(current, user.password_hash):
+            raise Forbidden("current_password is not correct")
+        user.password_hash = await runtime.hasher.hash(new)
     # Sessions are visible one organization at a time (row-level security): end the other
     # sessions in each of the user's organizations, then act in the current one again.
     for organization_id in await crud.user_organization_ids(session, user.id):

@@ -24,6 +24,7 @@ from tests.helpers import (
     login,
     register,
 )
+from utils.auth import PasswordHasher
 from utils.runtime import Runtime
 
 WRONG = "wrong-password-1"
@@ -302,3 +303,38 @@ async def test_login_finds_the_account_as_registration_normalised_its_email(clie
     assert account.email != email  # kept composed
     assert (await login(client, email)).status_code == 200
     assert (await login(client, email.upper())).status_code == 200
+
+
+async def test_an_attempt_refused_at_capacity_costs_the_account_nothing(
+    client, runtime, monkeypatch
+):
+    """Refused before its password was checked (the hashing threads busy: 503), a login, a
+    password change or a registration took an attempt of the account's hour: a client
+    retrying as told was locked out for an hour once the server was free."""
+    monkeypatch.setattr(runtime.settings, "auth_account_rate_limit", "2/hour")
+    account = await register(client)
+    busy = PasswordHasher(rounds=4, threads=1, queue=0)
+    monkeypatch.setattr(runtime, "hasher", busy)
+    release = asyncio.Event()
+
+    async def occupy() -> None:  # a hash holding the one thread until released
+        await busy._run(lambda: asyncio.run_coroutine_threadsafe(release.wait(), loop).result())
+
+    loop = asyncio.get_running_loop()
+    holding = asyncio.create_task(occupy())
+    await asyncio.sleep(0.05)
+    change = {"password": "another-passphrase-2", "current_password": PASSWORD}
+    for _ in range(3):
+        assert_problem(await login(client, account.email), 503)
+        assert_problem(
+            await client.patch("/api/v1/users/me", json=change, headers=account.headers), 503
+        )
+        registering = {"email": "later@example.com", "password": PASSWORD, "name": "Later"}
+        assert_problem(await client.post("/api/v1/auth/register", json=registering), 503)
+    release.set()
+    await holding
+    assert (await login(client, account.email)).status_code == 200
+    changed = await client.patch("/api/v1/users/me", json=change, headers=account.headers)
+    assert changed.status_code == 200, changed.text
+    registered = await client.post("/api/v1/auth/register", json=registering)
+    assert registered.status_code == 201, registered.text
