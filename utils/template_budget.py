@@ -251,8 +251,15 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         if isinstance(length, int):
             current().allow(length, "bytes")
     elif isinstance(owner, list | tuple) and name in ("count", "index"):
-        for value in (owner, *args):  # each item compared, as deep as it goes
-            compared(value)
+        needle = args[0] if args else None
+        if needle is None or isinstance(needle, (*TEXT, bool, int, float)):
+            # Compared with each item, but only as deep as the needle goes: a step per 100
+            # items, and the needle's text.
+            compared(needle)
+            current().spend(len(owner) // CHARACTERS_PER_STEP)
+        else:
+            for value in (owner, needle):  # each item compared, as deep as it goes
+                compared(value)
     elif isinstance(owner, Mapping):  # a key looked up is hashed, as deep as it goes
         for value in args:
             compared(value)

@@ -26,9 +26,9 @@ from jinja2 import (
 )
 from jinja2.compiler import CodeGenerator, Frame, operators
 from jinja2.environment import Template
-from jinja2.runtime import Context, Macro
+from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from jinja2.utils import Cycler
+from jinja2.utils import Cycler, Namespace
 from markupsafe import Markup
 
 from utils import template_budget as budget
@@ -156,6 +156,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(__obj, Macro):  # its `varargs` and `kwargs` hold what it is given
             budget.check_held(args)
             budget.check_held(kwargs)
+        elif __obj is Namespace or getattr(__obj, "__func__", None) is LoopContext.changed:
+            for value in args:  # a namespace's pairs are hashed; `changed` compares with `!=`
+                budget.compared(value)
         if isinstance(__obj, types.BuiltinMethodType):
             budget.check_method(__obj, args, kwargs)
         return budget.check_built(super().call(__context, __obj, *args, **kwargs))
@@ -310,8 +313,8 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
         raise TemplateTooCostly(f"template too costly: {exc}", field="template") from exc
     except RecursionError as exc:
         raise TemplateTooCostly("template recursion too deep", field="template") from exc
-    except UndefinedError as exc:
-        raise InvalidInput(f"template variable problem: {exc.message}", field=field) from exc
+    except UndefinedError as exc:  # (its words quote the name, or the key, not found)
+        raise InvalidInput(f"template variable problem: {_said(exc)}", field=field) from exc
     except SecurityError as exc:
         raise InvalidInput(f"template not allowed: {exc}", field="template") from exc
     except (TypeError, ValueError, ArithmeticError) as exc:
