@@ -104,30 +104,28 @@ def tested(
 
 
 def _unbounded_flips(pending: Pending, min_effect: float) -> str:
-    """For pass shares, why an interval inside the margin still does not show equivalence: the
-    exact bound of the cases that moved one way is past it. A bootstrap of one or two flips in
-    200 cases gives an interval of a point or so, where the share that could have regressed
-    unseen is up to 2.75%. With repetitions a case moves by its share (a third, of three), and
-    the cases' worth that moved one way, rounded up, is bounded as a count of whole flips."""
+    """For pass rates, why an interval inside the margin still does not show equivalence: the
+    exact bound of the cases that flipped one way is past it. A bootstrap of one or two flips
+    in 200 cases gives an interval of a point or so, where the share that could have regressed
+    unseen is up to 2.75%. With repetitions, a flip is a case that went from passing every
+    repetition to failing every one (or back): a case that moved part of the way varies as
+    chance does, and the bootstrap sees that variation; one flipped whole is the rare event
+    it does not."""
     if pending.graded:
         return ""
     deltas = pending.candidate - pending.baseline
     n = len(deltas)
-    moved = {
-        "regressed": float(-deltas[deltas < 0].sum()),
-        "improved": float(deltas[deltas > 0].sum()),
-    }
-    # (a share's sum can miss a whole number by a rounding: 3 x 1/3)
-    bounds = {
-        way: stats.share_upper_bound(min(n, math.ceil(worth - 1e-9)), n)
-        for way, worth in moved.items()
-    }
+    whole = 1.0 - 1e-9  # (a share of repetitions is exact at 0 and 1)
+    flips = {"regressed": int((deltas <= -whole).sum()), "improved": int((deltas >= whole).sum())}
+    bounds = {way: stats.share_upper_bound(count, n) for way, count in flips.items()}
     way = max(bounds, key=lambda name: bounds[name])
     if bounds[way] <= min_effect:
         return ""
+    shares = pending.test != "mcnemar-exact"  # (the cases are shares of repetitions)
     return (
-        f" (inside ±{_trim(min_effect * 100, 1)} points, but with {_trim(moved[way], 2)} of {n}"
-        f" cases {way}, up to {_percent(bounds[way])} could have: no equivalence shown)"
+        f" (inside ±{_trim(min_effect * 100, 1)} points, but with {flips[way]} of {n} cases"
+        f" {way}{' in every repetition' if shares else ''}, up to {_percent(bounds[way])}"
+        " could have: no equivalence shown)"
     )
 
 
