@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from providers.config import ToolCall
-from providers.errors import TargetError
+from providers.errors import TargetError, error_text
 from providers.tool_calls import read_calls
 from utils import fastjson
 
@@ -45,6 +45,7 @@ class EventStream:
         self.size = 0  # of the event's data so far
         self.found = False  # some event had a value at the stream path
         self.done = False
+        self.event = b""  # the event's name, if it has one (`event: error`)
 
     def line(self, line: bytes) -> None:
         if self.done:
@@ -61,7 +62,9 @@ class EventStream:
                     "invalid_response",
                     f"an event of the endpoint's stream is larger than {MAX_EVENT_BYTES} bytes",
                 )
-        # Comments (":..."), `event:`, `id:` and `retry:` lines say nothing of the answer.
+        elif line.startswith(b"event:"):
+            self.event = line[6:].strip()
+        # Comments (":..."), `id:` and `retry:` lines say nothing of the answer.
 
     def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
         """The whole answer once the stream has ended (an event not closed by a blank line
@@ -79,6 +82,7 @@ class EventStream:
         if not self.data:
             return
         data, self.data, self.size = b"\n".join(self.data), [], 0
+        event, self.event = self.event, b""
         if data.strip() == b"[DONE]":
             self.done = True
             return
@@ -88,6 +92,11 @@ class EventStream:
             raise TargetError(
                 "invalid_response", "an event of the endpoint's stream is not JSON"
             ) from exc
+        if event == b"error" or (isinstance(document, dict) and document.get("error")):
+            # A server failing mid-stream says so in an event of its own: the answer is that
+            # failure, not the pieces before it (a server's error, tried again as one).
+            said = error_text(document)
+            raise TargetError("server_error", f"the stream reported an error: {said}")
         if self.find_calls is not None:
             self.calls.extend(self.find_calls(document))
         values = [value for value in self.find_piece(document) if value is not None]

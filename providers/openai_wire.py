@@ -140,6 +140,10 @@ class _Stream:
             raise ValueError("a streamed chunk is not JSON") from exc
         if not isinstance(chunk, dict):
             raise ValueError("a streamed chunk is not a JSON object")
+        if chunk.get("error"):
+            # A server failing mid-stream says so in a chunk of its own (some then send
+            # [DONE]): the answer is that failure, not the text before it.
+            raise WireStatus(*_stream_failure(chunk["error"]), {})
         if chunk.get("usage") is not None:
             self.usage = _usage(chunk["usage"])
         choices = chunk.get("choices") or []
@@ -159,6 +163,15 @@ class _Stream:
         if not self.done:
             raise ValueError("the stream ended before [DONE]")
         return Completion("".join(self.parts), *self.usage, self.tool_calls.result())
+
+
+def _stream_failure(error: Any) -> tuple[int, str]:
+    """The status a stream's error chunk gives (its `code`, when it is one; else a server's
+    error, tried again as one) and its words."""
+    code = error.get("code") if isinstance(error, dict) else None
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+    said = error.get("message") if isinstance(error, dict) else error
+    return status, f"the stream reported an error: {str(said)[:DETAIL_READ_CHARS]}"
 
 
 def _text(content: Any) -> str:

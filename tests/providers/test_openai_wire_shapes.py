@@ -194,3 +194,26 @@ async def test_a_streamed_tool_calls_id_of_another_type_is_read_as_text(fake: Fa
     fake.enqueue(_events({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}))
     reply = await _ask(fake, stream=True)
     assert [(c.id, c.name) for c in reply.tool_calls] == [("[1]", "lookup")]
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        ({"message": "the model crashed", "type": "server_error"}, "server_error"),
+        ({"message": "context too long", "code": 400}, "client_error"),
+    ],
+)
+async def test_an_error_chunk_mid_stream_is_the_answer(
+    fake: FakeOpenAI, error: dict[str, Any], kind: str
+) -> None:
+    """vLLM and others report a failure mid-stream as a chunk of its own, then [DONE]: the text
+    before it (or none) was the answer, scored as if the model had finished."""
+    fake.enqueue(
+        _events(
+            {"choices": [{"index": 0, "delta": {"content": "The answer is"}}]}, {"error": error}
+        )
+    )
+    with pytest.raises(TargetError) as failed:
+        await _ask(fake, stream=True)
+    assert failed.value.kind == kind
+    assert f"the stream reported an error: {error['message']}" in failed.value.message

@@ -379,3 +379,21 @@ def test_an_event_larger_than_its_cap_is_an_invalid_response() -> None:
         _feed(stream, f'data: {{"delta": "{half}\ndata: {half}"}}\n')  # two lines, one event
     assert caught.value.kind == "invalid_response"
     assert f"larger than {MAX_EVENT_BYTES} bytes" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [
+        'data: {"error": {"message": "the model crashed"}}\n\n',
+        'event: error\ndata: {"message": "the model crashed"}\n\n',
+    ],
+    ids=["an error key", "an error event"],
+)
+def test_an_error_mid_stream_is_the_answer_not_the_pieces_before_it(failing: str) -> None:
+    """The text before it was taken as the whole answer, and scored: a model that crashed
+    midway could pass."""
+    stream = _reader(Pieces())
+    with pytest.raises(TargetError) as failed:
+        _feed(stream, 'data: {"delta": "The answer is"}\n\n' + failing + "data: [DONE]\n\n")
+    assert failed.value.kind == "server_error"
+    assert "the stream reported an error: the model crashed" in failed.value.message
