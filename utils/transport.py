@@ -123,8 +123,9 @@ async def send(
             raise TransportError("connection_error", "the connection failed") from exc
         raise TransportError("timeout", f"no answer within {seconds:g} s") from exc
     except RequestError as exc:
-        # The client's words name the URL, query string and all.
-        reason = redact_urls(str(exc))
+        # The client's words name the URL, query string and all: an endpoint may carry its key
+        # in its path, and these words reach whoever reads the result (a viewer, an export).
+        reason = redact_urls(str(exc), keep_path=False)
         raise TransportError("connection_error", f"could not reach the endpoint: {reason}") from exc
 
 
