@@ -14,7 +14,14 @@ from database.evaluations.agent_checks import within
 from providers.config import ToolCall
 from providers.targets import TargetReply, TargetRequest
 from providers.tool_calls import arguments_text
+from utils import fastjson
 from utils.storable import storable, storable_json
+
+# What one case's steps may hold, and send back to the model as its history: each call gets its
+# mock's whole answer (up to 256 KB), and a model may make 128 calls a step for 50 steps, which
+# was 1.6 GB in one result's row (past what PostgreSQL stores, failing its whole chunk again
+# and again) and requests growing by as much each step.
+MAX_TRAJECTORY_BYTES = 16 * 1024 * 1024
 
 Ask = Callable[[TargetRequest], Awaitable[tuple[TargetReply, bool]]]
 StepSink = Callable[[dict[str, Any]], None]
@@ -63,6 +70,7 @@ async def _loop(
     replies: list[TargetReply] = []
     cached_all = True
     current = request
+    kept = 0  # bytes of the steps so far
     for number in range(1, max_steps + 1):
         if first is not None:  # already asked
             (reply, cached), first = first, None
@@ -79,15 +87,22 @@ async def _loop(
             "output_tokens": reply.output_tokens,
         }
         steps.append(step)
+        kept += len(reply.output) + len(fastjson.dumps_bytes(step["tool_calls"]))
         goes_on = bool(reply.tool_calls) and mocks is not None
         if goes_on:
             assert mocks is not None
             results = [_mocked(call, mocks, known) for call in reply.tool_calls]
+            kept += len(fastjson.dumps_bytes(results))
+            if kept > MAX_TRAJECTORY_BYTES:
+                results = [_not_kept(result) for result in results]
             step["tool_results"] = storable_json(results)  # what the model is sent: `results`
             failures = [result["error"] for result in step["tool_results"] if "error" in result]
             if failures:
                 step["error"] = "; ".join(failures)
-            if number == max_steps:
+            if kept > MAX_TRAJECTORY_BYTES:
+                step["stopped"] = "size"  # the loop ends here, as at its step bound
+                goes_on = False
+            elif number == max_steps:
                 step["stopped"] = "max_steps"  # still calling tools: the loop ends here
                 goes_on = False
         if on_step is not None and (known or reply.tool_calls):  # a plain answer has no steps
@@ -123,6 +138,12 @@ def combined(replies: list[TargetReply]) -> TargetReply:
         output_tokens=total([reply.output_tokens for reply in replies]),
         tool_calls=tuple(call for reply in replies for call in reply.tool_calls),
     )
+
+
+def _not_kept(result: dict[str, Any]) -> dict[str, Any]:
+    limit = MAX_TRAJECTORY_BYTES // (1024 * 1024)
+    error = f"not kept: the case's steps would hold more than {limit} MB"
+    return {"id": result["id"], "name": result["name"], "error": error}
 
 
 def _mocked(call: ToolCall, mocks: list[dict[str, Any]], known: set[str]) -> dict[str, Any]:

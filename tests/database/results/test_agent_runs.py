@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from app.engine import agent
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeToolCall, FakeToolCalls
 from tests.fakes.server import Fault
@@ -377,3 +378,27 @@ async def test_a_partly_cached_loop_spends_only_what_its_new_calls_cost(lab, fak
     assert done["spent"] == pytest.approx((input_tokens + output_tokens) * 1000 / 1e6)
     assert result["cost"] > done["spent"] > 0
     assert first_done["spent"] == pytest.approx((await lab.results(first["id"]))[0]["cost"])
+
+
+async def test_a_loop_whose_steps_outgrow_the_bound_stops_there(lab, fake, monkeypatch):
+    """Each call gets its mock's whole answer: 128 calls a step of a 250 KB answer, for ten
+    steps, made a 128 MB trajectory (at 50, past what PostgreSQL stores: the chunk failed
+    again and again), and each request as large. The loop stops where its steps would hold
+    more than the bound, as at its step bound, and the case is scored."""
+    monkeypatch.setattr(agent, "MAX_TRAJECTORY_BYTES", 2 * 1024 * 1024)
+    big = {"name": "lookup", "response": "x" * 40_000}
+    calls = [FakeToolCall("lookup", {"query": str(i)}, id=f"c{i}") for i in range(16)]
+    fake.reply = lambda request: FakeToolCalls(calls)
+    target = await lab.openai_model(fake, tools=TOOLS)
+    test_set = await lab.test_set([{"input": "Go", "tool_responses": [big], "max_steps": 10}])
+    step_count = await lab.metric("step-count", parameters={"max": 10})
+    run = await lab.run(test_set, target, metric_ids=[step_count])
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    steps = result["trajectory"]
+    # 16 x 40 KB = 640 KB a step: the fourth would pass 2 MB, and keeps no answer.
+    assert len(steps) == 4 and len(fake.requests) == 4
+    assert steps[-1]["stopped"] == "size"
+    assert all("not kept" in answer["error"] for answer in steps[-1]["tool_results"])
+    assert all("content" in answer for step in steps[:3] for answer in step["tool_results"])
+    assert result["status"] in ("passed", "failed")  # scored
