@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.bootstrap import running_process
 from app.http_protocol import BoundedHttpToolsProtocol
 from database.core import Database, make_engine
-from database.migrate import applied_revision, head_revision
+from database.migrate import applied_revision, serves_revision
 from database.migrate import migrate as run_migrations
 from database.setup import async_url, resolve_urls
 from notifications.service import end_streams
@@ -289,7 +289,7 @@ def ready(
         try:
             async with asyncio.timeout(HEALTHCHECK_SECONDS):
                 async with database.engine.connect() as connection:
-                    return await applied_revision(connection) == head_revision()
+                    return serves_revision(await applied_revision(connection))
         finally:
             await database.dispose()
 

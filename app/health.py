@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from database.core import get_database
-from database.migrate import head_revision
+from database.migrate import head_revision, serves_revision
 from database.routing import api_router
 from notifications.service import get_notifications
 from tasks.worker import started_pools
@@ -52,7 +52,7 @@ async def _database() -> Health:
         database = "ok"
     except Exception as exc:  # any failure to reach the database is what this reports
         database = f"unreachable: {type(exc).__name__}"
-    healthy = database == "ok" and revision == head
+    healthy = database == "ok" and serves_revision(revision)
     return Health(
         status="ok" if healthy else "unavailable",
         database=database,
@@ -82,7 +82,8 @@ _APPLIED_REVISION = "SELECT version_num FROM alembic_version LIMIT 1"
     summary="Database reachability and schema revision",
 )
 async def health() -> JSONResponse:
-    """200 when the database answers and is migrated to the latest revision, else 503."""
+    """200 when the database answers and is migrated to this release's latest revision (or a
+    later release's), else 503."""
     found = await _database()
     return JSONResponse(found.model_dump(), status_code=200 if found.status == "ok" else 503)
 

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.health import _applied_revision
-from database.migrate import head_revision
+from database.migrate import head_revision, serves_revision
 
 
 async def test_the_applied_revision_is_read(runtime_engine: AsyncEngine):
@@ -39,3 +39,18 @@ async def test_health_is_503_when_the_database_is_not_migrated(client, monkeypat
         "ok",
         None,
     )
+
+
+async def test_a_database_a_newer_release_migrated_is_still_served(client, monkeypatch):
+    """A deploy migrates first, while the previous release still serves: its processes were
+    all unready at once (an outage until the new ones were up). One behind is not served."""
+    from app import health
+
+    monkeypatch.setattr(health, "_APPLIED_REVISION", "SELECT '0999_a_later_release'::text")
+    response = await client.get("/health")
+    assert response.status_code == 200, response.text
+    assert response.json()["migration_revision"] == "0999_a_later_release"
+    assert serves_revision("0999_a_later_release")
+    assert serves_revision(head_revision())
+    assert not serves_revision("0037_claim_takes_turns")  # behind: its migrations pending
+    assert not serves_revision(None)
