@@ -82,6 +82,10 @@ async def ask_target(
 
         async def simulate(sent: TargetRequest) -> TargetReply:
             assert simulator is not None
+            if simulator.parameters.get("temperature") is not None:
+                # As a judge's: the model's own temperature, where its configuration sets one
+                # (reasoning models refuse any other).
+                sent = replace(sent, parameters={})
             return (await priced(simulator, sent))[0]
 
         transcript = await conversation.converse(

@@ -77,6 +77,10 @@ async def converse(
             assert simulated is not None and simulate is not None
             user, status = await _next_user_message(simulate, simulated, turns, number)
             if status in ENDINGS:
+                if number == 1:  # scored, an empty transcript passed with no call made
+                    raise SimulatorFailed(
+                        f"the simulated user ended the conversation ({status}) before it began"
+                    )
                 ending = status
                 break
             if number > limit:

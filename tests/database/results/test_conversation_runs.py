@@ -271,3 +271,52 @@ async def test_a_simulated_user_answering_past_the_decoders_depth_is_read_as_tex
     first, second = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
     assert first["trajectory"][0]["user"] == deep
     assert second["status"] == "passed"
+
+
+async def test_a_simulated_user_ending_before_it_began_errors_the_case(lab, fake, simulator):
+    """Scored, its empty transcript passed with no call of the target made."""
+    simulator.reply = _simulator({"status": "goal_reached", "message": ""})
+    target = await lab.openai_model(fake)
+    playing = await lab.model(
+        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
+    )
+    test_set = await lab.test_set(_SIMULATED)
+    run = await lab.run(
+        test_set,
+        target,
+        metric_ids=[await lab.metric("word-count", parameters={"max": 100})],
+        simulator_model_id=playing,
+    )
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    assert (result["status"], result["error_type"]) == ("errored", "simulator_error")
+    assert "before it began" in result["error_message"]
+    assert len(fake.requests) == 0
+
+
+@pytest.mark.parametrize(("parameters", "sent"), [({}, 0), ({"temperature": 1}, 1)])
+async def test_the_simulated_user_is_asked_at_its_models_own_temperature_if_it_has_one(
+    lab, fake, simulator, parameters, sent
+):
+    """At temperature 0 always, a reasoning model (which refuses any other) failed every
+    simulated test; a judge already kept the model's own."""
+    simulator.reply = _simulator(
+        {"status": "continue", "message": "Hello"}, {"status": "goal_reached", "message": ""}
+    )
+    target = await lab.openai_model(fake)
+    playing = await lab.model(
+        provider="openai-compatible",
+        model="sim",
+        base_url=simulator.base_url,
+        api_key="k",
+        parameters=parameters,
+    )
+    test_set = await lab.test_set(_SIMULATED)
+    run = await lab.run(
+        test_set,
+        target,
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        simulator_model_id=playing,
+    )
+    await lab.wait(run["id"])
+    assert [request.json["temperature"] for request in simulator.requests] == [sent, sent]
