@@ -55,7 +55,8 @@ def test_services_start_in_order() -> None:
 
 def test_every_long_running_service_has_an_exec_form_healthcheck() -> None:
     expected = {
-        "db": ["CMD", "pg_isready", "-U", "assay_owner", "-d", "assay"],
+        # over TCP: on its socket, the image's first-start server answers before it listens
+        "db": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", "assay_owner", "-d", "assay"],
         "redis": ["CMD", "redis-cli", "ping"],
         "api": ["CMD", "python", "-m", "app", "ready", "--http"],
         "worker": ["CMD", "python", "-m", "app", "ready", "--database"],
