@@ -261,7 +261,13 @@ class Settings(BaseSettings):
                 "ASSAY_SECRET_KEY is missing or a placeholder; set a random value of at least "
                 f"{MIN_SECRET_LENGTH} characters (for example: openssl rand -hex 32)"
             )
-        return _development_secret(self.data_dir)
+        key = _development_secret(self.data_dir)
+        if len(key) < MIN_SECRET_LENGTH:  # the file emptied or cut by hand
+            raise InsecureSecretKey(
+                f"{self.data_dir / 'secret_key'} holds fewer than {MIN_SECRET_LENGTH} characters;"
+                " delete it to have a new one made (every login session then ends)"
+            )
+        return key
 
     def resolve_encryption_keys(self) -> list[str]:
         """The keys of stored secrets, newest first: configured, or (embedded mode only) one

@@ -43,12 +43,14 @@ LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 # calls it global.
 SITE_LOCAL = ipaddress.ip_network("fec0::/10")
 # Not globally reachable in IANA's registry, yet global to Python 3.11: SRv6 segment ids
-# (RFC 9602), which reach functions inside an operator's network, and documentation (RFC 9637).
+# (RFC 9602), which reach functions inside an operator's network, documentation (RFC 9637) and
+# the dummy prefix (RFC 9780).
 NOT_GLOBAL_IPV6 = (
     LOCAL_NAT64,
     SITE_LOCAL,
     ipaddress.ip_network("5f00::/16"),
     ipaddress.ip_network("3fff::/20"),
+    ipaddress.ip_network("100:0:0:1::/64"),  # the dummy prefix (RFC 9780)
 )
 
 

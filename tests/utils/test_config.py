@@ -36,6 +36,14 @@ def test_development_generates_one_key_and_keeps_it(tmp_path):
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("kept", ["", "\n", "cut-short"])
+def test_a_kept_development_key_emptied_or_cut_is_refused(tmp_path, kept):
+    """An emptied file was taken as the key: tokens signed with an empty one."""
+    (tmp_path / "secret_key").write_text(kept)
+    with pytest.raises(InsecureSecretKey, match="delete it to have a new one made"):
+        Settings(data_dir=tmp_path, secret_key=None).resolve_secret_key()
+
+
 def test_configured_secret_is_used(tmp_path):
     key = "k" * 40
     assert Settings(data_dir=tmp_path, secret_key=key).resolve_secret_key() == key

@@ -160,7 +160,8 @@ async def test_the_sdks_clients_reach_the_pinned_address_only(sinks, http):
         ("::1", False),
         ("fec0::10", False),  # site-local: routed inside some networks still
         ("5f00::1", False),  # an SRv6 segment id: a function inside an operator's network
-        ("3fff::1", False),  # documentation (RFC 9637); Python 3.11 calls both global
+        ("3fff::1", False),  # documentation (RFC 9637); Python 3.11 calls these global
+        ("100:0:0:1::1", False),  # the dummy prefix (RFC 9780)
         ("2606:4700:4700::1111", True),
     ],
 )
