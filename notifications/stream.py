@@ -138,6 +138,12 @@ class EventStream(Response):
                 sent = page[-1].seq
                 if self._ends(page[-1]) and sent >= subscriber.known:
                     return  # (a run given more repetitions has events after its first end)
+            if sent < subscriber.known and subscriber.ending is None:
+                # Retention pruned the run's log under the replay (whole, so nothing is
+                # left to send): going live, the stream idled to its lifetime, its run shown
+                # stopped partway. It ends, saying why; resumed, the stream is empty (204).
+                yield b": the run's events were pruned\n\n"
+                return
         subscriber.sent = sent
         subscriber.write_now = self._write_now
         while True:

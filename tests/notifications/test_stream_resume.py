@@ -397,3 +397,40 @@ async def test_the_stream_survives_the_listener_losing_its_connection(
         assert seen[-1].event == "run.finished"
         now = await listen_pids(owner_engine)
         assert now and not (now & before)  # the listener came back on a new connection
+
+
+async def test_a_log_pruned_under_a_replay_ends_the_stream_saying_so(
+    live: Live, owner_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention deletes a run's log whole; one deleted between two pages of a replay left
+    the stream going live with part of the log and no end: it idled to its lifetime, the run
+    shown stopped partway."""
+    from notifications import stream as streams
+    from notifications.service import get_notifications
+
+    monkeypatch.setattr(streams, "REPLAY_FIRST_PAGE", 2)
+    monkeypatch.setattr(streams, "REPLAY_PAGE", 2)
+    with FakeOpenAI(require_api_key="sk-test", latency=0.01) as fake:
+        run_id, token = await start_run(live, fake, 4, concurrency=2)
+        assert (await live.wait(run_id))["status"] == "completed"
+    hub = get_notifications().hub
+    reading = hub.read_events
+    pages = 0
+
+    async def pruned_after_the_first_page(session: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal pages
+        pages += 1
+        if pages == 2:  # as the prune does, between two pages
+            async with owner_engine.begin() as connection:
+                await connection.execute(
+                    text("DELETE FROM run_events WHERE run_id = :id"), {"id": run_id}
+                )
+        return await reading(session, *args, **kwargs)
+
+    monkeypatch.setattr(hub, "read_events", pruned_after_the_first_page)
+    cut = await read_stream(live, run_id, token)
+    assert cut.status == 200 and cut.ended
+    assert [int(str(event.id)) for event in cut.events] == [1, 2]
+    assert "the run's events were pruned" in cut.comments
+    monkeypatch.setattr(hub, "read_events", reading)
+    assert (await read_stream(live, run_id, token, last_event_id="2")).status == 204
