@@ -19,7 +19,9 @@ from database.results.crud import response_cache
 from database.results.models import Run
 from database.test_sets.crud.version_cases import VersionCase
 from providers.targets import TargetConfig, TargetError, TargetReply, TargetRequest
+from utils.errors import InvalidInput
 from utils.storable import storable, storable_json
+from utils.templates import render_off_loop
 
 EventSink = Callable[[events.Event], None]
 DEFAULT_MAX_STEPS = 10  # a run made before runs had their own bound
@@ -88,12 +90,22 @@ async def ask_target(
                 sent = replace(sent, parameters={})
             return (await priced(simulator, sent))[0]
 
+        async def frame(user: str) -> str:
+            """A user turn as sent: through the prompt's template, as a test's input is."""
+            assert plan.template is not None
+            context = {**(request.variables or {}), "input": user, "messages": []}
+            try:
+                return await render_off_loop(plan.template, context, field="prompt")
+            except InvalidInput as exc:
+                raise TargetError("configuration_error", exc.detail) from exc
+
         transcript = await conversation.converse(
             lambda sent: loop(sent, None),
             request,
             talk,
             simulate=simulate,
             on_turn=_sink(events.turn_completed, case, repetition, on_event),
+            frame=frame if plan.template is not None else None,
         )
         return Asked(
             transcript.reply, transcript.cached, _total(prices), _total(paid), transcript.turns

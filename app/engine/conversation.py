@@ -55,7 +55,10 @@ async def converse(
     *,
     simulate: Simulate | None,
     on_turn: TurnSink | None = None,
+    frame: Callable[[str], Awaitable[str]] | None = None,
 ) -> Transcript:
+    """The conversation's turns, each user message sent through `frame` (the prompt's
+    template, its `input` the message) when there is one."""
     scripted: list[str] | None = conversation.get("turns")
     simulated: dict[str, Any] | None = conversation.get("simulated")
     history = request.chat()
@@ -85,7 +88,7 @@ async def converse(
                 break
             if number > limit:
                 break
-        history.append({"role": "user", "content": user})
+        history.append({"role": "user", "content": await frame(user) if frame else user})
         done = await answer(replace(request, input=None, messages=list(history)))
         answers.append(done)
         history.append({"role": "assistant", "content": done.reply.output})

@@ -320,3 +320,60 @@ async def test_the_simulated_user_is_asked_at_its_models_own_temperature_if_it_h
     )
     await lab.wait(run["id"])
     assert [request.json["temperature"] for request in simulator.requests] == [sent, sent]
+
+
+async def test_each_turn_of_a_conversation_goes_through_the_prompts_template(lab, fake):
+    """The template was rendered once, with an empty input, and sent as a stray first user
+    message; the turns themselves went as they were."""
+    fake.reply = _counting
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set(
+        [{"conversation": {"turns": ["hi", "bye"]}, "variables": {"tone": "briefly"}}]
+    )
+    prompt = await lab.post(
+        "/prompts",
+        {
+            "project_id": lab.project_id,
+            "name": "framed",
+            "template": "Answer {{ tone }}: {{ input }}",
+            "system_prompt": "You are terse.",
+        },
+        expect=201,
+    )
+    run = await lab.run(
+        test_set,
+        target,
+        prompt_id=prompt.json()["id"],
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+    )
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    last = fake.requests[-1].json["messages"]
+    assert [(m["role"], m["content"]) for m in last if m["role"] != "assistant"] == [
+        ("system", "You are terse."),
+        ("user", "Answer briefly: hi"),
+        ("user", "Answer briefly: bye"),
+    ]
+    assert [turn["user"] for turn in result["trajectory"]] == ["hi", "bye"]
+
+
+async def test_a_turn_the_prompts_template_refuses_errors_its_case(lab, fake):
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"conversation": {"turns": ["hi", "bye"]}}, {"input": "hi"}])
+    prompt = await lab.post(
+        "/prompts",
+        {"project_id": lab.project_id, "name": "picky", "template": "{{ {'hi': 'Hello'}[input] }}"},
+        expect=201,
+    )
+    run = await lab.run(
+        test_set,
+        target,
+        prompt_id=prompt.json()["id"],
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        concurrency=1,
+    )
+    assert (await lab.wait(run["id"]))["status"] == "completed"
+    talk, plain = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
+    assert (talk["status"], talk["error_type"]) == ("errored", "configuration_error")
+    assert "template variable problem" in talk["error_message"]
+    assert plain["status"] == "passed"
