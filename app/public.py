@@ -60,7 +60,7 @@ Events (`event:` name, then the JSON in `data:`):
   `result.recorded` (`stopped: max_steps`: the loop ended still calling tools)
 - `turn.completed`: `{position, repetition, turn, user, text, tool_calls, steps, latency_ms,
   input_tokens, output_tokens, ended?}`: one turn of a conversation, before its case's result
-  (`ended`, on a last turn known as such: script_done or max_turns)
+  (`ended`, on a last turn known as such: script_done, max_turns or size)
 - `run.progress`: `{total, done, passed, failed, errored}`, after each batch of results
 - `run.finished`: `{status: completed | failed | stopped, total, done, passed, failed, errored,
   error?, continues?}` (`stopped`: the run's budget was reached; `error` says so;

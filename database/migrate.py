@@ -54,7 +54,9 @@ def serves_revision(applied: str | None) -> bool:
     it does not know, a newer release's (whose migrations, run first in a deploy, keep the
     previous release working: its processes serve on until they are replaced). One behind, or
     none, is not served."""
-    return applied is not None and (applied == head_revision() or applied not in _known_revisions())
+    if not applied:
+        return False
+    return applied == head_revision() or applied not in _known_revisions()
 
 
 def current_revision(connection: Connection) -> str | None:

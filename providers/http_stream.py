@@ -79,10 +79,10 @@ class EventStream:
         return "".join(self.pieces), tool_calls
 
     def _dispatch(self) -> None:
+        event, self.event = self.event, b""  # an event's name ends with it, data or none
         if not self.data:
             return
         data, self.data, self.size = b"\n".join(self.data), [], 0
-        event, self.event = self.event, b""
         if data.strip() == b"[DONE]":
             self.done = True
             return

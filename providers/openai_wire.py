@@ -165,11 +165,25 @@ class _Stream:
         return Completion("".join(self.parts), *self.usage, self.tool_calls.result())
 
 
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+}
+
+
 def _stream_failure(error: Any) -> tuple[int, str]:
     """The status a stream's error chunk gives (its `code`, when it is one; else a server's
     error, tried again as one) and its words."""
     code = error.get("code") if isinstance(error, dict) else None
-    status = code if isinstance(code, int) and 400 <= code <= 599 else 500
+    kind = error.get("type") if isinstance(error, dict) else None
+    if isinstance(code, int) and 400 <= code <= 599:
+        status = code
+    else:  # OpenAI's own words for a request that cannot succeed, or must wait
+        status = _STATUS_OF_TYPE.get(str(kind), _STATUS_OF_TYPE.get(str(code), 500))
     said = error.get("message") if isinstance(error, dict) else error
     return status, f"the stream reported an error: {str(said)[:DETAIL_READ_CHARS]}"
 

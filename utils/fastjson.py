@@ -28,11 +28,11 @@ def dumps(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
     return dumps_bytes(value, default=default).decode()
 
 
-# How deep a provider's answer may nest: as deep as orjson writes (its own limit). Read, one
+# How deep a provider's answer may nest: as deep as orjson writes (it refuses 255). Read, one
 # nested deeper (orjson reads 1,024 levels) could not be stored, nor written back as text by
 # the standard library near its recursion limit: a RecursionError failed the case's whole
 # chunk, five times over.
-MAX_DEPTH = 255
+MAX_DEPTH = 254
 
 
 def refuse_deep(value: Any, document: bytes | str | None = None) -> None:

@@ -87,7 +87,7 @@ async def _loop(
             "output_tokens": reply.output_tokens,
         }
         steps.append(step)
-        kept += len(reply.output) + len(fastjson.dumps_bytes(step["tool_calls"]))
+        kept += len(reply.output.encode()) + len(fastjson.dumps_bytes(step["tool_calls"]))
         goes_on = bool(reply.tool_calls) and mocks is not None
         if goes_on:
             assert mocks is not None

@@ -93,7 +93,11 @@ async def ask_target(
         async def frame(user: str) -> str:
             """A user turn as sent: through the prompt's template, as a test's input is."""
             assert plan.template is not None
-            context = {**(request.variables or {}), "input": user, "messages": []}
+            context = {
+                **(request.variables or {}),
+                "input": user,
+                "messages": request.messages or [],
+            }
             try:
                 return await render_off_loop(plan.template, context, field="prompt")
             except InvalidInput as exc:

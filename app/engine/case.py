@@ -139,10 +139,11 @@ def _new_result(run: Run, case: VersionCase, repetition: int) -> Row:
 
 async def _request(case: dict[str, Any], plan: Plan) -> TargetRequest:
     """The case as sent: its input through the prompt version's template, if any (a
-    conversation's turns go through it each, as they are sent)."""
+    conversation's turns go through it each, as they are sent; one without an input sends
+    none)."""
     variables = dict(case.get("variables") or {})
     text = case.get("input")
-    if plan.template is not None and case.get("conversation") is None:
+    if plan.template is not None and (case.get("conversation") is None or text):
         context = {**variables, "input": text or "", "messages": case.get("messages") or []}
         text = await render_off_loop(plan.template, context, field="prompt")
     system = (

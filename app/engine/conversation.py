@@ -12,6 +12,7 @@ from typing import Any
 
 from app.engine import agent
 from providers.targets import TargetError, TargetReply, TargetRequest
+from utils import fastjson
 from utils.storable import storable, storable_json
 
 Answerer = Callable[[TargetRequest], Awaitable[agent.Answer]]
@@ -64,6 +65,7 @@ async def converse(
     history = request.chat()
     turns: list[dict[str, Any]] = []
     answers: list[agent.Answer] = []
+    kept = 0  # bytes of the turns so far
     if scripted is not None:
         limit, ending = len(scripted), "script_done"
     else:
@@ -103,11 +105,16 @@ async def converse(
         }
         if done.trajectory and len(done.trajectory) > 1:
             turn["steps"] = done.trajectory
-        if scripted is not None and number == limit:  # the end is known: said with the turn
-            turn["ended"] = ending
+        kept += len(fastjson.dumps_bytes(turn))
+        if kept > agent.MAX_TRAJECTORY_BYTES:  # one result's transcript, whatever its turns
+            ending = "size"
+        if (scripted is not None and number == limit) or ending == "size":
+            turn["ended"] = ending  # the end is known: said with the turn
         turns.append(turn)
         if on_turn is not None:
             on_turn(turn)
+        if ending == "size":
+            break
     if turns:
         turns[-1]["ended"] = ending
     return _transcript(answers, turns)

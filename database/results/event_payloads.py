@@ -164,8 +164,12 @@ class TurnCompleted(_Payload):
     latency_ms: float
     input_tokens: int | None
     output_tokens: int | None
-    ended: Literal["script_done", "goal_reached", "target_gave_up", "max_turns"] | None = Field(
-        default=None, description="On the last turn: why the conversation ended"
+    ended: Literal["script_done", "goal_reached", "target_gave_up", "max_turns", "size"] | None = (
+        Field(
+            default=None,
+            description="On the last turn: why the conversation ended (size: its turns would"
+            " hold more than 16 MB)",
+        )
     )
 
 

@@ -53,4 +53,4 @@ async def test_a_database_a_newer_release_migrated_is_still_served(client, monke
     assert serves_revision("0999_a_later_release")
     assert serves_revision(head_revision())
     assert not serves_revision("0037_claim_takes_turns")  # behind: its migrations pending
-    assert not serves_revision(None)
+    assert not serves_revision(None) and not serves_revision("")

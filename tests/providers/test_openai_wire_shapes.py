@@ -201,6 +201,8 @@ async def test_a_streamed_tool_calls_id_of_another_type_is_read_as_text(fake: Fa
     [
         ({"message": "the model crashed", "type": "server_error"}, "server_error"),
         ({"message": "context too long", "code": 400}, "client_error"),
+        ({"message": "context too long", "code": "context_length_exceeded"}, "client_error"),
+        ({"message": "slow down", "type": "rate_limit_error"}, "rate_limited"),
     ],
 )
 async def test_an_error_chunk_mid_stream_is_the_answer(

@@ -397,3 +397,10 @@ def test_an_error_mid_stream_is_the_answer_not_the_pieces_before_it(failing: str
         _feed(stream, 'data: {"delta": "The answer is"}\n\n' + failing + "data: [DONE]\n\n")
     assert failed.value.kind == "server_error"
     assert "the stream reported an error: the model crashed" in failed.value.message
+
+
+def test_an_events_name_ends_with_it_though_it_had_no_data() -> None:
+    """`event: error` and a blank line, with no data, named the next event an error."""
+    stream = _reader(Pieces())
+    _feed(stream, 'event: error\n\ndata: {"delta": "hi"}\n\ndata: [DONE]\n\n')
+    assert stream.finish() == ("hi", ())

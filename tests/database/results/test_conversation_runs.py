@@ -326,27 +326,14 @@ async def test_each_turn_of_a_conversation_goes_through_the_prompts_template(lab
     """The template was rendered once, with an empty input, and sent as a stray first user
     message; the turns themselves went as they were."""
     fake.reply = _counting
-    target = await lab.openai_model(fake)
-    test_set = await lab.test_set(
-        [{"conversation": {"turns": ["hi", "bye"]}, "variables": {"tone": "briefly"}}]
+    cases = [{"conversation": {"turns": ["hi", "bye"]}, "variables": {"tone": "briefly"}}]
+    run = await _prompted_run(
+        lab,
+        cases,
+        await lab.openai_model(fake),
+        template="Answer {{ tone }}: {{ input }}",
+        system_prompt="You are terse.",
     )
-    prompt = await lab.post(
-        "/prompts",
-        {
-            "project_id": lab.project_id,
-            "name": "framed",
-            "template": "Answer {{ tone }}: {{ input }}",
-            "system_prompt": "You are terse.",
-        },
-        expect=201,
-    )
-    run = await lab.run(
-        test_set,
-        target,
-        prompt_id=prompt.json()["id"],
-        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
-    )
-    await lab.wait(run["id"])
     (result,) = await lab.results(run["id"])
     last = fake.requests[-1].json["messages"]
     assert [(m["role"], m["content"]) for m in last if m["role"] != "assistant"] == [
@@ -358,22 +345,61 @@ async def test_each_turn_of_a_conversation_goes_through_the_prompts_template(lab
 
 
 async def test_a_turn_the_prompts_template_refuses_errors_its_case(lab, fake):
-    target = await lab.openai_model(fake)
-    test_set = await lab.test_set([{"conversation": {"turns": ["hi", "bye"]}}, {"input": "hi"}])
-    prompt = await lab.post(
-        "/prompts",
-        {"project_id": lab.project_id, "name": "picky", "template": "{{ {'hi': 'Hello'}[input] }}"},
-        expect=201,
-    )
-    run = await lab.run(
-        test_set,
-        target,
-        prompt_id=prompt.json()["id"],
-        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
-        concurrency=1,
-    )
-    assert (await lab.wait(run["id"]))["status"] == "completed"
+    cases: list[dict[str, Any]] = [{"conversation": {"turns": ["hi", "bye"]}}, {"input": "hi"}]
+    template = "{{ {'hi': 'Hello'}[input] }}"
+    run = await _prompted_run(lab, cases, await lab.openai_model(fake), template=template)
+    assert run["status"] == "completed"
     talk, plain = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
     assert (talk["status"], talk["error_type"]) == ("errored", "configuration_error")
     assert "template variable problem" in talk["error_message"]
     assert plain["status"] == "passed"
+
+
+async def test_a_conversations_turns_are_bounded_together(lab, fake, monkeypatch):
+    """Each turn's agent loop had a budget of its own: 50 turns of 16 MB made one result's
+    transcript past what PostgreSQL stores. The conversation ends where its turns would hold
+    more than the bound."""
+    from app.engine import agent
+
+    monkeypatch.setattr(agent, "MAX_TRAJECTORY_BYTES", 3_000)
+    fake.reply = lambda request: "x" * 1_000
+    target = await lab.openai_model(fake)
+    turns = [f"turn {i}" for i in range(6)]
+    test_set = await lab.test_set([{"conversation": {"turns": turns}}])
+    run = await lab.run(
+        test_set, target, metric_ids=[await lab.metric("word-count", parameters={"min": 1})]
+    )
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    transcript = result["trajectory"]
+    assert len(transcript) == 3 and len(fake.requests) == 3
+    assert transcript[-1]["ended"] == "size"
+
+
+async def test_a_conversations_own_input_and_messages_go_through_the_template(lab, fake):
+    fake.reply = _counting
+    case = {
+        "input": "opening",
+        "messages": [{"role": "user", "content": "earlier"}],
+        "conversation": {"turns": ["hi"]},
+    }
+    template = "{{ input }} (after {{ messages|length }})"
+    await _prompted_run(lab, [case], await lab.openai_model(fake), template=template)
+    sent = [m["content"] for m in fake.requests[-1].json["messages"] if m["role"] == "user"]
+    assert sent == ["earlier", "opening (after 1)", "hi (after 1)"]
+
+
+async def _prompted_run(lab, cases: list[dict[str, Any]], target: str, **prompt: str) -> dict:
+    """A run of `cases` through a prompt of these fields, ended."""
+    test_set = await lab.test_set(cases)
+    made = await lab.post(
+        "/prompts", {"project_id": lab.project_id, "name": "p", **prompt}, expect=201
+    )
+    run = await lab.run(
+        test_set,
+        target,
+        prompt_id=made.json()["id"],
+        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        concurrency=1,
+    )
+    return dict(await lab.wait(run["id"]))
