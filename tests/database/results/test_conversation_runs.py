@@ -254,21 +254,9 @@ async def test_a_simulated_user_answering_past_the_decoders_depth_is_read_as_tex
     deep = '{"status": "continue", "message": "hi", "x": ' + "[" * 5000 + "]" * 5000 + "}"
     answers = iter([deep])
     simulator.reply = lambda request: next(answers, json.dumps({"status": "goal_reached"}))
-    target = await lab.openai_model(fake)
-    playing = await lab.model(
-        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
-    )
-    test_set = await lab.test_set([*_SIMULATED, {"input": "plain"}])
-    run = await lab.run(
-        test_set,
-        target,
-        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
-        simulator_model_id=playing,
-        concurrency=1,
-    )
-    done = await lab.wait(run["id"])
+    done = await _simulated_run(lab, fake, simulator, [*_SIMULATED, {"input": "plain"}])
     assert done["status"] == "completed", done
-    first, second = sorted(await lab.results(run["id"]), key=lambda r: r["position"])
+    first, second = sorted(await lab.results(done["id"]), key=lambda r: r["position"])
     assert first["trajectory"][0]["user"] == deep
     assert second["status"] == "passed"
 
@@ -276,18 +264,7 @@ async def test_a_simulated_user_answering_past_the_decoders_depth_is_read_as_tex
 async def test_a_simulated_user_ending_before_it_began_errors_the_case(lab, fake, simulator):
     """Scored, its empty transcript passed with no call of the target made."""
     simulator.reply = _simulator({"status": "goal_reached", "message": ""})
-    target = await lab.openai_model(fake)
-    playing = await lab.model(
-        provider="openai-compatible", model="sim", base_url=simulator.base_url, api_key="k"
-    )
-    test_set = await lab.test_set(_SIMULATED)
-    run = await lab.run(
-        test_set,
-        target,
-        metric_ids=[await lab.metric("word-count", parameters={"max": 100})],
-        simulator_model_id=playing,
-    )
-    await lab.wait(run["id"])
+    run = await _simulated_run(lab, fake, simulator, _SIMULATED, words={"max": 100})
     (result,) = await lab.results(run["id"])
     assert (result["status"], result["error_type"]) == ("errored", "simulator_error")
     assert "before it began" in result["error_message"]
@@ -303,22 +280,7 @@ async def test_the_simulated_user_is_asked_at_its_models_own_temperature_if_it_h
     simulator.reply = _simulator(
         {"status": "continue", "message": "Hello"}, {"status": "goal_reached", "message": ""}
     )
-    target = await lab.openai_model(fake)
-    playing = await lab.model(
-        provider="openai-compatible",
-        model="sim",
-        base_url=simulator.base_url,
-        api_key="k",
-        parameters=parameters,
-    )
-    test_set = await lab.test_set(_SIMULATED)
-    run = await lab.run(
-        test_set,
-        target,
-        metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
-        simulator_model_id=playing,
-    )
-    await lab.wait(run["id"])
+    await _simulated_run(lab, fake, simulator, _SIMULATED, parameters=parameters)
     assert [request.json["temperature"] for request in simulator.requests] == [sent, sent]
 
 
@@ -400,6 +362,34 @@ async def _prompted_run(lab, cases: list[dict[str, Any]], target: str, **prompt:
         target,
         prompt_id=made.json()["id"],
         metric_ids=[await lab.metric("word-count", parameters={"min": 1})],
+        concurrency=1,
+    )
+    return dict(await lab.wait(run["id"]))
+
+
+async def _simulated_run(
+    lab,
+    fake: FakeOpenAI,
+    simulator: FakeOpenAI,
+    cases: list[dict[str, Any]],
+    *,
+    words: dict[str, int] | None = None,
+    parameters: dict[str, Any] | None = None,
+) -> dict:
+    """A run of `cases` against `fake`, its simulated users played by `simulator` (a model of
+    these parameters), scored by a word count, ended."""
+    playing = await lab.model(
+        provider="openai-compatible",
+        model="sim",
+        base_url=simulator.base_url,
+        api_key="k",
+        parameters=parameters or {},
+    )
+    run = await lab.run(
+        await lab.test_set(cases),
+        await lab.openai_model(fake),
+        metric_ids=[await lab.metric("word-count", parameters=words or {"min": 1})],
+        simulator_model_id=playing,
         concurrency=1,
     )
     return dict(await lab.wait(run["id"]))
