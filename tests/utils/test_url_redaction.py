@@ -98,15 +98,16 @@ def _closed_port() -> int:
 
 async def test_a_connection_error_does_not_show_the_query_string() -> None:
     """pyreqwest's text holds the whole URL it could not reach: a result's error (seen by
-    everyone in the project) says where, not with which token."""
+    everyone in the project) says where, by the endpoint's origin: not with which token,
+    whether in its query or its path."""
     port = _closed_port()
     url = f"http://127.0.0.1:{port}/v1/chat?key=QUERYSECRET&region=eu"
     with pytest.raises(transport.TransportError) as failed:
         await transport.send("POST", url, body="{}", headers={}, seconds=5)
     message = str(failed.value)
     assert failed.value.kind == "connection_error"
-    assert "QUERYSECRET" not in message
-    assert f"http://127.0.0.1:{port}/v1/chat?key=[redacted]&region=[redacted]" in message
+    assert "QUERYSECRET" not in message and "/v1/chat" not in message
+    assert f"http://127.0.0.1:{port}/…" in message
     assert "Connection refused" in message
 
 
@@ -117,4 +118,4 @@ async def test_a_connection_error_does_not_show_a_user_part() -> None:
         await transport.send("GET", url, body=None, headers={}, seconds=5)
     message = str(failed.value)
     assert "USERSECRET" not in message and "TOKENSECRET" not in message
-    assert f"127.0.0.1:{port}/v1?token=[redacted]" in message
+    assert f"http://127.0.0.1:{port}/…" in message
