@@ -15,8 +15,10 @@ service's code runs:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from notifications.stream import CONNECTION_ABORT
@@ -25,6 +27,19 @@ from utils.config import get_settings
 MAX_HEAD_BYTES = 64 * 1024  # as nginx's large_client_header_buffers allows, and more
 # A read deadline's callback this late (a share of the deadline) found the loop held.
 LATE_FRACTION = 0.2
+
+
+class _AskingFlowControl(FlowControl):
+    """uvicorn's flow control, telling its protocol each time a handler asks for more of a
+    body (`receive()` resumes reading, right after sending any `100 Continue`)."""
+
+    def __init__(self, transport: asyncio.Transport, asked: Callable[[], None]) -> None:
+        super().__init__(transport)
+        self._asked = asked
+
+    def resume_reading(self) -> None:
+        super().resume_reading()
+        self._asked()
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -40,6 +55,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _AskingFlowControl(transport, self._body_asked_for)
         self._await_reading()  # the first request's head, from the connection's opening
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -87,6 +103,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False
         self._stop_awaiting()
         super().on_message_complete()
+
+    def _body_asked_for(self) -> None:
+        """A client sends the rest of a body once the server asks (a `100 Continue`, or its
+        socket read again): its pause is timed from there. A deadline already running could
+        otherwise fall just after the ask, before the client could answer it."""
+        if self._in_body and self.cycle is not None and not self.cycle.response_complete:
+            self._await_reading()
 
     def _between_requests(self) -> bool:
         """No request is being handled, and nothing times the connection's idling."""

@@ -23,6 +23,8 @@ async def _app(scope, receive, send) -> None:
         return
     if scope["path"] == "/late-reader":  # a handler busy before it reads the body
         await asyncio.sleep(3 * READ_SECONDS)
+    if scope["path"] == "/reader-near-deadline":  # asks for the body just before a deadline
+        await asyncio.sleep(0.8 * READ_SECONDS)
     if scope["path"] == "/hold":  # a handler that holds the loop (no client is read meanwhile)
         time.sleep(3 * READ_SECONDS)  # noqa: ASYNC251
     if scope["path"] == "/early":  # an answer before the body is read (a 413 from its length)
@@ -135,6 +137,20 @@ async def test_a_body_the_handler_has_not_asked_for_yet_is_not_the_clients_delay
     assert answer.startswith(b"HTTP/1.1 200")
     writer.write(_post("/late-reader", len(large)) + large)  # the same connection, kept alive
     answer = await asyncio.wait_for(reader.readuntil(b"got 300000"), 3 * WITHIN)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_client_has_a_whole_deadline_after_its_100_continue(port: int):
+    """The handler asks for the body just before the head's deadline ends: the client's
+    pause is timed from the ask, not from the head."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post("/reader-near-deadline", len(BODY), "Expect: 100-continue"))
+    continued = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WITHIN)
+    assert continued.startswith(b"HTTP/1.1 100"), continued
+    await asyncio.sleep(0.6 * READ_SECONDS)  # past the deadline counted from the head
+    writer.write(BODY)
+    answer = await asyncio.wait_for(reader.readuntil(b"got 30"), WITHIN)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200")
 
