@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.error_fields import located
 from utils.errors import AssayError
 from utils.problems import PROBLEM_JSON
 
@@ -49,13 +50,17 @@ def problem(
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
-    return ".".join(str(part) for part in loc)
+    # Not the member of a union pydantic tried (`list[constrained-str]`): no field's name.
+    # (`[key]`, a mapping's key at fault rather than its value, stays.)
+    parts = (str(part) for part in loc)
+    return ".".join(part for part in parts if "[" not in part or part.startswith("["))
 
 
 async def _assay_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AssayError)
+    errors = located(request, exc.errors) if exc.errors else None
     return problem(
-        request, exc.status, exc.detail, title=exc.title, errors=exc.errors, headers=exc.headers
+        request, exc.status, exc.detail, title=exc.title, errors=errors, headers=exc.headers
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +28,8 @@ WEAK_PASSWORDS = [
     ("x" * 70 + "é1", "72 bytes"),
 ]
 _counter = itertools.count()
+_NAME = re.compile(r"[A-Za-z_][\w-]*(?:\.[\w-]+)*")
+_PLACED = re.compile(r"(?:body|query|path|header|cookie)\.")
 
 
 @dataclass
@@ -122,10 +126,26 @@ def assert_problem(response: httpx.Response, status: int, *, field: str | None =
     body = response.json()
     assert body["status"] == status
     assert body["request_id"] == response.headers["x-request-id"]
+    sent = _names_sent(response.request)
+    for error in body.get("errors") or []:
+        # A field the request sent is named where it was sent (`body.name`, `query.limit`),
+        # whoever refused it (request validation or the service's own check).
+        if _NAME.fullmatch(error["field"]) and error["field"].split(".")[0] in sent:
+            assert _PLACED.match(error["field"]), error
     if field is not None:
         fields = [error["field"] for error in body.get("errors", [])]
         assert any(f == field or f.endswith(f".{field}") for f in fields), fields
     return body
+
+
+def _names_sent(request: httpx.Request) -> set[str]:
+    """The query's parameters and a JSON body's top-level fields."""
+    names = set(request.url.params.keys())
+    try:
+        body = json.loads(request.content)
+    except (httpx.RequestNotRead, ValueError):
+        return names
+    return names | set(body) if isinstance(body, dict) else names
 
 
 def bearer(token: str) -> dict[str, str]:

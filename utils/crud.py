@@ -37,13 +37,14 @@ async def paginate(
     return list(rows.all()), total or 0
 
 
-async def flush_unique(session: AsyncSession, message: str) -> None:
-    """Flush, turning a unique-constraint violation into a 409 with `message`."""
+async def flush_unique(session: AsyncSession, message: str, *, field: str = "name") -> None:
+    """Flush, turning a unique-constraint violation into a 409 with `message`, naming the
+    `field` whose value is taken."""
     try:
         await session.flush()
     except IntegrityError as exc:
         if getattr(exc.orig, "sqlstate", None) == "23505" or "unique" in str(exc.orig).lower():
-            raise Conflict(message) from exc
+            raise Conflict(message, errors=[{"field": field, "message": "is taken"}]) from exc
         raise
 
 

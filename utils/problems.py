@@ -17,8 +17,9 @@ PROBLEM_JSON = "application/problem+json"
 
 class FieldError(BaseModel):
     field: str = Field(
-        description="Where: the field's dotted path (`body.metric_ids.0`, `query.limit`), a"
-        " header, or `line 3: input` for an imported file",
+        description="Where: the field's dotted path from where the request sent it"
+        " (`body.metric_ids.0`, `query.limit`, `header.Idempotency-Key`), or `line 3: input`"
+        " for an imported file",
         examples=["body.name"],
     )
     message: str = Field(description="What is wrong with it", examples=["Field required"])

@@ -77,7 +77,10 @@ async def create_user(session: AsyncSession, user: User) -> User:
     try:
         await session.flush()
     except IntegrityError as exc:
-        raise Conflict("A user with this email already exists") from exc
+        raise Conflict(
+            "A user with this email already exists",
+            errors=[{"field": "email", "message": "is taken"}],
+        ) from exc
     return user
 
 

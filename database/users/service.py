@@ -305,7 +305,10 @@ async def change_password(
     attempt = await runtime.rate_limiter.reserve(Quota("password-change", str(user.id), limit))
     async with _given_back_unless_checked(attempt):
         if not await runtime.hasher.verify(current, user.password_hash):
-            raise Forbidden("current_password is not correct")
+            raise Forbidden(
+                "current_password is not correct",
+                errors=[{"field": "current_password", "message": "is not correct"}],
+            )
         user.password_hash = await runtime.hasher.hash(new)
     # Sessions are visible one organization at a time (row-level security): end the other
     # sessions in each of the user's organizations, then act in the current one again.

@@ -184,4 +184,4 @@ async def test_a_nul_in_any_query_or_path_value_is_a_422_naming_the_parameter(ap
         f"/api/v1/prompts/{uuid.uuid4()}/versions/a%00b", headers=account.headers
     )
     assert prompt.status_code == 422, prompt.text
-    assert [error["field"] for error in prompt.json()["errors"]] == ["ref"]
+    assert [error["field"] for error in prompt.json()["errors"]] == ["path.ref"]

@@ -405,7 +405,7 @@ async def test_bad_parameters_on_patch_are_422_and_change_nothing(
     url = f"{METRICS}/{metric['id']}"
     response = await client.patch(url, json={"parameters": bad}, headers=owner.headers)
     body = assert_problem(response, 422)
-    assert field in _fields(body), _fields(body)
+    assert f"body.{field}" in _fields(body), _fields(body)
     assert (await client.get(url, headers=owner.headers)).json()["parameters"] == (
         metric["parameters"]
     )

@@ -438,7 +438,7 @@ async def test_missing_variable_is_named(client, owner, project_id):
     )
     body = assert_problem(response, 422, field="variables.name")
     assert "name" in body["detail"]
-    assert [e["field"] for e in body["errors"]] == ["variables.name"]
+    assert [e["field"] for e in body["errors"]] == ["body.variables.name"]
 
 
 async def test_missing_variable_in_the_system_prompt_is_named(client, owner, project_id):
@@ -549,7 +549,7 @@ async def test_template_syntax_error_is_422_with_the_line(
     body = {"project_id": project_id, "name": "Broken", "template": "fine", field: source}
     response = await client.post(PROMPTS, json=body, headers=owner.headers)
     problem = assert_problem(response, 422, field=field)
-    error = next(e for e in problem["errors"] if e["field"] == field)
+    error = next(e for e in problem["errors"] if e["field"] == f"body.{field}")
     assert error["line"] == line
     assert f"line {line}" in problem["detail"]
     # Nothing was saved.
@@ -563,7 +563,7 @@ async def test_template_syntax_error_is_422_with_the_line(
         headers=owner.headers,
     )
     problem = assert_problem(response, 422, field=field)
-    assert next(e for e in problem["errors"] if e["field"] == field)["line"] == line
+    assert next(e for e in problem["errors"] if e["field"] == f"body.{field}")["line"] == line
     read = (await client.get(f"{PROMPTS}/{prompt['id']}", headers=owner.headers)).json()
     assert read["latest_version"] == 1
 

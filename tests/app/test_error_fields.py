@@ -1,0 +1,65 @@
+"""A field at fault is named where the request sent it, whether request validation or the
+service's own check refused it: a client maps `body.name` to its form's field either way."""
+
+from __future__ import annotations
+
+from tests.helpers import (
+    PASSWORD,
+    assert_problem,
+    create_project,
+    create_test,
+    register,
+    unique_email,
+)
+
+
+def _fields(body: dict) -> list[str]:
+    return [error["field"] for error in body["errors"]]
+
+
+async def test_a_services_check_and_validation_name_a_body_field_alike(client):
+    owner = await register(client)
+    project = await create_project(client, owner)
+    test = await create_test(client, owner, project["id"])
+    body = {"project_id": project["id"], "name": "set", "test_ids": [test["id"], test["id"]]}
+    by_service = await client.post("/api/v1/test-sets", json=body, headers=owner.headers)
+    assert _fields(assert_problem(by_service, 422)) == ["body.test_ids"]
+    by_validation = await client.post(
+        "/api/v1/test-sets", json={**body, "test_ids": "not a list"}, headers=owner.headers
+    )
+    assert _fields(assert_problem(by_validation, 422)) == ["body.test_ids"]
+
+
+async def test_a_query_parameter_is_named_as_one(client):
+    owner = await register(client)
+    path = f"/api/v1/organizations/{owner.organization_id}/audit-log"
+    moments = {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
+    by_service = await client.get(path, params=moments, headers=owner.headers)
+    assert _fields(assert_problem(by_service, 422)) == ["query.until"]
+    by_validation = await client.get(path, params={"until": "soon"}, headers=owner.headers)
+    assert _fields(assert_problem(by_validation, 422)) == ["query.until"]
+
+
+async def test_a_name_or_email_taken_names_its_field(client):
+    owner = await register(client)
+    project = await create_project(client, owner)
+    again = await client.post(
+        "/api/v1/projects", json={"name": project["name"]}, headers=owner.headers
+    )
+    assert _fields(assert_problem(again, 409)) == ["body.name"]
+    email = unique_email()
+    await register(client, email=email)
+    taken = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": PASSWORD, "name": "Twin"}
+    )
+    assert _fields(assert_problem(taken, 409)) == ["body.email"]
+
+
+async def test_a_wrong_current_password_names_it(client):
+    owner = await register(client)
+    response = await client.patch(
+        "/api/v1/users/me",
+        json={"password": "another-passphrase-2", "current_password": "not-the-password-1"},
+        headers=owner.headers,
+    )
+    assert _fields(assert_problem(response, 403)) == ["body.current_password"]
