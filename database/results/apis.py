@@ -167,11 +167,31 @@ async def rerun(run_id: uuid.UUID, session: DbSession, principal: Member) -> Run
     responses=errors(409),
 )
 async def repeat_run(
-    run_id: uuid.UUID, body: RepeatCreate, session: DbSession, _: Member
+    run_id: uuid.UUID,
+    body: RepeatCreate,
+    session: DbSession,
+    principal: Member,
+    meta: RequestMetaDep,
 ) -> RunRead:
-    """The run reopens; its summary, gate and comparisons take the new repetitions in."""
+    """The run reopens; its summary, gate and comparisons take the new repetitions in. A
+    gate decided before is decided again, and the audit log keeps the verdict it replaces."""
     run = await get_run_or_404(session, run_id, for_update=True)
-    return (await run_reads(session, [await follow_ups.repeat(session, run, body)]))[0]
+    replaced = run.gate_result and {k: run.gate_result.get(k) for k in ("status", "reasons")}
+    run = await follow_ups.repeat(session, run, body)
+    await record(
+        session,
+        principal,
+        action="run.repeated",
+        target_type="run",
+        target_id=run.id,
+        details={
+            "project_id": run.project_id,
+            **body.model_dump(mode="json"),
+            "replaced_gate_result": replaced,
+        },
+        request_meta=meta,
+    )
+    return (await run_reads(session, [run]))[0]
 
 
 @router.post(
@@ -285,7 +305,7 @@ async def list_results(
             max_length=200,
             description="`next_cursor` of the previous page (instead of `offset`: the same"
             " cost at any depth)",
-            examples=["MTIzNHww"],
+            examples=["MTIzNHwwfHwwMTk1ZjNhMmM0ZDE"],
         ),
     ] = None,
 ) -> ResultPage:

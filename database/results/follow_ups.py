@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects import crud as project_crud
 from database.results import crud, gates
-from database.results.crud import figures, rescore_sources
+from database.results.crud import baselines, figures, rescore_sources
 from database.results.models import CHUNK_JOB, TERMINAL, Run
 from database.results.schemas import MAX_REPETITIONS, RepeatCreate, RescoreCreate
 from database.results.service import (
@@ -106,6 +106,10 @@ async def repeat(session: AsyncSession, run: Run, body: RepeatCreate) -> Run:
         raise Conflict(f"Only a completed run can be given more repetitions: this one {run.status}")
     if run.outputs_from_run_id is not None:
         raise Conflict("A rescore reuses another run's outputs: repeat that run instead")
+    # A baseline reopened would be no baseline for its gates (refused, or left undecided)
+    # until it completed again, and its figures would move under decisions made against it.
+    if leaning := await baselines.leaning_on(session, run):
+        raise Conflict(f"The run is {leaning}: set another baseline first, or start a new run")
     tallies = await figures.case_tallies(session, run.id)
     if body.cases == "flaky":
         chosen = [t for t in tallies if 0 < t.passed < t.scored]

@@ -56,6 +56,8 @@ async def prepare(
     project's baseline does not move a gate already set."""
     names = {metric["name"] for metric in metrics}
     named = spec.fail_on if isinstance(spec.fail_on, list) else []
+    if len(set(named)) != len(named):
+        raise InvalidInput("lists a metric more than once", field="gate.fail_on")
     for field, listed in (
         ("fail_on", named),
         ("min_metric_pass_rates", spec.min_metric_pass_rates),

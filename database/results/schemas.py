@@ -30,7 +30,7 @@ class GateSpec(InputModel):
         description="Compare with the project's baseline run (resolved when the run is created)"
         " or with a run of the same project; none: floors only",
     )
-    fail_on: Literal["regression", "never"] | list[Name] = Field(
+    fail_on: Literal["regression", "never"] | Annotated[list[Name], Field(max_length=50)] = Field(
         default="regression",
         description="Fail on a regression overall or of any metric, only of the metrics named,"
         " or never (floors still apply)",
@@ -242,7 +242,7 @@ class ResultPage(Page[ResultRead]):
         " takes no more results once their outputs, errors, inputs and trajectories reach"
         " 4 MB (it always holds one): it may hold fewer than `limit` while more follow, so"
         " walk by this, or by `offset` plus the page's length, never by `limit`",
-        examples=["MTIzNHww"],
+        examples=["MTIzNHwwfHwwMTk1ZjNhMmM0ZDE"],
     )
 
 

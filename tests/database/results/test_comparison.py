@@ -280,8 +280,11 @@ async def test_gates_and_budgets_refuse_bad_input(lab, fake):
     target = await lab.openai_model(fake)
     test_set = await lab.test_set([{"input": "a"}])
     contains = await lab.metric("contains", parameters={"value": "a"})
+    name = (await lab.get(f"/metrics/{contains}"))["name"]
     for gate, field in (
         ({"fail_on": ["no-such-metric"]}, "gate.fail_on"),
+        ({"fail_on": [name, name]}, "gate.fail_on"),  # stored, audited and read with every run
+        ({"fail_on": [name] * 51}, "gate.fail_on"),
         ({"min_metric_pass_rates": {"nope": 0.5}}, "gate.min_metric_pass_rates"),
         ({"min_pass_rate": 1.5}, "min_pass_rate"),
     ):

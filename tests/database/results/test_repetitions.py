@@ -9,6 +9,7 @@ from math import comb
 
 import pytest
 
+from tests.database.organizations.audit_helpers import audit_entries
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem
 
@@ -113,3 +114,49 @@ async def test_repeat_refuses_what_it_cannot_do(lab, fake):
     too_many = await lab.post(f"/runs/{many['id']}/repeat", {"repetitions": 2, "cases": "all"})
     assert "at most 100" in assert_problem(too_many, 422, field="repetitions")["detail"]
     await lab.post(f"/runs/{many['id']}/repeat", {"repetitions": 1, "cases": "all"}, expect=202)
+
+
+async def test_a_baseline_is_not_reopened_by_a_repeat(lab, fake):
+    """A baseline reopened would be no baseline (its gates refused or left undecided until
+    it completed again), and its figures would move under the verdicts made against it."""
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": "yes"}, {"input": "also yes"}])
+    metric = await lab.metric("contains", parameters={"value": "yes"})
+    first, second = [await lab.run(test_set, target, metric_ids=[metric]) for _ in range(2)]
+    for run in (first, second):
+        await lab.wait(run["id"])
+    fake.latency = 5.0  # the gated run stays under way while its baseline is asked to repeat
+    gated = await lab.run(
+        test_set, target, metric_ids=[metric], gate={"baseline": second["id"]}, concurrency=1
+    )
+    await lab.client.put(
+        f"/api/v1/projects/{lab.project_id}/baseline",
+        json={"run_id": first["id"]},
+        headers=lab.account.headers,
+    )
+    for baseline, said in ((first, "the project's baseline"), (second, gated["id"])):
+        refused = await lab.post(f"/runs/{baseline['id']}/repeat", {"cases": "all"})
+        assert said in assert_problem(refused, 409)["detail"]
+        assert (await lab.get(f"/runs/{baseline['id']}"))["status"] == "completed"
+    await lab.post(f"/runs/{gated['id']}/cancel", {}, expect=200)
+    await lab.wait(gated["id"])
+    await lab.post(f"/runs/{second['id']}/repeat", {"cases": "all"}, expect=202)
+
+
+async def test_a_repeat_is_audited_with_the_verdict_it_replaces(lab, fake):
+    """A repeat decides a run's gate again: "retry until green" leaves a trace."""
+    answers = iter(["no", "yes"])
+    fake.reply = lambda body: next(answers, "yes")
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": "q"}])
+    metric = await lab.metric("contains", parameters={"value": "yes"})
+    run = await lab.run(test_set, target, metric_ids=[metric], gate={"min_pass_rate": 0.9})
+    assert (await lab.wait(run["id"]))["gate_result"]["status"] == "failed"
+    await lab.post(f"/runs/{run['id']}/repeat", {"cases": "all"}, expect=202)
+    assert (await lab.wait(run["id"]))["gate_result"]["status"] == "failed"  # 1 of 2 passed
+    [entry] = await audit_entries(
+        lab.client, lab.account, action="run.repeated", target_id=run["id"]
+    )
+    assert entry["details"]["replaced_gate_result"]["status"] == "failed"
+    assert "below the floor" in entry["details"]["replaced_gate_result"]["reasons"][0]
+    assert (entry["details"]["cases"], entry["details"]["repetitions"]) == ("all", 1)

@@ -108,12 +108,39 @@ async def test_a_bad_cursor_is_a_422_naming_cursor(client, database):
     for cursor in ("not a cursor", "MXwy fA", "Zm9v", "LTF8MA", "MXwyfDM", "é"):
         response = await client.get(path, params={"cursor": cursor}, headers=owner.headers)
         assert_problem(response, 422, field="cursor")
-    valid = "MHww"  # (0, 0)
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        await crud.insert_results(session, [_result(owner, run, p, 0) for p in range(2)])
+    first = (await client.get(path, params={"limit": 1}, headers=owner.headers)).json()
+    valid = first["next_cursor"]
     combined = await client.get(path, params={"cursor": valid, "offset": 5}, headers=owner.headers)
     assert_problem(combined, 422, field="cursor")
     assert (
         await client.get(path, params={"cursor": valid}, headers=owner.headers)
     ).status_code == 200
+
+
+async def test_a_cursor_of_another_list_is_refused(client, database):
+    """A cursor is a place in one list: taken to another run's, or to the same run's under
+    another status filter, it would skip rows unseen."""
+    owner = await register(client)
+    run, other = [await _run(client, owner, cases=4, repetitions=1) for _ in range(2)]
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        for listed in (run, other):
+            await crud.insert_results(session, [_result(owner, listed, p, 0) for p in range(4)])
+    path = f"/api/v1/runs/{run['id']}/results"
+    page = (await client.get(path, params={"limit": 1}, headers=owner.headers)).json()
+    elsewhere = await client.get(
+        f"/api/v1/runs/{other['id']}/results",
+        params={"cursor": page["next_cursor"]},
+        headers=owner.headers,
+    )
+    assert "another list" in assert_problem(elsewhere, 422, field="query.cursor")["detail"]
+    filtered = await client.get(
+        path, params={"cursor": page["next_cursor"], "status": "passed"}, headers=owner.headers
+    )
+    assert_problem(filtered, 422, field="query.cursor")
+    followed = await client.get(path, params={"cursor": page["next_cursor"]}, headers=owner.headers)
+    assert [r["position"] for r in followed.json()["items"]] == [1, 2, 3]
 
 
 async def test_another_organizations_run_is_a_404_with_a_cursor(client, database):
