@@ -129,7 +129,7 @@ class Client:
             time.sleep(waits.pop(0))
 
     def _unreachable(self, exc: httpx.HTTPError) -> str:
-        return f"cannot reach Assay at {self.url}: {_reason(exc)}"
+        return f"cannot reach Assay at {shown_url(self.url)}: {_reason(exc)}"
 
     @property
     def http(self) -> httpx.Client:
@@ -179,11 +179,23 @@ def problem_line(response: httpx.Response) -> str:
         for error in problem.get("errors") or []
         if isinstance(error, dict) and error.get("field")
     ]
-    if fields and not problem.get("detail"):
+    if fields:
         line += " (" + "; ".join(fields[:5]) + ")"
     if response.status_code == 401:
         line += " (check the API key: ASSAY_API_KEY, --api-key or `assay login`)"
     return line
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed: without a user and password in it (a proxy's), which
+    would land in a CI log."""
+    try:
+        parts = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "(a URL that is not valid)" if "@" in url else url
+    if not parts.userinfo:
+        return url
+    return str(parts.copy_with(username=None, password=None))
 
 
 def sendable(api_key: str) -> str:

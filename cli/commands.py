@@ -11,24 +11,41 @@ from rich.table import Table
 from cli import config
 from cli.client import Client, CliError, sendable
 from cli.files import file_format, import_into_set
-from cli.outcome import OK, compare, comparison_outcome, comparison_table, exit_word
-from cli.saving import download
+from cli.outcome import (
+    NOT_JUDGED,
+    OK,
+    Outcome,
+    compare,
+    comparison_outcome,
+    comparison_table,
+    exit_word,
+)
+from cli.saving import EXPORT_TYPES, check_export_type, download_export
 from cli.terminal import cell, printable
 
-EXPORT_FORMATS = ("csv", "json", "junit")
+EXPORT_FORMATS = tuple(EXPORT_TYPES)
 
 
 def compare_runs(
     client: Client, console: Console, run_id: str, baseline: str, min_effect: float | None
 ) -> int:
     """Exits as the run's gate would with `fail_on: regression`, compared with its min_effect
-    unless told another."""
+    unless told another: as a gate, not judged (2) unless both runs completed."""
+    run = client.get(f"/runs/{run_id}")
     if min_effect is None:
-        min_effect = (client.get(f"/runs/{run_id}").get("gate") or {}).get("min_effect")
+        min_effect = (run.get("gate") or {}).get("min_effect")
     comparison = compare(client, run_id, baseline, min_effect=min_effect)
     console.print(comparison_table(comparison))
     console.print(f"{comparison['verdict']}: {comparison['reason']}", markup=False)
     result = comparison_outcome(comparison)
+    compared = (
+        ("the run", run),
+        ("the baseline", client.get(f"/runs/{comparison['baseline_run_id']}")),
+    )
+    for which, ended in compared:
+        if ended["status"] != "completed":
+            result = Outcome(NOT_JUDGED, f"{which} did not complete: it is {ended['status']}")
+            break
     console.print(f"{exit_word(result.code)} (exit {result.code}): {result.reason}", markup=False)
     return result.code
 
@@ -131,11 +148,12 @@ def _only_project(client: Client) -> str:
 def export_run(client: Client, run_id: str, fmt: str, output: Path | None) -> int:
     if fmt not in EXPORT_FORMATS:
         raise CliError(f"unknown export format {fmt!r}: one of {', '.join(EXPORT_FORMATS)}")
-    path, params = f"/runs/{run_id}/export", {"format": fmt}
+    path = f"/runs/{run_id}/export"
     if output is not None:
-        download(client, path, params, output)
+        download_export(client, path, fmt, output)
         return OK
-    with client.stream(path, params=params) as response:
+    with client.stream(path, params={"format": fmt}) as response:
+        check_export_type(response, fmt)
         for chunk in response.iter_bytes():
             sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()

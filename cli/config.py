@@ -16,7 +16,7 @@ import httpx
 import jsonschema
 import yaml
 
-from cli.client import CliError
+from cli.client import CliError, shown_url
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 REPOSITORY_FILE = "assay.yaml"
@@ -47,7 +47,12 @@ def read_profiles() -> dict[str, dict[str, str]]:
         profiles = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
-    return dict(profiles) if isinstance(profiles, dict) else {}
+    if not isinstance(profiles, dict) or not all(
+        isinstance(entry, dict) and all(isinstance(value, str) for value in entry.values())
+        for entry in profiles.values()
+    ):
+        raise CliError(f"{path} is not a file of profiles: fix it, or remove it and log in again")
+    return profiles
 
 
 def save_profile(name: str, url: str, api_key: str) -> Path:
@@ -98,7 +103,8 @@ def server(
         profile_url = (chosen.get("url") or DEFAULT_URL).rstrip("/")
         if profile_url != found_url:
             raise CliError(
-                f"the key of profile {name!r} is for {profile_url}, not {found_url}:"
+                f"the key of profile {name!r} is for {shown_url(profile_url)}, not"
+                f" {shown_url(found_url)}:"
                 " give its key with --api-key or ASSAY_API_KEY"
             )
         found_key = chosen["api_key"]
@@ -114,14 +120,16 @@ def server_url(url: str) -> str:
     try:
         parts = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise CliError(f"the server's URL {url!r} is not valid: {exc}") from None
+        shown = "" if "@" in url else f" {url!r}"
+        raise CliError(f"the server's URL{shown} is not valid: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.host:
         raise CliError(
-            f"the server's URL {url!r} is not an http(s) URL: give one such as {DEFAULT_URL}"
+            f"the server's URL {shown_url(url)!r} is not an http(s) URL: give one such as"
+            f" {DEFAULT_URL}"
             " (--url, ASSAY_URL, assay.yaml's `server` or the profile)"
         )
     if parts.path.rstrip("/").endswith("/api/v1"):
-        raise CliError(f"give the server's URL without /api/v1 (its root): not {url!r}")
+        raise CliError(f"give the server's URL without /api/v1 (its root): not {shown_url(url)!r}")
     return url
 
 
@@ -141,9 +149,11 @@ def repository_config(path: Path | None) -> tuple[dict[str, Any], Path | None]:
         if not path.exists():
             return {}, None
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise CliError(f"{path} is not valid YAML: {exc}") from None
     validator = jsonschema.Draft202012Validator(schema())

@@ -3,6 +3,7 @@ promptfoo config the files its `tests:` refer to, attached under the paths it wr
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,9 @@ import yaml
 
 from cli.client import Client, CliError, NoMatch
 
+# Far past any server's import limit (ASSAY_IMPORT_MAX_BYTES, 10 MB unless raised): a file
+# this large is a mistake, and is not read into memory to find out.
+MAX_FILE_BYTES = 1 << 30
 FORMATS = ("csv", "json", "jsonl", "promptfoo", "openai-evals", "langfuse")
 _BY_EXTENSION = {
     ".csv": "csv",
@@ -70,10 +74,7 @@ def import_into_set(
 def import_file(
     client: Client, test_set_id: str, path: Path, fmt: str, *, mode: str = "append"
 ) -> dict[str, Any]:
-    try:
-        content = path.read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    content = _read(path, path)
     files: list[tuple[str, tuple[str, bytes]]] = [("file", (path.name, content))]
     if fmt == "promptfoo":
         folder = path.parent.resolve()
@@ -81,10 +82,7 @@ def import_file(
             attached = (folder / reference).resolve()
             if not attached.is_relative_to(folder):  # a config sends only its own folder's files
                 raise CliError(f"{path.name} refers to {reference}, outside its folder")
-            try:
-                files.append(("attachment", (reference, attached.read_bytes())))
-            except OSError as exc:
-                raise CliError(f"{path.name} refers to {reference}: {exc.strerror}") from None
+            files.append(("attachment", (reference, _read(attached, f"{path.name}'s {reference}"))))
     response = client.request(
         "POST",
         f"/test-sets/{test_set_id}/import",
@@ -92,6 +90,21 @@ def import_file(
         files=files,
     )
     return dict(response.json())
+
+
+def _read(path: Path, named: object) -> bytes:
+    """A regular file's bytes (a device or a pipe could be read, or block, for ever), up to
+    the bound."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # before opening: a pipe's open blocks
+            raise CliError(f"cannot read {named}: not a regular file")
+        with path.open("rb") as handle:
+            content = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {named}: {exc.strerror}") from None
+    if len(content) > MAX_FILE_BYTES:
+        raise CliError(f"cannot read {named}: larger than {MAX_FILE_BYTES >> 20} MB")
+    return content
 
 
 def _referenced_files(content: bytes) -> list[str]:

@@ -20,7 +20,15 @@ from cli import config
 from cli.client import Client, CliError, Unreachable
 from cli.commands import compare_runs, export_run, import_tests, list_runs, login
 from cli.outcome import INTERRUPTED, UNREACHABLE, USAGE, FailOn
-from cli.running import RunOptions, conclude, create_run, detach, from_repository, watch
+from cli.running import (
+    RunOptions,
+    conclude,
+    create_run,
+    detach,
+    from_repository,
+    watch,
+    watch_again,
+)
 from cli.terminal import TextConsole
 
 EXIT_CODES = """Exit codes:
@@ -203,7 +211,8 @@ def run_command(
     if not quiet or interrupted:
         console.print(f"Run {run['id']} started: {run['counts']['total']} cases", markup=False)
     if interrupted:
-        detach(client, run["id"], console, cancel=cancel_on_interrupt)
+        again = watch_again(run["id"], options)
+        detach(client, run["id"], console, cancel=cancel_on_interrupt, again=again)
         return INTERRUPTED
     return _follow(client, run, console, options, quiet=quiet, cancel=cancel_on_interrupt)
 
@@ -241,7 +250,8 @@ def _follow(
     quiet: bool,
     cancel: bool,
 ) -> int:
-    tally, ended = watch(client, run, console, quiet=quiet, cancel_on_interrupt=cancel)
+    again = watch_again(run["id"], options)
+    tally, ended = watch(client, run, console, quiet=quiet, cancel_on_interrupt=cancel, again=again)
     if not ended:
         return INTERRUPTED
     return conclude(

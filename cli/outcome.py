@@ -16,6 +16,8 @@ FailOn = Literal["regression", "failures", "never"]
 
 OK, GATE_FAILED, NOT_JUDGED, USAGE, UNREACHABLE = 0, 1, 2, 3, 4
 INTERRUPTED = 130  # detached by Ctrl-C: the run goes on
+# A gate's default `max_error_rate`: a run made with no gate is held to it too.
+UNGATED_MAX_ERROR_RATE = 0.1
 SHOWN_FAILURES = 20
 EXCERPT = 80
 _VERDICT_STYLE = {
@@ -51,6 +53,16 @@ def outcome(run: dict[str, Any], fail_on: FailOn) -> Outcome:
         return Outcome(NOT_JUDGED, f"the run did not complete: it is {status}{why}")
     if gate is not None and gate["status"] == "undecided":
         return Outcome(NOT_JUDGED, "gate undecided: " + "; ".join(gate["reasons"]))
+    if gate is None:
+        counts = run["counts"]
+        if counts["errored"] > UNGATED_MAX_ERROR_RATE * counts["done"]:
+            return Outcome(
+                NOT_JUDGED,
+                f"no gate, and {counts['errored']} of {counts['done']} results errored (more"
+                f" than a gate's default {UNGATED_MAX_ERROR_RATE:.0%})",
+            )
+        if not counts["passed"] + counts["failed"]:
+            return Outcome(NOT_JUDGED, "no gate, and no result was rated")
     notes = "; ".join(gate["reasons"]) if gate and gate["reasons"] else ""
     return Outcome(OK, "gate passed" + (f" ({notes})" if notes else "") if gate else "done")
 

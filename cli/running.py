@@ -4,6 +4,8 @@ API), following the run live, and how it ends (tables, reports, exit code)."""
 from __future__ import annotations
 
 import json
+import math
+import shlex
 import signal
 import sys
 import uuid
@@ -18,7 +20,9 @@ from rich.console import Console
 from cli.client import ApiError, Client, CliError, Unreachable
 from cli.files import file_format, import_into_set
 from cli.outcome import (
+    OK,
     FailOn,
+    Outcome,
     compare,
     comparison_table,
     exit_word,
@@ -28,7 +32,7 @@ from cli.outcome import (
     summary_line,
 )
 from cli.progress import Tally, display_for
-from cli.saving import download, write_file
+from cli.saving import download_export, write_file
 from cli.stream import follow
 
 
@@ -92,6 +96,10 @@ def create_run(
     """The run made, and whether the command was interrupted as it was made."""
     if not options.test_set:
         raise CliError("which test set? pass --test-set NAME or write it in assay.yaml")
+    for key in ("max_cost", "min_pass_rate", "max_error_rate", "min_effect"):
+        value = getattr(options, key)
+        if value is not None and not math.isfinite(value):
+            raise CliError(f"{key} must be a number, not {value}")
     project_id = (
         client.find("project", "/projects", options.project)["id"] if options.project else None
     )
@@ -201,6 +209,7 @@ def watch(
     *,
     quiet: bool,
     cancel_on_interrupt: bool = False,
+    again: str | None = None,
 ) -> tuple[Tally, bool]:
     """Follows the run to its end; returns what was counted and whether it ended (False:
     detached by Ctrl-C, after asking the server to cancel it only when told to)."""
@@ -217,22 +226,39 @@ def watch(
                 display.update(tally)
     except KeyboardInterrupt:
         display.stop()
-        detach(client, run["id"], console, cancel=cancel_on_interrupt)
+        detach(client, run["id"], console, cancel=cancel_on_interrupt, again=again)
         return tally, False
     finally:
         display.stop()
     return tally, True
 
 
-def detach(client: Client, run_id: str, console: Console, *, cancel: bool) -> None:
-    """The command stops following the run: it goes on, or it is cancelled when told to."""
+def detach(
+    client: Client, run_id: str, console: Console, *, cancel: bool, again: str | None = None
+) -> None:
+    """The command stops following the run: it goes on, or it is cancelled when told to.
+    `again`: the command that follows it again as this one would have (its verdict's rule
+    and reports)."""
     if cancel:
         _cancel(client, run_id, console)
     else:
         console.print(
-            f"Detached: run {run_id} goes on. Follow it again with: assay watch {run_id}",
+            f"Detached: run {run_id} goes on. Follow it again with:"
+            f" {again or f'assay watch {run_id}'}",
             markup=False,
         )
+
+
+def watch_again(run_id: str, options: RunOptions) -> str:
+    """`assay watch` with what decides this command's verdict and writes its reports: the
+    server's gate holds the rest, but not `--fail-on failures` (sent as `regression`)."""
+    words = ["assay", "watch", run_id]
+    if options.fail_on != "regression":
+        words += ["--fail-on", options.fail_on]
+    for flag, path in (("--junit", options.junit), ("--json", options.json)):
+        if path is not None:
+            words += [flag, str(path)]
+    return shlex.join(words)
 
 
 def _cancel(client: Client, run_id: str, console: Console) -> None:
@@ -283,6 +309,27 @@ def conclude(
         markup=False,
         highlight=False,
     )
+    try:
+        _write_reports(client, run, summary, comparison, tally, result, junit, json_report)
+    except CliError as exc:
+        if result.code == OK:
+            raise
+        # A report that could not be written is no reason to retry (4) or fix a usage (3)
+        # where the run's own verdict was a failure: that verdict stands.
+        console.print(f"assay: a report was not written: {exc}", markup=False)
+    return result.code
+
+
+def _write_reports(
+    client: Client,
+    run: dict[str, Any],
+    summary: dict[str, Any],
+    comparison: dict[str, Any] | None,
+    tally: Tally,
+    result: Outcome,
+    junit: Path | None,
+    json_report: Path | None,
+) -> None:
     if json_report is not None:
         report = {
             "run": run,
@@ -299,5 +346,4 @@ def conclude(
         }
         write_file(json_report, json.dumps(report, indent=2).encode())
     if junit is not None:  # last: the verdict and its report are kept if the server fails now
-        download(client, f"/runs/{run_id}/export", {"format": "junit"}, junit)
-    return result.code
+        download_export(client, f"/runs/{run['id']}/export", "junit", junit)

@@ -12,7 +12,22 @@ from pathlib import Path
 from secrets import token_hex
 from typing import BinaryIO
 
+import httpx
+
 from cli.client import Client, CliError
+
+# What the server sends each export as: anything else (a proxy's sign-in page, say) is no
+# report, and is not saved as one.
+EXPORT_TYPES = {"csv": "text/csv", "json": "application/json", "junit": "application/xml"}
+
+
+def check_export_type(response: httpx.Response, fmt: str) -> None:
+    sent = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if sent != EXPORT_TYPES[fmt]:
+        raise CliError(
+            f"the server sent {sent or 'no content type'} for a {fmt} export, not"
+            f" {EXPORT_TYPES[fmt]} (a proxy's page?): nothing written"
+        )
 
 
 def write_file(target: Path, content: bytes) -> None:
@@ -20,11 +35,13 @@ def write_file(target: Path, content: bytes) -> None:
         handle.write(content)
 
 
-def download(client: Client, path: str, params: dict[str, str], target: Path) -> None:
-    """A streamed GET under /api/v1 into `target`, once it has arrived in full."""
-    with client.stream(path, params=params) as response, _replacing(target) as handle:
-        for chunk in response.iter_bytes():
-            handle.write(chunk)
+def download_export(client: Client, path: str, fmt: str, target: Path) -> None:
+    """An export (a streamed GET under /api/v1) into `target`, once it has arrived in full."""
+    with client.stream(path, params={"format": fmt}) as response:
+        check_export_type(response, fmt)
+        with _replacing(target) as handle:
+            for chunk in response.iter_bytes():
+                handle.write(chunk)
 
 
 @contextmanager

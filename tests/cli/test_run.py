@@ -224,12 +224,13 @@ def test_ctrl_c_detaches_and_the_run_goes_on(lab: Lab) -> None:
     metric = lab.metric()
     lab.fake.latency = 0.2
     args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
-    process = lab.popen(*args, "--concurrency", "1")
+    process = lab.popen(*args, "--concurrency", "1", "--fail-on", "failures")
     run_id = _started(process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, out + err
-    assert f"assay watch {run_id}" in out
+    # What it prints follows the run as this command would: `failures` is not the gate's.
+    assert f"assay watch {run_id} --fail-on failures" in out
     assert lab.api.get(f"/runs/{run_id}").json()["status"] in ("queued", "running")
 
     watched = lab.assay("watch", run_id)
