@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -151,6 +151,27 @@ def recordset_insert(
         f"INSERT INTO {table.name} ({names}) SELECT {values}"
         f" FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS r({types}) {suffix}"
     )
+
+
+# PostgreSQL refuses a JSONB value past 256 MB (its array's size, not the text's); a text of
+# this many characters stays well under it, four bytes a character (UTF-8) included.
+MAX_DOCUMENT_CHARS = 48 * 1024 * 1024
+
+
+def json_row_groups(
+    rows: Sequence[dict[str, Any]], max_chars: int | None = None
+) -> Iterator[dict[str, str]]:
+    """A batch as one recordset insert's parameter (`json_rows`); a batch whose text would be
+    too large for one JSONB value (a run's large outputs, many together), as several, halved
+    until each fits (the rare case pays the encoding again). A row alone is never split."""
+    document = storable_document(rows)
+    if len(document) <= (max_chars or MAX_DOCUMENT_CHARS) or len(rows) <= 1:
+        yield {"rows": document}
+        return
+    del document
+    half = len(rows) // 2
+    yield from json_row_groups(rows[:half], max_chars)
+    yield from json_row_groups(rows[half:], max_chars)
 
 
 def json_rows(rows: Sequence[dict[str, Any]]) -> dict[str, str]:

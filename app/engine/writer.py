@@ -29,6 +29,9 @@ FLUSH_SECONDS = 0.25
 # results go with its close. A slower pace is written every FLUSH_SECONDS whatever the size.
 FLUSH_ROWS = 200
 FLUSH_MIN_ROWS = 50
+# Large outputs are written sooner than their batch's rows say: a write's text is encoded on
+# the loop, and is split (utils/crud.py) only once it is large.
+FLUSH_OUTPUT_CHARS = 32 * 1024 * 1024
 
 Batch = list[tuple[dict[str, Any], list[dict[str, Any]]]]
 DELETED_TEST = "fk_results_test_id_tests"  # the foreign key a deleted test's results fail
@@ -57,6 +60,7 @@ class ChunkWriter:
         self.missing = 0
         self._stopping = False
         self.rows: Batch = []
+        self._output_chars = 0  # of the rows buffered
         self.events: list[events.Event] = []  # an agent's steps, written before results
         self.cancelled_event = asyncio.Event()
         self._batch_full = asyncio.Event()
@@ -75,7 +79,12 @@ class ChunkWriter:
         # to its next case (a lane writing a batch itself would idle for the round trip).
         self.rows.append((result, evaluations))
         self.spent += execution.spending([(result, evaluations)])
-        if len(self.rows) >= self.batch_rows or self.over_budget:
+        self._output_chars += len(result.get("output") or "")
+        if (
+            len(self.rows) >= self.batch_rows
+            or self._output_chars >= FLUSH_OUTPUT_CHARS
+            or self.over_budget
+        ):
             self._batch_full.set()
 
     def event(self, event: events.Event) -> None:
@@ -129,7 +138,7 @@ class ChunkWriter:
 
     async def _flush(self, *, last: bool) -> None:
         async with self._lock:
-            batch, self.rows = self.rows, []
+            batch, self.rows, self._output_chars = self.rows, [], 0
             steps, self.events = self.events, []
             closing = (
                 execution.Closing(self.positions, self.repetitions, self.expected) if last else None
@@ -141,6 +150,7 @@ class ChunkWriter:
                     )
             except BaseException:
                 self.rows = batch + self.rows  # not written: keep them for the next flush
+                self._output_chars += sum(len(r.get("output") or "") for r, _ in batch)
                 self.events = steps + self.events
                 raise
             self.missing = written.missing

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation, Metric, TestSetMetric
 from database.projects.models import Project
-from utils.crud import flush_unique, json_rows, paginate, recordset_insert, uuid_array
+from utils.crud import flush_unique, json_row_groups, paginate, recordset_insert, uuid_array
 
 DUPLICATE_NAME = "A metric with this name already exists in the project"
 
@@ -112,9 +112,11 @@ def _insert_evaluations() -> TextClause:
 
 
 async def insert_evaluations(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Writes evaluations in one statement (rows as app/engine/case.py builds them)."""
+    """Writes evaluations, in one statement unless they are very large (rows as
+    app/engine/case.py builds them)."""
     if rows:
-        await session.execute(_insert_evaluations(), json_rows(rows))
+        for group in json_row_groups(rows):
+            await session.execute(_insert_evaluations(), group)
 
 
 async def evaluations_of(

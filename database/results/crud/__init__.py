@@ -28,7 +28,7 @@ from database.results.models import TERMINAL, Result, Run, RunCounts, RunEvent
 from notifications.publisher import publish_after_commit
 from utils.crud import (
     int_array,
-    json_rows,
+    json_row_groups,
     local_settings,
     paginate,
     recordset_insert,
@@ -175,8 +175,10 @@ async def insert_results(
     actually inserted."""
     if not results:
         return set()
-    inserted = await session.execute(_insert_results(), json_rows(results))
-    return set(inserted.scalars().all())
+    inserted: set[uuid.UUID] = set()
+    for group in json_row_groups(results):
+        inserted.update((await session.execute(_insert_results(), group)).scalars().all())
+    return inserted
 
 
 async def known_results(session: AsyncSession, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from database.core import Database, Tenant
@@ -23,6 +23,7 @@ from database.results.export import result_rows
 from database.results.models import Result, Run
 from tests.database.results.test_export_stream import _run
 from tests.database.results.test_results_pages import _page, _result
+from tests.database.results.test_summary_shapes import _statements
 from tests.helpers import Account, register
 from tests.scratch import downgrade, model_differences
 
@@ -175,3 +176,22 @@ async def test_a_flips_output_is_cut_and_flagged_by_its_characters(client, datab
     shown = [found[f"k{p}", False] for p in range(2)]
     assert [output.output for output in shown] == ["é" * chars] * 2
     assert [output.truncated for output in shown] == [False, True]
+
+
+async def test_a_batch_too_large_for_one_jsonb_value_is_written_in_parts(
+    client, database, monkeypatch
+):
+    """PostgreSQL refuses a JSONB value past 256 MB: a chunk's batch of large results (each
+    within its bounds, together past it) failed whole, and its chunk was run, and paid for,
+    again and again. A batch past the bound is written in parts, in one transaction."""
+    monkeypatch.setattr("utils.crud.MAX_DOCUMENT_CHARS", MB)  # the bound, scaled down
+    owner = await register(client)
+    run = await _run(client, owner, cases=6, repetitions=1)
+    outputs = [chr(ord("a") + n) * (MB // 3) for n in range(6)]
+    with _statements(database) as sent:
+        ids = await _write(database, owner, run, outputs)
+    inserts = [s for s in sent if s.startswith("INSERT INTO results")]
+    assert len(inserts) >= 3  # about 2 MB of text, at most 1 MB a statement
+    async with database.transaction(Tenant(owner.organization_id)) as session:
+        stored = await session.execute(select(Result.id, Result.output).where(Result.id.in_(ids)))
+        assert sorted(output for _, output in stored.all()) == outputs
