@@ -182,6 +182,19 @@ async def release(session: AsyncSession, *, worker: str, job_ids: list[uuid.UUID
     )
 
 
+async def others_waiting(
+    session: AsyncSession, *, organization_id: uuid.UUID, waited: float
+) -> bool:
+    """Whether a job of another organization than this one has been due, unclaimed, for
+    `waited` seconds (every worker busy)."""
+    return bool(
+        await session.scalar(
+            text("SELECT assay_queue_others_waiting(:organization, :waited)"),
+            {"organization": organization_id, "waited": waited},
+        )
+    )
+
+
 async def hold_unfinished(session: AsyncSession, *, kind: str, key: str, value: str) -> list[str]:
     """The statuses of the unfinished jobs of `kind` whose payload's `key` is `value`, each
     held to the end of the transaction (a worker's claim skips it meanwhile)."""
@@ -219,6 +232,11 @@ async def complete(session: AsyncSession, *, worker: str, job_id: uuid.UUID) -> 
         .where(Job.id == job_id, Job.locked_by == worker)
         .values(status="done", locked_by=None, locked_until=None, finished_at=func.now())
     )
+
+
+class HandBack(Exception):
+    """Raised by a handler that stops early so that other work goes first: its job is queued
+    again at once, this attempt not counted (as at a shutdown)."""
 
 
 class RetryLater(Exception):

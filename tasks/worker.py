@@ -294,6 +294,11 @@ class WorkerPool:
                 await queue.complete(session, worker=self.name, job_id=job.id)
         except asyncio.CancelledError:
             raise
+        except queue.HandBack as handed:
+            bound.info("job handed back", reason=str(handed))
+            with contextlib.suppress(Exception):  # else its lease runs out, and it is taken over
+                async with self.database.transaction() as session:
+                    await queue.release(session, worker=self.name, job_ids=[job.id])
         except Exception as exc:
             bound.exception("job failed")
             error = _described(exc)

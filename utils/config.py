@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     max_run_concurrency: int = Field(default=100, ge=1)
     run_chunk_size: int = Field(default=500, ge=1)
     job_lease_seconds: float = Field(default=30.0, gt=0)
+    chunk_turn_seconds: float = Field(default=30.0, gt=0)
     # Live streams (/public/runs/{id}/events).
     stream_token_minutes: int = Field(default=60, ge=1)
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)

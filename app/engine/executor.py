@@ -30,11 +30,17 @@ from database.results.crud import rescore_sources
 from database.results.models import TERMINAL, Run
 from database.test_sets.crud.version_cases import VersionCase
 from database.test_sets.crud.version_cases import version_cases as read_version_cases
+from tasks import queue
+from tasks.queue import HandBack
+from utils.config import get_settings
 
 log = structlog.get_logger(__name__)
 
 MAX_PARALLEL_CHUNKS = 4
 FLUSHER_STOP_SECONDS = 10.0
+# Another organization's job has waited this long for a worker: not one a free worker is
+# about to claim.
+OTHERS_WAITED_SECONDS = 2.0
 
 
 async def run_chunk(ctx: JobContext) -> None:
@@ -134,12 +140,17 @@ async def _execute(
 ) -> None:
     queued = iter(work)
     untaken = len(work)
+    turn_over = asyncio.Event()  # set once others' work has waited: take no new case
+    left: list[tuple[VersionCase, int]] = []  # taken, then left for the chunk's next turn
 
     async def lane() -> None:
         nonlocal untaken
         # `concurrency` lanes share one iterator (next() never yields, so each case is taken
         # once): cheaper than a task per case queued on a semaphore.
         for case, repetition in queued:
+            if turn_over.is_set():
+                left.append((case, repetition))
+                return
             async with slots:
                 if writer.cancelled or writer.over_budget:
                     return
@@ -157,6 +168,7 @@ async def _execute(
     flusher = asyncio.create_task(writer.flush_periodically())
     tasks = [asyncio.create_task(lane()) for _ in range(min(concurrency, len(work)))]
     watcher: asyncio.Task[Any] = asyncio.create_task(writer.cancelled_event.wait())
+    turns = asyncio.create_task(_others_waiting(ctx, run, turn_over))
     ended = False
     try:
         pending: set[asyncio.Task[Any]] = set(tasks)
@@ -174,6 +186,7 @@ async def _execute(
         ended = True
     finally:
         watcher.cancel()
+        turns.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -186,7 +199,30 @@ async def _execute(
             await flusher
         if not ended:
             await _keep_what_is_done(writer)
+    if left:
+        await writer.flush()
+        raise HandBack("another organization's work waited: the chunk's other cases go later")
     await writer.flush(last=True)
+
+
+async def _others_waiting(ctx: JobContext, run: Run, turn_over: asyncio.Event) -> None:
+    """Sets `turn_over` once, after the chunk has run its turn (`chunk_turn_seconds`), another
+    organization's job has waited for a worker: one organization's long chunks would else hold
+    every worker until they end."""
+    every = get_settings().chunk_turn_seconds
+    while True:
+        await asyncio.sleep(every)
+        try:
+            async with ctx.transaction() as session:
+                waiting = await queue.others_waiting(
+                    session, organization_id=run.organization_id, waited=OTHERS_WAITED_SECONDS
+                )
+        except Exception as exc:  # the database restarting, say: the chunk goes on
+            log.warning("could not tell whether others' work waits", error=str(exc))
+            continue
+        if waiting:
+            turn_over.set()
+            return
 
 
 async def _keep_what_is_done(writer: ChunkWriter) -> None:

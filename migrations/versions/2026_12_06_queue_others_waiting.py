@@ -1,0 +1,49 @@
+"""queue others waiting: whether another organization's due job waits for a worker
+
+Claims take turns by organization, but a worker is free only once its job ends: one
+organization's long run held every worker (its chunks run up to 500 cases each), and another's
+run of one case waited for a chunk to end (72 s against a 100 ms provider, hours against a
+slow one). A chunk now asks, every so often, whether another organization's job has waited
+for a worker; if so, it hands the rest of its cases back to the queue (see app/engine). The
+jobs table is seen across organizations only by the queue's own role: a SECURITY DEFINER
+function answers, as the claim does.
+
+Revision ID: 0039_queue_others_waiting
+Revises: 0038_invitation_key_makers
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0039_queue_others_waiting"
+down_revision: str | None = "0038_invitation_key_makers"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+WORKER_ROLE = "assay_worker"
+SIGNATURE = "assay_queue_others_waiting(p_organization uuid, p_waited double precision)"
+BODY = """
+        RETURNS boolean
+        AS $$
+          SELECT EXISTS (
+            SELECT 1 FROM jobs c
+             WHERE c.status = 'queued'
+               AND c.run_after <= now() - make_interval(secs => p_waited)
+               AND c.organization_id <> p_organization
+          )
+        $$ LANGUAGE sql STABLE"""
+
+
+def upgrade() -> None:
+    op.execute(
+        f"CREATE FUNCTION {SIGNATURE} {BODY} SECURITY DEFINER SET search_path = public, pg_temp"
+    )
+    op.execute(f"ALTER FUNCTION {SIGNATURE} OWNER TO {WORKER_ROLE}")
+    op.execute(f"REVOKE ALL ON FUNCTION {SIGNATURE} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {SIGNATURE} TO assay_app")
+
+
+def downgrade() -> None:
+    op.execute(f"DROP FUNCTION {SIGNATURE}")
