@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -39,6 +39,8 @@ class TargetError(Exception):
         self.retry_after = retry_after
         self.spent: float | None = None  # set by whoever made calls before this one failed
         self.paid: float | None = None  # and of that, what was not answered from a cache
+        # An agent's steps, or a conversation's turns, done before this call failed.
+        self.trajectory: list[dict[str, Any]] | None = None
 
 
 # An error body is read this far, and its message kept this long once the credentials it may

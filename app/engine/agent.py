@@ -12,7 +12,7 @@ from typing import Any
 
 from database.evaluations.agent_checks import within
 from providers.config import ToolCall
-from providers.targets import TargetReply, TargetRequest
+from providers.targets import TargetError, TargetReply, TargetRequest
 from providers.tool_calls import arguments_text
 from utils import fastjson
 from utils.storable import storable, storable_json
@@ -75,7 +75,11 @@ async def _loop(
         if first is not None:  # already asked
             (reply, cached), first = first, None
         else:
-            reply, cached = await ask(current)
+            try:
+                reply, cached = await ask(current)
+            except TargetError as exc:
+                exc.trajectory = steps or None  # the case is errored, with the steps before
+                raise
         replies.append(reply)
         cached_all = cached_all and cached
         step: dict[str, Any] = {

@@ -100,10 +100,10 @@ async def _run_case(
             result["paid"] = asked.paid
     except (TargetError, NoOutput) as error:
         if isinstance(error, TargetError):  # an agent's or a conversation's calls before it
-            result.update(cost=error.spent, paid=error.paid)
+            result.update(cost=error.spent, paid=error.paid, trajectory=error.trajectory)
         return _errored(result, result["input"], error.kind, error.message), []
     except SimulatorFailed as exc:
-        result.update(cost=exc.spent, paid=exc.paid)
+        result.update(cost=exc.spent, paid=exc.paid, trajectory=exc.trajectory)
         return _errored(result, result["input"], "simulator_error", str(exc)), []
     result.update(
         output=reply.output,

@@ -39,6 +39,7 @@ class SimulatorFailed(Exception):
 
     spent: float | None = None  # what the conversation's calls had cost by then
     paid: float | None = None  # and of that, what was not answered from the cache
+    trajectory: list[dict[str, Any]] | None = None  # the turns done before it failed
 
 
 @dataclass(frozen=True)
@@ -73,48 +74,54 @@ async def converse(
         limit, ending = int(simulated["max_turns"]), "max_turns"
     # A simulated user has the last word: after the last turn it is asked once more, so a goal
     # reached on that turn is told from turns simply running out.
-    for number in range(1, limit + 2):
-        if scripted is not None:
-            if number > limit:
+    try:
+        for number in range(1, limit + 2):
+            if scripted is not None:
+                if number > limit:
+                    break
+                user = scripted[number - 1]
+            else:
+                assert simulated is not None and simulate is not None
+                user, status = await _next_user_message(simulate, simulated, turns, number)
+                if status in ENDINGS:
+                    if number == 1:  # scored, an empty transcript passed with no call made
+                        raise SimulatorFailed(
+                            f"the simulated user ended the conversation ({status}) before it began"
+                        )
+                    ending = status
+                    break
+                if number > limit:
+                    break
+            history.append({"role": "user", "content": await frame(user) if frame else user})
+            done = await answer(replace(request, input=None, messages=list(history)))
+            answers.append(done)
+            history.append({"role": "assistant", "content": done.reply.output})
+            turn = {
+                "turn": number,
+                "user": storable(user),
+                "text": storable(done.reply.output),
+                "tool_calls": storable_json([call.as_dict() for call in done.reply.tool_calls]),
+                "latency_ms": round(done.reply.latency_ms, 2),
+                "input_tokens": done.reply.input_tokens,
+                "output_tokens": done.reply.output_tokens,
+            }
+            if done.trajectory and len(done.trajectory) > 1:
+                turn["steps"] = done.trajectory
+            kept += len(fastjson.dumps_bytes(turn))
+            if kept > agent.MAX_TRAJECTORY_BYTES:  # one result's transcript, whatever its turns
+                ending = "size"
+            if (scripted is not None and number == limit) or ending == "size":
+                turn["ended"] = ending  # the end is known: said with the turn
+            turns.append(turn)
+            if on_turn is not None:
+                on_turn(turn)
+            if ending == "size":
                 break
-            user = scripted[number - 1]
-        else:
-            assert simulated is not None and simulate is not None
-            user, status = await _next_user_message(simulate, simulated, turns, number)
-            if status in ENDINGS:
-                if number == 1:  # scored, an empty transcript passed with no call made
-                    raise SimulatorFailed(
-                        f"the simulated user ended the conversation ({status}) before it began"
-                    )
-                ending = status
-                break
-            if number > limit:
-                break
-        history.append({"role": "user", "content": await frame(user) if frame else user})
-        done = await answer(replace(request, input=None, messages=list(history)))
-        answers.append(done)
-        history.append({"role": "assistant", "content": done.reply.output})
-        turn = {
-            "turn": number,
-            "user": storable(user),
-            "text": storable(done.reply.output),
-            "tool_calls": storable_json([call.as_dict() for call in done.reply.tool_calls]),
-            "latency_ms": round(done.reply.latency_ms, 2),
-            "input_tokens": done.reply.input_tokens,
-            "output_tokens": done.reply.output_tokens,
-        }
-        if done.trajectory and len(done.trajectory) > 1:
-            turn["steps"] = done.trajectory
-        kept += len(fastjson.dumps_bytes(turn))
-        if kept > agent.MAX_TRAJECTORY_BYTES:  # one result's transcript, whatever its turns
-            ending = "size"
-        if (scripted is not None and number == limit) or ending == "size":
-            turn["ended"] = ending  # the end is known: said with the turn
-        turns.append(turn)
-        if on_turn is not None:
-            on_turn(turn)
-        if ending == "size":
-            break
+    except (TargetError, SimulatorFailed) as exc:
+        # The case is errored: it keeps the turns done before (a turn's own steps, if an
+        # agent's call failed, are no transcript).
+        exc.trajectory = [*turns[:-1], {**turns[-1], "ended": "error"}] if turns else None
+        raise
     if turns:
         turns[-1]["ended"] = ending
     return _transcript(answers, turns)

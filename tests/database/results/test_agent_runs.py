@@ -402,3 +402,19 @@ async def test_a_loop_whose_steps_outgrow_the_bound_stops_there(lab, fake, monke
     assert all("not kept" in answer["error"] for answer in steps[-1]["tool_results"])
     assert all("content" in answer for step in steps[:3] for answer in step["tool_results"])
     assert result["status"] in ("passed", "failed")  # scored
+
+
+async def test_an_agent_that_fails_midway_keeps_the_steps_before(lab, fake):
+    """Its steps were streamed live, but the stored result had none: what happened before
+    the failure is kept with the error."""
+    fake.reply = _agent
+    fake.enqueue(None, Fault.http(400))  # the first step answers; the second is refused
+    target = await lab.openai_model(fake, tools=TOOLS)
+    test_set = await lab.test_set([{"input": "Weather in Paris?", "tool_responses": MOCKS}])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    assert result["status"] == "errored", result
+    [step] = result["trajectory"]
+    assert [call["name"] for call in step["tool_calls"]] == ["get_weather", "lookup"]
+    assert [r["content"] for r in step["tool_results"]] == [{"temp_c": 18}, "umbrella: yes"]

@@ -393,3 +393,15 @@ async def _simulated_run(
         concurrency=1,
     )
     return dict(await lab.wait(run["id"]))
+
+
+async def test_a_conversation_that_fails_midway_keeps_its_turns_before(lab, fake):
+    fake.enqueue(None, None, Fault.http(400))  # the third turn's answer is refused
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"conversation": {"turns": ["one", "two", "three"]}}])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
+    await lab.wait(run["id"])
+    (result,) = await lab.results(run["id"])
+    assert result["status"] == "errored", result
+    assert [turn["user"] for turn in result["trajectory"]] == ["one", "two"]
+    assert result["trajectory"][-1]["ended"] == "error"
