@@ -17,7 +17,7 @@ from app.engine.context import JobContext
 from app.engine.conversation import SimulatorFailed, is_transcript, steps_of
 from app.engine.judges import judge_for
 from app.engine.plan import Plan
-from database.evaluations.catalogue import CATALOGUE, for_case, score
+from database.evaluations.catalogue import CATALOGUE, FROM_TEST, for_case, score
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
 from database.results import events
 from database.results.models import Result, Run
@@ -247,7 +247,10 @@ async def _score_all(
     judged: list[int] = []
     for spec in plan.metrics:
         try:
-            resolved = for_case(spec, metadata)
+            if FROM_TEST in spec.parameters:  # a test's own parameters, checked: off the loop
+                resolved = await asyncio.to_thread(for_case, spec, metadata)
+            else:
+                resolved = for_case(spec, metadata)
         except ScoringError as exc:
             verdicts[len(metrics)] = Verdict(score=0.0, reason=str(exc), error=str(exc))
             metrics.append(spec)

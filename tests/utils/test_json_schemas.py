@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
 
 import pytest
@@ -153,3 +155,46 @@ def test_a_schema_its_metaschema_cannot_check_is_refused_not_raised(schema, said
     with pytest.raises(ValueError, match="not a valid JSON schema") as refused:
         check_json_schema(schema)
     assert said in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "ref", ["file:///etc/hostname", "http://127.0.0.1:9/schema", "other.json", "//host/x"]
+)
+def test_a_reference_outside_the_schema_is_refused_where_it_is(ref: str) -> None:
+    with pytest.raises(ValueError, match=f"at properties/a: .*{ref[:8]}.*refers outside"):
+        check_json_schema({"properties": {"a": {"$ref": ref}}})
+    assert check_json_schema({"$defs": {"a": {}}, "$ref": "#/$defs/a"})
+    assert check_json_schema({"$ref": "https://json-schema.org/draft/2020-12/schema"})
+
+
+def test_a_reference_is_never_fetched_whatever_the_schema(tmp_path) -> None:
+    """jsonschema's own registry read any URL a `$ref` named, `file://` ones included, with
+    no timeout, and quoted what it read in the error a tenant saw. A schema stored before
+    the check (or that passed it by its `$id`) is validated without fetching anything."""
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"enum": ["the file's content"]}))
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"enum": ["fetched"]}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        for schema in (
+            {"$ref": secret.as_uri()},
+            {"$ref": url + "schema"},
+            {"$id": url, "$ref": "relative"},
+        ):
+            with pytest.raises(Exception, match="Unresolvable") as refused:
+                first_error(bounded_validator(schema), "x")
+            assert "content" not in str(refused.value)
+        server.shutdown()
+    assert hits == []

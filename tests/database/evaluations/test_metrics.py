@@ -389,6 +389,18 @@ async def test_patch_changes_fields_and_revalidates_parameters_by_the_stored_typ
     [
         ("regex", {"pattern": "a"}, {"pattern": "[z-a]"}, "parameters.pattern"),
         ("json-schema", {"schema": SCHEMA}, {"schema": {"type": 5}}, "parameters.schema"),
+        (
+            "json-schema",
+            {"schema": SCHEMA},
+            {"schema": {"$ref": "file:///etc/passwd"}},
+            "parameters.schema",
+        ),
+        (
+            "json-schema",
+            {"schema": SCHEMA},
+            {"schema": {"enum": ["x" * 40_000]}},
+            "parameters.schema",
+        ),
         ("word-count", {"min": 1}, {}, "parameters"),
         ("contains", {}, {"values": ["x"]}, "parameters.values"),
         ("max-tokens", {"tokens": 5}, {"tokens": 0}, "parameters.tokens"),
