@@ -52,6 +52,12 @@ def check_json_schema(value: Any) -> Any:
         # What the metaschema's own checks raise past their error (a `pattern` with a
         # repetition too large to compile, say), which names no place.
         raise ValueError(f"not a valid JSON schema: {exc}") from None
+    for where, pattern in _patterns(value, ()):
+        # The metaschema checked it with `re`; validation matches with `regex`, bounded.
+        try:
+            compile_bounded(pattern)
+        except (PatternTooCostly, regex.error) as exc:
+            raise ValueError(f"not a valid JSON schema at {where}: {exc}") from None
     return value
 
 
@@ -73,6 +79,22 @@ _NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(
     retrieve=_refuse_retrieval  # type: ignore[call-arg]  # (an attrs field mypy does not see)
 )
 _KNOWN = frozenset(uri.rstrip("#") for uri in SPECIFICATIONS)
+
+
+def _patterns(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """Each regular expression in a schema (`pattern`, `patternProperties`' names), with
+    where it is."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = (*path, str(key))
+            if key == "pattern" and isinstance(item, str):
+                yield "/".join(here), item
+            elif key == "patternProperties" and isinstance(item, dict):
+                yield from (("/".join(here), name) for name in item)
+            yield from _patterns(item, here)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _patterns(item, (*path, str(index)))
 
 
 def _references(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, str]]:

@@ -9,9 +9,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, f
 
 
 class InputModel(BaseModel):
-    """Request bodies: unknown fields are refused, surrounding whitespace trimmed."""
+    """Request bodies: unknown fields are refused, surrounding whitespace trimmed, and a
+    number is finite (the text "inf" or "nan" would pass a bound such as `gt=0`, then be
+    stored as JSON null)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     @field_validator("*", mode="after")
     @classmethod

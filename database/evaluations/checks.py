@@ -16,7 +16,6 @@ from utils.patterns import PatternTooCostly, compile_bounded
 from utils.schemas import InputModel
 
 REGEX_SECONDS = 0.5
-MAX_SCORED_CHARS = 200_000
 # Taken as given, spaces and all (request bodies are trimmed otherwise): " no " is a word.
 Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000, strip_whitespace=False)]
 
@@ -166,9 +165,10 @@ def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
         flags |= {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL}[flag]
     try:
         # Bounded both ways: a pathological pattern must not stall the event loop of every
-        # tenant, compiling (a pattern stored before the bound) or matching.
+        # tenant, compiling (a pattern stored before the bound) or matching. The whole answer
+        # is read (within the time): a match past a cut would go unseen, a wrong verdict.
         match = compile_bounded(spec.parameters["pattern"], flags).search(
-            obs.output[:MAX_SCORED_CHARS], timeout=REGEX_SECONDS
+            obs.output, timeout=REGEX_SECONDS
         )
     except PatternTooCostly as exc:
         raise ScoringError(str(exc)) from exc

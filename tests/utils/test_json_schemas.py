@@ -198,3 +198,18 @@ def test_a_reference_is_never_fetched_whatever_the_schema(tmp_path) -> None:
             assert "content" not in str(refused.value)
         server.shutdown()
     assert hits == []
+
+
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [
+        ({"properties": {"a": {"type": "string", "pattern": "(?x)a b"}}}, "properties/a/pattern"),
+        ({"items": {"pattern": "a{1001}"}}, "items/pattern"),
+        ({"patternProperties": {"(?x)a b": {}}}, "patternProperties"),
+    ],
+)
+def test_a_pattern_validation_could_not_run_is_refused_when_saved(schema, where) -> None:
+    """The metaschema checks a pattern with `re`; validation matches with `regex`, bounded:
+    a pattern only `re` takes was saved, then errored every case."""
+    with pytest.raises(ValueError, match=f"at {where}: "):
+        check_json_schema(schema)

@@ -402,6 +402,8 @@ async def test_patch_changes_fields_and_revalidates_parameters_by_the_stored_typ
             "parameters.schema",
         ),
         ("word-count", {"min": 1}, {}, "parameters"),
+        ("max-latency", {"ms": 500}, {"ms": "inf"}, "parameters.ms"),  # else stored as null
+        ("max-cost", {"usd": 1}, {"usd": "1e999"}, "parameters.usd"),
         ("contains", {}, {"values": ["x"]}, "parameters.values"),
         ("max-tokens", {"tokens": 5}, {"tokens": 0}, "parameters.tokens"),
     ],

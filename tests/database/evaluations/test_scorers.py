@@ -491,3 +491,11 @@ async def test_a_schema_saved_before_the_depth_rule_errs_its_case(metric_type):
     calls = [{"name": "search", "arguments": {"q": 1}}]
     verdict = await run(metric, obs("[1]", tool_calls=calls))
     assert verdict.error and "nests too deep" in verdict.error
+
+
+async def test_a_regex_reads_the_whole_answer():
+    """It read the first 200,000 characters: an error at the end of a long answer went
+    unseen, and a check that it is absent passed."""
+    long_answer = "ok " * 100_000 + "ERROR"
+    assert (await run(spec("regex", pattern="ERROR"), obs(long_answer))).passed
+    assert (await run(spec("regex", pattern=r"\A(ok )+ERROR\Z"), obs(long_answer))).passed
