@@ -49,11 +49,20 @@ def problem(
     )
 
 
+# The member of a union pydantic tried (`constrained-str`, `int`, `list[constrained-str]`): it
+# names no field. (`[key]`, a mapping's key at fault rather than its value, is kept.)
+_UNION_MEMBER = re.compile(
+    r"(?:constrained-)?(?:str|int|float|bool|none|bytes|uuid|decimal|date|datetime)"
+    r"|(?:list|dict|set|frozenset|tuple|literal|tagged-union|is-instance|json-or-python"
+    r"|nullable|union|chain|lax-or-strict|default|model|dataclass|typed-dict"
+    r"|function-(?:after|before|wrap|plain))\[.*\]",
+    re.DOTALL,
+)
+
+
 def _field_path(loc: Sequence[int | str]) -> str:
-    # Not the member of a union pydantic tried (`list[constrained-str]`): no field's name.
-    # (`[key]`, a mapping's key at fault rather than its value, stays.)
-    parts = (str(part) for part in loc)
-    return ".".join(part for part in parts if "[" not in part or part.startswith("["))
+    parts = [str(part) for part in loc]
+    return ".".join(parts[:1] + [p for p in parts[1:] if not _UNION_MEMBER.fullmatch(p)])
 
 
 async def _assay_error(request: Request, exc: Exception) -> JSONResponse:

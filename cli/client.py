@@ -192,10 +192,12 @@ def shown_url(url: str) -> str:
     try:
         parts = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
-        return "(a URL that is not valid)" if "@" in url else url
-    if not parts.userinfo:
-        return url
-    return str(parts.copy_with(username=None, password=None))
+        parts = None
+    if parts is not None and parts.userinfo:
+        return str(parts.copy_with(username=None, password=None))
+    if "@" in url:  # no URL httpx reads as one (no scheme, say): what comes before is hidden
+        return "…@" + url.rsplit("@", 1)[1]
+    return url
 
 
 def sendable(api_key: str) -> str:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli import config
-from cli.client import Client, CliError, sendable
+from cli.client import Client, CliError, sendable, shown_url
 from cli.files import file_format, import_into_set
 from cli.outcome import (
     NOT_JUDGED,
@@ -169,5 +169,7 @@ def login(console: Console, url: str, api_key: str, profile: str) -> int:
     finally:
         client.close()
     path = config.save_profile(profile, url, sendable(api_key))
-    console.print(f"Logged in to {url}; profile {profile!r} saved in {path}", markup=False)
+    console.print(
+        f"Logged in to {shown_url(url)}; profile {profile!r} saved in {path}", markup=False
+    )
     return OK

@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.exceptions import TyperException
 
 from cli import config
-from cli.client import Client, CliError, Unreachable
+from cli.client import Client, CliError, Unreachable, shown_url
 from cli.commands import compare_runs, export_run, import_tests, list_runs, login
 from cli.outcome import INTERRUPTED, UNREACHABLE, USAGE, FailOn
 from cli.running import (
@@ -210,11 +210,14 @@ def run_command(
     run, interrupted = create_run(client, options, console)
     if not quiet or interrupted:
         console.print(f"Run {run['id']} started: {run['counts']['total']} cases", markup=False)
+    connection = _connection_flags(url, profile, config_file)
     if interrupted:
-        again = watch_again(run["id"], options)
+        again = watch_again(run["id"], options, connection)
         detach(client, run["id"], console, cancel=cancel_on_interrupt, again=again)
         return INTERRUPTED
-    return _follow(client, run, console, options, quiet=quiet, cancel=cancel_on_interrupt)
+    return _follow(
+        client, run, console, options, connection, quiet=quiet, cancel=cancel_on_interrupt
+    )
 
 
 @app.command("watch")
@@ -238,7 +241,16 @@ def watch_command(
     options.fail_on = fail_on or options.fail_on
     options.junit = junit or options.junit
     options.json = json_report or options.json
-    return _follow(client, run, _console(), options, quiet=quiet, cancel=False)
+    connection = _connection_flags(url, profile, config_file)
+    return _follow(client, run, _console(), options, connection, quiet=quiet, cancel=False)
+
+
+def _connection_flags(url: str | None, profile: str | None, config_file: Path | None) -> list[str]:
+    """The flags given that name the server and the config, for a command printed to follow
+    the run again (a key given by flag is never printed: the environment or a profile has it)."""
+    flags = [("--url", shown_url(url) if url else None), ("--profile", profile)]
+    flags.append(("--config", str(config_file) if config_file else None))
+    return [word for flag, value in flags if value for word in (flag, value)]
 
 
 def _follow(
@@ -246,11 +258,12 @@ def _follow(
     run: dict[str, Any],
     console: Console,
     options: RunOptions,
+    connection: list[str],
     *,
     quiet: bool,
     cancel: bool,
 ) -> int:
-    again = watch_again(run["id"], options)
+    again = watch_again(run["id"], options, connection)
     tally, ended = watch(client, run, console, quiet=quiet, cancel_on_interrupt=cancel, again=again)
     if not ended:
         return INTERRUPTED

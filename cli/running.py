@@ -9,7 +9,7 @@ import shlex
 import signal
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,12 +249,11 @@ def detach(
         )
 
 
-def watch_again(run_id: str, options: RunOptions) -> str:
-    """`assay watch` with what decides this command's verdict and writes its reports: the
-    server's gate holds the rest, but not `--fail-on failures` (sent as `regression`)."""
-    words = ["assay", "watch", run_id]
-    if options.fail_on != "regression":
-        words += ["--fail-on", options.fail_on]
+def watch_again(run_id: str, options: RunOptions, connection: Sequence[str] = ()) -> str:
+    """`assay watch` with what decides this command's verdict and writes its reports (the
+    server's gate holds the rest, but not `--fail-on failures`, sent as `regression`), and
+    `connection`: the flags naming the server and the config (never a key)."""
+    words = ["assay", "watch", run_id, *connection, "--fail-on", options.fail_on]
     for flag, path in (("--junit", options.junit), ("--json", options.json)):
         if path is not None:
             words += [flag, str(path)]

@@ -12,7 +12,14 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from cli.client import READ_RETRY_SECONDS, Client, CliError, Unreachable, problem_line
+from cli.client import (
+    READ_RETRY_SECONDS,
+    Client,
+    CliError,
+    Unreachable,
+    problem_line,
+    shown_url,
+)
 
 # The server sends a heartbeat every 15 s: a minute of silence is a dead connection.
 READ_TIMEOUT = 60.0
@@ -115,8 +122,9 @@ def _check_stream(client: Client, response: httpx.Response) -> None:
     kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind != "text/event-stream":
         raise CliError(
-            f"the run's event stream at {client.url} answered {response.status_code} with"
-            f" {kind or 'no content type'}, not text/event-stream (a proxy in between?)"
+            f"the run's event stream at {shown_url(client.url)} answered"
+            f" {response.status_code} with {kind or 'no content type'}, not text/event-stream"
+            " (a proxy in between?)"
         )
 
 

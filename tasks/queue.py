@@ -183,14 +183,15 @@ async def release(session: AsyncSession, *, worker: str, job_ids: list[uuid.UUID
 
 
 async def others_waiting(
-    session: AsyncSession, *, organization_id: uuid.UUID, waited: float
+    session: AsyncSession, *, organization_id: uuid.UUID, waited: float, kinds: Sequence[str]
 ) -> bool:
-    """Whether a job of another organization than this one has been due, unclaimed, for
-    `waited` seconds (every worker busy)."""
+    """Whether a job of `kinds` of another organization, one with fewer jobs under way than
+    this one less one, has been due and unclaimed for `waited` seconds (its turn is first,
+    and every worker is busy)."""
     return bool(
         await session.scalar(
-            text("SELECT assay_queue_others_waiting(:organization, :waited)"),
-            {"organization": organization_id, "waited": waited},
+            text("SELECT assay_queue_others_waiting(:organization, :waited, :kinds)"),
+            {"organization": organization_id, "waited": waited, "kinds": list(kinds)},
         )
     )
 

@@ -288,7 +288,8 @@ class WorkerPool:
                 try:
                     await handler(context)
                 except Exception as exc:
-                    tracing.failed(span, type(exc).__name__, str(exc)[:500])
+                    if not isinstance(exc, queue.HandBack):  # no failure: others' turn
+                        tracing.failed(span, type(exc).__name__, str(exc)[:500])
                     raise
             async with context.transaction() as session:
                 await queue.complete(session, worker=self.name, job_id=job.id)

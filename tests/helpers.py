@@ -143,7 +143,7 @@ def _names_sent(request: httpx.Request) -> set[str]:
     names = set(request.url.params.keys())
     try:
         body = json.loads(request.content)
-    except (httpx.RequestNotRead, ValueError):
+    except (httpx.RequestNotRead, ValueError, RecursionError):
         return names
     return names | set(body) if isinstance(body, dict) else names
 

@@ -153,9 +153,9 @@ def recordset_insert(
     )
 
 
-# PostgreSQL refuses a JSONB value past 256 MB (its array's size, not the text's); a text of
-# this many characters stays well under it, four bytes a character (UTF-8) included.
-MAX_DOCUMENT_CHARS = 48 * 1024 * 1024
+# PostgreSQL refuses a JSONB value past 256 MB (its array's size, not the text's): up to six
+# bytes for a character of JSON text (a number of one digit), four for UTF-8 text.
+MAX_DOCUMENT_CHARS = 32 * 1024 * 1024
 
 
 def json_row_groups(

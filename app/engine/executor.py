@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,7 @@ from app.engine.sources import SourceResults
 from app.engine.writer import ChunkWriter
 from database.results import crud, execution
 from database.results.crud import rescore_sources
-from database.results.models import TERMINAL, Run
+from database.results.models import CHUNK_JOB, TERMINAL, Run
 from database.test_sets.crud.version_cases import VersionCase
 from database.test_sets.crud.version_cases import version_cases as read_version_cases
 from tasks import queue
@@ -211,11 +212,16 @@ async def _others_waiting(ctx: JobContext, run: Run, turn_over: asyncio.Event) -
     every worker until they end."""
     every = get_settings().chunk_turn_seconds
     while True:
-        await asyncio.sleep(every)
+        # Chunks started together ask apart: the first to hand back frees the worker, and
+        # those asking after it find nothing waiting.
+        await asyncio.sleep(every * random.uniform(0.75, 1.25))
         try:
             async with ctx.transaction() as session:
                 waiting = await queue.others_waiting(
-                    session, organization_id=run.organization_id, waited=OTHERS_WAITED_SECONDS
+                    session,
+                    organization_id=run.organization_id,
+                    waited=OTHERS_WAITED_SECONDS,
+                    kinds=[CHUNK_JOB],
                 )
         except Exception as exc:  # the database restarting, say: the chunk goes on
             log.warning("could not tell whether others' work waits", error=str(exc))

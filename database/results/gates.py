@@ -41,7 +41,9 @@ async def completed_baseline(
 ) -> Run:
     """A completed run of the project, named in a request's `field` (422 when there is none,
     409 while it is not completed: a part of a run is no baseline)."""
-    baseline = await crud.get_run(session, baseline_id)
+    # Held until the request commits: a repeat reopening it meanwhile (it locks the run)
+    # waits, and then sees it taken as a baseline.
+    baseline = await crud.get_run(session, baseline_id, for_share=True)
     if baseline is None or baseline.project_id != project_id:
         raise InvalidInput("no such run in this project", field=field)
     if baseline.status != "completed":

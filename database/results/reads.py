@@ -145,7 +145,7 @@ async def result_page(
 # before it since (an offset would shift with each). The cursor names its list too (the run,
 # the status filter): one of another list would skip rows, silently.
 def encode_cursor(key: Key, run_id: uuid.UUID, status: str | None) -> str:
-    raw = f"{key[0]}|{key[1]}|{status or ''}|{run_id.hex[:12]}"
+    raw = f"{key[0]}|{key[1]}|{status or ''}|{run_id.hex[-12:]}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -158,7 +158,7 @@ def decode_cursor(cursor: str, run_id: uuid.UUID, status: str | None) -> Key:
             raise ValueError("out of range")
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput("is not a cursor this list returned", field="cursor") from exc
-    if run != run_id.hex[:12] or listed != (status or ""):
+    if run != run_id.hex[-12:] or listed != (status or ""):
         raise InvalidInput(
             "is a cursor of another list (another run or status filter)", field="cursor"
         )

@@ -63,3 +63,13 @@ async def test_a_wrong_current_password_names_it(client):
         headers=owner.headers,
     )
     assert _fields(assert_problem(response, 403)) == ["body.current_password"]
+
+
+async def test_the_union_member_pydantic_tried_is_no_part_of_the_path(client):
+    owner = await register(client)
+    response = await client.post(
+        "/api/v1/runs", json={"prompt_version": [], "gate": {"fail_on": 5}}, headers=owner.headers
+    )
+    fields = _fields(assert_problem(response, 422))
+    assert "body.prompt_version" in fields and "body.gate.fail_on" in fields, fields
+    assert not [f for f in fields if "str" in f or "[" in f or f.endswith(".int")], fields

@@ -169,4 +169,4 @@ def test_a_generated_client_works_end_to_end(server: Server, client_package: str
         assert response.parsed.status == status
         assert response.parsed.request_id == response.headers["x-request-id"]
     assert wrong_type.parsed.errors[0].field == "body.name"
-    assert unknown_reference.parsed.errors[0].field == "test_set_id"
+    assert unknown_reference.parsed.errors[0].field == "body.test_set_id"

@@ -612,3 +612,43 @@ async def _claim_without_tenant(session: AsyncSession) -> list[queue.ClaimedJob]
         "",
     )
     return await queue.claim(session, worker="worker-a", limit=100, lease=LEASE)
+
+
+async def _hold(database: Database, account: Account, ids: list[uuid.UUID], **values) -> None:
+    async with tenant_session(database, account.organization_id) as session:
+        await session.execute(update(Job).where(Job.id.in_(ids)).values(**values))
+
+
+async def test_others_waiting_is_another_organizations_turn_at_a_busy_pool(
+    committed_database: Database, accounts: list[Account]
+):
+    """A chunk hands its cases back only for a job of the kinds asked about (not a delivery
+    held by its organization's cap, which no worker may take), due and unclaimed a while, of
+    an organization with fewer jobs under way than the asker's less one: two organizations
+    even at the workers never hand back to each other."""
+    mine, theirs = accounts
+    kind, other_kind = new_kind(), new_kind()
+    running = {"status": "running", "locked_by": "w", "locked_until": func.now() + LEASE}
+
+    async def asks(account: Account, kinds: list[str], waited: float = 1.0) -> bool:
+        async with committed_database.transaction() as session:
+            return await queue.others_waiting(
+                session, organization_id=account.organization_id, waited=waited, kinds=kinds
+            )
+
+    await _hold(
+        committed_database, mine, await enqueue_jobs(committed_database, mine, kind, 4), **running
+    )
+    queued = await enqueue_jobs(committed_database, theirs, kind)
+    await _hold(committed_database, theirs, queued, run_after=func.now() - timedelta(seconds=5))
+    assert await asks(mine, [kind])  # 4 under way against none
+    assert not await asks(mine, [other_kind])
+    assert not await asks(mine, [kind], waited=10)  # due only just now: a free worker takes it
+    assert not await asks(theirs, [kind])  # its own job, and it has fewer under way
+    busy = await enqueue_jobs(committed_database, theirs, other_kind, 3)
+    await _hold(committed_database, theirs, busy[:2], **running)
+    assert await asks(mine, [kind])  # 2 against 4: one handed back makes it 3 and 3
+    await _hold(committed_database, theirs, busy, **running)
+    assert not await asks(mine, [kind])  # 3 against 4: as even as four workers allow
+    await _hold(committed_database, theirs, busy, status="done", locked_by=None)
+    await _hold(committed_database, theirs, queued, status="done")

@@ -43,11 +43,11 @@ async def create_run(session: AsyncSession, run: Run) -> Run:
 
 
 async def get_run(
-    session: AsyncSession, run_id: uuid.UUID, *, for_update: bool = False
+    session: AsyncSession, run_id: uuid.UUID, *, for_update: bool = False, for_share: bool = False
 ) -> Run | None:
     query = select(Run).where(Run.id == run_id).execution_options(populate_existing=True)
-    if for_update:
-        query = query.with_for_update()
+    if for_update or for_share:
+        query = query.with_for_update(read=not for_update)
     return await session.scalar(query)
 
 

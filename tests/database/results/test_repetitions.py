@@ -3,12 +3,18 @@ undecided cases of a finished run; and the one definition of a pass rate."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import uuid
 from math import comb
 
 import pytest
+from sqlalchemy import update
 
+from database.core import Tenant
+from database.results import crud
+from database.results.models import Run
 from tests.database.organizations.audit_helpers import audit_entries
 from tests.fakes.server import Fault
 from tests.helpers import assert_problem
@@ -160,3 +166,30 @@ async def test_a_repeat_is_audited_with_the_verdict_it_replaces(lab, fake):
     assert entry["details"]["replaced_gate_result"]["status"] == "failed"
     assert "below the floor" in entry["details"]["replaced_gate_result"]["reasons"][0]
     assert (entry["details"]["cases"], entry["details"]["repetitions"]) == ("all", 1)
+
+
+async def test_a_baseline_being_set_waits_for_a_repeat_under_way(lab, fake, committed_database):
+    """Setting a baseline read the run as completed without a lock: a repeat reopening it at
+    that moment committed first, and the project's baseline was a reopened run. The read
+    waits for the repeat's lock, then sees the run reopened."""
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": "yes"}])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
+    await lab.wait(run["id"])
+    async with committed_database.transaction(Tenant(lab.account.organization_id)) as session:
+        # A repeat under way: the run locked, then reopened (crud.reopen's change).
+        await crud.get_run(session, uuid.UUID(run["id"]), for_update=True)
+        setting = asyncio.ensure_future(
+            lab.client.put(
+                f"/api/v1/projects/{lab.project_id}/baseline",
+                json={"run_id": run["id"]},
+                headers=lab.account.headers,
+            )
+        )
+        await asyncio.sleep(0.5)
+        await session.execute(
+            update(Run).where(Run.id == uuid.UUID(run["id"])).values(status="queued")
+        )
+    assert "queued" in assert_problem(await setting, 409)["detail"]
+    project = await lab.get(f"/projects/{lab.project_id}")
+    assert project["baseline_run_id"] is None
