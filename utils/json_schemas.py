@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
+from urllib.parse import urljoin
 
 import jsonschema
 import referencing
@@ -25,6 +26,7 @@ from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 
 from utils import fastjson
 from utils.patterns import PatternTooCostly, compile_bounded
+from utils.schema_places import schema_places
 from utils.schemas import nesting_depth
 
 
@@ -37,12 +39,11 @@ def check_json_schema(value: Any) -> Any:
     metaschema = value.get("$schema") if isinstance(value, dict) else None
     if metaschema is not None and not isinstance(metaschema, str):
         raise ValueError("not a valid JSON schema at $schema: a metaschema's URI, as a string")
-    for where, ref in _references(value, ()):
-        if not ref.startswith("#") and ref.rstrip("#") not in _KNOWN:
-            raise ValueError(
-                f"not a valid JSON schema at {where or '(root)'}: {ref[:200]!r} refers outside"
-                " the schema (only `#...` references within it, and the standard metaschemas)"
-            )
+    for where, ref in _outside(value):
+        raise ValueError(
+            f"not a valid JSON schema at {where}: {ref[:200]!r} refers outside the schema (to"
+            " its own parts only, and the standard metaschemas: nothing is fetched)"
+        )
     try:
         jsonschema.validators.validator_for(value).check_schema(value)
     except jsonschema.SchemaError as exc:
@@ -52,7 +53,7 @@ def check_json_schema(value: Any) -> Any:
         # What the metaschema's own checks raise past their error (a `pattern` with a
         # repetition too large to compile, say), which names no place.
         raise ValueError(f"not a valid JSON schema: {exc}") from None
-    for where, pattern in _patterns(value, ()):
+    for where, pattern in _patterns(value):
         # The metaschema checked it with `re`; validation matches with `regex`, bounded.
         try:
             compile_bounded(pattern)
@@ -81,33 +82,29 @@ _NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry(
 _KNOWN = frozenset(uri.rstrip("#") for uri in SPECIFICATIONS)
 
 
-def _patterns(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, str]]:
-    """Each regular expression in a schema (`pattern`, `patternProperties`' names), with
+def _patterns(schema: Any) -> Iterator[tuple[str, str]]:
+    """Each regular expression of a schema (`pattern`, `patternProperties`' names), with
     where it is."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            here = (*path, str(key))
-            if key == "pattern" and isinstance(item, str):
-                yield "/".join(here), item
-            elif key == "patternProperties" and isinstance(item, dict):
-                yield from (("/".join(here), name) for name in item)
-            yield from _patterns(item, here)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _patterns(item, (*path, str(index)))
+    for where, _, place in schema_places(schema):
+        at = f"{where}/" if where else ""
+        if isinstance(place.get("pattern"), str):
+            yield f"{at}pattern", place["pattern"]
+        if isinstance(place.get("patternProperties"), dict):
+            yield from ((f"{at}patternProperties", name) for name in place["patternProperties"])
 
 
-def _references(value: Any, path: tuple[str, ...]) -> Iterator[tuple[str, str]]:
-    """Each reference in a schema, with where it is (the nesting is bounded before)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in _REFERENCES and isinstance(item, str):
-                yield "/".join(path), item
-            else:
-                yield from _references(item, (*path, str(key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _references(item, (*path, str(index)))
+def _outside(schema: Any) -> Iterator[tuple[str, str]]:
+    """Each reference that names no resource of the schema itself (its root, a part with an
+    `$id` of its own) nor a standard metaschema: one validation would have to fetch."""
+    places = list(schema_places(schema))
+    own = {base for _, base, _ in places}
+    for where, base, place in places:
+        for keyword in _REFERENCES:
+            ref = place.get(keyword)
+            if isinstance(ref, str):
+                document = urljoin(base, ref).partition("#")[0]
+                if document not in own and document not in _KNOWN:
+                    yield where or "(root)", ref
 
 
 # Validation with tenants' schemas: their `pattern`s run on text a model wrote, so a pattern

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -188,6 +189,8 @@ async def _execute(
     finally:
         watcher.cancel()
         turns.cancel()
+        if turn_over.is_set():  # its turn given: its siblings may ask again a turn from now
+            _handed_back[run.organization_id] = time.monotonic()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -200,10 +203,17 @@ async def _execute(
             await flusher
         if not ended:
             await _keep_what_is_done(writer)
-    if left:
+    if left and not (writer.cancelled or writer.over_budget):
         await writer.flush()
         raise HandBack("another organization's work waited: the chunk's other cases go later")
     await writer.flush(last=True)
+
+
+# When a chunk of each organization last handed back in this process (infinity while one
+# is handing back): its siblings ask again only a turn later. Until its cases in flight end,
+# the chunk still counts as under way, and they would see the same job waiting and all hand
+# back for it.
+_handed_back: dict[uuid.UUID, float] = {}
 
 
 async def _others_waiting(ctx: JobContext, run: Run, turn_over: asyncio.Event) -> None:
@@ -215,6 +225,8 @@ async def _others_waiting(ctx: JobContext, run: Run, turn_over: asyncio.Event) -
         # Chunks started together ask apart: the first to hand back frees the worker, and
         # those asking after it find nothing waiting.
         await asyncio.sleep(every * random.uniform(0.75, 1.25))
+        if time.monotonic() - _handed_back.get(run.organization_id, -math.inf) < every:
+            continue
         try:
             async with ctx.transaction() as session:
                 waiting = await queue.others_waiting(
@@ -227,6 +239,7 @@ async def _others_waiting(ctx: JobContext, run: Run, turn_over: asyncio.Event) -
             log.warning("could not tell whether others' work waits", error=str(exc))
             continue
         if waiting:
+            _handed_back[run.organization_id] = math.inf  # until its cases in flight end
             turn_over.set()
             return
 

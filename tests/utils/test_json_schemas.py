@@ -213,3 +213,25 @@ def test_a_pattern_validation_could_not_run_is_refused_when_saved(schema, where)
     a pattern only `re` takes was saved, then errored every case."""
     with pytest.raises(ValueError, match=f"at {where}: "):
         check_json_schema(schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"const": {"$ref": "https://example.com/x"}},  # data that looks like a schema
+        {"type": "object", "examples": [{"b": {"$ref": "definitions.json"}}]},
+        {"type": "object", "default": {"pattern": "*.py"}},  # a glob, as tool arguments have
+        {"enum": [{"pattern": "*.py"}]},
+        {"properties": {"pattern": {"type": "string", "pattern": "^[a-z]+$"}}},
+        {  # a part with an `$id` of its own, named relative to the root's
+            "$id": "https://example.com/root.json",
+            "$defs": {"a": {"$id": "a.json", "type": "string"}},
+            "properties": {"x": {"$ref": "a.json"}},
+        },
+        {"$id": "https://example.com/r.json", "$defs": {"a": {}}, "$ref": "r.json#/$defs/a"},
+        {"$defs": {"a": {"$anchor": "here"}}, "$ref": "#here"},
+    ],
+)
+def test_a_reference_or_pattern_rule_reads_only_the_schemas_own_places(schema) -> None:
+    assert check_json_schema(schema) == schema
+    first_error(bounded_validator(schema), "x")  # and validates, resolving nothing outside

@@ -25,6 +25,7 @@ TRANSLATIONS = {
     "database/test_sets/foreign.py",
     "database/test_sets/foreign_assertions.py",
     "database/test_sets/foreign_promptfoo.py",
+    "utils/schema_places.py",  # JSON Schema's keyword `contains`, not the metric type
 }
 
 
