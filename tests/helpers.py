@@ -6,11 +6,12 @@ import asyncio
 import itertools
 import json
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sqlalchemy import text
@@ -288,3 +289,20 @@ async def until_waiting_for_locks(
                 return
             await asyncio.sleep(0.025)
     raise AssertionError(f"{count} statements never waited for a lock")
+
+
+_T = TypeVar("_T")
+
+
+async def longest_stall(during: Awaitable[_T]) -> tuple[_T, float]:
+    """Awaits `during` while the event loop ticks every 10 ms; its result and the longest gap
+    between two ticks (how long the loop was held)."""
+    gaps: list[float] = []
+    task = asyncio.ensure_future(during)
+    last = time.perf_counter()
+    while not task.done():
+        await asyncio.sleep(0.01)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    return task.result(), max(gaps, default=0.0)

@@ -9,11 +9,8 @@ their own limit. Every keyword a validation applies first looks at the validatio
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import urljoin
 
@@ -25,6 +22,7 @@ from jsonschema.exceptions import ValidationError
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 
 from utils import fastjson
+from utils.check_budget import OutOfTime, one_budget, seconds_left
 from utils.patterns import PatternTooCostly, compile_bounded
 from utils.schema_places import schema_places
 from utils.schemas import nesting_depth
@@ -111,15 +109,12 @@ def _outside(schema: Any) -> Iterator[tuple[str, str]]:
 # that backtracks for ever must not hold the process. jsonschema matches with `re`, which has
 # no time limit (and holds the interpreter); these keywords match with `regex` and a timeout.
 PATTERN_SECONDS = 0.5
-# One validation, all its keywords and patterns together.
-VALIDATION_SECONDS = 1.0
-_DEADLINE: ContextVar[float | None] = ContextVar("schema_deadline", default=None)
 _T = TypeVar("_T")
 
 
 class SchemaTooCostly(ValueError):
     """A validation went past its time (a pattern past PATTERN_SECONDS on one value, or all of
-    it past VALIDATION_SECONDS), or its schema refers to itself without end."""
+    it past the check's budget, utils.check_budget), or its schema refers to itself without end."""
 
 
 def first_error(validator: Any, instance: Any) -> ValidationError | None:
@@ -132,20 +127,6 @@ def all_errors(validator: Any, instance: Any) -> list[ValidationError]:
     return _within_budget(lambda: list(validator.iter_errors(instance)))
 
 
-@contextlib.contextmanager
-def one_budget() -> Iterator[None]:
-    """Every validation inside shares one VALIDATION_SECONDS (a check validating each of an
-    answer's tool calls, say), rather than each having its own."""
-    if _DEADLINE.get() is not None:
-        yield
-        return
-    token = _DEADLINE.set(time.monotonic() + VALIDATION_SECONDS)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
-
-
 def _within_budget(validate: Callable[[], _T]) -> _T:
     with one_budget():
         try:
@@ -155,14 +136,12 @@ def _within_budget(validate: Callable[[], _T]) -> _T:
 
 
 def _remaining() -> float:
-    """Seconds left of the validation under way (PATTERN_SECONDS when none is)."""
-    deadline = _DEADLINE.get()
-    if deadline is None:
-        return PATTERN_SECONDS
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise SchemaTooCostly(f"validating took longer than {VALIDATION_SECONDS:g} s")
-    return min(left, PATTERN_SECONDS)
+    """Seconds the next keyword or pattern may take: PATTERN_SECONDS, or what is left of the
+    check's budget."""
+    try:
+        return seconds_left(PATTERN_SECONDS)
+    except OutOfTime as exc:
+        raise SchemaTooCostly(f"validating {exc}") from None
 
 
 def _timed(keyword: Callable[..., Any]) -> Callable[..., Any]:

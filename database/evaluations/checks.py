@@ -11,6 +11,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from rapidfuzz import fuzz
 
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
+from utils.check_budget import CHECK_SECONDS, OutOfTime, seconds_left
 from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema, first_error
 from utils.patterns import PatternTooCostly, compile_bounded
 from utils.schemas import InputModel
@@ -167,13 +168,19 @@ def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
         # Bounded both ways: a pathological pattern must not stall the event loop of every
         # tenant, compiling (a pattern stored before the bound) or matching. The whole answer
         # is read (within the time): a match past a cut would go unseen, a wrong verdict.
+        seconds = seconds_left(REGEX_SECONDS)  # less, on the later turns of a conversation
         match = compile_bounded(spec.parameters["pattern"], flags).search(
-            obs.output, timeout=REGEX_SECONDS
+            obs.output, timeout=seconds
         )
     except PatternTooCostly as exc:
         raise ScoringError(str(exc)) from exc
+    except OutOfTime as exc:
+        raise ScoringError(f"the pattern {exc}; simplify it") from exc
     except TimeoutError as exc:
-        raise ScoringError(f"the pattern took longer than {REGEX_SECONDS} s; simplify it") from exc
+        took = (
+            f"{REGEX_SECONDS} s" if seconds == REGEX_SECONDS else f"the check's {CHECK_SECONDS:g} s"
+        )
+        raise ScoringError(f"the pattern took longer than {took}; simplify it") from exc
     return _binary(match is not None, "pattern matches", "pattern does not match")
 
 

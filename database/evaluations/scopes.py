@@ -15,6 +15,7 @@ from database.evaluations.scoring import (
     decide,
     turn_observations,
 )
+from utils.check_budget import CHECK_SECONDS, OutOfTime, seconds_left
 
 # Which answers of a conversation a check scores (a test without turns has one: its output).
 SCOPE = "scope"
@@ -28,6 +29,12 @@ SCOPES = (
     "operator and negate. A test without turns checks its one answer, whatever the scope."
 )
 SHOWN_TURNS = 10  # turn numbers a reason lists
+
+
+def checks_turns(spec: MetricSpec, obs: Observation) -> bool:
+    """Whether the check reads every turn of a conversation (its work, up to the turns' count
+    times one answer's)."""
+    return bool(obs.turns) and spec.parameters.get(SCOPE, "last") != "last"
 
 
 def check_in_scope(spec: MetricSpec, obs: Observation, check: Check) -> Verdict:
@@ -44,7 +51,12 @@ def check_in_scope(spec: MetricSpec, obs: Observation, check: Check) -> Verdict:
     scored: list[tuple[float, str, bool]] = []
     for number, turn in enumerate(turns, 1):
         try:
+            seconds_left(CHECK_SECONDS)  # each turn is bounded; all of them together, too
             value, reason = check(own, turn)
+        except OutOfTime as exc:
+            raise ScoringError(
+                f"turn {number} of {len(turns)}: not checked, the check {exc}"
+            ) from None
         except ScoringError as exc:
             raise ScoringError(f"turn {number} of {len(turns)}: {exc}") from None
         scored.append((value, reason, decide(spec, value)))

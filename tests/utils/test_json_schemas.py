@@ -11,13 +11,8 @@ import pytest
 
 from database.evaluations.catalogue import score
 from database.evaluations.scoring import MetricSpec, Observation
-from utils.json_schemas import (
-    SchemaTooCostly,
-    bounded_validator,
-    check_json_schema,
-    first_error,
-    one_budget,
-)
+from utils.check_budget import one_budget
+from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema, first_error
 
 EVIL = "^(a|a)*$"  # backtracks exponentially on "aaaa...!", in re and in regex alike
 SLOW_TEXT = "a" * 40 + "!"

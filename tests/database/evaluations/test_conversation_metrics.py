@@ -3,6 +3,8 @@ a deterministic check (which turns' answers it scores)."""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
@@ -17,7 +19,10 @@ from database.evaluations.catalogue import (
     score,
     validate_parameters,
 )
+from database.evaluations.checks import matches_regex
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
+from tests.helpers import longest_stall
+from utils.check_budget import one_budget
 
 CONVERSATION_JUDGES = ["goal-completion", "knowledge-retention", "role-adherence", "turn-relevance"]
 SCOPES = ["last", "each", "all", "any"]
@@ -255,6 +260,44 @@ async def test_an_error_on_one_turn_is_the_metrics_error_naming_the_turn():
     assert (verdict.score, verdict.passed) == (0.0, False)
     no_reference = await scored(metric("equals", scope="any"), conversation())
     assert no_reference.error is not None and no_reference.error.startswith("turn 1 of 4: ")
+
+
+async def test_a_pattern_over_every_turn_has_one_budget_for_all_of_them():
+    """Each turn's match takes about 0.3 s, within a pattern's 0.5 s: ten of them are the
+    check's one second three times over, so the check errs, naming where it stopped."""
+    turns = [turn(i, "q", "a," * 200) for i in range(1, 11)]
+    started = time.monotonic()
+    verdict = await scored(metric("regex", pattern="(.*,){6}x", scope="all"), conversation(turns))
+    # Spent during a turn's match, or between two turns: either way, the check's second.
+    assert verdict.error is not None and "1 s" in verdict.error, verdict.error
+    assert verdict.error.startswith("turn ") and " of 10: " in verdict.error
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_pattern_has_what_is_left_of_its_checks_budget():
+    spec = metric("regex", pattern="^(a|a)*$")  # backtracks for ever on "aaaa...!"
+    with one_budget():
+        time.sleep(0.8)
+        started = time.monotonic()
+        with pytest.raises(ScoringError, match="took longer than the check's 1 s"):
+            matches_regex(spec, Observation(output="a" * 40 + "!", input="q"))
+    assert time.monotonic() - started < 0.45  # the 0.2 s left, not a pattern's 0.5 s
+
+
+async def test_a_check_over_every_turn_runs_off_the_loop_and_within_one_budget():
+    """Fifty answers of a million characters of JSON each: some 50 ms to read apiece, held on
+    the event loop they would stall it for seconds. The loop is free between turns, and the
+    check stops once its second is spent. (Numbers, which the collector does not track: a
+    quarter of a million lists would measure its pauses, not the check's.)"""
+    answer = json.dumps([1.5] * 199_999)
+    turns = [turn(i, "q", answer) for i in range(1, 51)]
+    checking = scored(metric("is-json", scope="each"), conversation(turns))
+    verdict, stall = await longest_stall(checking)
+    assert (
+        verdict.error is not None
+        and "of 50: not checked, the check took longer than 1 s" in verdict.error
+    )
+    assert stall < 0.5, stall
 
 
 # --- where a scope may be given -----------------------------------------------------------------

@@ -4,7 +4,6 @@ compile is a 422 naming its field, never a 500."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests.database.prompts.test_prompts import PROMPTS, new_project
-from tests.helpers import Account, assert_problem, register
+from tests.helpers import Account, assert_problem, longest_stall, register
 from utils import templates
 
 
@@ -24,19 +23,6 @@ async def owner(client: httpx.AsyncClient) -> Account:
 @pytest.fixture
 async def project_id(client: httpx.AsyncClient, owner: Account) -> str:
     return await new_project(client, owner)
-
-
-async def _longest_stall(during: asyncio.Future[httpx.Response]) -> tuple[httpx.Response, float]:
-    """Awaits `during` while the event loop ticks; returns its response and the longest gap."""
-    gaps: list[float] = []
-    task = asyncio.ensure_future(during)
-    last = time.perf_counter()
-    while not task.done():
-        await asyncio.sleep(0.01)
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
-    return task.result(), max(gaps, default=0.0)
 
 
 COSTLY = {
@@ -52,7 +38,7 @@ async def test_saving_a_costly_template_is_quick_and_rendering_it_is_refused(
     # CPU time, not wall time: other processes on a busy machine do not count.
     started = time.process_time()
     body = {"project_id": project_id, "name": "Costly", "template": template}
-    saved, stall = await _longest_stall(client.post(PROMPTS, json=body, headers=owner.headers))
+    saved, stall = await longest_stall(client.post(PROMPTS, json=body, headers=owner.headers))
     assert saved.status_code == 201, saved.text
     assert stall < 0.5
     response = await client.post(
