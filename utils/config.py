@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # organization may send in an hour.
     invitation_hours: int = Field(default=72, ge=1)
     invitations_per_hour: int = Field(default=50, ge=1)
+    # Organizations one account may create in an hour: each has limits of its own.
+    organizations_per_hour: int = Field(default=20, ge=1)
 
     # Runs and workers.
     workers: int = Field(

@@ -38,7 +38,10 @@ T = TypeVar("T")
 # The largest value a PostgreSQL `integer` column holds: a larger one fails in the database,
 # naming no field.
 MAX_INT4 = 2**31 - 1
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+NAME_MAX_LENGTH = 200
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=NAME_MAX_LENGTH, strip_whitespace=True)
+]
 
 
 def text_problem(value: Any) -> str | None:

@@ -14,6 +14,7 @@ from database.deps import (
     DbSession,
     Owner,
     Pagination,
+    RuntimeDep,
     Viewer,
 )
 from database.organizations import audit, crud, service
@@ -58,13 +59,15 @@ async def list_organizations(
     status_code=status.HTTP_201_CREATED,
     operation_id="organizations_create",
     summary="Create an organization you own",
-    responses=errors(403),  # an API key is no user
+    responses=errors(403, 429),  # an API key is no user
 )
 async def create_organization(
-    body: OrganizationCreate, session: DbSession, principal: CurrentPrincipal
+    body: OrganizationCreate, session: DbSession, principal: CurrentPrincipal, runtime: RuntimeDep
 ) -> MyOrganizationRead:
-    """The new organization is empty; switch to it to work in it."""
-    return await service.create_organization(session, principal, body.name)
+    """The new organization is empty; switch to it to work in it. An account creates at most
+    `ASSAY_ORGANIZATIONS_PER_HOUR` an hour (each organization has its own limits: the
+    invitations it sends, its share of the workers)."""
+    return await service.create_organization(session, runtime, principal, body.name)
 
 
 @router.get(

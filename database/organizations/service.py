@@ -27,14 +27,17 @@ from database.organizations.schemas import (
 from utils.auth import Principal, Role, hash_secret, new_api_key
 from utils.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from utils.ids import new_id
+from utils.runtime import Runtime
 
 API_KEY_DISPLAY_LENGTH = 12
 
 
 async def create_organization(
-    session: AsyncSession, principal: Principal, name: str
+    session: AsyncSession, runtime: Runtime, principal: Principal, name: str
 ) -> MyOrganizationRead:
     user_id = principal.require_user()
+    allowance = f"{runtime.settings.organizations_per_hour}/hour"
+    await runtime.rate_limiter.hit("organizations", str(user_id), allowance)
     organization_id = new_id()
     async with acting_as(session, Tenant(organization_id, user_id)):
         organization = await crud.create_organization(

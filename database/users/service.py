@@ -43,6 +43,7 @@ from utils.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavai
 from utils.ids import new_id
 from utils.ratelimit import Quota, Reservation, client_network
 from utils.runtime import Runtime
+from utils.schemas import NAME_MAX_LENGTH
 
 BAD_CREDENTIALS = "Incorrect email or password"
 
@@ -142,7 +143,9 @@ async def _found_own_organization(
 
 
 def _own_organization_name(user_name: str) -> str:
-    return f"{user_name}'s organization"
+    """The name of a user's own organization: theirs, cut so that the whole is a valid name."""
+    suffix = "'s organization"
+    return user_name[: NAME_MAX_LENGTH - len(suffix)].rstrip() + suffix
 
 
 async def refresh(session: AsyncSession, runtime: Runtime, refresh_token: str) -> TokenPair:

@@ -163,6 +163,24 @@ async def test_create_refuses_bad_bodies_naming_the_field_and_writes_nothing(cli
     assert after == before
 
 
+async def test_an_account_creates_a_limited_number_an_hour(client, runtime, monkeypatch):
+    """Each organization has its own limits (invitations, a share of the workers): an account
+    creating them without end would have as many shares as it liked."""
+    monkeypatch.setattr(runtime.settings, "organizations_per_hour", 2)
+    me, other = await register(client), await register(client)
+    for name in ("One", "Two"):
+        created = await client.post(ORGS, json={"name": name}, headers=me.headers)
+        assert created.status_code == 201, created.text
+    limited = await client.post(ORGS, json={"name": "Three"}, headers=me.headers)
+    assert_problem(limited, 429)
+    assert int(limited.headers["retry-after"]) > 0
+    listed = (await client.get(ORGS, headers=me.headers)).json()
+    assert listed["total"] == 3  # their own, and the two: nothing written for the third
+    assert "Three" not in {organization["name"] for organization in listed["items"]}
+    theirs = await client.post(ORGS, json={"name": "Three"}, headers=other.headers)
+    assert theirs.status_code == 201, theirs.text  # each account has its own count
+
+
 async def test_create_accepts_a_name_of_exactly_200_characters(client):
     me = await register(client)
     created = await _create_org(client, me, "x" * 200)

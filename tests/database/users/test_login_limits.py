@@ -202,6 +202,25 @@ async def test_deleting_your_only_organization_leaves_you_able_to_log_in(client)
     assert (await me(client, again))["organization_id"] == found["organization_id"]
 
 
+async def test_a_longest_name_founds_an_organization_at_registering_and_at_login(client):
+    """A name of 200 characters (the most a name holds) with "'s organization" after it was
+    too long for the organization's own name: registering failed naming no field, and an
+    account left with no organization could never log in again."""
+    name = "N" * 184 + " " + "Z" * 15  # cut after the space, which goes too
+    account = await register(client, name=name)
+    organizations = await organizations_of(client, account.access_token)
+    expected = "N" * 184 + "'s organization"
+    assert [o["name"] for o in organizations] == [expected]
+    deleted = await client.delete(
+        f"/api/v1/organizations/{account.organization_id}", headers=account.headers
+    )
+    assert deleted.status_code == 204, deleted.text
+    response = await login(client, account.email)
+    assert response.status_code == 200, response.text
+    founded = await organizations_of(client, response.json()["access_token"])
+    assert [o["name"] for o in founded] == [expected]
+
+
 async def test_after_deleting_your_only_organization_you_can_accept_an_invitation(client):
     inviter = await register(client)
     account = await register(client)
