@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sized
 from functools import wraps
 from typing import Any
 
+from jinja2.filters import ignore_case, make_attrgetter
 from jinja2.runtime import Undefined
 
 from utils.template_budget import (
@@ -22,6 +23,7 @@ from utils.template_budget import (
     compared,
     counted,
     current,
+    hashed,
     indented_size,
     joined_size,
     walk,
@@ -151,10 +153,21 @@ def bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any
         _check_filter_arguments(name, own, kwargs)
         current().spend()
         if own:
-            args = (*args[:extra], _charge_input(name, own[0]), *own[1:])
+            read = _charge_input(name, own[0])
+            if name == "unique" and not isinstance(read, (*TEXT, Undefined)):
+                read = hashed(read, _unique_key(args[0], own[1:], kwargs))
+            args = (*args[:extra], read, *own[1:])
         return check_built(function(*args, **kwargs))
 
     return bounded
+
+
+def _unique_key(environment: Any, rest: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """What `unique` tells its items apart by (jinja's `do_unique`): the keys it hashes."""
+    case_sensitive = kwargs.get("case_sensitive", rest[0] if rest else False)
+    attribute = kwargs.get("attribute", rest[1] if len(rest) > 1 else None)
+    postprocess = None if case_sensitive else ignore_case
+    return make_attrgetter(environment, attribute, postprocess=postprocess)
 
 
 def bounded_test(name: str, function: Any) -> Callable[..., Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import types
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
 from typing import Any
@@ -135,6 +136,11 @@ class _BudgetedCode(_Unevaluated):
         self.write(")")
 
 
+def _first(pair: Any) -> Any:
+    key, _value = pair
+    return key
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox, with every operation that can build large values or loop long charged to
     the render's budget; every arithmetic operator goes through `template_operators.check_binop`."""
@@ -159,6 +165,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         elif __obj is Namespace or getattr(__obj, "__func__", None) is LoopContext.changed:
             for value in args:  # a namespace's pairs are hashed; `changed` compares with `!=`
                 budget.compared(value)
+        elif __obj is dict and args and not isinstance(args[0], Mapping):  # pairs, hashed
+            args = (budget.hashed(budget.counted(args[0]), _first), *args[1:])
         if isinstance(__obj, types.BuiltinMethodType):
             budget.check_method(__obj, args, kwargs)
         return budget.check_built(super().call(__context, __obj, *args, **kwargs))

@@ -364,6 +364,43 @@ def test_wordwrap_pays_for_breaking_long_words(settings, monkeypatch, text):
     assert wrapped == "\n".join(["a" * 10, "a" * 10, "a" * 5])
 
 
+# Integers a multiple of 2**61 - 1 apart share a hash: a set or dict of k of them compares
+# each new one with all before it, k * k / 2 comparisons in C.
+ALIKE = 2**61 - 1
+WORK_THE_STEPS_DID_NOT_SEE = {
+    # `in` a range compares a non-integer with every item (2,000 scans: 12 s uncharged)
+    "in a range": '{% set r = range(100000) %}{% for i in range(2000) %}{{ "a" in r }}{% endfor %}',
+    "a range's count": "{% set r = range(100000) %}{% for i in range(2000) %}{{ r.count('a') }}"
+    "{% endfor %}",
+    "unique, alike": "{{ range(0, 20000 * n, n)|unique|list|length }}",  # 10 s uncharged
+    "unique by an attribute": "{{ items|unique(attribute='k')|list|length }}",
+    "a dict of pairs": "{{ dict(range(0, 40000 * n, n)|batch(2))|length }}",
+    "fromkeys": "{{ {}.fromkeys(range(0, 20000 * n, n))|length }}",  # a type's own: refused
+}
+
+
+@pytest.mark.parametrize(
+    "template", WORK_THE_STEPS_DID_NOT_SEE.values(), ids=list(WORK_THE_STEPS_DID_NOT_SEE)
+)
+def test_work_done_in_c_is_charged_or_refused(template):
+    items = [{"k": i * ALIKE} for i in range(20_000)]
+    started = time.process_time()
+    with pytest.raises(TemplateTooCostly, match=r"step budget|not offered"):
+        render(template, {"n": ALIKE, "items": items})
+    assert time.process_time() - started < 3
+
+
+def test_membership_uniqueness_and_dicts_of_ordinary_values_still_render():
+    assert render("{{ 5 in range(10) }} {{ 'a' in range(3) }}", {}) == "True False"
+    assert render("{{ [1, 2, 2, 'a', 'A']|unique|list }}", {}) == "[1, 2, 'a']"
+    assert render("{{ range(3000)|unique|list|length }}", {}) == "3000"
+    assert render("{{ dict([['a', 1], ['b', 2]]) }}", {}) == "{'a': 1, 'b': 2}"
+    assert (
+        render("{{ items|unique(attribute='k')|list|length }}", {"items": [{"k": 1}, {"k": 1}]})
+        == "1"
+    )
+
+
 def test_both_limits_are_settings(settings, monkeypatch):
     loop = "{% for i in range(5000) %}.{% endfor %}"
     assert render(loop, {}) == "." * 5000
