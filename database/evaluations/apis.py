@@ -124,7 +124,8 @@ async def replace_test_set_metrics(
     test_set_id: uuid.UUID, body: TestSetMetrics, session: DbSession, _: Member
 ) -> list[MetricRead]:
     """Replaces the list; metrics must belong to the set's project."""
-    test_set = await get_test_set_or_404(session, test_set_id)
+    # Held: another replacement (or an import adding metrics) waits, then reads this one's.
+    test_set = await get_test_set_or_404(session, test_set_id, for_update=True)
     metrics = await service.set_test_set_metrics(session, test_set, body.metric_ids)
     return [service.to_read(metric) for metric in metrics]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from database.evaluations.catalogue import validate_parameters
 from database.evaluations.checks import matches_regex
@@ -20,6 +22,7 @@ from tests.helpers import (
     create_test_set,
     register,
     unique_name,
+    until_waiting_for_locks,
 )
 
 METRICS = "/api/v1/metrics"
@@ -548,6 +551,33 @@ async def _get_metrics(client: httpx.AsyncClient, account: Account, test_set_id:
     response = await client.get(f"/api/v1/test-sets/{test_set_id}/metrics", headers=account.headers)
     assert response.status_code == 200, response.text
     return [metric["id"] for metric in response.json()]
+
+
+async def test_default_metrics_set_at_once_take_turns(
+    committed_client, committed_owner, owner_engine
+):
+    """Two replacements of one set's list at once each deleted the list they found, and the
+    second's rows then met the first's: a 500. They take turns on the set, and the list is
+    one of the two."""
+    owner, client = committed_owner, committed_client
+    project = await create_project(client, owner)
+    test_set = await create_test_set(client, owner, project["id"])
+    a, b = [(await create_metric(client, owner, project["id"]))["id"] for _ in range(2)]
+    assert (await _set_metrics(client, owner, test_set["id"], [a])).status_code == 200
+    async with owner_engine.connect() as holder:
+        transaction = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM test_sets WHERE id = :id FOR UPDATE"), {"id": test_set["id"]}
+        )
+        lists = ([a, b], [b, a])
+        puts = [
+            asyncio.create_task(_set_metrics(client, owner, test_set["id"], ids)) for ids in lists
+        ]
+        await until_waiting_for_locks(owner_engine, 2)
+        await transaction.rollback()
+    answers = await asyncio.gather(*puts)
+    assert [answer.status_code for answer in answers] == [200, 200], [a.text for a in answers]
+    assert await _get_metrics(client, owner, test_set["id"]) in [list(ids) for ids in lists]
 
 
 async def test_test_set_default_metrics_are_kept_in_the_given_order(client):
