@@ -31,6 +31,7 @@ from standardwebhooks import Webhook
 
 from utils.pinned_httpx import pinned_transport
 from utils.ssrf import Pin, UnresolvedHost, UnsafeUrl, vet
+from utils.storable import storable
 from utils.url_redaction import redact_urls
 
 SECRET_PREFIX = "whsec_"
@@ -177,6 +178,9 @@ def _reason(exc: Exception, url: str) -> str:
 
 
 def _short(error: str | None) -> str | None:
-    if error is None or len(error) <= ERROR_CHARS:
-        return error
-    return error[: ERROR_CHARS - 1] + "…"
+    """The error as the delivery log holds it: cut short, and storable (a receiver's answer,
+    or an error's words, may hold a NUL)."""
+    if error is None:
+        return None
+    error = storable(error)
+    return error if len(error) <= ERROR_CHARS else error[: ERROR_CHARS - 1] + "…"

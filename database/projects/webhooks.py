@@ -23,7 +23,7 @@ from utils.crud import apply_update, refuse_nulls
 from utils.errors import Conflict, NotFound
 from utils.ids import new_id
 from utils.runtime import Runtime, get_runtime
-from utils.secrets import SecretBox
+from utils.secrets import SecretBox, SecretUnreadable
 from utils.ssrf import check_url
 
 DELIVERY_JOB = "webhook.deliver"
@@ -100,7 +100,8 @@ async def rotate_secret(session: AsyncSession, runtime: Runtime, webhook: Webhoo
         raise NotFound("Webhook not found")
     secret = new_secret()
     overlap = timedelta(hours=runtime.settings.webhook_secret_overlap_hours)
-    keep = overlap > timedelta(0)
+    # A secret under a key since dropped signs nothing: rotating is the remedy, at once.
+    keep = overlap > timedelta(0) and _readable(runtime.secret_box, webhook.secret_encrypted)
     webhook.previous_secret_encrypted = webhook.secret_encrypted if keep else None
     webhook.previous_secret_expires_at = datetime.now(UTC) + overlap if keep else None
     webhook.secret_encrypted = runtime.secret_box.encrypt(secret)
@@ -108,13 +109,23 @@ async def rotate_secret(session: AsyncSession, runtime: Runtime, webhook: Webhoo
     return secret
 
 
+def _readable(box: SecretBox, encrypted: bytes) -> bool:
+    try:
+        box.decrypt(encrypted)
+    except SecretUnreadable:
+        return False
+    return True
+
+
 def signing_secrets(webhook: Webhook, box: SecretBox, now: datetime) -> list[str]:
     """The secrets a message is signed with now: the current one, and the previous one while
-    its overlap lasts. Raises SecretUnreadable when the box cannot open them."""
+    its overlap lasts and it can be read (one rotated away from, stored before rotating kept
+    only readable ones). Raises SecretUnreadable when the box cannot open the current one."""
     found = [box.decrypt(webhook.secret_encrypted)]
     expires = webhook.previous_secret_expires_at
-    if webhook.previous_secret_encrypted is not None and expires is not None and expires > now:
-        found.append(box.decrypt(webhook.previous_secret_encrypted))
+    previous = webhook.previous_secret_encrypted
+    if previous is not None and expires is not None and expires > now and _readable(box, previous):
+        found.append(box.decrypt(previous))
     return found
 
 

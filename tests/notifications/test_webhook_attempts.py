@@ -70,6 +70,16 @@ async def test_one_attempt_says_what_went_wrong_and_reads_little() -> None:
     assert len([r for r in receiver.log if r.outcome == "fault"]) == 5
 
 
+async def test_an_answer_the_database_cannot_hold_is_shown_storable() -> None:
+    """A NUL in an error page (UTF-16, say) made the attempt's record fail: the attempt went
+    unlogged and the webhook's retry schedule unused."""
+    secret = new_secret()
+    with WebhookReceiver(secrets=[secret]) as receiver:
+        receiver.enqueue(Fault.http(500, "bad\x00thing"))
+        answered = await _send(receiver.endpoint, secret, seconds=1.0, allow_private=True)
+    assert answered.status_code == 500 and answered.error == "answered 500: bad\ufffdthing"
+
+
 async def test_only_an_address_the_guard_refuses_ends_the_attempts() -> None:
     """A private address will be refused at every attempt; a name that does not resolve may
     resolve later, and a receiver that is down may come back."""

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import standardwebhooks.webhooks
+from cryptography.fernet import Fernet
 from sqlalchemy import select, update
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -28,6 +29,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.webhook_receiver import Fault, WebhookReceiver
 from tests.helpers import tenant_session
 from tests.notifications.conftest import Live
+from utils.secrets import SecretBox
 
 pytestmark = pytest.mark.slow
 
@@ -354,6 +356,49 @@ async def test_rotation_overlap_then_only_the_new_secret(live: Live, committed_d
         receiver.secrets = [new["secret"]]  # the receiver switches: the retry goes through
         log = await _until(live, hook, _settled(2))
         assert log[0]["status"] == "delivered" and log[0]["attempts"] >= 2
+
+
+async def test_rotating_a_secret_no_key_opens_mends_delivery_at_once(
+    live: Live, committed_database
+) -> None:
+    """The remedy the error names: rotating kept the unreadable secret as the previous one, and
+    every message failed, unsent, for the whole overlap (a day by default)."""
+    with WebhookReceiver() as receiver:
+        hook, old = await _subscribe(live, receiver.endpoint, ["run.completed"])
+        dropped_key = SecretBox([Fernet.generate_key().decode()])  # no longer among the keys
+        async with tenant_session(committed_database, live.account.organization_id) as session:
+            await session.execute(
+                update(WebhookRow)
+                .where(WebhookRow.id == uuid.UUID(hook))
+                .values(secret_encrypted=dropped_key.encrypt(old))
+            )
+        await live.post(f"{_hooks(live)}/{hook}/test", {}, expect=202)
+        [unread] = await _until(live, hook, _settled(1))
+        assert unread["status"] == "failed" and "rotate the secret" in unread["last_error"]
+
+        rotated = (await live.post(f"{_hooks(live)}/{hook}/rotate-secret", {}, expect=200)).json()
+        assert rotated["previous_secret_expires_at"] is None  # nothing readable to keep
+        receiver.secrets = [rotated["secret"]]
+        await live.post(f"{_hooks(live)}/{hook}/test", {}, expect=202)
+        log = await _until(live, hook, _settled(2))
+        assert log[0]["status"] == "delivered" and log[0]["attempts"] == 1
+        [request] = [entry.request for entry in receiver.log]
+        assert len(_signatures(request.headers)) == 1
+
+        # One rotated before the mend kept an unreadable previous secret: it signs nothing.
+        async with tenant_session(committed_database, live.account.organization_id) as session:
+            await session.execute(
+                update(WebhookRow)
+                .where(WebhookRow.id == uuid.UUID(hook))
+                .values(
+                    previous_secret_encrypted=dropped_key.encrypt(old),
+                    previous_secret_expires_at=datetime.now(UTC) + timedelta(hours=1),
+                )
+            )
+        await live.post(f"{_hooks(live)}/{hook}/test", {}, expect=202)
+        log = await _until(live, hook, _settled(3))
+        assert log[0]["status"] == "delivered" and log[0]["attempts"] == 1
+        assert len(_signatures(receiver.log[-1].request.headers)) == 1
 
 
 async def test_attempts_run_out_then_a_redelivery(live: Live, runtime, monkeypatch) -> None:
