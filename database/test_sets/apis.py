@@ -163,8 +163,8 @@ async def replace_tests(
 ) -> MembersChanged:
     """The set then holds exactly the tests sent, in that order."""
     test_set = await service.get_test_set_or_404(session, test_set_id, for_update=True)
-    await service.replace_members(session, test_set, body.test_ids)
-    return MembersChanged(test_count=len(body.test_ids), added=len(body.test_ids))
+    added = await service.replace_members(session, test_set, body.test_ids)
+    return MembersChanged(test_count=len(body.test_ids), added=added)
 
 
 @router.delete(

@@ -80,7 +80,7 @@ class MembersReplace(InputModel):
 
 class MembersChanged(OutputModel):
     test_count: int
-    added: int = 0
+    added: int = Field(default=0, description="Tests the set did not hold before")
 
 
 class VersionCreate(InputModel):

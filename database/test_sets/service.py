@@ -154,10 +154,13 @@ async def append_members(
 
 async def replace_members(
     session: AsyncSession, test_set: TestSet, test_ids: Sequence[uuid.UUID]
-) -> None:
+) -> int:
+    """The set then holds exactly `test_ids`, in order; returns how many it did not before."""
     await _check_tests(session, test_set, test_ids)
+    held = await crud.count_held(session, test_set.id, set(test_ids)) if test_ids else 0
     await crud.clear_members(session, test_set.id)
     await crud.insert_members(session, test_set=test_set, test_ids=test_ids, first_position=0)
+    return len(set(test_ids)) - held
 
 
 async def remove_member(session: AsyncSession, test_set: TestSet, test_id: uuid.UUID) -> None:

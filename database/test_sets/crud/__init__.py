@@ -103,6 +103,19 @@ async def member_ids(session: AsyncSession, test_set_id: uuid.UUID) -> list[uuid
     return list(rows.all())
 
 
+async def count_held(
+    session: AsyncSession, test_set_id: uuid.UUID, test_ids: Collection[uuid.UUID]
+) -> int:
+    """How many of `test_ids` the set holds."""
+    counted = await session.scalar(
+        select(func.count()).where(
+            TestSetMember.test_set_id == test_set_id,
+            TestSetMember.test_id == any_(uuid_array("ids", list(test_ids))),
+        )
+    )
+    return counted or 0
+
+
 async def count_members(session: AsyncSession, test_set_id: uuid.UUID) -> int:
     counted = await session.scalar(
         select(func.count()).where(TestSetMember.test_set_id == test_set_id)

@@ -230,6 +230,9 @@ async def test_replace_sets_membership_and_order(client):
     assert replaced.status_code == 200, replaced.text
     assert replaced.json()["test_count"] == 2
     assert await _order(client, owner, test_set["id"]) == [c, a]
+    assert replaced.json()["added"] == 0  # both were in it (it said 2)
+    again = await client.put(url, json={"test_ids": [b, c]}, headers=owner.headers)
+    assert again.json() == {"test_count": 2, "added": 1}
 
     emptied = await client.put(url, json={"test_ids": []}, headers=owner.headers)
     assert emptied.json()["test_count"] == 0
