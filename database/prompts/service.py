@@ -131,6 +131,9 @@ async def _add_version(
     return version
 
 
+SHOWN_REF_CHARS = 100  # of a version asked for and not found: a request's text, echoed
+
+
 async def resolve_version(session: AsyncSession, prompt: Prompt, ref: str | int) -> PromptVersion:
     """A version by number, by label, or the latest."""
     text = str(ref).strip()
@@ -144,7 +147,8 @@ async def resolve_version(session: AsyncSession, prompt: Prompt, ref: str | int)
     else:
         version = await crud.version_for_label(session, prompt.id, text)
     if version is None:
-        raise NotFound(f"Prompt version {text!r} not found")
+        shown = text if len(text) <= SHOWN_REF_CHARS else text[: SHOWN_REF_CHARS - 1] + "…"
+        raise NotFound(f"Prompt version {shown!r} not found")
     return version
 
 

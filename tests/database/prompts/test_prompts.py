@@ -232,6 +232,14 @@ async def test_unknown_version_is_404(client, owner, project_id):
         assert_problem(response, 404)
 
 
+async def test_an_unknown_version_is_named_short(client, owner, project_id):
+    prompt = await new_prompt(client, owner, project_id)
+    url = f"{PROMPTS}/{prompt['id']}/render"
+    response = await client.post(url, json={"version": "v" * 10_000}, headers=owner.headers)
+    detail = assert_problem(response, 404)["detail"]
+    assert detail == f"Prompt version {'v' * 99 + '…'!r} not found"
+
+
 @pytest.mark.parametrize("ref", ["99999999999", "\u00b2", "\uff11"])
 async def test_odd_version_numbers_are_404_not_a_crash(client, owner, project_id, ref):
     prompt = await new_prompt(client, owner, project_id)
