@@ -115,7 +115,7 @@ async def send(
             )
             if streamed:
                 assert on_line is not None
-                await _read_lines(response, on_line)
+                await _read_lines(response, on_line, started + seconds, seconds)
                 return response.status, reply_headers, b""
             return response.status, reply_headers, await _read_capped(response)
     except RequestTimeoutError as exc:
@@ -133,13 +133,20 @@ def _is_event_stream(headers: dict[str, str]) -> bool:
     return headers.get("content-type", "").split(";")[0].strip() == "text/event-stream"
 
 
-async def _read_lines(response: Response, on_line: Callable[[bytes], None]) -> None:
+async def _read_lines(
+    response: Response, on_line: Callable[[bytes], None], deadline: float, seconds: float
+) -> None:
     """Hands over each line as its end arrives. A line's start waits in one buffer that each
     chunk extends, and only the new bytes are searched for its end: a long line costs time in
     proportion to its length, not to its length times its chunks. No line is longer than the
-    answer, whose size is capped."""
+    answer, whose size is capped.
+
+    Each line is read on the event loop (an event parsed, a delta published): a chunk of many
+    small events lets the loop run every LINES_BETWEEN_TURNS of them, and stops at the
+    deadline, which the client's own timer cannot enforce while its chunk is being read here
+    (ten megabytes of one-character events held the loop 12 s)."""
     reader = response.body_reader
-    size, pending = 0, bytearray()
+    size, pending, lines = 0, bytearray(), 0
     while (chunk := await reader.read_chunk()) is not None:
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
@@ -151,9 +158,17 @@ async def _read_lines(response: Response, on_line: Callable[[bytes], None]) -> N
         while (end := pending.find(b"\n", end)) != -1:
             on_line(bytes(pending[start:end]).rstrip(b"\r"))
             start = end = end + 1
+            lines += 1
+            if lines % LINES_BETWEEN_TURNS == 0:
+                if time.perf_counter() > deadline:
+                    raise TransportError("timeout", f"no answer within {seconds:g} s")
+                await asyncio.sleep(0)
         del pending[:start]
     if pending:
         on_line(bytes(pending).rstrip(b"\r"))
+
+
+LINES_BETWEEN_TURNS = 200
 
 
 async def _read_capped(response: Response) -> bytes:

@@ -6,6 +6,7 @@ computed from them)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -17,6 +18,7 @@ from providers.config import TargetReply, TargetRequest
 from providers.errors import TargetError
 from providers.targets import call_target
 from tests.fakes.openai_server import FakeOpenAI, Fault
+from tests.helpers import longest_stall
 from tests.providers.support import target_config
 
 
@@ -219,3 +221,39 @@ async def test_an_error_chunk_mid_stream_is_the_answer(
         await _ask(fake, stream=True)
     assert failed.value.kind == kind
     assert f"the stream reported an error: {error['message']}" in failed.value.message
+
+
+def _flood(events: int) -> Fault:
+    """One-character deltas, as many as fit in an answer's ten megabytes (some 169,000)."""
+    chunk = json.dumps({"choices": [{"index": 0, "delta": {"content": "a"}}]})
+    return Fault.http(
+        200,
+        f"data: {chunk}\n\n" * events + "data: [DONE]\n\n",
+        headers={"content-type": "text/event-stream"},
+    )
+
+
+async def test_a_flood_of_small_events_lets_the_event_loop_run(fake: FakeOpenAI) -> None:
+    """Every event is parsed and published on the loop: read from one chunk, 160,000 of them
+    held it for seconds, every tenant's requests and streams waiting."""
+    fake.enqueue(_flood(160_000))
+    reply, stall = await longest_stall(_ask(fake, stream=True, timeout_seconds=60))
+    assert reply.output == "a" * 160_000
+    assert stall < 0.5, stall
+
+
+async def test_a_flood_of_small_events_ends_at_the_calls_deadline(fake: FakeOpenAI) -> None:
+    """The client's own timer could not end the call while its chunk was read on the loop:
+    here each delta takes its publisher some 60 microseconds, ten seconds in all."""
+    fake.enqueue(_flood(160_000))
+    config = target_config("openai-compatible", fake.base_url, stream=True, timeout_seconds=1)
+    started = time.monotonic()
+    with pytest.raises(TargetError) as failed:
+        await call_target(
+            config,
+            TargetRequest(input="Hi"),
+            allow_private_networks=True,
+            on_delta=lambda piece: time.sleep(0.00005),
+        )
+    assert failed.value.kind == "timeout" and failed.value.message == "no answer within 1 s"
+    assert time.monotonic() - started < 3
