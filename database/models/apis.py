@@ -153,7 +153,7 @@ async def test_connection(
 ) -> ConnectionTestResult:
     """Answers 200 either way: `ok` says whether the call worked."""
     stored = await service.get_model_or_404(session, model_id)
-    return await service.test_connection(runtime, stored, body or ConnectionTestRequest())
+    return await service.test_connection(session, runtime, stored, body or ConnectionTestRequest())
 
 
 # --- what the audit log says of secrets: which were written, never their values ---------------

@@ -3,6 +3,7 @@ provider's errors in plain words (never a 5xx from Assay), and the SSRF guard at
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import time
@@ -15,6 +16,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
+from database.core import get_database
 from tests.fakes.http_app import FakeHttpApp
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.server import Fault
@@ -529,3 +531,20 @@ async def test_http_app_response_path_is_parsed_once(client, owner, team_app, mo
         result = await check(client, owner, model_id, {"input": f"call {i}"})
         assert result["reply"] == f"echo: call {i}"
     assert parsed == ["$.data.answer"]
+
+
+async def test_a_call_under_way_holds_no_database_connection(
+    committed_client, committed_owner, fake, private
+):
+    """The request's transaction ends before the call: a check of an endpoint that hangs held
+    a pooled connection for its whole timeout, and sixteen of them held every connection the
+    service has (every other request waiting for one)."""
+    client, owner = committed_client, committed_owner
+    model_id = await compatible_model(client, owner, fake, timeout_seconds=3)
+    fake.enqueue(Fault.hang(3))
+    checking = asyncio.create_task(check(client, owner, model_id))
+    while not fake.requests:  # noqa: ASYNC110 (the fake offers no event to wait on)
+        await asyncio.sleep(0.02)
+    assert get_database().engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    result = await checking
+    assert not result["ok"] and result["error"] == "no answer within 3 s", result
