@@ -8,15 +8,14 @@ checked *before* building wherever an operation's size is known in advance (`*`,
 budget lives in a context variable, so concurrent renders in different threads each have their
 own; outside a render there is none, and nothing runs (templates compile with nothing
 evaluated: `utils.templates`). What filters and tests pay is in `utils.template_filters`,
-what operators and formats pay in `utils.template_operators`.
+what operators and formats pay in `utils.template_operators`, the keys of sets and dicts in
+`utils.template_hashing`.
 """
 
 from __future__ import annotations
 
 import codecs
-import sys
-from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Set
+from collections.abc import Collection, Iterable, Iterator, Mapping, Set
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,34 +219,47 @@ def compared(value: Any, haystack: bool = False) -> Any:
     if isinstance(value, TEXT):
         current().spend(len(value) // CHARACTERS_PER_STEP)
     elif haystack and isinstance(value, range):
-        # An exact integer is looked up by arithmetic; anything else, compared with each item
-        # in turn (in C: a 100,000-item range 20,000 times over held a thread two minutes).
-        current().spend(len(value) // CHARACTERS_PER_STEP)
+        return SearchedRange(value)  # charged by what is looked for
     elif not (haystack and isinstance(value, Mapping | Set)):
         budget = current()
         budget.spend(weight(value, budget.steps * CHARACTERS_PER_STEP) // CHARACTERS_PER_STEP)
     return value
 
 
-def hashed(items: Iterable[Any], key: Callable[[Any], Any] = lambda item: item) -> Iterator[Any]:
-    """The items a set or dict is built of, by their keys, charged for the keys' likeness: a
-    key is compared with each before it that shares its hash (integers a multiple of 2**61 - 1
-    apart do), so k of them cost k * k / 2 comparisons, in C: a step per HASH_PROBES_PER_STEP."""
-    budget = current()
-    alike: Counter[int] = Counter()
-    for item in items:
-        try:
-            shared = hash(key(item)) % _HASH_MODULUS  # one number per hash, never alike itself
-        except Exception:  # no key, or an unhashable one: the builder refuses it
-            yield item
-            continue
-        budget.spend(alike[shared] // HASH_PROBES_PER_STEP)
-        alike[shared] += 1
-        yield item
+# A loop's or macro's body is charged a step per this many of its nodes each time it runs.
+NODES_PER_STEP = 20
 
 
-_HASH_MODULUS = sys.hash_info.modulus
-HASH_PROBES_PER_STEP = 10
+def spent(steps: int) -> str:
+    """A body's charge, placed at its start (utils.templates._compiled): it prints nothing."""
+    current().spend(steps)
+    return ""
+
+
+def charge_range_search(items: range, needle: Any) -> None:
+    """An exact integer is found in a range by arithmetic; anything else is compared with each
+    item in turn (in C: a 100,000-item range searched 20,000 times held a thread two minutes),
+    a step per 100 items."""
+    if type(needle) not in (int, bool):
+        current().spend(len(items) // CHARACTERS_PER_STEP)
+
+
+class SearchedRange:
+    """A range on the right of `in` (utils.templates._BudgetedCode): the search charged."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: range) -> None:
+        self.items = items
+
+    def __contains__(self, needle: Any) -> bool:
+        charge_range_search(self.items, needle)
+        return needle in self.items
+
+    def __eq__(self, other: object) -> bool:  # a chained comparison compares it on
+        return self.items == other
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 # --- sizes known before building ------------------------------------------------------------
@@ -279,7 +291,9 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         length = kwargs.get("length", args[0] if args else 1)
         if isinstance(length, int):
             current().allow(length, "bytes")
-    elif isinstance(owner, list | tuple | range) and name in ("count", "index"):
+    elif isinstance(owner, range) and name in ("count", "index"):
+        charge_range_search(owner, args[0] if args else None)
+    elif isinstance(owner, list | tuple) and name in ("count", "index"):
         needle = args[0] if args else None
         if needle is None or isinstance(needle, (*TEXT, bool, int, float)):
             # Compared with each item, but only as deep as the needle goes: a step per 100
@@ -294,6 +308,8 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
             compared(value)
     elif isinstance(owner, TEXT):
         current().spend(len(owner) // CHARACTERS_PER_STEP)
+        for value in [*args, *kwargs.values()]:  # `strip`'s characters, `startswith`'s tuple
+            compared(value)
         if name in ("encode", "decode"):
             check_codec(kwargs.get("encoding", args[0] if args else "utf-8"))
         check_text_result(owner, name, [*args, *kwargs.values()])

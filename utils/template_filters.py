@@ -17,17 +17,18 @@ from utils.template_budget import (
     COPIED_PER_STEP,
     TEXT,
     BudgetExceeded,
+    charge_range_search,
     check_built,
     check_printable,
     check_text_result,
     compared,
     counted,
     current,
-    hashed,
     indented_size,
     joined_size,
     walk,
 )
+from utils.template_hashing import hashed
 from utils.template_operators import check_integers, check_printf
 
 # Filters that do Python work for every item of their input, and those that do for every item
@@ -79,6 +80,10 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
             check_printable(argument)
     value = args[0] if args else None
     rest = [*args[1:], *kwargs.values()]
+    for argument in rest:  # read, at least once (`trim`'s characters: each time one is cut)
+        if isinstance(argument, TEXT):
+            budget.spend(len(argument) // CHARACTERS_PER_STEP)
+    _check_attribute_path(name, args[1:], kwargs)
     if name == "center" and rest and isinstance(rest[0], int):
         budget.allow(rest[0])
     elif name == "indent" and isinstance(value, str):
@@ -97,6 +102,12 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
     elif name == "tojson" and rest and isinstance(rest[0], int | str):  # an indent, or its text
         indent = len(rest[0]) if isinstance(rest[0], str) else rest[0]
         budget.allow(indented_size(value, max(indent, 0), budget.max_chars))
+    elif name == "round":
+        precision = kwargs.get("precision", args[1] if len(args) > 1 else 0)
+        if not isinstance(precision, int) or abs(precision) > MAX_ROUND_DIGITS:
+            raise BudgetExceeded(
+                f"`round` takes a precision of at most {MAX_ROUND_DIGITS} digits either way"
+            )
     elif name == "sum":
         start = kwargs.get("start", rest[1] if len(rest) > 1 else 0)
         if not isinstance(start, int | float):
@@ -108,6 +119,25 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
             budget.spend(_wrapping_work(value, width))
             if isinstance(wrapstring, str):  # between every two lines it makes
                 budget.allow(len(value) + (len(value) // max(width, 1) + 1) * len(wrapstring))
+
+
+# `round` computes 10 ** precision (in C, holding the interpreter: a precision of -10**7 held
+# every thread 7 s); a float has 17 significant digits, an integer of the cap some 30,000.
+MAX_ROUND_DIGITS = 400
+# The filters that read each item's attribute by a dotted path (jinja's make_attrgetter): the
+# path's position among their arguments. Each part is looked up for each item, uncharged.
+ATTRIBUTE_POSITIONS = {"sort": 2, "unique": 1, "min": 1, "max": 1, "join": 1, "sum": 0}
+ATTRIBUTE_POSITIONS |= {"groupby": 0, "selectattr": 0, "rejectattr": 0}
+MAX_ATTRIBUTE_PARTS = 16
+
+
+def _check_attribute_path(name: str, rest: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    position = ATTRIBUTE_POSITIONS.get(name)
+    path = kwargs.get("attribute")
+    if path is None and position is not None and len(rest) > position:
+        path = rest[position]
+    if isinstance(path, str) and path.count(".") >= MAX_ATTRIBUTE_PARTS:
+        raise BudgetExceeded(f"an attribute path has at most {MAX_ATTRIBUTE_PARTS} parts")
 
 
 def _walked(name: str, value: Any) -> bool:
@@ -179,7 +209,10 @@ def bounded_test(name: str, function: Any) -> Callable[..., Any]:
         own = args[extra:]
         current().spend()
         for position, value in enumerate([*own, *kwargs.values()]):
-            compared(value, haystack=name == "in" and position == 1)
+            if name == "in" and position == 1 and isinstance(value, range):
+                charge_range_search(value, own[0])
+            else:
+                compared(value, haystack=name == "in" and position == 1)
         if name == "divisibleby" and len(own) == 2 and all(isinstance(v, int) for v in own):
             check_integers("%", own[0], own[1])
         return function(*args, **kwargs)

@@ -376,6 +376,18 @@ WORK_THE_STEPS_DID_NOT_SEE = {
     "unique by an attribute": "{{ items|unique(attribute='k')|list|length }}",
     "a dict of pairs": "{{ dict(range(0, 40000 * n, n)|batch(2))|length }}",
     "fromkeys": "{{ {}.fromkeys(range(0, 20000 * n, n))|length }}",  # a type's own: refused
+    "round's precision": "{{ 5|round(-10000000) }}",  # 10 ** precision: 7 s, the GIL held
+    "strip's characters": "{% set c = 'b' * 999999 ~ 'a' %}{% for i in range(30000) %}"
+    "{{ 'x'.strip(c) }}{% endfor %}",  # 11 s
+    "trim's characters": "{% set c = 'b' * 999999 ~ 'a' %}{% for i in range(30000) %}"
+    "{{ 'x'|trim(c) }}{% endfor %}",  # 18 s
+    "an attribute path": "{% set a = '0.' * 2000 ~ '0' %}{{ ('a' * 100)|sort(attribute=a) }}",
+    "a loop's long body": "{% for i in range(10000) %}"
+    + "{% if i < 1 %}{% endif %}" * 1000
+    + "{% endfor %}",  # a step an iteration: 8 s
+    "a macro's long body": "{% macro m() %}"
+    + "{% if 1 < 0 %}{% endif %}" * 1000
+    + "{% endmacro %}{% for i in range(10000) %}{{ m() }}{% endfor %}",
 }
 
 
@@ -385,9 +397,43 @@ WORK_THE_STEPS_DID_NOT_SEE = {
 def test_work_done_in_c_is_charged_or_refused(template):
     items = [{"k": i * ALIKE} for i in range(20_000)]
     started = time.process_time()
-    with pytest.raises(TemplateTooCostly, match=r"step budget|not offered"):
+    with pytest.raises(
+        TemplateTooCostly, match=r"step budget|not offered|share one hash|precision|attribute path"
+    ):
         render(template, {"n": ALIKE, "items": items})
     assert time.process_time() - started < 3
+
+
+def test_searches_repeats_and_pairs_of_ordinary_templates_cost_what_they_did():
+    """An integer found in a range, repeated values made unique, a mapping inverted."""
+    in_range = "{% for i in range(2000) %}{{ i in range(100000) }}{% endfor %}"
+    assert render(in_range, {}) == "True" * 2000
+    indexed = "{% for i in range(200) %}{{ range(100000).index(5) }}{% endfor %}"
+    assert render(indexed, {}) == "5" * 200
+    assert render("{{ 3 is in(range(10)) }} {{ 3.5 is in(range(10)) }}", {}) == "True False"
+    assert render("{{ tags|unique|list }}", {"tags": ["x"] * 3000 + ["A", "a"] * 1000}) == (
+        "['x', 'A']"
+    )
+    rows = [{"category": f"c{i % 2}"} for i in range(2000)]
+    assert (
+        render(
+            "{{ rows|unique(attribute='category')|map(attribute='category')|join(',') }}",
+            {"rows": rows},
+        )
+        == "c0,c1"
+    )
+    assert render("{{ dict(pairs) }}", {"pairs": [["k", i] for i in range(2000)]}) == "{'k': 1999}"
+    inverted = "{{ dict(d|dictsort|map('reverse')) }}"
+    assert render(inverted, {"d": {"a": 1, "b": 2}}) == "{1: 'a', 2: 'b'}"
+
+
+def test_a_dict_literal_of_keys_alike_is_refused():
+    """Each lookup of a key of their hash would compare it with all of them, uncharged."""
+    keys = ", ".join(f"l[{i}]: 0" for i in range(100))
+    template = f"{{% set d = {{{keys}}} %}}{{{{ d|length }}}}"
+    with pytest.raises(TemplateTooCostly, match="share one hash"):
+        render(template, {"l": [i * ALIKE for i in range(100)]})
+    assert render(template, {"l": list(range(100))}) == "100"
 
 
 def test_membership_uniqueness_and_dicts_of_ordinary_values_still_render():
