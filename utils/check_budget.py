@@ -3,7 +3,10 @@ patterns, and every turn of a conversation it checks, together.
 
 Each piece is bounded on its own (a pattern's match, a schema's validation, one answer's
 length); without a budget for the whole, a check over fifty turns, or over each of an answer's
-tool calls, would take fifty times its bound."""
+tool calls, would take fifty times its bound.
+
+The budget is the CPU time of the thread doing the check, as `regex`'s own timeouts are: a
+check's verdict must not depend on what else the machine runs meanwhile."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ def one_budget() -> Iterator[None]:
     if _DEADLINE.get() is not None:
         yield
         return
-    token = _DEADLINE.set(time.monotonic() + CHECK_SECONDS)
+    token = _DEADLINE.set(time.thread_time() + CHECK_SECONDS)
     try:
         yield
     finally:
@@ -40,7 +43,7 @@ def seconds_left(cap: float) -> float:
     deadline = _DEADLINE.get()
     if deadline is None:
         return cap
-    left = deadline - time.monotonic()
+    left = deadline - time.thread_time()
     if left <= 0:
         raise OutOfTime(f"took longer than {CHECK_SECONDS:g} s in all")
     return min(left, cap)

@@ -26,7 +26,7 @@ from pydantic import Field, ValidationError, create_model
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from database.evaluations import agent_checks, checks, conversation_judges, judges
-from database.evaluations.scopes import SCOPE, SCOPES, Scope, check_in_scope, checks_turns
+from database.evaluations.scopes import SCOPE, SCOPES, Scope, check_in_scope, heavy_over_turns
 from database.evaluations.scoring import (
     Check,
     Instructions,
@@ -58,8 +58,8 @@ class MetricType:
     instructions: Instructions | None = None  # what a judge is asked
     # A check that may take up to its time budget (a tenant's pattern, a schema's validation):
     # scored in a thread, so the event loop serves every other case, request and heartbeat
-    # meanwhile. So is any check over a conversation's turns: each turn's work is bounded,
-    # and the loop runs between them.
+    # meanwhile. So is a check over many long turns: each turn's work is bounded, and the
+    # loop runs between them.
     slow: bool = False
 
     def __post_init__(self) -> None:
@@ -338,7 +338,7 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
     metric_type = CATALOGUE[spec.type]
     try:
         if metric_type.check is not None:
-            if metric_type.slow or checks_turns(spec, obs):
+            if metric_type.slow or heavy_over_turns(spec, obs):
                 loop = asyncio.get_running_loop()
                 call = partial(_check_budgeted, spec, obs, metric_type.check)
                 return await loop.run_in_executor(_CHECK_THREADS, call)

@@ -31,10 +31,19 @@ SCOPES = (
 SHOWN_TURNS = 10  # turn numbers a reason lists
 
 
-def checks_turns(spec: MetricSpec, obs: Observation) -> bool:
-    """Whether the check reads every turn of a conversation (its work, up to the turns' count
-    times one answer's)."""
-    return bool(obs.turns) and spec.parameters.get(SCOPE, "last") != "last"
+def heavy_over_turns(spec: MetricSpec, obs: Observation) -> bool:
+    """Whether the check reads every turn of a conversation and those turns hold much to read
+    (each answer, and the reference each is compared with): scored on the loop, its work
+    would be up to the turns' count times one answer's. A few short turns are checked at once,
+    not queued behind other cases' patterns."""
+    if not obs.turns or spec.parameters.get(SCOPE, "last") == "last":
+        return False
+    reference = len(str(spec.parameters.get("value") or "")) + len(obs.expected or "")
+    read = sum(len(str(turn.get("text") or "")) + reference for turn in obs.turns)
+    return read > HEAVY_TURNS_CHARS
+
+
+HEAVY_TURNS_CHARS = 100_000
 
 
 def check_in_scope(spec: MetricSpec, obs: Observation, check: Check) -> Verdict:

@@ -3,6 +3,7 @@ a deterministic check (which turns' answers it scores)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from database.evaluations.catalogue import (
 from database.evaluations.checks import matches_regex
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
 from tests.helpers import longest_stall
-from utils.check_budget import one_budget
+from utils.check_budget import one_budget, seconds_left
 
 CONVERSATION_JUDGES = ["goal-completion", "knowledge-retention", "role-adherence", "turn-relevance"]
 SCOPES = ["last", "each", "all", "any"]
@@ -275,29 +276,59 @@ async def test_a_pattern_over_every_turn_has_one_budget_for_all_of_them():
 
 
 def test_a_pattern_has_what_is_left_of_its_checks_budget():
+    """The budget is the checking thread's CPU time, as a pattern's own timeout is: what else
+    the machine runs meanwhile changes no verdict."""
     spec = metric("regex", pattern="^(a|a)*$")  # backtracks for ever on "aaaa...!"
     with one_budget():
-        time.sleep(0.8)
-        started = time.monotonic()
+        spent_until = time.thread_time() + 0.8
+        while time.thread_time() < spent_until:  # the check's work before the pattern
+            pass
+        started = time.thread_time()
         with pytest.raises(ScoringError, match="took longer than the check's 1 s"):
             matches_regex(spec, Observation(output="a" * 40 + "!", input="q"))
-    assert time.monotonic() - started < 0.45  # the 0.2 s left, not a pattern's 0.5 s
+    assert time.thread_time() - started < 0.4  # the 0.2 s left, not a pattern's 0.5 s
 
 
-async def test_a_check_over_every_turn_runs_off_the_loop_and_within_one_budget():
-    """Fifty answers of a million characters of JSON each: some 50 ms to read apiece, held on
-    the event loop they would stall it for seconds. The loop is free between turns, and the
-    check stops once its second is spent. (Numbers, which the collector does not track: a
-    quarter of a million lists would measure its pauses, not the check's.)"""
-    answer = json.dumps([1.5] * 199_999)
+def test_a_checks_budget_is_not_spent_waiting():
+    with one_budget():
+        time.sleep(1.1)  # as a thread waiting for the interpreter, or for the machine
+        assert seconds_left(0.5) == 0.5
+
+
+async def test_a_check_over_many_long_turns_runs_off_the_loop():
+    """Fifty answers of 400,000 characters of JSON: some 20 ms to read apiece, a second held
+    on the event loop. (Numbers, which the collector does not track: a quarter of a million
+    lists would measure its pauses, not the check's.)"""
+    answer = json.dumps([1.5] * 79_999)
     turns = [turn(i, "q", answer) for i in range(1, 51)]
     checking = scored(metric("is-json", scope="each"), conversation(turns))
-    verdict, stall = await longest_stall(checking)
-    assert (
-        verdict.error is not None
-        and "of 50: not checked, the check took longer than 1 s" in verdict.error
-    )
+    _verdict, stall = await longest_stall(checking)
     assert stall < 0.5, stall
+
+
+async def test_a_check_over_every_turn_stops_once_its_second_is_spent():
+    """Fifty answers of a million characters of JSON: some 50 ms to read apiece."""
+    answer = json.dumps([1.5] * 199_999)
+    turns = [turn(i, "q", answer) for i in range(1, 51)]
+    verdict = await scored(metric("is-json", scope="each"), conversation(turns))
+    assert verdict.error is not None, verdict
+    assert "of 50: not checked, the check took longer than 1 s" in verdict.error
+
+
+async def test_a_check_over_a_few_short_turns_is_not_queued_behind_others():
+    """Two cases' patterns hold both check threads for their half second each; a `contains`
+    over three short turns is checked at once, not after them."""
+    slow = metric("regex", pattern="^(a|a)*$")
+    patterns = [
+        asyncio.create_task(scored(slow, Observation(output="a" * 40 + "!", input="q")))
+        for _ in range(2)
+    ]
+    await asyncio.sleep(0.05)  # both under way in the check threads
+    started = time.monotonic()
+    quick = await scored(metric("contains", value="Paris", scope="any"), conversation())
+    waited = time.monotonic() - started
+    await asyncio.gather(*patterns)
+    assert quick.passed and waited < 0.3, waited
 
 
 # --- where a scope may be given -----------------------------------------------------------------
