@@ -13,8 +13,10 @@ import functools
 import hashlib
 import importlib
 import json
+import re
 import time
 import traceback
+import urllib.parse
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -187,19 +189,41 @@ async def _call_openai_wire(
 
 
 MIN_REDACTED_LENGTH = 6
+# A header value's words: `Bearer <token>`, a cookie's `name=value; other=value`.
+_HEADER_WORDS = re.compile(r"[\s;,]+")
+# Words of a header value that are its form, not its secret.
+_AUTH_SCHEMES = frozenset({"bearer", "basic", "digest", "token"})
 
 
 def _redact(message: str, config: TargetConfig) -> str:
-    """The message without the API key or any header value (nor a header's longer words, such
-    as the token of `Bearer <token>`), nor a URL's query values or user part."""
+    """The message without the API key or any header value (nor a header's longer parts, such
+    as the token of `Bearer <token>` or a cookie's value), as given or as an error page may
+    repeat it (JSON-escaped, with PHP's `\\/`, or percent-encoded), nor a URL's query values
+    or user part."""
     secrets = {config.api_key or ""}
     for value in config.http_headers.values():
         secrets.add(value)
-        secrets.update(value.split())
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= MIN_REDACTED_LENGTH:
-            message = message.replace(secret, "[redacted]")
+        for word in _HEADER_WORDS.split(value):
+            if word.lower() not in _AUTH_SCHEMES:
+                name, equals, assigned = word.partition("=")  # a cookie's value, not its name
+                secrets.update((word, assigned if equals and assigned.strip("=") else name))
+    forms = {
+        form for secret in secrets if len(secret) >= MIN_REDACTED_LENGTH for form in _forms(secret)
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        message = message.replace(form, "[redacted]")
     return redact_urls(message)
+
+
+def _forms(secret: str) -> set[str]:
+    escaped = json.dumps(secret)[1:-1]
+    return {
+        secret,
+        escaped,
+        escaped.replace("/", "\\/"),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+    }
 
 
 # --- demo ----------------------------------------------------------------------------------

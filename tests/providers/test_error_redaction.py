@@ -103,3 +103,32 @@ def test_an_sdk_clients_error_loses_the_token_of_its_url(raised: Exception) -> N
     assert "https://generativelanguage.example.com/v1beta/models?key=[redacted]" in (
         failed.value.message
     )
+
+
+async def test_an_error_page_repeating_a_header_escaped_or_encoded_shows_none_of_it(
+    app: FakeHttpApp,
+) -> None:
+    """An endpoint echoing its request: PHP's JSON escapes `/` as `\\/`, a query string
+    percent-encodes, and a cookie's value stands apart from its name."""
+    token, session = "AbC/dEf+GhI/jKlMnOp==", "s3cr3tSess10n"
+    echoed = (
+        '{"headers": {"Authorization": "Bearer AbC\\/dEf+GhI\\/jKlMnOp=="}},'
+        " seen as token=AbC%2FdEf%2BGhI%2FjKlMnOp%3D%3D; session " + session + " has expired;"
+        " send Bearer auth"
+    )
+    app.enqueue(Fault.http(401, echoed))
+    config = target_config(
+        "http",
+        f"{app.url}/chat",
+        api_key=None,
+        http_method="POST",
+        body_template='{"message": {{ input | tojson }}}',
+        response_path="$.data.answer",
+        http_headers={"Authorization": f"Bearer {token}", "Cookie": f"session={session}; a=b"},
+    )
+    with pytest.raises(TargetError) as failed:
+        await call_target(config, TargetRequest(input="hi"), allow_private_networks=True)
+    message = failed.value.message
+    for form in ("AbC", "dEf", session):
+        assert form not in message, message
+    assert "session [redacted]" in message and "Bearer auth" in message  # names stay
