@@ -196,11 +196,12 @@ _AUTH_SCHEMES = frozenset({"bearer", "basic", "digest", "token"})
 
 
 def _redact(message: str, config: TargetConfig) -> str:
-    """The message without the API key or any header value (nor a header's longer parts, such
-    as the token of `Bearer <token>` or a cookie's value), as given or as an error page may
-    repeat it (JSON-escaped, with PHP's `\\/`, or percent-encoded), nor a URL's query values
-    or user part."""
-    secrets = {config.api_key or ""}
+    """The message without the API key, the endpoint's path or any header value (nor a header's
+    longer parts, such as the token of `Bearer <token>` or a cookie's value), as given or as an
+    error page may repeat it (JSON-escaped, with PHP's `\\/`, or percent-encoded), nor a URL's
+    query values or user part."""
+    # The endpoint's path too, which may hold its token: viewers are shown a URL's origin only.
+    secrets = {config.api_key or "", urllib.parse.urlsplit(config.base_url or "").path}
     for value in config.http_headers.values():
         secrets.add(value)
         for word in _HEADER_WORDS.split(value):

@@ -132,3 +132,13 @@ async def test_an_error_page_repeating_a_header_escaped_or_encoded_shows_none_of
     for form in ("AbC", "dEf", session):
         assert form not in message, message
     assert "session [redacted]" in message and "Bearer auth" in message  # names stay
+
+
+async def test_an_error_page_repeating_the_endpoints_path_shows_its_origin_only() -> None:
+    """A path may be the endpoint's credential (viewers are shown a model's URL as its origin);
+    an error page repeating the URL showed it to them in the result."""
+    path = "/hooks/T0K3N-in-the-path"
+    with FakeHttpApp(paths=[path]) as app:
+        app.enqueue(Fault.http(404, f"nothing is served at {app.url}{path} now"))
+        error = await _failed_call(f"{app.url}{path}")
+    assert "T0K3N" not in error.message and f"{app.url}[redacted] now" in error.message
