@@ -128,7 +128,7 @@ def walk(value: Any, limit: int) -> tuple[int, int]:
             bits = item.start.bit_length() + item.stop.bit_length() + item.step.bit_length()
             total += bits // 3 + 12
         elif isinstance(item, Macro):  # its repr names it
-            total += len(item.name) + 16
+            total += len(item.name or "") + 16  # (a `{% call %}` block's caller has none)
         else:  # a float, or another object: its repr, at most about this long
             total += REPR_OF_AN_OBJECT
     budget.spend(max(items - 1, 0))
@@ -211,15 +211,19 @@ def counted(iterable: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
-def compared(value: Any, haystack: bool = False) -> Any:
+def compared(value: Any, haystack: bool = False, last: bool = True) -> Any:
     """An operand of a comparison or a test (`==`, `<`, `in`): a step per item and per 100
-    characters it holds, but for the set or mapping that `in` looks a key up in."""
+    characters it holds, but for the set or mapping that `in` looks a key up in. A range
+    searched is charged by what is looked for in it, when it is the last operand (one in the
+    middle of a chain, `a in r < b`, is compared on: charged as a scan, and left as it is)."""
     if value is None or isinstance(value, bool | int | float):  # (integers are capped)
         return value
     if isinstance(value, TEXT):
         current().spend(len(value) // CHARACTERS_PER_STEP)
     elif haystack and isinstance(value, range):
-        return SearchedRange(value)  # charged by what is looked for
+        if last:
+            return SearchedRange(value)
+        current().spend(len(value) // CHARACTERS_PER_STEP)
     elif not (haystack and isinstance(value, Mapping | Set)):
         budget = current()
         budget.spend(weight(value, budget.steps * CHARACTERS_PER_STEP) // CHARACTERS_PER_STEP)
@@ -309,7 +313,8 @@ def check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     elif isinstance(owner, TEXT):
         current().spend(len(owner) // CHARACTERS_PER_STEP)
         for value in [*args, *kwargs.values()]:  # `strip`'s characters, `startswith`'s tuple
-            compared(value)
+            if isinstance(value, (*TEXT, tuple)):  # (what `join` joins is charged as built)
+                compared(value)
         if name in ("encode", "decode"):
             check_codec(kwargs.get("encoding", args[0] if args else "utf-8"))
         check_text_result(owner, name, [*args, *kwargs.values()])

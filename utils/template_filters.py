@@ -104,7 +104,7 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
         budget.allow(indented_size(value, max(indent, 0), budget.max_chars))
     elif name == "round":
         precision = kwargs.get("precision", args[1] if len(args) > 1 else 0)
-        if not isinstance(precision, int) or abs(precision) > MAX_ROUND_DIGITS:
+        if isinstance(precision, int) and abs(precision) > MAX_ROUND_DIGITS:  # (others err)
             raise BudgetExceeded(
                 f"`round` takes a precision of at most {MAX_ROUND_DIGITS} digits either way"
             )
@@ -124,8 +124,9 @@ def _check_filter_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, 
 # `round` computes 10 ** precision (in C, holding the interpreter: a precision of -10**7 held
 # every thread 7 s); a float has 17 significant digits, an integer of the cap some 30,000.
 MAX_ROUND_DIGITS = 400
-# The filters that read each item's attribute by a dotted path (jinja's make_attrgetter): the
-# path's position among their arguments. Each part is looked up for each item, uncharged.
+# The filters that read each item's attribute by a dotted path (jinja's make_attrgetter; for
+# `sort`, several, comma-separated): the path's position among their arguments. Each part is
+# looked up for each item, uncharged.
 ATTRIBUTE_POSITIONS = {"sort": 2, "unique": 1, "min": 1, "max": 1, "join": 1, "sum": 0}
 ATTRIBUTE_POSITIONS |= {"groupby": 0, "selectattr": 0, "rejectattr": 0}
 MAX_ATTRIBUTE_PARTS = 16
@@ -136,7 +137,7 @@ def _check_attribute_path(name: str, rest: tuple[Any, ...], kwargs: dict[str, An
     path = kwargs.get("attribute")
     if path is None and position is not None and len(rest) > position:
         path = rest[position]
-    if isinstance(path, str) and path.count(".") >= MAX_ATTRIBUTE_PARTS:
+    if isinstance(path, str) and path.count(".") + path.count(",") >= MAX_ATTRIBUTE_PARTS:
         raise BudgetExceeded(f"an attribute path has at most {MAX_ATTRIBUTE_PARTS} parts")
 
 

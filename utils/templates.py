@@ -99,10 +99,10 @@ class _BudgetedCode(_Unevaluated):
         self.write("(environment.compared(")
         self.visit(node.expr, frame)
         self.write(")")
-        for operand in node.ops:
+        for index, operand in enumerate(node.ops, 1):
             self.write(f" {operators[operand.op]} environment.compared(")
             self.visit(operand.expr, frame)
-            self.write(f", {operand.op in ('in', 'notin')})")
+            self.write(f", {operand.op in ('in', 'notin')}, {index == len(node.ops)})")
         self.write(")")
 
     def visit_List(self, node: nodes.List, frame: Frame) -> None:
@@ -272,8 +272,9 @@ def _compiled(source: str) -> Template:
         *ast.find_all(nodes.Macro),
         *ast.find_all(nodes.CallBlock),
     ]
+    sizes = _subtree_sizes(ast)
     for block in blocks:
-        size = _size(block.body)
+        size = sum(sizes[id(statement)] for statement in block.body)
         if size >= budget.NODES_PER_STEP:
             charge = nodes.Const(size // budget.NODES_PER_STEP)
             spent = nodes.Call(nodes.EnvironmentAttribute("spent"), [charge], [], None, None)
@@ -281,9 +282,20 @@ def _compiled(source: str) -> Template:
     return ENVIRONMENT.from_string(ast)
 
 
-def _size(body: list[nodes.Node]) -> int:
-    """The nodes of a body, all they hold included."""
-    return len(body) + sum(len(list(statement.find_all(nodes.Node))) for statement in body)
+def _subtree_sizes(ast: nodes.Node) -> dict[int, int]:
+    """Each node's count of nodes, itself and all it holds, by id: one pass, children first
+    (walking each block's body anew cost a square of the nesting's depth)."""
+    sizes: dict[int, int] = {}
+    pending: list[tuple[nodes.Node, bool]] = [(ast, False)]
+    while pending:
+        node, children_done = pending.pop()
+        if children_done:
+            children = node.iter_child_nodes()
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+        else:
+            pending.append((node, True))
+            pending.extend((child, False) for child in node.iter_child_nodes())
+    return sizes
 
 
 def check_template(source: str, *, field: str) -> set[str]:

@@ -382,6 +382,7 @@ WORK_THE_STEPS_DID_NOT_SEE = {
     "trim's characters": "{% set c = 'b' * 999999 ~ 'a' %}{% for i in range(30000) %}"
     "{{ 'x'|trim(c) }}{% endfor %}",  # 18 s
     "an attribute path": "{% set a = '0.' * 2000 ~ '0' %}{{ ('a' * 100)|sort(attribute=a) }}",
+    "attribute paths": "{{ items|sort(attribute='k,' * 2000 ~ 'k')|length }}",  # each, each item
     "a loop's long body": "{% for i in range(10000) %}"
     + "{% if i < 1 %}{% endif %}" * 1000
     + "{% endfor %}",  # a step an iteration: 8 s
@@ -425,6 +426,13 @@ def test_searches_repeats_and_pairs_of_ordinary_templates_cost_what_they_did():
     assert render("{{ dict(pairs) }}", {"pairs": [["k", i] for i in range(2000)]}) == "{'k': 1999}"
     inverted = "{{ dict(d|dictsort|map('reverse')) }}"
     assert render(inverted, {"d": {"a": 1, "b": 2}}) == "{1: 'a', 2: 'b'}"
+    assert render("{{ 1 in range(3) in {range(3): 1} }}", {}) == "True"  # a chain goes on
+    words = {"xs": ["abcdefghij"] * 45_000}  # joined: charged as built, once
+    assert render("{{ ''.join(xs)|length }}", words) == "450000"  # (some 60,000 steps)
+    assert render("{{ ', '.join(xs)|length }}", words) == "539998"
+    assert render("{{ 2.567|round(None) }} {{ 2.567|round(2) }}", {}) == "3 2.57"
+    caller = "{% macro m() %}[{{ caller() }}]{% endmacro %}{% call m() %}x{% endcall %}"
+    assert render(caller, {}) == "[x]"
 
 
 def test_a_dict_literal_of_keys_alike_is_refused():
