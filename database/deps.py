@@ -57,6 +57,13 @@ async def _db_session() -> AsyncGenerator[AsyncSession, None]:
 DbSession = Annotated[AsyncSession, Depends(_db_session, scope="function")]
 
 
+async def commit_before_waiting(session: AsyncSession) -> None:
+    """Commits the request's transaction now, for a handler about to wait on something slow
+    (an outbound call) with no more to read or write: its pooled connection goes back for other
+    requests meanwhile. The dependency's commit at the end then has nothing to do."""
+    await session.commit()
+
+
 async def _runtime() -> Runtime:
     # async: a plain function dependency would be sent to the thread pool on every request.
     return get_runtime()

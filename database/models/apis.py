@@ -5,7 +5,14 @@ from typing import Annotated
 
 from fastapi import Query, status
 
-from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
+from database.deps import (
+    DbSession,
+    Member,
+    Pagination,
+    RuntimeDep,
+    Viewer,
+    commit_before_waiting,
+)
 from database.models import crud, service
 from database.models.models import ModelConfig
 from database.models.schemas import (
@@ -153,7 +160,10 @@ async def test_connection(
 ) -> ConnectionTestResult:
     """Answers 200 either way: `ok` says whether the call worked."""
     stored = await service.get_model_or_404(session, model_id)
-    return await service.test_connection(session, runtime, stored, body or ConnectionTestRequest())
+    # No connection held while the endpoint takes its time (up to 15 s): sixteen checks of one
+    # that hangs held every pooled connection, and every other request waited for one.
+    await commit_before_waiting(session)
+    return await service.test_connection(runtime, stored, body or ConnectionTestRequest())
 
 
 # --- what the audit log says of secrets: which were written, never their values ---------------

@@ -325,12 +325,9 @@ def resolve(config: ModelConfig, box: SecretBox) -> TargetConfig:
 
 
 async def test_connection(
-    session: AsyncSession, runtime: Runtime, config: ModelConfig, request: ConnectionTestRequest
+    runtime: Runtime, config: ModelConfig, request: ConnectionTestRequest
 ) -> ConnectionTestResult:
-    """One real call with a short timeout: its latency and reply, or the error in plain words.
-    The request's transaction ends first: a pooled connection held while an endpoint takes
-    its time (up to CONNECTION_TEST_TIMEOUT) is one every other request waits for."""
-    await session.commit()
+    """One real call with a short timeout: its latency and reply, or the error in plain words."""
     try:
         target = resolve(config, runtime.secret_box)
     except SecretUnreadable:
