@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     # Test messages and redeliveries one organization may ask for: each is a job of the
     # shared workers, for up to ASSAY_WEBHOOK_MAX_ATTEMPTS attempts.
     webhook_manual_sends_per_hour: int = Field(default=60, ge=1)
+    # Model test-connections one organization may make: each is a real, perhaps paid, call.
+    connection_tests_per_hour: int = Field(default=120, ge=1)
 
     # Retention, in days ("off" keeps forever). Results are never pruned.
     retention_run_events_days: Annotated[int | None, NoDecode] = 30

@@ -150,16 +150,19 @@ async def delete_model(
     "/{model_id}/test-connection",
     operation_id="models_test_connection",
     summary="Make one real call with a short timeout; report latency and reply, or the error",
+    responses=errors(429),
 )
 async def test_connection(
     model_id: uuid.UUID,
     session: DbSession,
     runtime: RuntimeDep,
-    _: Member,
+    principal: Member,
     body: ConnectionTestRequest | None = None,
 ) -> ConnectionTestResult:
-    """Answers 200 either way: `ok` says whether the call worked."""
+    """Answers 200 either way: `ok` says whether the call worked. An organization makes at most
+    `ASSAY_CONNECTION_TESTS_PER_HOUR` an hour: each is a real call, perhaps paid."""
     stored = await service.get_model_or_404(session, model_id)
+    await service.count_connection_test(runtime, principal)
     # No connection held while the endpoint takes its time (up to 15 s): sixteen checks of one
     # that hangs held every pooled connection, and every other request waited for one.
     await commit_before_waiting(session)

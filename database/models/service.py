@@ -324,6 +324,12 @@ def resolve(config: ModelConfig, box: SecretBox) -> TargetConfig:
     )
 
 
+async def count_connection_test(runtime: Runtime, principal: Principal) -> None:
+    """Counts a test-connection against the organization's hourly allowance (then 429)."""
+    allowance = f"{runtime.settings.connection_tests_per_hour}/hour"
+    await runtime.rate_limiter.hit("connection-tests", str(principal.organization_id), allowance)
+
+
 async def test_connection(
     runtime: Runtime, config: ModelConfig, request: ConnectionTestRequest
 ) -> ConnectionTestResult:

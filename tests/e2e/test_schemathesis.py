@@ -44,6 +44,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         ASSAY_AUTH_ACCOUNT_RATE_LIMIT="100000/hour",
         ASSAY_INVITATIONS_PER_HOUR="100000",
         ASSAY_ORGANIZATIONS_PER_HOUR="100000",
+        ASSAY_CONNECTION_TESTS_PER_HOUR="100000",
     )
     server = start_server(env, root / "server.log")
     try:

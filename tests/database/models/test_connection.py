@@ -548,3 +548,21 @@ async def test_a_call_under_way_holds_no_database_connection(
     assert get_database().engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     result = await checking
     assert not result["ok"] and result["error"] == "no answer within 3 s", result
+
+
+async def test_an_organization_makes_a_limited_number_an_hour(
+    client, owner, fake, runtime, private
+):
+    """Each is a real call, perhaps paid, on the organization's key: a member could make them
+    without end."""
+    private.setattr(runtime.settings, "connection_tests_per_hour", 2)
+    model_id = await compatible_model(client, owner, fake)
+    for _ in range(2):
+        assert (await check(client, owner, model_id))["ok"] is True
+    limited = await client.post(f"{MODELS}/{model_id}/test-connection", headers=owner.headers)
+    assert_problem(limited, 429)
+    assert int(limited.headers["retry-after"]) > 0
+    assert len(fake.requests) == 2  # the third made no call
+    other = await register(client)
+    theirs = await compatible_model(client, other, fake)
+    assert (await check(client, other, theirs))["ok"] is True  # each organization counts
