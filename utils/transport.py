@@ -115,7 +115,7 @@ async def send(
             )
             if streamed:
                 assert on_line is not None
-                await _read_lines(response, on_line, started + seconds, seconds)
+                await _read_lines(response, on_line, started, seconds)
                 return response.status, reply_headers, b""
             return response.status, reply_headers, await _read_capped(response)
     except RequestTimeoutError as exc:
@@ -134,7 +134,7 @@ def _is_event_stream(headers: dict[str, str]) -> bool:
 
 
 async def _read_lines(
-    response: Response, on_line: Callable[[bytes], None], deadline: float, seconds: float
+    response: Response, on_line: Callable[[bytes], None], started: float, seconds: float
 ) -> None:
     """Hands over each line as its end arrives. A line's start waits in one buffer that each
     chunk extends, and only the new bytes are searched for its end: a long line costs time in
@@ -142,9 +142,9 @@ async def _read_lines(
     answer, whose size is capped.
 
     Each line is read on the event loop (an event parsed, a delta published): a chunk of many
-    small events lets the loop run every LINES_BETWEEN_TURNS of them, and stops at the
-    deadline, which the client's own timer cannot enforce while its chunk is being read here
-    (ten megabytes of one-character events held the loop 12 s)."""
+    small events lets the loop run every LINES_BETWEEN_TURNS of them, and stops at the call's
+    deadline (`seconds` from `started`), which the client's own timer cannot enforce while
+    its chunk is being read here (ten megabytes of one-character events held the loop 12 s)."""
     reader = response.body_reader
     size, pending, lines = 0, bytearray(), 0
     while (chunk := await reader.read_chunk()) is not None:
@@ -160,7 +160,7 @@ async def _read_lines(
             start = end = end + 1
             lines += 1
             if lines % LINES_BETWEEN_TURNS == 0:
-                if time.perf_counter() > deadline:
+                if time.perf_counter() - started > seconds:
                     raise TransportError("timeout", f"no answer within {seconds:g} s")
                 await asyncio.sleep(0)
         del pending[:start]

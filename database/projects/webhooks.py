@@ -101,7 +101,9 @@ async def rotate_secret(session: AsyncSession, runtime: Runtime, webhook: Webhoo
     secret = new_secret()
     overlap = timedelta(hours=runtime.settings.webhook_secret_overlap_hours)
     # A secret under a key since dropped signs nothing: rotating is the remedy, at once.
-    keep = overlap > timedelta(0) and _readable(runtime.secret_box, webhook.secret_encrypted)
+    keep = (
+        overlap > timedelta(0) and _opened(runtime.secret_box, webhook.secret_encrypted) is not None
+    )
     webhook.previous_secret_encrypted = webhook.secret_encrypted if keep else None
     webhook.previous_secret_expires_at = datetime.now(UTC) + overlap if keep else None
     webhook.secret_encrypted = runtime.secret_box.encrypt(secret)
@@ -109,12 +111,12 @@ async def rotate_secret(session: AsyncSession, runtime: Runtime, webhook: Webhoo
     return secret
 
 
-def _readable(box: SecretBox, encrypted: bytes) -> bool:
+def _opened(box: SecretBox, encrypted: bytes) -> str | None:
+    """The secret, or None when no key of the box opens it."""
     try:
-        box.decrypt(encrypted)
+        return box.decrypt(encrypted)
     except SecretUnreadable:
-        return False
-    return True
+        return None
 
 
 def signing_secrets(webhook: Webhook, box: SecretBox, now: datetime) -> list[str]:
@@ -124,8 +126,10 @@ def signing_secrets(webhook: Webhook, box: SecretBox, now: datetime) -> list[str
     found = [box.decrypt(webhook.secret_encrypted)]
     expires = webhook.previous_secret_expires_at
     previous = webhook.previous_secret_encrypted
-    if previous is not None and expires is not None and expires > now and _readable(box, previous):
-        found.append(box.decrypt(previous))
+    if previous is not None and expires is not None and expires > now:
+        opened = _opened(box, previous)
+        if opened is not None:
+            found.append(opened)
     return found
 
 
