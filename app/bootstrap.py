@@ -62,6 +62,8 @@ async def running_process(settings: Settings, *, workers: int) -> AsyncIterator[
             read_events=run_events.read_after,
             present_runs=results_crud.present_runs,
             stream_buffer=settings.sse_buffer_events,
+            # A quarter of the pool at most for streams' replays, however many open at once.
+            replay_reads=max(1, settings.db_pool_size // 4),
         )
         pool = (
             WorkerPool(

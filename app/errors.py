@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,6 +24,7 @@ from utils.problems import PROBLEM_JSON
 
 log = structlog.get_logger(__name__)
 DELETED_MEANWHILE = "Something this request names was deleted meanwhile: read it again"
+POOL_BUSY_RETRY_SECONDS = 5
 
 
 def problem(
@@ -135,6 +137,18 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _unexpected_error(request, exc)
 
 
+async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    """Every connection of the pool stayed in use for the pool's whole timeout: the service is
+    overloaded, not the request at fault."""
+    log.warning("no database connection came free in time", error=str(exc).split("\n")[0])
+    return problem(
+        request,
+        503,
+        "The service is busy (no database connection came free in time): try again shortly",
+        headers={"Retry-After": str(POOL_BUSY_RETRY_SECONDS)},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return problem(request, 500, "An unexpected error occurred; the request id identifies it")
@@ -153,5 +167,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _pool_exhausted)
     app.add_exception_handler(StaleDataError, _deleted_meanwhile)
     app.add_exception_handler(Exception, _unexpected_error)

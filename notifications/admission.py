@@ -1,7 +1,7 @@
 """How many streams are open on this process, by organization: a stream is admitted while its
 organization has room in its share of the process (else 429) and the process has room (else
-503), each with Retry-After. One tenant cannot take every socket, nor the replays' share of
-the database pool."""
+503), each with Retry-After. One tenant cannot take every socket. (The database pool is
+bounded apart: the hub's replay slots.)"""
 
 from __future__ import annotations
 

@@ -48,6 +48,7 @@ BUFFER = 1000  # items per subscriber
 POLL_SECONDS = 2.0
 TICK_SECONDS = 0.25
 FETCH_LIMIT = 500
+REPLAY_READS = 4
 
 
 class StoredEvent(Protocol):
@@ -85,13 +86,19 @@ class Hub:
         buffer: int = BUFFER,
         poll_seconds: float = POLL_SECONDS,
         tick_seconds: float = TICK_SECONDS,
+        replay_reads: int = REPLAY_READS,
     ) -> None:
+        """`replay_reads`: how many of the streams' replays may read the database at once (the
+        rest wait their turn): however many streams open, they hold no more of the pool, and
+        the requests beside them, every tenant's, still find connections free."""
         self.database = database
         self.read_events = read_events
         self.buffer = buffer
         self.poll_seconds = poll_seconds
         self.tick_seconds = tick_seconds
         self._feeds: dict[uuid.UUID, _Feed] = {}
+        self.replay_slots = asyncio.Semaphore(replay_reads)
+        self.closing: str | None = None  # why every stream ends, once the server stops
         self.open_streams = OpenStreams()
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -111,6 +118,7 @@ class Hub:
         return len(self._feeds)
 
     async def start(self) -> None:
+        self.closing = None
         self._poller = asyncio.create_task(self._poll(), name="hub-poll")
         self._clock = asyncio.create_task(self._tick(), name="hub-clock")
 
@@ -149,6 +157,8 @@ class Hub:
         if feed is None:
             feed = self._feeds[run_id] = _Feed(organization_id, seen)
         subscriber = Subscriber(run_id, self.buffer, limits, credential)
+        if self.closing is not None:  # opened as the server stops: it ends at once, saying so
+            subscriber.end(self.closing)
         # What the hub has already delivered to others, this one gets from the replay.
         subscriber.known = max(seen, feed.last_seq)
         feed.subscribers.add(subscriber)
@@ -158,7 +168,9 @@ class Hub:
         return subscriber
 
     def end_all(self, reason: str) -> None:
-        """Ends every stream (after what is buffered): the server is going away."""
+        """Ends every stream (after what is buffered), and those opened from now on: the
+        server is going away."""
+        self.closing = reason
         for feed in self._feeds.values():
             for subscriber in feed.subscribers:
                 subscriber.end(reason)

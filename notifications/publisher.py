@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from database.core import Database
+from utils.storable import storable
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +111,9 @@ class Publisher:
         self._wake.set()
 
     def delta(self, run_id: uuid.UUID, event: dict[str, Any]) -> None:
+        # A target's text may hold what no NOTIFY can carry (a lone surrogate, a NUL): sent,
+        # it would fail the whole send, other runs' pending deltas with it.
+        event = {**event, "text": storable(event.get("text", ""))}
         pending = self._deltas.setdefault(run_id, [])
         if event.get("reset"):  # a retried attempt: what is pending for it is void
             pending[:] = [other for other in pending if not _same_stream(other, event)]

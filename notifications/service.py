@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from database.core import Database
 from notifications.gone_runs import RunsPresent
-from notifications.hub import BUFFER, EventReader, Hub
+from notifications.hub import BUFFER, REPLAY_READS, EventReader, Hub
 from notifications.listener import Listener
 from notifications.publisher import Publisher, install_publisher
 from notifications.subscriber import SHUTDOWN
@@ -22,6 +22,7 @@ class Notifications:
         read_events: EventReader,
         present_runs: RunsPresent | None = None,
         stream_buffer: int = BUFFER,
+        replay_reads: int = REPLAY_READS,
     ) -> None:
         self.listener = Listener(listen_url)
         self.publisher = Publisher(database)
@@ -31,6 +32,7 @@ class Notifications:
             read_events=read_events,
             present_runs=present_runs,
             buffer=stream_buffer,
+            replay_reads=replay_reads,
         )
 
     async def start(self) -> None:

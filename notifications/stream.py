@@ -32,6 +32,8 @@ import uuid
 from collections.abc import AsyncIterator, Generator
 from typing import Any
 
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -39,7 +41,15 @@ from database.core import Database, Tenant
 from notifications.frames import Item, delta_frame, encode_event
 from notifications.hub import Hub
 from notifications.recheck import Credential
-from notifications.subscriber import SEND_TIMEOUT, StreamEnd, StreamLimits, Subscriber
+from notifications.subscriber import (
+    SEND_TIMEOUT,
+    UNREADABLE,
+    StreamEnd,
+    StreamLimits,
+    Subscriber,
+)
+
+log = structlog.get_logger(__name__)
 
 REPLAY_PAGE = 500
 # A replay's first page holds this many events; each after it about REPLAY_PAGE_BYTES, as
@@ -219,13 +229,23 @@ class EventStream(Response):
     async def _replay(
         self, subscriber: Subscriber, after: int, before: int | None
     ) -> AsyncIterator[list[Item]]:
-        """Stored events after `after` (and before `before`), a page per short transaction;
-        none once the stream is ending (revoked, its lifetime over, its client gone, the
-        server stopping), however long the log: the client resumes from what it has."""
+        """Stored events after `after` (and before `before`), a page per short transaction,
+        each read in one of the hub's replay slots; none once the stream is ending (revoked,
+        its lifetime over, its client gone, the server stopping, or the database not
+        answering), however long the log: the client resumes from what it has."""
         limit = min(REPLAY_FIRST_PAGE, REPLAY_PAGE)
         while True:
-            async with self.database.transaction(Tenant(self.organization_id)) as session:
-                rows = await self.hub.read_events(session, self.run_id, after, limit=limit)
+            async with self.hub.replay_slots:
+                if subscriber.ending is not None:  # (perhaps while it waited for its turn)
+                    return
+                try:
+                    async with self.database.transaction(Tenant(self.organization_id)) as session:
+                        rows = await self.hub.read_events(session, self.run_id, after, limit=limit)
+                except (SQLAlchemyError, OSError) as exc:  # no connection came free, or it broke
+                    error = str(exc).split("\n")[0]
+                    log.warning("replaying run events failed", run_id=str(self.run_id), error=error)
+                    subscriber.end(UNREADABLE)
+                    return
             if subscriber.ending is not None:
                 return
             page = [

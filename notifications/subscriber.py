@@ -31,6 +31,7 @@ TOO_SLOW = "too far behind; reconnect with Last-Event-ID"
 LIFETIME = "connection lifetime reached; reconnect with Last-Event-ID"
 SEND_TIMEOUT = "send timeout"
 SHUTDOWN = "the server is shutting down; reconnect with Last-Event-ID"
+UNREADABLE = "the run's events could not be read now; reconnect with Last-Event-ID"
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     sse_retry_ms: int = Field(default=2000, ge=0)
     sse_buffer_events: int = Field(default=1000, ge=10)
     # Streams open at once, per organization and in all, on one process: one tenant cannot
-    # take every socket, nor the replays' share of the pool (beyond: 429, then 503).
+    # take every socket (beyond: 429, then 503). Their replays read a quarter of the pool's
+    # connections at most, however many streams open (notifications/hub.py).
     sse_max_streams_per_organization: int = Field(default=2000, ge=1)
     sse_max_streams: int = Field(default=10000, ge=1)
     # How often an open stream's credential is checked again (revoked, logged out, removed).

@@ -187,3 +187,32 @@ async def test_a_body_limit_below_the_import_limit_holds_everywhere_but_imports(
             headers={"content-type": "text/csv"},
         )
         assert upload.status_code == 401  # past the body limit, to the route's own checks
+
+
+async def test_a_pool_with_no_connection_free_in_time_is_a_503(app, database_urls, runtime):
+    """Every connection held (an overloaded process) was an unexpected error, a 500: it is
+    the service's state, not the request's fault, so a 503 the client may retry."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from database.core import Database, set_database
+    from utils.runtime import set_runtime
+
+    engine = create_async_engine(
+        database_urls.runtime, pool_size=1, max_overflow=0, pool_timeout=0.3
+    )
+    set_database(Database(engine))
+    set_runtime(runtime)
+    try:
+        async with engine.connect():  # the pool's only connection, held
+            transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 50000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                response = await client.post(
+                    "/api/v1/auth/login", data={"username": unique_email(), "password": PASSWORD}
+                )
+        body = assert_problem(response, 503)
+        assert "database connection" in body["detail"]
+        assert int(response.headers["retry-after"]) > 0
+    finally:
+        set_database(None)
+        set_runtime(None)
+        await engine.dispose()
