@@ -28,6 +28,8 @@ class Job(IdMixin, TimestampMixin, Base):
             "finished_at",
             postgresql_where="status IN ('done', 'dead')",
         ),
+        # The claim finds each organization's last claim.
+        Index("ix_jobs_organization_claimed", "organization_id", "claimed_at"),
     )
 
     organization_id: Mapped[uuid.UUID] = mapped_column(
@@ -45,5 +47,7 @@ class Job(IdMixin, TimestampMixin, Base):
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     locked_by: Mapped[str | None] = mapped_column(String(100))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When a worker last claimed it: equal turns go to the organization claimed longest ago.
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -636,9 +636,8 @@ async def test_others_waiting_is_another_organizations_turn_at_a_busy_pool(
                 session, organization_id=account.organization_id, waited=waited, kinds=kinds
             )
 
-    await _hold(
-        committed_database, mine, await enqueue_jobs(committed_database, mine, kind, 4), **running
-    )
+    held = await enqueue_jobs(committed_database, mine, kind, 4)
+    await _hold(committed_database, mine, held, **running)
     queued = await enqueue_jobs(committed_database, theirs, kind)
     await _hold(committed_database, theirs, queued, run_after=func.now() - timedelta(seconds=5))
     assert await asks(mine, [kind])  # 4 under way against none
@@ -650,5 +649,11 @@ async def test_others_waiting_is_another_organizations_turn_at_a_busy_pool(
     assert await asks(mine, [kind])  # 2 against 4: one handed back makes it 3 and 3
     await _hold(committed_database, theirs, busy, **running)
     assert not await asks(mine, [kind])  # 3 against 4: as even as four workers allow
+    await _hold(committed_database, theirs, busy[1:], status="done", locked_by=None)
+    await _hold(committed_database, mine, held[2:], status="done", locked_by=None)
+    assert not await asks(mine, [kind])  # 1 against 2: as even as three workers allow
+    await _hold(committed_database, theirs, busy, status="done", locked_by=None)
+    await _hold(committed_database, mine, held[1:], status="done", locked_by=None)
+    assert await asks(mine, [kind])  # none against 1: one worker, or one each, is shared
     await _hold(committed_database, theirs, busy, status="done", locked_by=None)
     await _hold(committed_database, theirs, queued, status="done")

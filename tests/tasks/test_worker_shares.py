@@ -174,6 +174,33 @@ async def test_an_organization_with_nothing_under_way_takes_the_next_turn(
     assert set(await claim() + await claim()) < set(firsts) - {oldest}
 
 
+async def test_a_tie_of_turns_goes_to_the_organization_served_longest_ago(
+    committed_database: Database, accounts: list[Account]
+) -> None:
+    """An organization whose job had just ended, with nothing under way, tied a newcomer's
+    turn, and the tie went to the older job: a large run's chunks, all queued at its start,
+    took every freed worker until the run ended, the newcomer's run waiting behind it."""
+    first, second = accounts
+    kind = new_kind()
+    firsts = await enqueue_jobs(committed_database, first, kind, 3)
+    worker = f"test-{uuid.uuid4().hex[:6]}"
+
+    async def claim(mine: set[uuid.UUID]) -> list[uuid.UUID]:
+        async with committed_database.transaction() as session:
+            claimed = await queue.claim(
+                session, worker=worker, limit=1, lease=timedelta(seconds=30)
+            )
+        return [job.id for job in claimed if job.id in mine]
+
+    [served] = await claim(set(firsts))
+    [later] = await enqueue_jobs(committed_database, second, kind, 1)
+    async with tenant_session(committed_database, first.organization_id) as session:
+        await queue.complete(session, worker=worker, job_id=served)
+    # Each has nothing under way: equal turns, the first's jobs the older.
+    assert await claim({*firsts, later}) == [later]
+    assert await claim(set(firsts)) != []
+
+
 async def test_the_migration_goes_down_and_up_again(
     database_urls: DatabaseUrls, owner_engine: AsyncEngine
 ) -> None:
@@ -182,11 +209,28 @@ async def test_the_migration_goes_down_and_up_again(
         " WHERE proname = 'assay_queue_claim'"
     )
 
+    recording = text(
+        "SELECT prosrc LIKE '%claimed_at = now()%',"
+        " (SELECT count(*) FROM pg_attribute WHERE attrelid = 'jobs'::regclass"
+        "  AND attname = 'claimed_at' AND NOT attisdropped)"
+        " FROM pg_proc WHERE proname = 'assay_queue_claim'"
+    )
+
     async def claim_function(url: str) -> list[tuple[int, str, bool]]:
         engine = create_async_engine(url, poolclass=NullPool)
         try:
             async with engine.connect() as connection:
                 return [tuple(row) for row in (await connection.execute(arguments)).all()]
+        finally:
+            await engine.dispose()
+
+    async def turns(url: str) -> tuple[bool, int]:
+        """Whether the claim stamps what it takes, and whether the jobs have the stamp."""
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                row = (await connection.execute(recording)).one()
+                return bool(row[0]), row[1]
         finally:
             await engine.dispose()
 
@@ -199,6 +243,10 @@ async def test_the_migration_goes_down_and_up_again(
             await engine.dispose()
 
     async with scratch_database(database_urls, owner_engine, "claim_skips") as url:
+        await migrate(url, database_urls.runtime_role)
+        assert await turns(url) == (True, 1)
+        await downgraded(url, "0039_queue_others_waiting")
+        assert await turns(url) == (False, 0)
         await migrate(url, database_urls.runtime_role, revision="0037_claim_takes_turns")
         assert await claim_function(url) == [(6, "assay_worker", True)]
         await downgraded(url, "0036_shorter_key_hints")
