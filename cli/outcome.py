@@ -98,12 +98,17 @@ def compare(
 def comparison_outcome(comparison: dict[str, Any]) -> Outcome:
     """The server's rule for a gate with `fail_on: regression` (database/results/gates.py):
     a regression of the overall pass rate or of any metric's fails it (1); else one of them
-    inconclusive leaves it undecided (2); else it passes (0)."""
+    inconclusive, and not shown no worse than the margin, leaves it undecided (2); else it
+    passes (0)."""
     tested = [comparison["overall"], *(metric["pass_rate"] for metric in comparison["metrics"])]
     regressed = [t["reason"] for t in tested if t["verdict"] == "regressed"]
     if regressed:
         return Outcome(GATE_FAILED, "regressed: " + "; ".join(regressed))
-    doubts = [t["reason"] for t in tested if t["verdict"] == "inconclusive"]
+    doubts = [
+        t["reason"]
+        for t in tested
+        if t["verdict"] == "inconclusive" and not t.get("not_worse", False)
+    ]
     if doubts:
         return Outcome(NOT_JUDGED, "inconclusive: " + "; ".join(doubts))
     return Outcome(OK, "no regression")

@@ -161,6 +161,7 @@ def _not_comparable(tested: Tested, why: str) -> Tested:
     return tested.model_copy(
         update={
             "verdict": "inconclusive",
+            "not_worse": False,
             "reason": f"{tested.reason.split(f': {tested.verdict}', 1)[0]}: inconclusive,"
             f" not comparable: {why}",
         }

@@ -32,6 +32,12 @@ class Tested(Delta):
     p_value: float | None
     p_adjusted: float | None = Field(description="Holm, within its family (see method)")
     verdict: Verdict
+    not_worse: bool = Field(
+        description="The change is shown no worse than the margin (min_effect): improved or"
+        " equivalent, or an interval whose worse end is inside the margin with enough cases"
+        " (and, for pass rates, the cases that regressed whole bounded within it). What a gate"
+        " failing on regression asks: an inconclusive change that is not worse passes it"
+    )
     reason: str
 
 

@@ -301,7 +301,7 @@ async def _compared(
     for tested in required:
         if tested.verdict == "regressed":
             failed.append(tested.reason)
-        elif tested.verdict == "inconclusive":
+        elif tested.verdict == "inconclusive" and not tested.not_worse:
             doubts.append(tested.reason)
     return {
         "verdict": found.verdict,

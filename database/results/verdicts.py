@@ -73,6 +73,7 @@ def tested(
             p_value=None,
             p_adjusted=None,
             verdict="inconclusive",
+            not_worse=False,
             reason=f"{pending.label}: no paired case to compare",
         )
     base, cand = float(pending.baseline.mean()), float(pending.candidate.mean())
@@ -88,6 +89,12 @@ def tested(
     )
     if doubt:
         verdict = "inconclusive"
+    not_worse = verdict in ("improved", "equivalent") or (
+        verdict == "inconclusive"
+        and better[0] >= -min_effect
+        and n >= stats.cases_to_show_equivalence(min_effect)
+        and not _unbounded_flips(pending, min_effect, ways=("regressed",))
+    )
     return Tested(
         baseline=round(base, 6),
         candidate=round(cand, 6),
@@ -98,14 +105,18 @@ def tested(
         p_value=_finite(pending.p_value),
         p_adjusted=_finite(p_adjusted),
         verdict=verdict,
+        not_worse=not_worse,
         reason=_reason(pending, base, cand, ci, p_adjusted, verdict)
         + (doubt or _too_few(verdict, ci, n, min_effect)),
     )
 
 
-def _unbounded_flips(pending: Pending, min_effect: float) -> str:
-    """For pass rates, why an interval inside the margin still does not show equivalence: the
-    exact bound of the cases that flipped one way is past it. A bootstrap of one or two flips
+def _unbounded_flips(
+    pending: Pending, min_effect: float, ways: tuple[str, ...] = ("regressed", "improved")
+) -> str:
+    """For pass rates, why an interval inside the margin still does not show equivalence (or,
+    of `ways` regressed alone, that the change is no worse): the exact bound of the cases that
+    flipped one way is past it. A bootstrap of one or two flips
     in 200 cases gives an interval of a point or so, where the share that could have regressed
     unseen is up to 2.75%. With repetitions, a flip is a case that went from passing every
     repetition to failing every one (or back): a case that moved part of the way varies as
@@ -117,7 +128,7 @@ def _unbounded_flips(pending: Pending, min_effect: float) -> str:
     n = len(deltas)
     whole = 1.0 - 1e-9  # (a share of repetitions is exact at 0 and 1)
     flips = {"regressed": int((deltas <= -whole).sum()), "improved": int((deltas >= whole).sum())}
-    bounds = {way: stats.share_upper_bound(count, n) for way, count in flips.items()}
+    bounds = {way: stats.share_upper_bound(flips[way], n) for way in ways}
     way = max(bounds, key=lambda name: bounds[name])
     if bounds[way] <= min_effect:
         return ""

@@ -118,6 +118,30 @@ def test_compare_fails_on_any_metric_regressing_as_the_gate_does(lab: Lab, tmp_p
     assert "PASSED (exit 0)" in wide.stdout
 
 
+def test_compare_passes_a_candidate_that_only_improved_as_the_gate_does(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Two cases of 200 fixed, nothing broken: inconclusive (the interval reaches past +2
+    points) but shown no worse, which passes a gate failing on regression; it held CI as
+    undecided (exit 2)."""
+    test_set = lab.test_set(200)
+    metric = lab.metric()
+    args = ["-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    lab.fake.reply = lambda request: (
+        "nope" if _case(request) in (3, 7) else (message_text(request["messages"][-1]))
+    )
+    baseline = _run(lab, tmp_path / "baseline.json", *args)["run"]["id"]
+    lab.fake.reply = lambda request: message_text(request["messages"][-1])
+    gated = lab.assay("run", *args, "--baseline", baseline, "--json", str(tmp_path / "c.json"))
+    assert gated.returncode == 0, gated.stdout + gated.stderr
+    candidate = json.loads((tmp_path / "c.json").read_text())["run"]
+    assert candidate["gate_result"]["status"] == "passed"
+    assert candidate["gate_result"]["comparison"]["overall"]["verdict"] == "inconclusive"
+    compared = lab.assay("compare", candidate["id"], "--baseline", baseline)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "PASSED (exit 0)" in compared.stdout
+
+
 def test_the_summary_line_gives_the_servers_pass_rate_with_repetitions(lab: Lab) -> None:
     test_set = lab.test_set(2)
     metric = lab.metric()

@@ -112,6 +112,33 @@ async def test_a_small_unchanged_candidate_leaves_a_regression_gate_undecided(la
     assert any("it takes 183" in reason for reason in result["reasons"])
 
 
+async def test_a_regression_gate_passes_a_candidate_shown_no_worse(lab, fake):
+    """A gate failing on regression asks whether the change is worse. A candidate that only
+    fixed two cases of 200 was inconclusive (its interval reaches past +2 points) and held CI
+    as undecided; two cases broken still do."""
+    target, test_set, metric = await _setup(lab, fake, n=200)
+    two = {'case 3"', 'case 7"'}
+    fake.reply = _replies(two)
+    baseline = await lab.run(test_set, target, metric_ids=[metric])
+    await lab.wait(baseline["id"])
+    fake.reply = _replies(set())
+    fixed = await lab.run(test_set, target, metric_ids=[metric], gate={"baseline": baseline["id"]})
+    result = (await lab.wait(fixed["id"]))["gate_result"]
+    assert result["status"] == "passed", result
+    overall = result["comparison"]["overall"]
+    assert overall["verdict"] == "inconclusive"  # +1 point, 95% CI 0 to +2.5: past the margin
+    compared = await lab.get(f"/runs/{fixed['id']}/compare", baseline=baseline["id"])
+    assert compared["overall"]["not_worse"] is True
+
+    fake.reply = _replies(two)
+    broken = await lab.run(test_set, target, metric_ids=[metric], gate={"baseline": fixed["id"]})
+    result = (await lab.wait(broken["id"]))["gate_result"]
+    assert result["status"] == "undecided", result
+    compared = await lab.get(f"/runs/{broken['id']}/compare", baseline=fixed["id"])
+    assert compared["overall"]["verdict"] == "inconclusive"
+    assert compared["overall"]["not_worse"] is False  # 95% CI -2.5 to 0: past the margin
+
+
 async def test_a_cancelled_gated_run_is_undecided(lab, fake):
     target, test_set, metric = await _setup(lab, fake, n=30)
     fake.latency = 0.2

@@ -87,6 +87,19 @@ def test_a_few_flips_inside_the_margin_do_not_show_equivalence(cases: int, regre
     assert found.reason.endswith("no equivalence shown)")
 
 
+@pytest.mark.parametrize(("cases", "flips"), [(200, 1), (250, 2)])
+def test_flips_only_for_the_better_are_no_worse_those_for_the_worse_are_not(cases: int, flips: int):
+    """What a gate failing on regression asks: a few cases fixed leave the comparison
+    inconclusive but shown no worse; as many broken do not (their exact bound is past the
+    margin, however narrow the interval)."""
+    fixed = _verdict(*_flips(cases, 0, improved=flips))
+    broken = _verdict(*_flips(cases, flips))
+    assert fixed.verdict == broken.verdict == "inconclusive"
+    assert fixed.not_worse is True, fixed.reason
+    assert broken.not_worse is False, broken.reason
+    assert broken.ci is not None and broken.ci[0] >= -0.02  # the interval alone would pass it
+
+
 @pytest.mark.parametrize(("cases", "regressed"), [(183, 0), (400, 2), (2000, 20)])
 def test_flips_whose_exact_bound_is_inside_the_margin_still_show_equivalence(
     cases: int, regressed: int
