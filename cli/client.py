@@ -14,10 +14,14 @@ import httpx
 API = "/api/v1"
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 PAGE = 200
-# A read (GET) that finds the server unreachable or failing is tried again after these waits:
-# a run's verdict is not lost to a restart or a proxy's moment at its end.
+# A read (GET) that finds the server unreachable, failing or refusing for now (429, from the
+# server or a gateway in front of it) is tried again after these waits, or after the answer's
+# Retry-After: a run's verdict is not lost to a restart or a proxy's moment at its end.
 READ_RETRY_SECONDS = (1.0, 2.0, 4.0)
-RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+# A Retry-After asking for longer is waited for this long: a CI job's minutes are not spent
+# on one read.
+LONGEST_RETRY_AFTER = 30.0
 
 
 class CliError(Exception):
@@ -25,7 +29,8 @@ class CliError(Exception):
 
 
 class Unreachable(CliError):
-    """The server could not be reached, or failed (5xx): exit code 4, worth a retry."""
+    """The server could not be reached, failed (5xx) or refused for now (429): exit code 4,
+    worth a retry."""
 
 
 class NoMatch(CliError):
@@ -56,21 +61,23 @@ class Client:
         self, method: str, path: str, *, retried: bool = False, **kwargs: Any
     ) -> httpx.Response:
         """`path` under /api/v1; any answer but 2xx raises CliError with the server's reason
-        (Unreachable for a server error). `retried`: tried again as a read is (a request that
-        an Idempotency-Key makes safe to repeat)."""
+        (Unreachable for a server error or a 429). `retried`: tried again as a read is (a
+        request that an Idempotency-Key makes safe to repeat)."""
         response = self._send(method, path, retried=retried, **kwargs)
         if response.is_success:
             return response
-        if response.status_code >= 500:
+        if _transient(response):
             raise Unreachable(problem_line(response))
         raise ApiError(problem_line(response), response.status_code)
 
     def _send(
         self, method: str, path: str, *, retried: bool = False, **kwargs: Any
     ) -> httpx.Response:
-        """The answer; a GET is tried again while the server cannot be reached or fails."""
+        """The answer; a GET is tried again while the server cannot be reached, fails or
+        refuses for now."""
         waits = list(READ_RETRY_SECONDS) if method == "GET" or retried else []
         while True:
+            response = None
             try:
                 response = self._http.request(method, API + path, **kwargs)
             except httpx.HTTPError as exc:
@@ -79,21 +86,36 @@ class Client:
             else:
                 if response.status_code not in RETRIED_STATUSES or not waits:
                     return response
-            time.sleep(waits.pop(0))
+            time.sleep(_wait_before_retry(response, waits.pop(0)))
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {key: value for key, value in params.items() if value is not None}
-        return self.request("GET", path, params=clean).json()
+        return self.json_of(self.request("GET", path, params=clean))
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.request("POST", path, json=body, **kwargs).json()
+        return self.json_of(self.request("POST", path, json=body, **kwargs))
 
     def post_once(self, path: str, body: Any, *, key: str | None = None) -> Any:
         """A POST the server makes once however often it is sent with its Idempotency-Key
         (`key`, else one of this call's own): tried again, as a read is, when its answer is
         lost or the server fails."""
         headers = {"Idempotency-Key": key or str(uuid.uuid4())}
-        return self.request("POST", path, json=body, headers=headers, retried=True).json()
+        return self.json_of(self.request("POST", path, json=body, headers=headers, retried=True))
+
+    def json_of(self, response: httpx.Response) -> Any:
+        """A success's JSON body; anything else (a proxy's sign-in page, say) is a CliError in
+        one line, not a decoding error."""
+        kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        sent = kind or "no content type"
+        if kind == "application/json" or kind.endswith("+json"):
+            try:
+                return response.json()
+            except ValueError:
+                sent = f"{kind} that does not parse"
+        raise CliError(
+            f"Assay at {shown_url(self.url)} answered {response.status_code} {sent}, not JSON"
+            " (a proxy in between?)"
+        )
 
     def all_pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -109,6 +131,7 @@ class Client:
         is tried again as a read is; once its body flows, a failure ends it."""
         waits = list(READ_RETRY_SECONDS)
         while True:
+            response = None
             with ExitStack() as opened:
                 try:
                     response = opened.enter_context(self._http.stream("GET", API + path, **kwargs))
@@ -119,14 +142,14 @@ class Client:
                     if response.status_code not in RETRIED_STATUSES or not waits:
                         if not response.is_success:
                             response.read()
-                            failed = Unreachable if response.status_code >= 500 else CliError
+                            failed = Unreachable if _transient(response) else CliError
                             raise failed(problem_line(response))
                         try:
                             yield response
                         except httpx.HTTPError as exc:
                             raise Unreachable(self._unreachable(exc)) from None
                         return
-            time.sleep(waits.pop(0))
+            time.sleep(_wait_before_retry(response, waits.pop(0)))
 
     def _unreachable(self, exc: httpx.HTTPError) -> str:
         return f"cannot reach Assay at {shown_url(self.url)}: {_reason(exc)}"
@@ -146,11 +169,11 @@ class Client:
             response = self._send("GET", f"{path}/{wanted}")
             if response.status_code == 404:
                 raise NoMatch(f"no {kind} with id {wanted}")
-            if response.status_code >= 500:
+            if _transient(response):
                 raise Unreachable(problem_line(response))
             if not response.is_success:
                 raise CliError(problem_line(response))
-            return dict(response.json())
+            return dict(self.json_of(response))
         candidates = self.all_pages(path, project_id=project_id)
         matches = [item for item in candidates if item["name"] == wanted]
         if len(matches) == 1:
@@ -208,6 +231,24 @@ def sendable(api_key: str) -> str:
     if not all("!" <= character <= "~" for character in key):
         raise CliError("the API key holds a character a header cannot carry (a line break?)")
     return key
+
+
+def _transient(response: httpx.Response) -> bool:
+    """An answer that says nothing of the request, only that the server cannot take it now."""
+    return response.status_code >= 500 or response.status_code == 429
+
+
+def _wait_before_retry(response: httpx.Response | None, backoff: float) -> float:
+    """The seconds the answer's Retry-After asks for (in seconds; a date is not waited for),
+    at most LONGEST_RETRY_AFTER; else `backoff`."""
+    asked = response.headers.get("retry-after", "") if response is not None else ""
+    try:
+        seconds = float(asked)
+    except ValueError:
+        return backoff
+    if seconds != seconds:  # NaN
+        return backoff
+    return min(max(seconds, 0.0), LONGEST_RETRY_AFTER)
 
 
 def _reason(exc: httpx.HTTPError) -> str:

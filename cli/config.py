@@ -155,7 +155,7 @@ def repository_config(path: Path | None) -> tuple[dict[str, Any], Path | None]:
     except UnicodeDecodeError as exc:
         raise CliError(f"{path} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise CliError(f"{path} is not valid YAML: {exc}") from None
+        raise CliError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     validator = jsonschema.Draft202012Validator(schema())
     problems = sorted(validator.iter_errors(loaded), key=lambda e: list(e.absolute_path))
     if problems:
@@ -164,3 +164,15 @@ def repository_config(path: Path | None) -> tuple[dict[str, Any], Path | None]:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CliError(f"{path}: {where}: {first.message}{more}")
     return dict(loaded), path.parent
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's complaint in one line: what is wrong and where (1-based), without the quoted
+    lines its own message spreads over several."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem = exc.problem or exc.context or "cannot be read"
+        mark = exc.problem_mark or exc.context_mark
+        if mark is None:
+            return problem
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())

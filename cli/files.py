@@ -89,7 +89,7 @@ def import_file(
         params={"format": fmt, "mode": mode},
         files=files,
     )
-    return dict(response.json())
+    return dict(client.json_of(response))
 
 
 def _read(path: Path, named: object) -> bytes:

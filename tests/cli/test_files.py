@@ -135,6 +135,15 @@ def test_a_wrong_assay_yaml_is_exit_3_naming_the_place(lab: Lab, tmp_path: Path)
     assert "assay.yaml: gate.fail_on: 'sometimes' is not one of" in done.stderr
 
 
+def test_an_assay_yaml_that_is_no_yaml_is_one_line_saying_where(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "assay.yaml").write_text("test_set: smoke\nmetrics: [a, b\nmodel: m\n")
+    done = lab.assay("run", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr == (
+        "assay: assay.yaml is not valid YAML: expected ',' or ']', but got ':' (line 3, column 6)\n"
+    )
+
+
 def test_the_documented_example_is_valid_against_the_schema() -> None:
     schema = json.loads((ROOT / "cli" / "assay.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)

@@ -338,3 +338,47 @@ def test_a_job_retried_with_its_key_follows_the_run_its_first_try_made(lab: Lab)
     again = lab.assay(*args, "-q", "--idempotency-key", "pipeline-17")
     assert (first.returncode, again.returncode) == (0, 0), first.stderr + again.stderr
     assert "Runs (1 in all)" in lab.assay("runs", "list").stdout
+
+
+def test_a_read_refused_for_now_waits_as_asked_then_is_exit_4(lab: Lab, proxy: Proxy) -> None:
+    """A 429 (the server's, or a gateway's in front of it) was exit 3, a usage error: it is
+    tried again as a failing read is, after its Retry-After, and when it persists the job is
+    worth a retry (exit 4)."""
+    proxy.answer(r"/api/v1/runs", unavailable(2, status=429, retry_after="3"))
+    started = time.monotonic()
+    done = lab.assay("runs", "list", ASSAY_URL=proxy.url, timeout=PATIENCE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started >= 6.0  # the 3 s asked, twice: not the 1 s and 2 s waits
+    assert proxy.answered == ["/api/v1/runs"] * 3
+
+    throttled = Proxy(lab.server.url)
+    with throttled:  # a Retry-After that is no number of seconds: the usual 1, 2 and 4 s
+        throttled.answer(r"/api/v1/runs", unavailable(10, status=429, retry_after="soon"))
+        started = time.monotonic()
+        given_up = lab.assay("runs", "list", ASSAY_URL=throttled.url, timeout=PATIENCE)
+    assert given_up.returncode == 4, given_up.stdout + given_up.stderr
+    assert "429 Refused" in given_up.stderr and "Traceback" not in given_up.stderr
+    assert 7.0 <= time.monotonic() - started < 20.0
+    assert throttled.answered == ["/api/v1/runs"] * 4
+
+
+def test_a_run_refused_for_now_is_asked_again_and_made_once(lab: Lab, proxy: Proxy) -> None:
+    test_set = lab.test_set(2)
+    metric = lab.metric()
+    proxy.answer(r"/api/v1/runs", unavailable(1, status=429, retry_after="1"))
+    args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    done = lab.assay(*args, "-q", ASSAY_URL=proxy.url, timeout=PATIENCE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert proxy.answered.count("/api/v1/runs") == 2  # refused, then made
+    assert "Runs (1 in all)" in lab.assay("runs", "list").stdout
+
+
+def test_a_page_where_json_should_be_is_one_line_exit_3(lab: Lab, proxy: Proxy) -> None:
+    """A proxy's sign-in page answered 200 was 'unexpected error (JSONDecodeError ...)'."""
+    proxy.answer(r"/api/v1/runs", sign_in_page)
+    done = lab.assay("runs", "list", ASSAY_URL=proxy.url, timeout=PATIENCE)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr == (
+        f"assay: Assay at {proxy.url} answered 200 text/html, not JSON (a proxy in between?)\n"
+    )
+    assert proxy.answered == ["/api/v1/runs"]  # not retried: it would answer the same
