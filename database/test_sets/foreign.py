@@ -81,7 +81,7 @@ def parse_foreign(
 ) -> ForeignImport:
     """Parse and validate every case of a foreign file; raise one InvalidInput listing all bad
     cases. `attachments` (promptfoo only) are the files a config's tests refer to, by name."""
-    with foreign_documents.one_upload(), foreign_assertions.one_upload():
+    with foreign_documents.one_upload(max_cases), foreign_assertions.one_upload():
         return _parse_foreign(content, fmt, attachments or {}, max_cases)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
@@ -103,7 +104,13 @@ def _number(value: Any, what: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} must be a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past a double's range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number")
+    return number
 
 
 def _schema(value: Any) -> dict[str, Any]:

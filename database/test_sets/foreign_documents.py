@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, TypeAlias
 
 import yaml
@@ -27,6 +28,7 @@ from database.test_sets.import_bounds import (
     too_long_to_build,
     too_wide,
 )
+from database.test_sets.io import MAX_CASES
 from utils.errors import InvalidInput
 
 # Where a case starts, in which file (None: the upload itself), and its fields or its errors.
@@ -36,12 +38,29 @@ MAX_YAML_NODES = 1_000_000
 # Values written in the text, counted while it is read: the pure-Python reader takes about 40 µs
 # a value, so this bounds a YAML file's reading to seconds (JSON reads in C, and is not bound).
 MAX_YAML_WRITTEN = 250_000
-# Counted across the YAML files of one upload (a config and its attachments), which share it:
-# each on a budget of its own, twenty attachments read for minutes.
-_WRITTEN: ContextVar[list[int] | None] = ContextVar("yaml_values_written", default=None)
+# Characters of YAML text: the reader scans about a megabyte a second whatever the text holds
+# (a comment or one long string is a single value), so this bounds what MAX_YAML_WRITTEN cannot.
+MAX_YAML_TEXT = 2 * 1024 * 1024
 MAX_YAML_CHARS = 32_000_000  # of text, aliases expanded
 # A case's own levels, within the list that holds it, within the config that holds the list.
 MAX_DOCUMENT_NESTING = MAX_NESTING + 2
+
+
+@dataclass
+class _Upload:
+    """What the files of one upload (a config and its attachments) share: were each YAML file
+    on a budget of its own, twenty attachments would be read for minutes."""
+
+    max_cases: int = MAX_CASES
+    yaml_values: int = 0
+    yaml_chars: int = 0
+
+
+_UPLOAD: ContextVar[_Upload | None] = ContextVar("foreign_upload", default=None)
+
+
+def _upload() -> _Upload:
+    return _UPLOAD.get() or _Upload()  # outside one_upload, a budget of the file's own
 
 
 @dataclass
@@ -110,8 +129,11 @@ def _load_json(text: str, file: str | None) -> Document:
     value = document.value
     tests = value.get("tests") if isinstance(value, dict) else value
     if isinstance(tests, list) and tests:
-        items = json_items(text)  # the same tests, with where each starts and ends
-        if len(items) == len(tests):
+        # The same tests, with their places; past max_cases + 1 the import refuses them, so
+        # they are not read again.
+        limit = _upload().max_cases + 1
+        items = list(islice(json_items(text), limit))
+        if len(items) == min(len(tests), limit):
             fresh, lines, line, counted = [], [], 1, 0
             for start, end, item in items:
                 line += text.count("\n", counted, start)
@@ -121,6 +143,7 @@ def _load_json(text: str, file: str | None) -> Document:
                 fresh.append(item)
                 lines.append(line)
             document.item_lines[id(fresh)] = lines
+            fresh += tests[len(items) :]
             if isinstance(value, list):
                 document.value = fresh
             else:
@@ -142,31 +165,32 @@ def _key(key: Any) -> str:
 
 
 @contextlib.contextmanager
-def one_upload() -> Iterator[None]:
-    """The YAML files read within it share one budget of MAX_YAML_WRITTEN values."""
-    token = _WRITTEN.set([0])
+def one_upload(max_cases: int = MAX_CASES) -> Iterator[None]:
+    """The YAML files read within it share one budget of MAX_YAML_WRITTEN values and
+    MAX_YAML_TEXT characters; its JSON documents' tests are read up to `max_cases` + 1."""
+    token = _UPLOAD.set(_Upload(max_cases))
     try:
         yield
     finally:
-        _WRITTEN.reset(token)
+        _UPLOAD.reset(token)
 
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps to JSON's values (dates and binary stay text, keys are strings),
     refuses nesting past the bound while composing, and records where each object starts."""
 
-    def __init__(self, text: str, file: str | None) -> None:
+    def __init__(self, text: str, file: str | None, upload: _Upload) -> None:
         super().__init__(text)
         self.file = file
         self.levels = 0
-        self.written = _WRITTEN.get() or [0]  # this upload's count, else this file's
+        self.upload = upload
         self.places: dict[int, tuple[int, int, int]] = {}
         self.item_lines: dict[int, list[int]] = {}
         self.value_lines: dict[int, dict[str, int]] = {}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        self.written[0] += 1
-        if self.written[0] > MAX_YAML_WRITTEN:
+        self.upload.yaml_values += 1
+        if self.upload.yaml_values > MAX_YAML_WRITTEN:
             line = self.peek_event().start_mark.line + 1
             message = (
                 f"the YAML (its files together) holds more than {MAX_YAML_WRITTEN:,} values; "
@@ -237,7 +261,15 @@ _Loader.add_constructor(
 
 
 def _load_yaml(text: str, file: str | None) -> Document:
-    loader = _Loader(text, file)
+    upload = _upload()
+    upload.yaml_chars += len(text)
+    if upload.yaml_chars > MAX_YAML_TEXT:
+        message = (
+            f"the YAML (its files together) is more than {MAX_YAML_TEXT:,} characters; "
+            "a set this large imports as JSON, JSONL or CSV"
+        )
+        raise invalid(message, 1, file)
+    loader = _Loader(text, file, upload)
     try:
         node = loader.get_single_node()
         if node is None:

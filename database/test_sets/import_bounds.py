@@ -11,6 +11,7 @@ import math
 import operator
 import re
 import sys
+from collections.abc import Generator, Iterator
 from decimal import Decimal
 from itertools import accumulate, compress, count, islice, repeat
 from typing import Any
@@ -180,13 +181,15 @@ class MeasuredLines:
         return size
 
 
-def json_items(text: str) -> list[Item]:
+def json_items(text: str) -> Iterator[Item]:
     """The cases of a JSON document (an array, or an object with a "tests" array), each with
-    where it starts and ends. Raises json.JSONDecodeError for bad syntax, InvalidInput for
-    another shape or for a case nesting deeper than MAX_NESTING."""
+    where it starts and ends, decoded one at a time as they are asked for: a caller that
+    refuses more than so many stops the reading there, the rest of the text never decoded.
+    Raises json.JSONDecodeError for bad syntax, InvalidInput for another shape or for a case
+    nesting deeper than MAX_NESTING."""
     position = _skip(text, 0)
     if position == len(text):
-        return []
+        return
     if not text.startswith(("[", "{"), position):
         raise InvalidInput("JSON must be an array of test cases or an object with a 'tests' array")
     frame = _ARRAY_FRAME if text.startswith("[", position) else _WRAPPER_FRAME
@@ -197,12 +200,11 @@ def json_items(text: str) -> list[Item]:
             errors=[at_line(line, _NESTING_COMPLAINT)],
         )
     if frame == _ARRAY_FRAME:
-        items, position = _json_array(text, position)
+        position = yield from _json_array(text, position)
     else:
-        items, position = _json_wrapper(text, position)
+        position = yield from _json_wrapper(text, position)
     if _skip(text, position) != len(text):
         raise json.JSONDecodeError("Extra data", text, _skip(text, position))
-    return items
 
 
 def _skip(text: str, position: int) -> int:
@@ -211,25 +213,25 @@ def _skip(text: str, position: int) -> int:
     return match.end()
 
 
-def _json_array(text: str, position: int) -> tuple[list[Item], int]:
-    items: list[Item] = []
+def _json_array(text: str, position: int) -> Generator[Item, None, int]:
+    """Yields the array's items; returns where the array ends."""
     position = _skip(text, position + 1)
     if text.startswith("]", position):
-        return items, position + 1
+        return position + 1
     while True:
         value, end = DECODER.raw_decode(text, position)
-        items.append((position, end, value))
+        yield position, end, value
         position = _skip(text, end)
         if text.startswith("]", position):
-            return items, position + 1
+            return position + 1
         if not text.startswith(",", position):
             raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
         position = _skip(text, position + 1)
 
 
-def _json_wrapper(text: str, position: int) -> tuple[list[Item], int]:
+def _json_wrapper(text: str, position: int) -> Generator[Item, None, int]:
     """An object whose "tests" (or "cases") member holds the array; other members are skipped."""
-    items: list[Item] | None = None
+    found = False
     position = _skip(text, position + 1)
     while not text.startswith("}", position):  # "{}" ends here; a trailing comma cannot
         if not text.startswith('"', position):
@@ -239,8 +241,9 @@ def _json_wrapper(text: str, position: int) -> tuple[list[Item], int]:
         if not text.startswith(":", position):
             raise json.JSONDecodeError("Expecting ':' delimiter", text, position)
         position = _skip(text, position + 1)
-        if items is None and key.lower() in ("tests", "cases") and text.startswith("[", position):
-            items, position = _json_array(text, position)
+        if not found and key.lower() in ("tests", "cases") and text.startswith("[", position):
+            found = True
+            position = yield from _json_array(text, position)
         else:
             _, position = DECODER.raw_decode(text, position)
         position = _skip(text, position)
@@ -250,6 +253,6 @@ def _json_wrapper(text: str, position: int) -> tuple[list[Item], int]:
                 raise json.JSONDecodeError("Expecting property name", text, position)
         elif not text.startswith("}", position):
             raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
-    if items is None:
+    if not found:
         raise InvalidInput("A JSON object must hold the test cases in a 'tests' array")
-    return items, position + 1
+    return position + 1

@@ -365,15 +365,19 @@ def _jsonl_rows(text: str) -> Iterator[Row]:
 
 
 def _json_rows(text: str) -> Iterator[Row]:
+    # Read lazily: `_validated` stops at max_cases + 1 cases, and the rest is never decoded.
     try:
-        items = json_items(text)
+        yield from _json_item_rows(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"Invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
             errors=[at_line(exc.lineno, exc.msg)],
         ) from None
+
+
+def _json_item_rows(text: str) -> Iterator[Row]:
     line, counted = 1, 0
-    for index, (position, end, value) in enumerate(items, start=1):
+    for index, (position, end, value) in enumerate(json_items(text), start=1):
         line += text.count("\n", counted, position)
         counted = position
         where = {"line": line, "item": index}
