@@ -4,6 +4,7 @@ that take each test's parameters, added to the set's default metrics."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -68,9 +69,13 @@ async def parse_import(
         native = detect_format(upload.filename, upload.content_type, fmt)
         # Hashed only when the hash may spare a sync its comparison (see write_cases).
         hashed = mode == "sync" and await published_hash(session, test_set) is not None
-        cases, content_hash = await off_loop(parsed_cases, upload.content, native, hashed)
+        cases, content_hash = await off_loop(
+            test_set.organization_id, parsed_cases, upload.content, native, hashed
+        )
         return Parsed(cases, content_hash)
-    foreign, cases = await off_loop(_parse_checked, upload.content, fmt, upload.attachments)
+    foreign, cases = await off_loop(
+        test_set.organization_id, _parse_checked, upload.content, fmt, upload.attachments
+    )
     return Parsed(cases, foreign=foreign)
 
 
@@ -116,16 +121,16 @@ def _parse_checked(
     for assertion in parsed.assertions:
         if len(assertion.name) > MAX_NAME:
             errors.append({"line": 1, "field": "metric", "message": f"over {MAX_NAME} characters"})
+    complaints: dict[tuple[str, str], str | None] = {}
     for case, line, file in zip(parsed.cases, parsed.lines, parsed.files, strict=True):
         for assertion in parsed.assertions:
             given = case.metadata.get(assertion.key)
             if given is None:
                 continue
-            try:
-                given_parameters(assertion.type, assertion.key, given)
-            except ScoringError as exc:
+            complaint = _complaint(assertion, given, complaints)
+            if complaint is not None:
                 field = f"assert.{assertion.source}"
-                errors.append({"line": line, "file": file, "field": field, "message": str(exc)})
+                errors.append({"line": line, "file": file, "field": field, "message": complaint})
     if errors:
         first = errors[0]
         raise InvalidInput(
@@ -134,6 +139,22 @@ def _parse_checked(
             errors=errors[:MAX_REPORTED_ERRORS],
         )
     return parsed, [case.model_dump(mode="json") for case in parsed.cases]
+
+
+def _complaint(
+    assertion: Assertion, given: Any, complaints: dict[tuple[str, str], str | None]
+) -> str | None:
+    """What is wrong with a test's parameters for the assertion, if anything: checked once for
+    each distinct value (defaultTest's are the same in every test that does not fill them in
+    with its vars), remembered in `complaints`."""
+    distinct = (assertion.key, json.dumps(given))
+    if distinct not in complaints:
+        try:
+            given_parameters(assertion.type, assertion.key, given)
+            complaints[distinct] = None
+        except ScoringError as exc:
+            complaints[distinct] = str(exc)
+    return complaints[distinct]
 
 
 async def _metrics_for(

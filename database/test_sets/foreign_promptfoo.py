@@ -21,12 +21,12 @@ from database.test_sets.foreign_assertions import (
     Spec,
     Unmapped,
     classify,
-    csv_assertion,
     parameters,
 )
 from database.test_sets.foreign_documents import Document, Row, error, invalid, load
 from database.test_sets.import_bounds import MeasuredLines, bounded_json, too_wide, width_complaint
 from database.test_sets.io import MAX_COLUMNS, _decode
+from database.test_sets.promptfoo_csv import csv_test
 from utils.errors import InvalidInput
 
 _TEST_KEYS = {"description", "vars", "assert", "metadata"}
@@ -34,6 +34,10 @@ _INPUT_VARS = ("input", "prompt", "question", "query", "message")
 _MAX_LINES = 20  # lines listed for each unmapped assertion type
 _KIND = {dict: "an object", list: "a list"}
 _TEST_FILES = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".yaml": "yaml", ".yml": "yaml"}
+# Assertions of all the tests together, defaultTest's counted in each: they repeat in every
+# test, so fifty of them over a 100 KB CSV were 2.5 million to render and check (25 s of the
+# import threads every organization shares). 100,000 tests of two assertions still fit.
+MAX_ASSERTIONS = 200_000
 
 
 def _input(variables: Mapping[str, Any], own: Mapping[str, Any]) -> str | None:
@@ -47,33 +51,6 @@ def _input(variables: Mapping[str, Any], own: Mapping[str, Any]) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
-
-
-def _csv_test(names: list[str], row: list[str]) -> dict[str, Any]:
-    test: dict[str, Any] = {"vars": {}, "assert": [], "metadata": {}}
-    for index, cell in enumerate(row):
-        column = names[index] if index < len(names) else ""
-        if not column:
-            if cell.strip():
-                raise ValueError(f"a value in column {index + 1}, which has no header")
-        elif column.startswith("__expected"):
-            if cell.strip():
-                test["assert"].append(csv_assertion(cell))
-        elif column.startswith("__metadata:"):
-            key = column.removeprefix("__metadata:")
-            if cell.strip() and key.endswith("[]"):
-                test["metadata"][key[:-2]] = [p.strip() for p in cell.split(",") if p.strip()]
-            elif cell.strip():
-                test["metadata"][key] = cell
-        elif column == "__description":
-            if cell.strip():
-                test["description"] = cell
-        elif column.startswith("__"):
-            if cell.strip():
-                test[column] = cell
-        else:
-            test["vars"][column] = cell
-    return test
 
 
 class Promptfoo:
@@ -92,6 +69,7 @@ class Promptfoo:
         self._defaults: list[tuple[str, Spec]] = []
         self._default_vars: dict[str, Any] = {}
         self._default_metadata: dict[str, Any] = {}
+        self._assertion_count = 0
 
     def unmapped(self) -> list[Unmapped]:
         return [
@@ -273,7 +251,7 @@ class Promptfoo:
             line, start = start, reader.line_num + 1
             problem = width_complaint(lines.take())
             try:
-                test = None if problem else _csv_test(names, row)
+                test = None if problem else csv_test(names, row)
             except ValueError as exc:
                 problem = str(exc)
             if problem:
@@ -314,6 +292,7 @@ class Promptfoo:
             problems.append(error(line, file, "vars", "a test needs vars: its input is one"))
         specs: list[tuple[str, Spec]] = []
         asserts = own["assert"] or []
+        self._count_assertions(len(asserts) + len(self._defaults), line, file)
         for index, item in enumerate(asserts):
             at, fld = doc.item_line(asserts, index, line), f"assert[{index}]"
             found = self._classify(item, at, file, fld, problems)
@@ -345,6 +324,18 @@ class Promptfoo:
         if faithful and isinstance(context, str | list):  # what promptfoo's judge reads
             data["context"] = [context] if isinstance(context, str) else context
         return line, file, data
+
+    def _count_assertions(self, count: int, line: int, file: str | None) -> None:
+        """Counted before they are rendered and checked: a refused file has cost no more."""
+        self._assertion_count += count
+        if self._assertion_count > MAX_ASSERTIONS:
+            raise invalid(
+                f"the tests come to more than {MAX_ASSERTIONS:,} assertions (each test's own and"
+                " defaultTest's, which apply to every test): split the file",
+                line,
+                file,
+                "assert",
+            )
 
     def _claim(self, spec: Spec, used: _Claims) -> Assertion:
         """The k-th use of a name in one test is name-k; a name another type took is skipped.

@@ -27,10 +27,13 @@ from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
 from utils.ids import new_id
+from utils.turns import Turns
 
 # Imports of every tenant share these threads: parsing a large file (up to the import limit,
-# each row bounded by io's limits) never holds the event loop.
+# each row bounded by io's limits) never holds the event loop; an organization uses one at a
+# time (`off_loop`).
 _IMPORT_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="import")
+_IMPORT_TURNS: Turns[uuid.UUID] = Turns()
 T = TypeVar("T")
 ImportMode = Literal["append", "sync"]
 
@@ -254,9 +257,21 @@ async def get_version_or_404(
 # --- import and export ----------------------------------------------------------------------
 
 
-async def off_loop(parse: Callable[..., T], *args: Any) -> T:
-    """Runs a parser of uploaded content in the import threads."""
-    return await asyncio.get_running_loop().run_in_executor(_IMPORT_THREADS, parse, *args)
+async def off_loop(organization_id: uuid.UUID, parse: Callable[..., T], *args: Any) -> T:
+    """Runs a parser of uploaded content in the import threads, once the organization's
+    previous one there has ended: two threads busy with one organization's uploads would
+    queue every other organization's imports behind them. The turn is held only while the
+    parser waits for a thread or runs, never while a database lock is awaited, so a caller
+    holding one (a sync holds its set's) cannot deadlock with the organization's imports."""
+    async with _IMPORT_TURNS.turn(organization_id):
+        running = _IMPORT_THREADS.submit(parse, *args)
+        job = asyncio.wrap_future(running)
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            running.cancel()  # when it has not started; else its turn lasts until it ends
+            await asyncio.wait([job])
+            raise
 
 
 def parsed_cases(
@@ -298,10 +313,15 @@ async def write_cases(
     if content_hash is not None and content_hash == await published_hash(session, test_set):
         return 0, False
     current = await current_cases(session, test_set)
-    held, wanted = await off_loop(_canonical_lists, [case for _, case in current], cases)
+    organization_id = test_set.organization_id
+    held, wanted = await off_loop(
+        organization_id, _canonical_lists, [case for _, case in current], cases
+    )
     if held == wanted:
         return 0, False
-    kept = await off_loop(_reusable, [test_id for test_id, _ in current], held, wanted)
+    kept = await off_loop(
+        organization_id, _reusable, [test_id for test_id, _ in current], held, wanted
+    )
     new = [case for case, test_id in zip(cases, kept, strict=True) if test_id is None]
     inserted = iter(await _insert(session, principal, test_set, new))
     order = [test_id if test_id is not None else next(inserted) for test_id in kept]
