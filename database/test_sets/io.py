@@ -100,7 +100,15 @@ def detect_format(filename: str | None, content_type: str | None, explicit: str 
         if name in _NAMES:
             return _NAMES[name]
         raise UnsupportedMediaType(f"Unknown format {explicit!r}; {_ACCEPTED}")
-    media = (content_type or "").split(";")[0].strip().lower()
+    media, *parameters = (content_type or "").lower().split(";")
+    media = media.strip()
+    for name, _, value in (parameter.strip().partition("=") for parameter in parameters):
+        charset = value.strip().strip('"')
+        if name == "charset" and charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
+            raise UnsupportedMediaType(
+                f"The upload says charset={charset[:40]}, but imports read UTF-8 text only:"
+                " save or convert the file as UTF-8"
+            )
     if media in _CONTENT_TYPES:
         return _CONTENT_TYPES[media]
     # Browsers send text/plain, application/octet-stream or even application/vnd.ms-excel for

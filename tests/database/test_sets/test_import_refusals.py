@@ -87,6 +87,16 @@ async def test_the_text_past_the_case_one_too_many_is_never_read(client):
     assert body["detail"] == "Too many test cases: at most 100000 per import"
 
 
+@pytest.mark.parametrize("declared", ["text/csv; charset=latin-1", 'text/csv; charset="cp1252"'])
+async def test_an_upload_declared_in_another_charset_is_a_415_saying_so(client, declared: str):
+    """It was read as UTF-8 whatever it said, and refused as "not UTF-8" at its first accent
+    (or taken wrongly, where its bytes happened to be UTF-8 too)."""
+    response = await _import(client, "input\ncaf\u00e9\n".encode("latin-1"), declared)
+    body = assert_problem(response, 415)
+    assert "imports read UTF-8 text only" in body["detail"]
+    assert (await _import(client, b"input\nq\n", "text/csv; charset=UTF-8")).status_code == 201
+
+
 # --- YAML text ----------------------------------------------------------------------------------
 
 
