@@ -160,6 +160,18 @@ def width_complaint(size: int) -> str | None:
     return f"the row is {size:,} bytes; at most {MAX_ROW_BYTES:,}" if size > MAX_ROW_BYTES else None
 
 
+def csv_row_too_wide(read: int, row: list[str]) -> str | None:
+    """Why a CSV record of `read` bytes is too large for one case, if it is: its cells as
+    UTF-8, as a JSON case is measured, are past the limit. CSV doubles each quote inside a
+    quoted cell, so a record may be read up to twice the limit: an export of a case within
+    the limit reads back."""
+    if read <= MAX_ROW_BYTES:
+        return None
+    if read <= 2 * MAX_ROW_BYTES and sum(len(cell.encode()) for cell in row) <= MAX_ROW_BYTES:
+        return None
+    return width_complaint(read)
+
+
 class MeasuredLines:
     """A text's lines for csv.reader, which reads one record's lines at a time: `take` tells
     how many UTF-8 bytes were read since it was last called."""

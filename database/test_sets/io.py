@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from database.test_sets.import_bounds import (
     MeasuredLines,
     bounded_json,
+    csv_row_too_wide,
     json_items,
     too_wide,
-    width_complaint,
 )
 from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
@@ -293,7 +293,7 @@ def _csv_rows(text: str) -> Iterator[Row]:
         if row is None:
             return
         line, start = start, reader.line_num + 1
-        oversize = width_complaint(lines.take())
+        oversize = csv_row_too_wide(lines.take(), row)
         if oversize:
             yield {"line": line}, [at_line(line, oversize)]
             continue

@@ -353,6 +353,21 @@ async def test_export_then_import_round_trips_the_same_cases(client, fmt):
     assert (await _export(client, owner, target["id"], fmt)).content == exported.content
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+async def test_a_case_of_quotes_within_the_row_limit_round_trips(client, fmt):
+    """880 KB as JSON, but each quote is three bytes in CSV (doubled inside a quoted cell,
+    after JSON's backslash): the CSV record was 1.1 MB and its import refused it."""
+    owner, project, source = await _setup(client)
+    quotes = {f"k{i}": '"' * 60_000 for i in range(2)}
+    case = {"input": '"' * 100_000, "expected_output": '"' * 100_000, "metadata": quotes}
+    await _bulk(client, owner, project["id"], source["id"], [{**case, "variables": quotes}])
+    exported = await _export(client, owner, source["id"], fmt)
+    target = await create_test_set(client, owner, project["id"])
+    response = await _import_raw(client, owner, target["id"], exported.content, MEDIA[fmt])
+    assert response.status_code == 201, response.text[:300]
+    assert await _cases(client, owner, target["id"]) == await _cases(client, owner, source["id"])
+
+
 async def test_csv_export_neutralises_formula_cells(client):
     owner, project, test_set = await _setup(client)
     await _bulk(client, owner, project["id"], test_set["id"], TRICKY_CASES[1:4])
