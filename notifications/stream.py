@@ -57,6 +57,10 @@ REPLAY_PAGE = 500
 # steps), so a stream never holds hundreds of large events at once.
 REPLAY_FIRST_PAGE = 100
 REPLAY_PAGE_BYTES = 1_000_000
+# How long a replay waits for one of the hub's slots before its stream ends (retry: then the
+# client's Last-Event-ID): with the pool exhausted, the queue for them moves a pool timeout at
+# a time.
+REPLAY_SLOT_WAIT_SECONDS = 10.0
 # The scope key under which the outermost layer puts the server's own `send`.
 SERVER_SEND = "assay.server_send"
 # The scope key under which the server (app/http_protocol.py) puts its connection's `abort`:
@@ -235,17 +239,18 @@ class EventStream(Response):
         answering), however long the log: the client resumes from what it has."""
         limit = min(REPLAY_FIRST_PAGE, REPLAY_PAGE)
         while True:
-            async with self.hub.replay_slots:
-                if subscriber.ending is not None:  # (perhaps while it waited for its turn)
-                    return
-                try:
-                    async with self.database.transaction(Tenant(self.organization_id)) as session:
-                        rows = await self.hub.read_events(session, self.run_id, after, limit=limit)
-                except (SQLAlchemyError, OSError) as exc:  # no connection came free, or it broke
-                    error = str(exc).split("\n")[0]
-                    log.warning("replaying run events failed", run_id=str(self.run_id), error=error)
-                    subscriber.end(UNREADABLE)
-                    return
+            if not await self._replay_slot(subscriber):
+                return
+            try:
+                async with self.database.transaction(Tenant(self.organization_id)) as session:
+                    rows = await self.hub.read_events(session, self.run_id, after, limit=limit)
+            except (SQLAlchemyError, OSError) as exc:  # no connection came free, or it broke
+                error = str(exc).split("\n")[0]
+                log.warning("replaying run events failed", run_id=str(self.run_id), error=error)
+                subscriber.end(UNREADABLE)
+                return
+            finally:
+                self.hub.replay_slots.release()
             if subscriber.ending is not None:
                 return
             page = [
@@ -260,6 +265,25 @@ class EventStream(Response):
                 return
             size = sum(len(item.encoded) for item in page)
             limit = max(1, min(REPLAY_PAGE, limit * REPLAY_PAGE_BYTES // size))
+
+    async def _replay_slot(self, subscriber: Subscriber) -> bool:
+        """One of the hub's replay slots, taken; False, none taken, once the stream is ending
+        (its client gone, the server stopping: looked at every second of the wait) or after
+        REPLAY_SLOT_WAIT_SECONDS, when it ends for the client to come back: the streams ahead
+        in the queue may each hold a slot for a pool timeout while the pool is exhausted."""
+        waited_until = time.monotonic() + REPLAY_SLOT_WAIT_SECONDS
+        while subscriber.ending is None:
+            try:
+                async with asyncio.timeout(min(1.0, REPLAY_SLOT_WAIT_SECONDS)):
+                    await self.hub.replay_slots.acquire()
+            except TimeoutError:
+                if time.monotonic() >= waited_until:
+                    subscriber.end(UNREADABLE)
+            else:
+                if subscriber.ending is None:
+                    return True
+                self.hub.replay_slots.release()
+        return False
 
 
 async def _watch_for_disconnect(receive: Receive, subscriber: Subscriber) -> None:

@@ -185,9 +185,9 @@ async def release(session: AsyncSession, *, worker: str, job_ids: list[uuid.UUID
 async def others_waiting(
     session: AsyncSession, *, organization_id: uuid.UUID, waited: float, kinds: Sequence[str]
 ) -> bool:
-    """Whether a job of `kinds` of another organization, one with nothing under way or with
-    fewer jobs under way than this one less one, has been due and unclaimed for `waited`
-    seconds (its turn is first, and every worker is busy)."""
+    """Whether a job of `kinds` of another organization, one with fewer jobs under way than
+    this one less one (or with none, while this one holds the most), has been due and
+    unclaimed for `waited` seconds (its turn is first, and every worker is busy)."""
     return bool(
         await session.scalar(
             text("SELECT assay_queue_others_waiting(:organization, :waited, :kinds)"),

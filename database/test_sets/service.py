@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import deque
@@ -270,7 +271,9 @@ async def off_loop(organization_id: uuid.UUID, parse: Callable[..., T], *args: A
             return await asyncio.shield(job)
         except asyncio.CancelledError:
             running.cancel()  # when it has not started; else its turn lasts until it ends
-            await asyncio.wait([job])
+            while not job.done():  # (however often it is cancelled meanwhile)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([job])
             raise
 
 

@@ -14,8 +14,9 @@ stamp is on the claimed rows themselves: a claim never waits on another's lock.
 A chunk ran its whole length (up to 500 cases) while a newcomer waited whenever every
 organization under way held one worker (always, with one worker): it handed back only to an
 organization with two fewer under way, so that two a worker apart do not trade one back and
-forth. It now hands back to an organization with nothing under way too: with more
-organizations than workers, they take the workers in turns of `chunk_turn_seconds`.
+forth. The organization holding the most under way now hands back to one with nothing under
+way too: with more organizations than workers, they take the workers in turns of
+`chunk_turn_seconds`.
 
 Revision ID: 0040_claim_least_recently_served
 Revises: 0039_queue_others_waiting
@@ -36,11 +37,26 @@ depends_on: str | Sequence[str] | None = None
 
 FUNCTION = "assay_queue_claim(text, integer, double precision, text[], text[], integer)"
 HAND_BACK = "assay_queue_others_waiting(uuid, double precision, text[])"
-# (Two fewer under way, or none: one more than it has, unless it has none.)
+# Two fewer under way than the asker, or none while the asker holds the most (ties by id):
+# one organization gives a newcomer a worker, not every one that has any.
 FEWER = [
     (
-        "AND coalesce(w.n, 0) + 1 < (",
-        "AND coalesce(w.n, 0) + least(coalesce(w.n, 0), 1) < (",
+        """               AND coalesce(w.n, 0) + 1 < (
+                 SELECT coalesce(max(o.n), 0) FROM under_way o
+                  WHERE o.organization_id = p_organization
+               )
+""",
+        """               AND (
+                 coalesce(w.n, 0) + 1 < (
+                   SELECT coalesce(max(o.n), 0) FROM under_way o
+                    WHERE o.organization_id = p_organization
+                 )
+                 OR coalesce(w.n, 0) = 0 AND p_organization = (
+                   SELECT m.organization_id FROM under_way m
+                    ORDER BY m.n DESC, m.organization_id LIMIT 1
+                 )
+               )
+""",
     )
 ]
 CHANGES = [

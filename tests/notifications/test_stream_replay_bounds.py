@@ -104,6 +104,36 @@ async def test_a_replay_the_database_fails_ends_saying_so_and_resumes_whole(
     assert_complete(cut.events + rest.events, await stored_events(owner_engine, run_id), CASES)
 
 
+async def test_a_replay_that_waits_too_long_for_a_slot_ends_and_one_left_waits_no_more(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the pool exhausted, each replay ahead held its slot for a pool timeout, and the
+    queue for them grew with the streams: the last waited minutes with nothing sent, and one
+    whose client had gone stayed open, counted against its organization, until its turn."""
+    monkeypatch.setattr(streams, "REPLAY_SLOT_WAIT_SECONDS", 1.5)
+    run_id, token = await _ended_run(live)
+    hub = get_notifications().hub
+    monkeypatch.setattr(hub, "replay_slots", asyncio.Semaphore(1))
+    await hub.replay_slots.acquire()  # every slot held: the pool is exhausted
+    try:
+        async with asyncio.timeout(15):
+            waited = await read_stream(live, run_id, token)
+        assert waited.status == 200 and waited.ended and not waited.events
+        assert UNREADABLE in waited.comments
+
+        monkeypatch.setattr(streams, "REPLAY_SLOT_WAIT_SECONDS", 600.0)
+        gone = asyncio.create_task(read_stream(live, run_id, token))
+        async with asyncio.timeout(10):
+            while hub.subscriber_count == 0:  # noqa: ASYNC110 (the hub offers nothing to wait on)
+                await asyncio.sleep(0.05)
+        gone.cancel()  # its client leaves while the stream waits for a slot
+        async with asyncio.timeout(10):
+            while hub.subscriber_count:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        hub.replay_slots.release()
+
+
 async def test_a_stream_opened_as_the_server_stops_ends_at_once(live: Live) -> None:
     """The server's stop ended the streams open then; one whose request was still on its way
     subscribed after, and held the stop until the server's grace period cut it."""

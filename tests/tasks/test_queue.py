@@ -7,18 +7,20 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from database.core import Database, asyncpg_connect_args
 from database.setup import DatabaseUrls
 from tasks import queue
 from tasks.models import Job
-from tests.helpers import Account, tenant_session
+from tests.helpers import Account, register, remove_account, tenant_session
 from tests.tasks.conftest import enqueue_jobs, load_job, new_kind
 
 LEASE = timedelta(seconds=60)
@@ -620,7 +622,7 @@ async def _hold(database: Database, account: Account, ids: list[uuid.UUID], **va
 
 
 async def test_others_waiting_is_another_organizations_turn_at_a_busy_pool(
-    committed_database: Database, accounts: list[Account]
+    committed_database: Database, accounts: list[Account], app: Any, owner_engine: AsyncEngine
 ):
     """A chunk hands its cases back only for a job of the kinds asked about (not a delivery
     held by its organization's cap, which no worker may take), due and unclaimed a while, of
@@ -655,5 +657,16 @@ async def test_others_waiting_is_another_organizations_turn_at_a_busy_pool(
     await _hold(committed_database, theirs, busy, status="done", locked_by=None)
     await _hold(committed_database, mine, held[1:], status="done", locked_by=None)
     assert await asks(mine, [kind])  # none against 1: one worker, or one each, is shared
+    # A third holding the most: it gives the newcomer a worker, not the one with a single one.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://assay.test") as client:
+        third = await register(client)
+    try:
+        most = await enqueue_jobs(committed_database, third, kind, 2)
+        await _hold(committed_database, third, most, **running)
+        assert await asks(third, [kind])  # none against 2, the most
+        assert not await asks(mine, [kind])  # none against 1, while another holds 2
+    finally:
+        await remove_account(owner_engine, third)
     await _hold(committed_database, theirs, busy, status="done", locked_by=None)
     await _hold(committed_database, theirs, queued, status="done")

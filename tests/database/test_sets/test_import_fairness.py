@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from typing import Any
 
 from database.evaluations import imports
+from database.test_sets import service
 from tests.database.evaluations.test_imports import _import
 from tests.helpers import create_project, create_test_set, register, remove_account
 
@@ -65,3 +67,31 @@ async def test_an_organizations_uploads_leave_a_thread_for_another_organizations
     assert [r.status_code for r in a_results] == [201, 201], [r.text for r in a_results]
     count = await client.get(f"/api/v1/test-sets/{a_set['id']}", headers=a.headers)
     assert count.json()["test_count"] == 2
+
+
+async def test_an_import_cancelled_twice_keeps_its_turn_until_its_thread_ends():
+    """Cancelled once, an import keeps its organization's turn while its parse runs on; a
+    second cancel let the turn go, and the organization's next parse ran beside it, the
+    organization holding both threads."""
+    organization = uuid.uuid4()
+    started, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        order.append("first started")
+        started.set()
+        release.wait(GUARD_SECONDS)
+        order.append("first ended")
+
+    cancelled = asyncio.create_task(service.off_loop(organization, first))
+    assert await asyncio.to_thread(started.wait, GUARD_SECONDS)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    following = asyncio.create_task(service.off_loop(organization, order.append, "next ran"))
+    await asyncio.sleep(0.3)  # the next parse's chance to start, were the turn let go
+    assert order == ["first started"]
+    release.set()
+    await following
+    assert order == ["first started", "first ended", "next ran"]
+    assert cancelled.cancelled()

@@ -176,3 +176,23 @@ async def test_a_threshold_beyond_a_double_is_a_422_naming_it(
     body = assert_problem(response, 422)
     assert [where(error) for error in body["errors"]] == [place]
     assert body["errors"][0]["message"] == "threshold must be a finite number"
+
+
+async def test_a_promptfoo_json_config_with_cases_before_its_tests_imports_its_tests(client):
+    """The places of a JSON config's tests are read from the first "tests" or "cases" array:
+    a "cases" array first stood in for the tests, and its cases were imported instead."""
+    owner = await register(client)
+    project = await create_project(client, owner)
+    test_set = await create_test_set(client, owner, project["id"])
+    config = {"cases": [{"vars": {"q": "case x"}}], "tests": [{"vars": {"q": "test a"}}]}
+    response = await client.post(
+        f"{SETS}/{test_set['id']}/import",
+        params={"format": "promptfoo"},
+        content=json.dumps(config).encode(),
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 201, response.text
+    exported = await client.get(
+        f"{SETS}/{test_set['id']}/export", params={"format": "json"}, headers=owner.headers
+    )
+    assert "test a" in exported.text and "case x" not in exported.text
