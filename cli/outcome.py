@@ -98,7 +98,8 @@ def compare(
 def comparison_outcome(comparison: dict[str, Any]) -> Outcome:
     """The server's rule for a gate with `fail_on: regression` (database/results/gates.py):
     a regression of the overall pass rate or of any metric's fails it (1); else one of them
-    inconclusive, and not shown no worse than the margin, leaves it undecided (2); else it
+    inconclusive, and not shown no worse than the margin, or the run's share of errored
+    results above its baseline's by more than the margin, leaves it undecided (2); else it
     passes (0)."""
     tested = [comparison["overall"], *(metric["pass_rate"] for metric in comparison["metrics"])]
     regressed = [t["reason"] for t in tested if t["verdict"] == "regressed"]
@@ -109,9 +110,35 @@ def comparison_outcome(comparison: dict[str, Any]) -> Outcome:
         for t in tested
         if t["verdict"] == "inconclusive" and not t.get("not_worse", False)
     ]
-    if doubts:
-        return Outcome(NOT_JUDGED, "inconclusive: " + "; ".join(doubts))
+    reasons = ["inconclusive: " + "; ".join(doubts)] if doubts else []
+    reasons += _errors_beside_baseline(comparison)
+    if reasons:
+        return Outcome(NOT_JUDGED, "; ".join(reasons))
     return Outcome(OK, "no regression")
+
+
+# A share a rounding error above the margin is not above it (gates._ROUNDING).
+_ROUNDING = 1e-9
+
+
+def _errors_beside_baseline(comparison: dict[str, Any]) -> list[str]:
+    """The gate's doubt when the run errs more than its baseline by more than `min_effect`
+    (nothing from a server whose comparison does not count errors)."""
+    errors = comparison.get("errors")
+    if not errors or not errors["run"]["results"]:
+        return []
+    errored, results = errors["run"]["errored"], errors["run"]["results"]
+    base = errors["baseline"]
+    share = errored / results
+    baseline_share = base["errored"] / base["results"] if base["results"] else 0.0
+    min_effect = comparison["method"]["min_effect"]
+    if share - baseline_share <= min_effect + _ROUNDING:
+        return []
+    return [
+        f"{errored} of {results} results errored ({share:.1%}), against {baseline_share:.1%}"
+        f" of the baseline's: more than {min_effect * 100:g} points above, and what they would"
+        " have shown is unknown"
+    ]
 
 
 def summary_line(run: dict[str, Any], pass_rate: float | None) -> str:

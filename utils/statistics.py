@@ -17,7 +17,7 @@ Large comparisons (n >= LARGE_N cases) take two shortcuts that keep the bootstra
   resamples, drawn exactly in distribution but without drawing n indices per resample: a
   resample's q-quantile only depends on how many draws fall below a band of ranks around it
   and on the draws of the few thousand cases inside the band (utils/banded_quantiles.py).
-Below LARGE_N every interval is the plain bootstrap, numbers unchanged.
+Below LARGE_N every interval is the plain bootstrap's (BCa for means: utils/bca.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from utils.banded_quantiles import BLOCK, FloatArray, banded_quantile_deltas, order_statistic
+from utils.bca import bca_mean_intervals
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -42,8 +43,9 @@ CONFIDENCE = 0.95
 # interval (see above).
 LARGE_N = 5_000
 INTERVALS = (
-    f"Percentile intervals of a paired bootstrap over cases; from {LARGE_N:,} cases, the interval"
-    " of a mean is the normal one with the bootstrap's own variance (clipped to the values'"
+    "Intervals of a paired bootstrap over cases: BCa for means (as scipy.stats.bootstrap),"
+    f" percentile for quantile deltas; from {LARGE_N:,} cases, the interval of a mean (each"
+    " slice's too) is the normal one with the bootstrap's own variance (clipped to the values'"
     " range), and a quantile's bootstrap draws only the cases near that quantile."
 )
 # Resamples are drawn BLOCK at a time (the banded bootstrap's block too), fewer when n is
@@ -81,9 +83,8 @@ class PairedBootstrap:
     resamples for every statistic asked of one instance (so statistics are resampled jointly).
 
     The resamples depend only on (seed, n, resamples): they are drawn again, identically, for
-    each call, in blocks, so memory stays bounded for any number of resamples. Intervals are
-    percentile intervals: the (1 - confidence)/2 and 1 - (1 - confidence)/2 quantiles
-    (numpy's default, linear) of the statistic over the resamples.
+    each call, in blocks, so memory stays bounded for any number of resamples. A mean's interval
+    is BCa; a quantile delta's the percentile one (numpy's linear quantiles of the resamples).
     """
 
     def __init__(
@@ -125,8 +126,8 @@ class PairedBootstrap:
         return array
 
     def mean_intervals(self, values: npt.ArrayLike) -> FloatArray:
-        """values: shape (n,) or (n, m), no NaN. Returns shape (m, 2): the percentile interval
-        (low, high) of each column's mean over the resamples (NaN when n = 0)."""
+        """values: shape (n,) or (n, m), no NaN. Returns shape (m, 2): the BCa interval (low,
+        high) of each column's mean over the resamples (utils/bca.py; NaN when n = 0)."""
         array = np.asarray(values, dtype=np.float64)
         matrix = array[:, None] if array.ndim == 1 else array
         if matrix.ndim != 2 or matrix.shape[0] != self.n:
@@ -136,12 +137,12 @@ class PairedBootstrap:
         if self.n == 0:
             return np.full((matrix.shape[1], 2), np.nan)
         if self.n >= LARGE_N:
-            return _normal_mean_intervals(matrix, self.confidence)
+            return normal_mean_intervals(matrix, self.confidence)
         # (as floats: numpy multiplies integer matrices without BLAS, ten times slower)
         means = np.concatenate(
             [counts.astype(np.float64) @ matrix / self.n for counts in self._counts()]
         )
-        return self._interval(means)
+        return bca_mean_intervals(matrix, means, self.confidence)
 
     def quantile_delta_intervals(
         self, baseline: npt.ArrayLike, candidate: npt.ArrayLike, quantiles: Sequence[float]
@@ -166,7 +167,7 @@ class PairedBootstrap:
         return self._interval(np.concatenate(deltas))
 
 
-def _normal_mean_intervals(matrix: FloatArray, confidence: float = CONFIDENCE) -> FloatArray:
+def normal_mean_intervals(matrix: FloatArray, confidence: float = CONFIDENCE) -> FloatArray:
     """The normal interval of each column's mean, (m, 2), with the bootstrap's own variance
     (the values' variance with ddof=0, over n), clipped to the range a resampled mean can take."""
     z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)

@@ -26,8 +26,10 @@ from database.results.comparison_schemas import (
     CaseCounts,
     Comparison,
     Delta,
+    Errors,
     Method,
     MetricComparison,
+    RunErrors,
     SliceComparison,
     Tested,
 )
@@ -50,35 +52,6 @@ class CompareOptions:
     min_effect: float = 0.02
     flips_limit: int = 20
     flips_offset: int = 0
-
-
-class _Intervals:
-    """Bootstrap intervals of mean deltas, computed together: the resamples depend only on the
-    seed and the number of cases, so the deltas of as many cases share one resampling."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self._groups: dict[int, tuple[list[np.ndarray], list[int]]] = {}
-        self._count = 0
-
-    def add(self, deltas: np.ndarray) -> int:
-        columns, slots = self._groups.setdefault(len(deltas), ([], []))
-        columns.append(deltas)
-        slots.append(self._count)
-        self._count += 1
-        return self._count - 1
-
-    def compute(self) -> list[tuple[float, float] | None]:
-        found: list[tuple[float, float] | None] = [None] * self._count
-        for n, (columns, slots) in self._groups.items():
-            if n == 0:
-                continue
-            bounds = stats.PairedBootstrap(n, seed=self.seed).mean_intervals(
-                np.column_stack(columns)
-            )
-            for slot, (low, high) in zip(slots, bounds, strict=True):
-                found[slot] = (float(low), float(high))
-        return found
 
 
 async def compare(
@@ -114,8 +87,15 @@ async def compare(
         latency_p50_ms=p50,
         latency_p95_ms=p95,
         flips=flips,
+        errors=Errors(run=_errors(cases.candidate), baseline=_errors(cases.baseline)),
         **_incomparable_rates(analysed, baseline, candidate),
     )
+
+
+def _errors(side: pairing.SideColumns) -> RunErrors:
+    """The run's errored results and all its results, as a gate counts them (figures.pass_rate)."""
+    errored = int(np.nansum(side.errored))
+    return RunErrors(errored=errored, results=errored + int(np.nansum(side.scored)))
 
 
 # What decides whether a metric passes, as each run froze it.
@@ -327,11 +307,11 @@ def _analyse(
 ) -> dict[str, Any]:
     """Everything of the comparison but latency and the flips."""
     rated = by_case.rated
-    intervals = _Intervals(seed)
+    intervals = paired_tests.Intervals(seed)
     pending: list[Pending] = []
 
-    def added(tested: Pending) -> int:
-        tested.slot = intervals.add(tested.candidate - tested.baseline)
+    def added(tested: Pending, normal: bool = False) -> int:
+        tested.slot = intervals.add(tested.candidate - tested.baseline, normal=normal)
         pending.append(tested)
         return len(pending) - 1
 
@@ -342,7 +322,10 @@ def _analyse(
 
     overall = added(by_case.overall)
     metric_slots = paired_tests.add_metrics(add, cases, rated, metric_pairs)
-    slice_slots = [(field, value, added(tested)) for field, value, tested in by_case.slices]
+    large = len(rated) >= stats.LARGE_N
+    slice_slots = [
+        (field, value, added(tested, normal=large)) for field, value, tested in by_case.slices
+    ]
     sides = (cases.baseline, cases.candidate)
     figures = {name: _figure(sides, usable, name) for name in ("cost", "tokens")}
     figure_slots = {name: intervals.add(b - a) for name, (a, b) in figures.items()}

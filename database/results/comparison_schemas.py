@@ -95,6 +95,18 @@ class CaseCounts(OutputModel):
     changed_test_ids: list[uuid.UUID | None] = Field(description="The first 100")
 
 
+class RunErrors(OutputModel):
+    errored: int
+    results: int = Field(description="Every result of the run, each repetition, errored or not")
+
+
+class Errors(OutputModel):
+    """Each run's errored results, of every case (paired or not), as a gate counts them."""
+
+    run: RunErrors
+    baseline: RunErrors
+
+
 class Method(OutputModel):
     confidence: float
     resamples: int
@@ -122,4 +134,9 @@ class Comparison(OutputModel):
     latency_p50_ms: Delta
     latency_p95_ms: Delta
     flips: Flips
+    errors: Errors = Field(
+        description="A gate failing on regression is undecided when the run's share of errored"
+        " results is above its baseline's by more than min_effect: the verdicts leave out the"
+        " cases errors hide"
+    )
     method: Method

@@ -278,7 +278,9 @@ class CaseRepetitions(OutputModel):
 class RepetitionSummary(OutputModel):
     k: int = Field(description="The most repetitions any case has")
     pass_at_1: float | None = Field(description=PASS_RATE)
-    pass_at_1_ci: tuple[float, float] | None = Field(description="95% bootstrap over cases")
+    pass_at_1_ci: tuple[float, float] | None = Field(
+        description="95% Wilson score interval of the mean pass share over cases"
+    )
     pass_at_k: dict[int, float] = Field(
         description="Mean over cases, for every k up to the fewest repetitions a case has"
     )

@@ -4,8 +4,10 @@ latency, tokens and cost, and with repetitions per case pass@k, pass^k and flaki
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -97,18 +99,18 @@ async def repetition_summary(session: AsyncSession, run: Run) -> RepetitionSumma
     tallies = await figures.case_tallies(session, run.id)
     if max((t.scored + t.errored for t in tallies), default=0) <= 1:
         return None
-    # (a bootstrap over every case: off the event loop)
-    return await asyncio.to_thread(summarise_repetitions, tallies, seed=stats.seed_for(str(run.id)))
+    # (a pass over every case: off the event loop)
+    return await asyncio.to_thread(summarise_repetitions, tallies)
 
 
-def summarise_repetitions(tallies: Sequence[CaseTally], *, seed: int) -> RepetitionSummary:
+def summarise_repetitions(tallies: Sequence[CaseTally]) -> RepetitionSummary:
     rated = [t for t in tallies if t.scored]
     k = max((t.scored for t in rated), default=0)
     shares = np.array([t.passed / t.scored for t in rated], dtype=float)
     interval = None
     if len(shares):
-        low, high = stats.PairedBootstrap(len(shares), seed=seed).mean_intervals(shares)[0]
-        interval = (round(float(low), 6), round(float(high), 6))
+        low, high = wilson_interval(float(shares.mean()), len(shares))
+        interval = (round(low, 6), round(high, 6))
     # Cases with the same (repetitions, passes) share their estimates: at most a few
     # thousand distinct pairs, whatever the number of cases.
     # Every case counts for every k reported: up to the fewest repetitions a rated case has
@@ -135,6 +137,21 @@ def summarise_repetitions(tallies: Sequence[CaseTally], *, seed: int) -> Repetit
         flaky=len(flaky),
         flaky_cases=[case_repetitions(t) for t in flaky[:FLAKY_LISTED]],
     )
+
+
+def wilson_interval(share: float, cases: int) -> tuple[float, float]:
+    """The Wilson score interval of a mean of `cases` shares (stats.CONFIDENCE).
+
+    Each case's share of passing repetitions lies in [0, 1], so with mean p its variance is at
+    most p (1 - p), a pass/fail case's: the score interval built on that variance holds for
+    shares too (conservative by up to the square root of the repetitions, when cases differ
+    little), is Wilson's own for pass/fail cases, and keeps a width at 0 and 1, where a
+    bootstrap of ten cases all passing is [1, 1]."""
+    z = NormalDist().inv_cdf(1.0 - (1.0 - stats.CONFIDENCE) / 2.0)
+    shrink = 1.0 + z * z / cases
+    centre = (share + z * z / (2 * cases)) / shrink
+    half = z / shrink * math.sqrt(share * (1.0 - share) / cases + z * z / (4 * cases * cases))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

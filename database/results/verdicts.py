@@ -116,9 +116,10 @@ def _unbounded_flips(
 ) -> str:
     """For pass rates, why an interval inside the margin still does not show equivalence (or,
     of `ways` regressed alone, that the change is no worse): the exact bound of the cases that
-    flipped one way is past it. A bootstrap of one or two flips
-    in 200 cases gives an interval of a point or so, where the share that could have regressed
-    unseen is up to 2.75%. With repetitions, a flip is a case that went from passing every
+    flipped one way is past it. A percentile bootstrap of one or two flips in 200 cases gave
+    an interval of a point or so, where the share that could have regressed unseen is up to
+    2.75%; the BCa interval reaches about as far, and the exact bound stays the rule for
+    whatever interval is given. With repetitions, a flip is a case that went from passing every
     repetition to failing every one (or back): a case that moved part of the way varies as
     chance does, and the bootstrap sees that variation; one flipped whole is the rare event
     it does not."""

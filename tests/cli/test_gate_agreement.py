@@ -168,3 +168,35 @@ def test_the_summary_line_gives_the_servers_pass_rate_with_repetitions(lab: Lab)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "pass rate 50.0% is below the floor of 55.0%" in done.stdout  # the gate's
     assert re.search(r"1 errored of \d+ \(pass rate 50\.0%\)", done.stdout)  # the summary's
+
+
+def test_compare_is_undecided_when_the_run_errs_more_than_its_baseline_as_the_gate_is(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """16 of 200 calls error (8%, under the gate's max_error_rate of 10%), every other case
+    passes as in the baseline: the 184 rated cases compare equivalent, but the errored ones
+    could hide a regression, and the gate is undecided; `assay compare` exited 0."""
+    test_set = lab.test_set(200)
+    metric = lab.metric()
+    args = ["-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    lab.fake.reply = lambda request: message_text(request["messages"][-1])
+    baseline = _run(lab, tmp_path / "baseline.json", *args)["run"]["id"]
+    for _ in range(16):
+        lab.fake.enqueue(Fault.http(400))
+    gated = lab.assay("run", *args, "--baseline", baseline, "--json", str(tmp_path / "c.json"))
+    assert gated.returncode == 2, gated.stdout + gated.stderr
+    candidate = json.loads((tmp_path / "c.json").read_text())["run"]
+    assert candidate["counts"]["errored"] == 16
+    assert candidate["gate_result"]["status"] == "undecided"
+    assert candidate["gate_result"]["comparison"]["verdict"] == "equivalent"
+
+    compared = lab.assay("compare", candidate["id"], "--baseline", baseline)
+    assert compared.returncode == 2, compared.stdout + compared.stderr
+    assert f"Against baseline {baseline}: equivalent" in compared.stdout
+    assert (
+        "NOT JUDGED (exit 2): 16 of 200 results errored (8.0%), against 0.0% of the"
+        " baseline's: more than 2 points above"
+    ) in " ".join(compared.stdout.split())
+    # 8 points more errors are inside a margin of 25: as a gate with it, the run passes.
+    wide = lab.assay("compare", candidate["id"], "--baseline", baseline, "--min-effect", "0.25")
+    assert wide.returncode == 0, wide.stdout + wide.stderr

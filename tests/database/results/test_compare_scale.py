@@ -168,10 +168,22 @@ async def _write(
 
 
 def _interval(deltas: np.ndarray, seed: int) -> tuple[float, float]:
-    """The 95% percentile interval of the mean delta over 2,000 resamples of the cases."""
+    """The 95% BCa interval of the mean delta over 2,000 resamples of the cases (Efron and
+    Tibshirani, 14.3: the bias from the resamples below the mean, the acceleration from the
+    jackknife's leave-one-out means; tests/utils/test_statistics.py checks the service's
+    against scipy's)."""
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(deltas), size=(2000, len(deltas)))
-    low, high = np.quantile(deltas[draws].mean(axis=1), [0.025, 0.975])
+    means = deltas[draws].mean(axis=1)
+    mean = deltas.mean()
+    normal = stats.norm
+    tied = np.abs(means - mean) <= 1e-12  # (equal but for rounding)
+    z0 = normal.ppf((((means < mean) & ~tied).sum() + 0.5 * tied.sum()) / len(means))
+    left_out = (deltas.sum() - deltas) / (len(deltas) - 1)
+    spread = left_out.mean() - left_out
+    a = (spread**3).sum() / (6 * ((spread**2).sum()) ** 1.5)
+    levels = [normal.cdf(z0 + (z0 + z) / (1 - a * (z0 + z))) for z in normal.ppf([0.025, 0.975])]
+    low, high = np.quantile(means, levels)
     return float(low), float(high)
 
 
