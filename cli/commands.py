@@ -37,7 +37,7 @@ def compare_runs(
     comparison = compare(client, run_id, baseline, min_effect=min_effect)
     console.print(comparison_table(comparison))
     console.print(f"{comparison['verdict']}: {comparison['reason']}", markup=False)
-    result = comparison_outcome(comparison)
+    result = comparison_outcome(comparison, (run.get("gate") or {}).get("max_error_rate", 0.1))
     compared = (
         ("the run", run),
         ("the baseline", client.get(f"/runs/{comparison['baseline_run_id']}")),

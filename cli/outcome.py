@@ -95,12 +95,12 @@ def compare(
     )
 
 
-def comparison_outcome(comparison: dict[str, Any]) -> Outcome:
+def comparison_outcome(comparison: dict[str, Any], max_error_rate: float = 0.1) -> Outcome:
     """The server's rule for a gate with `fail_on: regression` (database/results/gates.py):
     a regression of the overall pass rate or of any metric's fails it (1); else one of them
     inconclusive, and not shown no worse than the margin, or the run's share of errored
-    results above its baseline's by more than the margin, leaves it undecided (2); else it
-    passes (0)."""
+    results above `max_error_rate` (the gate's) or above its baseline's by more than the
+    margin, leaves it undecided (2); else it passes (0)."""
     tested = [comparison["overall"], *(metric["pass_rate"] for metric in comparison["metrics"])]
     regressed = [t["reason"] for t in tested if t["verdict"] == "regressed"]
     if regressed:
@@ -110,7 +110,8 @@ def comparison_outcome(comparison: dict[str, Any]) -> Outcome:
         for t in tested
         if t["verdict"] == "inconclusive" and not t.get("not_worse", False)
     ]
-    reasons = ["inconclusive: " + "; ".join(doubts)] if doubts else []
+    reasons = _too_many_errors(comparison, max_error_rate)
+    reasons += ["inconclusive: " + "; ".join(doubts)] if doubts else []
     reasons += _errors_beside_baseline(comparison)
     if reasons:
         return Outcome(NOT_JUDGED, "; ".join(reasons))
@@ -119,6 +120,18 @@ def comparison_outcome(comparison: dict[str, Any]) -> Outcome:
 
 # A share a rounding error above the margin is not above it (gates._ROUNDING).
 _ROUNDING = 1e-9
+
+
+def _too_many_errors(comparison: dict[str, Any], max_error_rate: float) -> list[str]:
+    """The gate's doubt when more of the run's results errored than its max_error_rate."""
+    errors = comparison.get("errors")
+    if not errors or not errors["run"]["results"]:
+        return []
+    errored, results = errors["run"]["errored"], errors["run"]["results"]
+    if errored / results <= max_error_rate:
+        return []
+    allowed = f"{max_error_rate:.0%}"
+    return [f"{errored} of {results} results errored, above the allowed share of {allowed}"]
 
 
 def _errors_beside_baseline(comparison: dict[str, Any]) -> list[str]:

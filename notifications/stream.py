@@ -30,6 +30,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Generator
+from functools import partial
 from typing import Any
 
 import structlog
@@ -270,20 +271,28 @@ class EventStream(Response):
         """One of the hub's replay slots, taken; False, none taken, once the stream is ending
         (its client gone, the server stopping: looked at every second of the wait) or after
         REPLAY_SLOT_WAIT_SECONDS, when it ends for the client to come back: the streams ahead
-        in the queue may each hold a slot for a pool timeout while the pool is exhausted."""
+        may each hold a slot for a pool timeout while the pool is exhausted. One request for
+        the slot is kept the whole wait, so the stream keeps its place in the queue."""
+        slots = self.hub.replay_slots
+        taking = asyncio.ensure_future(slots.acquire())
         waited_until = time.monotonic() + REPLAY_SLOT_WAIT_SECONDS
-        while subscriber.ending is None:
-            try:
-                async with asyncio.timeout(min(1.0, REPLAY_SLOT_WAIT_SECONDS)):
-                    await self.hub.replay_slots.acquire()
-            except TimeoutError:
-                if time.monotonic() >= waited_until:
+        granted = False
+        try:
+            while not taking.done() and subscriber.ending is None:
+                await asyncio.wait([taking], timeout=min(1.0, REPLAY_SLOT_WAIT_SECONDS))
+                if not taking.done() and time.monotonic() >= waited_until:
                     subscriber.end(UNREADABLE)
-            else:
-                if subscriber.ending is None:
-                    return True
-                self.hub.replay_slots.release()
-        return False
+            granted = taking.done() and not taking.cancelled() and subscriber.ending is None
+            return granted
+        finally:
+            if not granted:  # (a slot given as the wait ended goes back)
+                taking.cancel()
+                taking.add_done_callback(partial(_give_back, slots))
+
+
+def _give_back(slots: asyncio.Semaphore, taking: asyncio.Future[bool]) -> None:
+    if not taking.cancelled():
+        slots.release()
 
 
 async def _watch_for_disconnect(receive: Receive, subscriber: Subscriber) -> None:

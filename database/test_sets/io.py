@@ -93,22 +93,27 @@ CSV_COLUMNS = [
 ]
 
 
+# (`binary`, which some tools attach to any file, says nothing of its text)
+_UTF8_OR_NO_CLAIM = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "binary"})
+
+
 def detect_format(filename: str | None, content_type: str | None, explicit: str | None) -> Format:
-    """The upload's format: the explicit choice, else a known content type, else the extension."""
+    """The upload's format: the explicit choice, else a known content type, else the extension;
+    refused (415) when the upload says it is text in another charset than UTF-8."""
+    media, *parameters = (content_type or "").lower().split(";")
+    media = media.strip()
+    for name, _, value in (parameter.strip().partition("=") for parameter in parameters):
+        charset = value.strip().strip('"')
+        if name == "charset" and charset not in _UTF8_OR_NO_CLAIM:
+            raise UnsupportedMediaType(
+                f"The upload says charset={charset[:40]}, but imports read UTF-8 text only:"
+                " save or convert the file as UTF-8"
+            )
     if explicit:
         name = explicit.strip().lower().lstrip(".")
         if name in _NAMES:
             return _NAMES[name]
         raise UnsupportedMediaType(f"Unknown format {explicit!r}; {_ACCEPTED}")
-    media, *parameters = (content_type or "").lower().split(";")
-    media = media.strip()
-    for name, _, value in (parameter.strip().partition("=") for parameter in parameters):
-        charset = value.strip().strip('"')
-        if name == "charset" and charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
-            raise UnsupportedMediaType(
-                f"The upload says charset={charset[:40]}, but imports read UTF-8 text only:"
-                " save or convert the file as UTF-8"
-            )
     if media in _CONTENT_TYPES:
         return _CONTENT_TYPES[media]
     # Browsers send text/plain, application/octet-stream or even application/vnd.ms-excel for

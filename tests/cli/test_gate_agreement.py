@@ -200,3 +200,33 @@ def test_compare_is_undecided_when_the_run_errs_more_than_its_baseline_as_the_ga
     # 8 points more errors are inside a margin of 25: as a gate with it, the run passes.
     wide = lab.assay("compare", candidate["id"], "--baseline", baseline, "--min-effect", "0.25")
     assert wide.returncode == 0, wide.stdout + wide.stderr
+
+
+def test_compare_is_undecided_past_the_gates_share_of_errors_as_the_gate_is(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """Both runs err on 30 of 200 cases (15%, past the gate's max_error_rate of 10%): no more
+    than the baseline, but too many for any verdict; `assay compare` exited 0 where the gate
+    was undecided."""
+    test_set = lab.test_set(200)
+    metric = lab.metric()
+    args = ["-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
+    lab.fake.reply = lambda request: message_text(request["messages"][-1])
+    for _ in range(30):
+        lab.fake.enqueue(Fault.http(400))
+    first = lab.assay("run", *args, "--json", str(tmp_path / "baseline.json"), "-q")
+    assert first.returncode == 2, first.stdout + first.stderr  # its own gate: too many errors
+    baseline = json.loads((tmp_path / "baseline.json").read_text())["run"]["id"]
+    for _ in range(30):
+        lab.fake.enqueue(Fault.http(400))
+    gated = lab.assay("run", *args, "--baseline", baseline, "--json", str(tmp_path / "c.json"))
+    assert gated.returncode == 2, gated.stdout + gated.stderr
+    candidate = json.loads((tmp_path / "c.json").read_text())["run"]
+    reasons = candidate["gate_result"]["reasons"]
+    assert "30 of 200 results errored, above the allowed share of 10%" in reasons
+
+    compared = lab.assay("compare", candidate["id"], "--baseline", baseline)
+    assert compared.returncode == 2, compared.stdout + compared.stderr
+    assert "30 of 200 results errored, above the allowed share of 10%" in " ".join(
+        compared.stdout.split()
+    )

@@ -8,18 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from database.core import asyncpg_connect_args
+from database.core import Database, asyncpg_connect_args
 from notifications import stream as streams
+from notifications.hub import Hub
 from notifications.publisher import DELTAS_CHANNEL, Publisher
 from notifications.service import get_notifications
-from notifications.subscriber import SHUTDOWN, UNREADABLE
+from notifications.stream import EventStream
+from notifications.subscriber import SHUTDOWN, UNREADABLE, StreamLimits, Subscriber
 from tests.fakes.openai_server import FakeOpenAI
 from tests.notifications.conftest import Live
 from tests.notifications.test_stream_resume import (
@@ -174,3 +177,37 @@ async def test_a_runs_unsendable_live_text_costs_no_other_run_its_deltas(
         await publisher.stop()
         await connection.close()
     assert received == {other: "hello", odd: "x\ufffdy\ufffdz"}
+
+
+async def test_a_replay_waiting_for_a_slot_keeps_its_place_in_the_queue() -> None:
+    """The wait was a one-second request for a slot, asked again each time it ran out: the
+    stream went to the back of the queue, and under load streams passed their ten seconds and
+    ended (28 of 200 streams of 20 pages, where waiting in turn took 2 s)."""
+    slots = asyncio.Semaphore(1)
+    await slots.acquire()
+    limits = StreamLimits(heartbeat_seconds=600, send_timeout_seconds=600, max_lifetime_seconds=600)
+    stream = EventStream(
+        cast(Database, None),
+        cast(Hub, SimpleNamespace(replay_slots=slots)),
+        run_id=uuid.uuid4(),
+        organization_id=uuid.uuid4(),
+        after=0,
+        committed=0,
+        limits=limits,
+        retry_ms=1000,
+        terminal=frozenset(),
+    )
+    served: list[str] = []
+
+    async def replay(name: str) -> None:
+        if await stream._replay_slot(Subscriber(uuid.uuid4(), 10, limits, None)):
+            served.append(name)
+            slots.release()
+
+    first = asyncio.create_task(replay("first"))
+    await asyncio.sleep(0.3)
+    second = asyncio.create_task(replay("second"))
+    await asyncio.sleep(0.85)  # past the first one's look, every second, at its stream only
+    slots.release()
+    await asyncio.gather(first, second)
+    assert served == ["first", "second"]

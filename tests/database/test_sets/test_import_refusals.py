@@ -91,10 +91,14 @@ async def test_the_text_past_the_case_one_too_many_is_never_read(client):
 async def test_an_upload_declared_in_another_charset_is_a_415_saying_so(client, declared: str):
     """It was read as UTF-8 whatever it said, and refused as "not UTF-8" at its first accent
     (or taken wrongly, where its bytes happened to be UTF-8 too)."""
-    response = await _import(client, "input\ncaf\u00e9\n".encode("latin-1"), declared)
-    body = assert_problem(response, 415)
-    assert "imports read UTF-8 text only" in body["detail"]
+    content = "input\ncaf\u00e9\n".encode("latin-1")
+    for named in (None, {"format": "csv"}):  # (the CLI names the format)
+        body = assert_problem(await _import(client, content, declared, named), 415)
+        assert "imports read UTF-8 text only" in body["detail"]
     assert (await _import(client, b"input\nq\n", "text/csv; charset=UTF-8")).status_code == 201
+    # `binary`, which some tools attach to any file, claims no charset
+    binary = "application/octet-stream; charset=binary"
+    assert (await _import(client, b"input\nq\n", binary, {"format": "csv"})).status_code == 201
 
 
 # --- YAML text ----------------------------------------------------------------------------------
