@@ -205,6 +205,7 @@ async def _execute(
             await _keep_what_is_done(writer)
     if left and not (writer.cancelled or writer.over_budget):
         await writer.flush()
+        _handed_back[run.organization_id] = time.monotonic()  # a turn from the release
         raise HandBack("another organization's work waited: the chunk's other cases go later")
     await writer.flush(last=True)
 
@@ -212,8 +213,9 @@ async def _execute(
 # When a chunk of each organization last handed back in this process (infinity while one
 # is handing back): its siblings ask again only a turn later. Until its cases in flight end,
 # the chunk still counts as under way, and they would see the same job waiting and all hand
-# back for it.
+# back for it. One sibling asks at a time: two asking together would both see it waiting.
 _handed_back: dict[uuid.UUID, float] = {}
+_asking: set[uuid.UUID] = set()
 
 
 async def _others_waiting(ctx: JobContext, run: Run, turn_over: asyncio.Event) -> None:
@@ -225,19 +227,26 @@ async def _others_waiting(ctx: JobContext, run: Run, turn_over: asyncio.Event) -
         # Chunks started together ask apart: the first to hand back frees the worker, and
         # those asking after it find nothing waiting.
         await asyncio.sleep(every * random.uniform(0.75, 1.25))
-        if time.monotonic() - _handed_back.get(run.organization_id, -math.inf) < every:
+        organization = run.organization_id
+        if (
+            organization in _asking
+            or time.monotonic() - _handed_back.get(organization, -math.inf) < every
+        ):
             continue
+        _asking.add(organization)
         try:
             async with ctx.transaction() as session:
                 waiting = await queue.others_waiting(
                     session,
-                    organization_id=run.organization_id,
+                    organization_id=organization,
                     waited=OTHERS_WAITED_SECONDS,
                     kinds=[CHUNK_JOB],
                 )
         except Exception as exc:  # the database restarting, say: the chunk goes on
             log.warning("could not tell whether others' work waits", error=str(exc))
             continue
+        finally:
+            _asking.discard(organization)
         if waiting:
             _handed_back[run.organization_id] = math.inf  # until its cases in flight end
             turn_over.set()
