@@ -221,8 +221,13 @@ async def list_invitations(
 async def revoke_invitation(
     session: AsyncSession, principal: Principal, invitation_id: uuid.UUID, meta: RequestMeta
 ) -> None:
-    """Revoking twice is no error; revoking an accepted invitation is (remove the member)."""
+    """Revoking twice is no error; revoking an accepted invitation is (remove the member). Only
+    an owner revokes an invitation to be an owner, as only an owner sends one."""
     organization_id = principal.organization_id
+    invitation = await org_crud.get_invitation(session, organization_id, invitation_id)
+    if invitation is None:
+        raise NotFound("Invitation not found")
+    check_may_grant(principal, Role(invitation.role))
     revoked = await org_crud.revoke_invitation(session, organization_id, invitation_id)
     if revoked is not None:
         await record(
@@ -235,9 +240,6 @@ async def revoke_invitation(
             request_meta=meta,
         )
         return
-    invitation = await org_crud.get_invitation(session, organization_id, invitation_id)
-    if invitation is None:
-        raise NotFound("Invitation not found")
     if invitation.accepted_at is not None:
         raise Conflict("This invitation was accepted; remove the member instead")
 

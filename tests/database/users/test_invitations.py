@@ -192,6 +192,28 @@ async def test_a_revoked_invitation_is_404(client):
     assert str(person.user_id) not in await _roles(client, owner)
 
 
+async def test_only_an_owner_revokes_an_invitation_to_be_an_owner(client):
+    owner = await register(client)
+    admin = await add_member(client, owner, "admin")
+    to_own = await invite(client, owner, unique_email(), "owner")
+    to_administer = await invite(client, owner, unique_email(), "admin")
+    refused = await client.delete(
+        invitations_url(owner.organization_id, to_own["id"]), headers=admin.headers
+    )
+    assert "owner" in assert_problem(refused, 403)["detail"]
+    key = await create_api_key(client, admin, "admin")
+    by_key = await client.delete(
+        invitations_url(owner.organization_id, to_own["id"]), headers=bearer(key["key"])
+    )
+    assert_problem(by_key, 403)
+    allowed = await client.delete(
+        invitations_url(owner.organization_id, to_administer["id"]), headers=admin.headers
+    )
+    assert allowed.status_code == 204, allowed.text
+    revoked = {item["id"]: item["revoked_at"] is not None for item in await _listed(client, owner)}
+    assert (revoked[to_own["id"]], revoked[to_administer["id"]]) == (False, True)
+
+
 async def test_another_accounts_invitation_is_404_and_stays_theirs(client):
     owner = await register(client)
     invited, other = await register(client), await register(client)
