@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from app.engine.calls import DeltaSink, call_model, cost
+from app.engine.judge_replies import UnreadableVerdict, read_verdict
 from app.engine.plan import Plan
-from database.evaluations.scoring import JudgeVerdict, MetricSpec, Verdict
+from database.evaluations.scoring import MetricSpec, Verdict
 from providers.targets import TargetConfig, TargetError, TargetRequest
 
 
@@ -41,9 +42,9 @@ class ModelJudge:
             cost=cost(self.config, reply),
         )
         try:
-            answer = JudgeVerdict.model_validate_json(_json_object(reply.output))
-        except ValueError:
-            verdict.error = "the judge did not answer with a score between 0 and 1 and a reason"
+            answer = read_verdict(reply.output, prompt)
+        except UnreadableVerdict as unreadable:
+            verdict.error = str(unreadable)
             return verdict
         verdict.score, verdict.reason = answer.score, answer.reason
         return verdict
@@ -55,9 +56,3 @@ def judge_for(plan: Plan, spec: MetricSpec, on_delta: DeltaSink | None) -> Model
     if config is None:
         return None
     return ModelJudge(config, allow_private=plan.allow_private, on_delta=on_delta)
-
-
-def _json_object(text: str) -> str:
-    """The JSON object in a judge's reply (models wrap it in prose or code fences)."""
-    start, end = text.find("{"), text.rfind("}")
-    return text[start : end + 1] if 0 <= start < end else text
