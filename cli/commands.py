@@ -29,15 +29,15 @@ EXPORT_FORMATS = tuple(EXPORT_TYPES)
 def compare_runs(
     client: Client, console: Console, run_id: str, baseline: str, min_effect: float | None
 ) -> int:
-    """Exits as the run's gate would with `fail_on: regression`, compared with its min_effect
-    unless told another: as a gate, not judged (2) unless both runs completed."""
+    """Exits as the run's gate would compared with `baseline`, with its min_effect unless told
+    another: as a gate, not judged (2) unless both runs completed."""
     run = client.get(f"/runs/{run_id}")
     if min_effect is None:
         min_effect = (run.get("gate") or {}).get("min_effect")
     comparison = compare(client, run_id, baseline, min_effect=min_effect)
     console.print(comparison_table(comparison))
     console.print(f"{comparison['verdict']}: {comparison['reason']}", markup=False)
-    result = comparison_outcome(comparison, (run.get("gate") or {}).get("max_error_rate", 0.1))
+    result = comparison_outcome(comparison, run.get("gate") or {})
     compared = (
         ("the run", run),
         ("the baseline", client.get(f"/runs/{comparison['baseline_run_id']}")),

@@ -95,14 +95,23 @@ def compare(
     )
 
 
-def comparison_outcome(comparison: dict[str, Any], max_error_rate: float = 0.1) -> Outcome:
-    """The server's rule for a gate with `fail_on: regression` (database/results/gates.py):
-    a regression of the overall pass rate or of any metric's fails it (1); else one of them
-    inconclusive, and not shown no worse than the margin, or the run's share of errored
-    results above `max_error_rate` (the gate's) or above its baseline's by more than the
-    margin, leaves it undecided (2); else it passes (0)."""
-    tested = [comparison["overall"], *(metric["pass_rate"] for metric in comparison["metrics"])]
+def comparison_outcome(comparison: dict[str, Any], gate: dict[str, Any]) -> Outcome:
+    """The server's rule for the run's `gate` (database/results/gates.py), compared with this
+    baseline: a regression of what `fail_on` names (the overall pass rate and every metric's
+    unless it lists metrics, the listed ones then; `never` compares as `regression`, since a
+    comparison is what was asked), or more of the baseline's tests missing than `max_dropped`,
+    fails it (1); else one of them inconclusive, and not shown no worse than the margin, or
+    the run's share of errored results above `max_error_rate` (10% unless the gate says) or
+    above its baseline's by more than the margin, leaves it undecided (2); else it passes (0)."""
+    fail_on = gate.get("fail_on", "regression")
+    named = fail_on if isinstance(fail_on, list) else None
+    metrics = {metric["name"]: metric["pass_rate"] for metric in comparison["metrics"]}
+    if named is None:
+        tested = [comparison["overall"], *metrics.values()]
+    else:
+        tested = [metrics[name] for name in named if name in metrics]
     regressed = [t["reason"] for t in tested if t["verdict"] == "regressed"]
+    regressed += _too_many_dropped(comparison, gate.get("max_dropped"))
     if regressed:
         return Outcome(GATE_FAILED, "regressed: " + "; ".join(regressed))
     doubts = [
@@ -110,12 +119,27 @@ def comparison_outcome(comparison: dict[str, Any], max_error_rate: float = 0.1) 
         for t in tested
         if t["verdict"] == "inconclusive" and not t.get("not_worse", False)
     ]
-    reasons = _too_many_errors(comparison, max_error_rate)
+    doubts += [
+        f"{name}: not compared (the baseline has no such metric)"
+        for name in named or ()
+        if name not in metrics
+    ]
+    reasons = _too_many_errors(comparison, gate.get("max_error_rate", UNGATED_MAX_ERROR_RATE))
     reasons += ["inconclusive: " + "; ".join(doubts)] if doubts else []
     reasons += _errors_beside_baseline(comparison)
     if reasons:
         return Outcome(NOT_JUDGED, "; ".join(reasons))
     return Outcome(OK, "no regression")
+
+
+def _too_many_dropped(comparison: dict[str, Any], allowed: int | None) -> list[str]:
+    dropped = comparison["cases"]["only_in_baseline"]
+    if allowed is None or dropped <= allowed:
+        return []
+    return [
+        f"{dropped} of the baseline's tests are not in this run, more than the {allowed}"
+        " allowed (max_dropped)"
+    ]
 
 
 # A share a rounding error above the margin is not above it (gates._ROUNDING).

@@ -176,5 +176,12 @@ def test_tests_deleted_from_the_synced_file_fail_a_gate_with_max_dropped(
     strict = lab.assay("run", "-q", cwd=tmp_path)
     assert strict.returncode == 1, strict.stdout + strict.stderr
     assert "2 of the baseline's tests are not in this run" in strict.stdout
+    # `assay compare` holds the run's gate's max_dropped too.
+    dropped = json.loads((tmp_path / "report.json").read_text())["run"]["id"]
+    compared = lab.assay("compare", dropped, "--baseline", baseline)
+    assert compared.returncode == 1, compared.stdout + compared.stderr
+    assert "2 of the baseline's tests are not in this run, more than the 1 allowed" in " ".join(
+        compared.stdout.split()
+    )
     lenient = lab.assay("run", "-q", "--max-dropped", "2", cwd=tmp_path)
     assert lenient.returncode == 0, lenient.stdout + lenient.stderr
