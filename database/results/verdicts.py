@@ -17,6 +17,7 @@ import numpy as np
 
 from database.results.comparison_schemas import Tested
 from utils import statistics as stats
+from utils.sign_flips import sign_flip_test
 
 ALPHA = 0.05
 MINUS = "\N{MINUS SIGN}"
@@ -55,7 +56,7 @@ def paired_test(
     binary = bool(np.all(np.isin(baseline, (0.0, 1.0))) and np.all(np.isin(candidate, (0.0, 1.0))))
     if binary:
         return "mcnemar-exact", stats.sign_test(int((deltas > 0).sum()), int((deltas < 0).sum()))
-    return "sign-flip", stats.sign_flip_test(deltas, seed=seed)
+    return "sign-flip", sign_flip_test(deltas, seed=seed)
 
 
 def tested(

@@ -14,6 +14,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from utils.pass_estimators import pass_at_k, pass_hat_k
+from utils.sign_flips import sign_flip_test
 from utils.statistics import (
     PairedBootstrap,
     _resample_quantiles,
@@ -22,7 +23,6 @@ from utils.statistics import (
     quantile,
     seed_for,
     share_upper_bound,
-    sign_flip_test,
     sign_test,
     signed_rank_balance,
     signed_rank_test,

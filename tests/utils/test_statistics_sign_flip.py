@@ -1,4 +1,4 @@
-"""utils.statistics.sign_flip_test, the paired randomization test of a mean difference, against
+"""utils.sign_flips.sign_flip_test, the paired randomization test of a mean difference, against
 scipy.stats.permutation_test (permutation_type='samples': the reference), against the exact law
 of the signed sum computed here by convolution where the differences lie on a lattice, and by
 simulation: its level when nothing changed, and its direction where a sign test of counts of
@@ -13,13 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils.statistics import (
-    SIGN_FLIP_EXACT,
-    SIGN_FLIP_NORMAL,
-    SIGN_FLIPS,
-    sign_flip_test,
-    sign_test,
-)
+from utils.sign_flips import SIGN_FLIP_EXACT, SIGN_FLIP_NORMAL, SIGN_FLIPS, sign_flip_test
+from utils.statistics import sign_test
 
 SHARES = np.array([-1, -2 / 3, -1 / 2, -1 / 3, 0, 1 / 3, 1 / 2, 2 / 3, 1])
 
