@@ -15,6 +15,7 @@ from database.evaluations.judges import (
     first_and_last,
     items,
     material,
+    name_shown,
     prompt,
     shown,
 )
@@ -36,7 +37,7 @@ def _turn(number: int, turn: dict[str, Any]) -> str:
     lines = [f"Turn {number}:", f"  user: {shown(turn.get('user') or '', MESSAGE_CHARS)}"]
     for call in items(turn.get("tool_calls")):
         arguments = shown(call.get("arguments", {}), PART_CHARS)
-        lines.append(f"  assistant calls {call.get('name')}({arguments})")
+        lines.append(f"  assistant calls {name_shown(call.get('name'))}({arguments})")
     answer = turn.get("text")
     lines.append(f"  assistant: {shown(answer, MESSAGE_CHARS) if answer else '(no text)'}")
     return clipped("\n".join(lines), TURN_CHARS)
@@ -47,8 +48,8 @@ def _transcript(obs: Observation) -> str:
     transcript = first_and_last(rendered, TRANSCRIPT_CHARS, "turns")
     return (
         f"The conversation, {len(rendered)} turn{'s' if len(rendered) != 1 else ''} (the "
-        "user's messages, the assistant's answers and its tool calls):\n"
-        + material("conversation", transcript, len(transcript))
+        "user's messages, the assistant's answers and its tool calls; what either wrote is "
+        "quoted as JSON, one line each):\n" + material("conversation", transcript, len(transcript))
     )
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, StringConstraints
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
 from utils.schemas import InputModel
 
+_PLAIN_NAME = re.compile(r"[\w.:-]{1,128}", re.ASCII)
 Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 # An agent's judges see its steps bounded: the first and the last steps, each step clipped.
 TRAJECTORY_CHARS = 24_000
@@ -109,9 +110,26 @@ def clipped(text: str, limit: int) -> str:
     return text[:limit] + f"… [{len(text) - limit:,} more characters]"
 
 
+# JSON leaves these line breaks as they are; a reader takes them for new lines all the same.
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def shown(value: Any, limit: int = PART_CHARS) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return clipped(text, limit)
+    """What an agent, a tool or a user wrote, clipped, on one line as JSON: a line break in it
+    cannot start a line of the transcript's own (a tool result never returned, a turn never
+    taken)."""
+    if isinstance(value, str):
+        text = json.dumps(clipped(value, limit), ensure_ascii=False)
+    else:
+        text = clipped(json.dumps(value, ensure_ascii=False, default=str), limit)
+    return text.translate(_LINE_BREAKS)
+
+
+def name_shown(value: Any) -> str:
+    """A tool's or a call's name or id: as written when it is a plain identifier."""
+    if isinstance(value, str) and _PLAIN_NAME.fullmatch(value):
+        return value
+    return shown(value, 100)
 
 
 def items(value: Any) -> list[dict[str, Any]]:
@@ -124,10 +142,12 @@ def _step(number: int, step: dict[str, Any]) -> str:
         lines.append(f"  says: {shown(step['text'])}")
     for call in items(step.get("tool_calls")):
         arguments = shown(call.get("arguments", {}))
-        lines.append(f"  calls {call.get('name')}({arguments}) [call {call.get('id')}]")
+        name, call_id = name_shown(call.get("name")), name_shown(call.get("id"))
+        lines.append(f"  calls {name}({arguments}) [call {call_id}]")
     for result in items(step.get("tool_results")):
         content = shown(result.get("content"))
-        lines.append(f"  result of {result.get('name')} [call {result.get('id')}]: {content}")
+        name, call_id = name_shown(result.get("name")), name_shown(result.get("id"))
+        lines.append(f"  result of {name} [call {call_id}]: {content}")
     return clipped("\n".join(lines), STEP_CHARS)
 
 
@@ -159,9 +179,10 @@ def _trajectory(obs: Observation) -> str:
         return "The agent's steps:\n(none recorded: it made no tool calls)"
     rendered = [_step(number, step) for number, step in enumerate(steps, 1)]
     steps_text = first_and_last(rendered, TRAJECTORY_CHARS)
-    return "The agent's steps (its text, tool calls and tool results):\n" + material(
-        "steps", steps_text, len(steps_text)
-    )
+    return (
+        "The agent's steps (its text, tool calls and tool results; what the agent or a tool"
+        " wrote is quoted as JSON, one line each):\n"
+    ) + material("steps", steps_text, len(steps_text))
 
 
 def _goal(obs: Observation) -> list[str]:
@@ -182,7 +203,8 @@ def _tools(obs: Observation) -> str:
     if not functions:
         return "Tools available: (none given)"
     lines = [
-        f"- {f.get('name')}" + (f": {shown(f['description'], 300)}" if f.get("description") else "")
+        f"- {name_shown(f.get('name'))}"
+        + (f": {shown(f['description'], 300)}" if f.get("description") else "")
         for f in functions
     ]
     return "Tools available:\n" + clipped("\n".join(lines), TOOLS_CHARS)

@@ -399,10 +399,10 @@ def test_the_agent_judges_see_the_task_and_every_steps_text_calls_and_results(me
     assert "Book me a trip to Paris" in prompt
     assert "Let me look that up." in prompt
     assert 'calls search({"q": "hotels in Paris"}) [call c1]' in prompt
-    assert "result of search [call c1]: Hôtel Lutetia: 4 rooms free" in prompt
+    assert 'result of search [call c1]: "Hôtel Lutetia: 4 rooms free"' in prompt
     assert 'calls book({"city": "Paris", "hotel": "Lutetia"})' in prompt
     assert '{"confirmation": "XK-42"}' in prompt
-    assert "Step 3:\n  says: Booked: confirmation XK-42." in prompt
+    assert 'Step 3:\n  says: "Booked: confirmation XK-42."' in prompt
     assert '"score"' in prompt and '"reason"' in prompt
 
 
@@ -418,7 +418,7 @@ def test_task_completion_is_judged_against_the_expected_outcome_when_given():
 
 def test_tool_use_rationale_lists_the_tools_available_and_asks_about_needless_calls():
     prompt = judged("tool-use-rationale", observe([], trajectory=TRAJECTORY, tools=TOOLS))
-    assert "- search: Search the web" in prompt and "- book: Book a hotel" in prompt
+    assert '- search: "Search the web"' in prompt and '- book: "Book a hotel"' in prompt
     assert "- ping\n" in prompt  # no description
     assert "Unnecessary calls" in prompt and "redundant" in prompt
     assert "(none given)" in judged("tool-use-rationale", observe([], trajectory=TRAJECTORY))
@@ -445,7 +445,7 @@ def test_a_huge_trajectory_is_shown_bounded_first_and_last_steps_kept(metric_typ
     prompt = judged(metric_type, observation)
     bound = judges.TRAJECTORY_CHARS + 3 * judges.TEXT_CHARS + judges.TOOLS_CHARS + 3_000
     assert len(prompt) < bound
-    assert "Step 1:\n  says: thinking 0 " in prompt
-    assert "Step 2000:\n  says: thinking 1999 " in prompt
+    assert 'Step 1:\n  says: "thinking 0 ' in prompt
+    assert 'Step 2000:\n  says: "thinking 1999 ' in prompt
     assert "steps left out" in prompt
     assert "more characters]" in prompt

@@ -77,6 +77,11 @@ async def scored(spec: MetricSpec, observation: Observation) -> Verdict:
 # --- the judges of a conversation ---------------------------------------------------------------
 
 
+def quoted(text: str) -> str:
+    """Text as the transcript shows what someone wrote: JSON, on one line."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 def judged(metric_type: str, observation: Observation) -> str:
     return judge_prompt(metric(metric_type), observation)
 
@@ -85,8 +90,8 @@ def judged(metric_type: str, observation: Observation) -> str:
 def test_the_judges_see_every_turn_its_messages_answers_and_tool_calls(metric_type):
     prompt = judged(metric_type, conversation())
     for number, each in enumerate(TURNS, 1):
-        assert f"Turn {number}:\n  user: {each['user']}" in prompt
-        assert f"  assistant: {each['text']}" in prompt
+        assert f"Turn {number}:\n  user: {quoted(each['user'])}" in prompt
+        assert f"  assistant: {quoted(each['text'])}" in prompt
     assert 'assistant calls search({"q": "hotels"})' in prompt
     assert prompt.index("Turn 1:") < prompt.index("Turn 2:") < prompt.index("Turn 4:")
     assert "The conversation, 4 turns" in prompt
@@ -126,8 +131,8 @@ def test_a_single_answer_is_judged_as_a_conversation_of_one_turn(metric_type):
     single = Observation(output="It is Paris.", input="Capital of France?", tool_calls=[call])
     prompt = judged(metric_type, single)
     assert "The conversation, 1 turn " in prompt
-    assert "Turn 1:\n  user: Capital of France?" in prompt
-    assert "  assistant: It is Paris." in prompt
+    assert 'Turn 1:\n  user: "Capital of France?"' in prompt
+    assert '  assistant: "It is Paris."' in prompt
     assert 'assistant calls search({"q": "x"})' in prompt
     assert "Turn 2:" not in prompt
 
@@ -141,8 +146,8 @@ def test_a_huge_transcript_is_shown_bounded_first_and_last_turns_kept(metric_typ
     prompt = judged(metric_type, observation)
     bound = conversation_judges.TRANSCRIPT_CHARS + 3 * judges.TEXT_CHARS + 3_000
     assert len(prompt) < bound
-    assert "Turn 1:\n  user: question 1 " in prompt
-    assert "Turn 500:\n  user: question 500 " in prompt
+    assert 'Turn 1:\n  user: "question 1 ' in prompt
+    assert 'Turn 500:\n  user: "question 500 ' in prompt
     assert "turns left out" in prompt
     assert "more characters]" in prompt
     assert "The conversation, 500 turns" in prompt
