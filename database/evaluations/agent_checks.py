@@ -17,10 +17,26 @@ from typing import Annotated, Any, Literal
 
 import jsonschema
 import referencing.exceptions
-from pydantic import AfterValidator, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core.core_schema import ValidationInfo
 
+from database.evaluations.call_matching import (
+    Pairs,
+    largest_matching,
+    longest_in_order,
+    same_json,
+    within,
+)
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
+from utils.check_budget import CHECK_SECONDS, seconds_left
 from utils.json_schemas import (
     SchemaTooCostly,
     all_errors,
@@ -40,7 +56,6 @@ CALL_CHARS = 120  # one call, as a reason shows it
 Match = Literal["exact", "subset", "schema"]
 Mode = Literal["exact", "in-order", "any-order", "subset", "superset"]
 ToolName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Pairs = list[list[bool]]  # pairs[i][j]: the expected call i matches the actual call j
 Score = tuple[float, str]
 
 
@@ -61,6 +76,14 @@ MATCHING = (
     "recursively), or schema (`arguments` is a JSON Schema they must satisfy)"
 )
 ANY = "The arguments wanted (left out: any arguments)"
+# What validating with a schema that is none raises (see _SavedCall).
+_BROKEN_SCHEMA = (
+    jsonschema.exceptions.UnknownType,  # {"type": "nope"}
+    TypeError,  # {"minLength": "x"}, {"required": 5}
+    AttributeError,  # {"properties": []}, {"items": 5}
+    LookupError,
+    ZeroDivisionError,  # {"multipleOf": 0}
+)
 
 
 class ExpectedCall(InputModel):
@@ -79,16 +102,39 @@ class ExpectedCall(InputModel):
             return False
         arguments = call.get("arguments")
         if self.arguments is None or self.match == "schema":
-            return self.arguments is None or first_error(self._schema, arguments) is None
+            return self.arguments is None or self._valid(arguments)
         if not isinstance(arguments, dict):  # raw text matches no object
             return False
-        return (_same if self.match == "exact" else within)(arguments, self.arguments)
+        return (same_json if self.match == "exact" else within)(arguments, self.arguments)
+
+    def _valid(self, arguments: Any) -> bool:
+        try:
+            return first_error(self._schema, arguments) is None
+        except referencing.exceptions.Unresolvable as exc:  # none is fetched
+            raise ScoringError(f"a $ref to nowhere: {exc}") from None
+        except _BROKEN_SCHEMA as exc:  # what validating with a schema that is none raises
+            said = str(exc).partition("\n")[0]
+            why = _clip(f"{type(exc).__name__}: {said}", 200)
+            raise ScoringError(f"not a valid JSON schema ({why})") from None
 
     def __str__(self) -> str:
         if self.arguments is None:
             return self.name
         shown = _clip(f"{self.name}({_json(self.arguments)})")
         return shown if self.match == "exact" else f"{shown} [{self.match}]"
+
+
+class _SavedCall(BaseModel):
+    """An expected call as scoring reads it: its shape (a test saved before a rule may hold
+    anything), not its text or its schema again. They were checked when it was saved, and the
+    metaschema's check (some 4 ms a KB, outside any budget) of each on every result scored held
+    a check thread 40 s for a test of 100 large schemas. A broken schema errs when it is used
+    (see ExpectedCall._valid)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: ToolName
+    match: Match = "exact"
+    arguments: dict[str, Any] | None = None
 
 
 class ToolCallParameters(InputModel):
@@ -122,29 +168,7 @@ class StepCount(InputModel):
     max: int = Field(ge=1, le=10_000, description="The most model calls (steps) allowed")
 
 
-# --- matching one call ----------------------------------------------------------------------
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: 1 == 1.0, but true is not 1 and "1" is not 1."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
-    if isinstance(a, int | float):
-        return isinstance(b, int | float) and a == b
-    return type(a) is type(b) and a == b
-
-
-def within(actual: Any, wanted: Any) -> bool:
-    """Every key of `wanted` in `actual` with an equal value, recursively through objects."""
-    if isinstance(wanted, dict):
-        return isinstance(actual, dict) and all(
-            key in actual and within(actual[key], value) for key, value in wanted.items()
-        )
-    return _same(actual, wanted)
+# --- showing calls ----------------------------------------------------------------------------
 
 
 def _json(value: Any) -> str:
@@ -176,7 +200,7 @@ def _calls(obs: Observation) -> list[dict[str, Any]]:
 
 def _parsed(given: Any, where: str) -> ExpectedCall:
     try:
-        return ExpectedCall.model_validate(given)
+        return ExpectedCall.model_construct(**dict(_SavedCall.model_validate(given)))
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
@@ -188,71 +212,34 @@ def _expected(obs: Observation) -> list[ExpectedCall]:
         raise ScoringError("no expected tool calls: give the test its expected_tool_calls")
     if len(obs.expected_tool_calls) > MAX_EXPECTED:
         raise ScoringError(f"more than {MAX_EXPECTED} expected tool calls")
-    return [
-        _parsed(call, f"the test's expected_tool_calls[{i}]")
-        for i, call in enumerate(obs.expected_tool_calls)
-    ]
+    expected = []
+    for i, call in enumerate(obs.expected_tool_calls):
+        seconds_left(CHECK_SECONDS)  # OutOfTime once the check's budget is spent
+        expected.append(_parsed(call, _TESTS.format(i)))
+    return expected
 
 
-def _pairs(expected: Sequence[ExpectedCall], calls: Sequence[dict[str, Any]]) -> Pairs:
+_TESTS = "the test's expected_tool_calls[{}]"  # where an expected call of the test is
+
+
+def _pairs(
+    expected: Sequence[ExpectedCall], calls: Sequence[dict[str, Any]], where: str = _TESTS
+) -> Pairs:
+    """Which expected call matches which call; ScoringError naming the expectation (`where`,
+    formatted with its index) whose schema cannot be used."""
     rows: dict[str, list[bool]] = {}  # the same expectation twice is compared once
-    keys = [wanted.model_dump_json() for wanted in expected]
-    try:
-        for key, wanted in zip(keys, expected, strict=True):
-            if key not in rows:
-                rows[key] = [wanted.matches(call) for call in calls]
-    except referencing.exceptions.Unresolvable as exc:  # a $ref to nowhere (none is fetched)
-        raise ScoringError(f"an expected schema has a $ref to nowhere: {exc}") from None
+    keys = [json.dumps([wanted.name, wanted.match, wanted.arguments]) for wanted in expected]
+    for i, (key, wanted) in enumerate(zip(keys, expected, strict=True)):
+        if key in rows:
+            continue
+        row = rows[key] = []
+        for call in calls:
+            seconds_left(CHECK_SECONDS)  # a comparison may walk large arguments
+            try:
+                row.append(wanted.matches(call))
+            except ScoringError as exc:
+                raise ScoringError(f"{where.format(i)}.arguments: {exc}") from None
     return [rows[key] for key in keys]
-
-
-def _matching(pairs: Pairs, actual: int, seed: list[int | None] | None = None) -> list[int | None]:
-    """A maximum one-to-one matching of expected calls to actual calls (augmenting paths):
-    for each expected call, the actual call it is matched with, or None. An expected call that
-    `seed` matches stays matched (to this call or another)."""
-    matched: list[int | None] = list(seed) if seed else [None] * len(pairs)
-    partner: list[int | None] = [None] * actual  # actual -> expected
-    for i, j in enumerate(matched):
-        if j is not None:
-            partner[j] = i
-    for start in (i for i, j in enumerate(matched) if j is None):
-        reached_from: dict[int, int] = {}  # actual call -> the expected call that reached it
-        queue, free = [start], None
-        for i in queue:
-            for j in (j for j, ok in enumerate(pairs[i]) if ok and j not in reached_from):
-                reached_from[j], owner = i, partner[j]
-                if owner is None:
-                    free = j
-                    break
-                queue.append(owner)
-            if free is not None:
-                break
-        while free is not None:  # flip the path's pairs
-            i = reached_from[free]
-            matched[i], partner[free], free = free, i, matched[i]
-    return matched
-
-
-def _in_order(pairs: Pairs, actual: int) -> list[int | None]:
-    """The longest in-order match (LCS with the call-matching predicate): for each expected
-    call, the actual call it holds it with, or None."""
-    n = len(pairs)
-    best = [[0] * (actual + 1) for _ in range(n + 1)]
-    for i in range(n - 1, -1, -1):
-        for j in range(actual - 1, -1, -1):
-            best[i][j] = (
-                best[i + 1][j + 1] + 1 if pairs[i][j] else max(best[i + 1][j], best[i][j + 1])
-            )
-    held: list[int | None] = [None] * n
-    i = j = 0
-    while i < n and j < actual:
-        if pairs[i][j] and best[i][j] == best[i + 1][j + 1] + 1:
-            held[i], i, j = j, i + 1, j + 1
-        elif best[i + 1][j] >= best[i][j + 1]:
-            i += 1
-        else:
-            j += 1
-    return held
 
 
 # --- scorers --------------------------------------------------------------------------------
@@ -260,19 +247,19 @@ def _in_order(pairs: Pairs, actual: int) -> list[int | None]:
 
 def tool_call(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     if "name" in spec.parameters:
-        expected = [_parsed(spec.parameters, "parameters")]
+        expected, where = [_parsed(spec.parameters, "parameters")], "parameters"
     elif obs.expected_tool_calls is None:
         raise ScoringError(
             "no tool call to look for: set parameters.name or the test's expected_tool_calls"
         )
     else:
-        expected = _expected(obs)
+        expected, where = _expected(obs), _TESTS
     calls = _calls(obs)
     if not expected:  # the test expects no call at all
         if not calls:
             return 1.0, "no tool calls, as expected"
         return 0.0, f"expected no tool calls, got {len(calls)}: {_listed(map(_shown, calls))}"
-    matched = _matching(_pairs(expected, calls), len(calls))
+    matched = largest_matching(_pairs(expected, calls, where), len(calls))
     missing = [wanted for wanted, j in zip(expected, matched, strict=True) if j is None]
     found = len(expected) - len(missing)
     if not missing:
@@ -351,12 +338,12 @@ def _exact(expected: list[ExpectedCall], calls: list[dict[str, Any]], pairs: Pai
 def _ordered(expected: list[ExpectedCall], calls: list[dict[str, Any]], pairs: Pairs) -> Score:
     if not expected:
         return 1.0, "no calls expected"
-    held = _in_order(pairs, len(calls))
+    held = longest_in_order(pairs, len(calls))
     in_order = sum(j is not None for j in held)
     if in_order == len(expected):
         return 1.0, f"the {len(expected)} expected calls in order, among {len(calls)} calls"
     # The calls made but not in this order: those a largest matching adds to the order's.
-    made = _matching(pairs, len(calls), seed=held)
+    made = largest_matching(pairs, len(calls), seed=held)
     left = [i for i, j in enumerate(held) if j is None]
     problems = {
         "out of order": [expected[i] for i in left if made[i] is not None],
@@ -374,7 +361,7 @@ def _unordered(
     """any-order, subset or superset, by a maximum one-to-one matching: a call made twice
     matches an expected call only once."""
     n, m = len(expected), len(calls)
-    matched = _matching(pairs, m)
+    matched = largest_matching(pairs, m)
     found = sum(j is not None for j in matched)
     used = {j for j in matched if j is not None}
     missing = [str(wanted) for wanted, j in zip(expected, matched, strict=True) if j is None]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -39,7 +39,7 @@ from database.evaluations.scoring import (
     Verdict,
     decide,
 )
-from utils.check_budget import one_budget
+from utils.check_budget import OutOfTime, one_budget
 from utils.json_schemas import SchemaTooCostly
 from utils.schemas import InputModel, Name
 
@@ -61,6 +61,9 @@ class MetricType:
     # meanwhile. So is a check over many long turns: each turn's work is bounded, and the
     # loop runs between them.
     slow: bool = False
+    # A check whose work grows with what it reads (the answer, times the values it looks for):
+    # scored in a thread when this says the observation is much to read.
+    heavy: Callable[[MetricSpec, Observation], bool] | None = None
 
     def __post_init__(self) -> None:
         scorer = self.check if self.kind == "check" else self.instructions
@@ -74,6 +77,12 @@ class MetricType:
     def judged(self) -> bool:
         return self.kind == "judge"
 
+    def in_thread(self, spec: MetricSpec, obs: Observation) -> bool:
+        """Whether this check of `obs` is scored off the event loop."""
+        if self.slow or heavy_over_turns(spec, obs):
+            return True
+        return self.heavy is not None and self.heavy(spec, obs)
+
 
 def _check(
     name: str, parameters: type[InputModel], check: Check, summary: str, **kw: Any
@@ -81,17 +90,29 @@ def _check(
     return MetricType(name, "check", parameters, summary, check=check, **kw)
 
 
+def _text_check(
+    name: str, parameters: type[InputModel], check: Check, summary: str, **kw: Any
+) -> MetricType:
+    return _check(name, parameters, check, summary, heavy=checks.reads_much, **kw)
+
+
 def _judge(name: str, parameters: type[InputModel], asks: Instructions, summary: str) -> MetricType:
     return MetricType(name, "judge", parameters, summary, threshold=0.5, instructions=asks)
 
 
 _TYPES: tuple[MetricType, ...] = (
-    _check("equals", checks.ExpectedText, checks.equals, "The output equals the reference"),
-    _check("contains", checks.ExpectedText, checks.contains, "The output contains the reference"),
-    _check("icontains", checks.ExpectedText, checks.icontains, "Contains the reference, any case"),
-    _check("starts-with", checks.ExpectedText, checks.starts_with, "Starts with the reference"),
-    _check("contains-any", checks.TextList, checks.contains_any, "Contains one of the values"),
-    _check(
+    _text_check("equals", checks.ExpectedText, checks.equals, "The output equals the reference"),
+    _text_check(
+        "contains", checks.ExpectedText, checks.contains, "The output contains the reference"
+    ),
+    _text_check(
+        "icontains", checks.ExpectedText, checks.icontains, "Contains the reference, any case"
+    ),
+    _text_check(
+        "starts-with", checks.ExpectedText, checks.starts_with, "Starts with the reference"
+    ),
+    _text_check("contains-any", checks.TextList, checks.contains_any, "Contains one of the values"),
+    _text_check(
         "contains-all",
         checks.TextList,
         checks.contains_all,
@@ -338,7 +359,7 @@ async def score(spec: MetricSpec, obs: Observation, judge: Judge | None) -> Verd
     metric_type = CATALOGUE[spec.type]
     try:
         if metric_type.check is not None:
-            if metric_type.slow or heavy_over_turns(spec, obs):
+            if metric_type.in_thread(spec, obs):
                 loop = asyncio.get_running_loop()
                 call = partial(_check_budgeted, spec, obs, metric_type.check)
                 return await loop.run_in_executor(_CHECK_THREADS, call)
@@ -365,4 +386,7 @@ _CHECK_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="assay-che
 
 def _check_budgeted(spec: MetricSpec, obs: Observation, check: Check) -> Verdict:
     with one_budget():  # the check's schema validations, all together
-        return check_in_scope(spec, obs, check)
+        try:
+            return check_in_scope(spec, obs, check)
+        except OutOfTime as exc:  # a check's own pieces of work consult the budget too
+            raise ScoringError(f"the check {exc}") from None

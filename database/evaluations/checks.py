@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
+from decimal import Decimal
 from typing import Annotated, Any, Literal, NoReturn
 
 import referencing.exceptions
@@ -10,6 +13,7 @@ import regex
 from pydantic import Field, StringConstraints, field_validator, model_validator
 from rapidfuzz import fuzz
 
+from database.evaluations.scopes import SCOPE
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
 from utils.check_budget import CHECK_SECONDS, OutOfTime, seconds_left
 from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema, first_error
@@ -133,31 +137,76 @@ def starts_with(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
 
 def contains(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     output, wanted = _fold(obs.output, spec), _given_reference(spec, obs)
-    return _binary(wanted in output, "contains the reference", "reference not found")
+    return _binary(_holds(output, wanted), "contains the reference", "reference not found")
 
 
 def icontains(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     output = _fold(obs.output, spec, force=True)
     wanted = _given_reference(spec, obs, insensitive=True)
-    return _binary(wanted in output, "contains the reference", "reference not found")
+    return _binary(_holds(output, wanted), "contains the reference", "reference not found")
 
 
-def _found(spec: MetricSpec, obs: Observation) -> tuple[list[str], list[str]]:
-    """(the values found in the output, all the values), folded as the check says."""
+# Looking for a value holds the interpreter, in any thread: some 3 to 10 ns per character of
+# the answer. A long answer is searched a window at a time: a check scored in a thread lets the
+# event loop run between windows, and keeps to its budget.
+SEARCH_WINDOW = 1_000_000
+
+
+def _holds(text: str, value: str) -> bool:
+    """`value in text`, a window at a time, within the check's budget."""
+    last_start = len(text) - len(value)  # where an occurrence may start, at the latest
+    for start in range(0, max(last_start + 1, 1), SEARCH_WINDOW):
+        seconds_left(CHECK_SECONDS)  # OutOfTime once the check's budget is spent
+        if text.find(value, start, start + SEARCH_WINDOW + len(value) - 1) != -1:
+            return True
+    return False
+
+
+def _searched(
+    spec: MetricSpec, obs: Observation, *, until_found: bool = False
+) -> tuple[list[str], dict[str, bool]]:
+    """The values, folded as the check says, and whether the output holds each one searched:
+    every value, or (`until_found`) those up to the first the output holds."""
     output = _fold(obs.output, spec)
     values = [_fold(v, spec) for v in spec.parameters["values"]]
-    return [v for v in values if v in output], values
+    held: dict[str, bool] = {}
+    for value in values:
+        if value not in held:
+            held[value] = _holds(output, value)
+            if until_found and held[value]:
+                break
+    return values, held
 
 
 def contains_any(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    found, _ = _found(spec, obs)
-    return _binary(bool(found), f"found {found[0]!r}" if found else "", "none found")
+    values, held = _searched(spec, obs, until_found=True)
+    found = next((value for value in values if held.get(value)), None)
+    return _binary(found is not None, f"found {found!r}", "none found")
 
 
 def contains_all(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    found, values = _found(spec, obs)
-    missing = [v for v in values if v not in found]
-    return len(found) / len(values), ("all found" if not missing else f"missing {missing[:5]}")
+    values, held = _searched(spec, obs)
+    missing = [value for value in values if not held[value]]
+    score = (len(values) - len(missing)) / len(values)
+    return score, ("all found" if not missing else f"missing {missing[:5]}")
+
+
+# A text check that reads more than this (the answers once per value and once more to fold
+# their case, at up to 25 ns a character, and the values) is scored in a thread.
+INLINE_READ_CHARS = 1_000_000
+
+
+def reads_much(spec: MetricSpec, obs: Observation) -> bool:
+    """Whether a text check (a value or `values` looked for in the answer) of `obs` reads
+    more than INLINE_READ_CHARS."""
+    answers, times = len(obs.output), 1
+    if obs.turns and spec.parameters.get(SCOPE, "last") != "last":
+        answers = sum(len(str(turn.get("text") or "")) for turn in obs.turns)
+        times = len(obs.turns)
+    reference = spec.parameters.get("value", obs.expected)
+    values = spec.parameters.get("values") or [str(reference or "")]
+    looked_for = sum(len(value) for value in values) * times
+    return answers * (len(values) + 1) + looked_for > INLINE_READ_CHARS
 
 
 def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
@@ -189,28 +238,53 @@ def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
 MAX_JSON_CHARS = 1_000_000
 
 
-def _json(text: str) -> Any:
+def _json(text: str, *, exact: bool) -> Any:
     """The answer as JSON (RFC 8259: no NaN or Infinity); ValueError when it is not, and
     ScoringError when it is too long or nests too deep to read (valid, maybe, but not to be
-    judged)."""
+    judged). An integer of more digits than int() reads is JSON all the same: a Decimal, or
+    (`exact`, for a check that needs the values) a ScoringError."""
     if len(text) > MAX_JSON_CHARS:
         raise ScoringError(
             f"the answer is too long to read as JSON ({len(text):,} characters; at most"
             f" {MAX_JSON_CHARS:,})"
         )
     try:
-        return json.loads(text, parse_constant=_not_json)
+        try:
+            return json.loads(text, parse_constant=_not_json)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # an integer too long for int() (or NaN, refused again below)
+            long: list[str] = []
+            integer = functools.partial(_integer, long)
+            document = json.loads(text, parse_constant=_not_json, parse_int=integer)
     except RecursionError:
         raise ScoringError("the answer nests too deep to be read as JSON") from None
+    if long and exact:
+        # Not as an int: building one takes time quadratic in its digits (a million took
+        # 39 s). Nor as a Decimal: a schema's checks misjudge it (it is not of type integer,
+        # and a float multipleOf cannot divide it).
+        raise ScoringError(
+            f"the answer holds an integer of {len(long[0].lstrip('-')):,} digits: a schema is"
+            f" checked against integers of at most {sys.get_int_max_str_digits():,}"
+        )
+    return document
 
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
+def _integer(long: list[str], digits: str) -> int | Decimal:
+    try:
+        return int(digits)
+    except ValueError:  # past sys.get_int_max_str_digits(), which bounds int()'s quadratic work
+        long.append(digits)
+        return Decimal(digits)
+
+
 def is_json(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     try:
-        _json(obs.output)
+        _json(obs.output, exact=False)
     except ValueError as exc:
         return 0.0, f"not JSON: {exc}"
     return 1.0, "valid JSON"
@@ -218,7 +292,7 @@ def is_json(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
 
 def matches_json_schema(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     try:
-        document = _json(obs.output)
+        document = _json(obs.output, exact=True)
     except ValueError as exc:
         return 0.0, f"not JSON: {exc}"
     schema = spec.parameters["schema"]
