@@ -37,7 +37,9 @@ PROBLEM_REF = {"$ref": REF.format(model="Problem")}
 ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    503: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
 }
+_WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 _UNUSED = ("HTTPValidationError", "ValidationError")
 # The keywords of a schema whose keys are names (of properties, of definitions), not keywords.
 _NAMED = ("properties", "patternProperties", "$defs", "dependentSchemas")
@@ -202,6 +204,10 @@ def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
         implied.add(400)  # a body that is not JSON at all
     if deps.auth_rate_limit in calls:
         implied.add(429)
+    if deps.TRANSACTION in calls and route.methods & _WRITES:
+        implied.add(409)  # undone by a concurrent change, or what it names deleted meanwhile
+    if any(opener in calls for opener in deps.POOLED):
+        implied.add(503)  # no pooled connection came free in time
     return implied
 
 
@@ -223,9 +229,11 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
 
 def _document_errors(operation: dict[str, Any], implied: set[int]) -> None:
     responses = operation.setdefault("responses", {})
-    declared = {int(code) for code in responses if code.startswith("4")}
+    declared = {int(code) for code in responses if code[0] in "45"}
     for status in sorted(declared | implied):
         response = responses.setdefault(str(status), {})
+        if status >= 500 and "content" in response:  # a health check's own report
+            continue
         if status == 422 or not response.get("description"):
             response["description"] = ERROR_DESCRIPTIONS[status]
         response["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}

@@ -138,6 +138,10 @@ async def read_credential_if_good(session: DbSession, request: Request) -> Princ
 # The dependencies that read a credential (the API document declares the schemes on their
 # operations: app/openapi.py).
 CREDENTIAL_READERS = (read_credential, read_credential_if_good)
+# A route depending on the request's transaction may be undone by a concurrent change (a 409);
+# one depending on any of these waits for a pooled connection (a 503 when none comes free).
+TRANSACTION = _db_session
+POOLED = (_db_session, *CREDENTIAL_READERS)
 
 
 async def _principal(

@@ -83,6 +83,8 @@ ERROR_DESCRIPTIONS = {
     415: "The content type is not one this operation takes",
     422: "Invalid input: `errors` names every field at fault and why",
     429: "Too many attempts; `Retry-After` says when to try again",
+    503: "The service is busy (no database connection, or no password check, came free in"
+    " time); `Retry-After` says when to try again",
 }
 
 

@@ -187,18 +187,36 @@ def test_every_error_response_is_the_problem_schema_as_problem_json(document):
 @pytest.mark.parametrize(
     ("operation_id", "statuses"),
     [
-        ("auth_login", {"401", "413", "422", "429"}),  # a form: no 400
+        ("auth_login", {"401", "409", "413", "422", "429"}),  # a form: no 400
         ("users_read_me", {"401", "403"}),  # no input, no id; an API key is no user
         ("tests_read", {"401", "404", "422"}),
         ("runs_create", {"400", "401", "403", "409", "413", "422"}),
         # A multipart body it cannot read; a foreign file's metric that finds no free name.
         ("test_sets_import", {"400", "401", "403", "404", "409", "413", "415", "422"}),
-        ("invitations_create", {"400", "401", "403", "404", "413", "422", "429"}),
+        ("invitations_create", {"400", "401", "403", "404", "409", "413", "422", "429"}),
     ],
 )
 def test_an_operation_documents_the_statuses_it_can_return(document, operation_id, statuses):
     operation = next(o for _, _, o in _operations(document) if o["operationId"] == operation_id)
     assert {code for code in operation["responses"] if code.startswith("4")} == statuses
+
+
+def test_every_write_documents_409_and_every_database_read_503_with_retry_after(document):
+    """A write may be undone by a concurrent change, or find what it names deleted meanwhile
+    (409); any operation may find no pooled connection free in time (503): a generated client
+    must parse both as a Problem."""
+    for path, method, operation in _operations(document):
+        where = f"{method.upper()} {path}"
+        responses = operation["responses"]
+        if path.startswith("/health"):
+            continue
+        if method in ("post", "put", "patch", "delete"):
+            assert responses["409"]["content"] == {
+                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+            }, where
+        busy = responses["503"]
+        assert busy["content"][PROBLEM_JSON]["schema"]["$ref"].endswith("/Problem"), where
+        assert "Retry-After" in busy["headers"], where
 
 
 CREDENTIALS: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
