@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field, StrictInt, StringConstraints
 
 from database.models.schemas import ModelParameters
 from utils.schemas import MAX_INT4, InputModel, Name, OutputModel, example
@@ -103,7 +103,7 @@ class PromptRead(OutputModel):
 class LabelSet(InputModel):
     model_config = example({"version": 2})
 
-    version: int = Field(
+    version: StrictInt = Field(
         ge=1, le=MAX_VERSION_NUMBER, description="The version number the label points at"
     )
 
@@ -116,7 +116,7 @@ class RenderRequest(InputModel):
     variables: dict[str, Any] = Field(
         default_factory=dict, description="Values of the template's variables, by name"
     )
-    version: str | int = Field(default="latest", description="A number, a label, or latest")
+    version: str | StrictInt = Field(default="latest", description="A number, a label, or latest")
 
 
 class RenderResult(OutputModel):

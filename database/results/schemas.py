@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 
 from database.evaluations.schemas import EvaluationRead
 from database.tests.agent_fields import MAX_STEPS
@@ -93,7 +93,7 @@ class RunCreate(InputModel):
         " test's metadata holding its output (an imported file's extra column lands there)",
     )
     prompt_id: uuid.UUID | None = Field(default=None, description="Renders each test's input")
-    prompt_version: str | int = Field(default="latest", description="Number, label or latest")
+    prompt_version: str | StrictInt = Field(default="latest", description="Number, label or latest")
     metric_ids: list[uuid.UUID] | None = Field(
         default=None, max_length=50, description="Else the test set's default metrics"
     )

@@ -28,6 +28,8 @@ from utils.schemas import InputModel, OutputModel, example, nesting_depth, text_
 MAX_TEXT = 100_000
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+# A tag given twice is one tag (the first place it was given).
+Tags = Annotated[list[Tag], AfterValidator(lambda tags: list(dict.fromkeys(tags)))]
 LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 
 
@@ -102,7 +104,7 @@ class TestCaseFields(InputModel):
     )
     category: Label | None = Field(default=None, description="A slice of summaries")
     topic: Label | None = Field(default=None, description="A slice of summaries")
-    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    tags: Tags = Field(default_factory=list, max_length=50)
     variables: FreeForm = Field(
         default_factory=dict,
         description=f"Values for the prompt template ({FREE_FORM_RULE})",
@@ -161,7 +163,7 @@ class TestUpdate(InputModel):
     behavior: Label | None = None
     category: Label | None = None
     topic: Label | None = None
-    tags: list[Tag] | None = Field(default=None, max_length=50)
+    tags: Tags | None = Field(default=None, max_length=50)
     variables: FreeForm | None = None
     metadata: FreeForm | None = None
     expected_tool_calls: ExpectedToolCalls = None

@@ -322,6 +322,19 @@ async def test_a_label_must_point_at_an_existing_version(client, owner, project_
     assert_problem(response, 422, field="version")
 
 
+async def test_true_is_no_version_number(client, owner, project_id):
+    """JSON's true would otherwise read as version 1."""
+    prompt = await new_prompt(client, owner, project_id)
+    label = await client.put(
+        f"{PROMPTS}/{prompt['id']}/labels/production", json={"version": True}, headers=owner.headers
+    )
+    assert_problem(label, 422, field="body.version")
+    render = await client.post(
+        f"{PROMPTS}/{prompt['id']}/render", json={"version": True}, headers=owner.headers
+    )
+    assert_problem(render, 422)
+
+
 @pytest.mark.parametrize("version", [2**31 - 1, 2**31, 10**30])
 async def test_a_version_past_the_column_is_refused_naming_it(client, owner, project_id, version):
     """Version numbers are 32-bit integers in the database: a larger one is refused by the
