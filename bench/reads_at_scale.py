@@ -1,6 +1,6 @@
 """Reading a large run: GET /runs/{id}/summary, GET /runs/{id}/compare and pages of GET
-/runs/{id}/results, for runs of 100,000 results with 2 metrics each (goals: summary and compare
-under 1 s, a results page at any depth under 100 ms).
+/runs/{id}/results and of /runs/{id}/cases, for runs of 100,000 results with 2 metrics each
+(goals: summary and compare under 1 s, a page at any depth under 100 ms).
 
 The results and evaluations are written straight into the database (bench.compare_runs'
 evaluations); every case carries a behavior, category and topic, so the summary's slices have
@@ -262,6 +262,9 @@ async def run() -> None:
             for depth in DEPTHS:
                 page = functools.partial(get, "/results", limit=PAGE, offset=depth)
                 figures[f"offset {depth}"] = await _median(page)
+            for depth in DEPTHS[::2]:
+                page = functools.partial(get, "/cases", limit=PAGE, offset=depth)
+                figures[f"cases, offset {depth}"] = await _median(page)
             deep = await get("/results", limit=PAGE, offset=DEPTHS[-1] - PAGE)
             cursor = deep.get("next_cursor")
             if cursor is not None:
@@ -296,6 +299,12 @@ async def run() -> None:
             print(
                 f"  GET /runs/{{id}}/results {name:>20}: {_ms(value)}  (goal < 100 ms);"
                 f" {value[0] / first:.1f}x the first page"
+            )
+    for name, value in figures.items():
+        if name.startswith("cases, "):
+            print(
+                f"  GET /runs/{{id}}/cases {name.removeprefix('cases, '):>22}: {_ms(value)}"
+                f"  (goal < 100 ms); {value[0] / first:.1f}x the first page of results"
             )
     if stolen.share is not None:
         print(f"  CPU time the hypervisor gave other guests meanwhile: {stolen.share:.0%}")

@@ -274,14 +274,12 @@ async def list_case_repetitions(
 ) -> Page[CaseRepetitions]:
     """One row per case, paginated."""
     run = await get_run_or_404(session, run_id)
-    tallies = await figures.case_tallies(session, run.id)
-    if flaky is not None:
-        tallies = [t for t in tallies if (0 < t.passed < t.scored) == flaky]
+    tallies, total = await figures.case_page(
+        session, run, flaky=flaky, limit=page.limit, offset=page.offset
+    )
     return Page(
-        items=[
-            summaries.case_repetitions(t) for t in tallies[page.offset : page.offset + page.limit]
-        ],
-        total=len(tallies),
+        items=[summaries.case_repetitions(t) for t in tallies],
+        total=total,
         limit=page.limit,
         offset=page.offset,
     )

@@ -115,6 +115,21 @@ _RATES_IF_ERRORS_FAILED = _by_shape(_RATE_IF_ERRORS_FAILED, _CASES, _SINGLE_CASE
 _SLICE_QUERIES = _by_shape(_SLICES, _CASES, _SINGLE_CASES)
 _METRIC_QUERIES = {False: text(_METRICS.format(cases=_METRIC_CASES)), True: text(_SINGLE_METRICS)}
 _CASE_ROWS = text(f"{_CASES} ORDER BY position")
+# A page of the cases, and how many there are (of the flaky or steady ones, if asked): counted
+# and cut in the database, not by reading every case of a run of 100,000 into a list.
+_FLAKY = "CAST(:flaky AS boolean) IS NULL OR (passed > 0 AND passed < scored) = :flaky"
+_CASE_PAGES = _by_shape(
+    f"""
+WITH cases AS ({{cases}})
+SELECT position, test_id, scored, passed, errored, count(*) OVER () AS total
+FROM cases WHERE {_FLAKY} ORDER BY position LIMIT :limit OFFSET :offset
+""",
+    _CASES,
+    _SINGLE_CASES,
+)
+_CASE_COUNTS = _by_shape(
+    f"WITH cases AS ({{cases}}) SELECT count(*) FROM cases WHERE {_FLAKY}", _CASES, _SINGLE_CASES
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +226,27 @@ async def case_tallies(session: AsyncSession, run_id: uuid.UUID) -> list[CaseTal
         CaseTally(position, uuid.UUID(test_id) if test_id else None, scored, passed, errored)
         for position, test_id, scored, passed, errored in rows.all()
     ]
+
+
+async def case_page(
+    session: AsyncSession, run: Run, *, flaky: bool | None, limit: int, offset: int
+) -> tuple[list[CaseTally], int]:
+    """The run's cases from `offset` by position, at most `limit` (only the flaky ones, or only
+    the steady ones, as `flaky` says), and how many there are in all."""
+    shape = one_per_case(run)
+    asked = {"run_id": run.id, "flaky": flaky, "limit": limit, "offset": offset}
+    rows = (await session.execute(_CASE_PAGES[shape], asked)).all()
+    if rows:
+        total = int(rows[0].total)
+    elif offset == 0:
+        total = 0
+    else:  # past the last page: no row to carry the count
+        total = int(await session.scalar(_CASE_COUNTS[shape], asked) or 0)
+    tallies = [
+        CaseTally(row.position, uuid.UUID(row.test_id) if row.test_id else None, *row[2:5])
+        for row in rows
+    ]
+    return tallies, total
 
 
 async def result_figures(session: AsyncSession, run_id: uuid.UUID) -> dict[str, Any]:

@@ -65,6 +65,34 @@ async def test_repetitions_report_pass_at_k_flakiness_and_more_repetitions_of_th
         assert coin["pass_at_k"][str(k)] == pytest.approx(1 - comb(2, k) / comb(4, k), abs=1e-6)
         assert coin["pass_hat_k"][str(k)] == pytest.approx(comb(2, k) / comb(4, k), abs=1e-6)
 
+    # Pages are cut after the filter, and count what it keeps, past the last page too.
+    pages = {
+        (flaky, limit, offset): await lab.get(
+            f"/runs/{run['id']}/cases",
+            **({"flaky": flaky} if flaky else {}),
+            limit=limit,
+            offset=offset,
+        )
+        for flaky, limit, offset in [
+            ("false", 50, 0),
+            ("true", 1, 1),
+            ("true", 1, 5),
+            (None, 2, 3),
+            (None, 2, 9),
+        ]
+    }
+    found = {
+        asked: ([case["position"] for case in page["items"]], page["total"])
+        for asked, page in pages.items()
+    }
+    assert found == {
+        ("false", 50, 0): ([0, 1, 2], 3),
+        ("true", 1, 1): ([4], 2),
+        ("true", 1, 5): ([], 2),
+        (None, 2, 3): ([3, 4], 5),
+        (None, 2, 9): ([], 5),
+    }
+
     calls = len(fake.requests)
     repeated = await lab.post(
         f"/runs/{run['id']}/repeat", {"repetitions": 2, "cases": "flaky"}, expect=202
