@@ -2,9 +2,9 @@
 
 Parsing and validating JSON holds the interpreter lock for the whole document (in a thread as
 much as on the event loop), so a large body of many small values would stall every other
-request. Bodies the framework parses are capped (`ASSAY_MAX_JSON_BYTES`, 2 MB by default, well
-under a quarter second of work); imports read their own bodies, item by item, and have their own
-limit.
+request. Bodies the framework parses are capped (`ASSAY_MAX_JSON_BYTES`, 2 MB by default: a
+quarter to half a second of work for a body of many small values); imports read their own
+bodies, item by item, and have their own limit.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 checked against their own metaschema before anything is validated with them, and validated
 with (`first_error`, `all_errors`) within a time budget.
 
+Checking a schema costs in proportion to the schemas it holds, which are counted and bounded
+first (`measure_json_schema`); each verdict is kept by the digest of the schema's text. A
+request's schemas are checked off the event loop (`utils.save_checks`).
+
 Validation's work is not bounded by the schema's size: `$ref`s that each refer twice to the
 one before double it at every step (1.8 KB of them take minutes), and patterns each take up to
 their own limit. Every keyword a validation applies first looks at the validation's deadline;
@@ -9,7 +13,10 @@ their own limit. Every keyword a validation applies first looks at the validatio
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urljoin
@@ -28,17 +35,55 @@ from utils.schema_places import schema_places
 from utils.schemas import nesting_depth
 
 
-def check_json_schema(value: Any) -> Any:
-    """`value` when it is a valid JSON Schema; a ValueError saying where it is not."""
+def refuse_oversized_schema(value: Any) -> None:
+    """A ValueError for a schema nested or sized past the bounds: the least there is to learn
+    of a schema, and the cheapest."""
     if nesting_depth(value, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
         raise ValueError(f"a JSON schema nests at most {MAX_SCHEMA_DEPTH} levels deep")
     if len(fastjson.dumps_bytes(value)) > MAX_SCHEMA_BYTES:
         raise ValueError(f"a JSON schema holds at most {MAX_SCHEMA_BYTES // 1024} KB")
+
+
+def measure_json_schema(value: Any) -> int:
+    """How many schemas `value` holds (`subschema_count`), refusing with a ValueError one past
+    the bounds of its nesting, its size or that count: what it costs to check."""
+    refuse_oversized_schema(value)
+    count = subschema_count(value)
+    if count > MAX_SUBSCHEMAS:
+        raise ValueError(
+            f"a JSON schema holds at most {MAX_SUBSCHEMAS:,} schemas (objects and booleans in"
+            f" its places for schemas), not {count:,}"
+        )
+    return count
+
+
+def check_json_schema(value: Any) -> Any:
+    """`value` when it is a valid JSON Schema; a ValueError saying where it is not. The
+    verdict on each schema's text is kept: a schema checked before is not checked again."""
+    measure_json_schema(value)
+    digest = hashlib.sha256(fastjson.dumps_bytes(value)).digest()
+    with _VERDICTS_LOCK:
+        known = _VERDICTS.get(digest, _UNKNOWN)
+        if known is not _UNKNOWN:
+            _VERDICTS.move_to_end(digest)
+    if known is _UNKNOWN:
+        known = _problem(value)
+        with _VERDICTS_LOCK:
+            _VERDICTS[digest] = known
+            while len(_VERDICTS) > _VERDICTS_KEPT:
+                _VERDICTS.popitem(last=False)
+    if known is not None:
+        raise ValueError(known)
+    return value
+
+
+def _problem(value: Any) -> str | None:
+    """What makes `value` no valid JSON Schema, where (None: nothing)."""
     metaschema = value.get("$schema") if isinstance(value, dict) else None
     if metaschema is not None and not isinstance(metaschema, str):
-        raise ValueError("not a valid JSON schema at $schema: a metaschema's URI, as a string")
+        return "not a valid JSON schema at $schema: a metaschema's URI, as a string"
     for where, ref in _outside(value):
-        raise ValueError(
+        return (
             f"not a valid JSON schema at {where}: {ref[:200]!r} refers outside the schema (to"
             " its own parts only, and the standard metaschemas: nothing is fetched)"
         )
@@ -46,24 +91,46 @@ def check_json_schema(value: Any) -> Any:
         jsonschema.validators.validator_for(value).check_schema(value)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(part) for part in exc.absolute_path) or "(root)"
-        raise ValueError(f"not a valid JSON schema at {where}: {exc.message}") from None
+        return f"not a valid JSON schema at {where}: {exc.message}"
     except (OverflowError, TypeError, AttributeError) as exc:
         # What the metaschema's own checks raise past their error (a `pattern` with a
         # repetition too large to compile, say), which names no place.
-        raise ValueError(f"not a valid JSON schema: {exc}") from None
+        return f"not a valid JSON schema: {exc}"
     for where, pattern in _patterns(value):
         # The metaschema checked it with `re`; validation matches with `regex`, bounded.
         try:
             compile_bounded(pattern)
         except (PatternTooCostly, regex.error) as exc:
-            raise ValueError(f"not a valid JSON schema at {where}: {exc}") from None
-    return value
+            return f"not a valid JSON schema at {where}: {exc}"
+    return None
+
+
+def subschema_count(schema: Any) -> int:
+    """How many schemas `schema` holds, itself included: each is checked against the
+    metaschema on its own (about half a millisecond each, in jsonschema), so this, not the
+    schema's size, is what checking it costs (32 KB of `{}`s take 4 s, of typical properties
+    under 1 s). Booleans count as the schemas they may be; counted high, never low."""
+    count = 0
+    for _, _, place in schema_places(schema):
+        count += 1
+        for value in place.values():
+            items = list(value.values()) if isinstance(value, dict) else value
+            if isinstance(items, list):
+                count += sum(isinstance(item, bool) for item in items)
+            else:
+                count += isinstance(items, bool)
+    return count
 
 
 MAX_SCHEMA_DEPTH = 64  # levels of objects and arrays: checking and validating recurse per level
-# Checking a schema against its metaschema takes about 4 ms a KB (each pattern compiled), on
-# the loop when a metric is saved: 2 MB held it 12 s.
 MAX_SCHEMA_BYTES = 32 * 1024
+# Checking a schema against its metaschema takes about half a millisecond a schema it holds:
+# no schema worth its use holds more than this (a tool's arguments hold some tens).
+MAX_SUBSCHEMAS = 2_000
+_VERDICTS: OrderedDict[bytes, str | None] = OrderedDict()  # by the digest of a schema's text
+_VERDICTS_KEPT = 4096
+_VERDICTS_LOCK = threading.Lock()
+_UNKNOWN = object()
 _REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
 
 

@@ -235,7 +235,8 @@ NODES_PER_STEP = 20
 
 
 def spent(steps: int) -> str:
-    """A body's charge, placed at its start (utils.templates._compiled): it prints nothing."""
+    """A body's charge, placed at its start (utils.template_compiling.instrument): it prints
+    nothing."""
     current().spend(steps)
     return ""
 
@@ -249,7 +250,7 @@ def charge_range_search(items: range, needle: Any) -> None:
 
 
 class SearchedRange:
-    """A range on the right of `in` (utils.templates._BudgetedCode): the search charged."""
+    """A range on the right of `in` (utils.template_compiling.BudgetedCode): the search charged."""
 
     __slots__ = ("items",)
 

@@ -3,7 +3,8 @@
 Every render runs in a worker thread (`render_off_loop`) with a budget (`utils.template_budget`):
 a step budget and a cap on what it builds, both settings, so no template a tenant saves can hold
 the event loop or the server's memory. Checking a template on save compiles it without running
-any of it, also in those threads (`check_template_off_loop`).
+any of it, in threads of its own (`check_template_off_loop`, `utils.save_checks`): a save never
+queues a run's renders behind it.
 """
 
 from __future__ import annotations
@@ -16,23 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
 from typing import Any
 
-from jinja2 import (
-    StrictUndefined,
-    TemplateError,
-    TemplateSyntaxError,
-    Undefined,
-    UndefinedError,
-    meta,
-    nodes,
-)
-from jinja2.compiler import CodeGenerator, Frame, operators
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, UndefinedError
 from jinja2.environment import Template
 from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.utils import Cycler, Namespace
 from markupsafe import Markup
 
+from utils import save_checks
 from utils import template_budget as budget
+from utils import template_compiling as compiling
 from utils import template_filters as filters
 from utils import template_hashing as hashing
 from utils import template_operators as priced
@@ -60,89 +54,11 @@ def _dumps(value: Any, **kwargs: Any) -> str:
     return json.dumps(value, default=_json_default, **kwargs)
 
 
-class _Unevaluated(CodeGenerator):
-    """Code generation that evaluates nothing: jinja's optimizer and its folding of constant
-    output would run filters and operators while compiling, outside any render's budget (on
-    save, `{{ "x y"|center(999990)|wordwrap(1) }}` took minutes), and the optimizer takes time
-    cubic in how deeply expressions nest. Everything a template computes, it computes when
-    rendered."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.optimizer = None
-
-    def _output_child_to_const(
-        self, node: nodes.Expr, frame: Frame, finalize: CodeGenerator._FinalizeInfo
-    ) -> str:
-        if not isinstance(node, nodes.TemplateData):
-            raise nodes.Impossible()
-        return super()._output_child_to_const(node, frame, finalize)
-
-
-class _Variables(_Unevaluated, meta.TrackingCodeGenerator):
-    """`jinja2.meta.find_undeclared_variables`, without evaluating anything."""
-
-
-class _BudgetedCode(_Unevaluated):
-    """`a ~ b` joins through the environment, which measures the parts before joining them;
-    comparisons and slices are charged for what they walk and copy, literals (lists, tuples,
-    dicts) weighed as they are built."""
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        self.write("environment.bounded_join((")
-        for part in node.nodes:
-            self.visit(part, frame)
-            self.write(", ")
-        self.write("))")
-
-    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
-        self.write("(environment.compared(")
-        self.visit(node.expr, frame)
-        self.write(")")
-        for index, operand in enumerate(node.ops, 1):
-            self.write(f" {operators[operand.op]} environment.compared(")
-            self.visit(operand.expr, frame)
-            self.write(f", {operand.op in ('in', 'notin')}, {index == len(node.ops)})")
-        self.write(")")
-
-    def visit_List(self, node: nodes.List, frame: Frame) -> None:
-        self.write("environment.held(")
-        super().visit_List(node, frame)
-        self.write(")")
-
-    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
-        if node.ctx != "load":  # a target (`{% for a, b in ... %}`): nothing is built
-            super().visit_Tuple(node, frame)
-            return
-        self.write("environment.held(")
-        super().visit_Tuple(node, frame)
-        self.write(")")
-
-    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
-        # Each key hashed, as deep as it goes, and keys that share a hash: charged.
-        self.write("environment.held(environment.literal_dict((")
-        for item in node.items:
-            self.write("(environment.compared(")
-            self.visit(item.key, frame)
-            self.write("), ")
-            self.visit(item.value, frame)
-            self.write("), ")
-        self.write(")))")
-
-    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
-        if not isinstance(node.arg, nodes.Slice):  # the environment's getitem, charged
-            super().visit_Getitem(node, frame)
-            return
-        self.write("environment.built(")  # jinja slices inline, bypassing the environment
-        super().visit_Getitem(node, frame)
-        self.write(")")
-
-
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The sandbox, with every operation that can build large values or loop long charged to
     the render's budget; every arithmetic operator goes through `template_operators.check_binop`."""
 
-    code_generator_class = _BudgetedCode
+    code_generator_class = compiling.BudgetedCode
     intercepted_binops = frozenset({"*", "**", "+", "-", "/", "//", "%"})
     counted = staticmethod(budget.counted)
     spent = staticmethod(budget.spent)
@@ -253,64 +169,35 @@ def _environment() -> _Sandbox:
 ENVIRONMENT = _environment()
 
 
-@lru_cache(maxsize=512)
-def _parse(source: str) -> nodes.Template:
-    return ENVIRONMENT.parse(source)
-
-
 @lru_cache(maxsize=256)
-def _compiled(source: str) -> Template:
-    """The template with every for loop's iterable counted, one step per iteration, and each
-    loop's or macro's body charged for its size every time it runs: a step per
-    budget.NODES_PER_STEP of its nodes (a body of 3,000 `if`s, run 10,000 times, was 10,000
-    steps and 24 s)."""
+def _compiled(source: str) -> tuple[Template, frozenset[str]]:
+    """The template, compiled as it renders (`template_compiling.instrument`), and the
+    variables it uses: parsed once, and refused past MAX_TEMPLATE_NODES before any code is
+    generated."""
     ast = ENVIRONMENT.parse(source)
-    for loop in ast.find_all(nodes.For):
-        loop.iter = nodes.Call(nodes.EnvironmentAttribute("counted"), [loop.iter], [], None, None)
-    blocks: list[nodes.For | nodes.Macro | nodes.CallBlock] = [
-        *ast.find_all(nodes.For),
-        *ast.find_all(nodes.Macro),
-        *ast.find_all(nodes.CallBlock),
-    ]
-    sizes = _subtree_sizes(ast)
-    for block in blocks:
-        size = sum(sizes[id(statement)] for statement in block.body)
-        if size >= budget.NODES_PER_STEP:
-            charge = nodes.Const(size // budget.NODES_PER_STEP)
-            spent = nodes.Call(nodes.EnvironmentAttribute("spent"), [charge], [], None, None)
-            block.body.insert(0, nodes.Output([spent]))
-    return ENVIRONMENT.from_string(ast)
-
-
-def _subtree_sizes(ast: nodes.Node) -> dict[int, int]:
-    """Each node's count of nodes, itself and all it holds, by id: one pass, children first
-    (walking each block's body anew cost a square of the nesting's depth)."""
-    sizes: dict[int, int] = {}
-    pending: list[tuple[nodes.Node, bool]] = [(ast, False)]
-    while pending:
-        node, children_done = pending.pop()
-        if children_done:
-            children = node.iter_child_nodes()
-            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
-        else:
-            pending.append((node, True))
-            pending.extend((child, False) for child in node.iter_child_nodes())
-    return sizes
+    compiling.refuse_too_many_nodes(ast)
+    variables = compiling.Variables(ENVIRONMENT)
+    variables.visit(ast)
+    compiling.instrument(ast)
+    return ENVIRONMENT.from_string(ast), frozenset(variables.undeclared_identifiers)
 
 
 def check_template(source: str, *, field: str) -> set[str]:
     """Compile-check a template (compiled as it will render); returns the variables it uses.
     422 with the line on error. Nothing in the template runs: this takes time in proportion to
-    its length."""
+    its length, up to its parse when it holds too many nodes to compile."""
     try:
-        ast = _parse(source)
-        _compiled(source)
-        variables = _Variables(ENVIRONMENT)
-        variables.visit(ast)
+        _, variables = _compiled(source)
     except TemplateSyntaxError as exc:
         raise InvalidInput(
             f"template does not compile (line {exc.lineno}): {exc.message}",
             errors=[{"field": field, "line": exc.lineno, "message": exc.message or "syntax error"}],
+        ) from exc
+    except compiling.TooManyNodes as exc:
+        raise InvalidInput(
+            f"template too large to compile: it holds more than {compiling.MAX_TEMPLATE_NODES:,}"
+            " nodes (pieces of text, expressions, names, tags)",
+            field=field,
         ) from exc
     except (RecursionError, SyntaxError) as exc:  # jinja's parser, or Python's limits on nesting
         raise InvalidInput(
@@ -321,13 +208,12 @@ def check_template(source: str, *, field: str) -> set[str]:
         raise InvalidInput(
             "template does not compile: a number in it is too long", field=field
         ) from exc
-    return variables.undeclared_identifiers
+    return set(variables)
 
 
 async def check_template_off_loop(source: str, *, field: str) -> set[str]:
-    """`check_template` in one of the template threads, for request handlers."""
-    call = partial(check_template, source, field=field)
-    return await asyncio.get_running_loop().run_in_executor(_RENDER_THREADS, call)
+    """`check_template` in a save-check thread, for request handlers."""
+    return await save_checks.off_loop(partial(check_template, source, field=field))
 
 
 def render(source: str, variables: dict[str, Any], *, field: str = "variables") -> str:
@@ -349,7 +235,7 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
         )
     )
     try:
-        return _unicode(_compiled(source).render(variables))
+        return _unicode(_compiled(source)[0].render(variables))
     except budget.BudgetExceeded as exc:
         raise TemplateTooCostly(f"template too costly: {exc}", field="template") from exc
     except RecursionError as exc:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Query, status
+from fastapi import Depends, Query, status
 
 from database.deps import (
     DbSession,
@@ -22,10 +22,12 @@ from database.models.schemas import (
     ModelConfigRead,
     ModelConfigUpdate,
     Provider,
+    tool_schemas,
 )
 from database.organizations.audit import RequestMetaDep, record, record_deletion
 from database.routing import api_router
 from utils.problems import errors
+from utils.save_checks import check_schemas, schemas_checked_by_handler
 from utils.schemas import Page
 
 router = api_router(prefix="/models", tags=["models"])
@@ -54,6 +56,7 @@ async def list_models(
     "",
     status_code=status.HTTP_201_CREATED,
     operation_id="models_create",
+    dependencies=[Depends(schemas_checked_by_handler)],
     summary="Create a model configuration",
     responses=errors(409),
 )
@@ -66,6 +69,7 @@ async def create_model(
 ) -> ModelConfigRead:
     """A provider model, an OpenAI-compatible endpoint, your application over HTTP, or the offline
     `demo` provider."""
+    await check_schemas(tool_schemas(body.tools), field="tools")
     config = await service.create_model(session, runtime, principal, body)
     await record(
         session,
@@ -96,6 +100,7 @@ async def read_model(model_id: uuid.UUID, session: DbSession, principal: Viewer)
 @router.patch(
     "/{model_id}",
     operation_id="models_update",
+    dependencies=[Depends(schemas_checked_by_handler)],
     summary="Update a model configuration",
     responses=errors(409),
 )
@@ -108,6 +113,7 @@ async def update_model(
     meta: RequestMetaDep,
 ) -> ModelConfigRead:
     """Fields left out stay as they are; send `api_key` to replace the stored key."""
+    await check_schemas(tool_schemas(body.tools), field="tools")
     config = await service.get_model_or_404(session, model_id)
     before = _secret_fields(config)
     await service.update_model(session, runtime, config, body)

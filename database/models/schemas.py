@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from utils.json_schemas import check_json_schema
+from utils.save_checks import schema_in_body
 from utils.schemas import InputModel, Name, OutputModel, example
 
 MAX_TOOLS = 128
@@ -58,7 +58,7 @@ class FunctionDefinition(InputModel):
     @field_validator("parameters")
     @classmethod
     def _a_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return dict(check_json_schema(value))
+        return dict(schema_in_body(value))
 
 
 class ToolDefinition(InputModel):
@@ -78,6 +78,15 @@ def _named_once(tools: list[ToolDefinition]) -> list[ToolDefinition]:
 
 
 ToolList = Annotated[list[ToolDefinition], Field(max_length=MAX_TOOLS), AfterValidator(_named_once)]
+
+
+def tool_schemas(tools: list[ToolDefinition] | None) -> list[tuple[str, Any]]:
+    """Each tool's JSON Schema of its arguments, with its field (for
+    `utils.save_checks.check_schemas`)."""
+    return [
+        (f"tools.{index}.function.parameters", tool.function.parameters)
+        for index, tool in enumerate(tools or [])
+    ]
 
 
 class HttpTarget(InputModel):

@@ -4,7 +4,7 @@ import re
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import Path, Query, Response, status
+from fastapi import Depends, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from database.deps import DbSession, Member, Pagination, Viewer
@@ -23,8 +23,10 @@ from database.test_sets.schemas import (
     VersionCreate,
     VersionRead,
 )
+from database.tests.agent_fields import expected_schemas
 from database.tests.schemas import BulkCreated, TestBulkCreate
 from utils.problems import errors
+from utils.save_checks import check_schemas, schemas_checked_by_handler
 from utils.schemas import MAX_INT4, Page
 
 router = api_router(prefix="/test-sets", tags=["test sets"])
@@ -125,6 +127,7 @@ async def delete_test_set(
     "/bulk",
     status_code=status.HTTP_201_CREATED,
     operation_id="tests_create_bulk",
+    dependencies=[Depends(schemas_checked_by_handler)],
     summary="Create up to 1,000 tests in one transaction (all or nothing)",
 )
 async def create_tests_bulk(
@@ -132,6 +135,12 @@ async def create_tests_bulk(
 ) -> BulkCreated:
     """Optionally appends them to a test set; any invalid test creates none and is named in
     `errors`."""
+    schemas = [
+        (f"tests.{index}.{field}", schema)
+        for index, test in enumerate(body.tests)
+        for field, schema in expected_schemas(test.expected_tool_calls)
+    ]
+    await check_schemas(schemas, field="tests")
     ids = await service.create_tests_bulk(session, principal, body)
     return BulkCreated(created=len(ids), ids=ids)
 

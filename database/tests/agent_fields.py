@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field, JsonValue, StringConstraints, model_
 
 from database.models.schemas import ToolName
 from utils import fastjson
-from utils.json_schemas import check_json_schema
+from utils.save_checks import schema_in_body
 from utils.schemas import InputModel
 
 MAX_STEPS = 50
@@ -36,10 +36,20 @@ class ExpectedToolCall(InputModel):
                 raise ValueError(f"arguments: at most {MAX_ARGUMENTS_BYTES:,} bytes of JSON")
         if self.match == "schema" and self.arguments is not None:
             try:
-                check_json_schema(self.arguments)
+                schema_in_body(self.arguments)
             except ValueError as exc:
                 raise ValueError(f"arguments: {exc}") from None
         return self
+
+
+def expected_schemas(calls: list[ExpectedToolCall] | None) -> list[tuple[str, Any]]:
+    """The JSON Schemas of the calls that expect arguments to satisfy one, each with its
+    field (for `utils.save_checks.check_schemas`)."""
+    return [
+        (f"expected_tool_calls.{index}.arguments", call.arguments)
+        for index, call in enumerate(calls or [])
+        if call.match == "schema" and call.arguments is not None
+    ]
 
 
 class ToolResponse(InputModel):

@@ -3,15 +3,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Query, status
+from fastapi import Depends, Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
 from database.organizations.audit import RequestMetaDep, record_deletion
 from database.routing import api_router
 from database.tests import crud, service
+from database.tests.agent_fields import expected_schemas
 from database.tests.crud import TestFilters, TestSort
 from database.tests.schemas import TestCreate, TestRead, TestUpdate
 from utils.problems import errors
+from utils.save_checks import check_schemas, schemas_checked_by_handler
 from utils.schemas import Page
 
 router = api_router(prefix="/tests", tags=["tests"])
@@ -62,10 +64,12 @@ async def list_tests(
     "",
     status_code=status.HTTP_201_CREATED,
     operation_id="tests_create",
+    dependencies=[Depends(schemas_checked_by_handler)],
     summary="Create a test",
 )
 async def create_test(body: TestCreate, session: DbSession, principal: Member) -> TestRead:
     """A test is an input (text or a chat) with an optional expected output, context and labels."""
+    await check_schemas(expected_schemas(body.expected_tool_calls), field="expected_tool_calls")
     return TestRead.model_validate(await service.create_test(session, principal, body))
 
 
@@ -82,6 +86,7 @@ async def read_test(test_id: uuid.UUID, session: DbSession, _: Viewer) -> TestRe
 @router.patch(
     "/{test_id}",
     operation_id="tests_update",
+    dependencies=[Depends(schemas_checked_by_handler)],
     summary="Edit a test (published test-set versions keep the old text)",
     responses=errors(409),
 )
@@ -89,6 +94,7 @@ async def update_test(
     test_id: uuid.UUID, body: TestUpdate, session: DbSession, _: Member
 ) -> TestRead:
     """Fields left out stay as they are; the next published version takes the change."""
+    await check_schemas(expected_schemas(body.expected_tool_calls), field="expected_tool_calls")
     test = await service.get_test_or_404(session, test_id, to_edit=True)
     return TestRead.model_validate(await service.update_test(session, test, body))
 

@@ -1,4 +1,4 @@
-"""Saving a prompt checks its templates without running them, in the template threads: the event
+"""Saving a prompt checks its templates without running them, in the save-check threads: the event
 loop keeps serving, however costly the template would be to render, and a template too deep to
 compile is a 422 naming its field, never a 500."""
 
@@ -48,7 +48,7 @@ async def test_saving_a_costly_template_is_quick_and_rendering_it_is_refused(
     assert time.process_time() - started < 3
 
 
-async def test_templates_are_checked_in_the_template_threads(
+async def test_templates_are_checked_in_the_save_check_threads(
     client, owner, project_id, monkeypatch
 ):
     threads: list[str] = []
@@ -74,7 +74,7 @@ async def test_templates_are_checked_in_the_template_threads(
     )
     assert response.status_code == 201, response.text
     assert len(threads) == 3
-    assert all(name.startswith("template") for name in threads), threads
+    assert all(name.startswith("save-check") for name in threads), threads
 
 
 TOO_DEEP = {

@@ -553,7 +553,7 @@ async def test_a_schema_too_large_to_compile_is_a_422_on_a_test_and_an_import(cl
         json={"project_id": project["id"], "input": "hi", "expected_tool_calls": calls},
         headers=account.headers,
     )
-    assert_problem(created, 422, field="expected_tool_calls.0")
+    assert_problem(created, 422, field="expected_tool_calls.0.arguments")
     promptfoo = (
         "tests:\n  - vars: {q: hi}\n    assert:\n"
         "      - {type: is-json, value: {type: string, pattern: 'a{99999999999}'}}\n"
