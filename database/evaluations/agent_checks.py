@@ -41,9 +41,9 @@ from utils.json_schemas import (
     SchemaTooCostly,
     all_errors,
     bounded_validator,
-    check_json_schema,
     first_error,
 )
+from utils.save_checks import schema_in_body
 from utils.schemas import InputModel
 
 # The calls and the expected calls one metric scores (the comparisons grow as their product).
@@ -66,7 +66,7 @@ def _checked_arguments(value: dict[str, Any] | None, info: ValidationInfo) -> An
     if value is not None and len(json.dumps(value)) > MAX_ARGUMENTS_CHARS:
         raise ValueError(f"at most {MAX_ARGUMENTS_CHARS:,} characters of JSON")
     if value is not None and info.data.get("match") == "schema":
-        check_json_schema(value)
+        schema_in_body(value)
     return value
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Query, status
+from fastapi import Depends, Query, status
 
 from database.deps import DbSession, Member, Pagination, Viewer
 from database.evaluations import crud, service
@@ -16,6 +16,7 @@ from database.test_sets.schemas import ImportResult
 from database.test_sets.service import ImportMode, get_test_set_or_404
 from utils.errors import InvalidInput
 from utils.problems import errors, placed
+from utils.save_checks import schemas_checked_by_handler
 from utils.schemas import Page
 
 router = api_router(prefix="/metrics", tags=["metrics"])
@@ -45,11 +46,13 @@ async def list_metrics(
     "",
     status_code=status.HTTP_201_CREATED,
     operation_id="metrics_create",
+    dependencies=[Depends(schemas_checked_by_handler)],
     summary="Create a metric",
     responses=errors(409),
 )
 async def create_metric(body: MetricCreate, session: DbSession, principal: Member) -> MetricRead:
     """`parameters` depend on `type`: each type's schema says which it takes."""
+    body.parameters = await service.checked_parameters(body.type, body.parameters)
     return service.to_read(await service.create_metric(session, principal, body))
 
 
@@ -66,6 +69,7 @@ async def read_metric(metric_id: uuid.UUID, session: DbSession, _: Viewer) -> Me
 @router.patch(
     "/{metric_id}",
     operation_id="metrics_update",
+    dependencies=[Depends(schemas_checked_by_handler)],
     summary="Edit a metric (runs already started keep their copy)",
     responses=errors(409),
 )

@@ -16,8 +16,9 @@ from rapidfuzz import fuzz
 from database.evaluations.scopes import SCOPE
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
 from utils.check_budget import CHECK_SECONDS, OutOfTime, seconds_left
-from utils.json_schemas import SchemaTooCostly, bounded_validator, check_json_schema, first_error
+from utils.json_schemas import SchemaTooCostly, bounded_validator, first_error
 from utils.patterns import PatternTooCostly, compile_bounded
+from utils.save_checks import schema_in_body
 from utils.schemas import InputModel
 
 REGEX_SECONDS = 0.5
@@ -64,7 +65,7 @@ class JsonSchemaParameters(InputModel):
     @field_validator("json_schema")
     @classmethod
     def _valid_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return dict(check_json_schema(value))
+        return dict(schema_in_body(value))
 
 
 class MaxLatency(InputModel):

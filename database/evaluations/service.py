@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +20,7 @@ from database.test_sets.models import TestSet
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
+from utils.save_checks import off_loop
 
 
 def to_read(metric: Metric) -> MetricRead:
@@ -61,16 +64,23 @@ async def create_metric(session: AsyncSession, principal: Principal, body: Metri
     )
 
 
+async def checked_parameters(metric_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """`parameters` checked against the metric's type in a save-check thread: a JSON Schema's
+    check against its metaschema may take a second (while the body was parsed, only its size
+    and nesting were: utils.save_checks)."""
+    try:
+        return await off_loop(partial(validate_parameters, metric_type, parameters))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        raise InvalidInput(error["msg"], field=field) from exc
+
+
 async def update_metric(session: AsyncSession, metric: Metric, body: MetricUpdate) -> Metric:
     changes = body.model_dump(exclude_unset=True)
     refuse_nulls(changes, "name", "parameters", "threshold", "operator", "negate", "weight")
     if "parameters" in changes:
-        try:
-            changes["parameters"] = validate_parameters(metric.type, changes["parameters"])
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(p) for p in error["loc"])
-            raise InvalidInput(error["msg"], field=field) from exc
+        changes["parameters"] = await checked_parameters(metric.type, changes["parameters"])
     if "judge_model_id" in changes:
         await _check_judge(session, changes["judge_model_id"])
     apply_update(metric, changes)

@@ -111,6 +111,30 @@ async def test_bulk_tests_schemas_are_checked_off_the_loop_naming_the_one_at_fau
     assert listed.json()["total"] == 50  # the first 50; none of the refused body
 
 
+async def test_a_metrics_schema_is_checked_off_the_loop_naming_it(client, metaschema_checks):
+    account = await register(client)
+    project = await create_project(client, account)
+    body = {
+        "project_id": project["id"],
+        "name": unique_name("shape"),
+        "type": "json-schema",
+        "parameters": {"schema": fresh_schema(properties={"q": {"type": "string"}})},
+    }
+    created = await client.post("/api/v1/metrics", json=body, headers=account.headers)
+    assert created.status_code == 201, created.text
+    edited = await client.patch(
+        f"/api/v1/metrics/{created.json()['id']}",
+        json={"parameters": {"schema": fresh_schema()}},
+        headers=account.headers,
+    )
+    assert edited.status_code == 200, edited.text
+    assert len(metaschema_checks) == 2
+    assert off_the_loop(metaschema_checks), metaschema_checks
+    body["parameters"] = {"schema": fresh_schema(required=5)}
+    refused = await client.post("/api/v1/metrics", json=body, headers=account.headers)
+    assert_problem(refused, 422, field="parameters.schema")
+
+
 async def test_a_models_tools_are_checked_off_the_loop_once_each(client, metaschema_checks):
     account = await register(client)
     schema = fresh_schema(properties={"q": {"type": "string"}})

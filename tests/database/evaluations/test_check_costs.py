@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from database.evaluations import agent_checks, checks
+from database.evaluations import checks
 from database.evaluations.catalogue import CATALOGUE, score, validate_parameters
 from database.evaluations.scoring import MetricSpec, Observation, Verdict
-from utils import check_budget
+from utils import check_budget, save_checks
 
 
 def spec(metric_type: str, **parameters: Any) -> MetricSpec:
@@ -39,13 +39,13 @@ def _large_schema(chars: int = 19_800) -> dict[str, Any]:
 def schema_checks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Each schema the tool-call checks check against its metaschema (checked all the same)."""
     checked: list[Any] = []
-    real = agent_checks.check_json_schema
+    real = save_checks.check_json_schema
 
     def counted(value: Any) -> Any:
         checked.append(value)
         return real(value)
 
-    monkeypatch.setattr(agent_checks, "check_json_schema", counted)
+    monkeypatch.setattr(save_checks, "check_json_schema", counted)
     return checked
 
 
