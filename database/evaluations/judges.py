@@ -111,7 +111,7 @@ def clipped(text: str, limit: int) -> str:
 
 
 # JSON leaves these line breaks as they are; a reader takes them for new lines all the same.
-_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
 
 
 def shown(value: Any, limit: int = PART_CHARS) -> str:
@@ -122,7 +122,7 @@ def shown(value: Any, limit: int = PART_CHARS) -> str:
         text = json.dumps(clipped(value, limit), ensure_ascii=False)
     else:
         text = clipped(json.dumps(value, ensure_ascii=False, default=str), limit)
-    return text.translate(_LINE_BREAKS)
+    return text.translate(LINE_BREAKS)
 
 
 def name_shown(value: Any) -> str:

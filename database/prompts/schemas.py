@@ -4,10 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StrictInt, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from database.models.schemas import ModelParameters
-from utils.schemas import MAX_INT4, InputModel, Name, OutputModel, example
+from utils.schemas import MAX_INT4, InputModel, Name, OutputModel, WholeNumber, example
 
 Template = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
 
@@ -103,7 +103,7 @@ class PromptRead(OutputModel):
 class LabelSet(InputModel):
     model_config = example({"version": 2})
 
-    version: StrictInt = Field(
+    version: WholeNumber = Field(
         ge=1, le=MAX_VERSION_NUMBER, description="The version number the label points at"
     )
 
@@ -116,7 +116,7 @@ class RenderRequest(InputModel):
     variables: dict[str, Any] = Field(
         default_factory=dict, description="Values of the template's variables, by name"
     )
-    version: str | StrictInt = Field(default="latest", description="A number, a label, or latest")
+    version: WholeNumber | str = Field(default="latest", description="A number, a label, or latest")
 
 
 class RenderResult(OutputModel):

@@ -4,11 +4,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictInt
+from pydantic import Field
 
 from database.evaluations.schemas import EvaluationRead
 from database.tests.agent_fields import MAX_STEPS
-from utils.schemas import InputModel, Name, OutputModel, Page, example
+from utils.schemas import InputModel, Name, OutputModel, Page, WholeNumber, example
 
 RunStatus = Literal["queued", "running", "completed", "failed", "cancelled", "stopped"]
 ResultStatus = Literal["passed", "failed", "errored"]
@@ -93,7 +93,9 @@ class RunCreate(InputModel):
         " test's metadata holding its output (an imported file's extra column lands there)",
     )
     prompt_id: uuid.UUID | None = Field(default=None, description="Renders each test's input")
-    prompt_version: str | StrictInt = Field(default="latest", description="Number, label or latest")
+    prompt_version: WholeNumber | str = Field(
+        default="latest", description="Number, label or latest"
+    )
     metric_ids: list[uuid.UUID] | None = Field(
         default=None, max_length=50, description="Else the test set's default metrics"
     )

@@ -222,7 +222,8 @@ async def revoke_invitation(
     session: AsyncSession, principal: Principal, invitation_id: uuid.UUID, meta: RequestMeta
 ) -> None:
     """Revoking twice is no error; revoking an accepted invitation is (remove the member). Only
-    an owner revokes an invitation to be an owner, as only an owner sends one."""
+    an owner revokes an invitation to be an owner, as only an owner sends one (or revokes it
+    again)."""
     organization_id = principal.organization_id
     invitation = await org_crud.get_invitation(session, organization_id, invitation_id)
     if invitation is None:
@@ -240,6 +241,7 @@ async def revoke_invitation(
             request_meta=meta,
         )
         return
+    await session.refresh(invitation)  # accepted since it was read, it is not to be revoked
     if invitation.accepted_at is not None:
         raise Conflict("This invitation was accepted; remove the member instead")
 

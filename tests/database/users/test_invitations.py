@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from database.organizations import crud as org_crud
 from tests.helpers import (
     Account,
     accept_invitation,
@@ -212,6 +213,26 @@ async def test_only_an_owner_revokes_an_invitation_to_be_an_owner(client):
     assert allowed.status_code == 204, allowed.text
     revoked = {item["id"]: item["revoked_at"] is not None for item in await _listed(client, owner)}
     assert (revoked[to_own["id"]], revoked[to_administer["id"]]) == (False, True)
+
+
+async def test_an_invitation_accepted_while_being_revoked_is_a_409(client, monkeypatch):
+    owner, person = await register(client), await register(client)
+    invitation = await invite(client, owner, person.email)
+    revoke = org_crud.revoke_invitation
+
+    async def accepted_first(session, organization_id, invitation_id):
+        # The invitee's acceptance commits between the invitation's read and its revoking.
+        await session.execute(
+            text("UPDATE invitations SET accepted_at = now(), accepted_by = :user WHERE id = :id"),
+            {"user": person.user_id, "id": invitation_id},
+        )
+        return await revoke(session, organization_id, invitation_id)
+
+    monkeypatch.setattr(org_crud, "revoke_invitation", accepted_first)
+    response = await client.delete(
+        invitations_url(owner.organization_id, invitation["id"]), headers=owner.headers
+    )
+    assert_problem(response, 409)
 
 
 async def test_another_accounts_invitation_is_404_and_stays_theirs(client):
