@@ -231,23 +231,51 @@ _LOCK_SETS_OF_TEST = text(
     " WHERE s.id IN (SELECT m.test_set_id FROM test_set_members m WHERE m.test_id = :test)"
     " ORDER BY s.id FOR NO KEY UPDATE"
 )
+_SETS_OF_TEST = text("SELECT m.test_set_id FROM test_set_members m WHERE m.test_id = :test")
+_LOCKING_ATTEMPTS = 5
 
 
 async def get_test_to_edit(
     session: AsyncSession, test_id: uuid.UUID, *, deleting: bool = False
 ) -> TestCase | None:
     """The test locked for an edit (or its deletion), as it stands once locked: edits take
-    turns, each judging the test as the one before left it. Its sets are locked first, in the
-    order adding members locks them (sets, then tests): an edit, a deletion and an addition
-    never wait for each other (a deletion locks the sets again as its memberships go)."""
-    await session.execute(_LOCK_SETS_OF_TEST, {"test": test_id})
-    return await session.scalar(
+    turns, each judging the test as the one before left it.
+
+    Its sets are locked first, in id order, as adding members locks them (sets, then tests),
+    and as the edit's trigger will lock them. Their list is read before the test is locked,
+    though, and a set the test joined meanwhile would be locked by the trigger alone, out of
+    order, while the edit holds the test and its other sets: a deadlock with that set's
+    writers and with other edits. Once the test is locked, no set can gain it (adding a test
+    locks it FOR SHARE), so the list is read again: when it grew, the attempt is rolled back
+    to its savepoint, which releases the locks it took, and they are taken again in order."""
+    for _ in range(_LOCKING_ATTEMPTS - 1):
+        attempt = await session.begin_nested()
+        test, all_sets_locked = await _lock_sets_then_test(session, test_id, deleting=deleting)
+        if all_sets_locked:
+            await attempt.commit()
+            return test
+        await attempt.rollback()
+    # Beaten each time: the trigger locks the sets still missing (at worst a deadlock, a 409).
+    test, _ = await _lock_sets_then_test(session, test_id, deleting=deleting)
+    return test
+
+
+async def _lock_sets_then_test(
+    session: AsyncSession, test_id: uuid.UUID, *, deleting: bool
+) -> tuple[TestCase | None, bool]:
+    """The test, locked after its sets; and whether every set holding it now was locked."""
+    locked = set((await session.execute(_LOCK_SETS_OF_TEST, {"test": test_id})).scalars())
+    test = await session.scalar(
         select(TestCase)
         .where(TestCase.id == test_id)
         # FOR UPDATE as the DELETE, FOR NO KEY UPDATE as the UPDATE, takes it
         .with_for_update(key_share=not deleting)
         .execution_options(populate_existing=True)
     )
+    if test is None:
+        return None, True
+    holding = set((await session.execute(_SETS_OF_TEST, {"test": test_id})).scalars())
+    return test, holding <= locked
 
 
 async def create_test(session: AsyncSession, test: TestCase) -> TestCase:
