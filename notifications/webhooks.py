@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 from standardwebhooks import Webhook
@@ -32,7 +33,7 @@ from standardwebhooks import Webhook
 from utils.pinned_httpx import pinned_transport
 from utils.ssrf import Pin, UnresolvedHost, UnsafeUrl, vet
 from utils.storable import storable
-from utils.url_redaction import redact_urls
+from utils.url_redaction import REDACTED, redact_urls
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -112,7 +113,7 @@ async def send(
             pin = await vet(url, field="url", allow_private=allow_private)
             answer = await _post(url, body.encode(), headers, pin, seconds, heard)
         status = heard[0]
-        error = _judged(status, answer)
+        error = _judged(status, answer, url)
     except UnresolvedHost as exc:
         error = f"not sent: the URL {exc.detail}"
     except UnsafeUrl as exc:
@@ -127,7 +128,7 @@ async def send(
         error = f"the exchange failed ({type(exc).__name__}): {_reason(exc, url)}"
     if status is None and heard:  # its status came, not its body: the status is its word
         status = heard[0]
-        error = _judged(status, b"")
+        error = _judged(status, b"", url)
     latency_ms = round((time.perf_counter() - started) * 1000)
     return Attempt(status_code=status, latency_ms=latency_ms, error=_short(error), refused=refused)
 
@@ -159,14 +160,38 @@ async def _post(
         return answer[:ANSWER_BYTES]
 
 
-def _judged(status: int, answer: bytes) -> str | None:
+def _judged(status: int, answer: bytes, url: str) -> str | None:
     """None for a 2xx answer, else why the message is not delivered."""
     if 200 <= status < 300:
         return None
     if 300 <= status < 400:
         return f"answered {status}: redirects are not followed, configure the final URL"
-    shown = " ".join(answer.decode(errors="replace").split())[:ANSWER_SHOWN_CHARS]
+    shown = _without_url(" ".join(answer.decode(errors="replace").split()), url)
+    shown = shown[:ANSWER_SHOWN_CHARS]
     return f"answered {status}" + (f": {shown}" if shown else "")
+
+
+# A piece of the URL's path or query this long may be its token, shown alone; a shorter one is
+# left in the answer's words (redacting every "v1" of them would say nothing more).
+TOKEN_LIKE_CHARS = 6
+
+
+def _without_url(text: str, url: str) -> str:
+    """A receiver's words without its URL's path and query (for chat services' webhooks, the
+    credential), which a receiver may echo whole or in pieces, nor any URL's: the delivery log
+    is read by those shown only the URL's origin."""
+    text = redact_urls(text.replace(url, "the URL"), keep_path=False)
+    parts = urlsplit(url)
+    path_and_query = parts.path + (f"?{parts.query}" if parts.query else "")
+    secrets = {path_and_query, parts.path, parts.query}
+    secrets.update(piece for piece in parts.path.split("/") if len(piece) >= TOKEN_LIKE_CHARS)
+    for _name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if len(value) >= TOKEN_LIKE_CHARS:
+            secrets.add(value)
+    secrets.update([unquote(secret) for secret in secrets])
+    for secret in sorted(secrets - {"", "/"}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def _reason(exc: Exception, url: str) -> str:

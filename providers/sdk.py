@@ -1,18 +1,15 @@
-"""Provider models through pydantic-ai (Anthropic, Google, Groq, Mistral): one cached model
-and SDK client per configuration, no SDK retries, the SDK's timeouts held to the call's. With
-`on_delta`, the answer is requested as a stream and each piece of its text handed over as it
-arrives; the result is the same as a whole answer's."""
+"""Provider models through pydantic-ai (Anthropic, Google, Groq, Mistral): one model and SDK
+client per configuration (providers.sdk_models), no SDK retries, the SDK's timeouts held to the
+call's. With `on_delta`, the answer is requested as a stream and each piece of its text handed
+over as it arrives; the result is the same as a whole answer's."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import importlib
 import sys
 import time
-import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -42,40 +39,15 @@ from pydantic_ai.tools import ToolDefinition
 
 from providers.config import TargetConfig, TargetRequest, ToolCall
 from providers.errors import TargetError, error_text, http_error
+from providers.sdk_models import lent_model
+from providers.targets import UNREADABLE
 from providers.tool_calls import MAX_TOOL_CALLS, decode_arguments, function_tools
-from utils.pinned_httpx import AnswerTooLarge, pinned_transport
-from utils.ssrf import Pin, vet
+from utils.pinned_httpx import AnswerTooLarge
+from utils.ssrf import vet
 from utils.url_redaction import redact_urls
 
-MODEL_CACHE_SIZE = 256
-_models: OrderedDict[tuple[object, ...], Model] = OrderedDict()
-
-
-def _cached_model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
-    """One model (with its SDK client and connection pool) per configuration, reused across
-    calls: building a client (TLS context, connection pool) costs more than a fast call."""
-    key = (
-        asyncio.get_running_loop(),  # clients belong to the loop they were made on
-        config.id,
-        config.provider,
-        config.model,
-        config.base_url,
-        hashlib.sha256((config.api_key or "").encode()).hexdigest(),
-        timeout,
-        pin,  # a new answer of the base URL's host: a client connecting there
-    )
-    model = _models.get(key)
-    if model is None:
-        model = _models[key] = _model(config, timeout, pin)
-        while len(_models) > MODEL_CACHE_SIZE:
-            _models.popitem(last=False)
-    else:
-        _models.move_to_end(key)
-    return model
-
-
-# What `_model` imports for each provider: loaded in a thread before the provider's first call
-# (see providers.targets._provider_sdks).
+# What providers.sdk_models imports for each provider: loaded in a thread before the provider's
+# first call (see providers.targets._provider_sdks).
 SDK_MODULES = {
     "anthropic": (
         "httpx2",
@@ -93,85 +65,6 @@ async def load(provider: str) -> None:
     missing = [name for name in SDK_MODULES.get(provider, ()) if name not in sys.modules]
     if missing:
         await asyncio.to_thread(lambda: [importlib.import_module(name) for name in missing])
-
-
-def _model(config: TargetConfig, timeout: float, pin: Pin | None) -> Model:
-    """A pydantic-ai model whose SDK neither retries nor waits longer than `timeout`, and
-    reaches a configured base URL's host at its pinned address only."""
-    name = config.model or ""
-    provider = config.provider
-    # The SSRF guard checks the configured URL: the SDKs must not follow a redirect elsewhere.
-    if provider == "anthropic":
-        import httpx2
-        from anthropic import AsyncAnthropic
-        from anthropic import DefaultAsyncHttpxClient as AnthropicHttpClient
-        from pydantic_ai.models.anthropic import AnthropicModel
-        from pydantic_ai.providers.anthropic import AnthropicProvider
-
-        anthropic = AsyncAnthropic(
-            api_key=config.api_key,
-            base_url=config.base_url,
-            max_retries=0,
-            timeout=timeout,
-            http_client=AnthropicHttpClient(
-                follow_redirects=False,
-                transport=pinned_transport(pin, httpx2),
-            ),
-        )
-        return AnthropicModel(name, provider=AnthropicProvider(anthropic_client=anthropic))
-    if provider == "groq":
-        from groq import AsyncGroq
-        from groq import DefaultAsyncHttpxClient as GroqHttpClient
-        from pydantic_ai.models.groq import GroqModel
-        from pydantic_ai.providers.groq import GroqProvider
-
-        groq = AsyncGroq(
-            api_key=config.api_key,
-            base_url=config.base_url,
-            max_retries=0,
-            timeout=timeout,
-            http_client=GroqHttpClient(
-                follow_redirects=False,
-                transport=pinned_transport(pin),
-            ),
-        )
-        return GroqModel(name, provider=GroqProvider(groq_client=groq))
-    if provider == "google":
-        from pydantic_ai.models.google import GoogleModel
-        from pydantic_ai.providers.google import GoogleProvider
-
-        with warnings.catch_warnings():
-            # It takes any client timeout of 5 s for httpx's default: ours is the call's own.
-            warnings.filterwarnings("ignore", "The `http_client` passed to the Google provider")
-            google = GoogleProvider(
-                api_key=config.api_key, base_url=config.base_url, http_client=_client(pin, timeout)
-            )
-        return GoogleModel(name, provider=google)
-    if provider == "mistral":
-        from pydantic_ai.models.mistral import MistralModel
-        from pydantic_ai.providers.mistral import MistralProvider
-
-        return MistralModel(
-            name,
-            provider=MistralProvider(
-                api_key=config.api_key,
-                base_url=config.base_url,
-                http_client=_client(pin, timeout),
-            ),
-        )
-    raise TargetError("configuration_error", f"unknown provider {provider!r}")
-
-
-def _client(pin: Pin | None, timeout: float) -> httpx2.AsyncClient:
-    """For the SDKs that take an httpx client (Google, Mistral): pinned, and its answers
-    capped. httpx2, as pydantic-ai expects: it maps only httpx2's transport errors to its own
-    (a legacy httpx client's failures would escape it, and it is deprecated there)."""
-    return httpx2.AsyncClient(
-        transport=pinned_transport(pin, httpx2),
-        follow_redirects=False,
-        trust_env=False,
-        timeout=httpx2.Timeout(timeout),  # not httpx's 5 s default
-    )
 
 
 def _messages(request: TargetRequest) -> list[ModelMessage]:
@@ -265,10 +158,21 @@ async def call_model(
     pin = None
     if config.base_url:
         pin = await vet(config.base_url, field="base_url", allow_private=allow_private)
-    model = _cached_model(config, seconds, pin)
     messages = _messages(request)
     settings = _settings(config, request, seconds)
     parameters = _parameters(config)
+    async with lent_model(config, seconds, pin) as model:
+        return await _request(model, messages, settings, parameters, seconds, on_delta)
+
+
+async def _request(
+    model: Model,
+    messages: list[ModelMessage],
+    settings: ModelSettings,
+    parameters: ModelRequestParameters | None,
+    seconds: float,
+    on_delta: Callable[[str], None] | None,
+) -> Answer:
     with _cut_answers(), _provider_errors(seconds):
         if on_delta is None:
             response = await model_request(
@@ -339,6 +243,15 @@ def _provider_errors(seconds: float) -> Iterator[None]:
     except (httpx.HTTPError, httpx2.HTTPError) as exc:
         raise TargetError(
             "connection_error", f"could not reach the provider: {_said(exc)}"
+        ) from exc
+    except (TargetError, TimeoutError, *UNREADABLE):
+        raise  # call_target reports an answer's unforeseen shape, and where it was met
+    except Exception as exc:
+        # Whatever else an SDK lets escape (httpx's ResponseNotRead from Mistral's, reading an
+        # error it never read) fails this call, not its chunk (which would be run again).
+        raise TargetError(
+            "invalid_response",
+            f"the provider's answer was not usable: {type(exc).__name__}: {_said(exc)}",
         ) from exc
 
 

@@ -70,5 +70,15 @@ def configure_logging(log_format: Literal["console", "json"], level: str = "INFO
         logging.getLogger(chatty).setLevel(logging.WARNING)
     # The HTTP clients log each request's whole URL at INFO, and a URL may carry a secret (a
     # webhook's path or token, a key in a model's base URL): our own lines say what was sent.
-    for client in ("httpx", "httpx2", "httpcore", "httpcore2"):
+    # So do the provider SDKs at DEBUG, with a model's base URL (a token in its path or query).
+    for client in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "httpcore2",
+        "anthropic",
+        "groq",
+        "mistralai",
+        "google_genai",
+    ):
         logging.getLogger(client).setLevel(logging.WARNING)

@@ -52,6 +52,31 @@ NOT_GLOBAL_IPV6 = (
     ipaddress.ip_network("3fff::/20"),
     ipaddress.ip_network("100:0:0:1::/64"),  # the dummy prefix (RFC 9780)
 )
+# Not globally reachable in IANA's registry, stated here rather than left to Python's is_global:
+# before 3.11.10 and 3.12.4 it called most of 192.0.0.0/24 global (192.0.0.192, a cloud's
+# metadata address, among it). And the deprecated 6to4 relay anycast (RFC 7526), which reaches
+# whichever relay is nearest, one inside a network as well.
+NOT_GLOBAL_IPV4 = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+    )
+)
+# Inside those, what the registry marks globally reachable: the PCP and TURN anycast addresses.
+GLOBAL_IPV4 = (ipaddress.ip_network("192.0.0.9/32"), ipaddress.ip_network("192.0.0.10/32"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,10 @@ def is_public(address: Address) -> bool:
         embedded = _embedded_ipv4(address)
         if embedded is not None:
             return is_public(embedded)
+    elif any(address in network for network in NOT_GLOBAL_IPV4) and not any(
+        address in network for network in GLOBAL_IPV4
+    ):
+        return False
     return address.is_global and not address.is_multicast
 
 
