@@ -7,8 +7,10 @@ import atexit
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 # Settings are read from the environment: fix them before any app module is imported.
 _DATA_DIR = Path(tempfile.mkdtemp(prefix="assay-test-"))
@@ -37,6 +39,7 @@ from database.migrate import migrate  # noqa: E402
 from database.setup import DatabaseUrls  # noqa: E402
 from tests.helpers import Account, register, remove_account  # noqa: E402
 from tests.scratch import scratch_engine  # noqa: E402
+from utils import json_schemas  # noqa: E402
 from utils.config import Settings, get_settings  # noqa: E402
 from utils.runtime import Runtime, set_runtime  # noqa: E402
 
@@ -210,3 +213,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if reporter is not None:
             reporter.write_line(f"embedded PostgreSQL servers left running: {left}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def metaschema_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread of each check of a schema against its metaschema."""
+    threads: list[str] = []
+    check = json_schemas._problem
+
+    def spy(value: Any) -> str | None:
+        threads.append(threading.current_thread().name)
+        return check(value)
+
+    monkeypatch.setattr(json_schemas, "_problem", spy)
+    return threads

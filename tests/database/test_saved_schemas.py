@@ -4,7 +4,6 @@ it 37 s), each distinct schema once, and all of a body's schemas within one boun
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import Any
 
@@ -13,7 +12,6 @@ from pydantic import ValidationError
 
 from database.tests.agent_fields import ExpectedToolCall
 from tests.helpers import assert_problem, create_model, create_project, register, unique_name
-from utils import json_schemas
 from utils.save_checks import MAX_BODY_SUBSCHEMAS
 
 TESTS = "/api/v1/tests"
@@ -31,20 +29,6 @@ def expect(schema: Any) -> dict[str, Any]:
 
 def tool(index: int, schema: Any) -> dict[str, Any]:
     return {"type": "function", "function": {"name": f"t{index}", "parameters": schema}}
-
-
-@pytest.fixture
-def metaschema_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The name of the thread of each check of a schema against its metaschema."""
-    threads: list[str] = []
-    check = json_schemas._problem
-
-    def spy(value: Any) -> str | None:
-        threads.append(threading.current_thread().name)
-        return check(value)
-
-    monkeypatch.setattr(json_schemas, "_problem", spy)
-    return threads
 
 
 def off_the_loop(threads: list[str]) -> bool:

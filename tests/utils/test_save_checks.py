@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from utils import json_schemas, save_checks, templates
+from utils import save_checks, templates
 from utils.errors import InvalidInput
 from utils.json_schemas import MAX_SUBSCHEMAS, check_json_schema, subschema_count
 from utils.template_compiling import MAX_TEMPLATE_NODES
@@ -21,20 +21,6 @@ from utils.template_compiling import MAX_TEMPLATE_NODES
 def fresh_schema(**extra: Any) -> dict[str, Any]:
     """A schema no test checked before (verdicts are kept for the process)."""
     return {"type": "object", "description": str(uuid.uuid4()), **extra}
-
-
-@pytest.fixture
-def metaschema_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The name of the thread of each check of a schema against its metaschema."""
-    threads: list[str] = []
-    check = json_schemas._problem
-
-    def spy(value: Any) -> str | None:
-        threads.append(threading.current_thread().name)
-        return check(value)
-
-    monkeypatch.setattr(json_schemas, "_problem", spy)
-    return threads
 
 
 def test_a_schema_checked_before_is_not_checked_again(metaschema_checks):
