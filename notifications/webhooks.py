@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import httpx
 from standardwebhooks import Webhook
@@ -185,9 +185,10 @@ def _without_url(text: str, url: str) -> str:
     path_and_query = parts.path + (f"?{parts.query}" if parts.query else "")
     secrets = {path_and_query, parts.path, parts.query}
     secrets.update(piece for piece in parts.path.split("/") if len(piece) >= TOKEN_LIKE_CHARS)
-    for _name, value in parse_qsl(parts.query, keep_blank_values=True):
+    for pair in parts.query.split("&"):
+        value = pair.partition("=")[2]  # as the URL has it, and as a form reads it (+: space)
         if len(value) >= TOKEN_LIKE_CHARS:
-            secrets.add(value)
+            secrets.update((value, unquote_plus(value)))
     secrets.update([unquote(secret) for secret in secrets])
     for secret in sorted(secrets - {"", "/"}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)

@@ -49,7 +49,12 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 
 def last_scored(text: str) -> tuple[str, dict[str, Any]] | None:
     """The last JSON object in `text` holding a score (or the object that holds it), with its
-    source text: tried from the last '{' back, up to MAX_ATTEMPTS."""
+    source text: tried from the last '{' back, then (braces after the verdict, quoted code
+    say, having spent the attempts) from the first '{' on; MAX_ATTEMPTS each way."""
+    return _from_the_end(text) or _from_the_start(text)
+
+
+def _from_the_end(text: str) -> tuple[str, dict[str, Any]] | None:
     found: tuple[int, int, dict[str, Any]] | None = None
     start = text.rfind("{")
     for _ in range(MAX_ATTEMPTS):
@@ -68,9 +73,28 @@ def last_scored(text: str) -> tuple[str, dict[str, Any]] | None:
     return None if found is None else (text[found[0] : found[1]], found[2])
 
 
+def _from_the_start(text: str) -> tuple[str, dict[str, Any]] | None:
+    found: tuple[str, dict[str, Any]] | None = None
+    start = text.find("{")
+    for _ in range(MAX_ATTEMPTS):
+        if start == -1:
+            break
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(value, dict) and "score" in value:
+            found = (text[start:end], value)
+        start = text.find("{", end)
+    return found
+
+
 def read_verdict(reply: str, prompt: str) -> JudgeVerdict:
     """The judge's verdict in `reply` to `prompt`; UnreadableVerdict says why there is none."""
-    found = last_scored(reply[-REPLY_WINDOW:]) or last_scored(reply[:REPLY_WINDOW])
+    found = last_scored(reply[-REPLY_WINDOW:])
+    if found is None and len(reply) > REPLY_WINDOW:
+        found = last_scored(reply[:REPLY_WINDOW])
     if found is None:
         raise UnreadableVerdict(UNREADABLE)
     source, value = found
@@ -85,7 +109,8 @@ def read_verdict(reply: str, prompt: str) -> JudgeVerdict:
 def _shown_in_material(source: str, prompt: str) -> bool:
     """Whether the verdict's text is in the prompt's material, as written or quoted as JSON,
     whatever its spacing."""
-    material = _compact("".join(block for _, block in _MATERIAL.findall(prompt)))
+    blocks = "".join(block for _, block in _MATERIAL.findall(prompt))
+    material = _compact(blocks.replace("<\\/", "</"))  # a closing tag, as material() escaped it
     compact = _compact(source)
     quoted = _compact(json.dumps(compact, ensure_ascii=False)[1:-1].translate(LINE_BREAKS))
     return compact in material or quoted in material

@@ -14,10 +14,10 @@ PATH = "/services/T0ABC123/B0DEF456/xoxSeCrEtToKeN"
 QUERY_TOKEN = "qu3rys3cr3t"
 
 
-async def _answered(answer: str) -> Attempt:
+async def _answered(answer: str, token: str = QUERY_TOKEN) -> Attempt:
     secret = new_secret()
     with WebhookReceiver(secrets=[secret], path=PATH) as receiver:
-        url = f"{receiver.endpoint}?token={QUERY_TOKEN}&v=1"
+        url = f"{receiver.endpoint}?token={token}&v=1"
         receiver.enqueue(Fault.http(400, answer.replace("{url}", url)))
         return await send(
             url,
@@ -51,3 +51,15 @@ async def test_no_url_a_receiver_names_is_kept_past_its_origin() -> None:
 async def test_a_plain_answer_is_kept_as_it_was() -> None:
     attempt = await _answered("bad signature version v1")
     assert attempt.error == "answered 400: bad signature version v1"
+
+
+async def test_a_query_value_echoed_as_the_url_encodes_it_is_kept_out_of_the_log() -> None:
+    """A signature such as Azure's `sig=Zx9%2BqL0pR7sT%3D`, echoed encoded, decoded, or with
+    its plus read as a space."""
+    token = "Zx9%2BqL0pR7+T%3D"
+    attempt = await _answered(
+        f"signature {token} invalid; decoded Zx9+qL0pR7+T=; as a form Zx9+qL0pR7 T=", token
+    )
+    assert attempt.error is not None
+    for secret in (token, "Zx9+qL0pR7+T=", "Zx9+qL0pR7 T="):
+        assert secret not in attempt.error, attempt.error
