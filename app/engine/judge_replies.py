@@ -60,11 +60,8 @@ def _from_the_end(text: str) -> tuple[str, dict[str, Any]] | None:
     for _ in range(MAX_ATTEMPTS):
         if start == -1:
             break
-        try:
-            value, end = _DECODER.raw_decode(text, start)
-        except (ValueError, RecursionError):
-            pass
-        else:
+        if (decoded := _decoded(text, start)) is not None:
+            value, end = decoded
             if found is not None and end <= found[0]:
                 break  # an object before it, apart from it: the verdict is the last
             if isinstance(value, dict) and "score" in value:
@@ -79,15 +76,22 @@ def _from_the_start(text: str) -> tuple[str, dict[str, Any]] | None:
     for _ in range(MAX_ATTEMPTS):
         if start == -1:
             break
-        try:
-            value, end = _DECODER.raw_decode(text, start)
-        except (ValueError, RecursionError):
+        if (decoded := _decoded(text, start)) is None:
             start = text.find("{", start + 1)
             continue
+        value, end = decoded
         if isinstance(value, dict) and "score" in value:
             found = (text[start:end], value)
         start = text.find("{", end)
     return found
+
+
+def _decoded(text: str, start: int) -> tuple[Any, int] | None:
+    """The JSON value beginning at `start`, and where it ends; None if none does."""
+    try:
+        return _DECODER.raw_decode(text, start)
+    except (ValueError, RecursionError):
+        return None
 
 
 def read_verdict(reply: str, prompt: str) -> JudgeVerdict:

@@ -55,6 +55,7 @@ async def _check_judge(session: AsyncSession, judge_model_id: uuid.UUID | None) 
 
 
 async def create_metric(session: AsyncSession, principal: Principal, body: MetricCreate) -> Metric:
+    body.parameters = await checked_parameters(body.type, body.parameters)
     await require_project(session, body.project_id, field="project_id")
     await _check_judge(session, body.judge_model_id)
     assert body.threshold is not None

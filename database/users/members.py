@@ -241,8 +241,9 @@ async def revoke_invitation(
             request_meta=meta,
         )
         return
-    await session.refresh(invitation)  # accepted since it was read, it is not to be revoked
-    if invitation.accepted_at is not None:
+    # Read again: accepted since it was read above, it is not to be revoked.
+    invitation = await org_crud.get_invitation(session, organization_id, invitation_id)
+    if invitation is not None and invitation.accepted_at is not None:
         raise Conflict("This invitation was accepted; remove the member instead")
 
 

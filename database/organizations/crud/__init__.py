@@ -279,10 +279,11 @@ async def list_invitations(
 async def get_invitation(
     session: AsyncSession, organization_id: uuid.UUID, invitation_id: uuid.UUID
 ) -> Invitation | None:
+    """The invitation as it stands now (read again if the session holds it already)."""
     return await session.scalar(
-        select(Invitation).where(
-            Invitation.id == invitation_id, Invitation.organization_id == organization_id
-        )
+        select(Invitation)
+        .where(Invitation.id == invitation_id, Invitation.organization_id == organization_id)
+        .execution_options(populate_existing=True)
     )
 
 
