@@ -13,11 +13,11 @@ from pydantic import BaseModel, Field
 
 from database.core import get_database
 from database.migrate import head_revision, serves_revision
-from database.routing import api_router
+from database.routing import ProbeRoute, api_router
 from notifications.service import get_notifications
 from tasks.worker import started_pools
 
-router = api_router(tags=["health"])
+router = api_router(tags=["health"], route_class=ProbeRoute)
 DATABASE_CHECK_TIMEOUT = 5.0
 
 

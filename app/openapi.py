@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from database import deps
+from database.routing import CappedJsonRoute
 from utils.auth import Role
 from utils.problems import ERROR_DESCRIPTIONS, PROBLEM_JSON, Problem
 
@@ -196,7 +197,7 @@ def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
         implied.add(403)
     if "{" in route.path_format:
         implied.add(404)
-    if operation.get("parameters") or body:
+    if operation.get("parameters") or body or _refuses_unknown_query(route.original_route):
         implied.add(422)
     if body:
         implied.add(413)
@@ -209,6 +210,10 @@ def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
     if any(opener in calls for opener in deps.POOLED):
         implied.add(503)  # no pooled connection came free in time
     return implied
+
+
+def _refuses_unknown_query(route: Any) -> bool:
+    return isinstance(route, CappedJsonRoute) and route.refuses_unknown_query
 
 
 def _declare_schemes(document: dict[str, Any]) -> None:

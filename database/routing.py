@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
 from starlette.routing import Match
 from starlette.types import Scope
@@ -81,10 +82,21 @@ def _finite(literal: str) -> float:
 
 
 class CappedJsonRoute(APIRoute):
+    refuses_unknown_query = True
+
     def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
         super().__init__(path, endpoint, **options)
         # Text every path this route matches contains: its path up to the first parameter.
         self._literal = self.path_format.split("{", 1)[0]
+        self._query_names = (
+            frozenset(
+                parameter.alias
+                for parameter in get_flat_params(self.dependant)
+                if parameter.field_info.in_.value == "query"  # type: ignore[attr-defined]
+            )
+            if self.refuses_unknown_query
+            else None
+        )
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         """Refuses at once a path without the route's literal text. The app tries its routes
@@ -99,16 +111,32 @@ class CappedJsonRoute(APIRoute):
         handle = super().get_route_handler()
 
         async def capped(request: Request) -> Response:
-            _check_parameters(request)
+            _check_parameters(request, self._query_names)
             return await handle(_CappedJsonRequest(request.scope, request.receive))
 
         return capped
 
 
-def _check_parameters(request: Request) -> None:
-    """Path and query values are text the database must store or compare: one it cannot (a
-    NUL, a lone surrogate) is refused naming its parameter, as a body's field is, rather than
-    by the database, naming nothing."""
+class ProbeRoute(CappedJsonRoute):
+    """A health check's route: it answers whatever query a probe adds (a cache-buster)."""
+
+    refuses_unknown_query = False
+
+
+def _check_parameters(request: Request, query_names: frozenset[str] | None) -> None:
+    """A query parameter the operation does not take (`query_names`; None: any) is refused,
+    naming it: ignored, a misspelt filter (`?state=failed` for `?status=failed`) answers as if
+    none were given. Path and query values are text the database must store or compare: one
+    it cannot (a NUL, a lone surrogate) is refused naming its parameter, as a body's field is,
+    rather than by the database, naming nothing."""
+    if query_names is not None and request.scope["query_string"]:
+        for name in request.query_params:
+            if name not in query_names:
+                taken = ", ".join(sorted(query_names)) or "none"
+                raise InvalidInput(
+                    f"is not a parameter of this operation (it takes: {taken})",
+                    field=f"query.{name}",
+                )
     named = [*request.path_params.items(), *request.query_params.multi_items()]
     for name, value in named:
         if isinstance(value, str) and (problem := text_problem(value)):
@@ -116,8 +144,9 @@ def _check_parameters(request: Request) -> None:
 
 
 def api_router(**options: Any) -> APIRouter:
-    """An `APIRouter` whose routes parse JSON bodies through the cap."""
-    return APIRouter(route_class=CappedJsonRoute, **options)
+    """An `APIRouter` whose routes parse JSON bodies through the cap (and, unless another
+    `route_class` is given, refuse query parameters they do not take)."""
+    return APIRouter(**{"route_class": CappedJsonRoute, **options})
 
 
 def include_flat(target: APIRouter, router: APIRouter, *, prefix: str = "") -> None:

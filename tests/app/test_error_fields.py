@@ -73,3 +73,41 @@ async def test_the_union_member_pydantic_tried_is_no_part_of_the_path(client):
     fields = _fields(assert_problem(response, 422))
     assert "body.prompt_version" in fields and "body.gate.fail_on" in fields, fields
     assert not [f for f in fields if "str" in f or "[" in f or f.endswith(".int")], fields
+
+
+async def test_a_query_parameter_the_operation_does_not_take_is_named(client):
+    """A misspelt filter is refused: ignored, it listed every run as if none were given."""
+    owner = await register(client)
+    response = await client.get("/api/v1/runs", params={"state": "failed"}, headers=owner.headers)
+    problem = assert_problem(response, 422)
+    assert _fields(problem) == ["query.state"]
+    assert "status" in problem["errors"][0]["message"]
+    spelt_right = await client.get(
+        "/api/v1/runs", params={"status": "failed"}, headers=owner.headers
+    )
+    assert spelt_right.status_code == 200, spelt_right.text
+
+
+async def test_every_documented_query_parameter_is_taken_and_no_other(app, client):
+    owner = await register(client)
+    document = app.openapi()
+    checked = 0
+    for template, item in document["paths"].items():
+        operation = item.get("get")
+        if operation is None or "{" in template or template.startswith("/health"):
+            continue
+        names = [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+        for name in [*names, "not_a_parameter"]:
+            response = await client.get(template, params={name: "x"}, headers=owner.headers)
+            fields = _fields(response.json()) if response.status_code == 422 else []
+            unknown = f"query.{name}" in fields and "not a parameter" in response.text
+            assert unknown == (name == "not_a_parameter"), (template, name, response.text)
+            checked += 1
+    assert checked >= 30
+
+
+async def test_a_health_check_answers_whatever_query_a_probe_adds(client):
+    for path in ("/health", "/health/live", "/health/ready"):
+        response = await client.get(path, params={"cache_buster": "1"})
+        assert response.status_code != 422, (path, response.text)
+        assert response.json()["status"] in ("ok", "unavailable"), (path, response.text)

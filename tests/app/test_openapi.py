@@ -188,7 +188,8 @@ def test_every_error_response_is_the_problem_schema_as_problem_json(document):
     ("operation_id", "statuses"),
     [
         ("auth_login", {"401", "409", "413", "422", "429"}),  # a form: no 400
-        ("users_read_me", {"401", "403"}),  # no input, no id; an API key is no user
+        # No id; an API key is no user; a query parameter it does not take.
+        ("users_read_me", {"401", "403", "422"}),
         ("tests_read", {"401", "404", "422"}),
         ("runs_create", {"400", "401", "403", "409", "413", "422"}),
         # A multipart body it cannot read; a foreign file's metric that finds no free name.
