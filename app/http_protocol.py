@@ -10,18 +10,27 @@ service's code runs:
   longer than that between reads. uvicorn times only idle keep-alive connections: a client
   that opened connections and sent nothing, or a byte now and then, held each for ever. A
   head too slow is refused (408); a body that stalls has its connection closed, which its
-  handler reads as the client's disconnection."""
+  handler reads as the client's disconnection.
+
+It also lets a live stream write its chunks straight to the connection (`WRITE_BODY`), as
+uvicorn's own send would write them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
-from notifications.stream import CONNECTION_ABORT
+from notifications.stream import CONNECTION_ABORT, WRITE_BODY
 from utils.config import get_settings
 
 MAX_HEAD_BYTES = 64 * 1024  # as nginx's large_client_header_buffers allows, and more
@@ -98,11 +107,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._await_reading()
         self.scope[CONNECTION_ABORT] = self.transport.abort  # type: ignore[literal-required]
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # (not when upgraded)
+            cycle.scope[WRITE_BODY] = partial(self._write_body, cycle)  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
         self._in_body = False
         self._stop_awaiting()
         super().on_message_complete()
+
+    def _write_body(self, cycle: RequestResponseCycle, body: bytes) -> bool:
+        """Writes `body` as the next chunk of the cycle's response, as uvicorn's send of a
+        body message would, without its message, coroutine and checks: a live stream's
+        event goes to thousands of connections in a row. False, nothing written, whenever
+        that send would do anything else (wait for a client not reading, drop the write of
+        one gone, refuse a response not under way): the caller sends it instead."""
+        if (
+            cycle is not self.cycle
+            or cycle.disconnected
+            or self.flow.write_paused
+            or not cycle.response_started
+            or cycle.response_complete
+            or not cycle.chunked_encoding
+            or not body
+        ):
+            return False
+        self.transport.write(_as_chunk(body))
+        return True
 
     def _body_asked_for(self) -> None:
         """A client sends the rest of a body once the server asks (a `100 Continue`, or its
@@ -156,3 +187,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+_last_chunk: tuple[bytes, bytes] = (b"", b"")
+
+
+def _as_chunk(body: bytes) -> bytes:
+    """`body` in HTTP/1.1's chunked coding. The last one framed is kept: a live stream's hub
+    writes the same bytes to every connection of a run in turn."""
+    global _last_chunk
+    last_body, chunk = _last_chunk
+    if body is not last_body:
+        chunk = b"%x\r\n%b\r\n" % (len(body), body)
+        _last_chunk = (body, chunk)
+    return chunk

@@ -12,9 +12,10 @@ hub's one clock, and whatever is buffered goes out in one write.
 
 Once live, the stream lets the hub write for it (`Subscriber.write_now`): with thousands of
 streams, waking each one's task for every event cost more than the write itself. The hub's
-loop starts the ASGI send; the server takes the bytes without waiting unless the client is
-not reading (its flow control paused the transport), and only then is the rest of that send
-handed back to the stream's task.
+loop writes the bytes to the connection itself where the server offers that (`WRITE_BODY`),
+or else starts the ASGI send; the server takes the bytes without waiting unless the client
+is not reading (its flow control paused the transport), and only then is the rest of that
+send handed back to the stream's task.
 
 Only the response's start and its last (empty) body go through the app's middleware, which
 add their headers to the start and see the response end (the request's log line, its span).
@@ -27,6 +28,7 @@ buffers or counts body messages (tests/app/test_public_raw_send.py lists those a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Generator
@@ -67,6 +69,10 @@ SERVER_SEND = "assay.server_send"
 # The scope key under which the server (app/http_protocol.py) puts its connection's `abort`:
 # a stream given up on for a client that takes nothing drops what is buffered for it.
 CONNECTION_ABORT = "assay.abort_connection"
+# The scope key under which the server puts a writer of the response's next chunk, straight to
+# its connection (app/http_protocol.py): `write(body) -> bool`, False when the server's send
+# must take the body instead (the client is not reading).
+WRITE_BODY = "assay.write_body"
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -117,6 +123,7 @@ class EventStream(Response):
         subscriber.terminal = self.terminal
         self._subscriber = subscriber
         self._send = body_send = scope.get(SERVER_SEND, send)
+        self._write_body = scope.get(WRITE_BODY)
         watcher = asyncio.create_task(_watch_for_disconnect(receive, subscriber))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -195,6 +202,8 @@ class EventStream(Response):
 
     def _write_now(self, frame: bytes) -> None:
         """Called from the hub's loop, outside this stream's task, while the task waits."""
+        if self._write_body is not None and self._write_body(frame):
+            return
         subscriber = self._subscriber
         message = {"type": "http.response.body", "body": frame, "more_body": True}
         sending = self._send(message).__await__()  # stepped by hand, as a task would
@@ -296,6 +305,10 @@ def _give_back(slots: asyncio.Semaphore, taking: asyncio.Future[bool]) -> None:
 
 
 async def _watch_for_disconnect(receive: Receive, subscriber: Subscriber) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    """Ends the stream once its client leaves, or once its request cannot be read on (a body
+    past the size limit): with nothing left to tell the client's leaving, the stream would
+    hold its place among the organization's streams to its lifetime's end."""
+    with contextlib.suppress(Exception):  # whatever stops the reading ends the stream
+        while (await receive())["type"] != "http.disconnect":
+            pass
     subscriber.end("disconnected")
