@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.scoring import MetricSpec
 from database.models import crud as model_crud
+from database.models.models import ModelConfig
 from database.models.service import resolve
 from database.prompts import crud as prompt_crud
+from database.results import model_pins
 from database.results.models import Run
 from providers.targets import TargetConfig
 from utils.runtime import get_runtime
@@ -31,17 +33,9 @@ class Plan:
     allow_private: bool
 
 
-async def _simulator(session: AsyncSession, run: Run) -> TargetConfig | None:
-    """The model playing the run's simulated users (resolved when the run was made)."""
-    if run.simulator_model_id is None:
-        return None
-    row = await model_crud.get_model(session, run.simulator_model_id)
-    return resolve(row, get_runtime().secret_box) if row is not None else None
-
-
 class Unrunnable(Exception):
-    """What the run needs to call its target was deleted since it was made: no retry brings it
-    back."""
+    """What the run needs to call its target was deleted or changed since it was made: no
+    retry brings it back."""
 
 
 async def make_plan(session: AsyncSession, run: Run) -> Plan:
@@ -53,12 +47,21 @@ async def make_plan(session: AsyncSession, run: Run) -> Plan:
     if target_row is None and calls_target:
         raise Unrunnable("the run's target model configuration was deleted")
     metrics = [MetricSpec(**spec) for spec in run.metrics]
-    judges: dict[str, TargetConfig] = {}
+    judge_rows: dict[str, ModelConfig] = {}
     for spec in metrics:
-        if spec.judge_model_id and spec.judge_model_id not in judges:
+        if spec.judge_model_id and spec.judge_model_id not in judge_rows:
             row = await model_crud.get_model(session, uuid.UUID(spec.judge_model_id))
             if row is not None:
-                judges[spec.judge_model_id] = resolve(row, runtime.secret_box)
+                judge_rows[spec.judge_model_id] = row
+    simulator_row = (
+        await model_crud.get_model(session, run.simulator_model_id)
+        if run.simulator_model_id
+        else None
+    )
+    rows = [row for row in (target_row, simulator_row, *judge_rows.values()) if row is not None]
+    if (why := model_pins.changed(run, rows)) is not None:
+        raise Unrunnable(why)
+    box = runtime.secret_box
     version = (
         await prompt_crud.get_version_by_id(session, run.prompt_version_id)
         if run.prompt_version_id
@@ -67,10 +70,10 @@ async def make_plan(session: AsyncSession, run: Run) -> Plan:
     if version is None and run.prompted:
         raise Unrunnable("the run's prompt was deleted")
     return Plan(
-        target=resolve(target_row, runtime.secret_box) if target_row and calls_target else None,
+        target=resolve(target_row, box) if target_row and calls_target else None,
         tools=list(target_row.tools or []) if target_row else [],
-        simulator=await _simulator(session, run),
-        judges=judges,
+        simulator=resolve(simulator_row, box) if simulator_row else None,
+        judges={judge_id: resolve(row, box) for judge_id, row in judge_rows.items()},
         metrics=metrics,
         template=version.template if version else None,
         system_prompt=version.system_prompt if version else None,

@@ -109,6 +109,8 @@ class Run(IdMixin, TimestampMixin, Base):
     gate_result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     max_cost: Mapped[float | None] = mapped_column(Float)
     spent: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # Each model's digest when the run was made (results/model_pins.py), by its id.
+    model_digests: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     # The Idempotency-Key it was asked with (unique in its organization), and a digest of
     # what was asked: the same key again gives this run; with another request, a refusal.
     request_key: Mapped[str | None] = mapped_column(String(200))

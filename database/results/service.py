@@ -19,7 +19,7 @@ from database.projects import crud as project_crud
 from database.projects.models import Project
 from database.prompts import crud as prompt_crud
 from database.prompts import service as prompt_service
-from database.results import crud, gates
+from database.results import crud, gates, model_pins
 from database.results.comparison import CompareOptions, compare
 from database.results.comparison_schemas import Comparison
 from database.results.models import CHUNK_JOB, TERMINAL, Run
@@ -139,33 +139,32 @@ async def create_run(
                 field="simulator_model_id",
             )
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
-    run = await crud.create_run(
-        session,
-        Run(
-            organization_id=principal.organization_id,
-            project_id=project.id,
-            test_set_id=test_set.id,
-            test_set_version_id=version.id,
-            target_model_id=target.id if target is not None else None,
-            prompt_version_id=prompt_version_id,
-            prompted=prompt_version_id is not None,
-            name=body.name,
-            metrics=metrics,
-            concurrency=body.concurrency,
-            repetitions=body.repetitions,
-            timeout_seconds=body.timeout_seconds,
-            max_steps=body.max_steps,
-            simulator_model_id=simulator_id,
-            use_cache=body.use_cache and body.recorded_output is None,
-            recorded_field=body.recorded_output,
-            gate=gate,
-            max_cost=body.max_cost,
-            status="queued",
-            total=version.case_count * body.repetitions,
-            request_key=request[0] if request else None,
-            request_digest=request[1] if request else None,
-        ),
+    run = Run(
+        organization_id=principal.organization_id,
+        project_id=project.id,
+        test_set_id=test_set.id,
+        test_set_version_id=version.id,
+        target_model_id=target.id if target is not None else None,
+        prompt_version_id=prompt_version_id,
+        prompted=prompt_version_id is not None,
+        name=body.name,
+        metrics=metrics,
+        concurrency=body.concurrency,
+        repetitions=body.repetitions,
+        timeout_seconds=body.timeout_seconds,
+        max_steps=body.max_steps,
+        simulator_model_id=simulator_id,
+        use_cache=body.use_cache and body.recorded_output is None,
+        recorded_field=body.recorded_output,
+        gate=gate,
+        max_cost=body.max_cost,
+        status="queued",
+        total=version.case_count * body.repetitions,
+        request_key=request[0] if request else None,
+        request_digest=request[1] if request else None,
     )
+    await model_pins.pin(session, run)
+    run = await crud.create_run(session, run)
     await enqueue_chunks(session, run, range(version.case_count), range(body.repetitions))
     return run
 

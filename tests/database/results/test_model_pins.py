@@ -1,0 +1,62 @@
+"""A run's models are the ones it was made with: a chunk that finds its target changed since
+(another model, address or parameters) fails the run saying so, and asks nothing; a change
+that alters no answer (a name, a rotated key, a timeout) lets it go on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.engine import executor
+from database.core import Database
+from tests.database.results.conftest import ChunkContext, Lab
+from tests.fakes.openai_server import FakeOpenAI
+
+CASES = 3
+
+
+async def _first_case_run(lab: Lab, fake: FakeOpenAI, database: Database) -> tuple[str, str]:
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": f"q{i}"} for i in range(CASES)])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()], concurrency=1)
+    await _chunk(lab, database, run["id"], [0])
+    assert (await lab.get(f"/runs/{run['id']}"))["counts"]["done"] == 1
+    return run["id"], target
+
+
+async def _chunk(lab: Lab, database: Database, run_id: str, positions: list[int]) -> None:
+    payload: dict[str, Any] = {"run_id": run_id, "positions": positions, "repetitions": [0, 1]}
+    organization = lab.account.organization_id
+    await executor.run_chunk(ChunkContext(database, organization, payload))
+
+
+async def _patch(lab: Lab, model_id: str, body: dict[str, Any]) -> None:
+    response = await lab.client.patch(
+        f"/api/v1/models/{model_id}", json=body, headers=lab.account.headers
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_a_run_whose_model_changed_midway_fails_and_asks_the_new_one_nothing(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    run_id, target = await _first_case_run(quiet_lab, fake, committed_database)
+    await _patch(quiet_lab, target, {"model": "another-model"})
+    fake.reset()
+    await _chunk(quiet_lab, committed_database, run_id, [1, 2])
+    run = await quiet_lab.get(f"/runs/{run_id}")
+    assert run["status"] == "failed"
+    assert "was changed since the run was made" in run["error"], run["error"]
+    assert run["counts"]["done"] == 1
+    assert fake.requests == []
+
+
+async def test_a_change_that_alters_no_answer_lets_the_run_go_on(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    run_id, target = await _first_case_run(quiet_lab, fake, committed_database)
+    await _patch(
+        quiet_lab, target, {"name": "renamed", "timeout_seconds": 30, "api_key": "sk-test"}
+    )
+    await _chunk(quiet_lab, committed_database, run_id, [1, 2])
+    run = await quiet_lab.get(f"/runs/{run_id}")
+    assert (run["status"], run["counts"]["done"]) == ("completed", CASES)
