@@ -57,7 +57,7 @@ async def ask_target(
 
     async def priced(config: TargetConfig, sent: TargetRequest) -> tuple[TargetReply, bool]:
         reply, cached = await cached_answer(
-            ctx, run, plan, config, sent, live if config is target else None
+            ctx, run, plan, config, sent, live if config is target else None, repetition
         )
         prices.append(cost(config, reply))
         paid.append(None if cached else prices[-1])
@@ -142,8 +142,10 @@ async def cached_answer(
     target: TargetConfig,
     request: TargetRequest,
     live: DeltaSink | None,
+    repetition: int,
 ) -> tuple[TargetReply, bool]:
-    """The target's answer and whether it came from the response cache (opt-in per run)."""
+    """The target's answer and whether it came from the response cache (opt-in per run). Each
+    repetition has answers of its own: another repetition is another sample of the target."""
 
     async def ask() -> TargetReply:
         return await call_model(
@@ -156,7 +158,7 @@ async def cached_answer(
 
     if not run.use_cache:
         return await ask(), False
-    key = _cache_key(target, request)
+    key = _cache_key(target, request, repetition)
     async with ctx.transaction() as session:
         hit = await response_cache.cached_response(session, key)
     if hit is not None:
@@ -178,12 +180,16 @@ async def cached_answer(
     return reply, False
 
 
-def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
+def _cache_key(config: TargetConfig, request: TargetRequest, repetition: int) -> str:
     """What decides the answer, hashed. Not the timeout, nor the API key (the cache is the
     organization's own); an http target's headers only as a digest of them (they may hold
     secrets). An http target's key has more material than before, so no answer cached under
     an older key (which two targets differing in headers or method shared) is found again;
-    the other providers' keys are unchanged, as were their answers."""
+    the other providers' keys are unchanged, as were their answers.
+    The repetition is in the key from the second on (the first's key is as it always was, so
+    answers cached before stay found): each repetition of a case gets an answer of its own,
+    so repetitions (and a repeat's new ones) sample the target rather than replay one answer,
+    and a run made again with the same settings is answered repetition by repetition."""
     material: dict[str, Any] = {
         "provider": config.provider,
         "model": config.model,
@@ -198,6 +204,8 @@ def _cache_key(config: TargetConfig, request: TargetRequest) -> str:
         "variables": request.variables if config.provider == "http" else None,
         "tools": config.tools or None,
     }
+    if repetition:
+        material["repetition"] = repetition
     if config.provider == "http":
         material |= {
             "method": (config.http_method or "POST").upper(),

@@ -5,24 +5,21 @@ from typing import Annotated, Literal
 
 from fastapi import Header, Query, Response, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.deps import DbSession, Member, Pagination, RuntimeDep, Viewer
 from database.evaluations.schemas import EvaluationRead
-from database.organizations.audit import RequestMeta, RequestMetaDep, record
+from database.organizations.audit import RequestMetaDep, record
 from database.projects.schemas import ProjectRead
-from database.results import crud, export, follow_ups, reads, run_requests, service, summaries
+from database.results import crud, export, follow_up_apis, reads, run_requests, service, summaries
 from database.results.comparison import CompareOptions
 from database.results.comparison_schemas import Comparison
 from database.results.crud import figures
-from database.results.models import Run
+from database.results.follow_up_apis import record_gate
 from database.results.reads import get_run_or_404, run_read, run_reads
 from database.results.run_requests import KEY_HEADER
 from database.results.schemas import (
     BaselineSet,
     CaseRepetitions,
-    RepeatCreate,
-    RescoreCreate,
     ResultPage,
     ResultRead,
     ResultStatus,
@@ -32,8 +29,7 @@ from database.results.schemas import (
     RunSummary,
     StreamToken,
 )
-from database.routing import api_router
-from utils.auth import Principal
+from database.routing import api_router, include_flat
 from utils.problems import errors
 from utils.schemas import Page
 
@@ -102,24 +98,8 @@ async def create_run(
     optionally gated on a baseline."""
     run, made_before = await run_requests.start_run(session, principal, body, idempotency_key)
     if not made_before:
-        await _record_gate(session, principal, run, meta)
+        await record_gate(session, principal, run, meta)
     return (await run_reads(session, [run]))[0]
-
-
-async def _record_gate(
-    session: AsyncSession, principal: Principal, run: Run, meta: RequestMeta
-) -> None:
-    """A run's gate is set when the run is made (and never changed): recorded then."""
-    if run.gate is not None:
-        await record(
-            session,
-            principal,
-            action="run.gate_set",
-            target_type="run",
-            target_id=run.id,
-            details={"project_id": run.project_id, "gate": run.gate},
-            request_meta=meta,
-        )
 
 
 @router.get(
@@ -145,87 +125,7 @@ async def cancel_run(run_id: uuid.UUID, session: DbSession, _: Member) -> RunRea
     return await run_read(session, run_id)
 
 
-@router.post(
-    "/{run_id}/rerun",
-    status_code=status.HTTP_202_ACCEPTED,
-    operation_id="runs_rerun",
-    summary="Run the failed and errored cases again, as a new run linked to this one",
-    responses=errors(409),
-)
-async def rerun(run_id: uuid.UUID, session: DbSession, principal: Member) -> RunRead:
-    """Same version, target and metrics; only the cases that did not pass."""
-    run = await get_run_or_404(session, run_id)
-    child = await follow_ups.rerun(session, principal, run)
-    return (await run_reads(session, [child]))[0]
-
-
-@router.post(
-    "/{run_id}/repeat",
-    status_code=status.HTTP_202_ACCEPTED,
-    operation_id="runs_repeat",
-    summary="More repetitions of a completed run's cases (all, flaky or undecided ones)",
-    responses=errors(409),
-)
-async def repeat_run(
-    run_id: uuid.UUID,
-    body: RepeatCreate,
-    session: DbSession,
-    principal: Member,
-    meta: RequestMetaDep,
-) -> RunRead:
-    """The run reopens; its summary, gate and comparisons take the new repetitions in. A
-    gate decided before is decided again, and the audit log keeps the verdict it replaces."""
-    run = await get_run_or_404(session, run_id, for_update=True)
-    replaced = run.gate_result and {k: run.gate_result.get(k) for k in ("status", "reasons")}
-    run = await follow_ups.repeat(session, run, body)
-    await record(
-        session,
-        principal,
-        action="run.repeated",
-        target_type="run",
-        target_id=run.id,
-        details={
-            "project_id": run.project_id,
-            **body.model_dump(mode="json"),
-            "replaced_gate_result": replaced,
-        },
-        request_meta=meta,
-    )
-    return (await run_reads(session, [run]))[0]
-
-
-@router.post(
-    "/{run_id}/rescore",
-    status_code=status.HTTP_202_ACCEPTED,
-    operation_id="runs_rescore",
-    summary="Score this run's stored outputs with other metrics: a new run, no target calls",
-    responses=errors(409),
-)
-async def rescore_run(
-    run_id: uuid.UUID,
-    body: RescoreCreate,
-    session: DbSession,
-    principal: Member,
-    meta: RequestMetaDep,
-) -> RunRead:
-    """Judges are called; the target is not."""
-    run = await get_run_or_404(session, run_id)
-    child = await follow_ups.rescore(session, principal, run, body)
-    await _record_gate(session, principal, child, meta)
-    return (await run_reads(session, [child]))[0]
-
-
-@router.post(
-    "/{run_id}/resume",
-    status_code=status.HTTP_202_ACCEPTED,
-    operation_id="runs_resume",
-    summary="Continue a run that ended before completing, with the cases that have no result",
-    responses=errors(409),
-)
-async def resume_run(run_id: uuid.UUID, session: DbSession, _: Member) -> RunRead:
-    """For a failed, cancelled or stopped run: the same run goes on; what it wrote stays."""
-    run = await get_run_or_404(session, run_id, for_update=True)
-    return (await run_reads(session, [await follow_ups.resume(session, run)]))[0]
+include_flat(router, follow_up_apis.router)  # in their place among the runs operations
 
 
 @router.get(

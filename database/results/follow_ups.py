@@ -13,7 +13,13 @@ from database.projects import crud as project_crud
 from database.results import crud, gates
 from database.results.crud import baselines, figures, rescore_sources
 from database.results.models import CHUNK_JOB, TERMINAL, Run
-from database.results.schemas import MAX_REPETITIONS, RepeatCreate, RescoreCreate
+from database.results.schemas import (
+    MAX_REPETITIONS,
+    RepeatCreate,
+    RerunCreate,
+    RescoreCreate,
+    ResumeCreate,
+)
 from database.results.service import (
     check_concurrency,
     enqueue_chunks,
@@ -61,7 +67,21 @@ def _child(principal: Principal, parent: Run, positions: list[int], **own: Any) 
     )
 
 
-async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
+def _budget_for_more(run: Run, more: float | None, ask: str) -> float | None:
+    """The budget of a run given more work (repeated or resumed): `more` on top of what it has
+    spent, else what is left of its own budget; none left, `ask` says to send a max_cost."""
+    if more is not None:
+        return run.spent + more
+    if run.max_cost is not None and run.spent >= run.max_cost:
+        raise Conflict(f"The run's budget is spent: {ask}")
+    return run.max_cost
+
+
+async def rerun(
+    session: AsyncSession, principal: Principal, run: Run, body: RerunCreate | None = None
+) -> Run:
+    """A new run of the failed and errored cases. Its budget is `max_cost`, else one the size
+    of this run's (a fresh budget: the new run has spent nothing; none if this run had none)."""
     _ended(run, "rerun")
     _calls_again(run, "be rerun")
     positions = await crud.positions_to_rerun(session, run.id)
@@ -89,6 +109,7 @@ async def rerun(session: AsyncSession, principal: Principal, run: Run) -> Run:
             name=f"{run.name or 'run'} (rerun)",
             metrics=run.metrics,
             concurrency=run.concurrency,
+            max_cost=run.max_cost if body is None or body.max_cost is None else body.max_cost,
             total=total,
             **made,
         ),
@@ -126,13 +147,7 @@ async def repeat(session: AsyncSession, run: Run, body: RepeatCreate) -> Run:
             f"{run.repetitions}",
             field="repetitions",
         )
-    budget: float | None
-    if body.max_cost is not None:
-        budget = run.spent + body.max_cost
-    elif run.max_cost is not None and run.spent >= run.max_cost:
-        raise Conflict("The run's budget is spent: give the repetitions a max_cost of their own")
-    else:
-        budget = run.max_cost  # what is left of the run's own budget, if it has one
+    budget = _budget_for_more(run, body.max_cost, "give the repetitions a max_cost of their own")
     await crud.reopen(
         session,
         run.id,
@@ -205,16 +220,19 @@ async def _source_now(
     return {"created_at": moment}, keys
 
 
-async def resume(session: AsyncSession, run: Run) -> Run:
+async def resume(session: AsyncSession, run: Run, body: ResumeCreate | None = None) -> Run:
     """A run that ended before completing (failed, cancelled, or stopped by its budget) goes
     on: its chunks are queued again and do only the cases that have no result yet; what it
-    wrote stays. (`rerun` is the other thing: failed and errored cases again, as a new run.)"""
+    wrote stays. (`rerun` is the other thing: failed and errored cases again, as a new run.)
+    Its budget is as a repeat's: `max_cost` more than it has spent, else what is left of its
+    own; a run stopped by its budget has none left, so it resumes only with a `max_cost`."""
     _ended(run, "resume")
     _calls_again(run, "be resumed")
     if run.status == "completed":
         raise Conflict("The run has completed: nothing to resume (rerun repeats failed cases)")
-    if run.max_cost is not None and run.spent >= run.max_cost:
-        raise Conflict("The run's budget is spent: there is nothing left to resume it with")
+    budget = _budget_for_more(
+        run, body.max_cost if body else None, "send a max_cost to resume it with more"
+    )
     planned = await queue.payloads(session, CHUNK_JOB, f"run:{run.id}:")
     if any(status in ("queued", "running") for status, _ in planned):
         raise Conflict("The run's work is still stopping: resume it in a few seconds")
@@ -222,7 +240,7 @@ async def resume(session: AsyncSession, run: Run) -> Run:
     if not chunks:
         raise Conflict("Nothing to resume: the run has no planned work")
     await crud.reopen(
-        session, run.id, repetitions=run.repetitions, total=run.total, max_cost=run.max_cost
+        session, run.id, repetitions=run.repetitions, total=run.total, max_cost=budget
     )
     resumption = uuid.uuid4().hex[:12]
     await queue.enqueue_many(

@@ -148,6 +148,27 @@ class RepeatCreate(InputModel):
     max_cost: Budget | None = Field(default=None, description="Budget of the added work, USD")
 
 
+class ResumeCreate(InputModel):
+    model_config = example({"max_cost": 2.0})
+
+    max_cost: Budget | None = Field(
+        default=None,
+        description="More budget, USD, on top of what the run has spent (its budget becomes"
+        " spent + max_cost); else what is left of its own budget. Required to resume a run"
+        " whose budget is spent",
+    )
+
+
+class RerunCreate(InputModel):
+    model_config = example({"max_cost": 2.0})
+
+    max_cost: Budget | None = Field(
+        default=None,
+        description="The new run's budget, USD; else a budget the size of this run's max_cost"
+        " (none if it has none)",
+    )
+
+
 class RescoreCreate(InputModel):
     model_config = example(
         {"metric_ids": ["6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e"], "name": "stricter judge"}
