@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects import crud as project_crud
-from database.results import crud, gates
+from database.results import crud, gates, model_pins
 from database.results.crud import baselines, figures, rescore_sources
 from database.results.models import CHUNK_JOB, TERMINAL, Run
 from database.results.schemas import (
@@ -43,6 +43,17 @@ def _calls_again(run: Run, action: str, *, target: bool = True) -> None:
         raise Conflict(f"The run's target model configuration was deleted: it cannot {action}")
     if run.prompted and run.prompt_version_id is None:
         raise Conflict(f"The run's prompt was deleted: it cannot {action}")
+
+
+async def _same_models(session: AsyncSession, run: Run, action: str) -> None:
+    """The run's models are as it was made: more of it would mix two models' answers."""
+    if (why := await model_pins.changed_now(session, run)) is not None:
+        raise Conflict(f"The run cannot {action}: {why}")
+
+
+async def _create_child(session: AsyncSession, child: Run) -> Run:
+    await model_pins.pin(session, child)  # a new run: its models as they are now
+    return await crud.create_run(session, child)
 
 
 def _child(principal: Principal, parent: Run, positions: list[int], **own: Any) -> Run:
@@ -98,7 +109,7 @@ async def rerun(
             session, source, positions, range(run.repetitions), "rerun a rescore of"
         )
         total = len(keys)
-    child = await crud.create_run(
+    child = await _create_child(
         session,
         _child(
             principal,
@@ -123,6 +134,7 @@ async def repeat(session: AsyncSession, run: Run, body: RepeatCreate) -> Run:
     gate and comparisons count them once they are in."""
     _ended(run, "repeat")
     _calls_again(run, "be repeated")
+    await _same_models(session, run, "be repeated")
     if run.status != "completed":
         raise Conflict(f"Only a completed run can be given more repetitions: this one {run.status}")
     if run.outputs_from_run_id is not None:
@@ -178,7 +190,7 @@ async def rescore(
     gate = await gates.prepare(session, project, body.gate, metrics) if body.gate else None
     concurrency = check_concurrency(body.concurrency or run.concurrency)
     made, keys = await _source_now(session, run.id, positions, range(run.repetitions), "rescore")
-    child = await crud.create_run(
+    child = await _create_child(
         session,
         _child(
             principal,
@@ -228,6 +240,7 @@ async def resume(session: AsyncSession, run: Run, body: ResumeCreate | None = No
     own; a run stopped by its budget has none left, so it resumes only with a `max_cost`."""
     _ended(run, "resume")
     _calls_again(run, "be resumed")
+    await _same_models(session, run, "be resumed")
     if run.status == "completed":
         raise Conflict("The run has completed: nothing to resume (rerun repeats failed cases)")
     budget = _budget_for_more(

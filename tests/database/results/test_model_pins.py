@@ -60,3 +60,43 @@ async def test_a_change_that_alters_no_answer_lets_the_run_go_on(
     await _chunk(quiet_lab, committed_database, run_id, [1, 2])
     run = await quiet_lab.get(f"/runs/{run_id}")
     assert (run["status"], run["counts"]["done"]) == ("completed", CASES)
+
+
+async def test_a_run_whose_model_changed_is_neither_repeated_nor_resumed(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    lab = quiet_lab
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": f"q{i}"} for i in range(CASES)])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
+    await _chunk(lab, committed_database, run["id"], list(range(CASES)))
+    assert (await lab.get(f"/runs/{run['id']}"))["status"] == "completed"
+    await _patch(lab, target, {"parameters": {"temperature": 0.9}})
+
+    repeated = await lab.post(f"/runs/{run['id']}/repeat", {"repetitions": 1, "cases": "all"})
+    assert repeated.status_code == 409, repeated.text
+    assert "was changed since the run was made" in repeated.json()["detail"]
+    other = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
+    await lab.post(f"/runs/{other['id']}/cancel", {}, expect=200)
+    await _patch(lab, target, {"parameters": {"temperature": 0.1}})
+    resumed = await lab.post(f"/runs/{other['id']}/resume", {})
+    assert resumed.status_code == 409, resumed.text
+    assert "was changed since the run was made" in resumed.json()["detail"]
+
+
+async def test_a_rerun_is_a_new_run_of_the_model_as_it_is_now(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    lab = quiet_lab
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": "q", "expected_output": "never said"}])
+    failing = await lab.metric("contains")
+    run = await lab.run(test_set, target, metric_ids=[failing])
+    await _chunk(lab, committed_database, run["id"], [0])
+    await _patch(lab, target, {"model": "another-model"})
+    rerun = (await lab.post(f"/runs/{run['id']}/rerun", {}, expect=202)).json()
+    await _patch(lab, target, {"model": "a-third-model"})
+    await _chunk(lab, committed_database, rerun["id"], [0])
+    child = await lab.get(f"/runs/{rerun['id']}")
+    assert child["status"] == "failed"
+    assert "was changed since the run was made" in child["error"], child["error"]
