@@ -18,7 +18,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     _check_counts(n, c, k)
     if n - c < k:
         return 1.0
-    return float(-np.expm1(np.log1p(-k / np.arange(n - c + 1, n + 1)).sum()))
+    # (+ 0.0: with c = 0 the sum is 0, whose negation is -0.0, shown as such in JSON)
+    return float(-np.expm1(np.log1p(-k / np.arange(n - c + 1, n + 1)).sum())) + 0.0
 
 
 def pass_hat_k(n: int, c: int, k: int) -> float:

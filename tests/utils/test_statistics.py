@@ -114,6 +114,8 @@ def test_pass_at_k_is_the_unbiased_estimator():
                 assert pass_at_k(n, c, k) == pytest.approx(float(expected), abs=1e-12)
                 if n - c < k:
                     assert pass_at_k(n, c, k) == 1.0
+                if c == 0:  # none passed: 0, not -0.0 (which JSON shows as such)
+                    assert math.copysign(1.0, pass_at_k(n, c, k)) == 1.0
 
 
 def test_pass_hat_k_is_the_unbiased_estimator():
