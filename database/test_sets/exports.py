@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.test_sets import crud
 from database.test_sets.crud import version_cases
 from database.test_sets.io import CSV_COLUMNS, Format
-from database.test_sets.models import TestSetVersion
+from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.streaming import (
     PAGE_BYTES,
     PAGE_ROWS,
+    GoneMidway,
     JsonArrayEncoder,
     PageEncoder,
     ReadPage,
@@ -96,8 +97,13 @@ def _next_rows(taken: int) -> int:
     return max(1, min(PAGE_ROWS, 2 * taken))
 
 
-def current_pages(test_ids: list[uuid.UUID]) -> ReadPage[dict[str, Any]]:
-    """The set's current cases, a page at a time, in the order of `test_ids` (read before)."""
+def current_pages(test_set_id: uuid.UUID, test_ids: list[uuid.UUID]) -> ReadPage[dict[str, Any]]:
+    """The set's current cases, a page at a time, in the order of `test_ids` (read before).
+
+    A test deleted before its page is read (with its project, or alone) ends the document as
+    incomplete: what was sent is the set neither as it was when the export began nor as it is,
+    and a file short of a case must not look whole. A test only taken out of the set is still
+    there, and is sent: the document is the set as it was when the export began."""
     start, rows = 0, PAGE_ROWS
 
     async def read(session: AsyncSession) -> list[dict[str, Any]] | None:
@@ -111,6 +117,9 @@ def current_pages(test_ids: list[uuid.UUID]) -> ReadPage[dict[str, Any]]:
             held, taken = held + sizes.get(page[taken], 0), taken + 1
         start, rows = start + taken, _next_rows(taken)
         tests = await crud.tests_in_order(session, page[:taken])
+        if len(tests) < taken:
+            await gone_midway(session, TestSet, test_set_id, "test set")
+            raise GoneMidway("a test of the set was deleted while it was exported")
         return [test_crud.case_fields(t) for t in tests]
 
     return read

@@ -4,7 +4,6 @@ parameters for it, rendered with the test's vars ({{ name }} replaced by the var
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -14,6 +13,9 @@ from typing import Any
 
 import regex
 
+from database.test_sets import foreign_templates
+from database.test_sets.foreign_templates import MAX_TEXT as _MAX_TEXT
+from database.test_sets.foreign_templates import render, sole_var, text
 from database.test_sets.import_bounds import bounded_json
 from utils.json_schemas import check_json_schema
 from utils.patterns import PatternTooCostly, compile_bounded
@@ -59,8 +61,7 @@ _KINDS = {
 _SET_REASON = "assertion sets (grouped assertions) are not imported"
 _NEEDS_VALUE = {"text", "list", "ilist", "regex", "rubric"}
 ASSERTION_KEYS = {"type", "value", "threshold", "metric"}
-_TEMPLATE = re.compile(r"\{\{\s*([A-Za-z_$][\w$]*)\s*\}\}")
-_MAX_TEXT, _MAX_PATTERN, _MAX_VALUES = 10_000, 2_000, 200
+_MAX_PATTERN, _MAX_VALUES = 2_000, 200
 MAX_KINDS = 50  # kinds of assertion in one file: each becomes one of the set's metrics
 SCRIPTS = (".js", ".cjs", ".mjs", ".ts", ".py")
 # promptfoo's assertion types, which a CSV `__expected` cell may start with (`type:value`).
@@ -155,45 +156,14 @@ def classify(item: Any, line: int, file: str | None) -> Spec | tuple[str, str]:
     return Spec(source, name, metric_type, kind, negate, value, threshold, line, file)
 
 
-def _render(text: str, variables: Mapping[str, Any], limit: int = _MAX_TEXT) -> str:
-    """{{ name }} of a var replaced by its value; any other template syntax left as written.
-    Measured as it is built: past `limit` characters it stops (a ValueError)."""
-    pieces: list[str] = []
-    size, end = 0, 0
-    for match in _TEMPLATE.finditer(text):
-        name = match.group(1)
-        found = variables[name] if name in variables else match.group(0)
-        piece = found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
-        pieces += [text[end : match.start()], piece]
-        size += match.start() - end + len(piece)
-        end = match.end()
-        if size > limit:
-            raise ValueError(f"the value is over {limit:,} characters once its vars are filled in")
-    pieces.append(text[end:])
-    return "".join(pieces)
-
-
-def text(value: Any, variables: Mapping[str, Any], limit: int = _MAX_TEXT) -> str:
-    """A value as the text a metric compares with (JSON for anything but a string)."""
-    if isinstance(value, str):
-        rendered = _render(value, variables, limit)
-    else:
-        rendered = json.dumps(value, ensure_ascii=False)
-    if not rendered:
-        raise ValueError("the value is empty")
-    if len(rendered) > limit:
-        raise ValueError(f"the value is {len(rendered):,} characters; at most {limit:,}")
-    return rendered
-
-
 def _values(value: Any, variables: Mapping[str, Any]) -> list[str]:
     if isinstance(value, str):
-        whole = _TEMPLATE.fullmatch(value.strip())
-        listed = variables.get(whole.group(1)) if whole else None
+        name = sole_var(value)
+        listed = variables.get(name) if name else None
         if isinstance(listed, list):
             value = listed
         else:
-            rendered = _render(value, variables, _MAX_TEXT * _MAX_VALUES)
+            rendered = render(value, variables, _MAX_TEXT * _MAX_VALUES)
             value = [part.strip() for part in rendered.split(",") if part.strip()]
     if not isinstance(value, list):
         raise ValueError("the values must be a list or comma-separated text")
@@ -214,10 +184,12 @@ _PATTERNS: ContextVar[tuple[set[str], list[int]] | None] = ContextVar(
 
 @contextlib.contextmanager
 def one_upload() -> Iterator[None]:
-    """The patterns compiled within it share one budget of MAX_PATTERN_CHARS."""
+    """The patterns compiled within it share one budget of MAX_PATTERN_CHARS, and its
+    renders one of foreign_templates.MAX_RENDERED_CHARS."""
     token = _PATTERNS.set((set(), [0]))
     try:
-        yield
+        with foreign_templates.one_upload():
+            yield
     finally:
         _PATTERNS.reset(token)
 

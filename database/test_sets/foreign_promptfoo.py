@@ -24,6 +24,7 @@ from database.test_sets.foreign_assertions import (
     parameters,
 )
 from database.test_sets.foreign_documents import Document, Row, error, invalid, load
+from database.test_sets.foreign_templates import OverBudget
 from database.test_sets.import_bounds import MeasuredLines, bounded_json, too_wide, width_complaint
 from database.test_sets.io import MAX_COLUMNS, _decode
 from database.test_sets.promptfoo_csv import csv_test
@@ -301,12 +302,14 @@ class Promptfoo:
         used = _Claims()
         faithful = False
         for fld, spec in specs + self._defaults:
+            at = spec.line if fld.startswith("assert") else line
             try:
                 params = parameters(spec, variables)
             except ValueError as exc:
-                at = spec.line if fld.startswith("assert") else line
                 problems.append(error(at, file, fld, str(exc)))
                 continue
+            except OverBudget as exc:
+                raise invalid(str(exc), at, file, fld) from None
             if isinstance(params, str):
                 self._unmap(spec.source, params, spec.line, spec.file)
                 continue
