@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from cli import config
-from cli.client import Client, CliError, sendable, shown_url
+from cli.client import ApiError, Client, CliError, sendable, shown_url
 from cli.files import file_format, import_into_set
 from cli.outcome import (
     NOT_JUDGED,
@@ -26,26 +29,72 @@ from cli.terminal import cell, printable
 EXPORT_FORMATS = tuple(EXPORT_TYPES)
 
 
+# The server's reason, on its field `baseline`, for runs that share no case
+# (database/results/comparison.py): a gate calls that undecided.
+_NO_CASE_IN_COMMON = re.compile(r"\bbaseline: (the runs have no case in common[^;)]*)")
+# A run the server will not compare yet (409): it has not ended.
+_UNDER_WAY = frozenset({"queued", "running"})
+
+
 def compare_runs(
     client: Client, console: Console, run_id: str, baseline: str, min_effect: float | None
 ) -> int:
     """Exits as the run's gate would compared with `baseline`, with its min_effect unless told
-    another: as a gate, not judged (2) unless both runs completed."""
+    another: as a gate, not judged (2) unless both runs completed, or when they share no
+    case."""
     run = client.get(f"/runs/{run_id}")
     if min_effect is None:
         min_effect = (run.get("gate") or {}).get("min_effect")
-    comparison = compare(client, run_id, baseline, min_effect=min_effect)
+    baseline, not_completed = _statuses(client, run, baseline)
+    if not_completed is not None and not_completed.status in _UNDER_WAY:
+        return _verdict(console, not_completed.outcome)
+    try:
+        comparison = compare(client, run_id, baseline, min_effect=min_effect)
+    except ApiError as exc:
+        unrelated = _NO_CASE_IN_COMMON.search(str(exc)) if exc.status == 422 else None
+        if unrelated is None:
+            raise
+        return _verdict(
+            console, Outcome(NOT_JUDGED, f"no comparison with the baseline: {unrelated[1]}")
+        )
     console.print(comparison_table(comparison))
     console.print(f"{comparison['verdict']}: {comparison['reason']}", markup=False)
     result = comparison_outcome(comparison, run.get("gate") or {})
-    compared = (
-        ("the run", run),
-        ("the baseline", client.get(f"/runs/{comparison['baseline_run_id']}")),
-    )
-    for which, ended in compared:
-        if ended["status"] != "completed":
-            result = Outcome(NOT_JUDGED, f"{which} did not complete: it is {ended['status']}")
-            break
+    return _verdict(console, not_completed.outcome if not_completed else result)
+
+
+@dataclass(frozen=True)
+class _NotCompleted:
+    status: str
+    outcome: Outcome
+
+
+def _statuses(
+    client: Client, run: dict[str, Any], baseline: str
+) -> tuple[str, _NotCompleted | None]:
+    """The baseline as a run id (`project` resolved now, so that the comparison and this read
+    are of one run; left to the server when the project has none), and the first of the two
+    runs that has not completed."""
+    if baseline == "project":
+        project = client.get(f"/projects/{run['project_id']}")
+        baseline = project.get("baseline_run_id") or baseline
+    compared = [("the run", run)]
+    if baseline != "project":
+        found = client.get(f"/runs/{baseline}")
+        if found["project_id"] != run["project_id"]:
+            raise CliError("the baseline is a run of another project")
+        compared.append(("the baseline", found))
+    for which, side in compared:
+        status = side["status"]
+        if status != "completed":
+            ended = "has not completed" if status in _UNDER_WAY else "did not complete"
+            return baseline, _NotCompleted(
+                status, Outcome(NOT_JUDGED, f"{which} {ended}: it is {status}")
+            )
+    return baseline, None
+
+
+def _verdict(console: Console, result: Outcome) -> int:
     console.print(f"{exit_word(result.code)} (exit {result.code}): {result.reason}", markup=False)
     return result.code
 

@@ -85,10 +85,15 @@ def server(
     key. A key given by flag or environment goes to the URL found (the README says to set
     ASSAY_URL beside it in CI). A profile named by --profile comes before the environment and
     the repository, as a flag does: the environment's key never goes to its server."""
-    name = profile or os.environ.get("ASSAY_PROFILE") or "default"
+    named = profile or os.environ.get("ASSAY_PROFILE")
+    name = named or "default"
     chosen = read_profiles().get(name) or {}
-    if profile and not chosen:
-        raise CliError(f"no profile named {profile!r}: create it with `assay login`")
+    if named and not chosen:  # a mistyped name, not a fall back to no profile at all
+        named_by = "--profile" if profile else "ASSAY_PROFILE"
+        raise CliError(
+            f"no profile named {name!r} (given by {named_by}): create it with"
+            f" `assay login --profile {name}`"
+        )
     if profile:
         environment_url = environment_key = repository_url = None
     else:
@@ -101,7 +106,7 @@ def server(
     found_key = api_key or environment_key
     if not found_key and chosen.get("api_key"):
         profile_url = (chosen.get("url") or DEFAULT_URL).rstrip("/")
-        if profile_url != found_url:
+        if not same_server(profile_url, found_url):
             raise CliError(
                 f"the key of profile {name!r} is for {shown_url(profile_url)}, not"
                 f" {shown_url(found_url)}:"
@@ -111,6 +116,26 @@ def server(
     if not found_key:
         raise CliError("no API key: set ASSAY_API_KEY, pass --api-key, or run `assay login` once")
     return Server(url=found_url, api_key=found_key)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_server(one: str, other: str) -> bool:
+    """Whether two URLs name one server root, written either way: the scheme and host in any
+    case, the default port given or not, a trailing slash or not."""
+
+    def root(url: str) -> tuple[str, str, int | None, str, bytes] | None:
+        try:
+            parts = httpx.URL(url.strip())
+        except httpx.InvalidURL:
+            return None
+        scheme = parts.scheme.lower()
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+        return scheme, parts.host.lower(), port, parts.path.rstrip("/"), parts.query
+
+    found = root(one)
+    return found is not None and found == root(other)
 
 
 def server_url(url: str) -> str:

@@ -2,7 +2,9 @@
 metrics it names the run's own), decided when the run ends, in the transaction that ends it.
 
 `passed`, `failed` (a regression where `fail_on` asks, or a floor missed) or `undecided` (the
-run did not complete, too many errored results, or a comparison the gate needs inconclusive).
+run did not complete, too many errored results, or a comparison the gate needs inconclusive
+or not to be made). A gate with `fail_on: never` and no `max_dropped` needs no comparison:
+a baseline it cannot be compared with is a note there, not a doubt.
 A run that did not complete is undecided whatever else; otherwise a floor missed or a
 regression fails the gate whatever else is in doubt.
 
@@ -155,11 +157,18 @@ async def decide(
     notes: list[str] = []
     wants_comparison = gate.get("fail_on", "regression") != "never"
     if baseline_id is not None:
-        comparison = await _compared(session, run, uuid.UUID(baseline_id), gate, failed, doubts)
-        if comparison is not None and wants_comparison:
-            await _errors_beside_baseline(
-                session, (errored, results), uuid.UUID(baseline_id), gate, doubts
-            )
+        found = await _comparison(session, run, uuid.UUID(baseline_id), gate)
+        if isinstance(found, str):
+            # Only what the gate asks of the comparison (a regression, or max_dropped's count
+            # of tests missing, which every baseline's test may be) is in doubt without it.
+            needed = wants_comparison or gate.get("max_dropped") is not None
+            (doubts if needed else notes).append(found)
+        else:
+            comparison = _judged(found, gate, failed, doubts)
+            if wants_comparison:
+                await _errors_beside_baseline(
+                    session, (errored, results), uuid.UUID(baseline_id), gate, doubts
+                )
     elif gate.get("baseline") == "project":
         # Nothing to compare with (a project's first gated run): the floors decide, and with
         # none the regression the gate asks about cannot be ruled out.
@@ -257,29 +266,28 @@ async def _errors_beside_baseline(
         )
 
 
-async def _compared(
-    session: AsyncSession,
-    run: Run,
-    baseline_id: uuid.UUID,
-    gate: dict[str, Any],
-    failed: list[str],
-    doubts: list[str],
-) -> dict[str, Any] | None:
+async def _comparison(
+    session: AsyncSession, run: Run, baseline_id: uuid.UUID, gate: dict[str, Any]
+) -> Comparison | str:
+    """The run compared with its baseline as the gate compares, or why it cannot be."""
     baseline = await crud.get_run(session, baseline_id)
-    if baseline is None or baseline.status != "completed":
-        doubts.append(
-            "the baseline run no longer exists"
-            if baseline is None
-            else f"the baseline run is {baseline.status}, not completed"
-        )
-        return None
+    if baseline is None:
+        return "the baseline run no longer exists"
+    if baseline.status != "completed":
+        return f"the baseline run is {baseline.status}, not completed"
     try:
-        found: Comparison = await compare(
+        return await compare(
             session, run, baseline, CompareOptions(min_effect=gate.get("min_effect", 0.02))
         )
     except InvalidInput as exc:
-        doubts.append(f"no comparison with the baseline: {exc.detail}")
-        return None
+        return f"no comparison with the baseline: {exc.detail}"
+
+
+def _judged(
+    found: Comparison, gate: dict[str, Any], failed: list[str], doubts: list[str]
+) -> dict[str, Any]:
+    """What the gate asks of the comparison (`fail_on`, `max_dropped`), into `failed` and
+    `doubts`; the comparison as the gate's result keeps it."""
     dropped, allowed = found.cases.only_in_baseline, gate.get("max_dropped")
     if allowed is not None and dropped > allowed:
         failed.append(
