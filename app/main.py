@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from app import health, metrics_endpoint
 from app.bootstrap import running_process
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.middleware import (
+    ApiCorsMiddleware,
     BodySizeLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
@@ -51,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 API_PREFIX = "/api/v1"
+PUBLIC_PREFIX = "/public"
 API_ROUTERS = (
     auth_router,
     users_router,
@@ -114,7 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ApiCorsMiddleware,
+            passes=PUBLIC_PREFIX,
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
@@ -132,6 +134,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include_flat(app.router, metrics_endpoint.router)
     for router in API_ROUTERS:
         include_flat(app.router, router, prefix=API_PREFIX)
-    app.mount("/public", create_public_app())
+    app.mount(PUBLIC_PREFIX, create_public_app())
     install_openapi(app, description=API_DESCRIPTION)
     return app

@@ -1,5 +1,5 @@
-"""Pure-ASGI middleware of the request path: request id, security headers, body-size limit;
-and the app class that records the server's own send for the live streams."""
+"""Pure-ASGI middleware of the request path: request id, security headers, body-size limit,
+the API's CORS; and the app class that records the server's own send for the live streams."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import ClassVar
 
 import structlog
 from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -141,6 +143,39 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class ApiCorsMiddleware(CORSMiddleware):
+    """CORS for the configured origins (ASSAY_CORS_ORIGINS), on every path but those of a
+    mounted app with CORS of its own (`passes`): the public app answers any origin, and lets
+    a stream be resumed with Last-Event-ID. Answered here too, its preflights would be
+    refused for an origin not in the list, or for asking to send that header."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        passes: str,
+        allow_origins: Sequence[str],
+        allow_methods: Sequence[str],
+        allow_headers: Sequence[str],
+        expose_headers: Sequence[str],
+    ) -> None:
+        super().__init__(
+            app,
+            allow_origins=allow_origins,
+            allow_methods=allow_methods,
+            allow_headers=allow_headers,
+            expose_headers=expose_headers,
+        )
+        self.passes = passes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "").removeprefix(scope.get("root_path", ""))
+        if path == self.passes or path.startswith(self.passes + "/"):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class BodySizeLimitMiddleware:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Response
+from fastapi import FastAPI, Header, Query, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
 
@@ -42,9 +42,11 @@ Server-Sent Events of one run. Authenticate with `?token=` (from
 
 Every stored event has an `id:` (the run's event sequence, 1, 2, 3 ...). Reconnect with
 `Last-Event-ID` (EventSource does it for you) to get exactly the events after it: the replay
-from the database and the live part join without a gap or a duplicate. When the run has ended
-and nothing is left after `Last-Event-ID` (or retention has pruned its events), the answer is 204
-(EventSource then stops).
+from the database and the live part join without a gap or a duplicate. A client that cannot
+set the header (a new EventSource, opened after the old one gave up) gives the same value as
+`?last_event_id=`; the header wins when both are given. When the run has ended and nothing is
+left after that id (or retention has pruned its events), the answer is 204 (EventSource then
+stops).
 
 Events (`event:` name, then the JSON in `data:`):
 
@@ -101,6 +103,7 @@ def create_public_app() -> FastAPI:
         allow_methods=["GET"],
         allow_headers=["Authorization", "Last-Event-ID"],
         allow_credentials=False,
+        expose_headers=["X-Request-ID", "Retry-After"],
     )
     install_error_handlers(public)
 
@@ -136,9 +139,17 @@ def create_public_app() -> FastAPI:
         runtime: RuntimeDep,
         watcher: RunWatcher,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+        last_event_id_query: Annotated[
+            str | None,
+            Query(
+                alias="last_event_id",
+                description="The last event id the client has, for a client that cannot"
+                " send `Last-Event-ID` (the header wins when both are given)",
+            ),
+        ] = None,
     ) -> Response:
         run = await _run(session, run_id)
-        after = _last_event_id(last_event_id)
+        after, given_as = _resume_after(last_event_id, last_event_id_query)
         if run.status in TERMINAL and (
             after >= run.event_seq
             # Retention prunes a finished run's events all at once: nothing left to replay.
@@ -148,7 +159,7 @@ def create_public_app() -> FastAPI:
         if after > run.event_seq:  # a forged id, or another run's: the run's end would pass by
             raise InvalidInput(
                 f"must be the id of an event of this stream (its last is {run.event_seq})",
-                field="Last-Event-ID",
+                field=given_as,
             )
         settings = runtime.settings
         return EventStream(
@@ -239,9 +250,11 @@ def _credential(watcher: Principal, recheck_seconds: float) -> Credential | None
     return Credential(issuer, ended_stream_issuers, recheck_seconds)
 
 
-def _last_event_id(value: str | None) -> int:
-    if value is None or value == "":
-        return 0
+def _resume_after(header: str | None, query: str | None) -> tuple[int, str]:
+    """The last event id the client has (0: none), and the name it was given under."""
+    value, name = (header, "Last-Event-ID") if header else (query, "last_event_id")
+    if not value:
+        return 0, name
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise InvalidInput("must be the id of an event of this stream", field="Last-Event-ID")
-    return int(value)
+        raise InvalidInput("must be the id of an event of this stream", field=name)
+    return int(value), name

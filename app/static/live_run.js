@@ -1,5 +1,6 @@
-// The live run page: one EventSource on /public/runs/{id}/events. Rows are keyed by
-// (position, repetition), so a replay after a reconnect updates rows instead of adding them.
+// The live run page: an EventSource on /public/runs/{id}/events (a new one when the browser
+// gives up on the old: see connect). Rows are keyed by (position, repetition), so a replay
+// after a reconnect updates rows instead of adding them.
 "use strict";
 
 (function () {
@@ -153,7 +154,7 @@
     ended = true;
     setStatus(data.status);
     setCounts(data);
-    $("connection").textContent = "";
+    setConnection("ended", "");
   }
 
   function onVerdict(data) {
@@ -167,27 +168,85 @@
     onStarted(data);
   }
 
-  const url = "/public/runs/" + encodeURIComponent(runId) + "/events?token=" + encodeURIComponent(token);
-  const source = new EventSource(url);
-  const parse = (handler) => (message) => handler(JSON.parse(message.data));
+  // EventSource reconnects by itself after a dropped connection, but gives up for good on any
+  // answer but 200: a refusal of the stream caps or of a busy server (429, 503), or a 401 once
+  // the link's token has expired. Then the page opens a new one after a growing delay, resuming
+  // after the last event it has (as `last_event_id`: a new EventSource cannot send the header).
+  // It asks for this page again first, with the same token: a 401 there means the link is no
+  // longer good, which no retry mends.
+  const RETRY_FIRST_MS = 2000;
+  const RETRY_MAX_MS = 30000;
+  const HANDLERS = {
+    "run.started": (data) => (ended ? onRestart(data) : onStarted(data)),
+    "run.verdict": onVerdict,
+    "result.recorded": onResult,
+    "run.progress": setCounts,
+    "run.finished": onEnd,
+    "run.cancelled": onEnd,
+    "output.delta": onDelta,
+    "step.completed": onStep,
+    "turn.completed": onTurn,
+  };
   let ended = false;
-  source.addEventListener("run.started", parse((data) => (ended ? onRestart(data) : onStarted(data))));
-  source.addEventListener("run.verdict", parse(onVerdict));
-  source.addEventListener("result.recorded", parse(onResult));
-  source.addEventListener("run.progress", parse(setCounts));
-  source.addEventListener("run.finished", parse(onEnd));
-  source.addEventListener("run.cancelled", parse(onEnd));
-  source.addEventListener("output.delta", parse(onDelta));
-  source.addEventListener("step.completed", parse(onStep));
-  source.addEventListener("turn.completed", parse(onTurn));
-  source.addEventListener("open", () => { $("connection").textContent = ""; });
-  source.addEventListener("error", () => {
-    if (ended) {
-      $("connection").textContent = "";
-    } else if (source.readyState === EventSource.CLOSED) {
-      $("connection").textContent = "(stream closed)";
-    } else {
-      $("connection").textContent = "(reconnecting…)";
+  let source = null;
+  let lastEventId = "";
+  let failures = 0; // new EventSources refused in a row
+
+  function setConnection(state, text) {
+    $("connection").textContent = text;
+    $("connection").dataset.state = state;
+  }
+
+  function eventsUrl() {
+    const query = "?token=" + encodeURIComponent(token) + (lastEventId ? "&last_event_id=" + encodeURIComponent(lastEventId) : "");
+    return "/public/runs/" + encodeURIComponent(runId) + "/events" + query;
+  }
+
+  function connect() {
+    source = new EventSource(eventsUrl());
+    for (const [type, handler] of Object.entries(HANDLERS)) {
+      source.addEventListener(type, (message) => {
+        if (message.lastEventId) lastEventId = message.lastEventId;
+        handler(JSON.parse(message.data));
+      });
     }
-  });
+    source.addEventListener("open", () => {
+      failures = 0;
+      setConnection("open", "");
+    });
+    source.addEventListener("error", onError);
+  }
+
+  function onError() {
+    if (ended) {
+      setConnection("ended", "");
+    } else if (source.readyState !== EventSource.CLOSED) {
+      setConnection("reconnecting", "(reconnecting…)");
+    } else {
+      failures += 1;
+      linkStatus().then(afterRefusal);
+    }
+  }
+
+  // The status of this page asked for again (0: no answer at all).
+  function linkStatus() {
+    return fetch(location.pathname + location.search, { cache: "no-store", credentials: "omit" })
+      .then((response) => response.status)
+      .catch(() => 0);
+  }
+
+  function afterRefusal(status) {
+    if (status === 401 || status === 403) {
+      setConnection("expired", "This link has expired or is no longer valid: a new one is needed to follow the run.");
+    } else if (status === 404) {
+      setConnection("gone", "This run no longer exists.");
+    } else {
+      const growing = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
+      const delay = growing * (0.75 + Math.random() / 2); // spread out pages refused together
+      setConnection("waiting", "(cannot connect: retrying in " + Math.round(delay / 1000) + " s)");
+      setTimeout(connect, delay);
+    }
+  }
+
+  connect();
 })();

@@ -12,6 +12,7 @@ from starlette.types import Message
 
 from app.main import create_app
 from app.middleware import (
+    ApiCorsMiddleware,
     BodySizeLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
@@ -25,6 +26,7 @@ LEAVE_BODIES_ALONE = {
     SecurityHeadersMiddleware,
     BodySizeLimitMiddleware,
     CORSMiddleware,
+    ApiCorsMiddleware,  # CORSMiddleware's, or else passing the request by untouched
 }
 
 
