@@ -178,6 +178,7 @@ def create_public_app() -> FastAPI:
             ),
             retry_ms=settings.sse_retry_ms,
             terminal=TERMINAL_EVENTS,
+            run_ended=run.status in TERMINAL,
             credential=_credential(watcher, settings.sse_recheck_seconds),
         )
 

@@ -95,12 +95,14 @@ class EventStream(Response):
         limits: StreamLimits,
         retry_ms: int,
         terminal: frozenset[str],
+        run_ended: bool,
         credential: Credential | None = None,
     ) -> None:
         """`after`: the last seq the client has; `committed`: the run's last seq when checked;
         `terminal`: the event types that end the stream (unless their data says `continues`)
         when no event follows them in the same batch; `credential`: what opened the stream,
-        which ends once that is no longer good."""
+        which ends once that is no longer good; `run_ended`: whether the run had ended when
+        checked (if not, an end up to `committed` was that of a round before a repeat)."""
         self.status_code = 200
         self.background = None
         self.raw_headers = list(HEADERS)
@@ -110,6 +112,7 @@ class EventStream(Response):
         self.organization_id = organization_id
         self.after = after
         self.committed = committed
+        self.run_ended = run_ended
         self.limits = limits
         self.retry_ms = retry_ms
         self.terminal = terminal
@@ -158,7 +161,7 @@ class EventStream(Response):
             async for page in self._replay(subscriber, sent, None):
                 yield b"".join(item.encoded for item in page)
                 sent = page[-1].seq
-                if self._ends(page[-1]) and sent >= subscriber.known:
+                if self._ends(page[-1]) and sent >= subscriber.known and self._new_end(sent):
                     return  # (a run given more repetitions has events after its first end)
             if sent < subscriber.known and subscriber.ending is None:
                 # Retention pruned the run's log under the replay (whole, so nothing is
@@ -239,6 +242,11 @@ class EventStream(Response):
 
     def _ends(self, item: Item) -> bool:
         return item.type in self.terminal and not item.continues
+
+    def _new_end(self, seq: int) -> bool:
+        """An end replayed at `seq` is the run's: not that of a round before a repeat still
+        queued when the stream was opened, whose events are still to come."""
+        return self.run_ended or seq > self.committed
 
     async def _replay(
         self, subscriber: Subscriber, after: int, before: int | None

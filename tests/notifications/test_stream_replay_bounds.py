@@ -196,6 +196,7 @@ async def test_a_replay_waiting_for_a_slot_keeps_its_place_in_the_queue() -> Non
         limits=limits,
         retry_ms=1000,
         terminal=frozenset(),
+        run_ended=False,
     )
     served: list[str] = []
 

@@ -3,8 +3,11 @@ given more repetitions streams its second round after its first end."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
+from tasks.worker import WorkerPool
 from tests.fakes.openai_server import FakeOpenAI
 from tests.notifications.conftest import Live, check_documented, read_events
 
@@ -56,3 +59,31 @@ async def test_the_verdict_follows_the_end_live_and_replayed(live: Live) -> None
         whole = await _watch(live, run["id"])
         assert [e.event for e in whole].count("run.verdict") == 2
         check_documented(whole)
+
+
+async def test_a_stream_opened_while_a_repeat_waits_goes_on_past_the_first_end(
+    live: Live, monkeypatch
+) -> None:
+    """The run is queued again, its second round not begun: a stream opened from the start
+    replays the first round's end and stays open for the second (it ended there)."""
+    with FakeOpenAI(require_api_key="sk-test", latency=0.01) as fake:
+        target = await live.openai_model(fake)
+        test_set = await live.test_set([{"input": f"q{i}"} for i in range(3)])
+        run = await live.run(test_set, target, metric_ids=[await live.any_answer()])
+        await live.wait(run["id"])
+        claim_room = WorkerPool._room
+        monkeypatch.setattr(WorkerPool, "_room", lambda self: (0, []))  # nothing is claimed
+        repeated = await live.post(
+            f"/runs/{run['id']}/repeat", {"repetitions": 1, "cases": "all"}, expect=202
+        )
+        assert repeated.json()["status"] == "queued"
+        watching = asyncio.create_task(_watch(live, run["id"]))
+        await asyncio.sleep(1.0)
+        assert not watching.done(), "the stream ended at the first round's end"
+        monkeypatch.setattr(WorkerPool, "_room", claim_room)
+        async with asyncio.timeout(60):
+            whole = await watching
+    types = [e.event for e in whole]
+    assert types.count("run.started") == 2 and types.count("run.finished") == 2
+    assert types[-1] == "run.finished"
+    assert [int(e.id) for e in whole] == list(range(1, len(whole) + 1))
