@@ -8,7 +8,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -306,3 +306,16 @@ async def longest_stall(during: Awaitable[_T]) -> tuple[_T, float]:
         gaps.append(now - last)
         last = now
     return task.result(), max(gaps, default=0.0)
+
+
+async def read_while_deleting(
+    chunks: AsyncIterator[bytes], delete: Callable[[], Awaitable[None]]
+) -> bytes:
+    """Reads a streamed document; once a page has left, deletes (some of) its source."""
+    received, deleted = [], False
+    async for chunk in chunks:
+        received.append(chunk)
+        if not deleted and len(chunk) > 1000:
+            await delete()
+            deleted = True
+    return b"".join(received)
