@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -82,6 +82,27 @@ class Live(Lab):
     async def stream_token(self, run_id: str) -> str:
         response = await self.post(f"/runs/{run_id}/stream-token", {}, expect=200)
         return str(response.json()["token"])
+
+    async def whole_stream(
+        self,
+        run_id: str,
+        *,
+        params: dict[str, str] | None = None,
+        headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
+    ) -> tuple[httpx.Response, list[Event]]:
+        """The answer to opening the run's stream, and its named events to its end (an ended
+        run's stream closes after run.finished); none when the answer is not 200."""
+        async with (
+            httpx.AsyncClient(base_url=self.base_url, timeout=30) as client,
+            client.stream(
+                "GET", self.events_url(run_id), params=params, headers=headers
+            ) as response,
+        ):
+            if response.status_code != 200:
+                await response.aread()
+                return response, []
+            seen = [event async for event in read_events(response) if event.event]
+        return response, seen
 
 
 def _free_port() -> int:

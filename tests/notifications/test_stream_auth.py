@@ -4,7 +4,7 @@ an Authorization header (access token or API key) of the run's organization."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -42,25 +42,6 @@ async def _finished_run(live: Live, cases: int = 3) -> dict[str, Any]:
     return done
 
 
-async def _stream(
-    live: Live,
-    run_id: str,
-    *,
-    params: dict[str, str] | None = None,
-    headers: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
-) -> tuple[httpx.Response, list[Event]]:
-    """The whole stream of an ended run (it closes after run.finished)."""
-    async with (
-        httpx.AsyncClient(base_url=live.base_url, timeout=30) as client,
-        client.stream("GET", live.events_url(run_id), params=params, headers=headers) as response,
-    ):
-        if response.status_code != 200:
-            await response.aread()
-            return response, []
-        seen = [event async for event in read_events(response) if event.event]
-    return response, seen
-
-
 def _assert_whole_run(seen: list[Event], cases: int) -> None:
     types = [e.event for e in seen]
     assert types[0] == "run.started"
@@ -85,7 +66,7 @@ async def test_the_stream_token_opens_the_events_and_the_page(live: Live) -> Non
     assert body["page_url"] == f"/public/runs/{run['id']}?token={token}"
     assert body["expires_at"]
 
-    response, seen = await _stream(live, run["id"], params={"token": token})
+    response, seen = await live.whole_stream(run["id"], params={"token": token})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     _assert_whole_run(seen, 3)
@@ -111,12 +92,12 @@ async def test_the_stream_token_opens_the_events_and_the_page(live: Live) -> Non
 
 async def test_an_authorization_header_works_instead_of_a_token(live: Live) -> None:
     run = await _finished_run(live)
-    response, seen = await _stream(live, run["id"], headers=live.account.headers)
+    response, seen = await live.whole_stream(run["id"], headers=live.account.headers)
     assert response.status_code == 200
     _assert_whole_run(seen, 3)
 
     key = await create_api_key(live.client, live.account, "viewer")
-    response, seen = await _stream(live, run["id"], headers=bearer(key["key"]))
+    response, seen = await live.whole_stream(run["id"], headers=bearer(key["key"]))
     assert response.status_code == 200
     _assert_whole_run(seen, 3)
 
@@ -128,7 +109,7 @@ async def test_an_authorization_header_works_instead_of_a_token(live: Live) -> N
 
 async def test_another_organizations_run_is_not_found(live: Live, stranger: Account) -> None:
     run = await _finished_run(live)
-    response, _ = await _stream(live, run["id"], headers=stranger.headers)
+    response, _ = await live.whole_stream(run["id"], headers=stranger.headers)
     assert_problem(response, 404)
     async with httpx.AsyncClient(base_url=live.base_url, timeout=30) as client:
         page = await client.get(f"/public/runs/{run['id']}", headers=stranger.headers)
@@ -147,7 +128,7 @@ async def test_bad_tokens_are_refused_without_echoing_them(live: Live, runtime) 
     org = live.account.organization_id
 
     # A token of run A on run B.
-    response, _ = await _stream(live, run_b["id"], params={"token": token_a})
+    response, _ = await live.whole_stream(run_b["id"], params={"token": token_a})
     body = _assert_unauthorized(response, token_a)
     assert "another run" in body["detail"]
     async with httpx.AsyncClient(base_url=live.base_url, timeout=30) as client:
@@ -161,7 +142,7 @@ async def test_bad_tokens_are_refused_without_echoing_them(live: Live, runtime) 
         principal=Principal(organization_id=org, role=Role.viewer, api_key_id=uuid.uuid4()),
         lifetime=timedelta(seconds=-60),
     )
-    response, _ = await _stream(live, run_a["id"], params={"token": expired})
+    response, _ = await live.whole_stream(run_a["id"], params={"token": expired})
     body = _assert_unauthorized(response, expired)
     assert "expired" in body["detail"]
 
@@ -172,20 +153,20 @@ async def test_bad_tokens_are_refused_without_echoing_them(live: Live, runtime) 
         principal=Principal(organization_id=org, role=Role.viewer, api_key_id=uuid.uuid4()),
         lifetime=timedelta(minutes=5),
     )
-    response, _ = await _stream(live, run_a["id"], params={"token": forged})
+    response, _ = await live.whole_stream(run_a["id"], params={"token": forged})
     _assert_unauthorized(response, forged)
 
     # Garbage, and an access token passed as a stream token.
     for garbage in ("garbage-token-123", live.account.access_token):
-        response, _ = await _stream(live, run_a["id"], params={"token": garbage})
+        response, _ = await live.whole_stream(run_a["id"], params={"token": garbage})
         _assert_unauthorized(response, garbage)
 
     # No credential at all.
-    response, _ = await _stream(live, run_a["id"])
+    response, _ = await live.whole_stream(run_a["id"])
     _assert_unauthorized(response)
 
     # The good token still works on its own run.
-    response, seen = await _stream(live, run_a["id"], params={"token": token_a})
+    response, seen = await live.whole_stream(run_a["id"], params={"token": token_a})
     assert response.status_code == 200
     _assert_whole_run(seen, 1)
 
@@ -195,15 +176,15 @@ async def test_a_malformed_last_event_id_is_a_422_naming_the_header(live: Live) 
     token = await live.stream_token(run["id"])
     # Superscript two is a digit to str.isdigit, and no number to int().
     for malformed in (b"abc", b"\xb2", b"1\xb2", b"-1"):
-        response, _ = await _stream(
-            live, run["id"], params={"token": token}, headers={b"Last-Event-ID": malformed}
+        response, _ = await live.whole_stream(
+            run["id"], params={"token": token}, headers={b"Last-Event-ID": malformed}
         )
         assert_problem(response, 422, field="Last-Event-ID")
         assert token not in response.text
 
     # A valid one replays only what follows it.
-    response, seen = await _stream(
-        live, run["id"], params={"token": token}, headers={"Last-Event-ID": "1"}
+    response, seen = await live.whole_stream(
+        run["id"], params={"token": token}, headers={"Last-Event-ID": "1"}
     )
     assert response.status_code == 200
     assert seen and int(seen[0].id or 0) == 2

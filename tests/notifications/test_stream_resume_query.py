@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers import assert_problem
-from tests.notifications.conftest import Event, Live, read_events
+from tests.notifications.conftest import Live
 
 
 async def _finished_run(live: Live) -> dict[str, Any]:
@@ -22,42 +20,33 @@ async def _finished_run(live: Live) -> dict[str, Any]:
     return done
 
 
-async def _stream(
-    live: Live, run_id: str, params: dict[str, str], headers: dict[str, str] | None = None
-) -> tuple[httpx.Response, list[Event]]:
-    async with (
-        httpx.AsyncClient(base_url=live.base_url, timeout=30) as client,
-        client.stream("GET", live.events_url(run_id), params=params, headers=headers) as response,
-    ):
-        if response.status_code != 200:
-            await response.aread()
-            return response, []
-        return response, [event async for event in read_events(response) if event.event]
-
-
 async def test_the_query_parameter_resumes_after_the_id_it_gives(live: Live) -> None:
     run = await _finished_run(live)
     token = await live.stream_token(run["id"])
 
-    _, whole = await _stream(live, run["id"], {"token": token})
-    response, seen = await _stream(live, run["id"], {"token": token, "last_event_id": "1"})
+    _, whole = await live.whole_stream(run["id"], params={"token": token})
+    response, seen = await live.whole_stream(
+        run["id"], params={"token": token, "last_event_id": "1"}
+    )
     assert response.status_code == 200
     assert [e.id for e in seen] == [e.id for e in whole[1:]]
 
     # The header wins: EventSource sends it on its own reconnects, newer than the URL's value.
-    response, seen = await _stream(
-        live, run["id"], {"token": token, "last_event_id": "1"}, {"Last-Event-ID": "2"}
+    response, seen = await live.whole_stream(
+        run["id"], params={"token": token, "last_event_id": "1"}, headers={"Last-Event-ID": "2"}
     )
     assert response.status_code == 200
     assert [e.id for e in seen] == [e.id for e in whole[2:]]
 
     # Nothing left after the last: the same 204 as with the header.
     last = whole[-1].id or ""
-    response, _ = await _stream(live, run["id"], {"token": token, "last_event_id": last})
+    response, _ = await live.whole_stream(run["id"], params={"token": token, "last_event_id": last})
     assert response.status_code == 204
 
     for malformed in ("abc", "-1", "1.0", "9" * 19):
-        response, _ = await _stream(live, run["id"], {"token": token, "last_event_id": malformed})
+        response, _ = await live.whole_stream(
+            run["id"], params={"token": token, "last_event_id": malformed}
+        )
         body = assert_problem(response, 422, field="last_event_id")
         assert [e["field"] for e in body["errors"]] == ["query.last_event_id"]
         assert token not in response.text
@@ -69,7 +58,9 @@ async def test_an_id_past_the_last_event_names_the_query_parameter(live: Live) -
         test_set = await live.test_set([{"input": f"q{i}"} for i in range(6)])
         run = await live.run(test_set, target, metric_ids=[await live.metric("contains")])
         token = await live.stream_token(run["id"])
-        response, _ = await _stream(live, run["id"], {"token": token, "last_event_id": "999"})
+        response, _ = await live.whole_stream(
+            run["id"], params={"token": token, "last_event_id": "999"}
+        )
         assert [e["field"] for e in assert_problem(response, 422)["errors"]] == [
             "query.last_event_id"
         ]
