@@ -3,9 +3,11 @@
 one configuration's name. The test set's version and the prompt's are pinned by id; a model
 configuration is edited in place, so its digest is kept instead.
 
-What a digest covers: the provider, model, address, parameters, tools, streaming, and an HTTP
-target's request and reply shape. Not its name, key, timeout, rate or prices: a key rotated or
-a timeout raised mid-run changes no answer."""
+What a digest covers: the provider, model, address, parameters, tools, and an HTTP target's
+request and reply shape (its headers by name). Not its name, key, header values, timeout,
+rate or prices, nor whether a provider's answer is streamed: a key rotated, a timeout raised
+or streaming turned on to watch a run changes no answer. A run that calls no target (a
+rescore, or recorded outputs) is held to its judges alone."""
 
 from __future__ import annotations
 
@@ -23,28 +25,33 @@ from database.results.models import Run
 
 
 def behaviour_digest(config: ModelConfig) -> str:
+    http = config.provider == "http"
     shape = {
         "provider": config.provider,
         "model": config.model,
         "base_url": config.base_url,
         "parameters": config.parameters or {},
         "tools": config.tools or [],
-        "stream": config.stream,
         "http_method": config.http_method,
         "http_header_names": sorted(config.http_header_names or []),
         "body_template": config.body_template,
         "response_path": config.response_path,
         "tool_calls_path": config.tool_calls_path,
-        "stream_path": config.stream_path,
+        # An HTTP target's streamed answer is another endpoint's, read at another path.
+        "stream": config.stream if http else None,
+        "stream_path": config.stream_path if http else None,
     }
     text = json.dumps(shape, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def model_ids(run: Run) -> list[uuid.UUID]:
-    """The models a run asks: its target, its metrics' judges, its simulated users' player."""
+    """The models a run asks: its target and its simulated users' player (unless its outputs
+    are another run's or recorded ones), and its metrics' judges."""
     judges = [spec.get("judge_model_id") for spec in run.metrics or []]
-    named = [run.target_model_id, *judges, run.simulator_model_id]
+    calls_target = run.outputs_from_run_id is None and run.recorded_field is None
+    asked = [run.target_model_id, run.simulator_model_id] if calls_target else []
+    named = [*asked, *judges]
     found = [uuid.UUID(str(model_id)) for model_id in named if model_id]
     return list(dict.fromkeys(found))
 

@@ -54,9 +54,9 @@ async def test_a_change_that_alters_no_answer_lets_the_run_go_on(
     quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
 ) -> None:
     run_id, target = await _first_case_run(quiet_lab, fake, committed_database)
-    await _patch(
-        quiet_lab, target, {"name": "renamed", "timeout_seconds": 30, "api_key": "sk-test"}
-    )
+    # Streaming turned on to watch the rest of the run live changes no answer either.
+    renamed = {"name": "renamed", "timeout_seconds": 30, "api_key": "sk-test", "stream": True}
+    await _patch(quiet_lab, target, renamed)
     await _chunk(quiet_lab, committed_database, run_id, [1, 2])
     run = await quiet_lab.get(f"/runs/{run_id}")
     assert (run["status"], run["counts"]["done"]) == ("completed", CASES)
@@ -100,3 +100,19 @@ async def test_a_rerun_is_a_new_run_of_the_model_as_it_is_now(
     child = await lab.get(f"/runs/{rerun['id']}")
     assert child["status"] == "failed"
     assert "was changed since the run was made" in child["error"], child["error"]
+
+
+async def test_a_rescore_is_held_to_its_judges_not_to_the_target_it_never_asks(
+    quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
+) -> None:
+    lab = quiet_lab
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": f"q{i}"} for i in range(CASES)])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
+    await _chunk(lab, committed_database, run["id"], list(range(CASES)))
+    body = {"metric_ids": [await lab.metric("contains", parameters={"value": "q"})]}
+    rescore = (await lab.post(f"/runs/{run['id']}/rescore", body, expect=202)).json()
+    await _patch(lab, target, {"model": "another-model"})
+    await _chunk(lab, committed_database, rescore["id"], list(range(CASES)))
+    done = await lab.get(f"/runs/{rescore['id']}")
+    assert (done["status"], done["counts"]["done"]) == ("completed", CASES), done
