@@ -169,11 +169,13 @@
   }
 
   // EventSource reconnects by itself after a dropped connection, but gives up for good on any
-  // answer but 200: a refusal of the stream caps or of a busy server (429, 503), or a 401 once
-  // the link's token has expired. Then the page opens a new one after a growing delay, resuming
-  // after the last event it has (as `last_event_id`: a new EventSource cannot send the header).
-  // It asks for this page again first, with the same token: a 401 there means the link is no
-  // longer good, which no retry mends.
+  // answer but 200: a refusal of the stream caps or of a busy server (429, 503), a 401 once the
+  // link's token has expired, or a 204 when the run has ended and nothing is left to send (its
+  // events pruned by retention). EventSource does not say which, so the page asks the events
+  // URL itself (reading only the status) and acts on the answer: it stops for good where no
+  // retry mends it, else opens a new EventSource after a growing delay (or the server's
+  // Retry-After), resuming after the last event it has (as `last_event_id`: a new EventSource
+  // cannot send the header).
   const RETRY_FIRST_MS = 2000;
   const RETRY_MAX_MS = 30000;
   const HANDLERS = {
@@ -224,25 +226,50 @@
       setConnection("reconnecting", "(reconnecting…)");
     } else {
       failures += 1;
-      linkStatus().then(afterRefusal);
+      streamAnswer().then(afterRefusal);
     }
   }
 
-  // The status of this page asked for again (0: no answer at all).
-  function linkStatus() {
-    return fetch(location.pathname + location.search, { cache: "no-store", credentials: "omit" })
-      .then((response) => response.status)
-      .catch(() => 0);
+  // The status and Retry-After (in ms, 0 if none) of the events URL asked for again, the body
+  // left unread (status 0: no answer at all).
+  function streamAnswer() {
+    const request = new AbortController();
+    return fetch(eventsUrl(), { cache: "no-store", credentials: "omit", signal: request.signal })
+      .then((response) => {
+        request.abort(); // a 200 is a live stream: the new EventSource opens its own
+        return { status: response.status, retryAfterMs: retryAfterMs(response.headers.get("Retry-After")) };
+      })
+      .catch(() => ({ status: 0, retryAfterMs: 0 }));
   }
 
-  function afterRefusal(status) {
-    if (status === 401 || status === 403) {
+  function retryAfterMs(value) {
+    if (!value) return 0;
+    const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+    return Number.isFinite(ms) ? Math.max(0, ms) : 0;
+  }
+
+  function afterRefusal(answer) {
+    const status = answer.status;
+    if (status === 204) {
+      // The run has ended and nothing is left after what the page has: its end was pruned.
+      ended = true;
+      setStatus("ended");
+      setConnection(
+        "pruned",
+        lastEventId
+          ? "This run has ended; the rest of its events are no longer kept, so what is shown is partial."
+          : "This run has ended; its events are no longer kept.",
+      );
+    } else if (status === 401 || status === 403) {
       setConnection("expired", "This link has expired or is no longer valid: a new one is needed to follow the run.");
     } else if (status === 404) {
       setConnection("gone", "This run no longer exists.");
+    } else if (status >= 400 && status < 500 && status !== 429) {
+      setConnection("refused", "The server refuses this stream (HTTP " + status + "): reload the page to try again.");
     } else {
       const growing = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
-      const delay = growing * (0.75 + Math.random() / 2); // spread out pages refused together
+      // Spread out pages refused together; never sooner than the server asked.
+      const delay = Math.max(growing * (0.75 + Math.random() / 2), answer.retryAfterMs * (1 + Math.random() / 4));
       setConnection("waiting", "(cannot connect: retrying in " + Math.round(delay / 1000) + " s)");
       setTimeout(connect, delay);
     }

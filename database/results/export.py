@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.evaluations.schemas import EvaluationRead
 from database.results import crud
 from database.results.crud.export_rows import result_rows_after
-from database.results.models import Result, Run
+from database.results.models import TERMINAL, Result, Run
 from database.results.schemas import ResultRead
 from database.test_sets import crud as test_set_crud
 from database.test_sets.streaming import (
@@ -251,20 +251,25 @@ class JunitEncoder:
     ElementTree writes it, from the results as read (`result_rows`): building and writing an
     element tree per result took most of the export's time.
 
-    A run still being written may gain results between the count and the cases."""
+    A run not ended yet (queued or running) leads with a case in error saying so: its results
+    are partial, and may gain more between the count and the cases; no reader of the file may
+    take it for a pass."""
 
     def __init__(self, run: Run, totals: Totals, test_set_name: str | None) -> None:
         self._classname = _classname(run, test_set_name)
         self._repeated = run.repetitions > 1
         gate = run.gate_result
+        unfinished = run.status not in TERMINAL
         self._suite = ElementTree.Element(
             "testsuite",
             name=_xml(run.name or f"assay run {run.id}"),
-            tests=str(totals.results + (gate is not None)),
+            tests=str(totals.results + (gate is not None) + unfinished),
             failures=str(totals.failed + ((gate or {}).get("status") == "failed")),
-            errors=str(totals.errored + ((gate or {}).get("status") == "undecided")),
+            errors=str(totals.errored + ((gate or {}).get("status") == "undecided") + unfinished),
             time=f"{totals.latency_ms / 1000:.3f}",
         )
+        if unfinished:
+            _unfinished_case(self._suite, self._classname, run.status)
         if gate is not None:
             _gate_case(self._suite, self._classname, gate)
         self._case_start = f'<testcase classname="{_attribute(self._classname)}" name="'
@@ -302,6 +307,13 @@ class JunitEncoder:
         shown = f"{output}\n\n[{_xml(summary)}]" if summary else output
         parts += [_element("system-out", "", shown), "</testcase>"]
         return "".join(parts)
+
+
+def _unfinished_case(suite: ElementTree.Element, classname: str, status: str) -> None:
+    """The run itself as a case in error while it has not ended: the file is partial."""
+    case = ElementTree.SubElement(suite, "testcase", classname=classname, name="run")
+    message = f"the run is {status}: these are its results so far"
+    ElementTree.SubElement(case, "error", message=message, type="unfinished").text = message
 
 
 def _gate_case(suite: ElementTree.Element, classname: str, gate: dict[str, Any]) -> None:

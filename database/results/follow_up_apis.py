@@ -52,12 +52,29 @@ async def record_gate(
     responses=errors(409),
 )
 async def rerun(
-    run_id: uuid.UUID, session: DbSession, principal: Member, body: RerunCreate | None = None
+    run_id: uuid.UUID,
+    session: DbSession,
+    principal: Member,
+    meta: RequestMetaDep,
+    body: RerunCreate | None = None,
 ) -> RunRead:
     """Same version, target and metrics; only the cases that did not pass. The new run's
     budget is `max_cost`, else a fresh one the size of this run's `max_cost`."""
     run = await get_run_or_404(session, run_id)
     child = await follow_ups.rerun(session, principal, run, body)
+    await record(
+        session,
+        principal,
+        action="run.rerun",
+        target_type="run",
+        target_id=run.id,
+        details={
+            "project_id": run.project_id,
+            "rerun_run_id": child.id,
+            **_budget_details(body.max_cost if body else None, child),
+        },
+        request_meta=meta,
+    )
     return (await run_reads(session, [child]))[0]
 
 
@@ -125,10 +142,35 @@ async def rescore_run(
     responses=errors(409),
 )
 async def resume_run(
-    run_id: uuid.UUID, session: DbSession, _: Member, body: ResumeCreate | None = None
+    run_id: uuid.UUID,
+    session: DbSession,
+    principal: Member,
+    meta: RequestMetaDep,
+    body: ResumeCreate | None = None,
 ) -> RunRead:
     """For a failed, cancelled or stopped run: the same run goes on; what it wrote stays. A
     run whose budget is spent (stopped by it) resumes with a `max_cost`: that much more than
     it has spent."""
     run = await get_run_or_404(session, run_id, for_update=True)
-    return (await run_reads(session, [await follow_ups.resume(session, run, body)]))[0]
+    ended_as = run.status
+    run = await follow_ups.resume(session, run, body)
+    await record(
+        session,
+        principal,
+        action="run.resumed",
+        target_type="run",
+        target_id=run.id,
+        details={
+            "project_id": run.project_id,
+            "ended_as": ended_as,
+            **_budget_details(body.max_cost if body else None, run),
+        },
+        request_meta=meta,
+    )
+    return (await run_reads(session, [run]))[0]
+
+
+def _budget_details(given: float | None, run: Run) -> dict[str, float | None]:
+    """A budget a follow-up was asked for (`max_cost`, none if not given) and the budget the run
+    doing the work has as a result (`budget`: none is no bound)."""
+    return {"max_cost": given, "budget": run.max_cost}

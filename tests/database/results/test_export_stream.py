@@ -18,7 +18,7 @@ from sqlalchemy import insert, select, update
 from database.core import Database, Tenant
 from database.evaluations.models import Evaluation
 from database.results import crud, export
-from database.results.models import Result, Run
+from database.results.models import TERMINAL, Result, Run
 from database.results.reads import result_reads
 from database.results.schemas import ResultRead
 from database.test_sets import crud as set_crud
@@ -92,19 +92,25 @@ def _reference(run: Run, results: Sequence[ResultRead], fmt: str, set_name: str 
         return buffer.getvalue().encode()
     classname = "assay." + (set_name or f"test set {run.test_set_id}").replace(".", "-")
     gate = run.gate_result
+    unfinished = run.status not in TERMINAL  # (no worker runs these runs: they stay queued)
     suite = ElementTree.Element(
         "testsuite",
         name=run.name or f"assay run {run.id}",
-        tests=str(len(results) + (gate is not None)),
+        tests=str(len(results) + (gate is not None) + unfinished),
         failures=str(
             sum(r.status == "failed" for r in results) + ((gate or {}).get("status") == "failed")
         ),
         errors=str(
             sum(r.status == "errored" for r in results)
             + ((gate or {}).get("status") == "undecided")
+            + unfinished
         ),
         time=f"{sum((r.latency_ms or 0) for r in results) / 1000:.3f}",
     )
+    if unfinished:
+        case = ElementTree.SubElement(suite, "testcase", classname=classname, name="run")
+        message = f"the run is {run.status}: these are its results so far"
+        ElementTree.SubElement(case, "error", message=message, type="unfinished").text = message
     if gate is not None:
         case = ElementTree.SubElement(suite, "testcase", classname=classname, name="gate")
         reasons = "; ".join(gate.get("reasons") or [])
@@ -287,11 +293,11 @@ async def test_a_run_of_several_pages_exports_as_it_always_did(client, database,
     else:
         suite = ElementTree.fromstring(response.content)
         names = [case.get("name") for case in suite.iter("testcase")]
-        assert names == [f"{run['test_ids'][p]} #{r + 1}" for p, r in keys]
+        assert names == ["run", *(f"{run['test_ids'][p]} #{r + 1}" for p, r in keys)]
         assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == (
-            "600",
+            "601",  # (the run's own case: it has not ended)
             "200",
-            "200",
+            "201",
         )
 
 
@@ -323,7 +329,8 @@ async def test_the_junit_gate_case_and_a_single_repetition(client, database):
         response = await _export(client, owner, run["id"], fmt)
         assert response.content == (await _reference_for(database, owner, run["id"], fmt))[0]
     suite = ElementTree.fromstring(response.content)
-    assert [c.get("name") for c in suite.iter("testcase")][:2] == ["gate", run["test_ids"][0]]
+    names = [c.get("name") for c in suite.iter("testcase")]
+    assert names[:3] == ["run", "gate", run["test_ids"][0]]
 
 
 async def test_a_run_without_results(client, database):
@@ -336,9 +343,9 @@ async def test_a_run_without_results(client, database):
     assert csv_export.text.splitlines()[0].endswith(",score:Zeta contains")
     junit = await _export(client, owner, run["id"], "junit")
     expected = (await _reference_for(database, owner, run["id"], "junit"))[0]
-    # The same document; the empty suite is written open and closed rather than as <x />.
-    parsed, reference = ElementTree.fromstring(junit.content), ElementTree.fromstring(expected)
-    assert (parsed.tag, parsed.attrib, list(parsed)) == (reference.tag, reference.attrib, [])
+    # The same document: no result, only the case saying the run has not ended.
+    assert junit.content == expected
+    assert [case.get("name") for case in ElementTree.fromstring(junit.content)] == ["run"]
 
 
 async def test_junit_stays_well_formed_with_control_characters(client, database):
@@ -348,7 +355,7 @@ async def test_junit_stays_well_formed_with_control_characters(client, database)
     response = await _export(client, owner, run["id"], "junit")
     suite = ElementTree.fromstring(response.content)
     assert suite.get("name") == "run \ufffd bell"
-    outputs = [case.findtext("system-out") for case in suite.iter("testcase")]
+    outputs = [case.findtext("system-out") for case in suite.iter("testcase")][1:]  # (run)
     assert outputs[0] == "\ufffd[31mred\ufffd[0m"
 
 
