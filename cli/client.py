@@ -165,7 +165,7 @@ class Client:
     ) -> dict[str, Any]:
         """The one `kind` (test set, model, metric, project) with this id or name; a name that
         matches none (NoMatch) or several is a CliError listing the candidates."""
-        if _is_uuid(wanted):
+        if is_uuid(wanted):
             response = self._send("GET", f"{path}/{wanted}")
             if response.status_code == 404:
                 raise NoMatch(f"no {kind} with id {wanted}")
@@ -257,7 +257,7 @@ def _reason(exc: httpx.HTTPError) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
     except ValueError:

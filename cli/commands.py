@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cli import config
 from cli.client import ApiError, Client, CliError, sendable, shown_url
-from cli.files import file_format, import_into_set
+from cli.files import file_format, import_into_set, print_leftovers
 from cli.outcome import (
     NOT_JUDGED,
     OK,
@@ -147,8 +147,6 @@ def import_tests(
     sync: bool,
 ) -> int:
     project_id = client.find("project", "/projects", project)["id"] if project else None
-    if create and project_id is None:
-        project_id = _only_project(client)
     found, result, created = import_into_set(
         client,
         test_set,
@@ -174,24 +172,8 @@ def import_tests(
     for metric in result.get("metrics") or []:
         made = "created" if metric["created"] else "reused"
         console.print(f"  metric {metric['name']!r} ({metric['type']}): {made}", markup=False)
-    for left in result.get("unmapped") or []:
-        where = f" in {left['file']}" if left.get("file") else ""
-        lines = ", ".join(str(line) for line in left["lines"])
-        console.print(
-            f"  not imported: {left['count']} {left['type']!r} assertion(s){where}"
-            f" (lines {lines}): {left['reason']}",
-            markup=False,
-        )
-    for note in result.get("notes") or []:
-        console.print(f"  note: {note}", markup=False)
+    print_leftovers(console, result)
     return OK
-
-
-def _only_project(client: Client) -> str:
-    projects = client.get("/projects", limit=2)
-    if projects["total"] != 1:
-        raise CliError("which project should the new test set belong to? pass --project")
-    return str(projects["items"][0]["id"])
 
 
 def export_run(client: Client, run_id: str, fmt: str, output: Path | None) -> int:

@@ -101,6 +101,8 @@ def server(
             os.environ.get("ASSAY_URL"),
             os.environ.get("ASSAY_API_KEY"),
         )
+        if not url and (api_key or environment_key) and environment_url is not None:
+            _check_set(environment_url)
     found_url = url or environment_url or repository_url or chosen.get("url")
     found_url = server_url((found_url or DEFAULT_URL).rstrip("/"))
     found_key = api_key or environment_key
@@ -116,6 +118,16 @@ def server(
     if not found_key:
         raise CliError("no API key: set ASSAY_API_KEY, pass --api-key, or run `assay login` once")
     return Server(url=found_url, api_key=found_key)
+
+
+def _check_set(environment_url: str) -> None:
+    """An ASSAY_URL set empty (a CI variable that is not defined renders as "") is no URL
+    left unsaid: the key given beside it would go to assay.yaml's `server`, or the default."""
+    if not environment_url.strip():
+        raise CliError(
+            "ASSAY_URL is set but empty (a CI variable not defined?): set it to the server's"
+            " URL, or unset it; the API key given is sent nowhere else"
+        )
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

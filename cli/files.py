@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
 
-from cli.client import Client, CliError, NoMatch
+from cli.client import Client, CliError, NoMatch, Unreachable, is_uuid
 
 # Far past any server's import limit (ASSAY_IMPORT_MAX_BYTES, 10 MB unless raised): a file
 # this large is a mistake, and is not read into memory to find out.
@@ -49,8 +50,12 @@ def import_into_set(
     create: bool,
 ) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """Imports the file into the named set, created first in the project when missing and
-    `create` (and deleted again if the file is refused: all or nothing). Returns the set, the
-    import's result and whether the set was created."""
+    `create` (and deleted again if the import does not end well: all or nothing). A set named
+    by name, not id, is looked for in the project, which only an organization of one project
+    may leave unsaid: elsewhere a same-named set of another project would be written over.
+    Returns the set, the import's result and whether the set was created."""
+    if project_id is None and not is_uuid(name):
+        project_id = only_project(client)
     try:
         found: dict[str, Any] | None = client.find(
             "test set", "/test-sets", name, project_id=project_id
@@ -66,9 +71,38 @@ def import_into_set(
     created = client.post("/test-sets", {"project_id": project_id, "name": name})
     try:
         return created, import_file(client, created["id"], path, fmt, mode=mode), True
-    except CliError:
-        client.request("DELETE", f"/test-sets/{created['id']}")
+    except BaseException as exc:  # a refusal, a fault, Ctrl-C or SIGTERM: no empty set left
+        try:
+            client.request("DELETE", f"/test-sets/{created['id']}")
+        except CliError as failed:
+            exc.add_note(f"the new test set {name!r} ({created['id']}) is left: {failed}")
         raise
+
+
+def only_project(client: Client) -> str:
+    """The organization's one project's id; with several, which is meant is for the job to say."""
+    projects = client.get("/projects", limit=2)
+    if projects["total"] != 1:
+        found = "no project" if not projects["total"] else f"{projects['total']} projects"
+        raise CliError(
+            f"which project's test set? The organization has {found}: name it with --project"
+            " (or `project:` in assay.yaml)"
+        )
+    return str(projects["items"][0]["id"])
+
+
+def print_leftovers(console: Console, result: dict[str, Any]) -> None:
+    """What an import's result says was not imported, and its notes (on what it ignored)."""
+    for left in result.get("unmapped") or []:
+        where = f" in {left['file']}" if left.get("file") else ""
+        lines = ", ".join(str(line) for line in left.get("lines") or [])
+        console.print(
+            f"  not imported: {left['count']} {left['type']!r} assertion(s){where}"
+            f"{f' (lines {lines})' if lines else ''}: {left['reason']}",
+            markup=False,
+        )
+    for note in result.get("notes") or []:
+        console.print(f"  note: {note}", markup=False)
 
 
 def import_file(
@@ -83,12 +117,20 @@ def import_file(
             if not attached.is_relative_to(folder):  # a config sends only its own folder's files
                 raise CliError(f"{path.name} refers to {reference}, outside its folder")
             files.append(("attachment", (reference, _read(attached, f"{path.name}'s {reference}"))))
-    response = client.request(
-        "POST",
-        f"/test-sets/{test_set_id}/import",
-        params={"format": fmt, "mode": mode},
-        files=files,
-    )
+    try:
+        response = client.request(
+            "POST",
+            f"/test-sets/{test_set_id}/import",
+            params={"format": fmt, "mode": mode},
+            files=files,
+        )
+    except Unreachable as exc:
+        if mode == "append":  # a sync is the same however often; cases appended twice are not
+            exc.add_note(
+                "the import may have been applied: check the test set before retrying (or"
+                " import with --sync, which leaves it holding the file's cases once)"
+            )
+        raise
     return dict(client.json_of(response))
 
 
@@ -120,7 +162,9 @@ def _referenced_files(content: bytes) -> list[str]:
     entries = [*(tests if isinstance(tests, list) else [tests]), config.get("defaultTest")]
     found = []
     for entry in entries:
-        if isinstance(entry, str) and "://" not in entry.removeprefix("file://"):
+        path = entry.removeprefix("file://") if isinstance(entry, str) else ""
+        # Another scheme, or a glob: the server says it reads neither (nothing to send).
+        if path and "://" not in path and not any(mark in path for mark in "*?[{"):
             found.append(_normalised(entry))
     return list(dict.fromkeys(found))
 

@@ -8,9 +8,8 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -19,17 +18,11 @@ from typer.exceptions import TyperException
 from cli import config
 from cli.client import Client, CliError, Unreachable, shown_url
 from cli.commands import compare_runs, export_run, import_tests, list_runs, login
+from cli.following import detach, follow_run, goes_on, noted, started_line, watch_again
 from cli.outcome import INTERRUPTED, UNREACHABLE, USAGE, FailOn
-from cli.running import (
-    RunOptions,
-    conclude,
-    create_run,
-    detach,
-    from_repository,
-    watch,
-    watch_again,
-)
-from cli.terminal import TextConsole
+from cli.running import create_run, from_repository
+from cli.stopping import Interrupted, StdoutClosed, stopped_as_errors
+from cli.terminal import TextConsole, stdout_closed
 
 EXIT_CODES = """Exit codes:
 
@@ -39,11 +32,13 @@ EXIT_CODES = """Exit codes:
 
 2: the run could not be judged (budget reached, cancelled or failed; its gate undecided).
 
-3: a usage error (a wrong key, a name matching nothing, a bad option or assay.yaml).
+3: a usage error (a wrong key, a name matching nothing, a bad option or assay.yaml; stdout
+closed before all was written).
 
-4: the server could not be reached, or failed (5xx), reads retried first: retry the job.
+4: the server could not be reached, or failed (5xx), reads retried first: retry the job (or
+follow the run it says goes on).
 
-130: detached by Ctrl-C (the run goes on)."""
+130: interrupted (Ctrl-C, SIGTERM; stdout closed while following a run, which goes on)."""
 
 app = typer.Typer(
     name="assay",
@@ -56,7 +51,6 @@ app = typer.Typer(
 runs_app = typer.Typer(help="Runs of the organization", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 Url = Annotated[
     str | None, typer.Option("--url", help="Server URL (else ASSAY_URL or the profile)")
@@ -115,6 +109,7 @@ def _client(
 
 
 @app.command("run")
+@stopped_as_errors
 def run_command(
     test_set: Annotated[str | None, typer.Option("--test-set", "-s", help="Name or id")] = None,
     file: Annotated[
@@ -208,19 +203,27 @@ def run_command(
     console = _console()
     client = _client(url, api_key, profile, repository)
     run, interrupted = create_run(client, options, console)
-    if not quiet or interrupted:
-        console.print(f"Run {run['id']} started: {run['counts']['total']} cases", markup=False)
     connection = _connection_flags(url, profile, config_file)
     if interrupted:
         again = watch_again(run["id"], options, connection)
-        detach(client, run["id"], console, cancel=cancel_on_interrupt, again=again)
+        with noted(goes_on(run["id"], again)):
+            console.print(started_line(run), markup=False)
+            detach(client, run["id"], console, cancel=cancel_on_interrupt, again=again)
         return INTERRUPTED
-    return _follow(
-        client, run, console, options, connection, quiet=quiet, cancel=cancel_on_interrupt
+    return follow_run(
+        client,
+        run,
+        console,
+        options,
+        connection,
+        quiet=quiet,
+        cancel=cancel_on_interrupt,
+        announce=not quiet,
     )
 
 
 @app.command("watch")
+@stopped_as_errors
 def watch_command(
     run_id: RunId,
     fail_on: FailOnOption = None,
@@ -242,7 +245,7 @@ def watch_command(
     options.junit = junit or options.junit
     options.json = json_report or options.json
     connection = _connection_flags(url, profile, config_file)
-    return _follow(client, run, _console(), options, connection, quiet=quiet, cancel=False)
+    return follow_run(client, run, _console(), options, connection, quiet=quiet, cancel=False)
 
 
 def _connection_flags(url: str | None, profile: str | None, config_file: Path | None) -> list[str]:
@@ -253,33 +256,8 @@ def _connection_flags(url: str | None, profile: str | None, config_file: Path | 
     return [word for flag, value in flags if value for word in (flag, value)]
 
 
-def _follow(
-    client: Client,
-    run: dict[str, Any],
-    console: Console,
-    options: RunOptions,
-    connection: list[str],
-    *,
-    quiet: bool,
-    cancel: bool,
-) -> int:
-    again = watch_again(run["id"], options, connection)
-    tally, ended = watch(client, run, console, quiet=quiet, cancel_on_interrupt=cancel, again=again)
-    if not ended:
-        return INTERRUPTED
-    return conclude(
-        client,
-        run["id"],
-        tally,
-        console,
-        fail_on=options.fail_on,
-        junit=options.junit,
-        json_report=options.json,
-        quiet=quiet,
-    )
-
-
 @app.command("compare")
+@stopped_as_errors
 def compare_command(
     run_id: RunId,
     baseline: Annotated[
@@ -305,6 +283,7 @@ def compare_command(
 
 
 @runs_app.command("list")
+@stopped_as_errors
 def runs_list_command(
     project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     status: Annotated[str | None, typer.Option("--status")] = None,
@@ -318,6 +297,7 @@ def runs_list_command(
 
 
 @app.command("import")
+@stopped_as_errors
 def import_command(
     file: Annotated[Path, typer.Argument(help="CSV, JSON, JSONL, promptfoo config, ...")],
     test_set: Annotated[str, typer.Option("--test-set", "-s", help="Name or id")],
@@ -337,6 +317,7 @@ def import_command(
 
 
 @app.command("export")
+@stopped_as_errors
 def export_command(
     run_id: RunId,
     export_format: Annotated[str, typer.Option("--format", help="csv, json or junit")] = "json",
@@ -350,10 +331,11 @@ def export_command(
 
 
 @app.command("login")
+@stopped_as_errors
 def login_command(
     url: Annotated[str, typer.Option("--url", prompt="Assay URL")] = config.DEFAULT_URL,
     api_key: Annotated[str, typer.Option("--api-key", prompt="API key", hide_input=True)] = "",
-    profile: Annotated[str, typer.Option("--profile")] = "default",
+    profile: Annotated[str, typer.Option("--profile", envvar="ASSAY_PROFILE")] = "default",
 ) -> int:
     """Check a server URL and API key, and save them as a profile (readable by you only)."""
     return login(_console(), config.server_url(url.rstrip("/")), api_key, profile)
@@ -364,43 +346,52 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console script: every error is one line on stderr, never a traceback."""
+    """The console script: every error is one line on stderr (and its notes: what became of
+    the run, say), never a traceback."""
     for stream in (sys.stdout, sys.stderr):
         # Output to an encoding without `→` or `Δ` (cp1252, on Windows runners) replaces what
         # it cannot write, rather than fail the command at its verdict.
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="replace")
     errors = TextConsole(stderr=True, soft_wrap=True, highlight=False)
+
+    def fail(message: str, exc: BaseException, code: int) -> NoReturn:
+        errors.print(f"assay: {message}", markup=False)
+        for note in [*getattr(exc.__cause__, "__notes__", []), *getattr(exc, "__notes__", [])]:
+            errors.print(f"assay: {note}", markup=False)
+        sys.exit(code)
+
     signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(args=argv, standalone_mode=False)
+    except Interrupted as exc:
+        fail("interrupted", exc, INTERRUPTED)
+    except (StdoutClosed, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and not isinstance(exc.__context__, BrokenPipeError):
+            raise
+        # (SystemExit: Rich's own exit 1 on a closed stdout, writing typer's help.) Not a
+        # verdict (1), nor the server's failure (4): the job's own pipe stopped reading.
+        stdout_closed()
+        fail("stdout was closed before all was written to it", exc, USAGE)
     except typer.Abort as exc:
         if isinstance(exc.__context__ or exc.__cause__, EOFError):  # a prompt read no answer
-            errors.print("assay: no input to answer a prompt: give it as an option", markup=False)
-            sys.exit(USAGE)
-        errors.print("assay: interrupted", markup=False)
-        sys.exit(INTERRUPTED)
+            fail("no input to answer a prompt: give it as an option", exc, USAGE)
+        fail("interrupted", exc, INTERRUPTED)  # Ctrl-C at a prompt
     except TyperException as exc:  # the command line is wrong (an unknown option, a bad value)
         show = getattr(exc, "show", None)
         if callable(show):
             show()
-        else:
-            errors.print(f"assay: {exc}", markup=False)
-        sys.exit(USAGE)
+            sys.exit(USAGE)
+        fail(str(exc), exc, USAGE)
     except Unreachable as exc:
-        errors.print(f"assay: {exc}", markup=False)
-        sys.exit(UNREACHABLE)
+        fail(str(exc), exc, UNREACHABLE)
     except CliError as exc:
-        errors.print(f"assay: {exc}", markup=False)
-        sys.exit(USAGE)
+        fail(str(exc), exc, USAGE)
     except Exception as exc:  # a fault of the command: never read as a verdict (exit 1 or 2)
         if os.environ.get("ASSAY_DEBUG"):
             raise
-        errors.print(
-            f"assay: unexpected error ({type(exc).__name__}: {exc}); ASSAY_DEBUG=1 shows where",
-            markup=False,
-        )
-        sys.exit(USAGE)
+        message = f"unexpected error ({type(exc).__name__}: {exc}); ASSAY_DEBUG=1 shows where"
+        fail(message, exc, USAGE)
     sys.exit(code if isinstance(code, int) else 0)
 
 

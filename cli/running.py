@@ -1,15 +1,13 @@
-"""`assay run` and `assay watch`: what to run (flags over assay.yaml, names resolved through the
-API), following the run live, and how it ends (tables, reports, exit code)."""
+"""`assay run`: what to run (flags over assay.yaml, names resolved through the API), and the
+run made (cli/following.py follows it)."""
 
 from __future__ import annotations
 
-import json
 import math
-import shlex
 import signal
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,23 +15,11 @@ from typing import Any
 
 from rich.console import Console
 
-from cli.client import ApiError, Client, CliError, Unreachable
-from cli.files import file_format, import_into_set
+from cli.client import Client, CliError, Unreachable
+from cli.files import file_format, import_into_set, print_leftovers
 from cli.outcome import (
-    OK,
     FailOn,
-    Outcome,
-    compare,
-    comparison_table,
-    exit_word,
-    failures_table,
-    outcome,
-    print_tables,
-    summary_line,
 )
-from cli.progress import Tally, display_for
-from cli.saving import download_export, write_file
-from cli.stream import follow
 
 
 @dataclass
@@ -132,12 +118,12 @@ def create_run(
             run = dict(client.post_once("/runs", body, key=key))
         except (Unreachable, KeyboardInterrupt):  # (a refusal says the run was not made)
             if interrupted():
-                print(
-                    f"assay: interrupted; the run may have been made (its Idempotency-Key is"
-                    f" {key}): see `assay runs list`",
-                    file=sys.stderr,
+                stopped = KeyboardInterrupt()
+                stopped.add_note(
+                    f"the run may have been made (its Idempotency-Key is {key}): see"
+                    " `assay runs list`"
                 )
-                raise KeyboardInterrupt from None
+                raise stopped from None
             raise
     return run, interrupted()
 
@@ -178,16 +164,13 @@ def _test_set(
         client, options.test_set, project_id, path, fmt, mode="sync", create=True
     )
     if result["changed"]:
+        project = client.get(f"/projects/{found['project_id']}")
         console.print(
-            f"Synced {path} to test set {found['name']!r}: {result['test_count']} tests"
-            f" ({result['imported']} new)",
+            f"Synced {path} to test set {found['name']!r} of project {project['name']!r}:"
+            f" {result['test_count']} tests ({result['imported']} new)",
             markup=False,
         )
-    for left in result.get("unmapped") or []:
-        console.print(
-            f"Not imported: {left['count']} {left['type']!r} assertion(s): {left['reason']}",
-            markup=False,
-        )
+    print_leftovers(console, result)
     return found
 
 
@@ -200,149 +183,3 @@ def _gate(options: RunOptions) -> dict[str, Any]:
         if getattr(options, key) is not None:
             gate[key] = getattr(options, key)
     return gate
-
-
-def watch(
-    client: Client,
-    run: dict[str, Any],
-    console: Console,
-    *,
-    quiet: bool,
-    cancel_on_interrupt: bool = False,
-    again: str | None = None,
-) -> tuple[Tally, bool]:
-    """Follows the run to its end; returns what was counted and whether it ended (False:
-    detached by Ctrl-C, after asking the server to cancel it only when told to)."""
-    tally = Tally(total=run["counts"]["total"])
-    display = display_for(console, quiet=quiet)
-    display.start(run)
-    try:
-
-        def reconnected(_: int) -> None:
-            tally.reconnects += 1
-
-        for event in follow(client, run["id"], on_reconnect=reconnected):
-            if tally.add(event):
-                display.update(tally)
-    except KeyboardInterrupt:
-        display.stop()
-        detach(client, run["id"], console, cancel=cancel_on_interrupt, again=again)
-        return tally, False
-    finally:
-        display.stop()
-    return tally, True
-
-
-def detach(
-    client: Client, run_id: str, console: Console, *, cancel: bool, again: str | None = None
-) -> None:
-    """The command stops following the run: it goes on, or it is cancelled when told to.
-    `again`: the command that follows it again as this one would have (its verdict's rule
-    and reports)."""
-    if cancel:
-        _cancel(client, run_id, console)
-    else:
-        console.print(
-            f"Detached: run {run_id} goes on. Follow it again with:"
-            f" {again or f'assay watch {run_id}'}",
-            markup=False,
-        )
-
-
-def watch_again(run_id: str, options: RunOptions, connection: Sequence[str] = ()) -> str:
-    """`assay watch` with what decides this command's verdict and writes its reports (the
-    server's gate holds the rest, but not `--fail-on failures`, sent as `regression`), and
-    `connection`: the flags naming the server and the config (never a key)."""
-    words = ["assay", "watch", run_id, *connection, "--fail-on", options.fail_on]
-    for flag, path in (("--junit", options.junit), ("--json", options.json)):
-        if path is not None:
-            words += [flag, str(path)]
-    return shlex.join(words)
-
-
-def _cancel(client: Client, run_id: str, console: Console) -> None:
-    try:
-        client.post(f"/runs/{run_id}/cancel")
-    except ApiError as exc:
-        if exc.status != 409:
-            raise
-        # It ended between the last event seen and Ctrl-C: nothing left to cancel.
-        console.print(f"Run {run_id} had already ended: {exc}", markup=False)
-        return
-    console.print(f"Asked the server to cancel run {run_id}.", markup=False)
-
-
-def conclude(
-    client: Client,
-    run_id: str,
-    tally: Tally,
-    console: Console,
-    *,
-    fail_on: FailOn,
-    junit: Path | None,
-    json_report: Path | None,
-    quiet: bool,
-) -> int:
-    """Prints how the run went, writes the reports, and returns the exit code."""
-    run = client.get(f"/runs/{run_id}")
-    summary = client.get(f"/runs/{run_id}/summary")
-    result = outcome(run, fail_on)
-    comparison = None
-    baseline = (run.get("gate_result") or {}).get("baseline_run_id")
-    if baseline and run["status"] == "completed":
-        # The gate already holds the verdict; the table shows it in full, compared as the gate
-        # compared (with its min_effect), so the two never disagree.
-        min_effect = (run.get("gate") or {}).get("min_effect")
-        try:
-            comparison = compare(client, run_id, baseline, min_effect=min_effect)
-        except CliError as exc:
-            console.print(f"No comparison table: {exc}", markup=False)
-    if not quiet:
-        failing = run["counts"]["failed"] + run["counts"]["errored"]
-        print_tables(console, failures_table(tally.failures, failing))
-        if comparison is not None:
-            print_tables(console, comparison_table(comparison))
-    console.print(summary_line(run, summary.get("pass_rate")), markup=False)
-    console.print(
-        f"{exit_word(result.code)} (exit {result.code}): {result.reason}",
-        markup=False,
-        highlight=False,
-    )
-    try:
-        _write_reports(client, run, summary, comparison, tally, result, junit, json_report)
-    except CliError as exc:
-        if result.code == OK:
-            raise
-        # A report that could not be written is no reason to retry (4) or fix a usage (3)
-        # where the run's own verdict was a failure: that verdict stands.
-        console.print(f"assay: a report was not written: {exc}", markup=False)
-    return result.code
-
-
-def _write_reports(
-    client: Client,
-    run: dict[str, Any],
-    summary: dict[str, Any],
-    comparison: dict[str, Any] | None,
-    tally: Tally,
-    result: Outcome,
-    junit: Path | None,
-    json_report: Path | None,
-) -> None:
-    if json_report is not None:
-        report = {
-            "run": run,
-            "summary": summary,
-            "comparison": comparison,
-            "followed": {
-                "passed": tally.passed,
-                "failed": tally.failed,
-                "errored": tally.errored,
-                "reconnects": tally.reconnects,
-            },
-            "exit_code": result.code,
-            "reason": result.reason,
-        }
-        write_file(json_report, json.dumps(report, indent=2).encode())
-    if junit is not None:  # last: the verdict and its report are kept if the server fails now
-        download_export(client, f"/runs/{run['id']}/export", "junit", junit)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
+from httpx_sse import EventSource, ServerSentEvent
 
 from cli.client import (
     READ_RETRY_SECONDS,
@@ -85,12 +85,11 @@ def follow(
                     _check_stream(client, response)
                     heard = _Heard(response)
                     for sse in EventSource(heard).iter_sse():  # type: ignore[arg-type]
-                        if not sse.id or int(sse.id) <= last_id:
+                        if not sse.id or _event_id(sse) <= last_id:
                             continue  # a heartbeat, or an event seen before a reconnect
                         down_since, failures, server_errors = None, 0, 0
-                        last_id = int(sse.id)
-                        data = json.loads(sse.data) if sse.data else {}
-                        event = Event(last_id, sse.event, data)
+                        event = _event(sse)
+                        last_id = event.id
                         ended = _ends(event)
                         yield event
                     alive = time.monotonic() - opened >= READ_TIMEOUT
@@ -111,6 +110,31 @@ def follow(
         if on_reconnect is not None:
             on_reconnect(last_id)
         sleep(max(asked_to_wait, min(0.2 * 2 ** min(failures, 7), 15.0)))
+
+
+def _event(sse: ServerSentEvent) -> Event:
+    try:
+        data = json.loads(sse.data) if sse.data else {}
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise _malformed(sse)
+    return Event(_event_id(sse), sse.event, data)
+
+
+def _event_id(sse: ServerSentEvent) -> int:
+    try:
+        return int(sse.id)
+    except ValueError:
+        raise _malformed(sse) from None
+
+
+def _malformed(sse: ServerSentEvent) -> Unreachable:
+    """An event the server (or a proxy) garbled: its answer, not the job, is at fault."""
+    return Unreachable(
+        f"the run's event stream sent a malformed event ({sse.event!r}, id {sse.id!r}: not an"
+        " id and a JSON object): retry"
+    )
 
 
 def _check_stream(client: Client, response: httpx.Response) -> None:

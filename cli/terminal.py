@@ -5,7 +5,10 @@ the clipboard (OSC 52); a CI log would keep them too."""
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -29,3 +32,19 @@ class TextConsole(Console):
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        # Rich's own exits 1 without a word: "gate failed" to a CI job. The command says what
+        # happened instead (see stdout_closed).
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "stdout was closed")
+
+
+def stdout_closed() -> None:
+    """stdout's reader went away (`assay run | head`): what is still written to it, and its
+    flush at exit, go nowhere rather than fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)

@@ -38,8 +38,11 @@ class Lab:
     home: Path
     made: dict[str, Any] = field(default_factory=dict)
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ASSAY_", "NO_COLOR"))}
+    def env(self, **extra: str | None) -> dict[str, str]:
+        """The command's environment: the lab's, with `extra` over it (None: left unset)."""
+        env: dict[str, str | None] = {
+            k: v for k, v in os.environ.items() if not k.startswith(("ASSAY_", "NO_COLOR"))
+        }
         env.update(
             ASSAY_URL=self.server.url,
             ASSAY_API_KEY=self.api_key,
@@ -47,10 +50,10 @@ class Lab:
             COLUMNS="200",
         )
         env.update(extra)
-        return env
+        return {key: value for key, value in env.items() if value is not None}
 
     def assay(
-        self, *args: str, cwd: Path | None = None, timeout: float = 120, **env: str
+        self, *args: str, cwd: Path | None = None, timeout: float = 120, **env: str | None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(ASSAY), *args],
@@ -62,7 +65,7 @@ class Lab:
             check=False,
         )
 
-    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+    def popen(self, *args: str, **env: str | None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [str(ASSAY), *args],
             stdout=subprocess.PIPE,

@@ -112,19 +112,19 @@ def test_watch_and_the_other_commands_read_assay_yaml_as_run_does(lab: Lab, tmp_
             }
         )
     )
-    ran = lab.assay("run", "-q", cwd=tmp_path, ASSAY_URL="")
+    ran = lab.assay("run", "-q", cwd=tmp_path, ASSAY_URL=None)
     assert ran.returncode == 1, ran.stdout + ran.stderr
     report = tmp_path / "report.json"
     run_id = json.loads(report.read_text())["run"]["id"]
     report.unlink()
-    watched = lab.assay("watch", run_id, "-q", cwd=tmp_path, ASSAY_URL="")
+    watched = lab.assay("watch", run_id, "-q", cwd=tmp_path, ASSAY_URL=None)
     assert watched.returncode == 1, watched.stdout + watched.stderr
     assert "3 case(s) failed" in watched.stdout
     assert json.loads(report.read_text())["run"]["id"] == run_id
     # A flag still wins over the file.
-    never = lab.assay("watch", run_id, "-q", "--fail-on", "never", cwd=tmp_path, ASSAY_URL="")
+    never = lab.assay("watch", run_id, "-q", "--fail-on", "never", cwd=tmp_path, ASSAY_URL=None)
     assert never.returncode == 0, never.stdout + never.stderr
-    listed = lab.assay("runs", "list", cwd=tmp_path, ASSAY_URL="")
+    listed = lab.assay("runs", "list", cwd=tmp_path, ASSAY_URL=None)
     assert listed.returncode == 0 and run_id[:8] in listed.stdout, listed.stdout + listed.stderr
 
 
