@@ -1,12 +1,15 @@
 """How a template's parse becomes the code that renders it: code generation that evaluates
 nothing while compiling (`Unevaluated`) and charges the render's budget for what it builds
 (`BudgetedCode`), loops and macro bodies charged for their size (`instrument`), and a bound on
-how many nodes a template holds, counted before any code is generated (`refuse_too_many_nodes`).
+how many nodes a template holds, counted before any code is generated (`refuse_too_many_nodes`),
+and the cache of compiled templates, bounded by the nodes they hold (`CompiledCache`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections import OrderedDict
+from typing import Any, Generic, TypeVar
 
 from jinja2 import meta, nodes
 from jinja2.compiler import CodeGenerator, Frame, operators
@@ -16,14 +19,16 @@ from utils import template_budget as budget
 # No sensible template comes near (a long prompt with a hundred variables and loops holds some
 # hundreds): past it, generating and compiling the code took seconds (50,000 nodes, 4 s).
 MAX_TEMPLATE_NODES = 5_000
+_Compiled = TypeVar("_Compiled")
 
 
 class TooManyNodes(Exception):
     """The template holds more than MAX_TEMPLATE_NODES nodes."""
 
 
-def refuse_too_many_nodes(ast: nodes.Template) -> None:
-    """TooManyNodes when `ast` holds more than MAX_TEMPLATE_NODES nodes (counting stops there)."""
+def refuse_too_many_nodes(ast: nodes.Template) -> int:
+    """How many nodes `ast` holds; TooManyNodes when more than MAX_TEMPLATE_NODES (counting
+    stops there)."""
     count = 0
     pending: list[nodes.Node] = [ast]
     while pending:
@@ -31,6 +36,43 @@ def refuse_too_many_nodes(ast: nodes.Template) -> None:
         if count > MAX_TEMPLATE_NODES:
             raise TooManyNodes()
         pending.extend(pending.pop().iter_child_nodes())
+    return count
+
+
+class CompiledCache(Generic[_Compiled]):
+    """The compiled templates most recently used, by source: at most `max_entries` of them,
+    holding at most `max_nodes` nodes together (the least recently used go first). Shared by
+    the render and save-check threads."""
+
+    def __init__(self, *, max_nodes: int, max_entries: int = 256) -> None:
+        self.max_nodes = max_nodes
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[_Compiled, int]] = OrderedDict()
+        self._nodes = 0
+        self._lock = threading.Lock()
+
+    def get(self, source: str) -> _Compiled | None:
+        with self._lock:
+            entry = self._entries.get(source)
+            if entry is None:
+                return None
+            self._entries.move_to_end(source)
+            return entry[0]
+
+    def put(self, source: str, compiled: _Compiled, node_count: int) -> None:
+        with self._lock:
+            if source in self._entries:
+                return  # compiled meanwhile by another thread
+            self._entries[source] = (compiled, node_count)
+            self._nodes += node_count
+            while self._nodes > self.max_nodes or len(self._entries) > self.max_entries:
+                _, (_, evicted_nodes) = self._entries.popitem(last=False)
+                self._nodes -= evicted_nodes
+
+    def held(self) -> tuple[int, int]:
+        """(entries, nodes) held now."""
+        with self._lock:
+            return len(self._entries), self._nodes
 
 
 def instrument(ast: nodes.Template) -> None:

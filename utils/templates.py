@@ -2,9 +2,10 @@
 
 Every render runs in a worker thread (`render_off_loop`) with a budget (`utils.template_budget`):
 a step budget and a cap on what it builds, both settings, so no template a tenant saves can hold
-the event loop or the server's memory. Checking a template on save compiles it without running
-any of it, in threads of its own (`check_template_off_loop`, `utils.save_checks`): a save never
-queues a run's renders behind it.
+the event loop or the server's memory. Renders asked for through the API (`interactive`) have
+threads of their own: a flood of them never queues a run's renders behind it. Checking a
+template on save compiles it without running any of it, in threads of its own
+(`check_template_off_loop`, `utils.save_checks`): a save never queues a run's renders behind it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import types
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, UndefinedError
@@ -34,8 +35,17 @@ from utils.config import get_settings
 from utils.errors import InvalidInput
 
 MAX_TEMPLATE_LENGTH = 100_000
-# Renders of every tenant share these threads; each render is bounded by its budget.
+# Renders of every tenant share these threads; each render is bounded by its budget. Runs'
+# renders have two; renders asked for through the API four, of which an organization takes at
+# most two at a time (`database.prompts.service`), so others' renders still find threads free.
 _RENDER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="template")
+_INTERACTIVE_RENDER_THREADS = ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="template-interactive"
+)
+# Compiled templates kept, by the nodes they hold: what one keeps alive grows with them (5,000
+# nodes held some 2 MB), so a cap on their count alone let a few hundred large ones pin
+# hundreds of MB. This keeps some tens of MB at most.
+_COMPILED = compiling.CompiledCache[tuple[Template, frozenset[str]]](max_nodes=50_000)
 
 
 class TemplateTooCostly(InvalidInput):
@@ -169,17 +179,21 @@ def _environment() -> _Sandbox:
 ENVIRONMENT = _environment()
 
 
-@lru_cache(maxsize=256)
 def _compiled(source: str) -> tuple[Template, frozenset[str]]:
     """The template, compiled as it renders (`template_compiling.instrument`), and the
-    variables it uses: parsed once, and refused past MAX_TEMPLATE_NODES before any code is
-    generated."""
+    variables it uses: parsed once while cached, and refused past MAX_TEMPLATE_NODES before any
+    code is generated."""
+    cached = _COMPILED.get(source)
+    if cached is not None:
+        return cached
     ast = ENVIRONMENT.parse(source)
-    compiling.refuse_too_many_nodes(ast)
+    node_count = compiling.refuse_too_many_nodes(ast)
     variables = compiling.Variables(ENVIRONMENT)
     variables.visit(ast)
     compiling.instrument(ast)
-    return ENVIRONMENT.from_string(ast), frozenset(variables.undeclared_identifiers)
+    compiled = ENVIRONMENT.from_string(ast), frozenset(variables.undeclared_identifiers)
+    _COMPILED.put(source, compiled, node_count)
+    return compiled
 
 
 def check_template(source: str, *, field: str) -> set[str]:
@@ -280,8 +294,10 @@ def _unicode(rendered: str) -> str:
 
 
 async def render_off_loop(
-    source: str, variables: dict[str, Any], *, field: str = "variables"
+    source: str, variables: dict[str, Any], *, field: str = "variables", interactive: bool = False
 ) -> str:
-    """`render` in one of the template threads: the event loop keeps serving meanwhile."""
+    """`render` in one of the template threads: the event loop keeps serving meanwhile.
+    `interactive`: asked for through the API, in threads apart from runs' renders."""
     call = partial(render, source, variables, field=field)
-    return await asyncio.get_running_loop().run_in_executor(_RENDER_THREADS, call)
+    threads = _INTERACTIVE_RENDER_THREADS if interactive else _RENDER_THREADS
+    return await asyncio.get_running_loop().run_in_executor(threads, call)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import Path, Query, status
 
-from database.deps import DbSession, Member, Pagination, Viewer
+from database.deps import DbSession, Member, Pagination, Viewer, commit_before_waiting
 from database.organizations.audit import RequestMetaDep, record_deletion
 from database.prompts import crud, service
 from database.prompts.schemas import (
@@ -189,11 +189,19 @@ async def delete_label(prompt_id: uuid.UUID, label: Label, session: DbSession, _
     "/{prompt_id}/render",
     operation_id="prompts_render",
     summary="Render a version with variables",
+    responses=errors(429),
 )
 async def render_prompt(
-    prompt_id: uuid.UUID, body: RenderRequest, session: DbSession, _: Viewer
+    prompt_id: uuid.UUID, body: RenderRequest, session: DbSession, principal: Viewer
 ) -> RenderResult:
-    """Strict: a variable the template uses and the request leaves out is a 422 naming it."""
+    """Strict: a variable the template uses and the request leaves out is a 422 naming it. An
+    organization renders at most two at a time (in each server process): more are a 429 with
+    `Retry-After`."""
     prompt = await service.get_prompt_or_404(session, prompt_id)
     version = await service.resolve_version(session, prompt, body.version)
-    return await service.render_version(version, body.variables)
+    # No connection held while the render waits for a thread and runs: thirty queued renders
+    # held thirty pooled connections, and every other tenant's request waited for one.
+    await commit_before_waiting(session)
+    return await service.render_version(
+        version, body.variables, organization_id=principal.organization_id
+    )

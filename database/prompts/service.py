@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,10 +24,15 @@ from database.prompts.schemas import (
 )
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
-from utils.errors import InvalidInput, NotFound
+from utils.errors import InvalidInput, NotFound, RateLimited
 from utils.templates import check_template_off_loop, render_off_loop
 
 LATEST = "latest"
+# Renders asked for through the API that one organization may have running at a time in this
+# process; more are refused with a 429. The threads those renders share (utils.templates) have
+# room for two organizations at their cap, so one flooding them cannot keep the others waiting.
+MAX_RENDERS_PER_ORGANIZATION = 2
+_renders_running: Counter[uuid.UUID] = Counter()
 
 
 async def get_prompt_or_404(
@@ -173,9 +180,35 @@ async def delete_label(session: AsyncSession, prompt: Prompt, name: str) -> None
         raise NotFound("Label not found")
 
 
-async def render_version(version: PromptVersion, variables: dict[str, Any]) -> RenderResult:
-    system = (
-        await render_off_loop(version.system_prompt, variables) if version.system_prompt else None
-    )
-    text = await render_off_loop(version.template, variables)
+@contextmanager
+def _render_slot(organization_id: uuid.UUID) -> Iterator[None]:
+    """One of the organization's MAX_RENDERS_PER_ORGANIZATION, held while the body runs; a 429
+    when all are taken. (Taken and given back on the event loop: no lock needed.)"""
+    if _renders_running[organization_id] >= MAX_RENDERS_PER_ORGANIZATION:
+        raise RateLimited(
+            f"Too many renders at once; at most {MAX_RENDERS_PER_ORGANIZATION} of an"
+            " organization run at a time. Retry in 1 s.",
+            headers={"Retry-After": "1"},
+        )
+    _renders_running[organization_id] += 1
+    try:
+        yield
+    finally:
+        _renders_running[organization_id] -= 1
+        if not _renders_running[organization_id]:
+            del _renders_running[organization_id]
+
+
+async def render_version(
+    version: PromptVersion, variables: dict[str, Any], *, organization_id: uuid.UUID
+) -> RenderResult:
+    """Rendered in the threads for renders asked for through the API, within the
+    organization's cap on renders at a time."""
+    with _render_slot(organization_id):
+        system = (
+            await render_off_loop(version.system_prompt, variables, interactive=True)
+            if version.system_prompt
+            else None
+        )
+        text = await render_off_loop(version.template, variables, interactive=True)
     return RenderResult(version=version.number, text=text, system_prompt=system)
