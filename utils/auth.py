@@ -315,7 +315,10 @@ def hash_secret(value: str) -> str:
 
 
 def new_api_key() -> str:
-    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+    """Drawn again while it would read as a refresh token (`looks_like_api_key` false)."""
+    while not looks_like_api_key(key := API_KEY_PREFIX + secrets.token_urlsafe(32)):
+        pass
+    return key
 
 
 def new_refresh_token() -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     TextClause,
     Uuid,
     bindparam,
+    delete,
     func,
     select,
     text,
@@ -24,8 +25,18 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from utils.errors import Conflict, InvalidInput
+from utils.errors import Conflict, InvalidInput, NotFound
 from utils.storable import storable_document
+
+
+async def delete_once(session: AsyncSession, row: Any, what: str) -> None:
+    """Deletes the row, or answers 404 (`what` not found) when another request deleted it
+    first: the ORM's delete of a row already gone only warns, so both requests answered 204
+    and recorded the deletion. Children go with it by their foreign keys' ON DELETE."""
+    model = type(row)
+    deleted = await session.scalar(delete(model).where(model.id == row.id).returning(model.id))
+    if deleted is None:
+        raise NotFound(f"{what} not found")
 
 
 async def paginate(

@@ -13,7 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.evaluations.models import Evaluation, Metric, TestSetMetric
 from database.projects.models import Project
-from utils.crud import flush_unique, json_row_groups, paginate, recordset_insert, uuid_array
+from utils.crud import (
+    delete_once,
+    flush_unique,
+    json_row_groups,
+    paginate,
+    recordset_insert,
+    uuid_array,
+)
 
 DUPLICATE_NAME = "A metric with this name already exists in the project"
 
@@ -64,8 +71,7 @@ async def save_metric(session: AsyncSession) -> None:
 
 
 async def delete_metric(session: AsyncSession, metric: Metric) -> None:
-    await session.delete(metric)
-    await session.flush()
+    await delete_once(session, metric, "Metric")
 
 
 async def test_set_metric_ids(session: AsyncSession, test_set_id: uuid.UUID) -> list[uuid.UUID]:

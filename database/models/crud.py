@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.models.models import ModelConfig
-from utils.crud import flush_unique, paginate
+from utils.crud import delete_once, flush_unique, paginate
 
 DUPLICATE_NAME = "A model configuration with this name already exists in the organization"
 
@@ -37,5 +37,4 @@ async def save_model(session: AsyncSession) -> None:
 
 
 async def delete_model(session: AsyncSession, config: ModelConfig) -> None:
-    await session.delete(config)
-    await session.flush()
+    await delete_once(session, config, "Model configuration")

@@ -25,6 +25,7 @@ from database.organizations.schemas import (
     OrganizationUpdate,
 )
 from utils.auth import Principal, Role, hash_secret, new_api_key
+from utils.crud import refuse_nulls
 from utils.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from utils.ids import new_id
 from utils.runtime import Runtime
@@ -61,8 +62,12 @@ async def list_organizations(
     return [MyOrganizationRead(**_org_fields(org), role=Role(role)) for org, role in rows], total
 
 
-async def get_current_organization(session: AsyncSession, principal: Principal) -> Organization:
-    organization = await crud.get_organization(session, principal.organization_id)
+async def get_current_organization(
+    session: AsyncSession, principal: Principal, *, for_update: bool = False
+) -> Organization:
+    organization = await crud.get_organization(
+        session, principal.organization_id, for_update=for_update
+    )
     if organization is None:
         raise NotFound("Organization not found")
     return organization
@@ -78,7 +83,9 @@ async def read_current_organization(
 async def update_organization(
     session: AsyncSession, principal: Principal, body: OrganizationUpdate, meta: RequestMeta
 ) -> MyOrganizationRead:
-    organization = await get_current_organization(session, principal)
+    refuse_nulls(body.model_dump(exclude_unset=True), "name")
+    # Held, so that of two renames at once the second records the first's name as "from".
+    organization = await get_current_organization(session, principal, for_update=True)
     if body.name is not None and body.name != organization.name:
         renamed = {"from": organization.name, "to": body.name}
         organization.name = body.name

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects.models import Project
-from utils.crud import flush_unique, paginate
+from utils.crud import delete_once, flush_unique, paginate
 
 DUPLICATE_NAME = "A project with this name already exists in the organization"
 
@@ -19,7 +19,11 @@ async def create_project(session: AsyncSession, project: Project) -> Project:
     return project
 
 
-async def get_project(session: AsyncSession, project_id: uuid.UUID) -> Project | None:
+async def get_project(
+    session: AsyncSession, project_id: uuid.UUID, *, for_update: bool = False
+) -> Project | None:
+    if for_update:
+        return await session.get(Project, project_id, with_for_update=True, populate_existing=True)
     return await session.get(Project, project_id)
 
 
@@ -37,5 +41,5 @@ async def save_project(session: AsyncSession) -> None:
 
 
 async def delete_project(session: AsyncSession, project: Project) -> None:
-    await session.delete(project)
-    await session.flush()
+    """A 404 when another request deleted it first: only the deleting request records it."""
+    await delete_once(session, project, "Project")

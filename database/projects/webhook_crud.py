@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.projects.models import Project
 from database.projects.webhook_models import Webhook, WebhookDelivery
-from utils.crud import paginate
+from utils.crud import delete_once, paginate
 
 DISABLED = "not sent: the webhook was disabled"
 
@@ -77,8 +77,9 @@ async def save_webhook(session: AsyncSession) -> None:
 
 
 async def delete_webhook(session: AsyncSession, webhook: Webhook) -> None:
-    await session.delete(webhook)  # its delivery log goes with it (ON DELETE CASCADE)
-    await session.flush()
+    """Its delivery log goes with it (ON DELETE CASCADE). A 404 when another request deleted
+    it first: only the deleting request records it."""
+    await delete_once(session, webhook, "Webhook")
 
 
 # --- the delivery log -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.prompts.models import Prompt, PromptLabel, PromptVersion
-from utils.crud import flush_unique, paginate
+from utils.crud import delete_once, flush_unique, paginate
 
 DUPLICATE_NAME = "A prompt with this name already exists in the project"
 
@@ -46,8 +46,8 @@ async def save_prompt(session: AsyncSession) -> None:
 
 
 async def delete_prompt(session: AsyncSession, prompt: Prompt) -> None:
-    await session.delete(prompt)
-    await session.flush()
+    """A 404 when another request deleted it first: only the deleting request records it."""
+    await delete_once(session, prompt, "Prompt")
 
 
 async def latest_numbers(

@@ -271,7 +271,9 @@ async def set_baseline(
     session: AsyncSession, project_id: uuid.UUID, run_id: uuid.UUID | None
 ) -> tuple[Project, uuid.UUID | None]:
     """The project with its new baseline, and the baseline it had before."""
-    project = await project_crud.get_project(session, project_id)
+    # Held, so that of two changes at once the second records the first's baseline as
+    # "before", and one made as the project is deleted finds it gone.
+    project = await project_crud.get_project(session, project_id, for_update=True)
     if project is None:
         raise NotFound("Project not found")
     if run_id is not None:

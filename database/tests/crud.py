@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.driver import driver_connection
 from database.tests.agent_fields import AGENT_FIELDS, without_absent_agent_fields
 from database.tests.models import TestCase, TestSetMember
-from utils.crud import custom_plans, paginate, uuid_array
+from utils.crud import custom_plans, delete_once, paginate, uuid_array
 from utils.ids import new_id
 
 TestSort = Literal["created_at", "-created_at", "topic", "category", "behavior", "position"]
@@ -379,8 +379,7 @@ async def existing_test_ids(
 
 
 async def delete_test(session: AsyncSession, test: TestCase) -> None:
-    await session.delete(test)
-    await session.flush()
+    await delete_once(session, test, "Test")
 
 
 async def save_test(session: AsyncSession) -> None:

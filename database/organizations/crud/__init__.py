@@ -20,7 +20,7 @@ from database.organizations.models import (
     Membership,
     Organization,
 )
-from utils.crud import paginate
+from utils.crud import delete_once, paginate
 from utils.errors import Conflict
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -53,8 +53,12 @@ async def create_organization(session: AsyncSession, organization: Organization)
 
 
 async def get_organization(
-    session: AsyncSession, organization_id: uuid.UUID
+    session: AsyncSession, organization_id: uuid.UUID, *, for_update: bool = False
 ) -> Organization | None:
+    if for_update:
+        return await session.get(
+            Organization, organization_id, with_for_update=True, populate_existing=True
+        )
     return await session.get(Organization, organization_id)
 
 
@@ -78,8 +82,8 @@ async def save_organization(session: AsyncSession) -> None:
 
 
 async def delete_organization(session: AsyncSession, organization: Organization) -> None:
-    await session.delete(organization)
-    await session.flush()
+    """A 404 when another request deleted it first: only the deleting request records it."""
+    await delete_once(session, organization, "Organization")
 
 
 # --- memberships ----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.slice_index import VersionSlices
 from database.tests.crud import ROWS_PER_STATEMENT
 from database.tests.models import TestCase, TestSetMember
-from utils.crud import custom_plans, flush_unique, paginate, uuid_array
+from utils.crud import custom_plans, delete_once, flush_unique, paginate, uuid_array
 
 DUPLICATE_NAME = "A test set with this name already exists in the project"
 
@@ -62,8 +62,7 @@ async def save_test_set(session: AsyncSession) -> None:
 
 
 async def delete_test_set(session: AsyncSession, test_set: TestSet) -> None:
-    await session.delete(test_set)
-    await session.flush()
+    await delete_once(session, test_set, "Test set")
 
 
 async def counts(

@@ -309,12 +309,9 @@ async def test_owner_and_admin_rename_the_organization(client, role):
 
 async def test_patch_with_an_empty_body_changes_nothing(client):
     owner = await register(client, organization_name="Same")
-    for body in ({}, {"name": None}):
-        response = await client.patch(
-            org_url(owner.organization_id), json=body, headers=owner.headers
-        )
-        assert response.status_code == 200, response.text
-        assert response.json()["name"] == "Same"
+    response = await client.patch(org_url(owner.organization_id), json={}, headers=owner.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == "Same"
 
 
 @pytest.mark.parametrize("role", ["viewer", "member"])
