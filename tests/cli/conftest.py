@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cli.proxy import Proxy
 from tests.e2e.servers import Server, live_env, start_server
 from tests.fakes.openai_server import FakeOpenAI, echo_reply
 from tests.helpers import PASSWORD
@@ -150,3 +151,16 @@ def lab(cli_server: tuple[Server, FakeOpenAI], tmp_path: Path) -> Iterator[Lab]:
             model_name=model_name,
             home=tmp_path / "home",
         )
+
+
+# Well under what a command that never gives up would take: it would wait here forever.
+PATIENCE = 45
+# The command itself, with the give-up delay cut from 300 s to 2 s.
+SHORTENED = "import cli.stream; cli.stream.GIVE_UP_AFTER = 2.0; from cli.main import main; main()"
+
+
+@pytest.fixture
+def proxy(lab: Lab) -> Iterator[Proxy]:
+    """A proxy in front of the lab's server, which a test tells how to answer."""
+    with Proxy(lab.server.url) as running:
+        yield running

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,6 @@ PROMPTFOO = (
     "  - vars: {question: q2}\n"
     "    assert: [{type: contains, value: q2}]\n"
 )
-
-
-@pytest.fixture
-def proxy(lab: Lab) -> Iterator[Proxy]:
-    with Proxy(lab.server.url) as running:
-        yield running
 
 
 def _repository(tmp_path: Path, lab: Lab, test_set: str, **more: object) -> None:

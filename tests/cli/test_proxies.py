@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import Lab
+from tests.cli.conftest import PATIENCE, SHORTENED, Lab
 from tests.cli.proxy import (
     EVENTS,
     EXPORT,
@@ -30,17 +29,6 @@ from tests.cli.proxy import (
 )
 
 pytestmark = pytest.mark.slow
-
-# Well under what a command that never gives up would take: it would wait here forever.
-PATIENCE = 45
-# The command itself, with the give-up delay cut from 300 s to 2 s.
-SHORTENED = "import cli.stream; cli.stream.GIVE_UP_AFTER = 2.0; from cli.main import main; main()"
-
-
-@pytest.fixture
-def proxy(lab: Lab) -> Iterator[Proxy]:
-    with Proxy(lab.server.url) as running:
-        yield running
 
 
 def _finished_run(lab: Lab, tmp_path: Path) -> str:

@@ -9,24 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import ASSAY, Lab
+from tests.cli.conftest import ASSAY, PATIENCE, SHORTENED, Lab
 from tests.cli.proxy import EVENTS, EXPORT, Handler, Proxy, empty_stream, held_answer, unavailable
 
 pytestmark = pytest.mark.slow
-
-PATIENCE = 45
-SHORTENED = "import cli.stream; cli.stream.GIVE_UP_AFTER = 2.0; from cli.main import main; main()"
-
-
-@pytest.fixture
-def proxy(lab: Lab) -> Iterator[Proxy]:
-    with Proxy(lab.server.url) as running:
-        yield running
 
 
 def _run_args(lab: Lab, cases: int) -> list[str]:

@@ -5,7 +5,6 @@ into "retry the job"; and what it reads locally or prints of its URL is bounded 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,6 @@ from tests.cli.conftest import Lab
 from tests.cli.proxy import EXPORT, Proxy, sign_in_page, unavailable
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def proxy(lab: Lab) -> Iterator[Proxy]:
-    with Proxy(lab.server.url) as running:
-        yield running
 
 
 def _ids(lab: Lab, cases: int) -> tuple[str, str, str]:

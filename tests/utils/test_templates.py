@@ -507,13 +507,15 @@ UNEVALUATED = {
 
 @pytest.mark.parametrize(("template", "variables"), UNEVALUATED.values(), ids=UNEVALUATED.keys())
 def test_checking_a_template_runs_none_of_it(template, variables):
+    # Bounds far under the minutes the folding took, and over what the process's other
+    # threads and a full collection of a long test session's heap may add (both counted).
     started = time.process_time()
     assert check_template(template, field="template") == variables
-    assert time.process_time() - started < 1
+    assert time.process_time() - started < 5
     if not variables:  # rendering it is what pays, within the budget
         with pytest.raises(TemplateTooCostly):
             render(template, {})
-        assert time.process_time() - started < 2
+        assert time.process_time() - started < 10
 
 
 NESTED = {
