@@ -8,13 +8,13 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from database.core import Database, Tenant
@@ -292,6 +292,25 @@ async def until_waiting_for_locks(
 
 
 _T = TypeVar("_T")
+
+
+@contextmanager
+def statements_sent(
+    database: Database, noted: Callable[[str, Any], Any] = lambda statement, _: statement
+) -> Iterator[list[Any]]:
+    """What `noted` makes of each statement the database's engine sends meanwhile (and its
+    parameters): by default, its SQL."""
+    sent: list[Any] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append(noted(statement, parameters))
+
+    engine = database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 async def longest_stall(during: Awaitable[_T]) -> tuple[_T, float]:

@@ -173,16 +173,32 @@ def json_row_groups(
     rows: Sequence[dict[str, Any]], max_chars: int | None = None
 ) -> Iterator[dict[str, str]]:
     """A batch as one recordset insert's parameter (`json_rows`); a batch whose text would be
-    too large for one JSONB value (a run's large outputs, many together), as several, halved
-    until each fits (the rare case pays the encoding again). A row alone is never split."""
+    too large for one JSONB value (a run's large outputs, many together), as several (see
+    `json_row_packs`; the rare case pays the encoding again). A row alone is never split."""
+    limit = max_chars or MAX_DOCUMENT_CHARS
     document = storable_document(rows)
-    if len(document) <= (max_chars or MAX_DOCUMENT_CHARS) or len(rows) <= 1:
+    if len(document) <= limit or len(rows) <= 1:
         yield {"rows": document}
         return
     del document
-    half = len(rows) // 2
-    yield from json_row_groups(rows[:half], max_chars)
-    yield from json_row_groups(rows[half:], max_chars)
+    yield from json_row_packs(rows, limit)
+
+
+def json_row_packs(rows: Sequence[dict[str, Any]], max_chars: int) -> Iterator[dict[str, str]]:
+    """Rows as recordset parameters of at most `max_chars` each (a row larger alone), encoded a
+    row at a time: encoding and sending a statement holds the event loop, so a caller that
+    yields between statements holds it for one pack's worth, not the batch's."""
+    pack: list[str] = []
+    size = 2  # the brackets
+    for row in rows:
+        document = storable_document(row)
+        if pack and size + 1 + len(document) > max_chars:
+            yield {"rows": f"[{','.join(pack)}]"}
+            pack, size = [], 2
+        pack.append(document)
+        size += 1 + len(document)
+    if pack:
+        yield {"rows": f"[{','.join(pack)}]"}
 
 
 def json_rows(rows: Sequence[dict[str, Any]]) -> dict[str, str]:

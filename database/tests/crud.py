@@ -20,13 +20,13 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.driver import driver_connection
 from database.tests.agent_fields import AGENT_FIELDS, without_absent_agent_fields
 from database.tests.models import TestCase, TestSetMember
-from utils.crud import custom_plans, delete_once, paginate, uuid_array
+from utils.crud import custom_plans, delete_once, json_row_packs, paginate, uuid_array
 from utils.ids import new_id
 
 TestSort = Literal["created_at", "-created_at", "topic", "category", "behavior", "position"]
@@ -297,16 +297,17 @@ SELECT (c ->> 'id')::uuid, :organization_id, :project_id, c ->> 'input', c ->> '
        c -> 'messages', c -> 'context', c -> 'variables', c -> 'metadata',
        c -> 'expected_tool_calls', c -> 'tool_responses', (c ->> 'max_steps')::integer,
        c -> 'conversation'
-FROM jsonb_array_elements(:cases) AS c
+FROM jsonb_array_elements(CAST(:rows AS JSONB)) AS c
 """).bindparams(
     bindparam("organization_id", type_=Uuid()),
     bindparam("project_id", type_=Uuid()),
-    bindparam("cases", type_=JSONB()),
 )
 # The columns' defaults (a case that leaves them out), as the model declares them; no messages
 # are a JSON null, as the ORM writes them (a case may leave them out of its document).
 _DEFAULTS: dict[str, Any] = {"context": [], "tags": [], "variables": {}, "messages": None}
 ROWS_PER_STATEMENT = 5000  # bounds the document one statement carries
+# Encoding and sending a statement holds the event loop: a pack of this size, about 20 ms.
+MAX_STATEMENT_CHARS = 4 * 1024 * 1024
 
 
 async def insert_tests(
@@ -324,22 +325,15 @@ async def insert_tests(
             cases[start : start + ROWS_PER_STATEMENT],
             strict=True,
         )
-        await session.execute(
-            _INSERT_TESTS,
-            {
-                "organization_id": organization_id,
-                "project_id": project_id,
-                "cases": [
-                    {
-                        **_DEFAULTS,
-                        **case,
-                        "metadata": case.get("metadata") or {},
-                        "id": str(test_id),
-                    }
-                    for test_id, case in batch
-                ],
-            },
-        )
+        rows = [
+            {**_DEFAULTS, **case, "metadata": case.get("metadata") or {}, "id": str(test_id)}
+            for test_id, case in batch
+        ]
+        for group in json_row_packs(rows, MAX_STATEMENT_CHARS):
+            await session.execute(
+                _INSERT_TESTS,
+                {"organization_id": organization_id, "project_id": project_id, **group},
+            )
     return ids
 
 

@@ -23,8 +23,7 @@ from database.results.export import result_rows
 from database.results.models import Result, Run
 from tests.database.results.test_export_stream import _run
 from tests.database.results.test_results_pages import _page, _result
-from tests.database.results.test_summary_shapes import _statements
-from tests.helpers import Account, register
+from tests.helpers import Account, register, statements_sent
 from tests.scratch import downgrade, model_differences
 
 MB = 1024 * 1024
@@ -188,7 +187,7 @@ async def test_a_batch_too_large_for_one_jsonb_value_is_written_in_parts(
     owner = await register(client)
     run = await _run(client, owner, cases=6, repetitions=1)
     outputs = [chr(ord("a") + n) * (MB // 3) for n in range(6)]
-    with _statements(database) as sent:
+    with statements_sent(database) as sent:
         ids = await _write(database, owner, run, outputs)
     inserts = [s for s in sent if s.startswith("INSERT INTO results")]
     assert len(inserts) >= 3  # about 2 MB of text, at most 1 MB a statement

@@ -8,19 +8,17 @@ from __future__ import annotations
 import dataclasses
 import random
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from database.core import Database, Tenant
 from database.results.crud import figures
 from database.results.models import Run
 from database.results.summaries import summary
-from tests.helpers import Account, create_run_body
+from tests.helpers import Account, create_run_body, statements_sent
 
 CASES = 240
 
@@ -86,22 +84,6 @@ async def _single_run(
     return run
 
 
-@contextmanager
-def _statements(database: Database) -> Iterator[list[str]]:
-    """The SQL the database's engine sends meanwhile."""
-    sent: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        sent.append(statement)
-
-    engine = database.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 async def _figures(database: Database, owner: Account, run_id: uuid.UUID, *, grouped: bool):
     """The run's pass rate, slices and metrics, read as cases of one result or grouped per
     case (as a run of repetitions is)."""
@@ -139,7 +121,7 @@ async def test_one_result_per_case_reads_the_per_case_figures_without_grouping(
     committed_database: Database, committed_client: httpx.AsyncClient, committed_owner: Account
 ):
     run = await _single_run(committed_client, committed_database, committed_owner, seed=3)
-    with _statements(committed_database) as sent:
+    with statements_sent(committed_database) as sent:
         single = await _figures(committed_database, committed_owner, run, grouped=False)
     grouped = await _figures(committed_database, committed_owner, run, grouped=True)
     _close(single, grouped)

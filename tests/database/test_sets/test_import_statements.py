@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -22,6 +23,7 @@ from tests.helpers import (
     create_test,
     create_test_set,
     register,
+    statements_sent,
     tenant_session,
 )
 from utils.auth import Principal, Role
@@ -121,6 +123,39 @@ async def test_a_statement_failing_after_others_leaves_nothing_written(
             await service.write_cases(session, principal, locked, cases, mode="append")
 
     assert await _state(database, owner, test_set["id"]) == before
+
+
+async def test_cases_larger_than_their_file_are_written_a_few_megabytes_a_statement(
+    client, database
+):
+    """Aliases let a 50 KB file stand for 31 MB of cases. Encoding and sending one statement
+    holds the event loop: the 1,000 cases went as one 31 MB document, a third of a second in
+    which no other request moved. Each statement now carries a few megabytes."""
+    owner = await register(client)
+    project = await create_project(client, owner)
+    test_set = await create_test_set(client, owner, project["id"])
+    big = "x" * 15_500
+    config = f"x: &s {big}\ntests:\n" + "  - vars: {a: *s, b: *s}\n" * 1000
+    with statements_sent(database, _longest_text) as sizes:
+        response = await client.post(
+            f"{SETS}/{test_set['id']}/import",
+            params={"format": "promptfoo"},
+            files=[("file", ("promptfooconfig.yaml", config.encode()))],
+            headers=owner.headers,
+        )
+    assert response.status_code == 201, response.text
+    assert response.json()["imported"] == 1000
+    inserts = [size for statement, size in sizes if statement.startswith("\nINSERT INTO tests")]
+    assert len(inserts) >= 7 and max(inserts) <= test_crud.MAX_STATEMENT_CHARS
+    async with tenant_session(database, owner.organization_id) as session:
+        stored = await session.execute(
+            text("SELECT count(*), min(length(variables ->> 'b')) FROM tests")
+        )
+        assert tuple(stored.one()) == (1000, len(big))
+
+
+def _longest_text(statement: str, parameters: Any) -> tuple[str, int]:
+    return statement, max((len(v) for v in parameters or () if isinstance(v, str)), default=0)
 
 
 CASES = [
