@@ -2,12 +2,13 @@
 
 A route names the error statuses its own logic returns (`utils.problems.errors`); the ones
 that follow from its shape are added here, once for every route: 401 when it reads a
-credential, 403 when it needs more than the viewer role, 404 for an id in its path, 400, 413
-and 422 for its input, 429 for a rate limit. Every error response is `application/problem+json`
-with the one `Problem` schema (the validation 422 included: it is what the service sends), and
-every request body shows the example its schema carries, as its model wrote it (FastAPI's
-document leaves out every null, in examples too: `"actor_api_key_id": None` would go, and the
-example would then fail its own schema).
+credential, 403 when it needs more than the viewer role, 404 for an id in its path, 400 and
+422 for its input, 413 for a body past the limit (any operation's), 429 for a rate limit.
+Every error response is `application/problem+json` with the one `Problem` schema (the
+validation 422 included: it is what the service sends), and every request body shows the
+example its schema carries, as its model wrote it (FastAPI's document leaves out every null,
+in examples too: `"actor_api_key_id": None` would go, and the example would then fail its
+own schema).
 """
 
 from __future__ import annotations
@@ -199,10 +200,9 @@ def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
         implied.add(404)
     if operation.get("parameters") or body or _refuses_unknown_query(route.original_route):
         implied.add(422)
-    if body:
-        implied.add(413)
-    if route.body_field is not None and "application/json" in body:
-        implied.add(400)  # a body that is not JSON at all
+    implied.add(413)  # the body-size limit stands before routing: a GET's body is held to it
+    if route.body_field is not None and _PARSED.intersection(body):
+        implied.add(400)  # a body that is not JSON, or a form that cannot be read, at all
     if deps.auth_rate_limit in calls:
         implied.add(429)
     if deps.TRANSACTION in calls and route.methods & _WRITES:
@@ -210,6 +210,12 @@ def _implied_errors(route: Any, operation: dict[str, Any]) -> set[int]:
     if any(opener in calls for opener in deps.POOLED):
         implied.add(503)  # no pooled connection came free in time
     return implied
+
+
+# Bodies FastAPI parses itself, answering 400 to one it cannot (a form's missing boundary).
+_PARSED = frozenset(
+    {"application/json", "application/x-www-form-urlencoded", "multipart/form-data"}
+)
 
 
 def _refuses_unknown_query(route: Any) -> bool:

@@ -171,8 +171,8 @@ def test_every_error_response_is_the_problem_schema_as_problem_json(document):
         if path in ("/health", "/health/ready"):  # no input, no caller: only a 503
             assert "503" in operation["responses"]
             continue
-        if path == "/health/live":  # answers while the process does: no error to document
-            assert set(operation["responses"]) == {"200"}
+        if path == "/health/live":  # answers while the process does: only a body past the limit
+            assert set(operation["responses"]) == {"200", "413"}
             continue
         assert errors, f"{method.upper()} {path} documents no error response"
         documented += 1
@@ -187,10 +187,12 @@ def test_every_error_response_is_the_problem_schema_as_problem_json(document):
 @pytest.mark.parametrize(
     ("operation_id", "statuses"),
     [
-        ("auth_login", {"401", "409", "413", "422", "429"}),  # a form: no 400
-        # No id; an API key is no user; a query parameter it does not take.
-        ("users_read_me", {"401", "403", "422"}),
-        ("tests_read", {"401", "404", "422"}),
+        # A form it cannot read (no multipart boundary, too many fields).
+        ("auth_login", {"400", "401", "409", "413", "422", "429"}),
+        # No id; an API key is no user; a query parameter it does not take; the body limit
+        # stands before routing, for an operation that takes no body too.
+        ("users_read_me", {"401", "403", "413", "422"}),
+        ("tests_read", {"401", "404", "413", "422"}),
         ("runs_create", {"400", "401", "403", "409", "413", "422"}),
         # A multipart body it cannot read; a foreign file's metric that finds no free name.
         ("test_sets_import", {"400", "401", "403", "404", "409", "413", "415", "422"}),
@@ -415,6 +417,28 @@ async def test_errors_sent_are_what_the_document_says(client, document):
     assert invalid.json()["errors"][0]["field"] == "body.name"
 
 
+async def test_a_body_past_the_limit_and_an_unreadable_form_are_documented_where_sent(
+    client, document, settings
+):
+    """The body limit stands before routing, so an operation that takes no body answers 413
+    to one too; a form with no multipart boundary is a 400 from the form's parser."""
+    operations = {o["operationId"]: (path, o) for path, _, o in _operations(document)}
+    auth = (await register(client)).headers
+    oversized = await client.request(
+        "GET", "/api/v1/users/me", content=b"x" * (settings.max_body_bytes + 1), headers=auth
+    )
+    no_boundary = await client.post(
+        "/api/v1/auth/login", content=b"x", headers={"content-type": "multipart/form-data"}
+    )
+    for operation_id, response, status in (
+        ("users_read_me", oversized, 413),
+        ("auth_login", no_boundary, 400),
+    ):
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == PROBLEM_JSON
+        assert str(status) in operations[operation_id][1]["responses"], operation_id
+
+
 def test_the_public_document_types_every_event_of_the_stream(app):
     public = next(r for r in app.routes if getattr(r, "path", None) == "/public").app
     document = public.openapi()
@@ -428,6 +452,7 @@ def test_the_public_document_types_every_event_of_the_stream(app):
     assert {code for code in stream["responses"] if code[0] in "45"} == {
         "401",
         "404",
+        "413",
         "422",
         "429",
         "503",
