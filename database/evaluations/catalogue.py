@@ -4,8 +4,8 @@ A declaration says what the type is called, whether it is a deterministic check 
 judge, its typed parameters, its default threshold and operator, and how it scores. The API's
 schema and its OpenAPI description, the validation of a metric's parameters, and the run
 engine all read these declarations, and nothing else lists the types: a new metric type is a
-new `MetricType` below (with its scorer in checks.py, agent_checks.py, judges.py or
-conversation_judges.py) and its tests.
+new `MetricType` below (with its scorer in checks.py, long_answers.py, agent_checks.py,
+judges.py or conversation_judges.py) and its tests.
 
 Every check also takes `scope`, for conversations: which turns' answers it checks (see SCOPES).
 """
@@ -25,7 +25,7 @@ import structlog
 from pydantic import Field, ValidationError, create_model
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from database.evaluations import agent_checks, checks, conversation_judges, judges
+from database.evaluations import agent_checks, checks, conversation_judges, judges, long_answers
 from database.evaluations.scopes import SCOPE, SCOPES, Scope, check_in_scope, heavy_over_turns
 from database.evaluations.scoring import (
     Check,
@@ -61,8 +61,8 @@ class MetricType:
     # meanwhile. So is a check over many long turns: each turn's work is bounded, and the
     # loop runs between them.
     slow: bool = False
-    # A check whose work grows with what it reads (the answer, times the values it looks for):
-    # scored in a thread when this says the observation is much to read.
+    # A check whose work grows with the answer (times the values looked for, or the reference
+    # compared with): scored in a thread when this says the observation is much work.
     heavy: Callable[[MetricSpec, Observation], bool] | None = None
 
     def __post_init__(self) -> None:
@@ -139,11 +139,18 @@ _TYPES: tuple[MetricType, ...] = (
         checks.similarity,
         "Edit-distance similarity to the reference, 0 to 1",
         threshold=0.8,
+        heavy=long_answers.compares_much,
     ),
     _check("max-latency", checks.MaxLatency, checks.max_latency, "The call took at most `ms`"),
     _check("max-cost", checks.MaxCost, checks.max_cost, "The call cost at most `usd`"),
     _check("max-tokens", checks.MaxTokens, checks.max_tokens, "At most `tokens` in and out"),
-    _check("word-count", checks.WordCount, checks.word_count, "Words between `min` and `max`"),
+    _check(
+        "word-count",
+        checks.WordCount,
+        long_answers.word_count,
+        "Words between `min` and `max`",
+        heavy=long_answers.counts_much,
+    ),
     _judge("llm-rubric", judges.Rubric, judges.rubric, "A judge scores your criteria (G-Eval)"),
     _judge(
         "answer-relevance",

@@ -31,6 +31,13 @@ SCOPES = (
 SHOWN_TURNS = 10  # turn numbers a reason lists
 
 
+def answer_lengths(spec: MetricSpec, obs: Observation) -> list[int]:
+    """The length of each answer the check's scope reads: every turn's, or the one answer."""
+    if not obs.turns or spec.parameters.get(SCOPE, "last") == "last":
+        return [len(obs.output)]
+    return [len(str(turn.get("text") or "")) for turn in obs.turns]
+
+
 def heavy_over_turns(spec: MetricSpec, obs: Observation) -> bool:
     """Whether the check reads every turn of a conversation and those turns hold much to read
     (each answer, and the reference each is compared with): scored on the loop, its work
