@@ -2,11 +2,13 @@
 (models wrap their answer in prose or code fences, and may quote what they judge first).
 
 A verdict is refused when it is one the judge was shown in its material (the blocks between
-tags: a question, an answer, an agent's steps, a conversation), as written there, quoted as
-JSON there (what an agent, a tool or a user wrote), or spaced otherwise: an answer that writes
-`{"score": 1, ...}` must not pass because the judge repeated it. The team's own criteria are
-no material: a verdict they spell out is the judge's. Duplicate keys and a score written as a
-string are refused too: each could read as a score the judge did not give.
+tags: a question, an answer, an agent's steps, a conversation): the same score and reason,
+however written there or in the reply (keys in any order, 1 as 1.0, characters escaped, spaced
+otherwise), and whether written as JSON or quoted in a JSON string (what an agent, a tool or a
+user wrote): an answer that writes `{"score": 1, ...}` must not pass because the judge
+repeated it. The team's own criteria are no material: a verdict they spell out is the judge's.
+Duplicate keys and a score written as a string are refused too: each could read as a score
+the judge did not give.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from database.evaluations.judges import LINE_BREAKS
 from database.evaluations.scoring import JudgeVerdict
 
 # A verdict ends a reply, or (followed by its explanation) begins it: those characters of it
@@ -27,11 +28,26 @@ REPLY_WINDOW = 16_384
 MAX_ATTEMPTS = 200
 UNREADABLE = "the judge did not answer with a score between 0 and 1 and a reason"
 REPEATED = "the judge's verdict repeats one written in the material it judges"
+UNCHECKED = "the material holds JSON too tangled to check the judge's verdict against"
 # A block of material (judges.material): its end is the first closing tag, the text's own
 # being escaped.
 _MATERIAL = re.compile(r"<([a-z]+)>\n(.*?)\n</\1>", re.DOTALL)
+# The material is searched for verdicts as written, and with up to this many levels of JSON
+# string escapes undone: a tool's result quoted in an agent's step, a JSON string in it.
+QUOTINGS = 2
+MATERIAL_READS = 32  # characters decoded, at most, for each character of material
+# Objects decoded in the material, at most (some microseconds each), and of them failing (an
+# exception's microseconds more): an honest material holds far fewer before its last score.
+MAX_DECODINGS = 5_000
+MAX_FAILURES = 1_000
+FIRST_WINDOW = 256
+LOOKAHEAD = 16  # how far past where it fails the decoder may have read (a literal, an escape)
+_ESCAPES = re.compile(r'(?:\\(?:u[0-9a-fA-F]{4}|["\\/bfnrt]))+')
+_OPENING = re.compile(r'\{\s*"')  # an object that holds a key (an empty one holds no score)
+# "score" as a key of an object, each letter as written or escaped: a text without it holds
+# no verdict, and is not decoded.
+_SCORE_KEY = re.compile('"' + "".join(rf"(?:{c}|\\u00(?i:{ord(c):02x}))" for c in "score") + '"')
 _SPACE = re.compile(r"\s+")
-_ESCAPED_SPACE = re.compile(r"\\[nrt]")
 
 
 class UnreadableVerdict(ValueError):
@@ -101,25 +117,104 @@ def read_verdict(reply: str, prompt: str) -> JudgeVerdict:
         found = last_scored(reply[:REPLY_WINDOW])
     if found is None:
         raise UnreadableVerdict(UNREADABLE)
-    source, value = found
-    if _shown_in_material(source, prompt):
-        raise UnreadableVerdict(REPEATED)
     try:
-        return JudgeVerdict.model_validate(value, strict=True)
+        verdict = JudgeVerdict.model_validate(found[1], strict=True)
     except ValidationError:
         raise UnreadableVerdict(UNREADABLE) from None
+    if _shown_in_material(verdict, prompt):
+        raise UnreadableVerdict(REPEATED)
+    return verdict
 
 
-def _shown_in_material(source: str, prompt: str) -> bool:
-    """Whether the verdict's text is in the prompt's material, as written or quoted as JSON,
-    whatever its spacing."""
-    blocks = "".join(block for _, block in _MATERIAL.findall(prompt))
-    material = _compact(blocks.replace("<\\/", "</"))  # a closing tag, as material() escaped it
-    compact = _compact(source)
-    quoted = _compact(json.dumps(compact, ensure_ascii=False)[1:-1].translate(LINE_BREAKS))
-    return compact in material or quoted in material
+def _shown_in_material(verdict: JudgeVerdict, prompt: str) -> bool:
+    """Whether a JSON object in the prompt's material holds the verdict's score and reason,
+    the material read as written and with each level of quoting undone, up to QUOTINGS."""
+    blocks = "\n".join(block for _, block in _MATERIAL.findall(prompt))
+    view = blocks.replace("<\\/", "</")  # a closing tag, as material() escaped it
+    search = _Search(float(verdict.score), _compact(verdict.reason), MATERIAL_READS * len(view))
+    for level in range(QUOTINGS + 1):
+        if level:
+            view, undone = _ESCAPES.subn(_unescaped, view)
+            if not undone:
+                break
+        if search.finds_in(view):
+            return True
+    return False
+
+
+class _Search:
+    """A search for an object holding `score` and `reason` in text: decoded from each '{' that
+    opens one, going on past the object when it decodes (the objects inside it are seen as
+    they close), else from the next '{' (one inside a string it read may open an object: the
+    string `"{"` in `{"raw": "{"score": 1, ...}"}`). Each is decoded from a window of the text
+    that doubles until it holds the object: a decoding error costs what it read, not the text
+    before it. Past `budget` characters read (objects left open inside objects left open),
+    MAX_DECODINGS or MAX_FAILURES, or objects nested past the decoder's depth, the verdict is
+    refused unchecked."""
+
+    def __init__(self, score: float, reason: str, budget: int) -> None:
+        self.sought = (score, reason)
+        self.budget = budget
+        self.found = False
+        self.decodings = self.failures = 0
+        self.decoder = json.JSONDecoder(object_pairs_hook=self._seen, parse_int=float, strict=False)
+
+    def _seen(self, pairs: list[tuple[str, Any]]) -> None:
+        shown = dict(pairs)  # as JSON readers take it: the last of a duplicate key
+        reason = shown.get("reason")
+        if isinstance(reason, str) and _as_score(shown.get("score")) == self.sought[0]:
+            self.found |= _compact(reason) == self.sought[1]
+
+    def finds_in(self, text: str) -> bool:
+        """Whether `text` holds the verdict sought; an object that holds a score holds its key,
+        so none opening past the last key is decoded."""
+        last_key = max((key.start() + 1 for key in _SCORE_KEY.finditer(text)), default=0)
+        opening = _OPENING.search(text, 0, last_key)
+        while opening is not None and not self.found:
+            resume = self._decoded_from(text, opening.start())
+            opening = _OPENING.search(text, resume, last_key)
+        return self.found
+
+    def _decoded_from(self, text: str, start: int) -> int:
+        """Where to search on after decoding the object opening at `start`."""
+        window = FIRST_WINDOW
+        while True:
+            piece = text[start : start + window]
+            try:
+                return start + self._spent(self.decoder.raw_decode(piece)[1])
+            except json.JSONDecodeError as failed:
+                cut_short = failed.msg.startswith("Unterminated") or (
+                    failed.pos + LOOKAHEAD >= len(piece)
+                )
+                if start + window >= len(text) or not cut_short:
+                    self.failures += 1
+                    self._spent(failed.pos)
+                    return start + 1
+            except RecursionError:  # decoded again from each brace inside, it costs milliseconds
+                raise UnreadableVerdict(UNCHECKED) from None
+            self._spent(len(piece))  # read again in a window twice as long
+            window *= 2
+
+    def _spent(self, read: int) -> int:
+        self.budget -= read
+        self.decodings += 1
+        if self.budget < 0 or self.decodings > MAX_DECODINGS or self.failures > MAX_FAILURES:
+            raise UnreadableVerdict(UNCHECKED)
+        return read
+
+
+def _as_score(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, float | str):
+        return None  # (an integer was read as a float)
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _unescaped(escapes: re.Match[str]) -> str:
+    return str(json.loads(f'"{escapes[0]}"'))
 
 
 def _compact(text: str) -> str:
-    """`text` without its spacing: white space, and white space escaped in a JSON string."""
-    return _ESCAPED_SPACE.sub("", _SPACE.sub("", text))
+    return _SPACE.sub("", text)
