@@ -28,8 +28,25 @@ from utils.schemas import InputModel, OutputModel, example, nesting_depth, text_
 MAX_TEXT = 100_000
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
-# A tag given twice is one tag (the first place it was given).
-Tags = Annotated[list[Tag], AfterValidator(lambda tags: list(dict.fromkeys(tags)))]
+MAX_TAGS = 50
+# A tag given twice is one tag, so the limit counts distinct tags; the list as sent has a
+# generous bound of its own, so one tag repeated a million times is refused before it is read.
+MAX_TAGS_AS_SENT = 10 * MAX_TAGS
+
+
+def _distinct_tags(tags: list[str]) -> list[str]:
+    """Each tag once, in the place it was first given."""
+    distinct = list(dict.fromkeys(tags))
+    if len(distinct) > MAX_TAGS:
+        raise ValueError(f"must have at most {MAX_TAGS} distinct tags")
+    return distinct
+
+
+Tags = Annotated[
+    list[Tag],
+    Field(max_length=MAX_TAGS_AS_SENT, description=f"At most {MAX_TAGS} distinct tags"),
+    AfterValidator(_distinct_tags),
+]
 LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 
 
@@ -81,6 +98,15 @@ FreeForm = Annotated[
 ]
 
 
+NEEDS_INPUT = "a test needs input, messages or a conversation"
+INPUT_FIELDS = ("input", "messages", "conversation")
+
+
+def has_input(input: str | None, messages: list[Any] | None, conversation: object) -> bool:
+    """The one rule across fields: a test has something to send the target."""
+    return input is not None or bool(messages) or conversation is not None
+
+
 class ChatMessage(InputModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: LongText
@@ -104,7 +130,7 @@ class TestCaseFields(InputModel):
     )
     category: Label | None = Field(default=None, description="A slice of summaries")
     topic: Label | None = Field(default=None, description="A slice of summaries")
-    tags: Tags = Field(default_factory=list, max_length=50)
+    tags: Tags = Field(default_factory=list)
     variables: FreeForm = Field(
         default_factory=dict,
         description=f"Values for the prompt template ({FREE_FORM_RULE})",
@@ -126,8 +152,8 @@ class TestCaseFields(InputModel):
 
     @model_validator(mode="after")
     def _has_input(self) -> TestCaseFields:
-        if self.input is None and not self.messages and self.conversation is None:
-            raise ValueError("a test needs input, messages or a conversation")
+        if not has_input(self.input, self.messages, self.conversation):
+            raise ValueError(NEEDS_INPUT)
         return self
 
 
@@ -163,7 +189,7 @@ class TestUpdate(InputModel):
     behavior: Label | None = None
     category: Label | None = None
     topic: Label | None = None
-    tags: Tags | None = Field(default=None, max_length=50)
+    tags: Tags | None = None
     variables: FreeForm | None = None
     metadata: FreeForm | None = None
     expected_tool_calls: ExpectedToolCalls = None

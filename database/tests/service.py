@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.projects.service import require_project
 from database.tests import crud
 from database.tests.models import TestCase
-from database.tests.schemas import TestCaseFields, TestCreate, TestUpdate
+from database.tests.schemas import INPUT_FIELDS, NEEDS_INPUT, TestCreate, TestUpdate, has_input
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
@@ -58,13 +58,24 @@ async def create_test(session: AsyncSession, principal: Principal, body: TestCre
 async def update_test(session: AsyncSession, test: TestCase, body: TestUpdate) -> TestCase:
     changes = body.model_dump(mode="json", exclude_unset=True)
     refuse_nulls(changes, *NOT_NULL)
-    merged = {**crud.case_fields(test), **changes}
-    try:
-        TestCaseFields.model_validate(merged)
-    except ValueError as exc:
-        raise InvalidInput(f"the test would have no input: {exc}", field="input") from exc
+    # The fields sent were judged as the request was read; those left out are not judged
+    # again, so a test stored before a limit it breaks stays editable. Only the rule across
+    # fields is checked, on the test as the edit would leave it.
+    _refuse_without_input({**crud.case_fields(test), **changes}, sent=changes)
     if "metadata" in changes:
         changes["meta"] = changes.pop("metadata")
     apply_update(test, changes)
     await crud.save_test(session)
     return test
+
+
+def _refuse_without_input(edited: dict[str, Any], *, sent: dict[str, Any]) -> None:
+    """A 422 when the edit would leave the test no input, naming input (what the rule asks for
+    first) and whichever of the others this edit emptied."""
+    if has_input(edited["input"], edited["messages"], edited.get("conversation")):
+        return
+    emptied = [field for field in INPUT_FIELDS if field == "input" or field in sent]
+    raise InvalidInput(
+        f"This edit would leave the test nothing to send: {NEEDS_INPUT}",
+        errors=[{"field": field, "message": NEEDS_INPUT} for field in emptied],
+    )
