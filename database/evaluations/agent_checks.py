@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 import jsonschema
-import referencing.exceptions
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,6 +34,7 @@ from database.evaluations.call_matching import (
     same_json,
     within,
 )
+from database.evaluations.saved_schemas import kept_validator, schema_use
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
 from utils.check_budget import CHECK_SECONDS, seconds_left
 from utils.json_schemas import (
@@ -76,14 +76,6 @@ MATCHING = (
     "recursively), or schema (`arguments` is a JSON Schema they must satisfy)"
 )
 ANY = "The arguments wanted (left out: any arguments)"
-# What validating with a schema that is none raises (see _SavedCall).
-_BROKEN_SCHEMA = (
-    jsonschema.exceptions.UnknownType,  # {"type": "nope"}
-    TypeError,  # {"minLength": "x"}, {"required": 5}
-    AttributeError,  # {"properties": []}, {"items": 5}
-    LookupError,
-    ZeroDivisionError,  # {"multipleOf": 0}
-)
 
 
 class ExpectedCall(InputModel):
@@ -108,14 +100,8 @@ class ExpectedCall(InputModel):
         return (same_json if self.match == "exact" else within)(arguments, self.arguments)
 
     def _valid(self, arguments: Any) -> bool:
-        try:
+        with schema_use():
             return first_error(self._schema, arguments) is None
-        except referencing.exceptions.Unresolvable as exc:  # none is fetched
-            raise ScoringError(f"a $ref to nowhere: {exc}") from None
-        except _BROKEN_SCHEMA as exc:  # what validating with a schema that is none raises
-            said = str(exc).partition("\n")[0]
-            why = _clip(f"{type(exc).__name__}: {said}", 200)
-            raise ScoringError(f"not a valid JSON schema ({why})") from None
 
     def __str__(self) -> str:
         if self.arguments is None:
@@ -129,7 +115,7 @@ class _SavedCall(BaseModel):
     anything), not its text or its schema again. They were checked when it was saved, and the
     metaschema's check (some 4 ms a KB, outside any budget) of each on every result scored held
     a check thread 40 s for a test of 100 large schemas. A broken schema errs when it is used
-    (see ExpectedCall._valid)."""
+    (see saved_schemas.schema_use)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: ToolName
@@ -271,34 +257,35 @@ def tool_call(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
 
 
 def _tool_schemas(obs: Observation) -> dict[str, Any]:
-    """Each defined tool's arguments validator (a tool without `parameters` takes an object)."""
-    validators: dict[str, Any] = {}
+    """Each defined tool's JSON Schema of its arguments (a tool without `parameters` takes an
+    object). They were checked when the model was saved: a validator is made of those called
+    only (`_invalid`)."""
+    schemas: dict[str, Any] = {}
     for i, tool in enumerate(obs.tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise ScoringError(f"tools[{i}] is not a function definition ({{'function': ...}})")
         schema = function.get("parameters")
-        schema = {"type": "object"} if schema is None else schema
-        try:
-            validators[function["name"]] = bounded_validator(schema)
-            validators[function["name"]].check_schema(schema)
-        except (jsonschema.SchemaError, TypeError, SchemaTooCostly) as exc:
-            why = exc.message if isinstance(exc, jsonschema.SchemaError) else str(exc)
-            raise ScoringError(
-                f"tool {function['name']!r}: not a valid JSON schema: {why}"
-            ) from None
-    return validators
+        schemas[function["name"]] = {"type": "object"} if schema is None else schema
+    return schemas
 
 
-def _invalid(validators: dict[str, Any], call: dict[str, Any]) -> str | None:
-    """Why a call's arguments are not valid for its tool, or None when they are."""
-    validator = validators.get(str(call.get("name")))
-    if validator is None:
+def _invalid(
+    schemas: dict[str, Any], validators: dict[str, Any], call: dict[str, Any]
+) -> str | None:
+    """Why a call's arguments are not valid for its tool, or None when they are; `validators`
+    keeps those of the tools called so far."""
+    name = str(call.get("name"))
+    if name not in schemas:
         return "no tool of that name is defined"
     try:
-        error = jsonschema.exceptions.best_match(all_errors(validator, call.get("arguments")))
-    except referencing.exceptions.Unresolvable as exc:
-        raise ScoringError(f"tool {call.get('name')!r}: a $ref to nowhere: {exc}") from None
+        with schema_use():
+            if name not in validators:
+                validators[name] = kept_validator(schemas[name])
+            errors = all_errors(validators[name], call.get("arguments"))
+    except (ScoringError, SchemaTooCostly) as exc:
+        raise ScoringError(f"tool {name!r}: {exc}") from None
+    error = jsonschema.exceptions.best_match(errors)
     return None if error is None else f"{error.message} (at arguments{error.json_path[1:]})"
 
 
@@ -306,8 +293,11 @@ def tool_args_schema(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     calls = _calls(obs)
     if not calls:
         return 1.0, "no tool calls"
-    validators = _tool_schemas(obs)
-    problems = [(i, why) for i, call in enumerate(calls, 1) if (why := _invalid(validators, call))]
+    schemas = _tool_schemas(obs)
+    validators: dict[str, Any] = {}
+    problems = [
+        (i, why) for i, call in enumerate(calls, 1) if (why := _invalid(schemas, validators, call))
+    ]
     if not problems:
         return 1.0, f"all {len(calls)} calls have valid arguments"
     first, why = problems[0]

@@ -13,8 +13,10 @@ import regex
 from pydantic import Field, StringConstraints, field_validator, model_validator
 from rapidfuzz import fuzz
 
+from database.evaluations.saved_schemas import TOO_LARGE
 from database.evaluations.scopes import SCOPE
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError
+from database.evaluations.text_forms import composed
 from utils.check_budget import CHECK_SECONDS, OutOfTime, seconds_left
 from utils.json_schemas import SchemaTooCostly, bounded_validator, first_error
 from utils.patterns import PatternTooCostly, compile_bounded
@@ -111,9 +113,15 @@ def _fold(text: str, spec: MetricSpec, *, force: bool = False) -> str:
     return text.casefold() if force or not spec.parameters.get("case_sensitive", True) else text
 
 
+def _compared(text: str, spec: MetricSpec, *, force: bool = False) -> str:
+    """`text` as a text check compares it: composed (what looks the same is the same, an
+    accent typed apart or not), then folded when the check ignores case (or `force`)."""
+    return _fold(composed(text), spec, force=force)
+
+
 def _output_and_reference(spec: MetricSpec, obs: Observation) -> tuple[str, str]:
-    """Both stripped (equality of what was said), and folded when the check ignores case."""
-    return _fold(obs.output.strip(), spec), _fold(_reference(spec, obs).strip(), spec)
+    """Both stripped (equality of what was said), and compared as text checks compare."""
+    return _compared(obs.output.strip(), spec), _compared(_reference(spec, obs).strip(), spec)
 
 
 def equals(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
@@ -126,23 +134,23 @@ def _given_reference(spec: MetricSpec, obs: Observation, *, insensitive: bool = 
     not start 'Yesterday'); else the test's expected output, stripped (as files end lines)."""
     reference = _reference(spec, obs)
     given = "value" in spec.parameters
-    return _fold(reference if given else reference.strip(), spec, force=insensitive)
+    return _compared(reference if given else reference.strip(), spec, force=insensitive)
 
 
 def starts_with(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
     wanted = _given_reference(spec, obs)
     # The answer's leading spaces are not what it starts with, unless the reference's are.
-    output = _fold(obs.output if wanted[:1].isspace() else obs.output.lstrip(), spec)
+    output = _compared(obs.output if wanted[:1].isspace() else obs.output.lstrip(), spec)
     return _binary(output.startswith(wanted), "starts as expected", "does not start so")
 
 
 def contains(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    output, wanted = _fold(obs.output, spec), _given_reference(spec, obs)
+    output, wanted = _compared(obs.output, spec), _given_reference(spec, obs)
     return _binary(_holds(output, wanted), "contains the reference", "reference not found")
 
 
 def icontains(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    output = _fold(obs.output, spec, force=True)
+    output = _compared(obs.output, spec, force=True)
     wanted = _given_reference(spec, obs, insensitive=True)
     return _binary(_holds(output, wanted), "contains the reference", "reference not found")
 
@@ -166,10 +174,10 @@ def _holds(text: str, value: str) -> bool:
 def _searched(
     spec: MetricSpec, obs: Observation, *, until_found: bool = False
 ) -> tuple[list[str], dict[str, bool]]:
-    """The values, folded as the check says, and whether the output holds each one searched:
+    """The values, as the check compares them, and whether the output holds each one searched:
     every value, or (`until_found`) those up to the first the output holds."""
-    output = _fold(obs.output, spec)
-    values = [_fold(v, spec) for v in spec.parameters["values"]]
+    output = _compared(obs.output, spec)
+    values = [_compared(v, spec) for v in spec.parameters["values"]]
     held: dict[str, bool] = {}
     for value in values:
         if value not in held:
@@ -195,19 +203,29 @@ def contains_all(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
 # A text check that reads more than this (the answers once per value and once more to fold
 # their case, at up to 25 ns a character, and the values) is scored in a thread.
 INLINE_READ_CHARS = 1_000_000
+# What composing a text that is not ASCII may cost (up to 300 ns a character), in reads.
+COMPOSING_READS = 12
 
 
 def reads_much(spec: MetricSpec, obs: Observation) -> bool:
     """Whether a text check (a value or `values` looked for in the answer) of `obs` reads
-    more than INLINE_READ_CHARS."""
-    answers, times = len(obs.output), 1
+    more than INLINE_READ_CHARS, a text it composes (text_forms) counting COMPOSING_READS
+    times more."""
+    answers, times = [obs.output], 1
     if obs.turns and spec.parameters.get(SCOPE, "last") != "last":
-        answers = sum(len(str(turn.get("text") or "")) for turn in obs.turns)
+        answers = [str(turn.get("text") or "") for turn in obs.turns]
         times = len(obs.turns)
     reference = spec.parameters.get("value", obs.expected)
-    values = spec.parameters.get("values") or [str(reference or "")]
-    looked_for = sum(len(value) for value in values) * times
-    return answers * (len(values) + 1) + looked_for > INLINE_READ_CHARS
+    values = [str(value) for value in spec.parameters.get("values") or [reference or ""]]
+    read = sum(map(len, answers)) * (len(values) + 1) + sum(map(len, values)) * times
+    composing = sum(map(_not_ascii, answers)) + sum(map(_not_ascii, values)) * times
+    return read + composing * COMPOSING_READS > INLINE_READ_CHARS
+
+
+def _not_ascii(text: str) -> int:
+    """The characters composing `text` reads: none when it is ASCII (which isascii() knows
+    without reading it)."""
+    return 0 if text.isascii() else len(text)
 
 
 def matches_regex(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
@@ -303,6 +321,8 @@ def matches_json_schema(spec: MetricSpec, obs: Observation) -> tuple[float, str]
         raise ScoringError(str(exc)) from None
     except referencing.exceptions.Unresolvable as exc:  # a $ref to nowhere (none is fetched)
         raise ScoringError(f"the schema refers to what it does not hold: {exc}") from None
+    except OverflowError:
+        raise ScoringError(f"the answer holds {TOO_LARGE}") from None
     if error is not None:
         return 0.0, f"does not match the schema: {error.message}"
     return 1.0, "matches the schema"
@@ -351,10 +371,3 @@ def max_tokens(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
         raise ScoringError("the target reported no token usage")
     limit = spec.parameters["tokens"]
     return _binary(obs.tokens <= limit, f"{obs.tokens} tokens", f"{obs.tokens} > {limit} tokens")
-
-
-def word_count(spec: MetricSpec, obs: Observation) -> tuple[float, str]:
-    words = len(obs.output.split())
-    low, high = spec.parameters.get("min"), spec.parameters.get("max")
-    ok = (low is None or words >= low) and (high is None or words <= high)
-    return _binary(ok, f"{words} words", f"{words} words, outside [{low}, {high}]")
