@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, unquote_plus, urlsplit
 
 import httpx
 from standardwebhooks import Webhook
@@ -33,7 +32,7 @@ from standardwebhooks import Webhook
 from utils.pinned_httpx import pinned_transport
 from utils.ssrf import Pin, UnresolvedHost, UnsafeUrl, vet
 from utils.storable import storable
-from utils.url_redaction import REDACTED, redact_urls
+from utils.url_redaction import REDACTED, redact_urls, url_secrets
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -171,26 +170,12 @@ def _judged(status: int, answer: bytes, url: str) -> str | None:
     return f"answered {status}" + (f": {shown}" if shown else "")
 
 
-# A piece of the URL's path or query this long may be its token, shown alone; a shorter one is
-# left in the answer's words (redacting every "v1" of them would say nothing more).
-TOKEN_LIKE_CHARS = 6
-
-
 def _without_url(text: str, url: str) -> str:
     """A receiver's words without its URL's path and query (for chat services' webhooks, the
     credential), which a receiver may echo whole or in pieces, nor any URL's: the delivery log
     is read by those shown only the URL's origin."""
     text = redact_urls(text.replace(url, "the URL"), keep_path=False)
-    parts = urlsplit(url)
-    path_and_query = parts.path + (f"?{parts.query}" if parts.query else "")
-    secrets = {path_and_query, parts.path, parts.query}
-    secrets.update(piece for piece in parts.path.split("/") if len(piece) >= TOKEN_LIKE_CHARS)
-    for pair in parts.query.split("&"):
-        value = pair.partition("=")[2]  # as the URL has it, and as a form reads it (+: space)
-        if len(value) >= TOKEN_LIKE_CHARS:
-            secrets.update((value, unquote_plus(value)))
-    secrets.update([unquote(secret) for secret in secrets])
-    for secret in sorted(secrets - {"", "/"}, key=len, reverse=True):
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
 

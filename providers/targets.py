@@ -31,9 +31,9 @@ from providers.http_stream import EventStream
 from providers.tool_calls import openai_message, read_calls
 from utils import fastjson, transport
 from utils.errors import InvalidInput
-from utils.ssrf import vet
+from utils.ssrf import LookupTimedOut, vet
 from utils.templates import render_off_loop
-from utils.url_redaction import redact_urls
+from utils.url_redaction import TOKEN_LIKE_CHARS, redact_urls, url_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +90,8 @@ async def call_target(
                 fastjson.refuse_deep(call.arguments)
     except TimeoutError as exc:
         raise TargetError("timeout", f"no complete answer within {seconds:g} s") from exc
+    except LookupTimedOut as exc:  # the host's name servers did not answer: perhaps for now
+        raise TargetError("connection_error", _redact(exc.detail, config)) from exc
     except InvalidInput as exc:  # the SSRF guard or the request template refused
         raise TargetError("configuration_error", _redact(exc.detail, config)) from exc
     except TargetError as exc:  # providers and apps may echo the credentials they were sent
@@ -188,7 +190,6 @@ async def _call_openai_wire(
     return completion.text, usage, completion.tool_calls
 
 
-MIN_REDACTED_LENGTH = 6
 # A header value's words: `Bearer <token>`, a cookie's `name=value; other=value`.
 _HEADER_WORDS = re.compile(r"[\s;,]+")
 # Words of a header value that are its form, not its secret.
@@ -196,12 +197,12 @@ _AUTH_SCHEMES = frozenset({"bearer", "basic", "digest", "token"})
 
 
 def _redact(message: str, config: TargetConfig) -> str:
-    """The message without the API key, the endpoint's path or any header value (nor a header's
-    longer parts, such as the token of `Bearer <token>` or a cookie's value), as given or as an
-    error page may repeat it (JSON-escaped, with PHP's `\\/`, or percent-encoded), nor a URL's
-    query values or user part."""
-    # The endpoint's path too, which may hold its token: viewers are shown a URL's origin only.
-    secrets = {config.api_key or "", urllib.parse.urlsplit(config.base_url or "").path}
+    """The message without the API key, what of the endpoint's URL may be its credential (its
+    path and query, their longer pieces: viewers are shown a URL's origin only) or any header
+    value (nor a header's longer parts, such as the token of `Bearer <token>` or a cookie's
+    value), as given or as an error page may repeat it (JSON-escaped, with PHP's `\\/`, or
+    percent-encoded), nor any URL's query values or user part."""
+    secrets = {config.api_key or "", *url_secrets(config.base_url or "")}
     for value in config.http_headers.values():
         secrets.add(value)
         for word in _HEADER_WORDS.split(value):
@@ -209,7 +210,7 @@ def _redact(message: str, config: TargetConfig) -> str:
                 name, equals, assigned = word.partition("=")  # a cookie's value, not its name
                 secrets.update((word, assigned if equals and assigned.strip("=") else name))
     forms = {
-        form for secret in secrets if len(secret) >= MIN_REDACTED_LENGTH for form in _forms(secret)
+        form for secret in secrets if len(secret) >= TOKEN_LIKE_CHARS for form in _forms(secret)
     }
     for form in sorted(forms, key=len, reverse=True):
         message = message.replace(form, "[redacted]")

@@ -31,7 +31,7 @@ from database.core import Database, Tenant
 from notifications.listener import Listener
 from tasks import queue
 from tasks.queue import ClaimedJob
-from utils import tracing
+from utils import ssrf, tracing
 
 log = structlog.get_logger(__name__)
 
@@ -284,7 +284,11 @@ class WorkerPool:
                 "assay.job.attempt": job.attempts,
                 "assay.run_id": job.payload.get("run_id"),
             }
-            with tracing.span(f"job {job.kind}", attributes) as span:
+            # The job's host lookups are its organization's (utils.ssrf), as is all it starts.
+            with (
+                tracing.span(f"job {job.kind}", attributes) as span,
+                ssrf.lookups_for(job.organization_id),
+            ):
                 try:
                     await handler(context)
                 except Exception as exc:

@@ -12,12 +12,14 @@ IPv4-compatible) are judged by that address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import re
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -201,37 +203,80 @@ def _host_problem(host: str) -> str | None:
 # caller has given up, and must not hold up what else the process runs on threads (exports,
 # comparisons). A lookup under way is shared by every caller asking for the same name, so a
 # name that never answers holds one thread however many call it, and runs on to its end even
-# when they have all given up (the next caller shares it rather than queueing another). A
-# thread waiting on the resolver costs little: there are enough that a tenant would need many
-# such names, called at once (as many models, running), to hold other lookups up. URLs being
-# saved look up on threads of their own (below).
-DNS_THREADS = 16
+# when they have all given up (the next caller shares it rather than queueing another).
+# An organization has at most LOOKUPS_PER_ORGANIZATION of them under way, counted until their
+# threads end: a tenant whose names never answer (as many models, tested at once) holds that
+# many threads, never another's, and its further lookups wait for one of its own to end (or
+# run out of time, a failure a call retries). Lookups made for no organization share one
+# allowance. URLs being saved look up on threads of their own (below).
+DNS_THREADS = 64  # started as needed: a thread waiting on the resolver costs little
+LOOKUPS_PER_ORGANIZATION = 4
+SHARED_LOOKUPS = "shared"
 _dns = ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="assay-dns")
-_lookups: dict[str, asyncio.Future[list[Any]]] = {}
+_lookups: dict[str, Future[list[Any]]] = {}  # by host name
+_lookups_of: dict[str, set[Future[list[Any]]]] = {}  # by organization: those it started
+_lookups_lock = threading.Lock()  # the lookups end on their threads
+_lookups_owner: ContextVar[str] = ContextVar("ssrf_lookups_owner", default=SHARED_LOOKUPS)
+
+
+@contextlib.contextmanager
+def lookups_for(organization_id: object | None) -> Iterator[None]:
+    """Counts the lookups of the block, and of the tasks it starts, as `organization_id`'s."""
+    owner = str(organization_id) if organization_id is not None else SHARED_LOOKUPS
+    token = _lookups_owner.set(owner)
+    try:
+        yield
+    finally:
+        _lookups_owner.reset(token)
 
 
 async def resolve(host: str) -> list[Address]:
     if _saving.get():
         return await _resolve_for_saving(host)
-    loop = asyncio.get_running_loop()
-    lookup = _lookups.get(host)
-    if lookup is None or lookup.get_loop() is not loop:
-        lookup = loop.run_in_executor(_dns, _getaddrinfo, host)
-        _lookups[host] = lookup
-        lookup.add_done_callback(functools.partial(_looked_up, host))
     async with asyncio.timeout(DNS_TIMEOUT):
-        infos = await asyncio.shield(lookup)  # one caller's timeout ends no other's wait
+        lookup = await _lookup(host, _lookups_owner.get())
+        infos = await asyncio.shield(_watched(lookup))  # one caller's timeout ends no other's
     return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+async def _lookup(host: str, owner: str) -> Future[list[Any]]:
+    """The lookup of `host` under way, or a new one of `owner`'s once it has one to spare."""
+    while True:
+        with _lookups_lock:
+            lookup = _lookups.get(host)
+            if lookup is not None:
+                return lookup
+            own = _lookups_of.setdefault(owner, set())
+            if len(own) < LOOKUPS_PER_ORGANIZATION:
+                lookup = _lookups[host] = _dns.submit(_getaddrinfo, host)
+                own.add(lookup)
+                break
+            busy = list(own)
+        await asyncio.wait([_watched(other) for other in busy], return_when=asyncio.FIRST_COMPLETED)
+    # Added outside the lock: a lookup already ended calls it at once, here.
+    lookup.add_done_callback(functools.partial(_looked_up, host, owner))
+    return lookup
 
 
 def _getaddrinfo(host: str) -> list[Any]:
     return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
 
 
-def _looked_up(host: str, lookup: asyncio.Future[list[Any]]) -> None:
-    if _lookups.get(host) is lookup:
-        del _lookups[host]
-    _read_later(lookup)
+def _looked_up(host: str, owner: str, lookup: Future[list[Any]]) -> None:
+    with _lookups_lock:
+        if _lookups.get(host) is lookup:
+            del _lookups[host]
+        own = _lookups_of.get(owner, set())
+        own.discard(lookup)
+        if not own:
+            _lookups_of.pop(owner, None)
+
+
+def _watched(lookup: Future[list[Any]]) -> asyncio.Future[list[Any]]:
+    """The lookup as this loop awaits it, its failure read even when no one waits any more."""
+    awaited = asyncio.wrap_future(lookup)
+    awaited.add_done_callback(_read_later)
+    return awaited
 
 
 # Saving a URL looks its host up only to refuse a private address early: every call checks it
@@ -291,6 +336,11 @@ class UnresolvedHost(UnsafeUrl):
     """The host did not resolve, perhaps for a moment only: no address of it was refused."""
 
 
+class LookupTimedOut(UnresolvedHost):
+    """The host's lookup ran out of time (its name servers did not answer, or the
+    organization's lookups were all under way): not the name's fault, a later call may pass."""
+
+
 async def vet(url: str, *, field: str, allow_private: bool) -> Pin | None:
     """Check a URL before a call: the address to connect to, resolved once and checked (None
     when no pin is needed: the host is an address, or private networks are allowed)."""
@@ -299,11 +349,11 @@ async def vet(url: str, *, field: str, allow_private: bool) -> Pin | None:
         return None
     literal = _literal(host)
     addresses = [literal] if literal is not None else await _resolved(host, field)
-    blocked = [str(a) for a in addresses if not is_public(a)]
-    if blocked:
+    if not all(is_public(address) for address in addresses):
+        # Which address is left unsaid: members would map the internal network's names by it.
         raise UnsafeUrl(
-            f"must not point at a private, loopback or link-local address ({blocked[0]}); "
-            "an operator can allow private networks with ASSAY_ALLOW_PRIVATE_NETWORKS",
+            "must not point at a private, loopback or link-local address; an operator can "
+            "allow private networks with ASSAY_ALLOW_PRIVATE_NETWORKS",
             field=field,
         )
     if literal is not None:
@@ -323,7 +373,13 @@ async def _resolved(host: str, field: str) -> list[Address]:
         raise UnsafeUrl("must not point at this machine", field=field)
     try:
         addresses = await resolve(host)
-    except (OSError, TimeoutError, UnicodeError) as exc:  # UnicodeError: a label's length
+    except TimeoutError as exc:
+        raise LookupTimedOut(f"host {host!r} did not resolve in time", field=field) from exc
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:  # the name servers did not answer
+            raise LookupTimedOut(f"host {host!r} did not resolve in time", field=field) from exc
+        raise UnresolvedHost(f"host {host!r} does not resolve", field=field) from exc
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a label's length
         raise UnresolvedHost(f"host {host!r} does not resolve", field=field) from exc
     if not addresses:
         raise UnresolvedHost(f"host {host!r} does not resolve", field=field)

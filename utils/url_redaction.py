@@ -5,15 +5,21 @@ in the project: a token in a query string or a `user:pass@` part must not go wit
 A redacted URL keeps its scheme, host, port and path (what makes an error useful), the name of
 each query parameter, and replaces each query value, a user part and a fragment with a marker.
 Where the path itself is the credential (chat services' incoming webhooks), it goes too.
+
+A text that repeats a known URL in its own words (an error page quoting the path it was asked
+for, a query value alone) is rid of it by `url_secrets`: what of that URL may be a credential.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 REDACTED = "[redacted]"
 HIDDEN_REST = "/…"
+# A piece of a URL's path or a query value this long may be a token, shown alone; a shorter one
+# is left in a text's words (redacting every "v1" of them would say nothing more).
+TOKEN_LIKE_CHARS = 6
 
 # Up to whitespace or a quote: what a URL is written between in the clients' messages. A bracket
 # or a punctuation mark just after the URL (`(http://host/p?key=v)`) is then taken off its end.
@@ -49,6 +55,25 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
     if hash_mark:
         shown += "#" + REDACTED
     return shown
+
+
+def url_secrets(url: str) -> set[str]:
+    """What of `url` may be its credential, in the forms a text repeating it may hold: its path
+    and query, whole and alone; each piece of its path and each query value long enough to be
+    a token (a bare query piece counts as a value); each as written and percent-decoded, and a
+    query value also as a form reads it (`+` a space). Azure Functions carry their key in the
+    query (`?code=`), chat services' webhooks in the path."""
+    parts = urlsplit(url)
+    path_and_query = parts.path + (f"?{parts.query}" if parts.query else "")
+    secrets = {path_and_query, parts.path, parts.query}
+    secrets.update(piece for piece in parts.path.split("/") if len(piece) >= TOKEN_LIKE_CHARS)
+    for piece in _QUERY_SEPARATORS.split(parts.query):
+        name, equals, value = piece.partition("=")
+        value = value if equals else name
+        if len(value) >= TOKEN_LIKE_CHARS:
+            secrets.update((value, unquote_plus(value)))
+    secrets.update([unquote(secret) for secret in secrets])
+    return secrets - {"", "/"}
 
 
 def shown_origin(url: str) -> str:

@@ -28,7 +28,7 @@ from utils.crud import refuse_nulls
 from utils.errors import InvalidInput, NotFound
 from utils.runtime import Runtime
 from utils.secrets import SecretBox, SecretUnreadable, mask
-from utils.ssrf import check_url
+from utils.ssrf import check_url, lookups_for
 from utils.templates import check_template_off_loop
 from utils.url_redaction import shown_origin
 
@@ -345,12 +345,13 @@ async def test_connection(
             "encryption key this server no longer holds); enter them again",
         )
     try:
-        reply = await call_target(
-            target,
-            TargetRequest(input=request.input),
-            allow_private_networks=runtime.settings.allow_private_networks,
-            time_limit=min(target.timeout_seconds, CONNECTION_TEST_TIMEOUT),
-        )
+        with lookups_for(config.organization_id):
+            reply = await call_target(
+                target,
+                TargetRequest(input=request.input),
+                allow_private_networks=runtime.settings.allow_private_networks,
+                time_limit=min(target.timeout_seconds, CONNECTION_TEST_TIMEOUT),
+            )
     except TargetError as exc:
         return ConnectionTestResult(ok=False, latency_ms=None, reply=None, error=exc.message)
     return ConnectionTestResult(

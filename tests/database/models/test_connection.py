@@ -386,7 +386,7 @@ async def test_private_target_saved_while_allowed_is_refused_once_disallowed(
     for model_id in (compatible_id, http_id):
         result = await check(client, owner, model_id)
         assert result["ok"] is False
-        assert "private" in result["error"] and "127.0.0.1" in result["error"]
+        assert "private" in result["error"]
     assert fake.requests == []
     assert team_app.requests == []
 
@@ -425,7 +425,7 @@ async def test_a_hostname_that_turns_private_is_refused(
     answers["llm.rebind.test"] = "127.0.0.1"
     result = await check(client, owner, model_id)
     assert result["ok"] is False
-    assert "127.0.0.1" in result["error"]
+    assert "private" in result["error"] and "127.0.0.1" not in result["error"]
     assert fake.requests == [] and team_app.requests == []
 
 
