@@ -97,7 +97,9 @@ def _next_rows(taken: int) -> int:
     return max(1, min(PAGE_ROWS, 2 * taken))
 
 
-def current_pages(test_set_id: uuid.UUID, test_ids: list[uuid.UUID]) -> ReadPage[dict[str, Any]]:
+def current_pages(
+    test_set_id: uuid.UUID, test_ids: Sequence[uuid.UUID]
+) -> ReadPage[dict[str, Any]]:
     """The set's current cases, a page at a time, in the order of `test_ids` (read before).
 
     A test deleted before its page is read (with its project, or alone) ends the document as

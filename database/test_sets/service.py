@@ -147,7 +147,7 @@ async def append_members(
     session: AsyncSession, test_set: TestSet, test_ids: Sequence[uuid.UUID]
 ) -> int:
     """Appends tests not yet in the set, in the given order; returns how many were added."""
-    present = set(await crud.member_ids(session, test_set.id))
+    present = await crud.held_ids(session, test_set.id, test_ids)
     new = [test_id for test_id in dict.fromkeys(test_ids) if test_id not in present]
     if new:
         await _check_tests(session, test_set, new)
@@ -229,7 +229,7 @@ async def publish(
     attempt = await session.begin_nested()
     await crud.defer_version_key(session)
     digest, slices = ContentHash(), SliceIndex()
-    test_ids, position = await crud.member_ids(session, test_set.id), 0
+    test_ids, position = await crud.member_order(session, test_set.id), 0
     async for cases in _published_pages(session, test_ids, digest, slices):
         await crud.insert_version_cases(session, version, cases, first_position=position)
         position += len(cases)
@@ -392,7 +392,7 @@ async def export(
     read_page: ReadPage[dict[str, Any]]
     if version_number is None:
         # The order is read now, ids only; the cases follow a page at a time.
-        read_page = current_pages(test_set.id, await crud.member_ids(session, test_set.id))
+        read_page = current_pages(test_set.id, await crud.member_order(session, test_set.id))
     else:
         version = await get_version_or_404(session, test_set, version_number)
         read_page = version_pages(version.id)

@@ -10,12 +10,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     Select,
     Uuid,
     any_,
     bindparam,
-    delete,
     func,
     select,
     text,
@@ -24,6 +22,15 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Text
 
+from database.test_sets.crud.members import clear_members as clear_members
+from database.test_sets.crud.members import count_held as count_held
+from database.test_sets.crud.members import count_members as count_members
+from database.test_sets.crud.members import held_ids as held_ids
+from database.test_sets.crud.members import insert_members as insert_members
+from database.test_sets.crud.members import max_position as max_position
+from database.test_sets.crud.members import member_ids as member_ids
+from database.test_sets.crud.members import member_order as member_order
+from database.test_sets.crud.members import remove_member as remove_member
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.slice_index import VersionSlices
 from database.tests.crud import ROWS_PER_STATEMENT
@@ -90,89 +97,7 @@ async def counts(
     return {i: (members.get(i, 0), versions.get(i)) for i in test_set_ids}
 
 
-# --- membership -----------------------------------------------------------------------------
-
-
-async def member_ids(session: AsyncSession, test_set_id: uuid.UUID) -> list[uuid.UUID]:
-    rows = await session.scalars(
-        select(TestSetMember.test_id)
-        .where(TestSetMember.test_set_id == test_set_id)
-        .order_by(TestSetMember.position, TestSetMember.test_id)
-    )
-    return list(rows.all())
-
-
-async def count_held(
-    session: AsyncSession, test_set_id: uuid.UUID, test_ids: Collection[uuid.UUID]
-) -> int:
-    """How many of `test_ids` the set holds."""
-    counted = await session.scalar(
-        select(func.count()).where(
-            TestSetMember.test_set_id == test_set_id,
-            TestSetMember.test_id == any_(uuid_array("ids", list(test_ids))),
-        )
-    )
-    return counted or 0
-
-
-async def count_members(session: AsyncSession, test_set_id: uuid.UUID) -> int:
-    counted = await session.scalar(
-        select(func.count()).where(TestSetMember.test_set_id == test_set_id)
-    )
-    return counted or 0
-
-
-async def max_position(session: AsyncSession, test_set_id: uuid.UUID) -> int:
-    value = await session.scalar(
-        select(func.max(TestSetMember.position)).where(TestSetMember.test_set_id == test_set_id)
-    )
-    return -1 if value is None else value
-
-
-# Members in one statement, however many: the triggers that bump the set's revision run once.
-_INSERT_MEMBERS = text("""
-INSERT INTO test_set_members (test_set_id, test_id, organization_id, position)
-SELECT :test_set_id, member.test_id, :organization_id, :first_position + member.ordinal - 1
-FROM unnest(:test_ids) WITH ORDINALITY AS member(test_id, ordinal)
-""").bindparams(
-    bindparam("test_set_id", type_=Uuid()),
-    bindparam("organization_id", type_=Uuid()),
-    bindparam("first_position", type_=Integer()),
-    bindparam("test_ids", type_=ARRAY(Uuid())),
-)
-
-
-async def insert_members(
-    session: AsyncSession,
-    *,
-    test_set: TestSet,
-    test_ids: Sequence[uuid.UUID],
-    first_position: int,
-) -> None:
-    if not test_ids:
-        return
-    await session.execute(
-        _INSERT_MEMBERS,
-        {
-            "test_ids": list(test_ids),
-            "test_set_id": test_set.id,
-            "organization_id": test_set.organization_id,
-            "first_position": first_position,
-        },
-    )
-
-
-async def clear_members(session: AsyncSession, test_set_id: uuid.UUID) -> None:
-    await session.execute(delete(TestSetMember).where(TestSetMember.test_set_id == test_set_id))
-
-
-async def remove_member(session: AsyncSession, test_set_id: uuid.UUID, test_id: uuid.UUID) -> bool:
-    result = await session.execute(
-        delete(TestSetMember)
-        .where(TestSetMember.test_set_id == test_set_id, TestSetMember.test_id == test_id)
-        .returning(TestSetMember.test_id)
-    )
-    return result.first() is not None
+# --- membership (members.py) ---------------------------------------------------------------
 
 
 CASE_COLUMNS = (
