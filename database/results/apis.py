@@ -143,7 +143,8 @@ async def compare_runs(
         bool, Query(description="Pair tests whose content changed between the versions")
     ] = False,
     min_effect: Annotated[
-        float, Query(ge=0, le=1, description="Changes inside ± this are equivalent")
+        float,
+        Query(ge=0, le=1, allow_inf_nan=False, description="Changes inside ± this are equivalent"),
     ] = 0.02,
     flips_limit: Annotated[int, Query(ge=0, le=100)] = 20,
     flips_offset: Annotated[int, Query(ge=0)] = 0,

@@ -209,6 +209,8 @@ async def test_bad_comparisons_get_clear_answers(lab, fake):
     assert_problem(await _compare(lab, run_a["id"], "latest", 422), 422, field="baseline")
     no_baseline = assert_problem(await _compare(lab, run_a["id"], "project", 422), 422)
     assert "no baseline" in no_baseline["detail"]
+    not_a_number = await _compare(lab, run_a["id"], run_b["id"], 422, min_effect="nan")
+    assert "finite" in assert_problem(not_a_number, 422, field="min_effect")["detail"]
 
     other_project = (await lab.post("/projects", {"name": "elsewhere"}, expect=201)).json()["id"]
     elsewhere = await lab.post(
