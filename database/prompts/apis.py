@@ -21,6 +21,7 @@ from database.prompts.schemas import (
     RenderResult,
 )
 from database.routing import api_router
+from utils.errors import InvalidInput, NotFound
 from utils.problems import errors
 from utils.schemas import Page
 
@@ -198,7 +199,10 @@ async def render_prompt(
     organization renders at most two at a time (in each server process): more are a 429 with
     `Retry-After`."""
     prompt = await service.get_prompt_or_404(session, prompt_id)
-    version = await service.resolve_version(session, prompt, body.version)
+    try:
+        version = await service.resolve_version(session, prompt, body.version)
+    except NotFound as exc:  # the prompt is found; the version is the body's field
+        raise InvalidInput(exc.detail, field="version") from exc
     # No connection held while the render waits for a thread and runs: thirty queued renders
     # held thirty pooled connections, and every other tenant's request waited for one.
     await commit_before_waiting(session)

@@ -236,7 +236,7 @@ async def test_an_unknown_version_is_named_short(client, owner, project_id):
     prompt = await new_prompt(client, owner, project_id)
     url = f"{PROMPTS}/{prompt['id']}/render"
     response = await client.post(url, json={"version": "v" * 10_000}, headers=owner.headers)
-    detail = assert_problem(response, 404)["detail"]
+    detail = assert_problem(response, 422, field="version")["detail"]
     assert detail == f"Prompt version {'v' * 99 + '…'!r} not found"
 
 
@@ -439,7 +439,7 @@ async def test_render_picks_the_version_by_number_label_or_latest(client, owner,
     missing = await client.post(
         path, json={"variables": {"x": 0}, "version": "production"}, headers=owner.headers
     )
-    assert_problem(missing, 404)
+    assert_problem(missing, 422, field="version")
 
 
 async def test_render_without_system_prompt(client, owner, project_id):
