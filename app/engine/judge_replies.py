@@ -130,16 +130,26 @@ def _shown_in_material(verdict: JudgeVerdict, prompt: str) -> bool:
     """Whether a JSON object in the prompt's material holds the verdict's score and reason,
     the material read as written and with each level of quoting undone, up to QUOTINGS."""
     blocks = "\n".join(block for _, block in _MATERIAL.findall(prompt))
-    view = blocks.replace("<\\/", "</")  # a closing tag, as material() escaped it
-    search = _Search(float(verdict.score), _compact(verdict.reason), MATERIAL_READS * len(view))
-    for level in range(QUOTINGS + 1):
-        if level:
-            view, undone = _ESCAPES.subn(_unescaped, view)
-            if not undone:
-                break
-        if search.finds_in(view):
-            return True
-    return False
+    views = _quotings(blocks.replace("<\\/", "</"))  # a closing tag, as material() escaped it
+    reason = _compact(verdict.reason)
+    # A reason decoded in a view is written there with its escapes, and as decoded in the
+    # view one level further: a reason in none of them is in no object, and nothing is decoded.
+    if not any(reason in _compact(view) for view in views):
+        return False
+    search = _Search(float(verdict.score), reason, MATERIAL_READS * len(views[0]))
+    return any(search.finds_in(view) for view in views[: QUOTINGS + 1])
+
+
+def _quotings(view: str) -> list[str]:
+    """The view, then each level of JSON string escapes undone in it, up to QUOTINGS + 1
+    (the level past the last searched): fewer when a level has none left."""
+    views = [view]
+    while len(views) < QUOTINGS + 2:
+        view, undone = _ESCAPES.subn(_unescaped, view)
+        if not undone:
+            break
+        views.append(view)
+    return views
 
 
 class _Search:
