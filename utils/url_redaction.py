@@ -59,14 +59,15 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
 
 def url_secrets(url: str) -> set[str]:
     """What of `url` may be its credential, in the forms a text repeating it may hold: its path
-    and query, whole and alone; each piece of its path and each query value long enough to be
-    a token (a bare query piece counts as a value); each as written and percent-decoded, and a
-    query value also as a form reads it (`+` a space). Azure Functions carry their key in the
-    query (`?code=`), chat services' webhooks in the path."""
+    and query, whole and alone; each piece of its path that looks like a token (`_token_like`)
+    and each query value long enough to be one (a bare query piece counts as a value); each as
+    written and percent-decoded, and a query value also as a form reads it (`+` a space).
+    Azure Functions carry their key in the query (`?code=`), chat services' webhooks in the
+    path."""
     parts = urlsplit(url)
     path_and_query = parts.path + (f"?{parts.query}" if parts.query else "")
     secrets = {path_and_query, parts.path, parts.query}
-    secrets.update(piece for piece in parts.path.split("/") if len(piece) >= TOKEN_LIKE_CHARS)
+    secrets.update(piece for piece in parts.path.split("/") if _token_like(piece))
     for piece in _QUERY_SEPARATORS.split(parts.query):
         name, equals, value = piece.partition("=")
         value = value if equals else name
@@ -74,6 +75,19 @@ def url_secrets(url: str) -> set[str]:
             secrets.update((value, unquote_plus(value)))
     secrets.update([unquote(secret) for secret in secrets])
     return secrets - {"", "/"}
+
+
+# A piece of a path written as a word, in lowercase: the path's own words ("answer",
+# "deployments", "chat-completions"), which an error's text also uses as words. A token has a
+# digit or a capital letter (Slack's, Azure's, a UUID) or a length no word has.
+_WORD = re.compile(r"[a-z]+(?:[-_.][a-z]+)*")
+_LONGEST_WORD = 24
+
+
+def _token_like(piece: str) -> bool:
+    if len(piece) < TOKEN_LIKE_CHARS:
+        return False
+    return len(piece) > _LONGEST_WORD or not _WORD.fullmatch(unquote(piece))
 
 
 def shown_origin(url: str) -> str:

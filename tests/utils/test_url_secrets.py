@@ -25,3 +25,13 @@ def test_a_bare_query_piece_counts_as_a_value_and_a_url_without_path_has_no_secr
     assert "s3cr3tT0ken" in url_secrets("https://h.example/hook?s3cr3tT0ken")
     assert url_secrets("https://h.example") == set()
     assert url_secrets("https://h.example/") == set()
+
+
+def test_a_path_written_in_words_keeps_them_out_of_its_secrets() -> None:
+    """An error saying "nothing at $.answer in the endpoint's answer" lost both words to the
+    path /answer; a host support.example.com lost its first label to the path /support/chat."""
+    secrets = url_secrets("https://support.example.com/support/chat-completions/answer")
+    assert not {"support", "chat-completions", "answer"} & secrets
+    assert "/support/chat-completions/answer" in secrets  # the whole path is still one
+    tokens = url_secrets(f"https://h.example/hooks/{'x' * 25}/T000B000/abcdef1/Key-Of-Team")
+    assert {"x" * 25, "T000B000", "abcdef1", "Key-Of-Team"} <= tokens
