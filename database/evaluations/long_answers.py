@@ -1,8 +1,11 @@
 """Checks of long answers: counting an answer's words without a list of them, and when a check
 costs enough to be scored in a thread (declared beside its type in catalogue.py).
 
-An answer may be ten megabytes. Work on it holds the interpreter, in any thread; scored in a
-thread, a check lets the event loop serve every other case, request and heartbeat meanwhile.
+An answer may be ten megabytes. Work on it holds the interpreter, in any thread: scored in a
+thread, a check that works a window at a time (a word count) lets the event loop serve every
+other case, request and heartbeat between its windows. An edit distance is one call that holds
+the interpreter throughout, in a thread too: there, the loop runs between a conversation's
+turns, and `checks.MAX_SIMILARITY_CELLS` bounds each comparison.
 """
 
 from __future__ import annotations

@@ -32,6 +32,15 @@ def _rebase(node: Any) -> Any:
     return node
 
 
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every operation of the document: its path, method and operation."""
+    return [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
 def operation_of(document: dict[str, Any], method: str, path: str) -> dict[str, Any]:
     """The operation that serves `method` on `path` (a request's path, ids in it)."""
     for template, item in document["paths"].items():

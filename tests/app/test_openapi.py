@@ -15,9 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from database.evaluations.catalogue import CATALOGUE, accepted_parameters
 from database.results.event_payloads import STREAM_EVENTS
-from tests.app.contract import schema_validator
-from tests.helpers import register
-from utils.problems import PROBLEM_JSON
+from tests.app.contract import operations, schema_validator
 
 # Renaming one breaks every generated client: a change here must be deliberate.
 OPERATION_IDS = (
@@ -127,19 +125,6 @@ OPERATION_IDS = (
 )
 
 
-def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [
-        (path, method, operation)
-        for path, item in document["paths"].items()
-        for method, operation in item.items()
-    ]
-
-
-@pytest.fixture(scope="module")
-def document(app) -> dict[str, Any]:
-    return app.openapi()
-
-
 @pytest.mark.parametrize("path", ["/openapi.json", "/public/openapi.json"])
 async def test_the_openapi_documents_are_served_and_valid(client, path):
     response = await client.get(path)
@@ -150,76 +135,18 @@ async def test_the_openapi_documents_are_served_and_valid(client, path):
 
 
 def test_operation_ids_are_stable_method_names(document):
-    ids = sorted(operation["operationId"] for _, _, operation in _operations(document))
+    ids = sorted(operation["operationId"] for _, _, operation in operations(document))
     assert ids == sorted(OPERATION_IDS)
     assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", op_id) for op_id in ids)
 
 
 def test_every_operation_has_a_summary_a_description_and_a_tag_described(document):
     described_tags = {tag["name"] for tag in document["tags"] if tag.get("description")}
-    for path, method, operation in _operations(document):
+    for path, method, operation in operations(document):
         where = f"{method.upper()} {path}"
         assert operation.get("summary"), where
         assert operation.get("description"), where
         assert set(operation["tags"]) <= described_tags, where
-
-
-def test_every_error_response_is_the_problem_schema_as_problem_json(document):
-    documented = 0
-    for path, method, operation in _operations(document):
-        errors = {code: r for code, r in operation["responses"].items() if code.startswith("4")}
-        if path in ("/health", "/health/ready"):  # no input, no caller: only a 503
-            assert "503" in operation["responses"]
-            continue
-        if path == "/health/live":  # answers while the process does: only a body past the limit
-            assert set(operation["responses"]) == {"200", "413"}
-            continue
-        assert errors, f"{method.upper()} {path} documents no error response"
-        documented += 1
-        for code, response in errors.items():
-            assert response["content"] == {
-                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
-            }, f"{method.upper()} {path} {code}"
-    assert documented == len(_operations(document)) - 3  # the three health checks
-    assert "HTTPValidationError" not in document["components"]["schemas"]
-
-
-@pytest.mark.parametrize(
-    ("operation_id", "statuses"),
-    [
-        # A form it cannot read (no multipart boundary, too many fields).
-        ("auth_login", {"400", "401", "409", "413", "422", "429"}),
-        # No id; an API key is no user; a query parameter it does not take; the body limit
-        # stands before routing, for an operation that takes no body too.
-        ("users_read_me", {"401", "403", "413", "422"}),
-        ("tests_read", {"401", "404", "413", "422"}),
-        ("runs_create", {"400", "401", "403", "409", "413", "422"}),
-        # A multipart body it cannot read; a foreign file's metric that finds no free name.
-        ("test_sets_import", {"400", "401", "403", "404", "409", "413", "415", "422"}),
-        ("invitations_create", {"400", "401", "403", "404", "409", "413", "422", "429"}),
-    ],
-)
-def test_an_operation_documents_the_statuses_it_can_return(document, operation_id, statuses):
-    operation = next(o for _, _, o in _operations(document) if o["operationId"] == operation_id)
-    assert {code for code in operation["responses"] if code.startswith("4")} == statuses
-
-
-def test_every_write_documents_409_and_every_database_read_503_with_retry_after(document):
-    """A write may be undone by a concurrent change, or find what it names deleted meanwhile
-    (409); any operation may find no pooled connection free in time (503): a generated client
-    must parse both as a Problem."""
-    for path, method, operation in _operations(document):
-        where = f"{method.upper()} {path}"
-        responses = operation["responses"]
-        if path.startswith("/health"):
-            continue
-        if method in ("post", "put", "patch", "delete"):
-            assert responses["409"]["content"] == {
-                PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
-            }, where
-        busy = responses["503"]
-        assert busy["content"][PROBLEM_JSON]["schema"]["$ref"].endswith("/Problem"), where
-        assert "Retry-After" in busy["headers"], where
 
 
 CREDENTIALS: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
@@ -245,7 +172,7 @@ def test_operations_that_read_a_credential_declare_both_ways_to_send_one(app, do
         },
         "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     }
-    for _, _, operation in _operations(document):
+    for _, _, operation in operations(document):
         if operation["operationId"] in OPEN_OPERATIONS:
             assert "security" not in operation, operation["operationId"]
         else:
@@ -258,7 +185,7 @@ def test_operations_that_read_a_credential_declare_both_ways_to_send_one(app, do
 
 def test_every_request_body_has_an_example_valid_for_its_schema(app, document):
     bodies = 0
-    for _, _, operation in _operations(document):
+    for _, _, operation in operations(document):
         for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
             where = f"{operation['operationId']} {media_type}"
             assert "example" in media, where
@@ -307,7 +234,7 @@ def _schema_examples(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any
 
 def _media_examples(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:
     """The example of every body (request and response) and parameter, with its schema."""
-    for _, _, operation in _operations(document):
+    for _, _, operation in operations(document):
         name = operation["operationId"]
         places = [(parameter["name"], parameter) for parameter in operation.get("parameters", [])]
         places += [
@@ -360,7 +287,7 @@ def test_a_response_model_is_documented_for_every_success_status(app, document):
                     schema = response.get("content", {}).get("application/json", {}).get("schema")
                     assert schema, f"{operation['operationId']} {status} documents no body"
     publish = next(
-        o for _, _, o in _operations(document) if o["operationId"] == "test_sets_publish_version"
+        o for _, _, o in operations(document) if o["operationId"] == "test_sets_publish_version"
     )
     for status in ("200", "201"):
         content = publish["responses"][status]["content"]["application/json"]
@@ -401,42 +328,6 @@ def test_metric_parameters_are_typed_per_metric_type(document):
     judged = {**example, "type": "turn-relevance"}
     assert validator.is_valid(judged)
     assert not validator.is_valid({**judged, "parameters": {"scope": "each"}})
-
-
-async def test_errors_sent_are_what_the_document_says(client, document):
-    problem = schema_validator(document, {"$ref": "#/components/schemas/Problem"})
-    unauthenticated = await client.get("/api/v1/users/me")
-    auth = (await register(client)).headers
-    invalid = await client.post("/api/v1/projects", json={"name": 5}, headers=auth)
-    missing = await client.get("/api/v1/tests/00000000-0000-4000-8000-000000000000", headers=auth)
-    for response, status in ((unauthenticated, 401), (invalid, 422), (missing, 404)):
-        assert response.status_code == status
-        assert response.headers["content-type"] == PROBLEM_JSON
-        body = response.json()
-        assert not list(problem.iter_errors(body)), body
-    assert invalid.json()["errors"][0]["field"] == "body.name"
-
-
-async def test_a_body_past_the_limit_and_an_unreadable_form_are_documented_where_sent(
-    client, document, settings
-):
-    """The body limit stands before routing, so an operation that takes no body answers 413
-    to one too; a form with no multipart boundary is a 400 from the form's parser."""
-    operations = {o["operationId"]: (path, o) for path, _, o in _operations(document)}
-    auth = (await register(client)).headers
-    oversized = await client.request(
-        "GET", "/api/v1/users/me", content=b"x" * (settings.max_body_bytes + 1), headers=auth
-    )
-    no_boundary = await client.post(
-        "/api/v1/auth/login", content=b"x", headers={"content-type": "multipart/form-data"}
-    )
-    for operation_id, response, status in (
-        ("users_read_me", oversized, 413),
-        ("auth_login", no_boundary, 400),
-    ):
-        assert response.status_code == status, response.text
-        assert response.headers["content-type"] == PROBLEM_JSON
-        assert str(status) in operations[operation_id][1]["responses"], operation_id
 
 
 def test_the_public_document_types_every_event_of_the_stream(app):

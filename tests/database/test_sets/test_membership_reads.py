@@ -1,11 +1,10 @@
 """A request about a few of a set's tests reads those alone, however large the set: adding one
 id read the whole membership (a row per member, on the event loop, under the set's lock), and
 a page of the set's tests rebuilt its whole order as a list of ids. Publish and export, which
-need the whole order, read it as one value made into ids off the event loop."""
+need the whole order, read it as one value made into ids a page at a time."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -163,7 +162,7 @@ async def test_publishing_reads_the_order_as_one_value_made_into_ids_a_page_at_a
     assert published.status_code == 201, published.text
     assert published.json()["case_count"] == MEMBERS
     _assert_membership_read_once(seen)
-    assert [count for count, _ in made] == [100, 100, 100]
+    assert made == [100, 100, 100]
 
 
 async def test_exporting_reads_the_order_as_one_value_made_into_ids_a_page_at_a_time(
@@ -180,16 +179,16 @@ async def test_exporting_reads_the_order_as_one_value_made_into_ids_a_page_at_a_
     lines = exported.text.splitlines()
     assert len(lines) == MEMBERS and '"case 0"' in lines[0] and '"case 299"' in lines[-1]
     _assert_membership_read_once(seen)
-    assert [count for count, _ in made] == [100, 100, 100]
+    assert made == [100, 100, 100]
 
 
-def _made_ids(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """How many ids each making of a set's packed order made, and in which thread."""
-    made: list[tuple[int, int]] = []
+def _made_ids(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many ids each making of a set's packed order made."""
+    made: list[int] = []
     unpacked = members._unpacked
 
     def recorded(packed: bytes) -> list[uuid.UUID]:
-        made.append((len(packed) // 16, threading.get_ident()))
+        made.append(len(packed) // 16)
         return unpacked(packed)
 
     monkeypatch.setattr(members, "_unpacked", recorded)
