@@ -205,11 +205,16 @@ def _host_problem(host: str) -> str | None:
 # name that never answers holds one thread however many call it, and runs on to its end even
 # when they have all given up (the next caller shares it rather than queueing another).
 # An organization has at most LOOKUPS_PER_ORGANIZATION of them under way, counted until their
-# threads end: a tenant whose names never answer (as many models, tested at once) holds that
-# many threads, never another's, and its further lookups wait for one of its own to end (or
-# run out of time, a failure a call retries). Lookups made for no organization share one
-# allowance. URLs being saved look up on threads of their own (below).
-DNS_THREADS = 64  # started as needed: a thread waiting on the resolver costs little
+# threads end, and all organizations together DNS_THREADS - RESERVED_LOOKUPS, but for the
+# reserve: one with none under way may take one of those threads. So names that never answer
+# fill the unreserved threads at 48 organizations (4 each of 192), each further organization's
+# hold one reserved thread, and an organization's lookup finds no thread only once 112 (48 + 64)
+# organizations have names hanging at once; past the 48, its second lookup at a time waits for
+# its first. A lookup that may not start waits for one of its organization's own to end, or for
+# any when it has none (or runs out of time, a failure a call retries). Lookups made for no
+# organization share one allowance. URLs being saved look up on threads of their own (below).
+DNS_THREADS = 256  # started as needed: a thread waiting on the resolver costs little
+RESERVED_LOOKUPS = 64
 LOOKUPS_PER_ORGANIZATION = 4
 SHARED_LOOKUPS = "shared"
 _dns = ThreadPoolExecutor(max_workers=DNS_THREADS, thread_name_prefix="assay-dns")
@@ -246,16 +251,24 @@ async def _lookup(host: str, owner: str) -> Future[list[Any]]:
             lookup = _lookups.get(host)
             if lookup is not None:
                 return lookup
-            own = _lookups_of.setdefault(owner, set())
-            if len(own) < LOOKUPS_PER_ORGANIZATION:
+            own = _lookups_of.get(owner, set())
+            under_way = [other for others in _lookups_of.values() for other in others]
+            if _may_start(len(own), len(under_way)):
                 lookup = _lookups[host] = _dns.submit(_getaddrinfo, host)
-                own.add(lookup)
+                _lookups_of.setdefault(owner, set()).add(lookup)
                 break
-            busy = list(own)
+            busy = list(own) or under_way
         await asyncio.wait([_watched(other) for other in busy], return_when=asyncio.FIRST_COMPLETED)
     # Added outside the lock: a lookup already ended calls it at once, here.
     lookup.add_done_callback(functools.partial(_looked_up, host, owner))
     return lookup
+
+
+def _may_start(own: int, under_way: int) -> bool:
+    """Whether an organization with `own` lookups under way may start one, `under_way` in all."""
+    if own >= LOOKUPS_PER_ORGANIZATION or under_way >= DNS_THREADS:
+        return False
+    return own == 0 or under_way < DNS_THREADS - RESERVED_LOOKUPS
 
 
 def _getaddrinfo(host: str) -> list[Any]:

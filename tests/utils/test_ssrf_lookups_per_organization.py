@@ -119,6 +119,57 @@ async def test_an_organizations_further_lookups_wait_for_its_own_to_end(
     assert pin is not None and pin.address == PUBLIC
 
 
+async def test_organizations_past_the_unreserved_threads_get_one_lookup_each_from_the_reserve(
+    dns: Resolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each organization held only its own few lookup threads, yet enough organizations (one
+    account may create 20 an hour) held them all: every other organization's lookups then
+    waited, and failed. Now some threads are kept for organizations with no lookup under way."""
+    monkeypatch.setattr(ssrf, "DNS_THREADS", 12)
+    monkeypatch.setattr(ssrf, "RESERVED_LOOKUPS", 4)
+    monkeypatch.setattr(ssrf, "LOOKUPS_PER_ORGANIZATION", 2)
+    held: list[asyncio.Task[Any]] = []
+
+    def hang(organizations: list[uuid.UUID], names: int) -> None:
+        for organization in organizations:
+            with ssrf.lookups_for(organization):
+                held.extend(
+                    asyncio.create_task(_vet(f"n{i}.{organization}.hanging.test"))
+                    for i in range(names)
+                )
+
+    def asked_of(organization: uuid.UUID) -> int:
+        return sum(str(organization) in host for host in dns.asked)
+
+    filling = [uuid.uuid4() for _ in range(4)]  # 2 each: the 8 unreserved threads
+    hang(filling, names=3)
+    await _until(lambda: dns.hanging() == 8)
+    reserved = [uuid.uuid4() for _ in range(3)]
+    hang(reserved, names=2)
+    await _until(lambda: dns.hanging() >= 11)
+    await asyncio.sleep(0.05)  # room for more to start, were they allowed
+    assert [asked_of(organization) for organization in filling] == [2, 2, 2, 2]
+    # Past the unreserved threads, one each: their second waits for their first.
+    assert [asked_of(organization) for organization in reserved] == [1, 1, 1]
+    assert not any(task.done() for task in held)
+    assert len(held) - len(dns.asked) == 4 + 3  # blocked, not asked: the rest hang
+
+    with ssrf.lookups_for(uuid.uuid4()):  # none under way: the last reserved thread
+        pin = await _vet("llm.fresh.test")
+    assert pin is not None and pin.address == PUBLIC
+
+    hang([uuid.uuid4()], names=1)  # the last reserved thread held: every thread is
+    await _until(lambda: dns.hanging() == 12)
+    monkeypatch.setattr(ssrf, "DNS_TIMEOUT", 0.2)
+    with ssrf.lookups_for(uuid.uuid4()), pytest.raises(ssrf.LookupTimedOut):
+        await _vet("llm.late.test")
+    assert "llm.late.test" not in dns.asked
+
+    dns.ended.set()
+    for refused in await asyncio.gather(*held, return_exceptions=True):
+        assert isinstance(refused, ssrf.LookupTimedOut), refused
+
+
 def _http_target(host: str) -> Any:
     return target_config(
         "http",
