@@ -14,11 +14,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from providers.config import TargetRequest
-from providers.errors import TargetError
-from providers.targets import call_target
 from tests.fakes.server import FakeServer
-from tests.providers.support import target_config
+from tests.providers.test_error_redaction import _failed_call
 
 
 class EchoingEndpoint(FakeServer):
@@ -42,20 +39,6 @@ class EchoingEndpoint(FakeServer):
 def endpoint() -> Iterator[EchoingEndpoint]:
     with EchoingEndpoint() as server:
         yield server
-
-
-async def _failed_call(url: str) -> TargetError:
-    config = target_config(
-        "http",
-        url,
-        api_key=None,
-        http_method="POST",
-        body_template='{"input": {{ input | tojson }}}',
-        response_path="$.answer",
-    )
-    with pytest.raises(TargetError) as failed:
-        await call_target(config, TargetRequest(input="hi"), allow_private_networks=True)
-    return failed.value
 
 
 @pytest.mark.parametrize(
