@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,18 @@ class Lab:
             text=True,
             env=self.env(**env),
         )
+
+    @contextmanager
+    def running(self, *args: str, **env: str | None) -> Iterator[subprocess.Popen[str]]:
+        """The command started (`popen`), killed and read to its end should the block leave it
+        running."""
+        process = self.popen(*args, **env)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
     def post(self, path: str, body: Any, expect: int = 201) -> Any:
         response = self.api.post(path, json=body)

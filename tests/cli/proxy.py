@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -44,6 +46,16 @@ class Proxy:
 
     def answer(self, path_pattern: str, answer: Answer) -> None:
         self.answers.append((re.compile(path_pattern), answer))
+
+    def until_answered(
+        self, process: subprocess.Popen[str], what: str, path: str | None = None
+    ) -> None:
+        """Waits (30 s at most, the command still running) until a request was given its other
+        answer (one to `path`, if given); `what` says what never came."""
+        deadline = time.monotonic() + 30
+        while not (path in self.answered if path is not None else self.answered):
+            assert time.monotonic() < deadline and process.poll() is None, what
+            time.sleep(0.05)
 
     def __enter__(self) -> Proxy:
         self._thread.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -102,18 +101,10 @@ def test_an_import_interrupted_leaves_no_set_it_created_and_says_so(
     cases.write_text(json.dumps({"input": "q", "expected": "q"}) + "\n")
     proxy.answer(IMPORT, held_answer(30))
     args = ["import", str(cases), "--test-set", "interrupted", "--create"]
-    process = lab.popen(*args, ASSAY_URL=proxy.url)
-    try:
-        deadline = time.monotonic() + 30
-        while not proxy.answered:
-            assert time.monotonic() < deadline and process.poll() is None, "no import was sent"
-            time.sleep(0.05)
+    with lab.running(*args, ASSAY_URL=proxy.url) as process:
+        proxy.until_answered(process, "no import was sent")
         process.send_signal(interrupt)
         out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 130, out + err
     assert err == "assay: interrupted\n"
     names = [item["name"] for item in lab.api.get("/test-sets").json()["items"]]

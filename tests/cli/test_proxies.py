@@ -178,22 +178,14 @@ def _signalled_as_the_run_is_made(
 ) -> tuple[int, str, str]:
     """The command's exit code and output, sent SIGTERM (`twice`: again, half a second later)
     while its POST /runs awaits its answer."""
-    process = lab.popen(*args, ASSAY_URL=proxy.url)
-    try:
-        deadline = time.monotonic() + 30
-        while "/api/v1/runs" not in proxy.answered:
-            assert time.monotonic() < deadline and process.poll() is None, "no run was asked for"
-            time.sleep(0.05)
+    with lab.running(*args, ASSAY_URL=proxy.url) as process:
+        proxy.until_answered(process, "no run was asked for", "/api/v1/runs")
         process.send_signal(signal.SIGTERM)
         if twice:
             time.sleep(0.5)
             assert process.poll() is None  # the first waits for the answer
             process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     return process.returncode, out, err
 
 
@@ -258,8 +250,7 @@ def test_ctrl_c_after_the_run_ended_detaches_even_with_cancel_on_interrupt(
     metric = lab.metric()
     proxy.answer(EVENTS, held_stream)  # the end never reaches the command
     args = ["run", "-s", test_set["name"], "-m", lab.model_name, "--metric", metric["name"]]
-    process = lab.popen(*args, "--cancel-on-interrupt", ASSAY_URL=proxy.url)
-    try:
+    with lab.running(*args, "--cancel-on-interrupt", ASSAY_URL=proxy.url) as process:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith("Run "), line
@@ -270,10 +261,6 @@ def test_ctrl_c_after_the_run_ended_detaches_even_with_cancel_on_interrupt(
             time.sleep(0.2)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 130, out + err
     assert f"Run {run_id} had already ended: 409" in out
     assert err == ""

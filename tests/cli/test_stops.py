@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -125,18 +124,10 @@ def test_a_closed_stdout_detaches_from_the_run_or_is_exit_3_never_a_failed_gate(
 def test_an_interrupt_after_the_run_ended_says_where_its_verdict_is(lab: Lab, proxy: Proxy) -> None:
     """Outside the following of a run, Ctrl-C or SIGTERM exited 130 without a word."""
     proxy.answer(r"/api/v1/runs/[^/]+/summary", held_answer(30))
-    process = lab.popen(*_run_args(lab, 1), "-q", ASSAY_URL=proxy.url)
-    try:
-        deadline = time.monotonic() + 30
-        while not proxy.answered:
-            assert time.monotonic() < deadline and process.poll() is None, "no summary read"
-            time.sleep(0.05)
+    with lab.running(*_run_args(lab, 1), "-q", ASSAY_URL=proxy.url) as process:
+        proxy.until_answered(process, "no summary read")
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 130, out + err
     run_id = _only_run(lab)
     assert re.fullmatch(
