@@ -338,3 +338,20 @@ async def read_while_deleting(
             await delete()
             deleted = True
     return b"".join(received)
+
+
+async def beside_a_deletion(
+    client, owner, owner_engine, table: str, row_id: str, deleting: str, other: tuple
+) -> tuple[Any, Any]:
+    """`other` (method, path, body) sent while `deleting` (a path) deletes the row, both
+    waiting on a lock held until both wait: the deletion goes first."""
+    async with owner_engine.connect() as holder:
+        held = await holder.begin()
+        await holder.execute(text(f"SELECT FROM {table} WHERE id = :id FOR UPDATE"), {"id": row_id})
+        deletion = asyncio.create_task(client.delete(deleting, headers=owner.headers))
+        await until_waiting_for_locks(owner_engine, 1)
+        method, path, body = other
+        answer = asyncio.create_task(client.request(method, path, json=body, headers=owner.headers))
+        await until_waiting_for_locks(owner_engine, 2)
+        await held.rollback()
+    return await deletion, await answer

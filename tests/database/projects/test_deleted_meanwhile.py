@@ -4,10 +4,16 @@ before its insert): a 409 saying so, not a 500 from the foreign key."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sqlalchemy import text
 
-from tests.helpers import assert_problem, create_project, until_waiting_for_locks
+from tests.helpers import (
+    assert_problem,
+    beside_a_deletion,
+    create_project,
+    until_waiting_for_locks,
+)
 
 HOLD = "SELECT 1 FROM projects WHERE id = :p FOR UPDATE"
 
@@ -32,21 +38,11 @@ async def test_a_test_made_in_a_project_deleted_meanwhile_is_a_409(
     assert_problem(await making, 409)
 
 
-async def _beside_a_deletion(client, owner, owner_engine, table, row_id, deleting, other):
-    """`other` (method, path, body) sent while `deleting` (a path) deletes the row it names,
-    both waiting on a lock held until both wait: the deletion commits first."""
-    async with owner_engine.connect() as holder:
-        held = await holder.begin()
-        await holder.execute(text(f"SELECT FROM {table} WHERE id = :id FOR UPDATE"), {"id": row_id})
-        deletion = asyncio.create_task(client.delete(deleting, headers=owner.headers))
-        await until_waiting_for_locks(owner_engine, 1)
-        method, path, body = other
-        request = client.request(method, path, json=body, headers=owner.headers)
-        answer = asyncio.create_task(request)
-        await until_waiting_for_locks(owner_engine, 2)
-        await held.rollback()
-    assert (await deletion).status_code == 204
-    return await answer
+async def _beside_a_deletion(*args: Any) -> Any:
+    """`beside_a_deletion`, the deletion answering 204: the other request's answer."""
+    deleted, answer = await beside_a_deletion(*args)
+    assert deleted.status_code == 204
+    return answer
 
 
 async def test_a_change_of_a_project_deleted_meanwhile_is_a_409(

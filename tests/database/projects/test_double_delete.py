@@ -4,30 +4,8 @@ is a 404 too, never the deleted project's body."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-from sqlalchemy import text
-
 from tests.database.organizations.audit_helpers import audit_entries
-from tests.helpers import assert_problem, create_project, until_waiting_for_locks
-
-
-async def _beside_a_deletion(
-    client, owner, owner_engine, table: str, row_id: str, deleting: str, other: tuple
-) -> tuple[Any, Any]:
-    """`other` (method, path, body) sent while `deleting` (a path) deletes the row, both
-    waiting on a lock held until both wait: the deletion goes first."""
-    async with owner_engine.connect() as holder:
-        held = await holder.begin()
-        await holder.execute(text(f"SELECT FROM {table} WHERE id = :id FOR UPDATE"), {"id": row_id})
-        deletion = asyncio.create_task(client.delete(deleting, headers=owner.headers))
-        await until_waiting_for_locks(owner_engine, 1)
-        method, path, body = other
-        answer = asyncio.create_task(client.request(method, path, json=body, headers=owner.headers))
-        await until_waiting_for_locks(owner_engine, 2)
-        await held.rollback()
-    return await deletion, await answer
+from tests.helpers import assert_problem, beside_a_deletion, create_project
 
 
 async def test_a_project_deleted_twice_at_once_is_recorded_once(
@@ -36,7 +14,7 @@ async def test_a_project_deleted_twice_at_once_is_recorded_once(
     client, owner = committed_client, committed_owner
     project = (await create_project(client, owner))["id"]
     path = f"/api/v1/projects/{project}"
-    first, second = await _beside_a_deletion(
+    first, second = await beside_a_deletion(
         client, owner, owner_engine, "projects", project, path, ("DELETE", path, None)
     )
     assert first.status_code == 204
@@ -56,7 +34,7 @@ async def test_a_webhook_deleted_twice_at_once_is_recorded_once(
     assert made.status_code == 201, made.text
     webhook = made.json()["id"]
     path = f"/api/v1/projects/{project}/webhooks/{webhook}"
-    first, second = await _beside_a_deletion(
+    first, second = await beside_a_deletion(
         client, owner, owner_engine, "webhooks", webhook, path, ("DELETE", path, None)
     )
     assert first.status_code == 204
@@ -70,7 +48,7 @@ async def test_a_baseline_cleared_on_a_project_deleted_meanwhile_is_a_404(
     client, owner = committed_client, committed_owner
     project = (await create_project(client, owner))["id"]
     path = f"/api/v1/projects/{project}"
-    deleted, cleared = await _beside_a_deletion(
+    deleted, cleared = await beside_a_deletion(
         client,
         owner,
         owner_engine,

@@ -23,6 +23,17 @@ async def _first_case_run(lab: Lab, fake: FakeOpenAI, database: Database) -> tup
     return run["id"], target
 
 
+async def _whole_run(
+    lab: Lab, fake: FakeOpenAI, database: Database
+) -> tuple[dict, str, dict]:
+    """A run of CASES cases, its one chunk run; its target and test set."""
+    target = await lab.openai_model(fake)
+    test_set = await lab.test_set([{"input": f"q{i}"} for i in range(CASES)])
+    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
+    await _chunk(lab, database, run["id"], list(range(CASES)))
+    return run, target, test_set
+
+
 async def _chunk(lab: Lab, database: Database, run_id: str, positions: list[int]) -> None:
     payload: dict[str, Any] = {"run_id": run_id, "positions": positions, "repetitions": [0, 1]}
     organization = lab.account.organization_id
@@ -66,10 +77,7 @@ async def test_a_run_whose_model_changed_is_neither_repeated_nor_resumed(
     quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
 ) -> None:
     lab = quiet_lab
-    target = await lab.openai_model(fake)
-    test_set = await lab.test_set([{"input": f"q{i}"} for i in range(CASES)])
-    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
-    await _chunk(lab, committed_database, run["id"], list(range(CASES)))
+    run, target, test_set = await _whole_run(lab, fake, committed_database)
     assert (await lab.get(f"/runs/{run['id']}"))["status"] == "completed"
     await _patch(lab, target, {"parameters": {"temperature": 0.9}})
 
@@ -106,10 +114,7 @@ async def test_a_rescore_is_held_to_its_judges_not_to_the_target_it_never_asks(
     quiet_lab: Lab, fake: FakeOpenAI, committed_database: Database
 ) -> None:
     lab = quiet_lab
-    target = await lab.openai_model(fake)
-    test_set = await lab.test_set([{"input": f"q{i}"} for i in range(CASES)])
-    run = await lab.run(test_set, target, metric_ids=[await lab.any_answer()])
-    await _chunk(lab, committed_database, run["id"], list(range(CASES)))
+    run, target, _ = await _whole_run(lab, fake, committed_database)
     body = {"metric_ids": [await lab.metric("contains", parameters={"value": "q"})]}
     rescore = (await lab.post(f"/runs/{run['id']}/rescore", body, expect=202)).json()
     await _patch(lab, target, {"model": "another-model"})
