@@ -25,7 +25,7 @@ async def _first_case_run(lab: Lab, fake: FakeOpenAI, database: Database) -> tup
 
 async def _whole_run(
     lab: Lab, fake: FakeOpenAI, database: Database
-) -> tuple[dict, str, dict]:
+) -> tuple[dict[str, Any], str, str]:
     """A run of CASES cases, its one chunk run; its target and test set."""
     target = await lab.openai_model(fake)
     test_set = await lab.test_set([{"input": f"q{i}"} for i in range(CASES)])
