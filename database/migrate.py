@@ -104,11 +104,15 @@ class RoleRights:
     name: str
     superuser: bool
     bypass_rls: bool
+    # Tables it owns, or may act as the owner of (a member of the owner's role): an owner may
+    # turn their row-level security off.
     owned_tables: int
     # Roles that SECURITY DEFINER functions run as, which this one is a member of: their
     # policies (`USING (true)` across tenants, for the queue, retention, metrics and logins)
     # would apply to it too.
     definer_roles: tuple[str, ...] = ()
+    # Superuser or BYPASSRLS roles this one may SET ROLE to: it is one of them when it likes.
+    unsafe_roles: tuple[str, ...] = ()
 
 
 async def runtime_role_rights(connection: AsyncConnection) -> RoleRights:
@@ -118,11 +122,14 @@ async def runtime_role_rights(connection: AsyncConnection) -> RoleRights:
             text(
                 "SELECT r.rolname, r.rolsuper, r.rolbypassrls,"
                 " (SELECT count(*) FROM pg_tables t WHERE t.schemaname = 'public'"
-                "   AND pg_has_role(current_user, t.tableowner, 'USAGE')),"
+                "   AND pg_has_role(current_user, t.tableowner, 'MEMBER')),"
                 " ARRAY(SELECT DISTINCT o.rolname FROM pg_proc p"
                 "   JOIN pg_roles o ON o.oid = p.proowner"
                 "   WHERE p.prosecdef AND o.rolname <> current_user"
-                "   AND pg_has_role(current_user, o.oid, 'MEMBER') ORDER BY o.rolname)"
+                "   AND pg_has_role(current_user, o.oid, 'MEMBER') ORDER BY o.rolname),"
+                " ARRAY(SELECT s.rolname FROM pg_roles s"
+                "   WHERE (s.rolsuper OR s.rolbypassrls) AND s.rolname <> current_user"
+                "   AND pg_has_role(current_user, s.oid, 'MEMBER') ORDER BY s.rolname)"
                 " FROM pg_roles r WHERE r.rolname = current_user"
             )
         )
@@ -133,4 +140,5 @@ async def runtime_role_rights(connection: AsyncConnection) -> RoleRights:
         bypass_rls=row[2],
         owned_tables=row[3],
         definer_roles=tuple(row[4]),
+        unsafe_roles=tuple(row[5]),
     )

@@ -83,8 +83,16 @@ def refuse_unsafe(rights: RoleRights) -> None:
             "would apply to it. Use a plain runtime role (not the migration owner) and put the "
             "owner in ASSAY_MIGRATION_DATABASE_URL."
         )
+    if rights.unsafe_roles:
+        raise UnsafeDatabaseRole(
+            f"ASSAY_DATABASE_URL connects as {rights.name!r}, a member of "
+            f"{', '.join(rights.unsafe_roles)}, a superuser or BYPASSRLS role it may act as: "
+            "row-level security would not hold. Use a plain role and put the owner in "
+            "ASSAY_MIGRATION_DATABASE_URL."
+        )
     if rights.owned_tables:
-        log.warning(
-            "the runtime role owns the tables; prefer a separate migration role",
-            role=rights.name,
+        raise UnsafeDatabaseRole(
+            f"ASSAY_DATABASE_URL connects as {rights.name!r}, which owns (or may act as the "
+            f"owner of) {rights.owned_tables} of the tables: an owner may turn their row-level "
+            "security off. Use a plain role and put the owner in ASSAY_MIGRATION_DATABASE_URL."
         )
