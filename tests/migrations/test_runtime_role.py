@@ -25,17 +25,8 @@ async def test_the_runtime_role_is_a_member_of_no_definer_role(runtime_engine: A
 
 
 async def test_a_member_of_a_definer_role_is_refused(owner_engine: AsyncEngine):
-    role = f"assay_member_{uuid.uuid4().hex[:8]}"
-    async with owner_engine.connect() as connection:
-        transaction = await connection.begin()
-        try:
-            await connection.execute(text(f"CREATE ROLE {role} NOSUPERUSER NOBYPASSRLS"))
-            for definer in DEFINERS:
-                await connection.execute(text(f"GRANT {definer} TO {role}"))
-            await connection.execute(text(f"SET LOCAL ROLE {role}"))
-            rights = await runtime_role_rights(connection)
-        finally:
-            await transaction.rollback()
+    grants = [f"GRANT {definer} TO {{role}}" for definer in DEFINERS]
+    rights = await _rights_of_a_member_of(owner_engine, grants)
     assert list(rights.definer_roles) == DEFINERS
     with pytest.raises(UnsafeDatabaseRole, match="assay_metrics") as refused:
         refuse_unsafe(rights)
