@@ -106,10 +106,11 @@ A_RUNS_OWNERS = (
 )
 
 
-# Every relation of the schema handed to `role` (a migration's grants name all tables).
+# Every relation and function of the schema (but an extension's) handed to `role`, which may
+# make new ones in it, as the owner that made them may (a migration's grants name all tables).
 _OWNED_BY = """
 DO $$
-DECLARE relation record;
+DECLARE relation record; function record;
 BEGIN
     FOR relation IN
         SELECT c.relname, c.relkind FROM pg_class c
@@ -120,6 +121,15 @@ BEGIN
                        CASE relation.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
                        relation.relname);
     END LOOP;
+    FOR function IN
+        SELECT CAST(p.oid AS regprocedure) AS signature FROM pg_proc p
+        JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'public' AND NOT EXISTS (
+            SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO {role}', function.signature);
+    END LOOP;
+    GRANT CREATE ON SCHEMA public TO {role};
 END $$
 """
 

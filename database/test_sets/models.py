@@ -37,6 +37,9 @@ class TestSet(IdMixin, TimestampMixin, Base):
     # Bumped by database triggers on any change to the set's members or their tests;
     # `published_revision` is the revision its latest version is known to hold.
     content_revision: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # How many tests it holds, kept by the same triggers (read by a query: the attribute of a
+    # loaded set does not see a later change).
+    member_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
     published_revision: Mapped[int | None] = mapped_column(BigInteger)
 
 

@@ -34,7 +34,7 @@ from database.test_sets.crud.members import remove_member as remove_member
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.slice_index import VersionSlices
 from database.tests.crud import ROWS_PER_STATEMENT
-from database.tests.models import TestCase, TestSetMember
+from database.tests.models import TestCase
 from utils.crud import custom_plans, delete_once, flush_unique, paginate, uuid_array
 
 DUPLICATE_NAME = "A test set with this name already exists in the project"
@@ -76,25 +76,16 @@ async def counts(
     session: AsyncSession, test_set_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, tuple[int, int | None]]:
     """(test count, latest version number) of each set."""
-    members = dict(
-        (
-            await session.execute(
-                select(TestSetMember.test_set_id, func.count())
-                .where(TestSetMember.test_set_id.in_(test_set_ids))
-                .group_by(TestSetMember.test_set_id)
-            )
-        ).all()
+    latest = (
+        select(func.max(TestSetVersion.number))
+        .where(TestSetVersion.test_set_id == TestSet.id)
+        .scalar_subquery()
     )
-    versions = dict(
-        (
-            await session.execute(
-                select(TestSetVersion.test_set_id, func.max(TestSetVersion.number))
-                .where(TestSetVersion.test_set_id.in_(test_set_ids))
-                .group_by(TestSetVersion.test_set_id)
-            )
-        ).all()
+    rows = await session.execute(
+        select(TestSet.id, TestSet.member_count, latest).where(TestSet.id.in_(test_set_ids))
     )
-    return {i: (members.get(i, 0), versions.get(i)) for i in test_set_ids}
+    found = {test_set_id: (int(held), number) for test_set_id, held, number in rows.all()}
+    return {i: found.get(i, (0, None)) for i in test_set_ids}
 
 
 # --- membership (members.py) ---------------------------------------------------------------
