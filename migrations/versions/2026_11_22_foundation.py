@@ -262,6 +262,9 @@ def downgrade() -> None:
         "assay_auth_user_by_email(text)",
     ):
         op.execute(f"DROP FUNCTION IF EXISTS {signature}")
+    # These two read memberships, which cannot be dropped while they stand.
+    op.execute("DROP POLICY users_visible ON users")
+    op.execute("DROP POLICY organizations_visible ON organizations")
     for table in (
         "refresh_tokens",
         "auth_sessions",

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from migrations.rls import across_organizations
+
 revision: str = "0007_verdicts"
 down_revision: str | None = "0006_legacy_run_starts"
 branch_labels: str | Sequence[str] | None = None
@@ -52,7 +54,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_results_run_id_test_id", "results")
     op.drop_column("projects", "baseline_run_id")
-    op.execute("UPDATE runs SET status = 'cancelled' WHERE status = 'stopped'")
+    across_organizations(("runs",), "UPDATE runs SET status = 'cancelled' WHERE status = 'stopped'")
     op.drop_constraint(op.f("ck_runs_status"), "runs", type_="check")
     op.create_check_constraint(op.f("ck_runs_status"), "runs", f"status IN ({_STATUSES})")
     for column in ("outputs_from_run_id", "recorded_field", "spent", "max_cost"):
