@@ -4,7 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -44,6 +54,8 @@ class Job(IdMixin, TimestampMixin, Base):
     # Taken over from a process that died holding it (its lease ran out): not an attempt.
     takeovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     max_takeovers: Mapped[int] = mapped_column(Integer, default=20, server_default="20")
+    # Whether its last claim was a takeover: what a release of it gives back.
+    taken_over: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     locked_by: Mapped[str | None] = mapped_column(String(100))
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -176,7 +176,8 @@ async def heartbeat(
 
 
 async def release(session: AsyncSession, *, worker: str, job_ids: list[uuid.UUID]) -> None:
-    """Hands unfinished jobs back at shutdown, so another worker starts them at once."""
+    """Hands unfinished jobs back (at shutdown, or a handler's `HandBack`), so another worker
+    starts them at once; each gives back what its claim counted, an attempt or a takeover."""
     await session.execute(
         text("SELECT assay_queue_release(:worker, :ids)"), {"worker": worker, "ids": job_ids}
     )

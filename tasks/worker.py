@@ -32,6 +32,7 @@ from notifications.listener import Listener
 from tasks import queue
 from tasks.queue import ClaimedJob
 from utils import ssrf, tracing
+from utils.storable import storable
 
 log = structlog.get_logger(__name__)
 
@@ -306,28 +307,68 @@ class WorkerPool:
                     await queue.release(session, worker=self.name, job_ids=[job.id])
         except Exception as exc:
             bound.exception("job failed")
-            error = _described(exc)
-            with contextlib.suppress(Exception):
-                async with context.transaction() as session:
-                    status = await queue.fail(
-                        session,
-                        worker=self.name,
-                        job=job,
-                        error=error,
-                        retry_in=exc.seconds if isinstance(exc, queue.RetryLater) else None,
-                    )
-                    if status == "dead" and self.on_dead is not None:
-                        # In the same transaction: a dead job and its consequence commit together.
-                        await self.on_dead(context, session, error)
-                if status == "lost":  # another worker holds it now: not ours to record
-                    bound.warning("lease lost; failure not recorded")
-                else:
-                    bound.info("job will retry" if status == "queued" else "job is dead")
+            status = await self._record_failure(context, exc, bound)
+            if status == "lost":  # another worker holds it now: not ours to record
+                bound.warning("lease lost; failure not recorded")
+            elif status is not None:
+                bound.info("job will retry" if status == "queued" else "job is dead")
         finally:
             self._running.pop(job.id, None)
             self._kinds.pop(job.id, None)
             self._lease_ends.pop(job.id, None)
             self._wake.set()
+
+    async def _record_failure(self, context: JobContext, exc: Exception, bound: Any) -> str | None:
+        """Schedules the job's retry, or makes it dead and tells `on_dead` in the same
+        transaction (a dead job and its consequence commit together). When `on_dead` fails, the
+        job is made dead without it, its error saying so: rolled back with it, the job would
+        stay running, be taken over when its lease ran out (which counts no attempt) and run
+        again past its last attempt, every lease. The status, or None if none was recorded (the
+        lease runs out: the job is taken over)."""
+        error = _described(exc)
+        retry_in = exc.seconds if isinstance(exc, queue.RetryLater) else None
+        try:
+            try:
+                return await self._fail(context, error, retry_in, self.on_dead)
+            except _OnDeadFailed as failed:
+                bound.error("on_dead failed; the job is dead without it", exc_info=failed.cause)
+                error = f"on_dead failed ({_described(failed.cause)[:500]}) after: {error}"
+                return await self._fail(context, error, retry_in, None)
+        except Exception as unrecorded:
+            bound.warning("failure not recorded", error=_described(unrecorded))
+            return None
+
+    async def _fail(
+        self,
+        context: JobContext,
+        error: str,
+        retry_in: float | None,
+        on_dead: DeadHandler | None,
+    ) -> str:
+        """`queue.fail` in a transaction of its own, `on_dead` told in it when the job is dead;
+        what `on_dead` (or the commit after it) raises comes as `_OnDeadFailed`."""
+        told = False
+        try:
+            async with context.transaction() as session:
+                status = await queue.fail(
+                    session, worker=self.name, job=context.job, error=error, retry_in=retry_in
+                )
+                if status == "dead" and on_dead is not None:
+                    told = True
+                    await on_dead(context, session, error)
+        except Exception as exc:
+            if told:
+                raise _OnDeadFailed(exc) from exc
+            raise
+        return status
+
+
+class _OnDeadFailed(Exception):
+    """What `on_dead`, or the commit of what it wrote, raised."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _failure(done: asyncio.Task[Any]) -> str | None:
@@ -339,9 +380,10 @@ def _failure(done: asyncio.Task[Any]) -> str | None:
 
 
 def _described(exc: Exception) -> str:
-    """A failure as the job (and a run that ends with it) records it. A database error by the
-    driver's message, without its statement and parameters (the driver keeps a message's
-    detail apart): they hold the tenant's rows, and the log keeps them whole."""
+    """A failure as the job (and a run that ends with it) records it, storable (an error's text
+    may hold a NUL). A database error by the driver's message, without its statement and
+    parameters (the driver keeps a message's detail apart): they hold the tenant's rows, and
+    the log keeps them whole."""
     if isinstance(exc, StatementError) and exc.orig is not None:
-        return f"{type(exc).__name__}: {exc.orig}"
-    return f"{type(exc).__name__}: {exc}"
+        return storable(f"{type(exc).__name__}: {exc.orig}")
+    return storable(f"{type(exc).__name__}: {exc}")

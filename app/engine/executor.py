@@ -30,6 +30,7 @@ from app.engine.writer import ChunkWriter
 from database.results import crud, execution
 from database.results.crud import rescore_sources
 from database.results.models import CHUNK_JOB, TERMINAL, Run
+from database.results.service import chunk_repetitions
 from database.test_sets.crud.version_cases import VersionCase
 from database.test_sets.crud.version_cases import version_cases as read_version_cases
 from tasks import queue
@@ -56,7 +57,7 @@ async def run_chunk(ctx: JobContext) -> None:
         await execution.start_chunk(session, run)
     # Kept apart from the status change: a chunk starting at the same moment waits for that
     # row lock, and it is held only for the short transaction above.
-    repetitions = range(*ctx.payload.get("repetitions", (0, run.repetitions)))
+    repetitions = chunk_repetitions(ctx.payload, run.repetitions)
     async with ctx.transaction() as session:
         # A run with no result yet (its count is one read) has none of this chunk's.
         started = await crud.count_results(session, run.id) > 0

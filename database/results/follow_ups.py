@@ -22,6 +22,7 @@ from database.results.schemas import (
 )
 from database.results.service import (
     check_concurrency,
+    chunk_repetitions,
     enqueue_chunks,
     frozen_metrics,
 )
@@ -249,7 +250,9 @@ async def resume(session: AsyncSession, run: Run, body: ResumeCreate | None = No
     planned = await queue.payloads(session, CHUNK_JOB, f"run:{run.id}:")
     if any(status in ("queued", "running") for status, _ in planned):
         raise Conflict("The run's work is still stopping: resume it in a few seconds")
-    chunks = list({_chunk_key(payload): payload for _, payload in planned}.values())
+    chunks = list(
+        {_chunk_key(payload, run.repetitions): payload for _, payload in planned}.values()
+    )
     if not chunks:
         raise Conflict("Nothing to resume: the run has no planned work")
     await crud.reopen(
@@ -268,5 +271,5 @@ async def resume(session: AsyncSession, run: Run, body: ResumeCreate | None = No
     return await crud.get_run(session, run.id)  # type: ignore[return-value]
 
 
-def _chunk_key(payload: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    return tuple(payload["positions"]), tuple(payload["repetitions"])
+def _chunk_key(payload: dict[str, Any], run_repetitions: int) -> tuple[tuple[int, ...], range]:
+    return tuple(payload["positions"]), chunk_repetitions(payload, run_repetitions)

@@ -231,6 +231,12 @@ async def enqueue_chunks(
     )
 
 
+def chunk_repetitions(payload: dict[str, Any], run_repetitions: int) -> range:
+    """The repetitions a chunk job's payload (`enqueue_chunks`) stands for: all the run's when
+    it names none (as the chunks migration 0006 made of legacy run starts)."""
+    return range(*payload.get("repetitions", (0, run_repetitions)))
+
+
 async def cancel_run(session: AsyncSession, run: Run) -> Run:
     if run.status in TERMINAL:
         raise Conflict(f"The run has already ended ({run.status})")

@@ -633,7 +633,7 @@ async def test_others_waiting_is_another_organizations_turn_at_a_busy_pool(
     running = {"status": "running", "locked_by": "w", "locked_until": func.now() + LEASE}
 
     async def asks(account: Account, kinds: list[str], waited: float = 1.0) -> bool:
-        async with committed_database.transaction() as session:
+        async with tenant_session(committed_database, account.organization_id) as session:
             return await queue.others_waiting(
                 session, organization_id=account.organization_id, waited=waited, kinds=kinds
             )
