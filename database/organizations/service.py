@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,6 +84,7 @@ async def update_organization(
     session: AsyncSession, principal: Principal, body: OrganizationUpdate, meta: RequestMeta
 ) -> MyOrganizationRead:
     refuse_nulls(body.model_dump(exclude_unset=True), "name")
+    principal = (await hold_caller(session, principal, Role.admin)).principal
     # Held, so that of two renames at once the second records the first's name as "from".
     organization = await get_current_organization(session, principal, for_update=True)
     if body.name is not None and body.name != organization.name:
@@ -105,8 +106,11 @@ async def update_organization(
 async def delete_organization(
     session: AsyncSession, principal: Principal, meta: RequestMeta
 ) -> None:
-    """The organization's audit entries outlive it, this deletion's included."""
-    organization = await get_current_organization(session, principal)
+    """The organization's audit entries outlive it, this deletion's included. Every membership
+    is held first, so that an owner removed or demoted meanwhile deletes nothing."""
+    await crud.lock_memberships(session, principal.organization_id)
+    organization = await get_current_organization(session, principal, for_update=True)
+    await hold_caller(session, principal, Role.owner)
     await crud.delete_organization(session, organization)
     await record(
         session,
@@ -140,10 +144,7 @@ async def locked_member(
     there are; and the caller with the role they now hold. The role read when the request was
     authenticated may have been taken away since: a removal or demotion committed first is a
     401 or the role now held, one committed after waits for this change."""
-    actor = principal.user_id
-    if actor is None and principal.api_key_id is not None:
-        key = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
-        actor = key.created_by if key is not None else None
+    actor = await _acting_user(session, principal)
     # (A key made before keys recorded their maker answers to no one: only the key is checked.)
     locked = await crud.lock_member_and_owners(
         session, principal.organization_id, user_id, actor or user_id
@@ -166,32 +167,58 @@ def keep_an_owner(owners: int) -> None:
         raise Conflict("An organization needs at least one owner; hand ownership over first")
 
 
+# --- the caller, held -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldCaller:
+    principal: Principal  # with the role now held (an API key acts with its own)
+    user_id: uuid.UUID | None  # whom the request answers to (see _acting_user)
+
+
+async def hold_caller(session: AsyncSession, principal: Principal, needs: Role) -> HeldCaller:
+    """The caller as they now stand, refused unless they still hold `needs`: their membership
+    (for an API key, its maker's) is held until the transaction ends.
+
+    The role read when the request was authenticated may have been taken away since: a removal
+    or demotion committed first is a 401 or a 403 here, one under way is waited for, and one
+    sent meanwhile waits for this request to commit (then revokes what it made with the rest,
+    which it would not see uncommitted)."""
+    user_id = await _acting_user(session, principal)
+    if user_id is None:
+        return HeldCaller(principal, None)
+    held = await crud.hold_membership(session, principal.organization_id, user_id)
+    if held is None:
+        raise Unauthorized("You are no longer a member of this organization")
+    role = Role(held)
+    if not role.at_least(needs):
+        whose = "your key's maker's" if principal.api_key_id is not None else "yours"
+        raise Forbidden(f"This needs the {needs} role, and {whose} is now {role}")
+    if principal.api_key_id is None:
+        principal = replace(principal, role=role)
+    return HeldCaller(principal, user_id)
+
+
+async def _acting_user(session: AsyncSession, principal: Principal) -> uuid.UUID | None:
+    """The member a request acts for: its user, or the user who made its API key (None for a
+    key made before keys recorded their maker)."""
+    if principal.user_id is not None or principal.api_key_id is None:
+        return principal.user_id
+    key = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
+    return key.created_by if key is not None else None
+
+
 # --- API keys -------------------------------------------------------------------------------
 
 
 async def answerable_user(
     session: AsyncSession, principal: Principal, grants: Role
 ) -> uuid.UUID | None:
-    """Whom what the caller makes (a key, an invitation granting `grants`) answers to: the
-    user, or for an API key the user who made the key, so that their removal or demotion ends
-    what was made with it too.
-
-    Their membership is held until the transaction ends: a removal or a role change meanwhile
-    waits for what is made to be committed, then revokes it with the rest (it would not see it
-    uncommitted); one committed first leaves nothing to hold (401), or a role below what is
-    granted (403)."""
-    user_id = principal.user_id
-    if user_id is None and principal.api_key_id is not None:
-        key = await crud.get_api_key(session, principal.organization_id, principal.api_key_id)
-        user_id = key.created_by if key is not None else None
-    if user_id is None:
-        return None
-    held = await crud.hold_membership(session, principal.organization_id, user_id)
-    if held is None:
-        raise Unauthorized("You are no longer a member of this organization")
-    if not Role(held).at_least(grants):
-        raise Forbidden(f"Granting the {grants} role needs that role, and yours is now {held}")
-    return user_id
+    """Whom what the caller makes (a key, an invitation granting `grants`) answers to, so that
+    their removal or demotion ends what was made too. Making one needs the admin role, and
+    granting a role needs that role: both held (hold_caller)."""
+    needs = grants if grants.at_least(Role.admin) else Role.admin
+    return (await hold_caller(session, principal, needs)).user_id
 
 
 async def create_api_key(
@@ -267,6 +294,7 @@ async def revoke_api_key(
 ) -> None:
     """Revoking a revoked key again is no error, and no new audit entry unless keys made with
     it were still live (and are revoked now)."""
+    principal = (await hold_caller(session, principal, Role.admin)).principal
     api_key = await get_api_key_or_404(session, principal, key_id)
     revocation = await key_revocation.revoke_api_key(session, api_key.id)
     made = revocation.made_with_it

@@ -20,6 +20,7 @@ from database.organizations.schemas import MyOrganizationRead, OrganizationRead
 from database.organizations.service import (
     answerable_user,
     check_may_grant,
+    hold_caller,
     keep_an_owner,
     locked_member,
     making_key_expiry,
@@ -80,9 +81,12 @@ async def _role_changed(
         # What they made that grants more than they now hold goes, as all of it goes with a
         # member removed: an admin key would keep what a demotion just took away.
         above = [role for role in Role if role.rank > after.rank]
-        if revoked := await key_revocation.revoke_api_keys_created_by(session, user_id, above):
-            details["api_keys_revoked"] = revoked
-        await org_crud.revoke_invitations_created_by(session, user_id, above)
+        swept = await key_revocation.revoke_api_keys_created_by(session, user_id, above)
+        sent = await org_crud.revoke_invitations_created_by(session, user_id, above)
+        if swept.keys:
+            details["api_keys_revoked"] = swept.keys
+        if swept.invitations + sent:
+            details["invitations_revoked"] = swept.invitations + sent
     await record(
         session,
         principal,
@@ -110,19 +114,25 @@ async def remove_member(
     # The keys they created go with them: a key outliving its maker's access would keep what
     # the organization just took away (a new admin makes new keys for what must go on). So do
     # their unanswered invitations.
-    keys_revoked = await key_revocation.revoke_api_keys_created_by(session, user_id)
-    await org_crud.revoke_invitations_created_by(session, user_id)
+    swept = await key_revocation.revoke_api_keys_created_by(session, user_id)
+    invitations_revoked = swept.invitations
+    invitations_revoked += await org_crud.revoke_invitations_created_by(session, user_id)
     # Nor may an invitation sent to them before bring them back: a viewer leaving to accept
     # an older admin invitation, a removed member accepting a resent one.
     if removed is not None:
-        await org_crud.revoke_invitations_to(session, removed.email)
+        invitations_revoked += await org_crud.revoke_invitations_to(session, removed.email)
     await record(
         session,
         principal,
         action="member.removed",
         target_type="member",
         target_id=user_id,
-        details={"role": membership.role, "left": leaving_self, "api_keys_revoked": keys_revoked},
+        details={
+            "role": membership.role,
+            "left": leaving_self,
+            "api_keys_revoked": swept.keys,
+            "invitations_revoked": invitations_revoked,
+        },
         request_meta=meta,
     )
     # Login sessions are visible only to their own user (row-level security): end the removed
@@ -177,14 +187,15 @@ async def invite(
 ) -> InvitationCreated:
     """Whether the email has an account is never looked at here: the answer is the same."""
     check_may_grant(principal, body.role)
+    created_by = await answerable_user(session, principal, body.role)
+    key_expiry = await making_key_expiry(session, principal)  # one sent with a key: not past it
+    # Counted once allowed: a request refused above spends none of the organization's hour.
     settings = runtime.settings
     await runtime.rate_limiter.hit(
         "invitations", str(principal.organization_id), f"{settings.invitations_per_hour}/hour"
     )
     token = INVITATION_TOKEN_PREFIX + secrets.token_urlsafe(32)
-    created_by = await answerable_user(session, principal, body.role)
     expires_at = datetime.now(UTC) + timedelta(hours=settings.invitation_hours)
-    key_expiry = await making_key_expiry(session, principal)  # one sent with a key: not past it
     invitation = await org_crud.create_invitation(
         session,
         Invitation(
@@ -224,6 +235,7 @@ async def revoke_invitation(
     """Revoking twice is no error; revoking an accepted invitation is (remove the member). Only
     an owner revokes an invitation to be an owner, as only an owner sends one (or revokes it
     again)."""
+    principal = (await hold_caller(session, principal, Role.admin)).principal
     organization_id = principal.organization_id
     invitation = await org_crud.get_invitation(session, organization_id, invitation_id)
     if invitation is None:
@@ -267,14 +279,17 @@ async def accept_invitation(
         await org_crud.add_membership(
             session, organization_id=found.organization_id, user_id=user_id, role=found.role
         )
-        await org_crud.revoke_invitations_to(session, found.email)  # the others to them
+        others = await org_crud.revoke_invitations_to(session, found.email)
+        details: dict[str, object] = {"email": found.email, "role": found.role, "user_id": user_id}
+        if others:
+            details["invitations_revoked"] = others
         await record(
             session,
             principal,
             action="invitation.accepted",
             target_type="invitation",
             target_id=found.id,
-            details={"email": found.email, "role": found.role, "user_id": user_id},
+            details=details,
             request_meta=meta,
             organization_id=found.organization_id,
         )

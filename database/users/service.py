@@ -39,6 +39,7 @@ from utils.auth import (
     normal_email,
     password_problem,
 )
+from utils.crud import refuse_nulls
 from utils.errors import Forbidden, InvalidInput, NotFound, Unauthorized, Unavailable
 from utils.ids import new_id
 from utils.ratelimit import Quota, Reservation, client_network
@@ -374,6 +375,7 @@ async def update_me(
     user = await crud.get_user(session, principal.require_user())
     if user is None:
         raise NotFound("User not found")
+    refuse_nulls(body.model_dump(exclude_unset=True), "name", "password")
     if body.name is not None:
         user.name = body.name
     if body.password is not None:

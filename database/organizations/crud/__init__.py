@@ -127,6 +127,19 @@ async def hold_membership(
     )
 
 
+async def lock_memberships(session: AsyncSession, organization_id: uuid.UUID) -> None:
+    """Locks every membership of the organization, as deleting it is about to (FOR UPDATE, in
+    user order, as every lock of memberships): a member's change or what a member makes, which
+    hold memberships first, are then waited for, never left waiting on the deletion while it
+    waits on them."""
+    await session.execute(
+        select(Membership.id)
+        .where(Membership.organization_id == organization_id)
+        .order_by(Membership.user_id)
+        .with_for_update()
+    )
+
+
 async def first_membership(session: AsyncSession, user_id: uuid.UUID) -> Membership | None:
     """The user's oldest membership: the organization a login lands in."""
     return await session.scalar(
@@ -355,22 +368,27 @@ async def revoke_invitation(
 
 async def revoke_invitations_created_by(
     session: AsyncSession, user_id: uuid.UUID, roles: Collection[str] | None = None
-) -> None:
+) -> int:
     """Revokes the unanswered invitations a user sent in the current organization (to
-    `roles` only, when given)."""
-    await session.execute(
+    `roles` only, when given); how many."""
+    revoked = await session.execute(
         update(Invitation)
         .where(Invitation.created_by == user_id, *_UNANSWERED)
         .where(Invitation.role.in_(roles) if roles is not None else true())
         .values(revoked_at=func.now())
+        .returning(Invitation.id)
     )
+    return len(revoked.all())
 
 
-async def revoke_invitations_to(session: AsyncSession, email: str) -> None:
+async def revoke_invitations_to(session: AsyncSession, email: str) -> int:
     """Revokes the unanswered invitations to `email` in the current organization: once its
-    owner joins, leaves or is removed, none of them may bring that account (back) in."""
-    await session.execute(
+    owner joins, leaves or is removed, none of them may bring that account (back) in. How
+    many."""
+    revoked = await session.execute(
         update(Invitation)
         .where(func.lower(Invitation.email) == email.lower(), *_UNANSWERED)
         .values(revoked_at=func.now())
+        .returning(Invitation.id)
     )
+    return len(revoked.all())

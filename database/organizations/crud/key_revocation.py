@@ -16,8 +16,8 @@ from database.organizations.models import ApiKey, Invitation
 
 @dataclass(frozen=True)
 class Sweep:
-    keys: int  # live keys made with the keys swept, or with those, revoked now
-    invitations: int  # unanswered invitations sent with any of those keys, revoked now
+    keys: int  # live keys revoked now
+    invitations: int  # unanswered invitations sent with any of the keys swept, revoked now
 
 
 async def _revoke_made_with(session: AsyncSession, key_ids: Sequence[uuid.UUID]) -> Sweep:
@@ -80,9 +80,10 @@ async def revoke_api_key(session: AsyncSession, key_id: uuid.UUID) -> KeyRevocat
 
 async def revoke_api_keys_created_by(
     session: AsyncSession, user_id: uuid.UUID, roles: Collection[str] | None = None
-) -> int:
+) -> Sweep:
     """Revokes the live keys a user created in the current organization (of `roles` only,
-    when given), and what was made or sent with those; how many keys in all."""
+    when given), and what was made or sent with those; how many keys in all, and how many
+    invitations."""
     result = await session.execute(
         update(ApiKey)
         .where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
@@ -91,7 +92,8 @@ async def revoke_api_keys_created_by(
         .returning(ApiKey.id)
     )
     revoked = [row.id for row in result.all()]
-    return len(revoked) + (await _revoke_made_with(session, revoked)).keys
+    made_with_them = await _revoke_made_with(session, revoked)
+    return Sweep(len(revoked) + made_with_them.keys, made_with_them.invitations)
 
 
 async def hold_live_api_key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:

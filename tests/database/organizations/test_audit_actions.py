@@ -93,7 +93,12 @@ async def test_removing_a_member_records_their_role_and_the_keys_that_went_with_
     entry = await only_entry(client, owner, "member.removed")
     assert _by_user(entry, owner.user_id)
     assert (entry["target_type"], entry["target_id"]) == ("member", str(admin.user_id))
-    assert entry["details"] == {"role": "admin", "left": False, "api_keys_revoked": 2}
+    assert entry["details"] == {
+        "role": "admin",
+        "left": False,
+        "api_keys_revoked": 2,
+        "invitations_revoked": 0,
+    }
 
 
 INVITED = ("admin", "member")
@@ -116,7 +121,12 @@ async def test_a_demotion_revokes_the_keys_and_invitations_above_the_new_role(cl
     kept = await client.get("/api/v1/projects", headers=bearer(member_key))
     assert kept.status_code == 200, kept.text
     entry = await only_entry(client, owner, "member.role_changed")
-    assert entry["details"] == {"from": "admin", "to": "member", "api_keys_revoked": 1}
+    assert entry["details"] == {
+        "from": "admin",
+        "to": "member",
+        "api_keys_revoked": 1,
+        "invitations_revoked": 1,
+    }
     invitations = await client.get(
         org_url(owner.organization_id, "/invitations"), headers=owner.headers
     )
@@ -133,7 +143,12 @@ async def test_leaving_is_recorded_with_the_member_as_actor(client):
     assert response.status_code == 204, response.text
     entry = await only_entry(client, owner, "member.removed")
     assert _by_user(entry, viewer.user_id)
-    assert entry["details"] == {"role": "viewer", "left": True, "api_keys_revoked": 0}
+    assert entry["details"] == {
+        "role": "viewer",
+        "left": True,
+        "api_keys_revoked": 0,
+        "invitations_revoked": 0,
+    }
 
 
 # --- invitations ----------------------------------------------------------------------------

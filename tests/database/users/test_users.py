@@ -107,10 +107,19 @@ async def test_a_viewer_may_change_their_own_name(client):
 
 async def test_patch_with_nothing_changes_nothing(client):
     account = await register(client, name="Unchanged")
-    for body in ({}, {"name": None}):
-        response = await client.patch(ME, json=body, headers=account.headers)
-        assert response.status_code == 200, response.text
-        assert response.json()["name"] == "Unchanged"
+    response = await client.patch(ME, json={}, headers=account.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] == "Unchanged"
+    assert (await login(client, account.email)).status_code == 200
+
+
+@pytest.mark.parametrize("field", ["name", "password"])
+async def test_a_null_is_refused_naming_the_field_as_for_organizations(client, field):
+    """Left out, a field is kept; sent as null, it is a mistake to say so, not to ignore."""
+    account = await register(client, name="Kept")
+    response = await client.patch(ME, json={field: None}, headers=account.headers)
+    assert_problem(response, 422, field=f"body.{field}")
+    assert (await client.get(ME, headers=account.headers)).json()["name"] == "Kept"
     assert (await login(client, account.email)).status_code == 200
 
 
