@@ -9,6 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def canonical_json(case: dict[str, Any]) -> str:
+    """A case's JSON as hashes and a sync's comparison take it: keys sorted, no spaces."""
+    return json.dumps(case, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 class ContentHash:
     """The SHA-256 of the cases' canonical JSON list, fed a page at a time: the same digest as
     hashing the whole list at once."""
@@ -19,8 +24,7 @@ class ContentHash:
 
     def add(self, cases: Sequence[dict[str, Any]]) -> None:
         for case in cases:
-            canonical = json.dumps(case, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            self._sha.update((b"," if self.count else b"") + canonical.encode())
+            self._sha.update((b"," if self.count else b"") + canonical_json(case).encode())
             self.count += 1
 
     def hexdigest(self) -> str:

@@ -11,10 +11,12 @@ import csv
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from pydantic import ValidationError
 
+from database.test_sets.formats import Format as Format
+from database.test_sets.formats import detect_format as detect_format
 from database.test_sets.import_bounds import (
     MeasuredLines,
     bounded_json,
@@ -25,10 +27,9 @@ from database.test_sets.import_bounds import (
 from database.tests.agent_fields import AGENT_FIELDS
 from database.tests.schemas import TestCaseFields
 from utils.csv_cells import unguard_formula
-from utils.errors import InvalidInput, UnsupportedMediaType
+from utils.errors import InvalidInput
 from utils.problems import at_line, placed
 
-Format = Literal["csv", "json", "jsonl"]
 # Where a record starts ({"line": n}, plus "item" in JSON) and either its fields or its errors.
 Row: TypeAlias = tuple[dict[str, Any], dict[str, Any] | list[dict[str, Any]]]
 T = TypeVar("T")
@@ -37,27 +38,6 @@ MAX_CASES = 100_000
 MAX_COLUMNS = 200  # beyond the test's own fields, each column is a metadata key
 # A file full of bad rows must not turn into a multi-megabyte error response.
 MAX_REPORTED_ERRORS = 1000
-
-_NAMES: dict[str, Format] = {"csv": "csv", "json": "json", "jsonl": "jsonl", "ndjson": "jsonl"}
-_CONTENT_TYPES: dict[str, Format] = {
-    "text/csv": "csv",
-    "application/csv": "csv",
-    "application/json": "json",
-    "application/x-ndjson": "jsonl",
-    "application/ndjson": "jsonl",
-    "application/jsonl": "jsonl",
-    "application/x-jsonlines": "jsonl",
-}
-_EXTENSIONS: dict[str, Format] = {
-    ".csv": "csv",
-    ".json": "json",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-}
-_ACCEPTED = (
-    "send CSV (text/csv, .csv), JSON (application/json, .json) or JSONL "
-    "(application/x-ndjson, .jsonl, .ndjson), or name the format: csv, json or jsonl"
-)
 
 _ALIASES = {
     **dict.fromkeys(["input", "prompt", "question", "query"], "input"),
@@ -93,41 +73,9 @@ CSV_COLUMNS = [
 ]
 
 
-# (`binary`, which some tools attach to any file, says nothing of its text)
-_UTF8_OR_NO_CLAIM = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "binary"})
-
-
-def detect_format(filename: str | None, content_type: str | None, explicit: str | None) -> Format:
-    """The upload's format: the explicit choice, else a known content type, else the extension;
-    refused (415) when the upload says it is text in another charset than UTF-8."""
-    media, *parameters = (content_type or "").lower().split(";")
-    media = media.strip()
-    for name, _, value in (parameter.strip().partition("=") for parameter in parameters):
-        charset = value.strip().strip('"')
-        if name == "charset" and charset not in _UTF8_OR_NO_CLAIM:
-            raise UnsupportedMediaType(
-                f"The upload says charset={charset[:40]}, but imports read UTF-8 text only:"
-                " save or convert the file as UTF-8"
-            )
-    if explicit:
-        name = explicit.strip().lower().lstrip(".")
-        if name in _NAMES:
-            return _NAMES[name]
-        raise UnsupportedMediaType(f"Unknown format {explicit!r}; {_ACCEPTED}")
-    if media in _CONTENT_TYPES:
-        return _CONTENT_TYPES[media]
-    # Browsers send text/plain, application/octet-stream or even application/vnd.ms-excel for
-    # these files, so any other content type falls back to the extension.
-    if filename and "." in filename:
-        extension = filename[filename.rfind(".") :].strip().lower()
-        if extension in _EXTENSIONS:
-            return _EXTENSIONS[extension]
-    raise UnsupportedMediaType(f"Unsupported file type; {_ACCEPTED}")
-
-
 def parse_cases(content: bytes, fmt: Format, *, max_cases: int = MAX_CASES) -> list[TestCaseFields]:
     """Parse and validate every case; raise one InvalidInput listing all bad rows."""
-    return _validated(_rows(content, fmt), max_cases, lambda _, case: case)
+    return require_cases(_validated(_rows(content, fmt), max_cases, lambda _, case: case))
 
 
 def parse_case_documents(
@@ -135,11 +83,13 @@ def parse_case_documents(
     fmt: Format,
     *,
     max_cases: int = MAX_CASES,
+    allow_empty: bool = False,
     seen: Callable[[dict[str, Any]], object] | None = None,
 ) -> list[dict[str, Any]]:
     """As parse_cases, each case as the JSON its test is written from, less the fields at
     their default (which the insert fills in), dumped as soon as it is valid: a large file's
-    models and their dumps are never all held side by side. `seen` gets each whole dump."""
+    models and their dumps are never all held side by side. `seen` gets each whole dump; a
+    file of no cases is refused unless `allow_empty`."""
 
     def document(_: dict[str, Any], case: TestCaseFields) -> dict[str, Any]:
         dumped = case.model_dump(mode="json")
@@ -148,7 +98,8 @@ def parse_case_documents(
         # Not `exclude_defaults`, which would also leave out the defaults inside nested values.
         return {key: value for key, value in dumped.items() if value != _FIELD_DEFAULTS[key]}
 
-    return _validated(_rows(content, fmt), max_cases, document)
+    cases = _validated(_rows(content, fmt), max_cases, document)
+    return cases if allow_empty else require_cases(cases)
 
 
 def _rows(content: bytes, fmt: Format) -> Iterator[Row]:
@@ -163,7 +114,7 @@ def validate_rows(
 ) -> list[tuple[dict[str, Any], TestCaseFields]]:
     """Each row's case with where it starts ({"line": n}, and "file" for an attached file);
     one InvalidInput listing every bad row (the first so many) when any is bad."""
-    return _validated(rows, max_cases, lambda where, case: (where, case))
+    return require_cases(_validated(rows, max_cases, lambda where, case: (where, case)))
 
 
 def _validated(
@@ -201,6 +152,11 @@ def _validated(
             f"{first['line']}: {first['message']}",
             errors=errors,
         )
+    return cases
+
+
+def require_cases(cases: list[T]) -> list[T]:
+    """Refuses a file of no cases (but a sync's, which empties the set)."""
     if not cases:
         raise InvalidInput("The file contains no test cases")
     return cases

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,25 +13,21 @@ from database.projects.service import require_project
 from database.test_sets import crud
 from database.test_sets.content_hash import ContentHash
 from database.test_sets.exports import case_encoder, current_pages, version_pages
-from database.test_sets.io import Format, parse_case_documents
+from database.test_sets.import_threads import off_loop as off_loop
+from database.test_sets.io import Format, parse_case_documents, require_cases
 from database.test_sets.models import TestSet, TestSetVersion
 from database.test_sets.schemas import TestSetCreate, TestSetRead, TestSetUpdate
 from database.test_sets.slice_index import SliceIndex
 from database.test_sets.streaming import ConvertedPages, ReadPage, stream_pages
+from database.test_sets.sync_cases import current_cases
+from database.test_sets.sync_cases import stored_case as _stored
 from database.tests import crud as test_crud
-from database.tests.schemas import TestBulkCreate, TestCaseFields
+from database.tests.schemas import TestBulkCreate
 from utils.auth import Principal
 from utils.crud import apply_update, refuse_nulls
 from utils.errors import InvalidInput, NotFound
 from utils.ids import new_id
-from utils.turns import Turns
 
-# Imports of every tenant share these threads: parsing a large file (up to the import limit,
-# each row bounded by io's limits) never holds the event loop; an organization uses one at a
-# time (`off_loop`).
-_IMPORT_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="import")
-_IMPORT_TURNS: Turns[uuid.UUID] = Turns()
-T = TypeVar("T")
 ImportMode = Literal["append", "sync"]
 
 
@@ -175,13 +167,6 @@ async def remove_member(session: AsyncSession, test_set: TestSet, test_id: uuid.
 # --- versions -------------------------------------------------------------------------------
 
 
-async def current_cases(
-    session: AsyncSession, test_set: TestSet
-) -> list[tuple[uuid.UUID | None, dict[str, Any]]]:
-    tests = await crud.member_tests(session, test_set.id)
-    return [(test.id, test_crud.case_fields(test)) for test in tests]
-
-
 async def _published_pages(
     session: AsyncSession, test_ids: Sequence[uuid.UUID], digest: ContentHash, slices: SliceIndex
 ) -> AsyncIterator[list[tuple[uuid.UUID | None, dict[str, Any]]]]:
@@ -271,34 +256,18 @@ async def get_version_or_404(
 # --- import and export ----------------------------------------------------------------------
 
 
-async def off_loop(organization_id: uuid.UUID, parse: Callable[..., T], *args: Any) -> T:
-    """Runs a parser of uploaded content in the import threads, once the organization's
-    previous one there has ended: two threads busy with one organization's uploads would
-    queue every other organization's imports behind them. The turn is held only while the
-    parser waits for a thread or runs, never while a database lock is awaited, so a caller
-    holding one (a sync holds its set's) cannot deadlock with the organization's imports."""
-    async with _IMPORT_TURNS.turn(organization_id):
-        running = _IMPORT_THREADS.submit(parse, *args)
-        job = asyncio.wrap_future(running)
-        try:
-            return await asyncio.shield(job)
-        except asyncio.CancelledError:
-            running.cancel()  # when it has not started; else its turn lasts until it ends
-            while not job.done():  # (however often it is cancelled meanwhile)
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait([job])
-            raise
-
-
 def parsed_cases(
     content: bytes, fmt: Format, hashed: bool
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A native file's cases as `write_cases` takes them (run it `off_loop`), and when
-    `hashed` their content hash, as a version holding exactly them has it."""
+    `hashed` their content hash, as a version holding exactly them has it. A file may hold
+    none: a sync of it empties the set (an append of it is refused by `write_cases`)."""
     if not hashed:
-        return parse_case_documents(content, fmt), None
+        return parse_case_documents(content, fmt, allow_empty=True), None
     digest = ContentHash()
-    cases = parse_case_documents(content, fmt, seen=lambda dumped: digest.add((dumped,)))
+    cases = parse_case_documents(
+        content, fmt, allow_empty=True, seen=lambda dumped: digest.add((dumped,))
+    )
     return cases, digest.hexdigest()
 
 
@@ -313,31 +282,26 @@ async def write_cases(
 ) -> tuple[int, bool]:
     """Writes parsed cases to the set; returns the tests written and whether the set changed.
 
-    `append` adds every case as a new test. `sync` makes the set hold exactly these cases, in
-    this order: a set that holds them already is not touched (so no new version is made), and
-    otherwise a case equal to one of the set's tests keeps that test (its id, so comparisons
-    pair it with earlier runs) while the others become new tests.
+    `append` adds every case as a new test (and refuses no cases). `sync` makes the set hold
+    exactly these cases, in this order (no cases empties it): a set that holds them already is
+    not touched (so no new version is made), and otherwise a case equal to one of the set's
+    tests keeps that test (its id, so comparisons pair it with earlier runs) while the others
+    become new tests.
 
     A sync given the cases' `content_hash` (see `parsed_cases`) that is the `published_hash`
     holds them already, and its cases are not read (a set synced from the same file before
     every run: each run publishes it)."""
     if mode == "append":
-        ids = await _insert(session, principal, test_set, cases)
+        ids = await _insert(session, principal, test_set, require_cases(cases))
         first = await crud.max_position(session, test_set.id) + 1
         await crud.insert_members(session, test_set=test_set, test_ids=ids, first_position=first)
         return len(ids), True
     if content_hash is not None and content_hash == await published_hash(session, test_set):
         return 0, False
-    current = await current_cases(session, test_set)
-    organization_id = test_set.organization_id
-    held, wanted = await off_loop(
-        organization_id, _canonical_lists, [case for _, case in current], cases
-    )
-    if held == wanted:
+    held = await current_cases(session, test_set)
+    kept = await off_loop(test_set.organization_id, held.kept, cases)
+    if kept is None:
         return 0, False
-    kept = await off_loop(
-        organization_id, _reusable, [test_id for test_id, _ in current], held, wanted
-    )
     new = [case for case, test_id in zip(cases, kept, strict=True) if test_id is None]
     inserted = iter(await _insert(session, principal, test_set, new))
     order = [test_id if test_id is not None else next(inserted) for test_id in kept]
@@ -355,28 +319,6 @@ async def _insert(
         project_id=test_set.project_id,
         cases=cases,
     )
-
-
-def _reusable(
-    test_ids: list[uuid.UUID | None], held: list[str], wanted: list[str]
-) -> list[uuid.UUID | None]:
-    """For each wanted case, a test of the set that holds the same (each test once, in the
-    set's order), or None: a sync keeps those tests."""
-    reusable: dict[str, deque[uuid.UUID]] = {}
-    for test_id, key in zip(test_ids, held, strict=True):
-        if test_id is not None:
-            reusable.setdefault(key, deque()).append(test_id)
-    return [reusable[key].popleft() if reusable.get(key) else None for key in wanted]
-
-
-def _canonical_lists(*lists: list[dict[str, Any]]) -> list[list[str]]:
-    return [[_canonical(case) for case in cases] for cases in lists]
-
-
-def _canonical(case: dict[str, Any]) -> str:
-    """A case as compared by a sync: what it holds, not how it was written down."""
-    dumped = _stored(case).model_dump(mode="json")
-    return json.dumps(dumped, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 async def export(
@@ -397,8 +339,3 @@ async def export(
         version = await get_version_or_404(session, test_set, version_number)
         read_page = version_pages(version.id)
     return stream_pages(principal, read_page, ConvertedPages(_stored, case_encoder(fmt)))
-
-
-def _stored(case: dict[str, Any]) -> TestCaseFields:
-    """A stored case as it is exported: the limits judge what is sent, not what was stored."""
-    return TestCaseFields.model_validate(case, context={"stored": True})
