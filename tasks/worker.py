@@ -38,6 +38,10 @@ log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 2.0
 LEASE = timedelta(seconds=30)
+# A dead job's consequence (on_dead) tried this often, a pause longer each time, before the
+# job is buried without it.
+ON_DEAD_TRIES = 3
+ON_DEAD_PAUSE = 0.5
 
 
 @dataclass(frozen=True)
@@ -320,23 +324,29 @@ class WorkerPool:
 
     async def _record_failure(self, context: JobContext, exc: Exception, bound: Any) -> str | None:
         """Schedules the job's retry, or makes it dead and tells `on_dead` in the same
-        transaction (a dead job and its consequence commit together). When `on_dead` fails, the
-        job is made dead without it, its error saying so: rolled back with it, the job would
-        stay running, be taken over when its lease ran out (which counts no attempt) and run
-        again past its last attempt, every lease. The status, or None if none was recorded (the
-        lease runs out: the job is taken over)."""
+        transaction (a dead job and its consequence commit together). A transaction that fails
+        is tried again (a deadlock or a dropped connection passes), `ON_DEAD_TRIES` times in
+        all; then the job is made dead without `on_dead`, its error saying so: left running, it
+        would be taken over when its lease ran out (which counts no attempt) and run again past
+        its last attempt. The status, or None if none was recorded (the lease runs out: the job
+        is taken over)."""
         error = _described(exc)
         retry_in = exc.seconds if isinstance(exc, queue.RetryLater) else None
-        try:
+        on_dead = self.on_dead
+        for tried in range(1, ON_DEAD_TRIES + 2):
             try:
-                return await self._fail(context, error, retry_in, self.on_dead)
-            except _OnDeadFailed as failed:
-                bound.error("on_dead failed; the job is dead without it", exc_info=failed.cause)
-                error = f"on_dead failed ({_described(failed.cause)[:500]}) after: {error}"
-                return await self._fail(context, error, retry_in, None)
-        except Exception as unrecorded:
-            bound.warning("failure not recorded", error=_described(unrecorded))
-            return None
+                return await self._fail(context, error, retry_in, on_dead)
+            except Exception as failed:
+                if on_dead is None:
+                    bound.warning("failure not recorded", error=_described(failed))
+                    return None
+                bound.error("recording the failure failed", tried=tried, exc_info=failed)
+                if tried == ON_DEAD_TRIES:
+                    error = f"on_dead failed ({_described(failed)[:500]}) after: {error}"
+                    on_dead = None
+                else:
+                    await asyncio.sleep(ON_DEAD_PAUSE * tried)
+        return None  # (not reached: the last try has no on_dead)
 
     async def _fail(
         self,
@@ -345,30 +355,14 @@ class WorkerPool:
         retry_in: float | None,
         on_dead: DeadHandler | None,
     ) -> str:
-        """`queue.fail` in a transaction of its own, `on_dead` told in it when the job is dead;
-        what `on_dead` (or the commit after it) raises comes as `_OnDeadFailed`."""
-        told = False
-        try:
-            async with context.transaction() as session:
-                status = await queue.fail(
-                    session, worker=self.name, job=context.job, error=error, retry_in=retry_in
-                )
-                if status == "dead" and on_dead is not None:
-                    told = True
-                    await on_dead(context, session, error)
-        except Exception as exc:
-            if told:
-                raise _OnDeadFailed(exc) from exc
-            raise
+        """`queue.fail` in a transaction of its own, `on_dead` told in it when the job is dead."""
+        async with context.transaction() as session:
+            status = await queue.fail(
+                session, worker=self.name, job=context.job, error=error, retry_in=retry_in
+            )
+            if status == "dead" and on_dead is not None:
+                await on_dead(context, session, error)
         return status
-
-
-class _OnDeadFailed(Exception):
-    """What `on_dead`, or the commit of what it wrote, raised."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
 
 
 def _failure(done: asyncio.Task[Any]) -> str | None:

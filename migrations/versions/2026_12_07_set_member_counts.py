@@ -71,7 +71,9 @@ def _replace(name: str, body: str) -> None:
 
 
 def upgrade() -> None:
-    # Members written meanwhile wait for the counts (and the triggers that keep them) to hold.
+    # Members written meanwhile wait for the counts (and the triggers that keep them) to hold;
+    # the sets first, as the service holds a set before it writes the set's members.
+    op.execute("LOCK TABLE test_sets IN ACCESS EXCLUSIVE MODE")
     op.execute("LOCK TABLE test_set_members IN SHARE MODE")
     op.add_column(
         "test_sets", sa.Column("member_count", sa.BigInteger(), server_default="0", nullable=False)

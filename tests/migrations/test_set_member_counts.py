@@ -4,6 +4,7 @@ owner, a plain role held to the tenant policies."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sqlalchemy import text
@@ -103,3 +104,29 @@ async def test_counts_are_filled_in_every_organization_and_kept_by_every_change(
             text("DELETE FROM test_set_members WHERE test_set_id = :set"), {"set": last}
         )
         assert await connection.scalar(revision, {"set": last}) == was + 1
+
+
+async def test_the_upgrade_waits_for_a_set_being_written_and_counts_what_it_wrote(
+    own_database: AsyncEngine,
+) -> None:
+    """As the service writes members: the set held first, then its members written."""
+    url = own_database.url.render_as_string(hide_password=False)
+    await migrate(url, None, revision=BEFORE)
+    ids = {"org": uuid.uuid4(), "project": uuid.uuid4(), "set": uuid.uuid4()}
+    async with own_database.begin() as connection:
+        for statement in (*_OWNERS, _SET):
+            await connection.execute(text(statement), ids)
+    tests = [uuid.uuid4() for _ in range(3)]
+    async with own_database.connect() as writer:
+        await writer.begin()
+        await writer.execute(
+            text("SELECT 1 FROM test_sets WHERE id = :set FOR UPDATE"), {"set": ids["set"]}
+        )
+        upgrade = asyncio.create_task(migrate(url, None, revision=AFTER))
+        await asyncio.sleep(1)  # the upgrade waits for the set
+        for statement in (_TESTS, _MEMBERS):
+            await writer.execute(text(statement), {**ids, "tests": tests})
+        await writer.commit()
+    assert (await upgrade).after == AFTER
+    async with own_database.connect() as connection:
+        assert await _held(connection) == {ids["set"]: (3, 3)}
