@@ -120,7 +120,9 @@ def _parse_checked(
     errors: list[dict[str, Any]] = []
     for assertion in parsed.assertions:
         if len(assertion.name) > MAX_NAME:
-            errors.append({"line": 1, "field": "metric", "message": f"over {MAX_NAME} characters"})
+            message = f"over {MAX_NAME} characters"
+            place = {"line": assertion.line, "file": assertion.file}
+            errors.append({**place, "field": "metric", "message": message})
     complaints: dict[tuple[str, str], str | None] = {}
     for case, line, file in zip(parsed.cases, parsed.lines, parsed.files, strict=True):
         for assertion in parsed.assertions:

@@ -84,7 +84,14 @@ async def read_upload(request: Request, limit: int) -> Upload:
             chunks.append(chunk)
         return Upload(b"".join(chunks), None, content_type)
     async with request.form(max_files=1 + MAX_ATTACHMENTS, max_fields=10) as form:
-        upload = form.get("file")
+        files = form.getlist("file")
+        if len(files) > 1:
+            raise InvalidInput(
+                f"{len(files)} parts named `file`: send one (a promptfoo config's other files"
+                " as `attachment` parts)",
+                field="file",
+            )
+        upload = files[0] if files else None
         if not isinstance(upload, UploadFile):
             raise InvalidInput("send the file in a form field named `file`", field="file")
         left = limit

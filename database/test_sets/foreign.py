@@ -23,6 +23,7 @@ from database.test_sets.import_bounds import (
     DECODER,
     bounded_json,
     json_items,
+    key_notes,
     too_deep,
     too_wide,
 )
@@ -115,10 +116,11 @@ def _parse_foreign(
 
 
 def _skipped_notes(skipped: Counter[str], unit: str) -> list[str]:
-    return [
+    notes = (
         f"{key}: in {n} {'message(s)' if key.startswith('input[]') else unit}; not imported"
         for key, n in skipped.items()
-    ]
+    )
+    return key_notes(notes, len(skipped))
 
 
 def _collect(

@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import regex
@@ -31,6 +31,8 @@ class Assertion:
     negate: bool
     key: str
     source: str
+    line: int = field(default=1, compare=False)  # where the file first asks for it
+    file: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

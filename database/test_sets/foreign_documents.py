@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -159,9 +160,12 @@ def _text_scalar(loader: _Loader, node: yaml.Node) -> Any:
 
 
 def _key(key: Any) -> str:
-    """A mapping key as JSON has it: 1 is "1", true is "true", null is "null"."""
+    """A mapping key as JavaScript (promptfoo) has it: 1 and 1.0 are "1", true is "true",
+    null is "null"."""
     if isinstance(key, str):
         return key
+    if isinstance(key, float) and key.is_integer():
+        return str(int(key))
     if isinstance(key, int | float) and not isinstance(key, bool):
         return str(key)
     return json.dumps(key, default=str)
@@ -179,7 +183,8 @@ def one_upload(max_cases: int = MAX_CASES) -> Iterator[None]:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps to JSON's values (dates and binary stay text, keys are strings),
+    """SafeLoader that reads plain scalars as promptfoo's js-yaml does (YAML 1.2, see
+    `_RESOLVERS`), keeps to JSON's values (dates and binary stay text, keys are strings),
     refuses nesting past the bound while composing, and records where each object starts."""
 
     def __init__(self, text: str, file: str | None, upload: _Upload) -> None:
@@ -190,6 +195,7 @@ class _Loader(yaml.SafeLoader):
         self.places: dict[int, tuple[int, int, int]] = {}
         self.item_lines: dict[int, list[int]] = {}
         self.value_lines: dict[int, dict[str, int]] = {}
+        self.merged: dict[int, int] = {}  # a mapping node's pairs merged in (`<<`), by id
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self.upload.yaml_values += 1
@@ -228,19 +234,86 @@ class _Loader(yaml.SafeLoader):
                 }
         return obj
 
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[str, Any]:
-        return {_key(k): v for k, v in super().construct_mapping(node, deep=deep).items()}
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Once for each node (a merged node is flattened with the first that merges it),
+        remembering how many of its pairs, first in it now, were merged in."""
+        if id(node) in self.merged:
+            return
+        own = sum(key.tag != "tag:yaml.org,2002:merge" for key, _ in node.value)
+        super().flatten_mapping(node)
+        self.merged[id(node)] = len(node.value) - own
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[str, Any]:
+        """Keys as text (`_key`). A key whose text repeats in one mapping is refused, as
+        js-yaml refuses it (1, 1.0 and "1" are one key there): one of the values would be
+        lost. A key merged in (`<<`) may be overridden."""
+        self.flatten_mapping(node)
+        merged = self.merged[id(node)]
+        mapping: dict[str, Any] = {}
+        own: set[str] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _refused("a key must be text or a number", key_node)
+            key = _key(self.construct_object(key_node, deep=True))
+            if index >= merged:
+                if key in own:
+                    raise _refused(f"the key {key!r} appears twice in one mapping", key_node)
+                own.add(key)
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+# Plain scalars as js-yaml 4 (promptfoo's reader) resolves them, by the YAML 1.2 core schema,
+# not PyYAML's YAML 1.1: yes, no, on, off, 12:30 and 1_000 are text, 0755 is 755 (0o755 is
+# octal). As in js-yaml, 0b101 is binary and a float needs no point (1e3). Dates keep YAML
+# 1.1's pattern, which js-yaml shares, and are read as text (see the constructors below).
+_INT_PATTERN = r"[-+]?(?:0b[01]+|0o[0-7]+|0x[0-9a-fA-F]+|[0-9]+)"
+_FLOAT_PATTERN = (
+    r"[-+]?[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+)
+_RESOLVERS = (
+    ("tag:yaml.org,2002:bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("tag:yaml.org,2002:null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:int", _INT_PATTERN, "-+0123456789"),  # before float: 1 is an int
+    ("tag:yaml.org,2002:float", _FLOAT_PATTERN, "-+.0123456789"),
+)
+_INTEGER = re.compile(_INT_PATTERN)
+_KEPT_FROM_YAML_1_1 = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:timestamp")
+_BASES = {"0b": 2, "0o": 8, "0x": 16}
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag in _KEPT_FROM_YAML_1_1]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern, _first in _RESOLVERS:
+    _Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), list(_first))
+
+
+def _refused(problem: str, node: yaml.Node) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
 
 
 def _integer(loader: _Loader, node: yaml.ScalarNode) -> int:
+    text = node.value
+    if _INTEGER.fullmatch(text) is None:  # tagged !!int, written otherwise
+        raise _refused(f"{text[:20]!r} is not an integer", node)
     value: int | None = None
-    if not too_long_to_build(node.value):
+    if not too_long_to_build(text):
         with contextlib.suppress(ValueError):  # more digits than Python converts
-            value = int(loader.construct_yaml_int(node))
-    # A hexadecimal or sexagesimal one is built without that check.
+            value = _integer_value(text)
+    # A binary, octal or hexadecimal one is built without that check.
     if value is None or too_long(value):
-        raise yaml.constructor.ConstructorError(None, None, LONG_INTEGER_COMPLAINT, node.start_mark)
+        raise _refused(LONG_INTEGER_COMPLAINT, node)
     return value
+
+
+def _integer_value(text: str) -> int:
+    """`text` written as YAML 1.2 has it: 0755 is decimal, 0o755 octal."""
+    digits = text.lstrip("+-")
+    base = _BASES.get(digits[:2], 10)
+    magnitude = int(digits[2:] if base != 10 else digits, base)
+    return -magnitude if text.startswith("-") else magnitude
 
 
 def _float(loader: _Loader, node: yaml.ScalarNode) -> int | float:
@@ -248,9 +321,7 @@ def _float(loader: _Loader, node: yaml.ScalarNode) -> int | float:
     spelling gives back from PostgreSQL; YAML's infinities and NaN are no JSON number."""
     value = loader.construct_yaml_float(node)
     if not math.isfinite(value):
-        raise yaml.constructor.ConstructorError(
-            None, None, f"{node.value} is not a JSON number", node.start_mark
-        )
+        raise _refused(f"{node.value} is not a JSON number", node)
     return stored_float(value)
 
 

@@ -7,10 +7,10 @@ assertion is listed as unmapped, and every key not imported is named in a note."
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from itertools import chain
 from typing import Any
 
 from database.test_sets.foreign_assertions import (
@@ -25,9 +25,9 @@ from database.test_sets.foreign_assertions import (
 )
 from database.test_sets.foreign_documents import Document, Row, error, invalid, load
 from database.test_sets.foreign_templates import OverBudget
-from database.test_sets.import_bounds import MeasuredLines, bounded_json, too_wide, width_complaint
-from database.test_sets.io import MAX_COLUMNS, _decode
-from database.test_sets.promptfoo_csv import csv_test
+from database.test_sets.import_bounds import bounded_json, key_notes, too_wide
+from database.test_sets.io import _decode
+from database.test_sets.promptfoo_csv import csv_tests
 from utils.errors import InvalidInput
 
 _TEST_KEYS = {"description", "vars", "assert", "metadata"}
@@ -64,6 +64,7 @@ class Promptfoo:
         self.notes: list[str] = []
         self._unmapped: dict[tuple[str, str | None, str], tuple[list[int], list[int]]] = {}
         self._skipped: Counter[str] = Counter()
+        self._config_keys: list[str] = []
         self._file_vars = 0
         self._listed_vars = 0
         self._read: set[str] = set()
@@ -101,7 +102,7 @@ class Promptfoo:
                     " run an evaluation"
                 )
             elif key not in ("tests", "defaultTest"):
-                self.notes.append(f"{key}: not imported (no Assay equivalent)")
+                self._config_keys.append(key)
         yield from self._read_defaults(config.get("defaultTest"))
         tests = config.get("tests")
         where = self.config.value_line(config, "tests", 1)
@@ -225,39 +226,10 @@ class Promptfoo:
         return self._case(test, number, Document(text, test, name))
 
     def _csv_tests(self, text: str, name: str) -> Iterator[Row]:
-        lines = MeasuredLines(text)
-        reader = csv.reader(lines, strict=True)
-        try:
-            header = next(reader, None)
-        except csv.Error as exc:
-            raise invalid(f"malformed CSV header: {exc}", 1, name) from None
-        if header is None:
-            return
-        names = [column.strip() for column in header]
-        if len(names) > MAX_COLUMNS:
-            raise invalid(f"{len(names)} columns; at most {MAX_COLUMNS}", 1, name)
-        twice = [column for column, n in Counter(names).items() if column and n > 1]
-        if twice:
-            raise invalid(f"the column {twice[0]!r} appears twice", 1, name)
-        start = reader.line_num + 1
-        lines.take()
-        while True:
-            try:
-                row = next(reader, None)
-            except csv.Error as exc:
-                yield start, name, [error(start, name, None, f"malformed CSV: {exc}")]
-                return
-            if row is None:
-                return
-            line, start = start, reader.line_num + 1
-            problem = width_complaint(lines.take())
-            try:
-                test = None if problem else csv_test(names, row)
-            except ValueError as exc:
-                problem = str(exc)
-            if problem:
-                yield line, name, [error(line, name, None, problem)]
-            elif any(cell.strip() for cell in row):  # a row of empty cells is a blank line
+        for line, test in csv_tests(text, name):
+            if isinstance(test, str):
+                yield line, name, [error(line, name, None, test)]
+            else:
                 yield self._case(test, line, Document("", test, name))
 
     def _case(self, test: Any, line: int, doc: Document) -> Row:
@@ -313,7 +285,7 @@ class Promptfoo:
             if isinstance(params, str):
                 self._unmap(spec.source, params, spec.line, spec.file)
                 continue
-            metric = self._claim(spec, used)
+            metric = self._claim(spec, used, fld)
             metadata[metric.key] = params
             faithful = faithful or metric.type == "faithfulness"
         if problems:
@@ -340,7 +312,7 @@ class Promptfoo:
                 "assert",
             )
 
-    def _claim(self, spec: Spec, used: _Claims) -> Assertion:
+    def _claim(self, spec: Spec, used: _Claims, fld: str) -> Assertion:
         """The k-th use of a name in one test is name-k; a name another type took is skipped.
 
         A search goes on from where the test's last one for the same name and type stopped
@@ -358,19 +330,26 @@ class Promptfoo:
             used.next_k[kind] = k
             if found is None:
                 if len(self.assertions) == MAX_KINDS:
-                    raise InvalidInput(
+                    message = (
                         f"the file asks for more than {MAX_KINDS} kinds of assertion (a set's"
                         f" metrics at most); {name!r} is the first past them"
                     )
-                found = Assertion(name, spec.type, spec.negate, f"assert:{name}", spec.source)
+                    raise invalid(message, spec.line, spec.file, fld)
+                found = Assertion(
+                    name,
+                    spec.type,
+                    spec.negate,
+                    f"assert:{name}",
+                    spec.source,
+                    spec.line,
+                    spec.file,
+                )
                 self.assertions[name] = found
             return found
 
     def _final_notes(self) -> None:
-        for key, count in self._skipped.items():
-            what = "assertion(s)" if key.startswith("assert.") else "test(s)"
-            where = "" if key.startswith("defaultTest.") else f" set on {count} {what};"
-            self.notes.append(f"{key}:{where} not imported (no Assay equivalent)")
+        keys = len(self._config_keys) + len(self._skipped)
+        self.notes += key_notes(chain(self._config_notes(), self._skipped_notes()), keys)
         if self._file_vars:
             self.notes.append(
                 f"vars: {self._file_vars} value(s) are file references (file://...), imported as"
@@ -383,6 +362,16 @@ class Promptfoo:
             )
         for name in sorted(set(self.attachments) - self._read):
             self.notes.append(f"{name}: uploaded, but the config does not refer to it; not read")
+
+    def _config_notes(self) -> Iterator[str]:
+        for key in self._config_keys:
+            yield f"{key}: not imported (no Assay equivalent)"
+
+    def _skipped_notes(self) -> Iterator[str]:
+        for key, count in self._skipped.items():
+            what = "assertion(s)" if key.startswith("assert.") else "test(s)"
+            where = "" if key.startswith("defaultTest.") else f" set on {count} {what};"
+            yield f"{key}:{where} not imported (no Assay equivalent)"
 
 
 class _Claims:

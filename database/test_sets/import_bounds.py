@@ -1,6 +1,7 @@
 """The bounds of one row of an imported file, and JSON read within them: how deeply text
 nests, measured without decoding it, where each case of a JSON document starts and ends (the
-document decoded only once), and its numbers read as the database keeps them (`DECODER`)."""
+document decoded only once), its numbers read as the database keeps them (`DECODER`), and
+the notes an import answers with."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import math
 import operator
 import re
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from decimal import Decimal
 from itertools import accumulate, compress, count, islice, repeat
 from typing import Any
@@ -24,6 +25,7 @@ MAX_ROW_BYTES = 1024 * 1024  # one CSV record, JSONL line or JSON case, as UTF-8
 # A CSV cell may be as large as its record: the csv module's own limit (131,072 characters) is
 # smaller, and a test exported with a large metadata object or chat could not be read back.
 csv.field_size_limit(MAX_ROW_BYTES)
+MAX_KEY_NOTES = 100  # notes of an import naming a key it left out
 MAX_NESTING = 32  # levels of arrays and objects in one JSON value (a case, a line, a cell)
 # A case (the object itself is level 1) within the array that holds it, itself within the
 # object that may wrap the array: the depth allowed past a case's own is the document's frame.
@@ -85,8 +87,17 @@ def too_long(integer: int) -> bool:
 
 def too_long_to_build(text: str) -> bool:
     """Whether a number's text is too long to be worth building: four times the digits an
-    integer may have, however it is written (YAML's base 60 is built in quadratic time)."""
+    integer may have, however it is written (in binary it has 3.3 times as many)."""
     return bool(_INT_DIGITS) and len(text) > 4 * _INT_DIGITS
+
+
+def key_notes(notes: Iterable[str], keys: int) -> list[str]:
+    """The notes on the first MAX_KEY_NOTES of `keys` keys an import left out, one a key,
+    then how many more there were: a file may hold any number of distinct keys."""
+    listed = list(islice(notes, MAX_KEY_NOTES))
+    if keys > len(listed):
+        listed.append(f"{keys - len(listed):,} more key(s) not imported are not listed")
+    return listed
 
 
 def _constant(literal: str) -> Any:
