@@ -7,6 +7,7 @@ same problem+json handlers: sub-apps do not inherit the parent's.
 from __future__ import annotations
 
 import uuid
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -77,11 +78,16 @@ Events (`event:` name, then the JSON in `data:`):
 
 The stream ends after `run.finished` or `run.cancelled` (after `run.verdict` for a gated run).
 A run given more repetitions once it has ended (`POST /runs/{id}/repeat`) starts again with
-`run.started`; a stream opened afterwards replays both. A comment line is sent every 15 s as
-a heartbeat. A connection lives at most 30 minutes (then the client reconnects after the
-`retry:` delay); a client too slow to keep up is disconnected the same way. A stream whose
-credential is no longer good (the API key revoked, the login session ended, the member removed)
-ends within a minute with a comment saying why; reopening it is then a 401.
+`run.started`; a stream opened afterwards replays both. On a quiet stream a `heartbeat` event
+(`data: {}`, no `id:`, so `Last-Event-ID` stays put) is sent every 15 s (the server's
+`ASSAY_SSE_HEARTBEAT_SECONDS`): a client that hears nothing for a few of these may take the
+connection for dead and reconnect with `Last-Event-ID`, as the live page and `assay` do. A
+connection lives at most 30 minutes (then the client reconnects after the `retry:` delay); a
+client too slow to keep up is disconnected the same way. When the server ends a stream before
+the run's end, it sends `retry:` and a comment saying why: the client comes back with
+`Last-Event-ID`, no sooner than that delay. A stream whose credential is no longer good (the
+API key revoked, the login session ended, the member removed) ends within a minute with a
+comment saying why; reopening it is then a 401.
 """.replace("PREVIEW", f"{events.OUTPUT_PREVIEW_CHARS:,}").replace(
     "REASON", f"{events.REASON_CHARS:,}"
 )
@@ -189,10 +195,12 @@ def create_public_app() -> FastAPI:
         summary="The live run page (open it with ?token=)",
         response_class=HTMLResponse,
     )
-    async def run_page(run_id: uuid.UUID, session: DbSession, _: RunWatcher) -> Response:
+    async def run_page(
+        run_id: uuid.UUID, session: DbSession, runtime: RuntimeDep, _: RunWatcher
+    ) -> Response:
         """An HTML page following the run live: progress, counts, pass rates, results."""
         await _run(session, run_id)
-        page = FileResponse(STATIC / "live_run.html", media_type="text/html")
+        page = HTMLResponse(_live_page(runtime.settings.sse_heartbeat_seconds))
         page.headers["Content-Security-Policy"] = PAGE_POLICY
         page.headers["Cache-Control"] = "no-store"
         return page
@@ -228,6 +236,14 @@ def _stream_schema() -> dict[str, Any]:
 
 
 STATIC_FILES = {"live_run.js": "text/javascript", "live_run.css": "text/css"}
+
+
+@cache
+def _live_page(heartbeat_seconds: float) -> str:
+    """The live page, told the streams' heartbeat interval: it takes a stream silent for a
+    few of them for a dead connection (one that dropped without a word) and opens another."""
+    page = (STATIC / "live_run.html").read_text(encoding="utf-8")
+    return page.replace("HEARTBEAT_MS", str(round(heartbeat_seconds * 1000)))
 
 
 async def _run(session: DbSession, run_id: uuid.UUID) -> Run:

@@ -31,7 +31,7 @@ from cli.outcome import (
 from cli.progress import Tally, display_for
 from cli.running import RunOptions
 from cli.saving import download_export, write_file
-from cli.stream import follow
+from cli.stream import RunGone, follow
 from cli.terminal import TextConsole, stdout_closed
 
 
@@ -72,12 +72,20 @@ def follow_run(
 
 @contextmanager
 def noted(note: str) -> Iterator[None]:
-    """An error or interrupt out of the block carries `note`, said after its own line."""
+    """An error or interrupt out of the block carries `note`, said after its own line; but not
+    one saying the run no longer exists, of which nothing goes on or can be followed again."""
     try:
         yield
     except (Exception, KeyboardInterrupt) as exc:
-        exc.add_note(note)
+        if not _run_gone(exc):
+            exc.add_note(note)
         raise
+
+
+def _run_gone(exc: BaseException) -> bool:
+    """The run was deleted (or its project was) while the command had it: the server no
+    longer finds it."""
+    return isinstance(exc, RunGone) or (isinstance(exc, ApiError) and exc.status == 404)
 
 
 def goes_on(run_id: str, again: str | None = None) -> str:

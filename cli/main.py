@@ -32,8 +32,8 @@ EXIT_CODES = """Exit codes:
 
 2: the run could not be judged (budget reached, cancelled or failed; its gate undecided).
 
-3: a usage error (a wrong key, a name matching nothing, a bad option or assay.yaml; stdout
-closed before all was written).
+3: a usage error (a wrong key, a name matching nothing, a run deleted while followed, a bad
+option or assay.yaml; stdout closed before all was written).
 
 4: the server could not be reached, or failed (5xx), reads retried first: retry the job (or
 follow the run it says goes on).

@@ -26,11 +26,16 @@ READ_TIMEOUT = 60.0
 # How long the stream may stay unreachable before the command gives up (the run goes on).
 GIVE_UP_AFTER = 300.0
 ENDINGS = {"run.finished", "run.cancelled", "run.verdict"}
+HEARTBEAT = "heartbeat"
 # A server restarting, a proxy in between, or the server's cap on streams (429, 503, with
 # Retry-After): retried like a dropped connection. A server failing (500) is tried again as a
 # read is, a moment, and then believed.
 RETRIED_STATUSES = {429, 502, 503, 504}
 LONGEST_RETRY_AFTER = 60.0
+
+
+class RunGone(CliError):
+    """The run no longer exists (deleted, or its project was): nothing is left to follow."""
 
 
 @dataclass(frozen=True)
@@ -50,20 +55,21 @@ def follow(
     """Every event of the run once, in order, to its very end: reconnects after a drop, and
     after an ending too (a repeated or resumed run goes on past its first end), until the
     server answers that nothing follows the last event seen (204). Gives up (CliError) when
-    the stream gives no sign of life for GIVE_UP_AFTER, or is no event stream at all."""
+    the stream gives no sign of life for GIVE_UP_AFTER, or is no event stream at all; RunGone
+    once the run no longer exists."""
     last_id = 0
     failures = server_errors = 0
     down_since: float | None = None
+    retry_wait = 0.0  # the server's `retry:`, the least wait before reconnecting
     while True:
         ended = False
         opened = time.monotonic()
         asked_to_wait = 0.0
         # Alive: an event or a heartbeat came, or the server held the stream open for a
-        # while. An answer alone is no sign of life: a proxy may answer every time and say
-        # nothing, and the command would wait on it forever. (A proxy that cuts streams
-        # sooner than the heartbeat still lets one through now and then.)
+        # while. An answer alone is no sign of life, nor is a comment (the server's word on
+        # ending a stream at once): a proxy or a busy server may answer every time and bring
+        # nothing, and the command would wait on it forever, reconnecting without pause.
         alive = False
-        heard: _Heard | None = None
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = str(last_id)
@@ -82,25 +88,29 @@ def follow(
                     asked_to_wait = READ_RETRY_SECONDS[server_errors]
                     server_errors += 1
                 else:
-                    _check_stream(client, response)
-                    heard = _Heard(response)
-                    for sse in EventSource(heard).iter_sse():  # type: ignore[arg-type]
-                        if not sse.id or _event_id(sse) <= last_id:
-                            continue  # a heartbeat, or an event seen before a reconnect
+                    _check_stream(client, response, run_id)
+                    for sse in EventSource(response).iter_sse():
+                        if sse.retry is not None:
+                            retry_wait = min(max(sse.retry, 0) / 1000, LONGEST_RETRY_AFTER)
+                        if not sse.data:
+                            continue  # no event: `retry:` alone
+                        alive = True
+                        if sse.event == HEARTBEAT or not sse.id or _event_id(sse) <= last_id:
+                            continue  # no stored event, or one seen before a reconnect
                         down_since, failures, server_errors = None, 0, 0
                         event = _event(sse)
                         last_id = event.id
                         ended = _ends(event)
                         yield event
-                    alive = time.monotonic() - opened >= READ_TIMEOUT
+                    alive = alive or time.monotonic() - opened >= READ_TIMEOUT
         except httpx.ReadTimeout:
             # Silent for READ_TIMEOUT: dead now, though alive for as long as it was held before.
-            alive = time.monotonic() - opened - READ_TIMEOUT >= READ_TIMEOUT
+            alive = alive or time.monotonic() - opened - READ_TIMEOUT >= READ_TIMEOUT
         except (httpx.TransportError, httpx.RemoteProtocolError):
-            alive = time.monotonic() - opened >= READ_TIMEOUT
+            alive = alive or time.monotonic() - opened >= READ_TIMEOUT
         if ended:
             continue  # asks at once whether anything follows the end
-        if alive or (heard is not None and heard.heartbeat):
+        if alive:
             down_since, failures = None, 0
         now = time.monotonic()
         down_since = down_since or now
@@ -109,7 +119,7 @@ def follow(
         failures += 1
         if on_reconnect is not None:
             on_reconnect(last_id)
-        sleep(max(asked_to_wait, min(0.2 * 2 ** min(failures, 7), 15.0)))
+        sleep(max(asked_to_wait, retry_wait, min(0.2 * 2 ** min(failures, 7), 15.0)))
 
 
 def _event(sse: ServerSentEvent) -> Event:
@@ -137,11 +147,13 @@ def _malformed(sse: ServerSentEvent) -> Unreachable:
     )
 
 
-def _check_stream(client: Client, response: httpx.Response) -> None:
+def _check_stream(client: Client, response: httpx.Response, run_id: str) -> None:
     """A refusal, or a success that is not an event stream (a proxy's page, say), is no
     dropped connection: retrying would never end."""
     if not response.is_success:
         response.read()
+        if response.status_code == 404:
+            raise RunGone(f"run {run_id} no longer exists ({problem_line(response)})")
         raise (Unreachable if response.status_code >= 500 else CliError)(problem_line(response))
     kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind != "text/event-stream":
@@ -150,27 +162,6 @@ def _check_stream(client: Client, response: httpx.Response) -> None:
             f" {response.status_code} with {kind or 'no content type'}, not text/event-stream"
             " (a proxy in between?)"
         )
-
-
-class _Heard:
-    """The response as EventSource reads it (its headers, its text), noting whether a comment
-    line came: the server's heartbeat, or its word on ending a stream. EventSource yields
-    events only."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.headers = response.headers
-        self.heartbeat = False
-        self._response = response
-        self._line_starts = True
-
-    def iter_text(self) -> Iterator[str]:
-        for text in self._response.iter_text():
-            if not self.heartbeat:
-                self.heartbeat = (self._line_starts and text.startswith(":")) or any(
-                    mark in text for mark in ("\n:", "\r:")
-                )
-            self._line_starts = text.endswith(("\n", "\r"))
-            yield text
 
 
 def _retry_after(response: httpx.Response) -> float:

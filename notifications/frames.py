@@ -64,4 +64,6 @@ class Batch:
         return cls((item,), delta_frame(item, last_seq), last_seq, last_seq, frozenset())
 
 
-HEARTBEAT = Item(-1, "heartbeat", b": ping\n\n")
+# An event rather than a comment: EventSource passes no comment to the page, which could then
+# not tell a quiet stream from a dead one. No `id:`, so Last-Event-ID stays where it was.
+HEARTBEAT = Item(-1, "heartbeat", b"event: heartbeat\ndata: {}\n\n")

@@ -1,5 +1,5 @@
 // The live run page: an EventSource on /public/runs/{id}/events (a new one when the browser
-// gives up on the old: see connect). Rows are keyed by (position, repetition), so a replay
+// gives up on the old, or when the stream goes silent: see connect). Rows are keyed by (position, repetition), so a replay
 // after a reconnect updates rows instead of adding them.
 "use strict";
 
@@ -178,6 +178,13 @@
   // cannot send the header).
   const RETRY_FIRST_MS = 2000;
   const RETRY_MAX_MS = 30000;
+  // A connection can also go silent without closing (a NAT or proxy timing it out, a laptop
+  // waking on another network), and EventSource then reports nothing. The server sends a
+  // heartbeat event on a quiet stream (at the interval the page is served with), so a stream
+  // that has said nothing for SILENT_HEARTBEATS of them is taken for dead: closed, and reopened
+  // after the last event the page has.
+  const SILENT_HEARTBEATS = 2.5;
+  const silenceMs = SILENT_HEARTBEATS * Number(document.body.dataset.heartbeatMs);
   const HANDLERS = {
     "run.started": (data) => (ended ? onRestart(data) : onStarted(data)),
     "run.verdict": onVerdict,
@@ -192,7 +199,9 @@
   let ended = false;
   let source = null;
   let lastEventId = "";
-  let failures = 0; // new EventSources refused in a row
+  let failures = 0; // new EventSources refused (or gone silent) in a row
+  let lastHeard = 0; // when the stream last said anything: an event, a heartbeat, its opening
+  let silenceTimer = null;
 
   function setConnection(state, text) {
     $("connection").textContent = text;
@@ -208,15 +217,43 @@
     source = new EventSource(eventsUrl());
     for (const [type, handler] of Object.entries(HANDLERS)) {
       source.addEventListener(type, (message) => {
+        heard();
         if (message.lastEventId) lastEventId = message.lastEventId;
         handler(JSON.parse(message.data));
       });
     }
+    source.addEventListener("heartbeat", heard);
     source.addEventListener("open", () => {
+      heard();
       failures = 0;
       setConnection("open", "");
     });
     source.addEventListener("error", onError);
+    heard();
+    watchSilence();
+  }
+
+  function heard() {
+    lastHeard = Date.now();
+  }
+
+  // One timer, re-armed only when it fires: events may come many times a second.
+  function watchSilence() {
+    clearTimeout(silenceTimer);
+    if (!(silenceMs > 0) || source.readyState === EventSource.CLOSED) return; // see onError
+    const quiet = Date.now() - lastHeard;
+    if (quiet < silenceMs) {
+      silenceTimer = setTimeout(watchSilence, silenceMs - quiet);
+      return;
+    }
+    source.close();
+    failures += 1;
+    if (failures === 1) {
+      setConnection("reconnecting", "(reconnecting…)");
+      connect();
+    } else {
+      retryLater(0);
+    }
   }
 
   function onError() {
@@ -267,12 +304,16 @@
     } else if (status >= 400 && status < 500 && status !== 429) {
       setConnection("refused", "The server refuses this stream (HTTP " + status + "): reload the page to try again.");
     } else {
-      const growing = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
-      // Spread out pages refused together; never sooner than the server asked.
-      const delay = Math.max(growing * (0.75 + Math.random() / 2), answer.retryAfterMs * (1 + Math.random() / 4));
-      setConnection("waiting", "(cannot connect: retrying in " + Math.round(delay / 1000) + " s)");
-      setTimeout(connect, delay);
+      retryLater(answer.retryAfterMs);
     }
+  }
+
+  function retryLater(retryAfterMs) {
+    const growing = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (failures - 1));
+    // Spread out pages refused together; never sooner than the server asked.
+    const delay = Math.max(growing * (0.75 + Math.random() / 2), retryAfterMs * (1 + Math.random() / 4));
+    setConnection("waiting", "(cannot connect: retrying in " + Math.round(delay / 1000) + " s)");
+    setTimeout(connect, delay);
   }
 
   connect();

@@ -114,7 +114,13 @@ def _name(prefix: str) -> str:
 def cli_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, FakeOpenAI]]:
     root = tmp_path_factory.mktemp("cli")
     with FakeOpenAI(require_api_key="sk-test") as fake:
-        env = {**live_env(root / "data", 2), "ASSAY_AUTH_RATE_LIMIT": "1000/minute"}
+        env = {
+            **live_env(root / "data", 2),
+            "ASSAY_AUTH_RATE_LIMIT": "1000/minute",
+            # The command waits the stream's `retry:` before reconnecting: streams the tests'
+            # proxies cut are reopened sooner than the default 2 s.
+            "ASSAY_SSE_RETRY_MS": "300",
+        }
         server = start_server(env, root / "server.log")
         try:
             server.wait_healthy(120)

@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from notifications.frames import HEARTBEAT
+
 # Not forwarded either way: the hop's own, or recomputed for the buffered body.
 HOP_HEADERS = {
     "connection",
@@ -169,7 +171,7 @@ def held_stream(handler: Handler) -> None:
     handler.end_headers()
     try:
         while not handler.server.proxy.closing.wait(1.0):
-            handler.wfile.write(b": ping\n\n")
+            handler.wfile.write(HEARTBEAT.encoded)
             handler.wfile.flush()
     except OSError:
         pass  # the command went away
@@ -184,7 +186,7 @@ def short_streams(times: int, seconds: float = 0.5) -> Answer:
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Connection", "close")
         handler.end_headers()
-        handler.wfile.write(b": ping\n\n")
+        handler.wfile.write(HEARTBEAT.encoded)
         handler.wfile.flush()
         handler.server.proxy.closing.wait(seconds)
 

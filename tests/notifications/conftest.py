@@ -29,17 +29,19 @@ from tests.helpers import register, remove_account
 
 @dataclass
 class Event:
-    """One parsed server-sent event (or comment)."""
+    """One parsed server-sent event (or comment, or heartbeat)."""
 
     id: str | None = None
     event: str | None = None
     data: Any = None
     comments: list[str] = field(default_factory=list)
     retry: int | None = None
+    heartbeat: bool = False
 
 
 async def read_events(response: httpx.Response) -> AsyncIterator[Event]:
-    """Parses an SSE body as it arrives; yields each event (comments and retry included)."""
+    """Parses an SSE body as it arrives; yields each event (comments and retry included). A
+    heartbeat comes with `heartbeat` set and no type: `if event.event` picks the run's events."""
     current = Event()
     lines: list[str] = []
     async for line in response.aiter_lines():
@@ -55,6 +57,8 @@ async def read_events(response: httpx.Response) -> AsyncIterator[Event]:
             current.comments.append(value)
         elif name == "id":
             current.id = value
+        elif name == "event" and value == "heartbeat":
+            current.heartbeat = True
         elif name == "event":
             current.event = value
         elif name == "data":
