@@ -49,7 +49,7 @@ def sign_flip_test(differences: npt.ArrayLike, *, seed: int) -> float:
         return 1.0
     bound = observed - _SUM_TIE * scale  # a sum at least this large is as extreme
     if array.size <= SIGN_FLIP_EXACT:
-        return _exact_sign_flips(array, bound)
+        return exact_sign_flips(array, bound)
     if array.size <= SIGN_FLIP_NORMAL:
         return _drawn_sign_flips(array, bound, seed)
     shifted = max(observed - float(np.abs(array).min()), 0.0)
@@ -64,7 +64,7 @@ def _signed_sums(values: FloatArray) -> FloatArray:
     return sums
 
 
-def _exact_sign_flips(differences: FloatArray, bound: float) -> float:
+def exact_sign_flips(differences: FloatArray, bound: float) -> float:
     """The share of all sign patterns whose sum is at least `bound` (> 0) in size: each sum of
     the first half's signs with the count of the second half's that take it beyond -bound or
     +bound (sorted, two binary searches)."""

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from database.core import read_beside
 from database.evaluations.scoring import higher_passes
-from database.results import changes, paired_tests
+from database.results import changes, model_pins, paired_tests
 from database.results.comparison_schemas import (
     CaseCounts,
     Comparison,
@@ -107,7 +107,35 @@ def _incomparable_rates(analysed: dict[str, Any], baseline: Run, candidate: Run)
     rule changed between the runs (a threshold lowered reads as an improvement), and the
     overall rate (every metric passing) and its slices' when the runs' metrics or their
     rules differ, are inconclusive, saying why. Scores are compared as they were: a rule
-    does not change them."""
+    does not change them, but another judge does, so a metric judged by another model (or
+    the same one configured otherwise) is not compared at all."""
+    changed, unmatched = _rule_changes(baseline, candidate)
+    judged = model_pins.changed_judges(baseline, candidate)
+    for metric in analysed["metrics"]:
+        whys = []
+        if metric.name in changed:
+            whys.append(f"its rule changed between the runs ({changed[metric.name]})")
+        if metric.name in judged:
+            whys.append(f"its judge changed between the runs ({judged[metric.name]})")
+            if metric.score is not None:
+                metric.score = _not_comparable(metric.score, whys[-1])
+        if whys:
+            metric.pass_rate = _not_comparable(metric.pass_rate, "; ".join(whys))
+    what = [f"{name}'s rule changed" for name in sorted(changed)]
+    what += [f"{name}'s judge changed" for name in sorted(judged)]
+    what += [f"{name} is in one run only" for name in unmatched]
+    if what:
+        why = "; ".join(what)
+        analysed["overall"] = _not_comparable(analysed["overall"], why)
+        analysed["verdict"], analysed["reason"] = "inconclusive", analysed["overall"].reason
+        for piece in analysed["slices"]:  # a slice's rate is the overall one, of its cases
+            piece.pass_rate = _not_comparable(piece.pass_rate, why)
+    return analysed
+
+
+def _rule_changes(baseline: Run, candidate: Run) -> tuple[dict[str, str], list[str]]:
+    """The metrics of both runs whose rule changed, each with what changed, and the metrics
+    of one run only."""
     rules = [
         {spec["name"]: {key: spec.get(key) for key in _RULE} for spec in run.metrics or []}
         for run in (baseline, candidate)
@@ -121,20 +149,7 @@ def _incomparable_rates(analysed: dict[str, Any], baseline: Run, candidate: Run)
         for name in rules[0].keys() & rules[1].keys()
         if rules[0][name] != rules[1][name]
     }
-    for metric in analysed["metrics"]:
-        if metric.name in changed:
-            why = f"its rule changed between the runs ({changed[metric.name]})"
-            metric.pass_rate = _not_comparable(metric.pass_rate, why)
-    unmatched = sorted(rules[0].keys() ^ rules[1].keys())
-    if changed or unmatched:
-        what = [f"{name}'s rule changed" for name in sorted(changed)]
-        what += [f"{name} is in one run only" for name in unmatched]
-        why = "; ".join(what)
-        analysed["overall"] = _not_comparable(analysed["overall"], why)
-        analysed["verdict"], analysed["reason"] = "inconclusive", analysed["overall"].reason
-        for piece in analysed["slices"]:  # a slice's rate is the overall one, of its cases
-            piece.pass_rate = _not_comparable(piece.pass_rate, why)
-    return analysed
+    return changed, sorted(rules[0].keys() ^ rules[1].keys())
 
 
 def _not_comparable(tested: Tested, why: str) -> Tested:

@@ -2,9 +2,9 @@
 metrics it names the run's own), decided when the run ends, in the transaction that ends it.
 
 `passed`, `failed` (a regression where `fail_on` asks, or a floor missed) or `undecided` (the
-run did not complete, too many errored results, or a comparison the gate needs inconclusive
-or not to be made). A gate with `fail_on: never` and no `max_dropped` needs no comparison:
-a baseline it cannot be compared with is a note there, not a doubt.
+run did not complete, no result rated or too many errored, or a comparison the gate needs
+inconclusive or not to be made). A gate with `fail_on: never` and no `max_dropped` needs no
+comparison: a baseline it cannot be compared with is a note there, not a doubt.
 A run that did not complete is undecided whatever else; otherwise a floor missed or a
 regression fails the gate whatever else is in doubt.
 
@@ -143,6 +143,8 @@ async def decide(
             comparison=None,
         )
     rate, errored, results = await figures.pass_rate(session, run)
+    if rate is None:  # nothing passed or failed: no floor, baseline or margin can speak for it
+        doubts.append(f"no result was rated ({errored} of {results} errored)")
     if results and errored / results > gate.get("max_error_rate", 0.1):
         doubts.append(
             f"{errored} of {results} results errored, above the allowed share of "
@@ -165,6 +167,7 @@ async def decide(
             (doubts if needed else notes).append(found)
         else:
             comparison = _judged(found, gate, failed, doubts)
+            doubts.extend(await _not_compared(session, run, found, gate))
             if wants_comparison:
                 await _errors_beside_baseline(
                     session, (errored, results), uuid.UUID(baseline_id), gate, doubts
@@ -197,9 +200,9 @@ async def _overall_floor(
     """The pass rate against its floor: failed below it, in doubt when only the errored
     results (counted as failures) would take it below."""
     rate, errored = rated
-    if rate is None:
-        doubts.append("no case could be rated against the pass-rate floor")
-    elif rate < floor - _ROUNDING:
+    if rate is None:  # a doubt of the whole gate (decide)
+        return
+    if rate < floor - _ROUNDING:
         failed.append(f"pass rate {rate:.1%} is below the floor of {floor:.1%}")
     elif (
         errored
@@ -283,6 +286,27 @@ async def _comparison(
         return f"no comparison with the baseline: {exc.detail}"
 
 
+async def _not_compared(
+    session: AsyncSession, run: Run, found: Comparison, gate: dict[str, Any]
+) -> list[str]:
+    """A doubt for each metric `fail_on` lists that the comparison lacks, naming the run
+    without evaluations of it (a comparison has the metrics both runs evaluated)."""
+    fail_on = gate.get("fail_on")
+    if not isinstance(fail_on, list):
+        return []
+    compared = {metric.name for metric in found.metrics}
+    missing = [name for name in fail_on if name not in compared]
+    if not missing:
+        return []
+    evaluated = {metric.name for metric in await figures.metrics(session, run)}
+    return [
+        f"{name}: not compared (the baseline has no such metric)"
+        if name in evaluated
+        else f"{name}: not compared (this run has no evaluation of it)"
+        for name in missing
+    ]
+
+
 def _judged(
     found: Comparison, gate: dict[str, Any], failed: list[str], doubts: list[str]
 ) -> dict[str, Any]:
@@ -299,13 +323,6 @@ def _judged(
     for metric in found.metrics:
         if fail_on == "regression" or (isinstance(fail_on, list) and metric.name in fail_on):
             required.append(metric.pass_rate)
-    if isinstance(fail_on, list):
-        compared = {m.name for m in found.metrics}
-        doubts.extend(
-            f"{name}: not compared (the baseline has no such metric)"
-            for name in fail_on
-            if name not in compared
-        )
     for tested in required:
         if tested.verdict == "regressed":
             failed.append(tested.reason)

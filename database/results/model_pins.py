@@ -84,3 +84,28 @@ async def changed_now(session: AsyncSession, run: Run) -> str | None:
     """`changed`, for the run's models as stored now."""
     rows = [await model_crud.get_model(session, model_id) for model_id in model_ids(run)]
     return changed(run, [row for row in rows if row is not None])
+
+
+def changed_judges(baseline: Run, candidate: Run) -> dict[str, str]:
+    """The metrics of both runs that another judge scored in the candidate, each with how it
+    changed: another model, or the same one configured otherwise (where both runs kept its
+    digest). A run that froze no judge for a metric is not held to one."""
+    judges = [_judges(run) for run in (baseline, candidate)]
+    changes: dict[str, str] = {}
+    for name in judges[0].keys() & judges[1].keys():
+        before, after = judges[0][name], judges[1][name]
+        if before != after:
+            changes[name] = f"judge model {before} → {after}"
+            continue
+        digests = [(run.model_digests or {}).get(before) for run in (baseline, candidate)]
+        if None not in digests and digests[0] != digests[1]:
+            changes[name] = f"judge model {before} configured otherwise"
+    return changes
+
+
+def _judges(run: Run) -> dict[str, str]:
+    return {
+        spec["name"]: str(spec["judge_model_id"])
+        for spec in run.metrics or []
+        if spec.get("judge_model_id")
+    }
