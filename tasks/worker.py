@@ -324,29 +324,28 @@ class WorkerPool:
 
     async def _record_failure(self, context: JobContext, exc: Exception, bound: Any) -> str | None:
         """Schedules the job's retry, or makes it dead and tells `on_dead` in the same
-        transaction (a dead job and its consequence commit together). A transaction that fails
+        transaction (a dead job and its consequence commit together). An `on_dead` that fails
         is tried again (a deadlock or a dropped connection passes), `ON_DEAD_TRIES` times in
-        all; then the job is made dead without `on_dead`, its error saying so: left running, it
-        would be taken over when its lease ran out (which counts no attempt) and run again past
-        its last attempt. The status, or None if none was recorded (the lease runs out: the job
-        is taken over)."""
+        all; then the job is made dead without it, its error saying so: left running, it would
+        be taken over when its lease ran out (which counts no attempt) and run again past its
+        last attempt. The status, or None if none was recorded (the lease runs out: the job is
+        taken over)."""
         error = _described(exc)
         retry_in = exc.seconds if isinstance(exc, queue.RetryLater) else None
-        on_dead = self.on_dead
-        for tried in range(1, ON_DEAD_TRIES + 2):
-            try:
-                return await self._fail(context, error, retry_in, on_dead)
-            except Exception as failed:
-                if on_dead is None:
-                    bound.warning("failure not recorded", error=_described(failed))
-                    return None
-                bound.error("recording the failure failed", tried=tried, exc_info=failed)
-                if tried == ON_DEAD_TRIES:
-                    error = f"on_dead failed ({_described(failed)[:500]}) after: {error}"
-                    on_dead = None
-                else:
-                    await asyncio.sleep(ON_DEAD_PAUSE * tried)
-        return None  # (not reached: the last try has no on_dead)
+        try:
+            for tried in range(1, ON_DEAD_TRIES + 1):
+                try:
+                    return await self._fail(context, error, retry_in, self.on_dead)
+                except _OnDeadFailed as failed:
+                    cause = failed.cause
+                    bound.error("on_dead failed", tried=tried, exc_info=cause)
+                    if tried < ON_DEAD_TRIES:
+                        await asyncio.sleep(ON_DEAD_PAUSE * tried)
+            error = f"on_dead failed ({_described(cause)[:500]}) after: {error}"
+            return await self._fail(context, error, retry_in, None)
+        except Exception as unrecorded:
+            bound.warning("failure not recorded", error=_described(unrecorded))
+            return None
 
     async def _fail(
         self,
@@ -355,14 +354,26 @@ class WorkerPool:
         retry_in: float | None,
         on_dead: DeadHandler | None,
     ) -> str:
-        """`queue.fail` in a transaction of its own, `on_dead` told in it when the job is dead."""
+        """`queue.fail` in a transaction of its own, `on_dead` told in it when the job is dead
+        (what `on_dead` raises comes as `_OnDeadFailed`)."""
         async with context.transaction() as session:
             status = await queue.fail(
                 session, worker=self.name, job=context.job, error=error, retry_in=retry_in
             )
             if status == "dead" and on_dead is not None:
-                await on_dead(context, session, error)
+                try:
+                    await on_dead(context, session, error)
+                except Exception as exc:
+                    raise _OnDeadFailed(exc) from exc
         return status
+
+
+class _OnDeadFailed(Exception):
+    """What a job's `on_dead` raised."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _failure(done: asyncio.Task[Any]) -> str | None:

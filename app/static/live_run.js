@@ -222,7 +222,9 @@
         handler(JSON.parse(message.data));
       });
     }
-    source.addEventListener("heartbeat", heard);
+    // Every event says the stream lives, those the page does not show too (evaluation.delta:
+    // a judge streaming sends no heartbeat meanwhile).
+    for (const type of ["heartbeat", "evaluation.delta"]) source.addEventListener(type, heard);
     source.addEventListener("open", () => {
       heard();
       failures = 0;

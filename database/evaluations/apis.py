@@ -144,11 +144,11 @@ async def replace_test_set_metrics(
     " `ideal`) and `langfuse` (dataset items with `input`, `expected_output`, `metadata`)."
     " A foreign file's assertions become metrics taking each test's parameters, added to"
     " the set's default metrics; those without an Assay equivalent are listed in `unmapped`."
-    " `mode=sync` makes the set hold exactly the file's cases (a file of none, such as an"
-    " empty set's export, empties it): an unchanged file writes"
-    " nothing (and so makes no new version), and unchanged cases keep their tests. A file"
-    " with any bad row imports nothing and answers 422 listing every bad row by line, field"
-    " and reason.",
+    " `mode=sync` makes the set hold exactly the file's cases (a file of no cases, such as"
+    " an empty set's CSV or JSON export, empties it; an empty file is refused): an unchanged"
+    " file writes nothing (and so makes no new version), and unchanged cases keep their"
+    " tests. A file with any bad row imports nothing and answers 422 listing every bad row"
+    " by line, field and reason.",
     openapi_extra=IMPORT_BODY,
     operation_id="test_sets_import",
     summary="Import tests from a file (CSV, JSON, JSONL, promptfoo, OpenAI Evals, Langfuse)",

@@ -89,7 +89,7 @@ def parse_case_documents(
     """As parse_cases, each case as the JSON its test is written from, less the fields at
     their default (which the insert fills in), dumped as soon as it is valid: a large file's
     models and their dumps are never all held side by side. `seen` gets each whole dump; a
-    file of no cases is refused unless `allow_empty`."""
+    file of no cases is refused unless `allow_empty`, and an empty one even then."""
 
     def document(_: dict[str, Any], case: TestCaseFields) -> dict[str, Any]:
         dumped = case.model_dump(mode="json")
@@ -98,6 +98,12 @@ def parse_case_documents(
         # Not `exclude_defaults`, which would also leave out the defaults inside nested values.
         return {key: value for key, value in dumped.items() if value != _FIELD_DEFAULTS[key]}
 
+    if allow_empty and (not content or content.isspace()):
+        # An empty upload is more likely a step that wrote nothing than a wish for no cases.
+        raise InvalidInput(
+            "The file is empty: to empty the set, sync a file of no cases (a CSV header, [])",
+            field="file",
+        )
     cases = _validated(_rows(content, fmt), max_cases, document)
     return cases if allow_empty else require_cases(cases)
 

@@ -112,3 +112,47 @@ async def test_an_on_dead_that_fails_once_is_tried_again_and_commits_with_the_jo
     assert told == ["ValueError: boom", "ValueError: boom"]
     job = await load_job(committed_database, account, job_id)
     assert (job.status, job.last_error) == ("dead", "ValueError: boom")
+
+
+async def test_a_failure_not_of_on_dead_is_not_blamed_on_it(
+    committed_database: Database,
+    accounts: list[Account],
+    database_urls: DatabaseUrls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recording a retry fails (the database restarting, say): the job is left to its lease,
+    never marked as if its on_dead had failed (it was not told)."""
+    account = accounts[0]
+    kind = new_kind()
+    monkeypatch.setattr(queue, "backoff", lambda attempts: 0.05)
+    monkeypatch.setattr(worker, "ON_DEAD_PAUSE", 0.01)
+    record = queue.fail
+    refusals = [RuntimeError("the database restarts")] * ON_DEAD_TRIES
+    told: list[str] = []
+
+    async def failing_at_first(session: AsyncSession, **arguments: object) -> str:
+        if refusals:
+            raise refusals.pop()
+        return await record(session, **arguments)  # type: ignore[arg-type]
+
+    async def handler(ctx: JobContext) -> None:
+        raise ValueError(f"boom {ctx.job.attempts}")
+
+    async def on_dead(ctx: JobContext, session: AsyncSession, error: str) -> None:
+        told.append(error)
+
+    monkeypatch.setattr(queue, "fail", failing_at_first)
+    async with running_pool(
+        committed_database,
+        database_urls,
+        {kind: handler},
+        poll_seconds=0.1,
+        lease=timedelta(seconds=1),
+        on_dead=on_dead,
+    ):
+        [job_id] = await enqueue_jobs(committed_database, account, kind, max_attempts=1)
+        await wait_for_status(committed_database, account, [job_id], "dead", within=15)
+
+    job = await load_job(committed_database, account, job_id)
+    assert told == ["ValueError: boom 1"]  # told once it could be recorded, never skipped
+    assert job.last_error == "ValueError: boom 1"

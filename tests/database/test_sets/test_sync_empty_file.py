@@ -1,5 +1,6 @@
 """A file of no cases: a sync of it empties the set ("hold exactly the file's cases"), so an
-empty set's export imports back; an append of it is still refused."""
+empty set's export imports back; an append of it is still refused. An empty file (no bytes,
+or only blanks) is refused even by a sync: a CI step that wrote nothing must not empty a set."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ async def test_a_sync_of_no_cases_empties_the_set(client, fmt):
     assert (again.json()["test_count"], again.json()["changed"]) == (0, False)
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+@pytest.mark.parametrize("fmt", ["csv", "json"])
 async def test_an_empty_sets_export_syncs_back(client, fmt):
     account, project, test_set_id = await _set_of_two(client)
     empty = (await create_test_set(client, account, project))["id"]
@@ -71,5 +72,18 @@ async def test_an_append_of_no_cases_is_refused(client, fmt):
     refused = await _import(client, account, test_set_id, fmt, NO_CASES[fmt])
 
     assert assert_problem(refused, 422)["detail"] == "The file contains no test cases"
+    read = await client.get(f"{SETS}/{test_set_id}", headers=account.headers)
+    assert read.json()["test_count"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+@pytest.mark.parametrize("content", [b"", b" \r\n\n"], ids=["no bytes", "blanks"])
+async def test_an_empty_file_is_refused_even_by_a_sync(client, fmt, content):
+    account, _, test_set_id = await _set_of_two(client)
+
+    refused = await _import(client, account, test_set_id, fmt, content, mode="sync")
+
+    problem = assert_problem(refused, 422)
+    assert problem["detail"].startswith("The file is empty"), problem
     read = await client.get(f"{SETS}/{test_set_id}", headers=account.headers)
     assert read.json()["test_count"] == 2
