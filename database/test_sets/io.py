@@ -101,7 +101,8 @@ def parse_case_documents(
     if allow_empty and (not content or content.isspace()):
         # An empty upload is more likely a step that wrote nothing than a wish for no cases.
         raise InvalidInput(
-            "The file is empty: to empty the set, sync a file of no cases (a CSV header, [])",
+            "The file is empty, with no test cases: to empty the set, sync a file of no cases"
+            " (a CSV header, [])",
             field="file",
         )
     cases = _validated(_rows(content, fmt), max_cases, document)
