@@ -59,8 +59,24 @@ def compare_runs(
         )
     console.print(comparison_table(comparison))
     console.print(f"{comparison['verdict']}: {comparison['reason']}", markup=False)
-    result = comparison_outcome(comparison, run.get("gate") or {})
+    gate = run.get("gate") or {}
+    result = comparison_outcome(
+        comparison, gate, _evaluated_if_missing(client, run_id, gate, comparison)
+    )
     return _verdict(console, not_completed.outcome if not_completed else result)
+
+
+def _evaluated_if_missing(
+    client: Client, run_id: str, gate: dict[str, Any], comparison: dict[str, Any]
+) -> set[str]:
+    """The run's evaluated metrics, read only when a metric the gate lists is not compared:
+    to say which of the two runs lacks it."""
+    listed = gate.get("fail_on")
+    compared = {metric["name"] for metric in comparison["metrics"]}
+    if not isinstance(listed, list) or set(listed) <= compared:
+        return set()
+    summary = client.get(f"/runs/{run_id}/summary")
+    return {metric["name"] for metric in summary["metrics"]}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ printed for a person (the failures, and the comparison with the baseline per met
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,14 +96,18 @@ def compare(
     )
 
 
-def comparison_outcome(comparison: dict[str, Any], gate: dict[str, Any]) -> Outcome:
+def comparison_outcome(
+    comparison: dict[str, Any], gate: dict[str, Any], evaluated: Collection[str] = ()
+) -> Outcome:
     """The server's rule for the run's `gate` (database/results/gates.py), compared with this
     baseline: a regression of what `fail_on` names (the overall pass rate and every metric's
     unless it lists metrics, the listed ones then; `never` compares as `regression`, since a
     comparison is what was asked), or more of the baseline's tests missing than `max_dropped`,
     fails it (1); else one of them inconclusive, and not shown no worse than the margin, or
     the run's share of errored results above `max_error_rate` (10% unless the gate says) or
-    above its baseline's by more than the margin, leaves it undecided (2); else it passes (0)."""
+    above its baseline's by more than the margin, leaves it undecided (2); else it passes (0).
+    A listed metric the comparison lacks names the run without it: the baseline when
+    `evaluated` (the run's evaluated metrics) holds it, else this run."""
     fail_on = gate.get("fail_on", "regression")
     named = fail_on if isinstance(fail_on, list) else None
     metrics = {metric["name"]: metric["pass_rate"] for metric in comparison["metrics"]}
@@ -121,6 +126,8 @@ def comparison_outcome(comparison: dict[str, Any], gate: dict[str, Any]) -> Outc
     ]
     doubts += [
         f"{name}: not compared (the baseline has no such metric)"
+        if name in evaluated
+        else f"{name}: not compared (this run has no evaluation of it)"
         for name in named or ()
         if name not in metrics
     ]

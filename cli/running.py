@@ -40,6 +40,8 @@ class RunOptions:
     name: str | None = None
     baseline: str | None = None
     fail_on: FailOn = "regression"
+    # assay.yaml's gate.fail_on as a list: a regression of these metrics alone fails the gate.
+    fail_on_metrics: list[str] | None = None
     min_pass_rate: float | None = None
     max_error_rate: float | None = None
     min_effect: float | None = None
@@ -70,7 +72,11 @@ def from_repository(config: dict[str, Any], folder: Path | None) -> RunOptions:
     options.metrics = list(config.get("metrics") or [])
     for key in ("baseline", "min_pass_rate", "max_error_rate", "min_effect", "max_dropped"):
         setattr(options, key, gate.get(key))
-    options.fail_on = gate.get("fail_on", "regression")
+    fail_on = gate.get("fail_on", "regression")
+    if isinstance(fail_on, list):
+        options.fail_on_metrics = list(fail_on)
+    else:
+        options.fail_on = fail_on
     options.junit = base / config["junit"] if "junit" in config else None
     options.json = base / config["json"] if "json" in config else None
     return options
@@ -177,6 +183,8 @@ def _test_set(
 def _gate(options: RunOptions) -> dict[str, Any]:
     # --fail-on failures fails on regressions too (and then on any failed case as well).
     gate: dict[str, Any] = {"fail_on": "never" if options.fail_on == "never" else "regression"}
+    if options.fail_on_metrics and options.fail_on != "never":
+        gate["fail_on"] = options.fail_on_metrics
     if options.baseline:
         gate["baseline"] = options.baseline
     for key in ("min_pass_rate", "max_error_rate", "min_effect", "max_dropped"):

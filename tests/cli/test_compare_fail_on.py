@@ -34,6 +34,8 @@ def test_a_gate_listing_metrics_holds_those_alone() -> None:
 
 
 def test_a_listed_metric_the_comparison_lacks_leaves_it_undecided() -> None:
-    unknown = comparison_outcome(_comparison("equivalent"), {"fail_on": ["gone"]})
+    unknown = comparison_outcome(_comparison("equivalent"), {"fail_on": ["gone"]}, {"gone"})
     assert unknown.code == NOT_JUDGED
     assert "gone: not compared (the baseline has no such metric)" in unknown.reason
+    lacking = comparison_outcome(_comparison("equivalent"), {"fail_on": ["gone"]})
+    assert "gone: not compared (this run has no evaluation of it)" in lacking.reason
