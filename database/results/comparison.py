@@ -84,6 +84,9 @@ async def compare(
     return Comparison(
         run_id=candidate.id,
         baseline_run_id=baseline.id,
+        run_status=candidate.status,
+        baseline_status=baseline.status,
+        partial=candidate.status != "completed" or baseline.status != "completed",
         latency_p50_ms=p50,
         latency_p95_ms=p95,
         flips=flips,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from database.results.schemas import PASS_RATE, ResultStatus
+from database.results.schemas import PASS_RATE, ResultStatus, RunStatus
 from utils import statistics as stats
 from utils.schemas import OutputModel
 
@@ -123,6 +123,12 @@ class Method(OutputModel):
 class Comparison(OutputModel):
     run_id: uuid.UUID
     baseline_run_id: uuid.UUID
+    run_status: RunStatus
+    baseline_status: RunStatus
+    partial: bool = Field(
+        description="Either run has not completed (queued, running, cancelled, stopped,"
+        " failed): compared on the results it has so far, the verdict may not hold"
+    )
     verdict: Verdict
     reason: str
     cases: CaseCounts
