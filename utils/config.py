@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import math
 import os
 import re
 import secrets
@@ -44,6 +43,9 @@ DEFAULT_DB_MAX_OVERFLOW = 0
 
 
 MOST_RETENTION_DAYS = 36_500
+
+
+_WEEK_SECONDS = 7 * 24 * 3600
 
 
 class Settings(BaseSettings):
@@ -134,7 +136,7 @@ class Settings(BaseSettings):
     # Seconds before each retry of a failed delivery (the last repeats): the Standard Webhooks
     # schedule, so eight attempts span a day and a quarter of a receiver being down.
     webhook_retry_seconds: Annotated[list[float], NoDecode] = [5, 300, 1800, 7200, 18000, 36000]
-    webhook_secret_overlap_hours: int = Field(default=24, ge=0)
+    webhook_secret_overlap_hours: int = Field(default=24, ge=0, le=8760)
     # Deliveries one organization may have under way at once, across processes: its slow
     # receivers cannot hold every delivery slot while other organizations' messages wait.
     webhook_deliveries_per_organization: int = Field(default=1, ge=1)
@@ -177,9 +179,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list) and (
-            not value or any(not 0 <= float(v) < math.inf for v in value)
+            not value or any(not 0 <= float(v) <= _WEEK_SECONDS for v in value)
         ):
-            raise ValueError("a comma-separated list of seconds, none negative, all finite")
+            raise ValueError(
+                "a comma-separated list of seconds, none negative, all finite, none above a week"
+                " (604800)"
+            )
         return value
 
     @field_validator("auth_rate_limit", "auth_account_rate_limit", "auth_account_login_rate_limit")

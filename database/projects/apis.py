@@ -27,7 +27,7 @@ async def list_projects(
     page: Pagination,
     q: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
 ) -> Page[ProjectRead]:
-    """The organization's projects, newest first, paginated."""
+    """The organization's projects, by name, paginated."""
     rows, total = await crud.list_projects(session, q=q, limit=page.limit, offset=page.offset)
     items = [ProjectRead.model_validate(row) for row in rows]
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)

@@ -76,6 +76,9 @@ def test_a_redis_url_gives_a_shared_rate_limit_store():
         ("auth_account_login_rate_limit", "10/minute;100/hour", "one rate"),  # one applied
         ("webhook_retry_seconds", "5,nan", "all finite"),
         ("webhook_retry_seconds", "5,inf", "all finite"),
+        # Past what a datetime holds, every failed delivery's retry went unrecorded.
+        ("webhook_retry_seconds", "5,1e15", "none above a week"),
+        ("webhook_secret_overlap_hours", "100000000", "less than or equal to 8760"),
         ("log_level", "verbose", "log_level"),
         ("metrics_token", "short", "at least 16"),
         # Past a century the cutoff leaves PostgreSQL's timestamps: every prune failed.
@@ -87,7 +90,8 @@ def test_a_redis_url_gives_a_shared_rate_limit_store():
 )
 def test_settings_that_would_fail_later_are_refused_at_start(name, value, complaint):
     """Each was taken, then failed at its first use: every login a 500, a retry's delay
-    NaN, the logging set-up a traceback, /metrics guarded by a guessable token."""
+    NaN, the logging set-up a traceback, /metrics guarded by a guessable token, every secret
+    rotation a 500."""
     with pytest.raises(ValidationError) as refused:
         Settings(**{name: value})
     assert complaint in str(refused.value)
