@@ -238,6 +238,7 @@ async def world(
         f"UPDATE refresh_tokens SET expires_at = {PAST} WHERE session_id = :expired_old",
         f"UPDATE refresh_tokens SET expires_at = {WITHIN} WHERE session_id = :expired_recent",
         f"UPDATE auth_sessions SET revoked_at = {PAST} WHERE id = :revoked_old",
+        f"UPDATE refresh_tokens SET expires_at = {PAST} WHERE session_id = :revoked_old",
         f"UPDATE auth_sessions SET revoked_at = {WITHIN} WHERE id = :revoked_recent",
         f"UPDATE refresh_tokens SET expires_at = {PAST} WHERE id = :spent_token",
         # Invitations: expired, accepted (before it expired), revoked, recently expired.
@@ -298,8 +299,9 @@ async def test_each_kind_goes_once_past_its_period_and_not_before(world, committ
         "jobs": old_jobs,
         "dead_jobs": 1,  # (the failed run's dead chunk job stays: below)
         "webhook_deliveries": 0,
-        "refresh_tokens": 2,  # the expired session's, and the spent one of the live session
-        "auth_sessions": 2,  # (the revoked session's token goes with it)
+        # The expired and the revoked session's, and the spent one of the live session.
+        "refresh_tokens": 3,
+        "auth_sessions": 2,  # each once left without a token
         "invitations": 2,
         "response_cache": 2,
     }
