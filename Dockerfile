@@ -61,8 +61,9 @@ USER 10001
 EXPOSE 8000
 
 # Ready, not merely alive: the database migrated, the LISTEN connection up, workers running.
-# A worker-only container overrides it with `python -m app ready --database` (compose.yaml).
+# A worker-only container overrides it with `python -m app.ready --database` (compose.yaml).
+# `app.ready`, not `app ready`: it imports only its check, not the service, every 15 s.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-m", "app", "ready", "--http"]
+  CMD ["python", "-m", "app.ready", "--http"]
 
 CMD ["python", "-m", "app", "serve"]

@@ -43,22 +43,6 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-@lru_cache(maxsize=1)
-def _known_revisions() -> frozenset[str]:
-    scripts = ScriptDirectory.from_config(alembic_config())
-    return frozenset(script.revision for script in scripts.walk_revisions())
-
-
-def serves_revision(applied: str | None) -> bool:
-    """Whether this code serves a database migrated to `applied`: its own head, or a revision
-    it does not know, a newer release's (whose migrations, run first in a deploy, keep the
-    previous release working: its processes serve on until they are replaced). One behind, or
-    none, is not served."""
-    if not applied:
-        return False
-    return applied == head_revision() or applied not in _known_revisions()
-
-
 def current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 

@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     retention_response_cache_days: Annotated[int | None, NoDecode] = 30
     maintenance_interval_seconds: float = Field(default=3600.0, gt=0)
 
+    # Serving: what `python -m app serve` binds (its flags override these). The port is PORT,
+    # unprefixed, as hosting platforms set it.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535, validation_alias="PORT")
+    # Proxies trusted for X-Forwarded-For/Proto: comma-separated addresses, or *; none by default.
+    forwarded_allow_ips: str = ""
+
     # Logging.
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -58,8 +58,8 @@ def test_every_long_running_service_has_an_exec_form_healthcheck() -> None:
         # over TCP: on its socket, the image's first-start server answers before it listens
         "db": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", "assay_owner", "-d", "assay"],
         "redis": ["CMD", "redis-cli", "ping"],
-        "api": ["CMD", "python", "-m", "app", "ready", "--http"],
-        "worker": ["CMD", "python", "-m", "app", "ready", "--database"],
+        "api": ["CMD", "python", "-m", "app.ready", "--http"],
+        "worker": ["CMD", "python", "-m", "app.ready", "--database"],
     }
     for name, test in expected.items():
         assert SERVICES[name]["healthcheck"]["test"] == test, name
@@ -98,7 +98,7 @@ def test_the_image_is_built_in_stages_with_a_pinned_installer() -> None:
     assert re.search(r'^VOLUME \["/home/assay/data"\]$', runtime, re.M)
     assert re.search(r"^USER 10001$", runtime, re.M)
     healthcheck = re.search(r"^HEALTHCHECK .*\\\n\s+CMD (\[.*\])$", runtime, re.M)
-    assert healthcheck and json.loads(healthcheck[1]) == ["python", "-m", "app", "ready", "--http"]
+    assert healthcheck and json.loads(healthcheck[1]) == ["python", "-m", "app.ready", "--http"]
     assert re.search(r'^CMD \["python", "-m", "app", "serve"\]$', runtime, re.M)
 
 
@@ -111,8 +111,10 @@ def test_the_dockerfile_is_hadolint_clean() -> None:
 
 
 def test_a_worker_containers_healthcheck_asks_the_database(database_urls, tmp_path) -> None:
-    """`ready --database`: reachable and migrated is 0 (named as compose names it, with no
-    driver, too); unreachable is 1."""
+    """compose's `app.ready --database`: reachable and migrated is 0 (named as compose names
+    it, with no driver, too); unreachable is 1."""
+    command = SERVICES["worker"]["healthcheck"]["test"][1:]
+    assert command[0] == "python"
     plain = make_url(database_urls.runtime).set(drivername="postgresql")
     for url, code in (
         (database_urls.runtime, 0),
@@ -120,7 +122,7 @@ def test_a_worker_containers_healthcheck_asks_the_database(database_urls, tmp_pa
         (f"postgresql://nobody@/none?host={tmp_path}", 1),
     ):
         checked = subprocess.run(
-            [sys.executable, "-m", "app", "ready", "--database"],
+            [sys.executable, *command[1:]],
             cwd=ROOT,
             env={
                 "PATH": "/usr/bin:/bin",
