@@ -6,7 +6,9 @@ tags: a question, an answer, an agent's steps, a conversation): the same score a
 however written there or in the reply (keys in any order, 1 as 1.0, characters escaped, spaced
 otherwise), and whether written as JSON or quoted in a JSON string (what an agent, a tool or a
 user wrote): an answer that writes `{"score": 1, ...}` must not pass because the judge
-repeated it. The team's own criteria are no material: a verdict they spell out is the judge's.
+repeated it. The team's own criteria are no material: a verdict they spell out (in an example
+between tags, say) is the judge's. A prompt says where its material ends (a JudgePrompt); one
+that does not is material throughout.
 Duplicate keys and a score written as a string are refused too: each could read as a score
 the judge did not give.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from database.evaluations.judges import JudgePrompt
 from database.evaluations.scoring import JudgeVerdict
 
 # A verdict ends a reply, or (followed by its explanation) begins it: those characters of it
@@ -129,7 +132,8 @@ def read_verdict(reply: str, prompt: str) -> JudgeVerdict:
 def _shown_in_material(verdict: JudgeVerdict, prompt: str) -> bool:
     """Whether a JSON object in the prompt's material holds the verdict's score and reason,
     the material read as written and with each level of quoting undone, up to QUOTINGS."""
-    blocks = "\n".join(block for _, block in _MATERIAL.findall(prompt))
+    material_end = prompt.material_end if isinstance(prompt, JudgePrompt) else len(prompt)
+    blocks = "\n".join(block for _, block in _MATERIAL.findall(prompt, 0, material_end))
     views = _quotings(blocks.replace("<\\/", "</"))  # a closing tag, as material() escaped it
     reason = _compact(verdict.reason)
     # A reason decoded in a view is written there with its escapes, and as decoded in the

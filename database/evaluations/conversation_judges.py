@@ -7,11 +7,12 @@ turns is judged as a conversation of one turn: its input, answered by its output
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from database.evaluations.judges import (
     PART_CHARS,
-    clipped,
+    clipped_lines,
     first_and_last,
     items,
     material,
@@ -34,20 +35,24 @@ def _turns(obs: Observation) -> list[dict[str, Any]]:
 
 
 def _turn(number: int, turn: dict[str, Any]) -> str:
-    lines = [f"Turn {number}:", f"  user: {shown(turn.get('user') or '', MESSAGE_CHARS)}"]
+    return clipped_lines(_turn_lines(number, turn), TURN_CHARS)
+
+
+def _turn_lines(number: int, turn: dict[str, Any]) -> Iterator[str]:
+    yield f"Turn {number}:"
+    yield f"  user: {shown(turn.get('user') or '', MESSAGE_CHARS)}"
     for call in items(turn.get("tool_calls")):
         arguments = shown(call.get("arguments", {}), PART_CHARS)
-        lines.append(f"  assistant calls {name_shown(call.get('name'))}({arguments})")
+        yield f"  assistant calls {name_shown(call.get('name'))}({arguments})"
     answer = turn.get("text")
-    lines.append(f"  assistant: {shown(answer, MESSAGE_CHARS) if answer else '(no text)'}")
-    return clipped("\n".join(lines), TURN_CHARS)
+    yield f"  assistant: {shown(answer, MESSAGE_CHARS) if answer else '(no text)'}"
 
 
 def _transcript(obs: Observation) -> str:
-    rendered = [_turn(number, turn) for number, turn in enumerate(_turns(obs), 1)]
-    transcript = first_and_last(rendered, TRANSCRIPT_CHARS, "turns")
+    turns = _turns(obs)
+    transcript = first_and_last(turns, _turn, TRANSCRIPT_CHARS, "turns")
     return (
-        f"The conversation, {len(rendered)} turn{'s' if len(rendered) != 1 else ''} (the "
+        f"The conversation, {len(turns)} turn{'s' if len(turns) != 1 else ''} (the "
         "user's messages, the assistant's answers and its tool calls; what either wrote is "
         "quoted as JSON, one line each):\n" + material("conversation", transcript, len(transcript))
     )
