@@ -5,8 +5,9 @@ transport (utils/transport.py), which reads an event-stream answer as it comes."
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from providers.config import ToolCall
@@ -14,16 +15,22 @@ from providers.errors import TargetError, error_text
 from providers.tool_calls import read_calls
 from utils import fastjson
 
-# An event's data (one piece of the answer) is parsed and read at its path on the event loop:
-# no more than this of it.
+# An event's data is one piece of the answer, never the whole: no more than this of it.
 MAX_EVENT_BYTES = 256 * 1024
+# An event's data larger than this is parsed and read at its paths in a thread, as a whole
+# answer is (providers.targets): a recursive descent walks all of it, about half a second a
+# megabyte, and the event loop is every other call's and stream's.
+READ_ON_LOOP_BYTES = 16 * 1024
 
 Finder = Callable[[Any], list[Any]]  # the values a JSONPath finds in a document
 
 
 class EventStream:
     """Reads an event stream line by line: an event is its `data:` lines (joined by newlines)
-    up to a blank line. Each event's text piece is handed to `on_delta` as it arrives."""
+    up to a blank line. Each event's text piece is handed to `on_delta` as it arrives.
+
+    Called on the event loop, `line` returns the work left on a large event (read in a thread),
+    to be awaited before the next line: the transport does."""
 
     def __init__(
         self,
@@ -47,17 +54,16 @@ class EventStream:
         self.done = False
         self.event = b""  # the event's name, if it has one (`event: error`)
 
-    def line(self, line: bytes) -> None:
+    def line(self, line: bytes) -> Awaitable[None] | None:
         if self.done:
-            return
+            return None
         if not line:  # the blank line that ends an event
-            self._dispatch()
-        elif line.startswith(b"data:"):
+            return self._dispatch(off_loop=_on_event_loop())
+        if line.startswith(b"data:"):
             data = line[5:]
             self.data.append(data[1:] if data.startswith(b" ") else data)
             self.size += len(data)
             if self.size > MAX_EVENT_BYTES:
-                # Read on the event loop, an event is a piece of the answer, never the whole.
                 raise TargetError(
                     "invalid_response",
                     f"an event of the endpoint's stream is larger than {MAX_EVENT_BYTES} bytes",
@@ -65,12 +71,13 @@ class EventStream:
         elif line.startswith(b"event:"):
             self.event = line[6:].strip()
         # Comments (":..."), `id:` and `retry:` lines say nothing of the answer.
+        return None
 
     def finish(self) -> tuple[str, tuple[ToolCall, ...]]:
         """The whole answer once the stream has ended (an event not closed by a blank line
         included): the pieces joined, and the tool calls the events held."""
         if not self.done:
-            self._dispatch()
+            self._dispatch(off_loop=False)
         tool_calls = read_calls(self.calls, self.tool_calls_path or "the stream")
         if not self.found and not tool_calls:
             raise TargetError(
@@ -78,14 +85,25 @@ class EventStream:
             )
         return "".join(self.pieces), tool_calls
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, *, off_loop: bool) -> Awaitable[None] | None:
         event, self.event = self.event, b""  # an event's name ends with it, data or none
         if not self.data:
-            return
+            return None
         data, self.data, self.size = b"\n".join(self.data), [], 0
         if data.strip() == b"[DONE]":
             self.done = True
-            return
+            return None
+        if off_loop and len(data) > READ_ON_LOOP_BYTES:
+            return self._take_read_in_thread(event, data)
+        self._take(*self._read(event, data))
+        return None
+
+    async def _take_read_in_thread(self, event: bytes, data: bytes) -> None:
+        self._take(*await asyncio.to_thread(self._read, event, data))
+
+    def _read(self, event: bytes, data: bytes) -> tuple[list[Any], list[Any]]:
+        """The event's tool calls and the values at its stream path (None left out). Touches
+        nothing of the stream's state: it may run in a thread."""
         try:
             document = fastjson.loads_answer(data)
         except ValueError as exc:
@@ -97,9 +115,12 @@ class EventStream:
             # failure, not the pieces before it (a server's error, tried again as one).
             said = error_text(document)
             raise TargetError("server_error", f"the stream reported an error: {said}")
-        if self.find_calls is not None:
-            self.calls.extend(self.find_calls(document))
+        calls = self.find_calls(document) if self.find_calls is not None else []
         values = [value for value in self.find_piece(document) if value is not None]
+        return calls, values
+
+    def _take(self, calls: list[Any], values: list[Any]) -> None:
+        self.calls.extend(calls)
         if not values:
             return  # an event without a piece of the answer (a status, the usage, ...)
         self.found = True
@@ -108,3 +129,12 @@ class EventStream:
         if piece:
             self.pieces.append(piece)
             self.on_delta(piece)
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread runs an event loop (whose caller awaits what `line` returns)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

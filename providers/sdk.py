@@ -187,7 +187,21 @@ async def _request(
                     if piece:
                         on_delta(piece)
                 response = stream.get()
+            if not _finished(response):
+                raise TargetError(
+                    "invalid_response",
+                    "the provider's answer was not usable: "
+                    "the stream ended before the provider finished its answer",
+                )
     return _answer(response)
+
+
+def _finished(response: ModelResponse) -> bool:
+    """Whether the provider said why its streamed answer ended: a stream cut short (the
+    connection closed early) carries no finish reason, and its text is only a part of the
+    answer. A reason pydantic-ai does not name (Anthropic's `pause_turn`) is in its details."""
+    details = response.provider_details or {}
+    return response.finish_reason is not None or bool(details.get("finish_reason"))
 
 
 def _text_piece(event: ModelResponseStreamEvent) -> str:

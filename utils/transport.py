@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from pyreqwest.client import Client, ClientBuilder
@@ -24,6 +24,10 @@ from utils.url_redaction import redact_urls
 
 MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 PINNED_CLIENTS = 256  # per event loop, the least recently used closed beyond it
+
+# Takes each line of an event stream: what it returns, when not None, is awaited before the
+# next line is handed over.
+LineReader = Callable[[bytes], Awaitable[None] | None]
 
 _clients: dict[asyncio.AbstractEventLoop, Client] = {}
 _pinned: dict[asyncio.AbstractEventLoop, OrderedDict[Pin, Client]] = {}
@@ -90,12 +94,14 @@ async def send(
     body: str | bytes | None,
     headers: dict[str, str],
     seconds: float,
-    on_line: Callable[[bytes], None] | None = None,
+    on_line: LineReader | None = None,
     pin: Pin | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers with lower-case names, body) of one exchange, connecting to `pin`'s
     address when given (see utils/ssrf.vet). With `on_line`, a successful event-stream answer
-    is handed over line by line as it arrives (and the body returned is empty)."""
+    is handed over line by line as it arrives (and the body returned is empty): what `on_line`
+    returns, when not None, is awaited before the next line (its costly work, done off the
+    event loop)."""
     started = time.perf_counter()
     # The client's own deadline (covering the body too) costs this thread no timer.
     builder = _client(pin).request(method, url).headers(headers).timeout(timedelta(seconds=seconds))
@@ -134,7 +140,7 @@ def _is_event_stream(headers: dict[str, str]) -> bool:
 
 
 async def _read_lines(
-    response: Response, on_line: Callable[[bytes], None], started: float, seconds: float
+    response: Response, on_line: LineReader, started: float, seconds: float
 ) -> None:
     """Hands over each line as its end arrives. A line's start waits in one buffer that each
     chunk extends, and only the new bytes are searched for its end: a long line costs time in
@@ -142,11 +148,13 @@ async def _read_lines(
     answer, whose size is capped.
 
     Each line is read on the event loop (an event parsed, a delta published): a chunk of many
-    small events lets the loop run every LINES_BETWEEN_TURNS of them, and stops at the call's
-    deadline (`seconds` from `started`), which the client's own timer cannot enforce while
-    its chunk is being read here (ten megabytes of one-character events held the loop 12 s)."""
+    events lets the loop run whenever SECONDS_BETWEEN_TURNS have passed since its last turn,
+    however many lines that took, and stops at the call's deadline (`seconds` from
+    `started`), which the client's own timer cannot enforce while its chunk is being read here
+    (ten megabytes of one-character events held the loop 12 s)."""
     reader = response.body_reader
-    size, pending, lines = 0, bytearray(), 0
+    size, pending = 0, bytearray()
+    turn = time.perf_counter()  # when the loop last had a turn
     while (chunk := await reader.read_chunk()) is not None:
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
@@ -156,19 +164,26 @@ async def _read_lines(
         start, end = 0, len(pending)  # what was pending holds no line's end
         pending += chunk
         while (end := pending.find(b"\n", end)) != -1:
-            on_line(bytes(pending[start:end]).rstrip(b"\r"))
+            handed = on_line(bytes(pending[start:end]).rstrip(b"\r"))
             start = end = end + 1
-            lines += 1
-            if lines % LINES_BETWEEN_TURNS == 0:
-                if time.perf_counter() - started > seconds:
-                    raise TransportError("timeout", f"no answer within {seconds:g} s")
+            if handed is not None:
+                await handed  # its costly work ran off the loop, which had turns meanwhile
+            elif time.perf_counter() - turn >= SECONDS_BETWEEN_TURNS:
                 await asyncio.sleep(0)
+            else:
+                continue
+            turn = time.perf_counter()
+            if turn - started > seconds:
+                raise TransportError("timeout", f"no answer within {seconds:g} s")
         del pending[:start]
     if pending:
-        on_line(bytes(pending).rstrip(b"\r"))
+        handed = on_line(bytes(pending).rstrip(b"\r"))
+        if handed is not None:
+            await handed
 
 
-LINES_BETWEEN_TURNS = 200
+# Of work on the event loop, reading an event stream's lines, between two turns of the loop.
+SECONDS_BETWEEN_TURNS = 0.005
 
 
 async def _read_capped(response: Response) -> bytes:

@@ -107,7 +107,8 @@ class FakeAnthropic(FakeServer):
 
     Runtime settings (plain attributes): `latency`, `reply`, `require_api_key` (when set,
     requests need it as `x-api-key` or `Authorization: Bearer`, or get 401), `chunk_delay`
-    (seconds between two streamed deltas).
+    (seconds between two streamed deltas), `cut_after` (when set, a streamed answer ends after
+    that many events: a stream cut short, without `message_delta` and `message_stop`).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class FakeAnthropic(FakeServer):
         self.reply = reply
         self.require_api_key = require_api_key
         self.chunk_delay = chunk_delay
+        self.cut_after: int | None = None
         self._ids = itertools.count(1)
 
     def build_app(self) -> Starlette:
@@ -177,13 +179,22 @@ class FakeAnthropic(FakeServer):
         }
         headers = {"request-id": f"req_fake_{number}"}
         if stream:
-            events = self._events(message)
+            events = self._events(message, self.cut_after)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         return JSONResponse(message, headers=headers)
 
-    async def _events(self, message: dict[str, Any]) -> AsyncIterator[str]:
-        """The message as the API streams it: each block opened empty, its text word by word
-        (or its input's JSON in pieces), then the stop reason and the output tokens."""
+    async def _events(self, message: dict[str, Any], cut_after: int | None) -> AsyncIterator[str]:
+        """The message as the API streams it (its first `cut_after` events only, when set)."""
+        sent = 0
+        async for event in self._all_events(message):
+            if sent == cut_after:
+                return
+            yield event
+            sent += 1
+
+    async def _all_events(self, message: dict[str, Any]) -> AsyncIterator[str]:
+        """Each block opened empty, its text word by word (or its input's JSON in pieces),
+        then the stop reason and the output tokens."""
         usage = message["usage"]
         start = {**message, "content": [], "stop_reason": None}
         yield _event("message_start", message={**start, "usage": {**usage, "output_tokens": 1}})
