@@ -17,8 +17,8 @@ from utils import fastjson
 
 # An event's data is one piece of the answer, never the whole: no more than this of it.
 MAX_EVENT_BYTES = 256 * 1024
-# An event's data larger than this is parsed and read at its paths in a thread, as a whole
-# answer is (providers.targets): a recursive descent walks all of it, about half a second a
+# An event's data, or a whole answer (providers.targets), larger than this is parsed and read
+# at its paths in a thread: a recursive descent walks all of it, about half a second a
 # megabyte, and the event loop is every other call's and stream's.
 READ_ON_LOOP_BYTES = 16 * 1024
 

@@ -21,7 +21,7 @@ from utils import fastjson, transport
 from utils.ssrf import Pin
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-PARAMETERS = ("temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty")
+PARAMETERS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 
 
 class WireStatus(Exception):
@@ -47,11 +47,19 @@ def payload(
     messages: list[dict[str, Any]],
     parameters: dict[str, Any],
     tools: list[dict[str, Any]] | None = None,
+    *,
+    provider: str,
 ) -> dict[str, Any]:
+    """The request's body. The answer's length limit (`max_tokens` as configured) is sent as
+    OpenAI's `max_completion_tokens` to OpenAI, which refuses `max_tokens` for its reasoning
+    models (o-series, gpt-5), and as `max_tokens` to other servers, which may know only that."""
     body: dict[str, Any] = {"model": model, "messages": messages}
     for key in PARAMETERS:
         if parameters.get(key) is not None:
             body[key] = parameters[key]
+    if parameters.get("max_tokens") is not None:
+        limit = "max_completion_tokens" if provider == "openai" else "max_tokens"
+        body[limit] = parameters["max_tokens"]
     if parameters.get("stop"):
         body["stop"] = parameters["stop"]
     if tools:

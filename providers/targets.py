@@ -27,7 +27,7 @@ import structlog
 from providers import json_paths, openai_wire
 from providers.config import TargetConfig, TargetReply, TargetRequest, ToolCall
 from providers.errors import DETAIL_READ_CHARS, MESSAGE_CHARS, TargetError, http_error
-from providers.http_stream import EventStream
+from providers.http_stream import READ_ON_LOOP_BYTES, EventStream
 from providers.tool_calls import openai_message, read_calls
 from utils import fastjson, transport
 from utils.errors import InvalidInput
@@ -48,11 +48,6 @@ __all__ = [
 
 DEADLINE_GRACE_SECONDS = 1.0
 OWN_TRANSPORT = frozenset({"openai", "openai-compatible", "http"})
-
-
-# A whole answer larger than this is read (parsed, and found at its paths) in a thread: a
-# recursive descent walks all of it, about half a second a megabyte.
-READ_ON_LOOP_BYTES = 16 * 1024
 
 
 async def call_target(
@@ -167,7 +162,11 @@ async def _call_openai_wire(
     )
     messages += [openai_message(turn) for turn in request.chat()]
     body = openai_wire.payload(
-        config.model or "", messages, {**config.parameters, **request.parameters}, config.tools
+        config.model or "",
+        messages,
+        {**config.parameters, **request.parameters},
+        config.tools,
+        provider=config.provider,
     )
     try:
         completion = await openai_wire.chat(

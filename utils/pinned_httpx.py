@@ -43,10 +43,11 @@ def _transport_class(http: ModuleType) -> type:
 
         async def handle_async_request(self, request: Any) -> Any:
             if (pin := self._pin) is not None:
-                if request.url.host.lower() != pin.host.lower():
-                    raise self._http.ConnectError(
-                        f"{request.url.host} is not the host that was checked"
-                    )
+                # The host as sent (an international name in its xn-- form, as checked):
+                # `url.host` decodes that form, and raises for one it cannot decode.
+                host = request.url.raw_host.decode("ascii").lower()
+                if host != pin.host.lower():
+                    raise self._http.ConnectError(f"{host} is not the host that was checked")
                 request.url = request.url.copy_with(host=pin.address)
                 request.extensions = {**request.extensions, "sni_hostname": pin.host}
             request.headers["accept-encoding"] = "identity"

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import idna
+
 from utils.errors import InvalidInput
 
 DNS_TIMEOUT = 5.0
@@ -195,6 +197,11 @@ def _host_problem(host: str) -> str | None:
             return "must write an IPv4 address as four decimal numbers (such as 192.0.2.1)"
     if len(host.rstrip(".")) > 253 or any(len(label) > 63 for label in host.split(".")):
         return "must name its host in labels of at most 63 characters, 253 in all"
+    if "xn--" in host:  # the httpx clients decode such a name, raising for one that is not
+        try:
+            idna.decode(host)
+        except idna.IDNAError as exc:
+            return f"must name an international host by xn-- labels that decode: {exc}"
     return None
 
 

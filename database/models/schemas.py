@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -29,7 +30,23 @@ Url = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whit
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,100}$")]
 # What a header's value may hold, as HTTP clients send it: printable ASCII and tabs. One with
 # a line break was saved, then every call failed as the provider's unusable answer.
-HeaderValue = Annotated[str, StringConstraints(max_length=4000, pattern=r"^[\t\x20-\x7e]*$")]
+SENDABLE_IN_A_HEADER = r"^[\t\x20-\x7e]*$"
+HeaderValue = Annotated[str, StringConstraints(max_length=4000, pattern=SENDABLE_IN_A_HEADER)]
+
+
+def _sendable_key(value: SecretStr) -> SecretStr:
+    """An API key travels in a header (as stored: its surrounding whitespace trimmed). One with
+    a line break, a NUL or a character past ASCII (a pasted typographic quote) was saved, then
+    every call failed, tried again as the provider's connection error."""
+    if not re.fullmatch(SENDABLE_IN_A_HEADER, value.get_secret_value().strip()):
+        raise ValueError(
+            "must be printable ASCII: no line breaks, control characters, accented letters or"
+            " typographic quotes, which no HTTP client sends in a header"
+        )
+    return value
+
+
+ApiKey = Annotated[SecretStr, Field(max_length=4000), AfterValidator(_sendable_key)]
 Price = Annotated[Decimal, Field(ge=0, le=100_000, decimal_places=6)]
 
 DEFAULT_BODY_TEMPLATE = '{"input": {{ input | tojson }}}'
@@ -149,9 +166,7 @@ class ModelConfigCreate(InputModel):
         default=None, description="The provider's model name, e.g. gpt-4o-mini"
     )
     base_url: Url | None = Field(default=None, description="For openai-compatible providers")
-    api_key: SecretStr | None = Field(
-        default=None, max_length=4000, description="Write-only; stored encrypted"
-    )
+    api_key: ApiKey | None = Field(default=None, description="Write-only; stored encrypted")
     parameters: ModelParameters = Field(
         default_factory=ModelParameters, description="Sent with every call (temperature, ...)"
     )
@@ -191,8 +206,8 @@ class ModelConfigUpdate(InputModel):
     name: Name | None = None
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     base_url: Url | None = None
-    api_key: SecretStr | None = Field(
-        default=None, max_length=4000, description="A new key; null removes the stored one"
+    api_key: ApiKey | None = Field(
+        default=None, description="A new key; null removes the stored one"
     )
     parameters: ModelParameters | None = None
     timeout_seconds: float | None = Field(default=None, gt=0, le=600)

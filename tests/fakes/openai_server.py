@@ -88,6 +88,26 @@ def _error_body(status: int, message: str | None = None) -> dict[str, Any]:
     return {"error": {"message": text, "type": kind, "param": None, "code": code}}
 
 
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5, gpt-5.1, ...) refuse `max_tokens`.
+_NO_MAX_TOKENS = re.compile(r"^(?:o\d|gpt-5)")
+
+
+def _unsupported_max_tokens() -> dict[str, Any]:
+    """OpenAI's own 400 body for `max_tokens` sent to such a model."""
+    message = (
+        "Unsupported parameter: 'max_tokens' is not supported with this model."
+        " Use 'max_completion_tokens' instead."
+    )
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }
+    }
+
+
 def _sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
@@ -98,6 +118,7 @@ class FakeOpenAI(FakeServer):
     Runtime settings (plain attributes): `latency` (seconds before answering), `reply`
     (request JSON -> reply text, or `FakeToolCalls`), `require_api_key` (when set, requests need
     `Authorization: Bearer <it>` or get 401), `chunk_delay` (seconds between stream chunks).
+    As OpenAI does, it answers `max_tokens` sent to an o-series or gpt-5 model with a 400.
     """
 
     def __init__(
@@ -151,6 +172,8 @@ class FakeOpenAI(FakeServer):
         body = recorded.json
         if not isinstance(body, dict):
             return self.error_response(400, "The request body is not a JSON object.")
+        if "max_tokens" in body and _NO_MAX_TOKENS.match(str(body.get("model") or self.model)):
+            return JSONResponse(_unsupported_max_tokens(), status_code=400)
         fault = self.next_fault()
         await self.sleep(self.latency)
         stream = bool(body.get("stream"))

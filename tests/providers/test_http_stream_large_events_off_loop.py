@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from providers import http_stream, targets
+from providers import http_stream
 from providers.config import TargetRequest
 from providers.errors import TargetError
 from providers.targets import call_target
@@ -103,10 +103,6 @@ async def test_a_large_event_is_read_in_a_thread_a_small_one_on_the_loop(
     assert pieces == ["a ", "b ", "c ", "d"]
     on_loop = [(size > http_stream.READ_ON_LOOP_BYTES, on) for size, on in read]
     assert on_loop == [(False, True), (True, False), (False, True), (True, False)]
-
-
-def test_an_event_is_read_on_the_loop_up_to_the_size_a_whole_answer_is() -> None:
-    assert http_stream.READ_ON_LOOP_BYTES == targets.READ_ON_LOOP_BYTES
 
 
 @pytest.mark.parametrize(
