@@ -230,13 +230,14 @@ def compared(value: Any, haystack: bool = False, last: bool = True) -> Any:
     return value
 
 
-# A loop's or macro's body is charged a step per this many of its nodes each time it runs.
+# Code that runs repeatedly (a loop's body, a macro's, a block's) is charged a step per this many
+# of its nodes each time it runs.
 NODES_PER_STEP = 20
 
 
 def spent(steps: int) -> str:
-    """A body's charge, placed at its start (utils.template_compiling.instrument): it prints
-    nothing."""
+    """The charge of a piece of code, placed where it starts to run
+    (utils.template_compiling.instrument): it prints nothing, and is false."""
     current().spend(steps)
     return ""
 

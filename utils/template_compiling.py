@@ -1,6 +1,6 @@
 """How a template's parse becomes the code that renders it: code generation that evaluates
 nothing while compiling (`Unevaluated`) and charges the render's budget for what it builds
-(`BudgetedCode`), loops and macro bodies charged for their size (`instrument`), and a bound on
+(`BudgetedCode`), code that runs repeatedly charged for its size (`instrument`), and a bound on
 how many nodes a template holds, counted before any code is generated (`refuse_too_many_nodes`),
 and the cache of compiled templates, bounded by the nodes they hold (`CompiledCache`).
 """
@@ -76,23 +76,40 @@ class CompiledCache(Generic[_Compiled]):
 
 
 def instrument(ast: nodes.Template) -> None:
-    """Every for loop's iterable counted, one step per iteration, and each loop's or macro's
-    body charged for its size every time it runs: a step per budget.NODES_PER_STEP of its nodes
-    (a body of 3,000 `if`s, run 10,000 times, was 10,000 steps and 24 s)."""
-    for loop in ast.find_all(nodes.For):
+    """Every for loop's iterable counted, one step per iteration, and every piece of code that
+    can run again and again charged for its size each time it runs, a step per
+    budget.NODES_PER_STEP of its nodes (a loop body of 3,000 `if`s, run 10,000 times, was
+    10,000 steps and 24 s): a loop's body and its `if` filter (run for every item, kept or
+    not), a macro's or call block's body with its default arguments (evaluated on every call
+    that leaves them out), and a block's body (`self.a()` renders it anew)."""
+    loops = list(ast.find_all(nodes.For))
+    for loop in loops:
         loop.iter = nodes.Call(nodes.EnvironmentAttribute("counted"), [loop.iter], [], None, None)
-    blocks: list[nodes.For | nodes.Macro | nodes.CallBlock] = [
-        *ast.find_all(nodes.For),
+    sizes = _subtree_sizes(ast)
+    for loop in loops:
+        if loop.test is not None:
+            charge = _charge(sizes[id(loop.test)])
+            if charge is not None:  # `spent` returns "": the test's own value decides
+                loop.test = nodes.Or(charge, loop.test)
+    bodies: list[nodes.For | nodes.Macro | nodes.CallBlock | nodes.Block] = [
+        *loops,
         *ast.find_all(nodes.Macro),
         *ast.find_all(nodes.CallBlock),
+        *ast.find_all(nodes.Block),
     ]
-    sizes = _subtree_sizes(ast)
-    for block in blocks:
-        size = sum(sizes[id(statement)] for statement in block.body)
-        if size >= budget.NODES_PER_STEP:
-            charge = nodes.Const(size // budget.NODES_PER_STEP)
-            spent = nodes.Call(nodes.EnvironmentAttribute("spent"), [charge], [], None, None)
-            block.body.insert(0, nodes.Output([spent]))
+    for node in bodies:
+        defaults = node.defaults if isinstance(node, nodes.Macro | nodes.CallBlock) else []
+        charge = _charge(sum(sizes[id(part)] for part in [*node.body, *defaults]))
+        if charge is not None:
+            node.body.insert(0, nodes.Output([charge]))
+
+
+def _charge(size: int) -> nodes.Call | None:
+    """A call charging code of `size` nodes as it runs; None for code too small to charge."""
+    if size < budget.NODES_PER_STEP:
+        return None
+    steps = nodes.Const(size // budget.NODES_PER_STEP)
+    return nodes.Call(nodes.EnvironmentAttribute("spent"), [steps], [], None, None)
 
 
 def _subtree_sizes(ast: nodes.Node) -> dict[int, int]:
