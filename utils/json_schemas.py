@@ -13,6 +13,7 @@ their own limit. Every keyword a validation applies first looks at the validatio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -31,6 +32,7 @@ from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 from utils import fastjson
 from utils.check_budget import OutOfTime, one_budget, seconds_left
 from utils.patterns import PatternTooCostly, compile_bounded
+from utils.schema_loops import REFERENCES, applies_itself
 from utils.schema_places import schema_places
 from utils.schemas import nesting_depth
 
@@ -87,22 +89,39 @@ def _problem(value: Any) -> str | None:
             f"not a valid JSON schema at {where}: {ref[:200]!r} refers outside the schema (to"
             " its own parts only, and the standard metaschemas: nothing is fetched)"
         )
+    validator = jsonschema.validators.validator_for(value)
     try:
-        jsonschema.validators.validator_for(value).check_schema(value)
+        validator.check_schema(value, format_checker=_formats_but_regex(validator))
     except jsonschema.SchemaError as exc:
         where = "/".join(str(part) for part in exc.absolute_path) or "(root)"
         return f"not a valid JSON schema at {where}: {exc.message}"
     except (OverflowError, TypeError, AttributeError) as exc:
-        # What the metaschema's own checks raise past their error (a `pattern` with a
-        # repetition too large to compile, say), which names no place.
+        # What the metaschema's own checks raise past their error, which names no place.
         return f"not a valid JSON schema: {exc}"
     for where, pattern in _patterns(value):
-        # The metaschema checked it with `re`; validation matches with `regex`, bounded.
+        # Validation matches with `regex`, bounded; the metaschema's `regex` format is `re`'s.
         try:
             compile_bounded(pattern)
         except (PatternTooCostly, regex.error) as exc:
             return f"not a valid JSON schema at {where}: {exc}"
+    if (unsupported := _unsupported(value)) is not None:
+        return unsupported
+    if applies_itself(value):
+        return f"not a valid JSON schema: {ENDLESS}"
     return None
+
+
+@functools.cache
+def _formats_but_regex(validator: type[Any]) -> jsonschema.FormatChecker:
+    """The metaschema's format checks but `regex`'s: that one compiles with `re`, which knows
+    no `\\p{L}` and bounds no compiling, where validation matches with `regex` (`_problem`
+    checks each pattern as validation compiles it)."""
+    metaschema = jsonschema.validators.validator_for(validator.META_SCHEMA, default=validator)
+    formats = jsonschema.FormatChecker(formats=())
+    formats.checkers = {
+        name: check for name, check in metaschema.FORMAT_CHECKER.checkers.items() if name != "regex"
+    }
+    return formats
 
 
 def subschema_count(schema: Any) -> int:
@@ -131,7 +150,6 @@ _VERDICTS: OrderedDict[bytes, str | None] = OrderedDict()  # by the digest of a 
 _VERDICTS_KEPT = 4096
 _VERDICTS_LOCK = threading.Lock()
 _UNKNOWN = object()
-_REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
 def _refuse_retrieval(uri: str) -> referencing.Resource[Any]:
@@ -164,7 +182,7 @@ def _outside(schema: Any) -> Iterator[tuple[str, str]]:
     places = list(schema_places(schema))
     own = {base for _, base, _ in places}
     for where, base, place in places:
-        for keyword in _REFERENCES:
+        for keyword in REFERENCES:
             ref = place.get(keyword)
             if isinstance(ref, str):
                 document = urljoin(base, ref).partition("#")[0]
@@ -181,7 +199,21 @@ _T = TypeVar("_T")
 
 class SchemaTooCostly(ValueError):
     """A validation went past its time (a pattern past PATTERN_SECONDS on one value, or all of
-    it past the check's budget, utils.check_budget), or its schema refers to itself without end."""
+    it past the check's budget, utils.check_budget), or its schema refers to itself without end
+    (`ENDLESS`) or is not supported (`_unsupported`): a schema saved before these were refused."""
+
+
+ENDLESS = "the schema refers to itself without end"
+
+
+def _unsupported(schema: Any) -> str | None:
+    """What validation cannot do with `schema`: `unevaluatedProperties` beside
+    `patternProperties` (anywhere in it), jsonschema matching those patterns its own way, with
+    `re` and no time limit."""
+    text = json.dumps(schema)
+    if '"unevaluatedProperties"' in text and '"patternProperties"' in text:
+        return "unevaluatedProperties with patternProperties is not supported"
+    return None
 
 
 def first_error(validator: Any, instance: Any) -> ValidationError | None:
@@ -199,7 +231,7 @@ def _within_budget(validate: Callable[[], _T]) -> _T:
         try:
             return validate()
         except RecursionError:
-            raise SchemaTooCostly("the schema refers to itself without end") from None
+            raise SchemaTooCostly(ENDLESS) from None
 
 
 def _remaining() -> float:
@@ -297,9 +329,8 @@ def bounded_validator(schema: Any) -> Any:
     """A validator of `schema` whose keywords keep to the budget of `first_error` and
     `all_errors` (validate through those); `unevaluatedProperties` beside
     `patternProperties` is refused, its matching being jsonschema's own."""
-    text = json.dumps(schema)
-    if '"unevaluatedProperties"' in text and '"patternProperties"' in text:
-        raise SchemaTooCostly("unevaluatedProperties with patternProperties is not supported")
+    if (unsupported := _unsupported(schema)) is not None:
+        raise SchemaTooCostly(unsupported)
     base = jsonschema.validators.validator_for(schema)
     bounded = _BOUNDED.get(base)
     if bounded is None:

@@ -13,6 +13,7 @@ from database.evaluations.scoring import (
     ScoringError,
     Verdict,
     decide,
+    higher_passes,
     turn_observations,
 )
 from utils.check_budget import CHECK_SECONDS, OutOfTime, seconds_left
@@ -21,12 +22,16 @@ from utils.check_budget import CHECK_SECONDS, OutOfTime, seconds_left
 SCOPE = "scope"
 Scope = Literal["last", "each", "all", "any"]
 SCOPES = (
-    "Which answers of a conversation are checked: `last` (the default) the last turn's; "
-    "`each` every turn's on its own, the score being the share of turns that pass (the "
-    "metric passes when that share reaches the threshold); `all` every turn's, passing only "
-    "if every turn does (the score is the lowest turn's); `any` every turn's, passing if one "
-    "turn does (the score is the highest turn's). A turn passes by the metric's threshold, "
-    "operator and negate. A test without turns checks its one answer, whatever the scope."
+    "Which answers of a conversation are checked: `last` (the default) the conversation as a "
+    "whole: a text check reads the last turn's answer, while latency, cost, tokens, steps and "
+    "tool calls count every turn; `each` every turn's on its own, the score being the share of "
+    "turns that pass: where a higher score passes (`>=` or `>`, or `<=` or `<` negated) the "
+    "metric passes when that share passes the metric's own comparison (`>= 0.5`: at least half "
+    "the turns), elsewhere (`<=`, `<` or `==`, or `>=` or `>` negated) only when every turn "
+    "passes; `all` every turn's, passing only if every turn does (the score is the lowest "
+    "turn's); `any` every turn's, passing if one turn does (the score is the highest turn's). "
+    "A turn passes by the metric's threshold, operator and negate. A test without turns checks "
+    "its one answer, whatever the scope."
 )
 SHOWN_TURNS = 10  # turn numbers a reason lists
 
@@ -96,14 +101,21 @@ def _aggregated(scope: Scope, spec: MetricSpec, scored: list[tuple[float, str, b
         said = f"all {n} turns pass"
     if scope == "each":
         share = len(passing) / n
-        # A ">=" threshold up to 1 reads as the share of turns that must pass; under any
-        # other (a "<=" metric, a threshold past 1) every turn must.
-        as_share = spec.operator == ">=" and 0 < spec.threshold <= 1
-        return Verdict(share, said, passed=share >= spec.threshold if as_share else not failing)
+        return Verdict(share, said, passed=_share_passes(spec, share))
     worst = min(failing or passing, key=lambda i: scored[i][0])  # the worst: one that fails
     if not failing:
         said += f": {scored[worst][1]}"
     return Verdict(scored[worst][0], said, passed=not failing)
+
+
+def _share_passes(spec: MetricSpec, share: float) -> bool:
+    """Whether `each`'s share of passing turns passes the metric. More passing turns is better,
+    so the share is held to the metric's own comparison only where a higher score passes; where
+    a lower one does (or `==`), that comparison would fail the share as more turns pass, and
+    every turn must pass instead."""
+    if higher_passes(spec.operator, spec.negate):
+        return decide(spec, share)
+    return share == 1
 
 
 def _numbers(turns: list[int]) -> str:

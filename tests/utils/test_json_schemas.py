@@ -100,7 +100,6 @@ def _doubling_refs(depth: int) -> dict:
             json.dumps(["a," * 200] * 200),  # 0.12 s each: 25 s in all
             "took longer than",
         ),
-        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "{}", "without end"),
     ],
 )
 async def test_a_costly_validation_is_a_metric_error_within_a_second(
@@ -139,7 +138,7 @@ def test_one_budget_is_shared_by_a_checks_validations() -> None:
 @pytest.mark.parametrize(
     ("schema", "said"),
     [
-        ({"type": "string", "pattern": "a{99999999999}"}, "repetition number is too large"),
+        ({"type": "string", "pattern": "a{99999999999}"}, "copies of its parts"),
         ({"$schema": 5}, "at $schema: a metaschema's URI"),
         ({"$schema": [1]}, "at $schema: a metaschema's URI"),
     ],

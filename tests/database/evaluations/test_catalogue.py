@@ -26,6 +26,7 @@ TRANSLATIONS = {
     "database/test_sets/foreign_assertions.py",
     "database/test_sets/foreign_promptfoo.py",
     "utils/schema_places.py",  # JSON Schema's keyword `contains`, not the metric type
+    "utils/json_schemas.py",  # JSON Schema's format `regex`, not the metric type
 }
 
 

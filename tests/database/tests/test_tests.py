@@ -565,6 +565,6 @@ async def test_a_schema_too_large_to_compile_is_a_422_on_a_test_and_an_import(cl
         headers={**account.headers, "Content-Type": "application/yaml"},
     )
     problem = assert_problem(imported, 422)
-    assert "repetition number is too large" in problem["errors"][0]["message"]
+    assert "copies of its parts" in problem["errors"][0]["message"]
     listed = await client.get(TESTS, params={"project_id": project["id"]}, headers=account.headers)
     assert listed.json()["items"] == []
