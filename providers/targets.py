@@ -266,6 +266,7 @@ async def _call_http(
             "tools": config.tools,
         },
         field="http.body_template",
+        template_field="http.body_template",
     )
     headers = {"Content-Type": "application/json", **config.http_headers}
     method = config.http_method or "POST"

@@ -18,7 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2 import (
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    UndefinedError,
+    nodes,
+)
 from jinja2.environment import Template
 from jinja2.runtime import Context, LoopContext, Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -188,12 +195,48 @@ def _compiled(source: str) -> tuple[Template, frozenset[str]]:
         return cached
     ast = ENVIRONMENT.parse(source)
     node_count = compiling.refuse_too_many_nodes(ast)
+    _refuse_what_never_renders(ast)
     variables = compiling.Variables(ENVIRONMENT)
     variables.visit(ast)
+    required = frozenset(variables.undeclared_identifiers - _assigned(ast))
     compiling.instrument(ast)
-    compiled = ENVIRONMENT.from_string(ast), frozenset(variables.undeclared_identifiers)
+    compiled = ENVIRONMENT.from_string(ast), required
     _COMPILED.put(source, compiled, node_count)
     return compiled
+
+
+_LOADING_TAGS: dict[type[nodes.Node], str] = {
+    nodes.Extends: "extends",
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "from ... import",
+}
+_NEVER_RENDERING: tuple[type[nodes.Node], ...] = (*_LOADING_TAGS, nodes.Filter, nodes.Test)
+
+
+def _refuse_what_never_renders(ast: nodes.Template) -> None:
+    """TemplateSyntaxError, with its line, for what would fail every render: a tag loading
+    another template (a prompt has none to load), or a filter or test the sandbox lacks (jinja
+    refuses those as it compiles only outside an `if`)."""
+    for node in ast.find_all(_NEVER_RENDERING):
+        if isinstance(node, nodes.Filter):
+            if node.name not in ENVIRONMENT.filters:
+                raise TemplateSyntaxError(f"No filter named {node.name!r}.", node.lineno)
+        elif isinstance(node, nodes.Test):
+            if node.name not in ENVIRONMENT.tests:
+                raise TemplateSyntaxError(f"No test named {node.name!r}.", node.lineno)
+        else:
+            tag = _LOADING_TAGS[type(node)]
+            message = f"`{tag}` is not available: there are no other templates to load"
+            raise TemplateSyntaxError(message, node.lineno)
+
+
+def _assigned(ast: nodes.Template) -> set[str]:
+    """Names the template gives values itself (`set`, `for`, `with`, macros), never asked of
+    the caller: jinja counts one set only within a branch as undeclared. One read where it is
+    unset still fails the render (strict undefined)."""
+    stored = {name.name for name in ast.find_all(nodes.Name) if name.ctx == "store"}
+    return stored | {macro.name for macro in ast.find_all(nodes.Macro)}
 
 
 def check_template(source: str, *, field: str) -> set[str]:
@@ -230,15 +273,24 @@ async def check_template_off_loop(source: str, *, field: str) -> set[str]:
     return await save_checks.off_loop(partial(check_template, source, field=field))
 
 
-def render(source: str, variables: dict[str, Any], *, field: str = "variables") -> str:
-    """On the calling thread: for work that is already off the event loop."""
-    used = check_template(source, field="template")
+def render(
+    source: str,
+    variables: dict[str, Any],
+    *,
+    field: str = "variables",
+    template_field: str = "template",
+) -> str:
+    """On the calling thread: for work that is already off the event loop. `field` names the
+    variables (a missing one is `{field}.{name}`), `template_field` the template rendered: its
+    errors are that field's, and their messages name it (`system_prompt`: "system prompt")."""
+    used = check_template(source, field=template_field)
+    called = template_field.rsplit(".", 1)[-1].replace("_", " ")
     missing = sorted(name for name in used if name not in variables)
     if missing:
         raise InvalidInput(
-            f"missing template variable(s): {', '.join(missing)}",
+            f"missing {called} variable(s): {', '.join(missing)}",
             errors=[
-                {"field": f"{field}.{name}", "message": "is required by the template"}
+                {"field": f"{field}.{name}", "message": f"is required by the {called}"}
                 for name in missing
             ],
         )
@@ -249,24 +301,25 @@ def render(source: str, variables: dict[str, Any], *, field: str = "variables") 
         )
     )
     try:
-        return _unicode(_compiled(source)[0].render(variables))
+        return _unicode(_compiled(source)[0].render(variables), template_field, called)
     except budget.BudgetExceeded as exc:
-        raise TemplateTooCostly(f"template too costly: {exc}", field="template") from exc
+        raise TemplateTooCostly(f"{called} too costly: {exc}", field=template_field) from exc
     except RecursionError as exc:
-        raise TemplateTooCostly("template recursion too deep", field="template") from exc
+        raise TemplateTooCostly(f"{called} recursion too deep", field=template_field) from exc
     except UndefinedError as exc:  # (its words quote the name, or the key, not found)
-        raise InvalidInput(f"template variable problem: {_said(exc)}", field=field) from exc
+        raise InvalidInput(f"{called} variable problem: {_said(exc)}", field=field) from exc
     except SecurityError as exc:
-        raise InvalidInput(f"template not allowed: {exc}", field="template") from exc
+        raise InvalidInput(f"{called} not allowed: {exc}", field=template_field) from exc
     except (TypeError, ValueError, ArithmeticError) as exc:
-        raise InvalidInput(f"template failed to render: {_said(exc)}", field="template") from exc
+        message = f"{called} failed to render: {_said(exc)}"
+        raise InvalidInput(message, field=template_field) from exc
     except (LookupError, AssertionError, AttributeError, TemplateError) as exc:
         # `"%(a)s" % {}`, a filter given an argument it refuses or a value of another type
         # (`indent` a list: the sandbox makes a missing attribute Undefined, so only a filter
         # raises this), a test or filter by an unknown name: the template's own fault (or its
         # variables'), found only as it runs.
-        message = f"template failed to render: {type(exc).__name__}: {_said(exc)}".rstrip(": ")
-        raise InvalidInput(message, field="template") from exc
+        message = f"{called} failed to render: {type(exc).__name__}: {_said(exc)}".rstrip(": ")
+        raise InvalidInput(message, field=template_field) from exc
     finally:
         budget.finish(token)
 
@@ -278,7 +331,7 @@ def _said(exc: BaseException, most: int = 300) -> str:
     return text if len(text) <= most else text[:most] + "…"
 
 
-def _unicode(rendered: str) -> str:
+def _unicode(rendered: str, field: str, called: str) -> str:
     """A rendered text that can be sent: a string literal's escape can make a lone surrogate,
     which no encoding of Unicode holds."""
     if not rendered.isascii():
@@ -286,18 +339,23 @@ def _unicode(rendered: str) -> str:
             rendered.encode()
         except UnicodeEncodeError as exc:
             raise InvalidInput(
-                f"the template rendered a lone surrogate ({rendered[exc.start]!a}), which is"
+                f"the {called} rendered a lone surrogate ({rendered[exc.start]!a}), which is"
                 " not text",
-                field="template",
+                field=field,
             ) from exc
     return rendered
 
 
 async def render_off_loop(
-    source: str, variables: dict[str, Any], *, field: str = "variables", interactive: bool = False
+    source: str,
+    variables: dict[str, Any],
+    *,
+    field: str = "variables",
+    template_field: str = "template",
+    interactive: bool = False,
 ) -> str:
     """`render` in one of the template threads: the event loop keeps serving meanwhile.
     `interactive`: asked for through the API, in threads apart from runs' renders."""
-    call = partial(render, source, variables, field=field)
+    call = partial(render, source, variables, field=field, template_field=template_field)
     threads = _INTERACTIVE_RENDER_THREADS if interactive else _RENDER_THREADS
     return await asyncio.get_running_loop().run_in_executor(threads, call)

@@ -14,6 +14,7 @@ from app.engine import agent, conversation
 from app.engine.calls import DeltaSink, call_model, cost
 from app.engine.context import JobContext
 from app.engine.plan import Plan
+from database.prompts.service import prompt_context
 from database.results import events
 from database.results.crud import response_cache
 from database.results.models import Run
@@ -93,11 +94,7 @@ async def ask_target(
         async def frame(user: str) -> str:
             """A user turn as sent: through the prompt's template, as a test's input is."""
             assert plan.template is not None
-            context = {
-                **(request.variables or {}),
-                "input": user,
-                "messages": request.messages or [],
-            }
+            context = prompt_context(request.variables or {}, input=user, messages=request.messages)
             try:
                 return await render_off_loop(plan.template, context, field="prompt")
             except InvalidInput as exc:

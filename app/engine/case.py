@@ -19,6 +19,7 @@ from app.engine.judges import judge_for
 from app.engine.plan import Plan
 from database.evaluations.catalogue import CATALOGUE, FROM_TEST, for_case, score
 from database.evaluations.scoring import MetricSpec, Observation, ScoringError, Verdict
+from database.prompts.service import prompt_context
 from database.results import events
 from database.results.models import Result, Run
 from database.test_sets.crud.version_cases import VersionCase
@@ -143,11 +144,13 @@ async def _request(case: dict[str, Any], plan: Plan) -> TargetRequest:
     none)."""
     variables = dict(case.get("variables") or {})
     text = case.get("input")
+    context = prompt_context(variables, input=text, messages=case.get("messages"))
     if plan.template is not None and (case.get("conversation") is None or text):
-        context = {**variables, "input": text or "", "messages": case.get("messages") or []}
         text = await render_off_loop(plan.template, context, field="prompt")
     system = (
-        await render_off_loop(plan.system_prompt, {**variables, "input": text or ""})
+        await render_off_loop(
+            plan.system_prompt, context, field="prompt", template_field="system_prompt"
+        )
         if plan.system_prompt
         else None
     )

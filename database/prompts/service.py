@@ -204,11 +204,27 @@ async def render_version(
 ) -> RenderResult:
     """Rendered in the threads for renders asked for through the API, within the
     organization's cap on renders at a time."""
+    context = prompt_context(
+        variables, input=variables.get("input"), messages=variables.get("messages")
+    )
     with _render_slot(organization_id):
         system = (
-            await render_off_loop(version.system_prompt, variables, interactive=True)
+            await render_off_loop(
+                version.system_prompt, context, template_field="system_prompt", interactive=True
+            )
             if version.system_prompt
             else None
         )
-        text = await render_off_loop(version.template, variables, interactive=True)
+        text = await render_off_loop(version.template, context, interactive=True)
     return RenderResult(version=version.number, text=text, system_prompt=system)
+
+
+def prompt_context(variables: dict[str, Any], *, input: Any, messages: Any) -> dict[str, Any]:
+    """What a prompt's template and its system prompt both render with, in a run and in a
+    preview alike: the variables, with `input` (the input as given, not as the template made
+    it; "" when there is none) and `messages` (the conversation's, [] when there are none)."""
+    return {
+        **variables,
+        "input": "" if input is None else input,
+        "messages": [] if messages is None else messages,
+    }
