@@ -21,6 +21,7 @@ from app.middleware import (
 )
 from app.openapi import install_openapi
 from app.public import create_public_app
+from app.webhook_docs import register_webhooks
 from database.deps import install_authenticator
 from database.evaluations.apis import import_router as test_set_import_router
 from database.evaluations.apis import router as metrics_router
@@ -135,5 +136,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in API_ROUTERS:
         include_flat(app.router, router, prefix=API_PREFIX)
     app.mount(PUBLIC_PREFIX, create_public_app())
+    register_webhooks(app)
     install_openapi(app, description=API_DESCRIPTION)
     return app

@@ -97,9 +97,11 @@ def install_openapi(
                 summary=app.summary,
                 description=description or app.description,
                 routes=app.routes,
+                webhooks=app.webhooks.routes,
                 tags=[tag for tag in TAGS if _tag_used(app, tag["name"])],
             )
             complete(document, _api_routes(app), schemas)
+            _complete_webhooks(document, app.webhooks.routes)
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -133,6 +135,16 @@ def complete(
             _show_body_examples(operation, components)
     for name in _UNUSED:
         components.pop(name, None)
+
+
+def _complete_webhooks(document: dict[str, Any], webhooks: Sequence[Any]) -> None:
+    """The messages the app sends (`app.webhooks`): each body's example shown, as its model
+    wrote it, as for an operation's."""
+    components = document["components"]["schemas"]
+    _restore_examples(components, webhooks)
+    for item in document.get("webhooks", {}).values():
+        for operation in item.values():
+            _show_body_examples(operation, components)
 
 
 def _restore_examples(components: dict[str, Any], routes: Sequence[Any]) -> None:

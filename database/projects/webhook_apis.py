@@ -11,7 +11,7 @@ from database.organizations.audit import RequestMeta, RequestMetaDep, record
 from database.projects import webhook_crud as crud
 from database.projects import webhooks as service
 from database.projects.service import get_project_or_404
-from database.projects.webhook_models import Webhook
+from database.projects.webhook_models import DeliveredEvent, Webhook
 from database.projects.webhook_schemas import (
     DeliveryRead,
     DeliveryStatus,
@@ -205,7 +205,7 @@ async def list_deliveries(
     _: Viewer,
     page: Pagination,
     status_filter: Annotated[DeliveryStatus | None, Query(alias="status")] = None,
-    event_type: Annotated[str | None, Query(max_length=32)] = None,
+    event_type: DeliveredEvent | None = None,
 ) -> Page[DeliveryRead]:
     """Newest first: each message's status, attempts, the receiver's last HTTP status, the
     last attempt's latency and error."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import (
     Boolean,
@@ -21,9 +21,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from database.core import Base, IdMixin, TimestampMixin
 
-# What a project's webhooks may subscribe to; `webhook.test` is sent on request only.
-WEBHOOK_EVENTS = ("run.completed", "run.failed", "run.cancelled", "gate.failed", "regression")
-TEST_EVENT = "webhook.test"
+# What a project's webhooks may subscribe to, in order; `webhook.test` is sent on request only.
+WebhookEvent = Literal["run.completed", "run.failed", "run.cancelled", "gate.failed", "regression"]
+WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
+TEST_EVENT: Literal["webhook.test"] = "webhook.test"
+DeliveredEvent = Literal[WebhookEvent, "webhook.test"]
 
 
 class Webhook(IdMixin, TimestampMixin, Base):

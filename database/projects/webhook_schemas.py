@@ -6,10 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from database.projects.webhook_models import WEBHOOK_EVENTS
+from database.projects.webhook_models import WEBHOOK_EVENTS, DeliveredEvent, WebhookEvent
 from utils.schemas import InputModel, OutputModel, example
 
-WebhookEvent = Literal["run.completed", "run.failed", "run.cancelled", "gate.failed", "regression"]
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 WebhookUrl = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
 
@@ -96,7 +95,9 @@ class WebhookSecret(OutputModel):
 class DeliveryRead(OutputModel):
     id: uuid.UUID
     webhook_id: uuid.UUID
-    event_type: str = Field(description="One of the webhook's events, or `webhook.test`")
+    event_type: DeliveredEvent = Field(
+        description="One of the webhook's events, or `webhook.test`: the payload's `type`"
+    )
     message_id: str = Field(
         description="The `webhook-id` header: the same at every attempt, for deduplication"
     )
@@ -108,7 +109,10 @@ class DeliveryRead(OutputModel):
     last_status_code: int | None = Field(description="The receiver's last HTTP status")
     latency_ms: int | None = Field(description="Of the last attempt")
     last_error: str | None = Field(description="Why the last attempt did not deliver")
-    payload: dict[str, Any] = Field(description="The body sent: `type`, `timestamp`, `data`")
+    payload: dict[str, Any] = Field(
+        description="The body sent: `type`, `timestamp`, `data`; each type's schema is the"
+        " document's webhook of that name (`webhooks`)"
+    )
     created_at: datetime
     last_attempt_at: datetime | None
     delivered_at: datetime | None

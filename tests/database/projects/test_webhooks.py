@@ -301,6 +301,14 @@ async def test_a_test_message_is_queued_and_logged(client, database, runtime):
         f"{url}/deliveries", params={"status": "delivered"}, headers=owner.headers
     )
     assert filtered.json()["total"] == 0
+    tests_only = await client.get(
+        f"{url}/deliveries", params={"event_type": "webhook.test"}, headers=owner.headers
+    )
+    assert tests_only.json()["total"] == 2
+    unknown = await client.get(
+        f"{url}/deliveries", params={"event_type": "run.finished"}, headers=owner.headers
+    )
+    assert_problem(unknown, 422, field="event_type")
 
     async with tenant(database, owner.organization_id) as session:
         jobs = (await session.scalars(select(Job).where(Job.kind == DELIVERY_JOB))).all()
