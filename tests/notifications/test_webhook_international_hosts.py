@@ -10,7 +10,6 @@ the public one the names resolve to (see tests/utils/test_ssrf.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -19,9 +18,8 @@ import pytest
 from notifications.webhooks import Attempt, new_secret, send
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.helpers import assert_problem, create_project, register
-from utils import ssrf
+from tests.stand_in import PUBLIC_STAND_IN, resolve_every_host_to_the_stand_in
 
-PUBLIC_STAND_IN = "127.0.0.2"
 BUCHER = "xn--bcher-kva.test"  # bücher.test
 # Punycode that is not; a label IDNA refuses beside an xn-- one (httpx decodes them together).
 UNDECODABLE = ["xn--zz.test", "xn--a.com", "xn--bcher-kva.my_host.test"]
@@ -29,20 +27,7 @@ UNDECODABLE = ["xn--zz.test", "xn--a.com", "xn--bcher-kva.my_host.test"]
 
 @pytest.fixture(autouse=True)
 def resolves_to_the_stand_in(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    looked_up: list[str] = []
-
-    async def resolve(host: str) -> list[ssrf.Address]:
-        looked_up.append(host)
-        return [ipaddress.ip_address(PUBLIC_STAND_IN)]
-
-    real_is_public = ssrf.is_public
-    monkeypatch.setattr(ssrf, "resolve", resolve)
-    monkeypatch.setattr(
-        ssrf,
-        "is_public",
-        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
-    )
-    return looked_up
+    return resolve_every_host_to_the_stand_in(monkeypatch)
 
 
 @pytest.fixture

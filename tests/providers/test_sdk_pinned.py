@@ -8,7 +8,6 @@ the public one the host name resolves to (see tests/utils/test_ssrf.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import time
 import warnings
@@ -25,24 +24,14 @@ from providers.errors import TargetError
 from providers.targets import call_target
 from tests.fakes.openai_server import FakeOpenAI, Fault
 from tests.providers.support import target_config
-from utils import ssrf
+from tests.stand_in import PUBLIC_STAND_IN, resolve_every_host_to_the_stand_in
 
 HOST = "llm.pinned.test"
-PUBLIC_STAND_IN = "127.0.0.2"
 
 
 @pytest.fixture(autouse=True)
 def resolves_to_the_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def resolve(host: str) -> list[ssrf.Address]:
-        return [ipaddress.ip_address(PUBLIC_STAND_IN)]
-
-    real_is_public = ssrf.is_public
-    monkeypatch.setattr(ssrf, "resolve", resolve)
-    monkeypatch.setattr(
-        ssrf,
-        "is_public",
-        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
-    )
+    resolve_every_host_to_the_stand_in(monkeypatch)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ tests/utils/test_ssrf.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -21,11 +20,11 @@ from providers.config import TargetRequest
 from providers.targets import call_target
 from tests.fakes.openai_server import FakeOpenAI
 from tests.providers.support import target_config
+from tests.stand_in import PUBLIC_STAND_IN, resolve_every_host_to_the_stand_in
 from utils import ssrf
 from utils.pinned_httpx import pinned_transport
 from utils.ssrf import Pin
 
-PUBLIC_STAND_IN = "127.0.0.2"
 BUCHER = "xn--bcher-kva.test"  # bücher.test
 
 
@@ -39,16 +38,7 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def resolves_to_the_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def resolve(host: str) -> list[ssrf.Address]:
-        return [ipaddress.ip_address(PUBLIC_STAND_IN)]
-
-    real_is_public = ssrf.is_public
-    monkeypatch.setattr(ssrf, "resolve", resolve)
-    monkeypatch.setattr(
-        ssrf,
-        "is_public",
-        lambda address: str(address) == PUBLIC_STAND_IN or real_is_public(address),
-    )
+    resolve_every_host_to_the_stand_in(monkeypatch)
 
 
 @pytest.mark.parametrize(
