@@ -12,8 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from database.core import get_database
-from database.migrate import head_revision
-from database.revisions import serves_revision
+from database.revisions import head_revision, serves_revision
 from database.routing import ProbeRoute, api_router
 from notifications.service import get_notifications
 from tasks.worker import started_pools

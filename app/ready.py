@@ -3,15 +3,15 @@
 serves no HTTP). Exit 0 when ready, 1 otherwise.
 
 It runs every 15 s inside a 5 s timeout, in a container that may be busy: it imports only what
-its check needs (urllib; asyncpg and the settings), never the service (some 1,500 modules,
-seconds of CPU). `load_settings`, which every command uses, lives here for the same reason.
+its check needs (urllib; SQLAlchemy's core, asyncpg and the settings), never the service (some
+1,500 modules, seconds of CPU). `load_settings`, which every command uses, lives here for the
+same reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import urllib.request
 from collections.abc import Sequence
@@ -78,7 +78,7 @@ def check_database(database_url: str | None) -> int:
     import asyncio
 
     try:
-        applied = asyncio.run(_applied_revision(asyncpg_dsn(database_url)))
+        applied = asyncio.run(_applied_revision(database_url))
     except Exception as exc:  # any failure to reach the database is what this reports
         print(f"not ready: {type(exc).__name__}", file=sys.stderr)
         return NOT_READY
@@ -88,25 +88,28 @@ def check_database(database_url: str | None) -> int:
     return NOT_READY
 
 
-def asyncpg_dsn(url: str) -> str:
-    """The URL without SQLAlchemy's driver name (compose names none; asyncpg takes none)."""
-    return re.sub(r"^(postgres(?:ql)?)\+\w+://", r"\1://", url)
-
-
-async def _applied_revision(dsn: str) -> str | None:
+async def _applied_revision(database_url: str) -> str | None:
+    """Connected as the service connects (its URL's options, `?ssl=require` say, read by
+    SQLAlchemy's asyncpg dialect), with SQLAlchemy's core only, not its ORM or the service."""
     import asyncio
 
-    import asyncpg
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
 
-    async with asyncio.timeout(HEALTHCHECK_SECONDS):
-        connection = await asyncpg.connect(dsn)
-        try:
-            if not await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL"):
+    from database.urls import async_url
+
+    engine = create_async_engine(async_url(database_url), poolclass=NullPool)
+    try:
+        async with asyncio.timeout(HEALTHCHECK_SECONDS), engine.connect() as connection:
+            if not await connection.scalar(
+                text("SELECT to_regclass('alembic_version') IS NOT NULL")
+            ):
                 return None
-            revision = await connection.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+            revision = await connection.scalar(text("SELECT version_num FROM alembic_version"))
             return str(revision) if revision is not None else None
-        finally:
-            await connection.close()
+    finally:
+        await engine.dispose()
 
 
 def api_port(given: int | None) -> int:

@@ -23,6 +23,11 @@ def serves_revision(applied: str | None) -> bool:
     return applied == head or applied not in known
 
 
+def head_revision() -> str | None:
+    """This code's migration head: what `make migrate` brings a database to."""
+    return _this_codes_revisions()[0]
+
+
 @lru_cache(maxsize=1)
 def _this_codes_revisions() -> tuple[str | None, frozenset[str]]:
     return migration_revisions()

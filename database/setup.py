@@ -11,6 +11,7 @@ from sqlalchemy.engine import make_url
 from database import embedded
 from database.core import Database
 from database.migrate import MigrationOutcome, RoleRights, migrate, runtime_role_rights
+from database.urls import async_url
 from utils.config import Settings, get_settings
 
 log = structlog.get_logger(__name__)
@@ -25,14 +26,6 @@ class DatabaseUrls:
     @property
     def runtime_role(self) -> str | None:
         return make_url(self.runtime).username
-
-
-def async_url(url: str) -> str:
-    """The URL for asyncpg, whichever PostgreSQL driver it names (compose names none)."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
-        parsed = parsed.set(drivername="postgresql+asyncpg")
-    return parsed.render_as_string(hide_password=False)
 
 
 async def resolve_urls(settings: Settings | None = None) -> DatabaseUrls:

@@ -46,10 +46,14 @@ MOST_RETENTION_DAYS = 36_500
 
 
 _WEEK_SECONDS = 7 * 24 * 3600
+DEFAULT_PORT = 8000
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ASSAY_", env_file=".env", extra="ignore")
+    # populate_by_name: `port` is read from PORT, and Settings(port=...) is taken too.
+    model_config = SettingsConfigDict(
+        env_prefix="ASSAY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
 
     # Database. With no database_url, an embedded PostgreSQL is started under data_dir.
     database_url: str | None = None
@@ -158,7 +162,7 @@ class Settings(BaseSettings):
     # Serving: what `python -m app serve` binds (its flags override these). The port is PORT,
     # unprefixed, as hosting platforms set it.
     host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535, validation_alias="PORT")
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, validation_alias="PORT")
     # Proxies trusted for X-Forwarded-For/Proto: comma-separated addresses, or *; none by default.
     forwarded_allow_ips: str = ""
 
@@ -179,6 +183,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port_unset_when_empty(cls, value: object) -> object:
+        # PORT= (an environment template's empty value) meant the default before PORT was a
+        # setting of every command: it still does.
+        return DEFAULT_PORT if isinstance(value, str) and not value.strip() else value
 
     @field_validator("webhook_retry_seconds", mode="before")
     @classmethod

@@ -112,13 +112,16 @@ def test_the_dockerfile_is_hadolint_clean() -> None:
 
 def test_a_worker_containers_healthcheck_asks_the_database(database_urls, tmp_path) -> None:
     """compose's `app.ready --database`: reachable and migrated is 0 (named as compose names
-    it, with no driver, too); unreachable is 1."""
+    it, with no driver, too, and with the connection options the service takes, such as
+    `ssl`); unreachable is 1."""
     command = SERVICES["worker"]["healthcheck"]["test"][1:]
     assert command[0] == "python"
     plain = make_url(database_urls.runtime).set(drivername="postgresql")
+    with_options = make_url(database_urls.runtime).update_query_dict({"ssl": "disable"})
     for url, code in (
         (database_urls.runtime, 0),
         (plain.render_as_string(hide_password=False), 0),
+        (with_options.render_as_string(hide_password=False), 0),
         (f"postgresql://nobody@/none?host={tmp_path}", 1),
     ):
         checked = subprocess.run(

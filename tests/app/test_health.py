@@ -3,7 +3,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from database.core import Database, set_database
-from database.migrate import head_revision
+from database.revisions import head_revision
 
 
 async def test_health_reports_database_and_revision(client):

@@ -7,8 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.health import _applied_revision
-from database.migrate import head_revision
-from database.revisions import serves_revision
+from database.revisions import head_revision, serves_revision
 
 
 async def test_the_applied_revision_is_read(runtime_engine: AsyncEngine):

@@ -8,7 +8,8 @@ import uuid
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from database.migrate import head_revision, migrate
+from database.migrate import migrate
+from database.revisions import head_revision
 from tests.scratch import downgrade
 
 # An organization's member, and a run stopped by its budget (0007 turns it back to cancelled)

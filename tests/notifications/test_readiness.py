@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from database.migrate import head_revision
+from database.revisions import head_revision
 from tasks.worker import started_pools
 
 

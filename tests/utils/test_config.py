@@ -102,3 +102,13 @@ def test_settings_written_as_operators_do_are_taken():
     assert (settings.log_level, settings.metrics_token) == ("WARNING", None)
     kept = Settings(retention_jobs_days="36500", retention_run_events_days="off")
     assert (kept.retention_jobs_days, kept.retention_run_events_days) == (36500, None)
+
+
+def test_port_is_read_from_port_and_an_empty_one_is_the_default(monkeypatch) -> None:
+    """PORT, unprefixed as hosting platforms set it; empty (an environment template's blank)
+    it is the default, as it was before every command read it."""
+    monkeypatch.setenv("PORT", "")
+    assert Settings().port == 8000
+    monkeypatch.setenv("PORT", "8123")
+    assert Settings().port == 8123
+    assert Settings(port=9001).port == 9001
