@@ -23,6 +23,13 @@ _SAME_VALUE_MANY = ("allOf", "anyOf", "oneOf")
 _SAME_VALUE_NAMED = ("dependentSchemas", "dependencies")
 
 _Reached = tuple[dict[str, Any], Any]  # a schema, and the resolver of its references
+# Up to draft 7 a `$ref` stands alone: the keywords beside it are not applied.
+_REF_ALONE = (
+    jsonschema.Draft3Validator,
+    jsonschema.Draft4Validator,
+    jsonschema.Draft6Validator,
+    jsonschema.Draft7Validator,
+)
 
 
 def applies_itself(schema: Any) -> bool:
@@ -42,18 +49,23 @@ def applies_itself(schema: Any) -> bool:
     walked: set[int] = set()  # the schemas everything reached from was walked
     for _, base, place in schema_places(schema):
         resolver = registry.resolver(base_uri=base)  # as validation reaches the place
-        if id(place) not in walked and _walk_finds_a_loop(place, resolver, specification, walked):
+        if id(place) not in walked and _walk_finds_a_loop(
+            place, resolver, (specification, validator in _REF_ALONE), walked
+        ):
             return True
     return False
 
 
+_Dialect = tuple[Any, bool]  # the specification, and whether a `$ref` stands alone
+
+
 def _walk_finds_a_loop(
-    schema: dict[str, Any], resolver: Any, specification: Any, walked: set[int]
+    schema: dict[str, Any], resolver: Any, dialect: _Dialect, walked: set[int]
 ) -> bool:
     """A depth-first walk from `schema`, without recursing (a chain of references may be
     long), past the schemas `walked` before."""
     on_path = {id(schema)}  # the schemas being applied, each by the one before
-    path = [(schema, _same_value(schema, resolver, specification))]
+    path = [(schema, _same_value(schema, resolver, dialect))]
     while path:
         current, reached = path[-1]
         following = next(reached, None)
@@ -67,12 +79,16 @@ def _walk_finds_a_loop(
             return True
         if id(part) not in walked:
             on_path.add(id(part))
-            path.append((part, _same_value(part, part_resolver, specification)))
+            path.append((part, _same_value(part, part_resolver, dialect)))
     return False
 
 
-def _same_value(schema: dict[str, Any], resolver: Any, specification: Any) -> Iterator[_Reached]:
+def _same_value(schema: dict[str, Any], resolver: Any, dialect: _Dialect) -> Iterator[_Reached]:
     """The schemas (not booleans) `schema` applies to the value it is applied to."""
+    specification, ref_alone = dialect
+    if ref_alone and "$ref" in schema:
+        yield from _referenced(schema, resolver, ("$ref",))
+        return
     parts = [schema.get(keyword) for keyword in _SAME_VALUE_ONE]
     for keyword in _SAME_VALUE_MANY:
         if isinstance(schema.get(keyword), list):
@@ -83,7 +99,13 @@ def _same_value(schema: dict[str, Any], resolver: Any, specification: Any) -> It
     for part in parts:
         if isinstance(part, dict):  # its references resolve against its own `$id`, if any
             yield part, resolver.in_subresource(specification.create_resource(part))
-    for keyword in REFERENCES:
+    yield from _referenced(schema, resolver, REFERENCES)
+
+
+def _referenced(
+    schema: dict[str, Any], resolver: Any, keywords: tuple[str, ...]
+) -> Iterator[_Reached]:
+    for keyword in keywords:
         ref = schema.get(keyword)
         if not isinstance(ref, str):
             continue

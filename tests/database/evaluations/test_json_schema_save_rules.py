@@ -78,6 +78,13 @@ async def test_a_self_applying_schema_saved_before_errs_at_run_time_saying_so(sc
         {"$defs": {"node": {"items": {"$ref": "#/$defs/node"}}}, "$ref": "#/$defs/node"},
         {"$ref": "https://json-schema.org/draft/2020-12/schema"},
         {"unevaluatedProperties": False, "properties": {"a": {}}},
+        # Up to draft 7 a $ref stands alone: the allOf beside it is never applied.
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {"a": {"type": "string"}},
+            "$ref": "#/definitions/a",
+            "allOf": [{"$ref": "#"}],
+        },
     ],
 )
 def test_recursive_schemas_that_descend_into_the_value_are_taken(schema):
