@@ -196,8 +196,6 @@ def run_command(
     for key, value in given.items():
         if value is not None:
             setattr(options, key, value)
-    if fail_on is not None:  # the flag replaces assay.yaml's fail_on, a list of metrics too
-        options.fail_on_metrics = None
     if metric:
         options.metrics = list(metric)
     if file is not None:

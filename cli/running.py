@@ -40,7 +40,8 @@ class RunOptions:
     name: str | None = None
     baseline: str | None = None
     fail_on: FailOn = "regression"
-    # assay.yaml's gate.fail_on as a list: a regression of these metrics alone fails the gate.
+    # assay.yaml's gate.fail_on as a list: a regression of these metrics alone fails the gate
+    # (--fail-on failures fails on any failed case besides; --fail-on never sets it aside).
     fail_on_metrics: list[str] | None = None
     min_pass_rate: float | None = None
     max_error_rate: float | None = None
