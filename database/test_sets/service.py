@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from database.projects.service import require_project
 from database.test_sets import crud
 from database.test_sets.content_hash import ContentHash
+from database.test_sets.crud import version_cases
 from database.test_sets.exports import case_encoder, current_pages, version_pages
 from database.test_sets.import_threads import off_loop as off_loop
 from database.test_sets.io import Format, parse_case_documents, require_cases
@@ -192,8 +193,9 @@ def _published_page(
 async def publish(
     session: AsyncSession, test_set: TestSet, note: str | None = None
 ) -> tuple[TestSetVersion, bool]:
-    """The version holding the set's current cases: made now if they changed since the last
-    one. Returns it and whether it is new. Callers hold the set's row lock (for_update).
+    """The version holding the set's current cases: made now if they (or the tests holding
+    them) changed since the last one. Returns it and whether it is new. Callers hold the set's
+    row lock (for_update).
 
     An unchanged set (its content revision is the one last published) is answered without
     reading its cases: a run of a large set starts at once."""
@@ -218,8 +220,15 @@ async def publish(
     async for cases in _published_pages(session, test_ids, digest, slices):
         await crud.insert_version_cases(session, version, cases, first_position=position)
         position += len(cases)
-    if latest is not None and latest.content_hash == digest.hexdigest():
-        await attempt.rollback()  # a change undone: the latest version holds these cases
+    # The digest covers the cases, not their tests: the same text of other tests (a test
+    # deleted and made again, or equal tests reordered) is a new version, else runs of the set
+    # would pin one naming tests it no longer holds.
+    if (
+        latest is not None
+        and latest.content_hash == digest.hexdigest()
+        and await version_cases.same_tests(session, version.id, latest.id)
+    ):
+        await attempt.rollback()  # a change undone: the latest version holds these tests
         return latest, False
     version.content_hash, version.case_count = digest.hexdigest(), digest.count
     version.slice_values, version.slice_codes = slices.values(), slices.codes()

@@ -6,18 +6,45 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, JsonValue, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    JsonValue,
+    StringConstraints,
+    ValidationInfo,
+    model_validator,
+)
 
 from database.models.schemas import ToolName
 from utils import fastjson
+from utils.json_schemas import MAX_SCHEMA_DEPTH
 from utils.save_checks import schema_in_body
-from utils.schemas import InputModel
+from utils.schemas import InputModel, nesting_depth
 
 MAX_STEPS = 50
 MAX_TOOL_ITEMS = 100
 MAX_TOOL_RESPONSES_BYTES = 256 * 1024
 MAX_ARGUMENTS_BYTES = 20_000  # an expectation's arguments (the tool-call metric's own bound)
 ArgumentMatch = Literal["exact", "subset", "schema"]
+# Expected arguments may be a JSON Schema, which nests up to MAX_SCHEMA_DEPTH levels: the one
+# bound of a tool field's JSON. Validation accepted about 255 levels, but pydantic serializes
+# fewer, so a deeper test was a 500 when created, and one edited in broke its versions' reads.
+MAX_TOOL_JSON_DEPTH = MAX_SCHEMA_DEPTH
+
+
+def refuse_deeper(value: Any, limit: int) -> None:
+    """A ValueError when objects and lists nest in `value` more than `limit` levels deep."""
+    if nesting_depth(value, limit) > limit:
+        raise ValueError(f"must be at most {limit} levels deep")
+
+
+def _shallow_enough(value: Any, info: ValidationInfo) -> Any:
+    if not (info.context and info.context.get("stored")):  # as stored: not judged again
+        refuse_deeper(value, MAX_TOOL_JSON_DEPTH)
+    return value
+
+
+ToolArguments = Annotated[dict[str, JsonValue] | None, AfterValidator(_shallow_enough)]
 
 
 class ExpectedToolCall(InputModel):
@@ -25,7 +52,7 @@ class ExpectedToolCall(InputModel):
     them, or a JSON Schema they must satisfy (no arguments: any)."""
 
     name: ToolName
-    arguments: dict[str, JsonValue] | None = None
+    arguments: ToolArguments = None
     match: ArgumentMatch = "exact"
 
     @model_validator(mode="after")
@@ -57,8 +84,10 @@ class ToolResponse(InputModel):
     its own) whose arguments include `arguments` (none: any arguments)."""
 
     name: ToolName | None = None
-    arguments: dict[str, JsonValue] | None = None
-    response: JsonValue = Field(description="Text, or any JSON, handed back to the model")
+    arguments: ToolArguments = None
+    response: Annotated[JsonValue, AfterValidator(_shallow_enough)] = Field(
+        description="Text, or any JSON, handed back to the model"
+    )
 
 
 def _bounded(responses: list[ToolResponse] | None) -> list[ToolResponse] | None:

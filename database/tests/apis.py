@@ -11,13 +11,15 @@ from database.routing import api_router
 from database.tests import crud, service
 from database.tests.agent_fields import expected_schemas
 from database.tests.crud import TestFilters, TestSort
-from database.tests.schemas import TestCreate, TestRead, TestUpdate
+from database.tests.schemas import Label, Tag, TestCreate, TestRead, TestUpdate
 from utils.problems import errors
 from utils.save_checks import check_schemas, schemas_checked_by_handler
 from utils.schemas import Page
 
 router = api_router(prefix="/tests", tags=["tests"])
-Filter = Annotated[str | None, Query(max_length=200)]
+# The filters take what the columns store: trimmed, and no longer (a longer tag was cut to 100
+# characters by its parameter's cast to VARCHAR(100)[], and matched a tag it did not name).
+Filter = Annotated[Label | None, Query()]
 
 
 @router.get(
@@ -34,7 +36,7 @@ async def list_tests(
     behavior: Filter = None,
     category: Filter = None,
     topic: Filter = None,
-    tag: Annotated[list[str], Query(description="Has every given tag")] = [],  # noqa: B006
+    tag: Annotated[list[Tag], Query(description="Has every given tag")] = [],  # noqa: B006
     q: Annotated[str | None, Query(max_length=500, description="Text in input or expected")] = None,
     sort: Annotated[
         TestSort, Query(description="`position` (set order) needs test_set_id")

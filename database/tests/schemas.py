@@ -20,10 +20,11 @@ from database.tests.agent_fields import (
     ExpectedToolCalls,
     MaxSteps,
     ToolResponses,
+    refuse_deeper,
     without_absent_agent_fields,
 )
 from utils import fastjson
-from utils.schemas import InputModel, OutputModel, example, nesting_depth, text_problem
+from utils.schemas import InputModel, OutputModel, example, text_problem
 
 MAX_TEXT = 100_000
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -75,8 +76,7 @@ def _bounded(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     problem = text_problem(value)  # before measuring it as JSON, which needs storable text
     if problem:
         raise ValueError(problem)
-    if nesting_depth(value, MAX_FREE_FORM_DEPTH) > MAX_FREE_FORM_DEPTH:
-        raise ValueError(f"must be at most {MAX_FREE_FORM_DEPTH} levels deep")
+    refuse_deeper(value, MAX_FREE_FORM_DEPTH)
     if len(fastjson.dumps_bytes(value)) > MAX_FREE_FORM_BYTES:
         raise ValueError(f"must be at most {MAX_FREE_FORM_BYTES // 1024} KB as JSON")
     return value
