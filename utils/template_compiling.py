@@ -85,7 +85,7 @@ def instrument(ast: nodes.Template) -> None:
     loops = list(ast.find_all(nodes.For))
     for loop in loops:
         loop.iter = nodes.Call(nodes.EnvironmentAttribute("counted"), [loop.iter], [], None, None)
-    sizes = _subtree_sizes(ast)
+    sizes = _charged_sizes(ast)
     for loop in loops:
         if loop.test is not None:
             charge = _charge(sizes[id(loop.test)])
@@ -112,14 +112,19 @@ def _charge(size: int) -> nodes.Call | None:
     return nodes.Call(nodes.EnvironmentAttribute("spent"), [steps], [], None, None)
 
 
-def _subtree_sizes(ast: nodes.Node) -> dict[int, int]:
-    """Each node's count of nodes, itself and all it holds, by id: one pass, children first
-    (walking each block's body anew cost a square of the nesting's depth)."""
+def _charged_sizes(ast: nodes.Node) -> dict[int, int]:
+    """Each node's count of nodes, itself and all it holds, by id, less the blocks it holds: a
+    block's body charges itself each time it runs (`self.a()` too), so the code around it
+    charging for it as well charged it twice. A block counts for nothing around it. One pass,
+    children first (walking each block's body anew cost a square of the nesting's depth)."""
     sizes: dict[int, int] = {}
     pending: list[tuple[nodes.Node, bool]] = [(ast, False)]
     while pending:
         node, children_done = pending.pop()
-        if children_done:
+        if isinstance(node, nodes.Block):
+            sizes[id(node)] = 0
+            pending.extend((child, False) for child in node.iter_child_nodes())
+        elif children_done:
             children = node.iter_child_nodes()
             sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
         else:

@@ -16,7 +16,7 @@ import types
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from jinja2 import (
     StrictUndefined,
@@ -49,10 +49,20 @@ _RENDER_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="template
 _INTERACTIVE_RENDER_THREADS = ThreadPoolExecutor(
     max_workers=4, thread_name_prefix="template-interactive"
 )
+
+
+class _Compiled(NamedTuple):
+    template: Template
+    required: frozenset[str]  # the variables the caller must give
+    # What would fail every render it runs in (`_never_rendering`): refused when saved only,
+    # so a template stored before renders as it did where that branch is not taken.
+    never_renders: TemplateSyntaxError | None
+
+
 # Compiled templates kept, by the nodes they hold: what one keeps alive grows with them (5,000
 # nodes held some 2 MB), so a cap on their count alone let a few hundred large ones pin
 # hundreds of MB. This keeps some tens of MB at most.
-_COMPILED = compiling.CompiledCache[tuple[Template, frozenset[str]]](max_nodes=50_000)
+_COMPILED = compiling.CompiledCache[_Compiled](max_nodes=50_000)
 
 
 class TemplateTooCostly(InvalidInput):
@@ -186,7 +196,7 @@ def _environment() -> _Sandbox:
 ENVIRONMENT = _environment()
 
 
-def _compiled(source: str) -> tuple[Template, frozenset[str]]:
+def _compiled(source: str) -> _Compiled:
     """The template, compiled as it renders (`template_compiling.instrument`), and the
     variables it uses: parsed once while cached, and refused past MAX_TEMPLATE_NODES before any
     code is generated."""
@@ -195,12 +205,12 @@ def _compiled(source: str) -> tuple[Template, frozenset[str]]:
         return cached
     ast = ENVIRONMENT.parse(source)
     node_count = compiling.refuse_too_many_nodes(ast)
-    _refuse_what_never_renders(ast)
+    never_renders = _never_rendering(ast)
     variables = compiling.Variables(ENVIRONMENT)
     variables.visit(ast)
     required = frozenset(variables.undeclared_identifiers - _assigned(ast))
     compiling.instrument(ast)
-    compiled = ENVIRONMENT.from_string(ast), required
+    compiled = _Compiled(ENVIRONMENT.from_string(ast), required, never_renders)
     _COMPILED.put(source, compiled, node_count)
     return compiled
 
@@ -214,42 +224,73 @@ _LOADING_TAGS: dict[type[nodes.Node], str] = {
 _NEVER_RENDERING: tuple[type[nodes.Node], ...] = (*_LOADING_TAGS, nodes.Filter, nodes.Test)
 
 
-def _refuse_what_never_renders(ast: nodes.Template) -> None:
-    """TemplateSyntaxError, with its line, for what would fail every render: a tag loading
-    another template (a prompt has none to load), or a filter or test the sandbox lacks (jinja
-    refuses those as it compiles only outside an `if`)."""
+def _never_rendering(ast: nodes.Template) -> TemplateSyntaxError | None:
+    """The error, with its line, of the first thing that would fail every render it runs in: a
+    tag loading another template (a prompt has none to load), or a filter or test the sandbox
+    lacks (jinja refuses those as it compiles only outside an `if`)."""
     for node in ast.find_all(_NEVER_RENDERING):
         if isinstance(node, nodes.Filter):
             if node.name not in ENVIRONMENT.filters:
-                raise TemplateSyntaxError(f"No filter named {node.name!r}.", node.lineno)
+                return TemplateSyntaxError(f"No filter named {node.name!r}.", node.lineno)
         elif isinstance(node, nodes.Test):
             if node.name not in ENVIRONMENT.tests:
-                raise TemplateSyntaxError(f"No test named {node.name!r}.", node.lineno)
+                return TemplateSyntaxError(f"No test named {node.name!r}.", node.lineno)
         else:
             tag = _LOADING_TAGS[type(node)]
             message = f"`{tag}` is not available: there are no other templates to load"
-            raise TemplateSyntaxError(message, node.lineno)
+            return TemplateSyntaxError(message, node.lineno)
+    return None
 
 
 def _assigned(ast: nodes.Template) -> set[str]:
-    """Names the template gives values itself (`set`, `for`, `with`, macros), never asked of
-    the caller: jinja counts one set only within a branch as undeclared. One read where it is
-    unset still fails the render (strict undefined)."""
-    stored = {name.name for name in ast.find_all(nodes.Name) if name.ctx == "store"}
-    return stored | {macro.name for macro in ast.find_all(nodes.Macro)}
+    """Names the template sets where the rest of it sees them (at its top level, or in a branch
+    of an `if` there: jinja counts a name set only in a branch as undeclared), never asked of
+    the caller. Not names set in a scope of their own (a macro's, call block's, loop's, `with`'s
+    or block's body), a loop's targets, nor by a `set` reading its own name (`{% set topic =
+    topic|title %}`). A read where the template left a name unset fails the render."""
+    assigned: set[str] = set()
+    pending: list[nodes.Node] = list(ast.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, nodes.If):  # its `elif`s are Ifs in turn
+            pending.extend([*node.body, *node.elif_, *node.else_])
+        elif isinstance(node, nodes.Macro):
+            assigned.add(node.name)
+        elif isinstance(node, nodes.Assign | nodes.AssignBlock):
+            assigned |= _names(node.target, "store") - _names(node, "load")
+    return assigned
+
+
+def _names(node: nodes.Node, ctx: str) -> set[str]:
+    """The names `node` is or holds, in context `ctx` ("load", "store")."""
+    found = [node, *node.find_all(nodes.Name)]
+    return {name.name for name in found if isinstance(name, nodes.Name) and name.ctx == ctx}
 
 
 def check_template(source: str, *, field: str) -> set[str]:
-    """Compile-check a template (compiled as it will render); returns the variables it uses.
-    422 with the line on error. Nothing in the template runs: this takes time in proportion to
-    its length, up to its parse when it holds too many nodes to compile."""
+    """The check of a template as it is saved: compiled as it will render, and refused when
+    it would fail every render it runs in (`_never_rendering`); returns the variables it
+    uses. 422 with the line on error. Nothing in the template runs: this takes time in
+    proportion to its length, up to its parse when it holds too many nodes to compile."""
+    compiled = _compile_checked(source, field=field)
+    if compiled.never_renders is not None:
+        raise _does_not_compile(compiled.never_renders, field)
+    return set(compiled.required)
+
+
+def _does_not_compile(exc: TemplateSyntaxError, field: str) -> InvalidInput:
+    return InvalidInput(
+        f"template does not compile (line {exc.lineno}): {exc.message}",
+        errors=[{"field": field, "line": exc.lineno, "message": exc.message or "syntax error"}],
+    )
+
+
+def _compile_checked(source: str, *, field: str) -> _Compiled:
+    """`_compiled`, its errors a 422 naming `field` (and the line, where there is one)."""
     try:
-        _, variables = _compiled(source)
+        return _compiled(source)
     except TemplateSyntaxError as exc:
-        raise InvalidInput(
-            f"template does not compile (line {exc.lineno}): {exc.message}",
-            errors=[{"field": field, "line": exc.lineno, "message": exc.message or "syntax error"}],
-        ) from exc
+        raise _does_not_compile(exc, field) from exc
     except compiling.TooManyNodes as exc:
         raise InvalidInput(
             f"template too large to compile: it holds more than {compiling.MAX_TEMPLATE_NODES:,}"
@@ -265,7 +306,6 @@ def check_template(source: str, *, field: str) -> set[str]:
         raise InvalidInput(
             "template does not compile: a number in it is too long", field=field
         ) from exc
-    return set(variables)
 
 
 async def check_template_off_loop(source: str, *, field: str) -> set[str]:
@@ -283,9 +323,9 @@ def render(
     """On the calling thread: for work that is already off the event loop. `field` names the
     variables (a missing one is `{field}.{name}`), `template_field` the template rendered: its
     errors are that field's, and their messages name it (`system_prompt`: "system prompt")."""
-    used = check_template(source, field=template_field)
+    compiled = _compile_checked(source, field=template_field)  # as stored: see `_Compiled`
     called = template_field.rsplit(".", 1)[-1].replace("_", " ")
-    missing = sorted(name for name in used if name not in variables)
+    missing = sorted(name for name in compiled.required if name not in variables)
     if missing:
         raise InvalidInput(
             f"missing {called} variable(s): {', '.join(missing)}",
@@ -301,7 +341,7 @@ def render(
         )
     )
     try:
-        return _unicode(_compiled(source)[0].render(variables), template_field, called)
+        return _unicode(compiled.template.render(variables), template_field, called)
     except budget.BudgetExceeded as exc:
         raise TemplateTooCostly(f"{called} too costly: {exc}", field=template_field) from exc
     except RecursionError as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from utils import template_budget as budget
+from utils.config import get_settings
 from utils.templates import TemplateTooCostly, render
 
 STEPS = 3_000
@@ -102,3 +104,40 @@ def test_blocks_loop_filters_and_defaults_render_as_before():
     assert render(defaults + "{{ m() }} {{ m(2, 3) }}", Y) == "1x100 23"
     caller = "{% macro m() %}{{ caller() }}{{ caller(5) }}{% endmacro %}"
     assert render(caller + "{% call(a=y.a) m() %}[{{ a }}]{% endcall %}", Y) == "[1][5]"
+
+
+def _steps_spent(monkeypatch, template: str) -> int:
+    """The steps a render of `template` spends (its budget, as the render starts it, read after)."""
+    started: list[budget.Budget] = []
+
+    def start(spend: budget.Budget) -> object:
+        started.append(spend)
+        return starting(spend)
+
+    starting = budget.start
+    monkeypatch.setattr(budget, "start", start)
+    assert render(template, Y) == ""
+    monkeypatch.setattr(budget, "start", starting)
+    [spend] = started
+    return get_settings().template_max_steps - spend.steps
+
+
+BODY = "{% if y.a > 1 %}{{ y.b }}{% endif %}" * 40
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [
+        "{% for i in range(1000) %}{% block a %}BODY{% endblock %}{% endfor %}",
+        "{% for i in range(1000) %}{% if i < 0 %}{% else %}{% block a %}BODY{% endblock %}"
+        "{% endif %}{% endfor %}",
+        "{% macro m() %}{% block a %}BODY{% endblock %}{% endmacro %}"
+        "{% for i in range(1000) %}{{ m() }}{% endfor %}",
+    ],
+    ids=["in a loop", "in a branch in a loop", "in a macro"],
+)
+def test_a_block_in_a_loop_or_macro_is_charged_once(monkeypatch, wrapped):
+    inline = wrapped.replace("{% block a %}BODY{% endblock %}", BODY)
+    assert _steps_spent(monkeypatch, wrapped.replace("BODY", BODY)) == _steps_spent(
+        monkeypatch, inline
+    )
