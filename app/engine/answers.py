@@ -160,6 +160,8 @@ async def cached_answer(
         hit = await response_cache.cached_response(session, key)
     if hit is not None:
         calls = agent.calls_of([{"tool_calls": hit.tool_calls or []}])
+        # No call was timed: its result stores no latency (case.py); 0 only adds nothing to
+        # an agent's or a conversation's sum over its calls.
         return TargetReply(hit.output, 0.0, hit.input_tokens, hit.output_tokens, calls), True
     reply = await ask()
     async with ctx.transaction() as session:

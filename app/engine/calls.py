@@ -65,7 +65,9 @@ async def call_model(
     gate = gate_for(
         config.id, config.requests_per_minute, provider=config.provider, model=config.model
     )
-    return await call_through(gate, attempt)
+    return await call_through(
+        gate, attempt, time_limit=time_limit, model_time_limit=config.timeout_seconds
+    )
 
 
 async def observed(config: TargetConfig, call: Awaitable[TargetReply]) -> TargetReply:

@@ -106,9 +106,10 @@ async def _run_case(
     except SimulatorFailed as exc:
         result.update(cost=exc.spent, paid=exc.paid, trajectory=exc.trajectory)
         return _errored(result, result["input"], "simulator_error", str(exc)), []
+    latency = _latency(reply, cached, source)
     result.update(
         output=reply.output,
-        latency_ms=round(reply.latency_ms, 2),
+        latency_ms=latency,
         input_tokens=reply.input_tokens,
         output_tokens=reply.output_tokens,
         cost=price,
@@ -116,9 +117,7 @@ async def _run_case(
         trajectory=trajectory,
     )
     observation = _observation(case.case, request, reply, price, trajectory, plan.tools)
-    # Recorded, or the response cache's (now, or when a rescore's source was made): no call
-    # was timed.
-    if source.cached if source is not None else cached:
+    if latency is None:
         observation = dataclasses.replace(observation, latency_ms=None)
     metadata = case.case.get("metadata") or {}
     scored = await _score_all(run, plan, observation, metadata, (case.position, repetition))
@@ -194,6 +193,17 @@ def _stored(source: Result) -> tuple[TargetReply, bool, float | None]:
         agent.calls_of(source.trajectory or []),
     )
     return reply, True, source.cost
+
+
+def _latency(reply: TargetReply, cached: bool, source: Result | None) -> float | None:
+    """The answer's latency, none where no call was timed (a recorded answer, or the response
+    cache's): stored as 0 it would count as an instant answer in the run's percentiles and a
+    comparison's deltas. A rescore keeps its source's. (Its own results are `cached`, so a
+    rescore of a rescore reads the latency, not the flag; a cached source with 0 ms was stored
+    before untimed answers had none.)"""
+    if source is not None:
+        return None if source.cached and not source.latency_ms else source.latency_ms
+    return None if cached else round(reply.latency_ms, 2)
 
 
 def _recorded(case: dict[str, Any], field: str) -> TargetReply:

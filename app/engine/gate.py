@@ -133,13 +133,38 @@ def gate_for(
     return gate
 
 
+def counts_against_model(
+    error: TargetError, time_limit: float | None, model_time_limit: float | None
+) -> bool:
+    """Whether a failed call counts against its model's circuit breaker. A timeout under a
+    limit shorter than the model configuration's own (a run's `timeout_seconds`) is that run's
+    choice, not the model failing: the breaker is shared by every run on the model, so it
+    neither opens it nor fails a trial. A timeout at the model's own limit does count."""
+    if (
+        error.kind == "timeout"
+        and time_limit  # (none, or 0: the call had the model's own limit)
+        and model_time_limit is not None
+        and time_limit < model_time_limit
+    ):
+        return False
+    return error.kind in BREAKER_KINDS
+
+
 def retry_delay(error: TargetError, attempt: int) -> float:
     if error.retry_after is not None:
         return min(error.retry_after, RETRY_MAX_SECONDS)
     return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**attempt) * random.uniform(0.5, 1.5)
 
 
-async def call_through(gate: Gate, call: Callable[[], Awaitable[TargetReply]]) -> TargetReply:
+async def call_through(
+    gate: Gate,
+    call: Callable[[], Awaitable[TargetReply]],
+    *,
+    time_limit: float | None = None,
+    model_time_limit: float | None = None,
+) -> TargetReply:
+    """`time_limit`: the limit the call was given, if not the model configuration's own
+    (`model_time_limit`); see counts_against_model."""
     attempt = 0
     while True:
         trial = await gate.breaker.admit()
@@ -148,7 +173,7 @@ async def call_through(gate: Gate, call: Callable[[], Awaitable[TargetReply]]) -
                 await gate.pace.wait()
             reply = await call()
         except TargetError as error:
-            if error.kind in BREAKER_KINDS:
+            if counts_against_model(error, time_limit, model_time_limit):
                 gate.breaker.failed(trial=trial)
             elif trial is not None:
                 gate.breaker.abandoned(trial)
