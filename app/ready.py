@@ -3,7 +3,7 @@
 serves no HTTP). Exit 0 when ready, 1 otherwise.
 
 It runs every 15 s inside a 5 s timeout, in a container that may be busy: it imports only what
-its check needs (urllib; SQLAlchemy's core, asyncpg and the settings), never the service (some
+its check needs (urllib; SQLAlchemy's engine, asyncpg and the settings), never the service (some
 1,500 modules, seconds of CPU). `load_settings`, which every command uses, lives here for the
 same reason.
 """
@@ -90,7 +90,7 @@ def check_database(database_url: str | None) -> int:
 
 async def _applied_revision(database_url: str) -> str | None:
     """Connected as the service connects (its URL's options, `?ssl=require` say, read by
-    SQLAlchemy's asyncpg dialect), with SQLAlchemy's core only, not its ORM or the service."""
+    SQLAlchemy's asyncpg dialect), through SQLAlchemy's asyncio engine, not the service."""
     import asyncio
 
     from sqlalchemy import text
@@ -106,7 +106,9 @@ async def _applied_revision(database_url: str) -> str | None:
                 text("SELECT to_regclass('alembic_version') IS NOT NULL")
             ):
                 return None
-            revision = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+            revision = await connection.scalar(
+                text("SELECT version_num FROM alembic_version LIMIT 1")
+            )
             return str(revision) if revision is not None else None
     finally:
         await engine.dispose()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import limits
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "placeholder", "dev"})
@@ -50,10 +50,7 @@ DEFAULT_PORT = 8000
 
 
 class Settings(BaseSettings):
-    # populate_by_name: `port` is read from PORT, and Settings(port=...) is taken too.
-    model_config = SettingsConfigDict(
-        env_prefix="ASSAY_", env_file=".env", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="ASSAY_", env_file=".env", extra="ignore")
 
     # Database. With no database_url, an embedded PostgreSQL is started under data_dir.
     database_url: str | None = None
@@ -162,7 +159,9 @@ class Settings(BaseSettings):
     # Serving: what `python -m app serve` binds (its flags override these). The port is PORT,
     # unprefixed, as hosting platforms set it.
     host: str = "127.0.0.1"
-    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, validation_alias="PORT")
+    port: int = Field(
+        default=DEFAULT_PORT, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port")
+    )
     # Proxies trusted for X-Forwarded-For/Proto: comma-separated addresses, or *; none by default.
     forwarded_allow_ips: str = ""
 

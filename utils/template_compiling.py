@@ -99,17 +99,20 @@ def instrument(ast: nodes.Template) -> None:
     ]
     for node in bodies:
         defaults = node.defaults if isinstance(node, nodes.Macro | nodes.CallBlock) else []
-        charge = _charge(sum(sizes[id(part)] for part in [*node.body, *defaults]))
+        size = sum(sizes[id(part)] for part in [*node.body, *defaults])
+        # A block counts for nothing in the code around it: its own charge is never rounded
+        # away (a loop of many small blocks would run for nearly nothing).
+        charge = _charge(size, round_up=isinstance(node, nodes.Block))
         if charge is not None:
             node.body.insert(0, nodes.Output([charge]))
 
 
-def _charge(size: int) -> nodes.Call | None:
+def _charge(size: int, *, round_up: bool = False) -> nodes.Call | None:
     """A call charging code of `size` nodes as it runs; None for code too small to charge."""
-    if size < budget.NODES_PER_STEP:
+    steps = -(-size // budget.NODES_PER_STEP) if round_up else size // budget.NODES_PER_STEP
+    if not steps:
         return None
-    steps = nodes.Const(size // budget.NODES_PER_STEP)
-    return nodes.Call(nodes.EnvironmentAttribute("spent"), [steps], [], None, None)
+    return nodes.Call(nodes.EnvironmentAttribute("spent"), [nodes.Const(steps)], [], None, None)
 
 
 def _charged_sizes(ast: nodes.Node) -> dict[int, int]:

@@ -24,7 +24,6 @@ from jinja2 import (
     TemplateSyntaxError,
     Undefined,
     UndefinedError,
-    nodes,
 )
 from jinja2.environment import Template
 from jinja2.runtime import Context, LoopContext, Macro
@@ -32,7 +31,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.utils import Cycler, Namespace
 from markupsafe import Markup
 
-from utils import save_checks
+from utils import save_checks, template_reading
 from utils import template_budget as budget
 from utils import template_compiling as compiling
 from utils import template_filters as filters
@@ -54,8 +53,8 @@ _INTERACTIVE_RENDER_THREADS = ThreadPoolExecutor(
 class _Compiled(NamedTuple):
     template: Template
     required: frozenset[str]  # the variables the caller must give
-    # What would fail every render it runs in (`_never_rendering`): refused when saved only,
-    # so a template stored before renders as it did where that branch is not taken.
+    # What would fail every render it runs in (template_reading.never_rendering): refused when
+    # saved only, so a template stored before renders as it did where that branch is not taken.
     never_renders: TemplateSyntaxError | None
 
 
@@ -205,73 +204,22 @@ def _compiled(source: str) -> _Compiled:
         return cached
     ast = ENVIRONMENT.parse(source)
     node_count = compiling.refuse_too_many_nodes(ast)
-    never_renders = _never_rendering(ast)
+    never_renders = template_reading.never_rendering(ast, ENVIRONMENT)
     variables = compiling.Variables(ENVIRONMENT)
     variables.visit(ast)
-    required = frozenset(variables.undeclared_identifiers - _assigned(ast))
+    required = frozenset(variables.undeclared_identifiers - template_reading.assigned(ast))
     compiling.instrument(ast)
     compiled = _Compiled(ENVIRONMENT.from_string(ast), required, never_renders)
     _COMPILED.put(source, compiled, node_count)
     return compiled
 
 
-_LOADING_TAGS: dict[type[nodes.Node], str] = {
-    nodes.Extends: "extends",
-    nodes.Include: "include",
-    nodes.Import: "import",
-    nodes.FromImport: "from ... import",
-}
-_NEVER_RENDERING: tuple[type[nodes.Node], ...] = (*_LOADING_TAGS, nodes.Filter, nodes.Test)
-
-
-def _never_rendering(ast: nodes.Template) -> TemplateSyntaxError | None:
-    """The error, with its line, of the first thing that would fail every render it runs in: a
-    tag loading another template (a prompt has none to load), or a filter or test the sandbox
-    lacks (jinja refuses those as it compiles only outside an `if`)."""
-    for node in ast.find_all(_NEVER_RENDERING):
-        if isinstance(node, nodes.Filter):
-            if node.name not in ENVIRONMENT.filters:
-                return TemplateSyntaxError(f"No filter named {node.name!r}.", node.lineno)
-        elif isinstance(node, nodes.Test):
-            if node.name not in ENVIRONMENT.tests:
-                return TemplateSyntaxError(f"No test named {node.name!r}.", node.lineno)
-        else:
-            tag = _LOADING_TAGS[type(node)]
-            message = f"`{tag}` is not available: there are no other templates to load"
-            return TemplateSyntaxError(message, node.lineno)
-    return None
-
-
-def _assigned(ast: nodes.Template) -> set[str]:
-    """Names the template sets where the rest of it sees them (at its top level, or in a branch
-    of an `if` there: jinja counts a name set only in a branch as undeclared), never asked of
-    the caller. Not names set in a scope of their own (a macro's, call block's, loop's, `with`'s
-    or block's body), a loop's targets, nor by a `set` reading its own name (`{% set topic =
-    topic|title %}`). A read where the template left a name unset fails the render."""
-    assigned: set[str] = set()
-    pending: list[nodes.Node] = list(ast.body)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, nodes.If):  # its `elif`s are Ifs in turn
-            pending.extend([*node.body, *node.elif_, *node.else_])
-        elif isinstance(node, nodes.Macro):
-            assigned.add(node.name)
-        elif isinstance(node, nodes.Assign | nodes.AssignBlock):
-            assigned |= _names(node.target, "store") - _names(node, "load")
-    return assigned
-
-
-def _names(node: nodes.Node, ctx: str) -> set[str]:
-    """The names `node` is or holds, in context `ctx` ("load", "store")."""
-    found = [node, *node.find_all(nodes.Name)]
-    return {name.name for name in found if isinstance(name, nodes.Name) and name.ctx == ctx}
-
-
 def check_template(source: str, *, field: str) -> set[str]:
     """The check of a template as it is saved: compiled as it will render, and refused when
-    it would fail every render it runs in (`_never_rendering`); returns the variables it
-    uses. 422 with the line on error. Nothing in the template runs: this takes time in
-    proportion to its length, up to its parse when it holds too many nodes to compile."""
+    it would fail every render it runs in (template_reading.never_rendering); returns the
+    variables it uses. 422 with the line on error. Nothing in the template runs: this takes
+    time in proportion to its length, up to its parse when it holds too many nodes to
+    compile."""
     compiled = _compile_checked(source, field=field)
     if compiled.never_renders is not None:
         raise _does_not_compile(compiled.never_renders, field)

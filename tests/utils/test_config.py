@@ -107,6 +107,7 @@ def test_settings_written_as_operators_do_are_taken():
 def test_port_is_read_from_port_and_an_empty_one_is_the_default(monkeypatch) -> None:
     """PORT, unprefixed as hosting platforms set it; empty (an environment template's blank)
     it is the default, as it was before every command read it."""
+    monkeypatch.setenv("ASSAY_PORT", "1234")  # no such setting: the port is PORT's
     monkeypatch.setenv("PORT", "")
     assert Settings().port == 8000
     monkeypatch.setenv("PORT", "8123")

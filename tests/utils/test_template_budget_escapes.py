@@ -141,3 +141,14 @@ def test_a_block_in_a_loop_or_macro_is_charged_once(monkeypatch, wrapped):
     assert _steps_spent(monkeypatch, wrapped.replace("BODY", BODY)) == _steps_spent(
         monkeypatch, inline
     )
+
+
+def test_many_small_blocks_in_a_loop_cost_at_least_their_code_inline(monkeypatch):
+    """A block counts for nothing around it and charges its own body: one smaller than a step's
+    worth of nodes must still cost a step, or a loop of such blocks ran for nearly free
+    (13 s of CPU within the budget)."""
+    small = "{% if y.a %}" * 5 + "{% endif %}" * 5
+    blocks = "".join(f"{{% block b{n} %}}{small}{{% endblock %}}" for n in range(100))
+    wrapped = "{% for i in range(10) %}" + blocks + "{% endfor %}"
+    inline = "{% for i in range(10) %}" + small * 100 + "{% endfor %}"
+    assert _steps_spent(monkeypatch, wrapped) >= _steps_spent(monkeypatch, inline) > 500
