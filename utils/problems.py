@@ -56,7 +56,7 @@ class Problem(BaseModel):
         default="about:blank",
         description="`about:blank`: the status says what kind of error it is",
     )
-    title: str = Field(description="The status's name", examples=["Unprocessable Content"])
+    title: str = Field(description="The status's name", examples=["Unprocessable Entity"])
     status: int = Field(description="The HTTP status", examples=[422])
     detail: str | None = Field(
         default=None,

@@ -87,13 +87,15 @@ async def rerun(
 )
 async def repeat_run(
     run_id: uuid.UUID,
-    body: RepeatCreate,
     session: DbSession,
     principal: Member,
     meta: RequestMetaDep,
+    body: RepeatCreate | None = None,
 ) -> RunRead:
     """The run reopens; its summary, gate and comparisons take the new repetitions in. A
-    gate decided before is decided again, and the audit log keeps the verdict it replaces."""
+    gate decided before is decided again, and the audit log keeps the verdict it replaces.
+    No body: one more repetition of the undecided cases."""
+    body = body or RepeatCreate()
     run = await get_run_or_404(session, run_id, for_update=True)
     replaced = run.gate_result and {k: run.gate_result.get(k) for k in ("status", "reasons")}
     run = await follow_ups.repeat(session, run, body)

@@ -141,6 +141,9 @@ async def test_repeat_refuses_what_it_cannot_do(lab, fake):
     await lab.wait(run["id"])
     steady = await lab.post(f"/runs/{run['id']}/repeat", {"cases": "flaky"})
     assert "no flaky case" in assert_problem(steady, 409)["detail"]
+    # No body: one more repetition of the undecided cases (here none), as its defaults say.
+    bare = await lab.client.post(f"/api/v1/runs/{run['id']}/repeat", headers=lab.account.headers)
+    assert "no undecided case" in assert_problem(bare, 409)["detail"]
     assert_problem(await lab.post(f"/runs/{run['id']}/repeat", {"repetitions": 0}), 422)
 
     many = await lab.run(test_set, target, metric_ids=[metric], repetitions=99, concurrency=20)
