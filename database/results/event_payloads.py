@@ -74,7 +74,9 @@ class ResultRecorded(_Payload):
     output_tokens: int | None
     cost: float | None
     cached: bool = Field(
-        default=False, description="Only when `true`: the output came from the response cache"
+        default=False,
+        description="Only when `true`: no call made the output now (it came from the response"
+        " cache, or the run scores recorded or earlier outputs: a rescore)",
     )
     error_type: str | None = Field(default=None, description="Only on an errored result")
     error_message: str | None = Field(

@@ -237,11 +237,17 @@ class ResultRead(OutputModel):
     input: dict[str, Any]
     output: str | None
     status: ResultStatus
-    latency_ms: float | None
+    latency_ms: float | None = Field(
+        description="null for an errored result, and for an output no call was timed for"
+        " (cached, recorded): left out of latency figures"
+    )
     input_tokens: int | None
     output_tokens: int | None
     cost: float | None
-    cached: bool
+    cached: bool = Field(
+        description="No call made the output now: it came from the response cache, or the run"
+        " scores recorded or earlier outputs (a rescore)"
+    )
     error_type: str | None
     error_message: str | None
     trajectory: list[dict[str, Any]] | None = Field(
