@@ -92,6 +92,9 @@ def make_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:
         # connection's reads included. Exact: a user's JSON comes back as the standard library
         # reads it (an integer beyond 64 bits stays an integer).
         json_deserializer=fastjson.loads_exact,
+        # An unexpected database error is logged with its statement: never with the values
+        # bound to it (token hashes, encrypted secrets, emails).
+        hide_parameters=True,
     )
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed_connection)
     return engine
