@@ -75,9 +75,10 @@ async def test_docs_render_and_run_without_any_other_host(tmp_path):
         await asyncio.to_thread(server.wait_healthy, 120)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             document = (await http.get("/openapi.json")).json()
-        operations = sum(
-            1 for item in document["paths"].values() for method in item if method in METHODS
-        )
+        # The page shows the webhooks (the messages Assay sends) among the operations.
+        items = [*document["paths"].values(), *document.get("webhooks", {}).values()]
+        operations = sum(1 for item in items for method in item if method in METHODS)
+        assert document.get("webhooks"), "the document describes the messages it sends"
         async with chromium(
             binary, tmp_path / "profile", tmp_path / "chromium.log", *offline_flags()
         ) as page:
